@@ -1,0 +1,137 @@
+//! Commands: the only way anything changes in Colony.
+
+use serde::{Deserialize, Serialize};
+
+use crate::genesis::Genesis;
+use crate::ledger::{ReservationId, Resource};
+use crate::principal::{PrincipalId, PrincipalKind, Role, TokenHash};
+
+/// One action, as it stands in the command log.
+///
+/// `seq` and `at_ms` are stamped by the log when the command is sequenced, never read
+/// from a clock inside the kernel.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Command {
+    /// Position in the command log, from 1, without gaps.
+    pub seq: u64,
+    /// Milliseconds since the Unix epoch, assigned when logged; never decreases.
+    pub at_ms: u64,
+    /// Who asks. Bound to the caller's token by the node, never taken from the body.
+    pub actor: PrincipalId,
+    /// Why the actor asks; recorded with the decision.
+    pub justification: String,
+    pub body: CommandBody,
+}
+
+impl Command {
+    pub fn new(
+        seq: u64,
+        at_ms: u64,
+        actor: PrincipalId,
+        justification: impl Into<String>,
+        body: CommandBody,
+    ) -> Command {
+        Command { seq, at_ms, actor, justification: justification.into(), body }
+    }
+}
+
+/// What a command asks for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CommandBody {
+    /// The first command of every log: installs limits, quota defaults, the system
+    /// principal (`0.1`) and the first admin (`1.1`).
+    Genesis(Genesis),
+    CreatePrincipal(CreatePrincipal),
+    /// Takes standing away: the token stops working, reservations and holds are
+    /// released, and account limits count one fewer.
+    RemovePrincipal { principal: PrincipalId },
+    /// Sets aside `amount` of a resource before an action.
+    Reserve { resource: Resource, amount: u64, ttl_ms: Option<u64> },
+    /// Charges the actual amount of a reservation and refunds the rest.
+    Commit { reservation: ReservationId, actual: u64 },
+    /// Gives a reservation (or a gauge hold) back in full.
+    Release { reservation: ReservationId },
+    /// Sets the quota of a child principal (one whose parent is the actor).
+    Grant { to: PrincipalId, resource: Resource, amount: u64 },
+    /// Returns allocated stock (disk bytes) when data is deleted.
+    Free { resource: Resource, amount: u64 },
+    /// Lets time pass: expires reservations whose time is up. Logged by the node
+    /// only when [`crate::State::next_due_ms`] says something is due.
+    Tick,
+}
+
+impl CommandBody {
+    /// A short machine name, as used in the decision log's `action` field.
+    pub fn name(&self) -> &'static str {
+        match self {
+            CommandBody::Genesis(_) => "genesis",
+            CommandBody::CreatePrincipal(_) => "principal.create",
+            CommandBody::RemovePrincipal { .. } => "principal.remove",
+            CommandBody::Reserve { .. } => "ledger.reserve",
+            CommandBody::Commit { .. } => "ledger.commit",
+            CommandBody::Release { .. } => "ledger.release",
+            CommandBody::Grant { .. } => "ledger.grant",
+            CommandBody::Free { .. } => "ledger.free",
+            CommandBody::Tick => "time.tick",
+        }
+    }
+}
+
+/// Priority of a request that may wait in a soft-limit admission queue.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Priority {
+    Low,
+    #[default]
+    Normal,
+    High,
+    Critical,
+}
+
+impl Priority {
+    /// The old swarm's numeric priorities (HYPERNET.md).
+    pub fn numeric(self) -> u32 {
+        match self {
+            Priority::Low => 100,
+            Priority::Normal => 200,
+            Priority::High => 300,
+            Priority::Critical => 400,
+        }
+    }
+}
+
+/// Asks for a new principal.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreatePrincipal {
+    pub name: String,
+    pub kind: PrincipalKind,
+    /// Empty means `[member]`.
+    pub roles: Vec<Role>,
+    pub token_hash: TokenHash,
+    pub parent: Option<PrincipalId>,
+    /// A specific address under the kind's prefix; `None` takes the next number.
+    pub address: Option<String>,
+    /// Order in the admission queue when the account limit's `on_soft` is `queue`.
+    pub priority: Priority,
+}
+
+impl CreatePrincipal {
+    pub fn new(name: impl Into<String>, kind: PrincipalKind, token_hash: TokenHash) -> Self {
+        CreatePrincipal {
+            name: name.into(),
+            kind,
+            roles: Vec::new(),
+            token_hash,
+            parent: None,
+            address: None,
+            priority: Priority::Normal,
+        }
+    }
+
+    /// Bytes of data this creation adds (counted toward `data_creation_bytes`).
+    pub fn data_bytes(&self) -> u64 {
+        (self.name.len() + self.address.as_ref().map_or(0, String::len) + 64) as u64
+    }
+}

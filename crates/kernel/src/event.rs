@@ -1,0 +1,195 @@
+//! Events: the decisions the kernel takes, with machine-readable reasons.
+
+use serde::Serialize;
+
+use crate::ledger::{ReservationId, Resource};
+use crate::principal::{PrincipalId, PrincipalKind};
+
+/// What the kernel decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    /// Done, within every limit.
+    Allowed,
+    /// Done, but a soft limit was crossed; see the event's warnings.
+    Warned,
+    /// Waiting in a soft-limit admission queue.
+    Queued,
+    /// A queued request that has now been admitted and done.
+    Admitted,
+    /// Not done; the reason says why.
+    Denied,
+    /// Undone because its time ran out (a reservation).
+    Expired,
+}
+
+impl Decision {
+    pub fn is_allowed(self) -> bool {
+        matches!(self, Decision::Allowed | Decision::Warned | Decision::Admitted)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Allowed => "allowed",
+            Decision::Warned => "warned",
+            Decision::Queued => "queued",
+            Decision::Admitted => "admitted",
+            Decision::Denied => "denied",
+            Decision::Expired => "expired",
+        }
+    }
+}
+
+/// Which action an event is about; the same names as [`crate::CommandBody::name`],
+/// plus consequences that no command asked for directly.
+pub type Action = &'static str;
+
+/// Why the kernel decided as it did. Serialized with a `code` field.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "code", rename_all = "snake_case")]
+pub enum Reason {
+    /// Within every limit and quota.
+    Ok,
+    /// Soft limit crossed or reached (a warning, or the cause of queueing).
+    SoftLimit { limit: String, usage: u64, requested: u64, soft: u64, hard: Option<u64> },
+    /// Hard limit would be crossed: denied.
+    HardLimit {
+        limit: String,
+        usage: u64,
+        requested: u64,
+        hard: u64,
+        set_by: String,
+        set_at_ms: u64,
+        set_via: String,
+    },
+    /// The soft-limit admission queue of `limit` is full.
+    QueueFull { limit: String, queue_max: u32 },
+    /// Not enough of a resource at `principal` (the actor, or an ancestor whose
+    /// quota bounds it).
+    InsufficientResource {
+        resource: Resource,
+        requested: u64,
+        available: u64,
+        principal: String,
+        /// When a flow quota refills, if it is a flow.
+        refill_at_ms: Option<u64>,
+    },
+    /// The actor lacks the role or the relation the action needs.
+    Forbidden { message: String },
+    /// The actor has no standing (removed, or never existed).
+    NoStanding { actor: PrincipalId },
+    /// Something named in the command does not exist.
+    NotFound { what: String, id: String },
+    /// The command is malformed or conflicts with the state.
+    Invalid { message: String },
+    /// A reservation's time ran out before it was committed or released.
+    ReservationExpired { expired_at_ms: u64 },
+    /// A queued request was admitted because the limit now allows it.
+    LimitAllows { limit: String, ticket: u64, waited_ms: u64 },
+    /// The principal already holds as many open reservations as allowed.
+    TooManyReservations { max: u32 },
+}
+
+impl Reason {
+    /// The `code` under which this reason is serialized.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Reason::Ok => "ok",
+            Reason::SoftLimit { .. } => "soft_limit",
+            Reason::HardLimit { .. } => "hard_limit",
+            Reason::QueueFull { .. } => "queue_full",
+            Reason::InsufficientResource { .. } => "insufficient_resource",
+            Reason::Forbidden { .. } => "forbidden",
+            Reason::NoStanding { .. } => "no_standing",
+            Reason::NotFound { .. } => "not_found",
+            Reason::Invalid { .. } => "invalid",
+            Reason::ReservationExpired { .. } => "reservation_expired",
+            Reason::LimitAllows { .. } => "limit_allows",
+            Reason::TooManyReservations { .. } => "too_many_reservations",
+        }
+    }
+}
+
+/// What an allowed action did, for the response and the decision log's `detail`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "effect", rename_all = "snake_case")]
+pub enum Effect {
+    None,
+    GenesisApplied { limits: usize, admin: String },
+    PrincipalCreated { id: PrincipalId, address: String, kind: PrincipalKind, parent: Option<String> },
+    PrincipalQueued { ticket: u64, limit: String, position: usize },
+    PrincipalRemoved { id: PrincipalId, address: String, released_reservations: usize },
+    Reserved { reservation: ReservationId, resource: Resource, amount: u64, expires_at_ms: u64 },
+    Committed {
+        reservation: ReservationId,
+        resource: Resource,
+        reserved: u64,
+        actual: u64,
+        charged: u64,
+        refunded: u64,
+        shortfall: u64,
+    },
+    Released { reservation: ReservationId, resource: Resource, amount: u64 },
+    Granted { to: String, resource: Resource, amount: u64 },
+    Freed { resource: Resource, amount: u64 },
+}
+
+/// One decision of the kernel. A command yields one primary event and possibly
+/// consequences (expiries before it, admissions after it).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Event {
+    pub action: Action,
+    /// What the decision is about: an address, a limit, or `reservation:N`.
+    pub subject: String,
+    pub decision: Decision,
+    pub reason: Reason,
+    /// Soft limits crossed by an allowed action.
+    pub warnings: Vec<Reason>,
+    pub effect: Effect,
+}
+
+impl Event {
+    pub fn allowed(action: Action, subject: impl Into<String>, effect: Effect) -> Event {
+        Event {
+            action,
+            subject: subject.into(),
+            decision: Decision::Allowed,
+            reason: Reason::Ok,
+            warnings: Vec::new(),
+            effect,
+        }
+    }
+
+    pub fn denied(action: Action, subject: impl Into<String>, reason: Reason) -> Event {
+        Event {
+            action,
+            subject: subject.into(),
+            decision: Decision::Denied,
+            reason,
+            warnings: Vec::new(),
+            effect: Effect::None,
+        }
+    }
+
+    /// Adds soft-limit warnings, turning `allowed` into `warned`.
+    pub fn with_warnings(mut self, warnings: Vec<Reason>) -> Event {
+        if !warnings.is_empty() && self.decision == Decision::Allowed {
+            self.decision = Decision::Warned;
+        }
+        self.warnings.extend(warnings);
+        self
+    }
+}
+
+/// The events one command produced, and which of them answers the command.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Applied {
+    pub events: Vec<Event>,
+    pub primary_index: usize,
+}
+
+impl Applied {
+    pub fn primary(&self) -> &Event {
+        &self.events[self.primary_index]
+    }
+}

@@ -1,0 +1,101 @@
+//! Genesis: what the first command of a log installs.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ledger::Resource;
+use crate::limits::{builtin_limit, LimitSpec, OnSoft};
+use crate::principal::{PrincipalKind, TokenHash};
+
+/// Limits, quota defaults and the first admin, as read from `config/genesis/`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Genesis {
+    pub limits: Vec<LimitSpec>,
+    pub quotas: QuotaConfig,
+    /// Where the values came from, recorded as `set_via` on every limit.
+    pub source: String,
+    pub admin_name: String,
+    pub admin_token_hash: TokenHash,
+}
+
+/// Per-kind quota defaults and the ledger's timing rules (`quotas.toml`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuotaConfig {
+    /// Quota of each resource for a new principal of each kind; `None` is unlimited.
+    /// A resource missing for a kind is unlimited.
+    pub defaults: BTreeMap<PrincipalKind, BTreeMap<Resource, Option<u64>>>,
+    /// Refill window of each flow resource.
+    pub flow_window_ms: BTreeMap<Resource, u64>,
+    /// How long a reservation lives when the request names no `ttl_ms`.
+    pub reservation_ttl_ms: u64,
+    /// Longest `ttl_ms` a request may ask for.
+    pub reservation_ttl_max_ms: u64,
+    /// Most open reservations one principal may hold at once.
+    pub reservations_per_principal_max: u32,
+}
+
+impl QuotaConfig {
+    pub fn default_quota(&self, kind: PrincipalKind, resource: Resource) -> Option<u64> {
+        if kind == PrincipalKind::System {
+            return None;
+        }
+        self.defaults.get(&kind).and_then(|map| map.get(&resource).copied()).flatten()
+    }
+
+    pub fn window_ms(&self, resource: Resource) -> u64 {
+        self.flow_window_ms.get(&resource).copied().unwrap_or(60_000)
+    }
+}
+
+impl Genesis {
+    /// A small genesis for examples and tests: accounts soft 8 / hard 10, generous
+    /// quotas, one-minute flow windows.
+    pub fn for_tests(admin_token_hash: TokenHash) -> Genesis {
+        let limit = |name: &str, soft: Option<u64>, hard: Option<u64>| {
+            let builtin = builtin_limit(name).expect("builtin limit");
+            LimitSpec {
+                name: name.to_string(),
+                unit: builtin.unit.to_string(),
+                description: builtin.description.to_string(),
+                soft,
+                hard,
+                on_soft: OnSoft::Warn,
+                window_ms: builtin.default_window_ms,
+                queue_max: 100,
+            }
+        };
+        let mut defaults = BTreeMap::new();
+        for kind in [PrincipalKind::Human, PrincipalKind::Ai] {
+            let mut quotas = BTreeMap::new();
+            quotas.insert(Resource::LlmBudgetUsd, Some(10 * crate::MICRO_USD_PER_USD));
+            quotas.insert(Resource::DiskBytes, Some(1 << 20));
+            quotas.insert(Resource::ComputeMs, Some(60_000));
+            quotas.insert(Resource::IoOps, Some(10_000));
+            quotas.insert(Resource::MemoryBytes, Some(256 << 20));
+            defaults.insert(kind, quotas);
+        }
+        let mut flow_window_ms = BTreeMap::new();
+        flow_window_ms.insert(Resource::ComputeMs, 60_000);
+        flow_window_ms.insert(Resource::IoOps, 60_000);
+        Genesis {
+            limits: vec![
+                limit("ai_accounts", Some(8), Some(10)),
+                limit("human_accounts", Some(8), Some(10)),
+                limit("llm_spend_usd", Some(40 * crate::MICRO_USD_PER_USD), Some(50 * crate::MICRO_USD_PER_USD)),
+                limit("data_creation_bytes", None, None),
+                limit("total_nodes", None, None),
+            ],
+            quotas: QuotaConfig {
+                defaults,
+                flow_window_ms,
+                reservation_ttl_ms: 300_000,
+                reservation_ttl_max_ms: 3_600_000,
+                reservations_per_principal_max: 1_000,
+            },
+            source: "tests".to_string(),
+            admin_name: "admin".to_string(),
+            admin_token_hash,
+        }
+    }
+}
