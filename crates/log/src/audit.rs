@@ -1,0 +1,328 @@
+//! The decision log: every kernel event as a JSON record, hash-chained.
+//!
+//! A stored record is one JSON object whose last field is `"hash"`. The hash is the
+//! SHA-256, in hex, of the record's bytes without that field: the same object closed
+//! right after `prev_hash`. Each record's `prev_hash` is the hash of the one before
+//! (64 zeros for the first), so changing any byte of any record breaks the chain at
+//! that record, and the head hash commits to the whole history.
+
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+
+use colony_kernel::{Command, Event, State};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::segment::{list_segments, parse_frame};
+use crate::Error;
+
+/// The `prev_hash` of the first record.
+pub const GENESIS_HASH: [u8; 32] = [0; 32];
+const HASH_SUFFIX_BYTES: usize = ",\"hash\":\"\"}".len() + 64;
+
+/// One decision, as stored and served.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    /// Position in the decision log, from 1.
+    pub seq: u64,
+    /// When the command was logged, RFC 3339 in UTC.
+    pub at: String,
+    pub at_ms: u64,
+    /// Sequence number of the command that caused the decision.
+    pub command: u64,
+    /// This record's place among the command's events, from 0, and their number.
+    pub event: u32,
+    pub events: u32,
+    /// Address of the principal that acted.
+    pub actor: String,
+    pub action: String,
+    pub subject: String,
+    pub decision: String,
+    pub reason: serde_json::Value,
+    /// What the decision did (`effect`) and the soft limits it crossed (`warnings`).
+    pub detail: serde_json::Value,
+    pub justification: String,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+#[derive(Serialize)]
+struct RecordBody<'a> {
+    seq: u64,
+    at: &'a str,
+    at_ms: u64,
+    command: u64,
+    event: u32,
+    events: u32,
+    actor: &'a str,
+    action: &'a str,
+    subject: &'a str,
+    decision: &'a str,
+    reason: &'a colony_kernel::Reason,
+    detail: Detail<'a>,
+    justification: &'a str,
+    prev_hash: &'a str,
+}
+
+#[derive(Serialize)]
+struct Detail<'a> {
+    effect: &'a colony_kernel::Effect,
+    warnings: &'a [colony_kernel::Reason],
+}
+
+/// Encodes the events of one command as chained records, appending their bytes to
+/// `out` (one `Vec` per record) and moving `head` forward.
+pub fn encode_events(
+    command: &Command,
+    events: &[Event],
+    skip: usize,
+    state: &State,
+    head: &mut ChainHead,
+    out: &mut Vec<Vec<u8>>,
+) {
+    let actor = state
+        .principal(command.actor)
+        .map(|principal| principal.address.clone())
+        .unwrap_or_else(|| format!("unknown:{}", command.actor));
+    let at = format_time(command.at_ms);
+    for (position, event) in events.iter().enumerate().skip(skip) {
+        let prev_hash = hex::encode(head.hash);
+        let body = RecordBody {
+            seq: head.seq + 1,
+            at: &at,
+            at_ms: command.at_ms,
+            command: command.seq,
+            event: position as u32,
+            events: events.len() as u32,
+            actor: &actor,
+            action: event.action,
+            subject: &event.subject,
+            decision: event.decision.as_str(),
+            reason: &event.reason,
+            detail: Detail { effect: &event.effect, warnings: &event.warnings },
+            justification: &command.justification,
+            prev_hash: &prev_hash,
+        };
+        let mut bytes = serde_json::to_vec(&body).expect("records serialize");
+        let hash: [u8; 32] = Sha256::digest(&bytes).into();
+        bytes.pop();
+        bytes.extend_from_slice(b",\"hash\":\"");
+        bytes.extend_from_slice(hex::encode(hash).as_bytes());
+        bytes.extend_from_slice(b"\"}");
+        head.seq += 1;
+        head.hash = hash;
+        out.push(bytes);
+    }
+}
+
+/// The end of the chain: the last record's number and hash.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChainHead {
+    pub seq: u64,
+    pub hash: [u8; 32],
+}
+
+impl Default for ChainHead {
+    fn default() -> Self {
+        ChainHead { seq: 0, hash: GENESIS_HASH }
+    }
+}
+
+/// Where a record stands: the fields recovery needs, read from its bytes.
+#[derive(Deserialize)]
+pub(crate) struct RecordPosition {
+    pub command: u64,
+    pub event: u32,
+    pub events: u32,
+}
+
+/// Checks that `bytes` is a well-formed record whose hash matches its content and
+/// whose `prev_hash` is `prev`; returns its own hash.
+pub fn check_record(bytes: &[u8], expected_seq: u64, prev: &[u8; 32]) -> Result<[u8; 32], String> {
+    if bytes.len() < HASH_SUFFIX_BYTES || !bytes.ends_with(b"\"}") {
+        return Err("record does not end with its hash".into());
+    }
+    let split = bytes.len() - HASH_SUFFIX_BYTES;
+    let suffix = &bytes[split..];
+    if !suffix.starts_with(b",\"hash\":\"") {
+        return Err("record does not end with its hash".into());
+    }
+    let stored_hex = &suffix[9..9 + 64];
+    let mut stored = [0u8; 32];
+    hex::decode_to_slice(stored_hex, &mut stored).map_err(|_| "hash is not hex".to_string())?;
+    let mut body = bytes[..split].to_vec();
+    body.push(b'}');
+    let computed: [u8; 32] = Sha256::digest(&body).into();
+    if computed != stored {
+        return Err(format!("content hashes to {} but the record says {}", hex::encode(computed), hex::encode(stored)));
+    }
+    #[derive(Deserialize)]
+    struct Chain {
+        seq: u64,
+        prev_hash: String,
+    }
+    let chain: Chain = serde_json::from_slice(&body).map_err(|error| format!("record is not valid JSON: {error}"))?;
+    if chain.seq != expected_seq {
+        return Err(format!("record says seq {} where {expected_seq} was expected", chain.seq));
+    }
+    if chain.prev_hash != hex::encode(prev) {
+        return Err(format!("prev_hash {} does not match the previous record's hash {}", chain.prev_hash, hex::encode(prev)));
+    }
+    Ok(computed)
+}
+
+/// What `colony audit verify` prints on success.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct VerifyReport {
+    pub records: u64,
+    pub head_hash: String,
+}
+
+/// A record that does not verify.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, thiserror::Error)]
+#[error("decision record {seq} ({file}, byte offset {offset}) does not verify: {reason}")]
+pub struct VerifyFailure {
+    pub seq: u64,
+    pub file: PathBuf,
+    pub offset: u64,
+    pub reason: String,
+}
+
+/// Recomputes the whole chain of the decision log in `data_dir/audit`. Never repairs:
+/// a torn tail is reported like any other damage.
+pub fn verify_audit(data_dir: &Path) -> Result<VerifyReport, VerifyFailure> {
+    let dir = data_dir.join("audit");
+    let fail = |seq, file: &Path, offset, reason: String| VerifyFailure { seq, file: file.to_path_buf(), offset, reason };
+    let files = list_segments(&dir).map_err(|error| fail(0, &dir, 0, error.to_string()))?;
+    if files.is_empty() {
+        return Err(fail(0, &dir, 0, "no decision log here (is this a Colony data directory?)".into()));
+    }
+    let mut head = ChainHead::default();
+    for (first_index, path) in files {
+        if first_index != head.seq + 1 {
+            return Err(fail(head.seq + 1, &path, 0, format!("segment starts at record {first_index}")));
+        }
+        let data = std::fs::read(&path).map_err(|error| fail(head.seq + 1, &path, 0, error.to_string()))?;
+        let mut offset = 0;
+        while offset < data.len() {
+            let seq = head.seq + 1;
+            let payload = parse_frame(&data[offset..]).map_err(|reason| fail(seq, &path, offset as u64, reason))?;
+            head.hash = check_record(payload, seq, &head.hash).map_err(|reason| fail(seq, &path, offset as u64, reason))?;
+            head.seq = seq;
+            offset += 8 + payload.len();
+        }
+    }
+    Ok(VerifyReport { records: head.seq, head_hash: hex::encode(head.hash) })
+}
+
+/// Reads records through a [`crate::LogReader`], filtered, for `GET /v1/audit`.
+pub struct AuditQuery<'a> {
+    pub after: u64,
+    pub limit: usize,
+    pub actor: Option<&'a str>,
+    /// Matches the subject or the actor, and addresses below it (`2.1` matches `2.1.loom`).
+    pub address: Option<&'a str>,
+    /// Bound on records examined in one query, so a rare filter cannot scan forever.
+    pub scan_max: u64,
+}
+
+/// Records found by an [`AuditQuery`], as raw JSON, and where to continue.
+pub struct AuditPage {
+    pub records: Vec<Vec<u8>>,
+    /// The last record examined: pass it as `after` to continue.
+    pub next_after: u64,
+}
+
+impl AuditQuery<'_> {
+    pub fn run(&self, reader: &crate::LogReader) -> Result<AuditPage, Error> {
+        #[derive(Deserialize)]
+        struct Who<'b> {
+            #[serde(borrow)]
+            actor: std::borrow::Cow<'b, str>,
+            #[serde(borrow)]
+            subject: std::borrow::Cow<'b, str>,
+        }
+        let mut page = AuditPage { records: Vec::new(), next_after: self.after };
+        let mut examined = 0;
+        let filtering = self.actor.is_some() || self.address.is_some();
+        reader.scan(self.after + 1, |index, bytes| {
+            examined += 1;
+            page.next_after = index;
+            let keep = !filtering
+                || serde_json::from_slice::<Who>(bytes).is_ok_and(|who| {
+                    self.actor.is_none_or(|actor| who.actor == actor)
+                        && self.address.is_none_or(|address| {
+                            under(&who.subject, address) || under(&who.actor, address)
+                        })
+                });
+            if keep {
+                page.records.push(bytes.to_vec());
+            }
+            if page.records.len() >= self.limit || examined >= self.scan_max {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        })?;
+        Ok(page)
+    }
+}
+
+fn under(candidate: &str, address: &str) -> bool {
+    candidate == address
+        || candidate.strip_prefix(address).is_some_and(|rest| rest.starts_with('.') || rest.starts_with(':'))
+}
+
+/// Formats Unix milliseconds as RFC 3339 in UTC with milliseconds.
+pub fn format_time(at_ms: u64) -> String {
+    let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(at_ms);
+    humantime::format_rfc3339_millis(time).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use colony_kernel::{CommandBody, Genesis, PrincipalId};
+
+    fn chain(count: usize) -> Vec<Vec<u8>> {
+        let mut state = State::new();
+        let mut head = ChainHead::default();
+        let mut out = Vec::new();
+        let genesis = Command::new(1, 1_700_000_000_000, PrincipalId::SYSTEM, "start", CommandBody::Genesis(Genesis::for_tests([1; 32])));
+        let applied = state.apply(&genesis);
+        encode_events(&genesis, &applied.events, 0, &state, &mut head, &mut out);
+        for seq in 2..=count as u64 {
+            let command = Command::new(seq, 1_700_000_000_000 + seq, PrincipalId::SYSTEM, "tick \"quoted\"", CommandBody::Tick);
+            let applied = state.apply(&command);
+            encode_events(&command, &applied.events, 0, &state, &mut head, &mut out);
+        }
+        out
+    }
+
+    #[test]
+    fn records_chain_and_every_byte_matters() {
+        let records = chain(4);
+        let mut prev = GENESIS_HASH;
+        for (index, record) in records.iter().enumerate() {
+            prev = check_record(record, index as u64 + 1, &prev).unwrap();
+        }
+        let parsed: AuditRecord = serde_json::from_slice(&records[1]).unwrap();
+        assert_eq!(parsed.action, "time.tick");
+        assert_eq!(parsed.at, "2023-11-14T22:13:20.002Z");
+        let prev = check_record(&records[0], 1, &GENESIS_HASH).unwrap();
+        for position in 0..records[1].len() {
+            let mut changed = records[1].clone();
+            changed[position] ^= 0x04;
+            assert!(check_record(&changed, 2, &prev).is_err(), "a change at byte {position} went unnoticed");
+        }
+        assert!(check_record(&records[2], 3, &prev).is_err(), "a record out of place breaks the chain");
+    }
+
+    #[test]
+    fn address_filter_matches_descendants_only() {
+        assert!(under("2.1", "2.1"));
+        assert!(under("2.1.loom", "2.1"));
+        assert!(!under("2.10", "2.1"));
+        assert!(!under("2", "2.1"));
+    }
+}

@@ -1,0 +1,233 @@
+//! The store: command log, decision log and snapshots, recovered together.
+
+use std::path::{Path, PathBuf};
+
+use colony_kernel::{Applied, Command, State};
+
+use crate::audit::{check_record, encode_events, ChainHead, RecordPosition};
+use crate::segment::{LogReader, SegmentLog, SegmentOptions};
+use crate::{snapshot, Error};
+
+#[derive(Clone, Debug, Default)]
+pub struct StoreOptions {
+    pub segment: SegmentOptions,
+    /// Replay from the first command even if a snapshot exists.
+    pub ignore_snapshots: bool,
+}
+
+/// What recovery did, for the log line at start-up.
+#[derive(Clone, Debug, Default)]
+pub struct RecoveryReport {
+    /// The snapshot the state was loaded from, if any.
+    pub snapshot: Option<PathBuf>,
+    pub snapshot_seq: u64,
+    /// Commands applied on top of the snapshot.
+    pub replayed: u64,
+    /// Decision records rebuilt from the command log (their batch was cut short).
+    pub regenerated: u64,
+    /// Torn tails cut off: file and bytes.
+    pub truncated: Vec<(PathBuf, u64)>,
+}
+
+/// The durable side of a node. One writer: the node's sequencer.
+pub struct Store {
+    dir: PathBuf,
+    commands: SegmentLog,
+    audit: SegmentLog,
+    head: ChainHead,
+    scratch: Vec<Vec<u8>>,
+}
+
+impl Store {
+    /// Opens `dir` (creating it), loads the newest snapshot, replays the command log
+    /// after it, and rebuilds any decision records a crash cut off.
+    pub fn open(dir: &Path, options: StoreOptions) -> Result<(Store, State, RecoveryReport), Error> {
+        std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
+        let mut report = RecoveryReport::default();
+
+        // The decision log first: where it ends says which events already exist.
+        let mut last_audit: Vec<u8> = Vec::new();
+        let (audit, audit_report) = SegmentLog::open(&dir.join("audit"), options.segment.clone(), u64::MAX, |_, _| Ok(()))?;
+        let audit_reader = audit.reader();
+        let audit_records = audit_report.records;
+        report.truncated.extend(audit_report.truncated);
+        let mut head = ChainHead::default();
+        let mut audit_position = None;
+        if audit_records > 0 {
+            audit_reader.scan(audit_records, |_, bytes| {
+                last_audit = bytes.to_vec();
+                std::ops::ControlFlow::Break(())
+            })?;
+            #[derive(serde::Deserialize)]
+            struct Tail {
+                hash: String,
+            }
+            let tail: Tail = serde_json::from_slice(&last_audit)
+                .map_err(|error| Error::Mismatch(format!("last decision record is unreadable: {error}")))?;
+            hex::decode_to_slice(&tail.hash, &mut head.hash)
+                .map_err(|_| Error::Mismatch("last decision record has a bad hash".into()))?;
+            head.seq = audit_records;
+            let position: RecordPosition = serde_json::from_slice(&last_audit)
+                .map_err(|error| Error::Mismatch(format!("last decision record is unreadable: {error}")))?;
+            audit_position = Some(position);
+        }
+        // Events of commands up to `complete_through` are all in the decision log.
+        let (complete_through, partial) = match &audit_position {
+            None => (0, None),
+            Some(p) if p.event + 1 == p.events => (p.command, None),
+            Some(p) => (p.command - 1, Some((p.command, p.event as usize + 1))),
+        };
+
+        let mut state = State::new();
+        if !options.ignore_snapshots {
+            if let Some((snapshot_state, path)) = snapshot::load_latest(&dir.join("snapshots"))? {
+                // A snapshot past the decision log's end cannot be used: the events of
+                // the commands between would be lost.
+                if snapshot_state.last_seq <= complete_through {
+                    report.snapshot_seq = snapshot_state.last_seq;
+                    report.snapshot = Some(path);
+                    state = snapshot_state;
+                }
+            }
+        }
+
+        let mut audit = audit;
+        let mut scratch = Vec::new();
+        let mut regenerated = 0;
+        let commands_dir = dir.join("commands");
+        let (commands, commands_report) =
+            SegmentLog::open(&commands_dir, options.segment.clone(), state.last_seq + 1, |index, bytes| {
+                let command: Command = postcard::from_bytes(bytes).map_err(|error| Error::Corrupt {
+                    path: commands_dir.clone(),
+                    offset: 0,
+                    reason: format!("command {index} passed its checksum but does not decode: {error}"),
+                })?;
+                if command.seq != index || command.at_ms < state.now_ms {
+                    return Err(Error::Corrupt {
+                        path: commands_dir.clone(),
+                        offset: 0,
+                        reason: format!("command {index} carries seq {} and time {}", command.seq, command.at_ms),
+                    });
+                }
+                let applied = state.apply(&command);
+                let skip = match partial {
+                    _ if command.seq <= complete_through => return Ok(()),
+                    Some((seq, skip)) if seq == command.seq => skip,
+                    _ => 0,
+                };
+                scratch.clear();
+                encode_events(&command, &applied.events, skip, &state, &mut head, &mut scratch);
+                for record in &scratch {
+                    audit.append(record)?;
+                    regenerated += 1;
+                }
+                Ok(())
+            })?;
+        report.truncated.extend(commands_report.truncated);
+        report.replayed = state.last_seq - report.snapshot_seq;
+        report.regenerated = regenerated;
+        if complete_through > state.last_seq || partial.is_some_and(|(seq, _)| seq > state.last_seq) {
+            return Err(Error::Mismatch(format!(
+                "the decision log has events of command {} but the command log ends at {}; \
+                 the command log lost its tail. Move {} aside to rebuild the decision log from the commands",
+                complete_through.max(partial.map_or(0, |p| p.0)),
+                state.last_seq,
+                dir.join("audit").display()
+            )));
+        }
+        audit.sync()?;
+        let store = Store { dir: dir.to_path_buf(), commands, audit, head, scratch: Vec::new() };
+        Ok((store, state, report))
+    }
+
+    /// Buffers a command and the decision records of its events. `state` is the
+    /// state after applying it (for actor addresses). Durable after [`Store::sync`].
+    pub fn append(&mut self, command: &Command, applied: &Applied, state: &State) -> Result<(), Error> {
+        let bytes = postcard::to_stdvec(command).expect("commands serialize");
+        let index = self.commands.append(&bytes)?;
+        assert_eq!(index, command.seq, "command log index and command seq agree");
+        self.scratch.clear();
+        encode_events(command, &applied.events, 0, state, &mut self.head, &mut self.scratch);
+        for record in &self.scratch {
+            self.audit.append(record)?;
+        }
+        Ok(())
+    }
+
+    /// Makes everything appended durable: the command log first, then the decision log.
+    pub fn sync(&mut self) -> Result<(), Error> {
+        self.commands.sync()?;
+        self.audit.sync()
+    }
+
+    pub fn audit_reader(&self) -> LogReader {
+        self.audit.reader()
+    }
+
+    pub fn head(&self) -> ChainHead {
+        self.head
+    }
+
+    pub fn snapshots_dir(&self) -> PathBuf {
+        self.dir.join("snapshots")
+    }
+}
+
+/// Replays the command log from the first command and checks that it reproduces
+/// every stored decision record, byte for byte. Returns the number of records.
+pub fn verify_replay(dir: &Path) -> Result<u64, Error> {
+    let reader = LogReader::open(&dir.join("audit"))?;
+    let commands_dir = dir.join("commands");
+    let commands = LogReader::open(&commands_dir)?;
+    let mut state = State::new();
+    let mut head = ChainHead::default();
+    let mut produced = Vec::new();
+    let mut checked = 0u64;
+    let mut failure: Option<Error> = None;
+    let mut replay = |index: u64, bytes: &[u8]| -> Result<(), Error> {
+        let command: Command = postcard::from_bytes(bytes).map_err(|error| Error::Corrupt {
+            path: commands_dir.clone(),
+            offset: 0,
+            reason: format!("command {index} does not decode: {error}"),
+        })?;
+        let applied = state.apply(&command);
+        produced.clear();
+        let mut prev = head.hash;
+        encode_events(&command, &applied.events, 0, &state, &mut head, &mut produced);
+        let first = head.seq + 1 - produced.len() as u64;
+        for (offset, record) in produced.iter().enumerate() {
+            let seq = first + offset as u64;
+            let mut stored = None;
+            reader.scan(seq, |_, bytes| {
+                stored = Some(bytes.to_vec());
+                std::ops::ControlFlow::Break(())
+            })?;
+            match stored {
+                Some(stored) if &stored == record => {
+                    prev = check_record(&stored, seq, &prev)
+                        .map_err(|reason| Error::Mismatch(format!("record {seq}: {reason}")))?;
+                    checked += 1;
+                }
+                Some(_) => {
+                    return Err(Error::Mismatch(format!("record {seq} differs from what command {index} produces on replay")))
+                }
+                None => return Err(Error::Mismatch(format!("record {seq} of command {index} is missing"))),
+            }
+        }
+        Ok(())
+    };
+    commands.scan(1, |index, bytes| match replay(index, bytes) {
+        Ok(()) => std::ops::ControlFlow::Continue(()),
+        Err(error) => {
+            failure = Some(error);
+            std::ops::ControlFlow::Break(())
+        }
+    })?;
+    if let Some(error) = failure {
+        return Err(error);
+    }
+    if checked != reader.last_index() {
+        return Err(Error::Mismatch(format!("{} records stored, {checked} produced by replay", reader.last_index())));
+    }
+    Ok(checked)
+}
