@@ -1,1 +1,214 @@
-fn main(){}
+//! `colony`: run a node, and talk to one.
+//!
+//! Thin glue: argument parsing (clap) and output. `up` runs [`colony_node::Node`];
+//! the other commands call the HTTP API ([`client`]) or read a data directory
+//! ([`colony_log::verify_audit`]).
+
+mod client;
+mod commands;
+mod output;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "colony", version, about = "A runtime for swarms of AI agents and the people working with them: \
+every action gated by limits and quotas, every limit governed, every decision in a verifiable log.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// How to reach a node.
+#[derive(Args, Clone)]
+pub struct Remote {
+    /// The node's URL.
+    #[arg(long, env = "COLONY_URL", default_value = "http://127.0.0.1:7700", global = true)]
+    pub url: String,
+    /// Bearer token (default: the contents of ./colony-data/admin.token, if present).
+    #[arg(long, env = "COLONY_TOKEN", hide_env_values = true, global = true)]
+    pub token: Option<String>,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a node: embedded storage, HTTP API, until Ctrl-C or SIGTERM.
+    Up(UpArgs),
+    /// Show every system-wide limit with its usage, soft and hard values and state.
+    Limits {
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Create, list and remove principals (humans, AIs, artifacts, nodes).
+    #[command(subcommand)]
+    Principals(PrincipalsCommand),
+    /// Reserve, commit and release resources against your quotas.
+    #[command(subcommand)]
+    Ledger(LedgerCommand),
+    /// Read and verify the decision log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Args)]
+pub struct UpArgs {
+    /// Data directory (created if missing).
+    #[arg(long, env = "COLONY_DATA", default_value = "colony-data")]
+    pub data: PathBuf,
+    /// Address to serve the API on.
+    #[arg(long, env = "COLONY_LISTEN", default_value = "127.0.0.1:7700")]
+    pub listen: SocketAddr,
+    /// Genesis configuration, read at first start (default ./config/genesis, or the
+    /// built-in defaults if that does not exist).
+    #[arg(long, env = "COLONY_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Write a snapshot every this many commands.
+    #[arg(long, default_value_t = 100_000)]
+    pub snapshot_every: u64,
+}
+
+#[derive(Subcommand)]
+pub enum PrincipalsCommand {
+    /// Create a principal and print its address and token (admins only).
+    Add {
+        /// A name for people to read.
+        #[arg(long)]
+        name: String,
+        /// human, ai, artifact or node.
+        #[arg(long)]
+        kind: String,
+        /// Why it is created (recorded in the decision log).
+        #[arg(long, short = 'j')]
+        justification: String,
+        /// Roles: admin, member, observer (repeatable; default member).
+        #[arg(long = "role")]
+        roles: Vec<String>,
+        /// Address of the parent whose quotas bound this principal.
+        #[arg(long)]
+        parent: Option<String>,
+        /// A specific address under the kind's prefix (such as 2.1.loom).
+        #[arg(long)]
+        address: Option<String>,
+        /// low, normal, high or critical: order in a soft-limit admission queue.
+        #[arg(long, default_value = "normal")]
+        priority: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// List principals.
+    List {
+        /// Include removed principals.
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Remove a principal: its token stops working and its reservations are released.
+    Remove {
+        address: String,
+        #[arg(long, short = 'j')]
+        justification: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum LedgerCommand {
+    /// Show your balances and open reservations.
+    Me {
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Set aside an amount before an action (money in micro-dollars).
+    Reserve {
+        resource: String,
+        amount: u64,
+        #[arg(long, short = 'j')]
+        justification: String,
+        /// How long the reservation lives, in milliseconds.
+        #[arg(long)]
+        ttl_ms: Option<u64>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Charge the actual amount of a reservation; the rest is refunded.
+    Commit {
+        reservation: u64,
+        actual: u64,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Give a reservation back in full.
+    Release {
+        reservation: u64,
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum AuditCommand {
+    /// Print the newest decision records.
+    Tail {
+        /// How many records.
+        #[arg(long, short = 'n', default_value_t = 20)]
+        limit: usize,
+        /// Only records of this actor (an address).
+        #[arg(long)]
+        actor: Option<String>,
+        /// Only records about this address or below it.
+        #[arg(long)]
+        address: Option<String>,
+        /// Keep printing new records as they come.
+        #[arg(long, short = 'f')]
+        follow: bool,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Recompute the hash chain of a data directory's decision log (offline).
+    Verify {
+        /// Data directory.
+        #[arg(long, env = "COLONY_DATA", default_value = "colony-data")]
+        data: PathBuf,
+        /// Also replay the command log and check that it reproduces every record.
+        #[arg(long)]
+        replay: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("COLONY_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a tokio runtime");
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Up(args) => commands::up(args).await,
+            Command::Limits { remote } => commands::limits(remote).await,
+            Command::Principals(command) => commands::principals(command).await,
+            Command::Ledger(command) => commands::ledger(command).await,
+            Command::Audit(command) => commands::audit(command).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

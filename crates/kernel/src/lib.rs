@@ -35,8 +35,9 @@ pub use command::{Command, CommandBody, CreatePrincipal, Priority};
 pub use event::{Action, Applied, Decision, Effect, Event, Reason};
 pub use genesis::{Genesis, QuotaConfig};
 pub use ledger::{Balance, Reservation, ReservationId, ReservationState, Resource, ResourceKind};
+
 pub use limits::{
-    builtin_limit, BuiltinLimit, Enforcement, Limit, LimitKind, LimitSpec, LimitState, OnSoft,
+    builtin_limit, BuiltinLimit, Enforcement, Gate, Limit, LimitKind, LimitSpec, LimitState, OnSoft,
     QueuedAdmission, BUILTIN_LIMITS,
 };
 pub use principal::{Principal, PrincipalId, PrincipalKind, Role, TokenHash};

@@ -1,1 +1,33 @@
+//! Colony's node: the tokio shell around the kernel.
+//!
+//! - [`sequencer`]: one thread that takes commands from a bounded queue, stamps them
+//!   with sequence number and time, applies them to the kernel, appends them and their
+//!   decisions to the store, syncs once per batch (group commit), and only then
+//!   answers each caller.
+//! - [`api`]: the HTTP API (axum), with bearer-token auth on every route but
+//!   `/healthz`, structured errors, size-limited bodies and the edge gate for
+//!   `concurrent_api_requests`.
+//! - [`genesis`]: reading `config/genesis/`.
+//! - [`Node`]: opens the store, applies genesis at first start, serves, and shuts
+//!   down gracefully (flushing the log and writing a snapshot).
+//!
+//! ```no_run
+//! # async fn run() -> anyhow_free::Result {
+//! let node = colony_node::Node::start(colony_node::NodeConfig::default()).await?;
+//! println!("listening on http://{}", node.local_addr());
+//! node.shutdown().await?;
+//! # Ok(()) }
+//! # mod anyhow_free { pub type Result = std::result::Result<(), colony_node::NodeError>; }
+//! ```
 
+pub mod api;
+pub mod auth;
+mod edge;
+mod error;
+pub mod genesis;
+mod metrics;
+mod node;
+pub mod sequencer;
+
+pub use error::{ApiError, NodeError};
+pub use node::{Node, NodeConfig};

@@ -1,0 +1,43 @@
+//! Tables for people; JSON for scripts.
+
+use serde_json::Value;
+
+/// Prints rows under headers, each column as wide as its widest cell.
+pub fn table(headers: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let padded: Vec<String> = cells.iter().zip(&widths).map(|(cell, width)| format!("{cell:<width$}")).collect();
+        println!("{}", padded.join("  ").trim_end());
+    };
+    line(headers.iter().map(|h| h.to_string()).collect());
+    for row in rows {
+        line(row.clone());
+    }
+}
+
+pub fn json(value: &Value) {
+    println!("{}", serde_json::to_string_pretty(value).expect("JSON prints"));
+}
+
+/// A value in its unit, for people: dollars for micro-dollars, `-` for unlimited.
+pub fn amount(value: &Value, unit: &str) -> String {
+    match value.as_u64() {
+        None => "-".to_string(),
+        Some(micro) if unit == "micro_usd" => format!("${}.{:02}", micro / 1_000_000, (micro % 1_000_000) / 10_000),
+        Some(number) => number.to_string(),
+    }
+}
+
+/// A string field, or empty.
+pub fn text(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}

@@ -1,0 +1,58 @@
+use axum::extract::{Query, State};
+use axum::http::header::CONTENT_TYPE;
+use axum::response::{IntoResponse, Response};
+use colony_log::audit::AuditQuery;
+use serde::Deserialize;
+
+use super::AppState;
+use crate::auth::Caller;
+use crate::ApiError;
+
+/// Most records one page returns.
+pub const AUDIT_PAGE_RECORDS_MAX: usize = 1_000;
+/// Most records one filtered query examines before it returns what it found.
+pub const AUDIT_SCAN_RECORDS_MAX: u64 = 100_000;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditParams {
+    #[serde(default)]
+    after: u64,
+    limit: Option<usize>,
+    actor: Option<String>,
+    address: Option<String>,
+}
+
+/// Records after `after`, oldest first, as stored (byte for byte, so that clients
+/// can check the hashes themselves).
+pub async fn list(State(app): State<AppState>, _caller: Caller, Query(params): Query<AuditParams>) -> Result<Response, ApiError> {
+    let limit = params.limit.unwrap_or(100);
+    if limit == 0 || limit > AUDIT_PAGE_RECORDS_MAX {
+        return Err(ApiError::bad_request("invalid_query", format!("limit must be between 1 and {AUDIT_PAGE_RECORDS_MAX}")));
+    }
+    let reader = app.shared.audit.clone();
+    let head = reader.last_index();
+    let page = tokio::task::spawn_blocking(move || {
+        AuditQuery {
+            after: params.after,
+            limit,
+            actor: params.actor.as_deref(),
+            address: params.address.as_deref(),
+            scan_max: AUDIT_SCAN_RECORDS_MAX,
+        }
+        .run(&reader)
+    })
+    .await
+    .map_err(|error| ApiError::internal(error.to_string()))?
+    .map_err(|error| ApiError::internal(error.to_string()))?;
+    let mut body = Vec::with_capacity(page.records.iter().map(Vec::len).sum::<usize>() + 64);
+    body.extend_from_slice(b"{\"records\":[");
+    for (index, record) in page.records.iter().enumerate() {
+        if index > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(record);
+    }
+    body.extend_from_slice(format!("],\"next_after\":{},\"last_seq\":{head}}}", page.next_after.max(params.after)).as_bytes());
+    Ok(([(CONTENT_TYPE, "application/json")], body).into_response())
+}

@@ -1,0 +1,166 @@
+//! The HTTP API. Every route but `/healthz` needs a bearer token; every error is
+//! `{"error":{"code","message",...}}`; every body is bounded.
+//!
+//! | route | what |
+//! |---|---|
+//! | `GET /healthz` | 200 while serving |
+//! | `GET /v1/limits`, `GET /v1/limits/{name}` | limits with usage and state |
+//! | `POST /v1/principals`, `GET /v1/principals`, `POST /v1/principals/{address}/remove` | principals |
+//! | `POST /v1/ledger/{reserve,commit,release,grant,free}`, `GET /v1/ledger/me` | the ledger |
+//! | `GET /v1/audit` | the decision log, paged and filtered |
+//! | `GET /metrics` | Prometheus text |
+
+mod audit;
+mod ledger;
+mod limits;
+mod metrics;
+mod principals;
+
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, RwLock};
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{DefaultBodyLimit, FromRequest, Request};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::Router;
+use colony_kernel::{Reason, State};
+use colony_log::LogReader;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::metrics::Metrics;
+use crate::sequencer::Submitter;
+use crate::ApiError;
+
+/// What every handler shares.
+pub struct Shared {
+    pub state: Arc<RwLock<State>>,
+    pub submitter: Submitter,
+    pub audit: LogReader,
+    pub metrics: Arc<Metrics>,
+    /// Requests being served now (the edge usage of `concurrent_api_requests`).
+    pub in_flight: AtomicU64,
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    pub shared: Arc<Shared>,
+}
+
+/// Bound on request bodies, in bytes; larger bodies get 413.
+pub const REQUEST_BODY_BYTES_MAX: usize = 64 << 10;
+/// Largest amount accepted in a request: 2^53 - 1, the largest integer every JSON
+/// client represents exactly.
+pub const AMOUNT_MAX: u64 = (1 << 53) - 1;
+
+pub fn router(app: AppState) -> Router {
+    let gated = Router::new()
+        .route("/v1/limits", get(limits::list))
+        .route("/v1/limits/{name}", get(limits::one))
+        .route("/v1/principals", post(principals::create).get(principals::list))
+        .route("/v1/principals/{address}/remove", post(principals::remove))
+        .route("/v1/ledger/reserve", post(ledger::reserve))
+        .route("/v1/ledger/commit", post(ledger::commit))
+        .route("/v1/ledger/release", post(ledger::release))
+        .route("/v1/ledger/grant", post(ledger::grant))
+        .route("/v1/ledger/free", post(ledger::free))
+        .route("/v1/ledger/me", get(ledger::me))
+        .route("/v1/audit", get(audit::list))
+        .route("/metrics", get(metrics::render))
+        .layer(axum::middleware::from_fn_with_state(app.clone(), crate::edge::concurrency_gate));
+    Router::new()
+        .route("/healthz", get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }))
+        .merge(gated)
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route; see docs/api.md") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this route does not take that method")
+        })
+        .layer(DefaultBodyLimit::max(REQUEST_BODY_BYTES_MAX))
+        .with_state(app)
+}
+
+/// A JSON body whose every failure is a structured error: malformed JSON, unknown
+/// fields, wrong types, missing content type, and bodies over the bound.
+pub struct Body<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<AppState> for Body<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, app: &AppState) -> Result<Self, ApiError> {
+        match axum::Json::<T>::from_request(request, app).await {
+            Ok(axum::Json(value)) => Ok(Body(value)),
+            Err(rejection) => Err(json_rejection(rejection)),
+        }
+    }
+}
+
+fn json_rejection(rejection: JsonRejection) -> ApiError {
+    match rejection {
+        JsonRejection::JsonDataError(error) => ApiError::bad_request("invalid_body", error.body_text()),
+        JsonRejection::JsonSyntaxError(error) => ApiError::bad_request("malformed_json", error.body_text()),
+        JsonRejection::MissingJsonContentType(_) => ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send the body as JSON with `Content-Type: application/json`",
+        ),
+        other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("request bodies are at most {REQUEST_BODY_BYTES_MAX} bytes"),
+        )
+        .with("limit_bytes", REQUEST_BODY_BYTES_MAX),
+        other => ApiError::bad_request("invalid_body", other.body_text()),
+    }
+}
+
+/// A justification is required for every action that changes state.
+pub(crate) fn require_justification(justification: Option<String>) -> Result<String, ApiError> {
+    match justification {
+        Some(text) if !text.trim().is_empty() => Ok(text),
+        _ => Err(ApiError::bad_request(
+            "justification_required",
+            "say why: every action that changes state carries a `justification`",
+        )),
+    }
+}
+
+pub(crate) fn check_amount(field: &str, amount: u64) -> Result<u64, ApiError> {
+    if amount > AMOUNT_MAX {
+        return Err(ApiError::bad_request("amount_out_of_range", format!("{field} must be at most {AMOUNT_MAX}"))
+            .with("field", field)
+            .with("max", AMOUNT_MAX));
+    }
+    Ok(amount)
+}
+
+pub(crate) fn parse_resource(name: &str) -> Result<colony_kernel::Resource, ApiError> {
+    colony_kernel::Resource::parse(name).ok_or_else(|| {
+        let known: Vec<&str> = colony_kernel::Resource::ALL.iter().map(|r| r.as_str()).collect();
+        ApiError::bad_request("unknown_resource", format!("no resource `{name}`; known resources are {}", known.join(", ")))
+            .with("resource", name)
+            .with("known", known)
+    })
+}
+
+/// Soft-limit warnings as returned to clients: each reason with a message.
+pub(crate) fn warnings_json(warnings: &[Reason]) -> Vec<Value> {
+    warnings
+        .iter()
+        .map(|reason| {
+            let mut value = serde_json::to_value(reason).unwrap_or(Value::Null);
+            if let Value::Object(map) = &mut value {
+                map.insert("message".into(), Value::String(crate::error::explain(reason)));
+            }
+            value
+        })
+        .collect()
+}
+
+/// Turns the decision on a command into the error a denied client gets.
+pub(crate) fn denied(outcome: &crate::sequencer::Outcome) -> Result<(), ApiError> {
+    if outcome.primary.decision == colony_kernel::Decision::Denied {
+        return Err(ApiError::from_denial(&outcome.primary.reason, outcome.at_ms));
+    }
+    Ok(())
+}

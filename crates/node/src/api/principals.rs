@@ -1,0 +1,128 @@
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::Json;
+use colony_kernel::{CommandBody, CreatePrincipal, Decision, Effect, PrincipalKind, Priority, Role};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{denied, require_justification, warnings_json, AppState, Body};
+use crate::auth::{hash_token, new_token, Caller};
+use crate::ApiError;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRequest {
+    name: String,
+    kind: String,
+    justification: Option<String>,
+    #[serde(default)]
+    roles: Vec<String>,
+    /// Address of the principal whose quotas bound the new one.
+    parent: Option<String>,
+    /// A specific address under the kind's prefix.
+    address: Option<String>,
+    #[serde(default)]
+    priority: Priority,
+}
+
+pub async fn create(State(app): State<AppState>, caller: Caller, Body(request): Body<CreateRequest>) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let justification = require_justification(request.justification)?;
+    let kind = PrincipalKind::parse(&request.kind)
+        .filter(|kind| matches!(kind, PrincipalKind::Human | PrincipalKind::Ai | PrincipalKind::Artifact | PrincipalKind::Node))
+        .ok_or_else(|| ApiError::bad_request("invalid_kind", format!("kind `{}` is not one of human, ai, artifact, node", request.kind)))?;
+    let roles = request
+        .roles
+        .iter()
+        .map(|name| Role::parse(name).ok_or_else(|| ApiError::bad_request("invalid_role", format!("role `{name}` is not one of admin, member, observer"))))
+        .collect::<Result<Vec<_>, _>>()?;
+    let parent = match &request.parent {
+        None => None,
+        Some(address) => Some(
+            app.shared.state.read().expect("state lock").principal_by_address(address).map(|p| p.id).ok_or_else(|| {
+                ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no principal at address {address}"))
+            })?,
+        ),
+    };
+    let token = new_token();
+    let body = CommandBody::CreatePrincipal(CreatePrincipal {
+        name: request.name,
+        kind,
+        roles,
+        token_hash: hash_token(&token),
+        parent,
+        address: request.address,
+        priority: request.priority,
+    });
+    let outcome = app.shared.submitter.submit(caller.id, justification, body).await?;
+    denied(&outcome)?;
+    let warnings = warnings_json(&outcome.primary.warnings);
+    match &outcome.primary.effect {
+        Effect::PrincipalCreated { id, address, .. } => Ok((
+            StatusCode::CREATED,
+            Json(json!({ "id": id.0, "address": address, "token": token, "warnings": warnings, "decision": outcome.primary.decision.as_str(), "seq": outcome.seq })),
+        )),
+        Effect::PrincipalQueued { ticket, limit, position } if outcome.primary.decision == Decision::Queued => Ok((
+            StatusCode::ACCEPTED,
+            Json(json!({
+                "status": "queued",
+                "ticket": ticket,
+                "limit": limit,
+                "position": position,
+                "token": token,
+                "message": format!("{limit} is past its soft limit; the principal is created when usage drops (the token works from then on)"),
+                "warnings": warnings_json(std::slice::from_ref(&outcome.primary.reason)),
+            })),
+        )),
+        other => Err(ApiError::internal(format!("unexpected effect {other:?}"))),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// Include principals that were removed.
+    #[serde(default)]
+    all: bool,
+}
+
+pub async fn list(State(app): State<AppState>, _caller: Caller, Query(query): Query<ListQuery>) -> Json<Value> {
+    let state = app.shared.state.read().expect("state lock");
+    let principals: Vec<Value> = state
+        .principals()
+        .filter(|p| p.kind != PrincipalKind::System && (query.all || p.standing))
+        .map(|p| {
+            json!({
+                "id": p.id.0,
+                "address": p.address,
+                "name": p.name,
+                "kind": p.kind.as_str(),
+                "roles": p.roles.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
+                "standing": p.standing,
+                "parent": p.parent.and_then(|id| state.principal(id)).map(|parent| parent.address.clone()),
+                "created_at": colony_log::audit::format_time(p.created_at_ms),
+            })
+        })
+        .collect();
+    Json(json!({ "principals": principals }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoveRequest {
+    justification: Option<String>,
+}
+
+pub async fn remove(State(app): State<AppState>, caller: Caller, Path(address): Path<String>, Body(request): Body<RemoveRequest>) -> Result<Json<Value>, ApiError> {
+    let justification = require_justification(request.justification)?;
+    let target = app
+        .shared
+        .state
+        .read()
+        .expect("state lock")
+        .principal_by_address(&address)
+        .map(|p| p.id)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no principal at address {address}")))?;
+    let outcome = app.shared.submitter.submit(caller.id, justification, CommandBody::RemovePrincipal { principal: target }).await?;
+    denied(&outcome)?;
+    Ok(Json(json!({ "removed": address, "effect": outcome.primary.effect, "seq": outcome.seq })))
+}

@@ -1,0 +1,65 @@
+//! Bearer tokens: how they are made, stored (hashed) and checked.
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use colony_kernel::{PrincipalId, PrincipalKind, Role, TokenHash};
+use sha2::{Digest, Sha256};
+
+use crate::api::AppState;
+use crate::ApiError;
+
+/// A new random token: `colony_` and 64 hex digits (256 bits from the OS).
+pub fn new_token() -> String {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).expect("the operating system provides randomness");
+    format!("colony_{}", hex::encode(bytes))
+}
+
+/// What the kernel stores instead of the token.
+pub fn hash_token(token: &str) -> TokenHash {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+/// The authenticated principal making a request.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    pub id: PrincipalId,
+    pub address: String,
+    pub kind: PrincipalKind,
+    pub roles: Vec<Role>,
+}
+
+impl Caller {
+    pub fn is_admin(&self) -> bool {
+        self.roles.contains(&Role::Admin)
+    }
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Caller, ApiError> {
+        let header = parts.headers.get(axum::http::header::AUTHORIZATION).ok_or_else(|| {
+            ApiError::unauthenticated("send your token as `Authorization: Bearer <token>`")
+        })?;
+        let token = header
+            .to_str()
+            .ok()
+            .and_then(|value| value.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|token| !token.is_empty())
+            .ok_or_else(|| ApiError::unauthenticated("the Authorization header must be `Bearer <token>`"))?;
+        let hash = hash_token(token);
+        let state = app.shared.state.read().expect("state lock");
+        let principal = state
+            .principal_by_token(&hash)
+            .filter(|principal| principal.standing)
+            .ok_or_else(|| ApiError::unauthenticated("this token is not valid (unknown, or its principal was removed)"))?;
+        Ok(Caller {
+            id: principal.id,
+            address: principal.address.clone(),
+            kind: principal.kind,
+            roles: principal.roles.clone(),
+        })
+    }
+}

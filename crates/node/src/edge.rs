@@ -1,0 +1,59 @@
+//! Edge gating: limits enforced by the node in memory on hot paths.
+//!
+//! `concurrent_api_requests` counts requests being served. On one node the node's
+//! share is the whole limit, so the count is exact. Values are read from the kernel
+//! state (so governance changes apply at once); usage is an atomic.
+
+use std::sync::atomic::Ordering;
+
+use axum::extract::{Request, State};
+use axum::http::HeaderValue;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use colony_kernel::{Gate, Limit, Reason};
+
+use crate::api::AppState;
+use crate::ApiError;
+
+pub const CONCURRENT_API_REQUESTS: &str = "concurrent_api_requests";
+
+/// Admits the request if the concurrency limit allows it; warns past soft.
+pub async fn concurrency_gate(State(app): State<AppState>, request: Request, next: Next) -> Response {
+    let shared = &app.shared;
+    shared.metrics.http_requests.fetch_add(1, Ordering::Relaxed);
+    let in_flight = shared.in_flight.fetch_add(1, Ordering::AcqRel) + 1;
+    let _guard = InFlight(&shared.in_flight);
+    let limit: Option<Limit> = shared.state.read().expect("state lock").limit(CONCURRENT_API_REQUESTS).cloned();
+    let mut warning = None;
+    if let Some(mut limit) = limit {
+        limit.usage = in_flight - 1;
+        match limit.gate(1) {
+            Gate::Allow => {}
+            Gate::Deny(reason) => {
+                shared.metrics.http_rejected.fetch_add(1, Ordering::Relaxed);
+                let mut error = ApiError::from_denial(&reason, crate::sequencer::now_ms());
+                error.status = axum::http::StatusCode::SERVICE_UNAVAILABLE;
+                error.retry_after_secs = Some(1);
+                return error.into_response();
+            }
+            Gate::Warn(reason) | Gate::Queue(reason) => warning = Some(reason),
+        }
+    }
+    let mut response = next.run(request).await;
+    if let Some(Reason::SoftLimit { limit, usage, soft, .. }) = warning {
+        if let Ok(value) = HeaderValue::from_str(&format!("soft_limit {limit} usage={usage} soft={soft}")) {
+            response.headers_mut().insert("colony-warning", value);
+        }
+    }
+    response
+}
+
+
+
+struct InFlight<'a>(&'a std::sync::atomic::AtomicU64);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}

@@ -1,0 +1,135 @@
+//! Errors: structured API errors, and what can stop a node from starting.
+
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use colony_kernel::Reason;
+use serde_json::{json, Map, Value};
+
+/// Why a node could not start or stop cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Config(#[from] crate::genesis::ConfigError),
+    #[error(transparent)]
+    Store(#[from] colony_log::Error),
+    #[error("{context}: {source}")]
+    Io { context: String, source: std::io::Error },
+}
+
+/// An error answered to an HTTP client as `{"error":{"code","message",...}}`.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: String,
+    pub message: String,
+    pub details: Map<String, Value>,
+    pub retry_after_secs: Option<u64>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> ApiError {
+        ApiError { status, code: code.to_string(), message: message.into(), details: Map::new(), retry_after_secs: None }
+    }
+
+    pub fn with(mut self, key: &str, value: impl Into<Value>) -> ApiError {
+        self.details.insert(key.to_string(), value.into());
+        self
+    }
+
+    pub fn bad_request(code: &str, message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    pub fn unauthenticated(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", message)
+    }
+
+    pub fn overloaded() -> ApiError {
+        let mut error = ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            "the node's command queue is full; retry shortly",
+        );
+        error.retry_after_secs = Some(1);
+        error
+    }
+
+    pub fn shutting_down() -> ApiError {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the node is shutting down")
+    }
+
+    pub fn internal(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+    }
+
+    /// The error for a kernel denial: the reason's fields, a status, and a message
+    /// that explains the decision to a person.
+    pub fn from_denial(reason: &Reason, now_ms: u64) -> ApiError {
+        let (status, retry_at_ms) = match reason {
+            Reason::HardLimit { .. } | Reason::QueueFull { .. } | Reason::TooManyReservations { .. } => {
+                (StatusCode::TOO_MANY_REQUESTS, None)
+            }
+            Reason::InsufficientResource { refill_at_ms, .. } => (StatusCode::TOO_MANY_REQUESTS, *refill_at_ms),
+            Reason::Forbidden { .. } | Reason::NoStanding { .. } => (StatusCode::FORBIDDEN, None),
+            Reason::NotFound { .. } => (StatusCode::NOT_FOUND, None),
+            _ => (StatusCode::BAD_REQUEST, None),
+        };
+        let mut details = match serde_json::to_value(reason) {
+            Ok(Value::Object(map)) => map,
+            _ => Map::new(),
+        };
+        let code = details.remove("code").and_then(|c| c.as_str().map(str::to_string)).unwrap_or_default();
+        let mut error = ApiError { status, code, message: explain(reason), details, retry_after_secs: None };
+        if let Some(at_ms) = retry_at_ms {
+            error.retry_after_secs = Some(at_ms.saturating_sub(now_ms).div_ceil(1_000).max(1));
+        }
+        error
+    }
+}
+
+/// One sentence (or two) that a person can act on.
+pub fn explain(reason: &Reason) -> String {
+    match reason {
+        Reason::Ok => "allowed".into(),
+        Reason::SoftLimit { limit, usage, requested, soft, .. } => format!(
+            "{limit} is past its soft limit: {usage} in use, {requested} more requested, soft limit {soft}"
+        ),
+        Reason::HardLimit { limit, usage, requested, hard, set_by, set_at_ms, set_via } => format!(
+            "{limit} is at its hard limit: {usage} in use and {requested} more requested, but the hard limit is {hard}. \
+             It was set by {set_by} at {} via {set_via}. To change it, propose a new value through governance \
+             (any human or AI with standing may propose; `colony limits` shows every limit).",
+            colony_log::audit::format_time(*set_at_ms)
+        ),
+        Reason::QueueFull { limit, queue_max } => {
+            format!("{limit} is past its soft limit and its admission queue is full ({queue_max} waiting); retry later")
+        }
+        Reason::InsufficientResource { resource, requested, available, principal, refill_at_ms } => {
+            let refill = refill_at_ms
+                .map(|at| format!("; it refills at {}", colony_log::audit::format_time(at)))
+                .unwrap_or_default();
+            format!("not enough {resource} at {principal}: {requested} requested, {available} available{refill}")
+        }
+        Reason::Forbidden { message } => message.clone(),
+        Reason::NoStanding { actor } => format!("principal {actor} has no standing"),
+        Reason::NotFound { what, id } => format!("no {what} {id}"),
+        Reason::Invalid { message } => message.clone(),
+        Reason::ReservationExpired { .. } => "the reservation expired".into(),
+        Reason::LimitAllows { limit, .. } => format!("admitted: {limit} now allows it"),
+        Reason::TooManyReservations { max } => {
+            format!("you hold {max} open reservations, the most allowed; commit or release some first")
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut error = self.details;
+        error.insert("code".into(), Value::String(self.code));
+        error.insert("message".into(), Value::String(self.message));
+        let mut response = (self.status, axum::Json(json!({ "error": error }))).into_response();
+        if let Some(seconds) = self.retry_after_secs {
+            response.headers_mut().insert("retry-after", HeaderValue::from(seconds));
+        }
+        response
+    }
+}

@@ -1,0 +1,33 @@
+//! Counters the node keeps for `/metrics`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+#[derive(Default)]
+pub struct Metrics {
+    pub commands: AtomicU64,
+    pub batches: AtomicU64,
+    pub sync_micros_total: AtomicU64,
+    pub sync_micros_max: AtomicU64,
+    /// Events by decision: allowed, warned, queued, admitted, denied, expired.
+    pub decisions: [AtomicU64; 6],
+    pub snapshots: AtomicU64,
+    pub http_requests: AtomicU64,
+    /// Requests turned away by the `concurrent_api_requests` hard limit.
+    pub http_rejected: AtomicU64,
+}
+
+pub const DECISION_NAMES: [&str; 6] = ["allowed", "warned", "queued", "admitted", "denied", "expired"];
+
+impl Metrics {
+    pub fn record_batch(&self, commands: u64, sync: Duration, decisions: &[u64; 6]) {
+        self.commands.fetch_add(commands, Ordering::Relaxed);
+        self.batches.fetch_add(1, Ordering::Relaxed);
+        let micros = sync.as_micros() as u64;
+        self.sync_micros_total.fetch_add(micros, Ordering::Relaxed);
+        self.sync_micros_max.fetch_max(micros, Ordering::Relaxed);
+        for (counter, count) in self.decisions.iter().zip(decisions) {
+            counter.fetch_add(*count, Ordering::Relaxed);
+        }
+    }
+}

@@ -1,0 +1,221 @@
+//! Starting and stopping a node.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, RwLock};
+
+use colony_kernel::{CommandBody, Genesis, PrincipalId};
+use colony_log::{RecoveryReport, Store, StoreOptions};
+use tokio::sync::oneshot;
+
+use crate::api::{AppState, Shared};
+use crate::auth::{hash_token, new_token};
+use crate::genesis::{self, GenesisConfig};
+use crate::metrics::Metrics;
+use crate::sequencer::{self, SequencerConfig, Submitter};
+use crate::NodeError;
+
+/// How to run a node. `Default` is what `colony up` uses without flags.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    /// `config/genesis/`, read at first start only.
+    pub config_dir: PathBuf,
+    /// When false and `config_dir` does not exist, the built-in defaults are used.
+    pub config_dir_required: bool,
+    pub sequencer: SequencerConfig,
+    pub store: StoreOptions,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            data_dir: PathBuf::from("colony-data"),
+            listen: SocketAddr::from(([127, 0, 0, 1], 7700)),
+            config_dir: PathBuf::from("config/genesis"),
+            config_dir_required: false,
+            sequencer: SequencerConfig {
+                submit_queue_max: 65_536,
+                batch_commands_max: 8_192,
+                snapshot_every_commands: 100_000,
+            },
+            store: StoreOptions::default(),
+        }
+    }
+}
+
+/// A running node: the sequencer thread and the HTTP server.
+pub struct Node {
+    local_addr: SocketAddr,
+    shared: Arc<Shared>,
+    submitter: Submitter,
+    sequencer: std::thread::JoinHandle<()>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+    stop_server: oneshot::Sender<()>,
+    recovery: RecoveryReport,
+    admin_token_file: Option<PathBuf>,
+}
+
+impl Node {
+    /// Recovers the data directory, applies genesis on first start, and serves.
+    pub async fn start(config: NodeConfig) -> Result<Node, NodeError> {
+        let data_dir = config.data_dir.clone();
+        let store_options = config.store.clone();
+        let (store, state, recovery) = tokio::task::spawn_blocking(move || Store::open(&data_dir, store_options))
+            .await
+            .expect("store recovery does not panic")?;
+        log_recovery(&config.data_dir, &recovery, state.last_seq);
+        let first_start = !state.is_initialized();
+        let genesis_config = if first_start { Some(load_genesis(&config)?) } else { None };
+        if !first_start && config.config_dir.exists() {
+            tracing::info!(
+                "genesis was applied at first start; {} is not read again (limits change through governance)",
+                config.config_dir.display()
+            );
+        }
+
+        let state = Arc::new(RwLock::new(state));
+        let metrics = Arc::new(Metrics::default());
+        let audit = store.audit_reader();
+        let (submitter, sequencer) =
+            sequencer::spawn(config.sequencer.clone(), store, Arc::clone(&state), Arc::clone(&metrics));
+
+        let mut admin_token_file = None;
+        if let Some(genesis_config) = genesis_config {
+            admin_token_file = Some(apply_genesis(&config.data_dir, genesis_config, &submitter).await?);
+        }
+
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| NodeError::Io { context: format!("cannot listen on {}", config.listen), source })?;
+        let local_addr = listener.local_addr().map_err(|source| NodeError::Io { context: "listener address".into(), source })?;
+        let shared = Arc::new(Shared { state, submitter: submitter.clone(), audit, metrics, in_flight: AtomicU64::new(0) });
+        let router = crate::api::router(AppState { shared: Arc::clone(&shared) });
+        let (stop_server, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                })
+                .await
+        });
+        Ok(Node { local_addr, shared, submitter, sequencer, server, stop_server, recovery, admin_token_file })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// What recovery found when the node started.
+    pub fn recovery(&self) -> &RecoveryReport {
+        &self.recovery
+    }
+
+    /// Where the admin token was written, when this start created the admin.
+    pub fn admin_token_file(&self) -> Option<&Path> {
+        self.admin_token_file.as_deref()
+    }
+
+    /// The sequence number of the last command applied.
+    pub fn last_seq(&self) -> u64 {
+        self.shared.state.read().expect("state lock").last_seq
+    }
+
+    /// Stops accepting requests, lets those in flight finish, makes the log durable,
+    /// writes a snapshot, and stops the sequencer.
+    pub async fn shutdown(self) -> Result<(), NodeError> {
+        let _ = self.stop_server.send(());
+        match self.server.await {
+            Ok(Ok(())) => {}
+            Ok(Err(source)) => return Err(NodeError::Io { context: "HTTP server".into(), source }),
+            Err(join) => tracing::error!("HTTP server task failed: {join}"),
+        }
+        self.submitter.shutdown().await;
+        let sequencer = self.sequencer;
+        let _ = tokio::task::spawn_blocking(move || sequencer.join()).await;
+        Ok(())
+    }
+}
+
+fn load_genesis(config: &NodeConfig) -> Result<GenesisConfig, NodeError> {
+    if config.config_dir.exists() || config.config_dir_required {
+        let loaded = genesis::load_dir(&config.config_dir)?;
+        tracing::info!("first start: genesis from {}", config.config_dir.display());
+        Ok(loaded)
+    } else {
+        tracing::warn!(
+            "first start: {} does not exist, so the built-in defaults (the same as the repository's config/genesis) are used",
+            config.config_dir.display()
+        );
+        Ok(genesis::builtin_defaults())
+    }
+}
+
+/// Creates the admin: writes its token (mode 0600) first, then logs genesis.
+async fn apply_genesis(data_dir: &Path, config: GenesisConfig, submitter: &Submitter) -> Result<PathBuf, NodeError> {
+    let token = new_token();
+    let token_file = data_dir.join("admin.token");
+    write_private(&token_file, format!("{token}\n").as_bytes())
+        .map_err(|source| NodeError::Io { context: format!("cannot write {}", token_file.display()), source })?;
+    let genesis = Genesis {
+        limits: config.limits,
+        quotas: config.quotas,
+        source: config.source,
+        admin_name: "admin".to_string(),
+        admin_token_hash: hash_token(&token),
+    };
+    let outcome = submitter
+        .submit(PrincipalId::SYSTEM, "first start: install genesis limits and quotas, create the admin".into(), CommandBody::Genesis(genesis))
+        .await
+        .map_err(|error| NodeError::Io { context: "genesis".into(), source: std::io::Error::other(error.message) })?;
+    if !outcome.primary.decision.is_allowed() {
+        return Err(NodeError::Io {
+            context: "genesis".into(),
+            source: std::io::Error::other(format!("genesis was denied: {:?}", outcome.primary.reason)),
+        });
+    }
+    tracing::info!("created the admin principal 1.1; its token is in {} (mode 0600)", token_file.display());
+    Ok(token_file)
+}
+
+fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
+    file.write_all(contents)?;
+    file.sync_all()
+}
+
+fn log_recovery(data_dir: &Path, report: &RecoveryReport, last_seq: u64) {
+    for (file, bytes) in &report.truncated {
+        tracing::warn!("cut a torn tail of {bytes} bytes off {} (a crash interrupted a write)", file.display());
+    }
+    match &report.snapshot {
+        Some(snapshot) => tracing::info!(
+            "recovered {} to command {last_seq}: snapshot {} plus {} commands replayed",
+            data_dir.display(),
+            snapshot.display(),
+            report.replayed
+        ),
+        None if last_seq > 0 => {
+            tracing::info!("recovered {} to command {last_seq}: {} commands replayed", data_dir.display(), report.replayed)
+        }
+        None => {}
+    }
+    if report.regenerated > 0 {
+        tracing::warn!("rebuilt {} decision records from the command log", report.regenerated);
+    }
+}
