@@ -33,34 +33,50 @@ impl Client {
     pub fn new(remote: &Remote) -> anyhow::Result<Client> {
         let token = match &remote.token {
             Some(token) => Some(token.clone()),
-            None => std::fs::read_to_string("colony-data/admin.token").ok().map(|t| t.trim().to_string()),
+            None => std::fs::read_to_string("colony-data/admin.token")
+                .ok()
+                .map(|t| t.trim().to_string()),
         };
-        Ok(Client { http: reqwest::Client::new(), base: remote.url.trim_end_matches('/').to_string(), token })
+        Ok(Client {
+            http: reqwest::Client::new(),
+            base: remote.url.trim_end_matches('/').to_string(),
+            token,
+        })
     }
 
     pub async fn get(&self, path: &str) -> anyhow::Result<Value> {
-        self.send(self.http.get(format!("{}{path}", self.base))).await
+        self.send(self.http.get(format!("{}{path}", self.base)))
+            .await
     }
 
     pub async fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
-        self.send(self.http.post(format!("{}{path}", self.base)).json(body)).await
+        self.send(self.http.post(format!("{}{path}", self.base)).json(body))
+            .await
     }
 
     async fn send(&self, request: reqwest::RequestBuilder) -> anyhow::Result<Value> {
         let token = self.token.as_deref().ok_or_else(|| {
             anyhow!("no token: pass --token, set COLONY_TOKEN, or run from the directory holding colony-data/admin.token")
         })?;
-        let response = request
-            .bearer_auth(token)
-            .send()
-            .await
-            .with_context(|| format!("cannot reach the node at {} (is `colony up` running?)", self.base))?;
+        let response = request.bearer_auth(token).send().await.with_context(|| {
+            format!(
+                "cannot reach the node at {} (is `colony up` running?)",
+                self.base
+            )
+        })?;
         let status = response.status();
-        let body: Value = response.json().await.context("the node answered something that is not JSON")?;
+        let body: Value = response
+            .json()
+            .await
+            .context("the node answered something that is not JSON")?;
         if status.is_success() {
             Ok(body)
         } else {
-            Err(ApiFailure { status: status.as_u16(), body }.into())
+            Err(ApiFailure {
+                status: status.as_u16(),
+                body,
+            }
+            .into())
         }
     }
 }

@@ -11,20 +11,38 @@ use crate::output::{amount, table, text};
 use crate::{AuditCommand, LedgerCommand, PrincipalsCommand, Remote, UpArgs};
 
 pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
-    let mut config = NodeConfig { data_dir: args.data.clone(), listen: args.listen, ..NodeConfig::default() };
+    let mut config = NodeConfig {
+        data_dir: args.data.clone(),
+        listen: args.listen,
+        ..NodeConfig::default()
+    };
     if let Some(dir) = args.config {
         config.config_dir = dir;
         config.config_dir_required = true;
     }
     config.sequencer.snapshot_every_commands = args.snapshot_every.max(1);
-    let node = Node::start(config).await.context("the node did not start")?;
-    println!("colony: listening on http://{} (data in {})", node.local_addr(), args.data.display());
+    let node = Node::start(config)
+        .await
+        .context("the node did not start")?;
+    println!(
+        "colony: listening on http://{} (data in {})",
+        node.local_addr(),
+        args.data.display()
+    );
     if let Some(file) = node.admin_token_file() {
-        println!("colony: first start: created the admin principal 1.1; its token is in {} (mode 0600)", file.display());
+        println!(
+            "colony: first start: created the admin principal 1.1; its token is in {} (mode 0600)",
+            file.display()
+        );
     }
-    println!("colony: try `colony limits` or `curl http://{}/healthz`; Ctrl-C stops", node.local_addr());
+    println!(
+        "colony: try `colony limits` or `curl http://{}/healthz`; Ctrl-C stops",
+        node.local_addr()
+    );
     wait_for_signal().await;
-    eprintln!("colony: stopping: finishing requests in flight, syncing the log, writing a snapshot");
+    eprintln!(
+        "colony: stopping: finishing requests in flight, syncing the log, writing a snapshot"
+    );
     node.shutdown().await?;
     eprintln!("colony: stopped cleanly");
     Ok(ExitCode::SUCCESS)
@@ -34,7 +52,8 @@ async fn wait_for_signal() {
     #[cfg(unix)]
     {
         let mut terminate =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("a SIGTERM handler");
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("a SIGTERM handler");
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = terminate.recv() => {}
@@ -46,7 +65,11 @@ async fn wait_for_signal() {
 
 /// Runs a call and prints either the table (via `show`) or JSON; API errors become
 /// exit code 1 with the error printed.
-async fn call(remote: &Remote, request: impl std::future::Future<Output = anyhow::Result<Value>>, show: impl FnOnce(&Value)) -> anyhow::Result<ExitCode> {
+async fn call(
+    remote: &Remote,
+    request: impl std::future::Future<Output = anyhow::Result<Value>>,
+    show: impl FnOnce(&Value),
+) -> anyhow::Result<ExitCode> {
     match request.await {
         Ok(value) if remote.json => {
             crate::output::json(&value);
@@ -64,7 +87,10 @@ async fn call(remote: &Remote, request: impl std::future::Future<Output = anyhow
             Ok(failure) => {
                 eprintln!("error: {failure}");
                 if let Some(details) = failure.body["error"].as_object() {
-                    for (key, value) in details.iter().filter(|(k, _)| *k != "code" && *k != "message") {
+                    for (key, value) in details
+                        .iter()
+                        .filter(|(k, _)| *k != "code" && *k != "message")
+                    {
                         eprintln!("  {key}: {}", text(value));
                     }
                 }
@@ -84,7 +110,15 @@ pub async fn limits(remote: Remote) -> anyhow::Result<ExitCode> {
             .flatten()
             .map(|limit| {
                 let unit = limit["unit"].as_str().unwrap_or("");
-                let window = limit["window_ms"].as_u64().map(|ms| format!("/{}", humantime::format_duration(std::time::Duration::from_millis(ms)))).unwrap_or_default();
+                let window = limit["window_ms"]
+                    .as_u64()
+                    .map(|ms| {
+                        format!(
+                            "/{}",
+                            humantime::format_duration(std::time::Duration::from_millis(ms))
+                        )
+                    })
+                    .unwrap_or_default();
                 vec![
                     text(&limit["name"]),
                     amount(&limit["usage"], unit),
@@ -97,14 +131,28 @@ pub async fn limits(remote: Remote) -> anyhow::Result<ExitCode> {
                 ]
             })
             .collect();
-        table(&["LIMIT", "USAGE", "SOFT", "HARD", "STATE", "ON_SOFT", "UNIT", "ENFORCED"], &rows);
+        table(
+            &[
+                "LIMIT", "USAGE", "SOFT", "HARD", "STATE", "ON_SOFT", "UNIT", "ENFORCED",
+            ],
+            &rows,
+        );
     })
     .await
 }
 
 pub async fn principals(command: PrincipalsCommand) -> anyhow::Result<ExitCode> {
     match command {
-        PrincipalsCommand::Add { name, kind, justification, roles, parent, address, priority, remote } => {
+        PrincipalsCommand::Add {
+            name,
+            kind,
+            justification,
+            roles,
+            parent,
+            address,
+            priority,
+            remote,
+        } => {
             let client = Client::new(&remote)?;
             let body = json!({
                 "name": name, "kind": kind, "justification": justification, "roles": roles,
@@ -112,7 +160,12 @@ pub async fn principals(command: PrincipalsCommand) -> anyhow::Result<ExitCode> 
             });
             call(&remote, client.post("/v1/principals", &body), |value| {
                 if value["status"] == "queued" {
-                    println!("queued (ticket {}, position {}): {}", value["ticket"], value["position"], text(&value["message"]));
+                    println!(
+                        "queued (ticket {}, position {}): {}",
+                        value["ticket"],
+                        value["position"],
+                        text(&value["message"])
+                    );
                 } else {
                     println!("created {} (id {})", text(&value["address"]), value["id"]);
                 }
@@ -126,35 +179,61 @@ pub async fn principals(command: PrincipalsCommand) -> anyhow::Result<ExitCode> 
         }
         PrincipalsCommand::List { all, remote } => {
             let client = Client::new(&remote)?;
-            let path = if all { "/v1/principals?all=true" } else { "/v1/principals" };
+            let path = if all {
+                "/v1/principals?all=true"
+            } else {
+                "/v1/principals"
+            };
             call(&remote, client.get(path), |value| {
                 let rows: Vec<Vec<String>> = value["principals"]
                     .as_array()
                     .into_iter()
                     .flatten()
                     .map(|p| {
-                        let roles: Vec<String> = p["roles"].as_array().into_iter().flatten().map(text).collect();
+                        let roles: Vec<String> = p["roles"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .map(text)
+                            .collect();
                         vec![
                             text(&p["address"]),
                             text(&p["name"]),
                             text(&p["kind"]),
                             roles.join(","),
-                            if p["standing"] == true { "yes".into() } else { "removed".into() },
+                            if p["standing"] == true {
+                                "yes".into()
+                            } else {
+                                "removed".into()
+                            },
                             text(&p["parent"]),
                             text(&p["created_at"]),
                         ]
                     })
                     .collect();
-                table(&["ADDRESS", "NAME", "KIND", "ROLES", "STANDING", "PARENT", "CREATED"], &rows);
+                table(
+                    &[
+                        "ADDRESS", "NAME", "KIND", "ROLES", "STANDING", "PARENT", "CREATED",
+                    ],
+                    &rows,
+                );
             })
             .await
         }
-        PrincipalsCommand::Remove { address, justification, remote } => {
+        PrincipalsCommand::Remove {
+            address,
+            justification,
+            remote,
+        } => {
             let client = Client::new(&remote)?;
             let path = format!("/v1/principals/{address}/remove");
-            call(&remote, client.post(&path, &json!({ "justification": justification })), |_| {
-                println!("removed {address}");
-            })
+            call(
+                &remote,
+                client.post(&path, &json!({ "justification": justification })),
+                |_| {
+                    println!("removed {address}");
+                },
+            )
             .await
         }
     }
@@ -183,36 +262,73 @@ pub async fn ledger(command: LedgerCommand) -> anyhow::Result<ExitCode> {
                         ]
                     })
                     .collect();
-                table(&["RESOURCE", "KIND", "QUOTA", "USED", "RESERVED", "AVAILABLE", "SHORTFALL"], &rows);
+                table(
+                    &[
+                        "RESOURCE",
+                        "KIND",
+                        "QUOTA",
+                        "USED",
+                        "RESERVED",
+                        "AVAILABLE",
+                        "SHORTFALL",
+                    ],
+                    &rows,
+                );
                 let reservations = value["reservations"].as_array().map_or(0, Vec::len);
                 println!("{reservations} open reservation(s)");
             })
             .await
         }
-        LedgerCommand::Reserve { resource, amount: requested, justification, ttl_ms, remote } => {
+        LedgerCommand::Reserve {
+            resource,
+            amount: requested,
+            justification,
+            ttl_ms,
+            remote,
+        } => {
             let client = Client::new(&remote)?;
             let body = json!({ "resource": resource, "amount": requested, "justification": justification, "ttl_ms": ttl_ms });
             call(&remote, client.post("/v1/ledger/reserve", &body), |value| {
-                println!("reservation {} holds {} {} until {}", value["reservation"], value["amount"], text(&value["unit"]), text(&value["expires_at"]));
+                println!(
+                    "reservation {} holds {} {} until {}",
+                    value["reservation"],
+                    value["amount"],
+                    text(&value["unit"]),
+                    text(&value["expires_at"])
+                );
                 for warning in value["warnings"].as_array().into_iter().flatten() {
                     println!("warning: {}", text(&warning["message"]));
                 }
             })
             .await
         }
-        LedgerCommand::Commit { reservation, actual, remote } => {
+        LedgerCommand::Commit {
+            reservation,
+            actual,
+            remote,
+        } => {
             let client = Client::new(&remote)?;
             let body = json!({ "reservation": reservation, "actual": actual });
             call(&remote, client.post("/v1/ledger/commit", &body), |value| {
-                println!("charged {}, refunded {}, shortfall {}", value["charged"], value["refunded"], value["shortfall"]);
+                println!(
+                    "charged {}, refunded {}, shortfall {}",
+                    value["charged"], value["refunded"], value["shortfall"]
+                );
             })
             .await
         }
-        LedgerCommand::Release { reservation, remote } => {
+        LedgerCommand::Release {
+            reservation,
+            remote,
+        } => {
             let client = Client::new(&remote)?;
-            call(&remote, client.post("/v1/ledger/release", &json!({ "reservation": reservation })), |_| {
-                println!("released {reservation}");
-            })
+            call(
+                &remote,
+                client.post("/v1/ledger/release", &json!({ "reservation": reservation })),
+                |_| {
+                    println!("released {reservation}");
+                },
+            )
             .await
         }
     }
@@ -221,7 +337,13 @@ pub async fn ledger(command: LedgerCommand) -> anyhow::Result<ExitCode> {
 pub async fn audit(command: AuditCommand) -> anyhow::Result<ExitCode> {
     match command {
         AuditCommand::Verify { data, replay, json } => verify(&data, replay, json),
-        AuditCommand::Tail { limit, actor, address, follow, remote } => {
+        AuditCommand::Tail {
+            limit,
+            actor,
+            address,
+            follow,
+            remote,
+        } => {
             let client = Client::new(&remote)?;
             let mut query = String::new();
             if let Some(actor) = &actor {
@@ -237,22 +359,52 @@ pub async fn audit(command: AuditCommand) -> anyhow::Result<ExitCode> {
             };
             // Without a filter the last `limit` records are the tail; with one, look
             // further back (bounded by the node's scan limit).
-            let mut after = if actor.is_none() && address.is_none() { last.saturating_sub(limit as u64) } else { 0 };
+            let mut after = if actor.is_none() && address.is_none() {
+                last.saturating_sub(limit as u64)
+            } else {
+                0
+            };
             if !remote.json {
-                table(&["SEQ", "AT", "ACTOR", "ACTION", "SUBJECT", "DECISION", "REASON", "JUSTIFICATION"], &[]);
+                table(
+                    &[
+                        "SEQ",
+                        "AT",
+                        "ACTOR",
+                        "ACTION",
+                        "SUBJECT",
+                        "DECISION",
+                        "REASON",
+                        "JUSTIFICATION",
+                    ],
+                    &[],
+                );
             }
             loop {
-                let page = client.get(&format!("/v1/audit?after={after}&limit={}{query}", limit.clamp(1, 1000))).await?;
+                let page = client
+                    .get(&format!(
+                        "/v1/audit?after={after}&limit={}{query}",
+                        limit.clamp(1, 1000)
+                    ))
+                    .await?;
                 let records = page["records"].as_array().cloned().unwrap_or_default();
-                let shown = if after == 0 && records.len() > limit { &records[records.len() - limit..] } else { &records[..] };
+                let shown = if after == 0 && records.len() > limit {
+                    &records[records.len() - limit..]
+                } else {
+                    &records[..]
+                };
                 for record in shown {
                     if remote.json {
                         println!("{record}");
                     } else {
                         println!(
                             "{}  {}  {}  {}  {}  {}  {}  {}",
-                            record["seq"], text(&record["at"]), text(&record["actor"]), text(&record["action"]),
-                            text(&record["subject"]), text(&record["decision"]), text(&record["reason"]["code"]),
+                            record["seq"],
+                            text(&record["at"]),
+                            text(&record["actor"]),
+                            text(&record["action"]),
+                            text(&record["subject"]),
+                            text(&record["decision"]),
+                            text(&record["reason"]["code"]),
                             text(&record["justification"]),
                         );
                     }
@@ -283,9 +435,14 @@ fn verify(data: &std::path::Path, replay: bool, json_output: bool) -> anyhow::Re
                 }
             }
             if json_output {
-                crate::output::json(&json!({ "ok": true, "records": report.records, "head_hash": report.head_hash, "replayed": replay }));
+                crate::output::json(
+                    &json!({ "ok": true, "records": report.records, "head_hash": report.head_hash, "replayed": replay }),
+                );
             } else {
-                println!("verified {} decision records; head hash {}", report.records, report.head_hash);
+                println!(
+                    "verified {} decision records; head hash {}",
+                    report.records, report.head_hash
+                );
                 if replay {
                     println!("replaying the command log reproduces every record");
                 }
@@ -294,7 +451,9 @@ fn verify(data: &std::path::Path, replay: bool, json_output: bool) -> anyhow::Re
         }
         Err(failure) => {
             if json_output {
-                crate::output::json(&json!({ "ok": false, "seq": failure.seq, "file": failure.file, "offset": failure.offset, "reason": failure.reason }));
+                crate::output::json(
+                    &json!({ "ok": false, "seq": failure.seq, "file": failure.file, "offset": failure.offset, "reason": failure.reason }),
+                );
             } else {
                 eprintln!("{failure}");
             }

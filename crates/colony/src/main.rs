@@ -15,8 +15,12 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "colony", version, about = "A runtime for swarms of AI agents and the people working with them: \
-every action gated by limits and quotas, every limit governed, every decision in a verifiable log.")]
+#[command(
+    name = "colony",
+    version,
+    about = "A runtime for swarms of AI agents and the people working with them: \
+every action gated by limits and quotas, every limit governed, every decision in a verifiable log."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -26,7 +30,12 @@ struct Cli {
 #[derive(Args, Clone)]
 pub struct Remote {
     /// The node's URL.
-    #[arg(long, env = "COLONY_URL", default_value = "http://127.0.0.1:7700", global = true)]
+    #[arg(
+        long,
+        env = "COLONY_URL",
+        default_value = "http://127.0.0.1:7700",
+        global = true
+    )]
     pub url: String,
     /// Bearer token (default: the contents of ./colony-data/admin.token, if present).
     #[arg(long, env = "COLONY_TOKEN", hide_env_values = true, global = true)]
@@ -190,11 +199,15 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("COLONY_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            tracing_subscriber::EnvFilter::try_from_env("COLONY_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
         .init();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a tokio runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
     let result = runtime.block_on(async {
         match cli.command {
             Command::Up(args) => commands::up(args).await,

@@ -11,7 +11,11 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) {
         }
     }
     let line = |cells: Vec<String>| {
-        let padded: Vec<String> = cells.iter().zip(&widths).map(|(cell, width)| format!("{cell:<width$}")).collect();
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
         println!("{}", padded.join("  ").trim_end());
     };
     line(headers.iter().map(|h| h.to_string()).collect());
@@ -21,14 +25,19 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) {
 }
 
 pub fn json(value: &Value) {
-    println!("{}", serde_json::to_string_pretty(value).expect("JSON prints"));
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).expect("JSON prints")
+    );
 }
 
 /// A value in its unit, for people: dollars for micro-dollars, `-` for unlimited.
 pub fn amount(value: &Value, unit: &str) -> String {
     match value.as_u64() {
         None => "-".to_string(),
-        Some(micro) if unit == "micro_usd" => format!("${}.{:02}", micro / 1_000_000, (micro % 1_000_000) / 10_000),
+        Some(micro) if unit == "micro_usd" => {
+            format!("${}.{:02}", micro / 1_000_000, (micro % 1_000_000) / 10_000)
+        }
         Some(number) => number.to_string(),
     }
 }

@@ -26,7 +26,10 @@ fn start(data: &Path) -> (Child, String) {
     let stdout = child.stdout.take().unwrap();
     let mut lines = BufReader::new(stdout).lines();
     let url = loop {
-        let line = lines.next().expect("colony up prints where it listens").unwrap();
+        let line = lines
+            .next()
+            .expect("colony up prints where it listens")
+            .unwrap();
         if let Some(rest) = line.strip_prefix("colony: listening on ") {
             break rest.split_whitespace().next().unwrap().to_string();
         }
@@ -60,8 +63,17 @@ async fn all_records(http: &reqwest::Client, url: &str, token: &str) -> Vec<Valu
 }
 
 fn verify(data: &Path, extra: &[&str]) -> (bool, String) {
-    let output = Command::new(COLONY).args(["audit", "verify", "--data"]).arg(data).args(extra).output().unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    let output = Command::new(COLONY)
+        .args(["audit", "verify", "--data"])
+        .arg(data)
+        .args(extra)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
     (output.status.success(), text)
 }
 
@@ -69,7 +81,10 @@ fn verify(data: &Path, extra: &[&str]) -> (bool, String) {
 async fn kill_9_during_writes_loses_no_acknowledged_command() {
     let data = tempfile::tempdir().unwrap();
     let (mut node, url) = start(data.path());
-    let token = std::fs::read_to_string(data.path().join("admin.token")).unwrap().trim().to_string();
+    let token = std::fs::read_to_string(data.path().join("admin.token"))
+        .unwrap()
+        .trim()
+        .to_string();
     let http = reqwest::Client::new();
     let acknowledged = Arc::new(Mutex::new(Vec::new()));
     let count = Arc::new(AtomicUsize::new(0));
@@ -126,24 +141,44 @@ async fn kill_9_during_writes_loses_no_acknowledged_command() {
         .filter(|r| r["action"] == "ledger.commit" && r["decision"] == "allowed")
         .map(|r| r["detail"]["effect"]["reservation"].as_u64().unwrap())
         .collect();
-    let missing: Vec<&u64> = acknowledged.iter().filter(|r| !committed.contains(r)).collect();
+    let missing: Vec<&u64> = acknowledged
+        .iter()
+        .filter(|r| !committed.contains(r))
+        .collect();
     assert!(missing.is_empty(), "acknowledged commits lost: {missing:?}");
     // The ledger agrees with the log exactly: 7 bytes per durable commit.
-    let me: Value = http.get(format!("{url}/v1/ledger/me")).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
-    assert_eq!(me["balances"]["disk_bytes"]["used"].as_u64().unwrap(), 7 * committed.len() as u64);
+    let me: Value = http
+        .get(format!("{url}/v1/ledger/me"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        me["balances"]["disk_bytes"]["used"].as_u64().unwrap(),
+        7 * committed.len() as u64
+    );
     node.kill().unwrap();
     node.wait().unwrap();
 
     let (ok, text) = verify(data.path(), &["--replay"]);
     assert!(ok, "{text}");
-    assert!(text.contains(&format!("verified {} decision records", records.len())), "{text}");
+    assert!(
+        text.contains(&format!("verified {} decision records", records.len())),
+        "{text}"
+    );
 }
 
 #[test]
 fn one_changed_byte_makes_verify_fail_and_name_the_record() {
     let data = tempfile::tempdir().unwrap();
     let (mut node, url) = start(data.path());
-    let token = std::fs::read_to_string(data.path().join("admin.token")).unwrap().trim().to_string();
+    let token = std::fs::read_to_string(data.path().join("admin.token"))
+        .unwrap()
+        .trim()
+        .to_string();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let http = reqwest::Client::new();
@@ -161,20 +196,38 @@ fn one_changed_byte_makes_verify_fail_and_name_the_record() {
     node.kill().unwrap();
     node.wait().unwrap();
     let (ok, text) = verify(data.path(), &[]);
-    assert!(ok && text.contains("verified 11 decision records"), "{text}");
+    assert!(
+        ok && text.contains("verified 11 decision records"),
+        "{text}"
+    );
 
     // Change one byte inside record 6 (the fifth agent's justification).
-    let segment = std::fs::read_dir(data.path().join("audit")).unwrap().next().unwrap().unwrap().path();
+    let segment = std::fs::read_dir(data.path().join("audit"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
     let mut bytes = std::fs::read(&segment).unwrap();
     let needle = b"agent number 4";
-    let at = bytes.windows(needle.len()).position(|w| w == needle).unwrap();
+    let at = bytes
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .unwrap();
     bytes[at + needle.len() - 1] = b'5';
     std::fs::write(&segment, &bytes).unwrap();
     let (ok, text) = verify(data.path(), &[]);
     assert!(!ok, "a changed byte must fail verification");
     assert!(text.contains("decision record 6"), "{text}");
-    let output = Command::new(COLONY).args(["audit", "verify", "--json", "--data"]).arg(data.path()).output().unwrap();
+    let output = Command::new(COLONY)
+        .args(["audit", "verify", "--json", "--data"])
+        .arg(data.path())
+        .output()
+        .unwrap();
     assert_eq!(output.status.code(), Some(1));
     let report: Value = serde_json::from_slice(&output.stdout).unwrap();
-    assert_eq!((report["ok"].as_bool(), report["seq"].as_u64()), (Some(false), Some(6)));
+    assert_eq!(
+        (report["ok"].as_bool(), report["seq"].as_u64()),
+        (Some(false), Some(6))
+    );
 }

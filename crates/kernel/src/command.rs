@@ -31,7 +31,13 @@ impl Command {
         justification: impl Into<String>,
         body: CommandBody,
     ) -> Command {
-        Command { seq, at_ms, actor, justification: justification.into(), body }
+        Command {
+            seq,
+            at_ms,
+            actor,
+            justification: justification.into(),
+            body,
+        }
     }
 }
 
@@ -40,21 +46,39 @@ impl Command {
 pub enum CommandBody {
     /// The first command of every log: installs limits, quota defaults, the system
     /// principal (`0.1`) and the first admin (`1.1`).
-    Genesis(Genesis),
+    Genesis(Box<Genesis>),
     CreatePrincipal(CreatePrincipal),
     /// Takes standing away: the token stops working, reservations and holds are
     /// released, and account limits count one fewer.
-    RemovePrincipal { principal: PrincipalId },
+    RemovePrincipal {
+        principal: PrincipalId,
+    },
     /// Sets aside `amount` of a resource before an action.
-    Reserve { resource: Resource, amount: u64, ttl_ms: Option<u64> },
+    Reserve {
+        resource: Resource,
+        amount: u64,
+        ttl_ms: Option<u64>,
+    },
     /// Charges the actual amount of a reservation and refunds the rest.
-    Commit { reservation: ReservationId, actual: u64 },
+    Commit {
+        reservation: ReservationId,
+        actual: u64,
+    },
     /// Gives a reservation (or a gauge hold) back in full.
-    Release { reservation: ReservationId },
+    Release {
+        reservation: ReservationId,
+    },
     /// Sets the quota of a child principal (one whose parent is the actor).
-    Grant { to: PrincipalId, resource: Resource, amount: u64 },
+    Grant {
+        to: PrincipalId,
+        resource: Resource,
+        amount: u64,
+    },
     /// Returns allocated stock (disk bytes) when data is deleted.
-    Free { resource: Resource, amount: u64 },
+    Free {
+        resource: Resource,
+        amount: u64,
+    },
     /// Lets time pass: expires reservations whose time is up. Logged by the node
     /// only when [`crate::State::next_due_ms`] says something is due.
     Tick,

@@ -25,7 +25,10 @@ pub enum Decision {
 
 impl Decision {
     pub fn is_allowed(self) -> bool {
-        matches!(self, Decision::Allowed | Decision::Warned | Decision::Admitted)
+        matches!(
+            self,
+            Decision::Allowed | Decision::Warned | Decision::Admitted
+        )
     }
 
     pub fn as_str(self) -> &'static str {
@@ -51,7 +54,13 @@ pub enum Reason {
     /// Within every limit and quota.
     Ok,
     /// Soft limit crossed or reached (a warning, or the cause of queueing).
-    SoftLimit { limit: String, usage: u64, requested: u64, soft: u64, hard: Option<u64> },
+    SoftLimit {
+        limit: String,
+        usage: u64,
+        requested: u64,
+        soft: u64,
+        hard: Option<u64>,
+    },
     /// Hard limit would be crossed: denied.
     HardLimit {
         limit: String,
@@ -85,7 +94,11 @@ pub enum Reason {
     /// A reservation's time ran out before it was committed or released.
     ReservationExpired { expired_at_ms: u64 },
     /// A queued request was admitted because the limit now allows it.
-    LimitAllows { limit: String, ticket: u64, waited_ms: u64 },
+    LimitAllows {
+        limit: String,
+        ticket: u64,
+        waited_ms: u64,
+    },
     /// The principal already holds as many open reservations as allowed.
     TooManyReservations { max: u32 },
 }
@@ -115,11 +128,32 @@ impl Reason {
 #[serde(tag = "effect", rename_all = "snake_case")]
 pub enum Effect {
     None,
-    GenesisApplied { limits: usize, admin: String },
-    PrincipalCreated { id: PrincipalId, address: String, kind: PrincipalKind, parent: Option<String> },
-    PrincipalQueued { ticket: u64, limit: String, position: usize },
-    PrincipalRemoved { id: PrincipalId, address: String, released_reservations: usize },
-    Reserved { reservation: ReservationId, resource: Resource, amount: u64, expires_at_ms: u64 },
+    GenesisApplied {
+        limits: usize,
+        admin: String,
+    },
+    PrincipalCreated {
+        id: PrincipalId,
+        address: String,
+        kind: PrincipalKind,
+        parent: Option<String>,
+    },
+    PrincipalQueued {
+        ticket: u64,
+        limit: String,
+        position: usize,
+    },
+    PrincipalRemoved {
+        id: PrincipalId,
+        address: String,
+        released_reservations: usize,
+    },
+    Reserved {
+        reservation: ReservationId,
+        resource: Resource,
+        amount: u64,
+        expires_at_ms: u64,
+    },
     Committed {
         reservation: ReservationId,
         resource: Resource,
@@ -129,9 +163,20 @@ pub enum Effect {
         refunded: u64,
         shortfall: u64,
     },
-    Released { reservation: ReservationId, resource: Resource, amount: u64 },
-    Granted { to: String, resource: Resource, amount: u64 },
-    Freed { resource: Resource, amount: u64 },
+    Released {
+        reservation: ReservationId,
+        resource: Resource,
+        amount: u64,
+    },
+    Granted {
+        to: String,
+        resource: Resource,
+        amount: u64,
+    },
+    Freed {
+        resource: Resource,
+        amount: u64,
+    },
 }
 
 /// One decision of the kernel. A command yields one primary event and possibly

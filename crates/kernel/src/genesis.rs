@@ -40,11 +40,17 @@ impl QuotaConfig {
         if kind == PrincipalKind::System {
             return None;
         }
-        self.defaults.get(&kind).and_then(|map| map.get(&resource).copied()).flatten()
+        self.defaults
+            .get(&kind)
+            .and_then(|map| map.get(&resource).copied())
+            .flatten()
     }
 
     pub fn window_ms(&self, resource: Resource) -> u64 {
-        self.flow_window_ms.get(&resource).copied().unwrap_or(60_000)
+        self.flow_window_ms
+            .get(&resource)
+            .copied()
+            .unwrap_or(60_000)
     }
 }
 
@@ -82,7 +88,11 @@ impl Genesis {
             limits: vec![
                 limit("ai_accounts", Some(8), Some(10)),
                 limit("human_accounts", Some(8), Some(10)),
-                limit("llm_spend_usd", Some(40 * crate::MICRO_USD_PER_USD), Some(50 * crate::MICRO_USD_PER_USD)),
+                limit(
+                    "llm_spend_usd",
+                    Some(40 * crate::MICRO_USD_PER_USD),
+                    Some(50 * crate::MICRO_USD_PER_USD),
+                ),
                 limit("data_creation_bytes", None, None),
                 limit("total_nodes", None, None),
             ],

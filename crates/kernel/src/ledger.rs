@@ -57,7 +57,9 @@ impl Resource {
     }
 
     pub fn parse(text: &str) -> Option<Resource> {
-        Resource::ALL.into_iter().find(|resource| resource.as_str() == text)
+        Resource::ALL
+            .into_iter()
+            .find(|resource| resource.as_str() == text)
     }
 
     pub fn kind(self) -> ResourceKind {
@@ -102,7 +104,10 @@ pub struct Balance {
 
 impl Balance {
     pub fn with_quota(quota: Option<u64>) -> Balance {
-        Balance { quota, ..Balance::default() }
+        Balance {
+            quota,
+            ..Balance::default()
+        }
     }
 
     /// What may still be reserved.

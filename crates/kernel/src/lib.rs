@@ -14,7 +14,7 @@
 //!
 //! let mut state = State::new();
 //! let genesis = Genesis::for_tests([7; 32]);
-//! state.apply(&Command::new(1, 1_000, PrincipalId::SYSTEM, "first start", CommandBody::Genesis(genesis)));
+//! state.apply(&Command::new(1, 1_000, PrincipalId::SYSTEM, "first start", CommandBody::Genesis(Box::new(genesis))));
 //! let applied = state.apply(&Command::new(2, 2_000, PrincipalId::ADMIN, "a worker for the docs",
 //!     CommandBody::CreatePrincipal(colony_kernel::CreatePrincipal::new("scribe", PrincipalKind::Ai, [9; 32]))));
 //! assert!(applied.primary().decision.is_allowed());
@@ -37,8 +37,8 @@ pub use genesis::{Genesis, QuotaConfig};
 pub use ledger::{Balance, Reservation, ReservationId, ReservationState, Resource, ResourceKind};
 
 pub use limits::{
-    builtin_limit, BuiltinLimit, Enforcement, Gate, Limit, LimitKind, LimitSpec, LimitState, OnSoft,
-    QueuedAdmission, BUILTIN_LIMITS,
+    builtin_limit, BuiltinLimit, Enforcement, Gate, Limit, LimitKind, LimitSpec, LimitState,
+    OnSoft, QueuedAdmission, BUILTIN_LIMITS,
 };
 pub use principal::{Principal, PrincipalId, PrincipalKind, Role, TokenHash};
 pub use state::State;

@@ -57,21 +57,145 @@ const MINUTE_MS: u64 = 60_000;
 
 /// Every limit name the genesis configuration may set.
 pub const BUILTIN_LIMITS: &[BuiltinLimit] = &[
-    BuiltinLimit { name: "ai_accounts", unit: "accounts", kind: LimitKind::Count, enforcement: Enforcement::Kernel, default_window_ms: None, compat: &["max_ai_accounts"], description: "AI principals with standing" },
-    BuiltinLimit { name: "human_accounts", unit: "accounts", kind: LimitKind::Count, enforcement: Enforcement::Kernel, default_window_ms: None, compat: &[], description: "human principals with standing" },
-    BuiltinLimit { name: "active_workers", unit: "workers", kind: LimitKind::Count, enforcement: Enforcement::Pending, default_window_ms: None, compat: &["max_concurrent_workers", "soft_max_sessions", "hard_max_sessions"], description: "registered worker sessions (enforced once worker sessions exist)" },
-    BuiltinLimit { name: "concurrent_api_requests", unit: "requests", kind: LimitKind::Count, enforcement: Enforcement::Edge, default_window_ms: None, compat: &[], description: "HTTP requests being served at once, node-wide" },
-    BuiltinLimit { name: "data_creation_bytes", unit: "bytes", kind: LimitKind::Rate, enforcement: Enforcement::Kernel, default_window_ms: Some(MINUTE_MS), compat: &[], description: "bytes of data created per window (records and committed disk bytes)" },
-    BuiltinLimit { name: "llm_spend_usd", unit: "micro_usd", kind: LimitKind::Rate, enforcement: Enforcement::Kernel, default_window_ms: Some(DAY_MS), compat: &["budget.daily_limit_usd"], description: "LLM spend of the whole system per window, reserved before each call" },
-    BuiltinLimit { name: "task_queue_depth", unit: "tasks", kind: LimitKind::Count, enforcement: Enforcement::Pending, default_window_ms: None, compat: &["max_task_queue_depth"], description: "tasks waiting to be done (enforced once the task board exists)" },
-    BuiltinLimit { name: "total_nodes", unit: "addresses", kind: LimitKind::Count, enforcement: Enforcement::Kernel, default_window_ms: None, compat: &["max_total_nodes"], description: "addresses allocated in the whole system" },
-    BuiltinLimit { name: "nodes_per_category", unit: "addresses", kind: LimitKind::Count, enforcement: Enforcement::Kernel, default_window_ms: None, compat: &["nodes_per_category"], description: "addresses allocated under one top-level category (usage shows the fullest)" },
-    BuiltinLimit { name: "links_per_node", unit: "links", kind: LimitKind::Count, enforcement: Enforcement::Pending, default_window_ms: None, compat: &["links_per_node"], description: "links from one address (enforced once links exist)" },
-    BuiltinLimit { name: "pending_links_per_node", unit: "links", kind: LimitKind::Count, enforcement: Enforcement::Pending, default_window_ms: None, compat: &["pending_links_per_node"], description: "unaccepted links from one address (enforced once links exist)" },
-    BuiltinLimit { name: "tasks_per_worker", unit: "tasks", kind: LimitKind::Count, enforcement: Enforcement::Pending, default_window_ms: None, compat: &["tasks_per_worker"], description: "tasks one worker holds at once (enforced once the task board exists)" },
-    BuiltinLimit { name: "message_thread_depth", unit: "messages", kind: LimitKind::Count, enforcement: Enforcement::Pending, default_window_ms: None, compat: &["max_message_thread_depth"], description: "replies in one message thread (enforced once threads exist)" },
-    BuiltinLimit { name: "unread_per_instance", unit: "messages", kind: LimitKind::Count, enforcement: Enforcement::Pending, default_window_ms: None, compat: &["max_unread_per_instance"], description: "unread messages per AI instance (enforced once inboxes exist)" },
-    BuiltinLimit { name: "version_history", unit: "versions", kind: LimitKind::Count, enforcement: Enforcement::Pending, default_window_ms: None, compat: &["max_version_history"], description: "versions kept per document (enforced once versioned documents exist)" },
+    BuiltinLimit {
+        name: "ai_accounts",
+        unit: "accounts",
+        kind: LimitKind::Count,
+        enforcement: Enforcement::Kernel,
+        default_window_ms: None,
+        compat: &["max_ai_accounts"],
+        description: "AI principals with standing",
+    },
+    BuiltinLimit {
+        name: "human_accounts",
+        unit: "accounts",
+        kind: LimitKind::Count,
+        enforcement: Enforcement::Kernel,
+        default_window_ms: None,
+        compat: &[],
+        description: "human principals with standing",
+    },
+    BuiltinLimit {
+        name: "active_workers",
+        unit: "workers",
+        kind: LimitKind::Count,
+        enforcement: Enforcement::Pending,
+        default_window_ms: None,
+        compat: &[
+            "max_concurrent_workers",
+            "soft_max_sessions",
+            "hard_max_sessions",
+        ],
+        description: "registered worker sessions (enforced once worker sessions exist)",
+    },
+    BuiltinLimit {
+        name: "concurrent_api_requests",
+        unit: "requests",
+        kind: LimitKind::Count,
+        enforcement: Enforcement::Edge,
+        default_window_ms: None,
+        compat: &[],
+        description: "HTTP requests being served at once, node-wide",
+    },
+    BuiltinLimit {
+        name: "data_creation_bytes",
+        unit: "bytes",
+        kind: LimitKind::Rate,
+        enforcement: Enforcement::Kernel,
+        default_window_ms: Some(MINUTE_MS),
+        compat: &[],
+        description: "bytes of data created per window (records and committed disk bytes)",
+    },
+    BuiltinLimit {
+        name: "llm_spend_usd",
+        unit: "micro_usd",
+        kind: LimitKind::Rate,
+        enforcement: Enforcement::Kernel,
+        default_window_ms: Some(DAY_MS),
+        compat: &["budget.daily_limit_usd"],
+        description: "LLM spend of the whole system per window, reserved before each call",
+    },
+    BuiltinLimit {
+        name: "task_queue_depth",
+        unit: "tasks",
+        kind: LimitKind::Count,
+        enforcement: Enforcement::Pending,
+        default_window_ms: None,
+        compat: &["max_task_queue_depth"],
+        description: "tasks waiting to be done (enforced once the task board exists)",
+    },
+    BuiltinLimit {
+        name: "total_nodes",
+        unit: "addresses",
+        kind: LimitKind::Count,
+        enforcement: Enforcement::Kernel,
+        default_window_ms: None,
+        compat: &["max_total_nodes"],
+        description: "addresses allocated in the whole system",
+    },
+    BuiltinLimit {
+        name: "nodes_per_category",
+        unit: "addresses",
+        kind: LimitKind::Count,
+        enforcement: Enforcement::Kernel,
+        default_window_ms: None,
+        compat: &["nodes_per_category"],
+        description: "addresses allocated under one top-level category (usage shows the fullest)",
+    },
+    BuiltinLimit {
+        name: "links_per_node",
+        unit: "links",
+        kind: LimitKind::Count,
+        enforcement: Enforcement::Pending,
+        default_window_ms: None,
+        compat: &["links_per_node"],
+        description: "links from one address (enforced once links exist)",
+    },
+    BuiltinLimit {
+        name: "pending_links_per_node",
+        unit: "links",
+        kind: LimitKind::Count,
+        enforcement: Enforcement::Pending,
+        default_window_ms: None,
+        compat: &["pending_links_per_node"],
+        description: "unaccepted links from one address (enforced once links exist)",
+    },
+    BuiltinLimit {
+        name: "tasks_per_worker",
+        unit: "tasks",
+        kind: LimitKind::Count,
+        enforcement: Enforcement::Pending,
+        default_window_ms: None,
+        compat: &["tasks_per_worker"],
+        description: "tasks one worker holds at once (enforced once the task board exists)",
+    },
+    BuiltinLimit {
+        name: "message_thread_depth",
+        unit: "messages",
+        kind: LimitKind::Count,
+        enforcement: Enforcement::Pending,
+        default_window_ms: None,
+        compat: &["max_message_thread_depth"],
+        description: "replies in one message thread (enforced once threads exist)",
+    },
+    BuiltinLimit {
+        name: "unread_per_instance",
+        unit: "messages",
+        kind: LimitKind::Count,
+        enforcement: Enforcement::Pending,
+        default_window_ms: None,
+        compat: &["max_unread_per_instance"],
+        description: "unread messages per AI instance (enforced once inboxes exist)",
+    },
+    BuiltinLimit {
+        name: "version_history",
+        unit: "versions",
+        kind: LimitKind::Count,
+        enforcement: Enforcement::Pending,
+        default_window_ms: None,
+        compat: &["max_version_history"],
+        description: "versions kept per document (enforced once versioned documents exist)",
+    },
 ];
 
 /// Looks a limit up by its Colony name or one of its Hypernet names.
@@ -79,7 +203,11 @@ pub fn builtin_limit(name: &str) -> Option<&'static BuiltinLimit> {
     BUILTIN_LIMITS
         .iter()
         .find(|limit| limit.name == name)
-        .or_else(|| BUILTIN_LIMITS.iter().find(|limit| limit.compat.contains(&name)))
+        .or_else(|| {
+            BUILTIN_LIMITS
+                .iter()
+                .find(|limit| limit.compat.contains(&name))
+        })
 }
 
 /// A limit's configuration, as genesis (and later governance) sets it.
@@ -236,9 +364,7 @@ impl Limit {
         let usage = self.committed_and_reserved();
         if self.spec.hard.is_some_and(|hard| usage >= hard) {
             LimitState::Blocked
-        } else if !self.queue.is_empty()
-            || self.spec.soft.is_some_and(|soft| usage >= soft)
-        {
+        } else if !self.queue.is_empty() || self.spec.soft.is_some_and(|soft| usage >= soft) {
             match (self.spec.on_soft, self.kind) {
                 (OnSoft::Queue, LimitKind::Count) => LimitState::Queue,
                 _ => LimitState::Warn,
@@ -278,7 +404,14 @@ mod tests {
         Limit::new(spec, "0.1".into(), 0, "tests".into())
     }
 
-    fn check(usage: u64, soft: Option<u64>, hard: Option<u64>, on_soft: OnSoft, expected: &str, state: LimitState) {
+    fn check(
+        usage: u64,
+        soft: Option<u64>,
+        hard: Option<u64>,
+        on_soft: OnSoft,
+        expected: &str,
+        state: LimitState,
+    ) {
         let mut limit = limit(soft, hard, on_soft);
         limit.usage = usage;
         let gate = match limit.gate(1) {
@@ -301,7 +434,14 @@ mod tests {
         check(3, Some(2), Some(4), W, "warn", LimitState::Warn);
         check(4, Some(2), Some(4), W, "deny", Blocked);
         check(9, Some(2), Some(4), W, "deny", Blocked);
-        check(2, Some(2), Some(4), OnSoft::Queue, "queue", LimitState::Queue);
+        check(
+            2,
+            Some(2),
+            Some(4),
+            OnSoft::Queue,
+            "queue",
+            LimitState::Queue,
+        );
         check(1_000_000, None, None, W, "allow", Ok);
         check(4, None, Some(5), W, "allow", Ok);
         check(5, None, Some(5), W, "deny", Blocked);
@@ -324,9 +464,18 @@ mod tests {
 
     #[test]
     fn hypernet_names_resolve() {
-        assert_eq!(builtin_limit("max_ai_accounts").unwrap().name, "ai_accounts");
-        assert_eq!(builtin_limit("max_concurrent_workers").unwrap().name, "active_workers");
-        assert_eq!(builtin_limit("max_task_queue_depth").unwrap().name, "task_queue_depth");
+        assert_eq!(
+            builtin_limit("max_ai_accounts").unwrap().name,
+            "ai_accounts"
+        );
+        assert_eq!(
+            builtin_limit("max_concurrent_workers").unwrap().name,
+            "active_workers"
+        );
+        assert_eq!(
+            builtin_limit("max_task_queue_depth").unwrap().name,
+            "task_queue_depth"
+        );
         assert!(builtin_limit("nonsense").is_none());
     }
 }

@@ -54,7 +54,9 @@ impl PrincipalKind {
     }
 
     pub fn parse(text: &str) -> Option<PrincipalKind> {
-        PrincipalKind::ALL.into_iter().find(|kind| kind.as_str() == text)
+        PrincipalKind::ALL
+            .into_iter()
+            .find(|kind| kind.as_str() == text)
     }
 
     /// The address prefix under which principals of this kind are numbered
@@ -121,7 +123,9 @@ impl Principal {
 
     /// Admins and members may change state; observers only read.
     pub fn may_act(&self) -> bool {
-        self.kind == PrincipalKind::System || self.has_role(Role::Admin) || self.has_role(Role::Member)
+        self.kind == PrincipalKind::System
+            || self.has_role(Role::Admin)
+            || self.has_role(Role::Member)
     }
 
     pub fn is_admin(&self) -> bool {

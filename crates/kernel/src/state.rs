@@ -7,7 +7,9 @@ use serde::{Deserialize, Serialize};
 use crate::command::{Command, CommandBody, CreatePrincipal};
 use crate::event::{Applied, Decision, Effect, Event, Reason};
 use crate::genesis::{Genesis, QuotaConfig};
-use crate::ledger::{Balance, Reservation, ReservationId, ReservationState, Resource, ResourceKind};
+use crate::ledger::{
+    Balance, Reservation, ReservationId, ReservationState, Resource, ResourceKind,
+};
 use crate::limits::{Gate, Limit, LimitSpec, OnSoft, QueuedAdmission, BUILTIN_LIMITS};
 use crate::principal::{Principal, PrincipalId, PrincipalKind, Role, TokenHash};
 use crate::{validate_address, JUSTIFICATION_BYTES_MAX, NAME_BYTES_MAX};
@@ -50,8 +52,15 @@ impl State {
     /// When `command.seq` is not the next sequence number or time goes backwards:
     /// both are bugs in the caller, never operating errors.
     pub fn apply(&mut self, command: &Command) -> Applied {
-        assert_eq!(command.seq, self.last_seq + 1, "commands are applied in order without gaps");
-        assert!(command.at_ms >= self.now_ms, "command time never goes backwards");
+        assert_eq!(
+            command.seq,
+            self.last_seq + 1,
+            "commands are applied in order without gaps"
+        );
+        assert!(
+            command.at_ms >= self.now_ms,
+            "command time never goes backwards"
+        );
         self.last_seq = command.seq;
         self.now_ms = command.at_ms;
         let mut events = Vec::new();
@@ -60,7 +69,10 @@ impl State {
         let primary_index = events.len();
         events.push(primary);
         self.admit_waiting(&mut events);
-        Applied { events, primary_index }
+        Applied {
+            events,
+            primary_index,
+        }
     }
 
     /// Whether genesis has been applied.
@@ -78,11 +90,15 @@ impl State {
 
     /// The principal with standing that holds the token with this hash.
     pub fn principal_by_token(&self, token_hash: &TokenHash) -> Option<&Principal> {
-        self.by_token.get(token_hash).and_then(|id| self.principals.get(id))
+        self.by_token
+            .get(token_hash)
+            .and_then(|id| self.principals.get(id))
     }
 
     pub fn principal_by_address(&self, address: &str) -> Option<&Principal> {
-        self.by_address.get(address).and_then(|id| self.principals.get(id))
+        self.by_address
+            .get(address)
+            .and_then(|id| self.principals.get(id))
     }
 
     /// All principals ever created, by id, including removed ones.
@@ -108,7 +124,9 @@ impl State {
 
     /// A principal's balances as they stand at `now_ms` (flow windows rolled).
     pub fn balances_at(&self, principal: PrincipalId, now_ms: u64) -> Vec<(Resource, Balance)> {
-        let Some(quotas) = &self.quotas else { return Vec::new() };
+        let Some(quotas) = &self.quotas else {
+            return Vec::new();
+        };
         Resource::ALL
             .into_iter()
             .filter_map(|resource| {
@@ -127,7 +145,9 @@ impl State {
 
     /// Open reservations and holds of a principal.
     pub fn reservations_of(&self, principal: PrincipalId) -> impl Iterator<Item = &Reservation> {
-        self.reservations.values().filter(move |reservation| reservation.principal == principal)
+        self.reservations
+            .values()
+            .filter(move |reservation| reservation.principal == principal)
     }
 
     /// When the next time-driven change (a reservation expiry) is due. The node logs
@@ -142,26 +162,45 @@ impl State {
             return self.genesis(command, genesis);
         }
         if self.quotas.is_none() {
-            return Event::denied(action, "kernel", invalid("genesis has not been applied yet"));
+            return Event::denied(
+                action,
+                "kernel",
+                invalid("genesis has not been applied yet"),
+            );
         }
         let actor = match self.principals.get(&command.actor) {
             Some(principal) if principal.standing => principal,
             _ => {
-                return Event::denied(action, command.actor.to_string(), Reason::NoStanding { actor: command.actor })
+                return Event::denied(
+                    action,
+                    command.actor.to_string(),
+                    Reason::NoStanding {
+                        actor: command.actor,
+                    },
+                )
             }
         };
         let actor_address = actor.address.clone();
-        let (actor_is_admin, actor_may_act, actor_is_system) =
-            (actor.is_admin(), actor.may_act(), actor.kind == PrincipalKind::System);
+        let (actor_is_admin, actor_may_act, actor_is_system) = (
+            actor.is_admin(),
+            actor.may_act(),
+            actor.kind == PrincipalKind::System,
+        );
         if command.justification.len() > JUSTIFICATION_BYTES_MAX {
             return Event::denied(
                 action,
                 actor_address,
-                invalid(format!("a justification is at most {JUSTIFICATION_BYTES_MAX} bytes")),
+                invalid(format!(
+                    "a justification is at most {JUSTIFICATION_BYTES_MAX} bytes"
+                )),
             );
         }
         if !actor_may_act {
-            return Event::denied(action, actor_address, forbidden("observers may read but not act"));
+            return Event::denied(
+                action,
+                actor_address,
+                forbidden("observers may read but not act"),
+            );
         }
         if !actor_is_system {
             // Every command is an I/O operation of its actor: this is what keeps a
@@ -176,37 +215,56 @@ impl State {
                 if actor_is_system {
                     Event::allowed(action, "time", Effect::None)
                 } else {
-                    Event::denied(action, actor_address, forbidden("only the system logs ticks"))
+                    Event::denied(
+                        action,
+                        actor_address,
+                        forbidden("only the system logs ticks"),
+                    )
                 }
             }
             CommandBody::CreatePrincipal(request) => {
                 if !actor_is_admin {
-                    return Event::denied(action, actor_address, forbidden("only admins create principals"));
+                    return Event::denied(
+                        action,
+                        actor_address,
+                        forbidden("only admins create principals"),
+                    );
                 }
                 self.create_principal(command, request, None)
             }
             CommandBody::RemovePrincipal { principal } => {
                 if !actor_is_admin {
-                    return Event::denied(action, actor_address, forbidden("only admins remove principals"));
+                    return Event::denied(
+                        action,
+                        actor_address,
+                        forbidden("only admins remove principals"),
+                    );
                 }
                 self.remove_principal(command, *principal)
             }
-            CommandBody::Reserve { resource, amount, ttl_ms } => {
-                self.reserve(command.actor, &actor_address, *resource, *amount, *ttl_ms)
-            }
-            CommandBody::Commit { reservation, actual } => {
-                self.commit(command.actor, &actor_address, *reservation, *actual)
-            }
+            CommandBody::Reserve {
+                resource,
+                amount,
+                ttl_ms,
+            } => self.reserve(command.actor, &actor_address, *resource, *amount, *ttl_ms),
+            CommandBody::Commit {
+                reservation,
+                actual,
+            } => self.commit(command.actor, &actor_address, *reservation, *actual),
             CommandBody::Release { reservation } => {
                 match self.own_reservation(command.actor, *reservation, action) {
                     Ok(()) => self.release(*reservation, action),
-                    Err(event) => event,
+                    Err(event) => *event,
                 }
             }
-            CommandBody::Grant { to, resource, amount } => {
-                self.grant(command.actor, &actor_address, *to, *resource, *amount)
+            CommandBody::Grant {
+                to,
+                resource,
+                amount,
+            } => self.grant(command.actor, &actor_address, *to, *resource, *amount),
+            CommandBody::Free { resource, amount } => {
+                self.free(command.actor, &actor_address, *resource, *amount)
             }
-            CommandBody::Free { resource, amount } => self.free(command.actor, &actor_address, *resource, *amount),
         }
     }
 
@@ -216,27 +274,41 @@ impl State {
             return Event::denied(ACTION, "kernel", invalid("genesis was already applied"));
         }
         if command.actor != PrincipalId::SYSTEM {
-            return Event::denied(ACTION, "kernel", forbidden("only the system applies genesis"));
+            return Event::denied(
+                ACTION,
+                "kernel",
+                forbidden("only the system applies genesis"),
+            );
         }
         let set_via = format!("genesis ({})", genesis.source);
-        let mut specs: BTreeMap<String, LimitSpec> =
-            genesis.limits.iter().map(|spec| (spec.name.clone(), spec.clone())).collect();
+        let mut specs: BTreeMap<String, LimitSpec> = genesis
+            .limits
+            .iter()
+            .map(|spec| (spec.name.clone(), spec.clone()))
+            .collect();
         // A built-in limit that the configuration leaves out exists, unlimited, so
         // that governance can set it later and `colony limits` shows it.
         for builtin in BUILTIN_LIMITS {
-            specs.entry(builtin.name.to_string()).or_insert_with(|| LimitSpec {
-                name: builtin.name.to_string(),
-                unit: builtin.unit.to_string(),
-                description: builtin.description.to_string(),
-                soft: None,
-                hard: None,
-                on_soft: OnSoft::Warn,
-                window_ms: builtin.default_window_ms,
-                queue_max: 1_000,
-            });
+            specs
+                .entry(builtin.name.to_string())
+                .or_insert_with(|| LimitSpec {
+                    name: builtin.name.to_string(),
+                    unit: builtin.unit.to_string(),
+                    description: builtin.description.to_string(),
+                    soft: None,
+                    hard: None,
+                    on_soft: OnSoft::Warn,
+                    window_ms: builtin.default_window_ms,
+                    queue_max: 1_000,
+                });
         }
         for (name, spec) in specs {
-            let limit = Limit::new(spec, SYSTEM_ADDRESS.to_string(), command.at_ms, set_via.clone());
+            let limit = Limit::new(
+                spec,
+                SYSTEM_ADDRESS.to_string(),
+                command.at_ms,
+                set_via.clone(),
+            );
             self.limits.insert(name, limit);
         }
         self.quotas = Some(genesis.quotas.clone());
@@ -255,23 +327,37 @@ impl State {
         self.by_address.insert(system.address.clone(), system.id);
         self.principals.insert(system.id, system);
         self.next_principal_id = 1;
-        let mut admin_request =
-            CreatePrincipal::new(genesis.admin_name.clone(), PrincipalKind::Human, genesis.admin_token_hash);
+        let mut admin_request = CreatePrincipal::new(
+            genesis.admin_name.clone(),
+            PrincipalKind::Human,
+            genesis.admin_token_hash,
+        );
         admin_request.roles = vec![Role::Admin, Role::Member];
         admin_request.address = Some(ADMIN_ADDRESS.to_string());
         let admin = self.insert_principal(command, &admin_request);
         let mut event = Event::allowed(
             ACTION,
             "kernel",
-            Effect::GenesisApplied { limits: self.limits.len(), admin: admin.clone() },
+            Effect::GenesisApplied {
+                limits: self.limits.len(),
+                admin: admin.clone(),
+            },
         );
         event.subject = admin;
         event
     }
 
-    fn create_principal(&mut self, command: &Command, request: &CreatePrincipal, admitted: Option<&QueuedAdmission>) -> Event {
+    fn create_principal(
+        &mut self,
+        command: &Command,
+        request: &CreatePrincipal,
+        admitted: Option<&QueuedAdmission>,
+    ) -> Event {
         const ACTION: &str = "principal.create";
-        let subject = request.address.clone().unwrap_or_else(|| request.kind.address_prefix().to_string());
+        let subject = request
+            .address
+            .clone()
+            .unwrap_or_else(|| request.kind.address_prefix().to_string());
         if let Err(message) = self.validate_creation(request) {
             return Event::denied(ACTION, subject, invalid(message));
         }
@@ -281,7 +367,13 @@ impl State {
             _ => None,
         };
         let data_bytes = request.data_bytes() + command.justification.len() as u64;
-        let category = request.kind.address_prefix().split('.').next().unwrap_or("0").to_string();
+        let category = request
+            .kind
+            .address_prefix()
+            .split('.')
+            .next()
+            .unwrap_or("0")
+            .to_string();
         let category_usage = self.category_counts.get(&category).copied().unwrap_or(0);
         let mut warnings = Vec::new();
         let mut queue_reason = None;
@@ -293,7 +385,9 @@ impl State {
         ];
         for (name, amount, usage_override) in gates {
             let Some(name) = name else { continue };
-            let Some(limit) = self.limits.get_mut(name) else { continue };
+            let Some(limit) = self.limits.get_mut(name) else {
+                continue;
+            };
             limit.roll_window(command.at_ms);
             let gate = match usage_override {
                 // nodes_per_category is checked against the category being filled.
@@ -318,7 +412,10 @@ impl State {
                 return Event::denied(
                     ACTION,
                     subject,
-                    Reason::QueueFull { limit: limit_name.to_string(), queue_max: limit.spec.queue_max },
+                    Reason::QueueFull {
+                        limit: limit_name.to_string(),
+                        queue_max: limit.spec.queue_max,
+                    },
                 );
             }
             let position = limit.enqueue(QueuedAdmission {
@@ -335,7 +432,11 @@ impl State {
                 decision: Decision::Queued,
                 reason,
                 warnings,
-                effect: Effect::PrincipalQueued { ticket: command.seq, limit: limit_name.to_string(), position },
+                effect: Effect::PrincipalQueued {
+                    ticket: command.seq,
+                    limit: limit_name.to_string(),
+                    position,
+                },
             };
         }
         if let Some(limit) = self.limits.get_mut("data_creation_bytes") {
@@ -347,7 +448,9 @@ impl State {
             id: principal.id,
             address: address.clone(),
             kind: principal.kind,
-            parent: principal.parent.map(|parent| self.principals[&parent].address.clone()),
+            parent: principal
+                .parent
+                .map(|parent| self.principals[&parent].address.clone()),
         };
         let mut event = Event::allowed(ACTION, address, effect).with_warnings(warnings);
         if let Some(queued) = admitted {
@@ -383,7 +486,10 @@ impl State {
             validate_address(address).map_err(|error| format!("address `{address}`: {error}"))?;
             let prefix = request.kind.address_prefix();
             if !address.starts_with(&format!("{prefix}.")) {
-                return Err(format!("a {} lives under `{prefix}.`", request.kind.as_str()));
+                return Err(format!(
+                    "a {} lives under `{prefix}.`",
+                    request.kind.as_str()
+                ));
             }
             if self.by_address.contains_key(address) {
                 return Err(format!("address `{address}` is taken"));
@@ -408,7 +514,11 @@ impl State {
                 }
             },
         };
-        let mut roles = if request.roles.is_empty() { vec![Role::Member] } else { request.roles.clone() };
+        let mut roles = if request.roles.is_empty() {
+            vec![Role::Member]
+        } else {
+            request.roles.clone()
+        };
         roles.sort();
         roles.dedup();
         let principal = Principal {
@@ -462,7 +572,11 @@ impl State {
         };
         let address = principal.address.clone();
         if principal.kind == PrincipalKind::System || target == command.actor {
-            return Event::denied(ACTION, address, forbidden("neither the system nor oneself can be removed"));
+            return Event::denied(
+                ACTION,
+                address,
+                forbidden("neither the system nor oneself can be removed"),
+            );
         }
         let kind = principal.kind;
         let token_hash = principal.token_hash;
@@ -477,24 +591,37 @@ impl State {
         Event::allowed(
             ACTION,
             address.clone(),
-            Effect::PrincipalRemoved { id: target, address, released_reservations: held.len() },
+            Effect::PrincipalRemoved {
+                id: target,
+                address,
+                released_reservations: held.len(),
+            },
         )
     }
 
     /// Admits queued requests, best first, while their limit is below soft.
     fn admit_waiting(&mut self, events: &mut Vec<Event>) {
-        let waiting: Vec<String> =
-            self.limits.values().filter(|limit| !limit.queue.is_empty()).map(|l| l.spec.name.clone()).collect();
+        let waiting: Vec<String> = self
+            .limits
+            .values()
+            .filter(|limit| !limit.queue.is_empty())
+            .map(|l| l.spec.name.clone())
+            .collect();
         for name in waiting {
             loop {
                 let limit = &self.limits[&name];
-                let Some(front) = limit.queue.first() else { break };
+                let Some(front) = limit.queue.first() else {
+                    break;
+                };
                 if !matches!(limit.gate(1), Gate::Allow | Gate::Warn(_)) {
                     break;
                 }
                 let queued = front.clone();
                 self.limits.get_mut(&name).expect("exists").queue.remove(0);
-                let actor_ok = self.principals.get(&queued.actor).is_some_and(|p| p.standing);
+                let actor_ok = self
+                    .principals
+                    .get(&queued.actor)
+                    .is_some_and(|p| p.standing);
                 let command = Command::new(
                     queued.ticket,
                     self.now_ms,
@@ -505,7 +632,13 @@ impl State {
                 let event = if actor_ok {
                     self.create_principal(&command, &queued.request, Some(&queued))
                 } else {
-                    Event::denied("principal.create", format!("ticket:{}", queued.ticket), Reason::NoStanding { actor: queued.actor })
+                    Event::denied(
+                        "principal.create",
+                        format!("ticket:{}", queued.ticket),
+                        Reason::NoStanding {
+                            actor: queued.actor,
+                        },
+                    )
                 };
                 events.push(event);
             }
@@ -527,18 +660,29 @@ impl State {
     }
 
     /// Rolls flow windows along the chain and finds the tightest balance.
-    fn check_chain(&mut self, chain: &[PrincipalId], resource: Resource, amount: u64) -> Result<(), Reason> {
-        let window_ms = self.quotas.as_ref().expect("genesis applied").window_ms(resource);
+    fn check_chain(
+        &mut self,
+        chain: &[PrincipalId],
+        resource: Resource,
+        amount: u64,
+    ) -> Result<(), Reason> {
+        let window_ms = self
+            .quotas
+            .as_ref()
+            .expect("genesis applied")
+            .window_ms(resource);
         let now_ms = self.now_ms;
         for principal in chain {
-            let Some(balance) = self.balances.get_mut(&(*principal, resource)) else { continue };
+            let Some(balance) = self.balances.get_mut(&(*principal, resource)) else {
+                continue;
+            };
             if resource.kind() == ResourceKind::Flow {
                 balance.roll_window(now_ms, window_ms);
             }
             let available = balance.available();
             if amount > available {
-                let refill_at_ms =
-                    (resource.kind() == ResourceKind::Flow).then(|| balance.window_start_ms + window_ms);
+                let refill_at_ms = (resource.kind() == ResourceKind::Flow)
+                    .then(|| balance.window_start_ms + window_ms);
                 return Err(Reason::InsufficientResource {
                     resource,
                     requested: amount,
@@ -552,7 +696,12 @@ impl State {
     }
 
     /// Consumes `amount` of a flow at once, without a reservation.
-    fn charge_flow(&mut self, principal: PrincipalId, resource: Resource, amount: u64) -> Result<(), Reason> {
+    fn charge_flow(
+        &mut self,
+        principal: PrincipalId,
+        resource: Resource,
+        amount: u64,
+    ) -> Result<(), Reason> {
         let chain = self.chain(principal);
         self.check_chain(&chain, resource, amount)?;
         for member in chain {
@@ -563,7 +712,14 @@ impl State {
         Ok(())
     }
 
-    fn reserve(&mut self, actor: PrincipalId, actor_address: &str, resource: Resource, amount: u64, ttl_ms: Option<u64>) -> Event {
+    fn reserve(
+        &mut self,
+        actor: PrincipalId,
+        actor_address: &str,
+        resource: Resource,
+        amount: u64,
+        ttl_ms: Option<u64>,
+    ) -> Event {
         const ACTION: &str = "ledger.reserve";
         let quotas = self.quotas.as_ref().expect("genesis applied");
         if amount == 0 {
@@ -574,12 +730,19 @@ impl State {
             return Event::denied(
                 ACTION,
                 actor_address,
-                invalid(format!("ttl_ms must be between 1 and {}", quotas.reservation_ttl_max_ms)),
+                invalid(format!(
+                    "ttl_ms must be between 1 and {}",
+                    quotas.reservation_ttl_max_ms
+                )),
             );
         }
         let open_max = quotas.reservations_per_principal_max;
         if self.open_reservations.get(&actor).copied().unwrap_or(0) >= open_max {
-            return Event::denied(ACTION, actor_address, Reason::TooManyReservations { max: open_max });
+            return Event::denied(
+                ACTION,
+                actor_address,
+                Reason::TooManyReservations { max: open_max },
+            );
         }
         let chain = self.chain(actor);
         if let Err(reason) = self.check_chain(&chain, resource, amount) {
@@ -624,33 +787,65 @@ impl State {
         );
         self.expiries.insert((expires_at_ms, id));
         *self.open_reservations.entry(actor).or_insert(0) += 1;
-        Event::allowed(ACTION, actor_address, Effect::Reserved { reservation: id, resource, amount, expires_at_ms })
-            .with_warnings(warnings)
+        Event::allowed(
+            ACTION,
+            actor_address,
+            Effect::Reserved {
+                reservation: id,
+                resource,
+                amount,
+                expires_at_ms,
+            },
+        )
+        .with_warnings(warnings)
     }
 
-    fn own_reservation(&self, actor: PrincipalId, id: ReservationId, action: &'static str) -> Result<(), Event> {
+    fn own_reservation(
+        &self,
+        actor: PrincipalId,
+        id: ReservationId,
+        action: &'static str,
+    ) -> Result<(), Box<Event>> {
         match self.reservations.get(&id) {
-            None => Err(Event::denied(action, format!("reservation:{id}"), not_found("reservation", id))),
-            Some(reservation) if reservation.principal != actor => Err(Event::denied(
+            None => Err(Box::new(Event::denied(
+                action,
+                format!("reservation:{id}"),
+                not_found("reservation", id),
+            ))),
+            Some(reservation) if reservation.principal != actor => Err(Box::new(Event::denied(
                 action,
                 format!("reservation:{id}"),
                 forbidden("a reservation is committed or released by the principal that made it"),
-            )),
+            ))),
             Some(_) => Ok(()),
         }
     }
 
-    fn commit(&mut self, actor: PrincipalId, actor_address: &str, id: ReservationId, actual: u64) -> Event {
+    fn commit(
+        &mut self,
+        actor: PrincipalId,
+        actor_address: &str,
+        id: ReservationId,
+        actual: u64,
+    ) -> Event {
         const ACTION: &str = "ledger.commit";
         if let Err(event) = self.own_reservation(actor, id, ACTION) {
-            return event;
+            return *event;
         }
         let reservation = self.reservations.get(&id).expect("checked above").clone();
         if reservation.state != ReservationState::Reserved {
-            return Event::denied(ACTION, actor_address, invalid(format!("reservation {id} is already committed")));
+            return Event::denied(
+                ACTION,
+                actor_address,
+                invalid(format!("reservation {id} is already committed")),
+            );
         }
         let resource = reservation.resource;
-        let window_ms = self.quotas.as_ref().expect("genesis applied").window_ms(resource);
+        let window_ms = self
+            .quotas
+            .as_ref()
+            .expect("genesis applied")
+            .window_ms(resource);
         // Take the reservation off every balance, then charge what fits everywhere:
         // an overrun is charged up to what remains and the rest recorded as shortfall.
         let mut room = u64::MAX;
@@ -719,8 +914,12 @@ impl State {
         for member in &reservation.chain {
             if let Some(balance) = self.balances.get_mut(&(*member, resource)) {
                 match reservation.state {
-                    ReservationState::Reserved => balance.reserved = balance.reserved.saturating_sub(amount),
-                    ReservationState::Held { .. } => balance.used = balance.used.saturating_sub(amount),
+                    ReservationState::Reserved => {
+                        balance.reserved = balance.reserved.saturating_sub(amount)
+                    }
+                    ReservationState::Held { .. } => {
+                        balance.used = balance.used.saturating_sub(amount)
+                    }
                 }
             }
         }
@@ -732,7 +931,15 @@ impl State {
         self.expiries.remove(&(reservation.expires_at_ms, id));
         self.forget_reservation(id, reservation.principal);
         let subject = self.principals[&reservation.principal].address.clone();
-        Event::allowed(action, subject, Effect::Released { reservation: id, resource, amount })
+        Event::allowed(
+            action,
+            subject,
+            Effect::Released {
+                reservation: id,
+                resource,
+                amount,
+            },
+        )
     }
 
     fn forget_reservation(&mut self, id: ReservationId, principal: PrincipalId) {
@@ -752,12 +959,21 @@ impl State {
             }
             let mut event = self.release(id, "ledger.expire");
             event.decision = Decision::Expired;
-            event.reason = Reason::ReservationExpired { expired_at_ms: at_ms };
+            event.reason = Reason::ReservationExpired {
+                expired_at_ms: at_ms,
+            };
             events.push(event);
         }
     }
 
-    fn grant(&mut self, actor: PrincipalId, actor_address: &str, to: PrincipalId, resource: Resource, amount: u64) -> Event {
+    fn grant(
+        &mut self,
+        actor: PrincipalId,
+        actor_address: &str,
+        to: PrincipalId,
+        resource: Resource,
+        amount: u64,
+    ) -> Event {
         const ACTION: &str = "ledger.grant";
         let Some(child) = self.principals.get(&to).filter(|p| p.standing) else {
             return Event::denied(ACTION, to.to_string(), not_found("principal", to));
@@ -767,7 +983,10 @@ impl State {
             return Event::denied(
                 ACTION,
                 child_address,
-                forbidden(format!("only the parent of {} may grant it quota", child.address)),
+                forbidden(format!(
+                    "only the parent of {} may grant it quota",
+                    child.address
+                )),
             );
         }
         let own_quota = self.balances.get(&(actor, resource)).and_then(|b| b.quota);
@@ -775,22 +994,49 @@ impl State {
             return Event::denied(
                 ACTION,
                 child_address,
-                invalid(format!("cannot grant {amount} {resource}: {actor_address}'s own quota is {}", own_quota.unwrap_or(0))),
+                invalid(format!(
+                    "cannot grant {amount} {resource}: {actor_address}'s own quota is {}",
+                    own_quota.unwrap_or(0)
+                )),
             );
         }
         let balance = self.balances.entry((to, resource)).or_default();
         balance.quota = Some(amount);
-        Event::allowed(ACTION, child_address.clone(), Effect::Granted { to: child_address, resource, amount })
+        Event::allowed(
+            ACTION,
+            child_address.clone(),
+            Effect::Granted {
+                to: child_address,
+                resource,
+                amount,
+            },
+        )
     }
 
-    fn free(&mut self, actor: PrincipalId, actor_address: &str, resource: Resource, amount: u64) -> Event {
+    fn free(
+        &mut self,
+        actor: PrincipalId,
+        actor_address: &str,
+        resource: Resource,
+        amount: u64,
+    ) -> Event {
         const ACTION: &str = "ledger.free";
         if resource != Resource::DiskBytes {
-            return Event::denied(ACTION, actor_address, invalid("only disk_bytes can be freed; other stock is spent"));
+            return Event::denied(
+                ACTION,
+                actor_address,
+                invalid("only disk_bytes can be freed; other stock is spent"),
+            );
         }
         let used = self.balances.get(&(actor, resource)).map_or(0, |b| b.used);
         if amount == 0 || amount > used {
-            return Event::denied(ACTION, actor_address, invalid(format!("amount must be between 1 and the {used} bytes in use")));
+            return Event::denied(
+                ACTION,
+                actor_address,
+                invalid(format!(
+                    "amount must be between 1 and the {used} bytes in use"
+                )),
+            );
         }
         for member in self.chain(actor) {
             if let Some(balance) = self.balances.get_mut(&(member, resource)) {
@@ -802,14 +1048,20 @@ impl State {
 }
 
 fn invalid(message: impl Into<String>) -> Reason {
-    Reason::Invalid { message: message.into() }
+    Reason::Invalid {
+        message: message.into(),
+    }
 }
 
 fn forbidden(message: impl Into<String>) -> Reason {
-    Reason::Forbidden { message: message.into() }
+    Reason::Forbidden {
+        message: message.into(),
+    }
 }
 
 fn not_found(what: &str, id: impl std::fmt::Display) -> Reason {
-    Reason::NotFound { what: what.to_string(), id: id.to_string() }
+    Reason::NotFound {
+        what: what.to_string(),
+        id: id.to_string(),
+    }
 }
-

@@ -99,7 +99,10 @@ pub fn encode_events(
             subject: &event.subject,
             decision: event.decision.as_str(),
             reason: &event.reason,
-            detail: Detail { effect: &event.effect, warnings: &event.warnings },
+            detail: Detail {
+                effect: &event.effect,
+                warnings: &event.warnings,
+            },
             justification: &command.justification,
             prev_hash: &prev_hash,
         };
@@ -124,7 +127,10 @@ pub struct ChainHead {
 
 impl Default for ChainHead {
     fn default() -> Self {
-        ChainHead { seq: 0, hash: GENESIS_HASH }
+        ChainHead {
+            seq: 0,
+            hash: GENESIS_HASH,
+        }
     }
 }
 
@@ -154,19 +160,31 @@ pub fn check_record(bytes: &[u8], expected_seq: u64, prev: &[u8; 32]) -> Result<
     body.push(b'}');
     let computed: [u8; 32] = Sha256::digest(&body).into();
     if computed != stored {
-        return Err(format!("content hashes to {} but the record says {}", hex::encode(computed), hex::encode(stored)));
+        return Err(format!(
+            "content hashes to {} but the record says {}",
+            hex::encode(computed),
+            hex::encode(stored)
+        ));
     }
     #[derive(Deserialize)]
     struct Chain {
         seq: u64,
         prev_hash: String,
     }
-    let chain: Chain = serde_json::from_slice(&body).map_err(|error| format!("record is not valid JSON: {error}"))?;
+    let chain: Chain = serde_json::from_slice(&body)
+        .map_err(|error| format!("record is not valid JSON: {error}"))?;
     if chain.seq != expected_seq {
-        return Err(format!("record says seq {} where {expected_seq} was expected", chain.seq));
+        return Err(format!(
+            "record says seq {} where {expected_seq} was expected",
+            chain.seq
+        ));
     }
     if chain.prev_hash != hex::encode(prev) {
-        return Err(format!("prev_hash {} does not match the previous record's hash {}", chain.prev_hash, hex::encode(prev)));
+        return Err(format!(
+            "prev_hash {} does not match the previous record's hash {}",
+            chain.prev_hash,
+            hex::encode(prev)
+        ));
     }
     Ok(computed)
 }
@@ -192,27 +210,48 @@ pub struct VerifyFailure {
 /// a torn tail is reported like any other damage.
 pub fn verify_audit(data_dir: &Path) -> Result<VerifyReport, VerifyFailure> {
     let dir = data_dir.join("audit");
-    let fail = |seq, file: &Path, offset, reason: String| VerifyFailure { seq, file: file.to_path_buf(), offset, reason };
+    let fail = |seq, file: &Path, offset, reason: String| VerifyFailure {
+        seq,
+        file: file.to_path_buf(),
+        offset,
+        reason,
+    };
     let files = list_segments(&dir).map_err(|error| fail(0, &dir, 0, error.to_string()))?;
     if files.is_empty() {
-        return Err(fail(0, &dir, 0, "no decision log here (is this a Colony data directory?)".into()));
+        return Err(fail(
+            0,
+            &dir,
+            0,
+            "no decision log here (is this a Colony data directory?)".into(),
+        ));
     }
     let mut head = ChainHead::default();
     for (first_index, path) in files {
         if first_index != head.seq + 1 {
-            return Err(fail(head.seq + 1, &path, 0, format!("segment starts at record {first_index}")));
+            return Err(fail(
+                head.seq + 1,
+                &path,
+                0,
+                format!("segment starts at record {first_index}"),
+            ));
         }
-        let data = std::fs::read(&path).map_err(|error| fail(head.seq + 1, &path, 0, error.to_string()))?;
+        let data = std::fs::read(&path)
+            .map_err(|error| fail(head.seq + 1, &path, 0, error.to_string()))?;
         let mut offset = 0;
         while offset < data.len() {
             let seq = head.seq + 1;
-            let payload = parse_frame(&data[offset..]).map_err(|reason| fail(seq, &path, offset as u64, reason))?;
-            head.hash = check_record(payload, seq, &head.hash).map_err(|reason| fail(seq, &path, offset as u64, reason))?;
+            let payload = parse_frame(&data[offset..])
+                .map_err(|reason| fail(seq, &path, offset as u64, reason))?;
+            head.hash = check_record(payload, seq, &head.hash)
+                .map_err(|reason| fail(seq, &path, offset as u64, reason))?;
             head.seq = seq;
             offset += 8 + payload.len();
         }
     }
-    Ok(VerifyReport { records: head.seq, head_hash: hex::encode(head.hash) })
+    Ok(VerifyReport {
+        records: head.seq,
+        head_hash: hex::encode(head.hash),
+    })
 }
 
 /// Reads records through a [`crate::LogReader`], filtered, for `GET /v1/audit`.
@@ -242,7 +281,10 @@ impl AuditQuery<'_> {
             #[serde(borrow)]
             subject: std::borrow::Cow<'b, str>,
         }
-        let mut page = AuditPage { records: Vec::new(), next_after: self.after };
+        let mut page = AuditPage {
+            records: Vec::new(),
+            next_after: self.after,
+        };
         let mut examined = 0;
         let filtering = self.actor.is_some() || self.address.is_some();
         reader.scan(self.after + 1, |index, bytes| {
@@ -270,7 +312,9 @@ impl AuditQuery<'_> {
 
 fn under(candidate: &str, address: &str) -> bool {
     candidate == address
-        || candidate.strip_prefix(address).is_some_and(|rest| rest.starts_with('.') || rest.starts_with(':'))
+        || candidate
+            .strip_prefix(address)
+            .is_some_and(|rest| rest.starts_with('.') || rest.starts_with(':'))
 }
 
 /// Formats Unix milliseconds as RFC 3339 in UTC with milliseconds.
@@ -288,11 +332,23 @@ mod tests {
         let mut state = State::new();
         let mut head = ChainHead::default();
         let mut out = Vec::new();
-        let genesis = Command::new(1, 1_700_000_000_000, PrincipalId::SYSTEM, "start", CommandBody::Genesis(Genesis::for_tests([1; 32])));
+        let genesis = Command::new(
+            1,
+            1_700_000_000_000,
+            PrincipalId::SYSTEM,
+            "start",
+            CommandBody::Genesis(Box::new(Genesis::for_tests([1; 32]))),
+        );
         let applied = state.apply(&genesis);
         encode_events(&genesis, &applied.events, 0, &state, &mut head, &mut out);
         for seq in 2..=count as u64 {
-            let command = Command::new(seq, 1_700_000_000_000 + seq, PrincipalId::SYSTEM, "tick \"quoted\"", CommandBody::Tick);
+            let command = Command::new(
+                seq,
+                1_700_000_000_000 + seq,
+                PrincipalId::SYSTEM,
+                "tick \"quoted\"",
+                CommandBody::Tick,
+            );
             let applied = state.apply(&command);
             encode_events(&command, &applied.events, 0, &state, &mut head, &mut out);
         }
@@ -313,9 +369,15 @@ mod tests {
         for position in 0..records[1].len() {
             let mut changed = records[1].clone();
             changed[position] ^= 0x04;
-            assert!(check_record(&changed, 2, &prev).is_err(), "a change at byte {position} went unnoticed");
+            assert!(
+                check_record(&changed, 2, &prev).is_err(),
+                "a change at byte {position} went unnoticed"
+            );
         }
-        assert!(check_record(&records[2], 3, &prev).is_err(), "a record out of place breaks the chain");
+        assert!(
+            check_record(&records[2], 3, &prev).is_err(),
+            "a record out of place breaks the chain"
+        );
     }
 
     #[test]

@@ -4,10 +4,17 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// Damage that is not a torn tail: Colony refuses to start rather than guess.
     #[error("{path} is corrupt at byte offset {offset}: {reason}")]
-    Corrupt { path: PathBuf, offset: u64, reason: String },
+    Corrupt {
+        path: PathBuf,
+        offset: u64,
+        reason: String,
+    },
     /// The decision log and the command log disagree.
     #[error("the decision log does not match the command log: {0}")]
     Mismatch(String),

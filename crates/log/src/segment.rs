@@ -27,7 +27,9 @@ pub struct SegmentOptions {
 
 impl Default for SegmentOptions {
     fn default() -> Self {
-        SegmentOptions { segment_bytes_max: 64 << 20 }
+        SegmentOptions {
+            segment_bytes_max: 64 << 20,
+        }
     }
 }
 
@@ -48,6 +50,26 @@ struct SegmentMeta {
     count: u64,
     /// `(index, byte offset)` of every [`SPARSE_INDEX_EVERY`]th record.
     sparse: Vec<(u64, u64)>,
+}
+
+impl SegmentMeta {
+    fn new(first_index: u64, path: PathBuf) -> SegmentMeta {
+        SegmentMeta {
+            first_index,
+            path,
+            len: 0,
+            count: 0,
+            sparse: Vec::new(),
+        }
+    }
+
+    /// Counts one more record, found at `offset`.
+    fn add_record(&mut self, index: u64, offset: u64) {
+        if self.count.is_multiple_of(SPARSE_INDEX_EVERY) {
+            self.sparse.push((index, offset));
+        }
+        self.count += 1;
+    }
 }
 
 /// An append-only segmented log. One writer; any number of [`LogReader`]s.
@@ -90,36 +112,43 @@ impl SegmentLog {
                 return Err(Error::Corrupt {
                     path: path.clone(),
                     offset: 0,
-                    reason: format!("segment starts at record {first_index}, expected {next_index}"),
+                    reason: format!(
+                        "segment starts at record {first_index}, expected {next_index}"
+                    ),
                 });
             }
             let data = std::fs::read(path).map_err(Error::io(path))?;
-            let mut meta = SegmentMeta { first_index: *first_index, path: path.clone(), len: 0, count: 0, sparse: Vec::new() };
+            let mut meta = SegmentMeta::new(*first_index, path.clone());
             let mut offset = 0usize;
             while offset < data.len() {
                 match parse_frame(&data[offset..]) {
                     Ok(payload) => {
                         let index = next_index;
-                        if meta.count % SPARSE_INDEX_EVERY == 0 {
-                            meta.sparse.push((index, offset as u64));
-                        }
+                        meta.add_record(index, offset as u64);
                         if index >= deliver_from {
                             on_record(index, payload)?;
                         }
                         offset += FRAME_HEADER_BYTES + payload.len();
-                        meta.count += 1;
                         next_index += 1;
                     }
                     Err(reason) => {
                         let rest = &data[offset..];
                         let frame_reaches_end = frame_end(rest).is_none_or(|end| end >= rest.len());
-                        let torn = position == last && (frame_reaches_end || rest.iter().all(|b| *b == 0));
+                        let torn =
+                            position == last && (frame_reaches_end || rest.iter().all(|b| *b == 0));
                         if !torn {
-                            return Err(Error::Corrupt { path: path.clone(), offset: offset as u64, reason });
+                            return Err(Error::Corrupt {
+                                path: path.clone(),
+                                offset: offset as u64,
+                                reason,
+                            });
                         }
                         let cut = (data.len() - offset) as u64;
                         tracing::warn!(file = %path.display(), offset, bytes = cut, "cutting a torn tail off the log ({reason})");
-                        let file = OpenOptions::new().write(true).open(path).map_err(Error::io(path))?;
+                        let file = OpenOptions::new()
+                            .write(true)
+                            .open(path)
+                            .map_err(Error::io(path))?;
                         file.set_len(offset as u64).map_err(Error::io(path))?;
                         file.sync_all().map_err(Error::io(path))?;
                         report.truncated = Some((path.clone(), cut));
@@ -132,7 +161,10 @@ impl SegmentLog {
         }
         report.records = next_index - 1;
         let active_meta = metas.last().expect("at least one segment");
-        let active = OpenOptions::new().append(true).open(&active_meta.path).map_err(Error::io(&active_meta.path))?;
+        let active = OpenOptions::new()
+            .append(true)
+            .open(&active_meta.path)
+            .map_err(Error::io(&active_meta.path))?;
         let active_len = active_meta.len;
         let log = SegmentLog {
             dir: dir.to_path_buf(),
@@ -156,16 +188,22 @@ impl SegmentLog {
     /// Buffers one record; it is durable after the next [`SegmentLog::sync`].
     pub fn append(&mut self, payload: &[u8]) -> Result<u64, Error> {
         if payload.is_empty() || payload.len() > RECORD_BYTES_MAX {
-            return Err(Error::RecordTooLarge { bytes: payload.len(), max: RECORD_BYTES_MAX });
+            return Err(Error::RecordTooLarge {
+                bytes: payload.len(),
+                max: RECORD_BYTES_MAX,
+            });
         }
         let frame_bytes = (FRAME_HEADER_BYTES + payload.len()) as u64;
         let used = self.active_len + self.pending.len() as u64;
         if used > 0 && used + frame_bytes > self.options.segment_bytes_max {
             self.roll()?;
         }
-        self.pending_offsets.push(self.active_len + self.pending.len() as u64);
-        self.pending.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-        self.pending.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+        self.pending_offsets
+            .push(self.active_len + self.pending.len() as u64);
+        self.pending
+            .extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        self.pending
+            .extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
         self.pending.extend_from_slice(payload);
         let index = self.next_index;
         self.next_index += 1;
@@ -186,16 +224,26 @@ impl SegmentLog {
 
     /// A reader that sees every synced record.
     pub fn reader(&self) -> LogReader {
-        LogReader { metas: Arc::clone(&self.metas) }
+        LogReader {
+            metas: Arc::clone(&self.metas),
+        }
     }
 
     fn active_path(&self) -> PathBuf {
-        self.metas.read().expect("segment metadata lock").last().expect("a segment").path.clone()
+        self.metas
+            .read()
+            .expect("segment metadata lock")
+            .last()
+            .expect("a segment")
+            .path
+            .clone()
     }
 
     fn write_pending(&mut self) -> Result<(), Error> {
         let path = self.active_path();
-        self.active.write_all(&self.pending).map_err(Error::io(&path))?;
+        self.active
+            .write_all(&self.pending)
+            .map_err(Error::io(&path))?;
         self.active_len += self.pending.len() as u64;
         self.pending.clear();
         Ok(())
@@ -206,11 +254,7 @@ impl SegmentLog {
         let mut metas = self.metas.write().expect("segment metadata lock");
         let meta = metas.last_mut().expect("a segment");
         for (position, offset) in self.pending_offsets.drain(..).enumerate() {
-            let index = self.pending_first_index + position as u64;
-            if meta.count % SPARSE_INDEX_EVERY == 0 {
-                meta.sparse.push((index, offset));
-            }
-            meta.count += 1;
+            meta.add_record(self.pending_first_index + position as u64, offset);
         }
         meta.len = self.active_len;
         self.pending_first_index = self.next_index;
@@ -223,17 +267,18 @@ impl SegmentLog {
         self.active.sync_data().map_err(Error::io(&old_path))?;
         self.publish();
         let path = self.dir.join(segment_name(self.next_index));
-        let file = OpenOptions::new().create_new(true).append(true).open(&path).map_err(Error::io(&path))?;
+        let file = OpenOptions::new()
+            .create_new(true)
+            .append(true)
+            .open(&path)
+            .map_err(Error::io(&path))?;
         sync_dir(&self.dir)?;
         self.active = file;
         self.active_len = 0;
-        self.metas.write().expect("segment metadata lock").push(SegmentMeta {
-            first_index: self.next_index,
-            path,
-            len: 0,
-            count: 0,
-            sparse: Vec::new(),
-        });
+        self.metas
+            .write()
+            .expect("segment metadata lock")
+            .push(SegmentMeta::new(self.next_index, path));
         Ok(())
     }
 }
@@ -252,34 +297,49 @@ impl LogReader {
         let mut next_index = 1;
         for (first_index, path) in list_segments(dir)? {
             if first_index != next_index {
-                return Err(Error::Corrupt { path, offset: 0, reason: format!("segment starts at record {first_index}, expected {next_index}") });
+                return Err(Error::Corrupt {
+                    path,
+                    offset: 0,
+                    reason: format!(
+                        "segment starts at record {first_index}, expected {next_index}"
+                    ),
+                });
             }
             let data = std::fs::read(&path).map_err(Error::io(&path))?;
-            let mut meta = SegmentMeta { first_index, path: path.clone(), len: data.len() as u64, count: 0, sparse: Vec::new() };
+            let mut meta = SegmentMeta::new(first_index, path.clone());
+            meta.len = data.len() as u64;
             let mut offset = 0;
             while offset < data.len() {
-                let payload = parse_frame(&data[offset..])
-                    .map_err(|reason| Error::Corrupt { path: path.clone(), offset: offset as u64, reason })?;
-                if meta.count % SPARSE_INDEX_EVERY == 0 {
-                    meta.sparse.push((next_index, offset as u64));
-                }
-                meta.count += 1;
+                let payload = parse_frame(&data[offset..]).map_err(|reason| Error::Corrupt {
+                    path: path.clone(),
+                    offset: offset as u64,
+                    reason,
+                })?;
+                meta.add_record(next_index, offset as u64);
                 next_index += 1;
                 offset += FRAME_HEADER_BYTES + payload.len();
             }
             metas.push(meta);
         }
-        Ok(LogReader { metas: Arc::new(RwLock::new(metas)) })
+        Ok(LogReader {
+            metas: Arc::new(RwLock::new(metas)),
+        })
     }
 
     /// Number of the last synced record (0 when empty).
     pub fn last_index(&self) -> u64 {
         let metas = self.metas.read().expect("segment metadata lock");
-        metas.last().map_or(0, |meta| meta.first_index + meta.count - 1)
+        metas
+            .last()
+            .map_or(0, |meta| meta.first_index + meta.count - 1)
     }
 
     /// Calls `visit` with every synced record from `from_index` on, until it breaks.
-    pub fn scan(&self, from_index: u64, mut visit: impl FnMut(u64, &[u8]) -> ControlFlow<()>) -> Result<(), Error> {
+    pub fn scan(
+        &self,
+        from_index: u64,
+        mut visit: impl FnMut(u64, &[u8]) -> ControlFlow<()>,
+    ) -> Result<(), Error> {
         let from_index = from_index.max(1);
         let segments: Vec<(u64, PathBuf, u64, u64, u64)> = {
             let metas = self.metas.read().expect("segment metadata lock");
@@ -294,14 +354,21 @@ impl LogReader {
                         .find(|(index, _)| *index <= from_index)
                         .copied()
                         .unwrap_or((meta.first_index, 0));
-                    (start_index, meta.path.clone(), start_offset, meta.len, meta.first_index + meta.count)
+                    (
+                        start_index,
+                        meta.path.clone(),
+                        start_offset,
+                        meta.len,
+                        meta.first_index + meta.count,
+                    )
                 })
                 .collect()
         };
         let mut payload = Vec::new();
         for (mut index, path, offset, len, end_index) in segments {
             let mut file = File::open(&path).map_err(Error::io(&path))?;
-            file.seek(SeekFrom::Start(offset)).map_err(Error::io(&path))?;
+            file.seek(SeekFrom::Start(offset))
+                .map_err(Error::io(&path))?;
             let mut reader = BufReader::with_capacity(64 << 10, file.take(len - offset));
             let mut position = offset;
             while index < end_index {
@@ -310,12 +377,20 @@ impl LogReader {
                 let length = u32::from_le_bytes(header[0..4].try_into().expect("4 bytes")) as usize;
                 let crc = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes"));
                 if length > RECORD_BYTES_MAX {
-                    return Err(Error::Corrupt { path, offset: position, reason: format!("record length {length} is too large") });
+                    return Err(Error::Corrupt {
+                        path,
+                        offset: position,
+                        reason: format!("record length {length} is too large"),
+                    });
                 }
                 payload.resize(length, 0);
                 reader.read_exact(&mut payload).map_err(Error::io(&path))?;
                 if crc32fast::hash(&payload) != crc {
-                    return Err(Error::Corrupt { path, offset: position, reason: "checksum mismatch".into() });
+                    return Err(Error::Corrupt {
+                        path,
+                        offset: position,
+                        reason: "checksum mismatch".into(),
+                    });
                 }
                 if index >= from_index && visit(index, &payload).is_break() {
                     return Ok(());
@@ -334,7 +409,9 @@ pub(crate) fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, Error> {
     for entry in std::fs::read_dir(dir).map_err(Error::io(dir))? {
         let entry = entry.map_err(Error::io(dir))?;
         let name = entry.file_name();
-        let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(".seg")) else { continue };
+        let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(".seg")) else {
+            continue;
+        };
         if let Ok(first) = stem.parse::<u64>() {
             files.push((first, entry.path()));
         }
@@ -350,13 +427,18 @@ fn segment_name(first_index: u64) -> String {
 /// Where the frame at the start of `bytes` would end, if its header is complete.
 fn frame_end(bytes: &[u8]) -> Option<usize> {
     let header = bytes.get(..FRAME_HEADER_BYTES)?;
-    Some(FRAME_HEADER_BYTES + u32::from_le_bytes(header[0..4].try_into().expect("4 bytes")) as usize)
+    Some(
+        FRAME_HEADER_BYTES + u32::from_le_bytes(header[0..4].try_into().expect("4 bytes")) as usize,
+    )
 }
 
 /// Parses the frame at the start of `bytes` and returns its payload.
 pub(crate) fn parse_frame(bytes: &[u8]) -> Result<&[u8], String> {
     if bytes.len() < FRAME_HEADER_BYTES {
-        return Err(format!("{} bytes where a record header needs {FRAME_HEADER_BYTES}", bytes.len()));
+        return Err(format!(
+            "{} bytes where a record header needs {FRAME_HEADER_BYTES}",
+            bytes.len()
+        ));
     }
     let length = u32::from_le_bytes(bytes[0..4].try_into().expect("4 bytes")) as usize;
     let crc = u32::from_le_bytes(bytes[4..8].try_into().expect("4 bytes"));
@@ -364,7 +446,9 @@ pub(crate) fn parse_frame(bytes: &[u8]) -> Result<&[u8], String> {
         return Err(format!("record length {length} is out of range"));
     }
     let Some(payload) = bytes.get(FRAME_HEADER_BYTES..FRAME_HEADER_BYTES + length) else {
-        return Err(format!("record of {length} bytes runs past the end of the file"));
+        return Err(format!(
+            "record of {length} bytes runs past the end of the file"
+        ));
     };
     if crc32fast::hash(payload) != crc {
         return Err("checksum mismatch".to_string());
@@ -373,7 +457,9 @@ pub(crate) fn parse_frame(bytes: &[u8]) -> Result<&[u8], String> {
 }
 
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), Error> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(Error::io(dir))
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(Error::io(dir))
 }
 
 #[cfg(test)]
@@ -382,10 +468,17 @@ mod tests {
 
     fn open(dir: &Path) -> Result<(SegmentLog, OpenReport, Vec<Vec<u8>>), Error> {
         let mut records = Vec::new();
-        let (log, report) = SegmentLog::open(dir, SegmentOptions { segment_bytes_max: 100 }, 1, |_, payload| {
-            records.push(payload.to_vec());
-            Ok(())
-        })?;
+        let (log, report) = SegmentLog::open(
+            dir,
+            SegmentOptions {
+                segment_bytes_max: 100,
+            },
+            1,
+            |_, payload| {
+                records.push(payload.to_vec());
+                Ok(())
+            },
+        )?;
         Ok((log, report, records))
     }
 
@@ -401,15 +494,20 @@ mod tests {
     fn records_survive_reopen_across_segments() {
         let dir = tempfile::tempdir().unwrap();
         write(dir.path(), 20);
-        assert!(list_segments(dir.path()).unwrap().len() > 3, "small segments roll");
+        assert!(
+            list_segments(dir.path()).unwrap().len() > 3,
+            "small segments roll"
+        );
         let (log, report, records) = open(dir.path()).unwrap();
         assert_eq!(report.records, 20);
         assert_eq!(records[13], b"record number 13");
         let mut seen = Vec::new();
-        log.reader().scan(7, |index, payload| {
-            seen.push((index, payload.to_vec()));
-            ControlFlow::Continue(())
-        }).unwrap();
+        log.reader()
+            .scan(7, |index, payload| {
+                seen.push((index, payload.to_vec()));
+                ControlFlow::Continue(())
+            })
+            .unwrap();
         assert_eq!(seen.len(), 14);
         assert_eq!(seen[0], (7, b"record number 6".to_vec()));
         assert_eq!(log.reader().last_index(), 20);
@@ -430,7 +528,11 @@ mod tests {
             torn.extend_from_slice(&framed[..cut]);
             std::fs::write(&path, &torn).unwrap();
             let (_, report, _) = open(dir.path()).unwrap();
-            assert_eq!(report.truncated.as_ref().map(|t| t.1), Some(cut as u64), "cut at {cut}");
+            assert_eq!(
+                report.truncated.as_ref().map(|t| t.1),
+                Some(cut as u64),
+                "cut at {cut}"
+            );
             assert_eq!(std::fs::read(&path).unwrap(), whole);
         }
         // Zeros left by a crash after the file grew are a torn tail too.
@@ -450,7 +552,9 @@ mod tests {
         data[10] ^= 0x01;
         std::fs::write(&path, &data).unwrap();
         match open(dir.path()) {
-            Err(Error::Corrupt { path: bad, offset, .. }) => {
+            Err(Error::Corrupt {
+                path: bad, offset, ..
+            }) => {
                 assert_eq!(bad, path);
                 assert_eq!(offset, 0);
             }
@@ -461,7 +565,8 @@ mod tests {
     #[test]
     fn a_bad_record_followed_by_good_ones_in_the_last_segment_is_corruption() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut log, _) = SegmentLog::open(dir.path(), SegmentOptions::default(), 1, |_, _| Ok(())).unwrap();
+        let (mut log, _) =
+            SegmentLog::open(dir.path(), SegmentOptions::default(), 1, |_, _| Ok(())).unwrap();
         for i in 0..5 {
             log.append(format!("r{i}").as_bytes()).unwrap();
         }

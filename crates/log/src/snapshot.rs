@@ -34,7 +34,9 @@ pub fn write_snapshot(dir: &Path, seq: u64, payload: &[u8]) -> Result<PathBuf, E
     header.extend_from_slice(&seq.to_le_bytes());
     header.extend_from_slice(&(payload.len() as u64).to_le_bytes());
     header.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
-    file.write_all(&header).and_then(|()| file.write_all(payload)).map_err(Error::io(&temporary))?;
+    file.write_all(&header)
+        .and_then(|()| file.write_all(payload))
+        .map_err(Error::io(&temporary))?;
     file.sync_all().map_err(Error::io(&temporary))?;
     std::fs::rename(&temporary, &path).map_err(Error::io(&path))?;
     sync_dir(dir)?;
@@ -54,7 +56,9 @@ pub fn load_latest(dir: &Path) -> Result<Option<(State, PathBuf)>, Error> {
     for (seq, path) in list(dir)?.into_iter().rev() {
         match read(&path, seq) {
             Ok(state) => return Ok(Some((state, path))),
-            Err(reason) => tracing::warn!(file = %path.display(), "skipping a damaged snapshot: {reason}"),
+            Err(reason) => {
+                tracing::warn!(file = %path.display(), "skipping a damaged snapshot: {reason}")
+            }
         }
     }
     Ok(None)
@@ -74,7 +78,10 @@ fn read(path: &Path, seq: u64) -> Result<State, String> {
     }
     let state: State = postcard::from_bytes(payload).map_err(|error| error.to_string())?;
     if state.last_seq != seq {
-        return Err(format!("state is at command {} but the file says {seq}", state.last_seq));
+        return Err(format!(
+            "state is at command {} but the file says {seq}",
+            state.last_seq
+        ));
     }
     Ok(state)
 }
@@ -84,7 +91,11 @@ fn list(dir: &Path) -> Result<Vec<(u64, PathBuf)>, Error> {
     for entry in std::fs::read_dir(dir).map_err(Error::io(dir))? {
         let entry = entry.map_err(Error::io(dir))?;
         let name = entry.file_name();
-        if let Some(seq) = name.to_str().and_then(|n| n.strip_suffix(".snap")).and_then(|s| s.parse().ok()) {
+        if let Some(seq) = name
+            .to_str()
+            .and_then(|n| n.strip_suffix(".snap"))
+            .and_then(|s| s.parse().ok())
+        {
             found.push((seq, entry.path()));
         }
     }

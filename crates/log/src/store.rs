@@ -41,13 +41,21 @@ pub struct Store {
 impl Store {
     /// Opens `dir` (creating it), loads the newest snapshot, replays the command log
     /// after it, and rebuilds any decision records a crash cut off.
-    pub fn open(dir: &Path, options: StoreOptions) -> Result<(Store, State, RecoveryReport), Error> {
+    pub fn open(
+        dir: &Path,
+        options: StoreOptions,
+    ) -> Result<(Store, State, RecoveryReport), Error> {
         std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
         let mut report = RecoveryReport::default();
 
         // The decision log first: where it ends says which events already exist.
         let mut last_audit: Vec<u8> = Vec::new();
-        let (audit, audit_report) = SegmentLog::open(&dir.join("audit"), options.segment.clone(), u64::MAX, |_, _| Ok(()))?;
+        let (audit, audit_report) = SegmentLog::open(
+            &dir.join("audit"),
+            options.segment.clone(),
+            u64::MAX,
+            |_, _| Ok(()),
+        )?;
         let audit_reader = audit.reader();
         let audit_records = audit_report.records;
         report.truncated.extend(audit_report.truncated);
@@ -62,13 +70,16 @@ impl Store {
             struct Tail {
                 hash: String,
             }
-            let tail: Tail = serde_json::from_slice(&last_audit)
-                .map_err(|error| Error::Mismatch(format!("last decision record is unreadable: {error}")))?;
+            let tail: Tail = serde_json::from_slice(&last_audit).map_err(|error| {
+                Error::Mismatch(format!("last decision record is unreadable: {error}"))
+            })?;
             hex::decode_to_slice(&tail.hash, &mut head.hash)
                 .map_err(|_| Error::Mismatch("last decision record has a bad hash".into()))?;
             head.seq = audit_records;
-            let position: RecordPosition = serde_json::from_slice(&last_audit)
-                .map_err(|error| Error::Mismatch(format!("last decision record is unreadable: {error}")))?;
+            let position: RecordPosition =
+                serde_json::from_slice(&last_audit).map_err(|error| {
+                    Error::Mismatch(format!("last decision record is unreadable: {error}"))
+                })?;
             audit_position = Some(position);
         }
         // Events of commands up to `complete_through` are all in the decision log.
@@ -95,18 +106,27 @@ impl Store {
         let mut scratch = Vec::new();
         let mut regenerated = 0;
         let commands_dir = dir.join("commands");
-        let (commands, commands_report) =
-            SegmentLog::open(&commands_dir, options.segment.clone(), state.last_seq + 1, |index, bytes| {
-                let command: Command = postcard::from_bytes(bytes).map_err(|error| Error::Corrupt {
-                    path: commands_dir.clone(),
-                    offset: 0,
-                    reason: format!("command {index} passed its checksum but does not decode: {error}"),
-                })?;
+        let (commands, commands_report) = SegmentLog::open(
+            &commands_dir,
+            options.segment.clone(),
+            state.last_seq + 1,
+            |index, bytes| {
+                let command: Command =
+                    postcard::from_bytes(bytes).map_err(|error| Error::Corrupt {
+                        path: commands_dir.clone(),
+                        offset: 0,
+                        reason: format!(
+                            "command {index} passed its checksum but does not decode: {error}"
+                        ),
+                    })?;
                 if command.seq != index || command.at_ms < state.now_ms {
                     return Err(Error::Corrupt {
                         path: commands_dir.clone(),
                         offset: 0,
-                        reason: format!("command {index} carries seq {} and time {}", command.seq, command.at_ms),
+                        reason: format!(
+                            "command {index} carries seq {} and time {}",
+                            command.seq, command.at_ms
+                        ),
                     });
                 }
                 let applied = state.apply(&command);
@@ -116,17 +136,26 @@ impl Store {
                     _ => 0,
                 };
                 scratch.clear();
-                encode_events(&command, &applied.events, skip, &state, &mut head, &mut scratch);
+                encode_events(
+                    &command,
+                    &applied.events,
+                    skip,
+                    &state,
+                    &mut head,
+                    &mut scratch,
+                );
                 for record in &scratch {
                     audit.append(record)?;
                     regenerated += 1;
                 }
                 Ok(())
-            })?;
+            },
+        )?;
         report.truncated.extend(commands_report.truncated);
         report.replayed = state.last_seq - report.snapshot_seq;
         report.regenerated = regenerated;
-        if complete_through > state.last_seq || partial.is_some_and(|(seq, _)| seq > state.last_seq) {
+        if complete_through > state.last_seq || partial.is_some_and(|(seq, _)| seq > state.last_seq)
+        {
             return Err(Error::Mismatch(format!(
                 "the decision log has events of command {} but the command log ends at {}; \
                  the command log lost its tail. Move {} aside to rebuild the decision log from the commands",
@@ -136,18 +165,39 @@ impl Store {
             )));
         }
         audit.sync()?;
-        let store = Store { dir: dir.to_path_buf(), commands, audit, head, scratch: Vec::new() };
+        let store = Store {
+            dir: dir.to_path_buf(),
+            commands,
+            audit,
+            head,
+            scratch: Vec::new(),
+        };
         Ok((store, state, report))
     }
 
     /// Buffers a command and the decision records of its events. `state` is the
     /// state after applying it (for actor addresses). Durable after [`Store::sync`].
-    pub fn append(&mut self, command: &Command, applied: &Applied, state: &State) -> Result<(), Error> {
+    pub fn append(
+        &mut self,
+        command: &Command,
+        applied: &Applied,
+        state: &State,
+    ) -> Result<(), Error> {
         let bytes = postcard::to_stdvec(command).expect("commands serialize");
         let index = self.commands.append(&bytes)?;
-        assert_eq!(index, command.seq, "command log index and command seq agree");
+        assert_eq!(
+            index, command.seq,
+            "command log index and command seq agree"
+        );
         self.scratch.clear();
-        encode_events(command, &applied.events, 0, state, &mut self.head, &mut self.scratch);
+        encode_events(
+            command,
+            &applied.events,
+            0,
+            state,
+            &mut self.head,
+            &mut self.scratch,
+        );
         for record in &self.scratch {
             self.audit.append(record)?;
         }
@@ -193,7 +243,14 @@ pub fn verify_replay(dir: &Path) -> Result<u64, Error> {
         let applied = state.apply(&command);
         produced.clear();
         let mut prev = head.hash;
-        encode_events(&command, &applied.events, 0, &state, &mut head, &mut produced);
+        encode_events(
+            &command,
+            &applied.events,
+            0,
+            &state,
+            &mut head,
+            &mut produced,
+        );
         let first = head.seq + 1 - produced.len() as u64;
         for (offset, record) in produced.iter().enumerate() {
             let seq = first + offset as u64;
@@ -209,9 +266,15 @@ pub fn verify_replay(dir: &Path) -> Result<u64, Error> {
                     checked += 1;
                 }
                 Some(_) => {
-                    return Err(Error::Mismatch(format!("record {seq} differs from what command {index} produces on replay")))
+                    return Err(Error::Mismatch(format!(
+                        "record {seq} differs from what command {index} produces on replay"
+                    )))
                 }
-                None => return Err(Error::Mismatch(format!("record {seq} of command {index} is missing"))),
+                None => {
+                    return Err(Error::Mismatch(format!(
+                        "record {seq} of command {index} is missing"
+                    )))
+                }
             }
         }
         Ok(())
@@ -227,7 +290,10 @@ pub fn verify_replay(dir: &Path) -> Result<u64, Error> {
         return Err(error);
     }
     if checked != reader.last_index() {
-        return Err(Error::Mismatch(format!("{} records stored, {checked} produced by replay", reader.last_index())));
+        return Err(Error::Mismatch(format!(
+            "{} records stored, {checked} produced by replay",
+            reader.last_index()
+        )));
     }
     Ok(checked)
 }

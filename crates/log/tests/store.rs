@@ -2,7 +2,9 @@
 
 use std::path::Path;
 
-use colony_kernel::{Command, CommandBody, CreatePrincipal, Genesis, PrincipalId, PrincipalKind, Resource, State};
+use colony_kernel::{
+    Command, CommandBody, CreatePrincipal, Genesis, PrincipalId, PrincipalKind, Resource, State,
+};
 use colony_log::{snapshot, verify_audit, verify_replay, Error, Store, StoreOptions};
 
 /// Applies `count` commands (genesis first) through a store, syncing in batches of 7.
@@ -12,13 +14,23 @@ fn run(dir: &Path, from: u64, count: u64) -> State {
     for seq in from..from + count {
         let at_ms = 1_700_000_000_000 + seq * 10;
         let body = match seq {
-            1 => CommandBody::Genesis(Genesis::for_tests([1; 32])),
-            _ if seq % 3 == 0 => {
-                CommandBody::CreatePrincipal(CreatePrincipal::new(format!("agent {seq}"), PrincipalKind::Ai, [seq as u8; 32]))
-            }
-            _ => CommandBody::Reserve { resource: Resource::ComputeMs, amount: 5, ttl_ms: Some(25) },
+            1 => CommandBody::Genesis(Box::new(Genesis::for_tests([1; 32]))),
+            _ if seq % 3 == 0 => CommandBody::CreatePrincipal(CreatePrincipal::new(
+                format!("agent {seq}"),
+                PrincipalKind::Ai,
+                [seq as u8; 32],
+            )),
+            _ => CommandBody::Reserve {
+                resource: Resource::ComputeMs,
+                amount: 5,
+                ttl_ms: Some(25),
+            },
         };
-        let actor = if seq == 1 { PrincipalId::SYSTEM } else { PrincipalId::ADMIN };
+        let actor = if seq == 1 {
+            PrincipalId::SYSTEM
+        } else {
+            PrincipalId::ADMIN
+        };
         let command = Command::new(seq, at_ms, actor, format!("step {seq}"), body);
         let applied = state.apply(&command);
         store.append(&command, &applied, &state).unwrap();
@@ -39,7 +51,11 @@ fn reopen_restores_the_same_state_and_a_verifiable_chain() {
     assert_eq!(report.replayed, 60);
     assert_eq!(report.regenerated, 0);
     let verified = verify_audit(dir.path()).unwrap();
-    assert!(verified.records >= 60, "expiries add records: {}", verified.records);
+    assert!(
+        verified.records >= 60,
+        "expiries add records: {}",
+        verified.records
+    );
     assert_eq!(verify_replay(dir.path()).unwrap(), verified.records);
     // And the log goes on from where it stopped.
     run(dir.path(), 61, 10);
@@ -50,13 +66,25 @@ fn reopen_restores_the_same_state_and_a_verifiable_chain() {
 fn snapshot_shortens_replay_and_gives_the_same_state() {
     let dir = tempfile::tempdir().unwrap();
     let at_40 = run(dir.path(), 1, 40);
-    snapshot::write_snapshot(&dir.path().join("snapshots"), 40, &snapshot::encode_state(&at_40)).unwrap();
+    snapshot::write_snapshot(
+        &dir.path().join("snapshots"),
+        40,
+        &snapshot::encode_state(&at_40),
+    )
+    .unwrap();
     let before = run(dir.path(), 41, 20);
     let (_, after, report) = Store::open(dir.path(), StoreOptions::default()).unwrap();
     assert_eq!(report.snapshot_seq, 40);
     assert_eq!(report.replayed, 20);
     assert_eq!(after, before);
-    let (_, from_zero, report) = Store::open(dir.path(), StoreOptions { ignore_snapshots: true, ..Default::default() }).unwrap();
+    let (_, from_zero, report) = Store::open(
+        dir.path(),
+        StoreOptions {
+            ignore_snapshots: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     assert_eq!(report.replayed, 60);
     assert_eq!(from_zero, before);
 }
@@ -68,7 +96,12 @@ fn decision_records_cut_off_by_a_crash_are_rebuilt_from_commands() {
     let whole = verify_audit(dir.path()).unwrap();
     // Cut the last three decision records, as if the crash came between the two syncs.
     let audit = dir.path().join("audit");
-    let segment = std::fs::read_dir(&audit).unwrap().next().unwrap().unwrap().path();
+    let segment = std::fs::read_dir(&audit)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
     let mut data = std::fs::read(&segment).unwrap();
     let mut offsets = Vec::new();
     let mut offset = 0;
@@ -81,7 +114,11 @@ fn decision_records_cut_off_by_a_crash_are_rebuilt_from_commands() {
     let (_, _, report) = Store::open(dir.path(), StoreOptions::default()).unwrap();
     assert_eq!(report.regenerated, 3);
     assert_eq!(report.truncated.len(), 1);
-    assert_eq!(verify_audit(dir.path()).unwrap(), whole, "the same chain, to the same head");
+    assert_eq!(
+        verify_audit(dir.path()).unwrap(),
+        whole,
+        "the same chain, to the same head"
+    );
 }
 
 #[test]
@@ -89,7 +126,12 @@ fn one_changed_byte_is_found_and_named() {
     let dir = tempfile::tempdir().unwrap();
     run(dir.path(), 1, 20);
     let audit = dir.path().join("audit");
-    let segment = std::fs::read_dir(&audit).unwrap().next().unwrap().unwrap().path();
+    let segment = std::fs::read_dir(&audit)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
     let mut data = std::fs::read(&segment).unwrap();
     // Find record 5 and change one byte of its justification, fixing its checksum as
     // a careful forger would: only the hash chain can catch that.
@@ -118,7 +160,11 @@ fn crc32fast_hash(bytes: &[u8]) -> u32 {
     for byte in bytes {
         crc ^= *byte as u32;
         for _ in 0..8 {
-            crc = if crc & 1 == 1 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
         }
     }
     !crc

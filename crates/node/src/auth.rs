@@ -39,22 +39,31 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Caller, ApiError> {
-        let header = parts.headers.get(axum::http::header::AUTHORIZATION).ok_or_else(|| {
-            ApiError::unauthenticated("send your token as `Authorization: Bearer <token>`")
-        })?;
+        let header = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .ok_or_else(|| {
+                ApiError::unauthenticated("send your token as `Authorization: Bearer <token>`")
+            })?;
         let token = header
             .to_str()
             .ok()
             .and_then(|value| value.strip_prefix("Bearer "))
             .map(str::trim)
             .filter(|token| !token.is_empty())
-            .ok_or_else(|| ApiError::unauthenticated("the Authorization header must be `Bearer <token>`"))?;
+            .ok_or_else(|| {
+                ApiError::unauthenticated("the Authorization header must be `Bearer <token>`")
+            })?;
         let hash = hash_token(token);
         let state = app.shared.state.read().expect("state lock");
         let principal = state
             .principal_by_token(&hash)
             .filter(|principal| principal.standing)
-            .ok_or_else(|| ApiError::unauthenticated("this token is not valid (unknown, or its principal was removed)"))?;
+            .ok_or_else(|| {
+                ApiError::unauthenticated(
+                    "this token is not valid (unknown, or its principal was removed)",
+                )
+            })?;
         Ok(Caller {
             id: principal.id,
             address: principal.address.clone(),

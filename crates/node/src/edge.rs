@@ -18,12 +18,21 @@ use crate::ApiError;
 pub const CONCURRENT_API_REQUESTS: &str = "concurrent_api_requests";
 
 /// Admits the request if the concurrency limit allows it; warns past soft.
-pub async fn concurrency_gate(State(app): State<AppState>, request: Request, next: Next) -> Response {
+pub async fn concurrency_gate(
+    State(app): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
     let shared = &app.shared;
     shared.metrics.http_requests.fetch_add(1, Ordering::Relaxed);
     let in_flight = shared.in_flight.fetch_add(1, Ordering::AcqRel) + 1;
     let _guard = InFlight(&shared.in_flight);
-    let limit: Option<Limit> = shared.state.read().expect("state lock").limit(CONCURRENT_API_REQUESTS).cloned();
+    let limit: Option<Limit> = shared
+        .state
+        .read()
+        .expect("state lock")
+        .limit(CONCURRENT_API_REQUESTS)
+        .cloned();
     let mut warning = None;
     if let Some(mut limit) = limit {
         limit.usage = in_flight - 1;
@@ -40,15 +49,18 @@ pub async fn concurrency_gate(State(app): State<AppState>, request: Request, nex
         }
     }
     let mut response = next.run(request).await;
-    if let Some(Reason::SoftLimit { limit, usage, soft, .. }) = warning {
-        if let Ok(value) = HeaderValue::from_str(&format!("soft_limit {limit} usage={usage} soft={soft}")) {
+    if let Some(Reason::SoftLimit {
+        limit, usage, soft, ..
+    }) = warning
+    {
+        if let Ok(value) =
+            HeaderValue::from_str(&format!("soft_limit {limit} usage={usage} soft={soft}"))
+        {
             response.headers_mut().insert("colony-warning", value);
         }
     }
     response
 }
-
-
 
 struct InFlight<'a>(&'a std::sync::atomic::AtomicU64);
 

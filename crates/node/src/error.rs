@@ -13,7 +13,10 @@ pub enum NodeError {
     #[error(transparent)]
     Store(#[from] colony_log::Error),
     #[error("{context}: {source}")]
-    Io { context: String, source: std::io::Error },
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
 }
 
 /// An error answered to an HTTP client as `{"error":{"code","message",...}}`.
@@ -28,7 +31,13 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> ApiError {
-        ApiError { status, code: code.to_string(), message: message.into(), details: Map::new(), retry_after_secs: None }
+        ApiError {
+            status,
+            code: code.to_string(),
+            message: message.into(),
+            details: Map::new(),
+            retry_after_secs: None,
+        }
     }
 
     pub fn with(mut self, key: &str, value: impl Into<Value>) -> ApiError {
@@ -55,7 +64,11 @@ impl ApiError {
     }
 
     pub fn shutting_down() -> ApiError {
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the node is shutting down")
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "the node is shutting down",
+        )
     }
 
     pub fn internal(message: impl Into<String>) -> ApiError {
@@ -66,10 +79,12 @@ impl ApiError {
     /// that explains the decision to a person.
     pub fn from_denial(reason: &Reason, now_ms: u64) -> ApiError {
         let (status, retry_at_ms) = match reason {
-            Reason::HardLimit { .. } | Reason::QueueFull { .. } | Reason::TooManyReservations { .. } => {
-                (StatusCode::TOO_MANY_REQUESTS, None)
+            Reason::HardLimit { .. }
+            | Reason::QueueFull { .. }
+            | Reason::TooManyReservations { .. } => (StatusCode::TOO_MANY_REQUESTS, None),
+            Reason::InsufficientResource { refill_at_ms, .. } => {
+                (StatusCode::TOO_MANY_REQUESTS, *refill_at_ms)
             }
-            Reason::InsufficientResource { refill_at_ms, .. } => (StatusCode::TOO_MANY_REQUESTS, *refill_at_ms),
             Reason::Forbidden { .. } | Reason::NoStanding { .. } => (StatusCode::FORBIDDEN, None),
             Reason::NotFound { .. } => (StatusCode::NOT_FOUND, None),
             _ => (StatusCode::BAD_REQUEST, None),
@@ -78,8 +93,17 @@ impl ApiError {
             Ok(Value::Object(map)) => map,
             _ => Map::new(),
         };
-        let code = details.remove("code").and_then(|c| c.as_str().map(str::to_string)).unwrap_or_default();
-        let mut error = ApiError { status, code, message: explain(reason), details, retry_after_secs: None };
+        let code = details
+            .remove("code")
+            .and_then(|c| c.as_str().map(str::to_string))
+            .unwrap_or_default();
+        let mut error = ApiError {
+            status,
+            code,
+            message: explain(reason),
+            details,
+            retry_after_secs: None,
+        };
         if let Some(at_ms) = retry_at_ms {
             error.retry_after_secs = Some(at_ms.saturating_sub(now_ms).div_ceil(1_000).max(1));
         }
@@ -128,7 +152,9 @@ impl IntoResponse for ApiError {
         error.insert("message".into(), Value::String(self.message));
         let mut response = (self.status, axum::Json(json!({ "error": error }))).into_response();
         if let Some(seconds) = self.retry_after_secs {
-            response.headers_mut().insert("retry-after", HeaderValue::from(seconds));
+            response
+                .headers_mut()
+                .insert("retry-after", HeaderValue::from(seconds));
         }
         response
     }

@@ -7,7 +7,10 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use colony_kernel::{builtin_limit, LimitKind, LimitSpec, OnSoft, PrincipalKind, QuotaConfig, Resource, MICRO_USD_PER_USD};
+use colony_kernel::{
+    builtin_limit, LimitKind, LimitSpec, OnSoft, PrincipalKind, QuotaConfig, Resource,
+    MICRO_USD_PER_USD,
+};
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -39,7 +42,11 @@ pub fn load_dir(dir: &Path) -> Result<GenesisConfig, ConfigError> {
         let file = dir.join(name);
         std::fs::read_to_string(&file)
             .map(|text| (file.clone(), text))
-            .map_err(|error| ConfigError { file, line: None, message: format!("cannot read: {error}") })
+            .map_err(|error| ConfigError {
+                file,
+                line: None,
+                message: format!("cannot read: {error}"),
+            })
     };
     let (limits_file, limits_text) = read("limits.toml")?;
     let (quotas_file, quotas_text) = read("quotas.toml")?;
@@ -55,7 +62,8 @@ pub fn builtin_defaults() -> GenesisConfig {
     let file = Path::new("(built-in)/limits.toml");
     GenesisConfig {
         limits: parse_limits(file, DEFAULT_LIMITS_TOML).expect("shipped limits.toml is valid"),
-        quotas: parse_quotas(Path::new("(built-in)/quotas.toml"), DEFAULT_QUOTAS_TOML).expect("shipped quotas.toml is valid"),
+        quotas: parse_quotas(Path::new("(built-in)/quotas.toml"), DEFAULT_QUOTAS_TOML)
+            .expect("shipped quotas.toml is valid"),
         source: "built-in defaults".to_string(),
     }
 }
@@ -84,55 +92,100 @@ pub fn parse_limits(file: &Path, text: &str) -> Result<Vec<LimitSpec>, ConfigErr
         line: span.map(|s| line_of(text, s.start)),
         message,
     };
-    let parsed: LimitsFile = toml::from_str(text).map_err(|e| error(e.span(), e.message().to_string()))?;
+    let parsed: LimitsFile =
+        toml::from_str(text).map_err(|e| error(e.span(), e.message().to_string()))?;
     let mut specs: Vec<LimitSpec> = Vec::new();
     for (name, entry) in parsed.limits {
         let span = entry.span();
         let entry = entry.into_inner();
         let Some(builtin) = builtin_limit(&name) else {
-            let known: Vec<&str> = colony_kernel::BUILTIN_LIMITS.iter().map(|l| l.name).collect();
-            return Err(error(Some(span), format!("limits.{name}: unknown limit; known limits are {}", known.join(", "))));
+            let known: Vec<&str> = colony_kernel::BUILTIN_LIMITS
+                .iter()
+                .map(|l| l.name)
+                .collect();
+            return Err(error(
+                Some(span),
+                format!(
+                    "limits.{name}: unknown limit; known limits are {}",
+                    known.join(", ")
+                ),
+            ));
         };
         if specs.iter().any(|spec| spec.name == builtin.name) {
-            return Err(error(Some(span), format!("limits.{name}: `{}` is set twice (once under a Hypernet name)", builtin.name)));
+            return Err(error(
+                Some(span),
+                format!(
+                    "limits.{name}: `{}` is set twice (once under a Hypernet name)",
+                    builtin.name
+                ),
+            ));
         }
         let money = builtin.unit == "micro_usd";
-        let value = |field: &str, value: &Option<Spanned<toml::Value>>| -> Result<Option<u64>, ConfigError> {
+        let value = |field: &str,
+                     value: &Option<Spanned<toml::Value>>|
+         -> Result<Option<u64>, ConfigError> {
             let Some(value) = value else { return Ok(None) };
-            parse_amount(value.get_ref(), money)
-                .map_err(|message| error(Some(value.span()), format!("limits.{name}.{field}: {message}")))
+            parse_amount(value.get_ref(), money).map_err(|message| {
+                error(
+                    Some(value.span()),
+                    format!("limits.{name}.{field}: {message}"),
+                )
+            })
         };
         let soft = value("soft", &entry.soft)?;
         let hard = value("hard", &entry.hard)?;
         if let (Some(soft_value), Some(hard_value)) = (soft, hard) {
             if soft_value > hard_value {
                 let at = entry.soft.as_ref().map(|s| s.span());
-                return Err(error(at, format!("limits.{name}.soft ({soft_value}) is above hard ({hard_value})")));
+                return Err(error(
+                    at,
+                    format!("limits.{name}.soft ({soft_value}) is above hard ({hard_value})"),
+                ));
             }
         }
-        let on_soft = match entry.on_soft.as_ref().map(|s| (s.get_ref().as_str(), s.span())) {
+        let on_soft = match entry
+            .on_soft
+            .as_ref()
+            .map(|s| (s.get_ref().as_str(), s.span()))
+        {
             None | Some(("warn", _)) => OnSoft::Warn,
             Some(("queue", span)) if builtin.kind == LimitKind::Rate => {
-                return Err(error(Some(span), format!("limits.{name}.on_soft: `queue` applies to count limits; {name} is a rate")));
+                return Err(error(
+                    Some(span),
+                    format!(
+                        "limits.{name}.on_soft: `queue` applies to count limits; {name} is a rate"
+                    ),
+                ));
             }
             Some(("queue", _)) => OnSoft::Queue,
             Some((other, span)) => {
-                return Err(error(Some(span), format!("limits.{name}.on_soft: `{other}` is not `warn` or `queue`")));
+                return Err(error(
+                    Some(span),
+                    format!("limits.{name}.on_soft: `{other}` is not `warn` or `queue`"),
+                ));
             }
         };
         let window_ms = match &entry.window {
             None => builtin.default_window_ms,
             Some(_) if builtin.kind == LimitKind::Count => {
-                return Err(error(Some(entry.window.as_ref().expect("some").span()), format!("limits.{name}.window: {name} counts, it has no window")));
+                return Err(error(
+                    Some(entry.window.as_ref().expect("some").span()),
+                    format!("limits.{name}.window: {name} counts, it has no window"),
+                ));
             }
             Some(window) => Some(parse_duration_ms(window.get_ref()).map_err(|message| {
-                error(Some(window.span()), format!("limits.{name}.window: {message}"))
+                error(
+                    Some(window.span()),
+                    format!("limits.{name}.window: {message}"),
+                )
             })?),
         };
         specs.push(LimitSpec {
             name: builtin.name.to_string(),
             unit: builtin.unit.to_string(),
-            description: entry.description.unwrap_or_else(|| builtin.description.to_string()),
+            description: entry
+                .description
+                .unwrap_or_else(|| builtin.description.to_string()),
             soft,
             hard,
             on_soft,
@@ -169,25 +222,49 @@ pub fn parse_quotas(file: &Path, text: &str) -> Result<QuotaConfig, ConfigError>
         line: span.map(|s| line_of(text, s.start)),
         message,
     };
-    let parsed: QuotasFile = toml::from_str(text).map_err(|e| error(e.span(), e.message().to_string()))?;
-    let duration = |key: &str, value: &Option<Spanned<String>>, default_ms: u64| -> Result<u64, ConfigError> {
-        match value {
-            None => Ok(default_ms),
-            Some(value) => parse_duration_ms(value.get_ref()).map_err(|m| error(Some(value.span()), format!("{key}: {m}"))),
-        }
-    };
-    let reservation_ttl_ms = duration("ledger.reservation_ttl", &parsed.ledger.reservation_ttl, 300_000)?;
-    let reservation_ttl_max_ms = duration("ledger.reservation_ttl_max", &parsed.ledger.reservation_ttl_max, 3_600_000)?;
+    let parsed: QuotasFile =
+        toml::from_str(text).map_err(|e| error(e.span(), e.message().to_string()))?;
+    let duration =
+        |key: &str, value: &Option<Spanned<String>>, default_ms: u64| -> Result<u64, ConfigError> {
+            match value {
+                None => Ok(default_ms),
+                Some(value) => parse_duration_ms(value.get_ref())
+                    .map_err(|m| error(Some(value.span()), format!("{key}: {m}"))),
+            }
+        };
+    let reservation_ttl_ms = duration(
+        "ledger.reservation_ttl",
+        &parsed.ledger.reservation_ttl,
+        300_000,
+    )?;
+    let reservation_ttl_max_ms = duration(
+        "ledger.reservation_ttl_max",
+        &parsed.ledger.reservation_ttl_max,
+        3_600_000,
+    )?;
     if reservation_ttl_ms > reservation_ttl_max_ms {
-        return Err(error(parsed.ledger.reservation_ttl.as_ref().map(|s| s.span()), "ledger.reservation_ttl is above ledger.reservation_ttl_max".into()));
+        return Err(error(
+            parsed.ledger.reservation_ttl.as_ref().map(|s| s.span()),
+            "ledger.reservation_ttl is above ledger.reservation_ttl_max".into(),
+        ));
     }
     let mut flow_window_ms = BTreeMap::new();
     for (key, value) in &parsed.windows {
-        let resource = parse_resource(key).map_err(|m| error(Some(value.span()), format!("windows.{key}: {m}")))?;
+        let resource = parse_resource(key)
+            .map_err(|m| error(Some(value.span()), format!("windows.{key}: {m}")))?;
         if resource.kind() != colony_kernel::ResourceKind::Flow {
-            return Err(error(Some(value.span()), format!("windows.{key}: only flow resources (compute_ms, io_ops) refill in windows")));
+            return Err(error(
+                Some(value.span()),
+                format!(
+                    "windows.{key}: only flow resources (compute_ms, io_ops) refill in windows"
+                ),
+            ));
         }
-        flow_window_ms.insert(resource, parse_duration_ms(value.get_ref()).map_err(|m| error(Some(value.span()), format!("windows.{key}: {m}")))?);
+        flow_window_ms.insert(
+            resource,
+            parse_duration_ms(value.get_ref())
+                .map_err(|m| error(Some(value.span()), format!("windows.{key}: {m}")))?,
+        );
     }
     let mut defaults = BTreeMap::new();
     for (kind_name, table) in &parsed.defaults {
@@ -196,9 +273,19 @@ pub fn parse_quotas(file: &Path, text: &str) -> Result<QuotaConfig, ConfigError>
             .ok_or_else(|| error(Some(table.span()), format!("defaults.{kind_name}: unknown principal kind; use human, ai, artifact or node")))?;
         let mut quotas = BTreeMap::new();
         for (key, value) in table.get_ref() {
-            let resource = parse_resource(key).map_err(|m| error(Some(value.span()), format!("defaults.{kind_name}.{key}: {m}")))?;
+            let resource = parse_resource(key).map_err(|m| {
+                error(
+                    Some(value.span()),
+                    format!("defaults.{kind_name}.{key}: {m}"),
+                )
+            })?;
             let amount = parse_amount(value.get_ref(), resource == Resource::LlmBudgetUsd)
-                .map_err(|m| error(Some(value.span()), format!("defaults.{kind_name}.{key}: {m}")))?;
+                .map_err(|m| {
+                    error(
+                        Some(value.span()),
+                        format!("defaults.{kind_name}.{key}: {m}"),
+                    )
+                })?;
             quotas.insert(resource, amount);
         }
         defaults.insert(kind, quotas);
@@ -208,7 +295,10 @@ pub fn parse_quotas(file: &Path, text: &str) -> Result<QuotaConfig, ConfigError>
         flow_window_ms,
         reservation_ttl_ms,
         reservation_ttl_max_ms,
-        reservations_per_principal_max: parsed.ledger.reservations_per_principal_max.unwrap_or(1_000),
+        reservations_per_principal_max: parsed
+            .ledger
+            .reservations_per_principal_max
+            .unwrap_or(1_000),
     })
 }
 
@@ -225,12 +315,19 @@ fn parse_amount(value: &toml::Value, money: bool) -> Result<Option<u64>, String>
     match value {
         toml::Value::String(text) if text == "unlimited" => Ok(None),
         toml::Value::String(text) if money => parse_usd(text).map(Some),
-        toml::Value::Integer(number) if !money => {
-            u64::try_from(*number).map(Some).map_err(|_| format!("{number} is negative"))
+        toml::Value::Integer(number) if !money => u64::try_from(*number)
+            .map(Some)
+            .map_err(|_| format!("{number} is negative")),
+        toml::Value::Integer(_) => {
+            Err("money is written in dollars as a string, like \"50.00\"".into())
         }
-        toml::Value::Integer(_) => Err("money is written in dollars as a string, like \"50.00\"".into()),
-        toml::Value::Float(_) => Err("floats are not accepted; write an integer (or dollars as a string)".into()),
-        other => Err(format!("expected an integer or \"unlimited\", found {}", other.type_str())),
+        toml::Value::Float(_) => {
+            Err("floats are not accepted; write an integer (or dollars as a string)".into())
+        }
+        other => Err(format!(
+            "expected an integer or \"unlimited\", found {}",
+            other.type_str()
+        )),
     }
 }
 
@@ -238,19 +335,28 @@ fn parse_amount(value: &toml::Value, money: bool) -> Result<Option<u64>, String>
 pub fn parse_usd(text: &str) -> Result<u64, String> {
     let bad = || format!("`{text}` is not an amount of dollars like \"12.50\"");
     let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
-    if whole.is_empty() || !whole.bytes().all(|b| b.is_ascii_digit()) || !fraction.bytes().all(|b| b.is_ascii_digit()) {
+    if whole.is_empty()
+        || !whole.bytes().all(|b| b.is_ascii_digit())
+        || !fraction.bytes().all(|b| b.is_ascii_digit())
+    {
         return Err(bad());
     }
     if fraction.len() > 6 {
-        return Err(format!("`{text}` has more than six decimals (a micro-dollar is the smallest unit)"));
+        return Err(format!(
+            "`{text}` has more than six decimals (a micro-dollar is the smallest unit)"
+        ));
     }
     let whole: u64 = whole.parse().map_err(|_| bad())?;
     let fraction_micro: u64 = format!("{fraction:0<6}").parse().map_err(|_| bad())?;
-    whole.checked_mul(MICRO_USD_PER_USD).and_then(|w| w.checked_add(fraction_micro)).ok_or_else(bad)
+    whole
+        .checked_mul(MICRO_USD_PER_USD)
+        .and_then(|w| w.checked_add(fraction_micro))
+        .ok_or_else(bad)
 }
 
 fn parse_duration_ms(text: &str) -> Result<u64, String> {
-    let duration = humantime::parse_duration(text).map_err(|e| format!("`{text}` is not a duration like \"1m\" or \"24h\": {e}"))?;
+    let duration = humantime::parse_duration(text)
+        .map_err(|e| format!("`{text}` is not a duration like \"1m\" or \"24h\": {e}"))?;
     let ms = duration.as_millis() as u64;
     if ms == 0 {
         return Err("a duration must be longer than zero".into());
@@ -259,7 +365,11 @@ fn parse_duration_ms(text: &str) -> Result<u64, String> {
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
-    text[..offset.min(text.len())].bytes().filter(|b| *b == b'\n').count() + 1
+    text[..offset.min(text.len())]
+        .bytes()
+        .filter(|b| *b == b'\n')
+        .count()
+        + 1
 }
 
 #[cfg(test)]
@@ -267,44 +377,95 @@ mod tests {
     use super::*;
 
     fn limits_error(text: &str) -> String {
-        parse_limits(Path::new("limits.toml"), text).unwrap_err().to_string()
+        parse_limits(Path::new("limits.toml"), text)
+            .unwrap_err()
+            .to_string()
     }
 
     #[test]
     fn shipped_files_parse() {
         let config = builtin_defaults();
         assert!(config.limits.iter().any(|l| l.name == "ai_accounts"));
-        assert!(config.limits.iter().any(|l| l.name == "llm_spend_usd" && l.hard.is_some()));
+        assert!(config
+            .limits
+            .iter()
+            .any(|l| l.name == "llm_spend_usd" && l.hard.is_some()));
         assert!(config.quotas.defaults.contains_key(&PrincipalKind::Ai));
     }
 
     #[test]
     fn errors_name_file_line_and_key() {
         let cases = [
-            ("[limits.ai_accounts]\nsoft = 60\nhard = 50\n", "limits.toml:2: limits.ai_accounts.soft (60) is above hard (50)"),
-            ("[limits.ai_acounts]\nsoft = 1\n", "limits.toml:1: limits.ai_acounts: unknown limit"),
-            ("[limits.ai_accounts]\nsoft = -1\n", "limits.toml:2: limits.ai_accounts.soft: -1 is negative"),
-            ("[limits.ai_accounts]\nsoft = 1.5\n", "limits.toml:2: limits.ai_accounts.soft: floats are not accepted"),
-            ("[limits.ai_accounts]\nsoftt = 1\n", "limits.toml:2: unknown field `softt`"),
+            (
+                "[limits.ai_accounts]\nsoft = 60\nhard = 50\n",
+                "limits.toml:2: limits.ai_accounts.soft (60) is above hard (50)",
+            ),
+            (
+                "[limits.ai_acounts]\nsoft = 1\n",
+                "limits.toml:1: limits.ai_acounts: unknown limit",
+            ),
+            (
+                "[limits.ai_accounts]\nsoft = -1\n",
+                "limits.toml:2: limits.ai_accounts.soft: -1 is negative",
+            ),
+            (
+                "[limits.ai_accounts]\nsoft = 1.5\n",
+                "limits.toml:2: limits.ai_accounts.soft: floats are not accepted",
+            ),
+            (
+                "[limits.ai_accounts]\nsoftt = 1\n",
+                "limits.toml:2: unknown field `softt`",
+            ),
             ("[limits.ai_accounts]\nsoft = \n", "limits.toml:2:"),
-            ("[limits.llm_spend_usd]\nhard = 50\n", "limits.toml:2: limits.llm_spend_usd.hard: money is written in dollars"),
-            ("[limits.llm_spend_usd]\nwindow = \"soon\"\n", "limits.toml:2: limits.llm_spend_usd.window"),
-            ("[limits.llm_spend_usd]\non_soft = \"queue\"\n", "limits.toml:2: limits.llm_spend_usd.on_soft: `queue` applies to count limits"),
-            ("[limits.ai_accounts]\non_soft = \"panic\"\n", "limits.toml:2: limits.ai_accounts.on_soft: `panic`"),
-            ("[limits.max_ai_accounts]\nhard = 1\n[limits.ai_accounts]\nhard = 2\n", "is set twice"),
+            (
+                "[limits.llm_spend_usd]\nhard = 50\n",
+                "limits.toml:2: limits.llm_spend_usd.hard: money is written in dollars",
+            ),
+            (
+                "[limits.llm_spend_usd]\nwindow = \"soon\"\n",
+                "limits.toml:2: limits.llm_spend_usd.window",
+            ),
+            (
+                "[limits.llm_spend_usd]\non_soft = \"queue\"\n",
+                "limits.toml:2: limits.llm_spend_usd.on_soft: `queue` applies to count limits",
+            ),
+            (
+                "[limits.ai_accounts]\non_soft = \"panic\"\n",
+                "limits.toml:2: limits.ai_accounts.on_soft: `panic`",
+            ),
+            (
+                "[limits.max_ai_accounts]\nhard = 1\n[limits.ai_accounts]\nhard = 2\n",
+                "is set twice",
+            ),
         ];
         for (text, expected) in cases {
             let message = limits_error(text);
-            assert!(message.contains(expected), "for {text:?}:\n  got {message}\n  expected {expected}");
+            assert!(
+                message.contains(expected),
+                "for {text:?}:\n  got {message}\n  expected {expected}"
+            );
         }
     }
 
     #[test]
     fn quota_errors_name_the_key() {
-        let error = parse_quotas(Path::new("quotas.toml"), "[defaults.ai]\nllm_budget = \"1.00\"\n").unwrap_err().to_string();
-        assert!(error.contains("quotas.toml:2: defaults.ai.llm_budget: unknown resource"), "{error}");
-        let error = parse_quotas(Path::new("quotas.toml"), "[defaults.robot]\nio_ops = 1\n").unwrap_err().to_string();
-        assert!(error.contains("defaults.robot: unknown principal kind"), "{error}");
+        let error = parse_quotas(
+            Path::new("quotas.toml"),
+            "[defaults.ai]\nllm_budget = \"1.00\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains("quotas.toml:2: defaults.ai.llm_budget: unknown resource"),
+            "{error}"
+        );
+        let error = parse_quotas(Path::new("quotas.toml"), "[defaults.robot]\nio_ops = 1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("defaults.robot: unknown principal kind"),
+            "{error}"
+        );
     }
 
     #[test]
@@ -319,7 +480,11 @@ mod tests {
 
     #[test]
     fn hypernet_names_are_accepted() {
-        let specs = parse_limits(Path::new("l.toml"), "[limits.max_ai_accounts]\nsoft = 10\nhard = 50\n").unwrap();
+        let specs = parse_limits(
+            Path::new("l.toml"),
+            "[limits.max_ai_accounts]\nsoft = 10\nhard = 50\n",
+        )
+        .unwrap();
         assert_eq!(specs[0].name, "ai_accounts");
     }
 }

@@ -17,7 +17,9 @@ pub struct Metrics {
     pub http_rejected: AtomicU64,
 }
 
-pub const DECISION_NAMES: [&str; 6] = ["allowed", "warned", "queued", "admitted", "denied", "expired"];
+pub const DECISION_NAMES: [&str; 6] = [
+    "allowed", "warned", "queued", "admitted", "denied", "expired",
+];
 
 impl Metrics {
     pub fn record_batch(&self, commands: u64, sync: Duration, decisions: &[u64; 6]) {

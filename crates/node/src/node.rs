@@ -63,12 +63,17 @@ impl Node {
     pub async fn start(config: NodeConfig) -> Result<Node, NodeError> {
         let data_dir = config.data_dir.clone();
         let store_options = config.store.clone();
-        let (store, state, recovery) = tokio::task::spawn_blocking(move || Store::open(&data_dir, store_options))
-            .await
-            .expect("store recovery does not panic")?;
+        let (store, state, recovery) =
+            tokio::task::spawn_blocking(move || Store::open(&data_dir, store_options))
+                .await
+                .expect("store recovery does not panic")?;
         log_recovery(&config.data_dir, &recovery, state.last_seq);
         let first_start = !state.is_initialized();
-        let genesis_config = if first_start { Some(load_genesis(&config)?) } else { None };
+        let genesis_config = if first_start {
+            Some(load_genesis(&config)?)
+        } else {
+            None
+        };
         if !first_start && config.config_dir.exists() {
             tracing::info!(
                 "genesis was applied at first start; {} is not read again (limits change through governance)",
@@ -79,20 +84,39 @@ impl Node {
         let state = Arc::new(RwLock::new(state));
         let metrics = Arc::new(Metrics::default());
         let audit = store.audit_reader();
-        let (submitter, sequencer) =
-            sequencer::spawn(config.sequencer.clone(), store, Arc::clone(&state), Arc::clone(&metrics));
+        let (submitter, sequencer) = sequencer::spawn(
+            config.sequencer.clone(),
+            store,
+            Arc::clone(&state),
+            Arc::clone(&metrics),
+        );
 
         let mut admin_token_file = None;
         if let Some(genesis_config) = genesis_config {
-            admin_token_file = Some(apply_genesis(&config.data_dir, genesis_config, &submitter).await?);
+            admin_token_file =
+                Some(apply_genesis(&config.data_dir, genesis_config, &submitter).await?);
         }
 
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
-            .map_err(|source| NodeError::Io { context: format!("cannot listen on {}", config.listen), source })?;
-        let local_addr = listener.local_addr().map_err(|source| NodeError::Io { context: "listener address".into(), source })?;
-        let shared = Arc::new(Shared { state, submitter: submitter.clone(), audit, metrics, in_flight: AtomicU64::new(0) });
-        let router = crate::api::router(AppState { shared: Arc::clone(&shared) });
+            .map_err(|source| NodeError::Io {
+                context: format!("cannot listen on {}", config.listen),
+                source,
+            })?;
+        let local_addr = listener.local_addr().map_err(|source| NodeError::Io {
+            context: "listener address".into(),
+            source,
+        })?;
+        let shared = Arc::new(Shared {
+            state,
+            submitter: submitter.clone(),
+            audit,
+            metrics,
+            in_flight: AtomicU64::new(0),
+        });
+        let router = crate::api::router(AppState {
+            shared: Arc::clone(&shared),
+        });
         let (stop_server, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(async move {
             axum::serve(listener, router)
@@ -101,7 +125,16 @@ impl Node {
                 })
                 .await
         });
-        Ok(Node { local_addr, shared, submitter, sequencer, server, stop_server, recovery, admin_token_file })
+        Ok(Node {
+            local_addr,
+            shared,
+            submitter,
+            sequencer,
+            server,
+            stop_server,
+            recovery,
+            admin_token_file,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -129,7 +162,12 @@ impl Node {
         let _ = self.stop_server.send(());
         match self.server.await {
             Ok(Ok(())) => {}
-            Ok(Err(source)) => return Err(NodeError::Io { context: "HTTP server".into(), source }),
+            Ok(Err(source)) => {
+                return Err(NodeError::Io {
+                    context: "HTTP server".into(),
+                    source,
+                })
+            }
             Err(join) => tracing::error!("HTTP server task failed: {join}"),
         }
         self.submitter.shutdown().await;
@@ -154,11 +192,19 @@ fn load_genesis(config: &NodeConfig) -> Result<GenesisConfig, NodeError> {
 }
 
 /// Creates the admin: writes its token (mode 0600) first, then logs genesis.
-async fn apply_genesis(data_dir: &Path, config: GenesisConfig, submitter: &Submitter) -> Result<PathBuf, NodeError> {
+async fn apply_genesis(
+    data_dir: &Path,
+    config: GenesisConfig,
+    submitter: &Submitter,
+) -> Result<PathBuf, NodeError> {
     let token = new_token();
     let token_file = data_dir.join("admin.token");
-    write_private(&token_file, format!("{token}\n").as_bytes())
-        .map_err(|source| NodeError::Io { context: format!("cannot write {}", token_file.display()), source })?;
+    write_private(&token_file, format!("{token}\n").as_bytes()).map_err(|source| {
+        NodeError::Io {
+            context: format!("cannot write {}", token_file.display()),
+            source,
+        }
+    })?;
     let genesis = Genesis {
         limits: config.limits,
         quotas: config.quotas,
@@ -167,16 +213,29 @@ async fn apply_genesis(data_dir: &Path, config: GenesisConfig, submitter: &Submi
         admin_token_hash: hash_token(&token),
     };
     let outcome = submitter
-        .submit(PrincipalId::SYSTEM, "first start: install genesis limits and quotas, create the admin".into(), CommandBody::Genesis(genesis))
+        .submit(
+            PrincipalId::SYSTEM,
+            "first start: install genesis limits and quotas, create the admin".into(),
+            CommandBody::Genesis(Box::new(genesis)),
+        )
         .await
-        .map_err(|error| NodeError::Io { context: "genesis".into(), source: std::io::Error::other(error.message) })?;
+        .map_err(|error| NodeError::Io {
+            context: "genesis".into(),
+            source: std::io::Error::other(error.message),
+        })?;
     if !outcome.primary.decision.is_allowed() {
         return Err(NodeError::Io {
             context: "genesis".into(),
-            source: std::io::Error::other(format!("genesis was denied: {:?}", outcome.primary.reason)),
+            source: std::io::Error::other(format!(
+                "genesis was denied: {:?}",
+                outcome.primary.reason
+            )),
         });
     }
-    tracing::info!("created the admin principal 1.1; its token is in {} (mode 0600)", token_file.display());
+    tracing::info!(
+        "created the admin principal 1.1; its token is in {} (mode 0600)",
+        token_file.display()
+    );
     Ok(token_file)
 }
 
@@ -201,7 +260,10 @@ fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
 
 fn log_recovery(data_dir: &Path, report: &RecoveryReport, last_seq: u64) {
     for (file, bytes) in &report.truncated {
-        tracing::warn!("cut a torn tail of {bytes} bytes off {} (a crash interrupted a write)", file.display());
+        tracing::warn!(
+            "cut a torn tail of {bytes} bytes off {} (a crash interrupted a write)",
+            file.display()
+        );
     }
     match &report.snapshot {
         Some(snapshot) => tracing::info!(
@@ -211,11 +273,18 @@ fn log_recovery(data_dir: &Path, report: &RecoveryReport, last_seq: u64) {
             report.replayed
         ),
         None if last_seq > 0 => {
-            tracing::info!("recovered {} to command {last_seq}: {} commands replayed", data_dir.display(), report.replayed)
+            tracing::info!(
+                "recovered {} to command {last_seq}: {} commands replayed",
+                data_dir.display(),
+                report.replayed
+            )
         }
         None => {}
     }
     if report.regenerated > 0 {
-        tracing::warn!("rebuilt {} decision records from the command log", report.regenerated);
+        tracing::warn!(
+            "rebuilt {} decision records from the command log",
+            report.regenerated
+        );
     }
 }

@@ -29,8 +29,15 @@ pub struct Outcome {
 }
 
 pub(crate) enum Request {
-    Command { actor: PrincipalId, justification: String, body: CommandBody, reply: oneshot::Sender<Outcome> },
-    Shutdown { reply: oneshot::Sender<()> },
+    Command {
+        actor: PrincipalId,
+        justification: String,
+        body: CommandBody,
+        reply: oneshot::Sender<Outcome>,
+    },
+    Shutdown {
+        reply: oneshot::Sender<()>,
+    },
 }
 
 /// The sending side, shared by every request handler.
@@ -42,9 +49,19 @@ pub struct Submitter {
 impl Submitter {
     /// Queues a command and waits until it is durable. A full queue is answered at
     /// once with `overloaded` (503) rather than by waiting.
-    pub async fn submit(&self, actor: PrincipalId, justification: String, body: CommandBody) -> Result<Outcome, ApiError> {
+    pub async fn submit(
+        &self,
+        actor: PrincipalId,
+        justification: String,
+        body: CommandBody,
+    ) -> Result<Outcome, ApiError> {
         let (reply, answer) = oneshot::channel();
-        match self.sender.try_send(Request::Command { actor, justification, body, reply }) {
+        match self.sender.try_send(Request::Command {
+            actor,
+            justification,
+            body,
+            reply,
+        }) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => return Err(ApiError::overloaded()),
             Err(TrySendError::Disconnected(_)) => return Err(ApiError::shutting_down()),
@@ -56,7 +73,9 @@ impl Submitter {
         let (reply, done) = oneshot::channel();
         // A blocking send: shutdown waits for room in the queue like anyone else.
         let sender = self.sender.clone();
-        let sent = tokio::task::spawn_blocking(move || sender.send(Request::Shutdown { reply }).is_ok()).await;
+        let sent =
+            tokio::task::spawn_blocking(move || sender.send(Request::Shutdown { reply }).is_ok())
+                .await;
         if matches!(sent, Ok(true)) {
             let _ = done.await;
         }
@@ -81,7 +100,17 @@ pub(crate) fn spawn(
     let (sender, receiver) = std::sync::mpsc::sync_channel(config.submit_queue_max);
     let handle = std::thread::Builder::new()
         .name("colony-sequencer".into())
-        .spawn(move || Sequencer { config, store, state, metrics, snapshot_seq: 0, snapshot_writer: None }.run(receiver))
+        .spawn(move || {
+            Sequencer {
+                config,
+                store,
+                state,
+                metrics,
+                snapshot_seq: 0,
+                snapshot_writer: None,
+            }
+            .run(receiver)
+        })
         .expect("spawn the sequencer thread");
     (Submitter { sender }, handle)
 }
@@ -106,7 +135,9 @@ impl Sequencer {
         loop {
             let wait_ms = {
                 let state = self.state.read().expect("state lock");
-                state.next_due_ms().map_or(IDLE_WAKE_MS, |due| due.saturating_sub(now_ms()).min(IDLE_WAKE_MS))
+                state.next_due_ms().map_or(IDLE_WAKE_MS, |due| {
+                    due.saturating_sub(now_ms()).min(IDLE_WAKE_MS)
+                })
             };
             match receiver.recv_timeout(Duration::from_millis(wait_ms)) {
                 Ok(request) => batch.push(request),
@@ -153,23 +184,47 @@ impl Sequencer {
         let stamp = |state: &State| (state.last_seq + 1, now_ms().max(state.now_ms));
         if state.next_due_ms().is_some_and(|due| due <= now_ms()) {
             let (seq, at_ms) = stamp(&state);
-            let command = Command::new(seq, at_ms, PrincipalId::SYSTEM, "time passes: reservations are due", CommandBody::Tick);
+            let command = Command::new(
+                seq,
+                at_ms,
+                PrincipalId::SYSTEM,
+                "time passes: reservations are due",
+                CommandBody::Tick,
+            );
             let applied = state.apply(&command);
             self.append(&command, &applied, &state);
             appended += 1;
         }
         for request in batch.drain(..) {
             match request {
-                Request::Command { actor, justification, body, reply } => {
+                Request::Command {
+                    actor,
+                    justification,
+                    body,
+                    reply,
+                } => {
                     let (seq, at_ms) = stamp(&state);
-                    let command = Command { seq, at_ms, actor, justification, body };
+                    let command = Command {
+                        seq,
+                        at_ms,
+                        actor,
+                        justification,
+                        body,
+                    };
                     let applied = state.apply(&command);
                     self.append(&command, &applied, &state);
                     for event in &applied.events {
                         decisions[decision_index(event)] += 1;
                     }
                     let primary = applied.events[applied.primary_index].clone();
-                    replies.push((reply, Outcome { seq, at_ms, primary }));
+                    replies.push((
+                        reply,
+                        Outcome {
+                            seq,
+                            at_ms,
+                            primary,
+                        },
+                    ));
                     appended += 1;
                 }
                 Request::Shutdown { reply } => *shutdown = Some(reply),
@@ -186,7 +241,8 @@ impl Sequencer {
             tracing::error!("cannot make the log durable, stopping: {error}");
             std::process::abort();
         }
-        self.metrics.record_batch(appended, started.elapsed(), &decisions);
+        self.metrics
+            .record_batch(appended, started.elapsed(), &decisions);
     }
 
     fn append(&mut self, command: &Command, applied: &colony_kernel::Applied, state: &State) {
@@ -201,8 +257,14 @@ impl Sequencer {
     fn maybe_snapshot(&mut self, final_snapshot: bool) {
         let last_seq = self.state.read().expect("state lock").last_seq;
         let due = last_seq > self.snapshot_seq
-            && (final_snapshot || last_seq - self.snapshot_seq >= self.config.snapshot_every_commands);
-        if !due || self.snapshot_writer.as_ref().is_some_and(|w| !w.is_finished()) {
+            && (final_snapshot
+                || last_seq - self.snapshot_seq >= self.config.snapshot_every_commands);
+        if !due
+            || self
+                .snapshot_writer
+                .as_ref()
+                .is_some_and(|w| !w.is_finished())
+        {
             return;
         }
         let payload = snapshot::encode_state(&self.state.read().expect("state lock"));
@@ -214,7 +276,9 @@ impl Sequencer {
                 metrics.snapshots.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(file = %path.display(), "snapshot written at command {last_seq}");
             }
-            Err(error) => tracing::warn!("snapshot at command {last_seq} failed (the log is intact): {error}"),
+            Err(error) => {
+                tracing::warn!("snapshot at command {last_seq} failed (the log is intact): {error}")
+            }
         };
         if final_snapshot {
             write();
@@ -238,5 +302,7 @@ fn decision_index(event: &Event) -> usize {
 
 /// The node's clock, in Unix milliseconds. Only the sequencer reads it for commands.
 pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }

@@ -25,10 +25,17 @@ pub struct AuditParams {
 
 /// Records after `after`, oldest first, as stored (byte for byte, so that clients
 /// can check the hashes themselves).
-pub async fn list(State(app): State<AppState>, _caller: Caller, Query(params): Query<AuditParams>) -> Result<Response, ApiError> {
+pub async fn list(
+    State(app): State<AppState>,
+    _caller: Caller,
+    Query(params): Query<AuditParams>,
+) -> Result<Response, ApiError> {
     let limit = params.limit.unwrap_or(100);
     if limit == 0 || limit > AUDIT_PAGE_RECORDS_MAX {
-        return Err(ApiError::bad_request("invalid_query", format!("limit must be between 1 and {AUDIT_PAGE_RECORDS_MAX}")));
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            format!("limit must be between 1 and {AUDIT_PAGE_RECORDS_MAX}"),
+        ));
     }
     let reader = app.shared.audit.clone();
     let head = reader.last_index();
@@ -53,6 +60,12 @@ pub async fn list(State(app): State<AppState>, _caller: Caller, Query(params): Q
         }
         body.extend_from_slice(record);
     }
-    body.extend_from_slice(format!("],\"next_after\":{},\"last_seq\":{head}}}", page.next_after.max(params.after)).as_bytes());
+    body.extend_from_slice(
+        format!(
+            "],\"next_after\":{},\"last_seq\":{head}}}",
+            page.next_after.max(params.after)
+        )
+        .as_bytes(),
+    );
     Ok(([(CONTENT_TYPE, "application/json")], body).into_response())
 }

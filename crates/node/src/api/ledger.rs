@@ -5,7 +5,9 @@ use colony_kernel::{CommandBody, Effect, ReservationState, Resource, ResourceKin
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{check_amount, denied, parse_resource, require_justification, warnings_json, AppState, Body};
+use super::{
+    check_amount, denied, parse_resource, require_justification, warnings_json, AppState, Body,
+};
 use crate::auth::Caller;
 use crate::sequencer::now_ms;
 use crate::ApiError;
@@ -20,14 +22,32 @@ pub struct ReserveRequest {
     ttl_ms: Option<u64>,
 }
 
-pub async fn reserve(State(app): State<AppState>, caller: Caller, Body(request): Body<ReserveRequest>) -> Result<(StatusCode, Json<Value>), ApiError> {
+pub async fn reserve(
+    State(app): State<AppState>,
+    caller: Caller,
+    Body(request): Body<ReserveRequest>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
     let justification = require_justification(request.justification)?;
     let resource = parse_resource(&request.resource)?;
     let amount = check_amount("amount", request.amount)?;
-    let body = CommandBody::Reserve { resource, amount, ttl_ms: request.ttl_ms };
-    let outcome = app.shared.submitter.submit(caller.id, justification, body).await?;
+    let body = CommandBody::Reserve {
+        resource,
+        amount,
+        ttl_ms: request.ttl_ms,
+    };
+    let outcome = app
+        .shared
+        .submitter
+        .submit(caller.id, justification, body)
+        .await?;
     denied(&outcome)?;
-    let Effect::Reserved { reservation, resource, amount, expires_at_ms } = &outcome.primary.effect else {
+    let Effect::Reserved {
+        reservation,
+        resource,
+        amount,
+        expires_at_ms,
+    } = &outcome.primary.effect
+    else {
         return Err(ApiError::internal("a reservation without its effect"));
     };
     Ok((
@@ -53,16 +73,38 @@ pub struct CommitRequest {
     justification: Option<String>,
 }
 
-pub async fn commit(State(app): State<AppState>, caller: Caller, Body(request): Body<CommitRequest>) -> Result<Json<Value>, ApiError> {
+pub async fn commit(
+    State(app): State<AppState>,
+    caller: Caller,
+    Body(request): Body<CommitRequest>,
+) -> Result<Json<Value>, ApiError> {
     let actual = check_amount("actual", request.actual)?;
-    let justification = request.justification.unwrap_or_else(|| format!("actual use of reservation {}", request.reservation));
+    let justification = request
+        .justification
+        .unwrap_or_else(|| format!("actual use of reservation {}", request.reservation));
     let outcome = app
         .shared
         .submitter
-        .submit(caller.id, justification, CommandBody::Commit { reservation: request.reservation, actual })
+        .submit(
+            caller.id,
+            justification,
+            CommandBody::Commit {
+                reservation: request.reservation,
+                actual,
+            },
+        )
         .await?;
     denied(&outcome)?;
-    let Effect::Committed { reservation, resource, reserved, actual, charged, refunded, shortfall } = &outcome.primary.effect else {
+    let Effect::Committed {
+        reservation,
+        resource,
+        reserved,
+        actual,
+        charged,
+        refunded,
+        shortfall,
+    } = &outcome.primary.effect
+    else {
         return Err(ApiError::internal("a commit without its effect"));
     };
     Ok(Json(json!({
@@ -84,15 +126,29 @@ pub struct ReleaseRequest {
     justification: Option<String>,
 }
 
-pub async fn release(State(app): State<AppState>, caller: Caller, Body(request): Body<ReleaseRequest>) -> Result<Json<Value>, ApiError> {
-    let justification = request.justification.unwrap_or_else(|| format!("reservation {} not needed", request.reservation));
+pub async fn release(
+    State(app): State<AppState>,
+    caller: Caller,
+    Body(request): Body<ReleaseRequest>,
+) -> Result<Json<Value>, ApiError> {
+    let justification = request
+        .justification
+        .unwrap_or_else(|| format!("reservation {} not needed", request.reservation));
     let outcome = app
         .shared
         .submitter
-        .submit(caller.id, justification, CommandBody::Release { reservation: request.reservation })
+        .submit(
+            caller.id,
+            justification,
+            CommandBody::Release {
+                reservation: request.reservation,
+            },
+        )
         .await?;
     denied(&outcome)?;
-    Ok(Json(json!({ "released": request.reservation, "effect": outcome.primary.effect, "seq": outcome.seq })))
+    Ok(Json(
+        json!({ "released": request.reservation, "effect": outcome.primary.effect, "seq": outcome.seq }),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -105,7 +161,11 @@ pub struct GrantRequest {
     justification: Option<String>,
 }
 
-pub async fn grant(State(app): State<AppState>, caller: Caller, Body(request): Body<GrantRequest>) -> Result<Json<Value>, ApiError> {
+pub async fn grant(
+    State(app): State<AppState>,
+    caller: Caller,
+    Body(request): Body<GrantRequest>,
+) -> Result<Json<Value>, ApiError> {
     let justification = require_justification(request.justification)?;
     let resource = parse_resource(&request.resource)?;
     let amount = check_amount("amount", request.amount)?;
@@ -116,10 +176,30 @@ pub async fn grant(State(app): State<AppState>, caller: Caller, Body(request): B
         .expect("state lock")
         .principal_by_address(&request.to)
         .map(|p| p.id)
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no principal at address {}", request.to)))?;
-    let outcome = app.shared.submitter.submit(caller.id, justification, CommandBody::Grant { to, resource, amount }).await?;
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no principal at address {}", request.to),
+            )
+        })?;
+    let outcome = app
+        .shared
+        .submitter
+        .submit(
+            caller.id,
+            justification,
+            CommandBody::Grant {
+                to,
+                resource,
+                amount,
+            },
+        )
+        .await?;
     denied(&outcome)?;
-    Ok(Json(json!({ "granted": outcome.primary.effect, "seq": outcome.seq })))
+    Ok(Json(
+        json!({ "granted": outcome.primary.effect, "seq": outcome.seq }),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -130,13 +210,27 @@ pub struct FreeRequest {
     justification: Option<String>,
 }
 
-pub async fn free(State(app): State<AppState>, caller: Caller, Body(request): Body<FreeRequest>) -> Result<Json<Value>, ApiError> {
+pub async fn free(
+    State(app): State<AppState>,
+    caller: Caller,
+    Body(request): Body<FreeRequest>,
+) -> Result<Json<Value>, ApiError> {
     let justification = require_justification(request.justification)?;
     let resource = parse_resource(&request.resource)?;
     let amount = check_amount("amount", request.amount)?;
-    let outcome = app.shared.submitter.submit(caller.id, justification, CommandBody::Free { resource, amount }).await?;
+    let outcome = app
+        .shared
+        .submitter
+        .submit(
+            caller.id,
+            justification,
+            CommandBody::Free { resource, amount },
+        )
+        .await?;
     denied(&outcome)?;
-    Ok(Json(json!({ "freed": outcome.primary.effect, "seq": outcome.seq })))
+    Ok(Json(
+        json!({ "freed": outcome.primary.effect, "seq": outcome.seq }),
+    ))
 }
 
 /// The caller's balances and open reservations.

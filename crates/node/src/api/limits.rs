@@ -53,14 +53,22 @@ pub async fn list(State(app): State<AppState>, _caller: Caller) -> Json<Value> {
     Json(json!({ "limits": limits }))
 }
 
-pub async fn one(State(app): State<AppState>, _caller: Caller, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn one(
+    State(app): State<AppState>,
+    _caller: Caller,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let canonical = colony_kernel::builtin_limit(&name).map_or(name.as_str(), |b| b.name);
     current(&app)
         .iter()
         .find(|limit| limit.spec.name == canonical)
         .map(|limit| Json(to_json(limit)))
         .ok_or_else(|| {
-            ApiError::new(StatusCode::NOT_FOUND, "unknown_limit", format!("no limit `{name}`; `GET /v1/limits` lists them"))
-                .with("limit", name.clone())
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "unknown_limit",
+                format!("no limit `{name}`; `GET /v1/limits` lists them"),
+            )
+            .with("limit", name.clone())
         })
 }

@@ -31,39 +31,150 @@ pub async fn render(State(app): State<AppState>, _caller: Caller) -> impl IntoRe
         limits
             .iter()
             .filter_map(|limit| {
-                value(limit).map(|v| (format!("{{limit=\"{}\",unit=\"{}\"}}", limit.spec.name, limit.spec.unit), v))
+                value(limit).map(|v| {
+                    (
+                        format!(
+                            "{{limit=\"{}\",unit=\"{}\"}}",
+                            limit.spec.name, limit.spec.unit
+                        ),
+                        v,
+                    )
+                })
             })
             .collect()
     };
-    family(&mut text, "colony_limit_usage", "gauge", "Current usage of each system-wide limit (with reservations).", &per_limit(&|l| Some(l.committed_and_reserved())));
-    family(&mut text, "colony_limit_soft", "gauge", "Soft value of each limit (absent when unlimited).", &per_limit(&|l| l.spec.soft));
-    family(&mut text, "colony_limit_hard", "gauge", "Hard value of each limit (absent when unlimited).", &per_limit(&|l| l.spec.hard));
-    family(&mut text, "colony_limit_queued", "gauge", "Requests waiting in each limit's admission queue.", &per_limit(&|l| Some(l.queue.len() as u64)));
+    family(
+        &mut text,
+        "colony_limit_usage",
+        "gauge",
+        "Current usage of each system-wide limit (with reservations).",
+        &per_limit(&|l| Some(l.committed_and_reserved())),
+    );
+    family(
+        &mut text,
+        "colony_limit_soft",
+        "gauge",
+        "Soft value of each limit (absent when unlimited).",
+        &per_limit(&|l| l.spec.soft),
+    );
+    family(
+        &mut text,
+        "colony_limit_hard",
+        "gauge",
+        "Hard value of each limit (absent when unlimited).",
+        &per_limit(&|l| l.spec.hard),
+    );
+    family(
+        &mut text,
+        "colony_limit_queued",
+        "gauge",
+        "Requests waiting in each limit's admission queue.",
+        &per_limit(&|l| Some(l.queue.len() as u64)),
+    );
     let principals: Vec<(String, u64)> = {
         let state = app.shared.state.read().expect("state lock");
-        [PrincipalKind::Human, PrincipalKind::Ai, PrincipalKind::Artifact, PrincipalKind::Node]
-            .into_iter()
-            .map(|kind| {
-                let count = state.principals().filter(|p| p.kind == kind && p.standing).count() as u64;
-                (format!("{{kind=\"{}\"}}", kind.as_str()), count)
-            })
-            .collect()
+        [
+            PrincipalKind::Human,
+            PrincipalKind::Ai,
+            PrincipalKind::Artifact,
+            PrincipalKind::Node,
+        ]
+        .into_iter()
+        .map(|kind| {
+            let count = state
+                .principals()
+                .filter(|p| p.kind == kind && p.standing)
+                .count() as u64;
+            (format!("{{kind=\"{}\"}}", kind.as_str()), count)
+        })
+        .collect()
     };
-    family(&mut text, "colony_principals", "gauge", "Principals with standing, by kind.", &principals);
+    family(
+        &mut text,
+        "colony_principals",
+        "gauge",
+        "Principals with standing, by kind.",
+        &principals,
+    );
     let decisions: Vec<(String, u64)> = DECISION_NAMES
         .iter()
         .zip(&metrics.decisions)
-        .map(|(name, count)| (format!("{{decision=\"{name}\"}}"), count.load(Ordering::Relaxed)))
+        .map(|(name, count)| {
+            (
+                format!("{{decision=\"{name}\"}}"),
+                count.load(Ordering::Relaxed),
+            )
+        })
         .collect();
-    family(&mut text, "colony_decisions_total", "counter", "Kernel decisions, by outcome.", &decisions);
-    family(&mut text, "colony_commands_total", "counter", "Commands made durable.", &single(&metrics.commands));
-    family(&mut text, "colony_log_batches_total", "counter", "Group commits (one sync each).", &single(&metrics.batches));
-    family(&mut text, "colony_log_sync_microseconds_total", "counter", "Time spent syncing the log.", &single(&metrics.sync_micros_total));
-    family(&mut text, "colony_log_sync_microseconds_max", "gauge", "Longest single sync since start.", &single(&metrics.sync_micros_max));
-    family(&mut text, "colony_snapshots_total", "counter", "Snapshots written since start.", &single(&metrics.snapshots));
-    family(&mut text, "colony_http_requests_total", "counter", "Authenticated-route HTTP requests.", &single(&metrics.http_requests));
-    family(&mut text, "colony_http_rejected_total", "counter", "Requests refused by the concurrent_api_requests hard limit.", &single(&metrics.http_rejected));
-    family(&mut text, "colony_http_in_flight", "gauge", "Requests being served now.", &single(&app.shared.in_flight));
-    family(&mut text, "colony_decision_log_records", "gauge", "Records in the decision log.", &[(String::new(), app.shared.audit.last_index())]);
+    family(
+        &mut text,
+        "colony_decisions_total",
+        "counter",
+        "Kernel decisions, by outcome.",
+        &decisions,
+    );
+    family(
+        &mut text,
+        "colony_commands_total",
+        "counter",
+        "Commands made durable.",
+        &single(&metrics.commands),
+    );
+    family(
+        &mut text,
+        "colony_log_batches_total",
+        "counter",
+        "Group commits (one sync each).",
+        &single(&metrics.batches),
+    );
+    family(
+        &mut text,
+        "colony_log_sync_microseconds_total",
+        "counter",
+        "Time spent syncing the log.",
+        &single(&metrics.sync_micros_total),
+    );
+    family(
+        &mut text,
+        "colony_log_sync_microseconds_max",
+        "gauge",
+        "Longest single sync since start.",
+        &single(&metrics.sync_micros_max),
+    );
+    family(
+        &mut text,
+        "colony_snapshots_total",
+        "counter",
+        "Snapshots written since start.",
+        &single(&metrics.snapshots),
+    );
+    family(
+        &mut text,
+        "colony_http_requests_total",
+        "counter",
+        "Authenticated-route HTTP requests.",
+        &single(&metrics.http_requests),
+    );
+    family(
+        &mut text,
+        "colony_http_rejected_total",
+        "counter",
+        "Requests refused by the concurrent_api_requests hard limit.",
+        &single(&metrics.http_rejected),
+    );
+    family(
+        &mut text,
+        "colony_http_in_flight",
+        "gauge",
+        "Requests being served now.",
+        &single(&app.shared.in_flight),
+    );
+    family(
+        &mut text,
+        "colony_decision_log_records",
+        "gauge",
+        "Records in the decision log.",
+        &[(String::new(), app.shared.audit.last_index())],
+    );
     ([(CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }

@@ -58,7 +58,10 @@ pub fn router(app: AppState) -> Router {
     let gated = Router::new()
         .route("/v1/limits", get(limits::list))
         .route("/v1/limits/{name}", get(limits::one))
-        .route("/v1/principals", post(principals::create).get(principals::list))
+        .route(
+            "/v1/principals",
+            post(principals::create).get(principals::list),
+        )
         .route("/v1/principals/{address}/remove", post(principals::remove))
         .route("/v1/ledger/reserve", post(ledger::reserve))
         .route("/v1/ledger/commit", post(ledger::commit))
@@ -68,13 +71,29 @@ pub fn router(app: AppState) -> Router {
         .route("/v1/ledger/me", get(ledger::me))
         .route("/v1/audit", get(audit::list))
         .route("/metrics", get(metrics::render))
-        .layer(axum::middleware::from_fn_with_state(app.clone(), crate::edge::concurrency_gate));
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            crate::edge::concurrency_gate,
+        ));
     Router::new()
-        .route("/healthz", get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }))
+        .route(
+            "/healthz",
+            get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
+        )
         .merge(gated)
-        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route; see docs/api.md") })
+        .fallback(|| async {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such route; see docs/api.md",
+            )
+        })
         .method_not_allowed_fallback(|| async {
-            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this route does not take that method")
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this route does not take that method",
+            )
         })
         .layer(DefaultBodyLimit::max(REQUEST_BODY_BYTES_MAX))
         .with_state(app)
@@ -97,8 +116,12 @@ impl<T: DeserializeOwned> FromRequest<AppState> for Body<T> {
 
 fn json_rejection(rejection: JsonRejection) -> ApiError {
     match rejection {
-        JsonRejection::JsonDataError(error) => ApiError::bad_request("invalid_body", error.body_text()),
-        JsonRejection::JsonSyntaxError(error) => ApiError::bad_request("malformed_json", error.body_text()),
+        JsonRejection::JsonDataError(error) => {
+            ApiError::bad_request("invalid_body", error.body_text())
+        }
+        JsonRejection::JsonSyntaxError(error) => {
+            ApiError::bad_request("malformed_json", error.body_text())
+        }
         JsonRejection::MissingJsonContentType(_) => ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",
@@ -127,19 +150,31 @@ pub(crate) fn require_justification(justification: Option<String>) -> Result<Str
 
 pub(crate) fn check_amount(field: &str, amount: u64) -> Result<u64, ApiError> {
     if amount > AMOUNT_MAX {
-        return Err(ApiError::bad_request("amount_out_of_range", format!("{field} must be at most {AMOUNT_MAX}"))
-            .with("field", field)
-            .with("max", AMOUNT_MAX));
+        return Err(ApiError::bad_request(
+            "amount_out_of_range",
+            format!("{field} must be at most {AMOUNT_MAX}"),
+        )
+        .with("field", field)
+        .with("max", AMOUNT_MAX));
     }
     Ok(amount)
 }
 
 pub(crate) fn parse_resource(name: &str) -> Result<colony_kernel::Resource, ApiError> {
     colony_kernel::Resource::parse(name).ok_or_else(|| {
-        let known: Vec<&str> = colony_kernel::Resource::ALL.iter().map(|r| r.as_str()).collect();
-        ApiError::bad_request("unknown_resource", format!("no resource `{name}`; known resources are {}", known.join(", ")))
-            .with("resource", name)
-            .with("known", known)
+        let known: Vec<&str> = colony_kernel::Resource::ALL
+            .iter()
+            .map(|r| r.as_str())
+            .collect();
+        ApiError::bad_request(
+            "unknown_resource",
+            format!(
+                "no resource `{name}`; known resources are {}",
+                known.join(", ")
+            ),
+        )
+        .with("resource", name)
+        .with("known", known)
     })
 }
 
@@ -150,7 +185,10 @@ pub(crate) fn warnings_json(warnings: &[Reason]) -> Vec<Value> {
         .map(|reason| {
             let mut value = serde_json::to_value(reason).unwrap_or(Value::Null);
             if let Value::Object(map) = &mut value {
-                map.insert("message".into(), Value::String(crate::error::explain(reason)));
+                map.insert(
+                    "message".into(),
+                    Value::String(crate::error::explain(reason)),
+                );
             }
             value
         })
@@ -160,7 +198,10 @@ pub(crate) fn warnings_json(warnings: &[Reason]) -> Vec<Value> {
 /// Turns the decision on a command into the error a denied client gets.
 pub(crate) fn denied(outcome: &crate::sequencer::Outcome) -> Result<(), ApiError> {
     if outcome.primary.decision == colony_kernel::Decision::Denied {
-        return Err(ApiError::from_denial(&outcome.primary.reason, outcome.at_ms));
+        return Err(ApiError::from_denial(
+            &outcome.primary.reason,
+            outcome.at_ms,
+        ));
     }
     Ok(())
 }

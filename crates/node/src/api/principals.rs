@@ -1,7 +1,9 @@
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
-use colony_kernel::{CommandBody, CreatePrincipal, Decision, Effect, PrincipalKind, Priority, Role};
+use colony_kernel::{
+    CommandBody, CreatePrincipal, Decision, Effect, PrincipalKind, Priority, Role,
+};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -25,22 +27,59 @@ pub struct CreateRequest {
     priority: Priority,
 }
 
-pub async fn create(State(app): State<AppState>, caller: Caller, Body(request): Body<CreateRequest>) -> Result<(StatusCode, Json<Value>), ApiError> {
+pub async fn create(
+    State(app): State<AppState>,
+    caller: Caller,
+    Body(request): Body<CreateRequest>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
     let justification = require_justification(request.justification)?;
     let kind = PrincipalKind::parse(&request.kind)
-        .filter(|kind| matches!(kind, PrincipalKind::Human | PrincipalKind::Ai | PrincipalKind::Artifact | PrincipalKind::Node))
-        .ok_or_else(|| ApiError::bad_request("invalid_kind", format!("kind `{}` is not one of human, ai, artifact, node", request.kind)))?;
+        .filter(|kind| {
+            matches!(
+                kind,
+                PrincipalKind::Human
+                    | PrincipalKind::Ai
+                    | PrincipalKind::Artifact
+                    | PrincipalKind::Node
+            )
+        })
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_kind",
+                format!(
+                    "kind `{}` is not one of human, ai, artifact, node",
+                    request.kind
+                ),
+            )
+        })?;
     let roles = request
         .roles
         .iter()
-        .map(|name| Role::parse(name).ok_or_else(|| ApiError::bad_request("invalid_role", format!("role `{name}` is not one of admin, member, observer"))))
+        .map(|name| {
+            Role::parse(name).ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_role",
+                    format!("role `{name}` is not one of admin, member, observer"),
+                )
+            })
+        })
         .collect::<Result<Vec<_>, _>>()?;
     let parent = match &request.parent {
         None => None,
         Some(address) => Some(
-            app.shared.state.read().expect("state lock").principal_by_address(address).map(|p| p.id).ok_or_else(|| {
-                ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no principal at address {address}"))
-            })?,
+            app.shared
+                .state
+                .read()
+                .expect("state lock")
+                .principal_by_address(address)
+                .map(|p| p.id)
+                .ok_or_else(|| {
+                    ApiError::new(
+                        StatusCode::NOT_FOUND,
+                        "not_found",
+                        format!("no principal at address {address}"),
+                    )
+                })?,
         ),
     };
     let token = new_token();
@@ -53,15 +92,25 @@ pub async fn create(State(app): State<AppState>, caller: Caller, Body(request): 
         address: request.address,
         priority: request.priority,
     });
-    let outcome = app.shared.submitter.submit(caller.id, justification, body).await?;
+    let outcome = app
+        .shared
+        .submitter
+        .submit(caller.id, justification, body)
+        .await?;
     denied(&outcome)?;
     let warnings = warnings_json(&outcome.primary.warnings);
     match &outcome.primary.effect {
         Effect::PrincipalCreated { id, address, .. } => Ok((
             StatusCode::CREATED,
-            Json(json!({ "id": id.0, "address": address, "token": token, "warnings": warnings, "decision": outcome.primary.decision.as_str(), "seq": outcome.seq })),
+            Json(
+                json!({ "id": id.0, "address": address, "token": token, "warnings": warnings, "decision": outcome.primary.decision.as_str(), "seq": outcome.seq }),
+            ),
         )),
-        Effect::PrincipalQueued { ticket, limit, position } if outcome.primary.decision == Decision::Queued => Ok((
+        Effect::PrincipalQueued {
+            ticket,
+            limit,
+            position,
+        } if outcome.primary.decision == Decision::Queued => Ok((
             StatusCode::ACCEPTED,
             Json(json!({
                 "status": "queued",
@@ -85,7 +134,11 @@ pub struct ListQuery {
     all: bool,
 }
 
-pub async fn list(State(app): State<AppState>, _caller: Caller, Query(query): Query<ListQuery>) -> Json<Value> {
+pub async fn list(
+    State(app): State<AppState>,
+    _caller: Caller,
+    Query(query): Query<ListQuery>,
+) -> Json<Value> {
     let state = app.shared.state.read().expect("state lock");
     let principals: Vec<Value> = state
         .principals()
@@ -112,7 +165,12 @@ pub struct RemoveRequest {
     justification: Option<String>,
 }
 
-pub async fn remove(State(app): State<AppState>, caller: Caller, Path(address): Path<String>, Body(request): Body<RemoveRequest>) -> Result<Json<Value>, ApiError> {
+pub async fn remove(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(address): Path<String>,
+    Body(request): Body<RemoveRequest>,
+) -> Result<Json<Value>, ApiError> {
     let justification = require_justification(request.justification)?;
     let target = app
         .shared
@@ -121,8 +179,24 @@ pub async fn remove(State(app): State<AppState>, caller: Caller, Path(address): 
         .expect("state lock")
         .principal_by_address(&address)
         .map(|p| p.id)
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no principal at address {address}")))?;
-    let outcome = app.shared.submitter.submit(caller.id, justification, CommandBody::RemovePrincipal { principal: target }).await?;
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no principal at address {address}"),
+            )
+        })?;
+    let outcome = app
+        .shared
+        .submitter
+        .submit(
+            caller.id,
+            justification,
+            CommandBody::RemovePrincipal { principal: target },
+        )
+        .await?;
     denied(&outcome)?;
-    Ok(Json(json!({ "removed": address, "effect": outcome.primary.effect, "seq": outcome.seq })))
+    Ok(Json(
+        json!({ "removed": address, "effect": outcome.primary.effect, "seq": outcome.seq }),
+    ))
 }
