@@ -1,1 +1,120 @@
-fn main() {}
+//! In-process kernel throughput, on one core: pure gate decisions, and whole
+//! commands applied (reserve + commit pairs). Prints figures; asserts nothing.
+//!
+//! Run: `cargo bench -p colony-kernel --bench gate`
+
+use std::hint::black_box;
+use std::time::Instant;
+
+use colony_kernel::{
+    Command, CommandBody, CreatePrincipal, Effect, Genesis, Limit, LimitSpec, OnSoft, PrincipalId,
+    PrincipalKind, Resource, State,
+};
+
+fn main() {
+    gate_decisions();
+    applied_commands();
+}
+
+fn gate_decisions() {
+    let spec = LimitSpec {
+        name: "concurrent_api_requests".into(),
+        unit: "requests".into(),
+        description: String::new(),
+        soft: Some(512),
+        hard: Some(1024),
+        on_soft: OnSoft::Warn,
+        window_ms: None,
+        queue_max: 0,
+    };
+    let mut limit = Limit::new(spec, "0.1".into(), 0, "bench".into());
+    let rounds = 50_000_000u64;
+    let started = Instant::now();
+    let mut allowed = 0u64;
+    for i in 0..rounds {
+        limit.usage = i & 1023;
+        let gate = black_box(black_box(&limit).gate(black_box(1)));
+        if matches!(gate, colony_kernel::Gate::Allow) {
+            allowed += 1;
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    println!(
+        "kernel gate decisions (Limit::gate, one core): {:.1} M decisions/s ({rounds} in {seconds:.2} s; {allowed} allowed)",
+        rounds as f64 / seconds / 1e6
+    );
+}
+
+/// A state with one AI principal whose quotas are unlimited.
+pub fn bench_state() -> (State, PrincipalId) {
+    let mut genesis = Genesis::for_tests([1; 32]);
+    for quotas in genesis.quotas.defaults.values_mut() {
+        for quota in quotas.values_mut() {
+            *quota = None;
+        }
+    }
+    for limit in &mut genesis.limits {
+        limit.soft = None;
+        limit.hard = None;
+    }
+    let mut state = State::new();
+    state.apply(&Command::new(
+        1,
+        1_000,
+        PrincipalId::SYSTEM,
+        "bench",
+        CommandBody::Genesis(Box::new(genesis)),
+    ));
+    let applied = state.apply(&Command::new(
+        2,
+        1_000,
+        PrincipalId::ADMIN,
+        "bench",
+        CommandBody::CreatePrincipal(CreatePrincipal::new("bench", PrincipalKind::Ai, [2; 32])),
+    ));
+    let Effect::PrincipalCreated { id, .. } = applied.primary().effect else {
+        panic!("bench principal")
+    };
+    (state, id)
+}
+
+fn applied_commands() {
+    let (mut state, agent) = bench_state();
+    let pairs = 1_000_000u64;
+    let justification = "bench: one LLM call".to_string();
+    let started = Instant::now();
+    for i in 0..pairs {
+        let seq = state.last_seq + 1;
+        let at_ms = 2_000 + i / 100;
+        let reserve = Command::new(
+            seq,
+            at_ms,
+            agent,
+            justification.clone(),
+            CommandBody::Reserve {
+                resource: Resource::LlmBudgetUsd,
+                amount: 1_000,
+                ttl_ms: None,
+            },
+        );
+        let applied = state.apply(&reserve);
+        black_box(&applied);
+        let commit = Command::new(
+            seq + 1,
+            at_ms,
+            agent,
+            justification.clone(),
+            CommandBody::Commit {
+                reservation: seq,
+                actual: 700,
+            },
+        );
+        black_box(state.apply(&commit));
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    println!(
+        "kernel apply (reserve+commit commands, one core, no I/O): {:.2} M commands/s ({} commands in {seconds:.2} s)",
+        2.0 * pairs as f64 / seconds / 1e6,
+        2 * pairs
+    );
+}
