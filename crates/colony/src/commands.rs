@@ -345,79 +345,100 @@ pub async fn audit(command: AuditCommand) -> anyhow::Result<ExitCode> {
             remote,
         } => {
             let client = Client::new(&remote)?;
-            let mut query = String::new();
+            let limit = limit.clamp(1, 1000);
+            let mut filter = String::new();
             if let Some(actor) = &actor {
-                query.push_str(&format!("&actor={actor}"));
+                filter.push_str(&format!("&actor={actor}"));
             }
             if let Some(address) = &address {
-                query.push_str(&format!("&address={address}"));
+                filter.push_str(&format!("&address={address}"));
             }
-            let head = client.get("/v1/audit?limit=1").await;
-            let last = match head {
+            let last = match client.get("/v1/audit?limit=1").await {
                 Ok(value) => value["last_seq"].as_u64().unwrap_or(0),
                 Err(error) => return call(&remote, async { Err(error) }, |_| {}).await,
             };
-            // Without a filter the last `limit` records are the tail; with one, look
-            // further back (bounded by the node's scan limit).
-            let mut after = if actor.is_none() && address.is_none() {
+            // Unfiltered, the tail is the last `limit` records. Filtered, read forward
+            // and keep the newest `limit` that match.
+            let mut after = if filter.is_empty() {
                 last.saturating_sub(limit as u64)
             } else {
                 0
             };
-            if !remote.json {
-                table(
-                    &[
-                        "SEQ",
-                        "AT",
-                        "ACTOR",
-                        "ACTION",
-                        "SUBJECT",
-                        "DECISION",
-                        "REASON",
-                        "JUSTIFICATION",
-                    ],
-                    &[],
-                );
+            let mut tail = std::collections::VecDeque::new();
+            loop {
+                let page = client
+                    .get(&format!("/v1/audit?after={after}&limit={limit}{filter}"))
+                    .await?;
+                for record in page["records"].as_array().into_iter().flatten() {
+                    tail.push_back(record.clone());
+                    if tail.len() > limit {
+                        tail.pop_front();
+                    }
+                }
+                let next = page["next_after"].as_u64().unwrap_or(after);
+                if next == after || next >= last {
+                    after = next;
+                    break;
+                }
+                after = next;
+            }
+            print_records(tail.make_contiguous(), remote.json, false);
+            if !follow {
+                return Ok(ExitCode::SUCCESS);
             }
             loop {
                 let page = client
-                    .get(&format!(
-                        "/v1/audit?after={after}&limit={}{query}",
-                        limit.clamp(1, 1000)
-                    ))
+                    .get(&format!("/v1/audit?after={after}&limit=1000{filter}"))
                     .await?;
                 let records = page["records"].as_array().cloned().unwrap_or_default();
-                let shown = if after == 0 && records.len() > limit {
-                    &records[records.len() - limit..]
-                } else {
-                    &records[..]
-                };
-                for record in shown {
-                    if remote.json {
-                        println!("{record}");
-                    } else {
-                        println!(
-                            "{}  {}  {}  {}  {}  {}  {}  {}",
-                            record["seq"],
-                            text(&record["at"]),
-                            text(&record["actor"]),
-                            text(&record["action"]),
-                            text(&record["subject"]),
-                            text(&record["decision"]),
-                            text(&record["reason"]["code"]),
-                            text(&record["justification"]),
-                        );
-                    }
-                }
-                after = page["next_after"].as_u64().unwrap_or(after);
-                if !follow {
-                    return Ok(ExitCode::SUCCESS);
-                }
-                if records.is_empty() {
+                print_records(&records, remote.json, true);
+                let next = page["next_after"].as_u64().unwrap_or(after);
+                if next == after {
                     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
                 }
+                after = next;
             }
         }
+    }
+}
+
+/// Decision records as a table, as rows one by one (when following), or as JSON lines.
+fn print_records(records: &[Value], json_lines: bool, streaming: bool) {
+    if json_lines {
+        records.iter().for_each(|record| println!("{record}"));
+        return;
+    }
+    let rows: Vec<Vec<String>> = records
+        .iter()
+        .map(|record| {
+            vec![
+                record["seq"].to_string(),
+                text(&record["at"]),
+                text(&record["actor"]),
+                text(&record["action"]),
+                text(&record["subject"]),
+                text(&record["decision"]),
+                text(&record["reason"]["code"]),
+                text(&record["justification"]),
+            ]
+        })
+        .collect();
+    if streaming {
+        rows.iter().for_each(|row| println!("{}", row.join("  ")));
+    } else {
+        table(
+            &[
+                "SEQ",
+                "AT",
+                "ACTOR",
+                "ACTION",
+                "SUBJECT",
+                "DECISION",
+                "REASON",
+                "JUSTIFICATION",
+            ],
+            &rows,
+        );
     }
 }
 

@@ -231,3 +231,37 @@ fn one_changed_byte_makes_verify_fail_and_name_the_record() {
         (Some(false), Some(6))
     );
 }
+
+#[test]
+fn sigterm_finishes_the_log_and_writes_a_snapshot() {
+    let data = tempfile::tempdir().unwrap();
+    let (mut node, url) = start(data.path());
+    let token = std::fs::read_to_string(data.path().join("admin.token"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let response = reqwest::Client::new()
+            .post(format!("{url}/v1/principals"))
+            .bearer_auth(&token)
+            .json(&json!({"name": "loom", "kind": "ai", "justification": "before the stop"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), reqwest::StatusCode::CREATED);
+    });
+    let killed = Command::new("kill")
+        .args(["-TERM", &node.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = node.wait().unwrap();
+    assert!(status.success(), "a clean stop exits 0: {status:?}");
+    let snapshots: Vec<_> = std::fs::read_dir(data.path().join("snapshots"))
+        .unwrap()
+        .collect();
+    assert_eq!(snapshots.len(), 1, "a snapshot at shutdown");
+    let (ok, text) = verify(data.path(), &["--replay"]);
+    assert!(ok && text.contains("verified 2 decision records"), "{text}");
+}
