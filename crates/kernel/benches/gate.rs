@@ -47,16 +47,7 @@ fn gate_decisions() {
 
 /// A state with one AI principal whose quotas are unlimited.
 pub fn bench_state() -> (State, PrincipalId) {
-    let mut genesis = Genesis::for_tests([1; 32]);
-    for quotas in genesis.quotas.defaults.values_mut() {
-        for quota in quotas.values_mut() {
-            *quota = None;
-        }
-    }
-    for limit in &mut genesis.limits {
-        limit.soft = None;
-        limit.hard = None;
-    }
+    let genesis = Genesis::unlimited_for_benchmarks([1; 32]);
     let mut state = State::new();
     state.apply(&Command::new(
         1,

@@ -55,6 +55,20 @@ impl QuotaConfig {
 }
 
 impl Genesis {
+    /// A genesis without limits or quotas, for benchmarks that measure the machinery
+    /// rather than the denials.
+    pub fn unlimited_for_benchmarks(admin_token_hash: TokenHash) -> Genesis {
+        let mut genesis = Genesis::for_tests(admin_token_hash);
+        for quotas in genesis.quotas.defaults.values_mut() {
+            quotas.values_mut().for_each(|quota| *quota = None);
+        }
+        for limit in &mut genesis.limits {
+            limit.soft = None;
+            limit.hard = None;
+        }
+        genesis
+    }
+
     /// A small genesis for examples and tests: accounts soft 8 / hard 10, generous
     /// quotas, one-minute flow windows.
     pub fn for_tests(admin_token_hash: TokenHash) -> Genesis {

@@ -30,20 +30,6 @@ fn main() {
     restart(if quick { 100_000 } else { 1_000_000 });
 }
 
-fn unlimited_genesis() -> Genesis {
-    let mut genesis = Genesis::for_tests([1; 32]);
-    for quotas in genesis.quotas.defaults.values_mut() {
-        for quota in quotas.values_mut() {
-            *quota = None;
-        }
-    }
-    for limit in &mut genesis.limits {
-        limit.soft = None;
-        limit.hard = None;
-    }
-    genesis
-}
-
 /// Applies and appends `commands` (after genesis and one principal), syncing every
 /// `batch` commands. Returns the time spent on the reserve+commit commands.
 fn write_log(dir: &Path, commands: u64, batch: u64) -> Duration {
@@ -63,7 +49,7 @@ fn write_log(dir: &Path, commands: u64, batch: u64) -> Duration {
         &mut state,
         &mut store,
         PrincipalId::SYSTEM,
-        CommandBody::Genesis(Box::new(unlimited_genesis())),
+        CommandBody::Genesis(Box::new(Genesis::unlimited_for_benchmarks([1; 32]))),
     );
     push(
         &mut state,

@@ -5,9 +5,7 @@ use colony_kernel::{CommandBody, Effect, ReservationState, Resource, ResourceKin
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{
-    check_amount, denied, parse_resource, require_justification, warnings_json, AppState, Body,
-};
+use super::{check_amount, parse_resource, require_justification, warnings_json, AppState, Body};
 use crate::auth::Caller;
 use crate::sequencer::now_ms;
 use crate::ApiError;
@@ -35,12 +33,7 @@ pub async fn reserve(
         amount,
         ttl_ms: request.ttl_ms,
     };
-    let outcome = app
-        .shared
-        .submitter
-        .submit(caller.id, justification, body)
-        .await?;
-    denied(&outcome)?;
+    let outcome = app.decide(caller.id, justification, body).await?;
     let Effect::Reserved {
         reservation,
         resource,
@@ -83,9 +76,7 @@ pub async fn commit(
         .justification
         .unwrap_or_else(|| format!("actual use of reservation {}", request.reservation));
     let outcome = app
-        .shared
-        .submitter
-        .submit(
+        .decide(
             caller.id,
             justification,
             CommandBody::Commit {
@@ -94,7 +85,6 @@ pub async fn commit(
             },
         )
         .await?;
-    denied(&outcome)?;
     let Effect::Committed {
         reservation,
         resource,
@@ -135,9 +125,7 @@ pub async fn release(
         .justification
         .unwrap_or_else(|| format!("reservation {} not needed", request.reservation));
     let outcome = app
-        .shared
-        .submitter
-        .submit(
+        .decide(
             caller.id,
             justification,
             CommandBody::Release {
@@ -145,7 +133,6 @@ pub async fn release(
             },
         )
         .await?;
-    denied(&outcome)?;
     Ok(Json(
         json!({ "released": request.reservation, "effect": outcome.primary.effect, "seq": outcome.seq }),
     ))
@@ -169,24 +156,9 @@ pub async fn grant(
     let justification = require_justification(request.justification)?;
     let resource = parse_resource(&request.resource)?;
     let amount = check_amount("amount", request.amount)?;
-    let to = app
-        .shared
-        .state
-        .read()
-        .expect("state lock")
-        .principal_by_address(&request.to)
-        .map(|p| p.id)
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                format!("no principal at address {}", request.to),
-            )
-        })?;
+    let to = app.principal_at(&request.to)?;
     let outcome = app
-        .shared
-        .submitter
-        .submit(
+        .decide(
             caller.id,
             justification,
             CommandBody::Grant {
@@ -196,7 +168,6 @@ pub async fn grant(
             },
         )
         .await?;
-    denied(&outcome)?;
     Ok(Json(
         json!({ "granted": outcome.primary.effect, "seq": outcome.seq }),
     ))
@@ -219,15 +190,12 @@ pub async fn free(
     let resource = parse_resource(&request.resource)?;
     let amount = check_amount("amount", request.amount)?;
     let outcome = app
-        .shared
-        .submitter
-        .submit(
+        .decide(
             caller.id,
             justification,
             CommandBody::Free { resource, amount },
         )
         .await?;
-    denied(&outcome)?;
     Ok(Json(
         json!({ "freed": outcome.primary.effect, "seq": outcome.seq }),
     ))

@@ -48,6 +48,49 @@ pub struct AppState {
     pub shared: Arc<Shared>,
 }
 
+impl AppState {
+    /// The principal at `address`, or a 404.
+    pub(crate) fn principal_at(
+        &self,
+        address: &str,
+    ) -> Result<colony_kernel::PrincipalId, ApiError> {
+        let state = self.shared.state.read().expect("state lock");
+        state
+            .principal_by_address(address)
+            .map(|p| p.id)
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "not_found",
+                    format!("no principal at address {address}"),
+                )
+                .with("address", address)
+            })
+    }
+
+    /// Submits a command, waits until it is durable, and turns a denial into the
+    /// error the client gets.
+    pub(crate) async fn decide(
+        &self,
+        actor: colony_kernel::PrincipalId,
+        justification: String,
+        body: colony_kernel::CommandBody,
+    ) -> Result<crate::sequencer::Outcome, ApiError> {
+        let outcome = self
+            .shared
+            .submitter
+            .submit(actor, justification, body)
+            .await?;
+        if outcome.primary.decision == colony_kernel::Decision::Denied {
+            return Err(ApiError::from_denial(
+                &outcome.primary.reason,
+                outcome.at_ms,
+            ));
+        }
+        Ok(outcome)
+    }
+}
+
 /// Bound on request bodies, in bytes; larger bodies get 413.
 pub const REQUEST_BODY_BYTES_MAX: usize = 64 << 10;
 /// Largest amount accepted in a request: 2^53 - 1, the largest integer every JSON
@@ -193,15 +236,4 @@ pub(crate) fn warnings_json(warnings: &[Reason]) -> Vec<Value> {
             value
         })
         .collect()
-}
-
-/// Turns the decision on a command into the error a denied client gets.
-pub(crate) fn denied(outcome: &crate::sequencer::Outcome) -> Result<(), ApiError> {
-    if outcome.primary.decision == colony_kernel::Decision::Denied {
-        return Err(ApiError::from_denial(
-            &outcome.primary.reason,
-            outcome.at_ms,
-        ));
-    }
-    Ok(())
 }

@@ -7,7 +7,7 @@ use colony_kernel::{
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{denied, require_justification, warnings_json, AppState, Body};
+use super::{require_justification, warnings_json, AppState, Body};
 use crate::auth::{hash_token, new_token, Caller};
 use crate::ApiError;
 
@@ -64,24 +64,11 @@ pub async fn create(
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let parent = match &request.parent {
-        None => None,
-        Some(address) => Some(
-            app.shared
-                .state
-                .read()
-                .expect("state lock")
-                .principal_by_address(address)
-                .map(|p| p.id)
-                .ok_or_else(|| {
-                    ApiError::new(
-                        StatusCode::NOT_FOUND,
-                        "not_found",
-                        format!("no principal at address {address}"),
-                    )
-                })?,
-        ),
-    };
+    let parent = request
+        .parent
+        .as_deref()
+        .map(|address| app.principal_at(address))
+        .transpose()?;
     let token = new_token();
     let body = CommandBody::CreatePrincipal(CreatePrincipal {
         name: request.name,
@@ -92,12 +79,7 @@ pub async fn create(
         address: request.address,
         priority: request.priority,
     });
-    let outcome = app
-        .shared
-        .submitter
-        .submit(caller.id, justification, body)
-        .await?;
-    denied(&outcome)?;
+    let outcome = app.decide(caller.id, justification, body).await?;
     let warnings = warnings_json(&outcome.primary.warnings);
     match &outcome.primary.effect {
         Effect::PrincipalCreated { id, address, .. } => Ok((
@@ -172,30 +154,14 @@ pub async fn remove(
     Body(request): Body<RemoveRequest>,
 ) -> Result<Json<Value>, ApiError> {
     let justification = require_justification(request.justification)?;
-    let target = app
-        .shared
-        .state
-        .read()
-        .expect("state lock")
-        .principal_by_address(&address)
-        .map(|p| p.id)
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                format!("no principal at address {address}"),
-            )
-        })?;
+    let target = app.principal_at(&address)?;
     let outcome = app
-        .shared
-        .submitter
-        .submit(
+        .decide(
             caller.id,
             justification,
             CommandBody::RemovePrincipal { principal: target },
         )
         .await?;
-    denied(&outcome)?;
     Ok(Json(
         json!({ "removed": address, "effect": outcome.primary.effect, "seq": outcome.seq }),
     ))
