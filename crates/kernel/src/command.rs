@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::genesis::Genesis;
+use crate::governance::{ProposalTarget, VoteChoice};
 use crate::ledger::{ReservationId, Resource};
 use crate::principal::{PrincipalId, PrincipalKind, Role, TokenHash};
 
@@ -79,6 +80,19 @@ pub enum CommandBody {
         resource: Resource,
         amount: u64,
     },
+    /// Proposes a change of a limit or a quota default. One that only lowers values is
+    /// a brake and applies at once; `brake_only` refuses anything else.
+    Propose {
+        target: ProposalTarget,
+        brake_only: bool,
+    },
+    /// A vote on a proposal in review.
+    Vote {
+        proposal: u64,
+        choice: VoteChoice,
+    },
+    /// The node's own figures since its last report, for stability windows.
+    ReportHealth(NodeHealth),
     /// Lets time pass: expires reservations whose time is up. Logged by the node
     /// only when [`crate::State::next_due_ms`] says something is due.
     Tick,
@@ -96,9 +110,22 @@ impl CommandBody {
             CommandBody::Release { .. } => "ledger.release",
             CommandBody::Grant { .. } => "ledger.grant",
             CommandBody::Free { .. } => "ledger.free",
+            CommandBody::Propose { .. } => "governance.propose",
+            CommandBody::Vote { .. } => "governance.vote",
+            CommandBody::ReportHealth(_) => "node.health",
             CommandBody::Tick => "time.tick",
         }
     }
+}
+
+/// What the node observed since its last report.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeHealth {
+    pub requests: u64,
+    /// Answers with a 5xx status.
+    pub errors: u64,
+    /// Authentication failures.
+    pub anomalies: u64,
 }
 
 /// Priority of a request that may wait in a soft-limit admission queue.

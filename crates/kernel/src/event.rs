@@ -2,6 +2,7 @@
 
 use serde::Serialize;
 
+use crate::governance::{ChangeKind, ProposalState, StabilityFigures, Tally, VoteChoice};
 use crate::ledger::{ReservationId, Resource};
 use crate::principal::{PrincipalId, PrincipalKind};
 
@@ -99,6 +100,19 @@ pub enum Reason {
         ticket: u64,
         waited_ms: u64,
     },
+    /// Both sides reached their quorum and approval threshold.
+    ConsensusReached { tally: Box<Tally> },
+    /// A side missed its quorum or its approval threshold.
+    ConsensusNotReached { tally: Box<Tally> },
+    /// A veto by an allowed role.
+    Vetoed { by: String },
+    /// The stability window met every threshold.
+    Stable { figures: StabilityFigures },
+    /// The stability window broke a threshold after a raise.
+    StabilityDegraded {
+        figures: StabilityFigures,
+        breaches: Vec<String>,
+    },
     /// The principal already holds as many open reservations as allowed.
     TooManyReservations { max: u32 },
 }
@@ -119,6 +133,11 @@ impl Reason {
             Reason::ReservationExpired { .. } => "reservation_expired",
             Reason::LimitAllows { .. } => "limit_allows",
             Reason::TooManyReservations { .. } => "too_many_reservations",
+            Reason::ConsensusReached { .. } => "consensus_reached",
+            Reason::ConsensusNotReached { .. } => "consensus_not_reached",
+            Reason::Vetoed { .. } => "vetoed",
+            Reason::Stable { .. } => "stable",
+            Reason::StabilityDegraded { .. } => "stability_degraded",
         }
     }
 }
@@ -176,6 +195,35 @@ pub enum Effect {
     Freed {
         resource: Resource,
         amount: u64,
+    },
+    ProposalOpened {
+        proposal: u64,
+        change: ChangeKind,
+        review_ends_at_ms: u64,
+    },
+    /// A limit's values changed (brake, passed proposal, or rollback).
+    LimitChanged {
+        proposal: u64,
+        limit: String,
+        soft: Option<u64>,
+        hard: Option<u64>,
+        previous_soft: Option<u64>,
+        previous_hard: Option<u64>,
+    },
+    QuotaDefaultChanged {
+        proposal: u64,
+        kind: PrincipalKind,
+        resource: Resource,
+        amount: Option<u64>,
+        previous: Option<u64>,
+    },
+    VoteRecorded {
+        proposal: u64,
+        choice: VoteChoice,
+    },
+    ProposalClosed {
+        proposal: u64,
+        state: ProposalState,
     },
 }
 

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::governance::GovernanceConfig;
 use crate::ledger::Resource;
 use crate::limits::{builtin_limit, LimitSpec, OnSoft};
 use crate::principal::{PrincipalKind, TokenHash};
@@ -13,6 +14,7 @@ use crate::principal::{PrincipalKind, TokenHash};
 pub struct Genesis {
     pub limits: Vec<LimitSpec>,
     pub quotas: QuotaConfig,
+    pub governance: GovernanceConfig,
     /// Where the values came from, recorded as `set_via` on every limit.
     pub source: String,
     pub admin_name: String,
@@ -116,6 +118,10 @@ impl Genesis {
                 reservation_ttl_ms: 300_000,
                 reservation_ttl_max_ms: 3_600_000,
                 reservations_per_principal_max: 1_000,
+            },
+            governance: GovernanceConfig {
+                review_period_ms: 10_000,
+                ..GovernanceConfig::defaults()
             },
             source: "tests".to_string(),
             admin_name: "admin".to_string(),

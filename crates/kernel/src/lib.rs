@@ -25,13 +25,14 @@ mod address;
 mod command;
 mod event;
 mod genesis;
+pub mod governance;
 mod ledger;
 mod limits;
 mod principal;
 mod state;
 
 pub use address::{validate_address, AddressError};
-pub use command::{Command, CommandBody, CreatePrincipal, Priority};
+pub use command::{Command, CommandBody, CreatePrincipal, NodeHealth, Priority};
 pub use event::{Action, Applied, Decision, Effect, Event, Reason};
 pub use genesis::{Genesis, QuotaConfig};
 pub use ledger::{Balance, Reservation, ReservationId, ReservationState, Resource, ResourceKind};

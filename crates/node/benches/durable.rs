@@ -114,6 +114,11 @@ async fn http(seconds: u64) {
     let quotas = "[ledger]\nreservations_per_principal_max = 100000\n[defaults.human]\nllm_budget_usd = \"unlimited\"\nio_ops = \"unlimited\"\n";
     std::fs::write(config.path().join("limits.toml"), limits).unwrap();
     std::fs::write(config.path().join("quotas.toml"), quotas).unwrap();
+    std::fs::write(
+        config.path().join("governance.toml"),
+        "[governance]\nreview_period = \"24h\"\n",
+    )
+    .unwrap();
     let node = Node::start(NodeConfig {
         data_dir: data.path().to_path_buf(),
         listen: "127.0.0.1:0".parse().unwrap(),

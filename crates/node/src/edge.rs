@@ -69,3 +69,18 @@ impl Drop for InFlight<'_> {
         self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
+
+/// Counts every answer for the kernel's stability windows: 5xx answers are errors,
+/// authentication failures are anomalies.
+pub async fn health_counter(State(app): State<AppState>, request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let metrics = &app.shared.metrics;
+    metrics.health_requests.fetch_add(1, Ordering::Relaxed);
+    let status = response.status();
+    if status.is_server_error() {
+        metrics.health_errors.fetch_add(1, Ordering::Relaxed);
+    } else if status == axum::http::StatusCode::UNAUTHORIZED {
+        metrics.health_anomalies.fetch_add(1, Ordering::Relaxed);
+    }
+    response
+}

@@ -142,6 +142,11 @@ pub fn explain(reason: &Reason) -> String {
         Reason::TooManyReservations { max } => {
             format!("you hold {max} open reservations, the most allowed; commit or release some first")
         }
+        Reason::ConsensusReached { .. } => "both sides reached their quorum and approval threshold".into(),
+        Reason::ConsensusNotReached { .. } => "a side missed its quorum or approval threshold".into(),
+        Reason::Vetoed { by } => format!("vetoed by {by}"),
+        Reason::Stable { .. } => "the stability window met every threshold".into(),
+        Reason::StabilityDegraded { breaches, .. } => format!("stability degraded: {}", breaches.join("; ")),
     }
 }
 

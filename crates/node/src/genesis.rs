@@ -1,4 +1,4 @@
-//! Reading `config/genesis/`: `limits.toml` and `quotas.toml`.
+//! Reading `config/genesis/`: `limits.toml`, `quotas.toml` and `governance.toml`.
 //!
 //! Errors name the file, the line and the key. Money is written in dollars as a
 //! decimal string (`"50.00"`), never as a float; `"unlimited"` lifts a value.
@@ -7,8 +7,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use colony_kernel::governance::{ChangeKind, GovernanceConfig, Ratio, RelaxationConfig, VoteRule};
 use colony_kernel::{
-    builtin_limit, LimitKind, LimitSpec, OnSoft, PrincipalKind, QuotaConfig, Resource,
+    builtin_limit, LimitKind, LimitSpec, OnSoft, PrincipalKind, QuotaConfig, Resource, Role,
     MICRO_USD_PER_USD,
 };
 use serde::Deserialize;
@@ -17,6 +18,7 @@ use toml::Spanned;
 /// The shipped defaults, used when no configuration directory exists.
 pub const DEFAULT_LIMITS_TOML: &str = include_str!("../../../config/genesis/limits.toml");
 pub const DEFAULT_QUOTAS_TOML: &str = include_str!("../../../config/genesis/quotas.toml");
+pub const DEFAULT_GOVERNANCE_TOML: &str = include_str!("../../../config/genesis/governance.toml");
 
 /// A configuration file that cannot be used, and where.
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +34,7 @@ pub struct ConfigError {
 pub struct GenesisConfig {
     pub limits: Vec<LimitSpec>,
     pub quotas: QuotaConfig,
+    pub governance: GovernanceConfig,
     /// Where it came from, recorded as the limits' `set_via`.
     pub source: String,
 }
@@ -50,9 +53,11 @@ pub fn load_dir(dir: &Path) -> Result<GenesisConfig, ConfigError> {
     };
     let (limits_file, limits_text) = read("limits.toml")?;
     let (quotas_file, quotas_text) = read("quotas.toml")?;
+    let (governance_file, governance_text) = read("governance.toml")?;
     Ok(GenesisConfig {
         limits: parse_limits(&limits_file, &limits_text)?,
         quotas: parse_quotas(&quotas_file, &quotas_text)?,
+        governance: parse_governance(&governance_file, &governance_text)?,
         source: dir.display().to_string(),
     })
 }
@@ -64,6 +69,11 @@ pub fn builtin_defaults() -> GenesisConfig {
         limits: parse_limits(file, DEFAULT_LIMITS_TOML).expect("shipped limits.toml is valid"),
         quotas: parse_quotas(Path::new("(built-in)/quotas.toml"), DEFAULT_QUOTAS_TOML)
             .expect("shipped quotas.toml is valid"),
+        governance: parse_governance(
+            Path::new("(built-in)/governance.toml"),
+            DEFAULT_GOVERNANCE_TOML,
+        )
+        .expect("shipped governance.toml is valid"),
         source: "built-in defaults".to_string(),
     }
 }
@@ -302,6 +312,186 @@ pub fn parse_quotas(file: &Path, text: &str) -> Result<QuotaConfig, ConfigError>
     })
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GovernanceFile {
+    governance: GovernanceSection,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GovernanceSection {
+    review_period: Spanned<String>,
+    #[serde(default)]
+    brake_roles: Option<Vec<Spanned<String>>>,
+    #[serde(default)]
+    rules: BTreeMap<String, Spanned<RuleEntry>>,
+    relaxation: Option<Spanned<RelaxationEntry>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleEntry {
+    human_quorum: u32,
+    ai_quorum: u32,
+    human_approval: Spanned<String>,
+    ai_approval: Spanned<String>,
+    #[serde(default)]
+    veto: Vec<Spanned<String>>,
+    review_period: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RelaxationEntry {
+    window: Spanned<String>,
+    min_decisions: u64,
+    max_denial_rate: Spanned<String>,
+    max_error_rate: Spanned<String>,
+    max_anomalies: u64,
+    step: Spanned<String>,
+    monitoring_window: Spanned<String>,
+    #[serde(default = "yes")]
+    propose: bool,
+    #[serde(default)]
+    limits: Vec<Spanned<String>>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Parses the text of `governance.toml`.
+pub fn parse_governance(file: &Path, text: &str) -> Result<GovernanceConfig, ConfigError> {
+    let error = |span: Option<std::ops::Range<usize>>, message: String| ConfigError {
+        file: file.to_path_buf(),
+        line: span.map(|s| line_of(text, s.start)),
+        message,
+    };
+    let parsed: GovernanceFile =
+        toml::from_str(text).map_err(|e| error(e.span(), e.message().to_string()))?;
+    let section = parsed.governance;
+    let duration = |key: &str, value: &Spanned<String>| {
+        parse_duration_ms(value.get_ref())
+            .map_err(|m| error(Some(value.span()), format!("governance.{key}: {m}")))
+    };
+    let ratio = |key: &str, value: &Spanned<String>| {
+        parse_ratio(value.get_ref())
+            .map_err(|m| error(Some(value.span()), format!("governance.{key}: {m}")))
+    };
+    let roles = |key: &str, values: &[Spanned<String>]| -> Result<Vec<Role>, ConfigError> {
+        values
+            .iter()
+            .map(|value| {
+                Role::parse(value.get_ref()).ok_or_else(|| {
+                    error(
+                        Some(value.span()),
+                        format!(
+                            "governance.{key}: `{}` is not admin, member or observer",
+                            value.get_ref()
+                        ),
+                    )
+                })
+            })
+            .collect()
+    };
+    let defaults = GovernanceConfig::defaults();
+    let mut config = GovernanceConfig {
+        review_period_ms: duration("review_period", &section.review_period)?,
+        brake_roles: match &section.brake_roles {
+            Some(values) => roles("brake_roles", values)?,
+            None => defaults.brake_roles.clone(),
+        },
+        rules: BTreeMap::new(),
+        relaxation: None,
+    };
+    for (name, entry) in &section.rules {
+        let kind = match name.as_str() {
+            "raise" => ChangeKind::Raise,
+            "remove" => ChangeKind::Remove,
+            "quota_default" => ChangeKind::QuotaDefault,
+            _ => {
+                return Err(error(Some(entry.span()), format!("governance.rules.{name}: unknown change kind; use raise, remove or quota_default")))
+            }
+        };
+        let entry = entry.get_ref();
+        let key = |field: &str| format!("rules.{name}.{field}");
+        config.rules.insert(
+            kind,
+            VoteRule {
+                human_quorum: entry.human_quorum,
+                ai_quorum: entry.ai_quorum,
+                human_approval: ratio(&key("human_approval"), &entry.human_approval)?,
+                ai_approval: ratio(&key("ai_approval"), &entry.ai_approval)?,
+                veto_roles: roles(&key("veto"), &entry.veto)?,
+                review_period_ms: entry
+                    .review_period
+                    .as_ref()
+                    .map(|p| duration(&key("review_period"), p))
+                    .transpose()?,
+            },
+        );
+    }
+    if let Some(entry) = &section.relaxation {
+        let span = entry.span();
+        let entry = entry.get_ref();
+        let mut limits = Vec::new();
+        for name in &entry.limits {
+            let builtin = builtin_limit(name.get_ref()).ok_or_else(|| {
+                error(
+                    Some(name.span()),
+                    format!(
+                        "governance.relaxation.limits: unknown limit `{}`",
+                        name.get_ref()
+                    ),
+                )
+            })?;
+            limits.push(builtin.name.to_string());
+        }
+        let relaxation = RelaxationConfig {
+            window_ms: duration("relaxation.window", &entry.window)?,
+            min_decisions: entry.min_decisions,
+            max_denial_rate: ratio("relaxation.max_denial_rate", &entry.max_denial_rate)?,
+            max_error_rate: ratio("relaxation.max_error_rate", &entry.max_error_rate)?,
+            max_anomalies: entry.max_anomalies,
+            step: ratio("relaxation.step", &entry.step)?,
+            monitoring_window_ms: duration(
+                "relaxation.monitoring_window",
+                &entry.monitoring_window,
+            )?,
+            limits,
+            propose: entry.propose,
+        };
+        if relaxation.step.numerator == 0 {
+            return Err(error(
+                Some(span),
+                "governance.relaxation.step must be above zero".into(),
+            ));
+        }
+        config.relaxation = Some(relaxation);
+    }
+    Ok(config)
+}
+
+/// `"2/3"` or `"75%"`, at most one.
+fn parse_ratio(text: &str) -> Result<Ratio, String> {
+    let bad = || format!("`{text}` is not a ratio like \"2/3\" or \"75%\"");
+    let (numerator, denominator) = match text.strip_suffix('%') {
+        Some(percent) => (percent.trim().parse::<u64>().map_err(|_| bad())?, 100),
+        None => {
+            let (n, d) = text.split_once('/').ok_or_else(bad)?;
+            (
+                n.trim().parse::<u64>().map_err(|_| bad())?,
+                d.trim().parse::<u64>().map_err(|_| bad())?,
+            )
+        }
+    };
+    if denominator == 0 || numerator > denominator {
+        return Err(format!("`{text}` must be between 0 and 1"));
+    }
+    Ok(Ratio::new(numerator, denominator))
+}
+
 fn parse_resource(key: &str) -> Result<Resource, String> {
     Resource::parse(key).ok_or_else(|| {
         let known: Vec<&str> = Resource::ALL.iter().map(|r| r.as_str()).collect();
@@ -466,6 +656,37 @@ mod tests {
             error.contains("defaults.robot: unknown principal kind"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn governance_errors_name_the_key() {
+        let base = "[governance]\nreview_period = \"2s\"\n";
+        let check = |extra: &str, expected: &str| {
+            let text = format!("{base}{extra}");
+            let message = parse_governance(Path::new("governance.toml"), &text)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                message.contains(expected),
+                "for {extra:?}:\n  got {message}\n  expected {expected}"
+            );
+        };
+        check("[governance.rules.raise]\nhuman_quorum = 1\nai_quorum = 1\nhuman_approval = \"3/2\"\nai_approval = \"1/2\"\n", "governance.toml:6: governance.rules.raise.human_approval: `3/2` must be between 0 and 1");
+        check("[governance.rules.grow]\nhuman_quorum = 1\nai_quorum = 1\nhuman_approval = \"1/2\"\nai_approval = \"1/2\"\n", "unknown change kind");
+        check("[governance.rules.raise]\nhuman_quorum = 1\nai_quorum = 1\nhuman_approval = \"1/2\"\nai_approval = \"1/2\"\nveto = [\"king\"]\n", "`king` is not admin");
+        let error = parse_governance(
+            Path::new("g.toml"),
+            "[governance]\nreview_period = \"soon\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains("g.toml:2: governance.review_period"),
+            "{error}"
+        );
+        let config = parse_governance(Path::new("g.toml"), base).unwrap();
+        assert_eq!(config.review_period_ms, 2_000);
+        assert!(config.rules.is_empty(), "no rule: nothing can be raised");
     }
 
     #[test]

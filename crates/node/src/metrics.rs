@@ -15,6 +15,11 @@ pub struct Metrics {
     pub http_requests: AtomicU64,
     /// Requests turned away by the `concurrent_api_requests` hard limit.
     pub http_rejected: AtomicU64,
+    /// Since the last health report to the kernel: requests, 5xx answers, and
+    /// authentication failures (anomalies).
+    pub health_requests: AtomicU64,
+    pub health_errors: AtomicU64,
+    pub health_anomalies: AtomicU64,
 }
 
 pub const DECISION_NAMES: [&str; 6] = [
@@ -22,6 +27,16 @@ pub const DECISION_NAMES: [&str; 6] = [
 ];
 
 impl Metrics {
+    /// Takes the figures gathered since the last report, if there are any.
+    pub fn take_health(&self) -> Option<colony_kernel::NodeHealth> {
+        let health = colony_kernel::NodeHealth {
+            requests: self.health_requests.swap(0, Ordering::Relaxed),
+            errors: self.health_errors.swap(0, Ordering::Relaxed),
+            anomalies: self.health_anomalies.swap(0, Ordering::Relaxed),
+        };
+        (health != colony_kernel::NodeHealth::default()).then_some(health)
+    }
+
     pub fn record_batch(&self, commands: u64, sync: Duration, decisions: &[u64; 6]) {
         self.commands.fetch_add(commands, Ordering::Relaxed);
         self.batches.fetch_add(1, Ordering::Relaxed);

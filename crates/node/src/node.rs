@@ -208,6 +208,7 @@ async fn apply_genesis(
     let genesis = Genesis {
         limits: config.limits,
         quotas: config.quotas,
+        governance: config.governance,
         source: config.source,
         admin_name: "admin".to_string(),
         admin_token_hash: hash_token(&token),

@@ -183,14 +183,17 @@ impl Sequencer {
         let mut decisions = [0u64; 6];
         let stamp = |state: &State| (state.last_seq + 1, now_ms().max(state.now_ms));
         if state.next_due_ms().is_some_and(|due| due <= now_ms()) {
+            // Something is due. The node's health figures go first, so that a
+            // stability window closing now counts them; either command lets time pass.
+            let (body, justification) = match self.metrics.take_health() {
+                Some(health) => (
+                    CommandBody::ReportHealth(health),
+                    "the node's figures since its last report",
+                ),
+                None => (CommandBody::Tick, "time passes: something is due"),
+            };
             let (seq, at_ms) = stamp(&state);
-            let command = Command::new(
-                seq,
-                at_ms,
-                PrincipalId::SYSTEM,
-                "time passes: reservations are due",
-                CommandBody::Tick,
-            );
+            let command = Command::new(seq, at_ms, PrincipalId::SYSTEM, justification, body);
             let applied = state.apply(&command);
             self.append(&command, &applied, &state);
             appended += 1;

@@ -35,8 +35,13 @@ hard = 1024
 fn config_dir(limits: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("limits.toml"), limits).unwrap();
-    let quotas = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/genesis/quotas.toml");
-    std::fs::copy(quotas, dir.path().join("quotas.toml")).unwrap();
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/genesis");
+    std::fs::copy(shipped.join("quotas.toml"), dir.path().join("quotas.toml")).unwrap();
+    std::fs::copy(
+        shipped.join("governance.toml"),
+        dir.path().join("governance.toml"),
+    )
+    .unwrap();
     dir
 }
 
@@ -56,8 +61,11 @@ impl TestNode {
     }
 
     async fn with_limits(limits: &str) -> TestNode {
+        TestNode::with_config(config_dir(limits)).await
+    }
+
+    async fn with_config(config: tempfile::TempDir) -> TestNode {
         let data = tempfile::tempdir().unwrap();
-        let config = config_dir(limits);
         let node = Node::start(node_config(data.path(), config.path()))
             .await
             .unwrap();

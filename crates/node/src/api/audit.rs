@@ -1,10 +1,10 @@
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use colony_log::audit::AuditQuery;
 use serde::Deserialize;
 
-use super::AppState;
+use super::{AppState, Params};
 use crate::auth::Caller;
 use crate::ApiError;
 
@@ -28,7 +28,7 @@ pub struct AuditParams {
 pub async fn list(
     State(app): State<AppState>,
     _caller: Caller,
-    Query(params): Query<AuditParams>,
+    Params(params): Params<AuditParams>,
 ) -> Result<Response, ApiError> {
     let limit = params.limit.unwrap_or(100);
     if limit == 0 || limit > AUDIT_PAGE_RECORDS_MAX {

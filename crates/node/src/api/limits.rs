@@ -1,12 +1,12 @@
 use std::sync::atomic::Ordering;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use colony_kernel::Limit;
 use serde_json::{json, Value};
 
-use super::AppState;
+use super::{AppState, Segment};
 use crate::auth::Caller;
 use crate::edge::CONCURRENT_API_REQUESTS;
 use crate::sequencer::now_ms;
@@ -56,7 +56,7 @@ pub async fn list(State(app): State<AppState>, _caller: Caller) -> Json<Value> {
 pub async fn one(
     State(app): State<AppState>,
     _caller: Caller,
-    Path(name): Path<String>,
+    Segment(name): Segment<String>,
 ) -> Result<Json<Value>, ApiError> {
     let canonical = colony_kernel::builtin_limit(&name).map_or(name.as_str(), |b| b.name);
     current(&app)

@@ -8,9 +8,11 @@
 //! | `POST /v1/principals`, `GET /v1/principals`, `POST /v1/principals/{address}/remove` | principals |
 //! | `POST /v1/ledger/{reserve,commit,release,grant,free}`, `GET /v1/ledger/me` | the ledger |
 //! | `GET /v1/audit` | the decision log, paged and filtered |
+//! | `POST /v1/proposals`, `GET /v1/proposals[?state=]`, `GET /v1/proposals/{id}`, `POST /v1/proposals/{id}/votes` | governance |
 //! | `GET /metrics` | Prometheus text |
 
 mod audit;
+mod governance;
 mod ledger;
 mod limits;
 mod metrics;
@@ -20,7 +22,8 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, RwLock};
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{DefaultBodyLimit, FromRequest, Request};
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::Router;
@@ -113,6 +116,12 @@ pub fn router(app: AppState) -> Router {
         .route("/v1/ledger/free", post(ledger::free))
         .route("/v1/ledger/me", get(ledger::me))
         .route("/v1/audit", get(audit::list))
+        .route(
+            "/v1/proposals",
+            post(governance::propose).get(governance::list),
+        )
+        .route("/v1/proposals/{id}", get(governance::one))
+        .route("/v1/proposals/{id}/votes", post(governance::vote))
         .route("/metrics", get(metrics::render))
         .layer(axum::middleware::from_fn_with_state(
             app.clone(),
@@ -139,6 +148,10 @@ pub fn router(app: AppState) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(REQUEST_BODY_BYTES_MAX))
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            crate::edge::health_counter,
+        ))
         .with_state(app)
 }
 
@@ -177,6 +190,34 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
         )
         .with("limit_bytes", REQUEST_BODY_BYTES_MAX),
         other => ApiError::bad_request("invalid_body", other.body_text()),
+    }
+}
+
+/// Query parameters whose failures are structured errors (`invalid_query`).
+pub struct Params<T>(pub T);
+
+impl<T: DeserializeOwned + Send> FromRequestParts<AppState> for Params<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, ApiError> {
+        axum::extract::Query::<T>::from_request_parts(parts, app)
+            .await
+            .map(|axum::extract::Query(value)| Params(value))
+            .map_err(|rejection| ApiError::bad_request("invalid_query", rejection.body_text()))
+    }
+}
+
+/// Path segments whose failures are structured errors (`invalid_path`).
+pub struct Segment<T>(pub T);
+
+impl<T: DeserializeOwned + Send> FromRequestParts<AppState> for Segment<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, ApiError> {
+        axum::extract::Path::<T>::from_request_parts(parts, app)
+            .await
+            .map(|axum::extract::Path(value)| Segment(value))
+            .map_err(|rejection| ApiError::bad_request("invalid_path", rejection.body_text()))
     }
 }
 

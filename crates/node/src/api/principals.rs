@@ -1,4 +1,4 @@
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use colony_kernel::{
@@ -7,7 +7,7 @@ use colony_kernel::{
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{require_justification, warnings_json, AppState, Body};
+use super::{require_justification, warnings_json, AppState, Body, Params, Segment};
 use crate::auth::{hash_token, new_token, Caller};
 use crate::ApiError;
 
@@ -119,7 +119,7 @@ pub struct ListQuery {
 pub async fn list(
     State(app): State<AppState>,
     _caller: Caller,
-    Query(query): Query<ListQuery>,
+    Params(query): Params<ListQuery>,
 ) -> Json<Value> {
     let state = app.shared.state.read().expect("state lock");
     let principals: Vec<Value> = state
@@ -150,7 +150,7 @@ pub struct RemoveRequest {
 pub async fn remove(
     State(app): State<AppState>,
     caller: Caller,
-    Path(address): Path<String>,
+    Segment(address): Segment<String>,
     Body(request): Body<RemoveRequest>,
 ) -> Result<Json<Value>, ApiError> {
     let justification = require_justification(request.justification)?;

@@ -7,12 +7,15 @@ use serde::{Deserialize, Serialize};
 use crate::command::{Command, CommandBody, CreatePrincipal};
 use crate::event::{Applied, Decision, Effect, Event, Reason};
 use crate::genesis::{Genesis, QuotaConfig};
+use crate::governance::{GovernanceConfig, Proposal, StabilityFigures};
 use crate::ledger::{
     Balance, Reservation, ReservationId, ReservationState, Resource, ResourceKind,
 };
 use crate::limits::{Gate, Limit, LimitSpec, OnSoft, QueuedAdmission, BUILTIN_LIMITS};
 use crate::principal::{Principal, PrincipalId, PrincipalKind, Role, TokenHash};
 use crate::{validate_address, JUSTIFICATION_BYTES_MAX, NAME_BYTES_MAX};
+
+mod governance;
 
 const SYSTEM_ADDRESS: &str = "0.1";
 const ADMIN_ADDRESS: &str = "1.1";
@@ -39,6 +42,17 @@ pub struct State {
     /// Reservations in the order their time runs out.
     expiries: BTreeSet<(u64, ReservationId)>,
     open_reservations: BTreeMap<PrincipalId, u32>,
+    governance: Option<GovernanceConfig>,
+    proposals: BTreeMap<u64, Proposal>,
+    next_proposal_id: u64,
+    /// Proposals in review, by the time their review ends.
+    reviews: BTreeSet<(u64, u64)>,
+    /// Figures of the current stability window.
+    stability: StabilityFigures,
+    /// Events decided while applying the primary decision, emitted right after it.
+    /// Always empty between commands.
+    #[serde(skip)]
+    consequences: Vec<Event>,
 }
 
 impl State {
@@ -64,10 +78,22 @@ impl State {
         self.last_seq = command.seq;
         self.now_ms = command.at_ms;
         let mut events = Vec::new();
+        if let (CommandBody::ReportHealth(health), PrincipalId::SYSTEM) =
+            (&command.body, command.actor)
+        {
+            // The node's figures belong to the window they were observed in, which
+            // may be the one that closes below.
+            self.add_health(health);
+        }
         self.expire_due(&mut events);
+        self.process_governance_due(&mut events);
         let primary = self.decide(command);
+        if command.actor != PrincipalId::SYSTEM {
+            self.count_decision(&primary);
+        }
         let primary_index = events.len();
         events.push(primary);
+        events.append(&mut self.consequences);
         self.admit_waiting(&mut events);
         Applied {
             events,
@@ -153,7 +179,11 @@ impl State {
     /// When the next time-driven change (a reservation expiry) is due. The node logs
     /// a [`CommandBody::Tick`] once that time has come.
     pub fn next_due_ms(&self) -> Option<u64> {
-        self.expiries.first().map(|(at_ms, _)| *at_ms)
+        let expiry = self.expiries.first().map(|(at_ms, _)| *at_ms);
+        [expiry, self.governance_next_due_ms()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     fn decide(&mut self, command: &Command) -> Event {
@@ -211,6 +241,21 @@ impl State {
         }
         match &command.body {
             CommandBody::Genesis(_) => unreachable!("handled above"),
+            CommandBody::Propose { target, brake_only } => {
+                self.propose(command, target, *brake_only)
+            }
+            CommandBody::Vote { proposal, choice } => self.vote(command, *proposal, *choice),
+            CommandBody::ReportHealth(_) => {
+                if actor_is_system {
+                    Event::allowed(action, "health", Effect::None)
+                } else {
+                    Event::denied(
+                        action,
+                        actor_address,
+                        forbidden("only the node reports its health"),
+                    )
+                }
+            }
             CommandBody::Tick => {
                 if actor_is_system {
                     Event::allowed(action, "time", Effect::None)
@@ -312,6 +357,11 @@ impl State {
             self.limits.insert(name, limit);
         }
         self.quotas = Some(genesis.quotas.clone());
+        self.governance = Some(genesis.governance.clone());
+        if let Some(relaxation) = &genesis.governance.relaxation {
+            self.stability.window_start_ms =
+                command.at_ms - command.at_ms % relaxation.window_ms.max(1);
+        }
         let system = Principal {
             id: PrincipalId::SYSTEM,
             address: SYSTEM_ADDRESS.to_string(),

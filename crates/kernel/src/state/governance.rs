@@ -1,0 +1,659 @@
+//! The kernel's side of governance: proposals, votes, decisions at the end of the
+//! review period, stability windows, automatic relaxation and rollback.
+
+use super::{forbidden, invalid, not_found, State, SYSTEM_ADDRESS};
+use crate::command::{Command, NodeHealth};
+use crate::event::{Decision, Effect, Event, Reason};
+use crate::governance::{
+    Change, ChangeKind, Proposal, ProposalState, ProposalTarget, Side, StabilityFigures, Tally,
+    Vote, VoteChoice,
+};
+use crate::principal::{PrincipalId, PrincipalKind};
+
+const PROPOSE: &str = "governance.propose";
+const VOTE: &str = "governance.vote";
+const DECIDE: &str = "governance.decide";
+const ROLLBACK: &str = "governance.rollback";
+const MONITORED: &str = "governance.monitoring_ended";
+
+/// Whether `new` is looser than `current` (`None` is unlimited).
+fn looser(new: Option<u64>, current: Option<u64>) -> bool {
+    match (new, current) {
+        (None, Some(_)) => true,
+        (Some(new), Some(current)) => new > current,
+        _ => false,
+    }
+}
+
+/// The tighter of two values (`None` is unlimited).
+fn tighter(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (Some(value), None) | (None, Some(value)) => Some(value),
+        (None, None) => None,
+    }
+}
+
+impl State {
+    /// Every proposal, oldest first.
+    pub fn proposals(&self) -> impl Iterator<Item = &Proposal> {
+        self.proposals.values()
+    }
+
+    pub fn proposal(&self, id: u64) -> Option<&Proposal> {
+        self.proposals.get(&id)
+    }
+
+    pub fn governance_config(&self) -> Option<&crate::governance::GovernanceConfig> {
+        self.governance.as_ref()
+    }
+
+    /// Figures of the stability window in progress.
+    pub fn stability(&self) -> &StabilityFigures {
+        &self.stability
+    }
+
+    pub(super) fn add_health(&mut self, health: &NodeHealth) {
+        self.stability.requests += health.requests;
+        self.stability.errors += health.errors;
+        self.stability.anomalies += health.anomalies;
+    }
+
+    pub(super) fn count_decision(&mut self, primary: &Event) {
+        self.stability.decisions += 1;
+        if primary.decision == Decision::Denied {
+            self.stability.denials += 1;
+        }
+    }
+
+    pub(super) fn governance_next_due_ms(&self) -> Option<u64> {
+        let review = self.reviews.first().map(|(at_ms, _)| *at_ms);
+        let window = self
+            .governance
+            .as_ref()
+            .and_then(|g| g.relaxation.as_ref())
+            .map(|relaxation| self.stability.window_start_ms + relaxation.window_ms);
+        [review, window].into_iter().flatten().min()
+    }
+
+    /// Decides proposals whose review ended and closes a finished stability window.
+    pub(super) fn process_governance_due(&mut self, events: &mut Vec<Event>) {
+        while let Some(&(ends_at_ms, id)) = self.reviews.first() {
+            if ends_at_ms > self.now_ms {
+                break;
+            }
+            self.reviews.remove(&(ends_at_ms, id));
+            events.push(self.decide_proposal(id));
+        }
+        let Some(relaxation) = self.governance.as_ref().and_then(|g| g.relaxation.clone()) else {
+            return;
+        };
+        let window_end_ms = self.stability.window_start_ms + relaxation.window_ms;
+        if self.now_ms < window_end_ms {
+            return;
+        }
+        let mut figures = std::mem::take(&mut self.stability);
+        figures.window_end_ms = window_end_ms;
+        self.stability.window_start_ms = self.now_ms - self.now_ms % relaxation.window_ms.max(1);
+        let breaches = figures.breaches(&relaxation);
+
+        let monitored: Vec<u64> = self
+            .proposals
+            .values()
+            .filter(|p| p.state == ProposalState::Applied && p.monitor_until_ms.is_some())
+            .map(|p| p.id)
+            .collect();
+        for id in &monitored {
+            if !breaches.is_empty() {
+                events.push(self.roll_back(*id, &figures, &breaches));
+            } else if self.proposals[id]
+                .monitor_until_ms
+                .is_some_and(|until| self.now_ms >= until)
+            {
+                let proposal = self.proposals.get_mut(id).expect("listed above");
+                proposal.monitor_until_ms = None;
+                let subject = format!("proposal:{id}");
+                let mut event = Event::allowed(MONITORED, subject, Effect::None);
+                event.reason = Reason::Stable {
+                    figures: figures.clone(),
+                };
+                events.push(event);
+            }
+        }
+        let busy = self.proposals.values().any(|p| {
+            (p.automatic && p.state == ProposalState::Review) || p.monitor_until_ms.is_some()
+        });
+        if relaxation.propose
+            && breaches.is_empty()
+            && figures.decisions >= relaxation.min_decisions
+            && !busy
+        {
+            if let Some(event) = self.propose_relaxation(&relaxation, &figures) {
+                events.push(event);
+            }
+        }
+    }
+
+    /// The system proposes raising the eligible limit closest to its hard value.
+    fn propose_relaxation(
+        &mut self,
+        relaxation: &crate::governance::RelaxationConfig,
+        figures: &StabilityFigures,
+    ) -> Option<Event> {
+        let candidate = relaxation
+            .limits
+            .iter()
+            .filter_map(|name| self.limits.get(name))
+            .filter_map(|limit| limit.spec.hard.map(|hard| (limit, hard)))
+            .max_by(|(a, a_hard), (b, b_hard)| {
+                // usage / hard, compared exactly; the earlier name wins ties.
+                let left = (a.committed_and_reserved() as u128) * (*b_hard as u128);
+                let right = (b.committed_and_reserved() as u128) * (*a_hard as u128);
+                left.cmp(&right).then_with(|| b.spec.name.cmp(&a.spec.name))
+            })?;
+        let (limit, hard) = candidate;
+        let step = |value: u64| value.saturating_add(relaxation.step.of(value).max(1));
+        let target = ProposalTarget::Limit {
+            limit: limit.spec.name.clone(),
+            soft: limit
+                .spec
+                .soft
+                .map_or(Change::Keep, |soft| Change::Set(step(soft))),
+            hard: Change::Set(step(hard)),
+        };
+        let justification = format!(
+            "stable for the window ending {}: {} decisions with {} denials, {} requests with {} errors, {} anomalies; \
+             proposing to raise {} by {}",
+            figures.window_end_ms,
+            figures.decisions,
+            figures.denials,
+            figures.requests,
+            figures.errors,
+            figures.anomalies,
+            limit.spec.name,
+            relaxation.step
+        );
+        let mut event = self.open_proposal(
+            PrincipalId::SYSTEM,
+            target,
+            ChangeKind::Raise,
+            justification,
+            true,
+        );
+        event.reason = Reason::Stable {
+            figures: figures.clone(),
+        };
+        Some(event)
+    }
+
+    pub(super) fn propose(
+        &mut self,
+        command: &Command,
+        target: &ProposalTarget,
+        brake_only: bool,
+    ) -> Event {
+        let proposer = self.principals[&command.actor].clone();
+        let subject = match target {
+            ProposalTarget::Limit { limit, .. } => limit.clone(),
+            ProposalTarget::QuotaDefault { kind, resource, .. } => {
+                format!("quota:{}.{}", kind.as_str(), resource)
+            }
+        };
+        let kind = match self.classify(target) {
+            Ok(kind) => kind,
+            Err(reason) => return Event::denied(PROPOSE, subject, reason),
+        };
+        if brake_only && kind != ChangeKind::Brake {
+            return Event::denied(
+                PROPOSE,
+                subject,
+                invalid("a brake only lowers values; anything that raises or removes is a proposal for a vote"),
+            );
+        }
+        let governance = self.governance.as_ref().expect("genesis applied");
+        let side_ok = matches!(
+            proposer.kind,
+            PrincipalKind::Human | PrincipalKind::Ai | PrincipalKind::System
+        );
+        if kind == ChangeKind::Brake {
+            let may_brake = proposer.kind == PrincipalKind::System
+                || (side_ok
+                    && proposer
+                        .roles
+                        .iter()
+                        .any(|role| governance.brake_roles.contains(role)));
+            if !may_brake {
+                return Event::denied(
+                    PROPOSE,
+                    subject,
+                    forbidden("braking needs a human or AI with a brake role"),
+                );
+            }
+            let id = self.take_proposal_id();
+            let mut proposal = self.new_proposal(
+                id,
+                &proposer.address,
+                command.actor,
+                target.clone(),
+                kind,
+                command.justification.clone(),
+                false,
+            );
+            proposal.review_ends_at_ms = self.now_ms;
+            self.proposals.insert(id, proposal);
+            let effect = self.apply_proposal(id);
+            let proposal = self.proposals.get_mut(&id).expect("inserted above");
+            proposal.state = ProposalState::Applied;
+            proposal.decided_at_ms = Some(self.now_ms);
+            proposal.outcome = Some("a brake applies at once".into());
+            return Event::allowed(PROPOSE, subject, effect);
+        }
+        if !side_ok {
+            return Event::denied(
+                PROPOSE,
+                subject,
+                forbidden("only humans and AIs propose changes"),
+            );
+        }
+        if governance.rule(kind).is_none() {
+            return Event::denied(
+                PROPOSE,
+                subject,
+                forbidden(format!(
+                    "no rule for a {} in [governance.rules]: such changes cannot pass",
+                    kind.as_str()
+                )),
+            );
+        }
+        self.open_proposal(
+            command.actor,
+            target.clone(),
+            kind,
+            command.justification.clone(),
+            false,
+        )
+    }
+
+    /// Whether a change only tightens (a brake) or what it loosens; validates it.
+    fn classify(&self, target: &ProposalTarget) -> Result<ChangeKind, Reason> {
+        match target {
+            ProposalTarget::Limit { limit, soft, hard } => {
+                let Some(current) = self.limits.get(limit) else {
+                    return Err(not_found("limit", limit));
+                };
+                let (soft_now, hard_now) = (current.spec.soft, current.spec.hard);
+                let (soft_new, hard_new) = (soft.applied_to(soft_now), hard.applied_to(hard_now));
+                if let (Some(soft_value), Some(hard_value)) = (soft_new, hard_new) {
+                    if soft_value > hard_value {
+                        return Err(invalid(format!(
+                            "soft ({soft_value}) would be above hard ({hard_value})"
+                        )));
+                    }
+                }
+                if (soft_new, hard_new) == (soft_now, hard_now) {
+                    return Err(invalid(format!("{limit} already has these values")));
+                }
+                Ok(
+                    if !looser(soft_new, soft_now) && !looser(hard_new, hard_now) {
+                        ChangeKind::Brake
+                    } else if hard_new.is_none() && hard_now.is_some() {
+                        ChangeKind::Remove
+                    } else {
+                        ChangeKind::Raise
+                    },
+                )
+            }
+            ProposalTarget::QuotaDefault {
+                kind,
+                resource,
+                amount,
+            } => {
+                if *kind == PrincipalKind::System {
+                    return Err(invalid("the system has no quotas"));
+                }
+                let current = self
+                    .quotas
+                    .as_ref()
+                    .expect("genesis applied")
+                    .default_quota(*kind, *resource);
+                let new = amount.applied_to(current);
+                if new == current {
+                    return Err(invalid("the default already has this value"));
+                }
+                Ok(if looser(new, current) {
+                    ChangeKind::QuotaDefault
+                } else {
+                    ChangeKind::Brake
+                })
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn new_proposal(
+        &self,
+        id: u64,
+        proposer_address: &str,
+        proposer: PrincipalId,
+        target: ProposalTarget,
+        kind: ChangeKind,
+        justification: String,
+        automatic: bool,
+    ) -> Proposal {
+        Proposal {
+            id,
+            proposer,
+            proposer_address: proposer_address.to_string(),
+            kind,
+            target,
+            justification,
+            created_at_ms: self.now_ms,
+            review_ends_at_ms: self.now_ms,
+            state: ProposalState::Review,
+            votes: Default::default(),
+            outcome: None,
+            tally: None,
+            decided_at_ms: None,
+            previous: None,
+            monitor_until_ms: None,
+            automatic,
+        }
+    }
+
+    /// Proposals are numbered 1, 2, 3... in the order they are made.
+    fn take_proposal_id(&mut self) -> u64 {
+        self.next_proposal_id += 1;
+        self.next_proposal_id
+    }
+
+    fn open_proposal(
+        &mut self,
+        proposer: PrincipalId,
+        target: ProposalTarget,
+        kind: ChangeKind,
+        justification: String,
+        automatic: bool,
+    ) -> Event {
+        let id = self.take_proposal_id();
+        let governance = self.governance.as_ref().expect("genesis applied");
+        let review_ms = governance
+            .rule(kind)
+            .and_then(|r| r.review_period_ms)
+            .unwrap_or(governance.review_period_ms);
+        let address = self.principals[&proposer].address.clone();
+        let mut proposal = self.new_proposal(
+            id,
+            &address,
+            proposer,
+            target,
+            kind,
+            justification,
+            automatic,
+        );
+        proposal.review_ends_at_ms = self.now_ms.saturating_add(review_ms);
+        let subject = match &proposal.target {
+            ProposalTarget::Limit { limit, .. } => limit.clone(),
+            ProposalTarget::QuotaDefault { kind, resource, .. } => {
+                format!("quota:{}.{}", kind.as_str(), resource)
+            }
+        };
+        let effect = Effect::ProposalOpened {
+            proposal: id,
+            change: kind,
+            review_ends_at_ms: proposal.review_ends_at_ms,
+        };
+        self.reviews.insert((proposal.review_ends_at_ms, id));
+        self.proposals.insert(id, proposal);
+        Event::allowed(PROPOSE, subject, effect)
+    }
+
+    /// Puts a proposal's values in force and remembers the previous ones.
+    fn apply_proposal(&mut self, id: u64) -> Effect {
+        let proposal = self.proposals[&id].clone();
+        let via = format!("proposal {id}");
+        match &proposal.target {
+            ProposalTarget::Limit { limit, soft, hard } => {
+                let entry = self.limits.get_mut(limit).expect("validated at proposal");
+                let previous = (entry.spec.soft, entry.spec.hard);
+                let (mut soft_new, hard_new) =
+                    (soft.applied_to(previous.0), hard.applied_to(previous.1));
+                // A brake applied since may have left soft above the new hard.
+                if let (Some(soft_value), Some(hard_value)) = (soft_new, hard_new) {
+                    soft_new = Some(soft_value.min(hard_value));
+                }
+                entry.spec.soft = soft_new;
+                entry.spec.hard = hard_new;
+                entry.set_by = proposal.proposer_address.clone();
+                entry.set_at_ms = self.now_ms;
+                entry.set_via = via;
+                self.proposals.get_mut(&id).expect("exists").previous = Some(previous);
+                Effect::LimitChanged {
+                    proposal: id,
+                    limit: limit.clone(),
+                    soft: soft_new,
+                    hard: hard_new,
+                    previous_soft: previous.0,
+                    previous_hard: previous.1,
+                }
+            }
+            ProposalTarget::QuotaDefault {
+                kind,
+                resource,
+                amount,
+            } => {
+                let quotas = self.quotas.as_mut().expect("genesis applied");
+                let current = quotas.default_quota(*kind, *resource);
+                let new = amount.applied_to(current);
+                quotas
+                    .defaults
+                    .entry(*kind)
+                    .or_default()
+                    .insert(*resource, new);
+                self.proposals.get_mut(&id).expect("exists").previous = Some((current, None));
+                Effect::QuotaDefaultChanged {
+                    proposal: id,
+                    kind: *kind,
+                    resource: *resource,
+                    amount: new,
+                    previous: current,
+                }
+            }
+        }
+    }
+
+    /// Ends the review: applies the proposal if both sides agreed.
+    fn decide_proposal(&mut self, id: u64) -> Event {
+        let proposal = self.proposals[&id].clone();
+        let governance = self.governance.clone().expect("genesis applied");
+        let rule = governance
+            .rule(proposal.kind)
+            .expect("a rule existed at proposal")
+            .clone();
+        let tally = Tally::count(&proposal.votes, &rule);
+        let subject = format!("proposal:{id}");
+        if tally.passes() {
+            let effect = self.apply_proposal(id);
+            let monitor_until_ms = match (&proposal.target, &governance.relaxation) {
+                (ProposalTarget::Limit { .. }, Some(relaxation)) => {
+                    Some(self.now_ms + relaxation.monitoring_window_ms)
+                }
+                _ => None,
+            };
+            let entry = self.proposals.get_mut(&id).expect("exists");
+            entry.state = ProposalState::Applied;
+            entry.monitor_until_ms = monitor_until_ms;
+            entry.tally = Some(tally.clone());
+            entry.decided_at_ms = Some(self.now_ms);
+            entry.outcome = Some("both sides reached their quorum and approval threshold".into());
+            let mut event = Event::allowed(DECIDE, subject, effect);
+            event.reason = Reason::ConsensusReached {
+                tally: Box::new(tally),
+            };
+            event
+        } else {
+            let entry = self.proposals.get_mut(&id).expect("exists");
+            entry.state = ProposalState::Rejected;
+            entry.tally = Some(tally.clone());
+            entry.decided_at_ms = Some(self.now_ms);
+            entry.outcome = Some(describe_shortfall(&tally));
+            let mut event = Event::denied(
+                DECIDE,
+                subject,
+                Reason::ConsensusNotReached {
+                    tally: Box::new(tally),
+                },
+            );
+            event.effect = Effect::ProposalClosed {
+                proposal: id,
+                state: ProposalState::Rejected,
+            };
+            event
+        }
+    }
+
+    /// Restores the values a raise replaced, never loosening anything.
+    fn roll_back(&mut self, id: u64, figures: &StabilityFigures, breaches: &[String]) -> Event {
+        let proposal = self.proposals[&id].clone();
+        let subject = format!("proposal:{id}");
+        let entry = self.proposals.get_mut(&id).expect("exists");
+        entry.state = ProposalState::RolledBack;
+        entry.monitor_until_ms = None;
+        entry.outcome = Some(format!("rolled back: {}", breaches.join("; ")));
+        let effect = match (&proposal.target, proposal.previous) {
+            (ProposalTarget::Limit { limit, .. }, Some((soft_before, hard_before))) => {
+                let entry = self.limits.get_mut(limit).expect("exists");
+                let previous = (entry.spec.soft, entry.spec.hard);
+                entry.spec.soft = tighter(entry.spec.soft, soft_before);
+                entry.spec.hard = tighter(entry.spec.hard, hard_before);
+                entry.set_by = SYSTEM_ADDRESS.to_string();
+                entry.set_at_ms = self.now_ms;
+                entry.set_via = format!("rollback of proposal {id}");
+                Effect::LimitChanged {
+                    proposal: id,
+                    limit: limit.clone(),
+                    soft: entry.spec.soft,
+                    hard: entry.spec.hard,
+                    previous_soft: previous.0,
+                    previous_hard: previous.1,
+                }
+            }
+            _ => Effect::ProposalClosed {
+                proposal: id,
+                state: ProposalState::RolledBack,
+            },
+        };
+        let mut event = Event::allowed(ROLLBACK, subject, effect);
+        event.reason = Reason::StabilityDegraded {
+            figures: figures.clone(),
+            breaches: breaches.to_vec(),
+        };
+        event
+    }
+
+    pub(super) fn vote(&mut self, command: &Command, id: u64, choice: VoteChoice) -> Event {
+        let subject = format!("proposal:{id}");
+        let voter = self.principals[&command.actor].clone();
+        let Some(proposal) = self.proposals.get(&id) else {
+            return Event::denied(VOTE, subject, not_found("proposal", id));
+        };
+        if proposal.state != ProposalState::Review {
+            return Event::denied(
+                VOTE,
+                subject,
+                invalid(format!(
+                    "proposal {id} is {}; votes are closed",
+                    proposal.state.as_str()
+                )),
+            );
+        }
+        if self.now_ms >= proposal.review_ends_at_ms {
+            return Event::denied(
+                VOTE,
+                subject,
+                invalid(format!("the review of proposal {id} has ended")),
+            );
+        }
+        let side = match voter.kind {
+            PrincipalKind::Human => Side::Human,
+            PrincipalKind::Ai => Side::Ai,
+            _ => return Event::denied(VOTE, subject, forbidden("only humans and AIs vote")),
+        };
+        if proposal.votes.contains_key(&command.actor) {
+            return Event::denied(
+                VOTE,
+                subject,
+                invalid(format!("{} already voted on proposal {id}", voter.address)),
+            );
+        }
+        let governance = self.governance.as_ref().expect("genesis applied");
+        let rule = governance
+            .rule(proposal.kind)
+            .expect("a rule existed at proposal");
+        if choice == VoteChoice::Veto
+            && !voter
+                .roles
+                .iter()
+                .any(|role| rule.veto_roles.contains(role))
+        {
+            return Event::denied(
+                VOTE,
+                subject,
+                forbidden("this principal's roles cannot veto this kind of change"),
+            );
+        }
+        let vote = Vote {
+            choice,
+            side,
+            address: voter.address.clone(),
+            justification: command.justification.clone(),
+            at_ms: self.now_ms,
+        };
+        let proposal = self.proposals.get_mut(&id).expect("checked above");
+        proposal.votes.insert(command.actor, vote);
+        if choice == VoteChoice::Veto {
+            proposal.state = ProposalState::Vetoed;
+            proposal.decided_at_ms = Some(self.now_ms);
+            proposal.outcome = Some(format!("vetoed by {}", voter.address));
+            self.reviews.remove(&(proposal.review_ends_at_ms, id));
+            let mut closed = Event::denied(
+                DECIDE,
+                subject.clone(),
+                Reason::Vetoed {
+                    by: voter.address.clone(),
+                },
+            );
+            closed.effect = Effect::ProposalClosed {
+                proposal: id,
+                state: ProposalState::Vetoed,
+            };
+            self.consequences.push(closed);
+        }
+        Event::allowed(
+            VOTE,
+            subject,
+            Effect::VoteRecorded {
+                proposal: id,
+                choice,
+            },
+        )
+    }
+}
+
+fn describe_shortfall(tally: &Tally) -> String {
+    let mut missing = Vec::new();
+    for (name, side) in [("human", &tally.human), ("AI", &tally.ai)] {
+        if !side.quorum_met {
+            missing.push(format!(
+                "the {name} side cast {} of the {} votes its quorum needs",
+                side.approve + side.reject + side.abstain,
+                side.quorum
+            ));
+        } else if !side.approval_met {
+            missing.push(format!(
+                "the {name} side approved {} against {} rejections, short of {}",
+                side.approve, side.reject, side.approval
+            ));
+        }
+    }
+    missing.join("; ")
+}

@@ -1,0 +1,101 @@
+//! A kernel with a clock the test controls, shared by the kernel's tests.
+#![allow(dead_code)]
+
+use colony_kernel::*;
+
+pub const ADMIN_TOKEN: TokenHash = [1; 32];
+pub const USD: u64 = MICRO_USD_PER_USD;
+
+/// A kernel with a clock the test controls.
+pub struct Sim {
+    pub state: State,
+    pub now_ms: u64,
+    pub next_token: u8,
+}
+
+impl Sim {
+    pub fn new() -> Sim {
+        Sim::with(Genesis::for_tests(ADMIN_TOKEN))
+    }
+
+    pub fn with(genesis: Genesis) -> Sim {
+        let mut sim = Sim {
+            state: State::new(),
+            now_ms: 1_000_000,
+            next_token: 10,
+        };
+        let applied = sim.run(PrincipalId::SYSTEM, CommandBody::Genesis(Box::new(genesis)));
+        assert!(applied.primary().decision.is_allowed());
+        sim
+    }
+
+    pub fn run(&mut self, actor: PrincipalId, body: CommandBody) -> Applied {
+        let command = Command::new(self.state.last_seq + 1, self.now_ms, actor, "test", body);
+        self.state.apply(&command)
+    }
+
+    pub fn advance(&mut self, ms: u64) {
+        self.now_ms += ms;
+    }
+
+    pub fn create(&mut self, kind: PrincipalKind, parent: Option<PrincipalId>) -> Applied {
+        self.next_token += 1;
+        let mut request =
+            CreatePrincipal::new(format!("p{}", self.next_token), kind, [self.next_token; 32]);
+        request.parent = parent;
+        self.run(PrincipalId::ADMIN, CommandBody::CreatePrincipal(request))
+    }
+
+    pub fn create_ok(&mut self, kind: PrincipalKind, parent: Option<PrincipalId>) -> PrincipalId {
+        let applied = self.create(kind, parent);
+        match &applied.primary().effect {
+            Effect::PrincipalCreated { id, .. } => *id,
+            other => panic!(
+                "expected a creation, got {other:?} ({:?})",
+                applied.primary().reason
+            ),
+        }
+    }
+
+    pub fn reserve(
+        &mut self,
+        actor: PrincipalId,
+        resource: Resource,
+        amount: u64,
+    ) -> Result<ReservationId, Reason> {
+        let applied = self.run(
+            actor,
+            CommandBody::Reserve {
+                resource,
+                amount,
+                ttl_ms: None,
+            },
+        );
+        let event = applied.primary();
+        match &event.effect {
+            Effect::Reserved { reservation, .. } => Ok(*reservation),
+            _ => Err(event.reason.clone()),
+        }
+    }
+
+    pub fn commit(&mut self, actor: PrincipalId, reservation: ReservationId, actual: u64) -> Event {
+        self.run(
+            actor,
+            CommandBody::Commit {
+                reservation,
+                actual,
+            },
+        )
+        .primary()
+        .clone()
+    }
+
+    pub fn balance(&self, principal: PrincipalId, resource: Resource) -> Balance {
+        self.state
+            .balances_at(principal, self.now_ms)
+            .into_iter()
+            .find(|(r, _)| *r == resource)
+            .map(|(_, b)| b)
+            .unwrap()
+    }
+}
