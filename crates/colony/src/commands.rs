@@ -65,7 +65,7 @@ async fn wait_for_signal() {
 
 /// Runs a call and prints either the table (via `show`) or JSON; API errors become
 /// exit code 1 with the error printed.
-async fn call(
+pub(crate) async fn call(
     remote: &Remote,
     request: impl std::future::Future<Output = anyhow::Result<Value>>,
     show: impl FnOnce(&Value),

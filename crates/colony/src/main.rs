@@ -6,6 +6,7 @@
 
 mod client;
 mod commands;
+mod governance;
 mod output;
 
 use std::net::SocketAddr;
@@ -49,11 +50,17 @@ pub struct Remote {
 enum Command {
     /// Run a node: embedded storage, HTTP API, until Ctrl-C or SIGTERM.
     Up(UpArgs),
-    /// Show every system-wide limit with its usage, soft and hard values and state.
+    /// Show every system-wide limit (usage, soft, hard, state), and change them
+    /// through governance: brake, propose, vote.
     Limits {
+        #[command(subcommand)]
+        action: Option<LimitsCommand>,
         #[command(flatten)]
         remote: Remote,
     },
+    /// Bring settings over from the Hypernet swarm.
+    #[command(subcommand)]
+    Import(ImportCommand),
     /// Create, list and remove principals (humans, AIs, artifacts, nodes).
     #[command(subcommand)]
     Principals(PrincipalsCommand),
@@ -80,6 +87,75 @@ pub struct UpArgs {
     /// Write a snapshot every this many commands.
     #[arg(long, default_value_t = 100_000)]
     pub snapshot_every: u64,
+}
+
+#[derive(Subcommand)]
+pub enum LimitsCommand {
+    /// Lower a limit at once (an emergency brake; refused if it would raise anything).
+    Brake {
+        /// The limit, such as ai_accounts.
+        limit: String,
+        /// New soft value: a number (micro-dollars for money) or `unlimited`.
+        #[arg(long)]
+        soft: Option<String>,
+        /// New hard value: a number or `unlimited`.
+        #[arg(long)]
+        hard: Option<String>,
+        #[arg(long, short = 'j')]
+        justification: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Propose new values; a raise or removal waits for the human and AI vote.
+    Propose {
+        limit: String,
+        #[arg(long)]
+        soft: Option<String>,
+        #[arg(long)]
+        hard: Option<String>,
+        #[arg(long, short = 'j')]
+        justification: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Vote on a proposal: approve, reject, abstain or veto.
+    Vote {
+        proposal: u64,
+        vote: String,
+        #[arg(long, short = 'j')]
+        justification: Option<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// List proposals, or show one with its votes and tallies.
+    Proposals {
+        /// Show this proposal in full.
+        id: Option<u64>,
+        /// Only proposals in this state: review, applied, rejected, vetoed, rolled_back.
+        #[arg(long)]
+        state: Option<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ImportCommand {
+    /// Map a Hypernet swarm's limits onto Colony's, through governance: lower values
+    /// apply at once, higher ones become proposals.
+    Hypernet {
+        /// The swarm's `swarm_config.json` (hard_max_sessions, soft_max_sessions, budget).
+        #[arg(long)]
+        swarm_config: std::path::PathBuf,
+        /// The swarm's `limits.json` (custom_limits).
+        #[arg(long)]
+        limits: Option<std::path::PathBuf>,
+        /// Print what would be proposed without sending it.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        remote: Remote,
+    },
 }
 
 #[derive(Subcommand)]
@@ -211,7 +287,22 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Up(args) => commands::up(args).await,
-            Command::Limits { remote } => commands::limits(remote).await,
+            Command::Limits {
+                action: None,
+                remote,
+            } => commands::limits(remote).await,
+            Command::Limits {
+                action: Some(action),
+                ..
+            } => governance::limits(action).await,
+            Command::Import(ImportCommand::Hypernet {
+                swarm_config,
+                limits,
+                dry_run,
+                remote,
+            }) => {
+                governance::import_hypernet(&swarm_config, limits.as_deref(), dry_run, remote).await
+            }
             Command::Principals(command) => commands::principals(command).await,
             Command::Ledger(command) => commands::ledger(command).await,
             Command::Audit(command) => commands::audit(command).await,

@@ -10,6 +10,7 @@
 //! | `GET /v1/audit` | the decision log, paged and filtered |
 //! | `POST /v1/proposals`, `GET /v1/proposals[?state=]`, `GET /v1/proposals/{id}`, `POST /v1/proposals/{id}/votes` | governance |
 //! | `GET /metrics` | Prometheus text |
+//! | `GET /limits`, `GET /limits/{name}`, `GET /limits/check/{name}` | the Hypernet swarm's routes, old shapes |
 
 mod audit;
 mod governance;
@@ -123,6 +124,10 @@ pub fn router(app: AppState) -> Router {
         .route("/v1/proposals/{id}", get(governance::one))
         .route("/v1/proposals/{id}/votes", post(governance::vote))
         .route("/metrics", get(metrics::render))
+        // The Hypernet swarm's routes, in their old shapes (HYPERNET.md).
+        .route("/limits", get(limits::hypernet_list))
+        .route("/limits/{name}", get(limits::hypernet_one))
+        .route("/limits/check/{name}", get(limits::hypernet_check))
         .layer(axum::middleware::from_fn_with_state(
             app.clone(),
             crate::edge::concurrency_gate,
