@@ -6,6 +6,7 @@ use crate::genesis::Genesis;
 use crate::governance::{ProposalTarget, VoteChoice};
 use crate::ledger::{ReservationId, Resource};
 use crate::principal::{PrincipalId, PrincipalKind, Role, TokenHash};
+use crate::tasks::{ChildDeathPolicy, NewTask};
 
 /// One action, as it stands in the command log.
 ///
@@ -91,6 +92,23 @@ pub enum CommandBody {
         proposal: u64,
         choice: VoteChoice,
     },
+    /// Posts a root task on the board (`0.7.1.NNNNN`).
+    PostTask(Box<NewTask>),
+    /// Hands the actor the best claimable task its capabilities cover, under a lease.
+    ClaimTask {
+        capabilities: Vec<String>,
+        lease_ms: Option<u64>,
+    },
+    /// Something the lease holder does with its task, fenced by the lease's token.
+    UpdateTask {
+        address: String,
+        token: u64,
+        update: TaskUpdate,
+    },
+    /// Takes a task out of the dead-letter queue (admins).
+    RequeueTask {
+        address: String,
+    },
     /// The node's own figures since its last report, for stability windows.
     ReportHealth(NodeHealth),
     /// Lets time pass: expires reservations whose time is up. Logged by the node
@@ -110,10 +128,49 @@ impl CommandBody {
             CommandBody::Release { .. } => "ledger.release",
             CommandBody::Grant { .. } => "ledger.grant",
             CommandBody::Free { .. } => "ledger.free",
+            CommandBody::PostTask(_) => "task.post",
+            CommandBody::ClaimTask { .. } => "task.claim",
+            CommandBody::UpdateTask { update, .. } => update.name(),
+            CommandBody::RequeueTask { .. } => "task.requeue",
             CommandBody::Propose { .. } => "governance.propose",
             CommandBody::Vote { .. } => "governance.vote",
             CommandBody::ReportHealth(_) => "node.health",
             CommandBody::Tick => "time.tick",
+        }
+    }
+}
+
+/// What a lease holder does with its task.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TaskUpdate {
+    /// Renews the lease (and marks the task in progress).
+    Heartbeat,
+    /// Stores opaque JSON to resume from, and renews the lease.
+    Checkpoint(String),
+    Complete(String),
+    /// A failed attempt, with its reason.
+    Fail(String),
+    /// Gives the task back without counting a failure.
+    Release,
+    /// Splits the task into subtasks; it completes when they all have.
+    Decompose {
+        subtasks: Vec<NewTask>,
+        on_child_death: ChildDeathPolicy,
+    },
+    /// Charges micro-dollars to the task's budget.
+    Spend(u64),
+}
+
+impl TaskUpdate {
+    pub fn name(&self) -> &'static str {
+        match self {
+            TaskUpdate::Heartbeat => "task.heartbeat",
+            TaskUpdate::Checkpoint(_) => "task.checkpoint",
+            TaskUpdate::Complete(_) => "task.complete",
+            TaskUpdate::Fail(_) => "task.fail",
+            TaskUpdate::Release => "task.release",
+            TaskUpdate::Decompose { .. } => "task.decompose",
+            TaskUpdate::Spend(_) => "task.spend",
         }
     }
 }

@@ -113,6 +113,14 @@ pub enum Reason {
         figures: StabilityFigures,
         breaches: Vec<String>,
     },
+    /// A lease call with a token that is not the task's current one: the caller's
+    /// claim was lost (expired and reassigned, or never held).
+    StaleLease {
+        task: String,
+        presented: u64,
+        current: Option<u64>,
+        status: String,
+    },
     /// The principal already holds as many open reservations as allowed.
     TooManyReservations { max: u32 },
 }
@@ -133,6 +141,7 @@ impl Reason {
             Reason::ReservationExpired { .. } => "reservation_expired",
             Reason::LimitAllows { .. } => "limit_allows",
             Reason::TooManyReservations { .. } => "too_many_reservations",
+            Reason::StaleLease { .. } => "stale_lease",
             Reason::ConsensusReached { .. } => "consensus_reached",
             Reason::ConsensusNotReached { .. } => "consensus_not_reached",
             Reason::Vetoed { .. } => "vetoed",
@@ -224,6 +233,27 @@ pub enum Effect {
     ProposalClosed {
         proposal: u64,
         state: ProposalState,
+    },
+    TaskChanged {
+        address: String,
+        status: crate::tasks::TaskStatus,
+    },
+    TaskClaimed {
+        address: String,
+        token: u64,
+        expires_at_ms: u64,
+    },
+    /// A claim found nothing the worker can do now.
+    NothingToClaim,
+    TaskDecomposed {
+        address: String,
+        children: Vec<String>,
+    },
+    TaskBudgetSpent {
+        address: String,
+        charged: u64,
+        shortfall: u64,
+        remaining: u64,
     },
 }
 

@@ -15,6 +15,7 @@ pub struct Genesis {
     pub limits: Vec<LimitSpec>,
     pub quotas: QuotaConfig,
     pub governance: GovernanceConfig,
+    pub tasks: crate::tasks::TaskConfig,
     /// Where the values came from, recorded as `set_via` on every limit.
     pub source: String,
     pub admin_name: String,
@@ -111,6 +112,8 @@ impl Genesis {
                 ),
                 limit("data_creation_bytes", None, None),
                 limit("total_nodes", None, None),
+                limit("task_queue_depth", Some(80), Some(100)),
+                limit("tasks_per_worker", Some(4), Some(5)),
             ],
             quotas: QuotaConfig {
                 defaults,
@@ -123,6 +126,7 @@ impl Genesis {
                 review_period_ms: 10_000,
                 ..GovernanceConfig::defaults()
             },
+            tasks: crate::tasks::TaskConfig::defaults(),
             source: "tests".to_string(),
             admin_name: "admin".to_string(),
             admin_token_hash,

@@ -30,9 +30,10 @@ mod ledger;
 mod limits;
 mod principal;
 mod state;
+pub mod tasks;
 
 pub use address::{validate_address, AddressError};
-pub use command::{Command, CommandBody, CreatePrincipal, NodeHealth, Priority};
+pub use command::{Command, CommandBody, CreatePrincipal, NodeHealth, Priority, TaskUpdate};
 pub use event::{Action, Applied, Decision, Effect, Event, Reason};
 pub use genesis::{Genesis, QuotaConfig};
 pub use ledger::{Balance, Reservation, ReservationId, ReservationState, Resource, ResourceKind};

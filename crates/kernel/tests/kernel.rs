@@ -665,7 +665,7 @@ fn replay_is_deterministic_and_snapshots_restore_exactly() {
             at += next() % 5_000;
             let actor = PrincipalId(1 + next() % 8);
             let resource = Resource::ALL[(next() % 5) as usize];
-            let body = match next() % 7 {
+            let body = match next() % 10 {
                 0 => CommandBody::CreatePrincipal(CreatePrincipal::new(
                     format!("n{index}"),
                     if next() % 2 == 0 {
@@ -719,6 +719,32 @@ fn replay_is_deterministic_and_snapshots_restore_exactly() {
                 },
                 5 => CommandBody::Release {
                     reservation: next() % (index as u64 + 2),
+                },
+                7 => CommandBody::PostTask(Box::new(colony_kernel::tasks::NewTask {
+                    title: format!("task {index}"),
+                    description: String::new(),
+                    priority: Priority::Normal,
+                    capabilities: if next() % 2 == 0 {
+                        vec!["rust".into()]
+                    } else {
+                        vec![]
+                    },
+                    depends_on: vec![],
+                    budget_micro_usd: Some(next() % 100_000),
+                    max_attempts: Some(2),
+                })),
+                8 => CommandBody::ClaimTask {
+                    capabilities: vec!["rust".into()],
+                    lease_ms: Some(1 + next() % 10_000),
+                },
+                9 => CommandBody::UpdateTask {
+                    address: format!("0.7.1.{:05}", 1 + next() % 50),
+                    token: next() % (index as u64 + 2),
+                    update: match next() % 3 {
+                        0 => TaskUpdate::Complete("ok".into()),
+                        1 => TaskUpdate::Fail("no".into()),
+                        _ => TaskUpdate::Spend(next() % 50_000),
+                    },
                 },
                 _ => CommandBody::Tick,
             };

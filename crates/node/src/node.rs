@@ -209,6 +209,7 @@ async fn apply_genesis(
         limits: config.limits,
         quotas: config.quotas,
         governance: config.governance,
+        tasks: colony_kernel::tasks::TaskConfig::defaults(),
         source: config.source,
         admin_name: "admin".to_string(),
         admin_token_hash: hash_token(&token),

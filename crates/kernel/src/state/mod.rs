@@ -16,6 +16,7 @@ use crate::principal::{Principal, PrincipalId, PrincipalKind, Role, TokenHash};
 use crate::{validate_address, JUSTIFICATION_BYTES_MAX, NAME_BYTES_MAX};
 
 mod governance;
+mod tasks;
 
 const SYSTEM_ADDRESS: &str = "0.1";
 const ADMIN_ADDRESS: &str = "1.1";
@@ -49,6 +50,17 @@ pub struct State {
     reviews: BTreeSet<(u64, u64)>,
     /// Figures of the current stability window.
     stability: StabilityFigures,
+    task_config: Option<crate::tasks::TaskConfig>,
+    tasks: BTreeMap<String, crate::tasks::Task>,
+    next_task_number: u64,
+    /// Claimable tasks by static score, then by the time they became claimable.
+    ready: BTreeMap<u32, BTreeSet<(u64, String)>>,
+    ready_score: BTreeMap<String, u32>,
+    /// Open tasks that wait on each task.
+    dependents: BTreeMap<String, BTreeSet<String>>,
+    lease_expiries: BTreeSet<(u64, String)>,
+    backoffs: BTreeSet<(u64, String)>,
+    leases_held: BTreeMap<PrincipalId, u32>,
     /// Events decided while applying the primary decision, emitted right after it.
     /// Always empty between commands.
     #[serde(skip)]
@@ -87,6 +99,7 @@ impl State {
         }
         self.expire_due(&mut events);
         self.process_governance_due(&mut events);
+        self.process_tasks_due(&mut events);
         let primary = self.decide(command);
         if command.actor != PrincipalId::SYSTEM {
             self.count_decision(&primary);
@@ -180,10 +193,14 @@ impl State {
     /// a [`CommandBody::Tick`] once that time has come.
     pub fn next_due_ms(&self) -> Option<u64> {
         let expiry = self.expiries.first().map(|(at_ms, _)| *at_ms);
-        [expiry, self.governance_next_due_ms()]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            expiry,
+            self.governance_next_due_ms(),
+            self.tasks_next_due_ms(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     fn decide(&mut self, command: &Command) -> Event {
@@ -241,6 +258,26 @@ impl State {
         }
         match &command.body {
             CommandBody::Genesis(_) => unreachable!("handled above"),
+            CommandBody::PostTask(new) => self.post_task(command, &actor_address, new),
+            CommandBody::ClaimTask {
+                capabilities,
+                lease_ms,
+            } => self.claim_task(command, &actor_address, capabilities, *lease_ms),
+            CommandBody::UpdateTask {
+                address,
+                token,
+                update,
+            } => self.update_task(command, &actor_address, address, *token, update),
+            CommandBody::RequeueTask { address } => {
+                if !actor_is_admin {
+                    return Event::denied(
+                        action,
+                        actor_address,
+                        forbidden("only admins requeue dead tasks"),
+                    );
+                }
+                self.requeue_task(&actor_address, address, &command.justification)
+            }
             CommandBody::Propose { target, brake_only } => {
                 self.propose(command, target, *brake_only)
             }
@@ -358,6 +395,7 @@ impl State {
         }
         self.quotas = Some(genesis.quotas.clone());
         self.governance = Some(genesis.governance.clone());
+        self.task_config = Some(genesis.tasks.clone());
         if let Some(relaxation) = &genesis.governance.relaxation {
             self.stability.window_start_ms =
                 command.at_ms - command.at_ms % relaxation.window_ms.max(1);
