@@ -9,6 +9,7 @@
 //! | `POST /v1/ledger/{reserve,commit,release,grant,free}`, `GET /v1/ledger/me` | the ledger |
 //! | `GET /v1/audit` | the decision log, paged and filtered |
 //! | `POST /v1/proposals`, `GET /v1/proposals[?state=]`, `GET /v1/proposals/{id}`, `POST /v1/proposals/{id}/votes` | governance |
+//! | `POST /v1/tasks`, `GET /v1/tasks`, `POST /v1/tasks/claim`, `GET /v1/tasks/dead`, `GET /v1/tasks/{address}`, `POST /v1/tasks/{address}/{heartbeat,checkpoint,complete,fail,release,spend,decompose,requeue}` | the task board |
 //! | `GET /metrics` | Prometheus text |
 //! | `GET /limits`, `GET /limits/{name}`, `GET /limits/check/{name}` | the Hypernet swarm's routes, old shapes |
 
@@ -18,6 +19,7 @@ mod ledger;
 mod limits;
 mod metrics;
 mod principals;
+mod tasks;
 
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, RwLock};
@@ -122,6 +124,13 @@ pub fn router(app: AppState) -> Router {
             post(governance::propose).get(governance::list),
         )
         .route("/v1/proposals/{id}", get(governance::one))
+        .route("/v1/tasks", post(tasks::post).get(tasks::list))
+        .route("/v1/tasks/claim", post(tasks::claim))
+        .route("/v1/tasks/dead", get(tasks::dead))
+        .route("/v1/tasks/{address}", get(tasks::one))
+        .route("/v1/tasks/{address}/decompose", post(tasks::decompose))
+        .route("/v1/tasks/{address}/requeue", post(tasks::requeue))
+        .route("/v1/tasks/{address}/{action}", post(tasks::act))
         .route("/v1/proposals/{id}/votes", post(governance::vote))
         .route("/metrics", get(metrics::render))
         // The Hypernet swarm's routes, in their old shapes (HYPERNET.md).
