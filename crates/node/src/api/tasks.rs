@@ -90,7 +90,7 @@ pub async fn post(
         return Err(ApiError::internal("a posted task without its address"));
     };
     let state = app.shared.state.read().expect("state lock");
-    let mut body = task_json(&state, &state.task(address).expect("just posted"), true);
+    let mut body = task_json(&state, state.task(address).expect("just posted"), true);
     body["warnings"] = json!(super::warnings_json(&outcome.primary.warnings));
     Ok((StatusCode::CREATED, Json(body)))
 }
