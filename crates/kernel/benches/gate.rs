@@ -14,6 +14,90 @@ use colony_kernel::{
 fn main() {
     gate_decisions();
     applied_commands();
+    claims();
+}
+
+/// Claims by 16 workers in turn over 200 000 posted tasks; every claim is checked
+/// to hand out a task no one else got.
+fn claims() {
+    use colony_kernel::tasks::NewTask;
+    let (mut state, _) = bench_state();
+    let tasks = 200_000u64;
+    let workers: Vec<PrincipalId> = (0..16u8)
+        .map(|index| {
+            let seq = state.last_seq + 1;
+            let create = CreatePrincipal::new(
+                format!("worker {index}"),
+                PrincipalKind::Ai,
+                [100 + index; 32],
+            );
+            let applied = state.apply(&Command::new(
+                seq,
+                1_000,
+                PrincipalId::ADMIN,
+                "bench",
+                CommandBody::CreatePrincipal(create),
+            ));
+            let Effect::PrincipalCreated { id, .. } = applied.primary().effect else {
+                panic!("bench worker")
+            };
+            id
+        })
+        .collect();
+    for index in 0..tasks {
+        let task = NewTask {
+            title: format!("task {index}"),
+            description: String::new(),
+            priority: [
+                colony_kernel::Priority::Low,
+                colony_kernel::Priority::Normal,
+                colony_kernel::Priority::High,
+            ][(index % 3) as usize],
+            capabilities: Vec::new(),
+            depends_on: Vec::new(),
+            budget_micro_usd: None,
+            max_attempts: None,
+        };
+        let seq = state.last_seq + 1;
+        state.apply(&Command::new(
+            seq,
+            2_000,
+            PrincipalId::ADMIN,
+            "bench",
+            CommandBody::PostTask(Box::new(task)),
+        ));
+    }
+    let mut claimed = std::collections::BTreeSet::new();
+    let started = Instant::now();
+    let mut claims = 0u64;
+    'outer: loop {
+        for worker in &workers {
+            let seq = state.last_seq + 1;
+            let applied = state.apply(&Command::new(
+                seq,
+                3_000,
+                *worker,
+                "",
+                CommandBody::ClaimTask {
+                    capabilities: Vec::new(),
+                    lease_ms: None,
+                },
+            ));
+            match &applied.primary().effect {
+                Effect::TaskClaimed { address, .. } => {
+                    assert!(claimed.insert(address.clone()), "double claim of {address}");
+                    claims += 1;
+                }
+                _ => break 'outer,
+            }
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    assert_eq!(claims, tasks);
+    println!(
+        "kernel claims (16 workers, {tasks} tasks, one core, no I/O): {:.0} claims/s, 0 double claims",
+        claims as f64 / seconds
+    );
 }
 
 fn gate_decisions() {

@@ -27,6 +27,8 @@ fn main() {
         .build()
         .unwrap();
     runtime.block_on(http(if quick { 2 } else { 5 }));
+    durable_claims(if quick { 20_000 } else { 200_000 });
+    runtime.block_on(http_claims(if quick { 2_000 } else { 20_000 }));
     restart(if quick { 100_000 } else { 1_000_000 });
 }
 
@@ -226,4 +228,218 @@ fn restart(commands: u64) {
         payload.len(),
         written.as_secs_f64()
     );
+}
+
+/// Claims through the store with group commit (batches of 1 024), 16 workers in turn.
+fn durable_claims(tasks: u64) {
+    use colony_kernel::tasks::NewTask;
+    use colony_kernel::Effect;
+    println!("== durable claims through the store (group commit, batches of 1024) ==");
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, mut state, _) = Store::open(dir.path(), StoreOptions::default()).unwrap();
+    let push = |state: &mut State, store: &mut Store, actor, body| {
+        let command = Command::new(state.last_seq + 1, 1_700_000_000_000, actor, "", body);
+        let applied = state.apply(&command);
+        store.append(&command, &applied, state).unwrap();
+        applied
+    };
+    push(
+        &mut state,
+        &mut store,
+        PrincipalId::SYSTEM,
+        CommandBody::Genesis(Box::new(Genesis::unlimited_for_benchmarks([1; 32]))),
+    );
+    let workers: Vec<PrincipalId> = (0..16u8)
+        .map(|index| {
+            let create = CreatePrincipal::new(
+                format!("worker {index}"),
+                PrincipalKind::Ai,
+                [100 + index; 32],
+            );
+            let applied = push(
+                &mut state,
+                &mut store,
+                PrincipalId::ADMIN,
+                CommandBody::CreatePrincipal(create),
+            );
+            let Effect::PrincipalCreated { id, .. } = applied.primary().effect else {
+                panic!("bench worker")
+            };
+            id
+        })
+        .collect();
+    for index in 0..tasks {
+        let task = NewTask {
+            title: format!("task {index}"),
+            description: String::new(),
+            priority: colony_kernel::Priority::Normal,
+            capabilities: Vec::new(),
+            depends_on: Vec::new(),
+            budget_micro_usd: None,
+            max_attempts: None,
+        };
+        push(
+            &mut state,
+            &mut store,
+            PrincipalId::ADMIN,
+            CommandBody::PostTask(Box::new(task)),
+        );
+        if index % 1024 == 0 {
+            store.sync().unwrap();
+        }
+    }
+    store.sync().unwrap();
+    let mut claimed = std::collections::BTreeSet::new();
+    let started = Instant::now();
+    let mut claims = 0u64;
+    'outer: loop {
+        for worker in &workers {
+            let body = CommandBody::ClaimTask {
+                capabilities: Vec::new(),
+                lease_ms: None,
+            };
+            let applied = push(&mut state, &mut store, *worker, body);
+            match &applied.primary().effect {
+                Effect::TaskClaimed { address, .. } => {
+                    assert!(claimed.insert(address.clone()), "double claim of {address}");
+                    claims += 1;
+                    if claims % 1024 == 0 {
+                        store.sync().unwrap();
+                    }
+                }
+                _ => break 'outer,
+            }
+        }
+    }
+    store.sync().unwrap();
+    let seconds = started.elapsed().as_secs_f64();
+    println!(
+        "{claims} durable claims by 16 workers: {:.0} claims/s, 0 double claims",
+        claims as f64 / seconds
+    );
+}
+
+/// Claim + complete over HTTP by many clients until the board is empty; every task
+/// must be claimed exactly once.
+async fn http_claims(tasks: usize) {
+    println!("== claims over HTTP (claim then complete, clients in the same process) ==");
+    let data = tempfile::tempdir().unwrap();
+    let config = tempfile::tempdir().unwrap();
+    let limits = "[limits.concurrent_api_requests]\nsoft = 4096\nhard = 8192\n[limits.task_queue_depth]\nhard = \"unlimited\"\n";
+    let quotas =
+        "[defaults.human]\nio_ops = \"unlimited\"\n[defaults.ai]\nio_ops = \"unlimited\"\n";
+    std::fs::write(config.path().join("limits.toml"), limits).unwrap();
+    std::fs::write(config.path().join("quotas.toml"), quotas).unwrap();
+    std::fs::write(
+        config.path().join("governance.toml"),
+        "[governance]\nreview_period = \"24h\"\n",
+    )
+    .unwrap();
+    let node = Node::start(NodeConfig {
+        data_dir: data.path().to_path_buf(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        config_dir: config.path().to_path_buf(),
+        config_dir_required: true,
+        ..NodeConfig::default()
+    })
+    .await
+    .unwrap();
+    let base = format!("http://{}", node.local_addr());
+    let admin = std::fs::read_to_string(data.path().join("admin.token"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(256)
+        .build()
+        .unwrap();
+    let mut posts = Vec::new();
+    for index in 0..tasks {
+        let (http, base, admin) = (http.clone(), base.clone(), admin.clone());
+        posts.push(tokio::spawn(async move {
+            let body = json!({"title": format!("job {index}"), "justification": "bench"});
+            let response = http
+                .post(format!("{base}/v1/tasks"))
+                .bearer_auth(&admin)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), reqwest::StatusCode::CREATED);
+        }));
+        if posts.len() >= 256 {
+            for post in posts.drain(..) {
+                post.await.unwrap();
+            }
+        }
+    }
+    for post in posts {
+        post.await.unwrap();
+    }
+    let mut workers = Vec::new();
+    for index in 0..64 {
+        let body =
+            json!({"name": format!("worker {index}"), "kind": "ai", "justification": "bench"});
+        let created: serde_json::Value = http
+            .post(format!("{base}/v1/principals"))
+            .bearer_auth(&admin)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        workers.push(created["token"].as_str().unwrap().to_string());
+    }
+    let started = Instant::now();
+    let claimed = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut clients = Vec::new();
+    for token in workers {
+        let (http, base, claimed) = (http.clone(), base.clone(), Arc::clone(&claimed));
+        clients.push(tokio::spawn(async move {
+            loop {
+                let response = http
+                    .post(format!("{base}/v1/tasks/claim"))
+                    .bearer_auth(&token)
+                    .json(&json!({}))
+                    .send()
+                    .await
+                    .unwrap();
+                if response.status() == reqwest::StatusCode::NO_CONTENT {
+                    return;
+                }
+                let body: serde_json::Value = response.json().await.unwrap();
+                let address = body["task"]["address"].as_str().unwrap().to_string();
+                let lease = &body["lease"]["token"];
+                let done = json!({"lease_token": lease, "result": "ok"});
+                let response = http
+                    .post(format!("{base}/v1/tasks/{address}/complete"))
+                    .bearer_auth(&token)
+                    .json(&done)
+                    .send()
+                    .await
+                    .unwrap();
+                assert!(response.status().is_success());
+                claimed.lock().unwrap().push(address);
+            }
+        }));
+    }
+    for client in clients {
+        client.await.unwrap();
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let claimed = claimed.lock().unwrap().clone();
+    let distinct: std::collections::BTreeSet<&String> = claimed.iter().collect();
+    assert_eq!(
+        (claimed.len(), distinct.len()),
+        (tasks, tasks),
+        "every task claimed exactly once"
+    );
+    println!(
+        "64 clients, {tasks} tasks: {:.0} claims/s ({:.0} requests/s with the completions), 0 double claims",
+        tasks as f64 / seconds,
+        2.0 * tasks as f64 / seconds
+    );
+    node.shutdown().await.unwrap();
 }
