@@ -85,7 +85,7 @@ fn write_log(dir: &Path, commands: u64, batch: u64) -> Duration {
             },
         );
         written += 2;
-        if written % batch == 0 {
+        if written.is_multiple_of(batch) {
             store.sync().unwrap();
         }
     }
@@ -284,7 +284,7 @@ fn durable_claims(tasks: u64) {
             PrincipalId::ADMIN,
             CommandBody::PostTask(Box::new(task)),
         );
-        if index % 1024 == 0 {
+        if index.is_multiple_of(1024) {
             store.sync().unwrap();
         }
     }
@@ -303,7 +303,7 @@ fn durable_claims(tasks: u64) {
                 Effect::TaskClaimed { address, .. } => {
                     assert!(claimed.insert(address.clone()), "double claim of {address}");
                     claims += 1;
-                    if claims % 1024 == 0 {
+                    if claims.is_multiple_of(1024) {
                         store.sync().unwrap();
                     }
                 }
