@@ -219,20 +219,12 @@ fn dollars_to_micro(value: &Value) -> Option<u64> {
         .map(|dollars| (dollars * 1_000_000.0).round() as u64)
 }
 
-/// Reads the old swarm's files into proposals.
-fn hypernet_changes(
-    swarm_config: &Path,
-    limits: Option<&Path>,
-) -> anyhow::Result<(Vec<Imported>, Vec<String>)> {
-    let read = |path: &Path| -> anyhow::Result<Value> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read {}", path.display()))?;
-        serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", path.display()))
-    };
-    let mut changes = Vec::new();
-    let mut skipped = Vec::new();
-    let config = read(swarm_config)?;
-    let config = config.get("swarm").cloned().unwrap_or(config);
+/// `swarm_config.json`: the session caps and the budget.
+fn swarm_changes(config: &Value, swarm_config: &Path, changes: &mut Vec<Imported>) {
+    let config = config
+        .get("swarm")
+        .cloned()
+        .unwrap_or_else(|| config.clone());
     let source = swarm_config.display().to_string();
     let (soft, hard) = (
         config["soft_max_sessions"].as_u64(),
@@ -272,6 +264,23 @@ fn hypernet_changes(
             body: json!({ "quota_default": {"kind": "ai", "resource": "llm_budget_usd", "amount": session},
                 "justification": format!("imported from the Hypernet swarm ({source}): budget.session_limit_usd={}", budget["session_limit_usd"]) }),
         });
+    }
+}
+
+/// Reads the old swarm's files into proposals.
+fn hypernet_changes(
+    swarm_config: Option<&Path>,
+    limits: Option<&Path>,
+) -> anyhow::Result<(Vec<Imported>, Vec<String>)> {
+    let read = |path: &Path| -> anyhow::Result<Value> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", path.display()))
+    };
+    let mut changes = Vec::new();
+    let mut skipped = Vec::new();
+    if let Some(swarm_config) = swarm_config {
+        swarm_changes(&read(swarm_config)?, swarm_config, &mut changes);
     }
     if let Some(path) = limits {
         let file = read(path)?;
@@ -314,7 +323,7 @@ fn hypernet_changes(
 }
 
 pub async fn import_hypernet(
-    swarm_config: &Path,
+    swarm_config: Option<&Path>,
     limits: Option<&Path>,
     dry_run: bool,
     remote: Remote,
@@ -387,7 +396,7 @@ mod tests {
         let limits = dir.path().join("limits.json");
         std::fs::write(&limits, r#"{"custom_limits": {"max_ai_accounts": {"soft": 20, "hard": 60},
             "max_task_queue_depth": 300, "max_mystery": {"hard": 1}}, "adjustments": [], "saved_at": "2026-02-17"}"#).unwrap();
-        let (changes, skipped) = hypernet_changes(&swarm, Some(&limits)).unwrap();
+        let (changes, skipped) = hypernet_changes(Some(&swarm), Some(&limits)).unwrap();
         let find = |what: &str| &changes.iter().find(|c| c.what == what).unwrap().body;
         assert_eq!(
             (

@@ -8,6 +8,7 @@ mod client;
 mod commands;
 mod governance;
 mod output;
+mod tasks;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -58,6 +59,9 @@ enum Command {
         #[command(flatten)]
         remote: Remote,
     },
+    /// Post, list and inspect tasks; manage the dead-letter queue.
+    #[command(subcommand)]
+    Tasks(TasksCommand),
     /// Bring settings over from the Hypernet swarm.
     #[command(subcommand)]
     Import(ImportCommand),
@@ -140,13 +144,81 @@ pub enum LimitsCommand {
 }
 
 #[derive(Subcommand)]
+pub enum TasksCommand {
+    /// Post a task on the board.
+    Post {
+        title: String,
+        #[arg(long, default_value = "")]
+        description: String,
+        /// low, normal, high or critical.
+        #[arg(long, default_value = "normal")]
+        priority: String,
+        /// Capabilities a worker needs (repeatable).
+        #[arg(long = "capability")]
+        capabilities: Vec<String>,
+        /// Addresses of tasks this one waits for (repeatable).
+        #[arg(long = "depends-on")]
+        depends_on: Vec<String>,
+        /// Dollars that travel with the task, such as 1.50.
+        #[arg(long)]
+        budget_usd: Option<String>,
+        #[arg(long)]
+        max_attempts: Option<u32>,
+        #[arg(long, short = 'j')]
+        justification: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// List tasks.
+    List {
+        /// pending, blocked, claimed, in_progress, completed, failed or dead.
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long)]
+        capability: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Show one task with its attempts and history.
+    Show {
+        address: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Show a task and its subtasks as a tree.
+    Tree {
+        address: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// The dead-letter queue.
+    Dead {
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Put a dead task back on the board (admins).
+    Requeue {
+        address: String,
+        #[arg(long, short = 'j')]
+        justification: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+#[derive(Subcommand)]
 pub enum ImportCommand {
     /// Map a Hypernet swarm's limits onto Colony's, through governance: lower values
     /// apply at once, higher ones become proposals.
     Hypernet {
         /// The swarm's `swarm_config.json` (hard_max_sessions, soft_max_sessions, budget).
         #[arg(long)]
-        swarm_config: std::path::PathBuf,
+        swarm_config: Option<std::path::PathBuf>,
+        /// The coordination board `TASK-BOARD.json`: its open tasks are posted.
+        #[arg(long)]
+        tasks: Option<std::path::PathBuf>,
         /// The swarm's `limits.json` (custom_limits).
         #[arg(long)]
         limits: Option<std::path::PathBuf>,
@@ -295,13 +367,31 @@ fn main() -> ExitCode {
                 action: Some(action),
                 ..
             } => governance::limits(action).await,
+            Command::Tasks(command) => tasks::run(command).await,
             Command::Import(ImportCommand::Hypernet {
                 swarm_config,
+                tasks: board,
                 limits,
                 dry_run,
                 remote,
             }) => {
-                governance::import_hypernet(&swarm_config, limits.as_deref(), dry_run, remote).await
+                if swarm_config.is_none() && limits.is_none() && board.is_none() {
+                    anyhow::bail!("give --swarm-config, --limits or --tasks");
+                }
+                let mut code = ExitCode::SUCCESS;
+                if swarm_config.is_some() || limits.is_some() {
+                    code = governance::import_hypernet(
+                        swarm_config.as_deref(),
+                        limits.as_deref(),
+                        dry_run,
+                        remote.clone(),
+                    )
+                    .await?;
+                }
+                match board {
+                    Some(board) => tasks::import_board(&board, dry_run, remote).await,
+                    None => Ok(code),
+                }
             }
             Command::Principals(command) => commands::principals(command).await,
             Command::Ledger(command) => commands::ledger(command).await,

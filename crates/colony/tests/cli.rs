@@ -250,3 +250,122 @@ fn hypernet_settings_import_through_governance() {
     node.kill().unwrap();
     node.wait().unwrap();
 }
+
+#[test]
+fn tasks_from_the_command_line_the_old_board_and_the_old_routes() {
+    let data = tempfile::tempdir().unwrap();
+    let (mut node, url) = start(data.path());
+    let admin = std::fs::read_to_string(data.path().join("admin.token"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let worker = token_of(&json(
+        &url,
+        &admin,
+        &[
+            "principals",
+            "add",
+            "--name",
+            "loom",
+            "--kind",
+            "ai",
+            "-j",
+            "a worker",
+        ],
+    ));
+
+    let posted = json(
+        &url,
+        &admin,
+        &[
+            "tasks",
+            "post",
+            "write the guide",
+            "--capability",
+            "writing",
+            "--priority",
+            "high",
+            "-j",
+            "docs are missing",
+        ],
+    );
+    assert_eq!(posted["address"], "0.7.1.00001");
+    let (ok, listed) = colony(&url, &admin, &["tasks", "list", "--status", "pending"]);
+    assert!(
+        ok && listed.contains("0.7.1.00001") && listed.contains("write the guide"),
+        "{listed}"
+    );
+
+    // The old board: open tasks are posted, dependencies first.
+    let files = tempfile::tempdir().unwrap();
+    let board = files.path().join("TASK-BOARD.json");
+    std::fs::write(&board, r#"{"tasks": [
+        {"id": "task-002", "title": "review the guide", "status": "pending", "priority": "p2", "depends_on": ["task-001"]},
+        {"id": "task-001", "title": "draft the guide", "status": "claimed", "priority": "p1", "claimed_by": "loom"},
+        {"id": "task-000", "title": "set up", "status": "completed"}]}"#).unwrap();
+    let (ok, text) = colony(
+        &url,
+        &admin,
+        &["import", "hypernet", "--tasks", board.to_str().unwrap()],
+    );
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("task-001") && text.contains("posted as 0.7.1.00002 (pending)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("posted as 0.7.1.00003 (blocked)")
+            && text.contains("skipped task-000: already completed"),
+        "{text}"
+    );
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let http = reqwest::Client::new();
+        let post = |path: String, token: String, body: serde_json::Value| {
+            let http = http.clone();
+            async move {
+                let response = http.post(path).bearer_auth(token).json(&body).send().await.unwrap();
+                let status = response.status();
+                (status, response.json::<serde_json::Value>().await.unwrap())
+            }
+        };
+        // The old routes: post, claim a named task, start, progress, complete.
+        let (status, created) = post(format!("{url}/tasks"), admin.clone(), serde_json::json!({"title": "old style", "priority": "low", "tags": ["ops"], "created_by": "1.1"})).await;
+        assert_eq!(status, reqwest::StatusCode::OK, "{created}");
+        let address = created["address"].as_str().unwrap().to_string();
+        assert_eq!((created["status"].as_str(), created["tags"][0].as_str()), (Some("pending"), Some("ops")));
+        let (status, claimed) = post(format!("{url}/tasks/{address}/claim"), worker.clone(), serde_json::json!({"assignee": "2.1"})).await;
+        assert_eq!((status, claimed["assigned_to"].as_str()), (reqwest::StatusCode::OK, Some("2.1")), "{claimed}");
+        let (status, lost) = post(format!("{url}/tasks/{address}/claim"), admin.clone(), serde_json::json!({"assignee": "1.1"})).await;
+        assert_eq!(status, reqwest::StatusCode::CONFLICT, "a lost claim answers 409: {lost}");
+        assert!(lost["error"]["detail"].as_str().unwrap().contains("held by 2.1"));
+        let (status, _) = post(format!("{url}/tasks/{address}/start"), worker.clone(), serde_json::json!({})).await;
+        assert_eq!(status, reqwest::StatusCode::OK);
+        let (_, progressed) = post(format!("{url}/tasks/{address}/progress"), worker.clone(), serde_json::json!({"progress": 0.5})).await;
+        assert_eq!(progressed["progress"], 0.5);
+        let (status, _) = post(format!("{url}/tasks/{address}/complete"), admin.clone(), serde_json::json!({"result": "not mine"})).await;
+        assert_eq!(status, reqwest::StatusCode::CONFLICT);
+        let mine: serde_json::Value = http.get(format!("{url}/tasks/mine/2.1")).bearer_auth(&admin).send().await.unwrap().json().await.unwrap();
+        assert_eq!(mine["count"], 1);
+        let (status, done) = post(format!("{url}/tasks/{address}/complete"), worker.clone(), serde_json::json!({"result": "done"})).await;
+        assert_eq!((status, done["status"].as_str(), done["result"].as_str()), (reqwest::StatusCode::OK, Some("completed"), Some("done")));
+        let listed: serde_json::Value = http.get(format!("{url}/tasks?tag=ops&status=completed")).bearer_auth(&admin).send().await.unwrap().json().await.unwrap();
+        assert_eq!(listed["count"], 1);
+    });
+
+    let (ok, shown) = colony(&url, &admin, &["tasks", "show", "0.7.1.00004"]);
+    assert!(
+        ok && shown.contains("completed") && shown.contains("attempt 1 by 2.1: completed"),
+        "{shown}"
+    );
+    let (ok, tree) = colony(&url, &admin, &["tasks", "tree", "0.7.1.00001"]);
+    assert!(
+        ok && tree.starts_with("0.7.1.00001  [pending]  write the guide"),
+        "{tree}"
+    );
+    let (ok, dead) = colony(&url, &admin, &["tasks", "dead"]);
+    assert!(ok && dead.contains("ADDRESS"), "{dead}");
+    node.kill().unwrap();
+    node.wait().unwrap();
+}

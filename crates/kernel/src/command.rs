@@ -99,6 +99,12 @@ pub enum CommandBody {
         capabilities: Vec<String>,
         lease_ms: Option<u64>,
     },
+    /// Claims one named task (the Hypernet swarm's `POST /tasks/{address}/claim`):
+    /// granted only if it is claimable now; no capability check.
+    ClaimSpecificTask {
+        address: String,
+        lease_ms: Option<u64>,
+    },
     /// Something the lease holder does with its task, fenced by the lease's token.
     UpdateTask {
         address: String,
@@ -129,7 +135,7 @@ impl CommandBody {
             CommandBody::Grant { .. } => "ledger.grant",
             CommandBody::Free { .. } => "ledger.free",
             CommandBody::PostTask(_) => "task.post",
-            CommandBody::ClaimTask { .. } => "task.claim",
+            CommandBody::ClaimTask { .. } | CommandBody::ClaimSpecificTask { .. } => "task.claim",
             CommandBody::UpdateTask { update, .. } => update.name(),
             CommandBody::RequeueTask { .. } => "task.requeue",
             CommandBody::Propose { .. } => "governance.propose",

@@ -121,6 +121,12 @@ pub enum Reason {
         current: Option<u64>,
         status: String,
     },
+    /// Someone else holds the task (or it is not claimable now).
+    NotClaimable {
+        task: String,
+        status: String,
+        holder: Option<String>,
+    },
     /// The principal already holds as many open reservations as allowed.
     TooManyReservations { max: u32 },
 }
@@ -142,6 +148,7 @@ impl Reason {
             Reason::LimitAllows { .. } => "limit_allows",
             Reason::TooManyReservations { .. } => "too_many_reservations",
             Reason::StaleLease { .. } => "stale_lease",
+            Reason::NotClaimable { .. } => "not_claimable",
             Reason::ConsensusReached { .. } => "consensus_reached",
             Reason::ConsensusNotReached { .. } => "consensus_not_reached",
             Reason::Vetoed { .. } => "vetoed",

@@ -87,7 +87,7 @@ impl ApiError {
             }
             Reason::Forbidden { .. } | Reason::NoStanding { .. } => (StatusCode::FORBIDDEN, None),
             Reason::NotFound { .. } => (StatusCode::NOT_FOUND, None),
-            Reason::StaleLease { .. } => (StatusCode::CONFLICT, None),
+            Reason::StaleLease { .. } | Reason::NotClaimable { .. } => (StatusCode::CONFLICT, None),
             _ => (StatusCode::BAD_REQUEST, None),
         };
         let mut details = match serde_json::to_value(reason) {
@@ -146,6 +146,10 @@ pub fn explain(reason: &Reason) -> String {
         Reason::ConsensusReached { .. } => "both sides reached their quorum and approval threshold".into(),
         Reason::ConsensusNotReached { .. } => "a side missed its quorum or approval threshold".into(),
         Reason::Vetoed { by } => format!("vetoed by {by}"),
+        Reason::NotClaimable { task, status, holder } => format!(
+            "{task} is {status}{}; it cannot be claimed now",
+            holder.as_ref().map(|h| format!(" (held by {h})")).unwrap_or_default()
+        ),
         Reason::StaleLease { task, presented, current, status } => format!(
             "your claim on {task} is no longer valid (token {presented}; the task is {status}{}): its lease expired \
              or it was reassigned. Claim work again.",

@@ -263,6 +263,9 @@ impl State {
                 capabilities,
                 lease_ms,
             } => self.claim_task(command, &actor_address, capabilities, *lease_ms),
+            CommandBody::ClaimSpecificTask { address, lease_ms } => {
+                self.claim_specific_task(command, &actor_address, address, *lease_ms)
+            }
             CommandBody::UpdateTask {
                 address,
                 token,

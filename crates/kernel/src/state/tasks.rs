@@ -431,15 +431,69 @@ impl State {
         let Some(address) = self.best_claimable(&offered, &config) else {
             return Event::allowed(ACTION, actor_address, Effect::NothingToClaim);
         };
+        self.grant_lease(command, actor_address, &address, lease_ms)
+            .with_warnings(warnings)
+    }
+
+    /// Claims a task by its address, if it is claimable now.
+    pub(super) fn claim_specific_task(
+        &mut self,
+        command: &Command,
+        actor_address: &str,
+        address: &str,
+        lease_ms: Option<u64>,
+    ) -> Event {
+        const ACTION: &str = "task.claim";
+        let config = self.task_config.clone().expect("genesis applied");
+        let lease_ms = lease_ms.unwrap_or(config.lease_ms);
+        if lease_ms == 0 || lease_ms > config.lease_max_ms {
+            return Event::denied(
+                ACTION,
+                address,
+                invalid(format!(
+                    "lease_ms must be between 1 and {}",
+                    config.lease_max_ms
+                )),
+            );
+        }
+        let Some(task) = self.tasks.get(address) else {
+            return Event::denied(ACTION, address, not_found("task", address));
+        };
+        if task.status != TaskStatus::Pending {
+            let reason = Reason::NotClaimable {
+                task: address.to_string(),
+                status: task.status.as_str().to_string(),
+                holder: task.lease.as_ref().map(|l| l.holder_address.clone()),
+            };
+            return Event::denied(ACTION, address, reason);
+        }
+        let held = self.leases_held.get(&command.actor).copied().unwrap_or(0) as u64;
+        if let Some(limit) = self.limits.get("tasks_per_worker") {
+            let mut view = limit.clone();
+            view.usage = held;
+            if let Gate::Deny(reason) = view.gate(1) {
+                return Event::denied(ACTION, address, reason);
+            }
+        }
+        self.grant_lease(command, actor_address, address, lease_ms)
+    }
+
+    fn grant_lease(
+        &mut self,
+        command: &Command,
+        actor_address: &str,
+        address: &str,
+        lease_ms: u64,
+    ) -> Event {
         let token = command.seq;
         let expires_at_ms = self.now_ms.saturating_add(lease_ms);
         self.set_status(
-            &address,
+            address,
             TaskStatus::Claimed,
             actor_address,
             &command.justification,
         );
-        let task = self.tasks.get_mut(&address).expect("claimable");
+        let task = self.tasks.get_mut(address).expect("claimable");
         let number = task.attempts.len() as u32 + 1;
         task.attempts.push(Attempt {
             number,
@@ -457,18 +511,18 @@ impl State {
             lease_ms,
             expires_at_ms,
         });
-        self.lease_expiries.insert((expires_at_ms, address.clone()));
+        self.lease_expiries
+            .insert((expires_at_ms, address.to_string()));
         *self.leases_held.entry(command.actor).or_insert(0) += 1;
         Event::allowed(
-            ACTION,
-            address.clone(),
+            "task.claim",
+            address,
             Effect::TaskClaimed {
-                address,
+                address: address.to_string(),
                 token,
                 expires_at_ms,
             },
         )
-        .with_warnings(warnings)
     }
 
     /// The claimable task with the highest effective priority whose every required

@@ -11,10 +11,11 @@
 //! | `POST /v1/proposals`, `GET /v1/proposals[?state=]`, `GET /v1/proposals/{id}`, `POST /v1/proposals/{id}/votes` | governance |
 //! | `POST /v1/tasks`, `GET /v1/tasks`, `POST /v1/tasks/claim`, `GET /v1/tasks/dead`, `GET /v1/tasks/{address}`, `POST /v1/tasks/{address}/{heartbeat,checkpoint,complete,fail,release,spend,decompose,requeue}` | the task board |
 //! | `GET /metrics` | Prometheus text |
-//! | `GET /limits`, `GET /limits/{name}`, `GET /limits/check/{name}` | the Hypernet swarm's routes, old shapes |
+//! | `GET /limits`, `GET /limits/{name}`, `GET /limits/check/{name}`, `POST /tasks`, `GET /tasks`, `POST /tasks/{address}/{claim,start,progress,complete,fail}`, `GET /tasks/mine/{assignee}` | the Hypernet swarm's routes, old shapes |
 
 mod audit;
 mod governance;
+mod hypernet_tasks;
 mod ledger;
 mod limits;
 mod metrics;
@@ -137,6 +138,12 @@ pub fn router(app: AppState) -> Router {
         .route("/limits", get(limits::hypernet_list))
         .route("/limits/{name}", get(limits::hypernet_one))
         .route("/limits/check/{name}", get(limits::hypernet_check))
+        .route(
+            "/tasks",
+            post(hypernet_tasks::post).get(hypernet_tasks::list),
+        )
+        .route("/tasks/mine/{assignee}", get(hypernet_tasks::mine))
+        .route("/tasks/{address}/{action}", post(hypernet_tasks::act))
         .layer(axum::middleware::from_fn_with_state(
             app.clone(),
             crate::edge::concurrency_gate,

@@ -1,0 +1,271 @@
+//! The Hypernet swarm's task routes (HYPERNET.md), in their old shapes, over the
+//! Colony board: `POST /tasks`, `GET /tasks`, `POST /tasks/{address}/claim|start|
+//! progress|complete|fail`, `GET /tasks/mine/{assignee}`. A lost claim answers 409.
+//! The old API had no lease tokens: the node uses the caller's current lease, so the
+//! caller's identity is the fence.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use colony_kernel::tasks::{NewTask, Task, TaskStatus};
+use colony_kernel::{CommandBody, Priority, TaskUpdate};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{AppState, Body, Params, Segment};
+use crate::auth::Caller;
+use crate::ApiError;
+
+fn time_of(task: &Task, status: TaskStatus) -> Value {
+    task.history
+        .iter()
+        .rev()
+        .find(|t| t.to == status)
+        .map_or(Value::Null, |t| {
+            json!(colony_log::audit::format_time(t.at_ms))
+        })
+}
+
+/// A task in the old swarm's shape.
+pub(crate) fn old_shape(task: &Task) -> Value {
+    let checkpoint: Value = task
+        .checkpoint
+        .as_deref()
+        .and_then(|c| serde_json::from_str(c).ok())
+        .unwrap_or(Value::Null);
+    let failed = task
+        .attempts
+        .iter()
+        .rev()
+        .find(|a| a.outcome.as_deref() == Some("failed"));
+    json!({
+        "address": task.address,
+        "title": task.title,
+        "description": task.description,
+        "status": match task.status { TaskStatus::Dead => "failed", other => other.as_str() },
+        "priority": task.priority,
+        "created_by": task.created_by,
+        "assigned_to": task.lease.as_ref().map(|l| l.holder_address.clone()),
+        "tags": task.capabilities,
+        "progress": checkpoint.get("progress").cloned().unwrap_or(Value::Null),
+        "result": task.result.as_deref().map(|r| serde_json::from_str::<Value>(r).unwrap_or_else(|_| json!(r))),
+        "started_at": time_of(task, TaskStatus::InProgress),
+        "completed_at": time_of(task, TaskStatus::Completed),
+        "failed_at": failed.and_then(|a| a.ended_at_ms).map(colony_log::audit::format_time),
+        "failure_reason": failed.and_then(|a| a.reason.clone()),
+        "released_at": task.attempts.iter().rev().find(|a| a.outcome.as_deref() == Some("released")).and_then(|a| a.ended_at_ms).map(colony_log::audit::format_time),
+        "depends_on": task.depends_on,
+        "colony_status": task.status.as_str(),
+    })
+}
+
+/// FastAPI clients read `detail`; Colony clients read `error`.
+fn with_detail(error: ApiError) -> ApiError {
+    let message = error.message.clone();
+    error.with("detail", message)
+}
+
+#[derive(Deserialize)]
+pub struct OldTaskRequest {
+    title: String,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    priority: Priority,
+    created_by: Option<String>,
+    #[serde(default)]
+    tags: Vec<String>,
+    #[serde(default)]
+    depends_on: Vec<String>,
+}
+
+pub async fn post(
+    State(app): State<AppState>,
+    caller: Caller,
+    Body(request): Body<OldTaskRequest>,
+) -> Result<Json<Value>, ApiError> {
+    let justification = format!(
+        "posted through the Hypernet route by {}{}",
+        caller.address,
+        request
+            .created_by
+            .as_ref()
+            .map(|c| format!(" for {c}"))
+            .unwrap_or_default()
+    );
+    let task = NewTask {
+        title: request.title,
+        description: request.description,
+        priority: request.priority,
+        capabilities: request.tags,
+        depends_on: request.depends_on,
+        budget_micro_usd: None,
+        max_attempts: None,
+    };
+    let outcome = app
+        .decide(
+            caller.id,
+            justification,
+            CommandBody::PostTask(Box::new(task)),
+        )
+        .await
+        .map_err(with_detail)?;
+    let colony_kernel::Effect::TaskChanged { address, .. } = &outcome.primary.effect else {
+        return Err(ApiError::internal("a posted task without its address"));
+    };
+    let state = app.shared.state.read().expect("state lock");
+    Ok(Json(old_shape(state.task(address).expect("just posted"))))
+}
+
+#[derive(Deserialize)]
+pub struct OldListQuery {
+    tag: Option<String>,
+    priority: Option<Priority>,
+    status: Option<String>,
+    limit: Option<usize>,
+}
+
+pub async fn list(
+    State(app): State<AppState>,
+    _caller: Caller,
+    Params(query): Params<OldListQuery>,
+) -> Json<Value> {
+    let limit = query.limit.unwrap_or(100).min(super::tasks::TASK_PAGE_MAX);
+    let state = app.shared.state.read().expect("state lock");
+    let tasks: Vec<Value> = state
+        .tasks()
+        .filter(|t| {
+            query
+                .tag
+                .as_ref()
+                .is_none_or(|tag| t.capabilities.contains(tag))
+        })
+        .filter(|t| query.priority.is_none_or(|p| t.priority == p))
+        .map(old_shape)
+        .filter(|t| {
+            query
+                .status
+                .as_ref()
+                .is_none_or(|s| t["status"] == s.as_str() || t["colony_status"] == s.as_str())
+        })
+        .take(limit)
+        .collect();
+    let count = tasks.len();
+    Json(json!({ "tasks": tasks, "count": count }))
+}
+
+pub async fn mine(
+    State(app): State<AppState>,
+    _caller: Caller,
+    Segment(assignee): Segment<String>,
+) -> Json<Value> {
+    let state = app.shared.state.read().expect("state lock");
+    let tasks: Vec<Value> = state
+        .tasks()
+        .filter(|t| {
+            t.lease
+                .as_ref()
+                .is_some_and(|l| l.holder_address == assignee)
+        })
+        .map(old_shape)
+        .collect();
+    let count = tasks.len();
+    Json(json!({ "tasks": tasks, "count": count }))
+}
+
+#[derive(Deserialize, Default)]
+pub struct OldActionRequest {
+    #[allow(dead_code)]
+    assignee: Option<String>,
+    result: Option<Value>,
+    reason: Option<String>,
+    progress: Option<Value>,
+}
+
+/// `claim`, `start`, `progress`, `complete`, `fail`.
+pub async fn act(
+    State(app): State<AppState>,
+    caller: Caller,
+    Segment((address, action)): Segment<(String, String)>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    // The old clients sometimes send no body at all.
+    let request: OldActionRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        OldActionRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|error| {
+            with_detail(ApiError::bad_request("invalid_body", error.to_string()))
+        })?
+    };
+    let justification = format!("{action} through the Hypernet route by {}", caller.address);
+    if action == "claim" {
+        let command = CommandBody::ClaimSpecificTask {
+            address: address.clone(),
+            lease_ms: None,
+        };
+        app.decide(caller.id, justification, command)
+            .await
+            .map_err(with_detail)?;
+    } else {
+        let update = match action.as_str() {
+            "start" => TaskUpdate::Heartbeat,
+            "progress" => {
+                TaskUpdate::Checkpoint(json!({ "progress": request.progress }).to_string())
+            }
+            "complete" => TaskUpdate::Complete(
+                request
+                    .result
+                    .map_or_else(|| "null".into(), |r| r.to_string()),
+            ),
+            "fail" => TaskUpdate::Fail(
+                request
+                    .reason
+                    .unwrap_or_else(|| "failed (no reason given)".into()),
+            ),
+            other => {
+                return Err(with_detail(ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "not_found",
+                    format!("no task action `{other}`"),
+                )))
+            }
+        };
+        // The caller's own lease, if it holds one; otherwise the claim was lost.
+        let token = {
+            let state = app.shared.state.read().expect("state lock");
+            let task = state.task(&address).ok_or_else(|| {
+                with_detail(ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "not_found",
+                    format!("no task {address}"),
+                ))
+            })?;
+            match &task.lease {
+                Some(lease) if lease.holder == caller.id => lease.token,
+                _ => {
+                    return Err(with_detail(
+                        ApiError::new(
+                            StatusCode::CONFLICT,
+                            "claim_lost",
+                            format!(
+                                "{} does not hold {address}: the claim was lost",
+                                caller.address
+                            ),
+                        )
+                        .with("status", task.status.as_str()),
+                    ))
+                }
+            }
+        };
+        let command = CommandBody::UpdateTask {
+            address: address.clone(),
+            token,
+            update,
+        };
+        app.decide(caller.id, justification, command)
+            .await
+            .map_err(with_detail)?;
+    }
+    let state = app.shared.state.read().expect("state lock");
+    Ok(Json(old_shape(state.task(&address).expect("exists"))))
+}
