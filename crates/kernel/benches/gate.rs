@@ -81,6 +81,7 @@ fn claims() {
                 CommandBody::ClaimTask {
                     capabilities: Vec::new(),
                     lease_ms: None,
+                    worker: None,
                 },
             ));
             match &applied.primary().effect {

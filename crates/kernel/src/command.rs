@@ -95,9 +95,21 @@ pub enum CommandBody {
     /// Posts a root task on the board (`0.7.1.NNNNN`).
     PostTask(Box<NewTask>),
     /// Hands the actor the best claimable task its capabilities cover, under a lease.
+    /// With a `worker` session, the lease belongs to it (and its capabilities are
+    /// used when none are given).
     ClaimTask {
         capabilities: Vec<String>,
         lease_ms: Option<u64>,
+        worker: Option<u64>,
+    },
+    /// Registers a worker session; holds one unit of `active_workers`.
+    RegisterWorker(Box<crate::workers::NewWorker>),
+    WorkerHeartbeat {
+        worker: u64,
+    },
+    /// A graceful leave: the session's tasks go back on the board.
+    LeaveWorker {
+        worker: u64,
     },
     /// Claims one named task (the Hypernet swarm's `POST /tasks/{address}/claim`):
     /// granted only if it is claimable now; no capability check.
@@ -138,6 +150,9 @@ impl CommandBody {
             CommandBody::ClaimTask { .. } | CommandBody::ClaimSpecificTask { .. } => "task.claim",
             CommandBody::UpdateTask { update, .. } => update.name(),
             CommandBody::RequeueTask { .. } => "task.requeue",
+            CommandBody::RegisterWorker(_) => "worker.register",
+            CommandBody::WorkerHeartbeat { .. } => "worker.heartbeat",
+            CommandBody::LeaveWorker { .. } => "worker.leave",
             CommandBody::Propose { .. } => "governance.propose",
             CommandBody::Vote { .. } => "governance.vote",
             CommandBody::ReportHealth(_) => "node.health",

@@ -127,6 +127,15 @@ pub enum Reason {
         status: String,
         holder: Option<String>,
     },
+    /// The worker session is not active (it left or was declared lost): register again.
+    WorkerGone { worker: u64, state: String },
+    /// A worker was silent past its timeout.
+    WorkerSilent {
+        worker: u64,
+        last_heartbeat_ms: u64,
+        timeout_ms: u64,
+        revoked: Vec<String>,
+    },
     /// The principal already holds as many open reservations as allowed.
     TooManyReservations { max: u32 },
 }
@@ -149,6 +158,8 @@ impl Reason {
             Reason::TooManyReservations { .. } => "too_many_reservations",
             Reason::StaleLease { .. } => "stale_lease",
             Reason::NotClaimable { .. } => "not_claimable",
+            Reason::WorkerGone { .. } => "worker_gone",
+            Reason::WorkerSilent { .. } => "worker_silent",
             Reason::ConsensusReached { .. } => "consensus_reached",
             Reason::ConsensusNotReached { .. } => "consensus_not_reached",
             Reason::Vetoed { .. } => "vetoed",
@@ -249,6 +260,15 @@ pub enum Effect {
         address: String,
         token: u64,
         expires_at_ms: u64,
+    },
+    WorkerRegistered {
+        worker: u64,
+        deadline_ms: u64,
+    },
+    WorkerEnded {
+        worker: u64,
+        state: crate::workers::WorkerState,
+        released: Vec<String>,
     },
     /// A claim found nothing the worker can do now.
     NothingToClaim,

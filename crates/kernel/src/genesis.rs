@@ -114,6 +114,7 @@ impl Genesis {
                 limit("total_nodes", None, None),
                 limit("task_queue_depth", Some(80), Some(100)),
                 limit("tasks_per_worker", Some(4), Some(5)),
+                limit("active_workers", Some(2), Some(3)),
             ],
             quotas: QuotaConfig {
                 defaults,

@@ -31,6 +31,7 @@ mod limits;
 mod principal;
 mod state;
 pub mod tasks;
+pub mod workers;
 
 pub use address::{validate_address, AddressError};
 pub use command::{Command, CommandBody, CreatePrincipal, NodeHealth, Priority, TaskUpdate};

@@ -79,14 +79,14 @@ pub const BUILTIN_LIMITS: &[BuiltinLimit] = &[
         name: "active_workers",
         unit: "workers",
         kind: LimitKind::Count,
-        enforcement: Enforcement::Pending,
+        enforcement: Enforcement::Kernel,
         default_window_ms: None,
         compat: &[
             "max_concurrent_workers",
             "soft_max_sessions",
             "hard_max_sessions",
         ],
-        description: "registered worker sessions (enforced once worker sessions exist)",
+        description: "active worker sessions",
     },
     BuiltinLimit {
         name: "concurrent_api_requests",

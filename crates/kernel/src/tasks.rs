@@ -40,6 +40,10 @@ pub struct TaskConfig {
     /// Backoff after the n-th failed attempt: `backoff_base_ms * 2^(n-1)`, capped.
     pub backoff_base_ms: u64,
     pub backoff_max_ms: u64,
+    /// How often a worker session says it is alive.
+    pub worker_heartbeat_ms: u64,
+    /// A worker silent this long is declared lost and its leases revoked.
+    pub worker_timeout_ms: u64,
     pub aging_points_per_minute: u32,
     pub aging_points_max: u32,
     pub unblock_points: u32,
@@ -54,6 +58,8 @@ impl TaskConfig {
             max_attempts: 3,
             backoff_base_ms: 1_000,
             backoff_max_ms: 300_000,
+            worker_heartbeat_ms: 2_000,
+            worker_timeout_ms: 6_000,
             aging_points_per_minute: 1,
             aging_points_max: 100,
             unblock_points: 25,
@@ -138,6 +144,8 @@ pub struct Lease {
     pub token: u64,
     pub lease_ms: u64,
     pub expires_at_ms: u64,
+    /// The worker session the claim was made for, if any.
+    pub worker: Option<u64>,
 }
 
 /// One try at a task.

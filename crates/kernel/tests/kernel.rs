@@ -736,6 +736,7 @@ fn replay_is_deterministic_and_snapshots_restore_exactly() {
                 8 => CommandBody::ClaimTask {
                     capabilities: vec!["rust".into()],
                     lease_ms: Some(1 + next() % 10_000),
+                    worker: None,
                 },
                 9 => CommandBody::UpdateTask {
                     address: format!("0.7.1.{:05}", 1 + next() % 50),

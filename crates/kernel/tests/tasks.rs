@@ -32,6 +32,7 @@ fn claim(sim: &mut Sim, worker: PrincipalId, capabilities: &[&str]) -> Option<(S
     let body = CommandBody::ClaimTask {
         capabilities: capabilities.iter().map(|c| c.to_string()).collect(),
         lease_ms: None,
+        worker: None,
     };
     let applied = sim.run(worker, body);
     match &applied.primary().effect {
@@ -561,6 +562,7 @@ fn board_limits_hold() {
         CommandBody::ClaimTask {
             capabilities: vec![],
             lease_ms: None,
+            worker: None,
         },
     );
     assert!(

@@ -297,6 +297,7 @@ fn durable_claims(tasks: u64) {
             let body = CommandBody::ClaimTask {
                 capabilities: Vec::new(),
                 lease_ms: None,
+                worker: None,
             };
             let applied = push(&mut state, &mut store, *worker, body);
             match &applied.primary().effect {

@@ -88,6 +88,7 @@ impl ApiError {
             Reason::Forbidden { .. } | Reason::NoStanding { .. } => (StatusCode::FORBIDDEN, None),
             Reason::NotFound { .. } => (StatusCode::NOT_FOUND, None),
             Reason::StaleLease { .. } | Reason::NotClaimable { .. } => (StatusCode::CONFLICT, None),
+            Reason::WorkerGone { .. } => (StatusCode::GONE, None),
             _ => (StatusCode::BAD_REQUEST, None),
         };
         let mut details = match serde_json::to_value(reason) {
@@ -146,6 +147,14 @@ pub fn explain(reason: &Reason) -> String {
         Reason::ConsensusReached { .. } => "both sides reached their quorum and approval threshold".into(),
         Reason::ConsensusNotReached { .. } => "a side missed its quorum or approval threshold".into(),
         Reason::Vetoed { by } => format!("vetoed by {by}"),
+        Reason::WorkerGone { worker, state } => format!(
+            "worker session {worker} is {state}; register again (its old leases are revoked)"
+        ),
+        Reason::WorkerSilent { worker, last_heartbeat_ms, timeout_ms, revoked } => format!(
+            "worker session {worker} sent no heartbeat since {} (timeout {timeout_ms} ms); {} task(s) went back on the board",
+            colony_log::audit::format_time(*last_heartbeat_ms),
+            revoked.len()
+        ),
         Reason::NotClaimable { task, status, holder } => format!(
             "{task} is {status}{}; it cannot be claimed now",
             holder.as_ref().map(|h| format!(" (held by {h})")).unwrap_or_default()

@@ -17,6 +17,7 @@ use crate::{validate_address, JUSTIFICATION_BYTES_MAX, NAME_BYTES_MAX};
 
 mod governance;
 mod tasks;
+mod workers;
 
 const SYSTEM_ADDRESS: &str = "0.1";
 const ADMIN_ADDRESS: &str = "1.1";
@@ -61,6 +62,10 @@ pub struct State {
     lease_expiries: BTreeSet<(u64, String)>,
     backoffs: BTreeSet<(u64, String)>,
     leases_held: BTreeMap<PrincipalId, u32>,
+    workers: BTreeMap<u64, crate::workers::WorkerSession>,
+    worker_deadlines: BTreeSet<(u64, u64)>,
+    /// Tasks leased to each worker session.
+    worker_leases: BTreeMap<u64, BTreeSet<String>>,
     /// Events decided while applying the primary decision, emitted right after it.
     /// Always empty between commands.
     #[serde(skip)]
@@ -99,6 +104,7 @@ impl State {
         }
         self.expire_due(&mut events);
         self.process_governance_due(&mut events);
+        self.process_workers_due(&mut events);
         self.process_tasks_due(&mut events);
         let primary = self.decide(command);
         if command.actor != PrincipalId::SYSTEM {
@@ -197,6 +203,7 @@ impl State {
             expiry,
             self.governance_next_due_ms(),
             self.tasks_next_due_ms(),
+            self.workers_next_due_ms(),
         ]
         .into_iter()
         .flatten()
@@ -262,7 +269,11 @@ impl State {
             CommandBody::ClaimTask {
                 capabilities,
                 lease_ms,
-            } => self.claim_task(command, &actor_address, capabilities, *lease_ms),
+                worker,
+            } => self.claim_task(command, &actor_address, capabilities, *lease_ms, *worker),
+            CommandBody::RegisterWorker(new) => self.register_worker(command, &actor_address, new),
+            CommandBody::WorkerHeartbeat { worker } => self.worker_heartbeat(command, *worker),
+            CommandBody::LeaveWorker { worker } => self.leave_worker(command, *worker),
             CommandBody::ClaimSpecificTask { address, lease_ms } => {
                 self.claim_specific_task(command, &actor_address, address, *lease_ms)
             }

@@ -309,7 +309,13 @@ impl State {
     }
 
     /// Changes a task's status, records it, and keeps the indexes true.
-    fn set_status(&mut self, address: &str, to: TaskStatus, by: &str, justification: &str) {
+    pub(super) fn set_status(
+        &mut self,
+        address: &str,
+        to: TaskStatus,
+        by: &str,
+        justification: &str,
+    ) {
         let now = self.now_ms;
         let from = self.tasks[address].status;
         if from == to {
@@ -395,8 +401,14 @@ impl State {
         actor_address: &str,
         capabilities: &[String],
         lease_ms: Option<u64>,
+        worker: Option<u64>,
     ) -> Event {
         const ACTION: &str = "task.claim";
+        if let Some(worker) = worker {
+            if let Err(reason) = self.own_active_worker(command, worker) {
+                return Event::denied(ACTION, format!("worker:{worker}"), reason);
+            }
+        }
         let config = self.task_config.clone().expect("genesis applied");
         let lease_ms = lease_ms.unwrap_or(config.lease_ms);
         if lease_ms == 0 || lease_ms > config.lease_max_ms {
@@ -427,11 +439,16 @@ impl State {
                 Gate::Deny(reason) => return Event::denied(ACTION, actor_address, reason),
             }
         }
-        let offered: BTreeSet<&str> = capabilities.iter().map(String::as_str).collect();
+        // A session's registered capabilities stand in when the claim names none.
+        let registered = match (capabilities.is_empty(), worker) {
+            (true, Some(worker)) => self.workers[&worker].capabilities.clone(),
+            _ => capabilities.to_vec(),
+        };
+        let offered: BTreeSet<&str> = registered.iter().map(String::as_str).collect();
         let Some(address) = self.best_claimable(&offered, &config) else {
             return Event::allowed(ACTION, actor_address, Effect::NothingToClaim);
         };
-        self.grant_lease(command, actor_address, &address, lease_ms)
+        self.grant_lease(command, actor_address, &address, lease_ms, worker)
             .with_warnings(warnings)
     }
 
@@ -475,7 +492,7 @@ impl State {
                 return Event::denied(ACTION, address, reason);
             }
         }
-        self.grant_lease(command, actor_address, address, lease_ms)
+        self.grant_lease(command, actor_address, address, lease_ms, None)
     }
 
     fn grant_lease(
@@ -484,6 +501,7 @@ impl State {
         actor_address: &str,
         address: &str,
         lease_ms: u64,
+        worker: Option<u64>,
     ) -> Event {
         let token = command.seq;
         let expires_at_ms = self.now_ms.saturating_add(lease_ms);
@@ -510,10 +528,17 @@ impl State {
             token,
             lease_ms,
             expires_at_ms,
+            worker,
         });
         self.lease_expiries
             .insert((expires_at_ms, address.to_string()));
         *self.leases_held.entry(command.actor).or_insert(0) += 1;
+        if let Some(worker) = worker {
+            self.worker_leases
+                .entry(worker)
+                .or_default()
+                .insert(address.to_string());
+        }
         Event::allowed(
             "task.claim",
             address,
@@ -600,10 +625,18 @@ impl State {
                     self.leases_held.remove(&lease.holder);
                 }
             }
+            if let Some(worker) = lease.worker {
+                if let Some(held) = self.worker_leases.get_mut(&worker) {
+                    held.remove(address);
+                    if held.is_empty() {
+                        self.worker_leases.remove(&worker);
+                    }
+                }
+            }
         }
     }
 
-    fn end_attempt(&mut self, address: &str, outcome: &str, reason: Option<String>) {
+    pub(super) fn end_attempt(&mut self, address: &str, outcome: &str, reason: Option<String>) {
         self.clear_lease(address);
         let now = self.now_ms;
         if let Some(attempt) = self

@@ -10,6 +10,7 @@
 //! | `GET /v1/audit` | the decision log, paged and filtered |
 //! | `POST /v1/proposals`, `GET /v1/proposals[?state=]`, `GET /v1/proposals/{id}`, `POST /v1/proposals/{id}/votes` | governance |
 //! | `POST /v1/tasks`, `GET /v1/tasks`, `POST /v1/tasks/claim`, `GET /v1/tasks/dead`, `GET /v1/tasks/{address}`, `POST /v1/tasks/{address}/{heartbeat,checkpoint,complete,fail,release,spend,decompose,requeue}` | the task board |
+//! | `POST /v1/workers`, `GET /v1/workers`, `POST /v1/workers/{id}/heartbeat`, `DELETE /v1/workers/{id}` | worker sessions |
 //! | `GET /metrics` | Prometheus text |
 //! | `GET /limits`, `GET /limits/{name}`, `GET /limits/check/{name}`, `POST /tasks`, `GET /tasks`, `POST /tasks/{address}/{claim,start,progress,complete,fail}`, `GET /tasks/mine/{assignee}` | the Hypernet swarm's routes, old shapes |
 
@@ -21,6 +22,7 @@ mod limits;
 mod metrics;
 mod principals;
 mod tasks;
+mod workers;
 
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, RwLock};
@@ -125,6 +127,9 @@ pub fn router(app: AppState) -> Router {
             post(governance::propose).get(governance::list),
         )
         .route("/v1/proposals/{id}", get(governance::one))
+        .route("/v1/workers", post(workers::register).get(workers::list))
+        .route("/v1/workers/{id}", axum::routing::delete(workers::leave))
+        .route("/v1/workers/{id}/heartbeat", post(workers::heartbeat))
         .route("/v1/tasks", post(tasks::post).get(tasks::list))
         .route("/v1/tasks/claim", post(tasks::claim))
         .route("/v1/tasks/dead", get(tasks::dead))

@@ -101,6 +101,8 @@ pub struct ClaimRequest {
     #[serde(default)]
     capabilities: Vec<String>,
     lease_ms: Option<u64>,
+    /// The worker session the claim is for (`POST /v1/workers`).
+    worker: Option<u64>,
     justification: Option<String>,
 }
 
@@ -115,6 +117,7 @@ pub async fn claim(
     let body = CommandBody::ClaimTask {
         capabilities: request.capabilities,
         lease_ms: request.lease_ms,
+        worker: request.worker,
     };
     let outcome = app.decide(caller.id, justification, body).await?;
     match &outcome.primary.effect {

@@ -1,0 +1,231 @@
+//! The kernel's side of worker sessions: registration under `active_workers`,
+//! heartbeats, graceful leave, and loss after a silent timeout.
+
+use super::{forbidden, not_found, State};
+use crate::command::Command;
+use crate::event::{Effect, Event, Reason};
+use crate::limits::Gate;
+use crate::tasks::TaskStatus;
+use crate::workers::{NewWorker, WorkerSession, WorkerState};
+
+impl State {
+    pub fn worker(&self, id: u64) -> Option<&WorkerSession> {
+        self.workers.get(&id)
+    }
+
+    pub fn workers(&self) -> impl Iterator<Item = &WorkerSession> {
+        self.workers.values()
+    }
+
+    /// Tasks leased to a worker session now.
+    pub fn worker_tasks(&self, id: u64) -> Vec<String> {
+        self.worker_leases
+            .get(&id)
+            .map(|set| set.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    pub(super) fn workers_next_due_ms(&self) -> Option<u64> {
+        self.worker_deadlines.first().map(|(at, _)| *at)
+    }
+
+    /// Declares silent workers lost and puts their tasks back on the board.
+    pub(super) fn process_workers_due(&mut self, events: &mut Vec<Event>) {
+        while self
+            .worker_deadlines
+            .first()
+            .is_some_and(|(at, _)| *at <= self.now_ms)
+        {
+            let (deadline, id) = self.worker_deadlines.pop_first().expect("checked");
+            let worker = &self.workers[&id];
+            if worker.state != WorkerState::Active || worker.deadline_ms != deadline {
+                continue;
+            }
+            let timeout_ms = self
+                .task_config
+                .as_ref()
+                .expect("genesis applied")
+                .worker_timeout_ms;
+            let last = worker.last_heartbeat_ms;
+            let evidence = format!(
+                "no heartbeat since {last}; timeout {timeout_ms} ms; declared lost at {}",
+                self.now_ms
+            );
+            let revoked = self.end_session(id, WorkerState::Lost, "worker_lost", &evidence);
+            let address = self.workers[&id].address.clone();
+            self.workers.get_mut(&id).expect("exists").evidence = Some(evidence);
+            let mut event = Event::allowed(
+                "worker.lost",
+                address,
+                Effect::WorkerEnded {
+                    worker: id,
+                    state: WorkerState::Lost,
+                    released: revoked.clone(),
+                },
+            );
+            event.reason = Reason::WorkerSilent {
+                worker: id,
+                last_heartbeat_ms: last,
+                timeout_ms,
+                revoked,
+            };
+            events.push(event);
+        }
+    }
+
+    /// Ends a session: releases its `active_workers` unit and puts its tasks back
+    /// on the board (resuming from their checkpoints). Returns those tasks.
+    fn end_session(
+        &mut self,
+        id: u64,
+        state: WorkerState,
+        outcome: &str,
+        why: &str,
+    ) -> Vec<String> {
+        let worker = self.workers.get_mut(&id).expect("exists");
+        worker.state = state;
+        worker.ended_at_ms = Some(self.now_ms);
+        self.worker_deadlines.remove(&(worker.deadline_ms, id));
+        if let Some(limit) = self.limits.get_mut("active_workers") {
+            limit.usage = limit.usage.saturating_sub(1);
+        }
+        let tasks = self.worker_tasks(id);
+        for address in &tasks {
+            self.end_attempt(address, outcome, Some(why.to_string()));
+            if self.tasks[address].status.is_open() {
+                self.set_status(address, TaskStatus::Pending, "0.1", why);
+            }
+        }
+        tasks
+    }
+
+    pub(super) fn register_worker(
+        &mut self,
+        command: &Command,
+        actor_address: &str,
+        new: &NewWorker,
+    ) -> Event {
+        const ACTION: &str = "worker.register";
+        if new.capabilities.len() > crate::tasks::CAPABILITIES_MAX {
+            return Event::denied(
+                ACTION,
+                actor_address,
+                super::invalid("too many capabilities"),
+            );
+        }
+        let mut warnings = Vec::new();
+        if let Some(limit) = self.limits.get("active_workers") {
+            match limit.gate(1) {
+                Gate::Allow => {}
+                // Worker registrations past soft are admitted with a warning even when
+                // the limit queues: a waiting worker has nothing to wait with yet.
+                Gate::Warn(reason) | Gate::Queue(reason) => warnings.push(reason),
+                Gate::Deny(reason) => return Event::denied(ACTION, actor_address, reason),
+            }
+        }
+        if let Some(limit) = self.limits.get_mut("active_workers") {
+            limit.usage += 1;
+        }
+        let timeout_ms = self
+            .task_config
+            .as_ref()
+            .expect("genesis applied")
+            .worker_timeout_ms;
+        let mut capabilities = new.capabilities.clone();
+        capabilities.sort();
+        capabilities.dedup();
+        let id = command.seq;
+        let deadline_ms = self.now_ms + timeout_ms;
+        self.workers.insert(
+            id,
+            WorkerSession {
+                id,
+                principal: command.actor,
+                address: actor_address.to_string(),
+                capabilities,
+                model: new.model.clone(),
+                profile: new.profile.clone(),
+                state: WorkerState::Active,
+                registered_at_ms: self.now_ms,
+                last_heartbeat_ms: self.now_ms,
+                deadline_ms,
+                ended_at_ms: None,
+                evidence: None,
+            },
+        );
+        self.worker_deadlines.insert((deadline_ms, id));
+        Event::allowed(
+            ACTION,
+            actor_address,
+            Effect::WorkerRegistered {
+                worker: id,
+                deadline_ms,
+            },
+        )
+        .with_warnings(warnings)
+    }
+
+    /// The actor's own active session, or why not.
+    pub(super) fn own_active_worker(&self, command: &Command, id: u64) -> Result<(), Reason> {
+        let Some(worker) = self.workers.get(&id) else {
+            return Err(not_found("worker", id));
+        };
+        if worker.principal != command.actor {
+            return Err(forbidden(
+                "this worker session belongs to another principal",
+            ));
+        }
+        if worker.state != WorkerState::Active {
+            return Err(Reason::WorkerGone {
+                worker: id,
+                state: worker.state.as_str().to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    pub(super) fn worker_heartbeat(&mut self, command: &Command, id: u64) -> Event {
+        const ACTION: &str = "worker.heartbeat";
+        let subject = format!("worker:{id}");
+        if let Err(reason) = self.own_active_worker(command, id) {
+            return Event::denied(ACTION, subject, reason);
+        }
+        let timeout_ms = self
+            .task_config
+            .as_ref()
+            .expect("genesis applied")
+            .worker_timeout_ms;
+        let worker = self.workers.get_mut(&id).expect("checked");
+        self.worker_deadlines.remove(&(worker.deadline_ms, id));
+        worker.last_heartbeat_ms = self.now_ms;
+        worker.deadline_ms = self.now_ms + timeout_ms;
+        let deadline_ms = worker.deadline_ms;
+        self.worker_deadlines.insert((deadline_ms, id));
+        Event::allowed(
+            ACTION,
+            subject,
+            Effect::WorkerRegistered {
+                worker: id,
+                deadline_ms,
+            },
+        )
+    }
+
+    pub(super) fn leave_worker(&mut self, command: &Command, id: u64) -> Event {
+        const ACTION: &str = "worker.leave";
+        let subject = format!("worker:{id}");
+        if let Err(reason) = self.own_active_worker(command, id) {
+            return Event::denied(ACTION, subject, reason);
+        }
+        let released = self.end_session(id, WorkerState::Left, "worker_left", "the worker left");
+        Event::allowed(
+            ACTION,
+            subject,
+            Effect::WorkerEnded {
+                worker: id,
+                state: WorkerState::Left,
+                released,
+            },
+        )
+    }
+}

@@ -1,0 +1,241 @@
+//! Worker sessions: registration within limits, heartbeats, loss and reassignment.
+
+use colony_kernel::tasks::*;
+use colony_kernel::workers::*;
+use colony_kernel::*;
+
+mod common;
+use common::*;
+
+fn register(sim: &mut Sim, actor: PrincipalId, capabilities: &[&str]) -> Result<u64, Reason> {
+    let new = NewWorker {
+        capabilities: capabilities.iter().map(|c| c.to_string()).collect(),
+        model: None,
+        profile: None,
+    };
+    let applied = sim.run(actor, CommandBody::RegisterWorker(Box::new(new)));
+    match applied.primary().effect {
+        Effect::WorkerRegistered { worker, .. } => Ok(worker),
+        _ => Err(applied.primary().reason.clone()),
+    }
+}
+
+fn post(sim: &mut Sim, title: &str) -> String {
+    let task = NewTask {
+        title: title.into(),
+        description: String::new(),
+        priority: Priority::Normal,
+        capabilities: vec!["code".into()],
+        depends_on: vec![],
+        budget_micro_usd: None,
+        max_attempts: None,
+    };
+    match &sim
+        .run(PrincipalId::ADMIN, CommandBody::PostTask(Box::new(task)))
+        .primary()
+        .effect
+    {
+        Effect::TaskChanged { address, .. } => address.clone(),
+        other => panic!("{other:?}"),
+    }
+}
+
+fn claim(sim: &mut Sim, actor: PrincipalId, worker: u64) -> Option<(String, u64)> {
+    let applied = sim.run(
+        actor,
+        CommandBody::ClaimTask {
+            capabilities: vec![],
+            lease_ms: Some(600_000),
+            worker: Some(worker),
+        },
+    );
+    match &applied.primary().effect {
+        Effect::TaskClaimed { address, token, .. } => Some((address.clone(), *token)),
+        Effect::NothingToClaim => None,
+        _ => panic!("{:?}", applied.primary().reason),
+    }
+}
+
+fn tick(sim: &mut Sim) -> Applied {
+    sim.run(PrincipalId::SYSTEM, CommandBody::Tick)
+}
+
+#[test]
+fn registration_is_held_within_active_workers() {
+    let mut sim = Sim::new();
+    let ai = sim.create_ok(PrincipalKind::Ai, None);
+    let first = register(&mut sim, ai, &["code"]).unwrap();
+    register(&mut sim, ai, &["code"]).unwrap();
+    let third = sim.run(
+        ai,
+        CommandBody::RegisterWorker(Box::new(NewWorker {
+            capabilities: vec![],
+            model: None,
+            profile: None,
+        })),
+    );
+    assert_eq!(
+        third.primary().decision,
+        Decision::Warned,
+        "past soft 2: warned"
+    );
+    let fourth = register(&mut sim, ai, &["code"]).unwrap_err();
+    assert!(
+        matches!(fourth, Reason::HardLimit { ref limit, usage: 3, hard: 3, .. } if limit == "active_workers")
+    );
+    assert!(sim
+        .run(ai, CommandBody::LeaveWorker { worker: first })
+        .primary()
+        .decision
+        .is_allowed());
+    assert_eq!(sim.state.limit("active_workers").unwrap().usage, 2);
+    assert!(
+        register(&mut sim, ai, &["code"]).is_ok(),
+        "a leave makes room"
+    );
+}
+
+#[test]
+fn a_silent_worker_is_declared_lost_and_its_task_resumes_elsewhere() {
+    let mut sim = Sim::new();
+    let first_ai = sim.create_ok(PrincipalKind::Ai, None);
+    let second_ai = sim.create_ok(PrincipalKind::Ai, None);
+    let lost = register(&mut sim, first_ai, &["code"]).unwrap();
+    let task = post(&mut sim, "port the parser");
+    let (claimed, token) = claim(&mut sim, first_ai, lost).unwrap();
+    assert_eq!(claimed, task);
+    sim.run(
+        first_ai,
+        CommandBody::UpdateTask {
+            address: task.clone(),
+            token,
+            update: TaskUpdate::Checkpoint("{\"files\":2}".into()),
+        },
+    );
+    let timeout = TaskConfig::defaults().worker_timeout_ms;
+    assert_eq!(
+        sim.state.next_due_ms(),
+        Some(sim.state.worker(lost).unwrap().deadline_ms)
+    );
+    sim.now_ms = sim.state.next_due_ms().unwrap();
+    let declared = tick(&mut sim);
+    let event = declared
+        .events
+        .iter()
+        .find(|e| e.action == "worker.lost")
+        .expect("declared lost");
+    assert!(
+        matches!(&event.reason, Reason::WorkerSilent { timeout_ms, revoked, .. } if *timeout_ms == timeout && revoked == &vec![task.clone()])
+    );
+    assert!(sim
+        .state
+        .worker(lost)
+        .unwrap()
+        .evidence
+        .as_deref()
+        .unwrap()
+        .contains("no heartbeat since"));
+    assert_eq!(
+        sim.state.task(&task).unwrap().status,
+        TaskStatus::Pending,
+        "back on the board at once"
+    );
+    assert_eq!(sim.state.limit("active_workers").unwrap().usage, 0);
+
+    let second = register(&mut sim, second_ai, &["code"]).unwrap();
+    let (again, new_token) = claim(&mut sim, second_ai, second).unwrap();
+    assert_eq!(again, task);
+    assert_eq!(
+        sim.state.task(&task).unwrap().checkpoint.as_deref(),
+        Some("{\"files\":2}")
+    );
+    // The lost worker comes back: nothing it held is still its own.
+    let late = sim.run(
+        first_ai,
+        CommandBody::UpdateTask {
+            address: task.clone(),
+            token,
+            update: TaskUpdate::Complete("late".into()),
+        },
+    );
+    assert_eq!(late.primary().reason.code(), "stale_lease");
+    let heartbeat = sim.run(first_ai, CommandBody::WorkerHeartbeat { worker: lost });
+    assert_eq!(heartbeat.primary().reason.code(), "worker_gone");
+    assert_eq!(claim_code(&mut sim, first_ai, lost), "worker_gone");
+    let done = sim.run(
+        second_ai,
+        CommandBody::UpdateTask {
+            address: task.clone(),
+            token: new_token,
+            update: TaskUpdate::Complete("done".into()),
+        },
+    );
+    assert!(done.primary().decision.is_allowed());
+    let attempts = &sim.state.task(&task).unwrap().attempts;
+    assert_eq!(attempts[0].outcome.as_deref(), Some("worker_lost"));
+    assert_eq!(
+        sim.state.task(&task).unwrap().failures,
+        0,
+        "losing a worker is not the task's failure"
+    );
+}
+
+fn claim_code(sim: &mut Sim, actor: PrincipalId, worker: u64) -> &'static str {
+    let applied = sim.run(
+        actor,
+        CommandBody::ClaimTask {
+            capabilities: vec![],
+            lease_ms: None,
+            worker: Some(worker),
+        },
+    );
+    applied.primary().reason.code()
+}
+
+#[test]
+fn a_slow_worker_within_its_timeout_is_never_lost() {
+    let mut sim = Sim::new();
+    let ai = sim.create_ok(PrincipalKind::Ai, None);
+    let worker = register(&mut sim, ai, &["code"]).unwrap();
+    let timeout = TaskConfig::defaults().worker_timeout_ms;
+    for _ in 0..500 {
+        sim.advance(timeout - 1);
+        tick(&mut sim);
+        assert!(sim
+            .run(ai, CommandBody::WorkerHeartbeat { worker })
+            .primary()
+            .decision
+            .is_allowed());
+    }
+    assert_eq!(sim.state.worker(worker).unwrap().state, WorkerState::Active);
+}
+
+#[test]
+fn sessions_belong_to_their_principal_and_leaving_returns_tasks() {
+    let mut sim = Sim::new();
+    let owner = sim.create_ok(PrincipalKind::Ai, None);
+    let other = sim.create_ok(PrincipalKind::Ai, None);
+    let worker = register(&mut sim, owner, &["code"]).unwrap();
+    assert_eq!(claim_code(&mut sim, other, worker), "forbidden");
+    assert_eq!(
+        sim.run(other, CommandBody::WorkerHeartbeat { worker })
+            .primary()
+            .reason
+            .code(),
+        "forbidden"
+    );
+    let task = post(&mut sim, "t");
+    claim(&mut sim, owner, worker).unwrap();
+    let left = sim.run(owner, CommandBody::LeaveWorker { worker });
+    assert!(
+        matches!(&left.primary().effect, Effect::WorkerEnded { state: WorkerState::Left, released, .. } if released == &vec![task.clone()])
+    );
+    assert_eq!(sim.state.task(&task).unwrap().status, TaskStatus::Pending);
+    assert_eq!(
+        sim.run(owner, CommandBody::LeaveWorker { worker })
+            .primary()
+            .reason
+            .code(),
+        "worker_gone"
+    );
+}
