@@ -408,3 +408,55 @@ async fn bad_task_requests_get_clear_errors() {
         (Some("claimed"), Some(0))
     );
 }
+
+#[tokio::test]
+async fn worker_sessions_over_http() {
+    let board = Board::start().await;
+    let worker = board.worker("loom").await;
+    let (status, session) = board
+        .post(
+            "/v1/workers",
+            &worker,
+            json!({"capabilities": ["writing"], "model": "gpt-4o-mini"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{session}");
+    let id = session["worker"].as_u64().unwrap();
+    assert!(session["heartbeat_ms"].as_u64().unwrap() < session["timeout_ms"].as_u64().unwrap());
+    let address = board
+        .task("a guide", json!({"capabilities": ["writing"]}))
+        .await;
+    // The session's capabilities are used when the claim names none.
+    let (status, claimed) = board
+        .post("/v1/tasks/claim", &worker, json!({"worker": id}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{claimed}");
+    assert_eq!(claimed["task"]["address"], address.as_str());
+    let (status, beat) = board
+        .post(&format!("/v1/workers/{id}/heartbeat"), &worker, json!({}))
+        .await;
+    assert_eq!(
+        (status, beat["state"].as_str()),
+        (StatusCode::OK, Some("active"))
+    );
+    let listed = board.get("/v1/workers").await;
+    assert_eq!(listed["workers"][0]["tasks"][0], address.as_str());
+    assert_eq!(listed["workers"][0]["health"], "healthy");
+    let response = board
+        .http
+        .delete(format!("{}/v1/workers/{id}", board.base))
+        .bearer_auth(&worker)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let task = board.get(&format!("/v1/tasks/{address}")).await;
+    assert_eq!(task["status"], "pending", "a leave gives the task back");
+    let (status, gone) = board
+        .post(&format!("/v1/workers/{id}/heartbeat"), &worker, json!({}))
+        .await;
+    assert_eq!(
+        (status, gone["error"]["code"].as_str()),
+        (StatusCode::GONE, Some("worker_gone"))
+    );
+}
