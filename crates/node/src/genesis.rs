@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use colony_kernel::governance::{ChangeKind, GovernanceConfig, Ratio, RelaxationConfig, VoteRule};
+use colony_kernel::tasks::TaskConfig;
 use colony_kernel::{
     builtin_limit, LimitKind, LimitSpec, OnSoft, PrincipalKind, QuotaConfig, Resource, Role,
     MICRO_USD_PER_USD,
@@ -19,6 +20,7 @@ use toml::Spanned;
 pub const DEFAULT_LIMITS_TOML: &str = include_str!("../../../config/genesis/limits.toml");
 pub const DEFAULT_QUOTAS_TOML: &str = include_str!("../../../config/genesis/quotas.toml");
 pub const DEFAULT_GOVERNANCE_TOML: &str = include_str!("../../../config/genesis/governance.toml");
+pub const DEFAULT_TASKS_TOML: &str = include_str!("../../../config/genesis/tasks.toml");
 
 /// A configuration file that cannot be used, and where.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +37,7 @@ pub struct GenesisConfig {
     pub limits: Vec<LimitSpec>,
     pub quotas: QuotaConfig,
     pub governance: GovernanceConfig,
+    pub tasks: TaskConfig,
     /// Where it came from, recorded as the limits' `set_via`.
     pub source: String,
 }
@@ -58,6 +61,17 @@ pub fn load_dir(dir: &Path) -> Result<GenesisConfig, ConfigError> {
         limits: parse_limits(&limits_file, &limits_text)?,
         quotas: parse_quotas(&quotas_file, &quotas_text)?,
         governance: parse_governance(&governance_file, &governance_text)?,
+        tasks: match std::fs::read_to_string(dir.join("tasks.toml")) {
+            Ok(text) => parse_tasks(&dir.join("tasks.toml"), &text)?,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => TaskConfig::defaults(),
+            Err(error) => {
+                return Err(ConfigError {
+                    file: dir.join("tasks.toml"),
+                    line: None,
+                    message: format!("cannot read: {error}"),
+                })
+            }
+        },
         source: dir.display().to_string(),
     })
 }
@@ -74,6 +88,8 @@ pub fn builtin_defaults() -> GenesisConfig {
             DEFAULT_GOVERNANCE_TOML,
         )
         .expect("shipped governance.toml is valid"),
+        tasks: parse_tasks(Path::new("(built-in)/tasks.toml"), DEFAULT_TASKS_TOML)
+            .expect("shipped tasks.toml is valid"),
         source: "built-in defaults".to_string(),
     }
 }
@@ -473,6 +489,113 @@ pub fn parse_governance(file: &Path, text: &str) -> Result<GovernanceConfig, Con
     Ok(config)
 }
 
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct TasksFile {
+    #[serde(default)]
+    tasks: TasksSection,
+    #[serde(default)]
+    workers: WorkersSection,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct TasksSection {
+    lease: Option<Spanned<String>>,
+    lease_max: Option<Spanned<String>>,
+    max_attempts: Option<u32>,
+    backoff_base: Option<Spanned<String>>,
+    backoff_max: Option<Spanned<String>>,
+    aging_points_per_minute: Option<u32>,
+    aging_points_max: Option<u32>,
+    unblock_points: Option<u32>,
+    unblock_points_max: Option<u32>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct WorkersSection {
+    heartbeat: Option<Spanned<String>>,
+    timeout: Option<Spanned<String>>,
+}
+
+/// Parses the text of `tasks.toml`; anything left out keeps its default.
+pub fn parse_tasks(file: &Path, text: &str) -> Result<TaskConfig, ConfigError> {
+    let error = |span: Option<std::ops::Range<usize>>, message: String| ConfigError {
+        file: file.to_path_buf(),
+        line: span.map(|s| line_of(text, s.start)),
+        message,
+    };
+    let parsed: TasksFile =
+        toml::from_str(text).map_err(|e| error(e.span(), e.message().to_string()))?;
+    let mut config = TaskConfig::defaults();
+    let duration =
+        |key: &str, value: &Option<Spanned<String>>, target: &mut u64| -> Result<(), ConfigError> {
+            if let Some(value) = value {
+                *target = parse_duration_ms(value.get_ref())
+                    .map_err(|m| error(Some(value.span()), format!("{key}: {m}")))?;
+            }
+            Ok(())
+        };
+    let (tasks, workers) = (&parsed.tasks, &parsed.workers);
+    duration("tasks.lease", &tasks.lease, &mut config.lease_ms)?;
+    duration(
+        "tasks.lease_max",
+        &tasks.lease_max,
+        &mut config.lease_max_ms,
+    )?;
+    duration(
+        "tasks.backoff_base",
+        &tasks.backoff_base,
+        &mut config.backoff_base_ms,
+    )?;
+    duration(
+        "tasks.backoff_max",
+        &tasks.backoff_max,
+        &mut config.backoff_max_ms,
+    )?;
+    duration(
+        "workers.heartbeat",
+        &workers.heartbeat,
+        &mut config.worker_heartbeat_ms,
+    )?;
+    duration(
+        "workers.timeout",
+        &workers.timeout,
+        &mut config.worker_timeout_ms,
+    )?;
+    for (value, target) in [
+        (tasks.max_attempts, &mut config.max_attempts),
+        (
+            tasks.aging_points_per_minute,
+            &mut config.aging_points_per_minute,
+        ),
+        (tasks.aging_points_max, &mut config.aging_points_max),
+        (tasks.unblock_points, &mut config.unblock_points),
+        (tasks.unblock_points_max, &mut config.unblock_points_max),
+    ] {
+        if let Some(value) = value {
+            *target = value;
+        }
+    }
+    if config.max_attempts == 0 {
+        return Err(error(None, "tasks.max_attempts must be at least 1".into()));
+    }
+    if config.lease_ms > config.lease_max_ms {
+        return Err(error(
+            tasks.lease.as_ref().map(|l| l.span()),
+            "tasks.lease is above tasks.lease_max".into(),
+        ));
+    }
+    if config.worker_heartbeat_ms >= config.worker_timeout_ms {
+        return Err(error(
+            workers.heartbeat.as_ref().map(|h| h.span()),
+            "workers.heartbeat must be shorter than workers.timeout".into(),
+        ));
+    }
+    Ok(config)
+}
+
 /// `"2/3"` or `"75%"`, at most one.
 fn parse_ratio(text: &str) -> Result<Ratio, String> {
     let bad = || format!("`{text}` is not a ratio like \"2/3\" or \"75%\"");
@@ -687,6 +810,45 @@ mod tests {
         let config = parse_governance(Path::new("g.toml"), base).unwrap();
         assert_eq!(config.review_period_ms, 2_000);
         assert!(config.rules.is_empty(), "no rule: nothing can be raised");
+    }
+
+    #[test]
+    fn task_settings_parse_and_are_checked() {
+        let config = parse_tasks(
+            Path::new("tasks.toml"),
+            "[workers]\nheartbeat = \"100ms\"\ntimeout = \"300ms\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                config.worker_heartbeat_ms,
+                config.worker_timeout_ms,
+                config.lease_ms
+            ),
+            (100, 300, 30_000)
+        );
+        let error = parse_tasks(
+            Path::new("tasks.toml"),
+            "[workers]\nheartbeat = \"10s\"\ntimeout = \"5s\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains("tasks.toml:2: workers.heartbeat must be shorter"),
+            "{error}"
+        );
+        let error = parse_tasks(Path::new("tasks.toml"), "[tasks]\nleese = \"1s\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("tasks.toml:2") && error.contains("unknown field"),
+            "{error}"
+        );
+        assert_eq!(
+            builtin_defaults().tasks,
+            TaskConfig::defaults(),
+            "the shipped file says the defaults"
+        );
     }
 
     #[test]

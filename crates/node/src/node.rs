@@ -209,7 +209,7 @@ async fn apply_genesis(
         limits: config.limits,
         quotas: config.quotas,
         governance: config.governance,
-        tasks: colony_kernel::tasks::TaskConfig::defaults(),
+        tasks: config.tasks,
         source: config.source,
         admin_name: "admin".to_string(),
         admin_token_hash: hash_token(&token),

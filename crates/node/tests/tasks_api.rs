@@ -13,15 +13,34 @@ struct Board {
     admin: String,
     http: reqwest::Client,
     _data: tempfile::TempDir,
+    _config: tempfile::TempDir,
 }
 
 impl Board {
     async fn start() -> Board {
+        Board::with_tasks_toml(None).await
+    }
+
+    /// The shipped genesis, with `tasks.toml` replaced when given.
+    async fn with_tasks_toml(tasks: Option<&str>) -> Board {
+        let config = tempfile::tempdir().unwrap();
+        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/genesis");
+        for file in [
+            "limits.toml",
+            "quotas.toml",
+            "governance.toml",
+            "tasks.toml",
+        ] {
+            std::fs::copy(shipped.join(file), config.path().join(file)).unwrap();
+        }
+        if let Some(tasks) = tasks {
+            std::fs::write(config.path().join("tasks.toml"), tasks).unwrap();
+        }
         let data = tempfile::tempdir().unwrap();
         let node = Node::start(NodeConfig {
             data_dir: data.path().to_path_buf(),
             listen: "127.0.0.1:0".parse().unwrap(),
-            config_dir: Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/genesis"),
+            config_dir: config.path().to_path_buf(),
             config_dir_required: true,
             ..NodeConfig::default()
         })
@@ -37,6 +56,7 @@ impl Board {
             admin,
             http: reqwest::Client::new(),
             _data: data,
+            _config: config,
         }
     }
 
@@ -458,5 +478,100 @@ async fn worker_sessions_over_http() {
     assert_eq!(
         (status, gone["error"]["code"].as_str()),
         (StatusCode::GONE, Some("worker_gone"))
+    );
+}
+
+/// On the node's own clock: a worker that stops heartbeating is declared lost after
+/// its timeout (300 ms here), its task goes to another worker with its checkpoint, and
+/// the stopped worker cannot complete it when it resumes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_worker_loses_its_task_to_another_on_the_nodes_clock() {
+    let board = Board::with_tasks_toml(Some(
+        "[workers]\nheartbeat = \"100ms\"\ntimeout = \"300ms\"\n",
+    ))
+    .await;
+    let (slow, fast) = (board.worker("sleepy").await, board.worker("steady").await);
+    let (_, session) = board
+        .post("/v1/workers", &slow, json!({"capabilities": ["code"]}))
+        .await;
+    let slow_session = session["worker"].as_u64().unwrap();
+    let address = board
+        .task("port the parser", json!({"capabilities": ["code"]}))
+        .await;
+    let (_, claimed) = board
+        .post("/v1/tasks/claim", &slow, json!({"worker": slow_session}))
+        .await;
+    let token = claimed["lease"]["token"].as_u64().unwrap();
+    board
+        .post(
+            &format!("/v1/tasks/{address}/checkpoint"),
+            &slow,
+            json!({"lease_token": token, "checkpoint": {"files": 2}}),
+        )
+        .await;
+
+    // No more heartbeats from the slow worker: wait for the node to declare it lost.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let workers = board.get("/v1/workers").await;
+        if workers["workers"][0]["state"] == "lost" {
+            assert!(workers["workers"][0]["evidence"]
+                .as_str()
+                .unwrap()
+                .contains("no heartbeat since"));
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never declared lost: {workers}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let (_, session) = board
+        .post("/v1/workers", &fast, json!({"capabilities": ["code"]}))
+        .await;
+    let fast_session = session["worker"].as_u64().unwrap();
+    let (status, claimed) = board
+        .post("/v1/tasks/claim", &fast, json!({"worker": fast_session}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{claimed}");
+    assert_eq!(
+        claimed["task"]["checkpoint"]["files"], 2,
+        "resumes from the checkpoint"
+    );
+    let new_token = claimed["lease"]["token"].as_u64().unwrap();
+    let (status, late) = board
+        .post(
+            &format!("/v1/tasks/{address}/complete"),
+            &slow,
+            json!({"lease_token": token}),
+        )
+        .await;
+    assert_eq!(
+        (status, late["error"]["code"].as_str()),
+        (StatusCode::CONFLICT, Some("stale_lease"))
+    );
+    let (status, _) = board
+        .post(
+            &format!("/v1/workers/{slow_session}/heartbeat"),
+            &slow,
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::GONE,
+        "the resumed worker must register again"
+    );
+    let (status, done) = board
+        .post(
+            &format!("/v1/tasks/{address}/complete"),
+            &fast,
+            json!({"lease_token": new_token}),
+        )
+        .await;
+    assert_eq!(
+        (status, done["status"].as_str()),
+        (StatusCode::OK, Some("completed"))
     );
 }
