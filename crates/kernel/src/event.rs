@@ -265,6 +265,11 @@ pub enum Effect {
         worker: u64,
         deadline_ms: u64,
     },
+    /// Waiting for `active_workers` to drop below soft; the session's id will be the ticket.
+    WorkerQueued {
+        ticket: u64,
+        position: usize,
+    },
     WorkerEnded {
         worker: u64,
         state: crate::workers::WorkerState,

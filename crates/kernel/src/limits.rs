@@ -236,7 +236,14 @@ pub struct QueuedAdmission {
     pub queued_at_ms: u64,
     pub actor: PrincipalId,
     pub justification: String,
-    pub request: CreatePrincipal,
+    pub request: AdmissionRequest,
+}
+
+/// What waits in an admission queue.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AdmissionRequest {
+    CreatePrincipal(CreatePrincipal),
+    RegisterWorker(crate::workers::NewWorker),
 }
 
 /// A limit with its live usage and its provenance.

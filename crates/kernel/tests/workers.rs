@@ -239,3 +239,50 @@ fn sessions_belong_to_their_principal_and_leaving_returns_tasks() {
         "worker_gone"
     );
 }
+
+#[test]
+fn registrations_past_soft_wait_in_the_queue_when_the_limit_queues() {
+    let mut genesis = Genesis::for_tests(ADMIN_TOKEN);
+    let workers = genesis
+        .limits
+        .iter_mut()
+        .find(|l| l.name == "active_workers")
+        .unwrap();
+    (workers.soft, workers.hard, workers.on_soft) = (Some(1), Some(3), OnSoft::Queue);
+    let mut sim = Sim::with(genesis);
+    let ai = sim.create_ok(PrincipalKind::Ai, None);
+    let first = register(&mut sim, ai, &["code"]).unwrap();
+    let queued = sim.run(
+        ai,
+        CommandBody::RegisterWorker(Box::new(NewWorker {
+            capabilities: vec!["docs".into()],
+            model: None,
+            profile: None,
+        })),
+    );
+    let Effect::WorkerQueued {
+        ticket,
+        position: 0,
+    } = queued.primary().effect
+    else {
+        panic!("{:?}", queued.primary())
+    };
+    assert!(sim.state.worker(ticket).is_none(), "not a session yet");
+    sim.advance(500);
+    let left = sim.run(ai, CommandBody::LeaveWorker { worker: first });
+    let admitted = left
+        .events
+        .iter()
+        .find(|e| e.decision == Decision::Admitted)
+        .expect("admitted when the place freed");
+    assert!(matches!(
+        admitted.reason,
+        Reason::LimitAllows { waited_ms: 500, .. }
+    ));
+    let session = sim.state.worker(ticket).unwrap();
+    assert_eq!(
+        (session.state, session.capabilities.clone()),
+        (WorkerState::Active, vec!["docs".to_string()])
+    );
+    assert_eq!(sim.state.limit("active_workers").unwrap().usage, 1);
+}

@@ -18,11 +18,18 @@ struct Board {
 
 impl Board {
     async fn start() -> Board {
-        Board::with_tasks_toml(None).await
+        Board::with_files(&[]).await
     }
 
-    /// The shipped genesis, with `tasks.toml` replaced when given.
     async fn with_tasks_toml(tasks: Option<&str>) -> Board {
+        match tasks {
+            Some(tasks) => Board::with_files(&[("tasks.toml", tasks)]).await,
+            None => Board::start().await,
+        }
+    }
+
+    /// The shipped genesis, with some files replaced.
+    async fn with_files(replaced: &[(&str, &str)]) -> Board {
         let config = tempfile::tempdir().unwrap();
         let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/genesis");
         for file in [
@@ -33,8 +40,8 @@ impl Board {
         ] {
             std::fs::copy(shipped.join(file), config.path().join(file)).unwrap();
         }
-        if let Some(tasks) = tasks {
-            std::fs::write(config.path().join("tasks.toml"), tasks).unwrap();
+        for (file, text) in replaced {
+            std::fs::write(config.path().join(file), text).unwrap();
         }
         let data = tempfile::tempdir().unwrap();
         let node = Node::start(NodeConfig {
@@ -573,5 +580,47 @@ async fn a_silent_worker_loses_its_task_to_another_on_the_nodes_clock() {
     assert_eq!(
         (status, done["status"].as_str()),
         (StatusCode::OK, Some("completed"))
+    );
+}
+
+#[tokio::test]
+async fn worker_registrations_queue_past_soft_and_start_when_a_place_frees() {
+    let limits = "[limits.active_workers]\nsoft = 1\nhard = 2\non_soft = \"queue\"\n";
+    let board = Board::with_files(&[("limits.toml", limits)]).await;
+    let worker = board.worker("loom").await;
+    let (status, first) = board.post("/v1/workers", &worker, json!({})).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, queued) = board
+        .post("/v1/workers", &worker, json!({"capabilities": ["docs"]}))
+        .await;
+    assert_eq!(
+        (status, queued["status"].as_str()),
+        (StatusCode::ACCEPTED, Some("queued")),
+        "{queued}"
+    );
+    let ticket = queued["worker"].as_u64().unwrap();
+    let response = board
+        .http
+        .get(format!("{}/v1/workers/{ticket}", board.base))
+        .bearer_auth(&board.admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    let first = first["worker"].as_u64().unwrap();
+    board
+        .http
+        .delete(format!("{}/v1/workers/{first}", board.base))
+        .bearer_auth(&worker)
+        .send()
+        .await
+        .unwrap();
+    let admitted = board.get(&format!("/v1/workers/{ticket}")).await;
+    assert_eq!(
+        (
+            admitted["state"].as_str(),
+            admitted["capabilities"][0].as_str()
+        ),
+        (Some("active"), Some("docs"))
     );
 }

@@ -271,7 +271,9 @@ impl State {
                 lease_ms,
                 worker,
             } => self.claim_task(command, &actor_address, capabilities, *lease_ms, *worker),
-            CommandBody::RegisterWorker(new) => self.register_worker(command, &actor_address, new),
+            CommandBody::RegisterWorker(new) => {
+                self.register_worker(command, &actor_address, new, None)
+            }
             CommandBody::WorkerHeartbeat { worker } => self.worker_heartbeat(command, *worker),
             CommandBody::LeaveWorker { worker } => self.leave_worker(command, *worker),
             CommandBody::ClaimSpecificTask { address, lease_ms } => {
@@ -526,7 +528,7 @@ impl State {
                 queued_at_ms: command.at_ms,
                 actor: command.actor,
                 justification: command.justification.clone(),
-                request: request.clone(),
+                request: crate::limits::AdmissionRequest::CreatePrincipal(request.clone()),
             });
             return Event {
                 action: ACTION,
@@ -724,23 +726,36 @@ impl State {
                     .principals
                     .get(&queued.actor)
                     .is_some_and(|p| p.standing);
+                let body = match &queued.request {
+                    crate::limits::AdmissionRequest::CreatePrincipal(request) => {
+                        CommandBody::CreatePrincipal(request.clone())
+                    }
+                    crate::limits::AdmissionRequest::RegisterWorker(new) => {
+                        CommandBody::RegisterWorker(Box::new(new.clone()))
+                    }
+                };
                 let command = Command::new(
                     queued.ticket,
                     self.now_ms,
                     queued.actor,
                     queued.justification.clone(),
-                    CommandBody::CreatePrincipal(queued.request.clone()),
+                    body,
                 );
-                let event = if actor_ok {
-                    self.create_principal(&command, &queued.request, Some(&queued))
-                } else {
-                    Event::denied(
-                        "principal.create",
+                let event = match (&queued.request, actor_ok) {
+                    (_, false) => Event::denied(
+                        command.body.name(),
                         format!("ticket:{}", queued.ticket),
                         Reason::NoStanding {
                             actor: queued.actor,
                         },
-                    )
+                    ),
+                    (crate::limits::AdmissionRequest::CreatePrincipal(request), true) => {
+                        self.create_principal(&command, request, Some(&queued))
+                    }
+                    (crate::limits::AdmissionRequest::RegisterWorker(new), true) => {
+                        let address = self.principals[&queued.actor].address.clone();
+                        self.register_worker(&command, &address, new, Some(&queued))
+                    }
                 };
                 events.push(event);
             }

@@ -3,8 +3,8 @@
 
 use super::{forbidden, not_found, State};
 use crate::command::Command;
-use crate::event::{Effect, Event, Reason};
-use crate::limits::Gate;
+use crate::event::{Decision, Effect, Event, Reason};
+use crate::limits::{AdmissionRequest, Gate, QueuedAdmission};
 use crate::tasks::TaskStatus;
 use crate::workers::{NewWorker, WorkerSession, WorkerState};
 
@@ -99,11 +99,15 @@ impl State {
         tasks
     }
 
+    /// Registers a session, or queues the registration when `active_workers` is past
+    /// soft with `on_soft = "queue"` (the session's id is then its ticket, and it
+    /// exists once admitted). `admitted` is set when the queue admits it.
     pub(super) fn register_worker(
         &mut self,
         command: &Command,
         actor_address: &str,
         new: &NewWorker,
+        admitted: Option<&QueuedAdmission>,
     ) -> Event {
         const ACTION: &str = "worker.register";
         if new.capabilities.len() > crate::tasks::CAPABILITIES_MAX {
@@ -114,16 +118,42 @@ impl State {
             );
         }
         let mut warnings = Vec::new();
-        if let Some(limit) = self.limits.get("active_workers") {
+        if let Some(limit) = self.limits.get_mut("active_workers") {
             match limit.gate(1) {
                 Gate::Allow => {}
-                // Worker registrations past soft are admitted with a warning even when
-                // the limit queues: a waiting worker has nothing to wait with yet.
-                Gate::Warn(reason) | Gate::Queue(reason) => warnings.push(reason),
+                Gate::Warn(reason) => warnings.push(reason),
+                Gate::Queue(reason) if admitted.is_some() => warnings.push(reason),
+                Gate::Queue(reason) => {
+                    if limit.queue.len() >= limit.spec.queue_max as usize {
+                        let queue_max = limit.spec.queue_max;
+                        let full = Reason::QueueFull {
+                            limit: "active_workers".into(),
+                            queue_max,
+                        };
+                        return Event::denied(ACTION, actor_address, full);
+                    }
+                    let position = limit.enqueue(QueuedAdmission {
+                        ticket: command.seq,
+                        priority: crate::command::Priority::Normal,
+                        queued_at_ms: command.at_ms,
+                        actor: command.actor,
+                        justification: command.justification.clone(),
+                        request: AdmissionRequest::RegisterWorker(new.clone()),
+                    });
+                    return Event {
+                        action: ACTION,
+                        subject: actor_address.to_string(),
+                        decision: Decision::Queued,
+                        reason,
+                        warnings: Vec::new(),
+                        effect: Effect::WorkerQueued {
+                            ticket: command.seq,
+                            position,
+                        },
+                    };
+                }
                 Gate::Deny(reason) => return Event::denied(ACTION, actor_address, reason),
             }
-        }
-        if let Some(limit) = self.limits.get_mut("active_workers") {
             limit.usage += 1;
         }
         let timeout_ms = self
@@ -154,15 +184,20 @@ impl State {
             },
         );
         self.worker_deadlines.insert((deadline_ms, id));
-        Event::allowed(
-            ACTION,
-            actor_address,
-            Effect::WorkerRegistered {
-                worker: id,
-                deadline_ms,
-            },
-        )
-        .with_warnings(warnings)
+        let effect = Effect::WorkerRegistered {
+            worker: id,
+            deadline_ms,
+        };
+        let mut event = Event::allowed(ACTION, actor_address, effect).with_warnings(warnings);
+        if let Some(queued) = admitted {
+            event.decision = Decision::Admitted;
+            event.reason = Reason::LimitAllows {
+                limit: "active_workers".into(),
+                ticket: queued.ticket,
+                waited_ms: self.now_ms - queued.queued_at_ms,
+            };
+        }
+        event
     }
 
     /// The actor's own active session, or why not.

@@ -128,7 +128,7 @@ pub fn router(app: AppState) -> Router {
         )
         .route("/v1/proposals/{id}", get(governance::one))
         .route("/v1/workers", post(workers::register).get(workers::list))
-        .route("/v1/workers/{id}", axum::routing::delete(workers::leave))
+        .route("/v1/workers/{id}", get(workers::one).delete(workers::leave))
         .route("/v1/workers/{id}/heartbeat", post(workers::heartbeat))
         .route("/v1/tasks", post(tasks::post).get(tasks::list))
         .route("/v1/tasks/claim", post(tasks::claim))

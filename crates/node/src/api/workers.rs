@@ -44,8 +44,22 @@ pub async fn register(
             CommandBody::RegisterWorker(Box::new(new)),
         )
         .await?;
-    let Effect::WorkerRegistered { worker, .. } = outcome.primary.effect else {
-        return Err(ApiError::internal("a registration without its session"));
+    let worker = match outcome.primary.effect {
+        Effect::WorkerRegistered { worker, .. } => worker,
+        Effect::WorkerQueued { ticket, position } => {
+            return Ok((
+                StatusCode::ACCEPTED,
+                Json(json!({
+                    "status": "queued",
+                    "ticket": ticket,
+                    "worker": ticket,
+                    "position": position,
+                    "message": "active_workers is past its soft limit; the session starts, with this id, when a place frees up (GET /v1/workers/{id})",
+                    "warnings": super::warnings_json(std::slice::from_ref(&outcome.primary.reason)),
+                })),
+            ))
+        }
+        _ => return Err(ApiError::internal("a registration without its session")),
     };
     let state = app.shared.state.read().expect("state lock");
     let config = state.task_config().expect("genesis applied");
@@ -100,34 +114,49 @@ pub async fn leave(
 
 pub async fn list(State(app): State<AppState>, _caller: Caller) -> Json<Value> {
     let state = app.shared.state.read().expect("state lock");
-    let now = now_ms();
+    let workers: Vec<Value> = state.workers().map(|w| worker_json(&state, w)).collect();
+    Json(json!({ "workers": workers }))
+}
+
+/// One session; 404 until a queued registration is admitted.
+pub async fn one(
+    State(app): State<AppState>,
+    _caller: Caller,
+    Segment(id): Segment<u64>,
+) -> Result<Json<Value>, ApiError> {
+    let state = app.shared.state.read().expect("state lock");
+    let worker = state.worker(id).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no worker session {id} (a queued registration appears once admitted)"),
+        )
+    })?;
+    Ok(Json(worker_json(&state, worker)))
+}
+
+fn worker_json(state: &colony_kernel::State, w: &colony_kernel::workers::WorkerSession) -> Value {
     let heartbeat_ms = state.task_config().map_or(0, |c| c.worker_heartbeat_ms);
     let time = colony_log::audit::format_time;
-    let workers: Vec<Value> = state
-        .workers()
-        .map(|w| {
-            let health = match w.state {
-                WorkerState::Active if now.saturating_sub(w.last_heartbeat_ms) > heartbeat_ms => {
-                    "late"
-                }
-                WorkerState::Active => "healthy",
-                other => other.as_str(),
-            };
-            json!({
-                "worker": w.id,
-                "principal": w.address,
-                "capabilities": w.capabilities,
-                "model": w.model,
-                "profile": w.profile,
-                "state": w.state.as_str(),
-                "health": health,
-                "registered_at": time(w.registered_at_ms),
-                "last_heartbeat": time(w.last_heartbeat_ms),
-                "deadline": (w.state == WorkerState::Active).then(|| time(w.deadline_ms)),
-                "tasks": state.worker_tasks(w.id),
-                "evidence": w.evidence,
-            })
-        })
-        .collect();
-    Json(json!({ "workers": workers }))
+    let health = match w.state {
+        WorkerState::Active if now_ms().saturating_sub(w.last_heartbeat_ms) > heartbeat_ms => {
+            "late"
+        }
+        WorkerState::Active => "healthy",
+        other => other.as_str(),
+    };
+    json!({
+        "worker": w.id,
+        "principal": w.address,
+        "capabilities": w.capabilities,
+        "model": w.model,
+        "profile": w.profile,
+        "state": w.state.as_str(),
+        "health": health,
+        "registered_at": time(w.registered_at_ms),
+        "last_heartbeat": time(w.last_heartbeat_ms),
+        "deadline": (w.state == WorkerState::Active).then(|| time(w.deadline_ms)),
+        "tasks": state.worker_tasks(w.id),
+        "evidence": w.evidence,
+    })
 }
