@@ -5,6 +5,7 @@ use serde_json::Value;
 
 use crate::Remote;
 
+#[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,
     base: String,
@@ -54,6 +55,11 @@ impl Client {
             .await
     }
 
+    pub async fn delete(&self, path: &str) -> anyhow::Result<Value> {
+        self.send(self.http.delete(format!("{}{path}", self.base)))
+            .await
+    }
+
     async fn send(&self, request: reqwest::RequestBuilder) -> anyhow::Result<Value> {
         let token = self.token.as_deref().ok_or_else(|| {
             anyhow!("no token: pass --token, set COLONY_TOKEN, or run from the directory holding colony-data/admin.token")
@@ -65,6 +71,9 @@ impl Client {
             )
         })?;
         let status = response.status();
+        if status == reqwest::StatusCode::NO_CONTENT {
+            return Ok(Value::Null);
+        }
         let body: Value = response
             .json()
             .await

@@ -9,6 +9,7 @@ mod commands;
 mod governance;
 mod output;
 mod tasks;
+mod worker;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -62,6 +63,27 @@ enum Command {
     /// Post, list and inspect tasks; manage the dead-letter queue.
     #[command(subcommand)]
     Tasks(TasksCommand),
+    /// Run a worker process: take tasks from the board and run a command for each.
+    Worker {
+        /// Capabilities this worker offers (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        capabilities: Vec<String>,
+        /// The command each task runs (`sh -c`), with the task on stdin.
+        #[arg(long)]
+        exec: Option<String>,
+        /// How long to wait between claims when nothing fits.
+        #[arg(long, default_value_t = 200)]
+        poll_ms: u64,
+        /// Leave after this many tasks.
+        #[arg(long)]
+        max_tasks: Option<u64>,
+        #[arg(long)]
+        model: Option<String>,
+        #[arg(long)]
+        profile: Option<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
     /// Bring settings over from the Hypernet swarm.
     #[command(subcommand)]
     Import(ImportCommand),
@@ -368,6 +390,25 @@ fn main() -> ExitCode {
                 ..
             } => governance::limits(action).await,
             Command::Tasks(command) => tasks::run(command).await,
+            Command::Worker {
+                capabilities,
+                exec,
+                poll_ms,
+                max_tasks,
+                model,
+                profile,
+                remote,
+            } => {
+                let options = worker::WorkerOptions {
+                    capabilities,
+                    exec,
+                    poll_ms,
+                    max_tasks,
+                    model,
+                    profile,
+                };
+                worker::run(options, remote).await
+            }
             Command::Import(ImportCommand::Hypernet {
                 swarm_config,
                 tasks: board,

@@ -9,7 +9,32 @@ pub const COLONY: &str = env!("CARGO_BIN_EXE_colony");
 
 /// Starts `colony up` on a free port and returns it with its base URL.
 pub fn start(data: &Path) -> (Child, String) {
-    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/genesis");
+    start_with_config(
+        data,
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/genesis"),
+    )
+}
+
+/// The shipped genesis files copied to a new directory, with some replaced.
+pub fn config_with(replaced: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/genesis");
+    for file in [
+        "limits.toml",
+        "quotas.toml",
+        "governance.toml",
+        "tasks.toml",
+    ] {
+        std::fs::copy(shipped.join(file), dir.path().join(file)).unwrap();
+    }
+    for (file, text) in replaced {
+        std::fs::write(dir.path().join(file), text).unwrap();
+    }
+    dir
+}
+
+/// Starts `colony up` with the given genesis directory.
+pub fn start_with_config(data: &Path, config: &Path) -> (Child, String) {
     let mut child = Command::new(COLONY)
         .args(["up", "--listen", "127.0.0.1:0", "--data"])
         .arg(data)

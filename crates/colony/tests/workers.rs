@@ -1,0 +1,219 @@
+//! Real worker processes (`colony worker --exec`) against a real node: a worker killed
+//! with `kill -9` mid-task, and one stopped with SIGSTOP past its timeout.
+
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+mod common;
+use common::{config_with, start_with_config, COLONY};
+
+const FAST_WORKERS: &str = "[workers]\nheartbeat = \"100ms\"\ntimeout = \"500ms\"\n";
+
+struct Swarm {
+    node: Child,
+    url: String,
+    admin: String,
+    runtime: tokio::runtime::Runtime,
+    http: reqwest::Client,
+    _dirs: (tempfile::TempDir, tempfile::TempDir),
+}
+
+impl Swarm {
+    fn start() -> Swarm {
+        let data = tempfile::tempdir().unwrap();
+        let config = config_with(&[("tasks.toml", FAST_WORKERS)]);
+        let (node, url) = start_with_config(data.path(), config.path());
+        let admin = std::fs::read_to_string(data.path().join("admin.token"))
+            .unwrap()
+            .trim()
+            .to_string();
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        Swarm {
+            node,
+            url,
+            admin,
+            runtime,
+            http: reqwest::Client::new(),
+            _dirs: (data, config),
+        }
+    }
+
+    fn call(&self, method: &str, path: &str, body: Value) -> Value {
+        let url = format!("{}{path}", self.url);
+        self.runtime.block_on(async {
+            let request = if method == "GET" {
+                self.http.get(url)
+            } else {
+                self.http.post(url).json(&body)
+            };
+            request
+                .bearer_auth(&self.admin)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap()
+        })
+    }
+
+    fn principal(&self, name: &str) -> (String, String) {
+        let created = self.call(
+            "POST",
+            "/v1/principals",
+            json!({"name": name, "kind": "ai", "justification": "a worker process"}),
+        );
+        (
+            created["address"].as_str().unwrap().into(),
+            created["token"].as_str().unwrap().into(),
+        )
+    }
+
+    /// A worker in its own process group, so that its command dies or stops with it.
+    fn worker(&self, token: &str, exec: &str, extra: &[&str]) -> Child {
+        Command::new(COLONY)
+            .args([
+                "worker",
+                "--capabilities",
+                "code",
+                "--poll-ms",
+                "50",
+                "--exec",
+                exec,
+            ])
+            .args(extra)
+            .env("COLONY_URL", &self.url)
+            .env("COLONY_TOKEN", token)
+            .env("COLONY_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .unwrap()
+    }
+
+    fn wait_for(&self, what: &str, mut done: impl FnMut(&Swarm) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !done(self) {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    fn post_task(&self) -> String {
+        let task = self.call(
+            "POST",
+            "/v1/tasks",
+            json!({"title": "port the parser", "capabilities": ["code"], "justification": "test"}),
+        );
+        task["address"].as_str().unwrap().to_string()
+    }
+}
+
+impl Drop for Swarm {
+    fn drop(&mut self) {
+        let _ = self.node.kill();
+        let _ = self.node.wait();
+    }
+}
+
+fn signal_group(child: &Child, signal: &str) {
+    let status = Command::new("kill")
+        .args([signal, "--", &format!("-{}", child.id())])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill {signal}");
+}
+
+fn wait_exit(child: &mut Child, seconds: u64) -> std::process::ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "the worker did not exit");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+#[test]
+fn a_worker_killed_mid_task_is_replaced_and_its_task_finished_from_the_checkpoint() {
+    let swarm = Swarm::start();
+    let (_, first) = swarm.principal("first");
+    let (second_address, second) = swarm.principal("second");
+    let task = swarm.post_task();
+    let mut dying = swarm.worker(&first, r#"echo 'checkpoint: {"step": 1}'; sleep 60"#, &[]);
+    swarm.wait_for("the checkpoint", |s| {
+        s.call("GET", &format!("/v1/tasks/{task}"), json!({}))["checkpoint"]["step"] == 1
+    });
+    signal_group(&dying, "-KILL");
+    dying.wait().unwrap();
+
+    let mut rescuer = swarm.worker(
+        &second,
+        r#"echo "{\"resumed_from\": $COLONY_CHECKPOINT}""#,
+        &["--max-tasks", "1"],
+    );
+    assert!(wait_exit(&mut rescuer, 20).success());
+    let finished = swarm.call("GET", &format!("/v1/tasks/{task}"), json!({}));
+    assert_eq!(finished["status"], "completed", "{finished}");
+    assert_eq!(finished["result"]["resumed_from"]["step"], 1);
+    let attempts = finished["attempts"].as_array().unwrap();
+    assert_eq!(attempts[0]["outcome"], "worker_lost");
+    assert_eq!(attempts[1]["worker"], second_address.as_str());
+    let workers = swarm.call("GET", "/v1/workers", json!({}));
+    assert!(workers["workers"][0]["evidence"]
+        .as_str()
+        .unwrap()
+        .contains("no heartbeat since"));
+}
+
+#[test]
+fn a_stopped_worker_past_its_timeout_cannot_complete_its_old_task() {
+    let swarm = Swarm::start();
+    let (stopped_address, stopped) = swarm.principal("stopped");
+    let (_, steady) = swarm.principal("steady");
+    let task = swarm.post_task();
+    let mut sleeper = swarm.worker(
+        &stopped,
+        r#"echo 'checkpoint: {"step": 1}'; sleep 1; echo late"#,
+        &[],
+    );
+    swarm.wait_for("the checkpoint", |s| {
+        s.call("GET", &format!("/v1/tasks/{task}"), json!({}))["checkpoint"]["step"] == 1
+    });
+    signal_group(&sleeper, "-STOP");
+    swarm.wait_for("the stopped worker to be declared lost", |s| {
+        s.call("GET", "/v1/workers", json!({}))["workers"][0]["state"] == "lost"
+    });
+    let mut steady_worker = swarm.worker(&steady, "echo finished-by-steady", &["--max-tasks", "1"]);
+    assert!(wait_exit(&mut steady_worker, 20).success());
+    signal_group(&sleeper, "-CONT");
+    let status = wait_exit(&mut sleeper, 20);
+    assert_eq!(
+        status.code(),
+        Some(3),
+        "the resumed worker stops: its session and claim are gone"
+    );
+    let finished = swarm.call("GET", &format!("/v1/tasks/{task}"), json!({}));
+    assert_eq!(
+        (finished["status"].as_str(), finished["result"].as_str()),
+        (Some("completed"), Some("finished-by-steady"))
+    );
+    let audit = swarm.call(
+        "GET",
+        &format!("/v1/audit?actor={stopped_address}&limit=1000"),
+        json!({}),
+    );
+    let refused = audit["records"].as_array().unwrap().iter().any(|r| {
+        r["decision"] == "denied"
+            && (r["reason"]["code"] == "stale_lease" || r["reason"]["code"] == "worker_gone")
+    });
+    assert!(
+        refused,
+        "the late worker's calls were refused and recorded: {audit}"
+    );
+}
