@@ -21,6 +21,27 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         config.config_dir_required = true;
     }
     config.sequencer.snapshot_every_commands = args.snapshot_every.max(1);
+    if let Some(workers) = args.workers {
+        let exec = args.worker_exec.clone().ok_or_else(|| {
+            anyhow::anyhow!("--workers needs --worker-exec: the command each task runs")
+        })?;
+        let program = std::env::current_exe().context("cannot find the colony binary")?;
+        let profile = colony_node::supervisor::Profile {
+            name: "default".into(),
+            command: vec![
+                program.display().to_string(),
+                "worker".into(),
+                "--exec".into(),
+                exec,
+            ],
+            capabilities: args.worker_capabilities.clone(),
+            min: workers,
+            max: args.workers_max.unwrap_or(workers).max(workers).max(1),
+        };
+        config.supervisor = Some(colony_node::supervisor::SupervisorConfig::with_profiles(
+            vec![profile],
+        ));
+    }
     let node = Node::start(config)
         .await
         .context("the node did not start")?;

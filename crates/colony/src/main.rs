@@ -66,7 +66,7 @@ enum Command {
     /// Run a worker process: take tasks from the board and run a command for each.
     Worker {
         /// Capabilities this worker offers (comma-separated).
-        #[arg(long, value_delimiter = ',')]
+        #[arg(long, value_delimiter = ',', env = "COLONY_CAPABILITIES")]
         capabilities: Vec<String>,
         /// The command each task runs (`sh -c`), with the task on stdin.
         #[arg(long)]
@@ -113,6 +113,18 @@ pub struct UpArgs {
     /// Write a snapshot every this many commands.
     #[arg(long, default_value_t = 100_000)]
     pub snapshot_every: u64,
+    /// Keep at least this many local worker processes (`colony worker`) alive, more
+    /// while tasks wait (up to --workers-max), instead of `supervisor.toml`.
+    #[arg(long)]
+    pub workers: Option<u32>,
+    #[arg(long)]
+    pub workers_max: Option<u32>,
+    /// The command the supervised workers run per task (`colony worker --exec`).
+    #[arg(long)]
+    pub worker_exec: Option<String>,
+    /// Capabilities of the supervised workers (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub worker_capabilities: Vec<String>,
 }
 
 #[derive(Subcommand)]

@@ -22,6 +22,9 @@ use crate::client::{ApiFailure, Client};
 use crate::output::text;
 use crate::Remote;
 
+/// Claims in a row that cannot reach the node before the worker gives up.
+const UNREACHABLE_CLAIMS_MAX: u32 = 50;
+
 /// Largest stderr tail kept as a failure reason, in bytes.
 const FAILURE_REASON_BYTES_MAX: usize = 2_048;
 
@@ -73,6 +76,20 @@ pub async fn run(options: WorkerOptions, remote: Remote) -> anyhow::Result<ExitC
         options.capabilities.join(",")
     );
 
+    // SIGTERM or Ctrl-C: finish the task at hand, leave the session, exit.
+    let stopping = Arc::new(AtomicBool::new(false));
+    {
+        let stopping = Arc::clone(&stopping);
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = terminate.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            stopping.store(true, Ordering::SeqCst);
+        });
+    }
     let lost = Arc::new(AtomicBool::new(false));
     let beating = {
         let (client, lost) = (client.clone(), Arc::clone(&lost));
@@ -94,33 +111,42 @@ pub async fn run(options: WorkerOptions, remote: Remote) -> anyhow::Result<ExitC
     };
 
     let mut done = 0u64;
+    let mut unreachable = 0u32;
     let result = loop {
         if lost.load(Ordering::SeqCst) {
             break Err(anyhow::anyhow!(
                 "session {worker} was declared lost; register again"
             ));
         }
-        if options.max_tasks.is_some_and(|max| done >= max) {
+        if stopping.load(Ordering::SeqCst) || options.max_tasks.is_some_and(|max| done >= max) {
             break Ok(());
         }
-        let shutdown = tokio::signal::ctrl_c();
-        let claim = json!({"worker": worker});
-        let claimed = tokio::select! {
-            claimed = client.post("/v1/tasks/claim", &claim) => claimed,
-            _ = shutdown => break Ok(()),
-        };
+        let claimed = client
+            .post("/v1/tasks/claim", &json!({"worker": worker}))
+            .await;
         let claimed = match claimed {
             Ok(Value::Null) => {
+                unreachable = 0;
                 tokio::time::sleep(Duration::from_millis(options.poll_ms)).await;
                 continue;
             }
-            Ok(claimed) => claimed,
+            Ok(claimed) => {
+                unreachable = 0;
+                claimed
+            }
             Err(error) if is_gone(&error).is_some() => {
                 break Err(error.context("the session is gone"))
             }
             Err(error) => {
+                // A node that stays unreachable is gone: do not poll it forever.
+                if error.downcast_ref::<ApiFailure>().is_none() {
+                    unreachable += 1;
+                    if unreachable >= UNREACHABLE_CLAIMS_MAX {
+                        break Err(error.context("the node has been unreachable"));
+                    }
+                }
                 eprintln!("colony worker: claim failed: {error:#}");
-                tokio::time::sleep(Duration::from_millis(options.poll_ms)).await;
+                tokio::time::sleep(Duration::from_millis(options.poll_ms.max(100))).await;
                 continue;
             }
         };

@@ -129,6 +129,13 @@ pub enum CommandBody {
     },
     /// The node's own figures since its last report, for stability windows.
     ReportHealth(NodeHealth),
+    /// The node's supervisor records what it did with its worker processes, and why
+    /// (the justification). System only.
+    Supervise {
+        profile: String,
+        action: SupervisorAction,
+        pid: Option<u32>,
+    },
     /// Lets time pass: expires reservations whose time is up. Logged by the node
     /// only when [`crate::State::next_due_ms`] says something is due.
     Tick,
@@ -156,6 +163,7 @@ impl CommandBody {
             CommandBody::Propose { .. } => "governance.propose",
             CommandBody::Vote { .. } => "governance.vote",
             CommandBody::ReportHealth(_) => "node.health",
+            CommandBody::Supervise { action, .. } => action.name(),
             CommandBody::Tick => "time.tick",
         }
     }
@@ -192,6 +200,33 @@ impl TaskUpdate {
             TaskUpdate::Release => "task.release",
             TaskUpdate::Decompose { .. } => "task.decompose",
             TaskUpdate::Spend(_) => "task.spend",
+        }
+    }
+}
+
+/// What the supervisor did with a worker process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SupervisorAction {
+    /// Started a worker (to reach the desired count).
+    Spawn,
+    /// Started a worker in place of one that crashed.
+    Replace,
+    /// Saw a worker process exit on its own.
+    Crash,
+    /// Stopped an idle worker (scaling down).
+    Despawn,
+    /// Stopped restarting a profile whose workers keep crashing.
+    CrashLoop,
+}
+
+impl SupervisorAction {
+    pub fn name(self) -> &'static str {
+        match self {
+            SupervisorAction::Spawn => "supervisor.spawn",
+            SupervisorAction::Replace => "supervisor.replace",
+            SupervisorAction::Crash => "supervisor.crash",
+            SupervisorAction::Despawn => "supervisor.despawn",
+            SupervisorAction::CrashLoop => "supervisor.crash_loop",
         }
     }
 }

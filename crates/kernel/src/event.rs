@@ -275,6 +275,10 @@ pub enum Effect {
         state: crate::workers::WorkerState,
         released: Vec<String>,
     },
+    /// A supervisor action on a worker process.
+    Supervised {
+        pid: Option<u32>,
+    },
     /// A claim found nothing the worker can do now.
     NothingToClaim,
     TaskDecomposed {

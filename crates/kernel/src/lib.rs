@@ -34,7 +34,9 @@ pub mod tasks;
 pub mod workers;
 
 pub use address::{validate_address, AddressError};
-pub use command::{Command, CommandBody, CreatePrincipal, NodeHealth, Priority, TaskUpdate};
+pub use command::{
+    Command, CommandBody, CreatePrincipal, NodeHealth, Priority, SupervisorAction, TaskUpdate,
+};
 pub use event::{Action, Applied, Decision, Effect, Event, Reason};
 pub use genesis::{Genesis, QuotaConfig};
 pub use ledger::{Balance, Reservation, ReservationId, ReservationState, Resource, ResourceKind};

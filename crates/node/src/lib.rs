@@ -28,6 +28,7 @@ pub mod genesis;
 mod metrics;
 mod node;
 pub mod sequencer;
+pub mod supervisor;
 
 pub use error::{ApiError, NodeError};
 pub use node::{Node, NodeConfig};

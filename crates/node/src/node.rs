@@ -27,6 +27,9 @@ pub struct NodeConfig {
     pub config_dir_required: bool,
     pub sequencer: SequencerConfig,
     pub store: StoreOptions,
+    /// Worker processes to keep alive. When `None`, `supervisor.toml` in the
+    /// configuration directory is used if it exists (read at every start).
+    pub supervisor: Option<crate::supervisor::SupervisorConfig>,
 }
 
 impl Default for NodeConfig {
@@ -42,6 +45,7 @@ impl Default for NodeConfig {
                 snapshot_every_commands: 100_000,
             },
             store: StoreOptions::default(),
+            supervisor: None,
         }
     }
 }
@@ -56,6 +60,10 @@ pub struct Node {
     stop_server: oneshot::Sender<()>,
     recovery: RecoveryReport,
     admin_token_file: Option<PathBuf>,
+    supervisor: Option<(
+        tokio::task::JoinHandle<()>,
+        tokio::sync::watch::Sender<bool>,
+    )>,
 }
 
 impl Node {
@@ -107,12 +115,14 @@ impl Node {
             context: "listener address".into(),
             source,
         })?;
+        let supervisor_status: crate::supervisor::SupervisorStatus = Default::default();
         let shared = Arc::new(Shared {
-            state,
+            state: Arc::clone(&state),
             submitter: submitter.clone(),
             audit,
             metrics,
             in_flight: AtomicU64::new(0),
+            supervisor: Arc::clone(&supervisor_status),
         });
         let router = crate::api::router(AppState {
             shared: Arc::clone(&shared),
@@ -125,6 +135,27 @@ impl Node {
                 })
                 .await
         });
+        let supervisor_config = match config.supervisor.clone() {
+            Some(supervisor) => Some(supervisor),
+            None => crate::genesis::load_supervisor(&config.config_dir)?,
+        };
+        let supervisor = match supervisor_config {
+            Some(supervisor) if !supervisor.profiles.is_empty() => {
+                let (stop, stopped) = tokio::sync::watch::channel(false);
+                let handle = crate::supervisor::spawn(
+                    supervisor,
+                    config.data_dir.clone(),
+                    format!("http://{local_addr}"),
+                    Arc::clone(&state),
+                    submitter.clone(),
+                    stopped,
+                    supervisor_status,
+                )
+                .await?;
+                Some((handle, stop))
+            }
+            _ => None,
+        };
         Ok(Node {
             local_addr,
             shared,
@@ -134,6 +165,7 @@ impl Node {
             stop_server,
             recovery,
             admin_token_file,
+            supervisor,
         })
     }
 
@@ -159,6 +191,10 @@ impl Node {
     /// Stops accepting requests, lets those in flight finish, makes the log durable,
     /// writes a snapshot, and stops the sequencer.
     pub async fn shutdown(self) -> Result<(), NodeError> {
+        if let Some((handle, stop)) = self.supervisor {
+            let _ = stop.send(true);
+            let _ = handle.await;
+        }
         let _ = self.stop_server.send(());
         match self.server.await {
             Ok(Ok(())) => {}
@@ -241,7 +277,7 @@ async fn apply_genesis(
     Ok(token_file)
 }
 
-fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);

@@ -298,6 +298,21 @@ impl State {
                 self.propose(command, target, *brake_only)
             }
             CommandBody::Vote { proposal, choice } => self.vote(command, *proposal, *choice),
+            CommandBody::Supervise { profile, pid, .. } => {
+                if actor_is_system {
+                    Event::allowed(
+                        action,
+                        format!("profile:{profile}"),
+                        Effect::Supervised { pid: *pid },
+                    )
+                } else {
+                    Event::denied(
+                        action,
+                        actor_address,
+                        forbidden("only the node's supervisor records this"),
+                    )
+                }
+            }
             CommandBody::ReportHealth(_) => {
                 if actor_is_system {
                     Event::allowed(action, "health", Effect::None)

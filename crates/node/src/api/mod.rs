@@ -50,6 +50,8 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// Requests being served now (the edge usage of `concurrent_api_requests`).
     pub in_flight: AtomicU64,
+    /// What the supervisor runs, refreshed by it.
+    pub supervisor: crate::supervisor::SupervisorStatus,
 }
 
 #[derive(Clone)]
@@ -128,6 +130,7 @@ pub fn router(app: AppState) -> Router {
         )
         .route("/v1/proposals/{id}", get(governance::one))
         .route("/v1/workers", post(workers::register).get(workers::list))
+        .route("/v1/supervisor", get(workers::supervisor))
         .route("/v1/workers/{id}", get(workers::one).delete(workers::leave))
         .route("/v1/workers/{id}/heartbeat", post(workers::heartbeat))
         .route("/v1/tasks", post(tasks::post).get(tasks::list))

@@ -160,3 +160,9 @@ fn worker_json(state: &colony_kernel::State, w: &colony_kernel::workers::WorkerS
         "evidence": w.evidence,
     })
 }
+
+/// The supervisor's profiles: processes running, desired count, crashes.
+pub async fn supervisor(State(app): State<AppState>, _caller: Caller) -> Json<Value> {
+    let profiles = app.shared.supervisor.lock().expect("status lock").clone();
+    Json(json!({ "profiles": profiles }))
+}
