@@ -255,6 +255,15 @@ pub enum Priority {
 }
 
 impl Priority {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Priority::Low => "low",
+            Priority::Normal => "normal",
+            Priority::High => "high",
+            Priority::Critical => "critical",
+        }
+    }
+
     /// The old swarm's numeric priorities (HYPERNET.md).
     pub fn numeric(self) -> u32 {
         match self {

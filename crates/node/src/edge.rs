@@ -10,7 +10,7 @@ use axum::extract::{Request, State};
 use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use colony_kernel::{Gate, Limit, Reason};
+use colony_kernel::{Gate, Limit, Priority, Reason};
 
 use crate::api::AppState;
 use crate::ApiError;
@@ -45,7 +45,30 @@ pub async fn concurrency_gate(
                 error.retry_after_secs = Some(1);
                 return error.into_response();
             }
-            Gate::Warn(reason) | Gate::Queue(reason) => warning = Some(reason),
+            Gate::Warn(reason) | Gate::Queue(reason) => {
+                // Past soft, the room left below hard goes to the more urgent first.
+                let priority = request_priority(&request);
+                let usage = in_flight - 1;
+                if let (Some(soft), Some(hard)) = (limit.spec.soft, limit.spec.hard) {
+                    if usage >= admission_ceiling(priority, soft, hard) {
+                        shared.metrics.http_rejected.fetch_add(1, Ordering::Relaxed);
+                        let mut error = ApiError::new(
+                            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                            "shed",
+                            format!(
+                                "the node is past its soft concurrency limit ({usage} requests in flight, soft {soft}, hard {hard}); \
+                                 {} requests are shed first: retry shortly",
+                                priority.as_str()
+                            ),
+                        )
+                        .with("limit", CONCURRENT_API_REQUESTS)
+                        .with("priority", priority.as_str());
+                        error.retry_after_secs = Some(1);
+                        return error.into_response();
+                    }
+                }
+                warning = Some(reason);
+            }
         }
     }
     let mut response = next.run(request).await;
@@ -70,6 +93,32 @@ impl Drop for InFlight<'_> {
     }
 }
 
+/// The priority a request declares in `X-Colony-Priority` (default normal).
+fn request_priority(request: &Request) -> Priority {
+    match request
+        .headers()
+        .get("x-colony-priority")
+        .and_then(|v| v.to_str().ok())
+    {
+        Some("low") => Priority::Low,
+        Some("high") => Priority::High,
+        Some("critical") => Priority::Critical,
+        _ => Priority::Normal,
+    }
+}
+
+/// Requests in flight at which a priority stops being admitted, between soft and hard:
+/// low at soft, normal halfway, high a tenth short of hard, critical at hard.
+pub fn admission_ceiling(priority: Priority, soft: u64, hard: u64) -> u64 {
+    let room = hard.saturating_sub(soft);
+    match priority {
+        Priority::Low => soft,
+        Priority::Normal => soft + room / 2,
+        Priority::High => hard.saturating_sub((room / 10).max(1)).max(soft),
+        Priority::Critical => hard,
+    }
+}
+
 /// Counts every answer for the kernel's stability windows: 5xx answers are errors,
 /// authentication failures are anomalies.
 pub async fn health_counter(State(app): State<AppState>, request: Request, next: Next) -> Response {
@@ -83,4 +132,25 @@ pub async fn health_counter(State(app): State<AppState>, request: Request, next:
         metrics.health_anomalies.fetch_add(1, Ordering::Relaxed);
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ceilings_by_priority() {
+        let check = |priority, expected| {
+            assert_eq!(
+                admission_ceiling(priority, 100, 200),
+                expected,
+                "{priority:?}"
+            )
+        };
+        check(Priority::Low, 100);
+        check(Priority::Normal, 150);
+        check(Priority::High, 190);
+        check(Priority::Critical, 200);
+        assert_eq!(admission_ceiling(Priority::High, 5, 5), 5);
+    }
 }

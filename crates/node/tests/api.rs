@@ -683,3 +683,38 @@ async fn a_bad_genesis_file_stops_the_start_with_file_and_line() {
         "nothing was created"
     );
 }
+
+#[tokio::test]
+async fn past_soft_concurrency_low_priority_requests_are_shed_first() {
+    // Soft 0: every request is past soft, so the ceilings by priority decide.
+    let node =
+        TestNode::with_limits("[limits.concurrent_api_requests]\nsoft = 0\nhard = 4\n").await;
+    let get = |priority: &'static str| {
+        node.http
+            .get(format!("{}/v1/limits", node.base))
+            .bearer_auth(&node.admin)
+            .header("x-colony-priority", priority)
+            .send()
+    };
+    let shed = get("low").await.unwrap();
+    assert_eq!(shed.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(shed.headers()["retry-after"], "1");
+    let body: Value = shed.json().await.unwrap();
+    assert_eq!(
+        (
+            body["error"]["code"].as_str(),
+            body["error"]["priority"].as_str()
+        ),
+        (Some("shed"), Some("low"))
+    );
+    for priority in ["normal", "high", "critical"] {
+        let admitted = get(priority).await.unwrap();
+        assert_eq!(admitted.status(), StatusCode::OK, "{priority}");
+        assert!(
+            admitted.headers().contains_key("colony-warning"),
+            "past soft is warned"
+        );
+    }
+    let (status, _) = node.call("GET", "/healthz", None, None).await;
+    assert_eq!(status, StatusCode::OK, "health is never shed");
+}

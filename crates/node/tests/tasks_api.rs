@@ -67,6 +67,36 @@ impl Board {
         }
     }
 
+    /// Stops the node cleanly and starts it again on the same data.
+    async fn restart(self) -> Board {
+        let Board {
+            node,
+            admin,
+            http,
+            _data,
+            _config,
+            ..
+        } = self;
+        node.shutdown().await.unwrap();
+        let node = Node::start(NodeConfig {
+            data_dir: _data.path().to_path_buf(),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            config_dir: _config.path().to_path_buf(),
+            config_dir_required: true,
+            ..NodeConfig::default()
+        })
+        .await
+        .unwrap();
+        Board {
+            base: format!("http://{}", node.local_addr()),
+            node,
+            admin,
+            http,
+            _data,
+            _config,
+        }
+    }
+
     async fn post(&self, path: &str, token: &str, body: Value) -> (StatusCode, Value) {
         let response = self
             .http
@@ -623,4 +653,78 @@ async fn worker_registrations_queue_past_soft_and_start_when_a_place_frees() {
         ),
         (Some("active"), Some("docs"))
     );
+}
+
+/// Sessions and leases live in the kernel: across a restart, a worker's session and
+/// its claim go on, and no task is lost or done twice.
+#[tokio::test]
+async fn a_node_restart_loses_no_task_and_keeps_leases() {
+    let board = Board::with_files(&[(
+        "tasks.toml",
+        "[workers]\nheartbeat = \"1s\"\ntimeout = \"20s\"\n",
+    )])
+    .await;
+    let worker = board.worker("loom").await;
+    let (_, session) = board.post("/v1/workers", &worker, json!({})).await;
+    let session = session["worker"].as_u64().unwrap();
+    for index in 0..3 {
+        board.task(&format!("job {index}"), json!({})).await;
+    }
+    let (_, claimed) = board
+        .post("/v1/tasks/claim", &worker, json!({"worker": session}))
+        .await;
+    let held = claimed["task"]["address"].as_str().unwrap().to_string();
+    let token = claimed["lease"]["token"].as_u64().unwrap();
+    board
+        .post(
+            &format!("/v1/tasks/{held}/checkpoint"),
+            &worker,
+            json!({"lease_token": token, "checkpoint": {"half": true}}),
+        )
+        .await;
+
+    let board = board.restart().await;
+    let (status, _) = board
+        .post(
+            &format!("/v1/workers/{session}/heartbeat"),
+            &worker,
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "the session resumes");
+    let (status, done) = board
+        .post(
+            &format!("/v1/tasks/{held}/complete"),
+            &worker,
+            json!({"lease_token": token, "result": "done"}),
+        )
+        .await;
+    assert_eq!(
+        (status, done["status"].as_str()),
+        (StatusCode::OK, Some("completed")),
+        "{done}"
+    );
+    let mut finished = vec![held];
+    loop {
+        let (status, claimed) = board
+            .post("/v1/tasks/claim", &worker, json!({"worker": session}))
+            .await;
+        if status == StatusCode::NO_CONTENT {
+            break;
+        }
+        let address = claimed["task"]["address"].as_str().unwrap().to_string();
+        assert!(!finished.contains(&address), "{address} handed out twice");
+        let token = claimed["lease"]["token"].as_u64().unwrap();
+        board
+            .post(
+                &format!("/v1/tasks/{address}/complete"),
+                &worker,
+                json!({"lease_token": token}),
+            )
+            .await;
+        finished.push(address);
+    }
+    assert_eq!(finished.len(), 3, "every task done once");
+    let completed = board.get("/v1/tasks?status=completed").await;
+    assert_eq!(completed["tasks"].as_array().unwrap().len(), 3);
 }
