@@ -1,8 +1,8 @@
 //! The HTTP API against a real node on a loopback port, with its real store.
 
-use std::path::Path;
+use colony_node::Node;
 
-use colony_node::{Node, NodeConfig};
+mod common;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -33,27 +33,10 @@ hard = 1024
 "#;
 
 fn config_dir(limits: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("limits.toml"), limits).unwrap();
-    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/genesis");
-    std::fs::copy(shipped.join("quotas.toml"), dir.path().join("quotas.toml")).unwrap();
-    std::fs::copy(
-        shipped.join("governance.toml"),
-        dir.path().join("governance.toml"),
-    )
-    .unwrap();
-    dir
+    common::genesis_dir(&[("limits.toml", limits)])
 }
 
-fn node_config(data: &Path, config: &Path) -> NodeConfig {
-    NodeConfig {
-        data_dir: data.to_path_buf(),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        config_dir: config.to_path_buf(),
-        config_dir_required: true,
-        ..NodeConfig::default()
-    }
-}
+use common::node_config;
 
 impl TestNode {
     async fn start() -> TestNode {
@@ -66,15 +49,9 @@ impl TestNode {
 
     async fn with_config(config: tempfile::TempDir) -> TestNode {
         let data = tempfile::tempdir().unwrap();
-        let node = Node::start(node_config(data.path(), config.path()))
-            .await
-            .unwrap();
-        let admin = std::fs::read_to_string(data.path().join("admin.token"))
-            .unwrap()
-            .trim()
-            .to_string();
+        let (node, base, admin) = common::start(data.path(), config.path()).await;
         TestNode {
-            base: format!("http://{}", node.local_addr()),
+            base,
             node: Some(node),
             admin,
             http: reqwest::Client::new(),

@@ -4,7 +4,9 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use colony_node::{Node, NodeConfig};
+use colony_node::Node;
+
+mod common;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -18,38 +20,15 @@ struct Governed {
 
 impl Governed {
     async fn start() -> Governed {
-        let config = tempfile::tempdir().unwrap();
         let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/genesis");
-        std::fs::copy(
-            shipped.join("limits.toml"),
-            config.path().join("limits.toml"),
-        )
-        .unwrap();
-        std::fs::copy(
-            shipped.join("quotas.toml"),
-            config.path().join("quotas.toml"),
-        )
-        .unwrap();
         let governance = std::fs::read_to_string(shipped.join("governance.toml"))
             .unwrap()
             .replace("review_period = \"24h\"", "review_period = \"2s\"");
-        std::fs::write(config.path().join("governance.toml"), governance).unwrap();
+        let config = common::genesis_dir(&[("governance.toml", &governance)]);
         let data = tempfile::tempdir().unwrap();
-        let node = Node::start(NodeConfig {
-            data_dir: data.path().to_path_buf(),
-            listen: "127.0.0.1:0".parse().unwrap(),
-            config_dir: config.path().to_path_buf(),
-            config_dir_required: true,
-            ..NodeConfig::default()
-        })
-        .await
-        .unwrap();
-        let admin = std::fs::read_to_string(data.path().join("admin.token"))
-            .unwrap()
-            .trim()
-            .to_string();
+        let (node, base, admin) = common::start(data.path(), config.path()).await;
         Governed {
-            base: format!("http://{}", node.local_addr()),
+            base,
             node,
             admin,
             http: reqwest::Client::new(),

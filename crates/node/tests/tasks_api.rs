@@ -1,9 +1,10 @@
 //! The task board over HTTP against a real node.
 
-use std::path::Path;
 use std::sync::Arc;
 
-use colony_node::{Node, NodeConfig};
+use colony_node::Node;
+
+mod common;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -30,35 +31,11 @@ impl Board {
 
     /// The shipped genesis, with some files replaced.
     async fn with_files(replaced: &[(&str, &str)]) -> Board {
-        let config = tempfile::tempdir().unwrap();
-        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/genesis");
-        for file in [
-            "limits.toml",
-            "quotas.toml",
-            "governance.toml",
-            "tasks.toml",
-        ] {
-            std::fs::copy(shipped.join(file), config.path().join(file)).unwrap();
-        }
-        for (file, text) in replaced {
-            std::fs::write(config.path().join(file), text).unwrap();
-        }
+        let config = common::genesis_dir(replaced);
         let data = tempfile::tempdir().unwrap();
-        let node = Node::start(NodeConfig {
-            data_dir: data.path().to_path_buf(),
-            listen: "127.0.0.1:0".parse().unwrap(),
-            config_dir: config.path().to_path_buf(),
-            config_dir_required: true,
-            ..NodeConfig::default()
-        })
-        .await
-        .unwrap();
-        let admin = std::fs::read_to_string(data.path().join("admin.token"))
-            .unwrap()
-            .trim()
-            .to_string();
+        let (node, base, admin) = common::start(data.path(), config.path()).await;
         Board {
-            base: format!("http://{}", node.local_addr()),
+            base,
             node,
             admin,
             http: reqwest::Client::new(),
@@ -78,15 +55,9 @@ impl Board {
             ..
         } = self;
         node.shutdown().await.unwrap();
-        let node = Node::start(NodeConfig {
-            data_dir: _data.path().to_path_buf(),
-            listen: "127.0.0.1:0".parse().unwrap(),
-            config_dir: _config.path().to_path_buf(),
-            config_dir_required: true,
-            ..NodeConfig::default()
-        })
-        .await
-        .unwrap();
+        let node = Node::start(common::node_config(_data.path(), _config.path()))
+            .await
+            .unwrap();
         Board {
             base: format!("http://{}", node.local_addr()),
             node,
