@@ -35,6 +35,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
                 exec,
             ],
             capabilities: args.worker_capabilities.clone(),
+            model: None,
             min: workers,
             max: args.workers_max.unwrap_or(workers).max(workers).max(1),
         };

@@ -77,7 +77,7 @@ enum Command {
         /// Leave after this many tasks.
         #[arg(long)]
         max_tasks: Option<u64>,
-        #[arg(long)]
+        #[arg(long, env = "COLONY_MODEL")]
         model: Option<String>,
         #[arg(long)]
         profile: Option<String>,

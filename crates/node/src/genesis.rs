@@ -622,6 +622,7 @@ struct ProfileEntry {
     command: Vec<String>,
     #[serde(default)]
     capabilities: Vec<String>,
+    model: Option<String>,
     #[serde(default)]
     min: u32,
     max: u32,
@@ -726,6 +727,7 @@ pub fn parse_supervisor(
             name: entry.name,
             command: entry.command,
             capabilities: entry.capabilities,
+            model: entry.model,
             min: entry.min,
             max: entry.max,
         });

@@ -41,10 +41,12 @@ pub struct SupervisorConfig {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Profile {
     pub name: String,
-    /// Program and arguments; `COLONY_URL`, `COLONY_TOKEN`, `COLONY_CAPABILITIES` and
-    /// `COLONY_PROFILE` are set for it.
+    /// Program and arguments; `COLONY_URL`, `COLONY_TOKEN`, `COLONY_CAPABILITIES`,
+    /// `COLONY_PROFILE` and (if set) `COLONY_MODEL` are set for it.
     pub command: Vec<String>,
     pub capabilities: Vec<String>,
+    /// The model its workers use, passed as `COLONY_MODEL`.
+    pub model: Option<String>,
     pub min: u32,
     pub max: u32,
 }
@@ -393,7 +395,11 @@ fn start(run: &mut Running, url: &str) -> std::io::Result<u32> {
         .command
         .split_first()
         .ok_or_else(|| std::io::Error::other("empty command"))?;
-    let child = tokio::process::Command::new(program)
+    let mut command = tokio::process::Command::new(program);
+    if let Some(model) = &run.profile.model {
+        command.env("COLONY_MODEL", model);
+    }
+    let child = command
         .args(arguments)
         .env("COLONY_URL", url)
         .env("COLONY_TOKEN", &run.token)
