@@ -108,12 +108,14 @@ fn group_commit(commands: u64) {
     }
 }
 
-async fn http(seconds: u64) {
-    println!("== reserve+commit pairs over HTTP (clients in the same process) ==");
+/// A node with the given `limits.toml` and `quotas.toml`; returns it, its URL, the
+/// admin token, and the directories to keep alive.
+async fn bench_node(
+    limits: &str,
+    quotas: &str,
+) -> (Node, String, String, (tempfile::TempDir, tempfile::TempDir)) {
     let data = tempfile::tempdir().unwrap();
     let config = tempfile::tempdir().unwrap();
-    let limits = "[limits.concurrent_api_requests]\nsoft = 4096\nhard = 8192\n";
-    let quotas = "[ledger]\nreservations_per_principal_max = 100000\n[defaults.human]\nllm_budget_usd = \"unlimited\"\nio_ops = \"unlimited\"\n";
     std::fs::write(config.path().join("limits.toml"), limits).unwrap();
     std::fs::write(config.path().join("quotas.toml"), quotas).unwrap();
     std::fs::write(
@@ -135,6 +137,14 @@ async fn http(seconds: u64) {
         .unwrap()
         .trim()
         .to_string();
+    (node, base, token, (data, config))
+}
+
+async fn http(seconds: u64) {
+    println!("== reserve+commit pairs over HTTP (clients in the same process) ==");
+    let limits = "[limits.concurrent_api_requests]\nsoft = 4096\nhard = 8192\n";
+    let quotas = "[ledger]\nreservations_per_principal_max = 100000\n[defaults.human]\nllm_budget_usd = \"unlimited\"\nio_ops = \"unlimited\"\n";
+    let (node, base, token, _dirs) = bench_node(limits, quotas).await;
     for clients in [16, 64, 256] {
         let http = reqwest::Client::builder()
             .pool_max_idle_per_host(clients)
@@ -324,32 +334,10 @@ fn durable_claims(tasks: u64) {
 /// must be claimed exactly once.
 async fn http_claims(tasks: usize) {
     println!("== claims over HTTP (claim then complete, clients in the same process) ==");
-    let data = tempfile::tempdir().unwrap();
-    let config = tempfile::tempdir().unwrap();
     let limits = "[limits.concurrent_api_requests]\nsoft = 4096\nhard = 8192\n[limits.task_queue_depth]\nhard = \"unlimited\"\n";
     let quotas =
         "[defaults.human]\nio_ops = \"unlimited\"\n[defaults.ai]\nio_ops = \"unlimited\"\n";
-    std::fs::write(config.path().join("limits.toml"), limits).unwrap();
-    std::fs::write(config.path().join("quotas.toml"), quotas).unwrap();
-    std::fs::write(
-        config.path().join("governance.toml"),
-        "[governance]\nreview_period = \"24h\"\n",
-    )
-    .unwrap();
-    let node = Node::start(NodeConfig {
-        data_dir: data.path().to_path_buf(),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        config_dir: config.path().to_path_buf(),
-        config_dir_required: true,
-        ..NodeConfig::default()
-    })
-    .await
-    .unwrap();
-    let base = format!("http://{}", node.local_addr());
-    let admin = std::fs::read_to_string(data.path().join("admin.token"))
-        .unwrap()
-        .trim()
-        .to_string();
+    let (node, base, admin, _dirs) = bench_node(limits, quotas).await;
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(256)
         .build()
