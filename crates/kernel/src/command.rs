@@ -139,6 +139,17 @@ pub enum CommandBody {
     /// Lets time pass: expires reservations whose time is up. Logged by the node
     /// only when [`crate::State::next_due_ms`] says something is due.
     Tick,
+    /// Defines (or redefines) a durable bus stream. Admins only.
+    DefineStream(Box<crate::streams::StreamSpec>),
+    /// Deletes a stream and, in the node, its stored messages. Admins only.
+    DeleteStream {
+        name: String,
+    },
+    /// The node reports what it let through at the edge (bus publishes): io_ops per
+    /// principal and bytes toward `data_creation_bytes`. System only.
+    ChargeEdge {
+        usage: Vec<crate::streams::EdgeUsage>,
+    },
 }
 
 impl CommandBody {
@@ -165,6 +176,9 @@ impl CommandBody {
             CommandBody::ReportHealth(_) => "node.health",
             CommandBody::Supervise { action, .. } => action.name(),
             CommandBody::Tick => "time.tick",
+            CommandBody::DefineStream(_) => "stream.define",
+            CommandBody::DeleteStream { .. } => "stream.delete",
+            CommandBody::ChargeEdge { .. } => "edge.charge",
         }
     }
 }

@@ -291,6 +291,22 @@ pub enum Effect {
         shortfall: u64,
         remaining: u64,
     },
+    StreamDefined {
+        name: String,
+        subjects: Vec<String>,
+        replaced: bool,
+    },
+    StreamDeleted {
+        name: String,
+    },
+    /// Edge usage charged: principals, operations and bytes, and io_ops that went
+    /// beyond a quota (possible only when the edge and the kernel raced).
+    EdgeCharged {
+        principals: usize,
+        io_ops: u64,
+        data_bytes: u64,
+        shortfall: u64,
+    },
 }
 
 /// One decision of the kernel. A command yields one primary event and possibly

@@ -30,6 +30,8 @@ mod ledger;
 mod limits;
 mod principal;
 mod state;
+pub mod streams;
+pub mod subject;
 pub mod tasks;
 pub mod workers;
 

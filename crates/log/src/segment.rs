@@ -23,12 +23,17 @@ const SPARSE_INDEX_EVERY: u64 = 64;
 #[derive(Clone, Debug)]
 pub struct SegmentOptions {
     pub segment_bytes_max: u64,
+    /// Whether the oldest segments may have been removed on purpose
+    /// ([`SegmentLog::remove_segments_before`]), so that the first one starts past 1.
+    /// The command log keeps this false: a missing first segment there is damage.
+    pub trimmed_start: bool,
 }
 
 impl Default for SegmentOptions {
     fn default() -> Self {
         SegmentOptions {
             segment_bytes_max: 64 << 20,
+            trimmed_start: false,
         }
     }
 }
@@ -106,6 +111,9 @@ impl SegmentLog {
             File::create(&files[0].1).map_err(Error::io(&files[0].1))?;
             sync_dir(dir)?;
         }
+        if options.trimmed_start {
+            next_index = files[0].0;
+        }
         let last = files.len() - 1;
         for (position, (first_index, path)) in files.iter().enumerate() {
             if *first_index != next_index {
@@ -178,6 +186,26 @@ impl SegmentLog {
             metas: Arc::new(RwLock::new(metas)),
         };
         Ok((log, report))
+    }
+
+    /// Deletes whole closed segments all of whose records come before `index`
+    /// (retention). Returns the number of segment files removed.
+    pub fn remove_segments_before(&mut self, index: u64) -> Result<usize, Error> {
+        let doomed: Vec<PathBuf> = {
+            let mut metas = self.metas.write().expect("segment metadata lock");
+            let mut doomed = Vec::new();
+            while metas.len() > 1 && metas[1].first_index <= index {
+                doomed.push(metas.remove(0).path);
+            }
+            doomed
+        };
+        for path in &doomed {
+            std::fs::remove_file(path).map_err(Error::io(path))?;
+        }
+        if !doomed.is_empty() {
+            sync_dir(&self.dir)?;
+        }
+        Ok(doomed.len())
     }
 
     /// Index the next appended record will get.
@@ -472,6 +500,7 @@ mod tests {
             dir,
             SegmentOptions {
                 segment_bytes_max: 100,
+                trimmed_start: false,
             },
             1,
             |_, payload| {

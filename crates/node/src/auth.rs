@@ -55,21 +55,25 @@ impl FromRequestParts<AppState> for Caller {
             .ok_or_else(|| {
                 ApiError::unauthenticated("the Authorization header must be `Bearer <token>`")
             })?;
-        let hash = hash_token(token);
-        let state = app.shared.state.read().expect("state lock");
-        let principal = state
-            .principal_by_token(&hash)
-            .filter(|principal| principal.standing)
-            .ok_or_else(|| {
-                ApiError::unauthenticated(
-                    "this token is not valid (unknown, or its principal was removed)",
-                )
-            })?;
-        Ok(Caller {
-            id: principal.id,
-            address: principal.address.clone(),
-            kind: principal.kind,
-            roles: principal.roles.clone(),
-        })
+        authenticate(app, token)
     }
 }
+
+/// The principal a token belongs to, if it has standing.
+pub fn authenticate(app: &AppState, token: &str) -> Result<Caller, ApiError> {
+    let hash = hash_token(token);
+    let state = app.shared.state.read().expect("state lock");
+    let principal = state
+        .principal_by_token(&hash)
+        .filter(|principal| principal.standing)
+        .ok_or_else(|| {
+            ApiError::unauthenticated("this token is not valid (unknown, or its principal was removed)")
+        })?;
+    Ok(Caller {
+        id: principal.id,
+        address: principal.address.clone(),
+        kind: principal.kind,
+        roles: principal.roles.clone(),
+    })
+}
+

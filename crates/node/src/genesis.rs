@@ -806,7 +806,7 @@ pub fn parse_usd(text: &str) -> Result<u64, String> {
         .ok_or_else(bad)
 }
 
-fn parse_duration_ms(text: &str) -> Result<u64, String> {
+pub(crate) fn parse_duration_ms(text: &str) -> Result<u64, String> {
     let duration = humantime::parse_duration(text)
         .map_err(|e| format!("`{text}` is not a duration like \"1m\" or \"24h\": {e}"))?;
     let ms = duration.as_millis() as u64;
@@ -816,7 +816,7 @@ fn parse_duration_ms(text: &str) -> Result<u64, String> {
     Ok(ms)
 }
 
-fn line_of(text: &str, offset: usize) -> usize {
+pub(crate) fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())]
         .bytes()
         .filter(|b| *b == b'\n')

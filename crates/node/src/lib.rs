@@ -22,6 +22,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod bus;
 mod edge;
 mod error;
 pub mod genesis;

@@ -30,6 +30,9 @@ pub struct NodeConfig {
     /// Worker processes to keep alive. When `None`, `supervisor.toml` in the
     /// configuration directory is used if it exists (read at every start).
     pub supervisor: Option<crate::supervisor::SupervisorConfig>,
+    /// Bus bounds and grants. When `None`, `bus.toml` in the configuration
+    /// directory is used if it exists (read at every start), else the defaults.
+    pub bus: Option<crate::bus::BusConfig>,
 }
 
 impl Default for NodeConfig {
@@ -46,6 +49,7 @@ impl Default for NodeConfig {
             },
             store: StoreOptions::default(),
             supervisor: None,
+            bus: None,
         }
     }
 }
@@ -64,6 +68,7 @@ pub struct Node {
         tokio::task::JoinHandle<()>,
         tokio::sync::watch::Sender<bool>,
     )>,
+    edge_flusher: (tokio::task::JoinHandle<()>, tokio::sync::watch::Sender<bool>),
 }
 
 impl Node {
@@ -92,11 +97,13 @@ impl Node {
         let state = Arc::new(RwLock::new(state));
         let metrics = Arc::new(Metrics::default());
         let audit = store.audit_reader();
+        let event_tap = Arc::new(sequencer::EventTap::default());
         let (submitter, sequencer) = sequencer::spawn(
             config.sequencer.clone(),
             store,
             Arc::clone(&state),
             Arc::clone(&metrics),
+            Arc::clone(&event_tap),
         );
 
         let mut admin_token_file = None;
@@ -115,8 +122,27 @@ impl Node {
             context: "listener address".into(),
             source,
         })?;
+        let bus_config = match config.bus.clone() {
+            Some(bus) => bus,
+            None => crate::bus::BusConfig::load(&config.config_dir)?,
+        };
+        let specs: Vec<_> = state.read().expect("state lock").streams().cloned().collect();
+        let streams = crate::bus::streams::Streams::open(&config.data_dir, &bus_config, specs)
+            .map_err(|error| NodeError::Io {
+                context: "opening bus streams".into(),
+                source: std::io::Error::other(error.to_string()),
+            })?;
+        let bus = crate::bus::Bus::new(bus_config, Arc::clone(&state), streams);
+        event_tap.connect(Arc::clone(&bus));
+        let (stop_edge, edge_stopped) = tokio::sync::watch::channel(false);
+        let edge_flusher = tokio::spawn(edge_flush_loop(
+            Arc::clone(&bus),
+            submitter.clone(),
+            edge_stopped,
+        ));
         let supervisor_status: crate::supervisor::SupervisorStatus = Default::default();
         let shared = Arc::new(Shared {
+            bus: Arc::clone(&bus),
             state: Arc::clone(&state),
             submitter: submitter.clone(),
             audit,
@@ -166,6 +192,7 @@ impl Node {
             recovery,
             admin_token_file,
             supervisor,
+            edge_flusher: (edge_flusher, stop_edge),
         })
     }
 
@@ -206,10 +233,49 @@ impl Node {
             }
             Err(join) => tracing::error!("HTTP server task failed: {join}"),
         }
+        // The edge's last usage goes into the log before it closes.
+        let (flusher, stop) = self.edge_flusher;
+        let _ = stop.send(true);
+        let _ = flusher.await;
+        let bus = Arc::clone(&self.shared.bus);
+        let _ = tokio::task::spawn_blocking(move || bus.streams.shutdown()).await;
         self.submitter.shutdown().await;
         let sequencer = self.sequencer;
         let _ = tokio::task::spawn_blocking(move || sequencer.join()).await;
         Ok(())
+    }
+}
+
+/// Charges the bus's edge usage to the kernel every `edge_flush_ms`, then refreshes
+/// the allowances from the new balances; once more when stopping.
+async fn edge_flush_loop(
+    bus: Arc<crate::bus::Bus>,
+    submitter: Submitter,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) {
+    let period = std::time::Duration::from_millis(bus.config.edge_flush_ms);
+    loop {
+        let stopping = tokio::select! {
+            _ = tokio::time::sleep(period) => false,
+            _ = stopped.changed() => true,
+        };
+        let usage = bus.meters.flush();
+        if !usage.is_empty() {
+            let result = submitter
+                .submit(
+                    PrincipalId::SYSTEM,
+                    "bus publishes let through at the edge since the last report".into(),
+                    CommandBody::ChargeEdge { usage },
+                )
+                .await;
+            if let Err(error) = result {
+                tracing::warn!("cannot charge edge usage: {}", error.message);
+            }
+        }
+        bus.meters.refresh(sequencer::now_ms());
+        if stopping {
+            break;
+        }
     }
 }
 

@@ -96,6 +96,7 @@ pub(crate) fn spawn(
     store: Store,
     state: Arc<RwLock<State>>,
     metrics: Arc<Metrics>,
+    events: Arc<EventTap>,
 ) -> (Submitter, std::thread::JoinHandle<()>) {
     let (sender, receiver) = std::sync::mpsc::sync_channel(config.submit_queue_max);
     let handle = std::thread::Builder::new()
@@ -108,6 +109,8 @@ pub(crate) fn spawn(
                 metrics,
                 snapshot_seq: 0,
                 snapshot_writer: None,
+                events,
+                published: Vec::new(),
             }
             .run(receiver)
         })
@@ -122,6 +125,26 @@ struct Sequencer {
     metrics: Arc<Metrics>,
     snapshot_seq: u64,
     snapshot_writer: Option<std::thread::JoinHandle<()>>,
+    events: Arc<EventTap>,
+    /// Decisions of this batch to publish on the bus once they are durable.
+    published: Vec<(Command, Vec<colony_kernel::Event>)>,
+}
+
+/// Where the sequencer publishes decisions once they are durable: the bus, set when
+/// it exists.
+#[derive(Default)]
+pub struct EventTap {
+    bus: std::sync::OnceLock<Arc<crate::bus::Bus>>,
+}
+
+impl EventTap {
+    pub fn connect(&self, bus: Arc<crate::bus::Bus>) {
+        let _ = self.bus.set(bus);
+    }
+
+    fn wanted(&self) -> bool {
+        self.bus.get().is_some_and(|bus| bus.wants_events())
+    }
 }
 
 /// How long the sequencer sleeps at most when idle, to notice due ticks.
@@ -196,6 +219,9 @@ impl Sequencer {
             let command = Command::new(seq, at_ms, PrincipalId::SYSTEM, justification, body);
             let applied = state.apply(&command);
             self.append(&command, &applied, &state);
+            if self.events.wanted() {
+                self.published.push((command, applied.events));
+            }
             appended += 1;
         }
         for request in batch.drain(..) {
@@ -220,6 +246,9 @@ impl Sequencer {
                         decisions[decision_index(event)] += 1;
                     }
                     let primary = applied.events[applied.primary_index].clone();
+                    if self.events.wanted() {
+                        self.published.push((command, applied.events));
+                    }
                     replies.push((
                         reply,
                         Outcome {
@@ -246,6 +275,13 @@ impl Sequencer {
         }
         self.metrics
             .record_batch(appended, started.elapsed(), &decisions);
+        if !self.published.is_empty() {
+            if let Some(bus) = self.events.bus.get() {
+                for (command, events) in self.published.drain(..) {
+                    bus.publish_events(&command, &events);
+                }
+            }
+        }
     }
 
     fn append(&mut self, command: &Command, applied: &colony_kernel::Applied, state: &State) {

@@ -16,6 +16,7 @@ use crate::principal::{Principal, PrincipalId, PrincipalKind, Role, TokenHash};
 use crate::{validate_address, JUSTIFICATION_BYTES_MAX, NAME_BYTES_MAX};
 
 mod governance;
+mod streams;
 mod tasks;
 mod workers;
 
@@ -66,6 +67,8 @@ pub struct State {
     worker_deadlines: BTreeSet<(u64, u64)>,
     /// Tasks leased to each worker session.
     worker_leases: BTreeMap<u64, BTreeSet<String>>,
+    /// Durable bus streams, by name.
+    streams: BTreeMap<String, crate::streams::StreamSpec>,
     /// Events decided while applying the primary decision, emitted right after it.
     /// Always empty between commands.
     #[serde(skip)]
@@ -334,6 +337,36 @@ impl State {
                         forbidden("only the system logs ticks"),
                     )
                 }
+            }
+            CommandBody::DefineStream(spec) => {
+                if !actor_is_admin {
+                    return Event::denied(
+                        action,
+                        actor_address,
+                        forbidden("only admins define streams"),
+                    );
+                }
+                self.define_stream(spec)
+            }
+            CommandBody::DeleteStream { name } => {
+                if !actor_is_admin {
+                    return Event::denied(
+                        action,
+                        actor_address,
+                        forbidden("only admins delete streams"),
+                    );
+                }
+                self.delete_stream(name)
+            }
+            CommandBody::ChargeEdge { usage } => {
+                if !actor_is_system {
+                    return Event::denied(
+                        action,
+                        actor_address,
+                        forbidden("only the node reports edge usage"),
+                    );
+                }
+                self.charge_edge(usage)
             }
             CommandBody::CreatePrincipal(request) => {
                 if !actor_is_admin {

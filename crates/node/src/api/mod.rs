@@ -11,10 +11,13 @@
 //! | `POST /v1/proposals`, `GET /v1/proposals[?state=]`, `GET /v1/proposals/{id}`, `POST /v1/proposals/{id}/votes` | governance |
 //! | `POST /v1/tasks`, `GET /v1/tasks`, `POST /v1/tasks/claim`, `GET /v1/tasks/dead`, `GET /v1/tasks/{address}`, `POST /v1/tasks/{address}/{heartbeat,checkpoint,complete,fail,release,spend,decompose,requeue}` | the task board |
 //! | `POST /v1/workers`, `GET /v1/workers`, `POST /v1/workers/{id}/heartbeat`, `DELETE /v1/workers/{id}` | worker sessions |
+//! | `GET /v1/bus` | the agent bus (WebSocket, docs/protocol.md) |
+//! | `POST /v1/streams`, `GET /v1/streams`, `GET /v1/streams/{name}`, `DELETE /v1/streams/{name}` | durable bus streams |
 //! | `GET /metrics` | Prometheus text |
 //! | `GET /limits`, `GET /limits/{name}`, `GET /limits/check/{name}`, `POST /tasks`, `GET /tasks`, `POST /tasks/{address}/{claim,start,progress,complete,fail}`, `GET /tasks/mine/{assignee}` | the Hypernet swarm's routes, old shapes |
 
 mod audit;
+mod bus;
 mod governance;
 mod hypernet_tasks;
 mod ledger;
@@ -52,6 +55,8 @@ pub struct Shared {
     pub in_flight: AtomicU64,
     /// What the supervisor runs, refreshed by it.
     pub supervisor: crate::supervisor::SupervisorStatus,
+    /// The agent bus.
+    pub bus: Arc<crate::bus::Bus>,
 }
 
 #[derive(Clone)]
@@ -142,6 +147,12 @@ pub fn router(app: AppState) -> Router {
         .route("/v1/tasks/{address}/{action}", post(tasks::act))
         .route("/v1/proposals/{id}/votes", post(governance::vote))
         .route("/metrics", get(metrics::render))
+        .route("/v1/bus", get(bus::upgrade))
+        .route("/v1/streams", post(bus::create_stream).get(bus::list_streams))
+        .route(
+            "/v1/streams/{name}",
+            get(bus::one_stream).delete(bus::delete_stream),
+        )
         // The Hypernet swarm's routes, in their old shapes (HYPERNET.md).
         .route("/limits", get(limits::hypernet_list))
         .route("/limits/{name}", get(limits::hypernet_one))

@@ -1,0 +1,232 @@
+//! `GET /v1/bus` (the WebSocket upgrade) and the streams API:
+//! `POST /v1/streams`, `GET /v1/streams`, `GET /v1/streams/{name}`,
+//! `DELETE /v1/streams/{name}`.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use colony_kernel::streams::StreamSpec;
+use colony_kernel::CommandBody;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{AppState, Body, Segment};
+use crate::auth::{authenticate, Caller};
+use crate::bus::session::{self, Peer};
+use crate::bus::ws;
+use crate::ApiError;
+
+fn header_has_token(request: &Request, name: header::HeaderName, token: &str) -> bool {
+    request.headers().get_all(name).iter().any(|value| {
+        value
+            .to_str()
+            .unwrap_or("")
+            .split(',')
+            .any(|part| part.trim().eq_ignore_ascii_case(token))
+    })
+}
+
+/// The bearer token from the header, or from `?token=` (browsers cannot set headers
+/// on a WebSocket).
+fn token_of(request: &Request) -> Option<String> {
+    if let Some(value) = request.headers().get(header::AUTHORIZATION) {
+        return value
+            .to_str()
+            .ok()
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim().to_string());
+    }
+    request.uri().query().and_then(|query| {
+        query.split('&').find_map(|pair| {
+            pair.strip_prefix("token=")
+                .map(|token| token.to_string())
+        })
+    })
+}
+
+pub async fn upgrade(State(app): State<AppState>, mut request: Request) -> Response {
+    let token = token_of(&request).ok_or_else(|| {
+        ApiError::unauthenticated(
+            "send your token as `Authorization: Bearer <token>` or as ?token=<token>",
+        )
+    });
+    let caller = match token.and_then(|token| authenticate(&app, &token)) {
+        Ok(caller) => caller,
+        Err(error) => return error.into_response(),
+    };
+    let is_upgrade = request.method() == axum::http::Method::GET
+        && header_has_token(&request, header::CONNECTION, "upgrade")
+        && header_has_token(&request, header::UPGRADE, "websocket");
+    let key = request
+        .headers()
+        .get(header::SEC_WEBSOCKET_KEY)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let version_ok = request
+        .headers()
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .is_some_and(|v| v.as_bytes() == b"13");
+    let (true, Some(key), true) = (is_upgrade, key, version_ok) else {
+        return ApiError::new(
+            StatusCode::UPGRADE_REQUIRED,
+            "upgrade_required",
+            "GET /v1/bus is a WebSocket (version 13): send Connection: Upgrade, Upgrade: websocket, \
+             Sec-WebSocket-Key and Sec-WebSocket-Version: 13 (docs/protocol.md)",
+        )
+        .into_response();
+    };
+    let bus = Arc::clone(&app.shared.bus);
+    let open = bus.metrics.connections.load(Ordering::Relaxed) as usize;
+    if open >= bus.config.connections_max {
+        let mut error = ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too_many_connections",
+            format!(
+                "this node holds its maximum of {} bus connections; retry shortly or use another node",
+                bus.config.connections_max
+            ),
+        )
+        .with("max", bus.config.connections_max);
+        error.retry_after_secs = Some(1);
+        return error.into_response();
+    }
+    let on_upgrade = hyper::upgrade::on(&mut request);
+    let conn = bus.connect(caller.id, &caller.address);
+    let peer = Peer {
+        roles: caller.roles.clone(),
+    };
+    tokio::spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                session::run(bus, conn, peer, hyper_util::rt::TokioIo::new(upgraded)).await
+            }
+            Err(error) => {
+                bus.metrics.connections.fetch_sub(1, Ordering::Relaxed);
+                tracing::debug!("websocket upgrade failed: {error}");
+            }
+        }
+    });
+    let mut response = StatusCode::SWITCHING_PROTOCOLS.into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    headers.insert(
+        header::SEC_WEBSOCKET_ACCEPT,
+        HeaderValue::from_str(&ws::accept_key(&key)).expect("base64 is a valid header value"),
+    );
+    response
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateStream {
+    name: String,
+    subjects: Vec<String>,
+    /// A duration like "24h", or milliseconds.
+    max_age: Option<Value>,
+    max_bytes: Option<u64>,
+    max_msgs: Option<u64>,
+    ack_wait: Option<Value>,
+    max_deliver: Option<u32>,
+    justification: Option<String>,
+}
+
+fn duration_ms(field: &str, value: &Value) -> Result<u64, ApiError> {
+    let invalid = || {
+        ApiError::bad_request(
+            "invalid",
+            format!("{field} is a duration like \"30s\" or \"24h\", or milliseconds"),
+        )
+        .with("field", field)
+    };
+    match value {
+        Value::Number(n) => n.as_u64().ok_or_else(invalid),
+        Value::String(text) => crate::genesis::parse_duration_ms(text).map_err(|_| invalid()),
+        _ => Err(invalid()),
+    }
+}
+
+pub async fn create_stream(
+    State(app): State<AppState>,
+    caller: Caller,
+    Body(request): Body<CreateStream>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let config = &app.shared.bus.config;
+    let spec = StreamSpec {
+        name: request.name,
+        subjects: request.subjects,
+        max_age_ms: request.max_age.as_ref().map(|v| duration_ms("max_age", v)).transpose()?,
+        max_bytes: request.max_bytes,
+        max_msgs: request.max_msgs,
+        ack_wait_ms: match &request.ack_wait {
+            Some(value) => duration_ms("ack_wait", value)?,
+            None => config.stream_ack_wait_ms,
+        },
+        max_deliver: request.max_deliver.unwrap_or(config.stream_max_deliver),
+    };
+    let justification = request
+        .justification
+        .unwrap_or_else(|| format!("{} defines stream {}", caller.address, spec.name));
+    let outcome = app
+        .decide(caller.id, justification, CommandBody::DefineStream(Box::new(spec.clone())))
+        .await?;
+    let stream = app
+        .shared
+        .bus
+        .streams
+        .define(spec)
+        .map_err(|error| ApiError::internal(error.to_string()))?;
+    let replaced = matches!(
+        outcome.primary.effect,
+        colony_kernel::Effect::StreamDefined { replaced: true, .. }
+    );
+    Ok((
+        if replaced { StatusCode::OK } else { StatusCode::CREATED },
+        Json(json!({"stream": stream.info(), "seq": outcome.seq, "replaced": replaced})),
+    ))
+}
+
+pub async fn list_streams(State(app): State<AppState>, _caller: Caller) -> Json<Value> {
+    let streams: Vec<_> = app
+        .shared
+        .bus
+        .streams
+        .list()
+        .iter()
+        .map(|s| s.info())
+        .collect();
+    Json(json!({ "streams": streams }))
+}
+
+pub async fn one_stream(
+    State(app): State<AppState>,
+    _caller: Caller,
+    Segment(name): Segment<String>,
+) -> Result<Json<Value>, ApiError> {
+    let stream = app.shared.bus.streams.get(&name).ok_or_else(|| {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no stream named {name:?}"))
+            .with("stream", name.as_str())
+    })?;
+    Ok(Json(json!({ "stream": stream.info() })))
+}
+
+pub async fn delete_stream(
+    State(app): State<AppState>,
+    caller: Caller,
+    Segment(name): Segment<String>,
+) -> Result<Json<Value>, ApiError> {
+    let outcome = app
+        .decide(
+            caller.id,
+            format!("{} deletes stream {name}", caller.address),
+            CommandBody::DeleteStream { name: name.clone() },
+        )
+        .await?;
+    app.shared.bus.streams.delete(&name);
+    Ok(Json(json!({"deleted": name, "seq": outcome.seq})))
+}

@@ -1,0 +1,452 @@
+//! The WebSocket wire format (RFC 6455), server side: the opening handshake's
+//! accept key, an incremental frame decoder and the frame encoder.
+//!
+//! Colony keeps its own codec rather than a general WebSocket crate so that an idle
+//! connection parks no buffer at all: the decoder holds bytes only while a frame is
+//! incomplete, and gives the memory back as soon as it is whole. Extensions
+//! (compression) are not negotiated, so reserved bits must be zero.
+
+use base64::Engine;
+use sha1::{Digest, Sha1};
+
+const HANDSHAKE_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+
+/// `Sec-WebSocket-Accept` for a client's `Sec-WebSocket-Key`.
+pub fn accept_key(client_key: &str) -> String {
+    let mut hasher = Sha1::new();
+    hasher.update(client_key.trim().as_bytes());
+    hasher.update(HANDSHAKE_GUID.as_bytes());
+    base64::engine::general_purpose::STANDARD.encode(hasher.finalize())
+}
+
+pub const OP_CONTINUATION: u8 = 0x0;
+pub const OP_TEXT: u8 = 0x1;
+pub const OP_BINARY: u8 = 0x2;
+pub const OP_CLOSE: u8 = 0x8;
+pub const OP_PING: u8 = 0x9;
+pub const OP_PONG: u8 = 0xA;
+
+/// Close codes the node sends.
+pub const CLOSE_NORMAL: u16 = 1000;
+pub const CLOSE_PROTOCOL_ERROR: u16 = 1002;
+pub const CLOSE_UNSUPPORTED: u16 = 1003;
+pub const CLOSE_BAD_DATA: u16 = 1007;
+pub const CLOSE_POLICY: u16 = 1008;
+pub const CLOSE_TOO_BIG: u16 = 1009;
+
+/// One complete thing the peer sent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WsEvent {
+    /// A whole text message, checked to be UTF-8.
+    Text(String),
+    Binary(Vec<u8>),
+    Ping(Vec<u8>),
+    Pong,
+    Close(Option<u16>),
+}
+
+/// Why the connection must close; [`WsError::close_code`] is what to tell the peer.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum WsError {
+    #[error("websocket protocol error: {0}")]
+    Protocol(&'static str),
+    #[error("message of {size} bytes is larger than the {max} bytes allowed")]
+    TooBig { size: u64, max: usize },
+    #[error("text message is not valid UTF-8")]
+    BadUtf8,
+}
+
+impl WsError {
+    pub fn close_code(&self) -> u16 {
+        match self {
+            WsError::Protocol(_) => CLOSE_PROTOCOL_ERROR,
+            WsError::TooBig { .. } => CLOSE_TOO_BIG,
+            WsError::BadUtf8 => CLOSE_BAD_DATA,
+        }
+    }
+}
+
+/// Turns the bytes a client sends, in pieces of any size, into [`WsEvent`]s.
+#[derive(Debug)]
+pub struct Decoder {
+    max_message: usize,
+    /// The start of a frame that has not arrived whole. Empty (and unallocated)
+    /// between frames.
+    partial: Vec<u8>,
+    /// A fragmented message being assembled: its opcode and payload so far.
+    fragments: Option<(u8, Vec<u8>)>,
+}
+
+enum Parsed {
+    /// Needs more bytes.
+    Incomplete,
+    /// A frame of `consumed` bytes.
+    Frame {
+        consumed: usize,
+        fin: bool,
+        opcode: u8,
+        payload: Vec<u8>,
+    },
+}
+
+impl Decoder {
+    /// `max_message` bounds a frame's payload and an assembled message alike.
+    pub fn new(max_message: usize) -> Decoder {
+        Decoder {
+            max_message,
+            partial: Vec::new(),
+            fragments: None,
+        }
+    }
+
+    /// Bytes held for an incomplete frame or message.
+    pub fn buffered(&self) -> usize {
+        self.partial.capacity() + self.fragments.as_ref().map_or(0, |(_, f)| f.capacity())
+    }
+
+    /// Consumes `input`, appending every event completed by it to `events`.
+    pub fn feed(&mut self, input: &[u8], events: &mut Vec<WsEvent>) -> Result<(), WsError> {
+        if self.partial.is_empty() {
+            let consumed = self.parse_all(input, events)?;
+            if consumed < input.len() {
+                self.partial.extend_from_slice(&input[consumed..]);
+            }
+        } else {
+            self.partial.extend_from_slice(input);
+            let partial = std::mem::take(&mut self.partial);
+            let consumed = self.parse_all(&partial, events)?;
+            if consumed < partial.len() {
+                let mut rest = partial;
+                rest.drain(..consumed);
+                self.partial = rest;
+            }
+            // else: `partial` is dropped, so nothing stays allocated.
+        }
+        Ok(())
+    }
+
+    fn parse_all(&mut self, mut input: &[u8], events: &mut Vec<WsEvent>) -> Result<usize, WsError> {
+        let mut consumed_total = 0;
+        loop {
+            match self.parse_frame(input)? {
+                Parsed::Incomplete => return Ok(consumed_total),
+                Parsed::Frame {
+                    consumed,
+                    fin,
+                    opcode,
+                    payload,
+                } => {
+                    consumed_total += consumed;
+                    input = &input[consumed..];
+                    self.on_frame(fin, opcode, payload, events)?;
+                }
+            }
+        }
+    }
+
+    fn parse_frame(&self, input: &[u8]) -> Result<Parsed, WsError> {
+        if input.len() < 2 {
+            return Ok(Parsed::Incomplete);
+        }
+        let fin = input[0] & 0x80 != 0;
+        if input[0] & 0x70 != 0 {
+            return Err(WsError::Protocol("reserved bits set (no extension was negotiated)"));
+        }
+        let opcode = input[0] & 0x0F;
+        let control = opcode & 0x08 != 0;
+        match opcode {
+            OP_CONTINUATION | OP_TEXT | OP_BINARY | OP_CLOSE | OP_PING | OP_PONG => {}
+            _ => return Err(WsError::Protocol("unknown opcode")),
+        }
+        if input[1] & 0x80 == 0 {
+            return Err(WsError::Protocol("client frames must be masked"));
+        }
+        let (length, mut at) = match input[1] & 0x7F {
+            126 => {
+                if input.len() < 4 {
+                    return Ok(Parsed::Incomplete);
+                }
+                (u16::from_be_bytes([input[2], input[3]]) as u64, 4)
+            }
+            127 => {
+                if input.len() < 10 {
+                    return Ok(Parsed::Incomplete);
+                }
+                let length = u64::from_be_bytes(input[2..10].try_into().expect("8 bytes"));
+                if length >> 63 != 0 {
+                    return Err(WsError::Protocol("payload length has its top bit set"));
+                }
+                (length, 10)
+            }
+            short => (short as u64, 2),
+        };
+        if control && (!fin || length > 125) {
+            return Err(WsError::Protocol(
+                "control frames must be whole and at most 125 bytes",
+            ));
+        }
+        let assembled = self.fragments.as_ref().map_or(0, |(_, f)| f.len()) as u64;
+        if length + if opcode == OP_CONTINUATION { assembled } else { 0 } > self.max_message as u64 {
+            return Err(WsError::TooBig {
+                size: length + assembled,
+                max: self.max_message,
+            });
+        }
+        if input.len() < at + 4 {
+            return Ok(Parsed::Incomplete);
+        }
+        let mask = [input[at], input[at + 1], input[at + 2], input[at + 3]];
+        at += 4;
+        let end = at + length as usize;
+        if input.len() < end {
+            return Ok(Parsed::Incomplete);
+        }
+        let mut payload = input[at..end].to_vec();
+        unmask(&mut payload, mask);
+        Ok(Parsed::Frame {
+            consumed: end,
+            fin,
+            opcode,
+            payload,
+        })
+    }
+
+    fn on_frame(
+        &mut self,
+        fin: bool,
+        opcode: u8,
+        payload: Vec<u8>,
+        events: &mut Vec<WsEvent>,
+    ) -> Result<(), WsError> {
+        match opcode {
+            OP_PING => events.push(WsEvent::Ping(payload)),
+            OP_PONG => events.push(WsEvent::Pong),
+            OP_CLOSE => {
+                let code = match payload.len() {
+                    0 => None,
+                    1 => return Err(WsError::Protocol("close frame with a one-byte body")),
+                    _ => {
+                        if std::str::from_utf8(&payload[2..]).is_err() {
+                            return Err(WsError::BadUtf8);
+                        }
+                        Some(u16::from_be_bytes([payload[0], payload[1]]))
+                    }
+                };
+                events.push(WsEvent::Close(code));
+            }
+            OP_TEXT | OP_BINARY => {
+                if self.fragments.is_some() {
+                    return Err(WsError::Protocol(
+                        "a new message started before the fragmented one ended",
+                    ));
+                }
+                if fin {
+                    events.push(complete(opcode, payload)?);
+                } else {
+                    self.fragments = Some((opcode, payload));
+                }
+            }
+            OP_CONTINUATION => {
+                let Some((first, mut assembled)) = self.fragments.take() else {
+                    return Err(WsError::Protocol("continuation frame without a message"));
+                };
+                assembled.extend_from_slice(&payload);
+                if fin {
+                    events.push(complete(first, assembled)?);
+                } else {
+                    self.fragments = Some((first, assembled));
+                }
+            }
+            _ => unreachable!("opcodes are checked when parsed"),
+        }
+        Ok(())
+    }
+}
+
+fn complete(opcode: u8, payload: Vec<u8>) -> Result<WsEvent, WsError> {
+    if opcode == OP_TEXT {
+        String::from_utf8(payload)
+            .map(WsEvent::Text)
+            .map_err(|_| WsError::BadUtf8)
+    } else {
+        Ok(WsEvent::Binary(payload))
+    }
+}
+
+fn unmask(payload: &mut [u8], mask: [u8; 4]) {
+    for (i, byte) in payload.iter_mut().enumerate() {
+        *byte ^= mask[i & 3];
+    }
+}
+
+/// Appends the header of an unmasked server frame carrying `length` bytes.
+pub fn encode_header(opcode: u8, length: usize, out: &mut Vec<u8>) {
+    out.push(0x80 | opcode);
+    if length < 126 {
+        out.push(length as u8);
+    } else if length <= u16::MAX as usize {
+        out.push(126);
+        out.extend_from_slice(&(length as u16).to_be_bytes());
+    } else {
+        out.push(127);
+        out.extend_from_slice(&(length as u64).to_be_bytes());
+    }
+}
+
+/// Appends a whole unmasked server frame.
+pub fn encode_frame(opcode: u8, payload: &[u8], out: &mut Vec<u8>) {
+    encode_header(opcode, payload.len(), out);
+    out.extend_from_slice(payload);
+}
+
+/// Appends a close frame with a code and a reason (cut to fit 125 bytes).
+pub fn encode_close(code: u16, reason: &str, out: &mut Vec<u8>) {
+    let mut end = reason.len().min(123);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut payload = Vec::with_capacity(2 + end);
+    payload.extend_from_slice(&code.to_be_bytes());
+    payload.extend_from_slice(&reason.as_bytes()[..end]);
+    encode_frame(OP_CLOSE, &payload, out);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A client frame, masked with `mask`.
+    fn client_frame(fin: bool, opcode: u8, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
+        let mut out = vec![(if fin { 0x80 } else { 0 }) | opcode];
+        let length = payload.len();
+        if length < 126 {
+            out.push(0x80 | length as u8);
+        } else if length <= u16::MAX as usize {
+            out.push(0x80 | 126);
+            out.extend_from_slice(&(length as u16).to_be_bytes());
+        } else {
+            out.push(0x80 | 127);
+            out.extend_from_slice(&(length as u64).to_be_bytes());
+        }
+        out.extend_from_slice(&mask);
+        let mut body = payload.to_vec();
+        unmask(&mut body, mask);
+        out.extend_from_slice(&body);
+        out
+    }
+
+    #[test]
+    fn accept_key_matches_the_rfc_example() {
+        // RFC 6455, section 1.3.
+        assert_eq!(
+            accept_key("dGhlIHNhbXBsZSBub25jZQ=="),
+            "s3pPLMBiTxaQ9kK8pZO6MlYzPo0="
+        );
+    }
+
+    #[test]
+    fn every_split_point_gives_the_same_events() {
+        let long = "x".repeat(300);
+        let huge = "y".repeat(70_000);
+        let mut stream = Vec::new();
+        stream.extend(client_frame(true, OP_TEXT, br#"{"op":"ping"}"#, [1, 2, 3, 4]));
+        stream.extend(client_frame(false, OP_TEXT, b"{\"op\":", [9, 8, 7, 6]));
+        stream.extend(client_frame(true, OP_PING, b"hi", [0, 0, 0, 0]));
+        stream.extend(client_frame(true, OP_CONTINUATION, b"\"pong\"}", [5, 5, 5, 5]));
+        stream.extend(client_frame(true, OP_TEXT, long.as_bytes(), [7, 1, 7, 1]));
+        stream.extend(client_frame(true, OP_TEXT, huge.as_bytes(), [3, 1, 4, 1]));
+        stream.extend(client_frame(true, OP_TEXT, "é€".as_bytes(), [2, 7, 1, 8]));
+        stream.extend(client_frame(true, OP_CLOSE, &[0x03, 0xE8], [1, 1, 1, 1]));
+        let expected = vec![
+            WsEvent::Text(r#"{"op":"ping"}"#.into()),
+            WsEvent::Ping(b"hi".to_vec()),
+            WsEvent::Text(r#"{"op":"pong"}"#.into()),
+            WsEvent::Text(long.clone()),
+            WsEvent::Text(huge.clone()),
+            WsEvent::Text("é€".into()),
+            WsEvent::Close(Some(1000)),
+        ];
+        for split in 0..=stream.len() {
+            let mut decoder = Decoder::new(1 << 20);
+            let mut events = Vec::new();
+            decoder.feed(&stream[..split], &mut events).unwrap();
+            decoder.feed(&stream[split..], &mut events).unwrap();
+            assert_eq!(events, expected, "split at byte {split}");
+            assert_eq!(decoder.buffered(), 0, "nothing stays buffered (split {split})");
+        }
+        // And one byte at a time.
+        let mut decoder = Decoder::new(1 << 20);
+        let mut events = Vec::new();
+        for byte in &stream {
+            decoder.feed(std::slice::from_ref(byte), &mut events).unwrap();
+        }
+        assert_eq!(events, expected);
+    }
+
+    #[test]
+    fn malformed_frames_are_refused_with_the_right_close_code() {
+        let mut unmasked = client_frame(true, OP_TEXT, b"hi", [0; 4]);
+        unmasked[1] &= 0x7F;
+        unmasked.drain(2..6);
+        let mut reserved = client_frame(true, OP_TEXT, b"hi", [1; 4]);
+        reserved[0] |= 0x40;
+        let mut top_bit = vec![0x81, 0x80 | 127];
+        top_bit.extend_from_slice(&u64::MAX.to_be_bytes());
+        let table: Vec<(&str, Vec<u8>, u16)> = vec![
+            ("unmasked", unmasked, CLOSE_PROTOCOL_ERROR),
+            ("reserved bits", reserved, CLOSE_PROTOCOL_ERROR),
+            ("unknown opcode", client_frame(true, 0x3, b"", [1; 4]), CLOSE_PROTOCOL_ERROR),
+            ("fragmented ping", client_frame(false, OP_PING, b"", [1; 4]), CLOSE_PROTOCOL_ERROR),
+            ("long ping", client_frame(true, OP_PING, &[0; 126], [1; 4]), CLOSE_PROTOCOL_ERROR),
+            ("stray continuation", client_frame(true, OP_CONTINUATION, b"x", [1; 4]), CLOSE_PROTOCOL_ERROR),
+            ("bad utf-8", client_frame(true, OP_TEXT, &[0xC3, 0x28], [1; 4]), CLOSE_BAD_DATA),
+            ("too big", client_frame(true, OP_TEXT, &[b'a'; 2000], [1; 4]), CLOSE_TOO_BIG),
+            ("length top bit", top_bit, CLOSE_PROTOCOL_ERROR),
+            ("one-byte close", client_frame(true, OP_CLOSE, &[3], [1; 4]), CLOSE_PROTOCOL_ERROR),
+            (
+                "interleaved message",
+                [client_frame(false, OP_TEXT, b"a", [1; 4]), client_frame(true, OP_TEXT, b"b", [1; 4])].concat(),
+                CLOSE_PROTOCOL_ERROR,
+            ),
+            (
+                "fragments too big",
+                [client_frame(false, OP_TEXT, &[b'a'; 600], [1; 4]), client_frame(true, OP_CONTINUATION, &[b'a'; 600], [1; 4])].concat(),
+                CLOSE_TOO_BIG,
+            ),
+        ];
+        for (name, bytes, code) in table {
+            let mut decoder = Decoder::new(1024);
+            let error = decoder
+                .feed(&bytes, &mut Vec::new())
+                .expect_err(name);
+            assert_eq!(error.close_code(), code, "{name}: {error}");
+        }
+    }
+
+    #[test]
+    fn a_too_big_frame_is_refused_from_its_header_alone() {
+        let mut decoder = Decoder::new(1024);
+        let frame = client_frame(true, OP_TEXT, &[b'a'; 5000], [1; 4]);
+        let error = decoder.feed(&frame[..8], &mut Vec::new()).unwrap_err();
+        assert!(matches!(error, WsError::TooBig { size: 5000, max: 1024 }));
+    }
+
+    #[test]
+    fn server_frames_encode_every_length_form() {
+        for length in [0usize, 125, 126, 65_535, 65_536] {
+            let mut out = Vec::new();
+            encode_frame(OP_TEXT, &vec![b'z'; length], &mut out);
+            let header = match length {
+                0..=125 => 2,
+                126..=65_535 => 4,
+                _ => 10,
+            };
+            assert_eq!(out.len(), header + length);
+            assert_eq!(out[0], 0x81);
+        }
+        let mut out = Vec::new();
+        encode_close(CLOSE_POLICY, &"é".repeat(100), &mut out);
+        assert!(out.len() <= 127);
+        assert!(std::str::from_utf8(&out[4..]).is_ok());
+    }
+}
