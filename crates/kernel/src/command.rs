@@ -145,6 +145,14 @@ pub enum CommandBody {
     DeleteStream {
         name: String,
     },
+    /// The node reports that a worker's bus connection dropped at
+    /// `disconnected_at_ms` without a graceful leave, `grace_ms` ago. The worker is
+    /// declared lost unless it heartbeat (or said `hello` again) since. System only.
+    WorkerDisconnected {
+        worker: u64,
+        disconnected_at_ms: u64,
+        grace_ms: u64,
+    },
     /// The node reports what it let through at the edge (bus publishes): io_ops per
     /// principal and bytes toward `data_creation_bytes`. System only.
     ChargeEdge {
@@ -179,6 +187,7 @@ impl CommandBody {
             CommandBody::DefineStream(_) => "stream.define",
             CommandBody::DeleteStream { .. } => "stream.delete",
             CommandBody::ChargeEdge { .. } => "edge.charge",
+            CommandBody::WorkerDisconnected { .. } => "worker.disconnected",
         }
     }
 }

@@ -138,6 +138,14 @@ pub enum Reason {
     },
     /// The principal already holds as many open reservations as allowed.
     TooManyReservations { max: u32 },
+    /// A worker's bus connection dropped without a graceful leave and the worker
+    /// did not come back (heartbeat or `hello`) within the grace period.
+    WorkerDisconnected {
+        worker: u64,
+        disconnected_at_ms: u64,
+        grace_ms: u64,
+        revoked: Vec<String>,
+    },
 }
 
 impl Reason {
@@ -160,6 +168,7 @@ impl Reason {
             Reason::NotClaimable { .. } => "not_claimable",
             Reason::WorkerGone { .. } => "worker_gone",
             Reason::WorkerSilent { .. } => "worker_silent",
+            Reason::WorkerDisconnected { .. } => "worker_disconnected",
             Reason::ConsensusReached { .. } => "consensus_reached",
             Reason::ConsensusNotReached { .. } => "consensus_not_reached",
             Reason::Vetoed { .. } => "vetoed",

@@ -67,7 +67,9 @@ pub fn authenticate(app: &AppState, token: &str) -> Result<Caller, ApiError> {
         .principal_by_token(&hash)
         .filter(|principal| principal.standing)
         .ok_or_else(|| {
-            ApiError::unauthenticated("this token is not valid (unknown, or its principal was removed)")
+            ApiError::unauthenticated(
+                "this token is not valid (unknown, or its principal was removed)",
+            )
         })?;
     Ok(Caller {
         id: principal.id,
@@ -76,4 +78,3 @@ pub fn authenticate(app: &AppState, token: &str) -> Result<Caller, ApiError> {
         roles: principal.roles.clone(),
     })
 }
-

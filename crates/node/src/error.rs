@@ -150,6 +150,11 @@ pub fn explain(reason: &Reason) -> String {
         Reason::WorkerGone { worker, state } => format!(
             "worker session {worker} is {state}; register again (its old leases are revoked)"
         ),
+        Reason::WorkerDisconnected { worker, disconnected_at_ms, grace_ms, revoked } => format!(
+            "worker {worker}'s bus connection dropped at {} without a graceful leave and it did not come back within {grace_ms} ms; {} task(s) went back on the board",
+            colony_log::audit::format_time(*disconnected_at_ms),
+            revoked.len()
+        ),
         Reason::WorkerSilent { worker, last_heartbeat_ms, timeout_ms, revoked } => format!(
             "worker session {worker} sent no heartbeat since {} (timeout {timeout_ms} ms); {} task(s) went back on the board",
             colony_log::audit::format_time(*last_heartbeat_ms),

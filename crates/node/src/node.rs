@@ -68,7 +68,10 @@ pub struct Node {
         tokio::task::JoinHandle<()>,
         tokio::sync::watch::Sender<bool>,
     )>,
-    edge_flusher: (tokio::task::JoinHandle<()>, tokio::sync::watch::Sender<bool>),
+    edge_flusher: (
+        tokio::task::JoinHandle<()>,
+        tokio::sync::watch::Sender<bool>,
+    ),
 }
 
 impl Node {
@@ -126,13 +129,18 @@ impl Node {
             Some(bus) => bus,
             None => crate::bus::BusConfig::load(&config.config_dir)?,
         };
-        let specs: Vec<_> = state.read().expect("state lock").streams().cloned().collect();
+        let specs: Vec<_> = state
+            .read()
+            .expect("state lock")
+            .streams()
+            .cloned()
+            .collect();
         let streams = crate::bus::streams::Streams::open(&config.data_dir, &bus_config, specs)
             .map_err(|error| NodeError::Io {
                 context: "opening bus streams".into(),
                 source: std::io::Error::other(error.to_string()),
             })?;
-        let bus = crate::bus::Bus::new(bus_config, Arc::clone(&state), streams);
+        let bus = crate::bus::Bus::new(bus_config, Arc::clone(&state), streams, submitter.clone());
         event_tap.connect(Arc::clone(&bus));
         let (stop_edge, edge_stopped) = tokio::sync::watch::channel(false);
         let edge_flusher = tokio::spawn(edge_flush_loop(
@@ -222,6 +230,7 @@ impl Node {
             let _ = stop.send(true);
             let _ = handle.await;
         }
+        self.shared.bus.close_all();
         let _ = self.stop_server.send(());
         match self.server.await {
             Ok(Ok(())) => {}

@@ -74,7 +74,10 @@ impl Client {
 
     async fn sub(&mut self, sid: &str, subject: &str) {
         let answer = self
-            .request(json!({"op": "sub", "sid": sid, "subject": subject}), &format!("sub-{sid}"))
+            .request(
+                json!({"op": "sub", "sid": sid, "subject": subject}),
+                &format!("sub-{sid}"),
+            )
             .await;
         assert_eq!(answer["op"], "ok", "{answer}");
     }
@@ -113,7 +116,13 @@ async fn start_with(
 }
 
 /// Creates a principal over HTTP; returns (address, token).
-async fn principal(base: &str, admin: &str, name: &str, kind: &str, roles: &[&str]) -> (String, String) {
+async fn principal(
+    base: &str,
+    admin: &str,
+    name: &str,
+    kind: &str,
+    roles: &[&str],
+) -> (String, String) {
     let response: Value = reqwest::Client::new()
         .post(format!("{base}/v1/principals"))
         .bearer_auth(admin)
@@ -125,7 +134,10 @@ async fn principal(base: &str, admin: &str, name: &str, kind: &str, roles: &[&st
         .await
         .unwrap();
     (
-        response["address"].as_str().unwrap_or_else(|| panic!("{response}")).to_string(),
+        response["address"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{response}"))
+            .to_string(),
         response["token"].as_str().unwrap().to_string(),
     )
 }
@@ -167,7 +179,10 @@ async fn wildcards_queue_groups_and_request_reply() {
     }
     sids.sort();
     assert_eq!(sids, ["w1", "w2"]);
-    assert_eq!(publisher.publish("work.code", json!(2)).await["delivered"], 1);
+    assert_eq!(
+        publisher.publish("work.code", json!(2)).await["delivered"],
+        1
+    );
     assert_eq!(wild.recv().await["sid"], "w2");
 
     // Queue group: each message to exactly one member.
@@ -175,13 +190,19 @@ async fn wildcards_queue_groups_and_request_reply() {
     for _ in 0..3 {
         let mut member = Client::connect(&node, &admin).await;
         let answer = member
-            .request(json!({"op": "sub", "sid": "q", "subject": "jobs.>", "queue": "workers"}), "s")
+            .request(
+                json!({"op": "sub", "sid": "q", "subject": "jobs.>", "queue": "workers"}),
+                "s",
+            )
             .await;
         assert_eq!(answer["op"], "ok");
         members.push(member);
     }
     for n in 0..30 {
-        assert_eq!(publisher.publish("jobs.build", json!(n)).await["delivered"], 1);
+        assert_eq!(
+            publisher.publish("jobs.build", json!(n)).await["delivered"],
+            1
+        );
     }
     let mut received = Vec::new();
     for member in &mut members {
@@ -206,7 +227,10 @@ async fn wildcards_queue_groups_and_request_reply() {
         .send(json!({"op": "pub", "subject": request["reply_to"], "data": "HI"}))
         .await;
     let reply = publisher.recv().await;
-    assert_eq!((reply["subject"].as_str(), reply["data"].as_str()), (Some("agents.1.1.inbox.7"), Some("HI")));
+    assert_eq!(
+        (reply["subject"].as_str(), reply["data"].as_str()),
+        (Some("agents.1.1.inbox.7"), Some("HI"))
+    );
     node.shutdown().await.unwrap();
 }
 
@@ -222,46 +246,102 @@ async fn malformed_frames_get_errors_and_the_session_goes_on() {
         (r#"{"sid":"x"}"#, "bad_frame"),
         (r#"{"op":"fly","id":1}"#, "unknown_op"),
         (r#"{"op":"pub","id":2,"data":1}"#, "invalid"),
-        (r#"{"op":"pub","id":3,"subject":"a..b","data":1}"#, "invalid"),
+        (
+            r#"{"op":"pub","id":3,"subject":"a..b","data":1}"#,
+            "invalid",
+        ),
         (r#"{"op":"pub","id":4,"subject":"a.*","data":1}"#, "invalid"),
         (r#"{"op":"pub","id":5,"subject":"a.b"}"#, "invalid"),
-        (r#"{"op":"pub","id":6,"subject":"a.b","data":1,"priority":"urgent"}"#, "invalid"),
-        (r#"{"op":"pub","id":7,"subject":"a.b","data":1,"headers":{"k":1}}"#, "invalid"),
-        (r#"{"op":"pub","id":8,"subject":"a.b","data":1,"reply_to":"x.>"}"#, "invalid"),
+        (
+            r#"{"op":"pub","id":6,"subject":"a.b","data":1,"priority":"urgent"}"#,
+            "invalid",
+        ),
+        (
+            r#"{"op":"pub","id":7,"subject":"a.b","data":1,"headers":{"k":1}}"#,
+            "invalid",
+        ),
+        (
+            r#"{"op":"pub","id":8,"subject":"a.b","data":1,"reply_to":"x.>"}"#,
+            "invalid",
+        ),
         (r#"{"op":"sub","id":9,"subject":"a.b"}"#, "invalid"),
-        (r#"{"op":"sub","id":10,"sid":"has space","subject":"a.b"}"#, "invalid"),
-        (r#"{"op":"sub","id":11,"sid":"s","subject":"a.>.b"}"#, "invalid"),
-        (r#"{"op":"sub","id":12,"sid":"s","subject":"a","backpressure":"pray"}"#, "invalid"),
-        (r#"{"op":"sub","id":13,"sid":"s","subject":"a","stream":"nope"}"#, "not_found"),
-        (r#"{"op":"sub","id":14,"sid":"s","subject":"a","from_seq":3}"#, "invalid"),
+        (
+            r#"{"op":"sub","id":10,"sid":"has space","subject":"a.b"}"#,
+            "invalid",
+        ),
+        (
+            r#"{"op":"sub","id":11,"sid":"s","subject":"a.>.b"}"#,
+            "invalid",
+        ),
+        (
+            r#"{"op":"sub","id":12,"sid":"s","subject":"a","backpressure":"pray"}"#,
+            "invalid",
+        ),
+        (
+            r#"{"op":"sub","id":13,"sid":"s","subject":"a","stream":"nope"}"#,
+            "not_found",
+        ),
+        (
+            r#"{"op":"sub","id":14,"sid":"s","subject":"a","from_seq":3}"#,
+            "invalid",
+        ),
         (r#"{"op":"unsub","id":15,"sid":"never"}"#, "not_found"),
         (r#"{"op":"ack","id":16,"sid":"never","seq":1}"#, "not_found"),
-        (r#"{"op":"pub","id":17,"subject":"a.b","data":1,"priority":5}"#, "bad_frame"),
+        (
+            r#"{"op":"pub","id":17,"subject":"a.b","data":1,"priority":5}"#,
+            "bad_frame",
+        ),
     ];
     for (frame, code) in table {
-        client.ws.send(Message::Text((*frame).into())).await.unwrap();
+        client
+            .ws
+            .send(Message::Text((*frame).into()))
+            .await
+            .unwrap();
         let answer = client.recv().await;
         assert_eq!(answer["op"], "err", "{frame}: {answer}");
         assert_eq!(answer["error"]["code"], *code, "{frame}: {answer}");
-        assert!(answer["error"]["message"].as_str().unwrap().len() > 10, "{answer}");
+        assert!(
+            answer["error"]["message"].as_str().unwrap().len() > 10,
+            "{answer}"
+        );
     }
     // The id is echoed even when the frame is otherwise wrong.
-    client.ws.send(Message::Text(r#"{"op":"pub","id":"abc"}"#.into())).await.unwrap();
+    client
+        .ws
+        .send(Message::Text(r#"{"op":"pub","id":"abc"}"#.into()))
+        .await
+        .unwrap();
     assert_eq!(client.recv().await["id"], "abc");
-    client.ws.send(Message::Binary(vec![1, 2, 3].into())).await.unwrap();
+    client
+        .ws
+        .send(Message::Binary(vec![1, 2, 3].into()))
+        .await
+        .unwrap();
     assert_eq!(client.recv().await["error"]["code"], "bad_frame");
     // Duplicate sids.
     client.sub("s", "a.b").await;
-    let answer = client.request(json!({"op": "sub", "sid": "s", "subject": "a.c"}), "dup").await;
+    let answer = client
+        .request(json!({"op": "sub", "sid": "s", "subject": "a.c"}), "dup")
+        .await;
     assert_eq!(answer["error"]["code"], "duplicate_sid");
     // Still healthy.
-    assert_eq!(client.request(json!({"op": "ping"}), "still").await["op"], "pong");
+    assert_eq!(
+        client.request(json!({"op": "ping"}), "still").await["op"],
+        "pong"
+    );
 
     // A frame over the bound closes the connection with 1009.
-    let big = format!(r#"{{"op":"pub","subject":"a.b","data":"{}"}}"#, "x".repeat(300 << 10));
+    let big = format!(
+        r#"{{"op":"pub","subject":"a.b","data":"{}"}}"#,
+        "x".repeat(300 << 10)
+    );
     client.ws.send(Message::Text(big.into())).await.unwrap();
     let close = loop {
-        match tokio::time::timeout(PATIENCE, client.ws.next()).await.unwrap() {
+        match tokio::time::timeout(PATIENCE, client.ws.next())
+            .await
+            .unwrap()
+        {
             Some(Ok(Message::Close(frame))) => break frame,
             Some(Ok(_)) => continue,
             other => panic!("expected a close frame, got {other:?}"),
@@ -270,7 +350,9 @@ async fn malformed_frames_get_errors_and_the_session_goes_on() {
     assert_eq!(close.unwrap().code, CloseCode::Size);
 
     // Without a token there is no session.
-    let request = format!("ws://{}/v1/bus", node.local_addr()).into_client_request().unwrap();
+    let request = format!("ws://{}/v1/bus", node.local_addr())
+        .into_client_request()
+        .unwrap();
     let error = tokio_tungstenite::connect_async(request).await.unwrap_err();
     assert!(error.to_string().contains("401"), "{error}");
     node.shutdown().await.unwrap();
@@ -289,16 +371,35 @@ async fn authorization_is_by_subject() {
     let mut w = Client::connect(&node, &watcher_token).await;
     b.sub("inbox", &format!("agents.{bob}.inbox")).await;
     // Alice may write to Bob's inbox...
-    assert_eq!(a.publish(&format!("agents.{bob}.inbox"), json!("hello")).await["delivered"], 1);
+    assert_eq!(
+        a.publish(&format!("agents.{bob}.inbox"), json!("hello"))
+            .await["delivered"],
+        1
+    );
     let msg = b.recv().await;
     assert_eq!(msg["from"], json!(alice));
     // ...but not to his other subjects, nor read them, nor publish as the system.
     for (frame, subject) in [
-        (json!({"op": "pub", "subject": format!("agents.{bob}.notes"), "data": 1}), format!("agents.{bob}.notes")),
-        (json!({"op": "sub", "sid": "spy", "subject": format!("agents.{bob}.>")}), format!("agents.{bob}.>")),
-        (json!({"op": "sub", "sid": "all", "subject": ">"}), ">".to_string()),
-        (json!({"op": "pub", "subject": "colony.events.decision.fake", "data": 1}), "colony.events.decision.fake".to_string()),
-        (json!({"op": "pub", "subject": "secret.plans", "data": 1}), "secret.plans".to_string()),
+        (
+            json!({"op": "pub", "subject": format!("agents.{bob}.notes"), "data": 1}),
+            format!("agents.{bob}.notes"),
+        ),
+        (
+            json!({"op": "sub", "sid": "spy", "subject": format!("agents.{bob}.>")}),
+            format!("agents.{bob}.>"),
+        ),
+        (
+            json!({"op": "sub", "sid": "all", "subject": ">"}),
+            ">".to_string(),
+        ),
+        (
+            json!({"op": "pub", "subject": "colony.events.decision.fake", "data": 1}),
+            "colony.events.decision.fake".to_string(),
+        ),
+        (
+            json!({"op": "pub", "subject": "secret.plans", "data": 1}),
+            "secret.plans".to_string(),
+        ),
     ] {
         let answer = a.request(frame, "x").await;
         assert_eq!(answer["error"]["code"], "forbidden", "{answer}");
@@ -317,12 +418,20 @@ async fn streams_replay_after_a_restart_then_continue_live() {
     let config = common::genesis_dir(&[]);
     let data = tempfile::tempdir().unwrap();
     let (node, base, admin) = start_with(data.path(), config.path(), test_bus()).await;
-    let created = create_stream(&base, &admin, json!({"name": "orders", "subjects": ["orders.>"], "max_msgs": 1000})).await;
+    let created = create_stream(
+        &base,
+        &admin,
+        json!({"name": "orders", "subjects": ["orders.>"], "max_msgs": 1000}),
+    )
+    .await;
     assert_eq!(created["stream"]["last_seq"], 0);
     let mut publisher = Client::connect(&node, &admin).await;
     for n in 1..=5u64 {
         let answer = publisher.publish("orders.new", json!({"n": n})).await;
-        assert_eq!(answer, json!({"op": "ok", "id": "p", "stream": "orders", "seq": n}));
+        assert_eq!(
+            answer,
+            json!({"op": "ok", "id": "p", "stream": "orders", "seq": n})
+        );
     }
     node.shutdown().await.unwrap();
 
@@ -344,13 +453,22 @@ async fn streams_replay_after_a_restart_then_continue_live() {
     assert_eq!(answer["from_seq"], 2);
     for n in 2..=5u64 {
         let msg = consumer.recv().await;
-        assert_eq!((msg["seq"].as_u64(), msg["data"]["n"].as_u64()), (Some(n), Some(n)), "{msg}");
+        assert_eq!(
+            (msg["seq"].as_u64(), msg["data"]["n"].as_u64()),
+            (Some(n), Some(n)),
+            "{msg}"
+        );
         assert_eq!(msg["stream"], "orders");
         assert_eq!(msg["delivery"], 1);
-        consumer.send(json!({"op": "ack", "sid": "c", "seq": n})).await;
+        consumer
+            .send(json!({"op": "ack", "sid": "c", "seq": n}))
+            .await;
     }
     let mut publisher = Client::connect(&node, &admin).await;
-    assert_eq!(publisher.publish("orders.new", json!({"n": 6})).await["seq"], 6);
+    assert_eq!(
+        publisher.publish("orders.new", json!({"n": 6})).await["seq"],
+        6
+    );
     let live = consumer.recv().await;
     assert_eq!(live["seq"], 6);
 
@@ -368,24 +486,44 @@ async fn unacknowledged_messages_are_redelivered_then_dead_lettered() {
     let config = common::genesis_dir(&[]);
     let data = tempfile::tempdir().unwrap();
     let (node, base, admin) = start_with(data.path(), config.path(), test_bus()).await;
-    create_stream(&base, &admin, json!({"name": "jobs", "subjects": ["jobs.>"], "ack_wait": "300ms", "max_deliver": 2})).await;
+    create_stream(
+        &base,
+        &admin,
+        json!({"name": "jobs", "subjects": ["jobs.>"], "ack_wait": "300ms", "max_deliver": 2}),
+    )
+    .await;
     let mut watcher = Client::connect(&node, &admin).await;
     watcher.sub("dlq", "colony.dlq.>").await;
     let mut consumer = Client::connect(&node, &admin).await;
     consumer
-        .request(json!({"op": "sub", "sid": "c", "subject": "jobs.>", "stream": "jobs"}), "s")
+        .request(
+            json!({"op": "sub", "sid": "c", "subject": "jobs.>", "stream": "jobs"}),
+            "s",
+        )
         .await;
     let mut publisher = Client::connect(&node, &admin).await;
     publisher.publish("jobs.a", json!("acked")).await;
     publisher.publish("jobs.b", json!("ignored")).await;
     let first = consumer.recv().await;
     let second = consumer.recv().await;
-    assert_eq!((first["seq"].as_u64(), first["delivery"].as_u64()), (Some(1), Some(1)));
-    assert_eq!((second["seq"].as_u64(), second["delivery"].as_u64()), (Some(2), Some(1)));
-    consumer.send(json!({"op": "ack", "sid": "c", "seq": 1})).await;
+    assert_eq!(
+        (first["seq"].as_u64(), first["delivery"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert_eq!(
+        (second["seq"].as_u64(), second["delivery"].as_u64()),
+        (Some(2), Some(1))
+    );
+    consumer
+        .send(json!({"op": "ack", "sid": "c", "seq": 1}))
+        .await;
     // Only the unacknowledged one comes again, with its delivery count.
     let again = consumer.recv().await;
-    assert_eq!((again["seq"].as_u64(), again["delivery"].as_u64()), (Some(2), Some(2)), "{again}");
+    assert_eq!(
+        (again["seq"].as_u64(), again["delivery"].as_u64()),
+        (Some(2), Some(2)),
+        "{again}"
+    );
     // After max_deliver, it goes to the dead-letter subject.
     let dead = watcher.recv().await;
     assert_eq!(dead["subject"], "colony.dlq.jobs");
@@ -410,16 +548,21 @@ async fn fill_then_mark(publisher: &mut Client, subject: &str, filler: usize) {
             .send(json!({"op": "pub", "subject": subject, "data": chunk, "priority": "low"}))
             .await;
     }
-    for (n, priority) in ["low", "normal", "critical", "high", "normal", "critical", "low", "high"]
-        .iter()
-        .enumerate()
+    for (n, priority) in [
+        "low", "normal", "critical", "high", "normal", "critical", "low", "high",
+    ]
+    .iter()
+    .enumerate()
     {
         publisher
             .send(json!({"op": "pub", "subject": subject, "data": {"marker": n, "priority": priority}, "priority": priority}))
             .await;
     }
     // A round trip makes sure the node has routed all of it.
-    assert_eq!(publisher.request(json!({"op": "ping"}), "sync").await["op"], "pong");
+    assert_eq!(
+        publisher.request(json!({"op": "ping"}), "sync").await["op"],
+        "pong"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -471,14 +614,20 @@ async fn each_backpressure_policy_bounds_a_slow_consumer() {
     dropping.sub("d", "feed.>").await;
     let mut leaving = Client::connect(&node, &admin).await;
     leaving
-        .request(json!({"op": "sub", "sid": "l", "subject": "feed.>", "backpressure": "disconnect"}), "s")
+        .request(
+            json!({"op": "sub", "sid": "l", "subject": "feed.>", "backpressure": "disconnect"}),
+            "s",
+        )
         .await;
     let mut publisher = Client::connect(&node, &admin).await;
     let chunk = "b".repeat(64 << 10);
     let mut rejected_at = None;
     for n in 0..600u64 {
         let answer = publisher
-            .request(json!({"op": "pub", "subject": "feed.x", "data": {"n": n, "pad": chunk}}), &format!("p{n}"))
+            .request(
+                json!({"op": "pub", "subject": "feed.x", "data": {"n": n, "pad": chunk}}),
+                &format!("p{n}"),
+            )
             .await;
         if answer["op"] == "err" {
             assert_eq!(answer["error"]["code"], "backpressure", "{answer}");
@@ -487,13 +636,23 @@ async fn each_backpressure_policy_bounds_a_slow_consumer() {
         }
         // The fast subscriber is never held back by the slow ones.
         let msg = fast.recv().await;
-        assert_eq!(msg["data"]["n"].as_u64(), Some(n), "the fast subscriber gets everything, in order");
+        assert_eq!(
+            msg["data"]["n"].as_u64(),
+            Some(n),
+            "the fast subscriber gets everything, in order"
+        );
     }
-    assert!(rejected_at.is_some(), "the publisher was told about the slow subscriber");
+    assert!(
+        rejected_at.is_some(),
+        "the publisher was told about the slow subscriber"
+    );
 
     // disconnect: the slow connection was closed with 1008.
     let close = loop {
-        match tokio::time::timeout(PATIENCE, leaving.ws.next()).await.unwrap() {
+        match tokio::time::timeout(PATIENCE, leaving.ws.next())
+            .await
+            .unwrap()
+        {
             Some(Ok(Message::Close(frame))) => break frame,
             Some(Ok(_)) => continue,
             other => panic!("expected a close frame, got {other:?}"),
@@ -515,7 +674,10 @@ async fn each_backpressure_policy_bounds_a_slow_consumer() {
             last = frame["data"]["n"].as_u64().unwrap();
         }
     }
-    assert!(dropped > 0, "messages were dropped rather than queued without bound");
+    assert!(
+        dropped > 0,
+        "messages were dropped rather than queued without bound"
+    );
     node.shutdown().await.unwrap();
 }
 
@@ -534,7 +696,9 @@ async fn publishes_are_gated_by_io_ops_at_the_edge() {
     let mut allowed = 0;
     let mut denial = None;
     for n in 0..30 {
-        let answer = client.publish(&format!("agents.{address}.log"), json!(n)).await;
+        let answer = client
+            .publish(&format!("agents.{address}.log"), json!(n))
+            .await;
         if answer["op"] == "ok" {
             allowed += 1;
         } else {
@@ -563,7 +727,10 @@ async fn publishes_are_gated_by_io_ops_at_the_edge() {
         if used == Some(20) {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "io_ops were not charged: {me}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "io_ops were not charged: {me}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     node.shutdown().await.unwrap();
@@ -582,5 +749,155 @@ async fn kernel_decisions_are_published_on_colony_events() {
     assert_eq!(event["data"]["actor"], "1.1");
     assert_eq!(event["data"]["event"]["decision"], "allowed");
     assert_eq!(event["data"]["event"]["subject"], json!(address));
+    node.shutdown().await.unwrap();
+}
+
+async fn get_json(base: &str, token: &str, path: &str) -> Value {
+    reqwest::Client::new()
+        .get(format!("{base}{path}"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// Waits until the node has seen connections close down to `open`.
+async fn wait_for_connections(base: &str, token: &str, open: u64) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let text = reqwest::Client::new()
+            .get(format!("{base}/metrics"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let now: u64 = text
+            .lines()
+            .find_map(|line| line.strip_prefix("colony_bus_connections "))
+            .unwrap()
+            .parse()
+            .unwrap();
+        if now == open {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{now} connections stay open"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until the decision log holds a record with `action` about `subject`.
+async fn wait_for_decision(base: &str, token: &str, action: &str, subject: &str) -> Value {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let page = get_json(base, token, "/v1/audit?limit=1000").await;
+        if let Some(record) = page["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["action"] == action && r["subject"] == subject)
+        {
+            return record.clone();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no {action} for {subject}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_sessions_over_the_bus_survive_a_reconnect_within_grace_only() {
+    let config = common::genesis_dir(&[]);
+    let data = tempfile::tempdir().unwrap();
+    let bus = BusConfig {
+        worker_grace_ms: 2_000,
+        ..test_bus()
+    };
+    let (node, base, admin) = start_with(data.path(), config.path(), bus).await;
+    let (address, token) = principal(&base, &admin, "builder", "ai", &["member"]).await;
+    let http = reqwest::Client::new();
+    let posted: Value = http
+        .post(format!("{base}/v1/tasks"))
+        .bearer_auth(&admin)
+        .json(&json!({"title": "build it", "capabilities": ["rust"], "justification": "test"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let task = posted["address"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{posted}"))
+        .to_string();
+
+    // hello registers a session; a claim for it holds the task.
+    let mut client = Client::connect(&node, &token).await;
+    let hello = client
+        .request(
+            json!({"op": "hello", "capabilities": ["rust"], "model": "scripted"}),
+            "h",
+        )
+        .await;
+    assert_eq!(hello["op"], "ok", "{hello}");
+    assert_eq!(hello["status"], "active");
+    assert!(hello["heartbeat_ms"].as_u64().unwrap() > 0);
+    let worker = hello["worker"].as_u64().unwrap();
+    let claim: Value = http
+        .post(format!("{base}/v1/tasks/claim"))
+        .bearer_auth(&token)
+        .json(&json!({"worker": worker, "justification": "mine"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(claim["task"]["address"], json!(task), "{claim}");
+    assert_eq!(
+        client.request(json!({"op": "heartbeat"}), "hb").await["op"],
+        "ok"
+    );
+
+    // The connection drops and comes back within the grace period: still active.
+    drop(client);
+    wait_for_connections(&base, &admin, 0).await;
+    let mut client = Client::connect(&node, &token).await;
+    let resumed = client
+        .request(json!({"op": "hello", "worker": worker}), "h2")
+        .await;
+    assert_eq!(resumed["resumed"], true, "{resumed}");
+    wait_for_decision(&base, &admin, "worker.disconnected", &address).await;
+    let state = get_json(&base, &admin, &format!("/v1/workers/{worker}")).await;
+    assert_eq!(state["state"], "active", "{state}");
+
+    // It drops again and stays away: lost, with the evidence, and its task is back.
+    drop(client);
+    let lost = wait_for_decision(&base, &admin, "worker.lost", &address).await;
+    assert_eq!(lost["reason"]["code"], "worker_disconnected", "{lost}");
+    assert_eq!(lost["reason"]["revoked"], json!([task]));
+    let task_state = get_json(&base, &admin, &format!("/v1/tasks/{task}")).await;
+    assert_eq!(task_state["status"], "pending", "{task_state}");
+
+    // A graceful bye ends a session at once.
+    let mut client = Client::connect(&node, &token).await;
+    let hello = client
+        .request(json!({"op": "hello", "capabilities": ["rust"]}), "h3")
+        .await;
+    let second = hello["worker"].as_u64().unwrap();
+    let bye = client.request(json!({"op": "bye"}), "bye").await;
+    assert_eq!(bye["status"], "left", "{bye}");
+    let state = get_json(&base, &admin, &format!("/v1/workers/{second}")).await;
+    assert_eq!(state["state"], "left", "{state}");
     node.shutdown().await.unwrap();
 }

@@ -358,6 +358,20 @@ impl State {
                 }
                 self.delete_stream(name)
             }
+            CommandBody::WorkerDisconnected {
+                worker,
+                disconnected_at_ms,
+                grace_ms,
+            } => {
+                if !actor_is_system {
+                    return Event::denied(
+                        action,
+                        actor_address,
+                        forbidden("only the node reports dropped connections"),
+                    );
+                }
+                self.worker_disconnected(*worker, *disconnected_at_ms, *grace_ms)
+            }
             CommandBody::ChargeEdge { usage } => {
                 if !actor_is_system {
                     return Event::denied(

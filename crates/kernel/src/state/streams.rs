@@ -66,7 +66,11 @@ impl State {
                 invalid(format!("a node keeps at most {STREAMS_MAX} streams")),
             );
         }
-        for other in self.streams.values().filter(|other| other.name != spec.name) {
+        for other in self
+            .streams
+            .values()
+            .filter(|other| other.name != spec.name)
+        {
             for mine in &spec.subjects {
                 if let Some(theirs) = other.subjects.iter().find(|theirs| {
                     crate::subject::covers(theirs, mine) || crate::subject::covers(mine, theirs)

@@ -246,6 +246,48 @@ impl State {
         )
     }
 
+    /// A dropped bus connection whose grace period ran out: the worker is lost
+    /// unless it was heard from after the drop.
+    pub(super) fn worker_disconnected(
+        &mut self,
+        id: u64,
+        disconnected_at_ms: u64,
+        grace_ms: u64,
+    ) -> Event {
+        const ACTION: &str = "worker.lost";
+        let Some(worker) = self.workers.get(&id) else {
+            return Event::denied(ACTION, format!("worker:{id}"), not_found("worker", id));
+        };
+        let address = worker.address.clone();
+        if worker.state != WorkerState::Active || worker.last_heartbeat_ms >= disconnected_at_ms {
+            // Gone already, or back: nothing to decide.
+            return Event::allowed("worker.disconnected", address, Effect::None);
+        }
+        let evidence = format!(
+            "bus connection dropped at {disconnected_at_ms} without a graceful leave; \
+             not back within the {grace_ms} ms grace period; declared lost at {}",
+            self.now_ms
+        );
+        let revoked = self.end_session(id, WorkerState::Lost, "worker_lost", &evidence);
+        self.workers.get_mut(&id).expect("exists").evidence = Some(evidence);
+        let mut event = Event::allowed(
+            ACTION,
+            address,
+            Effect::WorkerEnded {
+                worker: id,
+                state: WorkerState::Lost,
+                released: revoked.clone(),
+            },
+        );
+        event.reason = Reason::WorkerDisconnected {
+            worker: id,
+            disconnected_at_ms,
+            grace_ms,
+            revoked,
+        };
+        event
+    }
+
     pub(super) fn leave_worker(&mut self, command: &Command, id: u64) -> Event {
         const ACTION: &str = "worker.leave";
         let subject = format!("worker:{id}");

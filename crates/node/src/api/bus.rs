@@ -42,10 +42,9 @@ fn token_of(request: &Request) -> Option<String> {
             .map(|(_, token)| token.trim().to_string());
     }
     request.uri().query().and_then(|query| {
-        query.split('&').find_map(|pair| {
-            pair.strip_prefix("token=")
-                .map(|token| token.to_string())
-        })
+        query
+            .split('&')
+            .find_map(|pair| pair.strip_prefix("token=").map(|token| token.to_string()))
     })
 }
 
@@ -160,7 +159,11 @@ pub async fn create_stream(
     let spec = StreamSpec {
         name: request.name,
         subjects: request.subjects,
-        max_age_ms: request.max_age.as_ref().map(|v| duration_ms("max_age", v)).transpose()?,
+        max_age_ms: request
+            .max_age
+            .as_ref()
+            .map(|v| duration_ms("max_age", v))
+            .transpose()?,
         max_bytes: request.max_bytes,
         max_msgs: request.max_msgs,
         ack_wait_ms: match &request.ack_wait {
@@ -173,7 +176,11 @@ pub async fn create_stream(
         .justification
         .unwrap_or_else(|| format!("{} defines stream {}", caller.address, spec.name));
     let outcome = app
-        .decide(caller.id, justification, CommandBody::DefineStream(Box::new(spec.clone())))
+        .decide(
+            caller.id,
+            justification,
+            CommandBody::DefineStream(Box::new(spec.clone())),
+        )
         .await?;
     let stream = app
         .shared
@@ -186,7 +193,11 @@ pub async fn create_stream(
         colony_kernel::Effect::StreamDefined { replaced: true, .. }
     );
     Ok((
-        if replaced { StatusCode::OK } else { StatusCode::CREATED },
+        if replaced {
+            StatusCode::OK
+        } else {
+            StatusCode::CREATED
+        },
         Json(json!({"stream": stream.info(), "seq": outcome.seq, "replaced": replaced})),
     ))
 }
@@ -209,8 +220,12 @@ pub async fn one_stream(
     Segment(name): Segment<String>,
 ) -> Result<Json<Value>, ApiError> {
     let stream = app.shared.bus.streams.get(&name).ok_or_else(|| {
-        ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no stream named {name:?}"))
-            .with("stream", name.as_str())
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no stream named {name:?}"),
+        )
+        .with("stream", name.as_str())
     })?;
     Ok(Json(json!({ "stream": stream.info() })))
 }

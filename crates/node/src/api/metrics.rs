@@ -176,5 +176,70 @@ pub async fn render(State(app): State<AppState>, _caller: Caller) -> impl IntoRe
         "Records in the decision log.",
         &[(String::new(), app.shared.audit.last_index())],
     );
+    let bus = &app.shared.bus.metrics;
+    for (name, kind, help, counter) in [
+        (
+            "colony_bus_connections",
+            "gauge",
+            "Open bus (WebSocket) connections.",
+            &bus.connections,
+        ),
+        (
+            "colony_bus_connections_total",
+            "counter",
+            "Bus connections ever opened.",
+            &bus.connections_total,
+        ),
+        (
+            "colony_bus_published_total",
+            "counter",
+            "Messages published on the bus.",
+            &bus.published,
+        ),
+        (
+            "colony_bus_published_bytes_total",
+            "counter",
+            "Bytes of message data published.",
+            &bus.published_bytes,
+        ),
+        (
+            "colony_bus_delivered_total",
+            "counter",
+            "Messages queued for subscribers.",
+            &bus.delivered,
+        ),
+        (
+            "colony_bus_dropped_total",
+            "counter",
+            "Messages dropped by drop_oldest subscriptions.",
+            &bus.dropped,
+        ),
+        (
+            "colony_bus_rejected_total",
+            "counter",
+            "Deliveries refused by reject_publisher subscriptions.",
+            &bus.rejected,
+        ),
+        (
+            "colony_bus_slow_disconnects_total",
+            "counter",
+            "Connections closed as slow consumers or for not reading.",
+            &bus.slow_disconnects,
+        ),
+        (
+            "colony_bus_denied_total",
+            "counter",
+            "Publishes and subscriptions denied (authorization, quotas, limits).",
+            &bus.denied,
+        ),
+        (
+            "colony_bus_bad_frames_total",
+            "counter",
+            "Malformed frames received.",
+            &bus.bad_frames,
+        ),
+    ] {
+        family(&mut text, name, kind, help, &single(counter));
+    }
     ([(CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }

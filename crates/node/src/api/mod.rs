@@ -148,7 +148,10 @@ pub fn router(app: AppState) -> Router {
         .route("/v1/proposals/{id}/votes", post(governance::vote))
         .route("/metrics", get(metrics::render))
         .route("/v1/bus", get(bus::upgrade))
-        .route("/v1/streams", post(bus::create_stream).get(bus::list_streams))
+        .route(
+            "/v1/streams",
+            post(bus::create_stream).get(bus::list_streams),
+        )
         .route(
             "/v1/streams/{name}",
             get(bus::one_stream).delete(bus::delete_stream),

@@ -79,7 +79,10 @@ impl Default for BusConfig {
                 (Role::Admin, grant(&[">"], &[">"])),
                 (
                     Role::Member,
-                    grant(&["work.>", "public.>"], &["work.>", "public.>", "colony.events.>"]),
+                    grant(
+                        &["work.>", "public.>"],
+                        &["work.>", "public.>", "colony.events.>"],
+                    ),
                 ),
                 (Role::Observer, grant(&[], &["public.>", "colony.events.>"])),
             ]),
@@ -164,9 +167,17 @@ impl BusConfig {
             stream_max_deliver
         );
         for (key, value, target) in [
-            ("stream_ack_wait", &section.stream_ack_wait, &mut config.stream_ack_wait_ms),
+            (
+                "stream_ack_wait",
+                &section.stream_ack_wait,
+                &mut config.stream_ack_wait_ms,
+            ),
             ("edge_flush", &section.edge_flush, &mut config.edge_flush_ms),
-            ("worker_grace", &section.worker_grace, &mut config.worker_grace_ms),
+            (
+                "worker_grace",
+                &section.worker_grace,
+                &mut config.worker_grace_ms,
+            ),
         ] {
             if let Some(value) = value {
                 *target = parse_duration_ms(value.get_ref())
@@ -184,7 +195,10 @@ impl BusConfig {
             let grants = grants.into_inner();
             for pattern in grants.publish.iter().chain(&grants.subscribe) {
                 colony_kernel::subject::check_pattern(pattern).map_err(|e| {
-                    error(Some(span.clone()), format!("roles.{name}: {pattern:?}: {e}"))
+                    error(
+                        Some(span.clone()),
+                        format!("roles.{name}: {pattern:?}: {e}"),
+                    )
                 })?;
             }
             config.grants.insert(role, grants);

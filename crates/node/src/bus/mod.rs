@@ -25,7 +25,7 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-use colony_kernel::{Priority, PrincipalId, State};
+use colony_kernel::{PrincipalId, Priority, State};
 use serde_json::value::RawValue;
 use tokio::sync::Notify;
 
@@ -209,6 +209,8 @@ pub struct Conn {
     pub address: Arc<str>,
     out: Mutex<Outbound>,
     notify: Notify,
+    /// The worker session this connection speaks for (`hello`), if any.
+    pub worker: Mutex<Option<u64>>,
     /// Bounds, copied from the configuration.
     msgs_max: usize,
     bytes_max: usize,
@@ -410,6 +412,13 @@ pub struct Bus {
     /// Subscriptions that may match `colony.events.>`: the sequencer publishes
     /// kernel events only while there is one.
     events_interest: AtomicUsize,
+    /// For worker sessions (`hello`) and dropped-connection reports.
+    pub submitter: crate::sequencer::Submitter,
+    /// Which connection speaks for each worker session (the latest `hello`).
+    pub(crate) worker_conns: Mutex<std::collections::HashMap<u64, u64>>,
+    /// Open connections, to close them when the node stops.
+    conns: Mutex<std::collections::HashMap<u64, std::sync::Weak<Conn>>>,
+    shutting_down: std::sync::atomic::AtomicBool,
 }
 
 impl Bus {
@@ -417,8 +426,13 @@ impl Bus {
         config: BusConfig,
         state: Arc<RwLock<State>>,
         streams: streams::Streams,
+        submitter: crate::sequencer::Submitter,
     ) -> Arc<Bus> {
         Arc::new(Bus {
+            submitter,
+            conns: Mutex::new(std::collections::HashMap::new()),
+            worker_conns: Mutex::new(std::collections::HashMap::new()),
+            shutting_down: std::sync::atomic::AtomicBool::new(false),
             meters: meter::Meters::new(Arc::clone(&state)),
             config,
             router: RwLock::new(Trie::new()),
@@ -434,24 +448,66 @@ impl Bus {
     /// A new connection for an authenticated principal.
     pub fn connect(&self, principal: PrincipalId, address: &str) -> Arc<Conn> {
         self.metrics.connections.fetch_add(1, Ordering::Relaxed);
-        self.metrics.connections_total.fetch_add(1, Ordering::Relaxed);
-        Arc::new(Conn {
+        self.metrics
+            .connections_total
+            .fetch_add(1, Ordering::Relaxed);
+        let conn = Arc::new(Conn {
             id: self.next_conn.fetch_add(1, Ordering::Relaxed),
             principal,
             address: address.into(),
             out: Mutex::new(Outbound::default()),
             notify: Notify::new(),
+            worker: Mutex::new(None),
             msgs_max: self.config.outbound_msgs_max,
             bytes_max: self.config.outbound_bytes_max,
             control_max: self.config.control_frames_max,
-        })
+        });
+        self.conns
+            .lock()
+            .expect("connections lock")
+            .insert(conn.id, Arc::downgrade(&conn));
+        conn
+    }
+
+    /// Forgets a connection that ended.
+    pub(crate) fn disconnected(&self, conn: &Conn) {
+        self.conns
+            .lock()
+            .expect("connections lock")
+            .remove(&conn.id);
+        self.metrics.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Closes every connection (1001, going away): the node is stopping.
+    pub fn close_all(&self) {
+        self.shutting_down.store(true, Ordering::Relaxed);
+        let conns: Vec<_> = self
+            .conns
+            .lock()
+            .expect("connections lock")
+            .values()
+            .filter_map(std::sync::Weak::upgrade)
+            .collect();
+        for conn in conns {
+            conn.close(
+                1001,
+                "the node is stopping; reconnect and resume (hello with your worker id)",
+            );
+        }
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Relaxed)
     }
 
     pub fn subscribe(&self, pattern: &str, sub: Arc<Sub>) {
         if may_match_events(pattern) {
             self.events_interest.fetch_add(1, Ordering::Relaxed);
         }
-        self.router.write().expect("router lock").insert(pattern, sub);
+        self.router
+            .write()
+            .expect("router lock")
+            .insert(pattern, sub);
     }
 
     pub fn unsubscribe(&self, pattern: &str, sub: &Arc<Sub>) {
@@ -552,7 +608,11 @@ impl Bus {
 
     /// Publishes the decisions of one command on `colony.events.decision.<action>`,
     /// and limit alerts on `colony.events.alert.<limit>`.
-    pub fn publish_events(&self, command: &colony_kernel::Command, events: &[colony_kernel::Event]) {
+    pub fn publish_events(
+        &self,
+        command: &colony_kernel::Command,
+        events: &[colony_kernel::Event],
+    ) {
         for event in events {
             let subject = format!("colony.events.decision.{}", event.action);
             let alert_limits: Vec<&str> = std::iter::once(&event.reason)
@@ -625,6 +685,7 @@ mod tests {
             address: "1.1".into(),
             out: Mutex::new(Outbound::default()),
             notify: Notify::new(),
+            worker: Mutex::new(None),
             msgs_max,
             bytes_max,
             control_max: 4,
@@ -653,10 +714,16 @@ mod tests {
         let mut decoder_input = buf.as_slice();
         let mut frames = Vec::new();
         while !decoder_input.is_empty() {
-            // Server frames are unmasked; lengths stay under 126 here.
-            let length = decoder_input[1] as usize;
-            frames.push(serde_json::from_slice(&decoder_input[2..2 + length]).unwrap());
-            decoder_input = &decoder_input[2 + length..];
+            // Server frames are unmasked; lengths stay under 64 KiB here.
+            let (length, header) = match decoder_input[1] {
+                126 => (
+                    u16::from_be_bytes([decoder_input[2], decoder_input[3]]) as usize,
+                    4,
+                ),
+                short => (short as usize, 2),
+            };
+            frames.push(serde_json::from_slice(&decoder_input[header..header + length]).unwrap());
+            decoder_input = &decoder_input[header + length..];
         }
         frames
     }
@@ -664,9 +731,15 @@ mod tests {
     #[test]
     fn higher_priorities_are_written_first() {
         let conn = conn(100, 1 << 20);
-        for (n, priority) in [Priority::Low, Priority::Normal, Priority::Critical, Priority::High, Priority::Normal]
-            .into_iter()
-            .enumerate()
+        for (n, priority) in [
+            Priority::Low,
+            Priority::Normal,
+            Priority::Critical,
+            Priority::High,
+            Priority::Normal,
+        ]
+        .into_iter()
+        .enumerate()
         {
             conn.push(delivery(priority, n as u32), Backpressure::DropOldest);
         }
@@ -674,7 +747,10 @@ mod tests {
             .iter()
             .map(|f| format!("{}:{}", f["priority"].as_str().unwrap(), f["data"]))
             .collect();
-        assert_eq!(order, ["critical:2", "high:3", "normal:1", "normal:4", "low:0"]);
+        assert_eq!(
+            order,
+            ["critical:2", "high:3", "normal:1", "normal:4", "low:0"]
+        );
     }
 
     #[test]
@@ -683,25 +759,49 @@ mod tests {
         conn.push(delivery(Priority::High, 0), Backpressure::DropOldest);
         conn.push(delivery(Priority::Low, 1), Backpressure::DropOldest);
         conn.push(delivery(Priority::Normal, 2), Backpressure::DropOldest);
-        assert_eq!(conn.push(delivery(Priority::Normal, 3), Backpressure::DropOldest), Pushed::Dropped(1));
+        assert_eq!(
+            conn.push(delivery(Priority::Normal, 3), Backpressure::DropOldest),
+            Pushed::Dropped(1)
+        );
         // Everything queued is more urgent than a low message: it is the one dropped.
         conn.push(delivery(Priority::High, 4), Backpressure::DropOldest);
-        assert_eq!(conn.push(delivery(Priority::Low, 5), Backpressure::DropOldest), Pushed::Dropped(1));
+        assert_eq!(
+            conn.push(delivery(Priority::Low, 5), Backpressure::DropOldest),
+            Pushed::Dropped(1)
+        );
         let frames = drained(&conn);
         assert_eq!(frames[0]["error"]["code"], "slow_consumer");
         assert_eq!(frames[0]["error"]["dropped"], 3);
-        let data: Vec<u64> = frames[1..].iter().map(|f| f["data"].as_u64().unwrap()).collect();
+        let data: Vec<u64> = frames[1..]
+            .iter()
+            .map(|f| f["data"].as_u64().unwrap())
+            .collect();
         assert_eq!(data, [0, 4, 3]);
     }
 
     #[test]
     fn reject_and_disconnect_policies() {
         let conn = conn(1, 1 << 20);
-        assert_eq!(conn.push(delivery(Priority::Normal, 0), Backpressure::RejectPublisher), Pushed::Queued);
-        assert_eq!(conn.push(delivery(Priority::Critical, 1), Backpressure::RejectPublisher), Pushed::Rejected);
-        assert_eq!(conn.push(delivery(Priority::Normal, 2), Backpressure::Disconnect), Pushed::Disconnected);
+        assert_eq!(
+            conn.push(delivery(Priority::Normal, 0), Backpressure::RejectPublisher),
+            Pushed::Queued
+        );
+        assert_eq!(
+            conn.push(
+                delivery(Priority::Critical, 1),
+                Backpressure::RejectPublisher
+            ),
+            Pushed::Rejected
+        );
+        assert_eq!(
+            conn.push(delivery(Priority::Normal, 2), Backpressure::Disconnect),
+            Pushed::Disconnected
+        );
         assert!(conn.is_closing());
-        assert_eq!(conn.push(delivery(Priority::Normal, 3), Backpressure::DropOldest), Pushed::Disconnected);
+        assert_eq!(
+            conn.push(delivery(Priority::Normal, 3), Backpressure::DropOldest),
+            Pushed::Disconnected
+        );
         let mut buf = Vec::new();
         let closing = conn.drain_into(&mut buf, usize::MAX);
         assert!(buf.is_empty(), "a disconnected queue is emptied");
@@ -713,7 +813,9 @@ mod tests {
         let conn = conn(1000, 300);
         let mut queued = 0;
         for n in 0..20 {
-            if conn.push(delivery(Priority::Normal, n), Backpressure::RejectPublisher) == Pushed::Queued {
+            if conn.push(delivery(Priority::Normal, n), Backpressure::RejectPublisher)
+                == Pushed::Queued
+            {
                 queued += 1;
             }
         }

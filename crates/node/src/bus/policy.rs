@@ -13,7 +13,12 @@ use colony_kernel::Role;
 use super::config::BusConfig;
 
 /// Why an action is not allowed, for the client.
-pub fn may_publish(config: &BusConfig, address: &str, roles: &[Role], subject: &str) -> Result<(), String> {
+pub fn may_publish(
+    config: &BusConfig,
+    address: &str,
+    roles: &[Role],
+    subject: &str,
+) -> Result<(), String> {
     if subject == "colony" || subject.starts_with("colony.") {
         return Err(format!(
             "{subject} is under colony.>, where only the system publishes"
@@ -24,7 +29,11 @@ pub fn may_publish(config: &BusConfig, address: &str, roles: &[Role], subject: &
     }
     for role in roles {
         if let Some(grants) = config.grants.get(role) {
-            if grants.publish.iter().any(|pattern| matches(pattern, subject)) {
+            if grants
+                .publish
+                .iter()
+                .any(|pattern| matches(pattern, subject))
+            {
                 return Ok(());
             }
         }
@@ -36,7 +45,12 @@ pub fn may_publish(config: &BusConfig, address: &str, roles: &[Role], subject: &
     ))
 }
 
-pub fn may_subscribe(config: &BusConfig, address: &str, roles: &[Role], pattern: &str) -> Result<(), String> {
+pub fn may_subscribe(
+    config: &BusConfig,
+    address: &str,
+    roles: &[Role],
+    pattern: &str,
+) -> Result<(), String> {
     if covers(&format!("agents.{address}.>"), pattern) {
         return Ok(());
     }
@@ -66,21 +80,22 @@ fn is_inbox(subject: &str) -> bool {
     let Some(rest) = subject.strip_prefix("agents.") else {
         return false;
     };
-    let mut tokens = rest.split('.');
-    let mut address_tokens = 0;
-    for token in tokens.by_ref() {
+    for (address_tokens, token) in rest.split('.').enumerate() {
         if token == "inbox" {
             return address_tokens > 0;
         }
         if !token.bytes().all(|b| b.is_ascii_digit()) {
             return false;
         }
-        address_tokens += 1;
     }
     false
 }
 
-fn granted(config: &BusConfig, roles: &[Role], pick: impl Fn(&super::config::Grants) -> &Vec<String>) -> String {
+fn granted(
+    config: &BusConfig,
+    roles: &[Role],
+    pick: impl Fn(&super::config::Grants) -> &Vec<String>,
+) -> String {
     let patterns: Vec<&str> = roles
         .iter()
         .filter_map(|role| config.grants.get(role))

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
-use colony_kernel::{Priority, Role};
+use colony_kernel::{CommandBody, Priority, Role};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
@@ -70,6 +70,11 @@ struct Frame<'a> {
     #[serde(borrow)]
     reply_to: Option<Cow<'a, str>>,
     seq: Option<u64>,
+    capabilities: Option<Vec<String>>,
+    model: Option<String>,
+    profile: Option<String>,
+    worker: Option<u64>,
+    justification: Option<String>,
 }
 
 /// An `err` frame's error.
@@ -98,11 +103,7 @@ impl FrameError {
         let api = crate::ApiError::from_denial(reason, crate::sequencer::now_ms());
         let mut error = FrameError::new("denied", api.message);
         error.details = api.details;
-        error.code = match reason {
-            colony_kernel::Reason::HardLimit { .. } => "hard_limit",
-            colony_kernel::Reason::InsufficientResource { .. } => "insufficient_resource",
-            _ => "denied",
-        };
+        error.code = reason.code();
         if let Some(secs) = api.retry_after_secs {
             error.details.insert("retry_after".into(), secs.into());
         }
@@ -110,7 +111,7 @@ impl FrameError {
     }
 }
 
-fn required<'a, T>(value: Option<T>, op: &str, field: &str) -> Result<T, FrameError> {
+fn required<T>(value: Option<T>, op: &str, field: &str) -> Result<T, FrameError> {
     value.ok_or_else(|| {
         FrameError::new("invalid", format!("`{op}` needs `{field}`")).with("field", field)
     })
@@ -336,7 +337,10 @@ impl Session {
     fn send_ok(&self, id: Option<&RawValue>, mut fields: Map<String, Value>) {
         if let Some(id) = id {
             fields.insert("op".into(), "ok".into());
-            fields.insert("id".into(), serde_json::from_str(id.get()).unwrap_or(Value::Null));
+            fields.insert(
+                "id".into(),
+                serde_json::from_str(id.get()).unwrap_or(Value::Null),
+            );
             self.conn.push_json(&Value::Object(fields));
         }
     }
@@ -399,17 +403,148 @@ impl Session {
                         .with("sid", sid)),
                 }
             }
+            "hello" => {
+                self.hello(frame);
+                Ok(())
+            }
+            "heartbeat" | "bye" => {
+                let worker = frame
+                    .worker
+                    .or(*self.conn.worker.lock().expect("worker lock"))
+                    .ok_or_else(|| {
+                        FrameError::new(
+                            "invalid",
+                            "no worker session on this connection: say hello first",
+                        )
+                    })?;
+                let body = if frame.op == "bye" {
+                    CommandBody::LeaveWorker { worker }
+                } else {
+                    CommandBody::WorkerHeartbeat { worker }
+                };
+                let justification = frame.justification.clone().unwrap_or_else(|| {
+                    if frame.op == "bye" {
+                        format!("worker {worker} leaves (bus)")
+                    } else {
+                        format!("worker {worker} is alive (bus)")
+                    }
+                });
+                self.decide(frame, justification, body, frame.op == "bye");
+                Ok(())
+            }
             other => Err(FrameError::new(
                 "unknown_op",
-                format!("unknown op {other:?}: ping, pub, sub, unsub, ack (docs/protocol.md)"),
+                format!(
+                    "unknown op {other:?}: ping, pub, sub, unsub, ack, hello, heartbeat, bye (docs/protocol.md)"
+                ),
             )),
         }
     }
 
+    /// Registers a worker session for this connection, or resumes one (`worker`).
+    fn hello(&mut self, frame: &Frame) {
+        let (justification, body) = match frame.worker {
+            Some(worker) => (
+                frame
+                    .justification
+                    .clone()
+                    .unwrap_or_else(|| format!("worker {worker} is back on the bus")),
+                CommandBody::WorkerHeartbeat { worker },
+            ),
+            None => (
+                frame.justification.clone().unwrap_or_else(|| {
+                    format!("{} starts a worker session (bus)", self.conn.address)
+                }),
+                CommandBody::RegisterWorker(Box::new(colony_kernel::workers::NewWorker {
+                    capabilities: frame.capabilities.clone().unwrap_or_default(),
+                    model: frame.model.clone(),
+                    profile: frame.profile.clone(),
+                })),
+            ),
+        };
+        self.decide(frame, justification, body, false);
+    }
+
+    /// Submits a worker command for this connection's principal and answers when it
+    /// is decided (the session goes on meanwhile).
+    fn decide(&self, frame: &Frame, justification: String, body: CommandBody, leaving: bool) {
+        let bus = Arc::clone(&self.bus);
+        let conn = Arc::clone(&self.conn);
+        let id: Value = frame
+            .id
+            .and_then(|id| serde_json::from_str(id.get()).ok())
+            .unwrap_or(Value::Null);
+        let resumed = frame.op == "hello" && frame.worker.is_some();
+        let op = frame.op.to_string();
+        tokio::spawn(async move {
+            let outcome = match bus
+                .submitter
+                .submit(conn.principal, justification, body)
+                .await
+            {
+                Ok(outcome) => outcome,
+                Err(error) => {
+                    conn.push_json(&json!({"op": "err", "id": id, "error": {
+                        "code": error.code, "message": error.message,
+                    }}));
+                    return;
+                }
+            };
+            let primary = &outcome.primary;
+            if primary.decision == colony_kernel::Decision::Denied {
+                let mut error = FrameError::from_reason(&primary.reason);
+                error.code = primary.reason.code();
+                if matches!(primary.reason, colony_kernel::Reason::WorkerGone { .. }) {
+                    conn.worker.lock().expect("worker lock").take();
+                }
+                let mut body = error.details;
+                body.insert("code".into(), error.code.into());
+                body.insert("message".into(), error.message.into());
+                conn.push_json(&json!({"op": "err", "id": id, "error": body}));
+                return;
+            }
+            let (worker, status) = match primary.effect {
+                colony_kernel::Effect::WorkerRegistered { worker, .. } => (Some(worker), "active"),
+                colony_kernel::Effect::WorkerQueued { ticket, .. } => (Some(ticket), "queued"),
+                colony_kernel::Effect::WorkerEnded { worker, .. } => (Some(worker), "left"),
+                _ => (None, "active"),
+            };
+            if leaving {
+                if let Some(worker) = conn.worker.lock().expect("worker lock").take() {
+                    bus.worker_conns
+                        .lock()
+                        .expect("worker lock")
+                        .remove(&worker);
+                }
+            } else if let Some(worker) = worker {
+                *conn.worker.lock().expect("worker lock") = Some(worker);
+                bus.worker_conns
+                    .lock()
+                    .expect("worker lock")
+                    .insert(worker, conn.id);
+            }
+            if op == "heartbeat" && id.is_null() {
+                return;
+            }
+            let (heartbeat_ms, lease_ms) = {
+                let state = bus.state.read().expect("state lock");
+                state
+                    .task_config()
+                    .map_or((0, 0), |c| (c.worker_heartbeat_ms, c.lease_ms))
+            };
+            conn.push_json(&json!({
+                "op": "ok", "id": id, "worker": worker, "status": status,
+                "heartbeat_ms": heartbeat_ms, "lease_ms": lease_ms, "resumed": resumed,
+                "seq": outcome.seq,
+            }));
+        });
+    }
+
     fn publish(&mut self, frame: &Frame) -> Result<(), FrameError> {
         let subject = required(frame.subject.as_deref(), "pub", "subject")?;
-        check_subject(subject)
-            .map_err(|e| FrameError::new("invalid", format!("subject: {e}")).with("field", "subject"))?;
+        check_subject(subject).map_err(|e| {
+            FrameError::new("invalid", format!("subject: {e}")).with("field", "subject")
+        })?;
         let data = required(frame.data, "pub", "data")?;
         let priority = parse_priority(frame.priority.as_deref())?;
         if let Some(headers) = frame.headers {
@@ -419,7 +554,8 @@ impl Session {
                     format!("headers take at most {HEADERS_BYTES_MAX} bytes"),
                 ));
             }
-            check_headers(headers).map_err(|m| FrameError::new("invalid", m).with("field", "headers"))?;
+            check_headers(headers)
+                .map_err(|m| FrameError::new("invalid", m).with("field", "headers"))?;
         }
         if let Some(reply_to) = frame.reply_to.as_deref() {
             check_subject(reply_to).map_err(|e| {
@@ -453,15 +589,19 @@ impl Session {
         };
         let routed = bus.route(&Arc::new(parts.to_msg(None)));
         bus.metrics.published.fetch_add(1, Ordering::Relaxed);
-        bus.metrics.published_bytes.fetch_add(bytes, Ordering::Relaxed);
+        bus.metrics
+            .published_bytes
+            .fetch_add(bytes, Ordering::Relaxed);
         let stream = bus.streams.capturing(subject);
         if let Some(stream) = &stream {
             let reply = frame
                 .id
                 .map(|id| (Arc::clone(&self.conn), id.get().to_string()));
-            bus.streams.append(stream, &parts, reply).map_err(|message| {
-                FrameError::new("backpressure", message).with("stream", stream.name.as_str())
-            })?;
+            bus.streams
+                .append(stream, &parts, reply)
+                .map_err(|message| {
+                    FrameError::new("backpressure", message).with("stream", stream.name.as_str())
+                })?;
         }
         if routed.rejected > 0 {
             return Err(FrameError::new(
@@ -502,13 +642,19 @@ impl Session {
             .with("max", max));
         }
         let pattern = required(frame.subject.as_deref(), "sub", "subject")?;
-        check_pattern(pattern)
-            .map_err(|e| FrameError::new("invalid", format!("subject: {e}")).with("field", "subject"))?;
-        policy::may_subscribe(&self.bus.config, &self.conn.address, &self.peer.roles, pattern)
-            .map_err(|message| {
-                self.bus.metrics.denied.fetch_add(1, Ordering::Relaxed);
-                FrameError::new("forbidden", message).with("subject", pattern)
-            })?;
+        check_pattern(pattern).map_err(|e| {
+            FrameError::new("invalid", format!("subject: {e}")).with("field", "subject")
+        })?;
+        policy::may_subscribe(
+            &self.bus.config,
+            &self.conn.address,
+            &self.peer.roles,
+            pattern,
+        )
+        .map_err(|message| {
+            self.bus.metrics.denied.fetch_add(1, Ordering::Relaxed);
+            FrameError::new("forbidden", message).with("subject", pattern)
+        })?;
         let policy = match frame.backpressure.as_deref() {
             None => Backpressure::default(),
             Some(text) => Backpressure::parse(text).ok_or_else(|| {
@@ -535,8 +681,11 @@ impl Session {
             });
             if let Some(queue) = &sub.queue {
                 check_sid(queue).map_err(|_| {
-                    FrameError::new("invalid", "a queue group name is 1 to 64 letters, digits or -_.:")
-                        .with("field", "queue")
+                    FrameError::new(
+                        "invalid",
+                        "a queue group name is 1 to 64 letters, digits or -_.:",
+                    )
+                    .with("field", "queue")
                 })?;
             }
             self.bus.subscribe(pattern, Arc::clone(&sub));
@@ -553,8 +702,11 @@ impl Session {
             return Ok(());
         };
         let stream = self.bus.streams.get(stream_name).ok_or_else(|| {
-            FrameError::new("not_found", format!("no stream named {stream_name:?} (GET /v1/streams lists them)"))
-                .with("stream", stream_name)
+            FrameError::new(
+                "not_found",
+                format!("no stream named {stream_name:?} (GET /v1/streams lists them)"),
+            )
+            .with("stream", stream_name)
         })?;
         if frame.queue.is_some() {
             return Err(FrameError::new(
@@ -564,7 +716,10 @@ impl Session {
         }
         let start = match (&frame.from_seq, &frame.from_time) {
             (Some(_), Some(_)) => {
-                return Err(FrameError::new("invalid", "give from_seq or from_time, not both"))
+                return Err(FrameError::new(
+                    "invalid",
+                    "give from_seq or from_time, not both",
+                ))
             }
             (Some(seq), None) => (*seq).max(1),
             (None, Some(time)) => stream.seq_at_time(parse_time(time)?),
@@ -614,7 +769,10 @@ impl Session {
                 continue;
             }
             // Keep half the queue for core messages.
-            let mut room = self.conn.room().saturating_sub(self.bus.config.outbound_msgs_max / 2);
+            let mut room = self
+                .conn
+                .room()
+                .saturating_sub(self.bus.config.outbound_msgs_max / 2);
             while room > 0 && consumer.pending.len() < ack_pending_max {
                 let stored = if let Some(seq) = consumer.redeliver.pop_front() {
                     if !consumer.pending.contains_key(&seq) {
@@ -659,7 +817,8 @@ impl Session {
                     msg: Arc::clone(&stored.msg),
                     delivery: count,
                 };
-                if self.conn.push(delivery, Backpressure::RejectPublisher) != super::Pushed::Queued {
+                if self.conn.push(delivery, Backpressure::RejectPublisher) != super::Pushed::Queued
+                {
                     break;
                 }
                 self.bus.metrics.delivered.fetch_add(1, Ordering::Relaxed);
@@ -730,7 +889,43 @@ impl Session {
         for (_, subscription) in std::mem::take(&mut self.subs) {
             self.drop_subscription(subscription);
         }
-        self.bus.metrics.connections.fetch_sub(1, Ordering::Relaxed);
+        self.bus.disconnected(&self.conn);
+        // A worker whose connection dropped without `bye` has a grace period to
+        // come back (hello with its id, or an HTTP heartbeat) before it is lost.
+        let worker = self.conn.worker.lock().expect("worker lock").take();
+        // Unless the worker already came back on another connection.
+        let worker = worker.filter(|worker| {
+            let mut attached = self.bus.worker_conns.lock().expect("worker lock");
+            if attached.get(worker) == Some(&self.conn.id) {
+                attached.remove(worker);
+                true
+            } else {
+                false
+            }
+        });
+        if let (Some(worker), false) = (worker, self.bus.is_shutting_down()) {
+            let bus = Arc::clone(&self.bus);
+            let disconnected_at_ms = crate::sequencer::now_ms();
+            let grace_ms = bus.config.worker_grace_ms;
+            tracing::info!(worker, address = %self.conn.address, grace_ms, "a worker's bus connection dropped without bye");
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(grace_ms)).await;
+                let _ = bus
+                    .submitter
+                    .submit(
+                        colony_kernel::PrincipalId::SYSTEM,
+                        format!(
+                            "worker {worker}'s bus connection dropped and the grace period ran out"
+                        ),
+                        CommandBody::WorkerDisconnected {
+                            worker,
+                            disconnected_at_ms,
+                            grace_ms,
+                        },
+                    )
+                    .await;
+            });
+        }
     }
 }
 

@@ -181,10 +181,7 @@ impl Stream {
     pub fn seq_at_time(&self, at_ms: u64) -> u64 {
         let inner = self.inner.lock().expect("stream lock");
         let index = inner.msgs.partition_point(|s| s.msg.at_ms < at_ms);
-        inner
-            .msgs
-            .get(index)
-            .map_or(inner.next_seq, |s| s.msg.seq)
+        inner.msgs.get(index).map_or(inner.next_seq, |s| s.msg.seq)
     }
 
     /// The first live message at or after `from_seq` whose subject matches `filter`.
@@ -204,7 +201,7 @@ impl Stream {
             .iter()
             .skip(start)
             .take(SCAN_MAX)
-            .last()
+            .next_back()
             .map_or(from_seq.max(inner.first_seq()), |s| s.msg.seq + 1);
         Next::Caught(scanned_to)
     }
@@ -227,13 +224,16 @@ impl Stream {
     }
 
     fn wake(&self) {
-        self.waiters.lock().expect("waiters lock").retain(|w| match w.upgrade() {
-            Some(conn) => {
-                conn.notify.notify_one();
-                true
-            }
-            None => false,
-        });
+        self.waiters
+            .lock()
+            .expect("waiters lock")
+            .retain(|w| match w.upgrade() {
+                Some(conn) => {
+                    conn.notify.notify_one();
+                    true
+                }
+                None => false,
+            });
     }
 
     pub fn is_deleted(&self) -> bool {
@@ -379,7 +379,11 @@ impl Streams {
     }
 
     pub fn get(&self, name: &str) -> Option<Arc<Stream>> {
-        self.by_name.read().expect("streams lock").get(name).cloned()
+        self.by_name
+            .read()
+            .expect("streams lock")
+            .get(name)
+            .cloned()
     }
 
     pub fn list(&self) -> Vec<Arc<Stream>> {
@@ -469,10 +473,12 @@ fn write_loop(receiver: Receiver<Append>) {
         for append in batch.drain(..) {
             if append.stream.is_deleted() {
                 if let Some((conn, id)) = append.reply {
-                    conn.push_json(&serde_json::json!({"op": "err", "id": raw_value(&id), "error": {
-                        "code": "not_found",
-                        "message": format!("stream {} was deleted", append.stream.name),
-                    }}));
+                    conn.push_json(
+                        &serde_json::json!({"op": "err", "id": raw_value(&id), "error": {
+                            "code": "not_found",
+                            "message": format!("stream {} was deleted", append.stream.name),
+                        }}),
+                    );
                 }
                 continue;
             }

@@ -38,7 +38,10 @@ impl<T> Default for Level<T> {
 
 impl<T> Level<T> {
     fn is_empty(&self) -> bool {
-        self.literal.is_empty() && self.star.is_none() && self.tail.is_empty() && self.here.is_empty()
+        self.literal.is_empty()
+            && self.star.is_none()
+            && self.tail.is_empty()
+            && self.here.is_empty()
     }
 }
 
@@ -186,7 +189,11 @@ mod tests {
         ("agents.2.7.>", "agents.2.7.inbox", true),
         ("agents.2.7.>", "agents.2.70.inbox", false),
         ("agents.*.*.inbox", "agents.2.7.inbox", true),
-        ("colony.events.>", "colony.events.decision.ledger.reserve", true),
+        (
+            "colony.events.>",
+            "colony.events.decision.ledger.reserve",
+            true,
+        ),
         ("A.b", "a.b", false),
     ];
 
@@ -199,7 +206,11 @@ mod tests {
             let mut out = Vec::new();
             trie.matches(subject, &mut out);
             assert_eq!(!out.is_empty(), expected, "trie: {pattern} ~ {subject}");
-            assert_eq!(trie.has_match(subject), expected, "has_match: {pattern} ~ {subject}");
+            assert_eq!(
+                trie.has_match(subject),
+                expected,
+                "has_match: {pattern} ~ {subject}"
+            );
         }
     }
 

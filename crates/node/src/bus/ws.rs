@@ -150,7 +150,9 @@ impl Decoder {
         }
         let fin = input[0] & 0x80 != 0;
         if input[0] & 0x70 != 0 {
-            return Err(WsError::Protocol("reserved bits set (no extension was negotiated)"));
+            return Err(WsError::Protocol(
+                "reserved bits set (no extension was negotiated)",
+            ));
         }
         let opcode = input[0] & 0x0F;
         let control = opcode & 0x08 != 0;
@@ -186,7 +188,14 @@ impl Decoder {
             ));
         }
         let assembled = self.fragments.as_ref().map_or(0, |(_, f)| f.len()) as u64;
-        if length + if opcode == OP_CONTINUATION { assembled } else { 0 } > self.max_message as u64 {
+        if length
+            + if opcode == OP_CONTINUATION {
+                assembled
+            } else {
+                0
+            }
+            > self.max_message as u64
+        {
             return Err(WsError::TooBig {
                 size: length + assembled,
                 max: self.max_message,
@@ -340,7 +349,7 @@ mod tests {
         // RFC 6455, section 1.3.
         assert_eq!(
             accept_key("dGhlIHNhbXBsZSBub25jZQ=="),
-            "s3pPLMBiTxaQ9kK8pZO6MlYzPo0="
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
         );
     }
 
@@ -349,12 +358,21 @@ mod tests {
         let long = "x".repeat(300);
         let huge = "y".repeat(70_000);
         let mut stream = Vec::new();
-        stream.extend(client_frame(true, OP_TEXT, br#"{"op":"ping"}"#, [1, 2, 3, 4]));
+        stream.extend(client_frame(
+            true,
+            OP_TEXT,
+            br#"{"op":"ping"}"#,
+            [1, 2, 3, 4],
+        ));
         stream.extend(client_frame(false, OP_TEXT, b"{\"op\":", [9, 8, 7, 6]));
         stream.extend(client_frame(true, OP_PING, b"hi", [0, 0, 0, 0]));
-        stream.extend(client_frame(true, OP_CONTINUATION, b"\"pong\"}", [5, 5, 5, 5]));
+        stream.extend(client_frame(
+            true,
+            OP_CONTINUATION,
+            b"\"pong\"}",
+            [5, 5, 5, 5],
+        ));
         stream.extend(client_frame(true, OP_TEXT, long.as_bytes(), [7, 1, 7, 1]));
-        stream.extend(client_frame(true, OP_TEXT, huge.as_bytes(), [3, 1, 4, 1]));
         stream.extend(client_frame(true, OP_TEXT, "é€".as_bytes(), [2, 7, 1, 8]));
         stream.extend(client_frame(true, OP_CLOSE, &[0x03, 0xE8], [1, 1, 1, 1]));
         let expected = vec![
@@ -362,7 +380,6 @@ mod tests {
             WsEvent::Ping(b"hi".to_vec()),
             WsEvent::Text(r#"{"op":"pong"}"#.into()),
             WsEvent::Text(long.clone()),
-            WsEvent::Text(huge.clone()),
             WsEvent::Text("é€".into()),
             WsEvent::Close(Some(1000)),
         ];
@@ -372,13 +389,35 @@ mod tests {
             decoder.feed(&stream[..split], &mut events).unwrap();
             decoder.feed(&stream[split..], &mut events).unwrap();
             assert_eq!(events, expected, "split at byte {split}");
-            assert_eq!(decoder.buffered(), 0, "nothing stays buffered (split {split})");
+            assert_eq!(
+                decoder.buffered(),
+                0,
+                "nothing stays buffered (split {split})"
+            );
+        }
+        // A frame with a 64-bit length: every split in its header and around its end.
+        let big = client_frame(true, OP_TEXT, huge.as_bytes(), [3, 1, 4, 1]);
+        let splits = (0..20)
+            .chain(big.len() - 3..=big.len())
+            .chain([big.len() / 2]);
+        for split in splits {
+            let mut decoder = Decoder::new(1 << 20);
+            let mut events = Vec::new();
+            decoder.feed(&big[..split], &mut events).unwrap();
+            decoder.feed(&big[split..], &mut events).unwrap();
+            assert_eq!(
+                events,
+                vec![WsEvent::Text(huge.clone())],
+                "split at byte {split}"
+            );
         }
         // And one byte at a time.
         let mut decoder = Decoder::new(1 << 20);
         let mut events = Vec::new();
         for byte in &stream {
-            decoder.feed(std::slice::from_ref(byte), &mut events).unwrap();
+            decoder
+                .feed(std::slice::from_ref(byte), &mut events)
+                .unwrap();
         }
         assert_eq!(events, expected);
     }
@@ -395,30 +434,64 @@ mod tests {
         let table: Vec<(&str, Vec<u8>, u16)> = vec![
             ("unmasked", unmasked, CLOSE_PROTOCOL_ERROR),
             ("reserved bits", reserved, CLOSE_PROTOCOL_ERROR),
-            ("unknown opcode", client_frame(true, 0x3, b"", [1; 4]), CLOSE_PROTOCOL_ERROR),
-            ("fragmented ping", client_frame(false, OP_PING, b"", [1; 4]), CLOSE_PROTOCOL_ERROR),
-            ("long ping", client_frame(true, OP_PING, &[0; 126], [1; 4]), CLOSE_PROTOCOL_ERROR),
-            ("stray continuation", client_frame(true, OP_CONTINUATION, b"x", [1; 4]), CLOSE_PROTOCOL_ERROR),
-            ("bad utf-8", client_frame(true, OP_TEXT, &[0xC3, 0x28], [1; 4]), CLOSE_BAD_DATA),
-            ("too big", client_frame(true, OP_TEXT, &[b'a'; 2000], [1; 4]), CLOSE_TOO_BIG),
+            (
+                "unknown opcode",
+                client_frame(true, 0x3, b"", [1; 4]),
+                CLOSE_PROTOCOL_ERROR,
+            ),
+            (
+                "fragmented ping",
+                client_frame(false, OP_PING, b"", [1; 4]),
+                CLOSE_PROTOCOL_ERROR,
+            ),
+            (
+                "long ping",
+                client_frame(true, OP_PING, &[0; 126], [1; 4]),
+                CLOSE_PROTOCOL_ERROR,
+            ),
+            (
+                "stray continuation",
+                client_frame(true, OP_CONTINUATION, b"x", [1; 4]),
+                CLOSE_PROTOCOL_ERROR,
+            ),
+            (
+                "bad utf-8",
+                client_frame(true, OP_TEXT, &[0xC3, 0x28], [1; 4]),
+                CLOSE_BAD_DATA,
+            ),
+            (
+                "too big",
+                client_frame(true, OP_TEXT, &[b'a'; 2000], [1; 4]),
+                CLOSE_TOO_BIG,
+            ),
             ("length top bit", top_bit, CLOSE_PROTOCOL_ERROR),
-            ("one-byte close", client_frame(true, OP_CLOSE, &[3], [1; 4]), CLOSE_PROTOCOL_ERROR),
+            (
+                "one-byte close",
+                client_frame(true, OP_CLOSE, &[3], [1; 4]),
+                CLOSE_PROTOCOL_ERROR,
+            ),
             (
                 "interleaved message",
-                [client_frame(false, OP_TEXT, b"a", [1; 4]), client_frame(true, OP_TEXT, b"b", [1; 4])].concat(),
+                [
+                    client_frame(false, OP_TEXT, b"a", [1; 4]),
+                    client_frame(true, OP_TEXT, b"b", [1; 4]),
+                ]
+                .concat(),
                 CLOSE_PROTOCOL_ERROR,
             ),
             (
                 "fragments too big",
-                [client_frame(false, OP_TEXT, &[b'a'; 600], [1; 4]), client_frame(true, OP_CONTINUATION, &[b'a'; 600], [1; 4])].concat(),
+                [
+                    client_frame(false, OP_TEXT, &[b'a'; 600], [1; 4]),
+                    client_frame(true, OP_CONTINUATION, &[b'a'; 600], [1; 4]),
+                ]
+                .concat(),
                 CLOSE_TOO_BIG,
             ),
         ];
         for (name, bytes, code) in table {
             let mut decoder = Decoder::new(1024);
-            let error = decoder
-                .feed(&bytes, &mut Vec::new())
-                .expect_err(name);
+            let error = decoder.feed(&bytes, &mut Vec::new()).expect_err(name);
             assert_eq!(error.close_code(), code, "{name}: {error}");
         }
     }
@@ -428,7 +501,13 @@ mod tests {
         let mut decoder = Decoder::new(1024);
         let frame = client_frame(true, OP_TEXT, &[b'a'; 5000], [1; 4]);
         let error = decoder.feed(&frame[..8], &mut Vec::new()).unwrap_err();
-        assert!(matches!(error, WsError::TooBig { size: 5000, max: 1024 }));
+        assert!(matches!(
+            error,
+            WsError::TooBig {
+                size: 5000,
+                max: 1024
+            }
+        ));
     }
 
     #[test]
