@@ -162,6 +162,13 @@ impl Node {
             shared: Arc::clone(&shared),
         });
         let (stop_server, stopped) = oneshot::channel::<()>();
+        // Small frames (bus messages, answers) go out at once rather than waiting for
+        // the peer's delayed acknowledgement (Nagle).
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            if let Err(error) = tcp.set_nodelay(true) {
+                tracing::debug!("cannot set TCP_NODELAY: {error}");
+            }
+        });
         let server = tokio::spawn(async move {
             axum::serve(listener, router)
                 .with_graceful_shutdown(async {

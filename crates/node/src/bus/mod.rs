@@ -265,11 +265,16 @@ impl Conn {
                 }
             }
         }
+        // The session drains everything once woken, so only the first message into
+        // an empty queue (or one that dropped others) needs to wake it.
+        let was_empty = out.msgs == 0 && out.control.is_empty();
         out.msgs += 1;
         out.bytes += size;
         out.lanes[lane(delivery.msg.priority)].push_back(delivery);
         drop(out);
-        self.notify.notify_one();
+        if was_empty || dropped > 0 {
+            self.notify.notify_one();
+        }
         if dropped > 0 {
             Pushed::Dropped(dropped)
         } else {
@@ -534,16 +539,8 @@ impl Bus {
     /// Delivers a message to every matching core subscription (one member per queue
     /// group). Never waits.
     pub fn route(&self, msg: &Arc<Msg>) -> Routed {
-        let mut matched = Vec::new();
-        self.router
-            .read()
-            .expect("router lock")
-            .matches(&msg.subject, &mut matched);
         let mut routed = Routed::default();
-        if matched.is_empty() {
-            return routed;
-        }
-        let mut offer = |sub: &Arc<Sub>| {
+        let offer = |sub: &Arc<Sub>, routed: &mut Routed| {
             let delivery = Delivery {
                 sid: Arc::clone(&sub.sid),
                 msg: Arc::clone(msg),
@@ -559,22 +556,33 @@ impl Bus {
                 Pushed::Disconnected => routed.disconnected += 1,
             }
         };
-        let mut groups: Vec<(&str, Vec<&Arc<Sub>>)> = Vec::new();
-        for sub in &matched {
-            match &sub.queue {
-                None => offer(sub),
-                Some(queue) => match groups.iter_mut().find(|(name, _)| *name == &**queue) {
+        // Plain subscriptions are offered the message while the trie is walked;
+        // queue group members are gathered to pick one per group.
+        let mut queued: Vec<Arc<Sub>> = Vec::new();
+        self.router.read().expect("router lock").visit(
+            &msg.subject,
+            &mut |sub: &Arc<Sub>| match sub.queue {
+                None => offer(sub, &mut routed),
+                Some(_) => queued.push(Arc::clone(sub)),
+            },
+        );
+        if !queued.is_empty() {
+            let mut groups: Vec<(&str, Vec<&Arc<Sub>>)> = Vec::new();
+            for sub in &queued {
+                let queue = sub.queue.as_deref().expect("queue member");
+                match groups.iter_mut().find(|(name, _)| *name == queue) {
                     Some((_, members)) => members.push(sub),
                     None => groups.push((queue, vec![sub])),
-                },
+                }
             }
-        }
-        for (_, members) in groups {
-            // Round robin over the members that are not closing.
-            let start = self.round_robin.fetch_add(1, Ordering::Relaxed);
-            let live: Vec<&&Arc<Sub>> = members.iter().filter(|s| !s.conn.is_closing()).collect();
-            if let Some(sub) = live.get(start % live.len().max(1)) {
-                offer(sub);
+            for (_, members) in groups {
+                // Round robin over the members that are not closing.
+                let start = self.round_robin.fetch_add(1, Ordering::Relaxed);
+                let live: Vec<&&Arc<Sub>> =
+                    members.iter().filter(|s| !s.conn.is_closing()).collect();
+                if let Some(sub) = live.get(start % live.len().max(1)) {
+                    offer(sub, &mut routed);
+                }
             }
         }
         let metrics = &self.metrics;

@@ -227,6 +227,8 @@ where
     let mut out: Vec<u8> = Vec::new();
     let mut written = 0usize;
     let mut closing = false;
+    // The ack timer exists only while a stream consumer has something unacknowledged.
+    let mut timer: Option<Pin<Box<tokio::time::Sleep>>> = None;
     loop {
         if written == out.len() {
             if closing {
@@ -246,7 +248,15 @@ where
                 out = Vec::new();
             }
         }
-        let deadline = session.next_deadline();
+        match (session.next_deadline(), &mut timer) {
+            (Some(at), Some(sleep)) => {
+                if sleep.deadline() != at {
+                    sleep.as_mut().reset(at);
+                }
+            }
+            (Some(at), None) => timer = Some(Box::pin(tokio::time::sleep_until(at))),
+            (None, _) => timer = None,
+        }
         tokio::select! {
             read = read_events(&mut reader, &mut decoder), if !closing => match read {
                 Ok(events) => {
@@ -271,16 +281,17 @@ where
                 Ok(n) => written += n,
             },
             _ = conn.notify.notified(), if written == out.len() && !closing => {}
-            _ = sleep_until(deadline), if deadline.is_some() => session.expire(Instant::now()),
+            _ = wait(&mut timer), if timer.is_some() => session.expire(Instant::now()),
         }
     }
     let _ = writer.shutdown().await;
     session.end();
 }
 
-async fn sleep_until(deadline: Option<Instant>) {
-    if let Some(deadline) = deadline {
-        tokio::time::sleep_until(deadline).await;
+async fn wait(timer: &mut Option<Pin<Box<tokio::time::Sleep>>>) {
+    match timer {
+        Some(sleep) => sleep.as_mut().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -103,6 +103,25 @@ impl<T: Clone> Trie<T> {
         collect(&self.root, &tokens, out);
     }
 
+    /// Calls `visit` with every value whose pattern matches `subject`, without
+    /// collecting them.
+    pub fn visit(&self, subject: &str, visit: &mut impl FnMut(&T)) {
+        let mut tokens = [""; 16];
+        let mut count = 0;
+        for token in subject.split('.') {
+            if count == tokens.len() {
+                // Longer than any valid subject: fall back to collecting.
+                let mut out = Vec::new();
+                self.matches(subject, &mut out);
+                out.iter().for_each(visit);
+                return;
+            }
+            tokens[count] = token;
+            count += 1;
+        }
+        visit_level(&self.root, &tokens[..count], visit);
+    }
+
     /// Whether any pattern matches `subject` (cheaper than collecting).
     pub fn has_match(&self, subject: &str) -> bool {
         let tokens: Vec<&str> = subject.split('.').collect();
@@ -145,6 +164,21 @@ fn collect<T: Clone>(level: &Level<T>, tokens: &[&str], out: &mut Vec<T>) {
             }
             if let Some(child) = &level.star {
                 collect(child, rest, out);
+            }
+        }
+    }
+}
+
+fn visit_level<T>(level: &Level<T>, tokens: &[&str], visit: &mut impl FnMut(&T)) {
+    match tokens {
+        [] => level.here.iter().for_each(&mut *visit),
+        [first, rest @ ..] => {
+            level.tail.iter().for_each(&mut *visit);
+            if let Some(child) = level.literal.get(*first) {
+                visit_level(child, rest, visit);
+            }
+            if let Some(child) = &level.star {
+                visit_level(child, rest, visit);
             }
         }
     }

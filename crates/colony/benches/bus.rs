@@ -1,0 +1,801 @@
+//! The bus against NATS core and Redis pub/sub on the same machine, with equivalent
+//! clients: `cargo bench -p colony --bench bus [-- quick]`.
+//!
+//! For each server (a `colony up` child process, `nats-server`, `redis-server`, all
+//! from this machine): resident memory per idle connection (15 000 of them, the
+//! process file limit here being 20 000), then with 5 000 idle connections held open:
+//! fan-out (one publisher, 50 subscribers), many-to-many (10 publishers, 10
+//! subscribers each getting every subject), and latency p50/p99 at a fixed rate.
+//! Clients: tokio-tungstenite for Colony's WebSocket protocol; for NATS and Redis,
+//! their text protocols written directly over tokio TCP (no library), all in this
+//! one process. Prints a table and the ratios. Needs `nats-server` and
+//! `redis-server` (Debian packages of those names) on the PATH.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Kind {
+    Colony,
+    Nats,
+    Redis,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Colony => "colony",
+            Kind::Nats => "nats-server",
+            Kind::Redis => "redis-server",
+        }
+    }
+}
+
+struct Server {
+    kind: Kind,
+    child: Child,
+    addr: SocketAddr,
+    token: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// CPU time (user + system) the process has used, in nanoseconds.
+fn cpu_ns(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name (which is in parentheses): utime is the 12th,
+    // stime the 13th; in clock ticks.
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    let per_second = 100; // sysconf(_SC_CLK_TCK) on Linux
+    ticks * 1_000_000_000 / per_second
+}
+
+fn shipped_config() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/genesis")
+}
+
+async fn wait_for_port(addr: SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(addr).await.is_err() {
+        assert!(Instant::now() < deadline, "nothing listens on {addr}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn start(kind: Kind) -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut token = String::new();
+    let child = match kind {
+        Kind::Colony => {
+            let config = dir.path().join("config");
+            std::fs::create_dir_all(&config).unwrap();
+            for file in ["limits.toml", "governance.toml", "tasks.toml"] {
+                std::fs::copy(shipped_config().join(file), config.join(file)).unwrap();
+            }
+            // The benchmark measures the bus, not the quotas: unlimited io_ops and
+            // data, and queues large enough that nothing is dropped.
+            let quotas = std::fs::read_to_string(shipped_config().join("quotas.toml"))
+                .unwrap()
+                .replace("io_ops = 100000", "io_ops = \"unlimited\"");
+            std::fs::write(config.join("quotas.toml"), quotas).unwrap();
+            let limits = std::fs::read_to_string(config.join("limits.toml"))
+                .unwrap()
+                .replace(
+                    "hard = 268435456        # 256 MiB a minute",
+                    "hard = \"unlimited\"",
+                );
+            std::fs::write(config.join("limits.toml"), limits).unwrap();
+            std::fs::write(
+                config.join("bus.toml"),
+                "[bus]\noutbound_msgs_max = 1000000\noutbound_bytes_max = 268435456\nconnections_max = 19000\n",
+            )
+            .unwrap();
+            let child = Command::new(env!("CARGO_BIN_EXE_colony"))
+                .args(["up", "--listen", &addr.to_string()])
+                .arg("--data")
+                .arg(dir.path().join("data"))
+                .arg("--config")
+                .arg(&config)
+                .env("RUST_LOG", "warn")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("run the colony binary");
+            let token_file = dir.path().join("data/admin.token");
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while !token_file.exists() {
+                assert!(Instant::now() < deadline, "colony did not start");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            wait_for_port(addr).await;
+            token = std::fs::read_to_string(token_file)
+                .unwrap()
+                .trim()
+                .to_string();
+            child
+        }
+        Kind::Nats => {
+            let config = dir.path().join("nats.conf");
+            std::fs::write(
+                &config,
+                format!("listen: 127.0.0.1:{port}\nmax_pending: 268435456\nwrite_deadline: \"60s\"\nmax_connections: 64000\n"),
+            )
+            .unwrap();
+            let child = Command::new("nats-server")
+                .arg("-c")
+                .arg(&config)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("nats-server is installed (apt-get install nats-server)");
+            wait_for_port(addr).await;
+            child
+        }
+        Kind::Redis => {
+            let child = Command::new("redis-server")
+                .args([
+                    "--port",
+                    &port.to_string(),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                ])
+                .args([
+                    "--client-output-buffer-limit",
+                    "pubsub 0 0 0",
+                    "--maxclients",
+                    "19000",
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("redis-server is installed (apt-get install redis-server)");
+            wait_for_port(addr).await;
+            child
+        }
+    };
+    Server {
+        kind,
+        child,
+        addr,
+        token,
+        _dir: dir,
+    }
+}
+
+/// One client connection speaking the server's protocol.
+enum Client {
+    Ws(Box<WebSocketStream<MaybeTlsStream<TcpStream>>>),
+    Text {
+        kind: Kind,
+        reader: BufReader<OwnedReadHalf>,
+        writer: BufWriter<OwnedWriteHalf>,
+    },
+}
+
+impl Client {
+    async fn connect(server: &Server, small: bool) -> Client {
+        match server.kind {
+            Kind::Colony => {
+                let mut request = format!("ws://{}/v1/bus", server.addr)
+                    .into_client_request()
+                    .unwrap();
+                request.headers_mut().insert(
+                    "authorization",
+                    format!("Bearer {}", server.token).parse().unwrap(),
+                );
+                // Idle clients keep small buffers so that the benchmark process fits.
+                let config = if small {
+                    WebSocketConfig::default()
+                        .read_buffer_size(4096)
+                        .write_buffer_size(0)
+                } else {
+                    WebSocketConfig::default()
+                };
+                let (ws, _) =
+                    tokio_tungstenite::connect_async_with_config(request, Some(config), true)
+                        .await
+                        .expect("websocket connect");
+                Client::Ws(Box::new(ws))
+            }
+            kind => {
+                let stream = TcpStream::connect(server.addr).await.unwrap();
+                stream.set_nodelay(true).unwrap();
+                let (read, write) = stream.into_split();
+                let capacity = if small { 512 } else { 64 << 10 };
+                let mut client = Client::Text {
+                    kind,
+                    reader: BufReader::with_capacity(capacity, read),
+                    writer: BufWriter::with_capacity(capacity, write),
+                };
+                if kind == Kind::Nats {
+                    client
+                        .write_raw(b"CONNECT {\"verbose\":false,\"pedantic\":false}\r\n")
+                        .await;
+                }
+                client.round_trip().await;
+                client
+            }
+        }
+    }
+
+    async fn write_raw(&mut self, bytes: &[u8]) {
+        if let Client::Text { writer, .. } = self {
+            writer.write_all(bytes).await.unwrap();
+        }
+    }
+
+    /// A request the server answers, so that what was sent before is processed.
+    async fn round_trip(&mut self) {
+        match self {
+            Client::Ws(ws) => {
+                ws.send(Message::Text(r#"{"op":"ping","id":0}"#.into()))
+                    .await
+                    .unwrap();
+                loop {
+                    if let Some(Ok(Message::Text(text))) = ws.next().await {
+                        if text.contains("\"pong\"") {
+                            return;
+                        }
+                    }
+                }
+            }
+            Client::Text {
+                kind,
+                reader,
+                writer,
+            } => {
+                writer.write_all(b"PING\r\n").await.unwrap();
+                writer.flush().await.unwrap();
+                let want = if *kind == Kind::Nats { "PONG" } else { "+PONG" };
+                let mut line = String::new();
+                loop {
+                    line.clear();
+                    reader.read_line(&mut line).await.unwrap();
+                    if line.trim_end() == want {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn subscribe(&mut self, subjects: &[String]) {
+        match self {
+            Client::Ws(ws) => {
+                for (n, subject) in subjects.iter().enumerate() {
+                    let frame = format!(r#"{{"op":"sub","sid":"s{n}","subject":"{subject}"}}"#);
+                    ws.send(Message::Text(frame.into())).await.unwrap();
+                }
+            }
+            Client::Text {
+                kind: Kind::Nats,
+                writer,
+                ..
+            } => {
+                for (n, subject) in subjects.iter().enumerate() {
+                    writer
+                        .write_all(format!("SUB {subject} {n}\r\n").as_bytes())
+                        .await
+                        .unwrap();
+                }
+            }
+            Client::Text { writer, reader, .. } => {
+                for subject in subjects {
+                    writer
+                        .write_all(
+                            format!(
+                                "*2\r\n$9\r\nSUBSCRIBE\r\n${}\r\n{subject}\r\n",
+                                subject.len()
+                            )
+                            .as_bytes(),
+                        )
+                        .await
+                        .unwrap();
+                }
+                writer.flush().await.unwrap();
+                // Each SUBSCRIBE is confirmed with a 3-element array.
+                for _ in subjects {
+                    read_resp_array(reader).await;
+                }
+                return;
+            }
+        }
+        self.round_trip().await;
+    }
+
+    /// The payload of the next message.
+    async fn next_payload(&mut self) -> String {
+        match self {
+            Client::Ws(ws) => loop {
+                match ws.next().await.expect("open").expect("frame") {
+                    Message::Text(text) => {
+                        #[derive(serde::Deserialize)]
+                        struct Frame<'a> {
+                            op: &'a str,
+                            data: Option<&'a str>,
+                        }
+                        let frame: Frame = serde_json::from_str(&text).unwrap();
+                        if frame.op == "msg" {
+                            return frame.data.unwrap().to_string();
+                        }
+                        assert_ne!(frame.op, "err", "{text}");
+                    }
+                    _ => continue,
+                }
+            },
+            Client::Text {
+                kind: Kind::Nats,
+                reader,
+                writer,
+            } => {
+                let mut line = String::new();
+                loop {
+                    line.clear();
+                    reader.read_line(&mut line).await.unwrap();
+                    if let Some(rest) = line.strip_prefix("MSG ") {
+                        let len: usize = rest.split_whitespace().last().unwrap().parse().unwrap();
+                        let mut payload = vec![0; len + 2];
+                        reader.read_exact(&mut payload).await.unwrap();
+                        payload.truncate(len);
+                        return String::from_utf8(payload).unwrap();
+                    }
+                    if line.starts_with("PING") {
+                        writer.write_all(b"PONG\r\n").await.unwrap();
+                        writer.flush().await.unwrap();
+                    }
+                }
+            }
+            Client::Text { reader, .. } => {
+                let parts = read_resp_array(reader).await;
+                assert_eq!(parts[0], "message");
+                parts[2].clone()
+            }
+        }
+    }
+
+    /// Splits a WebSocket publisher into its writer and a background drain.
+    fn into_publisher(self) -> Publisher {
+        let Client::Ws(ws) = self else {
+            unreachable!("text publishers are built in Publisher::connect")
+        };
+        let (sink, stream) = (*ws).split();
+        let drain = tokio::spawn(async move {
+            let mut stream = stream;
+            while let Some(Ok(_)) = stream.next().await {}
+        });
+        Publisher::Ws(sink, AbortOnDrop(drain))
+    }
+}
+
+async fn read_resp_array(reader: &mut BufReader<OwnedReadHalf>) -> Vec<String> {
+    let mut line = String::new();
+    reader.read_line(&mut line).await.unwrap();
+    let count: usize = line
+        .trim_start_matches('*')
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("{line:?}"));
+    let mut parts = Vec::with_capacity(count);
+    for _ in 0..count {
+        line.clear();
+        reader.read_line(&mut line).await.unwrap();
+        if let Some(len) = line.strip_prefix('$') {
+            let len: usize = len.trim().parse().unwrap();
+            let mut value = vec![0; len + 2];
+            reader.read_exact(&mut value).await.unwrap();
+            value.truncate(len);
+            parts.push(String::from_utf8(value).unwrap());
+        } else {
+            parts.push(line.trim().trim_start_matches(':').to_string());
+        }
+    }
+    parts
+}
+
+type WsSink = futures_util::stream::SplitSink<WebSocketStream<MaybeTlsStream<TcpStream>>, Message>;
+
+/// A client that only publishes; whatever the server answers is drained by a
+/// background task (ended when the publisher is dropped).
+enum Publisher {
+    Ws(WsSink, #[allow(dead_code)] AbortOnDrop),
+    Text(
+        Kind,
+        BufWriter<OwnedWriteHalf>,
+        #[allow(dead_code)] AbortOnDrop,
+    ),
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl Publisher {
+    async fn connect(server: &Server) -> Publisher {
+        match server.kind {
+            Kind::Colony => Client::connect(server, false).await.into_publisher(),
+            kind => {
+                let Client::Text { reader, writer, .. } = Client::connect(server, false).await
+                else {
+                    unreachable!()
+                };
+                // Redis answers every PUBLISH: read and discard.
+                let drain = tokio::spawn(async move {
+                    let mut reader = reader;
+                    let mut sink = vec![0; 64 << 10];
+                    while let Ok(n) = reader.read(&mut sink).await {
+                        if n == 0 {
+                            break;
+                        }
+                    }
+                });
+                Publisher::Text(kind, writer, AbortOnDrop(drain))
+            }
+        }
+    }
+
+    async fn publish(&mut self, subject: &str, payload: &str) {
+        match self {
+            Publisher::Ws(sink, _) => {
+                let frame = format!(r#"{{"op":"pub","subject":"{subject}","data":"{payload}"}}"#);
+                sink.feed(Message::Text(frame.into())).await.unwrap();
+            }
+            Publisher::Text(Kind::Nats, writer, _) => writer
+                .write_all(format!("PUB {subject} {}\r\n{payload}\r\n", payload.len()).as_bytes())
+                .await
+                .unwrap(),
+            Publisher::Text(_, writer, _) => writer
+                .write_all(
+                    format!(
+                        "*3\r\n$7\r\nPUBLISH\r\n${}\r\n{subject}\r\n${}\r\n{payload}\r\n",
+                        subject.len(),
+                        payload.len()
+                    )
+                    .as_bytes(),
+                )
+                .await
+                .unwrap(),
+        }
+    }
+
+    async fn flush(&mut self) {
+        match self {
+            Publisher::Ws(sink, _) => sink.flush().await.unwrap(),
+            Publisher::Text(_, writer, _) => writer.flush().await.unwrap(),
+        }
+    }
+}
+
+/// A payload of `size` bytes starting with the send time in nanoseconds since `epoch`.
+fn payload(epoch: Instant, size: usize) -> String {
+    let mut text = format!("{:020}", epoch.elapsed().as_nanos());
+    while text.len() < size {
+        text.push('x');
+    }
+    text
+}
+
+fn latency_ns(epoch: Instant, payload: &str) -> u64 {
+    let sent: u64 = payload[..20].parse().unwrap();
+    (epoch.elapsed().as_nanos() as u64).saturating_sub(sent)
+}
+
+/// Subscribers that each expect `expected` messages; returns when all have them,
+/// with the time the last one finished and every latency sample (when `sample`).
+async fn run_subscribers(
+    subscribers: Vec<Client>,
+    expected: u64,
+    epoch: Instant,
+    sample: bool,
+) -> Vec<tokio::task::JoinHandle<(Instant, Vec<u64>)>> {
+    subscribers
+        .into_iter()
+        .map(|mut client| {
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                for _ in 0..expected {
+                    let payload =
+                        tokio::time::timeout(Duration::from_secs(120), client.next_payload())
+                            .await
+                            .expect("messages keep coming");
+                    if sample {
+                        latencies.push(latency_ns(epoch, &payload));
+                    }
+                }
+                (Instant::now(), latencies)
+            })
+        })
+        .collect()
+}
+
+struct Figures {
+    kind: Kind,
+    idle: usize,
+    rss_per_idle_bytes: f64,
+    fanout_msgs_per_s: f64,
+    fanout_cpu_ns: f64,
+    many_msgs_per_s: f64,
+    many_cpu_ns: f64,
+    latency_p50_us: f64,
+    latency_p99_us: f64,
+    latency_rate: u64,
+}
+
+async fn open_idle(server: &Server, count: usize) -> Vec<Client> {
+    let server_addr = server.addr;
+    let mut idle = Vec::with_capacity(count);
+    let mut pending = futures_util::stream::iter(0..count)
+        .map(|_| Client::connect(server, true))
+        .buffer_unordered(64);
+    while let Some(client) = pending.next().await {
+        idle.push(client);
+    }
+    let _ = server_addr;
+    idle
+}
+
+async fn measure(kind: Kind, quick: bool) -> Figures {
+    let server = start(kind).await;
+    let pid = server.child.id();
+    let idle_count = 15_000;
+    // Memory per idle connection: resident memory before and after 15 000 of them.
+    let mut warm = Client::connect(&server, false).await;
+    warm.round_trip().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = rss_kib(pid);
+    let mut idle = open_idle(&server, idle_count).await;
+    for client in idle.iter_mut().rev().take(10) {
+        client.round_trip().await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = rss_kib(pid);
+    let rss_per_idle_bytes = (after.saturating_sub(before) * 1024) as f64 / idle_count as f64;
+    println!(
+        "{:>12}: {idle_count} idle connections: RSS {before} KiB -> {after} KiB, {rss_per_idle_bytes:.0} bytes each",
+        kind.name()
+    );
+    // Keep 5 000 open during the workloads.
+    idle.truncate(5_000);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let epoch = Instant::now();
+    let size = 128;
+
+    // Fan-out: one publisher, 50 subscribers.
+    let subscribers_n = 50;
+    let messages: u64 = if quick { 20_000 } else { 100_000 };
+    let mut subscribers = Vec::new();
+    for _ in 0..subscribers_n {
+        let mut client = Client::connect(&server, false).await;
+        client.subscribe(&["bench.fan".to_string()]).await;
+        subscribers.push(client);
+    }
+    let mut publisher = Publisher::connect(&server).await;
+    let handles = run_subscribers(subscribers, messages, epoch, false).await;
+    let cpu_before = cpu_ns(pid);
+    let started = Instant::now();
+    for n in 0..messages {
+        publisher.publish("bench.fan", &payload(epoch, size)).await;
+        if n % 256 == 255 {
+            publisher.flush().await;
+        }
+    }
+    publisher.flush().await;
+    let mut last = started;
+    for handle in handles {
+        last = last.max(handle.await.unwrap().0);
+    }
+    let fanout_msgs_per_s = (messages * subscribers_n) as f64 / (last - started).as_secs_f64();
+    let fanout_cpu_ns = (cpu_ns(pid) - cpu_before) as f64 / (messages * subscribers_n) as f64;
+    println!(
+        "{:>12}: fan-out 1 -> {subscribers_n}, {messages} messages of {size} B: {fanout_msgs_per_s:.0} deliveries/s, server CPU {fanout_cpu_ns:.0} ns per delivery",
+        kind.name()
+    );
+
+    // Many to many: 10 publishers on their own subjects, 10 subscribers to all.
+    let publishers_n = 10u64;
+    let per_publisher = messages / publishers_n;
+    let subjects: Vec<String> = (0..publishers_n).map(|p| format!("bench.m.{p}")).collect();
+    let mut subscribers = Vec::new();
+    for _ in 0..10 {
+        let mut client = Client::connect(&server, false).await;
+        if kind == Kind::Redis {
+            client.subscribe(&subjects).await;
+        } else {
+            client.subscribe(&["bench.m.*".to_string()]).await;
+        }
+        subscribers.push(client);
+    }
+    let mut publishers = Vec::new();
+    for _ in 0..publishers_n {
+        publishers.push(Publisher::connect(&server).await);
+    }
+    let handles = run_subscribers(subscribers, per_publisher * publishers_n, epoch, false).await;
+    let cpu_before = cpu_ns(pid);
+    let started = Instant::now();
+    let senders: Vec<_> = publishers
+        .into_iter()
+        .enumerate()
+        .map(|(p, mut publisher)| {
+            let subject = format!("bench.m.{p}");
+            tokio::spawn(async move {
+                for n in 0..per_publisher {
+                    publisher.publish(&subject, &payload(epoch, size)).await;
+                    if n % 256 == 255 {
+                        publisher.flush().await;
+                    }
+                }
+                publisher.flush().await;
+                publisher
+            })
+        })
+        .collect();
+    let mut keep = Vec::new();
+    for sender in senders {
+        keep.push(sender.await.unwrap());
+    }
+    let mut last = started;
+    for handle in handles {
+        last = last.max(handle.await.unwrap().0);
+    }
+    let many_msgs_per_s =
+        (per_publisher * publishers_n * 10) as f64 / (last - started).as_secs_f64();
+    let many_cpu_ns =
+        (cpu_ns(pid) - cpu_before) as f64 / (per_publisher * publishers_n * 10) as f64;
+    println!(
+        "{:>12}: many-to-many 10 x 10, {} messages: {many_msgs_per_s:.0} deliveries/s, server CPU {many_cpu_ns:.0} ns per delivery",
+        kind.name(),
+        per_publisher * publishers_n
+    );
+    drop(keep);
+
+    // Latency at a fixed rate: one publisher, 50 subscribers.
+    let rate: u64 = 5_000;
+    let seconds = if quick { 1 } else { 3 };
+    let total = rate * seconds;
+    let mut subscribers = Vec::new();
+    for _ in 0..subscribers_n {
+        let mut client = Client::connect(&server, false).await;
+        client.subscribe(&["bench.lat".to_string()]).await;
+        subscribers.push(client);
+    }
+    let mut publisher = Publisher::connect(&server).await;
+    let handles = run_subscribers(subscribers, total, epoch, true).await;
+    let tick = Duration::from_secs(1) / (rate / 100) as u32;
+    let mut interval = tokio::time::interval(tick);
+    let mut sent = 0;
+    while sent < total {
+        interval.tick().await;
+        for _ in 0..100 {
+            publisher.publish("bench.lat", &payload(epoch, size)).await;
+            sent += 1;
+        }
+        publisher.flush().await;
+    }
+    let mut latencies = Vec::new();
+    for handle in handles {
+        latencies.extend(handle.await.unwrap().1);
+    }
+    latencies.sort_unstable();
+    let at = |q: f64| {
+        latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)] as f64 / 1_000.0
+    };
+    let (p50, p99) = (at(0.50), at(0.99));
+    println!(
+        "{:>12}: latency at {rate} msg/s x {subscribers_n} subscribers (bursts of 100 every {tick:?}): p50 {p50:.0} us, p99 {p99:.0} us",
+        kind.name()
+    );
+    drop(idle);
+    drop(warm);
+    Figures {
+        kind,
+        idle: idle_count,
+        rss_per_idle_bytes,
+        fanout_msgs_per_s,
+        fanout_cpu_ns,
+        many_msgs_per_s,
+        many_cpu_ns,
+        latency_p50_us: p50,
+        latency_p99_us: p99,
+        latency_rate: rate,
+    }
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "quick");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let figures: Vec<Figures> = runtime.block_on(async {
+        let mut figures = Vec::new();
+        let only: Vec<String> = std::env::args()
+            .skip(1)
+            .filter(|a| ["colony", "nats", "redis"].contains(&a.as_str()))
+            .collect();
+        for kind in [Kind::Colony, Kind::Nats, Kind::Redis] {
+            if !only.is_empty() && !only.iter().any(|o| kind.name().starts_with(o.as_str())) {
+                continue;
+            }
+            figures.push(measure(kind, quick).await);
+        }
+        figures
+    });
+    println!();
+    println!("| server | bytes per idle connection ({} open) | fan-out 1x50 deliveries/s (server ns/delivery) | many-to-many 10x10 deliveries/s (server ns/delivery) | latency p50 / p99 at {} msg/s x 50 |", figures[0].idle, figures[0].latency_rate);
+    println!("|---|---|---|---|---|");
+    for f in &figures {
+        println!(
+            "| {} | {:.0} | {:.0} ({:.0}) | {:.0} ({:.0}) | {:.0} us / {:.0} us |",
+            f.kind.name(),
+            f.rss_per_idle_bytes,
+            f.fanout_msgs_per_s,
+            f.fanout_cpu_ns,
+            f.many_msgs_per_s,
+            f.many_cpu_ns,
+            f.latency_p50_us,
+            f.latency_p99_us
+        );
+    }
+    let Some(colony) = figures.iter().find(|f| f.kind == Kind::Colony) else {
+        return;
+    };
+    for peer in figures.iter().filter(|f| f.kind != Kind::Colony) {
+        println!(
+            "colony / {}: memory per idle connection {:.2}x, fan-out {:.2}x (server CPU per delivery {:.2}x), many-to-many {:.2}x (CPU {:.2}x), p99 latency {:.2}x",
+            peer.kind.name(),
+            colony.rss_per_idle_bytes / peer.rss_per_idle_bytes.max(1.0),
+            colony.fanout_msgs_per_s / peer.fanout_msgs_per_s,
+            colony.fanout_cpu_ns / peer.fanout_cpu_ns,
+            colony.many_msgs_per_s / peer.many_msgs_per_s,
+            colony.many_cpu_ns / peer.many_cpu_ns,
+            colony.latency_p99_us / peer.latency_p99_us,
+        );
+    }
+}
