@@ -45,6 +45,11 @@ impl Client {
         })
     }
 
+    /// The token requests are sent with.
+    pub fn token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
     pub async fn get(&self, path: &str) -> anyhow::Result<Value> {
         self.send(self.http.get(format!("{}{path}", self.base)))
             .await

@@ -504,3 +504,68 @@ fn verify(data: &std::path::Path, replay: bool, json_output: bool) -> anyhow::Re
         }
     }
 }
+
+/// `colony bus streams`.
+pub async fn streams(remote: &Remote) -> anyhow::Result<ExitCode> {
+    let client = Client::new(remote)?;
+    call(remote, client.get("/v1/streams"), |value| {
+        let rows: Vec<Vec<String>> = value["streams"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|stream| {
+                vec![
+                    text(&stream["name"]),
+                    stream["subjects"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(text)
+                        .collect::<Vec<_>>()
+                        .join(","),
+                    text(&stream["messages"]),
+                    text(&stream["bytes"]),
+                    format!(
+                        "{}..{}",
+                        text(&stream["first_seq"]),
+                        text(&stream["last_seq"])
+                    ),
+                    text(&stream["dead_letter_subject"]),
+                ]
+            })
+            .collect();
+        table(
+            &[
+                "STREAM",
+                "SUBJECTS",
+                "MESSAGES",
+                "BYTES",
+                "SEQ",
+                "DEAD LETTERS",
+            ],
+            &rows,
+        );
+    })
+    .await
+}
+
+/// `colony bus stream-add`.
+pub async fn stream_add(remote: &Remote, mut body: Value) -> anyhow::Result<ExitCode> {
+    if let Some(object) = body.as_object_mut() {
+        object.retain(|_, value| !value.is_null());
+    }
+    if body.get("justification").is_none() {
+        body["justification"] = json!(format!("define stream {}", text(&body["name"])));
+    }
+    let client = Client::new(remote)?;
+    call(remote, client.post("/v1/streams", &body), |value| {
+        let stream = &value["stream"];
+        println!(
+            "stream {} stores {} (decision {})",
+            text(&stream["name"]),
+            stream["subjects"],
+            text(&value["seq"])
+        );
+    })
+    .await
+}

@@ -4,6 +4,7 @@
 //! the other commands call the HTTP API ([`client`]) or read a data directory
 //! ([`colony_log::verify_audit`]).
 
+mod bus;
 mod client;
 mod commands;
 mod governance;
@@ -84,6 +85,9 @@ enum Command {
         #[command(flatten)]
         remote: Remote,
     },
+    /// Publish and subscribe on the agent bus; list and define durable streams.
+    #[command(subcommand)]
+    Bus(BusCommand),
     /// Bring settings over from the Hypernet swarm.
     #[command(subcommand)]
     Import(ImportCommand),
@@ -243,6 +247,70 @@ pub enum TasksCommand {
 }
 
 #[derive(Subcommand)]
+pub enum BusCommand {
+    /// Publish one message (data is JSON, or else sent as a string).
+    Pub {
+        subject: String,
+        data: String,
+        /// low, normal, high or critical.
+        #[arg(long)]
+        priority: Option<String>,
+        /// A header, key=value (repeatable).
+        #[arg(long = "header")]
+        headers: Vec<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Print messages on a subject pattern (`*` one token, `>` the rest) as JSON lines.
+    Sub {
+        pattern: String,
+        /// Replay from a durable stream (with --from-seq; new messages only without it).
+        #[arg(long)]
+        stream: Option<String>,
+        #[arg(long)]
+        from_seq: Option<u64>,
+        /// Stop after this many messages.
+        #[arg(long)]
+        count: Option<u64>,
+        /// Acknowledge stream messages as they are printed.
+        #[arg(long)]
+        ack: bool,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// List durable streams with their counts.
+    Streams {
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Define a durable stream (admins).
+    StreamAdd {
+        name: String,
+        /// Subject patterns it stores (comma-separated).
+        #[arg(long, value_delimiter = ',', required = true)]
+        subjects: Vec<String>,
+        /// Drop messages older than this ("7d").
+        #[arg(long)]
+        max_age: Option<String>,
+        #[arg(long)]
+        max_msgs: Option<u64>,
+        #[arg(long)]
+        max_bytes: Option<u64>,
+        /// Redeliver after this long without an ack ("30s").
+        #[arg(long)]
+        ack_wait: Option<String>,
+        /// Deliveries before a message goes to colony.dlq.<name>.
+        #[arg(long)]
+        max_deliver: Option<u32>,
+        /// Why (recorded in the decision log).
+        #[arg(long)]
+        justification: Option<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+#[derive(Subcommand)]
 pub enum ImportCommand {
     /// Map a Hypernet swarm's limits onto Colony's, through governance: lower values
     /// apply at once, higher ones become proposals.
@@ -256,6 +324,10 @@ pub enum ImportCommand {
         /// The swarm's `limits.json` (custom_limits).
         #[arg(long)]
         limits: Option<std::path::PathBuf>,
+        /// A directory of the swarm's markdown messages (`<channel>/*.md` or
+        /// `<channel>.md`): stored in the `hypernet-messages` stream.
+        #[arg(long)]
+        messages: Option<std::path::PathBuf>,
         /// Print what would be proposed without sending it.
         #[arg(long)]
         dry_run: bool,
@@ -421,15 +493,62 @@ fn main() -> ExitCode {
                 };
                 worker::run(options, remote).await
             }
+            Command::Bus(command) => match command {
+                BusCommand::Pub {
+                    subject,
+                    data,
+                    priority,
+                    headers,
+                    remote,
+                } => bus::publish(&remote, &subject, &data, priority, &headers).await,
+                BusCommand::Sub {
+                    pattern,
+                    stream,
+                    from_seq,
+                    count,
+                    ack,
+                    remote,
+                } => bus::subscribe(&remote, &pattern, stream, from_seq, count, ack).await,
+                BusCommand::Streams { remote } => commands::streams(&remote).await,
+                BusCommand::StreamAdd {
+                    name,
+                    subjects,
+                    max_age,
+                    max_msgs,
+                    max_bytes,
+                    ack_wait,
+                    max_deliver,
+                    justification,
+                    remote,
+                } => {
+                    let body = serde_json::json!({
+                        "name": name, "subjects": subjects, "max_age": max_age,
+                        "max_msgs": max_msgs, "max_bytes": max_bytes, "ack_wait": ack_wait,
+                        "max_deliver": max_deliver, "justification": justification,
+                    });
+                    commands::stream_add(&remote, body).await
+                }
+            },
             Command::Import(ImportCommand::Hypernet {
                 swarm_config,
                 tasks: board,
                 limits,
+                messages,
                 dry_run,
                 remote,
             }) => {
-                if swarm_config.is_none() && limits.is_none() && board.is_none() {
-                    anyhow::bail!("give --swarm-config, --limits or --tasks");
+                if swarm_config.is_none()
+                    && limits.is_none()
+                    && board.is_none()
+                    && messages.is_none()
+                {
+                    anyhow::bail!("give --swarm-config, --limits, --tasks or --messages");
+                }
+                if let Some(dir) = &messages {
+                    let code = bus::import_messages(dir, dry_run, &remote).await?;
+                    if swarm_config.is_none() && limits.is_none() && board.is_none() {
+                        return Ok(code);
+                    }
                 }
                 let mut code = ExitCode::SUCCESS;
                 if swarm_config.is_some() || limits.is_some() {

@@ -369,3 +369,102 @@ fn tasks_from_the_command_line_the_old_board_and_the_old_routes() {
     node.kill().unwrap();
     node.wait().unwrap();
 }
+
+#[test]
+fn bus_streams_and_hypernet_messages_from_the_command_line() {
+    let data = tempfile::tempdir().unwrap();
+    let (mut node, url) = start(data.path());
+    let admin = std::fs::read_to_string(data.path().join("admin.token"))
+        .unwrap()
+        .trim()
+        .to_string();
+    // The old swarm's messages: a channel directory and a channel file.
+    let messages = tempfile::tempdir().unwrap();
+    std::fs::create_dir(messages.path().join("design")).unwrap();
+    std::fs::write(
+        messages.path().join("design/001-question.md"),
+        "---\nsender: 2.1\nmessage_id: m-1\nmessage_type: question\npriority: 300\n---\nHow do we split the parser?\n",
+    )
+    .unwrap();
+    std::fs::write(
+        messages.path().join("ops.md"),
+        "**Sender:** 2.2\n**Message Type:** signal-of-life\n\nStill here.\n\n---\nsender: 2.3\nreply_to: m-1\n---\nBy token first.\n",
+    )
+    .unwrap();
+    let dir = messages.path().to_str().unwrap();
+    let (ok, text) = colony(&url, &admin, &["import", "hypernet", "--messages", dir]);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("3 messages stored in stream hypernet-messages"),
+        "{text}"
+    );
+
+    let (ok, text) = colony(
+        &url,
+        &admin,
+        &[
+            "bus",
+            "sub",
+            "hypernet.messages.>",
+            "--stream",
+            "hypernet-messages",
+            "--from-seq",
+            "1",
+            "--count",
+            "3",
+            "--ack",
+        ],
+    );
+    assert!(ok, "{text}");
+    let frames: Vec<serde_json::Value> = text
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(frames.len(), 3, "{text}");
+    assert_eq!(frames[0]["subject"], "hypernet.messages.design");
+    assert_eq!(frames[0]["priority"], "high");
+    assert_eq!(frames[0]["headers"]["message_type"], "question");
+    assert_eq!(frames[0]["data"]["content"], "How do we split the parser?");
+    assert_eq!(frames[2]["headers"]["reply_to_message"], "m-1");
+
+    // A stream of one's own, then a publish stored in it.
+    let (ok, text) = colony(
+        &url,
+        &admin,
+        &[
+            "bus",
+            "stream-add",
+            "notes",
+            "--subjects",
+            "notes.>",
+            "--max-msgs",
+            "100",
+        ],
+    );
+    assert!(ok, "{text}");
+    let (ok, text) = colony(
+        &url,
+        &admin,
+        &[
+            "bus",
+            "pub",
+            "notes.today",
+            r#"{"n":1}"#,
+            "--priority",
+            "high",
+        ],
+    );
+    assert!(ok, "{text}");
+    assert!(text.contains("stored in stream notes as 1"), "{text}");
+    let (ok, text) = colony(&url, &admin, &["bus", "streams"]);
+    assert!(
+        ok && text.contains("hypernet-messages") && text.contains("notes"),
+        "{text}"
+    );
+    // Publishing where one may not is refused with the reason.
+    let (ok, text) = colony(&url, &admin, &["bus", "pub", "colony.events.fake", "1"]);
+    assert!(!ok && text.contains("forbidden"), "{text}");
+    node.kill().unwrap();
+    node.wait().unwrap();
+}
