@@ -222,6 +222,14 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_file_is_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/genesis/bus.toml");
+        let shipped = BusConfig::parse(&path, &std::fs::read_to_string(&path).unwrap()).unwrap();
+        let defaults = BusConfig::default();
+        assert_eq!(format!("{shipped:?}"), format!("{defaults:?}"));
+    }
+
+    #[test]
     fn errors_name_the_line() {
         let text = "[bus]\noutbound_msgs_max = 16\n\n[roles.member]\npublish = [\"team..x\"]\n";
         let error = BusConfig::parse(Path::new("bus.toml"), text).unwrap_err();
