@@ -370,6 +370,9 @@ impl Event {
 pub struct Applied {
     pub events: Vec<Event>,
     pub primary_index: usize,
+    /// Tasks that became claimable (`pending`) through this command, in order: what
+    /// the node offers to workers on the bus.
+    pub offered: Vec<String>,
 }
 
 impl Applied {

@@ -111,6 +111,7 @@ pub(crate) fn spawn(
                 snapshot_writer: None,
                 events,
                 published: Vec::new(),
+                offered: Vec::new(),
             }
             .run(receiver)
         })
@@ -128,6 +129,8 @@ struct Sequencer {
     events: Arc<EventTap>,
     /// Decisions of this batch to publish on the bus once they are durable.
     published: Vec<(Command, Vec<colony_kernel::Event>)>,
+    /// Tasks that became claimable in this batch, offered once it is durable.
+    offered: Vec<String>,
 }
 
 /// Where the sequencer publishes decisions once they are durable: the bus, set when
@@ -144,6 +147,12 @@ impl EventTap {
 
     fn wanted(&self) -> bool {
         self.bus.get().is_some_and(|bus| bus.wants_events())
+    }
+
+    fn offers_wanted(&self) -> bool {
+        self.bus
+            .get()
+            .is_some_and(|bus| bus.has_subscribers(crate::bus::TASK_OFFERS_SUBJECT))
     }
 }
 
@@ -205,6 +214,7 @@ impl Sequencer {
         let mut appended = 0u64;
         let mut decisions = [0u64; 6];
         let stamp = |state: &State| (state.last_seq + 1, now_ms().max(state.now_ms));
+        let offers_wanted = self.events.offers_wanted();
         if state.next_due_ms().is_some_and(|due| due <= now_ms()) {
             // Something is due. The node's health figures go first, so that a
             // stability window closing now counts them; either command lets time pass.
@@ -217,8 +227,11 @@ impl Sequencer {
             };
             let (seq, at_ms) = stamp(&state);
             let command = Command::new(seq, at_ms, PrincipalId::SYSTEM, justification, body);
-            let applied = state.apply(&command);
+            let mut applied = state.apply(&command);
             self.append(&command, &applied, &state);
+            if offers_wanted {
+                self.offered.append(&mut applied.offered);
+            }
             if self.events.wanted() {
                 self.published.push((command, applied.events));
             }
@@ -240,8 +253,11 @@ impl Sequencer {
                         justification,
                         body,
                     };
-                    let applied = state.apply(&command);
+                    let mut applied = state.apply(&command);
                     self.append(&command, &applied, &state);
+                    if offers_wanted {
+                        self.offered.append(&mut applied.offered);
+                    }
                     for event in &applied.events {
                         decisions[decision_index(event)] += 1;
                     }
@@ -275,6 +291,11 @@ impl Sequencer {
         }
         self.metrics
             .record_batch(appended, started.elapsed(), &decisions);
+        if !self.offered.is_empty() {
+            if let Some(bus) = self.events.bus.get() {
+                bus.publish_offers(&std::mem::take(&mut self.offered));
+            }
+        }
         if !self.published.is_empty() {
             if let Some(bus) = self.events.bus.get() {
                 for (command, events) in self.published.drain(..) {

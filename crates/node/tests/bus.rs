@@ -901,3 +901,75 @@ async fn worker_sessions_over_the_bus_survive_a_reconnect_within_grace_only() {
     assert_eq!(state["state"], "left", "{state}");
     node.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claimable_tasks_are_offered_on_the_bus() {
+    let config = common::genesis_dir(&[]);
+    let data = tempfile::tempdir().unwrap();
+    let (node, base, admin) = start_with(data.path(), config.path(), test_bus()).await;
+    let (_, token) = principal(&base, &admin, "picker", "ai", &["member"]).await;
+    let mut worker = Client::connect(&node, &token).await;
+    worker.sub("offers", "colony.tasks.offers").await;
+    let http = reqwest::Client::new();
+    let post = |body: Value| {
+        let http = http.clone();
+        let base = base.clone();
+        let admin = admin.clone();
+        async move {
+            let posted: Value = http
+                .post(format!("{base}/v1/tasks"))
+                .bearer_auth(&admin)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            posted["address"].as_str().unwrap().to_string()
+        }
+    };
+    let first = post(json!({"title": "first", "capabilities": ["rust"], "priority": "high", "justification": "t"})).await;
+    let offer = worker.recv().await;
+    assert_eq!(offer["subject"], "colony.tasks.offers");
+    assert_eq!(offer["from"], "0.1");
+    assert_eq!(offer["data"]["address"], json!(first));
+    assert_eq!(offer["data"]["capabilities"], json!(["rust"]));
+    assert_eq!(offer["data"]["priority"], "high");
+    // A task waiting on another is offered when it unblocks, not before.
+    let second =
+        post(json!({"title": "second", "depends_on": [first], "justification": "t"})).await;
+    let claim: Value = http
+        .post(format!("{base}/v1/tasks/claim"))
+        .bearer_auth(&token)
+        .json(&json!({"capabilities": ["rust"], "justification": "mine"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(claim["task"]["address"], json!(first), "{claim}");
+    let token_of_lease = claim["lease"]["token"].as_u64().unwrap();
+    let done = http
+        .post(format!("{base}/v1/tasks/{first}/complete"))
+        .bearer_auth(&token)
+        .json(&json!({"lease_token": token_of_lease, "result": "done", "justification": "done"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(done.status().is_success(), "{}", done.text().await.unwrap());
+    let offer = worker.recv().await;
+    assert_eq!(offer["data"]["address"], json!(second), "{offer}");
+    // Observers are not offered work.
+    let (_, observer) = principal(&base, &admin, "watcher", "human", &["observer"]).await;
+    let mut watcher = Client::connect(&node, &observer).await;
+    let answer = watcher
+        .request(
+            json!({"op": "sub", "sid": "o", "subject": "colony.tasks.offers"}),
+            "s",
+        )
+        .await;
+    assert_eq!(answer["error"]["code"], "forbidden");
+    node.shutdown().await.unwrap();
+}

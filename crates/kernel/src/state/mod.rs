@@ -73,6 +73,10 @@ pub struct State {
     /// Always empty between commands.
     #[serde(skip)]
     consequences: Vec<Event>,
+    /// Tasks that became claimable while applying the current command; moved into
+    /// [`Applied::offered`]. Always empty between commands.
+    #[serde(skip)]
+    offered: Vec<String>,
 }
 
 impl State {
@@ -120,6 +124,7 @@ impl State {
         Applied {
             events,
             primary_index,
+            offered: std::mem::take(&mut self.offered),
         }
     }
 

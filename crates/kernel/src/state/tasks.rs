@@ -352,6 +352,7 @@ impl State {
             TaskStatus::Pending => {
                 task.ready_since_ms = now;
                 self.index(address);
+                self.offered.push(address.to_string());
             }
             TaskStatus::Failed => {
                 let not_before = task.not_before_ms;

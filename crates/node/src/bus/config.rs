@@ -81,7 +81,7 @@ impl Default for BusConfig {
                     Role::Member,
                     grant(
                         &["work.>", "public.>"],
-                        &["work.>", "public.>", "colony.events.>"],
+                        &["work.>", "public.>", "colony.events.>", "colony.tasks.>"],
                     ),
                 ),
                 (Role::Observer, grant(&[], &["public.>", "colony.events.>"])),

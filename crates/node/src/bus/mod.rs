@@ -614,6 +614,36 @@ impl Bus {
         }
     }
 
+    /// Offers tasks that became claimable on [`TASK_OFFERS_SUBJECT`]: what a worker
+    /// needs to decide whether to claim (`POST /v1/tasks/claim`).
+    pub fn publish_offers(&self, addresses: &[String]) {
+        let offers: Vec<String> = {
+            let state = self.state.read().expect("state lock");
+            addresses
+                .iter()
+                .filter_map(|address| state.task(address))
+                .filter(|task| task.status == colony_kernel::tasks::TaskStatus::Pending)
+                .map(|task| {
+                    serde_json::json!({
+                        "address": task.address,
+                        "title": task.title,
+                        "capabilities": task.capabilities,
+                        "priority": task.priority.as_str(),
+                        "effective_priority": state.effective_priority(task),
+                        "parent": task.parent,
+                        "budget_remaining_micro_usd": task.budget.as_ref().map(|b| b.remaining_micro_usd),
+                        "attempts": task.attempts.len(),
+                        "resume_from_checkpoint": task.checkpoint.is_some(),
+                    })
+                    .to_string()
+                })
+                .collect()
+        };
+        for offer in offers {
+            self.publish_system(TASK_OFFERS_SUBJECT, &offer);
+        }
+    }
+
     /// Publishes the decisions of one command on `colony.events.decision.<action>`,
     /// and limit alerts on `colony.events.alert.<limit>`.
     pub fn publish_events(
@@ -660,6 +690,9 @@ impl Bus {
         }
     }
 }
+
+/// Where tasks that became claimable are offered to workers.
+pub const TASK_OFFERS_SUBJECT: &str = "colony.tasks.offers";
 
 /// Whether a pattern may match some subject under `colony.events`.
 fn may_match_events(pattern: &str) -> bool {
