@@ -47,9 +47,10 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         .await
         .context("the node did not start")?;
     println!(
-        "colony: listening on http://{} (data in {})",
+        "colony: listening on http://{} (data in {}); agent bus on ws://{}/v1/bus",
         node.local_addr(),
-        args.data.display()
+        args.data.display(),
+        node.local_addr()
     );
     if let Some(file) = node.admin_token_file() {
         println!(

@@ -349,6 +349,29 @@ async fn malformed_frames_get_errors_and_the_session_goes_on() {
     };
     assert_eq!(close.unwrap().code, CloseCode::Size);
 
+    // Browsers pass the token in the query string.
+    let request = format!("ws://{}/v1/bus?token={admin}", node.local_addr())
+        .into_client_request()
+        .unwrap();
+    let (mut browser, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    browser
+        .send(Message::Text(r#"{"op":"ping","id":"b"}"#.into()))
+        .await
+        .unwrap();
+    let pong = loop {
+        if let Some(Ok(Message::Text(text))) = browser.next().await {
+            break serde_json::from_str::<Value>(&text).unwrap();
+        }
+    };
+    assert_eq!(pong, json!({"op": "pong", "id": "b"}));
+    // A plain GET without the upgrade is told what to send.
+    let plain = reqwest::Client::new()
+        .get(format!("http://{}/v1/bus", node.local_addr()))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(plain.status(), 426);
     // Without a token there is no session.
     let request = format!("ws://{}/v1/bus", node.local_addr())
         .into_client_request()
