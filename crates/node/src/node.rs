@@ -33,6 +33,10 @@ pub struct NodeConfig {
     /// Bus bounds and grants. When `None`, `bus.toml` in the configuration
     /// directory is used if it exists (read at every start), else the defaults.
     pub bus: Option<crate::bus::BusConfig>,
+    /// Upstreams, models and prices of the LLM gateway. When `None`,
+    /// `providers.toml` in the configuration directory (read at every start, keys
+    /// from the environment), else the shipped defaults.
+    pub gateway: Option<crate::gateway::GatewayConfig>,
 }
 
 impl Default for NodeConfig {
@@ -50,6 +54,7 @@ impl Default for NodeConfig {
             store: StoreOptions::default(),
             supervisor: None,
             bus: None,
+            gateway: None,
         }
     }
 }
@@ -148,8 +153,21 @@ impl Node {
             submitter.clone(),
             edge_stopped,
         ));
+        let gateway_config = match config.gateway.clone() {
+            Some(gateway) => gateway,
+            None => crate::gateway::GatewayConfig::load(&config.config_dir, &|name| {
+                std::env::var(name).ok()
+            })?,
+        };
+        tracing::info!(
+            models = gateway_config.models.len(),
+            source = %gateway_config.source,
+            "LLM gateway ready"
+        );
+        let gateway = crate::gateway::Gateway::new(gateway_config);
         let supervisor_status: crate::supervisor::SupervisorStatus = Default::default();
         let shared = Arc::new(Shared {
+            gateway,
             bus: Arc::clone(&bus),
             state: Arc::clone(&state),
             submitter: submitter.clone(),

@@ -13,11 +13,13 @@
 //! | `POST /v1/workers`, `GET /v1/workers`, `POST /v1/workers/{id}/heartbeat`, `DELETE /v1/workers/{id}` | worker sessions |
 //! | `GET /v1/bus` | the agent bus (WebSocket, docs/protocol.md) |
 //! | `POST /v1/streams`, `GET /v1/streams`, `GET /v1/streams/{name}`, `DELETE /v1/streams/{name}` | durable bus streams |
+//! | `POST /v1/chat/completions`, `GET /v1/models`, `POST /v1/messages` | the LLM gateway |
 //! | `GET /metrics` | Prometheus text |
 //! | `GET /limits`, `GET /limits/{name}`, `GET /limits/check/{name}`, `POST /tasks`, `GET /tasks`, `POST /tasks/{address}/{claim,start,progress,complete,fail}`, `GET /tasks/mine/{assignee}` | the Hypernet swarm's routes, old shapes |
 
 mod audit;
 mod bus;
+mod gateway;
 mod governance;
 mod hypernet_tasks;
 mod ledger;
@@ -57,6 +59,8 @@ pub struct Shared {
     pub supervisor: crate::supervisor::SupervisorStatus,
     /// The agent bus.
     pub bus: Arc<crate::bus::Bus>,
+    /// The LLM gateway.
+    pub gateway: Arc<crate::gateway::Gateway>,
 }
 
 #[derive(Clone)]
@@ -148,6 +152,19 @@ pub fn router(app: AppState) -> Router {
         .route("/v1/proposals/{id}/votes", post(governance::vote))
         .route("/metrics", get(metrics::render))
         .route("/v1/bus", get(bus::upgrade))
+        .route(
+            "/v1/chat/completions",
+            post(gateway::chat_completions).layer(DefaultBodyLimit::max(
+                app.shared.gateway.config.request_bytes_max,
+            )),
+        )
+        .route("/v1/models", get(gateway::models))
+        .route(
+            "/v1/messages",
+            post(gateway::messages).layer(DefaultBodyLimit::max(
+                app.shared.gateway.config.request_bytes_max,
+            )),
+        )
         .route(
             "/v1/streams",
             post(bus::create_stream).get(bus::list_streams),

@@ -1,0 +1,827 @@
+//! The LLM gateway's routes: `POST /v1/chat/completions` (plain and streaming),
+//! `GET /v1/models`, `POST /v1/messages` (Anthropic's shape). See
+//! [`crate::gateway`] for what a call does.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use colony_kernel::{CommandBody, Effect, PrincipalId, Reason, Resource, TaskUpdate};
+use futures_util::Stream;
+use serde_json::{json, Value};
+
+use super::AppState;
+use crate::auth::{authenticate, Caller};
+use crate::gateway::{
+    cost_micro_usd, input_token_bound, scripted, Admission, Attempt, Model, Refusal, UpstreamKind,
+};
+
+/// Which shape errors and answers take.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Dialect {
+    OpenAi,
+    Anthropic,
+}
+
+fn refusal_response(refusal: &Refusal, dialect: Dialect) -> Response {
+    let body = match dialect {
+        Dialect::OpenAi => refusal.openai_body(),
+        Dialect::Anthropic => refusal.anthropic_body(),
+    };
+    let mut response = (
+        StatusCode::from_u16(refusal.status).unwrap_or(StatusCode::BAD_REQUEST),
+        Json(body),
+    )
+        .into_response();
+    if let Some(secs) = refusal.retry_after_secs {
+        response
+            .headers_mut()
+            .insert("retry-after", HeaderValue::from(secs));
+    }
+    response
+}
+
+fn invalid(message: impl Into<String>) -> Refusal {
+    Refusal::new(400, "invalid_request_error", "invalid", message)
+}
+
+/// A kernel denial of the reservation, as OpenAI clients surface it.
+fn denial(reason: &Reason, now_ms: u64) -> Refusal {
+    let api = crate::ApiError::from_denial(reason, now_ms);
+    let (status, kind) = match reason {
+        Reason::InsufficientResource { .. } | Reason::HardLimit { .. } => {
+            (429, "insufficient_quota")
+        }
+        Reason::TooManyReservations { .. } => (429, "rate_limit_exceeded"),
+        Reason::Forbidden { .. } | Reason::NoStanding { .. } => (403, "permission_error"),
+        _ => (400, "invalid_request_error"),
+    };
+    let mut refusal = Refusal::new(status, kind, reason.code(), api.message);
+    refusal.details = api.details;
+    if let Some(secs) = api.retry_after_secs {
+        refusal.retry_after_secs = Some(secs);
+        refusal.details.insert("retry_after".into(), secs.into());
+    }
+    refusal
+}
+
+/// Everything decided before the upstream is called.
+struct Prepared {
+    chain: Vec<Model>,
+    input_bound: u64,
+    max_tokens: u64,
+    reserved: u64,
+    settlement: Settlement,
+}
+
+/// Settles a call once: commits the actual cost (refunding the rest of the
+/// reservation), charges the task, and frees the principal's admission.
+struct Settlement {
+    app: AppState,
+    caller: PrincipalId,
+    reservation: u64,
+    /// `(address, lease token)` when the call is for a task.
+    task: Option<(String, u64)>,
+    admission: Option<Admission>,
+    done: bool,
+    note: String,
+}
+
+impl Settlement {
+    /// Commits `actual` micro-dollars for `tokens` (input, output) on `model`.
+    fn settle(&mut self, model: &str, tokens: (u64, u64), actual: u64, how: &str) {
+        if std::mem::replace(&mut self.done, true) {
+            return;
+        }
+        if let Some(admission) = self.admission.take() {
+            admission.record_tokens(tokens.0 + tokens.1);
+        }
+        let submitter = self.app.shared.submitter.clone();
+        let (caller, reservation, task) = (self.caller, self.reservation, self.task.clone());
+        let justification = format!(
+            "llm call to {model}: {} input + {} output tokens = {actual} micro-USD ({how}){}",
+            tokens.0,
+            tokens.1,
+            task.as_ref()
+                .map(|(a, _)| format!(", for task {a}"))
+                .unwrap_or_default()
+        );
+        tokio::spawn(async move {
+            let _ = submitter
+                .submit(
+                    caller,
+                    justification.clone(),
+                    CommandBody::Commit {
+                        reservation,
+                        actual,
+                    },
+                )
+                .await;
+            if let Some((address, token)) = task {
+                if actual > 0 {
+                    let _ = submitter
+                        .submit(
+                            caller,
+                            justification,
+                            CommandBody::UpdateTask {
+                                address,
+                                token,
+                                update: TaskUpdate::Spend(actual),
+                            },
+                        )
+                        .await;
+                }
+            }
+        });
+    }
+
+    /// Gives the whole reservation back (the call never happened).
+    fn release(&mut self, why: &str) {
+        if std::mem::replace(&mut self.done, true) {
+            return;
+        }
+        self.admission.take();
+        let submitter = self.app.shared.submitter.clone();
+        let (caller, reservation) = (self.caller, self.reservation);
+        let justification = format!("llm call not made: {why}");
+        tokio::spawn(async move {
+            let _ = submitter
+                .submit(caller, justification, CommandBody::Release { reservation })
+                .await;
+        });
+    }
+}
+
+impl Drop for Settlement {
+    fn drop(&mut self) {
+        if !self.done {
+            tracing::warn!(
+                reservation = self.reservation,
+                "an LLM call ended without settling: {}",
+                self.note
+            );
+            self.release("the call ended before it settled");
+        }
+    }
+}
+
+/// Checks the request, routes the model, admits the call and reserves its cost.
+async fn prepare(
+    app: &AppState,
+    caller: &Caller,
+    headers: &HeaderMap,
+    body: &mut Value,
+) -> Result<Prepared, Refusal> {
+    let gateway = &app.shared.gateway;
+    let config = &gateway.config;
+    if !body.is_object() {
+        return Err(invalid("the body must be a JSON object"));
+    }
+    let requested = body["model"]
+        .as_str()
+        .ok_or_else(|| invalid("`model` is required (GET /v1/models lists them)"))?
+        .to_string();
+    if !body["messages"].is_array() {
+        return Err(invalid("`messages` must be an array"));
+    }
+    // The task this call is for: the caller must hold its lease.
+    let task = match headers.get("x-colony-task").and_then(|v| v.to_str().ok()) {
+        None => None,
+        Some(address) => {
+            let state = app.shared.state.read().expect("state lock");
+            let task = state.task(address).ok_or_else(|| {
+                Refusal::new(
+                    404,
+                    "invalid_request_error",
+                    "not_found",
+                    format!("no task {address}"),
+                )
+            })?;
+            let lease = task
+                .lease
+                .as_ref()
+                .filter(|lease| lease.holder == caller.id)
+                .ok_or_else(|| {
+                    Refusal::new(
+                        403,
+                        "permission_error",
+                        "forbidden",
+                        format!(
+                            "{} does not hold the lease of task {address}: claim it first",
+                            caller.address
+                        ),
+                    )
+                })?;
+            Some((
+                address.to_string(),
+                lease.token,
+                task.capabilities.clone(),
+                task.priority,
+                task.budget.as_ref().map(|b| b.remaining_micro_usd),
+            ))
+        }
+    };
+    let model_name = if requested == "auto" {
+        match &task {
+            Some((_, _, tags, priority, _)) => config.route(tags, *priority).to_string(),
+            None => config.default_model.clone(),
+        }
+    } else {
+        requested.clone()
+    };
+    let model = config.resolve(&model_name).cloned().ok_or_else(|| {
+        Refusal::new(
+            404,
+            "invalid_request_error",
+            "model_not_found",
+            format!("no model {requested:?} here; GET /v1/models lists them"),
+        )
+    })?;
+    let max_tokens = body["max_tokens"]
+        .as_u64()
+        .or(body["max_completion_tokens"].as_u64())
+        .unwrap_or(model.max_output_tokens);
+    let input_bound = input_token_bound(body);
+    let chain = gateway.chain(&model);
+    let reserved = chain
+        .iter()
+        .map(|m| cost_micro_usd(m, input_bound, max_tokens))
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    if let Some((address, _, _, _, Some(remaining))) = &task {
+        if *remaining < reserved {
+            return Err(Refusal::new(
+                429,
+                "insufficient_quota",
+                "insufficient_resource",
+                format!(
+                    "task {address} has {remaining} micro-USD of budget left; this call may cost up to {reserved} \
+                     ({input_bound} input tokens at most + {max_tokens} output tokens on {})",
+                    model.name
+                ),
+            )
+            .with("resource", "task_budget")
+            .with("task", address.as_str())
+            .with("requested", reserved)
+            .with("available", *remaining));
+        }
+    }
+    let now_ms = crate::sequencer::now_ms();
+    let admission = gateway.admit(caller.id, input_bound + max_tokens, now_ms)?;
+    let mut justification = format!(
+        "llm call to {}: at most {input_bound} input + {max_tokens} output tokens{}",
+        model.name,
+        task.as_ref()
+            .map(|t| format!(", for task {}", t.0))
+            .unwrap_or_default()
+    );
+    if config.log_prompts {
+        let prompt = body["messages"].to_string();
+        let room = colony_kernel::JUSTIFICATION_BYTES_MAX.saturating_sub(justification.len() + 16);
+        let mut end = prompt.len().min(room);
+        while !prompt.is_char_boundary(end) {
+            end -= 1;
+        }
+        justification.push_str(&format!("; prompt: {}", &prompt[..end]));
+    }
+    let outcome = app
+        .shared
+        .submitter
+        .submit(
+            caller.id,
+            justification,
+            CommandBody::Reserve {
+                resource: Resource::LlmBudgetUsd,
+                amount: reserved,
+                ttl_ms: Some(config.timeout_ms * 2 + 60_000),
+            },
+        )
+        .await
+        .map_err(|error| Refusal::new(503, "api_error", &error.code, error.message))?;
+    let reservation = match (&outcome.primary.decision, &outcome.primary.effect) {
+        (decision, Effect::Reserved { reservation, .. }) if decision.is_allowed() => *reservation,
+        _ => return Err(denial(&outcome.primary.reason, outcome.at_ms)),
+    };
+    Ok(Prepared {
+        chain,
+        input_bound,
+        max_tokens,
+        reserved,
+        settlement: Settlement {
+            app: app.clone(),
+            caller: caller.id,
+            reservation,
+            task: task.map(|(address, token, ..)| (address, token)),
+            admission: Some(admission),
+            done: false,
+            note: format!("{} for {}", model.name, caller.address),
+        },
+    })
+}
+
+fn usage_of(value: &Value) -> Option<(u64, u64)> {
+    let usage = value.get("usage").filter(|u| u.is_object())?;
+    let input = usage["prompt_tokens"]
+        .as_u64()
+        .or(usage["input_tokens"].as_u64())?;
+    let output = usage["completion_tokens"]
+        .as_u64()
+        .or(usage["output_tokens"].as_u64())?;
+    Some((input, output))
+}
+
+fn cost_headers(response: &mut Response, model: &str, reserved: u64, actual: Option<u64>) {
+    let headers = response.headers_mut();
+    if let Ok(value) = HeaderValue::from_str(model) {
+        headers.insert("x-colony-model", value);
+    }
+    headers.insert("x-colony-reserved-micro-usd", HeaderValue::from(reserved));
+    if let Some(actual) = actual {
+        headers.insert("x-colony-cost-micro-usd", HeaderValue::from(actual));
+    }
+}
+
+static SCRIPTED_IDS: AtomicU64 = AtomicU64::new(1);
+
+/// `POST /v1/chat/completions`.
+pub async fn chat_completions(
+    State(app): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let mut body: Value = match serde_json::from_slice(&body) {
+        Ok(body) => body,
+        Err(error) => {
+            return refusal_response(
+                &invalid(format!("the body is not valid JSON: {error}")),
+                Dialect::OpenAi,
+            )
+        }
+    };
+    let stream = body["stream"] == json!(true);
+    let mut prepared = match prepare(&app, &caller, &headers, &mut body).await {
+        Ok(prepared) => prepared,
+        Err(refusal) => return refusal_response(&refusal, Dialect::OpenAi),
+    };
+    let gateway = Arc::clone(&app.shared.gateway);
+    let mut failures = Vec::new();
+    let mut rate_limited = None;
+    for model in prepared.chain.clone() {
+        let upstream = &gateway.config.upstreams[&model.upstream];
+        if upstream.kind == UpstreamKind::Scripted {
+            let id = SCRIPTED_IDS.fetch_add(1, Ordering::Relaxed);
+            if stream {
+                let events = scripted::stream_events(&body, &model.name, prepared.max_tokens, id);
+                let text: String = events.concat();
+                let (tokens, actual) =
+                    settle_from_sse(&model, text.as_bytes(), prepared.input_bound);
+                prepared
+                    .settlement
+                    .settle(&model.name, tokens, actual, "scripted, streamed");
+                let mut response = ([("content-type", "text/event-stream")], text).into_response();
+                cost_headers(&mut response, &model.name, prepared.reserved, Some(actual));
+                return response;
+            }
+            let answer = scripted::completion(&body, &model.name, prepared.max_tokens, id);
+            let tokens = usage_of(&answer).expect("scripted answers carry usage");
+            let actual = cost_micro_usd(&model, tokens.0, tokens.1);
+            prepared
+                .settlement
+                .settle(&model.name, tokens, actual, "scripted");
+            let mut response = Json(answer).into_response();
+            cost_headers(&mut response, &model.name, prepared.reserved, Some(actual));
+            return response;
+        }
+        if upstream.kind == UpstreamKind::Anthropic {
+            failures.push(format!(
+                "{}: an Anthropic upstream serves /v1/messages, not chat completions",
+                model.name
+            ));
+            continue;
+        }
+        let mut outgoing = body.clone();
+        outgoing["model"] = json!(model.upstream_model);
+        if stream {
+            outgoing["stream_options"] = json!({"include_usage": true});
+        }
+        match gateway
+            .attempt(&model, "/chat/completions", &outgoing, None)
+            .await
+        {
+            Attempt::Response(response) => {
+                let status = response.status();
+                if !status.is_success() {
+                    // The caller's mistake as the upstream saw it: relay it, charge nothing.
+                    prepared
+                        .settlement
+                        .release(&format!("{} answered {status}", model.name));
+                    let bytes = response.bytes().await.unwrap_or_default();
+                    let mut relayed = (
+                        StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY),
+                        bytes,
+                    )
+                        .into_response();
+                    relayed
+                        .headers_mut()
+                        .insert("content-type", HeaderValue::from_static("application/json"));
+                    return relayed;
+                }
+                if stream {
+                    let relay = Relay {
+                        inner: Box::pin(response.bytes_stream()),
+                        line: Vec::new(),
+                        usage: None,
+                        out_bytes: 0,
+                        model: model.clone(),
+                        input_bound: prepared.input_bound,
+                        settlement: Some(prepared.settlement),
+                    };
+                    let mut response = Response::new(Body::from_stream(relay));
+                    response.headers_mut().insert(
+                        "content-type",
+                        HeaderValue::from_static("text/event-stream"),
+                    );
+                    response
+                        .headers_mut()
+                        .insert("cache-control", HeaderValue::from_static("no-cache"));
+                    cost_headers(&mut response, &model.name, prepared.reserved, None);
+                    return response;
+                }
+                let bytes = match response.bytes().await {
+                    Ok(bytes) => bytes,
+                    Err(error) => {
+                        failures.push(format!("{}: the answer broke off: {error}", model.name));
+                        continue;
+                    }
+                };
+                let answer: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+                let (tokens, actual, how) = match usage_of(&answer) {
+                    Some(tokens) => (
+                        tokens,
+                        cost_micro_usd(&model, tokens.0, tokens.1),
+                        "usage from the upstream",
+                    ),
+                    None => {
+                        // No usage: charge the bound (never less than what was used).
+                        let tokens = (prepared.input_bound, prepared.max_tokens);
+                        (
+                            tokens,
+                            cost_micro_usd(&model, tokens.0, tokens.1),
+                            "no usage reported: charged the bound",
+                        )
+                    }
+                };
+                prepared.settlement.settle(&model.name, tokens, actual, how);
+                let mut response = (
+                    StatusCode::OK,
+                    [("content-type", "application/json")],
+                    bytes,
+                )
+                    .into_response();
+                cost_headers(&mut response, &model.name, prepared.reserved, Some(actual));
+                return response;
+            }
+            Attempt::RateLimited { retry_after_secs } => {
+                failures.push(format!("{}: every key is rate-limited", model.name));
+                rate_limited = Some(retry_after_secs);
+            }
+            Attempt::Failed(why) => failures.push(format!("{}: {why}", model.name)),
+        }
+    }
+    prepared.settlement.release("every upstream failed");
+    let refusal = match rate_limited {
+        Some(secs)
+            if failures.len() == 1 || failures.iter().all(|f| f.contains("rate-limited")) =>
+        {
+            let mut refusal = Refusal::new(
+                429,
+                "rate_limit_exceeded",
+                "rate_limited",
+                format!(
+                    "the upstream rate-limited every key: {}",
+                    failures.join("; ")
+                ),
+            )
+            .with("retry_after", secs);
+            refusal.retry_after_secs = Some(secs);
+            refusal
+        }
+        _ => Refusal::new(
+            502,
+            "api_error",
+            "upstream_failed",
+            format!("no upstream answered: {}", failures.join("; ")),
+        )
+        .with("tried", failures),
+    };
+    refusal_response(&refusal, Dialect::OpenAi)
+}
+
+/// Finds the usage in a whole SSE text (scripted streams).
+fn settle_from_sse(model: &Model, text: &[u8], input_bound: u64) -> ((u64, u64), u64) {
+    let mut scan = SseScan::default();
+    scan.feed(text);
+    scan.result(model, input_bound)
+}
+
+#[derive(Default)]
+struct SseScan {
+    line: Vec<u8>,
+    usage: Option<(u64, u64)>,
+    out_bytes: u64,
+}
+
+impl SseScan {
+    fn feed(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            if byte == b'\n' {
+                let line = std::mem::take(&mut self.line);
+                if let Some(data) = line.strip_prefix(b"data: ") {
+                    if let Ok(event) = serde_json::from_slice::<Value>(data) {
+                        if let Some(usage) = usage_of(&event) {
+                            self.usage = Some(usage);
+                        }
+                        if let Some(content) = event["choices"][0]["delta"]["content"].as_str() {
+                            self.out_bytes += content.len() as u64;
+                        }
+                    }
+                }
+            } else if self.line.len() < (1 << 20) {
+                self.line.push(byte);
+            }
+        }
+    }
+
+    fn result(&self, model: &Model, input_bound: u64) -> ((u64, u64), u64) {
+        let tokens = self.usage.unwrap_or((input_bound, self.out_bytes.max(1)));
+        (tokens, cost_micro_usd(model, tokens.0, tokens.1))
+    }
+}
+
+/// Relays an upstream's SSE stream to the caller, watching for the usage chunk;
+/// settles when the stream ends (or the caller goes away).
+struct Relay {
+    inner: Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>,
+    line: Vec<u8>,
+    usage: Option<(u64, u64)>,
+    out_bytes: u64,
+    model: Model,
+    input_bound: u64,
+    settlement: Option<Settlement>,
+}
+
+impl Relay {
+    fn finish(&mut self, how: &str) {
+        if let Some(mut settlement) = self.settlement.take() {
+            let scan = SseScan {
+                line: Vec::new(),
+                usage: self.usage,
+                out_bytes: self.out_bytes,
+            };
+            let (tokens, actual) = scan.result(&self.model, self.input_bound);
+            let how = if self.usage.is_some() {
+                how.to_string()
+            } else {
+                format!("{how}; no usage reported: input bound and output bytes charged")
+            };
+            settlement.settle(&self.model.name, tokens, actual, &how);
+        }
+    }
+}
+
+impl Stream for Relay {
+    type Item = Result<Bytes, std::io::Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        match self.inner.as_mut().poll_next(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(Ok(bytes))) => {
+                let mut scan = SseScan {
+                    line: std::mem::take(&mut self.line),
+                    usage: self.usage,
+                    out_bytes: self.out_bytes,
+                };
+                scan.feed(&bytes);
+                self.line = scan.line;
+                self.usage = scan.usage;
+                self.out_bytes = scan.out_bytes;
+                Poll::Ready(Some(Ok(bytes)))
+            }
+            Poll::Ready(Some(Err(error))) => {
+                self.finish("the upstream stream broke off");
+                Poll::Ready(Some(Err(std::io::Error::other(error))))
+            }
+            Poll::Ready(None) => {
+                self.finish("streamed; usage from the upstream");
+                Poll::Ready(None)
+            }
+        }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.finish("the caller left mid-stream");
+    }
+}
+
+/// `GET /v1/models`.
+pub async fn models(State(app): State<AppState>, _caller: Caller) -> Json<Value> {
+    let config = &app.shared.gateway.config;
+    let mut data: Vec<Value> = config
+        .models
+        .values()
+        .map(|m| {
+            json!({"id": m.name, "object": "model", "created": 0, "owned_by": m.upstream,
+                   "colony": {"input_usd_per_million": m.input_micro_usd_per_million as f64 / 1e6,
+                              "output_usd_per_million": m.output_micro_usd_per_million as f64 / 1e6,
+                              "fallback": m.fallback, "scripted": config.upstreams[&m.upstream].kind == UpstreamKind::Scripted}})
+        })
+        .collect();
+    for (alias, target) in &config.aliases {
+        data.push(json!({"id": alias, "object": "model", "created": 0, "owned_by": "alias", "colony": {"alias_of": target}}));
+    }
+    data.push(json!({"id": "auto", "object": "model", "created": 0, "owned_by": "router", "colony": {"default": config.default_model}}));
+    Json(json!({"object": "list", "data": data}))
+}
+
+/// `POST /v1/messages`: Anthropic's shape, key in `x-api-key` (or a bearer).
+pub async fn messages(State(app): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let token = headers
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| {
+            headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .map(str::to_string)
+        });
+    let caller = match token.as_deref().map(|t| authenticate(&app, t)) {
+        Some(Ok(caller)) => caller,
+        _ => {
+            let refusal = Refusal::new(
+                401,
+                "authentication_error",
+                "unauthenticated",
+                "send your Colony token as x-api-key",
+            );
+            return refusal_response(&refusal, Dialect::Anthropic);
+        }
+    };
+    let request: Value = match serde_json::from_slice(&body) {
+        Ok(body) => body,
+        Err(error) => {
+            return refusal_response(
+                &invalid(format!("the body is not valid JSON: {error}")),
+                Dialect::Anthropic,
+            )
+        }
+    };
+    if request["stream"] == json!(true) {
+        return refusal_response(
+            &invalid(
+                "streaming on /v1/messages is not served yet: use /v1/chat/completions with stream",
+            ),
+            Dialect::Anthropic,
+        );
+    }
+    // The same call in OpenAI's shape, for budgets and for non-Anthropic upstreams.
+    let mut messages = Vec::new();
+    if let Some(system) = request.get("system") {
+        messages.push(json!({"role": "system", "content": scripted::content_text(system)}));
+    }
+    for message in request["messages"].as_array().cloned().unwrap_or_default() {
+        messages.push(json!({"role": message["role"], "content": scripted::content_text(&message["content"])}));
+    }
+    let mut chat = json!({"model": request["model"], "messages": messages, "max_tokens": request["max_tokens"]});
+    let mut prepared = match prepare(&app, &caller, &headers, &mut chat).await {
+        Ok(prepared) => prepared,
+        Err(refusal) => return refusal_response(&refusal, Dialect::Anthropic),
+    };
+    let gateway = Arc::clone(&app.shared.gateway);
+    let mut failures = Vec::new();
+    for model in prepared.chain.clone() {
+        let kind = gateway.config.upstreams[&model.upstream].kind;
+        let answer = match kind {
+            UpstreamKind::Scripted => scripted::completion(
+                &chat,
+                &model.name,
+                prepared.max_tokens,
+                SCRIPTED_IDS.fetch_add(1, Ordering::Relaxed),
+            ),
+            UpstreamKind::Anthropic => {
+                let mut outgoing = request.clone();
+                outgoing["model"] = json!(model.upstream_model);
+                let version = headers
+                    .get("anthropic-version")
+                    .and_then(|v| v.to_str().ok());
+                match gateway
+                    .attempt(&model, "/messages", &outgoing, version)
+                    .await
+                {
+                    Attempt::Response(response) => {
+                        let status = response.status();
+                        let bytes = response.bytes().await.unwrap_or_default();
+                        let answer: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+                        if !status.is_success() {
+                            prepared
+                                .settlement
+                                .release(&format!("{} answered {status}", model.name));
+                            return (
+                                StatusCode::from_u16(status.as_u16())
+                                    .unwrap_or(StatusCode::BAD_GATEWAY),
+                                Json(answer),
+                            )
+                                .into_response();
+                        }
+                        let tokens = usage_of(&answer)
+                            .unwrap_or((prepared.input_bound, prepared.max_tokens));
+                        let actual = cost_micro_usd(&model, tokens.0, tokens.1);
+                        prepared.settlement.settle(
+                            &model.name,
+                            tokens,
+                            actual,
+                            "usage from the upstream",
+                        );
+                        let mut response = Json(answer).into_response();
+                        cost_headers(&mut response, &model.name, prepared.reserved, Some(actual));
+                        return response;
+                    }
+                    Attempt::RateLimited { .. } => {
+                        failures.push(format!("{}: every key is rate-limited", model.name));
+                        continue;
+                    }
+                    Attempt::Failed(why) => {
+                        failures.push(format!("{}: {why}", model.name));
+                        continue;
+                    }
+                }
+            }
+            UpstreamKind::OpenAi => {
+                let mut outgoing = chat.clone();
+                outgoing["model"] = json!(model.upstream_model);
+                match gateway
+                    .attempt(&model, "/chat/completions", &outgoing, None)
+                    .await
+                {
+                    Attempt::Response(response) if response.status().is_success() => {
+                        response.json::<Value>().await.unwrap_or(Value::Null)
+                    }
+                    Attempt::Response(response) => {
+                        failures.push(format!("{}: answered {}", model.name, response.status()));
+                        continue;
+                    }
+                    Attempt::RateLimited { .. } => {
+                        failures.push(format!("{}: every key is rate-limited", model.name));
+                        continue;
+                    }
+                    Attempt::Failed(why) => {
+                        failures.push(format!("{}: {why}", model.name));
+                        continue;
+                    }
+                }
+            }
+        };
+        // An OpenAI-shaped answer, turned into Anthropic's.
+        let tokens = usage_of(&answer).unwrap_or((prepared.input_bound, prepared.max_tokens));
+        let actual = cost_micro_usd(&model, tokens.0, tokens.1);
+        prepared
+            .settlement
+            .settle(&model.name, tokens, actual, "usage from the upstream");
+        let text = answer["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        let stop = match answer["choices"][0]["finish_reason"].as_str() {
+            Some("length") => "max_tokens",
+            _ => "end_turn",
+        };
+        let mut response = Json(json!({
+            "id": answer["id"], "type": "message", "role": "assistant", "model": model.name,
+            "content": [{"type": "text", "text": text}],
+            "stop_reason": stop, "stop_sequence": null,
+            "usage": {"input_tokens": tokens.0, "output_tokens": tokens.1},
+        }))
+        .into_response();
+        cost_headers(&mut response, &model.name, prepared.reserved, Some(actual));
+        return response;
+    }
+    prepared.settlement.release("every upstream failed");
+    let refusal = Refusal::new(
+        502,
+        "api_error",
+        "upstream_failed",
+        format!("no upstream answered: {}", failures.join("; ")),
+    );
+    refusal_response(&refusal, Dialect::Anthropic)
+}

@@ -1,0 +1,130 @@
+//! A mock upstream that speaks the OpenAI chat API and returns usage, so that the
+//! gateway is tested and benchmarked without network (`colony mock-llm`).
+//!
+//! Behaviour by API key (`Authorization: Bearer KEY`):
+//! - a key starting with `limited` gets `429` with `Retry-After: 30`;
+//! - a key starting with `broken` gets `500`;
+//! - any other key (or none) gets an answer.
+//!
+//! Answers are deterministic: `mock answer` and the request's last user message,
+//! `prompt_tokens` = 10 per message, `completion_tokens` = min(max_tokens, 12).
+//! With `stream: true` the answer comes as server-sent events, with a usage chunk
+//! when `stream_options.include_usage` is set. `GET /mock/calls` counts calls per key.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{json, Value};
+
+/// Calls received, by key.
+#[derive(Clone, Default)]
+pub struct MockState {
+    pub calls: Arc<Mutex<BTreeMap<String, u64>>>,
+}
+
+pub fn router(state: MockState) -> Router {
+    Router::new()
+        .route("/v1/chat/completions", post(chat))
+        .route("/v1/models", get(|| async { Json(json!({"object": "list", "data": [{"id": "mock", "object": "model", "created": 0, "owned_by": "mock"}]})) }))
+        .route(
+            "/mock/calls",
+            get(|State(state): State<MockState>| async move { Json(json!(*state.calls.lock().expect("mock lock"))) }),
+        )
+        .with_state(state)
+}
+
+/// Serves the mock on `listener` until the task is dropped.
+pub async fn serve(listener: tokio::net::TcpListener, state: MockState) -> std::io::Result<()> {
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    axum::serve(listener, router(state)).await
+}
+
+async fn chat(
+    State(state): State<MockState>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    let key = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("")
+        .to_string();
+    *state
+        .calls
+        .lock()
+        .expect("mock lock")
+        .entry(key.clone())
+        .or_default() += 1;
+    if key.starts_with("limited") {
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            [("retry-after", "30")],
+            Json(json!({"error": {"message": "Rate limit reached (mock)", "type": "requests", "code": "rate_limit_exceeded"}})),
+        )
+            .into_response();
+    }
+    if key.starts_with("broken") {
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(json!({"error": {"message": "The server had an error (mock)", "type": "server_error"}})),
+        )
+            .into_response();
+    }
+    let messages = body["messages"].as_array().cloned().unwrap_or_default();
+    let last = messages
+        .iter()
+        .rev()
+        .find(|m| m["role"] == "user")
+        .map(|m| super::scripted::content_text(&m["content"]))
+        .unwrap_or_default();
+    let max_tokens = body["max_tokens"]
+        .as_u64()
+        .or(body["max_completion_tokens"].as_u64())
+        .unwrap_or(1_000);
+    let prompt_tokens = 10 * messages.len() as u64;
+    let completion_tokens = max_tokens.min(12);
+    let model = body["model"].as_str().unwrap_or("mock").to_string();
+    let text = format!("mock answer: {}", last.chars().take(80).collect::<String>());
+    let usage = json!({"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens});
+    if body["stream"] == json!(true) {
+        let mut events = Vec::new();
+        let chunk = |delta: Value, finish: Value| {
+            json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 0, "model": model,
+                   "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+        };
+        events.push(chunk(
+            json!({"role": "assistant", "content": ""}),
+            Value::Null,
+        ));
+        for word in text.split_inclusive(' ') {
+            events.push(chunk(json!({"content": word}), Value::Null));
+        }
+        events.push(chunk(json!({}), json!("stop")));
+        if body["stream_options"]["include_usage"] == json!(true) {
+            events.push(json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 0, "model": model, "choices": [], "usage": usage}));
+        }
+        let mut text = String::new();
+        for event in events {
+            text.push_str(&format!("data: {event}\n\n"));
+        }
+        text.push_str("data: [DONE]\n\n");
+        return ([("content-type", "text/event-stream")], text).into_response();
+    }
+    Json(json!({
+        "id": "chatcmpl-mock",
+        "object": "chat.completion",
+        "created": 0,
+        "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+        "usage": usage,
+    }))
+    .into_response()
+}
