@@ -91,6 +91,13 @@ enum Command {
     /// Bring settings over from the Hypernet swarm.
     #[command(subcommand)]
     Import(ImportCommand),
+    /// Serve a mock OpenAI-compatible upstream (deterministic answers with usage;
+    /// keys starting with `limited` get 429, `broken` get 500), for trying the
+    /// gateway and benchmarking it without network.
+    MockLlm {
+        #[arg(long, default_value = "127.0.0.1:8088")]
+        listen: SocketAddr,
+    },
     /// Create, list and remove principals (humans, AIs, artifacts, nodes).
     #[command(subcommand)]
     Principals(PrincipalsCommand),
@@ -492,6 +499,17 @@ fn main() -> ExitCode {
                     profile,
                 };
                 worker::run(options, remote).await
+            }
+            Command::MockLlm { listen } => {
+                let listener = tokio::net::TcpListener::bind(listen)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+                println!(
+                    "colony mock-llm: an OpenAI-compatible mock on http://{}/v1",
+                    listener.local_addr()?
+                );
+                colony_node::gateway::mock::serve(listener, Default::default()).await?;
+                Ok(ExitCode::SUCCESS)
             }
             Command::Bus(command) => match command {
                 BusCommand::Pub {

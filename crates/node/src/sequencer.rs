@@ -34,6 +34,8 @@ pub(crate) enum Request {
         justification: String,
         body: CommandBody,
         reply: oneshot::Sender<Outcome>,
+        /// Answer once decided, before the sync.
+        early: bool,
     },
     Shutdown {
         reply: oneshot::Sender<()>,
@@ -55,12 +57,37 @@ impl Submitter {
         justification: String,
         body: CommandBody,
     ) -> Result<Outcome, ApiError> {
+        self.send(actor, justification, body, false).await
+    }
+
+    /// Like [`Submitter::submit`], but answered as soon as the kernel has decided,
+    /// before the batch holding the command is synced (it is synced right after,
+    /// with its batch). For callers that need the decision on a hot path and whose
+    /// own effects follow it (the LLM gateway's reservations): if the node stops in
+    /// between, the command is lost with the call it guarded.
+    pub async fn submit_decided(
+        &self,
+        actor: PrincipalId,
+        justification: String,
+        body: CommandBody,
+    ) -> Result<Outcome, ApiError> {
+        self.send(actor, justification, body, true).await
+    }
+
+    async fn send(
+        &self,
+        actor: PrincipalId,
+        justification: String,
+        body: CommandBody,
+        early: bool,
+    ) -> Result<Outcome, ApiError> {
         let (reply, answer) = oneshot::channel();
         match self.sender.try_send(Request::Command {
             actor,
             justification,
             body,
             reply,
+            early,
         }) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => return Err(ApiError::overloaded()),
@@ -244,6 +271,7 @@ impl Sequencer {
                     justification,
                     body,
                     reply,
+                    early,
                 } => {
                     let (seq, at_ms) = stamp(&state);
                     let command = Command {
@@ -265,14 +293,16 @@ impl Sequencer {
                     if self.events.wanted() {
                         self.published.push((command, applied.events));
                     }
-                    replies.push((
-                        reply,
-                        Outcome {
-                            seq,
-                            at_ms,
-                            primary,
-                        },
-                    ));
+                    let outcome = Outcome {
+                        seq,
+                        at_ms,
+                        primary,
+                    };
+                    if early {
+                        let _ = reply.send(outcome);
+                    } else {
+                        replies.push((reply, outcome));
+                    }
                     appended += 1;
                 }
                 Request::Shutdown { reply } => *shutdown = Some(reply),

@@ -294,7 +294,7 @@ async fn prepare(
     let outcome = app
         .shared
         .submitter
-        .submit(
+        .submit_decided(
             caller.id,
             justification,
             CommandBody::Reserve {

@@ -1,0 +1,282 @@
+//! Gateway overhead: the same chat completion sent at a fixed rate straight to the
+//! mock upstream (`colony mock-llm`), through Colony's gateway (`colony up`), and
+//! through the LiteLLM proxy (PyPI `litellm[proxy]`, when its `litellm` command is
+//! on the PATH), all separate processes on loopback. Prints p50/p99 of each, the
+//! latency each proxy adds, and the ratio.
+//!
+//! Run: `cargo bench -p colony --bench gateway [-- quick] [rate=N] [no-litellm]`.
+//! LiteLLM cannot keep up with 1 000 requests a second on two cores (its queue, and
+//! so the run, grows long): compare it at `rate=100` too.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+fn colony() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_colony"));
+    command
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    command
+}
+
+async fn wait_until_ok(url: &str, token: Option<&str>) {
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let mut request = client.get(url);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Ok(response) = request.send().await {
+            if response.status().is_success() {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "{url} never answered");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+struct Figures {
+    p50_us: f64,
+    p99_us: f64,
+    errors: u64,
+    sent: u64,
+}
+
+/// Sends `rate` requests a second for `seconds` (open loop) and measures each.
+async fn load(name: &'static str, url: String, token: String, rate: u64, seconds: u64) -> Figures {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(1024)
+        .tcp_nodelay(true)
+        .build()
+        .unwrap();
+    let body = json!({"model": "mock-mini", "messages": [{"role": "user", "content": "How far is the moon?"}], "max_tokens": 16});
+    // Warm the connection pools.
+    for _ in 0..50 {
+        let _ = client
+            .post(&url)
+            .bearer_auth(&token)
+            .json(&body)
+            .send()
+            .await
+            .map(|r| r.bytes());
+    }
+    let total = rate * seconds;
+    let period = Duration::from_secs(1) / rate as u32;
+    let start = tokio::time::Instant::now();
+    let mut handles = Vec::with_capacity(total as usize);
+    for n in 0..total {
+        tokio::time::sleep_until(start + period * n as u32).await;
+        let (client, url, token, body) = (client.clone(), url.clone(), token.clone(), body.clone());
+        handles.push(tokio::spawn(async move {
+            let sent = Instant::now();
+            let ok = match client
+                .post(&url)
+                .bearer_auth(&token)
+                .json(&body)
+                .send()
+                .await
+            {
+                Ok(response) => response.status().is_success() && response.bytes().await.is_ok(),
+                Err(_) => false,
+            };
+            (sent.elapsed(), ok)
+        }));
+    }
+    let mut latencies = Vec::with_capacity(handles.len());
+    let mut errors = 0;
+    for handle in handles {
+        let (latency, ok) = handle.await.unwrap();
+        if ok {
+            latencies.push(latency.as_nanos() as u64);
+        } else {
+            errors += 1;
+        }
+    }
+    latencies.sort_unstable();
+    let at = |q: f64| {
+        if latencies.is_empty() {
+            f64::NAN
+        } else {
+            latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)] as f64
+                / 1_000.0
+        }
+    };
+    let figures = Figures {
+        p50_us: at(0.5),
+        p99_us: at(0.99),
+        errors,
+        sent: total,
+    };
+    println!(
+        "{name:>18}: {total} requests at {rate}/s: p50 {:.0} us, p99 {:.0} us, {errors} errors",
+        figures.p50_us, figures.p99_us
+    );
+    figures
+}
+
+fn args_skip_litellm() -> bool {
+    std::env::args().any(|a| a == "no-litellm")
+}
+
+fn has_litellm() -> bool {
+    Command::new("litellm")
+        .arg("--help")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn write_colony_config(dir: &Path, upstream: &str) -> PathBuf {
+    let config = dir.join("config");
+    std::fs::create_dir_all(&config).unwrap();
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/genesis");
+    for file in [
+        "limits.toml",
+        "quotas.toml",
+        "governance.toml",
+        "tasks.toml",
+    ] {
+        std::fs::copy(shipped.join(file), config.join(file)).unwrap();
+    }
+    // Budgets, limits and queues sized so that nothing but the path itself is measured.
+    let quotas: String = std::fs::read_to_string(config.join("quotas.toml"))
+        .unwrap()
+        .lines()
+        .map(|line| {
+            if (line.starts_with("io_ops =") || line.starts_with("llm_budget_usd ="))
+                && !line.contains("\"1m\"")
+            {
+                format!("{} = \"unlimited\"\n", line.split(' ').next().unwrap())
+            } else {
+                format!("{line}\n")
+            }
+        })
+        .collect();
+    std::fs::write(config.join("quotas.toml"), quotas).unwrap();
+    let limits = std::fs::read_to_string(config.join("limits.toml"))
+        .unwrap()
+        .replace("soft = \"4.00\"", "soft = \"unlimited\"")
+        .replace("hard = \"5.00\"", "hard = \"unlimited\"");
+    std::fs::write(config.join("limits.toml"), limits).unwrap();
+    std::fs::write(
+        config.join("providers.toml"),
+        format!(
+            "[gateway]\ndefault_model = \"mock-mini\"\ntokens_per_minute_per_principal = \"unlimited\"\nconcurrent_per_principal = 100000\n\n\
+             [[upstreams]]\nname = \"mock\"\nkind = \"openai\"\nbase_url = \"{upstream}\"\napi_key_envs = []\n\n\
+             [[models]]\nname = \"mock-mini\"\nupstream = \"mock\"\ninput_usd_per_million = \"0.15\"\noutput_usd_per_million = \"0.60\"\n"
+        ),
+    )
+    .unwrap();
+    config
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "quick");
+    let rate: u64 = args
+        .iter()
+        .find_map(|a| a.strip_prefix("rate="))
+        .map_or(1_000, |r| r.parse().unwrap());
+    let seconds = if quick { 2 } else { 10 };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async move {
+        let dir = tempfile::tempdir().unwrap();
+        let mock_addr = free_addr();
+        let _mock = Proc(colony().args(["mock-llm", "--listen", &mock_addr.to_string()]).spawn().unwrap());
+        let upstream = format!("http://{mock_addr}/v1");
+        wait_until_ok(&format!("{upstream}/models"), None).await;
+
+        let node_addr = free_addr();
+        let config = write_colony_config(dir.path(), &upstream);
+        let _node = Proc(
+            colony()
+                .args(["up", "--listen", &node_addr.to_string()])
+                .arg("--data")
+                .arg(dir.path().join("data"))
+                .arg("--config")
+                .arg(&config)
+                .spawn()
+                .unwrap(),
+        );
+        let token_file = dir.path().join("data/admin.token");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !token_file.exists() {
+            assert!(Instant::now() < deadline, "colony did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let token = std::fs::read_to_string(&token_file).unwrap().trim().to_string();
+        wait_until_ok(&format!("http://{node_addr}/v1/models"), Some(&token)).await;
+
+        let direct = load("mock, direct", format!("{upstream}/chat/completions"), "good".into(), rate, seconds).await;
+        let colony = load("colony gateway", format!("http://{node_addr}/v1/chat/completions"), token, rate, seconds).await;
+        let added = |f: &Figures| (f.p50_us - direct.p50_us, f.p99_us - direct.p99_us);
+        let (c50, c99) = added(&colony);
+        println!("colony gateway adds: p50 {c50:.0} us, p99 {c99:.0} us ({} of {} requests failed)", colony.errors, colony.sent);
+
+        if args_skip_litellm() {
+            println!("litellm skipped (no-litellm)");
+        } else if has_litellm() {
+            let litellm_addr = free_addr();
+            let litellm_config = dir.path().join("litellm.yaml");
+            std::fs::write(
+                &litellm_config,
+                format!(
+                    "model_list:\n  - model_name: mock-mini\n    litellm_params:\n      model: openai/mock-mini\n      api_base: {upstream}\n      api_key: good\n"
+                ),
+            )
+            .unwrap();
+            // LiteLLM refuses to start without a master key; the client presents it.
+            let master_key = "sk-6f1d2c7a9b8e4f3a0c5d6e7f8a9b0c1d2e3f4a5b6c7d8e9f0a1b2c3d4e5f6a7b";
+            let _litellm = Proc(
+                Command::new("litellm")
+                    .env("LITELLM_MASTER_KEY", master_key)
+                    .arg("--config")
+                    .arg(&litellm_config)
+                    .args(["--host", "127.0.0.1", "--port", &litellm_addr.port().to_string()])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap(),
+            );
+            wait_until_ok(&format!("http://{litellm_addr}/health/liveliness"), None).await;
+            let litellm = load("litellm proxy", format!("http://{litellm_addr}/v1/chat/completions"), master_key.into(), rate, seconds).await;
+            let (l50, l99) = added(&litellm);
+            println!("litellm proxy adds: p50 {l50:.0} us, p99 {l99:.0} us ({} of {} requests failed)", litellm.errors, litellm.sent);
+            println!(
+                "litellm's added latency / colony's: p50 {:.1}x, p99 {:.1}x",
+                l50 / c50.max(1.0),
+                l99 / c99.max(1.0)
+            );
+        } else {
+            println!("litellm is not installed (pip install 'litellm[proxy]'): no side-by-side figure");
+        }
+    });
+}
