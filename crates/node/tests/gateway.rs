@@ -213,15 +213,27 @@ async fn a_call_reserves_then_settles_to_the_exact_cost_and_rotates_past_a_rate_
         "a cooling key is skipped: {calls:?}"
     );
     wait_for_budget(&s.base, &token, 68).await;
-    // The decision log has both steps, with model and tokens.
-    let audit = get(&s.base, "/v1/audit?limit=1000", &s.admin).await;
-    let commits: Vec<&Value> = audit["records"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|r| r["action"] == "ledger.commit")
-        .collect();
-    assert_eq!(commits.len(), 2);
+    // The decision log has both steps, with model and tokens (readable once the
+    // batch holding them is synced, which may be just after the state shows them).
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let commits: Vec<Value> = loop {
+        let audit = get(&s.base, "/v1/audit?limit=1000", &s.admin).await;
+        let commits: Vec<Value> = audit["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["action"] == "ledger.commit")
+            .cloned()
+            .collect();
+        if commits.len() == 2 {
+            break commits;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "commits in the log: {commits:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     let why = commits[0]["justification"].as_str().unwrap();
     assert!(
         why.contains("mock-mini") && why.contains("10 input + 12 output tokens = 34 micro-USD"),
