@@ -11,6 +11,9 @@ use crate::output::{amount, table, text};
 use crate::{AuditCommand, LedgerCommand, PrincipalsCommand, Remote, UpArgs};
 
 pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
+    if args.demo {
+        return crate::demo::run(args).await;
+    }
     let mut config = NodeConfig {
         data_dir: args.data.clone(),
         listen: args.listen,
@@ -22,20 +25,17 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     }
     config.sequencer.snapshot_every_commands = args.snapshot_every.max(1);
     if let Some(workers) = args.workers {
-        let exec = args.worker_exec.clone().ok_or_else(|| {
-            anyhow::anyhow!("--workers needs --worker-exec: the command each task runs")
-        })?;
         let program = std::env::current_exe().context("cannot find the colony binary")?;
+        let mut command = vec![program.display().to_string(), "worker".into()];
+        // Without --worker-exec, LLM workers: the model comes to them as COLONY_MODEL.
+        if let Some(exec) = args.worker_exec.clone() {
+            command.extend(["--exec".to_string(), exec]);
+        }
         let profile = colony_node::supervisor::Profile {
             name: "default".into(),
-            command: vec![
-                program.display().to_string(),
-                "worker".into(),
-                "--exec".into(),
-                exec,
-            ],
+            command,
             capabilities: args.worker_capabilities.clone(),
-            model: None,
+            model: args.worker_model.clone(),
             min: workers,
             max: args.workers_max.unwrap_or(workers).max(workers).max(1),
         };

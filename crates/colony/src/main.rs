@@ -7,6 +7,7 @@
 mod bus;
 mod client;
 mod commands;
+mod demo;
 mod governance;
 mod output;
 mod tasks;
@@ -130,9 +131,18 @@ pub struct UpArgs {
     pub workers: Option<u32>,
     #[arg(long)]
     pub workers_max: Option<u32>,
-    /// The command the supervised workers run per task (`colony worker --exec`).
+    /// The command the supervised workers run per task (`colony worker --exec`);
+    /// without it they ask a model through the gateway (--worker-model).
     #[arg(long)]
     pub worker_exec: Option<String>,
+    /// The model supervised LLM workers use (default: `auto`, routed by the gateway).
+    #[arg(long)]
+    pub worker_model: Option<String>,
+    /// Run a demonstration: a fresh node in a temporary directory, three supervised
+    /// workers (the offline scripted model unless OPENAI_API_KEY is set) on a sample
+    /// goal, printing the decision log as it grows; exits when the goal is done.
+    #[arg(long)]
+    pub demo: bool,
     /// Capabilities of the supervised workers (comma-separated).
     #[arg(long, value_delimiter = ',')]
     pub worker_capabilities: Vec<String>,

@@ -1,5 +1,6 @@
 //! `colony worker`: a worker process that takes tasks from the board and runs a
-//! command for each.
+//! command for each (`--exec`), or asks a model through the node's LLM gateway
+//! (without `--exec`; see [`work_llm`]).
 //!
 //! It registers a session, heartbeats it, claims work for that session, and runs
 //! `sh -c COMMAND` per task with the task on stdin and in the environment
@@ -14,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
@@ -45,9 +46,8 @@ fn is_gone(error: &anyhow::Error) -> Option<u16> {
 }
 
 pub async fn run(options: WorkerOptions, remote: Remote) -> anyhow::Result<ExitCode> {
-    let Some(exec) = options.exec.clone() else {
-        bail!("pass --exec COMMAND: the command each task runs (the LLM-driven worker comes with the gateway)");
-    };
+    let exec = options.exec.clone();
+    let model = options.model.clone().unwrap_or_else(|| "auto".to_string());
     let client = Client::new(&remote)?;
     let registration = client
         .post(
@@ -150,8 +150,17 @@ pub async fn run(options: WorkerOptions, remote: Remote) -> anyhow::Result<ExitC
                 continue;
             }
         };
-        match work(&client, &exec, &claimed).await {
+        let outcome = match &exec {
+            Some(exec) => work(&client, exec, &claimed).await,
+            None => work_llm(&client, &model, &claimed).await,
+        };
+        match outcome {
             Ok(()) => done += 1,
+            Err(error) if backoff_secs(&error).is_some() => {
+                let secs = backoff_secs(&error).unwrap_or(1);
+                eprintln!("colony worker: backing off {secs} s: {error:#}");
+                tokio::time::sleep(Duration::from_secs(secs)).await;
+            }
             Err(error) if is_gone(&error).is_some() => {
                 break Err(error.context("the claim was lost: the task went to another worker"));
             }
@@ -257,6 +266,194 @@ async fn work(client: &Client, exec: &str, claimed: &Value) -> anyhow::Result<()
             )
             .await?;
         eprintln!("colony worker: failed {address}");
+    }
+    Ok(())
+}
+
+/// A denial to wait out (429 from the gateway: budget, rate or limit), in seconds.
+fn backoff_secs(error: &anyhow::Error) -> Option<u64> {
+    let failure = error.downcast_ref::<ApiFailure>()?;
+    (failure.status == 429).then(|| {
+        failure.body["error"]["colony"]["retry_after"]
+            .as_u64()
+            .or(failure.body["error"]["retry_after"].as_u64())
+            .unwrap_or(5)
+            .clamp(1, 60)
+    })
+}
+
+/// What the worker asks the model. The answer must hold one fenced JSON block with an
+/// `action`: `complete` (with `result`) or `decompose` (with `subtasks`), and a
+/// `justification`. The old swarm's ```` ```signal ```` and ```` ```swarm ```` blocks are
+/// understood too.
+const SYSTEM_PROMPT: &str = "You are a worker in a Colony swarm. You get one task. Either do it \
+and answer with a fenced ```json block {\"action\": \"complete\", \"result\": ..., \"justification\": \"...\"}, \
+or, if it is too big for one step, split it into 2 to 5 smaller independent tasks with \
+{\"action\": \"decompose\", \"subtasks\": [{\"title\": \"...\", \"description\": \"...\", \"capabilities\": []}], \
+\"justification\": \"...\"}. If you cannot do it, answer a ```signal block {\"signal\": \
+\"task_rejection\" | \"clarification_needed\" | \"low_confidence\", \"reason\": \"...\"}. Always justify.";
+
+/// The fenced blocks of a model's answer: (language, body).
+pub fn fenced_blocks(text: &str) -> Vec<(String, String)> {
+    let mut blocks = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("```") {
+        let after = &rest[start + 3..];
+        let Some(newline) = after.find('\n') else {
+            break;
+        };
+        let language = after[..newline].trim().to_lowercase();
+        let body_start = &after[newline + 1..];
+        let Some(end) = body_start.find("```") else {
+            break;
+        };
+        blocks.push((language, body_start[..end].trim().to_string()));
+        rest = &body_start[end + 3..];
+    }
+    blocks
+}
+
+/// Asks the model through the gateway (charged to the task) to complete or split
+/// one claimed task, and reports what it decided, with its justification.
+async fn work_llm(client: &Client, model: &str, claimed: &Value) -> anyhow::Result<()> {
+    let task = &claimed["task"];
+    let address = text(&task["address"]);
+    let token = claimed["lease"]["token"]
+        .as_u64()
+        .context("no lease token")?;
+    let lease_path = |action: &str| format!("/v1/tasks/{address}/{action}");
+    client
+        .post(
+            &lease_path("checkpoint"),
+            &json!({"lease_token": token, "checkpoint": {"stage": "asking the model", "model": model,
+                    "resumed_from": task["checkpoint"]}}),
+        )
+        .await?;
+    let prompt = format!(
+        "Title: {}\nDescription: {}\nCapabilities: {}\nPriority: {}\nCheckpoint: {}\n\nAnswer with the \"action\" JSON block.",
+        text(&task["title"]),
+        text(&task["description"]),
+        task["capabilities"],
+        text(&task["priority"]),
+        task["checkpoint"],
+    );
+    let request = json!({
+        "model": model,
+        "messages": [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": prompt}],
+        "max_tokens": 800,
+    });
+    let answer = match client
+        .post_with(
+            "/v1/chat/completions",
+            &request,
+            &[("x-colony-task", &address)],
+        )
+        .await
+    {
+        Ok(answer) => answer,
+        Err(error) => {
+            // Give the task back at once rather than sit on it while waiting.
+            let _ = client
+                .post(&lease_path("release"), &json!({"lease_token": token, "justification": format!("the model call was refused: {error}")}))
+                .await;
+            return Err(error);
+        }
+    };
+    let content = answer["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    let blocks = fenced_blocks(&content);
+    for (language, body) in &blocks {
+        if language == "swarm" {
+            // Scaling is the supervisor's, from the board: recorded, not obeyed.
+            eprintln!("colony worker: {address}: the model asked the swarm for {body} (the supervisor scales from the board)");
+        }
+    }
+    let signal = blocks
+        .iter()
+        .find(|(l, _)| l == "signal")
+        .and_then(|(_, b)| serde_json::from_str::<Value>(b).ok());
+    if let Some(signal) = signal {
+        let reason = format!(
+            "the model signalled {}: {}",
+            text(&signal["signal"]),
+            text(&signal["reason"])
+        );
+        let action = if signal["signal"] == "task_rejection" {
+            "fail"
+        } else {
+            "release"
+        };
+        client
+            .post(
+                &lease_path(action),
+                &json!({"lease_token": token, "reason": reason, "justification": reason}),
+            )
+            .await?;
+        eprintln!("colony worker: {address}: {reason}");
+        return Ok(());
+    }
+    let decision = blocks
+        .iter()
+        .filter(|(l, _)| l == "json" || l == "swarm" || l.is_empty())
+        .filter_map(|(_, b)| serde_json::from_str::<Value>(b).ok())
+        .find(|v| v["action"].is_string())
+        .or_else(|| {
+            serde_json::from_str::<Value>(content.trim())
+                .ok()
+                .filter(|v| v["action"].is_string())
+        });
+    let Some(decision) = decision else {
+        let reason = format!(
+            "the model's answer held no decision block: {}",
+            content.chars().take(300).collect::<String>()
+        );
+        client
+            .post(
+                &lease_path("fail"),
+                &json!({"lease_token": token, "reason": reason}),
+            )
+            .await?;
+        eprintln!("colony worker: {address}: failed (no decision in the answer)");
+        return Ok(());
+    };
+    let justification = decision["justification"]
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("{model} decided without saying why"));
+    match decision["action"].as_str() {
+        Some("decompose") => {
+            let subtasks: Vec<Value> = decision["subtasks"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .iter()
+                .take(10)
+                .map(|s| {
+                    json!({"title": text(&s["title"]), "description": s["description"].as_str().unwrap_or(""),
+                           "capabilities": s["capabilities"].as_array().cloned().unwrap_or_default()})
+                })
+                .collect();
+            client
+                .post(&lease_path("decompose"), &json!({"lease_token": token, "subtasks": subtasks, "justification": justification}))
+                .await?;
+            eprintln!(
+                "colony worker: {address}: decomposed into {} subtasks ({justification})",
+                subtasks.len()
+            );
+        }
+        _ => {
+            let result = if decision["result"].is_null() {
+                Value::String(content.clone())
+            } else {
+                decision["result"].clone()
+            };
+            client
+                .post(&lease_path("complete"), &json!({"lease_token": token, "result": result, "justification": justification}))
+                .await?;
+            eprintln!("colony worker: {address}: completed ({justification})");
+        }
     }
     Ok(())
 }

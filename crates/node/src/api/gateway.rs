@@ -94,10 +94,19 @@ struct Settlement {
 }
 
 impl Settlement {
-    /// Commits `actual` micro-dollars for `tokens` (input, output) on `model`.
-    fn settle(&mut self, model: &str, tokens: (u64, u64), actual: u64, how: &str) {
+    /// Commits `actual` micro-dollars for `tokens` (input, output) on `model`. The
+    /// returned task finishes once the commit (and the task's charge) are decided:
+    /// a call made for a task waits for it, so that the charge lands while the
+    /// caller still holds the lease.
+    fn settle(
+        &mut self,
+        model: &str,
+        tokens: (u64, u64),
+        actual: u64,
+        how: &str,
+    ) -> Option<tokio::task::JoinHandle<()>> {
         if std::mem::replace(&mut self.done, true) {
-            return;
+            return None;
         }
         if let Some(admission) = self.admission.take() {
             admission.record_tokens(tokens.0 + tokens.1);
@@ -112,7 +121,7 @@ impl Settlement {
                 .map(|(a, _)| format!(", for task {a}"))
                 .unwrap_or_default()
         );
-        tokio::spawn(async move {
+        Some(tokio::spawn(async move {
             let _ = submitter
                 .submit(
                     caller,
@@ -138,7 +147,12 @@ impl Settlement {
                         .await;
                 }
             }
-        });
+        }))
+    }
+
+    /// Whether this call is charged to a task (and so settles before answering).
+    fn for_task(&self) -> bool {
+        self.task.is_some()
     }
 
     /// Gives the whole reservation back (the call never happened).
@@ -318,7 +332,11 @@ async fn prepare(
             app: app.clone(),
             caller: caller.id,
             reservation,
-            task: task.map(|(address, token, ..)| (address, token)),
+            // Only a task with a budget is charged (subtasks of a decomposition have none
+            // of their own unless their poster gave them one).
+            task: task
+                .filter(|t| t.4.is_some())
+                .map(|(address, token, ..)| (address, token)),
             admission: Some(admission),
             done: false,
             note: format!("{} for {}", model.name, caller.address),
@@ -383,9 +401,15 @@ pub async fn chat_completions(
                 let text: String = events.concat();
                 let (tokens, actual) =
                     settle_from_sse(&model, text.as_bytes(), prepared.input_bound);
-                prepared
-                    .settlement
-                    .settle(&model.name, tokens, actual, "scripted, streamed");
+                let settled =
+                    prepared
+                        .settlement
+                        .settle(&model.name, tokens, actual, "scripted, streamed");
+                if prepared.settlement.for_task() {
+                    if let Some(settled) = settled {
+                        let _ = settled.await;
+                    }
+                }
                 let mut response = ([("content-type", "text/event-stream")], text).into_response();
                 cost_headers(&mut response, &model.name, prepared.reserved, Some(actual));
                 return response;
@@ -393,9 +417,14 @@ pub async fn chat_completions(
             let answer = scripted::completion(&body, &model.name, prepared.max_tokens, id);
             let tokens = usage_of(&answer).expect("scripted answers carry usage");
             let actual = cost_micro_usd(&model, tokens.0, tokens.1);
-            prepared
+            let settled = prepared
                 .settlement
                 .settle(&model.name, tokens, actual, "scripted");
+            if prepared.settlement.for_task() {
+                if let Some(settled) = settled {
+                    let _ = settled.await;
+                }
+            }
             let mut response = Json(answer).into_response();
             cost_headers(&mut response, &model.name, prepared.reserved, Some(actual));
             return response;
@@ -479,7 +508,12 @@ pub async fn chat_completions(
                         )
                     }
                 };
-                prepared.settlement.settle(&model.name, tokens, actual, how);
+                let settled = prepared.settlement.settle(&model.name, tokens, actual, how);
+                if prepared.settlement.for_task() {
+                    if let Some(settled) = settled {
+                        let _ = settled.await;
+                    }
+                }
                 let mut response = (
                     StatusCode::OK,
                     [("content-type", "application/json")],
@@ -592,7 +626,9 @@ impl Relay {
             } else {
                 format!("{how}; no usage reported: input bound and output bytes charged")
             };
-            settlement.settle(&self.model.name, tokens, actual, &how);
+            // A stream cannot wait here: its charge may land after the caller's
+            // next step on the task (then it is refused as a stale lease, and logged).
+            let _ = settlement.settle(&self.model.name, tokens, actual, &how);
         }
     }
 }
@@ -747,12 +783,17 @@ pub async fn messages(State(app): State<AppState>, headers: HeaderMap, body: Byt
                         let tokens = usage_of(&answer)
                             .unwrap_or((prepared.input_bound, prepared.max_tokens));
                         let actual = cost_micro_usd(&model, tokens.0, tokens.1);
-                        prepared.settlement.settle(
+                        let settled = prepared.settlement.settle(
                             &model.name,
                             tokens,
                             actual,
                             "usage from the upstream",
                         );
+                        if prepared.settlement.for_task() {
+                            if let Some(settled) = settled {
+                                let _ = settled.await;
+                            }
+                        }
                         let mut response = Json(answer).into_response();
                         cost_headers(&mut response, &model.name, prepared.reserved, Some(actual));
                         return response;
@@ -795,9 +836,15 @@ pub async fn messages(State(app): State<AppState>, headers: HeaderMap, body: Byt
         // An OpenAI-shaped answer, turned into Anthropic's.
         let tokens = usage_of(&answer).unwrap_or((prepared.input_bound, prepared.max_tokens));
         let actual = cost_micro_usd(&model, tokens.0, tokens.1);
-        prepared
-            .settlement
-            .settle(&model.name, tokens, actual, "usage from the upstream");
+        let settled =
+            prepared
+                .settlement
+                .settle(&model.name, tokens, actual, "usage from the upstream");
+        if prepared.settlement.for_task() {
+            if let Some(settled) = settled {
+                let _ = settled.await;
+            }
+        }
         let text = answer["choices"][0]["message"]["content"]
             .as_str()
             .unwrap_or("")

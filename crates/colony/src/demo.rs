@@ -1,0 +1,268 @@
+//! `colony up --demo`: a node with three supervised LLM workers on a sample goal, so
+//! that a newcomer sees decomposition, claims, budgets, a limit warning, a worker
+//! replaced, and the decision log, within a minute and with no API key.
+//!
+//! Without `OPENAI_API_KEY` (or `OPENAI_BASE_URL`) the workers use the offline
+//! `colony-scripted` model, and every answer says `[scripted]`; with one, they use
+//! `gpt-4o-mini` through the gateway.
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use colony_node::{Node, NodeConfig};
+use serde_json::{json, Value};
+
+use crate::client::Client;
+use crate::output::text;
+use crate::{Remote, UpArgs};
+
+const GOAL: &str = "Write a short guide to Colony for newcomers";
+const DEMO_TIMEOUT: Duration = Duration::from_secs(120);
+
+pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
+    let real_model = std::env::var("OPENAI_API_KEY").is_ok_and(|k| !k.is_empty())
+        || std::env::var("OPENAI_BASE_URL").is_ok_and(|k| !k.is_empty());
+    let model = if real_model {
+        "gpt-4o-mini"
+    } else {
+        "colony-scripted"
+    };
+    let root = std::env::temp_dir().join(format!("colony-demo-{}", std::process::id()));
+    let data = root.join("data");
+    let config_dir = root.join("config");
+    std::fs::create_dir_all(&config_dir)?;
+    // The shipped genesis, with active_workers small enough that the demo's three
+    // workers cross its soft limit (a warning) without reaching hard.
+    let limits = colony_node::genesis::DEFAULT_LIMITS_TOML.replace(
+        "soft = 15\nhard = 30\non_soft = \"queue\"",
+        "soft = 2\nhard = 4\non_soft = \"warn\"",
+    );
+    std::fs::write(config_dir.join("limits.toml"), limits)?;
+    std::fs::write(
+        config_dir.join("quotas.toml"),
+        colony_node::genesis::DEFAULT_QUOTAS_TOML,
+    )?;
+    std::fs::write(
+        config_dir.join("governance.toml"),
+        colony_node::genesis::DEFAULT_GOVERNANCE_TOML,
+    )?;
+    std::fs::write(
+        config_dir.join("tasks.toml"),
+        colony_node::genesis::DEFAULT_TASKS_TOML,
+    )?;
+    let program = std::env::current_exe().context("cannot find the colony binary")?;
+    let profile = colony_node::supervisor::Profile {
+        name: "writers".into(),
+        command: vec![
+            program.display().to_string(),
+            "worker".into(),
+            "--capabilities".into(),
+            "writing".into(),
+            "--model".into(),
+            model.into(),
+            "--poll-ms".into(),
+            "100".into(),
+        ],
+        capabilities: vec!["writing".into()],
+        model: Some(model.into()),
+        min: 3,
+        max: 3,
+    };
+    let mut supervisor = colony_node::supervisor::SupervisorConfig::with_profiles(vec![profile]);
+    supervisor.spawn_cooldown_ms = 200;
+    supervisor.restart_backoff_base_ms = 500;
+    let node = Node::start(NodeConfig {
+        data_dir: data.clone(),
+        listen: args.listen,
+        config_dir: config_dir.clone(),
+        config_dir_required: true,
+        supervisor: Some(supervisor),
+        ..NodeConfig::default()
+    })
+    .await
+    .context("the demo node did not start")?;
+    let url = format!("http://{}", node.local_addr());
+    println!(
+        "colony demo: a node on {url} (data in {}), three supervised workers using {model}",
+        data.display()
+    );
+    if !real_model {
+        println!("colony demo: no OPENAI_API_KEY: answers come from the offline scripted provider, marked [scripted]");
+    }
+    let token = std::fs::read_to_string(data.join("admin.token"))?
+        .trim()
+        .to_string();
+    let client = Client::new(&Remote {
+        url: url.clone(),
+        token: Some(token),
+        json: false,
+    })?;
+    // Let the three workers register first (the third crosses active_workers' soft).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let workers = client.get("/v1/workers").await?;
+        let active = workers["workers"]
+            .as_array()
+            .map_or(0, |w| w.iter().filter(|w| w["state"] == "active").count());
+        if active >= 3 || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let posted = client
+        .post(
+            "/v1/tasks",
+            &json!({"title": GOAL, "capabilities": ["writing"], "budget_usd": "0.50", "priority": "high",
+                    "justification": "the demo's sample goal"}),
+        )
+        .await?;
+    let goal = text(&posted["address"]);
+    println!("colony demo: posted the goal {goal}: {GOAL} (budget $0.50)\n");
+
+    let started = Instant::now();
+    let mut after = 0u64;
+    let mut killed = false;
+    let outcome = loop {
+        // The decision log, as it grows.
+        let page = client
+            .get(&format!("/v1/audit?after={after}&limit=200"))
+            .await?;
+        for record in page["records"].as_array().cloned().unwrap_or_default() {
+            after = after.max(record["seq"].as_u64().unwrap_or(after));
+            print_decision(&record);
+        }
+        let task = client.get(&format!("/v1/tasks/{goal}")).await?;
+        // Once the goal is split, one worker is killed: the supervisor replaces it.
+        if !killed && task["children"].as_array().is_some_and(|c| !c.is_empty()) {
+            let status = client.get("/v1/supervisor").await?;
+            if let Some(pid) = status["profiles"][0]["pids"][0].as_u64() {
+                println!("colony demo: -- killing worker process {pid} (SIGKILL) to show that it is replaced --");
+                let _ = std::process::Command::new("kill")
+                    .args(["-9", &pid.to_string()])
+                    .status();
+                killed = true;
+            }
+        }
+        match text(&task["status"]).as_str() {
+            "completed" => break Ok(task),
+            "dead" => {
+                break Err(anyhow::anyhow!(
+                    "the goal went to the dead-letter queue: {}",
+                    task["dead_reasons"]
+                ))
+            }
+            _ => {}
+        }
+        if started.elapsed() > DEMO_TIMEOUT {
+            break Err(anyhow::anyhow!(
+                "the goal did not finish within {DEMO_TIMEOUT:?}"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    // The replacement of the killed worker, then what is left of the log.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while killed && Instant::now() < deadline {
+        let status = client.get("/v1/supervisor").await?;
+        let replaced = client
+            .get(&format!("/v1/audit?after={after}&limit=500"))
+            .await?["records"]
+            .as_array()
+            .is_some_and(|r| {
+                r.iter().any(|r| {
+                    r["action"] == "supervisor.replace" || r["action"] == "supervisor.spawn"
+                })
+            });
+        if replaced
+            && status["profiles"][0]["pids"]
+                .as_array()
+                .is_some_and(|p| p.len() >= 3)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let page = client
+        .get(&format!("/v1/audit?after={after}&limit=500"))
+        .await?;
+    for record in page["records"].as_array().cloned().unwrap_or_default() {
+        print_decision(&record);
+    }
+    let code = match outcome {
+        Ok(task) => {
+            let budget = &task["budget"];
+            println!(
+                "\ncolony demo: the goal {goal} is completed in {:.1} s: {} subtasks; its budget: {} of {} micro-USD spent",
+                started.elapsed().as_secs_f64(),
+                task["children"].as_array().map_or(0, Vec::len),
+                budget["spent_micro_usd"],
+                budget["total_micro_usd"],
+            );
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("\ncolony demo: {error:#}");
+            ExitCode::FAILURE
+        }
+    };
+    println!(
+        "colony demo: the whole decision log is in {}; `colony audit verify --data {}` checks it",
+        data.display(),
+        data.display()
+    );
+    node.shutdown().await?;
+    Ok(code)
+}
+
+fn print_decision(record: &Value) {
+    let action = text(&record["action"]);
+    if action == "time.tick" || action == "node.health" || action == "edge.charge" {
+        return;
+    }
+    // Claims that found nothing to do.
+    if action == "task.claim" && !text(&record["subject"]).starts_with("0.7") {
+        return;
+    }
+    let decision = text(&record["decision"]);
+    let mut why = text(&record["justification"]);
+    if why.len() > 90 {
+        let mut end = 90;
+        while !why.is_char_boundary(end) {
+            end -= 1;
+        }
+        why.truncate(end);
+        why.push('…');
+    }
+    let reason = record["reason"]["code"]
+        .as_str()
+        .filter(|c| *c != "ok")
+        .map(|c| format!(" [{c}]"))
+        .unwrap_or_default();
+    let warnings = record["detail"]["warnings"]
+        .as_array()
+        .filter(|w| !w.is_empty())
+        .map(|w| {
+            format!(
+                " WARNING {}",
+                w.iter()
+                    .map(|w| format!(
+                        "{} past soft ({} of {})",
+                        text(&w["limit"]),
+                        w["usage"],
+                        w["soft"]
+                    ))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })
+        .unwrap_or_default();
+    println!(
+        "{:>5} {:<6} {:<22} {:<16} {decision}{reason}{warnings}  {why}",
+        record["seq"],
+        text(&record["actor"]),
+        action,
+        text(&record["subject"]),
+    );
+}
