@@ -268,6 +268,20 @@ async fn a_call_the_budget_cannot_cover_is_denied_in_openai_shape() {
         s.mock.calls.lock().unwrap().is_empty(),
         "the upstream was never called"
     );
+    // Past the principal's tokens per minute (estimate included): rate_limited.
+    let mut body = hello();
+    body["max_tokens"] = json!(200_000);
+    let (status, headers, text) = call(&s.base, "/v1/chat/completions", &token, body, &[]).await;
+    assert_eq!(status, 429, "{text}");
+    let error: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(error["error"]["type"], "rate_limit_exceeded");
+    assert_eq!(error["error"]["code"], "rate_limited");
+    assert_eq!(
+        error["error"]["colony"]["limit"],
+        "tokens_per_minute_per_principal"
+    );
+    assert_eq!(error["error"]["colony"]["max"], 100_000);
+    assert!(headers.contains_key("retry-after"));
     // Unknown model, bad body: OpenAI-shaped too.
     let (status, _, text) = call(
         &s.base,
