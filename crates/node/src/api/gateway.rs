@@ -150,9 +150,16 @@ impl Settlement {
         }))
     }
 
-    /// Whether this call is charged to a task (and so settles before answering).
-    fn for_task(&self) -> bool {
-        self.task.is_some()
+    /// Settles before the answer goes out when the call is charged to a task (so
+    /// that the charge lands while the caller holds the lease), in the background
+    /// otherwise.
+    async fn settle_answered(&mut self, model: &str, tokens: (u64, u64), actual: u64, how: &str) {
+        let settled = self.settle(model, tokens, actual, how);
+        if self.task.is_some() {
+            if let Some(settled) = settled {
+                let _ = settled.await;
+            }
+        }
     }
 
     /// Gives the whole reservation back (the call never happened).
@@ -401,15 +408,10 @@ pub async fn chat_completions(
                 let text: String = events.concat();
                 let (tokens, actual) =
                     settle_from_sse(&model, text.as_bytes(), prepared.input_bound);
-                let settled =
-                    prepared
-                        .settlement
-                        .settle(&model.name, tokens, actual, "scripted, streamed");
-                if prepared.settlement.for_task() {
-                    if let Some(settled) = settled {
-                        let _ = settled.await;
-                    }
-                }
+                prepared
+                    .settlement
+                    .settle_answered(&model.name, tokens, actual, "scripted, streamed")
+                    .await;
                 let mut response = ([("content-type", "text/event-stream")], text).into_response();
                 cost_headers(&mut response, &model.name, prepared.reserved, Some(actual));
                 return response;
@@ -417,14 +419,10 @@ pub async fn chat_completions(
             let answer = scripted::completion(&body, &model.name, prepared.max_tokens, id);
             let tokens = usage_of(&answer).expect("scripted answers carry usage");
             let actual = cost_micro_usd(&model, tokens.0, tokens.1);
-            let settled = prepared
+            prepared
                 .settlement
-                .settle(&model.name, tokens, actual, "scripted");
-            if prepared.settlement.for_task() {
-                if let Some(settled) = settled {
-                    let _ = settled.await;
-                }
-            }
+                .settle_answered(&model.name, tokens, actual, "scripted")
+                .await;
             let mut response = Json(answer).into_response();
             cost_headers(&mut response, &model.name, prepared.reserved, Some(actual));
             return response;
@@ -508,12 +506,10 @@ pub async fn chat_completions(
                         )
                     }
                 };
-                let settled = prepared.settlement.settle(&model.name, tokens, actual, how);
-                if prepared.settlement.for_task() {
-                    if let Some(settled) = settled {
-                        let _ = settled.await;
-                    }
-                }
+                prepared
+                    .settlement
+                    .settle_answered(&model.name, tokens, actual, how)
+                    .await;
                 let mut response = (
                     StatusCode::OK,
                     [("content-type", "application/json")],
@@ -783,17 +779,10 @@ pub async fn messages(State(app): State<AppState>, headers: HeaderMap, body: Byt
                         let tokens = usage_of(&answer)
                             .unwrap_or((prepared.input_bound, prepared.max_tokens));
                         let actual = cost_micro_usd(&model, tokens.0, tokens.1);
-                        let settled = prepared.settlement.settle(
-                            &model.name,
-                            tokens,
-                            actual,
-                            "usage from the upstream",
-                        );
-                        if prepared.settlement.for_task() {
-                            if let Some(settled) = settled {
-                                let _ = settled.await;
-                            }
-                        }
+                        prepared
+                            .settlement
+                            .settle_answered(&model.name, tokens, actual, "usage from the upstream")
+                            .await;
                         let mut response = Json(answer).into_response();
                         cost_headers(&mut response, &model.name, prepared.reserved, Some(actual));
                         return response;
@@ -836,15 +825,10 @@ pub async fn messages(State(app): State<AppState>, headers: HeaderMap, body: Byt
         // An OpenAI-shaped answer, turned into Anthropic's.
         let tokens = usage_of(&answer).unwrap_or((prepared.input_bound, prepared.max_tokens));
         let actual = cost_micro_usd(&model, tokens.0, tokens.1);
-        let settled =
-            prepared
-                .settlement
-                .settle(&model.name, tokens, actual, "usage from the upstream");
-        if prepared.settlement.for_task() {
-            if let Some(settled) = settled {
-                let _ = settled.await;
-            }
-        }
+        prepared
+            .settlement
+            .settle_answered(&model.name, tokens, actual, "usage from the upstream")
+            .await;
         let text = answer["choices"][0]["message"]["content"]
             .as_str()
             .unwrap_or("")
