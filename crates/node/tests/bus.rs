@@ -115,33 +115,6 @@ async fn start_with(
     (node, base, admin)
 }
 
-/// Creates a principal over HTTP; returns (address, token).
-async fn principal(
-    base: &str,
-    admin: &str,
-    name: &str,
-    kind: &str,
-    roles: &[&str],
-) -> (String, String) {
-    let response: Value = reqwest::Client::new()
-        .post(format!("{base}/v1/principals"))
-        .bearer_auth(admin)
-        .json(&json!({"name": name, "kind": kind, "roles": roles, "justification": "a bus test needs it"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    (
-        response["address"]
-            .as_str()
-            .unwrap_or_else(|| panic!("{response}"))
-            .to_string(),
-        response["token"].as_str().unwrap().to_string(),
-    )
-}
-
 async fn create_stream(base: &str, admin: &str, body: Value) -> Value {
     let response = reqwest::Client::new()
         .post(format!("{base}/v1/streams"))
@@ -386,9 +359,11 @@ async fn authorization_is_by_subject() {
     let config = common::genesis_dir(&[]);
     let data = tempfile::tempdir().unwrap();
     let (node, base, admin) = start_with(data.path(), config.path(), test_bus()).await;
-    let (alice, alice_token) = principal(&base, &admin, "alice", "ai", &["member"]).await;
-    let (bob, bob_token) = principal(&base, &admin, "bob", "ai", &["member"]).await;
-    let (_, watcher_token) = principal(&base, &admin, "watcher", "human", &["observer"]).await;
+    let (alice, alice_token) =
+        common::create_principal(&base, &admin, "alice", "ai", &["member"]).await;
+    let (bob, bob_token) = common::create_principal(&base, &admin, "bob", "ai", &["member"]).await;
+    let (_, watcher_token) =
+        common::create_principal(&base, &admin, "watcher", "human", &["observer"]).await;
     let mut a = Client::connect(&node, &alice_token).await;
     let mut b = Client::connect(&node, &bob_token).await;
     let mut w = Client::connect(&node, &watcher_token).await;
@@ -714,7 +689,8 @@ async fn publishes_are_gated_by_io_ops_at_the_edge() {
     let config = common::genesis_dir(&[("quotas.toml", &quotas)]);
     let data = tempfile::tempdir().unwrap();
     let (node, base, admin) = start_with(data.path(), config.path(), test_bus()).await;
-    let (address, token) = principal(&base, &admin, "chatty", "ai", &["member"]).await;
+    let (address, token) =
+        common::create_principal(&base, &admin, "chatty", "ai", &["member"]).await;
     let mut client = Client::connect(&node, &token).await;
     let mut allowed = 0;
     let mut denial = None;
@@ -766,7 +742,7 @@ async fn kernel_decisions_are_published_on_colony_events() {
     let (node, base, admin) = start_with(data.path(), config.path(), test_bus()).await;
     let mut watcher = Client::connect(&node, &admin).await;
     watcher.sub("e", "colony.events.decision.principal.>").await;
-    let (address, _) = principal(&base, &admin, "newcomer", "ai", &["member"]).await;
+    let (address, _) = common::create_principal(&base, &admin, "newcomer", "ai", &["member"]).await;
     let event = watcher.recv().await;
     assert_eq!(event["subject"], "colony.events.decision.principal.create");
     assert_eq!(event["data"]["actor"], "1.1");
@@ -847,7 +823,8 @@ async fn worker_sessions_over_the_bus_survive_a_reconnect_within_grace_only() {
         ..test_bus()
     };
     let (node, base, admin) = start_with(data.path(), config.path(), bus).await;
-    let (address, token) = principal(&base, &admin, "builder", "ai", &["member"]).await;
+    let (address, token) =
+        common::create_principal(&base, &admin, "builder", "ai", &["member"]).await;
     let http = reqwest::Client::new();
     let posted: Value = http
         .post(format!("{base}/v1/tasks"))
@@ -930,7 +907,7 @@ async fn claimable_tasks_are_offered_on_the_bus() {
     let config = common::genesis_dir(&[]);
     let data = tempfile::tempdir().unwrap();
     let (node, base, admin) = start_with(data.path(), config.path(), test_bus()).await;
-    let (_, token) = principal(&base, &admin, "picker", "ai", &["member"]).await;
+    let (_, token) = common::create_principal(&base, &admin, "picker", "ai", &["member"]).await;
     let mut worker = Client::connect(&node, &token).await;
     worker.sub("offers", "colony.tasks.offers").await;
     let http = reqwest::Client::new();
@@ -985,7 +962,8 @@ async fn claimable_tasks_are_offered_on_the_bus() {
     let offer = worker.recv().await;
     assert_eq!(offer["data"]["address"], json!(second), "{offer}");
     // Observers are not offered work.
-    let (_, observer) = principal(&base, &admin, "watcher", "human", &["observer"]).await;
+    let (_, observer) =
+        common::create_principal(&base, &admin, "watcher", "human", &["observer"]).await;
     let mut watcher = Client::connect(&node, &observer).await;
     let answer = watcher
         .request(

@@ -4,18 +4,8 @@
 
 mod common;
 
-use std::process::Command;
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_python_client_follows_the_protocol_document() {
-    let probe = Command::new("python3")
-        .args(["-c", "import websockets.sync.client"])
-        .status()
-        .expect("python3 is on the machine");
-    assert!(
-        probe.success(),
-        "this test needs Python's websockets package: pip install websockets"
-    );
     let config = common::genesis_dir(&[]);
     let data = tempfile::tempdir().unwrap();
     let (node, base, admin) = common::start(data.path(), config.path()).await;
@@ -27,25 +17,7 @@ async fn a_python_client_follows_the_protocol_document() {
         .await
         .unwrap();
     assert!(created.status().is_success());
-    let script =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/python/bus_client.py");
     let url = format!("ws://{}/v1/bus", node.local_addr());
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new("python3")
-            .arg(script)
-            .arg(url)
-            .arg(admin)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "python client failed:\n{stdout}\n{stderr}"
-    );
-    assert!(stdout.contains("all checks passed"), "{stdout}");
+    common::run_python("websockets.sync.client", "bus_client.py", vec![url, admin]).await;
     node.shutdown().await.unwrap();
 }

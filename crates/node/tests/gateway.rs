@@ -139,19 +139,9 @@ async fn get(base: &str, path: &str, token: &str) -> Value {
 }
 
 async fn ai(base: &str, admin: &str, name: &str) -> String {
-    let (status, _, text) = call(
-        base,
-        "/v1/principals",
-        admin,
-        json!({"name": name, "kind": "ai", "roles": ["member"], "justification": "gateway test"}),
-        &[],
-    )
-    .await;
-    assert_eq!(status, 201, "{text}");
-    serde_json::from_str::<Value>(&text).unwrap()["token"]
-        .as_str()
-        .unwrap()
-        .to_string()
+    common::create_principal(base, admin, name, "ai", &["member"])
+        .await
+        .1
 }
 
 /// Waits until the caller's llm_budget_usd shows `used` and nothing reserved.

@@ -5,7 +5,6 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 
 use colony_node::gateway::mock::{self, MockState};
 use colony_node::gateway::GatewayConfig;
@@ -13,14 +12,6 @@ use colony_node::{Node, NodeConfig};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_openai_package_chats_streams_and_gets_the_budget_error() {
-    let probe = Command::new("python3")
-        .args(["-c", "import openai"])
-        .status()
-        .expect("python3 is on the machine");
-    assert!(
-        probe.success(),
-        "this test needs Python's openai package: pip install openai"
-    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let upstream = format!("http://{}/v1", listener.local_addr().unwrap());
     tokio::spawn(mock::serve(listener, MockState::default()));
@@ -43,35 +34,12 @@ async fn the_openai_package_chats_streams_and_gets_the_budget_error() {
         .unwrap()
         .trim()
         .to_string();
-    let created: serde_json::Value = reqwest::Client::new()
-        .post(format!("{base}/v1/principals"))
-        .bearer_auth(&admin)
-        .json(&serde_json::json!({"name": "py", "kind": "ai", "justification": "the openai package test"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = created["token"].as_str().unwrap().to_string();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/python/openai_client.py");
-    let url = format!("{base}/v1");
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new("python3")
-            .arg(script)
-            .arg(url)
-            .arg(token)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "the openai client failed:\n{stdout}\n{stderr}"
-    );
-    assert!(stdout.contains("all checks passed"), "{stdout}");
+    let (_, token) = common::create_principal(&base, &admin, "py", "ai", &[]).await;
+    common::run_python(
+        "openai",
+        "openai_client.py",
+        vec![format!("{base}/v1"), token],
+    )
+    .await;
     node.shutdown().await.unwrap();
 }

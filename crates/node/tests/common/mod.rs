@@ -44,3 +44,61 @@ pub async fn start(data: &Path, config: &Path) -> (Node, String, String) {
     let base = format!("http://{}", node.local_addr());
     (node, base, admin)
 }
+
+/// Creates a principal over HTTP as the admin; returns its address and token.
+pub async fn create_principal(
+    base: &str,
+    admin: &str,
+    name: &str,
+    kind: &str,
+    roles: &[&str],
+) -> (String, String) {
+    let response: serde_json::Value = reqwest::Client::new()
+        .post(format!("{base}/v1/principals"))
+        .bearer_auth(admin)
+        .json(&serde_json::json!({"name": name, "kind": kind, "roles": roles, "justification": "a test needs it"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let address = response["address"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{response}"))
+        .to_string();
+    (address, response["token"].as_str().unwrap().to_string())
+}
+
+/// Runs `tests/python/SCRIPT ARGS` with python3, checking first that `module`
+/// imports (`.ci/run` installs it); fails with the script's output unless it exits 0
+/// and prints "all checks passed".
+pub async fn run_python(module: &str, script: &str, args: Vec<String>) {
+    let probe = std::process::Command::new("python3")
+        .args(["-c", &format!("import {module}")])
+        .status()
+        .expect("python3 is on the machine");
+    assert!(
+        probe.success(),
+        "this test needs Python's {0} package: pip install {0}",
+        module.split('.').next().unwrap_or(module)
+    );
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/python")
+        .join(script);
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("python3")
+            .arg(script)
+            .args(args)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success() && stdout.contains("all checks passed"),
+        "the python client failed:\n{stdout}\n{stderr}"
+    );
+}
