@@ -751,18 +751,6 @@ async fn kernel_decisions_are_published_on_colony_events() {
     node.shutdown().await.unwrap();
 }
 
-async fn get_json(base: &str, token: &str, path: &str) -> Value {
-    reqwest::Client::new()
-        .get(format!("{base}{path}"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
 /// Waits until the node has seen connections close down to `open`.
 async fn wait_for_connections(base: &str, token: &str, open: u64) {
     let deadline = tokio::time::Instant::now() + PATIENCE;
@@ -797,7 +785,7 @@ async fn wait_for_connections(base: &str, token: &str, open: u64) {
 async fn wait_for_decision(base: &str, token: &str, action: &str, subject: &str) -> Value {
     let deadline = tokio::time::Instant::now() + PATIENCE;
     loop {
-        let page = get_json(base, token, "/v1/audit?limit=1000").await;
+        let page = common::get_json(base, token, "/v1/audit?limit=1000").await;
         if let Some(record) = page["records"]
             .as_array()
             .unwrap()
@@ -826,16 +814,13 @@ async fn worker_sessions_over_the_bus_survive_a_reconnect_within_grace_only() {
     let (address, token) =
         common::create_principal(&base, &admin, "builder", "ai", &["member"]).await;
     let http = reqwest::Client::new();
-    let posted: Value = http
-        .post(format!("{base}/v1/tasks"))
-        .bearer_auth(&admin)
-        .json(&json!({"title": "build it", "capabilities": ["rust"], "justification": "test"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let posted = common::post_json(
+        &base,
+        &admin,
+        "/v1/tasks",
+        &json!({"title": "build it", "capabilities": ["rust"], "justification": "test"}),
+    )
+    .await;
     let task = posted["address"]
         .as_str()
         .unwrap_or_else(|| panic!("{posted}"))
@@ -878,7 +863,7 @@ async fn worker_sessions_over_the_bus_survive_a_reconnect_within_grace_only() {
         .await;
     assert_eq!(resumed["resumed"], true, "{resumed}");
     wait_for_decision(&base, &admin, "worker.disconnected", &address).await;
-    let state = get_json(&base, &admin, &format!("/v1/workers/{worker}")).await;
+    let state = common::get_json(&base, &admin, &format!("/v1/workers/{worker}")).await;
     assert_eq!(state["state"], "active", "{state}");
 
     // It drops again and stays away: lost, with the evidence, and its task is back.
@@ -886,7 +871,7 @@ async fn worker_sessions_over_the_bus_survive_a_reconnect_within_grace_only() {
     let lost = wait_for_decision(&base, &admin, "worker.lost", &address).await;
     assert_eq!(lost["reason"]["code"], "worker_disconnected", "{lost}");
     assert_eq!(lost["reason"]["revoked"], json!([task]));
-    let task_state = get_json(&base, &admin, &format!("/v1/tasks/{task}")).await;
+    let task_state = common::get_json(&base, &admin, &format!("/v1/tasks/{task}")).await;
     assert_eq!(task_state["status"], "pending", "{task_state}");
 
     // A graceful bye ends a session at once.
@@ -897,7 +882,7 @@ async fn worker_sessions_over_the_bus_survive_a_reconnect_within_grace_only() {
     let second = hello["worker"].as_u64().unwrap();
     let bye = client.request(json!({"op": "bye"}), "bye").await;
     assert_eq!(bye["status"], "left", "{bye}");
-    let state = get_json(&base, &admin, &format!("/v1/workers/{second}")).await;
+    let state = common::get_json(&base, &admin, &format!("/v1/workers/{second}")).await;
     assert_eq!(state["state"], "left", "{state}");
     node.shutdown().await.unwrap();
 }

@@ -127,15 +127,7 @@ async fn call(
 }
 
 async fn get(base: &str, path: &str, token: &str) -> Value {
-    reqwest::Client::new()
-        .get(format!("{base}{path}"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    common::get_json(base, token, path).await
 }
 
 async fn ai(base: &str, admin: &str, name: &str) -> String {

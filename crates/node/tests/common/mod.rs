@@ -45,6 +45,38 @@ pub async fn start(data: &Path, config: &Path) -> (Node, String, String) {
     (node, base, admin)
 }
 
+/// `GET base+path` with a bearer token, as JSON.
+pub async fn get_json(base: &str, token: &str, path: &str) -> serde_json::Value {
+    reqwest::Client::new()
+        .get(format!("{base}{path}"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// `POST base+path` with a bearer token and a JSON body, as JSON.
+pub async fn post_json(
+    base: &str,
+    token: &str,
+    path: &str,
+    body: &serde_json::Value,
+) -> serde_json::Value {
+    reqwest::Client::new()
+        .post(format!("{base}{path}"))
+        .bearer_auth(token)
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 /// Creates a principal over HTTP as the admin; returns its address and token.
 pub async fn create_principal(
     base: &str,
@@ -53,16 +85,8 @@ pub async fn create_principal(
     kind: &str,
     roles: &[&str],
 ) -> (String, String) {
-    let response: serde_json::Value = reqwest::Client::new()
-        .post(format!("{base}/v1/principals"))
-        .bearer_auth(admin)
-        .json(&serde_json::json!({"name": name, "kind": kind, "roles": roles, "justification": "a test needs it"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body = serde_json::json!({"name": name, "kind": kind, "roles": roles, "justification": "a test needs it"});
+    let response = post_json(base, admin, "/v1/principals", &body).await;
     let address = response["address"]
         .as_str()
         .unwrap_or_else(|| panic!("{response}"))
