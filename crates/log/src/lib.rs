@@ -29,4 +29,6 @@ mod store;
 pub use audit::{verify_audit, AuditRecord, VerifyReport};
 pub use error::Error;
 pub use segment::{LogReader, OpenReport, SegmentLog, SegmentOptions, RECORD_BYTES_MAX};
-pub use store::{verify_replay, RecoveryReport, Store, StoreOptions};
+pub use store::{
+    verify_replay, EncodedRecords, LogWriter, RecordEncoder, RecoveryReport, Store, StoreOptions,
+};

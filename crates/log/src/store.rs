@@ -30,12 +30,100 @@ pub struct RecoveryReport {
 }
 
 /// The durable side of a node. One writer: the node's sequencer.
+///
+/// [`Store::append`] encodes a command and its decision records and buffers them;
+/// [`Store::sync`] makes them durable. A writer that encodes on one thread and
+/// writes on another splits the store with [`Store::split`].
 pub struct Store {
+    encoder: RecordEncoder,
+    writer: LogWriter,
+}
+
+/// Encodes commands and chains their decision records (the chain's head lives here).
+pub struct RecordEncoder {
+    head: ChainHead,
+}
+
+/// One command and its decision records, encoded and chained, ready to be written.
+#[derive(Clone, Debug)]
+pub struct EncodedRecords {
+    pub seq: u64,
+    command: Vec<u8>,
+    records: Vec<Vec<u8>>,
+}
+
+impl EncodedRecords {
+    /// Bytes the records take, before framing.
+    pub fn len_bytes(&self) -> usize {
+        self.command.len() + self.records.iter().map(Vec::len).sum::<usize>()
+    }
+}
+
+/// Writes encoded records to the command and decision logs and syncs them.
+pub struct LogWriter {
     dir: PathBuf,
     commands: SegmentLog,
     audit: SegmentLog,
-    head: ChainHead,
-    scratch: Vec<Vec<u8>>,
+}
+
+impl RecordEncoder {
+    /// Encodes a command and the decision records of its events. `state` is the state
+    /// after applying it (for actor addresses).
+    pub fn encode(
+        &mut self,
+        command: &Command,
+        applied: &Applied,
+        state: &State,
+    ) -> EncodedRecords {
+        let mut records = Vec::with_capacity(applied.events.len());
+        encode_events(
+            command,
+            &applied.events,
+            0,
+            state,
+            &mut self.head,
+            &mut records,
+        );
+        EncodedRecords {
+            seq: command.seq,
+            command: postcard::to_stdvec(command).expect("commands serialize"),
+            records,
+        }
+    }
+
+    pub fn head(&self) -> ChainHead {
+        self.head
+    }
+}
+
+impl LogWriter {
+    /// Buffers encoded records; durable after [`LogWriter::sync`]. Records must come
+    /// in the order they were encoded.
+    pub fn append(&mut self, encoded: &EncodedRecords) -> Result<(), Error> {
+        let index = self.commands.append(&encoded.command)?;
+        assert_eq!(
+            index, encoded.seq,
+            "command log index and command seq agree"
+        );
+        for record in &encoded.records {
+            self.audit.append(record)?;
+        }
+        Ok(())
+    }
+
+    /// Makes everything appended durable: the command log first, then the decision log.
+    pub fn sync(&mut self) -> Result<(), Error> {
+        self.commands.sync()?;
+        self.audit.sync()
+    }
+
+    pub fn audit_reader(&self) -> LogReader {
+        self.audit.reader()
+    }
+
+    pub fn snapshots_dir(&self) -> PathBuf {
+        self.dir.join("snapshots")
+    }
 }
 
 impl Store {
@@ -166,11 +254,12 @@ impl Store {
         }
         audit.sync()?;
         let store = Store {
-            dir: dir.to_path_buf(),
-            commands,
-            audit,
-            head,
-            scratch: Vec::new(),
+            encoder: RecordEncoder { head },
+            writer: LogWriter {
+                dir: dir.to_path_buf(),
+                commands,
+                audit,
+            },
         };
         Ok((store, state, report))
     }
@@ -183,43 +272,31 @@ impl Store {
         applied: &Applied,
         state: &State,
     ) -> Result<(), Error> {
-        let bytes = postcard::to_stdvec(command).expect("commands serialize");
-        let index = self.commands.append(&bytes)?;
-        assert_eq!(
-            index, command.seq,
-            "command log index and command seq agree"
-        );
-        self.scratch.clear();
-        encode_events(
-            command,
-            &applied.events,
-            0,
-            state,
-            &mut self.head,
-            &mut self.scratch,
-        );
-        for record in &self.scratch {
-            self.audit.append(record)?;
-        }
-        Ok(())
+        let encoded = self.encoder.encode(command, applied, state);
+        self.writer.append(&encoded)
     }
 
     /// Makes everything appended durable: the command log first, then the decision log.
     pub fn sync(&mut self) -> Result<(), Error> {
-        self.commands.sync()?;
-        self.audit.sync()
+        self.writer.sync()
     }
 
     pub fn audit_reader(&self) -> LogReader {
-        self.audit.reader()
+        self.writer.audit_reader()
     }
 
     pub fn head(&self) -> ChainHead {
-        self.head
+        self.encoder.head()
     }
 
     pub fn snapshots_dir(&self) -> PathBuf {
-        self.dir.join("snapshots")
+        self.writer.snapshots_dir()
+    }
+
+    /// Splits the store for a writer that encodes on one thread (where the state
+    /// is) and writes and syncs on another.
+    pub fn split(self) -> (RecordEncoder, LogWriter) {
+        (self.encoder, self.writer)
     }
 }
 

@@ -49,6 +49,8 @@ impl Default for NodeConfig {
             sequencer: SequencerConfig {
                 submit_queue_max: 65_536,
                 batch_commands_max: 8_192,
+                unsynced_commands_max: 65_536,
+                decided_sync_within_ms: 5,
                 snapshot_every_commands: 100_000,
             },
             store: StoreOptions::default(),

@@ -1,19 +1,27 @@
 //! The sequencer: the single writer that turns requests into durable decisions.
 //!
 //! Requests arrive on a bounded queue ([`NodeConfig::submit_queue_max`](crate::NodeConfig)).
-//! The thread takes every request waiting (up to `batch_commands_max`), and for each:
-//! stamps the next sequence number and the time (never earlier than the last), applies
-//! it to the kernel, and appends the command and its decision records to the store.
-//! Then one sync makes the whole batch durable, and only then is each caller answered.
-//! When a reservation's time is due, the sequencer logs a tick by itself.
+//! The sequencer thread takes every request waiting (up to `batch_commands_max`) and
+//! hands them to the [`Decider`], which for each stamps the next sequence number and
+//! the time (never earlier than the last), applies it to the kernel, and encodes the
+//! command and its decision records. The decided group goes to the flusher thread,
+//! which writes whatever has accumulated, makes it durable with one sync of each log,
+//! and only then answers the callers (and publishes the decisions on the bus).
+//!
+//! Nothing that decides waits for a disk: while one group is being synced the next
+//! is decided. A command answered once decided ([`Submitter::submit_decided`], the
+//! LLM gateway's reservations) is decided on the caller's own thread when the decider
+//! is free, without a hop through the queue; otherwise it is queued like any other.
+//! At most `unsynced_commands_max` commands wait for the flusher; then deciding waits.
+//! When a reservation's time is due, the decider logs a tick first.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use colony_kernel::{Command, CommandBody, Event, PrincipalId, State};
-use colony_log::{snapshot, Store};
+use colony_log::{snapshot, EncodedRecords, LogWriter, RecordEncoder, Store};
 use tokio::sync::oneshot;
 
 use crate::metrics::Metrics;
@@ -46,6 +54,7 @@ pub(crate) enum Request {
 #[derive(Clone)]
 pub struct Submitter {
     sender: SyncSender<Request>,
+    core: Arc<Core>,
 }
 
 impl Submitter {
@@ -61,17 +70,31 @@ impl Submitter {
     }
 
     /// Like [`Submitter::submit`], but answered as soon as the kernel has decided,
-    /// before the batch holding the command is synced (it is synced right after,
-    /// with its batch). For callers that need the decision on a hot path and whose
-    /// own effects follow it (the LLM gateway's reservations): if the node stops in
-    /// between, the command is lost with the call it guarded.
+    /// before the group holding the command is synced (it is synced right after).
+    /// Decided on the calling thread when the decider is free. For callers that need
+    /// the decision on a hot path and whose own effects follow it (the LLM gateway's
+    /// reservations): if the node stops in between, the command is lost with the
+    /// call it guarded.
     pub async fn submit_decided(
         &self,
         actor: PrincipalId,
         justification: String,
         body: CommandBody,
     ) -> Result<Outcome, ApiError> {
-        self.send(actor, justification, body, true).await
+        let (reply, answer) = oneshot::channel();
+        let request = Request::Command {
+            actor,
+            justification,
+            body,
+            reply,
+            early: true,
+        };
+        let mut request = Some(request);
+        self.core.decide_now(&mut request);
+        match request {
+            None => answer.await.map_err(|_| ApiError::shutting_down()),
+            Some(request) => self.queue(request, answer).await,
+        }
     }
 
     async fn send(
@@ -82,13 +105,22 @@ impl Submitter {
         early: bool,
     ) -> Result<Outcome, ApiError> {
         let (reply, answer) = oneshot::channel();
-        match self.sender.try_send(Request::Command {
+        let request = Request::Command {
             actor,
             justification,
             body,
             reply,
             early,
-        }) {
+        };
+        self.queue(request, answer).await
+    }
+
+    async fn queue(
+        &self,
+        request: Request,
+        answer: oneshot::Receiver<Outcome>,
+    ) -> Result<Outcome, ApiError> {
+        match self.sender.try_send(request) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => return Err(ApiError::overloaded()),
             Err(TrySendError::Disconnected(_)) => return Err(ApiError::shutting_down()),
@@ -113,11 +145,18 @@ impl Submitter {
 pub struct SequencerConfig {
     pub submit_queue_max: usize,
     pub batch_commands_max: usize,
+    /// Commands decided but not yet taken by the flusher, at most; beyond, deciding
+    /// waits for the flusher.
+    pub unsynced_commands_max: usize,
+    /// Commands answered once decided ([`Submitter::submit_decided`]) are synced
+    /// within this many milliseconds (sooner when a command that waits for
+    /// durability comes): a crash loses at most this window of them.
+    pub decided_sync_within_ms: u64,
     /// Write a snapshot after this many commands since the last one.
     pub snapshot_every_commands: u64,
 }
 
-/// Starts the sequencer thread over an opened store.
+/// Starts the sequencer and flusher threads over an opened store.
 pub(crate) fn spawn(
     config: SequencerConfig,
     store: Store,
@@ -126,38 +165,359 @@ pub(crate) fn spawn(
     events: Arc<EventTap>,
 ) -> (Submitter, std::thread::JoinHandle<()>) {
     let (sender, receiver) = std::sync::mpsc::sync_channel(config.submit_queue_max);
+    let snapshots_dir = store.snapshots_dir();
+    let (encoder, writer) = store.split();
+    let snapshot_busy = Arc::new(AtomicBool::new(false));
+    let snapshot_seq = state.read().expect("state lock").last_seq;
+    let core = Arc::new(Core {
+        decider: Mutex::new(Decider {
+            encoder,
+            state: Arc::clone(&state),
+            metrics: Arc::clone(&metrics),
+            events: Arc::clone(&events),
+            snapshot_seq,
+            snapshot_busy: Arc::clone(&snapshot_busy),
+            stopped: false,
+        }),
+        handoff: Handoff::default(),
+        config: config.clone(),
+    });
+    let flusher = {
+        let core = Arc::clone(&core);
+        let flusher = Flusher {
+            writer,
+            decided_sync_within: Duration::from_millis(config.decided_sync_within_ms),
+            urgent_commands: config.batch_commands_max,
+            metrics: Arc::clone(&metrics),
+            events,
+            snapshots_dir,
+            snapshot_busy,
+            snapshot_writer: None,
+        };
+        std::thread::Builder::new()
+            .name("colony-flusher".into())
+            .spawn(move || flusher.run(&core.handoff))
+            .expect("spawn the flusher thread")
+    };
+    let sequencer = Sequencer {
+        config,
+        core: Arc::clone(&core),
+        state,
+        flusher: Some(flusher),
+    };
     let handle = std::thread::Builder::new()
         .name("colony-sequencer".into())
-        .spawn(move || {
-            Sequencer {
-                config,
-                store,
-                state,
-                metrics,
-                snapshot_seq: 0,
-                snapshot_writer: None,
-                events,
-                published: Vec::new(),
-                offered: Vec::new(),
-            }
-            .run(receiver)
-        })
+        .spawn(move || sequencer.run(receiver))
         .expect("spawn the sequencer thread");
-    (Submitter { sender }, handle)
+    (Submitter { sender, core }, handle)
 }
 
-struct Sequencer {
+/// What deciding shares between the sequencer thread and callers deciding in place.
+struct Core {
+    decider: Mutex<Decider>,
+    handoff: Handoff,
     config: SequencerConfig,
-    store: Store,
+}
+
+impl Core {
+    /// Decides one request on this thread if the decider is free and the flusher has
+    /// room (taking it); leaves it otherwise, to be queued.
+    fn decide_now(&self, request: &mut Option<Request>) {
+        let Ok(mut decider) = self.decider.try_lock() else {
+            return;
+        };
+        if decider.stopped || self.handoff.waiting_commands() >= self.config.unsynced_commands_max {
+            return;
+        }
+        let mut shutdown = None;
+        // Snapshots are left to the sequencer thread (it wakes at least every second).
+        let group = decider.decide(request.take().into_iter(), &mut shutdown);
+        self.handoff.hand_over(group, &self.config);
+    }
+}
+
+/// Stamps, applies and encodes commands, in one order. Held under [`Core::decider`]
+/// from deciding until the group is handed over, so that groups reach the flusher in
+/// the order of their sequence numbers.
+struct Decider {
+    encoder: RecordEncoder,
     state: Arc<RwLock<State>>,
     metrics: Arc<Metrics>,
-    snapshot_seq: u64,
-    snapshot_writer: Option<std::thread::JoinHandle<()>>,
     events: Arc<EventTap>,
-    /// Decisions of this batch to publish on the bus once they are durable.
-    published: Vec<(Command, Vec<colony_kernel::Event>)>,
-    /// Tasks that became claimable in this batch, offered once it is durable.
+    snapshot_seq: u64,
+    /// Set while a snapshot is being written.
+    snapshot_busy: Arc<AtomicBool>,
+    /// The last group went to the flusher: nothing more is decided.
+    stopped: bool,
+}
+
+impl Decider {
+    /// Decides requests in order (after a tick, if something is due): the group of
+    /// what was decided, for the flusher. Early requests are answered here.
+    fn decide(
+        &mut self,
+        requests: impl Iterator<Item = Request>,
+        shutdown: &mut Option<oneshot::Sender<()>>,
+    ) -> Group {
+        let mut group = Group::default();
+        let shared_state = Arc::clone(&self.state);
+        let mut state = shared_state.write().expect("state lock");
+        let stamp = |state: &State| (state.last_seq + 1, now_ms().max(state.now_ms));
+        let offers_wanted = self.events.offers_wanted();
+        let events_wanted = self.events.wanted();
+        if state.next_due_ms().is_some_and(|due| due <= now_ms()) {
+            // Something is due. The node's health figures go first, so that a
+            // stability window closing now counts them; either command lets time pass.
+            let (body, justification) = match self.metrics.take_health() {
+                Some(health) => (
+                    CommandBody::ReportHealth(health),
+                    "the node's figures since its last report",
+                ),
+                None => (CommandBody::Tick, "time passes: something is due"),
+            };
+            let (seq, at_ms) = stamp(&state);
+            let command = Command::new(seq, at_ms, PrincipalId::SYSTEM, justification, body);
+            let mut applied = state.apply(&command);
+            group
+                .records
+                .push(self.encoder.encode(&command, &applied, &state));
+            if offers_wanted {
+                group.offered.append(&mut applied.offered);
+            }
+            if events_wanted {
+                group.published.push((command, applied.events));
+            }
+        }
+        for request in requests {
+            match request {
+                Request::Command {
+                    actor,
+                    justification,
+                    body,
+                    reply,
+                    early,
+                } => {
+                    let (seq, at_ms) = stamp(&state);
+                    let command = Command {
+                        seq,
+                        at_ms,
+                        actor,
+                        justification,
+                        body,
+                    };
+                    let mut applied = state.apply(&command);
+                    group
+                        .records
+                        .push(self.encoder.encode(&command, &applied, &state));
+                    if offers_wanted {
+                        group.offered.append(&mut applied.offered);
+                    }
+                    for event in &applied.events {
+                        group.decisions[decision_index(event)] += 1;
+                    }
+                    let primary = applied.events[applied.primary_index].clone();
+                    if events_wanted {
+                        group.published.push((command, applied.events));
+                    }
+                    let outcome = Outcome {
+                        seq,
+                        at_ms,
+                        primary,
+                    };
+                    if early {
+                        let _ = reply.send(outcome);
+                    } else {
+                        group.replies.push((reply, outcome));
+                    }
+                }
+                Request::Shutdown { reply } => *shutdown = Some(reply),
+            }
+        }
+        group
+    }
+
+    /// Adds a snapshot to the group when enough commands have passed (or at
+    /// shutdown), encoded here; the flusher writes it once the group is durable.
+    fn maybe_snapshot(
+        &mut self,
+        group: &mut Group,
+        final_snapshot: bool,
+        config: &SequencerConfig,
+    ) {
+        let state = self.state.read().expect("state lock");
+        let last_seq = state.last_seq;
+        let due = last_seq > self.snapshot_seq
+            && (final_snapshot || last_seq - self.snapshot_seq >= config.snapshot_every_commands);
+        if !due || (!final_snapshot && self.snapshot_busy.load(Ordering::Acquire)) {
+            return;
+        }
+        self.snapshot_busy.store(true, Ordering::Release);
+        group.snapshot = Some((last_seq, snapshot::encode_state(&state)));
+        self.snapshot_seq = last_seq;
+    }
+}
+
+/// The thread that takes queued requests in batches.
+struct Sequencer {
+    config: SequencerConfig,
+    core: Arc<Core>,
+    state: Arc<RwLock<State>>,
+    flusher: Option<std::thread::JoinHandle<()>>,
+}
+
+/// What the decider hands the flusher: decided commands, encoded, in order, with
+/// what to do once they are durable.
+#[derive(Default)]
+struct Group {
+    records: Vec<EncodedRecords>,
+    /// Callers answered once their command is durable.
+    replies: Vec<(oneshot::Sender<Outcome>, Outcome)>,
+    decisions: [u64; 6],
+    /// Decisions to publish on the bus once durable.
+    published: Vec<(Command, Vec<Event>)>,
+    /// Tasks that became claimable, offered once durable.
     offered: Vec<String>,
+    /// A snapshot of the state after the last command of this group: `(seq, bytes)`.
+    snapshot: Option<(u64, Vec<u8>)>,
+    /// The last group: write the snapshot before answering, then stop.
+    last: bool,
+    /// When the first of these commands was handed over.
+    first_at: Option<Instant>,
+}
+
+impl Group {
+    fn is_empty(&self) -> bool {
+        self.records.is_empty() && self.snapshot.is_none() && !self.last
+    }
+
+    /// Whether the flusher should sync now: someone waits for durability, the node
+    /// stops, or many commands wait.
+    fn urgent(&self, urgent_commands: usize) -> bool {
+        !self.replies.is_empty() || self.last || self.records.len() >= urgent_commands
+    }
+
+    fn append(&mut self, other: Group) {
+        self.records.extend(other.records);
+        self.replies.extend(other.replies);
+        for (total, count) in self.decisions.iter_mut().zip(other.decisions) {
+            *total += count;
+        }
+        self.published.extend(other.published);
+        self.offered.extend(other.offered);
+        if other.snapshot.is_some() {
+            self.snapshot = other.snapshot;
+        }
+        self.last |= other.last;
+    }
+}
+
+/// The group waiting for the flusher, and the two conditions around it.
+#[derive(Default)]
+struct Handoff {
+    waiting: Mutex<Group>,
+    /// The flusher waits for a group.
+    filled: Condvar,
+    /// Deciding waits for room (`unsynced_commands_max`).
+    taken: Condvar,
+    /// Whether the flusher is writing and syncing a group.
+    syncing: Mutex<bool>,
+    /// The flusher finished a group.
+    synced: Condvar,
+}
+
+impl Handoff {
+    /// Waits until the flusher is not syncing. The sequencer thread does before it
+    /// takes a batch from the queue, so that whatever queues during a sync is
+    /// decided (and later synced) as one batch, as in a plain group commit.
+    fn wait_until_synced(&self) {
+        let mut syncing = self.syncing.lock().expect("handoff lock");
+        while *syncing {
+            syncing = self.synced.wait(syncing).expect("handoff lock");
+        }
+    }
+
+    fn set_syncing(&self, now: bool) {
+        *self.syncing.lock().expect("handoff lock") = now;
+        if !now {
+            self.synced.notify_all();
+        }
+    }
+
+    fn waiting_commands(&self) -> usize {
+        self.waiting.lock().expect("handoff lock").records.len()
+    }
+
+    /// Adds a group to what waits for the flusher, first waiting while too many
+    /// commands already wait.
+    fn hand_over(&self, group: Group, config: &SequencerConfig) {
+        if group.is_empty() {
+            return;
+        }
+        let mut waiting = self.waiting.lock().expect("handoff lock");
+        while !waiting.records.is_empty()
+            && waiting.records.len() + group.records.len() > config.unsynced_commands_max
+        {
+            waiting = self.taken.wait(waiting).expect("handoff lock");
+        }
+        let wake = waiting.is_empty() || group.urgent(config.batch_commands_max);
+        waiting.first_at.get_or_insert_with(Instant::now);
+        waiting.append(group);
+        let wake = wake || waiting.urgent(config.batch_commands_max);
+        drop(waiting);
+        if wake {
+            self.filled.notify_one();
+        }
+    }
+}
+
+/// How long the sequencer sleeps at most when idle, to notice due ticks.
+const IDLE_WAKE_MS: u64 = 1_000;
+
+impl Sequencer {
+    fn run(mut self, receiver: Receiver<Request>) {
+        let mut batch = Vec::with_capacity(self.config.batch_commands_max);
+        let mut shutdown = None;
+        loop {
+            let wait_ms = {
+                let state = self.state.read().expect("state lock");
+                state.next_due_ms().map_or(IDLE_WAKE_MS, |due| {
+                    due.saturating_sub(now_ms()).min(IDLE_WAKE_MS)
+                })
+            };
+            let disconnected = match receiver.recv_timeout(Duration::from_millis(wait_ms)) {
+                Ok(request) => {
+                    batch.push(request);
+                    false
+                }
+                Err(RecvTimeoutError::Timeout) => false,
+                Err(RecvTimeoutError::Disconnected) => true,
+            };
+            self.core.handoff.wait_until_synced();
+            while batch.len() < self.config.batch_commands_max {
+                match receiver.try_recv() {
+                    Ok(request) => batch.push(request),
+                    Err(_) => break,
+                }
+            }
+            let mut decider = self.core.decider.lock().expect("decider lock");
+            let mut group = decider.decide(batch.drain(..), &mut shutdown);
+            let stopping = shutdown.is_some() || disconnected;
+            decider.maybe_snapshot(&mut group, stopping, &self.config);
+            group.last = stopping;
+            decider.stopped = stopping;
+            self.core.handoff.hand_over(group, &self.config);
+            drop(decider);
+            if stopping {
+                break;
+            }
+        }
+        if let Some(flusher) = self.flusher.take() {
+            let _ = flusher.join();
+        }
+        if let Some(reply) = shutdown {
+            let _ = reply.send(());
+        }
+    }
 }
 
 /// Where the sequencer publishes decisions once they are durable: the bus, set when
@@ -183,194 +543,124 @@ impl EventTap {
     }
 }
 
-/// How long the sequencer sleeps at most when idle, to notice due ticks.
-const IDLE_WAKE_MS: u64 = 1_000;
+/// The thread that writes and syncs the logs, then answers.
+struct Flusher {
+    writer: LogWriter,
+    /// How long commands answered once decided may wait for their sync.
+    decided_sync_within: Duration,
+    /// This many waiting commands are synced at once.
+    urgent_commands: usize,
+    metrics: Arc<Metrics>,
+    events: Arc<EventTap>,
+    snapshots_dir: std::path::PathBuf,
+    snapshot_busy: Arc<AtomicBool>,
+    snapshot_writer: Option<std::thread::JoinHandle<()>>,
+}
 
-impl Sequencer {
-    fn run(mut self, receiver: Receiver<Request>) {
-        self.snapshot_seq = self.state.read().expect("state lock").last_seq;
-        let mut batch = Vec::with_capacity(self.config.batch_commands_max);
-        let mut shutdown = None;
+impl Flusher {
+    fn run(mut self, handoff: &Handoff) {
         loop {
-            let wait_ms = {
-                let state = self.state.read().expect("state lock");
-                state.next_due_ms().map_or(IDLE_WAKE_MS, |due| {
-                    due.saturating_sub(now_ms()).min(IDLE_WAKE_MS)
-                })
-            };
-            match receiver.recv_timeout(Duration::from_millis(wait_ms)) {
-                Ok(request) => batch.push(request),
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => break,
-            }
-            while batch.len() < self.config.batch_commands_max {
-                match receiver.try_recv() {
-                    Ok(request) => batch.push(request),
-                    Err(_) => break,
+            let group = {
+                let mut waiting = handoff.waiting.lock().expect("handoff lock");
+                loop {
+                    if waiting.is_empty() {
+                        waiting = handoff.filled.wait(waiting).expect("handoff lock");
+                        continue;
+                    }
+                    if waiting.urgent(self.urgent_commands) {
+                        break;
+                    }
+                    // Only commands already answered wait: sync them within the bound,
+                    // with whatever else comes meanwhile.
+                    let deadline =
+                        waiting.first_at.unwrap_or_else(Instant::now) + self.decided_sync_within;
+                    let now = Instant::now();
+                    if now >= deadline {
+                        break;
+                    }
+                    waiting = handoff
+                        .filled
+                        .wait_timeout(waiting, deadline - now)
+                        .expect("handoff lock")
+                        .0;
                 }
-            }
-            let mut replies = Vec::with_capacity(batch.len());
-            self.process(&mut batch, &mut replies, &mut shutdown);
-            for (reply, outcome) in replies {
-                // A caller that went away (timeout, disconnect) just misses its answer;
-                // the command stands.
-                let _ = reply.send(outcome);
-            }
-            if shutdown.is_some() {
+                handoff.set_syncing(true);
+                std::mem::take(&mut *waiting)
+            };
+            handoff.taken.notify_all();
+            let last = group.last;
+            self.flush(group);
+            handoff.set_syncing(false);
+            if last {
                 break;
             }
-            self.maybe_snapshot(false);
         }
-        self.maybe_snapshot(true);
         if let Some(writer) = self.snapshot_writer.take() {
             let _ = writer.join();
         }
-        if let Some(reply) = shutdown {
-            let _ = reply.send(());
-        }
     }
 
-    fn process(
-        &mut self,
-        batch: &mut Vec<Request>,
-        replies: &mut Vec<(oneshot::Sender<Outcome>, Outcome)>,
-        shutdown: &mut Option<oneshot::Sender<()>>,
-    ) {
-        let shared_state = Arc::clone(&self.state);
-        let mut state = shared_state.write().expect("state lock");
-        let mut appended = 0u64;
-        let mut decisions = [0u64; 6];
-        let stamp = |state: &State| (state.last_seq + 1, now_ms().max(state.now_ms));
-        let offers_wanted = self.events.offers_wanted();
-        if state.next_due_ms().is_some_and(|due| due <= now_ms()) {
-            // Something is due. The node's health figures go first, so that a
-            // stability window closing now counts them; either command lets time pass.
-            let (body, justification) = match self.metrics.take_health() {
-                Some(health) => (
-                    CommandBody::ReportHealth(health),
-                    "the node's figures since its last report",
-                ),
-                None => (CommandBody::Tick, "time passes: something is due"),
-            };
-            let (seq, at_ms) = stamp(&state);
-            let command = Command::new(seq, at_ms, PrincipalId::SYSTEM, justification, body);
-            let mut applied = state.apply(&command);
-            self.append(&command, &applied, &state);
-            if offers_wanted {
-                self.offered.append(&mut applied.offered);
-            }
-            if self.events.wanted() {
-                self.published.push((command, applied.events));
-            }
-            appended += 1;
-        }
-        for request in batch.drain(..) {
-            match request {
-                Request::Command {
-                    actor,
-                    justification,
-                    body,
-                    reply,
-                    early,
-                } => {
-                    let (seq, at_ms) = stamp(&state);
-                    let command = Command {
-                        seq,
-                        at_ms,
-                        actor,
-                        justification,
-                        body,
-                    };
-                    let mut applied = state.apply(&command);
-                    self.append(&command, &applied, &state);
-                    if offers_wanted {
-                        self.offered.append(&mut applied.offered);
-                    }
-                    for event in &applied.events {
-                        decisions[decision_index(event)] += 1;
-                    }
-                    let primary = applied.events[applied.primary_index].clone();
-                    if self.events.wanted() {
-                        self.published.push((command, applied.events));
-                    }
-                    let outcome = Outcome {
-                        seq,
-                        at_ms,
-                        primary,
-                    };
-                    if early {
-                        let _ = reply.send(outcome);
-                    } else {
-                        replies.push((reply, outcome));
-                    }
-                    appended += 1;
-                }
-                Request::Shutdown { reply } => *shutdown = Some(reply),
-            }
-        }
-        drop(state);
-        if appended == 0 {
-            return;
-        }
-        let started = Instant::now();
-        if let Err(error) = self.store.sync() {
-            // The kernel state is ahead of the disk and callers would be told their
-            // commands are durable: the only safe move is to stop here.
-            tracing::error!("cannot make the log durable, stopping: {error}");
-            std::process::abort();
-        }
-        self.metrics
-            .record_batch(appended, started.elapsed(), &decisions);
-        if !self.offered.is_empty() {
-            if let Some(bus) = self.events.bus.get() {
-                bus.publish_offers(&std::mem::take(&mut self.offered));
-            }
-        }
-        if !self.published.is_empty() {
-            if let Some(bus) = self.events.bus.get() {
-                for (command, events) in self.published.drain(..) {
-                    bus.publish_events(&command, &events);
+    fn flush(&mut self, group: Group) {
+        if !group.records.is_empty() {
+            let started = Instant::now();
+            for records in &group.records {
+                if let Err(error) = self.writer.append(records) {
+                    tracing::error!("cannot append to the log, stopping: {error}");
+                    std::process::abort();
                 }
             }
+            if let Err(error) = self.writer.sync() {
+                // The kernel state is ahead of the disk and callers would be told their
+                // commands are durable: the only safe move is to stop here.
+                tracing::error!("cannot make the log durable, stopping: {error}");
+                std::process::abort();
+            }
+            self.metrics.record_batch(
+                group.records.len() as u64,
+                started.elapsed(),
+                &group.decisions,
+            );
+        }
+        for (reply, outcome) in group.replies {
+            // A caller that went away (timeout, disconnect) just misses its answer;
+            // the command stands.
+            let _ = reply.send(outcome);
+        }
+        if let Some(bus) = self.events.bus.get() {
+            if !group.offered.is_empty() {
+                bus.publish_offers(&group.offered);
+            }
+            for (command, events) in &group.published {
+                bus.publish_events(command, events);
+            }
+        }
+        if let Some((seq, payload)) = group.snapshot {
+            self.write_snapshot(seq, payload, group.last);
         }
     }
 
-    fn append(&mut self, command: &Command, applied: &colony_kernel::Applied, state: &State) {
-        if let Err(error) = self.store.append(command, applied, state) {
-            tracing::error!("cannot append to the log, stopping: {error}");
-            std::process::abort();
+    /// Writes a snapshot of durable commands: on a helper thread, or here when it
+    /// is the last.
+    fn write_snapshot(&mut self, seq: u64, payload: Vec<u8>, here: bool) {
+        if let Some(writer) = self.snapshot_writer.take() {
+            let _ = writer.join();
         }
-    }
-
-    /// Writes a snapshot when enough commands have passed (or at shutdown), encoding
-    /// here and writing on a helper thread.
-    fn maybe_snapshot(&mut self, final_snapshot: bool) {
-        let last_seq = self.state.read().expect("state lock").last_seq;
-        let due = last_seq > self.snapshot_seq
-            && (final_snapshot
-                || last_seq - self.snapshot_seq >= self.config.snapshot_every_commands);
-        if !due
-            || self
-                .snapshot_writer
-                .as_ref()
-                .is_some_and(|w| !w.is_finished())
-        {
-            return;
-        }
-        let payload = snapshot::encode_state(&self.state.read().expect("state lock"));
-        let dir = self.store.snapshots_dir();
+        let dir = self.snapshots_dir.clone();
         let metrics = Arc::clone(&self.metrics);
-        self.snapshot_seq = last_seq;
-        let write = move || match snapshot::write_snapshot(&dir, last_seq, &payload) {
-            Ok(path) => {
-                metrics.snapshots.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(file = %path.display(), "snapshot written at command {last_seq}");
+        let busy = Arc::clone(&self.snapshot_busy);
+        let write = move || {
+            match snapshot::write_snapshot(&dir, seq, &payload) {
+                Ok(path) => {
+                    metrics.snapshots.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(file = %path.display(), "snapshot written at command {seq}");
+                }
+                Err(error) => {
+                    tracing::warn!("snapshot at command {seq} failed (the log is intact): {error}")
+                }
             }
-            Err(error) => {
-                tracing::warn!("snapshot at command {last_seq} failed (the log is intact): {error}")
-            }
+            busy.store(false, Ordering::Release);
         };
-        if final_snapshot {
+        if here {
             write();
         } else {
             self.snapshot_writer = Some(std::thread::spawn(write));
@@ -395,4 +685,121 @@ pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use colony_log::StoreOptions;
+
+    struct Running {
+        submitter: Submitter,
+        thread: std::thread::JoinHandle<()>,
+        audit: colony_log::LogReader,
+        _dir: tempfile::TempDir,
+        path: std::path::PathBuf,
+    }
+
+    fn start(decided_sync_within_ms: u64, unsynced_commands_max: usize) -> Running {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        let (store, state, _) = Store::open(&path, StoreOptions::default()).unwrap();
+        let audit = store.audit_reader();
+        let (submitter, thread) = spawn(
+            SequencerConfig {
+                submit_queue_max: 1_024,
+                batch_commands_max: 64,
+                unsynced_commands_max,
+                decided_sync_within_ms,
+                snapshot_every_commands: 100,
+            },
+            store,
+            Arc::new(RwLock::new(state)),
+            Arc::new(Metrics::default()),
+            Arc::new(EventTap::default()),
+        );
+        Running {
+            submitter,
+            thread,
+            audit,
+            _dir: dir,
+            path,
+        }
+    }
+
+    async fn tick(submitter: &Submitter, decided: bool, note: String) -> Outcome {
+        let submit = if decided {
+            submitter
+                .submit_decided(PrincipalId::SYSTEM, note, CommandBody::Tick)
+                .await
+        } else {
+            submitter
+                .submit(PrincipalId::SYSTEM, note, CommandBody::Tick)
+                .await
+        };
+        submit.expect("the sequencer answers")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn decided_and_durable_commands_share_one_order_that_replays() {
+        // A tight bound on unsynced commands makes deciding wait for the flusher too.
+        let running = start(5, 8);
+        let mut clients = Vec::new();
+        for client in 0..8 {
+            let submitter = running.submitter.clone();
+            clients.push(tokio::spawn(async move {
+                let mut seqs = Vec::new();
+                for i in 0..150 {
+                    let decided = (client + i) % 3 != 0;
+                    let outcome = tick(&submitter, decided, format!("client {client} #{i}")).await;
+                    seqs.push(outcome.seq);
+                }
+                seqs
+            }));
+        }
+        let mut seqs = Vec::new();
+        for client in clients {
+            seqs.extend(client.await.unwrap());
+        }
+        running.submitter.shutdown().await;
+        running.thread.join().unwrap();
+        seqs.sort_unstable();
+        seqs.dedup();
+        assert_eq!(seqs.len(), 8 * 150, "every command got its own number");
+        // Everything decided is durable after shutdown, in one chain that replays.
+        let (_, state, report) = Store::open(&running.path, StoreOptions::default()).unwrap();
+        assert!(state.last_seq >= 8 * 150);
+        assert_eq!(report.regenerated, 0, "no decision record was missing");
+        colony_log::verify_replay(&running.path).unwrap();
+        colony_log::verify_audit(&running.path).unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_decided_command_is_synced_by_itself_within_its_window() {
+        let running = start(20, 1_024);
+        let outcome = tick(&running.submitter, true, "alone".into()).await;
+        // Nothing else is submitted: only the flusher's window makes it durable.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while running.audit.last_index() < outcome.seq {
+            assert!(
+                Instant::now() < deadline,
+                "the decided command was never synced"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        running.submitter.shutdown().await;
+        running.thread.join().unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_durable_command_makes_the_decided_ones_before_it_durable() {
+        // A window of an hour: only the durable command can have caused the sync.
+        let running = start(3_600_000, 1_024);
+        let decided = tick(&running.submitter, true, "decided".into()).await;
+        let durable = tick(&running.submitter, false, "durable".into()).await;
+        assert!(durable.seq > decided.seq);
+        assert!(running.audit.last_index() >= durable.seq);
+        running.submitter.shutdown().await;
+        running.thread.join().unwrap();
+    }
 }

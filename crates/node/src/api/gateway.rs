@@ -123,7 +123,7 @@ impl Settlement {
         );
         Some(tokio::spawn(async move {
             let _ = submitter
-                .submit(
+                .submit_decided(
                     caller,
                     justification.clone(),
                     CommandBody::Commit {
@@ -135,7 +135,7 @@ impl Settlement {
             if let Some((address, token)) = task {
                 if actual > 0 {
                     let _ = submitter
-                        .submit(
+                        .submit_decided(
                             caller,
                             justification,
                             CommandBody::UpdateTask {
@@ -173,7 +173,7 @@ impl Settlement {
         let justification = format!("llm call not made: {why}");
         tokio::spawn(async move {
             let _ = submitter
-                .submit(caller, justification, CommandBody::Release { reservation })
+                .submit_decided(caller, justification, CommandBody::Release { reservation })
                 .await;
         });
     }
