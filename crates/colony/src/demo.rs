@@ -200,6 +200,15 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
                 budget["spent_micro_usd"],
                 budget["total_micro_usd"],
             );
+            for child in task["children"].as_array().cloned().unwrap_or_default() {
+                let child = text(&child["address"]);
+                let subtask = client.get(&format!("/v1/tasks/{child}")).await?;
+                let budget = &subtask["budget"];
+                println!(
+                    "colony demo: subtask {child}: {} of its {} micro-USD share spent",
+                    budget["spent_micro_usd"], budget["total_micro_usd"],
+                );
+            }
             ExitCode::SUCCESS
         }
         Err(error) => {

@@ -293,6 +293,20 @@ or, if it is too big for one step, split it into 2 to 5 smaller independent task
 \"justification\": \"...\"}. If you cannot do it, answer a ```signal block {\"signal\": \
 \"task_rejection\" | \"clarification_needed\" | \"low_confidence\", \"reason\": \"...\"}. Always justify.";
 
+/// `remaining` micro-dollars split evenly among `count` subtasks (the odd
+/// micro-dollars stay with the parent).
+pub fn budget_shares(remaining: u64, count: usize) -> Vec<u64> {
+    if count == 0 {
+        return Vec::new();
+    }
+    vec![remaining / count as u64; count]
+}
+
+/// Micro-dollars as a dollar amount the API reads exactly (`"0.250000"`).
+pub fn micro_usd_text(micro: u64) -> String {
+    format!("{}.{:06}", micro / 1_000_000, micro % 1_000_000)
+}
+
 /// The fenced blocks of a model's answer: (language, body).
 pub fn fenced_blocks(text: &str) -> Vec<(String, String)> {
     let mut blocks = Vec::new();
@@ -424,7 +438,7 @@ async fn work_llm(client: &Client, model: &str, claimed: &Value) -> anyhow::Resu
         .unwrap_or_else(|| format!("{model} decided without saying why"));
     match decision["action"].as_str() {
         Some("decompose") => {
-            let subtasks: Vec<Value> = decision["subtasks"]
+            let mut subtasks: Vec<Value> = decision["subtasks"]
                 .as_array()
                 .cloned()
                 .unwrap_or_default()
@@ -435,6 +449,18 @@ async fn work_llm(client: &Client, model: &str, claimed: &Value) -> anyhow::Resu
                            "capabilities": s["capabilities"].as_array().cloned().unwrap_or_default()})
                 })
                 .collect();
+            // The subtasks share what is left of the task's budget (the call above is
+            // already charged), so that their own calls are charged to them.
+            let current = client.get(&format!("/v1/tasks/{address}")).await?;
+            let remaining = current["budget"]["remaining_micro_usd"]
+                .as_u64()
+                .unwrap_or(0);
+            let shares = budget_shares(remaining, subtasks.len());
+            for (subtask, share) in subtasks.iter_mut().zip(shares) {
+                if share > 0 {
+                    subtask["budget_usd"] = json!(micro_usd_text(share));
+                }
+            }
             client
                 .post(&lease_path("decompose"), &json!({"lease_token": token, "subtasks": subtasks, "justification": justification}))
                 .await?;
@@ -464,4 +490,38 @@ fn task_lease_ms(claimed: &Value) -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
     expires.saturating_sub(now).max(300)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn budget_shares_never_exceed_what_is_left() {
+        assert_eq!(budget_shares(1_000, 3), vec![333, 333, 333]);
+        assert_eq!(budget_shares(0, 2), vec![0, 0]);
+        assert!(budget_shares(5, 0).is_empty());
+        for (remaining, count) in [(1, 1), (999_999, 7), (u64::MAX, 10)] {
+            assert!(budget_shares(remaining, count).iter().sum::<u64>() <= remaining);
+        }
+    }
+
+    #[test]
+    fn micro_dollars_are_written_exactly() {
+        assert_eq!(micro_usd_text(250_000), "0.250000");
+        assert_eq!(micro_usd_text(1_000_001), "1.000001");
+        assert_eq!(micro_usd_text(0), "0.000000");
+    }
+
+    #[test]
+    fn fenced_blocks_are_found_with_their_language() {
+        let text = "intro\n```json\n{\"action\": \"complete\"}\n```\nthen\n```signal\n{}\n```";
+        let blocks = fenced_blocks(text);
+        assert_eq!(blocks.len(), 2);
+        assert_eq!(
+            blocks[0],
+            ("json".into(), "{\"action\": \"complete\"}".into())
+        );
+        assert_eq!(blocks[1].0, "signal");
+    }
 }

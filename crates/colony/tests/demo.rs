@@ -50,6 +50,22 @@ fn the_demo_finishes_its_sample_goal() {
             "the demo did not show {expected:?}:\n{stdout}"
         );
     }
+    // The subtasks got shares of the goal's budget, and their own calls were charged
+    // to them.
+    let shares: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.contains("micro-USD share spent"))
+        .collect();
+    assert_eq!(shares.len(), 2, "{stdout}");
+    for line in shares {
+        let spent: u64 = line
+            .split(": ")
+            .nth(2)
+            .and_then(|rest| rest.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("unreadable share line {line:?}"));
+        assert!(spent > 0, "a subtask's call was not charged to it: {line}");
+    }
     // The log it leaves verifies.
     let data = stdout
         .lines()

@@ -24,6 +24,11 @@ struct Setup {
 }
 
 async fn setup() -> Setup {
+    setup_with("").await
+}
+
+/// A node whose gateway uses the mock upstream; `gateway_extra` goes into `[gateway]`.
+async fn setup_with(gateway_extra: &str) -> Setup {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let upstream = format!("http://{}/v1", listener.local_addr().unwrap());
     let mock = MockState::default();
@@ -34,6 +39,7 @@ async fn setup() -> Setup {
 default_model = "mock-mini"
 timeout = "5s"
 tokens_per_minute_per_principal = 100000
+{gateway_extra}
 
 [[upstreams]]
 name = "mock"
@@ -50,6 +56,12 @@ api_key_envs = ["BROKEN_KEYS"]
 [[upstreams]]
 name = "scripted"
 kind = "scripted"
+
+[[upstreams]]
+name = "mock-anthropic"
+kind = "anthropic"
+base_url = "{upstream}"
+api_key_envs = ["ANTHROPIC_KEYS"]
 
 [[models]]
 name = "mock-mini"
@@ -73,6 +85,13 @@ output_usd_per_million = "2.00"
 fallback = ["mock-mini"]
 
 [[models]]
+name = "mock-claude"
+upstream = "mock-anthropic"
+upstream_model = "claude-upstream"
+input_usd_per_million = "1.00"
+output_usd_per_million = "2.00"
+
+[[models]]
 name = "colony-scripted"
 upstream = "scripted"
 input_usd_per_million = "1.00"
@@ -82,6 +101,7 @@ output_usd_per_million = "2.00"
     let env = |name: &str| match name {
         "MOCK_KEYS" => Some("limited-1,good-1".to_string()),
         "BROKEN_KEYS" => Some("broken-1".to_string()),
+        "ANTHROPIC_KEYS" => Some("good-anthropic".to_string()),
         _ => None,
     };
     let gateway = GatewayConfig::parse(Path::new("providers.toml"), &providers, &env).unwrap();
@@ -148,6 +168,23 @@ async fn wait_for_budget(base: &str, token: &str, used: u64) -> Value {
         assert!(
             tokio::time::Instant::now() < deadline,
             "budget never settled at {used}: {budget}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until the decision log holds `needle` (settlements are synced shortly after
+/// they are decided); returns the log's first page as text.
+async fn wait_for_audit(base: &str, admin: &str, needle: &str) -> String {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let text = get(base, "/v1/audit?limit=500", admin).await.to_string();
+        if text.contains(needle) {
+            return text;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{needle:?} never appeared in the decision log: {text}"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -386,6 +423,22 @@ async fn a_failing_upstream_falls_back_and_the_task_budget_is_charged() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // A streamed call for the task: its charge is decided before the stream's last
+    // event goes out, so the task shows it as soon as the stream is read.
+    let mut body = hello();
+    body["stream"] = json!(true);
+    let (status, _, text) = call(
+        &s.base,
+        "/v1/chat/completions",
+        &token,
+        body,
+        &[("x-colony-task", &task)],
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+    let shown = get(&s.base, &format!("/v1/tasks/{task}"), &s.admin).await;
+    assert_eq!(shown["budget"]["spent_micro_usd"], json!(68), "{shown}");
     s.node.shutdown().await.unwrap();
 }
 
@@ -466,5 +519,141 @@ async fn the_scripted_provider_and_anthropics_shape_work_offline() {
         ids.contains(&"mock-mini") && ids.contains(&"colony-scripted") && ids.contains(&"auto"),
         "{ids:?}"
     );
+    s.node.shutdown().await.unwrap();
+}
+
+/// Reads an SSE body in Anthropic's shape: (event name, payload) pairs, checking
+/// that each `event:` line names its payload's type.
+fn anthropic_events(text: &str) -> Vec<Value> {
+    let mut events = Vec::new();
+    let mut name = None;
+    for line in text.lines() {
+        if let Some(event) = line.strip_prefix("event: ") {
+            name = Some(event.to_string());
+        } else if let Some(data) = line.strip_prefix("data: ") {
+            let payload: Value = serde_json::from_str(data).unwrap();
+            assert_eq!(Some(payload["type"].as_str().unwrap()), name.as_deref());
+            events.push(payload);
+        }
+    }
+    events
+}
+
+async fn messages_stream(
+    base: &str,
+    token: &str,
+    model: &str,
+) -> (reqwest::header::HeaderMap, Vec<Value>) {
+    let response = reqwest::Client::new()
+        .post(format!("{base}/v1/messages"))
+        .header("x-api-key", token)
+        .header("anthropic-version", "2023-06-01")
+        .json(
+            &json!({"model": model, "max_tokens": 20, "stream": true, "system": "be brief",
+                      "messages": [{"role": "user", "content": "how far is the moon"}]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let headers = response.headers().clone();
+    assert_eq!(headers["content-type"], "text/event-stream");
+    (headers, anthropic_events(&response.text().await.unwrap()))
+}
+
+fn streamed_text(events: &[Value]) -> String {
+    events
+        .iter()
+        .filter(|e| e["type"] == "content_block_delta")
+        .map(|e| e["delta"]["text"].as_str().unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anthropic_streams_are_relayed_or_made_from_openai_streams_and_settled_exactly() {
+    let s = setup().await;
+    let token = ai(&s.base, &s.admin, "anthropic-streamer").await;
+
+    // An Anthropic upstream: its events are relayed as they are, usage read from
+    // message_start and message_delta (system + user = 20 input, 12 output: 44).
+    let (_, events) = messages_stream(&s.base, &token, "mock-claude").await;
+    let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(kinds.first(), Some(&"message_start"));
+    assert_eq!(kinds.last(), Some(&"message_stop"));
+    assert!(kinds.contains(&"ping"), "relayed untouched: {kinds:?}");
+    assert_eq!(events[0]["message"]["model"], "claude-upstream");
+    assert_eq!(streamed_text(&events), "mock answer: how far is the moon");
+    wait_for_budget(&s.base, &token, 44).await;
+    assert_eq!(s.mock.calls.lock().unwrap()["good-anthropic"], 1);
+
+    // An OpenAI-compatible upstream: its chunks become Anthropic's events, with the
+    // usage of its usage chunk in message_delta.
+    let (headers, events) = messages_stream(&s.base, &token, "mock-mini").await;
+    assert_eq!(headers["x-colony-model"], "mock-mini");
+    let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds[..2],
+        ["message_start", "content_block_start"],
+        "{kinds:?}"
+    );
+    assert_eq!(
+        kinds[kinds.len() - 3..],
+        ["content_block_stop", "message_delta", "message_stop"]
+    );
+    assert_eq!(streamed_text(&events), "mock answer: how far is the moon");
+    let delta = &events[events.len() - 2];
+    assert_eq!(delta["delta"]["stop_reason"], "end_turn");
+    assert_eq!(
+        delta["usage"],
+        json!({"input_tokens": 20, "output_tokens": 12})
+    );
+    wait_for_budget(&s.base, &token, 88).await;
+
+    // The scripted provider streams the same way, offline, and says what it is.
+    let (headers, events) = messages_stream(&s.base, &token, "colony-scripted").await;
+    assert!(streamed_text(&events).starts_with("[scripted]"));
+    let cost: u64 = headers["x-colony-cost-micro-usd"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let usage = &events[events.len() - 2]["usage"];
+    assert_eq!(
+        cost,
+        usage["input_tokens"].as_u64().unwrap() + 2 * usage["output_tokens"].as_u64().unwrap()
+    );
+    wait_for_budget(&s.base, &token, 88 + cost).await;
+
+    // Each call is in the decision log with its tokens and cost, without the prompt.
+    let text = wait_for_audit(
+        &s.base,
+        &s.admin,
+        "llm call to mock-claude: 20 input + 12 output tokens = 44 micro-USD",
+    )
+    .await;
+    assert!(
+        !text.contains("how far is the moon"),
+        "no prompt in the log"
+    );
+    s.node.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prompts_are_logged_only_when_the_configuration_asks() {
+    let s = setup_with("log_prompts = true").await;
+    let token = ai(&s.base, &s.admin, "logged").await;
+    let mut body = hello();
+    body["messages"][0]["content"] = json!("the secret word is \"heliotrope\"");
+    let (status, _, text) = call(&s.base, "/v1/chat/completions", &token, body, &[]).await;
+    assert_eq!(status, 200, "{text}");
+    // The reservation's record carries the prompt (JSON of the messages).
+    let text = wait_for_audit(
+        &s.base,
+        &s.admin,
+        "llm call to mock-mini: 10 input + 12 output tokens = 34 micro-USD",
+    )
+    .await;
+    assert!(text.contains("; prompt: [{"), "{text}");
+    assert!(text.contains("heliotrope"), "{text}");
     s.node.shutdown().await.unwrap();
 }

@@ -2,6 +2,7 @@
 //! `GET /v1/models`, `POST /v1/messages` (Anthropic's shape). See
 //! [`crate::gateway`] for what a call does.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use serde_json::{json, Value};
 
 use super::AppState;
 use crate::auth::{authenticate, Caller};
+use crate::gateway::sse::{Data, ToAnthropic, Watch};
 use crate::gateway::{
     cost_micro_usd, input_token_bound, scripted, Admission, Attempt, Model, Refusal, UpstreamKind,
 };
@@ -462,25 +464,9 @@ pub async fn chat_completions(
                     return relayed;
                 }
                 if stream {
-                    let relay = Relay {
-                        inner: Box::pin(response.bytes_stream()),
-                        line: Vec::new(),
-                        usage: None,
-                        out_bytes: 0,
-                        model: model.clone(),
-                        input_bound: prepared.input_bound,
-                        settlement: Some(prepared.settlement),
-                    };
-                    let mut response = Response::new(Body::from_stream(relay));
-                    response.headers_mut().insert(
-                        "content-type",
-                        HeaderValue::from_static("text/event-stream"),
-                    );
-                    response
-                        .headers_mut()
-                        .insert("cache-control", HeaderValue::from_static("no-cache"));
-                    cost_headers(&mut response, &model.name, prepared.reserved, None);
-                    return response;
+                    let reserved = prepared.reserved;
+                    let relay = Relay::new(response, None, model.clone(), prepared);
+                    return sse_response(Body::from_stream(relay), &model.name, reserved, None);
                 }
                 let bytes = match response.bytes().await {
                     Ok(bytes) => bytes,
@@ -555,77 +541,109 @@ pub async fn chat_completions(
     refusal_response(&refusal, Dialect::OpenAi)
 }
 
-/// Finds the usage in a whole SSE text (scripted streams).
+/// Follows a whole SSE text (scripted streams): the tokens and cost to charge.
 fn settle_from_sse(model: &Model, text: &[u8], input_bound: u64) -> ((u64, u64), u64) {
-    let mut scan = SseScan::default();
-    scan.feed(text);
-    scan.result(model, input_bound)
+    let mut watch = Watch::default();
+    watch.feed(text);
+    let tokens = watch.tokens(input_bound);
+    (tokens, cost_micro_usd(model, tokens.0, tokens.1))
 }
 
-#[derive(Default)]
-struct SseScan {
-    line: Vec<u8>,
-    usage: Option<(u64, u64)>,
-    out_bytes: u64,
-}
-
-impl SseScan {
-    fn feed(&mut self, bytes: &[u8]) {
-        for &byte in bytes {
-            if byte == b'\n' {
-                let line = std::mem::take(&mut self.line);
-                if let Some(data) = line.strip_prefix(b"data: ") {
-                    if let Ok(event) = serde_json::from_slice::<Value>(data) {
-                        if let Some(usage) = usage_of(&event) {
-                            self.usage = Some(usage);
-                        }
-                        if let Some(content) = event["choices"][0]["delta"]["content"].as_str() {
-                            self.out_bytes += content.len() as u64;
-                        }
-                    }
-                }
-            } else if self.line.len() < (1 << 20) {
-                self.line.push(byte);
+/// The same scripted stream in Anthropic's events: the body and the tokens charged.
+fn scripted_anthropic_stream(
+    events: &[String],
+    model: &Model,
+    input_bound: u64,
+) -> (String, (u64, u64)) {
+    let mut watch = Watch::default();
+    let mut to = ToAnthropic::new(&model.name);
+    let mut out = String::new();
+    for event in events {
+        for data in watch.feed(event.as_bytes()) {
+            match data {
+                Data::Json(chunk) => to.chunk(&chunk, &mut out),
+                Data::Done => to.finish(watch.tokens(input_bound), &mut out),
             }
         }
     }
-
-    fn result(&self, model: &Model, input_bound: u64) -> ((u64, u64), u64) {
-        let tokens = self.usage.unwrap_or((input_bound, self.out_bytes.max(1)));
-        (tokens, cost_micro_usd(model, tokens.0, tokens.1))
-    }
+    let tokens = watch.tokens(input_bound);
+    to.finish(tokens, &mut out);
+    (out, tokens)
 }
 
-/// Relays an upstream's SSE stream to the caller, watching for the usage chunk;
-/// settles when the stream ends (or the caller goes away).
+/// Relays an upstream's SSE stream to the caller (as it comes, or turned into
+/// Anthropic's events), watching for the usage; settles when the stream ends, breaks
+/// off, or the caller goes away. A call made for a task holds back the stream's last
+/// event (`[DONE]`, `message_stop`) until the task's charge is decided, so that the
+/// charge lands while the caller still holds the lease.
 struct Relay {
     inner: Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>,
-    line: Vec<u8>,
-    usage: Option<(u64, u64)>,
-    out_bytes: u64,
+    watch: Watch,
+    /// Set when OpenAI chunks are relayed as Anthropic events.
+    translate: Option<ToAnthropic>,
     model: Model,
     input_bound: u64,
     settlement: Option<Settlement>,
+    /// A task's charge being decided, and the bytes held back until it is.
+    settling: Option<(tokio::task::JoinHandle<()>, Bytes)>,
+    ended: bool,
 }
 
 impl Relay {
-    fn finish(&mut self, how: &str) {
-        if let Some(mut settlement) = self.settlement.take() {
-            let scan = SseScan {
-                line: Vec::new(),
-                usage: self.usage,
-                out_bytes: self.out_bytes,
-            };
-            let (tokens, actual) = scan.result(&self.model, self.input_bound);
-            let how = if self.usage.is_some() {
+    fn new(
+        response: reqwest::Response,
+        translate: Option<ToAnthropic>,
+        model: Model,
+        prepared: Prepared,
+    ) -> Relay {
+        Relay {
+            inner: Box::pin(response.bytes_stream()),
+            watch: Watch::default(),
+            translate,
+            model,
+            input_bound: prepared.input_bound,
+            settlement: Some(prepared.settlement),
+            settling: None,
+            ended: false,
+        }
+    }
+
+    /// Settles once; for a call made for a task, the settlement to wait for.
+    fn finish(&mut self, how: &str) -> Option<tokio::task::JoinHandle<()>> {
+        let mut settlement = self.settlement.take()?;
+        let for_task = settlement.task.is_some();
+        {
+            let tokens = self.watch.tokens(self.input_bound);
+            let actual = cost_micro_usd(&self.model, tokens.0, tokens.1);
+            let how = if self.watch.usage_reported() {
                 how.to_string()
             } else {
                 format!("{how}; no usage reported: input bound and output bytes charged")
             };
-            // A stream cannot wait here: its charge may land after the caller's
-            // next step on the task (then it is refused as a stale lease, and logged).
-            let _ = settlement.settle(&self.model.name, tokens, actual, &how);
+            let settled = settlement.settle(&self.model.name, tokens, actual, &how);
+            settled.filter(|_| for_task)
         }
+    }
+
+    /// What goes to the caller for a piece of the upstream's stream, and whether it
+    /// holds the stream's last event.
+    fn relay(&mut self, bytes: Bytes) -> (Bytes, bool) {
+        let data = self.watch.feed(&bytes);
+        let last = data.iter().any(|d| match d {
+            Data::Done => true,
+            Data::Json(event) => event["type"] == "message_stop",
+        });
+        let Some(to) = self.translate.as_mut() else {
+            return (bytes, last);
+        };
+        let mut out = String::new();
+        for data in data {
+            match data {
+                Data::Json(chunk) => to.chunk(&chunk, &mut out),
+                Data::Done => to.finish(self.watch.tokens(self.input_bound), &mut out),
+            }
+        }
+        (Bytes::from(out), last)
     }
 }
 
@@ -633,27 +651,54 @@ impl Stream for Relay {
     type Item = Result<Bytes, std::io::Error>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        match self.inner.as_mut().poll_next(cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(Some(Ok(bytes))) => {
-                let mut scan = SseScan {
-                    line: std::mem::take(&mut self.line),
-                    usage: self.usage,
-                    out_bytes: self.out_bytes,
-                };
-                scan.feed(&bytes);
-                self.line = scan.line;
-                self.usage = scan.usage;
-                self.out_bytes = scan.out_bytes;
-                Poll::Ready(Some(Ok(bytes)))
+        loop {
+            if let Some((settled, _)) = self.settling.as_mut() {
+                if Pin::new(settled).poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                let (_, held) = self.settling.take().expect("checked");
+                if !held.is_empty() {
+                    return Poll::Ready(Some(Ok(held)));
+                }
             }
-            Poll::Ready(Some(Err(error))) => {
-                self.finish("the upstream stream broke off");
-                Poll::Ready(Some(Err(std::io::Error::other(error))))
+            if self.ended {
+                return Poll::Ready(None);
             }
-            Poll::Ready(None) => {
-                self.finish("streamed; usage from the upstream");
-                Poll::Ready(None)
+            match self.inner.as_mut().poll_next(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Ok(bytes))) => {
+                    let (out, last) = self.relay(bytes);
+                    if last {
+                        if let Some(settled) = self.finish("streamed; usage from the upstream") {
+                            self.settling = Some((settled, out));
+                            continue;
+                        }
+                    }
+                    if !out.is_empty() {
+                        return Poll::Ready(Some(Ok(out)));
+                    }
+                }
+                Poll::Ready(Some(Err(error))) => {
+                    let _ = self.finish("the upstream stream broke off");
+                    self.ended = true;
+                    return Poll::Ready(Some(Err(std::io::Error::other(error))));
+                }
+                Poll::Ready(None) => {
+                    self.ended = true;
+                    let tokens = self.watch.tokens(self.input_bound);
+                    let mut tail = String::new();
+                    if let Some(to) = self.translate.as_mut() {
+                        to.finish(tokens, &mut tail);
+                    }
+                    let tail = Bytes::from(tail);
+                    if let Some(settled) = self.finish("streamed; usage from the upstream") {
+                        self.settling = Some((settled, tail));
+                        continue;
+                    }
+                    if !tail.is_empty() {
+                        return Poll::Ready(Some(Ok(tail)));
+                    }
+                }
             }
         }
     }
@@ -661,8 +706,21 @@ impl Stream for Relay {
 
 impl Drop for Relay {
     fn drop(&mut self) {
-        self.finish("the caller left mid-stream");
+        let _ = self.finish("the caller left mid-stream");
     }
+}
+
+fn sse_response(body: Body, model: &str, reserved: u64, actual: Option<u64>) -> Response {
+    let mut response = Response::new(body);
+    response.headers_mut().insert(
+        "content-type",
+        HeaderValue::from_static("text/event-stream"),
+    );
+    response
+        .headers_mut()
+        .insert("cache-control", HeaderValue::from_static("no-cache"));
+    cost_headers(&mut response, model, reserved, actual);
+    response
 }
 
 /// `GET /v1/models`.
@@ -719,14 +777,7 @@ pub async fn messages(State(app): State<AppState>, headers: HeaderMap, body: Byt
             )
         }
     };
-    if request["stream"] == json!(true) {
-        return refusal_response(
-            &invalid(
-                "streaming on /v1/messages is not served yet: use /v1/chat/completions with stream",
-            ),
-            Dialect::Anthropic,
-        );
-    }
+    let stream = request["stream"] == json!(true);
     // The same call in OpenAI's shape, for budgets and for non-Anthropic upstreams.
     let mut messages = Vec::new();
     if let Some(system) = request.get("system") {
@@ -740,6 +791,9 @@ pub async fn messages(State(app): State<AppState>, headers: HeaderMap, body: Byt
         Ok(prepared) => prepared,
         Err(refusal) => return refusal_response(&refusal, Dialect::Anthropic),
     };
+    if stream {
+        return messages_stream(&app, &headers, &request, &chat, prepared).await;
+    }
     let gateway = Arc::clone(&app.shared.gateway);
     let mut failures = Vec::new();
     for model in prepared.chain.clone() {
@@ -846,6 +900,98 @@ pub async fn messages(State(app): State<AppState>, headers: HeaderMap, body: Byt
         .into_response();
         cost_headers(&mut response, &model.name, prepared.reserved, Some(actual));
         return response;
+    }
+    prepared.settlement.release("every upstream failed");
+    let refusal = Refusal::new(
+        502,
+        "api_error",
+        "upstream_failed",
+        format!("no upstream answered: {}", failures.join("; ")),
+    );
+    refusal_response(&refusal, Dialect::Anthropic)
+}
+
+/// `POST /v1/messages` with `"stream": true`: Anthropic's message events, relayed
+/// from an Anthropic upstream or made from an OpenAI-compatible (or scripted) stream.
+async fn messages_stream(
+    app: &AppState,
+    headers: &HeaderMap,
+    request: &Value,
+    chat: &Value,
+    mut prepared: Prepared,
+) -> Response {
+    let gateway = Arc::clone(&app.shared.gateway);
+    let mut failures = Vec::new();
+    for model in prepared.chain.clone() {
+        let kind = gateway.config.upstreams[&model.upstream].kind;
+        let attempt = match kind {
+            UpstreamKind::Scripted => {
+                let id = SCRIPTED_IDS.fetch_add(1, Ordering::Relaxed);
+                let events = scripted::stream_events(chat, &model.name, prepared.max_tokens, id);
+                let (body, tokens) =
+                    scripted_anthropic_stream(&events, &model, prepared.input_bound);
+                let actual = cost_micro_usd(&model, tokens.0, tokens.1);
+                prepared
+                    .settlement
+                    .settle_answered(&model.name, tokens, actual, "scripted, streamed")
+                    .await;
+                return sse_response(
+                    Body::from(body),
+                    &model.name,
+                    prepared.reserved,
+                    Some(actual),
+                );
+            }
+            UpstreamKind::Anthropic => {
+                let mut outgoing = request.clone();
+                outgoing["model"] = json!(model.upstream_model);
+                let version = headers
+                    .get("anthropic-version")
+                    .and_then(|v| v.to_str().ok());
+                gateway
+                    .attempt(&model, "/messages", &outgoing, version)
+                    .await
+            }
+            UpstreamKind::OpenAi => {
+                let mut outgoing = chat.clone();
+                outgoing["model"] = json!(model.upstream_model);
+                outgoing["stream"] = json!(true);
+                outgoing["stream_options"] = json!({"include_usage": true});
+                gateway
+                    .attempt(&model, "/chat/completions", &outgoing, None)
+                    .await
+            }
+        };
+        match attempt {
+            Attempt::Response(response) if response.status().is_success() => {
+                let translate =
+                    (kind == UpstreamKind::OpenAi).then(|| ToAnthropic::new(&model.name));
+                let reserved = prepared.reserved;
+                let relay = Relay::new(response, translate, model.clone(), prepared);
+                return sse_response(Body::from_stream(relay), &model.name, reserved, None);
+            }
+            Attempt::Response(response) if kind == UpstreamKind::Anthropic => {
+                // The caller's mistake as the upstream saw it: relay it, charge nothing.
+                let status = response.status();
+                prepared
+                    .settlement
+                    .release(&format!("{} answered {status}", model.name));
+                let bytes = response.bytes().await.unwrap_or_default();
+                let answer: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+                return (
+                    StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY),
+                    Json(answer),
+                )
+                    .into_response();
+            }
+            Attempt::Response(response) => {
+                failures.push(format!("{}: answered {}", model.name, response.status()));
+            }
+            Attempt::RateLimited { .. } => {
+                failures.push(format!("{}: every key is rate-limited", model.name));
+            }
+            Attempt::Failed(why) => failures.push(format!("{}: {why}", model.name)),
+        }
     }
     prepared.settlement.release("every upstream failed");
     let refusal = Refusal::new(

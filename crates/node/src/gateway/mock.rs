@@ -1,7 +1,8 @@
-//! A mock upstream that speaks the OpenAI chat API and returns usage, so that the
+//! A mock upstream that speaks the OpenAI chat API (`POST /v1/chat/completions`) and
+//! Anthropic's messages API (`POST /v1/messages`) and returns usage, so that the
 //! gateway is tested and benchmarked without network (`colony mock-llm`).
 //!
-//! Behaviour by API key (`Authorization: Bearer KEY`):
+//! Behaviour by API key (`Authorization: Bearer KEY`, or `x-api-key`):
 //! - a key starting with `limited` gets `429` with `Retry-After: 30`;
 //! - a key starting with `broken` gets `500`;
 //! - any other key (or none) gets an answer.
@@ -9,7 +10,9 @@
 //! Answers are deterministic: `mock answer` and the request's last user message,
 //! `prompt_tokens` = 10 per message, `completion_tokens` = min(max_tokens, 12).
 //! With `stream: true` the answer comes as server-sent events, with a usage chunk
-//! when `stream_options.include_usage` is set. `GET /mock/calls` counts calls per key.
+//! when `stream_options.include_usage` is set. Anthropic's shape counts the system
+//! prompt as one more message and streams Anthropic's events, usage included.
+//! `GET /mock/calls` counts calls per key.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -30,6 +33,7 @@ pub struct MockState {
 pub fn router(state: MockState) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(chat))
+        .route("/v1/messages", post(messages))
         .route("/v1/models", get(|| async { Json(json!({"object": "list", "data": [{"id": "mock", "object": "model", "created": 0, "owned_by": "mock"}]})) }))
         .route(
             "/mock/calls",
@@ -46,15 +50,13 @@ pub async fn serve(listener: tokio::net::TcpListener, state: MockState) -> std::
     axum::serve(listener, router(state)).await
 }
 
-async fn chat(
-    State(state): State<MockState>,
-    headers: HeaderMap,
-    Json(body): Json<Value>,
-) -> Response {
+/// Counts the call; the refusal its key earns, if any.
+fn check_key(state: &MockState, headers: &HeaderMap) -> Option<Response> {
     let key = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
+        .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
         .unwrap_or("")
         .to_string();
     *state
@@ -64,35 +66,106 @@ async fn chat(
         .entry(key.clone())
         .or_default() += 1;
     if key.starts_with("limited") {
-        return (
-            StatusCode::TOO_MANY_REQUESTS,
-            [("retry-after", "30")],
-            Json(json!({"error": {"message": "Rate limit reached (mock)", "type": "requests", "code": "rate_limit_exceeded"}})),
-        )
-            .into_response();
+        return Some(
+            (
+                StatusCode::TOO_MANY_REQUESTS,
+                [("retry-after", "30")],
+                Json(json!({"error": {"message": "Rate limit reached (mock)", "type": "requests", "code": "rate_limit_exceeded"}})),
+            )
+                .into_response(),
+        );
     }
     if key.starts_with("broken") {
-        return (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            Json(json!({"error": {"message": "The server had an error (mock)", "type": "server_error"}})),
-        )
-            .into_response();
+        return Some(
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Json(json!({"error": {"message": "The server had an error (mock)", "type": "server_error"}})),
+            )
+                .into_response(),
+        );
     }
-    let messages = body["messages"].as_array().cloned().unwrap_or_default();
+    None
+}
+
+/// The mock's answer to a list of messages: text, input and output tokens.
+fn answer(messages: &[Value], extra_messages: u64, max_tokens: u64) -> (String, u64, u64) {
     let last = messages
         .iter()
         .rev()
         .find(|m| m["role"] == "user")
         .map(|m| super::scripted::content_text(&m["content"]))
         .unwrap_or_default();
+    let text = format!("mock answer: {}", last.chars().take(80).collect::<String>());
+    (
+        text,
+        10 * (messages.len() as u64 + extra_messages),
+        max_tokens.min(12),
+    )
+}
+
+async fn messages(
+    State(state): State<MockState>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    if let Some(refusal) = check_key(&state, &headers) {
+        return refusal;
+    }
+    let messages = body["messages"].as_array().cloned().unwrap_or_default();
+    let system = u64::from(body.get("system").is_some());
+    let max_tokens = body["max_tokens"].as_u64().unwrap_or(1_000);
+    let (text, input, output) = answer(&messages, system, max_tokens);
+    let model = body["model"].as_str().unwrap_or("mock").to_string();
+    if body["stream"] != json!(true) {
+        return Json(json!({
+            "id": "msg_mock", "type": "message", "role": "assistant", "model": model,
+            "content": [{"type": "text", "text": text}],
+            "stop_reason": "end_turn", "stop_sequence": null,
+            "usage": {"input_tokens": input, "output_tokens": output},
+        }))
+        .into_response();
+    }
+    let mut events = vec![
+        json!({"type": "message_start", "message": {"id": "msg_mock", "type": "message", "role": "assistant",
+               "model": model, "content": [], "stop_reason": null, "stop_sequence": null,
+               "usage": {"input_tokens": input, "output_tokens": 1}}}),
+        json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+        json!({"type": "ping"}),
+    ];
+    for word in text.split_inclusive(' ') {
+        events.push(json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": word}}));
+    }
+    events.push(json!({"type": "content_block_stop", "index": 0}));
+    events.push(
+        json!({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": null},
+                       "usage": {"output_tokens": output}}),
+    );
+    events.push(json!({"type": "message_stop"}));
+    let mut out = String::new();
+    for event in events {
+        out.push_str(&format!(
+            "event: {}\ndata: {event}\n\n",
+            event["type"].as_str().unwrap_or("")
+        ));
+    }
+    ([("content-type", "text/event-stream")], out).into_response()
+}
+
+async fn chat(
+    State(state): State<MockState>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    if let Some(refusal) = check_key(&state, &headers) {
+        return refusal;
+    }
+    let messages = body["messages"].as_array().cloned().unwrap_or_default();
     let max_tokens = body["max_tokens"]
         .as_u64()
         .or(body["max_completion_tokens"].as_u64())
         .unwrap_or(1_000);
-    let prompt_tokens = 10 * messages.len() as u64;
-    let completion_tokens = max_tokens.min(12);
+    let (text, prompt_tokens, completion_tokens) = answer(&messages, 0, max_tokens);
     let model = body["model"].as_str().unwrap_or("mock").to_string();
-    let text = format!("mock answer: {}", last.chars().take(80).collect::<String>());
     let usage = json!({"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens});
     if body["stream"] == json!(true) {
         let mut events = Vec::new();

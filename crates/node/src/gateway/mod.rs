@@ -20,6 +20,7 @@
 pub mod config;
 pub mod mock;
 pub mod scripted;
+pub mod sse;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
