@@ -1,8 +1,9 @@
 //! Gateway overhead: the same chat completion sent at a fixed rate straight to the
 //! mock upstream (`colony mock-llm`), through Colony's gateway (`colony up`), and
 //! through the LiteLLM proxy (PyPI `litellm[proxy]`, when its `litellm` command is
-//! on the PATH), all separate processes on loopback. Prints p50/p99 of each, the
-//! latency each proxy adds, and the ratio.
+//! on the PATH), all separate processes on loopback. Direct and through Colony
+//! alternate second by second (same machine conditions for both). Prints p50/p99 of
+//! each, the latency each proxy adds, and the ratio.
 //!
 //! Run: `cargo bench -p colony --bench gateway [-- quick] [rate=N] [no-litellm]`.
 //! LiteLLM cannot keep up with 1 000 requests a second on two cores (its queue, and
@@ -65,76 +66,110 @@ struct Figures {
     sent: u64,
 }
 
-/// Sends `rate` requests a second for `seconds` (open loop) and measures each.
-async fn load(name: &'static str, url: String, token: String, rate: u64, seconds: u64) -> Figures {
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(1024)
-        .tcp_nodelay(true)
-        .build()
-        .unwrap();
-    let body = json!({"model": "mock-mini", "messages": [{"role": "user", "content": "How far is the moon?"}], "max_tokens": 16});
-    // Warm the connection pools.
-    for _ in 0..50 {
-        let _ = client
-            .post(&url)
-            .bearer_auth(&token)
-            .json(&body)
-            .send()
-            .await
-            .map(|r| r.bytes());
-    }
-    let total = rate * seconds;
-    let period = Duration::from_secs(1) / rate as u32;
-    let start = tokio::time::Instant::now();
-    let mut handles = Vec::with_capacity(total as usize);
-    for n in 0..total {
-        tokio::time::sleep_until(start + period * n as u32).await;
-        let (client, url, token, body) = (client.clone(), url.clone(), token.clone(), body.clone());
-        handles.push(tokio::spawn(async move {
-            let sent = Instant::now();
-            let ok = match client
+/// One place to send the benchmark's chat completion to, and what it measured.
+struct Target {
+    name: &'static str,
+    url: String,
+    token: String,
+    client: reqwest::Client,
+    latencies_ns: Vec<u64>,
+    errors: u64,
+    sent: u64,
+}
+
+fn body() -> serde_json::Value {
+    json!({"model": "mock-mini", "messages": [{"role": "user", "content": "How far is the moon?"}], "max_tokens": 16})
+}
+
+impl Target {
+    /// A target with warm connections.
+    async fn new(name: &'static str, url: String, token: String) -> Target {
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(1024)
+            .tcp_nodelay(true)
+            .build()
+            .unwrap();
+        for _ in 0..50 {
+            let _ = client
                 .post(&url)
                 .bearer_auth(&token)
-                .json(&body)
+                .json(&body())
                 .send()
                 .await
-            {
-                Ok(response) => response.status().is_success() && response.bytes().await.is_ok(),
-                Err(_) => false,
-            };
-            (sent.elapsed(), ok)
-        }));
-    }
-    let mut latencies = Vec::with_capacity(handles.len());
-    let mut errors = 0;
-    for handle in handles {
-        let (latency, ok) = handle.await.unwrap();
-        if ok {
-            latencies.push(latency.as_nanos() as u64);
-        } else {
-            errors += 1;
+                .map(|r| r.bytes());
+        }
+        Target {
+            name,
+            url,
+            token,
+            client,
+            latencies_ns: Vec::new(),
+            errors: 0,
+            sent: 0,
         }
     }
-    latencies.sort_unstable();
-    let at = |q: f64| {
-        if latencies.is_empty() {
-            f64::NAN
-        } else {
-            latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)] as f64
-                / 1_000.0
+
+    /// Sends `rate` requests a second for `seconds` (open loop), measures each, and
+    /// waits for the last answer.
+    async fn load(&mut self, rate: u64, seconds: u64) {
+        let total = rate * seconds;
+        let period = Duration::from_secs(1) / rate as u32;
+        let start = tokio::time::Instant::now();
+        let mut handles = Vec::with_capacity(total as usize);
+        for n in 0..total {
+            tokio::time::sleep_until(start + period * n as u32).await;
+            let (client, url, token) = (self.client.clone(), self.url.clone(), self.token.clone());
+            handles.push(tokio::spawn(async move {
+                let sent = Instant::now();
+                let ok = match client
+                    .post(&url)
+                    .bearer_auth(&token)
+                    .json(&body())
+                    .send()
+                    .await
+                {
+                    Ok(response) => {
+                        response.status().is_success() && response.bytes().await.is_ok()
+                    }
+                    Err(_) => false,
+                };
+                (sent.elapsed(), ok)
+            }));
         }
-    };
-    let figures = Figures {
-        p50_us: at(0.5),
-        p99_us: at(0.99),
-        errors,
-        sent: total,
-    };
-    println!(
-        "{name:>18}: {total} requests at {rate}/s: p50 {:.0} us, p99 {:.0} us, {errors} errors",
-        figures.p50_us, figures.p99_us
-    );
-    figures
+        self.sent += total;
+        for handle in handles {
+            let (latency, ok) = handle.await.unwrap();
+            if ok {
+                self.latencies_ns.push(latency.as_nanos() as u64);
+            } else {
+                self.errors += 1;
+            }
+        }
+    }
+
+    fn figures(&mut self, rate: u64) -> Figures {
+        let latencies = &mut self.latencies_ns;
+        latencies.sort_unstable();
+        let at = |q: f64| {
+            if latencies.is_empty() {
+                f64::NAN
+            } else {
+                latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)] as f64
+                    / 1_000.0
+            }
+        };
+        let figures = Figures {
+            p50_us: at(0.5),
+            p99_us: at(0.99),
+            errors: self.errors,
+            sent: self.sent,
+        };
+        println!(
+            "{:>18}: {} requests at {rate}/s: p50 {:.0} us, p99 {:.0} us, {} errors",
+            self.name, self.sent, figures.p50_us, figures.p99_us, self.errors
+        );
+        figures
+    }
 }
 
 fn args_skip_litellm() -> bool {
@@ -235,8 +270,16 @@ fn main() {
         let token = std::fs::read_to_string(&token_file).unwrap().trim().to_string();
         wait_until_ok(&format!("http://{node_addr}/v1/models"), Some(&token)).await;
 
-        let direct = load("mock, direct", format!("{upstream}/chat/completions"), "good".into(), rate, seconds).await;
-        let colony = load("colony gateway", format!("http://{node_addr}/v1/chat/completions"), token, rate, seconds).await;
+        // Direct and through Colony alternate second by second, so that both see the
+        // same machine (a shared 2-core box drifts from minute to minute).
+        let mut direct = Target::new("mock, direct", format!("{upstream}/chat/completions"), "good".into()).await;
+        let mut through = Target::new("colony gateway", format!("http://{node_addr}/v1/chat/completions"), token).await;
+        for _ in 0..seconds {
+            direct.load(rate, 1).await;
+            through.load(rate, 1).await;
+        }
+        let direct = direct.figures(rate);
+        let colony = through.figures(rate);
         let added = |f: &Figures| (f.p50_us - direct.p50_us, f.p99_us - direct.p99_us);
         let (c50, c99) = added(&colony);
         println!("colony gateway adds: p50 {c50:.0} us, p99 {c99:.0} us ({} of {} requests failed)", colony.errors, colony.sent);
@@ -267,7 +310,10 @@ fn main() {
                     .unwrap(),
             );
             wait_until_ok(&format!("http://{litellm_addr}/health/liveliness"), None).await;
-            let litellm = load("litellm proxy", format!("http://{litellm_addr}/v1/chat/completions"), master_key.into(), rate, seconds).await;
+            // LiteLLM's added latency is far above the machine's drift: one run.
+            let mut litellm = Target::new("litellm proxy", format!("http://{litellm_addr}/v1/chat/completions"), master_key.into()).await;
+            litellm.load(rate, seconds).await;
+            let litellm = litellm.figures(rate);
             let (l50, l99) = added(&litellm);
             println!("litellm proxy adds: p50 {l50:.0} us, p99 {l99:.0} us ({} of {} requests failed)", litellm.errors, litellm.sent);
             println!(
