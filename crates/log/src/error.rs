@@ -18,6 +18,18 @@ pub enum Error {
     /// The decision log and the command log disagree.
     #[error("the decision log does not match the command log: {0}")]
     Mismatch(String),
+    /// The data directory was written in another format than this build reads.
+    #[error(
+        "{path}: this data directory holds data format {found}{note}, and this build of Colony \
+         reads format {expected}: start it on a fresh --data directory, or run the Colony \
+         version that wrote it"
+    )]
+    Format {
+        path: PathBuf,
+        found: u32,
+        expected: u32,
+        note: &'static str,
+    },
     #[error("record too large: {bytes} bytes (at most {max})")]
     RecordTooLarge { bytes: usize, max: usize },
 }

@@ -30,5 +30,6 @@ pub use audit::{verify_audit, AuditRecord, VerifyReport};
 pub use error::Error;
 pub use segment::{LogReader, OpenReport, SegmentLog, SegmentOptions, RECORD_BYTES_MAX};
 pub use store::{
-    verify_replay, EncodedRecords, LogWriter, RecordEncoder, RecoveryReport, Store, StoreOptions,
+    check_format, verify_replay, EncodedRecords, LogWriter, RecordEncoder, RecoveryReport, Store,
+    StoreOptions, DATA_FORMAT, FORMAT_FILE,
 };

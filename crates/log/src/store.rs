@@ -8,6 +8,80 @@ use crate::audit::{check_record, encode_events, ChainHead, RecordPosition};
 use crate::segment::{LogReader, SegmentLog, SegmentOptions};
 use crate::{snapshot, Error};
 
+/// The version of what a data directory holds: the commands' encoding, the snapshots'
+/// encoding of the kernel state, and the kernel's rules that replay turns commands into
+/// decisions with. Bumped by any change that makes older data unreadable or replay
+/// differently; [`Store::open`] refuses a directory of another version rather than
+/// misread it.
+pub const DATA_FORMAT: u32 = 1;
+
+/// The file in a data directory that names its format: `colony-data-format <N>`.
+pub const FORMAT_FILE: &str = "FORMAT";
+
+/// Checks the data directory's format; writes the marker in a directory that holds no
+/// commands yet when `create` is set.
+pub fn check_format(dir: &Path, create: bool) -> Result<(), Error> {
+    let path = dir.join(FORMAT_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let found = text
+                .trim()
+                .strip_prefix("colony-data-format ")
+                .and_then(|n| n.parse::<u32>().ok())
+                .ok_or_else(|| Error::Corrupt {
+                    path: path.clone(),
+                    offset: 0,
+                    reason: format!("expected `colony-data-format <N>`, found {:?}", text.trim()),
+                })?;
+            if found != DATA_FORMAT {
+                return Err(Error::Format {
+                    path,
+                    found,
+                    expected: DATA_FORMAT,
+                    note: "",
+                });
+            }
+            Ok(())
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            let commands = dir.join("commands");
+            let holds_commands = std::fs::read_dir(&commands)
+                .map(|entries| {
+                    entries.flatten().any(|entry| {
+                        entry.path().extension().is_some_and(|e| e == "seg")
+                            && entry.metadata().is_ok_and(|m| m.len() > 0)
+                    })
+                })
+                .unwrap_or(false);
+            if holds_commands {
+                return Err(Error::Format {
+                    path,
+                    found: 0,
+                    expected: DATA_FORMAT,
+                    note: " (written before data formats were numbered)",
+                });
+            }
+            if create {
+                let temporary = dir.join(format!("{FORMAT_FILE}.tmp"));
+                let mut file = std::fs::File::create(&temporary).map_err(Error::io(&temporary))?;
+                std::io::Write::write_all(
+                    &mut file,
+                    format!("colony-data-format {DATA_FORMAT}\n").as_bytes(),
+                )
+                .and_then(|()| file.sync_all())
+                .map_err(Error::io(&temporary))?;
+                std::fs::rename(&temporary, &path).map_err(Error::io(&path))?;
+                crate::segment::sync_dir(dir)?;
+            }
+            Ok(())
+        }
+        Err(error) => Err(Error::Io {
+            path,
+            source: error,
+        }),
+    }
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct StoreOptions {
     pub segment: SegmentOptions,
@@ -134,6 +208,7 @@ impl Store {
         options: StoreOptions,
     ) -> Result<(Store, State, RecoveryReport), Error> {
         std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
+        check_format(dir, true)?;
         let mut report = RecoveryReport::default();
 
         // The decision log first: where it ends says which events already exist.
@@ -303,6 +378,7 @@ impl Store {
 /// Replays the command log from the first command and checks that it reproduces
 /// every stored decision record, byte for byte. Returns the number of records.
 pub fn verify_replay(dir: &Path) -> Result<u64, Error> {
+    check_format(dir, false)?;
     let reader = LogReader::open(&dir.join("audit"))?;
     let commands_dir = dir.join("commands");
     let commands = LogReader::open(&commands_dir)?;

@@ -169,3 +169,53 @@ fn crc32fast_hash(bytes: &[u8]) -> u32 {
     }
     !crc
 }
+
+#[test]
+fn a_data_directory_of_another_format_is_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    run(dir.path(), 1, 10);
+    let marker = dir.path().join(colony_log::FORMAT_FILE);
+    assert_eq!(
+        std::fs::read_to_string(&marker).unwrap(),
+        format!("colony-data-format {}\n", colony_log::DATA_FORMAT)
+    );
+    // Reopening the same format works.
+    Store::open(dir.path(), StoreOptions::default()).unwrap();
+
+    // Another version: refused, saying which and what to do.
+    std::fs::write(&marker, "colony-data-format 999\n").unwrap();
+    let error = Store::open(dir.path(), StoreOptions::default())
+        .err()
+        .unwrap();
+    assert!(
+        matches!(error, colony_log::Error::Format { found: 999, .. }),
+        "{error}"
+    );
+    let message = error.to_string();
+    assert!(
+        message.contains("format 999") && message.contains("fresh --data"),
+        "{message}"
+    );
+    assert!(colony_log::verify_replay(dir.path()).is_err());
+
+    // Commands without a marker were written before formats were numbered.
+    std::fs::remove_file(&marker).unwrap();
+    let error = Store::open(dir.path(), StoreOptions::default())
+        .err()
+        .unwrap();
+    assert!(
+        matches!(error, colony_log::Error::Format { found: 0, .. }),
+        "{error}"
+    );
+    assert!(!marker.exists(), "a refused directory is left as it was");
+
+    // A garbled marker is damage, named.
+    std::fs::write(&marker, "hello").unwrap();
+    let error = Store::open(dir.path(), StoreOptions::default())
+        .err()
+        .unwrap();
+    assert!(
+        matches!(error, colony_log::Error::Corrupt { .. }),
+        "{error}"
+    );
+}
