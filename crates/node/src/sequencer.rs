@@ -128,6 +128,19 @@ impl Submitter {
         answer.await.map_err(|_| ApiError::shutting_down())
     }
 
+    /// Waits until every command up to `seq` is durable (and readable in the decision
+    /// log), asking the flusher to sync at once rather than at the end of its window.
+    /// False when the node stops first.
+    pub async fn synced_through(&self, seq: u64) -> bool {
+        let mut durable = self.core.durable.clone();
+        if *durable.borrow() >= seq {
+            return true;
+        }
+        self.core.handoff.hurry(seq);
+        let synced = durable.wait_for(|synced| *synced >= seq).await.is_ok();
+        synced
+    }
+
     pub(crate) async fn shutdown(&self) {
         let (reply, done) = oneshot::channel();
         // A blocking send: shutdown waits for room in the queue like anyone else.
@@ -169,6 +182,7 @@ pub(crate) fn spawn(
     let (encoder, writer) = store.split();
     let snapshot_busy = Arc::new(AtomicBool::new(false));
     let snapshot_seq = state.read().expect("state lock").last_seq;
+    let (durable, durable_receiver) = tokio::sync::watch::channel(snapshot_seq);
     let core = Arc::new(Core {
         decider: Mutex::new(Decider {
             encoder,
@@ -181,6 +195,7 @@ pub(crate) fn spawn(
         }),
         handoff: Handoff::default(),
         config: config.clone(),
+        durable: durable_receiver,
     });
     let flusher = {
         let core = Arc::clone(&core);
@@ -193,6 +208,7 @@ pub(crate) fn spawn(
             snapshots_dir,
             snapshot_busy,
             snapshot_writer: None,
+            durable,
         };
         std::thread::Builder::new()
             .name("colony-flusher".into())
@@ -217,6 +233,8 @@ struct Core {
     decider: Mutex<Decider>,
     handoff: Handoff,
     config: SequencerConfig,
+    /// The last command known durable.
+    durable: tokio::sync::watch::Receiver<u64>,
 }
 
 impl Core {
@@ -423,9 +441,31 @@ struct Handoff {
     syncing: Mutex<bool>,
     /// The flusher finished a group.
     synced: Condvar,
+    /// Commands up to this one are synced as soon as they reach the flusher (a
+    /// reader waits for them).
+    hurry_through: std::sync::atomic::AtomicU64,
 }
 
 impl Handoff {
+    /// Asks for commands up to `seq` to be synced without waiting for company.
+    fn hurry(&self, seq: u64) {
+        self.hurry_through.fetch_max(seq, Ordering::AcqRel);
+        let waiting = self.waiting.lock().expect("handoff lock");
+        let wake = self.hurried(&waiting);
+        drop(waiting);
+        if wake {
+            self.filled.notify_one();
+        }
+    }
+
+    /// Whether the group holds a command someone waits to read.
+    fn hurried(&self, group: &Group) -> bool {
+        group
+            .records
+            .first()
+            .is_some_and(|first| first.seq <= self.hurry_through.load(Ordering::Acquire))
+    }
+
     /// Waits until the flusher is not syncing. The sequencer thread does before it
     /// takes a batch from the queue, so that whatever queues during a sync is
     /// decided (and later synced) as one batch, as in a plain group commit.
@@ -462,7 +502,7 @@ impl Handoff {
         let wake = waiting.is_empty() || group.urgent(config.batch_commands_max);
         waiting.first_at.get_or_insert_with(Instant::now);
         waiting.append(group);
-        let wake = wake || waiting.urgent(config.batch_commands_max);
+        let wake = wake || waiting.urgent(config.batch_commands_max) || self.hurried(&waiting);
         drop(waiting);
         if wake {
             self.filled.notify_one();
@@ -555,6 +595,8 @@ struct Flusher {
     snapshots_dir: std::path::PathBuf,
     snapshot_busy: Arc<AtomicBool>,
     snapshot_writer: Option<std::thread::JoinHandle<()>>,
+    /// Tells readers the last command synced.
+    durable: tokio::sync::watch::Sender<u64>,
 }
 
 impl Flusher {
@@ -567,7 +609,7 @@ impl Flusher {
                         waiting = handoff.filled.wait(waiting).expect("handoff lock");
                         continue;
                     }
-                    if waiting.urgent(self.urgent_commands) {
+                    if waiting.urgent(self.urgent_commands) || handoff.hurried(&waiting) {
                         break;
                     }
                     // Only commands already answered wait: sync them within the bound,
@@ -620,6 +662,9 @@ impl Flusher {
                 started.elapsed(),
                 &group.decisions,
             );
+            if let Some(last) = group.records.last() {
+                self.durable.send_replace(last.seq);
+            }
         }
         for (reply, outcome) in group.replies {
             // A caller that went away (timeout, disconnect) just misses its answer;
@@ -799,6 +844,19 @@ mod tests {
         let durable = tick(&running.submitter, false, "durable".into()).await;
         assert!(durable.seq > decided.seq);
         assert!(running.audit.last_index() >= durable.seq);
+        running.submitter.shutdown().await;
+        running.thread.join().unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_reader_waiting_for_a_decided_command_gets_it_synced_at_once() {
+        // A window of an hour: only the reader's wait can have caused the sync.
+        let running = start(3_600_000, 1_024);
+        let decided = tick(&running.submitter, true, "decided".into()).await;
+        assert!(running.submitter.synced_through(decided.seq).await);
+        assert!(running.audit.last_index() >= decided.seq);
+        // Already durable: answered at once.
+        assert!(running.submitter.synced_through(decided.seq).await);
         running.submitter.shutdown().await;
         running.thread.join().unwrap();
     }

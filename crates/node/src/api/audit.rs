@@ -37,6 +37,12 @@ pub async fn list(
             format!("limit must be between 1 and {AUDIT_PAGE_RECORDS_MAX}"),
         ));
     }
+    // Everything decided before this request is in the answer: wait for its sync
+    // (a few milliseconds at most) so that the log never lags what the state shows.
+    let decided = app.shared.state.read().expect("state lock").last_seq;
+    if !app.shared.submitter.synced_through(decided).await {
+        return Err(ApiError::shutting_down());
+    }
     let reader = app.shared.audit.clone();
     let head = reader.last_index();
     let page = tokio::task::spawn_blocking(move || {
