@@ -284,6 +284,10 @@ pub enum Effect {
         state: crate::workers::WorkerState,
         released: Vec<String>,
     },
+    /// A queued registration taken out of the queue: its connection is gone.
+    WorkerWithdrawn {
+        ticket: u64,
+    },
     /// A supervisor action on a worker process.
     Supervised {
         pid: Option<u32>,

@@ -286,3 +286,93 @@ fn registrations_past_soft_wait_in_the_queue_when_the_limit_queues() {
     );
     assert_eq!(sim.state.limit("active_workers").unwrap().usage, 1);
 }
+
+#[test]
+fn a_queued_registration_whose_connection_is_gone_is_withdrawn_or_lost() {
+    let mut genesis = Genesis::for_tests(ADMIN_TOKEN);
+    let workers = genesis
+        .limits
+        .iter_mut()
+        .find(|l| l.name == "active_workers")
+        .unwrap();
+    (workers.soft, workers.hard, workers.on_soft) = (Some(1), Some(3), OnSoft::Queue);
+    let mut sim = Sim::with(genesis);
+    let ai = sim.create_ok(PrincipalKind::Ai, None);
+    let first = register(&mut sim, ai, &["code"]).unwrap();
+    let queue = |sim: &mut Sim| {
+        let queued = sim.run(
+            ai,
+            CommandBody::RegisterWorker(Box::new(NewWorker {
+                capabilities: vec!["docs".into()],
+                model: None,
+                profile: None,
+            })),
+        );
+        match queued.primary().effect {
+            Effect::WorkerQueued { ticket, .. } => ticket,
+            _ => panic!("{:?}", queued.primary()),
+        }
+    };
+
+    // Still queued when the grace period runs out: taken out of the queue, so that
+    // freeing a place admits nobody.
+    let ticket = queue(&mut sim);
+    let dropped_at = sim.state.now_ms;
+    sim.advance(300);
+    let withdrawn = sim.run(
+        PrincipalId::SYSTEM,
+        CommandBody::WorkerDisconnected {
+            worker: ticket,
+            disconnected_at_ms: dropped_at,
+            grace_ms: 300,
+        },
+    );
+    let event = withdrawn.primary();
+    assert_eq!(
+        (event.action, &event.effect),
+        ("worker.withdraw", &Effect::WorkerWithdrawn { ticket })
+    );
+    assert!(matches!(event.reason, Reason::WorkerDisconnected { worker, .. } if worker == ticket));
+    assert!(sim.state.limit("active_workers").unwrap().queue.is_empty());
+    let left = sim.run(ai, CommandBody::LeaveWorker { worker: first });
+    assert!(left.events.iter().all(|e| e.decision != Decision::Admitted));
+    assert!(sim.state.worker(ticket).is_none());
+
+    // Admitted after its connection dropped, and never heard from: lost when the
+    // grace period runs out, and its place is free again.
+    let first = register(&mut sim, ai, &["code"]).unwrap();
+    let ticket = queue(&mut sim);
+    let dropped_at = sim.state.now_ms;
+    sim.advance(100);
+    sim.run(ai, CommandBody::LeaveWorker { worker: first });
+    assert_eq!(sim.state.worker(ticket).unwrap().state, WorkerState::Active);
+    sim.advance(200);
+    let lost = sim.run(
+        PrincipalId::SYSTEM,
+        CommandBody::WorkerDisconnected {
+            worker: ticket,
+            disconnected_at_ms: dropped_at,
+            grace_ms: 300,
+        },
+    );
+    assert_eq!(lost.primary().action, "worker.lost");
+    assert_eq!(sim.state.worker(ticket).unwrap().state, WorkerState::Lost);
+    assert_eq!(sim.state.limit("active_workers").unwrap().usage, 0);
+
+    // A worker that did come back (a heartbeat after the drop) is not lost.
+    let back = register(&mut sim, ai, &["code"]).unwrap();
+    let dropped_at = sim.state.now_ms;
+    sim.advance(100);
+    sim.run(ai, CommandBody::WorkerHeartbeat { worker: back });
+    sim.advance(200);
+    let kept = sim.run(
+        PrincipalId::SYSTEM,
+        CommandBody::WorkerDisconnected {
+            worker: back,
+            disconnected_at_ms: dropped_at,
+            grace_ms: 300,
+        },
+    );
+    assert_eq!(kept.primary().action, "worker.disconnected");
+    assert_eq!(sim.state.worker(back).unwrap().state, WorkerState::Active);
+}

@@ -256,10 +256,14 @@ impl State {
     ) -> Event {
         const ACTION: &str = "worker.lost";
         let Some(worker) = self.workers.get(&id) else {
-            return Event::denied(ACTION, format!("worker:{id}"), not_found("worker", id));
+            return self.withdraw_queued_worker(id, disconnected_at_ms, grace_ms);
         };
         let address = worker.address.clone();
-        if worker.state != WorkerState::Active || worker.last_heartbeat_ms >= disconnected_at_ms {
+        // Heard from after the drop: a heartbeat, or a resumed hello. A session the
+        // queue admitted after its connection dropped has not been heard from.
+        let heard_after_drop = worker.last_heartbeat_ms >= disconnected_at_ms
+            && worker.last_heartbeat_ms > worker.registered_at_ms;
+        if worker.state != WorkerState::Active || heard_after_drop {
             // Gone already, or back: nothing to decide.
             return Event::allowed("worker.disconnected", address, Effect::None);
         }
@@ -284,6 +288,46 @@ impl State {
             disconnected_at_ms,
             grace_ms,
             revoked,
+        };
+        event
+    }
+
+    /// A registration still waiting in the `active_workers` queue when its
+    /// connection's grace period ran out: taken out, so that it is never admitted for
+    /// nobody.
+    fn withdraw_queued_worker(
+        &mut self,
+        ticket: u64,
+        disconnected_at_ms: u64,
+        grace_ms: u64,
+    ) -> Event {
+        let queued = self.limits.get_mut("active_workers").and_then(|limit| {
+            let position = limit.queue.iter().position(|q| {
+                q.ticket == ticket && matches!(q.request, AdmissionRequest::RegisterWorker(_))
+            })?;
+            Some(limit.queue.remove(position))
+        });
+        let Some(queued) = queued else {
+            return Event::denied(
+                "worker.lost",
+                format!("worker:{ticket}"),
+                not_found("worker", ticket),
+            );
+        };
+        let address = self
+            .principals
+            .get(&queued.actor)
+            .map_or_else(|| format!("worker:{ticket}"), |p| p.address.clone());
+        let mut event = Event::allowed(
+            "worker.withdraw",
+            address,
+            Effect::WorkerWithdrawn { ticket },
+        );
+        event.reason = Reason::WorkerDisconnected {
+            worker: ticket,
+            disconnected_at_ms,
+            grace_ms,
+            revoked: Vec::new(),
         };
         event
     }
