@@ -56,6 +56,18 @@ fn claim(sim: &mut Sim, actor: PrincipalId, worker: u64) -> Option<(String, u64)
     }
 }
 
+/// `active_workers` soft 1 (queue), hard 3.
+fn queueing_sim() -> Sim {
+    let mut genesis = Genesis::for_tests(ADMIN_TOKEN);
+    let workers = genesis
+        .limits
+        .iter_mut()
+        .find(|l| l.name == "active_workers")
+        .unwrap();
+    (workers.soft, workers.hard, workers.on_soft) = (Some(1), Some(3), OnSoft::Queue);
+    Sim::with(genesis)
+}
+
 fn tick(sim: &mut Sim) -> Applied {
     sim.run(PrincipalId::SYSTEM, CommandBody::Tick)
 }
@@ -242,14 +254,7 @@ fn sessions_belong_to_their_principal_and_leaving_returns_tasks() {
 
 #[test]
 fn registrations_past_soft_wait_in_the_queue_when_the_limit_queues() {
-    let mut genesis = Genesis::for_tests(ADMIN_TOKEN);
-    let workers = genesis
-        .limits
-        .iter_mut()
-        .find(|l| l.name == "active_workers")
-        .unwrap();
-    (workers.soft, workers.hard, workers.on_soft) = (Some(1), Some(3), OnSoft::Queue);
-    let mut sim = Sim::with(genesis);
+    let mut sim = queueing_sim();
     let ai = sim.create_ok(PrincipalKind::Ai, None);
     let first = register(&mut sim, ai, &["code"]).unwrap();
     let queued = sim.run(
@@ -289,14 +294,7 @@ fn registrations_past_soft_wait_in_the_queue_when_the_limit_queues() {
 
 #[test]
 fn a_queued_registration_whose_connection_is_gone_is_withdrawn_or_lost() {
-    let mut genesis = Genesis::for_tests(ADMIN_TOKEN);
-    let workers = genesis
-        .limits
-        .iter_mut()
-        .find(|l| l.name == "active_workers")
-        .unwrap();
-    (workers.soft, workers.hard, workers.on_soft) = (Some(1), Some(3), OnSoft::Queue);
-    let mut sim = Sim::with(genesis);
+    let mut sim = queueing_sim();
     let ai = sim.create_ok(PrincipalKind::Ai, None);
     let first = register(&mut sim, ai, &["code"]).unwrap();
     let queue = |sim: &mut Sim| {

@@ -739,10 +739,20 @@ mod tests {
 
     struct Running {
         submitter: Submitter,
-        thread: std::thread::JoinHandle<()>,
+        thread: Option<std::thread::JoinHandle<()>>,
         audit: colony_log::LogReader,
         _dir: tempfile::TempDir,
         path: std::path::PathBuf,
+    }
+
+    impl Running {
+        /// Shuts the sequencer down (everything decided is then durable).
+        async fn stop(&mut self) {
+            self.submitter.shutdown().await;
+            if let Some(thread) = self.thread.take() {
+                thread.join().unwrap();
+            }
+        }
     }
 
     fn start(decided_sync_within_ms: u64, unsynced_commands_max: usize) -> Running {
@@ -765,7 +775,7 @@ mod tests {
         );
         Running {
             submitter,
-            thread,
+            thread: Some(thread),
             audit,
             _dir: dir,
             path,
@@ -788,7 +798,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn decided_and_durable_commands_share_one_order_that_replays() {
         // A tight bound on unsynced commands makes deciding wait for the flusher too.
-        let running = start(5, 8);
+        let mut running = start(5, 8);
         let mut clients = Vec::new();
         for client in 0..8 {
             let submitter = running.submitter.clone();
@@ -806,8 +816,7 @@ mod tests {
         for client in clients {
             seqs.extend(client.await.unwrap());
         }
-        running.submitter.shutdown().await;
-        running.thread.join().unwrap();
+        running.stop().await;
         seqs.sort_unstable();
         seqs.dedup();
         assert_eq!(seqs.len(), 8 * 150, "every command got its own number");
@@ -821,7 +830,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_decided_command_is_synced_by_itself_within_its_window() {
-        let running = start(20, 1_024);
+        let mut running = start(20, 1_024);
         let outcome = tick(&running.submitter, true, "alone".into()).await;
         // Nothing else is submitted: only the flusher's window makes it durable.
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -832,32 +841,29 @@ mod tests {
             );
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
-        running.submitter.shutdown().await;
-        running.thread.join().unwrap();
+        running.stop().await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_durable_command_makes_the_decided_ones_before_it_durable() {
         // A window of an hour: only the durable command can have caused the sync.
-        let running = start(3_600_000, 1_024);
+        let mut running = start(3_600_000, 1_024);
         let decided = tick(&running.submitter, true, "decided".into()).await;
         let durable = tick(&running.submitter, false, "durable".into()).await;
         assert!(durable.seq > decided.seq);
         assert!(running.audit.last_index() >= durable.seq);
-        running.submitter.shutdown().await;
-        running.thread.join().unwrap();
+        running.stop().await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_reader_waiting_for_a_decided_command_gets_it_synced_at_once() {
         // A window of an hour: only the reader's wait can have caused the sync.
-        let running = start(3_600_000, 1_024);
+        let mut running = start(3_600_000, 1_024);
         let decided = tick(&running.submitter, true, "decided".into()).await;
         assert!(running.submitter.synced_through(decided.seq).await);
         assert!(running.audit.last_index() >= decided.seq);
         // Already durable: answered at once.
         assert!(running.submitter.synced_through(decided.seq).await);
-        running.submitter.shutdown().await;
-        running.thread.join().unwrap();
+        running.stop().await;
     }
 }

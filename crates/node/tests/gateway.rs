@@ -5,12 +5,10 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::Duration;
 
 use colony_node::gateway::mock::{self, MockState};
-use colony_node::gateway::GatewayConfig;
-use colony_node::{Node, NodeConfig};
+use colony_node::Node;
 use serde_json::{json, Value};
 
 const PATIENCE: Duration = Duration::from_secs(20);
@@ -104,25 +102,13 @@ output_usd_per_million = "2.00"
         "ANTHROPIC_KEYS" => Some("good-anthropic".to_string()),
         _ => None,
     };
-    let gateway = GatewayConfig::parse(Path::new("providers.toml"), &providers, &env).unwrap();
-    let config = common::genesis_dir(&[]);
-    let data = tempfile::tempdir().unwrap();
-    let node = Node::start(NodeConfig {
-        gateway: Some(gateway),
-        ..common::node_config(data.path(), config.path())
-    })
-    .await
-    .unwrap();
-    let admin = std::fs::read_to_string(data.path().join("admin.token"))
-        .unwrap()
-        .trim()
-        .to_string();
+    let started = common::start_with_gateway(&providers, &env).await;
     Setup {
-        base: format!("http://{}", node.local_addr()),
-        node,
-        admin,
+        base: started.base,
+        node: started.node,
+        admin: started.admin,
         mock,
-        _dirs: (config, data),
+        _dirs: started.dirs,
     }
 }
 

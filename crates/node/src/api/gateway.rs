@@ -901,7 +901,12 @@ pub async fn messages(State(app): State<AppState>, headers: HeaderMap, body: Byt
         cost_headers(&mut response, &model.name, prepared.reserved, Some(actual));
         return response;
     }
-    prepared.settlement.release("every upstream failed");
+    every_upstream_failed(&mut prepared.settlement, &failures)
+}
+
+/// Gives the reservation back and says, in Anthropic's shape, that no upstream answered.
+fn every_upstream_failed(settlement: &mut Settlement, failures: &[String]) -> Response {
+    settlement.release("every upstream failed");
     let refusal = Refusal::new(
         502,
         "api_error",
@@ -993,12 +998,5 @@ async fn messages_stream(
             Attempt::Failed(why) => failures.push(format!("{}: {why}", model.name)),
         }
     }
-    prepared.settlement.release("every upstream failed");
-    let refusal = Refusal::new(
-        502,
-        "api_error",
-        "upstream_failed",
-        format!("no upstream answered: {}", failures.join("; ")),
-    );
-    refusal_response(&refusal, Dialect::Anthropic)
+    every_upstream_failed(&mut prepared.settlement, &failures)
 }

@@ -45,6 +45,42 @@ pub async fn start(data: &Path, config: &Path) -> (Node, String, String) {
     (node, base, admin)
 }
 
+/// A running node whose gateway is configured by `providers` (the text of a
+/// providers.toml; keys from `env`), with shipped genesis files.
+pub struct GatewayNode {
+    pub node: Node,
+    pub base: String,
+    pub admin: String,
+    pub dirs: (tempfile::TempDir, tempfile::TempDir),
+}
+
+pub async fn start_with_gateway(
+    providers: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> GatewayNode {
+    let gateway =
+        colony_node::gateway::GatewayConfig::parse(Path::new("providers.toml"), providers, env)
+            .unwrap();
+    let config = genesis_dir(&[]);
+    let data = tempfile::tempdir().unwrap();
+    let node = Node::start(NodeConfig {
+        gateway: Some(gateway),
+        ..node_config(data.path(), config.path())
+    })
+    .await
+    .unwrap();
+    let admin = std::fs::read_to_string(data.path().join("admin.token"))
+        .unwrap()
+        .trim()
+        .to_string();
+    GatewayNode {
+        base: format!("http://{}", node.local_addr()),
+        node,
+        admin,
+        dirs: (config, data),
+    }
+}
+
 /// `GET base+path` with a bearer token, as JSON.
 pub async fn get_json(base: &str, token: &str, path: &str) -> serde_json::Value {
     reqwest::Client::new()
