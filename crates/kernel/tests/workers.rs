@@ -68,6 +68,19 @@ fn queueing_sim() -> Sim {
     Sim::with(genesis)
 }
 
+/// The bus's report that `worker`'s connection dropped at `dropped_at` and did not
+/// come back within a 300 ms grace period.
+fn grace_ran_out(sim: &mut Sim, worker: u64, dropped_at: u64) -> Applied {
+    sim.run(
+        PrincipalId::SYSTEM,
+        CommandBody::WorkerDisconnected {
+            worker,
+            disconnected_at_ms: dropped_at,
+            grace_ms: 300,
+        },
+    )
+}
+
 fn tick(sim: &mut Sim) -> Applied {
     sim.run(PrincipalId::SYSTEM, CommandBody::Tick)
 }
@@ -317,14 +330,7 @@ fn a_queued_registration_whose_connection_is_gone_is_withdrawn_or_lost() {
     let ticket = queue(&mut sim);
     let dropped_at = sim.state.now_ms;
     sim.advance(300);
-    let withdrawn = sim.run(
-        PrincipalId::SYSTEM,
-        CommandBody::WorkerDisconnected {
-            worker: ticket,
-            disconnected_at_ms: dropped_at,
-            grace_ms: 300,
-        },
-    );
+    let withdrawn = grace_ran_out(&mut sim, ticket, dropped_at);
     let event = withdrawn.primary();
     assert_eq!(
         (event.action, &event.effect),
@@ -345,14 +351,7 @@ fn a_queued_registration_whose_connection_is_gone_is_withdrawn_or_lost() {
     sim.run(ai, CommandBody::LeaveWorker { worker: first });
     assert_eq!(sim.state.worker(ticket).unwrap().state, WorkerState::Active);
     sim.advance(200);
-    let lost = sim.run(
-        PrincipalId::SYSTEM,
-        CommandBody::WorkerDisconnected {
-            worker: ticket,
-            disconnected_at_ms: dropped_at,
-            grace_ms: 300,
-        },
-    );
+    let lost = grace_ran_out(&mut sim, ticket, dropped_at);
     assert_eq!(lost.primary().action, "worker.lost");
     assert_eq!(sim.state.worker(ticket).unwrap().state, WorkerState::Lost);
     assert_eq!(sim.state.limit("active_workers").unwrap().usage, 0);
@@ -363,14 +362,7 @@ fn a_queued_registration_whose_connection_is_gone_is_withdrawn_or_lost() {
     sim.advance(100);
     sim.run(ai, CommandBody::WorkerHeartbeat { worker: back });
     sim.advance(200);
-    let kept = sim.run(
-        PrincipalId::SYSTEM,
-        CommandBody::WorkerDisconnected {
-            worker: back,
-            disconnected_at_ms: dropped_at,
-            grace_ms: 300,
-        },
-    );
+    let kept = grace_ran_out(&mut sim, back, dropped_at);
     assert_eq!(kept.primary().action, "worker.disconnected");
     assert_eq!(sim.state.worker(back).unwrap().state, WorkerState::Active);
 }

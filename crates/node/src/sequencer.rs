@@ -70,31 +70,18 @@ impl Submitter {
     }
 
     /// Like [`Submitter::submit`], but answered as soon as the kernel has decided,
-    /// before the group holding the command is synced (it is synced right after).
-    /// Decided on the calling thread when the decider is free. For callers that need
-    /// the decision on a hot path and whose own effects follow it (the LLM gateway's
-    /// reservations): if the node stops in between, the command is lost with the
-    /// call it guarded.
+    /// before the group holding the command is synced (it is synced within
+    /// `decided_sync_within_ms`). Decided on the calling thread when the decider is
+    /// free. For callers that need the decision on a hot path and whose own effects
+    /// follow it (the LLM gateway's reservations and settlements): if the node stops
+    /// in between, the command is lost with the call it guarded.
     pub async fn submit_decided(
         &self,
         actor: PrincipalId,
         justification: String,
         body: CommandBody,
     ) -> Result<Outcome, ApiError> {
-        let (reply, answer) = oneshot::channel();
-        let request = Request::Command {
-            actor,
-            justification,
-            body,
-            reply,
-            early: true,
-        };
-        let mut request = Some(request);
-        self.core.decide_now(&mut request);
-        match request {
-            None => answer.await.map_err(|_| ApiError::shutting_down()),
-            Some(request) => self.queue(request, answer).await,
-        }
+        self.send(actor, justification, body, true).await
     }
 
     async fn send(
@@ -105,14 +92,20 @@ impl Submitter {
         early: bool,
     ) -> Result<Outcome, ApiError> {
         let (reply, answer) = oneshot::channel();
-        let request = Request::Command {
+        let mut request = Some(Request::Command {
             actor,
             justification,
             body,
             reply,
             early,
-        };
-        self.queue(request, answer).await
+        });
+        if early {
+            self.core.decide_now(&mut request);
+        }
+        match request {
+            None => answer.await.map_err(|_| ApiError::shutting_down()),
+            Some(request) => self.queue(request, answer).await,
+        }
     }
 
     async fn queue(
