@@ -20,7 +20,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use colony_kernel::{Command, CommandBody, Event, PrincipalId, State};
+use colony_kernel::{Command, CommandBody, Decision, Effect, Event, PrincipalId, State};
 use colony_log::{snapshot, EncodedRecords, LogWriter, RecordEncoder, Store};
 use tokio::sync::oneshot;
 
@@ -295,6 +295,7 @@ impl Decider {
             if offers_wanted {
                 group.offered.append(&mut applied.offered);
             }
+            group.note_admissions(&applied.events);
             if events_wanted {
                 group.published.push((command, applied.events));
             }
@@ -326,6 +327,7 @@ impl Decider {
                     for event in &applied.events {
                         group.decisions[decision_index(event)] += 1;
                     }
+                    group.note_admissions(&applied.events);
                     let primary = applied.events[applied.primary_index].clone();
                     if events_wanted {
                         group.published.push((command, applied.events));
@@ -388,6 +390,8 @@ struct Group {
     published: Vec<(Command, Vec<Event>)>,
     /// Tasks that became claimable, offered once durable.
     offered: Vec<String>,
+    /// Worker sessions a queue admitted, told once durable.
+    admitted: Vec<u64>,
     /// A snapshot of the state after the last command of this group: `(seq, bytes)`.
     snapshot: Option<(u64, Vec<u8>)>,
     /// The last group: write the snapshot before answering, then stop.
@@ -397,6 +401,17 @@ struct Group {
 }
 
 impl Group {
+    /// Worker sessions admitted from the `active_workers` queue by these events.
+    fn note_admissions(&mut self, events: &[Event]) {
+        for event in events {
+            if let (Decision::Admitted, Effect::WorkerRegistered { worker, .. }) =
+                (&event.decision, &event.effect)
+            {
+                self.admitted.push(*worker);
+            }
+        }
+    }
+
     fn is_empty(&self) -> bool {
         self.records.is_empty() && self.snapshot.is_none() && !self.last
     }
@@ -415,6 +430,7 @@ impl Group {
         }
         self.published.extend(other.published);
         self.offered.extend(other.offered);
+        self.admitted.extend(other.admitted);
         if other.snapshot.is_some() {
             self.snapshot = other.snapshot;
         }
@@ -667,6 +683,9 @@ impl Flusher {
         if let Some(bus) = self.events.bus.get() {
             if !group.offered.is_empty() {
                 bus.publish_offers(&group.offered);
+            }
+            if !group.admitted.is_empty() {
+                bus.workers_admitted(&group.admitted);
             }
             for (command, events) in &group.published {
                 bus.publish_events(command, events);

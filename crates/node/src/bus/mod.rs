@@ -616,6 +616,38 @@ impl Bus {
 
     /// Offers tasks that became claimable on [`TASK_OFFERS_SUBJECT`]: what a worker
     /// needs to decide whether to claim (`POST /v1/tasks/claim`).
+    /// Tells each connection holding a queued `hello` that its session was admitted
+    /// (`{"op":"admitted","worker":ID,...}`), once the admission is durable.
+    pub fn workers_admitted(&self, workers: &[u64]) {
+        let (heartbeat_ms, lease_ms) = {
+            let state = self.state.read().expect("state lock");
+            state
+                .task_config()
+                .map_or((0, 0), |c| (c.worker_heartbeat_ms, c.lease_ms))
+        };
+        for worker in workers {
+            let conn_id = self
+                .worker_conns
+                .lock()
+                .expect("worker lock")
+                .get(worker)
+                .copied();
+            let conn = conn_id.and_then(|id| {
+                self.conns
+                    .lock()
+                    .expect("connections lock")
+                    .get(&id)
+                    .and_then(std::sync::Weak::upgrade)
+            });
+            if let Some(conn) = conn {
+                conn.push_json(&serde_json::json!({
+                    "op": "admitted", "worker": worker, "status": "active",
+                    "heartbeat_ms": heartbeat_ms, "lease_ms": lease_ms,
+                }));
+            }
+        }
+    }
+
     pub fn publish_offers(&self, addresses: &[String]) {
         let offers: Vec<String> = {
             let state = self.state.read().expect("state lock");
