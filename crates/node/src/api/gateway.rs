@@ -436,13 +436,14 @@ pub async fn chat_completions(
             ));
             continue;
         }
-        let mut outgoing = body.clone();
-        outgoing["model"] = json!(model.upstream_model);
+        // The caller's body goes on as it is, but for the model's name upstream (and
+        // the usage chunk on a stream); no copy on the hot path.
+        body["model"] = json!(model.upstream_model);
         if stream {
-            outgoing["stream_options"] = json!({"include_usage": true});
+            body["stream_options"] = json!({"include_usage": true});
         }
         match gateway
-            .attempt(&model, "/chat/completions", &outgoing, None)
+            .attempt(&model, "/chat/completions", &body, None)
             .await
         {
             Attempt::Response(response) => {
