@@ -126,13 +126,6 @@ pub struct EncodedRecords {
     records: Vec<Vec<u8>>,
 }
 
-impl EncodedRecords {
-    /// Bytes the records take, before framing.
-    pub fn len_bytes(&self) -> usize {
-        self.command.len() + self.records.iter().map(Vec::len).sum::<usize>()
-    }
-}
-
 /// Writes encoded records to the command and decision logs and syncs them.
 pub struct LogWriter {
     dir: PathBuf,

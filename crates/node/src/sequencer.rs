@@ -247,6 +247,13 @@ impl Core {
     }
 }
 
+/// What the bus wants to hear of a group, read once per group.
+#[derive(Clone, Copy)]
+struct Wanted {
+    offers: bool,
+    events: bool,
+}
+
 /// Stamps, applies and encodes commands, in one order. Held under [`Core::decider`]
 /// from deciding until the group is handed over, so that groups reach the flusher in
 /// the order of their sequence numbers.
@@ -274,8 +281,10 @@ impl Decider {
         let shared_state = Arc::clone(&self.state);
         let mut state = shared_state.write().expect("state lock");
         let stamp = |state: &State| (state.last_seq + 1, now_ms().max(state.now_ms));
-        let offers_wanted = self.events.offers_wanted();
-        let events_wanted = self.events.wanted();
+        let wanted = Wanted {
+            offers: self.events.offers_wanted(),
+            events: self.events.wanted(),
+        };
         if state.next_due_ms().is_some_and(|due| due <= now_ms()) {
             // Something is due. The node's health figures go first, so that a
             // stability window closing now counts them; either command lets time pass.
@@ -288,17 +297,7 @@ impl Decider {
             };
             let (seq, at_ms) = stamp(&state);
             let command = Command::new(seq, at_ms, PrincipalId::SYSTEM, justification, body);
-            let mut applied = state.apply(&command);
-            group
-                .records
-                .push(self.encoder.encode(&command, &applied, &state));
-            if offers_wanted {
-                group.offered.append(&mut applied.offered);
-            }
-            group.note_admissions(&applied.events);
-            if events_wanted {
-                group.published.push((command, applied.events));
-            }
+            self.apply(&mut state, &mut group, command, wanted, false);
         }
         for request in requests {
             match request {
@@ -317,21 +316,7 @@ impl Decider {
                         justification,
                         body,
                     };
-                    let mut applied = state.apply(&command);
-                    group
-                        .records
-                        .push(self.encoder.encode(&command, &applied, &state));
-                    if offers_wanted {
-                        group.offered.append(&mut applied.offered);
-                    }
-                    for event in &applied.events {
-                        group.decisions[decision_index(event)] += 1;
-                    }
-                    group.note_admissions(&applied.events);
-                    let primary = applied.events[applied.primary_index].clone();
-                    if events_wanted {
-                        group.published.push((command, applied.events));
-                    }
+                    let primary = self.apply(&mut state, &mut group, command, wanted, true);
                     let outcome = Outcome {
                         seq,
                         at_ms,
@@ -347,6 +332,37 @@ impl Decider {
             }
         }
         group
+    }
+
+    /// Applies one stamped command and adds it to the group: its records, and what
+    /// to tell once it is durable. Returns its primary decision. `counted`: the
+    /// node's decision figures count it (requests do, the node's own ticks do not).
+    fn apply(
+        &mut self,
+        state: &mut State,
+        group: &mut Group,
+        command: Command,
+        wanted: Wanted,
+        counted: bool,
+    ) -> Event {
+        let mut applied = state.apply(&command);
+        group
+            .records
+            .push(self.encoder.encode(&command, &applied, state));
+        if wanted.offers {
+            group.offered.append(&mut applied.offered);
+        }
+        if counted {
+            for event in &applied.events {
+                group.decisions[decision_index(event)] += 1;
+            }
+        }
+        group.note_admissions(&applied.events);
+        let primary = applied.events[applied.primary_index].clone();
+        if wanted.events {
+            group.published.push((command, applied.events));
+        }
+        primary
     }
 
     /// Adds a snapshot to the group when enough commands have passed (or at

@@ -49,6 +49,12 @@ fn refusal_response(refusal: &Refusal, dialect: Dialect) -> Response {
     response
 }
 
+/// The request's JSON, or why not.
+fn json_body(bytes: &[u8]) -> Result<Value, Refusal> {
+    serde_json::from_slice(bytes)
+        .map_err(|error| invalid(format!("the body is not valid JSON: {error}")))
+}
+
 fn invalid(message: impl Into<String>) -> Refusal {
     Refusal::new(400, "invalid_request_error", "invalid", message)
 }
@@ -384,14 +390,9 @@ pub async fn chat_completions(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let mut body: Value = match serde_json::from_slice(&body) {
+    let mut body = match json_body(&body) {
         Ok(body) => body,
-        Err(error) => {
-            return refusal_response(
-                &invalid(format!("the body is not valid JSON: {error}")),
-                Dialect::OpenAi,
-            )
-        }
+        Err(refusal) => return refusal_response(&refusal, Dialect::OpenAi),
     };
     let stream = body["stream"] == json!(true);
     let mut prepared = match prepare(&app, &caller, &headers, &mut body).await {
@@ -769,14 +770,9 @@ pub async fn messages(State(app): State<AppState>, headers: HeaderMap, body: Byt
             return refusal_response(&refusal, Dialect::Anthropic);
         }
     };
-    let request: Value = match serde_json::from_slice(&body) {
+    let request = match json_body(&body) {
         Ok(body) => body,
-        Err(error) => {
-            return refusal_response(
-                &invalid(format!("the body is not valid JSON: {error}")),
-                Dialect::Anthropic,
-            )
-        }
+        Err(refusal) => return refusal_response(&refusal, Dialect::Anthropic),
     };
     let stream = request["stream"] == json!(true);
     // The same call in OpenAI's shape, for budgets and for non-Anthropic upstreams.
