@@ -192,18 +192,27 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     }
     let code = match outcome {
         Ok(task) => {
-            let budget = &task["budget"];
-            println!(
-                "\ncolony demo: the goal {goal} is completed in {:.1} s: {} subtasks; its budget: {} of {} micro-USD spent",
-                started.elapsed().as_secs_f64(),
-                task["children"].as_array().map_or(0, Vec::len),
-                budget["spent_micro_usd"],
-                budget["total_micro_usd"],
-            );
+            let mut shares = Vec::new();
             for child in task["children"].as_array().cloned().unwrap_or_default() {
                 let child = text(&child["address"]);
                 let subtask = client.get(&format!("/v1/tasks/{child}")).await?;
-                let budget = &subtask["budget"];
+                shares.push((child, subtask["budget"].clone()));
+            }
+            let amount = |budget: &Value, field: &str| budget[field].as_u64().unwrap_or(0);
+            let shared: u64 = shares
+                .iter()
+                .map(|(_, budget)| amount(budget, "total_micro_usd"))
+                .sum();
+            let budget = &task["budget"];
+            println!(
+                "\ncolony demo: the goal {goal} is completed in {:.1} s: {} subtasks; of its budget of {} micro-USD \
+                 it spent {} itself and passed {shared} on to its subtasks",
+                started.elapsed().as_secs_f64(),
+                shares.len(),
+                amount(budget, "total_micro_usd"),
+                amount(budget, "spent_micro_usd"),
+            );
+            for (child, budget) in &shares {
                 println!(
                     "colony demo: subtask {child}: {} of its {} micro-USD share spent",
                     budget["spent_micro_usd"], budget["total_micro_usd"],
