@@ -297,7 +297,7 @@ impl Decider {
             };
             let (seq, at_ms) = stamp(&state);
             let command = Command::new(seq, at_ms, PrincipalId::SYSTEM, justification, body);
-            self.apply(&mut state, &mut group, command, wanted, false);
+            self.apply(&mut state, &mut group, command, wanted);
         }
         for request in requests {
             match request {
@@ -316,7 +316,7 @@ impl Decider {
                         justification,
                         body,
                     };
-                    let primary = self.apply(&mut state, &mut group, command, wanted, true);
+                    let primary = self.apply(&mut state, &mut group, command, wanted);
                     let outcome = Outcome {
                         seq,
                         at_ms,
@@ -335,15 +335,13 @@ impl Decider {
     }
 
     /// Applies one stamped command and adds it to the group: its records, and what
-    /// to tell once it is durable. Returns its primary decision. `counted`: the
-    /// node's decision figures count it (requests do, the node's own ticks do not).
+    /// to tell once it is durable. Returns its primary decision.
     fn apply(
         &mut self,
         state: &mut State,
         group: &mut Group,
         command: Command,
         wanted: Wanted,
-        counted: bool,
     ) -> Event {
         let mut applied = state.apply(&command);
         group
@@ -352,10 +350,8 @@ impl Decider {
         if wanted.offers {
             group.offered.append(&mut applied.offered);
         }
-        if counted {
-            for event in &applied.events {
-                group.decisions[decision_index(event)] += 1;
-            }
+        for event in &applied.events {
+            group.decisions[decision_index(event)] += 1;
         }
         group.note_admissions(&applied.events);
         let primary = applied.events[applied.primary_index].clone();
