@@ -88,6 +88,25 @@ struct Prepared {
     settlement: Settlement,
 }
 
+impl Prepared {
+    /// Settles the call at `tokens` on `model` (before answering when it is for a
+    /// task) and marks `response` with the model, the reservation and the cost.
+    async fn answer(
+        &mut self,
+        model: &Model,
+        tokens: (u64, u64),
+        how: &str,
+        mut response: Response,
+    ) -> Response {
+        let actual = cost_micro_usd(model, tokens.0, tokens.1);
+        self.settlement
+            .settle_answered(&model.name, tokens, actual, how)
+            .await;
+        cost_headers(&mut response, &model.name, self.reserved, Some(actual));
+        response
+    }
+}
+
 /// Settles a call once: commits the actual cost (refunding the rest of the
 /// reservation), charges the task, and frees the principal's admission.
 struct Settlement {
@@ -409,26 +428,17 @@ pub async fn chat_completions(
             if stream {
                 let events = scripted::stream_events(&body, &model.name, prepared.max_tokens, id);
                 let text: String = events.concat();
-                let (tokens, actual) =
-                    settle_from_sse(&model, text.as_bytes(), prepared.input_bound);
-                prepared
-                    .settlement
-                    .settle_answered(&model.name, tokens, actual, "scripted, streamed")
+                let tokens = sse_tokens(text.as_bytes(), prepared.input_bound);
+                let response = ([("content-type", "text/event-stream")], text).into_response();
+                return prepared
+                    .answer(&model, tokens, "scripted, streamed", response)
                     .await;
-                let mut response = ([("content-type", "text/event-stream")], text).into_response();
-                cost_headers(&mut response, &model.name, prepared.reserved, Some(actual));
-                return response;
             }
             let answer = scripted::completion(&body, &model.name, prepared.max_tokens, id);
             let tokens = usage_of(&answer).expect("scripted answers carry usage");
-            let actual = cost_micro_usd(&model, tokens.0, tokens.1);
-            prepared
-                .settlement
-                .settle_answered(&model.name, tokens, actual, "scripted")
+            return prepared
+                .answer(&model, tokens, "scripted", Json(answer).into_response())
                 .await;
-            let mut response = Json(answer).into_response();
-            cost_headers(&mut response, &model.name, prepared.reserved, Some(actual));
-            return response;
         }
         if upstream.kind == UpstreamKind::Anthropic {
             failures.push(format!(
@@ -468,7 +478,7 @@ pub async fn chat_completions(
                 if stream {
                     let reserved = prepared.reserved;
                     let relay = Relay::new(response, None, model.clone(), prepared);
-                    return sse_response(Body::from_stream(relay), &model.name, reserved, None);
+                    return sse_response(Body::from_stream(relay), &model.name, reserved);
                 }
                 let bytes = match response.bytes().await {
                     Ok(bytes) => bytes,
@@ -478,34 +488,21 @@ pub async fn chat_completions(
                     }
                 };
                 let answer: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-                let (tokens, actual, how) = match usage_of(&answer) {
-                    Some(tokens) => (
-                        tokens,
-                        cost_micro_usd(&model, tokens.0, tokens.1),
-                        "usage from the upstream",
+                let (tokens, how) = match usage_of(&answer) {
+                    Some(tokens) => (tokens, "usage from the upstream"),
+                    // No usage: charge the bound (never less than what was used).
+                    None => (
+                        (prepared.input_bound, prepared.max_tokens),
+                        "no usage reported: charged the bound",
                     ),
-                    None => {
-                        // No usage: charge the bound (never less than what was used).
-                        let tokens = (prepared.input_bound, prepared.max_tokens);
-                        (
-                            tokens,
-                            cost_micro_usd(&model, tokens.0, tokens.1),
-                            "no usage reported: charged the bound",
-                        )
-                    }
                 };
-                prepared
-                    .settlement
-                    .settle_answered(&model.name, tokens, actual, how)
-                    .await;
-                let mut response = (
+                let response = (
                     StatusCode::OK,
                     [("content-type", "application/json")],
                     bytes,
                 )
                     .into_response();
-                cost_headers(&mut response, &model.name, prepared.reserved, Some(actual));
-                return response;
+                return prepared.answer(&model, tokens, how, response).await;
             }
             Attempt::RateLimited { retry_after_secs } => {
                 failures.push(format!("{}: every key is rate-limited", model.name));
@@ -543,12 +540,11 @@ pub async fn chat_completions(
     refusal_response(&refusal, Dialect::OpenAi)
 }
 
-/// Follows a whole SSE text (scripted streams): the tokens and cost to charge.
-fn settle_from_sse(model: &Model, text: &[u8], input_bound: u64) -> ((u64, u64), u64) {
+/// Follows a whole SSE text (scripted streams): the tokens to charge.
+fn sse_tokens(text: &[u8], input_bound: u64) -> (u64, u64) {
     let mut watch = Watch::default();
     watch.feed(text);
-    let tokens = watch.tokens(input_bound);
-    (tokens, cost_micro_usd(model, tokens.0, tokens.1))
+    watch.tokens(input_bound)
 }
 
 /// The same scripted stream in Anthropic's events: the body and the tokens charged.
@@ -712,7 +708,8 @@ impl Drop for Relay {
     }
 }
 
-fn sse_response(body: Body, model: &str, reserved: u64, actual: Option<u64>) -> Response {
+/// A relayed event stream: its cost is known only once it ends.
+fn sse_response(body: Body, model: &str, reserved: u64) -> Response {
     let mut response = Response::new(body);
     response.headers_mut().insert(
         "content-type",
@@ -721,7 +718,7 @@ fn sse_response(body: Body, model: &str, reserved: u64, actual: Option<u64>) -> 
     response
         .headers_mut()
         .insert("cache-control", HeaderValue::from_static("no-cache"));
-    cost_headers(&mut response, model, reserved, actual);
+    cost_headers(&mut response, model, reserved, None);
     response
 }
 
@@ -829,14 +826,10 @@ pub async fn messages(State(app): State<AppState>, headers: HeaderMap, body: Byt
                         }
                         let tokens = usage_of(&answer)
                             .unwrap_or((prepared.input_bound, prepared.max_tokens));
-                        let actual = cost_micro_usd(&model, tokens.0, tokens.1);
-                        prepared
-                            .settlement
-                            .settle_answered(&model.name, tokens, actual, "usage from the upstream")
+                        let response = Json(answer).into_response();
+                        return prepared
+                            .answer(&model, tokens, "usage from the upstream", response)
                             .await;
-                        let mut response = Json(answer).into_response();
-                        cost_headers(&mut response, &model.name, prepared.reserved, Some(actual));
-                        return response;
                     }
                     Attempt::RateLimited { .. } => {
                         failures.push(format!("{}: every key is rate-limited", model.name));
@@ -875,11 +868,6 @@ pub async fn messages(State(app): State<AppState>, headers: HeaderMap, body: Byt
         };
         // An OpenAI-shaped answer, turned into Anthropic's.
         let tokens = usage_of(&answer).unwrap_or((prepared.input_bound, prepared.max_tokens));
-        let actual = cost_micro_usd(&model, tokens.0, tokens.1);
-        prepared
-            .settlement
-            .settle_answered(&model.name, tokens, actual, "usage from the upstream")
-            .await;
         let text = answer["choices"][0]["message"]["content"]
             .as_str()
             .unwrap_or("")
@@ -888,15 +876,16 @@ pub async fn messages(State(app): State<AppState>, headers: HeaderMap, body: Byt
             Some("length") => "max_tokens",
             _ => "end_turn",
         };
-        let mut response = Json(json!({
+        let response = Json(json!({
             "id": answer["id"], "type": "message", "role": "assistant", "model": model.name,
             "content": [{"type": "text", "text": text}],
             "stop_reason": stop, "stop_sequence": null,
             "usage": {"input_tokens": tokens.0, "output_tokens": tokens.1},
         }))
         .into_response();
-        cost_headers(&mut response, &model.name, prepared.reserved, Some(actual));
-        return response;
+        return prepared
+            .answer(&model, tokens, "usage from the upstream", response)
+            .await;
     }
     every_upstream_failed(&mut prepared.settlement, &failures)
 }
@@ -932,17 +921,10 @@ async fn messages_stream(
                 let events = scripted::stream_events(chat, &model.name, prepared.max_tokens, id);
                 let (body, tokens) =
                     scripted_anthropic_stream(&events, &model, prepared.input_bound);
-                let actual = cost_micro_usd(&model, tokens.0, tokens.1);
-                prepared
-                    .settlement
-                    .settle_answered(&model.name, tokens, actual, "scripted, streamed")
+                let response = sse_response(Body::from(body), &model.name, prepared.reserved);
+                return prepared
+                    .answer(&model, tokens, "scripted, streamed", response)
                     .await;
-                return sse_response(
-                    Body::from(body),
-                    &model.name,
-                    prepared.reserved,
-                    Some(actual),
-                );
             }
             UpstreamKind::Anthropic => {
                 let mut outgoing = request.clone();
@@ -970,7 +952,7 @@ async fn messages_stream(
                     (kind == UpstreamKind::OpenAi).then(|| ToAnthropic::new(&model.name));
                 let reserved = prepared.reserved;
                 let relay = Relay::new(response, translate, model.clone(), prepared);
-                return sse_response(Body::from_stream(relay), &model.name, reserved, None);
+                return sse_response(Body::from_stream(relay), &model.name, reserved);
             }
             Attempt::Response(response) if kind == UpstreamKind::Anthropic => {
                 // The caller's mistake as the upstream saw it: relay it, charge nothing.
