@@ -24,6 +24,16 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         config.config_dir_required = true;
     }
     config.sequencer.snapshot_every_commands = args.snapshot_every.max(1);
+    config.tls = match (&args.tls_cert, &args.tls_key, args.tls_self_signed) {
+        (Some(cert), Some(key), _) => Some(colony_node::tls::TlsSource::Files {
+            cert: cert.clone(),
+            key: key.clone(),
+        }),
+        (_, _, true) => Some(colony_node::tls::TlsSource::SelfSigned {
+            names: node_names(args.listen),
+        }),
+        _ => None,
+    };
     if let Some(workers) = args.workers {
         let program = std::env::current_exe().context("cannot find the colony binary")?;
         let mut command = vec![program.display().to_string(), "worker".into()];
@@ -46,12 +56,22 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     let node = Node::start(config)
         .await
         .context("the node did not start")?;
+    let secure = node.tls().is_some();
     println!(
-        "colony: listening on http://{} (data in {}); agent bus on ws://{}/v1/bus",
-        node.local_addr(),
+        "colony: listening on {} (data in {}); agent bus on {}://{}/v1/bus",
+        node.base_url(),
         args.data.display(),
+        if secure { "wss" } else { "ws" },
         node.local_addr()
     );
+    if let Some(tls) = node.tls() {
+        println!(
+            "colony: TLS certificate {} (SHA-256 {}); clients trust it with --ca-file {} or SSL_CERT_FILE",
+            tls.cert_file.display(),
+            tls.fingerprint,
+            tls.cert_file.display()
+        );
+    }
     if let Some(file) = node.admin_token_file() {
         println!(
             "colony: first start: created the admin principal 1.1; its token is in {} (mode 0600)",
@@ -59,8 +79,13 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         );
     }
     println!(
-        "colony: try `colony limits` or `curl http://{}/healthz`; Ctrl-C stops",
-        node.local_addr()
+        "colony: try `colony limits` or `curl {}{}/healthz`; Ctrl-C stops",
+        if secure {
+            "--cacert <certificate> "
+        } else {
+            ""
+        },
+        node.base_url()
     );
     wait_for_signal().await;
     eprintln!(
@@ -69,6 +94,28 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     node.shutdown().await?;
     eprintln!("colony: stopped cleanly");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The names a self-signed certificate is made for: localhost, the loopback
+/// addresses, the listening address, and the host's name.
+fn node_names(listen: std::net::SocketAddr) -> Vec<String> {
+    let mut names = vec![
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+        "::1".to_string(),
+    ];
+    if !listen.ip().is_unspecified() {
+        names.push(listen.ip().to_string());
+    }
+    if let Ok(host) = std::fs::read_to_string("/etc/hostname") {
+        let host = host.trim();
+        if !host.is_empty() {
+            names.push(host.to_string());
+        }
+    }
+    names.sort();
+    names.dedup();
+    names
 }
 
 async fn wait_for_signal() {

@@ -98,6 +98,12 @@ enum Command {
     MockLlm {
         #[arg(long, default_value = "127.0.0.1:8088")]
         listen: SocketAddr,
+        /// Serve HTTPS with this certificate chain (PEM; with --tls-key).
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The private key of --tls-cert (PEM).
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
     },
     /// Create, list and remove principals (humans, AIs, artifacts, nodes).
     #[command(subcommand)]
@@ -146,6 +152,22 @@ pub struct UpArgs {
     /// Capabilities of the supervised workers (comma-separated).
     #[arg(long, value_delimiter = ',')]
     pub worker_capabilities: Vec<String>,
+    /// Serve HTTPS and wss:// with this certificate chain (PEM, leaf first; with
+    /// --tls-key).
+    #[arg(
+        long,
+        env = "COLONY_TLS_CERT",
+        requires = "tls_key",
+        conflicts_with = "tls_self_signed"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, env = "COLONY_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Serve HTTPS and wss:// with a certificate made for this node's names on first
+    /// start (kept in <data>/tls/); prints its SHA-256 fingerprint.
+    #[arg(long)]
+    pub tls_self_signed: bool,
 }
 
 #[derive(Subcommand)]
@@ -510,15 +532,33 @@ fn main() -> ExitCode {
                 };
                 worker::run(options, remote).await
             }
-            Command::MockLlm { listen } => {
+            Command::MockLlm {
+                listen,
+                tls_cert,
+                tls_key,
+            } => {
                 let listener = tokio::net::TcpListener::bind(listen)
                     .await
                     .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+                let tls = match (tls_cert, tls_key) {
+                    (Some(cert), Some(key)) => Some(colony_node::tls::ServerTls::load(
+                        &colony_node::tls::TlsSource::Files { cert, key },
+                        std::path::Path::new("."),
+                    )?),
+                    _ => None,
+                };
                 println!(
-                    "colony mock-llm: an OpenAI-compatible mock on http://{}/v1",
+                    "colony mock-llm: an OpenAI-compatible mock on {}://{}/v1",
+                    if tls.is_some() { "https" } else { "http" },
                     listener.local_addr()?
                 );
-                colony_node::gateway::mock::serve(listener, Default::default()).await?;
+                match tls {
+                    Some(tls) => {
+                        colony_node::gateway::mock::serve_tls(listener, Default::default(), tls)
+                            .await?
+                    }
+                    None => colony_node::gateway::mock::serve(listener, Default::default()).await?,
+                }
                 Ok(ExitCode::SUCCESS)
             }
             Command::Bus(command) => match command {

@@ -55,7 +55,9 @@ impl FromRequestParts<AppState> for Caller {
             .ok_or_else(|| {
                 ApiError::unauthenticated("the Authorization header must be `Bearer <token>`")
             })?;
-        authenticate(app, token)
+        let caller = authenticate(app, token)?;
+        crate::listener::mark_authenticated(&parts.extensions);
+        Ok(caller)
     }
 }
 

@@ -27,10 +27,12 @@ mod edge;
 mod error;
 pub mod gateway;
 pub mod genesis;
+pub mod listener;
 mod metrics;
 mod node;
 pub mod sequencer;
 pub mod supervisor;
+pub mod tls;
 
 pub use error::{ApiError, NodeError};
 pub use node::{Node, NodeConfig};

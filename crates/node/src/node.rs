@@ -7,7 +7,6 @@ use std::sync::{Arc, RwLock};
 
 use colony_kernel::{CommandBody, Genesis, PrincipalId};
 use colony_log::{RecoveryReport, Store, StoreOptions};
-use tokio::sync::oneshot;
 
 use crate::api::{AppState, Shared};
 use crate::auth::{hash_token, new_token};
@@ -37,6 +36,10 @@ pub struct NodeConfig {
     /// `providers.toml` in the configuration directory (read at every start, keys
     /// from the environment), else the shipped defaults.
     pub gateway: Option<crate::gateway::GatewayConfig>,
+    /// Serve HTTPS and `wss://` instead of plain HTTP.
+    pub tls: Option<crate::tls::TlsSource>,
+    /// Timeouts and bounds on connections.
+    pub listen_limits: crate::listener::ListenConfig,
 }
 
 impl Default for NodeConfig {
@@ -57,6 +60,8 @@ impl Default for NodeConfig {
             supervisor: None,
             bus: None,
             gateway: None,
+            tls: None,
+            listen_limits: crate::listener::ListenConfig::default(),
         }
     }
 }
@@ -64,11 +69,12 @@ impl Default for NodeConfig {
 /// A running node: the sequencer thread and the HTTP server.
 pub struct Node {
     local_addr: SocketAddr,
+    tls: Option<crate::tls::ServerTls>,
     shared: Arc<Shared>,
     submitter: Submitter,
     sequencer: std::thread::JoinHandle<()>,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
-    stop_server: oneshot::Sender<()>,
+    stop_server: tokio::sync::watch::Sender<bool>,
     recovery: RecoveryReport,
     admin_token_file: Option<PathBuf>,
     supervisor: Option<(
@@ -122,6 +128,10 @@ impl Node {
                 Some(apply_genesis(&config.data_dir, genesis_config, &submitter).await?);
         }
 
+        let tls = match &config.tls {
+            Some(source) => Some(crate::tls::ServerTls::load(source, &config.data_dir)?),
+            None => None,
+        };
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(|source| NodeError::Io {
@@ -166,7 +176,11 @@ impl Node {
             source = %gateway_config.source,
             "LLM gateway ready"
         );
-        let gateway = crate::gateway::Gateway::new(gateway_config);
+        let gateway =
+            crate::gateway::Gateway::new(gateway_config).map_err(|message| NodeError::Io {
+                context: "LLM gateway".into(),
+                source: std::io::Error::other(message),
+            })?;
         let supervisor_status: crate::supervisor::SupervisorStatus = Default::default();
         let shared = Arc::new(Shared {
             gateway,
@@ -176,26 +190,20 @@ impl Node {
             audit,
             metrics,
             in_flight: AtomicU64::new(0),
+            connections: crate::listener::Connections::new(config.listen_limits.clone()),
             supervisor: Arc::clone(&supervisor_status),
         });
         let router = crate::api::router(AppState {
             shared: Arc::clone(&shared),
         });
-        let (stop_server, stopped) = oneshot::channel::<()>();
-        // Small frames (bus messages, answers) go out at once rather than waiting for
-        // the peer's delayed acknowledgement (Nagle).
-        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-            if let Err(error) = tcp.set_nodelay(true) {
-                tracing::debug!("cannot set TCP_NODELAY: {error}");
-            }
-        });
-        let server = tokio::spawn(async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(async {
-                    let _ = stopped.await;
-                })
-                .await
-        });
+        let (stop_server, stopped) = tokio::sync::watch::channel(false);
+        let server = tokio::spawn(crate::listener::serve(
+            listener,
+            router,
+            tls.as_ref().map(|tls| Arc::clone(&tls.config)),
+            Arc::clone(&shared.connections),
+            stopped,
+        ));
         let supervisor_config = match config.supervisor.clone() {
             Some(supervisor) => Some(supervisor),
             None => crate::genesis::load_supervisor(&config.config_dir)?,
@@ -206,7 +214,10 @@ impl Node {
                 let handle = crate::supervisor::spawn(
                     supervisor,
                     config.data_dir.clone(),
-                    format!("http://{local_addr}"),
+                    format!(
+                        "{}://{local_addr}",
+                        if tls.is_some() { "https" } else { "http" }
+                    ),
                     Arc::clone(&state),
                     submitter.clone(),
                     stopped,
@@ -219,6 +230,7 @@ impl Node {
         };
         Ok(Node {
             local_addr,
+            tls,
             shared,
             submitter,
             sequencer,
@@ -233,6 +245,17 @@ impl Node {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The serving certificate, when the node serves HTTPS.
+    pub fn tls(&self) -> Option<&crate::tls::ServerTls> {
+        self.tls.as_ref()
+    }
+
+    /// `http://ADDR` or `https://ADDR`.
+    pub fn base_url(&self) -> String {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.local_addr)
     }
 
     /// What recovery found when the node started.
@@ -258,7 +281,7 @@ impl Node {
             let _ = handle.await;
         }
         self.shared.bus.close_all();
-        let _ = self.stop_server.send(());
+        let _ = self.stop_server.send(true);
         match self.server.await {
             Ok(Ok(())) => {}
             Ok(Err(source)) => {

@@ -55,7 +55,10 @@ pub async fn upgrade(State(app): State<AppState>, mut request: Request) -> Respo
         )
     });
     let caller = match token.and_then(|token| authenticate(&app, &token)) {
-        Ok(caller) => caller,
+        Ok(caller) => {
+            crate::listener::mark_authenticated(request.extensions());
+            caller
+        }
         Err(error) => return error.into_response(),
     };
     let is_upgrade = request.method() == axum::http::Method::GET

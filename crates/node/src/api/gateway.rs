@@ -743,7 +743,12 @@ pub async fn models(State(app): State<AppState>, _caller: Caller) -> Json<Value>
 }
 
 /// `POST /v1/messages`: Anthropic's shape, key in `x-api-key` (or a bearer).
-pub async fn messages(State(app): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn messages(
+    State(app): State<AppState>,
+    connection: Option<axum::Extension<crate::listener::ConnectionTag>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let token = headers
         .get("x-api-key")
         .and_then(|v| v.to_str().ok())
@@ -756,7 +761,12 @@ pub async fn messages(State(app): State<AppState>, headers: HeaderMap, body: Byt
                 .map(str::to_string)
         });
     let caller = match token.as_deref().map(|t| authenticate(&app, t)) {
-        Some(Ok(caller)) => caller,
+        Some(Ok(caller)) => {
+            if let Some(axum::Extension(connection)) = connection {
+                connection.mark_authenticated();
+            }
+            caller
+        }
         _ => {
             let refusal = Refusal::new(
                 401,

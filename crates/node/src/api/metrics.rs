@@ -169,6 +169,31 @@ pub async fn render(State(app): State<AppState>, _caller: Caller) -> impl IntoRe
         "Requests being served now.",
         &single(&app.shared.in_flight),
     );
+    let connections = &app.shared.connections;
+    for (name, kind, help, value) in [
+        (
+            "colony_http_connections",
+            "gauge",
+            "Open HTTP connections (upgraded bus connections are counted by the bus).",
+            connections.open(),
+        ),
+        (
+            "colony_http_connections_unauthenticated",
+            "gauge",
+            "Open HTTP connections that have not yet made an authenticated request.",
+            connections.unauthenticated() as u64,
+        ),
+        (
+            "colony_http_connections_evicted_total",
+            "counter",
+            "Unauthenticated connections closed to make room for new ones.",
+            connections
+                .evicted
+                .load(std::sync::atomic::Ordering::Relaxed),
+        ),
+    ] {
+        family(&mut text, name, kind, help, &[(String::new(), value)]);
+    }
     family(
         &mut text,
         "colony_decision_log_records",

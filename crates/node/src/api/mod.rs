@@ -61,6 +61,8 @@ pub struct Shared {
     pub bus: Arc<crate::bus::Bus>,
     /// The LLM gateway.
     pub gateway: Arc<crate::gateway::Gateway>,
+    /// The listener's open connections.
+    pub(crate) connections: Arc<crate::listener::Connections>,
 }
 
 #[derive(Clone)]

@@ -33,6 +33,9 @@ pub struct Upstream {
     pub keys: Vec<String>,
     /// Names of the variables the keys came from (for messages; never the keys).
     pub key_sources: Vec<String>,
+    /// A PEM file of extra roots this upstream's certificate may chain to (besides
+    /// the platform's and `SSL_CERT_FILE`'s), relative to `providers.toml`.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Clone, Debug)]
@@ -118,6 +121,8 @@ struct UpstreamEntry {
     base_url_env: Option<String>,
     #[serde(default)]
     api_key_envs: Vec<String>,
+    /// Extra PEM roots for this upstream's certificate.
+    ca_file: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -232,6 +237,13 @@ impl GatewayConfig {
                     base_url,
                     keys,
                     key_sources,
+                    ca_file: entry.ca_file.as_deref().map(|name| {
+                        let path = std::path::Path::new(name);
+                        match file.parent() {
+                            Some(dir) if path.is_relative() => dir.join(path),
+                            _ => path.to_path_buf(),
+                        }
+                    }),
                 },
             );
         }

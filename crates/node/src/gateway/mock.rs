@@ -44,10 +44,16 @@ pub fn router(state: MockState) -> Router {
 
 /// Serves the mock on `listener` until the task is dropped.
 pub async fn serve(listener: tokio::net::TcpListener, state: MockState) -> std::io::Result<()> {
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(listener, router(state)).await
+    crate::listener::serve_router(listener, router(state), None).await
+}
+
+/// Serves the mock over HTTPS with `tls` until the task is dropped.
+pub async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    state: MockState,
+    tls: crate::tls::ServerTls,
+) -> std::io::Result<()> {
+    crate::listener::serve_router(listener, router(state), Some(tls.config)).await
 }
 
 /// Counts the call; the refusal its key earns, if any.

@@ -159,7 +159,9 @@ pub enum Attempt {
 
 pub struct Gateway {
     pub config: GatewayConfig,
-    http: reqwest::Client,
+    /// One HTTP client per upstream (each trusts its own `ca_file` besides the
+    /// platform's roots and `SSL_CERT_FILE`).
+    clients: HashMap<String, reqwest::Client>,
     uses: Mutex<HashMap<PrincipalId, PrincipalUse>>,
     /// Next key to use per upstream, and keys cooling down after a 429.
     cursors: HashMap<String, AtomicUsize>,
@@ -168,26 +170,32 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    pub fn new(config: GatewayConfig) -> Arc<Gateway> {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_millis(config.timeout_ms))
-            .pool_max_idle_per_host(256)
-            .tcp_nodelay(true)
-            .build()
-            .expect("an HTTP client");
+    /// The gateway, or why an upstream's TLS roots cannot be loaded.
+    pub fn new(config: GatewayConfig) -> Result<Arc<Gateway>, String> {
+        let timeout = Duration::from_millis(config.timeout_ms);
+        let shared = crate::tls::upstream_client(timeout, None)?;
+        let mut clients = HashMap::new();
+        for upstream in config.upstreams.values() {
+            let client = match &upstream.ca_file {
+                Some(file) => crate::tls::upstream_client(timeout, Some(file))
+                    .map_err(|message| format!("upstream {}: ca_file: {message}", upstream.name))?,
+                None => shared.clone(),
+            };
+            clients.insert(upstream.name.clone(), client);
+        }
         let cursors = config
             .upstreams
             .keys()
             .map(|name| (name.clone(), AtomicUsize::new(0)))
             .collect();
-        Arc::new(Gateway {
+        Ok(Arc::new(Gateway {
             config,
-            http,
+            clients,
             uses: Mutex::new(HashMap::new()),
             cursors,
             cooling: Mutex::new(HashMap::new()),
             calls: AtomicU64::new(0),
-        })
+        }))
     }
 
     /// Admits a call of `estimate` tokens for `principal`, or says why not.
@@ -298,7 +306,7 @@ impl Gateway {
                 }
             }
             let url = format!("{}{path}", upstream.base_url);
-            let mut request = self.http.post(&url).json(body);
+            let mut request = self.clients[&upstream.name].post(&url).json(body);
             if let Some(key) = keys[index] {
                 request = match upstream.kind {
                     UpstreamKind::Anthropic => request.header("x-api-key", key).header(
@@ -339,7 +347,13 @@ impl Gateway {
                 }
                 Ok(response) => return Attempt::Response(response),
                 Err(error) => {
-                    return Attempt::Failed(format!("{} did not answer: {error}", upstream.name));
+                    // The whole chain: a certificate that does not verify is named
+                    // only by the innermost cause.
+                    return Attempt::Failed(format!(
+                        "{} did not answer: {}",
+                        upstream.name,
+                        crate::tls::error_chain(&error)
+                    ));
                 }
             }
         }

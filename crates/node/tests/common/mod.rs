@@ -162,3 +162,57 @@ pub async fn run_python(module: &str, script: &str, args: Vec<String>) {
         "the python client failed:\n{stdout}\n{stderr}"
     );
 }
+
+/// A certificate authority made for a test, and a server certificate it signed for
+/// `localhost` and `127.0.0.1`: `ca.pem`, `cert.pem` and `key.pem` in `dir`.
+pub struct TestCa {
+    pub dir: tempfile::TempDir,
+    pub ca_file: std::path::PathBuf,
+    pub cert_file: std::path::PathBuf,
+    pub key_file: std::path::PathBuf,
+}
+
+pub fn test_ca() -> TestCa {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    let dir = tempfile::tempdir().unwrap();
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "Colony test CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf_params =
+        CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+    let leaf = leaf_params.signed_by(&leaf_key, &ca, &ca_key).unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    let cert_file = dir.path().join("cert.pem");
+    let key_file = dir.path().join("key.pem");
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    std::fs::write(&cert_file, leaf.pem()).unwrap();
+    std::fs::write(&key_file, leaf_key.serialize_pem()).unwrap();
+    TestCa {
+        dir,
+        ca_file,
+        cert_file,
+        key_file,
+    }
+}
+
+/// Serves the mock upstream over HTTPS with the test CA's server certificate;
+/// returns its base URL (`https://localhost:PORT/v1`).
+pub async fn serve_mock_tls(ca: &TestCa, mock: colony_node::gateway::mock::MockState) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let tls = colony_node::tls::ServerTls::load(
+        &colony_node::tls::TlsSource::Files {
+            cert: ca.cert_file.clone(),
+            key: ca.key_file.clone(),
+        },
+        ca.dir.path(),
+    )
+    .unwrap();
+    tokio::spawn(colony_node::gateway::mock::serve_tls(listener, mock, tls));
+    format!("https://localhost:{port}/v1")
+}
