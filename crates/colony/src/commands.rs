@@ -24,6 +24,11 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         config.config_dir_required = true;
     }
     config.sequencer.snapshot_every_commands = args.snapshot_every.max(1);
+    // Fault injection for the tests of a failing node (debug builds only).
+    if cfg!(debug_assertions) {
+        config.sequencer.fault_panic_on_justification =
+            std::env::var("COLONY_FAULT_PANIC_ON_JUSTIFICATION").ok();
+    }
     config.tls = match (&args.tls_cert, &args.tls_key, args.tls_self_signed) {
         (Some(cert), Some(key), _) => Some(colony_node::tls::TlsSource::Files {
             cert: cert.clone(),
@@ -87,7 +92,16 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         },
         node.base_url()
     );
-    wait_for_signal().await;
+    tokio::select! {
+        _ = wait_for_signal() => {}
+        reason = node.failed() => {
+            // Nothing more is decided or written: the state may be half changed.
+            // A supervisor (systemd, Kubernetes) restarts the node from its log.
+            eprintln!("colony: the node cannot go on: {reason}");
+            eprintln!("colony: exiting with status 70 without a snapshot; the log holds every command answered as durable");
+            return Ok(ExitCode::from(70));
+        }
+    }
     eprintln!(
         "colony: stopping: finishing requests in flight, syncing the log, writing a snapshot"
     );

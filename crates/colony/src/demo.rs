@@ -35,7 +35,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     // The shipped genesis, with active_workers small enough that the demo's three
     // workers cross its soft limit (a warning) without reaching hard.
     let limits = colony_node::genesis::DEFAULT_LIMITS_TOML.replace(
-        "soft = 15\nhard = 30\non_soft = \"queue\"",
+        "soft = 15\nhard = 30\nbrake_floor = 2\non_soft = \"queue\"",
         "soft = 2\nhard = 4\non_soft = \"warn\"",
     );
     std::fs::write(config_dir.join("limits.toml"), limits)?;

@@ -111,6 +111,7 @@ fn gate_decisions() {
         on_soft: OnSoft::Warn,
         window_ms: None,
         queue_max: 0,
+        brake_floor: 0,
     };
     let mut limit = Limit::new(spec, "0.1".into(), 0, "bench".into());
     let rounds = 50_000_000u64;

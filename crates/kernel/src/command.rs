@@ -161,6 +161,30 @@ pub enum CommandBody {
 }
 
 impl CommandBody {
+    /// Whether the command travels in the governance lane, which no quota or limit
+    /// closes: proposals (brakes included) and votes, and the administration an
+    /// admin does (principals, dead tasks, streams).
+    pub fn in_governance_lane(&self, actor_is_admin: bool) -> bool {
+        match self {
+            CommandBody::Propose { .. } | CommandBody::Vote { .. } => true,
+            CommandBody::CreatePrincipal(_)
+            | CommandBody::RemovePrincipal { .. }
+            | CommandBody::RequeueTask { .. }
+            | CommandBody::DefineStream(_)
+            | CommandBody::DeleteStream { .. } => actor_is_admin,
+            _ => false,
+        }
+    }
+
+    /// Bytes the command stores besides its justification and what it creates
+    /// (counted toward `data_creation_bytes` where the command enters).
+    pub fn stored_bytes(&self) -> u64 {
+        match self {
+            CommandBody::UpdateTask { update, .. } => update.stored_bytes(),
+            _ => 0,
+        }
+    }
+
     /// A short machine name, as used in the decision log's `action` field.
     pub fn name(&self) -> &'static str {
         match self {
@@ -214,6 +238,16 @@ pub enum TaskUpdate {
 }
 
 impl TaskUpdate {
+    /// Bytes the update makes Colony keep: a checkpoint, a result, a reason.
+    pub fn stored_bytes(&self) -> u64 {
+        match self {
+            TaskUpdate::Checkpoint(text) | TaskUpdate::Complete(text) | TaskUpdate::Fail(text) => {
+                text.len() as u64
+            }
+            _ => 0,
+        }
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             TaskUpdate::Heartbeat => "task.heartbeat",

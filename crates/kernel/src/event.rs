@@ -106,6 +106,34 @@ pub enum Reason {
     ConsensusNotReached { tally: Box<Tally> },
     /// A veto by an allowed role.
     Vetoed { by: String },
+    /// A brake would take a limit below its floor.
+    BrakeFloor {
+        limit: String,
+        floor: u64,
+        requested: u64,
+    },
+    /// The principal applied its most brakes for the hour.
+    BrakeRate {
+        max: u32,
+        window_ms: u64,
+        retry_at_ms: u64,
+    },
+    /// The principal already holds its fair share of an admission queue.
+    QueueShare {
+        limit: String,
+        held: u32,
+        share: u32,
+    },
+    /// The principal has its most proposals in review.
+    TooManyProposals { max: u32 },
+    /// A brake's time ran out before the other side confirmed it.
+    BrakeExpired {
+        proposal: u64,
+        applied_at_ms: u64,
+        ttl_ms: u64,
+    },
+    /// The other side confirmed a brake: it holds until changed.
+    BrakeConfirmed { proposal: u64, by: String },
     /// The stability window met every threshold.
     Stable { figures: StabilityFigures },
     /// The stability window broke a threshold after a raise.
@@ -172,6 +200,12 @@ impl Reason {
             Reason::ConsensusReached { .. } => "consensus_reached",
             Reason::ConsensusNotReached { .. } => "consensus_not_reached",
             Reason::Vetoed { .. } => "vetoed",
+            Reason::BrakeFloor { .. } => "brake_floor",
+            Reason::BrakeRate { .. } => "brake_rate",
+            Reason::TooManyProposals { .. } => "too_many_proposals",
+            Reason::QueueShare { .. } => "queue_share",
+            Reason::BrakeExpired { .. } => "brake_expired",
+            Reason::BrakeConfirmed { .. } => "brake_confirmed",
             Reason::Stable { .. } => "stable",
             Reason::StabilityDegraded { .. } => "stability_degraded",
         }

@@ -86,6 +86,7 @@ impl Genesis {
                 on_soft: OnSoft::Warn,
                 window_ms: builtin.default_window_ms,
                 queue_max: 100,
+                brake_floor: 0,
             }
         };
         let mut defaults = BTreeMap::new();

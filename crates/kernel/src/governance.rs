@@ -124,6 +124,14 @@ pub struct GovernanceConfig {
     pub review_period_ms: u64,
     /// Roles that may brake (any human or AI with standing and one of these roles).
     pub brake_roles: Vec<Role>,
+    /// How long a brake holds unless the other side confirms it (a vote approving
+    /// the brake's proposal): then the earlier values come back by themselves.
+    /// `None`: brakes hold until changed.
+    pub brake_ttl_ms: Option<u64>,
+    /// Brakes one principal may apply in any hour, so that nobody can flap limits.
+    pub brakes_per_hour_max: u32,
+    /// Proposals one principal may have in review at once.
+    pub open_proposals_per_principal_max: u32,
     pub rules: BTreeMap<ChangeKind, VoteRule>,
     pub relaxation: Option<RelaxationConfig>,
 }
@@ -158,6 +166,9 @@ impl GovernanceConfig {
         GovernanceConfig {
             review_period_ms: 86_400_000,
             brake_roles: vec![Role::Admin, Role::Member],
+            brake_ttl_ms: Some(3_600_000),
+            brakes_per_hour_max: 6,
+            open_proposals_per_principal_max: 8,
             rules,
             relaxation: None,
         }
@@ -213,6 +224,8 @@ pub enum ProposalState {
     Rejected,
     Vetoed,
     RolledBack,
+    /// A brake whose time ran out before the other side confirmed it.
+    Expired,
 }
 
 impl ProposalState {
@@ -223,6 +236,7 @@ impl ProposalState {
             ProposalState::Rejected => "rejected",
             ProposalState::Vetoed => "vetoed",
             ProposalState::RolledBack => "rolled_back",
+            ProposalState::Expired => "expired",
         }
     }
 
@@ -233,6 +247,7 @@ impl ProposalState {
             ProposalState::Rejected,
             ProposalState::Vetoed,
             ProposalState::RolledBack,
+            ProposalState::Expired,
         ]
         .into_iter()
         .find(|state| state.as_str() == text)
@@ -402,4 +417,10 @@ pub struct Proposal {
     pub monitor_until_ms: Option<u64>,
     /// Made by the system itself (progressive relaxation).
     pub automatic: bool,
+    /// A brake not yet confirmed by the other side: when its values go back.
+    pub brake_expires_at_ms: Option<u64>,
+    /// The values a brake put in force (restored only where still in force).
+    pub applied: Option<(Option<u64>, Option<u64>)>,
+    /// Who confirmed a brake (the other side's approving vote).
+    pub confirmed_by: Option<String>,
 }

@@ -58,3 +58,8 @@ pub const JUSTIFICATION_BYTES_MAX: usize = 4_096;
 
 /// Longest principal name, in bytes.
 pub const NAME_BYTES_MAX: usize = 128;
+
+/// Deepest ancestry of a principal, itself included: a principal whose parent's
+/// chain is already this long cannot be created. Every ledger operation walks the
+/// chain, so this bounds the work one command can cause.
+pub const PRINCIPAL_DEPTH_MAX: usize = 16;

@@ -225,7 +225,13 @@ pub struct LimitSpec {
     pub window_ms: Option<u64>,
     /// Bound of the admission queue when `on_soft` is `queue`.
     pub queue_max: u32,
+    /// A brake never takes soft or hard below this value (0: no floor).
+    pub brake_floor: u64,
 }
+
+/// One principal holds at most `queue_max / QUEUE_SHARE_DIVISOR` places (at least one)
+/// of an admission queue.
+pub const QUEUE_SHARE_DIVISOR: usize = 10;
 
 /// A request waiting for a count limit to drop below its soft value.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -381,6 +387,34 @@ impl Limit {
         }
     }
 
+    /// Places in the admission queue one principal may hold: a tenth of the queue
+    /// (at least one), so that no principal can fill it alone.
+    pub fn queue_share(&self) -> usize {
+        (self.spec.queue_max as usize / QUEUE_SHARE_DIVISOR).max(1)
+    }
+
+    /// Whether the queue has room for one more request of `actor`, or why not. An
+    /// admin's requests (administration, in the governance lane) are not held to
+    /// the fair share.
+    pub fn queue_room(&self, actor: PrincipalId, actor_is_admin: bool) -> Result<(), Reason> {
+        if self.queue.len() >= self.spec.queue_max as usize {
+            return Err(Reason::QueueFull {
+                limit: self.spec.name.clone(),
+                queue_max: self.spec.queue_max,
+            });
+        }
+        let held = self.queue.iter().filter(|q| q.actor == actor).count();
+        let share = self.queue_share();
+        if held >= share && !actor_is_admin {
+            return Err(Reason::QueueShare {
+                limit: self.spec.name.clone(),
+                held: held as u32,
+                share: share as u32,
+            });
+        }
+        Ok(())
+    }
+
     /// Inserts a waiting request in priority order (stable for equal priorities).
     pub fn enqueue(&mut self, admission: QueuedAdmission) -> usize {
         let position = self
@@ -407,6 +441,7 @@ mod tests {
             on_soft,
             window_ms: None,
             queue_max: 10,
+            brake_floor: 0,
         };
         Limit::new(spec, "0.1".into(), 0, "tests".into())
     }

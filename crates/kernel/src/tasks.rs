@@ -24,6 +24,9 @@ pub const CHECKPOINT_BYTES_MAX: usize = 64 << 10;
 pub const RESULT_BYTES_MAX: usize = 64 << 10;
 /// Most subtasks one decomposition creates.
 pub const SUBTASKS_MAX: usize = 100;
+/// Deepest level of decomposition: a root task is level 0, its subtasks level 1;
+/// a task at this level cannot be decomposed further.
+pub const TASK_DEPTH_MAX: usize = 8;
 /// Most capabilities a task requires or a worker offers.
 pub const CAPABILITIES_MAX: usize = 32;
 /// Most dependencies of one task.

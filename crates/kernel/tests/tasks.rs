@@ -7,62 +7,6 @@ use colony_kernel::*;
 mod common;
 use common::*;
 
-fn new_task(title: &str, priority: Priority, capabilities: &[&str]) -> NewTask {
-    NewTask {
-        title: title.to_string(),
-        description: String::new(),
-        priority,
-        capabilities: capabilities.iter().map(|c| c.to_string()).collect(),
-        depends_on: Vec::new(),
-        budget_micro_usd: None,
-        max_attempts: None,
-    }
-}
-
-fn post(sim: &mut Sim, actor: PrincipalId, task: NewTask) -> Result<String, Reason> {
-    let applied = sim.run(actor, CommandBody::PostTask(Box::new(task)));
-    match &applied.primary().effect {
-        Effect::TaskChanged { address, .. } => Ok(address.clone()),
-        _ => Err(applied.primary().reason.clone()),
-    }
-}
-
-/// Claims; returns the task and its token, or `None` when nothing fits.
-fn claim(sim: &mut Sim, worker: PrincipalId, capabilities: &[&str]) -> Option<(String, u64)> {
-    let body = CommandBody::ClaimTask {
-        capabilities: capabilities.iter().map(|c| c.to_string()).collect(),
-        lease_ms: None,
-        worker: None,
-    };
-    let applied = sim.run(worker, body);
-    match &applied.primary().effect {
-        Effect::TaskClaimed { address, token, .. } => Some((address.clone(), *token)),
-        Effect::NothingToClaim => None,
-        other => panic!("claim: {other:?} {:?}", applied.primary().reason),
-    }
-}
-
-fn update(
-    sim: &mut Sim,
-    worker: PrincipalId,
-    address: &str,
-    token: u64,
-    update: TaskUpdate,
-) -> Applied {
-    sim.run(
-        worker,
-        CommandBody::UpdateTask {
-            address: address.to_string(),
-            token,
-            update,
-        },
-    )
-}
-
-fn status(sim: &Sim, address: &str) -> TaskStatus {
-    sim.state.task(address).unwrap().status
-}
-
 #[test]
 fn work_goes_to_workers_with_every_required_capability() {
     let mut sim = Sim::new();

@@ -46,8 +46,22 @@ pub async fn concurrency_gate(
                 return error.into_response();
             }
             Gate::Warn(reason) | Gate::Queue(reason) => {
-                // Past soft, the room left below hard goes to the more urgent first.
-                let priority = request_priority(&request);
+                // Past soft, the room left below hard goes to the more urgent first;
+                // what a request may claim is bounded by who makes it.
+                let declared = request_priority(&request);
+                let allowed = priority_ceiling(&app, &request);
+                let priority = declared.min(allowed);
+                if priority < declared {
+                    shared
+                        .metrics
+                        .http_priority_capped
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(
+                        declared = declared.as_str(),
+                        allowed = allowed.as_str(),
+                        "a request declared more priority than its caller may claim; capped"
+                    );
+                }
                 let usage = in_flight - 1;
                 if let (Some(soft), Some(hard)) = (limit.spec.soft, limit.spec.hard) {
                     if usage >= admission_ceiling(priority, soft, hard) {
@@ -85,6 +99,73 @@ pub async fn concurrency_gate(
     response
 }
 
+/// The governance lane: counted in `concurrent_api_requests` usage like any request,
+/// never refused or shed by it.
+pub async fn governance_lane(
+    State(app): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let shared = &app.shared;
+    shared.metrics.http_requests.fetch_add(1, Ordering::Relaxed);
+    shared.in_flight.fetch_add(1, Ordering::AcqRel);
+    let _guard = InFlight(&shared.in_flight);
+    next.run(request).await
+}
+
+/// Most bytes of an oversized body read (and dropped) before answering 413.
+pub const OVERSIZED_DRAIN_BYTES_MAX: u64 = 16 << 20;
+/// Longest time spent reading an oversized body before answering 413.
+const OVERSIZED_DRAIN_MS: u64 = 2_000;
+
+/// Answers a body declared larger than its route accepts with 413, after reading
+/// what the client sends (up to `OVERSIZED_DRAIN_BYTES_MAX`): a client that sends its
+/// whole body before reading (Python's urllib, most SDKs) would otherwise see the
+/// connection reset instead of the answer. A client that waits for `100-continue`
+/// (curl) is answered at once, before it sends anything.
+pub async fn oversized_body(State(app): State<AppState>, request: Request, next: Next) -> Response {
+    let path = request.uri().path();
+    let limit = if path == "/v1/chat/completions" || path == "/v1/messages" {
+        app.shared.gateway.config.request_bytes_max
+    } else {
+        crate::api::REQUEST_BODY_BYTES_MAX
+    } as u64;
+    let declared = request
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let Some(declared) = declared.filter(|declared| *declared > limit) else {
+        return next.run(request).await;
+    };
+    let expects_continue = request
+        .headers()
+        .get(axum::http::header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if !expects_continue && declared <= OVERSIZED_DRAIN_BYTES_MAX {
+        use futures_util::StreamExt;
+        let mut body = request.into_body().into_data_stream();
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_millis(OVERSIZED_DRAIN_MS),
+            async { while let Some(Ok(_)) = body.next().await {} },
+        )
+        .await;
+    }
+    let mut response = ApiError::new(
+        axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+        "body_too_large",
+        format!("this route takes bodies of at most {limit} bytes; this one is {declared}"),
+    )
+    .with("limit_bytes", limit)
+    .with("declared_bytes", declared)
+    .into_response();
+    response.headers_mut().insert(
+        axum::http::header::CONNECTION,
+        HeaderValue::from_static("close"),
+    );
+    response
+}
+
 struct InFlight<'a>(&'a std::sync::atomic::AtomicU64);
 
 impl Drop for InFlight<'_> {
@@ -107,6 +188,43 @@ fn request_priority(request: &Request) -> Priority {
     }
 }
 
+/// The highest priority a request may claim: an admin's may be critical, a
+/// member's high, anyone else's (observers, artifacts, no valid token) normal; a
+/// request made for a task its caller holds (`X-Colony-Task`) may claim the task's
+/// priority.
+fn priority_ceiling(app: &AppState, request: &Request) -> Priority {
+    let headers = request.headers();
+    let token = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
+        .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()));
+    let Some(caller) = token.and_then(|token| crate::auth::authenticate(app, token).ok()) else {
+        return Priority::Normal;
+    };
+    let by_role = if caller.is_admin() {
+        Priority::Critical
+    } else if caller.roles.contains(&colony_kernel::Role::Member) {
+        Priority::High
+    } else {
+        Priority::Normal
+    };
+    let by_task = headers
+        .get("x-colony-task")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|address| {
+            let state = app.shared.state.read().expect("state lock");
+            state
+                .task(address)
+                .filter(|task| task.lease.as_ref().is_some_and(|l| l.holder == caller.id))
+                .map(|task| task.priority)
+        })
+        .unwrap_or(Priority::Low);
+    by_role.max(by_task)
+}
+
 /// Requests in flight at which a priority stops being admitted, between soft and hard:
 /// low at soft, normal halfway, high a tenth short of hard, critical at hard.
 pub fn admission_ceiling(priority: Priority, soft: u64, hard: u64) -> u64 {
@@ -122,6 +240,12 @@ pub fn admission_ceiling(priority: Priority, soft: u64, hard: u64) -> u64 {
 /// Counts every answer for the kernel's stability windows: 5xx answers are errors,
 /// authentication failures are anomalies.
 pub async fn health_counter(State(app): State<AppState>, request: Request, next: Next) -> Response {
+    // A failed node answers nothing but its failure (`/healthz` says it too).
+    if let Some(reason) = app.shared.fatal.reason() {
+        if request.uri().path() != "/healthz" {
+            return ApiError::node_failed(&reason).into_response();
+        }
+    }
     let response = next.run(request).await;
     let metrics = &app.shared.metrics;
     metrics.health_requests.fetch_add(1, Ordering::Relaxed);

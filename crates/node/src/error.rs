@@ -71,6 +71,15 @@ impl ApiError {
         )
     }
 
+    /// The node cannot go on (see [`crate::fatal`]); its process is exiting.
+    pub fn node_failed(reason: &str) -> ApiError {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "node_failed",
+            format!("the node cannot go on and is stopping: {reason}"),
+        )
+    }
+
     pub fn internal(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
     }
@@ -81,7 +90,12 @@ impl ApiError {
         let (status, retry_at_ms) = match reason {
             Reason::HardLimit { .. }
             | Reason::QueueFull { .. }
+            | Reason::TooManyProposals { .. }
+            | Reason::QueueShare { .. }
             | Reason::TooManyReservations { .. } => (StatusCode::TOO_MANY_REQUESTS, None),
+            Reason::BrakeRate { retry_at_ms, .. } => {
+                (StatusCode::TOO_MANY_REQUESTS, Some(*retry_at_ms))
+            }
             Reason::InsufficientResource { refill_at_ms, .. } => {
                 (StatusCode::TOO_MANY_REQUESTS, *refill_at_ms)
             }
@@ -147,6 +161,28 @@ pub fn explain(reason: &Reason) -> String {
         Reason::ConsensusReached { .. } => "both sides reached their quorum and approval threshold".into(),
         Reason::ConsensusNotReached { .. } => "a side missed its quorum or approval threshold".into(),
         Reason::Vetoed { by } => format!("vetoed by {by}"),
+        Reason::BrakeFloor { limit, floor, requested } => format!(
+            "a brake cannot take {limit} below its floor of {floor} ({requested} was asked); \
+             a lower value is a proposal for a vote"
+        ),
+        Reason::BrakeRate { max, window_ms, retry_at_ms } => format!(
+            "you applied {max} brakes in the last {} minutes, the most allowed; the next is possible at {}",
+            window_ms / 60_000,
+            colony_log::audit::format_time(*retry_at_ms)
+        ),
+        Reason::QueueShare { limit, held, share } => format!(
+            "{limit} is past its soft limit and you already wait in its queue {held} times, your fair share of {share} places; retry when one is admitted"
+        ),
+        Reason::TooManyProposals { max } => format!(
+            "you have {max} proposals in review, the most allowed; wait for one to be decided"
+        ),
+        Reason::BrakeExpired { proposal, ttl_ms, .. } => format!(
+            "brake {proposal} was not confirmed by the other side within {} s: the earlier values are back",
+            ttl_ms / 1_000
+        ),
+        Reason::BrakeConfirmed { proposal, by } => {
+            format!("brake {proposal} was confirmed by {by}: it holds until changed")
+        }
         Reason::WorkerGone { worker, state } => format!(
             "worker session {worker} is {state}; register again (its old leases are revoked)"
         ),

@@ -108,6 +108,7 @@ struct LimitEntry {
     on_soft: Option<Spanned<String>>,
     window: Option<Spanned<String>>,
     queue_max: Option<u32>,
+    brake_floor: Option<Spanned<toml::Value>>,
     description: Option<String>,
 }
 
@@ -160,6 +161,8 @@ pub fn parse_limits(file: &Path, text: &str) -> Result<Vec<LimitSpec>, ConfigErr
         };
         let soft = value("soft", &entry.soft)?;
         let hard = value("hard", &entry.hard)?;
+        // A floor constrains brakes only; values below it may be set here or voted.
+        let brake_floor = value("brake_floor", &entry.brake_floor)?.unwrap_or(0);
         if let (Some(soft_value), Some(hard_value)) = (soft, hard) {
             if soft_value > hard_value {
                 let at = entry.soft.as_ref().map(|s| s.span());
@@ -217,6 +220,7 @@ pub fn parse_limits(file: &Path, text: &str) -> Result<Vec<LimitSpec>, ConfigErr
             on_soft,
             window_ms,
             queue_max: entry.queue_max.unwrap_or(1_000),
+            brake_floor,
         });
     }
     Ok(specs)
@@ -340,6 +344,10 @@ struct GovernanceSection {
     review_period: Spanned<String>,
     #[serde(default)]
     brake_roles: Option<Vec<Spanned<String>>>,
+    /// A duration, or "never".
+    brake_ttl: Option<Spanned<String>>,
+    brakes_per_hour_max: Option<u32>,
+    open_proposals_per_principal_max: Option<u32>,
     #[serde(default)]
     rules: BTreeMap<String, Spanned<RuleEntry>>,
     relaxation: Option<Spanned<RelaxationEntry>>,
@@ -418,6 +426,17 @@ pub fn parse_governance(file: &Path, text: &str) -> Result<GovernanceConfig, Con
             Some(values) => roles("brake_roles", values)?,
             None => defaults.brake_roles.clone(),
         },
+        brake_ttl_ms: match &section.brake_ttl {
+            None => defaults.brake_ttl_ms,
+            Some(value) if value.get_ref() == "never" => None,
+            Some(value) => Some(duration("brake_ttl", value)?),
+        },
+        brakes_per_hour_max: section
+            .brakes_per_hour_max
+            .unwrap_or(defaults.brakes_per_hour_max),
+        open_proposals_per_principal_max: section
+            .open_proposals_per_principal_max
+            .unwrap_or(defaults.open_proposals_per_principal_max),
         rules: BTreeMap::new(),
         relaxation: None,
     };

@@ -25,6 +25,7 @@ pub mod auth;
 pub mod bus;
 mod edge;
 mod error;
+pub mod fatal;
 pub mod gateway;
 pub mod genesis;
 pub mod listener;

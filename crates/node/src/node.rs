@@ -55,6 +55,7 @@ impl Default for NodeConfig {
                 unsynced_commands_max: 65_536,
                 decided_sync_within_ms: 5,
                 snapshot_every_commands: 100_000,
+                fault_panic_on_justification: None,
             },
             store: StoreOptions::default(),
             supervisor: None,
@@ -114,12 +115,14 @@ impl Node {
         let metrics = Arc::new(Metrics::default());
         let audit = store.audit_reader();
         let event_tap = Arc::new(sequencer::EventTap::default());
+        let fatal = crate::fatal::Fatal::new();
         let (submitter, sequencer) = sequencer::spawn(
             config.sequencer.clone(),
             store,
             Arc::clone(&state),
             Arc::clone(&metrics),
             Arc::clone(&event_tap),
+            Arc::clone(&fatal),
         );
 
         let mut admin_token_file = None;
@@ -191,6 +194,7 @@ impl Node {
             metrics,
             in_flight: AtomicU64::new(0),
             connections: crate::listener::Connections::new(config.listen_limits.clone()),
+            fatal,
             supervisor: Arc::clone(&supervisor_status),
         });
         let router = crate::api::router(AppState {
@@ -266,6 +270,12 @@ impl Node {
     /// Where the admin token was written, when this start created the admin.
     pub fn admin_token_file(&self) -> Option<&Path> {
         self.admin_token_file.as_deref()
+    }
+
+    /// Resolves with the reason when the node cannot go on (a panic on the decide
+    /// or flush thread); its owner should then exit non-zero.
+    pub async fn failed(&self) -> String {
+        self.shared.fatal.failed().await
     }
 
     /// The sequence number of the last command applied.

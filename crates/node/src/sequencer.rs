@@ -55,6 +55,7 @@ pub(crate) enum Request {
 pub struct Submitter {
     sender: SyncSender<Request>,
     core: Arc<Core>,
+    fatal: Arc<crate::fatal::Fatal>,
 }
 
 impl Submitter {
@@ -91,6 +92,9 @@ impl Submitter {
         body: CommandBody,
         early: bool,
     ) -> Result<Outcome, ApiError> {
+        if let Some(reason) = self.fatal.reason() {
+            return Err(ApiError::node_failed(&reason));
+        }
         let (reply, answer) = oneshot::channel();
         let mut request = Some(Request::Command {
             actor,
@@ -160,6 +164,10 @@ pub struct SequencerConfig {
     pub decided_sync_within_ms: u64,
     /// Write a snapshot after this many commands since the last one.
     pub snapshot_every_commands: u64,
+    /// Fault injection for tests: the decider panics on a command with exactly this
+    /// justification (honoured in debug builds only).
+    #[doc(hidden)]
+    pub fault_panic_on_justification: Option<String>,
 }
 
 /// Starts the sequencer and flusher threads over an opened store.
@@ -169,6 +177,7 @@ pub(crate) fn spawn(
     state: Arc<RwLock<State>>,
     metrics: Arc<Metrics>,
     events: Arc<EventTap>,
+    fatal: Arc<crate::fatal::Fatal>,
 ) -> (Submitter, std::thread::JoinHandle<()>) {
     let (sender, receiver) = std::sync::mpsc::sync_channel(config.submit_queue_max);
     let snapshots_dir = store.snapshots_dir();
@@ -185,6 +194,11 @@ pub(crate) fn spawn(
             snapshot_seq,
             snapshot_busy: Arc::clone(&snapshot_busy),
             stopped: false,
+            fatal: Arc::clone(&fatal),
+            fault_panic_on: config
+                .fault_panic_on_justification
+                .clone()
+                .filter(|_| cfg!(debug_assertions)),
         }),
         handoff: Handoff::default(),
         config: config.clone(),
@@ -203,9 +217,20 @@ pub(crate) fn spawn(
             snapshot_writer: None,
             durable,
         };
+        let fatal = Arc::clone(&fatal);
         std::thread::Builder::new()
             .name("colony-flusher".into())
-            .spawn(move || flusher.run(&core.handoff))
+            .spawn(move || {
+                let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    flusher.run(&core.handoff)
+                }));
+                if let Err(payload) = ran {
+                    fatal.fail(format!(
+                        "the flusher thread panicked: {}",
+                        crate::fatal::panic_message(payload.as_ref())
+                    ));
+                }
+            })
             .expect("spawn the flusher thread")
     };
     let sequencer = Sequencer {
@@ -218,7 +243,14 @@ pub(crate) fn spawn(
         .name("colony-sequencer".into())
         .spawn(move || sequencer.run(receiver))
         .expect("spawn the sequencer thread");
-    (Submitter { sender, core }, handle)
+    (
+        Submitter {
+            sender,
+            core,
+            fatal,
+        },
+        handle,
+    )
 }
 
 /// What deciding shares between the sequencer thread and callers deciding in place.
@@ -267,6 +299,10 @@ struct Decider {
     snapshot_busy: Arc<AtomicBool>,
     /// The last group went to the flusher: nothing more is decided.
     stopped: bool,
+    /// Set when the kernel panicked: nothing more is decided.
+    fatal: Arc<crate::fatal::Fatal>,
+    /// See [`SequencerConfig::fault_panic_on_justification`].
+    fault_panic_on: Option<String>,
 }
 
 impl Decider {
@@ -308,6 +344,10 @@ impl Decider {
                     reply,
                     early,
                 } => {
+                    if self.fatal.is_failed() {
+                        // Dropping the reply answers the caller `shutting_down`.
+                        continue;
+                    }
                     let (seq, at_ms) = stamp(&state);
                     let command = Command {
                         seq,
@@ -316,7 +356,9 @@ impl Decider {
                         justification,
                         body,
                     };
-                    let primary = self.apply(&mut state, &mut group, command, wanted);
+                    let Some(primary) = self.apply(&mut state, &mut group, command, wanted) else {
+                        continue;
+                    };
                     let outcome = Outcome {
                         seq,
                         at_ms,
@@ -335,15 +377,37 @@ impl Decider {
     }
 
     /// Applies one stamped command and adds it to the group: its records, and what
-    /// to tell once it is durable. Returns its primary decision.
+    /// to tell once it is durable. Returns its primary decision, or `None` when the
+    /// kernel panicked: the node has then failed, the command is not recorded, and
+    /// nothing more is decided (the state may be half changed).
     fn apply(
         &mut self,
         state: &mut State,
         group: &mut Group,
         command: Command,
         wanted: Wanted,
-    ) -> Event {
-        let mut applied = state.apply(&command);
+    ) -> Option<Event> {
+        let fault = self.fault_panic_on.as_deref() == Some(command.justification.as_str());
+        let decided = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            if fault {
+                panic!("fault injected for a test");
+            }
+            state.apply(&command)
+        }));
+        let mut applied = match decided {
+            Ok(applied) => applied,
+            Err(payload) => {
+                self.stopped = true;
+                self.fatal.fail(format!(
+                    "the kernel panicked deciding command {} ({} by {}): {}; it was not recorded",
+                    command.seq,
+                    command.body.name(),
+                    command.actor,
+                    crate::fatal::panic_message(payload.as_ref())
+                ));
+                return None;
+            }
+        };
         group
             .records
             .push(self.encoder.encode(&command, &applied, state));
@@ -358,7 +422,7 @@ impl Decider {
         if wanted.events {
             group.published.push((command, applied.events));
         }
-        primary
+        Some(primary)
     }
 
     /// Adds a snapshot to the group when enough commands have passed (or at
@@ -562,8 +626,12 @@ impl Sequencer {
             }
             let mut decider = self.core.decider.lock().expect("decider lock");
             let mut group = decider.decide(batch.drain(..), &mut shutdown);
-            let stopping = shutdown.is_some() || disconnected;
-            decider.maybe_snapshot(&mut group, stopping, &self.config);
+            let failed = decider.fatal.is_failed();
+            let stopping = shutdown.is_some() || disconnected || failed;
+            if !failed {
+                // Never a snapshot of a state the kernel may have left half changed.
+                decider.maybe_snapshot(&mut group, stopping, &self.config);
+            }
             group.last = stopping;
             decider.stopped = stopping;
             self.core.handoff.hand_over(group, &self.config);
@@ -780,22 +848,28 @@ mod tests {
     }
 
     fn start(decided_sync_within_ms: u64, unsynced_commands_max: usize) -> Running {
+        start_with(SequencerConfig {
+            submit_queue_max: 1_024,
+            batch_commands_max: 64,
+            unsynced_commands_max,
+            decided_sync_within_ms,
+            snapshot_every_commands: 100,
+            fault_panic_on_justification: None,
+        })
+    }
+
+    fn start_with(config: SequencerConfig) -> Running {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().to_path_buf();
         let (store, state, _) = Store::open(&path, StoreOptions::default()).unwrap();
         let audit = store.audit_reader();
         let (submitter, thread) = spawn(
-            SequencerConfig {
-                submit_queue_max: 1_024,
-                batch_commands_max: 64,
-                unsynced_commands_max,
-                decided_sync_within_ms,
-                snapshot_every_commands: 100,
-            },
+            config,
             store,
             Arc::new(RwLock::new(state)),
             Arc::new(Metrics::default()),
             Arc::new(EventTap::default()),
+            crate::fatal::Fatal::new(),
         );
         Running {
             submitter,
@@ -889,5 +963,88 @@ mod tests {
         // Already durable: answered at once.
         assert!(running.submitter.synced_through(decided.seq).await);
         running.stop().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_queue_answers_overloaded_at_once() {
+        let mut running = start_with(SequencerConfig {
+            submit_queue_max: 2,
+            batch_commands_max: 4,
+            unsynced_commands_max: 1_024,
+            decided_sync_within_ms: 5,
+            snapshot_every_commands: 100,
+            fault_panic_on_justification: None,
+        });
+        // Hold the decider: the sequencer thread takes at most one request and a
+        // batch, then waits; the queue fills behind it.
+        let decider = running.submitter.core.decider.lock().unwrap();
+        let mut overloaded = None;
+        let mut waiting = Vec::new();
+        for i in 0..(1 + 4 + 2 + 1) {
+            let submitter = running.submitter.clone();
+            let mut submit = Box::pin(async move {
+                submitter
+                    .submit(PrincipalId::SYSTEM, format!("#{i}"), CommandBody::Tick)
+                    .await
+            });
+            // One poll sends; only a refusal is ready at once.
+            match futures_util::FutureExt::now_or_never(&mut submit) {
+                Some(Err(error)) => {
+                    overloaded = Some((i, error));
+                    break;
+                }
+                Some(Ok(_)) => panic!("answered while the decider was held"),
+                None => waiting.push(submit),
+            }
+        }
+        // The thread holds at most a batch (4), the queue 2: the 7th cannot fit.
+        let (at, error) = overloaded.expect("a request past the bound was refused");
+        assert!(
+            at <= 4 + 2,
+            "refused at the latest once every place was taken"
+        );
+        assert_eq!(error.code, "overloaded");
+        assert_eq!(error.status, axum::http::StatusCode::SERVICE_UNAVAILABLE);
+        drop(decider);
+        // Everything admitted to the queue is decided once the decider is free.
+        for submit in waiting {
+            submit.await.expect("queued requests are answered");
+        }
+        running.stop().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_panic_while_deciding_fails_the_node_and_records_nothing() {
+        let mut running = start_with(SequencerConfig {
+            submit_queue_max: 1_024,
+            batch_commands_max: 64,
+            unsynced_commands_max: 1_024,
+            decided_sync_within_ms: 5,
+            snapshot_every_commands: 100,
+            fault_panic_on_justification: Some("boom".into()),
+        });
+        let before = tick(&running.submitter, false, "before".into()).await;
+        let failed = running
+            .submitter
+            .submit(PrincipalId::SYSTEM, "boom".into(), CommandBody::Tick)
+            .await;
+        assert!(
+            failed.is_err(),
+            "the caller of the panicking command is not answered as if it worked"
+        );
+        let reason = running.submitter.fatal.reason().expect("the node failed");
+        assert!(reason.contains("fault injected"), "{reason}");
+        // Every later request is refused with the reason, at once.
+        let after = running
+            .submitter
+            .submit(PrincipalId::SYSTEM, "after".into(), CommandBody::Tick)
+            .await
+            .unwrap_err();
+        assert_eq!(after.code, "node_failed");
+        running.stop().await;
+        // The log holds what came before and nothing of the panicking command.
+        let (_, state, _) = Store::open(&running.path, StoreOptions::default()).unwrap();
+        assert_eq!(state.last_seq, before.seq);
+        colony_log::verify_replay(&running.path).unwrap();
     }
 }

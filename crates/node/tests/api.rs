@@ -668,7 +668,7 @@ async fn past_soft_concurrency_low_priority_requests_are_shed_first() {
         TestNode::with_limits("[limits.concurrent_api_requests]\nsoft = 0\nhard = 4\n").await;
     let get = |priority: &'static str| {
         node.http
-            .get(format!("{}/v1/limits", node.base))
+            .get(format!("{}/v1/ledger/me", node.base))
             .bearer_auth(&node.admin)
             .header("x-colony-priority", priority)
             .send()
@@ -694,4 +694,14 @@ async fn past_soft_concurrency_low_priority_requests_are_shed_first() {
     }
     let (status, _) = node.call("GET", "/healthz", None, None).await;
     assert_eq!(status, StatusCode::OK, "health is never shed");
+    // Nor is the governance lane.
+    let limits = node
+        .http
+        .get(format!("{}/v1/limits", node.base))
+        .bearer_auth(&node.admin)
+        .header("x-colony-priority", "low")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(limits.status(), StatusCode::OK, "governance is never shed");
 }

@@ -35,11 +35,17 @@ pub fn config_with(replaced: &[(&str, &str)]) -> tempfile::TempDir {
 
 /// Starts `colony up` with the given genesis directory.
 pub fn start_with_config(data: &Path, config: &Path) -> (Child, String) {
+    start_with_env(data, config, &[])
+}
+
+/// Starts `colony up` with the given genesis directory and extra environment.
+pub fn start_with_env(data: &Path, config: &Path, env: &[(&str, &str)]) -> (Child, String) {
     let mut child = Command::new(COLONY)
         .args(["up", "--listen", "127.0.0.1:0", "--data"])
         .arg(data)
         .arg("--config")
         .arg(config)
+        .envs(env.iter().copied())
         .env("COLONY_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

@@ -15,6 +15,10 @@ const VOTE: &str = "governance.vote";
 const DECIDE: &str = "governance.decide";
 const ROLLBACK: &str = "governance.rollback";
 const MONITORED: &str = "governance.monitoring_ended";
+const BRAKE_EXPIRED: &str = "governance.brake_expired";
+const BRAKE_CONFIRMED: &str = "governance.brake_confirmed";
+/// The window over which a principal's brakes are counted.
+const BRAKE_RATE_WINDOW_MS: u64 = 3_600_000;
 
 /// Whether `new` is looser than `current` (`None` is unlimited).
 fn looser(new: Option<u64>, current: Option<u64>) -> bool {
@@ -68,12 +72,13 @@ impl State {
 
     pub(super) fn governance_next_due_ms(&self) -> Option<u64> {
         let review = self.reviews.first().map(|(at_ms, _)| *at_ms);
+        let brake = self.brake_expiries.first().map(|(at_ms, _)| *at_ms);
         let window = self
             .governance
             .as_ref()
             .and_then(|g| g.relaxation.as_ref())
             .map(|relaxation| self.stability.window_start_ms + relaxation.window_ms);
-        [review, window].into_iter().flatten().min()
+        [review, brake, window].into_iter().flatten().min()
     }
 
     /// Decides proposals whose review ended and closes a finished stability window.
@@ -84,6 +89,13 @@ impl State {
             }
             self.reviews.remove(&(ends_at_ms, id));
             events.push(self.decide_proposal(id));
+        }
+        while let Some(&(expires_at_ms, id)) = self.brake_expiries.first() {
+            if expires_at_ms > self.now_ms {
+                break;
+            }
+            self.brake_expiries.remove(&(expires_at_ms, id));
+            events.push(self.expire_brake(id));
         }
         let Some(relaxation) = self.governance.as_ref().and_then(|g| g.relaxation.clone()) else {
             return;
@@ -229,6 +241,10 @@ impl State {
                     forbidden("braking needs a human or AI with a brake role"),
                 );
             }
+            let brake_ttl_ms = governance.brake_ttl_ms;
+            if let Err(reason) = self.check_brake(command.actor, target) {
+                return Event::denied(PROPOSE, subject, reason);
+            }
             let id = self.take_proposal_id();
             let mut proposal = self.new_proposal(
                 id,
@@ -242,10 +258,30 @@ impl State {
             proposal.review_ends_at_ms = self.now_ms;
             self.proposals.insert(id, proposal);
             let effect = self.apply_proposal(id);
+            let applied = match &effect {
+                Effect::LimitChanged { soft, hard, .. } => Some((*soft, *hard)),
+                Effect::QuotaDefaultChanged { amount, .. } => Some((*amount, None)),
+                _ => None,
+            };
+            let expires_at_ms = brake_ttl_ms.map(|ttl| self.now_ms.saturating_add(ttl));
+            if command.actor != PrincipalId::SYSTEM {
+                self.recent_brakes
+                    .entry(command.actor)
+                    .or_default()
+                    .push(self.now_ms);
+            }
+            if let Some(at_ms) = expires_at_ms {
+                self.brake_expiries.insert((at_ms, id));
+            }
             let proposal = self.proposals.get_mut(&id).expect("inserted above");
             proposal.state = ProposalState::Applied;
             proposal.decided_at_ms = Some(self.now_ms);
-            proposal.outcome = Some("a brake applies at once".into());
+            proposal.applied = applied;
+            proposal.brake_expires_at_ms = expires_at_ms;
+            proposal.outcome = Some(match expires_at_ms {
+                Some(_) => "a brake applies at once; it holds until its expiry unless the other side confirms it".into(),
+                None => "a brake applies at once".into(),
+            });
             return Event::allowed(PROPOSE, subject, effect);
         }
         if !side_ok {
@@ -254,6 +290,15 @@ impl State {
                 subject,
                 forbidden("only humans and AIs propose changes"),
             );
+        }
+        let open_max = governance.open_proposals_per_principal_max;
+        let open = self
+            .reviews
+            .iter()
+            .filter(|(_, id)| self.proposals[id].proposer == command.actor)
+            .count();
+        if open >= open_max as usize {
+            return Event::denied(PROPOSE, subject, Reason::TooManyProposals { max: open_max });
         }
         if governance.rule(kind).is_none() {
             return Event::denied(
@@ -271,6 +316,193 @@ impl State {
             kind,
             command.justification.clone(),
             false,
+        )
+    }
+
+    /// Whether `actor` may brake now (at most `brakes_per_hour_max` an hour) and the
+    /// brake keeps every value at or above the limit's floor.
+    fn check_brake(&mut self, actor: PrincipalId, target: &ProposalTarget) -> Result<(), Reason> {
+        if let ProposalTarget::Limit { limit, soft, hard } = target {
+            let current = &self.limits[limit];
+            let floor = current.spec.brake_floor;
+            for value in [
+                soft.applied_to(current.spec.soft),
+                hard.applied_to(current.spec.hard),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                if value < floor {
+                    return Err(Reason::BrakeFloor {
+                        limit: limit.clone(),
+                        floor,
+                        requested: value,
+                    });
+                }
+            }
+        }
+        if actor == PrincipalId::SYSTEM {
+            return Ok(());
+        }
+        let max = self
+            .governance
+            .as_ref()
+            .expect("genesis applied")
+            .brakes_per_hour_max;
+        let since = self.now_ms.saturating_sub(BRAKE_RATE_WINDOW_MS);
+        let recent = self.recent_brakes.entry(actor).or_default();
+        recent.retain(|at_ms| *at_ms > since);
+        if recent.len() >= max as usize {
+            let oldest = recent.first().copied().unwrap_or(self.now_ms);
+            return Err(Reason::BrakeRate {
+                max,
+                window_ms: BRAKE_RATE_WINDOW_MS,
+                retry_at_ms: oldest.saturating_add(BRAKE_RATE_WINDOW_MS),
+            });
+        }
+        Ok(())
+    }
+
+    /// Puts back what an unconfirmed brake changed, where its values are still in
+    /// force (a change made since stands).
+    fn expire_brake(&mut self, id: u64) -> Event {
+        let proposal = self.proposals[&id].clone();
+        let subject = format!("proposal:{id}");
+        let ttl_ms = proposal
+            .brake_expires_at_ms
+            .map_or(0, |at| at.saturating_sub(proposal.created_at_ms));
+        let entry = self.proposals.get_mut(&id).expect("exists");
+        entry.state = ProposalState::Expired;
+        entry.brake_expires_at_ms = None;
+        entry.outcome =
+            Some("the other side did not confirm it in time: the earlier values are back".into());
+        let (previous, applied) = (
+            proposal.previous.unwrap_or((None, None)),
+            proposal.applied.unwrap_or((None, None)),
+        );
+        let effect = match &proposal.target {
+            ProposalTarget::Limit { limit, .. } => {
+                let entry = self.limits.get_mut(limit).expect("exists");
+                let now = (entry.spec.soft, entry.spec.hard);
+                let hard = if now.1 == applied.1 {
+                    previous.1
+                } else {
+                    now.1
+                };
+                let mut soft = if now.0 == applied.0 {
+                    previous.0
+                } else {
+                    now.0
+                };
+                if let (Some(soft_value), Some(hard_value)) = (soft, hard) {
+                    soft = Some(soft_value.min(hard_value));
+                }
+                entry.spec.soft = soft;
+                entry.spec.hard = hard;
+                entry.set_by = SYSTEM_ADDRESS.to_string();
+                entry.set_at_ms = self.now_ms;
+                entry.set_via = format!("expiry of brake {id}");
+                Effect::LimitChanged {
+                    proposal: id,
+                    limit: limit.clone(),
+                    soft,
+                    hard,
+                    previous_soft: now.0,
+                    previous_hard: now.1,
+                }
+            }
+            ProposalTarget::QuotaDefault { kind, resource, .. } => {
+                let quotas = self.quotas.as_mut().expect("genesis applied");
+                let now = quotas.default_quota(*kind, *resource);
+                let restored = if now == applied.0 { previous.0 } else { now };
+                quotas
+                    .defaults
+                    .entry(*kind)
+                    .or_default()
+                    .insert(*resource, restored);
+                Effect::QuotaDefaultChanged {
+                    proposal: id,
+                    kind: *kind,
+                    resource: *resource,
+                    amount: restored,
+                    previous: now,
+                }
+            }
+        };
+        let mut event = Event::allowed(BRAKE_EXPIRED, subject, effect);
+        event.reason = Reason::BrakeExpired {
+            proposal: id,
+            applied_at_ms: proposal.created_at_ms,
+            ttl_ms,
+        };
+        event
+    }
+
+    /// A vote on a brake that still waits for confirmation: an approval from the
+    /// other side (any side, for the system's brakes) makes it hold until changed.
+    fn vote_on_brake(
+        &mut self,
+        command: &Command,
+        id: u64,
+        choice: VoteChoice,
+        side: Side,
+    ) -> Event {
+        let subject = format!("proposal:{id}");
+        let voter = self.principals[&command.actor].clone();
+        let proposal = self.proposals[&id].clone();
+        if proposal.votes.contains_key(&command.actor) {
+            return Event::denied(
+                VOTE,
+                subject,
+                invalid(format!("{} already voted on proposal {id}", voter.address)),
+            );
+        }
+        if choice == VoteChoice::Veto {
+            return Event::denied(
+                VOTE,
+                subject,
+                invalid("a brake is not vetoed: let it expire, or propose new values"),
+            );
+        }
+        let proposer_side = match self.principals[&proposal.proposer].kind {
+            PrincipalKind::Human => Some(Side::Human),
+            PrincipalKind::Ai => Some(Side::Ai),
+            _ => None,
+        };
+        let vote = Vote {
+            choice,
+            side,
+            address: voter.address.clone(),
+            justification: command.justification.clone(),
+            at_ms: self.now_ms,
+        };
+        let entry = self.proposals.get_mut(&id).expect("exists");
+        entry.votes.insert(command.actor, vote);
+        if choice == VoteChoice::Approve && proposer_side != Some(side) {
+            let expires_at_ms = entry
+                .brake_expires_at_ms
+                .take()
+                .expect("checked by the caller");
+            entry.confirmed_by = Some(voter.address.clone());
+            entry.outcome = Some(format!(
+                "confirmed by {}: it holds until changed",
+                voter.address
+            ));
+            self.brake_expiries.remove(&(expires_at_ms, id));
+            let mut confirmed = Event::allowed(BRAKE_CONFIRMED, subject.clone(), Effect::None);
+            confirmed.reason = Reason::BrakeConfirmed {
+                proposal: id,
+                by: voter.address.clone(),
+            };
+            self.consequences.push(confirmed);
+        }
+        Event::allowed(
+            VOTE,
+            subject,
+            Effect::VoteRecorded {
+                proposal: id,
+                choice,
+            },
         )
     }
 
@@ -357,6 +589,9 @@ impl State {
             previous: None,
             monitor_until_ms: None,
             automatic,
+            brake_expires_at_ms: None,
+            applied: None,
+            confirmed_by: None,
         }
     }
 
@@ -556,6 +791,14 @@ impl State {
         let Some(proposal) = self.proposals.get(&id) else {
             return Event::denied(VOTE, subject, not_found("proposal", id));
         };
+        if proposal.kind == ChangeKind::Brake && proposal.brake_expires_at_ms.is_some() {
+            let side = match voter.kind {
+                PrincipalKind::Human => Side::Human,
+                PrincipalKind::Ai => Side::Ai,
+                _ => return Event::denied(VOTE, subject, forbidden("only humans and AIs vote")),
+            };
+            return self.vote_on_brake(command, id, choice, side);
+        }
         if proposal.state != ProposalState::Review {
             return Event::denied(
                 VOTE,

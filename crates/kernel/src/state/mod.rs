@@ -13,7 +13,7 @@ use crate::ledger::{
 };
 use crate::limits::{Gate, Limit, LimitSpec, OnSoft, QueuedAdmission, BUILTIN_LIMITS};
 use crate::principal::{Principal, PrincipalId, PrincipalKind, Role, TokenHash};
-use crate::{validate_address, JUSTIFICATION_BYTES_MAX, NAME_BYTES_MAX};
+use crate::{validate_address, JUSTIFICATION_BYTES_MAX, NAME_BYTES_MAX, PRINCIPAL_DEPTH_MAX};
 
 mod governance;
 mod streams;
@@ -50,6 +50,10 @@ pub struct State {
     next_proposal_id: u64,
     /// Proposals in review, by the time their review ends.
     reviews: BTreeSet<(u64, u64)>,
+    /// Unconfirmed brakes, by the time their values go back.
+    brake_expiries: BTreeSet<(u64, u64)>,
+    /// When each principal applied its brakes of the last hour.
+    recent_brakes: BTreeMap<PrincipalId, Vec<u64>>,
     /// Figures of the current stability window.
     stability: StabilityFigures,
     task_config: Option<crate::tasks::TaskConfig>,
@@ -63,6 +67,9 @@ pub struct State {
     lease_expiries: BTreeSet<(u64, String)>,
     backoffs: BTreeSet<(u64, String)>,
     leases_held: BTreeMap<PrincipalId, u32>,
+    /// Principals holding leases without a worker session: each holds one unit of
+    /// `active_workers` until its last lease ends.
+    implicit_sessions: BTreeSet<PrincipalId>,
     workers: BTreeMap<u64, crate::workers::WorkerSession>,
     worker_deadlines: BTreeSet<(u64, u64)>,
     /// Tasks leased to each worker session.
@@ -265,9 +272,23 @@ impl State {
             );
         }
         if !actor_is_system {
+            // The governance lane: proposals, votes, and an admin's administration
+            // are counted but never refused by a quota or a limit, so that no burst
+            // of other work can keep the colony from being governed.
+            let lane = command.body.in_governance_lane(actor_is_admin);
             // Every command is an I/O operation of its actor: this is what keeps a
             // misbehaving agent from flooding the log.
-            if let Err(reason) = self.charge_flow(command.actor, Resource::IoOps, 1) {
+            if lane {
+                self.charge_flow_unchecked(command.actor, Resource::IoOps, 1);
+            } else if let Err(reason) = self.charge_flow(command.actor, Resource::IoOps, 1) {
+                return Event::denied(action, actor_address, reason);
+            }
+            // Every byte an agent makes Colony keep counts toward
+            // `data_creation_bytes`: the justification (kept in the decision log
+            // whatever the decision) and what a task update stores. Creations count
+            // what they create themselves.
+            let kept = command.justification.len() as u64 + command.body.stored_bytes();
+            if let Err(reason) = self.count_kept_bytes(kept, lane) {
                 return Event::denied(action, actor_address, reason);
             }
         }
@@ -465,6 +486,7 @@ impl State {
                     on_soft: OnSoft::Warn,
                     window_ms: builtin.default_window_ms,
                     queue_max: 1_000,
+                    brake_floor: 0,
                 });
         }
         for (name, spec) in specs {
@@ -537,7 +559,8 @@ impl State {
             PrincipalKind::Ai => Some("ai_accounts"),
             _ => None,
         };
-        let data_bytes = request.data_bytes() + command.justification.len() as u64;
+        // The justification was counted where the command entered.
+        let data_bytes = request.data_bytes();
         let category = request
             .kind
             .address_prefix()
@@ -578,16 +601,10 @@ impl State {
             }
         }
         if let Some((limit_name, reason)) = queue_reason {
+            let actor_is_admin = self.principals[&command.actor].is_admin();
             let limit = self.limits.get_mut(limit_name).expect("gated above");
-            if limit.queue.len() >= limit.spec.queue_max as usize {
-                return Event::denied(
-                    ACTION,
-                    subject,
-                    Reason::QueueFull {
-                        limit: limit_name.to_string(),
-                        queue_max: limit.spec.queue_max,
-                    },
-                );
+            if let Err(reason) = limit.queue_room(command.actor, actor_is_admin) {
+                return Event::denied(ACTION, subject, reason);
             }
             let position = limit.enqueue(QueuedAdmission {
                 ticket: command.seq,
@@ -651,6 +668,12 @@ impl State {
         if let Some(parent) = request.parent {
             if !self.principals.get(&parent).is_some_and(|p| p.standing) {
                 return Err(format!("parent {parent} does not exist or has no standing"));
+            }
+            let depth = self.chain(parent).len();
+            if depth >= PRINCIPAL_DEPTH_MAX {
+                return Err(format!(
+                    "parent {parent} is already {depth} levels deep; a principal's ancestry is at most {PRINCIPAL_DEPTH_MAX} levels, itself included"
+                ));
             }
         }
         if let Some(address) = &request.address {
@@ -829,14 +852,17 @@ impl State {
         }
     }
 
-    /// The principal and its ancestors, nearest first.
+    /// The principal and its ancestors, nearest first: at most
+    /// [`PRINCIPAL_DEPTH_MAX`] of them, which creation guarantees (parents are
+    /// created before their children, so there is no cycle either).
     fn chain(&self, principal: PrincipalId) -> Vec<PrincipalId> {
         let mut chain = vec![principal];
         let mut current = principal;
         while let Some(parent) = self.principals.get(&current).and_then(|p| p.parent) {
-            // Parents are always created before children, so there is no cycle;
-            // the bound guards the invariant anyway.
-            assert!(chain.len() < 64, "principal ancestry deeper than 64");
+            if chain.len() >= PRINCIPAL_DEPTH_MAX {
+                // Unreachable through `apply`; never a panic on the decide thread.
+                break;
+            }
             chain.push(parent);
             current = parent;
         }
@@ -893,6 +919,39 @@ impl State {
                 balance.used = balance.used.saturating_add(amount);
             }
         }
+        Ok(())
+    }
+
+    /// Counts a flow without checking it (the governance lane): usage may pass the
+    /// quota, and the next ordinary command meets the result.
+    fn charge_flow_unchecked(&mut self, principal: PrincipalId, resource: Resource, amount: u64) {
+        let window_ms = self
+            .quotas
+            .as_ref()
+            .expect("genesis applied")
+            .window_ms(resource);
+        let now_ms = self.now_ms;
+        for member in self.chain(principal) {
+            if let Some(balance) = self.balances.get_mut(&(member, resource)) {
+                balance.roll_window(now_ms, window_ms);
+                balance.used = balance.used.saturating_add(amount);
+            }
+        }
+    }
+
+    /// Counts `bytes` toward `data_creation_bytes`; refused past its hard value,
+    /// except in the governance lane.
+    fn count_kept_bytes(&mut self, bytes: u64, lane: bool) -> Result<(), Reason> {
+        let Some(limit) = self.limits.get_mut("data_creation_bytes") else {
+            return Ok(());
+        };
+        limit.roll_window(self.now_ms);
+        if !lane {
+            if let Gate::Deny(reason) = limit.gate(bytes) {
+                return Err(reason);
+            }
+        }
+        limit.usage = limit.usage.saturating_add(bytes);
         Ok(())
     }
 

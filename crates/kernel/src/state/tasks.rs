@@ -202,8 +202,17 @@ impl State {
         new: &NewTask,
         count: u64,
     ) -> Result<Vec<Reason>, Reason> {
-        let bytes =
-            (new.title.len() + new.description.len() + command.justification.len()) as u64 * count;
+        self.gate_creation(command, count, task_bytes(command, new) * count)
+    }
+
+    /// `task_queue_depth` for `count` tasks and `data_creation_bytes` for `bytes`,
+    /// both checked before either is counted; the bytes are counted when both allow.
+    fn gate_creation(
+        &mut self,
+        command: &Command,
+        count: u64,
+        bytes: u64,
+    ) -> Result<Vec<Reason>, Reason> {
         let mut warnings = Vec::new();
         for (name, amount) in [("task_queue_depth", count), ("data_creation_bytes", bytes)] {
             let Some(limit) = self.limits.get_mut(name) else {
@@ -449,6 +458,10 @@ impl State {
         let Some(address) = self.best_claimable(&offered, &config) else {
             return Event::allowed(ACTION, actor_address, Effect::NothingToClaim);
         };
+        match self.hold_implicit_session(command.actor, worker) {
+            Ok(found) => warnings.extend(found),
+            Err(reason) => return Event::denied(ACTION, actor_address, reason),
+        }
         self.grant_lease(command, actor_address, &address, lease_ms, worker)
             .with_warnings(warnings)
     }
@@ -493,7 +506,43 @@ impl State {
                 return Event::denied(ACTION, address, reason);
             }
         }
+        let warnings = match self.hold_implicit_session(command.actor, None) {
+            Ok(warnings) => warnings,
+            Err(reason) => return Event::denied(ACTION, address, reason),
+        };
         self.grant_lease(command, actor_address, address, lease_ms, None)
+            .with_warnings(warnings)
+    }
+
+    /// A claim without a worker session by a principal that has none holds an
+    /// implicit one: a unit of `active_workers` until its last lease ends, so that
+    /// principals that never register are counted like workers.
+    fn hold_implicit_session(
+        &mut self,
+        actor: PrincipalId,
+        worker: Option<u64>,
+    ) -> Result<Vec<Reason>, Reason> {
+        if worker.is_some()
+            || self.implicit_sessions.contains(&actor)
+            || self
+                .workers
+                .values()
+                .any(|w| w.principal == actor && w.state == crate::workers::WorkerState::Active)
+        {
+            return Ok(Vec::new());
+        }
+        let mut warnings = Vec::new();
+        if let Some(limit) = self.limits.get_mut("active_workers") {
+            match limit.gate(1) {
+                Gate::Allow => {}
+                // A claim is not queued: past soft it is a warning.
+                Gate::Warn(reason) | Gate::Queue(reason) => warnings.push(reason),
+                Gate::Deny(reason) => return Err(reason),
+            }
+            limit.usage += 1;
+        }
+        self.implicit_sessions.insert(actor);
+        Ok(warnings)
     }
 
     fn grant_lease(
@@ -624,6 +673,11 @@ impl State {
                 *count -= 1;
                 if *count == 0 {
                     self.leases_held.remove(&lease.holder);
+                    if self.implicit_sessions.remove(&lease.holder) {
+                        if let Some(limit) = self.limits.get_mut("active_workers") {
+                            limit.usage = limit.usage.saturating_sub(1);
+                        }
+                    }
                 }
             }
             if let Some(worker) = lease.worker {
@@ -792,6 +846,30 @@ impl State {
         justification: &str,
         events: &mut Vec<Event>,
     ) {
+        // Up the tree without recursion: each completed parent may complete its own.
+        let mut next = self.complete_one(address, result, by, justification);
+        while let Some(parent) = next {
+            let why = "every subtask completed";
+            next = self.complete_one(&parent, Some(why.to_string()), "0.1", why);
+            events.push(Event::allowed(
+                "task.complete",
+                parent.clone(),
+                Effect::TaskChanged {
+                    address: parent,
+                    status: TaskStatus::Completed,
+                },
+            ));
+        }
+    }
+
+    /// Completes one task; its parent when that now has every subtask completed.
+    fn complete_one(
+        &mut self,
+        address: &str,
+        result: Option<String>,
+        by: &str,
+        justification: &str,
+    ) -> Option<String> {
         self.tasks.get_mut(address).expect("exists").result = result;
         self.set_status(address, TaskStatus::Completed, by, justification);
         self.return_budget(address);
@@ -820,28 +898,16 @@ impl State {
                 );
             }
         }
-        if let Some(parent) = self.tasks[address].parent.clone() {
-            let done = self.tasks.get(&parent).is_some_and(|p| {
-                p.status == TaskStatus::Blocked
-                    && p.children.iter().all(|c| {
-                        self.tasks
-                            .get(c)
-                            .is_some_and(|t| t.status == TaskStatus::Completed)
-                    })
-            });
-            if done {
-                let why = "every subtask completed";
-                self.complete(&parent, Some(why.to_string()), "0.1", why, events);
-                events.push(Event::allowed(
-                    "task.complete",
-                    parent.clone(),
-                    Effect::TaskChanged {
-                        address: parent,
-                        status: TaskStatus::Completed,
-                    },
-                ));
-            }
-        }
+        let parent = self.tasks[address].parent.clone()?;
+        let done = self.tasks.get(&parent).is_some_and(|p| {
+            p.status == TaskStatus::Blocked
+                && p.children.iter().all(|c| {
+                    self.tasks
+                        .get(c)
+                        .is_some_and(|t| t.status == TaskStatus::Completed)
+                })
+        });
+        done.then_some(parent)
     }
 
     /// Counts a failed attempt: back off and retry, or go to the dead-letter queue.
@@ -853,16 +919,28 @@ impl State {
         justification: &str,
         events: &mut Vec<Event>,
     ) {
+        if let Some(why) = self.fail_attempt_one(address, reason, by, justification) {
+            self.kill(address, &why, by, justification, events);
+        }
+    }
+
+    /// Counts a failed attempt and backs off; why the task must die instead, when it
+    /// has no attempt left.
+    fn fail_attempt_one(
+        &mut self,
+        address: &str,
+        reason: &str,
+        by: &str,
+        justification: &str,
+    ) -> Option<String> {
         let config = self.task_config.clone().expect("genesis applied");
         let task = self.tasks.get_mut(address).expect("exists");
         task.failures += 1;
         if task.failures >= task.max_attempts {
-            let why = format!(
+            return Some(format!(
                 "attempt {} of {} failed: {reason}",
                 task.failures, task.max_attempts
-            );
-            self.kill(address, &why, by, justification, events);
-            return;
+            ));
         }
         let previous = (task.status == TaskStatus::Failed).then_some(task.not_before_ms);
         task.not_before_ms = self.now_ms + config.backoff_ms(task.failures);
@@ -872,6 +950,7 @@ impl State {
                 .insert((self.tasks[address].not_before_ms, address.to_string()));
         }
         self.set_status(address, TaskStatus::Failed, by, justification);
+        None
     }
 
     /// Puts a task in the dead-letter queue and applies its parent's policy.
@@ -883,12 +962,27 @@ impl State {
         justification: &str,
         events: &mut Vec<Event>,
     ) {
+        // Up the tree without recursion: a parent whose policy is `fail` dies too.
+        let mut next = self.kill_one(address, why, by, justification, events);
+        while let Some((parent, why, justification)) = next {
+            next = self.kill_one(&parent, &why, "0.1", justification, events);
+        }
+    }
+
+    /// Kills one task and applies its parent's policy; the parent when it must die
+    /// too, with why.
+    fn kill_one(
+        &mut self,
+        address: &str,
+        why: &str,
+        by: &str,
+        justification: &str,
+        events: &mut Vec<Event>,
+    ) -> Option<(String, String, &'static str)> {
         self.bury(address, why, by, justification, events);
-        let Some(parent) = self.tasks[address].parent.clone() else {
-            return;
-        };
+        let parent = self.tasks[address].parent.clone()?;
         if self.tasks[&parent].status != TaskStatus::Blocked {
-            return;
+            return None;
         }
         // The siblings still open are abandoned with the parent's plan.
         let siblings: Vec<String> = self.tasks[&parent]
@@ -907,28 +1001,20 @@ impl State {
             );
         }
         match self.tasks[&parent].on_child_death {
-            ChildDeathPolicy::Fail => {
-                self.kill(
-                    &parent,
-                    &format!("its subtask {address} died"),
-                    "0.1",
-                    "a subtask died and the policy is fail",
-                    events,
-                );
-            }
+            ChildDeathPolicy::Fail => Some((
+                parent,
+                format!("its subtask {address} died"),
+                "a subtask died and the policy is fail",
+            )),
             ChildDeathPolicy::Redecompose => {
                 self.tasks
                     .get_mut(&parent)
                     .expect("exists")
                     .children
                     .clear();
-                self.fail_attempt(
-                    &parent,
-                    &format!("its subtask {address} died"),
-                    "0.1",
-                    "a subtask died; the parent will be decomposed anew",
-                    events,
-                );
+                const WHY: &str = "a subtask died; the parent will be decomposed anew";
+                self.fail_attempt_one(&parent, &format!("its subtask {address} died"), "0.1", WHY)
+                    .map(|why| (parent, why, WHY))
             }
         }
     }
@@ -1042,6 +1128,16 @@ impl State {
                 invalid(format!("a decomposition has 1 to {SUBTASKS_MAX} subtasks")),
             );
         }
+        let level = task_level(address);
+        if level >= TASK_DEPTH_MAX {
+            return Event::denied(
+                ACTION,
+                address,
+                invalid(format!(
+                    "{address} is at decomposition level {level}, the deepest allowed ({TASK_DEPTH_MAX}): complete it instead"
+                )),
+            );
+        }
         let siblings: BTreeSet<String> = (1..=subtasks.len()).map(|i| i.to_string()).collect();
         for subtask in subtasks {
             if let Err(reason) = self.validate_new_task(subtask, &siblings) {
@@ -1071,13 +1167,16 @@ impl State {
                 )),
             );
         }
-        let mut warnings = Vec::new();
-        for subtask in subtasks {
-            match self.gate_task_creation(command, subtask, 1) {
-                Ok(found) => warnings.extend(found),
-                Err(reason) => return Event::denied(ACTION, address, reason),
-            }
-        }
+        // The decomposition is admitted whole or not at all: every subtask counts
+        // toward the limits before any is created.
+        let bytes: u64 = subtasks
+            .iter()
+            .map(|subtask| task_bytes(command, subtask))
+            .sum();
+        let warnings = match self.gate_creation(command, subtasks.len() as u64, bytes) {
+            Ok(warnings) => warnings,
+            Err(reason) => return Event::denied(ACTION, address, reason),
+        };
         self.end_attempt(address, "decomposed", None);
         let first = self.tasks[address].next_child + 1;
         let addresses: Vec<String> = (0..subtasks.len())
@@ -1233,4 +1332,22 @@ fn sibling_cycle(subtasks: &[NewTask]) -> Option<usize> {
     }
     let mut color = BTreeMap::new();
     (1..=subtasks.len()).find_map(|node| visit(node, &edges, &mut color))
+}
+
+/// The bytes a new task makes Colony keep: its title, description, capabilities and
+/// dependencies (the command's justification is counted where it entered).
+fn task_bytes(_command: &Command, new: &NewTask) -> u64 {
+    let lists: usize = new
+        .capabilities
+        .iter()
+        .chain(new.depends_on.iter())
+        .map(String::len)
+        .sum();
+    (new.title.len() + new.description.len() + lists) as u64
+}
+
+/// How deep a task is in its tree: 0 for a root task (`0.7.1.NNNNN`), 1 for its
+/// subtasks, and so on.
+fn task_level(address: &str) -> usize {
+    address.split('.').count().saturating_sub(4)
 }

@@ -118,19 +118,15 @@ impl State {
             );
         }
         let mut warnings = Vec::new();
+        let actor_is_admin = self.principals[&command.actor].is_admin();
         if let Some(limit) = self.limits.get_mut("active_workers") {
             match limit.gate(1) {
                 Gate::Allow => {}
                 Gate::Warn(reason) => warnings.push(reason),
                 Gate::Queue(reason) if admitted.is_some() => warnings.push(reason),
                 Gate::Queue(reason) => {
-                    if limit.queue.len() >= limit.spec.queue_max as usize {
-                        let queue_max = limit.spec.queue_max;
-                        let full = Reason::QueueFull {
-                            limit: "active_workers".into(),
-                            queue_max,
-                        };
-                        return Event::denied(ACTION, actor_address, full);
+                    if let Err(reason) = limit.queue_room(command.actor, actor_is_admin) {
+                        return Event::denied(ACTION, actor_address, reason);
                     }
                     let position = limit.enqueue(QueuedAdmission {
                         ticket: command.seq,

@@ -83,8 +83,8 @@ pub async fn upgrade(State(app): State<AppState>, mut request: Request) -> Respo
         .into_response();
     };
     let bus = Arc::clone(&app.shared.bus);
-    let open = bus.metrics.connections.load(Ordering::Relaxed) as usize;
-    if open >= bus.config.connections_max {
+    let on_upgrade = hyper::upgrade::on(&mut request);
+    let Some(conn) = bus.connect(caller.id, &caller.address) else {
         let mut error = ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "too_many_connections",
@@ -96,9 +96,7 @@ pub async fn upgrade(State(app): State<AppState>, mut request: Request) -> Respo
         .with("max", bus.config.connections_max);
         error.retry_after_secs = Some(1);
         return error.into_response();
-    }
-    let on_upgrade = hyper::upgrade::on(&mut request);
-    let conn = bus.connect(caller.id, &caller.address);
+    };
     let peer = Peer {
         roles: caller.roles.clone(),
     };

@@ -267,6 +267,8 @@ pub(crate) fn proposal_json(state: &colony_kernel::State, proposal: &Proposal) -
         "outcome": proposal.outcome,
         "decided_at": proposal.decided_at_ms.map(time),
         "monitor_until": proposal.monitor_until_ms.map(time),
+        "brake_expires_at": proposal.brake_expires_at_ms.map(time),
+        "confirmed_by": proposal.confirmed_by,
     });
     if let ProposalTarget::Limit { limit, .. } = &proposal.target {
         body["limit"] = json!(limit);

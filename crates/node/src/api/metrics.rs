@@ -164,6 +164,13 @@ pub async fn render(State(app): State<AppState>, _caller: Caller) -> impl IntoRe
     );
     family(
         &mut text,
+        "colony_http_priority_capped_total",
+        "counter",
+        "Requests that declared a priority above their caller's (capped to it).",
+        &single(&metrics.http_priority_capped),
+    );
+    family(
+        &mut text,
         "colony_http_in_flight",
         "gauge",
         "Requests being served now.",

@@ -63,6 +63,8 @@ pub struct Shared {
     pub gateway: Arc<crate::gateway::Gateway>,
     /// The listener's open connections.
     pub(crate) connections: Arc<crate::listener::Connections>,
+    /// Set when the node cannot go on.
+    pub fatal: Arc<crate::fatal::Fatal>,
 }
 
 #[derive(Clone)]
@@ -120,7 +122,11 @@ pub const REQUEST_BODY_BYTES_MAX: usize = 64 << 10;
 pub const AMOUNT_MAX: u64 = (1 << 53) - 1;
 
 pub fn router(app: AppState) -> Router {
-    let gated = Router::new()
+    // The governance lane: seeing the limits, proposing (braking included), voting,
+    // administering principals, and the metrics. Counted, but never shed by
+    // `concurrent_api_requests`, so that no load and no brake can keep the colony
+    // from being governed (as Kubernetes exempts its system priority level).
+    let lane = Router::new()
         .route("/v1/limits", get(limits::list))
         .route("/v1/limits/{name}", get(limits::one))
         .route(
@@ -128,6 +134,18 @@ pub fn router(app: AppState) -> Router {
             post(principals::create).get(principals::list),
         )
         .route("/v1/principals/{address}/remove", post(principals::remove))
+        .route(
+            "/v1/proposals",
+            post(governance::propose).get(governance::list),
+        )
+        .route("/v1/proposals/{id}", get(governance::one))
+        .route("/v1/proposals/{id}/votes", post(governance::vote))
+        .route("/metrics", get(metrics::render))
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            crate::edge::governance_lane,
+        ));
+    let gated = Router::new()
         .route("/v1/ledger/reserve", post(ledger::reserve))
         .route("/v1/ledger/commit", post(ledger::commit))
         .route("/v1/ledger/release", post(ledger::release))
@@ -135,11 +153,6 @@ pub fn router(app: AppState) -> Router {
         .route("/v1/ledger/free", post(ledger::free))
         .route("/v1/ledger/me", get(ledger::me))
         .route("/v1/audit", get(audit::list))
-        .route(
-            "/v1/proposals",
-            post(governance::propose).get(governance::list),
-        )
-        .route("/v1/proposals/{id}", get(governance::one))
         .route("/v1/workers", post(workers::register).get(workers::list))
         .route("/v1/supervisor", get(workers::supervisor))
         .route("/v1/workers/{id}", get(workers::one).delete(workers::leave))
@@ -151,8 +164,6 @@ pub fn router(app: AppState) -> Router {
         .route("/v1/tasks/{address}/decompose", post(tasks::decompose))
         .route("/v1/tasks/{address}/requeue", post(tasks::requeue))
         .route("/v1/tasks/{address}/{action}", post(tasks::act))
-        .route("/v1/proposals/{id}/votes", post(governance::vote))
-        .route("/metrics", get(metrics::render))
         .route("/v1/bus", get(bus::upgrade))
         .route(
             "/v1/chat/completions",
@@ -190,10 +201,8 @@ pub fn router(app: AppState) -> Router {
             crate::edge::concurrency_gate,
         ));
     Router::new()
-        .route(
-            "/healthz",
-            get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
-        )
+        .route("/healthz", get(healthz))
+        .merge(lane)
         .merge(gated)
         .fallback(|| async {
             ApiError::new(
@@ -212,9 +221,29 @@ pub fn router(app: AppState) -> Router {
         .layer(DefaultBodyLimit::max(REQUEST_BODY_BYTES_MAX))
         .layer(axum::middleware::from_fn_with_state(
             app.clone(),
+            crate::edge::oversized_body,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
             crate::edge::health_counter,
         ))
         .with_state(app)
+}
+
+/// `200 {"status":"ok"}` while serving; `503 {"status":"failed","reason"}` once the
+/// node cannot go on.
+async fn healthz(
+    axum::extract::State(app): axum::extract::State<AppState>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match app.shared.fatal.reason() {
+        None => axum::Json(serde_json::json!({"status": "ok"})).into_response(),
+        Some(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(serde_json::json!({"status": "failed", "reason": reason})),
+        )
+            .into_response(),
+    }
 }
 
 /// A JSON body whose every failure is a structured error: malformed JSON, unknown

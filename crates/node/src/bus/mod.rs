@@ -451,8 +451,15 @@ impl Bus {
     }
 
     /// A new connection for an authenticated principal.
-    pub fn connect(&self, principal: PrincipalId, address: &str) -> Arc<Conn> {
-        self.metrics.connections.fetch_add(1, Ordering::Relaxed);
+    /// A new connection, or `None` when the node holds `connections_max` already.
+    /// The count is raised before it is checked, so that concurrent upgrades cannot
+    /// pass the bound together.
+    pub fn connect(&self, principal: PrincipalId, address: &str) -> Option<Arc<Conn>> {
+        let before = self.metrics.connections.fetch_add(1, Ordering::AcqRel);
+        if before as usize >= self.config.connections_max {
+            self.metrics.connections.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
         self.metrics
             .connections_total
             .fetch_add(1, Ordering::Relaxed);
@@ -471,7 +478,7 @@ impl Bus {
             .lock()
             .expect("connections lock")
             .insert(conn.id, Arc::downgrade(&conn));
-        conn
+        Some(conn)
     }
 
     /// Forgets a connection that ended.
