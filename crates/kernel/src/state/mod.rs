@@ -16,6 +16,7 @@ use crate::principal::{Principal, PrincipalId, PrincipalKind, Role, TokenHash};
 use crate::{validate_address, JUSTIFICATION_BYTES_MAX, NAME_BYTES_MAX, PRINCIPAL_DEPTH_MAX};
 
 mod governance;
+mod invariants;
 mod streams;
 mod tasks;
 mod workers;

@@ -1085,7 +1085,7 @@ impl State {
         let charged = amount.min(budget.remaining_micro_usd);
         let shortfall = amount - charged;
         budget.remaining_micro_usd -= charged;
-        budget.spent_micro_usd += charged;
+        budget.spent_micro_usd = budget.spent_micro_usd.saturating_add(charged);
         let (payer, remaining) = (budget.payer, budget.remaining_micro_usd);
         for member in self.chain(payer) {
             if let Some(balance) = self.balances.get_mut(&(member, Resource::LlmBudgetUsd)) {
@@ -1094,7 +1094,7 @@ impl State {
             }
         }
         if let Some(balance) = self.balances.get_mut(&(payer, Resource::LlmBudgetUsd)) {
-            balance.shortfall += shortfall;
+            balance.shortfall = balance.shortfall.saturating_add(shortfall);
         }
         if let Some(limit) = self.limits.get_mut("llm_spend_usd") {
             limit.roll_window(self.now_ms);

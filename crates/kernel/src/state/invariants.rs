@@ -1,0 +1,289 @@
+//! [`State::check_invariants`]: what must hold between any two commands. The seeded
+//! simulation (`tests/simulation.rs`) asserts it after every step of random and
+//! adversarial command streams; a failure names the first broken invariant.
+
+use std::collections::BTreeMap;
+
+use super::State;
+use crate::ledger::{ReservationState, Resource};
+use crate::principal::{PrincipalId, PrincipalKind};
+use crate::tasks::TaskStatus;
+use crate::workers::WorkerState;
+use crate::PRINCIPAL_DEPTH_MAX;
+
+impl State {
+    /// Checks every invariant of the state; the first one broken, explained.
+    ///
+    /// - Ledger conservation: each balance's `reserved` is exactly the open
+    ///   reservations held at it plus the task budgets its chain pays for, and
+    ///   `llm_spend_usd`'s reserved amount is exactly the open LLM reservations.
+    /// - Usage equals what it counts: accounts, open tasks, active workers (explicit
+    ///   and implicit sessions), leases per principal, open reservations per principal.
+    /// - One lease per task, held exactly by the claimed and in-progress tasks, each
+    ///   with one expiry; claimable tasks are indexed once.
+    /// - No reservation without its holds: each reserved one has its expiry entry.
+    /// - Queues within their bounds; principal ancestry within its bound; due times
+    ///   (reviews, brake expiries) only for proposals that wait for them.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        if self.quotas.is_none() {
+            return Ok(());
+        }
+        self.check_ledger()?;
+        self.check_counts()?;
+        self.check_board()?;
+        self.check_governance()?;
+        for limit in self.limits.values() {
+            if limit.queue.len() > limit.spec.queue_max as usize {
+                return Err(format!(
+                    "{}: {} waiting, queue_max {}",
+                    limit.spec.name,
+                    limit.queue.len(),
+                    limit.spec.queue_max
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn check_ledger(&self) -> Result<(), String> {
+        let mut expected: BTreeMap<(PrincipalId, Resource), u64> = BTreeMap::new();
+        let mut llm_reserved = 0u64;
+        let mut per_principal: BTreeMap<PrincipalId, u32> = BTreeMap::new();
+        for reservation in self.reservations.values() {
+            *per_principal.entry(reservation.principal).or_insert(0) += 1;
+            if reservation.state != ReservationState::Reserved {
+                continue;
+            }
+            if !self
+                .expiries
+                .contains(&(reservation.expires_at_ms, reservation.id))
+            {
+                return Err(format!(
+                    "reservation {} has no expiry entry",
+                    reservation.id
+                ));
+            }
+            if reservation.chain != self.chain(reservation.principal) {
+                return Err(format!(
+                    "reservation {} is held at {:?}, not its principal's chain",
+                    reservation.id, reservation.chain
+                ));
+            }
+            for member in &reservation.chain {
+                *expected.entry((*member, reservation.resource)).or_insert(0) += reservation.amount;
+            }
+            if reservation.resource == Resource::LlmBudgetUsd {
+                llm_reserved += reservation.amount;
+            }
+        }
+        if self.expiries.len()
+            != self
+                .reservations
+                .values()
+                .filter(|r| r.state == ReservationState::Reserved)
+                .count()
+        {
+            return Err("an expiry entry without its reservation".into());
+        }
+        for task in self.tasks.values() {
+            if let Some(budget) = &task.budget {
+                for member in self.chain(budget.payer) {
+                    *expected
+                        .entry((member, Resource::LlmBudgetUsd))
+                        .or_insert(0) += budget.remaining_micro_usd;
+                }
+            }
+        }
+        for ((principal, resource), balance) in &self.balances {
+            let want = expected.get(&(*principal, *resource)).copied().unwrap_or(0);
+            if balance.reserved != want {
+                return Err(format!(
+                    "{principal} {resource}: reserved {} but its reservations and task budgets hold {want}",
+                    balance.reserved
+                ));
+            }
+        }
+        if let Some(limit) = self.limits.get("llm_spend_usd") {
+            if limit.reserved != llm_reserved {
+                return Err(format!(
+                    "llm_spend_usd reserved {} but open LLM reservations hold {llm_reserved}",
+                    limit.reserved
+                ));
+            }
+        }
+        if per_principal != self.open_reservations {
+            return Err(format!(
+                "open reservations per principal {:?}, counted {:?}",
+                per_principal, self.open_reservations
+            ));
+        }
+        Ok(())
+    }
+
+    fn check_counts(&self) -> Result<(), String> {
+        let standing = |kind: PrincipalKind| {
+            self.principals
+                .values()
+                .filter(|p| p.standing && p.kind == kind)
+                .count() as u64
+        };
+        for (limit, kind) in [
+            ("ai_accounts", PrincipalKind::Ai),
+            ("human_accounts", PrincipalKind::Human),
+        ] {
+            let usage = self.limits.get(limit).map_or(0, |l| l.usage);
+            if usage != standing(kind) {
+                return Err(format!(
+                    "{limit} usage {usage}, but {} have standing",
+                    standing(kind)
+                ));
+            }
+        }
+        for principal in self.principals.values() {
+            if self.chain(principal.id).len() > PRINCIPAL_DEPTH_MAX {
+                return Err(format!("{} is deeper than allowed", principal.address));
+            }
+            if principal.standing
+                && principal.kind != PrincipalKind::System
+                && self.by_token.get(&principal.token_hash) != Some(&principal.id)
+            {
+                return Err(format!(
+                    "{}'s token does not resolve to it",
+                    principal.address
+                ));
+            }
+        }
+        let active = self
+            .workers
+            .values()
+            .filter(|w| w.state == WorkerState::Active)
+            .count() as u64
+            + self.implicit_sessions.len() as u64;
+        let usage = self.limits.get("active_workers").map_or(0, |l| l.usage);
+        if usage != active {
+            return Err(format!(
+                "active_workers usage {usage}, but {active} sessions (explicit and implicit) are active"
+            ));
+        }
+        for principal in &self.implicit_sessions {
+            if !self.leases_held.contains_key(principal) {
+                return Err(format!(
+                    "{principal} holds an implicit session without a lease"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn check_board(&self) -> Result<(), String> {
+        let open = self.tasks.values().filter(|t| t.status.is_open()).count() as u64;
+        let usage = self.limits.get("task_queue_depth").map_or(0, |l| l.usage);
+        if usage != open {
+            return Err(format!(
+                "task_queue_depth usage {usage}, but {open} tasks are open"
+            ));
+        }
+        let mut leases: BTreeMap<PrincipalId, u32> = BTreeMap::new();
+        let mut leased = 0;
+        for task in self.tasks.values() {
+            let should_hold = matches!(task.status, TaskStatus::Claimed | TaskStatus::InProgress);
+            match (&task.lease, should_hold) {
+                (Some(lease), true) => {
+                    leased += 1;
+                    *leases.entry(lease.holder).or_insert(0) += 1;
+                    if !self
+                        .lease_expiries
+                        .contains(&(lease.expires_at_ms, task.address.clone()))
+                    {
+                        return Err(format!("{}'s lease has no expiry entry", task.address));
+                    }
+                }
+                (None, false) => {}
+                (lease, _) => {
+                    return Err(format!(
+                        "{} is {} with lease {:?}",
+                        task.address,
+                        task.status.as_str(),
+                        lease.as_ref().map(|l| l.token)
+                    ))
+                }
+            }
+            let indexed = self.ready_score.contains_key(&task.address);
+            if indexed != (task.status == TaskStatus::Pending) {
+                return Err(format!(
+                    "{} is {} but {}indexed as claimable",
+                    task.address,
+                    task.status.as_str(),
+                    if indexed { "" } else { "not " }
+                ));
+            }
+            if let Some(budget) = &task.budget {
+                if !task.status.is_open() && budget.remaining_micro_usd > 0 {
+                    return Err(format!(
+                        "{} ended with {} micro-dollars still held",
+                        task.address, budget.remaining_micro_usd
+                    ));
+                }
+            }
+        }
+        if self.lease_expiries.len() != leased {
+            return Err(format!(
+                "{} lease expiries for {leased} leases",
+                self.lease_expiries.len()
+            ));
+        }
+        if leases != self.leases_held {
+            return Err(format!(
+                "leases held {:?}, counted {:?}",
+                leases, self.leases_held
+            ));
+        }
+        let indexed: usize = self.ready.values().map(|set| set.len()).sum();
+        if indexed != self.ready_score.len() {
+            return Err("the claimable index and its scores disagree".into());
+        }
+        Ok(())
+    }
+
+    fn check_governance(&self) -> Result<(), String> {
+        for (at_ms, id) in &self.reviews {
+            let proposal = self
+                .proposals
+                .get(id)
+                .ok_or(format!("review of unknown proposal {id}"))?;
+            if proposal.state != crate::governance::ProposalState::Review
+                || proposal.review_ends_at_ms != *at_ms
+            {
+                return Err(format!("proposal {id} is not in review until {at_ms}"));
+            }
+        }
+        for (at_ms, id) in &self.brake_expiries {
+            let proposal = self
+                .proposals
+                .get(id)
+                .ok_or(format!("expiry of unknown brake {id}"))?;
+            if proposal.brake_expires_at_ms != Some(*at_ms) {
+                return Err(format!("brake {id} does not expire at {at_ms}"));
+            }
+        }
+        let waiting = self
+            .proposals
+            .values()
+            .filter(|p| p.brake_expires_at_ms.is_some())
+            .count();
+        if waiting != self.brake_expiries.len() {
+            return Err("a brake waits for an expiry that is not due".into());
+        }
+        for limit in self.limits.values() {
+            if let (Some(soft), Some(hard)) = (limit.spec.soft, limit.spec.hard) {
+                if soft > hard {
+                    return Err(format!(
+                        "{}: soft {soft} above hard {hard}",
+                        limit.spec.name
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
