@@ -99,6 +99,8 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
             // A supervisor (systemd, Kubernetes) restarts the node from its log.
             eprintln!("colony: the node cannot go on: {reason}");
             eprintln!("colony: exiting with status 70 without a snapshot; the log holds every command answered as durable");
+            // The requests in flight are answered (503) before the process goes.
+            node.abandon(std::time::Duration::from_secs(2)).await;
             return Ok(ExitCode::from(70));
         }
     }
@@ -285,11 +287,7 @@ pub async fn principals(command: PrincipalsCommand) -> anyhow::Result<ExitCode> 
                             text(&p["name"]),
                             text(&p["kind"]),
                             roles.join(","),
-                            if p["standing"] == true {
-                                "yes".into()
-                            } else {
-                                "removed".into()
-                            },
+                            text(&p["state"]),
                             text(&p["parent"]),
                             text(&p["created_at"]),
                         ]
@@ -297,7 +295,7 @@ pub async fn principals(command: PrincipalsCommand) -> anyhow::Result<ExitCode> 
                     .collect();
                 table(
                     &[
-                        "ADDRESS", "NAME", "KIND", "ROLES", "STANDING", "PARENT", "CREATED",
+                        "ADDRESS", "NAME", "KIND", "ROLES", "STATE", "PARENT", "CREATED",
                     ],
                     &rows,
                 );
@@ -316,6 +314,53 @@ pub async fn principals(command: PrincipalsCommand) -> anyhow::Result<ExitCode> 
                 client.post(&path, &json!({ "justification": justification })),
                 |_| {
                     println!("removed {address}");
+                },
+            )
+            .await
+        }
+        PrincipalsCommand::Show { address, remote } => {
+            let client = Client::new(&remote)?;
+            let path = format!("/v1/principals/{address}");
+            call(&remote, client.get(&path), |p| {
+                println!(
+                    "{} {} ({}), {}",
+                    text(&p["address"]),
+                    text(&p["name"]),
+                    text(&p["kind"]),
+                    text(&p["state"])
+                );
+                if let Some(quarantine) = p["quarantine"].as_object() {
+                    let evidence = &quarantine["evidence"];
+                    println!(
+                        "quarantined since {}: {} {} in a window, past {} ({})",
+                        text(&quarantine["since"]),
+                        evidence["count"],
+                        text(&evidence["signal"]),
+                        evidence["threshold"],
+                        text(&evidence["rule"])
+                    );
+                    println!(
+                        "released {} reservations; revoked leases {}; ended workers {}",
+                        quarantine["released_reservations"],
+                        quarantine["revoked_leases"],
+                        quarantine["ended_workers"]
+                    );
+                }
+            })
+            .await
+        }
+        PrincipalsCommand::Release {
+            address,
+            justification,
+            remote,
+        } => {
+            let client = Client::new(&remote)?;
+            let path = format!("/v1/principals/{address}/release");
+            call(
+                &remote,
+                client.post(&path, &json!({ "justification": justification })),
+                |_| {
+                    println!("released {address} from quarantine");
                 },
             )
             .await

@@ -419,6 +419,21 @@ pub enum PrincipalsCommand {
         #[command(flatten)]
         remote: Remote,
     },
+    /// Show one principal: its state (active, quarantined, removed) and, when
+    /// quarantined, the evidence.
+    Show {
+        address: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Lift a quarantine (a human member or admin).
+    Release {
+        address: String,
+        #[arg(long, short = 'j')]
+        justification: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
 }
 
 #[derive(Subcommand)]

@@ -1,7 +1,8 @@
 //! In-process kernel throughput, on one core: pure gate decisions, and whole
 //! commands applied (reserve + commit pairs). Prints figures; asserts nothing.
 //!
-//! Run: `cargo bench -p colony-kernel --bench gate`
+//! Run: `cargo bench -p colony-kernel --bench gate` (`COLONY_BENCH_ONLY=apply`, `claims`
+//! or `decisions` runs one part, as for counting instructions under callgrind).
 
 use std::hint::black_box;
 use std::time::Instant;
@@ -12,9 +13,17 @@ use colony_kernel::{
 };
 
 fn main() {
-    gate_decisions();
-    applied_commands();
-    claims();
+    let only = std::env::var("COLONY_BENCH_ONLY").ok();
+    let wanted = |part: &str| only.as_deref().is_none_or(|only| only == part);
+    if wanted("decisions") {
+        gate_decisions();
+    }
+    if wanted("apply") {
+        applied_commands();
+    }
+    if wanted("claims") {
+        claims();
+    }
 }
 
 /// Claims by 16 workers in turn over 200 000 posted tasks; every claim is checked

@@ -123,6 +123,10 @@ pub enum CommandBody {
         token: u64,
         update: TaskUpdate,
     },
+    /// Lifts a principal's quarantine (a human member or admin).
+    ReleaseQuarantine {
+        principal: PrincipalId,
+    },
     /// Takes a task out of the dead-letter queue (admins).
     RequeueTask {
         address: String,
@@ -166,7 +170,9 @@ impl CommandBody {
     /// admin does (principals, dead tasks, streams).
     pub fn in_governance_lane(&self, actor_is_admin: bool) -> bool {
         match self {
-            CommandBody::Propose { .. } | CommandBody::Vote { .. } => true,
+            CommandBody::Propose { .. }
+            | CommandBody::Vote { .. }
+            | CommandBody::ReleaseQuarantine { .. } => true,
             CommandBody::CreatePrincipal(_)
             | CommandBody::RemovePrincipal { .. }
             | CommandBody::RequeueTask { .. }
@@ -200,6 +206,7 @@ impl CommandBody {
             CommandBody::ClaimTask { .. } | CommandBody::ClaimSpecificTask { .. } => "task.claim",
             CommandBody::UpdateTask { update, .. } => update.name(),
             CommandBody::RequeueTask { .. } => "task.requeue",
+            CommandBody::ReleaseQuarantine { .. } => "principal.release",
             CommandBody::RegisterWorker(_) => "worker.register",
             CommandBody::WorkerHeartbeat { .. } => "worker.heartbeat",
             CommandBody::LeaveWorker { .. } => "worker.leave",

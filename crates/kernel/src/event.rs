@@ -132,6 +132,15 @@ pub enum Reason {
         applied_at_ms: u64,
         ttl_ms: u64,
     },
+    /// A signal of the principal's was far outside its baseline or past a ceiling.
+    Anomalous {
+        evidence: Box<crate::anomaly::Evidence>,
+    },
+    /// The actor is quarantined: it may only read until a human releases it.
+    Quarantined {
+        since_ms: u64,
+        evidence: Box<crate::anomaly::Evidence>,
+    },
     /// The other side confirmed a brake: it holds until changed.
     BrakeConfirmed { proposal: u64, by: String },
     /// The stability window met every threshold.
@@ -204,6 +213,8 @@ impl Reason {
             Reason::BrakeRate { .. } => "brake_rate",
             Reason::TooManyProposals { .. } => "too_many_proposals",
             Reason::QueueShare { .. } => "queue_share",
+            Reason::Anomalous { .. } => "anomalous",
+            Reason::Quarantined { .. } => "quarantined",
             Reason::BrakeExpired { .. } => "brake_expired",
             Reason::BrakeConfirmed { .. } => "brake_confirmed",
             Reason::Stable { .. } => "stable",
@@ -331,6 +342,18 @@ pub enum Effect {
     TaskDecomposed {
         address: String,
         children: Vec<String>,
+    },
+    Quarantined {
+        principal: PrincipalId,
+        address: String,
+        released_reservations: usize,
+        revoked_leases: Vec<String>,
+        ended_workers: Vec<u64>,
+    },
+    QuarantineReleased {
+        principal: PrincipalId,
+        address: String,
+        quarantined_at_ms: u64,
     },
     TaskBudgetSpent {
         address: String,

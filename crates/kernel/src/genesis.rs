@@ -16,6 +16,8 @@ pub struct Genesis {
     pub quotas: QuotaConfig,
     pub governance: GovernanceConfig,
     pub tasks: crate::tasks::TaskConfig,
+    /// `anomaly.toml`; `None` watches nothing.
+    pub anomaly: Option<crate::anomaly::AnomalyConfig>,
     /// Where the values came from, recorded as `set_via` on every limit.
     pub source: String,
     pub admin_name: String,
@@ -69,6 +71,8 @@ impl Genesis {
             limit.soft = None;
             limit.hard = None;
         }
+        // The bookkeeping runs (its cost is measured), but never quarantines.
+        genesis.anomaly = Some(crate::anomaly::AnomalyConfig::never());
         genesis
     }
 
@@ -129,6 +133,15 @@ impl Genesis {
                 ..GovernanceConfig::defaults()
             },
             tasks: crate::tasks::TaskConfig::defaults(),
+            anomaly: Some({
+                // The defaults, with room for the tests' dollars-at-once ledgers.
+                let mut anomaly = crate::anomaly::AnomalyConfig::defaults();
+                anomaly.bounds[2] = crate::anomaly::SignalBound {
+                    ceiling: 1_000 * crate::MICRO_USD_PER_USD,
+                    min: 100 * crate::MICRO_USD_PER_USD,
+                };
+                anomaly
+            }),
             source: "tests".to_string(),
             admin_name: "admin".to_string(),
             admin_token_hash,

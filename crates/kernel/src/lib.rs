@@ -22,6 +22,7 @@
 //! ```
 
 mod address;
+pub mod anomaly;
 mod command;
 mod event;
 mod genesis;

@@ -70,6 +70,14 @@ fn genesis() -> Genesis {
             _ => {}
         }
     }
+    // Low thresholds, so that quarantines and releases happen within a stream.
+    genesis.anomaly = Some(colony_kernel::anomaly::AnomalyConfig {
+        window_ms: 10_000,
+        warmup_windows: 2,
+        factor: 3,
+        bounds: [(40, 12), (25, 8), (50_000, 10_000), (8, 3), (1_000, 100)]
+            .map(|(ceiling, min)| colony_kernel::anomaly::SignalBound { ceiling, min }),
+    });
     genesis.governance.brake_ttl_ms = Some(30_000);
     genesis.governance.review_period_ms = 20_000;
     genesis.governance.brakes_per_hour_max = 4;
@@ -175,10 +183,17 @@ impl World {
             }
             2 => {
                 if let Some(target) = rng.pick(&self.principals) {
-                    self.run(
-                        PrincipalId::ADMIN,
-                        CommandBody::RemovePrincipal { principal: target },
-                    );
+                    let body = if rng.chance(50) {
+                        CommandBody::RemovePrincipal { principal: target }
+                    } else {
+                        CommandBody::ReleaseQuarantine { principal: target }
+                    };
+                    let who = if rng.chance(70) {
+                        PrincipalId::ADMIN
+                    } else {
+                        actor
+                    };
+                    self.run(who, body);
                 }
             }
             3 | 4 => {
@@ -499,6 +514,8 @@ fn the_streams_reach_every_kind_of_decision_that_matters() {
         ("governance.brake_expired", Decision::Allowed),
         ("governance.brake_confirmed", Decision::Allowed),
         ("governance.propose", Decision::Denied),
+        ("principal.quarantine", Decision::Allowed),
+        ("principal.release", Decision::Allowed),
     ] {
         let wanted = format!("{} {:?}", wanted.0, wanted.1);
         assert!(seen.contains(&wanted), "no {wanted} in 50 seeds");

@@ -99,7 +99,9 @@ impl ApiError {
             Reason::InsufficientResource { refill_at_ms, .. } => {
                 (StatusCode::TOO_MANY_REQUESTS, *refill_at_ms)
             }
-            Reason::Forbidden { .. } | Reason::NoStanding { .. } => (StatusCode::FORBIDDEN, None),
+            Reason::Forbidden { .. } | Reason::NoStanding { .. } | Reason::Quarantined { .. } => {
+                (StatusCode::FORBIDDEN, None)
+            }
             Reason::NotFound { .. } => (StatusCode::NOT_FOUND, None),
             Reason::StaleLease { .. } | Reason::NotClaimable { .. } => (StatusCode::CONFLICT, None),
             Reason::WorkerGone { .. } => (StatusCode::GONE, None),
@@ -179,6 +181,25 @@ pub fn explain(reason: &Reason) -> String {
         Reason::BrakeExpired { proposal, ttl_ms, .. } => format!(
             "brake {proposal} was not confirmed by the other side within {} s: the earlier values are back",
             ttl_ms / 1_000
+        ),
+        Reason::Anomalous { evidence } => format!(
+            "quarantined: {} {} in the window starting {}, past {} ({}; its baseline is {:.1} a window); a human member or admin releases it",
+            evidence.count,
+            evidence.signal.as_str(),
+            colony_log::audit::format_time(evidence.window_start_ms),
+            evidence.threshold,
+            match evidence.rule {
+                colony_kernel::anomaly::EvidenceRule::Ceiling => "the fixed ceiling",
+                colony_kernel::anomaly::EvidenceRule::Baseline => "far outside its own baseline",
+            },
+            evidence.baseline_sixteenths as f64 / colony_kernel::anomaly::BASELINE_SCALE as f64
+        ),
+        Reason::Quarantined { since_ms, evidence } => format!(
+            "you are quarantined since {} ({} {} in a window, past {}): you may only read until a human member or admin releases you",
+            colony_log::audit::format_time(*since_ms),
+            evidence.count,
+            evidence.signal.as_str(),
+            evidence.threshold
         ),
         Reason::BrakeConfirmed { proposal, by } => {
             format!("brake {proposal} was confirmed by {by}: it holds until changed")

@@ -38,6 +38,8 @@ pub struct GenesisConfig {
     pub quotas: QuotaConfig,
     pub governance: GovernanceConfig,
     pub tasks: TaskConfig,
+    /// `anomaly.toml` (`None`: disabled).
+    pub anomaly: Option<colony_kernel::anomaly::AnomalyConfig>,
     /// Where it came from, recorded as the limits' `set_via`.
     pub source: String,
 }
@@ -72,8 +74,17 @@ pub fn load_dir(dir: &Path) -> Result<GenesisConfig, ConfigError> {
                 })
             }
         },
+        anomaly: crate::anomaly_config::load(dir)?,
         source: dir.display().to_string(),
     })
+}
+
+/// Parses the text of `anomaly.toml` (`None`: detection disabled).
+pub fn parse_anomaly(
+    file: &Path,
+    text: &str,
+) -> Result<Option<colony_kernel::anomaly::AnomalyConfig>, ConfigError> {
+    crate::anomaly_config::parse(file, text)
 }
 
 /// The shipped defaults, compiled into the binary.
@@ -90,6 +101,7 @@ pub fn builtin_defaults() -> GenesisConfig {
         .expect("shipped governance.toml is valid"),
         tasks: parse_tasks(Path::new("(built-in)/tasks.toml"), DEFAULT_TASKS_TOML)
             .expect("shipped tasks.toml is valid"),
+        anomaly: crate::anomaly_config::builtin().expect("shipped anomaly.toml is valid"),
         source: "built-in defaults".to_string(),
     }
 }

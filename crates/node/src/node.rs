@@ -283,6 +283,16 @@ impl Node {
         self.shared.state.read().expect("state lock").last_seq
     }
 
+    /// For a node that failed (see [`Node::failed`]): stops accepting connections
+    /// and gives the requests in flight up to `within` to be answered (they are
+    /// answered `503 node_failed`), without writing anything more: no snapshot of a
+    /// state that may be half changed.
+    pub async fn abandon(self, within: std::time::Duration) {
+        self.shared.bus.close_all();
+        let _ = self.stop_server.send(true);
+        let _ = tokio::time::timeout(within, self.server).await;
+    }
+
     /// Stops accepting requests, lets those in flight finish, makes the log durable,
     /// writes a snapshot, and stops the sequencer.
     pub async fn shutdown(self) -> Result<(), NodeError> {
@@ -381,6 +391,7 @@ async fn apply_genesis(
         quotas: config.quotas,
         governance: config.governance,
         tasks: config.tasks,
+        anomaly: config.anomaly,
         source: config.source,
         admin_name: "admin".to_string(),
         admin_token_hash: hash_token(&token),

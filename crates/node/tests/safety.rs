@@ -393,3 +393,72 @@ async fn a_failed_node_says_so_on_healthz_and_answers_nothing_else() {
         .unwrap();
     assert!(reason.contains("fault injected"), "{reason}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_anomalous_agent_is_quarantined_and_a_human_releases_it() {
+    let anomaly = "[anomaly]\nwindow = \"1h\"\n[anomaly.signals.denials]\nceiling = 20\nmin = 5\n";
+    let node = start(&[("anomaly.toml", anomaly)], |_| {}).await;
+    let (address, agent) =
+        common::create_principal(&node.base, &node.admin, "prober", "ai", &["member"]).await;
+    let (_, other_ai) =
+        common::create_principal(&node.base, &node.admin, "peer", "ai", &["member"]).await;
+    let (_, human) =
+        common::create_principal(&node.base, &node.admin, "operator", "human", &["member"]).await;
+    // Probing tasks that do not exist: each claim is denied.
+    let mut refused_as_quarantined = false;
+    for _ in 0..30 {
+        let (status, body) = post(
+            &node.base,
+            "/v1/tasks/0.7.1.99999/heartbeat",
+            &agent,
+            json!({"lease_token": 1, "justification": "probe"}),
+        )
+        .await;
+        if status == 403 && body["error"]["code"] == "quarantined" {
+            refused_as_quarantined = true;
+            break;
+        }
+    }
+    assert!(refused_as_quarantined, "the prober was never quarantined");
+    let (status, shown) = get(
+        &node.base,
+        &format!("/v1/principals/{address}"),
+        &node.admin,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(shown["state"], "quarantined", "{shown}");
+    assert_eq!(
+        shown["quarantine"]["evidence"]["signal"], "denials",
+        "{shown}"
+    );
+    assert_eq!(
+        shown["quarantine"]["evidence"]["rule"], "ceiling",
+        "{shown}"
+    );
+    // It may still read.
+    let (status, _) = get(&node.base, "/v1/ledger/me", &agent).await;
+    assert_eq!(status, 200);
+    // An AI cannot release it; a human member can.
+    let release = json!({"justification": "I looked: it was a bug in its prompt"});
+    let path = format!("/v1/principals/{address}/release");
+    let (status, body) = post(&node.base, &path, &other_ai, release.clone()).await;
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = post(&node.base, &path, &human, release).await;
+    assert_eq!(status, 200, "{body}");
+    let (_, shown) = get(
+        &node.base,
+        &format!("/v1/principals/{address}"),
+        &node.admin,
+    )
+    .await;
+    assert_eq!(shown["state"], "active", "{shown}");
+    let (status, body) = post(
+        &node.base,
+        "/v1/tasks",
+        &agent,
+        json!({"title": "back to work", "justification": "released"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+}

@@ -165,6 +165,23 @@ impl State {
                 "active_workers usage {usage}, but {active} sessions (explicit and implicit) are active"
             ));
         }
+        for principal in self.quarantined.keys() {
+            let holds_anything = self.open_reservations.contains_key(principal)
+                || self.leases_held.contains_key(principal)
+                || self
+                    .workers
+                    .values()
+                    .any(|w| w.principal == *principal && w.state == WorkerState::Active)
+                || self
+                    .limits
+                    .values()
+                    .any(|l| l.queue.iter().any(|q| q.actor == *principal));
+            if holds_anything {
+                return Err(format!(
+                    "quarantined {principal} still holds reservations, leases, sessions or queue places"
+                ));
+            }
+        }
         for principal in &self.implicit_sessions {
             if !self.leases_held.contains_key(principal) {
                 return Err(format!(

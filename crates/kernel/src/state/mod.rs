@@ -15,6 +15,7 @@ use crate::limits::{Gate, Limit, LimitSpec, OnSoft, QueuedAdmission, BUILTIN_LIM
 use crate::principal::{Principal, PrincipalId, PrincipalKind, Role, TokenHash};
 use crate::{validate_address, JUSTIFICATION_BYTES_MAX, NAME_BYTES_MAX, PRINCIPAL_DEPTH_MAX};
 
+mod anomaly;
 mod governance;
 mod invariants;
 mod streams;
@@ -77,6 +78,12 @@ pub struct State {
     worker_leases: BTreeMap<u64, BTreeSet<String>>,
     /// Durable bus streams, by name.
     streams: BTreeMap<String, crate::streams::StreamSpec>,
+    /// `anomaly.toml`: `None` watches nothing.
+    anomaly: Option<crate::anomaly::AnomalyConfig>,
+    /// What each principal did in the current window, and its baselines.
+    activity: BTreeMap<PrincipalId, crate::anomaly::Activity>,
+    /// Quarantined principals, with the evidence.
+    quarantined: BTreeMap<PrincipalId, crate::anomaly::Quarantine>,
     /// Events decided while applying the primary decision, emitted right after it.
     /// Always empty between commands.
     #[serde(skip)]
@@ -128,6 +135,9 @@ impl State {
         let primary_index = events.len();
         events.push(primary);
         events.append(&mut self.consequences);
+        if command.actor != PrincipalId::SYSTEM && self.anomaly.is_some() {
+            self.observe(command.actor, primary_index, &mut events);
+        }
         self.admit_waiting(&mut events);
         Applied {
             events,
@@ -270,6 +280,16 @@ impl State {
                 action,
                 actor_address,
                 forbidden("observers may read but not act"),
+            );
+        }
+        if let Some(quarantine) = self.quarantined.get(&command.actor) {
+            return Event::denied(
+                action,
+                actor_address,
+                Reason::Quarantined {
+                    since_ms: quarantine.since_ms,
+                    evidence: Box::new(quarantine.evidence.clone()),
+                },
             );
         }
         if !actor_is_system {
@@ -419,6 +439,9 @@ impl State {
                 }
                 self.create_principal(command, request, None)
             }
+            CommandBody::ReleaseQuarantine { principal } => {
+                self.release_quarantine(command, *principal)
+            }
             CommandBody::RemovePrincipal { principal } => {
                 if !actor_is_admin {
                     return Event::denied(
@@ -501,6 +524,7 @@ impl State {
         }
         self.quotas = Some(genesis.quotas.clone());
         self.governance = Some(genesis.governance.clone());
+        self.anomaly = genesis.anomaly.clone();
         self.task_config = Some(genesis.tasks.clone());
         if let Some(relaxation) = &genesis.governance.relaxation {
             self.stability.window_start_ms =
@@ -816,7 +840,8 @@ impl State {
                 let actor_ok = self
                     .principals
                     .get(&queued.actor)
-                    .is_some_and(|p| p.standing);
+                    .is_some_and(|p| p.standing)
+                    && !self.quarantined.contains_key(&queued.actor);
                 let body = match &queued.request {
                     crate::limits::AdmissionRequest::CreatePrincipal(request) => {
                         CommandBody::CreatePrincipal(request.clone())

@@ -139,6 +139,12 @@ impl State {
             if !self.principals.contains_key(&entry.principal) {
                 continue;
             }
+            if let Some(quarantined) = self.observe_signals(
+                entry.principal,
+                &[(crate::anomaly::Signal::Publishes, entry.io_ops)],
+            ) {
+                self.consequences.push(quarantined);
+            }
             principals += 1;
             io_ops += entry.io_ops;
             data_bytes += entry.data_bytes;

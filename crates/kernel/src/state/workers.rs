@@ -75,7 +75,7 @@ impl State {
 
     /// Ends a session: releases its `active_workers` unit and puts its tasks back
     /// on the board (resuming from their checkpoints). Returns those tasks.
-    fn end_session(
+    pub(super) fn end_session(
         &mut self,
         id: u64,
         state: WorkerState,

@@ -5,7 +5,7 @@
 //! |---|---|
 //! | `GET /healthz` | 200 while serving |
 //! | `GET /v1/limits`, `GET /v1/limits/{name}` | limits with usage and state |
-//! | `POST /v1/principals`, `GET /v1/principals`, `POST /v1/principals/{address}/remove` | principals |
+//! | `POST /v1/principals`, `GET /v1/principals`, `GET /v1/principals/{address}`, `POST /v1/principals/{address}/remove`, `POST /v1/principals/{address}/release` | principals (release: a quarantine) |
 //! | `POST /v1/ledger/{reserve,commit,release,grant,free}`, `GET /v1/ledger/me` | the ledger |
 //! | `GET /v1/audit` | the decision log, paged and filtered |
 //! | `POST /v1/proposals`, `GET /v1/proposals[?state=]`, `GET /v1/proposals/{id}`, `POST /v1/proposals/{id}/votes` | governance |
@@ -133,7 +133,12 @@ pub fn router(app: AppState) -> Router {
             "/v1/principals",
             post(principals::create).get(principals::list),
         )
+        .route("/v1/principals/{address}", get(principals::one))
         .route("/v1/principals/{address}/remove", post(principals::remove))
+        .route(
+            "/v1/principals/{address}/release",
+            post(principals::release),
+        )
         .route(
             "/v1/proposals",
             post(governance::propose).get(governance::list),

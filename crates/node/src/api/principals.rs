@@ -125,20 +125,72 @@ pub async fn list(
     let principals: Vec<Value> = state
         .principals()
         .filter(|p| p.kind != PrincipalKind::System && (query.all || p.standing))
-        .map(|p| {
-            json!({
-                "id": p.id.0,
-                "address": p.address,
-                "name": p.name,
-                "kind": p.kind.as_str(),
-                "roles": p.roles.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
-                "standing": p.standing,
-                "parent": p.parent.and_then(|id| state.principal(id)).map(|parent| parent.address.clone()),
-                "created_at": colony_log::audit::format_time(p.created_at_ms),
-            })
-        })
+        .map(|p| principal_json(&state, p))
         .collect();
     Json(json!({ "principals": principals }))
+}
+
+/// A principal as the API shows it: `state` is `active`, `quarantined` (with the
+/// evidence under `quarantine`) or `removed`.
+fn principal_json(state: &colony_kernel::State, p: &colony_kernel::Principal) -> Value {
+    let quarantine = state.quarantine_of(p.id);
+    let status = match (p.standing, quarantine) {
+        (false, _) => "removed",
+        (true, Some(_)) => "quarantined",
+        (true, None) => "active",
+    };
+    json!({
+        "id": p.id.0,
+        "address": p.address,
+        "name": p.name,
+        "kind": p.kind.as_str(),
+        "roles": p.roles.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
+        "standing": p.standing,
+        "state": status,
+        "quarantine": quarantine.map(|q| json!({
+            "since": colony_log::audit::format_time(q.since_ms),
+            "evidence": q.evidence,
+            "released_reservations": q.released_reservations,
+            "revoked_leases": q.revoked_leases,
+            "ended_workers": q.ended_workers,
+        })),
+        "parent": p.parent.and_then(|id| state.principal(id)).map(|parent| parent.address.clone()),
+        "created_at": colony_log::audit::format_time(p.created_at_ms),
+    })
+}
+
+/// `GET /v1/principals/{address}`.
+pub async fn one(
+    State(app): State<AppState>,
+    _caller: Caller,
+    Segment(address): Segment<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id = app.principal_at(&address)?;
+    let state = app.shared.state.read().expect("state lock");
+    let principal = state.principal(id).expect("found above");
+    Ok(Json(principal_json(&state, principal)))
+}
+
+/// `POST /v1/principals/{address}/release`: a human member or admin lifts a
+/// quarantine.
+pub async fn release(
+    State(app): State<AppState>,
+    caller: Caller,
+    Segment(address): Segment<String>,
+    Body(request): Body<RemoveRequest>,
+) -> Result<Json<Value>, ApiError> {
+    let justification = require_justification(request.justification)?;
+    let target = app.principal_at(&address)?;
+    let outcome = app
+        .decide(
+            caller.id,
+            justification,
+            CommandBody::ReleaseQuarantine { principal: target },
+        )
+        .await?;
+    Ok(Json(
+        json!({ "released": address, "effect": outcome.primary.effect, "seq": outcome.seq }),
+    ))
 }
 
 #[derive(Deserialize)]

@@ -24,6 +24,8 @@ struct Allowance {
     unflushed: u64,
     /// When the kernel's window refills (for the error's `retry_after`).
     refill_at_ms: Option<u64>,
+    /// Why nothing may be spent whatever the balance (a quarantine).
+    refused: Option<Reason>,
 }
 
 /// One principal's io_ops allowance.
@@ -67,6 +69,9 @@ impl Meters {
     /// Spends one io_op of `principal` and `bytes` of the data window, or says why not.
     pub fn take(&self, meter: &Meter, address: &str, bytes: u64) -> Result<(), Reason> {
         let mut io_ops = meter.io_ops.lock().expect("meter lock");
+        if let Some(reason) = &io_ops.refused {
+            return Err(reason.clone());
+        }
         if io_ops.left == 0 {
             return Err(Reason::InsufficientResource {
                 resource: Resource::IoOps,
@@ -143,6 +148,14 @@ impl Meters {
 
 fn refresh_one(state: &State, principal: PrincipalId, meter: &Meter, now_ms: u64) {
     let mut io_ops = meter.io_ops.lock().expect("meter lock");
+    // A quarantined principal may only read: it publishes nothing from the next
+    // refresh on (within `edge_flush_ms` of the quarantine).
+    io_ops.refused = state
+        .quarantine_of(principal)
+        .map(|quarantine| Reason::Quarantined {
+            since_ms: quarantine.since_ms,
+            evidence: Box::new(quarantine.evidence.clone()),
+        });
     match state.available_at(principal, Resource::IoOps, now_ms) {
         None => io_ops.left = u64::MAX,
         Some(available) => io_ops.left = available.saturating_sub(io_ops.unflushed),

@@ -1,0 +1,190 @@
+//! The kernel's side of anomaly detection: watching each principal's signals against
+//! its baseline, quarantining one far outside it, and a human's release.
+
+use super::{forbidden, not_found, State};
+use crate::anomaly::{Activity, Evidence, Quarantine, Signal};
+use crate::command::Command;
+use crate::event::{Decision, Effect, Event, Reason};
+use crate::ledger::{ReservationId, Resource};
+use crate::principal::{PrincipalId, PrincipalKind, Role};
+use crate::workers::WorkerState;
+
+const QUARANTINE: &str = "principal.quarantine";
+const RELEASE: &str = "principal.release";
+
+impl State {
+    /// The quarantine of a principal, if it is quarantined.
+    pub fn quarantine_of(&self, principal: PrincipalId) -> Option<&Quarantine> {
+        self.quarantined.get(&principal)
+    }
+
+    /// A principal's activity in the current window and its baselines.
+    pub fn activity_of(&self, principal: PrincipalId) -> Option<&Activity> {
+        self.activity.get(&principal)
+    }
+
+    /// Watches what a principal's command did (its primary event is
+    /// `events[primary_index]`); quarantines it when a signal is anomalous (the
+    /// event goes into `events`). On the hot path: no allocation, one lookup.
+    pub(super) fn observe(
+        &mut self,
+        actor: PrincipalId,
+        primary_index: usize,
+        events: &mut Vec<Event>,
+    ) {
+        let primary = &events[primary_index];
+        let mut signals = [(Signal::Commands, 1u64); 4];
+        let mut count = 1;
+        if primary.decision == Decision::Denied {
+            signals[count] = (Signal::Denials, 1);
+            count += 1;
+        }
+        match &primary.effect {
+            Effect::Committed {
+                resource: Resource::LlmBudgetUsd,
+                charged,
+                ..
+            }
+            | Effect::TaskBudgetSpent { charged, .. } => {
+                signals[count] = (Signal::SpendMicroUsd, *charged);
+                count += 1;
+            }
+            _ => {}
+        }
+        if primary.action == "task.fail" && primary.decision.is_allowed() {
+            signals[count] = (Signal::FailedTasks, 1);
+            count += 1;
+        }
+        if let Some(event) = self.observe_signals(actor, &signals[..count]) {
+            events.push(event);
+        }
+    }
+
+    /// Adds to signals of a principal; the quarantine, when that made it anomalous.
+    /// Admins (and the system) are watched by people, not quarantined.
+    pub(super) fn observe_signals(
+        &mut self,
+        principal: PrincipalId,
+        signals: &[(Signal, u64)],
+    ) -> Option<Event> {
+        let config = self.anomaly.as_ref()?;
+        let exempt = self
+            .principals
+            .get(&principal)
+            .is_none_or(|p| p.is_admin() || !p.standing || p.kind == PrincipalKind::System);
+        if exempt || self.quarantined.contains_key(&principal) {
+            return None;
+        }
+        let activity = self.activity.entry(principal).or_default();
+        activity.roll(self.now_ms, config.window_ms);
+        let evidence = signals
+            .iter()
+            .find_map(|(signal, amount)| activity.add(*signal, *amount, config))?;
+        Some(self.quarantine(principal, evidence))
+    }
+
+    /// Quarantines a principal: its tokens may only read, its reservations are
+    /// released, its leases revoked (the tasks go back on the board), its worker
+    /// sessions end, its queued admissions are dropped.
+    fn quarantine(&mut self, principal: PrincipalId, evidence: Evidence) -> Event {
+        let address = self.principals[&principal].address.clone();
+        let why = format!(
+            "{address} is quarantined: {} {} in the window, past {}",
+            evidence.count,
+            evidence.signal.as_str(),
+            evidence.threshold
+        );
+        let held: Vec<ReservationId> = self.reservations_of(principal).map(|r| r.id).collect();
+        for reservation in &held {
+            self.release(*reservation, QUARANTINE);
+        }
+        let sessions: Vec<u64> = self
+            .workers
+            .values()
+            .filter(|w| w.principal == principal && w.state == WorkerState::Active)
+            .map(|w| w.id)
+            .collect();
+        let mut revoked = Vec::new();
+        for session in &sessions {
+            revoked.extend(self.end_session(*session, WorkerState::Left, "quarantined", &why));
+        }
+        let leased: Vec<String> = self
+            .tasks
+            .values()
+            .filter(|t| t.lease.as_ref().is_some_and(|l| l.holder == principal))
+            .map(|t| t.address.clone())
+            .collect();
+        for address in leased {
+            self.end_attempt(&address, "quarantined", Some(why.clone()));
+            if self.tasks[&address].status.is_open() {
+                self.set_status(&address, crate::tasks::TaskStatus::Pending, "0.1", &why);
+            }
+            revoked.push(address);
+        }
+        for limit in self.limits.values_mut() {
+            limit.queue.retain(|queued| queued.actor != principal);
+        }
+        let quarantine = Quarantine {
+            principal,
+            since_ms: self.now_ms,
+            evidence: evidence.clone(),
+            released_reservations: held.len() as u32,
+            revoked_leases: revoked.clone(),
+            ended_workers: sessions.clone(),
+        };
+        self.quarantined.insert(principal, quarantine);
+        let mut event = Event::allowed(
+            QUARANTINE,
+            address.clone(),
+            Effect::Quarantined {
+                principal,
+                address,
+                released_reservations: held.len(),
+                revoked_leases: revoked,
+                ended_workers: sessions,
+            },
+        );
+        event.reason = Reason::Anomalous {
+            evidence: Box::new(evidence),
+        };
+        event
+    }
+
+    /// A human with standing (member or admin) lifts a quarantine.
+    pub(super) fn release_quarantine(&mut self, command: &Command, target: PrincipalId) -> Event {
+        let actor = &self.principals[&command.actor];
+        if actor.kind != PrincipalKind::Human
+            || !actor
+                .roles
+                .iter()
+                .any(|role| matches!(role, Role::Admin | Role::Member))
+        {
+            return Event::denied(
+                RELEASE,
+                target.to_string(),
+                forbidden("only a human member or admin releases a quarantine"),
+            );
+        }
+        let Some(quarantine) = self.quarantined.remove(&target) else {
+            return Event::denied(
+                RELEASE,
+                target.to_string(),
+                not_found("quarantine of principal", target),
+            );
+        };
+        // The window that tripped it starts over; the baselines stay.
+        if let Some(activity) = self.activity.get_mut(&target) {
+            activity.counts = [0; 5];
+        }
+        let address = self.principals[&target].address.clone();
+        Event::allowed(
+            RELEASE,
+            address.clone(),
+            Effect::QuarantineReleased {
+                principal: target,
+                address,
+                quarantined_at_ms: quarantine.since_ms,
+            },
+        )
+    }
+}
