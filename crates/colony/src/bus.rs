@@ -32,7 +32,7 @@ impl Bus {
         } else if let Some(rest) = url.strip_prefix("http://") {
             format!("ws://{rest}/v1/bus")
         } else {
-            bail!("--url must start with http:// ({url})");
+            bail!("--url must start with http:// or https:// ({url})");
         };
         let mut request = ws_url.as_str().into_client_request()?;
         let token = client
@@ -41,9 +41,16 @@ impl Bus {
         request
             .headers_mut()
             .insert("authorization", format!("Bearer {token}").parse()?);
-        let (ws, _) = tokio_tungstenite::connect_async(request)
-            .await
-            .with_context(|| format!("cannot open the bus at {ws_url}"))?;
+        let tls = colony_node::tls::client_config(remote.ca_file.as_deref())
+            .map_err(|message| anyhow!("TLS: {message}"))?;
+        let (ws, _) = tokio_tungstenite::connect_async_tls_with_config(
+            request,
+            None,
+            true,
+            Some(tokio_tungstenite::Connector::Rustls(tls)),
+        )
+        .await
+        .with_context(|| format!("cannot open the bus at {ws_url}"))?;
         Ok(Bus {
             ws,
             next_id: 1,

@@ -38,8 +38,14 @@ impl Client {
                 .ok()
                 .map(|t| t.trim().to_string()),
         };
+        let tls = colony_node::tls::client_config(remote.ca_file.as_deref())
+            .map_err(|message| anyhow!("TLS: {message}"))?;
+        let http = reqwest::Client::builder()
+            .use_preconfigured_tls((*tls).clone())
+            .build()
+            .context("cannot build the HTTP client")?;
         Ok(Client {
-            http: reqwest::Client::new(),
+            http,
             base: remote.url.trim_end_matches('/').to_string(),
             token,
         })

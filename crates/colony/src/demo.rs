@@ -97,6 +97,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         url: url.clone(),
         token: Some(token),
         json: false,
+        ca_file: None,
     })?;
     // Let the three workers register first (the third crosses active_workers' soft).
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -48,6 +48,11 @@ pub struct Remote {
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
     pub json: bool,
+    /// A PEM file of CA certificates that verify the node's certificate (for a
+    /// node serving `--tls-self-signed`: its `<data>/tls/cert.pem`), besides the
+    /// system's roots and `SSL_CERT_FILE`.
+    #[arg(long, env = "COLONY_CA_FILE", global = true)]
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]

@@ -144,6 +144,9 @@ pub struct Activity {
     pub baselines: [u64; 5],
     /// Windows of history (saturating).
     pub windows: u32,
+    /// An admin's (or the system's): watched by people, never quarantined. Kept here
+    /// so that the hot path looks the principal up once, not at every command.
+    pub exempt: bool,
 }
 
 impl Activity {

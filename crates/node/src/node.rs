@@ -218,10 +218,13 @@ impl Node {
                 let handle = crate::supervisor::spawn(
                     supervisor,
                     config.data_dir.clone(),
-                    format!(
-                        "{}://{local_addr}",
-                        if tls.is_some() { "https" } else { "http" }
-                    ),
+                    crate::supervisor::NodeAddress {
+                        url: format!(
+                            "{}://{local_addr}",
+                            if tls.is_some() { "https" } else { "http" }
+                        ),
+                        ca_file: tls.as_ref().map(|tls| tls.cert_file.clone()),
+                    },
                     Arc::clone(&state),
                     submitter.clone(),
                     stopped,

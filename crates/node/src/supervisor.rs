@@ -100,11 +100,19 @@ struct Running {
     desired: u32,
 }
 
+/// How the supervised workers reach the node: its URL, and the CA file that
+/// verifies its certificate when it serves TLS (`COLONY_CA_FILE` for the workers).
+#[derive(Clone, Debug)]
+pub(crate) struct NodeAddress {
+    pub url: String,
+    pub ca_file: Option<PathBuf>,
+}
+
 /// Starts the supervisor task; it stops (terminating its processes) when `stop` changes.
 pub(crate) async fn spawn(
     config: SupervisorConfig,
     data_dir: PathBuf,
-    url: String,
+    url: NodeAddress,
     state: Arc<RwLock<State>>,
     submitter: Submitter,
     mut stop: watch::Receiver<bool>,
@@ -271,7 +279,7 @@ fn terminate(pid: u32) {
 async fn supervise(
     run: &mut Running,
     config: &SupervisorConfig,
-    url: &str,
+    url: &NodeAddress,
     state: &Arc<RwLock<State>>,
     submitter: &Submitter,
 ) {
@@ -389,7 +397,7 @@ async fn supervise(
     }
 }
 
-fn start(run: &mut Running, url: &str) -> std::io::Result<u32> {
+fn start(run: &mut Running, url: &NodeAddress) -> std::io::Result<u32> {
     let (program, arguments) = run
         .profile
         .command
@@ -399,9 +407,12 @@ fn start(run: &mut Running, url: &str) -> std::io::Result<u32> {
     if let Some(model) = &run.profile.model {
         command.env("COLONY_MODEL", model);
     }
+    if let Some(ca_file) = &url.ca_file {
+        command.env("COLONY_CA_FILE", ca_file);
+    }
     let child = command
         .args(arguments)
-        .env("COLONY_URL", url)
+        .env("COLONY_URL", &url.url)
         .env("COLONY_TOKEN", &run.token)
         .env("COLONY_CAPABILITIES", run.profile.capabilities.join(","))
         .env("COLONY_PROFILE", &run.profile.name)

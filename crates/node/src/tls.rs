@@ -222,6 +222,35 @@ pub fn upstream_client(
         .map_err(|error| format!("cannot build the HTTP client: {}", error_chain(&error)))
 }
 
+/// A client configuration for reaching a Colony node (or anything else) over TLS:
+/// the platform's roots, `SSL_CERT_FILE`, and `ca_file` (such as a node's
+/// self-signed certificate). Used by the CLI for HTTPS and `wss://`.
+pub fn client_config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, String> {
+    install_crypto_provider();
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    roots.add_parsable_certificates(native.certs);
+    let mut extra: Vec<CertificateDer<'static>> = Vec::new();
+    if let Some(file) = std::env::var_os("SSL_CERT_FILE").filter(|v| !v.is_empty()) {
+        extra.extend(
+            read_certificates(Path::new(&file)).map_err(|m| format!("SSL_CERT_FILE: {m}"))?,
+        );
+    }
+    if let Some(file) = ca_file {
+        extra.extend(read_certificates(file).map_err(|m| format!("{}: {m}", file.display()))?);
+    }
+    for certificate in extra {
+        roots
+            .add(certificate)
+            .map_err(|error| format!("a CA certificate is not usable: {error}"))?;
+    }
+    let mut config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
 /// An error with its causes, `outer: inner: innermost` (a TLS failure is deep inside
 /// a reqwest error, and it is the part that says what went wrong).
 pub fn error_chain(error: &dyn std::error::Error) -> String {

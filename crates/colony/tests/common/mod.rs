@@ -40,11 +40,22 @@ pub fn start_with_config(data: &Path, config: &Path) -> (Child, String) {
 
 /// Starts `colony up` with the given genesis directory and extra environment.
 pub fn start_with_env(data: &Path, config: &Path, env: &[(&str, &str)]) -> (Child, String) {
+    start_with_args(data, config, &[], env)
+}
+
+/// Starts `colony up` with extra arguments and environment.
+pub fn start_with_args(
+    data: &Path,
+    config: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (Child, String) {
     let mut child = Command::new(COLONY)
         .args(["up", "--listen", "127.0.0.1:0", "--data"])
         .arg(data)
         .arg("--config")
         .arg(config)
+        .args(args)
         .envs(env.iter().copied())
         .env("COLONY_LOG", "warn")
         .stdout(Stdio::piped())

@@ -68,14 +68,26 @@ impl State {
         signals: &[(Signal, u64)],
     ) -> Option<Event> {
         let config = self.anomaly.as_ref()?;
-        let exempt = self
-            .principals
-            .get(&principal)
-            .is_none_or(|p| p.is_admin() || !p.standing || p.kind == PrincipalKind::System);
-        if exempt || self.quarantined.contains_key(&principal) {
+        if !self.quarantined.is_empty() && self.quarantined.contains_key(&principal) {
             return None;
         }
-        let activity = self.activity.entry(principal).or_default();
+        let activity = match self.activity.entry(principal) {
+            std::collections::btree_map::Entry::Occupied(entry) => entry.into_mut(),
+            std::collections::btree_map::Entry::Vacant(entry) => {
+                // Roles never change after creation: decided once.
+                let exempt = self
+                    .principals
+                    .get(&principal)
+                    .is_none_or(|p| p.is_admin() || !p.standing || p.kind == PrincipalKind::System);
+                entry.insert(Activity {
+                    exempt,
+                    ..Activity::default()
+                })
+            }
+        };
+        if activity.exempt {
+            return None;
+        }
         activity.roll(self.now_ms, config.window_ms);
         let evidence = signals
             .iter()
