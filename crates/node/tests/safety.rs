@@ -462,3 +462,74 @@ async fn an_anomalous_agent_is_quarantined_and_a_human_releases_it() {
     .await;
     assert_eq!(status, 201, "{body}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_messages_and_names_count_toward_data_creation() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let bus = colony_node::bus::BusConfig {
+        edge_flush_ms: 50,
+        ..Default::default()
+    };
+    let node = start(&[], move |config| config.bus = Some(bus)).await;
+    let usage = |limits: &Value| {
+        limits["usage"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{limits}"))
+    };
+    let (_, before) = get(&node.base, "/v1/limits/data_creation_bytes", &node.admin).await;
+    // A name and a justification are kept: they count.
+    let name = "n".repeat(100);
+    let justification = "j".repeat(300);
+    let (status, _) = post(
+        &node.base,
+        "/v1/principals",
+        &node.admin,
+        json!({"name": name, "kind": "ai", "justification": justification}),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let (_, after_name) = get(&node.base, "/v1/limits/data_creation_bytes", &node.admin).await;
+    assert!(
+        usage(&after_name) >= usage(&before) + 400,
+        "{before} -> {after_name}"
+    );
+    // A message stored in a durable stream counts, once the edge reports it.
+    let (status, body) = post(
+        &node.base,
+        "/v1/streams",
+        &node.admin,
+        json!({"name": "kept", "subjects": ["kept.>"], "justification": "keep them"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let (_, before_publish) = get(&node.base, "/v1/limits/data_creation_bytes", &node.admin).await;
+    let url = format!(
+        "ws://{}/v1/bus?token={}",
+        node.node.local_addr(),
+        node.admin
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let payload = "p".repeat(5_000);
+    ws.send(Message::Text(
+        json!({"op": "pub", "subject": "kept.one", "data": payload, "id": 1})
+            .to_string()
+            .into(),
+    ))
+    .await
+    .unwrap();
+    let answer = ws.next().await.unwrap().unwrap();
+    assert!(answer.to_text().unwrap().contains("\"ok\""), "{answer}");
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let (_, now) = get(&node.base, "/v1/limits/data_creation_bytes", &node.admin).await;
+        if usage(&now) >= usage(&before_publish) + 5_000 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the stream message was never counted: {now}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
