@@ -292,6 +292,24 @@ pub struct Vote {
     pub at_ms: u64,
 }
 
+impl Vote {
+    /// The vote `command` casts, on `side`, as its voter's address says.
+    pub(crate) fn cast(
+        command: &crate::command::Command,
+        address: &str,
+        choice: VoteChoice,
+        side: Side,
+    ) -> Vote {
+        Vote {
+            choice,
+            side,
+            address: address.to_string(),
+            justification: command.justification.clone(),
+            at_ms: command.at_ms,
+        }
+    }
+}
+
 /// Votes of one side, against its rule.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SideTally {

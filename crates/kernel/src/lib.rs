@@ -45,8 +45,8 @@ pub use genesis::{Genesis, QuotaConfig};
 pub use ledger::{Balance, Reservation, ReservationId, ReservationState, Resource, ResourceKind};
 
 pub use limits::{
-    builtin_limit, AdmissionRequest, BuiltinLimit, Enforcement, Gate, Limit, LimitKind, LimitSpec,
-    LimitState, OnSoft, QueuedAdmission, BUILTIN_LIMITS,
+    builtin_limit, AdmissionRequest, BuiltinLimit, Enforcement, Gate, Limit, LimitKind, LimitName,
+    LimitSpec, LimitState, OnSoft, QueuedAdmission, BUILTIN_LIMITS,
 };
 pub use principal::{Principal, PrincipalId, PrincipalKind, Role, TokenHash};
 pub use state::State;

@@ -198,6 +198,86 @@ pub const BUILTIN_LIMITS: &[BuiltinLimit] = &[
     },
 ];
 
+/// A built-in limit, by a type rather than by its name: the kernel looks limits up by
+/// this; names are for people, files and the API.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LimitName {
+    AiAccounts,
+    HumanAccounts,
+    ActiveWorkers,
+    ConcurrentApiRequests,
+    DataCreationBytes,
+    LlmSpendUsd,
+    TaskQueueDepth,
+    TotalNodes,
+    NodesPerCategory,
+    LinksPerNode,
+    PendingLinksPerNode,
+    TasksPerWorker,
+    MessageThreadDepth,
+    UnreadPerInstance,
+    VersionHistory,
+}
+
+impl LimitName {
+    pub const ALL: [LimitName; 15] = [
+        LimitName::AiAccounts,
+        LimitName::HumanAccounts,
+        LimitName::ActiveWorkers,
+        LimitName::ConcurrentApiRequests,
+        LimitName::DataCreationBytes,
+        LimitName::LlmSpendUsd,
+        LimitName::TaskQueueDepth,
+        LimitName::TotalNodes,
+        LimitName::NodesPerCategory,
+        LimitName::LinksPerNode,
+        LimitName::PendingLinksPerNode,
+        LimitName::TasksPerWorker,
+        LimitName::MessageThreadDepth,
+        LimitName::UnreadPerInstance,
+        LimitName::VersionHistory,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LimitName::AiAccounts => "ai_accounts",
+            LimitName::HumanAccounts => "human_accounts",
+            LimitName::ActiveWorkers => "active_workers",
+            LimitName::ConcurrentApiRequests => "concurrent_api_requests",
+            LimitName::DataCreationBytes => "data_creation_bytes",
+            LimitName::LlmSpendUsd => "llm_spend_usd",
+            LimitName::TaskQueueDepth => "task_queue_depth",
+            LimitName::TotalNodes => "total_nodes",
+            LimitName::NodesPerCategory => "nodes_per_category",
+            LimitName::LinksPerNode => "links_per_node",
+            LimitName::PendingLinksPerNode => "pending_links_per_node",
+            LimitName::TasksPerWorker => "tasks_per_worker",
+            LimitName::MessageThreadDepth => "message_thread_depth",
+            LimitName::UnreadPerInstance => "unread_per_instance",
+            LimitName::VersionHistory => "version_history",
+        }
+    }
+
+    /// The limit of a Colony name or a Hypernet name.
+    pub fn parse(name: &str) -> Option<LimitName> {
+        let builtin = builtin_limit(name)?;
+        LimitName::ALL
+            .into_iter()
+            .find(|n| n.as_str() == builtin.name)
+    }
+
+    pub fn builtin(self) -> &'static BuiltinLimit {
+        builtin_limit(self.as_str()).expect("every LimitName is built in")
+    }
+}
+
+impl std::fmt::Display for LimitName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Looks a limit up by its Colony name or one of its Hypernet names.
 pub fn builtin_limit(name: &str) -> Option<&'static BuiltinLimit> {
     BUILTIN_LIMITS
@@ -519,5 +599,24 @@ mod tests {
             "task_queue_depth"
         );
         assert!(builtin_limit("nonsense").is_none());
+    }
+}
+
+#[cfg(test)]
+mod names {
+    use super::*;
+
+    #[test]
+    fn every_builtin_limit_has_a_name_and_back() {
+        assert_eq!(LimitName::ALL.len(), BUILTIN_LIMITS.len());
+        for name in LimitName::ALL {
+            assert_eq!(LimitName::parse(name.as_str()), Some(name));
+            assert_eq!(name.builtin().name, name.as_str());
+        }
+        assert_eq!(
+            LimitName::parse("max_ai_accounts"),
+            Some(LimitName::AiAccounts)
+        );
+        assert_eq!(LimitName::parse("no_such_limit"), None);
     }
 }

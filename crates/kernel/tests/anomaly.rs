@@ -81,12 +81,7 @@ fn a_burst_far_outside_its_baseline_is_quarantined_with_the_evidence() {
         })),
     );
     assert!(registered.primary().decision.is_allowed());
-    let task = post(
-        &mut sim,
-        PrincipalId::ADMIN,
-        new_task("t", Priority::Normal, &[]),
-    )
-    .unwrap();
+    let task = post_plain(&mut sim, "t");
     let (claimed, _) = claim(&mut sim, agent, &[]).unwrap();
     assert_eq!(claimed, task);
     // Then a burst past 20 times its baseline.

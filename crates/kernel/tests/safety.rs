@@ -32,12 +32,9 @@ fn values(sim: &Sim, name: &str) -> (Option<u64>, Option<u64>) {
 
 /// Genesis for tests, with a brake floor on `ai_accounts` and a one-minute brake ttl.
 fn guarded() -> Genesis {
-    let mut genesis = Genesis::for_tests(ADMIN_TOKEN);
-    for limit in &mut genesis.limits {
-        if limit.name == "ai_accounts" {
-            limit.brake_floor = 2;
-        }
-    }
+    let mut genesis = genesis_with_limit("ai_accounts", |limit| {
+        limit.brake_floor = 2;
+    });
     genesis.governance.brake_ttl_ms = Some(60_000);
     genesis.governance.brakes_per_hour_max = 3;
     genesis
@@ -287,12 +284,7 @@ fn a_deep_chain_of_principals_is_refused_not_a_panic() {
 fn decomposition_depth_is_bounded_and_completion_does_not_recurse() {
     let mut sim = Sim::new();
     let worker = sim.create_ok(PrincipalKind::Ai, None);
-    let root = post(
-        &mut sim,
-        PrincipalId::ADMIN,
-        new_task("root", Priority::Normal, &[]),
-    )
-    .unwrap();
+    let root = post_plain(&mut sim, "root");
     let mut address = root.clone();
     for level in 0..=TASK_DEPTH_MAX {
         let (claimed, token) = claim(&mut sim, worker, &[]).unwrap();
@@ -345,20 +337,12 @@ fn decomposition_depth_is_bounded_and_completion_does_not_recurse() {
 
 #[test]
 fn a_decomposition_is_admitted_whole_or_not_at_all() {
-    let mut genesis = Genesis::for_tests(ADMIN_TOKEN);
-    for limit in &mut genesis.limits {
-        if limit.name == "task_queue_depth" {
-            (limit.soft, limit.hard) = (None, Some(5));
-        }
-    }
+    let genesis = genesis_with_limit("task_queue_depth", |limit| {
+        (limit.soft, limit.hard) = (None, Some(5));
+    });
     let mut sim = Sim::with(genesis);
     let worker = sim.create_ok(PrincipalKind::Ai, None);
-    let task = post(
-        &mut sim,
-        PrincipalId::ADMIN,
-        new_task("big", Priority::Normal, &[]),
-    )
-    .unwrap();
+    let task = post_plain(&mut sim, "big");
     let (_, token) = claim(&mut sim, worker, &[]).unwrap();
     let data_before = sim.state.limit("data_creation_bytes").unwrap().usage;
     let ten = (0..10)
@@ -405,12 +389,9 @@ fn a_decomposition_is_admitted_whole_or_not_at_all() {
 
 #[test]
 fn every_byte_kept_counts_toward_data_creation() {
-    let mut genesis = Genesis::for_tests(ADMIN_TOKEN);
-    for limit in &mut genesis.limits {
-        if limit.name == "data_creation_bytes" {
-            (limit.soft, limit.hard) = (None, Some(10_000));
-        }
-    }
+    let genesis = genesis_with_limit("data_creation_bytes", |limit| {
+        (limit.soft, limit.hard) = (None, Some(10_000));
+    });
     let mut sim = Sim::with(genesis);
     let usage = |sim: &Sim| sim.state.limit("data_creation_bytes").unwrap().usage;
     let worker = sim.create_ok(PrincipalKind::Ai, None);
@@ -448,12 +429,7 @@ fn every_byte_kept_counts_toward_data_creation() {
     .is_allowed());
     assert_eq!(usage(&sim), before + 4 + 2_000, "results count");
     // Past hard: refused, and nothing is counted.
-    let address = post(
-        &mut sim,
-        PrincipalId::ADMIN,
-        new_task("t", Priority::Normal, &[]),
-    )
-    .unwrap();
+    let address = post_plain(&mut sim, "t");
     let (_, token) = claim(&mut sim, worker, &[]).unwrap();
     let before = usage(&sim);
     let denied = update(
@@ -528,28 +504,15 @@ fn an_admin_whose_io_ops_are_spent_still_governs() {
 
 #[test]
 fn a_claim_without_a_session_holds_an_implicit_one() {
-    let mut genesis = Genesis::for_tests(ADMIN_TOKEN);
-    for limit in &mut genesis.limits {
-        if limit.name == "active_workers" {
-            (limit.soft, limit.hard) = (None, Some(1));
-        }
-    }
+    let genesis = genesis_with_limit("active_workers", |limit| {
+        (limit.soft, limit.hard) = (None, Some(1));
+    });
     let mut sim = Sim::with(genesis);
     let usage = |sim: &Sim| sim.state.limit("active_workers").unwrap().usage;
     let first = sim.create_ok(PrincipalKind::Ai, None);
     let second = sim.create_ok(PrincipalKind::Ai, None);
-    let a = post(
-        &mut sim,
-        PrincipalId::ADMIN,
-        new_task("a", Priority::Normal, &[]),
-    )
-    .unwrap();
-    let b = post(
-        &mut sim,
-        PrincipalId::ADMIN,
-        new_task("b", Priority::Normal, &[]),
-    )
-    .unwrap();
+    let a = post_plain(&mut sim, "a");
+    let b = post_plain(&mut sim, "b");
     let (claimed, token) = claim(&mut sim, first, &[]).unwrap();
     assert_eq!(claimed, a);
     assert_eq!(usage(&sim), 1, "the lease holder counts as a worker");
@@ -558,12 +521,7 @@ fn a_claim_without_a_session_holds_an_implicit_one() {
     assert_eq!(claimed_b, b);
     assert_eq!(usage(&sim), 1);
     // Another principal without a session meets the limit.
-    let c = post(
-        &mut sim,
-        PrincipalId::ADMIN,
-        new_task("c", Priority::Normal, &[]),
-    )
-    .unwrap();
+    let c = post_plain(&mut sim, "c");
     let denied = sim.run(
         second,
         CommandBody::ClaimTask {
@@ -599,13 +557,10 @@ fn a_claim_without_a_session_holds_an_implicit_one() {
 
 #[test]
 fn one_principal_cannot_fill_an_admission_queue() {
-    let mut genesis = Genesis::for_tests(ADMIN_TOKEN);
-    for limit in &mut genesis.limits {
-        if limit.name == "active_workers" {
-            (limit.soft, limit.hard, limit.on_soft) = (Some(1), Some(100), OnSoft::Queue);
-            limit.queue_max = 30;
-        }
-    }
+    let genesis = genesis_with_limit("active_workers", |limit| {
+        (limit.soft, limit.hard, limit.on_soft) = (Some(1), Some(100), OnSoft::Queue);
+        limit.queue_max = 30;
+    });
     let mut sim = Sim::with(genesis);
     let greedy = sim.create_ok(PrincipalKind::Ai, None);
     let other = sim.create_ok(PrincipalKind::Ai, None);

@@ -24,14 +24,12 @@ pub async fn concurrency_gate(
     next: Next,
 ) -> Response {
     let shared = &app.shared;
-    shared.metrics.http_requests.fetch_add(1, Ordering::Relaxed);
-    let in_flight = shared.in_flight.fetch_add(1, Ordering::AcqRel) + 1;
-    let _guard = InFlight(&shared.in_flight);
+    let (in_flight, _guard) = InFlight::enter(shared);
     let limit: Option<Limit> = shared
         .state
         .read()
         .expect("state lock")
-        .limit(CONCURRENT_API_REQUESTS)
+        .limit_named(colony_kernel::LimitName::ConcurrentApiRequests)
         .cloned();
     let mut warning = None;
     if let Some(mut limit) = limit {
@@ -106,10 +104,7 @@ pub async fn governance_lane(
     request: Request,
     next: Next,
 ) -> Response {
-    let shared = &app.shared;
-    shared.metrics.http_requests.fetch_add(1, Ordering::Relaxed);
-    shared.in_flight.fetch_add(1, Ordering::AcqRel);
-    let _guard = InFlight(&shared.in_flight);
+    let _guard = InFlight::enter(&app.shared);
     next.run(request).await
 }
 
@@ -168,6 +163,16 @@ pub async fn oversized_body(State(app): State<AppState>, request: Request, next:
 
 struct InFlight<'a>(&'a std::sync::atomic::AtomicU64);
 
+impl InFlight<'_> {
+    /// Counts a request and holds its place in flight until dropped; the requests in
+    /// flight now, this one included.
+    fn enter(shared: &crate::api::Shared) -> (u64, InFlight<'_>) {
+        shared.metrics.http_requests.fetch_add(1, Ordering::Relaxed);
+        let in_flight = shared.in_flight.fetch_add(1, Ordering::AcqRel) + 1;
+        (in_flight, InFlight(&shared.in_flight))
+    }
+}
+
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
@@ -194,12 +199,7 @@ fn request_priority(request: &Request) -> Priority {
 /// priority.
 fn priority_ceiling(app: &AppState, request: &Request) -> Priority {
     let headers = request.headers();
-    let token = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim())
+    let token = crate::auth::bearer_token(headers)
         .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()));
     let Some(caller) = token.and_then(|token| crate::auth::authenticate(app, token).ok()) else {
         return Priority::Normal;

@@ -352,9 +352,11 @@ async fn supervise(
             .tasks()
             .filter(|t| t.lease.as_ref().is_some_and(|l| l.holder == run.principal))
             .count() as u32;
-        let room = state.limit("active_workers").map_or(u64::MAX, |l| {
-            l.spec.hard.map_or(u64::MAX, |h| h.saturating_sub(l.usage))
-        });
+        let room = state
+            .limit_named(colony_kernel::LimitName::ActiveWorkers)
+            .map_or(u64::MAX, |l| {
+                l.spec.hard.map_or(u64::MAX, |h| h.saturating_sub(l.usage))
+            });
         (claimable, held, room)
     };
     let desired = (claimable + held).clamp(run.profile.min, run.profile.max);

@@ -1,27 +1,27 @@
 //! The kernel's side of governance: proposals, votes, decisions at the end of the
 //! review period, stability windows, automatic relaxation and rollback.
 
-use super::{forbidden, invalid, not_found, State, SYSTEM_ADDRESS};
+use super::{forbidden, invalid, not_found, State};
 use crate::command::{Command, NodeHealth};
 use crate::event::{Decision, Effect, Event, Reason};
 use crate::governance::{
-    Change, ChangeKind, Proposal, ProposalState, ProposalTarget, Side, StabilityFigures, Tally,
-    Vote, VoteChoice,
+    ChangeKind, Proposal, ProposalState, ProposalTarget, Side, StabilityFigures, Tally, Vote,
+    VoteChoice,
 };
 use crate::principal::{PrincipalId, PrincipalKind};
 
-const PROPOSE: &str = "governance.propose";
-const VOTE: &str = "governance.vote";
-const DECIDE: &str = "governance.decide";
-const ROLLBACK: &str = "governance.rollback";
-const MONITORED: &str = "governance.monitoring_ended";
-const BRAKE_EXPIRED: &str = "governance.brake_expired";
-const BRAKE_CONFIRMED: &str = "governance.brake_confirmed";
+pub(super) const PROPOSE: &str = "governance.propose";
+pub(super) const VOTE: &str = "governance.vote";
+pub(super) const DECIDE: &str = "governance.decide";
+pub(super) const ROLLBACK: &str = "governance.rollback";
+pub(super) const MONITORED: &str = "governance.monitoring_ended";
+pub(super) const BRAKE_EXPIRED: &str = "governance.brake_expired";
+pub(super) const BRAKE_CONFIRMED: &str = "governance.brake_confirmed";
 /// The window over which a principal's brakes are counted.
-const BRAKE_RATE_WINDOW_MS: u64 = 3_600_000;
+pub(super) const BRAKE_RATE_WINDOW_MS: u64 = 3_600_000;
 
 /// Whether `new` is looser than `current` (`None` is unlimited).
-fn looser(new: Option<u64>, current: Option<u64>) -> bool {
+pub(super) fn looser(new: Option<u64>, current: Option<u64>) -> bool {
     match (new, current) {
         (None, Some(_)) => true,
         (Some(new), Some(current)) => new > current,
@@ -30,7 +30,7 @@ fn looser(new: Option<u64>, current: Option<u64>) -> bool {
 }
 
 /// The tighter of two values (`None` is unlimited).
-fn tighter(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+pub(super) fn tighter(a: Option<u64>, b: Option<u64>) -> Option<u64> {
     match (a, b) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (Some(value), None) | (None, Some(value)) => Some(value),
@@ -144,58 +144,6 @@ impl State {
                 events.push(event);
             }
         }
-    }
-
-    /// The system proposes raising the eligible limit closest to its hard value.
-    fn propose_relaxation(
-        &mut self,
-        relaxation: &crate::governance::RelaxationConfig,
-        figures: &StabilityFigures,
-    ) -> Option<Event> {
-        let candidate = relaxation
-            .limits
-            .iter()
-            .filter_map(|name| self.limits.get(name))
-            .filter_map(|limit| limit.spec.hard.map(|hard| (limit, hard)))
-            .max_by(|(a, a_hard), (b, b_hard)| {
-                // usage / hard, compared exactly; the earlier name wins ties.
-                let left = (a.committed_and_reserved() as u128) * (*b_hard as u128);
-                let right = (b.committed_and_reserved() as u128) * (*a_hard as u128);
-                left.cmp(&right).then_with(|| b.spec.name.cmp(&a.spec.name))
-            })?;
-        let (limit, hard) = candidate;
-        let step = |value: u64| value.saturating_add(relaxation.step.of(value).max(1));
-        let target = ProposalTarget::Limit {
-            limit: limit.spec.name.clone(),
-            soft: limit
-                .spec
-                .soft
-                .map_or(Change::Keep, |soft| Change::Set(step(soft))),
-            hard: Change::Set(step(hard)),
-        };
-        let justification = format!(
-            "stable for the window ending {}: {} decisions with {} denials, {} requests with {} errors, {} anomalies; \
-             proposing to raise {} by {}",
-            figures.window_end_ms,
-            figures.decisions,
-            figures.denials,
-            figures.requests,
-            figures.errors,
-            figures.anomalies,
-            limit.spec.name,
-            relaxation.step
-        );
-        let mut event = self.open_proposal(
-            PrincipalId::SYSTEM,
-            target,
-            ChangeKind::Raise,
-            justification,
-            true,
-        );
-        event.reason = Reason::Stable {
-            figures: figures.clone(),
-        };
-        Some(event)
     }
 
     pub(super) fn propose(
@@ -319,198 +267,11 @@ impl State {
         )
     }
 
-    /// Whether `actor` may brake now (at most `brakes_per_hour_max` an hour) and the
-    /// brake keeps every value at or above the limit's floor.
-    fn check_brake(&mut self, actor: PrincipalId, target: &ProposalTarget) -> Result<(), Reason> {
-        if let ProposalTarget::Limit { limit, soft, hard } = target {
-            let current = &self.limits[limit];
-            let floor = current.spec.brake_floor;
-            for value in [
-                soft.applied_to(current.spec.soft),
-                hard.applied_to(current.spec.hard),
-            ]
-            .into_iter()
-            .flatten()
-            {
-                if value < floor {
-                    return Err(Reason::BrakeFloor {
-                        limit: limit.clone(),
-                        floor,
-                        requested: value,
-                    });
-                }
-            }
-        }
-        if actor == PrincipalId::SYSTEM {
-            return Ok(());
-        }
-        let max = self
-            .governance
-            .as_ref()
-            .expect("genesis applied")
-            .brakes_per_hour_max;
-        let since = self.now_ms.saturating_sub(BRAKE_RATE_WINDOW_MS);
-        let recent = self.recent_brakes.entry(actor).or_default();
-        recent.retain(|at_ms| *at_ms > since);
-        if recent.len() >= max as usize {
-            let oldest = recent.first().copied().unwrap_or(self.now_ms);
-            return Err(Reason::BrakeRate {
-                max,
-                window_ms: BRAKE_RATE_WINDOW_MS,
-                retry_at_ms: oldest.saturating_add(BRAKE_RATE_WINDOW_MS),
-            });
-        }
-        Ok(())
-    }
-
-    /// Puts back what an unconfirmed brake changed, where its values are still in
-    /// force (a change made since stands).
-    fn expire_brake(&mut self, id: u64) -> Event {
-        let proposal = self.proposals[&id].clone();
-        let subject = format!("proposal:{id}");
-        let ttl_ms = proposal
-            .brake_expires_at_ms
-            .map_or(0, |at| at.saturating_sub(proposal.created_at_ms));
-        let entry = self.proposals.get_mut(&id).expect("exists");
-        entry.state = ProposalState::Expired;
-        entry.brake_expires_at_ms = None;
-        entry.outcome =
-            Some("the other side did not confirm it in time: the earlier values are back".into());
-        let (previous, applied) = (
-            proposal.previous.unwrap_or((None, None)),
-            proposal.applied.unwrap_or((None, None)),
-        );
-        let effect = match &proposal.target {
-            ProposalTarget::Limit { limit, .. } => {
-                let entry = self.limits.get_mut(limit).expect("exists");
-                let now = (entry.spec.soft, entry.spec.hard);
-                let hard = if now.1 == applied.1 {
-                    previous.1
-                } else {
-                    now.1
-                };
-                let mut soft = if now.0 == applied.0 {
-                    previous.0
-                } else {
-                    now.0
-                };
-                if let (Some(soft_value), Some(hard_value)) = (soft, hard) {
-                    soft = Some(soft_value.min(hard_value));
-                }
-                entry.spec.soft = soft;
-                entry.spec.hard = hard;
-                entry.set_by = SYSTEM_ADDRESS.to_string();
-                entry.set_at_ms = self.now_ms;
-                entry.set_via = format!("expiry of brake {id}");
-                Effect::LimitChanged {
-                    proposal: id,
-                    limit: limit.clone(),
-                    soft,
-                    hard,
-                    previous_soft: now.0,
-                    previous_hard: now.1,
-                }
-            }
-            ProposalTarget::QuotaDefault { kind, resource, .. } => {
-                let quotas = self.quotas.as_mut().expect("genesis applied");
-                let now = quotas.default_quota(*kind, *resource);
-                let restored = if now == applied.0 { previous.0 } else { now };
-                quotas
-                    .defaults
-                    .entry(*kind)
-                    .or_default()
-                    .insert(*resource, restored);
-                Effect::QuotaDefaultChanged {
-                    proposal: id,
-                    kind: *kind,
-                    resource: *resource,
-                    amount: restored,
-                    previous: now,
-                }
-            }
-        };
-        let mut event = Event::allowed(BRAKE_EXPIRED, subject, effect);
-        event.reason = Reason::BrakeExpired {
-            proposal: id,
-            applied_at_ms: proposal.created_at_ms,
-            ttl_ms,
-        };
-        event
-    }
-
-    /// A vote on a brake that still waits for confirmation: an approval from the
-    /// other side (any side, for the system's brakes) makes it hold until changed.
-    fn vote_on_brake(
-        &mut self,
-        command: &Command,
-        id: u64,
-        choice: VoteChoice,
-        side: Side,
-    ) -> Event {
-        let subject = format!("proposal:{id}");
-        let voter = self.principals[&command.actor].clone();
-        let proposal = self.proposals[&id].clone();
-        if proposal.votes.contains_key(&command.actor) {
-            return Event::denied(
-                VOTE,
-                subject,
-                invalid(format!("{} already voted on proposal {id}", voter.address)),
-            );
-        }
-        if choice == VoteChoice::Veto {
-            return Event::denied(
-                VOTE,
-                subject,
-                invalid("a brake is not vetoed: let it expire, or propose new values"),
-            );
-        }
-        let proposer_side = match self.principals[&proposal.proposer].kind {
-            PrincipalKind::Human => Some(Side::Human),
-            PrincipalKind::Ai => Some(Side::Ai),
-            _ => None,
-        };
-        let vote = Vote {
-            choice,
-            side,
-            address: voter.address.clone(),
-            justification: command.justification.clone(),
-            at_ms: self.now_ms,
-        };
-        let entry = self.proposals.get_mut(&id).expect("exists");
-        entry.votes.insert(command.actor, vote);
-        if choice == VoteChoice::Approve && proposer_side != Some(side) {
-            let expires_at_ms = entry
-                .brake_expires_at_ms
-                .take()
-                .expect("checked by the caller");
-            entry.confirmed_by = Some(voter.address.clone());
-            entry.outcome = Some(format!(
-                "confirmed by {}: it holds until changed",
-                voter.address
-            ));
-            self.brake_expiries.remove(&(expires_at_ms, id));
-            let mut confirmed = Event::allowed(BRAKE_CONFIRMED, subject.clone(), Effect::None);
-            confirmed.reason = Reason::BrakeConfirmed {
-                proposal: id,
-                by: voter.address.clone(),
-            };
-            self.consequences.push(confirmed);
-        }
-        Event::allowed(
-            VOTE,
-            subject,
-            Effect::VoteRecorded {
-                proposal: id,
-                choice,
-            },
-        )
-    }
-
     /// Whether a change only tightens (a brake) or what it loosens; validates it.
-    fn classify(&self, target: &ProposalTarget) -> Result<ChangeKind, Reason> {
+    pub(super) fn classify(&self, target: &ProposalTarget) -> Result<ChangeKind, Reason> {
         match target {
             ProposalTarget::Limit { limit, soft, hard } => {
-                let Some(current) = self.limits.get(limit) else {
+                let Some(current) = self.limit(limit) else {
                     return Err(not_found("limit", limit));
                 };
                 let (soft_now, hard_now) = (current.spec.soft, current.spec.hard);
@@ -562,7 +323,7 @@ impl State {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn new_proposal(
+    pub(super) fn new_proposal(
         &self,
         id: u64,
         proposer_address: &str,
@@ -596,12 +357,12 @@ impl State {
     }
 
     /// Proposals are numbered 1, 2, 3... in the order they are made.
-    fn take_proposal_id(&mut self) -> u64 {
+    pub(super) fn take_proposal_id(&mut self) -> u64 {
         self.next_proposal_id += 1;
         self.next_proposal_id
     }
 
-    fn open_proposal(
+    pub(super) fn open_proposal(
         &mut self,
         proposer: PrincipalId,
         target: ProposalTarget,
@@ -643,12 +404,13 @@ impl State {
     }
 
     /// Puts a proposal's values in force and remembers the previous ones.
-    fn apply_proposal(&mut self, id: u64) -> Effect {
+    pub(super) fn apply_proposal(&mut self, id: u64) -> Effect {
         let proposal = self.proposals[&id].clone();
         let via = format!("proposal {id}");
         match &proposal.target {
             ProposalTarget::Limit { limit, soft, hard } => {
-                let entry = self.limits.get_mut(limit).expect("validated at proposal");
+                let now_ms = self.now_ms;
+                let entry = self.limit_mut(limit).expect("validated at proposal");
                 let previous = (entry.spec.soft, entry.spec.hard);
                 let (mut soft_new, hard_new) =
                     (soft.applied_to(previous.0), hard.applied_to(previous.1));
@@ -659,7 +421,7 @@ impl State {
                 entry.spec.soft = soft_new;
                 entry.spec.hard = hard_new;
                 entry.set_by = proposal.proposer_address.clone();
-                entry.set_at_ms = self.now_ms;
+                entry.set_at_ms = now_ms;
                 entry.set_via = via;
                 self.proposals.get_mut(&id).expect("exists").previous = Some(previous);
                 Effect::LimitChanged {
@@ -697,7 +459,7 @@ impl State {
     }
 
     /// Ends the review: applies the proposal if both sides agreed.
-    fn decide_proposal(&mut self, id: u64) -> Event {
+    pub(super) fn decide_proposal(&mut self, id: u64) -> Event {
         let proposal = self.proposals[&id].clone();
         let governance = self.governance.clone().expect("genesis applied");
         let rule = governance
@@ -744,45 +506,6 @@ impl State {
             };
             event
         }
-    }
-
-    /// Restores the values a raise replaced, never loosening anything.
-    fn roll_back(&mut self, id: u64, figures: &StabilityFigures, breaches: &[String]) -> Event {
-        let proposal = self.proposals[&id].clone();
-        let subject = format!("proposal:{id}");
-        let entry = self.proposals.get_mut(&id).expect("exists");
-        entry.state = ProposalState::RolledBack;
-        entry.monitor_until_ms = None;
-        entry.outcome = Some(format!("rolled back: {}", breaches.join("; ")));
-        let effect = match (&proposal.target, proposal.previous) {
-            (ProposalTarget::Limit { limit, .. }, Some((soft_before, hard_before))) => {
-                let entry = self.limits.get_mut(limit).expect("exists");
-                let previous = (entry.spec.soft, entry.spec.hard);
-                entry.spec.soft = tighter(entry.spec.soft, soft_before);
-                entry.spec.hard = tighter(entry.spec.hard, hard_before);
-                entry.set_by = SYSTEM_ADDRESS.to_string();
-                entry.set_at_ms = self.now_ms;
-                entry.set_via = format!("rollback of proposal {id}");
-                Effect::LimitChanged {
-                    proposal: id,
-                    limit: limit.clone(),
-                    soft: entry.spec.soft,
-                    hard: entry.spec.hard,
-                    previous_soft: previous.0,
-                    previous_hard: previous.1,
-                }
-            }
-            _ => Effect::ProposalClosed {
-                proposal: id,
-                state: ProposalState::RolledBack,
-            },
-        };
-        let mut event = Event::allowed(ROLLBACK, subject, effect);
-        event.reason = Reason::StabilityDegraded {
-            figures: figures.clone(),
-            breaches: breaches.to_vec(),
-        };
-        event
     }
 
     pub(super) fn vote(&mut self, command: &Command, id: u64, choice: VoteChoice) -> Event {
@@ -844,15 +567,11 @@ impl State {
                 forbidden("this principal's roles cannot veto this kind of change"),
             );
         }
-        let vote = Vote {
-            choice,
-            side,
-            address: voter.address.clone(),
-            justification: command.justification.clone(),
-            at_ms: self.now_ms,
-        };
         let proposal = self.proposals.get_mut(&id).expect("checked above");
-        proposal.votes.insert(command.actor, vote);
+        proposal.votes.insert(
+            command.actor,
+            Vote::cast(command, &voter.address, choice, side),
+        );
         if choice == VoteChoice::Veto {
             proposal.state = ProposalState::Vetoed;
             proposal.decided_at_ms = Some(self.now_ms);

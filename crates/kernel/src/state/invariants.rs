@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use super::State;
 use crate::ledger::{ReservationState, Resource};
+use crate::limits::LimitName;
 use crate::principal::{PrincipalId, PrincipalKind};
 use crate::tasks::TaskStatus;
 use crate::workers::WorkerState;
@@ -103,7 +104,7 @@ impl State {
                 ));
             }
         }
-        if let Some(limit) = self.limits.get("llm_spend_usd") {
+        if let Some(limit) = self.limits.get(&LimitName::LlmSpendUsd) {
             if limit.reserved != llm_reserved {
                 return Err(format!(
                     "llm_spend_usd reserved {} but open LLM reservations hold {llm_reserved}",
@@ -128,10 +129,10 @@ impl State {
                 .count() as u64
         };
         for (limit, kind) in [
-            ("ai_accounts", PrincipalKind::Ai),
-            ("human_accounts", PrincipalKind::Human),
+            (LimitName::AiAccounts, PrincipalKind::Ai),
+            (LimitName::HumanAccounts, PrincipalKind::Human),
         ] {
-            let usage = self.limits.get(limit).map_or(0, |l| l.usage);
+            let usage = self.limits.get(&limit).map_or(0, |l| l.usage);
             if usage != standing(kind) {
                 return Err(format!(
                     "{limit} usage {usage}, but {} have standing",
@@ -159,7 +160,10 @@ impl State {
             .filter(|w| w.state == WorkerState::Active)
             .count() as u64
             + self.implicit_sessions.len() as u64;
-        let usage = self.limits.get("active_workers").map_or(0, |l| l.usage);
+        let usage = self
+            .limits
+            .get(&LimitName::ActiveWorkers)
+            .map_or(0, |l| l.usage);
         if usage != active {
             return Err(format!(
                 "active_workers usage {usage}, but {active} sessions (explicit and implicit) are active"
@@ -194,7 +198,10 @@ impl State {
 
     fn check_board(&self) -> Result<(), String> {
         let open = self.tasks.values().filter(|t| t.status.is_open()).count() as u64;
-        let usage = self.limits.get("task_queue_depth").map_or(0, |l| l.usage);
+        let usage = self
+            .limits
+            .get(&LimitName::TaskQueueDepth)
+            .map_or(0, |l| l.usage);
         if usage != open {
             return Err(format!(
                 "task_queue_depth usage {usage}, but {open} tasks are open"

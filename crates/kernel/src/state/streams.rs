@@ -3,6 +3,7 @@
 use super::{invalid, State};
 use crate::event::{Effect, Event};
 use crate::ledger::{Resource, ResourceKind};
+use crate::limits::LimitName;
 use crate::principal::PrincipalId;
 use crate::streams::{EdgeUsage, StreamSpec, STREAMS_MAX};
 
@@ -161,7 +162,7 @@ impl State {
                 }
             }
         }
-        if let Some(limit) = self.limits.get_mut("data_creation_bytes") {
+        if let Some(limit) = self.limits.get_mut(&LimitName::DataCreationBytes) {
             limit.roll_window(now_ms);
             limit.usage = limit.usage.saturating_add(data_bytes);
         }

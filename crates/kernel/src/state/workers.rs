@@ -4,6 +4,7 @@
 use super::{forbidden, not_found, State};
 use crate::command::Command;
 use crate::event::{Decision, Effect, Event, Reason};
+use crate::limits::LimitName;
 use crate::limits::{AdmissionRequest, Gate, QueuedAdmission};
 use crate::tasks::TaskStatus;
 use crate::workers::{NewWorker, WorkerSession, WorkerState};
@@ -86,7 +87,7 @@ impl State {
         worker.state = state;
         worker.ended_at_ms = Some(self.now_ms);
         self.worker_deadlines.remove(&(worker.deadline_ms, id));
-        if let Some(limit) = self.limits.get_mut("active_workers") {
+        if let Some(limit) = self.limits.get_mut(&LimitName::ActiveWorkers) {
             limit.usage = limit.usage.saturating_sub(1);
         }
         let tasks = self.worker_tasks(id);
@@ -119,7 +120,7 @@ impl State {
         }
         let mut warnings = Vec::new();
         let actor_is_admin = self.principals[&command.actor].is_admin();
-        if let Some(limit) = self.limits.get_mut("active_workers") {
+        if let Some(limit) = self.limits.get_mut(&LimitName::ActiveWorkers) {
             match limit.gate(1) {
                 Gate::Allow => {}
                 Gate::Warn(reason) => warnings.push(reason),
@@ -297,12 +298,15 @@ impl State {
         disconnected_at_ms: u64,
         grace_ms: u64,
     ) -> Event {
-        let queued = self.limits.get_mut("active_workers").and_then(|limit| {
-            let position = limit.queue.iter().position(|q| {
-                q.ticket == ticket && matches!(q.request, AdmissionRequest::RegisterWorker(_))
-            })?;
-            Some(limit.queue.remove(position))
-        });
+        let queued = self
+            .limits
+            .get_mut(&LimitName::ActiveWorkers)
+            .and_then(|limit| {
+                let position = limit.queue.iter().position(|q| {
+                    q.ticket == ticket && matches!(q.request, AdmissionRequest::RegisterWorker(_))
+                })?;
+                Some(limit.queue.remove(position))
+            });
         let Some(queued) = queued else {
             return Event::denied(
                 "worker.lost",

@@ -165,3 +165,26 @@ pub fn update(
 pub fn status(sim: &Sim, address: &str) -> colony_kernel::tasks::TaskStatus {
     sim.state.task(address).unwrap().status
 }
+
+/// The tests' genesis with one limit changed.
+pub fn genesis_with_limit(name: &str, change: impl FnOnce(&mut LimitSpec)) -> Genesis {
+    let mut genesis = Genesis::for_tests(ADMIN_TOKEN);
+    change(
+        genesis
+            .limits
+            .iter_mut()
+            .find(|limit| limit.name == name)
+            .unwrap_or_else(|| panic!("no limit {name} in the tests' genesis")),
+    );
+    genesis
+}
+
+/// Posts a task without requirements, as the admin; its address.
+pub fn post_plain(sim: &mut Sim, title: &str) -> String {
+    post(
+        sim,
+        PrincipalId::ADMIN,
+        new_task(title, Priority::Normal, &[]),
+    )
+    .unwrap()
+}

@@ -179,18 +179,10 @@ pub async fn release(
     Segment(address): Segment<String>,
     Body(request): Body<RemoveRequest>,
 ) -> Result<Json<Value>, ApiError> {
-    let justification = require_justification(request.justification)?;
-    let target = app.principal_at(&address)?;
-    let outcome = app
-        .decide(
-            caller.id,
-            justification,
-            CommandBody::ReleaseQuarantine { principal: target },
-        )
-        .await?;
-    Ok(Json(
-        json!({ "released": address, "effect": outcome.primary.effect, "seq": outcome.seq }),
-    ))
+    act_on(&app, &caller, &address, request, "released", |principal| {
+        CommandBody::ReleaseQuarantine { principal }
+    })
+    .await
 }
 
 #[derive(Deserialize)]
@@ -205,16 +197,26 @@ pub async fn remove(
     Segment(address): Segment<String>,
     Body(request): Body<RemoveRequest>,
 ) -> Result<Json<Value>, ApiError> {
+    act_on(&app, &caller, &address, request, "removed", |principal| {
+        CommandBody::RemovePrincipal { principal }
+    })
+    .await
+}
+
+/// Decides `body` for the principal at `address`; answers `{KEY: address, "effect",
+/// "seq"}`.
+async fn act_on(
+    app: &AppState,
+    caller: &Caller,
+    address: &str,
+    request: RemoveRequest,
+    key: &str,
+    body: impl FnOnce(colony_kernel::PrincipalId) -> CommandBody,
+) -> Result<Json<Value>, ApiError> {
     let justification = require_justification(request.justification)?;
-    let target = app.principal_at(&address)?;
-    let outcome = app
-        .decide(
-            caller.id,
-            justification,
-            CommandBody::RemovePrincipal { principal: target },
-        )
-        .await?;
+    let target = app.principal_at(address)?;
+    let outcome = app.decide(caller.id, justification, body(target)).await?;
     Ok(Json(
-        json!({ "removed": address, "effect": outcome.primary.effect, "seq": outcome.seq }),
+        json!({ key: address, "effect": outcome.primary.effect, "seq": outcome.seq }),
     ))
 }

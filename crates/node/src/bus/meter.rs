@@ -12,9 +12,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
 use colony_kernel::streams::EdgeUsage;
-use colony_kernel::{Gate, PrincipalId, Reason, Resource, State};
-
-pub const DATA_LIMIT: &str = "data_creation_bytes";
+use colony_kernel::{Gate, LimitName, PrincipalId, Reason, Resource, State};
 
 #[derive(Debug, Default)]
 struct Allowance {
@@ -86,7 +84,7 @@ impl Meters {
             if bytes > data.left {
                 let state = self.state.read().expect("state lock");
                 let limit = state
-                    .limit_at(DATA_LIMIT, crate::sequencer::now_ms())
+                    .limit_named_at(LimitName::DataCreationBytes, crate::sequencer::now_ms())
                     .expect("data_creation_bytes is a built-in limit");
                 let mut limit = limit;
                 limit.usage = limit.usage.saturating_add(data.unflushed);
@@ -134,7 +132,7 @@ impl Meters {
             refresh_one(&state, *principal, meter, now_ms);
         }
         let mut data = self.data.lock().expect("data meter lock");
-        data.left = match state.limit_at(DATA_LIMIT, now_ms) {
+        data.left = match state.limit_named_at(LimitName::DataCreationBytes, now_ms) {
             Some(limit) => match limit.spec.hard {
                 Some(hard) => hard
                     .saturating_sub(limit.committed_and_reserved())

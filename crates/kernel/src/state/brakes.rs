@@ -1,0 +1,200 @@
+//! Brakes: the floor a brake may not pass, the bound on one principal's brakes, the
+//! other side's confirmation, and the expiry that restores what an unconfirmed brake
+//! changed.
+
+use super::governance::*;
+use super::{invalid, State, SYSTEM_ADDRESS};
+use crate::command::Command;
+use crate::event::{Effect, Event, Reason};
+use crate::governance::{ProposalState, ProposalTarget, Side, Vote, VoteChoice};
+use crate::principal::{PrincipalId, PrincipalKind};
+
+impl State {
+    /// Whether `actor` may brake now (at most `brakes_per_hour_max` an hour) and the
+    /// brake keeps every value at or above the limit's floor.
+    pub(super) fn check_brake(
+        &mut self,
+        actor: PrincipalId,
+        target: &ProposalTarget,
+    ) -> Result<(), Reason> {
+        if let ProposalTarget::Limit { limit, soft, hard } = target {
+            let current = self.limit(limit).expect("validated at proposal");
+            let floor = current.spec.brake_floor;
+            for value in [
+                soft.applied_to(current.spec.soft),
+                hard.applied_to(current.spec.hard),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                if value < floor {
+                    return Err(Reason::BrakeFloor {
+                        limit: limit.clone(),
+                        floor,
+                        requested: value,
+                    });
+                }
+            }
+        }
+        if actor == PrincipalId::SYSTEM {
+            return Ok(());
+        }
+        let max = self
+            .governance
+            .as_ref()
+            .expect("genesis applied")
+            .brakes_per_hour_max;
+        let since = self.now_ms.saturating_sub(BRAKE_RATE_WINDOW_MS);
+        let recent = self.recent_brakes.entry(actor).or_default();
+        recent.retain(|at_ms| *at_ms > since);
+        if recent.len() >= max as usize {
+            let oldest = recent.first().copied().unwrap_or(self.now_ms);
+            return Err(Reason::BrakeRate {
+                max,
+                window_ms: BRAKE_RATE_WINDOW_MS,
+                retry_at_ms: oldest.saturating_add(BRAKE_RATE_WINDOW_MS),
+            });
+        }
+        Ok(())
+    }
+
+    /// Puts back what an unconfirmed brake changed, where its values are still in
+    /// force (a change made since stands).
+    pub(super) fn expire_brake(&mut self, id: u64) -> Event {
+        let proposal = self.proposals[&id].clone();
+        let subject = format!("proposal:{id}");
+        let ttl_ms = proposal
+            .brake_expires_at_ms
+            .map_or(0, |at| at.saturating_sub(proposal.created_at_ms));
+        let entry = self.proposals.get_mut(&id).expect("exists");
+        entry.state = ProposalState::Expired;
+        entry.brake_expires_at_ms = None;
+        entry.outcome =
+            Some("the other side did not confirm it in time: the earlier values are back".into());
+        let (previous, applied) = (
+            proposal.previous.unwrap_or((None, None)),
+            proposal.applied.unwrap_or((None, None)),
+        );
+        let now_ms = self.now_ms;
+        let effect = match &proposal.target {
+            ProposalTarget::Limit { limit, .. } => {
+                let entry = self.limit_mut(limit).expect("exists");
+                let now = (entry.spec.soft, entry.spec.hard);
+                let hard = if now.1 == applied.1 {
+                    previous.1
+                } else {
+                    now.1
+                };
+                let mut soft = if now.0 == applied.0 {
+                    previous.0
+                } else {
+                    now.0
+                };
+                if let (Some(soft_value), Some(hard_value)) = (soft, hard) {
+                    soft = Some(soft_value.min(hard_value));
+                }
+                entry.spec.soft = soft;
+                entry.spec.hard = hard;
+                entry.set_by = SYSTEM_ADDRESS.to_string();
+                entry.set_at_ms = now_ms;
+                entry.set_via = format!("expiry of brake {id}");
+                Effect::LimitChanged {
+                    proposal: id,
+                    limit: limit.clone(),
+                    soft,
+                    hard,
+                    previous_soft: now.0,
+                    previous_hard: now.1,
+                }
+            }
+            ProposalTarget::QuotaDefault { kind, resource, .. } => {
+                let quotas = self.quotas.as_mut().expect("genesis applied");
+                let now = quotas.default_quota(*kind, *resource);
+                let restored = if now == applied.0 { previous.0 } else { now };
+                quotas
+                    .defaults
+                    .entry(*kind)
+                    .or_default()
+                    .insert(*resource, restored);
+                Effect::QuotaDefaultChanged {
+                    proposal: id,
+                    kind: *kind,
+                    resource: *resource,
+                    amount: restored,
+                    previous: now,
+                }
+            }
+        };
+        let mut event = Event::allowed(BRAKE_EXPIRED, subject, effect);
+        event.reason = Reason::BrakeExpired {
+            proposal: id,
+            applied_at_ms: proposal.created_at_ms,
+            ttl_ms,
+        };
+        event
+    }
+
+    /// A vote on a brake that still waits for confirmation: an approval from the
+    /// other side (any side, for the system's brakes) makes it hold until changed.
+    pub(super) fn vote_on_brake(
+        &mut self,
+        command: &Command,
+        id: u64,
+        choice: VoteChoice,
+        side: Side,
+    ) -> Event {
+        let subject = format!("proposal:{id}");
+        let voter = self.principals[&command.actor].clone();
+        let proposal = self.proposals[&id].clone();
+        if proposal.votes.contains_key(&command.actor) {
+            return Event::denied(
+                VOTE,
+                subject,
+                invalid(format!("{} already voted on proposal {id}", voter.address)),
+            );
+        }
+        if choice == VoteChoice::Veto {
+            return Event::denied(
+                VOTE,
+                subject,
+                invalid("a brake is not vetoed: let it expire, or propose new values"),
+            );
+        }
+        let proposer_side = match self.principals[&proposal.proposer].kind {
+            PrincipalKind::Human => Some(Side::Human),
+            PrincipalKind::Ai => Some(Side::Ai),
+            _ => None,
+        };
+        let entry = self.proposals.get_mut(&id).expect("exists");
+        entry.votes.insert(
+            command.actor,
+            Vote::cast(command, &voter.address, choice, side),
+        );
+        if choice == VoteChoice::Approve && proposer_side != Some(side) {
+            let expires_at_ms = entry
+                .brake_expires_at_ms
+                .take()
+                .expect("checked by the caller");
+            entry.confirmed_by = Some(voter.address.clone());
+            entry.outcome = Some(format!(
+                "confirmed by {}: it holds until changed",
+                voter.address
+            ));
+            self.brake_expiries.remove(&(expires_at_ms, id));
+            let mut confirmed = Event::allowed(BRAKE_CONFIRMED, subject.clone(), Effect::None);
+            confirmed.reason = Reason::BrakeConfirmed {
+                proposal: id,
+                by: voter.address.clone(),
+            };
+            self.consequences.push(confirmed);
+        }
+        Event::allowed(
+            VOTE,
+            subject,
+            Effect::VoteRecorded {
+                proposal: id,
+                choice,
+            },
+        )
+    }
+}

@@ -1,0 +1,336 @@
+//! Claims: the best claimable task for a worker's capabilities, leases with fencing
+//! tokens, their renewal and end, and the implicit session of a claimant without one.
+
+use std::collections::BTreeSet;
+
+use super::{forbidden, invalid, not_found, State};
+use crate::command::Command;
+use crate::event::{Effect, Event, Reason};
+use crate::limits::{Gate, LimitName};
+use crate::principal::PrincipalId;
+use crate::tasks::*;
+
+impl State {
+    pub(super) fn claim_task(
+        &mut self,
+        command: &Command,
+        actor_address: &str,
+        capabilities: &[String],
+        lease_ms: Option<u64>,
+        worker: Option<u64>,
+    ) -> Event {
+        const ACTION: &str = "task.claim";
+        if let Some(worker) = worker {
+            if let Err(reason) = self.own_active_worker(command, worker) {
+                return Event::denied(ACTION, format!("worker:{worker}"), reason);
+            }
+        }
+        let config = self.task_config.clone().expect("genesis applied");
+        let lease_ms = lease_ms.unwrap_or(config.lease_ms);
+        if lease_ms == 0 || lease_ms > config.lease_max_ms {
+            return Event::denied(
+                ACTION,
+                actor_address,
+                invalid(format!(
+                    "lease_ms must be between 1 and {}",
+                    config.lease_max_ms
+                )),
+            );
+        }
+        if capabilities.len() > CAPABILITIES_MAX {
+            return Event::denied(
+                ACTION,
+                actor_address,
+                invalid(format!("at most {CAPABILITIES_MAX} capabilities")),
+            );
+        }
+        let held = self.leases_held.get(&command.actor).copied().unwrap_or(0) as u64;
+        let mut warnings = Vec::new();
+        if let Some(limit) = self.limits.get(&LimitName::TasksPerWorker) {
+            let mut view = limit.clone();
+            view.usage = held;
+            match view.gate(1) {
+                Gate::Allow => {}
+                Gate::Warn(reason) | Gate::Queue(reason) => warnings.push(reason),
+                Gate::Deny(reason) => return Event::denied(ACTION, actor_address, reason),
+            }
+        }
+        // A session's registered capabilities stand in when the claim names none.
+        let registered = match (capabilities.is_empty(), worker) {
+            (true, Some(worker)) => self.workers[&worker].capabilities.clone(),
+            _ => capabilities.to_vec(),
+        };
+        let offered: BTreeSet<&str> = registered.iter().map(String::as_str).collect();
+        let Some(address) = self.best_claimable(&offered, &config) else {
+            return Event::allowed(ACTION, actor_address, Effect::NothingToClaim);
+        };
+        match self.hold_implicit_session(command.actor, worker) {
+            Ok(found) => warnings.extend(found),
+            Err(reason) => return Event::denied(ACTION, actor_address, reason),
+        }
+        self.grant_lease(command, actor_address, &address, lease_ms, worker)
+            .with_warnings(warnings)
+    }
+
+    /// Claims a task by its address, if it is claimable now.
+    pub(super) fn claim_specific_task(
+        &mut self,
+        command: &Command,
+        actor_address: &str,
+        address: &str,
+        lease_ms: Option<u64>,
+    ) -> Event {
+        const ACTION: &str = "task.claim";
+        let config = self.task_config.clone().expect("genesis applied");
+        let lease_ms = lease_ms.unwrap_or(config.lease_ms);
+        if lease_ms == 0 || lease_ms > config.lease_max_ms {
+            return Event::denied(
+                ACTION,
+                address,
+                invalid(format!(
+                    "lease_ms must be between 1 and {}",
+                    config.lease_max_ms
+                )),
+            );
+        }
+        let Some(task) = self.tasks.get(address) else {
+            return Event::denied(ACTION, address, not_found("task", address));
+        };
+        if task.status != TaskStatus::Pending {
+            let reason = Reason::NotClaimable {
+                task: address.to_string(),
+                status: task.status.as_str().to_string(),
+                holder: task.lease.as_ref().map(|l| l.holder_address.clone()),
+            };
+            return Event::denied(ACTION, address, reason);
+        }
+        let held = self.leases_held.get(&command.actor).copied().unwrap_or(0) as u64;
+        if let Some(limit) = self.limits.get(&LimitName::TasksPerWorker) {
+            let mut view = limit.clone();
+            view.usage = held;
+            if let Gate::Deny(reason) = view.gate(1) {
+                return Event::denied(ACTION, address, reason);
+            }
+        }
+        let warnings = match self.hold_implicit_session(command.actor, None) {
+            Ok(warnings) => warnings,
+            Err(reason) => return Event::denied(ACTION, address, reason),
+        };
+        self.grant_lease(command, actor_address, address, lease_ms, None)
+            .with_warnings(warnings)
+    }
+
+    /// A claim without a worker session by a principal that has none holds an
+    /// implicit one: a unit of `active_workers` until its last lease ends, so that
+    /// principals that never register are counted like workers.
+    pub(super) fn hold_implicit_session(
+        &mut self,
+        actor: PrincipalId,
+        worker: Option<u64>,
+    ) -> Result<Vec<Reason>, Reason> {
+        if worker.is_some()
+            || self.implicit_sessions.contains(&actor)
+            || self
+                .workers
+                .values()
+                .any(|w| w.principal == actor && w.state == crate::workers::WorkerState::Active)
+        {
+            return Ok(Vec::new());
+        }
+        let mut warnings = Vec::new();
+        if let Some(limit) = self.limits.get_mut(&LimitName::ActiveWorkers) {
+            match limit.gate(1) {
+                Gate::Allow => {}
+                // A claim is not queued: past soft it is a warning.
+                Gate::Warn(reason) | Gate::Queue(reason) => warnings.push(reason),
+                Gate::Deny(reason) => return Err(reason),
+            }
+            limit.usage += 1;
+        }
+        self.implicit_sessions.insert(actor);
+        Ok(warnings)
+    }
+
+    pub(super) fn grant_lease(
+        &mut self,
+        command: &Command,
+        actor_address: &str,
+        address: &str,
+        lease_ms: u64,
+        worker: Option<u64>,
+    ) -> Event {
+        let token = command.seq;
+        let expires_at_ms = self.now_ms.saturating_add(lease_ms);
+        self.set_status(
+            address,
+            TaskStatus::Claimed,
+            actor_address,
+            &command.justification,
+        );
+        let task = self.tasks.get_mut(address).expect("claimable");
+        let number = task.attempts.len() as u32 + 1;
+        task.attempts.push(Attempt {
+            number,
+            worker: actor_address.to_string(),
+            token,
+            started_at_ms: self.now_ms,
+            ended_at_ms: None,
+            outcome: None,
+            reason: None,
+        });
+        task.lease = Some(Lease {
+            holder: command.actor,
+            holder_address: actor_address.to_string(),
+            token,
+            lease_ms,
+            expires_at_ms,
+            worker,
+        });
+        self.lease_expiries
+            .insert((expires_at_ms, address.to_string()));
+        *self.leases_held.entry(command.actor).or_insert(0) += 1;
+        if let Some(worker) = worker {
+            self.worker_leases
+                .entry(worker)
+                .or_default()
+                .insert(address.to_string());
+        }
+        Event::allowed(
+            "task.claim",
+            address,
+            Effect::TaskClaimed {
+                address: address.to_string(),
+                token,
+                expires_at_ms,
+            },
+        )
+    }
+
+    /// The claimable task with the highest effective priority whose every required
+    /// capability is offered.
+    pub(super) fn best_claimable(
+        &self,
+        offered: &BTreeSet<&str>,
+        config: &TaskConfig,
+    ) -> Option<String> {
+        let mut best: Option<(u32, u64, &str)> = None;
+        for (score, level) in self.ready.iter().rev() {
+            if best.is_some_and(|(effective, _, _)| score + config.aging_points_max < effective) {
+                break;
+            }
+            // Within a level the oldest is the most aged: the first match is its best.
+            let found = level
+                .iter()
+                .take(CLAIM_SCAN_PER_LEVEL_MAX)
+                .find(|(_, address)| {
+                    self.tasks[address]
+                        .capabilities
+                        .iter()
+                        .all(|c| offered.contains(c.as_str()))
+                });
+            if let Some((ready_since, address)) = found {
+                let minutes = (self.now_ms.saturating_sub(*ready_since) / 60_000) as u32;
+                let effective = score
+                    + minutes
+                        .saturating_mul(config.aging_points_per_minute)
+                        .min(config.aging_points_max);
+                let better = match best {
+                    None => true,
+                    Some((best_effective, best_since, best_address)) => {
+                        (
+                            effective,
+                            std::cmp::Reverse(*ready_since),
+                            std::cmp::Reverse(address.as_str()),
+                        ) > (
+                            best_effective,
+                            std::cmp::Reverse(best_since),
+                            std::cmp::Reverse(best_address),
+                        )
+                    }
+                };
+                if better {
+                    best = Some((effective, *ready_since, address));
+                }
+            }
+        }
+        best.map(|(_, _, address)| address.to_string())
+    }
+
+    /// Checks the fencing token; a stale one is a recorded conflict.
+    pub(super) fn check_lease(
+        &self,
+        address: &str,
+        actor: PrincipalId,
+        token: u64,
+    ) -> Result<(), Reason> {
+        let Some(task) = self.tasks.get(address) else {
+            return Err(not_found("task", address));
+        };
+        match &task.lease {
+            Some(lease) if lease.token == token && lease.holder == actor => Ok(()),
+            Some(lease) if lease.token == token => {
+                Err(forbidden("this lease belongs to another principal"))
+            }
+            lease => Err(Reason::StaleLease {
+                task: address.to_string(),
+                presented: token,
+                current: lease.as_ref().map(|l| l.token),
+                status: task.status.as_str().to_string(),
+            }),
+        }
+    }
+
+    pub(super) fn clear_lease(&mut self, address: &str) {
+        if let Some(lease) = self.tasks.get_mut(address).and_then(|t| t.lease.take()) {
+            self.lease_expiries
+                .remove(&(lease.expires_at_ms, address.to_string()));
+            if let Some(count) = self.leases_held.get_mut(&lease.holder) {
+                *count -= 1;
+                if *count == 0 {
+                    self.leases_held.remove(&lease.holder);
+                    if self.implicit_sessions.remove(&lease.holder) {
+                        if let Some(limit) = self.limits.get_mut(&LimitName::ActiveWorkers) {
+                            limit.usage = limit.usage.saturating_sub(1);
+                        }
+                    }
+                }
+            }
+            if let Some(worker) = lease.worker {
+                if let Some(held) = self.worker_leases.get_mut(&worker) {
+                    held.remove(address);
+                    if held.is_empty() {
+                        self.worker_leases.remove(&worker);
+                    }
+                }
+            }
+        }
+    }
+
+    pub(super) fn end_attempt(&mut self, address: &str, outcome: &str, reason: Option<String>) {
+        self.clear_lease(address);
+        let now = self.now_ms;
+        if let Some(attempt) = self
+            .tasks
+            .get_mut(address)
+            .and_then(|t| t.attempts.last_mut())
+        {
+            if attempt.ended_at_ms.is_none() {
+                attempt.ended_at_ms = Some(now);
+                attempt.outcome = Some(outcome.to_string());
+                attempt.reason = reason;
+            }
+        }
+    }
+
+    pub(super) fn renew_lease(&mut self, address: &str) {
+        let now = self.now_ms;
+        let task = self.tasks.get_mut(address).expect("exists");
+        if let Some(lease) = task.lease.as_mut() {
+            self.lease_expiries
+                .remove(&(lease.expires_at_ms, address.to_string()));
+            lease.expires_at_ms = now.saturating_add(lease.lease_ms);
+            self.lease_expiries
+                .insert((lease.expires_at_ms, address.to_string()));
+        }
+    }
+}

@@ -1,0 +1,149 @@
+//! Decomposition: a claimed task split into subtasks, admitted whole or not at all,
+//! with their shares of its budget.
+
+use std::collections::BTreeSet;
+
+use super::tasks::{sibling_cycle, task_bytes, task_level};
+use super::{invalid, State};
+use crate::command::{Command, Priority};
+use crate::event::{Effect, Event};
+use crate::tasks::*;
+
+impl State {
+    pub(super) fn decompose(
+        &mut self,
+        command: &Command,
+        actor_address: &str,
+        address: &str,
+        subtasks: &[NewTask],
+        policy: ChildDeathPolicy,
+    ) -> Event {
+        const ACTION: &str = "task.decompose";
+        if subtasks.is_empty() || subtasks.len() > SUBTASKS_MAX {
+            return Event::denied(
+                ACTION,
+                address,
+                invalid(format!("a decomposition has 1 to {SUBTASKS_MAX} subtasks")),
+            );
+        }
+        let level = task_level(address);
+        if level >= TASK_DEPTH_MAX {
+            return Event::denied(
+                ACTION,
+                address,
+                invalid(format!(
+                    "{address} is at decomposition level {level}, the deepest allowed ({TASK_DEPTH_MAX}): complete it instead"
+                )),
+            );
+        }
+        let siblings: BTreeSet<String> = (1..=subtasks.len()).map(|i| i.to_string()).collect();
+        for subtask in subtasks {
+            if let Err(reason) = self.validate_new_task(subtask, &siblings) {
+                return Event::denied(ACTION, address, reason);
+            }
+        }
+        if let Some(cycle) = sibling_cycle(subtasks) {
+            return Event::denied(
+                ACTION,
+                address,
+                invalid(format!(
+                    "the subtasks' dependencies form a cycle through subtask {cycle}"
+                )),
+            );
+        }
+        let shares: u64 = subtasks.iter().filter_map(|s| s.budget_micro_usd).sum();
+        let remaining = self.tasks[address]
+            .budget
+            .as_ref()
+            .map_or(0, |b| b.remaining_micro_usd);
+        if shares > remaining {
+            return Event::denied(
+                ACTION,
+                address,
+                invalid(format!(
+                    "the subtasks ask for {shares} micro-dollars; the task has {remaining} left"
+                )),
+            );
+        }
+        // The decomposition is admitted whole or not at all: every subtask counts
+        // toward the limits before any is created.
+        let bytes: u64 = subtasks
+            .iter()
+            .map(|subtask| task_bytes(command, subtask))
+            .sum();
+        let warnings = match self.gate_creation(command, subtasks.len() as u64, bytes) {
+            Ok(warnings) => warnings,
+            Err(reason) => return Event::denied(ACTION, address, reason),
+        };
+        self.end_attempt(address, "decomposed", None);
+        let first = self.tasks[address].next_child + 1;
+        let addresses: Vec<String> = (0..subtasks.len())
+            .map(|i| format!("{address}.{}", first + i as u32))
+            .collect();
+        {
+            let parent = self.tasks.get_mut(address).expect("checked");
+            parent.next_child += subtasks.len() as u32;
+            parent.children = addresses.clone();
+            parent.on_child_death = policy;
+        }
+        self.set_status(
+            address,
+            TaskStatus::Blocked,
+            actor_address,
+            &command.justification,
+        );
+        let payer = self.tasks[address].budget.as_ref().map(|b| b.payer);
+        for (subtask, child) in subtasks.iter().zip(&addresses) {
+            let mut new = subtask.clone();
+            new.depends_on = new
+                .depends_on
+                .iter()
+                .map(|d| {
+                    if siblings.contains(d) {
+                        addresses[d.parse::<usize>().expect("sibling index") - 1].clone()
+                    } else {
+                        d.clone()
+                    }
+                })
+                .collect();
+            let budget = match (subtask.budget_micro_usd, payer) {
+                (Some(share), Some(payer)) if share > 0 => {
+                    let parent_budget = self
+                        .tasks
+                        .get_mut(address)
+                        .and_then(|p| p.budget.as_mut())
+                        .expect("checked");
+                    parent_budget.remaining_micro_usd -= share;
+                    Some(TaskBudget {
+                        payer,
+                        total_micro_usd: share,
+                        remaining_micro_usd: share,
+                        spent_micro_usd: 0,
+                    })
+                }
+                _ => None,
+            };
+            if new.priority == Priority::default() && subtask.priority == Priority::default() {
+                new.priority = self.tasks[address].priority;
+            }
+            self.insert_task(
+                command,
+                actor_address,
+                child,
+                Some(address),
+                &new,
+                budget,
+                ChildDeathPolicy::Fail,
+            );
+        }
+        Event::allowed(
+            ACTION,
+            address,
+            Effect::TaskDecomposed {
+                address: address.to_string(),
+                children: addresses,
+            },
+        )
+        .with_warnings(warnings)
+    }
+}

@@ -1,0 +1,94 @@
+//! Genesis: the first command installs the limits, quotas, governance, task and
+//! anomaly configuration, the system principal and the first admin.
+
+use super::*;
+
+impl State {
+    pub(super) fn genesis(&mut self, command: &Command, genesis: &Genesis) -> Event {
+        const ACTION: &str = "genesis";
+        if self.quotas.is_some() {
+            return Event::denied(ACTION, "kernel", invalid("genesis was already applied"));
+        }
+        if command.actor != PrincipalId::SYSTEM {
+            return Event::denied(
+                ACTION,
+                "kernel",
+                forbidden("only the system applies genesis"),
+            );
+        }
+        let set_via = format!("genesis ({})", genesis.source);
+        let mut specs: BTreeMap<String, LimitSpec> = genesis
+            .limits
+            .iter()
+            .map(|spec| (spec.name.clone(), spec.clone()))
+            .collect();
+        // A built-in limit that the configuration leaves out exists, unlimited, so
+        // that governance can set it later and `colony limits` shows it.
+        for builtin in BUILTIN_LIMITS {
+            specs
+                .entry(builtin.name.to_string())
+                .or_insert_with(|| LimitSpec {
+                    name: builtin.name.to_string(),
+                    unit: builtin.unit.to_string(),
+                    description: builtin.description.to_string(),
+                    soft: None,
+                    hard: None,
+                    on_soft: OnSoft::Warn,
+                    window_ms: builtin.default_window_ms,
+                    queue_max: 1_000,
+                    brake_floor: 0,
+                });
+        }
+        for (name, spec) in specs {
+            let limit = Limit::new(
+                spec,
+                SYSTEM_ADDRESS.to_string(),
+                command.at_ms,
+                set_via.clone(),
+            );
+            let name = LimitName::parse(&name).expect("genesis names built-in limits only");
+            self.limits.insert(name, limit);
+        }
+        self.quotas = Some(genesis.quotas.clone());
+        self.governance = Some(genesis.governance.clone());
+        self.anomaly = genesis.anomaly.clone();
+        self.task_config = Some(genesis.tasks.clone());
+        if let Some(relaxation) = &genesis.governance.relaxation {
+            self.stability.window_start_ms =
+                command.at_ms - command.at_ms % relaxation.window_ms.max(1);
+        }
+        let system = Principal {
+            id: PrincipalId::SYSTEM,
+            address: SYSTEM_ADDRESS.to_string(),
+            name: "colony".to_string(),
+            kind: PrincipalKind::System,
+            roles: vec![Role::Admin],
+            standing: true,
+            parent: None,
+            created_at_ms: command.at_ms,
+            created_by: PrincipalId::SYSTEM,
+            token_hash: [0; 32],
+        };
+        self.by_address.insert(system.address.clone(), system.id);
+        self.principals.insert(system.id, system);
+        self.next_principal_id = 1;
+        let mut admin_request = CreatePrincipal::new(
+            genesis.admin_name.clone(),
+            PrincipalKind::Human,
+            genesis.admin_token_hash,
+        );
+        admin_request.roles = vec![Role::Admin, Role::Member];
+        admin_request.address = Some(ADMIN_ADDRESS.to_string());
+        let admin = self.insert_principal(command, &admin_request);
+        let mut event = Event::allowed(
+            ACTION,
+            "kernel",
+            Effect::GenesisApplied {
+                limits: self.limits.len(),
+                admin: admin.clone(),
+            },
+        );
+        event.subject = admin;
+        event
+    }
+}

@@ -1,0 +1,286 @@
+//! How tasks end: completion (climbing to parents that are done), failed attempts with
+//! backoff, death and the parent's policy, and the budgets that come back.
+
+use super::{invalid, State};
+use crate::event::{Effect, Event, Reason};
+use crate::ledger::Resource;
+use crate::limits::LimitName;
+use crate::tasks::*;
+
+impl State {
+    /// Marks a task completed, returns its budget, unblocks its dependents and
+    /// completes its parent when this was the parent's last open child.
+    pub(super) fn complete(
+        &mut self,
+        address: &str,
+        result: Option<String>,
+        by: &str,
+        justification: &str,
+        events: &mut Vec<Event>,
+    ) {
+        // Up the tree without recursion: each completed parent may complete its own.
+        let mut next = self.complete_one(address, result, by, justification);
+        while let Some(parent) = next {
+            let why = "every subtask completed";
+            next = self.complete_one(&parent, Some(why.to_string()), "0.1", why);
+            events.push(Event::allowed(
+                "task.complete",
+                parent.clone(),
+                Effect::TaskChanged {
+                    address: parent,
+                    status: TaskStatus::Completed,
+                },
+            ));
+        }
+    }
+
+    /// Completes one task; its parent when that now has every subtask completed.
+    pub(super) fn complete_one(
+        &mut self,
+        address: &str,
+        result: Option<String>,
+        by: &str,
+        justification: &str,
+    ) -> Option<String> {
+        self.tasks.get_mut(address).expect("exists").result = result;
+        self.set_status(address, TaskStatus::Completed, by, justification);
+        self.return_budget(address);
+        let dependents: Vec<String> = self
+            .dependents
+            .remove(address)
+            .into_iter()
+            .flatten()
+            .collect();
+        for dependent in dependents {
+            let ready = self.tasks.get(&dependent).is_some_and(|task| {
+                task.status == TaskStatus::Blocked
+                    && task.children.is_empty()
+                    && task.depends_on.iter().all(|d| {
+                        self.tasks
+                            .get(d)
+                            .is_some_and(|t| t.status == TaskStatus::Completed)
+                    })
+            });
+            if ready {
+                self.set_status(
+                    &dependent,
+                    TaskStatus::Pending,
+                    "0.1",
+                    &format!("its dependency {address} completed"),
+                );
+            }
+        }
+        let parent = self.tasks[address].parent.clone()?;
+        let done = self.tasks.get(&parent).is_some_and(|p| {
+            p.status == TaskStatus::Blocked
+                && p.children.iter().all(|c| {
+                    self.tasks
+                        .get(c)
+                        .is_some_and(|t| t.status == TaskStatus::Completed)
+                })
+        });
+        done.then_some(parent)
+    }
+
+    /// Counts a failed attempt: back off and retry, or go to the dead-letter queue.
+    pub(super) fn fail_attempt(
+        &mut self,
+        address: &str,
+        reason: &str,
+        by: &str,
+        justification: &str,
+        events: &mut Vec<Event>,
+    ) {
+        if let Some(why) = self.fail_attempt_one(address, reason, by, justification) {
+            self.kill(address, &why, by, justification, events);
+        }
+    }
+
+    /// Counts a failed attempt and backs off; why the task must die instead, when it
+    /// has no attempt left.
+    pub(super) fn fail_attempt_one(
+        &mut self,
+        address: &str,
+        reason: &str,
+        by: &str,
+        justification: &str,
+    ) -> Option<String> {
+        let config = self.task_config.clone().expect("genesis applied");
+        let task = self.tasks.get_mut(address).expect("exists");
+        task.failures += 1;
+        if task.failures >= task.max_attempts {
+            return Some(format!(
+                "attempt {} of {} failed: {reason}",
+                task.failures, task.max_attempts
+            ));
+        }
+        let previous = (task.status == TaskStatus::Failed).then_some(task.not_before_ms);
+        task.not_before_ms = self.now_ms + config.backoff_ms(task.failures);
+        if let Some(previous) = previous {
+            self.backoffs.remove(&(previous, address.to_string()));
+            self.backoffs
+                .insert((self.tasks[address].not_before_ms, address.to_string()));
+        }
+        self.set_status(address, TaskStatus::Failed, by, justification);
+        None
+    }
+
+    /// Puts a task in the dead-letter queue and applies its parent's policy.
+    pub(super) fn kill(
+        &mut self,
+        address: &str,
+        why: &str,
+        by: &str,
+        justification: &str,
+        events: &mut Vec<Event>,
+    ) {
+        // Up the tree without recursion: a parent whose policy is `fail` dies too.
+        let mut next = self.kill_one(address, why, by, justification, events);
+        while let Some((parent, why, justification)) = next {
+            next = self.kill_one(&parent, &why, "0.1", justification, events);
+        }
+    }
+
+    /// Kills one task and applies its parent's policy; the parent when it must die
+    /// too, with why.
+    pub(super) fn kill_one(
+        &mut self,
+        address: &str,
+        why: &str,
+        by: &str,
+        justification: &str,
+        events: &mut Vec<Event>,
+    ) -> Option<(String, String, &'static str)> {
+        self.bury(address, why, by, justification, events);
+        let parent = self.tasks[address].parent.clone()?;
+        if self.tasks[&parent].status != TaskStatus::Blocked {
+            return None;
+        }
+        // The siblings still open are abandoned with the parent's plan.
+        let siblings: Vec<String> = self.tasks[&parent]
+            .children
+            .iter()
+            .filter(|c| self.tasks[*c].status.is_open())
+            .cloned()
+            .collect();
+        for sibling in siblings {
+            self.bury(
+                &sibling,
+                &format!("its sibling {address} died"),
+                "0.1",
+                "the parent's plan failed",
+                events,
+            );
+        }
+        match self.tasks[&parent].on_child_death {
+            ChildDeathPolicy::Fail => Some((
+                parent,
+                format!("its subtask {address} died"),
+                "a subtask died and the policy is fail",
+            )),
+            ChildDeathPolicy::Redecompose => {
+                self.tasks
+                    .get_mut(&parent)
+                    .expect("exists")
+                    .children
+                    .clear();
+                const WHY: &str = "a subtask died; the parent will be decomposed anew";
+                self.fail_attempt_one(&parent, &format!("its subtask {address} died"), "0.1", WHY)
+                    .map(|why| (parent, why, WHY))
+            }
+        }
+    }
+
+    /// Moves one task to the dead-letter queue, nothing more.
+    pub(super) fn bury(
+        &mut self,
+        address: &str,
+        why: &str,
+        by: &str,
+        justification: &str,
+        events: &mut Vec<Event>,
+    ) {
+        self.clear_lease(address);
+        self.tasks
+            .get_mut(address)
+            .expect("exists")
+            .dead_reasons
+            .push(why.to_string());
+        self.set_status(address, TaskStatus::Dead, by, justification);
+        self.return_budget(address);
+        let mut event = Event::allowed(
+            "task.dead",
+            address,
+            Effect::TaskChanged {
+                address: address.to_string(),
+                status: TaskStatus::Dead,
+            },
+        );
+        event.reason = Reason::Invalid {
+            message: why.to_string(),
+        };
+        events.push(event);
+    }
+
+    /// Gives what is left of a finished task's budget back: to its parent if the
+    /// parent is still open, otherwise to the payer's ledger.
+    pub(super) fn return_budget(&mut self, address: &str) {
+        let Some(budget) = self.tasks.get_mut(address).and_then(|t| t.budget.as_mut()) else {
+            return;
+        };
+        let remaining = std::mem::take(&mut budget.remaining_micro_usd);
+        let payer = budget.payer;
+        if remaining == 0 {
+            return;
+        }
+        let parent = self.tasks[address].parent.clone();
+        if let Some(parent_budget) = parent
+            .filter(|p| self.tasks[p].status.is_open())
+            .and_then(|p| self.tasks.get_mut(&p))
+            .and_then(|p| p.budget.as_mut())
+        {
+            parent_budget.remaining_micro_usd += remaining;
+            return;
+        }
+        for member in self.chain(payer) {
+            if let Some(balance) = self.balances.get_mut(&(member, Resource::LlmBudgetUsd)) {
+                balance.reserved = balance.reserved.saturating_sub(remaining);
+            }
+        }
+    }
+
+    pub(super) fn spend_task_budget(&mut self, address: &str, amount: u64) -> Event {
+        const ACTION: &str = "task.spend";
+        let Some(budget) = self.tasks.get_mut(address).and_then(|t| t.budget.as_mut()) else {
+            return Event::denied(ACTION, address, invalid("this task has no budget"));
+        };
+        let charged = amount.min(budget.remaining_micro_usd);
+        let shortfall = amount - charged;
+        budget.remaining_micro_usd -= charged;
+        budget.spent_micro_usd = budget.spent_micro_usd.saturating_add(charged);
+        let (payer, remaining) = (budget.payer, budget.remaining_micro_usd);
+        for member in self.chain(payer) {
+            if let Some(balance) = self.balances.get_mut(&(member, Resource::LlmBudgetUsd)) {
+                balance.reserved = balance.reserved.saturating_sub(charged);
+                balance.used = balance.used.saturating_add(charged);
+            }
+        }
+        if let Some(balance) = self.balances.get_mut(&(payer, Resource::LlmBudgetUsd)) {
+            balance.shortfall = balance.shortfall.saturating_add(shortfall);
+        }
+        if let Some(limit) = self.limits.get_mut(&LimitName::LlmSpendUsd) {
+            limit.roll_window(self.now_ms);
+            limit.usage = limit.usage.saturating_add(amount);
+        }
+        Event::allowed(
+            ACTION,
+            address,
+            Effect::TaskBudgetSpent {
+                address: address.to_string(),
+                charged,
+                shortfall,
+                remaining,
+            },
+        )
+    }
+}

@@ -1,0 +1,266 @@
+//! Principals: creation (validated, gated by the account limits and
+//! `data_creation_bytes`, or queued past soft), their counts, and removal.
+
+use super::*;
+
+impl State {
+    pub(super) fn create_principal(
+        &mut self,
+        command: &Command,
+        request: &CreatePrincipal,
+        admitted: Option<&QueuedAdmission>,
+    ) -> Event {
+        const ACTION: &str = "principal.create";
+        let subject = request
+            .address
+            .clone()
+            .unwrap_or_else(|| request.kind.address_prefix().to_string());
+        if let Err(message) = self.validate_creation(request) {
+            return Event::denied(ACTION, subject, invalid(message));
+        }
+        let account_limit = match request.kind {
+            PrincipalKind::Human => Some(LimitName::HumanAccounts),
+            PrincipalKind::Ai => Some(LimitName::AiAccounts),
+            _ => None,
+        };
+        // The justification was counted where the command entered.
+        let data_bytes = request.data_bytes();
+        let category = request
+            .kind
+            .address_prefix()
+            .split('.')
+            .next()
+            .unwrap_or("0")
+            .to_string();
+        let category_usage = self.category_counts.get(&category).copied().unwrap_or(0);
+        let mut warnings = Vec::new();
+        let mut queue_reason = None;
+        let gates = [
+            (account_limit, 1, None),
+            (Some(LimitName::TotalNodes), 1, None),
+            (Some(LimitName::NodesPerCategory), 1, Some(category_usage)),
+            (Some(LimitName::DataCreationBytes), data_bytes, None),
+        ];
+        for (name, amount, usage_override) in gates {
+            let Some(name) = name else { continue };
+            let Some(limit) = self.limits.get_mut(&name) else {
+                continue;
+            };
+            limit.roll_window(command.at_ms);
+            let gate = match usage_override {
+                // nodes_per_category is checked against the category being filled.
+                Some(usage) => {
+                    let mut view = limit.clone();
+                    view.usage = usage;
+                    view.gate(amount)
+                }
+                None => limit.gate(amount),
+            };
+            match gate {
+                Gate::Allow => {}
+                Gate::Warn(reason) => warnings.push(reason),
+                Gate::Queue(reason) if admitted.is_none() => queue_reason = Some((name, reason)),
+                Gate::Queue(reason) => warnings.push(reason),
+                Gate::Deny(reason) => return Event::denied(ACTION, subject, reason),
+            }
+        }
+        if let Some((limit_name, reason)) = queue_reason {
+            let actor_is_admin = self.principals[&command.actor].is_admin();
+            let limit = self.limits.get_mut(&limit_name).expect("gated above");
+            if let Err(reason) = limit.queue_room(command.actor, actor_is_admin) {
+                return Event::denied(ACTION, subject, reason);
+            }
+            let position = limit.enqueue(QueuedAdmission {
+                ticket: command.seq,
+                priority: request.priority,
+                queued_at_ms: command.at_ms,
+                actor: command.actor,
+                justification: command.justification.clone(),
+                request: crate::limits::AdmissionRequest::CreatePrincipal(request.clone()),
+            });
+            return Event {
+                action: ACTION,
+                subject,
+                decision: Decision::Queued,
+                reason,
+                warnings,
+                effect: Effect::PrincipalQueued {
+                    ticket: command.seq,
+                    limit: limit_name.to_string(),
+                    position,
+                },
+            };
+        }
+        if let Some(limit) = self.limits.get_mut(&LimitName::DataCreationBytes) {
+            limit.usage = limit.usage.saturating_add(data_bytes);
+        }
+        let address = self.insert_principal(command, request);
+        let principal = &self.principals[&self.by_address[&address]];
+        let effect = Effect::PrincipalCreated {
+            id: principal.id,
+            address: address.clone(),
+            kind: principal.kind,
+            parent: principal
+                .parent
+                .map(|parent| self.principals[&parent].address.clone()),
+        };
+        let mut event = Event::allowed(ACTION, address, effect).with_warnings(warnings);
+        if let Some(queued) = admitted {
+            event.decision = Decision::Admitted;
+            event.reason = Reason::LimitAllows {
+                limit: account_limit.map_or("", LimitName::as_str).to_string(),
+                ticket: queued.ticket,
+                waited_ms: command.at_ms - queued.queued_at_ms,
+            };
+        }
+        event
+    }
+
+    pub(super) fn validate_creation(&self, request: &CreatePrincipal) -> Result<(), String> {
+        if request.name.trim().is_empty() || request.name.len() > NAME_BYTES_MAX {
+            return Err(format!("a name is 1 to {NAME_BYTES_MAX} bytes"));
+        }
+        if request.name.chars().any(char::is_control) {
+            return Err("a name holds no control characters".to_string());
+        }
+        if request.kind == PrincipalKind::System {
+            return Err("there is only one system principal".to_string());
+        }
+        if self.by_token.contains_key(&request.token_hash) {
+            return Err("this token is already in use".to_string());
+        }
+        if let Some(parent) = request.parent {
+            if !self.principals.get(&parent).is_some_and(|p| p.standing) {
+                return Err(format!("parent {parent} does not exist or has no standing"));
+            }
+            let depth = self.chain(parent).len();
+            if depth >= PRINCIPAL_DEPTH_MAX {
+                return Err(format!(
+                    "parent {parent} is already {depth} levels deep; a principal's ancestry is at most {PRINCIPAL_DEPTH_MAX} levels, itself included"
+                ));
+            }
+        }
+        if let Some(address) = &request.address {
+            validate_address(address).map_err(|error| format!("address `{address}`: {error}"))?;
+            let prefix = request.kind.address_prefix();
+            if !address.starts_with(&format!("{prefix}.")) {
+                return Err(format!(
+                    "a {} lives under `{prefix}.`",
+                    request.kind.as_str()
+                ));
+            }
+            if self.by_address.contains_key(address) {
+                return Err(format!("address `{address}` is taken"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates the principal and its balances; the caller has validated and gated.
+    pub(super) fn insert_principal(
+        &mut self,
+        command: &Command,
+        request: &CreatePrincipal,
+    ) -> String {
+        let id = PrincipalId(self.next_principal_id);
+        self.next_principal_id += 1;
+        let prefix = request.kind.address_prefix();
+        let address = match &request.address {
+            Some(address) => address.clone(),
+            None => loop {
+                let number = self.next_number.entry(prefix.to_string()).or_insert(1);
+                let candidate = format!("{prefix}.{number}");
+                *number += 1;
+                if !self.by_address.contains_key(&candidate) {
+                    break candidate;
+                }
+            },
+        };
+        let mut roles = if request.roles.is_empty() {
+            vec![Role::Member]
+        } else {
+            request.roles.clone()
+        };
+        roles.sort();
+        roles.dedup();
+        let principal = Principal {
+            id,
+            address: address.clone(),
+            name: request.name.clone(),
+            kind: request.kind,
+            roles,
+            standing: true,
+            parent: request.parent,
+            created_at_ms: command.at_ms,
+            created_by: command.actor,
+            token_hash: request.token_hash,
+        };
+        let quotas = self.quotas.as_ref().expect("genesis applied");
+        for resource in Resource::ALL {
+            let balance = Balance::with_quota(quotas.default_quota(request.kind, resource));
+            self.balances.insert((id, resource), balance);
+        }
+        self.by_token.insert(principal.token_hash, id);
+        self.by_address.insert(address.clone(), id);
+        self.principals.insert(id, principal);
+        self.count_principal(request.kind, &address, 1);
+        address
+    }
+
+    pub(super) fn count_principal(&mut self, kind: PrincipalKind, address: &str, delta: i64) {
+        let category = address.split('.').next().unwrap_or("0").to_string();
+        let count = self.category_counts.entry(category).or_insert(0);
+        *count = count.saturating_add_signed(delta);
+        let fullest = self.category_counts.values().copied().max().unwrap_or(0);
+        let account_limit = match kind {
+            PrincipalKind::Human => Some(LimitName::HumanAccounts),
+            PrincipalKind::Ai => Some(LimitName::AiAccounts),
+            _ => None,
+        };
+        for name in [account_limit, Some(LimitName::TotalNodes)]
+            .into_iter()
+            .flatten()
+        {
+            if let Some(limit) = self.limits.get_mut(&name) {
+                limit.usage = limit.usage.saturating_add_signed(delta);
+            }
+        }
+        if let Some(limit) = self.limits.get_mut(&LimitName::NodesPerCategory) {
+            limit.usage = fullest;
+        }
+    }
+
+    pub(super) fn remove_principal(&mut self, command: &Command, target: PrincipalId) -> Event {
+        const ACTION: &str = "principal.remove";
+        let Some(principal) = self.principals.get(&target).filter(|p| p.standing) else {
+            return Event::denied(ACTION, target.to_string(), not_found("principal", target));
+        };
+        let address = principal.address.clone();
+        if principal.kind == PrincipalKind::System || target == command.actor {
+            return Event::denied(
+                ACTION,
+                address,
+                forbidden("neither the system nor oneself can be removed"),
+            );
+        }
+        let kind = principal.kind;
+        let token_hash = principal.token_hash;
+        let held: Vec<ReservationId> = self.reservations_of(target).map(|r| r.id).collect();
+        for reservation in &held {
+            self.release(*reservation, ACTION);
+        }
+        let principal = self.principals.get_mut(&target).expect("checked above");
+        principal.standing = false;
+        self.by_token.remove(&token_hash);
+        self.count_principal(kind, &address, -1);
+        Event::allowed(
+            ACTION,
+            address.clone(),
+            Effect::PrincipalRemoved {
+                id: target,
+                address,
+                released_reservations: held.len(),
+            },
+        )
+    }
+}
