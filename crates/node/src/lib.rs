@@ -20,7 +20,6 @@
 //! # mod anyhow_free { pub type Result = std::result::Result<(), colony_node::NodeError>; }
 //! ```
 
-mod anomaly_config;
 pub mod api;
 pub mod auth;
 pub mod bus;

@@ -56,6 +56,7 @@ impl Default for NodeConfig {
                 decided_sync_within_ms: 5,
                 snapshot_every_commands: 100_000,
                 fault_panic_on_justification: None,
+                clock: std::sync::Arc::new(crate::sequencer::SystemClock),
             },
             store: StoreOptions::default(),
             supervisor: None,
@@ -161,7 +162,7 @@ impl Node {
                 source: std::io::Error::other(error.to_string()),
             })?;
         let bus = crate::bus::Bus::new(bus_config, Arc::clone(&state), streams, submitter.clone());
-        event_tap.connect(Arc::clone(&bus));
+        event_tap.connect(Arc::clone(&bus) as Arc<dyn sequencer::DecisionSink>);
         let (stop_edge, edge_stopped) = tokio::sync::watch::channel(false);
         let edge_flusher = tokio::spawn(edge_flush_loop(
             Arc::clone(&bus),

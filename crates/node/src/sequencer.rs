@@ -168,6 +168,24 @@ pub struct SequencerConfig {
     /// justification (honoured in debug builds only).
     #[doc(hidden)]
     pub fault_panic_on_justification: Option<String>,
+    /// What stamps commands with their time ([`SystemClock`] in a node).
+    pub clock: Arc<dyn Clock>,
+}
+
+/// The time commands are stamped with, in Unix milliseconds. Injected, so that the
+/// pipeline can run on a controlled clock; the kernel never reads a clock itself.
+pub trait Clock: Send + Sync + std::fmt::Debug {
+    fn now_ms(&self) -> u64;
+}
+
+/// The operating system's clock.
+#[derive(Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> u64 {
+        now_ms()
+    }
 }
 
 /// Starts the sequencer and flusher threads over an opened store.
@@ -195,6 +213,7 @@ pub(crate) fn spawn(
             snapshot_busy: Arc::clone(&snapshot_busy),
             stopped: false,
             fatal: Arc::clone(&fatal),
+            clock: Arc::clone(&config.clock),
             fault_panic_on: config
                 .fault_panic_on_justification
                 .clone()
@@ -301,6 +320,8 @@ struct Decider {
     stopped: bool,
     /// Set when the kernel panicked: nothing more is decided.
     fatal: Arc<crate::fatal::Fatal>,
+    /// What stamps commands with their time.
+    clock: Arc<dyn Clock>,
     /// See [`SequencerConfig::fault_panic_on_justification`].
     fault_panic_on: Option<String>,
 }
@@ -316,12 +337,13 @@ impl Decider {
         let mut group = Group::default();
         let shared_state = Arc::clone(&self.state);
         let mut state = shared_state.write().expect("state lock");
-        let stamp = |state: &State| (state.last_seq + 1, now_ms().max(state.now_ms));
+        let clock = Arc::clone(&self.clock);
+        let stamp = |state: &State| (state.last_seq + 1, clock.now_ms().max(state.now_ms));
         let wanted = Wanted {
             offers: self.events.offers_wanted(),
             events: self.events.wanted(),
         };
-        if state.next_due_ms().is_some_and(|due| due <= now_ms()) {
+        if state.next_due_ms().is_some_and(|due| due <= clock.now_ms()) {
             // Something is due. The node's health figures go first, so that a
             // stability window closing now counts them; either command lets time pass.
             let (body, justification) = match self.metrics.take_health() {
@@ -606,7 +628,8 @@ impl Sequencer {
             let wait_ms = {
                 let state = self.state.read().expect("state lock");
                 state.next_due_ms().map_or(IDLE_WAKE_MS, |due| {
-                    due.saturating_sub(now_ms()).min(IDLE_WAKE_MS)
+                    due.saturating_sub(self.config.clock.now_ms())
+                        .min(IDLE_WAKE_MS)
                 })
             };
             let disconnected = match receiver.recv_timeout(Duration::from_millis(wait_ms)) {
@@ -649,26 +672,39 @@ impl Sequencer {
     }
 }
 
-/// Where the sequencer publishes decisions once they are durable: the bus, set when
-/// it exists.
+/// What hears of decisions once they are durable. The bus implements it; the
+/// sequencer never names the bus.
+pub trait DecisionSink: Send + Sync {
+    /// Whether anyone wants the decisions (publishing costs nothing otherwise).
+    fn wants_decisions(&self) -> bool;
+    /// Whether anyone wants the offers of tasks that became claimable.
+    fn wants_offers(&self) -> bool;
+    /// Tasks that became claimable.
+    fn offer(&self, tasks: &[String]);
+    /// Worker sessions an admission queue admitted.
+    fn admitted(&self, workers: &[u64]);
+    /// A command and every decision it led to.
+    fn decided(&self, command: &Command, events: &[Event]);
+}
+
+/// Where the sequencer publishes decisions once they are durable: the sink, set
+/// once it exists (the bus is made after the sequencer starts).
 #[derive(Default)]
 pub struct EventTap {
-    bus: std::sync::OnceLock<Arc<crate::bus::Bus>>,
+    sink: std::sync::OnceLock<Arc<dyn DecisionSink>>,
 }
 
 impl EventTap {
-    pub fn connect(&self, bus: Arc<crate::bus::Bus>) {
-        let _ = self.bus.set(bus);
+    pub fn connect(&self, sink: Arc<dyn DecisionSink>) {
+        let _ = self.sink.set(sink);
     }
 
     fn wanted(&self) -> bool {
-        self.bus.get().is_some_and(|bus| bus.wants_events())
+        self.sink.get().is_some_and(|sink| sink.wants_decisions())
     }
 
     fn offers_wanted(&self) -> bool {
-        self.bus
-            .get()
-            .is_some_and(|bus| bus.has_subscribers(crate::bus::TASK_OFFERS_SUBJECT))
+        self.sink.get().is_some_and(|sink| sink.wants_offers())
     }
 }
 
@@ -760,15 +796,15 @@ impl Flusher {
             // the command stands.
             let _ = reply.send(outcome);
         }
-        if let Some(bus) = self.events.bus.get() {
+        if let Some(sink) = self.events.sink.get() {
             if !group.offered.is_empty() {
-                bus.publish_offers(&group.offered);
+                sink.offer(&group.offered);
             }
             if !group.admitted.is_empty() {
-                bus.workers_admitted(&group.admitted);
+                sink.admitted(&group.admitted);
             }
             for (command, events) in &group.published {
-                bus.publish_events(command, events);
+                sink.decided(command, events);
             }
         }
         if let Some((seq, payload)) = group.snapshot {
@@ -855,6 +891,7 @@ mod tests {
             decided_sync_within_ms,
             snapshot_every_commands: 100,
             fault_panic_on_justification: None,
+            clock: Arc::new(SystemClock),
         })
     }
 
@@ -974,6 +1011,7 @@ mod tests {
             decided_sync_within_ms: 5,
             snapshot_every_commands: 100,
             fault_panic_on_justification: None,
+            clock: Arc::new(SystemClock),
         });
         // Hold the decider: the sequencer thread takes at most one request and a
         // batch, then waits; the queue fills behind it.
@@ -1022,6 +1060,7 @@ mod tests {
             decided_sync_within_ms: 5,
             snapshot_every_commands: 100,
             fault_panic_on_justification: Some("boom".into()),
+            clock: Arc::new(SystemClock),
         });
         let before = tick(&running.submitter, false, "before".into()).await;
         let failed = running
@@ -1046,5 +1085,40 @@ mod tests {
         let (_, state, _) = Store::open(&running.path, StoreOptions::default()).unwrap();
         assert_eq!(state.last_seq, before.seq);
         colony_log::verify_replay(&running.path).unwrap();
+    }
+
+    /// A clock the test sets.
+    #[derive(Debug, Default)]
+    struct ManualClock(std::sync::atomic::AtomicU64);
+
+    impl Clock for ManualClock {
+        fn now_ms(&self) -> u64 {
+            self.0.load(Ordering::SeqCst)
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn commands_are_stamped_by_the_injected_clock_and_never_go_back() {
+        let clock = Arc::new(ManualClock::default());
+        clock.0.store(5_000, Ordering::SeqCst);
+        let mut running = start_with(SequencerConfig {
+            submit_queue_max: 1_024,
+            batch_commands_max: 64,
+            unsynced_commands_max: 1_024,
+            decided_sync_within_ms: 5,
+            snapshot_every_commands: 100,
+            fault_panic_on_justification: None,
+            clock: Arc::clone(&clock) as Arc<dyn Clock>,
+        });
+        let first = tick(&running.submitter, false, "at 5 s".into()).await;
+        assert_eq!(first.at_ms, 5_000);
+        clock.0.store(9_000, Ordering::SeqCst);
+        let second = tick(&running.submitter, true, "at 9 s".into()).await;
+        assert_eq!(second.at_ms, 9_000);
+        // The clock steps back: time in the log does not.
+        clock.0.store(1_000, Ordering::SeqCst);
+        let third = tick(&running.submitter, false, "the clock stepped back".into()).await;
+        assert_eq!(third.at_ms, 9_000);
+        running.stop().await;
     }
 }

@@ -75,37 +75,29 @@ impl State {
             proposal.previous.unwrap_or((None, None)),
             proposal.applied.unwrap_or((None, None)),
         );
-        let now_ms = self.now_ms;
         let effect = match &proposal.target {
             ProposalTarget::Limit { limit, .. } => {
-                let entry = self.limit_mut(limit).expect("exists");
-                let now = (entry.spec.soft, entry.spec.hard);
+                let now = {
+                    let entry = self.limit(limit).expect("validated at proposal");
+                    (entry.spec.soft, entry.spec.hard)
+                };
                 let hard = if now.1 == applied.1 {
                     previous.1
                 } else {
                     now.1
                 };
-                let mut soft = if now.0 == applied.0 {
+                let soft = if now.0 == applied.0 {
                     previous.0
                 } else {
                     now.0
                 };
-                if let (Some(soft_value), Some(hard_value)) = (soft, hard) {
-                    soft = Some(soft_value.min(hard_value));
-                }
-                entry.spec.soft = soft;
-                entry.spec.hard = hard;
-                entry.set_by = SYSTEM_ADDRESS.to_string();
-                entry.set_at_ms = now_ms;
-                entry.set_via = format!("expiry of brake {id}");
-                Effect::LimitChanged {
-                    proposal: id,
-                    limit: limit.clone(),
-                    soft,
-                    hard,
-                    previous_soft: now.0,
-                    previous_hard: now.1,
-                }
+                self.set_limit_values(
+                    id,
+                    limit,
+                    (soft, hard),
+                    SYSTEM_ADDRESS,
+                    format!("expiry of brake {id}"),
+                )
             }
             ProposalTarget::QuotaDefault { kind, resource, .. } => {
                 let quotas = self.quotas.as_mut().expect("genesis applied");
@@ -188,13 +180,6 @@ impl State {
             };
             self.consequences.push(confirmed);
         }
-        Event::allowed(
-            VOTE,
-            subject,
-            Effect::VoteRecorded {
-                proposal: id,
-                choice,
-            },
-        )
+        State::vote_recorded(subject, id, choice)
     }
 }

@@ -26,17 +26,10 @@ impl State {
             }
         }
         let config = self.task_config.clone().expect("genesis applied");
-        let lease_ms = lease_ms.unwrap_or(config.lease_ms);
-        if lease_ms == 0 || lease_ms > config.lease_max_ms {
-            return Event::denied(
-                ACTION,
-                actor_address,
-                invalid(format!(
-                    "lease_ms must be between 1 and {}",
-                    config.lease_max_ms
-                )),
-            );
-        }
+        let lease_ms = match lease_ms_within(&config, lease_ms) {
+            Ok(lease_ms) => lease_ms,
+            Err(reason) => return Event::denied(ACTION, actor_address, reason),
+        };
         if capabilities.len() > CAPABILITIES_MAX {
             return Event::denied(
                 ACTION,
@@ -82,17 +75,10 @@ impl State {
     ) -> Event {
         const ACTION: &str = "task.claim";
         let config = self.task_config.clone().expect("genesis applied");
-        let lease_ms = lease_ms.unwrap_or(config.lease_ms);
-        if lease_ms == 0 || lease_ms > config.lease_max_ms {
-            return Event::denied(
-                ACTION,
-                address,
-                invalid(format!(
-                    "lease_ms must be between 1 and {}",
-                    config.lease_max_ms
-                )),
-            );
-        }
+        let lease_ms = match lease_ms_within(&config, lease_ms) {
+            Ok(lease_ms) => lease_ms,
+            Err(reason) => return Event::denied(ACTION, address, reason),
+        };
         let Some(task) = self.tasks.get(address) else {
             return Event::denied(ACTION, address, not_found("task", address));
         };
@@ -333,4 +319,17 @@ impl State {
                 .insert((lease.expires_at_ms, address.to_string()));
         }
     }
+}
+
+/// The lease a claim asks for (the board's default when it names none), if within
+/// the board's bounds.
+fn lease_ms_within(config: &TaskConfig, requested: Option<u64>) -> Result<u64, Reason> {
+    let lease_ms = requested.unwrap_or(config.lease_ms);
+    if lease_ms == 0 || lease_ms > config.lease_max_ms {
+        return Err(invalid(format!(
+            "lease_ms must be between 1 and {}",
+            config.lease_max_ms
+        )));
+    }
+    Ok(lease_ms)
 }

@@ -409,29 +409,20 @@ impl State {
         let via = format!("proposal {id}");
         match &proposal.target {
             ProposalTarget::Limit { limit, soft, hard } => {
-                let now_ms = self.now_ms;
-                let entry = self.limit_mut(limit).expect("validated at proposal");
-                let previous = (entry.spec.soft, entry.spec.hard);
-                let (mut soft_new, hard_new) =
-                    (soft.applied_to(previous.0), hard.applied_to(previous.1));
-                // A brake applied since may have left soft above the new hard.
-                if let (Some(soft_value), Some(hard_value)) = (soft_new, hard_new) {
-                    soft_new = Some(soft_value.min(hard_value));
-                }
-                entry.spec.soft = soft_new;
-                entry.spec.hard = hard_new;
-                entry.set_by = proposal.proposer_address.clone();
-                entry.set_at_ms = now_ms;
-                entry.set_via = via;
+                let previous = {
+                    let entry = self.limit(limit).expect("validated at proposal");
+                    (entry.spec.soft, entry.spec.hard)
+                };
                 self.proposals.get_mut(&id).expect("exists").previous = Some(previous);
-                Effect::LimitChanged {
-                    proposal: id,
-                    limit: limit.clone(),
-                    soft: soft_new,
-                    hard: hard_new,
-                    previous_soft: previous.0,
-                    previous_hard: previous.1,
-                }
+                // A brake applied since may have left soft above the new hard: the
+                // values are clamped where they are set.
+                self.set_limit_values(
+                    id,
+                    limit,
+                    (soft.applied_to(previous.0), hard.applied_to(previous.1)),
+                    &proposal.proposer_address,
+                    via,
+                )
             }
             ProposalTarget::QuotaDefault {
                 kind,
@@ -590,14 +581,46 @@ impl State {
             };
             self.consequences.push(closed);
         }
-        Event::allowed(
-            VOTE,
-            subject,
-            Effect::VoteRecorded {
-                proposal: id,
-                choice,
-            },
-        )
+        State::vote_recorded(subject, id, choice)
+    }
+}
+
+impl State {
+    /// Puts `soft` and `hard` in force on `limit` (soft never above hard), recorded
+    /// as set by `by` via `via`; the effect, with the values replaced.
+    pub(super) fn set_limit_values(
+        &mut self,
+        proposal: u64,
+        limit: &str,
+        values: (Option<u64>, Option<u64>),
+        by: &str,
+        via: String,
+    ) -> Effect {
+        let now_ms = self.now_ms;
+        let entry = self.limit_mut(limit).expect("validated at proposal");
+        let previous = (entry.spec.soft, entry.spec.hard);
+        let (mut soft, hard) = values;
+        if let (Some(soft_value), Some(hard_value)) = (soft, hard) {
+            soft = Some(soft_value.min(hard_value));
+        }
+        entry.spec.soft = soft;
+        entry.spec.hard = hard;
+        entry.set_by = by.to_string();
+        entry.set_at_ms = now_ms;
+        entry.set_via = via;
+        Effect::LimitChanged {
+            proposal,
+            limit: limit.to_string(),
+            soft,
+            hard,
+            previous_soft: previous.0,
+            previous_hard: previous.1,
+        }
+    }
+
+    /// The answer to a vote that was recorded.
+    pub(super) fn vote_recorded(subject: String, proposal: u64, choice: VoteChoice) -> Event {
+        Event::allowed(VOTE, subject, Effect::VoteRecorded { proposal, choice })
     }
 }
 

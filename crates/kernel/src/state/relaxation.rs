@@ -75,22 +75,18 @@ impl State {
         entry.outcome = Some(format!("rolled back: {}", breaches.join("; ")));
         let effect = match (&proposal.target, proposal.previous) {
             (ProposalTarget::Limit { limit, .. }, Some((soft_before, hard_before))) => {
-                let now_ms = self.now_ms;
-                let entry = self.limit_mut(limit).expect("exists");
-                let previous = (entry.spec.soft, entry.spec.hard);
-                entry.spec.soft = tighter(entry.spec.soft, soft_before);
-                entry.spec.hard = tighter(entry.spec.hard, hard_before);
-                entry.set_by = SYSTEM_ADDRESS.to_string();
-                entry.set_at_ms = now_ms;
-                entry.set_via = format!("rollback of proposal {id}");
-                Effect::LimitChanged {
-                    proposal: id,
-                    limit: limit.clone(),
-                    soft: entry.spec.soft,
-                    hard: entry.spec.hard,
-                    previous_soft: previous.0,
-                    previous_hard: previous.1,
-                }
+                let current = self.limit(limit).expect("validated at proposal");
+                let values = (
+                    tighter(current.spec.soft, soft_before),
+                    tighter(current.spec.hard, hard_before),
+                );
+                self.set_limit_values(
+                    id,
+                    limit,
+                    values,
+                    SYSTEM_ADDRESS,
+                    format!("rollback of proposal {id}"),
+                )
             }
             _ => Effect::ProposalClosed {
                 proposal: id,

@@ -8,7 +8,7 @@ use std::path::Path;
 use colony_kernel::Role;
 use serde::Deserialize;
 
-use crate::genesis::{line_of, parse_duration_ms, ConfigError};
+use crate::genesis::{parse_duration_ms, ConfigError, Source};
 
 /// Subject patterns a role may publish to and subscribe to.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -134,20 +134,15 @@ impl BusConfig {
     }
 
     pub fn parse(file: &Path, text: &str) -> Result<BusConfig, ConfigError> {
-        let error = |span: Option<std::ops::Range<usize>>, message: String| ConfigError {
-            file: file.to_path_buf(),
-            line: span.map(|s| line_of(text, s.start)),
-            message,
-        };
-        let parsed: BusFile =
-            toml::from_str(text).map_err(|e| error(e.span(), e.message().to_string()))?;
+        let source = Source { file, text };
+        let parsed: BusFile = source.parse()?;
         let mut config = BusConfig::default();
         let section = parsed.bus;
         macro_rules! set {
             ($($field:ident),*) => {$(
                 if let Some(value) = section.$field {
                     if value == 0 {
-                        return Err(error(None, format!("bus.{} must be positive", stringify!($field))));
+                        return Err(source.error(None, format!("bus.{} must be positive", stringify!($field))));
                     }
                     config.$field = value;
                 }
@@ -181,13 +176,13 @@ impl BusConfig {
         ] {
             if let Some(value) = value {
                 *target = parse_duration_ms(value.get_ref())
-                    .map_err(|m| error(Some(value.span()), format!("bus.{key}: {m}")))?;
+                    .map_err(|m| source.error(Some(value.span()), format!("bus.{key}: {m}")))?;
             }
         }
         for (name, grants) in parsed.roles {
             let span = grants.span();
             let role = Role::parse(&name).ok_or_else(|| {
-                error(
+                source.error(
                     Some(span.clone()),
                     format!("roles.{name}: unknown role (admin, member, observer)"),
                 )
@@ -195,7 +190,7 @@ impl BusConfig {
             let grants = grants.into_inner();
             for pattern in grants.publish.iter().chain(&grants.subscribe) {
                 colony_kernel::subject::check_pattern(pattern).map_err(|e| {
-                    error(
+                    source.error(
                         Some(span.clone()),
                         format!("roles.{name}: {pattern:?}: {e}"),
                     )

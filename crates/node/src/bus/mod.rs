@@ -754,6 +754,31 @@ pub fn check_headers(raw: &RawValue) -> Result<(), String> {
         .map_err(|_| "headers must be a JSON object of strings".to_string())
 }
 
+/// The bus hears of every durable decision: it publishes them on `colony.events.>`,
+/// offers claimable tasks on `colony.tasks.offers`, and tells queued workers they
+/// were admitted.
+impl crate::sequencer::DecisionSink for Bus {
+    fn wants_decisions(&self) -> bool {
+        self.wants_events()
+    }
+
+    fn wants_offers(&self) -> bool {
+        self.has_subscribers(TASK_OFFERS_SUBJECT)
+    }
+
+    fn offer(&self, tasks: &[String]) {
+        self.publish_offers(tasks);
+    }
+
+    fn admitted(&self, workers: &[u64]) {
+        self.workers_admitted(workers);
+    }
+
+    fn decided(&self, command: &colony_kernel::Command, events: &[colony_kernel::Event]) {
+        self.publish_events(command, events);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,7 +9,7 @@ use std::path::Path;
 use colony_kernel::Priority;
 use serde::Deserialize;
 
-use crate::genesis::{line_of, parse_duration_ms, parse_usd, ConfigError};
+use crate::genesis::{parse_duration_ms, parse_usd, ConfigError, Source};
 
 pub const DEFAULT_PROVIDERS_TOML: &str = include_str!("../../../../config/genesis/providers.toml");
 
@@ -176,13 +176,8 @@ impl GatewayConfig {
         text: &str,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<GatewayConfig, ConfigError> {
-        let error = |span: Option<std::ops::Range<usize>>, message: String| ConfigError {
-            file: file.to_path_buf(),
-            line: span.map(|s| line_of(text, s.start)),
-            message,
-        };
-        let parsed: File =
-            toml::from_str(text).map_err(|e| error(e.span(), e.message().to_string()))?;
+        let source = Source { file, text };
+        let parsed: File = source.parse()?;
         let mut upstreams = BTreeMap::new();
         for entry in parsed.upstreams {
             let span = entry.span();
@@ -192,7 +187,7 @@ impl GatewayConfig {
                 "anthropic" => UpstreamKind::Anthropic,
                 "scripted" => UpstreamKind::Scripted,
                 other => {
-                    return Err(error(
+                    return Err(source.error(
                         Some(span),
                         format!(
                             "upstream {}: kind {other:?} is not openai, anthropic or scripted",
@@ -210,7 +205,7 @@ impl GatewayConfig {
                 .trim_end_matches('/')
                 .to_string();
             if kind != UpstreamKind::Scripted && base_url.is_empty() {
-                return Err(error(
+                return Err(source.error(
                     Some(span),
                     format!(
                         "upstream {}: needs base_url (or base_url_env set)",
@@ -252,7 +247,7 @@ impl GatewayConfig {
             let span = entry.span();
             let entry = entry.get_ref();
             if !upstreams.contains_key(&entry.upstream) {
-                return Err(error(
+                return Err(source.error(
                     Some(span),
                     format!(
                         "model {}: no upstream named {:?}",
@@ -261,8 +256,9 @@ impl GatewayConfig {
                 ));
             }
             let price = |text: &str| {
-                parse_usd(text)
-                    .map_err(|m| error(Some(span.clone()), format!("model {}: {m}", entry.name)))
+                parse_usd(text).map_err(|m| {
+                    source.error(Some(span.clone()), format!("model {}: {m}", entry.name))
+                })
             };
             models.insert(
                 entry.name.clone(),
@@ -283,7 +279,7 @@ impl GatewayConfig {
         for entry in &parsed.models {
             for next in &entry.get_ref().fallback {
                 if !models.contains_key(next) {
-                    return Err(error(
+                    return Err(source.error(
                         Some(entry.span()),
                         format!(
                             "model {}: fallback {next:?} is not a model",
@@ -295,10 +291,7 @@ impl GatewayConfig {
         }
         for (alias, target) in &parsed.aliases {
             if !models.contains_key(target) {
-                return Err(error(
-                    None,
-                    format!("alias {alias}: {target:?} is not a model"),
-                ));
+                return Err(source.error(None, format!("alias {alias}: {target:?} is not a model")));
             }
         }
         let mut routing = Vec::new();
@@ -306,7 +299,7 @@ impl GatewayConfig {
             let span = entry.span();
             let entry = entry.into_inner();
             if !models.contains_key(&entry.model) {
-                return Err(error(
+                return Err(source.error(
                     Some(span),
                     format!("routing rule: {:?} is not a model", entry.model),
                 ));
@@ -318,10 +311,9 @@ impl GatewayConfig {
                 Some("high") => Some(Priority::High),
                 Some("critical") => Some(Priority::Critical),
                 Some(other) => {
-                    return Err(error(
-                        Some(span),
-                        format!("routing rule: priority {other:?}"),
-                    ))
+                    return Err(
+                        source.error(Some(span), format!("routing rule: priority {other:?}"))
+                    )
                 }
             };
             routing.push(RoutingRule {
@@ -340,7 +332,7 @@ impl GatewayConfig {
             && !models.contains_key(&default_model)
             && !parsed.aliases.contains_key(&default_model)
         {
-            return Err(error(
+            return Err(source.error(
                 None,
                 format!("gateway.default_model {default_model:?} is not a model"),
             ));
@@ -350,7 +342,7 @@ impl GatewayConfig {
             Some(toml::Value::String(s)) if s == "unlimited" => None,
             Some(toml::Value::Integer(n)) if n > 0 => Some(n as u64),
             Some(other) => {
-                return Err(error(
+                return Err(source.error(
                     None,
                     format!("gateway.tokens_per_minute_per_principal: expected a positive integer or \"unlimited\", found {other}"),
                 ))
@@ -364,7 +356,7 @@ impl GatewayConfig {
             default_model,
             timeout_ms: match section.timeout {
                 Some(text) => parse_duration_ms(&text)
-                    .map_err(|m| error(None, format!("gateway.timeout: {m}")))?,
+                    .map_err(|m| source.error(None, format!("gateway.timeout: {m}")))?,
                 None => 120_000,
             },
             request_bytes_max: section.request_bytes_max.unwrap_or(4 << 20),

@@ -8,9 +8,9 @@ use colony_kernel::anomaly::{AnomalyConfig, Signal, SignalBound};
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::genesis::{line_of, parse_duration_ms, parse_usd, ConfigError};
+use super::{parse_duration_ms, parse_usd, ConfigError, Source};
 
-pub const DEFAULT_ANOMALY_TOML: &str = include_str!("../../../config/genesis/anomaly.toml");
+pub const DEFAULT_ANOMALY_TOML: &str = include_str!("../../../../config/genesis/anomaly.toml");
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -61,13 +61,8 @@ pub fn builtin() -> Result<Option<AnomalyConfig>, ConfigError> {
 }
 
 pub fn parse(file: &Path, text: &str) -> Result<Option<AnomalyConfig>, ConfigError> {
-    let error = |span: Option<std::ops::Range<usize>>, message: String| ConfigError {
-        file: file.to_path_buf(),
-        line: span.map(|s| line_of(text, s.start)),
-        message,
-    };
-    let parsed: File =
-        toml::from_str(text).map_err(|e| error(e.span(), e.message().to_string()))?;
+    let source = Source { file, text };
+    let parsed: File = source.parse()?;
     let section = parsed.anomaly;
     if !section.enabled {
         return Ok(None);
@@ -75,11 +70,11 @@ pub fn parse(file: &Path, text: &str) -> Result<Option<AnomalyConfig>, ConfigErr
     let mut config = AnomalyConfig::defaults();
     if let Some(window) = &section.window {
         config.window_ms = parse_duration_ms(window.get_ref())
-            .map_err(|m| error(Some(window.span()), format!("anomaly.window: {m}")))?;
+            .map_err(|m| source.error(Some(window.span()), format!("anomaly.window: {m}")))?;
         if config.window_ms == 0 {
-            return Err(error(
+            return Err(source.error(
                 Some(window.span()),
-                "anomaly.window: must be longer than zero".into(),
+                "anomaly.window: must be longer than zero",
             ));
         }
     }
@@ -88,9 +83,9 @@ pub fn parse(file: &Path, text: &str) -> Result<Option<AnomalyConfig>, ConfigErr
     }
     if let Some(factor) = &section.factor {
         if *factor.get_ref() < 2 {
-            return Err(error(
+            return Err(source.error(
                 Some(factor.span()),
-                "anomaly.factor: at least 2 (a steady principal sits at 1)".into(),
+                "anomaly.factor: at least 2 (a steady principal sits at 1)",
             ));
         }
         config.factor = *factor.get_ref();
@@ -102,7 +97,7 @@ pub fn parse(file: &Path, text: &str) -> Result<Option<AnomalyConfig>, ConfigErr
             other => match Signal::parse(other).filter(|s| *s != Signal::SpendMicroUsd) {
                 Some(signal) => (signal, false),
                 None => {
-                    return Err(error(
+                    return Err(source.error(
                         Some(span),
                         format!(
                             "anomaly.signals.{name}: unknown signal; known signals are commands, denials, spend_usd, failed_tasks, publishes"
@@ -119,7 +114,7 @@ pub fn parse(file: &Path, text: &str) -> Result<Option<AnomalyConfig>, ConfigErr
                 _ => Err("a count, a whole number of at least 0".into()),
             };
             parsed.map_err(|m| {
-                error(
+                source.error(
                     Some(span.clone()),
                     format!("anomaly.signals.{name}.{key}: {m}"),
                 )
@@ -128,7 +123,7 @@ pub fn parse(file: &Path, text: &str) -> Result<Option<AnomalyConfig>, ConfigErr
         let bound = bound.get_ref();
         let (ceiling, min) = (value("ceiling", &bound.ceiling)?, value("min", &bound.min)?);
         if min > ceiling {
-            return Err(error(
+            return Err(source.error(
                 Some(span),
                 format!("anomaly.signals.{name}: min ({min}) is above ceiling ({ceiling})"),
             ));

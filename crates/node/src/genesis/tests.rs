@@ -1,0 +1,186 @@
+//! The genesis parsers against the shipped files and bad input.
+
+use super::*;
+use colony_kernel::PrincipalKind;
+
+fn limits_error(text: &str) -> String {
+    parse_limits(Path::new("limits.toml"), text)
+        .unwrap_err()
+        .to_string()
+}
+
+#[test]
+fn shipped_files_parse() {
+    let config = builtin_defaults();
+    assert!(config.limits.iter().any(|l| l.name == "ai_accounts"));
+    assert!(config
+        .limits
+        .iter()
+        .any(|l| l.name == "llm_spend_usd" && l.hard.is_some()));
+    assert!(config.quotas.defaults.contains_key(&PrincipalKind::Ai));
+}
+
+#[test]
+fn errors_name_file_line_and_key() {
+    let cases = [
+        (
+            "[limits.ai_accounts]\nsoft = 60\nhard = 50\n",
+            "limits.toml:2: limits.ai_accounts.soft (60) is above hard (50)",
+        ),
+        (
+            "[limits.ai_acounts]\nsoft = 1\n",
+            "limits.toml:1: limits.ai_acounts: unknown limit",
+        ),
+        (
+            "[limits.ai_accounts]\nsoft = -1\n",
+            "limits.toml:2: limits.ai_accounts.soft: -1 is negative",
+        ),
+        (
+            "[limits.ai_accounts]\nsoft = 1.5\n",
+            "limits.toml:2: limits.ai_accounts.soft: floats are not accepted",
+        ),
+        (
+            "[limits.ai_accounts]\nsoftt = 1\n",
+            "limits.toml:2: unknown field `softt`",
+        ),
+        ("[limits.ai_accounts]\nsoft = \n", "limits.toml:2:"),
+        (
+            "[limits.llm_spend_usd]\nhard = 50\n",
+            "limits.toml:2: limits.llm_spend_usd.hard: money is written in dollars",
+        ),
+        (
+            "[limits.llm_spend_usd]\nwindow = \"soon\"\n",
+            "limits.toml:2: limits.llm_spend_usd.window",
+        ),
+        (
+            "[limits.llm_spend_usd]\non_soft = \"queue\"\n",
+            "limits.toml:2: limits.llm_spend_usd.on_soft: `queue` applies to count limits",
+        ),
+        (
+            "[limits.ai_accounts]\non_soft = \"panic\"\n",
+            "limits.toml:2: limits.ai_accounts.on_soft: `panic`",
+        ),
+        (
+            "[limits.max_ai_accounts]\nhard = 1\n[limits.ai_accounts]\nhard = 2\n",
+            "is set twice",
+        ),
+    ];
+    for (text, expected) in cases {
+        let message = limits_error(text);
+        assert!(
+            message.contains(expected),
+            "for {text:?}:\n  got {message}\n  expected {expected}"
+        );
+    }
+}
+
+#[test]
+fn quota_errors_name_the_key() {
+    let error = parse_quotas(
+        Path::new("quotas.toml"),
+        "[defaults.ai]\nllm_budget = \"1.00\"\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        error.contains("quotas.toml:2: defaults.ai.llm_budget: unknown resource"),
+        "{error}"
+    );
+    let error = parse_quotas(Path::new("quotas.toml"), "[defaults.robot]\nio_ops = 1\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("defaults.robot: unknown principal kind"),
+        "{error}"
+    );
+}
+
+#[test]
+fn governance_errors_name_the_key() {
+    let base = "[governance]\nreview_period = \"2s\"\n";
+    let check = |extra: &str, expected: &str| {
+        let text = format!("{base}{extra}");
+        let message = parse_governance(Path::new("governance.toml"), &text)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.contains(expected),
+            "for {extra:?}:\n  got {message}\n  expected {expected}"
+        );
+    };
+    check("[governance.rules.raise]\nhuman_quorum = 1\nai_quorum = 1\nhuman_approval = \"3/2\"\nai_approval = \"1/2\"\n", "governance.toml:6: governance.rules.raise.human_approval: `3/2` must be between 0 and 1");
+    check("[governance.rules.grow]\nhuman_quorum = 1\nai_quorum = 1\nhuman_approval = \"1/2\"\nai_approval = \"1/2\"\n", "unknown change kind");
+    check("[governance.rules.raise]\nhuman_quorum = 1\nai_quorum = 1\nhuman_approval = \"1/2\"\nai_approval = \"1/2\"\nveto = [\"king\"]\n", "`king` is not admin");
+    let error = parse_governance(
+        Path::new("g.toml"),
+        "[governance]\nreview_period = \"soon\"\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        error.contains("g.toml:2: governance.review_period"),
+        "{error}"
+    );
+    let config = parse_governance(Path::new("g.toml"), base).unwrap();
+    assert_eq!(config.review_period_ms, 2_000);
+    assert!(config.rules.is_empty(), "no rule: nothing can be raised");
+}
+
+#[test]
+fn task_settings_parse_and_are_checked() {
+    let config = parse_tasks(
+        Path::new("tasks.toml"),
+        "[workers]\nheartbeat = \"100ms\"\ntimeout = \"300ms\"\n",
+    )
+    .unwrap();
+    assert_eq!(
+        (
+            config.worker_heartbeat_ms,
+            config.worker_timeout_ms,
+            config.lease_ms
+        ),
+        (100, 300, 30_000)
+    );
+    let error = parse_tasks(
+        Path::new("tasks.toml"),
+        "[workers]\nheartbeat = \"10s\"\ntimeout = \"5s\"\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        error.contains("tasks.toml:2: workers.heartbeat must be shorter"),
+        "{error}"
+    );
+    let error = parse_tasks(Path::new("tasks.toml"), "[tasks]\nleese = \"1s\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("tasks.toml:2") && error.contains("unknown field"),
+        "{error}"
+    );
+    assert_eq!(
+        builtin_defaults().tasks,
+        TaskConfig::defaults(),
+        "the shipped file says the defaults"
+    );
+}
+
+#[test]
+fn dollars_are_exact() {
+    assert_eq!(parse_usd("50.00"), Ok(50_000_000));
+    assert_eq!(parse_usd("0.000001"), Ok(1));
+    assert_eq!(parse_usd("3.3"), Ok(3_300_000));
+    assert!(parse_usd("1.0000001").is_err());
+    assert!(parse_usd("-1").is_err());
+    assert!(parse_usd("1e3").is_err());
+}
+
+#[test]
+fn hypernet_names_are_accepted() {
+    let specs = parse_limits(
+        Path::new("l.toml"),
+        "[limits.max_ai_accounts]\nsoft = 10\nhard = 50\n",
+    )
+    .unwrap();
+    assert_eq!(specs[0].name, "ai_accounts");
+}
