@@ -39,7 +39,7 @@ fn the_demo_finishes_its_sample_goal() {
         "task.decompose",
         "[scripted] two halves are easier to review",
         "ledger.reserve",
-        "ledger.commit",
+        "llm.settle",
         "WARNING active_workers past soft",
         "killing worker process",
         "supervisor.replace",

@@ -66,6 +66,15 @@ pub enum CommandBody {
         reservation: ReservationId,
         actual: u64,
     },
+    /// Settles an LLM call in one decision: commits `actual` to the reservation
+    /// that covered it and, for a call made for a task whose lease the caller still
+    /// holds (`task`: address and fencing token), charges the task's budget too; the
+    /// system's `llm_spend_usd` counts the spend once.
+    Settle {
+        reservation: ReservationId,
+        actual: u64,
+        task: Option<(String, u64)>,
+    },
     /// Gives a reservation (or a gauge hold) back in full.
     Release {
         reservation: ReservationId,
@@ -199,6 +208,7 @@ impl CommandBody {
             CommandBody::RemovePrincipal { .. } => "principal.remove",
             CommandBody::Reserve { .. } => "ledger.reserve",
             CommandBody::Commit { .. } => "ledger.commit",
+            CommandBody::Settle { .. } => "llm.settle",
             CommandBody::Release { .. } => "ledger.release",
             CommandBody::Grant { .. } => "ledger.grant",
             CommandBody::Free { .. } => "ledger.free",

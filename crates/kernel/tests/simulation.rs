@@ -218,13 +218,20 @@ impl World {
                         .reservation(reservation)
                         .map_or(actor, |r| r.principal);
                     let who = if rng.chance(85) { owner } else { actor };
-                    let body = if rng.chance(70) {
-                        CommandBody::Commit {
+                    let body = match rng.below(10) {
+                        0..=4 => CommandBody::Commit {
                             reservation,
                             actual: rng.amount(),
-                        }
-                    } else {
-                        CommandBody::Release { reservation }
+                        },
+                        5..=7 => CommandBody::Settle {
+                            reservation,
+                            actual: rng.amount(),
+                            task: self
+                                .claims
+                                .last()
+                                .map(|(_, address, token)| (address.clone(), *token)),
+                        },
+                        _ => CommandBody::Release { reservation },
                     };
                     self.run(who, body);
                 }
@@ -511,6 +518,7 @@ fn the_streams_reach_every_kind_of_decision_that_matters() {
         ("task.dead", Decision::Allowed),
         ("task.lease_expired", Decision::Allowed),
         ("task.spend", Decision::Allowed),
+        ("llm.settle", Decision::Allowed),
         ("governance.brake_expired", Decision::Allowed),
         ("governance.brake_confirmed", Decision::Allowed),
         ("governance.propose", Decision::Denied),

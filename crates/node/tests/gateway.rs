@@ -227,7 +227,7 @@ async fn a_call_reserves_then_settles_to_the_exact_cost_and_rotates_past_a_rate_
             .as_array()
             .unwrap()
             .iter()
-            .filter(|r| r["action"] == "ledger.commit")
+            .filter(|r| r["action"] == "llm.settle")
             .cloned()
             .collect();
         if commits.len() == 2 {

@@ -428,4 +428,30 @@ impl State {
         }
         Event::allowed(ACTION, actor_address, Effect::Freed { resource, amount })
     }
+
+    /// An LLM call's settlement: the commit, and the task's charge while its lease
+    /// holds, decided together. A lost lease does not undo the commit (the upstream
+    /// was paid); the task is then not charged, and the decision says why.
+    pub(super) fn settle(
+        &mut self,
+        actor: PrincipalId,
+        actor_address: &str,
+        reservation: ReservationId,
+        actual: u64,
+        task: Option<&(String, u64)>,
+    ) -> Event {
+        let mut event = self.commit(actor, actor_address, reservation, actual);
+        event.action = "llm.settle";
+        if !event.decision.is_allowed() || actual == 0 {
+            return event;
+        }
+        if let Some((address, token)) = task {
+            let charge = match self.check_lease(address, actor, *token) {
+                Ok(()) => self.spend_task_budget_counted(address, actual, false),
+                Err(reason) => Event::denied("task.spend", address.clone(), reason),
+            };
+            self.consequences.push(charge);
+        }
+        event
+    }
 }

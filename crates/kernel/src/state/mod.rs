@@ -484,6 +484,17 @@ impl State {
                 reservation,
                 actual,
             } => self.commit(command.actor, &actor_address, *reservation, *actual),
+            CommandBody::Settle {
+                reservation,
+                actual,
+                task,
+            } => self.settle(
+                command.actor,
+                &actor_address,
+                *reservation,
+                *actual,
+                task.as_ref(),
+            ),
             CommandBody::Release { reservation } => {
                 match self.own_reservation(command.actor, *reservation, action) {
                     Ok(()) => self.release(*reservation, action),

@@ -250,6 +250,17 @@ impl State {
     }
 
     pub(super) fn spend_task_budget(&mut self, address: &str, amount: u64) -> Event {
+        self.spend_task_budget_counted(address, amount, true)
+    }
+
+    /// Charges a task's budget; `count_system_spend` adds the amount to
+    /// `llm_spend_usd` (a settlement has counted it already).
+    pub(super) fn spend_task_budget_counted(
+        &mut self,
+        address: &str,
+        amount: u64,
+        count_system_spend: bool,
+    ) -> Event {
         const ACTION: &str = "task.spend";
         let Some(budget) = self.tasks.get_mut(address).and_then(|t| t.budget.as_mut()) else {
             return Event::denied(ACTION, address, invalid("this task has no budget"));
@@ -268,9 +279,11 @@ impl State {
         if let Some(balance) = self.balances.get_mut(&(payer, Resource::LlmBudgetUsd)) {
             balance.shortfall = balance.shortfall.saturating_add(shortfall);
         }
-        if let Some(limit) = self.limits.get_mut(&LimitName::LlmSpendUsd) {
-            limit.roll_window(self.now_ms);
-            limit.usage = limit.usage.saturating_add(amount);
+        if count_system_spend {
+            if let Some(limit) = self.limits.get_mut(&LimitName::LlmSpendUsd) {
+                limit.roll_window(self.now_ms);
+                limit.usage = limit.usage.saturating_add(amount);
+            }
         }
         Event::allowed(
             ACTION,

@@ -13,7 +13,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use colony_kernel::{CommandBody, Effect, PrincipalId, Reason, Resource, TaskUpdate};
+use colony_kernel::{CommandBody, Effect, PrincipalId, Reason, Resource};
 use futures_util::Stream;
 use serde_json::{json, Value};
 
@@ -148,32 +148,19 @@ impl Settlement {
                 .map(|(a, _)| format!(", for task {a}"))
                 .unwrap_or_default()
         );
+        // One decision: the commit and the task's charge land together.
         Some(tokio::spawn(async move {
             let _ = submitter
                 .submit_decided(
                     caller,
-                    justification.clone(),
-                    CommandBody::Commit {
+                    justification,
+                    CommandBody::Settle {
                         reservation,
                         actual,
+                        task,
                     },
                 )
                 .await;
-            if let Some((address, token)) = task {
-                if actual > 0 {
-                    let _ = submitter
-                        .submit_decided(
-                            caller,
-                            justification,
-                            CommandBody::UpdateTask {
-                                address,
-                                token,
-                                update: TaskUpdate::Spend(actual),
-                            },
-                        )
-                        .await;
-                }
-            }
         }))
     }
 

@@ -1,5 +1,7 @@
 //! Starting a real node for the node's integration tests.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
+
+pub mod bus;
 
 use std::path::Path;
 
