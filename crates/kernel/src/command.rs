@@ -173,7 +173,40 @@ pub enum CommandBody {
     },
 }
 
+/// Who may make a command, besides standing and a role that may act.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Required {
+    /// Any principal that may act (the command checks the rest itself).
+    Anyone,
+    /// An admin; the text says why not, to anyone else.
+    Admin(&'static str),
+    /// The system (the node itself); the text says why not, to anyone else.
+    System(&'static str),
+}
+
 impl CommandBody {
+    /// Who may make this command: the one table the kernel checks roles by.
+    pub fn required(&self) -> Required {
+        match self {
+            CommandBody::CreatePrincipal(_) => Required::Admin("only admins create principals"),
+            CommandBody::RemovePrincipal { .. } => Required::Admin("only admins remove principals"),
+            CommandBody::RequeueTask { .. } => Required::Admin("only admins requeue dead tasks"),
+            CommandBody::DefineStream(_) => Required::Admin("only admins define streams"),
+            CommandBody::DeleteStream { .. } => Required::Admin("only admins delete streams"),
+            CommandBody::Genesis(_) => Required::System("only the system applies genesis"),
+            CommandBody::Supervise { .. } => {
+                Required::System("only the node's supervisor records this")
+            }
+            CommandBody::ReportHealth(_) => Required::System("only the node reports its health"),
+            CommandBody::Tick => Required::System("only the system logs ticks"),
+            CommandBody::WorkerDisconnected { .. } => {
+                Required::System("only the node reports dropped connections")
+            }
+            CommandBody::ChargeEdge { .. } => Required::System("only the node reports edge usage"),
+            _ => Required::Anyone,
+        }
+    }
+
     /// Whether the command travels in the governance lane, which no quota or limit
     /// closes: proposals (brakes included) and votes, and the administration an
     /// admin does (principals, dead tasks, streams).

@@ -38,7 +38,8 @@ pub mod workers;
 
 pub use address::{validate_address, AddressError};
 pub use command::{
-    Command, CommandBody, CreatePrincipal, NodeHealth, Priority, SupervisorAction, TaskUpdate,
+    Command, CommandBody, CreatePrincipal, NodeHealth, Priority, Required, SupervisorAction,
+    TaskUpdate,
 };
 pub use event::{Action, Applied, Decision, Effect, Event, Reason};
 pub use genesis::{Genesis, QuotaConfig};

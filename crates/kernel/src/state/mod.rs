@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::command::{Command, CommandBody, CreatePrincipal};
+use crate::command::{Command, CommandBody, CreatePrincipal, Required};
 use crate::event::{Applied, Decision, Effect, Event, Reason};
 use crate::genesis::{Genesis, QuotaConfig};
 use crate::governance::{GovernanceConfig, Proposal, StabilityFigures};
@@ -336,6 +336,17 @@ impl State {
                 return Event::denied(action, actor_address, reason);
             }
         }
+        // Roles, from one table (after the I/O charge: a refused command still costs
+        // its actor one operation).
+        match command.body.required() {
+            Required::Admin(why) if !actor_is_admin => {
+                return Event::denied(action, actor_address, forbidden(why))
+            }
+            Required::System(why) if !actor_is_system => {
+                return Event::denied(action, actor_address, forbidden(why))
+            }
+            _ => {}
+        }
         match &command.body {
             CommandBody::Genesis(_) => unreachable!("handled above"),
             CommandBody::PostTask(new) => self.post_task(command, &actor_address, new),
@@ -358,121 +369,32 @@ impl State {
                 update,
             } => self.update_task(command, &actor_address, address, *token, update),
             CommandBody::RequeueTask { address } => {
-                if !actor_is_admin {
-                    return Event::denied(
-                        action,
-                        actor_address,
-                        forbidden("only admins requeue dead tasks"),
-                    );
-                }
                 self.requeue_task(&actor_address, address, &command.justification)
             }
             CommandBody::Propose { target, brake_only } => {
                 self.propose(command, target, *brake_only)
             }
             CommandBody::Vote { proposal, choice } => self.vote(command, *proposal, *choice),
-            CommandBody::Supervise { profile, pid, .. } => {
-                if actor_is_system {
-                    Event::allowed(
-                        action,
-                        format!("profile:{profile}"),
-                        Effect::Supervised { pid: *pid },
-                    )
-                } else {
-                    Event::denied(
-                        action,
-                        actor_address,
-                        forbidden("only the node's supervisor records this"),
-                    )
-                }
-            }
-            CommandBody::ReportHealth(_) => {
-                if actor_is_system {
-                    Event::allowed(action, "health", Effect::None)
-                } else {
-                    Event::denied(
-                        action,
-                        actor_address,
-                        forbidden("only the node reports its health"),
-                    )
-                }
-            }
-            CommandBody::Tick => {
-                if actor_is_system {
-                    Event::allowed(action, "time", Effect::None)
-                } else {
-                    Event::denied(
-                        action,
-                        actor_address,
-                        forbidden("only the system logs ticks"),
-                    )
-                }
-            }
-            CommandBody::DefineStream(spec) => {
-                if !actor_is_admin {
-                    return Event::denied(
-                        action,
-                        actor_address,
-                        forbidden("only admins define streams"),
-                    );
-                }
-                self.define_stream(spec)
-            }
-            CommandBody::DeleteStream { name } => {
-                if !actor_is_admin {
-                    return Event::denied(
-                        action,
-                        actor_address,
-                        forbidden("only admins delete streams"),
-                    );
-                }
-                self.delete_stream(name)
-            }
+            CommandBody::Supervise { profile, pid, .. } => Event::allowed(
+                action,
+                format!("profile:{profile}"),
+                Effect::Supervised { pid: *pid },
+            ),
+            CommandBody::ReportHealth(_) => Event::allowed(action, "health", Effect::None),
+            CommandBody::Tick => Event::allowed(action, "time", Effect::None),
+            CommandBody::DefineStream(spec) => self.define_stream(spec),
+            CommandBody::DeleteStream { name } => self.delete_stream(name),
             CommandBody::WorkerDisconnected {
                 worker,
                 disconnected_at_ms,
                 grace_ms,
-            } => {
-                if !actor_is_system {
-                    return Event::denied(
-                        action,
-                        actor_address,
-                        forbidden("only the node reports dropped connections"),
-                    );
-                }
-                self.worker_disconnected(*worker, *disconnected_at_ms, *grace_ms)
-            }
-            CommandBody::ChargeEdge { usage } => {
-                if !actor_is_system {
-                    return Event::denied(
-                        action,
-                        actor_address,
-                        forbidden("only the node reports edge usage"),
-                    );
-                }
-                self.charge_edge(usage)
-            }
-            CommandBody::CreatePrincipal(request) => {
-                if !actor_is_admin {
-                    return Event::denied(
-                        action,
-                        actor_address,
-                        forbidden("only admins create principals"),
-                    );
-                }
-                self.create_principal(command, request, None)
-            }
+            } => self.worker_disconnected(*worker, *disconnected_at_ms, *grace_ms),
+            CommandBody::ChargeEdge { usage } => self.charge_edge(usage),
+            CommandBody::CreatePrincipal(request) => self.create_principal(command, request, None),
             CommandBody::ReleaseQuarantine { principal } => {
                 self.release_quarantine(command, *principal)
             }
             CommandBody::RemovePrincipal { principal } => {
-                if !actor_is_admin {
-                    return Event::denied(
-                        action,
-                        actor_address,
-                        forbidden("only admins remove principals"),
-                    );
-                }
                 self.remove_principal(command, *principal)
             }
             CommandBody::Reserve {
