@@ -245,3 +245,15 @@ impl IntoResponse for ApiError {
         response
     }
 }
+
+/// A command the pipeline did not decide: 503, with `Retry-After` when it was only
+/// full.
+impl From<colony_pipeline::SubmitError> for ApiError {
+    fn from(error: colony_pipeline::SubmitError) -> ApiError {
+        let mut api = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, error.code, error.message);
+        if error.code == "overloaded" {
+            api.retry_after_secs = Some(1);
+        }
+        api
+    }
+}

@@ -25,15 +25,16 @@ pub mod auth;
 pub mod bus;
 mod edge;
 mod error;
-pub mod fatal;
 pub mod gateway;
 pub mod genesis;
 pub mod listener;
-mod metrics;
 mod node;
-pub mod sequencer;
 pub mod supervisor;
 pub mod tls;
 
 pub use error::{ApiError, NodeError};
+
+pub(crate) use colony_pipeline::metrics;
+/// The durable pipeline, from its own crate (re-exported where it used to live).
+pub use colony_pipeline::{fatal, sequencer};
 pub use node::{Node, NodeConfig};

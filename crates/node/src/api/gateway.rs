@@ -339,7 +339,7 @@ async fn prepare(
             },
         )
         .await
-        .map_err(|error| Refusal::new(503, "api_error", &error.code, error.message))?;
+        .map_err(|error| Refusal::new(503, "api_error", error.code, error.message))?;
     let reservation = match (&outcome.primary.decision, &outcome.primary.effect) {
         (decision, Effect::Reserved { reservation, .. }) if decision.is_allowed() => *reservation,
         _ => return Err(denial(&outcome.primary.reason, outcome.at_ms)),

@@ -1,6 +1,6 @@
 //! The sequencer: the single writer that turns requests into durable decisions.
 //!
-//! Requests arrive on a bounded queue ([`NodeConfig::submit_queue_max`](crate::NodeConfig)).
+//! Requests arrive on a bounded queue ([`SequencerConfig::submit_queue_max`]).
 //! The sequencer thread takes every request waiting (up to `batch_commands_max`) and
 //! hands them to the [`Decider`], which for each stamps the next sequence number and
 //! the time (never earlier than the last), applies it to the kernel, and encodes the
@@ -25,7 +25,40 @@ use colony_log::{snapshot, EncodedRecords, LogWriter, RecordEncoder, Store};
 use tokio::sync::oneshot;
 
 use crate::metrics::Metrics;
-use crate::ApiError;
+
+/// Why a command was not decided: the caller gets no decision, and may retry.
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct SubmitError {
+    /// `overloaded`, `shutting_down` or `node_failed`.
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl SubmitError {
+    /// The queue is full (`submit_queue_max`): retry shortly.
+    pub fn overloaded() -> SubmitError {
+        SubmitError {
+            code: "overloaded",
+            message: "the node's command queue is full; retry shortly".into(),
+        }
+    }
+
+    pub fn shutting_down() -> SubmitError {
+        SubmitError {
+            code: "shutting_down",
+            message: "the node is shutting down".into(),
+        }
+    }
+
+    /// The pipeline cannot go on (see [`crate::fatal`]).
+    pub fn node_failed(reason: &str) -> SubmitError {
+        SubmitError {
+            code: "node_failed",
+            message: format!("the node cannot go on and is stopping: {reason}"),
+        }
+    }
+}
 
 /// What the caller of a command gets back once it is durable.
 #[derive(Clone, Debug)]
@@ -66,7 +99,7 @@ impl Submitter {
         actor: PrincipalId,
         justification: String,
         body: CommandBody,
-    ) -> Result<Outcome, ApiError> {
+    ) -> Result<Outcome, SubmitError> {
         self.send(actor, justification, body, false).await
     }
 
@@ -81,7 +114,7 @@ impl Submitter {
         actor: PrincipalId,
         justification: String,
         body: CommandBody,
-    ) -> Result<Outcome, ApiError> {
+    ) -> Result<Outcome, SubmitError> {
         self.send(actor, justification, body, true).await
     }
 
@@ -91,9 +124,9 @@ impl Submitter {
         justification: String,
         body: CommandBody,
         early: bool,
-    ) -> Result<Outcome, ApiError> {
+    ) -> Result<Outcome, SubmitError> {
         if let Some(reason) = self.fatal.reason() {
-            return Err(ApiError::node_failed(&reason));
+            return Err(SubmitError::node_failed(&reason));
         }
         let (reply, answer) = oneshot::channel();
         let mut request = Some(Request::Command {
@@ -107,7 +140,7 @@ impl Submitter {
             self.core.decide_now(&mut request);
         }
         match request {
-            None => answer.await.map_err(|_| ApiError::shutting_down()),
+            None => answer.await.map_err(|_| SubmitError::shutting_down()),
             Some(request) => self.queue(request, answer).await,
         }
     }
@@ -116,13 +149,13 @@ impl Submitter {
         &self,
         request: Request,
         answer: oneshot::Receiver<Outcome>,
-    ) -> Result<Outcome, ApiError> {
+    ) -> Result<Outcome, SubmitError> {
         match self.sender.try_send(request) {
             Ok(()) => {}
-            Err(TrySendError::Full(_)) => return Err(ApiError::overloaded()),
-            Err(TrySendError::Disconnected(_)) => return Err(ApiError::shutting_down()),
+            Err(TrySendError::Full(_)) => return Err(SubmitError::overloaded()),
+            Err(TrySendError::Disconnected(_)) => return Err(SubmitError::shutting_down()),
         }
-        answer.await.map_err(|_| ApiError::shutting_down())
+        answer.await.map_err(|_| SubmitError::shutting_down())
     }
 
     /// Waits until every command up to `seq` is durable (and readable in the decision
@@ -138,7 +171,7 @@ impl Submitter {
         synced
     }
 
-    pub(crate) async fn shutdown(&self) {
+    pub async fn shutdown(&self) {
         let (reply, done) = oneshot::channel();
         // A blocking send: shutdown waits for room in the queue like anyone else.
         let sender = self.sender.clone();
@@ -189,7 +222,7 @@ impl Clock for SystemClock {
 }
 
 /// Starts the sequencer and flusher threads over an opened store.
-pub(crate) fn spawn(
+pub fn spawn(
     config: SequencerConfig,
     store: Store,
     state: Arc<RwLock<State>>,
