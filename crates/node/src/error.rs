@@ -87,149 +87,26 @@ impl ApiError {
     /// The error for a kernel denial: the reason's fields, a status, and a message
     /// that explains the decision to a person.
     pub fn from_denial(reason: &Reason, now_ms: u64) -> ApiError {
-        let (status, retry_at_ms) = match reason {
-            Reason::HardLimit { .. }
-            | Reason::QueueFull { .. }
-            | Reason::TooManyProposals { .. }
-            | Reason::QueueShare { .. }
-            | Reason::TooManyReservations { .. } => (StatusCode::TOO_MANY_REQUESTS, None),
-            Reason::BrakeRate { retry_at_ms, .. } => {
-                (StatusCode::TOO_MANY_REQUESTS, Some(*retry_at_ms))
-            }
-            Reason::InsufficientResource { refill_at_ms, .. } => {
-                (StatusCode::TOO_MANY_REQUESTS, *refill_at_ms)
-            }
-            Reason::Forbidden { .. } | Reason::NoStanding { .. } | Reason::Quarantined { .. } => {
-                (StatusCode::FORBIDDEN, None)
-            }
-            Reason::NotFound { .. } => (StatusCode::NOT_FOUND, None),
-            Reason::StaleLease { .. } | Reason::NotClaimable { .. } => (StatusCode::CONFLICT, None),
-            Reason::WorkerGone { .. } => (StatusCode::GONE, None),
-            _ => (StatusCode::BAD_REQUEST, None),
+        let denial = colony_api::Denial::of(reason);
+        let status = match denial.class {
+            colony_api::DenialClass::TooMany => StatusCode::TOO_MANY_REQUESTS,
+            colony_api::DenialClass::Forbidden => StatusCode::FORBIDDEN,
+            colony_api::DenialClass::NotFound => StatusCode::NOT_FOUND,
+            colony_api::DenialClass::Conflict => StatusCode::CONFLICT,
+            colony_api::DenialClass::Gone => StatusCode::GONE,
+            colony_api::DenialClass::Invalid => StatusCode::BAD_REQUEST,
         };
-        let mut details = match serde_json::to_value(reason) {
-            Ok(Value::Object(map)) => map,
-            _ => Map::new(),
-        };
-        let code = details
-            .remove("code")
-            .and_then(|c| c.as_str().map(str::to_string))
-            .unwrap_or_default();
-        let mut error = ApiError {
+        ApiError {
             status,
-            code,
-            message: explain(reason),
-            details,
-            retry_after_secs: None,
-        };
-        if let Some(at_ms) = retry_at_ms {
-            error.retry_after_secs = Some(at_ms.saturating_sub(now_ms).div_ceil(1_000).max(1));
+            retry_after_secs: denial.retry_after_secs(now_ms),
+            code: denial.code,
+            message: denial.message,
+            details: denial.details,
         }
-        error
     }
 }
 
-/// One sentence (or two) that a person can act on.
-pub fn explain(reason: &Reason) -> String {
-    match reason {
-        Reason::Ok => "allowed".into(),
-        Reason::SoftLimit { limit, usage, requested, soft, .. } => format!(
-            "{limit} is past its soft limit: {usage} in use, {requested} more requested, soft limit {soft}"
-        ),
-        Reason::HardLimit { limit, usage, requested, hard, set_by, set_at_ms, set_via } => format!(
-            "{limit} is at its hard limit: {usage} in use and {requested} more requested, but the hard limit is {hard}. \
-             It was set by {set_by} at {} via {set_via}. To change it, propose a new value through governance \
-             (any human or AI with standing may propose; `colony limits` shows every limit).",
-            colony_log::audit::format_time(*set_at_ms)
-        ),
-        Reason::QueueFull { limit, queue_max } => {
-            format!("{limit} is past its soft limit and its admission queue is full ({queue_max} waiting); retry later")
-        }
-        Reason::InsufficientResource { resource, requested, available, principal, refill_at_ms } => {
-            let refill = refill_at_ms
-                .map(|at| format!("; it refills at {}", colony_log::audit::format_time(at)))
-                .unwrap_or_default();
-            format!("not enough {resource} at {principal}: {requested} requested, {available} available{refill}")
-        }
-        Reason::Forbidden { message } => message.clone(),
-        Reason::NoStanding { actor } => format!("principal {actor} has no standing"),
-        Reason::NotFound { what, id } => format!("no {what} {id}"),
-        Reason::Invalid { message } => message.clone(),
-        Reason::ReservationExpired { .. } => "the reservation expired".into(),
-        Reason::LimitAllows { limit, .. } => format!("admitted: {limit} now allows it"),
-        Reason::TooManyReservations { max } => {
-            format!("you hold {max} open reservations, the most allowed; commit or release some first")
-        }
-        Reason::ConsensusReached { .. } => "both sides reached their quorum and approval threshold".into(),
-        Reason::ConsensusNotReached { .. } => "a side missed its quorum or approval threshold".into(),
-        Reason::Vetoed { by } => format!("vetoed by {by}"),
-        Reason::BrakeFloor { limit, floor, requested } => format!(
-            "a brake cannot take {limit} below its floor of {floor} ({requested} was asked); \
-             a lower value is a proposal for a vote"
-        ),
-        Reason::BrakeRate { max, window_ms, retry_at_ms } => format!(
-            "you applied {max} brakes in the last {} minutes, the most allowed; the next is possible at {}",
-            window_ms / 60_000,
-            colony_log::audit::format_time(*retry_at_ms)
-        ),
-        Reason::QueueShare { limit, held, share } => format!(
-            "{limit} is past its soft limit and you already wait in its queue {held} times, your fair share of {share} places; retry when one is admitted"
-        ),
-        Reason::TooManyProposals { max } => format!(
-            "you have {max} proposals in review, the most allowed; wait for one to be decided"
-        ),
-        Reason::BrakeExpired { proposal, ttl_ms, .. } => format!(
-            "brake {proposal} was not confirmed by the other side within {} s: the earlier values are back",
-            ttl_ms / 1_000
-        ),
-        Reason::Anomalous { evidence } => format!(
-            "quarantined: {} {} in the window starting {}, past {} ({}; its baseline is {:.1} a window); a human member or admin releases it",
-            evidence.count,
-            evidence.signal.as_str(),
-            colony_log::audit::format_time(evidence.window_start_ms),
-            evidence.threshold,
-            match evidence.rule {
-                colony_kernel::anomaly::EvidenceRule::Ceiling => "the fixed ceiling",
-                colony_kernel::anomaly::EvidenceRule::Baseline => "far outside its own baseline",
-            },
-            evidence.baseline_sixteenths as f64 / colony_kernel::anomaly::BASELINE_SCALE as f64
-        ),
-        Reason::Quarantined { since_ms, evidence } => format!(
-            "you are quarantined since {} ({} {} in a window, past {}): you may only read until a human member or admin releases you",
-            colony_log::audit::format_time(*since_ms),
-            evidence.count,
-            evidence.signal.as_str(),
-            evidence.threshold
-        ),
-        Reason::BrakeConfirmed { proposal, by } => {
-            format!("brake {proposal} was confirmed by {by}: it holds until changed")
-        }
-        Reason::WorkerGone { worker, state } => format!(
-            "worker session {worker} is {state}; register again (its old leases are revoked)"
-        ),
-        Reason::WorkerDisconnected { worker, disconnected_at_ms, grace_ms, revoked } => format!(
-            "worker {worker}'s bus connection dropped at {} without a graceful leave and it did not come back within {grace_ms} ms; {} task(s) went back on the board",
-            colony_log::audit::format_time(*disconnected_at_ms),
-            revoked.len()
-        ),
-        Reason::WorkerSilent { worker, last_heartbeat_ms, timeout_ms, revoked } => format!(
-            "worker session {worker} sent no heartbeat since {} (timeout {timeout_ms} ms); {} task(s) went back on the board",
-            colony_log::audit::format_time(*last_heartbeat_ms),
-            revoked.len()
-        ),
-        Reason::NotClaimable { task, status, holder } => format!(
-            "{task} is {status}{}; it cannot be claimed now",
-            holder.as_ref().map(|h| format!(" (held by {h})")).unwrap_or_default()
-        ),
-        Reason::StaleLease { task, presented, current, status } => format!(
-            "your claim on {task} is no longer valid (token {presented}; the task is {status}{}): its lease expired \
-             or it was reassigned. Claim work again.",
-            current.map(|c| format!(", held under token {c}")).unwrap_or_default()
-        ),
-        Reason::Stable { .. } => "the stability window met every threshold".into(),
-        Reason::StabilityDegraded { breaches, .. } => format!("stability degraded: {}", breaches.join("; ")),
-    }
-}
+pub use colony_api::explain;
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {

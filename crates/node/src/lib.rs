@@ -22,7 +22,6 @@
 
 pub mod api;
 pub mod auth;
-pub mod bus;
 mod edge;
 mod error;
 pub mod gateway;
@@ -34,6 +33,8 @@ pub mod tls;
 
 pub use error::{ApiError, NodeError};
 
+/// The agent bus, from its own crate.
+pub use colony_bus as bus;
 pub(crate) use colony_pipeline::metrics;
 /// The durable pipeline, from its own crate (re-exported where it used to live).
 pub use colony_pipeline::{fatal, sequencer};

@@ -49,7 +49,7 @@ impl Meters {
             by_principal: Mutex::new(HashMap::new()),
             data: Mutex::new(Allowance::default()),
         };
-        meters.refresh(crate::sequencer::now_ms());
+        meters.refresh(colony_pipeline::sequencer::now_ms());
         meters
     }
 
@@ -59,7 +59,12 @@ impl Meters {
         Arc::clone(by_principal.entry(principal).or_insert_with(|| {
             let meter = Arc::new(Meter::default());
             let state = self.state.read().expect("state lock");
-            refresh_one(&state, principal, &meter, crate::sequencer::now_ms());
+            refresh_one(
+                &state,
+                principal,
+                &meter,
+                colony_pipeline::sequencer::now_ms(),
+            );
             meter
         }))
     }
@@ -84,7 +89,10 @@ impl Meters {
             if bytes > data.left {
                 let state = self.state.read().expect("state lock");
                 let limit = state
-                    .limit_named_at(LimitName::DataCreationBytes, crate::sequencer::now_ms())
+                    .limit_named_at(
+                        LimitName::DataCreationBytes,
+                        colony_pipeline::sequencer::now_ms(),
+                    )
                     .expect("data_creation_bytes is a built-in limit");
                 let mut limit = limit;
                 limit.usage = limit.usage.saturating_add(data.unflushed);

@@ -8,7 +8,7 @@ use std::path::Path;
 use colony_kernel::Role;
 use serde::Deserialize;
 
-use crate::genesis::{parse_duration_ms, ConfigError, Source};
+use colony_config::{parse_duration_ms, ConfigError, Source};
 
 /// Subject patterns a role may publish to and subscribe to.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]

@@ -345,7 +345,7 @@ impl Streams {
             bytes,
             next_seq,
         };
-        inner.retain(crate::sequencer::now_ms());
+        inner.retain(colony_pipeline::sequencer::now_ms());
         tracing::info!(stream = %name, messages = inner.msgs.len(), last_seq = next_seq - 1, "stream opened");
         let stream = Arc::new(Stream {
             name: name.clone(),
@@ -416,7 +416,7 @@ impl Streams {
         reply: Option<(Arc<Conn>, String)>,
     ) -> Result<(), String> {
         let record = Record {
-            at_ms: crate::sequencer::now_ms(),
+            at_ms: colony_pipeline::sequencer::now_ms(),
             subject: Cow::Borrowed(parts.subject),
             data: raw(parts.data),
             priority: parts.priority,
@@ -507,7 +507,7 @@ fn write_loop(receiver: Receiver<Append>) {
                 std::process::abort();
             }
         }
-        let now_ms = crate::sequencer::now_ms();
+        let now_ms = colony_pipeline::sequencer::now_ms();
         for (seq, append) in stored {
             let message = match decode(&append.stream.name, seq, &append.record) {
                 Ok(message) => message,

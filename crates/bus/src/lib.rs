@@ -12,6 +12,11 @@
 //! Every connection has one outbound queue with four priority lanes and a control
 //! lane. Publishers never wait on subscribers: a message that does not fit a
 //! subscriber's queue is handled by the subscription's backpressure policy.
+//!
+//! It owns routing, sessions, outbound queues and stream storage. It changes the
+//! kernel's state only through the pipeline's `Submitter` (worker sessions, edge
+//! charges), hears of decisions as the pipeline's `DecisionSink`, and never serves
+//! HTTP: the node upgrades the connection and hands it to [`session::run`].
 
 pub mod config;
 pub mod meter;
@@ -418,7 +423,7 @@ pub struct Bus {
     /// kernel events only while there is one.
     events_interest: AtomicUsize,
     /// For worker sessions (`hello`) and dropped-connection reports.
-    pub submitter: crate::sequencer::Submitter,
+    pub submitter: colony_pipeline::sequencer::Submitter,
     /// Which connection speaks for each worker session (the latest `hello`).
     pub(crate) worker_conns: Mutex<std::collections::HashMap<u64, u64>>,
     /// Open connections, to close them when the node stops.
@@ -431,7 +436,7 @@ impl Bus {
         config: BusConfig,
         state: Arc<RwLock<State>>,
         streams: streams::Streams,
-        submitter: crate::sequencer::Submitter,
+        submitter: colony_pipeline::sequencer::Submitter,
     ) -> Arc<Bus> {
         Arc::new(Bus {
             submitter,
@@ -757,7 +762,7 @@ pub fn check_headers(raw: &RawValue) -> Result<(), String> {
 /// The bus hears of every durable decision: it publishes them on `colony.events.>`,
 /// offers claimable tasks on `colony.tasks.offers`, and tells queued workers they
 /// were admitted.
-impl crate::sequencer::DecisionSink for Bus {
+impl colony_pipeline::sequencer::DecisionSink for Bus {
     fn wants_decisions(&self) -> bool {
         self.wants_events()
     }

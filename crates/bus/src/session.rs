@@ -100,11 +100,12 @@ impl FrameError {
     }
 
     fn from_reason(reason: &colony_kernel::Reason) -> FrameError {
-        let api = crate::ApiError::from_denial(reason, crate::sequencer::now_ms());
-        let mut error = FrameError::new("denied", api.message);
-        error.details = api.details;
+        let denial = colony_api::Denial::of(reason);
+        let retry_after = denial.retry_after_secs(colony_pipeline::sequencer::now_ms());
+        let mut error = FrameError::new("denied", denial.message);
+        error.details = denial.details;
         error.code = reason.code();
-        if let Some(secs) = api.retry_after_secs {
+        if let Some(secs) = retry_after {
             error.details.insert("retry_after".into(), secs.into());
         }
         error
@@ -771,7 +772,7 @@ impl Session {
     /// consumer is under its unacknowledged maximum.
     fn pull_streams(&mut self) {
         let ack_pending_max = self.bus.config.ack_pending_max;
-        let now_ms = crate::sequencer::now_ms();
+        let now_ms = colony_pipeline::sequencer::now_ms();
         for subscription in self.subs.values_mut() {
             let Subscription::Stream(consumer) = subscription else {
                 continue;
@@ -916,7 +917,7 @@ impl Session {
         });
         if let (Some(worker), false) = (worker, self.bus.is_shutting_down()) {
             let bus = Arc::clone(&self.bus);
-            let disconnected_at_ms = crate::sequencer::now_ms();
+            let disconnected_at_ms = colony_pipeline::sequencer::now_ms();
             let grace_ms = bus.config.worker_grace_ms;
             tracing::info!(worker, address = %self.conn.address, grace_ms, "a worker's bus connection dropped without bye");
             tokio::spawn(async move {
