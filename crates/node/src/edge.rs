@@ -241,7 +241,14 @@ pub fn admission_ceiling(priority: Priority, soft: u64, hard: u64) -> u64 {
 /// authentication failures are anomalies.
 pub async fn health_counter(State(app): State<AppState>, request: Request, next: Next) -> Response {
     // A failed node answers nothing but its failure (`/healthz` says it too).
-    if let Some(reason) = app.shared.fatal.reason() {
+    // An atomic load on every request; the reason is read only once failed.
+    if let Some(reason) = app
+        .shared
+        .fatal
+        .is_failed()
+        .then(|| app.shared.fatal.reason())
+        .flatten()
+    {
         if request.uri().path() != "/healthz" {
             return ApiError::node_failed(&reason).into_response();
         }

@@ -125,7 +125,12 @@ impl Submitter {
         body: CommandBody,
         early: bool,
     ) -> Result<Outcome, SubmitError> {
-        if let Some(reason) = self.fatal.reason() {
+        if let Some(reason) = self
+            .fatal
+            .is_failed()
+            .then(|| self.fatal.reason())
+            .flatten()
+        {
             return Err(SubmitError::node_failed(&reason));
         }
         let (reply, answer) = oneshot::channel();
