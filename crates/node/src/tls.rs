@@ -161,94 +161,69 @@ fn tls_error(file: &Path, message: impl Into<String>) -> NodeError {
     }
 }
 
-/// The roots every upstream call trusts besides those the platform loader gives:
-/// the file named by `SSL_CERT_FILE` and, since that variable makes the platform
-/// loader read it in place of the system's store, the system's store too.
-fn environment_roots() -> Result<Vec<reqwest::Certificate>, String> {
-    let Some(file) = std::env::var_os("SSL_CERT_FILE").filter(|value| !value.is_empty()) else {
-        return Ok(Vec::new());
-    };
-    let mut roots =
-        pem_roots(Path::new(&file)).map_err(|message| format!("SSL_CERT_FILE: {message}"))?;
+/// Certificates in the system's certificate directories, read when `SSL_CERT_FILE`
+/// makes the platform loader read that file in place of the system's store.
+fn system_store_besides_env() -> Vec<CertificateDer<'static>> {
+    let mut found = Vec::new();
     for dir in openssl_probe::candidate_cert_dirs() {
         let Ok(entries) = std::fs::read_dir(dir) else {
             continue;
         };
         for entry in entries.flatten() {
             // Not every file in a certificate directory is a certificate.
-            if let Ok(found) = pem_roots(&entry.path()) {
-                roots.extend(found);
+            if let Ok(certificates) = read_certificates(&entry.path()) {
+                found.extend(certificates);
             }
         }
     }
-    Ok(roots)
+    found
 }
 
-fn pem_roots(file: &Path) -> Result<Vec<reqwest::Certificate>, String> {
-    let pem =
-        std::fs::read(file).map_err(|error| format!("cannot read {}: {error}", file.display()))?;
-    let roots = reqwest::Certificate::from_pem_bundle(&pem)
-        .map_err(|error| format!("{}: not a PEM certificate bundle: {error}", file.display()))?;
-    if roots.is_empty() {
-        return Err(format!("{} holds no PEM certificate", file.display()));
-    }
-    Ok(roots)
-}
-
-/// An HTTP client for upstream calls: HTTPS verified against the platform's roots,
-/// `SSL_CERT_FILE` and `ca_file`; plain HTTP only where the URL says `http://`.
-pub fn upstream_client(
-    timeout: std::time::Duration,
-    ca_file: Option<&Path>,
-) -> Result<reqwest::Client, String> {
-    install_crypto_provider();
-    let mut builder = reqwest::Client::builder()
-        .timeout(timeout)
-        .pool_max_idle_per_host(256)
-        .tcp_nodelay(true)
-        .use_rustls_tls()
-        .tls_built_in_native_certs(true)
-        .https_only(false);
-    for root in environment_roots()? {
-        builder = builder.add_root_certificate(root);
-    }
-    if let Some(file) = ca_file {
-        for root in pem_roots(file)? {
-            builder = builder.add_root_certificate(root);
-        }
-    }
-    builder
-        .build()
-        .map_err(|error| format!("cannot build the HTTP client: {}", error_chain(&error)))
-}
-
-/// A client configuration for reaching a Colony node (or anything else) over TLS:
-/// the platform's roots, `SSL_CERT_FILE`, and `ca_file` (such as a node's
-/// self-signed certificate). Used by the CLI for HTTPS and `wss://`.
+/// A client configuration for reaching anything over TLS (an LLM upstream, a Colony
+/// node): the platform's roots, plus every certificate in the file named by
+/// `SSL_CERT_FILE` (the convention OpenSSL, curl and Python follow; since it makes the
+/// platform loader read that file in place of the system's store, the system's store
+/// is read too), plus `ca_file`. HTTP/1.1 only.
 pub fn client_config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, String> {
     install_crypto_provider();
     let mut roots = rustls::RootCertStore::empty();
-    let native = rustls_native_certs::load_native_certs();
-    roots.add_parsable_certificates(native.certs);
-    let mut extra: Vec<CertificateDer<'static>> = Vec::new();
+    roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
     if let Some(file) = std::env::var_os("SSL_CERT_FILE").filter(|v| !v.is_empty()) {
-        extra.extend(
-            read_certificates(Path::new(&file)).map_err(|m| format!("SSL_CERT_FILE: {m}"))?,
-        );
+        let certificates =
+            read_certificates(Path::new(&file)).map_err(|m| format!("SSL_CERT_FILE: {m}"))?;
+        roots.add_parsable_certificates(certificates);
+        roots.add_parsable_certificates(system_store_besides_env());
     }
     if let Some(file) = ca_file {
-        extra.extend(read_certificates(file).map_err(|m| format!("{}: {m}", file.display()))?);
-    }
-    for certificate in extra {
-        roots
-            .add(certificate)
-            .map_err(|error| format!("a CA certificate is not usable: {error}"))?;
+        for certificate in
+            read_certificates(file).map_err(|m| format!("{}: {m}", file.display()))?
+        {
+            roots
+                .add(certificate)
+                .map_err(|error| format!("a CA certificate is not usable: {error}"))?;
+        }
     }
     let mut config = rustls::ClientConfig::builder()
         .with_root_certificates(roots)
         .with_no_client_auth();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
+}
+
+/// An HTTP client for upstream calls: HTTPS verified by [`client_config`] (with the
+/// upstream's `ca_file`); plain HTTP only where the URL says `http://`.
+pub fn upstream_client(
+    timeout: std::time::Duration,
+    ca_file: Option<&Path>,
+) -> Result<reqwest::Client, String> {
+    let tls = client_config(ca_file)?;
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .pool_max_idle_per_host(256)
+        .tcp_nodelay(true)
+        .use_preconfigured_tls((*tls).clone())
+        .build()
+        .map_err(|error| format!("cannot build the HTTP client: {}", error_chain(&error)))
 }
 
 /// An error with its causes, `outer: inner: innermost` (a TLS failure is deep inside
