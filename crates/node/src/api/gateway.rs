@@ -1,6 +1,10 @@
 //! The LLM gateway's routes: `POST /v1/chat/completions` (plain and streaming),
 //! `GET /v1/models`, `POST /v1/messages` (Anthropic's shape). See
 //! [`crate::gateway`] for what a call does.
+//!
+//! Why one file of ~980 lines: the call life cycle (prepare, reserve, try the chain,
+//! settle) for both dialects and for streams; it moves, with one fallback loop for all
+//! of them, into the gateway crate (the architecture issue), not done yet.
 
 use std::future::Future;
 use std::pin::Pin;
