@@ -129,22 +129,8 @@ pub struct Stream {
     deleted: AtomicBool,
 }
 
-/// What `GET /v1/streams` shows.
-#[derive(Clone, Debug, Serialize)]
-pub struct StreamInfo {
-    pub name: String,
-    pub subjects: Vec<String>,
-    pub max_age_ms: Option<u64>,
-    pub max_bytes: Option<u64>,
-    pub max_msgs: Option<u64>,
-    pub ack_wait_ms: u64,
-    pub max_deliver: u32,
-    pub dead_letter_subject: String,
-    pub messages: usize,
-    pub bytes: u64,
-    pub first_seq: u64,
-    pub last_seq: u64,
-}
+/// What `GET /v1/streams` shows (the API's type).
+pub use colony_api::streams::StreamInfo;
 
 /// What a consumer reads next.
 pub enum Next {

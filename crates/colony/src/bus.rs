@@ -427,13 +427,14 @@ pub async fn import_messages(
         .is_err()
     {
         client
-            .post(
+            .post_as::<colony_api::streams::StreamDefined>(
                 "/v1/streams",
-                &json!({
-                    "name": HYPERNET_STREAM,
-                    "subjects": ["hypernet.messages.>"],
-                    "justification": "import the Hypernet swarm's message history",
-                }),
+                &colony_api::streams::CreateStream {
+                    name: HYPERNET_STREAM.into(),
+                    subjects: vec!["hypernet.messages.>".into()],
+                    justification: Some("import the Hypernet swarm's message history".into()),
+                    ..Default::default()
+                },
             )
             .await
             .context("cannot create the hypernet-messages stream (admins only)")?;

@@ -1,6 +1,8 @@
 //! A small client for the node's HTTP API.
 
 use anyhow::{anyhow, Context};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use serde_json::Value;
 
 use crate::Remote;
@@ -19,13 +21,33 @@ pub struct ApiFailure {
     pub body: Value,
 }
 
+impl ApiFailure {
+    /// The error as the API types it, when the body is one.
+    pub fn error(&self) -> Option<colony_api::Explained> {
+        serde_json::from_value::<colony_api::ErrorBody>(self.body.clone())
+            .ok()
+            .map(|body| body.error)
+    }
+}
+
 impl std::fmt::Display for ApiFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let error = &self.body["error"];
-        let code = error["code"].as_str().unwrap_or("error");
-        let message = error["message"].as_str().unwrap_or("");
-        write!(f, "{code} (HTTP {}): {message}", self.status)
+        match self.error() {
+            Some(error) => write!(
+                f,
+                "{} (HTTP {}): {}",
+                error.code, self.status, error.message
+            ),
+            None => write!(f, "error (HTTP {}): {}", self.status, self.body),
+        }
     }
+}
+
+/// A successful answer read as the API's type `T`.
+pub fn typed<T: DeserializeOwned>(value: Value) -> anyhow::Result<T> {
+    serde_json::from_value(value).context(
+        "the node answered in a shape this CLI does not know (is the node another version?)",
+    )
 }
 
 impl std::error::Error for ApiFailure {}
@@ -61,7 +83,21 @@ impl Client {
             .await
     }
 
-    pub async fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+    /// A GET whose answer is read as `T`.
+    pub async fn get_as<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        typed(self.get(path).await?)
+    }
+
+    /// A POST whose answer is read as `T`.
+    pub async fn post_as<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &impl Serialize,
+    ) -> anyhow::Result<T> {
+        typed(self.post(path, body).await?)
+    }
+
+    pub async fn post(&self, path: &str, body: &impl Serialize) -> anyhow::Result<Value> {
         self.send(self.http.post(format!("{}{path}", self.base)).json(body))
             .await
     }
@@ -70,7 +106,7 @@ impl Client {
     pub async fn post_with(
         &self,
         path: &str,
-        body: &Value,
+        body: &impl Serialize,
         headers: &[(&str, &str)],
     ) -> anyhow::Result<Value> {
         let mut request = self.http.post(format!("{}{path}", self.base)).json(body);

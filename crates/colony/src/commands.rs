@@ -10,8 +10,19 @@ use anyhow::Context;
 use colony_node::{Node, NodeConfig};
 use serde_json::{json, Value};
 
+use colony_api::audit::AuditPage;
+use colony_api::ledger::{
+    CommitRequest, Committed, LedgerView, ReleaseRequest, Released, ReserveRequest, Reserved,
+};
+use colony_api::limits::LimitList;
+use colony_api::principals::{
+    CreateAnswer, CreatePrincipal, PrincipalAction, PrincipalList, PrincipalView,
+};
+use colony_api::streams::{CreateStream, StreamDefined, StreamList};
+use colony_api::Justified;
+
 use crate::client::{ApiFailure, Client};
-use crate::output::{amount, table, text};
+use crate::output::{amount, opt, table, text};
 use crate::{AuditCommand, LedgerCommand, PrincipalsCommand, Remote, UpArgs};
 
 pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
@@ -153,12 +164,13 @@ async fn wait_for_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
-/// Runs a call and prints either the table (via `show`) or JSON; API errors become
-/// exit code 1 with the error printed.
-pub(crate) async fn call(
+/// Runs a call and prints either the node's JSON as it came (`--json`) or, read as
+/// the API's type `T`, what `show` makes of it; API errors become exit code 1 with
+/// the error printed.
+pub(crate) async fn call<T: serde::de::DeserializeOwned>(
     remote: &Remote,
     request: impl std::future::Future<Output = anyhow::Result<Value>>,
-    show: impl FnOnce(&Value),
+    show: impl FnOnce(&T),
 ) -> anyhow::Result<ExitCode> {
     match request.await {
         Ok(value) if remote.json => {
@@ -166,7 +178,7 @@ pub(crate) async fn call(
             Ok(ExitCode::SUCCESS)
         }
         Ok(value) => {
-            show(&value);
+            show(&crate::client::typed::<T>(value)?);
             Ok(ExitCode::SUCCESS)
         }
         Err(error) => match error.downcast::<ApiFailure>() {
@@ -176,13 +188,8 @@ pub(crate) async fn call(
             }
             Ok(failure) => {
                 eprintln!("error: {failure}");
-                if let Some(details) = failure.body["error"].as_object() {
-                    for (key, value) in details
-                        .iter()
-                        .filter(|(k, _)| *k != "code" && *k != "message")
-                    {
-                        eprintln!("  {key}: {}", text(value));
-                    }
+                for (key, value) in failure.error().map(|e| e.details).unwrap_or_default() {
+                    eprintln!("  {key}: {}", text(&value));
                 }
                 Ok(ExitCode::FAILURE)
             }
@@ -193,15 +200,14 @@ pub(crate) async fn call(
 
 pub async fn limits(remote: Remote) -> anyhow::Result<ExitCode> {
     let client = Client::new(&remote)?;
-    call(&remote, client.get("/v1/limits"), |value| {
-        let rows: Vec<Vec<String>> = value["limits"]
-            .as_array()
-            .into_iter()
-            .flatten()
+    call(&remote, client.get("/v1/limits"), |list: &LimitList| {
+        let rows: Vec<Vec<String>> = list
+            .limits
+            .iter()
             .map(|limit| {
-                let unit = limit["unit"].as_str().unwrap_or("");
-                let window = limit["window_ms"]
-                    .as_u64()
+                let unit = limit.unit.as_str();
+                let window = limit
+                    .window_ms
                     .map(|ms| {
                         format!(
                             "/{}",
@@ -210,14 +216,14 @@ pub async fn limits(remote: Remote) -> anyhow::Result<ExitCode> {
                     })
                     .unwrap_or_default();
                 vec![
-                    text(&limit["name"]),
-                    amount(&limit["usage"], unit),
-                    amount(&limit["soft"], unit),
-                    amount(&limit["hard"], unit),
-                    text(&limit["state"]),
-                    text(&limit["on_soft"]),
+                    limit.name.clone(),
+                    amount(Some(limit.usage), unit),
+                    amount(limit.soft, unit),
+                    amount(limit.hard, unit),
+                    limit.state.clone(),
+                    limit.on_soft.as_str().to_string(),
                     format!("{}{window}", if unit == "micro_usd" { "usd" } else { unit }),
-                    text(&limit["enforcement"]),
+                    limit.enforcement.as_str().to_string(),
                 ]
             })
             .collect();
@@ -244,27 +250,41 @@ pub async fn principals(command: PrincipalsCommand) -> anyhow::Result<ExitCode> 
             remote,
         } => {
             let client = Client::new(&remote)?;
-            let body = json!({
-                "name": name, "kind": kind, "justification": justification, "roles": roles,
-                "parent": parent, "address": address, "priority": priority,
-            });
-            call(&remote, client.post("/v1/principals", &body), |value| {
-                if value["status"] == "queued" {
-                    println!(
-                        "queued (ticket {}, position {}): {}",
-                        value["ticket"],
-                        value["position"],
-                        text(&value["message"])
-                    );
-                } else {
-                    println!("created {} (id {})", text(&value["address"]), value["id"]);
-                }
-                for warning in value["warnings"].as_array().into_iter().flatten() {
-                    println!("warning: {}", text(&warning["message"]));
-                }
-                println!("token: {}", text(&value["token"]));
-                println!("(the token is shown once; store it now)");
-            })
+            let body = CreatePrincipal {
+                name,
+                kind,
+                justification: Some(justification),
+                roles,
+                parent,
+                address,
+                priority: colony_kernel::Priority::parse(&priority).ok_or_else(|| {
+                    anyhow::anyhow!("--priority is low, normal, high or critical, not `{priority}`")
+                })?,
+            };
+            call(
+                &remote,
+                client.post("/v1/principals", &body),
+                |answer: &CreateAnswer| {
+                    let (token, warnings) = match answer {
+                        CreateAnswer::Queued(queued) => {
+                            println!(
+                                "queued (ticket {}, position {}): {}",
+                                queued.ticket, queued.position, queued.message
+                            );
+                            (&queued.token, &queued.warnings)
+                        }
+                        CreateAnswer::Created(created) => {
+                            println!("created {} (id {})", created.address, created.id);
+                            (&created.token, &created.warnings)
+                        }
+                    };
+                    for warning in warnings {
+                        println!("warning: {}", warning.message);
+                    }
+                    println!("token: {token}");
+                    println!("(the token is shown once; store it now)");
+                },
+            )
             .await
         }
         PrincipalsCommand::List { all, remote } => {
@@ -274,26 +294,19 @@ pub async fn principals(command: PrincipalsCommand) -> anyhow::Result<ExitCode> 
             } else {
                 "/v1/principals"
             };
-            call(&remote, client.get(path), |value| {
-                let rows: Vec<Vec<String>> = value["principals"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
+            call(&remote, client.get(path), |list: &PrincipalList| {
+                let rows: Vec<Vec<String>> = list
+                    .principals
+                    .iter()
                     .map(|p| {
-                        let roles: Vec<String> = p["roles"]
-                            .as_array()
-                            .into_iter()
-                            .flatten()
-                            .map(text)
-                            .collect();
                         vec![
-                            text(&p["address"]),
-                            text(&p["name"]),
-                            text(&p["kind"]),
-                            roles.join(","),
-                            text(&p["state"]),
-                            text(&p["parent"]),
-                            text(&p["created_at"]),
+                            p.address.clone(),
+                            p.name.clone(),
+                            p.kind.clone(),
+                            p.roles.join(","),
+                            p.state.clone(),
+                            opt(&p.parent),
+                            p.created_at.clone(),
                         ]
                     })
                     .collect();
@@ -313,41 +326,37 @@ pub async fn principals(command: PrincipalsCommand) -> anyhow::Result<ExitCode> 
         } => {
             let client = Client::new(&remote)?;
             let path = format!("/v1/principals/{address}/remove");
-            call(
-                &remote,
-                client.post(&path, &json!({ "justification": justification })),
-                |_| {
-                    println!("removed {address}");
-                },
-            )
+            let body = Justified {
+                justification: Some(justification),
+            };
+            call(&remote, client.post(&path, &body), |_: &PrincipalAction| {
+                println!("removed {address}");
+            })
             .await
         }
         PrincipalsCommand::Show { address, remote } => {
             let client = Client::new(&remote)?;
             let path = format!("/v1/principals/{address}");
-            call(&remote, client.get(&path), |p| {
-                println!(
-                    "{} {} ({}), {}",
-                    text(&p["address"]),
-                    text(&p["name"]),
-                    text(&p["kind"]),
-                    text(&p["state"])
-                );
-                if let Some(quarantine) = p["quarantine"].as_object() {
-                    let evidence = &quarantine["evidence"];
+            call(&remote, client.get(&path), |p: &PrincipalView| {
+                println!("{} {} ({}), {}", p.address, p.name, p.kind, p.state);
+                if let Some(quarantine) = &p.quarantine {
+                    let evidence = &quarantine.evidence;
                     println!(
                         "quarantined since {}: {} {} in a window, past {} ({})",
-                        text(&quarantine["since"]),
-                        evidence["count"],
-                        text(&evidence["signal"]),
-                        evidence["threshold"],
-                        text(&evidence["rule"])
+                        quarantine.since,
+                        evidence.count,
+                        evidence.signal.as_str(),
+                        evidence.threshold,
+                        match evidence.rule {
+                            colony_kernel::anomaly::EvidenceRule::Ceiling => "ceiling",
+                            colony_kernel::anomaly::EvidenceRule::Baseline => "baseline",
+                        }
                     );
                     println!(
-                        "released {} reservations; revoked leases {}; ended workers {}",
-                        quarantine["released_reservations"],
-                        quarantine["revoked_leases"],
-                        quarantine["ended_workers"]
+                        "released {} reservations; revoked leases {:?}; ended workers {:?}",
+                        quarantine.released_reservations,
+                        quarantine.revoked_leases,
+                        quarantine.ended_workers
                     );
                 }
             })
@@ -360,13 +369,12 @@ pub async fn principals(command: PrincipalsCommand) -> anyhow::Result<ExitCode> 
         } => {
             let client = Client::new(&remote)?;
             let path = format!("/v1/principals/{address}/release");
-            call(
-                &remote,
-                client.post(&path, &json!({ "justification": justification })),
-                |_| {
-                    println!("released {address} from quarantine");
-                },
-            )
+            let body = Justified {
+                justification: Some(justification),
+            };
+            call(&remote, client.post(&path, &body), |_: &PrincipalAction| {
+                println!("released {address} from quarantine");
+            })
             .await
         }
     }
@@ -376,40 +384,43 @@ pub async fn ledger(command: LedgerCommand) -> anyhow::Result<ExitCode> {
     match command {
         LedgerCommand::Me { remote } => {
             let client = Client::new(&remote)?;
-            call(&remote, client.get("/v1/ledger/me"), |value| {
-                println!("principal {}", text(&value["principal"]));
-                let rows: Vec<Vec<String>> = value["balances"]
-                    .as_object()
-                    .into_iter()
-                    .flatten()
-                    .map(|(name, b)| {
-                        let unit = b["unit"].as_str().unwrap_or("");
-                        vec![
-                            name.clone(),
-                            text(&b["kind"]),
-                            amount(&b["quota"], unit),
-                            amount(&b["used"], unit),
-                            amount(&b["reserved"], unit),
-                            amount(&b["available"], unit),
-                            amount(&b["shortfall"], unit),
-                        ]
-                    })
-                    .collect();
-                table(
-                    &[
-                        "RESOURCE",
-                        "KIND",
-                        "QUOTA",
-                        "USED",
-                        "RESERVED",
-                        "AVAILABLE",
-                        "SHORTFALL",
-                    ],
-                    &rows,
-                );
-                let reservations = value["reservations"].as_array().map_or(0, Vec::len);
-                println!("{reservations} open reservation(s)");
-            })
+            call(
+                &remote,
+                client.get("/v1/ledger/me"),
+                |ledger: &LedgerView| {
+                    println!("principal {}", ledger.principal);
+                    let rows: Vec<Vec<String>> = ledger
+                        .balances
+                        .iter()
+                        .map(|(name, b)| {
+                            let unit = b.unit.as_str();
+                            vec![
+                                name.clone(),
+                                b.kind.clone(),
+                                amount(b.quota, unit),
+                                amount(Some(b.used), unit),
+                                amount(Some(b.reserved), unit),
+                                amount(b.available, unit),
+                                amount(Some(b.shortfall), unit),
+                            ]
+                        })
+                        .collect();
+                    table(
+                        &[
+                            "RESOURCE",
+                            "KIND",
+                            "QUOTA",
+                            "USED",
+                            "RESERVED",
+                            "AVAILABLE",
+                            "SHORTFALL",
+                        ],
+                        &rows,
+                    );
+                    let reservations = ledger.reservations.len();
+                    println!("{reservations} open reservation(s)");
+                },
+            )
             .await
         }
         LedgerCommand::Reserve {
@@ -420,19 +431,25 @@ pub async fn ledger(command: LedgerCommand) -> anyhow::Result<ExitCode> {
             remote,
         } => {
             let client = Client::new(&remote)?;
-            let body = json!({ "resource": resource, "amount": requested, "justification": justification, "ttl_ms": ttl_ms });
-            call(&remote, client.post("/v1/ledger/reserve", &body), |value| {
-                println!(
-                    "reservation {} holds {} {} until {}",
-                    value["reservation"],
-                    value["amount"],
-                    text(&value["unit"]),
-                    text(&value["expires_at"])
-                );
-                for warning in value["warnings"].as_array().into_iter().flatten() {
-                    println!("warning: {}", text(&warning["message"]));
-                }
-            })
+            let body = ReserveRequest {
+                resource,
+                amount: requested,
+                justification: Some(justification),
+                ttl_ms,
+            };
+            call(
+                &remote,
+                client.post("/v1/ledger/reserve", &body),
+                |reserved: &Reserved| {
+                    println!(
+                        "reservation {} holds {} {} until {}",
+                        reserved.reservation, reserved.amount, reserved.unit, reserved.expires_at
+                    );
+                    for warning in &reserved.warnings {
+                        println!("warning: {}", warning.message);
+                    }
+                },
+            )
             .await
         }
         LedgerCommand::Commit {
@@ -441,13 +458,21 @@ pub async fn ledger(command: LedgerCommand) -> anyhow::Result<ExitCode> {
             remote,
         } => {
             let client = Client::new(&remote)?;
-            let body = json!({ "reservation": reservation, "actual": actual });
-            call(&remote, client.post("/v1/ledger/commit", &body), |value| {
-                println!(
-                    "charged {}, refunded {}, shortfall {}",
-                    value["charged"], value["refunded"], value["shortfall"]
-                );
-            })
+            let body = CommitRequest {
+                reservation,
+                actual,
+                justification: None,
+            };
+            call(
+                &remote,
+                client.post("/v1/ledger/commit", &body),
+                |committed: &Committed| {
+                    println!(
+                        "charged {}, refunded {}, shortfall {}",
+                        committed.charged, committed.refunded, committed.shortfall
+                    );
+                },
+            )
             .await
         }
         LedgerCommand::Release {
@@ -455,10 +480,14 @@ pub async fn ledger(command: LedgerCommand) -> anyhow::Result<ExitCode> {
             remote,
         } => {
             let client = Client::new(&remote)?;
+            let body = ReleaseRequest {
+                reservation,
+                justification: None,
+            };
             call(
                 &remote,
-                client.post("/v1/ledger/release", &json!({ "reservation": reservation })),
-                |_| {
+                client.post("/v1/ledger/release", &body),
+                |_: &Released| {
                     println!("released {reservation}");
                 },
             )
@@ -486,9 +515,9 @@ pub async fn audit(command: AuditCommand) -> anyhow::Result<ExitCode> {
             if let Some(address) = &address {
                 filter.push_str(&format!("&address={address}"));
             }
-            let last = match client.get("/v1/audit?limit=1").await {
-                Ok(value) => value["last_seq"].as_u64().unwrap_or(0),
-                Err(error) => return call(&remote, async { Err(error) }, |_| {}).await,
+            let last = match client.get_as::<AuditPage>("/v1/audit?limit=1").await {
+                Ok(page) => page.last_seq,
+                Err(error) => return call(&remote, async { Err(error) }, |_: &Value| {}).await,
             };
             // Unfiltered, the tail is the last `limit` records. Filtered, read forward
             // and keep the newest `limit` that match.
@@ -499,16 +528,16 @@ pub async fn audit(command: AuditCommand) -> anyhow::Result<ExitCode> {
             };
             let mut tail = std::collections::VecDeque::new();
             loop {
-                let page = client
-                    .get(&format!("/v1/audit?after={after}&limit={limit}{filter}"))
+                let page: AuditPage = client
+                    .get_as(&format!("/v1/audit?after={after}&limit={limit}{filter}"))
                     .await?;
-                for record in page["records"].as_array().into_iter().flatten() {
-                    tail.push_back(record.clone());
+                for record in page.records {
+                    tail.push_back(record);
                     if tail.len() > limit {
                         tail.pop_front();
                     }
                 }
-                let next = page["next_after"].as_u64().unwrap_or(after);
+                let next = page.next_after;
                 if next == after || next >= last {
                     after = next;
                     break;
@@ -520,12 +549,11 @@ pub async fn audit(command: AuditCommand) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::SUCCESS);
             }
             loop {
-                let page = client
-                    .get(&format!("/v1/audit?after={after}&limit=1000{filter}"))
+                let page: AuditPage = client
+                    .get_as(&format!("/v1/audit?after={after}&limit=1000{filter}"))
                     .await?;
-                let records = page["records"].as_array().cloned().unwrap_or_default();
-                print_records(&records, remote.json, true);
-                let next = page["next_after"].as_u64().unwrap_or(after);
+                print_records(&page.records, remote.json, true);
+                let next = page.next_after;
                 if next == after {
                     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
                 }
@@ -544,16 +572,19 @@ fn print_records(records: &[Value], json_lines: bool, streaming: bool) {
     let rows: Vec<Vec<String>> = records
         .iter()
         .map(|record| {
-            vec![
-                record["seq"].to_string(),
-                text(&record["at"]),
-                text(&record["actor"]),
-                text(&record["action"]),
-                text(&record["subject"]),
-                text(&record["decision"]),
-                text(&record["reason"]["code"]),
-                text(&record["justification"]),
-            ]
+            match serde_json::from_value::<colony_log::audit::AuditRecord>(record.clone()) {
+                Ok(record) => vec![
+                    record.seq.to_string(),
+                    record.at,
+                    record.actor,
+                    record.action,
+                    record.subject,
+                    record.decision,
+                    text(&record.reason["code"]),
+                    record.justification,
+                ],
+                Err(error) => vec![format!("(a record this CLI cannot read: {error})")],
+            }
         })
         .collect();
     if streaming {
@@ -619,29 +650,18 @@ fn verify(data: &std::path::Path, replay: bool, json_output: bool) -> anyhow::Re
 /// `colony bus streams`.
 pub async fn streams(remote: &Remote) -> anyhow::Result<ExitCode> {
     let client = Client::new(remote)?;
-    call(remote, client.get("/v1/streams"), |value| {
-        let rows: Vec<Vec<String>> = value["streams"]
-            .as_array()
-            .into_iter()
-            .flatten()
+    call(remote, client.get("/v1/streams"), |list: &StreamList| {
+        let rows: Vec<Vec<String>> = list
+            .streams
+            .iter()
             .map(|stream| {
                 vec![
-                    text(&stream["name"]),
-                    stream["subjects"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .map(text)
-                        .collect::<Vec<_>>()
-                        .join(","),
-                    text(&stream["messages"]),
-                    text(&stream["bytes"]),
-                    format!(
-                        "{}..{}",
-                        text(&stream["first_seq"]),
-                        text(&stream["last_seq"])
-                    ),
-                    text(&stream["dead_letter_subject"]),
+                    stream.name.clone(),
+                    stream.subjects.join(","),
+                    stream.messages.to_string(),
+                    stream.bytes.to_string(),
+                    format!("{}..{}", stream.first_seq, stream.last_seq),
+                    stream.dead_letter_subject.clone(),
                 ]
             })
             .collect();
@@ -661,22 +681,22 @@ pub async fn streams(remote: &Remote) -> anyhow::Result<ExitCode> {
 }
 
 /// `colony bus stream-add`.
-pub async fn stream_add(remote: &Remote, mut body: Value) -> anyhow::Result<ExitCode> {
-    if let Some(object) = body.as_object_mut() {
-        object.retain(|_, value| !value.is_null());
-    }
-    if body.get("justification").is_none() {
-        body["justification"] = json!(format!("define stream {}", text(&body["name"])));
+pub async fn stream_add(remote: &Remote, mut body: CreateStream) -> anyhow::Result<ExitCode> {
+    if body.justification.is_none() {
+        body.justification = Some(format!("define stream {}", body.name));
     }
     let client = Client::new(remote)?;
-    call(remote, client.post("/v1/streams", &body), |value| {
-        let stream = &value["stream"];
-        println!(
-            "stream {} stores {} (decision {})",
-            text(&stream["name"]),
-            stream["subjects"],
-            text(&value["seq"])
-        );
-    })
+    call(
+        remote,
+        client.post("/v1/streams", &body),
+        |defined: &StreamDefined| {
+            println!(
+                "stream {} stores {} (decision {})",
+                defined.stream.name,
+                defined.stream.subjects.join(", "),
+                defined.seq
+            );
+        },
+    )
     .await
 }

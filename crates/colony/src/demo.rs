@@ -6,12 +6,16 @@
 //! `colony-scripted` model, and every answer says `[scripted]`; with one, they use
 //! `gpt-4o-mini` through the gateway.
 
+use colony_api::audit::AuditPage;
+use colony_api::tasks::{BudgetView, TaskRequest, TaskView, Usd};
+use colony_api::workers::{SupervisorView, WorkerList};
+use colony_kernel::Priority;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use colony_node::{Node, NodeConfig};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::client::Client;
 use crate::output::text;
@@ -102,23 +106,27 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     // Let the three workers register first (the third crosses active_workers' soft).
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let workers = client.get("/v1/workers").await?;
-        let active = workers["workers"]
-            .as_array()
-            .map_or(0, |w| w.iter().filter(|w| w["state"] == "active").count());
+        let workers: WorkerList = client.get_as("/v1/workers").await?;
+        let active = workers
+            .workers
+            .iter()
+            .filter(|w| w.state == "active")
+            .count();
         if active >= 3 || Instant::now() > deadline {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let posted = client
-        .post(
-            "/v1/tasks",
-            &json!({"title": GOAL, "capabilities": ["writing"], "budget_usd": "0.50", "priority": "high",
-                    "justification": "the demo's sample goal"}),
-        )
-        .await?;
-    let goal = text(&posted["address"]);
+    let goal_request = TaskRequest {
+        title: GOAL.into(),
+        capabilities: vec!["writing".into()],
+        budget_usd: Some(Usd::Text("0.50".into())),
+        priority: Priority::High,
+        justification: Some("the demo's sample goal".into()),
+        ..TaskRequest::default()
+    };
+    let posted: TaskView = client.post_as("/v1/tasks", &goal_request).await?;
+    let goal = posted.address;
     println!("colony demo: posted the goal {goal}: {GOAL} (budget $0.50)\n");
 
     let started = Instant::now();
@@ -126,18 +134,19 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     let mut killed = false;
     let outcome = loop {
         // The decision log, as it grows.
-        let page = client
-            .get(&format!("/v1/audit?after={after}&limit=200"))
+        let page: AuditPage = client
+            .get_as(&format!("/v1/audit?after={after}&limit=200"))
             .await?;
-        for record in page["records"].as_array().cloned().unwrap_or_default() {
+        for record in &page.records {
             after = after.max(record["seq"].as_u64().unwrap_or(after));
-            print_decision(&record);
+            print_decision(record);
         }
-        let task = client.get(&format!("/v1/tasks/{goal}")).await?;
+        let task: TaskView = client.get_as(&format!("/v1/tasks/{goal}")).await?;
         // Once the goal is split, one worker is killed: the supervisor replaces it.
-        if !killed && task["children"].as_array().is_some_and(|c| !c.is_empty()) {
-            let status = client.get("/v1/supervisor").await?;
-            if let Some(pid) = status["profiles"][0]["pids"][0].as_u64() {
+        if !killed && task.children.as_ref().is_some_and(|c| !c.is_empty()) {
+            let status: SupervisorView = client.get_as("/v1/supervisor").await?;
+            let first = status.profiles.first().and_then(|p| p.pids.first());
+            if let Some(pid) = first {
                 println!("colony demo: -- killing worker process {pid} (SIGKILL) to show that it is replaced --");
                 let _ = std::process::Command::new("kill")
                     .args(["-9", &pid.to_string()])
@@ -145,12 +154,12 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
                 killed = true;
             }
         }
-        match text(&task["status"]).as_str() {
+        match task.status.as_str() {
             "completed" => break Ok(task),
             "dead" => {
                 break Err(anyhow::anyhow!(
                     "the goal went to the dead-letter queue: {}",
-                    task["dead_reasons"]
+                    task.dead_reasons.join("; ")
                 ))
             }
             _ => {}
@@ -165,58 +174,54 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     // The replacement of the killed worker, then what is left of the log.
     let deadline = Instant::now() + Duration::from_secs(10);
     while killed && Instant::now() < deadline {
-        let status = client.get("/v1/supervisor").await?;
-        let replaced = client
-            .get(&format!("/v1/audit?after={after}&limit=500"))
-            .await?["records"]
-            .as_array()
-            .is_some_and(|r| {
-                r.iter().any(|r| {
-                    r["action"] == "supervisor.replace" || r["action"] == "supervisor.spawn"
-                })
-            });
-        if replaced
-            && status["profiles"][0]["pids"]
-                .as_array()
-                .is_some_and(|p| p.len() >= 3)
-        {
+        let status: SupervisorView = client.get_as("/v1/supervisor").await?;
+        let page: AuditPage = client
+            .get_as(&format!("/v1/audit?after={after}&limit=500"))
+            .await?;
+        let replaced = page
+            .records
+            .iter()
+            .any(|r| r["action"] == "supervisor.replace" || r["action"] == "supervisor.spawn");
+        if replaced && status.profiles.first().is_some_and(|p| p.pids.len() >= 3) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let page = client
-        .get(&format!("/v1/audit?after={after}&limit=500"))
+    let page: AuditPage = client
+        .get_as(&format!("/v1/audit?after={after}&limit=500"))
         .await?;
-    for record in page["records"].as_array().cloned().unwrap_or_default() {
-        print_decision(&record);
+    for record in &page.records {
+        print_decision(record);
     }
     let code = match outcome {
         Ok(task) => {
             let mut shares = Vec::new();
-            for child in task["children"].as_array().cloned().unwrap_or_default() {
-                let child = text(&child["address"]);
-                let subtask = client.get(&format!("/v1/tasks/{child}")).await?;
-                shares.push((child, subtask["budget"].clone()));
+            for child in task.children.iter().flatten() {
+                let subtask: TaskView = client
+                    .get_as(&format!("/v1/tasks/{}", child.address))
+                    .await?;
+                shares.push((child.address.clone(), subtask.budget));
             }
-            let amount = |budget: &Value, field: &str| budget[field].as_u64().unwrap_or(0);
-            let shared: u64 = shares
-                .iter()
-                .map(|(_, budget)| amount(budget, "total_micro_usd"))
-                .sum();
-            let budget = &task["budget"];
+            let total =
+                |budget: &Option<BudgetView>| budget.as_ref().map_or(0, |b| b.total_micro_usd);
+            let spent =
+                |budget: &Option<BudgetView>| budget.as_ref().map_or(0, |b| b.spent_micro_usd);
+            let shared: u64 = shares.iter().map(|(_, budget)| total(budget)).sum();
+            let budget = &task.budget;
             println!(
                 "\ncolony demo: the goal {goal} is completed in {:.1} s: {} subtasks; of its budget of {} micro-USD \
                  it spent {} itself and passed {shared} on to its subtasks",
                 started.elapsed().as_secs_f64(),
                 shares.len(),
-                amount(budget, "total_micro_usd"),
-                amount(budget, "spent_micro_usd"),
+                total(budget),
+                spent(budget),
             );
             for (child, budget) in &shares {
                 println!(
                     "colony demo: subtask {child}: {} of its {} micro-USD share spent",
-                    budget["spent_micro_usd"], budget["total_micro_usd"],
+                    spent(budget),
+                    total(budget),
                 );
             }
             ExitCode::SUCCESS

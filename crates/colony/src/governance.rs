@@ -6,21 +6,28 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use serde_json::{json, Value};
 
+use colony_api::governance::{
+    ProposalList, ProposalView, ProposeRequest, QuotaDefaultRequest, VoteRequest,
+};
+use colony_kernel::governance::ProposalTarget;
+
 use crate::client::{ApiFailure, Client};
 use crate::commands::call;
-use crate::output::{table, text};
+use crate::output::{opt, table};
 use crate::{LimitsCommand, Remote};
 
 /// `unlimited` is JSON null; numbers are numbers.
-fn value(field: &str, raw: &Option<String>) -> anyhow::Result<Option<Value>> {
+/// A new value from the command line: absent keeps it, `unlimited` (`Some(None)`)
+/// removes it.
+fn value(field: &str, raw: &Option<String>) -> anyhow::Result<Option<Option<u64>>> {
     match raw.as_deref() {
         None => Ok(None),
-        Some("unlimited") | Some("none") => Ok(Some(Value::Null)),
+        Some("unlimited") | Some("none") => Ok(Some(None)),
         Some(number) => {
             let parsed: u64 = number.parse().with_context(|| {
                 format!("--{field} takes a whole number or `unlimited`, not `{number}`")
             })?;
-            Ok(Some(json!(parsed)))
+            Ok(Some(Some(parsed)))
         }
     }
 }
@@ -31,68 +38,65 @@ fn proposal_body(
     hard: &Option<String>,
     justification: &str,
     brake: bool,
-) -> anyhow::Result<Value> {
-    let mut body = json!({ "limit": limit, "justification": justification, "brake": brake });
-    if let Some(soft) = value("soft", soft)? {
-        body["soft"] = soft;
-    }
-    if let Some(hard) = value("hard", hard)? {
-        body["hard"] = hard;
-    }
-    if body.get("soft").is_none() && body.get("hard").is_none() {
+) -> anyhow::Result<ProposeRequest> {
+    let body = ProposeRequest {
+        limit: Some(limit.to_string()),
+        soft: value("soft", soft)?,
+        hard: value("hard", hard)?,
+        justification: Some(justification.to_string()),
+        brake,
+        ..ProposeRequest::default()
+    };
+    if body.soft.is_none() && body.hard.is_none() {
         bail!("give --soft, --hard, or both");
     }
     Ok(body)
 }
 
-fn print_proposal(proposal: &Value) {
-    let state = text(&proposal["state"]);
+/// What a proposal changes, in one line.
+fn target_text(target: &ProposalTarget) -> String {
+    serde_json::to_string(target).unwrap_or_default()
+}
+
+fn print_proposal(proposal: &ProposalView) {
     println!(
         "proposal {} ({}, {}): {} by {}",
-        proposal["id"],
-        text(&proposal["change"]),
-        state,
-        text(&proposal["limit"]),
-        text(&proposal["proposer"])
+        proposal.id,
+        proposal.change,
+        proposal.state,
+        opt(&proposal.limit),
+        proposal.proposer
     );
-    println!("  target: {}", proposal["target"]);
-    println!("  why: {}", text(&proposal["justification"]));
-    if state == "review" {
-        println!("  review ends at {}", text(&proposal["review_ends_at"]));
+    println!("  target: {}", target_text(&proposal.target));
+    println!("  why: {}", proposal.justification);
+    if proposal.state == "review" {
+        println!("  review ends at {}", proposal.review_ends_at);
     }
-    for side in ["human", "ai"] {
-        let tally = &proposal["tally"][side];
-        if tally.is_object() {
+    let met = |yes: bool| if yes { "met" } else { "not met" };
+    if let Some(tally) = &proposal.tally {
+        for (side, count) in [("human", &tally.human), ("ai", &tally.ai)] {
             println!(
                 "  {side:<5} approve {} reject {} abstain {}  (quorum {}: {}, approval {}: {})",
-                tally["approve"],
-                tally["reject"],
-                tally["abstain"],
-                tally["quorum"],
-                if tally["quorum_met"] == true {
-                    "met"
-                } else {
-                    "not met"
-                },
-                text(&tally["approval"]),
-                if tally["approval_met"] == true {
-                    "met"
-                } else {
-                    "not met"
-                },
+                count.approve,
+                count.reject,
+                count.abstain,
+                count.quorum,
+                met(count.quorum_met),
+                count.approval,
+                met(count.approval_met),
             );
         }
     }
-    for vote in proposal["votes"].as_array().into_iter().flatten() {
+    for vote in &proposal.votes {
         println!(
             "  vote: {} ({}) {}: {}",
-            text(&vote["voter"]),
-            text(&vote["side"]),
-            text(&vote["vote"]),
-            text(&vote["justification"])
+            vote.voter,
+            vote.side.as_str(),
+            vote.vote.as_str(),
+            vote.justification
         );
     }
-    if let Some(outcome) = proposal["outcome"].as_str() {
+    if let Some(outcome) = &proposal.outcome {
         println!("  outcome: {outcome}");
     }
 }
@@ -108,9 +112,13 @@ pub async fn limits(command: LimitsCommand) -> anyhow::Result<ExitCode> {
         } => {
             let client = Client::new(&remote)?;
             let body = proposal_body(&limit, &soft, &hard, &justification, true)?;
-            call(&remote, client.post("/v1/proposals", &body), |proposal| {
-                println!("brake applied to {limit} (proposal {})", proposal["id"]);
-            })
+            call(
+                &remote,
+                client.post("/v1/proposals", &body),
+                |proposal: &ProposalView| {
+                    println!("brake applied to {limit} (proposal {})", proposal.id);
+                },
+            )
             .await
         }
         LimitsCommand::Propose {
@@ -131,7 +139,10 @@ pub async fn limits(command: LimitsCommand) -> anyhow::Result<ExitCode> {
             remote,
         } => {
             let client = Client::new(&remote)?;
-            let body = json!({ "vote": vote, "justification": justification });
+            let body = VoteRequest {
+                vote,
+                justification,
+            };
             call(
                 &remote,
                 client.post(&format!("/v1/proposals/{proposal}/votes"), &body),
@@ -162,28 +173,26 @@ pub async fn limits(command: LimitsCommand) -> anyhow::Result<ExitCode> {
                 Some(state) => format!("/v1/proposals?state={state}"),
                 None => "/v1/proposals".to_string(),
             };
-            call(&remote, client.get(&path), |value| {
-                let rows: Vec<Vec<String>> = value["proposals"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
+            call(&remote, client.get(&path), |list: &ProposalList| {
+                let rows: Vec<Vec<String>> = list
+                    .proposals
+                    .iter()
                     .map(|p| {
-                        let votes = |side: &str| {
-                            let tally = &p["tally"][side];
-                            format!(
-                                "{}/{}/{}",
-                                tally["approve"], tally["reject"], tally["abstain"]
-                            )
+                        let votes = |human: bool| {
+                            p.tally.as_ref().map_or_else(String::new, |tally| {
+                                let count = if human { &tally.human } else { &tally.ai };
+                                format!("{}/{}/{}", count.approve, count.reject, count.abstain)
+                            })
                         };
                         vec![
-                            p["id"].to_string(),
-                            text(&p["state"]),
-                            text(&p["change"]),
-                            p["target"].to_string(),
-                            text(&p["proposer"]),
-                            votes("human"),
-                            votes("ai"),
-                            text(&p["review_ends_at"]),
+                            p.id.to_string(),
+                            p.state.clone(),
+                            p.change.clone(),
+                            target_text(&p.target),
+                            p.proposer.clone(),
+                            votes(true),
+                            votes(false),
+                            p.review_ends_at.clone(),
                         ]
                     })
                     .collect();
@@ -209,7 +218,7 @@ pub async fn limits(command: LimitsCommand) -> anyhow::Result<ExitCode> {
 /// One change the import asks for.
 struct Imported {
     what: String,
-    body: Value,
+    body: ProposeRequest,
 }
 
 fn dollars_to_micro(value: &Value) -> Option<u64> {
@@ -231,18 +240,14 @@ fn swarm_changes(config: &Value, swarm_config: &Path, changes: &mut Vec<Imported
         config["hard_max_sessions"].as_u64(),
     );
     if soft.is_some() || hard.is_some() {
-        let mut body = json!({ "limit": "active_workers", "justification": format!(
+        let justification = format!(
             "imported from the Hypernet swarm ({source}): soft_max_sessions={}, hard_max_sessions={}",
-            soft.map_or("-".into(), |v| v.to_string()), hard.map_or("-".into(), |v| v.to_string())) });
-        if let Some(soft) = soft {
-            body["soft"] = json!(soft);
-        }
-        if let Some(hard) = hard {
-            body["hard"] = json!(hard);
-        }
+            soft.map_or("-".into(), |v| v.to_string()),
+            hard.map_or("-".into(), |v| v.to_string())
+        );
         changes.push(Imported {
             what: "active_workers".into(),
-            body,
+            body: limit_change("active_workers", soft, hard, justification),
         });
     }
     let budget = &config["budget"];
@@ -252,22 +257,51 @@ fn swarm_changes(config: &Value, swarm_config: &Path, changes: &mut Vec<Imported
             .filter(|w| (0.0..=1.0).contains(w))
             .unwrap_or(0.8);
         let soft = (daily as f64 * warn).round() as u64;
+        let justification = format!(
+            "imported from the Hypernet swarm ({source}): budget.daily_limit_usd={}, warn_at_percent={warn}",
+            budget["daily_limit_usd"]
+        );
         changes.push(Imported {
             what: "llm_spend_usd".into(),
-            body: json!({ "limit": "llm_spend_usd", "soft": soft, "hard": daily, "justification": format!(
-                "imported from the Hypernet swarm ({source}): budget.daily_limit_usd={}, warn_at_percent={warn}", budget["daily_limit_usd"]) }),
+            body: limit_change("llm_spend_usd", Some(soft), Some(daily), justification),
         });
     }
     if let Some(session) = dollars_to_micro(&budget["session_limit_usd"]) {
         changes.push(Imported {
             what: "quota default ai.llm_budget_usd".into(),
-            body: json!({ "quota_default": {"kind": "ai", "resource": "llm_budget_usd", "amount": session},
-                "justification": format!("imported from the Hypernet swarm ({source}): budget.session_limit_usd={}", budget["session_limit_usd"]) }),
+            body: ProposeRequest {
+                quota_default: Some(QuotaDefaultRequest {
+                    kind: "ai".into(),
+                    resource: "llm_budget_usd".into(),
+                    amount: Some(Some(session)),
+                }),
+                justification: Some(format!(
+                    "imported from the Hypernet swarm ({source}): budget.session_limit_usd={}",
+                    budget["session_limit_usd"]
+                )),
+                ..ProposeRequest::default()
+            },
         });
     }
 }
 
 /// Reads the old swarm's files into proposals.
+/// A proposal to set a limit's soft and hard values where given.
+fn limit_change(
+    limit: &str,
+    soft: Option<u64>,
+    hard: Option<u64>,
+    justification: String,
+) -> ProposeRequest {
+    ProposeRequest {
+        limit: Some(limit.to_string()),
+        soft: soft.map(Some),
+        hard: hard.map(Some),
+        justification: Some(justification),
+        ..ProposeRequest::default()
+    }
+}
+
 fn hypernet_changes(
     swarm_config: Option<&Path>,
     limits: Option<&Path>,
@@ -305,17 +339,13 @@ fn hypernet_changes(
                 skipped.push(format!("{name}: no soft or hard value"));
                 continue;
             }
-            let mut body = json!({ "limit": builtin.name, "justification": format!(
-                "imported from Hypernet limits ({}): {name} = {definition}", path.display()) });
-            if let Some(soft) = soft {
-                body["soft"] = json!(soft);
-            }
-            if let Some(hard) = hard {
-                body["hard"] = json!(hard);
-            }
+            let justification = format!(
+                "imported from Hypernet limits ({}): {name} = {definition}",
+                path.display()
+            );
             changes.push(Imported {
                 what: builtin.name.to_string(),
-                body,
+                body: limit_change(builtin.name, soft, hard, justification),
             });
         }
     }
@@ -337,18 +367,17 @@ pub async fn import_hypernet(
             "dry run".to_string()
         } else {
             match client.post("/v1/proposals", &change.body).await {
-                Ok(proposal) => {
-                    results.push(proposal.clone());
-                    match proposal["state"].as_str() {
-                        Some("applied") => {
-                            format!("applied at once (brake, proposal {})", proposal["id"])
+                Ok(answer) => {
+                    results.push(answer.clone());
+                    let proposal: ProposalView = crate::client::typed(answer)?;
+                    match proposal.state.as_str() {
+                        "applied" => {
+                            format!("applied at once (brake, proposal {})", proposal.id)
                         }
-                        Some(state) => format!(
+                        state => format!(
                             "proposal {} in {state} until {}",
-                            proposal["id"],
-                            text(&proposal["review_ends_at"])
+                            proposal.id, proposal.review_ends_at
                         ),
-                        None => "?".to_string(),
                     }
                 }
                 Err(error) => match error.downcast::<ApiFailure>() {
@@ -356,16 +385,17 @@ pub async fn import_hypernet(
                         results.push(failure.body.clone());
                         format!(
                             "not changed: {}",
-                            failure.body["error"]["message"].as_str().unwrap_or("")
+                            failure.error().map(|e| e.message).unwrap_or_default()
                         )
                     }
                     Err(other) => return Err(other),
                 },
             }
         };
+        let shown = serde_json::to_value(&change.body).unwrap_or_default();
         let values = ["soft", "hard", "quota_default"]
             .iter()
-            .filter_map(|key| change.body.get(*key).map(|v| format!("{key}={v}")))
+            .filter_map(|key| shown.get(*key).map(|v| format!("{key}={v}")))
             .collect::<Vec<_>>()
             .join(" ");
         rows.push(vec![change.what.clone(), values, result]);
@@ -398,28 +428,22 @@ mod tests {
             "max_task_queue_depth": 300, "max_mystery": {"hard": 1}}, "adjustments": [], "saved_at": "2026-02-17"}"#).unwrap();
         let (changes, skipped) = hypernet_changes(Some(&swarm), Some(&limits)).unwrap();
         let find = |what: &str| &changes.iter().find(|c| c.what == what).unwrap().body;
+        let values = |what: &str| (find(what).soft, find(what).hard);
+        assert_eq!(values("active_workers"), (Some(Some(2)), Some(Some(4))));
         assert_eq!(
-            (
-                find("active_workers")["soft"].as_u64(),
-                find("active_workers")["hard"].as_u64()
-            ),
-            (Some(2), Some(4))
+            values("llm_spend_usd"),
+            (Some(Some(4_000_000)), Some(Some(5_000_000)))
         );
-        assert_eq!(
-            (
-                find("llm_spend_usd")["soft"].as_u64(),
-                find("llm_spend_usd")["hard"].as_u64()
-            ),
-            (Some(4_000_000), Some(5_000_000))
-        );
-        assert_eq!(
-            find("quota default ai.llm_budget_usd")["quota_default"]["amount"],
-            2_000_000
-        );
-        assert_eq!(find("ai_accounts")["hard"], 60);
-        assert_eq!(find("task_queue_depth")["hard"], 300);
-        assert!(find("ai_accounts")["justification"]
-            .as_str()
+        let quota = find("quota default ai.llm_budget_usd")
+            .quota_default
+            .clone()
+            .unwrap();
+        assert_eq!(quota.amount, Some(Some(2_000_000)));
+        assert_eq!(values("ai_accounts").1, Some(Some(60)));
+        assert_eq!(values("task_queue_depth").1, Some(Some(300)));
+        assert!(find("ai_accounts")
+            .justification
+            .as_deref()
             .unwrap()
             .contains("max_ai_accounts"));
         assert_eq!(

@@ -612,11 +612,17 @@ fn main() -> ExitCode {
                     justification,
                     remote,
                 } => {
-                    let body = serde_json::json!({
-                        "name": name, "subjects": subjects, "max_age": max_age,
-                        "max_msgs": max_msgs, "max_bytes": max_bytes, "ack_wait": ack_wait,
-                        "max_deliver": max_deliver, "justification": justification,
-                    });
+                    let duration = colony_api::streams::Duration::Text;
+                    let body = colony_api::streams::CreateStream {
+                        name,
+                        subjects,
+                        max_age: max_age.map(duration),
+                        max_msgs,
+                        max_bytes,
+                        ack_wait: ack_wait.map(duration),
+                        max_deliver,
+                        justification,
+                    };
                     commands::stream_add(&remote, body).await
                 }
             },

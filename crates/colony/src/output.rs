@@ -32,14 +32,19 @@ pub fn json(value: &Value) {
 }
 
 /// A value in its unit, for people: dollars for micro-dollars, `-` for unlimited.
-pub fn amount(value: &Value, unit: &str) -> String {
-    match value.as_u64() {
+pub fn amount(value: Option<u64>, unit: &str) -> String {
+    match value {
         None => "-".to_string(),
         Some(micro) if unit == "micro_usd" => {
             format!("${}.{:02}", micro / 1_000_000, (micro % 1_000_000) / 10_000)
         }
         Some(number) => number.to_string(),
     }
+}
+
+/// An optional field, or empty.
+pub fn opt(value: &Option<impl std::fmt::Display>) -> String {
+    value.as_ref().map(ToString::to_string).unwrap_or_default()
 }
 
 /// A string field, or empty.

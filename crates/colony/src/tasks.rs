@@ -4,32 +4,31 @@ use std::process::ExitCode;
 
 use serde_json::{json, Value};
 
+use colony_api::tasks::{TaskList, TaskRequest, TaskView, Usd};
+use colony_api::Justified;
+use colony_kernel::Priority;
+
 use crate::client::Client;
 use crate::commands::call;
-use crate::output::{table, text};
+use crate::output::{opt, table, text};
 use crate::TasksCommand;
 
-fn rows(tasks: &Value) -> Vec<Vec<String>> {
+fn rows(tasks: &[TaskView]) -> Vec<Vec<String>> {
     tasks
-        .as_array()
-        .into_iter()
-        .flatten()
+        .iter()
         .map(|task| {
             vec![
-                text(&task["address"]),
-                text(&task["status"]),
-                text(&task["priority"]),
-                task["effective_priority"].to_string(),
-                task["capabilities"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(text)
-                    .collect::<Vec<_>>()
-                    .join(","),
-                text(&task["lease"]["holder"]),
-                format!("{}/{}", task["failures"], task["max_attempts"]),
-                text(&task["title"]),
+                task.address.clone(),
+                task.status.clone(),
+                task.priority.as_str().to_string(),
+                task.effective_priority.to_string(),
+                task.capabilities.join(","),
+                task.lease
+                    .as_ref()
+                    .map(|l| l.holder.clone())
+                    .unwrap_or_default(),
+                format!("{}/{}", task.failures, task.max_attempts),
+                task.title.clone(),
             ]
         })
         .collect()
@@ -46,63 +45,48 @@ const HEADERS: [&str; 8] = [
     "TITLE",
 ];
 
-fn show(task: &Value) {
-    println!(
-        "{}  {}  [{}]",
-        text(&task["address"]),
-        text(&task["title"]),
-        text(&task["status"])
-    );
+fn show(task: &TaskView) {
+    println!("{}  {}  [{}]", task.address, task.title, task.status);
     println!(
         "  priority {} (effective {}), needs [{}], attempts failed {}/{}",
-        text(&task["priority"]),
-        task["effective_priority"],
-        task["capabilities"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(text)
-            .collect::<Vec<_>>()
-            .join(", "),
-        task["failures"],
-        task["max_attempts"]
+        task.priority.as_str(),
+        task.effective_priority,
+        task.capabilities.join(", "),
+        task.failures,
+        task.max_attempts
     );
-    if !task["budget"].is_null() {
+    if let Some(budget) = &task.budget {
         println!(
             "  budget: {} micro-dollars, {} spent, {} left",
-            task["budget"]["total_micro_usd"],
-            task["budget"]["spent_micro_usd"],
-            task["budget"]["remaining_micro_usd"]
+            budget.total_micro_usd, budget.spent_micro_usd, budget.remaining_micro_usd
         );
     }
-    if !task["lease"].is_null() {
+    if let Some(lease) = &task.lease {
         println!(
             "  held by {} until {} (token {})",
-            text(&task["lease"]["holder"]),
-            text(&task["lease"]["expires_at"]),
-            task["lease"]["token"]
+            lease.holder, lease.expires_at, lease.token
         );
     }
-    for reason in task["dead_reasons"].as_array().into_iter().flatten() {
-        println!("  dead: {}", text(reason));
+    for reason in &task.dead_reasons {
+        println!("  dead: {reason}");
     }
-    for attempt in task["attempts"].as_array().into_iter().flatten() {
+    for attempt in task.attempts.iter().flatten() {
         println!(
             "  attempt {} by {}: {} {}",
-            attempt["number"],
-            text(&attempt["worker"]),
-            text(&attempt["outcome"]),
-            text(&attempt["reason"])
+            attempt.number,
+            attempt.worker,
+            opt(&attempt.outcome),
+            opt(&attempt.reason)
         );
     }
-    for step in task["history"].as_array().into_iter().flatten() {
+    for step in task.history.iter().flatten() {
         println!(
             "  {}  {} -> {}  by {}: {}",
-            text(&step["at"]),
-            text(&step["from"]),
-            text(&step["to"]),
-            text(&step["by"]),
-            text(&step["justification"])
+            step.at,
+            opt(&step.from),
+            step.to,
+            step.by,
+            step.justification
         );
     }
 }
@@ -121,17 +105,25 @@ pub async fn run(command: TasksCommand) -> anyhow::Result<ExitCode> {
             remote,
         } => {
             let client = Client::new(&remote)?;
-            let body = json!({
-                "title": title, "description": description, "priority": priority, "capabilities": capabilities,
-                "depends_on": depends_on, "budget_usd": budget_usd, "max_attempts": max_attempts, "justification": justification,
-            });
-            call(&remote, client.post("/v1/tasks", &body), |task| {
-                println!(
-                    "posted {} ({})",
-                    text(&task["address"]),
-                    text(&task["status"])
-                );
-            })
+            let body = TaskRequest {
+                title,
+                description,
+                priority: Priority::parse(&priority).ok_or_else(|| {
+                    anyhow::anyhow!("--priority is low, normal, high or critical, not `{priority}`")
+                })?,
+                capabilities,
+                depends_on,
+                budget_usd: budget_usd.map(Usd::Text),
+                max_attempts,
+                justification: Some(justification),
+            };
+            call(
+                &remote,
+                client.post("/v1/tasks", &body),
+                |task: &TaskView| {
+                    println!("posted {} ({})", task.address, task.status);
+                },
+            )
             .await
         }
         TasksCommand::List {
@@ -148,8 +140,8 @@ pub async fn run(command: TasksCommand) -> anyhow::Result<ExitCode> {
             if let Some(capability) = capability {
                 path.push_str(&format!("&capability={capability}"));
             }
-            call(&remote, client.get(&path), |value| {
-                table(&HEADERS, &rows(&value["tasks"]))
+            call(&remote, client.get(&path), |list: &TaskList| {
+                table(&HEADERS, &rows(&list.tasks))
             })
             .await
         }
@@ -160,31 +152,32 @@ pub async fn run(command: TasksCommand) -> anyhow::Result<ExitCode> {
         TasksCommand::Tree { address, remote } => {
             let client = Client::new(&remote)?;
             if remote.json {
-                return call(&remote, client.get(&format!("/v1/tasks/{address}")), |_| {}).await;
+                let path = format!("/v1/tasks/{address}");
+                return call(&remote, client.get(&path), |_: &TaskView| {}).await;
             }
             // Walk down the children, one request per task (bounded by the depth
             // and breadth of the decomposition).
             let mut stack = vec![(address, 0usize)];
             let mut printed = 0;
             while let Some((address, depth)) = stack.pop() {
-                let task = client.get(&format!("/v1/tasks/{address}")).await?;
+                let task: TaskView = client.get_as(&format!("/v1/tasks/{address}")).await?;
                 println!(
                     "{}{}  [{}]  {}",
                     "  ".repeat(depth),
-                    text(&task["address"]),
-                    text(&task["status"]),
-                    text(&task["title"])
+                    task.address,
+                    task.status,
+                    task.title
                 );
                 printed += 1;
                 if printed >= 10_000 {
                     println!("(stopped after 10 000 tasks)");
                     break;
                 }
-                let children: Vec<String> = task["children"]
-                    .as_array()
-                    .into_iter()
+                let children: Vec<String> = task
+                    .children
+                    .iter()
                     .flatten()
-                    .map(|c| text(&c["address"]))
+                    .map(|c| c.address.clone())
                     .collect();
                 for child in children.into_iter().rev() {
                     stack.push((child, depth + 1));
@@ -194,21 +187,15 @@ pub async fn run(command: TasksCommand) -> anyhow::Result<ExitCode> {
         }
         TasksCommand::Dead { remote } => {
             let client = Client::new(&remote)?;
-            call(&remote, client.get("/v1/tasks/dead"), |value| {
-                let rows: Vec<Vec<String>> = value["tasks"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
+            call(&remote, client.get("/v1/tasks/dead"), |list: &TaskList| {
+                let rows: Vec<Vec<String>> = list
+                    .tasks
+                    .iter()
                     .map(|task| {
                         vec![
-                            text(&task["address"]),
-                            text(&task["title"]),
-                            text(
-                                task["dead_reasons"]
-                                    .as_array()
-                                    .and_then(|r| r.last())
-                                    .unwrap_or(&Value::Null),
-                            ),
+                            task.address.clone(),
+                            task.title.clone(),
+                            task.dead_reasons.last().cloned().unwrap_or_default(),
                         ]
                     })
                     .collect();
@@ -226,14 +213,12 @@ pub async fn run(command: TasksCommand) -> anyhow::Result<ExitCode> {
                 &remote,
                 client.post(
                     &format!("/v1/tasks/{address}/requeue"),
-                    &json!({"justification": justification}),
+                    &Justified {
+                        justification: Some(justification),
+                    },
                 ),
-                |task| {
-                    println!(
-                        "requeued {} ({})",
-                        text(&task["address"]),
-                        text(&task["status"])
-                    );
+                |task: &TaskView| {
+                    println!("requeued {} ({})", task.address, task.status);
                 },
             )
             .await
@@ -242,18 +227,18 @@ pub async fn run(command: TasksCommand) -> anyhow::Result<ExitCode> {
 }
 
 /// The old board's priorities: p0 is the most urgent.
-fn board_priority(value: &Value) -> &'static str {
+fn board_priority(value: &Value) -> Priority {
     match value.as_str().unwrap_or("p2") {
-        "p0" | "critical" => "critical",
-        "p1" | "high" => "high",
-        "p3" | "low" => "low",
-        _ => "normal",
+        "p0" | "critical" => Priority::Critical,
+        "p1" | "high" => Priority::High,
+        "p3" | "low" => Priority::Low,
+        _ => Priority::Normal,
     }
 }
 
 /// One old task to post: its old id, the request body, and the old ids of the open
 /// tasks it waits for.
-pub(crate) type BoardRequest = (String, Value, Vec<String>);
+pub(crate) type BoardRequest = (String, TaskRequest, Vec<String>);
 
 /// Reads `TASK-BOARD.json` into the requests that post its open tasks, dependencies
 /// first. Returns the requests (with the old ids) and what was skipped.
@@ -293,29 +278,50 @@ pub(crate) fn board_requests(board: &Value, source: &str) -> (Vec<BoardRequest>,
         let before = remaining.len();
         remaining.retain(|task| {
             let id = text(&task["id"]);
-            let depends: Vec<String> = task["depends_on"].as_array().into_iter().flatten().map(text).collect();
-            let open_deps: Vec<String> = depends.iter().filter(|d| open_ids.contains(*d)).cloned().collect();
+            let depends: Vec<String> = task["depends_on"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(text)
+                .collect();
+            let open_deps: Vec<String> = depends
+                .iter()
+                .filter(|d| open_ids.contains(*d))
+                .cloned()
+                .collect();
             if !open_deps.iter().all(|d| placed.contains(d)) {
                 return true;
             }
             let mut description = text(&task["description"]);
-            for (key, label) in [("acceptance_criteria", "Acceptance criteria"), ("owned_paths", "Owned paths")] {
-                let items: Vec<String> = task[key].as_array().into_iter().flatten().map(text).collect();
+            for (key, label) in [
+                ("acceptance_criteria", "Acceptance criteria"),
+                ("owned_paths", "Owned paths"),
+            ] {
+                let items: Vec<String> = task[key]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(text)
+                    .collect();
                 if !items.is_empty() {
                     description.push_str(&format!("\n\n{label}:\n- {}", items.join("\n- ")));
                 }
             }
-            let body = json!({
-                "title": text(&task["title"]),
-                "description": description,
-                "priority": board_priority(&task["priority"]),
-                "justification": format!(
+            let body = TaskRequest {
+                title: text(&task["title"]),
+                description,
+                priority: board_priority(&task["priority"]),
+                justification: Some(format!(
                     "imported from the Hypernet board ({source}): {id}, status {}{}, created by {}",
                     text(&task["status"]),
-                    task["claimed_by"].as_str().map(|c| format!(", claimed by {c}")).unwrap_or_default(),
+                    task["claimed_by"]
+                        .as_str()
+                        .map(|c| format!(", claimed by {c}"))
+                        .unwrap_or_default(),
                     text(&task["created_by"])
-                ),
-            });
+                )),
+                ..TaskRequest::default()
+            };
             requests.push((id.clone(), body, open_deps));
             placed.push(id);
             false
@@ -348,23 +354,22 @@ pub async fn import_board(
         std::collections::BTreeMap::new();
     let mut rows = Vec::new();
     for (id, mut body, depends) in requests {
-        body["depends_on"] = json!(depends
+        body.depends_on = depends
             .iter()
-            .filter_map(|d| addresses.get(d))
-            .collect::<Vec<_>>());
+            .filter_map(|d| addresses.get(d).cloned())
+            .collect();
         let result = if dry_run {
             "dry run".to_string()
         } else {
-            match client.post("/v1/tasks", &body).await {
+            match client.post_as::<TaskView>("/v1/tasks", &body).await {
                 Ok(task) => {
-                    let address = text(&task["address"]);
-                    addresses.insert(id.clone(), address.clone());
-                    format!("posted as {address} ({})", text(&task["status"]))
+                    addresses.insert(id.clone(), task.address.clone());
+                    format!("posted as {} ({})", task.address, task.status)
                 }
                 Err(error) => format!("not posted: {error}"),
             }
         };
-        rows.push(vec![id, text(&body["title"]), result]);
+        rows.push(vec![id, body.title.clone(), result]);
     }
     if remote.json {
         crate::output::json(&json!({ "posted": addresses, "skipped": skipped }));
@@ -394,13 +399,15 @@ mod tests {
             requests.iter().map(|r| r.0.as_str()).collect::<Vec<_>>(),
             vec!["task-001", "task-002"]
         );
-        assert_eq!(requests[0].1["priority"], "critical");
-        assert!(requests[0].1["description"]
-            .as_str()
-            .unwrap()
+        assert_eq!(requests[0].1.priority, Priority::Critical);
+        assert!(requests[0]
+            .1
+            .description
             .contains("Acceptance criteria:\n- reads well"));
-        assert!(requests[0].1["justification"]
-            .as_str()
+        assert!(requests[0]
+            .1
+            .justification
+            .as_deref()
             .unwrap()
             .contains("claimed by loom"));
         assert_eq!(

@@ -19,9 +19,18 @@ use anyhow::Context;
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
+use colony_api::gateway::OpenAiError;
+use colony_api::tasks::{
+    ClaimRequest, Claimed, DecomposeRequest, LeaseRequest, TaskRequest, TaskView, Usd,
+};
+use colony_api::workers::{RegisterAnswer as Registration, RegisterRequest, WorkerHeartbeat};
+
 use crate::client::{ApiFailure, Client};
 use crate::output::text;
 use crate::Remote;
+
+/// How often a queued session checks whether it was admitted, in milliseconds.
+const DEFAULT_HEARTBEAT_MS: u64 = 2_000;
 
 /// Claims in a row that cannot reach the node before the worker gives up.
 const UNREACHABLE_CLAIMS_MAX: u32 = 50;
@@ -49,20 +58,24 @@ pub async fn run(options: WorkerOptions, remote: Remote) -> anyhow::Result<ExitC
     let exec = options.exec.clone();
     let model = options.model.clone().unwrap_or_else(|| "auto".to_string());
     let client = Client::new(&remote)?;
-    let registration = client
-        .post(
-            "/v1/workers",
-            &json!({"capabilities": options.capabilities, "model": options.model, "profile": options.profile,
-                    "justification": format!("worker process {} starts", std::process::id())}),
-        )
+    let request = RegisterRequest {
+        capabilities: options.capabilities.clone(),
+        model: options.model.clone(),
+        profile: options.profile.clone(),
+        justification: Some(format!("worker process {} starts", std::process::id())),
+    };
+    let registration: Registration = client
+        .post_as("/v1/workers", &request)
         .await
         .context("cannot register a worker session")?;
-    let worker = registration["worker"].as_u64().context("no worker id")?;
-    let heartbeat_ms = registration["heartbeat_ms"].as_u64().unwrap_or(2_000);
-    if registration["status"] == "queued" {
+    let (worker, heartbeat_ms) = match &registration {
+        Registration::Queued(queued) => (queued.worker, DEFAULT_HEARTBEAT_MS),
+        Registration::Registered(registered) => (registered.worker, registered.heartbeat_ms),
+    };
+    if let Registration::Queued(queued) = &registration {
         eprintln!(
             "colony worker: queued (position {}); waiting for a place",
-            registration["position"]
+            queued.position
         );
         loop {
             tokio::time::sleep(Duration::from_millis(heartbeat_ms)).await;
@@ -99,6 +112,7 @@ pub async fn run(options: WorkerOptions, remote: Remote) -> anyhow::Result<ExitC
                 if let Err(error) = client
                     .post(&format!("/v1/workers/{worker}/heartbeat"), &json!({}))
                     .await
+                    .and_then(crate::client::typed::<WorkerHeartbeat>)
                 {
                     if is_gone(&error).is_some() {
                         lost.store(true, Ordering::SeqCst);
@@ -121,16 +135,20 @@ pub async fn run(options: WorkerOptions, remote: Remote) -> anyhow::Result<ExitC
         if stopping.load(Ordering::SeqCst) || options.max_tasks.is_some_and(|max| done >= max) {
             break Ok(());
         }
+        let request = ClaimRequest {
+            worker: Some(worker),
+            ..ClaimRequest::default()
+        };
         let claimed = client
-            .post("/v1/tasks/claim", &json!({"worker": worker}))
+            .post_as::<Option<Claimed>>("/v1/tasks/claim", &request)
             .await;
         let claimed = match claimed {
-            Ok(Value::Null) => {
+            Ok(None) => {
                 unreachable = 0;
                 tokio::time::sleep(Duration::from_millis(options.poll_ms)).await;
                 continue;
             }
-            Ok(claimed) => {
+            Ok(Some(claimed)) => {
                 unreachable = 0;
                 claimed
             }
@@ -181,25 +199,32 @@ pub async fn run(options: WorkerOptions, remote: Remote) -> anyhow::Result<ExitC
     }
 }
 
+/// A request on the lease `token` holds: its token and the rest of `request`.
+fn on_lease(token: u64, request: LeaseRequest) -> LeaseRequest {
+    LeaseRequest {
+        lease_token: token,
+        ..request
+    }
+}
+
 /// Runs the command for one claimed task and reports the outcome.
-async fn work(client: &Client, exec: &str, claimed: &Value) -> anyhow::Result<()> {
-    let task = &claimed["task"];
-    let address = text(&task["address"]);
-    let token = claimed["lease"]["token"]
-        .as_u64()
-        .context("no lease token")?;
+async fn work(client: &Client, exec: &str, claimed: &Claimed) -> anyhow::Result<()> {
+    let task = &claimed.task;
+    let address = task.address.clone();
+    let token = claimed.lease.token;
+    let task_json = serde_json::to_string(task)?;
     let lease_ms = task_lease_ms(claimed);
     let mut child = tokio::process::Command::new("sh")
         .arg("-c")
         .arg(exec)
         .env("COLONY_TASK", &address)
-        .env("COLONY_TASK_JSON", task.to_string())
+        .env("COLONY_TASK_JSON", &task_json)
         .env(
             "COLONY_CHECKPOINT",
-            if task["checkpoint"].is_null() {
+            if task.checkpoint.is_null() {
                 String::new()
             } else {
-                task["checkpoint"].to_string()
+                task.checkpoint.to_string()
             },
         )
         .env("COLONY_LEASE_TOKEN", token.to_string())
@@ -210,7 +235,7 @@ async fn work(client: &Client, exec: &str, claimed: &Value) -> anyhow::Result<()
         .spawn()
         .context("cannot start the --exec command")?;
     if let Some(mut stdin) = child.stdin.take() {
-        let _ = stdin.write_all(task.to_string().as_bytes()).await;
+        let _ = stdin.write_all(task_json.as_bytes()).await;
     }
     let mut stdout = BufReader::new(child.stdout.take().expect("piped")).lines();
     let mut stderr = child.stderr.take().expect("piped");
@@ -230,14 +255,15 @@ async fn work(client: &Client, exec: &str, claimed: &Value) -> anyhow::Result<()
                 Some(line) => match line.strip_prefix("checkpoint:") {
                     Some(checkpoint) => {
                         let checkpoint: Value = serde_json::from_str(checkpoint.trim()).unwrap_or_else(|_| json!(checkpoint.trim()));
-                        client.post(&lease_path("checkpoint"), &json!({"lease_token": token, "checkpoint": checkpoint})).await?;
+                        let request = on_lease(token, LeaseRequest { checkpoint: Some(checkpoint), ..LeaseRequest::default() });
+                        client.post_as::<TaskView>(&lease_path("checkpoint"), &request).await?;
                     }
                     None => output.push(line),
                 },
                 None => break,
             },
             _ = renew.tick() => {
-                client.post(&lease_path("heartbeat"), &json!({"lease_token": token})).await?;
+                client.post_as::<TaskView>(&lease_path("heartbeat"), &on_lease(token, LeaseRequest::default())).await?;
             }
         }
     }
@@ -246,11 +272,12 @@ async fn work(client: &Client, exec: &str, claimed: &Value) -> anyhow::Result<()
     if status.success() {
         let text = output.join("\n");
         let result: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        let request = LeaseRequest {
+            result: Some(result),
+            ..LeaseRequest::default()
+        };
         client
-            .post(
-                &lease_path("complete"),
-                &json!({"lease_token": token, "result": result}),
-            )
+            .post_as::<TaskView>(&lease_path("complete"), &on_lease(token, request))
             .await?;
         eprintln!("colony worker: completed {address}");
     } else {
@@ -259,11 +286,12 @@ async fn work(client: &Client, exec: &str, claimed: &Value) -> anyhow::Result<()
         } else {
             stderr
         };
+        let request = LeaseRequest {
+            reason: Some(reason),
+            ..LeaseRequest::default()
+        };
         client
-            .post(
-                &lease_path("fail"),
-                &json!({"lease_token": token, "reason": reason}),
-            )
+            .post_as::<TaskView>(&lease_path("fail"), &on_lease(token, request))
             .await?;
         eprintln!("colony worker: failed {address}");
     }
@@ -274,11 +302,13 @@ async fn work(client: &Client, exec: &str, claimed: &Value) -> anyhow::Result<()
 fn backoff_secs(error: &anyhow::Error) -> Option<u64> {
     let failure = error.downcast_ref::<ApiFailure>()?;
     (failure.status == 429).then(|| {
-        failure.body["error"]["colony"]["retry_after"]
-            .as_u64()
-            .or(failure.body["error"]["retry_after"].as_u64())
-            .unwrap_or(5)
-            .clamp(1, 60)
+        let gateway = serde_json::from_value::<OpenAiError>(failure.body.clone())
+            .ok()
+            .and_then(|e| e.error.colony.get("retry_after").and_then(Value::as_u64));
+        let api = failure
+            .error()
+            .and_then(|e| e.details.get("retry_after").and_then(Value::as_u64));
+        gateway.or(api).unwrap_or(5).clamp(1, 60)
     })
 }
 
@@ -329,27 +359,26 @@ pub fn fenced_blocks(text: &str) -> Vec<(String, String)> {
 
 /// Asks the model through the gateway (charged to the task) to complete or split
 /// one claimed task, and reports what it decided, with its justification.
-async fn work_llm(client: &Client, model: &str, claimed: &Value) -> anyhow::Result<()> {
-    let task = &claimed["task"];
-    let address = text(&task["address"]);
-    let token = claimed["lease"]["token"]
-        .as_u64()
-        .context("no lease token")?;
+async fn work_llm(client: &Client, model: &str, claimed: &Claimed) -> anyhow::Result<()> {
+    let task = &claimed.task;
+    let address = task.address.clone();
+    let token = claimed.lease.token;
     let lease_path = |action: &str| format!("/v1/tasks/{address}/{action}");
+    let checkpoint = LeaseRequest {
+        checkpoint: Some(json!({"stage": "asking the model", "model": model,
+                    "resumed_from": task.checkpoint})),
+        ..LeaseRequest::default()
+    };
     client
-        .post(
-            &lease_path("checkpoint"),
-            &json!({"lease_token": token, "checkpoint": {"stage": "asking the model", "model": model,
-                    "resumed_from": task["checkpoint"]}}),
-        )
+        .post_as::<TaskView>(&lease_path("checkpoint"), &on_lease(token, checkpoint))
         .await?;
     let prompt = format!(
-        "Title: {}\nDescription: {}\nCapabilities: {}\nPriority: {}\nCheckpoint: {}\n\nAnswer with the \"action\" JSON block.",
-        text(&task["title"]),
-        text(&task["description"]),
-        task["capabilities"],
-        text(&task["priority"]),
-        task["checkpoint"],
+        "Title: {}\nDescription: {}\nCapabilities: {:?}\nPriority: {}\nCheckpoint: {}\n\nAnswer with the \"action\" JSON block.",
+        task.title,
+        task.description,
+        task.capabilities,
+        task.priority.as_str(),
+        task.checkpoint,
     );
     let request = json!({
         "model": model,
@@ -367,8 +396,12 @@ async fn work_llm(client: &Client, model: &str, claimed: &Value) -> anyhow::Resu
         Ok(answer) => answer,
         Err(error) => {
             // Give the task back at once rather than sit on it while waiting.
+            let release = LeaseRequest {
+                justification: Some(format!("the model call was refused: {error}")),
+                ..LeaseRequest::default()
+            };
             let _ = client
-                .post(&lease_path("release"), &json!({"lease_token": token, "justification": format!("the model call was refused: {error}")}))
+                .post(&lease_path("release"), &on_lease(token, release))
                 .await;
             return Err(error);
         }
@@ -399,11 +432,13 @@ async fn work_llm(client: &Client, model: &str, claimed: &Value) -> anyhow::Resu
         } else {
             "release"
         };
+        let request = LeaseRequest {
+            reason: Some(reason.clone()),
+            justification: Some(reason.clone()),
+            ..LeaseRequest::default()
+        };
         client
-            .post(
-                &lease_path(action),
-                &json!({"lease_token": token, "reason": reason, "justification": reason}),
-            )
+            .post_as::<TaskView>(&lease_path(action), &on_lease(token, request))
             .await?;
         eprintln!("colony worker: {address}: {reason}");
         return Ok(());
@@ -423,11 +458,12 @@ async fn work_llm(client: &Client, model: &str, claimed: &Value) -> anyhow::Resu
             "the model's answer held no decision block: {}",
             content.chars().take(300).collect::<String>()
         );
+        let request = LeaseRequest {
+            reason: Some(reason),
+            ..LeaseRequest::default()
+        };
         client
-            .post(
-                &lease_path("fail"),
-                &json!({"lease_token": token, "reason": reason}),
-            )
+            .post_as::<TaskView>(&lease_path("fail"), &on_lease(token, request))
             .await?;
         eprintln!("colony worker: {address}: failed (no decision in the answer)");
         return Ok(());
@@ -438,35 +474,47 @@ async fn work_llm(client: &Client, model: &str, claimed: &Value) -> anyhow::Resu
         .unwrap_or_else(|| format!("{model} decided without saying why"));
     match decision["action"].as_str() {
         Some("decompose") => {
-            let mut subtasks: Vec<Value> = decision["subtasks"]
+            // What the model proposed (its own JSON), as the board's requests.
+            let mut subtasks: Vec<TaskRequest> = decision["subtasks"]
                 .as_array()
                 .cloned()
                 .unwrap_or_default()
                 .iter()
                 .take(10)
-                .map(|s| {
-                    json!({"title": text(&s["title"]), "description": s["description"].as_str().unwrap_or(""),
-                           "capabilities": s["capabilities"].as_array().cloned().unwrap_or_default()})
+                .map(|s| TaskRequest {
+                    title: text(&s["title"]),
+                    description: s["description"].as_str().unwrap_or("").to_string(),
+                    capabilities: s["capabilities"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|c| c.as_str().map(str::to_string))
+                        .collect(),
+                    ..TaskRequest::default()
                 })
                 .collect();
             // The subtasks share what is left of the task's budget (the call above is
             // already charged), so that their own calls are charged to them.
-            let current = client.get(&format!("/v1/tasks/{address}")).await?;
-            let remaining = current["budget"]["remaining_micro_usd"]
-                .as_u64()
-                .unwrap_or(0);
+            let current: TaskView = client.get_as(&format!("/v1/tasks/{address}")).await?;
+            let remaining = current.budget.map_or(0, |b| b.remaining_micro_usd);
             let shares = budget_shares(remaining, subtasks.len());
             for (subtask, share) in subtasks.iter_mut().zip(shares) {
                 if share > 0 {
-                    subtask["budget_usd"] = json!(micro_usd_text(share));
+                    subtask.budget_usd = Some(Usd::Text(micro_usd_text(share)));
                 }
             }
+            let count = subtasks.len();
+            let request = DecomposeRequest {
+                lease_token: token,
+                subtasks,
+                on_child_death: Default::default(),
+                justification: Some(justification.clone()),
+            };
             client
-                .post(&lease_path("decompose"), &json!({"lease_token": token, "subtasks": subtasks, "justification": justification}))
+                .post_as::<TaskView>(&lease_path("decompose"), &request)
                 .await?;
             eprintln!(
-                "colony worker: {address}: decomposed into {} subtasks ({justification})",
-                subtasks.len()
+                "colony worker: {address}: decomposed into {count} subtasks ({justification})"
             );
         }
         _ => {
@@ -475,8 +523,13 @@ async fn work_llm(client: &Client, model: &str, claimed: &Value) -> anyhow::Resu
             } else {
                 decision["result"].clone()
             };
+            let request = LeaseRequest {
+                result: Some(result),
+                justification: Some(justification.clone()),
+                ..LeaseRequest::default()
+            };
             client
-                .post(&lease_path("complete"), &json!({"lease_token": token, "result": result, "justification": justification}))
+                .post_as::<TaskView>(&lease_path("complete"), &on_lease(token, request))
                 .await?;
             eprintln!("colony worker: {address}: completed ({justification})");
         }
@@ -484,8 +537,8 @@ async fn work_llm(client: &Client, model: &str, claimed: &Value) -> anyhow::Resu
     Ok(())
 }
 
-fn task_lease_ms(claimed: &Value) -> u64 {
-    let expires = claimed["lease"]["expires_at_ms"].as_u64().unwrap_or(0);
+fn task_lease_ms(claimed: &Claimed) -> u64 {
+    let expires = claimed.lease.expires_at_ms;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);

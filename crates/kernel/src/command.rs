@@ -362,6 +362,18 @@ pub enum Priority {
 }
 
 impl Priority {
+    pub const ALL: [Priority; 4] = [
+        Priority::Low,
+        Priority::Normal,
+        Priority::High,
+        Priority::Critical,
+    ];
+
+    /// The priority named `name` (`low`, `normal`, `high`, `critical`).
+    pub fn parse(name: &str) -> Option<Priority> {
+        Priority::ALL.into_iter().find(|p| p.as_str() == name)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Priority::Low => "low",

@@ -273,6 +273,15 @@ impl VoteChoice {
             _ => None,
         }
     }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VoteChoice::Approve => "approve",
+            VoteChoice::Reject => "reject",
+            VoteChoice::Abstain => "abstain",
+            VoteChoice::Veto => "veto",
+        }
+    }
 }
 
 /// Which side of the consensus a voter is on.
@@ -281,6 +290,15 @@ impl VoteChoice {
 pub enum Side {
     Human,
     Ai,
+}
+
+impl Side {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Side::Human => "human",
+            Side::Ai => "ai",
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -28,6 +28,16 @@ pub enum Enforcement {
     Pending,
 }
 
+impl Enforcement {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Enforcement::Kernel => "kernel",
+            Enforcement::Edge => "edge",
+            Enforcement::Pending => "pending",
+        }
+    }
+}
+
 /// What crossing the soft value does.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -37,6 +47,15 @@ pub enum OnSoft {
     Warn,
     /// Wait in a priority-ordered admission queue until usage drops below soft.
     Queue,
+}
+
+impl OnSoft {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnSoft::Warn => "warn",
+            OnSoft::Queue => "queue",
+        }
+    }
 }
 
 /// A limit the kernel knows by name.

@@ -19,7 +19,6 @@ use colony_kernel::tasks::TaskStatus;
 use colony_kernel::{
     CommandBody, CreatePrincipal, PrincipalId, PrincipalKind, Role, State, SupervisorAction,
 };
-use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::auth::{hash_token, new_token};
@@ -65,18 +64,7 @@ impl SupervisorConfig {
     }
 }
 
-/// What `GET /v1/supervisor` shows.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct ProfileStatus {
-    pub name: String,
-    pub principal: String,
-    pub pids: Vec<u32>,
-    pub desired: u32,
-    pub min: u32,
-    pub max: u32,
-    pub crashes_in_window: usize,
-    pub halted: bool,
-}
+pub use colony_api::workers::ProfileStatus;
 
 pub type SupervisorStatus = Arc<Mutex<Vec<ProfileStatus>>>;
 

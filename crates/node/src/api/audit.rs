@@ -1,8 +1,9 @@
 use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
+use colony_api::audit::{AuditPage, AuditQuery as AuditParams};
+use colony_api::ErrorBody;
 use colony_log::audit::AuditQuery;
-use serde::Deserialize;
 
 use super::{AppState, Params};
 use crate::auth::Caller;
@@ -13,18 +14,12 @@ pub const AUDIT_PAGE_RECORDS_MAX: usize = 1_000;
 /// Most records one filtered query examines before it returns what it found.
 pub const AUDIT_SCAN_RECORDS_MAX: u64 = 100_000;
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AuditParams {
-    #[serde(default)]
-    after: u64,
-    limit: Option<usize>,
-    actor: Option<String>,
-    address: Option<String>,
-}
-
 /// Records after `after`, oldest first, as stored (byte for byte, so that clients
-/// can check the hashes themselves).
+/// can check the hashes themselves). The body is an [`AuditPage`], written here
+/// without parsing the records.
+#[utoipa::path(get, path = "/v1/audit", tag = "audit",
+    params(("after" = Option<u64>, Query), ("limit" = Option<usize>, Query, description = "1 to 1000"), ("actor" = Option<String>, Query), ("address" = Option<String>, Query)),
+    responses((status = 200, body = AuditPage), (status = 400, body = ErrorBody)))]
 pub async fn list(
     State(app): State<AppState>,
     _caller: Caller,

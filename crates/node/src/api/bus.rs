@@ -9,10 +9,12 @@ use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use colony_api::streams::{
+    CreateStream, Duration, StreamDefined, StreamDeleted, StreamList, StreamOne,
+};
+use colony_api::ErrorBody;
 use colony_kernel::streams::StreamSpec;
 use colony_kernel::CommandBody;
-use serde::Deserialize;
-use serde_json::{json, Value};
 
 use super::{AppState, Body, Segment};
 use crate::auth::{authenticate, Caller};
@@ -48,6 +50,11 @@ fn token_of(request: &Request) -> Option<String> {
     })
 }
 
+/// The agent bus: a WebSocket (docs/protocol.md). The token may also come as
+/// `?token=` (browsers cannot set headers on a WebSocket).
+#[utoipa::path(get, path = "/v1/bus", tag = "bus",
+    responses((status = 101, description = "switching to the WebSocket protocol"), (status = 401, body = ErrorBody),
+        (status = 426, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn upgrade(State(app): State<AppState>, mut request: Request) -> Response {
     let token = token_of(&request).ok_or_else(|| {
         ApiError::unauthenticated(
@@ -122,21 +129,7 @@ pub async fn upgrade(State(app): State<AppState>, mut request: Request) -> Respo
     response
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CreateStream {
-    name: String,
-    subjects: Vec<String>,
-    /// A duration like "24h", or milliseconds.
-    max_age: Option<Value>,
-    max_bytes: Option<u64>,
-    max_msgs: Option<u64>,
-    ack_wait: Option<Value>,
-    max_deliver: Option<u32>,
-    justification: Option<String>,
-}
-
-fn duration_ms(field: &str, value: &Value) -> Result<u64, ApiError> {
+fn duration_ms(field: &str, value: &Duration) -> Result<u64, ApiError> {
     let invalid = || {
         ApiError::bad_request(
             "invalid",
@@ -145,17 +138,19 @@ fn duration_ms(field: &str, value: &Value) -> Result<u64, ApiError> {
         .with("field", field)
     };
     match value {
-        Value::Number(n) => n.as_u64().ok_or_else(invalid),
-        Value::String(text) => crate::genesis::parse_duration_ms(text).map_err(|_| invalid()),
-        _ => Err(invalid()),
+        Duration::Millis(ms) => Ok(*ms),
+        Duration::Text(text) => crate::genesis::parse_duration_ms(text).map_err(|_| invalid()),
     }
 }
 
+/// Defines (201) or replaces (200) a durable stream (an admin's act).
+#[utoipa::path(post, path = "/v1/streams", tag = "bus", request_body = CreateStream,
+    responses((status = 201, body = StreamDefined), (status = 200, description = "replaced", body = StreamDefined), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 429, body = ErrorBody)))]
 pub async fn create_stream(
     State(app): State<AppState>,
     caller: Caller,
     Body(request): Body<CreateStream>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<StreamDefined>), ApiError> {
     let config = &app.shared.bus.config;
     let spec = StreamSpec {
         name: request.name,
@@ -199,12 +194,18 @@ pub async fn create_stream(
         } else {
             StatusCode::CREATED
         },
-        Json(json!({"stream": stream.info(), "seq": outcome.seq, "replaced": replaced})),
+        Json(StreamDefined {
+            stream: stream.info(),
+            seq: outcome.seq,
+            replaced,
+        }),
     ))
 }
 
-pub async fn list_streams(State(app): State<AppState>, _caller: Caller) -> Json<Value> {
-    let streams: Vec<_> = app
+/// Every stream with what it holds.
+#[utoipa::path(get, path = "/v1/streams", tag = "bus", responses((status = 200, body = StreamList)))]
+pub async fn list_streams(State(app): State<AppState>, _caller: Caller) -> Json<StreamList> {
+    let streams = app
         .shared
         .bus
         .streams
@@ -212,14 +213,17 @@ pub async fn list_streams(State(app): State<AppState>, _caller: Caller) -> Json<
         .iter()
         .map(|s| s.info())
         .collect();
-    Json(json!({ "streams": streams }))
+    Json(StreamList { streams })
 }
 
+/// One stream.
+#[utoipa::path(get, path = "/v1/streams/{name}", tag = "bus", params(("name" = String, Path)),
+    responses((status = 200, body = StreamOne), (status = 404, body = ErrorBody)))]
 pub async fn one_stream(
     State(app): State<AppState>,
     _caller: Caller,
     Segment(name): Segment<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<StreamOne>, ApiError> {
     let stream = app.shared.bus.streams.get(&name).ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,
@@ -228,14 +232,19 @@ pub async fn one_stream(
         )
         .with("stream", name.as_str())
     })?;
-    Ok(Json(json!({ "stream": stream.info() })))
+    Ok(Json(StreamOne {
+        stream: stream.info(),
+    }))
 }
 
+/// Deletes a stream and its messages (an admin's act).
+#[utoipa::path(delete, path = "/v1/streams/{name}", tag = "bus", params(("name" = String, Path)),
+    responses((status = 200, body = StreamDeleted), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn delete_stream(
     State(app): State<AppState>,
     caller: Caller,
     Segment(name): Segment<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<StreamDeleted>, ApiError> {
     let outcome = app
         .decide(
             caller.id,
@@ -244,5 +253,8 @@ pub async fn delete_stream(
         )
         .await?;
     app.shared.bus.streams.delete(&name);
-    Ok(Json(json!({"deleted": name, "seq": outcome.seq})))
+    Ok(Json(StreamDeleted {
+        deleted: name,
+        seq: outcome.seq,
+    }))
 }

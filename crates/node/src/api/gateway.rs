@@ -6,6 +6,11 @@
 //! settle) for both dialects and for streams; it moves, with one fallback loop for all
 //! of them, into the gateway crate (the architecture issue), not done yet.
 
+use colony_api::gateway::{
+    AnthropicError, ChatRequest, Completion, MessagesRequest, ModelEntry, ModelExtras, ModelList,
+    OpenAiError,
+};
+use colony_api::ErrorBody;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -36,15 +41,11 @@ enum Dialect {
 }
 
 fn refusal_response(refusal: &Refusal, dialect: Dialect) -> Response {
-    let body = match dialect {
-        Dialect::OpenAi => refusal.openai_body(),
-        Dialect::Anthropic => refusal.anthropic_body(),
+    let status = StatusCode::from_u16(refusal.status).unwrap_or(StatusCode::BAD_REQUEST);
+    let mut response = match dialect {
+        Dialect::OpenAi => (status, Json(refusal.openai_body())).into_response(),
+        Dialect::Anthropic => (status, Json(refusal.anthropic_body())).into_response(),
     };
-    let mut response = (
-        StatusCode::from_u16(refusal.status).unwrap_or(StatusCode::BAD_REQUEST),
-        Json(body),
-    )
-        .into_response();
     if let Some(secs) = refusal.retry_after_secs {
         response
             .headers_mut()
@@ -393,7 +394,12 @@ fn cost_headers(response: &mut Response, model: &str, reserved: u64, actual: Opt
 
 static SCRIPTED_IDS: AtomicU64 = AtomicU64::new(1);
 
-/// `POST /v1/chat/completions`.
+/// An OpenAI chat completion through the gateway: the caller's `llm_budget_usd` is
+/// reserved for the worst case before the call and charged the actual cost after.
+#[utoipa::path(post, path = "/v1/chat/completions", tag = "gateway", request_body = ChatRequest,
+    responses((status = 200, body = Completion, description = "OpenAI's chat completion, or a text/event-stream"),
+        (status = 400, body = OpenAiError), (status = 401, body = ErrorBody), (status = 403, body = OpenAiError), (status = 404, body = OpenAiError), (status = 413, body = ErrorBody),
+        (status = 429, body = OpenAiError), (status = 502, body = OpenAiError), (status = 503, body = OpenAiError), (status = 504, body = OpenAiError)))]
 pub async fn chat_completions(
     State(app): State<AppState>,
     caller: Caller,
@@ -713,27 +719,56 @@ fn sse_response(body: Body, model: &str, reserved: u64) -> Response {
     response
 }
 
-/// `GET /v1/models`.
-pub async fn models(State(app): State<AppState>, _caller: Caller) -> Json<Value> {
+/// The models, aliases and router Colony serves, in OpenAI's shape.
+#[utoipa::path(get, path = "/v1/models", tag = "gateway", responses((status = 200, body = ModelList)))]
+pub async fn models(State(app): State<AppState>, _caller: Caller) -> Json<ModelList> {
     let config = &app.shared.gateway.config;
-    let mut data: Vec<Value> = config
+    let entry = |id: &str, owned_by: &str, colony: ModelExtras| ModelEntry {
+        id: id.to_string(),
+        object: "model".into(),
+        created: 0,
+        owned_by: owned_by.to_string(),
+        colony,
+    };
+    let mut data: Vec<ModelEntry> = config
         .models
         .values()
         .map(|m| {
-            json!({"id": m.name, "object": "model", "created": 0, "owned_by": m.upstream,
-                   "colony": {"input_usd_per_million": m.input_micro_usd_per_million as f64 / 1e6,
-                              "output_usd_per_million": m.output_micro_usd_per_million as f64 / 1e6,
-                              "fallback": m.fallback, "scripted": config.upstreams[&m.upstream].kind == UpstreamKind::Scripted}})
+            let extras = ModelExtras {
+                input_usd_per_million: Some(m.input_micro_usd_per_million as f64 / 1e6),
+                output_usd_per_million: Some(m.output_micro_usd_per_million as f64 / 1e6),
+                fallback: Some(m.fallback.clone()),
+                scripted: Some(config.upstreams[&m.upstream].kind == UpstreamKind::Scripted),
+                ..ModelExtras::default()
+            };
+            entry(&m.name, &m.upstream, extras)
         })
         .collect();
     for (alias, target) in &config.aliases {
-        data.push(json!({"id": alias, "object": "model", "created": 0, "owned_by": "alias", "colony": {"alias_of": target}}));
+        let extras = ModelExtras {
+            alias_of: Some(target.clone()),
+            ..ModelExtras::default()
+        };
+        data.push(entry(alias, "alias", extras));
     }
-    data.push(json!({"id": "auto", "object": "model", "created": 0, "owned_by": "router", "colony": {"default": config.default_model}}));
-    Json(json!({"object": "list", "data": data}))
+    let router = ModelExtras {
+        default: Some(config.default_model.clone()),
+        ..ModelExtras::default()
+    };
+    data.push(entry("auto", "router", router));
+    Json(ModelList {
+        object: "list".into(),
+        data,
+    })
 }
 
-/// `POST /v1/messages`: Anthropic's shape, key in `x-api-key` (or a bearer).
+/// Anthropic's messages API through the gateway, key in `x-api-key` (or a bearer).
+/// Errors are in Anthropic's shape (`{"type":"error","error":{"type","message"}}`).
+#[utoipa::path(post, path = "/v1/messages", tag = "gateway", request_body = MessagesRequest,
+    security(("api_key" = []), ("bearer" = [])),
+    responses((status = 200, body = Completion, description = "Anthropic's message, or a text/event-stream"),
+        (status = 400, body = AnthropicError), (status = 401, body = AnthropicError), (status = 403, body = AnthropicError), (status = 404, body = AnthropicError), (status = 413, body = AnthropicError),
+        (status = 429, body = AnthropicError), (status = 502, body = AnthropicError), (status = 503, body = AnthropicError), (status = 504, body = AnthropicError)))]
 pub async fn messages(
     State(app): State<AppState>,
     connection: Option<axum::Extension<crate::listener::ConnectionTag>>,

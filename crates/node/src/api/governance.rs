@@ -4,48 +4,21 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
+use colony_api::governance::{
+    ListQuery, ProposalList, ProposalView, ProposeRequest, VoteRequest, VoteView,
+};
+use colony_api::ErrorBody;
 use colony_kernel::governance::{
     Change, Proposal, ProposalState, ProposalTarget, Tally, VoteChoice,
 };
 use colony_kernel::{CommandBody, Effect, PrincipalKind};
-use serde::{Deserialize, Deserializer};
-use serde_json::{json, Value};
 
-use super::{check_amount, parse_resource, require_justification, AppState, Body, Params, Segment};
+use super::{
+    check_amount, effect_json, parse_resource, require_justification, AppState, Body, Params,
+    Segment,
+};
 use crate::auth::Caller;
 use crate::ApiError;
-
-/// Absent stays `None`; `null` becomes `Some(None)`; a number `Some(Some(n))`.
-fn present<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Option<u64>>, D::Error> {
-    Ok(Some(Option::<u64>::deserialize(deserializer)?))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct QuotaDefaultRequest {
-    kind: String,
-    resource: String,
-    #[serde(default, deserialize_with = "present")]
-    amount: Option<Option<u64>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ProposeRequest {
-    /// The limit to change (or `quota_default`).
-    limit: Option<String>,
-    /// New soft value: absent keeps it, `null` makes it unlimited.
-    #[serde(default, deserialize_with = "present")]
-    soft: Option<Option<u64>>,
-    /// New hard value: absent keeps it, `null` removes the limit.
-    #[serde(default, deserialize_with = "present")]
-    hard: Option<Option<u64>>,
-    quota_default: Option<QuotaDefaultRequest>,
-    justification: Option<String>,
-    /// Refuse unless the change only lowers values (an emergency brake).
-    #[serde(default)]
-    brake: bool,
-}
 
 fn change(field: &str, value: Option<Option<u64>>) -> Result<Change, ApiError> {
     Ok(match value {
@@ -55,11 +28,15 @@ fn change(field: &str, value: Option<Option<u64>>) -> Result<Change, ApiError> {
     })
 }
 
+/// Proposes a change of a limit or a quota default; a `brake` (lowering only) is in
+/// force at once.
+#[utoipa::path(post, path = "/v1/proposals", tag = "governance", request_body = ProposeRequest,
+    responses((status = 201, body = ProposalView), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody)))]
 pub async fn propose(
     State(app): State<AppState>,
     caller: Caller,
     Body(request): Body<ProposeRequest>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<ProposalView>), ApiError> {
     let justification = require_justification(request.justification)?;
     let target = match (request.limit, request.quota_default) {
         (Some(limit), None) => {
@@ -127,25 +104,21 @@ pub async fn propose(
     let proposal = state
         .proposal(id)
         .ok_or_else(|| ApiError::internal("the proposal vanished"))?;
-    let mut body = proposal_json(&state, proposal);
-    body["effect"] = serde_json::to_value(&outcome.primary.effect).unwrap_or(Value::Null);
-    body["seq"] = json!(outcome.seq);
+    let mut body = proposal_view(&state, proposal);
+    body.effect = Some(effect_json(&outcome.primary.effect));
+    body.seq = Some(outcome.seq);
     Ok((StatusCode::CREATED, Json(body)))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct VoteRequest {
-    vote: String,
-    justification: Option<String>,
-}
-
+/// Votes on a proposal in review (one vote per principal; a later vote replaces it).
+#[utoipa::path(post, path = "/v1/proposals/{id}/votes", tag = "governance", params(("id" = u64, Path)), request_body = VoteRequest,
+    responses((status = 201, body = ProposalView), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn vote(
     State(app): State<AppState>,
     caller: Caller,
     Segment(id): Segment<u64>,
     Body(request): Body<VoteRequest>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<ProposalView>), ApiError> {
     let choice = VoteChoice::parse(&request.vote).ok_or_else(|| {
         ApiError::bad_request(
             "invalid_vote",
@@ -173,23 +146,20 @@ pub async fn vote(
     let proposal = state
         .proposal(id)
         .ok_or_else(|| ApiError::internal("the proposal vanished"))?;
-    let mut body = proposal_json(&state, proposal);
-    body["vote"] = json!(request.vote);
-    body["seq"] = json!(outcome.seq);
+    let mut body = proposal_view(&state, proposal);
+    body.vote = Some(request.vote);
+    body.seq = Some(outcome.seq);
     Ok((StatusCode::CREATED, Json(body)))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ListQuery {
-    state: Option<String>,
-}
-
+/// Proposals, oldest first (`?state=review` for those open).
+#[utoipa::path(get, path = "/v1/proposals", tag = "governance", params(("state" = Option<String>, Query)),
+    responses((status = 200, body = ProposalList), (status = 400, body = ErrorBody)))]
 pub async fn list(
     State(app): State<AppState>,
     _caller: Caller,
     Params(query): Params<ListQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ProposalList>, ApiError> {
     let wanted = match &query.state {
         None => None,
         Some(name) => Some(ProposalState::parse(name).ok_or_else(|| {
@@ -202,23 +172,26 @@ pub async fn list(
         })?),
     };
     let state = app.shared.state.read().expect("state lock");
-    let proposals: Vec<Value> = state
+    let proposals = state
         .proposals()
         .filter(|p| wanted.is_none_or(|w| p.state == w))
-        .map(|p| proposal_json(&state, p))
+        .map(|p| proposal_view(&state, p))
         .collect();
-    Ok(Json(json!({ "proposals": proposals })))
+    Ok(Json(ProposalList { proposals }))
 }
 
+/// One proposal, with its votes and tally.
+#[utoipa::path(get, path = "/v1/proposals/{id}", tag = "governance", params(("id" = u64, Path)),
+    responses((status = 200, body = ProposalView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn one(
     State(app): State<AppState>,
     _caller: Caller,
     Segment(id): Segment<u64>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ProposalView>, ApiError> {
     let state = app.shared.state.read().expect("state lock");
     state
         .proposal(id)
-        .map(|p| Json(proposal_json(&state, p)))
+        .map(|p| Json(proposal_view(&state, p)))
         .ok_or_else(|| {
             ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -230,48 +203,49 @@ pub async fn one(
 }
 
 fn time(at_ms: u64) -> String {
-    colony_log::audit::format_time(at_ms)
+    colony_api::format_time(at_ms)
 }
 
 /// A proposal as clients see it, with a live tally while in review.
-pub(crate) fn proposal_json(state: &colony_kernel::State, proposal: &Proposal) -> Value {
+pub(crate) fn proposal_view(state: &colony_kernel::State, proposal: &Proposal) -> ProposalView {
     let tally = proposal.tally.clone().or_else(|| {
         let rule = state.governance_config()?.rule(proposal.kind)?;
         Some(Tally::count(&proposal.votes, rule))
     });
-    let votes: Vec<Value> = proposal
+    let votes = proposal
         .votes
         .values()
-        .map(|vote| {
-            json!({
-                "voter": vote.address,
-                "side": vote.side,
-                "vote": vote.choice,
-                "justification": vote.justification,
-                "at": time(vote.at_ms),
-            })
+        .map(|vote| VoteView {
+            voter: vote.address.clone(),
+            side: vote.side,
+            vote: vote.choice,
+            justification: vote.justification.clone(),
+            at: time(vote.at_ms),
         })
         .collect();
-    let mut body = json!({
-        "id": proposal.id,
-        "state": proposal.state.as_str(),
-        "change": proposal.kind.as_str(),
-        "target": proposal.target,
-        "proposer": proposal.proposer_address,
-        "automatic": proposal.automatic,
-        "justification": proposal.justification,
-        "created_at": time(proposal.created_at_ms),
-        "review_ends_at": time(proposal.review_ends_at_ms),
-        "votes": votes,
-        "tally": tally,
-        "outcome": proposal.outcome,
-        "decided_at": proposal.decided_at_ms.map(time),
-        "monitor_until": proposal.monitor_until_ms.map(time),
-        "brake_expires_at": proposal.brake_expires_at_ms.map(time),
-        "confirmed_by": proposal.confirmed_by,
-    });
-    if let ProposalTarget::Limit { limit, .. } = &proposal.target {
-        body["limit"] = json!(limit);
+    ProposalView {
+        id: proposal.id,
+        state: proposal.state.as_str().to_string(),
+        change: proposal.kind.as_str().to_string(),
+        target: proposal.target.clone(),
+        proposer: proposal.proposer_address.clone(),
+        automatic: proposal.automatic,
+        justification: proposal.justification.clone(),
+        created_at: time(proposal.created_at_ms),
+        review_ends_at: time(proposal.review_ends_at_ms),
+        votes,
+        tally,
+        outcome: proposal.outcome.clone(),
+        decided_at: proposal.decided_at_ms.map(time),
+        monitor_until: proposal.monitor_until_ms.map(time),
+        brake_expires_at: proposal.brake_expires_at_ms.map(time),
+        confirmed_by: proposal.confirmed_by.clone(),
+        limit: match &proposal.target {
+            ProposalTarget::Limit { limit, .. } => Some(limit.clone()),
+            _ => None,
+        },
+        effect: None,
+        vote: None,
+        seq: None,
     }
-    body
 }

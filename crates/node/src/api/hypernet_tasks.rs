@@ -7,56 +7,67 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
+use colony_api::hypernet::{OldActionRequest, OldListQuery, OldTask, OldTaskList, OldTaskRequest};
+use colony_api::ErrorBody;
 use colony_kernel::tasks::{NewTask, Task, TaskStatus};
-use colony_kernel::{CommandBody, Priority, TaskUpdate};
-use serde::Deserialize;
+use colony_kernel::{CommandBody, TaskUpdate};
 use serde_json::{json, Value};
 
 use super::{AppState, Body, Params, Segment};
 use crate::auth::Caller;
 use crate::ApiError;
 
-fn time_of(task: &Task, status: TaskStatus) -> Value {
+fn time_of(task: &Task, status: TaskStatus) -> Option<String> {
     task.history
         .iter()
         .rev()
         .find(|t| t.to == status)
-        .map_or(Value::Null, |t| {
-            json!(colony_log::audit::format_time(t.at_ms))
-        })
+        .map(|t| colony_api::format_time(t.at_ms))
 }
 
 /// A task in the old swarm's shape.
-pub(crate) fn old_shape(task: &Task) -> Value {
+pub(crate) fn old_shape(task: &Task) -> OldTask {
     let checkpoint: Value = task
         .checkpoint
         .as_deref()
         .and_then(|c| serde_json::from_str(c).ok())
         .unwrap_or(Value::Null);
-    let failed = task
-        .attempts
-        .iter()
-        .rev()
-        .find(|a| a.outcome.as_deref() == Some("failed"));
-    json!({
-        "address": task.address,
-        "title": task.title,
-        "description": task.description,
-        "status": match task.status { TaskStatus::Dead => "failed", other => other.as_str() },
-        "priority": task.priority,
-        "created_by": task.created_by,
-        "assigned_to": task.lease.as_ref().map(|l| l.holder_address.clone()),
-        "tags": task.capabilities,
-        "progress": checkpoint.get("progress").cloned().unwrap_or(Value::Null),
-        "result": task.result.as_deref().map(|r| serde_json::from_str::<Value>(r).unwrap_or_else(|_| json!(r))),
-        "started_at": time_of(task, TaskStatus::InProgress),
-        "completed_at": time_of(task, TaskStatus::Completed),
-        "failed_at": failed.and_then(|a| a.ended_at_ms).map(colony_log::audit::format_time),
-        "failure_reason": failed.and_then(|a| a.reason.clone()),
-        "released_at": task.attempts.iter().rev().find(|a| a.outcome.as_deref() == Some("released")).and_then(|a| a.ended_at_ms).map(colony_log::audit::format_time),
-        "depends_on": task.depends_on,
-        "colony_status": task.status.as_str(),
-    })
+    let ended = |outcome: &str| {
+        task.attempts
+            .iter()
+            .rev()
+            .find(|a| a.outcome.as_deref() == Some(outcome))
+    };
+    let failed = ended("failed");
+    OldTask {
+        address: task.address.clone(),
+        title: task.title.clone(),
+        description: task.description.clone(),
+        status: match task.status {
+            TaskStatus::Dead => "failed",
+            other => other.as_str(),
+        }
+        .to_string(),
+        priority: task.priority,
+        created_by: task.created_by.clone(),
+        assigned_to: task.lease.as_ref().map(|l| l.holder_address.clone()),
+        tags: task.capabilities.clone(),
+        progress: checkpoint.get("progress").cloned().unwrap_or(Value::Null),
+        result: task.result.as_deref().map_or(Value::Null, |r| {
+            serde_json::from_str::<Value>(r).unwrap_or_else(|_| Value::String(r.to_string()))
+        }),
+        started_at: time_of(task, TaskStatus::InProgress),
+        completed_at: time_of(task, TaskStatus::Completed),
+        failed_at: failed
+            .and_then(|a| a.ended_at_ms)
+            .map(colony_api::format_time),
+        failure_reason: failed.and_then(|a| a.reason.clone()),
+        released_at: ended("released")
+            .and_then(|a| a.ended_at_ms)
+            .map(colony_api::format_time),
+        depends_on: task.depends_on.clone(),
+        colony_status: task.status.as_str().to_string(),
+    }
 }
 
 /// FastAPI clients read `detail`; Colony clients read `error`.
@@ -65,25 +76,14 @@ fn with_detail(error: ApiError) -> ApiError {
     error.with("detail", message)
 }
 
-#[derive(Deserialize)]
-pub struct OldTaskRequest {
-    title: String,
-    #[serde(default)]
-    description: String,
-    #[serde(default)]
-    priority: Priority,
-    created_by: Option<String>,
-    #[serde(default)]
-    tags: Vec<String>,
-    #[serde(default)]
-    depends_on: Vec<String>,
-}
-
+/// Posts a task in the old shape.
+#[utoipa::path(post, path = "/tasks", tag = "hypernet", request_body = OldTaskRequest,
+    responses((status = 200, body = OldTask), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 429, body = ErrorBody)))]
 pub async fn post(
     State(app): State<AppState>,
     caller: Caller,
     Body(request): Body<OldTaskRequest>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<OldTask>, ApiError> {
     let justification = format!(
         "posted through the Hypernet route by {}{}",
         caller.address,
@@ -117,22 +117,18 @@ pub async fn post(
     Ok(Json(old_shape(state.task(address).expect("just posted"))))
 }
 
-#[derive(Deserialize)]
-pub struct OldListQuery {
-    tag: Option<String>,
-    priority: Option<Priority>,
-    status: Option<String>,
-    limit: Option<usize>,
-}
-
+/// Tasks in the old shape.
+#[utoipa::path(get, path = "/tasks", tag = "hypernet",
+    params(("tag" = Option<String>, Query), ("priority" = Option<String>, Query), ("status" = Option<String>, Query), ("limit" = Option<usize>, Query)),
+    responses((status = 200, body = OldTaskList), (status = 400, body = ErrorBody)))]
 pub async fn list(
     State(app): State<AppState>,
     _caller: Caller,
     Params(query): Params<OldListQuery>,
-) -> Json<Value> {
+) -> Json<OldTaskList> {
     let limit = query.limit.unwrap_or(100).min(super::tasks::TASK_PAGE_MAX);
     let state = app.shared.state.read().expect("state lock");
-    let tasks: Vec<Value> = state
+    let tasks: Vec<OldTask> = state
         .tasks()
         .filter(|t| {
             query
@@ -146,21 +142,24 @@ pub async fn list(
             query
                 .status
                 .as_ref()
-                .is_none_or(|s| t["status"] == s.as_str() || t["colony_status"] == s.as_str())
+                .is_none_or(|s| t.status == *s || t.colony_status == *s)
         })
         .take(limit)
         .collect();
     let count = tasks.len();
-    Json(json!({ "tasks": tasks, "count": count }))
+    Json(OldTaskList { tasks, count })
 }
 
+/// The tasks an assignee holds, in the old shape.
+#[utoipa::path(get, path = "/tasks/mine/{assignee}", tag = "hypernet", params(("assignee" = String, Path)),
+    responses((status = 200, body = OldTaskList)))]
 pub async fn mine(
     State(app): State<AppState>,
     _caller: Caller,
     Segment(assignee): Segment<String>,
-) -> Json<Value> {
+) -> Json<OldTaskList> {
     let state = app.shared.state.read().expect("state lock");
-    let tasks: Vec<Value> = state
+    let tasks: Vec<OldTask> = state
         .tasks()
         .filter(|t| {
             t.lease
@@ -170,25 +169,21 @@ pub async fn mine(
         .map(old_shape)
         .collect();
     let count = tasks.len();
-    Json(json!({ "tasks": tasks, "count": count }))
+    Json(OldTaskList { tasks, count })
 }
 
-#[derive(Deserialize, Default)]
-pub struct OldActionRequest {
-    #[allow(dead_code)]
-    assignee: Option<String>,
-    result: Option<Value>,
-    reason: Option<String>,
-    progress: Option<Value>,
-}
-
-/// `claim`, `start`, `progress`, `complete`, `fail`.
+/// `claim`, `start`, `progress`, `complete`, `fail`, in the old shape; a lost claim
+/// is 409.
+#[utoipa::path(post, path = "/tasks/{address}/{action}", tag = "hypernet",
+    params(("address" = String, Path), ("action" = String, Path, description = "claim, start, progress, complete or fail")),
+    request_body(content = OldActionRequest, description = "may be empty"),
+    responses((status = 200, body = OldTask), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn act(
     State(app): State<AppState>,
     caller: Caller,
     Segment((address, action)): Segment<(String, String)>,
     body: axum::body::Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<OldTask>, ApiError> {
     // The old clients sometimes send no body at all.
     let request: OldActionRequest = if body.iter().all(u8::is_ascii_whitespace) {
         OldActionRequest::default()

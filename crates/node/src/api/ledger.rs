@@ -1,30 +1,26 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
+use colony_api::ledger::{
+    BalanceView, CommitRequest, Committed, FreeRequest, Freed, GrantRequest, Granted, LedgerView,
+    ReleaseRequest, Released, ReservationView, ReserveRequest, Reserved,
+};
+use colony_api::{ErrorBody, Explained};
 use colony_kernel::{CommandBody, Effect, ReservationState, Resource, ResourceKind};
-use serde::Deserialize;
-use serde_json::{json, Value};
 
-use super::{check_amount, parse_resource, require_justification, warnings_json, AppState, Body};
+use super::{check_amount, effect_json, parse_resource, require_justification, AppState, Body};
 use crate::auth::Caller;
 use crate::sequencer::now_ms;
 use crate::ApiError;
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ReserveRequest {
-    resource: String,
-    amount: u64,
-    justification: Option<String>,
-    /// How long the reservation lives before it is released, in milliseconds.
-    ttl_ms: Option<u64>,
-}
-
+/// Holds an amount of a resource for the caller before the action that uses it.
+#[utoipa::path(post, path = "/v1/ledger/reserve", tag = "ledger", request_body = ReserveRequest,
+    responses((status = 201, body = Reserved), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 429, body = ErrorBody)))]
 pub async fn reserve(
     State(app): State<AppState>,
     caller: Caller,
     Body(request): Body<ReserveRequest>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<Reserved>), ApiError> {
     let justification = require_justification(request.justification)?;
     let resource = parse_resource(&request.resource)?;
     let amount = check_amount("amount", request.amount)?;
@@ -45,32 +41,27 @@ pub async fn reserve(
     };
     Ok((
         StatusCode::CREATED,
-        Json(json!({
-            "reservation": reservation,
-            "resource": resource,
-            "amount": amount,
-            "unit": resource.unit(),
-            "expires_at": colony_log::audit::format_time(*expires_at_ms),
-            "expires_at_ms": expires_at_ms,
-            "warnings": warnings_json(&outcome.primary.warnings),
-            "seq": outcome.seq,
-        })),
+        Json(Reserved {
+            reservation: *reservation,
+            resource: resource.as_str().to_string(),
+            amount: *amount,
+            unit: resource.unit().to_string(),
+            expires_at: colony_api::format_time(*expires_at_ms),
+            expires_at_ms: *expires_at_ms,
+            warnings: Explained::all(&outcome.primary.warnings),
+            seq: outcome.seq,
+        }),
     ))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CommitRequest {
-    reservation: u64,
-    actual: u64,
-    justification: Option<String>,
-}
-
+/// Charges the actual use of a reservation and gives back the rest.
+#[utoipa::path(post, path = "/v1/ledger/commit", tag = "ledger", request_body = CommitRequest,
+    responses((status = 200, body = Committed), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn commit(
     State(app): State<AppState>,
     caller: Caller,
     Body(request): Body<CommitRequest>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Committed>, ApiError> {
     let actual = check_amount("actual", request.actual)?;
     let justification = request
         .justification
@@ -97,30 +88,26 @@ pub async fn commit(
     else {
         return Err(ApiError::internal("a commit without its effect"));
     };
-    Ok(Json(json!({
-        "reservation": reservation,
-        "resource": resource,
-        "reserved": reserved,
-        "actual": actual,
-        "charged": charged,
-        "refunded": refunded,
-        "shortfall": shortfall,
-        "seq": outcome.seq,
-    })))
+    Ok(Json(Committed {
+        reservation: *reservation,
+        resource: resource.as_str().to_string(),
+        reserved: *reserved,
+        actual: *actual,
+        charged: *charged,
+        refunded: *refunded,
+        shortfall: *shortfall,
+        seq: outcome.seq,
+    }))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ReleaseRequest {
-    reservation: u64,
-    justification: Option<String>,
-}
-
+/// Gives a reservation back unused.
+#[utoipa::path(post, path = "/v1/ledger/release", tag = "ledger", request_body = ReleaseRequest,
+    responses((status = 200, body = Released), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn release(
     State(app): State<AppState>,
     caller: Caller,
     Body(request): Body<ReleaseRequest>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Released>, ApiError> {
     let justification = request
         .justification
         .unwrap_or_else(|| format!("reservation {} not needed", request.reservation));
@@ -133,26 +120,21 @@ pub async fn release(
             },
         )
         .await?;
-    Ok(Json(
-        json!({ "released": request.reservation, "effect": outcome.primary.effect, "seq": outcome.seq }),
-    ))
+    Ok(Json(Released {
+        released: request.reservation,
+        effect: effect_json(&outcome.primary.effect),
+        seq: outcome.seq,
+    }))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GrantRequest {
-    /// Address of the child principal.
-    to: String,
-    resource: String,
-    amount: u64,
-    justification: Option<String>,
-}
-
+/// Gives part of the caller's quota to a principal under it.
+#[utoipa::path(post, path = "/v1/ledger/grant", tag = "ledger", request_body = GrantRequest,
+    responses((status = 200, body = Granted), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody)))]
 pub async fn grant(
     State(app): State<AppState>,
     caller: Caller,
     Body(request): Body<GrantRequest>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Granted>, ApiError> {
     let justification = require_justification(request.justification)?;
     let resource = parse_resource(&request.resource)?;
     let amount = check_amount("amount", request.amount)?;
@@ -168,24 +150,20 @@ pub async fn grant(
             },
         )
         .await?;
-    Ok(Json(
-        json!({ "granted": outcome.primary.effect, "seq": outcome.seq }),
-    ))
+    Ok(Json(Granted {
+        granted: effect_json(&outcome.primary.effect),
+        seq: outcome.seq,
+    }))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FreeRequest {
-    resource: String,
-    amount: u64,
-    justification: Option<String>,
-}
-
+/// Gives back usage of a stock resource (disk, memory) no longer held.
+#[utoipa::path(post, path = "/v1/ledger/free", tag = "ledger", request_body = FreeRequest,
+    responses((status = 200, body = Freed), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn free(
     State(app): State<AppState>,
     caller: Caller,
     Body(request): Body<FreeRequest>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Freed>, ApiError> {
     let justification = require_justification(request.justification)?;
     let resource = parse_resource(&request.resource)?;
     let amount = check_amount("amount", request.amount)?;
@@ -196,47 +174,60 @@ pub async fn free(
             CommandBody::Free { resource, amount },
         )
         .await?;
-    Ok(Json(
-        json!({ "freed": outcome.primary.effect, "seq": outcome.seq }),
-    ))
+    Ok(Json(Freed {
+        freed: effect_json(&outcome.primary.effect),
+        seq: outcome.seq,
+    }))
 }
 
 /// The caller's balances and open reservations.
-pub async fn me(State(app): State<AppState>, caller: Caller) -> Json<Value> {
+#[utoipa::path(get, path = "/v1/ledger/me", tag = "ledger", responses((status = 200, body = LedgerView)))]
+pub async fn me(State(app): State<AppState>, caller: Caller) -> Json<LedgerView> {
     let now = now_ms();
     let state = app.shared.state.read().expect("state lock");
     let window_of = |resource: Resource| state.quota_config().map(|q| q.window_ms(resource));
-    let mut balances = serde_json::Map::new();
-    for (resource, balance) in state.balances_at(caller.id, now) {
-        let flow = resource.kind() == ResourceKind::Flow;
-        let window_ms = if flow { window_of(resource) } else { None };
-        balances.insert(
-            resource.as_str().to_string(),
-            json!({
-                "kind": resource.kind(),
-                "unit": resource.unit(),
-                "quota": balance.quota,
-                "used": balance.used,
-                "reserved": balance.reserved,
-                "available": balance.quota.map(|_| balance.available()),
-                "shortfall": balance.shortfall,
-                "window_ms": window_ms,
-                "refill_at": window_ms.map(|w| colony_log::audit::format_time(balance.window_start_ms + w)),
-            }),
-        );
-    }
-    let reservations: Vec<Value> = state
-        .reservations_of(caller.id)
-        .map(|r| {
-            json!({
-                "reservation": r.id,
-                "resource": r.resource,
-                "amount": r.amount,
-                "state": match r.state { ReservationState::Reserved => "reserved", ReservationState::Held { .. } => "held" },
-                "held": match r.state { ReservationState::Held { actual } => Some(actual), ReservationState::Reserved => None },
-                "expires_at": matches!(r.state, ReservationState::Reserved).then(|| colony_log::audit::format_time(r.expires_at_ms)),
-            })
+    let balances = state
+        .balances_at(caller.id, now)
+        .into_iter()
+        .map(|(resource, balance)| {
+            let flow = resource.kind() == ResourceKind::Flow;
+            let window_ms = if flow { window_of(resource) } else { None };
+            let view = BalanceView {
+                kind: if flow { "flow" } else { "stock" }.to_string(),
+                unit: resource.unit().to_string(),
+                quota: balance.quota,
+                used: balance.used,
+                reserved: balance.reserved,
+                available: balance.quota.map(|_| balance.available()),
+                shortfall: balance.shortfall,
+                window_ms,
+                refill_at: window_ms.map(|w| colony_api::format_time(balance.window_start_ms + w)),
+            };
+            (resource.as_str().to_string(), view)
         })
         .collect();
-    Json(json!({ "principal": caller.address, "balances": balances, "reservations": reservations }))
+    let reservations = state
+        .reservations_of(caller.id)
+        .map(|r| ReservationView {
+            reservation: r.id,
+            resource: r.resource.as_str().to_string(),
+            amount: r.amount,
+            state: match r.state {
+                ReservationState::Reserved => "reserved",
+                ReservationState::Held { .. } => "held",
+            }
+            .to_string(),
+            held: match r.state {
+                ReservationState::Held { actual } => Some(actual),
+                ReservationState::Reserved => None,
+            },
+            expires_at: matches!(r.state, ReservationState::Reserved)
+                .then(|| colony_api::format_time(r.expires_at_ms)),
+        })
+        .collect();
+    Json(LedgerView {
+        principal: caller.address.clone(),
+        balances,
+        reservations,
+    })
 }

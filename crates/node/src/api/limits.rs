@@ -3,8 +3,11 @@ use std::sync::atomic::Ordering;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
+use colony_api::limits::{
+    CheckQuery, HypernetCheck, HypernetLimit, HypernetLimits, LimitList, LimitView,
+};
+use colony_api::ErrorBody;
 use colony_kernel::Limit;
-use serde_json::{json, Value};
 
 use super::{AppState, Segment};
 use crate::auth::Caller;
@@ -28,41 +31,46 @@ pub(crate) fn current(app: &AppState) -> Vec<Limit> {
         .collect()
 }
 
-fn to_json(limit: &Limit) -> Value {
-    json!({
-        "name": limit.spec.name,
-        "unit": limit.spec.unit,
-        "soft": limit.spec.soft,
-        "hard": limit.spec.hard,
-        "usage": limit.usage,
-        "reserved": limit.reserved,
-        "state": limit.state().as_str(),
-        "on_soft": limit.spec.on_soft,
-        "window_ms": limit.spec.window_ms,
-        "queued": limit.queue.len(),
-        "enforcement": limit.enforcement,
-        "description": limit.spec.description,
-        "set_by": limit.set_by,
-        "set_at": colony_log::audit::format_time(limit.set_at_ms),
-        "set_via": limit.set_via,
-    })
+fn view(limit: &Limit) -> LimitView {
+    LimitView {
+        name: limit.spec.name.clone(),
+        unit: limit.spec.unit.clone(),
+        soft: limit.spec.soft,
+        hard: limit.spec.hard,
+        usage: limit.usage,
+        reserved: limit.reserved,
+        state: limit.state().as_str().to_string(),
+        on_soft: limit.spec.on_soft,
+        window_ms: limit.spec.window_ms,
+        queued: limit.queue.len(),
+        enforcement: limit.enforcement,
+        description: limit.spec.description.clone(),
+        set_by: limit.set_by.clone(),
+        set_at: colony_api::format_time(limit.set_at_ms),
+        set_via: limit.set_via.clone(),
+    }
 }
 
-pub async fn list(State(app): State<AppState>, _caller: Caller) -> Json<Value> {
-    let limits: Vec<Value> = current(&app).iter().map(to_json).collect();
-    Json(json!({ "limits": limits }))
+/// Every system-wide limit with its usage and state.
+#[utoipa::path(get, path = "/v1/limits", tag = "limits", responses((status = 200, body = LimitList)))]
+pub async fn list(State(app): State<AppState>, _caller: Caller) -> Json<LimitList> {
+    let limits = current(&app).iter().map(view).collect();
+    Json(LimitList { limits })
 }
 
+/// One limit, by its name (or its Hypernet name).
+#[utoipa::path(get, path = "/v1/limits/{name}", tag = "limits", params(("name" = String, Path)),
+    responses((status = 200, body = LimitView), (status = 404, body = ErrorBody)))]
 pub async fn one(
     State(app): State<AppState>,
     _caller: Caller,
     Segment(name): Segment<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<LimitView>, ApiError> {
     let canonical = colony_kernel::builtin_limit(&name).map_or(name.as_str(), |b| b.name);
     current(&app)
         .iter()
         .find(|limit| limit.spec.name == canonical)
-        .map(|limit| Json(to_json(limit)))
+        .map(|limit| Json(view(limit)))
         .ok_or_else(|| {
             ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -87,24 +95,25 @@ fn hypernet_name(name: &str) -> String {
         .to_string()
 }
 
-fn hypernet_json(limit: &Limit) -> Value {
-    json!({
-        "name": hypernet_name(&limit.spec.name),
-        "colony_name": limit.spec.name,
-        "soft": limit.spec.soft,
-        "hard": limit.spec.hard,
-        "description": limit.spec.description,
-        "adjustable": true,
-    })
+fn hypernet_view(limit: &Limit) -> HypernetLimit {
+    HypernetLimit {
+        name: hypernet_name(&limit.spec.name),
+        colony_name: limit.spec.name.clone(),
+        soft: limit.spec.soft,
+        hard: limit.spec.hard,
+        description: limit.spec.description.clone(),
+        adjustable: true,
+    }
 }
 
-/// `GET /limits`: the old swarm's shape, keyed by the old names.
-pub async fn hypernet_list(State(app): State<AppState>, _caller: Caller) -> Json<Value> {
-    let limits: serde_json::Map<String, Value> = current(&app)
+/// The old swarm's shape, keyed by the old names.
+#[utoipa::path(get, path = "/limits", tag = "hypernet", responses((status = 200, body = HypernetLimits)))]
+pub async fn hypernet_list(State(app): State<AppState>, _caller: Caller) -> Json<HypernetLimits> {
+    let limits = current(&app)
         .iter()
-        .map(|limit| (hypernet_name(&limit.spec.name), hypernet_json(limit)))
+        .map(|limit| (hypernet_name(&limit.spec.name), hypernet_view(limit)))
         .collect();
-    Json(json!({ "limits": limits }))
+    Json(HypernetLimits { limits })
 }
 
 fn find(app: &AppState, name: &str) -> Result<Limit, ApiError> {
@@ -122,30 +131,27 @@ fn find(app: &AppState, name: &str) -> Result<Limit, ApiError> {
         })
 }
 
-/// `GET /limits/{name}`.
+/// One limit in the old swarm's shape.
+#[utoipa::path(get, path = "/limits/{name}", tag = "hypernet", params(("name" = String, Path)),
+    responses((status = 200, body = HypernetLimit), (status = 404, body = ErrorBody)))]
 pub async fn hypernet_one(
     State(app): State<AppState>,
     _caller: Caller,
     Segment(name): Segment<String>,
-) -> Result<Json<Value>, ApiError> {
-    Ok(Json(hypernet_json(&find(&app, &name)?)))
+) -> Result<Json<HypernetLimit>, ApiError> {
+    Ok(Json(hypernet_view(&find(&app, &name)?)))
 }
 
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CheckQuery {
-    /// The count to check; the live usage when absent.
-    current: Option<u64>,
-}
-
-/// `GET /limits/check/{name}?current=N`: blocked at or past hard, warned at or past
-/// soft, as the old `limits.py` `check(name, current)` answered.
+/// Blocked at or past hard, warned at or past soft, as the old `limits.py`
+/// `check(name, current)` answered.
+#[utoipa::path(get, path = "/limits/check/{name}", tag = "hypernet", params(("name" = String, Path), ("current" = Option<u64>, Query)),
+    responses((status = 200, body = HypernetCheck), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn hypernet_check(
     State(app): State<AppState>,
     _caller: Caller,
     Segment(name): Segment<String>,
     super::Params(query): super::Params<CheckQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<HypernetCheck>, ApiError> {
     let limit = find(&app, &name)?;
     let current = query
         .current
@@ -167,14 +173,21 @@ pub async fn hypernet_check(
     } else {
         "ok".to_string()
     };
-    Ok(Json(json!({
-        "name": hypernet_name(&limit.spec.name),
-        "current": current,
-        "soft": limit.spec.soft,
-        "hard": limit.spec.hard,
-        "allowed": !blocked,
-        "warning": warning,
-        "status": if blocked { "blocked" } else if warning { "warning" } else { "ok" },
-        "message": message,
-    })))
+    Ok(Json(HypernetCheck {
+        name: hypernet_name(&limit.spec.name),
+        current,
+        soft: limit.spec.soft,
+        hard: limit.spec.hard,
+        allowed: !blocked,
+        warning,
+        status: if blocked {
+            "blocked"
+        } else if warning {
+            "warning"
+        } else {
+            "ok"
+        }
+        .to_string(),
+        message,
+    }))
 }

@@ -23,6 +23,8 @@ fn single(counter: &AtomicU64) -> [(String, u64); 1] {
 }
 
 /// Prometheus text format, version 0.0.4.
+#[utoipa::path(get, path = "/metrics", tag = "node",
+    responses((status = 200, description = "Prometheus text format 0.0.4", content_type = "text/plain", body = String)))]
 pub async fn render(State(app): State<AppState>, _caller: Caller) -> impl IntoResponse {
     let limits = super::limits::current(&app);
     let metrics = &app.shared.metrics;

@@ -25,6 +25,7 @@ mod hypernet_tasks;
 mod ledger;
 mod limits;
 mod metrics;
+pub mod openapi;
 mod principals;
 mod tasks;
 mod workers;
@@ -38,7 +39,7 @@ use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::Router;
-use colony_kernel::{Reason, State};
+use colony_kernel::State;
 use colony_log::LogReader;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -207,6 +208,7 @@ pub fn router(app: AppState) -> Router {
         ));
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/v1/openapi.json", get(openapi::serve))
         .merge(lane)
         .merge(gated)
         .fallback(|| async {
@@ -236,16 +238,25 @@ pub fn router(app: AppState) -> Router {
 }
 
 /// `200 {"status":"ok"}` while serving; `503 {"status":"failed","reason"}` once the
-/// node cannot go on.
-async fn healthz(
+/// node cannot go on. No token needed.
+#[utoipa::path(get, path = "/healthz", tag = "node", security(()),
+    responses((status = 200, body = colony_api::Health), (status = 503, body = colony_api::Health)))]
+pub(crate) async fn healthz(
     axum::extract::State(app): axum::extract::State<AppState>,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
     match app.shared.fatal.reason() {
-        None => axum::Json(serde_json::json!({"status": "ok"})).into_response(),
+        None => axum::Json(colony_api::Health {
+            status: "ok".into(),
+            reason: None,
+        })
+        .into_response(),
         Some(reason) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(serde_json::json!({"status": "failed", "reason": reason})),
+            axum::Json(colony_api::Health {
+                status: "failed".into(),
+                reason: Some(reason),
+            }),
         )
             .into_response(),
     }
@@ -358,19 +369,7 @@ pub(crate) fn parse_resource(name: &str) -> Result<colony_kernel::Resource, ApiE
     })
 }
 
-/// Soft-limit warnings as returned to clients: each reason with a message.
-pub(crate) fn warnings_json(warnings: &[Reason]) -> Vec<Value> {
-    warnings
-        .iter()
-        .map(|reason| {
-            let mut value = serde_json::to_value(reason).unwrap_or(Value::Null);
-            if let Value::Object(map) = &mut value {
-                map.insert(
-                    "message".into(),
-                    Value::String(crate::error::explain(reason)),
-                );
-            }
-            value
-        })
-        .collect()
+/// A kernel effect in a response body: its own serde shape (`{"effect": NAME, ...}`).
+pub(crate) fn effect_json(effect: &colony_kernel::Effect) -> Value {
+    serde_json::to_value(effect).unwrap_or(Value::Null)
 }

@@ -1,37 +1,27 @@
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
-use colony_kernel::{
-    CommandBody, CreatePrincipal, Decision, Effect, PrincipalKind, Priority, Role,
+use colony_api::principals::{
+    CreatePrincipal as CreateRequest, ListQuery, PrincipalAction, PrincipalCreated, PrincipalList,
+    PrincipalQueued, PrincipalView, QuarantineView,
 };
-use serde::Deserialize;
-use serde_json::{json, Value};
+use colony_api::{ErrorBody, Explained, Justified};
+use colony_kernel::{CommandBody, CreatePrincipal, Decision, Effect, PrincipalKind, Role};
 
-use super::{require_justification, warnings_json, AppState, Body, Params, Segment};
+use super::{require_justification, AppState, Body, Params, Segment};
 use crate::auth::{hash_token, new_token, Caller};
 use crate::ApiError;
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CreateRequest {
-    name: String,
-    kind: String,
-    justification: Option<String>,
-    #[serde(default)]
-    roles: Vec<String>,
-    /// Address of the principal whose quotas bound the new one.
-    parent: Option<String>,
-    /// A specific address under the kind's prefix.
-    address: Option<String>,
-    #[serde(default)]
-    priority: Priority,
-}
-
+/// Creates a principal (an admin's act); its token is in the answer, once.
+#[utoipa::path(post, path = "/v1/principals", tag = "principals", request_body = CreateRequest,
+    responses((status = 201, body = PrincipalCreated), (status = 202, description = "queued past a soft limit", body = PrincipalQueued),
+        (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody)))]
 pub async fn create(
     State(app): State<AppState>,
     caller: Caller,
     Body(request): Body<CreateRequest>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<Response, ApiError> {
     let justification = require_justification(request.justification)?;
     let kind = PrincipalKind::parse(&request.kind)
         .filter(|kind| {
@@ -80,143 +70,156 @@ pub async fn create(
         priority: request.priority,
     });
     let outcome = app.decide(caller.id, justification, body).await?;
-    let warnings = warnings_json(&outcome.primary.warnings);
     match &outcome.primary.effect {
         Effect::PrincipalCreated { id, address, .. } => Ok((
             StatusCode::CREATED,
-            Json(
-                json!({ "id": id.0, "address": address, "token": token, "warnings": warnings, "decision": outcome.primary.decision.as_str(), "seq": outcome.seq }),
-            ),
-        )),
+            Json(PrincipalCreated {
+                id: id.0,
+                address: address.clone(),
+                token,
+                warnings: Explained::all(&outcome.primary.warnings),
+                decision: outcome.primary.decision.as_str().to_string(),
+                seq: outcome.seq,
+            }),
+        )
+            .into_response()),
         Effect::PrincipalQueued {
             ticket,
             limit,
             position,
         } if outcome.primary.decision == Decision::Queued => Ok((
             StatusCode::ACCEPTED,
-            Json(json!({
-                "status": "queued",
-                "ticket": ticket,
-                "limit": limit,
-                "position": position,
-                "token": token,
-                "message": format!("{limit} is past its soft limit; the principal is created when usage drops (the token works from then on)"),
-                "warnings": warnings_json(std::slice::from_ref(&outcome.primary.reason)),
-            })),
-        )),
+            Json(PrincipalQueued {
+                status: "queued".into(),
+                ticket: *ticket,
+                limit: limit.clone(),
+                position: *position,
+                token,
+                message: format!("{limit} is past its soft limit; the principal is created when usage drops (the token works from then on)"),
+                warnings: vec![Explained::of(&outcome.primary.reason)],
+            }),
+        )
+            .into_response()),
         other => Err(ApiError::internal(format!("unexpected effect {other:?}"))),
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ListQuery {
-    /// Include principals that were removed.
-    #[serde(default)]
-    all: bool,
-}
-
+/// Principals with standing (`?all=true`: removed ones too).
+#[utoipa::path(get, path = "/v1/principals", tag = "principals", params(("all" = Option<bool>, Query, description = "include removed principals")),
+    responses((status = 200, body = PrincipalList), (status = 400, body = ErrorBody)))]
 pub async fn list(
     State(app): State<AppState>,
     _caller: Caller,
     Params(query): Params<ListQuery>,
-) -> Json<Value> {
+) -> Json<PrincipalList> {
     let state = app.shared.state.read().expect("state lock");
-    let principals: Vec<Value> = state
+    let principals = state
         .principals()
         .filter(|p| p.kind != PrincipalKind::System && (query.all || p.standing))
-        .map(|p| principal_json(&state, p))
+        .map(|p| view(&state, p))
         .collect();
-    Json(json!({ "principals": principals }))
+    Json(PrincipalList { principals })
 }
 
 /// A principal as the API shows it: `state` is `active`, `quarantined` (with the
 /// evidence under `quarantine`) or `removed`.
-fn principal_json(state: &colony_kernel::State, p: &colony_kernel::Principal) -> Value {
+fn view(state: &colony_kernel::State, p: &colony_kernel::Principal) -> PrincipalView {
     let quarantine = state.quarantine_of(p.id);
     let status = match (p.standing, quarantine) {
         (false, _) => "removed",
         (true, Some(_)) => "quarantined",
         (true, None) => "active",
     };
-    json!({
-        "id": p.id.0,
-        "address": p.address,
-        "name": p.name,
-        "kind": p.kind.as_str(),
-        "roles": p.roles.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
-        "standing": p.standing,
-        "state": status,
-        "quarantine": quarantine.map(|q| json!({
-            "since": colony_log::audit::format_time(q.since_ms),
-            "evidence": q.evidence,
-            "released_reservations": q.released_reservations,
-            "revoked_leases": q.revoked_leases,
-            "ended_workers": q.ended_workers,
-        })),
-        "parent": p.parent.and_then(|id| state.principal(id)).map(|parent| parent.address.clone()),
-        "created_at": colony_log::audit::format_time(p.created_at_ms),
-    })
+    PrincipalView {
+        id: p.id.0,
+        address: p.address.clone(),
+        name: p.name.clone(),
+        kind: p.kind.as_str().to_string(),
+        roles: p.roles.iter().map(|r| r.as_str().to_string()).collect(),
+        standing: p.standing,
+        state: status.to_string(),
+        quarantine: quarantine.map(|q| QuarantineView {
+            since: colony_api::format_time(q.since_ms),
+            evidence: q.evidence.clone(),
+            released_reservations: q.released_reservations,
+            revoked_leases: q.revoked_leases.clone(),
+            ended_workers: q.ended_workers.clone(),
+        }),
+        parent: p
+            .parent
+            .and_then(|id| state.principal(id))
+            .map(|parent| parent.address.clone()),
+        created_at: colony_api::format_time(p.created_at_ms),
+    }
 }
 
-/// `GET /v1/principals/{address}`.
+/// One principal.
+#[utoipa::path(get, path = "/v1/principals/{address}", tag = "principals", params(("address" = String, Path)),
+    responses((status = 200, body = PrincipalView), (status = 404, body = ErrorBody)))]
 pub async fn one(
     State(app): State<AppState>,
     _caller: Caller,
     Segment(address): Segment<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<PrincipalView>, ApiError> {
     let id = app.principal_at(&address)?;
     let state = app.shared.state.read().expect("state lock");
     let principal = state.principal(id).expect("found above");
-    Ok(Json(principal_json(&state, principal)))
+    Ok(Json(view(&state, principal)))
 }
 
-/// `POST /v1/principals/{address}/release`: a human member or admin lifts a
-/// quarantine.
+/// A human member or admin lifts a quarantine.
+#[utoipa::path(post, path = "/v1/principals/{address}/release", tag = "principals", params(("address" = String, Path)), request_body = Justified,
+    responses((status = 200, body = PrincipalAction), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn release(
     State(app): State<AppState>,
     caller: Caller,
     Segment(address): Segment<String>,
-    Body(request): Body<RemoveRequest>,
-) -> Result<Json<Value>, ApiError> {
-    act_on(&app, &caller, &address, request, "released", |principal| {
+    Body(request): Body<Justified>,
+) -> Result<Json<PrincipalAction>, ApiError> {
+    let action = act_on(&app, &caller, &address, request, |principal| {
         CommandBody::ReleaseQuarantine { principal }
     })
-    .await
+    .await?;
+    Ok(Json(PrincipalAction {
+        released: Some(address),
+        ..action
+    }))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RemoveRequest {
-    justification: Option<String>,
-}
-
+/// An admin removes a principal (its reservations are released, its leases revoked).
+#[utoipa::path(post, path = "/v1/principals/{address}/remove", tag = "principals", params(("address" = String, Path)), request_body = Justified,
+    responses((status = 200, body = PrincipalAction), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn remove(
     State(app): State<AppState>,
     caller: Caller,
     Segment(address): Segment<String>,
-    Body(request): Body<RemoveRequest>,
-) -> Result<Json<Value>, ApiError> {
-    act_on(&app, &caller, &address, request, "removed", |principal| {
+    Body(request): Body<Justified>,
+) -> Result<Json<PrincipalAction>, ApiError> {
+    let action = act_on(&app, &caller, &address, request, |principal| {
         CommandBody::RemovePrincipal { principal }
     })
-    .await
+    .await?;
+    Ok(Json(PrincipalAction {
+        removed: Some(address),
+        ..action
+    }))
 }
 
-/// Decides `body` for the principal at `address`; answers `{KEY: address, "effect",
-/// "seq"}`.
+/// Decides `body` for the principal at `address`.
 async fn act_on(
     app: &AppState,
     caller: &Caller,
     address: &str,
-    request: RemoveRequest,
-    key: &str,
+    request: Justified,
     body: impl FnOnce(colony_kernel::PrincipalId) -> CommandBody,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<PrincipalAction, ApiError> {
     let justification = require_justification(request.justification)?;
     let target = app.principal_at(address)?;
     let outcome = app.decide(caller.id, justification, body(target)).await?;
-    Ok(Json(
-        json!({ key: address, "effect": outcome.primary.effect, "seq": outcome.seq }),
-    ))
+    Ok(PrincipalAction {
+        removed: None,
+        released: None,
+        effect: super::effect_json(&outcome.primary.effect),
+        seq: outcome.seq,
+    })
 }

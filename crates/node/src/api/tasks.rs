@@ -4,17 +4,21 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use colony_kernel::tasks::{ChildDeathPolicy, NewTask, Task, TaskStatus};
-use colony_kernel::{CommandBody, Effect, Priority, TaskUpdate};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use colony_api::tasks::{
+    AttemptView, BudgetView, ChildView, ClaimRequest, Claimed, DecomposeRequest, LeaseGranted,
+    LeaseRequest, LeaseView, ListQuery, TaskList, TaskRequest, TaskView, TransitionView, Usd,
+};
+use colony_api::{ErrorBody, Explained, Justified};
+use colony_kernel::tasks::{NewTask, Task, TaskStatus};
+use colony_kernel::{CommandBody, Effect, TaskUpdate};
+use serde_json::Value;
 
-use super::{require_justification, AppState, Body, Params, Segment};
+use super::{effect_json, require_justification, AppState, Body, Params, Segment};
 use crate::auth::Caller;
 use crate::ApiError;
 
 /// Dollars as a JSON number or a decimal string, to micro-dollars.
-fn usd(field: &str, value: &Option<Value>) -> Result<Option<u64>, ApiError> {
+fn usd(field: &str, value: &Option<Usd>) -> Result<Option<u64>, ApiError> {
     let bad = || {
         ApiError::bad_request(
             "invalid_body",
@@ -22,11 +26,10 @@ fn usd(field: &str, value: &Option<Value>) -> Result<Option<u64>, ApiError> {
         )
     };
     match value {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(text)) => crate::genesis::parse_usd(text).map(Some).map_err(|_| bad()),
-        Some(Value::Number(number)) => {
-            let dollars = number
-                .as_f64()
+        None => Ok(None),
+        Some(Usd::Text(text)) => crate::genesis::parse_usd(text).map(Some).map_err(|_| bad()),
+        Some(Usd::Number(dollars)) => {
+            let dollars = Some(*dollars)
                 .filter(|d| *d >= 0.0 && d.is_finite())
                 .ok_or_else(bad)?;
             let micro = (dollars * 1_000_000.0).round();
@@ -35,49 +38,32 @@ fn usd(field: &str, value: &Option<Value>) -> Result<Option<u64>, ApiError> {
             }
             Ok(Some(micro as u64))
         }
-        Some(_) => Err(bad()),
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TaskRequest {
-    title: String,
-    #[serde(default)]
-    description: String,
-    #[serde(default)]
-    priority: Priority,
-    #[serde(default)]
-    capabilities: Vec<String>,
-    #[serde(default)]
-    depends_on: Vec<String>,
-    budget_usd: Option<Value>,
-    max_attempts: Option<u32>,
-    justification: Option<String>,
+fn into_new_task(request: TaskRequest) -> Result<(NewTask, Option<String>), ApiError> {
+    let budget = usd("budget_usd", &request.budget_usd)?;
+    let task = NewTask {
+        title: request.title,
+        description: request.description,
+        priority: request.priority,
+        capabilities: request.capabilities,
+        depends_on: request.depends_on,
+        budget_micro_usd: budget,
+        max_attempts: request.max_attempts,
+    };
+    Ok((task, request.justification))
 }
 
-impl TaskRequest {
-    fn into_new_task(self) -> Result<(NewTask, Option<String>), ApiError> {
-        let budget = usd("budget_usd", &self.budget_usd)?;
-        let task = NewTask {
-            title: self.title,
-            description: self.description,
-            priority: self.priority,
-            capabilities: self.capabilities,
-            depends_on: self.depends_on,
-            budget_micro_usd: budget,
-            max_attempts: self.max_attempts,
-        };
-        Ok((task, self.justification))
-    }
-}
-
+/// Posts a task to the board.
+#[utoipa::path(post, path = "/v1/tasks", tag = "tasks", request_body = TaskRequest,
+    responses((status = 201, body = TaskView), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody)))]
 pub async fn post(
     State(app): State<AppState>,
     caller: Caller,
     Body(request): Body<TaskRequest>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let (task, justification) = request.into_new_task()?;
+) -> Result<(StatusCode, Json<TaskView>), ApiError> {
+    let (task, justification) = into_new_task(request)?;
     let justification = require_justification(justification)?;
     let outcome = app
         .decide(
@@ -90,22 +76,14 @@ pub async fn post(
         return Err(ApiError::internal("a posted task without its address"));
     };
     let state = app.shared.state.read().expect("state lock");
-    let mut body = task_json(&state, state.task(address).expect("just posted"), true);
-    body["warnings"] = json!(super::warnings_json(&outcome.primary.warnings));
+    let mut body = task_view(&state, state.task(address).expect("just posted"), true);
+    body.warnings = Some(Explained::all(&outcome.primary.warnings));
     Ok((StatusCode::CREATED, Json(body)))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ClaimRequest {
-    #[serde(default)]
-    capabilities: Vec<String>,
-    lease_ms: Option<u64>,
-    /// The worker session the claim is for (`POST /v1/workers`).
-    worker: Option<u64>,
-    justification: Option<String>,
-}
-
+/// Claims the best claimable task matching the capabilities (`204`: none).
+#[utoipa::path(post, path = "/v1/tasks/claim", tag = "tasks", request_body = ClaimRequest,
+    responses((status = 200, body = Claimed), (status = 204, description = "nothing to claim"), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 410, body = ErrorBody), (status = 429, body = ErrorBody)))]
 pub async fn claim(
     State(app): State<AppState>,
     caller: Caller,
@@ -128,40 +106,34 @@ pub async fn claim(
             expires_at_ms,
         } => {
             let state = app.shared.state.read().expect("state lock");
-            let task = task_json(&state, state.task(address).expect("claimed"), false);
-            Ok(Json(json!({
-                "task": task,
-                "lease": {"token": token, "expires_at": colony_log::audit::format_time(*expires_at_ms), "expires_at_ms": expires_at_ms},
-                "warnings": super::warnings_json(&outcome.primary.warnings),
-            }))
+            let task = task_view(&state, state.task(address).expect("claimed"), false);
+            Ok(Json(Claimed {
+                task,
+                lease: LeaseGranted {
+                    token: *token,
+                    expires_at: colony_api::format_time(*expires_at_ms),
+                    expires_at_ms: *expires_at_ms,
+                },
+                warnings: Explained::all(&outcome.primary.warnings),
+            })
             .into_response())
         }
         other => Err(ApiError::internal(format!("unexpected effect {other:?}"))),
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LeaseRequest {
-    lease_token: u64,
-    /// Opaque JSON to resume from (`checkpoint`).
-    checkpoint: Option<Value>,
-    /// Any JSON (`complete`).
-    result: Option<Value>,
-    /// Why the attempt failed (`fail`).
-    reason: Option<String>,
-    /// Dollars to charge to the task's budget (`spend`).
-    amount_usd: Option<Value>,
-    justification: Option<String>,
-}
-
-/// `heartbeat`, `checkpoint`, `complete`, `fail`, `release`, `spend`.
+/// `heartbeat`, `checkpoint`, `complete`, `fail`, `release`, `spend`: the holder of a
+/// lease acts on its task, presenting the lease's token.
+#[utoipa::path(post, path = "/v1/tasks/{address}/{action}", tag = "tasks",
+    params(("address" = String, Path), ("action" = String, Path, description = "heartbeat, checkpoint, complete, fail, release or spend")),
+    request_body = LeaseRequest,
+    responses((status = 200, body = TaskView), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 429, body = ErrorBody)))]
 pub async fn act(
     State(app): State<AppState>,
     caller: Caller,
     Segment((address, action)): Segment<(String, String)>,
     Body(request): Body<LeaseRequest>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<TaskView>, ApiError> {
     let update = match action.as_str() {
         "heartbeat" => TaskUpdate::Heartbeat,
         "checkpoint" => TaskUpdate::Checkpoint(
@@ -190,32 +162,25 @@ pub async fn act(
     };
     let outcome = app.decide(caller.id, justification, command).await?;
     let state = app.shared.state.read().expect("state lock");
-    let mut body = task_json(&state, state.task(&address).expect("exists"), false);
-    body["effect"] = serde_json::to_value(&outcome.primary.effect).unwrap_or(Value::Null);
+    let mut body = task_view(&state, state.task(&address).expect("exists"), false);
+    body.effect = Some(effect_json(&outcome.primary.effect));
     Ok(Json(body))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DecomposeRequest {
-    lease_token: u64,
-    subtasks: Vec<TaskRequest>,
-    #[serde(default)]
-    on_child_death: ChildDeathPolicy,
-    justification: Option<String>,
-}
-
+/// Splits a held task into subtasks, admitted whole or not at all.
+#[utoipa::path(post, path = "/v1/tasks/{address}/decompose", tag = "tasks", params(("address" = String, Path)), request_body = DecomposeRequest,
+    responses((status = 200, body = TaskView), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 429, body = ErrorBody)))]
 pub async fn decompose(
     State(app): State<AppState>,
     caller: Caller,
     Segment(address): Segment<String>,
     Body(request): Body<DecomposeRequest>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<TaskView>, ApiError> {
     let justification = require_justification(request.justification)?;
     let subtasks = request
         .subtasks
         .into_iter()
-        .map(|subtask| subtask.into_new_task().map(|(task, _)| task))
+        .map(|subtask| into_new_task(subtask).map(|(task, _)| task))
         .collect::<Result<Vec<_>, _>>()?;
     let update = TaskUpdate::Decompose {
         subtasks,
@@ -228,25 +193,22 @@ pub async fn decompose(
     };
     app.decide(caller.id, justification, command).await?;
     let state = app.shared.state.read().expect("state lock");
-    Ok(Json(task_json(
+    Ok(Json(task_view(
         &state,
         state.task(&address).expect("exists"),
         true,
     )))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RequeueRequest {
-    justification: Option<String>,
-}
-
+/// Puts a dead task back on the board (a human member's or an admin's act).
+#[utoipa::path(post, path = "/v1/tasks/{address}/requeue", tag = "tasks", params(("address" = String, Path)), request_body = Justified,
+    responses((status = 200, body = TaskView), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn requeue(
     State(app): State<AppState>,
     caller: Caller,
     Segment(address): Segment<String>,
-    Body(request): Body<RequeueRequest>,
-) -> Result<Json<Value>, ApiError> {
+    Body(request): Body<Justified>,
+) -> Result<Json<TaskView>, ApiError> {
     let justification = require_justification(request.justification)?;
     app.decide(
         caller.id,
@@ -257,30 +219,25 @@ pub async fn requeue(
     )
     .await?;
     let state = app.shared.state.read().expect("state lock");
-    Ok(Json(task_json(
+    Ok(Json(task_view(
         &state,
         state.task(&address).expect("exists"),
         false,
     )))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ListQuery {
-    status: Option<String>,
-    capability: Option<String>,
-    limit: Option<usize>,
-    after: Option<String>,
-}
-
 /// Most tasks one list returns.
 pub const TASK_PAGE_MAX: usize = 1_000;
 
+/// Tasks, in address order, filtered.
+#[utoipa::path(get, path = "/v1/tasks", tag = "tasks",
+    params(("status" = Option<String>, Query), ("capability" = Option<String>, Query), ("limit" = Option<usize>, Query, description = "1 to 1000"), ("after" = Option<String>, Query)),
+    responses((status = 200, body = TaskList), (status = 400, body = ErrorBody)))]
 pub async fn list(
     State(app): State<AppState>,
     _caller: Caller,
     Params(query): Params<ListQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<TaskList>, ApiError> {
     let status = match &query.status {
         None => None,
         Some(name) => Some(TaskStatus::parse(name).ok_or_else(|| {
@@ -309,21 +266,22 @@ fn list_tasks(
     capability: Option<&str>,
     after: Option<&str>,
     limit: usize,
-) -> Value {
+) -> TaskList {
     let state = app.shared.state.read().expect("state lock");
-    let tasks: Vec<Value> = state
+    let tasks = state
         .tasks()
         .filter(|task| after.is_none_or(|after| task.address.as_str() > after))
         .filter(|task| status.is_none_or(|s| task.status == s))
         .filter(|task| capability.is_none_or(|c| task.capabilities.iter().any(|own| own == c)))
         .take(limit)
-        .map(|task| task_json(&state, task, false))
+        .map(|task| task_view(&state, task, false))
         .collect();
-    json!({ "tasks": tasks })
+    TaskList { tasks }
 }
 
 /// The dead-letter queue.
-pub async fn dead(State(app): State<AppState>, _caller: Caller) -> Json<Value> {
+#[utoipa::path(get, path = "/v1/tasks/dead", tag = "tasks", responses((status = 200, body = TaskList)))]
+pub async fn dead(State(app): State<AppState>, _caller: Caller) -> Json<TaskList> {
     Json(list_tasks(
         &app,
         Some(TaskStatus::Dead),
@@ -333,11 +291,14 @@ pub async fn dead(State(app): State<AppState>, _caller: Caller) -> Json<Value> {
     ))
 }
 
+/// One task, with its children, attempts and history.
+#[utoipa::path(get, path = "/v1/tasks/{address}", tag = "tasks", params(("address" = String, Path)),
+    responses((status = 200, body = TaskView), (status = 404, body = ErrorBody)))]
 pub async fn one(
     State(app): State<AppState>,
     _caller: Caller,
     Segment(address): Segment<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<TaskView>, ApiError> {
     let state = app.shared.state.read().expect("state lock");
     let task = state.task(&address).ok_or_else(|| {
         ApiError::new(
@@ -347,7 +308,7 @@ pub async fn one(
         )
         .with("task", address.clone())
     })?;
-    Ok(Json(task_json(&state, task, true)))
+    Ok(Json(task_view(&state, task, true)))
 }
 
 /// JSON text stored by the kernel, back to JSON.
@@ -357,53 +318,76 @@ fn stored(text: &Option<String>) -> Value {
     })
 }
 
-/// A task as clients see it; `full` adds its history, attempts and children.
-pub(crate) fn task_json(state: &colony_kernel::State, task: &Task, full: bool) -> Value {
-    let time = colony_log::audit::format_time;
-    let mut body = json!({
-        "address": task.address,
-        "parent": task.parent,
-        "title": task.title,
-        "description": task.description,
-        "priority": task.priority,
-        "effective_priority": state.effective_priority(task),
-        "capabilities": task.capabilities,
-        "depends_on": task.depends_on,
-        "status": task.status.as_str(),
-        "budget": task.budget.as_ref().map(|b| json!({
-            "total_micro_usd": b.total_micro_usd,
-            "spent_micro_usd": b.spent_micro_usd,
-            "remaining_micro_usd": b.remaining_micro_usd,
-        })),
-        "max_attempts": task.max_attempts,
-        "failures": task.failures,
-        "attempts": task.attempts.len(),
-        "lease": task.lease.as_ref().map(|l| json!({"holder": l.holder_address, "token": l.token, "expires_at": time(l.expires_at_ms)})),
-        "not_before": (task.status == TaskStatus::Failed).then(|| time(task.not_before_ms)),
-        "checkpoint": stored(&task.checkpoint),
-        "result": stored(&task.result),
-        "created_at": time(task.created_at_ms),
-        "created_by": task.created_by,
-        "dead_reasons": task.dead_reasons,
-    });
-    if full {
-        body["children"] = json!(task
-            .children
-            .iter()
-            .filter_map(|c| state.task(c))
-            .map(|c| json!({"address": c.address, "title": c.title, "status": c.status.as_str()}))
-            .collect::<Vec<_>>());
-        body["attempts"] = json!(task
-            .attempts
-            .iter()
-            .map(|a| json!({"number": a.number, "worker": a.worker, "token": a.token, "started_at": time(a.started_at_ms),
-                "ended_at": a.ended_at_ms.map(time), "outcome": a.outcome, "reason": a.reason}))
-            .collect::<Vec<_>>());
-        body["history"] = json!(task
-            .history
-            .iter()
-            .map(|t| json!({"at": time(t.at_ms), "from": t.from.map(|s| s.as_str()), "to": t.to.as_str(), "by": t.by, "justification": t.justification}))
-            .collect::<Vec<_>>());
+/// A task as clients see it; `full` adds its children, attempts and history.
+pub(crate) fn task_view(state: &colony_kernel::State, task: &Task, full: bool) -> TaskView {
+    let time = colony_api::format_time;
+    TaskView {
+        address: task.address.clone(),
+        parent: task.parent.clone(),
+        title: task.title.clone(),
+        description: task.description.clone(),
+        priority: task.priority,
+        effective_priority: state.effective_priority(task),
+        capabilities: task.capabilities.clone(),
+        depends_on: task.depends_on.clone(),
+        status: task.status.as_str().to_string(),
+        budget: task.budget.as_ref().map(|b| BudgetView {
+            total_micro_usd: b.total_micro_usd,
+            spent_micro_usd: b.spent_micro_usd,
+            remaining_micro_usd: b.remaining_micro_usd,
+        }),
+        max_attempts: task.max_attempts,
+        failures: task.failures,
+        attempt_count: task.attempts.len(),
+        lease: task.lease.as_ref().map(|l| LeaseView {
+            holder: l.holder_address.clone(),
+            token: l.token,
+            expires_at: time(l.expires_at_ms),
+        }),
+        not_before: (task.status == TaskStatus::Failed).then(|| time(task.not_before_ms)),
+        checkpoint: stored(&task.checkpoint),
+        result: stored(&task.result),
+        created_at: time(task.created_at_ms),
+        created_by: task.created_by.clone(),
+        dead_reasons: task.dead_reasons.clone(),
+        children: full.then(|| {
+            task.children
+                .iter()
+                .filter_map(|c| state.task(c))
+                .map(|c| ChildView {
+                    address: c.address.clone(),
+                    title: c.title.clone(),
+                    status: c.status.as_str().to_string(),
+                })
+                .collect()
+        }),
+        attempts: full.then(|| {
+            task.attempts
+                .iter()
+                .map(|a| AttemptView {
+                    number: a.number,
+                    worker: a.worker.clone(),
+                    token: a.token,
+                    started_at: time(a.started_at_ms),
+                    ended_at: a.ended_at_ms.map(time),
+                    outcome: a.outcome.clone(),
+                    reason: a.reason.clone(),
+                })
+                .collect()
+        }),
+        history: full.then(|| {
+            task.history
+                .iter()
+                .map(|t| TransitionView {
+                    at: time(t.at_ms),
+                    from: t.from.map(|s| s.as_str().to_string()),
+                    to: t.to.as_str().to_string(),
+                    by: t.by.clone(),
+                    justification: t.justification.clone(),
+                })
+                .collect()
+        }),
+        warnings: None,
+        effect: None,
     }
-    body
 }

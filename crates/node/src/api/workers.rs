@@ -3,32 +3,30 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
+use colony_api::workers::{
+    RegisterRequest, SupervisorView, WorkerHeartbeat, WorkerLeft, WorkerList, WorkerQueued,
+    WorkerRegistered, WorkerView,
+};
+use colony_api::{ErrorBody, Explained};
 use colony_kernel::workers::{NewWorker, WorkerState};
 use colony_kernel::{CommandBody, Effect};
-use serde::Deserialize;
-use serde_json::{json, Value};
 
-use super::{AppState, Body, Segment};
+use super::{effect_json, AppState, Body, Segment};
 use crate::auth::Caller;
 use crate::sequencer::now_ms;
 use crate::ApiError;
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RegisterRequest {
-    #[serde(default)]
-    capabilities: Vec<String>,
-    model: Option<String>,
-    profile: Option<String>,
-    justification: Option<String>,
-}
-
+/// Starts a worker session (counted by `active_workers`).
+#[utoipa::path(post, path = "/v1/workers", tag = "workers", request_body = RegisterRequest,
+    responses((status = 201, body = WorkerRegistered), (status = 202, description = "queued past a soft limit", body = WorkerQueued),
+        (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 429, body = ErrorBody)))]
 pub async fn register(
     State(app): State<AppState>,
     caller: Caller,
     Body(request): Body<RegisterRequest>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<Response, ApiError> {
     let justification = request
         .justification
         .unwrap_or_else(|| format!("{} starts a worker session", caller.address));
@@ -49,15 +47,16 @@ pub async fn register(
         Effect::WorkerQueued { ticket, position } => {
             return Ok((
                 StatusCode::ACCEPTED,
-                Json(json!({
-                    "status": "queued",
-                    "ticket": ticket,
-                    "worker": ticket,
-                    "position": position,
-                    "message": "active_workers is past its soft limit; the session starts, with this id, when a place frees up (GET /v1/workers/{id})",
-                    "warnings": super::warnings_json(std::slice::from_ref(&outcome.primary.reason)),
-                })),
-            ))
+                Json(WorkerQueued {
+                    status: "queued".into(),
+                    ticket,
+                    worker: ticket,
+                    position,
+                    message: "active_workers is past its soft limit; the session starts, with this id, when a place frees up (GET /v1/workers/{id})".into(),
+                    warnings: vec![Explained::of(&outcome.primary.reason)],
+                }),
+            )
+                .into_response())
         }
         _ => return Err(ApiError::internal("a registration without its session")),
     };
@@ -65,21 +64,25 @@ pub async fn register(
     let config = state.task_config().expect("genesis applied");
     Ok((
         StatusCode::CREATED,
-        Json(json!({
-            "worker": worker,
-            "heartbeat_ms": config.worker_heartbeat_ms,
-            "timeout_ms": config.worker_timeout_ms,
-            "lease_ms": config.lease_ms,
-            "warnings": super::warnings_json(&outcome.primary.warnings),
-        })),
-    ))
+        Json(WorkerRegistered {
+            worker,
+            heartbeat_ms: config.worker_heartbeat_ms,
+            timeout_ms: config.worker_timeout_ms,
+            lease_ms: config.lease_ms,
+            warnings: Explained::all(&outcome.primary.warnings),
+        }),
+    )
+        .into_response())
 }
 
+/// Keeps a session alive until the returned deadline.
+#[utoipa::path(post, path = "/v1/workers/{id}/heartbeat", tag = "workers", params(("id" = u64, Path)),
+    responses((status = 200, body = WorkerHeartbeat), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 410, body = ErrorBody)))]
 pub async fn heartbeat(
     State(app): State<AppState>,
     caller: Caller,
     Segment(id): Segment<u64>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<WorkerHeartbeat>, ApiError> {
     let outcome = app
         .decide(
             caller.id,
@@ -90,16 +93,21 @@ pub async fn heartbeat(
     let Effect::WorkerRegistered { deadline_ms, .. } = outcome.primary.effect else {
         return Err(ApiError::internal("a heartbeat without its deadline"));
     };
-    Ok(Json(
-        json!({ "worker": id, "state": "active", "deadline": colony_log::audit::format_time(deadline_ms) }),
-    ))
+    Ok(Json(WorkerHeartbeat {
+        worker: id,
+        state: "active".into(),
+        deadline: colony_api::format_time(deadline_ms),
+    }))
 }
 
+/// Ends a session gracefully (its leases go back on the board).
+#[utoipa::path(delete, path = "/v1/workers/{id}", tag = "workers", params(("id" = u64, Path)),
+    responses((status = 200, body = WorkerLeft), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 410, body = ErrorBody)))]
 pub async fn leave(
     State(app): State<AppState>,
     caller: Caller,
     Segment(id): Segment<u64>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<WorkerLeft>, ApiError> {
     let outcome = app
         .decide(
             caller.id,
@@ -107,23 +115,29 @@ pub async fn leave(
             CommandBody::LeaveWorker { worker: id },
         )
         .await?;
-    Ok(Json(
-        json!({ "worker": id, "state": "left", "effect": outcome.primary.effect }),
-    ))
+    Ok(Json(WorkerLeft {
+        worker: id,
+        state: "left".into(),
+        effect: effect_json(&outcome.primary.effect),
+    }))
 }
 
-pub async fn list(State(app): State<AppState>, _caller: Caller) -> Json<Value> {
+/// Every worker session.
+#[utoipa::path(get, path = "/v1/workers", tag = "workers", responses((status = 200, body = WorkerList)))]
+pub async fn list(State(app): State<AppState>, _caller: Caller) -> Json<WorkerList> {
     let state = app.shared.state.read().expect("state lock");
-    let workers: Vec<Value> = state.workers().map(|w| worker_json(&state, w)).collect();
-    Json(json!({ "workers": workers }))
+    let workers = state.workers().map(|w| worker_view(&state, w)).collect();
+    Json(WorkerList { workers })
 }
 
 /// One session; 404 until a queued registration is admitted.
+#[utoipa::path(get, path = "/v1/workers/{id}", tag = "workers", params(("id" = u64, Path)),
+    responses((status = 200, body = WorkerView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn one(
     State(app): State<AppState>,
     _caller: Caller,
     Segment(id): Segment<u64>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<WorkerView>, ApiError> {
     let state = app.shared.state.read().expect("state lock");
     let worker = state.worker(id).ok_or_else(|| {
         ApiError::new(
@@ -132,12 +146,15 @@ pub async fn one(
             format!("no worker session {id} (a queued registration appears once admitted)"),
         )
     })?;
-    Ok(Json(worker_json(&state, worker)))
+    Ok(Json(worker_view(&state, worker)))
 }
 
-fn worker_json(state: &colony_kernel::State, w: &colony_kernel::workers::WorkerSession) -> Value {
+fn worker_view(
+    state: &colony_kernel::State,
+    w: &colony_kernel::workers::WorkerSession,
+) -> WorkerView {
     let heartbeat_ms = state.task_config().map_or(0, |c| c.worker_heartbeat_ms);
-    let time = colony_log::audit::format_time;
+    let time = colony_api::format_time;
     let health = match w.state {
         WorkerState::Active if now_ms().saturating_sub(w.last_heartbeat_ms) > heartbeat_ms => {
             "late"
@@ -145,24 +162,25 @@ fn worker_json(state: &colony_kernel::State, w: &colony_kernel::workers::WorkerS
         WorkerState::Active => "healthy",
         other => other.as_str(),
     };
-    json!({
-        "worker": w.id,
-        "principal": w.address,
-        "capabilities": w.capabilities,
-        "model": w.model,
-        "profile": w.profile,
-        "state": w.state.as_str(),
-        "health": health,
-        "registered_at": time(w.registered_at_ms),
-        "last_heartbeat": time(w.last_heartbeat_ms),
-        "deadline": (w.state == WorkerState::Active).then(|| time(w.deadline_ms)),
-        "tasks": state.worker_tasks(w.id),
-        "evidence": w.evidence,
-    })
+    WorkerView {
+        worker: w.id,
+        principal: w.address.clone(),
+        capabilities: w.capabilities.clone(),
+        model: w.model.clone(),
+        profile: w.profile.clone(),
+        state: w.state.as_str().to_string(),
+        health: health.to_string(),
+        registered_at: time(w.registered_at_ms),
+        last_heartbeat: time(w.last_heartbeat_ms),
+        deadline: (w.state == WorkerState::Active).then(|| time(w.deadline_ms)),
+        tasks: state.worker_tasks(w.id),
+        evidence: w.evidence.clone(),
+    }
 }
 
 /// The supervisor's profiles: processes running, desired count, crashes.
-pub async fn supervisor(State(app): State<AppState>, _caller: Caller) -> Json<Value> {
+#[utoipa::path(get, path = "/v1/supervisor", tag = "workers", responses((status = 200, body = SupervisorView)))]
+pub async fn supervisor(State(app): State<AppState>, _caller: Caller) -> Json<SupervisorView> {
     let profiles = app.shared.supervisor.lock().expect("status lock").clone();
-    Json(json!({ "profiles": profiles }))
+    Json(SupervisorView { profiles })
 }

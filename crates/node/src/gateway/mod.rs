@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use colony_kernel::PrincipalId;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 pub use config::{GatewayConfig, Model, Upstream, UpstreamKind};
 
@@ -95,18 +95,20 @@ impl Refusal {
 
     /// The body OpenAI clients parse: `{"error":{"message","type","param","code"}}`,
     /// with Colony's numbers under `colony`.
-    pub fn openai_body(&self) -> Value {
-        json!({"error": {
-            "message": self.message,
-            "type": self.kind,
-            "param": null,
-            "code": self.code,
-            "colony": self.details,
-        }})
+    pub fn openai_body(&self) -> colony_api::gateway::OpenAiError {
+        colony_api::gateway::OpenAiError {
+            error: colony_api::gateway::OpenAiErrorDetail {
+                message: self.message.clone(),
+                kind: self.kind.to_string(),
+                param: None,
+                code: self.code.to_string(),
+                colony: self.details.clone(),
+            },
+        }
     }
 
     /// The body Anthropic clients parse.
-    pub fn anthropic_body(&self) -> Value {
+    pub fn anthropic_body(&self) -> colony_api::gateway::AnthropicError {
         let kind = match self.status {
             400 => "invalid_request_error",
             401 => "authentication_error",
@@ -115,7 +117,15 @@ impl Refusal {
             429 => "rate_limit_error",
             _ => "api_error",
         };
-        json!({"type": "error", "error": {"type": kind, "message": self.message, "code": self.code, "colony": self.details}})
+        colony_api::gateway::AnthropicError {
+            kind: "error".into(),
+            error: colony_api::gateway::AnthropicErrorDetail {
+                kind: kind.into(),
+                message: self.message.clone(),
+                code: self.code.to_string(),
+                colony: self.details.clone(),
+            },
+        }
     }
 }
 

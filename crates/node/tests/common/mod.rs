@@ -132,8 +132,14 @@ pub async fn create_principal(
     (address, response["token"].as_str().unwrap().to_string())
 }
 
-/// The Python packages the tests drive the node with (the clients users have).
-const PYTHON_REQUIREMENTS: &[&str] = &["websockets>=13,<18", "openai>=1.40", "anthropic>=0.40"];
+/// The Python packages the tests drive the node with (the clients users have, and
+/// Schemathesis, which holds the node to its OpenAPI document).
+const PYTHON_REQUIREMENTS: &[&str] = &[
+    "websockets>=13,<18",
+    "openai>=1.40",
+    "anthropic>=0.40",
+    "schemathesis>=4,<5",
+];
 
 /// A Python with [`PYTHON_REQUIREMENTS`], in a virtual environment under the target
 /// directory, made once from PyPI and shared by every test (a lock file keeps two
