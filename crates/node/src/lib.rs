@@ -24,9 +24,9 @@ pub mod api;
 pub mod auth;
 mod edge;
 mod error;
-pub mod gateway;
 pub mod genesis;
 pub mod listener;
+pub mod mock_llm;
 mod node;
 pub mod supervisor;
 pub mod tls;
@@ -39,3 +39,10 @@ pub(crate) use colony_pipeline::metrics;
 /// The durable pipeline, from its own crate (re-exported where it used to live).
 pub use colony_pipeline::{fatal, sequencer};
 pub use node::{Node, NodeConfig};
+
+/// The LLM gateway, from its own crate, and the mock upstream that tests, benchmarks
+/// and `colony mock-llm` serve.
+pub mod gateway {
+    pub use crate::mock_llm as mock;
+    pub use colony_gateway::*;
+}

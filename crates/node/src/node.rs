@@ -181,10 +181,11 @@ impl Node {
             "LLM gateway ready"
         );
         let gateway =
-            crate::gateway::Gateway::new(gateway_config).map_err(|message| NodeError::Io {
-                context: "LLM gateway".into(),
-                source: std::io::Error::other(message),
-            })?;
+            crate::gateway::Gateway::new(gateway_config, Arc::clone(&state), submitter.clone())
+                .map_err(|message| NodeError::Io {
+                    context: "LLM gateway".into(),
+                    source: std::io::Error::other(message),
+                })?;
         let supervisor_status: crate::supervisor::SupervisorStatus = Default::default();
         let shared = Arc::new(Shared {
             gateway,

@@ -9,9 +9,9 @@ use std::path::Path;
 use colony_kernel::Priority;
 use serde::Deserialize;
 
-use crate::genesis::{parse_duration_ms, parse_usd, ConfigError, Source};
+use colony_config::{parse_duration_ms, parse_usd, ConfigError, Source};
 
-pub const DEFAULT_PROVIDERS_TOML: &str = include_str!("../../../../config/genesis/providers.toml");
+pub const DEFAULT_PROVIDERS_TOML: &str = include_str!("../../../config/genesis/providers.toml");
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum UpstreamKind {

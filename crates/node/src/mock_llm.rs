@@ -99,7 +99,7 @@ fn answer(messages: &[Value], extra_messages: u64, max_tokens: u64) -> (String, 
         .iter()
         .rev()
         .find(|m| m["role"] == "user")
-        .map(|m| super::scripted::content_text(&m["content"]))
+        .map(|m| colony_gateway::scripted::content_text(&m["content"]))
         .unwrap_or_default();
     let text = format!("mock answer: {}", last.chars().take(80).collect::<String>());
     (

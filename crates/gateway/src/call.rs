@@ -1,0 +1,323 @@
+//! One call's life after it is prepared: the models of the chain tried in order, each
+//! through the upstream that serves it, with one loop for both dialects (OpenAI's chat
+//! completions, Anthropic's messages) and for streams; the answer settled once.
+//!
+//! An upstream that speaks the caller's dialect gets the caller's request as it came
+//! (but for the model's name) and its answer goes back as it came; a refusal from it
+//! (4xx) is the caller's mistake, relayed with nothing charged. Otherwise the call
+//! goes in OpenAI's shape and comes back turned into Anthropic's; a refusal there is
+//! a failure of that model, and the next one is tried. 5xx, timeouts and unreachable
+//! upstreams fall through to the next model; every key rate-limited too, and when
+//! that is all that happened the answer is 429 with the shortest wait.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde_json::{json, Value};
+
+use crate::relay::Relay;
+use crate::sse::{Data, ToAnthropic, Watch};
+use crate::{cost_micro_usd, scripted, Attempt, Gateway, Model, Prepared, Refusal, UpstreamKind};
+
+/// The API shape a caller speaks (and its errors take).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dialect {
+    OpenAi,
+    Anthropic,
+}
+
+/// A prepared call's request.
+pub struct CallRequest {
+    pub dialect: Dialect,
+    pub stream: bool,
+    /// The call in OpenAI's chat shape: what OpenAI-compatible and scripted
+    /// upstreams get (the caller's own body for [`Dialect::OpenAi`]).
+    pub chat: Value,
+    /// The caller's Anthropic request, sent as it is to Anthropic upstreams.
+    pub anthropic: Option<Value>,
+    /// The caller's `anthropic-version` header.
+    pub anthropic_version: Option<String>,
+}
+
+/// How a call ended.
+pub enum Answer {
+    /// A whole answer in the caller's dialect, settled: JSON, or a scripted event
+    /// stream in one piece.
+    Whole {
+        body: Bytes,
+        event_stream: bool,
+        model: String,
+        reserved: u64,
+        cost: u64,
+    },
+    /// An upstream's event stream, relayed as it comes; settled when it ends.
+    Stream {
+        relay: Box<Relay>,
+        model: String,
+        reserved: u64,
+    },
+    /// The upstream refused the request as the caller sent it: its answer as it
+    /// came; nothing charged.
+    Relayed { status: u16, body: Bytes },
+    /// Refused: no upstream answered (the reservation is released).
+    Refused(Refusal),
+}
+
+static SCRIPTED_IDS: AtomicU64 = AtomicU64::new(1);
+
+impl Prepared {
+    /// Settles the call at `tokens` on `model` (before answering when it is for a
+    /// task) and answers `body`.
+    async fn whole(
+        mut self,
+        model: &Model,
+        tokens: (u64, u64),
+        how: &str,
+        body: Bytes,
+        event_stream: bool,
+    ) -> Answer {
+        let cost = cost_micro_usd(model, tokens.0, tokens.1);
+        self.settlement
+            .settle_answered(&model.name, tokens, cost, how)
+            .await;
+        Answer::Whole {
+            body,
+            event_stream,
+            model: model.name.clone(),
+            reserved: self.reserved,
+            cost,
+        }
+    }
+}
+
+impl Gateway {
+    /// Tries the prepared call's chain until a model answers.
+    pub async fn call(
+        self: &Arc<Gateway>,
+        mut prepared: Prepared,
+        mut request: CallRequest,
+    ) -> Answer {
+        let mut failures = Vec::new();
+        let mut rate_limited = None;
+        for model in prepared.chain.clone() {
+            let kind = self.config.upstreams[&model.upstream].kind;
+            let attempt = match (kind, request.dialect) {
+                (UpstreamKind::Scripted, _) => {
+                    return scripted_answer(prepared, &request, &model).await
+                }
+                (UpstreamKind::Anthropic, Dialect::OpenAi) => {
+                    failures.push(format!(
+                        "{}: an Anthropic upstream serves /v1/messages, not chat completions",
+                        model.name
+                    ));
+                    continue;
+                }
+                (UpstreamKind::Anthropic, Dialect::Anthropic) => {
+                    let Some(outgoing) = request.anthropic.as_mut() else {
+                        failures.push(format!("{}: no Anthropic request to send", model.name));
+                        continue;
+                    };
+                    outgoing["model"] = json!(model.upstream_model);
+                    let version = request.anthropic_version.as_deref();
+                    self.attempt(&model, "/messages", outgoing, version).await
+                }
+                (UpstreamKind::OpenAi, _) => {
+                    // The body goes on as it is but for the model's name (and, on a
+                    // stream, the usage chunk): no copy on the hot path.
+                    request.chat["model"] = json!(model.upstream_model);
+                    if request.stream {
+                        request.chat["stream"] = json!(true);
+                        request.chat["stream_options"] = json!({"include_usage": true});
+                    }
+                    self.attempt(&model, "/chat/completions", &request.chat, None)
+                        .await
+                }
+            };
+            let passthrough = matches!(
+                (kind, request.dialect),
+                (UpstreamKind::OpenAi, Dialect::OpenAi)
+                    | (UpstreamKind::Anthropic, Dialect::Anthropic)
+            );
+            match attempt {
+                Attempt::Response(response) if response.status().is_success() => {
+                    if request.stream {
+                        let translate = (!passthrough).then(|| ToAnthropic::new(&model.name));
+                        let reserved = prepared.reserved;
+                        let name = model.name.clone();
+                        return Answer::Stream {
+                            relay: Box::new(Relay::new(response, translate, model, prepared)),
+                            model: name,
+                            reserved,
+                        };
+                    }
+                    let bytes = match response.bytes().await {
+                        Ok(bytes) => bytes,
+                        Err(error) => {
+                            failures.push(format!("{}: the answer broke off: {error}", model.name));
+                            continue;
+                        }
+                    };
+                    let answer: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+                    let (tokens, how) = match usage_of(&answer) {
+                        Some(tokens) => (tokens, "usage from the upstream"),
+                        // No usage: charge the bound (never less than what was used).
+                        None => (
+                            (prepared.input_bound, prepared.max_tokens),
+                            "no usage reported: charged the bound",
+                        ),
+                    };
+                    let body = if passthrough {
+                        bytes
+                    } else {
+                        Bytes::from(to_anthropic(&answer, &model.name, tokens).to_string())
+                    };
+                    return prepared.whole(&model, tokens, how, body, false).await;
+                }
+                Attempt::Response(response) if passthrough => {
+                    let status = response.status();
+                    prepared
+                        .settlement
+                        .release(&format!("{} answered {status}", model.name));
+                    let body = response.bytes().await.unwrap_or_default();
+                    return Answer::Relayed {
+                        status: status.as_u16(),
+                        body,
+                    };
+                }
+                Attempt::Response(response) => {
+                    failures.push(format!("{}: answered {}", model.name, response.status()));
+                }
+                Attempt::RateLimited { retry_after_secs } => {
+                    failures.push(format!("{}: every key is rate-limited", model.name));
+                    rate_limited = Some(
+                        rate_limited.map_or(retry_after_secs, |s: u64| s.min(retry_after_secs)),
+                    );
+                }
+                Attempt::Failed(why) => failures.push(format!("{}: {why}", model.name)),
+            }
+        }
+        prepared.settlement.release("every upstream failed");
+        Answer::Refused(no_upstream_answered(failures, rate_limited))
+    }
+}
+
+/// 429 when rate limits were all that stood in the way, 502 otherwise.
+fn no_upstream_answered(failures: Vec<String>, rate_limited: Option<u64>) -> Refusal {
+    match rate_limited {
+        Some(secs) if failures.iter().all(|f| f.contains("rate-limited")) => {
+            let mut refusal = Refusal::new(
+                429,
+                "rate_limit_exceeded",
+                "rate_limited",
+                format!(
+                    "the upstream rate-limited every key: {}",
+                    failures.join("; ")
+                ),
+            )
+            .with("retry_after", secs);
+            refusal.retry_after_secs = Some(secs);
+            refusal
+        }
+        _ => Refusal::new(
+            502,
+            "api_error",
+            "upstream_failed",
+            format!("no upstream answered: {}", failures.join("; ")),
+        )
+        .with("tried", failures),
+    }
+}
+
+/// The offline provider's answer, in the caller's dialect, streamed or not.
+async fn scripted_answer(prepared: Prepared, request: &CallRequest, model: &Model) -> Answer {
+    let id = SCRIPTED_IDS.fetch_add(1, Ordering::Relaxed);
+    let (max_tokens, input_bound) = (prepared.max_tokens, prepared.input_bound);
+    if request.stream {
+        let events = scripted::stream_events(&request.chat, &model.name, max_tokens, id);
+        let (body, tokens) = match request.dialect {
+            Dialect::OpenAi => {
+                let text = events.concat();
+                let tokens = sse_tokens(text.as_bytes(), input_bound);
+                (text, tokens)
+            }
+            Dialect::Anthropic => scripted_anthropic_stream(&events, model, input_bound),
+        };
+        return prepared
+            .whole(model, tokens, "scripted, streamed", Bytes::from(body), true)
+            .await;
+    }
+    let answer = scripted::completion(&request.chat, &model.name, max_tokens, id);
+    let tokens = usage_of(&answer).unwrap_or((input_bound, max_tokens));
+    let body = match request.dialect {
+        Dialect::OpenAi => answer,
+        Dialect::Anthropic => to_anthropic(&answer, &model.name, tokens),
+    };
+    prepared
+        .whole(
+            model,
+            tokens,
+            "scripted",
+            Bytes::from(body.to_string()),
+            false,
+        )
+        .await
+}
+
+/// The tokens an answer's `usage` reports (OpenAI's or Anthropic's names).
+pub fn usage_of(value: &Value) -> Option<(u64, u64)> {
+    let usage = value.get("usage").filter(|u| u.is_object())?;
+    let input = usage["prompt_tokens"]
+        .as_u64()
+        .or(usage["input_tokens"].as_u64())?;
+    let output = usage["completion_tokens"]
+        .as_u64()
+        .or(usage["output_tokens"].as_u64())?;
+    Some((input, output))
+}
+
+/// An OpenAI chat completion as Anthropic's message.
+fn to_anthropic(answer: &Value, model: &str, tokens: (u64, u64)) -> Value {
+    let text = answer["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap_or("");
+    let stop = match answer["choices"][0]["finish_reason"].as_str() {
+        Some("length") => "max_tokens",
+        _ => "end_turn",
+    };
+    json!({
+        "id": answer["id"], "type": "message", "role": "assistant", "model": model,
+        "content": [{"type": "text", "text": text}],
+        "stop_reason": stop, "stop_sequence": null,
+        "usage": {"input_tokens": tokens.0, "output_tokens": tokens.1},
+    })
+}
+
+/// Follows a whole SSE text (scripted streams): the tokens to charge.
+fn sse_tokens(text: &[u8], input_bound: u64) -> (u64, u64) {
+    let mut watch = Watch::default();
+    watch.feed(text);
+    watch.tokens(input_bound)
+}
+
+/// The same scripted stream in Anthropic's events: the body and the tokens charged.
+fn scripted_anthropic_stream(
+    events: &[String],
+    model: &Model,
+    input_bound: u64,
+) -> (String, (u64, u64)) {
+    let mut watch = Watch::default();
+    let mut to = ToAnthropic::new(&model.name);
+    let mut out = String::new();
+    for event in events {
+        for data in watch.feed(event.as_bytes()) {
+            match data {
+                Data::Json(chunk) => to.chunk(&chunk, &mut out),
+                Data::Done => to.finish(watch.tokens(input_bound), &mut out),
+            }
+        }
+    }
+    let tokens = watch.tokens(input_bound);
+    to.finish(tokens, &mut out);
+    (out, tokens)
+}

@@ -1,0 +1,204 @@
+//! Everything decided before an upstream is called: the request checked, the model
+//! routed and its fallback chain priced at the worst case, the principal's allowance
+//! and the task's budget checked, and the cost reserved through the kernel.
+
+use std::sync::Arc;
+
+use colony_kernel::{CommandBody, Effect, PrincipalId, Resource};
+use serde_json::Value;
+
+use crate::settle::Settlement;
+use crate::{cost_micro_usd, denial, input_token_bound, invalid, Gateway, Model, Refusal};
+
+/// Who makes a call.
+#[derive(Clone, Copy, Debug)]
+pub struct Caller<'a> {
+    pub id: PrincipalId,
+    pub address: &'a str,
+}
+
+/// A call admitted and reserved, ready for [`Gateway::call`].
+pub struct Prepared {
+    pub(crate) chain: Vec<Model>,
+    pub(crate) input_bound: u64,
+    pub(crate) max_tokens: u64,
+    /// Micro-dollars reserved for the worst case of the chain.
+    pub reserved: u64,
+    pub(crate) settlement: Settlement,
+}
+
+/// The task a call is made for, as its lease holder sees it.
+struct ForTask {
+    address: String,
+    token: u64,
+    capabilities: Vec<String>,
+    priority: colony_kernel::Priority,
+    remaining: Option<u64>,
+}
+
+impl Gateway {
+    /// Checks `body` (OpenAI's chat shape), routes the model (`auto` by the task's
+    /// capabilities and priority), admits the call within `caller`'s allowance and
+    /// reserves its worst-case cost from its `llm_budget_usd`. `task` is the task the
+    /// call is for (the `X-Colony-Task` header); the caller must hold its lease.
+    pub async fn prepare(
+        self: &Arc<Gateway>,
+        caller: Caller<'_>,
+        task: Option<&str>,
+        body: &Value,
+    ) -> Result<Prepared, Refusal> {
+        let config = &self.config;
+        if !body.is_object() {
+            return Err(invalid("the body must be a JSON object"));
+        }
+        let requested = body["model"]
+            .as_str()
+            .ok_or_else(|| invalid("`model` is required (GET /v1/models lists them)"))?;
+        if !body["messages"].is_array() {
+            return Err(invalid("`messages` must be an array"));
+        }
+        let task = task
+            .map(|address| self.task_of(caller, address))
+            .transpose()?;
+        let model_name = match (requested, &task) {
+            ("auto", Some(task)) => config.route(&task.capabilities, task.priority).to_string(),
+            ("auto", None) => config.default_model.clone(),
+            (name, _) => name.to_string(),
+        };
+        let model = config.resolve(&model_name).cloned().ok_or_else(|| {
+            Refusal::new(
+                404,
+                "invalid_request_error",
+                "model_not_found",
+                format!("no model {requested:?} here; GET /v1/models lists them"),
+            )
+        })?;
+        let max_tokens = body["max_tokens"]
+            .as_u64()
+            .or(body["max_completion_tokens"].as_u64())
+            .unwrap_or(model.max_output_tokens);
+        let input_bound = input_token_bound(body);
+        let chain = self.chain(&model);
+        let reserved = chain
+            .iter()
+            .map(|m| cost_micro_usd(m, input_bound, max_tokens))
+            .max()
+            .unwrap_or(0)
+            .max(1);
+        if let Some(ForTask {
+            address,
+            remaining: Some(remaining),
+            ..
+        }) = &task
+        {
+            if *remaining < reserved {
+                return Err(Refusal::new(
+                    429,
+                    "insufficient_quota",
+                    "insufficient_resource",
+                    format!(
+                        "task {address} has {remaining} micro-USD of budget left; this call may cost up to {reserved} \
+                         ({input_bound} input tokens at most + {max_tokens} output tokens on {})",
+                        model.name
+                    ),
+                )
+                .with("resource", "task_budget")
+                .with("task", address.as_str())
+                .with("requested", reserved)
+                .with("available", *remaining));
+            }
+        }
+        let now_ms = colony_pipeline::sequencer::now_ms();
+        let admission = self.admit(caller.id, input_bound + max_tokens, now_ms)?;
+        let mut justification = format!(
+            "llm call to {}: at most {input_bound} input + {max_tokens} output tokens{}",
+            model.name,
+            task.as_ref()
+                .map(|t| format!(", for task {}", t.address))
+                .unwrap_or_default()
+        );
+        if config.log_prompts {
+            let prompt = body["messages"].to_string();
+            let room =
+                colony_kernel::JUSTIFICATION_BYTES_MAX.saturating_sub(justification.len() + 16);
+            let mut end = prompt.len().min(room);
+            while !prompt.is_char_boundary(end) {
+                end -= 1;
+            }
+            justification.push_str(&format!("; prompt: {}", &prompt[..end]));
+        }
+        let outcome = self
+            .submitter
+            .submit_decided(
+                caller.id,
+                justification,
+                CommandBody::Reserve {
+                    resource: Resource::LlmBudgetUsd,
+                    amount: reserved,
+                    ttl_ms: Some(config.timeout_ms * 2 + 60_000),
+                },
+            )
+            .await
+            .map_err(|error| Refusal::new(503, "api_error", error.code, error.message))?;
+        let reservation = match (&outcome.primary.decision, &outcome.primary.effect) {
+            (decision, Effect::Reserved { reservation, .. }) if decision.is_allowed() => {
+                *reservation
+            }
+            _ => return Err(denial(&outcome.primary.reason, outcome.at_ms)),
+        };
+        Ok(Prepared {
+            chain,
+            input_bound,
+            max_tokens,
+            reserved,
+            settlement: Settlement {
+                submitter: self.submitter.clone(),
+                caller: caller.id,
+                reservation,
+                // Only a task with a budget is charged (subtasks of a decomposition
+                // have none of their own unless their poster gave them one).
+                task: task
+                    .filter(|t| t.remaining.is_some())
+                    .map(|t| (t.address, t.token)),
+                admission: Some(admission),
+                done: false,
+                note: format!("{} for {}", model.name, caller.address),
+            },
+        })
+    }
+
+    /// The task at `address`, whose lease `caller` must hold.
+    fn task_of(&self, caller: Caller<'_>, address: &str) -> Result<ForTask, Refusal> {
+        let state = self.state.read().expect("state lock");
+        let task = state.task(address).ok_or_else(|| {
+            Refusal::new(
+                404,
+                "invalid_request_error",
+                "not_found",
+                format!("no task {address}"),
+            )
+        })?;
+        let lease = task
+            .lease
+            .as_ref()
+            .filter(|lease| lease.holder == caller.id)
+            .ok_or_else(|| {
+                Refusal::new(
+                    403,
+                    "permission_error",
+                    "forbidden",
+                    format!(
+                        "{} does not hold the lease of task {address}: claim it first",
+                        caller.address
+                    ),
+                )
+            })?;
+        Ok(ForTask {
+            address: address.to_string(),
+            token: lease.token,
+            capabilities: task.capabilities.clone(),
+            priority: task.priority,
+            remaining: task.budget.as_ref().map(|b| b.remaining_micro_usd),
+        })
+    }
+}

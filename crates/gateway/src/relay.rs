@@ -1,0 +1,149 @@
+//! Relaying an upstream's event stream to the caller, as it comes or turned into
+//! Anthropic's events, watching it for the usage, and settling when it ends, breaks
+//! off, or the caller goes away.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use futures_util::Stream;
+
+use crate::settle::Settlement;
+use crate::sse::{Data, ToAnthropic, Watch};
+use crate::{cost_micro_usd, Model, Prepared};
+
+/// An upstream's SSE stream on its way to the caller. A call made for a task holds
+/// back the stream's last event (`[DONE]`, `message_stop`) until the task's charge is
+/// decided, so that the charge lands while the caller still holds the lease.
+pub struct Relay {
+    inner: Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>,
+    watch: Watch,
+    /// Set when OpenAI chunks are relayed as Anthropic events.
+    translate: Option<ToAnthropic>,
+    model: Model,
+    input_bound: u64,
+    settlement: Option<Settlement>,
+    /// A task's charge being decided, and the bytes held back until it is.
+    settling: Option<(tokio::task::JoinHandle<()>, Bytes)>,
+    ended: bool,
+}
+
+impl Relay {
+    pub(crate) fn new(
+        response: reqwest::Response,
+        translate: Option<ToAnthropic>,
+        model: Model,
+        prepared: Prepared,
+    ) -> Relay {
+        Relay {
+            inner: Box::pin(response.bytes_stream()),
+            watch: Watch::default(),
+            translate,
+            model,
+            input_bound: prepared.input_bound,
+            settlement: Some(prepared.settlement),
+            settling: None,
+            ended: false,
+        }
+    }
+
+    /// Settles once; for a call made for a task, the settlement to wait for.
+    fn finish(&mut self, how: &str) -> Option<tokio::task::JoinHandle<()>> {
+        let mut settlement = self.settlement.take()?;
+        let for_task = settlement.for_task();
+        let tokens = self.watch.tokens(self.input_bound);
+        let actual = cost_micro_usd(&self.model, tokens.0, tokens.1);
+        let how = if self.watch.usage_reported() {
+            how.to_string()
+        } else {
+            format!("{how}; no usage reported: input bound and output bytes charged")
+        };
+        let settled = settlement.settle(&self.model.name, tokens, actual, &how);
+        settled.filter(|_| for_task)
+    }
+
+    /// What goes to the caller for a piece of the upstream's stream, and whether it
+    /// holds the stream's last event.
+    fn relay(&mut self, bytes: Bytes) -> (Bytes, bool) {
+        let data = self.watch.feed(&bytes);
+        let last = data.iter().any(|d| match d {
+            Data::Done => true,
+            Data::Json(event) => event["type"] == "message_stop",
+        });
+        let Some(to) = self.translate.as_mut() else {
+            return (bytes, last);
+        };
+        let mut out = String::new();
+        for data in data {
+            match data {
+                Data::Json(chunk) => to.chunk(&chunk, &mut out),
+                Data::Done => to.finish(self.watch.tokens(self.input_bound), &mut out),
+            }
+        }
+        (Bytes::from(out), last)
+    }
+}
+
+impl Stream for Relay {
+    type Item = Result<Bytes, std::io::Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        loop {
+            if let Some((settled, _)) = self.settling.as_mut() {
+                if Pin::new(settled).poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                let (_, held) = self.settling.take().expect("checked");
+                if !held.is_empty() {
+                    return Poll::Ready(Some(Ok(held)));
+                }
+            }
+            if self.ended {
+                return Poll::Ready(None);
+            }
+            match self.inner.as_mut().poll_next(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Ok(bytes))) => {
+                    let (out, last) = self.relay(bytes);
+                    if last {
+                        if let Some(settled) = self.finish("streamed; usage from the upstream") {
+                            self.settling = Some((settled, out));
+                            continue;
+                        }
+                    }
+                    if !out.is_empty() {
+                        return Poll::Ready(Some(Ok(out)));
+                    }
+                }
+                Poll::Ready(Some(Err(error))) => {
+                    let _ = self.finish("the upstream stream broke off");
+                    self.ended = true;
+                    return Poll::Ready(Some(Err(std::io::Error::other(error))));
+                }
+                Poll::Ready(None) => {
+                    self.ended = true;
+                    let tokens = self.watch.tokens(self.input_bound);
+                    let mut tail = String::new();
+                    if let Some(to) = self.translate.as_mut() {
+                        to.finish(tokens, &mut tail);
+                    }
+                    let tail = Bytes::from(tail);
+                    if let Some(settled) = self.finish("streamed; usage from the upstream") {
+                        self.settling = Some((settled, tail));
+                        continue;
+                    }
+                    if !tail.is_empty() {
+                        return Poll::Ready(Some(Ok(tail)));
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        let _ = self.finish("the caller left mid-stream");
+    }
+}

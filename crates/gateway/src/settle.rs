@@ -1,0 +1,119 @@
+//! Settling a call exactly once: the actual cost committed (the rest of the
+//! reservation refunded) and the task charged in one `Settle` decision, or the whole
+//! reservation released when the call never happened, or released by `Drop` when
+//! the call ended without either (a caller gone, a panic).
+
+use colony_kernel::{CommandBody, PrincipalId};
+use colony_pipeline::Submitter;
+
+use crate::Admission;
+
+/// One call's reservation, until it is settled.
+pub struct Settlement {
+    pub(crate) submitter: Submitter,
+    pub(crate) caller: PrincipalId,
+    pub(crate) reservation: u64,
+    /// `(address, lease token)` when the call is charged to a task.
+    pub(crate) task: Option<(String, u64)>,
+    pub(crate) admission: Option<Admission>,
+    pub(crate) done: bool,
+    /// What the call was, for the warning when it ends unsettled.
+    pub(crate) note: String,
+}
+
+impl Settlement {
+    /// Commits `actual` micro-dollars for `tokens` (input, output) on `model`. The
+    /// returned task finishes once the commit (and the task's charge) are decided:
+    /// a call made for a task waits for it, so that the charge lands while the
+    /// caller still holds the lease.
+    pub(crate) fn settle(
+        &mut self,
+        model: &str,
+        tokens: (u64, u64),
+        actual: u64,
+        how: &str,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        if std::mem::replace(&mut self.done, true) {
+            return None;
+        }
+        if let Some(admission) = self.admission.take() {
+            admission.record_tokens(tokens.0 + tokens.1);
+        }
+        let submitter = self.submitter.clone();
+        let (caller, reservation, task) = (self.caller, self.reservation, self.task.clone());
+        let justification = format!(
+            "llm call to {model}: {} input + {} output tokens = {actual} micro-USD ({how}){}",
+            tokens.0,
+            tokens.1,
+            task.as_ref()
+                .map(|(a, _)| format!(", for task {a}"))
+                .unwrap_or_default()
+        );
+        // One decision: the commit and the task's charge land together.
+        Some(tokio::spawn(async move {
+            let _ = submitter
+                .submit_decided(
+                    caller,
+                    justification,
+                    CommandBody::Settle {
+                        reservation,
+                        actual,
+                        task,
+                    },
+                )
+                .await;
+        }))
+    }
+
+    /// Settles before the answer goes out when the call is charged to a task (so
+    /// that the charge lands while the caller holds the lease), in the background
+    /// otherwise.
+    pub(crate) async fn settle_answered(
+        &mut self,
+        model: &str,
+        tokens: (u64, u64),
+        actual: u64,
+        how: &str,
+    ) {
+        let settled = self.settle(model, tokens, actual, how);
+        if self.task.is_some() {
+            if let Some(settled) = settled {
+                let _ = settled.await;
+            }
+        }
+    }
+
+    /// Gives the whole reservation back (the call never happened).
+    pub(crate) fn release(&mut self, why: &str) {
+        if std::mem::replace(&mut self.done, true) {
+            return;
+        }
+        self.admission.take();
+        let submitter = self.submitter.clone();
+        let (caller, reservation) = (self.caller, self.reservation);
+        let justification = format!("llm call not made: {why}");
+        tokio::spawn(async move {
+            let _ = submitter
+                .submit_decided(caller, justification, CommandBody::Release { reservation })
+                .await;
+        });
+    }
+
+    /// Whether the call is charged to a task (and so settles before it answers).
+    pub(crate) fn for_task(&self) -> bool {
+        self.task.is_some()
+    }
+}
+
+impl Drop for Settlement {
+    fn drop(&mut self) {
+        if !self.done {
+            tracing::warn!(
+                reservation = self.reservation,
+                "an LLM call ended without settling: {}",
+                self.note
+            );
+            self.release("the call ended before it settled");
+        }
+    }
+}
