@@ -102,6 +102,8 @@ fn print_proposal(proposal: &ProposalView) {
 }
 
 pub async fn limits(command: LimitsCommand) -> anyhow::Result<ExitCode> {
+    // A brake and a proposal take the same arguments; a brake applies at once.
+    let brake = matches!(command, LimitsCommand::Brake { .. });
     match command {
         LimitsCommand::Brake {
             limit,
@@ -109,19 +111,8 @@ pub async fn limits(command: LimitsCommand) -> anyhow::Result<ExitCode> {
             hard,
             justification,
             remote,
-        } => {
-            let client = Client::new(&remote)?;
-            let body = proposal_body(&limit, &soft, &hard, &justification, true)?;
-            call(
-                &remote,
-                client.post("/v1/proposals", &body),
-                |proposal: &ProposalView| {
-                    println!("brake applied to {limit} (proposal {})", proposal.id);
-                },
-            )
-            .await
         }
-        LimitsCommand::Propose {
+        | LimitsCommand::Propose {
             limit,
             soft,
             hard,
@@ -129,8 +120,16 @@ pub async fn limits(command: LimitsCommand) -> anyhow::Result<ExitCode> {
             remote,
         } => {
             let client = Client::new(&remote)?;
-            let body = proposal_body(&limit, &soft, &hard, &justification, false)?;
-            call(&remote, client.post("/v1/proposals", &body), print_proposal).await
+            let body = proposal_body(&limit, &soft, &hard, &justification, brake)?;
+            call(
+                &remote,
+                client.post("/v1/proposals", &body),
+                |proposal: &ProposalView| match brake {
+                    true => println!("brake applied to {limit} (proposal {})", proposal.id),
+                    false => print_proposal(proposal),
+                },
+            )
+            .await
         }
         LimitsCommand::Vote {
             proposal,
@@ -400,16 +399,14 @@ pub async fn import_hypernet(
             .join(" ");
         rows.push(vec![change.what.clone(), values, result]);
     }
-    if remote.json {
-        crate::output::json(
-            &json!({ "changes": changes.iter().map(|c| &c.body).collect::<Vec<_>>(), "results": results, "skipped": skipped }),
-        );
-    } else {
-        table(&["WHAT", "IMPORTED", "RESULT"], &rows);
-        for line in &skipped {
-            println!("skipped {line}");
-        }
-    }
+    let summary = json!({ "changes": changes.iter().map(|c| &c.body).collect::<Vec<_>>(), "results": results, "skipped": skipped });
+    crate::output::import_report(
+        remote.json,
+        &summary,
+        &["WHAT", "IMPORTED", "RESULT"],
+        &rows,
+        &skipped,
+    );
     Ok(ExitCode::SUCCESS)
 }
 

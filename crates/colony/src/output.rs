@@ -55,3 +55,22 @@ pub fn text(value: &Value) -> String {
         other => other.to_string(),
     }
 }
+
+/// What an import did: `summary` as JSON for scripts, or the table of `rows` and the
+/// lines skipped for people.
+pub fn import_report(
+    as_json: bool,
+    summary: &Value,
+    headers: &[&str],
+    rows: &[Vec<String>],
+    skipped: &[String],
+) {
+    if as_json {
+        json(summary);
+        return;
+    }
+    table(headers, rows);
+    for line in skipped {
+        println!("skipped {line}");
+    }
+}

@@ -371,14 +371,14 @@ pub async fn import_board(
         };
         rows.push(vec![id, body.title.clone(), result]);
     }
-    if remote.json {
-        crate::output::json(&json!({ "posted": addresses, "skipped": skipped }));
-    } else {
-        table(&["OLD ID", "TITLE", "RESULT"], &rows);
-        for line in &skipped {
-            println!("skipped {line}");
-        }
-    }
+    let summary = json!({ "posted": addresses, "skipped": skipped });
+    crate::output::import_report(
+        remote.json,
+        &summary,
+        &["OLD ID", "TITLE", "RESULT"],
+        &rows,
+        &skipped,
+    );
     Ok(ExitCode::SUCCESS)
 }
 

@@ -199,11 +199,31 @@ pub async fn run(options: WorkerOptions, remote: Remote) -> anyhow::Result<ExitC
     }
 }
 
-/// A request on the lease `token` holds: its token and the rest of `request`.
-fn on_lease(token: u64, request: LeaseRequest) -> LeaseRequest {
-    LeaseRequest {
-        lease_token: token,
-        ..request
+/// The holder of a task's lease, acting on it.
+struct Lease<'a> {
+    client: &'a Client,
+    address: &'a str,
+    token: u64,
+}
+
+impl Lease<'_> {
+    /// `POST /v1/tasks/{address}/{action}` with the lease's token.
+    async fn act(&self, action: &str, request: LeaseRequest) -> anyhow::Result<TaskView> {
+        let request = LeaseRequest {
+            lease_token: self.token,
+            ..request
+        };
+        let path = format!("/v1/tasks/{}/{action}", self.address);
+        self.client.post_as(&path, &request).await
+    }
+
+    /// Fails the attempt, saying why.
+    async fn fail(&self, reason: String) -> anyhow::Result<TaskView> {
+        let request = LeaseRequest {
+            reason: Some(reason),
+            ..LeaseRequest::default()
+        };
+        self.act("fail", request).await
     }
 }
 
@@ -245,7 +265,11 @@ async fn work(client: &Client, exec: &str, claimed: &Claimed) -> anyhow::Result<
         let start = all.len().saturating_sub(FAILURE_REASON_BYTES_MAX);
         String::from_utf8_lossy(&all[start..]).trim().to_string()
     });
-    let lease_path = |action: &str| format!("/v1/tasks/{address}/{action}");
+    let lease = Lease {
+        client,
+        address: &address,
+        token,
+    };
     let mut output = Vec::new();
     let mut renew = tokio::time::interval(Duration::from_millis((lease_ms / 3).max(50)));
     renew.tick().await;
@@ -255,15 +279,14 @@ async fn work(client: &Client, exec: &str, claimed: &Claimed) -> anyhow::Result<
                 Some(line) => match line.strip_prefix("checkpoint:") {
                     Some(checkpoint) => {
                         let checkpoint: Value = serde_json::from_str(checkpoint.trim()).unwrap_or_else(|_| json!(checkpoint.trim()));
-                        let request = on_lease(token, LeaseRequest { checkpoint: Some(checkpoint), ..LeaseRequest::default() });
-                        client.post_as::<TaskView>(&lease_path("checkpoint"), &request).await?;
+                        lease.act("checkpoint", LeaseRequest { checkpoint: Some(checkpoint), ..LeaseRequest::default() }).await?;
                     }
                     None => output.push(line),
                 },
                 None => break,
             },
             _ = renew.tick() => {
-                client.post_as::<TaskView>(&lease_path("heartbeat"), &on_lease(token, LeaseRequest::default())).await?;
+                lease.act("heartbeat", LeaseRequest::default()).await?;
             }
         }
     }
@@ -276,9 +299,7 @@ async fn work(client: &Client, exec: &str, claimed: &Claimed) -> anyhow::Result<
             result: Some(result),
             ..LeaseRequest::default()
         };
-        client
-            .post_as::<TaskView>(&lease_path("complete"), &on_lease(token, request))
-            .await?;
+        lease.act("complete", request).await?;
         eprintln!("colony worker: completed {address}");
     } else {
         let reason = if stderr.is_empty() {
@@ -286,13 +307,7 @@ async fn work(client: &Client, exec: &str, claimed: &Claimed) -> anyhow::Result<
         } else {
             stderr
         };
-        let request = LeaseRequest {
-            reason: Some(reason),
-            ..LeaseRequest::default()
-        };
-        client
-            .post_as::<TaskView>(&lease_path("fail"), &on_lease(token, request))
-            .await?;
+        lease.fail(reason).await?;
         eprintln!("colony worker: failed {address}");
     }
     Ok(())
@@ -363,15 +378,17 @@ async fn work_llm(client: &Client, model: &str, claimed: &Claimed) -> anyhow::Re
     let task = &claimed.task;
     let address = task.address.clone();
     let token = claimed.lease.token;
-    let lease_path = |action: &str| format!("/v1/tasks/{address}/{action}");
+    let lease = Lease {
+        client,
+        address: &address,
+        token,
+    };
     let checkpoint = LeaseRequest {
         checkpoint: Some(json!({"stage": "asking the model", "model": model,
                     "resumed_from": task.checkpoint})),
         ..LeaseRequest::default()
     };
-    client
-        .post_as::<TaskView>(&lease_path("checkpoint"), &on_lease(token, checkpoint))
-        .await?;
+    lease.act("checkpoint", checkpoint).await?;
     let prompt = format!(
         "Title: {}\nDescription: {}\nCapabilities: {:?}\nPriority: {}\nCheckpoint: {}\n\nAnswer with the \"action\" JSON block.",
         task.title,
@@ -400,9 +417,7 @@ async fn work_llm(client: &Client, model: &str, claimed: &Claimed) -> anyhow::Re
                 justification: Some(format!("the model call was refused: {error}")),
                 ..LeaseRequest::default()
             };
-            let _ = client
-                .post(&lease_path("release"), &on_lease(token, release))
-                .await;
+            let _ = lease.act("release", release).await;
             return Err(error);
         }
     };
@@ -437,9 +452,7 @@ async fn work_llm(client: &Client, model: &str, claimed: &Claimed) -> anyhow::Re
             justification: Some(reason.clone()),
             ..LeaseRequest::default()
         };
-        client
-            .post_as::<TaskView>(&lease_path(action), &on_lease(token, request))
-            .await?;
+        lease.act(action, request).await?;
         eprintln!("colony worker: {address}: {reason}");
         return Ok(());
     }
@@ -458,13 +471,7 @@ async fn work_llm(client: &Client, model: &str, claimed: &Claimed) -> anyhow::Re
             "the model's answer held no decision block: {}",
             content.chars().take(300).collect::<String>()
         );
-        let request = LeaseRequest {
-            reason: Some(reason),
-            ..LeaseRequest::default()
-        };
-        client
-            .post_as::<TaskView>(&lease_path("fail"), &on_lease(token, request))
-            .await?;
+        lease.fail(reason).await?;
         eprintln!("colony worker: {address}: failed (no decision in the answer)");
         return Ok(());
     };
@@ -511,7 +518,7 @@ async fn work_llm(client: &Client, model: &str, claimed: &Claimed) -> anyhow::Re
                 justification: Some(justification.clone()),
             };
             client
-                .post_as::<TaskView>(&lease_path("decompose"), &request)
+                .post_as::<TaskView>(&format!("/v1/tasks/{address}/decompose"), &request)
                 .await?;
             eprintln!(
                 "colony worker: {address}: decomposed into {count} subtasks ({justification})"
@@ -528,9 +535,7 @@ async fn work_llm(client: &Client, model: &str, claimed: &Claimed) -> anyhow::Re
                 justification: Some(justification.clone()),
                 ..LeaseRequest::default()
             };
-            client
-                .post_as::<TaskView>(&lease_path("complete"), &on_lease(token, request))
-                .await?;
+            lease.act("complete", request).await?;
             eprintln!("colony worker: {address}: completed ({justification})");
         }
     }

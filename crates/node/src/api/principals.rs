@@ -176,14 +176,7 @@ pub async fn release(
     Segment(address): Segment<String>,
     Body(request): Body<Justified>,
 ) -> Result<Json<PrincipalAction>, ApiError> {
-    let action = act_on(&app, &caller, &address, request, |principal| {
-        CommandBody::ReleaseQuarantine { principal }
-    })
-    .await?;
-    Ok(Json(PrincipalAction {
-        released: Some(address),
-        ..action
-    }))
+    act_on(&app, &caller, address, request, Act::Release).await
 }
 
 /// An admin removes a principal (its reservations are released, its leases revoked).
@@ -195,31 +188,38 @@ pub async fn remove(
     Segment(address): Segment<String>,
     Body(request): Body<Justified>,
 ) -> Result<Json<PrincipalAction>, ApiError> {
-    let action = act_on(&app, &caller, &address, request, |principal| {
-        CommandBody::RemovePrincipal { principal }
-    })
-    .await?;
-    Ok(Json(PrincipalAction {
-        removed: Some(address),
-        ..action
-    }))
+    act_on(&app, &caller, address, request, Act::Remove).await
 }
 
-/// Decides `body` for the principal at `address`.
+/// What is done to a principal.
+enum Act {
+    Remove,
+    Release,
+}
+
+/// Decides `act` on the principal at `address`.
 async fn act_on(
     app: &AppState,
     caller: &Caller,
-    address: &str,
+    address: String,
     request: Justified,
-    body: impl FnOnce(colony_kernel::PrincipalId) -> CommandBody,
-) -> Result<PrincipalAction, ApiError> {
+    act: Act,
+) -> Result<Json<PrincipalAction>, ApiError> {
     let justification = require_justification(request.justification)?;
-    let target = app.principal_at(address)?;
-    let outcome = app.decide(caller.id, justification, body(target)).await?;
-    Ok(PrincipalAction {
-        removed: None,
-        released: None,
+    let principal = app.principal_at(&address)?;
+    let body = match act {
+        Act::Remove => CommandBody::RemovePrincipal { principal },
+        Act::Release => CommandBody::ReleaseQuarantine { principal },
+    };
+    let outcome = app.decide(caller.id, justification, body).await?;
+    let (removed, released) = match act {
+        Act::Remove => (Some(address), None),
+        Act::Release => (None, Some(address)),
+    };
+    Ok(Json(PrincipalAction {
+        removed,
+        released,
         effect: super::effect_json(&outcome.primary.effect),
         seq: outcome.seq,
-    })
+    }))
 }
