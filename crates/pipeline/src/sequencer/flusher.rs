@@ -1,0 +1,137 @@
+//! The flusher thread: writes each group, syncs once, then answers the group's
+//! callers and tells the sink; writes snapshots; stops the node on a panic.
+
+use super::*;
+
+/// The thread that writes and syncs the logs, then answers.
+pub(crate) struct Flusher {
+    pub(crate) writer: LogWriter,
+    /// How long commands answered once decided may wait for their sync.
+    pub(crate) decided_sync_within: Duration,
+    /// This many waiting commands are synced at once.
+    pub(crate) urgent_commands: usize,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) events: Arc<EventTap>,
+    pub(crate) snapshots_dir: std::path::PathBuf,
+    pub(crate) snapshot_busy: Arc<AtomicBool>,
+    pub(crate) snapshot_writer: Option<std::thread::JoinHandle<()>>,
+    /// Tells readers the last command synced.
+    pub(crate) durable: tokio::sync::watch::Sender<u64>,
+}
+
+impl Flusher {
+    pub(crate) fn run(mut self, handoff: &Handoff) {
+        loop {
+            let group = {
+                let mut waiting = handoff.waiting.lock().expect("handoff lock");
+                loop {
+                    if waiting.is_empty() {
+                        waiting = handoff.filled.wait(waiting).expect("handoff lock");
+                        continue;
+                    }
+                    if waiting.urgent(self.urgent_commands) || handoff.hurried(&waiting) {
+                        break;
+                    }
+                    // Only commands already answered wait: sync them within the bound,
+                    // with whatever else comes meanwhile.
+                    let deadline =
+                        waiting.first_at.unwrap_or_else(Instant::now) + self.decided_sync_within;
+                    let now = Instant::now();
+                    if now >= deadline {
+                        break;
+                    }
+                    waiting = handoff
+                        .filled
+                        .wait_timeout(waiting, deadline - now)
+                        .expect("handoff lock")
+                        .0;
+                }
+                handoff.set_syncing(true);
+                std::mem::take(&mut *waiting)
+            };
+            handoff.taken.notify_all();
+            let last = group.last;
+            self.flush(group);
+            handoff.set_syncing(false);
+            if last {
+                break;
+            }
+        }
+        if let Some(writer) = self.snapshot_writer.take() {
+            let _ = writer.join();
+        }
+    }
+
+    pub(crate) fn flush(&mut self, group: Group) {
+        if !group.records.is_empty() {
+            let started = Instant::now();
+            for records in &group.records {
+                if let Err(error) = self.writer.append(records) {
+                    tracing::error!("cannot append to the log, stopping: {error}");
+                    std::process::abort();
+                }
+            }
+            if let Err(error) = self.writer.sync() {
+                // The kernel state is ahead of the disk and callers would be told their
+                // commands are durable: the only safe move is to stop here.
+                tracing::error!("cannot make the log durable, stopping: {error}");
+                std::process::abort();
+            }
+            self.metrics.record_batch(
+                group.records.len() as u64,
+                started.elapsed(),
+                &group.decisions,
+            );
+            if let Some(last) = group.records.last() {
+                self.durable.send_replace(last.seq);
+            }
+        }
+        for (reply, outcome) in group.replies {
+            // A caller that went away (timeout, disconnect) just misses its answer;
+            // the command stands.
+            let _ = reply.send(outcome);
+        }
+        if let Some(sink) = self.events.sink.get() {
+            if !group.offered.is_empty() {
+                sink.offer(&group.offered);
+            }
+            if !group.admitted.is_empty() {
+                sink.admitted(&group.admitted);
+            }
+            for (command, events) in &group.published {
+                sink.decided(command, events);
+            }
+        }
+        if let Some((seq, payload)) = group.snapshot {
+            self.write_snapshot(seq, payload, group.last);
+        }
+    }
+
+    /// Writes a snapshot of durable commands: on a helper thread, or here when it
+    /// is the last.
+    pub(crate) fn write_snapshot(&mut self, seq: u64, payload: Vec<u8>, here: bool) {
+        if let Some(writer) = self.snapshot_writer.take() {
+            let _ = writer.join();
+        }
+        let dir = self.snapshots_dir.clone();
+        let metrics = Arc::clone(&self.metrics);
+        let busy = Arc::clone(&self.snapshot_busy);
+        let write = move || {
+            match snapshot::write_snapshot(&dir, seq, &payload) {
+                Ok(path) => {
+                    metrics.snapshots.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(file = %path.display(), "snapshot written at command {seq}");
+                }
+                Err(error) => {
+                    tracing::warn!("snapshot at command {seq} failed (the log is intact): {error}")
+                }
+            }
+            busy.store(false, Ordering::Release);
+        };
+        if here {
+            write();
+        } else {
+            self.snapshot_writer = Some(std::thread::spawn(write));
+        }
+    }
+}

@@ -1,0 +1,259 @@
+//! The sequencer: the single writer that turns requests into durable decisions.
+//!
+//! Requests arrive on a bounded queue ([`SequencerConfig::submit_queue_max`]).
+//! The sequencer thread takes every request waiting (up to `batch_commands_max`) and
+//! hands them to the [`Decider`], which for each stamps the next sequence number and
+//! the time (never earlier than the last), applies it to the kernel, and encodes the
+//! command and its decision records. The decided group goes to the flusher thread,
+//! which writes whatever has accumulated, makes it durable with one sync of each log,
+//! and only then answers the callers (and publishes the decisions on the bus).
+//!
+//! Nothing that decides waits for a disk: while one group is being synced the next
+//! is decided. A command answered once decided ([`Submitter::submit_decided`], the
+//! LLM gateway's reservations) is decided on the caller's own thread when the decider
+//! is free, without a hop through the queue; otherwise it is queued like any other.
+//! At most `unsynced_commands_max` commands wait for the flusher; then deciding waits.
+//! When a reservation's time is due, the decider logs a tick first.
+//!
+//! One file a part: `submitter.rs` (what callers hold), `decider.rs`, `handoff.rs`
+//! (between the decider and the flusher), `batcher.rs` (the sequencer thread),
+//! `flusher.rs`, `sink.rs` (where durable decisions go).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use colony_kernel::{Command, CommandBody, Decision, Effect, Event, PrincipalId, State};
+use colony_log::{snapshot, EncodedRecords, LogWriter, RecordEncoder, Store};
+use tokio::sync::oneshot;
+
+use crate::metrics::Metrics;
+
+mod batcher;
+mod decider;
+mod flusher;
+mod handoff;
+mod sink;
+mod submitter;
+
+use batcher::Sequencer;
+use decider::Decider;
+use flusher::Flusher;
+use handoff::{Group, Handoff};
+pub use sink::{DecisionSink, EventTap};
+pub use submitter::Submitter;
+
+/// Why a command was not decided: the caller gets no decision, and may retry.
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct SubmitError {
+    /// `overloaded`, `shutting_down` or `node_failed`.
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl SubmitError {
+    /// The queue is full (`submit_queue_max`): retry shortly.
+    pub fn overloaded() -> SubmitError {
+        SubmitError {
+            code: "overloaded",
+            message: "the node's command queue is full; retry shortly".into(),
+        }
+    }
+
+    pub fn shutting_down() -> SubmitError {
+        SubmitError {
+            code: "shutting_down",
+            message: "the node is shutting down".into(),
+        }
+    }
+
+    /// The pipeline cannot go on (see [`crate::fatal`]).
+    pub fn node_failed(reason: &str) -> SubmitError {
+        SubmitError {
+            code: "node_failed",
+            message: format!("the node cannot go on and is stopping: {reason}"),
+        }
+    }
+}
+
+/// What the caller of a command gets back once it is durable.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    pub seq: u64,
+    pub at_ms: u64,
+    /// The decision on the command itself.
+    pub primary: Event,
+}
+
+pub(crate) enum Request {
+    Command {
+        actor: PrincipalId,
+        justification: String,
+        body: CommandBody,
+        reply: oneshot::Sender<Outcome>,
+        /// Answer once decided, before the sync.
+        early: bool,
+    },
+    Shutdown {
+        reply: oneshot::Sender<()>,
+    },
+}
+
+#[derive(Clone, Debug)]
+pub struct SequencerConfig {
+    pub submit_queue_max: usize,
+    pub batch_commands_max: usize,
+    /// Commands decided but not yet taken by the flusher, at most; beyond, deciding
+    /// waits for the flusher.
+    pub unsynced_commands_max: usize,
+    /// Commands answered once decided ([`Submitter::submit_decided`]) are synced
+    /// within this many milliseconds (sooner when a command that waits for
+    /// durability comes): a crash loses at most this window of them.
+    pub decided_sync_within_ms: u64,
+    /// Write a snapshot after this many commands since the last one.
+    pub snapshot_every_commands: u64,
+    /// Fault injection for tests: the decider panics on a command with exactly this
+    /// justification (honoured in debug builds only).
+    #[doc(hidden)]
+    pub fault_panic_on_justification: Option<String>,
+    /// What stamps commands with their time ([`SystemClock`] in a node).
+    pub clock: Arc<dyn Clock>,
+}
+
+/// The time commands are stamped with, in Unix milliseconds. Injected, so that the
+/// pipeline can run on a controlled clock; the kernel never reads a clock itself.
+pub trait Clock: Send + Sync + std::fmt::Debug {
+    fn now_ms(&self) -> u64;
+}
+
+/// The operating system's clock.
+#[derive(Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> u64 {
+        now_ms()
+    }
+}
+
+/// Starts the sequencer and flusher threads over an opened store.
+pub fn spawn(
+    config: SequencerConfig,
+    store: Store,
+    state: Arc<RwLock<State>>,
+    metrics: Arc<Metrics>,
+    events: Arc<EventTap>,
+    fatal: Arc<crate::fatal::Fatal>,
+) -> (Submitter, std::thread::JoinHandle<()>) {
+    let (sender, receiver) = std::sync::mpsc::sync_channel(config.submit_queue_max);
+    let snapshots_dir = store.snapshots_dir();
+    let (encoder, writer) = store.split();
+    let snapshot_busy = Arc::new(AtomicBool::new(false));
+    let snapshot_seq = state.read().expect("state lock").last_seq;
+    let (durable, durable_receiver) = tokio::sync::watch::channel(snapshot_seq);
+    let core = Arc::new(Core {
+        decider: Mutex::new(Decider {
+            encoder,
+            state: Arc::clone(&state),
+            metrics: Arc::clone(&metrics),
+            events: Arc::clone(&events),
+            snapshot_seq,
+            snapshot_busy: Arc::clone(&snapshot_busy),
+            stopped: false,
+            fatal: Arc::clone(&fatal),
+            clock: Arc::clone(&config.clock),
+            fault_panic_on: config
+                .fault_panic_on_justification
+                .clone()
+                .filter(|_| cfg!(debug_assertions)),
+        }),
+        handoff: Handoff::default(),
+        config: config.clone(),
+        durable: durable_receiver,
+    });
+    let flusher = {
+        let core = Arc::clone(&core);
+        let flusher = Flusher {
+            writer,
+            decided_sync_within: Duration::from_millis(config.decided_sync_within_ms),
+            urgent_commands: config.batch_commands_max,
+            metrics: Arc::clone(&metrics),
+            events,
+            snapshots_dir,
+            snapshot_busy,
+            snapshot_writer: None,
+            durable,
+        };
+        let fatal = Arc::clone(&fatal);
+        std::thread::Builder::new()
+            .name("colony-flusher".into())
+            .spawn(move || {
+                let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    flusher.run(&core.handoff)
+                }));
+                if let Err(payload) = ran {
+                    fatal.fail(format!(
+                        "the flusher thread panicked: {}",
+                        crate::fatal::panic_message(payload.as_ref())
+                    ));
+                }
+            })
+            .expect("spawn the flusher thread")
+    };
+    let sequencer = Sequencer {
+        config,
+        core: Arc::clone(&core),
+        state,
+        flusher: Some(flusher),
+    };
+    let handle = std::thread::Builder::new()
+        .name("colony-sequencer".into())
+        .spawn(move || sequencer.run(receiver))
+        .expect("spawn the sequencer thread");
+    (
+        Submitter {
+            sender,
+            core,
+            fatal,
+        },
+        handle,
+    )
+}
+
+/// What deciding shares between the sequencer thread and callers deciding in place.
+pub(crate) struct Core {
+    decider: Mutex<Decider>,
+    handoff: Handoff,
+    config: SequencerConfig,
+    /// The last command known durable.
+    durable: tokio::sync::watch::Receiver<u64>,
+}
+
+impl Core {
+    /// Decides one request on this thread if the decider is free and the flusher has
+    /// room (taking it); leaves it otherwise, to be queued.
+    fn decide_now(&self, request: &mut Option<Request>) {
+        let Ok(mut decider) = self.decider.try_lock() else {
+            return;
+        };
+        if decider.stopped || self.handoff.waiting_commands() >= self.config.unsynced_commands_max {
+            return;
+        }
+        let mut shutdown = None;
+        // Snapshots are left to the sequencer thread (it wakes at least every second).
+        let group = decider.decide(request.take().into_iter(), &mut shutdown);
+        self.handoff.hand_over(group, &self.config);
+    }
+}
+
+/// The node's clock, in Unix milliseconds. Only the sequencer reads it for commands.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests;
