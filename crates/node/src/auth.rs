@@ -5,7 +5,7 @@ use axum::http::request::Parts;
 use colony_kernel::{PrincipalId, PrincipalKind, Role, TokenHash};
 use sha2::{Digest, Sha256};
 
-use crate::api::AppState;
+use crate::app::AppState;
 use crate::ApiError;
 
 /// A new random token: `colony_` and 64 hex digits (256 bits from the OS).

@@ -12,8 +12,11 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use colony_kernel::{Gate, Limit, Priority, Reason};
 
-use crate::api::AppState;
+use crate::app::AppState;
 use crate::ApiError;
+
+/// Bound on request bodies, in bytes; larger bodies get 413.
+pub const REQUEST_BODY_BYTES_MAX: usize = 64 << 10;
 
 pub const CONCURRENT_API_REQUESTS: &str = "concurrent_api_requests";
 
@@ -123,7 +126,7 @@ pub async fn oversized_body(State(app): State<AppState>, request: Request, next:
     let limit = if path == "/v1/chat/completions" || path == "/v1/messages" {
         app.shared.gateway.config.request_bytes_max
     } else {
-        crate::api::REQUEST_BODY_BYTES_MAX
+        REQUEST_BODY_BYTES_MAX
     } as u64;
     let declared = request
         .headers()
@@ -166,7 +169,7 @@ struct InFlight<'a>(&'a std::sync::atomic::AtomicU64);
 impl InFlight<'_> {
     /// Counts a request and holds its place in flight until dropped; the requests in
     /// flight now, this one included.
-    fn enter(shared: &crate::api::Shared) -> (u64, InFlight<'_>) {
+    fn enter(shared: &crate::app::Shared) -> (u64, InFlight<'_>) {
         shared.metrics.http_requests.fetch_add(1, Ordering::Relaxed);
         let in_flight = shared.in_flight.fetch_add(1, Ordering::AcqRel) + 1;
         (in_flight, InFlight(&shared.in_flight))

@@ -21,6 +21,7 @@
 //! ```
 
 pub mod api;
+mod app;
 pub mod auth;
 mod edge;
 mod error;

@@ -8,7 +8,7 @@ use std::sync::{Arc, RwLock};
 use colony_kernel::{CommandBody, Genesis, PrincipalId};
 use colony_log::{RecoveryReport, Store, StoreOptions};
 
-use crate::api::{AppState, Shared};
+use crate::app::{AppState, Shared};
 use crate::auth::{hash_token, new_token};
 use crate::genesis::{self, GenesisConfig};
 use crate::metrics::Metrics;

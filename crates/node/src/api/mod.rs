@@ -30,94 +30,19 @@ mod principals;
 mod tasks;
 mod workers;
 
-use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, RwLock};
-
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::Router;
-use colony_kernel::State;
-use colony_log::LogReader;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::metrics::Metrics;
-use crate::sequencer::Submitter;
 use crate::ApiError;
 
-/// What every handler shares.
-pub struct Shared {
-    pub state: Arc<RwLock<State>>,
-    pub submitter: Submitter,
-    pub audit: LogReader,
-    pub metrics: Arc<Metrics>,
-    /// Requests being served now (the edge usage of `concurrent_api_requests`).
-    pub in_flight: AtomicU64,
-    /// What the supervisor runs, refreshed by it.
-    pub supervisor: crate::supervisor::SupervisorStatus,
-    /// The agent bus.
-    pub bus: Arc<crate::bus::Bus>,
-    /// The LLM gateway.
-    pub gateway: Arc<crate::gateway::Gateway>,
-    /// The listener's open connections.
-    pub(crate) connections: Arc<crate::listener::Connections>,
-    /// Set when the node cannot go on.
-    pub fatal: Arc<crate::fatal::Fatal>,
-}
-
-#[derive(Clone)]
-pub struct AppState {
-    pub shared: Arc<Shared>,
-}
-
-impl AppState {
-    /// The principal at `address`, or a 404.
-    pub(crate) fn principal_at(
-        &self,
-        address: &str,
-    ) -> Result<colony_kernel::PrincipalId, ApiError> {
-        let state = self.shared.state.read().expect("state lock");
-        state
-            .principal_by_address(address)
-            .map(|p| p.id)
-            .ok_or_else(|| {
-                ApiError::new(
-                    StatusCode::NOT_FOUND,
-                    "not_found",
-                    format!("no principal at address {address}"),
-                )
-                .with("address", address)
-            })
-    }
-
-    /// Submits a command, waits until it is durable, and turns a denial into the
-    /// error the client gets.
-    pub(crate) async fn decide(
-        &self,
-        actor: colony_kernel::PrincipalId,
-        justification: String,
-        body: colony_kernel::CommandBody,
-    ) -> Result<crate::sequencer::Outcome, ApiError> {
-        let outcome = self
-            .shared
-            .submitter
-            .submit(actor, justification, body)
-            .await?;
-        if outcome.primary.decision == colony_kernel::Decision::Denied {
-            return Err(ApiError::from_denial(
-                &outcome.primary.reason,
-                outcome.at_ms,
-            ));
-        }
-        Ok(outcome)
-    }
-}
-
-/// Bound on request bodies, in bytes; larger bodies get 413.
-pub const REQUEST_BODY_BYTES_MAX: usize = 64 << 10;
+pub use crate::app::{AppState, Shared};
+pub use crate::edge::REQUEST_BODY_BYTES_MAX;
 /// Largest amount accepted in a request: 2^53 - 1, the largest integer every JSON
 /// client represents exactly.
 pub const AMOUNT_MAX: u64 = (1 << 53) - 1;

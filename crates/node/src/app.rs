@@ -1,0 +1,82 @@
+//! What every handler, the authentication and the edge gates share: the node's
+//! [`AppState`]. It lives apart from the routes so that `api` depends on `auth` and
+//! `edge`, never the reverse.
+
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, RwLock};
+
+use axum::http::StatusCode;
+use colony_kernel::State;
+use colony_log::LogReader;
+
+use crate::metrics::Metrics;
+use crate::sequencer::Submitter;
+use crate::ApiError;
+
+/// What every handler shares.
+pub struct Shared {
+    pub state: Arc<RwLock<State>>,
+    pub submitter: Submitter,
+    pub audit: LogReader,
+    pub metrics: Arc<Metrics>,
+    /// Requests being served now (the edge usage of `concurrent_api_requests`).
+    pub in_flight: AtomicU64,
+    /// What the supervisor runs, refreshed by it.
+    pub supervisor: crate::supervisor::SupervisorStatus,
+    /// The agent bus.
+    pub bus: Arc<crate::bus::Bus>,
+    /// The LLM gateway.
+    pub gateway: Arc<crate::gateway::Gateway>,
+    /// The listener's open connections.
+    pub(crate) connections: Arc<crate::listener::Connections>,
+    /// Set when the node cannot go on.
+    pub fatal: Arc<crate::fatal::Fatal>,
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    pub shared: Arc<Shared>,
+}
+
+impl AppState {
+    /// The principal at `address`, or a 404.
+    pub(crate) fn principal_at(
+        &self,
+        address: &str,
+    ) -> Result<colony_kernel::PrincipalId, ApiError> {
+        let state = self.shared.state.read().expect("state lock");
+        state
+            .principal_by_address(address)
+            .map(|p| p.id)
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "not_found",
+                    format!("no principal at address {address}"),
+                )
+                .with("address", address)
+            })
+    }
+
+    /// Submits a command, waits until it is durable, and turns a denial into the
+    /// error the client gets.
+    pub(crate) async fn decide(
+        &self,
+        actor: colony_kernel::PrincipalId,
+        justification: String,
+        body: colony_kernel::CommandBody,
+    ) -> Result<crate::sequencer::Outcome, ApiError> {
+        let outcome = self
+            .shared
+            .submitter
+            .submit(actor, justification, body)
+            .await?;
+        if outcome.primary.decision == colony_kernel::Decision::Denied {
+            return Err(ApiError::from_denial(
+                &outcome.primary.reason,
+                outcome.at_ms,
+            ));
+        }
+        Ok(outcome)
+    }
+}
