@@ -1,6 +1,7 @@
 //! The kernel's side of anomaly detection: watching each principal's signals against
 //! its baseline, quarantining one far outside it, and a human's release.
 
+use super::Effects;
 use super::{forbidden, not_found, State};
 use crate::anomaly::{Activity, Evidence, Quarantine, Signal};
 use crate::command::Command;
@@ -28,6 +29,7 @@ impl State {
     /// event goes into `events`). On the hot path: no allocation, one lookup.
     pub(super) fn observe(
         &mut self,
+        fx: &mut Effects,
         actor: PrincipalId,
         primary_index: usize,
         events: &mut Vec<Event>,
@@ -55,7 +57,7 @@ impl State {
             signals[count] = (Signal::FailedTasks, 1);
             count += 1;
         }
-        if let Some(event) = self.observe_signals(actor, &signals[..count]) {
+        if let Some(event) = self.observe_signals(fx, actor, &signals[..count]) {
             events.push(event);
         }
     }
@@ -64,6 +66,7 @@ impl State {
     /// Admins (and the system) are watched by people, not quarantined.
     pub(super) fn observe_signals(
         &mut self,
+        fx: &mut Effects,
         principal: PrincipalId,
         signals: &[(Signal, u64)],
     ) -> Option<Event> {
@@ -92,13 +95,18 @@ impl State {
         let evidence = signals
             .iter()
             .find_map(|(signal, amount)| activity.add(*signal, *amount, config))?;
-        Some(self.quarantine(principal, evidence))
+        Some(self.quarantine(fx, principal, evidence))
     }
 
     /// Quarantines a principal: its tokens may only read, its reservations are
     /// released, its leases revoked (the tasks go back on the board), its worker
     /// sessions end, its queued admissions are dropped.
-    fn quarantine(&mut self, principal: PrincipalId, evidence: Evidence) -> Event {
+    fn quarantine(
+        &mut self,
+        fx: &mut Effects,
+        principal: PrincipalId,
+        evidence: Evidence,
+    ) -> Event {
         let address = self.principals[&principal].address.clone();
         let why = format!(
             "{address} is quarantined: {} {} in the window, past {}",
@@ -118,7 +126,7 @@ impl State {
             .collect();
         let mut revoked = Vec::new();
         for session in &sessions {
-            revoked.extend(self.end_session(*session, WorkerState::Left, "quarantined", &why));
+            revoked.extend(self.end_session(fx, *session, WorkerState::Left, "quarantined", &why));
         }
         let leased: Vec<String> = self
             .tasks
@@ -129,7 +137,7 @@ impl State {
         for address in leased {
             self.end_attempt(&address, "quarantined", Some(why.clone()));
             if self.tasks[&address].status.is_open() {
-                self.set_status(&address, crate::tasks::TaskStatus::Pending, "0.1", &why);
+                self.set_status(fx, &address, crate::tasks::TaskStatus::Pending, "0.1", &why);
             }
             revoked.push(address);
         }

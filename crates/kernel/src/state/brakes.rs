@@ -3,6 +3,7 @@
 //! changed.
 
 use super::governance::*;
+use super::Effects;
 use super::{invalid, State, SYSTEM_ADDRESS};
 use crate::command::Command;
 use crate::event::{Effect, Event, Reason};
@@ -130,6 +131,7 @@ impl State {
     /// other side (any side, for the system's brakes) makes it hold until changed.
     pub(super) fn vote_on_brake(
         &mut self,
+        fx: &mut Effects,
         command: &Command,
         id: u64,
         choice: VoteChoice,
@@ -178,7 +180,7 @@ impl State {
                 proposal: id,
                 by: voter.address.clone(),
             };
-            self.consequences.push(confirmed);
+            fx.consequences.push(confirmed);
         }
         State::vote_recorded(subject, id, choice)
     }

@@ -1,6 +1,7 @@
 //! Claims: the best claimable task for a worker's capabilities, leases with fencing
 //! tokens, their renewal and end, and the implicit session of a claimant without one.
 
+use super::Effects;
 use std::collections::BTreeSet;
 
 use super::{forbidden, invalid, not_found, State};
@@ -13,6 +14,7 @@ use crate::tasks::*;
 impl State {
     pub(super) fn claim_task(
         &mut self,
+        fx: &mut Effects,
         command: &Command,
         actor_address: &str,
         capabilities: &[String],
@@ -61,13 +63,14 @@ impl State {
             Ok(found) => warnings.extend(found),
             Err(reason) => return Event::denied(ACTION, actor_address, reason),
         }
-        self.grant_lease(command, actor_address, &address, lease_ms, worker)
+        self.grant_lease(fx, command, actor_address, &address, lease_ms, worker)
             .with_warnings(warnings)
     }
 
     /// Claims a task by its address, if it is claimable now.
     pub(super) fn claim_specific_task(
         &mut self,
+        fx: &mut Effects,
         command: &Command,
         actor_address: &str,
         address: &str,
@@ -102,7 +105,7 @@ impl State {
             Ok(warnings) => warnings,
             Err(reason) => return Event::denied(ACTION, address, reason),
         };
-        self.grant_lease(command, actor_address, address, lease_ms, None)
+        self.grant_lease(fx, command, actor_address, address, lease_ms, None)
             .with_warnings(warnings)
     }
 
@@ -139,6 +142,7 @@ impl State {
 
     pub(super) fn grant_lease(
         &mut self,
+        fx: &mut Effects,
         command: &Command,
         actor_address: &str,
         address: &str,
@@ -148,6 +152,7 @@ impl State {
         let token = command.seq;
         let expires_at_ms = self.now_ms.saturating_add(lease_ms);
         self.set_status(
+            fx,
             address,
             TaskStatus::Claimed,
             actor_address,

@@ -1,6 +1,7 @@
 //! Decomposition: a claimed task split into subtasks, admitted whole or not at all,
 //! with their shares of its budget.
 
+use super::Effects;
 use std::collections::BTreeSet;
 
 use super::tasks::{sibling_cycle, task_bytes, task_level};
@@ -12,6 +13,7 @@ use crate::tasks::*;
 impl State {
     pub(super) fn decompose(
         &mut self,
+        fx: &mut Effects,
         command: &Command,
         actor_address: &str,
         address: &str,
@@ -87,6 +89,7 @@ impl State {
             parent.on_child_death = policy;
         }
         self.set_status(
+            fx,
             address,
             TaskStatus::Blocked,
             actor_address,
@@ -127,6 +130,7 @@ impl State {
                 new.priority = self.tasks[address].priority;
             }
             self.insert_task(
+                fx,
                 command,
                 actor_address,
                 child,

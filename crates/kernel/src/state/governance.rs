@@ -5,6 +5,7 @@
 //! application of values are one life cycle; brakes and relaxation already live in
 //! `brakes.rs` and `relaxation.rs`.
 
+use super::Effects;
 use super::{forbidden, invalid, not_found, State};
 use crate::command::{Command, NodeHealth};
 use crate::event::{Decision, Effect, Event, Reason};
@@ -503,7 +504,13 @@ impl State {
         }
     }
 
-    pub(super) fn vote(&mut self, command: &Command, id: u64, choice: VoteChoice) -> Event {
+    pub(super) fn vote(
+        &mut self,
+        fx: &mut Effects,
+        command: &Command,
+        id: u64,
+        choice: VoteChoice,
+    ) -> Event {
         let subject = format!("proposal:{id}");
         let voter = self.principals[&command.actor].clone();
         let Some(proposal) = self.proposals.get(&id) else {
@@ -515,7 +522,7 @@ impl State {
                 PrincipalKind::Ai => Side::Ai,
                 _ => return Event::denied(VOTE, subject, forbidden("only humans and AIs vote")),
             };
-            return self.vote_on_brake(command, id, choice, side);
+            return self.vote_on_brake(fx, command, id, choice, side);
         }
         if proposal.state != ProposalState::Review {
             return Event::denied(
@@ -583,7 +590,7 @@ impl State {
                 proposal: id,
                 state: ProposalState::Vetoed,
             };
-            self.consequences.push(closed);
+            fx.consequences.push(closed);
         }
         State::vote_recorded(subject, id, choice)
     }

@@ -2,6 +2,7 @@
 //! (overruns charged up to what remains), releases and expiries, grants, frees, and
 //! the flows charged at once (`io_ops`, kept bytes).
 
+use super::Effects;
 use super::*;
 
 impl State {
@@ -434,6 +435,7 @@ impl State {
     /// was paid); the task is then not charged, and the decision says why.
     pub(super) fn settle(
         &mut self,
+        fx: &mut Effects,
         actor: PrincipalId,
         actor_address: &str,
         reservation: ReservationId,
@@ -450,7 +452,7 @@ impl State {
                 Ok(()) => self.spend_task_budget_counted(address, actual, false),
                 Err(reason) => Event::denied("task.spend", address.clone(), reason),
             };
-            self.consequences.push(charge);
+            fx.consequences.push(charge);
         }
         event
     }

@@ -94,14 +94,18 @@ pub struct State {
     activity: BTreeMap<PrincipalId, crate::anomaly::Activity>,
     /// Quarantined principals, with the evidence.
     quarantined: BTreeMap<PrincipalId, crate::anomaly::Quarantine>,
-    /// Events decided while applying the primary decision, emitted right after it.
-    /// Always empty between commands.
-    #[serde(skip)]
-    consequences: Vec<Event>,
-    /// Tasks that became claimable while applying the current command; moved into
-    /// [`Applied::offered`]. Always empty between commands.
-    #[serde(skip)]
-    offered: Vec<String>,
+}
+
+/// What applying one command produces besides the events returned in order: passed
+/// explicitly (`fx`) to every part that produces it, and made into [`Applied`] at the
+/// end of [`State::apply`]. Nothing of it lives in the state between commands.
+#[derive(Debug, Default)]
+pub(crate) struct Effects {
+    /// Events decided while deciding the primary event, emitted right after it (a
+    /// brake confirmed by a vote, a proposal closed, a task charged, a quarantine).
+    pub(crate) consequences: Vec<Event>,
+    /// Tasks that became claimable (`pending`), in order: offered to workers.
+    pub(crate) offered: Vec<String>,
 }
 
 impl State {
@@ -127,6 +131,7 @@ impl State {
         self.last_seq = command.seq;
         self.now_ms = command.at_ms;
         let mut events = Vec::new();
+        let mut fx = Effects::default();
         if let (CommandBody::ReportHealth(health), PrincipalId::SYSTEM) =
             (&command.body, command.actor)
         {
@@ -136,23 +141,27 @@ impl State {
         }
         self.expire_due(&mut events);
         self.process_governance_due(&mut events);
-        self.process_workers_due(&mut events);
-        self.process_tasks_due(&mut events);
-        let primary = self.decide(command);
+        self.process_workers_due(&mut fx, &mut events);
+        self.process_tasks_due(&mut fx, &mut events);
+        let primary = self.decide(command, &mut fx);
         if command.actor != PrincipalId::SYSTEM {
             self.count_decision(&primary);
         }
         let primary_index = events.len();
         events.push(primary);
-        events.append(&mut self.consequences);
+        events.append(&mut fx.consequences);
         if command.actor != PrincipalId::SYSTEM && self.anomaly.is_some() {
-            self.observe(command.actor, primary_index, &mut events);
+            self.observe(&mut fx, command.actor, primary_index, &mut events);
         }
         self.admit_waiting(&mut events);
+        debug_assert!(
+            fx.consequences.is_empty(),
+            "consequences are decided with the primary event, never after it"
+        );
         Applied {
             events,
             primary_index,
-            offered: std::mem::take(&mut self.offered),
+            offered: fx.offered,
         }
     }
 
@@ -261,7 +270,7 @@ impl State {
         .min()
     }
 
-    fn decide(&mut self, command: &Command) -> Event {
+    fn decide(&mut self, command: &Command, fx: &mut Effects) -> Event {
         let action = command.body.name();
         if let CommandBody::Genesis(genesis) = &command.body {
             return self.genesis(command, genesis);
@@ -349,32 +358,39 @@ impl State {
         }
         match &command.body {
             CommandBody::Genesis(_) => unreachable!("handled above"),
-            CommandBody::PostTask(new) => self.post_task(command, &actor_address, new),
+            CommandBody::PostTask(new) => self.post_task(fx, command, &actor_address, new),
             CommandBody::ClaimTask {
                 capabilities,
                 lease_ms,
                 worker,
-            } => self.claim_task(command, &actor_address, capabilities, *lease_ms, *worker),
+            } => self.claim_task(
+                fx,
+                command,
+                &actor_address,
+                capabilities,
+                *lease_ms,
+                *worker,
+            ),
             CommandBody::RegisterWorker(new) => {
                 self.register_worker(command, &actor_address, new, None)
             }
             CommandBody::WorkerHeartbeat { worker } => self.worker_heartbeat(command, *worker),
-            CommandBody::LeaveWorker { worker } => self.leave_worker(command, *worker),
+            CommandBody::LeaveWorker { worker } => self.leave_worker(fx, command, *worker),
             CommandBody::ClaimSpecificTask { address, lease_ms } => {
-                self.claim_specific_task(command, &actor_address, address, *lease_ms)
+                self.claim_specific_task(fx, command, &actor_address, address, *lease_ms)
             }
             CommandBody::UpdateTask {
                 address,
                 token,
                 update,
-            } => self.update_task(command, &actor_address, address, *token, update),
+            } => self.update_task(fx, command, &actor_address, address, *token, update),
             CommandBody::RequeueTask { address } => {
-                self.requeue_task(&actor_address, address, &command.justification)
+                self.requeue_task(fx, &actor_address, address, &command.justification)
             }
             CommandBody::Propose { target, brake_only } => {
                 self.propose(command, target, *brake_only)
             }
-            CommandBody::Vote { proposal, choice } => self.vote(command, *proposal, *choice),
+            CommandBody::Vote { proposal, choice } => self.vote(fx, command, *proposal, *choice),
             CommandBody::Supervise { profile, pid, .. } => Event::allowed(
                 action,
                 format!("profile:{profile}"),
@@ -388,8 +404,8 @@ impl State {
                 worker,
                 disconnected_at_ms,
                 grace_ms,
-            } => self.worker_disconnected(*worker, *disconnected_at_ms, *grace_ms),
-            CommandBody::ChargeEdge { usage } => self.charge_edge(usage),
+            } => self.worker_disconnected(fx, *worker, *disconnected_at_ms, *grace_ms),
+            CommandBody::ChargeEdge { usage } => self.charge_edge(fx, usage),
             CommandBody::CreatePrincipal(request) => self.create_principal(command, request, None),
             CommandBody::ReleaseQuarantine { principal } => {
                 self.release_quarantine(command, *principal)
@@ -411,6 +427,7 @@ impl State {
                 actual,
                 task,
             } => self.settle(
+                fx,
                 command.actor,
                 &actor_address,
                 *reservation,

@@ -1,6 +1,7 @@
 //! How tasks end: completion (climbing to parents that are done), failed attempts with
 //! backoff, death and the parent's policy, and the budgets that come back.
 
+use super::Effects;
 use super::{invalid, State};
 use crate::event::{Effect, Event, Reason};
 use crate::ledger::Resource;
@@ -12,6 +13,7 @@ impl State {
     /// completes its parent when this was the parent's last open child.
     pub(super) fn complete(
         &mut self,
+        fx: &mut Effects,
         address: &str,
         result: Option<String>,
         by: &str,
@@ -19,10 +21,10 @@ impl State {
         events: &mut Vec<Event>,
     ) {
         // Up the tree without recursion: each completed parent may complete its own.
-        let mut next = self.complete_one(address, result, by, justification);
+        let mut next = self.complete_one(fx, address, result, by, justification);
         while let Some(parent) = next {
             let why = "every subtask completed";
-            next = self.complete_one(&parent, Some(why.to_string()), "0.1", why);
+            next = self.complete_one(fx, &parent, Some(why.to_string()), "0.1", why);
             events.push(Event::allowed(
                 "task.complete",
                 parent.clone(),
@@ -37,13 +39,14 @@ impl State {
     /// Completes one task; its parent when that now has every subtask completed.
     pub(super) fn complete_one(
         &mut self,
+        fx: &mut Effects,
         address: &str,
         result: Option<String>,
         by: &str,
         justification: &str,
     ) -> Option<String> {
         self.tasks.get_mut(address).expect("exists").result = result;
-        self.set_status(address, TaskStatus::Completed, by, justification);
+        self.set_status(fx, address, TaskStatus::Completed, by, justification);
         self.return_budget(address);
         let dependents: Vec<String> = self
             .dependents
@@ -63,6 +66,7 @@ impl State {
             });
             if ready {
                 self.set_status(
+                    fx,
                     &dependent,
                     TaskStatus::Pending,
                     "0.1",
@@ -85,14 +89,15 @@ impl State {
     /// Counts a failed attempt: back off and retry, or go to the dead-letter queue.
     pub(super) fn fail_attempt(
         &mut self,
+        fx: &mut Effects,
         address: &str,
         reason: &str,
         by: &str,
         justification: &str,
         events: &mut Vec<Event>,
     ) {
-        if let Some(why) = self.fail_attempt_one(address, reason, by, justification) {
-            self.kill(address, &why, by, justification, events);
+        if let Some(why) = self.fail_attempt_one(fx, address, reason, by, justification) {
+            self.kill(fx, address, &why, by, justification, events);
         }
     }
 
@@ -100,6 +105,7 @@ impl State {
     /// has no attempt left.
     pub(super) fn fail_attempt_one(
         &mut self,
+        fx: &mut Effects,
         address: &str,
         reason: &str,
         by: &str,
@@ -121,13 +127,14 @@ impl State {
             self.backoffs
                 .insert((self.tasks[address].not_before_ms, address.to_string()));
         }
-        self.set_status(address, TaskStatus::Failed, by, justification);
+        self.set_status(fx, address, TaskStatus::Failed, by, justification);
         None
     }
 
     /// Puts a task in the dead-letter queue and applies its parent's policy.
     pub(super) fn kill(
         &mut self,
+        fx: &mut Effects,
         address: &str,
         why: &str,
         by: &str,
@@ -135,9 +142,9 @@ impl State {
         events: &mut Vec<Event>,
     ) {
         // Up the tree without recursion: a parent whose policy is `fail` dies too.
-        let mut next = self.kill_one(address, why, by, justification, events);
+        let mut next = self.kill_one(fx, address, why, by, justification, events);
         while let Some((parent, why, justification)) = next {
-            next = self.kill_one(&parent, &why, "0.1", justification, events);
+            next = self.kill_one(fx, &parent, &why, "0.1", justification, events);
         }
     }
 
@@ -145,13 +152,14 @@ impl State {
     /// too, with why.
     pub(super) fn kill_one(
         &mut self,
+        fx: &mut Effects,
         address: &str,
         why: &str,
         by: &str,
         justification: &str,
         events: &mut Vec<Event>,
     ) -> Option<(String, String, &'static str)> {
-        self.bury(address, why, by, justification, events);
+        self.bury(fx, address, why, by, justification, events);
         let parent = self.tasks[address].parent.clone()?;
         if self.tasks[&parent].status != TaskStatus::Blocked {
             return None;
@@ -165,6 +173,7 @@ impl State {
             .collect();
         for sibling in siblings {
             self.bury(
+                fx,
                 &sibling,
                 &format!("its sibling {address} died"),
                 "0.1",
@@ -185,8 +194,14 @@ impl State {
                     .children
                     .clear();
                 const WHY: &str = "a subtask died; the parent will be decomposed anew";
-                self.fail_attempt_one(&parent, &format!("its subtask {address} died"), "0.1", WHY)
-                    .map(|why| (parent, why, WHY))
+                self.fail_attempt_one(
+                    fx,
+                    &parent,
+                    &format!("its subtask {address} died"),
+                    "0.1",
+                    WHY,
+                )
+                .map(|why| (parent, why, WHY))
             }
         }
     }
@@ -194,6 +209,7 @@ impl State {
     /// Moves one task to the dead-letter queue, nothing more.
     pub(super) fn bury(
         &mut self,
+        fx: &mut Effects,
         address: &str,
         why: &str,
         by: &str,
@@ -206,7 +222,7 @@ impl State {
             .expect("exists")
             .dead_reasons
             .push(why.to_string());
-        self.set_status(address, TaskStatus::Dead, by, justification);
+        self.set_status(fx, address, TaskStatus::Dead, by, justification);
         self.return_budget(address);
         let mut event = Event::allowed(
             "task.dead",

@@ -1,5 +1,6 @@
 //! The kernel's side of the bus: stream definitions and edge usage reports.
 
+use super::Effects;
 use super::{invalid, State};
 use crate::event::{Effect, Event};
 use crate::ledger::{Resource, ResourceKind};
@@ -118,7 +119,7 @@ impl State {
     /// Charges what the edge let through. The edge admitted it against the exact
     /// balances, so it is charged even past a quota (a race with a command in
     /// between); what goes beyond is recorded as shortfall.
-    pub(super) fn charge_edge(&mut self, usage: &[EdgeUsage]) -> Event {
+    pub(super) fn charge_edge(&mut self, fx: &mut Effects, usage: &[EdgeUsage]) -> Event {
         const ACTION: &str = "edge.charge";
         if usage.len() > EDGE_USAGE_ENTRIES_MAX {
             return Event::denied(
@@ -141,10 +142,11 @@ impl State {
                 continue;
             }
             if let Some(quarantined) = self.observe_signals(
+                fx,
                 entry.principal,
                 &[(crate::anomaly::Signal::Publishes, entry.io_ops)],
             ) {
-                self.consequences.push(quarantined);
+                fx.consequences.push(quarantined);
             }
             principals += 1;
             io_ops += entry.io_ops;

@@ -6,6 +6,7 @@
 //! share the index's invariants; claims, outcomes and decomposition already live in
 //! `claims.rs`, `outcomes.rs` and `decompose.rs`.
 
+use super::Effects;
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::{invalid, not_found, State};
@@ -63,7 +64,7 @@ impl State {
     }
 
     /// Expired leases become failed attempts; finished backoffs become claimable.
-    pub(super) fn process_tasks_due(&mut self, events: &mut Vec<Event>) {
+    pub(super) fn process_tasks_due(&mut self, fx: &mut Effects, events: &mut Vec<Event>) {
         // Entries are taken off the index first, so a stale one can never repeat.
         while self
             .lease_expiries
@@ -87,7 +88,7 @@ impl State {
                 message: reason.clone(),
             };
             events.push(event);
-            self.fail_attempt(&address, &reason, "0.1", "the lease expired", events);
+            self.fail_attempt(fx, &address, &reason, "0.1", "the lease expired", events);
         }
         while self
             .backoffs
@@ -101,6 +102,7 @@ impl State {
                 .is_some_and(|t| t.status == TaskStatus::Failed && t.not_before_ms == at_ms)
             {
                 self.set_status(
+                    fx,
                     &address,
                     TaskStatus::Pending,
                     "0.1",
@@ -112,6 +114,7 @@ impl State {
 
     pub(super) fn post_task(
         &mut self,
+        fx: &mut Effects,
         command: &Command,
         actor_address: &str,
         new: &NewTask,
@@ -148,6 +151,7 @@ impl State {
         self.next_task_number += 1;
         let address = format!("{TASK_QUEUE_ADDRESS}.{:05}", self.next_task_number);
         self.insert_task(
+            fx,
             command,
             actor_address,
             &address,
@@ -245,6 +249,7 @@ impl State {
     #[allow(clippy::too_many_arguments)]
     pub(super) fn insert_task(
         &mut self,
+        fx: &mut Effects,
         command: &Command,
         actor_address: &str,
         address: &str,
@@ -324,13 +329,14 @@ impl State {
             justification: justification.clone(),
         });
         if ready {
-            self.set_status(address, to, actor_address, &justification);
+            self.set_status(fx, address, to, actor_address, &justification);
         }
     }
 
     /// Changes a task's status, records it, and keeps the indexes true.
     pub(super) fn set_status(
         &mut self,
+        fx: &mut Effects,
         address: &str,
         to: TaskStatus,
         by: &str,
@@ -372,7 +378,7 @@ impl State {
             TaskStatus::Pending => {
                 task.ready_since_ms = now;
                 self.index(address);
-                self.offered.push(address.to_string());
+                fx.offered.push(address.to_string());
             }
             TaskStatus::Failed => {
                 let not_before = task.not_before_ms;
@@ -418,6 +424,7 @@ impl State {
 
     pub(super) fn update_task(
         &mut self,
+        fx: &mut Effects,
         command: &Command,
         actor_address: &str,
         address: &str,
@@ -446,6 +453,7 @@ impl State {
                 }
                 self.renew_lease(address);
                 self.set_status(
+                    fx,
                     address,
                     TaskStatus::InProgress,
                     actor_address,
@@ -476,13 +484,14 @@ impl State {
                 let mut consequences = Vec::new();
                 self.end_attempt(address, "completed", None);
                 self.complete(
+                    fx,
                     address,
                     Some(result.clone()),
                     actor_address,
                     justification,
                     &mut consequences,
                 );
-                self.consequences.extend(consequences);
+                fx.consequences.extend(consequences);
                 Event::allowed(
                     action,
                     address,
@@ -496,13 +505,14 @@ impl State {
                 self.end_attempt(address, "failed", Some(reason.clone()));
                 let mut consequences = Vec::new();
                 self.fail_attempt(
+                    fx,
                     address,
                     reason,
                     actor_address,
                     justification,
                     &mut consequences,
                 );
-                self.consequences.extend(consequences);
+                fx.consequences.extend(consequences);
                 let status = self.tasks[address].status;
                 Event::allowed(
                     action,
@@ -515,7 +525,13 @@ impl State {
             }
             TaskUpdate::Release => {
                 self.end_attempt(address, "released", None);
-                self.set_status(address, TaskStatus::Pending, actor_address, justification);
+                self.set_status(
+                    fx,
+                    address,
+                    TaskStatus::Pending,
+                    actor_address,
+                    justification,
+                );
                 Event::allowed(
                     action,
                     address,
@@ -529,12 +545,20 @@ impl State {
             TaskUpdate::Decompose {
                 subtasks,
                 on_child_death,
-            } => self.decompose(command, actor_address, address, subtasks, *on_child_death),
+            } => self.decompose(
+                fx,
+                command,
+                actor_address,
+                address,
+                subtasks,
+                *on_child_death,
+            ),
         }
     }
 
     pub(super) fn requeue_task(
         &mut self,
+        fx: &mut Effects,
         actor_address: &str,
         address: &str,
         justification: &str,
@@ -566,7 +590,7 @@ impl State {
         } else {
             TaskStatus::Blocked
         };
-        self.set_status(address, to, actor_address, justification);
+        self.set_status(fx, address, to, actor_address, justification);
         Event::allowed(
             ACTION,
             address,

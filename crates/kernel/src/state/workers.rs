@@ -1,6 +1,7 @@
 //! The kernel's side of worker sessions: registration under `active_workers`,
 //! heartbeats, graceful leave, and loss after a silent timeout.
 
+use super::Effects;
 use super::{forbidden, not_found, State};
 use crate::command::Command;
 use crate::event::{Decision, Effect, Event, Reason};
@@ -31,7 +32,7 @@ impl State {
     }
 
     /// Declares silent workers lost and puts their tasks back on the board.
-    pub(super) fn process_workers_due(&mut self, events: &mut Vec<Event>) {
+    pub(super) fn process_workers_due(&mut self, fx: &mut Effects, events: &mut Vec<Event>) {
         while self
             .worker_deadlines
             .first()
@@ -52,7 +53,7 @@ impl State {
                 "no heartbeat since {last}; timeout {timeout_ms} ms; declared lost at {}",
                 self.now_ms
             );
-            let revoked = self.end_session(id, WorkerState::Lost, "worker_lost", &evidence);
+            let revoked = self.end_session(fx, id, WorkerState::Lost, "worker_lost", &evidence);
             let address = self.workers[&id].address.clone();
             self.workers.get_mut(&id).expect("exists").evidence = Some(evidence);
             let mut event = Event::allowed(
@@ -78,6 +79,7 @@ impl State {
     /// on the board (resuming from their checkpoints). Returns those tasks.
     pub(super) fn end_session(
         &mut self,
+        fx: &mut Effects,
         id: u64,
         state: WorkerState,
         outcome: &str,
@@ -94,7 +96,7 @@ impl State {
         for address in &tasks {
             self.end_attempt(address, outcome, Some(why.to_string()));
             if self.tasks[address].status.is_open() {
-                self.set_status(address, TaskStatus::Pending, "0.1", why);
+                self.set_status(fx, address, TaskStatus::Pending, "0.1", why);
             }
         }
         tasks
@@ -247,6 +249,7 @@ impl State {
     /// unless it was heard from after the drop.
     pub(super) fn worker_disconnected(
         &mut self,
+        fx: &mut Effects,
         id: u64,
         disconnected_at_ms: u64,
         grace_ms: u64,
@@ -269,7 +272,7 @@ impl State {
              not back within the {grace_ms} ms grace period; declared lost at {}",
             self.now_ms
         );
-        let revoked = self.end_session(id, WorkerState::Lost, "worker_lost", &evidence);
+        let revoked = self.end_session(fx, id, WorkerState::Lost, "worker_lost", &evidence);
         self.workers.get_mut(&id).expect("exists").evidence = Some(evidence);
         let mut event = Event::allowed(
             ACTION,
@@ -332,13 +335,14 @@ impl State {
         event
     }
 
-    pub(super) fn leave_worker(&mut self, command: &Command, id: u64) -> Event {
+    pub(super) fn leave_worker(&mut self, fx: &mut Effects, command: &Command, id: u64) -> Event {
         const ACTION: &str = "worker.leave";
         let subject = format!("worker:{id}");
         if let Err(reason) = self.own_active_worker(command, id) {
             return Event::denied(ACTION, subject, reason);
         }
-        let released = self.end_session(id, WorkerState::Left, "worker_left", "the worker left");
+        let released =
+            self.end_session(fx, id, WorkerState::Left, "worker_left", "the worker left");
         Event::allowed(
             ACTION,
             subject,
