@@ -25,6 +25,7 @@ pub mod principals;
 pub mod schema;
 pub mod streams;
 pub mod tasks;
+pub mod tokens;
 pub mod workers;
 
 pub use denial::{explain, format_time, Denial, DenialClass};

@@ -217,6 +217,10 @@ pub struct Conn {
     pub id: u64,
     pub principal: PrincipalId,
     pub address: Arc<str>,
+    /// The token the connection was opened with (revoking it closes the connection).
+    pub token: u64,
+    /// When that token stops working.
+    pub token_expires_at_ms: Option<u64>,
     out: Mutex<Outbound>,
     notify: Notify,
     /// The worker session this connection speaks for (`hello`), if any.
@@ -464,7 +468,15 @@ impl Bus {
     /// A new connection, or `None` when the node holds `connections_max` already.
     /// The count is raised before it is checked, so that concurrent upgrades cannot
     /// pass the bound together.
-    pub fn connect(&self, principal: PrincipalId, address: &str) -> Option<Arc<Conn>> {
+    /// A new connection for `principal` with the token `token` (which stops working
+    /// at `token_expires_at_ms`), or `None` at `connections_max`.
+    pub fn connect(
+        &self,
+        principal: PrincipalId,
+        address: &str,
+        token: u64,
+        token_expires_at_ms: Option<u64>,
+    ) -> Option<Arc<Conn>> {
         let before = self.metrics.connections.fetch_add(1, Ordering::AcqRel);
         if before as usize >= self.config.connections_max {
             self.metrics.connections.fetch_sub(1, Ordering::AcqRel);
@@ -477,6 +489,8 @@ impl Bus {
             id: self.next_conn.fetch_add(1, Ordering::Relaxed),
             principal,
             address: address.into(),
+            token,
+            token_expires_at_ms,
             out: Mutex::new(Outbound::default()),
             notify: Notify::new(),
             worker: Mutex::new(None),
@@ -498,6 +512,37 @@ impl Bus {
             .expect("connections lock")
             .remove(&conn.id);
         self.metrics.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Closes the connections made with `token` (1008, policy): it was revoked.
+    pub fn close_token(&self, token: u64) -> usize {
+        self.close_where(
+            |conn| conn.token == token,
+            "the connection's token was revoked",
+        )
+    }
+
+    /// Closes every connection of `principal` (1008, policy): it was removed.
+    pub fn close_principal(&self, principal: PrincipalId) -> usize {
+        self.close_where(
+            |conn| conn.principal == principal,
+            "the connection's principal was removed",
+        )
+    }
+
+    fn close_where(&self, which: impl Fn(&Conn) -> bool, reason: &str) -> usize {
+        let conns: Vec<_> = self
+            .conns
+            .lock()
+            .expect("connections lock")
+            .values()
+            .filter_map(std::sync::Weak::upgrade)
+            .filter(|conn| which(conn))
+            .collect();
+        for conn in &conns {
+            conn.close(ws::CLOSE_POLICY, reason);
+        }
+        conns.len()
     }
 
     /// Closes every connection (1001, going away): the node is stopping.

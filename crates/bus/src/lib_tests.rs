@@ -7,6 +7,8 @@ fn conn(msgs_max: usize, bytes_max: usize) -> Conn {
         id: 1,
         principal: PrincipalId::ADMIN,
         address: "1.1".into(),
+        token: 1,
+        token_expires_at_ms: None,
         out: Mutex::new(Outbound::default()),
         notify: Notify::new(),
         worker: Mutex::new(None),

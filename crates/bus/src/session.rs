@@ -45,6 +45,45 @@ thread_local! {
 #[derive(Clone, Debug)]
 pub struct Peer {
     pub roles: Vec<Role>,
+    /// The subject patterns the connection's token is scoped to (`bus:PATTERN`);
+    /// `None` when the token has the whole `bus` scope.
+    pub subjects: Option<Vec<String>>,
+}
+
+impl Peer {
+    /// Whether the token's scope lets it publish on `subject`.
+    fn may_publish(&self, subject: &str) -> Result<(), String> {
+        match &self.subjects {
+            Some(patterns)
+                if !patterns
+                    .iter()
+                    .any(|p| colony_kernel::subject::matches(p, subject)) =>
+            {
+                Err(format!(
+                    "this token's bus scope is {}; it does not cover {subject}",
+                    patterns.join(", ")
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether the token's scope lets it subscribe to `pattern`.
+    fn may_subscribe(&self, pattern: &str) -> Result<(), String> {
+        match &self.subjects {
+            Some(patterns)
+                if !patterns
+                    .iter()
+                    .any(|p| colony_kernel::subject::covers(p, pattern)) =>
+            {
+                Err(format!(
+                    "this token's bus scope is {}; it does not cover {pattern}",
+                    patterns.join(", ")
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 /// A client frame: every field any op uses; each op checks the ones it needs.
@@ -302,6 +341,22 @@ async fn wait(timer: &mut Option<Pin<Box<tokio::time::Sleep>>>) {
 }
 
 impl Session {
+    /// The connection's token still holds: past its expiry the connection closes.
+    fn check_token(&self) -> Result<(), FrameError> {
+        let now = colony_pipeline::sequencer::now_ms();
+        match self.conn.token_expires_at_ms {
+            Some(at) if now >= at => {
+                self.conn
+                    .close(ws::CLOSE_POLICY, "the connection's token expired");
+                Err(FrameError::new(
+                    "token_expired",
+                    "the connection's token expired; connect again with a live token",
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Pulls stream messages into the queue, then moves the queue into `out`.
     fn fill(&mut self, out: &mut Vec<u8>) -> Option<(u16, String)> {
         self.pull_streams();
@@ -580,12 +635,13 @@ impl Session {
             })?;
         }
         let bus = &self.bus;
-        policy::may_publish(&bus.config, &self.conn.address, &self.peer.roles, subject).map_err(
-            |message| {
+        self.check_token()?;
+        policy::may_publish(&bus.config, &self.conn.address, &self.peer.roles, subject)
+            .and_then(|()| self.peer.may_publish(subject))
+            .map_err(|message| {
                 bus.metrics.denied.fetch_add(1, Ordering::Relaxed);
                 FrameError::new("forbidden", message).with("subject", subject)
-            },
-        )?;
+            })?;
         let meter = self
             .meter
             .get_or_insert_with(|| bus.meters.meter(self.conn.principal));
@@ -662,12 +718,14 @@ impl Session {
         check_pattern(pattern).map_err(|e| {
             FrameError::new("invalid", format!("subject: {e}")).with("field", "subject")
         })?;
+        self.check_token()?;
         policy::may_subscribe(
             &self.bus.config,
             &self.conn.address,
             &self.peer.roles,
             pattern,
         )
+        .and_then(|()| self.peer.may_subscribe(pattern))
         .map_err(|message| {
             self.bus.metrics.denied.fetch_add(1, Ordering::Relaxed);
             FrameError::new("forbidden", message).with("subject", pattern)

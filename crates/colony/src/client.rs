@@ -73,6 +73,11 @@ impl Client {
         })
     }
 
+    /// The node's base URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
     /// The token requests are sent with.
     pub fn token(&self) -> Option<&str> {
         self.token.as_deref()

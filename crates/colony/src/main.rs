@@ -14,6 +14,7 @@ mod demo;
 mod governance;
 mod output;
 mod tasks;
+mod tokens;
 mod worker;
 
 use std::net::SocketAddr;
@@ -116,6 +117,9 @@ enum Command {
     /// Create, list and remove principals (humans, AIs, artifacts, nodes).
     #[command(subcommand)]
     Principals(PrincipalsCommand),
+    /// Make, list, revoke and rotate scoped, expiring tokens.
+    #[command(subcommand)]
+    Tokens(tokens::TokensCommand),
     /// Reserve, commit and release resources against your quotas.
     #[command(subcommand)]
     Ledger(LedgerCommand),
@@ -663,6 +667,7 @@ fn main() -> ExitCode {
                 }
             }
             Command::Principals(command) => commands::principals(command).await,
+            Command::Tokens(command) => tokens::run(command).await,
             Command::Ledger(command) => commands::ledger(command).await,
             Command::Audit(command) => commands::audit(command).await,
         }

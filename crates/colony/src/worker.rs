@@ -4,7 +4,9 @@
 //!
 //! It registers a session, heartbeats it, claims work for that session, and runs
 //! `sh -c COMMAND` per task with the task on stdin and in the environment
-//! (`COLONY_TASK`, `COLONY_TASK_JSON`, `COLONY_CHECKPOINT`, `COLONY_LEASE_TOKEN`). A line
+//! (`COLONY_TASK`, `COLONY_TASK_JSON`, `COLONY_CHECKPOINT`, `COLONY_LEASE_TOKEN`, and
+//! `COLONY_URL` with `COLONY_TOKEN`: a token scoped to that task, never the worker's
+//! own, revoked when the command ends). A line
 //! `checkpoint: {json}` on the command's stdout is stored as the task's checkpoint; the
 //! rest of stdout is the result (JSON if it parses); a non-zero exit fails the attempt
 //! with the end of stderr. The task's lease is renewed while the command runs. A lost
@@ -20,9 +22,12 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
 use colony_api::gateway::OpenAiError;
+use colony_api::ledger::LedgerView;
+use colony_api::streams::Duration as Ttl;
 use colony_api::tasks::{
     ClaimRequest, Claimed, DecomposeRequest, LeaseRequest, TaskRequest, TaskView, Usd,
 };
+use colony_api::tokens::{CreateToken, TokenCreated};
 use colony_api::workers::{RegisterAnswer as Registration, RegisterRequest, WorkerHeartbeat};
 
 use crate::client::{ApiFailure, Client};
@@ -199,6 +204,33 @@ pub async fn run(options: WorkerOptions, remote: Remote) -> anyhow::Result<ExitC
     }
 }
 
+/// A token for the command that runs the task at `address`: `(principal, id,
+/// secret)`, scoped to the task for a day (revoked as soon as the command ends), or
+/// `None` (said loudly) when the worker's own token may not make one.
+async fn task_token(client: &Client, address: &str) -> Option<(String, u64, String)> {
+    let made = async {
+        let me: LedgerView = client.get_as("/v1/ledger/me").await?;
+        let body = CreateToken {
+            name: format!("task {address}"),
+            scopes: vec![format!("task:{address}")],
+            ttl: Some(Ttl::Text("24h".into())),
+            justification: Some(format!("the command that runs {address}")),
+        };
+        let path = format!("/v1/principals/{}/tokens", me.principal);
+        let created: TokenCreated = client.post_as(&path, &body).await?;
+        anyhow::Ok((me.principal, created.id, created.token))
+    };
+    match made.await {
+        Ok(made) => Some(made),
+        Err(error) => {
+            eprintln!(
+                "colony worker: the command for {address} runs without a token (this worker's token cannot make one: {error:#})"
+            );
+            None
+        }
+    }
+}
+
 /// The holder of a task's lease, acting on it.
 struct Lease<'a> {
     client: &'a Client,
@@ -234,9 +266,18 @@ async fn work(client: &Client, exec: &str, claimed: &Claimed) -> anyhow::Result<
     let token = claimed.lease.token;
     let task_json = serde_json::to_string(task)?;
     let lease_ms = task_lease_ms(claimed);
-    let mut child = tokio::process::Command::new("sh")
+    // The command gets a token scoped to this task (its routes, and LLM calls made
+    // for it), never the worker's own; it is revoked when the command ends.
+    let scoped = task_token(client, &address).await;
+    let mut command = tokio::process::Command::new("sh");
+    command.env_remove("COLONY_TOKEN");
+    if let Some((_, _, secret)) = &scoped {
+        command.env("COLONY_TOKEN", secret);
+    }
+    let mut child = command
         .arg("-c")
         .arg(exec)
+        .env("COLONY_URL", client.base())
         .env("COLONY_TASK", &address)
         .env("COLONY_TASK_JSON", &task_json)
         .env(
@@ -291,6 +332,16 @@ async fn work(client: &Client, exec: &str, claimed: &Claimed) -> anyhow::Result<
         }
     }
     let status = child.wait().await?;
+    if let Some((principal, id, _)) = &scoped {
+        let path = format!(
+            "/v1/principals/{principal}/tokens/{id}?justification=the%20task%27s%20command%20ended"
+        );
+        if let Err(error) = client.delete(&path).await {
+            eprintln!(
+                "colony worker: could not revoke the token of {address}'s command: {error:#}"
+            );
+        }
+    }
     let stderr = stderr_tail.await.unwrap_or_default();
     if status.success() {
         let text = output.join("\n");

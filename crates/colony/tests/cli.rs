@@ -468,3 +468,85 @@ fn bus_streams_and_hypernet_messages_from_the_command_line() {
     node.kill().unwrap();
     node.wait().unwrap();
 }
+
+#[test]
+fn tokens_are_made_listed_rotated_and_revoked_from_the_command_line() {
+    let data = tempfile::tempdir().unwrap();
+    let (mut node, url) = start(data.path());
+    let admin = std::fs::read_to_string(data.path().join("admin.token"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let agent = json(
+        &url,
+        &admin,
+        &[
+            "principals",
+            "add",
+            "--name",
+            "scout",
+            "--kind",
+            "ai",
+            "--role",
+            "member",
+            "-j",
+            "an agent",
+        ],
+    );
+    let primary = token_of(&agent);
+    let made = json(
+        &url,
+        &primary,
+        &[
+            "tokens",
+            "create",
+            "--name",
+            "reader",
+            "--scope",
+            "read",
+            "--scope",
+            "llm",
+            "--ttl",
+            "1h",
+            "-j",
+            "reads and asks",
+        ],
+    );
+    let reader = token_of(&made);
+    let id = made["id"].as_u64().unwrap().to_string();
+    assert!(made["expires_at"].is_string());
+    // The scoped token reads, and is refused the ledger, naming the scope.
+    let (ok, _) = colony(&url, &reader, &["tasks", "list"]);
+    assert!(ok);
+    let (ok, text) = colony(
+        &url,
+        &reader,
+        &["ledger", "reserve", "io_ops", "1", "-j", "try"],
+    );
+    assert!(!ok);
+    assert!(text.contains("scope") && text.contains("ledger"), "{text}");
+    // Rotated: a new secret, the old one revoked.
+    let (ok, text) = colony(
+        &url,
+        &primary,
+        &["tokens", "rotate", &id, "-j", "weekly rotation"],
+    );
+    assert!(ok, "{text}");
+    let (ok, text) = colony(&url, &reader, &["tasks", "list"]);
+    assert!(!ok && text.contains("token_revoked"), "{text}");
+    let list = json(&url, &primary, &["tokens", "list"]);
+    let tokens = list["tokens"].as_array().unwrap();
+    assert_eq!(tokens.len(), 3, "{list}");
+    assert_eq!(tokens[1]["state"], "revoked");
+    assert_eq!(tokens[2]["state"], "live");
+    assert_eq!(tokens[2]["name"], "reader");
+    let newest = tokens[2]["id"].as_u64().unwrap().to_string();
+    let revoked = json(
+        &url,
+        &primary,
+        &["tokens", "revoke", &newest, "-j", "no longer needed"],
+    );
+    assert_eq!(revoked["token"].as_u64().unwrap().to_string(), newest);
+    let _ = node.kill();
+    let _ = node.wait();
+}

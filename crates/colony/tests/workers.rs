@@ -217,3 +217,37 @@ fn a_stopped_worker_past_its_timeout_cannot_complete_its_old_task() {
         "the late worker's calls were refused and recorded: {audit}"
     );
 }
+
+/// The command a worker runs gets a token scoped to its task (never the worker's
+/// own): it reads its task, is refused the board, and the token is revoked when the
+/// command ends.
+#[test]
+fn the_command_gets_a_token_scoped_to_its_task_only() {
+    let swarm = Swarm::start();
+    let (address, token) = swarm.principal("scoped");
+    let task = swarm.post_task();
+    let exec = "status() { curl -s -o /dev/null -w '%{http_code}' -H \"Authorization: Bearer $COLONY_TOKEN\" \"$COLONY_URL$1\"; }; \
+                echo \"$(status /v1/tasks/$COLONY_TASK) $(status /v1/tasks) $(status /v1/ledger/me)\"";
+    let mut worker = swarm.worker(&token, exec, &["--max-tasks", "1"]);
+    swarm.wait_for("the task to complete", |s| {
+        s.call("GET", &format!("/v1/tasks/{task}"), Value::Null)["status"] == "completed"
+    });
+    let finished = swarm.call("GET", &format!("/v1/tasks/{task}"), Value::Null);
+    assert_eq!(
+        finished["result"], "200 403 403",
+        "its task yes, the board and the ledger no: {finished}"
+    );
+    assert!(worker.wait().unwrap().success());
+    let tokens = swarm.call(
+        "GET",
+        &format!("/v1/principals/{address}/tokens"),
+        Value::Null,
+    );
+    let scoped = tokens["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["scopes"] == json!([format!("task:{task}")]))
+        .unwrap_or_else(|| panic!("no task token in {tokens}"));
+    assert_eq!(scoped["state"], "revoked", "{scoped}");
+}

@@ -55,6 +55,13 @@ pub enum CommandBody {
     RemovePrincipal {
         principal: PrincipalId,
     },
+    /// Makes another token for a principal (its own, or any as an admin).
+    CreateToken(Box<crate::tokens::NewToken>),
+    /// Revokes one of a principal's tokens at once.
+    RevokeToken {
+        principal: PrincipalId,
+        token: u64,
+    },
     /// Sets aside `amount` of a resource before an action.
     Reserve {
         resource: Resource,
@@ -229,6 +236,9 @@ impl CommandBody {
     pub fn stored_bytes(&self) -> u64 {
         match self {
             CommandBody::UpdateTask { update, .. } => update.stored_bytes(),
+            CommandBody::CreateToken(new) => {
+                (new.name.len() + new.scopes.iter().map(String::len).sum::<usize>()) as u64
+            }
             _ => 0,
         }
     }
@@ -239,6 +249,8 @@ impl CommandBody {
             CommandBody::Genesis(_) => "genesis",
             CommandBody::CreatePrincipal(_) => "principal.create",
             CommandBody::RemovePrincipal { .. } => "principal.remove",
+            CommandBody::CreateToken(_) => "token.create",
+            CommandBody::RevokeToken { .. } => "token.revoke",
             CommandBody::Reserve { .. } => "ledger.reserve",
             CommandBody::Commit { .. } => "ledger.commit",
             CommandBody::Settle { .. } => "llm.settle",

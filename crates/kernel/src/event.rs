@@ -248,6 +248,15 @@ pub enum Effect {
         address: String,
         released_reservations: usize,
     },
+    TokenCreated {
+        principal: String,
+        token: u64,
+        expires_at_ms: Option<u64>,
+    },
+    TokenRevoked {
+        principal: String,
+        token: u64,
+    },
     Reserved {
         reservation: ReservationId,
         resource: Resource,

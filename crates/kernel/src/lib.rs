@@ -34,6 +34,7 @@ mod state;
 pub mod streams;
 pub mod subject;
 pub mod tasks;
+pub mod tokens;
 pub mod workers;
 
 pub use address::{validate_address, AddressError};
@@ -51,6 +52,7 @@ pub use limits::{
 };
 pub use principal::{Principal, PrincipalId, PrincipalKind, Role, TokenHash};
 pub use state::State;
+pub use tokens::{NewToken, Token};
 
 /// Money is counted in integer micro-dollars: one US dollar is this many units.
 pub const MICRO_USD_PER_USD: u64 = 1_000_000;

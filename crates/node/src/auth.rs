@@ -20,13 +20,17 @@ pub fn hash_token(token: &str) -> TokenHash {
     Sha256::digest(token.as_bytes()).into()
 }
 
-/// The authenticated principal making a request.
+/// The authenticated principal making a request, and the token it presented.
 #[derive(Clone, Debug)]
 pub struct Caller {
     pub id: PrincipalId,
     pub address: String,
     pub kind: PrincipalKind,
     pub roles: Vec<Role>,
+    /// The token's id and scopes, and when it stops working.
+    pub token: u64,
+    pub scopes: Vec<String>,
+    pub expires_at_ms: Option<u64>,
 }
 
 impl Caller {
@@ -52,7 +56,46 @@ impl FromRequestParts<AppState> for Caller {
         })?;
         let caller = authenticate(app, token)?;
         crate::listener::mark_authenticated(&parts.extensions);
+        let route = parts
+            .extensions
+            .get::<axum::extract::MatchedPath>()
+            .map_or_else(|| parts.uri.path().to_string(), |m| m.as_str().to_string());
+        let task = parts
+            .headers
+            .get("x-colony-task")
+            .and_then(|v| v.to_str().ok());
+        caller.check_scope(&parts.method, &route, parts.uri.path(), task)?;
         Ok(caller)
+    }
+}
+
+impl Caller {
+    /// Whether the token's scopes give what `route` needs: `403 scope` naming it
+    /// otherwise.
+    pub fn check_scope(
+        &self,
+        method: &axum::http::Method,
+        route: &str,
+        path: &str,
+        task: Option<&str>,
+    ) -> Result<(), ApiError> {
+        let Some(need) = crate::scope::needed(method, route) else {
+            return Ok(());
+        };
+        if crate::scope::allows(&self.scopes, need, path, task) {
+            return Ok(());
+        }
+        Err(ApiError::new(
+            axum::http::StatusCode::FORBIDDEN,
+            "scope",
+            format!(
+                "this token (id {}) lacks the `{need}` scope this route needs; its scopes are {}",
+                self.token,
+                self.scopes.join(", ")
+            ),
+        )
+        .with("scope", need)
+        .with("token", self.token))
     }
 }
 
@@ -68,22 +111,53 @@ pub(crate) fn bearer_token(headers: &axum::http::HeaderMap) -> Option<&str> {
         .filter(|token| !token.is_empty())
 }
 
-/// The principal a token belongs to, if it has standing.
+/// The principal a token belongs to, if the token is live and the principal has
+/// standing; a revoked or expired token is `401` saying which.
 pub fn authenticate(app: &AppState, token: &str) -> Result<Caller, ApiError> {
     let hash = hash_token(token);
+    let now = crate::sequencer::now_ms();
     let state = app.shared.state.read().expect("state lock");
-    let principal = state
-        .principal_by_token(&hash)
-        .filter(|principal| principal.standing)
-        .ok_or_else(|| {
-            ApiError::unauthenticated(
-                "this token is not valid (unknown, or its principal was removed)",
-            )
-        })?;
+    let (token, principal) = state
+        .token_by_hash(&hash)
+        .ok_or_else(|| ApiError::unauthenticated("this token is not valid (no such token)"))?;
+    if let Some((at_ms, by)) = &token.revoked {
+        return Err(ApiError::new(
+            axum::http::StatusCode::UNAUTHORIZED,
+            "token_revoked",
+            format!(
+                "this token (id {}) was revoked at {} by {by}",
+                token.id,
+                colony_api::format_time(*at_ms)
+            ),
+        )
+        .with("token", token.id)
+        .with("revoked_at", colony_api::format_time(*at_ms)));
+    }
+    if let Some(at_ms) = token.expires_at_ms.filter(|at| now >= *at) {
+        return Err(ApiError::new(
+            axum::http::StatusCode::UNAUTHORIZED,
+            "token_expired",
+            format!(
+                "this token (id {}) expired at {}",
+                token.id,
+                colony_api::format_time(at_ms)
+            ),
+        )
+        .with("token", token.id)
+        .with("expired_at", colony_api::format_time(at_ms)));
+    }
+    if !principal.standing {
+        return Err(ApiError::unauthenticated(
+            "this token's principal was removed",
+        ));
+    }
     Ok(Caller {
         id: principal.id,
         address: principal.address.clone(),
         kind: principal.kind,
         roles: principal.roles.clone(),
+        token: token.id,
+        scopes: token.scopes.clone(),
+        expires_at_ms: token.expires_at_ms,
     })
 }

@@ -29,6 +29,7 @@ pub mod genesis;
 pub mod listener;
 pub mod mock_llm;
 mod node;
+pub mod scope;
 pub mod supervisor;
 pub mod tls;
 

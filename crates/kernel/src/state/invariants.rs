@@ -140,16 +140,31 @@ impl State {
                 ));
             }
         }
+        for (hash, id) in &self.by_token {
+            match self.tokens.get(id) {
+                Some(token) if token.hash == *hash => {}
+                _ => return Err(format!("token hash of id {id} resolves to no such token")),
+            }
+        }
+        for token in self.tokens.values() {
+            if self.by_token.get(&token.hash) != Some(&token.id) {
+                return Err(format!("token {} is not found by its hash", token.id));
+            }
+            if !self.principals.contains_key(&token.principal) {
+                return Err(format!("token {} belongs to no principal", token.id));
+            }
+        }
         for principal in self.principals.values() {
             if self.chain(principal.id).len() > PRINCIPAL_DEPTH_MAX {
                 return Err(format!("{} is deeper than allowed", principal.address));
             }
-            if principal.standing
-                && principal.kind != PrincipalKind::System
-                && self.by_token.get(&principal.token_hash) != Some(&principal.id)
+            if !principal.standing
+                && self
+                    .tokens_of(principal.id)
+                    .any(|token| token.revoked.is_none())
             {
                 return Err(format!(
-                    "{}'s token does not resolve to it",
+                    "{} was removed but holds an unrevoked token",
                     principal.address
                 ));
             }

@@ -30,6 +30,7 @@ mod principals;
 mod relaxation;
 mod streams;
 mod tasks;
+mod tokens;
 mod workers;
 
 const SYSTEM_ADDRESS: &str = "0.1";
@@ -45,7 +46,13 @@ pub struct State {
     quotas: Option<QuotaConfig>,
     next_principal_id: u64,
     principals: BTreeMap<PrincipalId, Principal>,
-    by_token: BTreeMap<TokenHash, PrincipalId>,
+    /// Every token's hash, to its id (revoked and expired ones too, so that the
+    /// node can say which a presented token is).
+    by_token: BTreeMap<TokenHash, u64>,
+    /// Tokens by id.
+    tokens: BTreeMap<u64, crate::tokens::Token>,
+    /// The last token id given.
+    next_token_id: u64,
     by_address: BTreeMap<String, PrincipalId>,
     /// Next instance number under each address prefix.
     next_number: BTreeMap<String, u64>,
@@ -178,11 +185,12 @@ impl State {
         self.principals.get(&id)
     }
 
-    /// The principal with standing that holds the token with this hash.
+    /// The principal with standing that holds a live token (neither revoked nor
+    /// expired at the state's time) with this hash.
     pub fn principal_by_token(&self, token_hash: &TokenHash) -> Option<&Principal> {
-        self.by_token
-            .get(token_hash)
-            .and_then(|id| self.principals.get(id))
+        self.token_by_hash(token_hash)
+            .filter(|(token, principal)| token.is_live(self.now_ms) && principal.standing)
+            .map(|(_, principal)| principal)
     }
 
     pub fn principal_by_address(&self, address: &str) -> Option<&Principal> {
@@ -412,6 +420,10 @@ impl State {
             }
             CommandBody::RemovePrincipal { principal } => {
                 self.remove_principal(command, *principal)
+            }
+            CommandBody::CreateToken(new) => self.create_token(command, new),
+            CommandBody::RevokeToken { principal, token } => {
+                self.revoke_token(command, *principal, *token)
             }
             CommandBody::Reserve {
                 resource,

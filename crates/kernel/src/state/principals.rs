@@ -200,7 +200,22 @@ impl State {
             let balance = Balance::with_quota(quotas.default_quota(request.kind, resource));
             self.balances.insert((id, resource), balance);
         }
-        self.by_token.insert(principal.token_hash, id);
+        let token = self.next_token_id();
+        let creator = self
+            .principals
+            .get(&command.actor)
+            .map_or_else(|| address.clone(), |p| p.address.clone());
+        self.insert_token(crate::tokens::Token {
+            id: token,
+            principal: id,
+            name: "primary".to_string(),
+            scopes: vec!["*".to_string()],
+            created_at_ms: command.at_ms,
+            created_by: creator,
+            expires_at_ms: None,
+            revoked: None,
+            hash: principal.token_hash,
+        });
         self.by_address.insert(address.clone(), id);
         self.principals.insert(id, principal);
         self.count_principal(request.kind, &address, 1);
@@ -244,14 +259,17 @@ impl State {
             );
         }
         let kind = principal.kind;
-        let token_hash = principal.token_hash;
         let held: Vec<ReservationId> = self.reservations_of(target).map(|r| r.id).collect();
         for reservation in &held {
             self.release(*reservation, ACTION);
         }
         let principal = self.principals.get_mut(&target).expect("checked above");
         principal.standing = false;
-        self.by_token.remove(&token_hash);
+        let by = self
+            .principals
+            .get(&command.actor)
+            .map_or_else(String::new, |p| p.address.clone());
+        self.revoke_all_tokens(target, command.at_ms, &by);
         self.count_principal(kind, &address, -1);
         Event::allowed(
             ACTION,

@@ -68,6 +68,9 @@ pub async fn upgrade(State(app): State<AppState>, mut request: Request) -> Respo
         }
         Err(error) => return error.into_response(),
     };
+    if let Err(error) = caller.check_scope(request.method(), "/v1/bus", "/v1/bus", None) {
+        return error.into_response();
+    }
     let is_upgrade = request.method() == axum::http::Method::GET
         && header_has_token(&request, header::CONNECTION, "upgrade")
         && header_has_token(&request, header::UPGRADE, "websocket");
@@ -91,7 +94,12 @@ pub async fn upgrade(State(app): State<AppState>, mut request: Request) -> Respo
     };
     let bus = Arc::clone(&app.shared.bus);
     let on_upgrade = hyper::upgrade::on(&mut request);
-    let Some(conn) = bus.connect(caller.id, &caller.address) else {
+    let Some(conn) = bus.connect(
+        caller.id,
+        &caller.address,
+        caller.token,
+        caller.expires_at_ms,
+    ) else {
         let mut error = ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "too_many_connections",
@@ -106,6 +114,7 @@ pub async fn upgrade(State(app): State<AppState>, mut request: Request) -> Respo
     };
     let peer = Peer {
         roles: caller.roles.clone(),
+        subjects: crate::scope::bus_subjects(&caller.scopes),
     };
     tokio::spawn(async move {
         match on_upgrade.await {
@@ -129,7 +138,7 @@ pub async fn upgrade(State(app): State<AppState>, mut request: Request) -> Respo
     response
 }
 
-fn duration_ms(field: &str, value: &Duration) -> Result<u64, ApiError> {
+pub(crate) fn duration_ms(field: &str, value: &Duration) -> Result<u64, ApiError> {
     let invalid = || {
         ApiError::bad_request(
             "invalid",

@@ -223,6 +223,16 @@ pub async fn messages(
             if let Some(axum::Extension(connection)) = connection {
                 connection.mark_authenticated();
             }
+            let task = task_header(&headers);
+            if let Err(error) = caller.check_scope(
+                &axum::http::Method::POST,
+                "/v1/messages",
+                "/v1/messages",
+                task,
+            ) {
+                let refusal = Refusal::new(403, "permission_error", "scope", error.message);
+                return refusal_response(&refusal, Dialect::Anthropic);
+            }
             caller
         }
         _ => {

@@ -28,6 +28,7 @@ mod metrics;
 pub mod openapi;
 mod principals;
 mod tasks;
+mod tokens;
 mod workers;
 
 use axum::extract::rejection::JsonRejection;
@@ -64,6 +65,14 @@ pub fn router(app: AppState) -> Router {
         .route(
             "/v1/principals/{address}/release",
             post(principals::release),
+        )
+        .route(
+            "/v1/principals/{address}/tokens",
+            post(tokens::create).get(tokens::list),
+        )
+        .route(
+            "/v1/principals/{address}/tokens/{id}",
+            axum::routing::delete(tokens::revoke),
         )
         .route(
             "/v1/proposals",

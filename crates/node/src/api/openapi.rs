@@ -10,7 +10,7 @@ use utoipa::{Modify, OpenApi};
 
 use super::{
     audit, bus, gateway, governance, hypernet_tasks, ledger, limits, metrics, principals, tasks,
-    workers,
+    tokens, workers,
 };
 
 #[derive(OpenApi)]
@@ -24,6 +24,7 @@ use super::{
         super::healthz, serve, metrics::render,
         limits::list, limits::one,
         principals::create, principals::list, principals::one, principals::remove, principals::release,
+        tokens::create, tokens::list, tokens::revoke,
         ledger::reserve, ledger::commit, ledger::release, ledger::grant, ledger::free, ledger::me,
         audit::list,
         governance::propose, governance::list, governance::one, governance::vote,

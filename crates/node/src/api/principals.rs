@@ -212,6 +212,10 @@ async fn act_on(
         Act::Release => CommandBody::ReleaseQuarantine { principal },
     };
     let outcome = app.decide(caller.id, justification, body).await?;
+    if let Act::Remove = act {
+        // Its tokens are revoked with it: its bus connections close too.
+        app.shared.bus.close_principal(principal);
+    }
     let (removed, released) = match act {
         Act::Remove => (Some(address), None),
         Act::Release => (None, Some(address)),

@@ -1,0 +1,145 @@
+//! Which scope each route needs, and whether a token's scopes give it. The table
+//! is here, at the edge, where a token is presented; the kernel still decides by the
+//! principal's roles. `docs/api.md` lists it, and `tests/authorization.rs` holds the
+//! code to that list.
+//!
+//! - `*` (a principal's first token): every scope.
+//! - `read`: every `GET` (but the bus).
+//! - `llm`: the gateway's calls. `ledger`: `/v1/ledger/...` actions. `tasks`: the
+//!   board's and worker sessions' actions. `governance`: proposals, votes, releasing
+//!   a quarantine. `admin`: creating and removing principals, streams. `tokens`:
+//!   making and revoking tokens (no wider than the token used). `bus`: the bus, every
+//!   subject its roles allow; `bus:PATTERN`: only subjects matching it.
+//! - `task:ADDRESS`: reading and acting on that task and its subtasks, and LLM calls
+//!   made for them (`X-Colony-Task`): what a worker hands the command it runs.
+
+use axum::http::Method;
+
+/// The scope a request on `route` (the route's template, as the router matched it)
+/// with `method` needs; `None` for the routes anyone may call.
+pub fn needed(method: &Method, route: &str) -> Option<&'static str> {
+    if route == "/healthz" || route == "/v1/openapi.json" {
+        return None;
+    }
+    if route == "/v1/bus" {
+        return Some("bus");
+    }
+    if method == Method::GET || method == Method::HEAD {
+        return Some("read");
+    }
+    Some(match route {
+        "/v1/chat/completions" | "/v1/messages" => "llm",
+        "/v1/proposals" | "/v1/proposals/{id}/votes" | "/v1/principals/{address}/release" => {
+            "governance"
+        }
+        "/v1/principals"
+        | "/v1/principals/{address}/remove"
+        | "/v1/streams"
+        | "/v1/streams/{name}" => "admin",
+        "/v1/principals/{address}/tokens" | "/v1/principals/{address}/tokens/{id}" => "tokens",
+        _ if route.starts_with("/v1/ledger/") => "ledger",
+        _ => "tasks",
+    })
+}
+
+/// Whether `scopes` give `need` for a request on `path` (`X-Colony-Task`: `task`).
+pub fn allows(scopes: &[String], need: &str, path: &str, task: Option<&str>) -> bool {
+    scopes.iter().any(|scope| {
+        scope == "*"
+            || scope == need
+            || (need == "bus" && scope.starts_with("bus:"))
+            || scope
+                .strip_prefix("task:")
+                .is_some_and(|address| task_scope_allows(address, need, path, task))
+    })
+}
+
+/// A `task:ADDRESS` scope: the task's own routes and LLM calls made for it.
+fn task_scope_allows(address: &str, need: &str, path: &str, task: Option<&str>) -> bool {
+    let within = |other: &str| {
+        other == address
+            || other
+                .strip_prefix(address)
+                .is_some_and(|rest| rest.starts_with('.'))
+    };
+    match need {
+        "llm" => task.is_some_and(within),
+        "tasks" | "read" => path
+            .strip_prefix("/v1/tasks/")
+            .map(|rest| rest.split('/').next().unwrap_or(""))
+            .is_some_and(within),
+        _ => false,
+    }
+}
+
+/// The subject patterns a token's bus scope is limited to (`None`: not limited).
+pub fn bus_subjects(scopes: &[String]) -> Option<Vec<String>> {
+    if scopes.iter().any(|s| s == "*" || s == "bus") {
+        return None;
+    }
+    Some(
+        scopes
+            .iter()
+            .filter_map(|s| s.strip_prefix("bus:").map(str::to_string))
+            .collect(),
+    )
+}
+
+/// Whether every scope in `wanted` is within `held` (a token makes no wider token).
+pub fn within(held: &[String], wanted: &[String]) -> bool {
+    if held.iter().any(|s| s == "*") {
+        return true;
+    }
+    wanted.iter().all(|scope| held.contains(scope))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scopes(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn routes_need_their_scopes() {
+        assert_eq!(needed(&Method::GET, "/v1/tasks"), Some("read"));
+        assert_eq!(needed(&Method::POST, "/v1/ledger/reserve"), Some("ledger"));
+        assert_eq!(
+            needed(&Method::POST, "/v1/tasks/{address}/{action}"),
+            Some("tasks")
+        );
+        assert_eq!(needed(&Method::DELETE, "/v1/streams/{name}"), Some("admin"));
+        assert_eq!(needed(&Method::GET, "/v1/bus"), Some("bus"));
+        assert_eq!(needed(&Method::GET, "/healthz"), None);
+    }
+
+    #[test]
+    fn a_task_scope_reaches_its_task_and_subtasks_only() {
+        let held = scopes(&["task:0.7.1.00001"]);
+        assert!(allows(
+            &held,
+            "tasks",
+            "/v1/tasks/0.7.1.00001/complete",
+            None
+        ));
+        assert!(allows(&held, "tasks", "/v1/tasks/0.7.1.00001.2/fail", None));
+        assert!(!allows(&held, "tasks", "/v1/tasks/0.7.1.000010/fail", None));
+        assert!(!allows(&held, "tasks", "/v1/tasks/claim", None));
+        assert!(allows(
+            &held,
+            "llm",
+            "/v1/chat/completions",
+            Some("0.7.1.00001")
+        ));
+        assert!(!allows(&held, "llm", "/v1/chat/completions", None));
+        assert!(!allows(&held, "ledger", "/v1/ledger/reserve", None));
+    }
+
+    #[test]
+    fn tokens_are_made_no_wider() {
+        assert!(within(&scopes(&["*"]), &scopes(&["admin"])));
+        assert!(within(&scopes(&["llm", "read"]), &scopes(&["llm"])));
+        assert!(!within(&scopes(&["llm"]), &scopes(&["llm", "ledger"])));
+    }
+}
