@@ -236,7 +236,8 @@ async fn principals_get_hypernet_addresses_and_roles_are_enforced() {
     let (status, body) = node.get("/v1/ledger/me", &ai_token).await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
-        (StatusCode::UNAUTHORIZED, Some("unauthenticated"))
+        (StatusCode::UNAUTHORIZED, Some("token_revoked")),
+        "removing a principal revokes its tokens: {body}"
     );
 }
 
