@@ -25,6 +25,8 @@ pub struct Shared {
     pub supervisor: crate::supervisor::SupervisorStatus,
     /// The agent bus.
     pub bus: Arc<crate::bus::Bus>,
+    /// Who may read what (`access.toml`).
+    pub read: crate::access::ReadPolicy,
     /// The LLM gateway.
     pub gateway: Arc<crate::gateway::Gateway>,
     /// The listener's open connections.
@@ -39,6 +41,29 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// Whether `caller` may read what `readers` allows (the read policy's entry
+    /// `what`): `403 forbidden` saying who may, otherwise.
+    pub(crate) fn check_read(
+        &self,
+        caller: &crate::auth::Caller,
+        what: &str,
+        readers: crate::access::Readers,
+    ) -> Result<(), ApiError> {
+        if readers.admits(caller) {
+            return Ok(());
+        }
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "the read policy (access.toml: [read] {what} = \"{}\") lets {} read this",
+                readers.as_str(),
+                readers.who()
+            ),
+        )
+        .with("read_policy", what))
+    }
+
     /// The principal at `address`, or a 404.
     pub(crate) fn principal_at(
         &self,

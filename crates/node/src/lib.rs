@@ -20,6 +20,7 @@
 //! # mod anyhow_free { pub type Result = std::result::Result<(), colony_node::NodeError>; }
 //! ```
 
+pub mod access;
 pub mod api;
 mod app;
 pub mod auth;

@@ -36,6 +36,9 @@ pub struct NodeConfig {
     /// `providers.toml` in the configuration directory (read at every start, keys
     /// from the environment), else the shipped defaults.
     pub gateway: Option<crate::gateway::GatewayConfig>,
+    /// Who may read what; when `None`, `access.toml` in the configuration directory
+    /// (read at every start), else the defaults.
+    pub access: Option<crate::access::ReadPolicy>,
     /// Serve HTTPS and `wss://` instead of plain HTTP.
     pub tls: Option<crate::tls::TlsSource>,
     /// Timeouts and bounds on connections.
@@ -62,6 +65,7 @@ impl Default for NodeConfig {
             supervisor: None,
             bus: None,
             gateway: None,
+            access: None,
             tls: None,
             listen_limits: crate::listener::ListenConfig::default(),
         }
@@ -186,9 +190,14 @@ impl Node {
                     context: "LLM gateway".into(),
                     source: std::io::Error::other(message),
                 })?;
+        let read = match config.access {
+            Some(policy) => policy,
+            None => crate::access::ReadPolicy::load(&config.config_dir)?,
+        };
         let supervisor_status: crate::supervisor::SupervisorStatus = Default::default();
         let shared = Arc::new(Shared {
             gateway,
+            read,
             bus: Arc::clone(&bus),
             state: Arc::clone(&state),
             submitter: submitter.clone(),

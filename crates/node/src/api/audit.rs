@@ -16,15 +16,29 @@ pub const AUDIT_SCAN_RECORDS_MAX: u64 = 100_000;
 
 /// Records after `after`, oldest first, as stored (byte for byte, so that clients
 /// can check the hashes themselves). The body is an [`AuditPage`], written here
-/// without parsing the records.
+/// without parsing the records. Those the read policy does not admit to the whole
+/// log (`[read] audit`, admins and human members by default) read the records of
+/// their own commands.
 #[utoipa::path(get, path = "/v1/audit", tag = "audit",
     params(("after" = Option<u64>, Query), ("limit" = Option<usize>, Query, description = "1 to 1000"), ("actor" = Option<String>, Query), ("address" = Option<String>, Query)),
-    responses((status = 200, body = AuditPage), (status = 400, body = ErrorBody)))]
+    responses((status = 403, body = ErrorBody), (status = 200, body = AuditPage), (status = 400, body = ErrorBody)))]
 pub async fn list(
     State(app): State<AppState>,
-    _caller: Caller,
-    Params(params): Params<AuditParams>,
+    caller: Caller,
+    Params(mut params): Params<AuditParams>,
 ) -> Result<Response, ApiError> {
+    // Past the read policy, a principal reads the records of its own commands only.
+    if !app.shared.read.audit.admits(&caller) {
+        match params.actor.as_deref() {
+            None => params.actor = Some(caller.address.clone()),
+            Some(actor) if actor == caller.address => {}
+            Some(_) => {
+                return Err(app
+                    .check_read(&caller, "audit", app.shared.read.audit)
+                    .expect_err("not admitted"))
+            }
+        }
+    }
     let limit = params.limit.unwrap_or(100);
     if limit == 0 || limit > AUDIT_PAGE_RECORDS_MAX {
         return Err(ApiError::bad_request(

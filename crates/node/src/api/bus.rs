@@ -212,7 +212,7 @@ pub async fn create_stream(
 }
 
 /// Every stream with what it holds.
-#[utoipa::path(get, path = "/v1/streams", tag = "bus", responses((status = 200, body = StreamList)))]
+#[utoipa::path(get, path = "/v1/streams", tag = "bus", responses((status = 403, body = ErrorBody), (status = 200, body = StreamList)))]
 pub async fn list_streams(State(app): State<AppState>, _caller: Caller) -> Json<StreamList> {
     let streams = app
         .shared
@@ -227,7 +227,7 @@ pub async fn list_streams(State(app): State<AppState>, _caller: Caller) -> Json<
 
 /// One stream.
 #[utoipa::path(get, path = "/v1/streams/{name}", tag = "bus", params(("name" = String, Path)),
-    responses((status = 200, body = StreamOne), (status = 404, body = ErrorBody)))]
+    responses((status = 403, body = ErrorBody), (status = 200, body = StreamOne), (status = 404, body = ErrorBody)))]
 pub async fn one_stream(
     State(app): State<AppState>,
     _caller: Caller,

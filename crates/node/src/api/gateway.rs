@@ -152,7 +152,7 @@ pub async fn chat_completions(
 }
 
 /// The models, aliases and router Colony serves, in OpenAI's shape.
-#[utoipa::path(get, path = "/v1/models", tag = "gateway", responses((status = 200, body = ModelList)))]
+#[utoipa::path(get, path = "/v1/models", tag = "gateway", responses((status = 403, body = ErrorBody), (status = 200, body = ModelList)))]
 pub async fn models(State(app): State<AppState>, _caller: Caller) -> Json<ModelList> {
     let config = &app.shared.gateway.config;
     let entry = |id: &str, owned_by: &str, colony: ModelExtras| ModelEntry {

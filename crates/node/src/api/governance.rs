@@ -154,12 +154,13 @@ pub async fn vote(
 
 /// Proposals, oldest first (`?state=review` for those open).
 #[utoipa::path(get, path = "/v1/proposals", tag = "governance", params(("state" = Option<String>, Query)),
-    responses((status = 200, body = ProposalList), (status = 400, body = ErrorBody)))]
+    responses((status = 403, body = ErrorBody), (status = 200, body = ProposalList), (status = 400, body = ErrorBody)))]
 pub async fn list(
     State(app): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     Params(query): Params<ListQuery>,
 ) -> Result<Json<ProposalList>, ApiError> {
+    app.check_read(&caller, "proposals", app.shared.read.proposals)?;
     let wanted = match &query.state {
         None => None,
         Some(name) => Some(ProposalState::parse(name).ok_or_else(|| {
@@ -182,12 +183,13 @@ pub async fn list(
 
 /// One proposal, with its votes and tally.
 #[utoipa::path(get, path = "/v1/proposals/{id}", tag = "governance", params(("id" = u64, Path)),
-    responses((status = 200, body = ProposalView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 403, body = ErrorBody), (status = 200, body = ProposalView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn one(
     State(app): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     Segment(id): Segment<u64>,
 ) -> Result<Json<ProposalView>, ApiError> {
+    app.check_read(&caller, "proposals", app.shared.read.proposals)?;
     let state = app.shared.state.read().expect("state lock");
     state
         .proposal(id)

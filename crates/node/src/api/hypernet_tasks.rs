@@ -120,12 +120,13 @@ pub async fn post(
 /// Tasks in the old shape.
 #[utoipa::path(get, path = "/tasks", tag = "hypernet",
     params(("tag" = Option<String>, Query), ("priority" = Option<String>, Query), ("status" = Option<String>, Query), ("limit" = Option<usize>, Query)),
-    responses((status = 200, body = OldTaskList), (status = 400, body = ErrorBody)))]
+    responses((status = 403, body = ErrorBody), (status = 200, body = OldTaskList), (status = 400, body = ErrorBody)))]
 pub async fn list(
     State(app): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     Params(query): Params<OldListQuery>,
-) -> Json<OldTaskList> {
+) -> Result<Json<OldTaskList>, ApiError> {
+    app.check_read(&caller, "tasks", app.shared.read.tasks)?;
     let limit = query.limit.unwrap_or(100).min(super::tasks::TASK_PAGE_MAX);
     let state = app.shared.state.read().expect("state lock");
     let tasks: Vec<OldTask> = state
@@ -147,17 +148,18 @@ pub async fn list(
         .take(limit)
         .collect();
     let count = tasks.len();
-    Json(OldTaskList { tasks, count })
+    Ok(Json(OldTaskList { tasks, count }))
 }
 
 /// The tasks an assignee holds, in the old shape.
 #[utoipa::path(get, path = "/tasks/mine/{assignee}", tag = "hypernet", params(("assignee" = String, Path)),
-    responses((status = 200, body = OldTaskList)))]
+    responses((status = 403, body = ErrorBody), (status = 200, body = OldTaskList)))]
 pub async fn mine(
     State(app): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     Segment(assignee): Segment<String>,
-) -> Json<OldTaskList> {
+) -> Result<Json<OldTaskList>, ApiError> {
+    app.check_read(&caller, "tasks", app.shared.read.tasks)?;
     let state = app.shared.state.read().expect("state lock");
     let tasks: Vec<OldTask> = state
         .tasks()
@@ -169,7 +171,7 @@ pub async fn mine(
         .map(old_shape)
         .collect();
     let count = tasks.len();
-    Json(OldTaskList { tasks, count })
+    Ok(Json(OldTaskList { tasks, count }))
 }
 
 /// `claim`, `start`, `progress`, `complete`, `fail`, in the old shape; a lost claim

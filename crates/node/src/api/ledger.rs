@@ -181,7 +181,7 @@ pub async fn free(
 }
 
 /// The caller's balances and open reservations.
-#[utoipa::path(get, path = "/v1/ledger/me", tag = "ledger", responses((status = 200, body = LedgerView)))]
+#[utoipa::path(get, path = "/v1/ledger/me", tag = "ledger", responses((status = 403, body = ErrorBody), (status = 200, body = LedgerView)))]
 pub async fn me(State(app): State<AppState>, caller: Caller) -> Json<LedgerView> {
     let now = now_ms();
     let state = app.shared.state.read().expect("state lock");

@@ -52,7 +52,7 @@ fn view(limit: &Limit) -> LimitView {
 }
 
 /// Every system-wide limit with its usage and state.
-#[utoipa::path(get, path = "/v1/limits", tag = "limits", responses((status = 200, body = LimitList)))]
+#[utoipa::path(get, path = "/v1/limits", tag = "limits", responses((status = 403, body = ErrorBody), (status = 200, body = LimitList)))]
 pub async fn list(State(app): State<AppState>, _caller: Caller) -> Json<LimitList> {
     let limits = current(&app).iter().map(view).collect();
     Json(LimitList { limits })
@@ -60,7 +60,7 @@ pub async fn list(State(app): State<AppState>, _caller: Caller) -> Json<LimitLis
 
 /// One limit, by its name (or its Hypernet name).
 #[utoipa::path(get, path = "/v1/limits/{name}", tag = "limits", params(("name" = String, Path)),
-    responses((status = 200, body = LimitView), (status = 404, body = ErrorBody)))]
+    responses((status = 403, body = ErrorBody), (status = 200, body = LimitView), (status = 404, body = ErrorBody)))]
 pub async fn one(
     State(app): State<AppState>,
     _caller: Caller,
@@ -107,7 +107,7 @@ fn hypernet_view(limit: &Limit) -> HypernetLimit {
 }
 
 /// The old swarm's shape, keyed by the old names.
-#[utoipa::path(get, path = "/limits", tag = "hypernet", responses((status = 200, body = HypernetLimits)))]
+#[utoipa::path(get, path = "/limits", tag = "hypernet", responses((status = 403, body = ErrorBody), (status = 200, body = HypernetLimits)))]
 pub async fn hypernet_list(State(app): State<AppState>, _caller: Caller) -> Json<HypernetLimits> {
     let limits = current(&app)
         .iter()
@@ -133,7 +133,7 @@ fn find(app: &AppState, name: &str) -> Result<Limit, ApiError> {
 
 /// One limit in the old swarm's shape.
 #[utoipa::path(get, path = "/limits/{name}", tag = "hypernet", params(("name" = String, Path)),
-    responses((status = 200, body = HypernetLimit), (status = 404, body = ErrorBody)))]
+    responses((status = 403, body = ErrorBody), (status = 200, body = HypernetLimit), (status = 404, body = ErrorBody)))]
 pub async fn hypernet_one(
     State(app): State<AppState>,
     _caller: Caller,
@@ -145,7 +145,7 @@ pub async fn hypernet_one(
 /// Blocked at or past hard, warned at or past soft, as the old `limits.py`
 /// `check(name, current)` answered.
 #[utoipa::path(get, path = "/limits/check/{name}", tag = "hypernet", params(("name" = String, Path), ("current" = Option<u64>, Query)),
-    responses((status = 200, body = HypernetCheck), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 403, body = ErrorBody), (status = 200, body = HypernetCheck), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn hypernet_check(
     State(app): State<AppState>,
     _caller: Caller,

@@ -9,6 +9,8 @@ use colony_kernel::PrincipalKind;
 use super::AppState;
 use crate::auth::Caller;
 use crate::metrics::DECISION_NAMES;
+use crate::ApiError;
+use colony_api::ErrorBody;
 
 /// Writes one metric family: its help, its type, and its samples.
 fn family(text: &mut String, name: &str, kind: &str, help: &str, samples: &[(String, u64)]) {
@@ -24,8 +26,12 @@ fn single(counter: &AtomicU64) -> [(String, u64); 1] {
 
 /// Prometheus text format, version 0.0.4.
 #[utoipa::path(get, path = "/metrics", tag = "node",
-    responses((status = 200, description = "Prometheus text format 0.0.4", content_type = "text/plain", body = String)))]
-pub async fn render(State(app): State<AppState>, _caller: Caller) -> impl IntoResponse {
+    responses((status = 403, body = ErrorBody), (status = 200, description = "Prometheus text format 0.0.4", content_type = "text/plain", body = String)))]
+pub async fn render(
+    State(app): State<AppState>,
+    caller: Caller,
+) -> Result<impl IntoResponse, ApiError> {
+    app.check_read(&caller, "metrics", app.shared.read.metrics)?;
     let limits = super::limits::current(&app);
     let metrics = &app.shared.metrics;
     let mut text = String::new();
@@ -275,5 +281,5 @@ pub async fn render(State(app): State<AppState>, _caller: Caller) -> impl IntoRe
     ] {
         family(&mut text, name, kind, help, &single(counter));
     }
-    ([(CONTENT_TYPE, "text/plain; version=0.0.4")], text)
+    Ok(([(CONTENT_TYPE, "text/plain; version=0.0.4")], text))
 }

@@ -106,19 +106,20 @@ pub async fn create(
 
 /// Principals with standing (`?all=true`: removed ones too).
 #[utoipa::path(get, path = "/v1/principals", tag = "principals", params(("all" = Option<bool>, Query, description = "include removed principals")),
-    responses((status = 200, body = PrincipalList), (status = 400, body = ErrorBody)))]
+    responses((status = 403, body = ErrorBody), (status = 200, body = PrincipalList), (status = 400, body = ErrorBody)))]
 pub async fn list(
     State(app): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     Params(query): Params<ListQuery>,
-) -> Json<PrincipalList> {
+) -> Result<Json<PrincipalList>, ApiError> {
+    app.check_read(&caller, "principals", app.shared.read.principals)?;
     let state = app.shared.state.read().expect("state lock");
     let principals = state
         .principals()
         .filter(|p| p.kind != PrincipalKind::System && (query.all || p.standing))
         .map(|p| view(&state, p))
         .collect();
-    Json(PrincipalList { principals })
+    Ok(Json(PrincipalList { principals }))
 }
 
 /// A principal as the API shows it: `state` is `active`, `quarantined` (with the
@@ -155,12 +156,13 @@ fn view(state: &colony_kernel::State, p: &colony_kernel::Principal) -> Principal
 
 /// One principal.
 #[utoipa::path(get, path = "/v1/principals/{address}", tag = "principals", params(("address" = String, Path)),
-    responses((status = 200, body = PrincipalView), (status = 404, body = ErrorBody)))]
+    responses((status = 403, body = ErrorBody), (status = 200, body = PrincipalView), (status = 404, body = ErrorBody)))]
 pub async fn one(
     State(app): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     Segment(address): Segment<String>,
 ) -> Result<Json<PrincipalView>, ApiError> {
+    app.check_read(&caller, "principals", app.shared.read.principals)?;
     let id = app.principal_at(&address)?;
     let state = app.shared.state.read().expect("state lock");
     let principal = state.principal(id).expect("found above");

@@ -232,12 +232,13 @@ pub const TASK_PAGE_MAX: usize = 1_000;
 /// Tasks, in address order, filtered.
 #[utoipa::path(get, path = "/v1/tasks", tag = "tasks",
     params(("status" = Option<String>, Query), ("capability" = Option<String>, Query), ("limit" = Option<usize>, Query, description = "1 to 1000"), ("after" = Option<String>, Query)),
-    responses((status = 200, body = TaskList), (status = 400, body = ErrorBody)))]
+    responses((status = 403, body = ErrorBody), (status = 200, body = TaskList), (status = 400, body = ErrorBody)))]
 pub async fn list(
     State(app): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     Params(query): Params<ListQuery>,
 ) -> Result<Json<TaskList>, ApiError> {
+    app.check_read(&caller, "tasks", app.shared.read.tasks)?;
     let status = match &query.status {
         None => None,
         Some(name) => Some(TaskStatus::parse(name).ok_or_else(|| {
@@ -280,25 +281,27 @@ fn list_tasks(
 }
 
 /// The dead-letter queue.
-#[utoipa::path(get, path = "/v1/tasks/dead", tag = "tasks", responses((status = 200, body = TaskList)))]
-pub async fn dead(State(app): State<AppState>, _caller: Caller) -> Json<TaskList> {
-    Json(list_tasks(
+#[utoipa::path(get, path = "/v1/tasks/dead", tag = "tasks", responses((status = 403, body = ErrorBody), (status = 200, body = TaskList)))]
+pub async fn dead(State(app): State<AppState>, caller: Caller) -> Result<Json<TaskList>, ApiError> {
+    app.check_read(&caller, "tasks", app.shared.read.tasks)?;
+    Ok(Json(list_tasks(
         &app,
         Some(TaskStatus::Dead),
         None,
         None,
         TASK_PAGE_MAX,
-    ))
+    )))
 }
 
 /// One task, with its children, attempts and history.
 #[utoipa::path(get, path = "/v1/tasks/{address}", tag = "tasks", params(("address" = String, Path)),
-    responses((status = 200, body = TaskView), (status = 404, body = ErrorBody)))]
+    responses((status = 403, body = ErrorBody), (status = 200, body = TaskView), (status = 404, body = ErrorBody)))]
 pub async fn one(
     State(app): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     Segment(address): Segment<String>,
 ) -> Result<Json<TaskView>, ApiError> {
+    app.check_read(&caller, "tasks", app.shared.read.tasks)?;
     let state = app.shared.state.read().expect("state lock");
     let task = state.task(&address).ok_or_else(|| {
         ApiError::new(

@@ -123,21 +123,26 @@ pub async fn leave(
 }
 
 /// Every worker session.
-#[utoipa::path(get, path = "/v1/workers", tag = "workers", responses((status = 200, body = WorkerList)))]
-pub async fn list(State(app): State<AppState>, _caller: Caller) -> Json<WorkerList> {
+#[utoipa::path(get, path = "/v1/workers", tag = "workers", responses((status = 403, body = ErrorBody), (status = 200, body = WorkerList)))]
+pub async fn list(
+    State(app): State<AppState>,
+    caller: Caller,
+) -> Result<Json<WorkerList>, ApiError> {
+    app.check_read(&caller, "workers", app.shared.read.workers)?;
     let state = app.shared.state.read().expect("state lock");
     let workers = state.workers().map(|w| worker_view(&state, w)).collect();
-    Json(WorkerList { workers })
+    Ok(Json(WorkerList { workers }))
 }
 
 /// One session; 404 until a queued registration is admitted.
 #[utoipa::path(get, path = "/v1/workers/{id}", tag = "workers", params(("id" = u64, Path)),
-    responses((status = 200, body = WorkerView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 403, body = ErrorBody), (status = 200, body = WorkerView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn one(
     State(app): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     Segment(id): Segment<u64>,
 ) -> Result<Json<WorkerView>, ApiError> {
+    app.check_read(&caller, "workers", app.shared.read.workers)?;
     let state = app.shared.state.read().expect("state lock");
     let worker = state.worker(id).ok_or_else(|| {
         ApiError::new(
@@ -179,8 +184,12 @@ fn worker_view(
 }
 
 /// The supervisor's profiles: processes running, desired count, crashes.
-#[utoipa::path(get, path = "/v1/supervisor", tag = "workers", responses((status = 200, body = SupervisorView)))]
-pub async fn supervisor(State(app): State<AppState>, _caller: Caller) -> Json<SupervisorView> {
+#[utoipa::path(get, path = "/v1/supervisor", tag = "workers", responses((status = 403, body = ErrorBody), (status = 200, body = SupervisorView)))]
+pub async fn supervisor(
+    State(app): State<AppState>,
+    caller: Caller,
+) -> Result<Json<SupervisorView>, ApiError> {
+    app.check_read(&caller, "supervisor", app.shared.read.supervisor)?;
     let profiles = app.shared.supervisor.lock().expect("status lock").clone();
-    Json(SupervisorView { profiles })
+    Ok(Json(SupervisorView { profiles }))
 }
