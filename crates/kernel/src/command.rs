@@ -195,8 +195,8 @@ impl CommandBody {
     /// Who may make this command: the one table the kernel checks roles by.
     pub fn required(&self) -> Required {
         match self {
-            CommandBody::CreatePrincipal(_) => Required::Admin("only admins create principals"),
-            CommandBody::RemovePrincipal { .. } => Required::Admin("only admins remove principals"),
+            // Members may spawn children under themselves and remove them: checked
+            // where they are decided (`state/principals.rs`).
             CommandBody::RequeueTask { .. } => Required::Admin("only admins requeue dead tasks"),
             CommandBody::DefineStream(_) => Required::Admin("only admins define streams"),
             CommandBody::DeleteStream { .. } => Required::Admin("only admins delete streams"),
@@ -419,6 +419,10 @@ pub struct CreatePrincipal {
     pub address: Option<String>,
     /// Order in the admission queue when the account limit's `on_soft` is `queue`.
     pub priority: Priority,
+    /// The scopes of its first token; empty means `*` (everything its roles allow).
+    /// A principal spawning a child passes those of the token it used.
+    #[serde(default)]
+    pub scopes: Vec<String>,
 }
 
 impl CreatePrincipal {
@@ -431,11 +435,15 @@ impl CreatePrincipal {
             parent: None,
             address: None,
             priority: Priority::Normal,
+            scopes: Vec::new(),
         }
     }
 
     /// Bytes of data this creation adds (counted toward `data_creation_bytes`).
     pub fn data_bytes(&self) -> u64 {
-        (self.name.len() + self.address.as_ref().map_or(0, String::len) + 64) as u64
+        (self.name.len()
+            + self.address.as_ref().map_or(0, String::len)
+            + self.scopes.iter().map(String::len).sum::<usize>()
+            + 64) as u64
     }
 }

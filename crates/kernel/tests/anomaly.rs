@@ -229,3 +229,30 @@ fn a_publish_flood_reported_by_the_edge_is_quarantined() {
     };
     assert_eq!(evidence.signal, Signal::Publishes);
 }
+
+#[test]
+fn a_child_cannot_act_while_its_parent_is_quarantined() {
+    let mut sim = Sim::with(unlimited_io());
+    let parent = sim.create_ok(PrincipalKind::Ai, None);
+    let child = sim.create_ok(PrincipalKind::Ai, Some(parent));
+    assert!(idle_claim(&mut sim, child).primary().decision.is_allowed());
+    for _ in 0..4_000 {
+        let applied = sim.run(
+            parent,
+            CommandBody::ClaimSpecificTask {
+                address: "0.7.1.99999".into(),
+                lease_ms: None,
+            },
+        );
+        if quarantine_event(&applied).is_some() {
+            break;
+        }
+    }
+    assert!(sim.state.quarantine_of(parent).is_some());
+    let refused = idle_claim(&mut sim, child);
+    assert!(
+        matches!(refused.primary().reason, Reason::Quarantined { .. }),
+        "{:?}",
+        refused.primary().reason
+    );
+}

@@ -149,3 +149,65 @@ fn tokens_expire_and_their_number_is_bounded() {
     );
     assert!(sim.state.check_invariants().is_ok());
 }
+
+#[test]
+fn a_member_spawns_children_within_itself_that_do_not_outlive_it() {
+    let mut sim = Sim::new();
+    let parent = sim.create_ok(PrincipalKind::Ai, None);
+    let spawn =
+        |kind: PrincipalKind, parent_of: Option<PrincipalId>, roles: Vec<Role>, hash: u8| {
+            let mut request = CreatePrincipal::new(format!("child{hash}"), kind, [hash; 32]);
+            request.parent = parent_of;
+            request.roles = roles;
+            request.scopes = vec!["llm".into(), "tasks".into()];
+            CommandBody::CreatePrincipal(request)
+        };
+    // Only under itself, only AIs and artifacts, no role it lacks.
+    for (kind, under, roles) in [
+        (PrincipalKind::Ai, None, vec![]),
+        (PrincipalKind::Human, Some(parent), vec![]),
+        (PrincipalKind::Ai, Some(parent), vec![Role::Admin]),
+    ] {
+        let refused = sim.run(parent, spawn(kind, under, roles.clone(), 60));
+        assert_eq!(
+            refused.primary().reason.code(),
+            "forbidden",
+            "{kind:?} {under:?} {roles:?}"
+        );
+    }
+    let child = match &sim
+        .run(parent, spawn(PrincipalKind::Ai, Some(parent), vec![], 61))
+        .primary()
+        .effect
+    {
+        Effect::PrincipalCreated { id, .. } => *id,
+        other => panic!("{other:?}"),
+    };
+    let grandchild = match &sim
+        .run(
+            child,
+            spawn(PrincipalKind::Artifact, Some(child), vec![], 62),
+        )
+        .primary()
+        .effect
+    {
+        Effect::PrincipalCreated { id, .. } => *id,
+        other => panic!("{other:?}"),
+    };
+    let (token, _) = sim.state.token_by_hash(&[61; 32]).unwrap();
+    assert_eq!(token.scopes, vec!["llm".to_string(), "tasks".to_string()]);
+    // Not another's child.
+    let stranger = sim.create_ok(PrincipalKind::Ai, None);
+    let refused = sim.run(stranger, CommandBody::RemovePrincipal { principal: child });
+    assert_eq!(refused.primary().reason.code(), "forbidden");
+    // The parent removes its child; the grandchild goes with it.
+    let removed = sim.run(parent, CommandBody::RemovePrincipal { principal: child });
+    assert!(
+        removed.primary().decision.is_allowed(),
+        "{:?}",
+        removed.primary().reason
+    );
+    assert!(!sim.state.principal(grandchild).unwrap().standing);
+    assert!(sim.state.principal_by_token(&[62; 32]).is_none());
+    assert!(sim.state.check_invariants().is_ok());
+}

@@ -148,7 +148,10 @@ mod tests {
     fn the_shipped_file_holds_the_defaults() {
         let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/genesis/access.toml");
         let text = std::fs::read_to_string(&file).unwrap();
-        assert_eq!(ReadPolicy::parse(&file, &text).unwrap(), ReadPolicy::default());
+        assert_eq!(
+            ReadPolicy::parse(&file, &text).unwrap(),
+            ReadPolicy::default()
+        );
     }
 
     #[test]

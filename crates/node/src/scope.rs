@@ -7,7 +7,9 @@
 //! - `read`: every `GET` (but the bus).
 //! - `llm`: the gateway's calls. `ledger`: `/v1/ledger/...` actions. `tasks`: the
 //!   board's and worker sessions' actions. `governance`: proposals, votes, releasing
-//!   a quarantine. `admin`: creating and removing principals, streams. `tokens`:
+//!   a quarantine. `spawn`: creating principals (an admin's any; anyone else's
+//!   children under itself) and removing them; `admin` includes it. `admin`:
+//!   streams. `tokens`:
 //!   making and revoking tokens (no wider than the token used). `bus`: the bus, every
 //!   subject its roles allow; `bus:PATTERN`: only subjects matching it.
 //! - `task:ADDRESS`: reading and acting on that task and its subtasks, and LLM calls
@@ -32,10 +34,8 @@ pub fn needed(method: &Method, route: &str) -> Option<&'static str> {
         "/v1/proposals" | "/v1/proposals/{id}/votes" | "/v1/principals/{address}/release" => {
             "governance"
         }
-        "/v1/principals"
-        | "/v1/principals/{address}/remove"
-        | "/v1/streams"
-        | "/v1/streams/{name}" => "admin",
+        "/v1/principals" | "/v1/principals/{address}/remove" => "spawn",
+        "/v1/streams" | "/v1/streams/{name}" => "admin",
         "/v1/principals/{address}/tokens" | "/v1/principals/{address}/tokens/{id}" => "tokens",
         _ if route.starts_with("/v1/ledger/") => "ledger",
         _ => "tasks",
@@ -48,6 +48,7 @@ pub fn allows(scopes: &[String], need: &str, path: &str, task: Option<&str>) -> 
         scope == "*"
             || scope == need
             || (need == "bus" && scope.starts_with("bus:"))
+            || (need == "spawn" && scope == "admin")
             || scope
                 .strip_prefix("task:")
                 .is_some_and(|address| task_scope_allows(address, need, path, task))

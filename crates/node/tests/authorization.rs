@@ -99,7 +99,7 @@ async fn every_route_and_bus_operation_answers_every_caller_as_the_table_says() 
                 } else {
                     Value::Null
                 };
-                let mut body = json!({"name": column, "scopes": if column == "noscope" { json!(["spawn"]) } else { json!(["*"]) }, "justification": "the matrix"});
+                let mut body = json!({"name": column, "scopes": if column == "noscope" { json!(["task:0.0.0.1"]) } else { json!(["*"]) }, "justification": "the matrix"});
                 if column != "noscope" {
                     body["scopes"] = json!([
                         "read",
@@ -192,7 +192,9 @@ async fn every_route_and_bus_operation_answers_every_caller_as_the_table_says() 
             } else {
                 String::new()
             };
-            let child = if row.body.as_deref().is_some_and(|b| b.contains("{child}")) {
+            let child = if row.operation.contains("{child}")
+                || row.body.as_deref().is_some_and(|b| b.contains("{child}"))
+            {
                 let body = json!({"name": format!("child{n}"), "kind": "ai", "parent": own, "justification": "the matrix"});
                 let made = common::post_json(&base, &admin, "/v1/principals", &body).await;
                 made["address"].as_str().unwrap_or("2.999").to_string()

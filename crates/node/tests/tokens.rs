@@ -328,3 +328,122 @@ async fn a_task_scoped_token_acts_on_its_task_only() {
     assert_eq!(done["status"], "completed");
     node.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_spawns_a_child_no_wider_than_itself() {
+    let config = common::genesis_dir(&[]);
+    let data = tempfile::tempdir().unwrap();
+    let (node, base, admin) = common::start(data.path(), config.path()).await;
+    let (agent, primary) =
+        common::create_principal(&base, &admin, "agent", "ai", &["member"]).await;
+    let (_, made) = make_token(
+        &base,
+        &primary,
+        &agent,
+        json!({"name": "spawner", "scopes": ["spawn", "read", "llm"], "justification": "makes helpers"}),
+    )
+    .await;
+    let spawner = made["token"].as_str().unwrap().to_string();
+    let (status, child) = send(
+        reqwest::Method::POST,
+        &base,
+        &spawner,
+        "/v1/principals",
+        Some(
+            json!({"name": "helper", "kind": "ai", "justification": "a helper for the summaries"}),
+        ),
+    )
+    .await;
+    assert_eq!(status, 201, "{child}");
+    let address = child["address"].as_str().unwrap().to_string();
+    let (_, view) = send(
+        reqwest::Method::GET,
+        &base,
+        &admin,
+        &format!("/v1/principals/{address}"),
+        None,
+    )
+    .await;
+    assert_eq!(view["parent"], agent.as_str());
+    let (_, tokens) = send(
+        reqwest::Method::GET,
+        &base,
+        &admin,
+        &format!("/v1/principals/{address}/tokens"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        tokens["tokens"][0]["scopes"],
+        json!(["spawn", "read", "llm"])
+    );
+    // The child's token is no wider: it cannot reach the ledger.
+    let (status, _) = send(
+        reqwest::Method::POST,
+        &base,
+        child["token"].as_str().unwrap(),
+        "/v1/ledger/reserve",
+        Some(json!({"resource": "io_ops", "amount": 1, "justification": "try"})),
+    )
+    .await;
+    assert_eq!(status, 403);
+    // Not a human, not under someone else.
+    let (status, refused) = send(
+        reqwest::Method::POST,
+        &base,
+        &spawner,
+        "/v1/principals",
+        Some(json!({"name": "person", "kind": "human", "justification": "try"})),
+    )
+    .await;
+    assert_eq!(status, 403, "{refused}");
+    let (status, refused) = send(
+        reqwest::Method::POST,
+        &base,
+        &spawner,
+        "/v1/principals",
+        Some(json!({"name": "adopted", "kind": "ai", "parent": "1.1", "justification": "try"})),
+    )
+    .await;
+    assert_eq!(status, 403, "{refused}");
+    // A token without `spawn` spawns nothing.
+    let (_, reader) = make_token(
+        &base,
+        &primary,
+        &agent,
+        json!({"name": "reader", "scopes": ["read"], "justification": "no spawning"}),
+    )
+    .await;
+    let (status, refused) = send(
+        reqwest::Method::POST,
+        &base,
+        reader["token"].as_str().unwrap(),
+        "/v1/principals",
+        Some(json!({"name": "x", "kind": "ai", "justification": "try"})),
+    )
+    .await;
+    assert_eq!(
+        (status, refused["error"]["scope"].as_str()),
+        (403, Some("spawn"))
+    );
+    // Removing the agent removes its child.
+    let (status, _) = send(
+        reqwest::Method::POST,
+        &base,
+        &admin,
+        &format!("/v1/principals/{agent}/remove"),
+        Some(json!({"justification": "done"})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (_, view) = send(
+        reqwest::Method::GET,
+        &base,
+        &admin,
+        &format!("/v1/principals/{address}"),
+        None,
+    )
+    .await;
+    assert_eq!(view["state"], "removed");
+    node.shutdown().await.unwrap();
+}

@@ -172,6 +172,20 @@ impl State {
         }
     }
 
+    /// The quarantine of `principal` or of one of its ancestors: a child never acts
+    /// while its parent is quarantined.
+    pub fn quarantine_over(&self, principal: PrincipalId) -> Option<&crate::anomaly::Quarantine> {
+        let mut current = Some(principal);
+        for _ in 0..crate::PRINCIPAL_DEPTH_MAX {
+            let id = current?;
+            if let Some(quarantine) = self.quarantined.get(&id) {
+                return Some(quarantine);
+            }
+            current = self.principals.get(&id).and_then(|p| p.parent);
+        }
+        None
+    }
+
     /// Whether genesis has been applied.
     pub fn is_initialized(&self) -> bool {
         self.quotas.is_some()
@@ -324,7 +338,7 @@ impl State {
                 forbidden("observers may read but not act"),
             );
         }
-        if let Some(quarantine) = self.quarantined.get(&command.actor) {
+        if let Some(quarantine) = self.quarantine_over(command.actor) {
             return Event::denied(
                 action,
                 actor_address,

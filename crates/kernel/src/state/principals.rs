@@ -18,6 +18,9 @@ impl State {
         if let Err(message) = self.validate_creation(request) {
             return Event::denied(ACTION, subject, invalid(message));
         }
+        if let Err(message) = self.may_spawn(command.actor, request) {
+            return Event::denied(ACTION, subject, forbidden(message));
+        }
         let account_limit = match request.kind {
             PrincipalKind::Human => Some(LimitName::HumanAccounts),
             PrincipalKind::Ai => Some(LimitName::AiAccounts),
@@ -116,6 +119,41 @@ impl State {
         event
     }
 
+    /// An admin creates any principal; anyone else who may act spawns only children
+    /// of its own: AIs or artifacts, under itself, with no role it lacks and never
+    /// admin, at the next address.
+    fn may_spawn(&self, actor: PrincipalId, request: &CreatePrincipal) -> Result<(), String> {
+        let Some(creator) = self.principals.get(&actor) else {
+            return Err("no such creator".into());
+        };
+        if creator.is_admin() {
+            return Ok(());
+        }
+        if request.parent != Some(actor) {
+            return Err(format!(
+                "{} may create only children of its own (parent {}); admins create others",
+                creator.address, creator.address
+            ));
+        }
+        if !matches!(request.kind, PrincipalKind::Ai | PrincipalKind::Artifact) {
+            return Err(
+                "a principal spawns AIs and artifacts; only admins create humans and nodes".into(),
+            );
+        }
+        if request.roles.contains(&Role::Admin)
+            || request
+                .roles
+                .iter()
+                .any(|role| !creator.roles.contains(role))
+        {
+            return Err("a child has no role its parent lacks, and never admin".into());
+        }
+        if request.address.is_some() {
+            return Err("a spawned child takes the next address".into());
+        }
+        Ok(())
+    }
+
     pub(super) fn validate_creation(&self, request: &CreatePrincipal) -> Result<(), String> {
         if request.name.trim().is_empty() || request.name.len() > NAME_BYTES_MAX {
             return Err(format!("a name is 1 to {NAME_BYTES_MAX} bytes"));
@@ -209,7 +247,11 @@ impl State {
             id: token,
             principal: id,
             name: "primary".to_string(),
-            scopes: vec!["*".to_string()],
+            scopes: if request.scopes.is_empty() {
+                vec!["*".to_string()]
+            } else {
+                request.scopes.clone()
+            },
             created_at_ms: command.at_ms,
             created_by: creator,
             expires_at_ms: None,
@@ -258,27 +300,61 @@ impl State {
                 forbidden("neither the system nor oneself can be removed"),
             );
         }
-        let kind = principal.kind;
-        let held: Vec<ReservationId> = self.reservations_of(target).map(|r| r.id).collect();
-        for reservation in &held {
-            self.release(*reservation, ACTION);
+        let actor_is_admin = self.principals[&command.actor].is_admin();
+        if !actor_is_admin && !self.chain(target).contains(&command.actor) {
+            return Event::denied(
+                ACTION,
+                address,
+                forbidden("only admins remove principals, and parents their own descendants"),
+            );
         }
-        let principal = self.principals.get_mut(&target).expect("checked above");
-        principal.standing = false;
-        let by = self
+        // Its descendants go with it (a child never outlives its parent), deepest
+        // first; found by walking each principal's bounded ancestry, never recursing.
+        let mut descendants: Vec<(usize, PrincipalId)> = self
             .principals
-            .get(&command.actor)
-            .map_or_else(String::new, |p| p.address.clone());
-        self.revoke_all_tokens(target, command.at_ms, &by);
-        self.count_principal(kind, &address, -1);
+            .values()
+            .filter(|p| p.standing && p.id != target)
+            .filter_map(|p| {
+                let chain = self.chain(p.id);
+                chain.contains(&target).then_some((chain.len(), p.id))
+            })
+            .collect();
+        descendants.sort_by(|a, b| b.cmp(a));
+        let by = self.principals[&command.actor].address.clone();
+        let mut released = 0;
+        for (_, descendant) in descendants {
+            released += self.take_standing(descendant, command.at_ms, &by, ACTION);
+        }
+        released += self.take_standing(target, command.at_ms, &by, ACTION);
         Event::allowed(
             ACTION,
             address.clone(),
             Effect::PrincipalRemoved {
                 id: target,
                 address,
-                released_reservations: held.len(),
+                released_reservations: released,
             },
         )
+    }
+
+    /// Takes `target`'s standing: reservations released, tokens revoked, counts
+    /// lowered. Returns the reservations released.
+    fn take_standing(
+        &mut self,
+        target: PrincipalId,
+        at_ms: u64,
+        by: &str,
+        action: &'static str,
+    ) -> usize {
+        let held: Vec<ReservationId> = self.reservations_of(target).map(|r| r.id).collect();
+        for reservation in &held {
+            self.release(*reservation, action);
+        }
+        let principal = self.principals.get_mut(&target).expect("exists");
+        principal.standing = false;
+        let (kind, address) = (principal.kind, principal.address.clone());
+        self.revoke_all_tokens(target, at_ms, by);
+        self.count_principal(kind, &address, -1);
+        held.len()
     }
 }

@@ -7,13 +7,18 @@ use colony_api::principals::{
     PrincipalQueued, PrincipalView, QuarantineView,
 };
 use colony_api::{ErrorBody, Explained, Justified};
-use colony_kernel::{CommandBody, CreatePrincipal, Decision, Effect, PrincipalKind, Role};
+use colony_kernel::{
+    CommandBody, CreatePrincipal, Decision, Effect, PrincipalId, PrincipalKind, Role,
+};
 
 use super::{require_justification, AppState, Body, Params, Segment};
 use crate::auth::{hash_token, new_token, Caller};
 use crate::ApiError;
 
-/// Creates a principal (an admin's act); its token is in the answer, once.
+/// Creates a principal: an admin any, anyone else (with the `spawn` scope) a child
+/// under itself (an AI or artifact, counted by `ai_accounts`, its quotas nested in
+/// the parent's, its first token no wider than the one used). The token is in the
+/// answer, once.
 #[utoipa::path(post, path = "/v1/principals", tag = "principals", request_body = CreateRequest,
     responses((status = 201, body = PrincipalCreated), (status = 202, description = "queued past a soft limit", body = PrincipalQueued),
         (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody)))]
@@ -54,11 +59,19 @@ pub async fn create(
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let parent = request
-        .parent
-        .as_deref()
-        .map(|address| app.principal_at(address))
-        .transpose()?;
+    // Anyone but an admin spawns under itself, its child's first token no wider
+    // than the token it used (the kernel holds the rest: kinds, roles, depth).
+    let spawning = !caller.is_admin();
+    let parent = match request.parent.as_deref() {
+        Some(address) => Some(app.principal_at(address)?),
+        None if spawning => Some(caller.id),
+        None => None,
+    };
+    let scopes = if spawning && !caller.scopes.iter().any(|s| s == "*") {
+        caller.scopes.clone()
+    } else {
+        Vec::new()
+    };
     let token = new_token();
     let body = CommandBody::CreatePrincipal(CreatePrincipal {
         name: request.name,
@@ -68,6 +81,7 @@ pub async fn create(
         parent,
         address: request.address,
         priority: request.priority,
+        scopes,
     });
     let outcome = app.decide(caller.id, justification, body).await?;
     match &outcome.primary.effect {
@@ -181,7 +195,8 @@ pub async fn release(
     act_on(&app, &caller, address, request, Act::Release).await
 }
 
-/// An admin removes a principal (its reservations are released, its leases revoked).
+/// An admin removes a principal, or a parent its descendant; its descendants go with
+/// it (reservations released, tokens revoked, bus connections closed).
 #[utoipa::path(post, path = "/v1/principals/{address}/remove", tag = "principals", params(("address" = String, Path)), request_body = Justified,
     responses((status = 200, body = PrincipalAction), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn remove(
@@ -215,8 +230,27 @@ async fn act_on(
     };
     let outcome = app.decide(caller.id, justification, body).await?;
     if let Act::Remove = act {
-        // Its tokens are revoked with it: its bus connections close too.
-        app.shared.bus.close_principal(principal);
+        // Its tokens, and its descendants', are revoked with it: their bus
+        // connections close too.
+        let gone: Vec<PrincipalId> = {
+            let state = app.shared.state.read().expect("state lock");
+            state
+                .principals()
+                .filter(|p| !p.standing)
+                .filter(|p| {
+                    let mut current = Some(p.id);
+                    (0..colony_kernel::PRINCIPAL_DEPTH_MAX).any(|_| {
+                        let Some(id) = current else { return false };
+                        current = state.principal(id).and_then(|p| p.parent);
+                        id == principal
+                    })
+                })
+                .map(|p| p.id)
+                .collect()
+        };
+        for id in gone {
+            app.shared.bus.close_principal(id);
+        }
     }
     let (removed, released) = match act {
         Act::Remove => (Some(address), None),
