@@ -18,6 +18,7 @@ mod error;
 pub mod audit;
 pub mod gateway;
 pub mod governance;
+pub mod grants;
 pub mod hypernet;
 pub mod ledger;
 pub mod limits;

@@ -81,10 +81,19 @@ impl Default for BusConfig {
                     Role::Member,
                     grant(
                         &["work.>", "public.>"],
-                        &["work.>", "public.>", "colony.events.>", "colony.tasks.>"],
+                        &[
+                            "work.>",
+                            "public.>",
+                            "colony.events.>",
+                            "colony.tasks.>",
+                            "colony.grants.>",
+                        ],
                     ),
                 ),
-                (Role::Observer, grant(&[], &["public.>", "colony.events.>"])),
+                (
+                    Role::Observer,
+                    grant(&[], &["public.>", "colony.events.>", "colony.grants.>"]),
+                ),
             ]),
         }
     }

@@ -755,7 +755,24 @@ impl Bus {
                     _ => None,
                 })
                 .collect();
+            // A grant's news also goes to `colony.grants.<requested|approved|denied|
+            // expired>.<requester>`, where requesters and approvers listen.
+            let grant_subject = event
+                .action
+                .strip_prefix("grant.")
+                .filter(|_| event.decision.is_allowed())
+                .map(|what| {
+                    let what = match what {
+                        "request" => "requested",
+                        "approve" => "approved",
+                        "deny" => "denied",
+                        _ => "expired",
+                    };
+                    format!("{GRANTS_SUBJECT}.{what}.{}", event.subject)
+                })
+                .filter(|subject| self.has_subscribers(subject));
             let wanted = self.has_subscribers(&subject)
+                || grant_subject.is_some()
                 || alert_limits
                     .iter()
                     .any(|l| self.has_subscribers(&format!("colony.events.alert.{l}")));
@@ -778,6 +795,9 @@ impl Bus {
             })
             .to_string();
             self.publish_system(&subject, &data);
+            if let Some(grant_subject) = grant_subject {
+                self.publish_system(&grant_subject, &data);
+            }
             for limit in alert_limits {
                 self.publish_system(&format!("colony.events.alert.{limit}"), &data);
             }
@@ -788,19 +808,25 @@ impl Bus {
 /// Where tasks that became claimable are offered to workers.
 pub const TASK_OFFERS_SUBJECT: &str = "colony.tasks.offers";
 
-/// Whether a pattern may match some subject under `colony.events`.
+/// Whether a pattern may match some subject under `colony.events` or
+/// `colony.grants` (the decisions the bus publishes).
 fn may_match_events(pattern: &str) -> bool {
-    let mut tokens = pattern.split('.');
-    for want in ["colony", "events"] {
-        match tokens.next() {
-            Some(">") => return true,
-            Some("*") => {}
-            Some(token) if token == want => {}
-            _ => return false,
+    ["events", "grants"].into_iter().any(|second| {
+        let mut tokens = pattern.split('.');
+        for want in ["colony", second] {
+            match tokens.next() {
+                Some(">") => return true,
+                Some("*") => {}
+                Some(token) if token == want => {}
+                _ => return false,
+            }
         }
-    }
-    tokens.next().is_some()
+        tokens.next().is_some()
+    })
 }
+
+/// Where requesters and approvers hear of grants: `colony.grants.<what>.<requester>`.
+pub const GRANTS_SUBJECT: &str = "colony.grants";
 
 /// Checks that `raw` is a JSON object whose values are strings.
 pub fn check_headers(raw: &RawValue) -> Result<(), String> {

@@ -12,6 +12,7 @@ mod client;
 mod commands;
 mod demo;
 mod governance;
+mod grants;
 mod output;
 mod tasks;
 mod tokens;
@@ -120,6 +121,9 @@ enum Command {
     /// Make, list, revoke and rotate scoped, expiring tokens.
     #[command(subcommand)]
     Tokens(tokens::TokensCommand),
+    /// Ask for more (a scope, a role, a quota) for a while; approve or deny others'.
+    #[command(subcommand)]
+    Grants(grants::GrantsCommand),
     /// Reserve, commit and release resources against your quotas.
     #[command(subcommand)]
     Ledger(LedgerCommand),
@@ -668,6 +672,7 @@ fn main() -> ExitCode {
             }
             Command::Principals(command) => commands::principals(command).await,
             Command::Tokens(command) => tokens::run(command).await,
+            Command::Grants(command) => grants::run(command).await,
             Command::Ledger(command) => commands::ledger(command).await,
             Command::Audit(command) => commands::audit(command).await,
         }

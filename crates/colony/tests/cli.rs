@@ -550,3 +550,58 @@ fn tokens_are_made_listed_rotated_and_revoked_from_the_command_line() {
     let _ = node.kill();
     let _ = node.wait();
 }
+
+#[test]
+fn grants_are_asked_for_and_decided_from_the_command_line() {
+    let data = tempfile::tempdir().unwrap();
+    let (mut node, url) = start(data.path());
+    let admin = std::fs::read_to_string(data.path().join("admin.token"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let agent = json(
+        &url,
+        &admin,
+        &[
+            "principals",
+            "add",
+            "--name",
+            "scout",
+            "--kind",
+            "ai",
+            "-j",
+            "an agent",
+        ],
+    );
+    let token = token_of(&agent);
+    let asked = json(
+        &url,
+        &token,
+        &[
+            "grants",
+            "request",
+            "--resource",
+            "io_ops",
+            "--amount",
+            "100",
+            "--ttl",
+            "1h",
+            "-j",
+            "a busy hour",
+        ],
+    );
+    assert_eq!(asked["state"], "pending");
+    let id = asked["id"].as_u64().unwrap().to_string();
+    let (ok, text) = colony(&url, &token, &["grants", "approve", &id, "-j", "mine"]);
+    assert!(!ok && text.contains("own"), "{text}");
+    let (ok, text) = colony(
+        &url,
+        &admin,
+        &["grants", "approve", &id, "-j", "fine for an hour"],
+    );
+    assert!(ok && text.contains("active"), "{text}");
+    let (ok, text) = colony(&url, &admin, &["grants", "list"]);
+    assert!(ok && text.contains("100 more io_ops"), "{text}");
+    let _ = node.kill();
+    let _ = node.wait();
+}

@@ -57,6 +57,16 @@ pub enum CommandBody {
     },
     /// Makes another token for a principal (its own, or any as an admin).
     CreateToken(Box<crate::tokens::NewToken>),
+    /// Asks for more (a scope, a role, a quota) for `ttl_ms`.
+    RequestGrant {
+        what: crate::grants::GrantWhat,
+        ttl_ms: u64,
+    },
+    /// Approves (or denies) a pending grant.
+    DecideGrant {
+        grant: u64,
+        approve: bool,
+    },
     /// Revokes one of a principal's tokens at once.
     RevokeToken {
         principal: PrincipalId,
@@ -221,6 +231,8 @@ impl CommandBody {
         match self {
             CommandBody::Propose { .. }
             | CommandBody::Vote { .. }
+            | CommandBody::RequestGrant { .. }
+            | CommandBody::DecideGrant { .. }
             | CommandBody::ReleaseQuarantine { .. } => true,
             CommandBody::CreatePrincipal(_)
             | CommandBody::RemovePrincipal { .. }
@@ -250,6 +262,9 @@ impl CommandBody {
             CommandBody::CreatePrincipal(_) => "principal.create",
             CommandBody::RemovePrincipal { .. } => "principal.remove",
             CommandBody::CreateToken(_) => "token.create",
+            CommandBody::RequestGrant { .. } => "grant.request",
+            CommandBody::DecideGrant { approve: true, .. } => "grant.approve",
+            CommandBody::DecideGrant { approve: false, .. } => "grant.deny",
             CommandBody::RevokeToken { .. } => "token.revoke",
             CommandBody::Reserve { .. } => "ledger.reserve",
             CommandBody::Commit { .. } => "ledger.commit",

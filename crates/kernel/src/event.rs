@@ -257,6 +257,23 @@ pub enum Effect {
         principal: String,
         token: u64,
     },
+    GrantRequested {
+        grant: u64,
+        requester: String,
+    },
+    /// An approval; `active` once the grant is in force (a quota above the bound
+    /// needs a human's and an AI's).
+    GrantApproved {
+        grant: u64,
+        active: bool,
+        expires_at_ms: Option<u64>,
+    },
+    GrantDenied {
+        grant: u64,
+    },
+    GrantExpired {
+        grant: u64,
+    },
     Reserved {
         reservation: ReservationId,
         resource: Resource,

@@ -134,6 +134,9 @@ pub struct GovernanceConfig {
     pub open_proposals_per_principal_max: u32,
     pub rules: BTreeMap<ChangeKind, VoteRule>,
     pub relaxation: Option<RelaxationConfig>,
+    /// Who approves requests for more (`[governance.grants]`).
+    #[serde(default)]
+    pub grants: crate::grants::GrantRules,
 }
 
 impl GovernanceConfig {
@@ -171,6 +174,7 @@ impl GovernanceConfig {
             open_proposals_per_principal_max: 8,
             rules,
             relaxation: None,
+            grants: crate::grants::GrantRules::default(),
         }
     }
 

@@ -27,6 +27,7 @@ mod command;
 mod event;
 mod genesis;
 pub mod governance;
+pub mod grants;
 mod ledger;
 mod limits;
 mod principal;

@@ -31,9 +31,12 @@ pub fn needed(method: &Method, route: &str) -> Option<&'static str> {
     }
     Some(match route {
         "/v1/chat/completions" | "/v1/messages" => "llm",
-        "/v1/proposals" | "/v1/proposals/{id}/votes" | "/v1/principals/{address}/release" => {
-            "governance"
-        }
+        "/v1/proposals"
+        | "/v1/proposals/{id}/votes"
+        | "/v1/principals/{address}/release"
+        | "/v1/grants"
+        | "/v1/grants/{id}/approve"
+        | "/v1/grants/{id}/deny" => "governance",
         "/v1/principals" | "/v1/principals/{address}/remove" => "spawn",
         "/v1/streams" | "/v1/streams/{name}" => "admin",
         "/v1/principals/{address}/tokens" | "/v1/principals/{address}/tokens/{id}" => "tokens",

@@ -71,7 +71,17 @@ fn classify(status: u16) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_route_and_bus_operation_answers_every_caller_as_the_table_says() {
     let rows = matrix();
-    let config = common::genesis_dir(&[]);
+    // The matrix makes a few hundred principals: room for them.
+    let shipped = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/genesis/limits.toml"),
+    )
+    .unwrap();
+    let roomy = shipped.replace(
+        "[limits.ai_accounts]\nsoft = 10               # Hypernet max_ai_accounts soft\nhard = 50 ",
+        "[limits.ai_accounts]\nsoft = 1000\nhard = 5000 ",
+    );
+    assert_ne!(roomy, shipped, "the test raises ai_accounts");
+    let config = common::genesis_dir(&[("limits.toml", &roomy)]);
     let data = tempfile::tempdir().unwrap();
     let (node, base, admin) = common::start(data.path(), config.path()).await;
     let http = reqwest::Client::new();
@@ -201,8 +211,32 @@ async fn every_route_and_bus_operation_answers_every_caller_as_the_table_says() 
             } else {
                 String::new()
             };
+            let grant = if row.operation.contains("{grant}") {
+                let (_, asker) = common::create_principal(
+                    &base,
+                    &admin,
+                    &format!("asker{n}"),
+                    "ai",
+                    &["member"],
+                )
+                .await;
+                let asked = common::post_json(
+                    &base,
+                    &asker,
+                    "/v1/grants",
+                    &json!({"quota": {"resource": "io_ops", "amount": 1}, "ttl": "1h", "justification": "the matrix"}),
+                )
+                .await;
+                asked["id"]
+                    .as_u64()
+                    .unwrap_or_else(|| panic!("{asked}"))
+                    .to_string()
+            } else {
+                String::new()
+            };
             let fill = |text: &str| {
                 text.replace("{self}", own)
+                    .replace("{grant}", &grant)
                     .replace("{child}", &child)
                     .replace("{victim}", &victim)
                     .replace("{task}", &task)

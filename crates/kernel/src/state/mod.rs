@@ -23,6 +23,7 @@ mod claims;
 mod decompose;
 mod genesis;
 mod governance;
+mod grants;
 mod invariants;
 mod ledger;
 mod outcomes;
@@ -53,6 +54,10 @@ pub struct State {
     tokens: BTreeMap<u64, crate::tokens::Token>,
     /// The last token id given.
     next_token_id: u64,
+    /// Requests for more (scopes, roles, quotas), by id.
+    grants: BTreeMap<u64, crate::grants::Grant>,
+    /// When each active grant ends: `(at_ms, id)`.
+    grant_expiries: BTreeSet<(u64, u64)>,
     by_address: BTreeMap<String, PrincipalId>,
     /// Next instance number under each address prefix.
     next_number: BTreeMap<String, u64>,
@@ -148,6 +153,7 @@ impl State {
         }
         self.expire_due(&mut events);
         self.process_governance_due(&mut events);
+        self.process_grants_due(&mut events);
         self.process_workers_due(&mut fx, &mut events);
         self.process_tasks_due(&mut fx, &mut events);
         let primary = self.decide(command, &mut fx);
@@ -284,6 +290,7 @@ impl State {
         [
             expiry,
             self.governance_next_due_ms(),
+            self.grants_next_due_ms(),
             self.tasks_next_due_ms(),
             self.workers_next_due_ms(),
         ]
@@ -436,6 +443,12 @@ impl State {
                 self.remove_principal(command, *principal)
             }
             CommandBody::CreateToken(new) => self.create_token(command, new),
+            CommandBody::RequestGrant { what, ttl_ms } => {
+                self.request_grant(command, what, *ttl_ms)
+            }
+            CommandBody::DecideGrant { grant, approve } => {
+                self.decide_grant(command, *grant, *approve)
+            }
             CommandBody::RevokeToken { principal, token } => {
                 self.revoke_token(command, *principal, *token)
             }

@@ -21,6 +21,7 @@ mod audit;
 mod bus;
 mod gateway;
 mod governance;
+mod grants;
 mod hypernet_tasks;
 mod ledger;
 mod limits;
@@ -79,6 +80,10 @@ pub fn router(app: AppState) -> Router {
             post(governance::propose).get(governance::list),
         )
         .route("/v1/proposals/{id}", get(governance::one))
+        .route("/v1/grants", post(grants::request).get(grants::list))
+        .route("/v1/grants/{id}", get(grants::one))
+        .route("/v1/grants/{id}/approve", post(grants::approve))
+        .route("/v1/grants/{id}/deny", post(grants::deny))
         .route("/v1/proposals/{id}/votes", post(governance::vote))
         .route("/metrics", get(metrics::render))
         .layer(axum::middleware::from_fn_with_state(

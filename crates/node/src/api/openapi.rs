@@ -9,8 +9,8 @@ use utoipa::openapi::OpenApi as Document;
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    audit, bus, gateway, governance, hypernet_tasks, ledger, limits, metrics, principals, tasks,
-    tokens, workers,
+    audit, bus, gateway, governance, grants, hypernet_tasks, ledger, limits, metrics, principals,
+    tasks, tokens, workers,
 };
 
 #[derive(OpenApi)]
@@ -28,6 +28,7 @@ use super::{
         ledger::reserve, ledger::commit, ledger::release, ledger::grant, ledger::free, ledger::me,
         audit::list,
         governance::propose, governance::list, governance::one, governance::vote,
+        grants::request, grants::list, grants::one, grants::approve, grants::deny,
         tasks::post, tasks::list, tasks::claim, tasks::dead, tasks::one, tasks::act, tasks::decompose, tasks::requeue,
         workers::register, workers::list, workers::one, workers::heartbeat, workers::leave, workers::supervisor,
         bus::upgrade, bus::create_stream, bus::list_streams, bus::one_stream, bus::delete_stream,

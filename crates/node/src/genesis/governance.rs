@@ -29,6 +29,16 @@ struct GovernanceSection {
     #[serde(default)]
     rules: BTreeMap<String, Spanned<RuleEntry>>,
     relaxation: Option<Spanned<RelaxationEntry>>,
+    grants: Option<Spanned<GrantsEntry>>,
+}
+
+/// `[governance.grants]`: quotas up to `quota_bound` are approved by any human
+/// member; above it, by a human and an AI; roles and scopes by an admin.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GrantsEntry {
+    #[serde(default)]
+    quota_bound: BTreeMap<String, toml::Value>,
 }
 
 #[derive(Deserialize)]
@@ -112,6 +122,7 @@ pub fn parse_governance(file: &Path, text: &str) -> Result<GovernanceConfig, Con
             .unwrap_or(defaults.open_proposals_per_principal_max),
         rules: BTreeMap::new(),
         relaxation: None,
+        grants: defaults.grants.clone(),
     };
     for (name, entry) in &section.rules {
         let kind = match name.as_str() {
@@ -174,6 +185,28 @@ pub fn parse_governance(file: &Path, text: &str) -> Result<GovernanceConfig, Con
             return Err(source.error(Some(span), "governance.relaxation.step must be above zero"));
         }
         config.relaxation = Some(relaxation);
+    }
+    if let Some(entry) = &section.grants {
+        let span = entry.span();
+        for (key, value) in &entry.get_ref().quota_bound {
+            let resource = parse_resource(key).map_err(|m| {
+                source.error(
+                    Some(span.clone()),
+                    format!("governance.grants.quota_bound: {m}"),
+                )
+            })?;
+            let money = resource == colony_kernel::Resource::LlmBudgetUsd;
+            let bound = parse_amount(value, money).map_err(|m| {
+                source.error(
+                    Some(span.clone()),
+                    format!("governance.grants.quota_bound.{key}: {m}"),
+                )
+            })?;
+            config
+                .grants
+                .quota_bound
+                .insert(resource, bound.unwrap_or(u64::MAX));
+        }
     }
     Ok(config)
 }

@@ -1,0 +1,162 @@
+//! `colony grants request|list|approve|deny`: asking for more than one has, for a
+//! while, and deciding others' requests.
+
+use std::process::ExitCode;
+
+use clap::Subcommand;
+use colony_api::grants::{GrantList, GrantRequest, GrantView, QuotaAsk};
+use colony_api::streams::Duration;
+use colony_api::Justified;
+
+use crate::client::Client;
+use crate::commands::call;
+use crate::output::{opt, table};
+use crate::Remote;
+
+#[derive(Subcommand)]
+pub enum GrantsCommand {
+    /// Ask for a scope (on the token you use), a role, or more quota, for a while.
+    Request {
+        #[arg(long, conflicts_with_all = ["role", "resource"])]
+        scope: Option<String>,
+        #[arg(long, conflicts_with = "resource")]
+        role: Option<String>,
+        /// With --amount: more of this resource's quota.
+        #[arg(long, requires = "amount")]
+        resource: Option<String>,
+        #[arg(long)]
+        amount: Option<u64>,
+        /// How long it lasts once approved, such as 2h (at most 30 days).
+        #[arg(long)]
+        ttl: String,
+        #[arg(long, short = 'j')]
+        justification: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// List grants (`--state pending` for those waiting for a decision).
+    List {
+        #[arg(long)]
+        state: Option<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Approve a pending grant (nobody approves their own).
+    Approve {
+        id: u64,
+        #[arg(long, short = 'j')]
+        justification: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Deny a pending grant.
+    Deny {
+        id: u64,
+        #[arg(long, short = 'j')]
+        justification: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+fn what(grant: &GrantView) -> String {
+    match grant.kind.as_str() {
+        "scope" => format!("scope {}", opt(&grant.scope)),
+        "role" => format!("role {}", opt(&grant.role)),
+        _ => format!("{} more {}", opt(&grant.amount), opt(&grant.resource)),
+    }
+}
+
+fn print(grant: &GrantView) {
+    println!(
+        "grant {} for {}: {} ({}{})",
+        grant.id,
+        grant.requester,
+        what(grant),
+        grant.state,
+        grant
+            .expires_at
+            .as_ref()
+            .map(|at| format!(" until {at}"))
+            .unwrap_or_default()
+    );
+}
+
+pub async fn run(command: GrantsCommand) -> anyhow::Result<ExitCode> {
+    let approving = matches!(command, GrantsCommand::Approve { .. });
+    match command {
+        GrantsCommand::Request {
+            scope,
+            role,
+            resource,
+            amount,
+            ttl,
+            justification,
+            remote,
+        } => {
+            let client = Client::new(&remote)?;
+            let body = GrantRequest {
+                scope,
+                role,
+                quota: resource.map(|resource| QuotaAsk {
+                    resource,
+                    amount: amount.unwrap_or(0),
+                }),
+                ttl: Duration::Text(ttl),
+                justification: Some(justification),
+            };
+            call(&remote, client.post("/v1/grants", &body), print).await
+        }
+        GrantsCommand::List { state, remote } => {
+            let client = Client::new(&remote)?;
+            let path = match state {
+                Some(state) => format!("/v1/grants?state={state}"),
+                None => "/v1/grants".to_string(),
+            };
+            call(&remote, client.get(&path), |list: &GrantList| {
+                let rows: Vec<Vec<String>> = list
+                    .grants
+                    .iter()
+                    .map(|g| {
+                        vec![
+                            g.id.to_string(),
+                            g.requester.clone(),
+                            what(g),
+                            g.state.clone(),
+                            g.approvals
+                                .iter()
+                                .map(|a| format!("{} ({})", a.by, a.side))
+                                .collect::<Vec<_>>()
+                                .join(", "),
+                            opt(&g.expires_at),
+                            g.justification.clone(),
+                        ]
+                    })
+                    .collect();
+                table(
+                    &["ID", "BY", "WHAT", "STATE", "APPROVALS", "UNTIL", "WHY"],
+                    &rows,
+                );
+            })
+            .await
+        }
+        GrantsCommand::Approve {
+            id,
+            justification,
+            remote,
+        }
+        | GrantsCommand::Deny {
+            id,
+            justification,
+            remote,
+        } => {
+            let client = Client::new(&remote)?;
+            let body = Justified {
+                justification: Some(justification),
+            };
+            let verb = if approving { "approve" } else { "deny" };
+            let path = format!("/v1/grants/{id}/{verb}");
+            call(&remote, client.post(&path, &body), print).await
+        }
+    }
+}
