@@ -205,10 +205,10 @@ async fn principals_get_hypernet_addresses_and_roles_are_enforced() {
         .post(
             "/v1/principals",
             &ai_token,
-            json!({"name": "x", "kind": "ai", "justification": "j"}),
+            json!({"name": "x", "kind": "human", "justification": "j"}),
         )
         .await;
-    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(status, StatusCode::FORBIDDEN, "an AI spawns no humans: {body}");
     assert_eq!(body["error"]["code"], "forbidden");
     let (status, body) = node
         .post(
