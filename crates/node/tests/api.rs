@@ -208,7 +208,11 @@ async fn principals_get_hypernet_addresses_and_roles_are_enforced() {
             json!({"name": "x", "kind": "human", "justification": "j"}),
         )
         .await;
-    assert_eq!(status, StatusCode::FORBIDDEN, "an AI spawns no humans: {body}");
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "an AI spawns no humans: {body}"
+    );
     assert_eq!(body["error"]["code"], "forbidden");
     let (status, body) = node
         .post(
