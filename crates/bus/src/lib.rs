@@ -18,7 +18,7 @@
 //! charges), hears of decisions as the pipeline's `DecisionSink`, and never serves
 //! HTTP: the node upgrades the connection and hands it to [`session::run`].
 //!
-//! Why one file of ~790 lines: `Bus` (routing, subscriptions, queue groups) and `Conn`
+//! Why one file of ~860 lines: `Bus` (routing, subscriptions, queue groups) and `Conn`
 //! (a connection's outbound lanes and their backpressure) share private state on the
 //! publish path; the next split is `Conn` and its lanes into `conn.rs` (the
 //! architecture issue), not done yet.

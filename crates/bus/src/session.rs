@@ -5,7 +5,7 @@
 //! (empty) partial buffer. Reads go through one scratch buffer per runtime thread;
 //! the write buffer exists only while there is something to write.
 //!
-//! Why one file of ~960 lines: one connection's frame loop, and each operation it
+//! Why one file of ~1 020 lines: one connection's frame loop, and each operation it
 //! serves (sub, pub, request-reply, stream consumers, worker hello/heartbeat/bye) reads
 //! and writes the same per-connection state; the next split is one file per group of
 //! operations (the architecture issue), not done yet.

@@ -1,6 +1,6 @@
 //! One function per subcommand: parse, call, print.
 //!
-//! Why ~680 lines: `up` and the small commands (principals, ledger, audit) that print
+//! Why ~700 lines: `up` and the small commands (principals, ledger, audit) that print
 //! one table each; the next split is one file per command group, as `tasks.rs`,
 //! `governance.rs` and `bus.rs` already are (the architecture issue).
 

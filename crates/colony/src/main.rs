@@ -4,7 +4,7 @@
 //! the other commands call the HTTP API ([`client`]) or read a data directory
 //! ([`colony_log::verify_audit`]).
 //!
-//! Why ~670 lines: this file is the clap definition of every command and its flags
+//! Why ~690 lines: this file is the clap definition of every command and its flags
 //! (one concept: the command line), and the dispatch to the modules that run them.
 
 mod bus;

@@ -11,6 +11,10 @@
 //! rest of stdout is the result (JSON if it parses); a non-zero exit fails the attempt
 //! with the end of stderr. The task's lease is renewed while the command runs. A lost
 //! session (410) or claim (409) stops the worker: its work went to someone else.
+//!
+//! Why ~640 lines: the session loop, the `--exec` runner (with its task-scoped
+//! token) and the reference LLM worker (prompt, fenced blocks, decomposition) share the
+//! lease helpers; the LLM worker is the next to move to a file of its own.
 
 use std::process::{ExitCode, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -1,7 +1,7 @@
 //! The kernel's side of governance: proposals, votes, decisions at the end of the
 //! review period, stability windows, automatic relaxation and rollback.
 //!
-//! Why ~640 lines: proposals, votes, decisions at the end of a review and the
+//! Why ~655 lines: proposals, votes, decisions at the end of a review and the
 //! application of values are one life cycle; brakes and relaxation already live in
 //! `brakes.rs` and `relaxation.rs`.
 
