@@ -7,6 +7,7 @@
 //! seeds run (default 2 000).
 
 use colony_kernel::governance::*;
+use colony_kernel::grants::GrantWhat;
 use colony_kernel::tasks::*;
 use colony_kernel::workers::NewWorker;
 use colony_kernel::*;
@@ -96,6 +97,9 @@ struct World {
     workers: Vec<(PrincipalId, u64)>,
     proposals: Vec<u64>,
     next_token: u64,
+    /// Tokens made: `(principal, id)`.
+    tokens: Vec<(PrincipalId, u64)>,
+    grants: Vec<u64>,
 }
 
 impl World {
@@ -110,6 +114,8 @@ impl World {
             workers: Vec::new(),
             proposals: Vec::new(),
             next_token: 100,
+            tokens: Vec::new(),
+            grants: Vec::new(),
         };
         let applied = world.run(
             PrincipalId::SYSTEM,
@@ -155,7 +161,7 @@ impl World {
     /// One random command, and what it teaches the world.
     fn step(&mut self, rng: &mut Rng) {
         let actor = self.actor(rng);
-        match rng.below(20) {
+        match rng.below(22) {
             0 | 1 => {
                 self.next_token += 1;
                 let kind = [PrincipalKind::Ai, PrincipalKind::Human, PrincipalKind::Ai]
@@ -174,6 +180,11 @@ impl World {
                 } else {
                     actor
                 };
+                // Spawning: a member creating a child under itself (or trying more).
+                if creator != PrincipalId::ADMIN && rng.chance(60) {
+                    request.parent = Some(creator);
+                    request.scopes = vec!["llm".into(), "tasks".into()];
+                }
                 let applied = self.run(creator, CommandBody::CreatePrincipal(request));
                 for event in &applied.events {
                     if let Effect::PrincipalCreated { id, .. } = event.effect {
@@ -403,6 +414,73 @@ impl World {
                     self.run(actor, CommandBody::Vote { proposal, choice });
                 }
             }
+            19 => {
+                // Tokens: made with scopes good and bad, revoked, by owners and others.
+                let owner = if rng.chance(70) {
+                    actor
+                } else {
+                    self.actor(rng)
+                };
+                if rng.chance(60) || self.tokens.is_empty() {
+                    self.next_token += 1;
+                    let scopes = match rng.below(5) {
+                        0 => vec!["*".to_string()],
+                        1 => vec!["admin".to_string()],
+                        2 => vec!["bus:a.>".to_string(), "task:0.7.1.00001".to_string()],
+                        3 => vec![],
+                        _ => vec!["read".to_string(), "llm".to_string()],
+                    };
+                    let body = CommandBody::CreateToken(Box::new(NewToken {
+                        principal: owner,
+                        name: "t".repeat(1 + rng.below(70) as usize),
+                        scopes,
+                        ttl_ms: rng.chance(50).then(|| rng.below(120_000)),
+                        hash: token(self.next_token),
+                    }));
+                    let applied = self.run(actor, body);
+                    if let Effect::TokenCreated { token, .. } = applied.primary().effect {
+                        self.tokens.push((owner, token));
+                    }
+                } else if let Some((principal, token)) = rng.pick(&self.tokens) {
+                    self.run(actor, CommandBody::RevokeToken { principal, token });
+                }
+            }
+            20 => {
+                // Grants: asked for (scopes, roles, quotas of every size) and decided.
+                if rng.chance(50) || self.grants.is_empty() {
+                    let what = match rng.below(4) {
+                        0 => GrantWhat::Role {
+                            role: [Role::Admin, Role::Member, Role::Observer]
+                                [rng.below(3) as usize],
+                        },
+                        1 => GrantWhat::Scope {
+                            token: rng.pick(&self.tokens).map_or(1, |(_, t)| t),
+                            scope: "ledger".into(),
+                        },
+                        _ => GrantWhat::Quota {
+                            resource: Resource::ALL[rng.below(Resource::ALL.len() as u64) as usize],
+                            amount: rng.amount(),
+                        },
+                    };
+                    let ttl_ms = match rng.below(4) {
+                        0 => 0,
+                        1 => u64::MAX,
+                        _ => rng.below(600_000),
+                    };
+                    let applied = self.run(actor, CommandBody::RequestGrant { what, ttl_ms });
+                    if applied.primary().decision.is_allowed() {
+                        self.grants.push(self.state.last_seq);
+                    }
+                } else if let Some(grant) = rng.pick(&self.grants) {
+                    let approver = if rng.chance(50) {
+                        PrincipalId::ADMIN
+                    } else {
+                        actor
+                    };
+                    let approve = rng.chance(80);
+                    self.run(approver, CommandBody::DecideGrant { grant, approve });
+                }
+            }
             _ => {
                 // Time passes: a little, or a jump past every deadline.
                 self.now_ms += match rng.below(10) {
@@ -524,6 +602,10 @@ fn the_streams_reach_every_kind_of_decision_that_matters() {
         ("governance.propose", Decision::Denied),
         ("principal.quarantine", Decision::Allowed),
         ("principal.release", Decision::Allowed),
+        ("token.create", Decision::Allowed),
+        ("token.revoke", Decision::Allowed),
+        ("grant.approve", Decision::Allowed),
+        ("grant.expire", Decision::Allowed),
     ] {
         let wanted = format!("{} {:?}", wanted.0, wanted.1);
         assert!(seen.contains(&wanted), "no {wanted} in 50 seeds");

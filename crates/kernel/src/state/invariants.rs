@@ -146,6 +146,28 @@ impl State {
                 _ => return Err(format!("token hash of id {id} resolves to no such token")),
             }
         }
+        for grant in self.grants.values() {
+            let due = grant
+                .expires_at_ms
+                .is_some_and(|at| self.grant_expiries.contains(&(at, grant.id)));
+            if (grant.state == crate::grants::GrantState::Active) != due {
+                return Err(format!(
+                    "grant {} is {} but {} due to end",
+                    grant.id,
+                    grant.state.as_str(),
+                    if due { "is" } else { "is not" }
+                ));
+            }
+        }
+        if self.grant_expiries.len()
+            != self
+                .grants
+                .values()
+                .filter(|g| g.state == crate::grants::GrantState::Active)
+                .count()
+        {
+            return Err("a grant end is due for a grant that is not active".into());
+        }
         for token in self.tokens.values() {
             if self.by_token.get(&token.hash) != Some(&token.id) {
                 return Err(format!("token {} is not found by its hash", token.id));
