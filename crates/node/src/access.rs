@@ -83,6 +83,10 @@ pub struct ReadPolicy {
     /// Principals (names, addresses, roles, quarantines).
     #[serde(default = "all")]
     pub principals: Readers,
+    /// Requests for more (grants): who asked for what, who approved. Everyone else
+    /// reads its own requests.
+    #[serde(default = "all")]
+    pub grants: Readers,
 }
 
 fn all() -> Readers {
@@ -108,6 +112,7 @@ impl Default for ReadPolicy {
             proposals: all(),
             tasks: all(),
             principals: all(),
+            grants: all(),
         }
     }
 }

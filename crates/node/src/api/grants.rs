@@ -121,14 +121,16 @@ pub async fn request(
     Ok((StatusCode::CREATED, answer))
 }
 
-/// Grants, oldest first (`?state=pending` for those waiting).
+/// Grants, oldest first (`?state=pending` for those waiting); those the read policy
+/// does not admit (`[read] grants`) see their own.
 #[utoipa::path(get, path = "/v1/grants", tag = "governance", params(("state" = Option<String>, Query)),
     responses((status = 403, body = ErrorBody), (status = 200, body = GrantList), (status = 400, body = ErrorBody)))]
 pub async fn list(
     State(app): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     Params(query): Params<GrantQuery>,
 ) -> Result<Json<GrantList>, ApiError> {
+    let all = app.shared.read.grants.admits(&caller);
     let wanted = match query.state.as_deref() {
         None => None,
         Some(name) => Some(
@@ -152,6 +154,7 @@ pub async fn list(
     let grants = state
         .grants()
         .filter(|g| wanted.is_none_or(|w| g.state == w))
+        .filter(|g| all || g.requester == caller.id)
         .map(view)
         .collect();
     Ok(Json(GrantList { grants }))
@@ -162,9 +165,19 @@ pub async fn list(
     responses((status = 403, body = ErrorBody), (status = 200, body = GrantView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn one(
     State(app): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     Segment(id): Segment<u64>,
 ) -> Result<Json<GrantView>, ApiError> {
+    let own = app
+        .shared
+        .state
+        .read()
+        .expect("state lock")
+        .grant_request(id)
+        .is_some_and(|g| g.requester == caller.id);
+    if !own {
+        app.check_read(&caller, "grants", app.shared.read.grants)?;
+    }
     one_of(&app, id, None)
 }
 
