@@ -7,13 +7,16 @@
 //! Why ~690 lines: this file is the clap definition of every command and its flags
 //! (one concept: the command line), and the dispatch to the modules that run them.
 
+mod audit;
 mod bus;
 mod client;
 mod commands;
 mod demo;
 mod governance;
 mod grants;
+mod ledger;
 mod output;
+mod principals;
 mod tasks;
 mod tokens;
 mod worker;
@@ -670,11 +673,11 @@ fn main() -> ExitCode {
                     None => Ok(code),
                 }
             }
-            Command::Principals(command) => commands::principals(command).await,
+            Command::Principals(command) => principals::run(command).await,
             Command::Tokens(command) => tokens::run(command).await,
             Command::Grants(command) => grants::run(command).await,
-            Command::Ledger(command) => commands::ledger(command).await,
-            Command::Audit(command) => commands::audit(command).await,
+            Command::Ledger(command) => ledger::run(command).await,
+            Command::Audit(command) => audit::run(command).await,
         }
     });
     match result {

@@ -1,0 +1,128 @@
+//! `colony ledger me|reserve|commit|release`.
+
+use std::process::ExitCode;
+
+use colony_api::ledger::{
+    CommitRequest, Committed, LedgerView, ReleaseRequest, Released, ReserveRequest, Reserved,
+};
+
+use crate::client::Client;
+use crate::commands::call;
+use crate::output::{amount, table};
+use crate::LedgerCommand;
+
+pub async fn run(command: LedgerCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        LedgerCommand::Me { remote } => {
+            let client = Client::new(&remote)?;
+            call(
+                &remote,
+                client.get("/v1/ledger/me"),
+                |ledger: &LedgerView| {
+                    println!("principal {}", ledger.principal);
+                    let rows: Vec<Vec<String>> = ledger
+                        .balances
+                        .iter()
+                        .map(|(name, b)| {
+                            let unit = b.unit.as_str();
+                            vec![
+                                name.clone(),
+                                b.kind.clone(),
+                                amount(b.quota, unit),
+                                amount(Some(b.used), unit),
+                                amount(Some(b.reserved), unit),
+                                amount(b.available, unit),
+                                amount(Some(b.shortfall), unit),
+                            ]
+                        })
+                        .collect();
+                    table(
+                        &[
+                            "RESOURCE",
+                            "KIND",
+                            "QUOTA",
+                            "USED",
+                            "RESERVED",
+                            "AVAILABLE",
+                            "SHORTFALL",
+                        ],
+                        &rows,
+                    );
+                    let reservations = ledger.reservations.len();
+                    println!("{reservations} open reservation(s)");
+                },
+            )
+            .await
+        }
+        LedgerCommand::Reserve {
+            resource,
+            amount: requested,
+            justification,
+            ttl_ms,
+            remote,
+        } => {
+            let client = Client::new(&remote)?;
+            let body = ReserveRequest {
+                resource,
+                amount: requested,
+                justification: Some(justification),
+                ttl_ms,
+            };
+            call(
+                &remote,
+                client.post("/v1/ledger/reserve", &body),
+                |reserved: &Reserved| {
+                    println!(
+                        "reservation {} holds {} {} until {}",
+                        reserved.reservation, reserved.amount, reserved.unit, reserved.expires_at
+                    );
+                    for warning in &reserved.warnings {
+                        println!("warning: {}", warning.message);
+                    }
+                },
+            )
+            .await
+        }
+        LedgerCommand::Commit {
+            reservation,
+            actual,
+            remote,
+        } => {
+            let client = Client::new(&remote)?;
+            let body = CommitRequest {
+                reservation,
+                actual,
+                justification: None,
+            };
+            call(
+                &remote,
+                client.post("/v1/ledger/commit", &body),
+                |committed: &Committed| {
+                    println!(
+                        "charged {}, refunded {}, shortfall {}",
+                        committed.charged, committed.refunded, committed.shortfall
+                    );
+                },
+            )
+            .await
+        }
+        LedgerCommand::Release {
+            reservation,
+            remote,
+        } => {
+            let client = Client::new(&remote)?;
+            let body = ReleaseRequest {
+                reservation,
+                justification: None,
+            };
+            call(
+                &remote,
+                client.post("/v1/ledger/release", &body),
+                |_: &Released| {
+                    println!("released {reservation}");
+                },
+            )
+            .await
+        }
+    }
+}
