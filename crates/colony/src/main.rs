@@ -20,6 +20,7 @@ mod principals;
 mod tasks;
 mod tokens;
 mod worker;
+mod worker_llm;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
