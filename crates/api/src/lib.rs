@@ -23,6 +23,7 @@ pub mod hypernet;
 pub mod ledger;
 pub mod limits;
 pub mod principals;
+pub mod reports;
 pub mod schema;
 pub mod streams;
 pub mod tasks;

@@ -161,3 +161,23 @@ fn verify(data: &std::path::Path, replay: bool, json_output: bool) -> anyhow::Re
         }
     }
 }
+
+/// `colony report --since 24h`: the node's summary of a window, in Markdown (JSON
+/// with `--json`).
+pub async fn report(since: &str, remote: crate::Remote) -> anyhow::Result<ExitCode> {
+    let client = Client::new(&remote)?;
+    if remote.json {
+        let path = format!("/v1/reports/summary?since={since}");
+        return call(&remote, client.get(&path), |_: &Value| {}).await;
+    }
+    match client
+        .get_text(&format!("/v1/reports/summary?since={since}&format=md"))
+        .await
+    {
+        Ok(text) => {
+            println!("{text}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(error) => call(&remote, async { Err(error) }, |_: &Value| {}).await,
+    }
+}

@@ -88,6 +88,35 @@ impl Client {
             .await
     }
 
+    /// A GET whose answer is text (Markdown), as it came.
+    pub async fn get_text(&self, path: &str) -> anyhow::Result<String> {
+        let token = self
+            .token
+            .as_deref()
+            .ok_or_else(|| anyhow!("no token: pass --token or set COLONY_TOKEN"))?;
+        let response = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the node at {}", self.base))?;
+        let status = response.status();
+        let text = response
+            .text()
+            .await
+            .context("the node's answer broke off")?;
+        if status.is_success() {
+            return Ok(text);
+        }
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        Err(ApiFailure {
+            status: status.as_u16(),
+            body,
+        }
+        .into())
+    }
+
     /// A GET whose answer is read as `T`.
     pub async fn get_as<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
         typed(self.get(path).await?)

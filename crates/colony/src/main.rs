@@ -125,6 +125,14 @@ enum Command {
     /// Make, list, revoke and rotate scoped, expiring tokens.
     #[command(subcommand)]
     Tokens(tokens::TokensCommand),
+    /// What happened lately, summed up from the decision log (Markdown; JSON with --json).
+    Report {
+        /// How far back, such as 24h or 30m.
+        #[arg(long, default_value = "24h")]
+        since: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
     /// Ask for more (a scope, a role, a quota) for a while; approve or deny others'.
     #[command(subcommand)]
     Grants(grants::GrantsCommand),
@@ -677,6 +685,7 @@ fn main() -> ExitCode {
             Command::Principals(command) => principals::run(command).await,
             Command::Tokens(command) => tokens::run(command).await,
             Command::Grants(command) => grants::run(command).await,
+            Command::Report { since, remote } => audit::report(&since, remote).await,
             Command::Ledger(command) => ledger::run(command).await,
             Command::Audit(command) => audit::run(command).await,
         }

@@ -605,3 +605,35 @@ fn grants_are_asked_for_and_decided_from_the_command_line() {
     let _ = node.kill();
     let _ = node.wait();
 }
+
+#[test]
+fn a_report_sums_up_the_day_in_markdown_and_json() {
+    let data = tempfile::tempdir().unwrap();
+    let (mut node, url) = start(data.path());
+    let admin = std::fs::read_to_string(data.path().join("admin.token"))
+        .unwrap()
+        .trim()
+        .to_string();
+    json(
+        &url,
+        &admin,
+        &[
+            "principals",
+            "add",
+            "--name",
+            "scout",
+            "--kind",
+            "ai",
+            "-j",
+            "an agent",
+        ],
+    );
+    let (ok, text) = colony(&url, &admin, &["report", "--since", "1h"]);
+    assert!(ok, "{text}");
+    assert!(text.starts_with("# Colony: what happened"), "{text}");
+    assert!(text.contains("| principals created | 1 |"), "{text}");
+    let summary = json(&url, &admin, &["report"]);
+    assert_eq!(summary["principals_created"]["count"], 1);
+    let _ = node.kill();
+    let _ = node.wait();
+}

@@ -28,6 +28,7 @@ mod limits;
 mod metrics;
 pub mod openapi;
 mod principals;
+mod reports;
 mod tasks;
 mod tokens;
 mod workers;
@@ -98,6 +99,7 @@ pub fn router(app: AppState) -> Router {
         .route("/v1/ledger/free", post(ledger::free))
         .route("/v1/ledger/me", get(ledger::me))
         .route("/v1/audit", get(audit::list))
+        .route("/v1/reports/summary", get(reports::summary))
         .route("/v1/workers", post(workers::register).get(workers::list))
         .route("/v1/supervisor", get(workers::supervisor))
         .route("/v1/workers/{id}", get(workers::one).delete(workers::leave))
