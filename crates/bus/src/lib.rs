@@ -518,6 +518,7 @@ impl Bus {
     pub fn close_token(&self, token: u64) -> usize {
         self.close_where(
             |conn| conn.token == token,
+            ws::CLOSE_POLICY,
             "the connection's token was revoked",
         )
     }
@@ -526,11 +527,13 @@ impl Bus {
     pub fn close_principal(&self, principal: PrincipalId) -> usize {
         self.close_where(
             |conn| conn.principal == principal,
+            ws::CLOSE_POLICY,
             "the connection's principal was removed",
         )
     }
 
-    fn close_where(&self, which: impl Fn(&Conn) -> bool, reason: &str) -> usize {
+    /// Closes the connections `which` selects with `code` and `reason`; how many.
+    fn close_where(&self, which: impl Fn(&Conn) -> bool, code: u16, reason: &str) -> usize {
         let conns: Vec<_> = self
             .conns
             .lock()
@@ -540,7 +543,7 @@ impl Bus {
             .filter(|conn| which(conn))
             .collect();
         for conn in &conns {
-            conn.close(ws::CLOSE_POLICY, reason);
+            conn.close(code, reason);
         }
         conns.len()
     }
@@ -548,19 +551,11 @@ impl Bus {
     /// Closes every connection (1001, going away): the node is stopping.
     pub fn close_all(&self) {
         self.shutting_down.store(true, Ordering::Relaxed);
-        let conns: Vec<_> = self
-            .conns
-            .lock()
-            .expect("connections lock")
-            .values()
-            .filter_map(std::sync::Weak::upgrade)
-            .collect();
-        for conn in conns {
-            conn.close(
-                1001,
-                "the node is stopping; reconnect and resume (hello with your worker id)",
-            );
-        }
+        self.close_where(
+            |_| true,
+            1001,
+            "the node is stopping; reconnect and resume (hello with your worker id)",
+        );
     }
 
     pub fn is_shutting_down(&self) -> bool {

@@ -128,6 +128,11 @@ pub async fn run(options: WorkerOptions, remote: Remote) -> anyhow::Result<ExitC
         })
     };
 
+    // Who this worker is, asked once: the tokens its commands get are made for it.
+    let me: anyhow::Result<String> = client
+        .get_as::<LedgerView>("/v1/ledger/me")
+        .await
+        .map(|ledger| ledger.principal);
     let mut done = 0u64;
     let mut unreachable = 0u32;
     let result = loop {
@@ -173,7 +178,7 @@ pub async fn run(options: WorkerOptions, remote: Remote) -> anyhow::Result<ExitC
             }
         };
         let outcome = match &exec {
-            Some(exec) => work(&client, exec, &claimed).await,
+            Some(exec) => work(&client, &me, exec, &claimed).await,
             None => crate::worker_llm::work_llm(&client, &model, &claimed).await,
         };
         match outcome {
@@ -206,18 +211,22 @@ pub async fn run(options: WorkerOptions, remote: Remote) -> anyhow::Result<ExitC
 /// A token for the command that runs the task at `address`: `(principal, id,
 /// secret)`, scoped to the task for a day (revoked as soon as the command ends), or
 /// `None` (said loudly) when the worker's own token may not make one.
-async fn task_token(client: &Client, address: &str) -> Option<(String, u64, String)> {
+async fn task_token(
+    client: &Client,
+    me: &anyhow::Result<String>,
+    address: &str,
+) -> Option<(String, u64, String)> {
     let made = async {
-        let me: LedgerView = client.get_as("/v1/ledger/me").await?;
+        let me = me.as_ref().map_err(|error| anyhow::anyhow!("{error:#}"))?;
         let body = CreateToken {
             name: format!("task {address}"),
             scopes: vec![format!("task:{address}")],
             ttl: Some(Ttl::Text("24h".into())),
             justification: Some(format!("the command that runs {address}")),
         };
-        let path = format!("/v1/principals/{}/tokens", me.principal);
+        let path = format!("/v1/principals/{me}/tokens");
         let created: TokenCreated = client.post_as(&path, &body).await?;
-        anyhow::Ok((me.principal, created.id, created.token))
+        anyhow::Ok((me.clone(), created.id, created.token))
     };
     match made.await {
         Ok(made) => Some(made),
@@ -263,7 +272,12 @@ impl Lease<'_> {
 }
 
 /// Runs the command for one claimed task and reports the outcome.
-async fn work(client: &Client, exec: &str, claimed: &Claimed) -> anyhow::Result<()> {
+async fn work(
+    client: &Client,
+    me: &anyhow::Result<String>,
+    exec: &str,
+    claimed: &Claimed,
+) -> anyhow::Result<()> {
     let task = &claimed.task;
     let address = task.address.clone();
     let token = claimed.lease.token;
@@ -271,7 +285,7 @@ async fn work(client: &Client, exec: &str, claimed: &Claimed) -> anyhow::Result<
     let lease_ms = task_lease_ms(claimed);
     // The command gets a token scoped to this task (its routes, and LLM calls made
     // for it), never the worker's own; it is revoked when the command ends.
-    let scoped = task_token(client, &address).await;
+    let scoped = task_token(client, me, &address).await;
     let mut command = tokio::process::Command::new("sh");
     command.env_remove("COLONY_TOKEN");
     if let Some((_, _, secret)) = &scoped {

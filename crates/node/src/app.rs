@@ -52,16 +52,7 @@ impl AppState {
         if readers.admits(caller) {
             return Ok(());
         }
-        Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            format!(
-                "the read policy (access.toml: [read] {what} = \"{}\") lets {} read this",
-                readers.as_str(),
-                readers.who()
-            ),
-        )
-        .with("read_policy", what))
+        Err(read_refusal(what, readers))
     }
 
     /// The principal at `address`, or a 404.
@@ -104,4 +95,18 @@ impl AppState {
         }
         Ok(outcome)
     }
+}
+
+/// `403 forbidden`: the read policy's entry `what` lets only `readers` read this.
+pub(crate) fn read_refusal(what: &str, readers: crate::access::Readers) -> ApiError {
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        "forbidden",
+        format!(
+            "the read policy (access.toml: [read] {what} = \"{}\") lets {} read this",
+            readers.as_str(),
+            readers.who()
+        ),
+    )
+    .with("read_policy", what)
 }

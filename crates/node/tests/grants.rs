@@ -4,28 +4,11 @@
 mod common;
 
 use common::bus::{Client, PATIENCE};
+use common::send;
 use serde_json::{json, Value};
 
-async fn send(
-    base: &str,
-    token: &str,
-    method: reqwest::Method,
-    path: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let mut request = reqwest::Client::new()
-        .request(method, format!("{base}{path}"))
-        .bearer_auth(token);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await.unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
-
 async fn post(base: &str, token: &str, path: &str, body: Value) -> (u16, Value) {
-    send(base, token, reqwest::Method::POST, path, Some(body)).await
+    send(reqwest::Method::POST, base, token, path, Some(body)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -98,9 +81,9 @@ async fn a_scope_is_granted_by_an_admin_and_ends_by_itself() {
     let deadline = std::time::Instant::now() + PATIENCE;
     loop {
         let (_, now) = send(
+            reqwest::Method::GET,
             &base,
             &admin,
-            reqwest::Method::GET,
             &format!("/v1/grants/{id}"),
             None,
         )
@@ -131,7 +114,7 @@ async fn quotas_up_to_the_bound_take_a_human_and_above_it_both_sides() {
         common::create_principal(&base, &admin, "reviewer", "human", &["member"]).await;
     let (_, other_ai) = common::create_principal(&base, &admin, "peer", "ai", &["member"]).await;
     let quota = |me: &Value| me["balances"]["io_ops"]["quota"].as_u64().unwrap();
-    let (_, before) = send(&base, &agent, reqwest::Method::GET, "/v1/ledger/me", None).await;
+    let (_, before) = send(reqwest::Method::GET, &base, &agent, "/v1/ledger/me", None).await;
 
     let (_, small) = post(
         &base,
@@ -158,7 +141,7 @@ async fn quotas_up_to_the_bound_take_a_human_and_above_it_both_sides() {
     )
     .await;
     assert_eq!((status, approved["state"].as_str()), (200, Some("active")));
-    let (_, after) = send(&base, &agent, reqwest::Method::GET, "/v1/ledger/me", None).await;
+    let (_, after) = send(reqwest::Method::GET, &base, &agent, "/v1/ledger/me", None).await;
     assert_eq!(quota(&after), quota(&before) + 100);
 
     let (_, large) = post(
@@ -189,7 +172,7 @@ async fn quotas_up_to_the_bound_take_a_human_and_above_it_both_sides() {
     )
     .await;
     assert_eq!(both["state"], "active", "{both}");
-    let (_, last) = send(&base, &agent, reqwest::Method::GET, "/v1/ledger/me", None).await;
+    let (_, last) = send(reqwest::Method::GET, &base, &agent, "/v1/ledger/me", None).await;
     assert_eq!(quota(&last), quota(&before) + 100 + 50_000);
 
     // Denied is denied; a role is an admin's to give.

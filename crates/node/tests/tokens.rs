@@ -3,28 +3,10 @@
 mod common;
 
 use common::bus::{Client, PATIENCE};
+use common::send;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
-
-async fn send(
-    method: reqwest::Method,
-    base: &str,
-    token: &str,
-    path: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let mut request = reqwest::Client::new()
-        .request(method, format!("{base}{path}"))
-        .bearer_auth(token);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await.unwrap();
-    let status = response.status().as_u16();
-    let body = response.json().await.unwrap_or(Value::Null);
-    (status, body)
-}
 
 async fn make_token(base: &str, token: &str, address: &str, body: Value) -> (u16, Value) {
     send(

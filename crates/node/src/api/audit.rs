@@ -32,11 +32,7 @@ pub async fn list(
         match params.actor.as_deref() {
             None => params.actor = Some(caller.address.clone()),
             Some(actor) if actor == caller.address => {}
-            Some(_) => {
-                return Err(app
-                    .check_read(&caller, "audit", app.shared.read.audit)
-                    .expect_err("not admitted"))
-            }
+            Some(_) => return Err(crate::app::read_refusal("audit", app.shared.read.audit)),
         }
     }
     let limit = params.limit.unwrap_or(100);

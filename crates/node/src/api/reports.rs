@@ -32,7 +32,6 @@ struct Record {
     at_ms: u64,
     actor: String,
     action: String,
-    subject: String,
     decision: String,
     #[serde(default)]
     reason: Value,
@@ -136,7 +135,6 @@ fn build(
             ("principal.create", true) => note(&mut summary.principals_created, seq),
             _ => {}
         }
-        let _ = &record.subject;
         ControlFlow::Continue(())
     })?;
     let by_cost = |map: BTreeMap<String, Spend>| {

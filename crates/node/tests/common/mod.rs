@@ -115,6 +115,29 @@ pub async fn post_json(
         .unwrap()
 }
 
+/// `METHOD base+path` with a bearer token and an optional JSON body: the status and
+/// the JSON answered (`null` when none).
+pub async fn send(
+    method: reqwest::Method,
+    base: &str,
+    token: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let mut request = reqwest::Client::new()
+        .request(method, format!("{base}{path}"))
+        .bearer_auth(token);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (
+        status,
+        response.json().await.unwrap_or(serde_json::Value::Null),
+    )
+}
+
 /// Creates a principal over HTTP as the admin; returns its address and token.
 pub async fn create_principal(
     base: &str,
