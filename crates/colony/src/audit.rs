@@ -1,5 +1,6 @@
 //! `colony audit tail|verify`: the decision log, read over HTTP or verified offline.
 
+use clap::Subcommand;
 use std::process::ExitCode;
 
 use serde_json::{json, Value};
@@ -9,7 +10,7 @@ use colony_api::audit::AuditPage;
 use crate::client::Client;
 use crate::commands::call;
 use crate::output::{table, text};
-use crate::AuditCommand;
+use crate::Remote;
 
 pub async fn run(command: AuditCommand) -> anyhow::Result<ExitCode> {
     match command {
@@ -180,4 +181,37 @@ pub async fn report(since: &str, remote: crate::Remote) -> anyhow::Result<ExitCo
         }
         Err(error) => call(&remote, async { Err(error) }, |_: &Value| {}).await,
     }
+}
+
+#[derive(Subcommand)]
+pub enum AuditCommand {
+    /// Print the newest decision records.
+    Tail {
+        /// How many records.
+        #[arg(long, short = 'n', default_value_t = 20)]
+        limit: usize,
+        /// Only records of this actor (an address).
+        #[arg(long)]
+        actor: Option<String>,
+        /// Only records about this address or below it.
+        #[arg(long)]
+        address: Option<String>,
+        /// Keep printing new records as they come.
+        #[arg(long, short = 'f')]
+        follow: bool,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Recompute the hash chain of a data directory's decision log (offline).
+    Verify {
+        /// Data directory.
+        #[arg(long, env = "COLONY_DATA", default_value = "colony-data")]
+        data: std::path::PathBuf,
+        /// Also replay the command log and check that it reproduces every record.
+        #[arg(long)]
+        replay: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }

@@ -1,5 +1,6 @@
 //! `colony limits brake|propose|vote|proposals` and `colony import hypernet`.
 
+use clap::Subcommand;
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -14,7 +15,7 @@ use colony_kernel::governance::ProposalTarget;
 use crate::client::{ApiFailure, Client};
 use crate::commands::call;
 use crate::output::{opt, table};
-use crate::{LimitsCommand, Remote};
+use crate::Remote;
 
 /// `unlimited` is JSON null; numbers are numbers.
 /// A new value from the command line: absent keeps it, `unlimited` (`Some(None)`)
@@ -448,4 +449,54 @@ mod tests {
             vec!["max_mystery: no Colony limit of that name".to_string()]
         );
     }
+}
+
+#[derive(Subcommand)]
+pub enum LimitsCommand {
+    /// Lower a limit at once (an emergency brake; refused if it would raise anything).
+    Brake {
+        /// The limit, such as ai_accounts.
+        limit: String,
+        /// New soft value: a number (micro-dollars for money) or `unlimited`.
+        #[arg(long)]
+        soft: Option<String>,
+        /// New hard value: a number or `unlimited`.
+        #[arg(long)]
+        hard: Option<String>,
+        #[arg(long, short = 'j')]
+        justification: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Propose new values; a raise or removal waits for the human and AI vote.
+    Propose {
+        limit: String,
+        #[arg(long)]
+        soft: Option<String>,
+        #[arg(long)]
+        hard: Option<String>,
+        #[arg(long, short = 'j')]
+        justification: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Vote on a proposal: approve, reject, abstain or veto.
+    Vote {
+        proposal: u64,
+        vote: String,
+        #[arg(long, short = 'j')]
+        justification: Option<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// List proposals, or show one with its votes and tallies.
+    Proposals {
+        /// Show this proposal in full.
+        id: Option<u64>,
+        /// Only proposals in this state: review, applied, rejected, vetoed, rolled_back.
+        #[arg(long)]
+        state: Option<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
 }

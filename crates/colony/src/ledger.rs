@@ -1,5 +1,6 @@
 //! `colony ledger me|reserve|commit|release`.
 
+use clap::Subcommand;
 use std::process::ExitCode;
 
 use colony_api::ledger::{
@@ -9,7 +10,7 @@ use colony_api::ledger::{
 use crate::client::Client;
 use crate::commands::call;
 use crate::output::{amount, table};
-use crate::LedgerCommand;
+use crate::Remote;
 
 pub async fn run(command: LedgerCommand) -> anyhow::Result<ExitCode> {
     match command {
@@ -125,4 +126,38 @@ pub async fn run(command: LedgerCommand) -> anyhow::Result<ExitCode> {
             .await
         }
     }
+}
+
+#[derive(Subcommand)]
+pub enum LedgerCommand {
+    /// Show your balances and open reservations.
+    Me {
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Set aside an amount before an action (money in micro-dollars).
+    Reserve {
+        resource: String,
+        amount: u64,
+        #[arg(long, short = 'j')]
+        justification: String,
+        /// How long the reservation lives, in milliseconds.
+        #[arg(long)]
+        ttl_ms: Option<u64>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Charge the actual amount of a reservation; the rest is refunded.
+    Commit {
+        reservation: u64,
+        actual: u64,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Give a reservation back in full.
+    Release {
+        reservation: u64,
+        #[command(flatten)]
+        remote: Remote,
+    },
 }

@@ -4,8 +4,8 @@
 //! the other commands call the HTTP API ([`client`]) or read a data directory
 //! ([`colony_log::verify_audit`]).
 //!
-//! Why ~690 lines: this file is the clap definition of every command and its flags
-//! (one concept: the command line), and the dispatch to the modules that run them.
+//! The top of the command line and the dispatch are here; each command group's
+//! subcommands and flags live in the file that runs them.
 
 mod audit;
 mod bus;
@@ -21,6 +21,12 @@ mod tasks;
 mod tokens;
 mod worker;
 mod worker_llm;
+
+use audit::AuditCommand;
+use governance::LimitsCommand;
+use ledger::LedgerCommand;
+use principals::PrincipalsCommand;
+use tasks::TasksCommand;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -199,121 +205,6 @@ pub struct UpArgs {
 }
 
 #[derive(Subcommand)]
-pub enum LimitsCommand {
-    /// Lower a limit at once (an emergency brake; refused if it would raise anything).
-    Brake {
-        /// The limit, such as ai_accounts.
-        limit: String,
-        /// New soft value: a number (micro-dollars for money) or `unlimited`.
-        #[arg(long)]
-        soft: Option<String>,
-        /// New hard value: a number or `unlimited`.
-        #[arg(long)]
-        hard: Option<String>,
-        #[arg(long, short = 'j')]
-        justification: String,
-        #[command(flatten)]
-        remote: Remote,
-    },
-    /// Propose new values; a raise or removal waits for the human and AI vote.
-    Propose {
-        limit: String,
-        #[arg(long)]
-        soft: Option<String>,
-        #[arg(long)]
-        hard: Option<String>,
-        #[arg(long, short = 'j')]
-        justification: String,
-        #[command(flatten)]
-        remote: Remote,
-    },
-    /// Vote on a proposal: approve, reject, abstain or veto.
-    Vote {
-        proposal: u64,
-        vote: String,
-        #[arg(long, short = 'j')]
-        justification: Option<String>,
-        #[command(flatten)]
-        remote: Remote,
-    },
-    /// List proposals, or show one with its votes and tallies.
-    Proposals {
-        /// Show this proposal in full.
-        id: Option<u64>,
-        /// Only proposals in this state: review, applied, rejected, vetoed, rolled_back.
-        #[arg(long)]
-        state: Option<String>,
-        #[command(flatten)]
-        remote: Remote,
-    },
-}
-
-#[derive(Subcommand)]
-pub enum TasksCommand {
-    /// Post a task on the board.
-    Post {
-        title: String,
-        #[arg(long, default_value = "")]
-        description: String,
-        /// low, normal, high or critical.
-        #[arg(long, default_value = "normal")]
-        priority: String,
-        /// Capabilities a worker needs (repeatable).
-        #[arg(long = "capability")]
-        capabilities: Vec<String>,
-        /// Addresses of tasks this one waits for (repeatable).
-        #[arg(long = "depends-on")]
-        depends_on: Vec<String>,
-        /// Dollars that travel with the task, such as 1.50.
-        #[arg(long)]
-        budget_usd: Option<String>,
-        #[arg(long)]
-        max_attempts: Option<u32>,
-        #[arg(long, short = 'j')]
-        justification: String,
-        #[command(flatten)]
-        remote: Remote,
-    },
-    /// List tasks.
-    List {
-        /// pending, blocked, claimed, in_progress, completed, failed or dead.
-        #[arg(long)]
-        status: Option<String>,
-        #[arg(long)]
-        capability: Option<String>,
-        #[arg(long, default_value_t = 100)]
-        limit: usize,
-        #[command(flatten)]
-        remote: Remote,
-    },
-    /// Show one task with its attempts and history.
-    Show {
-        address: String,
-        #[command(flatten)]
-        remote: Remote,
-    },
-    /// Show a task and its subtasks as a tree.
-    Tree {
-        address: String,
-        #[command(flatten)]
-        remote: Remote,
-    },
-    /// The dead-letter queue.
-    Dead {
-        #[command(flatten)]
-        remote: Remote,
-    },
-    /// Put a dead task back on the board (admins).
-    Requeue {
-        address: String,
-        #[arg(long, short = 'j')]
-        justification: String,
-        #[command(flatten)]
-        remote: Remote,
-    },
-}
-
-#[derive(Subcommand)]
 pub enum BusCommand {
     /// Publish one message (data is JSON, or else sent as a string).
     Pub {
@@ -400,134 +291,6 @@ pub enum ImportCommand {
         dry_run: bool,
         #[command(flatten)]
         remote: Remote,
-    },
-}
-
-#[derive(Subcommand)]
-pub enum PrincipalsCommand {
-    /// Create a principal and print its address and token (admins only).
-    Add {
-        /// A name for people to read.
-        #[arg(long)]
-        name: String,
-        /// human, ai, artifact or node.
-        #[arg(long)]
-        kind: String,
-        /// Why it is created (recorded in the decision log).
-        #[arg(long, short = 'j')]
-        justification: String,
-        /// Roles: admin, member, observer (repeatable; default member).
-        #[arg(long = "role")]
-        roles: Vec<String>,
-        /// Address of the parent whose quotas bound this principal.
-        #[arg(long)]
-        parent: Option<String>,
-        /// A specific address under the kind's prefix (such as 2.1.loom).
-        #[arg(long)]
-        address: Option<String>,
-        /// low, normal, high or critical: order in a soft-limit admission queue.
-        #[arg(long, default_value = "normal")]
-        priority: String,
-        #[command(flatten)]
-        remote: Remote,
-    },
-    /// List principals.
-    List {
-        /// Include removed principals.
-        #[arg(long)]
-        all: bool,
-        #[command(flatten)]
-        remote: Remote,
-    },
-    /// Remove a principal: its token stops working and its reservations are released.
-    Remove {
-        address: String,
-        #[arg(long, short = 'j')]
-        justification: String,
-        #[command(flatten)]
-        remote: Remote,
-    },
-    /// Show one principal: its state (active, quarantined, removed) and, when
-    /// quarantined, the evidence.
-    Show {
-        address: String,
-        #[command(flatten)]
-        remote: Remote,
-    },
-    /// Lift a quarantine (a human member or admin).
-    Release {
-        address: String,
-        #[arg(long, short = 'j')]
-        justification: String,
-        #[command(flatten)]
-        remote: Remote,
-    },
-}
-
-#[derive(Subcommand)]
-pub enum LedgerCommand {
-    /// Show your balances and open reservations.
-    Me {
-        #[command(flatten)]
-        remote: Remote,
-    },
-    /// Set aside an amount before an action (money in micro-dollars).
-    Reserve {
-        resource: String,
-        amount: u64,
-        #[arg(long, short = 'j')]
-        justification: String,
-        /// How long the reservation lives, in milliseconds.
-        #[arg(long)]
-        ttl_ms: Option<u64>,
-        #[command(flatten)]
-        remote: Remote,
-    },
-    /// Charge the actual amount of a reservation; the rest is refunded.
-    Commit {
-        reservation: u64,
-        actual: u64,
-        #[command(flatten)]
-        remote: Remote,
-    },
-    /// Give a reservation back in full.
-    Release {
-        reservation: u64,
-        #[command(flatten)]
-        remote: Remote,
-    },
-}
-
-#[derive(Subcommand)]
-pub enum AuditCommand {
-    /// Print the newest decision records.
-    Tail {
-        /// How many records.
-        #[arg(long, short = 'n', default_value_t = 20)]
-        limit: usize,
-        /// Only records of this actor (an address).
-        #[arg(long)]
-        actor: Option<String>,
-        /// Only records about this address or below it.
-        #[arg(long)]
-        address: Option<String>,
-        /// Keep printing new records as they come.
-        #[arg(long, short = 'f')]
-        follow: bool,
-        #[command(flatten)]
-        remote: Remote,
-    },
-    /// Recompute the hash chain of a data directory's decision log (offline).
-    Verify {
-        /// Data directory.
-        #[arg(long, env = "COLONY_DATA", default_value = "colony-data")]
-        data: PathBuf,
-        /// Also replay the command log and check that it reproduces every record.
-        #[arg(long)]
-        replay: bool,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
     },
 }
 

@@ -1,5 +1,6 @@
 //! `colony principals add|list|show|remove|release`.
 
+use clap::Subcommand;
 use std::process::ExitCode;
 
 use colony_api::principals::{
@@ -10,7 +11,7 @@ use colony_api::Justified;
 use crate::client::Client;
 use crate::commands::call;
 use crate::output::{opt, table};
-use crate::PrincipalsCommand;
+use crate::Remote;
 
 pub async fn run(command: PrincipalsCommand) -> anyhow::Result<ExitCode> {
     match command {
@@ -153,4 +154,65 @@ pub async fn run(command: PrincipalsCommand) -> anyhow::Result<ExitCode> {
             .await
         }
     }
+}
+
+#[derive(Subcommand)]
+pub enum PrincipalsCommand {
+    /// Create a principal and print its address and token (admins only).
+    Add {
+        /// A name for people to read.
+        #[arg(long)]
+        name: String,
+        /// human, ai, artifact or node.
+        #[arg(long)]
+        kind: String,
+        /// Why it is created (recorded in the decision log).
+        #[arg(long, short = 'j')]
+        justification: String,
+        /// Roles: admin, member, observer (repeatable; default member).
+        #[arg(long = "role")]
+        roles: Vec<String>,
+        /// Address of the parent whose quotas bound this principal.
+        #[arg(long)]
+        parent: Option<String>,
+        /// A specific address under the kind's prefix (such as 2.1.loom).
+        #[arg(long)]
+        address: Option<String>,
+        /// low, normal, high or critical: order in a soft-limit admission queue.
+        #[arg(long, default_value = "normal")]
+        priority: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// List principals.
+    List {
+        /// Include removed principals.
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Remove a principal: its token stops working and its reservations are released.
+    Remove {
+        address: String,
+        #[arg(long, short = 'j')]
+        justification: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Show one principal: its state (active, quarantined, removed) and, when
+    /// quarantined, the evidence.
+    Show {
+        address: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Lift a quarantine (a human member or admin).
+    Release {
+        address: String,
+        #[arg(long, short = 'j')]
+        justification: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
 }

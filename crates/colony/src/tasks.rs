@@ -1,5 +1,6 @@
 //! `colony tasks post|list|show|tree|dead|requeue`.
 
+use clap::Subcommand;
 use std::process::ExitCode;
 
 use serde_json::{json, Value};
@@ -11,7 +12,7 @@ use colony_kernel::Priority;
 use crate::client::Client;
 use crate::commands::call;
 use crate::output::{opt, table, text};
-use crate::TasksCommand;
+use crate::Remote;
 
 fn rows(tasks: &[TaskView]) -> Vec<Vec<String>> {
     tasks
@@ -417,4 +418,69 @@ mod tests {
         );
         assert_eq!(skipped, vec!["task-000: already completed".to_string()]);
     }
+}
+
+#[derive(Subcommand)]
+pub enum TasksCommand {
+    /// Post a task on the board.
+    Post {
+        title: String,
+        #[arg(long, default_value = "")]
+        description: String,
+        /// low, normal, high or critical.
+        #[arg(long, default_value = "normal")]
+        priority: String,
+        /// Capabilities a worker needs (repeatable).
+        #[arg(long = "capability")]
+        capabilities: Vec<String>,
+        /// Addresses of tasks this one waits for (repeatable).
+        #[arg(long = "depends-on")]
+        depends_on: Vec<String>,
+        /// Dollars that travel with the task, such as 1.50.
+        #[arg(long)]
+        budget_usd: Option<String>,
+        #[arg(long)]
+        max_attempts: Option<u32>,
+        #[arg(long, short = 'j')]
+        justification: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// List tasks.
+    List {
+        /// pending, blocked, claimed, in_progress, completed, failed or dead.
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long)]
+        capability: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Show one task with its attempts and history.
+    Show {
+        address: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Show a task and its subtasks as a tree.
+    Tree {
+        address: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// The dead-letter queue.
+    Dead {
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Put a dead task back on the board (admins).
+    Requeue {
+        address: String,
+        #[arg(long, short = 'j')]
+        justification: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
 }
