@@ -1,21 +1,17 @@
-//! Tests of routing, queue groups, outbound lanes and backpressure, in process.
+//! Tests of a connection's outbound lanes and backpressure, in process.
 
 use super::*;
+use crate::events::may_match_events;
+use crate::MsgParts;
 
 fn conn(msgs_max: usize, bytes_max: usize) -> Conn {
-    Conn {
-        id: 1,
-        principal: PrincipalId::ADMIN,
-        address: "1.1".into(),
-        token: 1,
-        token_expires_at_ms: None,
-        out: Mutex::new(Outbound::default()),
-        notify: Notify::new(),
-        worker: Mutex::new(None),
-        msgs_max,
-        bytes_max,
-        control_max: 4,
-    }
+    let config = BusConfig {
+        outbound_msgs_max: msgs_max,
+        outbound_bytes_max: bytes_max,
+        control_frames_max: 4,
+        ..BusConfig::default()
+    };
+    Conn::new(1, PrincipalId::ADMIN, "1.1".into(), (1, None), &config)
 }
 
 fn delivery(priority: Priority, n: u32) -> Delivery {

@@ -1,0 +1,288 @@
+//! One connection as publishers see it: its outbound queue (a control lane and four
+//! priority lanes), the backpressure policy of each subscription, and closing.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use colony_kernel::{PrincipalId, Priority};
+use tokio::sync::Notify;
+
+use crate::{ws, BusConfig, Delivery};
+
+/// What a subscription does when its connection's outbound queue is full.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Backpressure {
+    /// Drops the oldest queued messages, lowest priority first (the default).
+    #[default]
+    DropOldest,
+    /// Keeps the queue; the publisher gets an `err` with code `backpressure`.
+    RejectPublisher,
+    /// Closes the slow connection (close code 1008).
+    Disconnect,
+}
+
+impl Backpressure {
+    pub fn parse(text: &str) -> Option<Backpressure> {
+        match text {
+            "drop_oldest" => Some(Backpressure::DropOldest),
+            "reject_publisher" => Some(Backpressure::RejectPublisher),
+            "disconnect" => Some(Backpressure::Disconnect),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backpressure::DropOldest => "drop_oldest",
+            Backpressure::RejectPublisher => "reject_publisher",
+            Backpressure::Disconnect => "disconnect",
+        }
+    }
+}
+
+/// What happened to one message offered to a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pushed {
+    Queued,
+    /// Queued after dropping this many older messages (or this one, when everything
+    /// queued was more urgent).
+    Dropped(usize),
+    Rejected,
+    /// The connection is closing (now, or already).
+    Disconnected,
+}
+
+/// A connection's outbound queue.
+#[derive(Debug, Default)]
+struct Outbound {
+    /// Encoded frames that go before any message: answers, pongs, notices.
+    control: VecDeque<Vec<u8>>,
+    /// Messages by priority, low to critical.
+    lanes: [VecDeque<Delivery>; 4],
+    msgs: usize,
+    bytes: usize,
+    /// Messages dropped since the last notice to the client.
+    dropped_unreported: u64,
+    /// Set when the connection must close: code and reason.
+    closing: Option<(u16, String)>,
+}
+
+fn lane(priority: Priority) -> usize {
+    match priority {
+        Priority::Low => 0,
+        Priority::Normal => 1,
+        Priority::High => 2,
+        Priority::Critical => 3,
+    }
+}
+
+/// One WebSocket connection, as publishers see it.
+#[derive(Debug)]
+pub struct Conn {
+    pub id: u64,
+    pub principal: PrincipalId,
+    pub address: Arc<str>,
+    /// The token the connection was opened with (revoking it closes the connection).
+    pub token: u64,
+    /// When that token stops working.
+    pub token_expires_at_ms: Option<u64>,
+    out: Mutex<Outbound>,
+    pub(crate) notify: Notify,
+    /// The worker session this connection speaks for (`hello`), if any.
+    pub worker: Mutex<Option<u64>>,
+    /// Bounds, copied from the configuration.
+    msgs_max: usize,
+    bytes_max: usize,
+    control_max: usize,
+}
+
+impl Conn {
+    /// A connection with empty queues, bounded by `config`; `token` is the token it
+    /// was opened with and when that token stops working.
+    pub(crate) fn new(
+        id: u64,
+        principal: PrincipalId,
+        address: Arc<str>,
+        token: (u64, Option<u64>),
+        config: &BusConfig,
+    ) -> Conn {
+        Conn {
+            id,
+            principal,
+            address,
+            token: token.0,
+            token_expires_at_ms: token.1,
+            out: Mutex::new(Outbound::default()),
+            notify: Notify::new(),
+            worker: Mutex::new(None),
+            msgs_max: config.outbound_msgs_max,
+            bytes_max: config.outbound_bytes_max,
+            control_max: config.control_frames_max,
+        }
+    }
+
+    /// Offers a message; never waits.
+    pub fn push(&self, delivery: Delivery, policy: Backpressure) -> Pushed {
+        let size = delivery.size();
+        let mut out = self.out.lock().expect("outbound lock");
+        if out.closing.is_some() {
+            return Pushed::Disconnected;
+        }
+        let mut dropped = 0;
+        if out.msgs + 1 > self.msgs_max || out.bytes + size > self.bytes_max {
+            match policy {
+                Backpressure::RejectPublisher => return Pushed::Rejected,
+                Backpressure::Disconnect => {
+                    let reason = format!(
+                        "slow consumer: the outbound queue is full ({} messages, {} bytes); \
+                         subscription {} asked to be disconnected rather than lose messages",
+                        out.msgs, out.bytes, delivery.sid
+                    );
+                    out.closing = Some((ws::CLOSE_POLICY, reason));
+                    out.lanes.iter_mut().for_each(VecDeque::clear);
+                    out.msgs = 0;
+                    out.bytes = 0;
+                    drop(out);
+                    self.notify.notify_one();
+                    return Pushed::Disconnected;
+                }
+                Backpressure::DropOldest => {
+                    let incoming = lane(delivery.msg.priority);
+                    while out.msgs + 1 > self.msgs_max || out.bytes + size > self.bytes_max {
+                        let Some(victim_lane) = (0..=incoming).find(|&l| !out.lanes[l].is_empty())
+                        else {
+                            // Everything queued is more urgent: this one goes.
+                            out.dropped_unreported += 1;
+                            drop(out);
+                            self.notify.notify_one();
+                            return Pushed::Dropped(1);
+                        };
+                        let victim = out.lanes[victim_lane]
+                            .pop_front()
+                            .expect("lane is not empty");
+                        out.msgs -= 1;
+                        out.bytes -= victim.size();
+                        dropped += 1;
+                    }
+                    out.dropped_unreported += dropped as u64;
+                }
+            }
+        }
+        // The session drains everything once woken, so only the first message into
+        // an empty queue (or one that dropped others) needs to wake it.
+        let was_empty = out.msgs == 0 && out.control.is_empty();
+        out.msgs += 1;
+        out.bytes += size;
+        out.lanes[lane(delivery.msg.priority)].push_back(delivery);
+        drop(out);
+        if was_empty || dropped > 0 {
+            self.notify.notify_one();
+        }
+        if dropped > 0 {
+            Pushed::Dropped(dropped)
+        } else {
+            Pushed::Queued
+        }
+    }
+
+    /// Room for this many more messages before the queue is full.
+    pub fn room(&self) -> usize {
+        let out = self.out.lock().expect("outbound lock");
+        self.msgs_max.saturating_sub(out.msgs)
+    }
+
+    /// Queues an encoded frame ahead of messages. A client that lets answers pile
+    /// up past the bound is not reading: it is disconnected.
+    pub fn push_control(&self, frame: Vec<u8>) {
+        let mut out = self.out.lock().expect("outbound lock");
+        if out.closing.is_some() {
+            return;
+        }
+        if out.control.len() >= self.control_max {
+            out.closing = Some((
+                ws::CLOSE_POLICY,
+                format!(
+                    "{} answers are waiting for a client that does not read them",
+                    self.control_max
+                ),
+            ));
+        } else {
+            out.control.push_back(frame);
+        }
+        drop(out);
+        self.notify.notify_one();
+    }
+
+    /// Queues a JSON text frame ahead of messages.
+    pub fn push_json(&self, value: &serde_json::Value) {
+        let mut frame = Vec::new();
+        ws::encode_frame(ws::OP_TEXT, value.to_string().as_bytes(), &mut frame);
+        self.push_control(frame);
+    }
+
+    /// Asks the session to close the connection.
+    pub fn close(&self, code: u16, reason: impl Into<String>) {
+        let mut out = self.out.lock().expect("outbound lock");
+        if out.closing.is_none() {
+            out.closing = Some((code, reason.into()));
+        }
+        drop(out);
+        self.notify.notify_one();
+    }
+
+    /// Moves queued frames into `buf`, most urgent first, until it holds about
+    /// `budget` bytes. Returns the close request once everything before it is out.
+    pub(crate) fn drain_into(&self, buf: &mut Vec<u8>, budget: usize) -> Option<(u16, String)> {
+        let mut out = self.out.lock().expect("outbound lock");
+        if out.dropped_unreported > 0 {
+            let dropped = std::mem::take(&mut out.dropped_unreported);
+            let notice = serde_json::json!({"op": "err", "error": {
+                "code": "slow_consumer",
+                "message": format!("{dropped} messages were dropped because this connection's outbound queue was full (drop_oldest)"),
+                "dropped": dropped,
+            }});
+            ws::encode_frame(ws::OP_TEXT, notice.to_string().as_bytes(), buf);
+        }
+        while buf.len() < budget {
+            let Some(frame) = out.control.pop_front() else {
+                break;
+            };
+            buf.extend_from_slice(&frame);
+        }
+        for lane in (0..4).rev() {
+            while buf.len() < budget {
+                let Some(delivery) = out.lanes[lane].pop_front() else {
+                    break;
+                };
+                out.msgs -= 1;
+                out.bytes -= delivery.size();
+                delivery.encode(buf);
+            }
+        }
+        if out.control.is_empty() && out.msgs == 0 {
+            out.control.shrink_to_fit();
+            out.lanes.iter_mut().for_each(VecDeque::shrink_to_fit);
+        }
+        if out.closing.is_some() && out.control.is_empty() {
+            return out.closing.clone();
+        }
+        None
+    }
+
+    pub(crate) fn is_closing(&self) -> bool {
+        self.out.lock().expect("outbound lock").closing.is_some()
+    }
+}
+
+/// A core (not stream) subscription in the routing trie.
+#[derive(Debug)]
+pub struct Sub {
+    pub conn: Arc<Conn>,
+    pub sid: Arc<str>,
+    pub queue: Option<Box<str>>,
+    pub policy: Backpressure,
+}
+
+#[cfg(test)]
+#[path = "conn_tests.rs"]
+mod tests;

@@ -1,0 +1,203 @@
+//! What the bus publishes itself: kernel decisions on `colony.events.>` and
+//! `colony.grants.>`, limit alerts, task offers, and worker admissions; the bus as
+//! the pipeline's `DecisionSink`.
+
+use std::sync::Arc;
+
+use colony_kernel::Priority;
+
+use crate::{Bus, MsgParts};
+
+impl Bus {
+    /// Publishes as the system (`0.1`): kernel events and dead letters. Not gated.
+    pub fn publish_system(&self, subject: &str, data: &str) {
+        let parts = MsgParts {
+            subject,
+            data,
+            priority: Priority::Normal,
+            from: "0.1",
+            headers: None,
+            reply_to: None,
+        };
+        self.route(&Arc::new(parts.to_msg(None)));
+        if let Some(stream) = self.streams.capturing(subject) {
+            let _ = self.streams.append(&stream, &parts, None);
+        }
+    }
+
+    /// Offers tasks that became claimable on [`TASK_OFFERS_SUBJECT`]: what a worker
+    /// needs to decide whether to claim (`POST /v1/tasks/claim`).
+    /// Tells each connection holding a queued `hello` that its session was admitted
+    /// (`{"op":"admitted","worker":ID,...}`), once the admission is durable.
+    pub fn workers_admitted(&self, workers: &[u64]) {
+        let (heartbeat_ms, lease_ms) = {
+            let state = self.state.read().expect("state lock");
+            state
+                .task_config()
+                .map_or((0, 0), |c| (c.worker_heartbeat_ms, c.lease_ms))
+        };
+        for worker in workers {
+            let conn_id = self
+                .worker_conns
+                .lock()
+                .expect("worker lock")
+                .get(worker)
+                .copied();
+            let conn = conn_id.and_then(|id| {
+                self.conns
+                    .lock()
+                    .expect("connections lock")
+                    .get(&id)
+                    .and_then(std::sync::Weak::upgrade)
+            });
+            if let Some(conn) = conn {
+                conn.push_json(&serde_json::json!({
+                    "op": "admitted", "worker": worker, "status": "active",
+                    "heartbeat_ms": heartbeat_ms, "lease_ms": lease_ms,
+                }));
+            }
+        }
+    }
+
+    pub fn publish_offers(&self, addresses: &[String]) {
+        let offers: Vec<String> = {
+            let state = self.state.read().expect("state lock");
+            addresses
+                .iter()
+                .filter_map(|address| state.task(address))
+                .filter(|task| task.status == colony_kernel::tasks::TaskStatus::Pending)
+                .map(|task| {
+                    serde_json::json!({
+                        "address": task.address,
+                        "title": task.title,
+                        "capabilities": task.capabilities,
+                        "priority": task.priority.as_str(),
+                        "effective_priority": state.effective_priority(task),
+                        "parent": task.parent,
+                        "budget_remaining_micro_usd": task.budget.as_ref().map(|b| b.remaining_micro_usd),
+                        "attempts": task.attempts.len(),
+                        "resume_from_checkpoint": task.checkpoint.is_some(),
+                    })
+                    .to_string()
+                })
+                .collect()
+        };
+        for offer in offers {
+            self.publish_system(TASK_OFFERS_SUBJECT, &offer);
+        }
+    }
+
+    /// Publishes the decisions of one command on `colony.events.decision.<action>`,
+    /// and limit alerts on `colony.events.alert.<limit>`.
+    pub fn publish_events(
+        &self,
+        command: &colony_kernel::Command,
+        events: &[colony_kernel::Event],
+    ) {
+        for event in events {
+            let subject = format!("colony.events.decision.{}", event.action);
+            let alert_limits: Vec<&str> = std::iter::once(&event.reason)
+                .chain(event.warnings.iter())
+                .filter_map(|reason| match reason {
+                    colony_kernel::Reason::SoftLimit { limit, .. }
+                    | colony_kernel::Reason::HardLimit { limit, .. } => Some(limit.as_str()),
+                    _ => None,
+                })
+                .collect();
+            // A grant's news also goes to `colony.grants.<requested|approved|denied|
+            // expired>.<requester>`, where requesters and approvers listen.
+            let grant_subject = event
+                .action
+                .strip_prefix("grant.")
+                .filter(|_| event.decision.is_allowed())
+                .map(|what| {
+                    let what = match what {
+                        "request" => "requested",
+                        "approve" => "approved",
+                        "deny" => "denied",
+                        _ => "expired",
+                    };
+                    format!("{GRANTS_SUBJECT}.{what}.{}", event.subject)
+                })
+                .filter(|subject| self.has_subscribers(subject));
+            let wanted = self.has_subscribers(&subject)
+                || grant_subject.is_some()
+                || alert_limits
+                    .iter()
+                    .any(|l| self.has_subscribers(&format!("colony.events.alert.{l}")));
+            if !wanted {
+                continue;
+            }
+            let actor = self
+                .state
+                .read()
+                .expect("state lock")
+                .principal(command.actor)
+                .map(|p| p.address.clone())
+                .unwrap_or_default();
+            let data = serde_json::json!({
+                "seq": command.seq,
+                "at_ms": command.at_ms,
+                "actor": actor,
+                "justification": command.justification,
+                "event": event,
+            })
+            .to_string();
+            self.publish_system(&subject, &data);
+            if let Some(grant_subject) = grant_subject {
+                self.publish_system(&grant_subject, &data);
+            }
+            for limit in alert_limits {
+                self.publish_system(&format!("colony.events.alert.{limit}"), &data);
+            }
+        }
+    }
+}
+
+/// Where tasks that became claimable are offered to workers.
+pub const TASK_OFFERS_SUBJECT: &str = "colony.tasks.offers";
+
+/// Whether a pattern may match some subject under `colony.events` or
+/// `colony.grants` (the decisions the bus publishes).
+pub(crate) fn may_match_events(pattern: &str) -> bool {
+    ["events", "grants"].into_iter().any(|second| {
+        let mut tokens = pattern.split('.');
+        for want in ["colony", second] {
+            match tokens.next() {
+                Some(">") => return true,
+                Some("*") => {}
+                Some(token) if token == want => {}
+                _ => return false,
+            }
+        }
+        tokens.next().is_some()
+    })
+}
+
+/// Where requesters and approvers hear of grants: `colony.grants.<what>.<requester>`.
+pub const GRANTS_SUBJECT: &str = "colony.grants";
+
+/// The bus hears of every durable decision: it publishes them on `colony.events.>`,
+/// offers claimable tasks on `colony.tasks.offers`, and tells queued workers they
+/// were admitted.
+impl colony_pipeline::sequencer::DecisionSink for Bus {
+    fn wants_decisions(&self) -> bool {
+        self.wants_events()
+    }
+
+    fn wants_offers(&self) -> bool {
+        self.has_subscribers(TASK_OFFERS_SUBJECT)
+    }
+
+    fn offer(&self, tasks: &[String]) {
+        self.publish_offers(tasks);
+    }
+
+    fn admitted(&self, workers: &[u64]) {
+        self.workers_admitted(workers);
+    }
+
+    fn decided(&self, command: &colony_kernel::Command, events: &[colony_kernel::Event]) {
+        self.publish_events(command, events);
+    }
+}

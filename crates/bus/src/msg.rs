@@ -1,0 +1,110 @@
+//! A message as the bus carries it: the parts a publish gives, the encoded tail
+//! built once per message, and one delivery of it to one subscription.
+
+use std::sync::Arc;
+
+use colony_kernel::Priority;
+
+use crate::ws;
+
+/// A message as it is queued for delivery: the JSON of a `msg` frame after its
+/// `sid` (and `delivery`) fields, built once however many subscribers get it.
+#[derive(Debug)]
+pub struct Msg {
+    pub subject: Box<str>,
+    pub priority: Priority,
+    /// `"subject":...,"data":...,...}`: the rest of the frame.
+    pub tail: Box<[u8]>,
+    /// Stream sequence number (0 for a message that is not stored).
+    pub seq: u64,
+    pub at_ms: u64,
+}
+
+/// The parts of a published message.
+#[derive(Clone, Copy, Debug)]
+pub struct MsgParts<'a> {
+    pub subject: &'a str,
+    /// Raw JSON.
+    pub data: &'a str,
+    pub priority: Priority,
+    pub from: &'a str,
+    /// Raw JSON object of strings.
+    pub headers: Option<&'a str>,
+    pub reply_to: Option<&'a str>,
+}
+
+impl MsgParts<'_> {
+    /// The frame tail; `stream` adds the stream's name, sequence number and time.
+    pub fn tail(&self, stream: Option<(&str, u64, u64)>) -> Vec<u8> {
+        let mut tail = String::with_capacity(80 + self.subject.len() + self.data.len());
+        tail.push_str("\"subject\":\"");
+        tail.push_str(self.subject);
+        tail.push_str("\",\"data\":");
+        tail.push_str(self.data);
+        tail.push_str(",\"priority\":\"");
+        tail.push_str(self.priority.as_str());
+        tail.push_str("\",\"from\":\"");
+        tail.push_str(self.from);
+        tail.push('"');
+        if let Some(headers) = self.headers {
+            tail.push_str(",\"headers\":");
+            tail.push_str(headers);
+        }
+        if let Some(reply_to) = self.reply_to {
+            tail.push_str(",\"reply_to\":\"");
+            tail.push_str(reply_to);
+            tail.push('"');
+        }
+        if let Some((name, seq, at_ms)) = stream {
+            tail.push_str(&format!(
+                ",\"stream\":\"{name}\",\"seq\":{seq},\"time_ms\":{at_ms}"
+            ));
+        }
+        tail.push('}');
+        tail.into_bytes()
+    }
+
+    pub fn to_msg(&self, stream: Option<(&str, u64, u64)>) -> Msg {
+        Msg {
+            subject: self.subject.into(),
+            priority: self.priority,
+            tail: self.tail(stream).into_boxed_slice(),
+            seq: stream.map_or(0, |s| s.1),
+            at_ms: stream.map_or(0, |s| s.2),
+        }
+    }
+}
+
+/// One message for one subscription of a connection.
+#[derive(Clone, Debug)]
+pub struct Delivery {
+    pub sid: Arc<str>,
+    pub msg: Arc<Msg>,
+    /// How many times a stream message has been delivered to this consumer
+    /// (0 for core messages, which carry no count).
+    pub delivery: u32,
+}
+
+impl Delivery {
+    /// Bytes the frame takes in the queue and on the wire, near enough.
+    pub fn size(&self) -> usize {
+        40 + self.sid.len() + self.msg.tail.len()
+    }
+
+    /// Appends the whole WebSocket frame.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        let delivery = if self.delivery > 0 {
+            format!(",\"delivery\":{}", self.delivery)
+        } else {
+            String::new()
+        };
+        let head_len = "{\"op\":\"msg\",\"sid\":\"".len() + self.sid.len() + 2 + delivery.len();
+        ws::encode_header(ws::OP_TEXT, head_len + self.msg.tail.len(), out);
+        out.extend_from_slice(b"{\"op\":\"msg\",\"sid\":\"");
+        out.extend_from_slice(self.sid.as_bytes());
+        out.push(b'"');
+        out.extend_from_slice(delivery.as_bytes());
+        out.push(b',');
+        out.extend_from_slice(&self.msg.tail);
+    }
+}

@@ -1,0 +1,327 @@
+//! Stream subscriptions: one consumer per `sub` on a stream, replaying from a
+//! sequence number or a time, then following; acknowledgements, redelivery after
+//! `ack_wait`, and dead letters after `max_deliver`. Core subscriptions too, since
+//! `sub` decides which of the two a frame asks for.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Map, Value};
+use tokio::time::Instant;
+
+use super::frame::{check_sid, parse_time, required, Frame, FrameError};
+use super::Session;
+use crate::streams::{Next, Stream};
+use crate::subject::check_pattern;
+use crate::{policy, Backpressure, Delivery, Sub};
+
+/// A stream subscription: replays from a sequence number, then follows.
+pub(super) struct Consumer {
+    stream: Arc<Stream>,
+    sid: Arc<str>,
+    filter: Box<str>,
+    next_seq: u64,
+    /// Unacknowledged deliveries: sequence number to delivery count.
+    pending: BTreeMap<u64, u32>,
+    /// When each delivery's ack is due, in delivery order (ack_wait is constant,
+    /// so this is also deadline order). Stale entries are skipped.
+    deadlines: VecDeque<(Instant, u64, u32)>,
+    redeliver: VecDeque<u64>,
+    ack_wait: Duration,
+    max_deliver: u32,
+    dead_letter_subject: String,
+}
+
+pub(super) enum Subscription {
+    Core { pattern: Box<str>, sub: Arc<Sub> },
+    Stream(Box<Consumer>),
+}
+
+impl Session {
+    /// `ack`: a stream consumer's message is handled; acking twice, or after a
+    /// redelivery, is harmless.
+    pub(super) fn ack(&mut self, frame: &Frame) -> Result<(), FrameError> {
+        let sid = required(frame.sid.as_deref(), "ack", "sid")?;
+        let seq = required(frame.seq, "ack", "seq")?;
+        match self.subs.get_mut(sid) {
+            Some(Subscription::Stream(consumer)) => {
+                consumer.pending.remove(&seq);
+                self.send_ok(frame.id, Map::new());
+                Ok(())
+            }
+            Some(Subscription::Core { .. }) => Err(FrameError::new(
+                "invalid",
+                format!("subscription {sid:?} is not on a stream: nothing to acknowledge"),
+            )),
+            None => Err(
+                FrameError::new("not_found", format!("no subscription {sid:?}")).with("sid", sid),
+            ),
+        }
+    }
+
+    pub(super) fn subscribe(&mut self, frame: &Frame) -> Result<(), FrameError> {
+        let sid = required(frame.sid.as_deref(), "sub", "sid")?;
+        check_sid(sid)?;
+        if self.subs.contains_key(sid) {
+            return Err(FrameError::new(
+                "duplicate_sid",
+                format!("subscription {sid:?} exists on this connection; unsub it first or use another sid"),
+            )
+            .with("sid", sid));
+        }
+        let max = self.bus.config.subscriptions_per_connection_max;
+        if self.subs.len() >= max {
+            return Err(FrameError::new(
+                "too_many_subscriptions",
+                format!("a connection holds at most {max} subscriptions"),
+            )
+            .with("max", max));
+        }
+        let pattern = required(frame.subject.as_deref(), "sub", "subject")?;
+        check_pattern(pattern).map_err(|e| {
+            FrameError::new("invalid", format!("subject: {e}")).with("field", "subject")
+        })?;
+        self.check_token()?;
+        policy::may_subscribe(
+            &self.bus.config,
+            &self.conn.address,
+            &self.peer.roles,
+            pattern,
+        )
+        .and_then(|()| self.peer.may_subscribe(pattern))
+        .map_err(|message| {
+            self.bus.metrics.denied.fetch_add(1, Ordering::Relaxed);
+            FrameError::new("forbidden", message).with("subject", pattern)
+        })?;
+        let policy = match frame.backpressure.as_deref() {
+            None => Backpressure::default(),
+            Some(text) => Backpressure::parse(text).ok_or_else(|| {
+                FrameError::new(
+                    "invalid",
+                    format!("backpressure {text:?} is not one of drop_oldest, reject_publisher, disconnect"),
+                )
+                .with("field", "backpressure")
+            })?,
+        };
+        let sid: Arc<str> = sid.into();
+        let Some(stream_name) = frame.stream.as_deref() else {
+            if frame.from_seq.is_some() || frame.from_time.is_some() {
+                return Err(FrameError::new(
+                    "invalid",
+                    "from_seq and from_time replay a stream: name it with `stream`",
+                ));
+            }
+            let sub = Arc::new(Sub {
+                conn: Arc::clone(&self.conn),
+                sid: Arc::clone(&sid),
+                queue: frame.queue.as_deref().map(Into::into),
+                policy,
+            });
+            if let Some(queue) = &sub.queue {
+                check_sid(queue).map_err(|_| {
+                    FrameError::new(
+                        "invalid",
+                        "a queue group name is 1 to 64 letters, digits or -_.:",
+                    )
+                    .with("field", "queue")
+                })?;
+            }
+            self.bus.subscribe(pattern, Arc::clone(&sub));
+            self.subs.insert(
+                sid.clone(),
+                Subscription::Core {
+                    pattern: pattern.into(),
+                    sub,
+                },
+            );
+            let mut fields = Map::new();
+            fields.insert("sid".into(), sid.to_string().into());
+            self.send_ok(frame.id, fields);
+            return Ok(());
+        };
+        let stream = self.bus.streams.get(stream_name).ok_or_else(|| {
+            FrameError::new(
+                "not_found",
+                format!("no stream named {stream_name:?} (GET /v1/streams lists them)"),
+            )
+            .with("stream", stream_name)
+        })?;
+        if frame.queue.is_some() {
+            return Err(FrameError::new(
+                "invalid",
+                "queue groups are for core subjects; a stream subscription is one consumer",
+            ));
+        }
+        let start = match (&frame.from_seq, &frame.from_time) {
+            (Some(_), Some(_)) => {
+                return Err(FrameError::new(
+                    "invalid",
+                    "give from_seq or from_time, not both",
+                ))
+            }
+            (Some(seq), None) => (*seq).max(1),
+            (None, Some(time)) => stream.seq_at_time(parse_time(time)?),
+            (None, None) => stream.info().last_seq + 1,
+        };
+        let spec = stream.spec();
+        stream.watch(&self.conn);
+        let consumer = Consumer {
+            stream: Arc::clone(&stream),
+            sid: Arc::clone(&sid),
+            filter: pattern.into(),
+            next_seq: start,
+            pending: BTreeMap::new(),
+            deadlines: VecDeque::new(),
+            redeliver: VecDeque::new(),
+            ack_wait: Duration::from_millis(spec.ack_wait_ms),
+            max_deliver: spec.max_deliver,
+            dead_letter_subject: spec.dead_letter_subject(),
+        };
+        self.subs
+            .insert(Arc::clone(&sid), Subscription::Stream(Box::new(consumer)));
+        let mut fields = Map::new();
+        fields.insert("sid".into(), sid.to_string().into());
+        fields.insert("stream".into(), stream.name.clone().into());
+        fields.insert("from_seq".into(), start.into());
+        self.send_ok(frame.id, fields);
+        self.conn.notify.notify_one();
+        Ok(())
+    }
+
+    pub(super) fn drop_subscription(&self, subscription: Subscription) {
+        if let Subscription::Core { pattern, sub } = subscription {
+            self.bus.unsubscribe(&pattern, &sub);
+        }
+    }
+
+    /// Moves stream messages into the connection's queue while it has room and the
+    /// consumer is under its unacknowledged maximum.
+    pub(super) fn pull_streams(&mut self) {
+        let ack_pending_max = self.bus.config.ack_pending_max;
+        let now_ms = colony_pipeline::sequencer::now_ms();
+        for subscription in self.subs.values_mut() {
+            let Subscription::Stream(consumer) = subscription else {
+                continue;
+            };
+            if consumer.stream.is_deleted() {
+                continue;
+            }
+            // Keep half the queue for core messages.
+            let mut room = self
+                .conn
+                .room()
+                .saturating_sub(self.bus.config.outbound_msgs_max / 2);
+            while room > 0 && consumer.pending.len() < ack_pending_max {
+                let stored = if let Some(seq) = consumer.redeliver.pop_front() {
+                    if !consumer.pending.contains_key(&seq) {
+                        continue;
+                    }
+                    match consumer.stream.get(seq) {
+                        Some(stored) => stored,
+                        None => {
+                            // Retention dropped it meanwhile.
+                            consumer.pending.remove(&seq);
+                            continue;
+                        }
+                    }
+                } else {
+                    match consumer
+                        .stream
+                        .next(consumer.next_seq, Some(&consumer.filter), now_ms)
+                    {
+                        Next::Msg(stored) => {
+                            consumer.next_seq = stored.msg.seq + 1;
+                            stored
+                        }
+                        Next::Caught(seq) => {
+                            let more = seq > consumer.next_seq;
+                            consumer.next_seq = seq;
+                            if more {
+                                continue;
+                            }
+                            break;
+                        }
+                    }
+                };
+                let seq = stored.msg.seq;
+                let count = consumer.pending.entry(seq).or_insert(0);
+                *count += 1;
+                let count = *count;
+                consumer
+                    .deadlines
+                    .push_back((Instant::now() + consumer.ack_wait, seq, count));
+                let delivery = Delivery {
+                    sid: Arc::clone(&consumer.sid),
+                    msg: Arc::clone(&stored.msg),
+                    delivery: count,
+                };
+                if self.conn.push(delivery, Backpressure::RejectPublisher) != crate::Pushed::Queued
+                {
+                    break;
+                }
+                self.bus.metrics.delivered.fetch_add(1, Ordering::Relaxed);
+                room -= 1;
+            }
+        }
+    }
+
+    /// The earliest ack deadline still pending.
+    pub(super) fn next_deadline(&mut self) -> Option<Instant> {
+        let mut earliest: Option<Instant> = None;
+        for subscription in self.subs.values_mut() {
+            let Subscription::Stream(consumer) = subscription else {
+                continue;
+            };
+            while let Some(&(at, seq, count)) = consumer.deadlines.front() {
+                if consumer.pending.get(&seq) == Some(&count) {
+                    earliest = Some(earliest.map_or(at, |e| e.min(at)));
+                    break;
+                }
+                consumer.deadlines.pop_front();
+            }
+        }
+        earliest
+    }
+
+    /// Redelivers what was not acknowledged in time; dead-letters what ran out of
+    /// deliveries.
+    pub(super) fn expire(&mut self, now: Instant) {
+        let mut dead = Vec::new();
+        for subscription in self.subs.values_mut() {
+            let Subscription::Stream(consumer) = subscription else {
+                continue;
+            };
+            while let Some(&(at, seq, count)) = consumer.deadlines.front() {
+                if at > now {
+                    break;
+                }
+                consumer.deadlines.pop_front();
+                if consumer.pending.get(&seq) != Some(&count) {
+                    continue;
+                }
+                if count >= consumer.max_deliver {
+                    consumer.pending.remove(&seq);
+                    if let Some(stored) = consumer.stream.get(seq) {
+                        dead.push((consumer.dead_letter_subject.clone(), json!({
+                            "stream": consumer.stream.name,
+                            "seq": seq,
+                            "consumer": &*consumer.sid,
+                            "address": &*self.conn.address,
+                            "deliveries": count,
+                            "message": serde_json::from_str::<Value>(&stored.record).unwrap_or(Value::Null),
+                        })));
+                    }
+                } else {
+                    consumer.redeliver.push_back(seq);
+                }
+            }
+        }
+        for (subject, data) in dead {
+            tracing::info!(%subject, "dead letter: {data}");
+            self.bus.publish_system(&subject, &data.to_string());
+        }
+        self.conn.notify.notify_one();
+    }
+}

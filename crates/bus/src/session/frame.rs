@@ -1,0 +1,136 @@
+//! The client's frames as the session reads them, and the `err` frame's error.
+
+use std::borrow::Cow;
+
+use colony_kernel::Priority;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+
+use super::SID_BYTES_MAX;
+
+/// A client frame: every field any op uses; each op checks the ones it needs.
+#[derive(Deserialize)]
+pub(super) struct Frame<'a> {
+    #[serde(borrow)]
+    pub(super) op: Cow<'a, str>,
+    #[serde(borrow)]
+    pub(super) id: Option<&'a RawValue>,
+    #[serde(borrow)]
+    pub(super) sid: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub(super) subject: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub(super) queue: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub(super) stream: Option<Cow<'a, str>>,
+    pub(super) from_seq: Option<u64>,
+    pub(super) from_time: Option<Value>,
+    #[serde(borrow)]
+    pub(super) backpressure: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub(super) data: Option<&'a RawValue>,
+    #[serde(borrow)]
+    pub(super) priority: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub(super) headers: Option<&'a RawValue>,
+    #[serde(borrow)]
+    pub(super) reply_to: Option<Cow<'a, str>>,
+    pub(super) seq: Option<u64>,
+    pub(super) capabilities: Option<Vec<String>>,
+    pub(super) model: Option<String>,
+    pub(super) profile: Option<String>,
+    pub(super) worker: Option<u64>,
+    pub(super) justification: Option<String>,
+}
+
+/// An `err` frame's error.
+#[derive(Debug)]
+pub(super) struct FrameError {
+    pub(super) code: &'static str,
+    pub(super) message: String,
+    pub(super) details: Map<String, Value>,
+}
+
+impl FrameError {
+    pub(super) fn new(code: &'static str, message: impl Into<String>) -> FrameError {
+        FrameError {
+            code,
+            message: message.into(),
+            details: Map::new(),
+        }
+    }
+
+    pub(super) fn with(mut self, key: &str, value: impl Into<Value>) -> FrameError {
+        self.details.insert(key.into(), value.into());
+        self
+    }
+
+    pub(super) fn from_reason(reason: &colony_kernel::Reason) -> FrameError {
+        let denial = colony_api::Denial::of(reason);
+        let retry_after = denial.retry_after_secs(colony_pipeline::sequencer::now_ms());
+        let mut error = FrameError::new("denied", denial.message);
+        error.details = denial.details;
+        error.code = reason.code();
+        if let Some(secs) = retry_after {
+            error.details.insert("retry_after".into(), secs.into());
+        }
+        error
+    }
+}
+
+pub(super) fn required<T>(value: Option<T>, op: &str, field: &str) -> Result<T, FrameError> {
+    value.ok_or_else(|| {
+        FrameError::new("invalid", format!("`{op}` needs `{field}`")).with("field", field)
+    })
+}
+
+pub(super) fn check_sid(sid: &str) -> Result<(), FrameError> {
+    if sid.is_empty()
+        || sid.len() > SID_BYTES_MAX
+        || !sid
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+    {
+        return Err(FrameError::new(
+            "invalid",
+            format!("a sid is 1 to {SID_BYTES_MAX} letters, digits or -_.:"),
+        )
+        .with("field", "sid"));
+    }
+    Ok(())
+}
+
+pub(super) fn parse_priority(text: Option<&str>) -> Result<Priority, FrameError> {
+    match text {
+        None | Some("normal") => Ok(Priority::Normal),
+        Some("low") => Ok(Priority::Low),
+        Some("high") => Ok(Priority::High),
+        Some("critical") => Ok(Priority::Critical),
+        Some(other) => Err(FrameError::new(
+            "invalid",
+            format!("priority {other:?} is not one of low, normal, high, critical"),
+        )
+        .with("field", "priority")),
+    }
+}
+
+/// `from_time`: Unix milliseconds, or an RFC 3339 time.
+pub(super) fn parse_time(value: &Value) -> Result<u64, FrameError> {
+    let invalid = || {
+        FrameError::new(
+            "invalid",
+            "from_time is Unix milliseconds or an RFC 3339 time like 2026-11-22T10:00:00Z",
+        )
+        .with("field", "from_time")
+    };
+    match value {
+        Value::Number(n) => n.as_u64().ok_or_else(invalid),
+        Value::String(text) => humantime::parse_rfc3339_weak(text)
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_millis() as u64)
+            .ok_or_else(invalid),
+        _ => Err(invalid()),
+    }
+}

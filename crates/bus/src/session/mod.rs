@@ -1,0 +1,393 @@
+//! One WebSocket connection: a single task that reads frames, routes what they ask,
+//! serves stream consumers, and writes the connection's outbound queue.
+//!
+//! Memory while idle: the task, the connection's (empty) queue and the decoder's
+//! (empty) partial buffer. Reads go through one scratch buffer per runtime thread;
+//! the write buffer exists only while there is something to write.
+//!
+//! This file holds the frame loop and the dispatch; each group of operations reads
+//! and writes the same per-connection [`Session`] from a file of its own:
+//! [`frame`] (what a client frame may hold, the `err` frame's error), [`publish`]
+//! (`pub`), [`consumer`] (`sub`, `unsub`, `ack`, stream consumers and their
+//! redelivery), [`worker`] (`hello`, `heartbeat`, `bye`).
+
+mod consumer;
+mod frame;
+mod publish;
+mod worker;
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
+
+use colony_kernel::{CommandBody, Role};
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::time::Instant;
+
+use self::consumer::Subscription;
+use self::frame::{required, Frame, FrameError};
+use crate::ws::{self, Decoder, WsError, WsEvent};
+use crate::{Bus, Conn};
+
+/// Longest `sid`, in bytes.
+pub const SID_BYTES_MAX: usize = 64;
+/// Largest `headers` object, in bytes of JSON.
+pub const HEADERS_BYTES_MAX: usize = 4_096;
+const SCRATCH_BYTES: usize = 64 << 10;
+
+thread_local! {
+    static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0; SCRATCH_BYTES]);
+}
+
+/// Who is connected.
+#[derive(Clone, Debug)]
+pub struct Peer {
+    pub roles: Vec<Role>,
+    /// The subject patterns the connection's token is scoped to (`bus:PATTERN`);
+    /// `None` when the token has the whole `bus` scope.
+    pub subjects: Option<Vec<String>>,
+}
+
+impl Peer {
+    /// Whether the token's scope lets it publish on `subject`.
+    fn may_publish(&self, subject: &str) -> Result<(), String> {
+        match &self.subjects {
+            Some(patterns)
+                if !patterns
+                    .iter()
+                    .any(|p| colony_kernel::subject::matches(p, subject)) =>
+            {
+                Err(format!(
+                    "this token's bus scope is {}; it does not cover {subject}",
+                    patterns.join(", ")
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether the token's scope lets it subscribe to `pattern`.
+    fn may_subscribe(&self, pattern: &str) -> Result<(), String> {
+        match &self.subjects {
+            Some(patterns)
+                if !patterns
+                    .iter()
+                    .any(|p| colony_kernel::subject::covers(p, pattern)) =>
+            {
+                Err(format!(
+                    "this token's bus scope is {}; it does not cover {pattern}",
+                    patterns.join(", ")
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+struct Session {
+    bus: Arc<Bus>,
+    conn: Arc<Conn>,
+    peer: Peer,
+    meter: Option<Arc<super::meter::Meter>>,
+    subs: HashMap<Arc<str>, Subscription>,
+}
+
+enum ReadEnd {
+    Eof,
+    Io(std::io::Error),
+    Ws(WsError),
+}
+
+/// Reads what the socket has into the thread's scratch buffer and decodes it.
+async fn read_events<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    decoder: &mut Decoder,
+) -> Result<Vec<WsEvent>, ReadEnd> {
+    std::future::poll_fn(|cx| {
+        SCRATCH.with_borrow_mut(|scratch| {
+            let mut buf = ReadBuf::new(scratch);
+            match Pin::new(&mut *reader).poll_read(cx, &mut buf) {
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(Err(error)) => Poll::Ready(Err(ReadEnd::Io(error))),
+                Poll::Ready(Ok(())) if buf.filled().is_empty() => Poll::Ready(Err(ReadEnd::Eof)),
+                Poll::Ready(Ok(())) => {
+                    let mut events = Vec::new();
+                    Poll::Ready(
+                        decoder
+                            .feed(buf.filled(), &mut events)
+                            .map(|()| events)
+                            .map_err(ReadEnd::Ws),
+                    )
+                }
+            }
+        })
+    })
+    .await
+}
+
+/// Serves one upgraded connection until it closes.
+pub async fn run<S>(bus: Arc<Bus>, conn: Arc<Conn>, peer: Peer, io: S)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let (mut reader, mut writer) = tokio::io::split(io);
+    let mut decoder = Decoder::new(bus.config.frame_bytes_max);
+    let mut session = Session {
+        bus: Arc::clone(&bus),
+        conn: Arc::clone(&conn),
+        peer,
+        meter: None,
+        subs: HashMap::new(),
+    };
+    let mut out: Vec<u8> = Vec::new();
+    let mut written = 0usize;
+    let mut closing = false;
+    // The ack timer exists only while a stream consumer has something unacknowledged.
+    let mut timer: Option<Pin<Box<tokio::time::Sleep>>> = None;
+    loop {
+        if written == out.len() {
+            if closing {
+                break;
+            }
+            out = Vec::new();
+            written = 0;
+            if let Some((code, reason)) = session.fill(&mut out) {
+                if code == ws::CLOSE_POLICY {
+                    bus.metrics.slow_disconnects.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(conn = conn.id, address = %conn.address, "closing: {reason}");
+                }
+                ws::encode_close(code, &reason, &mut out);
+                closing = true;
+            }
+            if out.is_empty() {
+                out = Vec::new();
+            }
+        }
+        match (session.next_deadline(), &mut timer) {
+            (Some(at), Some(sleep)) => {
+                if sleep.deadline() != at {
+                    sleep.as_mut().reset(at);
+                }
+            }
+            (Some(at), None) => timer = Some(Box::pin(tokio::time::sleep_until(at))),
+            (None, _) => timer = None,
+        }
+        tokio::select! {
+            read = read_events(&mut reader, &mut decoder), if !closing => match read {
+                Ok(events) => {
+                    for event in events {
+                        if let Some((code, reason)) = session.on_event(event) {
+                            conn.close(code, reason);
+                        }
+                    }
+                }
+                Err(ReadEnd::Ws(error)) => {
+                    bus.metrics.bad_frames.fetch_add(1, Ordering::Relaxed);
+                    conn.close(error.close_code(), error.to_string());
+                }
+                Err(ReadEnd::Eof) => break,
+                Err(ReadEnd::Io(error)) => {
+                    tracing::debug!(conn = conn.id, "bus connection read failed: {error}");
+                    break;
+                }
+            },
+            result = writer.write(&out[written..]), if written < out.len() => match result {
+                Ok(0) | Err(_) => break,
+                Ok(n) => written += n,
+            },
+            _ = conn.notify.notified(), if written == out.len() && !closing => {}
+            _ = wait(&mut timer), if timer.is_some() => session.expire(Instant::now()),
+        }
+    }
+    let _ = writer.shutdown().await;
+    session.end();
+}
+
+async fn wait(timer: &mut Option<Pin<Box<tokio::time::Sleep>>>) {
+    match timer {
+        Some(sleep) => sleep.as_mut().await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Session {
+    /// The connection's token still holds: past its expiry the connection closes.
+    fn check_token(&self) -> Result<(), FrameError> {
+        let now = colony_pipeline::sequencer::now_ms();
+        match self.conn.token_expires_at_ms {
+            Some(at) if now >= at => {
+                self.conn
+                    .close(ws::CLOSE_POLICY, "the connection's token expired");
+                Err(FrameError::new(
+                    "token_expired",
+                    "the connection's token expired; connect again with a live token",
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Pulls stream messages into the queue, then moves the queue into `out`.
+    fn fill(&mut self, out: &mut Vec<u8>) -> Option<(u16, String)> {
+        self.pull_streams();
+        self.conn.drain_into(out, self.bus.config.write_batch_bytes)
+    }
+
+    fn on_event(&mut self, event: WsEvent) -> Option<(u16, String)> {
+        match event {
+            WsEvent::Text(text) => {
+                if let Err((id, error)) = self.on_frame(&text) {
+                    self.bus.metrics.bad_frames.fetch_add(1, Ordering::Relaxed);
+                    self.send_err(id.as_deref(), error);
+                }
+                None
+            }
+            WsEvent::Binary(_) => {
+                self.send_err(
+                    None,
+                    FrameError::new(
+                        "bad_frame",
+                        "the bus speaks JSON in text frames (docs/protocol.md)",
+                    ),
+                );
+                None
+            }
+            WsEvent::Ping(payload) => {
+                let mut frame = Vec::new();
+                ws::encode_frame(ws::OP_PONG, &payload, &mut frame);
+                self.conn.push_control(frame);
+                None
+            }
+            WsEvent::Pong => None,
+            WsEvent::Close(_) => Some((ws::CLOSE_NORMAL, "goodbye".into())),
+        }
+    }
+
+    fn send_err(&self, id: Option<&str>, error: FrameError) {
+        let mut body = error.details;
+        body.insert("code".into(), error.code.into());
+        body.insert("message".into(), error.message.into());
+        let mut frame = Map::new();
+        frame.insert("op".into(), "err".into());
+        if let Some(id) = id {
+            frame.insert("id".into(), serde_json::from_str(id).unwrap_or(Value::Null));
+        }
+        frame.insert("error".into(), Value::Object(body));
+        self.conn.push_json(&Value::Object(frame));
+    }
+
+    fn send_ok(&self, id: Option<&RawValue>, mut fields: Map<String, Value>) {
+        if let Some(id) = id {
+            fields.insert("op".into(), "ok".into());
+            fields.insert(
+                "id".into(),
+                serde_json::from_str(id.get()).unwrap_or(Value::Null),
+            );
+            self.conn.push_json(&Value::Object(fields));
+        }
+    }
+
+    /// Handles one text frame; `Err` carries the frame's `id` (if it could be read).
+    fn on_frame(&mut self, text: &str) -> Result<(), (Option<String>, FrameError)> {
+        let frame: Frame = serde_json::from_str(text).map_err(|error| {
+            let id = serde_json::from_str::<Value>(text)
+                .ok()
+                .and_then(|v| v.get("id").map(Value::to_string));
+            (
+                id,
+                FrameError::new("bad_frame", format!("not a valid frame: {error}")),
+            )
+        })?;
+        let id = frame.id.map(|id| id.get().to_string());
+        self.dispatch(&frame).map_err(|error| (id, error))
+    }
+
+    fn dispatch(&mut self, frame: &Frame) -> Result<(), FrameError> {
+        match &*frame.op {
+            "ping" => {
+                let mut pong = Map::new();
+                pong.insert("op".into(), "pong".into());
+                if let Some(id) = frame.id {
+                    pong.insert("id".into(), serde_json::from_str(id.get()).unwrap_or(Value::Null));
+                }
+                self.conn.push_json(&Value::Object(pong));
+                Ok(())
+            }
+            "pub" => self.publish(frame),
+            "sub" => self.subscribe(frame),
+            "unsub" => {
+                let sid = required(frame.sid.as_deref(), "unsub", "sid")?;
+                match self.subs.remove(sid) {
+                    Some(subscription) => {
+                        self.drop_subscription(subscription);
+                        self.send_ok(frame.id, Map::new());
+                        Ok(())
+                    }
+                    None => Err(FrameError::new("not_found", format!("no subscription {sid:?}"))
+                        .with("sid", sid)),
+                }
+            }
+            "ack" => self.ack(frame),
+            "hello" => {
+                self.hello(frame);
+                Ok(())
+            }
+            "heartbeat" | "bye" => self.worker_op(frame),
+            other => Err(FrameError::new(
+                "unknown_op",
+                format!(
+                    "unknown op {other:?}: ping, pub, sub, unsub, ack, hello, heartbeat, bye (docs/protocol.md)"
+                ),
+            )),
+        }
+    }
+
+    fn end(mut self) {
+        for (_, subscription) in std::mem::take(&mut self.subs) {
+            self.drop_subscription(subscription);
+        }
+        self.bus.disconnected(&self.conn);
+        // A worker whose connection dropped without `bye` has a grace period to
+        // come back (hello with its id, or an HTTP heartbeat) before it is lost.
+        let worker = self.conn.worker.lock().expect("worker lock").take();
+        // Unless the worker already came back on another connection.
+        let worker = worker.filter(|worker| {
+            let mut attached = self.bus.worker_conns.lock().expect("worker lock");
+            if attached.get(worker) == Some(&self.conn.id) {
+                attached.remove(worker);
+                true
+            } else {
+                false
+            }
+        });
+        if let (Some(worker), false) = (worker, self.bus.is_shutting_down()) {
+            let bus = Arc::clone(&self.bus);
+            let disconnected_at_ms = colony_pipeline::sequencer::now_ms();
+            let grace_ms = bus.config.worker_grace_ms;
+            tracing::info!(worker, address = %self.conn.address, grace_ms, "a worker's bus connection dropped without bye");
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(grace_ms)).await;
+                let _ = bus
+                    .submitter
+                    .submit(
+                        colony_kernel::PrincipalId::SYSTEM,
+                        format!(
+                            "worker {worker}'s bus connection dropped and the grace period ran out"
+                        ),
+                        CommandBody::WorkerDisconnected {
+                            worker,
+                            disconnected_at_ms,
+                            grace_ms,
+                        },
+                    )
+                    .await;
+            });
+        }
+    }
+}

@@ -1,0 +1,99 @@
+//! `pub`: checks a publish (subject, headers, scope, edge gating), routes it to
+//! subscribers and appends it to a capturing stream.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use serde_json::value::RawValue;
+use serde_json::Map;
+
+use super::frame::{parse_priority, required, Frame, FrameError};
+use super::{Session, HEADERS_BYTES_MAX};
+use crate::subject::check_subject;
+use crate::{check_headers, policy, MsgParts};
+
+impl Session {
+    pub(super) fn publish(&mut self, frame: &Frame) -> Result<(), FrameError> {
+        let subject = required(frame.subject.as_deref(), "pub", "subject")?;
+        check_subject(subject).map_err(|e| {
+            FrameError::new("invalid", format!("subject: {e}")).with("field", "subject")
+        })?;
+        let data = required(frame.data, "pub", "data")?;
+        let priority = parse_priority(frame.priority.as_deref())?;
+        if let Some(headers) = frame.headers {
+            if headers.get().len() > HEADERS_BYTES_MAX {
+                return Err(FrameError::new(
+                    "invalid",
+                    format!("headers take at most {HEADERS_BYTES_MAX} bytes"),
+                ));
+            }
+            check_headers(headers)
+                .map_err(|m| FrameError::new("invalid", m).with("field", "headers"))?;
+        }
+        if let Some(reply_to) = frame.reply_to.as_deref() {
+            check_subject(reply_to).map_err(|e| {
+                FrameError::new("invalid", format!("reply_to: {e}")).with("field", "reply_to")
+            })?;
+        }
+        let bus = &self.bus;
+        self.check_token()?;
+        policy::may_publish(&bus.config, &self.conn.address, &self.peer.roles, subject)
+            .and_then(|()| self.peer.may_publish(subject))
+            .map_err(|message| {
+                bus.metrics.denied.fetch_add(1, Ordering::Relaxed);
+                FrameError::new("forbidden", message).with("subject", subject)
+            })?;
+        let meter = self
+            .meter
+            .get_or_insert_with(|| bus.meters.meter(self.conn.principal));
+        let bytes = data.get().len() as u64;
+        bus.meters
+            .take(meter, &self.conn.address, bytes)
+            .map_err(|reason| {
+                bus.metrics.denied.fetch_add(1, Ordering::Relaxed);
+                FrameError::from_reason(&reason)
+            })?;
+        let parts = MsgParts {
+            subject,
+            data: data.get(),
+            priority,
+            from: &self.conn.address,
+            headers: frame.headers.map(RawValue::get),
+            reply_to: frame.reply_to.as_deref(),
+        };
+        let routed = bus.route(&Arc::new(parts.to_msg(None)));
+        bus.metrics.published.fetch_add(1, Ordering::Relaxed);
+        bus.metrics
+            .published_bytes
+            .fetch_add(bytes, Ordering::Relaxed);
+        let stream = bus.streams.capturing(subject);
+        if let Some(stream) = &stream {
+            let reply = frame
+                .id
+                .map(|id| (Arc::clone(&self.conn), id.get().to_string()));
+            bus.streams
+                .append(stream, &parts, reply)
+                .map_err(|message| {
+                    FrameError::new("backpressure", message).with("stream", stream.name.as_str())
+                })?;
+        }
+        if routed.rejected > 0 {
+            return Err(FrameError::new(
+                "backpressure",
+                format!(
+                    "{} subscriber(s) of {subject} are too far behind and asked that publishers be told; \
+                     they did not get this message ({} others did)",
+                    routed.rejected, routed.delivered
+                ),
+            )
+            .with("rejected", routed.rejected)
+            .with("delivered", routed.delivered));
+        }
+        if stream.is_none() {
+            let mut fields = Map::new();
+            fields.insert("delivered".into(), routed.delivered.into());
+            self.send_ok(frame.id, fields);
+        }
+        Ok(())
+    }
+}

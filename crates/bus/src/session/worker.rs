@@ -1,0 +1,139 @@
+//! Worker sessions over the bus: `hello` registers (or resumes) a worker for the
+//! connection, `heartbeat` keeps it alive, `bye` ends it; each is a kernel command
+//! answered once decided.
+
+use std::sync::Arc;
+
+use colony_kernel::CommandBody;
+use serde_json::{json, Value};
+
+use super::frame::{Frame, FrameError};
+use super::Session;
+
+impl Session {
+    /// Registers a worker session for this connection, or resumes one (`worker`).
+    pub(super) fn hello(&mut self, frame: &Frame) {
+        let (justification, body) = match frame.worker {
+            Some(worker) => (
+                frame
+                    .justification
+                    .clone()
+                    .unwrap_or_else(|| format!("worker {worker} is back on the bus")),
+                CommandBody::WorkerHeartbeat { worker },
+            ),
+            None => (
+                frame.justification.clone().unwrap_or_else(|| {
+                    format!("{} starts a worker session (bus)", self.conn.address)
+                }),
+                CommandBody::RegisterWorker(Box::new(colony_kernel::workers::NewWorker {
+                    capabilities: frame.capabilities.clone().unwrap_or_default(),
+                    model: frame.model.clone(),
+                    profile: frame.profile.clone(),
+                })),
+            ),
+        };
+        self.decide(frame, justification, body, false);
+    }
+
+    /// `heartbeat` and `bye`: for the connection's worker, or the one named.
+    pub(super) fn worker_op(&mut self, frame: &Frame) -> Result<(), FrameError> {
+        let worker = frame
+            .worker
+            .or(*self.conn.worker.lock().expect("worker lock"))
+            .ok_or_else(|| {
+                FrameError::new(
+                    "invalid",
+                    "no worker session on this connection: say hello first",
+                )
+            })?;
+        let body = if frame.op == "bye" {
+            CommandBody::LeaveWorker { worker }
+        } else {
+            CommandBody::WorkerHeartbeat { worker }
+        };
+        let justification = frame.justification.clone().unwrap_or_else(|| {
+            if frame.op == "bye" {
+                format!("worker {worker} leaves (bus)")
+            } else {
+                format!("worker {worker} is alive (bus)")
+            }
+        });
+        self.decide(frame, justification, body, frame.op == "bye");
+        Ok(())
+    }
+
+    /// Submits a worker command for this connection's principal and answers when it
+    /// is decided (the session goes on meanwhile).
+    fn decide(&self, frame: &Frame, justification: String, body: CommandBody, leaving: bool) {
+        let bus = Arc::clone(&self.bus);
+        let conn = Arc::clone(&self.conn);
+        let id: Value = frame
+            .id
+            .and_then(|id| serde_json::from_str(id.get()).ok())
+            .unwrap_or(Value::Null);
+        let resumed = frame.op == "hello" && frame.worker.is_some();
+        let op = frame.op.to_string();
+        tokio::spawn(async move {
+            let outcome = match bus
+                .submitter
+                .submit(conn.principal, justification, body)
+                .await
+            {
+                Ok(outcome) => outcome,
+                Err(error) => {
+                    conn.push_json(&json!({"op": "err", "id": id, "error": {
+                        "code": error.code, "message": error.message,
+                    }}));
+                    return;
+                }
+            };
+            let primary = &outcome.primary;
+            if primary.decision == colony_kernel::Decision::Denied {
+                let mut error = FrameError::from_reason(&primary.reason);
+                error.code = primary.reason.code();
+                if matches!(primary.reason, colony_kernel::Reason::WorkerGone { .. }) {
+                    conn.worker.lock().expect("worker lock").take();
+                }
+                let mut body = error.details;
+                body.insert("code".into(), error.code.into());
+                body.insert("message".into(), error.message.into());
+                conn.push_json(&json!({"op": "err", "id": id, "error": body}));
+                return;
+            }
+            let (worker, status) = match primary.effect {
+                colony_kernel::Effect::WorkerRegistered { worker, .. } => (Some(worker), "active"),
+                colony_kernel::Effect::WorkerQueued { ticket, .. } => (Some(ticket), "queued"),
+                colony_kernel::Effect::WorkerEnded { worker, .. } => (Some(worker), "left"),
+                _ => (None, "active"),
+            };
+            if leaving {
+                if let Some(worker) = conn.worker.lock().expect("worker lock").take() {
+                    bus.worker_conns
+                        .lock()
+                        .expect("worker lock")
+                        .remove(&worker);
+                }
+            } else if let Some(worker) = worker {
+                *conn.worker.lock().expect("worker lock") = Some(worker);
+                bus.worker_conns
+                    .lock()
+                    .expect("worker lock")
+                    .insert(worker, conn.id);
+            }
+            if op == "heartbeat" && id.is_null() {
+                return;
+            }
+            let (heartbeat_ms, lease_ms) = {
+                let state = bus.state.read().expect("state lock");
+                state
+                    .task_config()
+                    .map_or((0, 0), |c| (c.worker_heartbeat_ms, c.lease_ms))
+            };
+            conn.push_json(&json!({
+                "op": "ok", "id": id, "worker": worker, "status": status,
+                "heartbeat_ms": heartbeat_ms, "lease_ms": lease_ms, "resumed": resumed,
+                "seq": outcome.seq,
+            }));
+        });
+    }
+}
