@@ -188,6 +188,14 @@ pub enum CommandBody {
     ChargeEdge {
         usage: Vec<crate::streams::EdgeUsage>,
     },
+    /// Deploys a WebAssembly artifact: a principal of kind `artifact` under the
+    /// actor, its module's bytes charged to the actor's `disk_bytes`.
+    DeployArtifact(Box<crate::artifacts::NewArtifact>),
+    /// Starts or stops an artifact (its deployer, an ancestor of it, or an admin).
+    SetArtifactRun {
+        artifact: PrincipalId,
+        run: bool,
+    },
 }
 
 /// Who may make a command, besides standing and a role that may act.
@@ -288,6 +296,9 @@ impl CommandBody {
             CommandBody::DefineStream(_) => "stream.define",
             CommandBody::DeleteStream { .. } => "stream.delete",
             CommandBody::ChargeEdge { .. } => "edge.charge",
+            CommandBody::DeployArtifact(_) => "artifact.deploy",
+            CommandBody::SetArtifactRun { run: true, .. } => "artifact.start",
+            CommandBody::SetArtifactRun { run: false, .. } => "artifact.stop",
             CommandBody::WorkerDisconnected { .. } => "worker.disconnected",
         }
     }

@@ -303,6 +303,15 @@ pub enum Effect {
         resource: Resource,
         amount: u64,
     },
+    ArtifactDeployed {
+        id: PrincipalId,
+        address: String,
+        digest: String,
+    },
+    ArtifactRun {
+        address: String,
+        run: bool,
+    },
     ProposalOpened {
         proposal: u64,
         change: ChangeKind,

@@ -23,6 +23,7 @@
 
 mod address;
 pub mod anomaly;
+pub mod artifacts;
 mod command;
 mod event;
 mod genesis;

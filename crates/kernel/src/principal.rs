@@ -65,7 +65,7 @@ impl PrincipalKind {
         match self {
             PrincipalKind::Human => "1",
             PrincipalKind::Ai => "2",
-            PrincipalKind::Artifact => "0.4",
+            PrincipalKind::Artifact => "3",
             PrincipalKind::Node => "0.2",
             PrincipalKind::System => "0",
         }

@@ -305,7 +305,7 @@ fn test_artifact_runs_until_exhausted() {
         .insert(PrincipalKind::Artifact, quotas);
     let mut sim = Sim::with(genesis);
     let artifact = sim.create_ok(PrincipalKind::Artifact, None);
-    assert_eq!(sim.state.principal(artifact).unwrap().address, "0.4.1");
+    assert_eq!(sim.state.principal(artifact).unwrap().address, "3.1");
     let mut steps = 0;
     let denial = loop {
         match sim.reserve(artifact, Resource::ComputeMs, 100) {

@@ -161,7 +161,7 @@ impl World {
     /// One random command, and what it teaches the world.
     fn step(&mut self, rng: &mut Rng) {
         let actor = self.actor(rng);
-        match rng.below(22) {
+        match rng.below(23) {
             0 | 1 => {
                 self.next_token += 1;
                 let kind = [PrincipalKind::Ai, PrincipalKind::Human, PrincipalKind::Ai]
@@ -481,6 +481,40 @@ impl World {
                     self.run(approver, CommandBody::DecideGrant { grant, approve });
                 }
             }
+            22 => {
+                // Artifacts: deployed with absurd sizes and quotas, started and
+                // stopped by anyone, removed with their deployers.
+                if rng.chance(60) {
+                    self.next_token += 1;
+                    let quotas = match rng.below(3) {
+                        0 => Vec::new(),
+                        1 => vec![(Resource::ComputeMs, rng.amount())],
+                        _ => vec![
+                            (Resource::DiskBytes, rng.amount()),
+                            (Resource::DiskBytes, 1),
+                        ],
+                    };
+                    let new = colony_kernel::artifacts::NewArtifact {
+                        name: format!("a{}", self.next_token),
+                        digest: if rng.chance(90) {
+                            "ab".repeat(32)
+                        } else {
+                            "XYZ".into()
+                        },
+                        bytes: rng.amount(),
+                        token_hash: token(self.next_token),
+                        quotas,
+                        run: rng.chance(50),
+                    };
+                    let applied = self.run(actor, CommandBody::DeployArtifact(Box::new(new)));
+                    if let Effect::ArtifactDeployed { id, .. } = applied.primary().effect {
+                        self.principals.push(id);
+                    }
+                } else if let Some(artifact) = rng.pick(&self.principals) {
+                    let run = rng.chance(50);
+                    self.run(actor, CommandBody::SetArtifactRun { artifact, run });
+                }
+            }
             _ => {
                 // Time passes: a little, or a jump past every deadline.
                 self.now_ms += match rng.below(10) {
@@ -606,6 +640,9 @@ fn the_streams_reach_every_kind_of_decision_that_matters() {
         ("token.revoke", Decision::Allowed),
         ("grant.approve", Decision::Allowed),
         ("grant.expire", Decision::Allowed),
+        ("artifact.deploy", Decision::Allowed),
+        ("artifact.deploy", Decision::Denied),
+        ("artifact.stop", Decision::Allowed),
     ] {
         let wanted = format!("{} {:?}", wanted.0, wanted.1);
         assert!(seen.contains(&wanted), "no {wanted} in 50 seeds");

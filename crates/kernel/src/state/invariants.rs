@@ -23,6 +23,7 @@ impl State {
     /// - One lease per task, held exactly by the claimed and in-progress tasks, each
     ///   with one expiry; claimable tasks are indexed once.
     /// - No reservation without its holds: each reserved one has its expiry entry.
+    /// - Every artifact is a standing principal of kind artifact, under its deployer.
     /// - Queues within their bounds; principal ancestry within its bound; due times
     ///   (reviews, brake expiries) only for proposals that wait for them.
     pub fn check_invariants(&self) -> Result<(), String> {
@@ -33,6 +34,7 @@ impl State {
         self.check_counts()?;
         self.check_board()?;
         self.check_governance()?;
+        self.check_artifacts()?;
         for limit in self.limits.values() {
             if limit.queue.len() > limit.spec.queue_max as usize {
                 return Err(format!(
@@ -343,6 +345,28 @@ impl State {
                         limit.spec.name
                     ));
                 }
+            }
+        }
+        Ok(())
+    }
+
+    fn check_artifacts(&self) -> Result<(), String> {
+        for artifact in self.artifacts.values() {
+            let principal = self
+                .principals
+                .get(&artifact.principal)
+                .ok_or_else(|| format!("artifact {} has no principal", artifact.address))?;
+            if !principal.standing || principal.kind != PrincipalKind::Artifact {
+                return Err(format!(
+                    "artifact {} is kept but its principal has no standing or is not an artifact",
+                    artifact.address
+                ));
+            }
+            if principal.parent != Some(artifact.deployer) {
+                return Err(format!(
+                    "artifact {} is not a child of its deployer",
+                    artifact.address
+                ));
             }
         }
         Ok(())

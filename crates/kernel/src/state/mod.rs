@@ -18,6 +18,7 @@ use crate::{validate_address, JUSTIFICATION_BYTES_MAX, NAME_BYTES_MAX, PRINCIPAL
 
 mod admission;
 mod anomaly;
+mod artifacts;
 mod brakes;
 mod claims;
 mod decompose;
@@ -106,6 +107,8 @@ pub struct State {
     activity: BTreeMap<PrincipalId, crate::anomaly::Activity>,
     /// Quarantined principals, with the evidence.
     quarantined: BTreeMap<PrincipalId, crate::anomaly::Quarantine>,
+    /// Deployed artifacts, by their principal.
+    artifacts: BTreeMap<PrincipalId, crate::artifacts::Artifact>,
 }
 
 /// What applying one command produces besides the events returned in order: passed
@@ -486,6 +489,10 @@ impl State {
             } => self.grant(command.actor, &actor_address, *to, *resource, *amount),
             CommandBody::Free { resource, amount } => {
                 self.free(command.actor, &actor_address, *resource, *amount)
+            }
+            CommandBody::DeployArtifact(new) => self.deploy_artifact(command, &actor_address, new),
+            CommandBody::SetArtifactRun { artifact, run } => {
+                self.set_artifact_run(command, *artifact, *run)
             }
         }
     }

@@ -10,6 +10,19 @@ impl State {
         request: &CreatePrincipal,
         admitted: Option<&QueuedAdmission>,
     ) -> Event {
+        self.create_principal_as(command, request, admitted, true)
+    }
+
+    /// Creates a principal; with `may_queue` false, a limit that would queue the
+    /// creation refuses it instead (a creation that is part of another decision,
+    /// such as a deploy, cannot wait in the admission queue).
+    pub(super) fn create_principal_as(
+        &mut self,
+        command: &Command,
+        request: &CreatePrincipal,
+        admitted: Option<&QueuedAdmission>,
+        may_queue: bool,
+    ) -> Event {
         const ACTION: &str = "principal.create";
         let subject = request
             .address
@@ -62,6 +75,7 @@ impl State {
             match gate {
                 Gate::Allow => {}
                 Gate::Warn(reason) => warnings.push(reason),
+                Gate::Queue(reason) if !may_queue => return Event::denied(ACTION, subject, reason),
                 Gate::Queue(reason) if admitted.is_none() => queue_reason = Some((name, reason)),
                 Gate::Queue(reason) => warnings.push(reason),
                 Gate::Deny(reason) => return Event::denied(ACTION, subject, reason),
@@ -355,6 +369,7 @@ impl State {
         let (kind, address) = (principal.kind, principal.address.clone());
         self.revoke_all_tokens(target, at_ms, by);
         self.count_principal(kind, &address, -1);
+        self.forget_artifact(target);
         held.len()
     }
 }
