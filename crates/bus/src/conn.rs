@@ -269,6 +269,32 @@ impl Conn {
         None
     }
 
+    /// Takes the most urgent queued message, for a consumer inside the node (an
+    /// artifact's inbox) rather than a WebSocket: `{"subject","data",...}`; `None`
+    /// when nothing waits (or the connection is closing).
+    pub fn pop(&self) -> Option<String> {
+        let mut out = self.out.lock().expect("outbound lock");
+        if out.closing.is_some() {
+            return None;
+        }
+        for lane in (0..4).rev() {
+            if let Some(delivery) = out.lanes[lane].pop_front() {
+                out.msgs -= 1;
+                out.bytes -= delivery.size();
+                let mut text = String::with_capacity(1 + delivery.msg.tail.len());
+                text.push('{');
+                text.push_str(&String::from_utf8_lossy(&delivery.msg.tail));
+                return Some(text);
+            }
+        }
+        None
+    }
+
+    /// Waits until something is pushed to the connection.
+    pub async fn notified(&self) {
+        self.notify.notified().await
+    }
+
     pub(crate) fn is_closing(&self) -> bool {
         self.out.lock().expect("outbound lock").closing.is_some()
     }

@@ -26,6 +26,7 @@
 pub mod config;
 mod conn;
 mod events;
+pub mod inside;
 pub mod meter;
 mod msg;
 pub mod policy;

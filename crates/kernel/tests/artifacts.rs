@@ -37,7 +37,7 @@ fn balance(sim: &Sim, who: PrincipalId, resource: Resource) -> Option<Balance> {
 }
 
 fn disk_used(sim: &Sim, who: PrincipalId) -> u64 {
-    balance(&sim, who, Resource::DiskBytes).map_or(0, |b| b.used)
+    balance(sim, who, Resource::DiskBytes).map_or(0, |b| b.used)
 }
 
 #[test]

@@ -87,6 +87,9 @@ pub struct ReadPolicy {
     /// reads its own requests.
     #[serde(default = "all")]
     pub grants: Readers,
+    /// Artifacts: their state, usage and logs.
+    #[serde(default = "all")]
+    pub artifacts: Readers,
 }
 
 fn all() -> Readers {
@@ -113,6 +116,7 @@ impl Default for ReadPolicy {
             tasks: all(),
             principals: all(),
             grants: all(),
+            artifacts: all(),
         }
     }
 }

@@ -33,6 +33,8 @@ pub struct Shared {
     pub(crate) connections: Arc<crate::listener::Connections>,
     /// Set when the node cannot go on.
     pub fatal: Arc<crate::fatal::Fatal>,
+    /// The artifact runtime.
+    pub artifacts: colony_artifacts::Runtime,
 }
 
 #[derive(Clone)]

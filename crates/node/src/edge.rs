@@ -125,6 +125,8 @@ pub async fn oversized_body(State(app): State<AppState>, request: Request, next:
     let path = request.uri().path();
     let limit = if path == "/v1/chat/completions" || path == "/v1/messages" {
         app.shared.gateway.config.request_bytes_max
+    } else if path == "/v1/artifacts" {
+        crate::api::ARTIFACT_BODY_BYTES_MAX
     } else {
         REQUEST_BODY_BYTES_MAX
     } as u64;

@@ -23,6 +23,7 @@
 pub mod access;
 pub mod api;
 mod app;
+mod artifacts;
 pub mod auth;
 mod edge;
 mod error;

@@ -43,6 +43,10 @@ pub struct NodeConfig {
     pub tls: Option<crate::tls::TlsSource>,
     /// Timeouts and bounds on connections.
     pub listen_limits: crate::listener::ListenConfig,
+    /// The artifact runtime's settings and the artifacts deployed at first start;
+    /// when `None`, `artifacts.toml` in the configuration directory (read at every
+    /// start), else the runtime's defaults.
+    pub artifacts: Option<crate::genesis::ArtifactsSetup>,
 }
 
 impl Default for NodeConfig {
@@ -68,6 +72,7 @@ impl Default for NodeConfig {
             access: None,
             tls: None,
             listen_limits: crate::listener::ListenConfig::default(),
+            artifacts: None,
         }
     }
 }
@@ -91,6 +96,7 @@ pub struct Node {
         tokio::task::JoinHandle<()>,
         tokio::sync::watch::Sender<bool>,
     ),
+    reconciler: tokio::task::JoinHandle<()>,
 }
 
 impl Node {
@@ -194,8 +200,30 @@ impl Node {
             Some(policy) => policy,
             None => crate::access::ReadPolicy::load(&config.config_dir)?,
         };
+        let artifacts_setup = match config.artifacts.clone() {
+            Some(setup) => setup,
+            None => genesis::load_artifacts(&config.config_dir)?,
+        };
+        let artifacts = colony_artifacts::Runtime::new(
+            artifacts_setup.runtime.clone(),
+            colony_artifacts::Kernel {
+                submitter: submitter.clone(),
+                state: Arc::clone(&state),
+                handle: tokio::runtime::Handle::current(),
+            },
+            Arc::new(crate::artifacts::NodeServices::new(
+                Arc::clone(&bus),
+                Arc::clone(&gateway),
+            )),
+            config.data_dir.join("artifacts"),
+        )
+        .map_err(|message| NodeError::Io {
+            context: "artifact runtime".into(),
+            source: std::io::Error::other(message),
+        })?;
         let supervisor_status: crate::supervisor::SupervisorStatus = Default::default();
         let shared = Arc::new(Shared {
+            artifacts: artifacts.clone(),
             gateway,
             read,
             bus: Arc::clone(&bus),
@@ -219,6 +247,10 @@ impl Node {
             Arc::clone(&shared.connections),
             stopped,
         ));
+        if first_start {
+            deploy_kick_artifacts(&artifacts, &artifacts_setup.kick).await?;
+        }
+        let reconciler = artifacts.spawn_reconciler();
         let supervisor_config = match config.supervisor.clone() {
             Some(supervisor) => Some(supervisor),
             None => crate::genesis::load_supervisor(&config.config_dir)?,
@@ -258,6 +290,7 @@ impl Node {
             admin_token_file,
             supervisor,
             edge_flusher: (edge_flusher, stop_edge),
+            reconciler,
         })
     }
 
@@ -314,6 +347,10 @@ impl Node {
             let _ = stop.send(true);
             let _ = handle.await;
         }
+        // Artifacts finish their turns and give their memory back while the
+        // pipeline still takes commands.
+        self.reconciler.abort();
+        self.shared.artifacts.shutdown().await;
         self.shared.bus.close_all();
         let _ = self.stop_server.send(true);
         match self.server.await {
@@ -337,6 +374,39 @@ impl Node {
         let _ = tokio::task::spawn_blocking(move || sequencer.join()).await;
         Ok(())
     }
+}
+
+/// Deploys `artifacts.toml`'s `[[artifact]]` entries as the admin (first start).
+async fn deploy_kick_artifacts(
+    runtime: &colony_artifacts::Runtime,
+    kick: &[crate::genesis::KickArtifact],
+) -> Result<(), NodeError> {
+    for artifact in kick {
+        let bytes = std::fs::read(&artifact.path).map_err(|source| NodeError::Io {
+            context: format!("artifact {}: {}", artifact.name, artifact.path.display()),
+            source,
+        })?;
+        let deploy = colony_artifacts::Deploy {
+            name: artifact.name.clone(),
+            bytes,
+            quotas: artifact.quotas.clone(),
+            run: artifact.run,
+            justification: artifact.justification.clone(),
+        };
+        let refused = |message: String| NodeError::Io {
+            context: format!("artifact {} ({})", artifact.name, artifact.path.display()),
+            source: std::io::Error::other(message),
+        };
+        let event = runtime
+            .deploy(PrincipalId::ADMIN, deploy)
+            .await
+            .map_err(|error| refused(error.to_string()))?;
+        if !event.decision.is_allowed() {
+            return Err(refused(format!("deploy denied: {:?}", event.reason)));
+        }
+        tracing::info!(artifact = %artifact.name, address = %event.subject, "deployed at first start");
+    }
+    Ok(())
 }
 
 /// Charges the bus's edge usage to the kernel every `edge_flush_ms`, then refreshes

@@ -8,7 +8,8 @@
 //! - `llm`: the gateway's calls. `ledger`: `/v1/ledger/...` actions. `tasks`: the
 //!   board's and worker sessions' actions. `governance`: proposals, votes, releasing
 //!   a quarantine. `spawn`: creating principals (an admin's any; anyone else's
-//!   children under itself) and removing them; `admin` includes it. `admin`:
+//!   children under itself) and removing them, deploying, starting and stopping
+//!   artifacts; `admin` includes it. `admin`:
 //!   streams. `tokens`:
 //!   making and revoking tokens (no wider than the token used). `bus`: the bus, every
 //!   subject its roles allow; `bus:PATTERN`: only subjects matching it.
@@ -37,7 +38,11 @@ pub fn needed(method: &Method, route: &str) -> Option<&'static str> {
         | "/v1/grants"
         | "/v1/grants/{id}/approve"
         | "/v1/grants/{id}/deny" => "governance",
-        "/v1/principals" | "/v1/principals/{address}/remove" => "spawn",
+        "/v1/principals"
+        | "/v1/principals/{address}/remove"
+        | "/v1/artifacts"
+        | "/v1/artifacts/{address}/stop"
+        | "/v1/artifacts/{address}/start" => "spawn",
         "/v1/streams" | "/v1/streams/{name}" => "admin",
         "/v1/principals/{address}/tokens" | "/v1/principals/{address}/tokens/{id}" => "tokens",
         _ if route.starts_with("/v1/ledger/") => "ledger",

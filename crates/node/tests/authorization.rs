@@ -185,6 +185,17 @@ async fn every_route_and_bus_operation_answers_every_caller_as_the_table_says() 
         json!({"name": "matrix", "subjects": ["work.matrix.>"]}),
     )
     .await;
+    let artifact = common::post_json(
+        &base,
+        &admin,
+        "/v1/artifacts",
+        &json!({"name": "matrix", "wat": "(module (memory (export \"memory\") 1) (func (export \"run\") (result i32) i32.const 0))", "run": false, "justification": "matrix"}),
+    )
+    .await;
+    let artifact = artifact["address"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{artifact}"))
+        .to_string();
 
     let mut mismatches = Vec::new();
     let mut n = 0u32;
@@ -242,6 +253,7 @@ async fn every_route_and_bus_operation_answers_every_caller_as_the_table_says() 
                     .replace("{task}", &task)
                     .replace("{proposal}", &proposal)
                     .replace("{stream}", "matrix")
+                    .replace("{artifact}", &artifact)
                     .replace("{n}", &n.to_string())
             };
             let operation = fill(&row.operation);

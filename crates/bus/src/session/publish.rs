@@ -9,6 +9,7 @@ use serde_json::Map;
 
 use super::frame::{parse_priority, required, Frame, FrameError};
 use super::{Session, HEADERS_BYTES_MAX};
+use crate::inside::Refused;
 use crate::subject::check_subject;
 use crate::{check_headers, policy, MsgParts};
 
@@ -46,13 +47,6 @@ impl Session {
         let meter = self
             .meter
             .get_or_insert_with(|| bus.meters.meter(self.conn.principal));
-        let bytes = data.get().len() as u64;
-        bus.meters
-            .take(meter, &self.conn.address, bytes)
-            .map_err(|reason| {
-                bus.metrics.denied.fetch_add(1, Ordering::Relaxed);
-                FrameError::from_reason(&reason)
-            })?;
         let parts = MsgParts {
             subject,
             data: data.get(),
@@ -61,22 +55,16 @@ impl Session {
             headers: frame.headers.map(RawValue::get),
             reply_to: frame.reply_to.as_deref(),
         };
-        let routed = bus.route(&Arc::new(parts.to_msg(None)));
-        bus.metrics.published.fetch_add(1, Ordering::Relaxed);
-        bus.metrics
-            .published_bytes
-            .fetch_add(bytes, Ordering::Relaxed);
-        let stream = bus.streams.capturing(subject);
-        if let Some(stream) = &stream {
-            let reply = frame
-                .id
-                .map(|id| (Arc::clone(&self.conn), id.get().to_string()));
-            bus.streams
-                .append(stream, &parts, reply)
-                .map_err(|message| {
-                    FrameError::new("backpressure", message).with("stream", stream.name.as_str())
+        let reply = frame
+            .id
+            .map(|id| (Arc::clone(&self.conn), id.get().to_string()));
+        let (routed, stored) =
+            bus.deliver(meter, &parts, reply)
+                .map_err(|refused| match refused {
+                    Refused::Denied(reason) => FrameError::from_reason(&reason),
+                    Refused::Backpressure(message) => FrameError::new("backpressure", message),
+                    other => FrameError::new("invalid", format!("{other:?}")),
                 })?;
-        }
         if routed.rejected > 0 {
             return Err(FrameError::new(
                 "backpressure",
@@ -89,7 +77,7 @@ impl Session {
             .with("rejected", routed.rejected)
             .with("delivered", routed.delivered));
         }
-        if stream.is_none() {
+        if !stored {
             let mut fields = Map::new();
             fields.insert("delivered".into(), routed.delivered.into());
             self.send_ok(frame.id, fields);

@@ -180,14 +180,15 @@ pub async fn free(
     }))
 }
 
-/// The caller's balances and open reservations.
-#[utoipa::path(get, path = "/v1/ledger/me", tag = "ledger", responses((status = 403, body = ErrorBody), (status = 200, body = LedgerView)))]
-pub async fn me(State(app): State<AppState>, caller: Caller) -> Json<LedgerView> {
-    let now = now_ms();
-    let state = app.shared.state.read().expect("state lock");
+/// A principal's balances by resource, as they stand at `now`.
+pub(crate) fn balances_of(
+    state: &colony_kernel::State,
+    principal: colony_kernel::PrincipalId,
+    now: u64,
+) -> std::collections::BTreeMap<String, BalanceView> {
     let window_of = |resource: Resource| state.quota_config().map(|q| q.window_ms(resource));
-    let balances = state
-        .balances_at(caller.id, now)
+    state
+        .balances_at(principal, now)
         .into_iter()
         .map(|(resource, balance)| {
             let flow = resource.kind() == ResourceKind::Flow;
@@ -205,7 +206,15 @@ pub async fn me(State(app): State<AppState>, caller: Caller) -> Json<LedgerView>
             };
             (resource.as_str().to_string(), view)
         })
-        .collect();
+        .collect()
+}
+
+/// The caller's balances and open reservations.
+#[utoipa::path(get, path = "/v1/ledger/me", tag = "ledger", responses((status = 403, body = ErrorBody), (status = 200, body = LedgerView)))]
+pub async fn me(State(app): State<AppState>, caller: Caller) -> Json<LedgerView> {
+    let now = now_ms();
+    let state = app.shared.state.read().expect("state lock");
+    let balances = balances_of(&state, caller.id, now);
     let reservations = state
         .reservations_of(caller.id)
         .map(|r| ReservationView {

@@ -11,12 +11,14 @@
 //! | `POST /v1/proposals`, `GET /v1/proposals[?state=]`, `GET /v1/proposals/{id}`, `POST /v1/proposals/{id}/votes` | governance |
 //! | `POST /v1/tasks`, `GET /v1/tasks`, `POST /v1/tasks/claim`, `GET /v1/tasks/dead`, `GET /v1/tasks/{address}`, `POST /v1/tasks/{address}/{heartbeat,checkpoint,complete,fail,release,spend,decompose,requeue}` | the task board |
 //! | `POST /v1/workers`, `GET /v1/workers`, `POST /v1/workers/{id}/heartbeat`, `DELETE /v1/workers/{id}` | worker sessions |
+//! | `POST /v1/artifacts`, `GET /v1/artifacts`, `GET /v1/artifacts/{address}`, `POST /v1/artifacts/{address}/{stop,start}`, `GET /v1/artifacts/{address}/logs` | WebAssembly artifacts |
 //! | `GET /v1/bus` | the agent bus (WebSocket, docs/protocol.md) |
 //! | `POST /v1/streams`, `GET /v1/streams`, `GET /v1/streams/{name}`, `DELETE /v1/streams/{name}` | durable bus streams |
 //! | `POST /v1/chat/completions`, `GET /v1/models`, `POST /v1/messages` | the LLM gateway |
 //! | `GET /metrics` | Prometheus text |
 //! | `GET /limits`, `GET /limits/{name}`, `GET /limits/check/{name}`, `POST /tasks`, `GET /tasks`, `POST /tasks/{address}/{claim,start,progress,complete,fail}`, `GET /tasks/mine/{assignee}` | the Hypernet swarm's routes, old shapes |
 
+mod artifacts;
 mod audit;
 mod bus;
 mod gateway;
@@ -46,6 +48,7 @@ use crate::ApiError;
 
 pub use crate::app::{AppState, Shared};
 pub use crate::edge::REQUEST_BODY_BYTES_MAX;
+pub use artifacts::ARTIFACT_BODY_BYTES_MAX;
 /// Largest amount accepted in a request: 2^53 - 1, the largest integer every JSON
 /// client represents exactly.
 pub const AMOUNT_MAX: u64 = (1 << 53) - 1;
@@ -112,6 +115,16 @@ pub fn router(app: AppState) -> Router {
         .route("/v1/tasks/{address}/requeue", post(tasks::requeue))
         .route("/v1/tasks/{address}/{action}", post(tasks::act))
         .route("/v1/bus", get(bus::upgrade))
+        .route(
+            "/v1/artifacts",
+            post(artifacts::deploy)
+                .layer(DefaultBodyLimit::max(artifacts::ARTIFACT_BODY_BYTES_MAX))
+                .get(artifacts::list),
+        )
+        .route("/v1/artifacts/{address}", get(artifacts::one))
+        .route("/v1/artifacts/{address}/stop", post(artifacts::stop))
+        .route("/v1/artifacts/{address}/start", post(artifacts::start))
+        .route("/v1/artifacts/{address}/logs", get(artifacts::logs))
         .route(
             "/v1/chat/completions",
             post(gateway::chat_completions).layer(DefaultBodyLimit::max(

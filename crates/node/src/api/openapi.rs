@@ -9,8 +9,8 @@ use utoipa::openapi::OpenApi as Document;
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    audit, bus, gateway, governance, grants, hypernet_tasks, ledger, limits, metrics, principals,
-    reports, tasks, tokens, workers,
+    artifacts, audit, bus, gateway, governance, grants, hypernet_tasks, ledger, limits, metrics,
+    principals, reports, tasks, tokens, workers,
 };
 
 #[derive(OpenApi)]
@@ -31,6 +31,7 @@ use super::{
         grants::request, grants::list, grants::one, grants::approve, grants::deny,
         tasks::post, tasks::list, tasks::claim, tasks::dead, tasks::one, tasks::act, tasks::decompose, tasks::requeue,
         workers::register, workers::list, workers::one, workers::heartbeat, workers::leave, workers::supervisor,
+        artifacts::deploy, artifacts::list, artifacts::one, artifacts::stop, artifacts::start, artifacts::logs,
         bus::upgrade, bus::create_stream, bus::list_streams, bus::one_stream, bus::delete_stream,
         gateway::chat_completions, gateway::models, gateway::messages,
         limits::hypernet_list, limits::hypernet_one, limits::hypernet_check,

@@ -9,6 +9,7 @@
 use std::path::Path;
 
 mod anomaly;
+mod artifacts;
 mod governance;
 mod limits;
 mod quotas;
@@ -18,6 +19,9 @@ mod tasks;
 mod tests;
 
 pub use anomaly::DEFAULT_ANOMALY_TOML;
+pub use artifacts::{
+    load_artifacts, parse_artifacts, ArtifactsSetup, KickArtifact, DEFAULT_ARTIFACTS_TOML,
+};
 pub use governance::parse_governance;
 pub use limits::parse_limits;
 pub use quotas::parse_quotas;

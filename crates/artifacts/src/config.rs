@@ -1,0 +1,114 @@
+//! How the runtime runs artifacts: `[runtime]` in `config/genesis/artifacts.toml`.
+
+use serde::Deserialize;
+
+/// How turns are given out when several artifacts are busy.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scheduler {
+    /// Every artifact with quota runs its turns as soon as a thread is free.
+    #[default]
+    Parallel,
+    /// Busy artifacts take equal turns: one turn each, in the order they asked.
+    RoundRobin,
+}
+
+/// The runtime's settings.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeConfig {
+    /// Wasmtime fuel per millisecond of compute: the calibrated rate at which fuel
+    /// is charged as `compute_ms` (`cargo bench -p colony-artifacts --bench
+    /// artifacts` measures it on the machine at hand).
+    pub fuel_per_ms: u64,
+    /// Compute reserved for one turn, in milliseconds: a call to `run` that is still
+    /// going when its turn's fuel runs out is stopped and charged.
+    pub turn_ms: u64,
+    /// Host calls one turn may make (reserved as `io_ops` at its first host call).
+    pub host_calls_per_turn: u64,
+    /// An idle artifact is woken by a message, or after this long.
+    pub idle_wake_ms: u64,
+    /// An artifact out of a stock quota looks again this often for a grant.
+    pub exhausted_retry_ms: u64,
+    /// Turns running at once (threads).
+    pub turns_concurrent_max: usize,
+    pub scheduler: Scheduler,
+    /// Log lines kept per artifact (the oldest go first).
+    pub log_lines_max: usize,
+    /// Longest log line, in bytes (longer ones are cut).
+    pub log_line_bytes_max: usize,
+    /// Keys in an artifact's key-value store.
+    pub kv_keys_max: usize,
+    pub kv_key_bytes_max: usize,
+    pub kv_value_bytes_max: usize,
+    /// Largest request or message a host call takes from the guest, in bytes.
+    pub host_input_bytes_max: usize,
+    /// Messages waiting in an artifact's inbox (older ones are dropped past it).
+    pub inbox_max: usize,
+    /// Subscriptions one artifact holds.
+    pub subscriptions_max: usize,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> RuntimeConfig {
+        RuntimeConfig {
+            fuel_per_ms: 200_000,
+            turn_ms: 20,
+            host_calls_per_turn: 64,
+            idle_wake_ms: 5_000,
+            exhausted_retry_ms: 1_000,
+            turns_concurrent_max: 2,
+            scheduler: Scheduler::Parallel,
+            log_lines_max: 200,
+            log_line_bytes_max: 1_024,
+            kv_keys_max: 1_000,
+            kv_key_bytes_max: 256,
+            kv_value_bytes_max: 64 << 10,
+            host_input_bytes_max: 256 << 10,
+            inbox_max: 256,
+            subscriptions_max: 16,
+        }
+    }
+}
+
+impl RuntimeConfig {
+    /// Checks the values that would make the runtime useless or unbounded.
+    pub fn check(&self) -> Result<(), String> {
+        let positive = [
+            ("fuel_per_ms", self.fuel_per_ms),
+            ("turn_ms", self.turn_ms),
+            ("host_calls_per_turn", self.host_calls_per_turn),
+            ("idle_wake_ms", self.idle_wake_ms),
+            ("exhausted_retry_ms", self.exhausted_retry_ms),
+            ("turns_concurrent_max", self.turns_concurrent_max as u64),
+            ("log_lines_max", self.log_lines_max as u64),
+            ("kv_keys_max", self.kv_keys_max as u64),
+            ("inbox_max", self.inbox_max as u64),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                return Err(format!("{key} must be at least 1"));
+            }
+        }
+        if self.turn_ms > 10_000 {
+            return Err("turn_ms is at most 10000 (ten seconds of compute)".into());
+        }
+        if self.fuel_per_ms.checked_mul(self.turn_ms).is_none() {
+            return Err("fuel_per_ms x turn_ms overflows".into());
+        }
+        if self.turns_concurrent_max > 1_024 {
+            return Err("turns_concurrent_max is at most 1024".into());
+        }
+        Ok(())
+    }
+
+    /// The fuel of `ms` milliseconds of compute.
+    pub fn fuel_of(&self, ms: u64) -> u64 {
+        ms.saturating_mul(self.fuel_per_ms)
+    }
+
+    /// The compute of `fuel`, in whole milliseconds rounded up.
+    pub fn ms_of(&self, fuel: u64) -> u64 {
+        fuel.div_ceil(self.fuel_per_ms.max(1))
+    }
+}

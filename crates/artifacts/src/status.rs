@@ -1,0 +1,71 @@
+//! What the runtime says of an artifact: its state, what it used, its last error
+//! and its log.
+
+use std::collections::VecDeque;
+
+use serde::Serialize;
+
+/// Where an artifact is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunState {
+    /// Taking turns.
+    Running,
+    /// Its `run` said it waits for a message or a task.
+    Idle,
+    /// Out of a quota: waits for a flow to refill, or for a grant.
+    Exhausted,
+    /// Not meant to run (stopped, or `run` said it is done).
+    #[default]
+    Stopped,
+    /// It trapped or answered nonsense; `start` runs it afresh.
+    Failed,
+}
+
+impl RunState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunState::Running => "running",
+            RunState::Idle => "idle",
+            RunState::Exhausted => "exhausted",
+            RunState::Stopped => "stopped",
+            RunState::Failed => "failed",
+        }
+    }
+}
+
+/// One line an artifact logged.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct LogLine {
+    pub seq: u64,
+    pub at_ms: u64,
+    pub text: String,
+}
+
+/// What an artifact used since it was last started.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Usage {
+    pub turns: u64,
+    /// Calls of its `run`.
+    pub runs: u64,
+    pub fuel: u64,
+    /// Fuel charged as compute, in milliseconds.
+    pub compute_ms: u64,
+    pub host_calls: u64,
+    /// Linear memory held now.
+    pub memory_bytes: u64,
+    /// Bytes in its key-value store.
+    pub kv_bytes: u64,
+}
+
+/// An artifact as the runtime sees it.
+#[derive(Clone, Debug, Default)]
+pub struct Status {
+    pub state: RunState,
+    pub usage: Usage,
+    pub last_error: Option<String>,
+    /// The resource it is exhausted of, and when a flow refills.
+    pub exhausted: Option<(String, Option<u64>)>,
+    pub logs: VecDeque<LogLine>,
+    pub log_seq: u64,
+}
