@@ -7,6 +7,7 @@
 //! The top of the command line and the dispatch are here; each command group's
 //! subcommands and flags live in the file that runs them.
 
+mod artifacts;
 mod audit;
 mod bus;
 mod client;
@@ -142,6 +143,9 @@ enum Command {
     /// Ask for more (a scope, a role, a quota) for a while; approve or deny others'.
     #[command(subcommand)]
     Grants(grants::GrantsCommand),
+    /// Deploy WebAssembly artifacts that run inside Colony on their own quotas.
+    #[command(subcommand)]
+    Artifacts(artifacts::ArtifactsCommand),
     /// Reserve, commit and release resources against your quotas.
     #[command(subcommand)]
     Ledger(LedgerCommand),
@@ -448,6 +452,7 @@ fn main() -> ExitCode {
             Command::Principals(command) => principals::run(command).await,
             Command::Tokens(command) => tokens::run(command).await,
             Command::Grants(command) => grants::run(command).await,
+            Command::Artifacts(command) => artifacts::run(command).await,
             Command::Report { since, remote } => audit::report(&since, remote).await,
             Command::Ledger(command) => ledger::run(command).await,
             Command::Audit(command) => audit::run(command).await,

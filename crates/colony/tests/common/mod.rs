@@ -77,3 +77,35 @@ pub fn start_with_args(
     std::thread::spawn(move || for _ in lines {});
     (child, url)
 }
+
+/// Debian's clang and lld, which build the C example artifact for wasm32: installed
+/// with apt-get when missing (once, under a lock), or the test fails saying why.
+pub fn clang() -> std::path::PathBuf {
+    let found = |name: &str| {
+        std::env::var_os("PATH").and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|dir| dir.join(name))
+                .find(|path| path.is_file())
+        })
+    };
+    if let (Some(clang), Some(_)) = (found("clang"), found("wasm-ld")) {
+        return clang;
+    }
+    let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/tmp");
+    std::fs::create_dir_all(&target).unwrap();
+    let lock = std::fs::File::create(target.join("clang.lock")).unwrap();
+    lock.lock().unwrap();
+    if let (Some(clang), Some(_)) = (found("clang"), found("wasm-ld")) {
+        return clang;
+    }
+    let status = Command::new("apt-get")
+        .args(["install", "-y", "--no-install-recommends", "clang", "lld"])
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .status()
+        .expect("apt-get runs (the C example artifact needs Debian's clang and lld)");
+    assert!(
+        status.success(),
+        "apt-get install clang lld failed: {status}"
+    );
+    found("clang").expect("clang is on PATH after apt-get install clang")
+}

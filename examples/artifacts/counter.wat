@@ -1,0 +1,30 @@
+;; counter: busy work that runs until its compute is exhausted. Each call of `run`
+;; counts to a million, keeps the running total in its key-value store, logs it
+;; every hundred calls, and asks for more. It has no loop of its own and no flag
+;; saying it loops: the runtime calls `run` while the artifact has compute_ms left,
+;; then marks it exhausted and resumes it by itself when the window refills.
+;;
+;;   colony artifacts deploy examples/artifacts/counter.wat --name counter \
+;;     --quota compute_ms=300 -j "watch an artifact run until exhausted"
+(module
+  (import "colony" "log" (func $log (param i32 i32) (result i32)))
+  (import "colony" "kv_put" (func $kv_put (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (global $calls (mut i64) (i64.const 0))
+  (data (i32.const 0) "total")
+  (data (i32.const 16) "counted another hundred million")
+
+  (func (export "run") (result i32)
+    (local $i i32)
+    ;; The work: a million additions.
+    (loop $count
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br_if $count (i32.lt_u (local.get $i) (i32.const 1000000))))
+    (global.set $calls (i64.add (global.get $calls) (i64.const 1)))
+    ;; The total (in millions) as 8 little-endian bytes under "total".
+    (i64.store (i32.const 64) (global.get $calls))
+    (drop (call $kv_put (i32.const 0) (i32.const 5) (i32.const 64) (i32.const 8)))
+    (if (i64.eqz (i64.rem_u (global.get $calls) (i64.const 100)))
+      (then (drop (call $log (i32.const 16) (i32.const 31)))))
+    (i32.const 1))
+)
