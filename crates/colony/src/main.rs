@@ -18,6 +18,7 @@ mod grants;
 mod ledger;
 mod output;
 mod principals;
+mod sandbox;
 mod tasks;
 mod tokens;
 mod worker;
@@ -105,8 +106,14 @@ enum Command {
         #[arg(long)]
         profile: Option<String>,
         #[command(flatten)]
+        sandbox: sandbox::SandboxFlags,
+        #[command(flatten)]
         remote: Remote,
     },
+    /// Runs one task's command under limits and measures it (used by `colony
+    /// worker --exec`, not by people).
+    #[command(hide = true)]
+    SandboxExec(sandbox::ExecArgs),
     /// Publish and subscribe on the agent bus; list and define durable streams.
     #[command(subcommand)]
     Bus(BusCommand),
@@ -300,6 +307,11 @@ pub enum ImportCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The sandbox's intermediate process: no runtime, no logging, just the command.
+    let cli = match cli.command {
+        Command::SandboxExec(args) => return sandbox::exec(args),
+        command => Cli { command },
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("COLONY_LOG")
@@ -330,11 +342,13 @@ fn main() -> ExitCode {
                 max_tasks,
                 model,
                 profile,
+                sandbox,
                 remote,
             } => {
                 let options = worker::WorkerOptions {
                     capabilities,
                     exec,
+                    sandbox,
                     poll_ms,
                     max_tasks,
                     model,
@@ -453,6 +467,7 @@ fn main() -> ExitCode {
             Command::Tokens(command) => tokens::run(command).await,
             Command::Grants(command) => grants::run(command).await,
             Command::Artifacts(command) => artifacts::run(command).await,
+            Command::SandboxExec(args) => Ok(sandbox::exec(args)),
             Command::Report { since, remote } => audit::report(&since, remote).await,
             Command::Ledger(command) => ledger::run(command).await,
             Command::Audit(command) => audit::run(command).await,

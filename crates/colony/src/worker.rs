@@ -24,7 +24,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
 use colony_api::gateway::OpenAiError;
-use colony_api::ledger::LedgerView;
+use colony_api::ledger::{CommitRequest, LedgerView, ReleaseRequest, ReserveRequest, Reserved};
 use colony_api::streams::Duration as Ttl;
 use colony_api::tasks::{ClaimRequest, Claimed, LeaseRequest, TaskView};
 use colony_api::tokens::{CreateToken, TokenCreated};
@@ -45,6 +45,8 @@ const FAILURE_REASON_BYTES_MAX: usize = 2_048;
 pub struct WorkerOptions {
     pub capabilities: Vec<String>,
     pub exec: Option<String>,
+    /// How `exec` runs: isolation and limits.
+    pub sandbox: crate::sandbox::SandboxFlags,
     pub poll_ms: u64,
     pub max_tasks: Option<u64>,
     pub model: Option<String>,
@@ -60,6 +62,10 @@ fn is_gone(error: &anyhow::Error) -> Option<u16> {
 
 pub async fn run(options: WorkerOptions, remote: Remote) -> anyhow::Result<ExitCode> {
     let exec = options.exec.clone();
+    let sandbox = match &exec {
+        Some(_) => Some(crate::sandbox::Sandbox::resolve(options.sandbox.clone())?),
+        None => None,
+    };
     let model = options.model.clone().unwrap_or_else(|| "auto".to_string());
     let client = Client::new(&remote)?;
     let request = RegisterRequest {
@@ -178,7 +184,10 @@ pub async fn run(options: WorkerOptions, remote: Remote) -> anyhow::Result<ExitC
             }
         };
         let outcome = match &exec {
-            Some(exec) => work(&client, &me, exec, &claimed).await,
+            Some(exec) => {
+                let sandbox = sandbox.as_ref().expect("resolved with exec");
+                work(&client, &me, exec, sandbox, &claimed).await
+            }
             None => crate::worker_llm::work_llm(&client, &model, &claimed).await,
         };
         match outcome {
@@ -276,6 +285,7 @@ async fn work(
     client: &Client,
     me: &anyhow::Result<String>,
     exec: &str,
+    sandbox: &crate::sandbox::Sandbox,
     claimed: &Claimed,
 ) -> anyhow::Result<()> {
     let task = &claimed.task;
@@ -283,17 +293,32 @@ async fn work(
     let token = claimed.lease.token;
     let task_json = serde_json::to_string(task)?;
     let lease_ms = task_lease_ms(claimed);
+    let lease = Lease {
+        client,
+        address: &address,
+        token,
+    };
+    // The command's CPU time and memory are reserved before it starts, from the
+    // worker's quotas; without them the task goes back on the board.
+    let held = match Held::reserve(client, sandbox, &address).await {
+        Ok(held) => held,
+        Err(error) => {
+            eprintln!("colony worker: cannot run {address}: {error:#}");
+            lease.act("release", LeaseRequest::default()).await?;
+            return Ok(());
+        }
+    };
+    // A private work directory.
+    let workdir = tempfile::Builder::new().prefix("colony-task-").tempdir()?;
     // The command gets a token scoped to this task (its routes, and LLM calls made
     // for it), never the worker's own; it is revoked when the command ends.
     let scoped = task_token(client, me, &address).await;
-    let mut command = tokio::process::Command::new("sh");
+    let (mut command, report) = sandbox.command(exec, workdir.path())?;
     command.env_remove("COLONY_TOKEN");
     if let Some((_, _, secret)) = &scoped {
         command.env("COLONY_TOKEN", secret);
     }
     let mut child = command
-        .arg("-c")
-        .arg(exec)
         .env("COLONY_URL", client.base())
         .env("COLONY_TASK", &address)
         .env("COLONY_TASK_JSON", &task_json)
@@ -312,6 +337,8 @@ async fn work(
         .kill_on_drop(true)
         .spawn()
         .context("cannot start the --exec command")?;
+    // The report pipe's write end now lives only in the command's process.
+    drop(command);
     if let Some(mut stdin) = child.stdin.take() {
         let _ = stdin.write_all(task_json.as_bytes()).await;
     }
@@ -323,11 +350,6 @@ async fn work(
         let start = all.len().saturating_sub(FAILURE_REASON_BYTES_MAX);
         String::from_utf8_lossy(&all[start..]).trim().to_string()
     });
-    let lease = Lease {
-        client,
-        address: &address,
-        token,
-    };
     let mut output = Vec::new();
     let mut renew = tokio::time::interval(Duration::from_millis((lease_ms / 3).max(50)));
     renew.tick().await;
@@ -359,6 +381,8 @@ async fn work(
             );
         }
     }
+    let measured = crate::sandbox::measured(report).await;
+    held.settle(client, &address, measured).await;
     let stderr = stderr_tail.await.unwrap_or_default();
     if status.success() {
         let text = output.join("\n");
@@ -379,6 +403,116 @@ async fn work(
         eprintln!("colony worker: failed {address}");
     }
     Ok(())
+}
+
+/// A command's CPU time and memory, reserved from the worker's quotas before it
+/// runs; what it used is committed after (its peak memory recorded, then the hold
+/// given back).
+struct Held {
+    compute: u64,
+    memory: u64,
+}
+
+impl Held {
+    async fn reserve(
+        client: &Client,
+        sandbox: &crate::sandbox::Sandbox,
+        address: &str,
+    ) -> anyhow::Result<Held> {
+        let reserve = |resource: &str, amount: u64| ReserveRequest {
+            resource: resource.to_string(),
+            amount,
+            justification: Some(format!("the command of task {address} may use this much")),
+            ttl_ms: None,
+        };
+        let compute: Reserved = client
+            .post_as(
+                "/v1/ledger/reserve",
+                &reserve("compute_ms", sandbox.cpu_ms()),
+            )
+            .await?;
+        let memory: anyhow::Result<Reserved> = client
+            .post_as(
+                "/v1/ledger/reserve",
+                &reserve("memory_bytes", sandbox.memory_bytes()),
+            )
+            .await;
+        match memory {
+            Ok(memory) => Ok(Held {
+                compute: compute.reservation,
+                memory: memory.reservation,
+            }),
+            Err(error) => {
+                let _ = client
+                    .post(
+                        "/v1/ledger/release",
+                        &ReleaseRequest {
+                            reservation: compute.reservation,
+                            justification: None,
+                        },
+                    )
+                    .await;
+                Err(error)
+            }
+        }
+    }
+
+    async fn settle(
+        self,
+        client: &Client,
+        address: &str,
+        measured: Option<crate::sandbox::Measured>,
+    ) {
+        let measured = measured.unwrap_or_default();
+        let commit = |reservation: u64, actual: u64, what: &str| CommitRequest {
+            reservation,
+            actual,
+            justification: Some(format!("the command of task {address} used {what}")),
+        };
+        let steps = [
+            client
+                .post(
+                    "/v1/ledger/commit",
+                    &commit(
+                        self.compute,
+                        measured.cpu_ms,
+                        &format!("{} ms of CPU", measured.cpu_ms),
+                    ),
+                )
+                .await
+                .map(|_| ()),
+            client
+                .post(
+                    "/v1/ledger/commit",
+                    &commit(
+                        self.memory,
+                        measured.peak_bytes,
+                        &format!("{} bytes at its peak", measured.peak_bytes),
+                    ),
+                )
+                .await
+                .map(|_| ()),
+            client
+                .post(
+                    "/v1/ledger/release",
+                    &ReleaseRequest {
+                        reservation: self.memory,
+                        justification: Some(format!("the command of task {address} ended")),
+                    },
+                )
+                .await
+                .map(|_| ()),
+        ];
+        for step in steps {
+            if let Err(error) = step {
+                eprintln!("colony worker: charging {address}'s command: {error:#}");
+            }
+        }
+        eprintln!(
+            "colony worker: {address}'s command used {} ms of CPU, {} bytes at its peak",
+            measured.cpu_ms, measured.peak_bytes
+        );
+    }
 }
 
 /// A denial to wait out (429 from the gateway: budget, rate or limit), in seconds.

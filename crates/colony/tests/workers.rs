@@ -1,5 +1,6 @@
 //! Real worker processes (`colony worker --exec`) against a real node: a worker killed
-//! with `kill -9` mid-task, and one stopped with SIGSTOP past its timeout.
+//! with `kill -9` mid-task, one stopped with SIGSTOP past its timeout, the task's
+//! scoped token, and the sandbox (bubblewrap, limits, what a command is charged).
 
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
@@ -228,7 +229,7 @@ fn the_command_gets_a_token_scoped_to_its_task_only() {
     let task = swarm.post_task();
     let exec = "status() { curl -s -o /dev/null -w '%{http_code}' -H \"Authorization: Bearer $COLONY_TOKEN\" \"$COLONY_URL$1\"; }; \
                 echo \"$(status /v1/tasks/$COLONY_TASK) $(status /v1/tasks) $(status /v1/ledger/me)\"";
-    let mut worker = swarm.worker(&token, exec, &["--max-tasks", "1"]);
+    let mut worker = swarm.worker(&token, exec, &["--max-tasks", "1", "--allow-net"]);
     swarm.wait_for("the task to complete", |s| {
         s.call("GET", &format!("/v1/tasks/{task}"), Value::Null)["status"] == "completed"
     });
@@ -250,4 +251,94 @@ fn the_command_gets_a_token_scoped_to_its_task_only() {
         .find(|t| t["scopes"] == json!([format!("task:{task}")]))
         .unwrap_or_else(|| panic!("no task token in {tokens}"));
     assert_eq!(scoped["state"], "revoked", "{scoped}");
+}
+
+/// Under bubblewrap a command reads nothing of the host outside its work directory,
+/// opens no connection, and is stopped at its CPU and memory limits; what it used
+/// is charged to the worker's quotas.
+#[test]
+fn the_sandbox_holds_and_what_the_command_used_is_charged() {
+    common::bwrap();
+    let swarm = Swarm::start();
+    let (address, token) = swarm.principal("boxed");
+    let outside = tempfile::Builder::new()
+        .prefix("colony-secret-")
+        .tempdir_in(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/tmp"))
+        .unwrap();
+    let secret = outside.path().join("secret.txt");
+    std::fs::write(&secret, "the worker's secret").unwrap();
+    let escape = format!(
+        "cat {} 2>/dev/null || echo cannot-read; \
+         curl -s -m 2 -o /dev/null {}/healthz && echo connected || echo no-network; \
+         echo kept > mine.txt && cat mine.txt; pwd",
+        secret.display(),
+        swarm.url
+    );
+    let task = swarm.post_task();
+    let mut worker = swarm.worker(&token, &escape, &["--max-tasks", "1", "--sandbox", "bwrap"]);
+    swarm.wait_for("the task to complete", |s| {
+        s.call("GET", &format!("/v1/tasks/{task}"), Value::Null)["status"] == "completed"
+    });
+    assert!(worker.wait().unwrap().success());
+    let done = swarm.call("GET", &format!("/v1/tasks/{task}"), Value::Null);
+    let result = done["result"].as_str().unwrap_or_else(|| panic!("{done}"));
+    let lines: Vec<&str> = result.lines().collect();
+    assert_eq!(
+        lines[..3],
+        ["cannot-read", "no-network", "kept"],
+        "{result}"
+    );
+    assert!(
+        lines[3].contains("colony-task-"),
+        "its own work directory: {result}"
+    );
+
+    // A CPU burner is stopped at its limit; a memory hog cannot have its memory.
+    for (exec, limit) in [
+        ("while :; do :; done", "--cpu-seconds"),
+        (
+            "dd if=/dev/zero of=/dev/null bs=300M count=1",
+            "--memory-mib",
+        ),
+    ] {
+        let value = if limit == "--cpu-seconds" { "1" } else { "64" };
+        let task = swarm.post_task();
+        let mut worker = swarm.worker(
+            &token,
+            exec,
+            &["--max-tasks", "1", "--sandbox", "bwrap", limit, value],
+        );
+        swarm.wait_for("the attempt to fail", |s| {
+            let task = s.call("GET", &format!("/v1/tasks/{task}"), Value::Null);
+            task["failures"].as_u64().unwrap_or(0) > 0
+                || task["status"] == "failed"
+                || task["status"] == "dead"
+        });
+        let _ = worker.kill();
+        let _ = worker.wait();
+    }
+    // The burner's second of CPU was reserved before and charged after.
+    let audit = swarm.call(
+        "GET",
+        &format!("/v1/audit?actor={address}&limit=1000"),
+        Value::Null,
+    );
+    let records = audit["records"].as_array().unwrap();
+    let charged: Vec<u64> = records
+        .iter()
+        .filter(|r| {
+            r["action"] == "ledger.commit" && r["detail"]["effect"]["resource"] == "compute_ms"
+        })
+        .map(|r| r["detail"]["effect"]["charged"].as_u64().unwrap())
+        .collect();
+    assert!(
+        charged.iter().any(|ms| (900..=1_200).contains(ms)),
+        "{charged:?}"
+    );
+    assert!(
+        records.iter().any(|r| r["action"] == "ledger.commit"
+            && r["detail"]["effect"]["resource"] == "memory_bytes"
+            && r["detail"]["effect"]["charged"].as_u64().unwrap() > 0),
+        "peak memory recorded: {audit}"
+    );
 }

@@ -78,9 +78,9 @@ pub fn start_with_args(
     (child, url)
 }
 
-/// Debian's clang and lld, which build the C example artifact for wasm32: installed
-/// with apt-get when missing (once, under a lock), or the test fails saying why.
-pub fn clang() -> std::path::PathBuf {
+/// A program from Debian's packages (`binaries`, all of them), installed with
+/// apt-get when missing (once, under a lock), or the test fails saying why.
+pub fn debian_tool(binaries: &[&str], packages: &[&str]) -> std::path::PathBuf {
     let found = |name: &str| {
         std::env::var_os("PATH").and_then(|paths| {
             std::env::split_paths(&paths)
@@ -88,24 +88,34 @@ pub fn clang() -> std::path::PathBuf {
                 .find(|path| path.is_file())
         })
     };
-    if let (Some(clang), Some(_)) = (found("clang"), found("wasm-ld")) {
-        return clang;
+    let all = || binaries.iter().all(|b| found(b).is_some());
+    if !all() {
+        let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/tmp");
+        std::fs::create_dir_all(&target).unwrap();
+        let lock = std::fs::File::create(target.join("apt.lock")).unwrap();
+        lock.lock().unwrap();
+        if !all() {
+            let status = Command::new("apt-get")
+                .args(["install", "-y", "--no-install-recommends"])
+                .args(packages)
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .status()
+                .unwrap_or_else(|e| panic!("apt-get install {packages:?} cannot run: {e}"));
+            assert!(
+                status.success(),
+                "apt-get install {packages:?} failed: {status}"
+            );
+        }
     }
-    let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/tmp");
-    std::fs::create_dir_all(&target).unwrap();
-    let lock = std::fs::File::create(target.join("clang.lock")).unwrap();
-    lock.lock().unwrap();
-    if let (Some(clang), Some(_)) = (found("clang"), found("wasm-ld")) {
-        return clang;
-    }
-    let status = Command::new("apt-get")
-        .args(["install", "-y", "--no-install-recommends", "clang", "lld"])
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .status()
-        .expect("apt-get runs (the C example artifact needs Debian's clang and lld)");
-    assert!(
-        status.success(),
-        "apt-get install clang lld failed: {status}"
-    );
-    found("clang").expect("clang is on PATH after apt-get install clang")
+    found(binaries[0]).unwrap_or_else(|| panic!("{} is not on PATH after apt-get", binaries[0]))
+}
+
+/// Debian's clang and lld, which build the C example artifact for wasm32.
+pub fn clang() -> std::path::PathBuf {
+    debian_tool(&["clang", "wasm-ld"], &["clang", "lld"])
+}
+
+/// Debian's bubblewrap, which sandboxes `colony worker --exec`.
+pub fn bwrap() -> std::path::PathBuf {
+    debian_tool(&["bwrap"], &["bubblewrap"])
 }
