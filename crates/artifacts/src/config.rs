@@ -43,8 +43,6 @@ pub struct RuntimeConfig {
     pub kv_value_bytes_max: usize,
     /// Largest request or message a host call takes from the guest, in bytes.
     pub host_input_bytes_max: usize,
-    /// Messages waiting in an artifact's inbox (older ones are dropped past it).
-    pub inbox_max: usize,
     /// Subscriptions one artifact holds.
     pub subscriptions_max: usize,
 }
@@ -65,7 +63,6 @@ impl Default for RuntimeConfig {
             kv_key_bytes_max: 256,
             kv_value_bytes_max: 64 << 10,
             host_input_bytes_max: 256 << 10,
-            inbox_max: 256,
             subscriptions_max: 16,
         }
     }
@@ -83,7 +80,6 @@ impl RuntimeConfig {
             ("turns_concurrent_max", self.turns_concurrent_max as u64),
             ("log_lines_max", self.log_lines_max as u64),
             ("kv_keys_max", self.kv_keys_max as u64),
-            ("inbox_max", self.inbox_max as u64),
         ];
         for (key, value) in positive {
             if value == 0 {
@@ -110,5 +106,54 @@ impl RuntimeConfig {
     /// The compute of `fuel`, in whole milliseconds rounded up.
     pub fn ms_of(&self, fuel: u64) -> u64 {
         fuel.div_ceil(self.fuel_per_ms.max(1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fuel_and_milliseconds_convert_rounding_up() {
+        let config = RuntimeConfig {
+            fuel_per_ms: 1_000,
+            ..RuntimeConfig::default()
+        };
+        assert_eq!(config.fuel_of(20), 20_000);
+        assert_eq!(config.ms_of(0), 0);
+        assert_eq!(config.ms_of(1), 1);
+        assert_eq!(config.ms_of(20_000), 20);
+        assert_eq!(config.ms_of(20_001), 21);
+        assert_eq!(config.fuel_of(u64::MAX), u64::MAX);
+    }
+
+    #[test]
+    fn useless_or_unbounded_settings_are_refused() {
+        assert!(RuntimeConfig::default().check().is_ok());
+        for broken in [
+            RuntimeConfig {
+                fuel_per_ms: 0,
+                ..RuntimeConfig::default()
+            },
+            RuntimeConfig {
+                turn_ms: 0,
+                ..RuntimeConfig::default()
+            },
+            RuntimeConfig {
+                turn_ms: 10_001,
+                ..RuntimeConfig::default()
+            },
+            RuntimeConfig {
+                turns_concurrent_max: 0,
+                ..RuntimeConfig::default()
+            },
+            RuntimeConfig {
+                fuel_per_ms: u64::MAX,
+                turn_ms: 2,
+                ..RuntimeConfig::default()
+            },
+        ] {
+            assert!(broken.check().is_err(), "{broken:?}");
+        }
     }
 }

@@ -184,3 +184,26 @@ fn hypernet_names_are_accepted() {
     .unwrap();
     assert_eq!(specs[0].name, "ai_accounts");
 }
+
+#[test]
+fn artifacts_toml_reads_the_runtime_and_the_kick_artifacts() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/genesis");
+    let shipped = load_artifacts(&dir).unwrap();
+    assert_eq!(shipped.kick.len(), 1);
+    assert_eq!(shipped.kick[0].name, "alert-tasks");
+    assert!(shipped.kick[0].path.exists(), "{:?}", shipped.kick[0].path);
+    assert_eq!(shipped.runtime, colony_artifacts::RuntimeConfig::default());
+    let file = Path::new("artifacts.toml");
+    let bad_quota = "[[artifact]]\nname = \"x\"\npath = \"x.wat\"\njustification = \"j\"\nquotas = { gold = 1 }\n";
+    let error = parse_artifacts(file, bad_quota, &dir).unwrap_err();
+    assert_eq!(error.line, Some(5), "{error:?}");
+    let bad_runtime = "[runtime]\nturn_ms = 0\n";
+    let error = parse_artifacts(file, bad_runtime, &dir).unwrap_err();
+    assert!(error.message.contains("turn_ms"), "{error:?}");
+    let unknown = "[runtime]\nturn_ms_typo = 3\n";
+    assert!(parse_artifacts(file, unknown, &dir).is_err());
+    assert_eq!(
+        parse_artifacts(file, "", &dir).unwrap(),
+        ArtifactsSetup::default()
+    );
+}
