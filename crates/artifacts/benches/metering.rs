@@ -51,7 +51,7 @@ fn engine(fuel: bool) -> Engine {
     Engine::new(&config).expect("engine")
 }
 
-fn instance(engine: &Engine, fuel: bool, wat: &str) -> (Store<()>, Instance) {
+fn instantiate(engine: &Engine, fuel: bool, wat: &str) -> (Store<()>, Instance) {
     let module = Module::new(engine, wat).expect("module");
     let mut store = Store::new(engine, ());
     if fuel {
@@ -84,7 +84,7 @@ fn main() {
     );
 
     let metered = engine(true);
-    let (mut store, instance) = instance(&metered, true, WORK);
+    let (mut store, instance) = instantiate(&metered, true, WORK);
     let work: TypedFunc<i32, i32> = instance.get_typed_func(&mut store, "work").unwrap();
     let before = store.get_fuel().unwrap();
     let metered_s = best(5, || {
@@ -99,7 +99,7 @@ fn main() {
     );
 
     let plain = engine(false);
-    let (mut store, instance) = instance(&plain, false, WORK);
+    let (mut store, instance) = instantiate(&plain, false, WORK);
     let work: TypedFunc<i32, i32> = instance.get_typed_func(&mut store, "work").unwrap();
     let plain_s = best(5, || {
         work.call(&mut store, n).unwrap();
@@ -113,7 +113,7 @@ fn main() {
 
     let calls: i32 = 10_000_000;
     for (name, engine, fuel) in [("metered", &metered, true), ("unmetered", &plain, false)] {
-        let (mut store, instance) = instance(engine, fuel, CALLS);
+        let (mut store, instance) = instantiate(engine, fuel, CALLS);
         let host: TypedFunc<i32, i32> = instance.get_typed_func(&mut store, "host").unwrap();
         let guest: TypedFunc<i32, i32> = instance.get_typed_func(&mut store, "guest").unwrap();
         let host_s = best(5, || {
