@@ -30,6 +30,13 @@ fn view(app: &AppState, principal: PrincipalId, seq: Option<u64>) -> Option<Arti
         .principal(artifact.deployer)
         .map_or_else(|| artifact.deployer.to_string(), |p| p.address.clone());
     let usage = status.usage;
+    // Meant to run but not started yet: the reconciler starts it within a moment.
+    let state = match status.state {
+        colony_artifacts::RunState::Stopped if artifact.run && status.last_error.is_none() => {
+            colony_artifacts::RunState::Running
+        }
+        other => other,
+    };
     Some(ArtifactView {
         address: artifact.address.clone(),
         name: artifact.name.clone(),
@@ -38,7 +45,7 @@ fn view(app: &AppState, principal: PrincipalId, seq: Option<u64>) -> Option<Arti
         deployer,
         deployed_at: colony_api::format_time(artifact.deployed_at_ms),
         run: artifact.run,
-        state: status.state.as_str().to_string(),
+        state: state.as_str().to_string(),
         exhausted: status
             .exhausted
             .as_ref()
