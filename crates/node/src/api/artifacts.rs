@@ -31,7 +31,7 @@ fn view(app: &AppState, principal: PrincipalId, seq: Option<u64>) -> Option<Arti
         .map_or_else(|| artifact.deployer.to_string(), |p| p.address.clone());
     let usage = status.usage;
     // Meant to run but not started yet: the reconciler starts it within a moment.
-    let state = match status.state {
+    let run_state = match status.state {
         colony_artifacts::RunState::Stopped if artifact.run && status.last_error.is_none() => {
             colony_artifacts::RunState::Running
         }
@@ -45,7 +45,7 @@ fn view(app: &AppState, principal: PrincipalId, seq: Option<u64>) -> Option<Arti
         deployer,
         deployed_at: colony_api::format_time(artifact.deployed_at_ms),
         run: artifact.run,
-        state: state.as_str().to_string(),
+        state: run_state.as_str().to_string(),
         exhausted: status
             .exhausted
             .as_ref()
