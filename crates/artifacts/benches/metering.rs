@@ -15,16 +15,33 @@ use std::time::Instant;
 
 use wasmtime::{Config, Engine, Instance, Linker, Module, Store, TypedFunc};
 
-/// A compute-bound guest: a hash-like mix over a loop, so that nothing folds away.
+/// A compute-bound guest that does what guests do: arithmetic, loads and stores in
+/// its memory, calls and branches (the calibration's workload).
 const WORK: &str = r#"(module
+  (memory 1)
+  (func $mix (param $x i32) (param $i i32) (result i32)
+    (i32.add (i32.mul (local.get $x) (i32.const 31)) (i32.xor (local.get $i) (i32.shr_u (local.get $x) (i32.const 7)))))
   (func (export "work") (param $n i32) (result i32)
-    (local $i i32) (local $x i32)
+    (local $i i32) (local $x i32) (local $at i32)
     (local.set $x (i32.const 17))
     (loop $next
-      (local.set $x (i32.add (i32.mul (local.get $x) (i32.const 31)) (i32.xor (local.get $i) (i32.shr_u (local.get $x) (i32.const 7)))))
+      (local.set $at (i32.and (i32.shl (local.get $i) (i32.const 2)) (i32.const 4095)))
+      (i32.store (local.get $at) (call $mix (local.get $x) (local.get $i)))
+      (local.set $x (i32.add (local.get $x) (i32.load (i32.xor (local.get $at) (i32.const 64)))))
+      (if (i32.and (local.get $x) (i32.const 1))
+        (then (local.set $x (i32.rotl (local.get $x) (i32.const 5)))))
       (local.set $i (i32.add (local.get $i) (i32.const 1)))
       (br_if $next (i32.lt_u (local.get $i) (local.get $n))))
     (local.get $x)))"#;
+
+/// The cheapest loop there is, for the spread: fuel burns faster here.
+const SPIN: &str = r#"(module
+  (func (export "work") (param $n i32) (result i32)
+    (local $i i32)
+    (loop $next
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br_if $next (i32.lt_u (local.get $i) (local.get $n))))
+    (local.get $i)))"#;
 
 /// Calls the host (or a guest function) `n` times.
 const CALLS: &str = r#"(module
@@ -76,28 +93,35 @@ fn best(rounds: usize, mut f: impl FnMut()) -> f64 {
         .fold(f64::MAX, f64::min)
 }
 
-fn main() {
-    let n: i32 = 50_000_000;
-    println!(
-        "colony-artifacts metering (wasmtime {}, best of 5)",
-        env!("CARGO_PKG_VERSION")
-    );
-
-    let metered = engine(true);
-    let (mut store, instance) = instantiate(&metered, true, WORK);
+/// Fuel per millisecond of `wat`'s `work(n)` on `engine`, and the best time.
+fn fuel_rate(engine: &Engine, wat: &str, n: i32) -> (f64, f64) {
+    let (mut store, instance) = instantiate(engine, true, wat);
     let work: TypedFunc<i32, i32> = instance.get_typed_func(&mut store, "work").unwrap();
     let before = store.get_fuel().unwrap();
-    let metered_s = best(5, || {
+    let seconds = best(5, || {
         work.call(&mut store, n).unwrap();
     });
-    let fuel_per_call = (before - store.get_fuel().unwrap()) / 5;
-    let fuel_per_ms = fuel_per_call as f64 / (metered_s * 1_000.0);
-    println!(
-        "calibration: {fuel_per_call} fuel per call of {n} iterations in {:.1} ms: {:.0} fuel per ms (fuel_per_ms)",
-        metered_s * 1_000.0,
-        fuel_per_ms
-    );
+    let per_call = (before - store.get_fuel().unwrap()) as f64 / 5.0;
+    (per_call / (seconds * 1_000.0), seconds)
+}
 
+fn main() {
+    let n: i32 = 20_000_000;
+    println!("colony-artifacts metering (wasmtime 48, cranelift, best of 5)");
+
+    let metered = engine(true);
+    let (fuel_per_ms, metered_s) = fuel_rate(&metered, WORK, n);
+    println!(
+        "calibration (mixed work): {:.0} fuel per ms (fuel_per_ms); {n} iterations in {:.1} ms",
+        fuel_per_ms,
+        metered_s * 1_000.0
+    );
+    let (spin_per_ms, _) = fuel_rate(&metered, SPIN, n * 4);
+    println!(
+        "spread: the cheapest loop burns {:.0} fuel per ms ({:.2}x the calibration)",
+        spin_per_ms,
+        spin_per_ms / fuel_per_ms
+    );
     let plain = engine(false);
     let (mut store, instance) = instantiate(&plain, false, WORK);
     let work: TypedFunc<i32, i32> = instance.get_typed_func(&mut store, "work").unwrap();

@@ -50,7 +50,7 @@ pub struct RuntimeConfig {
 impl Default for RuntimeConfig {
     fn default() -> RuntimeConfig {
         RuntimeConfig {
-            fuel_per_ms: 200_000,
+            fuel_per_ms: 5_000_000,
             turn_ms: 20,
             host_calls_per_turn: 64,
             idle_wake_ms: 5_000,

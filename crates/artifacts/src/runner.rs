@@ -33,6 +33,7 @@ enum TurnEnd {
     Idle,
     Done,
     Failed(String),
+    /// Out of a quota mid-turn (memory): it waits for a grant.
     Exhausted(Reason),
 }
 
@@ -106,9 +107,20 @@ pub(crate) async fn drive(
             .await;
     }
     let mut live: Option<Live> = None;
+    let mut permit: Option<tokio::sync::OwnedSemaphorePermit> = None;
     let end: Option<(RunState, String)> = loop {
         if control.stop.load(Ordering::Acquire) {
             break None;
+        }
+        // Under round_robin a turn slot is held from the reservation to the commit,
+        // so that busy artifacts take their turns strictly in the order they asked.
+        if let (Some(permits), None) = (&inner.permits, &permit) {
+            permit = Some(
+                Arc::clone(permits)
+                    .acquire_owned()
+                    .await
+                    .expect("never closed"),
+            );
         }
         // Compute, reserved before the turn.
         let slice = inner.config.turn_ms;
@@ -126,28 +138,24 @@ pub(crate) async fn drive(
         let reservation = match reserved {
             Ok(event) => match (event.decision, event.effect) {
                 (Decision::Allowed, Effect::Reserved { reservation, .. }) => reservation,
-                _ => match wait_out(&inner, &me, &status, &control, &event.reason).await {
-                    Some(end) => break Some(end),
-                    None => continue,
-                },
+                _ => {
+                    // Waiting out a refusal holds no turn slot.
+                    permit = None;
+                    match wait_out(&inner, &me, &status, &control, &event.reason).await {
+                        Some(end) => break Some(end),
+                        None => continue,
+                    }
+                }
             },
             Err(error) => {
                 // The node is overloaded or stopping: wait a little.
                 set(&status, RunState::Running, Some(error.message));
+                permit = None;
                 sleep_or_stop(&control, inner.config.exhausted_retry_ms).await;
                 continue;
             }
         };
         set(&status, RunState::Running, None);
-        let permit = match &inner.permits {
-            Some(permits) => Some(
-                Arc::clone(permits)
-                    .acquire_owned()
-                    .await
-                    .expect("never closed"),
-            ),
-            None => None,
-        };
         let fuel = inner.config.fuel_of(slice);
         let turn_inner = Arc::clone(&inner);
         let turn_me = me.clone();
@@ -166,7 +174,6 @@ pub(crate) async fn drive(
             (taken, outcome)
         })
         .await;
-        drop(permit);
         let (back, (end, used)) = match joined {
             Ok(result) => result,
             Err(panic) => {
@@ -204,6 +211,23 @@ pub(crate) async fn drive(
                 )
                 .await;
         }
+        // A busy artifact queues for its next turn before it gives this one's slot
+        // up, behind those already waiting: strict turns. Anything else lets it go.
+        if let (Some(permits), Some(held), TurnEnd::More) = (&inner.permits, permit.take(), &end) {
+            let mut next = Box::pin(Arc::clone(permits).acquire_owned());
+            let early = tokio::select! {
+                biased;
+                acquired = &mut next => Some(acquired),
+                () = std::future::ready(()) => None,
+            };
+            drop(held);
+            let acquired = match early {
+                Some(acquired) => acquired,
+                None => next.await,
+            };
+            permit = Some(acquired.expect("never closed"));
+        }
+        permit = permit.filter(|_| matches!(end, TurnEnd::More));
         {
             let mut status = status.lock().expect("status lock");
             status.usage.turns += 1;
@@ -225,9 +249,29 @@ pub(crate) async fn drive(
             TurnEnd::Done => break Some((RunState::Stopped, "its run said it is done".into())),
             TurnEnd::Failed(message) => break Some((RunState::Failed, message)),
             TurnEnd::Exhausted(reason) => {
+                // Out of memory: the instance (stopped mid-call) goes and gives its
+                // memory back; a fresh one starts once a grant or a transfer gives
+                // the artifact more than it had.
                 let message = crate::instance::denied(&reason).message;
-                status.lock().expect("status lock").exhausted = Some((resource_of(&reason), None));
-                break Some((RunState::Exhausted, message));
+                if let Some(mut gone) = live.take() {
+                    let _ =
+                        tokio::task::spawn_blocking(move || gone.store.data_mut().release_memory())
+                            .await;
+                }
+                let before = available(&inner, &me, Resource::MemoryBytes);
+                {
+                    let mut status = status.lock().expect("status lock");
+                    status.state = RunState::Exhausted;
+                    status.exhausted = Some((resource_of(&reason), None));
+                    status.last_error = Some(message);
+                    status.usage.memory_bytes = 0;
+                }
+                while !control.stop.load(Ordering::Acquire)
+                    && available(&inner, &me, Resource::MemoryBytes) <= before
+                {
+                    sleep_or_stop(&control, inner.config.exhausted_retry_ms).await;
+                }
+                status.lock().expect("status lock").exhausted = None;
             }
         }
     };
@@ -303,6 +347,17 @@ async fn wait_out(
     }
     status.lock().expect("status lock").exhausted = None;
     None
+}
+
+/// What the artifact's own balance of `resource` has left now.
+fn available(inner: &Inner, me: &Identity, resource: Resource) -> u64 {
+    let state = inner.kernel.state.read().expect("state lock");
+    let now_ms = colony_pipeline::sequencer::now_ms().max(state.now_ms);
+    state
+        .balances_at(me.principal, now_ms)
+        .into_iter()
+        .find(|(r, _)| *r == resource)
+        .map_or(0, |(_, balance)| balance.available())
 }
 
 /// Whether the artifact's own compute and io balances have room for a turn.

@@ -60,12 +60,12 @@ impl Bench {
         let unlimited = "llm_budget_usd = \"unlimited\"\ndisk_bytes = \"unlimited\"\ncompute_ms = \"unlimited\"\nio_ops = \"unlimited\"\nmemory_bytes = \"unlimited\"\n";
         std::fs::write(
             config.path().join("limits.toml"),
-            "[limits.total_nodes]\nsoft = 100000\nhard = 100000\n[limits.nodes_per_category]\nsoft = 100000\nhard = 100000\n[limits.data_creation_bytes]\nsoft = \"unlimited\"\nhard = \"unlimited\"\n",
+            "[limits.ai_accounts]\nsoft = 1000\nhard = 1000\n[limits.total_nodes]\nsoft = 100000\nhard = 100000\n[limits.nodes_per_category]\nsoft = 100000\nhard = 100000\n[limits.data_creation_bytes]\nsoft = \"unlimited\"\nhard = \"unlimited\"\n",
         )
         .unwrap();
         std::fs::write(
             config.path().join("quotas.toml"),
-            format!("[ledger]\nreservations_per_principal_max = 100000\n[defaults.human]\n{unlimited}[defaults.artifact]\n{unlimited}"),
+            format!("[ledger]\nreservations_per_principal_max = 100000\n[defaults.human]\n{unlimited}[defaults.ai]\n{unlimited}[defaults.artifact]\n{unlimited}"),
         )
         .unwrap();
         std::fs::write(
@@ -104,10 +104,33 @@ impl Bench {
     }
 
     async fn deploy(&self, name: &str, wat: &str) -> String {
+        self.deploy_as(&self.admin, name, wat).await
+    }
+
+    /// A new AI principal's token (a deployer holds at most 64 artifacts).
+    async fn deployer(&self, name: &str) -> String {
+        let made: Value = self
+            .http
+            .post(format!("{}/v1/principals", self.base))
+            .bearer_auth(&self.admin)
+            .json(&json!({"name": name, "kind": "ai", "justification": "benchmark"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        made["token"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{made}"))
+            .to_string()
+    }
+
+    async fn deploy_as(&self, token: &str, name: &str, wat: &str) -> String {
         let made: Value = self
             .http
             .post(format!("{}/v1/artifacts", self.base))
-            .bearer_auth(&self.admin)
+            .bearer_auth(token)
             .json(&json!({"name": name, "wat": wat, "justification": "benchmark"}))
             .send()
             .await
@@ -183,9 +206,15 @@ async fn idle_memory(count: usize) {
     // Warm up: one artifact, so that the engine and the module cache exist.
     bench.deploy("warm", IDLE).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut deployers = Vec::new();
+    for n in 0..count.div_ceil(50) {
+        deployers.push(bench.deployer(&format!("deployer{n}")).await);
+    }
     let before = rss_kib();
     for n in 0..count {
-        bench.deploy(&format!("idle{n}"), IDLE).await;
+        bench
+            .deploy_as(&deployers[n / 50], &format!("idle{n}"), IDLE)
+            .await;
     }
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {

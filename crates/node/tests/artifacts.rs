@@ -268,8 +268,10 @@ async fn an_infinite_loop_runs_until_its_compute_is_exhausted_and_no_further() {
     colony.node.shutdown().await.unwrap();
 }
 
+/// A memory hog is stopped at its memory_bytes (the refused growth is a decision),
+/// gives its memory back, stays exhausted, and starts afresh after a grant.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_memory_hog_is_stopped_at_its_memory_bytes_and_gives_its_memory_back() {
+async fn a_memory_hog_is_stopped_at_its_memory_bytes_and_resumes_after_a_grant() {
     let colony = start(Vec::new(), &[]).await;
     let quota = 1 << 20;
     let address = deployed(
@@ -280,29 +282,75 @@ async fn a_memory_hog_is_stopped_at_its_memory_bytes_and_gives_its_memory_back()
         json!({"memory_bytes": quota}),
     )
     .await;
-    let view = wait_until(&colony, &address, "exhausted", |v| {
-        v["state"] == "exhausted"
+    let view = wait_until(&colony, &address, "exhausted of memory", |v| {
+        v["state"] == "exhausted" && v["balances"]["memory_bytes"]["used"] == 0
     })
     .await;
+    assert_eq!(view["exhausted"], "memory_bytes", "{view}");
     let error = view["last_error"].as_str().unwrap();
     assert!(error.contains("memory_bytes"), "{error}");
-    assert_eq!(view["run"], false, "{view}");
-    // What it held went back when it stopped; it never held more than its quota.
-    let view = wait_until(&colony, &address, "gave its memory back", |v| {
-        v["balances"]["memory_bytes"]["used"] == 0
-    })
-    .await;
+    assert_eq!(view["run"], true, "it waits for a grant: {view}");
     let records = audit_of(&colony, &address).await;
-    let held: Vec<&Value> = records
+    let refused = records
         .iter()
         .filter(|r| r["action"] == "ledger.reserve" && r["decision"] == "denied")
-        .collect();
+        .count();
     assert!(
-        held.iter()
+        records
+            .iter()
             .any(|r| r["reason"]["resource"] == "memory_bytes"),
         "the refused growth is a decision: {records:?}"
     );
-    assert_eq!(view["balances"]["memory_bytes"]["quota"], quota);
+    let denial = records
+        .iter()
+        .find(|r| r["reason"]["resource"] == "memory_bytes")
+        .unwrap();
+    assert!(
+        denial["reason"]["available"].as_u64().unwrap()
+            < denial["reason"]["requested"].as_u64().unwrap(),
+        "{denial}"
+    );
+    // Nothing is retried while nothing changed.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let again = audit_of(&colony, &address).await;
+    assert_eq!(
+        again.len(),
+        records.len(),
+        "an exhausted artifact spends no commands"
+    );
+    // A grant of more memory (the admin deployed it, so it is its parent).
+    let (status, body) = common::send(
+        reqwest::Method::POST,
+        &colony.base,
+        &colony.admin,
+        "/v1/ledger/grant",
+        Some(json!({"to": address, "resource": "memory_bytes", "amount": 4 << 20, "justification": "room to grow"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    // It starts afresh and grows until its new quota refuses it.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let records = audit_of(&colony, &address).await;
+        let refused_after = records
+            .iter()
+            .filter(|r| r["action"] == "ledger.reserve" && r["decision"] == "denied")
+            .count();
+        if refused_after > refused {
+            let last = records
+                .iter()
+                .rev()
+                .find(|r| r["reason"]["resource"] == "memory_bytes")
+                .unwrap();
+            assert!(
+                last["reason"]["available"].as_u64().unwrap() < 4 << 20,
+                "{last}"
+            );
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "it never ran again");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     colony.node.shutdown().await.unwrap();
 }
 
@@ -662,5 +710,91 @@ async fn the_shipped_kick_artifact_turns_a_limit_alert_into_a_task() {
         assert!(tokio::time::Instant::now() < deadline, "no task: {tasks}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    colony.node.shutdown().await.unwrap();
+}
+
+/// `scheduler = "round_robin"` with one turn slot: busy artifacts take turns in
+/// order, so none gets more than a turn ahead of another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_robin_gives_busy_artifacts_equal_turns() {
+    let config = common::genesis_dir(&[]);
+    let data = tempfile::tempdir().unwrap();
+    let node = Node::start(NodeConfig {
+        artifacts: Some(ArtifactsSetup {
+            runtime: colony_artifacts::RuntimeConfig {
+                scheduler: colony_artifacts::Scheduler::RoundRobin,
+                turns_concurrent_max: 1,
+                ..runtime()
+            },
+            kick: Vec::new(),
+        }),
+        ..common::node_config(data.path(), config.path())
+    })
+    .await
+    .unwrap();
+    let admin = std::fs::read_to_string(data.path().join("admin.token")).unwrap();
+    let colony = Colony {
+        base: format!("http://{}", node.local_addr()),
+        node,
+        admin: admin.trim().to_string(),
+        _dirs: (config, data),
+    };
+    let mut spinners = Vec::new();
+    for name in ["a", "b", "c"] {
+        spinners.push(
+            deployed(
+                &colony,
+                &colony.admin,
+                name,
+                SPIN,
+                json!({"compute_ms": 5_000}),
+            )
+            .await,
+        );
+    }
+    for address in &spinners {
+        wait_until(&colony, address, "taking turns", |v| {
+            v["usage"]["turns"].as_u64().unwrap_or(0) >= 20
+        })
+        .await;
+    }
+    // In the order the kernel decided them (one sequence, whatever the timing of
+    // reads), once all three are busy their turns go round: in the next 60 turns
+    // each takes 20, give or take the one at the window's edges.
+    let mut commits: Vec<(u64, usize)> = Vec::new();
+    for (n, address) in spinners.iter().enumerate() {
+        for record in audit_of(&colony, address).await {
+            let justification = record["justification"].as_str().unwrap_or("");
+            if record["action"] == "ledger.commit" && justification.contains("turn used") {
+                commits.push((record["seq"].as_u64().unwrap(), n));
+            }
+        }
+    }
+    commits.sort();
+    let busy_from = (0..spinners.len())
+        .map(|n| {
+            commits
+                .iter()
+                .filter(|(_, who)| *who == n)
+                .nth(5)
+                .unwrap()
+                .0
+        })
+        .max()
+        .unwrap();
+    let window: Vec<usize> = commits
+        .iter()
+        .filter(|(seq, _)| *seq > busy_from)
+        .take(60)
+        .map(|(_, who)| *who)
+        .collect();
+    assert_eq!(window.len(), 60, "{commits:?}");
+    let counts: Vec<usize> = (0..spinners.len())
+        .map(|n| window.iter().filter(|who| **who == n).count())
+        .collect();
+    assert!(
+        counts.iter().all(|c| (19..=21).contains(c)),
+        "turns {counts:?} in {window:?}"
+    );
     colony.node.shutdown().await.unwrap();
 }
