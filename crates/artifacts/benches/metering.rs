@@ -62,9 +62,11 @@ const CALLS: &str = r#"(module
       (br_if $next (i32.lt_u (local.get $i) (local.get $n))))
     (local.get $sum)))"#;
 
+/// Metered as the runtime meters: fuel, and an epoch deadline (never reached here).
 fn engine(fuel: bool) -> Engine {
     let mut config = Config::new();
     config.consume_fuel(fuel);
+    config.epoch_interruption(fuel);
     Engine::new(&config).expect("engine")
 }
 
@@ -73,6 +75,7 @@ fn instantiate(engine: &Engine, fuel: bool, wat: &str) -> (Store<()>, Instance) 
     let mut store = Store::new(engine, ());
     if fuel {
         store.set_fuel(u64::MAX / 2).unwrap();
+        store.set_epoch_deadline(u64::MAX / 2);
     }
     let mut linker = Linker::new(engine);
     linker

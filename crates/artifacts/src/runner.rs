@@ -184,8 +184,9 @@ pub(crate) async fn drive(
             }
         };
         live = back;
-        // Compute and host calls, charged after.
-        let compute_ms = inner.config.ms_of(used.fuel);
+        // Compute and host calls, charged after: the larger of the fuel burned (at
+        // the calibrated rate) and the CPU time the turn took.
+        let compute_ms = inner.config.ms_of(used.fuel).max(used.cpu_ms);
         let _ = kernel
             .decide(
                 me.principal,
@@ -396,10 +397,19 @@ fn set(status: &Mutex<Status>, state: RunState, error: Option<String>) {
     }
 }
 
+/// The calling thread's CPU time, in whole milliseconds.
+fn thread_cpu_ms() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID)
+        .map(|t| t.tv_sec() as u64 * 1_000 + t.tv_nsec() as u64 / 1_000_000)
+        .unwrap_or(0)
+}
+
 /// What one turn used.
 #[derive(Default)]
 struct Used {
     fuel: u64,
+    /// The turn's thread CPU time (what the guest and its host calls ran).
+    cpu_ms: u64,
     runs: u64,
     host_calls: u64,
     io_reservation: Option<u64>,
@@ -435,6 +445,18 @@ fn turn(
         state.host_calls = 0;
         state.io_reservation = None;
     }
+    // Fuel counts instructions, not time: the cheapest loops burn it slowly. The
+    // turn is also cut at `turn_ms` of wall-clock time, and charged the larger of
+    // its fuel and its thread's CPU time.
+    store.set_epoch_deadline(
+        inner
+            .config
+            .turn_ms
+            .div_ceil(crate::runtime::EPOCH_TICK_MS)
+            .max(1),
+    );
+    store.epoch_deadline_trap();
+    let cpu_start = thread_cpu_ms();
     let end = loop {
         used.runs += 1;
         match live.run.call(&mut *store, ()) {
@@ -456,14 +478,15 @@ fn turn(
                     break TurnEnd::Exhausted(reason);
                 }
                 match error.downcast_ref::<Trap>() {
-                    // Its turn's compute is spent: it goes on next turn.
-                    Some(Trap::OutOfFuel) => break TurnEnd::More,
+                    // Its turn's compute or time is spent: it goes on next turn.
+                    Some(Trap::OutOfFuel | Trap::Interrupt) => break TurnEnd::More,
                     _ => break TurnEnd::Failed(format!("trapped: {error:#}")),
                 }
             }
         }
     };
     used.fuel = fuel.saturating_sub(store.get_fuel().unwrap_or(0));
+    used.cpu_ms = thread_cpu_ms().saturating_sub(cpu_start);
     let state_ref = store.data();
     used.host_calls = state_ref.host_calls;
     used.io_reservation = state_ref.io_reservation;
@@ -505,6 +528,14 @@ fn instantiate(
     let mut store = Store::new(&inner.engine, state);
     store.limiter(|state| state);
     let _ = store.set_fuel(fuel);
+    store.set_epoch_deadline(
+        inner
+            .config
+            .turn_ms
+            .div_ceil(crate::runtime::EPOCH_TICK_MS)
+            .max(1),
+    );
+    store.epoch_deadline_trap();
     let instance = match inner.linker.instantiate(&mut store, &module) {
         Ok(instance) => instance,
         Err(error) => {

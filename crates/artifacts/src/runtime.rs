@@ -164,7 +164,13 @@ impl Runtime {
         deployer: PrincipalId,
         deploy: Deploy,
     ) -> Result<Event, DeployError> {
-        let (digest, bytes) = self.store_module(&deploy.bytes)?;
+        // Compiling is CPU work of its own (bounded by the body's size): off the
+        // async threads.
+        let runtime = self.clone();
+        let module = deploy.bytes;
+        let (digest, bytes) = tokio::task::spawn_blocking(move || runtime.store_module(&module))
+            .await
+            .map_err(|e| DeployError::Store(format!("compiling failed: {e}")))??;
         let mut token_hash = [0u8; 32];
         getrandom::fill(&mut token_hash).map_err(|e| DeployError::Store(e.to_string()))?;
         let new = NewArtifact {
@@ -327,9 +333,27 @@ impl Runtime {
     }
 }
 
-/// The engine: fuel metering on, nothing else beyond the defaults.
+/// How often the engine's epoch advances: a turn's wall-clock bound is counted in
+/// these ticks.
+pub(crate) const EPOCH_TICK_MS: u64 = 1;
+
+/// The engine: fuel metering and epoch interruption on, nothing else beyond the
+/// defaults. A thread advances the epoch every millisecond while the engine lives.
 fn engine() -> Result<Engine, String> {
     let mut config = wasmtime::Config::new();
     config.consume_fuel(true);
-    Engine::new(&config).map_err(|e| format!("the WebAssembly engine: {e:#}"))
+    config.epoch_interruption(true);
+    let engine = Engine::new(&config).map_err(|e| format!("the WebAssembly engine: {e:#}"))?;
+    let weak = engine.weak();
+    std::thread::Builder::new()
+        .name("artifact-epoch".into())
+        .spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(std::time::Duration::from_millis(EPOCH_TICK_MS));
+            }
+        })
+        .map_err(|e| format!("the epoch thread: {e}"))?;
+    Ok(engine)
 }

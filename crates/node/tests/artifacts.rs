@@ -34,13 +34,18 @@ struct Colony {
 }
 
 async fn start(kick: Vec<KickArtifact>, extra: &[(&str, &str)]) -> Colony {
+    start_with(runtime(), kick, extra).await
+}
+
+async fn start_with(
+    runtime: colony_artifacts::RuntimeConfig,
+    kick: Vec<KickArtifact>,
+    extra: &[(&str, &str)],
+) -> Colony {
     let config = common::genesis_dir(extra);
     let data = tempfile::tempdir().unwrap();
     let node = Node::start(NodeConfig {
-        artifacts: Some(ArtifactsSetup {
-            runtime: runtime(),
-            kick,
-        }),
+        artifacts: Some(ArtifactsSetup { runtime, kick }),
         ..common::node_config(data.path(), config.path())
     })
     .await
@@ -270,6 +275,45 @@ async fn an_infinite_loop_runs_until_its_compute_is_exhausted_and_no_further() {
 
 /// A memory hog is stopped at its memory_bytes (the refused growth is a decision),
 /// gives its memory back, stays exhausted, and starts afresh after a grant.
+/// Fuel counts instructions, and the cheapest loop burns it slowly: with fuel that
+/// would last, each turn is cut at `turn_ms` of time and charged its CPU time, so
+/// the loop still stops at its compute_ms.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_loop_that_outlasts_its_fuel_is_cut_by_time_and_charged_its_cpu() {
+    let colony = start_with(
+        colony_artifacts::RuntimeConfig {
+            fuel_per_ms: 1_000_000_000,
+            ..runtime()
+        },
+        Vec::new(),
+        &[],
+    )
+    .await;
+    let quota = 200;
+    let address = deployed(
+        &colony,
+        &colony.admin,
+        "spin",
+        SPIN,
+        json!({"compute_ms": quota}),
+    )
+    .await;
+    let view = wait_until(&colony, &address, "exhausted", |v| {
+        v["state"] == "exhausted"
+    })
+    .await;
+    let used = view["balances"]["compute_ms"]["used"].as_u64().unwrap();
+    assert!(
+        used <= quota && used * 10 >= quota * 9,
+        "charged {used} of {quota} ms"
+    );
+    // The fuel alone would have charged almost nothing: the charge is CPU time.
+    let fuel = view["usage"]["fuel"].as_u64().unwrap();
+    assert!(fuel < 1_000_000_000 * quota / 2, "{fuel}");
+    assert!(view["usage"]["turns"].as_u64().unwrap() >= 15, "{view}");
+    colony.node.shutdown().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_memory_hog_is_stopped_at_its_memory_bytes_and_resumes_after_a_grant() {
     let colony = start(Vec::new(), &[]).await;
