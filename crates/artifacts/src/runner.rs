@@ -397,6 +397,13 @@ fn set(status: &Mutex<Status>, state: RunState, error: Option<String>) {
     }
 }
 
+/// Cuts what runs next in `store` at `turn_ms` of wall-clock time.
+fn bound_in_time(store: &mut Store<HostState>, config: &crate::config::RuntimeConfig) {
+    let ticks = config.turn_ms.div_ceil(crate::runtime::EPOCH_TICK_MS).max(1);
+    store.set_epoch_deadline(ticks);
+    store.epoch_deadline_trap();
+}
+
 /// The calling thread's CPU time, in whole milliseconds.
 fn thread_cpu_ms() -> u64 {
     nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID)
@@ -448,14 +455,7 @@ fn turn(
     // Fuel counts instructions, not time: the cheapest loops burn it slowly. The
     // turn is also cut at `turn_ms` of wall-clock time, and charged the larger of
     // its fuel and its thread's CPU time.
-    store.set_epoch_deadline(
-        inner
-            .config
-            .turn_ms
-            .div_ceil(crate::runtime::EPOCH_TICK_MS)
-            .max(1),
-    );
-    store.epoch_deadline_trap();
+    bound_in_time(store, &inner.config);
     let cpu_start = thread_cpu_ms();
     let end = loop {
         used.runs += 1;
@@ -528,14 +528,7 @@ fn instantiate(
     let mut store = Store::new(&inner.engine, state);
     store.limiter(|state| state);
     let _ = store.set_fuel(fuel);
-    store.set_epoch_deadline(
-        inner
-            .config
-            .turn_ms
-            .div_ceil(crate::runtime::EPOCH_TICK_MS)
-            .max(1),
-    );
-    store.epoch_deadline_trap();
+    bound_in_time(&mut store, &inner.config);
     let instance = match inner.linker.instantiate(&mut store, &module) {
         Ok(instance) => instance,
         Err(error) => {
