@@ -399,7 +399,10 @@ fn set(status: &Mutex<Status>, state: RunState, error: Option<String>) {
 
 /// Cuts what runs next in `store` at `turn_ms` of wall-clock time.
 fn bound_in_time(store: &mut Store<HostState>, config: &crate::config::RuntimeConfig) {
-    let ticks = config.turn_ms.div_ceil(crate::runtime::EPOCH_TICK_MS).max(1);
+    let ticks = config
+        .turn_ms
+        .div_ceil(crate::runtime::EPOCH_TICK_MS)
+        .max(1);
     store.set_epoch_deadline(ticks);
     store.epoch_deadline_trap();
 }
