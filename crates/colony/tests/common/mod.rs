@@ -95,12 +95,20 @@ pub fn debian_tool(binaries: &[&str], packages: &[&str]) -> std::path::PathBuf {
         let lock = std::fs::File::create(target.join("apt.lock")).unwrap();
         lock.lock().unwrap();
         if !all() {
-            let status = Command::new("apt-get")
-                .args(["install", "-y", "--no-install-recommends"])
-                .args(packages)
-                .env("DEBIAN_FRONTEND", "noninteractive")
-                .status()
-                .unwrap_or_else(|e| panic!("apt-get install {packages:?} cannot run: {e}"));
+            let install = || {
+                Command::new("apt-get")
+                    .args(["install", "-y", "--no-install-recommends"])
+                    .args(packages)
+                    .env("DEBIAN_FRONTEND", "noninteractive")
+                    .status()
+                    .unwrap_or_else(|e| panic!("apt-get install {packages:?} cannot run: {e}"))
+            };
+            let mut status = install();
+            if !status.success() {
+                // Package lists may be missing on a fresh machine.
+                let _ = Command::new("apt-get").arg("update").status();
+                status = install();
+            }
             assert!(
                 status.success(),
                 "apt-get install {packages:?} failed: {status}"
