@@ -347,7 +347,9 @@ impl HostState {
         };
         self.kv_bytes -= (key.len() + value.len()) as u64;
         self.kv_dirty = true;
-        let spare = self.disk_taken - self.kv_bytes.next_multiple_of(DISK_STEP_BYTES);
+        let spare = self
+            .disk_taken
+            .saturating_sub(self.kv_bytes.next_multiple_of(DISK_STEP_BYTES));
         if spare >= 2 * DISK_STEP_BYTES {
             let event = self.kernel.decide_now(
                 self.me.principal,

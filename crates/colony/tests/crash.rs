@@ -1,4 +1,5 @@
-//! The real binary under `kill -9`, and `colony audit verify` on what it leaves.
+//! The real binary under `kill -9`, and `colony audit verify` on what it leaves (on
+//! the shipped genesis files without kick artifacts: the tests count records).
 
 use std::path::Path;
 use std::process::Command;
@@ -8,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use serde_json::{json, Value};
 
 mod common;
-use common::{start, COLONY};
+use common::{start_quiet as start, COLONY};
 
 /// Every decision record, read through the API page by page.
 async fn all_records(http: &reqwest::Client, url: &str, token: &str) -> Vec<Value> {

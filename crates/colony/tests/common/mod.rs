@@ -15,6 +15,35 @@ pub fn start(data: &Path) -> (Child, String) {
     )
 }
 
+/// The shipped genesis files but no kick artifacts, in a directory of the target that
+/// every caller shares (for tests that count the log's records).
+pub fn quiet_config() -> std::path::PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/tmp/quiet-genesis");
+    std::fs::create_dir_all(&dir).unwrap();
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/genesis");
+    for file in [
+        "limits.toml",
+        "quotas.toml",
+        "governance.toml",
+        "tasks.toml",
+    ] {
+        // Copied through a temporary name: concurrent tests never see half a file.
+        let tmp = dir.join(format!(
+            "{file}.{}.{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        std::fs::copy(shipped.join(file), &tmp).unwrap();
+        std::fs::rename(&tmp, dir.join(file)).unwrap();
+    }
+    dir
+}
+
+/// Starts `colony up` on the shipped genesis files without kick artifacts.
+pub fn start_quiet(data: &Path) -> (Child, String) {
+    start_with_config(data, &quiet_config())
+}
+
 /// The shipped genesis files copied to a new directory, with some replaced.
 pub fn config_with(replaced: &[(&str, &str)]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
