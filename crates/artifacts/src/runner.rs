@@ -317,6 +317,19 @@ async fn wait_out(
     let message = crate::instance::denied(reason).message;
     match reason {
         Reason::NoStanding { .. } => return Some((RunState::Stopped, message)),
+        Reason::Quarantined { .. } => {
+            // Until a human lifts it, seen in the state: no command is spent (each
+            // refused one would be a record in the log).
+            {
+                let mut status = status.lock().expect("status lock");
+                status.state = RunState::Exhausted;
+                status.exhausted = Some((reason.code().to_string(), None));
+                status.last_error = Some(message);
+            }
+            while !control.stop.load(Ordering::Acquire) && quarantined(inner, me) {
+                sleep_or_stop(control, inner.config.exhausted_retry_ms).await;
+            }
+        }
         Reason::InsufficientResource { refill_at_ms, .. } => {
             {
                 let mut status = status.lock().expect("status lock");
@@ -348,6 +361,12 @@ async fn wait_out(
     }
     status.lock().expect("status lock").exhausted = None;
     None
+}
+
+/// Whether the artifact, or an ancestor of it, is quarantined now.
+fn quarantined(inner: &Inner, me: &Identity) -> bool {
+    let state = inner.kernel.state.read().expect("state lock");
+    state.quarantine_over(me.principal).is_some()
 }
 
 /// What the artifact's own balance of `resource` has left now.

@@ -842,3 +842,29 @@ async fn round_robin_gives_busy_artifacts_equal_turns() {
     );
     colony.node.shutdown().await.unwrap();
 }
+
+/// A quarantined artifact (here: too many commands for the anomaly ceiling) waits,
+/// reading the state, instead of having a refused command recorded every second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quarantined_artifact_waits_without_filling_the_log() {
+    let anomaly = "[anomaly]\nenabled = true\nwindow = \"1m\"\nwarmup_windows = 3\nfactor = 20\n[anomaly.signals.commands]\nceiling = 40\nmin = 10\n";
+    let colony = start(Vec::new(), &[("anomaly.toml", anomaly)]).await;
+    let address = deployed(
+        &colony,
+        &colony.admin,
+        "spin",
+        SPIN,
+        json!({"compute_ms": 50_000}),
+    )
+    .await;
+    let view = wait_until(&colony, &address, "quarantined", |v| {
+        v["exhausted"] == "quarantined"
+    })
+    .await;
+    assert_eq!(view["state"], "exhausted", "{view}");
+    let before = audit_of(&colony, &address).await.len();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = audit_of(&colony, &address).await.len();
+    assert!(after <= before + 1, "{before} records, then {after}");
+    colony.node.shutdown().await.unwrap();
+}
