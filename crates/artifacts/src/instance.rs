@@ -60,6 +60,18 @@ impl Kernel {
         self.state.read().expect("state lock").now_ms
     }
 
+    /// What `principal`'s own balance of `resource` has left now (flow windows
+    /// rolled to the clock).
+    pub fn available(&self, principal: PrincipalId, resource: Resource) -> u64 {
+        let state = self.state.read().expect("state lock");
+        let now_ms = colony_pipeline::sequencer::now_ms().max(state.now_ms);
+        state
+            .balances_at(principal, now_ms)
+            .into_iter()
+            .find(|(r, _)| *r == resource)
+            .map_or(0, |(_, balance)| balance.available())
+    }
+
     /// Waits for `future` on a turn's (blocking) thread.
     pub fn block_on<T>(&self, future: impl Future<Output = T>) -> T {
         self.handle.block_on(future)
@@ -287,12 +299,9 @@ impl HostState {
 
     /// Why memory was refused: the kernel's own reason, read back from the state.
     fn memory_reason(&self, wanted: u64) -> Reason {
-        let state = self.kernel.state.read().expect("state lock");
-        let available = state
-            .balances_at(self.me.principal, state.now_ms)
-            .into_iter()
-            .find(|(resource, _)| *resource == Resource::MemoryBytes)
-            .map_or(0, |(_, balance)| balance.available());
+        let available = self
+            .kernel
+            .available(self.me.principal, Resource::MemoryBytes);
         Reason::InsufficientResource {
             resource: Resource::MemoryBytes,
             requested: wanted,

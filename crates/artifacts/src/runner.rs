@@ -259,7 +259,7 @@ pub(crate) async fn drive(
                         tokio::task::spawn_blocking(move || gone.store.data_mut().release_memory())
                             .await;
                 }
-                let before = available(&inner, &me, Resource::MemoryBytes);
+                let before = inner.kernel.available(me.principal, Resource::MemoryBytes);
                 {
                     let mut status = status.lock().expect("status lock");
                     status.state = RunState::Exhausted;
@@ -268,7 +268,7 @@ pub(crate) async fn drive(
                     status.usage.memory_bytes = 0;
                 }
                 while !control.stop.load(Ordering::Acquire)
-                    && available(&inner, &me, Resource::MemoryBytes) <= before
+                    && inner.kernel.available(me.principal, Resource::MemoryBytes) <= before
                 {
                     sleep_or_stop(&control, inner.config.exhausted_retry_ms).await;
                 }
@@ -369,29 +369,11 @@ fn quarantined(inner: &Inner, me: &Identity) -> bool {
     state.quarantine_over(me.principal).is_some()
 }
 
-/// What the artifact's own balance of `resource` has left now.
-fn available(inner: &Inner, me: &Identity, resource: Resource) -> u64 {
-    let state = inner.kernel.state.read().expect("state lock");
-    let now_ms = colony_pipeline::sequencer::now_ms().max(state.now_ms);
-    state
-        .balances_at(me.principal, now_ms)
-        .into_iter()
-        .find(|(r, _)| *r == resource)
-        .map_or(0, |(_, balance)| balance.available())
-}
-
 /// Whether the artifact's own compute and io balances have room for a turn.
 fn has_compute(inner: &Inner, me: &Identity) -> bool {
-    let state = inner.kernel.state.read().expect("state lock");
-    let now_ms = colony_pipeline::sequencer::now_ms().max(state.now_ms);
-    state
-        .balances_at(me.principal, now_ms)
-        .into_iter()
-        .all(|(resource, balance)| match resource {
-            Resource::ComputeMs => balance.available() >= inner.config.turn_ms,
-            Resource::IoOps => balance.available() >= 2,
-            _ => true,
-        })
+    let kernel = &inner.kernel;
+    kernel.available(me.principal, Resource::ComputeMs) >= inner.config.turn_ms
+        && kernel.available(me.principal, Resource::IoOps) >= 2
 }
 
 fn resource_of(reason: &Reason) -> String {

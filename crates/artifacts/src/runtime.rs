@@ -204,17 +204,17 @@ impl Runtime {
     /// Starts a driver for every artifact the kernel says should run and has none;
     /// stops the drivers of those stopped or removed.
     pub fn reconcile(&self) {
-        let wanted: BTreeMap<PrincipalId, (String, String)> = {
+        // Every artifact record is a standing principal (a kernel invariant): the
+        // known ones, and those of them meant to run.
+        let (known, wanted): (Vec<PrincipalId>, BTreeMap<PrincipalId, (String, String)>) = {
             let state = self.inner.kernel.state.read().expect("state lock");
-            state
+            let known = state.artifacts().map(|a| a.principal).collect();
+            let wanted = state
                 .artifacts()
-                .filter(|a| a.run && state.principal(a.principal).is_some_and(|p| p.standing))
+                .filter(|a| a.run)
                 .map(|a| (a.principal, (a.address.clone(), a.digest.clone())))
-                .collect()
-        };
-        let known: Vec<PrincipalId> = {
-            let state = self.inner.kernel.state.read().expect("state lock");
-            state.artifacts().map(|a| a.principal).collect()
+                .collect();
+            (known, wanted)
         };
         let mut entries = self.inner.entries.lock().expect("entries lock");
         for (principal, entry) in entries.iter_mut() {

@@ -67,6 +67,16 @@ struct Outbound {
     closing: Option<(u16, String)>,
 }
 
+impl Outbound {
+    /// The most urgent queued message, taken off its lane and the counts.
+    fn take_next(&mut self) -> Option<Delivery> {
+        let delivery = self.lanes.iter_mut().rev().find_map(VecDeque::pop_front)?;
+        self.msgs -= 1;
+        self.bytes -= delivery.size();
+        Some(delivery)
+    }
+}
+
 fn lane(priority: Priority) -> usize {
     match priority {
         Priority::Low => 0,
@@ -249,15 +259,11 @@ impl Conn {
             };
             buf.extend_from_slice(&frame);
         }
-        for lane in (0..4).rev() {
-            while buf.len() < budget {
-                let Some(delivery) = out.lanes[lane].pop_front() else {
-                    break;
-                };
-                out.msgs -= 1;
-                out.bytes -= delivery.size();
-                delivery.encode(buf);
-            }
+        while buf.len() < budget {
+            let Some(delivery) = out.take_next() else {
+                break;
+            };
+            delivery.encode(buf);
         }
         if out.control.is_empty() && out.msgs == 0 {
             out.control.shrink_to_fit();
@@ -277,17 +283,11 @@ impl Conn {
         if out.closing.is_some() {
             return None;
         }
-        for lane in (0..4).rev() {
-            if let Some(delivery) = out.lanes[lane].pop_front() {
-                out.msgs -= 1;
-                out.bytes -= delivery.size();
-                let mut text = String::with_capacity(1 + delivery.msg.tail.len());
-                text.push('{');
-                text.push_str(&String::from_utf8_lossy(&delivery.msg.tail));
-                return Some(text);
-            }
-        }
-        None
+        let delivery = out.take_next()?;
+        let mut text = String::with_capacity(1 + delivery.msg.tail.len());
+        text.push('{');
+        text.push_str(&String::from_utf8_lossy(&delivery.msg.tail));
+        Some(text)
     }
 
     /// Waits until something is pushed to the connection.
