@@ -119,16 +119,6 @@ fn read(
     Ok(buf)
 }
 
-fn read_text(
-    caller: &mut Caller<'_, HostState>,
-    ptr: i32,
-    len: i32,
-    max: usize,
-) -> Result<String, HostError> {
-    String::from_utf8(read(caller, ptr, len, max)?)
-        .map_err(|_| HostError::invalid("text must be UTF-8"))
-}
-
 /// Runs one host call: charges it to the turn's allowance, then answers its value
 /// (kept for `result` when it is bytes) or its error (message kept for `result`).
 fn call(
@@ -161,25 +151,54 @@ pub(crate) enum Answer {
     Bytes(Vec<u8>),
 }
 
+/// Bytes from a guest as text.
+fn text(bytes: Vec<u8>) -> Result<String, HostError> {
+    String::from_utf8(bytes).map_err(|_| HostError::invalid("text must be UTF-8"))
+}
+
+/// The longest input a host call reads.
+type Bound = fn(&HostState) -> usize;
+
+/// What a host call taking one input (`ptr`, `len`) does with it.
+type OneInput = fn(&mut Caller<'_, HostState>, Vec<u8>) -> Result<Answer, HostError>;
+
+/// Defines a host function taking one input of at most `bound` bytes.
+fn one_input(linker: &mut Linker<HostState>, name: &'static str, bound: Bound, body: OneInput) {
+    linker
+        .func_wrap(
+            crate::module::HOST_MODULE,
+            name,
+            move |mut c: Caller<'_, HostState>, ptr: i32, len: i32| {
+                call(&mut c, |c| {
+                    let input = read(c, ptr, len, bound(c.data()))?;
+                    body(c, input)
+                })
+            },
+        )
+        .unwrap_or_else(|error| panic!("defining {name}: {error}"));
+}
+
+fn subject_bound(_: &HostState) -> usize {
+    256
+}
+
+fn input_bound(state: &HostState) -> usize {
+    state.config.host_input_bytes_max
+}
+
+fn key_bound(state: &HostState) -> usize {
+    state.config.kv_key_bytes_max
+}
+
 /// The linker with every host function, shared by all instances.
 pub fn linker(engine: &wasmtime::Engine) -> Linker<HostState> {
     let mut linker = Linker::new(engine);
     let m = crate::module::HOST_MODULE;
-    let max = |caller: &Caller<'_, HostState>| caller.data().config.host_input_bytes_max;
-    linker
-        .func_wrap(
-            m,
-            "log",
-            |mut c: Caller<'_, HostState>, ptr: i32, len: i32| {
-                call(&mut c, |c| {
-                    let max = c.data().config.log_line_bytes_max;
-                    let bytes = read(c, ptr, len, max.saturating_mul(4))?;
-                    c.data_mut().log(&String::from_utf8_lossy(&bytes));
-                    Ok(Answer::Code(0))
-                })
-            },
-        )
-        .expect("log");
+    let log_bound: Bound = |state| state.config.log_line_bytes_max.saturating_mul(4);
+    one_input(&mut linker, "log", log_bound, |c, bytes| {
+        c.data_mut().log(&String::from_utf8_lossy(&bytes));
+        Ok(Answer::Code(0))
+    });
     linker
         .func_wrap(m, "now_ms", |c: Caller<'_, HostState>| -> i64 {
             i64::try_from(c.data().kernel.now_ms()).unwrap_or(i64::MAX)
@@ -213,21 +232,12 @@ pub fn linker(engine: &wasmtime::Engine) -> Linker<HostState> {
             },
         )
         .expect("result");
-    linker
-        .func_wrap(
-            m,
-            "kv_get",
-            |mut c: Caller<'_, HostState>, ptr: i32, len: i32| {
-                call(&mut c, |c| {
-                    let key = read(c, ptr, len, c.data().config.kv_key_bytes_max)?;
-                    match c.data().kv.get(&key) {
-                        Some(value) => Ok(Answer::Bytes(value.clone())),
-                        None => Err(HostError::new(code::NONE, "no such key")),
-                    }
-                })
-            },
-        )
-        .expect("kv_get");
+    one_input(&mut linker, "kv_get", key_bound, |c, key| {
+        match c.data().kv.get(&key) {
+            Some(value) => Ok(Answer::Bytes(value.clone())),
+            None => Err(HostError::new(code::NONE, "no such key")),
+        }
+    });
     linker
         .func_wrap(
             m,
@@ -242,27 +252,18 @@ pub fn linker(engine: &wasmtime::Engine) -> Linker<HostState> {
             },
         )
         .expect("kv_put");
-    linker
-        .func_wrap(
-            m,
-            "kv_delete",
-            |mut c: Caller<'_, HostState>, ptr: i32, len: i32| {
-                call(&mut c, |c| {
-                    let key = read(c, ptr, len, c.data().config.kv_key_bytes_max)?;
-                    c.data_mut().kv_delete(&key)?;
-                    Ok(Answer::Code(0))
-                })
-            },
-        )
-        .expect("kv_delete");
+    one_input(&mut linker, "kv_delete", key_bound, |c, key| {
+        c.data_mut().kv_delete(&key)?;
+        Ok(Answer::Code(0))
+    });
     linker
         .func_wrap(
             m,
             "publish",
-            move |mut c: Caller<'_, HostState>, sp: i32, sl: i32, dp: i32, dl: i32| {
+            |mut c: Caller<'_, HostState>, sp: i32, sl: i32, dp: i32, dl: i32| {
                 call(&mut c, |c| {
-                    let subject = read_text(c, sp, sl, 256)?;
-                    let data = read_text(c, dp, dl, max(c))?;
+                    let subject = text(read(c, sp, sl, subject_bound(c.data()))?)?;
+                    let data = text(read(c, dp, dl, input_bound(c.data()))?)?;
                     serde_json::from_str::<&serde_json::value::RawValue>(&data)
                         .map_err(|_| HostError::invalid("a message's data is JSON"))?;
                     let state = c.data();
@@ -272,19 +273,10 @@ pub fn linker(engine: &wasmtime::Engine) -> Linker<HostState> {
             },
         )
         .expect("publish");
-    linker
-        .func_wrap(
-            m,
-            "subscribe",
-            |mut c: Caller<'_, HostState>, ptr: i32, len: i32| {
-                call(&mut c, |c| {
-                    let pattern = read_text(c, ptr, len, 256)?;
-                    c.data_mut().subscribe(&pattern)?;
-                    Ok(Answer::Code(0))
-                })
-            },
-        )
-        .expect("subscribe");
+    one_input(&mut linker, "subscribe", subject_bound, |c, pattern| {
+        c.data_mut().subscribe(&text(pattern)?)?;
+        Ok(Answer::Code(0))
+    });
     linker
         .func_wrap(m, "receive", |mut c: Caller<'_, HostState>| {
             call(&mut c, |c| {
@@ -296,60 +288,25 @@ pub fn linker(engine: &wasmtime::Engine) -> Linker<HostState> {
             })
         })
         .expect("receive");
-    linker
-        .func_wrap(
-            m,
-            "task_post",
-            move |mut c: Caller<'_, HostState>, ptr: i32, len: i32| {
-                call(&mut c, |c| {
-                    let request = read_text(c, ptr, len, max(c))?;
-                    let address = c.data().post_task(&request)?;
-                    Ok(Answer::Bytes(address.into_bytes()))
-                })
-            },
-        )
-        .expect("task_post");
-    linker
-        .func_wrap(
-            m,
-            "task_claim",
-            move |mut c: Caller<'_, HostState>, ptr: i32, len: i32| {
-                call(&mut c, |c| {
-                    let request = read_text(c, ptr, len, max(c))?;
-                    let task = c.data().claim_task(&request)?;
-                    Ok(Answer::Bytes(task.into_bytes()))
-                })
-            },
-        )
-        .expect("task_claim");
-    linker
-        .func_wrap(
-            m,
-            "task_complete",
-            move |mut c: Caller<'_, HostState>, ptr: i32, len: i32| {
-                call(&mut c, |c| {
-                    let request = read_text(c, ptr, len, max(c))?;
-                    c.data().complete_task(&request)?;
-                    Ok(Answer::Code(0))
-                })
-            },
-        )
-        .expect("task_complete");
-    linker
-        .func_wrap(
-            m,
-            "llm_chat",
-            move |mut c: Caller<'_, HostState>, ptr: i32, len: i32| {
-                call(&mut c, |c| {
-                    let request = read_text(c, ptr, len, max(c))?;
-                    let state = c.data();
-                    let answer = state
-                        .kernel
-                        .block_on(state.services.chat(&state.me, request))?;
-                    Ok(Answer::Bytes(answer.into_bytes()))
-                })
-            },
-        )
-        .expect("llm_chat");
+    one_input(&mut linker, "task_post", input_bound, |c, request| {
+        let address = c.data().post_task(&text(request)?)?;
+        Ok(Answer::Bytes(address.into_bytes()))
+    });
+    one_input(&mut linker, "task_claim", input_bound, |c, request| {
+        let task = c.data().claim_task(&text(request)?)?;
+        Ok(Answer::Bytes(task.into_bytes()))
+    });
+    one_input(&mut linker, "task_complete", input_bound, |c, request| {
+        c.data().complete_task(&text(request)?)?;
+        Ok(Answer::Code(0))
+    });
+    one_input(&mut linker, "llm_chat", input_bound, |c, request| {
+        let request = text(request)?;
+        let state = c.data();
+        let answer = state
+            .kernel
+            .block_on(state.services.chat(&state.me, request))?;
+        Ok(Answer::Bytes(answer.into_bytes()))
+    });
     linker
 }

@@ -13,6 +13,7 @@ use colony_api::Justified;
 use crate::client::Client;
 use crate::commands::call;
 use crate::output::{opt, table};
+use crate::Change;
 use crate::Remote;
 
 #[derive(Subcommand)]
@@ -29,10 +30,8 @@ pub enum ArtifactsCommand {
         /// Deploy it stopped.
         #[arg(long)]
         stopped: bool,
-        #[arg(long, short = 'j')]
-        justification: String,
         #[command(flatten)]
-        remote: Remote,
+        change: Change,
     },
     /// List artifacts with their state and usage.
     List {
@@ -56,18 +55,14 @@ pub enum ArtifactsCommand {
     /// Stop an artifact after its current turn.
     Stop {
         address: String,
-        #[arg(long, short = 'j')]
-        justification: String,
         #[command(flatten)]
-        remote: Remote,
+        change: Change,
     },
     /// Start an artifact afresh.
     Start {
         address: String,
-        #[arg(long, short = 'j')]
-        justification: String,
         #[command(flatten)]
-        remote: Remote,
+        change: Change,
     },
 }
 
@@ -118,8 +113,10 @@ pub async fn run(command: ArtifactsCommand) -> anyhow::Result<ExitCode> {
             name,
             quotas,
             stopped,
-            justification,
-            remote,
+            change: Change {
+                justification,
+                remote,
+            },
         } => {
             let client = Client::new(&remote)?;
             let bytes =
@@ -222,13 +219,17 @@ pub async fn run(command: ArtifactsCommand) -> anyhow::Result<ExitCode> {
         }
         ArtifactsCommand::Stop {
             address,
-            justification,
-            remote,
+            change: Change {
+                justification,
+                remote,
+            },
         }
         | ArtifactsCommand::Start {
             address,
-            justification,
-            remote,
+            change: Change {
+                justification,
+                remote,
+            },
         } => {
             let client = Client::new(&remote)?;
             let verb = if stopping { "stop" } else { "start" };

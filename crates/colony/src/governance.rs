@@ -15,6 +15,7 @@ use colony_kernel::governance::ProposalTarget;
 use crate::client::{ApiFailure, Client};
 use crate::commands::call;
 use crate::output::{opt, table};
+use crate::Change;
 use crate::Remote;
 
 /// `unlimited` is JSON null; numbers are numbers.
@@ -110,15 +111,19 @@ pub async fn limits(command: LimitsCommand) -> anyhow::Result<ExitCode> {
             limit,
             soft,
             hard,
-            justification,
-            remote,
+            change: Change {
+                justification,
+                remote,
+            },
         }
         | LimitsCommand::Propose {
             limit,
             soft,
             hard,
-            justification,
-            remote,
+            change: Change {
+                justification,
+                remote,
+            },
         } => {
             let client = Client::new(&remote)?;
             let body = proposal_body(&limit, &soft, &hard, &justification, brake)?;
@@ -463,10 +468,8 @@ pub enum LimitsCommand {
         /// New hard value: a number or `unlimited`.
         #[arg(long)]
         hard: Option<String>,
-        #[arg(long, short = 'j')]
-        justification: String,
         #[command(flatten)]
-        remote: Remote,
+        change: Change,
     },
     /// Propose new values; a raise or removal waits for the human and AI vote.
     Propose {
@@ -475,10 +478,8 @@ pub enum LimitsCommand {
         soft: Option<String>,
         #[arg(long)]
         hard: Option<String>,
-        #[arg(long, short = 'j')]
-        justification: String,
         #[command(flatten)]
-        remote: Remote,
+        change: Change,
     },
     /// Vote on a proposal: approve, reject, abstain or veto.
     Vote {

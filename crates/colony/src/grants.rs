@@ -11,6 +11,7 @@ use colony_api::Justified;
 use crate::client::Client;
 use crate::commands::call;
 use crate::output::{opt, table};
+use crate::Change;
 use crate::Remote;
 
 #[derive(Subcommand)]
@@ -29,10 +30,8 @@ pub enum GrantsCommand {
         /// How long it lasts once approved, such as 2h (at most 30 days).
         #[arg(long)]
         ttl: String,
-        #[arg(long, short = 'j')]
-        justification: String,
         #[command(flatten)]
-        remote: Remote,
+        change: Change,
     },
     /// List grants (`--state pending` for those waiting for a decision).
     List {
@@ -44,18 +43,14 @@ pub enum GrantsCommand {
     /// Approve a pending grant (nobody approves their own).
     Approve {
         id: u64,
-        #[arg(long, short = 'j')]
-        justification: String,
         #[command(flatten)]
-        remote: Remote,
+        change: Change,
     },
     /// Deny a pending grant.
     Deny {
         id: u64,
-        #[arg(long, short = 'j')]
-        justification: String,
         #[command(flatten)]
-        remote: Remote,
+        change: Change,
     },
 }
 
@@ -91,8 +86,10 @@ pub async fn run(command: GrantsCommand) -> anyhow::Result<ExitCode> {
             resource,
             amount,
             ttl,
-            justification,
-            remote,
+            change: Change {
+                justification,
+                remote,
+            },
         } => {
             let client = Client::new(&remote)?;
             let body = GrantRequest {
@@ -142,13 +139,17 @@ pub async fn run(command: GrantsCommand) -> anyhow::Result<ExitCode> {
         }
         GrantsCommand::Approve {
             id,
-            justification,
-            remote,
+            change: Change {
+                justification,
+                remote,
+            },
         }
         | GrantsCommand::Deny {
             id,
-            justification,
-            remote,
+            change: Change {
+                justification,
+                remote,
+            },
         } => {
             let client = Client::new(&remote)?;
             let body = Justified {

@@ -72,6 +72,17 @@ pub struct Remote {
     pub ca_file: Option<PathBuf>,
 }
 
+/// What every state-changing command takes: why (recorded with the decision) and
+/// where the node is.
+#[derive(Args, Clone)]
+pub struct Change {
+    /// Why (required; recorded with the decision).
+    #[arg(long, short = 'j')]
+    pub justification: String,
+    #[command(flatten)]
+    pub remote: Remote,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run a node: embedded storage, HTTP API, until Ctrl-C or SIGTERM.

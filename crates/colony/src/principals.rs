@@ -11,6 +11,7 @@ use colony_api::Justified;
 use crate::client::Client;
 use crate::commands::call;
 use crate::output::{opt, table};
+use crate::Change;
 use crate::Remote;
 
 pub async fn run(command: PrincipalsCommand) -> anyhow::Result<ExitCode> {
@@ -97,8 +98,10 @@ pub async fn run(command: PrincipalsCommand) -> anyhow::Result<ExitCode> {
         }
         PrincipalsCommand::Remove {
             address,
-            justification,
-            remote,
+            change: Change {
+                justification,
+                remote,
+            },
         } => {
             let client = Client::new(&remote)?;
             let path = format!("/v1/principals/{address}/remove");
@@ -140,8 +143,10 @@ pub async fn run(command: PrincipalsCommand) -> anyhow::Result<ExitCode> {
         }
         PrincipalsCommand::Release {
             address,
-            justification,
-            remote,
+            change: Change {
+                justification,
+                remote,
+            },
         } => {
             let client = Client::new(&remote)?;
             let path = format!("/v1/principals/{address}/release");
@@ -195,10 +200,8 @@ pub enum PrincipalsCommand {
     /// Remove a principal: its token stops working and its reservations are released.
     Remove {
         address: String,
-        #[arg(long, short = 'j')]
-        justification: String,
         #[command(flatten)]
-        remote: Remote,
+        change: Change,
     },
     /// Show one principal: its state (active, quarantined, removed) and, when
     /// quarantined, the evidence.
@@ -210,9 +213,7 @@ pub enum PrincipalsCommand {
     /// Lift a quarantine (a human member or admin).
     Release {
         address: String,
-        #[arg(long, short = 'j')]
-        justification: String,
         #[command(flatten)]
-        remote: Remote,
+        change: Change,
     },
 }

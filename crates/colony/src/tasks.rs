@@ -12,6 +12,7 @@ use colony_kernel::Priority;
 use crate::client::Client;
 use crate::commands::call;
 use crate::output::{opt, table, text};
+use crate::Change;
 use crate::Remote;
 
 fn rows(tasks: &[TaskView]) -> Vec<Vec<String>> {
@@ -102,8 +103,10 @@ pub async fn run(command: TasksCommand) -> anyhow::Result<ExitCode> {
             depends_on,
             budget_usd,
             max_attempts,
-            justification,
-            remote,
+            change: Change {
+                justification,
+                remote,
+            },
         } => {
             let client = Client::new(&remote)?;
             let body = TaskRequest {
@@ -206,8 +209,10 @@ pub async fn run(command: TasksCommand) -> anyhow::Result<ExitCode> {
         }
         TasksCommand::Requeue {
             address,
-            justification,
-            remote,
+            change: Change {
+                justification,
+                remote,
+            },
         } => {
             let client = Client::new(&remote)?;
             call(
@@ -441,10 +446,8 @@ pub enum TasksCommand {
         budget_usd: Option<String>,
         #[arg(long)]
         max_attempts: Option<u32>,
-        #[arg(long, short = 'j')]
-        justification: String,
         #[command(flatten)]
-        remote: Remote,
+        change: Change,
     },
     /// List tasks.
     List {
@@ -478,9 +481,7 @@ pub enum TasksCommand {
     /// Put a dead task back on the board (admins).
     Requeue {
         address: String,
-        #[arg(long, short = 'j')]
-        justification: String,
         #[command(flatten)]
-        remote: Remote,
+        change: Change,
     },
 }

@@ -11,6 +11,7 @@ use colony_api::tokens::{CreateToken, TokenCreated, TokenList, TokenRevoked};
 use crate::client::Client;
 use crate::commands::call;
 use crate::output::{opt, table};
+use crate::Change;
 use crate::Remote;
 
 #[derive(Subcommand)]
@@ -30,10 +31,8 @@ pub enum TokensCommand {
         /// Whose token (default: yours; an admin's for anyone).
         #[arg(long)]
         principal: Option<String>,
-        #[arg(long, short = 'j')]
-        justification: String,
         #[command(flatten)]
-        remote: Remote,
+        change: Change,
     },
     /// List tokens without their secrets.
     List {
@@ -57,10 +56,8 @@ pub enum TokensCommand {
         id: u64,
         #[arg(long)]
         principal: Option<String>,
-        #[arg(long, short = 'j')]
-        justification: String,
         #[command(flatten)]
-        remote: Remote,
+        change: Change,
     },
 }
 
@@ -97,8 +94,10 @@ pub async fn run(command: TokensCommand) -> anyhow::Result<ExitCode> {
             scopes,
             ttl,
             principal,
-            justification,
-            remote,
+            change: Change {
+                justification,
+                remote,
+            },
         } => {
             let client = Client::new(&remote)?;
             let address = whose(&client, principal).await?;
@@ -163,8 +162,10 @@ pub async fn run(command: TokensCommand) -> anyhow::Result<ExitCode> {
         TokensCommand::Rotate {
             id,
             principal,
-            justification,
-            remote,
+            change: Change {
+                justification,
+                remote,
+            },
         } => {
             let client = Client::new(&remote)?;
             let address = whose(&client, principal).await?;
