@@ -17,6 +17,7 @@ mod error;
 
 pub mod artifacts;
 pub mod audit;
+pub mod dashboard;
 pub mod gateway;
 pub mod governance;
 pub mod grants;

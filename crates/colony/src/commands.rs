@@ -89,6 +89,16 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
             file.display()
         );
     }
+    // The dashboard's link carries the admin token in the fragment, which browsers
+    // never send to a server; the page moves it to session storage at once.
+    match std::fs::read_to_string(args.data.join("admin.token")) {
+        Ok(token) => println!(
+            "colony: dashboard at {}/#token={}",
+            node.base_url(),
+            token.trim()
+        ),
+        Err(_) => println!("colony: dashboard at {}/ (paste a token)", node.base_url()),
+    }
     println!(
         "colony: try `colony limits` or `curl {}{}/healthz`; Ctrl-C stops",
         if secure {

@@ -97,6 +97,8 @@ pub struct Node {
         tokio::sync::watch::Sender<bool>,
     ),
     reconciler: tokio::task::JoinHandle<()>,
+    /// Samples the limits for the dashboard's history.
+    sampler: tokio::task::JoinHandle<()>,
 }
 
 impl Node {
@@ -235,7 +237,9 @@ impl Node {
             connections: crate::listener::Connections::new(config.listen_limits.clone()),
             fatal,
             supervisor: Arc::clone(&supervisor_status),
+            history: Default::default(),
         });
+        let sampler = tokio::spawn(crate::api::sample_history(Arc::clone(&shared)));
         let router = crate::api::router(AppState {
             shared: Arc::clone(&shared),
         });
@@ -291,6 +295,7 @@ impl Node {
             supervisor,
             edge_flusher: (edge_flusher, stop_edge),
             reconciler,
+            sampler,
         })
     }
 
@@ -350,6 +355,7 @@ impl Node {
         // Artifacts finish their turns and give their memory back while the
         // pipeline still takes commands.
         self.reconciler.abort();
+        self.sampler.abort();
         self.shared.artifacts.shutdown().await;
         self.shared.bus.close_all();
         let _ = self.stop_server.send(true);

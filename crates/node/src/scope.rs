@@ -21,7 +21,11 @@ use axum::http::Method;
 /// The scope a request on `route` (the route's template, as the router matched it)
 /// with `method` needs; `None` for the routes anyone may call.
 pub fn needed(method: &Method, route: &str) -> Option<&'static str> {
-    if route == "/healthz" || route == "/v1/openapi.json" {
+    if route == "/healthz"
+        || route == "/v1/openapi.json"
+        || route == "/"
+        || route == "/dashboard/{file}"
+    {
         return None;
     }
     if route == "/v1/bus" {

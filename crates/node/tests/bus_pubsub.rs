@@ -467,3 +467,37 @@ async fn publishes_are_gated_by_io_ops_at_the_edge() {
     }
     node.shutdown().await.unwrap();
 }
+
+/// A browser cannot set headers on a WebSocket: it offers its token as the
+/// subprotocol after `colony.bearer`, and the node names that subprotocol back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_presents_its_token_as_a_subprotocol() {
+    let config = common::genesis_dir(&[]);
+    let data = tempfile::tempdir().unwrap();
+    let (node, base, admin) = start_with(data.path(), config.path(), test_bus()).await;
+    let connect = |offered: String| {
+        let mut request = format!("ws://{}/v1/bus", node.local_addr())
+            .into_client_request()
+            .unwrap();
+        request
+            .headers_mut()
+            .insert("sec-websocket-protocol", offered.parse().unwrap());
+        tokio_tungstenite::connect_async(request)
+    };
+    let (ws, response) = connect(format!("colony.bearer, {admin}")).await.unwrap();
+    assert_eq!(
+        response.headers()["sec-websocket-protocol"],
+        "colony.bearer"
+    );
+    let mut client = Client { ws };
+    client.sub("events", "colony.events.>").await;
+    common::create_principal(&base, &admin, "seen", "ai", &["member"]).await;
+    let event = client.recv().await;
+    assert_eq!(event["subject"], "colony.events.decision.principal.create");
+    // A wrong token is refused before the upgrade.
+    let refused = connect("colony.bearer, colony_nope".into())
+        .await
+        .unwrap_err();
+    assert!(refused.to_string().contains("401"), "{refused}");
+    node.shutdown().await.unwrap();
+}

@@ -1,9 +1,14 @@
 //! Starting the real `colony` binary for tests.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+
+#[path = "../../../node/tests/common/tools.rs"]
+pub mod tools;
+
+pub use tools::*;
 
 pub const COLONY: &str = env!("CARGO_BIN_EXE_colony");
 
@@ -79,6 +84,18 @@ pub fn start_with_args(
     args: &[&str],
     env: &[(&str, &str)],
 ) -> (Child, String) {
+    let (child, url, _) = start_with_link(data, config, args, env);
+    (child, url)
+}
+
+/// Starts `colony up`; returns it with its base URL and the dashboard's link it
+/// printed.
+pub fn start_with_link(
+    data: &Path,
+    config: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (Child, String, String) {
     let mut child = Command::new(COLONY)
         .args(["up", "--listen", "127.0.0.1:0", "--data"])
         .arg(data)
@@ -102,57 +119,16 @@ pub fn start_with_args(
             break rest.split_whitespace().next().unwrap().to_string();
         }
     };
+    let link = loop {
+        let line = lines
+            .next()
+            .expect("colony up prints the dashboard's link")
+            .unwrap();
+        if let Some(rest) = line.strip_prefix("colony: dashboard at ") {
+            break rest.split_whitespace().next().unwrap().to_string();
+        }
+    };
     // Keep draining stdout so the node never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
-    (child, url)
-}
-
-/// A program from Debian's packages (`binaries`, all of them), installed with
-/// apt-get when missing (once, under a lock), or the test fails saying why.
-pub fn debian_tool(binaries: &[&str], packages: &[&str]) -> std::path::PathBuf {
-    let found = |name: &str| {
-        std::env::var_os("PATH").and_then(|paths| {
-            std::env::split_paths(&paths)
-                .map(|dir| dir.join(name))
-                .find(|path| path.is_file())
-        })
-    };
-    let all = || binaries.iter().all(|b| found(b).is_some());
-    if !all() {
-        let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/tmp");
-        std::fs::create_dir_all(&target).unwrap();
-        let lock = std::fs::File::create(target.join("apt.lock")).unwrap();
-        lock.lock().unwrap();
-        if !all() {
-            let install = || {
-                Command::new("apt-get")
-                    .args(["install", "-y", "--no-install-recommends"])
-                    .args(packages)
-                    .env("DEBIAN_FRONTEND", "noninteractive")
-                    .status()
-                    .unwrap_or_else(|e| panic!("apt-get install {packages:?} cannot run: {e}"))
-            };
-            let mut status = install();
-            if !status.success() {
-                // Package lists may be missing on a fresh machine.
-                let _ = Command::new("apt-get").arg("update").status();
-                status = install();
-            }
-            assert!(
-                status.success(),
-                "apt-get install {packages:?} failed: {status}"
-            );
-        }
-    }
-    found(binaries[0]).unwrap_or_else(|| panic!("{} is not on PATH after apt-get", binaries[0]))
-}
-
-/// Debian's clang and lld, which build the C example artifact for wasm32.
-pub fn clang() -> std::path::PathBuf {
-    debian_tool(&["clang", "wasm-ld"], &["clang", "lld"])
-}
-
-/// Debian's bubblewrap, which sandboxes `colony worker --exec`.
-pub fn bwrap() -> std::path::PathBuf {
-    debian_tool(&["bwrap"], &["bubblewrap"])
+    (child, url, link)
 }

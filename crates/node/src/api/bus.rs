@@ -32,9 +32,27 @@ fn header_has_token(request: &Request, name: header::HeaderName, token: &str) ->
     })
 }
 
-/// The bearer token from the header, or from `?token=` (browsers cannot set headers
-/// on a WebSocket).
+/// The subprotocol a browser names to carry its token: it offers
+/// `Sec-WebSocket-Protocol: colony.bearer, <token>` and the node answers
+/// `colony.bearer` (browsers cannot set headers on a WebSocket; this keeps the token
+/// out of the URL).
+const BEARER_PROTOCOL: &str = "colony.bearer";
+
+/// The token offered as the subprotocol after [`BEARER_PROTOCOL`].
+fn protocol_token(request: &Request) -> Option<String> {
+    let offered = request.headers().get(header::SEC_WEBSOCKET_PROTOCOL)?;
+    let mut protocols = offered.to_str().ok()?.split(',').map(str::trim);
+    (protocols.next()? == BEARER_PROTOCOL)
+        .then(|| protocols.next().map(str::to_string))
+        .flatten()
+}
+
+/// The bearer token from the header, the subprotocol ([`BEARER_PROTOCOL`]), or
+/// `?token=` (browsers cannot set headers on a WebSocket).
 fn token_of(request: &Request) -> Option<String> {
+    if let Some(token) = protocol_token(request) {
+        return Some(token);
+    }
     if let Some(value) = request.headers().get(header::AUTHORIZATION) {
         return value
             .to_str()
@@ -50,8 +68,8 @@ fn token_of(request: &Request) -> Option<String> {
     })
 }
 
-/// The agent bus: a WebSocket (docs/protocol.md). The token may also come as
-/// `?token=` (browsers cannot set headers on a WebSocket).
+/// The agent bus: a WebSocket (docs/protocol.md). Browsers, which cannot set headers
+/// on a WebSocket, offer the subprotocols `colony.bearer, <token>` (or send `?token=`).
 #[utoipa::path(get, path = "/v1/bus", tag = "bus",
     responses((status = 101, description = "switching to the WebSocket protocol"), (status = 401, body = ErrorBody),
         (status = 426, body = ErrorBody), (status = 503, body = ErrorBody)))]
@@ -71,6 +89,7 @@ pub async fn upgrade(State(app): State<AppState>, mut request: Request) -> Respo
     if let Err(error) = caller.check_scope(request.method(), "/v1/bus", "/v1/bus", None) {
         return error.into_response();
     }
+    let by_protocol = protocol_token(&request).is_some();
     let is_upgrade = request.method() == axum::http::Method::GET
         && header_has_token(&request, header::CONNECTION, "upgrade")
         && header_has_token(&request, header::UPGRADE, "websocket");
@@ -135,6 +154,12 @@ pub async fn upgrade(State(app): State<AppState>, mut request: Request) -> Respo
         header::SEC_WEBSOCKET_ACCEPT,
         HeaderValue::from_str(&ws::accept_key(&key)).expect("base64 is a valid header value"),
     );
+    if by_protocol {
+        headers.insert(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static(BEARER_PROTOCOL),
+        );
+    }
     response
 }
 

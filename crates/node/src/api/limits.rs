@@ -31,7 +31,7 @@ pub(crate) fn current(app: &AppState) -> Vec<Limit> {
         .collect()
 }
 
-fn view(limit: &Limit) -> LimitView {
+pub(crate) fn view(limit: &Limit) -> LimitView {
     LimitView {
         name: limit.spec.name.clone(),
         unit: limit.spec.unit.clone(),

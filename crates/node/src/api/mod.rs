@@ -21,6 +21,7 @@
 mod artifacts;
 mod audit;
 mod bus;
+mod dashboard;
 mod gateway;
 mod governance;
 mod grants;
@@ -49,6 +50,7 @@ use crate::ApiError;
 pub use crate::app::{AppState, Shared};
 pub use crate::edge::REQUEST_BODY_BYTES_MAX;
 pub use artifacts::ARTIFACT_BODY_BYTES_MAX;
+pub(crate) use dashboard::sample as sample_history;
 /// Largest amount accepted in a request: 2^53 - 1, the largest integer every JSON
 /// client represents exactly.
 pub const AMOUNT_MAX: u64 = (1 << 53) - 1;
@@ -59,6 +61,7 @@ pub fn router(app: AppState) -> Router {
     // `concurrent_api_requests`, so that no load and no brake can keep the colony
     // from being governed (as Kubernetes exempts its system priority level).
     let lane = Router::new()
+        .route("/v1/dashboard", get(dashboard::overview))
         .route("/v1/limits", get(limits::list))
         .route("/v1/limits/{name}", get(limits::one))
         .route(
@@ -161,6 +164,8 @@ pub fn router(app: AppState) -> Router {
             crate::edge::concurrency_gate,
         ));
     Router::new()
+        .route("/", get(dashboard::page))
+        .route("/dashboard/{file}", get(dashboard::page))
         .route("/healthz", get(healthz))
         .route("/v1/openapi.json", get(openapi::serve))
         .merge(lane)

@@ -2,6 +2,9 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod bus;
+pub mod tools;
+
+pub use tools::*;
 
 use std::path::Path;
 
@@ -153,101 +156,6 @@ pub async fn create_principal(
         .unwrap_or_else(|| panic!("{response}"))
         .to_string();
     (address, response["token"].as_str().unwrap().to_string())
-}
-
-/// The Python packages the tests drive the node with (the clients users have, and
-/// Schemathesis, which holds the node to its OpenAPI document).
-const PYTHON_REQUIREMENTS: &[&str] = &[
-    "websockets>=13,<18",
-    "openai>=1.40",
-    "anthropic>=0.40",
-    "schemathesis>=4,<5",
-];
-
-/// A Python with [`PYTHON_REQUIREMENTS`], in a virtual environment under the target
-/// directory, made once from PyPI and shared by every test (a lock file keeps two
-/// test processes from making it at once). Fails loudly when it cannot be made.
-pub fn python() -> std::path::PathBuf {
-    static PYTHON: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
-    PYTHON
-        .get_or_init(|| {
-            let root = Path::new(env!("CARGO_TARGET_TMPDIR"));
-            std::fs::create_dir_all(root).unwrap();
-            let lock = std::fs::File::create(root.join("python-venv.lock")).unwrap();
-            lock.lock().expect("lock the Python environment");
-            let venv = root.join("python-venv");
-            let python = venv.join("bin").join("python3");
-            let marker = venv.join("colony-requirements.txt");
-            let wanted = PYTHON_REQUIREMENTS.join("\n");
-            if std::fs::read_to_string(&marker).ok().as_deref() == Some(wanted.as_str()) {
-                return python;
-            }
-            let run = |command: &mut std::process::Command, what: &str| {
-                let output = command.output().unwrap_or_else(|error| {
-                    panic!("cannot run {what}: {error} (the tests need python3 with venv and pip)")
-                });
-                assert!(
-                    output.status.success(),
-                    "{what} failed:\n{}{}",
-                    String::from_utf8_lossy(&output.stdout),
-                    String::from_utf8_lossy(&output.stderr)
-                );
-            };
-            run(
-                std::process::Command::new("python3")
-                    .args(["-m", "venv", "--clear"])
-                    .arg(&venv),
-                "python3 -m venv",
-            );
-            run(
-                std::process::Command::new(&python)
-                    .args([
-                        "-m",
-                        "pip",
-                        "install",
-                        "--quiet",
-                        "--disable-pip-version-check",
-                    ])
-                    .args(PYTHON_REQUIREMENTS),
-                "pip install of the test clients",
-            );
-            std::fs::write(&marker, wanted).unwrap();
-            python
-        })
-        .clone()
-}
-
-/// Runs `tests/python/SCRIPT ARGS` with the tests' Python ([`python`]), checking
-/// first that `module` imports; fails with the script's output unless it exits 0 and
-/// prints "all checks passed".
-pub async fn run_python(module: &str, script: &str, args: Vec<String>) {
-    let python = tokio::task::spawn_blocking(python).await.unwrap();
-    let probe = std::process::Command::new(&python)
-        .args(["-c", &format!("import {module}")])
-        .status()
-        .expect("the tests' python runs");
-    assert!(
-        probe.success(),
-        "the tests' Python environment lacks {module}"
-    );
-    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/python")
-        .join(script);
-    let output = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(python)
-            .arg(script)
-            .args(args)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success() && stdout.contains("all checks passed"),
-        "the python client failed:\n{stdout}\n{stderr}"
-    );
 }
 
 /// A certificate authority made for a test, and a server certificate it signed for

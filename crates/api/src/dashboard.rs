@@ -1,0 +1,79 @@
+//! `GET /v1/dashboard`: what the dashboard's overview shows, in one request.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::limits::LimitView;
+
+/// `GET /v1/dashboard?since_ms=`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OverviewQuery {
+    /// Only history points taken after this time (Unix milliseconds); all of the
+    /// kept history when absent.
+    pub since_ms: Option<u64>,
+}
+
+/// The colony at a glance: limits with their recent history, tasks, workers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Overview {
+    /// The node's time of this answer.
+    pub at: String,
+    pub at_ms: u64,
+    /// The last command applied.
+    pub seq: u64,
+    pub limits: Vec<LimitView>,
+    /// How often the node samples the limits' usage.
+    pub sample_interval_ms: u64,
+    /// Each limit's usage over the last half hour (at most), oldest first.
+    pub history: Vec<LimitHistory>,
+    pub tasks: TaskCounts,
+    /// Tasks claimable now (pending).
+    pub queue_depth: u64,
+    pub workers: WorkerCounts,
+    /// Active principals, by kind.
+    pub principals: PrincipalCounts,
+    /// Proposals waiting for the end of their review.
+    pub proposals_in_review: u64,
+    pub artifacts: u64,
+}
+
+/// One limit's sampled usage.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct LimitHistory {
+    pub name: String,
+    /// `[at_ms, usage]` pairs, oldest first.
+    pub points: Vec<[u64; 2]>,
+}
+
+/// Tasks by status.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TaskCounts {
+    pub pending: u64,
+    pub blocked: u64,
+    pub claimed: u64,
+    pub in_progress: u64,
+    pub completed: u64,
+    pub failed: u64,
+    pub dead: u64,
+}
+
+/// Worker sessions by state.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct WorkerCounts {
+    pub active: u64,
+    pub lost: u64,
+    pub left: u64,
+}
+
+/// Active principals by kind.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PrincipalCounts {
+    pub human: u64,
+    pub ai: u64,
+    pub artifact: u64,
+    /// Nodes and the system itself.
+    pub system: u64,
+    /// Of the above, those quarantined now.
+    pub quarantined: u64,
+}

@@ -1,0 +1,164 @@
+//! What the tests set up themselves, shared by every crate's tests: the Python
+//! environment with the clients users have, and programs from Debian's packages.
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::process::Command;
+
+/// The Python packages the tests drive the node with (the clients users have,
+/// Schemathesis, which holds the node to its OpenAPI document, and Selenium, which
+/// drives Debian's Chromium through the dashboard).
+pub const PYTHON_REQUIREMENTS: &[&str] = &[
+    "websockets>=13,<18",
+    "openai>=1.40",
+    "anthropic>=0.40",
+    "schemathesis>=4,<5",
+    "selenium>=4.20,<5",
+];
+
+/// A Python with [`PYTHON_REQUIREMENTS`], in a virtual environment under the target
+/// directory, made once from PyPI and shared by every test (a lock file keeps two
+/// test processes from making it at once). Fails loudly when it cannot be made.
+pub fn python() -> std::path::PathBuf {
+    static PYTHON: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    PYTHON
+        .get_or_init(|| {
+            let root = Path::new(env!("CARGO_TARGET_TMPDIR"));
+            std::fs::create_dir_all(root).unwrap();
+            let lock = std::fs::File::create(root.join("python-venv.lock")).unwrap();
+            lock.lock().expect("lock the Python environment");
+            let venv = root.join("python-venv");
+            let python = venv.join("bin").join("python3");
+            let marker = venv.join("colony-requirements.txt");
+            let wanted = PYTHON_REQUIREMENTS.join("\n");
+            if std::fs::read_to_string(&marker).ok().as_deref() == Some(wanted.as_str()) {
+                return python;
+            }
+            let run = |command: &mut std::process::Command, what: &str| {
+                let output = command.output().unwrap_or_else(|error| {
+                    panic!("cannot run {what}: {error} (the tests need python3 with venv and pip)")
+                });
+                assert!(
+                    output.status.success(),
+                    "{what} failed:\n{}{}",
+                    String::from_utf8_lossy(&output.stdout),
+                    String::from_utf8_lossy(&output.stderr)
+                );
+            };
+            run(
+                std::process::Command::new("python3")
+                    .args(["-m", "venv", "--clear"])
+                    .arg(&venv),
+                "python3 -m venv",
+            );
+            run(
+                std::process::Command::new(&python)
+                    .args([
+                        "-m",
+                        "pip",
+                        "install",
+                        "--quiet",
+                        "--disable-pip-version-check",
+                    ])
+                    .args(PYTHON_REQUIREMENTS),
+                "pip install of the test clients",
+            );
+            std::fs::write(&marker, wanted).unwrap();
+            python
+        })
+        .clone()
+}
+
+/// Runs `tests/python/SCRIPT ARGS` with the tests' Python ([`python`]), checking
+/// first that `module` imports; fails with the script's output unless it exits 0 and
+/// prints "all checks passed".
+pub async fn run_python(module: &str, script: &str, args: Vec<String>) {
+    let python = tokio::task::spawn_blocking(python).await.unwrap();
+    let probe = std::process::Command::new(&python)
+        .args(["-c", &format!("import {module}")])
+        .status()
+        .expect("the tests' python runs");
+    assert!(
+        probe.success(),
+        "the tests' Python environment lacks {module}"
+    );
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/python")
+        .join(script);
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(python)
+            .arg(script)
+            .args(args)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    println!("{stdout}");
+    assert!(
+        output.status.success() && stdout.contains("all checks passed"),
+        "the python client failed:\n{stdout}\n{stderr}"
+    );
+}
+
+/// A program from Debian's packages (`binaries`, all of them), installed with
+/// apt-get when missing (once, under a lock), or the test fails saying why.
+pub fn debian_tool(binaries: &[&str], packages: &[&str]) -> std::path::PathBuf {
+    let found = |name: &str| {
+        std::env::var_os("PATH").and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|dir| dir.join(name))
+                .find(|path| path.is_file())
+        })
+    };
+    let all = || binaries.iter().all(|b| found(b).is_some());
+    if !all() {
+        let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/tmp");
+        std::fs::create_dir_all(&target).unwrap();
+        let lock = std::fs::File::create(target.join("apt.lock")).unwrap();
+        lock.lock().unwrap();
+        if !all() {
+            let install = || {
+                Command::new("apt-get")
+                    .args(["install", "-y", "--no-install-recommends"])
+                    .args(packages)
+                    .env("DEBIAN_FRONTEND", "noninteractive")
+                    .status()
+                    .unwrap_or_else(|e| panic!("apt-get install {packages:?} cannot run: {e}"))
+            };
+            let mut status = install();
+            if !status.success() {
+                // Package lists may be missing on a fresh machine.
+                let _ = Command::new("apt-get").arg("update").status();
+                status = install();
+            }
+            assert!(
+                status.success(),
+                "apt-get install {packages:?} failed: {status}"
+            );
+        }
+    }
+    found(binaries[0]).unwrap_or_else(|| panic!("{} is not on PATH after apt-get", binaries[0]))
+}
+
+/// Debian's clang and lld, which build the C example artifact for wasm32.
+pub fn clang() -> std::path::PathBuf {
+    debian_tool(&["clang", "wasm-ld"], &["clang", "lld"])
+}
+
+/// Debian's bubblewrap, which sandboxes `colony worker --exec`.
+pub fn bwrap() -> std::path::PathBuf {
+    debian_tool(&["bwrap"], &["bubblewrap"])
+}
+
+/// Debian's Chromium and its WebDriver, which the dashboard's browser test drives.
+pub fn chromium() -> (std::path::PathBuf, std::path::PathBuf) {
+    let driver = debian_tool(
+        &["chromedriver", "chromium"],
+        &["chromium", "chromium-driver"],
+    );
+    let browser = debian_tool(&["chromium"], &["chromium"]);
+    (browser, driver)
+}

@@ -1,0 +1,168 @@
+"""Drives Debian's Chromium (headless, through Selenium and chromedriver) through the
+dashboard of a running node: opens the link `colony up` printed, sees a limit's bar
+move within two seconds of a principal being created, casts a vote by clicking and
+sees the tally change, applies a brake, reads the live decision log, and saves a
+screenshot.
+
+Usage: dashboard_browser.py BASE_URL LINK ADMIN_TOKEN CHROMIUM CHROMEDRIVER SCREENSHOT
+Prints "all checks passed" when every check holds.
+"""
+
+import json
+import sys
+import time
+import urllib.error
+import urllib.request
+
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
+
+BASE, LINK, ADMIN, CHROMIUM, CHROMEDRIVER, SCREENSHOT = sys.argv[1:7]
+
+
+def call(method, path, body=None):
+    request = urllib.request.Request(
+        BASE + path,
+        method=method,
+        data=None if body is None else json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {ADMIN}", "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as error:
+        raise AssertionError(f"{method} {path}: {error.code} {error.read().decode()}") from None
+
+
+def check(condition, what):
+    if not condition:
+        raise AssertionError(what)
+    print(f"ok: {what}")
+
+
+options = webdriver.ChromeOptions()
+options.binary_location = CHROMIUM
+for argument in ("--headless=new", "--no-sandbox", "--disable-gpu",
+                 "--disable-dev-shm-usage", "--window-size=1400,1100"):
+    options.add_argument(argument)
+driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+driver.set_page_load_timeout(20)
+
+
+def wait(seconds, condition, what):
+    started = time.monotonic()
+    WebDriverWait(driver, seconds, poll_frequency=0.05).until(lambda d: condition(), what)
+    return time.monotonic() - started
+
+
+def attribute(selector, name):
+    """An attribute read in one step (the page redraws its views as they change)."""
+    return driver.execute_script(
+        "const e = document.querySelector(arguments[0]); return e ? e.getAttribute(arguments[1]) : null",
+        selector, name)
+
+
+def usage(limit):
+    value = attribute(f'.limit[data-limit="{limit}"]', "data-usage")
+    return None if value is None else int(value)
+
+
+try:
+    # Some colony to look at.
+    for n in range(3):
+        call("POST", "/v1/principals", {"name": f"agent-{n}", "kind": "ai",
+                                        "justification": "the dashboard test's agents"})
+    parent = call("POST", "/v1/tasks", {"title": "write the release notes",
+                                        "budget_usd": "2.00", "justification": "a task to show"})
+    lease = call("POST", "/v1/tasks/claim", {"justification": "to split it"})["lease"]
+    call("POST", f"/v1/tasks/{parent['address']}/decompose", {
+        "lease_token": lease["token"],
+        "subtasks": [{"title": t} for t in ("collect the changes", "draft", "review")],
+        "justification": "three steps"})
+
+    # The link carries the token in its fragment; the page moves it to session storage.
+    started = time.monotonic()
+    driver.get(LINK)
+    wait(10, lambda: usage("ai_accounts") is not None, "the limits are drawn")
+    print(f"first render: {time.monotonic() - started:.3f} s")
+    check("token" not in driver.current_url, "the token leaves the address bar")
+    stored = driver.execute_script("return sessionStorage.getItem('colony-token')")
+    check(stored == ADMIN, "the token is kept in session storage")
+    wait(10, lambda: "on" in driver.find_element(By.ID, "live").get_attribute("class"),
+         "the live feed is connected")
+    for limit in ("ai_accounts", "human_accounts", "llm_spend_usd", "task_queue_depth"):
+        check(usage(limit) is not None, f"{limit} has a bar")
+    charts = driver.find_elements(By.CSS_SELECTOR, '.limit[data-limit="ai_accounts"] svg.chart')
+    check(len(charts) == 1, "ai_accounts has a history chart")
+
+    # A principal is created: its limit's bar moves within two seconds.
+    before = usage("ai_accounts")
+    call("POST", "/v1/principals", {"name": "newcomer", "kind": "ai",
+                                    "justification": "the bar must move"})
+    moved = wait(2, lambda: usage("ai_accounts") == before + 1, "the ai_accounts bar moves")
+    print(f"bar moved {moved:.3f} s after the principal was created")
+    width = driver.execute_script(
+        "return getComputedStyle(document.querySelector(arguments[0])).width",
+        '.limit[data-limit="ai_accounts"] .fill')
+    check(width not in (None, "0px"), f"the bar is filled ({width})")
+    time.sleep(0.5)  # let the bar's transition end before the picture
+    driver.save_screenshot(SCREENSHOT)
+    check(True, f"screenshot saved to {SCREENSHOT}")
+
+    # A raise waits for both sides; the admin votes by clicking.
+    proposal = call("POST", "/v1/proposals", {"limit": "ai_accounts", "hard": 60,
+                                              "justification": "more agents for the launch"})
+    pid = proposal["id"]
+    driver.find_element(By.CSS_SELECTOR, 'nav a[data-view="governance"]').click()
+    card = f'.proposal[data-proposal="{pid}"]'
+    wait(5, lambda: driver.find_elements(By.CSS_SELECTOR, card), "the proposal is listed")
+
+    def approvals():
+        value = attribute(f'{card} .tally[data-side="human"]', "data-approve")
+        return None if value is None else int(value)
+
+    check(approvals() == 0, "no human has approved yet")
+    driver.find_element(By.ID, "vote-why").send_keys("the launch needs them")
+    driver.find_element(By.CSS_SELECTOR, f'{card} button.vote[data-vote="approve"]').click()
+    wait(3, lambda: approvals() == 1, "the human tally shows the vote")
+    votes = call("GET", f"/v1/proposals/{pid}")["votes"]
+    check(any(v["voter"] == "1.1" and v["vote"] == "approve"
+              and v["justification"] == "the launch needs them" for v in votes),
+          "the vote is recorded with its justification")
+
+    # The brake button lowers a limit at once.
+    driver.find_element(By.CSS_SELECTOR, '#brake-limit option[value="task_queue_depth"]').click()
+    driver.find_element(By.ID, "brake-hard").send_keys("400")
+    driver.find_element(By.ID, "brake-why").send_keys("slow down while we look")
+    driver.find_element(By.ID, "brake-apply").click()
+    wait(3, lambda: call("GET", "/v1/limits/task_queue_depth")["hard"] == 400,
+         "the brake applies")
+
+    # The decision log shows decisions as they happen, and filters them.
+    driver.find_element(By.CSS_SELECTOR, 'nav a[data-view="log"]').click()
+    driver.find_element(By.ID, "log-action").send_keys("principal.create")
+    call("POST", "/v1/principals", {"name": "late", "kind": "ai", "justification": "seen live"})
+    rows = '#log tbody tr'
+
+    def actions():
+        return driver.execute_script(
+            "return [...document.querySelectorAll(arguments[0])].map(r => r.cells[3].textContent)",
+            rows)
+
+    wait(3, lambda: len(actions()) >= 5, "the log lists the principals created")
+    check(set(actions()) == {"principal.create"}, "the filter keeps only that action")
+
+    # The other views render without an error.
+    for view in ("tasks", "workers", "reports", "overview"):
+        driver.find_element(By.CSS_SELECTOR, f'nav a[data-view="{view}"]').click()
+        wait(5, lambda: driver.find_element(By.ID, f"view-{view}").is_displayed(), f"{view} shows")
+    driver.find_element(By.CSS_SELECTOR, 'nav a[data-view="tasks"]').click()
+    wait(5, lambda: driver.execute_script("return document.querySelectorAll('#task-tree li').length") == 4,
+         "the decomposition tree shows the task and its subtasks")
+    errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+    check(not errors, f"no error in the browser's console: {errors}")
+    print("all checks passed")
+finally:
+    driver.quit()
