@@ -196,6 +196,9 @@ pub enum CommandBody {
         artifact: PrincipalId,
         run: bool,
     },
+    /// The node's alert watcher reports a threshold crossed (up, or back down past
+    /// the hysteresis). System only.
+    Alert(Box<crate::alerts::AlertReport>),
 }
 
 /// Who may make a command, besides standing and a role that may act.
@@ -228,6 +231,9 @@ impl CommandBody {
                 Required::System("only the node reports dropped connections")
             }
             CommandBody::ChargeEdge { .. } => Required::System("only the node reports edge usage"),
+            CommandBody::Alert(_) => {
+                Required::System("only the node's alert watcher reports crossings")
+            }
             _ => Required::Anyone,
         }
     }
@@ -300,6 +306,8 @@ impl CommandBody {
             CommandBody::SetArtifactRun { run: true, .. } => "artifact.start",
             CommandBody::SetArtifactRun { run: false, .. } => "artifact.stop",
             CommandBody::WorkerDisconnected { .. } => "worker.disconnected",
+            CommandBody::Alert(report) if report.raised => "alert.raise",
+            CommandBody::Alert(_) => "alert.clear",
         }
     }
 }

@@ -228,6 +228,9 @@ impl Reason {
 #[serde(tag = "effect", rename_all = "snake_case")]
 pub enum Effect {
     None,
+    AlertRecorded {
+        alert: Box<crate::alerts::Alert>,
+    },
     GenesisApplied {
         limits: usize,
         admin: String,

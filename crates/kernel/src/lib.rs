@@ -22,6 +22,7 @@
 //! ```
 
 mod address;
+pub mod alerts;
 pub mod anomaly;
 pub mod artifacts;
 mod command;

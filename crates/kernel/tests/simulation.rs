@@ -161,7 +161,7 @@ impl World {
     /// One random command, and what it teaches the world.
     fn step(&mut self, rng: &mut Rng) {
         let actor = self.actor(rng);
-        match rng.below(23) {
+        match rng.below(24) {
             0 | 1 => {
                 self.next_token += 1;
                 let kind = [PrincipalKind::Ai, PrincipalKind::Human, PrincipalKind::Ai]
@@ -515,6 +515,42 @@ impl World {
                     self.run(actor, CommandBody::SetArtifactRun { artifact, run });
                 }
             }
+            23 => {
+                // Alerts: crossings reported by the system (and, refused, by
+                // anyone else), raised twice, cleared unraised, for principals
+                // that are gone.
+                let scope = if rng.chance(50) {
+                    colony_kernel::alerts::AlertScope::Limit {
+                        limit: ["ai_accounts", "task_queue_depth", "no_such"]
+                            [rng.below(3) as usize]
+                            .into(),
+                    }
+                } else {
+                    colony_kernel::alerts::AlertScope::Quota {
+                        principal: rng.pick(&self.principals).unwrap_or(PrincipalId::SYSTEM),
+                        resource: Resource::IoOps,
+                    }
+                };
+                let threshold = match rng.below(3) {
+                    0 => colony_kernel::alerts::Threshold::Soft,
+                    1 => colony_kernel::alerts::Threshold::Percent(80),
+                    _ => colony_kernel::alerts::Threshold::Percent(rng.below(120) as u8),
+                };
+                let report = colony_kernel::alerts::AlertReport {
+                    scope,
+                    threshold,
+                    raised: rng.chance(60),
+                    usage: rng.amount(),
+                    at: rng.amount(),
+                    of: Some(rng.amount()),
+                };
+                let by = if rng.chance(90) {
+                    PrincipalId::SYSTEM
+                } else {
+                    actor
+                };
+                self.run(by, CommandBody::Alert(Box::new(report)));
+            }
             _ => {
                 // Time passes: a little, or a jump past every deadline.
                 self.now_ms += match rng.below(10) {
@@ -643,6 +679,9 @@ fn the_streams_reach_every_kind_of_decision_that_matters() {
         ("artifact.deploy", Decision::Allowed),
         ("artifact.deploy", Decision::Denied),
         ("artifact.stop", Decision::Allowed),
+        ("alert.raise", Decision::Allowed),
+        ("alert.raise", Decision::Denied),
+        ("alert.clear", Decision::Allowed),
     ] {
         let wanted = format!("{} {:?}", wanted.0, wanted.1);
         assert!(seen.contains(&wanted), "no {wanted} in 50 seeds");

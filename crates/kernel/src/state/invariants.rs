@@ -35,6 +35,7 @@ impl State {
         self.check_board()?;
         self.check_governance()?;
         self.check_artifacts()?;
+        self.check_alerts()?;
         for limit in self.limits.values() {
             if limit.queue.len() > limit.spec.queue_max as usize {
                 return Err(format!(
@@ -43,6 +44,30 @@ impl State {
                     limit.queue.len(),
                     limit.spec.queue_max
                 ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Alerts within their bound, numbered in order; a quota alert stands raised
+    /// only for a principal with standing.
+    fn check_alerts(&self) -> Result<(), String> {
+        if self.alerts.len() > crate::alerts::ALERTS_KEPT_MAX {
+            return Err(format!("{} alerts kept", self.alerts.len()));
+        }
+        if !self
+            .alerts
+            .iter()
+            .zip(self.alerts.iter().skip(1))
+            .all(|(a, b)| a.id < b.id)
+        {
+            return Err("alerts out of order".into());
+        }
+        for (scope, threshold) in &self.raised_alerts {
+            if let crate::alerts::AlertScope::Quota { principal, .. } = scope {
+                if !self.principals.get(principal).is_some_and(|p| p.standing) {
+                    return Err(format!("{threshold} alert raised for {principal}, gone"));
+                }
             }
         }
         Ok(())

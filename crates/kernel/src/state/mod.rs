@@ -17,6 +17,7 @@ use crate::principal::{Principal, PrincipalId, PrincipalKind, Role, TokenHash};
 use crate::{validate_address, JUSTIFICATION_BYTES_MAX, NAME_BYTES_MAX, PRINCIPAL_DEPTH_MAX};
 
 mod admission;
+mod alerts;
 mod anomaly;
 mod artifacts;
 mod brakes;
@@ -109,6 +110,11 @@ pub struct State {
     quarantined: BTreeMap<PrincipalId, crate::anomaly::Quarantine>,
     /// Deployed artifacts, by their principal.
     artifacts: BTreeMap<PrincipalId, crate::artifacts::Artifact>,
+    /// Alert thresholds standing raised.
+    raised_alerts: BTreeSet<(crate::alerts::AlertScope, crate::alerts::Threshold)>,
+    /// The latest alerts, oldest first (at most `ALERTS_KEPT_MAX`).
+    alerts: std::collections::VecDeque<crate::alerts::Alert>,
+    next_alert_id: u64,
 }
 
 /// What applying one command produces besides the events returned in order: passed
@@ -494,6 +500,7 @@ impl State {
             CommandBody::SetArtifactRun { artifact, run } => {
                 self.set_artifact_run(command, *artifact, *run)
             }
+            CommandBody::Alert(report) => self.record_alert(command, report),
         }
     }
 }

@@ -370,6 +370,7 @@ impl State {
         self.revoke_all_tokens(target, at_ms, by);
         self.count_principal(kind, &address, -1);
         self.forget_artifact(target);
+        self.forget_alerts_of(target);
         held.len()
     }
 }
