@@ -15,6 +15,7 @@
 mod denial;
 mod error;
 
+pub mod alerts;
 pub mod artifacts;
 pub mod audit;
 pub mod dashboard;

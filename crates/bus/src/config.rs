@@ -87,12 +87,21 @@ impl Default for BusConfig {
                             "colony.events.>",
                             "colony.tasks.>",
                             "colony.grants.>",
+                            "colony.alerts.>",
                         ],
                     ),
                 ),
                 (
                     Role::Observer,
-                    grant(&[], &["public.>", "colony.events.>", "colony.grants.>"]),
+                    grant(
+                        &[],
+                        &[
+                            "public.>",
+                            "colony.events.>",
+                            "colony.grants.>",
+                            "colony.alerts.>",
+                        ],
+                    ),
                 ),
             ]),
         }

@@ -291,3 +291,87 @@ pub async fn stream_add(remote: &Remote, mut body: CreateStream) -> anyhow::Resu
     )
     .await
 }
+
+/// `colony alerts`: the latest alerts and what stands raised, or the dead letters.
+pub async fn alerts(limit: usize, dead_letters: bool, remote: &Remote) -> anyhow::Result<ExitCode> {
+    let client = Client::new(remote)?;
+    if dead_letters {
+        return call(
+            remote,
+            client.get("/v1/alerts/dead-letters"),
+            |list: &colony_api::alerts::DeadLetterList| {
+                let rows: Vec<Vec<String>> = list
+                    .dead_letters
+                    .iter()
+                    .map(|d| {
+                        vec![
+                            d.delivery.to_string(),
+                            d.at.clone(),
+                            d.webhook.clone(),
+                            d.attempts.to_string(),
+                            d.error.clone(),
+                        ]
+                    })
+                    .collect();
+                table(&["ALERT", "AT", "WEBHOOK", "ATTEMPTS", "ERROR"], &rows);
+            },
+        )
+        .await;
+    }
+    call(
+        remote,
+        client.get(&format!("/v1/alerts?limit={limit}")),
+        |list: &colony_api::alerts::AlertList| {
+            let rows: Vec<Vec<String>> = list
+                .alerts
+                .iter()
+                .map(|a| {
+                    vec![
+                        a.id.to_string(),
+                        a.at.clone(),
+                        a.kind.clone(),
+                        a.principal.clone().unwrap_or_default(),
+                        a.figure.clone(),
+                        a.threshold.clone(),
+                        a.usage.to_string(),
+                        a.of.map_or("-".into(), |of| of.to_string()),
+                    ]
+                })
+                .collect();
+            table(
+                &[
+                    "ID",
+                    "AT",
+                    "KIND",
+                    "PRINCIPAL",
+                    "FIGURE",
+                    "THRESHOLD",
+                    "USAGE",
+                    "OF",
+                ],
+                &rows,
+            );
+            let raised: Vec<String> = list
+                .raised
+                .iter()
+                .map(|r| match &r.principal {
+                    Some(p) => format!("{p} {} {}", r.figure, r.threshold),
+                    None => format!("{} {}", r.figure, r.threshold),
+                })
+                .collect();
+            println!(
+                "\nraised now: {}",
+                if raised.is_empty() {
+                    "nothing".into()
+                } else {
+                    raised.join(", ")
+                }
+            );
+            println!(
+                "webhooks: {} ({} dead letters; `colony alerts --dead-letters`)",
+                list.webhooks, list.dead_letters
+            );
+        },
+    )
+    .await
+}

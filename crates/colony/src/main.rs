@@ -150,6 +150,17 @@ enum Command {
     /// Make, list, revoke and rotate scoped, expiring tokens.
     #[command(subcommand)]
     Tokens(tokens::TokensCommand),
+    /// Proximity alerts: the latest, and the thresholds standing raised
+    /// (`--dead-letters`: deliveries to webhooks that never arrived).
+    Alerts {
+        /// At most this many, the latest.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        #[arg(long)]
+        dead_letters: bool,
+        #[command(flatten)]
+        remote: Remote,
+    },
     /// What happened lately, summed up from the decision log (Markdown; JSON with --json).
     Report {
         /// How far back, such as 24h or 30m.
@@ -480,6 +491,11 @@ fn main() -> ExitCode {
             Command::Artifacts(command) => artifacts::run(command).await,
             Command::SandboxExec(args) => Ok(sandbox::exec(args)),
             Command::Report { since, remote } => audit::report(&since, remote).await,
+            Command::Alerts {
+                limit,
+                dead_letters,
+                remote,
+            } => commands::alerts(limit, dead_letters, &remote).await,
             Command::Ledger(command) => ledger::run(command).await,
             Command::Audit(command) => audit::run(command).await,
         }

@@ -35,6 +35,8 @@ pub struct Shared {
     pub fatal: Arc<crate::fatal::Fatal>,
     /// The artifact runtime.
     pub artifacts: colony_artifacts::Runtime,
+    /// Proximity alerts: `alerts.toml` and the webhooks.
+    pub alerts: crate::alerts::AlertsRuntime,
     /// Each limit's recent usage, for the dashboard's charts.
     pub history: std::sync::Mutex<colony_dashboard::History>,
 }

@@ -21,6 +21,7 @@
 //! ```
 
 pub mod access;
+mod alerts;
 pub mod api;
 mod app;
 mod artifacts;

@@ -99,6 +99,8 @@ pub struct Node {
     reconciler: tokio::task::JoinHandle<()>,
     /// Samples the limits for the dashboard's history.
     sampler: tokio::task::JoinHandle<()>,
+    /// Watches the figures for alerts.
+    watcher: tokio::task::JoinHandle<()>,
 }
 
 impl Node {
@@ -224,6 +226,19 @@ impl Node {
             source: std::io::Error::other(message),
         })?;
         let supervisor_status: crate::supervisor::SupervisorStatus = Default::default();
+        let alerts_config =
+            colony_alerts::load(&config.config_dir, &|name| std::env::var(name).ok())
+                .map_err(NodeError::Config)?;
+        let webhooks = colony_alerts::Webhooks::start(
+            &alerts_config.webhooks,
+            Some(config.data_dir.join("alerts").join("dead-letters.jsonl")),
+            crate::sequencer::now_ms,
+        );
+        tracing::info!(
+            webhooks = alerts_config.webhooks.len(),
+            check_every_ms = alerts_config.check_every_ms,
+            "alerts ready"
+        );
         let shared = Arc::new(Shared {
             artifacts: artifacts.clone(),
             gateway,
@@ -238,6 +253,10 @@ impl Node {
             fatal,
             supervisor: Arc::clone(&supervisor_status),
             history: Default::default(),
+            alerts: crate::alerts::AlertsRuntime {
+                config: alerts_config,
+                webhooks,
+            },
         });
         let sampler = tokio::spawn(crate::api::sample_history(Arc::clone(&shared)));
         let router = crate::api::router(AppState {
@@ -255,6 +274,13 @@ impl Node {
             deploy_kick_artifacts(&artifacts, &artifacts_setup.kick).await?;
         }
         let reconciler = artifacts.spawn_reconciler();
+        let watcher = tokio::spawn(crate::alerts::watch(
+            Arc::clone(&shared),
+            format!(
+                "{}://{local_addr}",
+                if tls.is_some() { "https" } else { "http" }
+            ),
+        ));
         let supervisor_config = match config.supervisor.clone() {
             Some(supervisor) => Some(supervisor),
             None => crate::genesis::load_supervisor(&config.config_dir)?,
@@ -296,6 +322,7 @@ impl Node {
             edge_flusher: (edge_flusher, stop_edge),
             reconciler,
             sampler,
+            watcher,
         })
     }
 
@@ -356,6 +383,7 @@ impl Node {
         // pipeline still takes commands.
         self.reconciler.abort();
         self.sampler.abort();
+        self.watcher.abort();
         self.shared.artifacts.shutdown().await;
         self.shared.bus.close_all();
         let _ = self.stop_server.send(true);

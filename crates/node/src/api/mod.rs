@@ -18,6 +18,7 @@
 //! | `GET /metrics` | Prometheus text |
 //! | `GET /limits`, `GET /limits/{name}`, `GET /limits/check/{name}`, `POST /tasks`, `GET /tasks`, `POST /tasks/{address}/{claim,start,progress,complete,fail}`, `GET /tasks/mine/{assignee}` | the Hypernet swarm's routes, old shapes |
 
+mod alerts;
 mod artifacts;
 mod audit;
 mod bus;
@@ -51,6 +52,7 @@ pub use crate::app::{AppState, Shared};
 pub use crate::edge::REQUEST_BODY_BYTES_MAX;
 pub use artifacts::ARTIFACT_BODY_BYTES_MAX;
 pub(crate) use dashboard::sample as sample_history;
+pub(crate) use limits::current as current_limits;
 /// Largest amount accepted in a request: 2^53 - 1, the largest integer every JSON
 /// client represents exactly.
 pub const AMOUNT_MAX: u64 = (1 << 53) - 1;
@@ -62,6 +64,8 @@ pub fn router(app: AppState) -> Router {
     // from being governed (as Kubernetes exempts its system priority level).
     let lane = Router::new()
         .route("/v1/dashboard", get(dashboard::overview))
+        .route("/v1/alerts", get(alerts::list))
+        .route("/v1/alerts/dead-letters", get(alerts::dead_letters))
         .route("/v1/limits", get(limits::list))
         .route("/v1/limits/{name}", get(limits::one))
         .route(

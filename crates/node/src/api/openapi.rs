@@ -9,8 +9,8 @@ use utoipa::openapi::OpenApi as Document;
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    artifacts, audit, bus, dashboard, gateway, governance, grants, hypernet_tasks, ledger, limits,
-    metrics, principals, reports, tasks, tokens, workers,
+    alerts, artifacts, audit, bus, dashboard, gateway, governance, grants, hypernet_tasks, ledger,
+    limits, metrics, principals, reports, tasks, tokens, workers,
 };
 
 #[derive(OpenApi)]
@@ -26,7 +26,7 @@ use super::{
         principals::create, principals::list, principals::one, principals::remove, principals::release,
         tokens::create, tokens::list, tokens::revoke,
         ledger::reserve, ledger::commit, ledger::release, ledger::grant, ledger::free, ledger::me,
-        audit::list, reports::summary, dashboard::overview,
+        audit::list, reports::summary, dashboard::overview, alerts::list, alerts::dead_letters,
         governance::propose, governance::list, governance::one, governance::vote,
         grants::request, grants::list, grants::one, grants::approve, grants::deny,
         tasks::post, tasks::list, tasks::claim, tasks::dead, tasks::one, tasks::act, tasks::decompose, tasks::requeue,

@@ -1,0 +1,196 @@
+//! The alert watcher: every `check_every` it reads the limits (and the quotas
+//! `alerts.toml` watches), asks `colony-alerts` which thresholds were crossed, and
+//! submits each crossing to the kernel, where it becomes a decision (`alert.raise`,
+//! `alert.clear`). What the kernel records is published on `colony.alerts.<figure>`
+//! and handed to the webhooks, which never make the watcher wait.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use colony_alerts::{crossings, AlertsConfig, Delivery, Figure, Rules, Webhooks};
+use colony_api::alerts::{AlertDelivery, AlertView};
+use colony_kernel::alerts::{Alert, AlertReport, AlertScope};
+use colony_kernel::{CommandBody, Effect, PrincipalId, PrincipalKind};
+
+use crate::app::{AppState, Shared};
+use crate::sequencer::now_ms;
+
+/// Crossings submitted per check at most (the rest wait for the next check).
+pub const CROSSINGS_PER_CHECK_MAX: usize = 256;
+
+/// What the node runs for alerts: its configuration and its webhooks.
+pub struct AlertsRuntime {
+    pub config: AlertsConfig,
+    pub webhooks: Webhooks,
+}
+
+/// An alert as the API, the bus and the webhooks show it.
+pub fn view(alert: &Alert) -> AlertView {
+    let r = &alert.report;
+    let (limit, resource) = match &r.scope {
+        AlertScope::Limit { limit } => (Some(limit.clone()), None),
+        AlertScope::Quota { resource, .. } => (None, Some(resource.as_str().to_string())),
+    };
+    AlertView {
+        id: alert.id,
+        seq: alert.seq,
+        at: colony_api::format_time(alert.at_ms),
+        at_ms: alert.at_ms,
+        kind: if r.raised { "raise" } else { "clear" }.into(),
+        figure: alert.figure(),
+        limit,
+        principal: alert.principal.clone(),
+        resource,
+        threshold: r.threshold.to_string(),
+        usage: r.usage,
+        threshold_value: r.at,
+        of: r.of,
+        summary: alert.summary(),
+    }
+}
+
+/// The figures to watch now: every limit, and the watched quotas of every principal
+/// with standing.
+fn figures(app: &AppState, config: &AlertsConfig) -> Vec<(Figure, Rules)> {
+    let limits = crate::api::current_limits(app);
+    let mut out: Vec<(Figure, Rules)> = limits
+        .iter()
+        .map(|limit| {
+            let name = limit.spec.name.as_str();
+            let figure = Figure {
+                scope: AlertScope::Limit {
+                    limit: name.to_string(),
+                },
+                usage: limit.usage,
+                soft: limit.spec.soft,
+                hard: limit.spec.hard,
+            };
+            (figure, config.rules_of(name).clone())
+        })
+        .collect();
+    if let Some(quotas) = &config.quotas {
+        let rules = Rules {
+            percents: quotas.percents.clone(),
+            soft: false,
+        };
+        let now = now_ms();
+        let state = app.shared.state.read().expect("state lock");
+        for principal in state.principals().filter(|p| {
+            p.standing && !matches!(p.kind, PrincipalKind::System | PrincipalKind::Node)
+        }) {
+            for (resource, balance) in state.balances_at(principal.id, now) {
+                if !quotas.resources.contains(&resource) {
+                    continue;
+                }
+                let figure = Figure {
+                    scope: AlertScope::Quota {
+                        principal: principal.id,
+                        resource,
+                    },
+                    usage: balance.used.saturating_add(balance.reserved),
+                    soft: None,
+                    hard: balance.quota,
+                };
+                out.push((figure, rules.clone()));
+            }
+        }
+    }
+    out
+}
+
+/// The crossings of every watched figure now.
+fn check(app: &AppState, config: &AlertsConfig) -> Vec<AlertReport> {
+    let figures = figures(app, config);
+    let state = app.shared.state.read().expect("state lock");
+    let mut reports = Vec::new();
+    for (figure, rules) in &figures {
+        reports.extend(crossings(figure, rules, config.hysteresis_pct, |t| {
+            state.alert_raised(&figure.scope, t)
+        }));
+        if reports.len() >= CROSSINGS_PER_CHECK_MAX {
+            reports.truncate(CROSSINGS_PER_CHECK_MAX);
+            break;
+        }
+    }
+    reports
+}
+
+/// Watches until the node stops (the task is aborted).
+pub(crate) async fn watch(shared: Arc<Shared>, node_url: String) {
+    let app = AppState { shared };
+    let every_ms = app.shared.alerts.config.check_every_ms;
+    let mut every = tokio::time::interval(Duration::from_millis(every_ms));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        if !app
+            .shared
+            .state
+            .read()
+            .expect("state lock")
+            .is_initialized()
+        {
+            continue;
+        }
+        for report in check(&app, &app.shared.alerts.config) {
+            let justification = format!(
+                "alerts.toml: {} {} its {} threshold (usage {}{})",
+                match &report.scope {
+                    AlertScope::Limit { limit } => limit.clone(),
+                    AlertScope::Quota {
+                        principal,
+                        resource,
+                    } => format!("quota {resource} of principal {}", principal.0),
+                },
+                if report.raised {
+                    "reached"
+                } else {
+                    "fell back below"
+                },
+                report.threshold,
+                report.usage,
+                report.of.map(|of| format!(" of {of}")).unwrap_or_default(),
+            );
+            let outcome = app
+                .shared
+                .submitter
+                .submit(
+                    PrincipalId::SYSTEM,
+                    justification,
+                    CommandBody::Alert(Box::new(report)),
+                )
+                .await;
+            match outcome {
+                Ok(outcome) => {
+                    if let Effect::AlertRecorded { alert } = &outcome.primary.effect {
+                        announce(&app, alert, &node_url);
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!("an alert was not recorded: {}", error.message);
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Publishes what the kernel recorded and hands it to the webhooks.
+fn announce(app: &AppState, alert: &Alert, node_url: &str) {
+    let view = view(alert);
+    let data = serde_json::to_string(&view).expect("an alert serializes");
+    app.shared
+        .bus
+        .publish_system(&format!("colony.alerts.{}", view.figure), &data);
+    let text = format!("Colony {}: {}", node_url, view.summary);
+    let body = AlertDelivery {
+        alert: view,
+        text: text.clone(),
+        node: node_url.to_string(),
+    };
+    app.shared.alerts.webhooks.send(&Delivery {
+        id: alert.id,
+        json: serde_json::to_string(&body).expect("a delivery serializes"),
+        text,
+    });
+}
