@@ -82,6 +82,8 @@ pub struct AlertsConfig {
     pub per_limit: BTreeMap<String, Rules>,
     pub quotas: Option<QuotaRules>,
     pub webhooks: Vec<WebhookConfig>,
+    /// A summary of each such window goes to the webhooks (`[reports] every`).
+    pub report_every_ms: Option<u64>,
 }
 
 impl AlertsConfig {
@@ -109,6 +111,13 @@ struct File {
     alerts: Option<AlertsSection>,
     #[serde(default)]
     webhooks: Vec<Spanned<WebhookEntry>>,
+    reports: Option<ReportsSection>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReportsSection {
+    every: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -326,7 +335,20 @@ pub fn parse(
             backoff_max_ms: ms(&w.backoff_max, "backoff_max", 300_000)?.clamp(10, 86_400_000),
         });
     }
+    let report_every_ms = match parsed.reports.and_then(|r| r.every) {
+        Some(value) => {
+            let ms = duration(&value, "reports.every")?;
+            if !(100..=30 * 86_400_000).contains(&ms) {
+                return Err(
+                    source.error(Some(value.span()), "reports.every: from 100ms to 30 days")
+                );
+            }
+            Some(ms)
+        }
+        None => None,
+    };
     Ok(AlertsConfig {
+        report_every_ms,
         check_every_ms,
         hysteresis_pct,
         limits,

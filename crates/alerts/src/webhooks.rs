@@ -29,9 +29,9 @@ pub const SIGNATURE_HEADER: &str = "x-colony-signature";
 /// One alert to deliver.
 #[derive(Clone, Debug)]
 pub struct Delivery {
-    /// The alert's id (also sent as `X-Colony-Delivery`, for receivers to drop
-    /// repeats: a delivery may arrive more than once).
-    pub id: u64,
+    /// `alert-<id>` or `report-<until_ms>` (also sent as `X-Colony-Delivery`, for
+    /// receivers to drop repeats: a delivery may arrive more than once).
+    pub id: String,
     /// The JSON body for `format = "json"`.
     pub json: String,
     /// One line a person reads (Slack's `text`).
@@ -41,7 +41,7 @@ pub struct Delivery {
 /// A delivery that never arrived.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct DeadLetter {
-    pub delivery: u64,
+    pub delivery: String,
     /// The webhook's scheme and host (its path may be a secret).
     pub webhook: String,
     pub attempts: u32,
@@ -59,7 +59,7 @@ impl DeadLetters {
     fn add(&self, letter: DeadLetter) {
         tracing::warn!(
             webhook = %letter.webhook,
-            delivery = letter.delivery,
+            delivery = %letter.delivery,
             attempts = letter.attempts,
             "an alert was not delivered: {}",
             letter.error
@@ -149,7 +149,7 @@ impl Webhooks {
                     mpsc::error::TrySendError::Closed(_) => "its delivery task has ended".into(),
                 };
                 self.dead.add(DeadLetter {
-                    delivery: delivery.id,
+                    delivery: delivery.id.clone(),
                     webhook: origin.clone(),
                     attempts: 0,
                     error: reason,
@@ -216,7 +216,7 @@ async fn deliver_all(
         }
         if !delivered {
             dead.add(DeadLetter {
-                delivery: delivery.id,
+                delivery: delivery.id.clone(),
                 webhook: config.origin(),
                 attempts: config.attempts,
                 error: last_error,
@@ -236,7 +236,7 @@ async fn post(
     let mut request = client
         .post(&config.url)
         .header("content-type", "application/json")
-        .header("x-colony-delivery", delivery.id.to_string())
+        .header("x-colony-delivery", &delivery.id)
         .body(body.to_string());
     if let Some(secret) = &config.secret {
         request = request.header(SIGNATURE_HEADER, sign(secret, body.as_bytes()));

@@ -75,7 +75,8 @@ pub struct AlertDelivery {
 /// A delivery that never arrived.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct DeadLetterView {
-    pub delivery: u64,
+    /// `alert-<id>` or `report-<until_ms>`.
+    pub delivery: String,
     /// The webhook's scheme and host.
     pub webhook: String,
     pub attempts: u32,
@@ -88,4 +89,14 @@ pub struct DeadLetterView {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct DeadLetterList {
     pub dead_letters: Vec<DeadLetterView>,
+}
+
+/// The body POSTed to a `format = "json"` webhook for a periodic report
+/// (`[reports] every` in alerts.toml).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ReportDelivery {
+    pub report: crate::reports::Summary,
+    /// The report as Markdown.
+    pub text: String,
+    pub node: String,
 }

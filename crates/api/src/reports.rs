@@ -70,4 +70,7 @@ pub struct Summary {
     pub brakes_expired: Figure,
     pub quarantines: Figure,
     pub principals_created: Figure,
+    /// Proximity alerts raised (`alert.raise`).
+    #[serde(default)]
+    pub alerts_raised: Figure,
 }

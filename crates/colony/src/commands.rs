@@ -305,7 +305,7 @@ pub async fn alerts(limit: usize, dead_letters: bool, remote: &Remote) -> anyhow
                     .iter()
                     .map(|d| {
                         vec![
-                            d.delivery.to_string(),
+                            d.delivery.clone(),
                             d.at.clone(),
                             d.webhook.clone(),
                             d.attempts.to_string(),
@@ -313,7 +313,7 @@ pub async fn alerts(limit: usize, dead_letters: bool, remote: &Remote) -> anyhow
                         ]
                     })
                     .collect();
-                table(&["ALERT", "AT", "WEBHOOK", "ATTEMPTS", "ERROR"], &rows);
+                table(&["DELIVERY", "AT", "WEBHOOK", "ATTEMPTS", "ERROR"], &rows);
             },
         )
         .await;

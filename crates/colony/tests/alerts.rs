@@ -75,7 +75,10 @@ fn alerts_from_the_command_line() {
         "{table}"
     );
     let dead = colony(&url, admin, &["alerts", "--dead-letters"]);
-    assert!(dead.contains("WEBHOOK"), "{dead}");
+    assert!(
+        dead.contains("DELIVERY") && dead.contains("WEBHOOK"),
+        "{dead}"
+    );
     node.kill().unwrap();
     node.wait().unwrap();
 }

@@ -115,8 +115,64 @@ fn check(app: &AppState, config: &AlertsConfig) -> Vec<AlertReport> {
     reports
 }
 
-/// Watches until the node stops (the task is aborted).
+/// Watches (and sends the periodic reports) until the node stops (the task is
+/// aborted).
 pub(crate) async fn watch(shared: Arc<Shared>, node_url: String) {
+    tokio::join!(
+        check_loop(Arc::clone(&shared), node_url.clone()),
+        report_loop(shared, node_url)
+    );
+}
+
+/// Sends a summary of each `[reports] every` window to the webhooks.
+async fn report_loop(shared: Arc<Shared>, node_url: String) {
+    let (Some(every_ms), false) = (
+        shared.alerts.config.report_every_ms,
+        shared.alerts.webhooks.is_empty(),
+    ) else {
+        return;
+    };
+    let mut every = tokio::time::interval(Duration::from_millis(every_ms));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    every.tick().await; // the first tick is at once: a report covers a whole window
+    loop {
+        every.tick().await;
+        let decided = shared.state.read().expect("state lock").last_seq;
+        if !shared.submitter.synced_through(decided).await {
+            return;
+        }
+        let until = now_ms();
+        let from = until.saturating_sub(every_ms);
+        let reader = shared.audit.clone();
+        let built =
+            tokio::task::spawn_blocking(move || crate::api::build_report(&reader, from, until))
+                .await;
+        let summary = match built {
+            Ok(Ok(summary)) => summary,
+            Ok(Err(error)) => {
+                tracing::warn!("the periodic report cannot read the log: {error}");
+                continue;
+            }
+            Err(error) => {
+                tracing::warn!("the periodic report failed: {error}");
+                continue;
+            }
+        };
+        let text = crate::api::report_markdown(&summary);
+        let body = colony_api::alerts::ReportDelivery {
+            report: summary,
+            text: text.clone(),
+            node: node_url.clone(),
+        };
+        shared.alerts.webhooks.send(&Delivery {
+            id: format!("report-{until}"),
+            json: serde_json::to_string(&body).expect("a report serializes"),
+            text,
+        });
+    }
+}
+
+async fn check_loop(shared: Arc<Shared>, node_url: String) {
     let app = AppState { shared };
     let every_ms = app.shared.alerts.config.check_every_ms;
     let mut every = tokio::time::interval(Duration::from_millis(every_ms));
@@ -189,7 +245,7 @@ fn announce(app: &AppState, alert: &Alert, node_url: &str) {
         node: node_url.to_string(),
     };
     app.shared.alerts.webhooks.send(&Delivery {
-        id: alert.id,
+        id: format!("alert-{}", alert.id),
         json: serde_json::to_string(&body).expect("a delivery serializes"),
         text,
     });

@@ -210,7 +210,7 @@ backoff = "10ms"
             signature.as_deref(),
             Some(colony_alerts::sign("s3cret", body.as_bytes()).as_str())
         );
-        assert_eq!(delivery.as_deref(), Some(alert["id"].to_string().as_str()));
+        assert_eq!(delivery.clone(), Some(format!("alert-{}", alert["id"])));
         let body: Value = serde_json::from_str(body).unwrap();
         assert_eq!(&body["alert"], alert);
         assert!(body["text"]
@@ -263,4 +263,40 @@ async fn a_bad_alerts_toml_stops_the_node_naming_the_line() {
         text.contains("alerts.toml:2") && text.contains("eighty"),
         "{text}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_periodic_report_goes_to_the_webhooks() {
+    let (url, got) = receiver(0, None).await;
+    let alerts_toml = format!(
+        "[alerts]\nsoft = false\nthresholds = [\"100%\"]\n\n[reports]\nevery = \"300ms\"\n\n[[webhooks]]\nurl = \"{url}\"\nsecret = \"k\"\n"
+    );
+    let config = common::genesis_dir(&[("alerts.toml", &alerts_toml)]);
+    let data = tempfile::tempdir().unwrap();
+    let (node, base, admin) = common::start(data.path(), config.path()).await;
+    common::create_principal(&base, &admin, "reported", "ai", &[]).await;
+    // The first report whose window holds the creation.
+    let (signature, delivery, body) = until("a report naming the new principal", async || {
+        got.lock()
+            .unwrap()
+            .iter()
+            .find_map(|(signature, delivery, body)| {
+                let parsed: Value = serde_json::from_str(body).ok()?;
+                (parsed["report"]["principals_created"]["count"] == 1)
+                    .then(|| (signature.clone(), delivery.clone(), body.clone()))
+            })
+    })
+    .await;
+    assert!(delivery.unwrap().starts_with("report-"));
+    assert_eq!(
+        signature.unwrap(),
+        colony_alerts::sign("k", body.as_bytes())
+    );
+    let body: Value = serde_json::from_str(&body).unwrap();
+    assert!(body["text"]
+        .as_str()
+        .unwrap()
+        .starts_with("# Colony: what happened"));
+    assert_eq!(body["node"], base);
+    node.shutdown().await.unwrap();
 }

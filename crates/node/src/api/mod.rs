@@ -53,6 +53,7 @@ pub use crate::edge::REQUEST_BODY_BYTES_MAX;
 pub use artifacts::ARTIFACT_BODY_BYTES_MAX;
 pub(crate) use dashboard::sample as sample_history;
 pub(crate) use limits::current as current_limits;
+pub(crate) use reports::{build as build_report, markdown as report_markdown};
 /// Largest amount accepted in a request: 2^53 - 1, the largest integer every JSON
 /// client represents exactly.
 pub const AMOUNT_MAX: u64 = (1 << 53) - 1;

@@ -61,7 +61,7 @@ fn spend(map: &mut BTreeMap<String, Spend>, who: &str, micro_usd: u64, seq: u64)
 }
 
 /// Sums up the records from `from_ms` on.
-fn build(
+pub(crate) fn build(
     reader: &colony_log::LogReader,
     from_ms: u64,
     until_ms: u64,
@@ -133,6 +133,7 @@ fn build(
             ("governance.brake_expired", _) => note(&mut summary.brakes_expired, seq),
             ("principal.quarantine", _) => note(&mut summary.quarantines, seq),
             ("principal.create", true) => note(&mut summary.principals_created, seq),
+            ("alert.raise", true) => note(&mut summary.alerts_raised, seq),
             _ => {}
         }
         ControlFlow::Continue(())
@@ -231,6 +232,7 @@ pub fn markdown(summary: &Summary) -> String {
         ("proposals decided", &summary.proposals_decided),
         ("brakes expired", &summary.brakes_expired),
         ("quarantines", &summary.quarantines),
+        ("alerts raised", &summary.alerts_raised),
     ] {
         text.push_str(&format!(
             "| {what} | {} | {} |\n",
