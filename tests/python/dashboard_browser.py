@@ -71,7 +71,7 @@ def usage(limit):
 
 try:
     # Some colony to look at.
-    for n in range(3):
+    for n in range(9):
         call("POST", "/v1/principals", {"name": f"agent-{n}", "kind": "ai",
                                         "justification": "the dashboard test's agents"})
     parent = call("POST", "/v1/tasks", {"title": "write the release notes",
@@ -107,6 +107,12 @@ try:
         "return getComputedStyle(document.querySelector(arguments[0])).width",
         '.limit[data-limit="ai_accounts"] .fill')
     check(width not in (None, "0px"), f"the bar is filled ({width})")
+    # The tenth AI reaches ai_accounts' soft value: the watcher's alert shows up.
+    wait(5, lambda: driver.execute_script(
+        "return [...document.querySelectorAll('#alerts tbody tr')].some(r => r.textContent.includes('ai_accounts'))"),
+        "the soft-limit alert is listed")
+    check(attribute('.limit[data-limit="ai_accounts"]', "class").endswith("soft"),
+          "the ai_accounts bar is coloured past soft")
     time.sleep(0.5)  # let the bar's transition end before the picture
     driver.save_screenshot(SCREENSHOT)
     check(True, f"screenshot saved to {SCREENSHOT}")

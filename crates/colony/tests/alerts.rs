@@ -2,19 +2,13 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::*;
 
+/// `colony ARGS` against the node, which must succeed; what it printed.
 fn colony(url: &str, token: &str, args: &[&str]) -> String {
-    let output = Command::new(COLONY)
-        .args(args)
-        .env("COLONY_URL", url)
-        .env("COLONY_TOKEN", token)
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{output:?}");
-    String::from_utf8(output.stdout).unwrap()
+    let (ok, text) = cli(url, token, args);
+    assert!(ok, "{text}");
+    text
 }
 
 #[test]

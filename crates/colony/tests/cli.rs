@@ -1,25 +1,7 @@
 //! The CLI as people use it, against a real node: governance and the Hypernet import.
 
-use std::process::Command;
-
 mod common;
-use common::{start, COLONY};
-
-/// Runs `colony ARGS` against the node; returns success and what it printed.
-fn colony(url: &str, token: &str, args: &[&str]) -> (bool, String) {
-    let output = Command::new(COLONY)
-        .args(args)
-        .env("COLONY_URL", url)
-        .env("COLONY_TOKEN", token)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (output.status.success(), text)
-}
+use common::{cli as colony, start};
 
 fn json(url: &str, token: &str, args: &[&str]) -> serde_json::Value {
     let mut all = args.to_vec();

@@ -293,6 +293,10 @@ function renderAlerts(list) {
   const raised = list.raised.map((r) => `${r.principal ? `${r.principal} ` : ''}${r.figure} ${r.threshold}`);
   $('#alerts-note').textContent = `raised now: ${raised.length ? raised.join(', ') : 'nothing'}`
     + ` · ${list.webhooks} webhooks${list.dead_letters ? ` · ${list.dead_letters} dead letters` : ''}`;
+  if (!list.alerts.length) {
+    $('#alerts').replaceChildren(el('tbody', {}, el('tr', {}, el('td', { class: 'muted', text: 'No alert yet.' }))));
+    return;
+  }
   table($('#alerts'), ['#', 'when', 'kind', 'figure', 'threshold', 'alert'],
     list.alerts.slice().reverse().map((a) => el('tr', { dataset: { alert: a.id } },
       el('td', { class: 'num', text: a.id }), el('td', { title: a.at, text: since(a.at) }),
@@ -410,26 +414,31 @@ async function renderGovernance() {
     api('/v1/proposals?state=review'), api('/v1/proposals'), api('/v1/limits'),
   ]);
   const now = Date.now();
-  $('#proposals-open').replaceChildren(...(open.proposals.length ? open.proposals.map((p) =>
-    el('div', { class: 'proposal', dataset: { proposal: p.id } },
-      el('div', { class: 'change', text: `#${p.id} ${describe(p)}` }),
-      el('div', { class: 'muted' }, `by ${p.proposer}${p.automatic ? ' (automatic)' : ''} · `,
-        p.brake_expires_at ? `brake lapses in ${duration(Date.parse(p.brake_expires_at) - now)}`
-          : `review ends in ${duration(Math.max(0, Date.parse(p.review_ends_at) - now))}`),
-      el('div', { text: `“${p.justification}”` }),
-      tallyRows(p),
-      el('div', { class: 'votes' }, ['approve', 'reject', 'abstain'].map((choice) =>
-        el('button', { type: 'button', class: `vote ${choice}`, dataset: { vote: choice, proposal: p.id },
-          text: choice[0].toUpperCase() + choice.slice(1), onclick: () => vote(p.id, choice) }))),
-      p.votes.length ? el('div', { class: 'muted small' },
-        p.votes.map((v) => `${v.voter} (${v.side}) ${v.vote}`).join(' · ')) : null))
-    : [el('p', { class: 'muted', text: 'No proposal is in review.' })]));
+  // Redrawn only when they change: a redraw under the pointer would eat a click.
+  if (changed('proposals', [open.proposals, Math.floor(now / 60000)])) {
+    $('#proposals-open').replaceChildren(...(open.proposals.length ? open.proposals.map((p) =>
+      el('div', { class: 'proposal', dataset: { proposal: p.id } },
+        el('div', { class: 'change', text: `#${p.id} ${describe(p)}` }),
+        el('div', { class: 'muted' }, `by ${p.proposer}${p.automatic ? ' (automatic)' : ''} · `,
+          p.brake_expires_at ? `brake lapses in ${duration(Date.parse(p.brake_expires_at) - now)}`
+            : `review ends in ${duration(Math.max(0, Date.parse(p.review_ends_at) - now))}`),
+        el('div', { text: `“${p.justification}”` }),
+        tallyRows(p),
+        el('div', { class: 'votes' }, ['approve', 'reject', 'abstain'].map((choice) =>
+          el('button', { type: 'button', class: `vote ${choice}`, dataset: { vote: choice, proposal: p.id },
+            text: choice[0].toUpperCase() + choice.slice(1), onclick: () => vote(p.id, choice) }))),
+        p.votes.length ? el('div', { class: 'muted small' },
+          p.votes.map((v) => `${v.voter} (${v.side}) ${v.vote}`).join(' · ')) : null))
+      : [el('p', { class: 'muted', text: 'No proposal is in review.' })]));
+  }
   const select = $('#brake-limit');
-  const chosen = select.value;
-  select.replaceChildren(...limits.limits.map((l) => el('option', { value: l.name, text: `${l.name} (hard ${amount(l.hard, l.unit)})` })));
-  if (chosen) select.value = chosen;
+  if (changed('brake-options', limits.limits.map((l) => [l.name, l.hard]))) {
+    const chosen = select.value;
+    select.replaceChildren(...limits.limits.map((l) => el('option', { value: l.name, text: `${l.name} (hard ${amount(l.hard, l.unit)})` })));
+    if (chosen) select.value = chosen;
+  }
   const decided = all.proposals.filter((p) => p.state !== 'review').reverse();
-  table($('#proposals-history'), ['#', 'change', 'state', 'by', 'decided', 'why', 'votes'],
+  if (changed('history', decided.map((p) => [p.id, p.state]))) table($('#proposals-history'), ['#', 'change', 'state', 'by', 'decided', 'why', 'votes'],
     decided.map((p) => el('tr', {},
       el('td', { class: 'num', text: p.id }), el('td', { text: describe(p) }),
       el('td', {}, pill(p.state)), el('td', { text: p.proposer }),

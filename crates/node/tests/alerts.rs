@@ -185,6 +185,9 @@ backoff = "10ms"
         json!([{"figure": "ai_accounts", "principal": null, "threshold": "soft"}])
     );
     assert_eq!(listed["webhooks"], 3);
+    // The durable stream the first start defined keeps them for consumers.
+    let stream = common::get_json(&base, &admin, "/v1/streams/alerts").await;
+    assert_eq!(stream["stream"]["messages"], 3, "{stream}");
     // Each is a decision in the log, with its justification.
     let seq = kept[0]["seq"].as_u64().unwrap();
     let record = common::get_json(

@@ -132,3 +132,19 @@ pub fn start_with_link(
     std::thread::spawn(move || for _ in lines {});
     (child, url, link)
 }
+
+/// Runs `colony ARGS` against the node; returns success and what it printed.
+pub fn cli(url: &str, token: &str, args: &[&str]) -> (bool, String) {
+    let output = Command::new(COLONY)
+        .args(args)
+        .env("COLONY_URL", url)
+        .env("COLONY_TOKEN", token)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}
