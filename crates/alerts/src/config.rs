@@ -77,6 +77,10 @@ pub struct AlertsConfig {
     pub check_every_ms: u64,
     /// A raised threshold clears when the figure falls this many percent below it.
     pub hysteresis_pct: u8,
+    /// A threshold that cleared raises again only this long after it cleared: a
+    /// figure made to swing across it (an agent reserving and releasing) alerts
+    /// once per cooldown, not once per swing.
+    pub cooldown_ms: u64,
     /// For every limit without its own rules.
     pub limits: Rules,
     pub per_limit: BTreeMap<String, Rules>,
@@ -125,6 +129,7 @@ struct ReportsSection {
 struct AlertsSection {
     check_every: Option<Spanned<String>>,
     hysteresis: Option<Spanned<String>>,
+    cooldown: Option<Spanned<String>>,
     thresholds: Option<Spanned<Vec<String>>>,
     soft: Option<bool>,
     #[serde(default)]
@@ -210,6 +215,7 @@ pub fn parse(
     let section = parsed.alerts.unwrap_or(AlertsSection {
         check_every: None,
         hysteresis: None,
+        cooldown: None,
         thresholds: None,
         soft: None,
         limits: BTreeMap::new(),
@@ -242,6 +248,16 @@ pub fn parse(
             })?,
         },
         None => 5,
+    };
+    let cooldown_ms = match &section.cooldown {
+        Some(value) => {
+            let ms = duration(value, "alerts.cooldown")?;
+            if ms > 86_400_000 {
+                return Err(source.error(Some(value.span()), "alerts.cooldown: at most 24h"));
+            }
+            ms
+        }
+        None => 600_000,
     };
     let limits = Rules {
         percents: match &section.thresholds {
@@ -351,6 +367,7 @@ pub fn parse(
         report_every_ms,
         check_every_ms,
         hysteresis_pct,
+        cooldown_ms,
         limits,
         per_limit,
         quotas,

@@ -69,6 +69,49 @@ pub fn crossings(
     reports
 }
 
+/// When each threshold last cleared, to hold back a raise within the cooldown.
+/// Bounded: entries older than the cooldown are forgotten as they are met.
+#[derive(Debug, Default)]
+pub struct Cooldown {
+    cleared: std::collections::BTreeMap<(AlertScope, Threshold), u64>,
+}
+
+/// Thresholds remembered at most (the oldest clearings go first past it).
+pub const COOLDOWN_ENTRIES_MAX: usize = 65_536;
+
+impl Cooldown {
+    /// Whether `report` may go to the kernel now; remembers clearings.
+    pub fn admit(&mut self, report: &AlertReport, now_ms: u64, cooldown_ms: u64) -> bool {
+        let key = (report.scope.clone(), report.threshold);
+        if !report.raised {
+            if self.cleared.len() >= COOLDOWN_ENTRIES_MAX {
+                self.cleared
+                    .retain(|_, at| now_ms.saturating_sub(*at) < cooldown_ms);
+                if self.cleared.len() >= COOLDOWN_ENTRIES_MAX {
+                    let oldest = self
+                        .cleared
+                        .iter()
+                        .min_by_key(|(_, at)| **at)
+                        .map(|(k, _)| k.clone());
+                    if let Some(oldest) = oldest {
+                        self.cleared.remove(&oldest);
+                    }
+                }
+            }
+            self.cleared.insert(key, now_ms);
+            return true;
+        }
+        match self.cleared.get(&key) {
+            Some(at) if now_ms.saturating_sub(*at) < cooldown_ms => false,
+            Some(_) => {
+                self.cleared.remove(&key);
+                true
+            }
+            None => true,
+        }
+    }
+}
+
 fn report(figure: &Figure, threshold: Threshold, raised: bool, at: u64) -> AlertReport {
     AlertReport {
         scope: figure.scope.clone(),
@@ -170,6 +213,23 @@ mod tests {
         };
         assert!(crossings(&figure(3), &rules, 30, |_| true).is_empty());
         assert_eq!(crossings(&figure(2), &rules, 30, |_| true).len(), 1);
+    }
+
+    #[test]
+    fn a_threshold_swung_across_raises_once_per_cooldown() {
+        let mut cooldown = Cooldown::default();
+        let raise = report(&figure(4), Threshold::Percent(80), true, 4);
+        let clear = report(&figure(2), Threshold::Percent(80), false, 4);
+        assert!(cooldown.admit(&raise, 0, 1_000));
+        assert!(cooldown.admit(&clear, 100, 1_000));
+        // Swung back up within the cooldown: held back.
+        assert!(!cooldown.admit(&raise, 500, 1_000));
+        assert!(!cooldown.admit(&raise, 1_099, 1_000));
+        // After it, the raise goes through.
+        assert!(cooldown.admit(&raise, 1_100, 1_000));
+        // Another threshold is its own.
+        let soft = report(&figure(2), Threshold::Soft, true, 2);
+        assert!(cooldown.admit(&soft, 1_100, 1_000));
     }
 
     #[test]

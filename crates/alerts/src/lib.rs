@@ -15,7 +15,7 @@ mod crossing;
 mod webhooks;
 
 pub use config::{load, parse, AlertsConfig, Format, QuotaRules, Rules, WebhookConfig};
-pub use crossing::{crossings, Figure};
+pub use crossing::{crossings, Cooldown, Figure, COOLDOWN_ENTRIES_MAX};
 pub use webhooks::{
     sign, DeadLetter, Delivery, Webhooks, DEAD_LETTERS_KEPT, DEAD_LETTER_FILE_BYTES_MAX,
     SIGNATURE_HEADER, WEBHOOK_QUEUE_MAX,

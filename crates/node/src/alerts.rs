@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use colony_alerts::{crossings, AlertsConfig, Delivery, Figure, Rules, Webhooks};
+use colony_alerts::{crossings, AlertsConfig, Cooldown, Delivery, Figure, Rules, Webhooks};
 use colony_api::alerts::{AlertDelivery, AlertView};
 use colony_kernel::alerts::{Alert, AlertReport, AlertScope};
 use colony_kernel::{CommandBody, Effect, PrincipalId, PrincipalKind};
@@ -98,15 +98,21 @@ fn figures(app: &AppState, config: &AlertsConfig) -> Vec<(Figure, Rules)> {
     out
 }
 
-/// The crossings of every watched figure now.
-fn check(app: &AppState, config: &AlertsConfig) -> Vec<AlertReport> {
+/// The crossings of every watched figure now, less the raises the cooldown holds
+/// back (before the per-check bound, so held-back raises never crowd others out).
+fn check(app: &AppState, config: &AlertsConfig, cooldown: &mut Cooldown) -> Vec<AlertReport> {
     let figures = figures(app, config);
+    let now = now_ms();
     let state = app.shared.state.read().expect("state lock");
     let mut reports = Vec::new();
     for (figure, rules) in &figures {
-        reports.extend(crossings(figure, rules, config.hysteresis_pct, |t| {
-            state.alert_raised(&figure.scope, t)
-        }));
+        reports.extend(
+            crossings(figure, rules, config.hysteresis_pct, |t| {
+                state.alert_raised(&figure.scope, t)
+            })
+            .into_iter()
+            .filter(|report| cooldown.admit(report, now, config.cooldown_ms)),
+        );
         if reports.len() >= CROSSINGS_PER_CHECK_MAX {
             reports.truncate(CROSSINGS_PER_CHECK_MAX);
             break;
@@ -175,6 +181,7 @@ async fn report_loop(shared: Arc<Shared>, node_url: String) {
 async fn check_loop(shared: Arc<Shared>, node_url: String) {
     let app = AppState { shared };
     let every_ms = app.shared.alerts.config.check_every_ms;
+    let mut cooldown = Cooldown::default();
     let mut every = tokio::time::interval(Duration::from_millis(every_ms));
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -188,7 +195,7 @@ async fn check_loop(shared: Arc<Shared>, node_url: String) {
         {
             continue;
         }
-        for report in check(&app, &app.shared.alerts.config) {
+        for report in check(&app, &app.shared.alerts.config, &mut cooldown) {
             let justification = format!(
                 "alerts.toml: {} {} its {} threshold (usage {}{})",
                 match &report.scope {
