@@ -55,7 +55,10 @@ pub struct RaisedView {
 pub struct AlertList {
     /// Oldest first.
     pub alerts: Vec<AlertView>,
+    /// The thresholds standing raised (at most 1 000: limits first, then quotas).
     pub raised: Vec<RaisedView>,
+    /// How many stand raised in all.
+    pub raised_total: usize,
     /// Webhooks configured.
     pub webhooks: usize,
     /// Dead letters kept now.

@@ -359,12 +359,18 @@ pub async fn alerts(limit: usize, dead_letters: bool, remote: &Remote) -> anyhow
                     None => format!("{} {}", r.figure, r.threshold),
                 })
                 .collect();
+            let more = list.raised_total.saturating_sub(list.raised.len());
             println!(
-                "\nraised now: {}",
+                "\nraised now: {}{}",
                 if raised.is_empty() {
                     "nothing".into()
                 } else {
                     raised.join(", ")
+                },
+                if more > 0 {
+                    format!(" and {more} more")
+                } else {
+                    String::new()
                 }
             );
             println!(

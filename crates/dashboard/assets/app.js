@@ -291,7 +291,9 @@ function card(label, value, sub, key) {
 
 function renderAlerts(list) {
   const raised = list.raised.map((r) => `${r.principal ? `${r.principal} ` : ''}${r.figure} ${r.threshold}`);
-  $('#alerts-note').textContent = `raised now: ${raised.length ? raised.join(', ') : 'nothing'}`
+  const more = list.raised_total - list.raised.length;
+  $('#alerts-note').textContent = `raised now: ${raised.length ? raised.slice(0, 12).join(', ') : 'nothing'}`
+    + (raised.length > 12 || more > 0 ? ` and ${raised.length - Math.min(raised.length, 12) + more} more` : '')
     + ` · ${list.webhooks} webhooks${list.dead_letters ? ` · ${list.dead_letters} dead letters` : ''}`;
   if (!list.alerts.length) {
     $('#alerts').replaceChildren(el('tbody', {}, el('tr', {}, el('td', { class: 'muted', text: 'No alert yet.' }))));

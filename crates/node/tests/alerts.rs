@@ -184,6 +184,7 @@ backoff = "10ms"
         listed["raised"],
         json!([{"figure": "ai_accounts", "principal": null, "threshold": "soft"}])
     );
+    assert_eq!(listed["raised_total"], 1);
     assert_eq!(listed["webhooks"], 3);
     // The durable stream the first start defined keeps them for consumers.
     let stream = common::get_json(&base, &admin, "/v1/streams/alerts").await;

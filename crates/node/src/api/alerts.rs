@@ -12,6 +12,8 @@ use crate::ApiError;
 
 /// Alerts at most in one answer.
 pub const ALERTS_PAGE_MAX: usize = 1_000;
+/// Raised thresholds listed at most in one answer (`raised_total` counts them all).
+pub const RAISED_SHOWN_MAX: usize = 1_000;
 
 /// Proximity alerts as recorded (the latest, oldest first), and the thresholds
 /// standing raised now.
@@ -41,8 +43,10 @@ pub async fn list(
         .map(crate::alerts::view)
         .collect();
     alerts.reverse();
+    let raised_total = state.raised_alerts().count();
     let raised = state
         .raised_alerts()
+        .take(RAISED_SHOWN_MAX)
         .map(|(scope, threshold)| {
             let (figure, principal) = match scope {
                 AlertScope::Limit { limit } => (limit.clone(), None),
@@ -65,6 +69,7 @@ pub async fn list(
     Ok(Json(AlertList {
         alerts,
         raised,
+        raised_total,
         webhooks: app.shared.alerts.config.webhooks.len(),
         dead_letters: webhooks.dead_letters().len(),
     }))
