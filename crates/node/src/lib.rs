@@ -28,6 +28,7 @@ mod artifacts;
 pub mod auth;
 mod edge;
 mod error;
+mod first_start;
 pub mod genesis;
 pub mod listener;
 pub mod mock_llm;

@@ -110,24 +110,18 @@ pub fn start_with_link(
         .expect("the colony binary starts");
     let stdout = child.stdout.take().unwrap();
     let mut lines = BufReader::new(stdout).lines();
-    let url = loop {
+    // What `colony up` prints after `prefix`, up to the first space.
+    let mut after = |prefix: &str| loop {
         let line = lines
             .next()
-            .expect("colony up prints where it listens")
+            .unwrap_or_else(|| panic!("colony up prints `{prefix}`"))
             .unwrap();
-        if let Some(rest) = line.strip_prefix("colony: listening on ") {
+        if let Some(rest) = line.strip_prefix(prefix) {
             break rest.split_whitespace().next().unwrap().to_string();
         }
     };
-    let link = loop {
-        let line = lines
-            .next()
-            .expect("colony up prints the dashboard's link")
-            .unwrap();
-        if let Some(rest) = line.strip_prefix("colony: dashboard at ") {
-            break rest.split_whitespace().next().unwrap().to_string();
-        }
-    };
+    let url = after("colony: listening on ");
+    let link = after("colony: dashboard at ");
     // Keep draining stdout so the node never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
     (child, url, link)
