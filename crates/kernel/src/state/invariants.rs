@@ -1,5 +1,5 @@
 //! [`State::check_invariants`]: what must hold between any two commands. The seeded
-//! simulation (`tests/simulation.rs`) asserts it after every step of random and
+//! simulation (`tests/it/simulation.rs`) asserts it after every step of random and
 //! adversarial command streams; a failure names the first broken invariant.
 
 use std::collections::BTreeMap;

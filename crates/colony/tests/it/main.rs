@@ -1,0 +1,16 @@
+//! The colony crate's integration tests, one module per feature, linked into one
+//! test binary (one link and one copy of the crate instead of one per file).
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod alerts;
+mod artifacts;
+mod cli;
+mod crash;
+mod dashboard;
+mod demo;
+mod fatal;
+mod supervisor;
+mod tls;
+mod workers;

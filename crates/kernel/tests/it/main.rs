@@ -1,0 +1,17 @@
+//! The kernel crate's integration tests, one module per feature, linked into one
+//! test binary (one link and one copy of the crate instead of one per file).
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod alerts;
+mod anomaly;
+mod artifacts;
+mod governance;
+mod kernel;
+mod safety;
+mod settle;
+mod simulation;
+mod tasks;
+mod tokens;
+mod workers;

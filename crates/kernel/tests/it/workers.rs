@@ -1,0 +1,368 @@
+//! Worker sessions: registration within limits, heartbeats, loss and reassignment.
+
+use colony_kernel::tasks::*;
+use colony_kernel::workers::*;
+use colony_kernel::*;
+
+use crate::common;
+use common::*;
+
+fn register(sim: &mut Sim, actor: PrincipalId, capabilities: &[&str]) -> Result<u64, Reason> {
+    let new = NewWorker {
+        capabilities: capabilities.iter().map(|c| c.to_string()).collect(),
+        model: None,
+        profile: None,
+    };
+    let applied = sim.run(actor, CommandBody::RegisterWorker(Box::new(new)));
+    match applied.primary().effect {
+        Effect::WorkerRegistered { worker, .. } => Ok(worker),
+        _ => Err(applied.primary().reason.clone()),
+    }
+}
+
+fn post(sim: &mut Sim, title: &str) -> String {
+    let task = NewTask {
+        title: title.into(),
+        description: String::new(),
+        priority: Priority::Normal,
+        capabilities: vec!["code".into()],
+        depends_on: vec![],
+        budget_micro_usd: None,
+        max_attempts: None,
+    };
+    match &sim
+        .run(PrincipalId::ADMIN, CommandBody::PostTask(Box::new(task)))
+        .primary()
+        .effect
+    {
+        Effect::TaskChanged { address, .. } => address.clone(),
+        other => panic!("{other:?}"),
+    }
+}
+
+fn claim(sim: &mut Sim, actor: PrincipalId, worker: u64) -> Option<(String, u64)> {
+    let applied = sim.run(
+        actor,
+        CommandBody::ClaimTask {
+            capabilities: vec![],
+            lease_ms: Some(600_000),
+            worker: Some(worker),
+        },
+    );
+    match &applied.primary().effect {
+        Effect::TaskClaimed { address, token, .. } => Some((address.clone(), *token)),
+        Effect::NothingToClaim => None,
+        _ => panic!("{:?}", applied.primary().reason),
+    }
+}
+
+/// `active_workers` soft 1 (queue), hard 3.
+fn queueing_sim() -> Sim {
+    let mut genesis = Genesis::for_tests(ADMIN_TOKEN);
+    let workers = genesis
+        .limits
+        .iter_mut()
+        .find(|l| l.name == "active_workers")
+        .unwrap();
+    (workers.soft, workers.hard, workers.on_soft) = (Some(1), Some(3), OnSoft::Queue);
+    Sim::with(genesis)
+}
+
+/// The bus's report that `worker`'s connection dropped at `dropped_at` and did not
+/// come back within a 300 ms grace period.
+fn grace_ran_out(sim: &mut Sim, worker: u64, dropped_at: u64) -> Applied {
+    sim.run(
+        PrincipalId::SYSTEM,
+        CommandBody::WorkerDisconnected {
+            worker,
+            disconnected_at_ms: dropped_at,
+            grace_ms: 300,
+        },
+    )
+}
+
+fn tick(sim: &mut Sim) -> Applied {
+    sim.run(PrincipalId::SYSTEM, CommandBody::Tick)
+}
+
+#[test]
+fn registration_is_held_within_active_workers() {
+    let mut sim = Sim::new();
+    let ai = sim.create_ok(PrincipalKind::Ai, None);
+    let first = register(&mut sim, ai, &["code"]).unwrap();
+    register(&mut sim, ai, &["code"]).unwrap();
+    let third = sim.run(
+        ai,
+        CommandBody::RegisterWorker(Box::new(NewWorker {
+            capabilities: vec![],
+            model: None,
+            profile: None,
+        })),
+    );
+    assert_eq!(
+        third.primary().decision,
+        Decision::Warned,
+        "past soft 2: warned"
+    );
+    let fourth = register(&mut sim, ai, &["code"]).unwrap_err();
+    assert!(
+        matches!(fourth, Reason::HardLimit { ref limit, usage: 3, hard: 3, .. } if limit == "active_workers")
+    );
+    assert!(sim
+        .run(ai, CommandBody::LeaveWorker { worker: first })
+        .primary()
+        .decision
+        .is_allowed());
+    assert_eq!(sim.state.limit("active_workers").unwrap().usage, 2);
+    assert!(
+        register(&mut sim, ai, &["code"]).is_ok(),
+        "a leave makes room"
+    );
+}
+
+#[test]
+fn a_silent_worker_is_declared_lost_and_its_task_resumes_elsewhere() {
+    let mut sim = Sim::new();
+    let first_ai = sim.create_ok(PrincipalKind::Ai, None);
+    let second_ai = sim.create_ok(PrincipalKind::Ai, None);
+    let lost = register(&mut sim, first_ai, &["code"]).unwrap();
+    let task = post(&mut sim, "port the parser");
+    let (claimed, token) = claim(&mut sim, first_ai, lost).unwrap();
+    assert_eq!(claimed, task);
+    sim.run(
+        first_ai,
+        CommandBody::UpdateTask {
+            address: task.clone(),
+            token,
+            update: TaskUpdate::Checkpoint("{\"files\":2}".into()),
+        },
+    );
+    let timeout = TaskConfig::defaults().worker_timeout_ms;
+    assert_eq!(
+        sim.state.next_due_ms(),
+        Some(sim.state.worker(lost).unwrap().deadline_ms)
+    );
+    sim.now_ms = sim.state.next_due_ms().unwrap();
+    let declared = tick(&mut sim);
+    let event = declared
+        .events
+        .iter()
+        .find(|e| e.action == "worker.lost")
+        .expect("declared lost");
+    assert!(
+        matches!(&event.reason, Reason::WorkerSilent { timeout_ms, revoked, .. } if *timeout_ms == timeout && revoked == &vec![task.clone()])
+    );
+    assert!(sim
+        .state
+        .worker(lost)
+        .unwrap()
+        .evidence
+        .as_deref()
+        .unwrap()
+        .contains("no heartbeat since"));
+    assert_eq!(
+        sim.state.task(&task).unwrap().status,
+        TaskStatus::Pending,
+        "back on the board at once"
+    );
+    assert_eq!(sim.state.limit("active_workers").unwrap().usage, 0);
+
+    let second = register(&mut sim, second_ai, &["code"]).unwrap();
+    let (again, new_token) = claim(&mut sim, second_ai, second).unwrap();
+    assert_eq!(again, task);
+    assert_eq!(
+        sim.state.task(&task).unwrap().checkpoint.as_deref(),
+        Some("{\"files\":2}")
+    );
+    // The lost worker comes back: nothing it held is still its own.
+    let late = sim.run(
+        first_ai,
+        CommandBody::UpdateTask {
+            address: task.clone(),
+            token,
+            update: TaskUpdate::Complete("late".into()),
+        },
+    );
+    assert_eq!(late.primary().reason.code(), "stale_lease");
+    let heartbeat = sim.run(first_ai, CommandBody::WorkerHeartbeat { worker: lost });
+    assert_eq!(heartbeat.primary().reason.code(), "worker_gone");
+    assert_eq!(claim_code(&mut sim, first_ai, lost), "worker_gone");
+    let done = sim.run(
+        second_ai,
+        CommandBody::UpdateTask {
+            address: task.clone(),
+            token: new_token,
+            update: TaskUpdate::Complete("done".into()),
+        },
+    );
+    assert!(done.primary().decision.is_allowed());
+    let attempts = &sim.state.task(&task).unwrap().attempts;
+    assert_eq!(attempts[0].outcome.as_deref(), Some("worker_lost"));
+    assert_eq!(
+        sim.state.task(&task).unwrap().failures,
+        0,
+        "losing a worker is not the task's failure"
+    );
+}
+
+fn claim_code(sim: &mut Sim, actor: PrincipalId, worker: u64) -> &'static str {
+    let applied = sim.run(
+        actor,
+        CommandBody::ClaimTask {
+            capabilities: vec![],
+            lease_ms: None,
+            worker: Some(worker),
+        },
+    );
+    applied.primary().reason.code()
+}
+
+#[test]
+fn a_slow_worker_within_its_timeout_is_never_lost() {
+    let mut sim = Sim::new();
+    let ai = sim.create_ok(PrincipalKind::Ai, None);
+    let worker = register(&mut sim, ai, &["code"]).unwrap();
+    let timeout = TaskConfig::defaults().worker_timeout_ms;
+    for _ in 0..500 {
+        sim.advance(timeout - 1);
+        tick(&mut sim);
+        assert!(sim
+            .run(ai, CommandBody::WorkerHeartbeat { worker })
+            .primary()
+            .decision
+            .is_allowed());
+    }
+    assert_eq!(sim.state.worker(worker).unwrap().state, WorkerState::Active);
+}
+
+#[test]
+fn sessions_belong_to_their_principal_and_leaving_returns_tasks() {
+    let mut sim = Sim::new();
+    let owner = sim.create_ok(PrincipalKind::Ai, None);
+    let other = sim.create_ok(PrincipalKind::Ai, None);
+    let worker = register(&mut sim, owner, &["code"]).unwrap();
+    assert_eq!(claim_code(&mut sim, other, worker), "forbidden");
+    assert_eq!(
+        sim.run(other, CommandBody::WorkerHeartbeat { worker })
+            .primary()
+            .reason
+            .code(),
+        "forbidden"
+    );
+    let task = post(&mut sim, "t");
+    claim(&mut sim, owner, worker).unwrap();
+    let left = sim.run(owner, CommandBody::LeaveWorker { worker });
+    assert!(
+        matches!(&left.primary().effect, Effect::WorkerEnded { state: WorkerState::Left, released, .. } if released == &vec![task.clone()])
+    );
+    assert_eq!(sim.state.task(&task).unwrap().status, TaskStatus::Pending);
+    assert_eq!(
+        sim.run(owner, CommandBody::LeaveWorker { worker })
+            .primary()
+            .reason
+            .code(),
+        "worker_gone"
+    );
+}
+
+#[test]
+fn registrations_past_soft_wait_in_the_queue_when_the_limit_queues() {
+    let mut sim = queueing_sim();
+    let ai = sim.create_ok(PrincipalKind::Ai, None);
+    let first = register(&mut sim, ai, &["code"]).unwrap();
+    let queued = sim.run(
+        ai,
+        CommandBody::RegisterWorker(Box::new(NewWorker {
+            capabilities: vec!["docs".into()],
+            model: None,
+            profile: None,
+        })),
+    );
+    let Effect::WorkerQueued {
+        ticket,
+        position: 0,
+    } = queued.primary().effect
+    else {
+        panic!("{:?}", queued.primary())
+    };
+    assert!(sim.state.worker(ticket).is_none(), "not a session yet");
+    sim.advance(500);
+    let left = sim.run(ai, CommandBody::LeaveWorker { worker: first });
+    let admitted = left
+        .events
+        .iter()
+        .find(|e| e.decision == Decision::Admitted)
+        .expect("admitted when the place freed");
+    assert!(matches!(
+        admitted.reason,
+        Reason::LimitAllows { waited_ms: 500, .. }
+    ));
+    let session = sim.state.worker(ticket).unwrap();
+    assert_eq!(
+        (session.state, session.capabilities.clone()),
+        (WorkerState::Active, vec!["docs".to_string()])
+    );
+    assert_eq!(sim.state.limit("active_workers").unwrap().usage, 1);
+}
+
+#[test]
+fn a_queued_registration_whose_connection_is_gone_is_withdrawn_or_lost() {
+    let mut sim = queueing_sim();
+    let ai = sim.create_ok(PrincipalKind::Ai, None);
+    let first = register(&mut sim, ai, &["code"]).unwrap();
+    let queue = |sim: &mut Sim| {
+        let queued = sim.run(
+            ai,
+            CommandBody::RegisterWorker(Box::new(NewWorker {
+                capabilities: vec!["docs".into()],
+                model: None,
+                profile: None,
+            })),
+        );
+        match queued.primary().effect {
+            Effect::WorkerQueued { ticket, .. } => ticket,
+            _ => panic!("{:?}", queued.primary()),
+        }
+    };
+
+    // Still queued when the grace period runs out: taken out of the queue, so that
+    // freeing a place admits nobody.
+    let ticket = queue(&mut sim);
+    let dropped_at = sim.state.now_ms;
+    sim.advance(300);
+    let withdrawn = grace_ran_out(&mut sim, ticket, dropped_at);
+    let event = withdrawn.primary();
+    assert_eq!(
+        (event.action, &event.effect),
+        ("worker.withdraw", &Effect::WorkerWithdrawn { ticket })
+    );
+    assert!(matches!(event.reason, Reason::WorkerDisconnected { worker, .. } if worker == ticket));
+    assert!(sim.state.limit("active_workers").unwrap().queue.is_empty());
+    let left = sim.run(ai, CommandBody::LeaveWorker { worker: first });
+    assert!(left.events.iter().all(|e| e.decision != Decision::Admitted));
+    assert!(sim.state.worker(ticket).is_none());
+
+    // Admitted after its connection dropped, and never heard from: lost when the
+    // grace period runs out, and its place is free again.
+    let first = register(&mut sim, ai, &["code"]).unwrap();
+    let ticket = queue(&mut sim);
+    let dropped_at = sim.state.now_ms;
+    sim.advance(100);
+    sim.run(ai, CommandBody::LeaveWorker { worker: first });
+    assert_eq!(sim.state.worker(ticket).unwrap().state, WorkerState::Active);
+    sim.advance(200);
+    let lost = grace_ran_out(&mut sim, ticket, dropped_at);
+    assert_eq!(lost.primary().action, "worker.lost");
+    assert_eq!(sim.state.worker(ticket).unwrap().state, WorkerState::Lost);
+    assert_eq!(sim.state.limit("active_workers").unwrap().usage, 0);
+
+    // A worker that did come back (a heartbeat after the drop) is not lost.
+    let back = register(&mut sim, ai, &["code"]).unwrap();
+    let dropped_at = sim.state.now_ms;
+    sim.advance(100);
+    sim.run(ai, CommandBody::WorkerHeartbeat { worker: back });
+    sim.advance(200);
+    let kept = grace_ran_out(&mut sim, back, dropped_at);
+    assert_eq!(kept.primary().action, "worker.disconnected");
+    assert_eq!(sim.state.worker(back).unwrap().state, WorkerState::Active);
+}

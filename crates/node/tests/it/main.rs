@@ -1,0 +1,28 @@
+//! The node crate's integration tests, one module per feature, linked into one
+//! test binary (one link and one copy of the crate instead of one per file).
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod alerts;
+mod api;
+mod artifacts;
+mod authorization;
+mod bus_pubsub;
+mod bus_python;
+mod bus_streams;
+mod bus_workers;
+mod dashboard;
+mod gateway;
+mod gateway_python;
+mod gateway_tls;
+mod governance_api;
+mod grants;
+mod openapi;
+mod properties;
+mod properties_http;
+mod reports;
+mod safety;
+mod tasks_api;
+mod tls_serving;
+mod tokens;
