@@ -13,9 +13,11 @@ pub const ALERTS_KEPT_MAX: usize = 1_000;
 /// Thresholds that may stand raised at once across every figure.
 pub const RAISED_MAX: usize = 65_536;
 
-/// What an alert watches.
+/// What an alert watches. Externally tagged (`{"limit":{"limit":"ai_accounts"}}`):
+/// commands and the state are stored with postcard, which cannot read an internally
+/// tagged enum back.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum AlertScope {
     /// A system-wide limit's usage.
     Limit { limit: String },
@@ -69,7 +71,7 @@ pub struct Alert {
     pub at_ms: u64,
     /// The address of the principal of a quota alert.
     pub principal: Option<String>,
-    #[serde(flatten)]
+    /// Nested, not flattened: postcard cannot write a flattened struct.
     pub report: AlertReport,
 }
 

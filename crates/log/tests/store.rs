@@ -15,6 +15,11 @@ fn run(dir: &Path, from: u64, count: u64) -> State {
         let at_ms = 1_700_000_000_000 + seq * 10;
         let body = match seq {
             1 => CommandBody::Genesis(Box::new(Genesis::for_tests([1; 32]))),
+            // Alerts, so that the log and the snapshots hold every shape the kernel
+            // stores (postcard reads back no internally tagged enum).
+            10 | 50 => alert(Some(PrincipalId::ADMIN), true),
+            20 => alert(None, true),
+            30 => alert(None, false),
             _ if seq % 3 == 0 => CommandBody::CreatePrincipal(CreatePrincipal::new(
                 format!("agent {seq}"),
                 PrincipalKind::Ai,
@@ -26,7 +31,7 @@ fn run(dir: &Path, from: u64, count: u64) -> State {
                 ttl_ms: Some(25),
             },
         };
-        let actor = if seq == 1 {
+        let actor = if matches!(seq, 1 | 10 | 20 | 30 | 50) {
             PrincipalId::SYSTEM
         } else {
             PrincipalId::ADMIN
@@ -42,10 +47,34 @@ fn run(dir: &Path, from: u64, count: u64) -> State {
     state
 }
 
+/// A proximity alert of a limit, or of a principal's quota.
+fn alert(principal: Option<PrincipalId>, raised: bool) -> CommandBody {
+    use colony_kernel::alerts::{AlertReport, AlertScope, Threshold};
+    let scope = match principal {
+        Some(principal) => AlertScope::Quota {
+            principal,
+            resource: Resource::ComputeMs,
+        },
+        None => AlertScope::Limit {
+            limit: "ai_accounts".into(),
+        },
+    };
+    CommandBody::Alert(Box::new(AlertReport {
+        scope,
+        threshold: Threshold::Percent(80),
+        raised,
+        usage: 9,
+        at: 8,
+        of: Some(10),
+    }))
+}
+
 #[test]
 fn reopen_restores_the_same_state_and_a_verifiable_chain() {
     let dir = tempfile::tempdir().unwrap();
     let before = run(dir.path(), 1, 60);
+    assert_eq!(before.alerts().count(), 3, "the alerts were recorded");
+    assert_eq!(before.raised_alerts().count(), 1);
     let (_, after, report) = Store::open(dir.path(), StoreOptions::default()).unwrap();
     assert_eq!(after, before);
     assert_eq!(report.replayed, 60);

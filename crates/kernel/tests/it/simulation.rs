@@ -699,3 +699,25 @@ fn a_replay_of_the_same_commands_reaches_the_same_state() {
         assert_eq!(replayed, world.state, "seed {seed} replayed differently");
     }
 }
+
+/// What the store keeps, commands and snapshots of the state, is postcard: every
+/// command and every state the streams reach must come back from it as it was (a
+/// `#[serde(tag)]` enum or a `#[serde(flatten)]` field would not).
+#[test]
+fn every_command_and_state_survives_the_stores_encoding() {
+    for seed in 1..=20 {
+        let world = simulate(seed).unwrap_or_else(|broken| panic!("seed {seed}: {broken}"));
+        for command in &world.commands {
+            let bytes = postcard::to_stdvec(command)
+                .unwrap_or_else(|e| panic!("seed {seed}: {command:?} does not encode: {e}"));
+            let back: Command = postcard::from_bytes(&bytes)
+                .unwrap_or_else(|e| panic!("seed {seed}: {command:?} does not decode: {e}"));
+            assert_eq!(&back, command, "seed {seed}");
+        }
+        let bytes = postcard::to_stdvec(&world.state)
+            .unwrap_or_else(|e| panic!("seed {seed}: the state does not encode: {e}"));
+        let back: State = postcard::from_bytes(&bytes)
+            .unwrap_or_else(|e| panic!("seed {seed}: the state does not decode: {e}"));
+        assert_eq!(back, world.state, "seed {seed}");
+    }
+}
