@@ -30,6 +30,12 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         config.config_dir_required = true;
     }
     config.sequencer.snapshot_every_commands = args.snapshot_every.max(1);
+    let cluster_file = colony_cluster::load_file(&config.config_dir)?;
+    config.cluster = colony_cluster::ClusterConfig::resolve(
+        cluster_file,
+        &args.cluster,
+        args.node_name.as_deref(),
+    )?;
     // Fault injection for the tests of a failing node (debug builds only).
     if cfg!(debug_assertions) {
         config.sequencer.fault_panic_on_justification =
@@ -75,6 +81,14 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         if secure { "wss" } else { "ws" },
         node.local_addr()
     );
+    if let Some(cluster) = node.cluster() {
+        println!(
+            "colony: node {} of a cluster; the command log is the JetStream stream {}, applied here through command {}",
+            cluster.node_name(),
+            cluster.stream_name(),
+            node.last_seq()
+        );
+    }
     if let Some(tls) = node.tls() {
         println!(
             "colony: TLS certificate {} (SHA-256 {}); clients trust it with --ca-file {} or SSL_CERT_FILE",

@@ -235,6 +235,14 @@ pub struct UpArgs {
     /// start (kept in <data>/tls/); prints its SHA-256 fingerprint.
     #[arg(long)]
     pub tls_self_signed: bool,
+    /// Run as one node of a cluster: the NATS servers (JetStream) that hold the
+    /// command log, `nats://HOST:PORT[,nats://...]` (or `[cluster] servers` in
+    /// cluster.toml in the configuration directory).
+    #[arg(long, env = "COLONY_CLUSTER", value_delimiter = ',')]
+    pub cluster: Vec<String>,
+    /// This node's name in the cluster, unique in it.
+    #[arg(long, env = "COLONY_NODE_NAME")]
+    pub node_name: Option<String>,
 }
 
 #[derive(Subcommand)]

@@ -39,6 +39,8 @@ pub struct Shared {
     pub alerts: crate::alerts::AlertsRuntime,
     /// Each limit's recent usage, for the dashboard's charts.
     pub history: std::sync::Mutex<colony_dashboard::History>,
+    /// The cluster this node is one of (`None`: embedded).
+    pub cluster: Option<colony_cluster::Cluster>,
 }
 
 #[derive(Clone)]

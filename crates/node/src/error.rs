@@ -128,7 +128,7 @@ impl IntoResponse for ApiError {
 impl From<colony_pipeline::SubmitError> for ApiError {
     fn from(error: colony_pipeline::SubmitError) -> ApiError {
         let mut api = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, error.code, error.message);
-        if error.code == "overloaded" {
+        if error.code == "overloaded" || error.code == "cluster_unavailable" {
             api.retry_after_secs = Some(1);
         }
         api

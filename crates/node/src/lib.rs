@@ -26,6 +26,7 @@ pub mod api;
 mod app;
 mod artifacts;
 pub mod auth;
+mod cluster;
 mod edge;
 mod error;
 mod first_start;

@@ -47,6 +47,9 @@ pub struct NodeConfig {
     /// when `None`, `artifacts.toml` in the configuration directory (read at every
     /// start), else the runtime's defaults.
     pub artifacts: Option<crate::genesis::ArtifactsSetup>,
+    /// Run as one node of a cluster whose command log is a NATS JetStream stream
+    /// (`colony up --cluster`); `None` is the embedded default.
+    pub cluster: Option<colony_cluster::ClusterConfig>,
 }
 
 impl Default for NodeConfig {
@@ -73,6 +76,7 @@ impl Default for NodeConfig {
             tls: None,
             listen_limits: crate::listener::ListenConfig::default(),
             artifacts: None,
+            cluster: None,
         }
     }
 }
@@ -140,11 +144,27 @@ impl Node {
             Arc::clone(&fatal),
         );
 
+        let cluster = match config.cluster.clone() {
+            Some(cluster) => {
+                Some(crate::cluster::join(cluster, &submitter, &state, &metrics).await?)
+            }
+            None => None,
+        };
+        // In a cluster another node may have installed genesis meanwhile.
+        let genesis_config =
+            genesis_config.filter(|_| !state.read().expect("state lock").is_initialized());
         let mut admin_token_file = None;
         if let Some(genesis_config) = genesis_config {
-            admin_token_file =
-                Some(apply_genesis(&config.data_dir, genesis_config, &submitter).await?);
+            admin_token_file = apply_genesis(
+                &config.data_dir,
+                genesis_config,
+                &submitter,
+                cluster.as_ref(),
+            )
+            .await?;
         }
+        // This start installed genesis (in a cluster, the one node that did).
+        let first_start = admin_token_file.is_some();
 
         let tls = match &config.tls {
             Some(source) => Some(crate::tls::ServerTls::load(source, &config.data_dir)?),
@@ -253,6 +273,7 @@ impl Node {
             fatal,
             supervisor: Arc::clone(&supervisor_status),
             history: Default::default(),
+            cluster: cluster.clone(),
             alerts: crate::alerts::AlertsRuntime {
                 config: alerts_config,
                 webhooks,
@@ -342,6 +363,11 @@ impl Node {
         format!("{scheme}://{}", self.local_addr)
     }
 
+    /// The cluster this node is one of, when it is.
+    pub fn cluster(&self) -> Option<&colony_cluster::Cluster> {
+        self.shared.cluster.as_ref()
+    }
+
     /// What recovery found when the node started.
     pub fn recovery(&self) -> &RecoveryReport {
         &self.recovery
@@ -404,6 +430,9 @@ impl Node {
         let _ = flusher.await;
         let bus = Arc::clone(&self.shared.bus);
         let _ = tokio::task::spawn_blocking(move || bus.streams.shutdown()).await;
+        if let Some(cluster) = &self.shared.cluster {
+            cluster.stop();
+        }
         self.submitter.shutdown().await;
         let sequencer = self.sequencer;
         let _ = tokio::task::spawn_blocking(move || sequencer.join()).await;
@@ -458,12 +487,14 @@ fn load_genesis(config: &NodeConfig) -> Result<GenesisConfig, NodeError> {
     }
 }
 
-/// Creates the admin: writes its token (mode 0600) first, then logs genesis.
+/// Creates the admin: writes its token (mode 0600) first, then logs genesis. In a
+/// cluster, `None` when another node's genesis came first (the token is removed).
 async fn apply_genesis(
     data_dir: &Path,
     config: GenesisConfig,
     submitter: &Submitter,
-) -> Result<PathBuf, NodeError> {
+    cluster: Option<&colony_cluster::Cluster>,
+) -> Result<Option<PathBuf>, NodeError> {
     let token = new_token();
     let token_file = data_dir.join("admin.token");
     write_private(&token_file, format!("{token}\n").as_bytes()).map_err(|source| {
@@ -482,17 +513,32 @@ async fn apply_genesis(
         admin_name: "admin".to_string(),
         admin_token_hash: hash_token(&token),
     };
-    let outcome = submitter
-        .submit(
-            PrincipalId::SYSTEM,
-            "first start: install genesis limits and quotas, create the admin".into(),
-            CommandBody::Genesis(Box::new(genesis)),
-        )
-        .await
-        .map_err(|error| NodeError::Io {
-            context: "genesis".into(),
-            source: std::io::Error::other(error.message),
-        })?;
+    let justification = "first start: install genesis limits and quotas, create the admin";
+    let body = CommandBody::Genesis(Box::new(genesis));
+    let outcome = match cluster {
+        None => submitter
+            .submit(PrincipalId::SYSTEM, justification.into(), body)
+            .await
+            .map(Some),
+        Some(cluster) => {
+            cluster
+                .propose_genesis(crate::sequencer::Proposal {
+                    actor: PrincipalId::SYSTEM,
+                    justification: justification.into(),
+                    body,
+                })
+                .await
+        }
+    }
+    .map_err(|error| NodeError::Io {
+        context: "genesis".into(),
+        source: std::io::Error::other(error.message),
+    })?;
+    let Some(outcome) = outcome else {
+        let _ = std::fs::remove_file(&token_file);
+        tracing::info!("the cluster's genesis was installed by another node; this node follows it");
+        return Ok(None);
+    };
     if !outcome.primary.decision.is_allowed() {
         return Err(NodeError::Io {
             context: "genesis".into(),
@@ -506,7 +552,7 @@ async fn apply_genesis(
         "created the admin principal 1.1; its token is in {} (mode 0600)",
         token_file.display()
     );
-    Ok(token_file)
+    Ok(Some(token_file))
 }
 
 pub(crate) fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {

@@ -17,6 +17,6 @@ pub mod sequencer;
 
 pub use metrics::Metrics;
 pub use sequencer::{
-    spawn, Clock, DecisionSink, EventTap, Outcome, SequencerConfig, SubmitError, Submitter,
-    SystemClock,
+    spawn, Clock, DecisionSink, EventTap, Outcome, Proposal, Replicator, SequencerConfig, Stamp,
+    SubmitError, Submitter, SystemClock,
 };

@@ -10,6 +10,8 @@ pub mod tools;
 
 pub use tools::*;
 
+pub mod nats;
+
 pub const COLONY: &str = env!("CARGO_BIN_EXE_colony");
 
 /// Starts `colony up` on a free port and returns it with its base URL.

@@ -7,6 +7,7 @@ mod common;
 mod alerts;
 mod artifacts;
 mod cli;
+mod cluster;
 mod crash;
 mod dashboard;
 mod demo;

@@ -15,6 +15,7 @@
 //! | `GET /v1/bus` | the agent bus (WebSocket, docs/protocol.md) |
 //! | `POST /v1/streams`, `GET /v1/streams`, `GET /v1/streams/{name}`, `DELETE /v1/streams/{name}` | durable bus streams |
 //! | `POST /v1/chat/completions`, `GET /v1/models`, `POST /v1/messages` | the LLM gateway |
+//! | `GET /v1/cluster` | the cluster's nodes and its command log's stream |
 //! | `GET /metrics` | Prometheus text |
 //! | `GET /limits`, `GET /limits/{name}`, `GET /limits/check/{name}`, `POST /tasks`, `GET /tasks`, `POST /tasks/{address}/{claim,start,progress,complete,fail}`, `GET /tasks/mine/{assignee}` | the Hypernet swarm's routes, old shapes |
 
@@ -22,6 +23,7 @@ mod alerts;
 mod artifacts;
 mod audit;
 mod bus;
+mod cluster;
 mod dashboard;
 mod gateway;
 mod governance;
@@ -65,6 +67,7 @@ pub fn router(app: AppState) -> Router {
     // from being governed (as Kubernetes exempts its system priority level).
     let lane = Router::new()
         .route("/v1/dashboard", get(dashboard::overview))
+        .route("/v1/cluster", get(cluster::view))
         .route("/v1/alerts", get(alerts::list))
         .route("/v1/alerts/dead-letters", get(alerts::dead_letters))
         .route("/v1/limits", get(limits::list))
@@ -198,7 +201,31 @@ pub fn router(app: AppState) -> Router {
             app.clone(),
             crate::edge::health_counter,
         ))
+        .layer(axum::middleware::map_response_with_state(
+            app.clone(),
+            mark_stale,
+        ))
         .with_state(app)
+}
+
+/// In a cluster, while this node has lost NATS, every answer says that what it read
+/// may be behind the others (`X-Colony-Stale: true`); writes are refused meanwhile.
+async fn mark_stale(
+    axum::extract::State(app): axum::extract::State<AppState>,
+    mut response: axum::response::Response,
+) -> axum::response::Response {
+    if app
+        .shared
+        .cluster
+        .as_ref()
+        .is_some_and(|cluster| !cluster.connected())
+    {
+        response.headers_mut().insert(
+            "x-colony-stale",
+            axum::http::HeaderValue::from_static("true"),
+        );
+    }
+    response
 }
 
 /// `200 {"status":"ok"}` while serving; `503 {"status":"failed","reason"}` once the

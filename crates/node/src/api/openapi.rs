@@ -9,8 +9,8 @@ use utoipa::openapi::OpenApi as Document;
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    alerts, artifacts, audit, bus, dashboard, gateway, governance, grants, hypernet_tasks, ledger,
-    limits, metrics, principals, reports, tasks, tokens, workers,
+    alerts, artifacts, audit, bus, cluster, dashboard, gateway, governance, grants, hypernet_tasks,
+    ledger, limits, metrics, principals, reports, tasks, tokens, workers,
 };
 
 #[derive(OpenApi)]
@@ -21,7 +21,7 @@ use super::{
         license(name = "Apache-2.0")
     ),
     paths(
-        super::healthz, serve, metrics::render,
+        super::healthz, serve, metrics::render, cluster::view,
         limits::list, limits::one,
         principals::create, principals::list, principals::one, principals::remove, principals::release,
         tokens::create, tokens::list, tokens::revoke,

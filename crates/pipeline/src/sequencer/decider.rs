@@ -23,6 +23,9 @@ pub(crate) struct Decider {
     pub(crate) snapshot_busy: Arc<AtomicBool>,
     /// The last group went to the flusher: nothing more is decided.
     pub(crate) stopped: bool,
+    /// Logs a tick when something is due (false in a cluster, whose log carries
+    /// the ticks like any other command).
+    pub(crate) own_ticks: bool,
     /// Set when the kernel panicked: nothing more is decided.
     pub(crate) fatal: Arc<crate::fatal::Fatal>,
     /// What stamps commands with their time.
@@ -48,7 +51,7 @@ impl Decider {
             offers: self.events.offers_wanted(),
             events: self.events.wanted(),
         };
-        if state.next_due_ms().is_some_and(|due| due <= clock.now_ms()) {
+        if self.own_ticks && state.next_due_ms().is_some_and(|due| due <= clock.now_ms()) {
             // Something is due. The node's health figures go first, so that a
             // stability window closing now counts them; either command lets time pass.
             let (body, justification) = match self.metrics.take_health() {
@@ -70,12 +73,27 @@ impl Decider {
                     body,
                     reply,
                     early,
+                    stamp: ordered,
                 } => {
                     if self.fatal.is_failed() {
                         // Dropping the reply answers the caller `shutting_down`.
                         continue;
                     }
-                    let (seq, at_ms) = stamp(&state);
+                    let (seq, at_ms) = match ordered {
+                        None => stamp(&state),
+                        Some(ordered) => {
+                            if ordered.seq != state.last_seq + 1 {
+                                self.stopped = true;
+                                self.fatal.fail(format!(
+                                    "the cluster's log gave command {} after command {}: a gap or a repeat, so this node's state cannot follow it",
+                                    ordered.seq, state.last_seq
+                                ));
+                                continue;
+                            }
+                            // Never behind the previous command: the same on every node.
+                            (ordered.seq, ordered.proposed_ms.max(state.now_ms))
+                        }
+                    };
                     let command = Command {
                         seq,
                         at_ms,

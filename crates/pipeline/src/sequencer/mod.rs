@@ -15,9 +15,15 @@
 //! At most `unsynced_commands_max` commands wait for the flusher; then deciding waits.
 //! When a reservation's time is due, the decider logs a tick first.
 //!
+//! In a cluster ([`Replicator`], `replicated.rs`), an outside log orders the commands
+//! instead: callers' commands are proposed to it, and the commands it ordered come
+//! back stamped with their sequence number and proposed time, to be decided here in
+//! that order on every node alike.
+//!
 //! One file a part: `submitter.rs` (what callers hold), `decider.rs`, `handoff.rs`
 //! (between the decider and the flusher), `batcher.rs` (the sequencer thread),
-//! `flusher.rs`, `sink.rs` (where durable decisions go).
+//! `flusher.rs`, `sink.rs` (where durable decisions go), `replicated.rs` (commands
+//! ordered by a cluster's log).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
@@ -34,6 +40,7 @@ mod batcher;
 mod decider;
 mod flusher;
 mod handoff;
+mod replicated;
 mod sink;
 mod submitter;
 
@@ -41,6 +48,7 @@ use batcher::Sequencer;
 use decider::Decider;
 use flusher::Flusher;
 use handoff::{Group, Handoff};
+pub use replicated::{Proposal, Replicator, Stamp};
 pub use sink::{DecisionSink, EventTap};
 pub use submitter::Submitter;
 
@@ -69,6 +77,14 @@ impl SubmitError {
         }
     }
 
+    /// The cluster's log cannot be reached: nothing was decided (see [`Replicator`]).
+    pub fn cluster_unavailable(message: impl Into<String>) -> SubmitError {
+        SubmitError {
+            code: "cluster_unavailable",
+            message: message.into(),
+        }
+    }
+
     /// The pipeline cannot go on (see [`crate::fatal`]).
     pub fn node_failed(reason: &str) -> SubmitError {
         SubmitError {
@@ -87,6 +103,9 @@ pub struct Outcome {
     pub primary: Event,
 }
 
+// Nearly every request is a command; boxing it would cost an allocation each to
+// shrink the rare shutdown.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Request {
     Command {
         actor: PrincipalId,
@@ -95,6 +114,8 @@ pub(crate) enum Request {
         reply: oneshot::Sender<Outcome>,
         /// Answer once decided, before the sync.
         early: bool,
+        /// Ordered by a cluster's log: its sequence number and proposed time.
+        stamp: Option<Stamp>,
     },
     Shutdown {
         reply: oneshot::Sender<()>,
@@ -162,6 +183,7 @@ pub fn spawn(
             snapshot_seq,
             snapshot_busy: Arc::clone(&snapshot_busy),
             stopped: false,
+            own_ticks: true,
             fatal: Arc::clone(&fatal),
             clock: Arc::clone(&config.clock),
             fault_panic_on: config
@@ -170,6 +192,7 @@ pub fn spawn(
                 .filter(|_| cfg!(debug_assertions)),
         }),
         handoff: Handoff::default(),
+        replicator: std::sync::OnceLock::new(),
         config: config.clone(),
         durable: durable_receiver,
     });
@@ -226,6 +249,8 @@ pub fn spawn(
 pub(crate) struct Core {
     decider: Mutex<Decider>,
     handoff: Handoff,
+    /// Set in a cluster: callers' commands are proposed to its log.
+    replicator: std::sync::OnceLock<Arc<dyn Replicator>>,
     config: SequencerConfig,
     /// The last command known durable.
     durable: tokio::sync::watch::Receiver<u64>,

@@ -45,13 +45,15 @@ impl Submitter {
         body: CommandBody,
         early: bool,
     ) -> Result<Outcome, SubmitError> {
-        if let Some(reason) = self
-            .fatal
-            .is_failed()
-            .then(|| self.fatal.reason())
-            .flatten()
-        {
-            return Err(SubmitError::node_failed(&reason));
+        self.not_failed()?;
+        if let Some(replicator) = self.core.replicator.get() {
+            return replicator
+                .propose(Proposal {
+                    actor,
+                    justification,
+                    body,
+                })
+                .await;
         }
         let (reply, answer) = oneshot::channel();
         let mut request = Some(Request::Command {
@@ -60,6 +62,7 @@ impl Submitter {
             body,
             reply,
             early,
+            stamp: None,
         });
         if early {
             self.core.decide_now(&mut request);
@@ -67,6 +70,19 @@ impl Submitter {
         match request {
             None => answer.await.map_err(|_| SubmitError::shutting_down()),
             Some(request) => self.queue(request, answer).await,
+        }
+    }
+
+    /// `node_failed` once the pipeline cannot go on.
+    pub(crate) fn not_failed(&self) -> Result<(), SubmitError> {
+        match self
+            .fatal
+            .is_failed()
+            .then(|| self.fatal.reason())
+            .flatten()
+        {
+            Some(reason) => Err(SubmitError::node_failed(&reason)),
+            None => Ok(()),
         }
     }
 

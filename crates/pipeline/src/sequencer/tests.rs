@@ -259,3 +259,92 @@ async fn commands_are_stamped_by_the_injected_clock_and_never_go_back() {
     assert_eq!(third.at_ms, 9_000);
     running.stop().await;
 }
+
+/// A log that orders commands by handing them straight back, stamped, as a cluster's
+/// stream does (one at a time, in order).
+struct LoopbackLog {
+    submitter: Submitter,
+    next: Mutex<u64>,
+    proposed: std::sync::atomic::AtomicU64,
+}
+
+impl Replicator for LoopbackLog {
+    fn propose(
+        &self,
+        proposal: Proposal,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Outcome, SubmitError>> + Send + '_>,
+    > {
+        Box::pin(async move {
+            self.proposed.fetch_add(1, Ordering::SeqCst);
+            let seq = {
+                let mut next = self.next.lock().unwrap();
+                *next += 1;
+                *next
+            };
+            self.submitter
+                .apply_stamped(
+                    Stamp {
+                        seq,
+                        proposed_ms: 9_000_000_000_000,
+                    },
+                    proposal.actor,
+                    proposal.justification,
+                    proposal.body,
+                )
+                .await
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stamped_commands_take_their_place_and_a_gap_stops_the_node() {
+    let mut running = start(5, 1_024);
+    let stamp = |seq, proposed_ms| Stamp { seq, proposed_ms };
+    let apply = |stamp: Stamp| {
+        running.submitter.apply_stamped(
+            stamp,
+            PrincipalId::SYSTEM,
+            "ordered".into(),
+            CommandBody::Tick,
+        )
+    };
+    let first = apply(stamp(1, 5_000)).await.unwrap();
+    assert_eq!((first.seq, first.at_ms), (1, 5_000));
+    // A proposer whose clock is behind cannot move time back.
+    let second = apply(stamp(2, 1_000)).await.unwrap();
+    assert_eq!((second.seq, second.at_ms), (2, 5_000));
+    // A gap in the log's numbers: this node cannot follow, and says so.
+    assert!(apply(stamp(4, 6_000)).await.is_err());
+    let after = apply(stamp(3, 6_000)).await.unwrap_err();
+    assert_eq!(after.code, "node_failed", "{after:?}");
+    assert!(
+        after.message.contains("gave command 4 after command 2"),
+        "{after:?}"
+    );
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_replicator_every_submission_is_proposed_and_applied_as_ordered() {
+    let mut running = start(5, 1_024);
+    let log = Arc::new(LoopbackLog {
+        submitter: running.submitter.clone(),
+        next: Mutex::new(0),
+        proposed: Default::default(),
+    });
+    assert!(running.submitter.replicate_through(log.clone()));
+    assert!(
+        !running.submitter.replicate_through(log.clone()),
+        "only once"
+    );
+    let durable = tick(&running.submitter, false, "one".into()).await;
+    let decided = tick(&running.submitter, true, "two".into()).await;
+    assert_eq!((durable.seq, decided.seq), (1, 2));
+    // The time is the proposer's, not the node's clock.
+    assert_eq!(decided.at_ms, 9_000_000_000_000);
+    assert_eq!(log.proposed.load(Ordering::SeqCst), 2);
+    running.stop().await;
+    let (_, state, _) = Store::open(&running.path, StoreOptions::default()).unwrap();
+    assert_eq!(state.last_seq, 2, "no tick of the node's own in between");
+}

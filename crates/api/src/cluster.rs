@@ -1,0 +1,69 @@
+//! `GET /v1/cluster`: a node's view of the cluster it runs in.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// What `GET /v1/cluster` answers. An embedded node answers `mode: "embedded"` and
+/// nothing else.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ClusterView {
+    /// `embedded` (one node, its own log) or `nats` (the log is a JetStream stream).
+    pub mode: String,
+    /// This node's name (`--node-name`), in a cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// Whether this node holds a connection to the NATS servers. Without one it
+    /// refuses writes (`503 cluster_unavailable`) and marks reads stale.
+    pub connected: bool,
+    /// The last command this node has applied.
+    pub applied_seq: u64,
+    /// The cluster's command log, as its stream reports it (absent when it cannot be
+    /// asked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<StreamView>,
+    /// Every Colony node heard from on the cluster, this one included.
+    #[serde(default)]
+    pub nodes: Vec<NodeView>,
+}
+
+/// The JetStream stream that holds the command log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct StreamView {
+    pub name: String,
+    /// Commands in the stream.
+    pub messages: u64,
+    pub bytes: u64,
+    /// The stream's last sequence number: the last command ordered.
+    pub last_seq: u64,
+    /// How many servers keep a copy.
+    pub replicas: usize,
+    /// The NATS server leading the stream's replication group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader: Option<String>,
+    /// The other servers with a copy, and whether each is current.
+    #[serde(default)]
+    pub peers: Vec<StreamPeer>,
+}
+
+/// A NATS server that keeps a copy of the stream besides its leader.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct StreamPeer {
+    pub name: String,
+    pub current: bool,
+    /// Operations it is behind the leader.
+    pub lag: u64,
+}
+
+/// One Colony node of the cluster, as it last told the others (every second).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct NodeView {
+    pub name: String,
+    /// The last command it had applied.
+    pub applied_seq: u64,
+    /// Commands it was behind the stream's last sequence when this node last looked.
+    pub lag: u64,
+    /// When it last told the others, in Unix milliseconds.
+    pub seen_ms: u64,
+    /// Whether it held a connection to NATS then.
+    pub connected: bool,
+}

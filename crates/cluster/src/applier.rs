@@ -1,0 +1,151 @@
+//! Following the stream: every command, in the stream's order, decided by this
+//! node's pipeline, from the node's own last command on.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{pull::OrderedConfig, DeliverPolicy};
+use colony_kernel::{CommandBody, PrincipalId};
+use colony_pipeline::{Stamp, Submitter};
+use futures_util::StreamExt;
+
+use crate::cluster::Inner;
+use crate::wire::Envelope;
+
+/// A pull for new commands waits at most this long on the server.
+const PULL_EXPIRES_MAX: Duration = Duration::from_secs(2);
+/// The longest wait before following the stream again after losing it.
+const RETRY_MAX: Duration = Duration::from_secs(2);
+
+/// Applies the stream from `next` on, for as long as the node runs; after a lost
+/// connection it starts again after the last command applied.
+pub(crate) async fn follow(inner: Arc<Inner>, submitter: Submitter, mut next: u64) {
+    let mut retry = Duration::from_millis(100);
+    while !inner.stopping.load(Ordering::Acquire) {
+        let before = next;
+        match follow_once(&inner, &submitter, &mut next).await {
+            Ok(()) => return,
+            Err(message) => {
+                if next > before {
+                    retry = Duration::from_millis(100);
+                }
+                tracing::warn!(
+                    node = %inner.config.node_name,
+                    next,
+                    "following the cluster's log: {message}; again in {retry:?}"
+                );
+                tokio::time::sleep(retry).await;
+                retry = (retry * 2).min(RETRY_MAX);
+            }
+        }
+    }
+}
+
+/// One ordered consumer from `next`: `Ok` when the node stops, `Err` when the
+/// consumer is lost.
+async fn follow_once(inner: &Inner, submitter: &Submitter, next: &mut u64) -> Result<(), String> {
+    let stream = inner
+        .jetstream
+        .get_stream(&inner.config.stream)
+        .await
+        .map_err(|error| error.to_string())?;
+    let consumer = stream
+        .create_consumer(OrderedConfig {
+            deliver_policy: DeliverPolicy::ByStartSequence {
+                start_sequence: *next,
+            },
+            filter_subject: inner.config.commands_subject(),
+            // Short pulls: after the server this node talks to dies, the consumer
+            // notices within seconds, not the default 30.
+            max_expires: PULL_EXPIRES_MAX,
+            ..Default::default()
+        })
+        .await
+        .map_err(|error| error.to_string())?;
+    let mut messages = consumer
+        .messages()
+        .await
+        .map_err(|error| error.to_string())?;
+    while let Some(message) = messages.next().await {
+        if inner.stopping.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let message = message.map_err(|error| error.to_string())?;
+        let seq = message
+            .info()
+            .map_err(|error| error.to_string())?
+            .stream_sequence;
+        if seq < *next {
+            continue; // delivered again after a reconnect: applied already
+        }
+        let stamp_and_envelope = match Envelope::decode(&message.payload) {
+            Ok(envelope) => (
+                Stamp {
+                    seq,
+                    proposed_ms: envelope.proposed_ms,
+                },
+                Some(envelope),
+            ),
+            Err(_) => (
+                Stamp {
+                    seq,
+                    proposed_ms: 0,
+                },
+                None,
+            ),
+        };
+        apply(inner, submitter, stamp_and_envelope).await?;
+        *next = seq + 1;
+        inner.applied.send_replace(seq);
+        inner.stream_last.fetch_max(seq, Ordering::Relaxed);
+    }
+    Err("the stream's consumer ended".into())
+}
+
+/// Decides one command of the stream and answers its caller when it was proposed
+/// here. A message that is not a command (published by something else with access
+/// to the subject) is decided as a tick by the system, the same on every node, so
+/// that the sequence numbers stay aligned with the stream's.
+async fn apply(
+    inner: &Inner,
+    submitter: &Submitter,
+    (stamp, envelope): (Stamp, Option<Envelope>),
+) -> Result<(), String> {
+    let Some(envelope) = envelope else {
+        tracing::warn!(
+            seq = stamp.seq,
+            "the cluster's log holds a message that is not a command; it is decided as a tick"
+        );
+        submitter
+            .apply_stamped(
+                stamp,
+                PrincipalId::SYSTEM,
+                "a message in the cluster's log that is not a command: skipped".into(),
+                CommandBody::Tick,
+            )
+            .await
+            .map_err(|error| error.message)?;
+        return Ok(());
+    };
+    let mine =
+        envelope.origin == inner.config.node_name && envelope.incarnation == inner.incarnation;
+    let outcome = submitter
+        .apply_stamped(stamp, envelope.actor, envelope.justification, envelope.body)
+        .await
+        .map_err(|error| {
+            inner.stopping.store(true, Ordering::Release);
+            format!("this node cannot apply the log: {}", error.message)
+        })?;
+    if mine {
+        let waiting = inner
+            .pending
+            .lock()
+            .expect("pending lock")
+            .remove(&envelope.request);
+        if let Some(reply) = waiting {
+            let _ = reply.send(outcome);
+        }
+    }
+    Ok(())
+}

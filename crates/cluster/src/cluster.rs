@@ -1,0 +1,342 @@
+//! [`Cluster`]: the connection to NATS, the stream that holds the command log,
+//! proposing commands to it, and installing genesis once for the whole cluster.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use async_nats::jetstream;
+use colony_kernel::State;
+use colony_pipeline::{Metrics, Outcome, Proposal, Replicator, SubmitError, Submitter};
+use tokio::sync::{oneshot, watch};
+
+use crate::config::{ClusterConfig, ENVELOPE_BYTES_MAX};
+use crate::wire::Envelope;
+
+/// Why a node could not join its cluster.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("cluster configuration: {0}")]
+    Config(String),
+    #[error("cannot reach the NATS servers {servers}: {message}")]
+    Connect { servers: String, message: String },
+    #[error("the cluster's command log (stream {stream}): {message}")]
+    Stream { stream: String, message: String },
+    #[error("this node's data has command {local} but the cluster's stream {stream} ends at {stream_last}: it belongs to another cluster or the stream was deleted; start it on an empty data directory")]
+    DataAhead {
+        local: u64,
+        stream: String,
+        stream_last: u64,
+    },
+}
+
+/// A node's membership of a cluster. Cheap to clone.
+#[derive(Clone)]
+pub struct Cluster {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) config: ClusterConfig,
+    pub(crate) client: async_nats::Client,
+    pub(crate) jetstream: jetstream::Context,
+    /// Which start of this node this is: a request number is matched to a waiting
+    /// caller only when the command came from this very run.
+    pub(crate) incarnation: u64,
+    next_request: AtomicU64,
+    /// Callers waiting for their command to come back from the stream, applied.
+    pub(crate) pending: Mutex<HashMap<u64, oneshot::Sender<Outcome>>>,
+    /// The last command this node applied from the stream.
+    pub(crate) applied: watch::Sender<u64>,
+    /// The stream's last sequence when last asked (by the applier's start, the
+    /// peers' loop, or `GET /v1/cluster`).
+    pub(crate) stream_last: AtomicU64,
+    /// Set when the node is stopping.
+    pub(crate) stopping: AtomicBool,
+    pub(crate) peers: Mutex<crate::peers::Peers>,
+}
+
+impl Inner {
+    pub(crate) fn connected(&self) -> bool {
+        self.client.connection_state() == async_nats::connection::State::Connected
+    }
+}
+
+impl Cluster {
+    /// Connects, finds or creates the stream, follows it from the node's own last
+    /// command until caught up, and from then on proposes every command `submitter`
+    /// gets to the stream. Fails (the node does not start) when NATS cannot be
+    /// reached, or when the node's data is ahead of the stream.
+    pub async fn join(
+        config: ClusterConfig,
+        submitter: Submitter,
+        state: Arc<RwLock<State>>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Cluster, ClusterError> {
+        let servers = config.servers.join(",");
+        let addresses: Vec<async_nats::ServerAddr> = config
+            .servers
+            .iter()
+            .filter_map(|url| url.parse().ok())
+            .collect();
+        let client = async_nats::ConnectOptions::new()
+            .name(format!("colony {}", config.node_name))
+            .connection_timeout(config.ack_timeout)
+            .retry_on_initial_connect()
+            .max_reconnects(None)
+            .connect(addresses)
+            .await
+            .map_err(|error| ClusterError::Connect {
+                servers: servers.clone(),
+                message: error.to_string(),
+            })?;
+        // retry_on_initial_connect returns at once: wait (bounded) for the first one.
+        let deadline = tokio::time::Instant::now() + config.ack_timeout * 2;
+        while client.connection_state() != async_nats::connection::State::Connected {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ClusterError::Connect {
+                    servers,
+                    message: "no server answered".into(),
+                });
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let jetstream = jetstream::context::ContextBuilder::new()
+            .timeout(config.ack_timeout)
+            .build(client.clone());
+        let stream_error = |message: String| ClusterError::Stream {
+            stream: config.stream.clone(),
+            message,
+        };
+        // A JetStream cluster that has just started elects its leaders first.
+        let deadline = tokio::time::Instant::now() + config.ack_timeout * 6;
+        let mut stream = loop {
+            let created = jetstream
+                .get_or_create_stream(jetstream::stream::Config {
+                    name: config.stream.clone(),
+                    subjects: vec![config.commands_subject()],
+                    storage: jetstream::stream::StorageType::File,
+                    num_replicas: config.replicas,
+                    max_message_size: ENVELOPE_BYTES_MAX as i32,
+                    duplicate_window: std::time::Duration::from_secs(120),
+                    description: Some(
+                        "Colony's command log: every node applies it in order".into(),
+                    ),
+                    ..Default::default()
+                })
+                .await;
+            match created {
+                Ok(stream) => break stream,
+                Err(error) if tokio::time::Instant::now() < deadline => {
+                    tracing::info!("waiting for JetStream to take the stream: {error}");
+                    tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+                }
+                Err(error) => return Err(stream_error(error.to_string())),
+            }
+        };
+        let stream_last = stream
+            .info()
+            .await
+            .map_err(|error| stream_error(error.to_string()))?
+            .state
+            .last_sequence;
+        let local = state.read().expect("state lock").last_seq;
+        if local > stream_last {
+            return Err(ClusterError::DataAhead {
+                local,
+                stream: config.stream.clone(),
+                stream_last,
+            });
+        }
+        let (applied, _) = watch::channel(local);
+        let incarnation = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
+            ^ u64::from(std::process::id()) << 40;
+        let inner = Arc::new(Inner {
+            config,
+            client,
+            jetstream,
+            incarnation,
+            next_request: AtomicU64::new(1),
+            pending: Mutex::new(HashMap::new()),
+            applied,
+            stream_last: AtomicU64::new(stream_last),
+            stopping: AtomicBool::new(false),
+            peers: Mutex::new(crate::peers::Peers::default()),
+        });
+        tracing::info!(
+            node = %inner.config.node_name,
+            stream = %inner.config.stream,
+            local,
+            stream_last,
+            "joined the cluster; catching up from the stream"
+        );
+        tokio::spawn(crate::applier::follow(
+            Arc::clone(&inner),
+            submitter.clone(),
+            local + 1,
+        ));
+        let cluster = Cluster { inner };
+        cluster.caught_up_to(stream_last).await;
+        submitter.replicate_through(Arc::new(cluster.clone()));
+        tokio::spawn(crate::ticker::run(
+            Arc::clone(&cluster.inner),
+            state,
+            metrics,
+        ));
+        tokio::spawn(crate::peers::run(Arc::clone(&cluster.inner)));
+        Ok(cluster)
+    }
+
+    /// Waits until this node has applied the stream up to `seq`.
+    async fn caught_up_to(&self, seq: u64) {
+        let mut applied = self.inner.applied.subscribe();
+        let _ = applied.wait_for(|applied| *applied >= seq).await;
+    }
+
+    /// Proposes genesis as the stream's very first command. `None` when another node
+    /// was first (its genesis is then applied here, and this node's is not).
+    pub async fn propose_genesis(
+        &self,
+        proposal: Proposal,
+    ) -> Result<Option<Outcome>, SubmitError> {
+        match self.inner.propose(proposal, Some(0)).await {
+            Ok(outcome) => Ok(Some(outcome)),
+            Err(error) if error.code == "wrong_last_sequence" => {
+                self.caught_up_to(1).await;
+                Ok(None)
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Stops following the stream and proposing (the node is stopping).
+    pub fn stop(&self) {
+        self.inner.stopping.store(true, Ordering::Release);
+    }
+
+    /// This node's view of the cluster, for `GET /v1/cluster`.
+    pub async fn view(&self) -> colony_api::cluster::ClusterView {
+        crate::peers::view(&self.inner).await
+    }
+
+    /// This node's name in the cluster.
+    pub fn node_name(&self) -> &str {
+        &self.inner.config.node_name
+    }
+
+    /// The stream that holds the command log.
+    pub fn stream_name(&self) -> &str {
+        &self.inner.config.stream
+    }
+
+    /// False while this node has no connection to NATS: reads are then stale.
+    pub fn connected(&self) -> bool {
+        self.inner.connected()
+    }
+}
+
+impl Replicator for Cluster {
+    fn propose(
+        &self,
+        proposal: Proposal,
+    ) -> Pin<Box<dyn Future<Output = Result<Outcome, SubmitError>> + Send + '_>> {
+        Box::pin(self.inner.propose(proposal, None))
+    }
+}
+
+/// Removes a caller's entry when it stops waiting, answered or not.
+struct Waiting<'a> {
+    inner: &'a Inner,
+    request: u64,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.inner
+            .pending
+            .lock()
+            .expect("pending lock")
+            .remove(&self.request);
+    }
+}
+
+impl Inner {
+    /// Publishes one command and waits until this node has applied it.
+    /// `expected_last` makes the stream take it only after exactly that sequence.
+    pub(crate) async fn propose(
+        &self,
+        proposal: Proposal,
+        expected_last: Option<u64>,
+    ) -> Result<Outcome, SubmitError> {
+        if self.stopping.load(Ordering::Acquire) {
+            return Err(SubmitError::shutting_down());
+        }
+        if !self.connected() {
+            return Err(SubmitError::cluster_unavailable(
+                "this node has lost its connection to the cluster's NATS servers; nothing was decided (reads are served, marked stale; retry once it is back)",
+            ));
+        }
+        let request = self.next_request.fetch_add(1, Ordering::Relaxed);
+        let payload = Envelope {
+            origin: self.config.node_name.clone(),
+            incarnation: self.incarnation,
+            request,
+            proposed_ms: colony_pipeline::sequencer::now_ms(),
+            actor: proposal.actor,
+            justification: proposal.justification,
+            body: proposal.body,
+        }
+        .encode();
+        if payload.len() > ENVELOPE_BYTES_MAX {
+            return Err(SubmitError {
+                code: "command_too_large",
+                message: format!(
+                    "the command is {} bytes; a cluster's log takes at most {ENVELOPE_BYTES_MAX}",
+                    payload.len()
+                ),
+            });
+        }
+        let (reply, answer) = oneshot::channel();
+        self.pending
+            .lock()
+            .expect("pending lock")
+            .insert(request, reply);
+        let _waiting = Waiting {
+            inner: self,
+            request,
+        };
+        let mut message = jetstream::message::PublishMessage::build().payload(payload.into());
+        if let Some(last) = expected_last {
+            message = message.expected_last_sequence(last);
+        }
+        let acked = async {
+            self.jetstream
+                .send_publish(self.config.commands_subject(), message)
+                .await?
+                .await
+        }
+        .await;
+        if let Err(error) = acked {
+            if error.kind() == jetstream::context::PublishErrorKind::WrongLastSequence {
+                return Err(SubmitError {
+                    code: "wrong_last_sequence",
+                    message: error.to_string(),
+                });
+            }
+            return Err(SubmitError::cluster_unavailable(format!(
+                "the cluster's log did not take the command ({error}); if it timed out, the command may still be applied"
+            )));
+        }
+        match tokio::time::timeout(self.config.ack_timeout * 6, answer).await {
+            Ok(Ok(outcome)) => Ok(outcome),
+            Ok(Err(_)) => Err(SubmitError::shutting_down()),
+            Err(_) => Err(SubmitError::cluster_unavailable(
+                "the cluster's log has the command but this node has not applied it yet (it is behind or has lost NATS); it will be applied",
+            )),
+        }
+    }
+}

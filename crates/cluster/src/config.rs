@@ -1,0 +1,217 @@
+//! How a node joins a cluster: `colony up --cluster URL[,URL...] --node-name NAME`.
+
+use std::time::Duration;
+
+use crate::cluster::ClusterError;
+
+/// A node's name is at most this long: letters, digits, `-` and `_`.
+pub const NODE_NAME_MAX: usize = 64;
+/// At most this many NATS server URLs.
+pub const SERVERS_MAX: usize = 16;
+/// A command in the stream is at most this many bytes (the stream refuses larger
+/// messages; the NATS servers' `max_payload` must allow it: 8 MiB is NATS's own
+/// ceiling).
+pub const ENVELOPE_BYTES_MAX: usize = 8 * 1024 * 1024;
+
+/// The stream's name unless told otherwise.
+pub const STREAM_DEFAULT: &str = "COLONY_COMMANDS";
+
+#[derive(Clone, Debug)]
+pub struct ClusterConfig {
+    /// `nats://HOST:PORT` (or `tls://`) URLs of the NATS servers.
+    pub servers: Vec<String>,
+    /// This node's name, unique in the cluster.
+    pub node_name: String,
+    /// The JetStream stream that holds the command log.
+    pub stream: String,
+    /// How many servers keep a copy of the stream (at its creation): 3 when three or
+    /// more servers are named, else as many as are named.
+    pub replicas: usize,
+    /// How long a proposal waits for the stream's acknowledgement, and then for
+    /// this node to apply it, before the caller gets `503`.
+    pub ack_timeout: Duration,
+}
+
+impl ClusterConfig {
+    /// Checks the names and URLs; the rest takes its defaults.
+    pub fn new(servers: &[String], node_name: &str) -> Result<ClusterConfig, ClusterError> {
+        let servers: Vec<String> = servers
+            .iter()
+            .flat_map(|list| list.split(','))
+            .map(|url| url.trim().to_string())
+            .filter(|url| !url.is_empty())
+            .collect();
+        if servers.is_empty() {
+            return Err(ClusterError::Config(
+                "--cluster names no NATS server (nats://HOST:PORT)".into(),
+            ));
+        }
+        if servers.len() > SERVERS_MAX {
+            return Err(ClusterError::Config(format!(
+                "--cluster names {} servers; at most {SERVERS_MAX}",
+                servers.len()
+            )));
+        }
+        for url in &servers {
+            let scheme_ok = ["nats://", "tls://", "nats+tls://"]
+                .iter()
+                .any(|scheme| url.starts_with(scheme));
+            if !scheme_ok || url.parse::<async_nats::ServerAddr>().is_err() {
+                return Err(ClusterError::Config(format!(
+                    "{url:?} is not a NATS server URL (nats://HOST:PORT or tls://HOST:PORT)"
+                )));
+            }
+        }
+        if !is_name(node_name, NODE_NAME_MAX) {
+            return Err(ClusterError::Config(format!(
+                "--node-name {node_name:?}: 1 to {NODE_NAME_MAX} letters, digits, '-' or '_'"
+            )));
+        }
+        Ok(ClusterConfig {
+            replicas: servers.len().min(3),
+            servers,
+            node_name: node_name.to_string(),
+            stream: STREAM_DEFAULT.to_string(),
+            ack_timeout: Duration::from_secs(5),
+        })
+    }
+
+    /// The subject the stream holds commands on.
+    pub(crate) fn commands_subject(&self) -> String {
+        format!("colony.cluster.{}.commands", self.stream)
+    }
+
+    /// The subject nodes tell each other their progress on (`.<node>` appended).
+    pub(crate) fn nodes_subject(&self) -> String {
+        format!("colony.cluster.{}.nodes", self.stream)
+    }
+}
+
+/// 1 to `max` letters, digits, `-` or `_`.
+fn is_name(name: &str, max: usize) -> bool {
+    !name.is_empty()
+        && name.len() <= max
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_and_names_are_checked() {
+        let config = ClusterConfig::new(
+            &["nats://127.0.0.1:4222,nats://127.0.0.1:4223".into()],
+            "node-1",
+        )
+        .unwrap();
+        assert_eq!(config.servers.len(), 2);
+        assert_eq!(config.replicas, 2);
+        assert!(ClusterConfig::new(&[], "a").is_err());
+        assert!(ClusterConfig::new(&["http://x:1".into()], "a").is_err());
+        assert!(ClusterConfig::new(&["nats://x:1".into()], "a b").is_err());
+        assert!(ClusterConfig::new(&["nats://x:1".into()], &"n".repeat(65)).is_err());
+        let many: Vec<String> = (0..17).map(|i| format!("nats://h:{}", 4000 + i)).collect();
+        assert!(ClusterConfig::new(&many, "a").is_err());
+        let three: Vec<String> = (0..5).map(|i| format!("nats://h:{}", 4000 + i)).collect();
+        assert_eq!(ClusterConfig::new(&three, "a").unwrap().replicas, 3);
+    }
+}
+
+/// `cluster.toml`'s `[cluster]` table, before the command line's flags are laid over
+/// it (`colony up --cluster` and `--node-name` win).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterFile {
+    #[serde(default)]
+    pub servers: Vec<String>,
+    pub node_name: Option<String>,
+    pub stream: Option<String>,
+    pub replicas: Option<usize>,
+    /// A duration (`"5s"`).
+    pub ack_timeout: Option<String>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileTop {
+    cluster: Option<ClusterFile>,
+}
+
+/// Reads `cluster.toml` in the configuration directory (at every start); `None`
+/// when there is none or it has no `[cluster]` table.
+pub fn load_file(dir: &std::path::Path) -> Result<Option<ClusterFile>, colony_config::ConfigError> {
+    let file = dir.join("cluster.toml");
+    let text = match std::fs::read_to_string(&file) {
+        Ok(text) => text,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => {
+            return Err(colony_config::ConfigError {
+                file,
+                line: None,
+                message: format!("cannot read: {error}"),
+            })
+        }
+    };
+    let source = colony_config::Source {
+        file: &file,
+        text: &text,
+    };
+    Ok(source.parse::<FileTop>()?.cluster)
+}
+
+impl ClusterConfig {
+    /// The configuration from `cluster.toml` with the command line's flags over it;
+    /// `Ok(None)` when neither names a server (the node is embedded).
+    pub fn resolve(
+        file: Option<ClusterFile>,
+        servers: &[String],
+        node_name: Option<&str>,
+    ) -> Result<Option<ClusterConfig>, ClusterError> {
+        let file = file.unwrap_or_default();
+        let servers = if servers.is_empty() {
+            &file.servers
+        } else {
+            servers
+        };
+        if servers.is_empty() {
+            return Ok(None);
+        }
+        let Some(name) = node_name.or(file.node_name.as_deref()) else {
+            return Err(ClusterError::Config(
+                "a node of a cluster needs a name unique in it: --node-name NAME (or node_name in cluster.toml)".into(),
+            ));
+        };
+        let mut config = ClusterConfig::new(servers, name)?;
+        if let Some(stream) = file.stream {
+            if !is_name(&stream, 32) {
+                return Err(ClusterError::Config(format!(
+                    "cluster.toml: stream {stream:?}: 1 to 32 letters, digits, '-' or '_'"
+                )));
+            }
+            config.stream = stream;
+        }
+        if let Some(replicas) = file.replicas {
+            if !(1..=5).contains(&replicas) {
+                return Err(ClusterError::Config(format!(
+                    "cluster.toml: replicas {replicas}: 1 to 5"
+                )));
+            }
+            config.replicas = replicas;
+        }
+        if let Some(timeout) = file.ack_timeout {
+            let ms = colony_config::parse_duration_ms(&timeout).map_err(|error| {
+                ClusterError::Config(format!("cluster.toml: ack_timeout: {error}"))
+            })?;
+            if !(100..=60_000).contains(&ms) {
+                return Err(ClusterError::Config(
+                    "cluster.toml: ack_timeout is 100ms to 60s".into(),
+                ));
+            }
+            config.ack_timeout = Duration::from_millis(ms);
+        }
+        Ok(Some(config))
+    }
+}

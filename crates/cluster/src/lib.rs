@@ -1,0 +1,33 @@
+//! Colony's cluster mode: several nodes, one order of commands, on NATS JetStream.
+//!
+//! The command log is a JetStream stream (file storage, up to three replicas). A node
+//! never decides a caller's command by itself: it proposes it to the stream
+//! ([`Cluster`] is the pipeline's [`colony_pipeline::Replicator`]), and every node,
+//! this one included, applies every command of the stream in the stream's order with
+//! the same kernel (`applier.rs`). The stream's sequence number is the kernel's, and a
+//! command's time is the time its proposer read, never behind the previous command's,
+//! so every node reaches the same decisions and the same hash-chain head. The caller is
+//! answered once the stream has acknowledged the command (a quorum of its servers has
+//! it) and this node has applied it.
+//!
+//! - `config.rs`: [`ClusterConfig`], `cluster.toml`, and their bounds.
+//! - `wire.rs`: what a command looks like in the stream.
+//! - `cluster.rs`: connecting, the stream, proposing, genesis once.
+//! - `applier.rs`: following the stream from the node's own last command.
+//! - `ticker.rs`: time-driven work proposed once, whichever node notices first.
+//! - `peers.rs`: each node's applied sequence, told to the others every second.
+//!
+//! It owns the order of commands across nodes; it never serves HTTP, never decides a
+//! command itself (the pipeline's decider does), and never writes the node's files.
+
+mod applier;
+mod cluster;
+mod config;
+mod peers;
+mod ticker;
+mod wire;
+
+pub use cluster::{Cluster, ClusterError};
+pub use config::{
+    load_file, ClusterConfig, ClusterFile, ENVELOPE_BYTES_MAX, NODE_NAME_MAX, SERVERS_MAX,
+};

@@ -1,0 +1,161 @@
+//! Each node tells the others, every second on plain NATS, which command it has
+//! applied; `GET /v1/cluster` shows them with their lag behind the stream.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use colony_api::cluster::{ClusterView, NodeView, StreamPeer, StreamView};
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+
+use crate::cluster::Inner;
+
+/// At most this many nodes are remembered (the ones heard from last are kept).
+pub(crate) const PEERS_MAX: usize = 256;
+/// How often a node tells the others.
+const TELL_EVERY: Duration = Duration::from_secs(1);
+/// A node's report is at most this many bytes; larger ones are ignored.
+const REPORT_BYTES_MAX: usize = 1024;
+
+/// What a node tells the others.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Report {
+    name: String,
+    applied_seq: u64,
+    at_ms: u64,
+    connected: bool,
+}
+
+#[derive(Default)]
+pub(crate) struct Peers {
+    nodes: BTreeMap<String, Report>,
+}
+
+impl Peers {
+    fn heard(&mut self, report: Report) {
+        if !self.nodes.contains_key(&report.name) && self.nodes.len() >= PEERS_MAX {
+            // Forget the one heard from longest ago.
+            if let Some(oldest) = self
+                .nodes
+                .values()
+                .min_by_key(|node| node.at_ms)
+                .map(|node| node.name.clone())
+            {
+                self.nodes.remove(&oldest);
+            }
+        }
+        self.nodes.insert(report.name.clone(), report);
+    }
+}
+
+pub(crate) async fn run(inner: Arc<Inner>) {
+    let subject = inner.config.nodes_subject();
+    let mut heard = match inner.client.subscribe(format!("{subject}.*")).await {
+        Ok(subscriber) => subscriber,
+        Err(error) => {
+            tracing::warn!("cannot hear the other nodes of the cluster: {error}");
+            return;
+        }
+    };
+    let mut tell = tokio::time::interval(TELL_EVERY);
+    while !inner.stopping.load(Ordering::Acquire) {
+        tokio::select! {
+            _ = tell.tick() => {
+                let report = own(&inner);
+                inner.peers.lock().expect("peers lock").heard(report.clone());
+                let body = serde_json::to_vec(&report).expect("a report encodes");
+                let _ = inner
+                    .client
+                    .publish(format!("{subject}.{}", inner.config.node_name), body.into())
+                    .await;
+                refresh_stream_last(&inner).await;
+            }
+            message = heard.next() => {
+                let Some(message) = message else { return };
+                if message.payload.len() > REPORT_BYTES_MAX {
+                    continue;
+                }
+                if let Ok(report) = serde_json::from_slice::<Report>(&message.payload) {
+                    inner.peers.lock().expect("peers lock").heard(report);
+                }
+            }
+        }
+    }
+}
+
+fn own(inner: &Inner) -> Report {
+    Report {
+        name: inner.config.node_name.clone(),
+        applied_seq: *inner.applied.borrow(),
+        at_ms: colony_pipeline::sequencer::now_ms(),
+        connected: inner.connected(),
+    }
+}
+
+async fn refresh_stream_last(inner: &Inner) -> Option<async_nats::jetstream::stream::Info> {
+    if !inner.connected() {
+        return None;
+    }
+    let stream = inner
+        .jetstream
+        .get_stream(&inner.config.stream)
+        .await
+        .ok()?;
+    let info = stream.get_info().await.ok()?;
+    inner
+        .stream_last
+        .fetch_max(info.state.last_sequence, Ordering::Relaxed);
+    Some(info)
+}
+
+/// This node's view of the cluster.
+pub(crate) async fn view(inner: &Inner) -> ClusterView {
+    let info = tokio::time::timeout(inner.config.ack_timeout, refresh_stream_last(inner))
+        .await
+        .ok()
+        .flatten();
+    let stream_last = inner.stream_last.load(Ordering::Relaxed);
+    let own = own(inner);
+    let mut peers = inner.peers.lock().expect("peers lock");
+    peers.heard(own.clone());
+    let nodes = peers
+        .nodes
+        .values()
+        .map(|node| NodeView {
+            name: node.name.clone(),
+            applied_seq: node.applied_seq,
+            lag: stream_last.saturating_sub(node.applied_seq),
+            seen_ms: node.at_ms,
+            connected: node.connected,
+        })
+        .collect();
+    ClusterView {
+        mode: "nats".into(),
+        node: Some(inner.config.node_name.clone()),
+        connected: own.connected,
+        applied_seq: own.applied_seq,
+        stream: info.map(|info| {
+            let cluster = info.cluster.unwrap_or_default();
+            StreamView {
+                name: info.config.name,
+                messages: info.state.messages,
+                bytes: info.state.bytes,
+                last_seq: info.state.last_sequence,
+                replicas: info.config.num_replicas,
+                leader: cluster.leader,
+                peers: cluster
+                    .replicas
+                    .into_iter()
+                    .map(|peer| StreamPeer {
+                        name: peer.name,
+                        current: peer.current,
+                        lag: peer.lag.unwrap_or(0),
+                    })
+                    .collect(),
+            }
+        }),
+        nodes,
+    }
+}

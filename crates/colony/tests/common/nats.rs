@@ -1,0 +1,152 @@
+//! A JetStream cluster of real `nats-server` processes on loopback, started by the
+//! tests themselves (the server from the tests' Python environment, see
+//! `tools::nats_server`), and stopped when dropped.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A free loopback port (the listener is closed before the port is used).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub struct NatsServer {
+    pub name: String,
+    pub port: u16,
+    pub monitor: u16,
+    child: Option<Child>,
+    config: PathBuf,
+}
+
+impl NatsServer {
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server at once (SIGKILL).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn start(&mut self) {
+        let child = Command::new(super::tools::nats_server())
+            .arg("-c")
+            .arg(&self.config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server starts");
+        self.child = Some(child);
+    }
+}
+
+/// Three (or `n`) servers in one JetStream cluster.
+pub struct NatsCluster {
+    pub servers: Vec<NatsServer>,
+    _dir: tempfile::TempDir,
+}
+
+impl NatsCluster {
+    pub fn start(n: usize) -> NatsCluster {
+        let dir = tempfile::tempdir().unwrap();
+        let routes: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let mut servers = Vec::new();
+        for (i, route) in routes.iter().enumerate() {
+            let name = format!("nats-{}", i + 1);
+            let port = free_port();
+            let monitor = free_port();
+            let others: Vec<String> = routes
+                .iter()
+                .filter(|other| *other != route)
+                .map(|other| format!("\"nats-route://127.0.0.1:{other}\""))
+                .collect();
+            let store = dir.path().join(&name);
+            let config = dir.path().join(format!("{name}.conf"));
+            std::fs::write(
+                &config,
+                format!(
+                    "server_name: {name}\nlisten: \"127.0.0.1:{port}\"\nhttp: \"127.0.0.1:{monitor}\"\nmax_payload: 8MB\n\
+                     jetstream {{\n  store_dir: \"{}\"\n  max_memory_store: 64MB\n  max_file_store: 4GB\n}}\n\
+                     cluster {{\n  name: colony-tests\n  listen: \"127.0.0.1:{route}\"\n  routes: [{}]\n}}\n",
+                    store.display(),
+                    others.join(", ")
+                ),
+            )
+            .unwrap();
+            let mut server = NatsServer {
+                name,
+                port,
+                monitor,
+                child: None,
+                config,
+            };
+            server.start();
+            servers.push(server);
+        }
+        let cluster = NatsCluster { servers, _dir: dir };
+        cluster.wait_healthy();
+        cluster
+    }
+
+    /// The servers' URLs, comma-separated (as `--cluster` takes them).
+    pub fn urls(&self) -> String {
+        self.servers
+            .iter()
+            .map(NatsServer::url)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Waits (at most 60 s) until every server's JetStream is healthy: routes up, a
+    /// meta leader elected.
+    fn wait_healthy(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        for server in &self.servers {
+            loop {
+                if healthz(server.monitor) {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{} did not become healthy within 60 s",
+                    server.name
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+}
+
+impl Drop for NatsCluster {
+    fn drop(&mut self) {
+        for server in &mut self.servers {
+            server.kill();
+        }
+    }
+}
+
+/// `GET /healthz` on a server's monitoring port answers 200.
+fn healthz(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    if stream
+        .write_all(b"GET /healthz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer.starts_with("HTTP/1.0 200") || answer.starts_with("HTTP/1.1 200")
+}

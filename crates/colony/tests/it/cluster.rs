@@ -1,0 +1,397 @@
+//! Cluster mode on a real JetStream cluster: three `nats-server` processes on
+//! loopback and three `colony up --cluster` nodes, all started here. Limits hold
+//! exactly across the nodes, a node killed with `kill -9` under load loses nothing
+//! acknowledged and catches up to the same chain head, and writes go on when one
+//! NATS server of three is killed.
+
+use std::path::Path;
+use std::process::{Child, Command};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::common;
+use common::nats::NatsCluster;
+use common::{quiet_config, start_with_args, COLONY};
+
+fn start_node(data: &Path, nats: &str, name: &str) -> (Child, String) {
+    start_with_args(
+        data,
+        &quiet_config(),
+        &["--cluster", nats, "--node-name", name],
+        &[],
+    )
+}
+
+async fn get(http: &reqwest::Client, url: &str, token: &str) -> Value {
+    let response = http.get(url).bearer_auth(token).send().await.unwrap();
+    assert!(
+        response.status().is_success(),
+        "GET {url}: {}",
+        response.status()
+    );
+    response.json().await.unwrap()
+}
+
+/// Waits (at most 30 s) until `check` holds for what every node answers at `path`.
+async fn until_all(
+    http: &reqwest::Client,
+    urls: &[String],
+    token: &str,
+    path: &str,
+    check: impl Fn(&Value) -> bool,
+) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for url in urls {
+        loop {
+            let answer = get(http, &format!("{url}{path}"), token).await;
+            if check(&answer) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{url}{path} never got there: {answer}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// The hash of decision record `index` on the node at `url`.
+async fn record_hash(http: &reqwest::Client, url: &str, token: &str, index: u64) -> String {
+    let page = get(
+        http,
+        &format!("{url}/v1/audit?after={}&limit=1", index - 1),
+        token,
+    )
+    .await;
+    page["records"][0]["hash"].as_str().unwrap().to_string()
+}
+
+/// Reserves and commits in a loop on `url` until `stop`, recording each commit the
+/// node acknowledged.
+fn writer(
+    http: reqwest::Client,
+    url: String,
+    token: String,
+    stop: Arc<AtomicBool>,
+    acknowledged: Arc<Mutex<Vec<u64>>>,
+    count: Arc<AtomicUsize>,
+    node_count: Arc<AtomicUsize>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        while !stop.load(Ordering::SeqCst) {
+            let reserve = http
+                .post(format!("{url}/v1/ledger/reserve"))
+                .bearer_auth(&token)
+                .json(&json!({"resource": "disk_bytes", "amount": 10, "justification": "load"}))
+                .timeout(Duration::from_secs(20))
+                .send()
+                .await;
+            let Ok(response) = reserve else { return };
+            let Ok(body) = response.json::<Value>().await else {
+                return;
+            };
+            let Some(reservation) = body["reservation"].as_u64() else {
+                continue; // refused (a 503 while a server is lost): try again
+            };
+            let commit = http
+                .post(format!("{url}/v1/ledger/commit"))
+                .bearer_auth(&token)
+                .json(&json!({"reservation": reservation, "actual": 7}))
+                .timeout(Duration::from_secs(20))
+                .send()
+                .await;
+            let Ok(response) = commit else { return };
+            if response.status().is_success() {
+                acknowledged.lock().unwrap().push(reservation);
+                count.fetch_add(1, Ordering::SeqCst);
+                node_count.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    })
+}
+
+/// Waits until `count` has grown by `more` (at most 60 s).
+async fn acks_grow(count: &AtomicUsize, more: usize) {
+    let target = count.load(Ordering::SeqCst) + more;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while count.load(Ordering::SeqCst) < target {
+        assert!(
+            Instant::now() < deadline,
+            "writes stalled at {} acknowledged commits",
+            count.load(Ordering::SeqCst)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Publishes `payload` on `subject` with NATS's own text protocol.
+fn publish_raw(port: u16, subject: &str, payload: &[u8]) {
+    use std::io::{BufRead, BufReader, Write};
+    let stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    assert!(line.starts_with("INFO"), "{line}");
+    let mut writer = stream;
+    write!(
+        writer,
+        "CONNECT {{\"verbose\":false}}\r\nPUB {subject} {}\r\n",
+        payload.len()
+    )
+    .unwrap();
+    writer.write_all(payload).unwrap();
+    writer.write_all(b"\r\nPING\r\n").unwrap();
+    loop {
+        line.clear();
+        reader.read_line(&mut line).unwrap();
+        assert!(!line.starts_with("-ERR"), "{line}");
+        if line.starts_with("PONG") {
+            return;
+        }
+    }
+}
+
+fn stop_gracefully(mut child: Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "colony up stopped with {status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_on_jetstream_keep_one_log_exact_limits_and_lose_nothing() {
+    let mut nats = NatsCluster::start(3);
+    let servers = nats.urls();
+    let data: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut nodes: Vec<Option<Child>> = Vec::new();
+    let mut urls = Vec::new();
+    for (i, dir) in data.iter().enumerate() {
+        let (child, url) = start_node(dir.path(), &servers, &format!("node-{}", i + 1));
+        nodes.push(Some(child));
+        urls.push(url);
+    }
+    // The first node installed genesis; the others found it in the stream.
+    let token = std::fs::read_to_string(data[0].path().join("admin.token"))
+        .unwrap()
+        .trim()
+        .to_string();
+    assert!(!data[1].path().join("admin.token").exists());
+    assert!(!data[2].path().join("admin.token").exists());
+    let http = reqwest::Client::new();
+
+    // 64 clients spread over the three nodes race to create AI accounts: exactly the
+    // hard value succeed, and every node counts the same.
+    let limit = get(&http, &format!("{}/v1/limits/ai_accounts", urls[0]), &token).await;
+    let hard = limit["hard"].as_u64().unwrap();
+    assert_eq!(limit["usage"], 0);
+    assert!(hard < 64, "the race needs more clients than the hard value");
+    let mut racers = Vec::new();
+    for i in 0..64 {
+        let (http, url, token) = (http.clone(), urls[i % 3].clone(), token.clone());
+        racers.push(tokio::spawn(async move {
+            let response = http
+                .post(format!("{url}/v1/principals"))
+                .bearer_auth(&token)
+                .json(&json!({"name": format!("racer-{i}"), "kind": "ai", "justification": "the race"}))
+                .send()
+                .await
+                .unwrap();
+            let status = response.status();
+            let body: Value = response.json().await.unwrap();
+            (status, body)
+        }));
+    }
+    let mut created = 0;
+    for racer in racers {
+        let (status, body) = racer.await.unwrap();
+        if status.is_success() {
+            created += 1;
+        } else {
+            assert_eq!(status, reqwest::StatusCode::TOO_MANY_REQUESTS, "{body}");
+            assert_eq!(body["error"]["limit"], "ai_accounts", "{body}");
+        }
+    }
+    assert_eq!(created, hard, "exactly the hard value of AI accounts");
+    until_all(&http, &urls, &token, "/v1/limits/ai_accounts", |limit| {
+        limit["usage"].as_u64() == Some(hard)
+    })
+    .await;
+
+    // Junk on the command subject (from anything with access to NATS) is decided as
+    // a tick on every node alike, so the numbers stay aligned.
+    publish_raw(
+        nats.servers[0].port,
+        "colony.cluster.COLONY_COMMANDS.commands",
+        b"not a command",
+    );
+    until_all(&http, &urls, &token, "/v1/audit?limit=1000", |page| {
+        page["records"].as_array().unwrap().iter().any(|record| {
+            record["justification"]
+                == "a message in the cluster's log that is not a command: skipped"
+        })
+    })
+    .await;
+
+    // Write load on all three nodes; node-2 is killed with kill -9 in the middle of
+    // it, then one NATS server of three: the writes on the others go on.
+    let stop = Arc::new(AtomicBool::new(false));
+    let acknowledged = Arc::new(Mutex::new(Vec::new()));
+    let count = Arc::new(AtomicUsize::new(0));
+    let per_node: Vec<Arc<AtomicUsize>> = (0..3).map(|_| Arc::new(AtomicUsize::new(0))).collect();
+    let writers: Vec<_> = (0..12)
+        .map(|i| {
+            writer(
+                http.clone(),
+                urls[i % 3].clone(),
+                token.clone(),
+                Arc::clone(&stop),
+                Arc::clone(&acknowledged),
+                Arc::clone(&count),
+                Arc::clone(&per_node[i % 3]),
+            )
+        })
+        .collect();
+    acks_grow(&count, 200).await;
+    let mut killed = nodes[1].take().unwrap();
+    killed.kill().unwrap();
+    killed.wait().unwrap();
+    acks_grow(&count, 200).await;
+    nats.servers[2].kill();
+    // Writes go on at both living nodes.
+    acks_grow(&per_node[0], 100).await;
+    acks_grow(&per_node[2], 100).await;
+    stop.store(true, Ordering::SeqCst);
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    let acknowledged = acknowledged.lock().unwrap().clone();
+
+    // node-2 comes back on its own data and catches up from the stream.
+    let (child, url) = start_node(data[1].path(), &servers, "node-2");
+    nodes[1] = Some(child);
+    urls[1] = url;
+    let cluster = get(&http, &format!("{}/v1/cluster", urls[0]), &token).await;
+    assert_eq!(cluster["mode"], "nats");
+    let last = cluster["stream"]["last_seq"].as_u64().unwrap();
+    until_all(&http, &urls, &token, "/v1/cluster", |view| {
+        view["applied_seq"].as_u64() >= Some(last)
+    })
+    .await;
+
+    // No acknowledged commit is missing on any node, and the ledger agrees.
+    let committed = 7 * acknowledged.len() as u64;
+    until_all(&http, &urls, &token, "/v1/ledger/me", |me| {
+        me["balances"]["disk_bytes"]["used"].as_u64() >= Some(committed)
+    })
+    .await;
+    for url in &urls {
+        let mut after = 0;
+        let mut commits = std::collections::BTreeSet::new();
+        loop {
+            let page = get(
+                &http,
+                &format!("{url}/v1/audit?after={after}&limit=1000"),
+                &token,
+            )
+            .await;
+            let records = page["records"].as_array().unwrap();
+            if records.is_empty() {
+                break;
+            }
+            for record in records {
+                if record["action"] == "ledger.commit" && record["decision"] == "allowed" {
+                    commits.insert(record["detail"]["effect"]["reservation"].as_u64().unwrap());
+                }
+            }
+            after = page["next_after"].as_u64().unwrap();
+        }
+        let missing: Vec<_> = acknowledged
+            .iter()
+            .filter(|r| !commits.contains(r))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "{url} lacks acknowledged commits {missing:?}"
+        );
+    }
+
+    // The same chain: the last record every node holds has the same hash on all.
+    let mut common_index = u64::MAX;
+    for url in &urls {
+        let page = get(&http, &format!("{url}/v1/audit?limit=1"), &token).await;
+        common_index = common_index.min(page["last_seq"].as_u64().unwrap());
+    }
+    let mut hashes = Vec::new();
+    for url in &urls {
+        hashes.push(record_hash(&http, url, &token, common_index).await);
+    }
+    assert!(
+        hashes.iter().all(|hash| *hash == hashes[0]),
+        "record {common_index} differs between nodes: {hashes:?}"
+    );
+
+    // Every node knows the others.
+    let view = get(&http, &format!("{}/v1/cluster", urls[2]), &token).await;
+    let names: Vec<&str> = view["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|node| node["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["node-1", "node-2", "node-3"], "{view}");
+
+    // Without NATS a node refuses writes with a clear 503 and serves reads marked
+    // stale.
+    nats.servers[0].kill();
+    nats.servers[1].kill();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let read = http
+            .get(format!("{}/v1/limits/ai_accounts", urls[0]))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert!(read.status().is_success());
+        if read.headers().get("x-colony-stale").is_some() {
+            let limit: Value = read.json().await.unwrap();
+            assert_eq!(limit["usage"].as_u64(), Some(hard));
+            break;
+        }
+        assert!(Instant::now() < deadline, "reads were never marked stale");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let refused = http
+        .post(format!("{}/v1/principals", urls[0]))
+        .bearer_auth(&token)
+        .json(&json!({"name": "late", "kind": "human", "justification": "no NATS"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), reqwest::StatusCode::SERVICE_UNAVAILABLE);
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "cluster_unavailable", "{body}");
+
+    // Stopped, every node's log verifies offline.
+    for node in nodes.iter_mut() {
+        stop_gracefully(node.take().unwrap());
+    }
+    for dir in &data {
+        let output = Command::new(COLONY)
+            .args(["audit", "verify", "--data"])
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}

@@ -1,0 +1,91 @@
+//! Commands ordered by a cluster's log instead of by this node.
+//!
+//! In a cluster every node applies every command in the order of one replicated log
+//! (NATS JetStream, in `colony-cluster`). A [`Replicator`] attached to the
+//! [`Submitter`] takes the commands callers submit and proposes them to that log;
+//! whatever the log ordered comes back through [`Submitter::apply_stamped`], carrying
+//! its place in the log as its sequence number and the time its proposer read, and is
+//! decided here exactly as on every other node: the sequence number must follow the
+//! last one (a gap or a repeat stops the node loudly), and the time is the proposed
+//! time, never behind the previous command's. The decider then logs no ticks of its
+//! own: the log carries them like any other command.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use super::*;
+
+/// A command a caller submitted, before any log has ordered it.
+#[derive(Clone, Debug)]
+pub struct Proposal {
+    pub actor: PrincipalId,
+    pub justification: String,
+    pub body: CommandBody,
+}
+
+/// Where a replicated log put a command: its sequence number (the log's own, which
+/// is the kernel's) and the time its proposer stamped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stamp {
+    pub seq: u64,
+    pub proposed_ms: u64,
+}
+
+/// What orders commands in a cluster. `propose` answers once the log has the
+/// command (a quorum of its servers) and this node has decided it, with the same
+/// [`Outcome`] an embedded node gives; or `cluster_unavailable` when the log cannot
+/// be reached (nothing was decided).
+pub trait Replicator: Send + Sync + 'static {
+    fn propose(
+        &self,
+        proposal: Proposal,
+    ) -> Pin<Box<dyn Future<Output = Result<Outcome, SubmitError>> + Send + '_>>;
+}
+
+impl Submitter {
+    /// From now on callers' commands go to `replicator`, and the decider logs no
+    /// ticks of its own. False when one was attached already.
+    pub fn replicate_through(&self, replicator: Arc<dyn Replicator>) -> bool {
+        if self.core.replicator.set(replicator).is_err() {
+            return false;
+        }
+        self.core.decider.lock().expect("decider lock").own_ticks = false;
+        true
+    }
+
+    /// Decides a command the cluster's log ordered, answered once decided (the log
+    /// holds it durably already; this node's own log follows within
+    /// `decided_sync_within_ms`). Call in the log's order, one at a time.
+    pub async fn apply_stamped(
+        &self,
+        stamp: Stamp,
+        actor: PrincipalId,
+        justification: String,
+        body: CommandBody,
+    ) -> Result<Outcome, SubmitError> {
+        self.not_failed()?;
+        let (reply, answer) = oneshot::channel();
+        let mut request = Some(Request::Command {
+            actor,
+            justification,
+            body,
+            reply,
+            early: true,
+            stamp: Some(stamp),
+        });
+        self.core.decide_now(&mut request);
+        let Some(request) = request else {
+            return answer.await.map_err(|_| SubmitError::shutting_down());
+        };
+        // The decider is busy: queue it, waiting for room rather than refusing, since
+        // a command the log ordered cannot be skipped.
+        let sender = self.sender.clone();
+        let queued = tokio::task::spawn_blocking(move || sender.send(request).is_ok())
+            .await
+            .unwrap_or(false);
+        if !queued {
+            return Err(SubmitError::shutting_down());
+        }
+        answer.await.map_err(|_| SubmitError::shutting_down())
+    }
+}
