@@ -42,7 +42,7 @@ impl Bus {
                 self.metrics.denied.fetch_add(1, Ordering::Relaxed);
                 Refused::Denied(reason)
             })?;
-        let routed = self.route(&Arc::new(parts.to_msg(None)));
+        let routed = self.route_published(Arc::new(parts.to_msg(None)));
         self.metrics.published.fetch_add(1, Ordering::Relaxed);
         self.metrics
             .published_bytes

@@ -30,6 +30,7 @@ pub mod inside;
 pub mod meter;
 mod msg;
 pub mod policy;
+pub mod relay;
 pub mod session;
 pub mod streams;
 pub mod subject;
@@ -92,6 +93,10 @@ pub struct Bus {
     /// Open connections, to close them when the node stops.
     conns: Mutex<std::collections::HashMap<u64, std::sync::Weak<Conn>>>,
     shutting_down: std::sync::atomic::AtomicBool,
+    /// In a cluster: where this node's publishes go (see [`relay`]).
+    relay: std::sync::OnceLock<Arc<dyn relay::Relay>>,
+    /// Queue subscriptions on this node by (group, pattern), for the relay.
+    queue_groups: Mutex<std::collections::HashMap<(String, String), usize>>,
 }
 
 impl Bus {
@@ -106,6 +111,8 @@ impl Bus {
             conns: Mutex::new(std::collections::HashMap::new()),
             worker_conns: Mutex::new(std::collections::HashMap::new()),
             shutting_down: std::sync::atomic::AtomicBool::new(false),
+            relay: std::sync::OnceLock::new(),
+            queue_groups: Mutex::new(std::collections::HashMap::new()),
             meters: meter::Meters::new(Arc::clone(&state)),
             config,
             router: RwLock::new(Trie::new()),
@@ -214,6 +221,9 @@ impl Bus {
         if may_match_events(pattern) {
             self.events_interest.fetch_add(1, Ordering::Relaxed);
         }
+        if let Some(group) = sub.queue.as_deref() {
+            self.count_queue_member(group, pattern, true);
+        }
         self.router
             .write()
             .expect("router lock")
@@ -229,6 +239,9 @@ impl Bus {
         if removed.is_some() && may_match_events(pattern) {
             self.events_interest.fetch_sub(1, Ordering::Relaxed);
         }
+        if let (Some(_), Some(group)) = (removed, sub.queue.as_deref()) {
+            self.count_queue_member(group, pattern, false);
+        }
     }
 
     /// Whether anyone may be listening to kernel events.
@@ -242,8 +255,13 @@ impl Bus {
     }
 
     /// Delivers a message to every matching core subscription (one member per queue
-    /// group). Never waits.
+    /// group) of this node only. Never waits.
     pub fn route(&self, msg: &Arc<Msg>) -> Routed {
+        self.route_reaching(msg, relay::Reach::All)
+    }
+
+    /// [`Bus::route`] to the plain subscriptions, the queue groups, or one group.
+    pub(crate) fn route_reaching(&self, msg: &Arc<Msg>, reach: relay::Reach) -> Routed {
         let mut routed = Routed::default();
         let offer = |sub: &Arc<Sub>, routed: &mut Routed| {
             let delivery = Delivery {
@@ -264,13 +282,20 @@ impl Bus {
         // Plain subscriptions are offered the message while the trie is walked;
         // queue group members are gathered to pick one per group.
         let mut queued: Vec<Arc<Sub>> = Vec::new();
-        self.router.read().expect("router lock").visit(
-            &msg.subject,
-            &mut |sub: &Arc<Sub>| match sub.queue {
-                None => offer(sub, &mut routed),
-                Some(_) => queued.push(Arc::clone(sub)),
-            },
-        );
+        self.router
+            .read()
+            .expect("router lock")
+            .visit(
+                &msg.subject,
+                &mut |sub: &Arc<Sub>| match (sub.queue.as_deref(), reach) {
+                    (None, relay::Reach::All | relay::Reach::Plain) => offer(sub, &mut routed),
+                    (Some(_), relay::Reach::All) => queued.push(Arc::clone(sub)),
+                    (Some(group), relay::Reach::Queue(wanted)) if group == wanted => {
+                        queued.push(Arc::clone(sub))
+                    }
+                    _ => {}
+                },
+            );
         if !queued.is_empty() {
             let mut groups: Vec<(&str, Vec<&Arc<Sub>>)> = Vec::new();
             for sub in &queued {

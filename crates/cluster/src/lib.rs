@@ -16,11 +16,14 @@
 //! - `applier.rs`: following the stream from the node's own last command.
 //! - `ticker.rs`: time-driven work proposed once, whichever node notices first.
 //! - `peers.rs`: each node's applied sequence, told to the others every second.
+//! - `bus_relay.rs`: the bus across nodes, over plain NATS.
 //!
-//! It owns the order of commands across nodes; it never serves HTTP, never decides a
+//! It owns the order of commands across nodes and carries bus messages between
+//! them; it never serves HTTP, never decides a
 //! command itself (the pipeline's decider does), and never writes the node's files.
 
 mod applier;
+pub mod bus_relay;
 mod cluster;
 mod config;
 mod peers;

@@ -156,6 +156,7 @@ pub async fn publish(
 pub async fn subscribe(
     remote: &Remote,
     pattern: &str,
+    queue: Option<String>,
     stream: Option<String>,
     from_seq: Option<u64>,
     count: Option<u64>,
@@ -163,6 +164,9 @@ pub async fn subscribe(
 ) -> anyhow::Result<ExitCode> {
     let mut bus = Bus::connect(remote).await?;
     let mut frame = json!({"op": "sub", "sid": "cli", "subject": pattern});
+    if let Some(queue) = &queue {
+        frame["queue"] = json!(queue);
+    }
     if let Some(stream) = &stream {
         frame["stream"] = json!(stream);
     }

@@ -263,6 +263,10 @@ pub enum BusCommand {
     /// Print messages on a subject pattern (`*` one token, `>` the rest) as JSON lines.
     Sub {
         pattern: String,
+        /// Share the messages with the other members of this queue group: each goes
+        /// to one member (in a cluster, one in the whole cluster).
+        #[arg(long)]
+        queue: Option<String>,
         /// Replay from a durable stream (with --from-seq; new messages only without it).
         #[arg(long)]
         stream: Option<String>,
@@ -425,12 +429,13 @@ fn main() -> ExitCode {
                 } => bus::publish(&remote, &subject, &data, priority, &headers).await,
                 BusCommand::Sub {
                     pattern,
+                    queue,
                     stream,
                     from_seq,
                     count,
                     ack,
                     remote,
-                } => bus::subscribe(&remote, &pattern, stream, from_seq, count, ack).await,
+                } => bus::subscribe(&remote, &pattern, queue, stream, from_seq, count, ack).await,
                 BusCommand::Streams { remote } => commands::streams(&remote).await,
                 BusCommand::StreamAdd {
                     name,

@@ -1,10 +1,17 @@
-//! What the admin does once, at a node's first start, after genesis: the durable
+//! A node's first start: genesis (read from the configuration directory, logged
+//! with the admin's token written first), then what the admin does once: the durable
 //! stream that keeps proximity alerts, and the kick artifacts of `artifacts.toml`.
 
-use colony_kernel::{CommandBody, PrincipalId};
+use std::path::{Path, PathBuf};
+
+use colony_kernel::{CommandBody, Genesis, PrincipalId};
 
 use crate::app::Shared;
-use crate::NodeError;
+use crate::auth::{hash_token, new_token};
+use crate::genesis::{self, GenesisConfig};
+use crate::node::write_private;
+use crate::sequencer::Submitter;
+use crate::{NodeConfig, NodeError};
 
 /// The durable bus stream that keeps proximity alerts (`colony.alerts.>`), defined by
 /// the admin at first start: agents consume alerts with acknowledgements, and a
@@ -77,4 +84,86 @@ pub(crate) async fn deploy_kick_artifacts(
         tracing::info!(artifact = %artifact.name, address = %event.subject, "deployed at first start");
     }
     Ok(())
+}
+
+pub(crate) fn load_genesis(config: &NodeConfig) -> Result<GenesisConfig, NodeError> {
+    if config.config_dir.exists() || config.config_dir_required {
+        let loaded = genesis::load_dir(&config.config_dir)?;
+        tracing::info!("first start: genesis from {}", config.config_dir.display());
+        Ok(loaded)
+    } else {
+        tracing::warn!(
+            "first start: {} does not exist, so the built-in defaults (the same as the repository's config/genesis) are used",
+            config.config_dir.display()
+        );
+        Ok(genesis::builtin_defaults())
+    }
+}
+
+/// Creates the admin: writes its token (mode 0600) first, then logs genesis. In a
+/// cluster, `None` when another node's genesis came first (the token is removed).
+pub(crate) async fn apply_genesis(
+    data_dir: &Path,
+    config: GenesisConfig,
+    submitter: &Submitter,
+    cluster: Option<&colony_cluster::Cluster>,
+) -> Result<Option<PathBuf>, NodeError> {
+    let token = new_token();
+    let token_file = data_dir.join("admin.token");
+    write_private(&token_file, format!("{token}\n").as_bytes()).map_err(|source| {
+        NodeError::Io {
+            context: format!("cannot write {}", token_file.display()),
+            source,
+        }
+    })?;
+    let genesis = Genesis {
+        limits: config.limits,
+        quotas: config.quotas,
+        governance: config.governance,
+        tasks: config.tasks,
+        anomaly: config.anomaly,
+        source: config.source,
+        admin_name: "admin".to_string(),
+        admin_token_hash: hash_token(&token),
+    };
+    let justification = "first start: install genesis limits and quotas, create the admin";
+    let body = CommandBody::Genesis(Box::new(genesis));
+    let outcome = match cluster {
+        None => submitter
+            .submit(PrincipalId::SYSTEM, justification.into(), body)
+            .await
+            .map(Some),
+        Some(cluster) => {
+            cluster
+                .propose_genesis(crate::sequencer::Proposal {
+                    actor: PrincipalId::SYSTEM,
+                    justification: justification.into(),
+                    body,
+                })
+                .await
+        }
+    }
+    .map_err(|error| NodeError::Io {
+        context: "genesis".into(),
+        source: std::io::Error::other(error.message),
+    })?;
+    let Some(outcome) = outcome else {
+        let _ = std::fs::remove_file(&token_file);
+        tracing::info!("the cluster's genesis was installed by another node; this node follows it");
+        return Ok(None);
+    };
+    if !outcome.primary.decision.is_allowed() {
+        return Err(NodeError::Io {
+            context: "genesis".into(),
+            source: std::io::Error::other(format!(
+                "genesis was denied: {:?}",
+                outcome.primary.reason
+            )),
+        });
+    }
+    tracing::info!(
+        "created the admin principal 1.1; its token is in {} (mode 0600)",
+        token_file.display()
+    );
+    Ok(Some(token_file))
 }

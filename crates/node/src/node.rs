@@ -5,12 +5,11 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, RwLock};
 
-use colony_kernel::{CommandBody, Genesis, PrincipalId};
+use colony_kernel::{CommandBody, PrincipalId};
 use colony_log::{RecoveryReport, Store, StoreOptions};
 
 use crate::app::{AppState, Shared};
-use crate::auth::{hash_token, new_token};
-use crate::genesis::{self, GenesisConfig};
+use crate::genesis;
 use crate::metrics::Metrics;
 use crate::sequencer::{self, SequencerConfig, Submitter};
 use crate::NodeError;
@@ -119,7 +118,7 @@ impl Node {
         log_recovery(&config.data_dir, &recovery, state.last_seq);
         let first_start = !state.is_initialized();
         let genesis_config = if first_start {
-            Some(load_genesis(&config)?)
+            Some(crate::first_start::load_genesis(&config)?)
         } else {
             None
         };
@@ -155,7 +154,7 @@ impl Node {
             genesis_config.filter(|_| !state.read().expect("state lock").is_initialized());
         let mut admin_token_file = None;
         if let Some(genesis_config) = genesis_config {
-            admin_token_file = apply_genesis(
+            admin_token_file = crate::first_start::apply_genesis(
                 &config.data_dir,
                 genesis_config,
                 &submitter,
@@ -197,6 +196,10 @@ impl Node {
             })?;
         let bus = crate::bus::Bus::new(bus_config, Arc::clone(&state), streams, submitter.clone());
         event_tap.connect(Arc::clone(&bus) as Arc<dyn sequencer::DecisionSink>);
+        if let Some(cluster) = &cluster {
+            // Before any connection: the bus's publishes reach the other nodes.
+            colony_cluster::bus_relay::BusRelay::start(cluster, &bus).await;
+        }
         let (stop_edge, edge_stopped) = tokio::sync::watch::channel(false);
         let edge_flusher = tokio::spawn(edge_flush_loop(
             Arc::clone(&bus),
@@ -471,88 +474,6 @@ async fn edge_flush_loop(
             break;
         }
     }
-}
-
-fn load_genesis(config: &NodeConfig) -> Result<GenesisConfig, NodeError> {
-    if config.config_dir.exists() || config.config_dir_required {
-        let loaded = genesis::load_dir(&config.config_dir)?;
-        tracing::info!("first start: genesis from {}", config.config_dir.display());
-        Ok(loaded)
-    } else {
-        tracing::warn!(
-            "first start: {} does not exist, so the built-in defaults (the same as the repository's config/genesis) are used",
-            config.config_dir.display()
-        );
-        Ok(genesis::builtin_defaults())
-    }
-}
-
-/// Creates the admin: writes its token (mode 0600) first, then logs genesis. In a
-/// cluster, `None` when another node's genesis came first (the token is removed).
-async fn apply_genesis(
-    data_dir: &Path,
-    config: GenesisConfig,
-    submitter: &Submitter,
-    cluster: Option<&colony_cluster::Cluster>,
-) -> Result<Option<PathBuf>, NodeError> {
-    let token = new_token();
-    let token_file = data_dir.join("admin.token");
-    write_private(&token_file, format!("{token}\n").as_bytes()).map_err(|source| {
-        NodeError::Io {
-            context: format!("cannot write {}", token_file.display()),
-            source,
-        }
-    })?;
-    let genesis = Genesis {
-        limits: config.limits,
-        quotas: config.quotas,
-        governance: config.governance,
-        tasks: config.tasks,
-        anomaly: config.anomaly,
-        source: config.source,
-        admin_name: "admin".to_string(),
-        admin_token_hash: hash_token(&token),
-    };
-    let justification = "first start: install genesis limits and quotas, create the admin";
-    let body = CommandBody::Genesis(Box::new(genesis));
-    let outcome = match cluster {
-        None => submitter
-            .submit(PrincipalId::SYSTEM, justification.into(), body)
-            .await
-            .map(Some),
-        Some(cluster) => {
-            cluster
-                .propose_genesis(crate::sequencer::Proposal {
-                    actor: PrincipalId::SYSTEM,
-                    justification: justification.into(),
-                    body,
-                })
-                .await
-        }
-    }
-    .map_err(|error| NodeError::Io {
-        context: "genesis".into(),
-        source: std::io::Error::other(error.message),
-    })?;
-    let Some(outcome) = outcome else {
-        let _ = std::fs::remove_file(&token_file);
-        tracing::info!("the cluster's genesis was installed by another node; this node follows it");
-        return Ok(None);
-    };
-    if !outcome.primary.decision.is_allowed() {
-        return Err(NodeError::Io {
-            context: "genesis".into(),
-            source: std::io::Error::other(format!(
-                "genesis was denied: {:?}",
-                outcome.primary.reason
-            )),
-        });
-    }
-    tracing::info!(
-        "created the admin principal 1.1; its token is in {} (mode 0600)",
-        token_file.display()
-    );
-    Ok(Some(token_file))
 }
 
 pub(crate) fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {

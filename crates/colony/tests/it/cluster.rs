@@ -128,6 +128,75 @@ async fn acks_grow(count: &AtomicUsize, more: usize) {
     }
 }
 
+/// `colony bus sub ARGS` against a node, its lines gathered as they come.
+struct Subscriber {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Subscriber {
+    /// Starts it and waits until it says it is subscribed.
+    fn start(url: &str, token: &str, args: &[&str]) -> Subscriber {
+        use std::io::{BufRead, BufReader};
+        let mut child = Command::new(COLONY)
+            .args(["bus", "sub"])
+            .args(args)
+            .env("COLONY_URL", url)
+            .env("COLONY_TOKEN", token)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let mut line = String::new();
+        stderr.read_line(&mut line).unwrap();
+        assert!(line.starts_with("subscribed to"), "{line}");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        let gathered = Arc::clone(&lines);
+        std::thread::spawn(move || {
+            for line in stdout.lines().map_while(Result::ok) {
+                gathered.lock().unwrap().push(line);
+            }
+        });
+        Subscriber { child, lines }
+    }
+
+    fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    async fn wait_for(&self, count: usize) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.lines().len() < count {
+            assert!(Instant::now() < deadline, "got only {:?}", self.lines());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `colony bus pub SUBJECT DATA` against a node.
+fn bus_pub(url: &str, token: &str, subject: &str, data: &str) {
+    let output = Command::new(COLONY)
+        .args(["bus", "pub", subject, data])
+        .env("COLONY_URL", url)
+        .env("COLONY_TOKEN", token)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 /// Publishes `payload` on `subject` with NATS's own text protocol.
 fn publish_raw(port: u16, subject: &str, payload: &[u8]) {
     use std::io::{BufRead, BufReader, Write};
@@ -221,6 +290,70 @@ async fn three_nodes_on_jetstream_keep_one_log_exact_limits_and_lose_nothing() {
         limit["usage"].as_u64() == Some(hard)
     })
     .await;
+
+    // The bus across nodes: a subscriber on node-3 gets what is published on
+    // node-1; a queue group with members on node-2 and node-3 gets each message of
+    // node-1 once in the whole cluster.
+    let plain = Subscriber::start(&urls[2], &token, &["demo.>"]);
+    bus_pub(&urls[0], &token, "demo.hello", "\"from node-1\"");
+    plain.wait_for(1).await;
+    assert!(
+        plain.lines()[0].contains("from node-1"),
+        "{:?}",
+        plain.lines()
+    );
+    let members = [
+        Subscriber::start(&urls[1], &token, &["jobs.*", "--queue", "workers"]),
+        Subscriber::start(&urls[2], &token, &["jobs.*", "--queue", "workers"]),
+    ];
+    let received = || members.iter().flat_map(|m| m.lines()).collect::<Vec<_>>();
+    // Until a member has one (the queue subscriptions reach NATS), then 30 more.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut probes = 0;
+    while received().is_empty() {
+        assert!(Instant::now() < deadline, "no queue member got a message");
+        probes += 1;
+        bus_pub(
+            &urls[0],
+            &token,
+            &format!("jobs.probe{probes}"),
+            "\"probe\"",
+        );
+    }
+    for job in 0..30 {
+        bus_pub(
+            &urls[0],
+            &token,
+            &format!("jobs.j{job}"),
+            &format!("\"job {job}\""),
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while received()
+        .iter()
+        .filter(|line| line.contains("\"job "))
+        .count()
+        < 30
+    {
+        assert!(
+            Instant::now() < deadline,
+            "queue members got {:?}",
+            received()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let jobs: Vec<String> = received()
+        .into_iter()
+        .filter(|line| line.contains("\"job "))
+        .collect();
+    let distinct: std::collections::BTreeSet<&String> = jobs.iter().collect();
+    assert_eq!(
+        (jobs.len(), distinct.len()),
+        (30, 30),
+        "each job once: {jobs:?}"
+    );
+    drop(members);
+    drop(plain);
 
     // Junk on the command subject (from anything with access to NATS) is decided as
     // a tick on every node alike, so the numbers stay aligned.

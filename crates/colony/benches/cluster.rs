@@ -1,0 +1,278 @@
+//! Cluster mode against the embedded node, side by side. Prints figures; asserts
+//! nothing.
+//!
+//! 1. Durable commands over HTTP (reserve+commit pairs, 64 clients spread over the
+//!    nodes) and claims (claim then complete, 64 workers): one node embedded, one
+//!    node on a three-server JetStream cluster, three nodes on it.
+//! 2. The bus across nodes: a publisher on one node, subscribers on the others,
+//!    against the same fan-out through `nats-server` alone.
+//!
+//! Everything (nodes, clients, the three `nats-server` processes) shares this
+//! machine's cores. Run: `cargo bench -p colony --bench cluster` (`-- quick` for a
+//! short run).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use colony_node::{Node, NodeConfig};
+use serde_json::json;
+
+#[allow(dead_code)]
+#[path = "../tests/common/nats.rs"]
+mod nats;
+#[path = "../../node/tests/common/tools.rs"]
+mod tools;
+
+use nats::NatsCluster;
+
+const LIMITS: &str = "[limits.concurrent_api_requests]\nsoft = 4096\nhard = 8192\n\
+    [limits.ai_accounts]\nsoft = 1000\nhard = 2000\n[limits.task_queue_depth]\nhard = \"unlimited\"\n";
+const QUOTAS: &str = "[ledger]\nreservations_per_principal_max = 100000\n\
+    [defaults.human]\nllm_budget_usd = \"unlimited\"\nio_ops = \"unlimited\"\n\
+    [defaults.ai]\nio_ops = \"unlimited\"\n";
+
+struct Setup {
+    nodes: Vec<Node>,
+    bases: Vec<String>,
+    token: String,
+    _dirs: Vec<tempfile::TempDir>,
+}
+
+async fn start(nodes: usize, nats: Option<&NatsCluster>) -> Setup {
+    let config = tempfile::tempdir().unwrap();
+    std::fs::write(config.path().join("limits.toml"), LIMITS).unwrap();
+    std::fs::write(config.path().join("quotas.toml"), QUOTAS).unwrap();
+    std::fs::write(
+        config.path().join("governance.toml"),
+        "[governance]\nreview_period = \"24h\"\n",
+    )
+    .unwrap();
+    let mut setup = Setup {
+        nodes: Vec::new(),
+        bases: Vec::new(),
+        token: String::new(),
+        _dirs: Vec::new(),
+    };
+    for index in 0..nodes {
+        let data = tempfile::tempdir().unwrap();
+        let cluster = nats.map(|nats| {
+            colony_cluster::ClusterConfig::new(&[nats.urls()], &format!("bench-{index}")).unwrap()
+        });
+        let node = Node::start(NodeConfig {
+            data_dir: data.path().to_path_buf(),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            config_dir: config.path().to_path_buf(),
+            config_dir_required: true,
+            cluster,
+            ..NodeConfig::default()
+        })
+        .await
+        .unwrap();
+        if index == 0 {
+            setup.token = std::fs::read_to_string(data.path().join("admin.token"))
+                .unwrap()
+                .trim()
+                .to_string();
+        }
+        setup.bases.push(format!("http://{}", node.local_addr()));
+        setup.nodes.push(node);
+        setup._dirs.push(data);
+    }
+    setup._dirs.push(config);
+    setup
+}
+
+impl Setup {
+    async fn stop(self) {
+        for node in self.nodes {
+            node.shutdown().await.unwrap();
+        }
+    }
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(256)
+        .build()
+        .unwrap()
+}
+
+/// Reserve+commit pairs for `seconds` from `clients` clients spread over the nodes:
+/// (durable commands per second, p50 ms, p99 ms).
+async fn durable(setup: &Setup, clients: usize, seconds: u64) -> (f64, f64, f64) {
+    let http = client();
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let latencies = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut tasks = Vec::new();
+    for index in 0..clients {
+        let base = setup.bases[index % setup.bases.len()].clone();
+        let (http, token, latencies) = (http.clone(), setup.token.clone(), Arc::clone(&latencies));
+        tasks.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            while Instant::now() < deadline {
+                let started = Instant::now();
+                let reserved: serde_json::Value = http
+                    .post(format!("{base}/v1/ledger/reserve"))
+                    .bearer_auth(&token)
+                    .json(&json!({"resource": "llm_budget_usd", "amount": 1000, "justification": "bench"}))
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                mine.push(started.elapsed());
+                let started = Instant::now();
+                let response = http
+                    .post(format!("{base}/v1/ledger/commit"))
+                    .bearer_auth(&token)
+                    .json(&json!({"reservation": reserved["reservation"], "actual": 700}))
+                    .send()
+                    .await
+                    .unwrap();
+                assert!(response.status().is_success(), "{}", response.text().await.unwrap());
+                mine.push(started.elapsed());
+            }
+            latencies.lock().unwrap().extend(mine);
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let mut latencies = latencies.lock().unwrap().clone();
+    latencies.sort();
+    let percentile =
+        |p: f64| latencies[((latencies.len() as f64 - 1.0) * p) as usize].as_secs_f64() * 1e3;
+    (
+        latencies.len() as f64 / seconds as f64,
+        percentile(0.5),
+        percentile(0.99),
+    )
+}
+
+/// Posts `tasks` tasks, then 64 workers spread over the nodes claim and complete
+/// them: claims per second.
+async fn claims(setup: &Setup, tasks: usize) -> f64 {
+    let http = client();
+    let mut posts = Vec::new();
+    for index in 0..tasks {
+        let base = setup.bases[index % setup.bases.len()].clone();
+        let (http, token) = (http.clone(), setup.token.clone());
+        posts.push(tokio::spawn(async move {
+            let response = http
+                .post(format!("{base}/v1/tasks"))
+                .bearer_auth(&token)
+                .json(&json!({"title": format!("job {index}"), "justification": "bench"}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), reqwest::StatusCode::CREATED);
+        }));
+        if posts.len() >= 256 {
+            for post in posts.drain(..) {
+                post.await.unwrap();
+            }
+        }
+    }
+    for post in posts {
+        post.await.unwrap();
+    }
+    let mut workers = Vec::new();
+    for index in 0..64 {
+        let created: serde_json::Value = http
+            .post(format!("{}/v1/principals", setup.bases[0]))
+            .bearer_auth(&setup.token)
+            .json(&json!({"name": format!("worker {index}-{}", setup.token.len()), "kind": "ai", "justification": "bench"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        workers.push(created["token"].as_str().unwrap().to_string());
+    }
+    let started = Instant::now();
+    let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut clients = Vec::new();
+    for (index, token) in workers.into_iter().enumerate() {
+        let base = setup.bases[index % setup.bases.len()].clone();
+        let (http, done) = (http.clone(), Arc::clone(&done));
+        clients.push(tokio::spawn(async move {
+            loop {
+                let response = http
+                    .post(format!("{base}/v1/tasks/claim"))
+                    .bearer_auth(&token)
+                    .json(&json!({}))
+                    .send()
+                    .await
+                    .unwrap();
+                if response.status() == reqwest::StatusCode::NO_CONTENT {
+                    return; // the board is empty
+                }
+                assert!(
+                    response.status().is_success(),
+                    "{}",
+                    response.text().await.unwrap()
+                );
+                let claim: serde_json::Value = response.json().await.unwrap();
+                let address = claim["task"]["address"].as_str().unwrap();
+                let response = http
+                    .post(format!("{base}/v1/tasks/{address}/complete"))
+                    .bearer_auth(&token)
+                    .json(&json!({"lease_token": claim["lease"]["token"], "result": "ok"}))
+                    .send()
+                    .await
+                    .unwrap();
+                assert!(
+                    response.status().is_success(),
+                    "{}",
+                    response.text().await.unwrap()
+                );
+                done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }));
+    }
+    for client in clients {
+        client.await.unwrap();
+    }
+    done.load(std::sync::atomic::Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "quick");
+    let seconds = if quick { 3 } else { 10 };
+    let tasks = if quick { 2_000 } else { 10_000 };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        println!("== durable commands (reserve+commit, 64 clients) and claims (64 workers) ==");
+        let nats = NatsCluster::start(3);
+        for (label, nodes, on_nats) in [
+            ("1 node, embedded", 1, false),
+            ("1 node on NATS (3 servers, R3)", 1, true),
+            ("3 nodes on NATS (3 servers, R3)", 3, true),
+        ] {
+            let setup = start(nodes, on_nats.then_some(&nats)).await;
+            let (rate, p50, p99) = durable(&setup, 64, seconds).await;
+            let claimed = claims(&setup, tasks).await;
+            println!(
+                "{label:<34} {rate:>7.0} durable commands/s (p50 {p50:.2} ms, p99 {p99:.2} ms), {claimed:>6.0} claims/s"
+            );
+            setup.stop().await;
+            if on_nats {
+                // The next setup starts from an empty stream.
+                purge(&nats).await;
+            }
+        }
+    });
+}
+
+/// Deletes the command stream, so that the next setup installs genesis anew.
+async fn purge(nats: &NatsCluster) {
+    let client = async_nats::connect(nats.servers[0].url()).await.unwrap();
+    let jetstream = async_nats::jetstream::new(client);
+    jetstream.delete_stream("COLONY_COMMANDS").await.unwrap();
+}
