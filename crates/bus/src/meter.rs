@@ -40,6 +40,9 @@ pub struct Meters {
     /// The system's `data_creation_bytes`: bytes left below hard, and spent since the
     /// last flush.
     data: Mutex<Allowance>,
+    /// Among how many nodes the allowances are shared (a cluster's live nodes; 1
+    /// alone): each node may spend its share of what the kernel says is left.
+    share: std::sync::atomic::AtomicU64,
 }
 
 impl Meters {
@@ -48,6 +51,7 @@ impl Meters {
             state,
             by_principal: Mutex::new(HashMap::new()),
             data: Mutex::new(Allowance::default()),
+            share: std::sync::atomic::AtomicU64::new(1),
         };
         meters.refresh(colony_pipeline::sequencer::now_ms());
         meters
@@ -64,6 +68,7 @@ impl Meters {
                 principal,
                 &meter,
                 colony_pipeline::sequencer::now_ms(),
+                self.share.load(std::sync::atomic::Ordering::Relaxed),
             );
             meter
         }))
@@ -132,18 +137,26 @@ impl Meters {
         usage
     }
 
+    /// In a cluster of `nodes` live nodes, each node's allowance is this share of
+    /// what is left (from the next refresh): together they never spend more than
+    /// one node alone would have.
+    pub fn set_share(&self, nodes: u64) {
+        self.share
+            .store(nodes.max(1), std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Recomputes every allowance from the kernel's balances (after a charge, and
     /// when windows turn).
     pub fn refresh(&self, now_ms: u64) {
         let state = self.state.read().expect("state lock");
+        let share = self.share.load(std::sync::atomic::Ordering::Relaxed);
         for (principal, meter) in self.by_principal.lock().expect("meters lock").iter() {
-            refresh_one(&state, *principal, meter, now_ms);
+            refresh_one(&state, *principal, meter, now_ms, share);
         }
         let mut data = self.data.lock().expect("data meter lock");
         data.left = match state.limit_named_at(LimitName::DataCreationBytes, now_ms) {
             Some(limit) => match limit.spec.hard {
-                Some(hard) => hard
-                    .saturating_sub(limit.committed_and_reserved())
+                Some(hard) => (hard.saturating_sub(limit.committed_and_reserved()) / share)
                     .saturating_sub(data.unflushed),
                 None => u64::MAX,
             },
@@ -152,7 +165,7 @@ impl Meters {
     }
 }
 
-fn refresh_one(state: &State, principal: PrincipalId, meter: &Meter, now_ms: u64) {
+fn refresh_one(state: &State, principal: PrincipalId, meter: &Meter, now_ms: u64, share: u64) {
     let mut io_ops = meter.io_ops.lock().expect("meter lock");
     // A quarantined principal may only read: it publishes nothing from the next
     // refresh on (within `edge_flush_ms` of the quarantine).
@@ -164,7 +177,7 @@ fn refresh_one(state: &State, principal: PrincipalId, meter: &Meter, now_ms: u64
         });
     match state.available_at(principal, Resource::IoOps, now_ms) {
         None => io_ops.left = u64::MAX,
-        Some(available) => io_ops.left = available.saturating_sub(io_ops.unflushed),
+        Some(available) => io_ops.left = (available / share).saturating_sub(io_ops.unflushed),
     }
     io_ops.refill_at_ms = state
         .balances_at(principal, now_ms)

@@ -223,6 +223,12 @@ impl Cluster {
         crate::peers::view(&self.inner).await
     }
 
+    /// How many nodes were heard from in the last 3 s, this one included: the edge
+    /// allowances (bus publishes, concurrent requests) are split among them.
+    pub fn live_nodes(&self) -> u64 {
+        crate::peers::live(&self.inner)
+    }
+
     /// This node's name in the cluster.
     pub fn node_name(&self) -> &str {
         &self.inner.config.node_name

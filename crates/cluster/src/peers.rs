@@ -110,6 +110,22 @@ async fn refresh_stream_last(inner: &Inner) -> Option<async_nats::jetstream::str
     Some(info)
 }
 
+/// A node heard from within this long counts as live.
+const LIVE_WITHIN_MS: u64 = 3_000;
+
+/// The nodes heard from lately, this one included (at least 1).
+pub(crate) fn live(inner: &Inner) -> u64 {
+    let now = colony_pipeline::sequencer::now_ms();
+    let peers = inner.peers.lock().expect("peers lock");
+    let others = peers
+        .nodes
+        .values()
+        .filter(|node| node.name != inner.config.node_name)
+        .filter(|node| now.saturating_sub(node.at_ms) <= LIVE_WITHIN_MS)
+        .count() as u64;
+    others + 1
+}
+
 /// This node's view of the cluster.
 pub(crate) async fn view(inner: &Inner) -> ClusterView {
     let info = tokio::time::timeout(inner.config.ack_timeout, refresh_stream_last(inner))

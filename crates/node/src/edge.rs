@@ -1,8 +1,10 @@
 //! Edge gating: limits enforced by the node in memory on hot paths.
 //!
 //! `concurrent_api_requests` counts requests being served. On one node the node's
-//! share is the whole limit, so the count is exact. Values are read from the kernel
-//! state (so governance changes apply at once); usage is an atomic.
+//! share is the whole limit, so the count is exact; in a cluster each node takes its
+//! share of soft and hard (divided by the live nodes, at least 1 each), so that the
+//! cluster together stays within the limit. Values are read from the kernel state
+//! (so governance changes apply at once); usage is an atomic.
 
 use std::sync::atomic::Ordering;
 
@@ -37,6 +39,12 @@ pub async fn concurrency_gate(
     let mut warning = None;
     if let Some(mut limit) = limit {
         limit.usage = in_flight - 1;
+        if let Some(cluster) = &shared.cluster {
+            let nodes = cluster.live_nodes();
+            let share = |value: u64| (value / nodes).max(1);
+            limit.spec.soft = limit.spec.soft.map(share);
+            limit.spec.hard = limit.spec.hard.map(share);
+        }
         match limit.gate(1) {
             Gate::Allow => {}
             Gate::Deny(reason) => {

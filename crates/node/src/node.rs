@@ -80,6 +80,9 @@ impl Default for NodeConfig {
     }
 }
 
+/// In a cluster, this node's own log is synced within this many milliseconds.
+pub const CLUSTER_LOCAL_SYNC_WITHIN_MS: u64 = 100;
+
 /// A running node: the sequencer thread and the HTTP server.
 pub struct Node {
     local_addr: SocketAddr,
@@ -134,8 +137,16 @@ impl Node {
         let audit = store.audit_reader();
         let event_tap = Arc::new(sequencer::EventTap::default());
         let fatal = crate::fatal::Fatal::new();
+        let mut sequencer_config = config.sequencer.clone();
+        if config.cluster.is_some() {
+            // The stream holds every command durably before anyone is answered; this
+            // node's own log only shortens its restarts, so it syncs less often.
+            sequencer_config.decided_sync_within_ms = sequencer_config
+                .decided_sync_within_ms
+                .max(CLUSTER_LOCAL_SYNC_WITHIN_MS);
+        }
         let (submitter, sequencer) = sequencer::spawn(
-            config.sequencer.clone(),
+            sequencer_config,
             store,
             Arc::clone(&state),
             Arc::clone(&metrics),
@@ -204,6 +215,7 @@ impl Node {
         let edge_flusher = tokio::spawn(edge_flush_loop(
             Arc::clone(&bus),
             submitter.clone(),
+            cluster.clone(),
             edge_stopped,
         ));
         let gateway_config = match config.gateway.clone() {
@@ -448,6 +460,7 @@ impl Node {
 async fn edge_flush_loop(
     bus: Arc<crate::bus::Bus>,
     submitter: Submitter,
+    cluster: Option<colony_cluster::Cluster>,
     mut stopped: tokio::sync::watch::Receiver<bool>,
 ) {
     let period = std::time::Duration::from_millis(bus.config.edge_flush_ms);
@@ -468,6 +481,10 @@ async fn edge_flush_loop(
             if let Err(error) = result {
                 tracing::warn!("cannot charge edge usage: {}", error.message);
             }
+        }
+        if let Some(cluster) = &cluster {
+            // Each node spends its share of what is left (docs/cluster.md).
+            bus.meters.set_share(cluster.live_nodes());
         }
         bus.meters.refresh(sequencer::now_ms());
         if stopping {
