@@ -188,3 +188,42 @@ fn refresh_one(state: &State, principal: PrincipalId, meter: &Meter, now_ms: u64
             balance.window_start_ms + window
         });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use colony_kernel::{Command, CommandBody, Genesis};
+
+    /// In a cluster of four live nodes each node may publish a quarter of what the
+    /// kernel says is left.
+    #[test]
+    fn a_share_divides_what_is_left() {
+        let now = colony_pipeline::sequencer::now_ms();
+        let mut state = State::new();
+        state.apply(&Command::new(
+            1,
+            now,
+            PrincipalId::SYSTEM,
+            "genesis",
+            CommandBody::Genesis(Box::new(Genesis::for_tests([1; 32]))),
+        ));
+        let meters = Meters::new(Arc::new(RwLock::new(state)));
+        let meter = meters.meter(PrincipalId::ADMIN);
+        let alone = meter.io_ops.lock().unwrap().left;
+        assert_eq!(alone, 10_000);
+        meters.set_share(4);
+        meters.refresh(now);
+        assert_eq!(meter.io_ops.lock().unwrap().left, 2_500);
+        for _ in 0..2_500 {
+            meters.take(&meter, "1.1", 1).unwrap();
+        }
+        assert!(meters.take(&meter, "1.1", 1).is_err(), "a quarter, no more");
+        meters.set_share(0);
+        meters.refresh(now);
+        assert_eq!(
+            meter.io_ops.lock().unwrap().left,
+            7_500,
+            "at least one node"
+        );
+    }
+}

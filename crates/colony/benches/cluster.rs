@@ -4,8 +4,8 @@
 //! 1. Durable commands over HTTP (reserve+commit pairs, 64 clients spread over the
 //!    nodes) and claims (claim then complete, 64 workers): one node embedded, one
 //!    node on a three-server JetStream cluster, three nodes on it.
-//! 2. The bus across nodes: a publisher on one node, subscribers on the others,
-//!    against the same fan-out through `nats-server` alone.
+//! 2. The bus across nodes: a publisher on one node, 50 subscribers on the other
+//!    two, against the same fan-out through the three `nats-server`s alone.
 //!
 //! Everything (nodes, clients, the three `nats-server` processes) shares this
 //! machine's cores. Run: `cargo bench -p colony --bench cluster` (`-- quick` for a
@@ -261,6 +261,15 @@ fn main() {
             println!(
                 "{label:<34} {rate:>7.0} durable commands/s (p50 {p50:.2} ms, p99 {p99:.2} ms), {claimed:>6.0} claims/s"
             );
+            if nodes == 3 {
+                let messages = if quick { 2_000 } else { 20_000 };
+                println!("== fan-out across nodes: 1 publisher, {FANOUT_SUBSCRIBERS} subscribers on the other nodes, {messages} messages of 128 bytes ==");
+                let (rate, share) =
+                    colony_fanout(&setup.bases[0], &setup.bases[1..], &setup.token, messages).await;
+                println!("colony, 3 nodes on NATS             {rate:>9.0} deliveries/s ({:.1}% delivered)", share * 100.0);
+                let (rate, share) = nats_fanout(&nats, messages).await;
+                println!("nats-server alone, 3 servers        {rate:>9.0} deliveries/s ({:.1}% delivered)", share * 100.0);
+            }
             setup.stop().await;
             if on_nats {
                 // The next setup starts from an empty stream.
@@ -268,6 +277,153 @@ fn main() {
             }
         }
     });
+}
+
+/// Messages published in the fan-out, and their subscribers.
+const FANOUT_SUBSCRIBERS: usize = 50;
+const PAYLOAD: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+/// A publisher on `publisher`, 50 subscribers spread over `subscribers`, over the
+/// bus's WebSocket: deliveries per second, and the share delivered.
+async fn colony_fanout(
+    publisher: &str,
+    subscribers: &[String],
+    token: &str,
+    messages: usize,
+) -> (f64, f64) {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::{client::IntoClientRequest, Message};
+    let connect = |base: &str| {
+        let mut request = format!("{}/v1/bus", base.replacen("http", "ws", 1))
+            .into_client_request()
+            .unwrap();
+        request
+            .headers_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        async move { tokio_tungstenite::connect_async(request).await.unwrap().0 }
+    };
+    let received = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut readers = Vec::new();
+    for index in 0..FANOUT_SUBSCRIBERS {
+        let mut ws = connect(&subscribers[index % subscribers.len()]).await;
+        ws.send(Message::text(
+            r#"{"op":"sub","sid":"f","subject":"fan.>","id":1}"#,
+        ))
+        .await
+        .unwrap();
+        // The subscription's answer.
+        while let Some(Ok(frame)) = ws.next().await {
+            if frame.to_text().unwrap_or("").contains("\"ok\"") {
+                break;
+            }
+        }
+        let received = Arc::clone(&received);
+        readers.push(tokio::spawn(async move {
+            let mut mine = 0;
+            while mine < messages {
+                match tokio::time::timeout(Duration::from_secs(5), ws.next()).await {
+                    Ok(Some(Ok(frame))) if frame.to_text().unwrap_or("").contains("\"msg\"") => {
+                        mine += 1;
+                        received.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    Ok(Some(Ok(_))) => {}
+                    _ => break,
+                }
+            }
+        }));
+    }
+    let mut ws = connect(publisher).await;
+    let started = Instant::now();
+    for n in 0..messages {
+        let frame = format!(
+            r#"{{"op":"pub","subject":"fan.{}","data":"{PAYLOAD}"}}"#,
+            n % 16
+        );
+        ws.feed(Message::text(frame)).await.unwrap();
+    }
+    ws.flush().await.unwrap();
+    for reader in readers {
+        reader.await.unwrap();
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let got = received.load(std::sync::atomic::Ordering::Relaxed);
+    (
+        got as f64 / elapsed,
+        got as f64 / (messages * FANOUT_SUBSCRIBERS) as f64,
+    )
+}
+
+/// The same fan-out through the NATS cluster alone (NATS's text protocol): a
+/// publisher on the first server, subscribers on the others.
+async fn nats_fanout(nats: &NatsCluster, messages: usize) -> (f64, f64) {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    let received = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut readers = Vec::new();
+    for index in 0..FANOUT_SUBSCRIBERS {
+        let port = nats.servers[1 + index % (nats.servers.len() - 1)].port;
+        let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let (read, mut write) = stream.into_split();
+        let mut read = BufReader::with_capacity(64 << 10, read);
+        write
+            .write_all(b"CONNECT {\"verbose\":false}\r\nSUB fan.> 1\r\nPING\r\n")
+            .await
+            .unwrap();
+        let mut line = String::new();
+        loop {
+            line.clear();
+            read.read_line(&mut line).await.unwrap();
+            if line.starts_with("PONG") {
+                break;
+            }
+        }
+        let received = Arc::clone(&received);
+        readers.push(tokio::spawn(async move {
+            let _write = write;
+            let mut mine = 0;
+            let mut line = String::new();
+            let mut payload = vec![0u8; PAYLOAD.len() + 2];
+            while mine < messages {
+                line.clear();
+                match tokio::time::timeout(Duration::from_secs(5), read.read_line(&mut line)).await
+                {
+                    Ok(Ok(n)) if n > 0 => {}
+                    _ => break,
+                }
+                if line.starts_with("MSG") {
+                    read.read_exact(&mut payload).await.unwrap();
+                    mine += 1;
+                    received.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    // Let the subscriptions reach the first server.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let stream = tokio::net::TcpStream::connect(("127.0.0.1", nats.servers[0].port))
+        .await
+        .unwrap();
+    let mut write = tokio::io::BufWriter::with_capacity(64 << 10, stream);
+    write
+        .write_all(b"CONNECT {\"verbose\":false}\r\n")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    for n in 0..messages {
+        let frame = format!("PUB fan.{} {}\r\n{PAYLOAD}\r\n", n % 16, PAYLOAD.len());
+        write.write_all(frame.as_bytes()).await.unwrap();
+    }
+    write.flush().await.unwrap();
+    for reader in readers {
+        reader.await.unwrap();
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let got = received.load(std::sync::atomic::Ordering::Relaxed);
+    (
+        got as f64 / elapsed,
+        got as f64 / (messages * FANOUT_SUBSCRIBERS) as f64,
+    )
 }
 
 /// Deletes the command stream, so that the next setup installs genesis anew.
