@@ -114,10 +114,11 @@ fn writer(
     })
 }
 
-/// Waits until `count` has grown by `more` (at most 60 s).
+/// Waits until `count` has grown by `more` (at most 120 s: on a machine loaded by
+/// other work, JetStream's servers may take a while to elect a leader again).
 async fn acks_grow(count: &AtomicUsize, more: usize) {
     let target = count.load(Ordering::SeqCst) + more;
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_secs(120);
     while count.load(Ordering::SeqCst) < target {
         assert!(
             Instant::now() < deadline,
@@ -224,6 +225,32 @@ fn publish_raw(port: u16, subject: &str, payload: &[u8]) {
     }
 }
 
+/// The nodes' processes, killed if the test ends before stopping them.
+struct Nodes(Vec<Option<Child>>);
+
+impl std::ops::Deref for Nodes {
+    type Target = Vec<Option<Child>>;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Nodes {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl Drop for Nodes {
+    fn drop(&mut self) {
+        for child in self.0.iter_mut().filter_map(Option::take) {
+            let mut child = child;
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 fn stop_gracefully(mut child: Child) {
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -237,7 +264,7 @@ async fn three_nodes_on_jetstream_keep_one_log_exact_limits_and_lose_nothing() {
     let mut nats = NatsCluster::start(3);
     let servers = nats.urls();
     let data: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let mut nodes: Vec<Option<Child>> = Vec::new();
+    let mut nodes = Nodes(Vec::new());
     let mut urls = Vec::new();
     for (i, dir) in data.iter().enumerate() {
         let (child, url) = start_node(dir.path(), &servers, &format!("node-{}", i + 1));

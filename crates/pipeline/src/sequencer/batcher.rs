@@ -19,7 +19,11 @@ impl Sequencer {
         let mut batch = Vec::with_capacity(self.config.batch_commands_max);
         let mut shutdown = None;
         loop {
-            let wait_ms = {
+            let wait_ms = if self.core.replicator.get().is_some() {
+                // A cluster's log carries the ticks: nothing due is decided here, so
+                // waiting for it would only spin.
+                IDLE_WAKE_MS
+            } else {
                 let state = self.state.read().expect("state lock");
                 state.next_due_ms().map_or(IDLE_WAKE_MS, |due| {
                     due.saturating_sub(self.config.clock.now_ms())
