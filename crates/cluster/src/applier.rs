@@ -17,6 +17,12 @@ use crate::wire::Envelope;
 const PULL_EXPIRES_MAX: Duration = Duration::from_secs(2);
 /// The longest wait before following the stream again after losing it.
 const RETRY_MAX: Duration = Duration::from_secs(2);
+/// A consumer that delivered nothing for this long while the stream is known to hold
+/// more is given up and made anew. The library recreates a consumer it lost by itself,
+/// but after a NATS server dies its retries back off to 10 s each, and the node's
+/// writes wait for them: its own consumer, made again from the last command applied,
+/// is back as soon as JetStream answers.
+const STALLED_AFTER: Duration = Duration::from_secs(3);
 
 /// Applies the stream from `next` on, for as long as the node runs; after a lost
 /// connection it starts again after the last command applied.
@@ -67,7 +73,22 @@ async fn follow_once(inner: &Inner, submitter: &Submitter, next: &mut u64) -> Re
         .messages()
         .await
         .map_err(|error| error.to_string())?;
-    while let Some(message) = messages.next().await {
+    loop {
+        let message = match tokio::time::timeout(STALLED_AFTER, messages.next()).await {
+            Ok(Some(message)) => message,
+            Ok(None) => break,
+            Err(_) => {
+                if inner.stopping.load(Ordering::Acquire) {
+                    return Ok(());
+                }
+                if inner.stream_last.load(Ordering::Relaxed) >= *next {
+                    return Err(format!(
+                        "no command for {STALLED_AFTER:?} while the stream holds more"
+                    ));
+                }
+                continue;
+            }
+        };
         if inner.stopping.load(Ordering::Acquire) {
             return Ok(());
         }

@@ -32,6 +32,16 @@ pub enum ClusterError {
     },
 }
 
+/// Whose genesis the cluster's log starts with.
+#[derive(Debug)]
+pub enum Genesis {
+    /// This node's: decided with this outcome (`None` when its acknowledgement was
+    /// lost and the node learned it from the stream, where it is first).
+    ThisNode(Option<Box<Outcome>>),
+    /// Another node's, applied here.
+    AnotherNode,
+}
+
 /// A node's membership of a cluster. Cheap to clone.
 #[derive(Clone)]
 pub struct Cluster {
@@ -197,20 +207,61 @@ impl Cluster {
         let _ = applied.wait_for(|applied| *applied >= seq).await;
     }
 
-    /// Proposes genesis as the stream's very first command. `None` when another node
-    /// was first (its genesis is then applied here, and this node's is not).
-    pub async fn propose_genesis(
-        &self,
-        proposal: Proposal,
-    ) -> Result<Option<Outcome>, SubmitError> {
-        match self.inner.propose(proposal, Some(0)).await {
-            Ok(outcome) => Ok(Some(outcome)),
-            Err(error) if error.code == "wrong_last_sequence" => {
-                self.caught_up_to(1).await;
-                Ok(None)
+    /// Proposes genesis as the stream's very first command: [`Genesis::ThisNode`]
+    /// when it is this node's, [`Genesis::AnotherNode`] when another node was first
+    /// (its genesis is then applied here). A stream that has just been created may not
+    /// take messages yet, and an acknowledgement may be lost: genesis is proposed
+    /// again until the stream's first command is known (at most six `ack_timeout`s),
+    /// and a first command that is this node's counts as this node's even when its
+    /// acknowledgement never came.
+    pub async fn propose_genesis(&self, proposal: Proposal) -> Result<Genesis, SubmitError> {
+        let deadline = tokio::time::Instant::now() + self.inner.config.ack_timeout * 6;
+        loop {
+            match self.inner.propose(proposal.clone(), Some(0)).await {
+                Ok(outcome) => return Ok(Genesis::ThisNode(Some(Box::new(outcome)))),
+                Err(error) if error.code == "wrong_last_sequence" => {
+                    self.caught_up_to(1).await;
+                    return Ok(if self.first_command_is_mine().await? {
+                        Genesis::ThisNode(None)
+                    } else {
+                        Genesis::AnotherNode
+                    });
+                }
+                Err(error)
+                    if error.code == "cluster_unavailable"
+                        && tokio::time::Instant::now() < deadline =>
+                {
+                    tracing::info!(
+                        "genesis not taken yet ({}); proposing it again",
+                        error.message
+                    );
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                }
+                Err(error) => return Err(error),
             }
-            Err(error) => Err(error),
         }
+    }
+
+    /// Whether the stream's first command was proposed by this very run of this node.
+    async fn first_command_is_mine(&self) -> Result<bool, SubmitError> {
+        let unavailable = |error: String| {
+            SubmitError::cluster_unavailable(format!(
+                "cannot read the cluster's first command: {error}"
+            ))
+        };
+        let first = self
+            .inner
+            .jetstream
+            .get_stream(&self.inner.config.stream)
+            .await
+            .map_err(|error| unavailable(error.to_string()))?
+            .get_raw_message(1)
+            .await
+            .map_err(|error| unavailable(error.to_string()))?;
+        Ok(Envelope::decode(&first.payload).is_ok_and(|envelope| {
+            envelope.origin == self.inner.config.node_name
+                && envelope.incarnation == self.inner.incarnation
+        }))
     }
 
     /// Stops following the stream and proposing (the node is stopping).
@@ -326,6 +377,10 @@ impl Inner {
                 .await
         }
         .await;
+        if let Ok(ack) = &acked {
+            // What the applier waits for: if its consumer stalls, it knows there is more.
+            self.stream_last.fetch_max(ack.sequence, Ordering::Relaxed);
+        }
         if let Err(error) = acked {
             if error.kind() == jetstream::context::PublishErrorKind::WrongLastSequence {
                 return Err(SubmitError {

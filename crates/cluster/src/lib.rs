@@ -30,7 +30,7 @@ mod peers;
 mod ticker;
 mod wire;
 
-pub use cluster::{Cluster, ClusterError};
+pub use cluster::{Cluster, ClusterError, Genesis};
 pub use config::{
     load_file, ClusterConfig, ClusterFile, ENVELOPE_BYTES_MAX, NODE_NAME_MAX, SERVERS_MAX,
 };

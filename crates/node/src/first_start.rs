@@ -132,7 +132,7 @@ pub(crate) async fn apply_genesis(
         None => submitter
             .submit(PrincipalId::SYSTEM, justification.into(), body)
             .await
-            .map(Some),
+            .map(|outcome| colony_cluster::Genesis::ThisNode(Some(Box::new(outcome)))),
         Some(cluster) => {
             cluster
                 .propose_genesis(crate::sequencer::Proposal {
@@ -147,19 +147,28 @@ pub(crate) async fn apply_genesis(
         context: "genesis".into(),
         source: std::io::Error::other(error.message),
     })?;
-    let Some(outcome) = outcome else {
-        let _ = std::fs::remove_file(&token_file);
-        tracing::info!("the cluster's genesis was installed by another node; this node follows it");
-        return Ok(None);
-    };
-    if !outcome.primary.decision.is_allowed() {
-        return Err(NodeError::Io {
-            context: "genesis".into(),
-            source: std::io::Error::other(format!(
-                "genesis was denied: {:?}",
-                outcome.primary.reason
-            )),
-        });
+    match outcome {
+        colony_cluster::Genesis::AnotherNode => {
+            let _ = std::fs::remove_file(&token_file);
+            tracing::info!(
+                "the cluster's genesis was installed by another node; this node follows it"
+            );
+            return Ok(None);
+        }
+        colony_cluster::Genesis::ThisNode(Some(outcome))
+            if !outcome.primary.decision.is_allowed() =>
+        {
+            return Err(NodeError::Io {
+                context: "genesis".into(),
+                source: std::io::Error::other(format!(
+                    "genesis was denied: {:?}",
+                    outcome.primary.reason
+                )),
+            });
+        }
+        // Genesis on an empty log is never denied: one whose acknowledgement was lost
+        // is the stream's first command, applied.
+        colony_cluster::Genesis::ThisNode(_) => {}
     }
     tracing::info!(
         "created the admin principal 1.1; its token is in {} (mode 0600)",

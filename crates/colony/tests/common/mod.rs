@@ -104,8 +104,13 @@ pub fn start_with_link(
         .arg("--config")
         .arg(config)
         .args(args)
+        // COLONY_TEST_LOG (e.g. `colony_cluster=debug`) shows a node's log while
+        // debugging a test.
+        .env(
+            "COLONY_LOG",
+            std::env::var("COLONY_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .envs(env.iter().copied())
-        .env("COLONY_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()

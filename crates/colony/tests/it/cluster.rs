@@ -14,15 +14,10 @@ use serde_json::{json, Value};
 
 use crate::common;
 use common::nats::NatsCluster;
-use common::{quiet_config, start_with_args, COLONY};
+use common::{config_with, start_with_args, COLONY};
 
-fn start_node(data: &Path, nats: &str, name: &str) -> (Child, String) {
-    start_with_args(
-        data,
-        &quiet_config(),
-        &["--cluster", nats, "--node-name", name],
-        &[],
-    )
+fn start_node(data: &Path, config: &Path, nats: &str, name: &str) -> (Child, String) {
+    start_with_args(data, config, &["--cluster", nats, "--node-name", name], &[])
 }
 
 async fn get(http: &reqwest::Client, url: &str, token: &str) -> Value {
@@ -82,6 +77,7 @@ fn writer(
     node_count: Arc<AtomicUsize>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
+        let mut refusals = 0;
         while !stop.load(Ordering::SeqCst) {
             let reserve = http
                 .post(format!("{url}/v1/ledger/reserve"))
@@ -90,12 +86,24 @@ fn writer(
                 .timeout(Duration::from_secs(20))
                 .send()
                 .await;
-            let Ok(response) = reserve else { return };
+            // A node killed, or a request that outlived its timeout while a NATS
+            // server was lost: try again shortly.
+            let Ok(response) = reserve else {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            };
             let Ok(body) = response.json::<Value>().await else {
-                return;
+                continue;
             };
             let Some(reservation) = body["reservation"].as_u64() else {
-                continue; // refused (a 503 while a server is lost): try again
+                // Refused (a 503 while a NATS server is lost): shown if the test
+                // fails, and tried again shortly.
+                if refusals < 3 {
+                    eprintln!("a reserve on {url} refused: {body}");
+                }
+                refusals += 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
             };
             let commit = http
                 .post(format!("{url}/v1/ledger/commit"))
@@ -104,7 +112,10 @@ fn writer(
                 .timeout(Duration::from_secs(20))
                 .send()
                 .await;
-            let Ok(response) = commit else { return };
+            let Ok(response) = commit else {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            };
             if response.status().is_success() {
                 acknowledged.lock().unwrap().push(reservation);
                 count.fetch_add(1, Ordering::SeqCst);
@@ -263,11 +274,27 @@ fn stop_gracefully(mut child: Child) {
 async fn three_nodes_on_jetstream_keep_one_log_exact_limits_and_lose_nothing() {
     let mut nats = NatsCluster::start(3);
     let servers = nats.urls();
+    // The admin is the load generator here: its io_ops (100 000 a minute) would run
+    // out under the write load of twelve writers on three nodes.
+    let shipped = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/genesis/quotas.toml"),
+    )
+    .unwrap();
+    assert!(shipped.contains("io_ops = 100000\n"));
+    let config = config_with(&[(
+        "quotas.toml",
+        &shipped.replace("io_ops = 100000\n", "io_ops = \"unlimited\"\n"),
+    )]);
     let data: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let mut nodes = Nodes(Vec::new());
     let mut urls = Vec::new();
     for (i, dir) in data.iter().enumerate() {
-        let (child, url) = start_node(dir.path(), &servers, &format!("node-{}", i + 1));
+        let (child, url) = start_node(
+            dir.path(),
+            config.path(),
+            &servers,
+            &format!("node-{}", i + 1),
+        );
         nodes.push(Some(child));
         urls.push(url);
     }
@@ -432,7 +459,7 @@ async fn three_nodes_on_jetstream_keep_one_log_exact_limits_and_lose_nothing() {
     let acknowledged = acknowledged.lock().unwrap().clone();
 
     // node-2 comes back on its own data and catches up from the stream.
-    let (child, url) = start_node(data[1].path(), &servers, "node-2");
+    let (child, url) = start_node(data[1].path(), config.path(), &servers, "node-2");
     nodes[1] = Some(child);
     urls[1] = url;
     let cluster = get(&http, &format!("{}/v1/cluster", urls[0]), &token).await;
