@@ -27,6 +27,7 @@ pub mod config;
 mod conn;
 mod events;
 pub mod inside;
+pub mod lease;
 pub mod meter;
 mod msg;
 pub mod policy;
@@ -100,11 +101,14 @@ pub struct Bus {
 }
 
 impl Bus {
+    /// The node's bus; `leased` in a cluster, where publishes spend the node's
+    /// leases (see [`lease`]).
     pub fn new(
         config: BusConfig,
         state: Arc<RwLock<State>>,
         streams: streams::Streams,
         submitter: colony_pipeline::sequencer::Submitter,
+        leased: bool,
     ) -> Arc<Bus> {
         Arc::new(Bus {
             submitter,
@@ -113,7 +117,11 @@ impl Bus {
             shutting_down: std::sync::atomic::AtomicBool::new(false),
             relay: std::sync::OnceLock::new(),
             queue_groups: Mutex::new(std::collections::HashMap::new()),
-            meters: meter::Meters::new(Arc::clone(&state)),
+            meters: if leased {
+                meter::Meters::leased(Arc::clone(&state))
+            } else {
+                meter::Meters::new(Arc::clone(&state))
+            },
             config,
             router: RwLock::new(Trie::new()),
             streams,

@@ -6,7 +6,8 @@
 //! allowance computed from the kernel's exact balance, spends it in memory, and
 //! charges the kernel what was spent in one `ChargeEdge` command every
 //! `edge_flush` (then recomputes the allowance). On one node the allowance is the
-//! whole balance, so the quota holds exactly: an agent cannot publish past it.
+//! whole balance, so the quota holds exactly: an agent cannot publish past it. In a
+//! cluster the allowance is instead the node's lease from the kernel (`lease.rs`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -15,61 +16,76 @@ use colony_kernel::streams::EdgeUsage;
 use colony_kernel::{Gate, LimitName, PrincipalId, Reason, Resource, State};
 
 #[derive(Debug, Default)]
-struct Allowance {
+pub(crate) struct Allowance {
     /// What may still be spent before the next refresh (`u64::MAX`: unlimited).
-    left: u64,
+    pub(crate) left: u64,
     /// Spent since the last flush.
-    unflushed: u64,
+    pub(crate) unflushed: u64,
     /// When the kernel's window refills (for the error's `retry_after`).
-    refill_at_ms: Option<u64>,
+    pub(crate) refill_at_ms: Option<u64>,
     /// Why nothing may be spent whatever the balance (a quarantine).
-    refused: Option<Reason>,
+    pub(crate) refused: Option<Reason>,
 }
 
 /// One principal's io_ops allowance.
 #[derive(Debug, Default)]
 pub struct Meter {
-    io_ops: Mutex<Allowance>,
-    data_unflushed: Mutex<u64>,
+    pub(crate) io_ops: Mutex<Allowance>,
+    pub(crate) data_unflushed: Mutex<u64>,
 }
 
 /// Allowances of every principal that published, and the system's data window.
 pub struct Meters {
-    state: Arc<RwLock<State>>,
-    by_principal: Mutex<HashMap<PrincipalId, Arc<Meter>>>,
+    pub(crate) state: Arc<RwLock<State>>,
+    pub(crate) by_principal: Mutex<HashMap<PrincipalId, Arc<Meter>>>,
     /// The system's `data_creation_bytes`: bytes left below hard, and spent since the
     /// last flush.
-    data: Mutex<Allowance>,
-    /// Among how many nodes the allowances are shared (a cluster's live nodes; 1
-    /// alone): each node may spend its share of what the kernel says is left.
-    share: std::sync::atomic::AtomicU64,
+    pub(crate) data: Mutex<Allowance>,
+    /// In a cluster, the node's leases (`lease.rs`); `None` alone.
+    pub(crate) leasing: Option<crate::lease::Leasing>,
 }
 
 impl Meters {
+    /// Allowances of one node alone: each is the kernel's whole balance.
     pub fn new(state: Arc<RwLock<State>>) -> Meters {
         let meters = Meters {
             state,
             by_principal: Mutex::new(HashMap::new()),
             data: Mutex::new(Allowance::default()),
-            share: std::sync::atomic::AtomicU64::new(1),
+            leasing: None,
         };
         meters.refresh(colony_pipeline::sequencer::now_ms());
         meters
     }
 
-    /// The meter of a principal (made at its first publish).
+    /// Allowances of a node of a cluster: each is what the node's lease holds, and
+    /// nothing until the first lease (see [`Meters::lease_request`]).
+    pub fn leased(state: Arc<RwLock<State>>) -> Meters {
+        Meters {
+            state,
+            by_principal: Mutex::new(HashMap::new()),
+            data: Mutex::new(Allowance::default()),
+            leasing: Some(crate::lease::Leasing::default()),
+        }
+    }
+
+    /// The meter of a principal (made at its first publish). In a cluster a new
+    /// meter has no allowance until the node's next lease, which it asks for at once.
     pub fn meter(&self, principal: PrincipalId) -> Arc<Meter> {
         let mut by_principal = self.by_principal.lock().expect("meters lock");
         Arc::clone(by_principal.entry(principal).or_insert_with(|| {
             let meter = Arc::new(Meter::default());
             let state = self.state.read().expect("state lock");
-            refresh_one(
-                &state,
-                principal,
-                &meter,
-                colony_pipeline::sequencer::now_ms(),
-                self.share.load(std::sync::atomic::Ordering::Relaxed),
-            );
+            let now_ms = colony_pipeline::sequencer::now_ms();
+            match &self.leasing {
+                None => refresh_one(&state, principal, &meter, now_ms, true),
+                Some(leasing) => {
+                    refresh_one(&state, principal, &meter, now_ms, false);
+                    if meter.io_ops.lock().expect("meter lock").left == 0 {
+                        leasing.wanted.notify_one();
+                    }
+                }
+            }
             meter
         }))
     }
@@ -80,7 +96,11 @@ impl Meters {
         if let Some(reason) = &io_ops.refused {
             return Err(reason.clone());
         }
-        if io_ops.left == 0 {
+        let lapsed = self
+            .leasing
+            .as_ref()
+            .is_some_and(|leasing| leasing.lapsed());
+        if io_ops.left == 0 || lapsed {
             return Err(Reason::InsufficientResource {
                 resource: Resource::IoOps,
                 requested: 1,
@@ -93,14 +113,23 @@ impl Meters {
             let mut data = self.data.lock().expect("data meter lock");
             if bytes > data.left {
                 let state = self.state.read().expect("state lock");
-                let limit = state
+                let mut limit = state
                     .limit_named_at(
                         LimitName::DataCreationBytes,
                         colony_pipeline::sequencer::now_ms(),
                     )
                     .expect("data_creation_bytes is a built-in limit");
-                let mut limit = limit;
-                limit.usage = limit.usage.saturating_add(data.unflushed);
+                if self.leasing.is_some() {
+                    // Only the lease may be spent: as if the rest were used.
+                    limit.usage = limit
+                        .spec
+                        .hard
+                        .unwrap_or(u64::MAX)
+                        .saturating_sub(data.left);
+                    limit.reserved = 0;
+                } else {
+                    limit.usage = limit.usage.saturating_add(data.unflushed);
+                }
                 if let Gate::Deny(reason) = limit.gate(bytes) {
                     return Err(reason);
                 }
@@ -137,26 +166,23 @@ impl Meters {
         usage
     }
 
-    /// In a cluster of `nodes` live nodes, each node's allowance is this share of
-    /// what is left (from the next refresh): together they never spend more than
-    /// one node alone would have.
-    pub fn set_share(&self, nodes: u64) {
-        self.share
-            .store(nodes.max(1), std::sync::atomic::Ordering::Relaxed);
-    }
-
     /// Recomputes every allowance from the kernel's balances (after a charge, and
-    /// when windows turn).
+    /// when windows turn). In a cluster only the quarantines: the allowances are the
+    /// lease's.
     pub fn refresh(&self, now_ms: u64) {
         let state = self.state.read().expect("state lock");
-        let share = self.share.load(std::sync::atomic::Ordering::Relaxed);
+        let alone = self.leasing.is_none();
         for (principal, meter) in self.by_principal.lock().expect("meters lock").iter() {
-            refresh_one(&state, *principal, meter, now_ms, share);
+            refresh_one(&state, *principal, meter, now_ms, alone);
+        }
+        if !alone {
+            return;
         }
         let mut data = self.data.lock().expect("data meter lock");
         data.left = match state.limit_named_at(LimitName::DataCreationBytes, now_ms) {
             Some(limit) => match limit.spec.hard {
-                Some(hard) => (hard.saturating_sub(limit.committed_and_reserved()) / share)
+                Some(hard) => hard
+                    .saturating_sub(limit.committed_and_reserved())
                     .saturating_sub(data.unflushed),
                 None => u64::MAX,
             },
@@ -165,7 +191,16 @@ impl Meters {
     }
 }
 
-fn refresh_one(state: &State, principal: PrincipalId, meter: &Meter, now_ms: u64, share: u64) {
+/// A principal's quarantine and refill time from the kernel; and, when `allowance`,
+/// its allowance as the kernel's whole balance (one node alone). In a cluster a
+/// principal unlimited along its chain needs no lease: its allowance is unlimited.
+pub(crate) fn refresh_one(
+    state: &State,
+    principal: PrincipalId,
+    meter: &Meter,
+    now_ms: u64,
+    allowance: bool,
+) {
     let mut io_ops = meter.io_ops.lock().expect("meter lock");
     // A quarantined principal may only read: it publishes nothing from the next
     // refresh on (within `edge_flush_ms` of the quarantine).
@@ -177,7 +212,9 @@ fn refresh_one(state: &State, principal: PrincipalId, meter: &Meter, now_ms: u64
         });
     match state.available_at(principal, Resource::IoOps, now_ms) {
         None => io_ops.left = u64::MAX,
-        Some(available) => io_ops.left = (available / share).saturating_sub(io_ops.unflushed),
+        Some(available) if allowance => io_ops.left = available.saturating_sub(io_ops.unflushed),
+        Some(_) if io_ops.left == u64::MAX => io_ops.left = 0,
+        Some(_) => {}
     }
     io_ops.refill_at_ms = state
         .balances_at(principal, now_ms)
@@ -187,43 +224,4 @@ fn refresh_one(state: &State, principal: PrincipalId, meter: &Meter, now_ms: u64
             let window = state.quota_window_ms(Resource::IoOps);
             balance.window_start_ms + window
         });
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use colony_kernel::{Command, CommandBody, Genesis};
-
-    /// In a cluster of four live nodes each node may publish a quarter of what the
-    /// kernel says is left.
-    #[test]
-    fn a_share_divides_what_is_left() {
-        let now = colony_pipeline::sequencer::now_ms();
-        let mut state = State::new();
-        state.apply(&Command::new(
-            1,
-            now,
-            PrincipalId::SYSTEM,
-            "genesis",
-            CommandBody::Genesis(Box::new(Genesis::for_tests([1; 32]))),
-        ));
-        let meters = Meters::new(Arc::new(RwLock::new(state)));
-        let meter = meters.meter(PrincipalId::ADMIN);
-        let alone = meter.io_ops.lock().unwrap().left;
-        assert_eq!(alone, 10_000);
-        meters.set_share(4);
-        meters.refresh(now);
-        assert_eq!(meter.io_ops.lock().unwrap().left, 2_500);
-        for _ in 0..2_500 {
-            meters.take(&meter, "1.1", 1).unwrap();
-        }
-        assert!(meters.take(&meter, "1.1", 1).is_err(), "a quarter, no more");
-        meters.set_share(0);
-        meters.refresh(now);
-        assert_eq!(
-            meter.io_ops.lock().unwrap().left,
-            7_500,
-            "at least one node"
-        );
-    }
 }

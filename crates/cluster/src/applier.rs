@@ -100,6 +100,7 @@ async fn follow_once(inner: &Inner, submitter: &Submitter, next: &mut u64) -> Re
         if seq < *next {
             continue; // delivered again after a reconnect: applied already
         }
+        tracing::debug!(node = %inner.config.node_name, seq, "applying");
         let stamp_and_envelope = match Envelope::decode(&message.payload) {
             Ok(envelope) => (
                 Stamp {

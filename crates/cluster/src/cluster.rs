@@ -280,6 +280,16 @@ impl Cluster {
         crate::peers::live(&self.inner)
     }
 
+    /// The last command this node applied from the stream.
+    pub fn applied_seq(&self) -> u64 {
+        *self.inner.applied.borrow()
+    }
+
+    /// The stream's last sequence as last seen (a second old at most while connected).
+    pub fn stream_last_seq(&self) -> u64 {
+        self.inner.stream_last.load(Ordering::Relaxed)
+    }
+
     /// This node's name in the cluster.
     pub fn node_name(&self) -> &str {
         &self.inner.config.node_name

@@ -199,6 +199,9 @@ pub enum CommandBody {
     /// The node's alert watcher reports a threshold crossed (up, or back down past
     /// the hysteresis). System only.
     Alert(Box<crate::alerts::AlertReport>),
+    /// A node of a cluster reports what it spent at the edge and renews its lease
+    /// of allowances (see [`crate::edge`]). System only.
+    LeaseEdge(Box<crate::edge::EdgeLeaseRequest>),
 }
 
 /// Who may make a command, besides standing and a role that may act.
@@ -230,7 +233,9 @@ impl CommandBody {
             CommandBody::WorkerDisconnected { .. } => {
                 Required::System("only the node reports dropped connections")
             }
-            CommandBody::ChargeEdge { .. } => Required::System("only the node reports edge usage"),
+            CommandBody::ChargeEdge { .. } | CommandBody::LeaseEdge(_) => {
+                Required::System("only the node reports edge usage")
+            }
             CommandBody::Alert(_) => {
                 Required::System("only the node's alert watcher reports crossings")
             }
@@ -302,6 +307,7 @@ impl CommandBody {
             CommandBody::DefineStream(_) => "stream.define",
             CommandBody::DeleteStream { .. } => "stream.delete",
             CommandBody::ChargeEdge { .. } => "edge.charge",
+            CommandBody::LeaseEdge(_) => "edge.lease",
             CommandBody::DeployArtifact(_) => "artifact.deploy",
             CommandBody::SetArtifactRun { run: true, .. } => "artifact.start",
             CommandBody::SetArtifactRun { run: false, .. } => "artifact.stop",

@@ -415,6 +415,24 @@ pub enum Effect {
         data_bytes: u64,
         shortfall: u64,
     },
+    /// A node's edge lease renewed (in a cluster): what it spent charged as in
+    /// `edge_charged`, its previous lease released and a new one granted.
+    EdgeLeased {
+        node: String,
+        principals: usize,
+        io_ops: u64,
+        data_bytes: u64,
+        shortfall: u64,
+        granted: Vec<crate::edge::EdgeGrant>,
+        data_bytes_granted: u64,
+        expires_at_ms: u64,
+    },
+    /// A node's lease ended without being renewed: what it held is available again.
+    EdgeLeaseExpired {
+        node: String,
+        io_ops: u64,
+        data_bytes: u64,
+    },
 }
 
 /// One decision of the kernel. A command yields one primary event and possibly

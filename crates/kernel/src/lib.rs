@@ -26,6 +26,7 @@ pub mod alerts;
 pub mod anomaly;
 pub mod artifacts;
 mod command;
+pub mod edge;
 mod event;
 mod genesis;
 pub mod governance;

@@ -41,6 +41,8 @@ pub struct Shared {
     pub history: std::sync::Mutex<colony_dashboard::History>,
     /// The cluster this node is one of (`None`: embedded).
     pub cluster: Option<colony_cluster::Cluster>,
+    /// In a cluster, the bus's relay to the other nodes (for `/metrics`).
+    pub relay: Option<Arc<colony_cluster::bus_relay::BusRelay>>,
 }
 
 #[derive(Clone)]

@@ -66,6 +66,7 @@ impl Default for NodeConfig {
                 snapshot_every_commands: 100_000,
                 fault_panic_on_justification: None,
                 clock: std::sync::Arc::new(crate::sequencer::SystemClock),
+                replicated: false,
             },
             store: StoreOptions::default(),
             supervisor: None,
@@ -139,6 +140,7 @@ impl Node {
         let fatal = crate::fatal::Fatal::new();
         let mut sequencer_config = config.sequencer.clone();
         if config.cluster.is_some() {
+            sequencer_config.replicated = true;
             // The stream holds every command durably before anyone is answered; this
             // node's own log only shortens its restarts, so it syncs less often.
             sequencer_config.decided_sync_within_ms = sequencer_config
@@ -205,12 +207,19 @@ impl Node {
                 context: "opening bus streams".into(),
                 source: std::io::Error::other(error.to_string()),
             })?;
-        let bus = crate::bus::Bus::new(bus_config, Arc::clone(&state), streams, submitter.clone());
+        let bus = crate::bus::Bus::new(
+            bus_config,
+            Arc::clone(&state),
+            streams,
+            submitter.clone(),
+            cluster.is_some(),
+        );
         event_tap.connect(Arc::clone(&bus) as Arc<dyn sequencer::DecisionSink>);
-        if let Some(cluster) = &cluster {
-            // Before any connection: the bus's publishes reach the other nodes.
-            colony_cluster::bus_relay::BusRelay::start(cluster, &bus).await;
-        }
+        // Before any connection: the bus's publishes reach the other nodes.
+        let relay = match &cluster {
+            Some(cluster) => Some(colony_cluster::bus_relay::BusRelay::start(cluster, &bus).await),
+            None => None,
+        };
         let (stop_edge, edge_stopped) = tokio::sync::watch::channel(false);
         let edge_flusher = tokio::spawn(edge_flush_loop(
             Arc::clone(&bus),
@@ -289,6 +298,7 @@ impl Node {
             supervisor: Arc::clone(&supervisor_status),
             history: Default::default(),
             cluster: cluster.clone(),
+            relay,
             alerts: crate::alerts::AlertsRuntime {
                 config: alerts_config,
                 webhooks,
@@ -456,7 +466,9 @@ impl Node {
 }
 
 /// Charges the bus's edge usage to the kernel every `edge_flush_ms`, then refreshes
-/// the allowances from the new balances; once more when stopping.
+/// the allowances from the new balances; once more when stopping. In a cluster each
+/// round renews the node's lease instead (`colony_bus::lease`), and a round also
+/// runs when a new principal needs an allowance.
 async fn edge_flush_loop(
     bus: Arc<crate::bus::Bus>,
     submitter: Submitter,
@@ -464,32 +476,83 @@ async fn edge_flush_loop(
     mut stopped: tokio::sync::watch::Receiver<bool>,
 ) {
     let period = std::time::Duration::from_millis(bus.config.edge_flush_ms);
+    let mut next = tokio::time::Instant::now();
     loop {
         let stopping = tokio::select! {
-            _ = tokio::time::sleep(period) => false,
+            _ = tokio::time::sleep_until(next) => false,
+            _ = bus.meters.round_wanted() => false,
             _ = stopped.changed() => true,
         };
-        let usage = bus.meters.flush();
-        if !usage.is_empty() {
-            let result = submitter
-                .submit(
-                    PrincipalId::SYSTEM,
-                    "bus publishes let through at the edge since the last report".into(),
-                    CommandBody::ChargeEdge { usage },
-                )
-                .await;
-            if let Err(error) = result {
-                tracing::warn!("cannot charge edge usage: {}", error.message);
-            }
+        next = tokio::time::Instant::now() + period;
+        match &cluster {
+            Some(cluster) => lease_round(&bus, &submitter, cluster, stopping).await,
+            None => charge_round(&bus, &submitter).await,
         }
-        if let Some(cluster) = &cluster {
-            // Each node spends its share of what is left (docs/cluster.md).
-            bus.meters.set_share(cluster.live_nodes());
-        }
-        bus.meters.refresh(sequencer::now_ms());
         if stopping {
             break;
         }
+    }
+}
+
+/// One node alone: charges what was spent, and the allowances follow the balances.
+async fn charge_round(bus: &crate::bus::Bus, submitter: &Submitter) {
+    let usage = bus.meters.flush();
+    if !usage.is_empty() {
+        let result = submitter
+            .submit(
+                PrincipalId::SYSTEM,
+                "bus publishes let through at the edge since the last report".into(),
+                CommandBody::ChargeEdge { usage },
+            )
+            .await;
+        if let Err(error) = result {
+            tracing::warn!("cannot charge edge usage: {}", error.message);
+        }
+    }
+    bus.meters.refresh(sequencer::now_ms());
+}
+
+/// A node of a cluster: charges what was spent and renews the node's lease (when
+/// stopping, asks for nothing more, so that the others get it at once).
+async fn lease_round(
+    bus: &crate::bus::Bus,
+    submitter: &Submitter,
+    cluster: &colony_cluster::Cluster,
+    stopping: bool,
+) {
+    let mut round = bus.meters.lease_request(
+        cluster.node_name(),
+        bus.config.edge_flush_ms,
+        cluster.live_nodes(),
+    );
+    if stopping {
+        round.request.io_ops.clear();
+        round.request.data_bytes = 0;
+    }
+    let result = submitter
+        .submit(
+            PrincipalId::SYSTEM,
+            "bus publishes let through at the edge since the last round; the node's lease renewed"
+                .into(),
+            CommandBody::LeaseEdge(Box::new(round.request)),
+        )
+        .await;
+    match result {
+        Ok(outcome) => match &outcome.primary.effect {
+            colony_kernel::Effect::EdgeLeased {
+                granted,
+                data_bytes_granted,
+                ..
+            } => bus
+                .meters
+                .apply_lease(granted, *data_bytes_granted, round.until_ms),
+            _ => tracing::warn!(
+                "the node's edge lease was refused: {:?}",
+                outcome.primary.reason
+            ),
+        },
+        // The previous lease holds until its deadline; past it nothing is spent.
+        Err(error) => tracing::warn!("cannot renew the node's edge lease: {}", error.message),
     }
 }
 

@@ -131,6 +131,9 @@ async fn read_events<R: AsyncRead + Unpin>(
     .await
 }
 
+/// Longest a new connection waits for its principal's first lease in a cluster.
+const LEASE_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Serves one upgraded connection until it closes.
 pub async fn run<S>(bus: Arc<Bus>, conn: Arc<Conn>, peer: Peer, io: S)
 where
@@ -138,11 +141,23 @@ where
 {
     let (mut reader, mut writer) = tokio::io::split(io);
     let mut decoder = Decoder::new(bus.config.frame_bytes_max);
+    // In a cluster a principal new to this node has no allowance until the node's
+    // next lease: the connection waits for it (one round through the cluster's log)
+    // rather than have its first publishes refused.
+    let meter = if bus.meters.is_leasing() {
+        Some(
+            bus.meters
+                .meter_with_lease(conn.principal, LEASE_WAIT_MAX)
+                .await,
+        )
+    } else {
+        None
+    };
     let mut session = Session {
         bus: Arc::clone(&bus),
         conn: Arc::clone(&conn),
         peer,
-        meter: None,
+        meter,
         subs: HashMap::new(),
     };
     let mut out: Vec<u8> = Vec::new();

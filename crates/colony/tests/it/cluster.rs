@@ -140,6 +140,121 @@ async fn acks_grow(count: &AtomicUsize, more: usize) {
     }
 }
 
+/// The AI accounts' io_ops in this test, a window of an hour.
+const AI_IO_OPS: u64 = 3_000;
+
+/// Publishes of one principal through one bus connection, until `stop`: how many
+/// the node let through.
+async fn publisher(url: String, token: String, subject: String, stop: Arc<AtomicBool>) -> u64 {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::{client::IntoClientRequest, Message};
+    let mut request = format!("{}/v1/bus", url.replacen("http", "ws", 1))
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let mut accepted = 0;
+    let mut id = 0u64;
+    while !stop.load(Ordering::SeqCst) {
+        id += 1;
+        let frame = json!({"op": "pub", "subject": subject, "data": id, "id": id});
+        ws.send(Message::text(frame.to_string())).await.unwrap();
+        loop {
+            let Message::Text(text) = ws.next().await.unwrap().unwrap() else {
+                continue;
+            };
+            let answer: Value = serde_json::from_str(&text).unwrap();
+            if answer["id"] != id {
+                continue;
+            }
+            if answer["op"] == "ok" {
+                accepted += 1;
+            } else {
+                let code = answer["error"]["code"].as_str().unwrap_or_default();
+                assert_eq!(code, "insufficient_resource", "{answer}");
+                // Refused until the next lease: try again shortly.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            break;
+        }
+    }
+    accepted
+}
+
+async fn publishes_hold_to_the_quota(
+    http: &reqwest::Client,
+    urls: &[String],
+    token: &str,
+    address: &str,
+) {
+    let io_ops = |me: &Value| me["balances"]["io_ops"].clone();
+    let me_url = format!("{}/v1/ledger/me", urls[0]);
+    let before = io_ops(&get(http, &me_url, token).await);
+    let stop = Arc::new(AtomicBool::new(false));
+    let counts: Vec<_> = urls
+        .iter()
+        .map(|url| {
+            tokio::spawn(publisher(
+                url.clone(),
+                token.to_string(),
+                format!("agents.{address}.load"),
+                Arc::clone(&stop),
+            ))
+        })
+        .collect();
+    // Until the quota is spent: the charged usage stops growing for three rounds.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last = (0, Instant::now());
+    loop {
+        let used = io_ops(&get(http, &me_url, token).await)["used"]
+            .as_u64()
+            .unwrap();
+        if used != last.0 {
+            last = (used, Instant::now());
+        } else if last.1.elapsed() > Duration::from_secs(3) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "publishing never ran dry: {used}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.store(true, Ordering::SeqCst);
+    let mut accepted = 0;
+    for count in counts {
+        accepted += count.await.unwrap();
+    }
+    // Every publish let through is charged (by each node's next round).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let after = loop {
+        let balance = io_ops(&get(http, &me_url, token).await);
+        if balance["used"].as_u64() == Some(accepted) {
+            break balance;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{accepted} publishes let through, {balance} charged"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        after["shortfall"], 0,
+        "nothing spent past the quota: {after}"
+    );
+    if before["refill_at"] == after["refill_at"] {
+        assert!(
+            (AI_IO_OPS - 10..=AI_IO_OPS).contains(&accepted),
+            "{accepted} publishes of a quota of {AI_IO_OPS} on three nodes"
+        );
+    } else {
+        // The hour turned meanwhile: two windows' worth at most.
+        assert!(accepted <= 2 * AI_IO_OPS, "{accepted}");
+    }
+}
+
 /// `colony bus sub ARGS` against a node, its lines gathered as they come.
 struct Subscriber {
     child: Child,
@@ -281,9 +396,16 @@ async fn three_nodes_on_jetstream_keep_one_log_exact_limits_and_lose_nothing() {
     )
     .unwrap();
     assert!(shipped.contains("io_ops = 100000\n"));
+    assert!(shipped.contains("io_ops = 10000\n"));
+    assert!(shipped.contains("io_ops = \"1m\""));
+    // The AI accounts get 3 000 io_ops an hour: the publishes of one on three nodes
+    // at once are held to exactly that.
     let config = config_with(&[(
         "quotas.toml",
-        &shipped.replace("io_ops = 100000\n", "io_ops = \"unlimited\"\n"),
+        &shipped
+            .replace("io_ops = 100000\n", "io_ops = \"unlimited\"\n")
+            .replace("io_ops = 10000\n", &format!("io_ops = {AI_IO_OPS}\n"))
+            .replace("io_ops = \"1m\"", "io_ops = \"1h\""),
     )]);
     let data: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let mut nodes = Nodes(Vec::new());
@@ -330,10 +452,12 @@ async fn three_nodes_on_jetstream_keep_one_log_exact_limits_and_lose_nothing() {
         }));
     }
     let mut created = 0;
-    for racer in racers {
-        let (status, body) = racer.await.unwrap();
+    let mut racer = None;
+    for racer_task in racers {
+        let (status, body) = racer_task.await.unwrap();
         if status.is_success() {
             created += 1;
+            racer = Some(body);
         } else {
             assert_eq!(status, reqwest::StatusCode::TOO_MANY_REQUESTS, "{body}");
             assert_eq!(body["error"]["limit"], "ai_accounts", "{body}");
@@ -343,6 +467,18 @@ async fn three_nodes_on_jetstream_keep_one_log_exact_limits_and_lose_nothing() {
     until_all(&http, &urls, &token, "/v1/limits/ai_accounts", |limit| {
         limit["usage"].as_u64() == Some(hard)
     })
+    .await;
+
+    // One AI account publishes as fast as it can on all three nodes at once: the
+    // nodes' leases hold it to its quota exactly, every publish let through is
+    // charged, and nothing is charged past the quota.
+    let racer = racer.unwrap();
+    publishes_hold_to_the_quota(
+        &http,
+        &urls,
+        racer["token"].as_str().unwrap(),
+        racer["address"].as_str().unwrap(),
+    )
     .await;
 
     // The bus across nodes: a subscriber on node-3 gets what is published on
@@ -471,14 +607,10 @@ async fn three_nodes_on_jetstream_keep_one_log_exact_limits_and_lose_nothing() {
     .await;
 
     // No acknowledged commit is missing on any node, and the ledger agrees.
-    let committed = 7 * acknowledged.len() as u64;
-    until_all(&http, &urls, &token, "/v1/ledger/me", |me| {
-        me["balances"]["disk_bytes"]["used"].as_u64() >= Some(committed)
-    })
-    .await;
+    let mut commits_at = Vec::new();
     for url in &urls {
         let mut after = 0;
-        let mut commits = std::collections::BTreeSet::new();
+        let mut commits = std::collections::BTreeMap::new();
         loop {
             let page = get(
                 &http,
@@ -492,20 +624,44 @@ async fn three_nodes_on_jetstream_keep_one_log_exact_limits_and_lose_nothing() {
             }
             for record in records {
                 if record["action"] == "ledger.commit" && record["decision"] == "allowed" {
-                    commits.insert(record["detail"]["effect"]["reservation"].as_u64().unwrap());
+                    commits.insert(
+                        record["detail"]["effect"]["reservation"].as_u64().unwrap(),
+                        record["seq"].as_u64().unwrap(),
+                    );
                 }
             }
             after = page["next_after"].as_u64().unwrap();
         }
+        commits_at.push(commits);
+    }
+    let distinct: std::collections::BTreeSet<_> = acknowledged.iter().collect();
+    assert_eq!(
+        distinct.len(),
+        acknowledged.len(),
+        "a reservation acknowledged twice"
+    );
+    for (url, commits) in urls.iter().zip(&commits_at) {
         let missing: Vec<_> = acknowledged
             .iter()
-            .filter(|r| !commits.contains(r))
+            .filter(|r| !commits.contains_key(r))
             .collect();
         assert!(
             missing.is_empty(),
-            "{url} lacks acknowledged commits {missing:?}"
+            "{url} lacks {} acknowledged commits of {} ({} commits there): {missing:?}; elsewhere: {:?}",
+            missing.len(),
+            acknowledged.len(),
+            commits.len(),
+            commits_at
+                .iter()
+                .map(|c| missing.iter().map(|r| c.get(r)).collect::<Vec<_>>())
+                .collect::<Vec<_>>()
         );
     }
+    let committed = 7 * acknowledged.len() as u64;
+    until_all(&http, &urls, &token, "/v1/ledger/me", |me| {
+        me["balances"]["disk_bytes"]["used"].as_u64() >= Some(committed)
+    })
+    .await;
 
     // The same chain: the last record every node holds has the same hash on all.
     let mut common_index = u64::MAX;
@@ -531,6 +687,44 @@ async fn three_nodes_on_jetstream_keep_one_log_exact_limits_and_lose_nothing() {
         .map(|node| node["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["node-1", "node-2", "node-3"], "{view}");
+
+    // /metrics says where each node is in the log and what its bus relayed.
+    let figure = |metrics: &str, name: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no {name} in /metrics"))
+            .parse()
+            .unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let metrics = loop {
+        let metrics = http
+            .get(format!("{}/metrics", urls[2]))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if figure(&metrics, "colony_cluster_live_nodes") == 3 {
+            break metrics;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never three live nodes: {metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(figure(&metrics, "colony_cluster_connected"), 1);
+    assert!(figure(&metrics, "colony_cluster_applied_seq") >= last);
+    assert!(
+        figure(&metrics, "colony_cluster_relayed_in_total") > 0,
+        "node-3 got node-1's publishes"
+    );
+    figure(&metrics, "colony_cluster_lag");
+    figure(&metrics, "colony_cluster_relay_dropped_total");
 
     // Without NATS a node refuses writes with a clear 503 and serves reads marked
     // stale.

@@ -16,8 +16,10 @@ impl State {
     /// Checks every invariant of the state; the first one broken, explained.
     ///
     /// - Ledger conservation: each balance's `reserved` is exactly the open
-    ///   reservations held at it plus the task budgets its chain pays for, and
-    ///   `llm_spend_usd`'s reserved amount is exactly the open LLM reservations.
+    ///   reservations held at it plus the task budgets its chain pays for plus the
+    ///   nodes' edge leases of io_ops; `llm_spend_usd`'s reserved amount is exactly
+    ///   the open LLM reservations and `data_creation_bytes`'s the nodes' edge
+    ///   leases; each edge lease has its one expiry entry.
     /// - Usage equals what it counts: accounts, open tasks, active workers (explicit
     ///   and implicit sessions), leases per principal, open reservations per principal.
     /// - One lease per task, held exactly by the claimed and in-progress tasks, each
@@ -122,6 +124,13 @@ impl State {
                 }
             }
         }
+        for lease in self.edge_leases.values() {
+            for leased in lease.io_ops.values() {
+                for member in &leased.chain {
+                    *expected.entry((*member, Resource::IoOps)).or_insert(0) += leased.amount;
+                }
+            }
+        }
         for ((principal, resource), balance) in &self.balances {
             let want = expected.get(&(*principal, *resource)).copied().unwrap_or(0);
             if balance.reserved != want {
@@ -130,6 +139,24 @@ impl State {
                     balance.reserved
                 ));
             }
+        }
+        if let Some(limit) = self.limits.get(&LimitName::DataCreationBytes) {
+            let leased = self.edge_leased_data_bytes();
+            if limit.reserved != leased {
+                return Err(format!(
+                    "data_creation_bytes reserved {} but the nodes' edge leases hold {leased}",
+                    limit.reserved
+                ));
+            }
+        }
+        if self.edge_lease_expiries.len() != self.edge_leases.len()
+            || self.edge_leases.iter().any(|(node, lease)| {
+                !self
+                    .edge_lease_expiries
+                    .contains(&(lease.expires_at_ms, node.clone()))
+            })
+        {
+            return Err("an edge lease without its expiry entry, or the reverse".into());
         }
         if let Some(limit) = self.limits.get(&LimitName::LlmSpendUsd) {
             if limit.reserved != llm_reserved {

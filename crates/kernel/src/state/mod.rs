@@ -23,6 +23,7 @@ mod artifacts;
 mod brakes;
 mod claims;
 mod decompose;
+mod edge;
 mod genesis;
 mod governance;
 mod grants;
@@ -115,6 +116,10 @@ pub struct State {
     /// The latest alerts, oldest first (at most `ALERTS_KEPT_MAX`).
     alerts: std::collections::VecDeque<crate::alerts::Alert>,
     next_alert_id: u64,
+    /// What each node of a cluster holds of the edge allowances, by node name.
+    edge_leases: BTreeMap<String, crate::edge::NodeLease>,
+    /// When each node's lease ends unless renewed: `(at_ms, node)`.
+    edge_lease_expiries: BTreeSet<(u64, String)>,
 }
 
 /// What applying one command produces besides the events returned in order: passed
@@ -161,6 +166,7 @@ impl State {
             self.add_health(health);
         }
         self.expire_due(&mut events);
+        self.expire_edge_leases(&mut events);
         self.process_governance_due(&mut events);
         self.process_grants_due(&mut events);
         self.process_workers_due(&mut fx, &mut events);
@@ -302,6 +308,7 @@ impl State {
             self.grants_next_due_ms(),
             self.tasks_next_due_ms(),
             self.workers_next_due_ms(),
+            self.edge_leases_next_due_ms(),
         ]
         .into_iter()
         .flatten()
@@ -444,6 +451,7 @@ impl State {
                 grace_ms,
             } => self.worker_disconnected(fx, *worker, *disconnected_at_ms, *grace_ms),
             CommandBody::ChargeEdge { usage } => self.charge_edge(fx, usage),
+            CommandBody::LeaseEdge(request) => self.lease_edge(fx, request),
             CommandBody::CreatePrincipal(request) => self.create_principal(command, request, None),
             CommandBody::ReleaseQuarantine { principal } => {
                 self.release_quarantine(command, *principal)

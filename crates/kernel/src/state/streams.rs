@@ -1,15 +1,10 @@
-//! The kernel's side of the bus: stream definitions and edge usage reports.
+//! The kernel's side of the bus: stream definitions.
 
-use super::Effects;
 use super::{invalid, State};
 use crate::event::{Effect, Event};
 use crate::ledger::{Resource, ResourceKind};
-use crate::limits::LimitName;
 use crate::principal::PrincipalId;
-use crate::streams::{EdgeUsage, StreamSpec, STREAMS_MAX};
-
-/// Most principals one edge report may name.
-pub const EDGE_USAGE_ENTRIES_MAX: usize = 100_000;
+use crate::streams::{StreamSpec, STREAMS_MAX};
 
 impl State {
     pub fn stream(&self, name: &str) -> Option<&StreamSpec> {
@@ -114,69 +109,5 @@ impl State {
                 super::not_found("stream", name),
             ),
         }
-    }
-
-    /// Charges what the edge let through. The edge admitted it against the exact
-    /// balances, so it is charged even past a quota (a race with a command in
-    /// between); what goes beyond is recorded as shortfall.
-    pub(super) fn charge_edge(&mut self, fx: &mut Effects, usage: &[EdgeUsage]) -> Event {
-        const ACTION: &str = "edge.charge";
-        if usage.len() > EDGE_USAGE_ENTRIES_MAX {
-            return Event::denied(
-                ACTION,
-                "edge",
-                invalid(format!(
-                    "an edge report names at most {EDGE_USAGE_ENTRIES_MAX} principals"
-                )),
-            );
-        }
-        let window_ms = self
-            .quotas
-            .as_ref()
-            .expect("genesis applied")
-            .window_ms(Resource::IoOps);
-        let now_ms = self.now_ms;
-        let (mut io_ops, mut data_bytes, mut shortfall, mut principals) = (0u64, 0u64, 0u64, 0);
-        for entry in usage {
-            if !self.principals.contains_key(&entry.principal) {
-                continue;
-            }
-            if let Some(quarantined) = self.observe_signals(
-                fx,
-                entry.principal,
-                &[(crate::anomaly::Signal::Publishes, entry.io_ops)],
-            ) {
-                fx.consequences.push(quarantined);
-            }
-            principals += 1;
-            io_ops += entry.io_ops;
-            data_bytes += entry.data_bytes;
-            for member in self.chain(entry.principal) {
-                if let Some(balance) = self.balances.get_mut(&(member, Resource::IoOps)) {
-                    balance.roll_window(now_ms, window_ms);
-                    let room = balance.available();
-                    if entry.io_ops > room && member == entry.principal {
-                        let over = entry.io_ops - room;
-                        balance.shortfall = balance.shortfall.saturating_add(over);
-                        shortfall += over;
-                    }
-                    balance.used = balance.used.saturating_add(entry.io_ops);
-                }
-            }
-        }
-        if let Some(limit) = self.limits.get_mut(&LimitName::DataCreationBytes) {
-            limit.roll_window(now_ms);
-            limit.usage = limit.usage.saturating_add(data_bytes);
-        }
-        Event::allowed(
-            ACTION,
-            "edge",
-            Effect::EdgeCharged {
-                principals,
-                io_ops,
-                data_bytes,
-                shortfall,
-            },
-        )
     }
 }

@@ -7,6 +7,7 @@ mod common;
 mod alerts;
 mod anomaly;
 mod artifacts;
+mod edge_leases;
 mod governance;
 mod kernel;
 mod safety;

@@ -161,7 +161,7 @@ impl World {
     /// One random command, and what it teaches the world.
     fn step(&mut self, rng: &mut Rng) {
         let actor = self.actor(rng);
-        match rng.below(24) {
+        match rng.below(25) {
             0 | 1 => {
                 self.next_token += 1;
                 let kind = [PrincipalKind::Ai, PrincipalKind::Human, PrincipalKind::Ai]
@@ -551,6 +551,39 @@ impl World {
                 };
                 self.run(by, CommandBody::Alert(Box::new(report)));
             }
+            24 => {
+                // A cluster's nodes renew their edge leases (and, refused, anyone
+                // else; a bad name, too many, a ttl out of range); some stop
+                // renewing and their leases expire.
+                let node = ["node-1", "node-2", "node-3", ""][rng.below(4) as usize];
+                let mut usage = Vec::new();
+                for _ in 0..rng.below(4) {
+                    let principal = rng.pick(&self.principals).unwrap_or(PrincipalId::ADMIN);
+                    usage.push(colony_kernel::streams::EdgeUsage {
+                        principal,
+                        io_ops: rng.amount(),
+                        data_bytes: rng.amount(),
+                    });
+                }
+                let mut io_ops = Vec::new();
+                for _ in 0..rng.below(5) {
+                    let principal = rng.pick(&self.principals).unwrap_or(PrincipalId::ADMIN);
+                    io_ops.push((principal, rng.amount()));
+                }
+                let request = colony_kernel::edge::EdgeLeaseRequest {
+                    node: node.into(),
+                    usage,
+                    io_ops,
+                    data_bytes: rng.amount(),
+                    ttl_ms: [0, 1_000, 30_000, 60_001][rng.below(4) as usize],
+                };
+                let by = if rng.chance(90) {
+                    PrincipalId::SYSTEM
+                } else {
+                    actor
+                };
+                self.run(by, CommandBody::LeaseEdge(Box::new(request)));
+            }
             _ => {
                 // Time passes: a little, or a jump past every deadline.
                 self.now_ms += match rng.below(10) {
@@ -682,6 +715,9 @@ fn the_streams_reach_every_kind_of_decision_that_matters() {
         ("alert.raise", Decision::Allowed),
         ("alert.raise", Decision::Denied),
         ("alert.clear", Decision::Allowed),
+        ("edge.lease", Decision::Allowed),
+        ("edge.lease", Decision::Denied),
+        ("edge.lease", Decision::Expired),
     ] {
         let wanted = format!("{} {:?}", wanted.0, wanted.1);
         assert!(seen.contains(&wanted), "no {wanted} in 50 seeds");

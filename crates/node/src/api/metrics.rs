@@ -24,6 +24,71 @@ fn single(counter: &AtomicU64) -> [(String, u64); 1] {
     [(String::new(), counter.load(Ordering::Relaxed))]
 }
 
+/// A node of a cluster: where it is in the stream, and what its bus relayed.
+fn cluster_families(
+    text: &mut String,
+    cluster: &colony_cluster::Cluster,
+    relay: Option<&colony_cluster::bus_relay::BusRelay>,
+) {
+    let applied = cluster.applied_seq();
+    let last = cluster.stream_last_seq().max(applied);
+    for (name, kind, help, value) in [
+        (
+            "colony_cluster_connected",
+            "gauge",
+            "1 while this node holds a connection to the cluster's NATS servers.",
+            u64::from(cluster.connected()),
+        ),
+        (
+            "colony_cluster_applied_seq",
+            "gauge",
+            "The last command of the cluster's log this node applied.",
+            applied,
+        ),
+        (
+            "colony_cluster_stream_last_seq",
+            "gauge",
+            "The cluster's log's last command, as this node last saw it.",
+            last,
+        ),
+        (
+            "colony_cluster_lag",
+            "gauge",
+            "Commands of the cluster's log this node has yet to apply.",
+            last - applied,
+        ),
+        (
+            "colony_cluster_live_nodes",
+            "gauge",
+            "Nodes heard from in the last 3 s, this one included.",
+            cluster.live_nodes(),
+        ),
+    ] {
+        family(text, name, kind, help, &[(String::new(), value)]);
+    }
+    if let Some(relay) = relay {
+        for (name, help, counter) in [
+            (
+                "colony_cluster_relayed_out_total",
+                "Bus messages this node relayed to the other nodes.",
+                &relay.relayed_out,
+            ),
+            (
+                "colony_cluster_relayed_in_total",
+                "Bus messages relayed to this node by the others.",
+                &relay.relayed_in,
+            ),
+            (
+                "colony_cluster_relay_dropped_total",
+                "Bus messages not relayed because the relay's queue was full.",
+                &relay.dropped,
+            ),
+        ] {
+            family(text, name, "counter", help, &single(counter));
+        }
+    }
+}
+
 /// Prometheus text format, version 0.0.4.
 #[utoipa::path(get, path = "/metrics", tag = "node",
     responses((status = 403, body = ErrorBody), (status = 200, description = "Prometheus text format 0.0.4", content_type = "text/plain", body = String)))]
@@ -208,6 +273,9 @@ pub async fn render(
         ),
     ] {
         family(&mut text, name, kind, help, &[(String::new(), value)]);
+    }
+    if let Some(cluster) = &app.shared.cluster {
+        cluster_families(&mut text, cluster, app.shared.relay.as_deref());
     }
     family(
         &mut text,

@@ -141,6 +141,12 @@ pub struct SequencerConfig {
     pub fault_panic_on_justification: Option<String>,
     /// What stamps commands with their time ([`SystemClock`] in a node).
     pub clock: Arc<dyn Clock>,
+    /// Commands are ordered by a cluster's log (see [`replicated`]): from the start
+    /// the decider logs no ticks of its own, and callers' commands are refused until
+    /// a [`Replicator`] is attached. A node that is restarting has things due (its
+    /// leases, reservations) before it has caught up with the log: a tick logged
+    /// here then would take the place of the log's next command.
+    pub replicated: bool,
 }
 
 /// The time commands are stamped with, in Unix milliseconds. Injected, so that the
@@ -183,7 +189,7 @@ pub fn spawn(
             snapshot_seq,
             snapshot_busy: Arc::clone(&snapshot_busy),
             stopped: false,
-            own_ticks: true,
+            own_ticks: !config.replicated,
             fatal: Arc::clone(&fatal),
             clock: Arc::clone(&config.clock),
             fault_panic_on: config

@@ -55,6 +55,11 @@ impl Submitter {
                 })
                 .await;
         }
+        if self.core.config.replicated {
+            return Err(SubmitError::cluster_unavailable(
+                "this node has not caught up with the cluster's log yet; nothing was decided",
+            ));
+        }
         let (reply, answer) = oneshot::channel();
         let mut request = Some(Request::Command {
             actor,

@@ -31,6 +31,7 @@ fn start(decided_sync_within_ms: u64, unsynced_commands_max: usize) -> Running {
         snapshot_every_commands: 100,
         fault_panic_on_justification: None,
         clock: Arc::new(SystemClock),
+        replicated: false,
     })
 }
 
@@ -151,6 +152,7 @@ async fn a_full_queue_answers_overloaded_at_once() {
         snapshot_every_commands: 100,
         fault_panic_on_justification: None,
         clock: Arc::new(SystemClock),
+        replicated: false,
     });
     // Hold the decider: the sequencer thread takes at most one request and a
     // batch, then waits; the queue fills behind it.
@@ -199,6 +201,7 @@ async fn a_panic_while_deciding_fails_the_node_and_records_nothing() {
         snapshot_every_commands: 100,
         fault_panic_on_justification: Some("boom".into()),
         clock: Arc::new(SystemClock),
+        replicated: false,
     });
     let before = tick(&running.submitter, false, "before".into()).await;
     let failed = running
@@ -247,6 +250,7 @@ async fn commands_are_stamped_by_the_injected_clock_and_never_go_back() {
         snapshot_every_commands: 100,
         fault_panic_on_justification: None,
         clock: Arc::clone(&clock) as Arc<dyn Clock>,
+        replicated: false,
     });
     let first = tick(&running.submitter, false, "at 5 s".into()).await;
     assert_eq!(first.at_ms, 5_000);
@@ -347,4 +351,50 @@ async fn with_a_replicator_every_submission_is_proposed_and_applied_as_ordered()
     running.stop().await;
     let (_, state, _) = Store::open(&running.path, StoreOptions::default()).unwrap();
     assert_eq!(state.last_seq, 2, "no tick of the node's own in between");
+}
+
+/// A node of a cluster decides nothing on its own before it has caught up with the
+/// log: a caller's command is refused (nothing decided), and only the log's stamped
+/// commands are applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replicated_node_decides_nothing_of_its_own_before_it_follows_the_log() {
+    let mut running = start_with(SequencerConfig {
+        submit_queue_max: 1_024,
+        batch_commands_max: 64,
+        unsynced_commands_max: 1_024,
+        decided_sync_within_ms: 5,
+        snapshot_every_commands: 100,
+        fault_panic_on_justification: None,
+        clock: Arc::new(SystemClock),
+        replicated: true,
+    });
+    for decided in [false, true] {
+        let refused = if decided {
+            running
+                .submitter
+                .submit_decided(PrincipalId::SYSTEM, "early".into(), CommandBody::Tick)
+                .await
+        } else {
+            running
+                .submitter
+                .submit(PrincipalId::SYSTEM, "early".into(), CommandBody::Tick)
+                .await
+        };
+        assert_eq!(refused.unwrap_err().code, "cluster_unavailable");
+    }
+    let applied = running
+        .submitter
+        .apply_stamped(
+            Stamp {
+                seq: 1,
+                proposed_ms: 5_000,
+            },
+            PrincipalId::SYSTEM,
+            "from the log".into(),
+            CommandBody::Tick,
+        )
+        .await
+        .unwrap();
+    assert_eq!(applied.seq, 1);
+    running.stop().await;
 }

@@ -1,0 +1,303 @@
+//! The edge allowances of a node of a cluster: leases from the kernel.
+//!
+//! Several nodes publish for the same principals at once, so none may spend from
+//! the kernel's balance directly. Each `edge_flush` the node sends one
+//! `LeaseEdge` command (through the cluster's log, like every command): what it spent
+//! since the last one, and the allowances it wants next. The kernel releases its
+//! previous lease, charges what was spent, and reserves the new allowances out of
+//! what is available; the node then spends only from them. Every node's spending
+//! and holding is therefore in the kernel's balances at all times: together the
+//! nodes never spend more than one node alone would have allowed.
+//!
+//! What a node asks for a principal: its fair part of the pool (what is available
+//! plus what all nodes hold, divided by the live nodes), but no more than it seems
+//! to need (four times what it spent in the last round, at least an eighth of its
+//! fair part), so that the rest stays available to the principal's commands and to
+//! the other nodes. A lease runs `LEASE_ROUNDS` rounds; a node that could not renew
+//! it stops spending at its own deadline, before the kernel ends the lease.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use colony_kernel::edge::{EdgeGrant, EdgeLeaseRequest, EDGE_LEASE_TTL_MAX_MS};
+use colony_kernel::{LimitName, PrincipalId, Resource};
+
+use crate::meter::{refresh_one, Meters};
+
+/// A lease holds for this many rounds (`edge_flush`) unless renewed.
+pub const LEASE_ROUNDS: u64 = 5;
+/// Least `io_ops` a node asks for a principal it holds a meter of.
+const IO_OPS_FLOOR: u64 = 64;
+/// Least bytes of `data_creation_bytes` a node asks for.
+const DATA_BYTES_FLOOR: u64 = 64 * 1024;
+
+/// A node's leasing: when its lease lapses, and its rounds.
+#[derive(Debug)]
+pub(crate) struct Leasing {
+    /// The node's own deadline for spending its lease (Unix ms; 0 before the first).
+    until_ms: AtomicU64,
+    /// Woken when a new meter has no allowance: a round is wanted now.
+    pub(crate) wanted: tokio::sync::Notify,
+    /// Counts the leases applied.
+    rounds: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for Leasing {
+    fn default() -> Leasing {
+        Leasing {
+            until_ms: AtomicU64::new(0),
+            wanted: tokio::sync::Notify::new(),
+            rounds: tokio::sync::watch::channel(0).0,
+        }
+    }
+}
+
+impl Leasing {
+    /// Past the node's deadline: nothing may be spent until a new lease.
+    pub(crate) fn lapsed(&self) -> bool {
+        colony_pipeline::sequencer::now_ms() >= self.until_ms.load(Ordering::Relaxed)
+    }
+}
+
+/// What one round asks: the request to log, and the node's deadline if granted.
+pub struct LeaseRound {
+    pub request: EdgeLeaseRequest,
+    pub until_ms: u64,
+}
+
+impl Meters {
+    /// Whether this node's allowances are leases (a cluster).
+    pub fn is_leasing(&self) -> bool {
+        self.leasing.is_some()
+    }
+
+    /// Takes what was spent since the last round and says what to ask for next.
+    /// `period_ms` is the node's `edge_flush`; `nodes` the live nodes of the cluster.
+    pub fn lease_request(&self, node: &str, period_ms: u64, nodes: u64) -> LeaseRound {
+        let now_ms = colony_pipeline::sequencer::now_ms();
+        let ttl_ms = period_ms
+            .saturating_mul(LEASE_ROUNDS)
+            .clamp(1, EDGE_LEASE_TTL_MAX_MS);
+        let usage = self.flush();
+        let spent: HashMap<PrincipalId, (u64, u64)> = usage
+            .iter()
+            .map(|u| (u.principal, (u.io_ops, u.data_bytes)))
+            .collect();
+        let nodes = nodes.max(1);
+        let state = self.state.read().expect("state lock");
+        let mut io_ops = Vec::new();
+        for principal in self.by_principal.lock().expect("meters lock").keys() {
+            let Some(available) = state.available_at(*principal, Resource::IoOps, now_ms) else {
+                continue; // unlimited: no lease needed
+            };
+            let pool = available.saturating_add(state.edge_leased_io_ops(*principal));
+            let fair = pool / nodes;
+            let recent = spent.get(principal).map_or(0, |(ops, _)| *ops);
+            let want = fair.min(recent.saturating_mul(4).max(fair / 8).max(IO_OPS_FLOOR));
+            if want > 0 {
+                io_ops.push((*principal, want));
+            }
+        }
+        io_ops.sort_unstable();
+        let data_bytes = match state.limit_named_at(LimitName::DataCreationBytes, now_ms) {
+            Some(limit) => match limit.spec.hard {
+                // The limit's reserved bytes are the nodes' leases.
+                Some(hard) => {
+                    let fair = hard.saturating_sub(limit.usage) / nodes;
+                    let recent: u64 = spent.values().map(|(_, bytes)| *bytes).sum();
+                    fair.min(recent.saturating_mul(4).max(fair / 8).max(DATA_BYTES_FLOOR))
+                }
+                None => 0,
+            },
+            None => 0,
+        };
+        LeaseRound {
+            request: EdgeLeaseRequest {
+                node: node.to_string(),
+                usage,
+                io_ops,
+                data_bytes,
+                ttl_ms,
+            },
+            until_ms: now_ms.saturating_add(ttl_ms.saturating_sub(period_ms)),
+        }
+    }
+
+    /// The kernel granted a lease: each allowance is what was granted less what was
+    /// spent since the round was asked for (that came out of the previous lease,
+    /// which the kernel has just released).
+    pub fn apply_lease(&self, granted: &[EdgeGrant], data_bytes: u64, until_ms: u64) {
+        let Some(leasing) = &self.leasing else {
+            return;
+        };
+        let now_ms = colony_pipeline::sequencer::now_ms();
+        let granted: HashMap<PrincipalId, u64> =
+            granted.iter().map(|g| (g.principal, g.io_ops)).collect();
+        let state = self.state.read().expect("state lock");
+        for (principal, meter) in self.by_principal.lock().expect("meters lock").iter() {
+            refresh_one(&state, *principal, meter, now_ms, false);
+            let mut io_ops = meter.io_ops.lock().expect("meter lock");
+            if io_ops.left != u64::MAX {
+                io_ops.left = granted
+                    .get(principal)
+                    .copied()
+                    .unwrap_or(0)
+                    .saturating_sub(io_ops.unflushed);
+            }
+        }
+        let unlimited = state
+            .limit_named(LimitName::DataCreationBytes)
+            .is_none_or(|limit| limit.spec.hard.is_none());
+        let mut data = self.data.lock().expect("data meter lock");
+        data.left = if unlimited {
+            u64::MAX
+        } else {
+            data_bytes.saturating_sub(data.unflushed)
+        };
+        drop(data);
+        drop(state);
+        leasing.until_ms.store(until_ms, Ordering::Relaxed);
+        leasing.rounds.send_modify(|rounds| *rounds += 1);
+    }
+
+    /// The meter of `principal`, with an allowance: in a cluster, a new principal's
+    /// waits (at most `within`) for the lease round it asks for, so that its first
+    /// publish is not refused for want of a lease.
+    pub async fn meter_with_lease(
+        &self,
+        principal: PrincipalId,
+        within: std::time::Duration,
+    ) -> std::sync::Arc<crate::meter::Meter> {
+        let meter = self.meter(principal);
+        let Some(leasing) = &self.leasing else {
+            return meter;
+        };
+        let mut rounds = leasing.rounds.subscribe();
+        let deadline = tokio::time::Instant::now() + within;
+        // Two rounds at most: one already under way may not have asked for it.
+        for _ in 0..2 {
+            if meter.io_ops.lock().expect("meter lock").left > 0 && !leasing.lapsed() {
+                break;
+            }
+            leasing.wanted.notify_one();
+            let seen = *rounds.borrow_and_update();
+            let next = rounds.wait_for(|round| *round > seen);
+            if tokio::time::timeout_at(deadline, next).await.is_err() {
+                break;
+            }
+        }
+        meter
+    }
+
+    /// Waits until a round is wanted (a new meter without allowance).
+    pub async fn round_wanted(&self) {
+        match &self.leasing {
+            Some(leasing) => leasing.wanted.notified().await,
+            None => std::future::pending().await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, RwLock};
+
+    use colony_kernel::{Command, CommandBody, Effect, Genesis, PrincipalId, State};
+
+    use super::*;
+
+    fn logged(state: &Arc<RwLock<State>>, body: CommandBody) -> Effect {
+        let mut state = state.write().unwrap();
+        let command = Command::new(
+            state.last_seq + 1,
+            colony_pipeline::sequencer::now_ms().max(state.now_ms),
+            PrincipalId::SYSTEM,
+            "test",
+            body,
+        );
+        state.apply(&command).primary().effect.clone()
+    }
+
+    /// Two nodes lease from one kernel: neither spends before its lease, each
+    /// spends exactly what it was granted, and together no more than the quota.
+    #[test]
+    fn two_nodes_spend_their_leases_and_never_more_than_the_quota() {
+        let state = Arc::new(RwLock::new(State::new()));
+        logged(
+            &state,
+            CommandBody::Genesis(Box::new(Genesis::for_tests([1; 32]))),
+        );
+        let quota = 10_000;
+        let nodes: Vec<Meters> = (0..2).map(|_| Meters::leased(Arc::clone(&state))).collect();
+        let meters: Vec<_> = nodes.iter().map(|m| m.meter(PrincipalId::ADMIN)).collect();
+        assert!(
+            nodes[0].take(&meters[0], "1.1", 1).is_err(),
+            "nothing before the first lease"
+        );
+        let mut spent = 0;
+        for _round in 0..6 {
+            for (node, (meters, meter)) in nodes.iter().zip(&meters).enumerate() {
+                let round = meters.lease_request(&format!("node-{node}"), 1_000, 2);
+                let Effect::EdgeLeased {
+                    granted,
+                    data_bytes_granted,
+                    ..
+                } = logged(&state, CommandBody::LeaseEdge(Box::new(round.request)))
+                else {
+                    panic!("the lease is granted");
+                };
+                meters.apply_lease(&granted, data_bytes_granted, round.until_ms);
+                let grant = granted.first().map_or(0, |g| g.io_ops);
+                for _ in 0..grant {
+                    meters.take(meter, "1.1", 1).unwrap();
+                }
+                spent += grant;
+                assert!(
+                    meters.take(meter, "1.1", 1).is_err(),
+                    "no more than granted"
+                );
+            }
+        }
+        // The last spending is charged by the next round.
+        for (node, meters) in nodes.iter().enumerate() {
+            let mut round = meters.lease_request(&format!("node-{node}"), 1_000, 2);
+            round.request.io_ops.clear();
+            logged(&state, CommandBody::LeaseEdge(Box::new(round.request)));
+        }
+        let state = state.read().unwrap();
+        let balance = state
+            .balances_at(PrincipalId::ADMIN, state.now_ms)
+            .into_iter()
+            .find(|(resource, _)| *resource == Resource::IoOps)
+            .unwrap()
+            .1;
+        assert!(spent > quota / 2, "the leases grew with use: {spent}");
+        assert!(spent <= quota, "{spent} spent of {quota}");
+        assert_eq!(balance.used, spent);
+        assert_eq!(balance.shortfall, 0);
+        state.check_invariants().unwrap();
+    }
+
+    /// A node that could not renew its lease stops spending at its own deadline.
+    #[test]
+    fn a_lapsed_lease_spends_nothing() {
+        let state = Arc::new(RwLock::new(State::new()));
+        logged(
+            &state,
+            CommandBody::Genesis(Box::new(Genesis::for_tests([1; 32]))),
+        );
+        let meters = Meters::leased(Arc::clone(&state));
+        let meter = meters.meter(PrincipalId::ADMIN);
+        let round = meters.lease_request("node-1", 1_000, 1);
+        let Effect::EdgeLeased { granted, .. } =
+            logged(&state, CommandBody::LeaseEdge(Box::new(round.request)))
+        else {
+            panic!("the lease is granted");
+        };
+        meters.apply_lease(&granted, 0, round.until_ms);
+        meters.take(&meter, "1.1", 1).unwrap();
+        let now = colony_pipeline::sequencer::now_ms();
+        meters.apply_lease(&granted, 0, now.saturating_sub(1));
+        assert!(meters.take(&meter, "1.1", 1).is_err());
+    }
+}
