@@ -33,6 +33,7 @@ mod msg;
 pub mod policy;
 pub mod relay;
 pub mod session;
+pub mod stream_replica;
 pub mod streams;
 pub mod subject;
 pub mod ws;

@@ -55,7 +55,7 @@ pub struct Stored {
     pub record: Box<str>,
 }
 
-fn decode(name: &str, seq: u64, record: &[u8]) -> Result<Stored, String> {
+pub(crate) fn decode(name: &str, seq: u64, record: &[u8]) -> Result<Stored, String> {
     let text = std::str::from_utf8(record).map_err(|e| e.to_string())?;
     let parsed: Record = serde_json::from_str(text).map_err(|e| e.to_string())?;
     let parts = MsgParts {
@@ -72,13 +72,13 @@ fn decode(name: &str, seq: u64, record: &[u8]) -> Result<Stored, String> {
     })
 }
 
-struct Inner {
-    spec: StreamSpec,
-    log: SegmentLog,
-    msgs: VecDeque<Arc<Stored>>,
-    bytes: u64,
+pub(crate) struct Inner {
+    pub(crate) spec: StreamSpec,
+    pub(crate) log: SegmentLog,
+    pub(crate) msgs: VecDeque<Arc<Stored>>,
+    pub(crate) bytes: u64,
     /// Sequence number the next message gets.
-    next_seq: u64,
+    pub(crate) next_seq: u64,
 }
 
 impl Inner {
@@ -93,7 +93,7 @@ impl Inner {
     }
 
     /// Drops what retention says must go; deletes segments nobody can read.
-    fn retain(&mut self, now_ms: u64) {
+    pub(crate) fn retain(&mut self, now_ms: u64) {
         let mut evicted = false;
         while let Some(front) = self.msgs.front() {
             let over_msgs = self
@@ -124,7 +124,7 @@ impl Inner {
 /// One stream.
 pub struct Stream {
     pub name: String,
-    inner: Mutex<Inner>,
+    pub(crate) inner: Mutex<Inner>,
     waiters: Mutex<Vec<Weak<Conn>>>,
     deleted: AtomicBool,
 }
@@ -209,7 +209,7 @@ impl Stream {
             .push(Arc::downgrade(conn));
     }
 
-    fn wake(&self) {
+    pub(crate) fn wake(&self) {
         self.waiters
             .lock()
             .expect("waiters lock")
@@ -236,8 +236,10 @@ struct Append {
 
 /// Every stream of a node, and the writer thread.
 pub struct Streams {
-    dir: PathBuf,
-    segment_bytes: u64,
+    pub(crate) dir: PathBuf,
+    pub(crate) segment_bytes: u64,
+    /// In a cluster, where the streams are kept (`stream_replica.rs`).
+    pub(crate) replica: std::sync::OnceLock<Arc<dyn crate::stream_replica::StreamReplica>>,
     by_name: RwLock<BTreeMap<String, Arc<Stream>>>,
     capture: RwLock<Trie<Arc<Stream>>>,
     writer: Mutex<Option<SyncSender<Append>>>,
@@ -267,6 +269,7 @@ impl Streams {
             capture: RwLock::new(Trie::new()),
             writer: Mutex::new(Some(sender)),
             writer_thread: Mutex::new(None),
+            replica: std::sync::OnceLock::new(),
         };
         for spec in specs {
             streams.define(spec)?;
@@ -293,6 +296,9 @@ impl Streams {
             }
             for subject in &spec.subjects {
                 capture.insert(subject, Arc::clone(existing));
+            }
+            if let Some(replica) = self.replica.get().filter(|_| old != spec) {
+                replica.follow(&spec, existing.info().last_seq + 1);
             }
             return Ok(Arc::clone(existing));
         }
@@ -343,6 +349,9 @@ impl Streams {
             capture.insert(subject, Arc::clone(&stream));
         }
         by_name.insert(name, Arc::clone(&stream));
+        if let Some(replica) = self.replica.get() {
+            replica.follow(&spec, next_seq);
+        }
         Ok(stream)
     }
 
@@ -356,6 +365,9 @@ impl Streams {
         let mut capture = self.capture.write().expect("capture lock");
         for subject in &spec.subjects {
             capture.remove(subject, |s| Arc::ptr_eq(s, &stream));
+        }
+        if let Some(replica) = self.replica.get() {
+            replica.forget(name);
         }
         let dir = self.dir.join(name);
         if let Err(error) = std::fs::remove_dir_all(&dir) {
@@ -411,6 +423,9 @@ impl Streams {
             reply_to: parts.reply_to.map(Cow::Borrowed),
         };
         let record = serde_json::to_vec(&record).expect("a record serializes");
+        if let Some(replica) = self.replica.get() {
+            return replica.append(&stream.name, record, reply);
+        }
         let append = Append {
             stream: Arc::clone(stream),
             record,

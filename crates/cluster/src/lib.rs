@@ -27,6 +27,7 @@ pub mod bus_relay;
 mod cluster;
 mod config;
 mod peers;
+pub mod stream_mirror;
 mod ticker;
 mod wire;
 

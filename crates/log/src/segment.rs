@@ -190,6 +190,29 @@ impl SegmentLog {
 
     /// Deletes whole closed segments all of whose records come before `index`
     /// (retention). Returns the number of segment files removed.
+    /// Makes `dir` a new, empty log whose first record will be `first_index` (what
+    /// was in `dir` is deleted): a copy of a log whose start was dropped elsewhere.
+    /// Opens it with `trimmed_start`.
+    pub fn create_at(
+        dir: &Path,
+        options: SegmentOptions,
+        first_index: u64,
+    ) -> Result<SegmentLog, Error> {
+        if dir.exists() {
+            std::fs::remove_dir_all(dir).map_err(Error::io(dir))?;
+        }
+        std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
+        let path = dir.join(segment_name(first_index.max(1)));
+        File::create(&path).map_err(Error::io(&path))?;
+        sync_dir(dir)?;
+        let options = SegmentOptions {
+            trimmed_start: true,
+            ..options
+        };
+        let (log, _) = SegmentLog::open(dir, options, u64::MAX, |_, _| Ok(()))?;
+        Ok(log)
+    }
+
     pub fn remove_segments_before(&mut self, index: u64) -> Result<usize, Error> {
         let doomed: Vec<PathBuf> = {
             let mut metas = self.metas.write().expect("segment metadata lock");

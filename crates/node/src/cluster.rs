@@ -31,3 +31,22 @@ pub(crate) async fn join(
         source: std::io::Error::other(error.to_string()),
     })
 }
+
+/// In a cluster, how often a node opens the streams other nodes defined.
+const STREAMS_RECONCILE_MS: u64 = 250;
+
+/// In a cluster, opens the streams another node defined and closes those it deleted
+/// (the node that decided it does so at once), every `STREAMS_RECONCILE_MS`.
+pub(crate) async fn reconcile_streams(bus: Arc<crate::bus::Bus>, state: Arc<RwLock<State>>) {
+    let mut every = tokio::time::interval(std::time::Duration::from_millis(STREAMS_RECONCILE_MS));
+    loop {
+        every.tick().await;
+        let specs: Vec<_> = state
+            .read()
+            .expect("state lock")
+            .streams()
+            .cloned()
+            .collect();
+        bus.streams.reconcile(&specs);
+    }
+}

@@ -28,6 +28,7 @@ mod artifacts;
 pub mod auth;
 mod cluster;
 mod edge;
+mod edge_flush;
 mod error;
 mod first_start;
 pub mod genesis;

@@ -5,7 +5,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, RwLock};
 
-use colony_kernel::{CommandBody, PrincipalId};
 use colony_log::{RecoveryReport, Store, StoreOptions};
 
 use crate::app::{AppState, Shared};
@@ -215,13 +214,21 @@ impl Node {
             cluster.is_some(),
         );
         event_tap.connect(Arc::clone(&bus) as Arc<dyn sequencer::DecisionSink>);
-        // Before any connection: the bus's publishes reach the other nodes.
+        // Before any connection: the bus's publishes reach the other nodes, and its
+        // durable streams are the cluster's.
         let relay = match &cluster {
-            Some(cluster) => Some(colony_cluster::bus_relay::BusRelay::start(cluster, &bus).await),
+            Some(cluster) => {
+                colony_cluster::stream_mirror::StreamMirror::start(cluster, &bus);
+                tokio::spawn(crate::cluster::reconcile_streams(
+                    Arc::clone(&bus),
+                    Arc::clone(&state),
+                ));
+                Some(colony_cluster::bus_relay::BusRelay::start(cluster, &bus).await)
+            }
             None => None,
         };
         let (stop_edge, edge_stopped) = tokio::sync::watch::channel(false);
-        let edge_flusher = tokio::spawn(edge_flush_loop(
+        let edge_flusher = tokio::spawn(crate::edge_flush::edge_flush_loop(
             Arc::clone(&bus),
             submitter.clone(),
             cluster.clone(),
@@ -462,97 +469,6 @@ impl Node {
         let sequencer = self.sequencer;
         let _ = tokio::task::spawn_blocking(move || sequencer.join()).await;
         Ok(())
-    }
-}
-
-/// Charges the bus's edge usage to the kernel every `edge_flush_ms`, then refreshes
-/// the allowances from the new balances; once more when stopping. In a cluster each
-/// round renews the node's lease instead (`colony_bus::lease`), and a round also
-/// runs when a new principal needs an allowance.
-async fn edge_flush_loop(
-    bus: Arc<crate::bus::Bus>,
-    submitter: Submitter,
-    cluster: Option<colony_cluster::Cluster>,
-    mut stopped: tokio::sync::watch::Receiver<bool>,
-) {
-    let period = std::time::Duration::from_millis(bus.config.edge_flush_ms);
-    let mut next = tokio::time::Instant::now();
-    loop {
-        let stopping = tokio::select! {
-            _ = tokio::time::sleep_until(next) => false,
-            _ = bus.meters.round_wanted() => false,
-            _ = stopped.changed() => true,
-        };
-        next = tokio::time::Instant::now() + period;
-        match &cluster {
-            Some(cluster) => lease_round(&bus, &submitter, cluster, stopping).await,
-            None => charge_round(&bus, &submitter).await,
-        }
-        if stopping {
-            break;
-        }
-    }
-}
-
-/// One node alone: charges what was spent, and the allowances follow the balances.
-async fn charge_round(bus: &crate::bus::Bus, submitter: &Submitter) {
-    let usage = bus.meters.flush();
-    if !usage.is_empty() {
-        let result = submitter
-            .submit(
-                PrincipalId::SYSTEM,
-                "bus publishes let through at the edge since the last report".into(),
-                CommandBody::ChargeEdge { usage },
-            )
-            .await;
-        if let Err(error) = result {
-            tracing::warn!("cannot charge edge usage: {}", error.message);
-        }
-    }
-    bus.meters.refresh(sequencer::now_ms());
-}
-
-/// A node of a cluster: charges what was spent and renews the node's lease (when
-/// stopping, asks for nothing more, so that the others get it at once).
-async fn lease_round(
-    bus: &crate::bus::Bus,
-    submitter: &Submitter,
-    cluster: &colony_cluster::Cluster,
-    stopping: bool,
-) {
-    let mut round = bus.meters.lease_request(
-        cluster.node_name(),
-        bus.config.edge_flush_ms,
-        cluster.live_nodes(),
-    );
-    if stopping {
-        round.request.io_ops.clear();
-        round.request.data_bytes = 0;
-    }
-    let result = submitter
-        .submit(
-            PrincipalId::SYSTEM,
-            "bus publishes let through at the edge since the last round; the node's lease renewed"
-                .into(),
-            CommandBody::LeaseEdge(Box::new(round.request)),
-        )
-        .await;
-    match result {
-        Ok(outcome) => match &outcome.primary.effect {
-            colony_kernel::Effect::EdgeLeased {
-                granted,
-                data_bytes_granted,
-                ..
-            } => bus
-                .meters
-                .apply_lease(granted, *data_bytes_granted, round.until_ms),
-            _ => tracing::warn!(
-                "the node's edge lease was refused: {:?}",
-                outcome.primary.reason
-            ),
-        },
-        // The previous lease holds until its deadline; past it nothing is spent.
-        Err(error) => tracing::warn!("cannot renew the node's edge lease: {}", error.message),
     }
 }
 

@@ -255,6 +255,37 @@ async fn publishes_hold_to_the_quota(
     }
 }
 
+/// The first `count` messages of stream `name` read through a bus connection to
+/// `url`: their numbers and data.
+async fn stream_read(url: &str, token: &str, name: &str, count: usize) -> Vec<(u64, String)> {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::{client::IntoClientRequest, Message};
+    let mut request = format!("{}/v1/bus", url.replacen("http", "ws", 1))
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let sub = json!({"op": "sub", "sid": "s", "subject": ">", "stream": name, "from_seq": 1});
+    ws.send(Message::text(sub.to_string())).await.unwrap();
+    let mut read = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while read.len() < count {
+        let frame = tokio::time::timeout_at(deadline, ws.next())
+            .await
+            .unwrap_or_else(|_| panic!("{url}: only {read:?} of stream {name}"))
+            .unwrap()
+            .unwrap();
+        let Message::Text(text) = frame else { continue };
+        let frame: Value = serde_json::from_str(&text).unwrap();
+        if frame["op"] == "msg" {
+            read.push((frame["seq"].as_u64().unwrap(), frame["data"].to_string()));
+        }
+    }
+    read
+}
+
 /// `colony bus sub ARGS` against a node, its lines gathered as they come.
 struct Subscriber {
     child: Child,
@@ -545,6 +576,53 @@ async fn three_nodes_on_jetstream_keep_one_log_exact_limits_and_lose_nothing() {
     drop(members);
     drop(plain);
 
+    // A durable stream is the cluster's: defined on node-1, it captures what is
+    // published on every node, in one order, and a consumer on any node reads it all.
+    let defined = http
+        .post(format!("{}/v1/streams", urls[0]))
+        .bearer_auth(&token)
+        .json(&json!({"name": "orders", "subjects": ["orders.>"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(defined.status(), reqwest::StatusCode::CREATED);
+    for url in &urls {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !http
+            .get(format!("{url}/v1/streams/orders"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .is_success()
+        {
+            assert!(Instant::now() < deadline, "{url} never opened the stream");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    for (i, url) in urls.iter().enumerate() {
+        bus_pub(url, &token, &format!("orders.n{i}"), &i.to_string());
+    }
+    until_all(&http, &urls, &token, "/v1/streams/orders", |info| {
+        info["stream"]["last_seq"] == 3 && info["stream"]["messages"] == 3
+    })
+    .await;
+    let read: Vec<Vec<(u64, String)>> = {
+        let mut read = Vec::new();
+        for url in &urls {
+            read.push(stream_read(url, &token, "orders", 3).await);
+        }
+        read
+    };
+    assert!(
+        read.iter().all(|r| *r == read[0]),
+        "one order on every node: {read:?}"
+    );
+    let mut values: Vec<&String> = read[0].iter().map(|(_, value)| value).collect();
+    values.sort();
+    assert_eq!(values, ["0", "1", "2"], "{read:?}");
+
     // Junk on the command subject (from anything with access to NATS) is decided as
     // a tick on every node alike, so the numbers stay aligned.
     publish_raw(
@@ -594,6 +672,9 @@ async fn three_nodes_on_jetstream_keep_one_log_exact_limits_and_lose_nothing() {
     }
     let acknowledged = acknowledged.lock().unwrap().clone();
 
+    // While node-2 is down the durable stream gets one more message.
+    bus_pub(&urls[0], &token, "orders.late", "\"late\"");
+
     // node-2 comes back on its own data and catches up from the stream.
     let (child, url) = start_node(data[1].path(), config.path(), &servers, "node-2");
     nodes[1] = Some(child);
@@ -605,6 +686,13 @@ async fn three_nodes_on_jetstream_keep_one_log_exact_limits_and_lose_nothing() {
         view["applied_seq"].as_u64() >= Some(last)
     })
     .await;
+    // ...and its copy of the durable stream catches up too.
+    until_all(&http, &urls, &token, "/v1/streams/orders", |info| {
+        info["stream"]["last_seq"] == 4
+    })
+    .await;
+    let late = stream_read(&urls[1], &token, "orders", 4).await;
+    assert_eq!(late[3], (4, "\"late\"".to_string()), "{late:?}");
 
     // No acknowledged commit is missing on any node, and the ledger agrees.
     let mut commits_at = Vec::new();

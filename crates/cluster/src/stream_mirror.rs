@@ -1,0 +1,252 @@
+//! The bus's durable streams kept in JetStream (see `colony_bus::stream_replica`).
+//!
+//! Each Colony stream `NAME` is the JetStream stream `<stream>_S_NAME` (file
+//! storage, the cluster's replicas, the same limits of messages, bytes and age) on
+//! the subject `colony.streams.<stream>.NAME`. A message captured on any node is
+//! published there, in the order captured on that node; its publisher is told the
+//! number JetStream gave it once a quorum holds it. Every node follows each stream
+//! with an ordered consumer from the number after its own last and stores what comes
+//! under the same number, so all nodes hold the same stream.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use async_nats::jetstream;
+use async_nats::jetstream::consumer::{pull::OrderedConfig, DeliverPolicy};
+use colony_bus::stream_replica::StreamReplica;
+use colony_bus::{Bus, Conn};
+use colony_kernel::streams::StreamSpec;
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
+
+use crate::cluster::{Cluster, Inner};
+
+/// Captured messages waiting to be sent to JetStream, at most; past it a publish is
+/// refused (`backpressure`), never waited for.
+pub const STREAM_APPEND_QUEUE_MAX: usize = 65_536;
+/// A pull waits at most this long on the server.
+const PULL_EXPIRES_MAX: Duration = Duration::from_secs(2);
+/// The longest wait before following a stream again after losing it.
+const RETRY_MAX: Duration = Duration::from_secs(2);
+
+/// One captured message on its way to JetStream.
+struct Outgoing {
+    stream: String,
+    record: Vec<u8>,
+    reply: Option<(Arc<Conn>, String)>,
+}
+
+/// A node's copy of the cluster's streams.
+pub struct StreamMirror {
+    inner: Arc<Inner>,
+    bus: Weak<Bus>,
+    outbound: mpsc::Sender<Outgoing>,
+    /// The task following each stream.
+    followers: Mutex<HashMap<String, tokio::task::JoinHandle<()>>>,
+}
+
+impl StreamMirror {
+    /// Keeps `bus`'s streams in the cluster's JetStream from now on.
+    pub fn start(cluster: &Cluster, bus: &Arc<Bus>) -> Arc<StreamMirror> {
+        let (outbound, queued) = mpsc::channel(STREAM_APPEND_QUEUE_MAX);
+        let mirror = Arc::new(StreamMirror {
+            inner: Arc::clone(&cluster.inner),
+            bus: Arc::downgrade(bus),
+            outbound,
+            followers: Mutex::new(HashMap::new()),
+        });
+        tokio::spawn(send_loop(Arc::clone(&mirror.inner), queued));
+        bus.streams
+            .replicate_through(Arc::clone(&mirror) as Arc<dyn StreamReplica>);
+        mirror
+    }
+}
+
+fn js_name(inner: &Inner, stream: &str) -> String {
+    format!("{}_S_{stream}", inner.config.stream)
+}
+
+fn js_subject(inner: &Inner, stream: &str) -> String {
+    format!("colony.streams.{}.{stream}", inner.config.stream)
+}
+
+/// Publishes captured messages in order; answers each publisher when acknowledged.
+async fn send_loop(inner: Arc<Inner>, mut queued: mpsc::Receiver<Outgoing>) {
+    while let Some(out) = queued.recv().await {
+        let sent = inner
+            .jetstream
+            .publish(js_subject(&inner, &out.stream), out.record.into())
+            .await;
+        let stream = out.stream;
+        let reply = out.reply;
+        match sent {
+            Ok(ack) => {
+                // Acknowledgements are awaited aside: the next publish goes out at once.
+                tokio::spawn(async move {
+                    let answer = match ack.await {
+                        Ok(ack) => serde_json::json!({
+                            "op": "ok", "stream": stream, "seq": ack.sequence,
+                        }),
+                        Err(error) => refused(&stream, &error.to_string()),
+                    };
+                    answer_publisher(reply, answer);
+                });
+            }
+            Err(error) => answer_publisher(reply, refused(&stream, &error.to_string())),
+        }
+    }
+}
+
+fn refused(stream: &str, error: &str) -> serde_json::Value {
+    serde_json::json!({"op": "err", "error": {
+        "code": "cluster_unavailable",
+        "message": format!("the cluster's copy of stream {stream} did not take the message ({error}); it may still be stored"),
+    }})
+}
+
+fn answer_publisher(reply: Option<(Arc<Conn>, String)>, mut answer: serde_json::Value) {
+    if let Some((conn, id)) = reply {
+        answer["id"] = serde_json::from_str(&id).unwrap_or(serde_json::Value::Null);
+        conn.push_json(&answer);
+    }
+}
+
+impl StreamReplica for StreamMirror {
+    fn append(
+        &self,
+        stream: &str,
+        record: Vec<u8>,
+        reply: Option<(Arc<Conn>, String)>,
+    ) -> Result<(), String> {
+        if !self.inner.connected() {
+            return Err(format!(
+                "stream {stream} is kept by the cluster, and this node has lost its connection to it; retry shortly"
+            ));
+        }
+        self.outbound
+            .try_send(Outgoing {
+                stream: stream.to_string(),
+                record,
+                reply,
+            })
+            .map_err(|_| {
+                format!(
+                    "stream {stream} cannot keep up: the cluster's queue is full; retry shortly"
+                )
+            })
+    }
+
+    fn follow(&self, spec: &StreamSpec, next_seq: u64) {
+        let task = tokio::spawn(follow(
+            Arc::clone(&self.inner),
+            self.bus.clone(),
+            spec.clone(),
+            next_seq,
+        ));
+        if let Some(old) = self
+            .followers
+            .lock()
+            .expect("followers lock")
+            .insert(spec.name.clone(), task)
+        {
+            old.abort();
+        }
+    }
+
+    fn forget(&self, name: &str) {
+        if let Some(task) = self.followers.lock().expect("followers lock").remove(name) {
+            task.abort();
+        }
+        let inner = Arc::clone(&self.inner);
+        let name = js_name(&inner, name);
+        tokio::spawn(async move {
+            // Every node does it; all but the first find it gone.
+            let _ = inner.jetstream.delete_stream(&name).await;
+        });
+    }
+}
+
+/// Creates the stream in JetStream when missing, then copies it here from
+/// `next_seq` on, for as long as the node runs (again after a lost connection).
+async fn follow(inner: Arc<Inner>, bus: Weak<Bus>, spec: StreamSpec, mut next: u64) {
+    let mut retry = Duration::from_millis(100);
+    while !inner.stopping.load(Ordering::Acquire) {
+        let before = next;
+        match follow_once(&inner, &bus, &spec, &mut next).await {
+            Ok(()) => return,
+            Err(message) => {
+                if next > before {
+                    retry = Duration::from_millis(100);
+                }
+                tracing::warn!(stream = %spec.name, next, "copying the cluster's stream: {message}; again in {retry:?}");
+                tokio::time::sleep(retry).await;
+                retry = (retry * 2).min(RETRY_MAX);
+            }
+        }
+    }
+}
+
+async fn follow_once(
+    inner: &Inner,
+    bus: &Weak<Bus>,
+    spec: &StreamSpec,
+    next: &mut u64,
+) -> Result<(), String> {
+    let config = jetstream::stream::Config {
+        name: js_name(inner, &spec.name),
+        subjects: vec![js_subject(inner, &spec.name)],
+        storage: jetstream::stream::StorageType::File,
+        num_replicas: inner.config.replicas,
+        max_messages: spec
+            .max_msgs
+            .map_or(-1, |max| max.min(i64::MAX as u64) as i64),
+        max_bytes: spec
+            .max_bytes
+            .map_or(-1, |max| max.min(i64::MAX as u64) as i64),
+        max_age: spec
+            .max_age_ms
+            .map_or(Duration::ZERO, Duration::from_millis),
+        description: Some(format!("Colony's durable bus stream {}", spec.name)),
+        ..Default::default()
+    };
+    let stream = match inner.jetstream.get_or_create_stream(config.clone()).await {
+        Ok(stream) => stream,
+        Err(error) => return Err(error.to_string()),
+    };
+    // A definition changed since the stream was made: its limits follow.
+    let _ = inner.jetstream.update_stream(config).await;
+    let consumer = stream
+        .create_consumer(OrderedConfig {
+            deliver_policy: DeliverPolicy::ByStartSequence {
+                start_sequence: *next,
+            },
+            max_expires: PULL_EXPIRES_MAX,
+            ..Default::default()
+        })
+        .await
+        .map_err(|error| error.to_string())?;
+    let mut messages = consumer
+        .messages()
+        .await
+        .map_err(|error| error.to_string())?;
+    while let Some(message) = messages.next().await {
+        if inner.stopping.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let message = message.map_err(|error| error.to_string())?;
+        let seq = message
+            .info()
+            .map_err(|error| error.to_string())?
+            .stream_sequence;
+        let Some(bus) = bus.upgrade() else {
+            return Ok(());
+        };
+        bus.streams
+            .store_replicated(&spec.name, seq, &message.payload)
+            .map_err(|error| format!("cannot store message {seq}: {error}"))?;
+        *next = seq + 1;
+    }
+    Err("the stream's consumer ended".into())
+}
