@@ -5,7 +5,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::consumer::{pull::OrderedConfig, DeliverPolicy};
 use colony_kernel::{CommandBody, PrincipalId};
 use colony_pipeline::{Stamp, Submitter};
 use futures_util::StreamExt;
@@ -13,10 +12,6 @@ use futures_util::StreamExt;
 use crate::cluster::Inner;
 use crate::wire::Envelope;
 
-/// A pull for new commands waits at most this long on the server.
-const PULL_EXPIRES_MAX: Duration = Duration::from_secs(2);
-/// The longest wait before following the stream again after losing it.
-const RETRY_MAX: Duration = Duration::from_secs(2);
 /// A consumer that delivered nothing for this long while the stream is known to hold
 /// more is given up and made anew. The library recreates a consumer it lost by itself,
 /// but after a NATS server dies its retries back off to 10 s each, and the node's
@@ -26,26 +21,15 @@ const STALLED_AFTER: Duration = Duration::from_secs(3);
 
 /// Applies the stream from `next` on, for as long as the node runs; after a lost
 /// connection it starts again after the last command applied.
-pub(crate) async fn follow(inner: Arc<Inner>, submitter: Submitter, mut next: u64) {
-    let mut retry = Duration::from_millis(100);
-    while !inner.stopping.load(Ordering::Acquire) {
-        let before = next;
-        match follow_once(&inner, &submitter, &mut next).await {
-            Ok(()) => return,
-            Err(message) => {
-                if next > before {
-                    retry = Duration::from_millis(100);
-                }
-                tracing::warn!(
-                    node = %inner.config.node_name,
-                    next,
-                    "following the cluster's log: {message}; again in {retry:?}"
-                );
-                tokio::time::sleep(retry).await;
-                retry = (retry * 2).min(RETRY_MAX);
-            }
+pub(crate) async fn follow(inner: Arc<Inner>, submitter: Submitter, next: u64) {
+    crate::follow::keep_following(&inner, "following the cluster's log", next, |mut next| {
+        let (inner, submitter) = (Arc::clone(&inner), submitter.clone());
+        async move {
+            let ended = follow_once(&inner, &submitter, &mut next).await;
+            (next, ended)
         }
-    }
+    })
+    .await;
 }
 
 /// One ordered consumer from `next`: `Ok` when the node stops, `Err` when the
@@ -56,23 +40,9 @@ async fn follow_once(inner: &Inner, submitter: &Submitter, next: &mut u64) -> Re
         .get_stream(&inner.config.stream)
         .await
         .map_err(|error| error.to_string())?;
-    let consumer = stream
-        .create_consumer(OrderedConfig {
-            deliver_policy: DeliverPolicy::ByStartSequence {
-                start_sequence: *next,
-            },
-            filter_subject: inner.config.commands_subject(),
-            // Short pulls: after the server this node talks to dies, the consumer
-            // notices within seconds, not the default 30.
-            max_expires: PULL_EXPIRES_MAX,
-            ..Default::default()
-        })
-        .await
-        .map_err(|error| error.to_string())?;
-    let mut messages = consumer
-        .messages()
-        .await
-        .map_err(|error| error.to_string())?;
+    let mut messages =
+        crate::follow::ordered_messages(&stream, Some(inner.config.commands_subject()), *next)
+            .await?;
     loop {
         let message = match tokio::time::timeout(STALLED_AFTER, messages.next()).await {
             Ok(Some(message)) => message,
@@ -92,11 +62,7 @@ async fn follow_once(inner: &Inner, submitter: &Submitter, next: &mut u64) -> Re
         if inner.stopping.load(Ordering::Acquire) {
             return Ok(());
         }
-        let message = message.map_err(|error| error.to_string())?;
-        let seq = message
-            .info()
-            .map_err(|error| error.to_string())?
-            .stream_sequence;
+        let (message, seq) = crate::follow::numbered(message)?;
         if seq < *next {
             continue; // delivered again after a reconnect: applied already
         }

@@ -26,6 +26,7 @@ mod applier;
 pub mod bus_relay;
 mod cluster;
 mod config;
+mod follow;
 mod peers;
 pub mod stream_mirror;
 mod ticker;

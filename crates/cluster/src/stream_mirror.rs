@@ -14,7 +14,6 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use async_nats::jetstream;
-use async_nats::jetstream::consumer::{pull::OrderedConfig, DeliverPolicy};
 use colony_bus::stream_replica::StreamReplica;
 use colony_bus::{Bus, Conn};
 use colony_kernel::streams::StreamSpec;
@@ -26,10 +25,6 @@ use crate::cluster::{Cluster, Inner};
 /// Captured messages waiting to be sent to JetStream, at most; past it a publish is
 /// refused (`backpressure`), never waited for.
 pub const STREAM_APPEND_QUEUE_MAX: usize = 65_536;
-/// A pull waits at most this long on the server.
-const PULL_EXPIRES_MAX: Duration = Duration::from_secs(2);
-/// The longest wait before following a stream again after losing it.
-const RETRY_MAX: Duration = Duration::from_secs(2);
 
 /// One captured message on its way to JetStream.
 struct Outgoing {
@@ -170,22 +165,16 @@ impl StreamReplica for StreamMirror {
 
 /// Creates the stream in JetStream when missing, then copies it here from
 /// `next_seq` on, for as long as the node runs (again after a lost connection).
-async fn follow(inner: Arc<Inner>, bus: Weak<Bus>, spec: StreamSpec, mut next: u64) {
-    let mut retry = Duration::from_millis(100);
-    while !inner.stopping.load(Ordering::Acquire) {
-        let before = next;
-        match follow_once(&inner, &bus, &spec, &mut next).await {
-            Ok(()) => return,
-            Err(message) => {
-                if next > before {
-                    retry = Duration::from_millis(100);
-                }
-                tracing::warn!(stream = %spec.name, next, "copying the cluster's stream: {message}; again in {retry:?}");
-                tokio::time::sleep(retry).await;
-                retry = (retry * 2).min(RETRY_MAX);
-            }
+async fn follow(inner: Arc<Inner>, bus: Weak<Bus>, spec: StreamSpec, next: u64) {
+    let what = format!("copying the cluster's stream {}", spec.name);
+    crate::follow::keep_following(&Arc::clone(&inner), &what, next, |mut next| {
+        let (inner, bus, spec) = (Arc::clone(&inner), bus.clone(), spec.clone());
+        async move {
+            let ended = follow_once(&inner, &bus, &spec, &mut next).await;
+            (next, ended)
         }
-    }
+    })
+    .await;
 }
 
 async fn follow_once(
@@ -217,29 +206,12 @@ async fn follow_once(
     };
     // A definition changed since the stream was made: its limits follow.
     let _ = inner.jetstream.update_stream(config).await;
-    let consumer = stream
-        .create_consumer(OrderedConfig {
-            deliver_policy: DeliverPolicy::ByStartSequence {
-                start_sequence: *next,
-            },
-            max_expires: PULL_EXPIRES_MAX,
-            ..Default::default()
-        })
-        .await
-        .map_err(|error| error.to_string())?;
-    let mut messages = consumer
-        .messages()
-        .await
-        .map_err(|error| error.to_string())?;
+    let mut messages = crate::follow::ordered_messages(&stream, None, *next).await?;
     while let Some(message) = messages.next().await {
         if inner.stopping.load(Ordering::Acquire) {
             return Ok(());
         }
-        let message = message.map_err(|error| error.to_string())?;
-        let seq = message
-            .info()
-            .map_err(|error| error.to_string())?
-            .stream_sequence;
+        let (message, seq) = crate::follow::numbered(message)?;
         let Some(bus) = bus.upgrade() else {
             return Ok(());
         };

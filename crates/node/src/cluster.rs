@@ -41,12 +41,7 @@ pub(crate) async fn reconcile_streams(bus: Arc<crate::bus::Bus>, state: Arc<RwLo
     let mut every = tokio::time::interval(std::time::Duration::from_millis(STREAMS_RECONCILE_MS));
     loop {
         every.tick().await;
-        let specs: Vec<_> = state
-            .read()
-            .expect("state lock")
-            .streams()
-            .cloned()
-            .collect();
+        let specs = state.read().expect("state lock").stream_specs();
         bus.streams.reconcile(&specs);
     }
 }

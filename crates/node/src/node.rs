@@ -195,12 +195,7 @@ impl Node {
             Some(bus) => bus,
             None => crate::bus::BusConfig::load(&config.config_dir)?,
         };
-        let specs: Vec<_> = state
-            .read()
-            .expect("state lock")
-            .streams()
-            .cloned()
-            .collect();
+        let specs = state.read().expect("state lock").stream_specs();
         let streams = crate::bus::streams::Streams::open(&config.data_dir, &bus_config, specs)
             .map_err(|error| NodeError::Io {
                 context: "opening bus streams".into(),

@@ -53,11 +53,7 @@ impl State {
     }
 
     fn charge_usage(&mut self, fx: &mut Effects, usage: &[EdgeUsage]) -> Charged {
-        let window_ms = self
-            .quotas
-            .as_ref()
-            .expect("genesis applied")
-            .window_ms(Resource::IoOps);
+        let window_ms = self.quota_window_ms(Resource::IoOps);
         let now_ms = self.now_ms;
         let mut charged = Charged {
             principals: 0,
@@ -124,11 +120,7 @@ impl State {
         }
         self.end_edge_lease(&request.node);
         let charged = self.charge_usage(fx, &request.usage);
-        let window_ms = self
-            .quotas
-            .as_ref()
-            .expect("genesis applied")
-            .window_ms(Resource::IoOps);
+        let window_ms = self.quota_window_ms(Resource::IoOps);
         let now_ms = self.now_ms;
         let mut lease = NodeLease {
             expires_at_ms: now_ms.saturating_add(request.ttl_ms),

@@ -11,6 +11,11 @@ impl State {
         self.streams.get(name)
     }
 
+    /// Every stream's definition, owned (for a node to open them).
+    pub fn stream_specs(&self) -> Vec<StreamSpec> {
+        self.streams.values().cloned().collect()
+    }
+
     pub fn streams(&self) -> impl Iterator<Item = &StreamSpec> {
         self.streams.values()
     }

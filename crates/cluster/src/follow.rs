@@ -1,0 +1,78 @@
+//! What following a JetStream stream takes, for the command log and the bus's
+//! streams alike: an ordered consumer from a number on, made again (after a short,
+//! growing wait) whenever it is lost, until the node stops.
+
+use std::future::Future;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::pull::{Ordered, OrderedConfig};
+use async_nats::jetstream::consumer::DeliverPolicy;
+use async_nats::jetstream::stream::Stream;
+
+use crate::cluster::Inner;
+
+/// A pull waits at most this long on the server: after the server a node talks to
+/// dies, its consumer notices within seconds, not the default 30.
+const PULL_EXPIRES_MAX: Duration = Duration::from_secs(2);
+/// The first wait before following again after losing a consumer.
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+/// The longest wait before following again.
+const RETRY_MAX: Duration = Duration::from_secs(2);
+
+/// The messages of `stream` (on `filter`, when given) from number `start` on, in order.
+pub(crate) async fn ordered_messages(
+    stream: &Stream,
+    filter: Option<String>,
+    start: u64,
+) -> Result<Ordered, String> {
+    stream
+        .create_consumer(OrderedConfig {
+            deliver_policy: DeliverPolicy::ByStartSequence {
+                start_sequence: start,
+            },
+            filter_subject: filter.unwrap_or_default(),
+            max_expires: PULL_EXPIRES_MAX,
+            ..Default::default()
+        })
+        .await
+        .map_err(|error| error.to_string())?
+        .messages()
+        .await
+        .map_err(|error| error.to_string())
+}
+
+/// Runs `once(next)` until it ends well or the node stops. `once` answers the
+/// number it got to and how it ended; after a failure it runs again from there,
+/// after a wait that doubles up to `RETRY_MAX` (and starts over after progress).
+pub(crate) async fn keep_following<F, Fut>(inner: &Inner, what: &str, mut next: u64, mut once: F)
+where
+    F: FnMut(u64) -> Fut,
+    Fut: Future<Output = (u64, Result<(), String>)>,
+{
+    let mut retry = RETRY_FIRST;
+    while !inner.stopping.load(Ordering::Acquire) {
+        let before = next;
+        let (reached, ended) = once(next).await;
+        next = reached;
+        let Err(message) = ended else { return };
+        if next > before {
+            retry = RETRY_FIRST;
+        }
+        tracing::warn!(node = %inner.config.node_name, next, "{what}: {message}; again in {retry:?}");
+        tokio::time::sleep(retry).await;
+        retry = (retry * 2).min(RETRY_MAX);
+    }
+}
+
+/// A message the consumer delivered, with its number in the stream.
+pub(crate) fn numbered<E: std::fmt::Display>(
+    message: Result<async_nats::jetstream::Message, E>,
+) -> Result<(async_nats::jetstream::Message, u64), String> {
+    let message = message.map_err(|error| error.to_string())?;
+    let seq = message
+        .info()
+        .map_err(|error| error.to_string())?
+        .stream_sequence;
+    Ok((message, seq))
+}
