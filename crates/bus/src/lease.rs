@@ -40,6 +40,8 @@ pub(crate) struct Leasing {
     pub(crate) wanted: tokio::sync::Notify,
     /// Counts the leases applied.
     rounds: tokio::sync::watch::Sender<u64>,
+    /// Whether the last lease granted anything (to be released when no longer wanted).
+    holds: std::sync::atomic::AtomicBool,
 }
 
 impl Default for Leasing {
@@ -48,6 +50,7 @@ impl Default for Leasing {
             until_ms: AtomicU64::new(0),
             wanted: tokio::sync::Notify::new(),
             rounds: tokio::sync::watch::channel(0).0,
+            holds: std::sync::atomic::AtomicBool::new(false),
         }
     }
 }
@@ -63,6 +66,8 @@ impl Leasing {
 pub struct LeaseRound {
     pub request: EdgeLeaseRequest,
     pub until_ms: u64,
+    /// Nothing to charge, nothing held, nothing wanted: the round need not be logged.
+    pub idle: bool,
 }
 
 impl Meters {
@@ -79,6 +84,12 @@ impl Meters {
             .saturating_mul(LEASE_ROUNDS)
             .clamp(1, EDGE_LEASE_TTL_MAX_MS);
         let usage = self.flush();
+        // A meter nobody holds any more (its connections closed) and with nothing
+        // unspent is dropped: an idle node stops asking for leases.
+        self.by_principal
+            .lock()
+            .expect("meters lock")
+            .retain(|_, meter| std::sync::Arc::strong_count(meter) > 1);
         let spent: HashMap<PrincipalId, (u64, u64)> = usage
             .iter()
             .map(|u| (u.principal, (u.io_ops, u.data_bytes)))
@@ -99,7 +110,9 @@ impl Meters {
             }
         }
         io_ops.sort_unstable();
+        let metered = !self.by_principal.lock().expect("meters lock").is_empty();
         let data_bytes = match state.limit_named_at(LimitName::DataCreationBytes, now_ms) {
+            _ if !metered => 0,
             Some(limit) => match limit.spec.hard {
                 // The limit's reserved bytes are the nodes' leases.
                 Some(hard) => {
@@ -111,7 +124,12 @@ impl Meters {
             },
             None => 0,
         };
+        let holds = self
+            .leasing
+            .as_ref()
+            .is_some_and(|leasing| leasing.holds.load(Ordering::Relaxed));
         LeaseRound {
+            idle: usage.is_empty() && io_ops.is_empty() && data_bytes == 0 && !holds,
             request: EdgeLeaseRequest {
                 node: node.to_string(),
                 usage,
@@ -157,6 +175,9 @@ impl Meters {
         drop(data);
         drop(state);
         leasing.until_ms.store(until_ms, Ordering::Relaxed);
+        leasing
+            .holds
+            .store(!granted.is_empty() || data_bytes > 0, Ordering::Relaxed);
         leasing.rounds.send_modify(|rounds| *rounds += 1);
     }
 
@@ -176,7 +197,9 @@ impl Meters {
         let deadline = tokio::time::Instant::now() + within;
         // Two rounds at most: one already under way may not have asked for it.
         for _ in 0..2 {
-            if meter.io_ops.lock().expect("meter lock").left > 0 && !leasing.lapsed() {
+            let io_ops = meter.io_ops.lock().expect("meter lock").left > 0;
+            let data = self.data.lock().expect("data meter lock").left > 0;
+            if io_ops && data && !leasing.lapsed() {
                 break;
             }
             leasing.wanted.notify_one();

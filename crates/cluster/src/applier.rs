@@ -3,21 +3,14 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
 
 use colony_kernel::{CommandBody, PrincipalId};
 use colony_pipeline::{Stamp, Submitter};
 use futures_util::StreamExt;
 
 use crate::cluster::Inner;
+use crate::follow::STALLED_AFTER;
 use crate::wire::Envelope;
-
-/// A consumer that delivered nothing for this long while the stream is known to hold
-/// more is given up and made anew. The library recreates a consumer it lost by itself,
-/// but after a NATS server dies its retries back off to 10 s each, and the node's
-/// writes wait for them: its own consumer, made again from the last command applied,
-/// is back as soon as JetStream answers.
-const STALLED_AFTER: Duration = Duration::from_secs(3);
 
 /// Applies the stream from `next` on, for as long as the node runs; after a lost
 /// connection it starts again after the last command applied.

@@ -15,6 +15,12 @@ use crate::cluster::Inner;
 /// A pull waits at most this long on the server: after the server a node talks to
 /// dies, its consumer notices within seconds, not the default 30.
 const PULL_EXPIRES_MAX: Duration = Duration::from_secs(2);
+/// A consumer that delivered nothing for this long while the stream is known to hold
+/// more is given up and made anew. The library recreates a consumer it lost by itself,
+/// but after a NATS server dies its retries back off to 10 s each, and the node's
+/// writes wait for them: its own consumer, made again from the last command applied,
+/// is back as soon as JetStream answers.
+pub(crate) const STALLED_AFTER: Duration = Duration::from_secs(3);
 /// The first wait before following again after losing a consumer.
 const RETRY_FIRST: Duration = Duration::from_millis(100);
 /// The longest wait before following again.

@@ -21,6 +21,7 @@ use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
 use crate::cluster::{Cluster, Inner};
+use crate::follow::STALLED_AFTER;
 
 /// Captured messages waiting to be sent to JetStream, at most; past it a publish is
 /// refused (`backpressure`), never waited for.
@@ -207,7 +208,27 @@ async fn follow_once(
     // A definition changed since the stream was made: its limits follow.
     let _ = inner.jetstream.update_stream(config).await;
     let mut messages = crate::follow::ordered_messages(&stream, None, *next).await?;
-    while let Some(message) = messages.next().await {
+    let mut stream = stream;
+    loop {
+        let message = match tokio::time::timeout(STALLED_AFTER, messages.next()).await {
+            Ok(Some(message)) => message,
+            Ok(None) => break,
+            Err(_) => {
+                // Idle, or stalled (see STALLED_AFTER): the stream says which.
+                let last = stream
+                    .info()
+                    .await
+                    .map_err(|error| error.to_string())?
+                    .state
+                    .last_sequence;
+                if last >= *next {
+                    return Err(format!(
+                        "no message for {STALLED_AFTER:?} while the stream holds more"
+                    ));
+                }
+                continue;
+            }
+        };
         if inner.stopping.load(Ordering::Acquire) {
             return Ok(());
         }

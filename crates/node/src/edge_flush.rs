@@ -68,6 +68,9 @@ async fn lease_round(
         bus.config.edge_flush_ms,
         cluster.live_nodes(),
     );
+    if round.idle {
+        return; // nothing spent, held or wanted: nothing to log
+    }
     if stopping {
         round.request.io_ops.clear();
         round.request.data_bytes = 0;
