@@ -195,8 +195,8 @@ impl Meters {
         };
         let mut rounds = leasing.rounds.subscribe();
         let deadline = tokio::time::Instant::now() + within;
-        // Two rounds at most: one already under way may not have asked for it.
-        for _ in 0..2 {
+        // Until one has granted it (one already under way may not have asked for it).
+        loop {
             let io_ops = meter.io_ops.lock().expect("meter lock").left > 0;
             let data = self.data.lock().expect("data meter lock").left > 0;
             if io_ops && data && !leasing.lapsed() {

@@ -53,7 +53,11 @@ impl StreamMirror {
             outbound,
             followers: Mutex::new(HashMap::new()),
         });
-        tokio::spawn(send_loop(Arc::clone(&mirror.inner), queued));
+        tokio::spawn(send_loop(
+            Arc::clone(&mirror.inner),
+            Arc::downgrade(bus),
+            queued,
+        ));
         bus.streams
             .replicate_through(Arc::clone(&mirror) as Arc<dyn StreamReplica>);
         mirror
@@ -68,30 +72,82 @@ fn js_subject(inner: &Inner, stream: &str) -> String {
     format!("colony.streams.{}.{stream}", inner.config.stream)
 }
 
-/// Publishes captured messages in order; answers each publisher when acknowledged.
-async fn send_loop(inner: Arc<Inner>, mut queued: mpsc::Receiver<Outgoing>) {
+/// The JetStream stream that keeps Colony's stream `spec`.
+fn js_config(inner: &Inner, spec: &StreamSpec) -> jetstream::stream::Config {
+    jetstream::stream::Config {
+        name: js_name(inner, &spec.name),
+        subjects: vec![js_subject(inner, &spec.name)],
+        storage: jetstream::stream::StorageType::File,
+        num_replicas: inner.config.replicas,
+        max_messages: spec
+            .max_msgs
+            .map_or(-1, |max| max.min(i64::MAX as u64) as i64),
+        max_bytes: spec
+            .max_bytes
+            .map_or(-1, |max| max.min(i64::MAX as u64) as i64),
+        max_age: spec
+            .max_age_ms
+            .map_or(Duration::ZERO, Duration::from_millis),
+        description: Some(format!("Colony's durable bus stream {}", spec.name)),
+        ..Default::default()
+    }
+}
+
+/// Publishes captured messages in order, one at a time, and answers each publisher
+/// once JetStream acknowledged its message. A stream's JetStream copy is made (if
+/// missing) before its first message: the follower that also makes it may not have
+/// run yet. "No stream found" (a stream just made, or electing a leader after a
+/// server died) means the message was not stored: it is sent again, for up to two
+/// `ack_timeout`s, before the next one, so that the order holds.
+async fn send_loop(inner: Arc<Inner>, bus: Weak<Bus>, mut queued: mpsc::Receiver<Outgoing>) {
+    let mut made = std::collections::HashSet::new();
     while let Some(out) = queued.recv().await {
-        let sent = inner
-            .jetstream
-            .publish(js_subject(&inner, &out.stream), out.record.into())
-            .await;
-        let stream = out.stream;
-        let reply = out.reply;
-        match sent {
-            Ok(ack) => {
-                // Acknowledgements are awaited aside: the next publish goes out at once.
-                tokio::spawn(async move {
-                    let answer = match ack.await {
-                        Ok(ack) => serde_json::json!({
-                            "op": "ok", "stream": stream, "seq": ack.sequence,
-                        }),
-                        Err(error) => refused(&stream, &error.to_string()),
-                    };
-                    answer_publisher(reply, answer);
-                });
+        if !made.contains(&out.stream) {
+            let spec = bus
+                .upgrade()
+                .and_then(|bus| bus.streams.get(&out.stream))
+                .map(|stream| stream.spec());
+            let Some(spec) = spec else {
+                answer_publisher(out.reply, refused(&out.stream, "the stream was deleted"));
+                continue;
+            };
+            if let Err(error) = inner
+                .jetstream
+                .get_or_create_stream(js_config(&inner, &spec))
+                .await
+            {
+                answer_publisher(out.reply, refused(&out.stream, &error.to_string()));
+                continue;
             }
-            Err(error) => answer_publisher(reply, refused(&stream, &error.to_string())),
+            made.insert(out.stream.clone());
         }
+        let subject = js_subject(&inner, &out.stream);
+        let deadline = tokio::time::Instant::now() + inner.config.ack_timeout * 2;
+        let answer = loop {
+            let acked = async {
+                inner
+                    .jetstream
+                    .publish(subject.clone(), out.record.clone().into())
+                    .await?
+                    .await
+            }
+            .await;
+            match acked {
+                Ok(ack) => {
+                    break serde_json::json!({
+                        "op": "ok", "stream": out.stream, "seq": ack.sequence,
+                    })
+                }
+                Err(error)
+                    if error.kind() == jetstream::context::PublishErrorKind::StreamNotFound
+                        && tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                Err(error) => break refused(&out.stream, &error.to_string()),
+            }
+        };
+        answer_publisher(out.reply, answer);
     }
 }
 
@@ -184,23 +240,7 @@ async fn follow_once(
     spec: &StreamSpec,
     next: &mut u64,
 ) -> Result<(), String> {
-    let config = jetstream::stream::Config {
-        name: js_name(inner, &spec.name),
-        subjects: vec![js_subject(inner, &spec.name)],
-        storage: jetstream::stream::StorageType::File,
-        num_replicas: inner.config.replicas,
-        max_messages: spec
-            .max_msgs
-            .map_or(-1, |max| max.min(i64::MAX as u64) as i64),
-        max_bytes: spec
-            .max_bytes
-            .map_or(-1, |max| max.min(i64::MAX as u64) as i64),
-        max_age: spec
-            .max_age_ms
-            .map_or(Duration::ZERO, Duration::from_millis),
-        description: Some(format!("Colony's durable bus stream {}", spec.name)),
-        ..Default::default()
-    };
+    let config = js_config(inner, spec);
     let stream = match inner.jetstream.get_or_create_stream(config.clone()).await {
         Ok(stream) => stream,
         Err(error) => return Err(error.to_string()),
