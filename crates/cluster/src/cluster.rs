@@ -290,6 +290,12 @@ impl Cluster {
         self.inner.stream_last.load(Ordering::Relaxed)
     }
 
+    /// Whether this node does the cluster's node-side watching (alerts, periodic
+    /// reports): the live node whose name sorts first.
+    pub fn watches(&self) -> bool {
+        crate::peers::first_live(&self.inner)
+    }
+
     /// This node's name in the cluster.
     pub fn node_name(&self) -> &str {
         &self.inner.config.node_name

@@ -126,6 +126,22 @@ pub(crate) fn live(inner: &Inner) -> u64 {
     others + 1
 }
 
+/// Whether this node's name sorts first among the live nodes: the one that does the
+/// cluster's node-side watching (alerts, periodic reports); another takes over within
+/// `LIVE_WITHIN_MS` of its going.
+pub(crate) fn first_live(inner: &Inner) -> bool {
+    let now = colony_pipeline::sequencer::now_ms();
+    let me = &inner.config.node_name;
+    !inner
+        .peers
+        .lock()
+        .expect("peers lock")
+        .nodes
+        .values()
+        .filter(|node| now.saturating_sub(node.at_ms) <= LIVE_WITHIN_MS)
+        .any(|node| node.name < *me)
+}
+
 /// This node's view of the cluster.
 pub(crate) async fn view(inner: &Inner) -> ClusterView {
     let info = tokio::time::timeout(inner.config.ack_timeout, refresh_stream_last(inner))

@@ -143,6 +143,9 @@ async fn report_loop(shared: Arc<Shared>, node_url: String) {
     every.tick().await; // the first tick is at once: a report covers a whole window
     loop {
         every.tick().await;
+        if !watches(&shared) {
+            continue;
+        }
         let decided = shared.state.read().expect("state lock").last_seq;
         if !shared.submitter.synced_through(decided).await {
             return;
@@ -178,6 +181,15 @@ async fn report_loop(shared: Arc<Shared>, node_url: String) {
     }
 }
 
+/// In a cluster one node watches (every node would raise the same crossing and
+/// send the same report): the live node whose name sorts first.
+fn watches(shared: &Shared) -> bool {
+    shared
+        .cluster
+        .as_ref()
+        .is_none_or(|cluster| cluster.watches())
+}
+
 async fn check_loop(shared: Arc<Shared>, node_url: String) {
     let app = AppState { shared };
     let every_ms = app.shared.alerts.config.check_every_ms;
@@ -186,12 +198,13 @@ async fn check_loop(shared: Arc<Shared>, node_url: String) {
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         every.tick().await;
-        if !app
-            .shared
-            .state
-            .read()
-            .expect("state lock")
-            .is_initialized()
+        if !watches(&app.shared)
+            || !app
+                .shared
+                .state
+                .read()
+                .expect("state lock")
+                .is_initialized()
         {
             continue;
         }
