@@ -5,11 +5,14 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use colony_kernel::{CommandBody, PrincipalId};
-use colony_pipeline::{Stamp, Submitter};
-use futures_util::StreamExt;
+use colony_pipeline::{Stamp, Stamped, Submitter};
+use futures_util::{FutureExt, StreamExt};
 
 use crate::cluster::Inner;
 use crate::follow::STALLED_AFTER;
+
+/// Most commands of the stream decided as one group.
+const APPLY_BATCH_MAX: usize = 1_024;
 use crate::wire::Envelope;
 
 /// Applies the stream from `next` on, for as long as the node runs; after a lost
@@ -37,7 +40,7 @@ async fn follow_once(inner: &Inner, submitter: &Submitter, next: &mut u64) -> Re
         crate::follow::ordered_messages(&stream, Some(inner.config.commands_subject()), *next)
             .await?;
     loop {
-        let message = match tokio::time::timeout(STALLED_AFTER, messages.next()).await {
+        let first = match tokio::time::timeout(STALLED_AFTER, messages.next()).await {
             Ok(Some(message)) => message,
             Ok(None) => break,
             Err(_) => {
@@ -55,78 +58,107 @@ async fn follow_once(inner: &Inner, submitter: &Submitter, next: &mut u64) -> Re
         if inner.stopping.load(Ordering::Acquire) {
             return Ok(());
         }
-        let (message, seq) = crate::follow::numbered(message)?;
-        if seq < *next {
-            continue; // delivered again after a reconnect: applied already
+        // What else has arrived already is decided with it, as one group.
+        let mut batch = Vec::new();
+        let mut ended = None;
+        let mut expected = *next;
+        let mut message = Some(first);
+        while let Some(delivered) = message.take() {
+            match crate::follow::numbered(delivered) {
+                Ok((message, seq)) if seq >= expected => {
+                    expected = seq + 1;
+                    batch.push(stamped(inner, seq, &message.payload));
+                }
+                Ok(_) => {} // delivered again after a reconnect: applied already
+                Err(error) => {
+                    ended = Some(error);
+                    break;
+                }
+            }
+            if batch.len() >= APPLY_BATCH_MAX {
+                break;
+            }
+            message = messages.next().now_or_never().flatten();
         }
-        tracing::debug!(node = %inner.config.node_name, seq, "applying");
-        let stamp_and_envelope = match Envelope::decode(&message.payload) {
-            Ok(envelope) => (
-                Stamp {
-                    seq,
-                    proposed_ms: envelope.proposed_ms,
-                },
-                Some(envelope),
-            ),
-            Err(_) => (
-                Stamp {
-                    seq,
-                    proposed_ms: 0,
-                },
-                None,
-            ),
-        };
-        apply(inner, submitter, stamp_and_envelope).await?;
-        *next = seq + 1;
-        inner.applied.send_replace(seq);
-        inner.stream_last.fetch_max(seq, Ordering::Relaxed);
+        if !batch.is_empty() {
+            let last = apply(inner, submitter, batch).await?;
+            *next = last + 1;
+            inner.applied.send_replace(last);
+            inner.stream_last.fetch_max(last, Ordering::Relaxed);
+        }
+        if let Some(error) = ended {
+            return Err(error);
+        }
     }
     Err("the stream's consumer ended".into())
 }
 
-/// Decides one command of the stream and answers its caller when it was proposed
-/// here. A message that is not a command (published by something else with access
-/// to the subject) is decided as a tick by the system, the same on every node, so
-/// that the sequence numbers stay aligned with the stream's.
+/// A message of the stream as the pipeline takes it, with the request number of
+/// its caller when it was proposed by this very run of this node. A message that is
+/// not a command is decided as a tick by the system, the same on every node, so that
+/// the sequence numbers stay aligned with the stream's.
+fn stamped(inner: &Inner, seq: u64, payload: &[u8]) -> (Stamped, Option<u64>) {
+    match Envelope::decode(payload) {
+        Ok(envelope) => {
+            let mine = envelope.origin == inner.config.node_name
+                && envelope.incarnation == inner.incarnation;
+            (
+                Stamped {
+                    stamp: Stamp {
+                        seq,
+                        proposed_ms: envelope.proposed_ms,
+                    },
+                    actor: envelope.actor,
+                    justification: envelope.justification,
+                    body: envelope.body,
+                },
+                mine.then_some(envelope.request),
+            )
+        }
+        Err(_) => {
+            tracing::warn!(
+                seq,
+                "the cluster's log holds a message that is not a command; it is decided as a tick"
+            );
+            (
+                Stamped {
+                    stamp: Stamp {
+                        seq,
+                        proposed_ms: 0,
+                    },
+                    actor: PrincipalId::SYSTEM,
+                    justification: "a message in the cluster's log that is not a command: skipped"
+                        .into(),
+                    body: CommandBody::Tick,
+                },
+                None,
+            )
+        }
+    }
+}
+
+/// Decides commands of the stream, in order, and answers their callers where they
+/// were proposed here. The last number decided.
 async fn apply(
     inner: &Inner,
     submitter: &Submitter,
-    (stamp, envelope): (Stamp, Option<Envelope>),
-) -> Result<(), String> {
-    let Some(envelope) = envelope else {
-        tracing::warn!(
-            seq = stamp.seq,
-            "the cluster's log holds a message that is not a command; it is decided as a tick"
-        );
-        submitter
-            .apply_stamped(
-                stamp,
-                PrincipalId::SYSTEM,
-                "a message in the cluster's log that is not a command: skipped".into(),
-                CommandBody::Tick,
-            )
-            .await
-            .map_err(|error| error.message)?;
-        return Ok(());
-    };
-    let mine =
-        envelope.origin == inner.config.node_name && envelope.incarnation == inner.incarnation;
-    let outcome = submitter
-        .apply_stamped(stamp, envelope.actor, envelope.justification, envelope.body)
+    batch: Vec<(Stamped, Option<u64>)>,
+) -> Result<u64, String> {
+    let last = batch.last().map_or(0, |(command, _)| command.stamp.seq);
+    let (commands, requests): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+    let outcomes = submitter
+        .apply_stamped_batch(commands)
         .await
         .map_err(|error| {
             inner.stopping.store(true, Ordering::Release);
             format!("this node cannot apply the log: {}", error.message)
         })?;
-    if mine {
-        let waiting = inner
-            .pending
-            .lock()
-            .expect("pending lock")
-            .remove(&envelope.request);
+    for (outcome, request) in outcomes.into_iter().zip(requests) {
+        let Some(request) = request else { continue };
+        let waiting = inner.pending.lock().expect("pending lock").remove(&request);
         if let Some(reply) = waiting {
             let _ = reply.send(outcome);
         }
     }
-    Ok(())
+    Ok(last)
 }

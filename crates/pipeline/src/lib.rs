@@ -18,5 +18,5 @@ pub mod sequencer;
 pub use metrics::Metrics;
 pub use sequencer::{
     spawn, Clock, DecisionSink, EventTap, Outcome, Proposal, Replicator, SequencerConfig, Stamp,
-    SubmitError, Submitter, SystemClock,
+    Stamped, SubmitError, Submitter, SystemClock,
 };

@@ -48,7 +48,7 @@ use batcher::Sequencer;
 use decider::Decider;
 use flusher::Flusher;
 use handoff::{Group, Handoff};
-pub use replicated::{Proposal, Replicator, Stamp};
+pub use replicated::{Proposal, Replicator, Stamp, Stamped};
 pub use sink::{DecisionSink, EventTap};
 pub use submitter::Submitter;
 
@@ -263,6 +263,21 @@ pub(crate) struct Core {
 }
 
 impl Core {
+    /// Decides all of `requests` on this thread, as one group, if the decider is free
+    /// and the flusher has room (taking them); leaves them otherwise, to be queued.
+    fn decide_all_now(&self, requests: &mut Vec<Request>) -> bool {
+        let Ok(mut decider) = self.decider.try_lock() else {
+            return false;
+        };
+        if decider.stopped || self.handoff.waiting_commands() >= self.config.unsynced_commands_max {
+            return false;
+        }
+        let mut shutdown = None;
+        let group = decider.decide(requests.drain(..), &mut shutdown);
+        self.handoff.hand_over(group, &self.config);
+        true
+    }
+
     /// Decides one request on this thread if the decider is free and the flusher has
     /// room (taking it); leaves it otherwise, to be queued.
     fn decide_now(&self, request: &mut Option<Request>) {

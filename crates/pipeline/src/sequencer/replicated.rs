@@ -31,6 +31,15 @@ pub struct Stamp {
     pub proposed_ms: u64,
 }
 
+/// A command as the log ordered it.
+#[derive(Clone, Debug)]
+pub struct Stamped {
+    pub stamp: Stamp,
+    pub actor: PrincipalId,
+    pub justification: String,
+    pub body: CommandBody,
+}
+
 /// What orders commands in a cluster. `propose` answers once the log has the
 /// command (a quorum of its servers) and this node has decided it, with the same
 /// [`Outcome`] an embedded node gives; or `cluster_unavailable` when the log cannot
@@ -53,9 +62,8 @@ impl Submitter {
         true
     }
 
-    /// Decides a command the cluster's log ordered, answered once decided (the log
-    /// holds it durably already; this node's own log follows within
-    /// `decided_sync_within_ms`). Call in the log's order, one at a time.
+    /// Decides a command the cluster's log ordered (see
+    /// [`Submitter::apply_stamped_batch`]).
     pub async fn apply_stamped(
         &self,
         stamp: Stamp,
@@ -63,29 +71,60 @@ impl Submitter {
         justification: String,
         body: CommandBody,
     ) -> Result<Outcome, SubmitError> {
+        let mut outcomes = self
+            .apply_stamped_batch(vec![Stamped {
+                stamp,
+                actor,
+                justification,
+                body,
+            }])
+            .await?;
+        Ok(outcomes.pop().expect("one outcome for one command"))
+    }
+
+    /// Decides commands the cluster's log ordered, in that order, answered once
+    /// decided (the log holds them durably already; this node's own log follows
+    /// within `decided_sync_within_ms`): one outcome each, in order. Several at once
+    /// are decided as one group when the decider is free. Call in the log's order,
+    /// one batch at a time.
+    pub async fn apply_stamped_batch(
+        &self,
+        commands: Vec<Stamped>,
+    ) -> Result<Vec<Outcome>, SubmitError> {
         self.not_failed()?;
-        let (reply, answer) = oneshot::channel();
-        let mut request = Some(Request::Command {
-            actor,
-            justification,
-            body,
-            reply,
-            early: true,
-            stamp: Some(stamp),
-        });
-        self.core.decide_now(&mut request);
-        let Some(request) = request else {
-            return answer.await.map_err(|_| SubmitError::shutting_down());
-        };
-        // The decider is busy: queue it, waiting for room rather than refusing, since
-        // a command the log ordered cannot be skipped.
-        let sender = self.sender.clone();
-        let queued = tokio::task::spawn_blocking(move || sender.send(request).is_ok())
+        let mut answers = Vec::with_capacity(commands.len());
+        let mut requests = Vec::with_capacity(commands.len());
+        for command in commands {
+            let (reply, answer) = oneshot::channel();
+            answers.push(answer);
+            requests.push(Request::Command {
+                actor: command.actor,
+                justification: command.justification,
+                body: command.body,
+                reply,
+                early: true,
+                stamp: Some(command.stamp),
+            });
+        }
+        if !self.core.decide_all_now(&mut requests) {
+            // The decider is busy: queue them, waiting for room rather than refusing,
+            // since commands the log ordered cannot be skipped.
+            let sender = self.sender.clone();
+            let queued = tokio::task::spawn_blocking(move || {
+                requests
+                    .into_iter()
+                    .all(|request| sender.send(request).is_ok())
+            })
             .await
             .unwrap_or(false);
-        if !queued {
-            return Err(SubmitError::shutting_down());
+            if !queued {
+                return Err(SubmitError::shutting_down());
+            }
         }
-        answer.await.map_err(|_| SubmitError::shutting_down())
+        let mut outcomes = Vec::with_capacity(answers.len());
+        for answer in answers {
+            outcomes.push(answer.await.map_err(|_| SubmitError::shutting_down())?);
+        }
+        Ok(outcomes)
     }
 }

@@ -398,3 +398,27 @@ async fn a_replicated_node_decides_nothing_of_its_own_before_it_follows_the_log(
     assert_eq!(applied.seq, 1);
     running.stop().await;
 }
+
+/// Commands the log ordered, decided as one batch: one outcome each, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_of_stamped_commands_is_decided_in_its_order() {
+    let mut running = start(5, 1_024);
+    let batch = (1..=5)
+        .map(|seq| Stamped {
+            stamp: Stamp {
+                seq,
+                proposed_ms: 5_000 + seq,
+            },
+            actor: PrincipalId::SYSTEM,
+            justification: format!("command {seq}"),
+            body: CommandBody::Tick,
+        })
+        .collect();
+    let outcomes = running.submitter.apply_stamped_batch(batch).await.unwrap();
+    let seqs: Vec<(u64, u64)> = outcomes.iter().map(|o| (o.seq, o.at_ms)).collect();
+    assert_eq!(
+        seqs,
+        [(1, 5_001), (2, 5_002), (3, 5_003), (4, 5_004), (5, 5_005)]
+    );
+    running.stop().await;
+}
