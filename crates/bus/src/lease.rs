@@ -166,6 +166,7 @@ impl Meters {
         let unlimited = state
             .limit_named(LimitName::DataCreationBytes)
             .is_none_or(|limit| limit.spec.hard.is_none());
+        // (`data_unlimited` would take the state lock again.)
         let mut data = self.data.lock().expect("data meter lock");
         data.left = if unlimited {
             u64::MAX
@@ -197,9 +198,14 @@ impl Meters {
         let deadline = tokio::time::Instant::now() + within;
         // Until one has granted it (one already under way may not have asked for it).
         loop {
-            let io_ops = meter.io_ops.lock().expect("meter lock").left > 0;
-            let data = self.data.lock().expect("data meter lock").left > 0;
-            if io_ops && data && !leasing.lapsed() {
+            // An unlimited allowance needs no lease (and no round may come at all:
+            // an idle node logs none); a leased one needs a lease that holds.
+            let lapsed = leasing.lapsed();
+            let io_left = meter.io_ops.lock().expect("meter lock").left;
+            let io_ops = io_left == u64::MAX || (io_left > 0 && !lapsed);
+            let data_left = self.data.lock().expect("data meter lock").left;
+            let data = self.data_unlimited() || (data_left > 0 && !lapsed);
+            if io_ops && data {
                 break;
             }
             leasing.wanted.notify_one();
@@ -210,6 +216,15 @@ impl Meters {
             }
         }
         meter
+    }
+
+    /// Whether `data_creation_bytes` has no hard value (nothing to lease).
+    fn data_unlimited(&self) -> bool {
+        self.state
+            .read()
+            .expect("state lock")
+            .limit_named(LimitName::DataCreationBytes)
+            .is_none_or(|limit| limit.spec.hard.is_none())
     }
 
     /// Waits until a round is wanted (a new meter without allowance).

@@ -100,7 +100,8 @@ impl Meters {
             .leasing
             .as_ref()
             .is_some_and(|leasing| leasing.lapsed());
-        if io_ops.left == 0 || lapsed {
+        // A lapsed lease spends nothing; an unlimited allowance is no lease.
+        if io_ops.left == 0 || (lapsed && io_ops.left != u64::MAX) {
             return Err(Reason::InsufficientResource {
                 resource: Resource::IoOps,
                 requested: 1,
@@ -111,6 +112,9 @@ impl Meters {
         }
         {
             let mut data = self.data.lock().expect("data meter lock");
+            if lapsed && data.left != u64::MAX {
+                data.left = 0;
+            }
             if bytes > data.left {
                 let state = self.state.read().expect("state lock");
                 let mut limit = state
