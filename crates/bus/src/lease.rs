@@ -316,6 +316,34 @@ mod tests {
         state.check_invariants().unwrap();
     }
 
+    /// On a node where nothing needs a lease (the principal's io_ops and the data
+    /// limit unlimited) no round is ever logged, and publishes go through.
+    #[test]
+    fn an_unlimited_allowance_needs_no_lease() {
+        let mut genesis = Genesis::for_tests([1; 32]);
+        for quotas in genesis.quotas.defaults.values_mut() {
+            quotas.insert(Resource::IoOps, None);
+        }
+        for limit in genesis.limits.iter_mut() {
+            if limit.name == "data_creation_bytes" {
+                limit.hard = None;
+                limit.soft = None;
+            }
+        }
+        let state = Arc::new(RwLock::new(State::new()));
+        logged(&state, CommandBody::Genesis(Box::new(genesis)));
+        let meters = Meters::leased(Arc::clone(&state));
+        let meter = meters.meter(PrincipalId::ADMIN);
+        for _ in 0..1_000 {
+            meters.take(&meter, "1.1", 128).unwrap();
+        }
+        assert!(meters
+            .lease_request("node-1", 1_000, 3)
+            .request
+            .io_ops
+            .is_empty());
+    }
+
     /// A node that could not renew its lease stops spending at its own deadline.
     #[test]
     fn a_lapsed_lease_spends_nothing() {
