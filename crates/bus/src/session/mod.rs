@@ -132,7 +132,7 @@ async fn read_events<R: AsyncRead + Unpin>(
 }
 
 /// Longest a new connection waits for its principal's first lease in a cluster.
-const LEASE_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(5);
+const LEASE_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// Serves one upgraded connection until it closes.
 pub async fn run<S>(bus: Arc<Bus>, conn: Arc<Conn>, peer: Peer, io: S)

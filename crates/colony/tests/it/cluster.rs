@@ -341,18 +341,27 @@ impl Drop for Subscriber {
 }
 
 /// `colony bus pub SUBJECT DATA` against a node.
+/// A refusal a client tries again after (a node's first lease of allowance can take
+/// a few rounds on a loaded machine; a stream's leader may be being elected).
 fn bus_pub(url: &str, token: &str, subject: &str, data: &str) {
-    let output = Command::new(COLONY)
-        .args(["bus", "pub", subject, data])
-        .env("COLONY_URL", url)
-        .env("COLONY_TOKEN", token)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let output = Command::new(COLONY)
+            .args(["bus", "pub", subject, data])
+            .env("COLONY_URL", url)
+            .env("COLONY_TOKEN", token)
+            .output()
+            .unwrap();
+        if output.status.success() {
+            return;
+        }
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let retryable = ["hard_limit", "insufficient_resource", "cluster_unavailable"]
+            .iter()
+            .any(|code| stderr.contains(code));
+        assert!(retryable && Instant::now() < deadline, "{stderr}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// Publishes `payload` on `subject` with NATS's own text protocol.
