@@ -143,18 +143,27 @@ async fn acks_grow(count: &AtomicUsize, more: usize) {
 /// The AI accounts' io_ops in this test, a window of an hour.
 const AI_IO_OPS: u64 = 3_000;
 
-/// Publishes of one principal through one bus connection, until `stop`: how many
-/// the node let through.
-async fn publisher(url: String, token: String, subject: String, stop: Arc<AtomicBool>) -> u64 {
-    use futures_util::{SinkExt, StreamExt};
-    use tokio_tungstenite::tungstenite::{client::IntoClientRequest, Message};
+type BusSocket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A bus connection to the node at `url` with `token`.
+async fn bus_connect(url: &str, token: &str) -> BusSocket {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     let mut request = format!("{}/v1/bus", url.replacen("http", "ws", 1))
         .into_client_request()
         .unwrap();
     request
         .headers_mut()
         .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    tokio_tungstenite::connect_async(request).await.unwrap().0
+}
+
+/// Publishes of one principal through one bus connection, until `stop`: how many
+/// the node let through.
+async fn publisher(url: String, token: String, subject: String, stop: Arc<AtomicBool>) -> u64 {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let mut ws = bus_connect(&url, &token).await;
     let mut accepted = 0;
     let mut id = 0u64;
     while !stop.load(Ordering::SeqCst) {
@@ -259,14 +268,8 @@ async fn publishes_hold_to_the_quota(
 /// `url`: their numbers and data.
 async fn stream_read(url: &str, token: &str, name: &str, count: usize) -> Vec<(u64, String)> {
     use futures_util::{SinkExt, StreamExt};
-    use tokio_tungstenite::tungstenite::{client::IntoClientRequest, Message};
-    let mut request = format!("{}/v1/bus", url.replacen("http", "ws", 1))
-        .into_client_request()
-        .unwrap();
-    request
-        .headers_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    use tokio_tungstenite::tungstenite::Message;
+    let mut ws = bus_connect(url, token).await;
     let sub = json!({"op": "sub", "sid": "s", "subject": ">", "stream": name, "from_seq": 1});
     ws.send(Message::text(sub.to_string())).await.unwrap();
     let mut read = Vec::new();
