@@ -8,11 +8,9 @@ use anyhow::Context;
 use base64::Engine as _;
 use clap::Subcommand;
 use colony_api::artifacts::{ArtifactList, ArtifactLogs, ArtifactView, DeployArtifact};
-use colony_api::Justified;
 
-use crate::client::Client;
-use crate::commands::call;
-use crate::output::{opt, table};
+use crate::commands::{get, post};
+use crate::output::{opt, rows};
 use crate::Change;
 use crate::Remote;
 
@@ -113,12 +111,8 @@ pub async fn run(command: ArtifactsCommand) -> anyhow::Result<ExitCode> {
             name,
             quotas,
             stopped,
-            change: Change {
-                justification,
-                remote,
-            },
+            change,
         } => {
-            let client = Client::new(&remote)?;
             let bytes =
                 std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
             let (wasm_base64, wat) = if bytes.starts_with(b"\0asm") {
@@ -148,100 +142,61 @@ pub async fn run(command: ArtifactsCommand) -> anyhow::Result<ExitCode> {
                 wat,
                 quotas: (!map.is_empty()).then_some(map),
                 run: Some(!stopped),
-                justification: Some(justification),
+                justification: Some(change.justification),
             };
-            call(&remote, client.post("/v1/artifacts", &body), print).await
+            post(&change.remote, "/v1/artifacts", &body, print).await
         }
         ArtifactsCommand::List { remote } => {
-            let client = Client::new(&remote)?;
-            call(
-                &remote,
-                client.get("/v1/artifacts"),
-                |list: &ArtifactList| {
-                    let rows: Vec<Vec<String>> = list
-                        .artifacts
-                        .iter()
-                        .map(|a| {
-                            vec![
-                                a.address.clone(),
-                                a.name.clone(),
-                                a.deployer.clone(),
-                                a.state.clone(),
-                                a.usage.turns.to_string(),
-                                a.usage.compute_ms.to_string(),
-                                a.usage.memory_bytes.to_string(),
-                                opt(&a.last_error),
-                            ]
-                        })
-                        .collect();
-                    table(
-                        &[
-                            "ADDRESS",
-                            "NAME",
-                            "BY",
-                            "STATE",
-                            "TURNS",
-                            "COMPUTE_MS",
-                            "MEMORY",
-                            "LAST ERROR",
-                        ],
-                        &rows,
-                    );
-                },
-            )
+            let headers = [
+                "ADDRESS",
+                "NAME",
+                "BY",
+                "STATE",
+                "TURNS",
+                "COMPUTE_MS",
+                "MEMORY",
+                "LAST ERROR",
+            ];
+            get(&remote, "/v1/artifacts", |list: &ArtifactList| {
+                rows(&headers, &list.artifacts, |a| {
+                    vec![
+                        a.address.clone(),
+                        a.name.clone(),
+                        a.deployer.clone(),
+                        a.state.clone(),
+                        a.usage.turns.to_string(),
+                        a.usage.compute_ms.to_string(),
+                        a.usage.memory_bytes.to_string(),
+                        opt(&a.last_error),
+                    ]
+                });
+            })
             .await
         }
         ArtifactsCommand::Show { address, remote } => {
-            let client = Client::new(&remote)?;
-            call(
-                &remote,
-                client.get(&format!("/v1/artifacts/{address}")),
-                print,
-            )
-            .await
+            get(&remote, &format!("/v1/artifacts/{address}"), print).await
         }
         ArtifactsCommand::Logs {
             address,
             after,
             remote,
         } => {
-            let client = Client::new(&remote)?;
             let path = match after {
                 Some(after) => format!("/v1/artifacts/{address}/logs?after={after}"),
                 None => format!("/v1/artifacts/{address}/logs"),
             };
-            call(&remote, client.get(&path), |logs: &ArtifactLogs| {
+            get(&remote, &path, |logs: &ArtifactLogs| {
                 for line in &logs.lines {
                     println!("{} {} {}", line.seq, line.at, line.text);
                 }
             })
             .await
         }
-        ArtifactsCommand::Stop {
-            address,
-            change: Change {
-                justification,
-                remote,
-            },
-        }
-        | ArtifactsCommand::Start {
-            address,
-            change: Change {
-                justification,
-                remote,
-            },
-        } => {
-            let client = Client::new(&remote)?;
+        ArtifactsCommand::Stop { address, change }
+        | ArtifactsCommand::Start { address, change } => {
             let verb = if stopping { "stop" } else { "start" };
-            let body = Justified {
-                justification: Some(justification),
-            };
-            call(
-                &remote,
-                client.post(&format!("/v1/artifacts/{address}/{verb}"), &body),
-                print,
-            )
-            .await
+            let path = format!("/v1/artifacts/{address}/{verb}");
+            post(&change.remote, &path, &change.justified(), print).await
         }
     }
 }

@@ -13,7 +13,7 @@ use colony_api::limits::LimitList;
 use colony_api::streams::{CreateStream, StreamDefined, StreamList};
 
 use crate::client::{ApiFailure, Client};
-use crate::output::{amount, table, text};
+use crate::output::{amount, rows, text};
 use crate::{Remote, UpArgs};
 
 pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
@@ -179,6 +179,34 @@ async fn wait_for_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
+/// `--priority`: low, normal, high or critical.
+pub(crate) fn parse_priority(priority: &str) -> anyhow::Result<colony_kernel::Priority> {
+    colony_kernel::Priority::parse(priority).ok_or_else(|| {
+        anyhow::anyhow!("--priority is low, normal, high or critical, not `{priority}`")
+    })
+}
+
+/// `GET path`, shown as [`call`] does.
+pub(crate) async fn get<T: serde::de::DeserializeOwned>(
+    remote: &Remote,
+    path: &str,
+    show: impl FnOnce(&T),
+) -> anyhow::Result<ExitCode> {
+    let client = Client::new(remote)?;
+    call(remote, client.get(path), show).await
+}
+
+/// `POST path` with `body`, shown as [`call`] does.
+pub(crate) async fn post<T: serde::de::DeserializeOwned>(
+    remote: &Remote,
+    path: &str,
+    body: &impl serde::Serialize,
+    show: impl FnOnce(&T),
+) -> anyhow::Result<ExitCode> {
+    let client = Client::new(remote)?;
+    call(remote, client.post(path, body), show).await
+}
+
 /// Runs a call and prints either the node's JSON as it came (`--json`) or, read as
 /// the API's type `T`, what `show` makes of it; API errors become exit code 1 with
 /// the error printed.
@@ -214,73 +242,57 @@ pub(crate) async fn call<T: serde::de::DeserializeOwned>(
 }
 
 pub async fn limits(remote: Remote) -> anyhow::Result<ExitCode> {
-    let client = Client::new(&remote)?;
-    call(&remote, client.get("/v1/limits"), |list: &LimitList| {
-        let rows: Vec<Vec<String>> = list
-            .limits
-            .iter()
-            .map(|limit| {
-                let unit = limit.unit.as_str();
-                let window = limit
-                    .window_ms
-                    .map(|ms| {
-                        format!(
-                            "/{}",
-                            humantime::format_duration(std::time::Duration::from_millis(ms))
-                        )
-                    })
-                    .unwrap_or_default();
-                vec![
-                    limit.name.clone(),
-                    amount(Some(limit.usage), unit),
-                    amount(limit.soft, unit),
-                    amount(limit.hard, unit),
-                    limit.state.clone(),
-                    limit.on_soft.as_str().to_string(),
-                    format!("{}{window}", if unit == "micro_usd" { "usd" } else { unit }),
-                    limit.enforcement.as_str().to_string(),
-                ]
-            })
-            .collect();
-        table(
-            &[
-                "LIMIT", "USAGE", "SOFT", "HARD", "STATE", "ON_SOFT", "UNIT", "ENFORCED",
-            ],
-            &rows,
-        );
+    get(&remote, "/v1/limits", |list: &LimitList| {
+        let headers = [
+            "LIMIT", "USAGE", "SOFT", "HARD", "STATE", "ON_SOFT", "UNIT", "ENFORCED",
+        ];
+        rows(&headers, &list.limits, |limit| {
+            let unit = limit.unit.as_str();
+            let window = limit
+                .window_ms
+                .map(|ms| {
+                    format!(
+                        "/{}",
+                        humantime::format_duration(std::time::Duration::from_millis(ms))
+                    )
+                })
+                .unwrap_or_default();
+            vec![
+                limit.name.clone(),
+                amount(Some(limit.usage), unit),
+                amount(limit.soft, unit),
+                amount(limit.hard, unit),
+                limit.state.clone(),
+                limit.on_soft.as_str().to_string(),
+                format!("{}{window}", if unit == "micro_usd" { "usd" } else { unit }),
+                limit.enforcement.as_str().to_string(),
+            ]
+        });
     })
     .await
 }
 
 /// `colony bus streams`.
 pub async fn streams(remote: &Remote) -> anyhow::Result<ExitCode> {
-    let client = Client::new(remote)?;
-    call(remote, client.get("/v1/streams"), |list: &StreamList| {
-        let rows: Vec<Vec<String>> = list
-            .streams
-            .iter()
-            .map(|stream| {
-                vec![
-                    stream.name.clone(),
-                    stream.subjects.join(","),
-                    stream.messages.to_string(),
-                    stream.bytes.to_string(),
-                    format!("{}..{}", stream.first_seq, stream.last_seq),
-                    stream.dead_letter_subject.clone(),
-                ]
-            })
-            .collect();
-        table(
-            &[
-                "STREAM",
-                "SUBJECTS",
-                "MESSAGES",
-                "BYTES",
-                "SEQ",
-                "DEAD LETTERS",
-            ],
-            &rows,
-        );
+    let headers = [
+        "STREAM",
+        "SUBJECTS",
+        "MESSAGES",
+        "BYTES",
+        "SEQ",
+        "DEAD LETTERS",
+    ];
+    get(remote, "/v1/streams", |list: &StreamList| {
+        rows(&headers, &list.streams, |stream| {
+            vec![
+                stream.name.clone(),
+                stream.subjects.join(","),
+                stream.messages.to_string(),
+                stream.bytes.to_string(),
+                format!("{}..{}", stream.first_seq, stream.last_seq),
+                stream.dead_letter_subject.clone(),
+            ]
+        });
     })
     .await
 }
@@ -290,81 +302,64 @@ pub async fn stream_add(remote: &Remote, mut body: CreateStream) -> anyhow::Resu
     if body.justification.is_none() {
         body.justification = Some(format!("define stream {}", body.name));
     }
-    let client = Client::new(remote)?;
-    call(
-        remote,
-        client.post("/v1/streams", &body),
-        |defined: &StreamDefined| {
-            println!(
-                "stream {} stores {} (decision {})",
-                defined.stream.name,
-                defined.stream.subjects.join(", "),
-                defined.seq
-            );
-        },
-    )
+    post(remote, "/v1/streams", &body, |defined: &StreamDefined| {
+        println!(
+            "stream {} stores {} (decision {})",
+            defined.stream.name,
+            defined.stream.subjects.join(", "),
+            defined.seq
+        );
+    })
     .await
 }
 
 /// `colony alerts`: the latest alerts and what stands raised, or the dead letters.
 pub async fn alerts(limit: usize, dead_letters: bool, remote: &Remote) -> anyhow::Result<ExitCode> {
-    let client = Client::new(remote)?;
     if dead_letters {
-        return call(
+        let headers = ["DELIVERY", "AT", "WEBHOOK", "ATTEMPTS", "ERROR"];
+        return get(
             remote,
-            client.get("/v1/alerts/dead-letters"),
+            "/v1/alerts/dead-letters",
             |list: &colony_api::alerts::DeadLetterList| {
-                let rows: Vec<Vec<String>> = list
-                    .dead_letters
-                    .iter()
-                    .map(|d| {
-                        vec![
-                            d.delivery.clone(),
-                            d.at.clone(),
-                            d.webhook.clone(),
-                            d.attempts.to_string(),
-                            d.error.clone(),
-                        ]
-                    })
-                    .collect();
-                table(&["DELIVERY", "AT", "WEBHOOK", "ATTEMPTS", "ERROR"], &rows);
+                rows(&headers, &list.dead_letters, |d| {
+                    vec![
+                        d.delivery.clone(),
+                        d.at.clone(),
+                        d.webhook.clone(),
+                        d.attempts.to_string(),
+                        d.error.clone(),
+                    ]
+                });
             },
         )
         .await;
     }
-    call(
+    let headers = [
+        "ID",
+        "AT",
+        "KIND",
+        "PRINCIPAL",
+        "FIGURE",
+        "THRESHOLD",
+        "USAGE",
+        "OF",
+    ];
+    get(
         remote,
-        client.get(&format!("/v1/alerts?limit={limit}")),
+        &format!("/v1/alerts?limit={limit}"),
         |list: &colony_api::alerts::AlertList| {
-            let rows: Vec<Vec<String>> = list
-                .alerts
-                .iter()
-                .map(|a| {
-                    vec![
-                        a.id.to_string(),
-                        a.at.clone(),
-                        a.kind.clone(),
-                        a.principal.clone().unwrap_or_default(),
-                        a.figure.clone(),
-                        a.threshold.clone(),
-                        a.usage.to_string(),
-                        a.of.map_or("-".into(), |of| of.to_string()),
-                    ]
-                })
-                .collect();
-            table(
-                &[
-                    "ID",
-                    "AT",
-                    "KIND",
-                    "PRINCIPAL",
-                    "FIGURE",
-                    "THRESHOLD",
-                    "USAGE",
-                    "OF",
-                ],
-                &rows,
-            );
+            rows(&headers, &list.alerts, |a| {
+                vec![
+                    a.id.to_string(),
+                    a.at.clone(),
+                    a.kind.clone(),
+                    a.principal.clone().unwrap_or_default(),
+                    a.figure.clone(),
+                    a.threshold.clone(),
+                    a.usage.to_string(),
+                    a.of.map_or("-".into(), |of| of.to_string()),
+                ]
+            });
             let raised: Vec<String> = list
                 .raised
                 .iter()

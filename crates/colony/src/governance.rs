@@ -13,8 +13,8 @@ use colony_api::governance::{
 use colony_kernel::governance::ProposalTarget;
 
 use crate::client::{ApiFailure, Client};
-use crate::commands::call;
-use crate::output::{opt, table};
+use crate::commands::{get, post};
+use crate::output::{opt, rows};
 use crate::Change;
 use crate::Remote;
 
@@ -105,31 +105,25 @@ fn print_proposal(proposal: &ProposalView) {
 
 pub async fn limits(command: LimitsCommand) -> anyhow::Result<ExitCode> {
     // A brake and a proposal take the same arguments; a brake applies at once.
-    let brake = matches!(command, LimitsCommand::Brake { .. });
+    let brake = matches!(command, LimitsCommand::Brake(_));
     match command {
-        LimitsCommand::Brake {
+        LimitsCommand::Brake(LimitChange {
             limit,
             soft,
             hard,
-            change: Change {
-                justification,
-                remote,
-            },
-        }
-        | LimitsCommand::Propose {
+            change,
+        })
+        | LimitsCommand::Propose(LimitChange {
             limit,
             soft,
             hard,
-            change: Change {
-                justification,
-                remote,
-            },
-        } => {
-            let client = Client::new(&remote)?;
-            let body = proposal_body(&limit, &soft, &hard, &justification, brake)?;
-            call(
-                &remote,
-                client.post("/v1/proposals", &body),
+            change,
+        }) => {
+            let body = proposal_body(&limit, &soft, &hard, &change.justification, brake)?;
+            post(
+                &change.remote,
+                "/v1/proposals",
+                &body,
                 |proposal: &ProposalView| match brake {
                     true => println!("brake applied to {limit} (proposal {})", proposal.id),
                     false => print_proposal(proposal),
@@ -143,77 +137,56 @@ pub async fn limits(command: LimitsCommand) -> anyhow::Result<ExitCode> {
             justification,
             remote,
         } => {
-            let client = Client::new(&remote)?;
             let body = VoteRequest {
                 vote,
                 justification,
             };
-            call(
-                &remote,
-                client.post(&format!("/v1/proposals/{proposal}/votes"), &body),
-                print_proposal,
-            )
-            .await
+            let path = format!("/v1/proposals/{proposal}/votes");
+            post(&remote, &path, &body, print_proposal).await
         }
         LimitsCommand::Proposals {
             id: Some(id),
             remote,
             ..
-        } => {
-            let client = Client::new(&remote)?;
-            call(
-                &remote,
-                client.get(&format!("/v1/proposals/{id}")),
-                print_proposal,
-            )
-            .await
-        }
+        } => get(&remote, &format!("/v1/proposals/{id}"), print_proposal).await,
         LimitsCommand::Proposals {
             id: None,
             state,
             remote,
         } => {
-            let client = Client::new(&remote)?;
             let path = match &state {
                 Some(state) => format!("/v1/proposals?state={state}"),
                 None => "/v1/proposals".to_string(),
             };
-            call(&remote, client.get(&path), |list: &ProposalList| {
-                let rows: Vec<Vec<String>> = list
-                    .proposals
-                    .iter()
-                    .map(|p| {
-                        let votes = |human: bool| {
-                            p.tally.as_ref().map_or_else(String::new, |tally| {
-                                let count = if human { &tally.human } else { &tally.ai };
-                                format!("{}/{}/{}", count.approve, count.reject, count.abstain)
-                            })
-                        };
-                        vec![
-                            p.id.to_string(),
-                            p.state.clone(),
-                            p.change.clone(),
-                            target_text(&p.target),
-                            p.proposer.clone(),
-                            votes(true),
-                            votes(false),
-                            p.review_ends_at.clone(),
-                        ]
-                    })
-                    .collect();
-                table(
-                    &[
-                        "ID",
-                        "STATE",
-                        "CHANGE",
-                        "TARGET",
-                        "BY",
-                        "HUMAN A/R/A",
-                        "AI A/R/A",
-                        "REVIEW ENDS",
-                    ],
-                    &rows,
-                );
+            let headers = [
+                "ID",
+                "STATE",
+                "CHANGE",
+                "TARGET",
+                "BY",
+                "HUMAN A/R/A",
+                "AI A/R/A",
+                "REVIEW ENDS",
+            ];
+            get(&remote, &path, |list: &ProposalList| {
+                rows(&headers, &list.proposals, |p| {
+                    let votes = |human: bool| {
+                        p.tally.as_ref().map_or_else(String::new, |tally| {
+                            let count = if human { &tally.human } else { &tally.ai };
+                            format!("{}/{}/{}", count.approve, count.reject, count.abstain)
+                        })
+                    };
+                    vec![
+                        p.id.to_string(),
+                        p.state.clone(),
+                        p.change.clone(),
+                        target_text(&p.target),
+                        p.proposer.clone(),
+                        votes(true),
+                        votes(false),
+                        p.review_ends_at.clone(),
+                    ]
+                });
             })
             .await
         }
@@ -412,8 +385,7 @@ pub async fn import_hypernet(
         &["WHAT", "IMPORTED", "RESULT"],
         &rows,
         &skipped,
-    );
-    Ok(ExitCode::SUCCESS)
+    )
 }
 
 #[cfg(test)]
@@ -459,28 +431,9 @@ mod tests {
 #[derive(Subcommand)]
 pub enum LimitsCommand {
     /// Lower a limit at once (an emergency brake; refused if it would raise anything).
-    Brake {
-        /// The limit, such as ai_accounts.
-        limit: String,
-        /// New soft value: a number (micro-dollars for money) or `unlimited`.
-        #[arg(long)]
-        soft: Option<String>,
-        /// New hard value: a number or `unlimited`.
-        #[arg(long)]
-        hard: Option<String>,
-        #[command(flatten)]
-        change: Change,
-    },
+    Brake(LimitChange),
     /// Propose new values; a raise or removal waits for the human and AI vote.
-    Propose {
-        limit: String,
-        #[arg(long)]
-        soft: Option<String>,
-        #[arg(long)]
-        hard: Option<String>,
-        #[command(flatten)]
-        change: Change,
-    },
+    Propose(LimitChange),
     /// Vote on a proposal: approve, reject, abstain or veto.
     Vote {
         proposal: u64,
@@ -500,4 +453,19 @@ pub enum LimitsCommand {
         #[command(flatten)]
         remote: Remote,
     },
+}
+
+/// What a brake and a proposal both take.
+#[derive(clap::Args)]
+pub struct LimitChange {
+    /// The limit, such as ai_accounts.
+    limit: String,
+    /// New soft value: a number (micro-dollars for money) or `unlimited`.
+    #[arg(long)]
+    soft: Option<String>,
+    /// New hard value: a number or `unlimited`.
+    #[arg(long)]
+    hard: Option<String>,
+    #[command(flatten)]
+    change: Change,
 }

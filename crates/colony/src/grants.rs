@@ -6,11 +6,9 @@ use std::process::ExitCode;
 use clap::Subcommand;
 use colony_api::grants::{GrantList, GrantRequest, GrantView, QuotaAsk};
 use colony_api::streams::Duration;
-use colony_api::Justified;
 
-use crate::client::Client;
-use crate::commands::call;
-use crate::output::{opt, table};
+use crate::commands::{get, post};
+use crate::output::{opt, rows};
 use crate::Change;
 use crate::Remote;
 
@@ -86,12 +84,8 @@ pub async fn run(command: GrantsCommand) -> anyhow::Result<ExitCode> {
             resource,
             amount,
             ttl,
-            change: Change {
-                justification,
-                remote,
-            },
+            change,
         } => {
-            let client = Client::new(&remote)?;
             let body = GrantRequest {
                 scope,
                 role,
@@ -100,64 +94,39 @@ pub async fn run(command: GrantsCommand) -> anyhow::Result<ExitCode> {
                     amount: amount.unwrap_or(0),
                 }),
                 ttl: Duration::Text(ttl),
-                justification: Some(justification),
+                justification: Some(change.justification),
             };
-            call(&remote, client.post("/v1/grants", &body), print).await
+            post(&change.remote, "/v1/grants", &body, print).await
         }
         GrantsCommand::List { state, remote } => {
-            let client = Client::new(&remote)?;
             let path = match state {
                 Some(state) => format!("/v1/grants?state={state}"),
                 None => "/v1/grants".to_string(),
             };
-            call(&remote, client.get(&path), |list: &GrantList| {
-                let rows: Vec<Vec<String>> = list
-                    .grants
-                    .iter()
-                    .map(|g| {
-                        vec![
-                            g.id.to_string(),
-                            g.requester.clone(),
-                            what(g),
-                            g.state.clone(),
-                            g.approvals
-                                .iter()
-                                .map(|a| format!("{} ({})", a.by, a.side))
-                                .collect::<Vec<_>>()
-                                .join(", "),
-                            opt(&g.expires_at),
-                            g.justification.clone(),
-                        ]
-                    })
-                    .collect();
-                table(
-                    &["ID", "BY", "WHAT", "STATE", "APPROVALS", "UNTIL", "WHY"],
-                    &rows,
-                );
+            let headers = ["ID", "BY", "WHAT", "STATE", "APPROVALS", "UNTIL", "WHY"];
+            get(&remote, &path, |list: &GrantList| {
+                rows(&headers, &list.grants, |g| {
+                    vec![
+                        g.id.to_string(),
+                        g.requester.clone(),
+                        what(g),
+                        g.state.clone(),
+                        g.approvals
+                            .iter()
+                            .map(|a| format!("{} ({})", a.by, a.side))
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        opt(&g.expires_at),
+                        g.justification.clone(),
+                    ]
+                });
             })
             .await
         }
-        GrantsCommand::Approve {
-            id,
-            change: Change {
-                justification,
-                remote,
-            },
-        }
-        | GrantsCommand::Deny {
-            id,
-            change: Change {
-                justification,
-                remote,
-            },
-        } => {
-            let client = Client::new(&remote)?;
-            let body = Justified {
-                justification: Some(justification),
-            };
+        GrantsCommand::Approve { id, change } | GrantsCommand::Deny { id, change } => {
             let verb = if approving { "approve" } else { "deny" };
             let path = format!("/v1/grants/{id}/{verb}");
-            call(&remote, client.post(&path, &body), print).await
+            post(&change.remote, &path, &change.justified(), print).await
         }
     }
 }

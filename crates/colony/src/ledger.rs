@@ -7,52 +7,39 @@ use colony_api::ledger::{
     CommitRequest, Committed, LedgerView, ReleaseRequest, Released, ReserveRequest, Reserved,
 };
 
-use crate::client::Client;
-use crate::commands::call;
-use crate::output::{amount, table};
+use crate::commands::{get, post};
+use crate::output::{amount, rows};
 use crate::Remote;
 
 pub async fn run(command: LedgerCommand) -> anyhow::Result<ExitCode> {
     match command {
         LedgerCommand::Me { remote } => {
-            let client = Client::new(&remote)?;
-            call(
-                &remote,
-                client.get("/v1/ledger/me"),
-                |ledger: &LedgerView| {
-                    println!("principal {}", ledger.principal);
-                    let rows: Vec<Vec<String>> = ledger
-                        .balances
-                        .iter()
-                        .map(|(name, b)| {
-                            let unit = b.unit.as_str();
-                            vec![
-                                name.clone(),
-                                b.kind.clone(),
-                                amount(b.quota, unit),
-                                amount(Some(b.used), unit),
-                                amount(Some(b.reserved), unit),
-                                amount(b.available, unit),
-                                amount(Some(b.shortfall), unit),
-                            ]
-                        })
-                        .collect();
-                    table(
-                        &[
-                            "RESOURCE",
-                            "KIND",
-                            "QUOTA",
-                            "USED",
-                            "RESERVED",
-                            "AVAILABLE",
-                            "SHORTFALL",
-                        ],
-                        &rows,
-                    );
-                    let reservations = ledger.reservations.len();
-                    println!("{reservations} open reservation(s)");
-                },
-            )
+            let headers = [
+                "RESOURCE",
+                "KIND",
+                "QUOTA",
+                "USED",
+                "RESERVED",
+                "AVAILABLE",
+                "SHORTFALL",
+            ];
+            get(&remote, "/v1/ledger/me", |ledger: &LedgerView| {
+                println!("principal {}", ledger.principal);
+                rows(&headers, &ledger.balances, |(name, b)| {
+                    let unit = b.unit.as_str();
+                    vec![
+                        name.clone(),
+                        b.kind.clone(),
+                        amount(b.quota, unit),
+                        amount(Some(b.used), unit),
+                        amount(Some(b.reserved), unit),
+                        amount(b.available, unit),
+                        amount(Some(b.shortfall), unit),
+                    ]
+                });
+                let reservations = ledger.reservations.len();
+                println!("{reservations} open reservation(s)");
+            })
             .await
         }
         LedgerCommand::Reserve {
@@ -62,16 +49,16 @@ pub async fn run(command: LedgerCommand) -> anyhow::Result<ExitCode> {
             ttl_ms,
             remote,
         } => {
-            let client = Client::new(&remote)?;
             let body = ReserveRequest {
                 resource,
                 amount: requested,
                 justification: Some(justification),
                 ttl_ms,
             };
-            call(
+            post(
                 &remote,
-                client.post("/v1/ledger/reserve", &body),
+                "/v1/ledger/reserve",
+                &body,
                 |reserved: &Reserved| {
                     println!(
                         "reservation {} holds {} {} until {}",
@@ -89,15 +76,15 @@ pub async fn run(command: LedgerCommand) -> anyhow::Result<ExitCode> {
             actual,
             remote,
         } => {
-            let client = Client::new(&remote)?;
             let body = CommitRequest {
                 reservation,
                 actual,
                 justification: None,
             };
-            call(
+            post(
                 &remote,
-                client.post("/v1/ledger/commit", &body),
+                "/v1/ledger/commit",
+                &body,
                 |committed: &Committed| {
                     println!(
                         "charged {}, refunded {}, shortfall {}",
@@ -111,18 +98,13 @@ pub async fn run(command: LedgerCommand) -> anyhow::Result<ExitCode> {
             reservation,
             remote,
         } => {
-            let client = Client::new(&remote)?;
             let body = ReleaseRequest {
                 reservation,
                 justification: None,
             };
-            call(
-                &remote,
-                client.post("/v1/ledger/release", &body),
-                |_: &Released| {
-                    println!("released {reservation}");
-                },
-            )
+            post(&remote, "/v1/ledger/release", &body, |_: &Released| {
+                println!("released {reservation}");
+            })
             .await
         }
     }

@@ -83,6 +83,15 @@ pub struct Change {
     pub remote: Remote,
 }
 
+impl Change {
+    /// The body of an action that carries nothing but why.
+    pub fn justified(&self) -> colony_api::Justified {
+        colony_api::Justified {
+            justification: Some(self.justification.clone()),
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run a node: embedded storage, HTTP API, until Ctrl-C or SIGTERM.

@@ -2,6 +2,12 @@
 
 use serde_json::Value;
 
+/// Prints one row per item under headers (see [`table`]).
+pub fn rows<I: IntoIterator>(headers: &[&str], items: I, row: impl Fn(I::Item) -> Vec<String>) {
+    let rows: Vec<Vec<String>> = items.into_iter().map(row).collect();
+    table(headers, &rows);
+}
+
 /// Prints rows under headers, each column as wide as its widest cell.
 pub fn table(headers: &[&str], rows: &[Vec<String>]) {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
@@ -64,13 +70,14 @@ pub fn import_report(
     headers: &[&str],
     rows: &[Vec<String>],
     skipped: &[String],
-) {
+) -> anyhow::Result<std::process::ExitCode> {
     if as_json {
         json(summary);
-        return;
+    } else {
+        table(headers, rows);
+        for line in skipped {
+            println!("skipped {line}");
+        }
     }
-    table(headers, rows);
-    for line in skipped {
-        println!("skipped {line}");
-    }
+    Ok(std::process::ExitCode::SUCCESS)
 }

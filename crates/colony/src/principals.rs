@@ -3,16 +3,13 @@
 use clap::Subcommand;
 use std::process::ExitCode;
 
+use crate::commands::{get, parse_priority, post};
+use crate::output::{opt, rows};
+use crate::Change;
+use crate::Remote;
 use colony_api::principals::{
     CreateAnswer, CreatePrincipal, PrincipalAction, PrincipalList, PrincipalView,
 };
-use colony_api::Justified;
-
-use crate::client::Client;
-use crate::commands::call;
-use crate::output::{opt, table};
-use crate::Change;
-use crate::Remote;
 
 pub async fn run(command: PrincipalsCommand) -> anyhow::Result<ExitCode> {
     match command {
@@ -26,7 +23,6 @@ pub async fn run(command: PrincipalsCommand) -> anyhow::Result<ExitCode> {
             priority,
             remote,
         } => {
-            let client = Client::new(&remote)?;
             let body = CreatePrincipal {
                 name,
                 kind,
@@ -34,89 +30,60 @@ pub async fn run(command: PrincipalsCommand) -> anyhow::Result<ExitCode> {
                 roles,
                 parent,
                 address,
-                priority: colony_kernel::Priority::parse(&priority).ok_or_else(|| {
-                    anyhow::anyhow!("--priority is low, normal, high or critical, not `{priority}`")
-                })?,
+                priority: parse_priority(&priority)?,
             };
-            call(
-                &remote,
-                client.post("/v1/principals", &body),
-                |answer: &CreateAnswer| {
-                    let (token, warnings) = match answer {
-                        CreateAnswer::Queued(queued) => {
-                            println!(
-                                "queued (ticket {}, position {}): {}",
-                                queued.ticket, queued.position, queued.message
-                            );
-                            (&queued.token, &queued.warnings)
-                        }
-                        CreateAnswer::Created(created) => {
-                            println!("created {} (id {})", created.address, created.id);
-                            (&created.token, &created.warnings)
-                        }
-                    };
-                    for warning in warnings {
-                        println!("warning: {}", warning.message);
+            post(&remote, "/v1/principals", &body, |answer: &CreateAnswer| {
+                let (token, warnings) = match answer {
+                    CreateAnswer::Queued(queued) => {
+                        println!(
+                            "queued (ticket {}, position {}): {}",
+                            queued.ticket, queued.position, queued.message
+                        );
+                        (&queued.token, &queued.warnings)
                     }
-                    println!("token: {token}");
-                    println!("(the token is shown once; store it now)");
-                },
-            )
+                    CreateAnswer::Created(created) => {
+                        println!("created {} (id {})", created.address, created.id);
+                        (&created.token, &created.warnings)
+                    }
+                };
+                for warning in warnings {
+                    println!("warning: {}", warning.message);
+                }
+                println!("token: {token}");
+                println!("(the token is shown once; store it now)");
+            })
             .await
         }
         PrincipalsCommand::List { all, remote } => {
-            let client = Client::new(&remote)?;
             let path = if all {
                 "/v1/principals?all=true"
             } else {
                 "/v1/principals"
             };
-            call(&remote, client.get(path), |list: &PrincipalList| {
-                let rows: Vec<Vec<String>> = list
-                    .principals
-                    .iter()
-                    .map(|p| {
-                        vec![
-                            p.address.clone(),
-                            p.name.clone(),
-                            p.kind.clone(),
-                            p.roles.join(","),
-                            p.state.clone(),
-                            opt(&p.parent),
-                            p.created_at.clone(),
-                        ]
-                    })
-                    .collect();
-                table(
-                    &[
-                        "ADDRESS", "NAME", "KIND", "ROLES", "STATE", "PARENT", "CREATED",
-                    ],
-                    &rows,
-                );
+            let headers = [
+                "ADDRESS", "NAME", "KIND", "ROLES", "STATE", "PARENT", "CREATED",
+            ];
+            get(&remote, path, |list: &PrincipalList| {
+                rows(&headers, &list.principals, |p| {
+                    vec![
+                        p.address.clone(),
+                        p.name.clone(),
+                        p.kind.clone(),
+                        p.roles.join(","),
+                        p.state.clone(),
+                        opt(&p.parent),
+                        p.created_at.clone(),
+                    ]
+                });
             })
             .await
         }
-        PrincipalsCommand::Remove {
-            address,
-            change: Change {
-                justification,
-                remote,
-            },
-        } => {
-            let client = Client::new(&remote)?;
-            let path = format!("/v1/principals/{address}/remove");
-            let body = Justified {
-                justification: Some(justification),
-            };
-            call(&remote, client.post(&path, &body), |_: &PrincipalAction| {
-                println!("removed {address}");
-            })
-            .await
+        PrincipalsCommand::Remove { address, change } => {
+            act(&address, "remove", "removed", &change).await
         }
         PrincipalsCommand::Show { address, remote } => {
-            let client = Client::new(&remote)?;
             let path = format!("/v1/principals/{address}");
-            call(&remote, client.get(&path), |p: &PrincipalView| {
+            get(&remote, &path, |p: &PrincipalView| {
                 println!("{} {} ({}), {}", p.address, p.name, p.kind, p.state);
                 if let Some(quarantine) = &p.quarantine {
                     let evidence = &quarantine.evidence;
@@ -141,24 +108,24 @@ pub async fn run(command: PrincipalsCommand) -> anyhow::Result<ExitCode> {
             })
             .await
         }
-        PrincipalsCommand::Release {
-            address,
-            change: Change {
-                justification,
-                remote,
-            },
-        } => {
-            let client = Client::new(&remote)?;
-            let path = format!("/v1/principals/{address}/release");
-            let body = Justified {
-                justification: Some(justification),
-            };
-            call(&remote, client.post(&path, &body), |_: &PrincipalAction| {
-                println!("released {address} from quarantine");
-            })
-            .await
+        PrincipalsCommand::Release { address, change } => {
+            act(&address, "release", "released from quarantine", &change).await
         }
     }
+}
+
+/// `POST /v1/principals/{address}/{action}` with only a justification.
+async fn act(address: &str, action: &str, done: &str, change: &Change) -> anyhow::Result<ExitCode> {
+    let path = format!("/v1/principals/{address}/{action}");
+    post(
+        &change.remote,
+        &path,
+        &change.justified(),
+        |_: &PrincipalAction| {
+            println!("{done} {address}");
+        },
+    )
+    .await
 }
 
 #[derive(Subcommand)]

@@ -6,34 +6,28 @@ use std::process::ExitCode;
 use serde_json::{json, Value};
 
 use colony_api::tasks::{TaskList, TaskRequest, TaskView, Usd};
-use colony_api::Justified;
 use colony_kernel::Priority;
 
 use crate::client::Client;
-use crate::commands::call;
-use crate::output::{opt, table, text};
+use crate::commands::{call, get, parse_priority, post};
+use crate::output::{opt, rows, text};
 use crate::Change;
 use crate::Remote;
 
-fn rows(tasks: &[TaskView]) -> Vec<Vec<String>> {
-    tasks
-        .iter()
-        .map(|task| {
-            vec![
-                task.address.clone(),
-                task.status.clone(),
-                task.priority.as_str().to_string(),
-                task.effective_priority.to_string(),
-                task.capabilities.join(","),
-                task.lease
-                    .as_ref()
-                    .map(|l| l.holder.clone())
-                    .unwrap_or_default(),
-                format!("{}/{}", task.failures, task.max_attempts),
-                task.title.clone(),
-            ]
-        })
-        .collect()
+fn row(task: &TaskView) -> Vec<String> {
+    vec![
+        task.address.clone(),
+        task.status.clone(),
+        task.priority.as_str().to_string(),
+        task.effective_priority.to_string(),
+        task.capabilities.join(","),
+        task.lease
+            .as_ref()
+            .map(|l| l.holder.clone())
+            .unwrap_or_default(),
+        format!("{}/{}", task.failures, task.max_attempts),
+        task.title.clone(),
+    ]
 }
 
 const HEADERS: [&str; 8] = [
@@ -103,31 +97,21 @@ pub async fn run(command: TasksCommand) -> anyhow::Result<ExitCode> {
             depends_on,
             budget_usd,
             max_attempts,
-            change: Change {
-                justification,
-                remote,
-            },
+            change,
         } => {
-            let client = Client::new(&remote)?;
             let body = TaskRequest {
                 title,
                 description,
-                priority: Priority::parse(&priority).ok_or_else(|| {
-                    anyhow::anyhow!("--priority is low, normal, high or critical, not `{priority}`")
-                })?,
+                priority: parse_priority(&priority)?,
                 capabilities,
                 depends_on,
                 budget_usd: budget_usd.map(Usd::Text),
                 max_attempts,
-                justification: Some(justification),
+                justification: Some(change.justification),
             };
-            call(
-                &remote,
-                client.post("/v1/tasks", &body),
-                |task: &TaskView| {
-                    println!("posted {} ({})", task.address, task.status);
-                },
-            )
+            post(&change.remote, "/v1/tasks", &body, |task: &TaskView| {
+                println!("posted {} ({})", task.address, task.status);
+            })
             .await
         }
         TasksCommand::List {
@@ -136,7 +120,6 @@ pub async fn run(command: TasksCommand) -> anyhow::Result<ExitCode> {
             limit,
             remote,
         } => {
-            let client = Client::new(&remote)?;
             let mut path = format!("/v1/tasks?limit={limit}");
             if let Some(status) = status {
                 path.push_str(&format!("&status={status}"));
@@ -144,14 +127,13 @@ pub async fn run(command: TasksCommand) -> anyhow::Result<ExitCode> {
             if let Some(capability) = capability {
                 path.push_str(&format!("&capability={capability}"));
             }
-            call(&remote, client.get(&path), |list: &TaskList| {
-                table(&HEADERS, &rows(&list.tasks))
+            get(&remote, &path, |list: &TaskList| {
+                rows(&HEADERS, &list.tasks, row)
             })
             .await
         }
         TasksCommand::Show { address, remote } => {
-            let client = Client::new(&remote)?;
-            call(&remote, client.get(&format!("/v1/tasks/{address}")), show).await
+            get(&remote, &format!("/v1/tasks/{address}"), show).await
         }
         TasksCommand::Tree { address, remote } => {
             let client = Client::new(&remote)?;
@@ -190,39 +172,23 @@ pub async fn run(command: TasksCommand) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         TasksCommand::Dead { remote } => {
-            let client = Client::new(&remote)?;
-            call(&remote, client.get("/v1/tasks/dead"), |list: &TaskList| {
-                let rows: Vec<Vec<String>> = list
-                    .tasks
-                    .iter()
-                    .map(|task| {
-                        vec![
-                            task.address.clone(),
-                            task.title.clone(),
-                            task.dead_reasons.last().cloned().unwrap_or_default(),
-                        ]
-                    })
-                    .collect();
-                table(&["ADDRESS", "TITLE", "WHY"], &rows);
+            get(&remote, "/v1/tasks/dead", |list: &TaskList| {
+                rows(&["ADDRESS", "TITLE", "WHY"], &list.tasks, |task| {
+                    vec![
+                        task.address.clone(),
+                        task.title.clone(),
+                        task.dead_reasons.last().cloned().unwrap_or_default(),
+                    ]
+                });
             })
             .await
         }
-        TasksCommand::Requeue {
-            address,
-            change: Change {
-                justification,
-                remote,
-            },
-        } => {
-            let client = Client::new(&remote)?;
-            call(
-                &remote,
-                client.post(
-                    &format!("/v1/tasks/{address}/requeue"),
-                    &Justified {
-                        justification: Some(justification),
-                    },
-                ),
+        TasksCommand::Requeue { address, change } => {
+            let path = format!("/v1/tasks/{address}/requeue");
+            post(
+                &change.remote,
+                &path,
+                &change.justified(),
                 |task: &TaskView| {
                     println!("requeued {} ({})", task.address, task.status);
                 },
@@ -384,8 +350,7 @@ pub async fn import_board(
         &["OLD ID", "TITLE", "RESULT"],
         &rows,
         &skipped,
-    );
-    Ok(ExitCode::SUCCESS)
+    )
 }
 
 #[cfg(test)]

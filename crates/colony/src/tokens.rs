@@ -10,7 +10,7 @@ use colony_api::tokens::{CreateToken, TokenCreated, TokenList, TokenRevoked};
 
 use crate::client::Client;
 use crate::commands::call;
-use crate::output::{opt, table};
+use crate::output::{opt, rows};
 use crate::Change;
 use crate::Remote;
 
@@ -94,48 +94,38 @@ pub async fn run(command: TokensCommand) -> anyhow::Result<ExitCode> {
             scopes,
             ttl,
             principal,
-            change: Change {
-                justification,
-                remote,
-            },
+            change,
         } => {
-            let client = Client::new(&remote)?;
+            let client = Client::new(&change.remote)?;
             let address = whose(&client, principal).await?;
             let body = CreateToken {
                 name,
                 scopes,
                 ttl: ttl.map(Duration::Text),
-                justification: Some(justification),
+                justification: Some(change.justification),
             };
             let path = format!("/v1/principals/{address}/tokens");
-            call(&remote, client.post(&path, &body), print_created).await
+            call(&change.remote, client.post(&path, &body), print_created).await
         }
         TokensCommand::List { principal, remote } => {
             let client = Client::new(&remote)?;
             let address = whose(&client, principal).await?;
             let path = format!("/v1/principals/{address}/tokens");
+            let headers = [
+                "ID", "NAME", "SCOPES", "STATE", "CREATED", "EXPIRES", "REVOKED",
+            ];
             call(&remote, client.get(&path), |list: &TokenList| {
-                let rows: Vec<Vec<String>> = list
-                    .tokens
-                    .iter()
-                    .map(|t| {
-                        vec![
-                            t.id.to_string(),
-                            t.name.clone(),
-                            t.scopes.join(" "),
-                            t.state.clone(),
-                            t.created_at.clone(),
-                            opt(&t.expires_at),
-                            opt(&t.revoked_at),
-                        ]
-                    })
-                    .collect();
-                table(
-                    &[
-                        "ID", "NAME", "SCOPES", "STATE", "CREATED", "EXPIRES", "REVOKED",
-                    ],
-                    &rows,
-                );
+                rows(&headers, &list.tokens, |t| {
+                    vec![
+                        t.id.to_string(),
+                        t.name.clone(),
+                        t.scopes.join(" "),
+                        t.state.clone(),
+                        t.created_at.clone(),
+                        opt(&t.expires_at),
+                        opt(&t.revoked_at),
+                    ]
+                });
             })
             .await
         }

@@ -464,47 +464,33 @@ impl Held {
         measured: Option<crate::sandbox::Measured>,
     ) {
         let measured = measured.unwrap_or_default();
-        let commit = |reservation: u64, actual: u64, what: &str| CommitRequest {
-            reservation,
-            actual,
-            justification: Some(format!("the command of task {address} used {what}")),
-        };
-        let steps = [
-            client
-                .post(
-                    "/v1/ledger/commit",
-                    &commit(
-                        self.compute,
-                        measured.cpu_ms,
-                        &format!("{} ms of CPU", measured.cpu_ms),
-                    ),
-                )
-                .await
-                .map(|_| ()),
-            client
-                .post(
-                    "/v1/ledger/commit",
-                    &commit(
-                        self.memory,
-                        measured.peak_bytes,
-                        &format!("{} bytes at its peak", measured.peak_bytes),
-                    ),
-                )
-                .await
-                .map(|_| ()),
-            client
-                .post(
-                    "/v1/ledger/release",
-                    &ReleaseRequest {
-                        reservation: self.memory,
-                        justification: Some(format!("the command of task {address} ended")),
-                    },
-                )
-                .await
-                .map(|_| ()),
+        let cpu = format!("{} ms of CPU", measured.cpu_ms);
+        let peak = format!("{} bytes at its peak", measured.peak_bytes);
+        let commits = [
+            (self.compute, measured.cpu_ms, cpu),
+            (self.memory, measured.peak_bytes, peak),
         ];
-        for step in steps {
-            if let Err(error) = step {
+        let mut results = Vec::new();
+        for (reservation, actual, what) in commits {
+            let body = CommitRequest {
+                reservation,
+                actual,
+                justification: Some(format!("the command of task {address} used {what}")),
+            };
+            results.push(client.post("/v1/ledger/commit", &body).await.map(|_| ()));
+        }
+        let release = ReleaseRequest {
+            reservation: self.memory,
+            justification: Some(format!("the command of task {address} ended")),
+        };
+        results.push(
+            client
+                .post("/v1/ledger/release", &release)
+                .await
+                .map(|_| ()),
+        );
+        for result in results {
+            if let Err(error) = result {
                 eprintln!("colony worker: charging {address}'s command: {error:#}");
             }
         }
