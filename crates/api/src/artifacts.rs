@@ -32,12 +32,13 @@ pub struct DeployArtifact {
 }
 
 /// What an artifact used since it was last started on this node.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ArtifactUsage {
     pub turns: u64,
     /// Calls of its `run`.
     pub runs: u64,
     pub fuel: u64,
+    /// Fuel charged as compute, in milliseconds.
     pub compute_ms: u64,
     pub host_calls: u64,
     /// Linear memory it holds now.

@@ -42,21 +42,8 @@ pub struct LogLine {
     pub text: String,
 }
 
-/// What an artifact used since it was last started.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct Usage {
-    pub turns: u64,
-    /// Calls of its `run`.
-    pub runs: u64,
-    pub fuel: u64,
-    /// Fuel charged as compute, in milliseconds.
-    pub compute_ms: u64,
-    pub host_calls: u64,
-    /// Linear memory held now.
-    pub memory_bytes: u64,
-    /// Bytes in its key-value store.
-    pub kv_bytes: u64,
-}
+/// What an artifact used since it was last started: the API's type, counted here.
+pub type Usage = colony_api::artifacts::ArtifactUsage;
 
 /// An artifact as the runtime sees it.
 #[derive(Clone, Debug, Default)]

@@ -93,20 +93,30 @@ fn check_key(state: &MockState, headers: &HeaderMap) -> Option<Response> {
     None
 }
 
-/// The mock's answer to a list of messages: text, input and output tokens.
-fn answer(messages: &[Value], extra_messages: u64, max_tokens: u64) -> (String, u64, u64) {
+/// The mock's answer to a request.
+struct Answer {
+    /// The model the request named.
+    model: String,
+    text: String,
+    input_tokens: u64,
+    output_tokens: u64,
+}
+
+/// Answers the last user message of `body`; the input counts `extra_messages` more.
+fn answer(body: &Value, extra_messages: u64, max_tokens: u64) -> Answer {
+    let messages = body["messages"].as_array().map_or(&[][..], Vec::as_slice);
     let last = messages
         .iter()
         .rev()
         .find(|m| m["role"] == "user")
         .map(|m| colony_gateway::scripted::content_text(&m["content"]))
         .unwrap_or_default();
-    let text = format!("mock answer: {}", last.chars().take(80).collect::<String>());
-    (
-        text,
-        10 * (messages.len() as u64 + extra_messages),
-        max_tokens.min(12),
-    )
+    Answer {
+        model: body["model"].as_str().unwrap_or("mock").to_string(),
+        text: format!("mock answer: {}", last.chars().take(80).collect::<String>()),
+        input_tokens: 10 * (messages.len() as u64 + extra_messages),
+        output_tokens: max_tokens.min(12),
+    }
 }
 
 async fn messages(
@@ -117,11 +127,14 @@ async fn messages(
     if let Some(refusal) = check_key(&state, &headers) {
         return refusal;
     }
-    let messages = body["messages"].as_array().cloned().unwrap_or_default();
     let system = u64::from(body.get("system").is_some());
     let max_tokens = body["max_tokens"].as_u64().unwrap_or(1_000);
-    let (text, input, output) = answer(&messages, system, max_tokens);
-    let model = body["model"].as_str().unwrap_or("mock").to_string();
+    let Answer {
+        model,
+        text,
+        input_tokens: input,
+        output_tokens: output,
+    } = answer(&body, system, max_tokens);
     if body["stream"] != json!(true) {
         return Json(json!({
             "id": "msg_mock", "type": "message", "role": "assistant", "model": model,
@@ -165,13 +178,16 @@ async fn chat(
     if let Some(refusal) = check_key(&state, &headers) {
         return refusal;
     }
-    let messages = body["messages"].as_array().cloned().unwrap_or_default();
     let max_tokens = body["max_tokens"]
         .as_u64()
         .or(body["max_completion_tokens"].as_u64())
         .unwrap_or(1_000);
-    let (text, prompt_tokens, completion_tokens) = answer(&messages, 0, max_tokens);
-    let model = body["model"].as_str().unwrap_or("mock").to_string();
+    let Answer {
+        model,
+        text,
+        input_tokens: prompt_tokens,
+        output_tokens: completion_tokens,
+    } = answer(&body, 0, max_tokens);
     let usage = json!({"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens});
     if body["stream"] == json!(true) {
         let mut events = Vec::new();

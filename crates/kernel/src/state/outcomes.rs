@@ -96,8 +96,13 @@ impl State {
         justification: &str,
         events: &mut Vec<Event>,
     ) {
-        if let Some(why) = self.fail_attempt_one(fx, address, reason, by, justification) {
-            self.kill(fx, address, &why, by, justification, events);
+        let Some(why) = self.fail_attempt_one(fx, address, reason, by, justification) else {
+            return;
+        };
+        // Up the tree without recursion: a parent whose policy is `fail` dies too.
+        let mut next = self.kill(fx, address, &why, by, justification, events);
+        while let Some((parent, why, justification)) = next {
+            next = self.kill(fx, &parent, &why, "0.1", justification, events);
         }
     }
 
@@ -131,26 +136,9 @@ impl State {
         None
     }
 
-    /// Puts a task in the dead-letter queue and applies its parent's policy.
+    /// Puts a task in the dead-letter queue and applies its parent's policy; the
+    /// parent when it must die too, with why.
     pub(super) fn kill(
-        &mut self,
-        fx: &mut Effects,
-        address: &str,
-        why: &str,
-        by: &str,
-        justification: &str,
-        events: &mut Vec<Event>,
-    ) {
-        // Up the tree without recursion: a parent whose policy is `fail` dies too.
-        let mut next = self.kill_one(fx, address, why, by, justification, events);
-        while let Some((parent, why, justification)) = next {
-            next = self.kill_one(fx, &parent, &why, "0.1", justification, events);
-        }
-    }
-
-    /// Kills one task and applies its parent's policy; the parent when it must die
-    /// too, with why.
-    pub(super) fn kill_one(
         &mut self,
         fx: &mut Effects,
         address: &str,

@@ -8,8 +8,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use base64::Engine as _;
 use colony_api::artifacts::{
-    ArtifactList, ArtifactLogLine, ArtifactLogs, ArtifactUsage, ArtifactView, DeployArtifact,
-    LogsQuery,
+    ArtifactList, ArtifactLogLine, ArtifactLogs, ArtifactView, DeployArtifact, LogsQuery,
 };
 use colony_api::{ErrorBody, Justified};
 use colony_artifacts::{Deploy, DeployError};
@@ -55,15 +54,7 @@ fn view(app: &AppState, principal: PrincipalId, seq: Option<u64>) -> Option<Arti
             .as_ref()
             .and_then(|(_, at)| at.map(colony_api::format_time)),
         last_error: status.last_error.clone(),
-        usage: ArtifactUsage {
-            turns: usage.turns,
-            runs: usage.runs,
-            fuel: usage.fuel,
-            compute_ms: usage.compute_ms,
-            host_calls: usage.host_calls,
-            memory_bytes: usage.memory_bytes,
-            kv_bytes: usage.kv_bytes,
-        },
+        usage,
         balances: super::ledger::balances_of(
             &state,
             principal,
