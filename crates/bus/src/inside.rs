@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use colony_kernel::{PrincipalId, Priority, Reason, Role};
 
-use crate::meter::Meter;
+use crate::meter::{Meter, Spent};
 use crate::subject::{check_pattern, check_subject};
 use crate::{policy, Backpressure, Bus, Conn, MsgParts, Routed, Sub};
 
@@ -20,10 +20,26 @@ pub enum Refused {
     Forbidden(String),
     /// The edge gate said no (io_ops or data_creation_bytes).
     Denied(Reason),
+    /// In a cluster, this node's lease of `what` is spent while the cluster has
+    /// room: try again after `retry_after_ms` (the node's next lease round).
+    LeaseSpent {
+        what: &'static str,
+        retry_after_ms: u64,
+    },
     /// A stream or a subscriber could not take it.
     Backpressure(String),
     /// The node holds as many connections as it may.
     Full,
+}
+
+impl Refused {
+    /// A lease refusal's words for the agent.
+    pub fn lease_spent_message(what: &str, retry_after_ms: u64) -> String {
+        format!(
+            "this node's share of {what} is spent until its next lease (within {retry_after_ms} ms); \
+             the cluster still has room: try again then"
+        )
+    }
 }
 
 impl Bus {
@@ -40,7 +56,16 @@ impl Bus {
             .take(meter, parts.from, bytes)
             .map_err(|reason| {
                 self.metrics.denied.fetch_add(1, Ordering::Relaxed);
-                Refused::Denied(reason)
+                match reason {
+                    Spent::Denied(reason) => Refused::Denied(reason),
+                    Spent::Lease {
+                        what,
+                        retry_after_ms,
+                    } => Refused::LeaseSpent {
+                        what,
+                        retry_after_ms,
+                    },
+                }
             })?;
         let routed = self.route_published(Arc::new(parts.to_msg(None)));
         self.metrics.published.fetch_add(1, Ordering::Relaxed);

@@ -42,6 +42,8 @@ pub(crate) struct Leasing {
     rounds: tokio::sync::watch::Sender<u64>,
     /// Whether the last lease granted anything (to be released when no longer wanted).
     holds: std::sync::atomic::AtomicBool,
+    /// The rounds' period (`edge_flush`, ms), as the last round said.
+    period_ms: AtomicU64,
 }
 
 impl Default for Leasing {
@@ -51,6 +53,7 @@ impl Default for Leasing {
             wanted: tokio::sync::Notify::new(),
             rounds: tokio::sync::watch::channel(0).0,
             holds: std::sync::atomic::AtomicBool::new(false),
+            period_ms: AtomicU64::new(1_000),
         }
     }
 }
@@ -59,6 +62,16 @@ impl Leasing {
     /// Past the node's deadline: nothing may be spent until a new lease.
     pub(crate) fn lapsed(&self) -> bool {
         colony_pipeline::sequencer::now_ms() >= self.until_ms.load(Ordering::Relaxed)
+    }
+
+    /// The refusal of a publish for want of this node's lease of `what`: the next
+    /// round is at most a period away. (A refusal asks for no round of its own: an
+    /// agent that publishes on regardless would have the node log one per refusal.)
+    pub(crate) fn spent(&self, what: &'static str) -> crate::meter::Spent {
+        crate::meter::Spent::Lease {
+            what,
+            retry_after_ms: self.period_ms.load(Ordering::Relaxed).max(1),
+        }
     }
 }
 
@@ -80,6 +93,9 @@ impl Meters {
     /// `period_ms` is the node's `edge_flush`; `nodes` the live nodes of the cluster.
     pub fn lease_request(&self, node: &str, period_ms: u64, nodes: u64) -> LeaseRound {
         let now_ms = colony_pipeline::sequencer::now_ms();
+        if let Some(leasing) = &self.leasing {
+            leasing.period_ms.store(period_ms, Ordering::Relaxed);
+        }
         let ttl_ms = period_ms
             .saturating_mul(LEASE_ROUNDS)
             .clamp(1, EDGE_LEASE_TTL_MAX_MS);
@@ -240,7 +256,9 @@ impl Meters {
 mod tests {
     use std::sync::{Arc, RwLock};
 
-    use colony_kernel::{Command, CommandBody, Effect, Genesis, PrincipalId, State};
+    use colony_kernel::{Command, CommandBody, Effect, Genesis, PrincipalId, Reason, State};
+
+    use crate::meter::Spent;
 
     use super::*;
 
@@ -365,5 +383,71 @@ mod tests {
         let now = colony_pipeline::sequencer::now_ms();
         meters.apply_lease(&granted, 0, now.saturating_sub(1));
         assert!(meters.take(&meter, "1.1", 1).is_err());
+    }
+
+    /// A node's spent lease is told apart from a spent quota: the first is refused
+    /// until the node's next round (the cluster has room), the second until the
+    /// quota's window refills.
+    #[test]
+    fn a_spent_lease_is_told_apart_from_a_spent_quota() {
+        let mut genesis = Genesis::for_tests([1; 32]);
+        for limit in genesis.limits.iter_mut() {
+            if limit.name == "data_creation_bytes" {
+                limit.hard = Some(16 << 20);
+            }
+        }
+        let state = Arc::new(RwLock::new(State::new()));
+        logged(&state, CommandBody::Genesis(Box::new(genesis)));
+        let meters = Meters::leased(Arc::clone(&state));
+        let meter = meters.meter(PrincipalId::ADMIN);
+        let lease_spent = |what| Spent::Lease {
+            what,
+            retry_after_ms: 1_000,
+        };
+        let mut spent = 0;
+        let mut rounds = 0;
+        let refusal = loop {
+            let round = meters.lease_request("node-1", 1_000, 1);
+            let Effect::EdgeLeased {
+                granted,
+                data_bytes_granted,
+                ..
+            } = logged(&state, CommandBody::LeaseEdge(Box::new(round.request)))
+            else {
+                panic!("the lease is granted");
+            };
+            meters.apply_lease(&granted, data_bytes_granted, round.until_ms);
+            if rounds == 0 {
+                // More bytes than the lease holds, fewer than the limit has left.
+                assert_eq!(
+                    meters.take(&meter, "1.1", data_bytes_granted + 1),
+                    Err(lease_spent("data_creation_bytes"))
+                );
+            }
+            rounds += 1;
+            let refusal = loop {
+                match meters.take(&meter, "1.1", 1) {
+                    Ok(()) => spent += 1,
+                    Err(refusal) => break refusal,
+                }
+            };
+            if refusal != lease_spent("io_ops") {
+                break refusal;
+            }
+            assert!(rounds < 100, "the quota was never spent: {spent}");
+        };
+        assert!(
+            matches!(
+                refusal,
+                Spent::Denied(Reason::InsufficientResource {
+                    resource: Resource::IoOps,
+                    available: 0,
+                    ..
+                })
+            ),
+            "{refusal:?}"
+        );
+        assert!(rounds > 1, "the lease grew over rounds: {rounds}");
+        assert_eq!(spent, 10_000, "the whole quota, and no more");
     }
 }

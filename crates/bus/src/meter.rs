@@ -27,9 +27,24 @@ pub(crate) struct Allowance {
     pub(crate) refused: Option<Reason>,
 }
 
+/// Why a publish may not spend.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Spent {
+    /// The principal's quota, a system-wide limit or a quarantine says no.
+    Denied(Reason),
+    /// In a cluster: this node's lease of `what` (`io_ops` or `data_creation_bytes`)
+    /// is spent (or lapsed) while the cluster has room; the node's next lease round,
+    /// within `retry_after_ms`, brings more.
+    Lease {
+        what: &'static str,
+        retry_after_ms: u64,
+    },
+}
+
 /// One principal's io_ops allowance.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Meter {
+    pub(crate) principal: PrincipalId,
     pub(crate) io_ops: Mutex<Allowance>,
     pub(crate) data_unflushed: Mutex<u64>,
 }
@@ -74,7 +89,11 @@ impl Meters {
     pub fn meter(&self, principal: PrincipalId) -> Arc<Meter> {
         let mut by_principal = self.by_principal.lock().expect("meters lock");
         Arc::clone(by_principal.entry(principal).or_insert_with(|| {
-            let meter = Arc::new(Meter::default());
+            let meter = Arc::new(Meter {
+                principal,
+                io_ops: Mutex::default(),
+                data_unflushed: Mutex::default(),
+            });
             let state = self.state.read().expect("state lock");
             let now_ms = colony_pipeline::sequencer::now_ms();
             match &self.leasing {
@@ -91,10 +110,10 @@ impl Meters {
     }
 
     /// Spends one io_op of `principal` and `bytes` of the data window, or says why not.
-    pub fn take(&self, meter: &Meter, address: &str, bytes: u64) -> Result<(), Reason> {
+    pub fn take(&self, meter: &Meter, address: &str, bytes: u64) -> Result<(), Spent> {
         let mut io_ops = meter.io_ops.lock().expect("meter lock");
         if let Some(reason) = &io_ops.refused {
-            return Err(reason.clone());
+            return Err(Spent::Denied(reason.clone()));
         }
         let lapsed = self
             .leasing
@@ -102,13 +121,25 @@ impl Meters {
             .is_some_and(|leasing| leasing.lapsed());
         // A lapsed lease spends nothing; an unlimited allowance is no lease.
         if io_ops.left == 0 || (lapsed && io_ops.left != u64::MAX) {
-            return Err(Reason::InsufficientResource {
+            if let Some(leasing) = &self.leasing {
+                // The kernel has io_ops of the principal that no node holds: the
+                // node's next round can lease them.
+                let now_ms = colony_pipeline::sequencer::now_ms();
+                let state = self.state.read().expect("state lock");
+                if state
+                    .available_at(meter.principal, Resource::IoOps, now_ms)
+                    .is_some_and(|available| available > 0)
+                {
+                    return Err(leasing.spent(Resource::IoOps.as_str()));
+                }
+            }
+            return Err(Spent::Denied(Reason::InsufficientResource {
                 resource: Resource::IoOps,
                 requested: 1,
                 available: 0,
                 principal: address.to_string(),
                 refill_at_ms: io_ops.refill_at_ms,
-            });
+            }));
         }
         {
             let mut data = self.data.lock().expect("data meter lock");
@@ -123,19 +154,19 @@ impl Meters {
                         colony_pipeline::sequencer::now_ms(),
                     )
                     .expect("data_creation_bytes is a built-in limit");
-                if self.leasing.is_some() {
-                    // Only the lease may be spent: as if the rest were used.
-                    limit.usage = limit
-                        .spec
-                        .hard
-                        .unwrap_or(u64::MAX)
-                        .saturating_sub(data.left);
-                    limit.reserved = 0;
+                if let Some(leasing) = &self.leasing {
+                    // The limit's figures count every node's lease and charge: when
+                    // they leave room, only this node's lease is spent.
+                    match limit.gate(bytes) {
+                        Gate::Deny(reason) => return Err(Spent::Denied(reason)),
+                        _ if limit.spec.hard.is_none() => {} // unlimited: no lease
+                        _ => return Err(leasing.spent(LimitName::DataCreationBytes.as_str())),
+                    }
                 } else {
                     limit.usage = limit.usage.saturating_add(data.unflushed);
-                }
-                if let Gate::Deny(reason) = limit.gate(bytes) {
-                    return Err(reason);
+                    if let Gate::Deny(reason) = limit.gate(bytes) {
+                        return Err(Spent::Denied(reason));
+                    }
                 }
                 // The window turned since the last refresh: let it through.
             }

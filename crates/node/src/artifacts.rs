@@ -50,6 +50,13 @@ fn refused(refused: Refused) -> HostError {
         Refused::Forbidden(message) => HostError::new(code::FORBIDDEN, message),
         Refused::Denied(reason) => colony_artifacts::host_denied(&reason),
         Refused::Backpressure(message) => HostError::new(code::UNAVAILABLE, message),
+        Refused::LeaseSpent {
+            what,
+            retry_after_ms,
+        } => HostError::new(
+            code::UNAVAILABLE,
+            Refused::lease_spent_message(what, retry_after_ms),
+        ),
         Refused::Full => HostError::new(
             code::UNAVAILABLE,
             "the node holds as many bus connections as it may",

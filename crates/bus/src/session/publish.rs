@@ -63,6 +63,16 @@ impl Session {
                 .map_err(|refused| match refused {
                     Refused::Denied(reason) => FrameError::from_reason(&reason),
                     Refused::Backpressure(message) => FrameError::new("backpressure", message),
+                    Refused::LeaseSpent {
+                        what,
+                        retry_after_ms,
+                    } => FrameError::new(
+                        "lease_spent",
+                        Refused::lease_spent_message(what, retry_after_ms),
+                    )
+                    .with("resource", what)
+                    .with("retry_after_ms", retry_after_ms)
+                    .with("retry_after", retry_after_ms.div_ceil(1000)),
                     other => FrameError::new("invalid", format!("{other:?}")),
                 })?;
         if routed.rejected > 0 {

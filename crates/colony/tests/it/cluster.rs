@@ -181,9 +181,13 @@ async fn publisher(url: String, token: String, subject: String, stop: Arc<Atomic
             if answer["op"] == "ok" {
                 accepted += 1;
             } else {
+                // Refused until this node's next lease (`lease_spent`, the cluster
+                // has room) or for good (`insufficient_resource`): try again shortly.
                 let code = answer["error"]["code"].as_str().unwrap_or_default();
-                assert_eq!(code, "insufficient_resource", "{answer}");
-                // Refused until the next lease: try again shortly.
+                assert!(
+                    ["lease_spent", "insufficient_resource"].contains(&code),
+                    "{answer}"
+                );
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             break;
@@ -359,7 +363,12 @@ fn bus_pub(url: &str, token: &str, subject: &str, data: &str) {
             return;
         }
         let stderr = String::from_utf8_lossy(&output.stderr);
-        let retryable = ["hard_limit", "insufficient_resource", "cluster_unavailable"]
+        let retryable = [
+            "hard_limit",
+            "insufficient_resource",
+            "lease_spent",
+            "cluster_unavailable",
+        ]
             .iter()
             .any(|code| stderr.contains(code));
         assert!(retryable && Instant::now() < deadline, "{stderr}");
