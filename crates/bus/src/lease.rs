@@ -450,4 +450,46 @@ mod tests {
         assert!(rounds > 1, "the lease grew over rounds: {rounds}");
         assert_eq!(spent, 10_000, "the whole quota, and no more");
     }
+
+    /// A round whose command certainly never reached the log (the node had lost
+    /// NATS) is put back: the next round charges it with what was spent meanwhile.
+    #[test]
+    fn a_round_that_was_not_decided_is_charged_by_the_next() {
+        let state = Arc::new(RwLock::new(State::new()));
+        logged(
+            &state,
+            CommandBody::Genesis(Box::new(Genesis::for_tests([1; 32]))),
+        );
+        let meters = Meters::leased(Arc::clone(&state));
+        let meter = meters.meter(PrincipalId::ADMIN);
+        let round = meters.lease_request("node-1", 1_000, 1);
+        let Effect::EdgeLeased { granted, .. } =
+            logged(&state, CommandBody::LeaseEdge(Box::new(round.request)))
+        else {
+            panic!("the lease is granted");
+        };
+        meters.apply_lease(&granted, 0, round.until_ms);
+        for _ in 0..10 {
+            meters.take(&meter, "1.1", 1).unwrap();
+        }
+        let lost = meters.lease_request("node-1", 1_000, 1);
+        assert_eq!(lost.request.usage[0].io_ops, 10);
+        meters.restore(&lost.request.usage);
+        for _ in 0..5 {
+            meters.take(&meter, "1.1", 1).unwrap();
+        }
+        let next = meters.lease_request("node-1", 1_000, 1);
+        assert_eq!(next.request.usage[0].io_ops, 15, "both rounds' spending");
+        logged(&state, CommandBody::LeaseEdge(Box::new(next.request)));
+        let state = state.read().unwrap();
+        let used = state
+            .balances_at(PrincipalId::ADMIN, state.now_ms)
+            .into_iter()
+            .find(|(resource, _)| *resource == Resource::IoOps)
+            .unwrap()
+            .1
+            .used;
+        assert_eq!(used, 15);
+        state.check_invariants().unwrap();
+    }
 }

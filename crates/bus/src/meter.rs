@@ -181,6 +181,22 @@ impl Meters {
         Ok(())
     }
 
+    /// Puts back what a flush took when the command charging it was certainly not
+    /// decided: the next flush charges it with what is spent meanwhile.
+    pub fn restore(&self, usage: &[EdgeUsage]) {
+        let mut bytes = 0u64;
+        for spent in usage {
+            let meter = self.meter(spent.principal);
+            let mut io_ops = meter.io_ops.lock().expect("meter lock");
+            io_ops.unflushed = io_ops.unflushed.saturating_add(spent.io_ops);
+            let mut data = meter.data_unflushed.lock().expect("meter lock");
+            *data = data.saturating_add(spent.data_bytes);
+            bytes = bytes.saturating_add(spent.data_bytes);
+        }
+        let mut data = self.data.lock().expect("data meter lock");
+        data.unflushed = data.unflushed.saturating_add(bytes);
+    }
+
     /// Takes what was spent since the last flush, to be charged to the kernel.
     pub fn flush(&self) -> Vec<EdgeUsage> {
         let by_principal = self.by_principal.lock().expect("meters lock");

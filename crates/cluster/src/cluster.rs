@@ -365,13 +365,13 @@ impl Inner {
         }
         .encode();
         if payload.len() > ENVELOPE_BYTES_MAX {
-            return Err(SubmitError {
-                code: "command_too_large",
-                message: format!(
+            return Err(SubmitError::refused(
+                "command_too_large",
+                format!(
                     "the command is {} bytes; a cluster's log takes at most {ENVELOPE_BYTES_MAX}",
                     payload.len()
                 ),
-            });
+            ));
         }
         let (reply, answer) = oneshot::channel();
         self.pending
@@ -399,19 +399,19 @@ impl Inner {
         }
         if let Err(error) = acked {
             if error.kind() == jetstream::context::PublishErrorKind::WrongLastSequence {
-                return Err(SubmitError {
-                    code: "wrong_last_sequence",
-                    message: error.to_string(),
-                });
+                return Err(SubmitError::refused(
+                    "wrong_last_sequence",
+                    error.to_string(),
+                ));
             }
-            return Err(SubmitError::cluster_unavailable(format!(
+            return Err(SubmitError::cluster_uncertain(format!(
                 "the cluster's log did not take the command ({error}); if it timed out, the command may still be applied"
             )));
         }
         match tokio::time::timeout(self.config.ack_timeout * 6, answer).await {
             Ok(Ok(outcome)) => Ok(outcome),
             Ok(Err(_)) => Err(SubmitError::shutting_down()),
-            Err(_) => Err(SubmitError::cluster_unavailable(
+            Err(_) => Err(SubmitError::cluster_uncertain(
                 "the cluster's log has the command but this node has not applied it yet (it is behind or has lost NATS); it will be applied",
             )),
         }

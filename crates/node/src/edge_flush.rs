@@ -45,11 +45,16 @@ async fn charge_round(bus: &crate::bus::Bus, submitter: &Submitter) {
             .submit(
                 PrincipalId::SYSTEM,
                 "bus publishes let through at the edge since the last report".into(),
-                CommandBody::ChargeEdge { usage },
+                CommandBody::ChargeEdge {
+                    usage: usage.clone(),
+                },
             )
             .await;
         if let Err(error) = result {
             tracing::warn!("cannot charge edge usage: {}", error.message);
+            if error.nothing_decided {
+                bus.meters.restore(&usage); // charged by the next round
+            }
         }
     }
     bus.meters.refresh(sequencer::now_ms());
@@ -75,6 +80,7 @@ async fn lease_round(
         round.request.io_ops.clear();
         round.request.data_bytes = 0;
     }
+    let usage = round.request.usage.clone();
     let result = submitter
         .submit(
             PrincipalId::SYSTEM,
@@ -97,7 +103,13 @@ async fn lease_round(
                 outcome.primary.reason
             ),
         },
-        // The previous lease holds until its deadline; past it nothing is spent.
-        Err(error) => tracing::warn!("cannot renew the node's edge lease: {}", error.message),
+        // The previous lease holds until its deadline; past it nothing is spent. What
+        // this round carried is charged by the next one, unless it may yet be decided.
+        Err(error) => {
+            tracing::warn!("cannot renew the node's edge lease: {}", error.message);
+            if error.nothing_decided {
+                bus.meters.restore(&usage);
+            }
+        }
     }
 }

@@ -56,9 +56,13 @@ pub use submitter::Submitter;
 #[derive(Clone, Debug, thiserror::Error)]
 #[error("{message}")]
 pub struct SubmitError {
-    /// `overloaded`, `shutting_down` or `node_failed`.
+    /// `overloaded`, `shutting_down`, `node_failed`, `cluster_unavailable`, ...
     pub code: &'static str,
     pub message: String,
+    /// Certainly not decided, now or later (the command never reached the log), so
+    /// that what it carried may be sent again; false when it may have been or will
+    /// be decided.
+    pub nothing_decided: bool,
 }
 
 impl SubmitError {
@@ -67,6 +71,7 @@ impl SubmitError {
         SubmitError {
             code: "overloaded",
             message: "the node's command queue is full; retry shortly".into(),
+            nothing_decided: true,
         }
     }
 
@@ -74,6 +79,7 @@ impl SubmitError {
         SubmitError {
             code: "shutting_down",
             message: "the node is shutting down".into(),
+            nothing_decided: false,
         }
     }
 
@@ -82,6 +88,25 @@ impl SubmitError {
         SubmitError {
             code: "cluster_unavailable",
             message: message.into(),
+            nothing_decided: true,
+        }
+    }
+
+    /// The cluster's log may have the command, or has it and this node has not
+    /// applied it yet: it may be (or will be) decided.
+    pub fn cluster_uncertain(message: impl Into<String>) -> SubmitError {
+        SubmitError {
+            nothing_decided: false,
+            ..SubmitError::cluster_unavailable(message)
+        }
+    }
+
+    /// A refusal before the command went anywhere (`code`, `message`).
+    pub fn refused(code: &'static str, message: impl Into<String>) -> SubmitError {
+        SubmitError {
+            code,
+            message: message.into(),
+            nothing_decided: true,
         }
     }
 
@@ -90,6 +115,7 @@ impl SubmitError {
         SubmitError {
             code: "node_failed",
             message: format!("the node cannot go on and is stopping: {reason}"),
+            nothing_decided: false,
         }
     }
 }
