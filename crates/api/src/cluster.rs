@@ -33,6 +33,9 @@ pub struct StreamView {
     /// Commands in the stream.
     pub messages: u64,
     pub bytes: u64,
+    /// The first command the stream still holds (after compaction, the ones before
+    /// it are gone).
+    pub first_seq: u64,
     /// The stream's last sequence number: the last command ordered.
     pub last_seq: u64,
     /// How many servers keep a copy.

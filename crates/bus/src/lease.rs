@@ -274,6 +274,30 @@ mod tests {
         state.apply(&command).primary().effect.clone()
     }
 
+    /// A kernel after `genesis`, and the meters of one node leasing from it.
+    fn leasing(genesis: Genesis) -> (Arc<RwLock<State>>, Meters) {
+        let state = Arc::new(RwLock::new(State::new()));
+        logged(&state, CommandBody::Genesis(Box::new(genesis)));
+        let meters = Meters::leased(Arc::clone(&state));
+        (state, meters)
+    }
+
+    /// One lease round of node-1 alone, logged and applied: the io_ops granted, the
+    /// data bytes granted, and the node's deadline.
+    fn round(state: &Arc<RwLock<State>>, meters: &Meters) -> (Vec<EdgeGrant>, u64, u64) {
+        let round = meters.lease_request("node-1", 1_000, 1);
+        let Effect::EdgeLeased {
+            granted,
+            data_bytes_granted,
+            ..
+        } = logged(state, CommandBody::LeaseEdge(Box::new(round.request)))
+        else {
+            panic!("the lease is granted");
+        };
+        meters.apply_lease(&granted, data_bytes_granted, round.until_ms);
+        (granted, data_bytes_granted, round.until_ms)
+    }
+
     /// Two nodes lease from one kernel: neither spends before its lease, each
     /// spends exactly what it was granted, and together no more than the quota.
     #[test]
@@ -348,9 +372,7 @@ mod tests {
                 limit.soft = None;
             }
         }
-        let state = Arc::new(RwLock::new(State::new()));
-        logged(&state, CommandBody::Genesis(Box::new(genesis)));
-        let meters = Meters::leased(Arc::clone(&state));
+        let (_state, meters) = leasing(genesis);
         let meter = meters.meter(PrincipalId::ADMIN);
         for _ in 0..1_000 {
             meters.take(&meter, "1.1", 128).unwrap();
@@ -365,20 +387,9 @@ mod tests {
     /// A node that could not renew its lease stops spending at its own deadline.
     #[test]
     fn a_lapsed_lease_spends_nothing() {
-        let state = Arc::new(RwLock::new(State::new()));
-        logged(
-            &state,
-            CommandBody::Genesis(Box::new(Genesis::for_tests([1; 32]))),
-        );
-        let meters = Meters::leased(Arc::clone(&state));
+        let (state, meters) = leasing(Genesis::for_tests([1; 32]));
         let meter = meters.meter(PrincipalId::ADMIN);
-        let round = meters.lease_request("node-1", 1_000, 1);
-        let Effect::EdgeLeased { granted, .. } =
-            logged(&state, CommandBody::LeaseEdge(Box::new(round.request)))
-        else {
-            panic!("the lease is granted");
-        };
-        meters.apply_lease(&granted, 0, round.until_ms);
+        let (granted, _, _) = round(&state, &meters);
         meters.take(&meter, "1.1", 1).unwrap();
         let now = colony_pipeline::sequencer::now_ms();
         meters.apply_lease(&granted, 0, now.saturating_sub(1));
@@ -396,9 +407,7 @@ mod tests {
                 limit.hard = Some(16 << 20);
             }
         }
-        let state = Arc::new(RwLock::new(State::new()));
-        logged(&state, CommandBody::Genesis(Box::new(genesis)));
-        let meters = Meters::leased(Arc::clone(&state));
+        let (state, meters) = leasing(genesis);
         let meter = meters.meter(PrincipalId::ADMIN);
         let lease_spent = |what| Spent::Lease {
             what,
@@ -407,16 +416,7 @@ mod tests {
         let mut spent = 0;
         let mut rounds = 0;
         let refusal = loop {
-            let round = meters.lease_request("node-1", 1_000, 1);
-            let Effect::EdgeLeased {
-                granted,
-                data_bytes_granted,
-                ..
-            } = logged(&state, CommandBody::LeaseEdge(Box::new(round.request)))
-            else {
-                panic!("the lease is granted");
-            };
-            meters.apply_lease(&granted, data_bytes_granted, round.until_ms);
+            let (_, data_bytes_granted, _) = round(&state, &meters);
             if rounds == 0 {
                 // More bytes than the lease holds, fewer than the limit has left.
                 assert_eq!(
@@ -455,20 +455,9 @@ mod tests {
     /// NATS) is put back: the next round charges it with what was spent meanwhile.
     #[test]
     fn a_round_that_was_not_decided_is_charged_by_the_next() {
-        let state = Arc::new(RwLock::new(State::new()));
-        logged(
-            &state,
-            CommandBody::Genesis(Box::new(Genesis::for_tests([1; 32]))),
-        );
-        let meters = Meters::leased(Arc::clone(&state));
+        let (state, meters) = leasing(Genesis::for_tests([1; 32]));
         let meter = meters.meter(PrincipalId::ADMIN);
-        let round = meters.lease_request("node-1", 1_000, 1);
-        let Effect::EdgeLeased { granted, .. } =
-            logged(&state, CommandBody::LeaseEdge(Box::new(round.request)))
-        else {
-            panic!("the lease is granted");
-        };
-        meters.apply_lease(&granted, 0, round.until_ms);
+        round(&state, &meters);
         for _ in 0..10 {
             meters.take(&meter, "1.1", 1).unwrap();
         }

@@ -30,6 +30,12 @@ pub enum ClusterError {
         stream: String,
         stream_last: u64,
     },
+    #[error("this node's data ends at command {local} but the cluster's stream {stream} was compacted and starts at {stream_first}: the commands in between are gone (the node was away longer than keep_absent, or is new); stop another node and copy its data directory here, then start both (docs/cluster.md, \"Compaction\")")]
+    Compacted {
+        local: u64,
+        stream: String,
+        stream_first: u64,
+    },
 }
 
 /// Whose genesis the cluster's log starts with.
@@ -146,13 +152,21 @@ impl Cluster {
                 Err(error) => return Err(stream_error(error.to_string())),
             }
         };
-        let stream_last = stream
+        let stream_state = stream
             .info()
             .await
             .map_err(|error| stream_error(error.to_string()))?
             .state
-            .last_sequence;
+            .clone();
+        let stream_last = stream_state.last_sequence;
         let local = state.read().expect("state lock").last_seq;
+        if stream_last > 0 && local.saturating_add(1) < stream_state.first_sequence {
+            return Err(ClusterError::Compacted {
+                local,
+                stream: config.stream.clone(),
+                stream_first: stream_state.first_sequence,
+            });
+        }
         if local > stream_last {
             return Err(ClusterError::DataAhead {
                 local,
@@ -189,6 +203,8 @@ impl Cluster {
             submitter.clone(),
             local + 1,
         ));
+        // From the start, so that the log keeps what this node is catching up on.
+        tokio::spawn(crate::compact::run(Arc::clone(&inner)));
         let cluster = Cluster { inner };
         cluster.caught_up_to(stream_last).await;
         submitter.replicate_through(Arc::new(cluster.clone()));

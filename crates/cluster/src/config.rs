@@ -13,6 +13,9 @@ pub const SERVERS_MAX: usize = 16;
 /// ceiling).
 pub const ENVELOPE_BYTES_MAX: usize = 8 * 1024 * 1024;
 
+/// Commands the stream keeps at least, unless told otherwise.
+pub const KEEP_COMMANDS_DEFAULT: u64 = 1_000_000;
+
 /// The stream's name unless told otherwise.
 pub const STREAM_DEFAULT: &str = "COLONY_COMMANDS";
 
@@ -30,6 +33,15 @@ pub struct ClusterConfig {
     /// How long a proposal waits for the stream's acknowledgement, and then for
     /// this node to apply it, before the caller gets `503`.
     pub ack_timeout: Duration,
+    /// The command log's compaction (`compact.rs`): the last `keep_commands`
+    /// commands always stay in the stream.
+    pub keep_commands: u64,
+    /// ...and so does every command after the last one applied by a node heard from
+    /// within `keep_absent`; a node gone longer must be seeded again from a copy of
+    /// another node's data directory.
+    pub keep_absent: Duration,
+    /// How often the watching node compacts.
+    pub compact_every: Duration,
 }
 
 impl ClusterConfig {
@@ -73,6 +85,9 @@ impl ClusterConfig {
             node_name: node_name.to_string(),
             stream: STREAM_DEFAULT.to_string(),
             ack_timeout: Duration::from_secs(5),
+            keep_commands: KEEP_COMMANDS_DEFAULT,
+            keep_absent: Duration::from_secs(24 * 3600),
+            compact_every: Duration::from_secs(60),
         })
     }
 
@@ -84,6 +99,30 @@ impl ClusterConfig {
     /// The subject nodes tell each other their progress on (`.<node>` appended).
     pub(crate) fn nodes_subject(&self) -> String {
         format!("colony.cluster.{}.nodes", self.stream)
+    }
+}
+
+/// `cluster.toml`'s duration `key`, from `min_ms` to `max_ms`.
+fn duration(key: &str, text: &str, min_ms: u64, max_ms: u64) -> Result<Duration, ClusterError> {
+    let ms = colony_config::parse_duration_ms(text)
+        .map_err(|error| ClusterError::Config(format!("cluster.toml: {key}: {error}")))?;
+    if !(min_ms..=max_ms).contains(&ms) {
+        return Err(ClusterError::Config(format!(
+            "cluster.toml: {key} is {} to {}",
+            humanize(min_ms),
+            humanize(max_ms)
+        )));
+    }
+    Ok(Duration::from_millis(ms))
+}
+
+/// `ms` the way `cluster.toml` would say it.
+fn humanize(ms: u64) -> String {
+    match ms {
+        ms if ms % 86_400_000 == 0 => format!("{}d", ms / 86_400_000),
+        ms if ms % 3_600_000 == 0 => format!("{}h", ms / 3_600_000),
+        ms if ms % 1_000 == 0 => format!("{}s", ms / 1_000),
+        ms => format!("{ms}ms"),
     }
 }
 
@@ -118,6 +157,39 @@ mod tests {
         let three: Vec<String> = (0..5).map(|i| format!("nats://h:{}", 4000 + i)).collect();
         assert_eq!(ClusterConfig::new(&three, "a").unwrap().replicas, 3);
     }
+
+    #[test]
+    fn compaction_settings_are_bounded() {
+        let file = |keep_commands, keep_absent: &str, compact_every: &str| ClusterFile {
+            servers: vec!["nats://127.0.0.1:4222".into()],
+            node_name: Some("node-1".into()),
+            keep_commands,
+            keep_absent: Some(keep_absent.into()),
+            compact_every: Some(compact_every.into()),
+            ..ClusterFile::default()
+        };
+        let config = ClusterConfig::resolve(Some(file(Some(50), "2h", "250ms")), &[], None)
+            .unwrap()
+            .unwrap();
+        assert_eq!(config.keep_commands, 50);
+        assert_eq!(config.keep_absent, Duration::from_secs(7_200));
+        assert_eq!(config.compact_every, Duration::from_millis(250));
+        let refused = |file| ClusterConfig::resolve(Some(file), &[], None).unwrap_err();
+        assert!(refused(file(Some(9), "2h", "1m"))
+            .to_string()
+            .contains("at least 10"));
+        assert!(refused(file(None, "31d", "1m"))
+            .to_string()
+            .contains("keep_absent is 1s to 30d"));
+        assert!(refused(file(None, "2h", "10ms"))
+            .to_string()
+            .contains("compact_every is 100ms to 1h"));
+        assert!(refused(file(None, "soon", "1m"))
+            .to_string()
+            .contains("not a duration"));
+        let defaults = ClusterConfig::new(&["nats://h:1".into()], "a").unwrap();
+        assert_eq!(defaults.keep_commands, KEEP_COMMANDS_DEFAULT);
+    }
 }
 
 /// `cluster.toml`'s `[cluster]` table, before the command line's flags are laid over
@@ -132,6 +204,12 @@ pub struct ClusterFile {
     pub replicas: Option<usize>,
     /// A duration (`"5s"`).
     pub ack_timeout: Option<String>,
+    /// Commands always kept in the stream (at least 10).
+    pub keep_commands: Option<u64>,
+    /// A duration (`"24h"`, 1 s to 30 days).
+    pub keep_absent: Option<String>,
+    /// A duration (`"1m"`, 100 ms to 1 h).
+    pub compact_every: Option<String>,
 }
 
 #[derive(serde::Deserialize)]
@@ -211,6 +289,20 @@ impl ClusterConfig {
                 ));
             }
             config.ack_timeout = Duration::from_millis(ms);
+        }
+        if let Some(keep) = file.keep_commands {
+            if keep < 10 {
+                return Err(ClusterError::Config(format!(
+                    "cluster.toml: keep_commands {keep}: at least 10"
+                )));
+            }
+            config.keep_commands = keep;
+        }
+        if let Some(text) = file.keep_absent {
+            config.keep_absent = duration("keep_absent", &text, 1_000, 30 * 24 * 3_600_000)?;
+        }
+        if let Some(text) = file.compact_every {
+            config.compact_every = duration("compact_every", &text, 100, 3_600_000)?;
         }
         Ok(Some(config))
     }

@@ -16,6 +16,7 @@
 //! - `applier.rs`: following the stream from the node's own last command.
 //! - `ticker.rs`: time-driven work proposed once, whichever node notices first.
 //! - `peers.rs`: each node's applied sequence, told to the others every second.
+//! - `compact.rs`: the stream drops the commands no node needs any more.
 //! - `bus_relay.rs`: the bus across nodes, over plain NATS.
 //!
 //! It owns the order of commands across nodes and carries bus messages between
@@ -25,6 +26,7 @@
 mod applier;
 pub mod bus_relay;
 mod cluster;
+mod compact;
 mod config;
 mod follow;
 mod peers;
@@ -34,5 +36,6 @@ mod wire;
 
 pub use cluster::{Cluster, ClusterError, Genesis};
 pub use config::{
-    load_file, ClusterConfig, ClusterFile, ENVELOPE_BYTES_MAX, NODE_NAME_MAX, SERVERS_MAX,
+    load_file, ClusterConfig, ClusterFile, ENVELOPE_BYTES_MAX, KEEP_COMMANDS_DEFAULT,
+    NODE_NAME_MAX, SERVERS_MAX,
 };

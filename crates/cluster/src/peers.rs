@@ -174,6 +174,7 @@ pub(crate) async fn view(inner: &Inner) -> ClusterView {
                 name: info.config.name,
                 messages: info.state.messages,
                 bytes: info.state.bytes,
+                first_seq: info.state.first_sequence,
                 last_seq: info.state.last_sequence,
                 replicas: info.config.num_replicas,
                 leader: cluster.leader,

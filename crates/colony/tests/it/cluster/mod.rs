@@ -5,6 +5,7 @@
 //! NATS server of three is killed.
 
 mod bus;
+mod compaction;
 mod nodes;
 
 use std::path::Path;
@@ -37,13 +38,17 @@ async fn three_nodes_on_jetstream_keep_one_log_exact_limits_and_lose_nothing() {
     assert!(shipped.contains("io_ops = \"1m\""));
     // The AI accounts get 3 000 io_ops an hour: the publishes of one on three nodes
     // at once are held to exactly that.
-    let config = config_with(&[(
-        "quotas.toml",
-        &shipped
-            .replace("io_ops = 100000\n", "io_ops = \"unlimited\"\n")
-            .replace("io_ops = 10000\n", &format!("io_ops = {AI_IO_OPS}\n"))
-            .replace("io_ops = \"1m\"", "io_ops = \"1h\""),
-    )]);
+    let config = config_with(&[
+        (
+            "quotas.toml",
+            &shipped
+                .replace("io_ops = 100000\n", "io_ops = \"unlimited\"\n")
+                .replace("io_ops = 10000\n", &format!("io_ops = {AI_IO_OPS}\n"))
+                .replace("io_ops = \"1m\"", "io_ops = \"1h\""),
+        ),
+        // The log is compacted all along, down to its last 10 commands.
+        ("cluster.toml", compaction::CLUSTER_TOML),
+    ]);
     let data: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let mut nodes = Nodes(Vec::new());
     let mut urls = Vec::new();
@@ -420,6 +425,27 @@ async fn three_nodes_on_jetstream_keep_one_log_exact_limits_and_lose_nothing() {
     figure(&metrics, "colony_cluster_lag");
     figure(&metrics, "colony_cluster_relay_dropped_total");
 
+    // The log was compacted under all of that (node-2 killed and back included); a
+    // new node is turned away until seeded from a copy of a member's data.
+    let node4 = compaction::compaction_and_seeding(
+        &http,
+        &mut nodes,
+        &mut urls,
+        data[2].path(),
+        config.path(),
+        &servers,
+        &token,
+    )
+    .await;
+    let seq = get(&http, &format!("{}/v1/audit?limit=1", urls[3]), &token).await["last_seq"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(
+        record_hash(&http, &urls[3], &token, seq).await,
+        record_hash(&http, &urls[0], &token, seq).await,
+        "node-4 is on the same chain"
+    );
+
     // Without NATS a node refuses writes with a clear 503 and serves reads marked
     // stale.
     nats.servers[0].kill();
@@ -456,7 +482,7 @@ async fn three_nodes_on_jetstream_keep_one_log_exact_limits_and_lose_nothing() {
     for node in nodes.iter_mut() {
         stop_gracefully(node.take().unwrap());
     }
-    for dir in &data {
+    for dir in data.iter().chain([&node4]) {
         let output = Command::new(COLONY)
             .args(["audit", "verify", "--data"])
             .arg(dir.path())
