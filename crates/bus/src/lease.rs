@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use colony_kernel::edge::{EdgeGrant, EdgeLeaseRequest, EDGE_LEASE_TTL_MAX_MS};
-use colony_kernel::{LimitName, PrincipalId, Resource};
+use colony_kernel::{LimitName, PrincipalId, Resource, State};
 
 use crate::meter::{refresh_one, Meters};
 
@@ -44,6 +44,8 @@ pub(crate) struct Leasing {
     holds: std::sync::atomic::AtomicBool,
     /// The rounds' period (`edge_flush`, ms), as the last round said.
     period_ms: AtomicU64,
+    /// This node's name, as the last round said (its lease in the kernel's state).
+    node: std::sync::Mutex<String>,
 }
 
 impl Default for Leasing {
@@ -54,6 +56,7 @@ impl Default for Leasing {
             rounds: tokio::sync::watch::channel(0).0,
             holds: std::sync::atomic::AtomicBool::new(false),
             period_ms: AtomicU64::new(1_000),
+            node: std::sync::Mutex::default(),
         }
     }
 }
@@ -62,6 +65,27 @@ impl Leasing {
     /// Past the node's deadline: nothing may be spent until a new lease.
     pub(crate) fn lapsed(&self) -> bool {
         colony_pipeline::sequencer::now_ms() >= self.until_ms.load(Ordering::Relaxed)
+    }
+
+    /// Whether the cluster may still have `principal`'s io_ops when this node's lease
+    /// of them is spent: some no node holds, or some other nodes' leases hold.
+    pub(crate) fn io_ops_elsewhere(
+        &self,
+        state: &State,
+        principal: PrincipalId,
+        now_ms: u64,
+    ) -> bool {
+        if state
+            .available_at(principal, Resource::IoOps, now_ms)
+            .is_some_and(|available| available > 0)
+        {
+            return true;
+        }
+        let own = state
+            .edge_lease(&self.node.lock().expect("node lock"))
+            .and_then(|lease| lease.io_ops.get(&principal))
+            .map_or(0, |leased| leased.amount);
+        state.edge_leased_io_ops(principal) > own
     }
 
     /// The refusal of a publish for want of this node's lease of `what`: the next
@@ -95,6 +119,7 @@ impl Meters {
         let now_ms = colony_pipeline::sequencer::now_ms();
         if let Some(leasing) = &self.leasing {
             leasing.period_ms.store(period_ms, Ordering::Relaxed);
+            node.clone_into(&mut leasing.node.lock().expect("node lock"));
         }
         let ttl_ms = period_ms
             .saturating_mul(LEASE_ROUNDS)

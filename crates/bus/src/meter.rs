@@ -27,6 +27,16 @@ pub(crate) struct Allowance {
     pub(crate) refused: Option<Reason>,
 }
 
+/// What the meter locks alone could not let through.
+enum Short {
+    /// A quarantine.
+    Refused(Reason),
+    /// No io_ops left (or the lease lapsed).
+    IoOps { refill_at_ms: Option<u64> },
+    /// More bytes than the data allowance holds; `unflushed` as it stood.
+    Data { unflushed: u64 },
+}
+
 /// Why a publish may not spend.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Spent {
@@ -86,34 +96,114 @@ impl Meters {
 
     /// The meter of a principal (made at its first publish). In a cluster a new
     /// meter has no allowance until the node's next lease, which it asks for at once.
+    ///
+    /// Locks are taken in one order everywhere: the kernel's state, then
+    /// `by_principal`, then a meter's `io_ops`, then `data`. (A reader that waits
+    /// behind the sequencer's write while holding a meter lock another reader needs
+    /// would otherwise stop the node: std's `RwLock` lets no reader in while a
+    /// writer waits.)
     pub fn meter(&self, principal: PrincipalId) -> Arc<Meter> {
+        if let Some(meter) = self
+            .by_principal
+            .lock()
+            .expect("meters lock")
+            .get(&principal)
+        {
+            return Arc::clone(meter);
+        }
+        let meter = Arc::new(Meter {
+            principal,
+            io_ops: Mutex::default(),
+            data_unflushed: Mutex::default(),
+        });
+        let state = self.state.read().expect("state lock");
+        let now_ms = colony_pipeline::sequencer::now_ms();
+        refresh_one(&state, principal, &meter, now_ms, self.leasing.is_none());
         let mut by_principal = self.by_principal.lock().expect("meters lock");
-        Arc::clone(by_principal.entry(principal).or_insert_with(|| {
-            let meter = Arc::new(Meter {
-                principal,
-                io_ops: Mutex::default(),
-                data_unflushed: Mutex::default(),
-            });
-            let state = self.state.read().expect("state lock");
-            let now_ms = colony_pipeline::sequencer::now_ms();
-            match &self.leasing {
-                None => refresh_one(&state, principal, &meter, now_ms, true),
-                Some(leasing) => {
-                    refresh_one(&state, principal, &meter, now_ms, false);
-                    if meter.io_ops.lock().expect("meter lock").left == 0 {
-                        leasing.wanted.notify_one();
-                    }
-                }
+        // Another caller may have made it meanwhile: there is one meter a principal.
+        let meter = Arc::clone(by_principal.entry(principal).or_insert(meter));
+        drop(by_principal);
+        drop(state);
+        if let Some(leasing) = &self.leasing {
+            if meter.io_ops.lock().expect("meter lock").left == 0 {
+                leasing.wanted.notify_one();
             }
-            meter
-        }))
+        }
+        meter
     }
 
     /// Spends one io_op of `principal` and `bytes` of the data window, or says why not.
+    /// Only the meter locks on the way of a publish let through; the kernel's state
+    /// is read, after they are let go, only to explain a refusal (or to see that the
+    /// data window has turned since the last refresh).
     pub fn take(&self, meter: &Meter, address: &str, bytes: u64) -> Result<(), Spent> {
+        let short = match self.take_locked(meter, bytes, false) {
+            Ok(()) => return Ok(()),
+            Err(short) => short,
+        };
+        let now_ms = colony_pipeline::sequencer::now_ms();
+        let state = self.state.read().expect("state lock");
+        match short {
+            Short::Refused(reason) => Err(Spent::Denied(reason)),
+            Short::IoOps { refill_at_ms } => {
+                if let Some(leasing) = &self.leasing {
+                    // io_ops of the principal that no node holds, or that other
+                    // nodes' leases hold: a later round of this node may lease them.
+                    if leasing.io_ops_elsewhere(&state, meter.principal, now_ms) {
+                        return Err(leasing.spent(Resource::IoOps.as_str()));
+                    }
+                }
+                Err(Spent::Denied(Reason::InsufficientResource {
+                    resource: Resource::IoOps,
+                    requested: 1,
+                    available: 0,
+                    principal: address.to_string(),
+                    refill_at_ms,
+                }))
+            }
+            Short::Data { unflushed } => {
+                let mut limit = state
+                    .limit_named_at(LimitName::DataCreationBytes, now_ms)
+                    .expect("data_creation_bytes is a built-in limit");
+                drop(state);
+                if let Some(leasing) = &self.leasing {
+                    // The limit's figures count every node's lease and charge: when
+                    // they leave room, only this node's lease is spent.
+                    match limit.gate(bytes) {
+                        Gate::Deny(reason) => return Err(Spent::Denied(reason)),
+                        _ if limit.spec.hard.is_some() => {
+                            return Err(leasing.spent(LimitName::DataCreationBytes.as_str()))
+                        }
+                        _ => {} // unlimited: no lease
+                    }
+                } else {
+                    limit.usage = limit.usage.saturating_add(unflushed);
+                    if let Gate::Deny(reason) = limit.gate(bytes) {
+                        return Err(Spent::Denied(reason));
+                    }
+                }
+                // The window turned since the last refresh: let it through.
+                self.take_locked(meter, bytes, true)
+                    .map_err(|short| match short {
+                        Short::Refused(reason) => Spent::Denied(reason),
+                        _ => Spent::Denied(Reason::InsufficientResource {
+                            resource: Resource::IoOps,
+                            requested: 1,
+                            available: 0,
+                            principal: address.to_string(),
+                            refill_at_ms: None,
+                        }),
+                    })
+            }
+        }
+    }
+
+    /// [`Meters::take`] under the meter locks alone; `data_checked` when the kernel's
+    /// limit was seen to have room for `bytes`.
+    fn take_locked(&self, meter: &Meter, bytes: u64, data_checked: bool) -> Result<(), Short> {
         let mut io_ops = meter.io_ops.lock().expect("meter lock");
         if let Some(reason) = &io_ops.refused {
-            return Err(Spent::Denied(reason.clone()));
+            return Err(Short::Refused(reason.clone()));
         }
         let lapsed = self
             .leasing
@@ -121,54 +211,19 @@ impl Meters {
             .is_some_and(|leasing| leasing.lapsed());
         // A lapsed lease spends nothing; an unlimited allowance is no lease.
         if io_ops.left == 0 || (lapsed && io_ops.left != u64::MAX) {
-            if let Some(leasing) = &self.leasing {
-                // The kernel has io_ops of the principal that no node holds: the
-                // node's next round can lease them.
-                let now_ms = colony_pipeline::sequencer::now_ms();
-                let state = self.state.read().expect("state lock");
-                if state
-                    .available_at(meter.principal, Resource::IoOps, now_ms)
-                    .is_some_and(|available| available > 0)
-                {
-                    return Err(leasing.spent(Resource::IoOps.as_str()));
-                }
-            }
-            return Err(Spent::Denied(Reason::InsufficientResource {
-                resource: Resource::IoOps,
-                requested: 1,
-                available: 0,
-                principal: address.to_string(),
+            return Err(Short::IoOps {
                 refill_at_ms: io_ops.refill_at_ms,
-            }));
+            });
         }
         {
             let mut data = self.data.lock().expect("data meter lock");
             if lapsed && data.left != u64::MAX {
                 data.left = 0;
             }
-            if bytes > data.left {
-                let state = self.state.read().expect("state lock");
-                let mut limit = state
-                    .limit_named_at(
-                        LimitName::DataCreationBytes,
-                        colony_pipeline::sequencer::now_ms(),
-                    )
-                    .expect("data_creation_bytes is a built-in limit");
-                if let Some(leasing) = &self.leasing {
-                    // The limit's figures count every node's lease and charge: when
-                    // they leave room, only this node's lease is spent.
-                    match limit.gate(bytes) {
-                        Gate::Deny(reason) => return Err(Spent::Denied(reason)),
-                        _ if limit.spec.hard.is_none() => {} // unlimited: no lease
-                        _ => return Err(leasing.spent(LimitName::DataCreationBytes.as_str())),
-                    }
-                } else {
-                    limit.usage = limit.usage.saturating_add(data.unflushed);
-                    if let Gate::Deny(reason) = limit.gate(bytes) {
-                        return Err(Spent::Denied(reason));
-                    }
-                }
-                // The window turned since the last refresh: let it through.
+            if bytes > data.left && !data_checked {
+                return Err(Short::Data {
+                    unflushed: data.unflushed,
+                });
             }
             data.left = data.left.saturating_sub(bytes);
             data.unflushed += bytes;
