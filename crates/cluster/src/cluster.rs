@@ -69,6 +69,9 @@ pub(crate) struct Inner {
     /// The stream's last sequence when last asked (by the applier's start, the
     /// peers' loop, or `GET /v1/cluster`).
     pub(crate) stream_last: AtomicU64,
+    /// The stream's first sequence when last asked: the commands before it were
+    /// compacted away (`compact.rs`).
+    pub(crate) stream_first: AtomicU64,
     /// Set when the node is stopping.
     pub(crate) stopping: AtomicBool,
     pub(crate) peers: Mutex<crate::peers::Peers>,
@@ -188,6 +191,7 @@ impl Cluster {
             pending: Mutex::new(HashMap::new()),
             applied,
             stream_last: AtomicU64::new(stream_last),
+            stream_first: AtomicU64::new(stream_state.first_sequence),
             stopping: AtomicBool::new(false),
             peers: Mutex::new(crate::peers::Peers::default()),
         });
@@ -304,6 +308,12 @@ impl Cluster {
     /// The stream's last sequence as last seen (a second old at most while connected).
     pub fn stream_last_seq(&self) -> u64 {
         self.inner.stream_last.load(Ordering::Relaxed)
+    }
+
+    /// The stream's first command, as this node last saw it (the ones before it were
+    /// compacted away).
+    pub fn stream_first_seq(&self) -> u64 {
+        self.inner.stream_first.load(Ordering::Relaxed)
     }
 
     /// Whether this node does the cluster's node-side watching (alerts, periodic

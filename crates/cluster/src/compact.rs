@@ -65,6 +65,7 @@ pub(crate) fn bucket(stream: &str) -> String {
 /// for as long as the node runs.
 pub(crate) async fn run(inner: Arc<Inner>) {
     let mut store = None;
+    let mut warned = false;
     let mut progress = tokio::time::interval(PROGRESS_EVERY);
     let mut compact = tokio::time::interval(inner.config.compact_every);
     while !inner.stopping.load(Ordering::Acquire) {
@@ -76,7 +77,20 @@ pub(crate) async fn run(inner: Arc<Inner>) {
             continue;
         }
         if store.is_none() {
-            store = open(&inner).await;
+            store = match open(&inner).await {
+                Ok(store) => Some(store),
+                Err(error) => {
+                    // Said once: without the bucket nothing is compacted, and
+                    // nothing is lost either.
+                    if !warned {
+                        tracing::warn!(
+                            "cannot open the nodes' progress bucket ({error}); the cluster's log is not compacted until it can"
+                        );
+                        warned = true;
+                    }
+                    None
+                }
+            };
         }
         let Some(bucket) = &store else { continue };
         if !compacting {
@@ -97,12 +111,12 @@ pub(crate) async fn run(inner: Arc<Inner>) {
 }
 
 /// The bucket, made when missing.
-async fn open(inner: &Inner) -> Option<kv::Store> {
+async fn open(inner: &Inner) -> Result<kv::Store, String> {
     let name = bucket(&inner.config.stream);
     if let Ok(store) = inner.jetstream.get_key_value(&name).await {
-        return Some(store);
+        return Ok(store);
     }
-    let created = inner
+    inner
         .jetstream
         .create_key_value(kv::Config {
             bucket: name,
@@ -113,14 +127,8 @@ async fn open(inner: &Inner) -> Option<kv::Store> {
             num_replicas: inner.config.replicas,
             ..Default::default()
         })
-        .await;
-    match created {
-        Ok(store) => Some(store),
-        Err(error) => {
-            tracing::debug!("cannot open the nodes' progress bucket: {error}");
-            None
-        }
-    }
+        .await
+        .map_err(|error| error.to_string())
 }
 
 /// Reads every node's progress and purges what none needs.
@@ -173,6 +181,7 @@ async fn compact_once(inner: &Inner, bucket: &kv::Store) -> Result<(), String> {
         .sequence(keep)
         .await
         .map_err(|error| error.to_string())?;
+    inner.stream_first.fetch_max(keep, Ordering::Relaxed);
     tracing::info!(
         purged = purged.purged,
         first = keep,

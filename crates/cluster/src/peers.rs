@@ -107,6 +107,9 @@ async fn refresh_stream_last(inner: &Inner) -> Option<async_nats::jetstream::str
     inner
         .stream_last
         .fetch_max(info.state.last_sequence, Ordering::Relaxed);
+    inner
+        .stream_first
+        .fetch_max(info.state.first_sequence, Ordering::Relaxed);
     Some(info)
 }
 

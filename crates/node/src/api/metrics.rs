@@ -52,6 +52,12 @@ fn cluster_families(
             last,
         ),
         (
+            "colony_cluster_stream_first_seq",
+            "gauge",
+            "The cluster's log's first command, as this node last saw it (the ones before it were compacted away).",
+            cluster.stream_first_seq(),
+        ),
+        (
             "colony_cluster_lag",
             "gauge",
             "Commands of the cluster's log this node has yet to apply.",

@@ -36,6 +36,24 @@ pub(super) async fn compaction_and_seeding(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
+    // ...and /metrics says where it starts now.
+    let metrics = http
+        .get(format!("{}/metrics", urls[0]))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let first: u64 = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("colony_cluster_stream_first_seq "))
+        .expect("colony_cluster_stream_first_seq in /metrics")
+        .parse()
+        .unwrap();
+    assert!(first > 1, "{first}");
+
     // A new node on an empty data directory cannot follow a log whose start is
     // gone: it stops at once, saying what to do.
     let fresh = tempfile::tempdir().unwrap();
