@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::nodes::{get, start_node, stop_gracefully, until_all, Nodes};
+use super::nodes::{figure, get, metrics, start_node, stop_gracefully, until_all, Nodes};
 use crate::common::COLONY;
 
 /// The test's `cluster.toml`: compaction every 250 ms, keeping the last 10 commands.
@@ -37,21 +37,10 @@ pub(super) async fn compaction_and_seeding(
     }
 
     // ...and /metrics says where it starts now.
-    let metrics = http
-        .get(format!("{}/metrics", urls[0]))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let first: u64 = metrics
-        .lines()
-        .find_map(|line| line.strip_prefix("colony_cluster_stream_first_seq "))
-        .expect("colony_cluster_stream_first_seq in /metrics")
-        .parse()
-        .unwrap();
+    let first = figure(
+        &metrics(http, &urls[0], token).await,
+        "colony_cluster_stream_first_seq",
+    );
     assert!(first > 1, "{first}");
 
     // A new node on an empty data directory cannot follow a log whose start is

@@ -388,25 +388,9 @@ async fn three_nodes_on_jetstream_keep_one_log_exact_limits_and_lose_nothing() {
     assert_eq!(names, ["node-1", "node-2", "node-3"], "{view}");
 
     // /metrics says where each node is in the log and what its bus relayed.
-    let figure = |metrics: &str, name: &str| -> u64 {
-        metrics
-            .lines()
-            .find_map(|line| line.strip_prefix(&format!("{name} ")))
-            .unwrap_or_else(|| panic!("no {name} in /metrics"))
-            .parse()
-            .unwrap()
-    };
     let deadline = Instant::now() + Duration::from_secs(30);
     let metrics = loop {
-        let metrics = http
-            .get(format!("{}/metrics", urls[2]))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let metrics = metrics(&http, &urls[2], &token).await;
         if figure(&metrics, "colony_cluster_live_nodes") == 3 {
             break metrics;
         }

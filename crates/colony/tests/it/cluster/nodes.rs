@@ -172,3 +172,25 @@ pub(super) fn stop_gracefully(mut child: Child) {
     let status = child.wait().unwrap();
     assert!(status.success(), "colony up stopped with {status}");
 }
+
+/// Node `url`'s `/metrics` text.
+pub(super) async fn metrics(http: &reqwest::Client, url: &str, token: &str) -> String {
+    http.get(format!("{url}/metrics"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// The figure `name` of a `/metrics` text.
+pub(super) fn figure(metrics: &str, name: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(&format!("{name} ")))
+        .unwrap_or_else(|| panic!("no {name} in /metrics"))
+        .parse()
+        .unwrap()
+}
