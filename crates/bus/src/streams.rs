@@ -201,12 +201,30 @@ impl Stream {
         inner.msgs.get(inner.position(seq)).cloned()
     }
 
-    /// Wakes `conn` whenever a message is stored.
+    /// Wakes `conn` whenever a message is stored. A connection is listed once however
+    /// many consumers it opens on the stream, and closed connections are forgotten
+    /// here too (not only when a message is stored): a client that subscribes and
+    /// unsubscribes in a loop, or reconnects in a loop to a quiet stream, cannot grow
+    /// the list (each entry would keep its connection's memory and be woken per message).
     pub fn watch(&self, conn: &Arc<Conn>) {
-        self.waiters
-            .lock()
-            .expect("waiters lock")
-            .push(Arc::downgrade(conn));
+        let mut waiters = self.waiters.lock().expect("waiters lock");
+        let mut listed = false;
+        waiters.retain(|w| match w.upgrade() {
+            Some(other) => {
+                listed |= Arc::ptr_eq(&other, conn);
+                true
+            }
+            None => false,
+        });
+        if !listed {
+            waiters.push(Arc::downgrade(conn));
+        }
+    }
+
+    /// How many connections are woken when a message is stored.
+    #[cfg(test)]
+    pub(crate) fn watchers(&self) -> usize {
+        self.waiters.lock().expect("waiters lock").len()
     }
 
     pub(crate) fn wake(&self) {
@@ -538,3 +556,7 @@ fn write_loop(receiver: Receiver<Append>) {
 fn raw_value(json: &str) -> serde_json::Value {
     serde_json::from_str(json).unwrap_or(serde_json::Value::Null)
 }
+
+#[cfg(test)]
+#[path = "streams_tests.rs"]
+mod tests;
