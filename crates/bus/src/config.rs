@@ -36,6 +36,8 @@ pub struct BusConfig {
     pub subscriptions_per_connection_max: usize,
     /// Open WebSocket connections on this node.
     pub connections_max: usize,
+    /// Open WebSocket connections of one principal on this node.
+    pub connections_per_principal_max: usize,
     /// Unacknowledged deliveries one stream consumer may have.
     pub ack_pending_max: usize,
     /// Appends waiting for the stream writer before publishers get `backpressure`.
@@ -68,6 +70,7 @@ impl Default for BusConfig {
             write_batch_bytes: 64 << 10,
             subscriptions_per_connection_max: 1_024,
             connections_max: 18_000,
+            connections_per_principal_max: 1_000,
             ack_pending_max: 1_024,
             stream_append_queue_max: 65_536,
             stream_segment_bytes: 16 << 20,
@@ -127,6 +130,7 @@ struct BusSection {
     write_batch_bytes: Option<usize>,
     subscriptions_per_connection_max: Option<usize>,
     connections_max: Option<usize>,
+    connections_per_principal_max: Option<usize>,
     ack_pending_max: Option<usize>,
     stream_append_queue_max: Option<usize>,
     stream_segment_bytes: Option<u64>,
@@ -174,6 +178,7 @@ impl BusConfig {
             write_batch_bytes,
             subscriptions_per_connection_max,
             connections_max,
+            connections_per_principal_max,
             ack_pending_max,
             stream_append_queue_max,
             stream_segment_bytes,

@@ -100,6 +100,8 @@ pub struct Conn {
     pub(crate) notify: Notify,
     /// The worker session this connection speaks for (`hello`), if any.
     pub worker: Mutex<Option<u64>>,
+    /// Worker commands (`hello`, `heartbeat`, `bye`) sent and not yet answered.
+    pub(crate) worker_ops: std::sync::atomic::AtomicUsize,
     /// Bounds, copied from the configuration.
     msgs_max: usize,
     bytes_max: usize,
@@ -125,6 +127,7 @@ impl Conn {
             out: Mutex::new(Outbound::default()),
             notify: Notify::new(),
             worker: Mutex::new(None),
+            worker_ops: Default::default(),
             msgs_max: config.outbound_msgs_max,
             bytes_max: config.outbound_bytes_max,
             control_max: config.control_frames_max,

@@ -43,13 +43,7 @@ impl Bus {
                 .expect("worker lock")
                 .get(worker)
                 .copied();
-            let conn = conn_id.and_then(|id| {
-                self.conns
-                    .lock()
-                    .expect("connections lock")
-                    .get(&id)
-                    .and_then(std::sync::Weak::upgrade)
-            });
+            let conn = conn_id.and_then(|id| self.conns.get(id));
             if let Some(conn) = conn {
                 conn.push_json(&serde_json::json!({
                     "op": "admitted", "worker": worker, "status": "active",

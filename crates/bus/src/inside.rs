@@ -28,8 +28,8 @@ pub enum Refused {
     },
     /// A stream or a subscriber could not take it.
     Backpressure(String),
-    /// The node holds as many connections as it may.
-    Full,
+    /// The node, or the principal, holds as many connections as it may.
+    Full(crate::Full),
 }
 
 impl Refused {
@@ -138,7 +138,7 @@ impl Inside {
         if inbox.is_none() {
             let conn = bus
                 .connect(self.principal, &self.address, 0, None)
-                .ok_or(Refused::Full)?;
+                .map_err(Refused::Full)?;
             *inbox = Some((conn, Vec::new()));
         }
         let (conn, subs) = inbox.as_mut().expect("made above");

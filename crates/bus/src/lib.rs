@@ -31,6 +31,7 @@ pub mod lease;
 pub mod meter;
 mod msg;
 pub mod policy;
+mod registry;
 pub mod relay;
 pub mod session;
 pub mod stream_replica;
@@ -49,6 +50,7 @@ pub use conn::{Backpressure, Conn, Pushed, Sub};
 use events::may_match_events;
 pub use events::{GRANTS_SUBJECT, TASK_OFFERS_SUBJECT};
 pub use msg::{Delivery, Msg, MsgParts};
+pub use registry::Full;
 use subject::Trie;
 
 /// What routing one message did.
@@ -65,6 +67,10 @@ pub struct Routed {
 pub struct BusMetrics {
     pub connections: AtomicU64,
     pub connections_total: AtomicU64,
+    /// Connections refused because their principal held its maximum.
+    pub refused_per_principal: AtomicU64,
+    /// Worker commands refused because the connection had its maximum in flight.
+    pub worker_ops_refused: AtomicU64,
     pub published: AtomicU64,
     pub published_bytes: AtomicU64,
     pub delivered: AtomicU64,
@@ -92,8 +98,8 @@ pub struct Bus {
     pub submitter: colony_pipeline::sequencer::Submitter,
     /// Which connection speaks for each worker session (the latest `hello`).
     pub(crate) worker_conns: Mutex<std::collections::HashMap<u64, u64>>,
-    /// Open connections, to close them when the node stops.
-    conns: Mutex<std::collections::HashMap<u64, std::sync::Weak<Conn>>>,
+    /// Open connections (to close them) and how many each principal holds.
+    conns: registry::Registry,
     shutting_down: std::sync::atomic::AtomicBool,
     /// In a cluster: where this node's publishes go (see [`relay`]).
     relay: std::sync::OnceLock<Arc<dyn relay::Relay>>,
@@ -113,7 +119,7 @@ impl Bus {
     ) -> Arc<Bus> {
         Arc::new(Bus {
             submitter,
-            conns: Mutex::new(std::collections::HashMap::new()),
+            conns: registry::Registry::default(),
             worker_conns: Mutex::new(std::collections::HashMap::new()),
             shutting_down: std::sync::atomic::AtomicBool::new(false),
             relay: std::sync::OnceLock::new(),
@@ -134,27 +140,24 @@ impl Bus {
         })
     }
 
-    /// A new connection for an authenticated principal.
-    /// A new connection, or `None` when the node holds `connections_max` already.
-    /// The count is raised before it is checked, so that concurrent upgrades cannot
-    /// pass the bound together.
-    /// A new connection for `principal` with the token `token` (which stops working
-    /// at `token_expires_at_ms`), or `None` at `connections_max`.
+    /// A new connection for an authenticated principal, or why not: the node holds
+    /// `connections_max` already, or the principal `connections_per_principal_max`.
+    /// The node's count is raised before it is checked, so that concurrent upgrades
+    /// cannot pass the bound together.
     pub fn connect(
         &self,
         principal: PrincipalId,
         address: &str,
         token: u64,
         token_expires_at_ms: Option<u64>,
-    ) -> Option<Arc<Conn>> {
+    ) -> Result<Arc<Conn>, Full> {
         let before = self.metrics.connections.fetch_add(1, Ordering::AcqRel);
         if before as usize >= self.config.connections_max {
             self.metrics.connections.fetch_sub(1, Ordering::AcqRel);
-            return None;
+            return Err(Full::Node {
+                max: self.config.connections_max,
+            });
         }
-        self.metrics
-            .connections_total
-            .fetch_add(1, Ordering::Relaxed);
         let conn = Arc::new(Conn::new(
             self.next_conn.fetch_add(1, Ordering::Relaxed),
             principal,
@@ -162,20 +165,27 @@ impl Bus {
             (token, token_expires_at_ms),
             &self.config,
         ));
-        self.conns
-            .lock()
-            .expect("connections lock")
-            .insert(conn.id, Arc::downgrade(&conn));
-        Some(conn)
+        if let Err(full) = self
+            .conns
+            .add(&conn, self.config.connections_per_principal_max)
+        {
+            self.metrics.connections.fetch_sub(1, Ordering::AcqRel);
+            self.metrics
+                .refused_per_principal
+                .fetch_add(1, Ordering::Relaxed);
+            return Err(full);
+        }
+        self.metrics
+            .connections_total
+            .fetch_add(1, Ordering::Relaxed);
+        Ok(conn)
     }
 
-    /// Forgets a connection that ended.
-    pub(crate) fn disconnected(&self, conn: &Conn) {
-        self.conns
-            .lock()
-            .expect("connections lock")
-            .remove(&conn.id);
-        self.metrics.connections.fetch_sub(1, Ordering::Relaxed);
+    /// Forgets a connection that ended, or whose upgrade never completed; once.
+    pub fn disconnected(&self, conn: &Conn) {
+        if self.conns.remove(conn) {
+            self.metrics.connections.fetch_sub(1, Ordering::AcqRel);
+        }
     }
 
     /// Closes the connections made with `token` (1008, policy): it was revoked.
@@ -198,14 +208,7 @@ impl Bus {
 
     /// Closes the connections `which` selects with `code` and `reason`; how many.
     fn close_where(&self, which: impl Fn(&Conn) -> bool, code: u16, reason: &str) -> usize {
-        let conns: Vec<_> = self
-            .conns
-            .lock()
-            .expect("connections lock")
-            .values()
-            .filter_map(std::sync::Weak::upgrade)
-            .filter(|conn| which(conn))
-            .collect();
+        let conns = self.conns.select(which);
         for conn in &conns {
             conn.close(code, reason);
         }

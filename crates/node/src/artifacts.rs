@@ -57,9 +57,13 @@ fn refused(refused: Refused) -> HostError {
             code::UNAVAILABLE,
             Refused::lease_spent_message(what, retry_after_ms),
         ),
-        Refused::Full => HostError::new(
+        Refused::Full(colony_bus::Full::Node { max }) => HostError::new(
             code::UNAVAILABLE,
-            "the node holds as many bus connections as it may",
+            format!("the node holds its maximum of {max} bus connections"),
+        ),
+        Refused::Full(colony_bus::Full::Principal { max }) => HostError::new(
+            code::UNAVAILABLE,
+            format!("this artifact holds its maximum of {max} bus connections"),
         ),
     }
 }

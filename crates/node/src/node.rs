@@ -416,6 +416,13 @@ impl Node {
         self.shared.state.read().expect("state lock").last_seq
     }
 
+    /// For tests: nothing is decided until the guard is dropped (see
+    /// [`colony_pipeline::sequencer::Submitter::hold_decisions_for_tests`]).
+    #[doc(hidden)]
+    pub fn hold_decisions_for_tests(&self) -> colony_pipeline::sequencer::DecisionsHeld<'_> {
+        self.shared.submitter.hold_decisions_for_tests()
+    }
+
     /// For a node that failed (see [`Node::failed`]): stops accepting connections
     /// and gives the requests in flight up to `within` to be answered (they are
     /// answered `503 node_failed`), without writing anything more: no snapshot of a

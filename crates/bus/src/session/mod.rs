@@ -35,6 +35,8 @@ use self::frame::{required, Frame, FrameError};
 use crate::ws::{self, Decoder, WsError, WsEvent};
 use crate::{Bus, Conn};
 
+pub use self::worker::WORKER_OPS_IN_FLIGHT_MAX;
+
 /// Longest `sid`, in bytes.
 pub const SID_BYTES_MAX: usize = 64;
 /// Largest `headers` object, in bytes of JSON.
@@ -349,10 +351,7 @@ impl Session {
                 }
             }
             "ack" => self.ack(frame),
-            "hello" => {
-                self.hello(frame);
-                Ok(())
-            }
+            "hello" => self.hello(frame),
             "heartbeat" | "bye" => self.worker_op(frame),
             other => Err(FrameError::new(
                 "unknown_op",

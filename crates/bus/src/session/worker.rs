@@ -2,6 +2,7 @@
 //! connection, `heartbeat` keeps it alive, `bye` ends it; each is a kernel command
 //! answered once decided.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use colony_kernel::CommandBody;
@@ -9,10 +10,37 @@ use serde_json::{json, Value};
 
 use super::frame::{Frame, FrameError};
 use super::Session;
+use crate::Conn;
+
+/// Worker commands one connection may have waiting for their decisions. An honest
+/// worker waits for each answer (one at a time, a heartbeat every few seconds); a
+/// client that sends them without waiting would otherwise fill the node's command
+/// queue, which every principal shares, from one connection.
+pub const WORKER_OPS_IN_FLIGHT_MAX: usize = 4;
+
+/// One worker command in flight on a connection, until dropped.
+struct InFlight(Arc<Conn>);
+
+impl InFlight {
+    fn enter(conn: &Arc<Conn>) -> Option<InFlight> {
+        conn.worker_ops
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < WORKER_OPS_IN_FLIGHT_MAX).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| InFlight(Arc::clone(conn)))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.worker_ops.fetch_sub(1, Ordering::AcqRel);
+    }
+}
 
 impl Session {
     /// Registers a worker session for this connection, or resumes one (`worker`).
-    pub(super) fn hello(&mut self, frame: &Frame) {
+    pub(super) fn hello(&mut self, frame: &Frame) -> Result<(), FrameError> {
         let (justification, body) = match frame.worker {
             Some(worker) => (
                 frame
@@ -32,7 +60,7 @@ impl Session {
                 })),
             ),
         };
-        self.decide(frame, justification, body, false);
+        self.decide(frame, justification, body, false)
     }
 
     /// `heartbeat` and `bye`: for the connection's worker, or the one named.
@@ -58,13 +86,31 @@ impl Session {
                 format!("worker {worker} is alive (bus)")
             }
         });
-        self.decide(frame, justification, body, frame.op == "bye");
-        Ok(())
+        self.decide(frame, justification, body, frame.op == "bye")
     }
 
     /// Submits a worker command for this connection's principal and answers when it
     /// is decided (the session goes on meanwhile).
-    fn decide(&self, frame: &Frame, justification: String, body: CommandBody, leaving: bool) {
+    fn decide(
+        &self,
+        frame: &Frame,
+        justification: String,
+        body: CommandBody,
+        leaving: bool,
+    ) -> Result<(), FrameError> {
+        let Some(in_flight) = InFlight::enter(&self.conn) else {
+            self.bus
+                .metrics
+                .worker_ops_refused
+                .fetch_add(1, Ordering::Relaxed);
+            return Err(FrameError::new(
+                "too_many_in_flight",
+                format!(
+                    "this connection has {WORKER_OPS_IN_FLIGHT_MAX} worker commands waiting for their decisions, the most it may; wait for their answers"
+                ),
+            )
+            .with("max", WORKER_OPS_IN_FLIGHT_MAX));
+        };
         let bus = Arc::clone(&self.bus);
         let conn = Arc::clone(&self.conn);
         let id: Value = frame
@@ -74,6 +120,7 @@ impl Session {
         let resumed = frame.op == "hello" && frame.worker.is_some();
         let op = frame.op.to_string();
         tokio::spawn(async move {
+            let _in_flight = in_flight;
             let outcome = match bus
                 .submitter
                 .submit(conn.principal, justification, body)
@@ -135,5 +182,6 @@ impl Session {
                 "seq": outcome.seq,
             }));
         });
+        Ok(())
     }
 }

@@ -2,7 +2,6 @@
 //! `POST /v1/streams`, `GET /v1/streams`, `GET /v1/streams/{name}`,
 //! `DELETE /v1/streams/{name}`.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
@@ -113,23 +112,14 @@ pub async fn upgrade(State(app): State<AppState>, mut request: Request) -> Respo
     };
     let bus = Arc::clone(&app.shared.bus);
     let on_upgrade = hyper::upgrade::on(&mut request);
-    let Some(conn) = bus.connect(
+    let conn = match bus.connect(
         caller.id,
         &caller.address,
         caller.token,
         caller.expires_at_ms,
-    ) else {
-        let mut error = ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "too_many_connections",
-            format!(
-                "this node holds its maximum of {} bus connections; retry shortly or use another node",
-                bus.config.connections_max
-            ),
-        )
-        .with("max", bus.config.connections_max);
-        error.retry_after_secs = Some(1);
-        return error.into_response();
+    ) {
+        Ok(conn) => conn,
+        Err(full) => return too_many_connections(full, &caller.address).into_response(),
     };
     let peer = Peer {
         roles: caller.roles.clone(),
@@ -141,7 +131,7 @@ pub async fn upgrade(State(app): State<AppState>, mut request: Request) -> Respo
                 session::run(bus, conn, peer, hyper_util::rt::TokioIo::new(upgraded)).await
             }
             Err(error) => {
-                bus.metrics.connections.fetch_sub(1, Ordering::Relaxed);
+                bus.disconnected(&conn);
                 tracing::debug!("websocket upgrade failed: {error}");
             }
         }
@@ -291,4 +281,31 @@ pub async fn delete_stream(
         deleted: name,
         seq: outcome.seq,
     }))
+}
+
+/// `503` when the node holds all the connections it may (another node may have
+/// room), `429` when the caller holds all its own (closing one makes room).
+fn too_many_connections(full: colony_bus::Full, address: &str) -> ApiError {
+    let mut error = match full {
+        colony_bus::Full::Node { max } => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too_many_connections",
+            format!(
+                "this node holds its maximum of {max} bus connections; retry shortly or use another node"
+            ),
+        )
+        .with("max", max)
+        .with("scope", "node"),
+        colony_bus::Full::Principal { max } => ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_connections",
+            format!(
+                "{address} holds its maximum of {max} bus connections on this node (connections_per_principal_max); close one first"
+            ),
+        )
+        .with("max", max)
+        .with("scope", "principal"),
+    };
+    error.retry_after_secs = Some(1);
+    error
 }

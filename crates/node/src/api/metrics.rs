@@ -305,6 +305,18 @@ pub async fn render(
             &bus.connections_total,
         ),
         (
+            "colony_bus_connections_refused_per_principal_total",
+            "counter",
+            "Bus connections refused because their principal held connections_per_principal_max.",
+            &bus.refused_per_principal,
+        ),
+        (
+            "colony_bus_worker_ops_refused_total",
+            "counter",
+            "Worker commands (hello, heartbeat, bye) refused because the connection had its maximum waiting for decisions.",
+            &bus.worker_ops_refused,
+        ),
+        (
             "colony_bus_published_total",
             "counter",
             "Messages published on the bus.",

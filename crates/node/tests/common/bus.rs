@@ -20,15 +20,33 @@ pub struct Client {
 
 impl Client {
     pub async fn connect(node: &Node, token: &str) -> Client {
+        match Client::try_connect(node, token).await {
+            Ok(client) => client,
+            Err((status, body)) => panic!("the bus refused the connection: {status} {body}"),
+        }
+    }
+
+    /// A connection, or the HTTP status and error body of the refusal.
+    pub async fn try_connect(node: &Node, token: &str) -> Result<Client, (u16, Value)> {
         let mut request = format!("ws://{}/v1/bus", node.local_addr())
             .into_client_request()
             .unwrap();
         request
             .headers_mut()
             .insert("authorization", format!("Bearer {token}").parse().unwrap());
-        let (ws, response) = tokio_tungstenite::connect_async(request).await.unwrap();
-        assert_eq!(response.status(), 101);
-        Client { ws }
+        match tokio_tungstenite::connect_async(request).await {
+            Ok((ws, _)) => Ok(Client { ws }),
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                let status = response.status().as_u16();
+                let body = response
+                    .body()
+                    .as_deref()
+                    .and_then(|b| serde_json::from_slice(b).ok())
+                    .unwrap_or(Value::Null);
+                Err((status, body))
+            }
+            Err(other) => panic!("{other}"),
+        }
     }
 
     pub async fn send(&mut self, frame: Value) {
@@ -153,15 +171,7 @@ pub async fn fill_then_mark(publisher: &mut Client, subject: &str, filler: usize
 pub async fn wait_for_connections(base: &str, token: &str, open: u64) {
     let deadline = tokio::time::Instant::now() + PATIENCE;
     loop {
-        let text = reqwest::Client::new()
-            .get(format!("{base}/metrics"))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = super::metrics(base, token).await;
         let now: u64 = text
             .lines()
             .find_map(|line| line.strip_prefix("colony_bus_connections "))

@@ -87,6 +87,19 @@ pub async fn start_with_gateway(
 }
 
 /// `GET base+path` with a bearer token, as JSON.
+/// The node's `/metrics` text, read with `token`.
+pub async fn metrics(base: &str, token: &str) -> String {
+    reqwest::Client::new()
+        .get(format!("{base}/metrics"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 pub async fn get_json(base: &str, token: &str, path: &str) -> serde_json::Value {
     reqwest::Client::new()
         .get(format!("{base}{path}"))

@@ -10,6 +10,7 @@ mod artifacts;
 mod authorization;
 mod bus_pubsub;
 mod bus_python;
+mod bus_safety;
 mod bus_streams;
 mod bus_workers;
 mod dashboard;

@@ -243,15 +243,7 @@ async fn half_open_connections_cannot_keep_the_admin_out() {
         started.elapsed() < Duration::from_secs(1),
         "the admin waited"
     );
-    let metrics = reqwest::Client::new()
-        .get(format!("{}/metrics", node.base))
-        .bearer_auth(&node.admin)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = common::metrics(&node.base, &node.admin).await;
     let gauge = |name: &str| -> u64 {
         metrics
             .lines()
@@ -310,15 +302,7 @@ async fn an_agent_cannot_call_itself_critical() {
         200,
         "an admin's is not"
     );
-    let metrics = reqwest::Client::new()
-        .get(format!("{}/metrics", node.base))
-        .bearer_auth(&node.admin)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = common::metrics(&node.base, &node.admin).await;
     assert!(
         metrics.contains("colony_http_priority_capped_total 1"),
         "{metrics}"

@@ -11,7 +11,24 @@ pub struct Submitter {
     pub(crate) fatal: Arc<crate::fatal::Fatal>,
 }
 
+/// Nothing is decided while this is held (see [`Submitter::hold_decisions_for_tests`]).
+#[doc(hidden)]
+pub struct DecisionsHeld<'a> {
+    _decider: std::sync::MutexGuard<'a, super::decider::Decider>,
+}
+
 impl Submitter {
+    /// For tests: holds the decider, so that nothing is decided until the guard is
+    /// dropped; requests queue meanwhile (up to `submit_queue_max`), and callers
+    /// wait for their answers. Holding it does not block the async runtime: only the
+    /// sequencer thread waits for the decider, everyone else tries it.
+    #[doc(hidden)]
+    pub fn hold_decisions_for_tests(&self) -> DecisionsHeld<'_> {
+        DecisionsHeld {
+            _decider: self.core.decider.lock().expect("decider lock"),
+        }
+    }
+
     /// Queues a command and waits until it is durable. A full queue is answered at
     /// once with `overloaded` (503) rather than by waiting.
     pub async fn submit(

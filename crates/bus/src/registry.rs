@@ -1,0 +1,81 @@
+//! The node's open bus connections: a handle on each (to close them) and how many
+//! each principal holds, so that one principal cannot take every connection the
+//! node may hold (`connections_per_principal_max`). The node-wide count
+//! (`connections_max`) is the bus's atomic gauge, raised before it is checked.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+
+use colony_kernel::PrincipalId;
+
+use crate::Conn;
+
+/// Why a connection was not opened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Full {
+    /// The node holds `connections_max` connections.
+    Node { max: usize },
+    /// The principal holds `connections_per_principal_max` connections.
+    Principal { max: usize },
+}
+
+#[derive(Default)]
+pub(crate) struct Registry {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    by_id: HashMap<u64, Weak<Conn>>,
+    per_principal: HashMap<PrincipalId, usize>,
+}
+
+impl Registry {
+    /// Lists `conn` unless its principal holds `per_principal_max` already.
+    pub(crate) fn add(&self, conn: &Arc<Conn>, per_principal_max: usize) -> Result<(), Full> {
+        let mut inner = self.inner.lock().expect("connections lock");
+        let held = inner.per_principal.entry(conn.principal).or_insert(0);
+        if *held >= per_principal_max {
+            if *held == 0 {
+                inner.per_principal.remove(&conn.principal);
+            }
+            return Err(Full::Principal {
+                max: per_principal_max,
+            });
+        }
+        *held += 1;
+        inner.by_id.insert(conn.id, Arc::downgrade(conn));
+        Ok(())
+    }
+
+    /// Forgets `conn`; false when it was not listed (forgotten already).
+    pub(crate) fn remove(&self, conn: &Conn) -> bool {
+        let mut inner = self.inner.lock().expect("connections lock");
+        if inner.by_id.remove(&conn.id).is_none() {
+            return false;
+        }
+        if let Some(held) = inner.per_principal.get_mut(&conn.principal) {
+            *held -= 1;
+            if *held == 0 {
+                inner.per_principal.remove(&conn.principal);
+            }
+        }
+        true
+    }
+
+    pub(crate) fn get(&self, id: u64) -> Option<Arc<Conn>> {
+        let inner = self.inner.lock().expect("connections lock");
+        inner.by_id.get(&id).and_then(Weak::upgrade)
+    }
+
+    /// The open connections `which` selects.
+    pub(crate) fn select(&self, which: impl Fn(&Conn) -> bool) -> Vec<Arc<Conn>> {
+        let inner = self.inner.lock().expect("connections lock");
+        inner
+            .by_id
+            .values()
+            .filter_map(Weak::upgrade)
+            .filter(|conn| which(conn))
+            .collect()
+    }
+}

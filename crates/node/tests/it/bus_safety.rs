@@ -1,0 +1,120 @@
+//! The bus attacked as one hostile agent would: holding every connection the node
+//! may hold, and sending worker commands without waiting for their answers.
+
+use crate::common;
+
+use colony_node::bus::BusConfig;
+use serde_json::json;
+
+use common::bus::*;
+
+/// One agent opens connections until refused: it gets `connections_per_principal_max`
+/// of them and a `429` naming its own bound, while another principal still connects;
+/// closing one makes room for one more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_principal_cannot_hold_every_bus_connection() {
+    let config = common::genesis_dir(&[]);
+    let data = tempfile::tempdir().unwrap();
+    let bus = BusConfig {
+        connections_max: 10,
+        connections_per_principal_max: 3,
+        ..test_bus()
+    };
+    let (node, base, admin) = start_with(data.path(), config.path(), bus).await;
+    let (_, hoarder) = common::create_principal(&base, &admin, "hoarder", "ai", &["member"]).await;
+
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(
+            Client::try_connect(&node, &hoarder)
+                .await
+                .expect("within its bound"),
+        );
+    }
+    for _ in 0..5 {
+        let (status, body) = Client::try_connect(&node, &hoarder)
+            .await
+            .err()
+            .expect("past its bound");
+        assert_eq!(status, 429, "{body}");
+        assert_eq!(body["error"]["code"], "too_many_connections", "{body}");
+        assert_eq!(body["error"]["scope"], "principal", "{body}");
+        assert_eq!(body["error"]["max"], 3, "{body}");
+    }
+    let mut admin_client = Client::try_connect(&node, &admin)
+        .await
+        .expect("others get in");
+    assert_eq!(
+        admin_client.request(json!({"op": "ping"}), "p").await["op"],
+        "pong"
+    );
+
+    drop(held.pop());
+    wait_for_connections(&base, &admin, 3).await;
+    held.push(
+        Client::try_connect(&node, &hoarder)
+            .await
+            .expect("room again"),
+    );
+    let metrics = common::metrics(&base, &admin).await;
+    assert!(
+        metrics.contains("colony_bus_connections_refused_per_principal_total 5"),
+        "{metrics}"
+    );
+}
+
+/// A worker that sends heartbeats without waiting for their answers has at most
+/// `WORKER_OPS_IN_FLIGHT_MAX` of them waiting for decisions; the rest are refused at
+/// once with `too_many_in_flight`, and none reaches the node's command queue.
+/// (The test holds the decider, so that no decision is made meanwhile.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_cannot_flood_the_command_queue_from_one_connection() {
+    use colony_node::bus::session::WORKER_OPS_IN_FLIGHT_MAX;
+    let config = common::genesis_dir(&[]);
+    let data = tempfile::tempdir().unwrap();
+    let (node, base, admin) = start_with(data.path(), config.path(), test_bus()).await;
+    let (_, token) = common::create_principal(&base, &admin, "eager", "ai", &["member"]).await;
+    let mut client = Client::connect(&node, &token).await;
+    let hello = client
+        .request(json!({"op": "hello", "capabilities": ["rust"]}), "h")
+        .await;
+    assert_eq!(hello["op"], "ok", "{hello}");
+
+    let held = node.hold_decisions_for_tests();
+    const SENT: usize = 20;
+    for n in 0..SENT {
+        client
+            .send(json!({"op": "heartbeat", "id": format!("hb{n}")}))
+            .await;
+    }
+    let mut refused = Vec::new();
+    while refused.len() < SENT - WORKER_OPS_IN_FLIGHT_MAX {
+        let frame = client.recv().await;
+        assert_eq!(frame["op"], "err", "nothing is decided yet: {frame}");
+        assert_eq!(frame["error"]["code"], "too_many_in_flight", "{frame}");
+        assert_eq!(
+            frame["error"]["max"],
+            json!(WORKER_OPS_IN_FLIGHT_MAX),
+            "{frame}"
+        );
+        refused.push(frame["id"].as_str().unwrap().to_string());
+    }
+    drop(held);
+
+    // The first ones sent were let through and are answered once decided.
+    let expected: Vec<String> = (WORKER_OPS_IN_FLIGHT_MAX..SENT)
+        .map(|n| format!("hb{n}"))
+        .collect();
+    assert_eq!(refused, expected);
+    let mut answered = 0;
+    while answered < WORKER_OPS_IN_FLIGHT_MAX {
+        let frame = client.recv().await;
+        assert_eq!(frame["op"], "ok", "{frame}");
+        answered += 1;
+    }
+    // Once answered, the connection may send more.
+    assert_eq!(
+        client.request(json!({"op": "heartbeat"}), "after").await["op"],
+        "ok"
+    );
+}
