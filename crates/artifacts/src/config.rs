@@ -26,8 +26,12 @@ pub struct RuntimeConfig {
     pub turn_ms: u64,
     /// Host calls one turn may make (reserved as `io_ops` at its first host call).
     pub host_calls_per_turn: u64,
-    /// An idle artifact is woken by a message, or after this long.
+    /// An idle artifact is woken by a message, or after this long; after each such
+    /// wake that found nothing to do the wait doubles, up to `idle_wake_max_ms` (so
+    /// that an idle artifact does not fill the decision log with turns that do
+    /// nothing); a message or a turn with work starts over.
     pub idle_wake_ms: u64,
+    pub idle_wake_max_ms: u64,
     /// An artifact out of a stock quota looks again this often for a grant.
     pub exhausted_retry_ms: u64,
     /// Turns running at once (threads).
@@ -54,6 +58,7 @@ impl Default for RuntimeConfig {
             turn_ms: 20,
             host_calls_per_turn: 64,
             idle_wake_ms: 5_000,
+            idle_wake_max_ms: 300_000,
             exhausted_retry_ms: 1_000,
             turns_concurrent_max: 2,
             scheduler: Scheduler::Parallel,
@@ -86,6 +91,9 @@ impl RuntimeConfig {
                 return Err(format!("{key} must be at least 1"));
             }
         }
+        if self.idle_wake_max_ms < self.idle_wake_ms {
+            return Err("idle_wake_max_ms is at least idle_wake_ms".into());
+        }
         if self.turn_ms > 10_000 {
             return Err("turn_ms is at most 10000 (ten seconds of compute)".into());
         }
@@ -96,6 +104,15 @@ impl RuntimeConfig {
             return Err("turns_concurrent_max is at most 1024".into());
         }
         Ok(())
+    }
+
+    /// How long an idle artifact waits for a message after `quiet_wakes` wakes in a
+    /// row that found nothing to do.
+    pub fn idle_wait_ms(&self, quiet_wakes: u32) -> u64 {
+        let doubled = 1u64
+            .checked_shl(quiet_wakes)
+            .map_or(u64::MAX, |factor| self.idle_wake_ms.saturating_mul(factor));
+        doubled.min(self.idle_wake_max_ms)
     }
 
     /// The fuel of `ms` milliseconds of compute.
@@ -112,6 +129,27 @@ impl RuntimeConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_idle_wait_doubles_up_to_its_bound() {
+        let config = RuntimeConfig::default();
+        let waits: Vec<u64> = [0, 1, 2, 5, 6, 7, 63, 64, 65, u32::MAX]
+            .into_iter()
+            .map(|n| config.idle_wait_ms(n))
+            .collect();
+        assert_eq!(
+            waits,
+            [
+                5_000, 10_000, 20_000, 160_000, 300_000, 300_000, 300_000, 300_000, 300_000,
+                300_000
+            ]
+        );
+        let bad = RuntimeConfig {
+            idle_wake_max_ms: 1_000,
+            ..RuntimeConfig::default()
+        };
+        assert!(bad.check().is_err());
+    }
 
     #[test]
     fn fuel_and_milliseconds_convert_rounding_up() {

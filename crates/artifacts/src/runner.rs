@@ -23,7 +23,8 @@ pub mod answer {
     pub const DONE: i32 = 0;
     /// More work: call again (in this turn while its fuel lasts).
     pub const MORE: i32 = 1;
-    /// Nothing to do until a message arrives (or `idle_wake_ms` passes).
+    /// Nothing to do until a message arrives (or `idle_wake_ms` passes, twice as
+    /// long after each wake that found nothing, up to `idle_wake_max_ms`).
     pub const IDLE: i32 = 2;
 }
 
@@ -108,6 +109,10 @@ pub(crate) async fn drive(
     }
     let mut live: Option<Live> = None;
     let mut permit: Option<tokio::sync::OwnedSemaphorePermit> = None;
+    // Idle wakes in a row that found nothing to do (each waits twice as long), and
+    // whether the last wait ended by the clock rather than by a message or a poke.
+    let mut quiet_wakes: u32 = 0;
+    let mut woke_by_clock = false;
     let end: Option<(RunState, String)> = loop {
         if control.stop.load(Ordering::Acquire) {
             break None;
@@ -237,15 +242,24 @@ pub(crate) async fn drive(
             status.usage.compute_ms += compute_ms;
             status.usage.host_calls += used.host_calls;
         }
+        if !matches!(end, TurnEnd::Idle) {
+            (quiet_wakes, woke_by_clock) = (0, false);
+        }
         match end {
             TurnEnd::More => tokio::task::yield_now().await,
             TurnEnd::Idle => {
                 set(&status, RunState::Idle, None);
-                tokio::select! {
-                    () = inner.services.wait_message(&me) => {}
-                    () = tokio::time::sleep(Duration::from_millis(inner.config.idle_wake_ms)) => {}
-                    () = control.wake.notified() => {}
-                }
+                quiet_wakes = if woke_by_clock {
+                    quiet_wakes.saturating_add(1)
+                } else {
+                    0
+                };
+                let wait_ms = inner.config.idle_wait_ms(quiet_wakes);
+                woke_by_clock = tokio::select! {
+                    () = inner.services.wait_message(&me) => false,
+                    () = tokio::time::sleep(Duration::from_millis(wait_ms)) => true,
+                    () = control.wake.notified() => false,
+                };
             }
             TurnEnd::Done => break Some((RunState::Stopped, "its run said it is done".into())),
             TurnEnd::Failed(message) => break Some((RunState::Failed, message)),

@@ -318,6 +318,25 @@ impl Runtime {
         }
     }
 
+    /// Wakes every idle artifact (tasks became claimable): one that claims work looks
+    /// at once rather than at its next idle wake, which grows while it finds nothing.
+    pub fn wake_idle(&self) {
+        let entries = self.inner.entries.lock().expect("entries lock");
+        for entry in entries.values() {
+            if let Some((control, _)) = &entry.running {
+                if entry.status.lock().expect("status lock").state == RunState::Idle {
+                    control.wake.notify_one();
+                }
+            }
+        }
+    }
+
+    /// Whether any artifact has a driver (one that may want waking).
+    pub fn any_driven(&self) -> bool {
+        let entries = self.inner.entries.lock().expect("entries lock");
+        entries.values().any(|entry| entry.running.is_some())
+    }
+
     /// How many drivers run now.
     pub fn running(&self) -> usize {
         self.inner

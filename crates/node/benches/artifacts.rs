@@ -75,6 +75,7 @@ impl Bench {
         .unwrap();
         let runtime = colony_artifacts::RuntimeConfig {
             idle_wake_ms: 3_600_000,
+            idle_wake_max_ms: 3_600_000,
             ..Default::default()
         };
         let node = Node::start(NodeConfig {

@@ -161,3 +161,35 @@ impl Services for NodeServices {
         }
     }
 }
+
+/// What hears of durable decisions in a node: the bus (which publishes them), and
+/// the artifact runtime, whose idle artifacts are woken when tasks become claimable.
+pub(crate) struct DecisionFanout {
+    pub(crate) bus: Arc<Bus>,
+    pub(crate) artifacts: colony_artifacts::Runtime,
+}
+
+impl colony_pipeline::sequencer::DecisionSink for DecisionFanout {
+    fn wants_decisions(&self) -> bool {
+        self.bus.wants_decisions()
+    }
+
+    fn wants_offers(&self) -> bool {
+        self.bus.wants_offers() || self.artifacts.any_driven()
+    }
+
+    fn offer(&self, tasks: &[String]) {
+        if self.bus.wants_offers() {
+            self.bus.offer(tasks);
+        }
+        self.artifacts.wake_idle();
+    }
+
+    fn admitted(&self, workers: &[u64]) {
+        self.bus.admitted(workers);
+    }
+
+    fn decided(&self, command: &colony_kernel::Command, events: &[colony_kernel::Event]) {
+        self.bus.decided(command, events);
+    }
+}

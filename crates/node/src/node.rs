@@ -208,7 +208,6 @@ impl Node {
             submitter.clone(),
             cluster.is_some(),
         );
-        event_tap.connect(Arc::clone(&bus) as Arc<dyn sequencer::DecisionSink>);
         // Before any connection: the bus's publishes reach the other nodes, and its
         // durable streams are the cluster's.
         let relay = match &cluster {
@@ -271,6 +270,12 @@ impl Node {
             context: "artifact runtime".into(),
             source: std::io::Error::other(message),
         })?;
+        // Before any connection (nobody can subscribe before), so no decision that
+        // someone could hear of goes unpublished.
+        event_tap.connect(Arc::new(crate::artifacts::DecisionFanout {
+            bus: Arc::clone(&bus),
+            artifacts: artifacts.clone(),
+        }));
         let supervisor_status: crate::supervisor::SupervisorStatus = Default::default();
         let alerts_config =
             colony_alerts::load(&config.config_dir, &|name| std::env::var(name).ok())

@@ -183,6 +183,43 @@ async fn artifacts_talk_on_the_bus_and_work_the_task_board() {
     colony.node.shutdown().await.unwrap();
 }
 
+/// An idle artifact that claims work hears of it when it is posted: with idle wakes
+/// an hour apart, a task posted for it is done at once all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_artifact_is_woken_when_tasks_become_claimable() {
+    let runtime = colony_artifacts::RuntimeConfig {
+        idle_wake_ms: 3_600_000,
+        idle_wake_max_ms: 3_600_000,
+        ..runtime()
+    };
+    let colony = start_with(runtime, Vec::new(), &[]).await;
+    let worker = deployed(&colony, &colony.admin, "worker", WORKER, json!({})).await;
+    let idle = wait_until(&colony, &worker, "idle", |v| v["state"] == "idle").await;
+    let turns_before = idle["usage"]["turns"].as_u64().unwrap();
+    let task = common::post_json(
+        &colony.base,
+        &colony.admin,
+        "/v1/tasks",
+        &json!({"title": "for wasm", "capabilities": ["wasm"], "justification": "a test"}),
+    )
+    .await;
+    let address = task["address"].as_str().unwrap();
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let task =
+            common::get_json(&colony.base, &colony.admin, &format!("/v1/tasks/{address}")).await;
+        if task["status"] == "completed" {
+            assert_eq!(task["result"], "done by wasm", "{task}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{task}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let view = wait_until(&colony, &worker, "idle again", |v| v["state"] == "idle").await;
+    assert!(view["usage"]["turns"].as_u64().unwrap() > turns_before, "{view}");
+    colony.node.shutdown().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn who_may_start_and_stop_an_artifact_and_a_removed_one_stops() {
     let colony = start(Vec::new(), &[]).await;
