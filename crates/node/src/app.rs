@@ -31,6 +31,8 @@ pub struct Shared {
     pub gateway: Arc<crate::gateway::Gateway>,
     /// The listener's open connections.
     pub(crate) connections: Arc<crate::listener::Connections>,
+    /// Requests of each principal being served now.
+    pub(crate) slots: crate::fairness::PrincipalSlots,
     /// Set when the node cannot go on.
     pub fatal: Arc<crate::fatal::Fatal>,
     /// The artifact runtime.

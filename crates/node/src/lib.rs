@@ -30,6 +30,7 @@ mod cluster;
 mod edge;
 mod edge_flush;
 mod error;
+mod fairness;
 mod first_start;
 pub mod genesis;
 pub mod listener;

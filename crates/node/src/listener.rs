@@ -41,6 +41,11 @@ pub struct ListenConfig {
     pub unauthenticated_connections_max: usize,
     pub connection_buffer_bytes_max: usize,
     pub descriptors_reserved: u64,
+    /// A request's whole body must arrive within this long (`408 body_timeout`).
+    pub body_timeout_ms: u64,
+    /// Requests of one principal served at once (`429 too_many_requests`; the
+    /// governance lane is not counted).
+    pub requests_in_flight_per_principal_max: usize,
 }
 
 impl Default for ListenConfig {
@@ -51,6 +56,8 @@ impl Default for ListenConfig {
             unauthenticated_connections_max: 1_024,
             connection_buffer_bytes_max: 16 << 10,
             descriptors_reserved: 256,
+            body_timeout_ms: 30_000,
+            requests_in_flight_per_principal_max: 256,
         }
     }
 }
@@ -116,6 +123,10 @@ impl Connections {
             evicted: AtomicU64::new(0),
             drained: Notify::new(),
         })
+    }
+
+    pub(crate) fn config(&self) -> &ListenConfig {
+        &self.config
     }
 
     pub(crate) fn open(&self) -> u64 {

@@ -301,6 +301,7 @@ impl Node {
             metrics,
             in_flight: AtomicU64::new(0),
             connections: crate::listener::Connections::new(config.listen_limits.clone()),
+            slots: Default::default(),
             fatal,
             supervisor: Arc::clone(&supervisor_status),
             history: Default::default(),

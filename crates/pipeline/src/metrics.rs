@@ -15,6 +15,8 @@ pub struct Metrics {
     pub http_requests: AtomicU64,
     /// Requests turned away by the `concurrent_api_requests` hard limit.
     pub http_rejected: AtomicU64,
+    /// Requests refused because their principal had its maximum being served.
+    pub http_refused_per_principal: AtomicU64,
     /// Requests that declared a priority above what their caller may claim.
     pub http_priority_capped: AtomicU64,
     /// Since the last health report to the kernel: requests, 5xx answers, and

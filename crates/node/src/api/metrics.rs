@@ -243,6 +243,13 @@ pub async fn render(
     );
     family(
         &mut text,
+        "colony_http_refused_per_principal_total",
+        "counter",
+        "Requests refused because their principal had requests_in_flight_per_principal_max being served.",
+        &single(&metrics.http_refused_per_principal),
+    );
+    family(
+        &mut text,
         "colony_http_priority_capped_total",
         "counter",
         "Requests that declared a priority above their caller's (capped to it).",

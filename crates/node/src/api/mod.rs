@@ -103,6 +103,10 @@ pub fn router(app: AppState) -> Router {
         .route("/metrics", get(metrics::render))
         .layer(axum::middleware::from_fn_with_state(
             app.clone(),
+            crate::fairness::body_deadline,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
             crate::edge::governance_lane,
         ));
     let gated = Router::new()
@@ -167,6 +171,14 @@ pub fn router(app: AppState) -> Router {
         )
         .route("/tasks/mine/{assignee}", get(hypernet_tasks::mine))
         .route("/tasks/{address}/{action}", post(hypernet_tasks::act))
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            crate::fairness::body_deadline,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            crate::fairness::per_principal,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             app.clone(),
             crate::edge::concurrency_gate,

@@ -14,6 +14,7 @@ mod bus_safety;
 mod bus_streams;
 mod bus_workers;
 mod dashboard;
+mod fairness;
 mod gateway;
 mod gateway_python;
 mod gateway_tls;

@@ -11,15 +11,18 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const PATIENCE: Duration = Duration::from_secs(20);
 
-struct Started {
-    node: Node,
-    base: String,
-    admin: String,
+pub(crate) struct Started {
+    pub(crate) node: Node,
+    pub(crate) base: String,
+    pub(crate) admin: String,
     _dirs: (tempfile::TempDir, tempfile::TempDir),
 }
 
 /// A node over the shipped genesis with `replaced` files, its config tweaked.
-async fn start(replaced: &[(&str, &str)], tweak: impl FnOnce(&mut NodeConfig)) -> Started {
+pub(crate) async fn start(
+    replaced: &[(&str, &str)],
+    tweak: impl FnOnce(&mut NodeConfig),
+) -> Started {
     let config = common::genesis_dir(replaced);
     let data = tempfile::tempdir().unwrap();
     let mut node_config = common::node_config(data.path(), config.path());

@@ -216,7 +216,10 @@ async fn an_idle_artifact_is_woken_when_tasks_become_claimable() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let view = wait_until(&colony, &worker, "idle again", |v| v["state"] == "idle").await;
-    assert!(view["usage"]["turns"].as_u64().unwrap() > turns_before, "{view}");
+    assert!(
+        view["usage"]["turns"].as_u64().unwrap() > turns_before,
+        "{view}"
+    );
     colony.node.shutdown().await.unwrap();
 }
 

@@ -1,0 +1,162 @@
+//! One principal's share of the node's HTTP requests, so that no agent can hold the
+//! request slots every principal shares (`concurrent_api_requests`) with many slow or
+//! endless requests:
+//!
+//! - at most `requests_in_flight_per_principal_max` of a principal's requests are
+//!   served at once; past it, `429 too_many_requests` at once (the governance lane is
+//!   not counted: a brake or a vote always gets through);
+//! - a request's body must have arrived within `body_timeout_ms` of the request
+//!   reaching its route (`408 body_timeout`), however slowly it trickles in.
+//!
+//! Both run inside the concurrency gate, on the gated lane; the body deadline on
+//! the governance lane too. The request's principal is found once here and handed
+//! to the `Caller` extractor in the request's extensions.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use colony_kernel::PrincipalId;
+use futures_util::StreamExt;
+
+use crate::app::AppState;
+use crate::auth::{authenticate, bearer_token};
+use crate::ApiError;
+
+/// Requests of each principal being served now.
+#[derive(Default)]
+pub(crate) struct PrincipalSlots {
+    held: Mutex<HashMap<PrincipalId, usize>>,
+}
+
+/// One request's place among its principal's, until dropped.
+struct Slot {
+    app: AppState,
+    principal: PrincipalId,
+}
+
+impl PrincipalSlots {
+    fn take(&self, app: &AppState, principal: PrincipalId, max: usize) -> Option<Slot> {
+        let mut held = self.held.lock().expect("slots lock");
+        let count = held.entry(principal).or_insert(0);
+        if *count >= max {
+            return None;
+        }
+        *count += 1;
+        Some(Slot {
+            app: app.clone(),
+            principal,
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut held = self.app.shared.slots.held.lock().expect("slots lock");
+        if let Some(count) = held.get_mut(&self.principal) {
+            *count -= 1;
+            if *count == 0 {
+                held.remove(&self.principal);
+            }
+        }
+    }
+}
+
+/// Counts the request among its principal's (when its token is valid; the `Caller`
+/// extractor answers the others) and refuses it past the bound.
+pub async fn per_principal(
+    State(app): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let caller = bearer_token(request.headers()).and_then(|token| authenticate(&app, token).ok());
+    let Some(caller) = caller else {
+        return next.run(request).await;
+    };
+    let max = app
+        .shared
+        .connections
+        .config()
+        .requests_in_flight_per_principal_max;
+    let Some(_slot) = app.shared.slots.take(&app, caller.id, max) else {
+        app.shared
+            .metrics
+            .http_refused_per_principal
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut error = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_requests",
+            format!(
+                "{} has {max} requests being served on this node, the most one principal may; wait for one to finish",
+                caller.address
+            ),
+        )
+        .with("max", max);
+        error.retry_after_secs = Some(1);
+        return error.into_response();
+    };
+    request.extensions_mut().insert(caller);
+    next.run(request).await
+}
+
+/// Reads the request's body before its route does, giving up after
+/// `body_timeout_ms`; the route then reads it from memory.
+pub async fn body_deadline(State(app): State<AppState>, request: Request, next: Next) -> Response {
+    let limit = crate::edge::body_limit(&app, request.uri().path());
+    let deadline = Duration::from_millis(app.shared.connections.config().body_timeout_ms);
+    let (parts, body) = request.into_parts();
+    match tokio::time::timeout(deadline, read(body, limit)).await {
+        Ok(Ok(bytes)) => {
+            next.run(Request::from_parts(parts, Body::from(bytes)))
+                .await
+        }
+        Ok(Err(error)) => error.into_response(),
+        Err(_) => {
+            let mut response = ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                format!(
+                    "the request body did not arrive within {} ms; send it at once",
+                    deadline.as_millis()
+                ),
+            )
+            .with("timeout_ms", deadline.as_millis() as u64)
+            .into_response();
+            // The rest of the body may still come: the connection is not reused.
+            response.headers_mut().insert(
+                axum::http::header::CONNECTION,
+                HeaderValue::from_static("close"),
+            );
+            response
+        }
+    }
+}
+
+/// The whole body, or why not: past `limit` bytes, or the client broke off.
+async fn read(body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    let mut stream = body.into_data_stream();
+    let mut out: Vec<u8> = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|error| {
+            ApiError::bad_request(
+                "invalid_body",
+                format!("the request body could not be read: {error}"),
+            )
+        })?;
+        if out.len() + chunk.len() > limit {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("this route takes bodies of at most {limit} bytes"),
+            )
+            .with("limit_bytes", limit));
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(Bytes::from(out))
+}
