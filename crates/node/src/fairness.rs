@@ -4,7 +4,8 @@
 //!
 //! - at most `requests_in_flight_per_principal_max` of a principal's requests are
 //!   served at once; past it, `429 too_many_requests` at once (the governance lane is
-//!   not counted: a brake or a vote always gets through);
+//!   not counted: a brake or a vote always gets through; nor are admins, who may
+//!   change every limit anyway);
 //! - a request's body must have arrived within `body_timeout_ms` of the request
 //!   reaching its route (`408 body_timeout`), however slowly it trickles in.
 //!
@@ -67,47 +68,58 @@ impl Drop for Slot {
     }
 }
 
-/// Counts the request among its principal's (when its token is valid; the `Caller`
-/// extractor answers the others) and refuses it past the bound.
-pub async fn per_principal(
-    State(app): State<AppState>,
-    mut request: Request,
-    next: Next,
-) -> Response {
+/// The gated lane: counts the request among its principal's (when its token is
+/// valid; the `Caller` extractor answers the others), refuses it past the bound,
+/// then reads its body within the deadline.
+pub async fn gated(State(app): State<AppState>, mut request: Request, next: Next) -> Response {
     let caller = bearer_token(request.headers()).and_then(|token| authenticate(&app, token).ok());
-    let Some(caller) = caller else {
-        return next.run(request).await;
-    };
-    let max = app
-        .shared
-        .connections
-        .config()
-        .requests_in_flight_per_principal_max;
-    let Some(_slot) = app.shared.slots.take(&app, caller.id, max) else {
-        app.shared
-            .metrics
-            .http_refused_per_principal
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let mut error = ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too_many_requests",
-            format!(
-                "{} has {max} requests being served on this node, the most one principal may; wait for one to finish",
-                caller.address
-            ),
-        )
-        .with("max", max);
-        error.retry_after_secs = Some(1);
-        return error.into_response();
-    };
-    request.extensions_mut().insert(caller);
-    next.run(request).await
+    let mut _slot = None;
+    if let Some(caller) = caller {
+        if !caller.is_admin() {
+            let max = app
+                .shared
+                .connections
+                .config()
+                .requests_in_flight_per_principal_max;
+            match app.shared.slots.take(&app, caller.id, max) {
+                Some(slot) => _slot = Some(slot),
+                None => return too_many_requests(&app, &caller.address, max),
+            }
+        }
+        request.extensions_mut().insert(caller);
+    }
+    with_body(&app, request, next).await
+}
+
+/// The governance lane: reads the request's body within the deadline.
+pub async fn body_deadline(State(app): State<AppState>, request: Request, next: Next) -> Response {
+    with_body(&app, request, next).await
+}
+
+fn too_many_requests(app: &AppState, address: &str, max: usize) -> Response {
+    app.shared
+        .metrics
+        .http_refused_per_principal
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut error = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "too_many_requests",
+        format!(
+            "{address} has {max} requests being served on this node, the most one principal may; wait for one to finish"
+        ),
+    )
+    .with("max", max);
+    error.retry_after_secs = Some(1);
+    error.into_response()
 }
 
 /// Reads the request's body before its route does, giving up after
 /// `body_timeout_ms`; the route then reads it from memory.
-pub async fn body_deadline(State(app): State<AppState>, request: Request, next: Next) -> Response {
-    let limit = crate::edge::body_limit(&app, request.uri().path());
+async fn with_body(app: &AppState, request: Request, next: Next) -> Response {
+    if axum::body::HttpBody::is_end_stream(request.body()) {
+        return next.run(request).await;
+    }
+    let limit = crate::edge::body_limit(app, request.uri().path());
     let deadline = Duration::from_millis(app.shared.connections.config().body_timeout_ms);
     let (parts, body) = request.into_parts();
     match tokio::time::timeout(deadline, read(body, limit)).await {
@@ -137,26 +149,43 @@ pub async fn body_deadline(State(app): State<AppState>, request: Request, next: 
     }
 }
 
-/// The whole body, or why not: past `limit` bytes, or the client broke off.
+/// The whole body, or why not: past `limit` bytes, or the client broke off. A body
+/// that comes in one piece (most do) is not copied.
 async fn read(body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("this route takes bodies of at most {limit} bytes"),
+        )
+        .with("limit_bytes", limit)
+    };
+    let broken = |error: axum::Error| {
+        ApiError::bad_request(
+            "invalid_body",
+            format!("the request body could not be read: {error}"),
+        )
+    };
     let mut stream = body.into_data_stream();
-    let mut out: Vec<u8> = Vec::new();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|error| {
-            ApiError::bad_request(
-                "invalid_body",
-                format!("the request body could not be read: {error}"),
-            )
-        })?;
+    let Some(first) = stream.next().await else {
+        return Ok(Bytes::new());
+    };
+    let first = first.map_err(broken)?;
+    if first.len() > limit {
+        return Err(too_large());
+    }
+    let Some(second) = stream.next().await else {
+        return Ok(first);
+    };
+    let mut out = first.to_vec();
+    let mut next = Some(second);
+    while let Some(chunk) = next {
+        let chunk = chunk.map_err(broken)?;
         if out.len() + chunk.len() > limit {
-            return Err(ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
-                format!("this route takes bodies of at most {limit} bytes"),
-            )
-            .with("limit_bytes", limit));
+            return Err(too_large());
         }
         out.extend_from_slice(&chunk);
+        next = stream.next().await;
     }
     Ok(Bytes::from(out))
 }

@@ -44,7 +44,7 @@ pub struct ListenConfig {
     /// A request's whole body must arrive within this long (`408 body_timeout`).
     pub body_timeout_ms: u64,
     /// Requests of one principal served at once (`429 too_many_requests`; the
-    /// governance lane is not counted).
+    /// governance lane and admins are not counted).
     pub requests_in_flight_per_principal_max: usize,
 }
 

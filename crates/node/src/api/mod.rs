@@ -173,11 +173,7 @@ pub fn router(app: AppState) -> Router {
         .route("/tasks/{address}/{action}", post(hypernet_tasks::act))
         .layer(axum::middleware::from_fn_with_state(
             app.clone(),
-            crate::fairness::body_deadline,
-        ))
-        .layer(axum::middleware::from_fn_with_state(
-            app.clone(),
-            crate::fairness::per_principal,
+            crate::fairness::gated,
         ))
         .layer(axum::middleware::from_fn_with_state(
             app.clone(),
