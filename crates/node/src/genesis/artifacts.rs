@@ -61,15 +61,9 @@ pub struct ArtifactsSetup {
 /// Reads `artifacts.toml` from the configuration directory; the runtime's defaults
 /// and no kick artifacts when it does not exist.
 pub fn load_artifacts(dir: &Path) -> Result<ArtifactsSetup, ConfigError> {
-    let file = dir.join("artifacts.toml");
-    match std::fs::read_to_string(&file) {
-        Ok(text) => parse_artifacts(&file, &text, dir),
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(ArtifactsSetup::default()),
-        Err(error) => Err(ConfigError {
-            file,
-            line: None,
-            message: format!("cannot read: {error}"),
-        }),
+    match read_optional(dir, "artifacts.toml")? {
+        Some((file, text)) => parse_artifacts(&file, &text, dir),
+        None => Ok(ArtifactsSetup::default()),
     }
 }
 

@@ -11,6 +11,7 @@ use std::path::Path;
 mod anomaly;
 mod artifacts;
 mod governance;
+mod http;
 mod limits;
 mod quotas;
 mod supervisor;
@@ -23,6 +24,7 @@ pub use artifacts::{
     load_artifacts, parse_artifacts, ArtifactsSetup, KickArtifact, DEFAULT_ARTIFACTS_TOML,
 };
 pub use governance::parse_governance;
+pub use http::{load_http, parse_http};
 pub use limits::parse_limits;
 pub use quotas::parse_quotas;
 pub use supervisor::{load_supervisor, parse_supervisor};
@@ -57,6 +59,24 @@ pub struct GenesisConfig {
     pub source: String,
 }
 
+/// The text of the optional file `name` in `dir` with its path, `None` when there is
+/// no such file; any other failure to read it is an error naming the file.
+pub fn read_optional(
+    dir: &Path,
+    name: &str,
+) -> Result<Option<(std::path::PathBuf, String)>, ConfigError> {
+    let file = dir.join(name);
+    match std::fs::read_to_string(&file) {
+        Ok(text) => Ok(Some((file, text))),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(error) => Err(ConfigError {
+            file,
+            line: None,
+            message: format!("cannot read: {error}"),
+        }),
+    }
+}
+
 /// Reads `limits.toml` and `quotas.toml` from `dir`.
 pub fn load_dir(dir: &Path) -> Result<GenesisConfig, ConfigError> {
     let read = |name: &str| {
@@ -76,16 +96,9 @@ pub fn load_dir(dir: &Path) -> Result<GenesisConfig, ConfigError> {
         limits: parse_limits(&limits_file, &limits_text)?,
         quotas: parse_quotas(&quotas_file, &quotas_text)?,
         governance: parse_governance(&governance_file, &governance_text)?,
-        tasks: match std::fs::read_to_string(dir.join("tasks.toml")) {
-            Ok(text) => parse_tasks(&dir.join("tasks.toml"), &text)?,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => TaskConfig::defaults(),
-            Err(error) => {
-                return Err(ConfigError {
-                    file: dir.join("tasks.toml"),
-                    line: None,
-                    message: format!("cannot read: {error}"),
-                })
-            }
+        tasks: match read_optional(dir, "tasks.toml")? {
+            Some((file, text)) => parse_tasks(&file, &text)?,
+            None => TaskConfig::defaults(),
         },
         anomaly: anomaly::load(dir)?,
         source: dir.display().to_string(),

@@ -44,15 +44,9 @@ struct ProfileEntry {
 pub fn load_supervisor(
     dir: &Path,
 ) -> Result<Option<crate::supervisor::SupervisorConfig>, ConfigError> {
-    let file = dir.join("supervisor.toml");
-    match std::fs::read_to_string(&file) {
-        Ok(text) => parse_supervisor(&file, &text).map(Some),
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(error) => Err(ConfigError {
-            file,
-            line: None,
-            message: format!("cannot read: {error}"),
-        }),
+    match read_optional(dir, "supervisor.toml")? {
+        Some((file, text)) => parse_supervisor(&file, &text).map(Some),
+        None => Ok(None),
     }
 }
 

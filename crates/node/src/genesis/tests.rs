@@ -207,3 +207,55 @@ fn artifacts_toml_reads_the_runtime_and_the_kick_artifacts() {
         ArtifactsSetup::default()
     );
 }
+
+#[test]
+fn the_shipped_http_toml_is_the_defaults_and_bad_values_name_their_key() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/genesis/http.toml");
+    let shipped = parse_http(&path, &std::fs::read_to_string(&path).unwrap()).unwrap();
+    let defaults = crate::listener::ListenConfig::default();
+    assert_eq!(
+        (
+            shipped.header_timeout_ms,
+            shipped.body_timeout_ms,
+            shipped.tls_handshake_timeout_ms,
+            shipped.unauthenticated_connections_max,
+            shipped.connection_buffer_bytes_max,
+            shipped.descriptors_reserved,
+            shipped.requests_in_flight_per_principal_max,
+        ),
+        (
+            defaults.header_timeout_ms,
+            defaults.body_timeout_ms,
+            defaults.tls_handshake_timeout_ms,
+            defaults.unauthenticated_connections_max,
+            defaults.connection_buffer_bytes_max,
+            defaults.descriptors_reserved,
+            defaults.requests_in_flight_per_principal_max,
+        )
+    );
+    let set = parse_http(
+        Path::new("http.toml"),
+        "[http]\nbody_timeout = \"5s\"\nrequests_in_flight_per_principal_max = 8\n",
+    )
+    .unwrap();
+    assert_eq!(set.body_timeout_ms, 5_000);
+    assert_eq!(set.requests_in_flight_per_principal_max, 8);
+    let error = |text: &str| {
+        parse_http(Path::new("http.toml"), text)
+            .unwrap_err()
+            .to_string()
+    };
+    assert_eq!(
+        error("[http]\n\nbody_timeout = \"1ms\"\n"),
+        "http.toml:3: http.body_timeout: between 100ms and 1h"
+    );
+    assert_eq!(
+        error("[http]\nconnection_buffer_bytes_max = 100\n"),
+        "http.toml:2: http.connection_buffer_bytes_max is between 8192 and 1048576 (not 100)"
+    );
+    assert_eq!(
+        error("[http]\nrequests_in_flight_per_principal_max = 0\n"),
+        "http.toml:2: http.requests_in_flight_per_principal_max is between 1 and 1000000 (not 0)"
+    );
+    assert!(error("[http]\nbogus = 1\n").contains("bogus"));
+}

@@ -6,6 +6,7 @@ use crate::common;
 
 use std::time::Duration;
 
+use colony_node::listener::ListenConfig;
 use colony_node::Node;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -55,7 +56,10 @@ async fn in_flight(base: &str, admin: &str) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_that_trickles_in_is_cut_off_at_the_deadline() {
     let started = crate::safety::start(&[], |config| {
-        config.listen_limits.body_timeout_ms = 300;
+        config.listen_limits = Some(ListenConfig {
+            body_timeout_ms: 300,
+            ..Default::default()
+        });
     })
     .await;
     let mut tcp = trickling(&started.node, &started.admin).await;
@@ -71,7 +75,10 @@ async fn a_body_that_trickles_in_is_cut_off_at_the_deadline() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_principal_cannot_hold_every_request_slot() {
     let started = crate::safety::start(&[], |config| {
-        config.listen_limits.requests_in_flight_per_principal_max = 2;
+        config.listen_limits = Some(ListenConfig {
+            requests_in_flight_per_principal_max: 2,
+            ..Default::default()
+        });
     })
     .await;
     let (node, base, admin) = (&started.node, started.base.as_str(), started.admin.as_str());

@@ -224,8 +224,11 @@ async fn a_client_that_sends_a_whole_oversized_body_gets_the_413() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn half_open_connections_cannot_keep_the_admin_out() {
     let node = start(&[], |config| {
-        config.listen_limits.header_timeout_ms = 1_000;
-        config.listen_limits.unauthenticated_connections_max = 50;
+        config.listen_limits = Some(colony_node::listener::ListenConfig {
+            header_timeout_ms: 1_000,
+            unauthenticated_connections_max: 50,
+            ..Default::default()
+        });
     })
     .await;
     let address = node.node.local_addr();

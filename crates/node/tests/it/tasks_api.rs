@@ -699,3 +699,34 @@ async fn a_node_restart_loses_no_task_and_keeps_leases() {
     let completed = board.get("/v1/tasks?status=completed").await;
     assert_eq!(completed["tasks"].as_array().unwrap().len(), 3);
 }
+
+/// Pages of the board, each starting `after` the last address of the one before,
+/// list every task once, in address order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_board_is_read_page_after_page() {
+    let board = Board::start().await;
+    let mut posted = Vec::new();
+    for n in 0..7 {
+        posted.push(board.task(&format!("task {n}"), json!({})).await);
+    }
+    posted.sort();
+    let mut seen: Vec<String> = Vec::new();
+    let mut path = "/v1/tasks?limit=3".to_string();
+    loop {
+        let page = board.get(&path).await;
+        let addresses: Vec<String> = page["tasks"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{page}"))
+            .iter()
+            .map(|t| t["address"].as_str().unwrap().to_string())
+            .collect();
+        let Some(last) = addresses.last().cloned() else {
+            break;
+        };
+        assert!(addresses.len() <= 3, "{page}");
+        seen.extend(addresses);
+        path = format!("/v1/tasks?limit=3&after={last}");
+    }
+    assert_eq!(seen, posted);
+    board.node.shutdown().await.unwrap();
+}
