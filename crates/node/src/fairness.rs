@@ -11,7 +11,8 @@
 //!
 //! Both run inside the concurrency gate, on the gated lane; the body deadline on
 //! the governance lane too. The request's principal is found once here and handed
-//! to the `Caller` extractor in the request's extensions.
+//! to the `Caller` extractor in the request's extensions; a request without a valid
+//! token is passed on as it came, to be answered `401` before its body is read.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -68,32 +69,46 @@ impl Drop for Slot {
     }
 }
 
-/// The gated lane: counts the request among its principal's (when its token is
-/// valid; the `Caller` extractor answers the others), refuses it past the bound,
-/// then reads its body within the deadline.
+/// The gated lane: counts the request among its principal's, refuses it past the
+/// bound, then reads its body within the deadline.
 pub async fn gated(State(app): State<AppState>, mut request: Request, next: Next) -> Response {
-    let caller = bearer_token(request.headers()).and_then(|token| authenticate(&app, token).ok());
+    let Some(caller) = identify(&app, &request) else {
+        return next.run(request).await;
+    };
     let mut _slot = None;
-    if let Some(caller) = caller {
-        if !caller.is_admin() {
-            let max = app
-                .shared
-                .connections
-                .config()
-                .requests_in_flight_per_principal_max;
-            match app.shared.slots.take(&app, caller.id, max) {
-                Some(slot) => _slot = Some(slot),
-                None => return too_many_requests(&app, &caller.address, max),
-            }
+    if !caller.is_admin() {
+        let max = app
+            .shared
+            .connections
+            .config()
+            .requests_in_flight_per_principal_max;
+        match app.shared.slots.take(&app, caller.id, max) {
+            Some(slot) => _slot = Some(slot),
+            None => return too_many_requests(&app, &caller.address, max),
         }
-        request.extensions_mut().insert(caller);
     }
+    request.extensions_mut().insert(caller);
     with_body(&app, request, next).await
 }
 
 /// The governance lane: reads the request's body within the deadline.
-pub async fn body_deadline(State(app): State<AppState>, request: Request, next: Next) -> Response {
+pub async fn body_deadline(
+    State(app): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let Some(caller) = identify(&app, &request) else {
+        return next.run(request).await;
+    };
+    request.extensions_mut().insert(caller);
     with_body(&app, request, next).await
+}
+
+/// The principal whose bearer token the request carries, if the token is valid. A
+/// request without one goes on untouched: the `Caller` extractor answers it `401`
+/// before its body is read, so that nobody unknown has the node hold a body.
+fn identify(app: &AppState, request: &Request) -> Option<crate::auth::Caller> {
+    bearer_token(request.headers()).and_then(|token| authenticate(app, token).ok())
 }
 
 fn too_many_requests(app: &AppState, address: &str, max: usize) -> Response {

@@ -116,3 +116,13 @@ async fn one_principal_cannot_hold_every_request_slot() {
         "{metrics}"
     );
 }
+
+/// A request without a valid token is answered `401` at once: the node does not
+/// wait for, nor hold, the body of someone it does not know.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_callers_body_is_never_waited_for() {
+    let started = crate::safety::start(&[], |_| {}).await;
+    let mut tcp = trickling(&started.node, "not-a-token").await;
+    let (status, body) = answer(&mut tcp).await;
+    assert!(status.starts_with("HTTP/1.1 401"), "{status} {body}");
+}
