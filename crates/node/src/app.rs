@@ -33,6 +33,8 @@ pub struct Shared {
     pub(crate) connections: Arc<crate::listener::Connections>,
     /// Requests of each principal being served now.
     pub(crate) slots: crate::fairness::PrincipalSlots,
+    /// Bytes of request bodies held now.
+    pub(crate) body_bytes: crate::body::BodyBytes,
     /// Set when the node cannot go on.
     pub fatal: Arc<crate::fatal::Fatal>,
     /// The artifact runtime.

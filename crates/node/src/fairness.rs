@@ -6,8 +6,8 @@
 //!   served at once; past it, `429 too_many_requests` at once (the governance lane is
 //!   not counted: a brake or a vote always gets through; nor are admins, who may
 //!   change every limit anyway);
-//! - a request's body must have arrived within `body_timeout_ms` of the request
-//!   reaching its route (`408 body_timeout`), however slowly it trickles in.
+//! - its body is read before its route within a deadline and a memory budget
+//!   ([`crate::body`]).
 //!
 //! Both run inside the concurrency gate, on the gated lane; the body deadline on
 //! the governance lane too. The request's principal is found once here and handed
@@ -16,15 +16,12 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::Duration;
 
-use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use colony_kernel::PrincipalId;
-use futures_util::StreamExt;
 
 use crate::app::AppState;
 use crate::auth::{authenticate, bearer_token};
@@ -87,8 +84,9 @@ pub async fn gated(State(app): State<AppState>, mut request: Request, next: Next
             None => return too_many_requests(&app, &caller.address, max),
         }
     }
+    let principal = caller.id;
     request.extensions_mut().insert(caller);
-    with_body(&app, request, next).await
+    crate::body::with_body(&app, principal, request, next).await
 }
 
 /// The governance lane: reads the request's body within the deadline.
@@ -100,8 +98,9 @@ pub async fn body_deadline(
     let Some(caller) = identify(&app, &request) else {
         return next.run(request).await;
     };
+    let principal = caller.id;
     request.extensions_mut().insert(caller);
-    with_body(&app, request, next).await
+    crate::body::with_body(&app, principal, request, next).await
 }
 
 /// The principal whose bearer token the request carries, if the token is valid. A
@@ -126,81 +125,4 @@ fn too_many_requests(app: &AppState, address: &str, max: usize) -> Response {
     .with("max", max);
     error.retry_after_secs = Some(1);
     error.into_response()
-}
-
-/// Reads the request's body before its route does, giving up after
-/// `body_timeout_ms`; the route then reads it from memory.
-async fn with_body(app: &AppState, request: Request, next: Next) -> Response {
-    if axum::body::HttpBody::is_end_stream(request.body()) {
-        return next.run(request).await;
-    }
-    let limit = crate::edge::body_limit(app, request.uri().path());
-    let deadline = Duration::from_millis(app.shared.connections.config().body_timeout_ms);
-    let (parts, body) = request.into_parts();
-    match tokio::time::timeout(deadline, read(body, limit)).await {
-        Ok(Ok(bytes)) => {
-            next.run(Request::from_parts(parts, Body::from(bytes)))
-                .await
-        }
-        Ok(Err(error)) => error.into_response(),
-        Err(_) => {
-            let mut response = ApiError::new(
-                StatusCode::REQUEST_TIMEOUT,
-                "body_timeout",
-                format!(
-                    "the request body did not arrive within {} ms; send it at once",
-                    deadline.as_millis()
-                ),
-            )
-            .with("timeout_ms", deadline.as_millis() as u64)
-            .into_response();
-            // The rest of the body may still come: the connection is not reused.
-            response.headers_mut().insert(
-                axum::http::header::CONNECTION,
-                HeaderValue::from_static("close"),
-            );
-            response
-        }
-    }
-}
-
-/// The whole body, or why not: past `limit` bytes, or the client broke off. A body
-/// that comes in one piece (most do) is not copied.
-async fn read(body: Body, limit: usize) -> Result<Bytes, ApiError> {
-    let too_large = || {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
-            format!("this route takes bodies of at most {limit} bytes"),
-        )
-        .with("limit_bytes", limit)
-    };
-    let broken = |error: axum::Error| {
-        ApiError::bad_request(
-            "invalid_body",
-            format!("the request body could not be read: {error}"),
-        )
-    };
-    let mut stream = body.into_data_stream();
-    let Some(first) = stream.next().await else {
-        return Ok(Bytes::new());
-    };
-    let first = first.map_err(broken)?;
-    if first.len() > limit {
-        return Err(too_large());
-    }
-    let Some(second) = stream.next().await else {
-        return Ok(first);
-    };
-    let mut out = first.to_vec();
-    let mut next = Some(second);
-    while let Some(chunk) = next {
-        let chunk = chunk.map_err(broken)?;
-        if out.len() + chunk.len() > limit {
-            return Err(too_large());
-        }
-        out.extend_from_slice(&chunk);
-        next = stream.next().await;
-    }
-    Ok(Bytes::from(out))
 }

@@ -26,6 +26,7 @@ pub mod api;
 mod app;
 mod artifacts;
 pub mod auth;
+mod body;
 mod cluster;
 mod edge;
 mod edge_flush;

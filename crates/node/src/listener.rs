@@ -46,6 +46,10 @@ pub struct ListenConfig {
     /// Requests of one principal served at once (`429 too_many_requests`; the
     /// governance lane and admins are not counted).
     pub requests_in_flight_per_principal_max: usize,
+    /// Bytes of the large request bodies (gateway, artifacts) being read or served,
+    /// node-wide (`503 body_budget`) and per principal (`429 body_budget`).
+    pub body_bytes_in_flight_max: u64,
+    pub body_bytes_in_flight_per_principal_max: u64,
 }
 
 impl Default for ListenConfig {
@@ -58,6 +62,8 @@ impl Default for ListenConfig {
             descriptors_reserved: 256,
             body_timeout_ms: 30_000,
             requests_in_flight_per_principal_max: 256,
+            body_bytes_in_flight_max: 256 << 20,
+            body_bytes_in_flight_per_principal_max: 32 << 20,
         }
     }
 }

@@ -307,6 +307,7 @@ impl Node {
             in_flight: AtomicU64::new(0),
             connections: crate::listener::Connections::new(listen_limits),
             slots: Default::default(),
+            body_bytes: Default::default(),
             fatal,
             supervisor: Arc::clone(&supervisor_status),
             history: Default::default(),

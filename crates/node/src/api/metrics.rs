@@ -243,6 +243,13 @@ pub async fn render(
     );
     family(
         &mut text,
+        "colony_http_body_bytes_held",
+        "gauge",
+        "Bytes of request bodies being read or served (bounded by body_bytes_in_flight_max).",
+        &[(String::new(), app.shared.body_bytes.total())],
+    );
+    family(
+        &mut text,
         "colony_http_refused_per_principal_total",
         "counter",
         "Requests refused because their principal had requests_in_flight_per_principal_max being served.",

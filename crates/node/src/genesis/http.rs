@@ -27,6 +27,8 @@ struct HttpSection {
     connection_buffer_bytes_max: Option<Spanned<usize>>,
     descriptors_reserved: Option<Spanned<u64>>,
     requests_in_flight_per_principal_max: Option<Spanned<usize>>,
+    body_bytes_in_flight_max: Option<Spanned<u64>>,
+    body_bytes_in_flight_per_principal_max: Option<Spanned<u64>>,
 }
 
 /// Shortest and longest of the listener's deadlines.
@@ -109,6 +111,42 @@ pub fn parse_http(file: &Path, text: &str) -> Result<ListenConfig, ConfigError> 
         1..=1_000_000,
     )? {
         config.requests_in_flight_per_principal_max = n;
+    }
+    // A principal's budget holds at least one artifact's module (the largest body a
+    // route takes by default), and the node's at least one principal's.
+    let artifact = crate::api::ARTIFACT_BODY_BYTES_MAX as u64;
+    for (key, value, target, min) in [
+        (
+            "body_bytes_in_flight_per_principal_max",
+            &section.body_bytes_in_flight_per_principal_max,
+            &mut config.body_bytes_in_flight_per_principal_max,
+            artifact,
+        ),
+        (
+            "body_bytes_in_flight_max",
+            &section.body_bytes_in_flight_max,
+            &mut config.body_bytes_in_flight_max,
+            artifact,
+        ),
+    ] {
+        if let Some(value) = value {
+            if !(min..=(64 << 30)).contains(value.get_ref()) {
+                return Err(source.error(
+                    Some(value.span()),
+                    format!(
+                        "http.{key} is between {min} (an artifact's largest module) and 64 GiB (not {})",
+                        value.get_ref()
+                    ),
+                ));
+            }
+            *target = *value.get_ref();
+        }
+    }
+    if config.body_bytes_in_flight_max < config.body_bytes_in_flight_per_principal_max {
+        return Err(source.error(
+            None,
+            "http.body_bytes_in_flight_max is below body_bytes_in_flight_per_principal_max",
+        ));
     }
     if let Some(value) = &section.descriptors_reserved {
         if !(16..=1_000_000).contains(value.get_ref()) {

@@ -222,6 +222,8 @@ fn the_shipped_http_toml_is_the_defaults_and_bad_values_name_their_key() {
             shipped.connection_buffer_bytes_max,
             shipped.descriptors_reserved,
             shipped.requests_in_flight_per_principal_max,
+            shipped.body_bytes_in_flight_max,
+            shipped.body_bytes_in_flight_per_principal_max,
         ),
         (
             defaults.header_timeout_ms,
@@ -231,6 +233,8 @@ fn the_shipped_http_toml_is_the_defaults_and_bad_values_name_their_key() {
             defaults.connection_buffer_bytes_max,
             defaults.descriptors_reserved,
             defaults.requests_in_flight_per_principal_max,
+            defaults.body_bytes_in_flight_max,
+            defaults.body_bytes_in_flight_per_principal_max,
         )
     );
     let set = parse_http(
@@ -258,4 +262,9 @@ fn the_shipped_http_toml_is_the_defaults_and_bad_values_name_their_key() {
         "http.toml:2: http.requests_in_flight_per_principal_max is between 1 and 1000000 (not 0)"
     );
     assert!(error("[http]\nbogus = 1\n").contains("bogus"));
+    assert_eq!(
+        error("[http]\nbody_bytes_in_flight_per_principal_max = 1000\n"),
+        "http.toml:2: http.body_bytes_in_flight_per_principal_max is between 8388608 (an artifact's largest module) and 64 GiB (not 1000)"
+    );
+    assert!(error("[http]\nbody_bytes_in_flight_max = 10000000\n").contains("below"));
 }

@@ -126,3 +126,80 @@ async fn an_unknown_callers_body_is_never_waited_for() {
     let (status, body) = answer(&mut tcp).await;
     assert!(status.starts_with("HTTP/1.1 401"), "{status} {body}");
 }
+
+/// The bytes of one principal's large bodies (here the gateway's) being read or
+/// served are bounded: past its budget its next body is refused `429 body_budget`
+/// while others' are read; once its held body is answered, it may send again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_principal_cannot_have_the_node_hold_its_bodies_without_bound() {
+    let started = crate::safety::start(&[], |config| {
+        config.listen_limits = Some(ListenConfig {
+            body_bytes_in_flight_per_principal_max: 100_000,
+            ..Default::default()
+        });
+    })
+    .await;
+    let (node, base, admin) = (&started.node, started.base.as_str(), started.admin.as_str());
+    let (_, hog) = common::create_principal(base, admin, "hog", "ai", &["member"]).await;
+    // 60 000 bytes of a 64 000-byte body, and then nothing.
+    let mut held = TcpStream::connect(node.local_addr()).await.unwrap();
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {hog}\r\n\
+         content-type: application/json\r\ncontent-length: 64000\r\n\r\n"
+    );
+    held.write_all(head.as_bytes()).await.unwrap();
+    held.write_all(&[b' '; 60_000]).await.unwrap();
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let metrics = common::metrics(base, admin).await;
+        let bytes: u64 = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("colony_http_body_bytes_held "))
+            .unwrap()
+            .parse()
+            .unwrap();
+        if bytes >= 60_000 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{metrics}");
+        tokio::task::yield_now().await;
+    }
+    let big = serde_json::json!({
+        "model": "auto",
+        "messages": [{"role": "user", "content": " ".repeat(50_000)}],
+    });
+    let (status, body) = common::send(
+        reqwest::Method::POST,
+        base,
+        &hog,
+        "/v1/chat/completions",
+        Some(big.clone()),
+    )
+    .await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["error"]["code"], "body_budget", "{body}");
+    assert_eq!(body["error"]["scope"], "principal", "{body}");
+    // Another principal's body is read.
+    let (_, body) = common::send(
+        reqwest::Method::POST,
+        base,
+        admin,
+        "/v1/chat/completions",
+        Some(big.clone()),
+    )
+    .await;
+    assert_ne!(body["error"]["code"], "body_budget", "{body}");
+    // The held body ends (it is not valid JSON: 400); the hog may send again.
+    held.write_all(&[b' '; 4_000]).await.unwrap();
+    let (status, body) = answer(&mut held).await;
+    assert!(status.starts_with("HTTP/1.1 400"), "{status} {body}");
+    let (_, body) = common::send(
+        reqwest::Method::POST,
+        base,
+        &hog,
+        "/v1/chat/completions",
+        Some(big),
+    )
+    .await;
+    assert_ne!(body["error"]["code"], "body_budget", "{body}");
+}
