@@ -17,7 +17,7 @@
 //! Only requests of a known principal get here ([`crate::fairness`]).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
@@ -65,13 +65,8 @@ impl Hold {
             config.body_bytes_in_flight_max,
             config.body_bytes_in_flight_per_principal_max,
         );
-        let mut held = self
-            .app
-            .shared
-            .body_bytes
-            .held
-            .lock()
-            .expect("body bytes lock");
+        let shared = Arc::clone(&self.app.shared);
+        let mut held = shared.body_bytes.held.lock().expect("body bytes lock");
         let mine = held.by_principal.get(&self.principal).copied().unwrap_or(0);
         let refusal = if held.total.saturating_add(more) > node_max {
             Some((
@@ -116,13 +111,8 @@ impl Drop for Hold {
         if self.bytes == 0 {
             return;
         }
-        let mut held = self
-            .app
-            .shared
-            .body_bytes
-            .held
-            .lock()
-            .expect("body bytes lock");
+        let shared = Arc::clone(&self.app.shared);
+        let mut held = shared.body_bytes.held.lock().expect("body bytes lock");
         held.total -= self.bytes;
         if let Some(mine) = held.by_principal.get_mut(&self.principal) {
             *mine -= self.bytes;
