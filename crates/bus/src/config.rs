@@ -34,6 +34,8 @@ pub struct BusConfig {
     /// Bytes gathered per socket write.
     pub write_batch_bytes: usize,
     pub subscriptions_per_connection_max: usize,
+    /// Subscriptions of all of one principal's connections on this node.
+    pub subscriptions_per_principal_max: usize,
     /// Open WebSocket connections on this node.
     pub connections_max: usize,
     /// Open WebSocket connections of one principal on this node.
@@ -69,6 +71,7 @@ impl Default for BusConfig {
             control_frames_max: 1_024,
             write_batch_bytes: 64 << 10,
             subscriptions_per_connection_max: 1_024,
+            subscriptions_per_principal_max: 65_536,
             connections_max: 18_000,
             connections_per_principal_max: 1_000,
             ack_pending_max: 1_024,
@@ -129,6 +132,7 @@ struct BusSection {
     control_frames_max: Option<usize>,
     write_batch_bytes: Option<usize>,
     subscriptions_per_connection_max: Option<usize>,
+    subscriptions_per_principal_max: Option<usize>,
     connections_max: Option<usize>,
     connections_per_principal_max: Option<usize>,
     ack_pending_max: Option<usize>,
@@ -177,6 +181,7 @@ impl BusConfig {
             control_frames_max,
             write_batch_bytes,
             subscriptions_per_connection_max,
+            subscriptions_per_principal_max,
             connections_max,
             connections_per_principal_max,
             ack_pending_max,

@@ -99,7 +99,7 @@ pub struct Bus {
     /// Which connection speaks for each worker session (the latest `hello`).
     pub(crate) worker_conns: Mutex<std::collections::HashMap<u64, u64>>,
     /// Open connections (to close them) and how many each principal holds.
-    conns: registry::Registry,
+    pub(crate) conns: registry::Registry,
     shutting_down: std::sync::atomic::AtomicBool,
     /// In a cluster: where this node's publishes go (see [`relay`]).
     relay: std::sync::OnceLock<Arc<dyn relay::Relay>>,

@@ -1,6 +1,7 @@
 //! The node's open bus connections: a handle on each (to close them) and how many
-//! each principal holds, so that one principal cannot take every connection the
-//! node may hold (`connections_per_principal_max`). The node-wide count
+//! connections and subscriptions each principal holds, so that one principal cannot
+//! take every connection the node may hold (`connections_per_principal_max`) nor
+//! fill its routing trie (`subscriptions_per_principal_max`). The node-wide count
 //! (`connections_max`) is the bus's atomic gauge, raised before it is checked.
 
 use std::collections::HashMap;
@@ -28,6 +29,8 @@ pub(crate) struct Registry {
 struct Inner {
     by_id: HashMap<u64, Weak<Conn>>,
     per_principal: HashMap<PrincipalId, usize>,
+    /// Subscriptions (core and stream) of each principal's connections.
+    subscriptions: HashMap<PrincipalId, usize>,
 }
 
 impl Registry {
@@ -61,6 +64,31 @@ impl Registry {
             }
         }
         true
+    }
+
+    /// Counts a subscription of `principal`, unless it holds `max` already.
+    pub(crate) fn subscribed(&self, principal: PrincipalId, max: usize) -> Result<(), ()> {
+        let mut inner = self.inner.lock().expect("connections lock");
+        let held = inner.subscriptions.entry(principal).or_insert(0);
+        if *held >= max {
+            if *held == 0 {
+                inner.subscriptions.remove(&principal);
+            }
+            return Err(());
+        }
+        *held += 1;
+        Ok(())
+    }
+
+    /// A subscription of `principal` ended.
+    pub(crate) fn unsubscribed(&self, principal: PrincipalId) {
+        let mut inner = self.inner.lock().expect("connections lock");
+        if let Some(held) = inner.subscriptions.get_mut(&principal) {
+            *held -= 1;
+            if *held == 0 {
+                inner.subscriptions.remove(&principal);
+            }
+        }
     }
 
     pub(crate) fn get(&self, id: u64) -> Option<Arc<Conn>> {

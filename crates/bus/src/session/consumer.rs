@@ -128,6 +128,7 @@ impl Session {
                     .with("field", "queue")
                 })?;
             }
+            self.count_subscription()?;
             self.bus.subscribe(pattern, Arc::clone(&sub));
             self.subs.insert(
                 sid.clone(),
@@ -165,6 +166,7 @@ impl Session {
             (None, Some(time)) => stream.seq_at_time(parse_time(time)?),
             (None, None) => stream.info().last_seq + 1,
         };
+        self.count_subscription()?;
         let spec = stream.spec();
         stream.watch(&self.conn);
         let consumer = Consumer {
@@ -191,9 +193,30 @@ impl Session {
     }
 
     pub(super) fn drop_subscription(&self, subscription: Subscription) {
+        self.bus.conns.unsubscribed(self.conn.principal);
         if let Subscription::Core { pattern, sub } = subscription {
             self.bus.unsubscribe(&pattern, &sub);
         }
+    }
+
+    /// Counts one more subscription of this connection's principal, or refuses it
+    /// past `subscriptions_per_principal_max` (on this node, all its connections).
+    fn count_subscription(&self) -> Result<(), FrameError> {
+        let max = self.bus.config.subscriptions_per_principal_max;
+        self.bus
+            .conns
+            .subscribed(self.conn.principal, max)
+            .map_err(|()| {
+                FrameError::new(
+                    "too_many_subscriptions",
+                    format!(
+                        "{} holds {max} subscriptions on this node, the most one principal may (subscriptions_per_principal_max)",
+                        self.conn.address
+                    ),
+                )
+                .with("max", max)
+                .with("scope", "principal")
+            })
     }
 
     /// Moves stream messages into the connection's queue while it has room and the

@@ -118,3 +118,51 @@ async fn a_worker_cannot_flood_the_command_queue_from_one_connection() {
         "ok"
     );
 }
+
+/// One agent cannot fill the routing trie through many connections: all of its
+/// connections together hold at most `subscriptions_per_principal_max`; a
+/// subscription that ends, or a connection that closes, gives its places back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_principal_cannot_fill_the_routing_trie() {
+    let config = common::genesis_dir(&[]);
+    let data = tempfile::tempdir().unwrap();
+    let bus = BusConfig {
+        subscriptions_per_connection_max: 4,
+        subscriptions_per_principal_max: 5,
+        ..test_bus()
+    };
+    let (node, base, admin) = start_with(data.path(), config.path(), bus).await;
+    let (address, token) =
+        common::create_principal(&base, &admin, "hoarder", "ai", &["member"]).await;
+    let subscribe = |n: usize| json!({"op": "sub", "sid": format!("s{n}"), "subject": format!("agents.{address}.{n}")});
+    let mut first = Client::connect(&node, &token).await;
+    for n in 0..4 {
+        let answer = first.request(subscribe(n), &format!("a{n}")).await;
+        assert_eq!(answer["op"], "ok", "{answer}");
+    }
+    let mut second = Client::connect(&node, &token).await;
+    assert_eq!(second.request(subscribe(4), "b4").await["op"], "ok");
+    let refused = second.request(subscribe(5), "b5").await;
+    assert_eq!(
+        refused["error"]["code"], "too_many_subscriptions",
+        "{refused}"
+    );
+    assert_eq!(refused["error"]["scope"], "principal", "{refused}");
+    assert_eq!(refused["error"]["max"], 5, "{refused}");
+    // Another principal subscribes as it likes.
+    let mut other = Client::connect(&node, &admin).await;
+    other.sub("x", "work.>").await;
+    // An unsubscription gives a place back...
+    let unsub = first
+        .request(json!({"op": "unsub", "sid": "s0"}), "u0")
+        .await;
+    assert_eq!(unsub["op"], "ok", "{unsub}");
+    assert_eq!(second.request(subscribe(5), "b5-again").await["op"], "ok");
+    // ... and a closed connection all of its own.
+    drop(first);
+    wait_for_connections(&base, &admin, 2).await;
+    for n in 6..8 {
+        let answer = second.request(subscribe(n), &format!("b{n}")).await;
+        assert_eq!(answer["op"], "ok", "{answer}");
+    }
+}
