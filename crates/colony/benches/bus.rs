@@ -119,7 +119,7 @@ async fn start(kind: Kind) -> Server {
             std::fs::write(config.join("limits.toml"), limits).unwrap();
             std::fs::write(
                 config.join("bus.toml"),
-                "[bus]\noutbound_msgs_max = 1000000\noutbound_bytes_max = 268435456\nconnections_max = 19000\n",
+                "[bus]\noutbound_msgs_max = 1000000\noutbound_bytes_max = 268435456\nconnections_max = 19000\nconnections_per_principal_max = 19000\n",
             )
             .unwrap();
             let child = Command::new(env!("CARGO_BIN_EXE_colony"))
