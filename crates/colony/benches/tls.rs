@@ -99,7 +99,11 @@ async fn start(tls: Option<&Ca>) -> Node {
         .replace("io_ops = 100000", "io_ops = \"unlimited\"");
     std::fs::write(config.join("quotas.toml"), quotas).unwrap();
     std::fs::write(config.join("anomaly.toml"), "[anomaly]\nenabled = false\n").unwrap();
-    std::fs::write(config.join("bus.toml"), "[bus]\nconnections_max = 19000\nconnections_per_principal_max = 19000\n").unwrap();
+    std::fs::write(
+        config.join("bus.toml"),
+        "[bus]\nconnections_max = 19000\nconnections_per_principal_max = 19000\n",
+    )
+    .unwrap();
     let port = free_port();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let mut command = Command::new(COLONY);
