@@ -151,15 +151,7 @@ mod tests {
     #[test]
     fn a_copy_keeps_the_clusters_numbers() {
         let dir = tempfile::tempdir().unwrap();
-        let spec = StreamSpec {
-            name: "orders".into(),
-            subjects: vec!["orders.>".into()],
-            max_age_ms: None,
-            max_bytes: None,
-            max_msgs: None,
-            ack_wait_ms: 30_000,
-            max_deliver: 5,
-        };
+        let spec = crate::streams::tests::orders();
         let config = BusConfig::default();
         let streams = Streams::open(dir.path(), &config, [spec.clone()]).unwrap();
         streams

@@ -559,4 +559,4 @@ fn raw_value(json: &str) -> serde_json::Value {
 
 #[cfg(test)]
 #[path = "streams_tests.rs"]
-mod tests;
+pub(crate) mod tests;

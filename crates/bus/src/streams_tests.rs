@@ -7,7 +7,8 @@ use colony_kernel::{streams::StreamSpec, PrincipalId};
 use super::Streams;
 use crate::{conn::Conn, BusConfig};
 
-fn spec() -> StreamSpec {
+/// A stream `orders` of `orders.>`, with the usual redelivery.
+pub(crate) fn orders() -> StreamSpec {
     StreamSpec {
         name: "orders".into(),
         subjects: vec!["orders.>".into()],
@@ -36,7 +37,7 @@ fn conn(id: u64, config: &BusConfig) -> Arc<Conn> {
 fn a_subscribe_loop_does_not_grow_the_wake_list() {
     let dir = tempfile::tempdir().unwrap();
     let config = BusConfig::default();
-    let streams = Streams::open(dir.path(), &config, [spec()]).unwrap();
+    let streams = Streams::open(dir.path(), &config, [orders()]).unwrap();
     let stream = streams.get("orders").unwrap();
     let steady = conn(1, &config);
     for _ in 0..10_000 {

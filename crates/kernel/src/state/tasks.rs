@@ -2,7 +2,7 @@
 //! tokens, decomposition, failure with backoff, the dead-letter queue, and budgets
 //! that travel with tasks.
 //!
-//! Why ~660 lines: posting, validation, statuses, the claimable index and task updates
+//! Why ~670 lines: posting, validation, statuses, the claimable index and task updates
 //! share the index's invariants; claims, outcomes and decomposition already live in
 //! `claims.rs`, `outcomes.rs` and `decompose.rs`.
 

@@ -172,12 +172,7 @@ pub async fn wait_for_connections(base: &str, token: &str, open: u64) {
     let deadline = tokio::time::Instant::now() + PATIENCE;
     loop {
         let text = super::metrics(base, token).await;
-        let now: u64 = text
-            .lines()
-            .find_map(|line| line.strip_prefix("colony_bus_connections "))
-            .unwrap()
-            .parse()
-            .unwrap();
+        let now = super::figure(&text, "colony_bus_connections");
         if now == open {
             return;
         }

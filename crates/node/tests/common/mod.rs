@@ -87,6 +87,16 @@ pub async fn start_with_gateway(
 }
 
 /// `GET base+path` with a bearer token, as JSON.
+/// The value of the unlabelled family `name` in a `/metrics` text.
+pub fn figure(metrics: &str, name: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("{name} in {metrics}"))
+        .parse()
+        .unwrap()
+}
+
 /// The node's `/metrics` text, read with `token`.
 pub async fn metrics(base: &str, token: &str) -> String {
     reqwest::Client::new()

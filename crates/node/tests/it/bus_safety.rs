@@ -1,5 +1,6 @@
 //! The bus attacked as one hostile agent would: holding every connection the node
-//! may hold, and sending worker commands without waiting for their answers.
+//! may hold, filling the routing trie through many connections, and sending worker
+//! commands without waiting for their answers.
 
 use crate::common;
 
@@ -8,31 +9,55 @@ use serde_json::json;
 
 use common::bus::*;
 
+/// A node with `bus` and an AI member, `hoarder`.
+struct Hoard {
+    node: colony_node::Node,
+    base: String,
+    admin: String,
+    address: String,
+    token: String,
+    _dirs: (tempfile::TempDir, tempfile::TempDir),
+}
+
+async fn with_hoarder(bus: BusConfig) -> Hoard {
+    let config = common::genesis_dir(&[]);
+    let data = tempfile::tempdir().unwrap();
+    let (node, base, admin) = start_with(data.path(), config.path(), bus).await;
+    let (address, token) =
+        common::create_principal(&base, &admin, "hoarder", "ai", &["member"]).await;
+    Hoard {
+        node,
+        base,
+        admin,
+        address,
+        token,
+        _dirs: (config, data),
+    }
+}
+
 /// One agent opens connections until refused: it gets `connections_per_principal_max`
 /// of them and a `429` naming its own bound, while another principal still connects;
 /// closing one makes room for one more.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_principal_cannot_hold_every_bus_connection() {
-    let config = common::genesis_dir(&[]);
-    let data = tempfile::tempdir().unwrap();
-    let bus = BusConfig {
+    let hoard = with_hoarder(BusConfig {
         connections_max: 10,
         connections_per_principal_max: 3,
         ..test_bus()
-    };
-    let (node, base, admin) = start_with(data.path(), config.path(), bus).await;
-    let (_, hoarder) = common::create_principal(&base, &admin, "hoarder", "ai", &["member"]).await;
+    })
+    .await;
+    let (node, base, admin, hoarder) = (&hoard.node, &hoard.base, &hoard.admin, &hoard.token);
 
     let mut held = Vec::new();
     for _ in 0..3 {
         held.push(
-            Client::try_connect(&node, &hoarder)
+            Client::try_connect(node, hoarder)
                 .await
                 .expect("within its bound"),
         );
     }
     for _ in 0..5 {
-        let (status, body) = Client::try_connect(&node, &hoarder)
+        let (status, body) = Client::try_connect(node, hoarder)
             .await
             .err()
             .expect("past its bound");
@@ -41,7 +66,7 @@ async fn one_principal_cannot_hold_every_bus_connection() {
         assert_eq!(body["error"]["scope"], "principal", "{body}");
         assert_eq!(body["error"]["max"], 3, "{body}");
     }
-    let mut admin_client = Client::try_connect(&node, &admin)
+    let mut admin_client = Client::try_connect(node, admin)
         .await
         .expect("others get in");
     assert_eq!(
@@ -50,13 +75,13 @@ async fn one_principal_cannot_hold_every_bus_connection() {
     );
 
     drop(held.pop());
-    wait_for_connections(&base, &admin, 3).await;
+    wait_for_connections(base, admin, 3).await;
     held.push(
-        Client::try_connect(&node, &hoarder)
+        Client::try_connect(node, hoarder)
             .await
             .expect("room again"),
     );
-    let metrics = common::metrics(&base, &admin).await;
+    let metrics = common::metrics(base, admin).await;
     assert!(
         metrics.contains("colony_bus_connections_refused_per_principal_total 5"),
         "{metrics}"
@@ -124,23 +149,26 @@ async fn a_worker_cannot_flood_the_command_queue_from_one_connection() {
 /// subscription that ends, or a connection that closes, gives its places back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_principal_cannot_fill_the_routing_trie() {
-    let config = common::genesis_dir(&[]);
-    let data = tempfile::tempdir().unwrap();
-    let bus = BusConfig {
+    let hoard = with_hoarder(BusConfig {
         subscriptions_per_connection_max: 4,
         subscriptions_per_principal_max: 5,
         ..test_bus()
-    };
-    let (node, base, admin) = start_with(data.path(), config.path(), bus).await;
-    let (address, token) =
-        common::create_principal(&base, &admin, "hoarder", "ai", &["member"]).await;
+    })
+    .await;
+    let (node, base, admin, address, token) = (
+        &hoard.node,
+        &hoard.base,
+        &hoard.admin,
+        &hoard.address,
+        &hoard.token,
+    );
     let subscribe = |n: usize| json!({"op": "sub", "sid": format!("s{n}"), "subject": format!("agents.{address}.{n}")});
-    let mut first = Client::connect(&node, &token).await;
+    let mut first = Client::connect(node, token).await;
     for n in 0..4 {
         let answer = first.request(subscribe(n), &format!("a{n}")).await;
         assert_eq!(answer["op"], "ok", "{answer}");
     }
-    let mut second = Client::connect(&node, &token).await;
+    let mut second = Client::connect(node, token).await;
     assert_eq!(second.request(subscribe(4), "b4").await["op"], "ok");
     let refused = second.request(subscribe(5), "b5").await;
     assert_eq!(
@@ -150,7 +178,7 @@ async fn one_principal_cannot_fill_the_routing_trie() {
     assert_eq!(refused["error"]["scope"], "principal", "{refused}");
     assert_eq!(refused["error"]["max"], 5, "{refused}");
     // Another principal subscribes as it likes.
-    let mut other = Client::connect(&node, &admin).await;
+    let mut other = Client::connect(node, admin).await;
     other.sub("x", "work.>").await;
     // An unsubscription gives a place back...
     let unsub = first
@@ -160,7 +188,7 @@ async fn one_principal_cannot_fill_the_routing_trie() {
     assert_eq!(second.request(subscribe(5), "b5-again").await["op"], "ok");
     // ... and a closed connection all of its own.
     drop(first);
-    wait_for_connections(&base, &admin, 2).await;
+    wait_for_connections(base, admin, 2).await;
     for n in 6..8 {
         let answer = second.request(subscribe(n), &format!("b{n}")).await;
         assert_eq!(answer["op"], "ok", "{answer}");

@@ -152,13 +152,7 @@ async fn one_principal_cannot_have_the_node_hold_its_bodies_without_bound() {
     let deadline = tokio::time::Instant::now() + PATIENCE;
     loop {
         let metrics = common::metrics(base, admin).await;
-        let bytes: u64 = metrics
-            .lines()
-            .find_map(|l| l.strip_prefix("colony_http_body_bytes_held "))
-            .unwrap()
-            .parse()
-            .unwrap();
-        if bytes >= 60_000 {
+        if common::figure(&metrics, "colony_http_body_bytes_held") >= 60_000 {
             break;
         }
         assert!(tokio::time::Instant::now() < deadline, "{metrics}");

@@ -250,14 +250,7 @@ async fn half_open_connections_cannot_keep_the_admin_out() {
         "the admin waited"
     );
     let metrics = common::metrics(&node.base, &node.admin).await;
-    let gauge = |name: &str| -> u64 {
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(&format!("{name} ")))
-            .unwrap_or_else(|| panic!("{name} in {metrics}"))
-            .parse()
-            .unwrap()
-    };
+    let gauge = |name: &str| common::figure(&metrics, name);
     assert!(gauge("colony_http_connections_unauthenticated") <= 50);
     assert!(gauge("colony_http_connections_evicted_total") >= 250);
     // Every half-open connection is closed: evicted, or at its header deadline.

@@ -140,22 +140,8 @@ const WORKER: &str = r#"(module
     (drop (call $complete (i32.const 1024) (i32.add (local.get $n) (i32.const 24))))
     (i32.const 1)))"#;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn artifacts_talk_on_the_bus_and_work_the_task_board() {
-    let colony = start(Vec::new(), &[]).await;
-    let echo = deployed(&colony, &colony.admin, "echo", ECHO, json!({})).await;
-    let worker = deployed(&colony, &colony.admin, "worker", WORKER, json!({})).await;
-    wait_until(&colony, &echo, "idle", |v| v["state"] == "idle").await;
-    let mut client = common::bus::Client::connect(&colony.node, &colony.admin).await;
-    client.sub("out", "work.echo.out").await;
-    let published = client.publish("work.echo.in", json!({"ping": 1})).await;
-    assert_eq!(published["op"], "ok", "{published}");
-    let message = client.recv().await;
-    assert_eq!(message["op"], "msg", "{message}");
-    assert_eq!(message["from"], echo.as_str());
-    assert_eq!(message["data"]["data"]["ping"], 1, "{message}");
-    assert_eq!(message["data"]["subject"], "work.echo.in");
-    // A task with the capability it claims is done by it.
+/// Posts a task with the capability `WORKER` claims and waits until it is done by it.
+async fn a_wasm_task_is_done(colony: &Colony) {
     let task = common::post_json(
         &colony.base,
         &colony.admin,
@@ -175,6 +161,25 @@ async fn artifacts_talk_on_the_bus_and_work_the_task_board() {
         assert!(tokio::time::Instant::now() < deadline, "{task}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn artifacts_talk_on_the_bus_and_work_the_task_board() {
+    let colony = start(Vec::new(), &[]).await;
+    let echo = deployed(&colony, &colony.admin, "echo", ECHO, json!({})).await;
+    let worker = deployed(&colony, &colony.admin, "worker", WORKER, json!({})).await;
+    wait_until(&colony, &echo, "idle", |v| v["state"] == "idle").await;
+    let mut client = common::bus::Client::connect(&colony.node, &colony.admin).await;
+    client.sub("out", "work.echo.out").await;
+    let published = client.publish("work.echo.in", json!({"ping": 1})).await;
+    assert_eq!(published["op"], "ok", "{published}");
+    let message = client.recv().await;
+    assert_eq!(message["op"], "msg", "{message}");
+    assert_eq!(message["from"], echo.as_str());
+    assert_eq!(message["data"]["data"]["ping"], 1, "{message}");
+    assert_eq!(message["data"]["subject"], "work.echo.in");
+    // A task with the capability it claims is done by it.
+    a_wasm_task_is_done(&colony).await;
     let records = audit_of(&colony, &worker).await;
     assert!(records
         .iter()
@@ -196,25 +201,7 @@ async fn an_idle_artifact_is_woken_when_tasks_become_claimable() {
     let worker = deployed(&colony, &colony.admin, "worker", WORKER, json!({})).await;
     let idle = wait_until(&colony, &worker, "idle", |v| v["state"] == "idle").await;
     let turns_before = idle["usage"]["turns"].as_u64().unwrap();
-    let task = common::post_json(
-        &colony.base,
-        &colony.admin,
-        "/v1/tasks",
-        &json!({"title": "for wasm", "capabilities": ["wasm"], "justification": "a test"}),
-    )
-    .await;
-    let address = task["address"].as_str().unwrap();
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        let task =
-            common::get_json(&colony.base, &colony.admin, &format!("/v1/tasks/{address}")).await;
-        if task["status"] == "completed" {
-            assert_eq!(task["result"], "done by wasm", "{task}");
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{task}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    a_wasm_task_is_done(&colony).await;
     let view = wait_until(&colony, &worker, "idle again", |v| v["state"] == "idle").await;
     assert!(
         view["usage"]["turns"].as_u64().unwrap() > turns_before,
