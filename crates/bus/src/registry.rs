@@ -37,16 +37,11 @@ impl Registry {
     /// Lists `conn` unless its principal holds `per_principal_max` already.
     pub(crate) fn add(&self, conn: &Arc<Conn>, per_principal_max: usize) -> Result<(), Full> {
         let mut inner = self.inner.lock().expect("connections lock");
-        let held = inner.per_principal.entry(conn.principal).or_insert(0);
-        if *held >= per_principal_max {
-            if *held == 0 {
-                inner.per_principal.remove(&conn.principal);
-            }
+        if !count_one(&mut inner.per_principal, conn.principal, per_principal_max) {
             return Err(Full::Principal {
                 max: per_principal_max,
             });
         }
-        *held += 1;
         inner.by_id.insert(conn.id, Arc::downgrade(conn));
         Ok(())
     }
@@ -57,38 +52,22 @@ impl Registry {
         if inner.by_id.remove(&conn.id).is_none() {
             return false;
         }
-        if let Some(held) = inner.per_principal.get_mut(&conn.principal) {
-            *held -= 1;
-            if *held == 0 {
-                inner.per_principal.remove(&conn.principal);
-            }
-        }
+        uncount_one(&mut inner.per_principal, conn.principal);
         true
     }
 
     /// Counts a subscription of `principal`, unless it holds `max` already.
     pub(crate) fn subscribed(&self, principal: PrincipalId, max: usize) -> Result<(), ()> {
         let mut inner = self.inner.lock().expect("connections lock");
-        let held = inner.subscriptions.entry(principal).or_insert(0);
-        if *held >= max {
-            if *held == 0 {
-                inner.subscriptions.remove(&principal);
-            }
-            return Err(());
-        }
-        *held += 1;
-        Ok(())
+        count_one(&mut inner.subscriptions, principal, max)
+            .then_some(())
+            .ok_or(())
     }
 
     /// A subscription of `principal` ended.
     pub(crate) fn unsubscribed(&self, principal: PrincipalId) {
         let mut inner = self.inner.lock().expect("connections lock");
-        if let Some(held) = inner.subscriptions.get_mut(&principal) {
-            *held -= 1;
-            if *held == 0 {
-                inner.subscriptions.remove(&principal);
-            }
-        }
+        uncount_one(&mut inner.subscriptions, principal);
     }
 
     pub(crate) fn get(&self, id: u64) -> Option<Arc<Conn>> {
@@ -105,5 +84,25 @@ impl Registry {
             .filter_map(Weak::upgrade)
             .filter(|conn| which(conn))
             .collect()
+    }
+}
+
+/// Counts one more for `principal` unless it has `max`; whether it was counted.
+fn count_one(counts: &mut HashMap<PrincipalId, usize>, principal: PrincipalId, max: usize) -> bool {
+    let held = counts.get(&principal).copied().unwrap_or(0);
+    if held >= max {
+        return false;
+    }
+    counts.insert(principal, held + 1);
+    true
+}
+
+/// Counts one less for `principal`, forgetting it at zero.
+fn uncount_one(counts: &mut HashMap<PrincipalId, usize>, principal: PrincipalId) {
+    if let Some(held) = counts.get_mut(&principal) {
+        *held -= 1;
+        if *held == 0 {
+            counts.remove(&principal);
+        }
     }
 }
