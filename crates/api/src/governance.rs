@@ -133,7 +133,10 @@ pub struct ProposalView {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct VoteView {
     pub voter: String,
-    /// `human` or `ai`.
+    /// The root of the voter's lineage (the voter itself, or the principal an admin
+    /// created that spawned it): a lineage has one vote, on its root's side.
+    pub lineage: String,
+    /// `human` or `ai`: the side of the lineage's root.
     #[schema(value_type = String)]
     pub side: Side,
     /// `approve`, `reject`, `abstain`, `veto`.

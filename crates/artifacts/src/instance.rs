@@ -91,6 +91,28 @@ impl Kernel {
             .map_err(|error| HostError::new(code::UNAVAILABLE, error.message))
     }
 
+    /// Submits a command that carries money or state (a commit, a release, a run
+    /// stopped) and sends it again until decided (`colony_pipeline::outbox`): a full
+    /// queue never leaves a charge unmade or a hold unreleased. The outbox says
+    /// loudly why when it gives up (the node stopping).
+    pub async fn decide_until_decided(
+        &self,
+        actor: PrincipalId,
+        justification: String,
+        body: CommandBody,
+    ) -> Option<Event> {
+        self.submitter
+            .submit_until_decided(
+                actor,
+                justification,
+                body,
+                colony_pipeline::Answered::WhenDecided,
+            )
+            .await
+            .ok()
+            .map(|outcome| outcome.primary)
+    }
+
     /// Like [`Kernel::decide`], from a turn's thread; a denial is an error.
     pub fn decide_now(
         &self,
@@ -274,11 +296,11 @@ impl HostState {
         if self.memory_holds.len() >= MEMORY_HOLDS_MAX {
             // One hold for all: release them, then hold the total.
             for hold in std::mem::take(&mut self.memory_holds) {
-                let _ = self.kernel.decide_now(
+                self.kernel.block_on(self.kernel.decide_until_decided(
                     self.me.principal,
                     why.clone(),
                     CommandBody::Release { reservation: hold },
-                );
+                ));
             }
             let total = self.memory_held;
             self.memory_held = 0;
@@ -314,7 +336,7 @@ impl HostState {
     /// Gives every memory hold back (the instance is going away).
     pub(crate) fn release_memory(&mut self) {
         for hold in std::mem::take(&mut self.memory_holds) {
-            let _ = self.kernel.block_on(self.kernel.decide(
+            self.kernel.block_on(self.kernel.decide_until_decided(
                 self.me.principal,
                 format!(
                     "artifact {} stopped: its memory is given back",

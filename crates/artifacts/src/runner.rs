@@ -96,8 +96,8 @@ pub(crate) async fn drive(
         state.reservations_of(me.principal).map(|r| r.id).collect()
     };
     for reservation in left {
-        let _ = kernel
-            .decide(
+        kernel
+            .decide_until_decided(
                 me.principal,
                 format!(
                     "artifact {} starts: what its last run held is given back",
@@ -192,8 +192,8 @@ pub(crate) async fn drive(
         // Compute and host calls, charged after: the larger of the fuel burned (at
         // the calibrated rate) and the CPU time the turn took.
         let compute_ms = inner.config.ms_of(used.fuel).max(used.cpu_ms);
-        let _ = kernel
-            .decide(
+        kernel
+            .decide_until_decided(
                 me.principal,
                 format!("artifact {}'s turn used {} fuel", me.address, used.fuel),
                 CommandBody::Commit {
@@ -203,8 +203,8 @@ pub(crate) async fn drive(
             )
             .await;
         if let Some(io) = used.io_reservation {
-            let _ = kernel
-                .decide(
+            kernel
+                .decide_until_decided(
                     me.principal,
                     format!(
                         "artifact {} made {} host calls",
@@ -304,8 +304,8 @@ pub(crate) async fn drive(
                 state,
                 (state != RunState::Stopped).then(|| why.clone()),
             );
-            let _ = kernel
-                .decide(
+            kernel
+                .decide_until_decided(
                     me.principal,
                     format!("artifact {} stops: {why}", me.address),
                     CommandBody::SetArtifactRun {

@@ -16,8 +16,9 @@
 //!   reserved before the command starts.
 //!
 //! `--sandbox none` runs the command unsandboxed (still with the limits), and says
-//! so loudly; `auto` (the default) uses bubblewrap when it is installed and says
-//! loudly when it is not.
+//! so loudly; `auto` (the default) uses bubblewrap when it is installed and refuses
+//! to start the worker when it is not (it fails closed), saying how to install it or
+//! to pass `--sandbox none`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -28,7 +29,7 @@ use serde::{Deserialize, Serialize};
 /// How a task's command is isolated.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum SandboxMode {
-    /// bubblewrap when installed, otherwise unsandboxed (with a warning).
+    /// bubblewrap when installed; otherwise the worker refuses to start (fails closed).
     Auto,
     /// bubblewrap, or the worker does not start.
     Bwrap,
@@ -81,13 +82,13 @@ impl Sandbox {
             (SandboxMode::Bwrap, None) => anyhow::bail!(
                 "--sandbox bwrap: bubblewrap is not installed (Debian: apt-get install bubblewrap)"
             ),
-            (SandboxMode::Auto, None) => {
-                eprintln!(
-                    "colony worker: WARNING: bubblewrap is not installed, so task commands run \
-                     unsandboxed (apt-get install bubblewrap; --sandbox none says you mean it)"
-                );
-                None
-            }
+            // Fails closed: an operator who never reads the log must not run agent
+            // code with the worker's whole host because a package was missing.
+            (SandboxMode::Auto, None) => anyhow::bail!(
+                "bubblewrap is not installed, so task commands cannot be sandboxed and the \
+                 worker does not start: install it (Debian: apt-get install bubblewrap), or pass \
+                 --sandbox none to run them unsandboxed with the worker's access to files and network"
+            ),
             (_, Some(bwrap)) => Some(bwrap),
         };
         Ok(Sandbox { bwrap, flags })

@@ -25,7 +25,7 @@ pub struct Relay {
     input_bound: u64,
     settlement: Option<Settlement>,
     /// A task's charge being decided, and the bytes held back until it is.
-    settling: Option<(tokio::task::JoinHandle<()>, Bytes)>,
+    settling: Option<(crate::settle::Background, Bytes)>,
     ended: bool,
 }
 
@@ -49,7 +49,7 @@ impl Relay {
     }
 
     /// Settles once; for a call made for a task, the settlement to wait for.
-    fn finish(&mut self, how: &str) -> Option<tokio::task::JoinHandle<()>> {
+    fn finish(&mut self, how: &str) -> Option<crate::settle::Background> {
         let mut settlement = self.settlement.take()?;
         let for_task = settlement.for_task();
         let tokens = self.watch.tokens(self.input_bound);
@@ -117,7 +117,8 @@ impl Stream for Relay {
                     }
                 }
                 Poll::Ready(Some(Err(error))) => {
-                    let _ = self.finish("the upstream stream broke off");
+                    // Settled in the background, sent until decided.
+                    drop(self.finish("the upstream stream broke off"));
                     self.ended = true;
                     return Poll::Ready(Some(Err(std::io::Error::other(error))));
                 }
@@ -144,6 +145,6 @@ impl Stream for Relay {
 
 impl Drop for Relay {
     fn drop(&mut self) {
-        let _ = self.finish("the caller left mid-stream");
+        drop(self.finish("the caller left mid-stream"));
     }
 }

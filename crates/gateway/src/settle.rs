@@ -4,9 +4,13 @@
 //! the call ended without either (a caller gone, a panic).
 
 use colony_kernel::{CommandBody, PrincipalId};
-use colony_pipeline::Submitter;
+use colony_pipeline::{Answered, Submitter};
 
 use crate::Admission;
+
+/// A command sent until decided, on a task of its own.
+pub(crate) type Background =
+    tokio::task::JoinHandle<Result<colony_pipeline::Outcome, colony_pipeline::SubmitError>>;
 
 /// One call's reservation, until it is settled.
 pub struct Settlement {
@@ -32,14 +36,13 @@ impl Settlement {
         tokens: (u64, u64),
         actual: u64,
         how: &str,
-    ) -> Option<tokio::task::JoinHandle<()>> {
+    ) -> Option<Background> {
         if std::mem::replace(&mut self.done, true) {
             return None;
         }
         if let Some(admission) = self.admission.take() {
             admission.record_tokens(tokens.0 + tokens.1);
         }
-        let submitter = self.submitter.clone();
         let (caller, reservation, task) = (self.caller, self.reservation, self.task.clone());
         let justification = format!(
             "llm call to {model}: {} input + {} output tokens = {actual} micro-USD ({how}){}",
@@ -49,20 +52,18 @@ impl Settlement {
                 .map(|(a, _)| format!(", for task {a}"))
                 .unwrap_or_default()
         );
-        // One decision: the commit and the task's charge land together.
-        Some(tokio::spawn(async move {
-            let _ = submitter
-                .submit_decided(
-                    caller,
-                    justification,
-                    CommandBody::Settle {
-                        reservation,
-                        actual,
-                        task,
-                    },
-                )
-                .await;
-        }))
+        // One decision: the commit and the task's charge land together. Sent until
+        // decided: a full queue or a lost cluster link never loses what a call cost.
+        Some(self.submitter.submit_in_background(
+            caller,
+            justification,
+            CommandBody::Settle {
+                reservation,
+                actual,
+                task,
+            },
+            Answered::WhenDecided,
+        ))
     }
 
     /// Settles before the answer goes out when the call is charged to a task (so
@@ -76,9 +77,10 @@ impl Settlement {
         how: &str,
     ) {
         let settled = self.settle(model, tokens, actual, how);
-        if self.task.is_some() {
-            if let Some(settled) = settled {
-                let _ = settled.await;
+        if let (true, Some(settled)) = (self.task.is_some(), settled) {
+            // The outbox says loudly why, if it gave up (the node stopping).
+            if let Err(panic) = settled.await {
+                tracing::error!("the settlement's task failed: {panic}");
             }
         }
     }
@@ -89,14 +91,16 @@ impl Settlement {
             return;
         }
         self.admission.take();
-        let submitter = self.submitter.clone();
-        let (caller, reservation) = (self.caller, self.reservation);
         let justification = format!("llm call not made: {why}");
-        tokio::spawn(async move {
-            let _ = submitter
-                .submit_decided(caller, justification, CommandBody::Release { reservation })
-                .await;
-        });
+        // Sent until decided; nobody waits for it.
+        drop(self.submitter.submit_in_background(
+            self.caller,
+            justification,
+            CommandBody::Release {
+                reservation: self.reservation,
+            },
+            Answered::WhenDecided,
+        ));
     }
 
     /// Whether the call is charged to a task (and so settles before it answers).

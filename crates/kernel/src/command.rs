@@ -243,6 +243,22 @@ impl CommandBody {
         }
     }
 
+    /// Whether deciding this command a second time changes nothing more (the second
+    /// is refused, or finds its work done): what may be sent again after an answer
+    /// that left it uncertain whether the first was decided. A reservation is
+    /// committed, settled or released once; a worker is disconnected once; an
+    /// artifact's run is set to a value.
+    pub fn is_idempotent(&self) -> bool {
+        matches!(
+            self,
+            CommandBody::Commit { .. }
+                | CommandBody::Settle { .. }
+                | CommandBody::Release { .. }
+                | CommandBody::WorkerDisconnected { .. }
+                | CommandBody::SetArtifactRun { .. }
+        )
+    }
+
     /// Whether the command travels in the governance lane, which no quota or limit
     /// closes: proposals (brakes included) and votes, and the administration an
     /// admin does (principals, dead tasks, streams).

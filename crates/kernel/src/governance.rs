@@ -308,31 +308,41 @@ impl Side {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Vote {
     pub choice: VoteChoice,
+    /// The side of the voter's lineage (its root's kind), not of the voter itself.
     pub side: Side,
+    /// Who cast it.
     pub address: String,
+    /// The root of the voter's lineage: one vote per root.
+    pub root: PrincipalId,
+    /// The root's address.
+    pub lineage: String,
     pub justification: String,
     pub at_ms: u64,
 }
 
 impl Vote {
-    /// The vote `command` casts, on `side`, as its voter's address says.
+    /// The vote `command` casts for the lineage rooted at `root`, on `side`.
     pub(crate) fn cast(
         command: &crate::command::Command,
-        address: &str,
+        voter: &crate::principal::Principal,
+        lineage: &str,
         choice: VoteChoice,
         side: Side,
     ) -> Vote {
         Vote {
             choice,
             side,
-            address: address.to_string(),
+            address: voter.address.clone(),
+            root: voter.root,
+            lineage: lineage.to_string(),
             justification: command.justification.clone(),
             at_ms: command.at_ms,
         }
     }
 }
 
-/// Votes of one side, against its rule.
+/// Votes of one side, against its rule: one per lineage (a root and everything it
+/// spawned count once).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SideTally {
     pub approve: u64,
@@ -351,14 +361,21 @@ pub struct Tally {
 }
 
 impl Tally {
+    /// Counts the first vote of each lineage (the kernel refuses a second one, so
+    /// there is never more than one).
     pub fn count(votes: &BTreeMap<PrincipalId, Vote>, rule: &VoteRule) -> Tally {
+        let mut roots = std::collections::BTreeSet::new();
+        let counted: Vec<&Vote> = votes
+            .values()
+            .filter(|vote| roots.insert(vote.root))
+            .collect();
         let side = |which: Side, quorum: u32, approval: Ratio| {
             let mut tally = SideTally {
                 quorum: quorum as u64,
                 approval: approval.to_string(),
                 ..SideTally::default()
             };
-            for vote in votes.values().filter(|vote| vote.side == which) {
+            for vote in counted.iter().filter(|vote| vote.side == which) {
                 match vote.choice {
                     VoteChoice::Approve => tally.approve += 1,
                     VoteChoice::Reject => tally.reject += 1,

@@ -113,6 +113,12 @@ pub struct Principal {
     pub parent: Option<PrincipalId>,
     pub created_at_ms: u64,
     pub created_by: PrincipalId,
+    /// The root of its lineage: the nearest principal in its ancestry (itself
+    /// included) that an admin or genesis created. A root and everything it spawned
+    /// count as one participant wherever sides or people are counted (votes and
+    /// quorums, brake confirmation, two-sided grant approval, quarantine release), on
+    /// the side of the root's kind. Fixed at creation.
+    pub root: PrincipalId,
     pub token_hash: TokenHash,
 }
 

@@ -244,8 +244,9 @@ async fn record(
         "supervisor: {} {profile} {pid:?}: {justification}",
         action.name()
     );
-    let _ = submitter
-        .submit(
+    // What the supervisor did happened: it is recorded, sent until decided.
+    let recorded = submitter
+        .submit_until_decided(
             PrincipalId::SYSTEM,
             justification,
             CommandBody::Supervise {
@@ -253,8 +254,12 @@ async fn record(
                 action,
                 pid,
             },
+            colony_pipeline::Answered::WhenDurable,
         )
         .await;
+    if recorded.is_err() {
+        tracing::warn!("supervisor: the node is stopping; {profile}'s step was not recorded");
+    }
 }
 
 fn terminate(pid: u32) {

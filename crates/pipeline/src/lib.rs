@@ -5,6 +5,8 @@
 //!   number and the time from an injected [`Clock`] and applies it to the kernel, and
 //!   the flusher that makes each group durable with one sync before anyone is answered,
 //!   then tells a [`DecisionSink`] (the bus, in a node) and writes snapshots.
+//! - [`outbox`]: commands submitted in the background that carry money or state,
+//!   sent again until decided, never dropped.
 //! - [`fatal`]: a panic on the decide or flush thread stops the pipeline loudly.
 //! - [`metrics`]: the counters the node shows on `/metrics`.
 //!
@@ -13,9 +15,11 @@
 
 pub mod fatal;
 pub mod metrics;
+pub mod outbox;
 pub mod sequencer;
 
 pub use metrics::Metrics;
+pub use outbox::Answered;
 pub use sequencer::{
     spawn, Clock, DecisionSink, EventTap, Outcome, Proposal, Replicator, SequencerConfig, Stamp,
     Stamped, SubmitError, Submitter, SystemClock,

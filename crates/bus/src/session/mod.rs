@@ -387,9 +387,11 @@ impl Session {
             tracing::info!(worker, address = %self.conn.address, grace_ms, "a worker's bus connection dropped without bye");
             tokio::spawn(async move {
                 tokio::time::sleep(Duration::from_millis(grace_ms)).await;
-                let _ = bus
+                // Sent until decided: a full queue must not leave the session (and
+                // its leases) held by a worker that is gone.
+                let disconnected = bus
                     .submitter
-                    .submit(
+                    .submit_until_decided(
                         colony_kernel::PrincipalId::SYSTEM,
                         format!(
                             "worker {worker}'s bus connection dropped and the grace period ran out"
@@ -399,8 +401,13 @@ impl Session {
                             disconnected_at_ms,
                             grace_ms,
                         },
+                        colony_pipeline::Answered::WhenDurable,
                     )
                     .await;
+                if disconnected.is_err() {
+                    // The node is stopping; its timeout will find the session lost.
+                    tracing::warn!(worker, "the dropped connection was not recorded");
+                }
             });
         }
     }

@@ -46,6 +46,8 @@ fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
 
 #[test]
 fn the_supervisor_replaces_crashed_workers_and_scales_with_the_work() {
+    // Its workers run `--exec` under `--sandbox auto`, which fails closed without it.
+    common::bwrap();
     let supervisor = format!(
         r#"[supervisor]
 spawn_cooldown = "50ms"

@@ -24,6 +24,8 @@ struct Swarm {
 
 impl Swarm {
     fn start() -> Swarm {
+        // `--sandbox auto` (the default) fails closed without bubblewrap.
+        common::bwrap();
         let data = tempfile::tempdir().unwrap();
         let config = config_with(&[("tasks.toml", FAST_WORKERS)]);
         let (node, url) = start_with_config(data.path(), config.path());
@@ -344,4 +346,40 @@ fn the_sandbox_holds_and_what_the_command_used_is_charged() {
             && r["detail"]["effect"]["charged"].as_u64().unwrap() > 0),
         "peak memory recorded: {audit}"
     );
+}
+
+/// Issue 26: without bubblewrap, `--sandbox auto` (the default) refuses to start
+/// the worker and says how to go on; `--sandbox none` starts, saying so loudly.
+#[test]
+fn issue_26_without_bubblewrap_the_default_sandbox_fails_closed() {
+    let swarm = Swarm::start();
+    let (_, token) = swarm.principal("unboxed");
+    // A PATH that holds a shell but no bubblewrap.
+    let bin = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink("/bin/sh", bin.path().join("sh")).unwrap();
+    let run = |extra: &[&str]| {
+        Command::new(COLONY)
+            .args(["worker", "--capabilities", "code", "--exec", "true"])
+            .args(["--max-tasks", "0"])
+            .args(extra)
+            .env("PATH", bin.path())
+            .env("COLONY_URL", &swarm.url)
+            .env("COLONY_TOKEN", &token)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let refused = run(&[]).wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{said}");
+    assert!(
+        said.contains("bubblewrap is not installed")
+            && said.contains("apt-get install bubblewrap")
+            && said.contains("--sandbox none"),
+        "{said}"
+    );
+    let unboxed = run(&["--sandbox", "none"]).wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&unboxed.stderr);
+    assert!(said.contains("WARNING: --sandbox none"), "{said}");
 }

@@ -185,6 +185,14 @@ impl State {
                 forbidden("only a human member or admin releases a quarantine"),
             );
         }
+        if self.same_lineage(command.actor, target) {
+            let message = format!(
+                "{} is of the lineage of {}, as principal {target} is: a quarantine is released by someone outside the quarantined lineage",
+                actor.address,
+                self.lineage_address(actor)
+            );
+            return Event::denied(RELEASE, target.to_string(), forbidden(message));
+        }
         let Some(quarantine) = self.quarantined.remove(&target) else {
             return Event::denied(
                 RELEASE,

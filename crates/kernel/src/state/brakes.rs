@@ -4,11 +4,11 @@
 
 use super::governance::*;
 use super::Effects;
-use super::{invalid, State, SYSTEM_ADDRESS};
+use super::{forbidden, invalid, State, SYSTEM_ADDRESS};
 use crate::command::Command;
 use crate::event::{Effect, Event, Reason};
 use crate::governance::{ProposalState, ProposalTarget, Side, Vote, VoteChoice};
-use crate::principal::{PrincipalId, PrincipalKind};
+use crate::principal::PrincipalId;
 
 impl State {
     /// Whether `actor` may brake now (at most `brakes_per_hour_max` an hour) and the
@@ -46,7 +46,11 @@ impl State {
             .expect("genesis applied")
             .brakes_per_hour_max;
         let since = self.now_ms.saturating_sub(BRAKE_RATE_WINDOW_MS);
-        let recent = self.recent_brakes.entry(actor).or_default();
+        // Brakes are counted per lineage: spawning children multiplies no one's brakes.
+        let recent = self
+            .recent_brakes
+            .entry(self.lineage_root(actor))
+            .or_default();
         recent.retain(|at_ms| *at_ms > since);
         if recent.len() >= max as usize {
             let oldest = recent.first().copied().unwrap_or(self.now_ms);
@@ -140,11 +144,17 @@ impl State {
         let subject = format!("proposal:{id}");
         let voter = self.principals[&command.actor].clone();
         let proposal = self.proposals[&id].clone();
-        if proposal.votes.contains_key(&command.actor) {
+        if proposal.proposer != PrincipalId::SYSTEM
+            && self.same_lineage(command.actor, proposal.proposer)
+        {
             return Event::denied(
                 VOTE,
                 subject,
-                invalid(format!("{} already voted on proposal {id}", voter.address)),
+                forbidden(format!(
+                    "{} is of the lineage of {}, which applied brake {id}: the other side confirms a brake, never the braker's own lineage",
+                    voter.address,
+                    self.lineage_address(&voter)
+                )),
             );
         }
         if choice == VoteChoice::Veto {
@@ -154,15 +164,12 @@ impl State {
                 invalid("a brake is not vetoed: let it expire, or propose new values"),
             );
         }
-        let proposer_side = match self.principals[&proposal.proposer].kind {
-            PrincipalKind::Human => Some(Side::Human),
-            PrincipalKind::Ai => Some(Side::Ai),
-            _ => None,
-        };
+        let proposer_side = self.lineage_side(&self.principals[&proposal.proposer]);
+        let lineage = self.lineage_address(&voter);
         let entry = self.proposals.get_mut(&id).expect("exists");
         entry.votes.insert(
             command.actor,
-            Vote::cast(command, &voter.address, choice, side),
+            Vote::cast(command, &voter, &lineage, choice, side),
         );
         if choice == VoteChoice::Approve && proposer_side != Some(side) {
             let expires_at_ms = entry

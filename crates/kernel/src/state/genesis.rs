@@ -67,6 +67,7 @@ impl State {
             parent: None,
             created_at_ms: command.at_ms,
             created_by: PrincipalId::SYSTEM,
+            root: PrincipalId::SYSTEM,
             token_hash: [0; 32],
         };
         self.by_address.insert(system.address.clone(), system.id);

@@ -10,10 +10,9 @@ use super::{forbidden, invalid, not_found, State};
 use crate::command::{Command, NodeHealth};
 use crate::event::{Decision, Effect, Event, Reason};
 use crate::governance::{
-    ChangeKind, Proposal, ProposalState, ProposalTarget, Side, StabilityFigures, Tally, Vote,
-    VoteChoice,
+    ChangeKind, Proposal, ProposalState, ProposalTarget, StabilityFigures, Tally, Vote, VoteChoice,
 };
-use crate::principal::{PrincipalId, PrincipalKind};
+use crate::principal::{Principal, PrincipalId, PrincipalKind};
 
 pub(super) const PROPOSE: &str = "governance.propose";
 pub(super) const VOTE: &str = "governance.vote";
@@ -219,7 +218,7 @@ impl State {
             let expires_at_ms = brake_ttl_ms.map(|ttl| self.now_ms.saturating_add(ttl));
             if command.actor != PrincipalId::SYSTEM {
                 self.recent_brakes
-                    .entry(command.actor)
+                    .entry(self.lineage_root(command.actor))
                     .or_default()
                     .push(self.now_ms);
             }
@@ -245,10 +244,12 @@ impl State {
             );
         }
         let open_max = governance.open_proposals_per_principal_max;
+        // Counted per lineage, like every count of people.
+        let root = self.lineage_root(command.actor);
         let open = self
             .reviews
             .iter()
-            .filter(|(_, id)| self.proposals[id].proposer == command.actor)
+            .filter(|(_, id)| self.lineage_root(self.proposals[id].proposer) == root)
             .count();
         if open >= open_max as usize {
             return Event::denied(PROPOSE, subject, Reason::TooManyProposals { max: open_max });
@@ -516,12 +517,16 @@ impl State {
         let Some(proposal) = self.proposals.get(&id) else {
             return Event::denied(VOTE, subject, not_found("proposal", id));
         };
+        // Only humans and AIs vote, on the side of their lineage's root: an AI
+        // spawned by a human votes with the human, as one.
+        let side = match (voter.kind, self.lineage_side(&voter)) {
+            (PrincipalKind::Human | PrincipalKind::Ai, Some(side)) => side,
+            _ => return Event::denied(VOTE, subject, forbidden("only humans and AIs vote")),
+        };
+        if let Err(reason) = self.one_vote_per_lineage(proposal, &voter) {
+            return Event::denied(VOTE, subject, reason);
+        }
         if proposal.kind == ChangeKind::Brake && proposal.brake_expires_at_ms.is_some() {
-            let side = match voter.kind {
-                PrincipalKind::Human => Side::Human,
-                PrincipalKind::Ai => Side::Ai,
-                _ => return Event::denied(VOTE, subject, forbidden("only humans and AIs vote")),
-            };
             return self.vote_on_brake(fx, command, id, choice, side);
         }
         if proposal.state != ProposalState::Review {
@@ -541,18 +546,6 @@ impl State {
                 invalid(format!("the review of proposal {id} has ended")),
             );
         }
-        let side = match voter.kind {
-            PrincipalKind::Human => Side::Human,
-            PrincipalKind::Ai => Side::Ai,
-            _ => return Event::denied(VOTE, subject, forbidden("only humans and AIs vote")),
-        };
-        if proposal.votes.contains_key(&command.actor) {
-            return Event::denied(
-                VOTE,
-                subject,
-                invalid(format!("{} already voted on proposal {id}", voter.address)),
-            );
-        }
         let governance = self.governance.as_ref().expect("genesis applied");
         let rule = governance
             .rule(proposal.kind)
@@ -569,10 +562,11 @@ impl State {
                 forbidden("this principal's roles cannot veto this kind of change"),
             );
         }
+        let lineage = self.lineage_address(&voter);
         let proposal = self.proposals.get_mut(&id).expect("checked above");
         proposal.votes.insert(
             command.actor,
-            Vote::cast(command, &voter.address, choice, side),
+            Vote::cast(command, &voter, &lineage, choice, side),
         );
         if choice == VoteChoice::Veto {
             proposal.state = ProposalState::Vetoed;
@@ -597,6 +591,30 @@ impl State {
 }
 
 impl State {
+    /// A lineage has one vote on a proposal: refused, naming the vote already cast,
+    /// when the voter or anyone of its lineage voted.
+    fn one_vote_per_lineage(&self, proposal: &Proposal, voter: &Principal) -> Result<(), Reason> {
+        let Some(cast) = proposal.votes.values().find(|vote| vote.root == voter.root) else {
+            return Ok(());
+        };
+        let message = if cast.address == voter.address {
+            format!(
+                "{} already voted on proposal {}",
+                voter.address, proposal.id
+            )
+        } else {
+            format!(
+                "{} is of the lineage of {}, which already voted on proposal {}: {} cast `{}`; a lineage (a principal and everything it spawned) has one vote",
+                voter.address,
+                cast.lineage,
+                proposal.id,
+                cast.address,
+                cast.choice.as_str()
+            )
+        };
+        Err(invalid(message))
+    }
+
     /// Puts `soft` and `hard` in force on `limit` (soft never above hard), recorded
     /// as set by `by` via `via`; the effect, with the values replaced.
     pub(super) fn set_limit_values(

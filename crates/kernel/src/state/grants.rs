@@ -135,9 +135,19 @@ impl State {
             );
         }
         let approver = &self.principals[&command.actor];
+        if self.same_lineage(command.actor, grant.requester) {
+            let message = format!(
+                "{} is of the lineage of {}, as the requester {} is: nobody approves or denies a request of its own lineage",
+                approver.address,
+                self.lineage_address(approver),
+                grant.requester_address
+            );
+            return Event::denied(action, subject, forbidden(message));
+        }
+        // The side an approval counts on is its lineage's: an AI spawned by a human
+        // approves for the human side, and two approvals of one lineage are one.
         let side = match approver.kind {
-            PrincipalKind::Human => Some(Side::Human),
-            PrincipalKind::Ai => Some(Side::Ai),
+            PrincipalKind::Human | PrincipalKind::Ai => self.lineage_side(approver),
             _ => None,
         };
         let is_admin = approver.roles.contains(&Role::Admin);
@@ -150,7 +160,11 @@ impl State {
                     .and_then(|g| g.grants.quota_bound.get(resource).copied())
                     .unwrap_or(0);
                 if *amount <= bound {
-                    (false, side == Some(Side::Human), "a human member or admin")
+                    (
+                        false,
+                        approver.kind == PrincipalKind::Human,
+                        "a human member or admin",
+                    )
                 } else {
                     (true, side.is_some(), "a human and an AI, one of each side")
                 }

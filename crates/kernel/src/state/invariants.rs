@@ -360,6 +360,70 @@ impl State {
         Ok(())
     }
 
+    /// One vote per lineage, each on its root's side; no proposal passed unless
+    /// distinct roots of each kind met the quorum; no brake confirmed by its own
+    /// lineage or its own side.
+    fn check_lineage_votes(&self, proposal: &crate::governance::Proposal) -> Result<(), String> {
+        use crate::governance::{ChangeKind, ProposalState, Side, VoteChoice};
+        let id = proposal.id;
+        let mut roots = std::collections::BTreeSet::new();
+        let (mut human_roots, mut ai_roots) = (0u64, 0u64);
+        for (voter, vote) in &proposal.votes {
+            if self.lineage_root(*voter) != vote.root {
+                return Err(format!("proposal {id}: {voter}'s vote names another root"));
+            }
+            if !roots.insert(vote.root) {
+                return Err(format!("proposal {id}: two votes of lineage {}", vote.root));
+            }
+            let root_side = self
+                .principals
+                .get(&vote.root)
+                .and_then(|root| match root.kind {
+                    PrincipalKind::Human => Some(Side::Human),
+                    PrincipalKind::Ai => Some(Side::Ai),
+                    _ => None,
+                });
+            if root_side != Some(vote.side) {
+                return Err(format!("proposal {id}: {voter} voted off its root's side"));
+            }
+            if vote.choice != VoteChoice::Veto {
+                match vote.side {
+                    Side::Human => human_roots += 1,
+                    Side::Ai => ai_roots += 1,
+                }
+            }
+        }
+        let passed_vote = matches!(
+            proposal.state,
+            ProposalState::Applied | ProposalState::RolledBack
+        ) && proposal.kind != ChangeKind::Brake;
+        if passed_vote {
+            let rule = self
+                .governance
+                .as_ref()
+                .and_then(|g| g.rule(proposal.kind))
+                .ok_or(format!("proposal {id} passed without a rule"))?;
+            if human_roots < rule.human_quorum as u64 || ai_roots < rule.ai_quorum as u64 {
+                return Err(format!(
+                    "proposal {id} passed with {human_roots} human and {ai_roots} AI lineages voting, quorums {} and {}",
+                    rule.human_quorum, rule.ai_quorum
+                ));
+            }
+        }
+        if let Some(by) = &proposal.confirmed_by {
+            let confirmer = self
+                .by_address
+                .get(by)
+                .ok_or(format!("brake {id} confirmed by unknown {by}"))?;
+            if proposal.proposer != PrincipalId::SYSTEM
+                && self.same_lineage(*confirmer, proposal.proposer)
+            {
+                return Err(format!("brake {id} confirmed by its own lineage ({by})"));
+            }
+        }
+        Ok(())
+    }
+
     fn check_governance(&self) -> Result<(), String> {
         for (at_ms, id) in &self.reviews {
             let proposal = self
@@ -388,6 +452,9 @@ impl State {
             .count();
         if waiting != self.brake_expiries.len() {
             return Err("a brake waits for an expiry that is not due".into());
+        }
+        for proposal in self.proposals.values() {
+            self.check_lineage_votes(proposal)?;
         }
         for limit in self.limits.values() {
             if let (Some(soft), Some(hard)) = (limit.spec.soft, limit.spec.hard) {

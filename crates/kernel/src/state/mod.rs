@@ -29,6 +29,7 @@ mod governance;
 mod grants;
 mod invariants;
 mod ledger;
+mod lineage;
 mod outcomes;
 mod principals;
 mod relaxation;

@@ -235,6 +235,15 @@ impl State {
         };
         roles.sort();
         roles.dedup();
+        // An admin's (or genesis's) creation is independent: the root of a new
+        // lineage. Anyone else spawns only under itself, into its own lineage.
+        let root = match self.principals.get(&command.actor) {
+            Some(creator) if !creator.is_admin() => request
+                .parent
+                .and_then(|parent| self.principals.get(&parent))
+                .map_or(creator.root, |parent| parent.root),
+            _ => id,
+        };
         let principal = Principal {
             id,
             address: address.clone(),
@@ -245,6 +254,7 @@ impl State {
             parent: request.parent,
             created_at_ms: command.at_ms,
             created_by: command.actor,
+            root,
             token_hash: request.token_hash,
         };
         let quotas = self.quotas.as_ref().expect("genesis applied");

@@ -10,6 +10,7 @@ mod artifacts;
 mod edge_leases;
 mod governance;
 mod kernel;
+mod lineage;
 mod safety;
 mod settle;
 mod simulation;

@@ -476,15 +476,17 @@ fn an_admin_whose_io_ops_are_spent_still_governs() {
     )
     .decision
     .is_allowed());
-    assert!(sim
-        .create(PrincipalKind::Ai, None)
-        .primary()
-        .decision
-        .is_allowed());
+    let ai = sim.create_ok(PrincipalKind::Ai, None);
+    // The other side's brake, which the admin (another lineage) confirms.
+    assert!(
+        brake(&mut sim, ai, "ai_accounts", Change::Keep, Change::Set(8))
+            .decision
+            .is_allowed()
+    );
     let vote = sim.run(
         PrincipalId::ADMIN,
         CommandBody::Vote {
-            proposal: 1,
+            proposal: 2,
             choice: VoteChoice::Approve,
         },
     );

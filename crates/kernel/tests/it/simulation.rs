@@ -411,7 +411,27 @@ impl World {
                         VoteChoice::Abstain,
                         VoteChoice::Veto,
                     ][rng.below(5) as usize];
-                    self.run(actor, CommandBody::Vote { proposal, choice });
+                    // Sock puppets: often the voter's whole lineage (everything
+                    // its root spawned) votes the same way right after it.
+                    let mut voters = vec![actor];
+                    let mut choice = choice;
+                    if rng.chance(15) {
+                        // A drive for consensus: everyone approves (each lineage's
+                        // second voice refused), so that proposals do pass.
+                        voters = self.principals.clone();
+                        choice = VoteChoice::Approve;
+                    } else if rng.chance(50) {
+                        let root = self.state.lineage_root(actor);
+                        voters.extend(
+                            self.principals
+                                .iter()
+                                .copied()
+                                .filter(|p| *p != actor && self.state.lineage_root(*p) == root),
+                        );
+                    }
+                    for voter in voters {
+                        self.run(voter, CommandBody::Vote { proposal, choice });
+                    }
                 }
             }
             19 => {
@@ -703,6 +723,8 @@ fn the_streams_reach_every_kind_of_decision_that_matters() {
         ("governance.brake_expired", Decision::Allowed),
         ("governance.brake_confirmed", Decision::Allowed),
         ("governance.propose", Decision::Denied),
+        ("governance.decide", Decision::Allowed),
+        ("governance.vote", Decision::Denied),
         ("principal.quarantine", Decision::Allowed),
         ("principal.release", Decision::Allowed),
         ("token.create", Decision::Allowed),

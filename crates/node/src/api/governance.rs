@@ -219,6 +219,7 @@ pub(crate) fn proposal_view(state: &colony_kernel::State, proposal: &Proposal) -
         .values()
         .map(|vote| VoteView {
             voter: vote.address.clone(),
+            lineage: vote.lineage.clone(),
             side: vote.side,
             vote: vote.choice,
             justification: vote.justification.clone(),

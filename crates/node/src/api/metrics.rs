@@ -248,6 +248,29 @@ pub async fn render(
         "Bytes of request bodies being read or served (bounded by body_bytes_in_flight_max).",
         &[(String::new(), app.shared.body_bytes.total())],
     );
+    let outbox = app.shared.submitter.outbox();
+    for (name, kind, help, counter) in [
+        (
+            "colony_outbox_pending",
+            "gauge",
+            "Background commands (settlements, charges, releases) being sent until decided.",
+            &outbox.pending,
+        ),
+        (
+            "colony_outbox_retries_total",
+            "counter",
+            "Background commands refused (a full queue, a lost cluster link) and sent again.",
+            &outbox.retries,
+        ),
+        (
+            "colony_outbox_abandoned_total",
+            "counter",
+            "Background commands given up on (the node stopping), each logged as an error.",
+            &outbox.abandoned,
+        ),
+    ] {
+        family(&mut text, name, kind, help, &single(counter));
+    }
     family(
         &mut text,
         "colony_http_refused_per_principal_total",

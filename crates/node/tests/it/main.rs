@@ -21,6 +21,7 @@ mod gateway_tls;
 mod governance_api;
 mod grants;
 mod openapi;
+mod outbox;
 mod properties;
 mod properties_http;
 mod reports;

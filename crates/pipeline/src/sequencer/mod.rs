@@ -227,6 +227,7 @@ pub fn spawn(
         replicator: std::sync::OnceLock::new(),
         config: config.clone(),
         durable: durable_receiver,
+        outbox: Default::default(),
     });
     let flusher = {
         let core = Arc::clone(&core);
@@ -286,6 +287,8 @@ pub(crate) struct Core {
     config: SequencerConfig,
     /// The last command known durable.
     durable: tokio::sync::watch::Receiver<u64>,
+    /// Background commands sent until decided (`crate::outbox`).
+    pub(crate) outbox: crate::outbox::OutboxFigures,
 }
 
 impl Core {

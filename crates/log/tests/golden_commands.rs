@@ -1,0 +1,318 @@
+//! The command log's format, pinned: the encoded bytes of one command of every
+//! `CommandBody` variant, as written to `commands/` (postcard), held in
+//! `tests/golden/commands.hex`. Reordering a variant, or adding a field to one,
+//! changes what is on disk: this test fails until `DATA_FORMAT` is bumped (with a
+//! migration note in docs/configuration.md) and the file is blessed again with
+//! `COLONY_BLESS=1 cargo test -p colony-log --test golden_commands`. A new variant
+//! (appended last, which leaves every older encoding as it was) is blessed without a
+//! bump.
+
+use colony_kernel::alerts::{AlertReport, AlertScope, Threshold};
+use colony_kernel::artifacts::NewArtifact;
+use colony_kernel::edge::EdgeLeaseRequest;
+use colony_kernel::governance::{Change, ProposalTarget, VoteChoice};
+use colony_kernel::grants::GrantWhat;
+use colony_kernel::streams::{EdgeUsage, StreamSpec};
+use colony_kernel::tasks::{ChildDeathPolicy, NewTask};
+use colony_kernel::workers::NewWorker;
+use colony_kernel::*;
+
+const GOLDEN: &str = "tests/golden/commands.hex";
+
+/// The variant's name; a match without a wildcard, so that a new variant cannot
+/// be added without this test knowing it.
+fn variant(body: &CommandBody) -> &'static str {
+    match body {
+        CommandBody::Genesis(_) => "Genesis",
+        CommandBody::CreatePrincipal(_) => "CreatePrincipal",
+        CommandBody::RemovePrincipal { .. } => "RemovePrincipal",
+        CommandBody::CreateToken(_) => "CreateToken",
+        CommandBody::RequestGrant { .. } => "RequestGrant",
+        CommandBody::DecideGrant { .. } => "DecideGrant",
+        CommandBody::RevokeToken { .. } => "RevokeToken",
+        CommandBody::Reserve { .. } => "Reserve",
+        CommandBody::Commit { .. } => "Commit",
+        CommandBody::Settle { .. } => "Settle",
+        CommandBody::Release { .. } => "Release",
+        CommandBody::Grant { .. } => "Grant",
+        CommandBody::Free { .. } => "Free",
+        CommandBody::Propose { .. } => "Propose",
+        CommandBody::Vote { .. } => "Vote",
+        CommandBody::PostTask(_) => "PostTask",
+        CommandBody::ClaimTask { .. } => "ClaimTask",
+        CommandBody::RegisterWorker(_) => "RegisterWorker",
+        CommandBody::WorkerHeartbeat { .. } => "WorkerHeartbeat",
+        CommandBody::LeaveWorker { .. } => "LeaveWorker",
+        CommandBody::ClaimSpecificTask { .. } => "ClaimSpecificTask",
+        CommandBody::UpdateTask { .. } => "UpdateTask",
+        CommandBody::ReleaseQuarantine { .. } => "ReleaseQuarantine",
+        CommandBody::RequeueTask { .. } => "RequeueTask",
+        CommandBody::ReportHealth(_) => "ReportHealth",
+        CommandBody::Supervise { .. } => "Supervise",
+        CommandBody::Tick => "Tick",
+        CommandBody::DefineStream(_) => "DefineStream",
+        CommandBody::DeleteStream { .. } => "DeleteStream",
+        CommandBody::WorkerDisconnected { .. } => "WorkerDisconnected",
+        CommandBody::ChargeEdge { .. } => "ChargeEdge",
+        CommandBody::DeployArtifact(_) => "DeployArtifact",
+        CommandBody::SetArtifactRun { .. } => "SetArtifactRun",
+        CommandBody::Alert(_) => "Alert",
+        CommandBody::LeaseEdge(_) => "LeaseEdge",
+    }
+}
+
+fn task(title: &str) -> NewTask {
+    NewTask {
+        title: title.into(),
+        description: "pinned".into(),
+        priority: Priority::High,
+        capabilities: vec!["rust".into()],
+        depends_on: vec!["1".into()],
+        budget_micro_usd: Some(500_000),
+        max_attempts: Some(3),
+    }
+}
+
+/// One command of every variant, with every optional part present.
+fn bodies() -> Vec<CommandBody> {
+    let mut principal = CreatePrincipal::new("pinned", PrincipalKind::Ai, [7; 32]);
+    principal.parent = Some(PrincipalId(2));
+    principal.roles = vec![Role::Member];
+    principal.scopes = vec!["tasks".into()];
+    let usage = EdgeUsage {
+        principal: PrincipalId(3),
+        io_ops: 12,
+        data_bytes: 3_400,
+    };
+    vec![
+        CommandBody::Genesis(Box::new(Genesis::for_tests([1; 32]))),
+        CommandBody::CreatePrincipal(principal),
+        CommandBody::RemovePrincipal {
+            principal: PrincipalId(4),
+        },
+        CommandBody::CreateToken(Box::new(NewToken {
+            principal: PrincipalId(2),
+            name: "ci".into(),
+            scopes: vec!["read".into(), "bus:work.>".into()],
+            ttl_ms: Some(3_600_000),
+            hash: [9; 32],
+        })),
+        CommandBody::RequestGrant {
+            what: GrantWhat::Quota {
+                resource: Resource::IoOps,
+                amount: 50_000,
+            },
+            ttl_ms: 7_200_000,
+        },
+        CommandBody::DecideGrant {
+            grant: 41,
+            approve: true,
+        },
+        CommandBody::RevokeToken {
+            principal: PrincipalId(2),
+            token: 3,
+        },
+        CommandBody::Reserve {
+            resource: Resource::LlmBudgetUsd,
+            amount: 50_000,
+            ttl_ms: Some(60_000),
+        },
+        CommandBody::Commit {
+            reservation: 17,
+            actual: 31_000,
+        },
+        CommandBody::Settle {
+            reservation: 18,
+            actual: 34,
+            task: Some(("0.7.1.00001".into(), 12)),
+        },
+        CommandBody::Release { reservation: 19 },
+        CommandBody::Grant {
+            to: PrincipalId(5),
+            resource: Resource::ComputeMs,
+            amount: 60_000,
+        },
+        CommandBody::Free {
+            resource: Resource::DiskBytes,
+            amount: 4_096,
+        },
+        CommandBody::Propose {
+            target: ProposalTarget::Limit {
+                limit: "ai_accounts".into(),
+                soft: Change::Keep,
+                hard: Change::Set(50),
+            },
+            brake_only: false,
+        },
+        CommandBody::Vote {
+            proposal: 2,
+            choice: VoteChoice::Approve,
+        },
+        CommandBody::PostTask(Box::new(task("post"))),
+        CommandBody::ClaimTask {
+            capabilities: vec!["rust".into()],
+            lease_ms: Some(30_000),
+            worker: Some(8),
+        },
+        CommandBody::RegisterWorker(Box::new(NewWorker {
+            capabilities: vec!["rust".into()],
+            model: Some("gpt-4o-mini".into()),
+            profile: Some("coders".into()),
+        })),
+        CommandBody::WorkerHeartbeat { worker: 8 },
+        CommandBody::LeaveWorker { worker: 8 },
+        CommandBody::ClaimSpecificTask {
+            address: "0.7.1.00002".into(),
+            lease_ms: Some(10_000),
+        },
+        CommandBody::UpdateTask {
+            address: "0.7.1.00001".into(),
+            token: 12,
+            update: TaskUpdate::Decompose {
+                subtasks: vec![task("child")],
+                on_child_death: ChildDeathPolicy::Redecompose,
+            },
+        },
+        CommandBody::ReleaseQuarantine {
+            principal: PrincipalId(6),
+        },
+        CommandBody::RequeueTask {
+            address: "0.7.1.00003".into(),
+        },
+        CommandBody::ReportHealth(NodeHealth {
+            requests: 1_000,
+            errors: 2,
+            anomalies: 1,
+        }),
+        CommandBody::Supervise {
+            profile: "coders".into(),
+            action: SupervisorAction::Replace,
+            pid: Some(4242),
+        },
+        CommandBody::Tick,
+        CommandBody::DefineStream(Box::new(StreamSpec {
+            name: "orders".into(),
+            subjects: vec!["orders.>".into()],
+            max_age_ms: Some(604_800_000),
+            max_bytes: Some(1 << 30),
+            max_msgs: Some(1_000_000),
+            ack_wait_ms: 30_000,
+            max_deliver: 5,
+        })),
+        CommandBody::DeleteStream {
+            name: "orders".into(),
+        },
+        CommandBody::WorkerDisconnected {
+            worker: 8,
+            disconnected_at_ms: 1_700_000_000_000,
+            grace_ms: 10_000,
+        },
+        CommandBody::ChargeEdge {
+            usage: vec![usage.clone()],
+        },
+        CommandBody::DeployArtifact(Box::new(NewArtifact {
+            name: "alert-tasks".into(),
+            digest: "ab".repeat(32),
+            bytes: 12_345,
+            token_hash: [5; 32],
+            quotas: vec![(Resource::ComputeMs, 1_000)],
+            run: true,
+        })),
+        CommandBody::SetArtifactRun {
+            artifact: PrincipalId(9),
+            run: false,
+        },
+        CommandBody::Alert(Box::new(AlertReport {
+            scope: AlertScope::Quota {
+                principal: PrincipalId(2),
+                resource: Resource::IoOps,
+            },
+            threshold: Threshold::Percent(80),
+            raised: true,
+            usage: 8_100,
+            at: 8_000,
+            of: Some(10_000),
+        })),
+        CommandBody::LeaseEdge(Box::new(EdgeLeaseRequest {
+            node: "node-1".into(),
+            usage: vec![usage],
+            io_ops: vec![(PrincipalId(3), 500)],
+            data_bytes: 65_536,
+            ttl_ms: 30_000,
+        })),
+    ]
+}
+
+/// `(name, hex of the encoded command)` for every variant.
+fn encoded() -> Vec<(&'static str, String)> {
+    bodies()
+        .into_iter()
+        .enumerate()
+        .map(|(index, body)| {
+            let name = variant(&body);
+            let command = Command::new(
+                index as u64 + 1,
+                1_700_000_000_000 + index as u64,
+                PrincipalId(1),
+                "pinned",
+                body,
+            );
+            (name, hex::encode(postcard::to_stdvec(&command).unwrap()))
+        })
+        .collect()
+}
+
+#[test]
+fn every_command_variant_encodes_to_its_pinned_bytes() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(GOLDEN);
+    let text = std::fs::read_to_string(&path).unwrap_or_default();
+    let mut lines = text.lines();
+    let blessed_format: Option<u32> = lines
+        .next()
+        .and_then(|line| line.strip_prefix("colony-data-format "))
+        .and_then(|n| n.parse().ok());
+    let pinned: std::collections::BTreeMap<&str, &str> =
+        lines.filter_map(|line| line.split_once(' ')).collect();
+    let now = encoded();
+    let names: std::collections::BTreeSet<&str> = now.iter().map(|(name, _)| *name).collect();
+    assert_eq!(names.len(), now.len(), "one command per variant");
+    let changed: Vec<&str> = now
+        .iter()
+        .filter(|(name, hex)| pinned.get(name).is_some_and(|pinned| pinned != hex))
+        .map(|(name, _)| *name)
+        .collect();
+    let new: Vec<&str> = now
+        .iter()
+        .filter(|(name, _)| !pinned.contains_key(name))
+        .map(|(name, _)| *name)
+        .collect();
+    let format = colony_log::DATA_FORMAT;
+    if std::env::var_os("COLONY_BLESS").is_some() {
+        assert!(
+            changed.is_empty() || blessed_format != Some(format),
+            "the encoding of {changed:?} changed but DATA_FORMAT is still {format}: bump it \
+             (and say how to migrate in docs/configuration.md) before blessing"
+        );
+        let mut out = format!("colony-data-format {format}\n");
+        for (name, hex) in &now {
+            out.push_str(&format!("{name} {hex}\n"));
+        }
+        std::fs::write(&path, out).unwrap();
+        return;
+    }
+    assert!(
+        changed.is_empty(),
+        "the on-disk encoding of {changed:?} changed (a reordered variant or a new field): \
+         bump colony_log::DATA_FORMAT, note the migration in docs/configuration.md, and bless \
+         with COLONY_BLESS=1 cargo test -p colony-log --test golden_commands"
+    );
+    assert!(
+        new.is_empty(),
+        "{new:?} have no pinned bytes: append new variants last and bless with COLONY_BLESS=1"
+    );
+    assert_eq!(
+        blessed_format,
+        Some(format),
+        "{GOLDEN} was blessed at another DATA_FORMAT: bless it again with COLONY_BLESS=1"
+    );
+}
