@@ -45,9 +45,10 @@ impl Denial {
                 (DenialClass::Forbidden, None)
             }
             Reason::NotFound { .. } => (DenialClass::NotFound, None),
-            Reason::StaleLease { .. } | Reason::NotClaimable { .. } => {
-                (DenialClass::Conflict, None)
-            }
+            Reason::StaleLease { .. }
+            | Reason::NotClaimable { .. }
+            | Reason::AttemptTimedOut { .. }
+            | Reason::TaskCancelled { .. } => (DenialClass::Conflict, None),
             Reason::WorkerGone { .. } => (DenialClass::Gone, None),
             _ => (DenialClass::Invalid, None),
         };
@@ -177,6 +178,19 @@ pub fn explain(reason: &Reason) -> String {
             "your claim on {task} is no longer valid (token {presented}; the task is {status}{}): its lease expired \
              or it was reassigned. Claim work again.",
             current.map(|c| format!(", held under token {c}")).unwrap_or_default()
+        ),
+        Reason::AttemptTimedOut { task, attempt, holder, started_at_ms, deadline_ms, timeout_ms, last_renewed_at_ms } => format!(
+            "attempt {attempt} of {task} by {holder}, started at {}, ran past its attempt_timeout of {timeout_ms} ms \
+             (deadline {}; last heartbeat or checkpoint at {}): it failed as timed out and its lease ended. \
+             Stop working on it; claim work again.",
+            format_time(*started_at_ms),
+            format_time(*deadline_ms),
+            format_time(*last_renewed_at_ms)
+        ),
+        Reason::TaskCancelled { task, by, at_ms, cancelled } => format!(
+            "{task} was cancelled by {by} at {}{}: its lease ended. Stop working on it.",
+            format_time(*at_ms),
+            if cancelled == task { String::new() } else { format!(" (with {cancelled}, its ancestor)") }
         ),
         Reason::Stable { .. } => "the stability window met every threshold".into(),
         Reason::StabilityDegraded { breaches, .. } => format!("stability degraded: {}", breaches.join("; ")),

@@ -419,6 +419,7 @@ impl HostState {
             depends_on: new.depends_on,
             budget_micro_usd: new.budget_micro_usd,
             max_attempts: new.max_attempts,
+            attempt_timeout_ms: None,
         };
         let event = self.kernel.decide_now(
             self.me.principal,

@@ -99,6 +99,7 @@ fn main() {
             depends_on: vec![],
             budget_micro_usd: None,
             max_attempts: None,
+            attempt_timeout_ms: None,
         };
         sim.run(
             now,

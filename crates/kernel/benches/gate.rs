@@ -66,6 +66,7 @@ fn claims() {
             depends_on: Vec::new(),
             budget_micro_usd: None,
             max_attempts: None,
+            attempt_timeout_ms: None,
         };
         let seq = state.last_seq + 1;
         state.apply(&Command::new(

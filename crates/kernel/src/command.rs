@@ -202,6 +202,17 @@ pub enum CommandBody {
     /// A node of a cluster reports what it spent at the edge and renews its lease
     /// of allowances (see [`crate::edge`]). System only.
     LeaseEdge(Box<crate::edge::EdgeLeaseRequest>),
+    /// Cancels an open task and its open subtasks (the poster of the task or of an
+    /// ancestor task, a principal ancestor of such a poster, or an admin): leases
+    /// end, budgets go back to whoever funded them.
+    CancelTask {
+        address: String,
+    },
+    /// Changes an open task's base priority (who may cancel it may).
+    SetTaskPriority {
+        address: String,
+        priority: Priority,
+    },
 }
 
 /// Who may make a command, besides standing and a role that may act.
@@ -311,6 +322,8 @@ impl CommandBody {
             CommandBody::ClaimTask { .. } | CommandBody::ClaimSpecificTask { .. } => "task.claim",
             CommandBody::UpdateTask { update, .. } => update.name(),
             CommandBody::RequeueTask { .. } => "task.requeue",
+            CommandBody::CancelTask { .. } => "task.cancel",
+            CommandBody::SetTaskPriority { .. } => "task.priority",
             CommandBody::ReleaseQuarantine { .. } => "principal.release",
             CommandBody::RegisterWorker(_) => "worker.register",
             CommandBody::WorkerHeartbeat { .. } => "worker.heartbeat",

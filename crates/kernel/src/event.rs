@@ -183,6 +183,26 @@ pub enum Reason {
         grace_ms: u64,
         revoked: Vec<String>,
     },
+    /// An attempt ran past its task's `attempt_timeout`: it failed as timed out at
+    /// its deadline, however often its lease was renewed.
+    AttemptTimedOut {
+        task: String,
+        attempt: u32,
+        holder: String,
+        started_at_ms: u64,
+        deadline_ms: u64,
+        timeout_ms: u64,
+        /// The last heartbeat or checkpoint the holder sent (the claim if none).
+        last_renewed_at_ms: u64,
+    },
+    /// The task was cancelled (with its open subtasks); its lease ended with it.
+    TaskCancelled {
+        task: String,
+        by: String,
+        at_ms: u64,
+        /// The task whose cancellation ended this one (itself, or an ancestor).
+        cancelled: String,
+    },
 }
 
 impl Reason {
@@ -206,6 +226,8 @@ impl Reason {
             Reason::WorkerGone { .. } => "worker_gone",
             Reason::WorkerSilent { .. } => "worker_silent",
             Reason::WorkerDisconnected { .. } => "worker_disconnected",
+            Reason::AttemptTimedOut { .. } => "attempt_timed_out",
+            Reason::TaskCancelled { .. } => "cancelled",
             Reason::ConsensusReached { .. } => "consensus_reached",
             Reason::ConsensusNotReached { .. } => "consensus_not_reached",
             Reason::Vetoed { .. } => "vetoed",
@@ -432,6 +454,21 @@ pub enum Effect {
         node: String,
         io_ops: u64,
         data_bytes: u64,
+    },
+    /// A task was cancelled with its open subtasks (`cancelled`, the task first);
+    /// what was left of their budgets went back to whoever funded them.
+    TaskCancelled {
+        address: String,
+        cancelled: Vec<String>,
+        /// Leases that ended with it: `(task, holder)`.
+        leases_ended: Vec<(String, String)>,
+        refunded_micro_usd: u64,
+    },
+    /// A task's base priority changed.
+    TaskPriorityChanged {
+        address: String,
+        priority: crate::command::Priority,
+        previous: crate::command::Priority,
     },
 }
 

@@ -31,6 +31,10 @@ pub const TASK_DEPTH_MAX: usize = 8;
 pub const CAPABILITIES_MAX: usize = 32;
 /// Most dependencies of one task.
 pub const DEPENDENCIES_MAX: usize = 64;
+/// The shortest attempt timeout a task may ask for.
+pub const ATTEMPT_TIMEOUT_MIN_MS: u64 = 1_000;
+/// Most tasks one cancellation ends (a task and its open subtasks, at every level).
+pub const CANCEL_TASKS_MAX: usize = 10_000;
 /// Most ready tasks a claim examines per priority level before giving up on it.
 pub const CLAIM_SCAN_PER_LEVEL_MAX: usize = 4_096;
 
@@ -39,6 +43,11 @@ pub const CLAIM_SCAN_PER_LEVEL_MAX: usize = 4_096;
 pub struct TaskConfig {
     pub lease_ms: u64,
     pub lease_max_ms: u64,
+    /// How long one attempt may take when the task names no `attempt_timeout`:
+    /// past it the attempt fails as timed out, however often its lease was renewed.
+    pub attempt_timeout_ms: u64,
+    /// The longest `attempt_timeout` a task may ask for.
+    pub attempt_timeout_max_ms: u64,
     pub max_attempts: u32,
     /// Backoff after the n-th failed attempt: `backoff_base_ms * 2^(n-1)`, capped.
     pub backoff_base_ms: u64,
@@ -58,6 +67,8 @@ impl TaskConfig {
         TaskConfig {
             lease_ms: 30_000,
             lease_max_ms: 600_000,
+            attempt_timeout_ms: 30 * 60_000,
+            attempt_timeout_max_ms: 7 * 86_400_000,
             max_attempts: 3,
             backoff_base_ms: 1_000,
             backoff_max_ms: 300_000,
@@ -92,6 +103,8 @@ pub enum TaskStatus {
     Failed,
     /// In the dead-letter queue.
     Dead,
+    /// Cancelled by its poster (or an ancestor of the poster, or an admin).
+    Cancelled,
 }
 
 impl TaskStatus {
@@ -104,6 +117,7 @@ impl TaskStatus {
             TaskStatus::Completed => "completed",
             TaskStatus::Failed => "failed",
             TaskStatus::Dead => "dead",
+            TaskStatus::Cancelled => "cancelled",
         }
     }
 
@@ -116,6 +130,7 @@ impl TaskStatus {
             TaskStatus::Completed,
             TaskStatus::Failed,
             TaskStatus::Dead,
+            TaskStatus::Cancelled,
         ]
         .into_iter()
         .find(|status| status.as_str() == text)
@@ -123,7 +138,10 @@ impl TaskStatus {
 
     /// Still counts toward `task_queue_depth`.
     pub fn is_open(self) -> bool {
-        !matches!(self, TaskStatus::Completed | TaskStatus::Dead)
+        !matches!(
+            self,
+            TaskStatus::Completed | TaskStatus::Dead | TaskStatus::Cancelled
+        )
     }
 }
 
@@ -149,6 +167,11 @@ pub struct Lease {
     pub expires_at_ms: u64,
     /// The worker session the claim was made for, if any.
     pub worker: Option<u64>,
+    /// When the attempt fails as timed out (its start plus the task's
+    /// `attempt_timeout_ms`); the lease is never renewed past it.
+    pub attempt_deadline_ms: u64,
+    /// The claim's time, then its last renewal (a heartbeat or a checkpoint).
+    pub renewed_at_ms: u64,
 }
 
 /// One try at a task.
@@ -159,9 +182,12 @@ pub struct Attempt {
     pub token: u64,
     pub started_at_ms: u64,
     pub ended_at_ms: Option<u64>,
-    /// `completed`, `failed`, `released`, `lease_expired`, `decomposed`.
+    /// `completed`, `failed`, `released`, `lease_expired`, `timed_out`,
+    /// `decomposed`, `cancelled`.
     pub outcome: Option<String>,
     pub reason: Option<String>,
+    /// The holder's last heartbeat or checkpoint, once the attempt ended.
+    pub last_renewed_at_ms: Option<u64>,
 }
 
 /// A change of status, with who made it and why.
@@ -200,6 +226,8 @@ pub struct Task {
     pub depends_on: Vec<String>,
     pub budget: Option<TaskBudget>,
     pub max_attempts: u32,
+    /// How long one attempt may take.
+    pub attempt_timeout_ms: u64,
     /// Failed attempts counted toward `max_attempts` (a requeue resets it).
     pub failures: u32,
     pub status: TaskStatus,
@@ -231,4 +259,7 @@ pub struct NewTask {
     pub depends_on: Vec<String>,
     pub budget_micro_usd: Option<u64>,
     pub max_attempts: Option<u32>,
+    /// How long one attempt may take (`ATTEMPT_TIMEOUT_MIN_MS` to the board's
+    /// `attempt_timeout_max_ms`); the board's default when `None`.
+    pub attempt_timeout_ms: Option<u64>,
 }

@@ -58,6 +58,8 @@ fn variant(body: &CommandBody) -> &'static str {
         CommandBody::SetArtifactRun { .. } => "SetArtifactRun",
         CommandBody::Alert(_) => "Alert",
         CommandBody::LeaseEdge(_) => "LeaseEdge",
+        CommandBody::CancelTask { .. } => "CancelTask",
+        CommandBody::SetTaskPriority { .. } => "SetTaskPriority",
     }
 }
 
@@ -70,6 +72,7 @@ fn task(title: &str) -> NewTask {
         depends_on: vec!["1".into()],
         budget_micro_usd: Some(500_000),
         max_attempts: Some(3),
+        attempt_timeout_ms: Some(1_800_000),
     }
 }
 
@@ -240,6 +243,13 @@ fn bodies() -> Vec<CommandBody> {
             data_bytes: 65_536,
             ttl_ms: 30_000,
         })),
+        CommandBody::CancelTask {
+            address: "0.7.1.00004".into(),
+        },
+        CommandBody::SetTaskPriority {
+            address: "0.7.1.00005".into(),
+            priority: Priority::Critical,
+        },
     ]
 }
 

@@ -287,6 +287,7 @@ fn durable_claims(tasks: u64) {
             depends_on: Vec::new(),
             budget_micro_usd: None,
             max_attempts: None,
+            attempt_timeout_ms: None,
         };
         push(
             &mut state,

@@ -4,6 +4,7 @@
 use super::Effects;
 use std::collections::BTreeSet;
 
+use super::task_control::TIMED_OUT;
 use super::{forbidden, invalid, not_found, State};
 use crate::command::Command;
 use crate::event::{Effect, Event, Reason};
@@ -150,7 +151,15 @@ impl State {
         worker: Option<u64>,
     ) -> Event {
         let token = command.seq;
-        let expires_at_ms = self.now_ms.saturating_add(lease_ms);
+        let attempt_deadline_ms = self
+            .now_ms
+            .saturating_add(self.tasks[address].attempt_timeout_ms);
+        // A lease never runs past the attempt's deadline: at the deadline it ends,
+        // and the attempt fails as timed out.
+        let expires_at_ms = self
+            .now_ms
+            .saturating_add(lease_ms)
+            .min(attempt_deadline_ms);
         self.set_status(
             fx,
             address,
@@ -168,6 +177,7 @@ impl State {
             ended_at_ms: None,
             outcome: None,
             reason: None,
+            last_renewed_at_ms: None,
         });
         task.lease = Some(Lease {
             holder: command.actor,
@@ -176,6 +186,8 @@ impl State {
             lease_ms,
             expires_at_ms,
             worker,
+            attempt_deadline_ms,
+            renewed_at_ms: self.now_ms,
         });
         self.lease_expiries
             .insert((expires_at_ms, address.to_string()));
@@ -262,6 +274,14 @@ impl State {
             Some(lease) if lease.token == token => {
                 Err(forbidden("this lease belongs to another principal"))
             }
+            _ if task.status == TaskStatus::Cancelled => Err(self.cancellation(address)),
+            _ if task
+                .attempts
+                .iter()
+                .any(|a| a.token == token && a.outcome.as_deref() == Some(TIMED_OUT)) =>
+            {
+                Err(self.time_out_reason(address, token))
+            }
             lease => Err(Reason::StaleLease {
                 task: address.to_string(),
                 presented: token,
@@ -298,6 +318,7 @@ impl State {
     }
 
     pub(super) fn end_attempt(&mut self, address: &str, outcome: &str, reason: Option<String>) {
+        let renewed_at_ms = self.tasks[address].lease.as_ref().map(|l| l.renewed_at_ms);
         self.clear_lease(address);
         let now = self.now_ms;
         if let Some(attempt) = self
@@ -309,6 +330,7 @@ impl State {
                 attempt.ended_at_ms = Some(now);
                 attempt.outcome = Some(outcome.to_string());
                 attempt.reason = reason;
+                attempt.last_renewed_at_ms = renewed_at_ms;
             }
         }
     }
@@ -319,7 +341,10 @@ impl State {
         if let Some(lease) = task.lease.as_mut() {
             self.lease_expiries
                 .remove(&(lease.expires_at_ms, address.to_string()));
-            lease.expires_at_ms = now.saturating_add(lease.lease_ms);
+            lease.expires_at_ms = now
+                .saturating_add(lease.lease_ms)
+                .min(lease.attempt_deadline_ms);
+            lease.renewed_at_ms = now;
             self.lease_expiries
                 .insert((lease.expires_at_ms, address.to_string()));
         }

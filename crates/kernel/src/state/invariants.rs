@@ -298,12 +298,28 @@ impl State {
                 "task_queue_depth usage {usage}, but {open} tasks are open"
             ));
         }
+        for task in self.tasks.values() {
+            let kept = task.budget.as_ref().map_or(0, |b| b.remaining_micro_usd);
+            if !task.status.is_open() && kept > 0 {
+                return Err(format!(
+                    "{} is {} and still holds {kept} micro-dollars of budget",
+                    task.address,
+                    task.status.as_str()
+                ));
+            }
+        }
         let mut leases: BTreeMap<PrincipalId, u32> = BTreeMap::new();
         let mut leased = 0;
         for task in self.tasks.values() {
             let should_hold = matches!(task.status, TaskStatus::Claimed | TaskStatus::InProgress);
             match (&task.lease, should_hold) {
                 (Some(lease), true) => {
+                    if lease.expires_at_ms > lease.attempt_deadline_ms {
+                        return Err(format!(
+                            "{}'s lease runs past its attempt's deadline",
+                            task.address
+                        ));
+                    }
                     leased += 1;
                     *leases.entry(lease.holder).or_insert(0) += 1;
                     if !self

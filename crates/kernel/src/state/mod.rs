@@ -34,6 +34,7 @@ mod outcomes;
 mod principals;
 mod relaxation;
 mod streams;
+mod task_control;
 mod tasks;
 mod tokens;
 mod workers;
@@ -432,6 +433,12 @@ impl State {
             } => self.update_task(fx, command, &actor_address, address, *token, update),
             CommandBody::RequeueTask { address } => {
                 self.requeue_task(fx, &actor_address, address, &command.justification)
+            }
+            CommandBody::CancelTask { address } => {
+                self.cancel_task(fx, command, &actor_address, address)
+            }
+            CommandBody::SetTaskPriority { address, priority } => {
+                self.set_task_priority(command, address, *priority)
             }
             CommandBody::Propose { target, brake_only } => {
                 self.propose(command, target, *brake_only)

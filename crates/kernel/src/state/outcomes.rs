@@ -75,12 +75,13 @@ impl State {
             }
         }
         let parent = self.tasks[address].parent.clone()?;
+        // A subtask cancelled by its poster is no longer waited for.
         let done = self.tasks.get(&parent).is_some_and(|p| {
             p.status == TaskStatus::Blocked
                 && p.children.iter().all(|c| {
-                    self.tasks
-                        .get(c)
-                        .is_some_and(|t| t.status == TaskStatus::Completed)
+                    self.tasks.get(c).is_some_and(|t| {
+                        matches!(t.status, TaskStatus::Completed | TaskStatus::Cancelled)
+                    })
                 })
         });
         done.then_some(parent)

@@ -89,6 +89,10 @@ impl State {
             if lease.expires_at_ms != at_ms {
                 continue;
             }
+            if at_ms >= lease.attempt_deadline_ms {
+                self.time_out_attempt(fx, &address, &lease, events);
+                continue;
+            }
             let reason = format!(
                 "the lease of {} expired at {at_ms} without a heartbeat",
                 lease.holder_address
@@ -210,6 +214,18 @@ impl State {
         if new.max_attempts == Some(0) {
             return Err(invalid("max_attempts must be at least 1"));
         }
+        if let Some(timeout_ms) = new.attempt_timeout_ms {
+            let max_ms = self
+                .task_config
+                .as_ref()
+                .expect("genesis applied")
+                .attempt_timeout_max_ms;
+            if !(ATTEMPT_TIMEOUT_MIN_MS..=max_ms).contains(&timeout_ms) {
+                return Err(invalid(format!(
+                    "attempt_timeout is {ATTEMPT_TIMEOUT_MIN_MS} ms to {max_ms} ms (tasks.attempt_timeout_max); {timeout_ms} ms was asked"
+                )));
+            }
+        }
         for dependency in &new.depends_on {
             if !siblings.contains(dependency) && !self.tasks.contains_key(dependency) {
                 return Err(not_found("task", dependency));
@@ -285,6 +301,7 @@ impl State {
             depends_on: new.depends_on.clone(),
             budget,
             max_attempts: new.max_attempts.unwrap_or(config.max_attempts),
+            attempt_timeout_ms: new.attempt_timeout_ms.unwrap_or(config.attempt_timeout_ms),
             failures: 0,
             status: TaskStatus::Blocked,
             attempts: Vec::new(),

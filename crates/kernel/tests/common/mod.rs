@@ -115,6 +115,7 @@ pub fn new_task(
         depends_on: Vec::new(),
         budget_micro_usd: None,
         max_attempts: None,
+        attempt_timeout_ms: None,
     }
 }
 

@@ -732,6 +732,7 @@ fn replay_is_deterministic_and_snapshots_restore_exactly() {
                     depends_on: vec![],
                     budget_micro_usd: Some(next() % 100_000),
                     max_attempts: Some(2),
+                    attempt_timeout_ms: None,
                 })),
                 8 => CommandBody::ClaimTask {
                     capabilities: vec!["rust".into()],

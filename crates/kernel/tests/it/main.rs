@@ -14,6 +14,7 @@ mod lineage;
 mod safety;
 mod settle;
 mod simulation;
+mod task_control;
 mod tasks;
 mod tokens;
 mod workers;

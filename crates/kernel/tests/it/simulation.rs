@@ -161,7 +161,7 @@ impl World {
     /// One random command, and what it teaches the world.
     fn step(&mut self, rng: &mut Rng) {
         let actor = self.actor(rng);
-        match rng.below(25) {
+        match rng.below(27) {
             0 | 1 => {
                 self.next_token += 1;
                 let kind = [PrincipalKind::Ai, PrincipalKind::Human, PrincipalKind::Ai]
@@ -604,6 +604,36 @@ impl World {
                 };
                 self.run(by, CommandBody::LeaseEdge(Box::new(request)));
             }
+            25 | 26 => {
+                // A poster (or anyone) cancels a task, or changes its priority:
+                // open or finished, root or deep in a tree, held or waiting.
+                let addresses: Vec<String> = self
+                    .state
+                    .tasks()
+                    .filter(|t| t.status.is_open() || rng.chance(10))
+                    .map(|t| t.address.clone())
+                    .collect();
+                if let Some(address) = rng.pick(&addresses) {
+                    let poster = self
+                        .state
+                        .task(&address)
+                        .and_then(|t| self.state.principal_by_address(&t.created_by))
+                        .map_or(actor, |p| p.id);
+                    let by = if rng.chance(60) { poster } else { actor };
+                    let body = if rng.chance(60) {
+                        CommandBody::CancelTask { address }
+                    } else {
+                        let priority = [
+                            Priority::Low,
+                            Priority::Normal,
+                            Priority::High,
+                            Priority::Critical,
+                        ][rng.below(4) as usize];
+                        CommandBody::SetTaskPriority { address, priority }
+                    };
+                    self.run(by, body);
+                }
+            }
             _ => {
                 // Time passes: a little, or a jump past every deadline.
                 self.now_ms += match rng.below(10) {
@@ -635,8 +665,15 @@ fn task(rng: &mut Rng) -> NewTask {
         ][rng.below(4) as usize],
         capabilities: vec![],
         depends_on: vec![],
-        budget_micro_usd: None,
+        // Budgets, so that cancellations and deaths must give them back.
+        budget_micro_usd: rng.chance(30).then(|| rng.below(2_000_000)),
         max_attempts: rng.chance(30).then(|| rng.below(4) as u32),
+        // Short deadlines, so that attempts time out within a stream; some out of range.
+        attempt_timeout_ms: match rng.below(4) {
+            0 => None,
+            1 => Some(rng.amount()),
+            _ => Some(1_000 + rng.below(60_000)),
+        },
     }
 }
 
@@ -717,6 +754,10 @@ fn the_streams_reach_every_kind_of_decision_that_matters() {
         ("ledger.expire", Decision::Expired),
         ("task.decompose", Decision::Allowed),
         ("task.dead", Decision::Allowed),
+        ("task.timed_out", Decision::Allowed),
+        ("task.cancel", Decision::Allowed),
+        ("task.cancel", Decision::Denied),
+        ("task.priority", Decision::Allowed),
         ("task.lease_expired", Decision::Allowed),
         ("task.spend", Decision::Allowed),
         ("llm.settle", Decision::Allowed),

@@ -29,6 +29,7 @@ fn post(sim: &mut Sim, title: &str) -> String {
         depends_on: vec![],
         budget_micro_usd: None,
         max_attempts: None,
+        attempt_timeout_ms: None,
     };
     match &sim
         .run(PrincipalId::ADMIN, CommandBody::PostTask(Box::new(task)))

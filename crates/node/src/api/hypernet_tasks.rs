@@ -101,6 +101,7 @@ pub async fn post(
         depends_on: request.depends_on,
         budget_micro_usd: None,
         max_attempts: None,
+        attempt_timeout_ms: None,
     };
     let outcome = app
         .decide(

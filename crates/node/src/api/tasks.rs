@@ -51,6 +51,7 @@ fn into_new_task(request: TaskRequest) -> Result<(NewTask, Option<String>), ApiE
         depends_on: request.depends_on,
         budget_micro_usd: budget,
         max_attempts: request.max_attempts,
+        attempt_timeout_ms: None,
     };
     Ok((task, request.justification))
 }
