@@ -56,6 +56,7 @@ pub struct TaskCounts {
     pub completed: u64,
     pub failed: u64,
     pub dead: u64,
+    pub cancelled: u64,
 }
 
 /// Worker sessions by state.

@@ -48,7 +48,7 @@ impl Denial {
             Reason::StaleLease { .. }
             | Reason::NotClaimable { .. }
             | Reason::AttemptTimedOut { .. }
-            | Reason::TaskCancelled { .. } => (DenialClass::Conflict, None),
+            | Reason::Cancelled { .. } => (DenialClass::Conflict, None),
             Reason::WorkerGone { .. } => (DenialClass::Gone, None),
             _ => (DenialClass::Invalid, None),
         };
@@ -187,7 +187,7 @@ pub fn explain(reason: &Reason) -> String {
             format_time(*deadline_ms),
             format_time(*last_renewed_at_ms)
         ),
-        Reason::TaskCancelled { task, by, at_ms, cancelled } => format!(
+        Reason::Cancelled { task, by, at_ms, cancelled } => format!(
             "{task} was cancelled by {by} at {}{}: its lease ended. Stop working on it.",
             format_time(*at_ms),
             if cancelled == task { String::new() } else { format!(" (with {cancelled}, its ancestor)") }

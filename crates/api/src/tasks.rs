@@ -37,6 +37,21 @@ pub struct TaskRequest {
     pub budget_usd: Option<Usd>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_attempts: Option<u32>,
+    /// How long one attempt may take (`"30m"`, or milliseconds; 1 s to the board's
+    /// `attempt_timeout_max`): past it the attempt fails as timed out, however often
+    /// its lease is renewed. The board's `attempt_timeout` when left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt_timeout: Option<crate::streams::Duration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub justification: Option<String>,
+}
+
+/// `POST /v1/tasks/{address}/priority`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PriorityRequest {
+    #[schema(schema_with = crate::schema::priority)]
+    pub priority: Priority,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub justification: Option<String>,
 }
@@ -70,6 +85,9 @@ pub struct LeaseGranted {
     pub token: u64,
     pub expires_at: String,
     pub expires_at_ms: u64,
+    /// When the attempt fails as timed out, however often the lease is renewed:
+    /// a worker stops the work then.
+    pub attempt_deadline_ms: u64,
 }
 
 /// `POST /v1/tasks/{address}/{action}` for `heartbeat`, `checkpoint`, `complete`,
@@ -141,10 +159,13 @@ pub struct TaskView {
     pub effective_priority: u32,
     pub capabilities: Vec<String>,
     pub depends_on: Vec<String>,
-    /// `pending`, `blocked`, `claimed`, `in_progress`, `completed`, `failed`, `dead`.
+    /// `pending`, `blocked`, `claimed`, `in_progress`, `completed`, `failed`, `dead`,
+    /// `cancelled`.
     pub status: String,
     pub budget: Option<BudgetView>,
     pub max_attempts: u32,
+    /// How long one attempt may take, in milliseconds.
+    pub attempt_timeout_ms: u64,
     pub failures: u32,
     pub attempt_count: usize,
     pub lease: Option<LeaseView>,
@@ -188,6 +209,8 @@ pub struct LeaseView {
     pub holder: String,
     pub token: u64,
     pub expires_at: String,
+    /// When the attempt fails as timed out, renewed or not.
+    pub attempt_deadline: String,
 }
 
 /// A subtask of the current decomposition.

@@ -1,11 +1,12 @@
-//! `colony tasks post|list|show|tree|dead|requeue`.
+//! `colony tasks post|list|show|tree|dead|requeue|cancel|priority`.
 
 use clap::Subcommand;
 use std::process::ExitCode;
 
 use serde_json::{json, Value};
 
-use colony_api::tasks::{TaskList, TaskRequest, TaskView, Usd};
+use colony_api::streams::Duration;
+use colony_api::tasks::{PriorityRequest, TaskList, TaskRequest, TaskView, Usd};
 use colony_kernel::Priority;
 
 use crate::client::Client;
@@ -59,8 +60,8 @@ fn show(task: &TaskView) {
     }
     if let Some(lease) = &task.lease {
         println!(
-            "  held by {} until {} (token {})",
-            lease.holder, lease.expires_at, lease.token
+            "  held by {} until {} (token {}); the attempt times out at {}",
+            lease.holder, lease.expires_at, lease.token, lease.attempt_deadline
         );
     }
     for reason in &task.dead_reasons {
@@ -97,6 +98,7 @@ pub async fn run(command: TasksCommand) -> anyhow::Result<ExitCode> {
             depends_on,
             budget_usd,
             max_attempts,
+            attempt_timeout,
             change,
         } => {
             let body = TaskRequest {
@@ -107,6 +109,7 @@ pub async fn run(command: TasksCommand) -> anyhow::Result<ExitCode> {
                 depends_on,
                 budget_usd: budget_usd.map(Usd::Text),
                 max_attempts,
+                attempt_timeout: attempt_timeout.map(Duration::Text),
                 justification: Some(change.justification),
             };
             post(&change.remote, "/v1/tasks", &body, |task: &TaskView| {
@@ -193,6 +196,41 @@ pub async fn run(command: TasksCommand) -> anyhow::Result<ExitCode> {
                     println!("requeued {} ({})", task.address, task.status);
                 },
             )
+            .await
+        }
+        TasksCommand::Cancel { address, change } => {
+            let path = format!("/v1/tasks/{address}/cancel");
+            post(
+                &change.remote,
+                &path,
+                &change.justified(),
+                |task: &TaskView| {
+                    println!("cancelled {} ({})", task.address, task.status);
+                    for child in task.children.iter().flatten() {
+                        println!("  {}  [{}]", child.address, child.status);
+                    }
+                },
+            )
+            .await
+        }
+        TasksCommand::Priority {
+            address,
+            priority,
+            change,
+        } => {
+            let body = PriorityRequest {
+                priority: parse_priority(&priority)?,
+                justification: Some(change.justification),
+            };
+            let path = format!("/v1/tasks/{address}/priority");
+            post(&change.remote, &path, &body, |task: &TaskView| {
+                println!(
+                    "{} is now {} (effective {})",
+                    task.address,
+                    task.priority.as_str(),
+                    task.effective_priority
+                );
+            })
             .await
         }
     }
@@ -411,12 +449,16 @@ pub enum TasksCommand {
         budget_usd: Option<String>,
         #[arg(long)]
         max_attempts: Option<u32>,
+        /// How long one attempt may take, such as 30m (the board's default when left
+        /// out): past it the attempt fails as timed out.
+        #[arg(long)]
+        attempt_timeout: Option<String>,
         #[command(flatten)]
         change: Change,
     },
     /// List tasks.
     List {
-        /// pending, blocked, claimed, in_progress, completed, failed or dead.
+        /// pending, blocked, claimed, in_progress, completed, failed, dead or cancelled.
         #[arg(long)]
         status: Option<String>,
         #[arg(long)]
@@ -446,6 +488,20 @@ pub enum TasksCommand {
     /// Put a dead task back on the board (admins).
     Requeue {
         address: String,
+        #[command(flatten)]
+        change: Change,
+    },
+    /// Cancel a task and its open subtasks (its poster, an ancestor of the poster,
+    /// or an admin): their holders are stopped, the unspent budget comes back.
+    Cancel {
+        address: String,
+        #[command(flatten)]
+        change: Change,
+    },
+    /// Change an open task's priority: low, normal, high or critical.
+    Priority {
+        address: String,
+        priority: String,
         #[command(flatten)]
         change: Change,
     },

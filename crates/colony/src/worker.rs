@@ -280,6 +280,40 @@ impl Lease<'_> {
     }
 }
 
+/// Runs `work` while the claim holds: renews the lease every third of it, and gives
+/// up on `work` (dropping it, which abandons a call in flight) when the attempt's
+/// deadline passes or the node answers that the claim is lost (cancelled, timed
+/// out, reassigned); then `Err` says why.
+pub(crate) async fn while_held<T>(
+    lease: &Lease<'_>,
+    claimed: &Claimed,
+    work: impl std::future::Future<Output = T>,
+) -> Result<T, String> {
+    let period = Duration::from_millis((task_lease_ms(claimed) / 3).max(50));
+    let deadline = tokio::time::Instant::now() + until(claimed.lease.attempt_deadline_ms);
+    let renewing = async {
+        let mut renew = tokio::time::interval(period);
+        renew.tick().await;
+        loop {
+            renew.tick().await;
+            match lease.act("heartbeat", LeaseRequest::default()).await {
+                Err(error) if is_gone(&error).is_some() => return format!("{error:#}"),
+                // A node briefly unreachable: the lease outlives a missed renewal.
+                Err(error) => eprintln!("colony worker: renewing {}: {error:#}", lease.address),
+                Ok(_) => {}
+            }
+        }
+    };
+    tokio::select! {
+        done = work => Ok(done),
+        why = renewing => Err(why),
+        _ = tokio::time::sleep_until(deadline) => Err(format!(
+            "its attempt timed out (attempt_timeout {} ms)",
+            claimed.task.attempt_timeout_ms
+        )),
+    }
+}
+
 /// Runs the command for one claimed task and reports the outcome.
 async fn work(
     client: &Client,
@@ -335,8 +369,11 @@ async fn work(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
+        // A group of its own, so that everything it started can be stopped at once.
+        .process_group(0)
         .spawn()
         .context("cannot start the --exec command")?;
+    let mut group = ProcessGroup(child.id());
     // The report pipe's write end now lives only in the command's process.
     drop(command);
     if let Some(mut stdin) = child.stdin.take() {
@@ -353,24 +390,45 @@ async fn work(
     let mut output = Vec::new();
     let mut renew = tokio::time::interval(Duration::from_millis((lease_ms / 3).max(50)));
     renew.tick().await;
-    loop {
-        tokio::select! {
+    let deadline = tokio::time::Instant::now() + until(claimed.lease.attempt_deadline_ms);
+    // Why the command was stopped before it ended: its attempt timed out, or its
+    // claim was lost (cancelled, timed out or reassigned, as the node answered).
+    let stopped: Option<String> = loop {
+        let renewed = tokio::select! {
             line = stdout.next_line() => match line? {
                 Some(line) => match line.strip_prefix("checkpoint:") {
                     Some(checkpoint) => {
                         let checkpoint: Value = serde_json::from_str(checkpoint.trim()).unwrap_or_else(|_| json!(checkpoint.trim()));
-                        lease.act("checkpoint", LeaseRequest { checkpoint: Some(checkpoint), ..LeaseRequest::default() }).await?;
+                        lease.act("checkpoint", LeaseRequest { checkpoint: Some(checkpoint), ..LeaseRequest::default() }).await
                     }
-                    None => output.push(line),
+                    None => {
+                        output.push(line);
+                        continue;
+                    }
                 },
-                None => break,
+                None => break None,
             },
-            _ = renew.tick() => {
-                lease.act("heartbeat", LeaseRequest::default()).await?;
+            _ = renew.tick() => lease.act("heartbeat", LeaseRequest::default()).await,
+            _ = tokio::time::sleep_until(deadline) => {
+                break Some(format!("its attempt timed out (attempt_timeout {} ms)", task.attempt_timeout_ms));
+            }
+        };
+        match renewed {
+            Ok(_) => {}
+            Err(error) if is_gone(&error).is_some() => break Some(format!("{error:#}")),
+            Err(error) => {
+                group.kill();
+                return Err(error);
             }
         }
+    };
+    if let Some(why) = &stopped {
+        group.kill();
+        eprintln!("colony worker: stopped the command of {address}: {why}");
     }
     let status = child.wait().await?;
+    // Reaped: its number may be reused from now on, so it is never signalled again.
+    group.0 = None;
     if let Some((principal, id, _)) = &scoped {
         let path = format!(
             "/v1/principals/{principal}/tokens/{id}?justification=the%20task%27s%20command%20ended"
@@ -384,6 +442,11 @@ async fn work(
     let measured = crate::sandbox::measured(report).await;
     held.settle(client, &address, measured).await;
     let stderr = stderr_tail.await.unwrap_or_default();
+    if stopped.is_some() {
+        // The claim is over (the node fails a timed-out attempt by itself): there
+        // is nothing to complete or fail.
+        return Ok(());
+    }
     if status.success() {
         let text = output.join("\n");
         let result: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
@@ -513,6 +576,37 @@ fn backoff_secs(error: &anyhow::Error) -> Option<u64> {
             .and_then(|e| e.details.get("retry_after").and_then(Value::as_u64));
         gateway.or(api).unwrap_or(5).clamp(1, 60)
     })
+}
+
+/// The command's process group: killed whole (the command and everything it
+/// started), when its attempt times out, its claim is lost, or the worker goes.
+/// Signalled only while its leader is unreaped, when the number cannot have been
+/// reused by another group.
+struct ProcessGroup(Option<u32>);
+
+impl ProcessGroup {
+    fn kill(&self) {
+        use nix::sys::signal::{killpg, Signal};
+        use nix::unistd::Pid;
+        if let Some(pid) = self.0.and_then(|pid| i32::try_from(pid).ok()) {
+            // Already gone is fine: nothing is left to stop.
+            let _gone = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+    }
+}
+
+impl Drop for ProcessGroup {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// How long from now until `at_ms` (Unix milliseconds); zero when it has passed.
+pub(crate) fn until(at_ms: u64) -> Duration {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    Duration::from_millis(at_ms.saturating_sub(now))
 }
 
 fn task_lease_ms(claimed: &Claimed) -> u64 {

@@ -88,16 +88,17 @@ pub(crate) async fn work_llm(
         "messages": [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": prompt}],
         "max_tokens": 800,
     });
-    let answer = match client
-        .post_with(
-            "/v1/chat/completions",
-            &request,
-            &[("x-colony-task", &address)],
-        )
-        .await
-    {
-        Ok(answer) => answer,
-        Err(error) => {
+    let headers = [("x-colony-task", address.as_str())];
+    let call = client.post_with("/v1/chat/completions", &request, &headers);
+    // The call is abandoned when the attempt times out or the claim is lost (the
+    // gateway settles what was generated when the caller leaves).
+    let answer = match crate::worker::while_held(&lease, claimed, call).await {
+        Err(why) => {
+            eprintln!("colony worker: abandoned the model call for {address}: {why}");
+            return Ok(());
+        }
+        Ok(Ok(answer)) => answer,
+        Ok(Err(error)) => {
             // Give the task back at once rather than sit on it while waiting.
             let release = LeaseRequest {
                 justification: Some(format!("the model call was refused: {error}")),

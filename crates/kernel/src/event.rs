@@ -196,7 +196,7 @@ pub enum Reason {
         last_renewed_at_ms: u64,
     },
     /// The task was cancelled (with its open subtasks); its lease ended with it.
-    TaskCancelled {
+    Cancelled {
         task: String,
         by: String,
         at_ms: u64,
@@ -227,7 +227,7 @@ impl Reason {
             Reason::WorkerSilent { .. } => "worker_silent",
             Reason::WorkerDisconnected { .. } => "worker_disconnected",
             Reason::AttemptTimedOut { .. } => "attempt_timed_out",
-            Reason::TaskCancelled { .. } => "cancelled",
+            Reason::Cancelled { .. } => "cancelled",
             Reason::ConsensusReached { .. } => "consensus_reached",
             Reason::ConsensusNotReached { .. } => "consensus_not_reached",
             Reason::Vetoed { .. } => "vetoed",

@@ -383,3 +383,90 @@ fn issue_26_without_bubblewrap_the_default_sandbox_fails_closed() {
     let said = String::from_utf8_lossy(&unboxed.stderr);
     assert!(said.contains("WARNING: --sandbox none"), "{said}");
 }
+
+/// Whether process `pid` still runs (a zombie counts as gone).
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        !stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z')
+    })
+}
+
+/// A command that starts a child of its own and hangs, writing the child's pid to
+/// `pidfile` (unsandboxed, so that the test sees the pid as the host does).
+fn hanging(pidfile: &std::path::Path) -> String {
+    format!("sleep 600 & echo $! > {}; sleep 600", pidfile.display())
+}
+
+fn wait_for_pid(swarm: &Swarm, pidfile: &std::path::Path) -> u32 {
+    swarm.wait_for("the command to start", |_| {
+        std::fs::read_to_string(pidfile).is_ok_and(|t| t.trim().parse::<u32>().is_ok())
+    });
+    std::fs::read_to_string(pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// Issue 26: a command that hangs is stopped, with everything it started, when its
+/// attempt's deadline passes, however often the worker renewed its lease; the
+/// attempt is recorded as timed out and the worker goes on.
+#[test]
+fn issue_26_a_hung_command_is_killed_with_its_group_at_the_attempts_deadline() {
+    let swarm = Swarm::start();
+    let (_, token) = swarm.principal("hung");
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("child.pid");
+    let task = swarm.call(
+        "POST",
+        "/v1/tasks",
+        json!({"title": "hangs", "capabilities": ["code"], "attempt_timeout": "2s",
+               "max_attempts": 1, "justification": "test"}),
+    )["address"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut worker = swarm.worker(&token, &hanging(&pidfile), &["--sandbox", "none"]);
+    let child = wait_for_pid(&swarm, &pidfile);
+    assert!(running(child));
+    swarm.wait_for("the attempt to time out", |s| {
+        s.call("GET", &format!("/v1/tasks/{task}"), Value::Null)["status"] == "dead"
+    });
+    let seen = swarm.call("GET", &format!("/v1/tasks/{task}"), Value::Null);
+    assert_eq!(seen["attempts"][0]["outcome"], "timed_out", "{seen}");
+    swarm.wait_for("the command's child to be killed", |_| !running(child));
+    assert!(
+        worker.try_wait().unwrap().is_none(),
+        "the worker goes on to other work"
+    );
+    let _ = worker.kill();
+    let _ = worker.wait();
+}
+
+/// Issue 26: when the poster cancels the task, the worker's next renewal is refused
+/// and it stops the command with everything it started.
+#[test]
+fn issue_26_a_cancelled_tasks_command_is_stopped() {
+    let swarm = Swarm::start();
+    let (_, token) = swarm.principal("cancelled");
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("child.pid");
+    let task = swarm.post_task();
+    let mut worker = swarm.worker(&token, &hanging(&pidfile), &["--sandbox", "none"]);
+    let child = wait_for_pid(&swarm, &pidfile);
+    let cancelled = swarm.call(
+        "POST",
+        &format!("/v1/tasks/{task}/cancel"),
+        json!({"justification": "no longer needed"}),
+    );
+    assert_eq!(cancelled["status"], "cancelled", "{cancelled}");
+    swarm.wait_for("the command's child to be killed", |_| !running(child));
+    assert!(worker.try_wait().unwrap().is_none(), "the worker goes on");
+    let _ = worker.kill();
+    let _ = worker.wait();
+}

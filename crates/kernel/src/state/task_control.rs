@@ -83,7 +83,7 @@ impl State {
             cancelled = parent.clone();
             above = parent_task.parent.clone();
         }
-        Reason::TaskCancelled {
+        Reason::Cancelled {
             task: address.to_string(),
             by,
             at_ms,

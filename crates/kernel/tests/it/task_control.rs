@@ -210,7 +210,7 @@ fn issue_26_a_poster_cancels_a_tree_its_holders_are_told_and_its_budget_comes_ba
         TaskUpdate::Complete("done".into()),
     );
     match &late.primary().reason {
-        Reason::TaskCancelled { by, cancelled, .. } => {
+        Reason::Cancelled { by, cancelled, .. } => {
             assert_eq!(by, "2.1");
             assert_eq!(cancelled, &t.root);
         }

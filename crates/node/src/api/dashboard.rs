@@ -102,6 +102,7 @@ pub async fn overview(
             TaskStatus::Completed => &mut tasks.completed,
             TaskStatus::Failed => &mut tasks.failed,
             TaskStatus::Dead => &mut tasks.dead,
+            TaskStatus::Cancelled => &mut tasks.cancelled,
         } += 1;
     }
     let mut workers = WorkerCounts::default();

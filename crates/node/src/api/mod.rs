@@ -9,7 +9,7 @@
 //! | `POST /v1/ledger/{reserve,commit,release,grant,free}`, `GET /v1/ledger/me` | the ledger |
 //! | `GET /v1/audit` | the decision log, paged and filtered |
 //! | `POST /v1/proposals`, `GET /v1/proposals[?state=]`, `GET /v1/proposals/{id}`, `POST /v1/proposals/{id}/votes` | governance |
-//! | `POST /v1/tasks`, `GET /v1/tasks`, `POST /v1/tasks/claim`, `GET /v1/tasks/dead`, `GET /v1/tasks/{address}`, `POST /v1/tasks/{address}/{heartbeat,checkpoint,complete,fail,release,spend,decompose,requeue}` | the task board |
+//! | `POST /v1/tasks`, `GET /v1/tasks`, `POST /v1/tasks/claim`, `GET /v1/tasks/dead`, `GET /v1/tasks/{address}`, `POST /v1/tasks/{address}/{heartbeat,checkpoint,complete,fail,release,spend,decompose,requeue,cancel,priority}` | the task board |
 //! | `POST /v1/workers`, `GET /v1/workers`, `POST /v1/workers/{id}/heartbeat`, `DELETE /v1/workers/{id}` | worker sessions |
 //! | `POST /v1/artifacts`, `GET /v1/artifacts`, `GET /v1/artifacts/{address}`, `POST /v1/artifacts/{address}/{stop,start}`, `GET /v1/artifacts/{address}/logs` | WebAssembly artifacts |
 //! | `GET /v1/bus` | the agent bus (WebSocket, docs/protocol.md) |
@@ -128,6 +128,8 @@ pub fn router(app: AppState) -> Router {
         .route("/v1/tasks/{address}", get(tasks::one))
         .route("/v1/tasks/{address}/decompose", post(tasks::decompose))
         .route("/v1/tasks/{address}/requeue", post(tasks::requeue))
+        .route("/v1/tasks/{address}/cancel", post(tasks::cancel))
+        .route("/v1/tasks/{address}/priority", post(tasks::priority))
         .route("/v1/tasks/{address}/{action}", post(tasks::act))
         .route("/v1/bus", get(bus::upgrade))
         .route(

@@ -29,7 +29,7 @@ use super::{
         audit::list, reports::summary, dashboard::overview, alerts::list, alerts::dead_letters,
         governance::propose, governance::list, governance::one, governance::vote,
         grants::request, grants::list, grants::one, grants::approve, grants::deny,
-        tasks::post, tasks::list, tasks::claim, tasks::dead, tasks::one, tasks::act, tasks::decompose, tasks::requeue,
+        tasks::post, tasks::list, tasks::claim, tasks::dead, tasks::one, tasks::act, tasks::decompose, tasks::requeue, tasks::cancel, tasks::priority,
         workers::register, workers::list, workers::one, workers::heartbeat, workers::leave, workers::supervisor,
         artifacts::deploy, artifacts::list, artifacts::one, artifacts::stop, artifacts::start, artifacts::logs,
         bus::upgrade, bus::create_stream, bus::list_streams, bus::one_stream, bus::delete_stream,

@@ -6,7 +6,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use colony_api::tasks::{
     AttemptView, BudgetView, ChildView, ClaimRequest, Claimed, DecomposeRequest, LeaseGranted,
-    LeaseRequest, LeaseView, ListQuery, TaskList, TaskRequest, TaskView, TransitionView, Usd,
+    LeaseRequest, LeaseView, ListQuery, PriorityRequest, TaskList, TaskRequest, TaskView,
+    TransitionView, Usd,
 };
 use colony_api::{ErrorBody, Explained, Justified};
 use colony_kernel::tasks::{NewTask, Task, TaskStatus};
@@ -43,6 +44,11 @@ fn usd(field: &str, value: &Option<Usd>) -> Result<Option<u64>, ApiError> {
 
 fn into_new_task(request: TaskRequest) -> Result<(NewTask, Option<String>), ApiError> {
     let budget = usd("budget_usd", &request.budget_usd)?;
+    let attempt_timeout_ms = request
+        .attempt_timeout
+        .as_ref()
+        .map(|timeout| super::bus::duration_ms("attempt_timeout", timeout))
+        .transpose()?;
     let task = NewTask {
         title: request.title,
         description: request.description,
@@ -51,7 +57,7 @@ fn into_new_task(request: TaskRequest) -> Result<(NewTask, Option<String>), ApiE
         depends_on: request.depends_on,
         budget_micro_usd: budget,
         max_attempts: request.max_attempts,
-        attempt_timeout_ms: None,
+        attempt_timeout_ms,
     };
     Ok((task, request.justification))
 }
@@ -107,13 +113,21 @@ pub async fn claim(
             expires_at_ms,
         } => {
             let state = app.shared.state.read().expect("state lock");
-            let task = task_view(&state, state.task(address).expect("claimed"), false);
+            let claimed = state.task(address).expect("claimed");
+            // A later command may have ended the lease already: its deadline is
+            // then the claim's end.
+            let attempt_deadline_ms = claimed
+                .lease
+                .as_ref()
+                .map_or(*expires_at_ms, |lease| lease.attempt_deadline_ms);
+            let task = task_view(&state, claimed, false);
             Ok(Json(Claimed {
                 task,
                 lease: LeaseGranted {
                     token: *token,
                     expires_at: colony_api::format_time(*expires_at_ms),
                     expires_at_ms: *expires_at_ms,
+                    attempt_deadline_ms,
                 },
                 warnings: Explained::all(&outcome.primary.warnings),
             })
@@ -201,6 +215,49 @@ pub async fn decompose(
     )))
 }
 
+/// Cancels a task and its open subtasks (its poster, the poster of a task above it,
+/// an ancestor of one of them, or an admin): leases end (their holders' next calls
+/// answer `409 cancelled`), what is left of the budgets goes back.
+#[utoipa::path(post, path = "/v1/tasks/{address}/cancel", tag = "tasks", params(("address" = String, Path)), request_body = Justified,
+    responses((status = 200, body = TaskView), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn cancel(
+    State(app): State<AppState>,
+    caller: Caller,
+    Segment(address): Segment<String>,
+    Body(request): Body<Justified>,
+) -> Result<Json<TaskView>, ApiError> {
+    let justification = require_justification(request.justification)?;
+    let command = CommandBody::CancelTask {
+        address: address.clone(),
+    };
+    let outcome = app.decide(caller.id, justification, command).await?;
+    let state = app.shared.state.read().expect("state lock");
+    let mut body = task_view(&state, state.task(&address).expect("exists"), true);
+    body.effect = Some(effect_json(&outcome.primary.effect));
+    Ok(Json(body))
+}
+
+/// Changes an open task's base priority (who may cancel it may).
+#[utoipa::path(post, path = "/v1/tasks/{address}/priority", tag = "tasks", params(("address" = String, Path)), request_body = PriorityRequest,
+    responses((status = 200, body = TaskView), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn priority(
+    State(app): State<AppState>,
+    caller: Caller,
+    Segment(address): Segment<String>,
+    Body(request): Body<PriorityRequest>,
+) -> Result<Json<TaskView>, ApiError> {
+    let justification = require_justification(request.justification)?;
+    let command = CommandBody::SetTaskPriority {
+        address: address.clone(),
+        priority: request.priority,
+    };
+    let outcome = app.decide(caller.id, justification, command).await?;
+    let state = app.shared.state.read().expect("state lock");
+    let mut body = task_view(&state, state.task(&address).expect("exists"), false);
+    body.effect = Some(effect_json(&outcome.primary.effect));
+    Ok(Json(body))
+}
+
 /// Puts a dead task back on the board (a human member's or an admin's act).
 #[utoipa::path(post, path = "/v1/tasks/{address}/requeue", tag = "tasks", params(("address" = String, Path)), request_body = Justified,
     responses((status = 200, body = TaskView), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
@@ -243,7 +300,7 @@ pub async fn list(
     let status = match &query.status {
         None => None,
         Some(name) => Some(TaskStatus::parse(name).ok_or_else(|| {
-            ApiError::bad_request("invalid_query", format!("status `{name}` is not pending, blocked, claimed, in_progress, completed, failed or dead"))
+            ApiError::bad_request("invalid_query", format!("status `{name}` is not pending, blocked, claimed, in_progress, completed, failed, dead or cancelled"))
         })?),
     };
     let limit = query.limit.unwrap_or(100);
@@ -340,12 +397,14 @@ pub(crate) fn task_view(state: &colony_kernel::State, task: &Task, full: bool) -
             remaining_micro_usd: b.remaining_micro_usd,
         }),
         max_attempts: task.max_attempts,
+        attempt_timeout_ms: task.attempt_timeout_ms,
         failures: task.failures,
         attempt_count: task.attempts.len(),
         lease: task.lease.as_ref().map(|l| LeaseView {
             holder: l.holder_address.clone(),
             token: l.token,
             expires_at: time(l.expires_at_ms),
+            attempt_deadline: time(l.attempt_deadline_ms),
         }),
         not_before: (task.status == TaskStatus::Failed).then(|| time(task.not_before_ms)),
         checkpoint: stored(&task.checkpoint),

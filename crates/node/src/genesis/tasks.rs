@@ -22,6 +22,8 @@ struct TasksFile {
 struct TasksSection {
     lease: Option<Spanned<String>>,
     lease_max: Option<Spanned<String>>,
+    attempt_timeout: Option<Spanned<String>>,
+    attempt_timeout_max: Option<Spanned<String>>,
     max_attempts: Option<u32>,
     backoff_base: Option<Spanned<String>>,
     backoff_max: Option<Spanned<String>>,
@@ -57,6 +59,16 @@ pub fn parse_tasks(file: &Path, text: &str) -> Result<TaskConfig, ConfigError> {
         "tasks.lease_max",
         &tasks.lease_max,
         &mut config.lease_max_ms,
+    )?;
+    duration(
+        "tasks.attempt_timeout",
+        &tasks.attempt_timeout,
+        &mut config.attempt_timeout_ms,
+    )?;
+    duration(
+        "tasks.attempt_timeout_max",
+        &tasks.attempt_timeout_max,
+        &mut config.attempt_timeout_max_ms,
     )?;
     duration(
         "tasks.backoff_base",
@@ -99,6 +111,16 @@ pub fn parse_tasks(file: &Path, text: &str) -> Result<TaskConfig, ConfigError> {
         return Err(source.error(
             tasks.lease.as_ref().map(|l| l.span()),
             "tasks.lease is above tasks.lease_max",
+        ));
+    }
+    let attempt_timeout_span = tasks.attempt_timeout.as_ref().map(|t| t.span());
+    if config.attempt_timeout_ms < colony_kernel::tasks::ATTEMPT_TIMEOUT_MIN_MS {
+        return Err(source.error(attempt_timeout_span, "tasks.attempt_timeout is at least 1s"));
+    }
+    if config.attempt_timeout_ms > config.attempt_timeout_max_ms {
+        return Err(source.error(
+            attempt_timeout_span,
+            "tasks.attempt_timeout is above tasks.attempt_timeout_max",
         ));
     }
     if config.worker_heartbeat_ms >= config.worker_timeout_ms {

@@ -171,9 +171,12 @@ async fn every_route_and_bus_operation_answers_every_caller_as_the_table_says() 
     )
     .await;
     let task = task["address"].as_str().unwrap().to_string();
+    // A brake by a lineage of its own, which every column may vote on (nobody
+    // votes on a brake of its own lineage).
+    let (_, braker) = common::create_principal(&base, &admin, "braker", "ai", &["member"]).await;
     let proposal = common::post_json(
         &base,
-        &admin,
+        &braker,
         "/v1/proposals",
         &json!({"limit": "human_accounts", "soft": 2, "justification": "matrix"}),
     )

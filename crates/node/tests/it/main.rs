@@ -26,6 +26,7 @@ mod properties;
 mod properties_http;
 mod reports;
 mod safety;
+mod task_control;
 mod tasks_api;
 mod tls_serving;
 mod tokens;
