@@ -62,6 +62,12 @@ pub struct Summary {
     pub tasks_completed: Figure,
     pub tasks_failed: Figure,
     pub tasks_dead: Figure,
+    /// Attempts that ran past their `attempt_timeout`.
+    #[serde(default)]
+    pub attempts_timed_out: Figure,
+    /// Cancellations (each of a task with its open subtasks).
+    #[serde(default)]
+    pub tasks_cancelled: Figure,
     pub workers_registered: Figure,
     pub workers_lost: Figure,
     pub workers_replaced: Figure,

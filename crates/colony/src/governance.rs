@@ -90,9 +90,14 @@ fn print_proposal(proposal: &ProposalView) {
         }
     }
     for vote in &proposal.votes {
+        // The vote counts for the voter's lineage, once.
+        let voter = if vote.lineage == vote.voter {
+            vote.voter.clone()
+        } else {
+            format!("{} for the lineage of {}", vote.voter, vote.lineage)
+        };
         println!(
-            "  vote: {} ({}) {}: {}",
-            vote.voter,
+            "  vote: {voter} ({}) {}: {}",
             vote.side.as_str(),
             vote.vote.as_str(),
             vote.justification

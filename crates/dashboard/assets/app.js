@@ -411,6 +411,12 @@ async function brake() {
   refresh(true);
 }
 
+// A vote counts for its voter's lineage: "1.2" when a root voted itself, "2.3 for
+// 1.2" when one of the principals 1.2 spawned cast the lineage's vote.
+function lineageOf(vote) {
+  return vote.lineage && vote.lineage !== vote.voter ? `${vote.voter} for ${vote.lineage}` : vote.voter;
+}
+
 async function renderGovernance() {
   const [open, all, limits] = await Promise.all([
     api('/v1/proposals?state=review'), api('/v1/proposals'), api('/v1/limits'),
@@ -430,7 +436,7 @@ async function renderGovernance() {
           el('button', { type: 'button', class: `vote ${choice}`, dataset: { vote: choice, proposal: p.id },
             text: choice[0].toUpperCase() + choice.slice(1), onclick: () => vote(p.id, choice) }))),
         p.votes.length ? el('div', { class: 'muted small' },
-          p.votes.map((v) => `${v.voter} (${v.side}) ${v.vote}`).join(' · ')) : null))
+          p.votes.map((v) => `${lineageOf(v)} (${v.side}) ${v.vote}`).join(' · ')) : null))
       : [el('p', { class: 'muted', text: 'No proposal is in review.' })]));
   }
   const select = $('#brake-limit');
@@ -446,7 +452,7 @@ async function renderGovernance() {
       el('td', {}, pill(p.state)), el('td', { text: p.proposer }),
       el('td', { title: p.decided_at || '', text: p.decided_at ? since(p.decided_at) : '' }),
       el('td', { text: p.justification }),
-      el('td', { text: p.votes.map((v) => `${v.voter} ${v.vote}`).join(', ') }))));
+      el('td', { text: p.votes.map((v) => `${lineageOf(v)} ${v.vote}`).join(', ') }))));
 }
 
 // Tasks: the board and its decomposition tree, with budgets.

@@ -36,7 +36,8 @@ impl NatsServer {
         }
     }
 
-    fn start(&mut self) {
+    /// Starts the server (again, after [`NatsServer::kill`]) on its own port and store.
+    pub fn start(&mut self) {
         let child = Command::new(super::tools::nats_server())
             .arg("-c")
             .arg(&self.config)

@@ -125,6 +125,11 @@ pub(crate) fn build(
             ("task.complete", true) => note(&mut summary.tasks_completed, seq),
             ("task.fail", true) => note(&mut summary.tasks_failed, seq),
             ("task.dead", _) => note(&mut summary.tasks_dead, seq),
+            ("task.timed_out", _) => note(&mut summary.attempts_timed_out, seq),
+            // The cancellation itself, not the announcements to its holders.
+            ("task.cancel", true) if record.detail["effect"]["effect"] == "task_cancelled" => {
+                note(&mut summary.tasks_cancelled, seq)
+            }
             ("worker.register", true) => note(&mut summary.workers_registered, seq),
             ("worker.lost" | "worker.disconnected", _) => note(&mut summary.workers_lost, seq),
             ("supervisor.replace", _) => note(&mut summary.workers_replaced, seq),
@@ -224,6 +229,8 @@ pub fn markdown(summary: &Summary) -> String {
         ("tasks completed", &summary.tasks_completed),
         ("attempts failed", &summary.tasks_failed),
         ("tasks dead", &summary.tasks_dead),
+        ("attempts timed out", &summary.attempts_timed_out),
+        ("cancellations", &summary.tasks_cancelled),
         ("workers registered", &summary.workers_registered),
         ("workers lost", &summary.workers_lost),
         ("workers replaced", &summary.workers_replaced),
