@@ -11,6 +11,7 @@ mod cluster;
 mod crash;
 mod dashboard;
 mod demo;
+mod dependencies;
 mod fatal;
 mod supervisor;
 mod tls;

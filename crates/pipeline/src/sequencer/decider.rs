@@ -118,6 +118,19 @@ impl Decider {
                 Request::Shutdown { reply } => *shutdown = Some(reply),
             }
         }
+        // Debug builds (every test) check the kernel's invariants after each decided
+        // group; a broken one is a bug, and the node stops loudly. A release node does
+        // not pay for the walk.
+        #[cfg(debug_assertions)]
+        if !group.records.is_empty() && !self.stopped {
+            if let Err(broken) = state.check_invariants() {
+                self.stopped = true;
+                self.fatal.fail(format!(
+                    "a kernel invariant broke after command {}: {broken}",
+                    state.last_seq
+                ));
+            }
+        }
         group
     }
 
