@@ -86,7 +86,7 @@ pub struct Released {
 /// `POST /v1/ledger/grant`: part of the caller's quota to a child principal.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct GrantRequest {
+pub struct QuotaGrantRequest {
     /// Address of the child principal.
     pub to: String,
     #[schema(schema_with = crate::schema::resource)]

@@ -134,7 +134,7 @@ pub(crate) async fn with_body(
     if axum::body::HttpBody::is_end_stream(request.body()) {
         return next.run(request).await;
     }
-    let limit = crate::edge::body_limit(app, request.uri().path());
+    let limit = crate::edge::body_limit(app, &request);
     let deadline = Duration::from_millis(app.shared.connections.config().body_timeout_ms);
     let mut hold = (limit > crate::edge::REQUEST_BODY_BYTES_MAX).then(|| Hold {
         app: app.clone(),

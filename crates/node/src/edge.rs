@@ -130,7 +130,7 @@ const OVERSIZED_DRAIN_MS: u64 = 2_000;
 /// connection reset instead of the answer. A client that waits for `100-continue`
 /// (curl) is answered at once, before it sends anything.
 pub async fn oversized_body(State(app): State<AppState>, request: Request, next: Next) -> Response {
-    let limit = body_limit(&app, request.uri().path()) as u64;
+    let limit = body_limit(&app, &request) as u64;
     let declared = request
         .headers()
         .get(axum::http::header::CONTENT_LENGTH)
@@ -167,15 +167,15 @@ pub async fn oversized_body(State(app): State<AppState>, request: Request, next:
     response
 }
 
-/// The largest body the route at `path` takes, in bytes.
-pub(crate) fn body_limit(app: &AppState, path: &str) -> usize {
-    if path == "/v1/chat/completions" || path == "/v1/messages" {
-        app.shared.gateway.config.request_bytes_max
-    } else if path == "/v1/artifacts" {
-        crate::api::ARTIFACT_BODY_BYTES_MAX
-    } else {
-        REQUEST_BODY_BYTES_MAX
-    }
+/// The largest body the route `request` was matched to takes, in bytes (as the
+/// route table says; the small bound for a request no route matched).
+pub(crate) fn body_limit(app: &AppState, request: &Request) -> usize {
+    let bound = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .and_then(|matched| crate::api::routes::find(request.method(), matched.as_str()))
+        .map(|route| route.body);
+    crate::api::routes::body_limit(app, bound)
 }
 
 struct InFlight<'a>(&'a std::sync::atomic::AtomicU64);

@@ -1,7 +1,7 @@
-//! Which scope each route needs, and whether a token's scopes give it. The table
-//! is here, at the edge, where a token is presented; the kernel still decides by the
-//! principal's roles. `docs/api.md` lists it, and `tests/authorization.rs` holds the
-//! code to that list.
+//! Whether a token's scopes give what a route needs (the scope each route needs is
+//! in the route table, `api/routes.rs`). Checked at the edge, where a token is
+//! presented; the kernel still decides by the principal's roles. `docs/api.md` lists
+//! the matrix, and `tests/authorization.rs` holds the code to it.
 //!
 //! - `*` (a principal's first token): every scope.
 //! - `read`: every `GET` (but the bus).
@@ -15,44 +15,6 @@
 //!   subject its roles allow; `bus:PATTERN`: only subjects matching it.
 //! - `task:ADDRESS`: reading and acting on that task and its subtasks, and LLM calls
 //!   made for them (`X-Colony-Task`): what a worker hands the command it runs.
-
-use axum::http::Method;
-
-/// The scope a request on `route` (the route's template, as the router matched it)
-/// with `method` needs; `None` for the routes anyone may call.
-pub fn needed(method: &Method, route: &str) -> Option<&'static str> {
-    if route == "/healthz"
-        || route == "/v1/openapi.json"
-        || route == "/"
-        || route == "/dashboard/{file}"
-    {
-        return None;
-    }
-    if route == "/v1/bus" {
-        return Some("bus");
-    }
-    if method == Method::GET || method == Method::HEAD {
-        return Some("read");
-    }
-    Some(match route {
-        "/v1/chat/completions" | "/v1/messages" => "llm",
-        "/v1/proposals"
-        | "/v1/proposals/{id}/votes"
-        | "/v1/principals/{address}/release"
-        | "/v1/grants"
-        | "/v1/grants/{id}/approve"
-        | "/v1/grants/{id}/deny" => "governance",
-        "/v1/principals"
-        | "/v1/principals/{address}/remove"
-        | "/v1/artifacts"
-        | "/v1/artifacts/{address}/stop"
-        | "/v1/artifacts/{address}/start" => "spawn",
-        "/v1/streams" | "/v1/streams/{name}" => "admin",
-        "/v1/principals/{address}/tokens" | "/v1/principals/{address}/tokens/{id}" => "tokens",
-        _ if route.starts_with("/v1/ledger/") => "ledger",
-        _ => "tasks",
-    })
-}
 
 /// Whether `scopes` give `need` for a request on `path` (`X-Colony-Task`: `task`).
 pub fn allows(scopes: &[String], need: &str, path: &str, task: Option<&str>) -> bool {
@@ -112,19 +74,6 @@ mod tests {
 
     fn scopes(list: &[&str]) -> Vec<String> {
         list.iter().map(|s| s.to_string()).collect()
-    }
-
-    #[test]
-    fn routes_need_their_scopes() {
-        assert_eq!(needed(&Method::GET, "/v1/tasks"), Some("read"));
-        assert_eq!(needed(&Method::POST, "/v1/ledger/reserve"), Some("ledger"));
-        assert_eq!(
-            needed(&Method::POST, "/v1/tasks/{address}/{action}"),
-            Some("tasks")
-        );
-        assert_eq!(needed(&Method::DELETE, "/v1/streams/{name}"), Some("admin"));
-        assert_eq!(needed(&Method::GET, "/v1/bus"), Some("bus"));
-        assert_eq!(needed(&Method::GET, "/healthz"), None);
     }
 
     #[test]

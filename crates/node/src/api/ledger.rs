@@ -2,8 +2,8 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use colony_api::ledger::{
-    BalanceView, CommitRequest, Committed, FreeRequest, Freed, GrantRequest, Granted, LedgerView,
-    ReleaseRequest, Released, ReservationView, ReserveRequest, Reserved,
+    BalanceView, CommitRequest, Committed, FreeRequest, Freed, Granted, LedgerView,
+    QuotaGrantRequest, ReleaseRequest, Released, ReservationView, ReserveRequest, Reserved,
 };
 use colony_api::{ErrorBody, Explained};
 use colony_kernel::{CommandBody, Effect, ReservationState, Resource, ResourceKind};
@@ -128,12 +128,12 @@ pub async fn release(
 }
 
 /// Gives part of the caller's quota to a principal under it.
-#[utoipa::path(post, path = "/v1/ledger/grant", tag = "ledger", request_body = GrantRequest,
+#[utoipa::path(post, path = "/v1/ledger/grant", tag = "ledger", request_body = QuotaGrantRequest,
     responses((status = 200, body = Granted), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody)))]
 pub async fn grant(
     State(app): State<AppState>,
     caller: Caller,
-    Body(request): Body<GrantRequest>,
+    Body(request): Body<QuotaGrantRequest>,
 ) -> Result<Json<Granted>, ApiError> {
     let justification = require_justification(request.justification)?;
     let resource = parse_resource(&request.resource)?;

@@ -1,23 +1,9 @@
-//! The HTTP API. Every route but `/healthz` needs a bearer token; every error is
-//! `{"error":{"code","message",...}}`; every body is bounded.
-//!
-//! | route | what |
-//! |---|---|
-//! | `GET /healthz` | 200 while serving |
-//! | `GET /v1/limits`, `GET /v1/limits/{name}` | limits with usage and state |
-//! | `POST /v1/principals`, `GET /v1/principals`, `GET /v1/principals/{address}`, `POST /v1/principals/{address}/remove`, `POST /v1/principals/{address}/release` | principals (release: a quarantine) |
-//! | `POST /v1/ledger/{reserve,commit,release,grant,free}`, `GET /v1/ledger/me` | the ledger |
-//! | `GET /v1/audit` | the decision log, paged and filtered |
-//! | `POST /v1/proposals`, `GET /v1/proposals[?state=]`, `GET /v1/proposals/{id}`, `POST /v1/proposals/{id}/votes` | governance |
-//! | `POST /v1/tasks`, `GET /v1/tasks`, `POST /v1/tasks/claim`, `GET /v1/tasks/dead`, `GET /v1/tasks/{address}`, `POST /v1/tasks/{address}/{heartbeat,checkpoint,complete,fail,release,spend,decompose,requeue,cancel,priority}` | the task board |
-//! | `POST /v1/workers`, `GET /v1/workers`, `POST /v1/workers/{id}/heartbeat`, `DELETE /v1/workers/{id}` | worker sessions |
-//! | `POST /v1/artifacts`, `GET /v1/artifacts`, `GET /v1/artifacts/{address}`, `POST /v1/artifacts/{address}/{stop,start}`, `GET /v1/artifacts/{address}/logs` | WebAssembly artifacts |
-//! | `GET /v1/bus` | the agent bus (WebSocket, docs/protocol.md) |
-//! | `POST /v1/streams`, `GET /v1/streams`, `GET /v1/streams/{name}`, `DELETE /v1/streams/{name}` | durable bus streams |
-//! | `POST /v1/chat/completions`, `GET /v1/models`, `POST /v1/messages` | the LLM gateway |
-//! | `GET /v1/cluster` | the cluster's nodes and its command log's stream |
-//! | `GET /metrics` | Prometheus text |
-//! | `GET /limits`, `GET /limits/{name}`, `GET /limits/check/{name}`, `POST /tasks`, `GET /tasks`, `POST /tasks/{address}/{claim,start,progress,complete,fail}`, `GET /tasks/mine/{assignee}` | the Hypernet swarm's routes, old shapes |
+//! The HTTP API. Every route but `/healthz`, `/v1/openapi.json` and the dashboard's
+//! page needs a bearer token; every error is `{"error":{"code","message",...}}`; every
+//! body is bounded. Every route is declared once, in [`routes`] (its handler, scope,
+//! lane and body bound), and the router, the scope checks, the body bounds and the
+//! OpenAPI document come from there; one file per resource holds the handlers
+//! (`tasks.rs` serves `/v1/tasks...`), and `docs/api.md` says what each does.
 
 mod alerts;
 mod artifacts;
@@ -35,6 +21,7 @@ mod metrics;
 pub mod openapi;
 mod principals;
 mod reports;
+pub mod routes;
 mod tasks;
 mod tokens;
 mod workers;
@@ -43,7 +30,6 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
-use axum::routing::{get, post};
 use axum::Router;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -61,46 +47,11 @@ pub(crate) use reports::{build as build_report, markdown as report_markdown};
 pub const AMOUNT_MAX: u64 = (1 << 53) - 1;
 
 pub fn router(app: AppState) -> Router {
-    // The governance lane: seeing the limits, proposing (braking included), voting,
-    // administering principals, and the metrics. Counted, but never shed by
-    // `concurrent_api_requests`, so that no load and no brake can keep the colony
-    // from being governed (as Kubernetes exempts its system priority level).
-    let lane = Router::new()
-        .route("/v1/dashboard", get(dashboard::overview))
-        .route("/v1/cluster", get(cluster::view))
-        .route("/v1/alerts", get(alerts::list))
-        .route("/v1/alerts/dead-letters", get(alerts::dead_letters))
-        .route("/v1/limits", get(limits::list))
-        .route("/v1/limits/{name}", get(limits::one))
-        .route(
-            "/v1/principals",
-            post(principals::create).get(principals::list),
-        )
-        .route("/v1/principals/{address}", get(principals::one))
-        .route("/v1/principals/{address}/remove", post(principals::remove))
-        .route(
-            "/v1/principals/{address}/release",
-            post(principals::release),
-        )
-        .route(
-            "/v1/principals/{address}/tokens",
-            post(tokens::create).get(tokens::list),
-        )
-        .route(
-            "/v1/principals/{address}/tokens/{id}",
-            axum::routing::delete(tokens::revoke),
-        )
-        .route(
-            "/v1/proposals",
-            post(governance::propose).get(governance::list),
-        )
-        .route("/v1/proposals/{id}", get(governance::one))
-        .route("/v1/grants", post(grants::request).get(grants::list))
-        .route("/v1/grants/{id}", get(grants::one))
-        .route("/v1/grants/{id}/approve", post(grants::approve))
-        .route("/v1/grants/{id}/deny", post(grants::deny))
-        .route("/v1/proposals/{id}/votes", post(governance::vote))
-        .route("/metrics", get(metrics::render))
+    // Every route comes from the one table (`routes.rs`), by lane: the governance lane
+    // is counted but never shed by `concurrent_api_requests`; the gated lane is shed
+    // and each principal's requests in flight are bounded.
+    let open = routes::lane(&app, routes::Lane::Open);
+    let lane = routes::lane(&app, routes::Lane::Governance)
         .layer(axum::middleware::from_fn_with_state(
             app.clone(),
             crate::fairness::body_deadline,
@@ -109,70 +60,7 @@ pub fn router(app: AppState) -> Router {
             app.clone(),
             crate::edge::governance_lane,
         ));
-    let gated = Router::new()
-        .route("/v1/ledger/reserve", post(ledger::reserve))
-        .route("/v1/ledger/commit", post(ledger::commit))
-        .route("/v1/ledger/release", post(ledger::release))
-        .route("/v1/ledger/grant", post(ledger::grant))
-        .route("/v1/ledger/free", post(ledger::free))
-        .route("/v1/ledger/me", get(ledger::me))
-        .route("/v1/audit", get(audit::list))
-        .route("/v1/reports/summary", get(reports::summary))
-        .route("/v1/workers", post(workers::register).get(workers::list))
-        .route("/v1/supervisor", get(workers::supervisor))
-        .route("/v1/workers/{id}", get(workers::one).delete(workers::leave))
-        .route("/v1/workers/{id}/heartbeat", post(workers::heartbeat))
-        .route("/v1/tasks", post(tasks::post).get(tasks::list))
-        .route("/v1/tasks/claim", post(tasks::claim))
-        .route("/v1/tasks/dead", get(tasks::dead))
-        .route("/v1/tasks/{address}", get(tasks::one))
-        .route("/v1/tasks/{address}/decompose", post(tasks::decompose))
-        .route("/v1/tasks/{address}/requeue", post(tasks::requeue))
-        .route("/v1/tasks/{address}/cancel", post(tasks::cancel))
-        .route("/v1/tasks/{address}/priority", post(tasks::priority))
-        .route("/v1/tasks/{address}/{action}", post(tasks::act))
-        .route("/v1/bus", get(bus::upgrade))
-        .route(
-            "/v1/artifacts",
-            post(artifacts::deploy)
-                .layer(DefaultBodyLimit::max(artifacts::ARTIFACT_BODY_BYTES_MAX))
-                .get(artifacts::list),
-        )
-        .route("/v1/artifacts/{address}", get(artifacts::one))
-        .route("/v1/artifacts/{address}/stop", post(artifacts::stop))
-        .route("/v1/artifacts/{address}/start", post(artifacts::start))
-        .route("/v1/artifacts/{address}/logs", get(artifacts::logs))
-        .route(
-            "/v1/chat/completions",
-            post(gateway::chat_completions).layer(DefaultBodyLimit::max(
-                app.shared.gateway.config.request_bytes_max,
-            )),
-        )
-        .route("/v1/models", get(gateway::models))
-        .route(
-            "/v1/messages",
-            post(gateway::messages).layer(DefaultBodyLimit::max(
-                app.shared.gateway.config.request_bytes_max,
-            )),
-        )
-        .route(
-            "/v1/streams",
-            post(bus::create_stream).get(bus::list_streams),
-        )
-        .route(
-            "/v1/streams/{name}",
-            get(bus::one_stream).delete(bus::delete_stream),
-        )
-        // The Hypernet swarm's routes, in their old shapes (HYPERNET.md).
-        .route("/limits", get(limits::hypernet_list))
-        .route("/limits/{name}", get(limits::hypernet_one))
-        .route("/limits/check/{name}", get(limits::hypernet_check))
-        .route(
-            "/tasks",
-            post(hypernet_tasks::post).get(hypernet_tasks::list),
-        )
-        .route("/tasks/mine/{assignee}", get(hypernet_tasks::mine))
-        .route("/tasks/{address}/{action}", post(hypernet_tasks::act))
+    let gated = routes::lane(&app, routes::Lane::Gated)
         .layer(axum::middleware::from_fn_with_state(
             app.clone(),
             crate::fairness::gated,
@@ -182,10 +70,7 @@ pub fn router(app: AppState) -> Router {
             crate::edge::concurrency_gate,
         ));
     Router::new()
-        .route("/", get(dashboard::page))
-        .route("/dashboard/{file}", get(dashboard::page))
-        .route("/healthz", get(healthz))
-        .route("/v1/openapi.json", get(openapi::serve))
+        .merge(open)
         .merge(lane)
         .merge(gated)
         .fallback(|| async {

@@ -339,3 +339,48 @@ async fn bus(node: &colony_node::Node, token: Option<&str>, operation: &str) -> 
         };
     }
 }
+
+/// Whether a matrix row's path (with its placeholders filled or named) is one the
+/// route template serves: the same segments, a `{parameter}` matching any one.
+fn serves(template: &str, row: &str) -> bool {
+    let (template, row): (Vec<&str>, Vec<&str>) = (
+        template.split('/').collect(),
+        row.split(['/', '?']).collect(),
+    );
+    template.len() <= row.len()
+        && template.iter().zip(&row).all(|(wanted, given)| {
+            wanted.starts_with('{') || wanted == given || given.starts_with('{')
+        })
+        && (template.len() == row.len() || row[template.len()..].iter().all(|s| s.contains('=')))
+}
+
+/// The matrix covers the route table: every route a token reaches has a row.
+#[test]
+fn the_matrix_has_a_row_for_every_route_in_the_table() {
+    let rows = matrix();
+    let mut missing = Vec::new();
+    for route in colony_node::api::routes::table() {
+        if route.scope.is_none() {
+            continue; // the open lane: no token, nothing to authorize
+        }
+        let covered = rows.iter().any(|row| {
+            let Some((verb, path)) = row.operation.split_once(' ') else {
+                return false;
+            };
+            let verb = if verb == "BUS" { "GET" } else { verb };
+            let path = if row.operation.starts_with("BUS ") {
+                "/v1/bus"
+            } else {
+                path
+            };
+            verb == route.method.as_str() && serves(&route.path, path)
+        });
+        if !covered {
+            missing.push(format!("{} {}", route.method, route.path));
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "docs/api.md's authorization matrix has no row for: {missing:#?}"
+    );
+}
