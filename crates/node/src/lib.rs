@@ -35,6 +35,7 @@ mod fairness;
 mod first_start;
 pub mod genesis;
 pub mod listener;
+pub mod mcp;
 pub mod mock_llm;
 mod node;
 pub mod scope;

@@ -319,9 +319,16 @@ impl Node {
             },
         });
         let sampler = tokio::spawn(crate::api::sample_history(Arc::clone(&shared)));
-        let router = crate::api::router(AppState {
+        let app = AppState {
             shared: Arc::clone(&shared),
-        });
+        };
+        let router = crate::api::router(app.clone());
+        let router = crate::mcp::mount(app, router, tls.is_some()).map_err(|error| {
+            crate::NodeError::Io {
+                context: "the MCP server's tools".into(),
+                source: std::io::Error::other(error),
+            }
+        })?;
         let (stop_server, stopped) = tokio::sync::watch::channel(false);
         let server = tokio::spawn(crate::listener::serve(
             listener,

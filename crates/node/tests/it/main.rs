@@ -20,6 +20,7 @@ mod gateway_python;
 mod gateway_tls;
 mod governance_api;
 mod grants;
+mod mcp;
 mod openapi;
 mod outbox;
 mod properties;
