@@ -79,4 +79,7 @@ pub struct Summary {
     /// Proximity alerts raised (`alert.raise`).
     #[serde(default)]
     pub alerts_raised: Figure,
+    /// Decisions on commands made through MCP tools (justification `[mcp] ...`).
+    #[serde(default)]
+    pub mcp_calls: Figure,
 }

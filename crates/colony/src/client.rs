@@ -150,6 +150,43 @@ impl Client {
         self.send(request).await
     }
 
+    /// A POST of `body` as it is, with extra headers: the status, the content type
+    /// and the text answered, whatever the status (the MCP bridge reads them all).
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        body: String,
+        headers: &[(&str, String)],
+    ) -> anyhow::Result<(u16, String, String)> {
+        let mut request = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body);
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        for (name, value) in headers {
+            request = request.header(*name, value);
+        }
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the node at {}", self.base))?;
+        let status = response.status().as_u16();
+        let content_type = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let text = response
+            .text()
+            .await
+            .context("the node's answer broke off")?;
+        Ok((status, content_type, text))
+    }
+
     pub async fn delete(&self, path: &str) -> anyhow::Result<Value> {
         self.send(self.http.delete(format!("{}{path}", self.base)))
             .await

@@ -15,7 +15,9 @@ mod commands;
 mod demo;
 mod governance;
 mod grants;
+mod lease;
 mod ledger;
+mod mcp;
 mod output;
 mod principals;
 mod sandbox;
@@ -107,6 +109,13 @@ enum Command {
     /// Post, list and inspect tasks; manage the dead-letter queue.
     #[command(subcommand)]
     Tasks(TasksCommand),
+    /// Serve Colony's MCP tools over stdio (for an MCP client that launches a
+    /// process, such as Claude Desktop): each message goes to the node's /mcp with
+    /// COLONY_TOKEN, at COLONY_URL.
+    Mcp {
+        #[command(flatten)]
+        remote: Remote,
+    },
     /// Run a worker process: take tasks from the board and run a command for each.
     Worker {
         /// Capabilities this worker offers (comma-separated).
@@ -378,6 +387,7 @@ fn main() -> ExitCode {
                 ..
             } => governance::limits(action).await,
             Command::Tasks(command) => tasks::run(command).await,
+            Command::Mcp { remote } => mcp::run(remote).await,
             Command::Worker {
                 capabilities,
                 exec,

@@ -6,8 +6,8 @@ use colony_api::tasks::{Claimed, DecomposeRequest, LeaseRequest, TaskRequest, Ta
 use serde_json::{json, Value};
 
 use crate::client::Client;
+use crate::lease::Lease;
 use crate::output::text;
-use crate::worker::Lease;
 
 /// What the worker asks the model. The answer must hold one fenced JSON block with an
 /// `action`: `complete` (with `result`) or `decompose` (with `subtasks`), and a
@@ -92,7 +92,7 @@ pub(crate) async fn work_llm(
     let call = client.post_with("/v1/chat/completions", &request, &headers);
     // The call is abandoned when the attempt times out or the claim is lost (the
     // gateway settles what was generated when the caller leaves).
-    let answer = match crate::worker::while_held(&lease, claimed, call).await {
+    let answer = match crate::lease::while_held(&lease, claimed, call).await {
         Err(why) => {
             eprintln!("colony worker: abandoned the model call for {address}: {why}");
             return Ok(());

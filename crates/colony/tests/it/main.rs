@@ -13,6 +13,7 @@ mod dashboard;
 mod demo;
 mod dependencies;
 mod fatal;
+mod mcp;
 mod supervisor;
 mod tls;
 mod workers;

@@ -90,6 +90,9 @@ pub(crate) fn build(
         summary.records += 1;
         let allowed = matches!(record.decision.as_str(), "allowed" | "admitted");
         let seq = record.seq;
+        if record.justification.starts_with("[mcp] ") {
+            note(&mut summary.mcp_calls, seq);
+        }
         if record.decision == "denied" {
             summary.denials += 1;
             let code = record.reason["code"].as_str().unwrap_or("").to_string();
@@ -240,6 +243,7 @@ pub fn markdown(summary: &Summary) -> String {
         ("brakes expired", &summary.brakes_expired),
         ("quarantines", &summary.quarantines),
         ("alerts raised", &summary.alerts_raised),
+        ("decisions over MCP", &summary.mcp_calls),
     ] {
         text.push_str(&format!(
             "| {what} | {} | {} |\n",

