@@ -2,8 +2,8 @@
 
 Usage: python3 openai_client.py http://127.0.0.1:7700/v1 TOKEN
 
-A chat, a stream (with the usage chunk), and the budget error once the budget is
-spent, as the package surfaces it (RateLimitError with Colony's code). Exits non-zero
+A chat, a stream (with the usage chunk), embeddings charged to the micro-dollar, and
+the budget error once the budget is spent, as the package surfaces it (RateLimitError with Colony's code). Exits non-zero
 on the first failure.
 """
 
@@ -18,6 +18,24 @@ def check(name: str, condition: bool, detail) -> None:
         print(f"FAILED {name}: {detail}")
         sys.exit(1)
     print(f"ok {name}")
+
+
+def ledger_used(base_url: str, token: str) -> int:
+    """The caller's llm_budget_usd used, in micro-dollars, once nothing is reserved
+    (settlements are decided just after the answer)."""
+    import json
+    import time
+    import urllib.request
+
+    deadline = time.time() + 10
+    while True:
+        request = urllib.request.Request(
+            base_url.removesuffix("/v1") + "/v1/ledger/me", headers={"Authorization": f"Bearer {token}"}
+        )
+        budget = json.load(urllib.request.urlopen(request))["balances"]["llm_budget_usd"]
+        if budget["reserved"] == 0 or time.time() > deadline:
+            return budget["used"]
+        time.sleep(0.02)
 
 
 def main() -> None:
@@ -48,6 +66,13 @@ def main() -> None:
             usage = chunk.usage
     check("stream content", "".join(pieces).startswith("mock answer: stream please"), pieces)
     check("stream usage", usage is not None and usage.completion_tokens == 12, usage)
+
+    # Embeddings: two inputs, 5 tokens each at the mock, $1/M: 10 micro-dollars.
+    before = ledger_used(base_url, token)
+    embedded = client.embeddings.create(model="mock-mini", input=["alpha", "beta"])
+    check("embeddings answered", len(embedded.data) == 2 and len(embedded.data[0].embedding) == 8, embedded)
+    check("embeddings usage", embedded.usage.prompt_tokens == 10, embedded.usage)
+    check("embeddings charged exactly", ledger_used(base_url, token) - before == 10, ledger_used(base_url, token))
 
     first = client.chat.completions.create(
         model="dear", messages=[{"role": "user", "content": "spend"}], max_tokens=12

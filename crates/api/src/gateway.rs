@@ -24,6 +24,20 @@ pub struct ChatRequest {
     pub rest: Map<String, Value>,
 }
 
+/// An OpenAI embeddings request: `input` is a string, an array of strings, or token
+/// ids (at most 2 048 inputs); priced by input tokens.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct EmbeddingsRequest {
+    pub model: String,
+    #[schema(value_type = Object)]
+    pub input: Value,
+    /// Anything else OpenAI's API takes (`encoding_format`, `dimensions`, `user`),
+    /// passed through.
+    #[serde(flatten)]
+    #[schema(value_type = Object)]
+    pub rest: Map<String, Value>,
+}
+
 /// An Anthropic messages request (key in `x-api-key` or a bearer token).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct MessagesRequest {

@@ -69,7 +69,7 @@ static SCRIPTED_IDS: AtomicU64 = AtomicU64::new(1);
 impl Prepared {
     /// Settles the call at `tokens` on `model` (before answering when it is for a
     /// task) and answers `body`.
-    async fn whole(
+    pub(crate) async fn whole(
         mut self,
         model: &Model,
         tokens: (u64, u64),
@@ -203,7 +203,7 @@ impl Gateway {
 }
 
 /// 429 when rate limits were all that stood in the way, 502 otherwise.
-fn no_upstream_answered(failures: Vec<String>, rate_limited: Option<u64>) -> Refusal {
+pub(crate) fn no_upstream_answered(failures: Vec<String>, rate_limited: Option<u64>) -> Refusal {
     match rate_limited {
         Some(secs) if failures.iter().all(|f| f.contains("rate-limited")) => {
             let mut refusal = Refusal::new(

@@ -8,6 +8,7 @@
 //! - [`config`]: reads `providers.toml`.
 //! - `prepare.rs`: checking, routing, admitting and reserving a call ([`Gateway::prepare`]).
 //! - `call.rs`: the chain tried in order ([`Gateway::call`]), answering an [`Answer`].
+//! - `embeddings.rs`: embeddings, priced by input tokens ([`Gateway::embed`]).
 //! - `upstream.rs`: the upstream clients, key rotation and cool-down, one attempt.
 //! - `relay.rs`: event streams relayed (or turned into Anthropic's) and watched.
 //! - `settle.rs`: the settlement, once, or the release.
@@ -33,6 +34,7 @@
 mod admission;
 mod call;
 pub mod config;
+mod embeddings;
 mod prepare;
 mod refusal;
 mod relay;
@@ -45,6 +47,7 @@ mod upstream;
 pub use admission::Admission;
 pub use call::{usage_of, Answer, CallRequest, Dialect};
 pub use config::{GatewayConfig, Model, Upstream, UpstreamKind};
+pub use embeddings::{embedding_input_bound, EMBEDDING_INPUTS_MAX};
 pub use prepare::{Caller, Prepared};
 pub use refusal::{denial, invalid, Refusal};
 pub use relay::Relay;

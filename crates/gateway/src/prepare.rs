@@ -47,7 +47,6 @@ impl Gateway {
         task: Option<&str>,
         body: &Value,
     ) -> Result<Prepared, Refusal> {
-        let config = &self.config;
         if !body.is_object() {
             return Err(invalid("the body must be a JSON object"));
         }
@@ -57,6 +56,35 @@ impl Gateway {
         if !body["messages"].is_array() {
             return Err(invalid("`messages` must be an array"));
         }
+        let max_tokens = body["max_tokens"]
+            .as_u64()
+            .or(body["max_completion_tokens"].as_u64());
+        let input_bound = input_token_bound(body);
+        self.reserve_call(
+            caller,
+            task,
+            requested,
+            max_tokens,
+            input_bound,
+            &body["messages"],
+        )
+        .await
+    }
+
+    /// Routes the model (`auto` by the task's capabilities and priority), admits the
+    /// call within `caller`'s allowance and reserves the worst case of `input_bound`
+    /// input tokens and `max_tokens` output tokens (the model's own bound when
+    /// `None`) on the model's fallback chain. `prompt` is what `log_prompts` records.
+    pub(crate) async fn reserve_call(
+        self: &Arc<Gateway>,
+        caller: Caller<'_>,
+        task: Option<&str>,
+        requested: &str,
+        max_tokens: Option<u64>,
+        input_bound: u64,
+        prompt: &Value,
+    ) -> Result<Prepared, Refusal> {
+        let config = &self.config;
         let task = task
             .map(|address| self.task_of(caller, address))
             .transpose()?;
@@ -73,11 +101,7 @@ impl Gateway {
                 format!("no model {requested:?} here; GET /v1/models lists them"),
             )
         })?;
-        let max_tokens = body["max_tokens"]
-            .as_u64()
-            .or(body["max_completion_tokens"].as_u64())
-            .unwrap_or(model.max_output_tokens);
-        let input_bound = input_token_bound(body);
+        let max_tokens = max_tokens.unwrap_or(model.max_output_tokens);
         let chain = self.chain(&model);
         let reserved = chain
             .iter()
@@ -118,7 +142,7 @@ impl Gateway {
                 .unwrap_or_default()
         );
         if config.log_prompts {
-            let prompt = body["messages"].to_string();
+            let prompt = prompt.to_string();
             let room =
                 colony_kernel::JUSTIFICATION_BYTES_MAX.saturating_sub(justification.len() + 16);
             let mut end = prompt.len().min(room);

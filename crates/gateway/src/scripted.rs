@@ -122,3 +122,51 @@ pub fn stream_events(body: &Value, model: &str, max_tokens: u64, id: u64) -> Vec
     lines.push("data: [DONE]\n\n".into());
     lines
 }
+
+/// Dimensions of a scripted embedding.
+pub const SCRIPTED_EMBEDDING_DIMENSIONS: usize = 8;
+
+/// Deterministic embeddings of `body["input"]` (OpenAI's shape): each input's vector
+/// comes from the SHA-256 of its JSON, scaled to unit length, so that equal inputs
+/// embed equally; usage is a quarter of the input's bytes, rounded up.
+pub fn embeddings(body: &Value, model: &str) -> Value {
+    use sha2::{Digest, Sha256};
+    let inputs: Vec<Value> = match &body["input"] {
+        Value::Array(items) if items.first().is_some_and(Value::is_u64) => {
+            vec![body["input"].clone()]
+        }
+        Value::Array(items) => items.clone(),
+        single => vec![single.clone()],
+    };
+    let mut tokens = 0u64;
+    let data: Vec<Value> = inputs
+        .iter()
+        .enumerate()
+        .map(|(index, input)| {
+            let text = input.to_string();
+            tokens += (text.len() as u64).div_ceil(4);
+            let digest = Sha256::digest(text.as_bytes());
+            let raw: Vec<f64> = digest
+                .chunks(32 / SCRIPTED_EMBEDDING_DIMENSIONS)
+                .map(|chunk| {
+                    let value = chunk.iter().fold(0u32, |acc, b| (acc << 8) | u32::from(*b));
+                    value as f64 / f64::from(u32::MAX) - 0.5
+                })
+                .collect();
+            let norm = raw
+                .iter()
+                .map(|v| v * v)
+                .sum::<f64>()
+                .sqrt()
+                .max(f64::EPSILON);
+            let vector: Vec<f64> = raw.iter().map(|v| v / norm).collect();
+            json!({"object": "embedding", "index": index, "embedding": vector})
+        })
+        .collect();
+    json!({
+        "object": "list",
+        "data": data,
+        "model": model,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    })
+}

@@ -34,6 +34,7 @@ pub fn router(state: MockState) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(chat))
         .route("/v1/messages", post(messages))
+        .route("/v1/embeddings", post(embeddings))
         .route("/v1/models", get(|| async { Json(json!({"object": "list", "data": [{"id": "mock", "object": "model", "created": 0, "owned_by": "mock"}]})) }))
         .route(
             "/mock/calls",
@@ -117,6 +118,23 @@ fn answer(body: &Value, extra_messages: u64, max_tokens: u64) -> Answer {
         input_tokens: 10 * (messages.len() as u64 + extra_messages),
         output_tokens: max_tokens.min(12),
     }
+}
+
+/// Embeddings: the scripted provider's vectors under the upstream's model name, and
+/// 5 input tokens per input.
+async fn embeddings(
+    State(state): State<MockState>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    if let Some(refusal) = check_key(&state, &headers) {
+        return refusal;
+    }
+    let model = body["model"].as_str().unwrap_or("mock").to_string();
+    let mut answer = colony_gateway::scripted::embeddings(&body, &model);
+    let inputs = answer["data"].as_array().map_or(0, Vec::len) as u64;
+    answer["usage"] = json!({"prompt_tokens": 5 * inputs, "total_tokens": 5 * inputs});
+    Json(answer).into_response()
 }
 
 async fn messages(

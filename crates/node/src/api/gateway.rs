@@ -10,8 +10,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use colony_api::gateway::{
-    AnthropicError, ChatRequest, Completion, MessagesRequest, ModelEntry, ModelExtras, ModelList,
-    OpenAiError,
+    AnthropicError, ChatRequest, Completion, EmbeddingsRequest, MessagesRequest, ModelEntry,
+    ModelExtras, ModelList, OpenAiError,
 };
 use colony_api::ErrorBody;
 use colony_gateway::{
@@ -149,6 +149,37 @@ pub async fn chat_completions(
         anthropic_version: None,
     };
     respond(gateway.call(prepared, request).await, Dialect::OpenAi)
+}
+
+/// OpenAI embeddings through the gateway: reserved for the worst case of the input
+/// before the call, charged the input tokens the upstream reports after.
+#[utoipa::path(post, path = "/v1/embeddings", tag = "gateway", request_body = EmbeddingsRequest,
+    responses((status = 200, body = Completion, description = "OpenAI's embeddings list"),
+        (status = 400, body = OpenAiError), (status = 401, body = ErrorBody), (status = 403, body = OpenAiError), (status = 404, body = OpenAiError), (status = 413, body = ErrorBody),
+        (status = 429, body = OpenAiError), (status = 502, body = OpenAiError), (status = 503, body = OpenAiError)))]
+pub async fn embeddings(
+    State(app): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let body = match json_body(&body) {
+        Ok(body) => body,
+        Err(refusal) => return refusal_response(&refusal, Dialect::OpenAi),
+    };
+    let gateway = &app.shared.gateway;
+    let who = GatewayCaller {
+        id: caller.id,
+        address: &caller.address,
+    };
+    let prepared = match gateway
+        .prepare_embeddings(who, task_header(&headers), &body)
+        .await
+    {
+        Ok(prepared) => prepared,
+        Err(refusal) => return refusal_response(&refusal, Dialect::OpenAi),
+    };
+    respond(gateway.embed(prepared, body).await, Dialect::OpenAi)
 }
 
 /// The models, aliases and router Colony serves, in OpenAI's shape.

@@ -13,15 +13,15 @@ use serde_json::{json, Value};
 
 const PATIENCE: Duration = Duration::from_secs(20);
 
-struct Setup {
-    node: Node,
-    base: String,
-    admin: String,
-    mock: MockState,
+pub(crate) struct Setup {
+    pub(crate) node: Node,
+    pub(crate) base: String,
+    pub(crate) admin: String,
+    pub(crate) mock: MockState,
     _dirs: (tempfile::TempDir, tempfile::TempDir),
 }
 
-async fn setup() -> Setup {
+pub(crate) async fn setup() -> Setup {
     setup_with("").await
 }
 
@@ -112,7 +112,7 @@ output_usd_per_million = "2.00"
     }
 }
 
-async fn call(
+pub(crate) async fn call(
     base: &str,
     path: &str,
     token: &str,
@@ -136,14 +136,14 @@ async fn get(base: &str, path: &str, token: &str) -> Value {
     common::get_json(base, token, path).await
 }
 
-async fn ai(base: &str, admin: &str, name: &str) -> String {
+pub(crate) async fn ai(base: &str, admin: &str, name: &str) -> String {
     common::create_principal(base, admin, name, "ai", &["member"])
         .await
         .1
 }
 
 /// Waits until the caller's llm_budget_usd shows `used` and nothing reserved.
-async fn wait_for_budget(base: &str, token: &str, used: u64) -> Value {
+pub(crate) async fn wait_for_budget(base: &str, token: &str, used: u64) -> Value {
     let deadline = tokio::time::Instant::now() + PATIENCE;
     loop {
         let me = get(base, "/v1/ledger/me", token).await;
