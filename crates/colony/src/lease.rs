@@ -5,7 +5,16 @@ use std::time::Duration;
 
 use colony_api::tasks::{Claimed, LeaseRequest, TaskView};
 
-use crate::client::Client;
+use crate::client::{ApiFailure, Client};
+
+/// The HTTP status of an answer that says the claim or the session is over (409: the
+/// lease was lost, cancelled or timed out; 410: the session is gone).
+pub(crate) fn is_gone(error: &anyhow::Error) -> Option<u16> {
+    error
+        .downcast_ref::<ApiFailure>()
+        .map(|f| f.status)
+        .filter(|s| *s == 409 || *s == 410)
+}
 
 /// The holder of a task's lease, acting on it.
 pub(crate) struct Lease<'a> {
@@ -56,9 +65,7 @@ pub(crate) async fn while_held<T>(
         loop {
             renew.tick().await;
             match lease.act("heartbeat", LeaseRequest::default()).await {
-                Err(error) if crate::worker::is_gone(&error).is_some() => {
-                    return format!("{error:#}")
-                }
+                Err(error) if is_gone(&error).is_some() => return format!("{error:#}"),
                 // A node briefly unreachable: the lease outlives a missed renewal.
                 Err(error) => eprintln!("colony worker: renewing {}: {error:#}", lease.address),
                 Ok(_) => {}

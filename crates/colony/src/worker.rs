@@ -31,7 +31,7 @@ use colony_api::tokens::{CreateToken, TokenCreated};
 use colony_api::workers::{RegisterAnswer as Registration, RegisterRequest, WorkerHeartbeat};
 
 use crate::client::{ApiFailure, Client};
-use crate::lease::{task_lease_ms, until, Lease, ProcessGroup};
+use crate::lease::{is_gone, task_lease_ms, until, Lease, ProcessGroup};
 use crate::Remote;
 
 /// How often a queued session checks whether it was admitted, in milliseconds.
@@ -52,13 +52,6 @@ pub struct WorkerOptions {
     pub max_tasks: Option<u64>,
     pub model: Option<String>,
     pub profile: Option<String>,
-}
-
-pub(crate) fn is_gone(error: &anyhow::Error) -> Option<u16> {
-    error
-        .downcast_ref::<ApiFailure>()
-        .map(|f| f.status)
-        .filter(|s| *s == 409 || *s == 410)
 }
 
 pub async fn run(options: WorkerOptions, remote: Remote) -> anyhow::Result<ExitCode> {

@@ -37,6 +37,11 @@ async fn start() -> (Node, String, String, (tempfile::TempDir, tempfile::TempDir
         "[defaults.human]\nllm_budget_usd = \"unlimited\"\nio_ops = \"unlimited\"\n",
     )
     .unwrap();
+    std::fs::write(
+        config.path().join("governance.toml"),
+        "[governance]\nreview_period = \"24h\"\n",
+    )
+    .unwrap();
     let node = Node::start(NodeConfig {
         data_dir: data.path().to_path_buf(),
         listen: "127.0.0.1:0".parse().unwrap(),
@@ -69,7 +74,12 @@ enum Call {
 
 async fn once(http: &reqwest::Client, base: &str, token: &str, way: Way, call: Call, n: u64) {
     let response = match (way, call) {
-        (Way::Http, Call::Read) => http.get(format!("{base}/v1/ledger/me")).bearer_auth(token).send().await,
+        (Way::Http, Call::Read) => {
+            http.get(format!("{base}/v1/ledger/me"))
+                .bearer_auth(token)
+                .send()
+                .await
+        }
         (Way::Http, Call::Write) => {
             http.post(format!("{base}/v1/tasks"))
                 .bearer_auth(token)
@@ -104,7 +114,14 @@ async fn once(http: &reqwest::Client, base: &str, token: &str, way: Way, call: C
 }
 
 /// Latencies of `calls` calls made by `clients` clients at once.
-async fn measure(base: &str, token: &str, way: Way, call: Call, calls: u64, clients: u64) -> Vec<Duration> {
+async fn measure(
+    base: &str,
+    token: &str,
+    way: Way,
+    call: Call,
+    calls: u64,
+    clients: u64,
+) -> Vec<Duration> {
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(clients as usize)
         .build()
@@ -137,8 +154,14 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 async fn run(calls: u64) {
     let (node, base, token, _dirs) = start().await;
     println!("== an MCP tool call beside the same route over HTTP ({calls} calls each) ==");
-    println!("{:<28} {:>9} {:>9} {:>9} {:>9}", "call", "http p50", "http p99", "mcp p50", "mcp p99");
-    for (call, label) in [(Call::Read, "read (ledger_me)"), (Call::Write, "write (task_post)")] {
+    println!(
+        "{:<28} {:>9} {:>9} {:>9} {:>9}",
+        "call", "http p50", "http p99", "mcp p50", "mcp p99"
+    );
+    for (call, label) in [
+        (Call::Read, "read (ledger_me)"),
+        (Call::Write, "write (task_post)"),
+    ] {
         for clients in [1, 16] {
             // Warm both paths, then alternate so that neither gets the quieter moment.
             measure(&base, &token, Way::Http, call, 50, 1).await;

@@ -12,7 +12,7 @@ use crate::event::{Decision, Effect, Event, Reason};
 use crate::governance::{
     ChangeKind, Proposal, ProposalState, ProposalTarget, StabilityFigures, Tally, Vote, VoteChoice,
 };
-use crate::principal::{Principal, PrincipalId, PrincipalKind};
+use crate::principal::{PrincipalId, PrincipalKind};
 
 pub(super) const PROPOSE: &str = "governance.propose";
 pub(super) const VOTE: &str = "governance.vote";
@@ -591,30 +591,6 @@ impl State {
 }
 
 impl State {
-    /// A lineage has one vote on a proposal: refused, naming the vote already cast,
-    /// when the voter or anyone of its lineage voted.
-    fn one_vote_per_lineage(&self, proposal: &Proposal, voter: &Principal) -> Result<(), Reason> {
-        let Some(cast) = proposal.votes.values().find(|vote| vote.root == voter.root) else {
-            return Ok(());
-        };
-        let message = if cast.address == voter.address {
-            format!(
-                "{} already voted on proposal {}",
-                voter.address, proposal.id
-            )
-        } else {
-            format!(
-                "{} is of the lineage of {}, which already voted on proposal {}: {} cast `{}`; a lineage (a principal and everything it spawned) has one vote",
-                voter.address,
-                cast.lineage,
-                proposal.id,
-                cast.address,
-                cast.choice.as_str()
-            )
-        };
-        Err(invalid(message))
-    }
-
     /// Puts `soft` and `hard` in force on `limit` (soft never above hard), recorded
     /// as set by `by` via `via`; the effect, with the values replaced.
     pub(super) fn set_limit_values(

@@ -6,8 +6,9 @@
 //! lineage confirm or approve its own request: a human who spawns two AIs has one
 //! vote, on the human side, not three on both.
 
-use super::State;
-use crate::governance::Side;
+use super::{invalid, State};
+use crate::event::Reason;
+use crate::governance::{Proposal, Side};
 use crate::principal::{Principal, PrincipalId, PrincipalKind};
 
 impl State {
@@ -42,5 +43,33 @@ impl State {
     /// Whether `a` and `b` are of one lineage.
     pub(super) fn same_lineage(&self, a: PrincipalId, b: PrincipalId) -> bool {
         self.lineage_root(a) == self.lineage_root(b)
+    }
+
+    /// A lineage has one vote on a proposal: refused, naming the vote already cast,
+    /// when the voter or anyone of its lineage voted.
+    pub(super) fn one_vote_per_lineage(
+        &self,
+        proposal: &Proposal,
+        voter: &Principal,
+    ) -> Result<(), Reason> {
+        let Some(cast) = proposal.votes.values().find(|vote| vote.root == voter.root) else {
+            return Ok(());
+        };
+        let message = if cast.address == voter.address {
+            format!(
+                "{} already voted on proposal {}",
+                voter.address, proposal.id
+            )
+        } else {
+            format!(
+                "{} is of the lineage of {}, which already voted on proposal {}: {} cast `{}`; a lineage (a principal and everything it spawned) has one vote",
+                voter.address,
+                cast.lineage,
+                proposal.id,
+                cast.address,
+                cast.choice.as_str()
+            )
+        };
+        Err(invalid(message))
     }
 }

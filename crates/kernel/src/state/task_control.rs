@@ -38,6 +38,24 @@ impl State {
         self.fail_attempt(fx, address, &text, "0.1", WHY, events);
     }
 
+    /// A new task's `attempt_timeout_ms`, if it names one, within the board's bounds.
+    pub(super) fn check_attempt_timeout(&self, new: &NewTask) -> Result<(), Reason> {
+        let Some(timeout_ms) = new.attempt_timeout_ms else {
+            return Ok(());
+        };
+        let max_ms = self
+            .task_config
+            .as_ref()
+            .expect("genesis applied")
+            .attempt_timeout_max_ms;
+        if !(ATTEMPT_TIMEOUT_MIN_MS..=max_ms).contains(&timeout_ms) {
+            return Err(invalid(format!(
+                "attempt_timeout is {ATTEMPT_TIMEOUT_MIN_MS} ms to {max_ms} ms (tasks.attempt_timeout_max); {timeout_ms} ms was asked"
+            )));
+        }
+        Ok(())
+    }
+
     /// Why the attempt under `token` ended as timed out.
     pub(super) fn time_out_reason(&self, address: &str, token: u64) -> Reason {
         let task = &self.tasks[address];

@@ -2,7 +2,7 @@
 //! tokens, decomposition, failure with backoff, the dead-letter queue, and budgets
 //! that travel with tasks.
 //!
-//! Why ~670 lines: posting, validation, statuses, the claimable index and task updates
+//! Why ~680 lines: posting, validation, statuses, the claimable index and task updates
 //! share the index's invariants; claims, outcomes and decomposition already live in
 //! `claims.rs`, `outcomes.rs` and `decompose.rs`.
 
@@ -214,18 +214,7 @@ impl State {
         if new.max_attempts == Some(0) {
             return Err(invalid("max_attempts must be at least 1"));
         }
-        if let Some(timeout_ms) = new.attempt_timeout_ms {
-            let max_ms = self
-                .task_config
-                .as_ref()
-                .expect("genesis applied")
-                .attempt_timeout_max_ms;
-            if !(ATTEMPT_TIMEOUT_MIN_MS..=max_ms).contains(&timeout_ms) {
-                return Err(invalid(format!(
-                    "attempt_timeout is {ATTEMPT_TIMEOUT_MIN_MS} ms to {max_ms} ms (tasks.attempt_timeout_max); {timeout_ms} ms was asked"
-                )));
-            }
-        }
+        self.check_attempt_timeout(new)?;
         for dependency in &new.depends_on {
             if !siblings.contains(dependency) && !self.tasks.contains_key(dependency) {
                 return Err(not_found("task", dependency));
