@@ -77,3 +77,48 @@ pub struct StreamDeleted {
     pub deleted: String,
     pub seq: u64,
 }
+
+/// `POST /v1/bus/publish`: one message on a subject, gated like a WebSocket publish.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PublishRequest {
+    /// A subject without wildcards (`work.review`).
+    pub subject: String,
+    /// Any JSON.
+    #[schema(value_type = Object)]
+    pub data: serde_json::Value,
+    /// Why (publishes are metered at the edge, not decided one by one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub justification: Option<String>,
+}
+
+/// What a publish did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Published {
+    pub subject: String,
+    /// Subscribers it reached on this node.
+    pub delivered: usize,
+}
+
+/// `GET /v1/streams/{name}/messages`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StreamReadQuery {
+    /// The first sequence number to read (1 by default).
+    pub from_seq: Option<u64>,
+    /// 1 to 1000 (100 by default).
+    pub limit: Option<usize>,
+    /// Only messages whose subject this pattern matches.
+    pub subject: Option<String>,
+}
+
+/// Messages of a durable stream, oldest first, each as stored (`seq`, `subject`,
+/// `data`, `from`, `at_ms`...).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct StreamMessages {
+    pub stream: String,
+    #[schema(value_type = Vec<Object>)]
+    pub messages: Vec<serde_json::Value>,
+    /// Where the next read starts.
+    pub next_seq: u64,
+}

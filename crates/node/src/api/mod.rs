@@ -9,6 +9,7 @@ mod alerts;
 mod artifacts;
 mod audit;
 mod bus;
+mod bus_http;
 mod cluster;
 mod dashboard;
 mod gateway;

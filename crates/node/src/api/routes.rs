@@ -14,8 +14,9 @@ use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
 use utoipa_axum::routes;
 
 use super::{
-    alerts, artifacts, audit, bus, cluster, dashboard, gateway, governance, grants, hypernet_tasks,
-    ledger, limits, metrics, openapi, principals, reports, tasks, tokens, workers, AppState,
+    alerts, artifacts, audit, bus, bus_http, cluster, dashboard, gateway, governance, grants,
+    hypernet_tasks, ledger, limits, metrics, openapi, principals, reports, tasks, tokens, workers,
+    AppState,
 };
 
 /// Which middleware a route is served under.
@@ -201,6 +202,8 @@ pub(crate) fn entries() -> Vec<Entry> {
         documented(routes!(tasks::priority), Some("tasks"), Gated, Small),
         documented(routes!(tasks::act), Some("tasks"), Gated, Small),
         documented(routes!(bus::upgrade), Some("bus"), Gated, Small),
+        documented(routes!(bus_http::publish), Some("bus"), Gated, Small),
+        documented(routes!(bus_http::read), Some("bus"), Gated, Small),
         documented(routes!(artifacts::deploy), Some("spawn"), Gated, Artifact),
         documented(routes!(artifacts::list), Some("read"), Gated, Small),
         documented(routes!(artifacts::one), Some("read"), Gated, Small),
@@ -374,7 +377,8 @@ mod tests {
                 route.path
             );
             // Every GET but the bus and the open lane is a read.
-            if route.method == Method::GET && route.lane != Lane::Open && route.path != "/v1/bus" {
+            let bus = route.path == "/v1/bus" || route.path == "/v1/streams/{name}/messages";
+            if route.method == Method::GET && route.lane != Lane::Open && !bus {
                 assert_eq!(route.scope, Some("read"), "{} {}", route.method, route.path);
             }
             assert_eq!(route.lane == Lane::Open, route.scope.is_none());

@@ -82,6 +82,10 @@ pub(crate) const TOOLS: &[ToolSpec] = &[
         ..write("task_cancel", "Cancel a task", "/v1/tasks/{address}/cancel",
             "Cancel a task you posted (or one under it) with its open subtasks: their holders are stopped and the unspent budget comes back.")
     },
+    write("bus_publish", "Publish on the bus", "/v1/bus/publish",
+        "Publish one message (`data`: any JSON) on a bus subject such as `work.review` for the agents subscribed to it; a durable stream capturing the subject stores it. Metered in io_ops and data_creation_bytes."),
+    read("stream_read", "Read a durable stream", "/v1/streams/{name}/messages",
+        "Read a durable bus stream's messages from a sequence number (`from_seq`, 1 by default), oldest first, optionally only those whose subject matches `subject`; `next_seq` says where to read on."),
     read("ledger_me", "My balances", "/v1/ledger/me",
         "Your quotas and what is used and reserved of each resource (llm_budget_usd in micro-dollars, compute_ms, io_ops, disk_bytes, memory_bytes)."),
     write("ledger_reserve", "Reserve resources", "/v1/ledger/reserve",

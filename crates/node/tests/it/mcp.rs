@@ -216,6 +216,66 @@ async fn an_mcp_client_works_the_board_under_the_same_rules_as_http() {
         )
         .await;
     assert_eq!(done["structuredContent"]["status"], "completed", "{done}");
+    // The bus: publish over MCP into a durable stream, and read it back from a
+    // sequence number; a token whose bus scope is narrower is refused.
+    common::post_json(
+        &base,
+        &admin,
+        "/v1/streams",
+        &json!({"name": "reviews", "subjects": ["work.reviews.>"], "justification": "kept"}),
+    )
+    .await;
+    for n in 1..=3 {
+        let published = mcp
+            .call(
+                &worker,
+                "bus_publish",
+                json!({"subject": format!("work.reviews.{n}"),
+                "data": {"pr": n}, "justification": "a review is ready"}),
+            )
+            .await;
+        assert_eq!(published["isError"], false, "{published}");
+    }
+    // The stream stores on its writer thread: wait until the three are kept.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    while common::get_json(&base, &admin, "/v1/streams/reviews").await["stream"]["messages"] != 3 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the stream never stored them"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let read = mcp
+        .call(
+            &worker,
+            "stream_read",
+            json!({"name": "reviews", "from_seq": 2}),
+        )
+        .await;
+    let messages = read["structuredContent"]["messages"].as_array().unwrap();
+    assert_eq!(messages.len(), 2, "{read}");
+    assert_eq!(messages[0]["data"], json!({"pr": 2}), "{read}");
+    assert_eq!(read["structuredContent"]["next_seq"], 4, "{read}");
+    let narrow = common::post_json(
+        &base,
+        &worker,
+        "/v1/principals/2.1/tokens",
+        &json!({"name": "narrow", "scopes": ["bus:work.drafts.>"], "justification": "drafts only"}),
+    )
+    .await["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let refused = mcp
+        .call(
+            &narrow,
+            "bus_publish",
+            json!({"subject": "work.reviews.9", "data": 1,
+            "justification": "outside its scope"}),
+        )
+        .await;
+    assert_eq!(refused["isError"], true, "{refused}");
+
     // A write without a justification is refused by the tool's schema's rule, as
     // the route refuses it.
     let unjustified = mcp
