@@ -281,6 +281,24 @@ pub fn table() -> &'static [Route] {
     TABLE.get_or_init(|| entries().iter().flat_map(Entry::routes).collect())
 }
 
+/// Whether the route template serves `path`: the same segments, a `{parameter}`
+/// matching any one that is not empty.
+pub fn serves(template: &str, path: &str) -> bool {
+    let (mut template, mut path) = (template.split('/'), path.split('/'));
+    loop {
+        match (template.next(), path.next()) {
+            (None, None) => return true,
+            (Some(wanted), Some(given)) => {
+                let parameter = wanted.starts_with('{') && !given.is_empty();
+                if wanted != given && !parameter {
+                    return false;
+                }
+            }
+            _ => return false,
+        }
+    }
+}
+
 /// The table's entry for a request on `path` (the template the router matched).
 /// On every request's path: an index by template, no allocation.
 pub fn find(method: &Method, path: &str) -> Option<&'static Route> {

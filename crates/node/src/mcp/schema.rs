@@ -121,16 +121,10 @@ fn path_item<'a>(openapi: &'a Value, path: &str) -> Option<(&'a str, &'a Value)>
     if let Some((template, item)) = paths.get_key_value(path) {
         return Some((template.as_str(), item));
     }
-    let segments: Vec<&str> = path.split('/').collect();
-    paths.iter().find_map(|(template, item)| {
-        let wanted: Vec<&str> = template.split('/').collect();
-        let matches = wanted.len() == segments.len()
-            && wanted
-                .iter()
-                .zip(&segments)
-                .all(|(wanted, given)| wanted == given || wanted.starts_with('{'));
-        matches.then_some((template.as_str(), item))
-    })
+    paths
+        .iter()
+        .find(|(template, _)| crate::api::routes::serves(template, path))
+        .map(|(template, item)| (template.as_str(), item))
 }
 
 /// The schema of the first success answer, if every success answer has a body.

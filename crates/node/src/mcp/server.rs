@@ -45,7 +45,12 @@ pub(crate) fn build() -> Result<Vec<Built>, String> {
             let method = Method::from_bytes(spec.method.as_bytes()).map_err(|e| e.to_string())?;
             let route = crate::api::routes::table()
                 .iter()
-                .find(|route| route.method == method && serves(&route.path, path))
+                .find(|route| route.method == method && route.path == path)
+                .or_else(|| {
+                    crate::api::routes::table().iter().find(|route| {
+                        route.method == method && crate::api::routes::serves(&route.path, path)
+                    })
+                })
                 .ok_or_else(|| format!("{}: no route serves {} {path}", spec.name, spec.method))?;
             let Value::Object(input) = input else {
                 return Err(format!("{}: the input schema is not an object", spec.name));
@@ -64,17 +69,6 @@ pub(crate) fn build() -> Result<Vec<Built>, String> {
             Ok(Built { spec, tool, route })
         })
         .collect()
-}
-
-/// Whether the route template serves `path` (a `{parameter}` matches any segment).
-fn serves(template: &str, path: &str) -> bool {
-    let (template, path): (Vec<&str>, Vec<&str>) =
-        (template.split('/').collect(), path.split('/').collect());
-    // The route's own template first: `/v1/tasks/{address}/cancel` is not `{action}`.
-    template.len() == path.len()
-        && template.iter().zip(&path).all(|(wanted, given)| {
-            wanted == given || (wanted.starts_with('{') && !given.is_empty())
-        })
 }
 
 /// The MCP server of one node.
