@@ -2,8 +2,8 @@
 
 Usage: python3 openai_client.py http://127.0.0.1:7700/v1 TOKEN
 
-A chat, a stream (with the usage chunk), embeddings charged to the micro-dollar, and
-the budget error once the budget is spent, as the package surfaces it (RateLimitError with Colony's code). Exits non-zero
+A chat, a stream (with the usage chunk), embeddings and the Responses API (plain and
+streamed) charged to the micro-dollar, and the budget error once the budget is spent, as the package surfaces it (RateLimitError with Colony's code). Exits non-zero
 on the first failure.
 """
 
@@ -73,6 +73,24 @@ def main() -> None:
     check("embeddings answered", len(embedded.data) == 2 and len(embedded.data[0].embedding) == 8, embedded)
     check("embeddings usage", embedded.usage.prompt_tokens == 10, embedded.usage)
     check("embeddings charged exactly", ledger_used(base_url, token) - before == 10, ledger_used(base_url, token))
+
+    # The Responses API, plain and streamed: 10 input tokens at $1/M + 12 output at
+    # $2/M = 34 micro-dollars each.
+    before = ledger_used(base_url, token)
+    response = client.responses.create(model="mock-mini", input="hello responses", max_output_tokens=50)
+    check("responses answered", response.output_text.startswith("mock answer"), response)
+    check("responses usage", response.usage.input_tokens == 10 and response.usage.output_tokens == 12, response.usage)
+    check("responses charged exactly", ledger_used(base_url, token) - before == 34, ledger_used(base_url, token))
+    before = ledger_used(base_url, token)
+    completed, deltas = None, []
+    for event in client.responses.create(model="mock-mini", input="stream responses", max_output_tokens=50, stream=True):
+        if event.type == "response.output_text.delta":
+            deltas.append(event.delta)
+        if event.type == "response.completed":
+            completed = event.response
+    check("responses streamed", "".join(deltas).startswith("mock answer: stream responses"), deltas)
+    check("responses stream usage", completed is not None and completed.usage.output_tokens == 12, completed)
+    check("responses stream charged exactly", ledger_used(base_url, token) - before == 34, ledger_used(base_url, token))
 
     first = client.chat.completions.create(
         model="dear", messages=[{"role": "user", "content": "spend"}], max_tokens=12

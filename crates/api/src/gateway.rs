@@ -38,6 +38,23 @@ pub struct EmbeddingsRequest {
     pub rest: Map<String, Value>,
 }
 
+/// An OpenAI Responses API request: `input` is a string or an array of items;
+/// `max_output_tokens` bounds the output (the model's own bound when absent).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ResponsesRequest {
+    pub model: String,
+    #[schema(value_type = Object)]
+    pub input: Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_output_tokens: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<bool>,
+    /// Anything else OpenAI's API takes (`instructions`, `tools`...), passed through.
+    #[serde(flatten)]
+    #[schema(value_type = Object)]
+    pub rest: Map<String, Value>,
+}
+
 /// An Anthropic messages request (key in `x-api-key` or a bearer token).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct MessagesRequest {

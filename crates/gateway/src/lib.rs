@@ -9,6 +9,7 @@
 //! - `prepare.rs`: checking, routing, admitting and reserving a call ([`Gateway::prepare`]).
 //! - `call.rs`: the chain tried in order ([`Gateway::call`]), answering an [`Answer`].
 //! - `embeddings.rs`: embeddings, priced by input tokens ([`Gateway::embed`]).
+//! - `responses.rs`: OpenAI's Responses API ([`Gateway::respond`]).
 //! - `upstream.rs`: the upstream clients, key rotation and cool-down, one attempt.
 //! - `relay.rs`: event streams relayed (or turned into Anthropic's) and watched.
 //! - `settle.rs`: the settlement, once, or the release.
@@ -38,6 +39,7 @@ mod embeddings;
 mod prepare;
 mod refusal;
 mod relay;
+mod responses;
 pub mod scripted;
 mod settle;
 pub mod sse;
@@ -51,6 +53,7 @@ pub use embeddings::{embedding_input_bound, EMBEDDING_INPUTS_MAX};
 pub use prepare::{Caller, Prepared};
 pub use refusal::{denial, invalid, Refusal};
 pub use relay::Relay;
+pub use responses::{response_events, response_object, responses_input_bound};
 pub use upstream::{Attempt, Gateway};
 
 use serde_json::Value;

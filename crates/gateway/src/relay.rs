@@ -69,7 +69,15 @@ impl Relay {
         let data = self.watch.feed(&bytes);
         let last = data.iter().any(|d| match d {
             Data::Done => true,
-            Data::Json(event) => event["type"] == "message_stop",
+            Data::Json(event) => matches!(
+                event["type"].as_str(),
+                Some(
+                    "message_stop"
+                        | "response.completed"
+                        | "response.incomplete"
+                        | "response.failed"
+                )
+            ),
         });
         let Some(to) = self.translate.as_mut() else {
             return (bytes, last);

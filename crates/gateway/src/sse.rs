@@ -57,10 +57,13 @@ impl Watch {
         // OpenAI: a usage object on a chunk (the last one, when asked for).
         // Anthropic: input tokens on `message_start`, the output so far on
         // `message_delta` (the `output_tokens` of `message_start` is a placeholder).
-        let (usage, output_counts) = if event["type"] == "message_start" {
-            (&event["message"]["usage"], false)
-        } else {
-            (&event["usage"], true)
+        // The Responses API: the usage of the finished response, on its last event.
+        let (usage, output_counts) = match event["type"].as_str() {
+            Some("message_start") => (&event["message"]["usage"], false),
+            Some("response.completed" | "response.incomplete" | "response.failed") => {
+                (&event["response"]["usage"], true)
+            }
+            _ => (&event["usage"], true),
         };
         if usage.is_object() {
             if let Some(input) = usage["prompt_tokens"]
@@ -80,7 +83,12 @@ impl Watch {
         }
         let text = event["choices"][0]["delta"]["content"]
             .as_str()
-            .or(event["delta"]["text"].as_str());
+            .or(event["delta"]["text"].as_str())
+            .or_else(|| {
+                (event["type"] == "response.output_text.delta")
+                    .then(|| event["delta"].as_str())
+                    .flatten()
+            });
         if let Some(text) = text {
             self.out_bytes += text.len() as u64;
         }
@@ -248,6 +256,20 @@ event: content_block_delta\r\ndata: {\"type\":\"content_block_delta\",\"index\":
         watch.feed(b"event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":4}}\n\n");
         assert!(watch.usage_reported());
         assert_eq!(watch.tokens(99), (25, 4));
+    }
+
+    #[test]
+    fn responses_usage_comes_from_response_completed_and_text_from_its_deltas() {
+        let stream = crate::response_events("r1", "m", "hello there friend", (31, 7));
+        let cut = stream.find("response.completed").unwrap();
+        let mut watch = Watch::default();
+        watch.feed(stream[..cut].as_bytes());
+        // Cut before the last event: the input bound, and a token per byte of text.
+        assert!(!watch.usage_reported());
+        assert_eq!(watch.tokens(99), (99, 18));
+        watch.feed(stream[cut..].as_bytes());
+        assert!(watch.usage_reported());
+        assert_eq!(watch.tokens(99), (31, 7));
     }
 
     #[test]

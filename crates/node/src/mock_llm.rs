@@ -35,6 +35,7 @@ pub fn router(state: MockState) -> Router {
         .route("/v1/chat/completions", post(chat))
         .route("/v1/messages", post(messages))
         .route("/v1/embeddings", post(embeddings))
+        .route("/v1/responses", post(responses))
         .route("/v1/models", get(|| async { Json(json!({"object": "list", "data": [{"id": "mock", "object": "model", "created": 0, "owned_by": "mock"}]})) }))
         .route(
             "/mock/calls",
@@ -118,6 +119,43 @@ fn answer(body: &Value, extra_messages: u64, max_tokens: u64) -> Answer {
         input_tokens: 10 * (messages.len() as u64 + extra_messages),
         output_tokens: max_tokens.min(12),
     }
+}
+
+/// The Responses API: the chat answer to the input, 10 input tokens per input item
+/// (a string is one) and at most 12 output tokens, plain or as the event stream.
+async fn responses(
+    State(state): State<MockState>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    if let Some(refusal) = check_key(&state, &headers) {
+        return refusal;
+    }
+    let items = body["input"].as_array().map_or(1, Vec::len) as u64;
+    let last = match &body["input"] {
+        Value::String(text) => text.clone(),
+        Value::Array(items) => items
+            .iter()
+            .rev()
+            .find_map(|item| item["content"].as_str().map(str::to_string))
+            .unwrap_or_default(),
+        _ => String::new(),
+    };
+    let model = body["model"].as_str().unwrap_or("mock").to_string();
+    let text = format!("mock answer: {}", last.chars().take(80).collect::<String>());
+    let output = body["max_output_tokens"].as_u64().unwrap_or(1_000).min(12);
+    let tokens = (10 * items, output);
+    if body["stream"] == json!(true) {
+        let events = colony_gateway::response_events("resp_mock", &model, &text, tokens);
+        return ([("content-type", "text/event-stream")], events).into_response();
+    }
+    Json(colony_gateway::response_object(
+        "resp_mock",
+        &model,
+        &text,
+        tokens,
+    ))
+    .into_response()
 }
 
 /// Embeddings: the scripted provider's vectors under the upstream's model name, and

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use colony_api::gateway::{
     AnthropicError, ChatRequest, Completion, EmbeddingsRequest, MessagesRequest, ModelEntry,
-    ModelExtras, ModelList, OpenAiError,
+    ModelExtras, ModelList, OpenAiError, ResponsesRequest,
 };
 use colony_api::ErrorBody;
 use colony_gateway::{
@@ -180,6 +180,42 @@ pub async fn embeddings(
         Err(refusal) => return refusal_response(&refusal, Dialect::OpenAi),
     };
     respond(gateway.embed(prepared, body).await, Dialect::OpenAi)
+}
+
+/// OpenAI's Responses API through the gateway (plain, or its event stream): the
+/// worst case reserved before, the answer's (or `response.completed`'s) usage charged
+/// after.
+#[utoipa::path(post, path = "/v1/responses", tag = "gateway", request_body = ResponsesRequest,
+    responses((status = 200, body = Completion, description = "OpenAI's response object, or its text/event-stream"),
+        (status = 400, body = OpenAiError), (status = 401, body = ErrorBody), (status = 403, body = OpenAiError), (status = 404, body = OpenAiError), (status = 413, body = ErrorBody),
+        (status = 429, body = OpenAiError), (status = 502, body = OpenAiError), (status = 503, body = OpenAiError)))]
+pub async fn responses(
+    State(app): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let body = match json_body(&body) {
+        Ok(body) => body,
+        Err(refusal) => return refusal_response(&refusal, Dialect::OpenAi),
+    };
+    let stream = body["stream"] == json!(true);
+    let gateway = &app.shared.gateway;
+    let who = GatewayCaller {
+        id: caller.id,
+        address: &caller.address,
+    };
+    let prepared = match gateway
+        .prepare_responses(who, task_header(&headers), &body)
+        .await
+    {
+        Ok(prepared) => prepared,
+        Err(refusal) => return refusal_response(&refusal, Dialect::OpenAi),
+    };
+    respond(
+        gateway.respond(prepared, body, stream).await,
+        Dialect::OpenAi,
+    )
 }
 
 /// The models, aliases and router Colony serves, in OpenAI's shape.

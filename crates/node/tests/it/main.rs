@@ -18,6 +18,7 @@ mod fairness;
 mod gateway;
 mod gateway_embeddings;
 mod gateway_python;
+mod gateway_responses;
 mod gateway_tls;
 mod governance_api;
 mod grants;
