@@ -16,6 +16,7 @@ mod bus_workers;
 mod dashboard;
 mod fairness;
 mod gateway;
+mod gateway_disconnect;
 mod gateway_embeddings;
 mod gateway_python;
 mod gateway_responses;
