@@ -91,6 +91,28 @@ impl Prepared {
     }
 }
 
+impl Prepared {
+    /// The upstream answered, then its answer broke off: what it generated is not
+    /// known, so the bound is charged (never zero), and the caller is told.
+    pub(crate) async fn broke_off(mut self, model: &Model, error: &str) -> Answer {
+        let tokens = (self.input_bound, self.max_tokens);
+        let cost = cost_micro_usd(model, tokens.0, tokens.1);
+        let how = "the answer broke off after the upstream started: charged the bound";
+        self.settlement
+            .settle_answered(&model.name, tokens, cost, how)
+            .await;
+        Answer::Refused(Refusal::new(
+            502,
+            "api_error",
+            "upstream_failed",
+            format!(
+                "{} started answering, then its answer broke off ({error}); the call was charged its bound, {cost} micro-USD",
+                model.name
+            ),
+        ))
+    }
+}
+
 impl Gateway {
     /// Tries the prepared call's chain until a model answers.
     pub async fn call(
@@ -153,10 +175,7 @@ impl Gateway {
                     }
                     let bytes = match response.bytes().await {
                         Ok(bytes) => bytes,
-                        Err(error) => {
-                            failures.push(format!("{}: the answer broke off: {error}", model.name));
-                            continue;
-                        }
+                        Err(error) => return prepared.broke_off(&model, &error.to_string()).await,
                     };
                     let answer: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
                     let (tokens, how) = match usage_of(&answer) {

@@ -101,10 +101,7 @@ impl Gateway {
                 Attempt::Response(response) if response.status().is_success() => {
                     let bytes = match response.bytes().await {
                         Ok(bytes) => bytes,
-                        Err(error) => {
-                            failures.push(format!("{}: the answer broke off: {error}", model.name));
-                            continue;
-                        }
+                        Err(error) => return prepared.broke_off(&model, &error.to_string()).await,
                     };
                     let answer: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
                     let (tokens, how) = match answer["usage"]["prompt_tokens"].as_u64() {

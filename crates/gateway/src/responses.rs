@@ -172,10 +172,7 @@ impl Gateway {
                     }
                     let bytes = match response.bytes().await {
                         Ok(bytes) => bytes,
-                        Err(error) => {
-                            failures.push(format!("{}: the answer broke off: {error}", model.name));
-                            continue;
-                        }
+                        Err(error) => return prepared.broke_off(&model, &error.to_string()).await,
                     };
                     let answer: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
                     let (tokens, how) = match usage_of(&answer) {
