@@ -23,6 +23,20 @@ use crate::{
 
 static SCRIPTED_IDS: AtomicU64 = AtomicU64::new(1);
 
+/// Most responses remembered for `GET`/`DELETE /v1/responses/{id}` (the oldest are
+/// forgotten first).
+pub const RESPONSES_REMEMBERED_MAX: usize = 4_096;
+/// Longest response id remembered.
+const RESPONSE_ID_BYTES_MAX: usize = 256;
+
+/// A response an upstream served: its id, for whom, and the model that served it.
+#[derive(Clone, Debug)]
+pub(crate) struct Served {
+    id: String,
+    principal: colony_kernel::PrincipalId,
+    model: String,
+}
+
 /// An upper bound of the input tokens of a Responses request: the JSON size of its
 /// `input`, `instructions` and `tools`, plus 3.
 pub fn responses_input_bound(body: &Value) -> u64 {
@@ -175,6 +189,9 @@ impl Gateway {
                         Err(error) => return prepared.broke_off(&model, &error.to_string()).await,
                     };
                     let answer: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+                    if let Some(id) = answer["id"].as_str() {
+                        self.remember(id, prepared.settlement.caller, &model.name);
+                    }
                     let (tokens, how) = match usage_of(&answer) {
                         Some(tokens) => (tokens, "responses, usage from the upstream"),
                         None => (
@@ -210,6 +227,83 @@ impl Gateway {
             .settlement
             .release("no model of the chain served the call");
         Answer::Refused(crate::call::no_upstream_answered(failures, rate_limited))
+    }
+}
+
+impl Gateway {
+    fn remember(&self, id: &str, principal: colony_kernel::PrincipalId, model: &str) {
+        if id.len() > RESPONSE_ID_BYTES_MAX {
+            return;
+        }
+        let mut served = self.served.lock().expect("gateway lock");
+        if served.len() >= RESPONSES_REMEMBERED_MAX {
+            served.pop_front();
+        }
+        served.push_back(Served {
+            id: id.to_string(),
+            principal,
+            model: model.to_string(),
+        });
+    }
+
+    /// `GET` or `DELETE /v1/responses/{id}`: passed to the upstream that served the
+    /// response, for the principal it was served to (nothing is generated: no
+    /// reservation). A response this node did not serve to `caller` is a 404.
+    pub async fn stored_response(
+        self: &Arc<Gateway>,
+        caller: colony_kernel::PrincipalId,
+        id: &str,
+        method: reqwest::Method,
+    ) -> Answer {
+        let found = {
+            let served = self.served.lock().expect("gateway lock");
+            served
+                .iter()
+                .rev()
+                .find(|s| s.id == id && s.principal == caller)
+                .cloned()
+        };
+        let not_found = || {
+            Answer::Refused(crate::Refusal::new(
+                404,
+                "invalid_request_error",
+                "not_found",
+                format!("no response {id:?} was served to you by this node"),
+            ))
+        };
+        let Some(served) = found else {
+            return not_found();
+        };
+        let Some(model) = self.config.resolve(&served.model).cloned() else {
+            return not_found();
+        };
+        let deleting = method == reqwest::Method::DELETE;
+        let path = format!("/responses/{id}");
+        match self.send_to(&model, method, &path, None, None).await {
+            Attempt::Response(response) => {
+                let status = response.status().as_u16();
+                if deleting && (200..300).contains(&status) {
+                    self.served
+                        .lock()
+                        .expect("gateway lock")
+                        .retain(|s| s.id != id);
+                }
+                Answer::Relayed {
+                    status,
+                    body: response.bytes().await.unwrap_or_default(),
+                }
+            }
+            Attempt::RateLimited { retry_after_secs } => {
+                Answer::Refused(crate::call::no_upstream_answered(
+                    vec![format!("{}: every key is rate-limited", model.name)],
+                    Some(retry_after_secs),
+                ))
+            }
+            Attempt::Failed(why) => Answer::Refused(crate::call::no_upstream_answered(
+                vec![format!("{}: {why}", model.name)],
+                None,
+            )),
+        }
     }
 }
 

@@ -38,6 +38,10 @@ pub struct Gateway {
     cursors: HashMap<String, AtomicUsize>,
     cooling: Mutex<HashMap<(String, usize), Instant>>,
     pub calls: AtomicU64,
+    /// Responses served (`POST /v1/responses`), newest last, so that `GET` and
+    /// `DELETE /v1/responses/{id}` go to the upstream that served each, for the
+    /// principal it served (`crate::responses`).
+    pub(crate) served: Mutex<std::collections::VecDeque<crate::responses::Served>>,
 }
 
 impl Gateway {
@@ -72,6 +76,7 @@ impl Gateway {
             cursors,
             cooling: Mutex::new(HashMap::new()),
             calls: AtomicU64::new(0),
+            served: Mutex::new(std::collections::VecDeque::new()),
         }))
     }
 
@@ -101,6 +106,25 @@ impl Gateway {
         body: &Value,
         anthropic_version: Option<&str>,
     ) -> Attempt {
+        self.send_to(
+            model,
+            reqwest::Method::POST,
+            path,
+            Some(body),
+            anthropic_version,
+        )
+        .await
+    }
+
+    /// Like [`Gateway::attempt`], with any method and an optional body.
+    pub async fn send_to(
+        &self,
+        model: &Model,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+        anthropic_version: Option<&str>,
+    ) -> Attempt {
         let upstream = &self.config.upstreams[&model.upstream];
         // Without keys (a local server, say) requests go without credentials.
         let keys: Vec<Option<&String>> = if upstream.keys.is_empty() {
@@ -123,7 +147,10 @@ impl Gateway {
                 }
             }
             let url = format!("{}{path}", upstream.base_url);
-            let mut request = self.clients[&upstream.name].post(&url).json(body);
+            let mut request = self.clients[&upstream.name].request(method.clone(), &url);
+            if let Some(body) = body {
+                request = request.json(body);
+            }
             if let Some(key) = keys[index] {
                 request = match upstream.kind {
                     UpstreamKind::Anthropic => request.header("x-api-key", key).header(

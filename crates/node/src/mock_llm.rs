@@ -36,6 +36,15 @@ pub fn router(state: MockState) -> Router {
         .route("/v1/messages", post(messages))
         .route("/v1/embeddings", post(embeddings))
         .route("/v1/responses", post(responses))
+        .route(
+            "/v1/responses/{id}",
+            get(|axum::extract::Path(id): axum::extract::Path<String>| async move {
+                Json(colony_gateway::response_object(&id, "mock", "kept", (1, 1)))
+            })
+            .delete(|axum::extract::Path(id): axum::extract::Path<String>| async move {
+                Json(json!({"id": id, "object": "response.deleted", "deleted": true}))
+            }),
+        )
         .route("/v1/models", get(|| async { Json(json!({"object": "list", "data": [{"id": "mock", "object": "model", "created": 0, "owned_by": "mock"}]})) }))
         .route(
             "/mock/calls",

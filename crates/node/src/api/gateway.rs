@@ -19,7 +19,7 @@ use colony_gateway::{
 };
 use serde_json::{json, Value};
 
-use super::AppState;
+use super::{AppState, Segment};
 use crate::auth::{authenticate, Caller};
 
 fn refusal_response(refusal: &Refusal, dialect: Dialect) -> Response {
@@ -216,6 +216,38 @@ pub async fn responses(
         gateway.respond(prepared, body, stream).await,
         Dialect::OpenAi,
     )
+}
+
+/// A response this node served to the caller, as its upstream keeps it.
+#[utoipa::path(get, path = "/v1/responses/{id}", tag = "gateway", params(("id" = String, Path)),
+    responses((status = 200, body = Completion, description = "the upstream's response object"), (status = 403, body = ErrorBody), (status = 404, body = OpenAiError), (status = 502, body = OpenAiError)))]
+pub async fn response_get(
+    State(app): State<AppState>,
+    caller: Caller,
+    Segment(id): Segment<String>,
+) -> Response {
+    let answer = app
+        .shared
+        .gateway
+        .stored_response(caller.id, &id, axum::http::Method::GET)
+        .await;
+    respond(answer, Dialect::OpenAi)
+}
+
+/// Deletes, at its upstream, a response this node served to the caller.
+#[utoipa::path(delete, path = "/v1/responses/{id}", tag = "gateway", params(("id" = String, Path)),
+    responses((status = 200, body = Completion, description = "the upstream's answer"), (status = 403, body = ErrorBody), (status = 404, body = OpenAiError), (status = 502, body = OpenAiError)))]
+pub async fn response_delete(
+    State(app): State<AppState>,
+    caller: Caller,
+    Segment(id): Segment<String>,
+) -> Response {
+    let answer = app
+        .shared
+        .gateway
+        .stored_response(caller.id, &id, axum::http::Method::DELETE)
+        .await;
+    respond(answer, Dialect::OpenAi)
 }
 
 /// The models, aliases and router Colony serves, in OpenAI's shape.

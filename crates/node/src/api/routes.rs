@@ -220,6 +220,8 @@ pub(crate) fn entries() -> Vec<Entry> {
         documented(routes!(gateway::messages), Some("llm"), Gated, Gateway),
         documented(routes!(gateway::embeddings), Some("llm"), Gated, Gateway),
         documented(routes!(gateway::responses), Some("llm"), Gated, Gateway),
+        documented(routes!(gateway::response_get), Some("read"), Gated, Small),
+        documented(routes!(gateway::response_delete), Some("llm"), Gated, Small),
         documented(routes!(bus::create_stream), Some("admin"), Gated, Small),
         documented(routes!(bus::list_streams), Some("read"), Gated, Small),
         documented(routes!(bus::one_stream), Some("read"), Gated, Small),

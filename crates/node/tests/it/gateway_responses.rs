@@ -30,6 +30,29 @@ async fn responses_are_reserved_then_charged_their_usage_plain_and_streamed() {
     assert_eq!(headers["x-colony-cost-micro-usd"], "34");
     wait_for_budget(&s.base, &token, 34).await;
 
+    // The stored response, for its owner only; deleted at its upstream, then gone.
+    let id = answer["id"].as_str().unwrap().to_string();
+    let path = format!("/v1/responses/{id}");
+    let (status, kept) =
+        crate::common::send(reqwest::Method::GET, &s.base, &token, &path, None).await;
+    assert_eq!(
+        (status, kept["id"].as_str()),
+        (200, Some(id.as_str())),
+        "{kept}"
+    );
+    let other = ai(&s.base, &s.admin, "someone-else").await;
+    let (status, _) = crate::common::send(reqwest::Method::GET, &s.base, &other, &path, None).await;
+    assert_eq!(status, 404, "another principal's response is not found");
+    let (status, deleted) =
+        crate::common::send(reqwest::Method::DELETE, &s.base, &token, &path, None).await;
+    assert_eq!(
+        (status, &deleted["deleted"]),
+        (200, &json!(true)),
+        "{deleted}"
+    );
+    let (status, _) = crate::common::send(reqwest::Method::GET, &s.base, &token, &path, None).await;
+    assert_eq!(status, 404, "forgotten once deleted");
+
     // Streamed: the events pass through; the usage of `response.completed` is charged.
     let (status, _, events) = call(
         &s.base,
