@@ -18,7 +18,10 @@ use serde_json::{json, Value};
 
 use crate::relay::Relay;
 use crate::sse::{Data, ToAnthropic, Watch};
-use crate::{cost_micro_usd, scripted, Attempt, Gateway, Model, Prepared, Refusal, UpstreamKind};
+use crate::{
+    cost_micro_usd, cost_with_cache, scripted, Attempt, Gateway, Model, Prepared, Refusal,
+    UpstreamKind,
+};
 
 /// The API shape a caller speaks (and its errors take).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,14 +73,35 @@ impl Prepared {
     /// Settles the call at `tokens` on `model` (before answering when it is for a
     /// task) and answers `body`.
     pub(crate) async fn whole(
-        mut self,
+        self,
         model: &Model,
         tokens: (u64, u64),
         how: &str,
         body: Bytes,
         event_stream: bool,
     ) -> Answer {
-        let cost = cost_micro_usd(model, tokens.0, tokens.1);
+        self.whole_cached(model, tokens, 0, how, body, event_stream)
+            .await
+    }
+
+    /// [`Prepared::whole`] with `cached` of the input tokens served from the
+    /// upstream's prompt cache (priced at the model's cached-input price).
+    pub(crate) async fn whole_cached(
+        mut self,
+        model: &Model,
+        tokens: (u64, u64),
+        cached: u64,
+        how: &str,
+        body: Bytes,
+        event_stream: bool,
+    ) -> Answer {
+        let cost = cost_with_cache(model, tokens.0, cached, tokens.1);
+        let how = if cached > 0 {
+            format!("{how}; {cached} of the input tokens from the prompt cache")
+        } else {
+            how.to_string()
+        };
+        let how = how.as_str();
         self.settlement
             .settle_answered(&model.name, tokens, cost, how)
             .await;
@@ -186,12 +210,15 @@ impl Gateway {
                             "no usage reported: charged the bound",
                         ),
                     };
+                    let cached = cached_of(&answer["usage"]);
                     let body = if passthrough {
                         bytes
                     } else {
                         Bytes::from(to_anthropic(&answer, &model.name, tokens).to_string())
                     };
-                    return prepared.whole(&model, tokens, how, body, false).await;
+                    return prepared
+                        .whole_cached(&model, tokens, cached, how, body, false)
+                        .await;
                 }
                 Attempt::Response(response) if passthrough => {
                     let status = response.status();
@@ -283,16 +310,30 @@ async fn scripted_answer(prepared: Prepared, request: &CallRequest, model: &Mode
         .await
 }
 
-/// The tokens an answer's `usage` reports (OpenAI's or Anthropic's names).
+/// The tokens an answer's `usage` reports (OpenAI's or Anthropic's names; Anthropic's
+/// prompt-cache reads and writes are input tokens too).
 pub fn usage_of(value: &Value) -> Option<(u64, u64)> {
     let usage = value.get("usage").filter(|u| u.is_object())?;
     let input = usage["prompt_tokens"]
         .as_u64()
-        .or(usage["input_tokens"].as_u64())?;
+        .or(usage["input_tokens"].as_u64())?
+        + usage["cache_read_input_tokens"].as_u64().unwrap_or(0)
+        + usage["cache_creation_input_tokens"].as_u64().unwrap_or(0);
     let output = usage["completion_tokens"]
         .as_u64()
         .or(usage["output_tokens"].as_u64())?;
     Some((input, output))
+}
+
+/// The input tokens of a `usage` object served from the upstream's prompt cache:
+/// OpenAI's chat (`prompt_tokens_details`) and Responses (`input_tokens_details`)
+/// `cached_tokens`, Anthropic's `cache_read_input_tokens`.
+pub fn cached_of(usage: &Value) -> u64 {
+    usage["prompt_tokens_details"]["cached_tokens"]
+        .as_u64()
+        .or(usage["input_tokens_details"]["cached_tokens"].as_u64())
+        .or(usage["cache_read_input_tokens"].as_u64())
+        .unwrap_or(0)
 }
 
 /// An OpenAI chat completion as Anthropic's message.

@@ -47,6 +47,9 @@ pub struct Model {
     /// Micro-dollars per million tokens (= dollars per token, times a million).
     pub input_micro_usd_per_million: u64,
     pub output_micro_usd_per_million: u64,
+    /// The price of input tokens the upstream served from its prompt cache
+    /// (`cached_input_usd_per_million`; the input price when not set).
+    pub cached_input_micro_usd_per_million: u64,
     /// Reserved for the answer when a request names no `max_tokens`.
     pub max_output_tokens: u64,
     /// Models tried in order when this one's upstream fails (5xx, timeout,
@@ -133,6 +136,7 @@ struct ModelEntry {
     upstream_model: Option<String>,
     input_usd_per_million: String,
     output_usd_per_million: String,
+    cached_input_usd_per_million: Option<String>,
     max_output_tokens: Option<u64>,
     #[serde(default)]
     fallback: Vec<String>,
@@ -271,6 +275,10 @@ impl GatewayConfig {
                         .unwrap_or_else(|| entry.name.clone()),
                     input_micro_usd_per_million: price(&entry.input_usd_per_million)?,
                     output_micro_usd_per_million: price(&entry.output_usd_per_million)?,
+                    cached_input_micro_usd_per_million: match &entry.cached_input_usd_per_million {
+                        Some(cached) => price(cached)?,
+                        None => price(&entry.input_usd_per_million)?,
+                    },
                     max_output_tokens: entry.max_output_tokens.unwrap_or(4_096),
                     fallback: entry.fallback.clone(),
                 },

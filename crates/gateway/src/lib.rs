@@ -47,7 +47,7 @@ pub mod tls;
 mod upstream;
 
 pub use admission::Admission;
-pub use call::{usage_of, Answer, CallRequest, Dialect};
+pub use call::{cached_of, usage_of, Answer, CallRequest, Dialect};
 pub use config::{GatewayConfig, Model, Upstream, UpstreamKind};
 pub use embeddings::{embedding_input_bound, EMBEDDING_INPUTS_MAX};
 pub use prepare::{Caller, Prepared};
@@ -61,7 +61,16 @@ use serde_json::Value;
 /// Cost in micro-dollars of `input` and `output` tokens at a model's prices,
 /// rounded up.
 pub fn cost_micro_usd(model: &Model, input: u64, output: u64) -> u64 {
-    let total = input as u128 * model.input_micro_usd_per_million as u128
+    cost_with_cache(model, input, 0, output)
+}
+
+/// Cost in micro-dollars of `input` tokens of which `cached` came from the
+/// upstream's prompt cache (at the model's cached-input price), and `output` tokens
+/// (reasoning tokens are output tokens), rounded up.
+pub fn cost_with_cache(model: &Model, input: u64, cached: u64, output: u64) -> u64 {
+    let cached = cached.min(input);
+    let total = (input - cached) as u128 * model.input_micro_usd_per_million as u128
+        + cached as u128 * model.cached_input_micro_usd_per_million as u128
         + output as u128 * model.output_micro_usd_per_million as u128;
     total.div_ceil(1_000_000) as u64
 }
@@ -77,4 +86,61 @@ pub fn input_token_bound(body: &Value) -> u64 {
             .unwrap_or(0) as u64
     };
     size("messages") + size("system") + size("tools") + size("functions") + 3
+}
+
+#[cfg(test)]
+mod pricing_tests {
+    use super::*;
+    use serde_json::json;
+
+    fn model(input: u64, cached: u64, output: u64) -> Model {
+        Model {
+            name: "m".into(),
+            upstream: "u".into(),
+            upstream_model: "m".into(),
+            input_micro_usd_per_million: input,
+            output_micro_usd_per_million: output,
+            cached_input_micro_usd_per_million: cached,
+            max_output_tokens: 100,
+            fallback: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn cached_input_is_priced_at_its_own_rate_and_rounded_up() {
+        // $2.50 in, $1.25 cached, $10 out per million (gpt-4o's prices).
+        let m = model(2_500_000, 1_250_000, 10_000_000);
+        assert_eq!(cost_with_cache(&m, 1_000_000, 0, 0), 2_500_000);
+        assert_eq!(
+            cost_with_cache(&m, 1_000_000, 400_000, 0),
+            1_500_000 + 500_000
+        );
+        assert_eq!(cost_with_cache(&m, 10, 10, 1), 23); // 12.5 + 10, rounded up
+                                                        // More cached than input (a confused upstream) is never a credit.
+        assert_eq!(cost_with_cache(&m, 10, 99, 0), 13);
+        assert_eq!(cost_micro_usd(&m, 10, 0), 25);
+    }
+
+    #[test]
+    fn usage_counts_every_input_token_and_names_the_cached_ones() {
+        let chat = json!({"usage": {"prompt_tokens": 100, "completion_tokens": 7,
+            "prompt_tokens_details": {"cached_tokens": 64}}});
+        assert_eq!(
+            (usage_of(&chat), cached_of(&chat["usage"])),
+            (Some((100, 7)), 64)
+        );
+        let responses = json!({"usage": {"input_tokens": 50, "output_tokens": 5,
+            "input_tokens_details": {"cached_tokens": 32}, "output_tokens_details": {"reasoning_tokens": 4}}});
+        assert_eq!(
+            (usage_of(&responses), cached_of(&responses["usage"])),
+            (Some((50, 5)), 32)
+        );
+        // Anthropic reports cache reads and writes beside input_tokens, not in it.
+        let anthropic = json!({"usage": {"input_tokens": 20, "output_tokens": 3,
+            "cache_read_input_tokens": 900, "cache_creation_input_tokens": 80}});
+        assert_eq!(
+            (usage_of(&anthropic), cached_of(&anthropic["usage"])),
+            (Some((1_000, 3)), 900)
+        );
+    }
 }

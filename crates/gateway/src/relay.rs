@@ -11,7 +11,7 @@ use futures_util::Stream;
 
 use crate::settle::Settlement;
 use crate::sse::{Data, ToAnthropic, Watch};
-use crate::{cost_micro_usd, Model, Prepared};
+use crate::{cost_with_cache, Model, Prepared};
 
 /// An upstream's SSE stream on its way to the caller. A call made for a task holds
 /// back the stream's last event (`[DONE]`, `message_stop`) until the task's charge is
@@ -53,7 +53,8 @@ impl Relay {
         let mut settlement = self.settlement.take()?;
         let for_task = settlement.for_task();
         let tokens = self.watch.tokens(self.input_bound);
-        let actual = cost_micro_usd(&self.model, tokens.0, tokens.1);
+        let cached = self.watch.cached_tokens();
+        let actual = cost_with_cache(&self.model, tokens.0, cached, tokens.1);
         let how = if self.watch.usage_reported() {
             how.to_string()
         } else {

@@ -199,7 +199,10 @@ impl Gateway {
                             "responses, no usage reported: charged the bound",
                         ),
                     };
-                    return prepared.whole(&model, tokens, how, bytes, false).await;
+                    let cached = crate::cached_of(&answer["usage"]);
+                    return prepared
+                        .whole_cached(&model, tokens, cached, how, bytes, false)
+                        .await;
                 }
                 Attempt::Response(response) => {
                     let status = response.status();

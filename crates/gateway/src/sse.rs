@@ -23,6 +23,8 @@ pub struct Watch {
     line: Vec<u8>,
     input_tokens: Option<u64>,
     output_tokens: Option<u64>,
+    /// Input tokens served from the upstream's prompt cache, as reported.
+    cached_tokens: u64,
     out_bytes: u64,
 }
 
@@ -70,7 +72,11 @@ impl Watch {
                 .as_u64()
                 .or(usage["input_tokens"].as_u64())
             {
-                self.input_tokens = Some(input);
+                // Anthropic's prompt-cache reads and writes are input tokens too.
+                let cache = usage["cache_read_input_tokens"].as_u64().unwrap_or(0)
+                    + usage["cache_creation_input_tokens"].as_u64().unwrap_or(0);
+                self.input_tokens = Some(input + cache);
+                self.cached_tokens = crate::cached_of(usage);
             }
             if output_counts {
                 if let Some(output) = usage["completion_tokens"]
@@ -92,6 +98,11 @@ impl Watch {
         if let Some(text) = text {
             self.out_bytes += text.len() as u64;
         }
+    }
+
+    /// The input tokens the stream reported as served from the prompt cache.
+    pub fn cached_tokens(&self) -> u64 {
+        self.cached_tokens
     }
 
     /// Whether the stream reported both input and output tokens.
@@ -256,6 +267,17 @@ event: content_block_delta\r\ndata: {\"type\":\"content_block_delta\",\"index\":
         watch.feed(b"event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":4}}\n\n");
         assert!(watch.usage_reported());
         assert_eq!(watch.tokens(99), (25, 4));
+    }
+
+    #[test]
+    fn prompt_cache_tokens_are_input_tokens_and_noted_as_cached() {
+        let mut watch = Watch::default();
+        watch.feed(b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":5,\"cache_read_input_tokens\":400,\"cache_creation_input_tokens\":20,\"output_tokens\":1}}}\n\n");
+        watch.feed(b"event: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":9}}\n\n");
+        assert_eq!((watch.tokens(1), watch.cached_tokens()), ((425, 9), 400));
+        let mut chat = Watch::default();
+        chat.feed(b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":70,\"completion_tokens\":2,\"prompt_tokens_details\":{\"cached_tokens\":64}}}\n\n");
+        assert_eq!((chat.tokens(1), chat.cached_tokens()), ((70, 2), 64));
     }
 
     #[test]
