@@ -144,8 +144,7 @@ impl Gateway {
         mut prepared: Prepared,
         mut request: CallRequest,
     ) -> Answer {
-        let mut failures = Vec::new();
-        let mut rate_limited = None;
+        let mut failures = Failures::default();
         for model in prepared.chain.clone() {
             let kind = self.config.upstreams[&model.upstream].kind;
             let attempt = match (kind, request.dialect) {
@@ -153,7 +152,7 @@ impl Gateway {
                     return scripted_answer(prepared, &request, &model).await
                 }
                 (UpstreamKind::Anthropic, Dialect::OpenAi) => {
-                    failures.push(format!(
+                    failures.why.push(format!(
                         "{}: an Anthropic upstream serves /v1/messages, not chat completions",
                         model.name
                     ));
@@ -161,7 +160,9 @@ impl Gateway {
                 }
                 (UpstreamKind::Anthropic, Dialect::Anthropic) => {
                     let Some(outgoing) = request.anthropic.as_mut() else {
-                        failures.push(format!("{}: no Anthropic request to send", model.name));
+                        failures
+                            .why
+                            .push(format!("{}: no Anthropic request to send", model.name));
                         continue;
                     };
                     outgoing["model"] = json!(model.upstream_model);
@@ -220,31 +221,74 @@ impl Gateway {
                         .whole_cached(&model, tokens, cached, how, body, false)
                         .await;
                 }
-                Attempt::Response(response) if passthrough => {
-                    let status = response.status();
-                    prepared
-                        .settlement
-                        .release(&format!("{} answered {status}", model.name));
-                    let body = response.bytes().await.unwrap_or_default();
-                    return Answer::Relayed {
-                        status: status.as_u16(),
-                        body,
-                    };
+                // Another dialect's refusal is that model's failure, not the caller's.
+                Attempt::Response(response) if !passthrough => {
+                    failures
+                        .why
+                        .push(format!("{}: answered {}", model.name, response.status()));
                 }
-                Attempt::Response(response) => {
-                    failures.push(format!("{}: answered {}", model.name, response.status()));
+                other => {
+                    if let Some(answer) = failures.note(other, &model, &mut prepared).await {
+                        return answer;
+                    }
                 }
-                Attempt::RateLimited { retry_after_secs } => {
-                    failures.push(format!("{}: every key is rate-limited", model.name));
-                    rate_limited = Some(
-                        rate_limited.map_or(retry_after_secs, |s: u64| s.min(retry_after_secs)),
-                    );
-                }
-                Attempt::Failed(why) => failures.push(format!("{}: {why}", model.name)),
             }
         }
-        prepared.settlement.release("every upstream failed");
-        Answer::Refused(no_upstream_answered(failures, rate_limited))
+        failures.refuse(prepared, "every upstream failed")
+    }
+}
+
+/// What the chain learned from the attempts that did not answer: why each model
+/// failed, and the shortest wait any rate limit asked for.
+#[derive(Default)]
+pub(crate) struct Failures {
+    pub(crate) why: Vec<String>,
+    pub(crate) rate_limited: Option<u64>,
+}
+
+impl Failures {
+    /// An attempt that did not succeed, for a route whose upstream speaks the
+    /// caller's shape: a refusal of the caller's request (a 4xx) is relayed and ends
+    /// the chain with the reservation released; a rate limit or a failure is noted,
+    /// and the next model is tried (`None`).
+    pub(crate) async fn note(
+        &mut self,
+        attempt: Attempt,
+        model: &Model,
+        prepared: &mut Prepared,
+    ) -> Option<Answer> {
+        match attempt {
+            Attempt::Response(response) => {
+                let status = response.status();
+                prepared
+                    .settlement
+                    .release(&format!("{} answered {status}", model.name));
+                let body = response.bytes().await.unwrap_or_default();
+                Some(Answer::Relayed {
+                    status: status.as_u16(),
+                    body,
+                })
+            }
+            Attempt::RateLimited { retry_after_secs } => {
+                self.why
+                    .push(format!("{}: every key is rate-limited", model.name));
+                self.rate_limited = Some(
+                    self.rate_limited
+                        .map_or(retry_after_secs, |s| s.min(retry_after_secs)),
+                );
+                None
+            }
+            Attempt::Failed(why) => {
+                self.why.push(format!("{}: {why}", model.name));
+                None
+            }
+        }
+    }
+
+    /// No model answered: the reservation released, and the refusal.
+    pub(crate) fn refuse(self, mut prepared: Prepared, why: &str) -> Answer {
+        prepared.settlement.release(why);
+        Answer::Refused(no_upstream_answered(self.why, self.rate_limited))
     }
 }
 

@@ -74,9 +74,8 @@ impl Gateway {
     }
 
     /// Embeds with the first model of the chain that answers; settled once.
-    pub async fn embed(self: &Arc<Gateway>, prepared: Prepared, mut body: Value) -> Answer {
-        let mut failures = Vec::new();
-        let mut rate_limited = None;
+    pub async fn embed(self: &Arc<Gateway>, mut prepared: Prepared, mut body: Value) -> Answer {
+        let mut failures = crate::call::Failures::default();
         for model in prepared.chain.clone() {
             let kind = self.config.upstreams[&model.upstream].kind;
             let attempt = match kind {
@@ -89,7 +88,9 @@ impl Gateway {
                         .await;
                 }
                 UpstreamKind::Anthropic => {
-                    failures.push(format!("{}: Anthropic serves no embeddings", model.name));
+                    failures
+                        .why
+                        .push(format!("{}: Anthropic serves no embeddings", model.name));
                     continue;
                 }
                 UpstreamKind::OpenAi => {
@@ -113,30 +114,13 @@ impl Gateway {
                     };
                     return prepared.whole(&model, tokens, how, bytes, false).await;
                 }
-                Attempt::Response(response) => {
-                    // The caller's mistake, as the upstream says: nothing charged.
-                    let status = response.status();
-                    let mut prepared = prepared;
-                    prepared
-                        .settlement
-                        .release(&format!("{} answered {status}", model.name));
-                    let body = response.bytes().await.unwrap_or_default();
-                    return Answer::Relayed {
-                        status: status.as_u16(),
-                        body,
-                    };
+                other => {
+                    if let Some(answer) = failures.note(other, &model, &mut prepared).await {
+                        return answer;
+                    }
                 }
-                Attempt::RateLimited { retry_after_secs } => {
-                    failures.push(format!("{}: every key is rate-limited", model.name));
-                    rate_limited = Some(
-                        rate_limited.map_or(retry_after_secs, |s: u64| s.min(retry_after_secs)),
-                    );
-                }
-                Attempt::Failed(why) => failures.push(format!("{}: {why}", model.name)),
             }
         }
-        let mut prepared = prepared;
-        prepared.settlement.release("every upstream failed");
-        Answer::Refused(crate::call::no_upstream_answered(failures, rate_limited))
+        failures.refuse(prepared, "every upstream failed")
     }
 }

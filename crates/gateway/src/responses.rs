@@ -149,12 +149,11 @@ impl Gateway {
     /// Answers with the first model of the chain that serves the Responses API.
     pub async fn respond(
         self: &Arc<Gateway>,
-        prepared: Prepared,
+        mut prepared: Prepared,
         mut body: Value,
         stream: bool,
     ) -> Answer {
-        let mut failures = Vec::new();
-        let mut rate_limited = None;
+        let mut failures = crate::call::Failures::default();
         for model in prepared.chain.clone() {
             let kind = self.config.upstreams[&model.upstream].kind;
             let attempt = match kind {
@@ -162,7 +161,7 @@ impl Gateway {
                     return scripted_response(prepared, &body, &model, stream).await
                 }
                 UpstreamKind::Anthropic => {
-                    failures.push(format!(
+                    failures.why.push(format!(
                         "{}: an Anthropic upstream has no Responses API",
                         model.name
                     ));
@@ -204,32 +203,14 @@ impl Gateway {
                         .whole_cached(&model, tokens, cached, how, bytes, false)
                         .await;
                 }
-                Attempt::Response(response) => {
-                    let status = response.status();
-                    let mut prepared = prepared;
-                    prepared
-                        .settlement
-                        .release(&format!("{} answered {status}", model.name));
-                    let body = response.bytes().await.unwrap_or_default();
-                    return Answer::Relayed {
-                        status: status.as_u16(),
-                        body,
-                    };
+                other => {
+                    if let Some(answer) = failures.note(other, &model, &mut prepared).await {
+                        return answer;
+                    }
                 }
-                Attempt::RateLimited { retry_after_secs } => {
-                    failures.push(format!("{}: every key is rate-limited", model.name));
-                    rate_limited = Some(
-                        rate_limited.map_or(retry_after_secs, |s: u64| s.min(retry_after_secs)),
-                    );
-                }
-                Attempt::Failed(why) => failures.push(format!("{}: {why}", model.name)),
             }
         }
-        let mut prepared = prepared;
-        prepared
-            .settlement
-            .release("no model of the chain served the call");
-        Answer::Refused(crate::call::no_upstream_answered(failures, rate_limited))
+        failures.refuse(prepared, "no model of the chain served the call")
     }
 }
 
