@@ -55,12 +55,7 @@ impl Gateway {
         task: Option<&str>,
         body: &Value,
     ) -> Result<Prepared, crate::Refusal> {
-        if !body.is_object() {
-            return Err(invalid("the body must be a JSON object"));
-        }
-        let requested = body["model"]
-            .as_str()
-            .ok_or_else(|| invalid("`model` is required (GET /v1/models lists them)"))?;
+        let requested = crate::prepare::requested_model(body)?;
         let input_bound = embedding_input_bound(body).map_err(invalid)?;
         self.reserve_call(
             caller,

@@ -27,6 +27,16 @@ pub struct Prepared {
     pub(crate) settlement: Settlement,
 }
 
+/// The model a request names; the body must be a JSON object.
+pub(crate) fn requested_model(body: &Value) -> Result<&str, Refusal> {
+    if !body.is_object() {
+        return Err(invalid("the body must be a JSON object"));
+    }
+    body["model"]
+        .as_str()
+        .ok_or_else(|| invalid("`model` is required (GET /v1/models lists them)"))
+}
+
 /// The task a call is made for, as its lease holder sees it.
 struct ForTask {
     address: String,
@@ -47,12 +57,7 @@ impl Gateway {
         task: Option<&str>,
         body: &Value,
     ) -> Result<Prepared, Refusal> {
-        if !body.is_object() {
-            return Err(invalid("the body must be a JSON object"));
-        }
-        let requested = body["model"]
-            .as_str()
-            .ok_or_else(|| invalid("`model` is required (GET /v1/models lists them)"))?;
+        let requested = requested_model(body)?;
         if !body["messages"].is_array() {
             return Err(invalid("`messages` must be an array"));
         }
