@@ -93,7 +93,6 @@ async fn protected_resource(State(mcp): State<Mcp>, request: Request) -> Json<se
         "bearer_methods_supported": ["header"],
         "authorization_servers": [],
         "scopes_supported": ["read", "tasks", "ledger", "governance", "bus", "llm", "spawn", "tokens", "admin"],
-        "resource_documentation": "https://github.com/colony/colony/blob/main/docs/api.md#mcp",
     }))
 }
 
