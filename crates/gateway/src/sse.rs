@@ -285,11 +285,11 @@ event: content_block_delta\r\ndata: {\"type\":\"content_block_delta\",\"index\":
         let stream = crate::response_events("r1", "m", "hello there friend", (31, 7));
         let cut = stream.find("response.completed").unwrap();
         let mut watch = Watch::default();
-        watch.feed(stream[..cut].as_bytes());
+        watch.feed(&stream.as_bytes()[..cut]);
         // Cut before the last event: the input bound, and a token per byte of text.
         assert!(!watch.usage_reported());
         assert_eq!(watch.tokens(99), (99, 18));
-        watch.feed(stream[cut..].as_bytes());
+        watch.feed(&stream.as_bytes()[cut..]);
         assert!(watch.usage_reported());
         assert_eq!(watch.tokens(99), (31, 7));
     }
