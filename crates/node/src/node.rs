@@ -437,7 +437,7 @@ impl Node {
 
     /// For tests: nothing is decided until the guard is dropped (see
     /// [`colony_pipeline::sequencer::Submitter::hold_decisions_for_tests`]).
-    #[doc(hidden)]
+    #[cfg(feature = "test-support")]
     pub fn hold_decisions_for_tests(&self) -> colony_pipeline::sequencer::DecisionsHeld<'_> {
         self.shared.submitter.hold_decisions_for_tests()
     }

@@ -50,7 +50,9 @@ use flusher::Flusher;
 use handoff::{Group, Handoff};
 pub use replicated::{Proposal, Replicator, Stamp, Stamped};
 pub use sink::{DecisionSink, EventTap};
-pub use submitter::{DecisionsHeld, Submitter};
+#[cfg(any(test, feature = "test-support"))]
+pub use submitter::DecisionsHeld;
+pub use submitter::Submitter;
 
 /// Why a command was not decided: the caller gets no decision, and may retry.
 #[derive(Clone, Debug, thiserror::Error)]

@@ -12,7 +12,8 @@ pub struct Submitter {
 }
 
 /// Nothing is decided while this is held (see [`Submitter::hold_decisions_for_tests`]).
-#[doc(hidden)]
+/// Test support: compiled for this crate's tests and with the `test-support` feature.
+#[cfg(any(test, feature = "test-support"))]
 pub struct DecisionsHeld<'a> {
     _decider: std::sync::MutexGuard<'a, super::decider::Decider>,
 }
@@ -22,7 +23,7 @@ impl Submitter {
     /// dropped; requests queue meanwhile (up to `submit_queue_max`), and callers
     /// wait for their answers. Holding it does not block the async runtime: only the
     /// sequencer thread waits for the decider, everyone else tries it.
-    #[doc(hidden)]
+    #[cfg(any(test, feature = "test-support"))]
     pub fn hold_decisions_for_tests(&self) -> DecisionsHeld<'_> {
         DecisionsHeld {
             _decider: self.core.decider.lock().expect("decider lock"),
