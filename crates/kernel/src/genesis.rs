@@ -6,7 +6,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::governance::GovernanceConfig;
 use crate::ledger::Resource;
-use crate::limits::{builtin_limit, LimitSpec, OnSoft};
+use crate::limits::LimitSpec;
+#[cfg(any(test, feature = "test-support"))]
+use crate::limits::{builtin_limit, OnSoft};
 use crate::principal::{PrincipalKind, TokenHash};
 
 /// Limits, quota defaults and the first admin, as read from `config/genesis/`.
@@ -61,7 +63,8 @@ impl QuotaConfig {
 
 impl Genesis {
     /// A genesis without limits or quotas, for benchmarks that measure the machinery
-    /// rather than the denials.
+    /// rather than the denials. Test support (the `test-support` feature).
+    #[cfg(any(test, feature = "test-support"))]
     pub fn unlimited_for_benchmarks(admin_token_hash: TokenHash) -> Genesis {
         let mut genesis = Genesis::for_tests(admin_token_hash);
         for quotas in genesis.quotas.defaults.values_mut() {
@@ -77,7 +80,9 @@ impl Genesis {
     }
 
     /// A small genesis for examples and tests: accounts soft 8 / hard 10, generous
-    /// quotas, one-minute flow windows.
+    /// quotas, one-minute flow windows. Test support (the `test-support` feature):
+    /// a node's genesis comes from `config/genesis/`.
+    #[cfg(any(test, feature = "test-support"))]
     pub fn for_tests(admin_token_hash: TokenHash) -> Genesis {
         let limit = |name: &str, soft: Option<u64>, hard: Option<u64>| {
             let builtin = builtin_limit(name).expect("builtin limit");
