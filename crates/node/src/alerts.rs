@@ -141,6 +141,9 @@ async fn report_loop(shared: Arc<Shared>, node_url: String) {
     let mut every = tokio::time::interval(Duration::from_millis(every_ms));
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     every.tick().await; // the first tick is at once: a report covers a whole window
+                        // Each report starts where the last one ended: a tick delayed by a loaded machine
+                        // (or a slow sync) must not leave records between two windows, in no report.
+    let mut last_until: Option<u64> = None;
     loop {
         every.tick().await;
         if !watches(&shared) {
@@ -151,7 +154,8 @@ async fn report_loop(shared: Arc<Shared>, node_url: String) {
             return;
         }
         let until = now_ms();
-        let from = until.saturating_sub(every_ms);
+        let from = last_until.unwrap_or_else(|| until.saturating_sub(every_ms));
+        last_until = Some(until);
         let reader = shared.audit.clone();
         let built =
             tokio::task::spawn_blocking(move || crate::api::build_report(&reader, from, until))

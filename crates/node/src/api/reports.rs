@@ -84,7 +84,8 @@ pub(crate) fn build(
             summary.truncated = start > 1 && record.at_ms >= from_ms;
             first = false;
         }
-        if record.at_ms < from_ms {
+        // The window is [from, until): consecutive reports count each record once.
+        if record.at_ms < from_ms || record.at_ms >= until_ms {
             return ControlFlow::Continue(());
         }
         summary.records += 1;
@@ -289,7 +290,8 @@ pub async fn summary(
     if !app.shared.submitter.synced_through(decided).await {
         return Err(ApiError::shutting_down());
     }
-    let until = crate::sequencer::now_ms();
+    // Up to now, this millisecond included.
+    let until = crate::sequencer::now_ms().saturating_add(1);
     let reader = app.shared.audit.clone();
     let summary =
         tokio::task::spawn_blocking(move || build(&reader, until.saturating_sub(since_ms), until))
