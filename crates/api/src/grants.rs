@@ -57,7 +57,7 @@ pub struct ApprovalView {
 pub struct GrantView {
     pub id: u64,
     pub requester: String,
-    /// `scope`, `role` or `quota`.
+    /// `scope`, `role`, `quota` or `tool_call`.
     pub kind: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scope: Option<String>,
@@ -69,8 +69,14 @@ pub struct GrantView {
     pub resource: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub amount: Option<u64>,
+    /// A `tool_call`'s tool (`{server}__{tool}`) and its arguments' SHA-256: one call
+    /// of a tool marked `approval = "human"` in mcp.toml, waiting while it is decided.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arguments_sha256: Option<String>,
     pub ttl_ms: u64,
-    /// `pending`, `active`, `denied` or `expired`.
+    /// `pending`, `active`, `denied`, `expired` or (a tool call's) `used`.
     pub state: String,
     pub justification: String,
     pub created_at: String,

@@ -213,6 +213,10 @@ pub enum CommandBody {
         address: String,
         priority: Priority,
     },
+    /// Records a call of an upstream MCP server's tool once it ended, settling the
+    /// reservations its price was reserved with and using the approval it ran
+    /// under (see [`crate::tool_calls`]).
+    RecordToolCall(Box<crate::tool_calls::ToolCallRecord>),
 }
 
 /// Who may make a command, besides standing and a role that may act.
@@ -267,7 +271,10 @@ impl CommandBody {
                 | CommandBody::Release { .. }
                 | CommandBody::WorkerDisconnected { .. }
                 | CommandBody::SetArtifactRun { .. }
-        )
+        ) || matches!(self, CommandBody::RecordToolCall(record)
+            // A second record settles nothing twice: its reservations are settled
+            // (or its approval used) and it is refused.
+            if !record.charges.is_empty() || record.grant.is_some())
     }
 
     /// Whether the command travels in the governance lane, which no quota or limit
@@ -324,6 +331,7 @@ impl CommandBody {
             CommandBody::RequeueTask { .. } => "task.requeue",
             CommandBody::CancelTask { .. } => "task.cancel",
             CommandBody::SetTaskPriority { .. } => "task.priority",
+            CommandBody::RecordToolCall(_) => "mcp.tool_call",
             CommandBody::ReleaseQuarantine { .. } => "principal.release",
             CommandBody::RegisterWorker(_) => "worker.register",
             CommandBody::WorkerHeartbeat { .. } => "worker.heartbeat",

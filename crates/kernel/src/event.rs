@@ -470,6 +470,17 @@ pub enum Effect {
         priority: crate::command::Priority,
         previous: crate::command::Priority,
     },
+    /// A call of an upstream MCP server's tool, recorded (its charges are the
+    /// `ledger.commit` consequences that follow).
+    ToolCalled {
+        tool: String,
+        arguments_sha256: String,
+        outcome: crate::tool_calls::ToolOutcome,
+        result_bytes: u64,
+        duration_ms: u64,
+        charged: Vec<(Resource, u64)>,
+        grant: Option<u64>,
+    },
 }
 
 /// One decision of the kernel. A command yields one primary event and possibly

@@ -29,6 +29,15 @@ pub enum GrantWhat {
     Role { role: Role },
     /// More quota of a resource.
     Quota { resource: Resource, amount: u64 },
+    /// One call of an upstream MCP server's tool marked `approval = "human"`, with
+    /// exactly these arguments (their SHA-256, lowercase hex): decided by a human
+    /// member or admin of another lineage before `ttl` passes (the request ends by
+    /// itself then), and used once by the [`crate::tool_calls::ToolCallRecord`] that
+    /// names it.
+    ToolCall {
+        tool: String,
+        arguments_sha256: String,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,8 +48,11 @@ pub enum GrantState {
     /// In force until `expires_at_ms`.
     Active,
     Denied,
-    /// Ended at its `ttl`, its effect reverted.
+    /// Ended at its `ttl`, its effect reverted (a tool call's request: never decided
+    /// in time).
     Expired,
+    /// A tool call's approval, used by the call it approved.
+    Used,
 }
 
 impl GrantState {
@@ -50,6 +62,7 @@ impl GrantState {
             GrantState::Active => "active",
             GrantState::Denied => "denied",
             GrantState::Expired => "expired",
+            GrantState::Used => "used",
         }
     }
 }

@@ -39,6 +39,7 @@ pub mod streams;
 pub mod subject;
 pub mod tasks;
 pub mod tokens;
+pub mod tool_calls;
 pub mod workers;
 
 pub use address::{validate_address, AddressError};

@@ -60,6 +60,7 @@ fn variant(body: &CommandBody) -> &'static str {
         CommandBody::LeaseEdge(_) => "LeaseEdge",
         CommandBody::CancelTask { .. } => "CancelTask",
         CommandBody::SetTaskPriority { .. } => "SetTaskPriority",
+        CommandBody::RecordToolCall(_) => "RecordToolCall",
     }
 }
 
@@ -250,6 +251,16 @@ fn bodies() -> Vec<CommandBody> {
             address: "0.7.1.00005".into(),
             priority: Priority::Critical,
         },
+        CommandBody::RecordToolCall(Box::new(colony_kernel::tool_calls::ToolCallRecord {
+            tool: "files__read_file".into(),
+            arguments_sha256: "ab".repeat(32),
+            arguments_bytes: 42,
+            outcome: colony_kernel::tool_calls::ToolOutcome::Ok,
+            result_bytes: 1_234,
+            duration_ms: 17,
+            charges: vec![(41, 1)],
+            grant: Some(40),
+        })),
     ]
 }
 

@@ -80,10 +80,25 @@ impl State {
                     None => Err(format!("{address} has no {} quota", resource.as_str())),
                 }
             }
+            GrantWhat::ToolCall {
+                tool,
+                arguments_sha256,
+            } => crate::tool_calls::check_tool_name(tool)
+                .and_then(|()| crate::tool_calls::check_sha256(arguments_sha256)),
         };
         if let Err(message) = check {
             return Event::denied(ACTION, address, invalid(message));
         }
+        // A tool call's request waits for its decision only `ttl` (the call is held
+        // open meanwhile); any other waits until someone decides it.
+        let answer_by = match what {
+            GrantWhat::ToolCall { .. } => {
+                let at = command.at_ms.saturating_add(ttl_ms);
+                self.grant_expiries.insert((at, command.seq));
+                Some(at)
+            }
+            _ => None,
+        };
         self.grants.insert(
             command.seq,
             Grant {
@@ -98,7 +113,7 @@ impl State {
                 approvals: Vec::new(),
                 decided_by: None,
                 decided_at_ms: None,
-                expires_at_ms: None,
+                expires_at_ms: answer_by,
                 applied: false,
             },
         );
@@ -153,6 +168,12 @@ impl State {
         let is_admin = approver.roles.contains(&Role::Admin);
         let (needs_both_sides, eligible, who) = match &grant.what {
             GrantWhat::Scope { .. } | GrantWhat::Role { .. } => (false, is_admin, "an admin"),
+            GrantWhat::ToolCall { .. } => (
+                false,
+                approver.kind == PrincipalKind::Human
+                    && (is_admin || approver.roles.contains(&Role::Member)),
+                "a human member or admin of another lineage",
+            ),
             GrantWhat::Quota { resource, amount } => {
                 let bound = self
                     .governance
@@ -180,6 +201,10 @@ impl State {
         let by = approver.address.clone();
         let now = command.at_ms;
         let grant = self.grants.get_mut(&id).expect("found above");
+        if let Some(at) = grant.expires_at_ms.take() {
+            // A tool call's request stops waiting: it is decided.
+            self.grant_expiries.remove(&(at, id));
+        }
         if !approve {
             grant.state = GrantState::Denied;
             grant.decided_by = Some(by);
@@ -232,6 +257,7 @@ impl State {
             let Some(grant) = self.grants.get_mut(&id) else {
                 continue;
             };
+            // An active grant ends; a tool call's request not decided in time too.
             grant.state = GrantState::Expired;
             let (requester, what, applied) = (grant.requester, grant.what.clone(), grant.applied);
             let subject = grant.requester_address.clone();
@@ -295,6 +321,8 @@ impl State {
                 };
                 true
             }
+            // The approval is the whole effect: the call it names runs once.
+            GrantWhat::ToolCall { .. } => false,
         }
     }
 
@@ -303,7 +331,12 @@ impl State {
         let ended: Vec<u64> = self
             .grants
             .values()
-            .filter(|g| matches!(g.state, GrantState::Denied | GrantState::Expired))
+            .filter(|g| {
+                matches!(
+                    g.state,
+                    GrantState::Denied | GrantState::Expired | GrantState::Used
+                )
+            })
             .map(|g| g.id)
             .collect();
         for id in ended

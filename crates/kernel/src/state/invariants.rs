@@ -200,11 +200,20 @@ impl State {
                 _ => return Err(format!("token hash of id {id} resolves to no such token")),
             }
         }
+        // An active grant is due to end; so is a tool call's request waiting for its
+        // decision.
+        let waits_for_end = |g: &crate::grants::Grant| match g.state {
+            crate::grants::GrantState::Active => true,
+            crate::grants::GrantState::Pending => {
+                matches!(g.what, crate::grants::GrantWhat::ToolCall { .. })
+            }
+            _ => false,
+        };
         for grant in self.grants.values() {
             let due = grant
                 .expires_at_ms
                 .is_some_and(|at| self.grant_expiries.contains(&(at, grant.id)));
-            if (grant.state == crate::grants::GrantState::Active) != due {
+            if waits_for_end(grant) != due {
                 return Err(format!(
                     "grant {} is {} but {} due to end",
                     grant.id,
@@ -213,13 +222,7 @@ impl State {
                 ));
             }
         }
-        if self.grant_expiries.len()
-            != self
-                .grants
-                .values()
-                .filter(|g| g.state == crate::grants::GrantState::Active)
-                .count()
-        {
+        if self.grant_expiries.len() != self.grants.values().filter(|g| waits_for_end(g)).count() {
             return Err("a grant end is due for a grant that is not active".into());
         }
         for token in self.tokens.values() {

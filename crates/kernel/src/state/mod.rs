@@ -37,6 +37,7 @@ mod streams;
 mod task_control;
 mod tasks;
 mod tokens;
+mod tool_calls;
 mod workers;
 
 const SYSTEM_ADDRESS: &str = "0.1";
@@ -439,6 +440,9 @@ impl State {
             }
             CommandBody::SetTaskPriority { address, priority } => {
                 self.set_task_priority(command, address, *priority)
+            }
+            CommandBody::RecordToolCall(record) => {
+                self.record_tool_call(fx, command, &actor_address, record)
             }
             CommandBody::Propose { target, brake_only } => {
                 self.propose(command, target, *brake_only)

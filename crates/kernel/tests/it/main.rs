@@ -17,4 +17,5 @@ mod simulation;
 mod task_control;
 mod tasks;
 mod tokens;
+mod tool_calls;
 mod workers;

@@ -468,7 +468,15 @@ impl World {
             20 => {
                 // Grants: asked for (scopes, roles, quotas of every size) and decided.
                 if rng.chance(50) || self.grants.is_empty() {
-                    let what = match rng.below(4) {
+                    let what = match rng.below(5) {
+                        4 => GrantWhat::ToolCall {
+                            tool: "files__delete".into(),
+                            arguments_sha256: if rng.chance(90) {
+                                "ab".repeat(32)
+                            } else {
+                                "nope".into()
+                            },
+                        },
                         0 => GrantWhat::Role {
                             role: [Role::Admin, Role::Member, Role::Observer]
                                 [rng.below(3) as usize],
@@ -497,8 +505,28 @@ impl World {
                     } else {
                         actor
                     };
-                    let approve = rng.chance(80);
-                    self.run(approver, CommandBody::DecideGrant { grant, approve });
+                    if rng.chance(30) {
+                        // A tool call recorded under it (usable or not), settling
+                        // some reservation (anyone's, any amount).
+                        let charges = rng
+                            .pick(&self.reservations)
+                            .map(|r| vec![(r, rng.below(3))])
+                            .unwrap_or_default();
+                        let record = colony_kernel::tool_calls::ToolCallRecord {
+                            tool: "files__delete".into(),
+                            arguments_sha256: "ab".repeat(32),
+                            arguments_bytes: rng.below(100),
+                            outcome: colony_kernel::tool_calls::ToolOutcome::Ok,
+                            result_bytes: rng.below(100),
+                            duration_ms: rng.below(100),
+                            charges,
+                            grant: rng.chance(80).then_some(grant),
+                        };
+                        self.run(actor, CommandBody::RecordToolCall(Box::new(record)));
+                    } else {
+                        let approve = rng.chance(80);
+                        self.run(approver, CommandBody::DecideGrant { grant, approve });
+                    }
                 }
             }
             22 => {

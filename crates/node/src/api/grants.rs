@@ -37,6 +37,14 @@ fn view(grant: &Grant) -> GrantView {
             Some(resource.as_str().to_string()),
             Some(*amount),
         ),
+        GrantWhat::ToolCall { .. } => ("tool_call", None, None, None, None, None),
+    };
+    let (tool, arguments_sha256) = match &grant.what {
+        GrantWhat::ToolCall {
+            tool,
+            arguments_sha256,
+        } => (Some(tool.clone()), Some(arguments_sha256.clone())),
+        _ => (None, None),
     };
     GrantView {
         id: grant.id,
@@ -47,6 +55,8 @@ fn view(grant: &Grant) -> GrantView {
         role,
         resource,
         amount,
+        tool,
+        arguments_sha256,
         ttl_ms: grant.ttl_ms,
         state: grant.state.as_str().to_string(),
         justification: grant.justification.clone(),
