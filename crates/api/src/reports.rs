@@ -33,6 +33,19 @@ pub struct Spend {
     pub records: Vec<u64>,
 }
 
+/// Calls of one upstream MCP tool by one principal (`mcp.tool_call`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ToolCalls {
+    /// `{server}__{tool}`.
+    pub tool: String,
+    /// The caller's address.
+    pub who: String,
+    pub calls: u64,
+    /// Calls whose outcome was not `ok`.
+    pub failed: u64,
+    pub records: Vec<u64>,
+}
+
 /// Denials for one reason (and limit, when a limit denied).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct DenialCount {
@@ -82,4 +95,7 @@ pub struct Summary {
     /// Decisions on commands made through MCP tools (justification `[mcp] ...`).
     #[serde(default)]
     pub mcp_calls: Figure,
+    /// Calls of upstream MCP tools by tool and principal, most first.
+    #[serde(default)]
+    pub tool_calls: Vec<ToolCalls>,
 }

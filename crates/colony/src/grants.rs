@@ -56,6 +56,14 @@ fn what(grant: &GrantView) -> String {
     match grant.kind.as_str() {
         "scope" => format!("scope {}", opt(&grant.scope)),
         "role" => format!("role {}", opt(&grant.role)),
+        "tool_call" => format!(
+            "one call of {} (arguments sha256 {})",
+            opt(&grant.tool),
+            grant
+                .arguments_sha256
+                .as_deref()
+                .map_or("-", |d| &d[..d.len().min(16)])
+        ),
         _ => format!("{} more {}", opt(&grant.amount), opt(&grant.resource)),
     }
 }

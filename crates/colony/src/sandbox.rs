@@ -156,35 +156,15 @@ const REPORT_FD: i32 = 3;
 /// bubblewrap's arguments: the system read-only, a fresh /dev, /proc and /tmp, the
 /// work directory writable, every namespace unshared (the network unless allowed).
 fn bwrap_args(workdir: &Path, allow_net: bool) -> Vec<String> {
-    let mut args: Vec<String> = Vec::new();
-    let mut push = |items: &[&str]| args.extend(items.iter().map(|s| s.to_string()));
-    push(&["--ro-bind", "/usr", "/usr", "--ro-bind", "/etc", "/etc"]);
-    for top in ["/bin", "/sbin", "/lib", "/lib32", "/lib64"] {
-        let path = Path::new(top);
-        match std::fs::read_link(path) {
-            Ok(target) => push(&["--symlink", &target.to_string_lossy(), top]),
-            Err(_) if path.is_dir() => push(&["--ro-bind", top, top]),
-            Err(_) => {}
-        }
-    }
-    push(&["--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]);
-    let work = workdir.to_string_lossy();
-    push(&[
-        "--bind", &work, &work, "--chdir", &work, "--setenv", "HOME", &work,
-    ]);
-    push(&["--unshare-all", "--die-with-parent", "--new-session"]);
-    if allow_net {
-        push(&["--share-net"]);
-    }
-    args
+    colony_node::sandbox::bwrap_args(&colony_node::sandbox::Jail {
+        workdir: workdir.to_path_buf(),
+        allow_net,
+        ..Default::default()
+    })
 }
 
 fn find(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join(name))
-            .find(|path| path.is_file())
-    })
+    colony_node::sandbox::find_program(name)
 }
 
 /// What a command used.

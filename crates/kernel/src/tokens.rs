@@ -22,7 +22,8 @@ pub const TOKEN_TTL_MAX_MS: u64 = 366 * 24 * 3_600 * 1_000;
 /// The scopes a token may name. `*` (every scope its principal's roles allow) is
 /// the principal's first token's; `bus:PATTERN` limits the bus to subjects matching
 /// a pattern; `task:ADDRESS` allows acting on one task (and its subtasks) and LLM
-/// calls made for it.
+/// calls made for it; `mcp:SERVER` or `mcp:SERVER__TOOL` allows calling an upstream
+/// MCP server's tools through the node's MCP gateway.
 pub const SCOPE_NAMES: [&str; 9] = [
     "llm",
     "bus",
@@ -46,6 +47,9 @@ pub enum Scope<'a> {
     Subjects(&'a str),
     /// One task and its subtasks.
     Task(&'a str),
+    /// The tools of one upstream MCP server (`mcp:SERVER`) or one of them
+    /// (`mcp:SERVER__TOOL`), as `mcp.toml` names them.
+    Mcp(&'a str),
 }
 
 impl<'a> Scope<'a> {
@@ -70,13 +74,18 @@ impl<'a> Scope<'a> {
             }
             return Ok(Scope::Task(address));
         }
+        if let Some(name) = text.strip_prefix("mcp:") {
+            crate::tool_calls::check_tool_name(name)
+                .map_err(|error| format!("scope {text:?}: {error}"))?;
+            return Ok(Scope::Mcp(name));
+        }
         SCOPE_NAMES
             .iter()
             .find(|name| **name == text)
             .map(|name| Scope::Named(name))
             .ok_or_else(|| {
                 format!(
-                    "no scope {text:?}; scopes are {}, bus:PATTERN and task:ADDRESS",
+                    "no scope {text:?}; scopes are {}, bus:PATTERN, task:ADDRESS and mcp:SERVER[__TOOL]",
                     SCOPE_NAMES.join(", ")
                 )
             })

@@ -167,11 +167,13 @@ impl Services for NodeServices {
 pub(crate) struct DecisionFanout {
     pub(crate) bus: Arc<Bus>,
     pub(crate) artifacts: colony_artifacts::Runtime,
+    /// Tool calls waiting for a person's approval.
+    pub(crate) approvals: Arc<crate::mcp::upstream::Approvals>,
 }
 
 impl colony_pipeline::sequencer::DecisionSink for DecisionFanout {
     fn wants_decisions(&self) -> bool {
-        self.bus.wants_decisions()
+        self.bus.wants_decisions() || self.approvals.any_waiting()
     }
 
     fn wants_offers(&self) -> bool {
@@ -191,5 +193,8 @@ impl colony_pipeline::sequencer::DecisionSink for DecisionFanout {
 
     fn decided(&self, command: &colony_kernel::Command, events: &[colony_kernel::Event]) {
         self.bus.decided(command, events);
+        if self.approvals.any_waiting() {
+            self.approvals.decided(events);
+        }
     }
 }

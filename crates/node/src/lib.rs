@@ -38,6 +38,7 @@ pub mod listener;
 pub mod mcp;
 pub mod mock_llm;
 mod node;
+pub mod sandbox;
 pub mod scope;
 pub mod supervisor;
 pub mod tls;

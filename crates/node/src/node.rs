@@ -49,6 +49,9 @@ pub struct NodeConfig {
     /// Run as one node of a cluster whose command log is a NATS JetStream stream
     /// (`colony up --cluster`); `None` is the embedded default.
     pub cluster: Option<colony_cluster::ClusterConfig>,
+    /// The upstream MCP servers whose tools the node offers; when `None`,
+    /// `mcp.toml` in the configuration directory (read at every start), else none.
+    pub mcp: Option<crate::mcp::upstream::McpConfig>,
 }
 
 impl Default for NodeConfig {
@@ -77,6 +80,7 @@ impl Default for NodeConfig {
             listen_limits: None,
             artifacts: None,
             cluster: None,
+            mcp: None,
         }
     }
 }
@@ -108,6 +112,8 @@ pub struct Node {
     sampler: tokio::task::JoinHandle<()>,
     /// Watches the figures for alerts.
     watcher: tokio::task::JoinHandle<()>,
+    /// The upstream MCP servers it runs.
+    upstreams: Arc<crate::mcp::upstream::Upstreams>,
 }
 
 impl Node {
@@ -277,9 +283,11 @@ impl Node {
         })?;
         // Before any connection (nobody can subscribe before), so no decision that
         // someone could hear of goes unpublished.
+        let approvals: Arc<crate::mcp::upstream::Approvals> = Default::default();
         event_tap.connect(Arc::new(crate::artifacts::DecisionFanout {
             bus: Arc::clone(&bus),
             artifacts: artifacts.clone(),
+            approvals: Arc::clone(&approvals),
         }));
         let supervisor_status: crate::supervisor::SupervisorStatus = Default::default();
         let alerts_config =
@@ -322,13 +330,28 @@ impl Node {
         let app = AppState {
             shared: Arc::clone(&shared),
         };
+        let mcp_config = match config.mcp.clone() {
+            Some(mcp) => mcp,
+            None => crate::mcp::upstream::config::load(&config.config_dir)?,
+        };
+        tracing::info!(
+            servers = mcp_config.servers.len(),
+            source = %mcp_config.source,
+            "MCP gateway: starting upstream servers"
+        );
+        let upstreams =
+            crate::mcp::upstream::Upstreams::start(mcp_config, &config.data_dir, approvals)
+                .await
+                .map_err(|error| NodeError::Io {
+                    context: "the MCP gateway's upstream servers".into(),
+                    source: std::io::Error::other(error),
+                })?;
         let router = crate::api::router(app.clone());
-        let router = crate::mcp::mount(app, router, tls.is_some()).map_err(|error| {
-            crate::NodeError::Io {
+        let router = crate::mcp::mount(app, router, tls.is_some(), Arc::clone(&upstreams))
+            .map_err(|error| crate::NodeError::Io {
                 context: "the MCP server's tools".into(),
                 source: std::io::Error::other(error),
-            }
-        })?;
+            })?;
         let (stop_server, stopped) = tokio::sync::watch::channel(false);
         let server = tokio::spawn(crate::listener::serve(
             listener,
@@ -391,6 +414,7 @@ impl Node {
             reconciler,
             sampler,
             watcher,
+            upstreams,
         })
     }
 
@@ -464,6 +488,7 @@ impl Node {
         self.reconciler.abort();
         self.sampler.abort();
         self.watcher.abort();
+        self.upstreams.stop().await;
         self.shared.artifacts.shutdown().await;
         self.shared.bus.close_all();
         let _ = self.stop_server.send(true);

@@ -75,6 +75,7 @@ pub(crate) fn build(
     };
     let (mut by_principal, mut by_model) = (BTreeMap::new(), BTreeMap::new());
     let mut denials: BTreeMap<(String, Option<String>), DenialCount> = BTreeMap::new();
+    let mut tools: BTreeMap<(String, String), colony_api::reports::ToolCalls> = BTreeMap::new();
     let mut first = true;
     reader.scan(start, |_, bytes| {
         let Ok(record) = serde_json::from_slice::<Record>(bytes) else {
@@ -143,6 +144,24 @@ pub(crate) fn build(
             ("principal.quarantine", _) => note(&mut summary.quarantines, seq),
             ("principal.create", true) => note(&mut summary.principals_created, seq),
             ("alert.raise", true) => note(&mut summary.alerts_raised, seq),
+            ("mcp.tool_call", true) => {
+                let effect = &record.detail["effect"];
+                let tool = effect["tool"].as_str().unwrap_or("(unknown)").to_string();
+                let entry = tools
+                    .entry((tool.clone(), record.actor.clone()))
+                    .or_insert_with(|| colony_api::reports::ToolCalls {
+                        tool,
+                        who: record.actor.clone(),
+                        ..Default::default()
+                    });
+                entry.calls += 1;
+                if effect["outcome"] != "ok" {
+                    entry.failed += 1;
+                }
+                if entry.records.len() < EXAMPLES {
+                    entry.records.push(seq);
+                }
+            }
             _ => {}
         }
         ControlFlow::Continue(())
@@ -157,6 +176,9 @@ pub(crate) fn build(
     let mut denials: Vec<DenialCount> = denials.into_values().collect();
     denials.sort_by(|a, b| b.count.cmp(&a.count).then(a.code.cmp(&b.code)));
     summary.denials_by_reason = denials;
+    let mut tools: Vec<_> = tools.into_values().collect();
+    tools.sort_by(|a, b| b.calls.cmp(&a.calls).then(a.tool.cmp(&b.tool)));
+    summary.tool_calls = tools;
     Ok(summary)
 }
 
@@ -221,6 +243,20 @@ pub fn markdown(summary: &Summary) -> String {
                 denial.limit.as_deref().unwrap_or(""),
                 denial.count,
                 links(&denial.records)
+            ));
+        }
+        text.push('\n');
+    }
+    if !summary.tool_calls.is_empty() {
+        text.push_str("## MCP tool calls\n\n| tool | by | calls | failed | decisions |\n|---|---|---|---|---|\n");
+        for calls in &summary.tool_calls {
+            text.push_str(&format!(
+                "| {} | {} | {} | {} | {} |\n",
+                calls.tool,
+                calls.who,
+                calls.calls,
+                calls.failed,
+                links(&calls.records)
             ));
         }
         text.push('\n');

@@ -12,6 +12,7 @@
 mod schema;
 mod server;
 mod tools;
+pub mod upstream;
 
 use std::sync::Arc;
 
@@ -33,12 +34,18 @@ pub const MCP_MESSAGE_BYTES_MAX: usize = 1 << 20;
 
 /// `/mcp` and the protected-resource metadata, added to the node's `router` (whose
 /// routes the tools call).
-pub fn mount(app: AppState, router: axum::Router, tls: bool) -> Result<axum::Router, String> {
+pub fn mount(
+    app: AppState,
+    router: axum::Router,
+    tls: bool,
+    upstreams: Arc<upstream::Upstreams>,
+) -> Result<axum::Router, String> {
     let tools = Arc::new(server::build()?);
     let handler = server::ColonyMcp {
         app: app.clone(),
         router: router.clone(),
         tools,
+        upstreams,
     };
     // Hosts and origins are checked by `gate` (any host may name a node; a page of
     // another origin may not call it).

@@ -79,6 +79,8 @@ pub(crate) struct ColonyMcp {
     /// call meets.
     pub(crate) router: axum::Router,
     pub(crate) tools: Arc<Vec<Built>>,
+    /// Other MCP servers' tools, governed (`mcp.toml`).
+    pub(crate) upstreams: Arc<super::upstream::Upstreams>,
 }
 
 impl ColonyMcp {
@@ -204,12 +206,13 @@ impl ServerHandler for ColonyMcp {
         context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, McpError> {
         let (caller, _) = self.caller(&context)?;
-        let tools = self
+        let mut tools: Vec<Tool> = self
             .tools
             .iter()
             .filter(|built| self.visible(&caller, built))
             .map(|built| built.tool.clone())
             .collect();
+        tools.extend(self.upstreams.list(&caller));
         Ok(ListToolsResult::with_all_items(tools))
     }
 
@@ -218,8 +221,15 @@ impl ServerHandler for ColonyMcp {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
-        let (_, token) = self.caller(&context)?;
+        let (caller, token) = self.caller(&context)?;
         let Some(built) = self.tools.iter().find(|b| b.spec.name == request.name) else {
+            if self.upstreams.serves(&request.name) {
+                let arguments = request.arguments.unwrap_or_default();
+                return Ok(self
+                    .upstreams
+                    .call(&self.app, &caller, &request.name, arguments)
+                    .await);
+            }
             return Err(McpError::invalid_params(
                 format!("no tool named `{}`", request.name),
                 None,

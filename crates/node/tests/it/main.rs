@@ -24,6 +24,7 @@ mod gateway_tls;
 mod governance_api;
 mod grants;
 mod mcp;
+mod mcp_gateway;
 mod openapi;
 mod outbox;
 mod properties;

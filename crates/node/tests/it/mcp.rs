@@ -7,13 +7,13 @@ use crate::common;
 
 use serde_json::{json, Value};
 
-struct Mcp {
-    base: String,
-    http: reqwest::Client,
+pub(crate) struct Mcp {
+    pub(crate) base: String,
+    pub(crate) http: reqwest::Client,
 }
 
 impl Mcp {
-    async fn post(
+    pub(crate) async fn post(
         &self,
         token: Option<&str>,
         version: &str,
@@ -39,7 +39,7 @@ impl Mcp {
         )
     }
 
-    async fn call(&self, token: &str, tool: &str, arguments: Value) -> Value {
+    pub(crate) async fn call(&self, token: &str, tool: &str, arguments: Value) -> Value {
         let (status, _, answer) = self
             .post(
                 Some(token),
@@ -52,7 +52,7 @@ impl Mcp {
         answer["result"].clone()
     }
 
-    async fn tool_names(&self, token: &str) -> Vec<String> {
+    pub(crate) async fn tool_names(&self, token: &str) -> Vec<String> {
         let (status, _, answer) = self
             .post(
                 Some(token),
