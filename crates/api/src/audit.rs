@@ -32,3 +32,19 @@ pub struct AuditPage {
     /// The index of the last record the node holds.
     pub last_seq: u64,
 }
+
+/// `GET /v1/audit/head`: the node's newest signed head of the decision log. The
+/// signature covers exactly the UTF-8 bytes `colony-audit-head/v1\n{seq}\n{head}\n{at_ms}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SignedHeadView {
+    /// The record the head is the chain hash of.
+    pub seq: u64,
+    /// Its chain hash, lowercase hex.
+    pub head: String,
+    /// When it was signed, Unix milliseconds.
+    pub at_ms: u64,
+    /// The node's raw 32-byte Ed25519 public key, standard base64.
+    pub public_key: String,
+    /// The raw 64-byte Ed25519 signature, standard base64.
+    pub signature: String,
+}

@@ -24,6 +24,10 @@ pub struct ClusterView {
     /// Every Colony node heard from on the cluster, this one included.
     #[serde(default)]
     pub nodes: Vec<NodeView>,
+    /// This node's Ed25519 public key (standard base64 of its 32 bytes): what its
+    /// signed heads of the decision log are checked with.
+    #[serde(default)]
+    pub public_key: String,
 }
 
 /// The JetStream stream that holds the command log.

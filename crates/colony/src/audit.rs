@@ -14,7 +14,26 @@ use crate::Remote;
 
 pub async fn run(command: AuditCommand) -> anyhow::Result<ExitCode> {
     match command {
-        AuditCommand::Verify { data, replay, json } => verify(&data, replay, json),
+        AuditCommand::Verify {
+            data,
+            replay,
+            json,
+            head,
+            key,
+        } => {
+            let heads = match signed_heads(&data, &head, &key).await {
+                Ok(heads) => heads,
+                Err(error) => {
+                    if json {
+                        crate::output::json(&json!({ "ok": false, "heads": format!("{error:#}") }));
+                    } else {
+                        eprintln!("{error:#}");
+                    }
+                    return Ok(ExitCode::FAILURE);
+                }
+            };
+            verify(&data, replay, json, &heads)
+        }
         AuditCommand::Tail {
             limit,
             actor,
@@ -122,8 +141,76 @@ fn print_records(records: &[Value], json_lines: bool, streaming: bool) {
     }
 }
 
-fn verify(data: &std::path::Path, replay: bool, json_output: bool) -> anyhow::Result<ExitCode> {
-    match colony_log::verify_audit(data) {
+/// The signed heads of `sources` (files or URLs), each signature checked against
+/// `keys` (or, without any, the data directory's `node.pub`, said so).
+async fn signed_heads(
+    data: &std::path::Path,
+    sources: &[String],
+    keys: &[String],
+) -> anyhow::Result<Vec<colony_log::heads::SignedHead>> {
+    use anyhow::Context;
+    if sources.is_empty() {
+        anyhow::ensure!(
+            keys.is_empty(),
+            "--key pins whose heads count: give them with --head"
+        );
+        return Ok(Vec::new());
+    }
+    let trusted = if keys.is_empty() {
+        let file = data.join(colony_node::identity::PUBLIC_KEY_FILE);
+        let text = std::fs::read_to_string(&file)
+            .with_context(|| format!("no --key given and {} cannot be read", file.display()))?;
+        eprintln!(
+            "colony audit verify: trusting the data directory's own key ({}): pass --key to pin whose signatures count",
+            file.display()
+        );
+        vec![colony_log::heads::decode_key(&text).map_err(anyhow::Error::msg)?]
+    } else {
+        keys.iter()
+            .map(|key| colony_log::heads::decode_key(key).map_err(anyhow::Error::msg))
+            .collect::<anyhow::Result<Vec<_>>>()?
+    };
+    let mut heads = Vec::new();
+    for source in sources {
+        let text = if source.starts_with("http://") || source.starts_with("https://") {
+            let mut request = reqwest::Client::new().get(source);
+            if let Ok(token) = std::env::var("COLONY_TOKEN") {
+                request = request.bearer_auth(token);
+            }
+            let response = request
+                .send()
+                .await
+                .with_context(|| format!("GET {source}"))?;
+            anyhow::ensure!(
+                response.status().is_success(),
+                "GET {source}: {}",
+                response.status()
+            );
+            response
+                .text()
+                .await
+                .with_context(|| format!("GET {source}"))?
+        } else {
+            std::fs::read_to_string(source).with_context(|| format!("reading {source}"))?
+        };
+        let parsed = colony_log::heads::parse_heads(&text)
+            .map_err(|error| anyhow::anyhow!("{source}: {error}"))?;
+        for head in parsed {
+            head.verify(&trusted)
+                .map_err(|error| anyhow::anyhow!("{source}: {error}"))?;
+            heads.push(head);
+        }
+    }
+    Ok(heads)
+}
+
+fn verify(
+    data: &std::path::Path,
+    replay: bool,
+    json_output: bool,
+    heads: &[colony_log::heads::SignedHead],
+) -> anyhow::Result<ExitCode> {
+    match colony_log::verify_audit_against(data, heads) {
         Ok(report) => {
             if replay {
                 if let Err(error) = colony_log::verify_replay(data) {
@@ -137,13 +224,20 @@ fn verify(data: &std::path::Path, replay: bool, json_output: bool) -> anyhow::Re
             }
             if json_output {
                 crate::output::json(
-                    &json!({ "ok": true, "records": report.records, "head_hash": report.head_hash, "replayed": replay }),
+                    &json!({ "ok": true, "records": report.records, "head_hash": report.head_hash, "replayed": replay, "signed_heads": report.heads }),
                 );
             } else {
                 println!(
                     "verified {} decision records; head hash {}",
                     report.records, report.head_hash
                 );
+                if report.heads > 0 {
+                    println!(
+                        "the chain matches {} signed head{}",
+                        report.heads,
+                        if report.heads == 1 { "" } else { "s" }
+                    );
+                }
                 if replay {
                     println!("replaying the command log reproduces every record");
                 }
@@ -210,6 +304,16 @@ pub enum AuditCommand {
         /// Also replay the command log and check that it reproduces every record.
         #[arg(long)]
         replay: bool,
+        /// Signed heads to check the chain against (repeatable): a file holding one
+        /// head as GET /v1/audit/head answers it, a JSON array of them or one per
+        /// line (such as audit-heads.jsonl kept elsewhere), or that URL (with
+        /// COLONY_TOKEN). A history rewritten with every hash recomputed fails.
+        #[arg(long)]
+        head: Vec<String>,
+        /// Whose signatures count (standard base64 of an Ed25519 public key;
+        /// repeatable). Without it, the data directory's node.pub is trusted.
+        #[arg(long)]
+        key: Vec<String>,
         /// Print JSON.
         #[arg(long)]
         json: bool,

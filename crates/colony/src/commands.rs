@@ -81,6 +81,13 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         if secure { "wss" } else { "ws" },
         node.local_addr()
     );
+    println!(
+        "colony: node key {} (in {}): it signs the decision log's heads, GET /v1/audit/head",
+        node.public_key(),
+        args.data
+            .join(colony_node::identity::PUBLIC_KEY_FILE)
+            .display()
+    );
     if let Some(cluster) = node.cluster() {
         println!(
             "colony: node {} of a cluster; the command log is the JetStream stream {}, applied here through command {}",

@@ -194,6 +194,8 @@ pub fn check_record(bytes: &[u8], expected_seq: u64, prev: &[u8; 32]) -> Result<
 pub struct VerifyReport {
     pub records: u64,
     pub head_hash: String,
+    /// Signed heads the chain was checked against.
+    pub heads: u64,
 }
 
 /// A record that does not verify.
@@ -209,6 +211,74 @@ pub struct VerifyFailure {
 /// Recomputes the whole chain of the decision log in `data_dir/audit`. Never repairs:
 /// a torn tail is reported like any other damage.
 pub fn verify_audit(data_dir: &Path) -> Result<VerifyReport, VerifyFailure> {
+    verify_audit_against(data_dir, &[])
+}
+
+/// [`verify_audit`], and the chain's hash at each of `heads`' sequence numbers
+/// equal to the head signed there (their signatures are the caller's to check):
+/// a history rewritten with every hash recomputed after the change fails at the
+/// first signed head after it, naming the records between the last head that still
+/// agrees and that one.
+pub fn verify_audit_against(
+    data_dir: &Path,
+    heads: &[crate::heads::SignedHead],
+) -> Result<VerifyReport, VerifyFailure> {
+    let mut expected: Vec<(u64, &str)> = heads.iter().map(|h| (h.seq, h.head.as_str())).collect();
+    expected.sort();
+    let mut next = 0;
+    let mut agreed = 0;
+    let report = verify_chain(data_dir, |seq, hash, path, offset| {
+        while let Some(&(at, head)) = expected.get(next) {
+            if at > seq {
+                break;
+            }
+            next += 1;
+            if at == 0 {
+                continue;
+            }
+            if hex::encode(hash) != head {
+                return Err(VerifyFailure {
+                    seq: agreed + 1,
+                    file: path.to_path_buf(),
+                    offset,
+                    reason: format!(
+                        "the chain at record {seq} hashes to {}, but the head signed for record {seq} is {head}: a record from {} to {seq} was rewritten ({})",
+                        hex::encode(hash),
+                        agreed + 1,
+                        if agreed == 0 {
+                            "no earlier signed head to narrow it".to_string()
+                        } else {
+                            format!("the head signed for record {agreed} still agrees")
+                        }
+                    ),
+                });
+            }
+            agreed = seq;
+        }
+        Ok(())
+    })?;
+    if let Some(&(at, _)) = expected.get(next) {
+        return Err(VerifyFailure {
+            seq: report.records + 1,
+            file: data_dir.join("audit"),
+            offset: 0,
+            reason: format!(
+                "the log ends at record {} but a head was signed for record {at}: records were removed",
+                report.records
+            ),
+        });
+    }
+    Ok(VerifyReport {
+        heads: heads.len() as u64,
+        ..report
+    })
+}
+
+/// Walks the chain, calling `at` with each record's seq, hash, file and offset.
+fn verify_chain(
+    data_dir: &Path,
+    mut at: impl FnMut(u64, &[u8; 32], &Path, u64) -> Result<(), VerifyFailure>,
+) -> Result<VerifyReport, VerifyFailure> {
     let dir = data_dir.join("audit");
     let fail = |seq, file: &Path, offset, reason: String| VerifyFailure {
         seq,
@@ -245,12 +315,14 @@ pub fn verify_audit(data_dir: &Path) -> Result<VerifyReport, VerifyFailure> {
             head.hash = check_record(payload, seq, &head.hash)
                 .map_err(|reason| fail(seq, &path, offset as u64, reason))?;
             head.seq = seq;
+            at(seq, &head.hash, &path, offset as u64)?;
             offset += 8 + payload.len();
         }
     }
     Ok(VerifyReport {
         records: head.seq,
         head_hash: hex::encode(head.hash),
+        heads: 0,
     })
 }
 

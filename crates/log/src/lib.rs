@@ -22,11 +22,12 @@
 
 pub mod audit;
 mod error;
+pub mod heads;
 mod segment;
 pub mod snapshot;
 mod store;
 
-pub use audit::{verify_audit, AuditRecord, VerifyReport};
+pub use audit::{verify_audit, verify_audit_against, AuditRecord, VerifyReport};
 pub use error::Error;
 pub use segment::{LogReader, OpenReport, SegmentLog, SegmentOptions, RECORD_BYTES_MAX};
 pub use store::{

@@ -41,6 +41,8 @@ pub struct Shared {
     pub artifacts: colony_artifacts::Runtime,
     /// Proximity alerts: `alerts.toml` and the webhooks.
     pub alerts: crate::alerts::AlertsRuntime,
+    /// The node's key and the decision log's signed heads.
+    pub heads: crate::audit_heads::Heads,
     /// Each limit's recent usage, for the dashboard's charts.
     pub history: std::sync::Mutex<colony_dashboard::History>,
     /// The cluster this node is one of (`None`: embedded).

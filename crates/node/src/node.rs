@@ -114,6 +114,8 @@ pub struct Node {
     watcher: tokio::task::JoinHandle<()>,
     /// The upstream MCP servers it runs.
     upstreams: Arc<crate::mcp::upstream::Upstreams>,
+    /// Signs the decision log's heads.
+    signer: tokio::task::JoinHandle<()>,
 }
 
 impl Node {
@@ -303,6 +305,18 @@ impl Node {
             check_every_ms = alerts_config.check_every_ms,
             "alerts ready"
         );
+        let node_key =
+            crate::identity::load_or_create(&config.data_dir).map_err(|error| NodeError::Io {
+                context: "the node's key".into(),
+                source: std::io::Error::other(error),
+            })?;
+        let heads_config = crate::audit_heads::HeadsConfig::load(&config.config_dir)?;
+        let heads = crate::audit_heads::Heads::open(node_key, &config.data_dir, heads_config)
+            .map_err(|error| NodeError::Io {
+                context: "the signed heads".into(),
+                source: std::io::Error::other(error),
+            })?;
+        tracing::info!(public_key = %heads.public_key(), "node key");
         let shared = Arc::new(Shared {
             artifacts: artifacts.clone(),
             gateway,
@@ -325,8 +339,10 @@ impl Node {
                 config: alerts_config,
                 webhooks,
             },
+            heads,
         });
         let sampler = tokio::spawn(crate::api::sample_history(Arc::clone(&shared)));
+        let signer = tokio::spawn(crate::audit_heads::sign_loop(Arc::clone(&shared)));
         let app = AppState {
             shared: Arc::clone(&shared),
         };
@@ -415,6 +431,7 @@ impl Node {
             sampler,
             watcher,
             upstreams,
+            signer,
         })
     }
 
@@ -431,6 +448,12 @@ impl Node {
     pub fn base_url(&self) -> String {
         let scheme = if self.tls.is_some() { "https" } else { "http" };
         format!("{scheme}://{}", self.local_addr)
+    }
+
+    /// The node's Ed25519 public key (standard base64), which its signed heads of
+    /// the decision log are checked with.
+    pub fn public_key(&self) -> String {
+        self.shared.heads.public_key()
     }
 
     /// The cluster this node is one of, when it is.
@@ -489,6 +512,7 @@ impl Node {
         self.sampler.abort();
         self.watcher.abort();
         self.upstreams.stop().await;
+        self.signer.abort();
         self.shared.artifacts.shutdown().await;
         self.shared.bus.close_all();
         let _ = self.stop_server.send(true);
@@ -514,6 +538,9 @@ impl Node {
         self.submitter.shutdown().await;
         let sequencer = self.sequencer;
         let _ = tokio::task::spawn_blocking(move || sequencer.join()).await;
+        // The last records are covered by a signed head too.
+        let shared = Arc::clone(&self.shared);
+        let _ = tokio::task::spawn_blocking(move || shared.heads.sign_if_due(&shared, true)).await;
         Ok(())
     }
 }

@@ -6,6 +6,7 @@ mod common;
 
 mod alerts;
 mod artifacts;
+mod audit_heads;
 mod cli;
 mod cluster;
 mod crash;

@@ -9,6 +9,30 @@ use super::{AppState, Params};
 use crate::auth::Caller;
 use crate::ApiError;
 
+/// The node's newest signed head of the decision log (`404` before the first is
+/// signed: within `audit.toml`'s `interval` of the first records).
+#[utoipa::path(get, path = "/v1/audit/head", tag = "audit",
+    responses((status = 200, body = colony_api::audit::SignedHeadView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn head(
+    State(app): State<AppState>,
+    _caller: Caller,
+) -> Result<axum::Json<colony_api::audit::SignedHeadView>, ApiError> {
+    let head = app.shared.heads.newest().ok_or_else(|| {
+        ApiError::new(
+            axum::http::StatusCode::NOT_FOUND,
+            "not_found",
+            "no head is signed yet: one is within audit.toml's interval of the first records",
+        )
+    })?;
+    Ok(axum::Json(colony_api::audit::SignedHeadView {
+        seq: head.seq,
+        head: head.head,
+        at_ms: head.at_ms,
+        public_key: head.public_key,
+        signature: head.signature,
+    }))
+}
+
 /// Most records one page returns.
 pub const AUDIT_PAGE_RECORDS_MAX: usize = 1_000;
 /// Most records one filtered query examines before it returns what it found.

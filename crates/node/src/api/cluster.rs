@@ -13,15 +13,18 @@ use crate::auth::Caller;
 #[utoipa::path(get, path = "/v1/cluster", tag = "node",
     responses((status = 200, body = ClusterView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn view(State(app): State<AppState>, _caller: Caller) -> Json<ClusterView> {
-    match &app.shared.cluster {
-        Some(cluster) => Json(cluster.view().await),
-        None => Json(ClusterView {
+    let mut view = match &app.shared.cluster {
+        Some(cluster) => cluster.view().await,
+        None => ClusterView {
             mode: "embedded".into(),
             node: None,
             connected: true,
             applied_seq: app.shared.state.read().expect("state lock").last_seq,
             stream: None,
             nodes: Vec::new(),
-        }),
-    }
+            public_key: String::new(),
+        },
+    };
+    view.public_key = app.shared.heads.public_key();
+    Json(view)
 }

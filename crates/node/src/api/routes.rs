@@ -184,6 +184,7 @@ pub(crate) fn entries() -> Vec<Entry> {
         documented(routes!(ledger::free), Some("ledger"), Gated, Small),
         documented(routes!(ledger::me), Some("read"), Gated, Small),
         documented(routes!(audit::list), Some("read"), Gated, Small),
+        documented(routes!(audit::head), Some("read"), Gated, Small),
         documented(routes!(reports::summary), Some("read"), Gated, Small),
         documented(routes!(workers::register), Some("tasks"), Gated, Small),
         documented(routes!(workers::list), Some("read"), Gated, Small),

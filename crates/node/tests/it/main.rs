@@ -7,6 +7,7 @@ mod common;
 mod alerts;
 mod api;
 mod artifacts;
+mod audit_heads;
 mod authorization;
 mod bus_pubsub;
 mod bus_python;
