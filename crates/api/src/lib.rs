@@ -59,3 +59,18 @@ pub struct Justified {
     #[schema(value_type = String, required = true, min_length = 1, pattern = "\\S")]
     pub justification: Option<String>,
 }
+
+/// `text` percent-encoded for one URL path segment or query value: everything but
+/// ASCII letters, digits and `-._~` (RFC 3986's unreserved characters).
+pub fn percent_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                out.push(byte as char)
+            }
+            _ => out.push_str(&format!("%{byte:02X}")),
+        }
+    }
+    out
+}

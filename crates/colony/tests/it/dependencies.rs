@@ -44,7 +44,7 @@ fn no_crate_has_an_unused_direct_dependency() {
             continue;
         };
         let mut files = Vec::new();
-        for dir in ["src", "tests", "benches"] {
+        for dir in ["src", "tests", "benches", "examples"] {
             sources(&entry.path().join(dir), &mut files);
         }
         let code: String = files

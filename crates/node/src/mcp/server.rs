@@ -175,16 +175,7 @@ impl ColonyMcp {
 
 /// Percent-encodes one path segment or query value.
 fn encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        match byte {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                out.push(byte as char)
-            }
-            _ => out.push_str(&format!("%{byte:02X}")),
-        }
-    }
-    out
+    colony_api::percent_encode(text)
 }
 
 impl ServerHandler for ColonyMcp {

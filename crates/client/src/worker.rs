@@ -1,0 +1,243 @@
+//! A worker loop: a session registered (waiting its turn when queued), kept alive,
+//! tasks claimed for it one at a time, each given to the caller's handler while its
+//! lease is renewed, then completed or failed as the handler says. A task whose
+//! lease is lost (it went to someone else, or was cancelled) is dropped at once;
+//! a lost session ends the loop. The session is left gracefully at the end.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use colony_api::tasks::{ClaimRequest, TaskView};
+use colony_api::workers::{RegisterAnswer, RegisterRequest};
+use serde_json::Value;
+
+use crate::client::{Client, Held};
+use crate::Error;
+
+/// What a worker takes and how long it goes on.
+#[derive(Clone, Debug)]
+pub struct WorkerOptions {
+    /// The capabilities tasks are matched against.
+    pub capabilities: Vec<String>,
+    /// How long to wait before claiming again when nothing was claimable.
+    pub idle_pause: Duration,
+    /// Stop after this many tasks (`None`: until stopped).
+    pub max_tasks: Option<u64>,
+    /// The model the session says it uses (shown on the dashboard).
+    pub model: Option<String>,
+}
+
+impl Default for WorkerOptions {
+    fn default() -> Self {
+        WorkerOptions {
+            capabilities: Vec::new(),
+            idle_pause: Duration::from_secs(1),
+            max_tasks: None,
+            model: None,
+        }
+    }
+}
+
+/// One task given to the handler.
+#[derive(Clone, Debug)]
+pub struct Work {
+    pub task: TaskView,
+    /// What to present when checkpointing it or calling an LLM for it.
+    pub held: Held,
+    /// When the attempt fails as timed out, however often it is renewed (Unix ms).
+    pub attempt_deadline_ms: u64,
+    /// A client the handler may use (checkpoints, LLM calls for the task, the bus).
+    pub client: Client,
+}
+
+/// What the handler made of a task.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    /// Done, with its result (any JSON).
+    Complete(Value),
+    /// This attempt failed, and why: retried with backoff, or dead after its last.
+    Fail(String),
+}
+
+/// What a worker did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WorkerReport {
+    pub worker: u64,
+    pub completed: u64,
+    pub failed: u64,
+    /// Tasks whose lease was lost while they were worked on.
+    pub lost: u64,
+}
+
+/// Stops a running worker after the task at hand.
+#[derive(Clone, Default)]
+pub struct Stop(Arc<AtomicBool>);
+
+impl Stop {
+    pub fn stop(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    fn stopped(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// Runs a worker until `max_tasks`, `stop`, or a lost session.
+pub async fn run_worker<F, Fut>(
+    client: &Client,
+    options: &WorkerOptions,
+    stop: &Stop,
+    mut handler: F,
+) -> Result<WorkerReport, Error>
+where
+    F: FnMut(Work) -> Fut,
+    Fut: Future<Output = Outcome>,
+{
+    let registration = client
+        .register_worker(&RegisterRequest {
+            capabilities: options.capabilities.clone(),
+            model: options.model.clone(),
+            profile: None,
+            justification: Some("a colony-client worker starts".into()),
+        })
+        .await?;
+    let (worker, heartbeat_ms, lease_ms) = match registration {
+        RegisterAnswer::Registered(session) => {
+            (session.worker, session.heartbeat_ms, session.lease_ms)
+        }
+        RegisterAnswer::Queued(queued) => {
+            // Admitted when a place frees up: the session then answers heartbeats.
+            loop {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                if stop.stopped() {
+                    return Ok(WorkerReport {
+                        worker: queued.worker,
+                        ..WorkerReport::default()
+                    });
+                }
+                match client.worker_heartbeat(queued.worker).await {
+                    Ok(_) => break (queued.worker, 2_000, 30_000),
+                    Err(error) if error.status() == Some(409) => continue,
+                    Err(error) => return Err(error),
+                }
+            }
+        }
+    };
+    let lost_session = Stop::default();
+    let beating = {
+        let (client, lost_session) = (client.clone(), lost_session.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(heartbeat_ms.max(100))).await;
+                if let Err(error) = client.worker_heartbeat(worker).await {
+                    if error.is_gone() {
+                        lost_session.stop();
+                        return;
+                    }
+                }
+            }
+        })
+    };
+    let mut report = WorkerReport {
+        worker,
+        ..WorkerReport::default()
+    };
+    let result = work(
+        client,
+        options,
+        stop,
+        &lost_session,
+        worker,
+        lease_ms,
+        &mut report,
+        &mut handler,
+    )
+    .await;
+    beating.abort();
+    if !lost_session.stopped() {
+        let _ = client.leave(worker).await;
+    }
+    result.map(|()| report)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn work<F, Fut>(
+    client: &Client,
+    options: &WorkerOptions,
+    stop: &Stop,
+    lost_session: &Stop,
+    worker: u64,
+    lease_ms: u64,
+    report: &mut WorkerReport,
+    handler: &mut F,
+) -> Result<(), Error>
+where
+    F: FnMut(Work) -> Fut,
+    Fut: Future<Output = Outcome>,
+{
+    let done = |report: &WorkerReport| report.completed + report.failed + report.lost;
+    while !stop.stopped()
+        && !lost_session.stopped()
+        && options.max_tasks.is_none_or(|max| done(report) < max)
+    {
+        let claim = ClaimRequest {
+            capabilities: Vec::new(),
+            lease_ms: None,
+            worker: Some(worker),
+            justification: Some("a colony-client worker takes work".into()),
+        };
+        let Some(claimed) = client.claim(&claim).await? else {
+            tokio::time::sleep(options.idle_pause).await;
+            continue;
+        };
+        let held = Held {
+            address: claimed.task.address.clone(),
+            lease_token: claimed.lease.token,
+        };
+        let work = Work {
+            task: claimed.task,
+            held: held.clone(),
+            attempt_deadline_ms: claimed.lease.attempt_deadline_ms,
+            client: client.clone(),
+        };
+        // The handler works while the lease is renewed a few times per lease.
+        let renew_every = Duration::from_millis((lease_ms / 3).max(100));
+        let handling = handler(work);
+        tokio::pin!(handling);
+        let outcome = loop {
+            tokio::select! {
+                outcome = &mut handling => break Some(outcome),
+                _ = tokio::time::sleep(renew_every) => {
+                    if let Err(error) = client.heartbeat(&held).await {
+                        if error.is_gone() {
+                            break None;
+                        }
+                    }
+                }
+            }
+        };
+        let settled = match outcome {
+            None => {
+                report.lost += 1;
+                continue;
+            }
+            Some(Outcome::Complete(result)) => client
+                .complete(&held, result, "the handler completed it")
+                .await
+                .map(|_| report.completed += 1),
+            Some(Outcome::Fail(reason)) => client
+                .fail(&held, &reason)
+                .await
+                .map(|_| report.failed += 1),
+        };
+        match settled {
+            Ok(()) => {}
+            Err(error) if error.is_gone() => report.lost += 1,
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(())
+}

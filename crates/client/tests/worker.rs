@@ -1,0 +1,155 @@
+//! The client against a real node: typed calls and their refusals, the worker
+//! loop completing and failing tasks, and the example agent run as a program.
+
+use std::path::Path;
+use std::time::Duration;
+
+use colony_client::api::tasks::TaskRequest;
+use colony_client::{run_worker, Client, Outcome, Stop, WorkerOptions};
+use colony_node::{Node, NodeConfig};
+use serde_json::json;
+
+/// A node on the shipped genesis files and gateway (its offline scripted model).
+async fn node() -> (Node, String, String, tempfile::TempDir, tempfile::TempDir) {
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/genesis");
+    let config = tempfile::tempdir().unwrap();
+    for file in [
+        "limits.toml",
+        "quotas.toml",
+        "governance.toml",
+        "tasks.toml",
+        "providers.toml",
+    ] {
+        std::fs::copy(shipped.join(file), config.path().join(file)).unwrap();
+    }
+    let data = tempfile::tempdir().unwrap();
+    let node = Node::start(NodeConfig {
+        data_dir: data.path().to_path_buf(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        config_dir: config.path().to_path_buf(),
+        config_dir_required: true,
+        ..NodeConfig::default()
+    })
+    .await
+    .unwrap();
+    let admin = std::fs::read_to_string(data.path().join("admin.token"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let url = format!("http://{}", node.local_addr());
+    (node, url, admin, config, data)
+}
+
+fn task(title: &str, capabilities: &[&str]) -> TaskRequest {
+    TaskRequest {
+        title: title.into(),
+        description: "from the client's test".into(),
+        capabilities: capabilities.iter().map(|c| c.to_string()).collect(),
+        max_attempts: Some(1),
+        justification: Some("a test posts it".into()),
+        ..TaskRequest::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_completes_and_fails_tasks_and_refusals_keep_their_explanation() {
+    let (_node, url, admin, _config, _data) = node().await;
+    let client = Client::new(&url, &admin).unwrap();
+    // A refusal carries the node's code and message.
+    let refused = client.task("0.7.1.99999").await.unwrap_err();
+    assert_eq!(refused.status(), Some(404), "{refused}");
+    assert!(refused.is_gone());
+    assert!(Client::new("localhost:7700", &admin).is_err());
+    assert!(Client::new(&url, " ").is_err());
+    let bad = Client::new(&url, "colony_not_a_token").unwrap();
+    assert_eq!(bad.ledger().await.unwrap_err().status(), Some(401));
+
+    let good = client.post_task(&task("say yes", &["test"])).await.unwrap();
+    let bad_task = client.post_task(&task("say no", &["test"])).await.unwrap();
+    let options = WorkerOptions {
+        capabilities: vec!["test".into()],
+        max_tasks: Some(2),
+        idle_pause: Duration::from_millis(50),
+        ..WorkerOptions::default()
+    };
+    let report = run_worker(&client, &options, &Stop::default(), |work| async move {
+        work.client
+            .checkpoint(&work.held, json!({"seen": work.task.title}))
+            .await
+            .unwrap();
+        if work.task.title == "say yes" {
+            Outcome::Complete(json!({"answer": "yes"}))
+        } else {
+            Outcome::Fail("this one says no".into())
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        (report.completed, report.failed, report.lost),
+        (1, 1, 0),
+        "{report:?}"
+    );
+    let done = client.task(&good.address).await.unwrap();
+    assert_eq!(done.status, "completed");
+    assert_eq!(done.result, json!({"answer": "yes"}));
+    let dead = client.task(&bad_task.address).await.unwrap();
+    assert_eq!(dead.status, "dead", "one attempt only: {dead:?}");
+
+    // The ledger and the bus, typed.
+    let reserved = client
+        .reserve(colony_kernel::Resource::IoOps, 5, "a test reserves")
+        .await
+        .unwrap();
+    let committed = client.commit(reserved.reservation, 2).await.unwrap();
+    assert_eq!((committed.charged, committed.refunded), (2, 3));
+    let published = client
+        .publish("work.client", json!({"hello": 1}), "a test publishes")
+        .await
+        .unwrap();
+    assert_eq!(published.subject, "work.client");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_agent_summarizes_tasks_through_the_gateway() {
+    let (_node, url, admin, _config, _data) = node().await;
+    let client = Client::new(&url, &admin).unwrap();
+    let mut posted = Vec::new();
+    for title in ["the first issue", "the second issue"] {
+        let mut request = task(title, &["summarize"]);
+        request.budget_usd = Some(colony_client::api::tasks::Usd::Text("0.50".into()));
+        posted.push(client.post_task(&request).await.unwrap().address);
+    }
+    // The example, as built by `cargo test` beside this test.
+    let examples = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples")
+        .join("agent");
+    let output = tokio::process::Command::new(&examples)
+        .args(["--max-tasks", "2"])
+        .env("COLONY_URL", &url)
+        .env("COLONY_TOKEN", &admin)
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", examples.display()));
+    let said = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(said.contains("2 completed, 0 failed"), "{said}");
+    for address in posted {
+        let done = client.task(&address).await.unwrap();
+        assert_eq!(done.status, "completed", "{done:?}");
+        let summary = done.result["summary"].as_str().unwrap();
+        assert!(summary.contains("[scripted]"), "{summary}");
+        // The call was charged to the task's budget.
+        let budget = done.budget.as_ref().unwrap();
+        assert!(budget.spent_micro_usd > 0, "{budget:?}");
+    }
+}
