@@ -25,9 +25,41 @@ pub struct ClusterView {
     #[serde(default)]
     pub nodes: Vec<NodeView>,
     /// This node's Ed25519 public key (standard base64 of its 32 bytes): what its
-    /// signed heads of the decision log are checked with.
+    /// signed heads of the decision log and, in a cluster, its commands are checked
+    /// with.
     #[serde(default)]
     pub public_key: String,
+    /// The nodes whose commands the cluster's log applies (none on an embedded node).
+    #[serde(default)]
+    pub admitted: Vec<AdmittedNode>,
+}
+
+/// A node admitted to write the cluster's log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct AdmittedNode {
+    pub name: String,
+    /// Standard base64 of its 32-byte Ed25519 public key.
+    pub public_key: String,
+    pub admitted_at: String,
+    /// Who admitted it (`genesis` for the first node).
+    pub admitted_by: String,
+    pub justification: String,
+    /// The highest of its own command numbers applied.
+    pub highest_seq: u64,
+}
+
+/// `POST /v1/cluster/nodes`: admit a node's key; `POST /v1/cluster/nodes/remove`:
+/// remove one (`name` is then not needed).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NodeKeyRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Standard base64 of the node's 32-byte Ed25519 public key (its `node.pub`).
+    pub public_key: String,
+    /// Why (required; recorded with the decision).
+    #[schema(value_type = String, required = true, min_length = 1, pattern = "\\S")]
+    pub justification: Option<String>,
 }
 
 /// The JetStream stream that holds the command log.

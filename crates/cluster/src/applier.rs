@@ -4,6 +4,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use colony_kernel::cluster::Origin;
 use colony_kernel::{CommandBody, PrincipalId};
 use colony_pipeline::{Stamp, Stamped, Submitter};
 use futures_util::{FutureExt, StreamExt};
@@ -98,8 +99,27 @@ async fn follow_once(inner: &Inner, submitter: &Submitter, next: &mut u64) -> Re
 /// not a command is decided as a tick by the system, the same on every node, so that
 /// the sequence numbers stay aligned with the stream's.
 fn stamped(inner: &Inner, seq: u64, payload: &[u8]) -> (Stamped, Option<u64>) {
+    let skipped = |why: String| {
+        tracing::warn!(
+            seq,
+            "the cluster's log holds {why}; it is decided as a tick"
+        );
+        (
+            Stamped {
+                stamp: Stamp {
+                    seq,
+                    proposed_ms: 0,
+                },
+                actor: PrincipalId::SYSTEM,
+                justification: format!("skipped: the cluster's log holds {why}"),
+                body: CommandBody::Tick,
+                origin: None,
+            },
+            None,
+        )
+    };
     match Envelope::decode(payload) {
-        Ok(envelope) => {
+        Ok((envelope, Ok(()))) => {
             let mine = envelope.origin == inner.config.node_name
                 && envelope.incarnation == inner.incarnation;
             (
@@ -111,29 +131,23 @@ fn stamped(inner: &Inner, seq: u64, payload: &[u8]) -> (Stamped, Option<u64>) {
                     actor: envelope.actor,
                     justification: envelope.justification,
                     body: envelope.body,
+                    // The kernel refuses it unless the key is admitted and the
+                    // number new.
+                    origin: Some(Origin {
+                        node: envelope.origin,
+                        key: envelope.key,
+                        node_seq: envelope.node_seq,
+                    }),
                 },
                 mine.then_some(envelope.request),
             )
         }
-        Err(_) => {
-            tracing::warn!(
-                seq,
-                "the cluster's log holds a message that is not a command; it is decided as a tick"
-            );
-            (
-                Stamped {
-                    stamp: Stamp {
-                        seq,
-                        proposed_ms: 0,
-                    },
-                    actor: PrincipalId::SYSTEM,
-                    justification: "a message in the cluster's log that is not a command: skipped"
-                        .into(),
-                    body: CommandBody::Tick,
-                },
-                None,
-            )
-        }
+        Ok((envelope, Err(why))) => skipped(format!(
+            "a command said to be from node `{}` (key {}) whose signature does not verify ({why})",
+            envelope.origin,
+            colony_kernel::cluster::key_hex(&envelope.key)
+        )),
+        Err(why) => skipped(format!("a message that is not a signed command ({why})")),
     }
 }
 

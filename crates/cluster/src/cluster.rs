@@ -75,11 +75,37 @@ pub(crate) struct Inner {
     /// Set when the node is stopping.
     pub(crate) stopping: AtomicBool,
     pub(crate) peers: Mutex<crate::peers::Peers>,
+    /// The node's key: every command it proposes is signed with it.
+    pub(crate) key: ed25519_dalek::SigningKey,
+    /// The next of this node's own command numbers (see `colony_kernel::cluster`).
+    next_node_seq: AtomicU64,
 }
 
 impl Inner {
     pub(crate) fn connected(&self) -> bool {
         self.client.connection_state() == async_nats::connection::State::Connected
+    }
+
+    /// A command as this node proposes it: enveloped and signed.
+    pub(crate) fn envelope(
+        &self,
+        request: u64,
+        actor: colony_kernel::PrincipalId,
+        justification: String,
+        body: colony_kernel::CommandBody,
+    ) -> Vec<u8> {
+        Envelope {
+            origin: self.config.node_name.clone(),
+            incarnation: self.incarnation,
+            request,
+            proposed_ms: colony_pipeline::sequencer::now_ms(),
+            actor,
+            justification,
+            body,
+            key: self.key.verifying_key().to_bytes(),
+            node_seq: self.next_node_seq.fetch_add(1, Ordering::Relaxed),
+        }
+        .encode(&self.key)
     }
 }
 
@@ -90,6 +116,7 @@ impl Cluster {
     /// reached, or when the node's data is ahead of the stream.
     pub async fn join(
         config: ClusterConfig,
+        key: ed25519_dalek::SigningKey,
         submitter: Submitter,
         state: Arc<RwLock<State>>,
         metrics: Arc<Metrics>,
@@ -194,6 +221,8 @@ impl Cluster {
             stream_first: AtomicU64::new(stream_state.first_sequence),
             stopping: AtomicBool::new(false),
             peers: Mutex::new(crate::peers::Peers::default()),
+            key,
+            next_node_seq: AtomicU64::new(0),
         });
         tracing::info!(
             node = %inner.config.node_name,
@@ -211,6 +240,37 @@ impl Cluster {
         tokio::spawn(crate::compact::run(Arc::clone(&inner)));
         let cluster = Cluster { inner };
         cluster.caught_up_to(stream_last).await;
+        // Past every number this node used before, and past those of its earlier
+        // runs that may still be on their way: never one the kernel took.
+        let own = cluster.inner.key.verifying_key().to_bytes();
+        let admitted = state
+            .read()
+            .expect("state lock")
+            .cluster_node(&own)
+            .map(|node| (node.name.clone(), node.highest_seq));
+        if let Some((name, _)) = admitted
+            .as_ref()
+            .filter(|(name, _)| *name != cluster.inner.config.node_name)
+        {
+            cluster.stop();
+            return Err(ClusterError::Config(format!(
+                "this node's key (node.key in its data directory) is admitted as node `{name}`, but this node is `{}`: two nodes must never share a key (was the data directory copied from another node? delete node.key and node.pub in the copy, start it, and admit its new key)",
+                cluster.inner.config.node_name
+            )));
+        }
+        let highest = admitted.map_or(0, |(_, highest)| highest);
+        cluster.inner.next_node_seq.store(
+            highest + colony_kernel::cluster::REPLAY_WINDOW + 1,
+            Ordering::Relaxed,
+        );
+        if highest == 0 && stream_last > 0 {
+            tracing::warn!(
+                node = %cluster.inner.config.node_name,
+                "this node's key is not admitted to the cluster yet: its commands are refused until an admin admits it (colony cluster admit {} --key {})",
+                cluster.inner.config.node_name,
+                base64_key(&own)
+            );
+        }
         submitter.replicate_through(Arc::new(cluster.clone()));
         tokio::spawn(crate::ticker::run(
             Arc::clone(&cluster.inner),
@@ -278,10 +338,13 @@ impl Cluster {
             .get_raw_message(1)
             .await
             .map_err(|error| unavailable(error.to_string()))?;
-        Ok(Envelope::decode(&first.payload).is_ok_and(|envelope| {
-            envelope.origin == self.inner.config.node_name
-                && envelope.incarnation == self.inner.incarnation
-        }))
+        Ok(
+            Envelope::decode(&first.payload).is_ok_and(|(envelope, verified)| {
+                verified.is_ok()
+                    && envelope.origin == self.inner.config.node_name
+                    && envelope.incarnation == self.inner.incarnation
+            }),
+        )
     }
 
     /// Stops following the stream and proposing (the node is stopping).
@@ -380,16 +443,12 @@ impl Inner {
             ));
         }
         let request = self.next_request.fetch_add(1, Ordering::Relaxed);
-        let payload = Envelope {
-            origin: self.config.node_name.clone(),
-            incarnation: self.incarnation,
+        let payload = self.envelope(
             request,
-            proposed_ms: colony_pipeline::sequencer::now_ms(),
-            actor: proposal.actor,
-            justification: proposal.justification,
-            body: proposal.body,
-        }
-        .encode();
+            proposal.actor,
+            proposal.justification,
+            proposal.body,
+        );
         if payload.len() > ENVELOPE_BYTES_MAX {
             return Err(SubmitError::refused(
                 "command_too_large",
@@ -442,4 +501,10 @@ impl Inner {
             )),
         }
     }
+}
+
+/// A key as people pass it: standard base64 of its 32 bytes.
+fn base64_key(key: &[u8; 32]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(key)
 }

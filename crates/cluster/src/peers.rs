@@ -167,8 +167,9 @@ pub(crate) async fn view(inner: &Inner) -> ClusterView {
         })
         .collect();
     ClusterView {
-        // The node fills in its own key.
+        // The node fills in its own key and the admitted ones.
         public_key: String::new(),
+        admitted: Vec::new(),
         mode: "nats".into(),
         node: Some(inner.config.node_name.clone()),
         connected: own.connected,

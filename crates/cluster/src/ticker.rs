@@ -13,7 +13,6 @@ use colony_kernel::{CommandBody, PrincipalId, State};
 use colony_pipeline::Metrics;
 
 use crate::cluster::Inner;
-use crate::wire::Envelope;
 
 /// How often a node looks whether something is due.
 const LOOK_EVERY: Duration = Duration::from_millis(50);
@@ -61,16 +60,7 @@ pub(crate) async fn run(inner: Arc<Inner>, state: Arc<RwLock<State>>, metrics: A
 
 /// Publishes a system command without waiting for it to be applied.
 async fn publish(inner: &Inner, id: Option<String>, justification: &str, body: CommandBody) {
-    let payload = Envelope {
-        origin: inner.config.node_name.clone(),
-        incarnation: inner.incarnation,
-        request: 0,
-        proposed_ms: colony_pipeline::sequencer::now_ms(),
-        actor: PrincipalId::SYSTEM,
-        justification: justification.into(),
-        body,
-    }
-    .encode();
+    let payload = inner.envelope(0, PrincipalId::SYSTEM, justification.into(), body);
     let mut message = PublishMessage::build().payload(payload.into());
     if let Some(id) = id {
         message = message.message_id(id);

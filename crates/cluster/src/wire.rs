@@ -1,11 +1,18 @@
 //! What a command looks like in the stream: an [`Envelope`], postcard-encoded after
-//! a version byte.
+//! a version byte, followed by the proposing node's Ed25519 signature over
+//! `colony-command/v2\n` and the envelope's bytes. The envelope names the key and
+//! the node's own sequence number, so that the kernel can refuse a key the cluster
+//! did not admit and a command published again (`colony_kernel::cluster`).
 
 use colony_kernel::{CommandBody, PrincipalId};
+use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use serde::{Deserialize, Serialize};
 
 /// The encoding's version, the message's first byte.
-const WIRE_VERSION: u8 = 1;
+const WIRE_VERSION: u8 = 2;
+/// What a signature covers before the envelope's bytes.
+const SIGNED_DOMAIN: &[u8] = b"colony-command/v2\n";
+const SIGNATURE_BYTES: usize = 64;
 
 /// A proposed command, as the stream keeps it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -21,35 +28,73 @@ pub(crate) struct Envelope {
     pub(crate) actor: PrincipalId,
     pub(crate) justification: String,
     pub(crate) body: CommandBody,
+    /// The proposer's public key, which signed the message.
+    pub(crate) key: [u8; 32],
+    /// The proposer's own number for the command, never used twice.
+    pub(crate) node_seq: u64,
 }
 
 impl Envelope {
-    pub(crate) fn encode(&self) -> Vec<u8> {
+    /// The message: version, envelope, signature by `signer` (whose public key the
+    /// envelope names).
+    pub(crate) fn encode(&self, signer: &SigningKey) -> Vec<u8> {
         let mut bytes = vec![WIRE_VERSION];
         // Encoding into memory fails only when serde does, which no kernel type does.
         bytes.extend(postcard::to_allocvec(self).expect("a command encodes"));
+        let signature = signer.sign(&signed(&bytes[1..]));
+        bytes.extend(signature.to_bytes());
         bytes
     }
 
-    /// The envelope, or why the message is not one (a message of another version or
-    /// not Colony's).
-    pub(crate) fn decode(bytes: &[u8]) -> Result<Envelope, String> {
+    /// The envelope, and whether its signature verifies by the key it names; or why
+    /// the message is not one (a message of another version, or not Colony's).
+    pub(crate) fn decode(bytes: &[u8]) -> Result<(Envelope, Result<(), String>), String> {
         match bytes.split_first() {
             Some((&WIRE_VERSION, rest)) => {
-                postcard::from_bytes(rest).map_err(|error| format!("undecodable command: {error}"))
+                if rest.len() < SIGNATURE_BYTES {
+                    return Err("a message too short to be signed".into());
+                }
+                let (body, signature) = rest.split_at(rest.len() - SIGNATURE_BYTES);
+                let envelope: Envelope = postcard::from_bytes(body)
+                    .map_err(|error| format!("undecodable command: {error}"))?;
+                let signature = Signature::from_bytes(
+                    signature
+                        .try_into()
+                        .expect("split at the signature's length"),
+                );
+                let verified = VerifyingKey::from_bytes(&envelope.key)
+                    .map_err(|_| "the key it names is not an Ed25519 key".to_string())
+                    .and_then(|key| {
+                        key.verify(&signed(body), &signature).map_err(|_| {
+                            "its signature does not verify by the key it names".to_string()
+                        })
+                    });
+                Ok((envelope, verified))
             }
-            Some((version, _)) => Err(format!("encoding version {version}, not {WIRE_VERSION}")),
+            Some((version, _)) => Err(format!(
+                "encoding version {version}, not {WIRE_VERSION} (unsigned, or not Colony's)"
+            )),
             None => Err("an empty message".into()),
         }
     }
+}
+
+fn signed(envelope: &[u8]) -> Vec<u8> {
+    let mut message = SIGNED_DOMAIN.to_vec();
+    message.extend_from_slice(envelope);
+    message
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn key() -> SigningKey {
+        SigningKey::from_bytes(&[7; 32])
+    }
+
     #[test]
-    fn an_envelope_round_trips_and_junk_is_named() {
+    fn an_envelope_round_trips_signed_and_junk_is_named() {
         let envelope = Envelope {
             origin: "node-1".into(),
             incarnation: 7,
@@ -58,15 +103,27 @@ mod tests {
             actor: PrincipalId(3),
             justification: "why".into(),
             body: CommandBody::Tick,
+            key: key().verifying_key().to_bytes(),
+            node_seq: 9,
         };
-        assert_eq!(Envelope::decode(&envelope.encode()).unwrap(), envelope);
+        let bytes = envelope.encode(&key());
+        let (decoded, verified) = Envelope::decode(&bytes).unwrap();
+        assert_eq!(decoded, envelope);
+        verified.unwrap();
+        // Signed by another key than the one it names, or changed after signing.
+        let forged = envelope.encode(&SigningKey::from_bytes(&[8; 32]));
+        assert!(Envelope::decode(&forged).unwrap().1.is_err());
+        let mut changed = bytes.clone();
+        let at = changed.len() - 70;
+        changed[at] ^= 1;
+        assert!(Envelope::decode(&changed).map_or(true, |(_, verified)| verified.is_err()));
         assert!(Envelope::decode(b"").is_err());
-        assert!(Envelope::decode(b"\x02abc")
+        assert!(Envelope::decode(b"\x01abc")
             .unwrap_err()
-            .contains("version 2"));
-        assert!(Envelope::decode(b"\x01\xff\xff")
+            .contains("version 1"));
+        assert!(Envelope::decode(&[2; 10])
             .unwrap_err()
-            .contains("undecodable"));
+            .contains("too short"));
     }
 
     /// Every shape a command takes must come back from postcard; an alert's scope
@@ -80,6 +137,8 @@ mod tests {
             proposed_ms: 1,
             actor: PrincipalId(0),
             justification: "why".into(),
+            key: key().verifying_key().to_bytes(),
+            node_seq: 1,
             body: CommandBody::Alert(Box::new(colony_kernel::alerts::AlertReport {
                 scope: colony_kernel::alerts::AlertScope::Limit {
                     limit: "ai_accounts".into(),
@@ -91,6 +150,9 @@ mod tests {
                 of: None,
             })),
         };
-        assert_eq!(Envelope::decode(&envelope.encode()).unwrap(), envelope);
+        assert_eq!(
+            Envelope::decode(&envelope.encode(&key())).unwrap().0,
+            envelope
+        );
     }
 }

@@ -11,6 +11,7 @@ mod artifacts;
 mod audit;
 mod bus;
 mod client;
+mod cluster;
 mod commands;
 mod demo;
 mod governance;
@@ -199,6 +200,9 @@ enum Command {
     /// Read and verify the decision log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// A cluster's nodes, and admitting their keys.
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCommand),
 }
 
 #[derive(Args)]
@@ -530,6 +534,7 @@ fn main() -> ExitCode {
             } => commands::alerts(limit, dead_letters, &remote).await,
             Command::Ledger(command) => ledger::run(command).await,
             Command::Audit(command) => audit::run(command).await,
+            Command::Cluster(command) => cluster::run(command).await,
         }
     });
     match result {

@@ -23,6 +23,9 @@ pub struct Command {
     /// Why the actor asks; recorded with the decision.
     pub justification: String,
     pub body: CommandBody,
+    /// In a cluster, the node that proposed it, as its signature was verified
+    /// (see [`crate::cluster`]); `None` on an embedded node.
+    pub origin: Option<crate::cluster::Origin>,
 }
 
 impl Command {
@@ -39,6 +42,7 @@ impl Command {
             actor,
             justification: justification.into(),
             body,
+            origin: None,
         }
     }
 }
@@ -217,6 +221,17 @@ pub enum CommandBody {
     /// reservations its price was reserved with and using the approval it ran
     /// under (see [`crate::tool_calls`]).
     RecordToolCall(Box<crate::tool_calls::ToolCallRecord>),
+    /// Admits a node's key to a cluster: its commands are applied from then on.
+    /// Admins only.
+    AdmitNode {
+        name: String,
+        key: crate::cluster::NodeKey,
+    },
+    /// Removes a node's key: its commands are refused from then on. Admins only;
+    /// never the last key.
+    RemoveNode {
+        key: crate::cluster::NodeKey,
+    },
 }
 
 /// Who may make a command, besides standing and a role that may act.
@@ -238,6 +253,9 @@ impl CommandBody {
             // where they are decided (`state/principals.rs`).
             CommandBody::RequeueTask { .. } => Required::Admin("only admins requeue dead tasks"),
             CommandBody::DefineStream(_) => Required::Admin("only admins define streams"),
+            CommandBody::AdmitNode { .. } | CommandBody::RemoveNode { .. } => {
+                Required::Admin("only admins admit and remove a cluster's nodes")
+            }
             CommandBody::DeleteStream { .. } => Required::Admin("only admins delete streams"),
             CommandBody::Genesis(_) => Required::System("only the system applies genesis"),
             CommandBody::Supervise { .. } => {
@@ -291,7 +309,9 @@ impl CommandBody {
             | CommandBody::RemovePrincipal { .. }
             | CommandBody::RequeueTask { .. }
             | CommandBody::DefineStream(_)
-            | CommandBody::DeleteStream { .. } => actor_is_admin,
+            | CommandBody::DeleteStream { .. }
+            | CommandBody::AdmitNode { .. }
+            | CommandBody::RemoveNode { .. } => actor_is_admin,
             _ => false,
         }
     }
@@ -332,6 +352,8 @@ impl CommandBody {
             CommandBody::CancelTask { .. } => "task.cancel",
             CommandBody::SetTaskPriority { .. } => "task.priority",
             CommandBody::RecordToolCall(_) => "mcp.tool_call",
+            CommandBody::AdmitNode { .. } => "cluster.admit",
+            CommandBody::RemoveNode { .. } => "cluster.remove",
             CommandBody::ReleaseQuarantine { .. } => "principal.release",
             CommandBody::RegisterWorker(_) => "worker.register",
             CommandBody::WorkerHeartbeat { .. } => "worker.heartbeat",

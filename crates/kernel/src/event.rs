@@ -470,6 +470,16 @@ pub enum Effect {
         priority: crate::command::Priority,
         previous: crate::command::Priority,
     },
+    /// A node's key admitted to the cluster (`key` in lowercase hex).
+    NodeAdmitted {
+        name: String,
+        key: String,
+    },
+    /// A node's key removed: its commands are refused from now on.
+    NodeRemoved {
+        name: String,
+        key: String,
+    },
     /// A call of an upstream MCP server's tool, recorded (its charges are the
     /// `ledger.commit` consequences that follow).
     ToolCalled {

@@ -25,6 +25,7 @@ mod address;
 pub mod alerts;
 pub mod anomaly;
 pub mod artifacts;
+pub mod cluster;
 mod command;
 pub mod edge;
 mod event;

@@ -61,6 +61,8 @@ fn variant(body: &CommandBody) -> &'static str {
         CommandBody::CancelTask { .. } => "CancelTask",
         CommandBody::SetTaskPriority { .. } => "SetTaskPriority",
         CommandBody::RecordToolCall(_) => "RecordToolCall",
+        CommandBody::AdmitNode { .. } => "AdmitNode",
+        CommandBody::RemoveNode { .. } => "RemoveNode",
     }
 }
 
@@ -261,6 +263,11 @@ fn bodies() -> Vec<CommandBody> {
             charges: vec![(41, 1)],
             grant: Some(40),
         })),
+        CommandBody::AdmitNode {
+            name: "node-2".into(),
+            key: [2; 32],
+        },
+        CommandBody::RemoveNode { key: [3; 32] },
     ]
 }
 
@@ -271,13 +278,21 @@ fn encoded() -> Vec<(&'static str, String)> {
         .enumerate()
         .map(|(index, body)| {
             let name = variant(&body);
-            let command = Command::new(
+            let mut command = Command::new(
                 index as u64 + 1,
                 1_700_000_000_000 + index as u64,
                 PrincipalId(1),
                 "pinned",
                 body,
             );
+            // Every other one as a cluster's node proposed it.
+            if index % 2 == 1 {
+                command.origin = Some(colony_kernel::cluster::Origin {
+                    node: "node-1".into(),
+                    key: [1; 32],
+                    node_seq: 4_097 + index as u64,
+                });
+            }
             (name, hex::encode(postcard::to_stdvec(&command).unwrap()))
         })
         .collect()

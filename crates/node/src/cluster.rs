@@ -14,6 +14,7 @@ use crate::NodeError;
 /// proposes every command there. The node does not start when this fails.
 pub(crate) async fn join(
     config: ClusterConfig,
+    key: &ed25519_dalek::SigningKey,
     submitter: &Submitter,
     state: &Arc<RwLock<State>>,
     metrics: &Arc<Metrics>,
@@ -21,6 +22,7 @@ pub(crate) async fn join(
     let servers = config.servers.join(",");
     Cluster::join(
         config,
+        key.clone(),
         submitter.clone(),
         Arc::clone(state),
         Arc::clone(metrics),

@@ -164,9 +164,16 @@ impl Node {
             Arc::clone(&fatal),
         );
 
+        // The node's key signs its chain heads and, in a cluster, every command it
+        // proposes.
+        let node_key =
+            crate::identity::load_or_create(&config.data_dir).map_err(|error| NodeError::Io {
+                context: "the node's key".into(),
+                source: std::io::Error::other(error),
+            })?;
         let cluster = match config.cluster.clone() {
             Some(cluster) => {
-                Some(crate::cluster::join(cluster, &submitter, &state, &metrics).await?)
+                Some(crate::cluster::join(cluster, &node_key, &submitter, &state, &metrics).await?)
             }
             None => None,
         };

@@ -22,6 +22,7 @@ mod anomaly;
 mod artifacts;
 mod brakes;
 mod claims;
+mod cluster;
 mod decompose;
 mod edge;
 mod genesis;
@@ -123,6 +124,8 @@ pub struct State {
     edge_leases: BTreeMap<String, crate::edge::NodeLease>,
     /// When each node's lease ends unless renewed: `(at_ms, node)`.
     edge_lease_expiries: BTreeSet<(u64, String)>,
+    /// A cluster's admitted node keys (none on an embedded node).
+    cluster_nodes: BTreeMap<crate::cluster::NodeKey, crate::cluster::ClusterNode>,
 }
 
 /// What applying one command produces besides the events returned in order: passed
@@ -320,8 +323,17 @@ impl State {
 
     fn decide(&mut self, command: &Command, fx: &mut Effects) -> Event {
         let action = command.body.name();
+        if let Some(origin) = &command.origin {
+            if let Err(refused) = self.check_origin(command, origin) {
+                return *refused;
+            }
+        }
         if let CommandBody::Genesis(genesis) = &command.body {
-            return self.genesis(command, genesis);
+            let event = self.genesis(command, genesis);
+            if let (Some(origin), true) = (&command.origin, event.decision.is_allowed()) {
+                self.admit_genesis_node(command, origin);
+            }
+            return event;
         }
         if self.quotas.is_none() {
             return Event::denied(
@@ -444,6 +456,10 @@ impl State {
             CommandBody::RecordToolCall(record) => {
                 self.record_tool_call(fx, command, &actor_address, record)
             }
+            CommandBody::AdmitNode { name, key } => {
+                self.admit_node(command, &actor_address, name, key)
+            }
+            CommandBody::RemoveNode { key } => self.remove_node(key),
             CommandBody::Propose { target, brake_only } => {
                 self.propose(command, target, *brake_only)
             }

@@ -7,6 +7,7 @@ mod common;
 mod alerts;
 mod anomaly;
 mod artifacts;
+mod cluster_nodes;
 mod edge_leases;
 mod governance;
 mod kernel;

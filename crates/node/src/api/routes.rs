@@ -114,6 +114,8 @@ pub(crate) fn entries() -> Vec<Entry> {
             Small,
         ),
         documented(routes!(cluster::view), Some("read"), Governance, Small),
+        documented(routes!(cluster::admit), Some("admin"), Governance, Small),
+        documented(routes!(cluster::remove), Some("admin"), Governance, Small),
         documented(routes!(alerts::list), Some("read"), Governance, Small),
         documented(
             routes!(alerts::dead_letters),

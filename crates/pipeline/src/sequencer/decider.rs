@@ -74,6 +74,7 @@ impl Decider {
                     reply,
                     early,
                     stamp: ordered,
+                    origin,
                 } => {
                     if self.fatal.is_failed() {
                         // Dropping the reply answers the caller `shutting_down`.
@@ -100,6 +101,7 @@ impl Decider {
                         actor,
                         justification,
                         body,
+                        origin,
                     };
                     let Some(primary) = self.apply(&mut state, &mut group, command, wanted) else {
                         continue;

@@ -144,6 +144,8 @@ pub(crate) enum Request {
         early: bool,
         /// Ordered by a cluster's log: its sequence number and proposed time.
         stamp: Option<Stamp>,
+        /// Proposed by this node of a cluster (its signature verified).
+        origin: Option<colony_kernel::cluster::Origin>,
     },
     Shutdown {
         reply: oneshot::Sender<()>,

@@ -38,6 +38,8 @@ pub struct Stamped {
     pub actor: PrincipalId,
     pub justification: String,
     pub body: CommandBody,
+    /// The node that proposed it, its signature verified.
+    pub origin: Option<colony_kernel::cluster::Origin>,
 }
 
 /// What orders commands in a cluster. `propose` answers once the log has the
@@ -77,6 +79,7 @@ impl Submitter {
                 actor,
                 justification,
                 body,
+                origin: None,
             }])
             .await?;
         Ok(outcomes.pop().expect("one outcome for one command"))
@@ -104,6 +107,7 @@ impl Submitter {
                 reply,
                 early: true,
                 stamp: Some(command.stamp),
+                origin: command.origin,
             });
         }
         if !self.core.decide_all_now(&mut requests) {

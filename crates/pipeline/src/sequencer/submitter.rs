@@ -86,6 +86,7 @@ impl Submitter {
             reply,
             early,
             stamp: None,
+            origin: None,
         });
         if early {
             self.core.decide_now(&mut request);

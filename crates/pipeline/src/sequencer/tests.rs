@@ -412,6 +412,7 @@ async fn a_batch_of_stamped_commands_is_decided_in_its_order() {
             actor: PrincipalId::SYSTEM,
             justification: format!("command {seq}"),
             body: CommandBody::Tick,
+            origin: None,
         })
         .collect();
     let outcomes = running.submitter.apply_stamped_batch(batch).await.unwrap();

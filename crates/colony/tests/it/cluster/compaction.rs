@@ -85,12 +85,16 @@ pub(super) async fn compaction_and_seeding(
         .status()
         .unwrap();
     assert!(copied.success());
+    // The copy is a node of its own: not node-3's key.
+    std::fs::remove_file(fresh.path().join("node.key")).unwrap();
+    std::fs::remove_file(fresh.path().join("node.pub")).unwrap();
     let (child, url) = start_node(node3_data, config, servers, "node-3");
     nodes[2] = Some(child);
     urls[2] = url;
     let (child, url) = start_node(fresh.path(), config, servers, "node-4");
     nodes.push(Some(child));
     urls.push(url);
+    super::nodes::admit(http, &urls[0], token, "node-4", fresh.path()).await;
     let view = get(http, &format!("{}/v1/cluster", urls[0]), token).await;
     let last = view["stream"]["last_seq"].as_u64().unwrap();
     until_all(http, urls, token, "/v1/cluster", |view| {

@@ -72,6 +72,41 @@ async fn three_nodes_on_jetstream_keep_one_log_exact_limits_and_lose_nothing() {
     assert!(!data[2].path().join("admin.token").exists());
     let http = reqwest::Client::new();
 
+    // Only admitted nodes write the log: node-2's commands are refused until an
+    // admin admits its key (the first node's came with genesis).
+    let refused = http
+        .post(format!("{}/v1/ledger/reserve", urls[1]))
+        .bearer_auth(&token)
+        .json(&json!({"resource": "disk_bytes", "amount": 1, "justification": "before admission"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), reqwest::StatusCode::FORBIDDEN);
+    let refused: Value = refused.json().await.unwrap();
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("not one of the cluster's admitted nodes"),
+        "{refused}"
+    );
+    for (i, dir) in data.iter().enumerate().skip(1) {
+        admit(
+            &http,
+            &urls[0],
+            &token,
+            &format!("node-{}", i + 1),
+            dir.path(),
+        )
+        .await;
+    }
+    until_all(&http, &urls, &token, "/v1/cluster", |view| {
+        view["admitted"]
+            .as_array()
+            .is_some_and(|nodes| nodes.len() == 3)
+    })
+    .await;
+
     // 64 clients spread over the three nodes race to create AI accounts: exactly the
     // hard value succeed, and every node counts the same.
     let limit = get(&http, &format!("{}/v1/limits/ai_accounts", urls[0]), &token).await;
@@ -237,16 +272,47 @@ async fn three_nodes_on_jetstream_keep_one_log_exact_limits_and_lose_nothing() {
 
     // Junk on the command subject (from anything with access to NATS) is decided as
     // a tick on every node alike, so the numbers stay aligned.
-    publish_raw(
-        nats.servers[0].port,
-        "colony.cluster.COLONY_COMMANDS.commands",
-        b"not a command",
-    );
-    until_all(&http, &urls, &token, "/v1/audit?limit=1000", |page| {
+    let subject = "colony.cluster.COLONY_COMMANDS.commands";
+    publish_raw(nats.servers[0].port, subject, b"not a command");
+    let skipped = |page: &Value, why: &str| {
         page["records"].as_array().unwrap().iter().any(|record| {
             record["justification"]
-                == "a message in the cluster's log that is not a command: skipped"
+                .as_str()
+                .unwrap_or_default()
+                .starts_with(&format!("skipped: the cluster's log holds {why}"))
         })
+    };
+    until_all(&http, &urls, &token, "/v1/audit?limit=1000", |page| {
+        skipped(page, "a message that is not a signed command")
+    })
+    .await;
+    // A genuine command captured from the stream and published again is refused on
+    // every node, with the evidence; the same command changed after it was signed
+    // is not a command at all. Neither changes anything anywhere.
+    let captured = last_command(nats.servers[0].port).await;
+    let usage =
+        get(&http, &format!("{}/v1/limits/ai_accounts", urls[0]), &token).await["usage"].clone();
+    publish_raw(nats.servers[0].port, subject, &captured);
+    let mut tampered = captured.clone();
+    // A byte of the envelope (past the version byte, before the signature).
+    let middle = tampered.len() / 2;
+    tampered[middle] ^= 0x20;
+    publish_raw(nats.servers[0].port, subject, &tampered);
+    until_all(&http, &urls, &token, "/v1/audit?limit=1000", |page| {
+        let replay_refused = page["records"].as_array().unwrap().iter().any(|record| {
+            record["action"] == "cluster.refused"
+                && record["reason"]["message"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("applied before")
+        });
+        replay_refused
+            && (skipped(page, "a command said to be from")
+                || skipped(page, "a message that is not"))
+    })
+    .await;
+    until_all(&http, &urls, &token, "/v1/limits/ai_accounts", |limit| {
+        limit["usage"] == usage
     })
     .await;
 

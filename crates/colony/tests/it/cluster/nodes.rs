@@ -14,6 +14,22 @@ pub(super) fn start_node(data: &Path, config: &Path, nats: &str, name: &str) -> 
     start_with_args(data, config, &["--cluster", nats, "--node-name", name], &[])
 }
 
+/// Admits the node whose data directory is `data` (its `node.pub`) through the node
+/// at `url`, as the admin.
+pub(super) async fn admit(http: &reqwest::Client, url: &str, token: &str, name: &str, data: &Path) {
+    let key = std::fs::read_to_string(data.join("node.pub")).unwrap();
+    let response = http
+        .post(format!("{url}/v1/cluster/nodes"))
+        .bearer_auth(token)
+        .json(&json!({"name": name, "public_key": key.trim(), "justification": "a node of the test's cluster"}))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let body: Value = response.json().await.unwrap();
+    assert!(status.is_success(), "admitting {name}: {status} {body}");
+}
+
 pub(super) async fn get(http: &reqwest::Client, url: &str, token: &str) -> Value {
     let response = http.get(url).bearer_auth(token).send().await.unwrap();
     assert!(
