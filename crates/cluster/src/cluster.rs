@@ -127,7 +127,34 @@ impl Cluster {
             .iter()
             .filter_map(|url| url.parse().ok())
             .collect();
-        let client = async_nats::ConnectOptions::new()
+        let mut options = async_nats::ConnectOptions::new();
+        match &config.auth.credentials {
+            Some(crate::config::NatsCredentials::CredsFile(path)) => {
+                options = options.credentials_file(path).await.map_err(|error| {
+                    ClusterError::Config(format!(
+                        "cluster.toml: credentials_file {}: {error}",
+                        path.display()
+                    ))
+                })?;
+            }
+            Some(crate::config::NatsCredentials::NkeySeed(seed)) => {
+                options = options.nkey(seed.clone());
+            }
+            Some(crate::config::NatsCredentials::UserPassword(user, password)) => {
+                options = options.user_and_password(user.clone(), password.clone());
+            }
+            None => {}
+        }
+        if let Some(ca) = &config.auth.tls_ca_file {
+            options = options.add_root_certificates(ca.clone());
+        }
+        if let Some((cert, key)) = &config.auth.tls_client {
+            options = options.add_client_certificate(cert.clone(), key.clone());
+        }
+        if config.auth.require_tls {
+            options = options.require_tls(true);
+        }
+        let client = options
             .name(format!("colony {}", config.node_name))
             .connection_timeout(config.ack_timeout)
             .retry_on_initial_connect()

@@ -42,6 +42,45 @@ pub struct ClusterConfig {
     pub keep_absent: Duration,
     /// How often the watching node compacts.
     pub compact_every: Duration,
+    /// How the node proves itself to NATS and checks NATS's certificate.
+    pub auth: NatsAuth,
+}
+
+/// TLS and credentials for the links to NATS (`cluster.toml`; a password may also
+/// be written in a server URL, `nats://user:password@host:port`, as NATS clients
+/// accept).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NatsAuth {
+    /// The CA that signed the servers' certificates (TLS is then required).
+    pub tls_ca_file: Option<std::path::PathBuf>,
+    /// A client certificate and its key, for servers that verify clients.
+    pub tls_client: Option<(std::path::PathBuf, std::path::PathBuf)>,
+    /// Whether TLS is required (a CA file, a client certificate, or `tls://` URLs).
+    pub require_tls: bool,
+    /// One way to authenticate, at most.
+    pub credentials: Option<NatsCredentials>,
+}
+
+/// How a node authenticates to NATS.
+#[derive(Clone, PartialEq, Eq)]
+pub enum NatsCredentials {
+    /// A `.creds` file (a user JWT and its NKey seed).
+    CredsFile(std::path::PathBuf),
+    /// An NKey seed, read from a file.
+    NkeySeed(String),
+    /// A user and the password read from an environment variable.
+    UserPassword(String, String),
+}
+
+impl std::fmt::Debug for NatsCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never a secret.
+        match self {
+            NatsCredentials::CredsFile(path) => write!(f, "CredsFile({})", path.display()),
+            NatsCredentials::NkeySeed(_) => write!(f, "NkeySeed(..)"),
+            NatsCredentials::UserPassword(user, _) => write!(f, "UserPassword({user}, ..)"),
+        }
+    }
 }
 
 impl ClusterConfig {
@@ -74,6 +113,9 @@ impl ClusterConfig {
                 )));
             }
         }
+        let servers_tls = servers
+            .iter()
+            .any(|url| url.starts_with("tls://") || url.starts_with("nats+tls://"));
         if !is_name(node_name, NODE_NAME_MAX) {
             return Err(ClusterError::Config(format!(
                 "--node-name {node_name:?}: 1 to {NODE_NAME_MAX} letters, digits, '-' or '_'"
@@ -88,6 +130,10 @@ impl ClusterConfig {
             keep_commands: KEEP_COMMANDS_DEFAULT,
             keep_absent: Duration::from_secs(24 * 3600),
             compact_every: Duration::from_secs(60),
+            auth: NatsAuth {
+                require_tls: servers_tls,
+                ..NatsAuth::default()
+            },
         })
     }
 
@@ -210,6 +256,21 @@ pub struct ClusterFile {
     pub keep_absent: Option<String>,
     /// A duration (`"1m"`, 100 ms to 1 h).
     pub compact_every: Option<String>,
+    /// The CA that signed the NATS servers' certificates (TLS is then required).
+    pub tls_ca_file: Option<String>,
+    /// A client certificate and its key (both or neither).
+    pub tls_cert_file: Option<String>,
+    pub tls_key_file: Option<String>,
+    /// A NATS `.creds` file.
+    pub credentials_file: Option<String>,
+    /// A file holding an NKey seed.
+    pub nkey_seed_file: Option<String>,
+    /// A user, whose password is in the environment variable `password_env`.
+    pub user: Option<String>,
+    pub password_env: Option<String>,
+    /// Where the file is (relative paths are read from there).
+    #[serde(skip)]
+    pub dir: Option<std::path::PathBuf>,
 }
 
 #[derive(serde::Deserialize)]
@@ -237,7 +298,86 @@ pub fn load_file(dir: &std::path::Path) -> Result<Option<ClusterFile>, colony_co
         file: &file,
         text: &text,
     };
-    Ok(source.parse::<FileTop>()?.cluster)
+    Ok(source
+        .parse::<FileTop>()?
+        .cluster
+        .map(|cluster| ClusterFile {
+            dir: Some(dir.to_path_buf()),
+            ..cluster
+        }))
+}
+
+impl ClusterFile {
+    /// TLS and credentials as the file names them, its files checked readable.
+    fn auth(&self, env: &dyn Fn(&str) -> Option<String>) -> Result<NatsAuth, ClusterError> {
+        let path = |text: &str| {
+            let path = std::path::PathBuf::from(text);
+            let path = match (&self.dir, path.is_absolute()) {
+                (Some(dir), false) => dir.join(path),
+                _ => path,
+            };
+            if path.is_file() {
+                Ok(path)
+            } else {
+                Err(ClusterError::Config(format!(
+                    "cluster.toml: {} is not a readable file",
+                    path.display()
+                )))
+            }
+        };
+        let mut auth = NatsAuth::default();
+        if let Some(ca) = &self.tls_ca_file {
+            auth.tls_ca_file = Some(path(ca)?);
+        }
+        auth.tls_client = match (&self.tls_cert_file, &self.tls_key_file) {
+            (Some(cert), Some(key)) => Some((path(cert)?, path(key)?)),
+            (None, None) => None,
+            _ => {
+                return Err(ClusterError::Config(
+                    "cluster.toml: tls_cert_file and tls_key_file go together".into(),
+                ))
+            }
+        };
+        auth.require_tls = auth.tls_ca_file.is_some() || auth.tls_client.is_some();
+        let ways = [
+            self.credentials_file.is_some(),
+            self.nkey_seed_file.is_some(),
+            self.user.is_some(),
+        ];
+        if ways.iter().filter(|way| **way).count() > 1 {
+            return Err(ClusterError::Config(
+                "cluster.toml: credentials_file, nkey_seed_file and user are three ways to authenticate: give one".into(),
+            ));
+        }
+        auth.credentials = if let Some(creds) = &self.credentials_file {
+            Some(NatsCredentials::CredsFile(path(creds)?))
+        } else if let Some(seed) = &self.nkey_seed_file {
+            let text = std::fs::read_to_string(path(seed)?).map_err(|error| {
+                ClusterError::Config(format!("cluster.toml: nkey_seed_file: {error}"))
+            })?;
+            Some(NatsCredentials::NkeySeed(text.trim().to_string()))
+        } else if let Some(user) = &self.user {
+            let var = self.password_env.as_deref().ok_or_else(|| {
+                ClusterError::Config(
+                    "cluster.toml: user needs password_env, the environment variable holding its password".into(),
+                )
+            })?;
+            let password = env(var).ok_or_else(|| {
+                ClusterError::Config(format!(
+                    "cluster.toml: password_env {var}: the variable is not set"
+                ))
+            })?;
+            Some(NatsCredentials::UserPassword(user.clone(), password))
+        } else {
+            if self.password_env.is_some() {
+                return Err(ClusterError::Config(
+                    "cluster.toml: password_env without user".into(),
+                ));
+            }
+            None
+        };
+        Ok(auth)
+    }
 }
 
 impl ClusterConfig {
@@ -263,6 +403,11 @@ impl ClusterConfig {
             ));
         };
         let mut config = ClusterConfig::new(servers, name)?;
+        let auth = file.auth(&|name| std::env::var(name).ok())?;
+        config.auth = NatsAuth {
+            require_tls: auth.require_tls || config.auth.require_tls,
+            ..auth
+        };
         if let Some(stream) = file.stream {
             if !is_name(&stream, 32) {
                 return Err(ClusterError::Config(format!(

@@ -21,11 +21,14 @@ pub struct NatsServer {
     pub monitor: u16,
     child: Option<Child>,
     config: PathBuf,
+    /// Whether it requires TLS of clients.
+    tls: bool,
 }
 
 impl NatsServer {
     pub fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
+        let scheme = if self.tls { "tls" } else { "nats" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     /// Kills the server at once (SIGKILL).
@@ -55,8 +58,81 @@ pub struct NatsCluster {
     _dir: tempfile::TempDir,
 }
 
+/// What a secured cluster's servers require of clients: TLS with a certificate a
+/// test CA signed, and a user and password.
+pub struct Secure {
+    pub ca_file: PathBuf,
+    pub user: String,
+    pub password: String,
+    _dir: tempfile::TempDir,
+    cert_file: PathBuf,
+    key_file: PathBuf,
+}
+
+impl Secure {
+    /// A test CA, a server certificate for 127.0.0.1 it signed, and a user.
+    pub fn new() -> Secure {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+        let dir = tempfile::tempdir().unwrap();
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "Colony NATS test CA");
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let params =
+            CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+        let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+        let (ca_file, cert_file, key_file) = (
+            dir.path().join("ca.pem"),
+            dir.path().join("server.pem"),
+            dir.path().join("server-key.pem"),
+        );
+        std::fs::write(&ca_file, ca.pem()).unwrap();
+        std::fs::write(&cert_file, cert.pem()).unwrap();
+        std::fs::write(&key_file, key.serialize_pem()).unwrap();
+        Secure {
+            ca_file,
+            user: "colony".into(),
+            password: "a-secret-for-the-test".into(),
+            _dir: dir,
+            cert_file,
+            key_file,
+        }
+    }
+
+    fn server_config(&self) -> String {
+        format!(
+            "tls {{\n  cert_file: \"{}\"\n  key_file: \"{}\"\n  ca_file: \"{}\"\n}}\n\
+             authorization {{\n  user: \"{}\"\n  password: \"{}\"\n}}\n",
+            self.cert_file.display(),
+            self.key_file.display(),
+            self.ca_file.display(),
+            self.user,
+            self.password
+        )
+    }
+}
+
+impl Default for Secure {
+    fn default() -> Self {
+        Secure::new()
+    }
+}
+
 impl NatsCluster {
     pub fn start(n: usize) -> NatsCluster {
+        NatsCluster::start_with(n, None)
+    }
+
+    /// Servers that require TLS and a user and password of every client.
+    pub fn start_secure(n: usize, secure: &Secure) -> NatsCluster {
+        NatsCluster::start_with(n, Some(secure))
+    }
+
+    fn start_with(n: usize, secure: Option<&Secure>) -> NatsCluster {
         let dir = tempfile::tempdir().unwrap();
         let routes: Vec<u16> = (0..n).map(|_| free_port()).collect();
         let mut servers = Vec::new();
@@ -74,9 +150,10 @@ impl NatsCluster {
             std::fs::write(
                 &config,
                 format!(
-                    "server_name: {name}\nlisten: \"127.0.0.1:{port}\"\nhttp: \"127.0.0.1:{monitor}\"\nmax_payload: 8MB\n\
+                    "{}server_name: {name}\nlisten: \"127.0.0.1:{port}\"\nhttp: \"127.0.0.1:{monitor}\"\nmax_payload: 8MB\n\
                      jetstream {{\n  store_dir: \"{}\"\n  max_memory_store: 64MB\n  max_file_store: 4GB\n}}\n\
                      cluster {{\n  name: colony-tests\n  listen: \"127.0.0.1:{route}\"\n  routes: [{}]\n}}\n",
+                    secure.map(Secure::server_config).unwrap_or_default(),
                     store.display(),
                     others.join(", ")
                 ),
@@ -88,6 +165,7 @@ impl NatsCluster {
                 monitor,
                 child: None,
                 config,
+                tls: secure.is_some(),
             };
             server.start();
             servers.push(server);

@@ -7,6 +7,7 @@
 mod bus;
 mod compaction;
 mod nodes;
+mod secure;
 mod settlement;
 
 use std::path::Path;

@@ -11,7 +11,18 @@ use serde_json::{json, Value};
 use crate::common::start_with_args;
 
 pub(super) fn start_node(data: &Path, config: &Path, nats: &str, name: &str) -> (Child, String) {
-    start_with_args(data, config, &["--cluster", nats, "--node-name", name], &[])
+    start_node_with(data, config, nats, name, &[])
+}
+
+/// A node with extra environment (a NATS password).
+pub(super) fn start_node_with(
+    data: &Path,
+    config: &Path,
+    nats: &str,
+    name: &str,
+    env: &[(&str, &str)],
+) -> (Child, String) {
+    start_with_args(data, config, &["--cluster", nats, "--node-name", name], env)
 }
 
 /// Admits the node whose data directory is `data` (its `node.pub`) through the node
