@@ -32,6 +32,12 @@ pub struct ClusterView {
     /// The nodes whose commands the cluster's log applies (none on an embedded node).
     #[serde(default)]
     pub admitted: Vec<AdmittedNode>,
+    /// Checkpoints of other nodes that disagreed with this node's at the same record
+    /// since it started (must stay 0), and the newest one's evidence.
+    #[serde(default)]
+    pub divergences: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub divergence: Option<String>,
 }
 
 /// A node admitted to write the cluster's log.
@@ -105,4 +111,10 @@ pub struct NodeView {
     pub seen_ms: u64,
     /// Whether it held a connection to NATS then.
     pub connected: bool,
+    /// Its newest checkpoint: a decision record number every node hashes (a
+    /// multiple of `audit.toml`'s `every`) and the chain hash it has there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint_seq: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint_head: Option<String>,
 }

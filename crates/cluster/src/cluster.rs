@@ -412,6 +412,22 @@ impl Cluster {
         crate::peers::first_live(&self.inner)
     }
 
+    /// This node's checkpoint: the decision log's chain hash (hex) at record `seq`,
+    /// a number every node hashes; told to the others and compared with theirs.
+    pub fn checkpoint(&self, seq: u64, head: String) {
+        self.inner
+            .peers
+            .lock()
+            .expect("peers lock")
+            .checkpoint(seq, head);
+    }
+
+    /// Divergences seen since the start (checkpoints of other nodes that disagreed
+    /// with this node's): must stay 0.
+    pub fn divergences(&self) -> u64 {
+        self.inner.peers.lock().expect("peers lock").divergence().0
+    }
+
     /// This node's name in the cluster.
     pub fn node_name(&self) -> &str {
         &self.inner.config.node_name

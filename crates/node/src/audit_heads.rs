@@ -119,6 +119,8 @@ pub struct Heads {
     config: HeadsConfig,
     file: PathBuf,
     state: Mutex<Signed>,
+    /// The last checkpoint told to the cluster (a multiple of `every`).
+    checkpointed: std::sync::atomic::AtomicU64,
 }
 
 struct Signed {
@@ -153,6 +155,7 @@ impl Heads {
                 at_ms: crate::sequencer::now_ms(),
                 lines,
             }),
+            checkpointed: Default::default(),
         })
     }
 
@@ -232,6 +235,28 @@ impl Heads {
     }
 }
 
+impl Heads {
+    /// In a cluster, tells it this node's chain hash at the newest multiple of
+    /// `every` it has: the same record on every node, so that the nodes compare them
+    /// (a divergence must never happen).
+    pub fn checkpoint(&self, shared: &Shared) {
+        let Some(cluster) = &shared.cluster else {
+            return;
+        };
+        let last = shared.audit.last_index();
+        let at = last / self.config.every * self.config.every;
+        let done = self.checkpointed.load(std::sync::atomic::Ordering::Relaxed);
+        if at == 0 || at <= done {
+            return;
+        }
+        if let Some(hash) = record_hash(&shared.audit, at) {
+            cluster.checkpoint(at, hex::encode(hash));
+            self.checkpointed
+                .store(at, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
 /// The chain hash of record `seq`.
 fn record_hash(reader: &colony_log::LogReader, seq: u64) -> Option<[u8; 32]> {
     #[derive(Deserialize)]
@@ -258,7 +283,11 @@ pub async fn sign_loop(shared: Arc<Shared>) {
         tokio::time::sleep(Duration::from_millis(LOOK_EVERY_MS)).await;
         let shared = Arc::clone(&shared);
         // Reading the record is a file read: off the async threads.
-        let _ = tokio::task::spawn_blocking(move || shared.heads.sign_if_due(&shared, false)).await;
+        let _ = tokio::task::spawn_blocking(move || {
+            shared.heads.sign_if_due(&shared, false);
+            shared.heads.checkpoint(&shared);
+        })
+        .await;
     }
 }
 

@@ -26,6 +26,8 @@ pub async fn view(State(app): State<AppState>, _caller: Caller) -> Json<ClusterV
             nodes: Vec::new(),
             public_key: String::new(),
             admitted: Vec::new(),
+            divergences: 0,
+            divergence: None,
         },
     };
     view.public_key = app.shared.heads.public_key();

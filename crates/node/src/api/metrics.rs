@@ -69,6 +69,12 @@ fn cluster_families(
             "Nodes heard from in the last 3 s, this one included.",
             cluster.live_nodes(),
         ),
+        (
+            "colony_cluster_divergences_total",
+            "counter",
+            "Checkpoints of other nodes whose decision-log hash disagreed with this node's at the same record (must stay 0).",
+            cluster.divergences(),
+        ),
     ] {
         family(text, name, kind, help, &[(String::new(), value)]);
     }

@@ -50,6 +50,8 @@ async fn three_nodes_on_jetstream_keep_one_log_exact_limits_and_lose_nothing() {
         ),
         // The log is compacted all along, down to its last 10 commands.
         ("cluster.toml", compaction::CLUSTER_TOML),
+        // Checkpoints every 100 decision records, compared between the nodes.
+        ("audit.toml", "[heads]\nevery = 100\ninterval = \"1s\"\n"),
     ]);
     let data: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let mut nodes = Nodes(Vec::new());
@@ -454,6 +456,17 @@ async fn three_nodes_on_jetstream_keep_one_log_exact_limits_and_lose_nothing() {
         .map(|node| node["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["node-1", "node-2", "node-3"], "{view}");
+    // They tell each other their checkpoints (the chain hash at every 100th
+    // record) and none disagrees.
+    until_all(&http, &urls, &token, "/v1/cluster", |view| {
+        let nodes = view["nodes"].as_array().unwrap();
+        view["divergences"] == 0
+            && nodes.len() == 3
+            && nodes
+                .iter()
+                .all(|node| node["checkpoint_seq"].as_u64() >= Some(100))
+    })
+    .await;
 
     // /metrics says where each node is in the log and what its bus relayed.
     let deadline = Instant::now() + Duration::from_secs(30);
