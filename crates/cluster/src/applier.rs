@@ -14,7 +14,7 @@ use crate::follow::STALLED_AFTER;
 
 /// Most commands of the stream decided as one group.
 const APPLY_BATCH_MAX: usize = 1_024;
-use crate::wire::Envelope;
+use crate::wire::Unverified;
 
 /// Applies the stream from `next` on, for as long as the node runs; after a lost
 /// connection it starts again after the last command applied.
@@ -68,7 +68,7 @@ async fn follow_once(inner: &Inner, submitter: &Submitter, next: &mut u64) -> Re
             match crate::follow::numbered(delivered) {
                 Ok((message, seq)) if seq >= expected => {
                     expected = seq + 1;
-                    batch.push(stamped(inner, seq, &message.payload));
+                    batch.push((seq, message.payload.to_vec()));
                 }
                 Ok(_) => {} // delivered again after a reconnect: applied already
                 Err(error) => {
@@ -82,6 +82,7 @@ async fn follow_once(inner: &Inner, submitter: &Submitter, next: &mut u64) -> Re
             message = messages.next().now_or_never().flatten();
         }
         if !batch.is_empty() {
+            let batch = stamp_all(inner, batch);
             let last = apply(inner, submitter, batch).await?;
             *next = last + 1;
             inner.applied.send_replace(last);
@@ -94,32 +95,61 @@ async fn follow_once(inner: &Inner, submitter: &Submitter, next: &mut u64) -> Re
     Err("the stream's consumer ended".into())
 }
 
-/// A message of the stream as the pipeline takes it, with the request number of
-/// its caller when it was proposed by this very run of this node. A message that is
-/// not a command is decided as a tick by the system, the same on every node, so that
-/// the sequence numbers stay aligned with the stream's.
-fn stamped(inner: &Inner, seq: u64, payload: &[u8]) -> (Stamped, Option<u64>) {
-    let skipped = |why: String| {
-        tracing::warn!(
-            seq,
-            "the cluster's log holds {why}; it is decided as a tick"
-        );
-        (
-            Stamped {
-                stamp: Stamp {
-                    seq,
-                    proposed_ms: 0,
-                },
-                actor: PrincipalId::SYSTEM,
-                justification: format!("skipped: the cluster's log holds {why}"),
-                body: CommandBody::Tick,
-                origin: None,
-            },
-            None,
-        )
+/// Messages of the stream as the pipeline takes them, with the request number of
+/// their caller when this very run of this node proposed them. A message that is
+/// not a signed command, or whose signature does not verify by the key it names, is
+/// decided as a tick by the system, the same on every node, so that the sequence
+/// numbers stay aligned with the stream's. The signatures of the others' commands
+/// are checked as one batch; this node's own come back byte for byte as it signed
+/// them.
+fn stamp_all(inner: &Inner, messages: Vec<(u64, Vec<u8>)>) -> Vec<(Stamped, Option<u64>)> {
+    let decoded: Vec<(u64, Result<Unverified, String>, bool)> = {
+        let pending = inner.pending.lock().expect("pending lock");
+        messages
+            .into_iter()
+            .map(|(seq, payload)| {
+                let unverified = Unverified::decode(&payload);
+                let own = unverified.as_ref().is_ok_and(|message| {
+                    let envelope = &message.envelope;
+                    envelope.origin == inner.config.node_name
+                        && envelope.incarnation == inner.incarnation
+                        && pending
+                            .get(&envelope.request)
+                            .is_some_and(|sent| sent.payload == payload)
+                });
+                (seq, unverified, own)
+            })
+            .collect()
     };
-    match Envelope::decode(payload) {
-        Ok((envelope, Ok(()))) => {
+    let others: Vec<&Unverified> = decoded
+        .iter()
+        .filter(|(_, _, own)| !own)
+        .filter_map(|(_, message, _)| message.as_ref().ok())
+        .collect();
+    let mut verdicts = crate::wire::verify_refs(&others).into_iter();
+    decoded
+        .into_iter()
+        .map(|(seq, message, own)| {
+            let message = match message {
+                Ok(message) => message,
+                Err(why) => return skipped(seq, format!("a message that is not a signed command ({why})")),
+            };
+            let verified = if own {
+                Ok(())
+            } else {
+                verdicts.next().expect("one verdict per message checked")
+            };
+            let envelope = message.envelope;
+            if let Err(why) = verified {
+                return skipped(
+                    seq,
+                    format!(
+                        "a command said to be from node `{}` (key {}) whose signature does not verify ({why})",
+                        envelope.origin,
+                        colony_kernel::cluster::key_hex(&envelope.key)
+                    ),
+                );
+            }
             let mine = envelope.origin == inner.config.node_name
                 && envelope.incarnation == inner.incarnation;
             (
@@ -141,14 +171,29 @@ fn stamped(inner: &Inner, seq: u64, payload: &[u8]) -> (Stamped, Option<u64>) {
                 },
                 mine.then_some(envelope.request),
             )
-        }
-        Ok((envelope, Err(why))) => skipped(format!(
-            "a command said to be from node `{}` (key {}) whose signature does not verify ({why})",
-            envelope.origin,
-            colony_kernel::cluster::key_hex(&envelope.key)
-        )),
-        Err(why) => skipped(format!("a message that is not a signed command ({why})")),
-    }
+        })
+        .collect()
+}
+
+/// A message skipped: decided as a tick by the system, saying why.
+fn skipped(seq: u64, why: String) -> (Stamped, Option<u64>) {
+    tracing::warn!(
+        seq,
+        "the cluster's log holds {why}; it is decided as a tick"
+    );
+    (
+        Stamped {
+            stamp: Stamp {
+                seq,
+                proposed_ms: 0,
+            },
+            actor: PrincipalId::SYSTEM,
+            justification: format!("skipped: the cluster's log holds {why}"),
+            body: CommandBody::Tick,
+            origin: None,
+        },
+        None,
+    )
 }
 
 /// Decides commands of the stream, in order, and answers their callers where they
@@ -170,8 +215,8 @@ async fn apply(
     for (outcome, request) in outcomes.into_iter().zip(requests) {
         let Some(request) = request else { continue };
         let waiting = inner.pending.lock().expect("pending lock").remove(&request);
-        if let Some(reply) = waiting {
-            let _ = reply.send(outcome);
+        if let Some(waiting) = waiting {
+            let _ = waiting.reply.send(outcome);
         }
     }
     Ok(last)

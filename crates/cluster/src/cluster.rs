@@ -63,7 +63,7 @@ pub(crate) struct Inner {
     pub(crate) incarnation: u64,
     next_request: AtomicU64,
     /// Callers waiting for their command to come back from the stream, applied.
-    pub(crate) pending: Mutex<HashMap<u64, oneshot::Sender<Outcome>>>,
+    pub(crate) pending: Mutex<HashMap<u64, Pending>>,
     /// The last command this node applied from the stream.
     pub(crate) applied: watch::Sender<u64>,
     /// The stream's last sequence when last asked (by the applier's start, the
@@ -79,6 +79,14 @@ pub(crate) struct Inner {
     pub(crate) key: ed25519_dalek::SigningKey,
     /// The next of this node's own command numbers (see `colony_kernel::cluster`).
     next_node_seq: AtomicU64,
+}
+
+/// A command this run of the node proposed, waiting to come back from the stream.
+pub(crate) struct Pending {
+    pub(crate) reply: oneshot::Sender<Outcome>,
+    /// The message as this node signed and published it: the same bytes coming back
+    /// need no second check of the signature.
+    pub(crate) payload: Vec<u8>,
 }
 
 impl Inner {
@@ -502,10 +510,13 @@ impl Inner {
             ));
         }
         let (reply, answer) = oneshot::channel();
-        self.pending
-            .lock()
-            .expect("pending lock")
-            .insert(request, reply);
+        self.pending.lock().expect("pending lock").insert(
+            request,
+            Pending {
+                reply,
+                payload: payload.clone(),
+            },
+        );
         let _waiting = Waiting {
             inner: self,
             request,

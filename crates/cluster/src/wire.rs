@@ -49,6 +49,25 @@ impl Envelope {
     /// The envelope, and whether its signature verifies by the key it names; or why
     /// the message is not one (a message of another version, or not Colony's).
     pub(crate) fn decode(bytes: &[u8]) -> Result<(Envelope, Result<(), String>), String> {
+        let unverified = Unverified::decode(bytes)?;
+        let verified = verify_all(std::slice::from_ref(&unverified))
+            .pop()
+            .expect("one result for one message");
+        Ok((unverified.envelope, verified))
+    }
+}
+
+/// A signed command read from the stream, its signature not checked yet.
+pub(crate) struct Unverified {
+    pub(crate) envelope: Envelope,
+    /// The bytes the signature covers (the domain and the envelope's bytes).
+    signed: Vec<u8>,
+    signature: Signature,
+}
+
+impl Unverified {
+    /// The message's parts, or why it is not a signed command.
+    pub(crate) fn decode(bytes: &[u8]) -> Result<Unverified, String> {
         match bytes.split_first() {
             Some((&WIRE_VERSION, rest)) => {
                 if rest.len() < SIGNATURE_BYTES {
@@ -62,14 +81,11 @@ impl Envelope {
                         .try_into()
                         .expect("split at the signature's length"),
                 );
-                let verified = VerifyingKey::from_bytes(&envelope.key)
-                    .map_err(|_| "the key it names is not an Ed25519 key".to_string())
-                    .and_then(|key| {
-                        key.verify(&signed(body), &signature).map_err(|_| {
-                            "its signature does not verify by the key it names".to_string()
-                        })
-                    });
-                Ok((envelope, verified))
+                Ok(Unverified {
+                    envelope,
+                    signed: signed(body),
+                    signature,
+                })
             }
             Some((version, _)) => Err(format!(
                 "encoding version {version}, not {WIRE_VERSION} (unsigned, or not Colony's)"
@@ -77,6 +93,42 @@ impl Envelope {
             None => Err("an empty message".into()),
         }
     }
+}
+
+/// Whether each message's signature verifies by the key it names: checked as one
+/// batch (about twice as fast per signature), one by one only when the batch fails,
+/// to tell which.
+pub(crate) fn verify_all(messages: &[Unverified]) -> Vec<Result<(), String>> {
+    verify_refs(&messages.iter().collect::<Vec<_>>())
+}
+
+/// [`verify_all`] over references.
+pub(crate) fn verify_refs(messages: &[&Unverified]) -> Vec<Result<(), String>> {
+    let keys: Vec<Result<VerifyingKey, String>> = messages
+        .iter()
+        .map(|message| {
+            VerifyingKey::from_bytes(&message.envelope.key)
+                .map_err(|_| "the key it names is not an Ed25519 key".to_string())
+        })
+        .collect();
+    if keys.iter().all(Result::is_ok) && !messages.is_empty() {
+        let keys: Vec<VerifyingKey> = keys.iter().flatten().copied().collect();
+        let texts: Vec<&[u8]> = messages.iter().map(|m| m.signed.as_slice()).collect();
+        let signatures: Vec<Signature> = messages.iter().map(|m| m.signature).collect();
+        if ed25519_dalek::verify_batch(&texts, &signatures, &keys).is_ok() {
+            return vec![Ok(()); messages.len()];
+        }
+    }
+    messages
+        .iter()
+        .zip(keys)
+        .map(|(message, key)| {
+            key.and_then(|key| {
+                key.verify(&message.signed, &message.signature)
+                    .map_err(|_| "its signature does not verify by the key it names".to_string())
+            })
+        })
+        .collect()
 }
 
 fn signed(envelope: &[u8]) -> Vec<u8> {
@@ -124,6 +176,32 @@ mod tests {
         assert!(Envelope::decode(&[2; 10])
             .unwrap_err()
             .contains("too short"));
+    }
+
+    #[test]
+    fn a_batch_tells_which_signature_fails() {
+        let envelope = |n: u64| Envelope {
+            origin: "node-1".into(),
+            incarnation: 1,
+            request: n,
+            proposed_ms: n,
+            actor: PrincipalId(1),
+            justification: format!("command {n}"),
+            body: CommandBody::Tick,
+            key: key().verifying_key().to_bytes(),
+            node_seq: n,
+        };
+        let mut messages: Vec<Unverified> = (1..=5)
+            .map(|n| Unverified::decode(&envelope(n).encode(&key())).unwrap())
+            .collect();
+        assert!(verify_all(&messages).iter().all(Result::is_ok));
+        messages.push(
+            Unverified::decode(&envelope(6).encode(&SigningKey::from_bytes(&[9; 32]))).unwrap(),
+        );
+        let verdicts = verify_all(&messages);
+        assert!(verdicts[..5].iter().all(Result::is_ok));
+        assert!(verdicts[5].is_err());
+        assert!(verify_all(&[]).is_empty());
     }
 
     /// Every shape a command takes must come back from postcard; an alert's scope

@@ -75,6 +75,17 @@ async fn start(nodes: usize, nats: Option<&NatsCluster>) -> Setup {
                 .to_string();
         }
         setup.bases.push(format!("http://{}", node.local_addr()));
+        if index > 0 {
+            // Only admitted nodes write the cluster's log (issue 31).
+            let admitted = client()
+                .post(format!("{}/v1/cluster/nodes", setup.bases[0]))
+                .bearer_auth(&setup.token)
+                .json(&json!({"name": format!("bench-{index}"), "public_key": node.public_key(), "justification": "a node of the benchmark's cluster"}))
+                .send()
+                .await
+                .unwrap();
+            assert!(admitted.status().is_success(), "admitting bench-{index}");
+        }
         setup.nodes.push(node);
         setup._dirs.push(data);
     }

@@ -297,17 +297,30 @@ impl Governed {
             outcome.as_str(),
             self.why
         ));
-        let recorded = self
-            .app
-            .shared
-            .submitter
-            .submit_until_decided(
+        let submit = |record: ToolCallRecord, justification: String| {
+            self.app.shared.submitter.submit_until_decided(
                 self.caller,
                 justification,
                 CommandBody::RecordToolCall(Box::new(record)),
                 Answered::WhenDurable,
             )
-            .await;
+        };
+        let mut recorded = submit(record.clone(), justification.clone()).await;
+        if let (Ok(outcome), Some(grant)) = (&recorded, self.grant) {
+            if !outcome.primary.decision.is_allowed() {
+                // The approval ended while the call ran (a call's deadline longer
+                // than the approval's time): the call happened all the same, so its
+                // price is charged and the record says which approval it ran under.
+                let justification = bounded(format!(
+                    "{justification} (under approval {grant}, which ended while the call ran)"
+                ));
+                let record = ToolCallRecord {
+                    grant: None,
+                    ..record
+                };
+                recorded = submit(record, justification).await;
+            }
+        }
         match recorded {
             Ok(outcome) if outcome.primary.decision.is_allowed() => {}
             Ok(outcome) => tracing::error!(
