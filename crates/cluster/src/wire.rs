@@ -60,8 +60,8 @@ impl Envelope {
 /// A signed command read from the stream, its signature not checked yet.
 pub(crate) struct Unverified {
     pub(crate) envelope: Envelope,
-    /// The bytes the signature covers (the domain and the envelope's bytes).
-    signed: Vec<u8>,
+    /// The envelope's bytes (what the signature covers after the domain).
+    body: Vec<u8>,
     signature: Signature,
 }
 
@@ -83,7 +83,7 @@ impl Unverified {
                 );
                 Ok(Unverified {
                     envelope,
-                    signed: signed(body),
+                    body: body.to_vec(),
                     signature,
                 })
             }
@@ -111,9 +111,10 @@ pub(crate) fn verify_refs(messages: &[&Unverified]) -> Vec<Result<(), String>> {
                 .map_err(|_| "the key it names is not an Ed25519 key".to_string())
         })
         .collect();
+    let signed: Vec<Vec<u8>> = messages.iter().map(|m| signed(&m.body)).collect();
     if keys.iter().all(Result::is_ok) && !messages.is_empty() {
         let keys: Vec<VerifyingKey> = keys.iter().flatten().copied().collect();
-        let texts: Vec<&[u8]> = messages.iter().map(|m| m.signed.as_slice()).collect();
+        let texts: Vec<&[u8]> = signed.iter().map(Vec::as_slice).collect();
         let signatures: Vec<Signature> = messages.iter().map(|m| m.signature).collect();
         if ed25519_dalek::verify_batch(&texts, &signatures, &keys).is_ok() {
             return vec![Ok(()); messages.len()];
@@ -122,9 +123,10 @@ pub(crate) fn verify_refs(messages: &[&Unverified]) -> Vec<Result<(), String>> {
     messages
         .iter()
         .zip(keys)
-        .map(|(message, key)| {
+        .zip(&signed)
+        .map(|((message, key), signed)| {
             key.and_then(|key| {
-                key.verify(&message.signed, &message.signature)
+                key.verify(signed, &message.signature)
                     .map_err(|_| "its signature does not verify by the key it names".to_string())
             })
         })
