@@ -1,0 +1,353 @@
+//! A swarm against one embedded node (issue 30's load generator, first version):
+//! N agents, each an AI principal with a worker session over HTTP (colony-client),
+//! heartbeating every 2 s, claiming tasks that a poster puts on the board at one per
+//! agent per minute, making one LLM call per task through the gateway (its offline
+//! scripted model), publishing one bus message per task, and completing it. For
+//! each N it prints commands/s, the command and decision logs' bytes per agent-hour,
+//! resident memory per agent (the process holds the node and the agents' clients),
+//! and p50/p99 of heartbeats, claims and gateway calls; it stops growing N at the
+//! first that breaks a bound (p99 claim over 100 ms, or any error). Prints figures;
+//! asserts nothing.
+//!
+//! `cargo bench -p colony --bench swarm` (N = 100, 300, 1000, 3000; 60 s each), or
+//! `-- quick` (N = 100, 1000; 20 s each), or `-- N SECONDS` for one size.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use colony_client::api::gateway::ChatRequest;
+use colony_client::api::tasks::{ClaimRequest, TaskRequest};
+use colony_client::api::workers::{RegisterAnswer, RegisterRequest};
+use colony_client::{Client, Held};
+use colony_node::{Node, NodeConfig};
+use serde_json::{json, Map};
+
+const LIMITS: &str = "[limits.concurrent_api_requests]\nsoft = 100000\nhard = 200000\n\
+    [limits.ai_accounts]\nsoft = 100000\nhard = 200000\n\
+    [limits.active_workers]\nsoft = 100000\nhard = 200000\n\
+    [limits.tasks_per_worker]\nsoft = 100\nhard = 200\n\
+    [limits.task_queue_depth]\nhard = \"unlimited\"\n\
+    [limits.llm_spend_usd]\nsoft = \"unlimited\"\nhard = \"unlimited\"\n";
+const QUOTAS: &str = "[ledger]\nreservations_per_principal_max = 100000\n\
+    [defaults.human]\nllm_budget_usd = \"unlimited\"\nio_ops = \"unlimited\"\n\
+    [defaults.ai]\nllm_budget_usd = \"unlimited\"\nio_ops = \"unlimited\"\n";
+const HTTP: &str = "[http]\nrequests_in_flight_per_principal_max = 100000\n";
+
+/// What breaks a size: a p99 claim above this.
+const CLAIM_P99_BOUND_MS: f64 = 100.0;
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
+const TASK_EVERY_PER_AGENT: Duration = Duration::from_secs(60);
+
+#[derive(Default)]
+struct Figures {
+    heartbeats: Mutex<Vec<u64>>,
+    claims: Mutex<Vec<u64>>,
+    calls: Mutex<Vec<u64>>,
+    errors: AtomicU64,
+    first_error: Mutex<Option<String>>,
+    completed: AtomicU64,
+}
+
+impl Figures {
+    fn time(&self, into: &Mutex<Vec<u64>>, since: Instant) {
+        into.lock()
+            .unwrap()
+            .push(since.elapsed().as_micros() as u64);
+    }
+
+    fn error(&self, what: &str, error: impl std::fmt::Display) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        let mut first = self.first_error.lock().unwrap();
+        if first.is_none() {
+            *first = Some(format!("{what}: {error}"));
+        }
+    }
+}
+
+fn percentile(values: &mut [u64], p: f64) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    values.sort_unstable();
+    let index = ((values.len() as f64 - 1.0) * p).round() as usize;
+    values[index] as f64 / 1_000.0
+}
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|entry| entry.metadata().map_or(0, |m| m.len()))
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// One agent: a session, heartbeats, and tasks claimed, called for, announced and
+/// completed until `until`.
+async fn agent(client: Client, figures: Arc<Figures>, until: Instant) {
+    let session = match client
+        .register_worker(&RegisterRequest {
+            capabilities: vec!["swarm".into()],
+            model: Some("colony-scripted".into()),
+            profile: None,
+            justification: Some("a swarm agent".into()),
+        })
+        .await
+    {
+        Ok(RegisterAnswer::Registered(session)) => session.worker,
+        Ok(RegisterAnswer::Queued(queued)) => {
+            figures.error("register", format!("queued at {}", queued.position));
+            return;
+        }
+        Err(error) => {
+            figures.error("register", error);
+            return;
+        }
+    };
+    let beats = {
+        let (client, figures) = (client.clone(), Arc::clone(&figures));
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(HEARTBEAT_EVERY);
+            every.tick().await;
+            while Instant::now() < until {
+                every.tick().await;
+                let started = Instant::now();
+                match client.worker_heartbeat(session).await {
+                    Ok(_) => figures.time(&figures.heartbeats, started),
+                    Err(error) => figures.error("heartbeat", error),
+                }
+            }
+        })
+    };
+    while Instant::now() < until {
+        let started = Instant::now();
+        let claimed = client
+            .claim(&ClaimRequest {
+                worker: Some(session),
+                ..ClaimRequest::default()
+            })
+            .await;
+        let claimed = match claimed {
+            Ok(claimed) => {
+                figures.time(&figures.claims, started);
+                claimed
+            }
+            Err(error) => {
+                figures.error("claim", error);
+                None
+            }
+        };
+        let Some(claimed) = claimed else {
+            // Nothing to do: look again in a while, as a worker would.
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            continue;
+        };
+        let held = Held {
+            address: claimed.task.address.clone(),
+            lease_token: claimed.lease.token,
+        };
+        let request = ChatRequest {
+            model: "colony-scripted".into(),
+            messages: vec![json!({"role": "user", "content": claimed.task.title})],
+            max_tokens: Some(64),
+            stream: None,
+            rest: Map::new(),
+        };
+        let started = Instant::now();
+        match client.chat(&request, Some(&held.address)).await {
+            Ok(_) => figures.time(&figures.calls, started),
+            Err(error) => figures.error("llm call", error),
+        }
+        if let Err(error) = client
+            .publish(
+                "work.swarm",
+                json!({"done": held.address}),
+                "a swarm agent reports",
+            )
+            .await
+        {
+            figures.error("publish", error);
+        }
+        match client.complete(&held, json!({"ok": true}), "done").await {
+            Ok(_) => {
+                figures.completed.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(error) => figures.error("complete", error),
+        }
+    }
+    beats.abort();
+    let _ = client.leave(session).await;
+}
+
+/// One size: the node's figures while `agents` work for `seconds`.
+async fn run(agents: usize, seconds: u64) -> bool {
+    let config = tempfile::tempdir().unwrap();
+    let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/genesis");
+    for file in ["governance.toml", "tasks.toml", "providers.toml"] {
+        std::fs::copy(shipped.join(file), config.path().join(file)).unwrap();
+    }
+    std::fs::write(config.path().join("limits.toml"), LIMITS).unwrap();
+    std::fs::write(config.path().join("quotas.toml"), QUOTAS).unwrap();
+    std::fs::write(config.path().join("http.toml"), HTTP).unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let node = Node::start(NodeConfig {
+        data_dir: data.path().to_path_buf(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        config_dir: config.path().to_path_buf(),
+        config_dir_required: true,
+        ..NodeConfig::default()
+    })
+    .await
+    .unwrap();
+    let url = format!("http://{}", node.local_addr());
+    let admin = std::fs::read_to_string(data.path().join("admin.token")).unwrap();
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(4096)
+        .build()
+        .unwrap();
+    let admin = Client::with_http(&url, admin.trim(), http.clone()).unwrap();
+    let rss_before = rss_kib();
+    // The agents' principals.
+    let mut clients = Vec::with_capacity(agents);
+    for n in 0..agents {
+        let created: serde_json::Value = http
+            .post(format!("{url}/v1/principals"))
+            .bearer_auth(admin_token(&data))
+            .json(&json!({"name": format!("agent-{n}"), "kind": "ai", "roles": ["member"], "justification": "a swarm agent"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let token = created["token"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{created}"));
+        clients.push(Client::with_http(&url, token, http.clone()).unwrap());
+    }
+    let figures = Arc::new(Figures::default());
+    let started = Instant::now();
+    let until = started + Duration::from_secs(seconds);
+    let (commands_at_start, log_at_start) = (node.last_seq(), log_bytes(&data));
+    let mut tasks = Vec::new();
+    for client in clients {
+        tasks.push(tokio::spawn(agent(client, Arc::clone(&figures), until)));
+    }
+    // The poster: one task per agent per minute, spread evenly.
+    let poster = {
+        let (admin, figures) = (admin.clone(), Arc::clone(&figures));
+        tokio::spawn(async move {
+            let every = TASK_EVERY_PER_AGENT.as_micros() as u64 / agents.max(1) as u64;
+            let mut tick = tokio::time::interval(Duration::from_micros(every.max(1)));
+            let mut n = 0u64;
+            while Instant::now() < until {
+                tick.tick().await;
+                n += 1;
+                let task = TaskRequest {
+                    title: format!("swarm task {n}"),
+                    capabilities: vec!["swarm".into()],
+                    justification: Some("the swarm's work".into()),
+                    ..TaskRequest::default()
+                };
+                if let Err(error) = admin.post_task(&task).await {
+                    figures.error("post", error);
+                }
+            }
+        })
+    };
+    let rss_peak = {
+        let mut peak = 0;
+        while Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            peak = peak.max(rss_kib());
+        }
+        peak
+    };
+    let _ = poster.await;
+    for task in tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let commands = node.last_seq() - commands_at_start;
+    let (commands_log, decision_log) = log_bytes(&data);
+    let agent_hours = agents as f64 * elapsed / 3_600.0;
+    let mut beats = figures.heartbeats.lock().unwrap().clone();
+    let mut claims = figures.claims.lock().unwrap().clone();
+    let mut calls = figures.calls.lock().unwrap().clone();
+    let claim_p99 = percentile(&mut claims, 0.99);
+    let errors = figures.errors.load(Ordering::Relaxed);
+    println!(
+        "{agents:>6} agents {elapsed:>5.0} s: {:>7.0} commands/s; logs per agent-hour: commands {:>9.0} B, decisions {:>9.0} B; RSS {:>6.1} KiB/agent; heartbeat p50/p99 {:.2}/{:.2} ms ({} beats); claim p50/p99 {:.2}/{claim_p99:.2} ms ({}); gateway p50/p99 {:.2}/{:.2} ms ({}); {} completed; {errors} errors",
+        commands as f64 / elapsed,
+        (commands_log - log_at_start.0) as f64 / agent_hours,
+        (decision_log - log_at_start.1) as f64 / agent_hours,
+        rss_peak.saturating_sub(rss_before) as f64 / agents as f64,
+        percentile(&mut beats, 0.5),
+        percentile(&mut beats, 0.99),
+        beats.len(),
+        percentile(&mut claims, 0.5),
+        claims.len(),
+        percentile(&mut calls, 0.5),
+        percentile(&mut calls, 0.99),
+        calls.len(),
+        figures.completed.load(Ordering::Relaxed),
+    );
+    if let Some(first) = figures.first_error.lock().unwrap().as_ref() {
+        println!("       first error: {first}");
+    }
+    node.shutdown().await.unwrap();
+    claim_p99 <= CLAIM_P99_BOUND_MS && errors == 0
+}
+
+fn admin_token(data: &tempfile::TempDir) -> String {
+    std::fs::read_to_string(data.path().join("admin.token"))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+/// Bytes of the command log and of the decision log.
+fn log_bytes(data: &tempfile::TempDir) -> (u64, u64) {
+    (
+        dir_bytes(&data.path().join("commands")),
+        dir_bytes(&data.path().join("audit")),
+    )
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
+    let plan: Vec<(usize, u64)> = match args.as_slice() {
+        [quick] if quick == "quick" => vec![(100, 20), (1_000, 20)],
+        [n, seconds] => vec![(n.parse().unwrap(), seconds.parse().unwrap())],
+        _ => vec![(100, 60), (300, 60), (1_000, 60), (3_000, 60)],
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    println!("== a swarm on one embedded node: heartbeat every 2 s, a task a minute per agent, one LLM call and one publish per task ==");
+    for (agents, seconds) in plan {
+        let held = runtime.block_on(run(agents, seconds));
+        if !held {
+            println!(
+                "the first size that breaks a bound (p99 claim over {CLAIM_P99_BOUND_MS} ms, or an error): {agents} agents"
+            );
+            break;
+        }
+    }
+}
