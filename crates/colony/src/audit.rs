@@ -141,6 +141,9 @@ fn print_records(records: &[Value], json_lines: bool, streaming: bool) {
     }
 }
 
+/// Most bytes of signed heads read from one file or URL.
+const HEADS_BYTES_MAX: usize = 64 << 20;
+
 /// The signed heads of `sources` (files or URLs), each signature checked against
 /// `keys` (or, without any, the data directory's `node.pub`, said so).
 async fn signed_heads(
@@ -191,6 +194,13 @@ async fn signed_heads(
                 .await
                 .with_context(|| format!("GET {source}"))?
         } else {
+            let size = std::fs::metadata(source)
+                .with_context(|| format!("reading {source}"))?
+                .len();
+            anyhow::ensure!(
+                size <= HEADS_BYTES_MAX as u64,
+                "{source}: more than {HEADS_BYTES_MAX} bytes of heads"
+            );
             std::fs::read_to_string(source).with_context(|| format!("reading {source}"))?
         };
         let parsed = colony_log::heads::parse_heads(&text)

@@ -20,6 +20,9 @@ use super::config::{Launch, ServerConfig};
 pub const RESTART_PAUSE_MS: u64 = 5_000;
 /// Tools one upstream may list (more are not offered).
 pub const UPSTREAM_TOOLS_MAX: usize = 512;
+/// Largest tool description (its name, description and schemas, as JSON) offered;
+/// a larger one is not offered, so that one upstream cannot swell every tool list.
+pub const UPSTREAM_TOOL_BYTES_MAX: usize = 64 << 10;
 /// Longest line of an upstream's stderr logged (the rest is cut).
 const STDERR_LINE_BYTES_MAX: usize = 4_096;
 // A message longer than rmcp's line bound (16 MiB) from an upstream's stdout is
@@ -259,6 +262,17 @@ impl Connection {
             .list_all_tools()
             .await
             .map_err(|e| format!("listing its tools: {e}"))?;
+        let listed = tools.len();
+        tools.retain(|tool| {
+            serde_json::to_vec(tool).is_ok_and(|json| json.len() <= UPSTREAM_TOOL_BYTES_MAX)
+        });
+        if tools.len() < listed {
+            tracing::warn!(
+                server = %self.config.name,
+                dropped = listed - tools.len(),
+                "tools described in more than {UPSTREAM_TOOL_BYTES_MAX} bytes are not offered"
+            );
+        }
         if tools.len() > UPSTREAM_TOOLS_MAX {
             tracing::warn!(server = %self.config.name, listed = tools.len(), "an upstream lists more than {UPSTREAM_TOOLS_MAX} tools; the rest are not offered");
             tools.truncate(UPSTREAM_TOOLS_MAX);
