@@ -3,7 +3,14 @@
 //! and `POST /v1/tasks`), one client at a time and 16 at once, p50 and p99, and
 //! the ratio the aim is set on (within 1.2x at p99). Prints figures; asserts nothing.
 //!
+//! Then a tool of an upstream MCP server through the governed gateway (the tests'
+//! `tests/python/mcp_upstream.py`, run by the node over stdio under bubblewrap): its
+//! round trip includes the checks, the price reserved, the call and its record.
+//!
 //! Run: `cargo bench -p colony-node --bench mcp` (add `-- quick` for a short run).
+
+#[path = "../tests/common/tools.rs"]
+mod tools;
 
 use std::time::{Duration, Instant};
 
@@ -23,8 +30,14 @@ fn main() {
 
 /// A node whose admin has no quota in the way of the run.
 async fn start() -> (Node, String, String, (tempfile::TempDir, tempfile::TempDir)) {
+    start_with("").await
+}
+
+/// The same, with `mcp.toml`.
+async fn start_with(mcp: &str) -> (Node, String, String, (tempfile::TempDir, tempfile::TempDir)) {
     let data = tempfile::tempdir().unwrap();
     let config = tempfile::tempdir().unwrap();
+    std::fs::write(config.path().join("mcp.toml"), mcp).unwrap();
     std::fs::write(
         config.path().join("limits.toml"),
         "[limits.concurrent_api_requests]\nsoft = 4096\nhard = 8192\n\
@@ -95,14 +108,7 @@ async fn once(http: &reqwest::Client, base: &str, token: &str, way: Way, call: C
                     json!({"title": format!("bench {n}"), "justification": "bench: a write"}),
                 ),
             };
-            http.post(format!("{base}/mcp"))
-                .bearer_auth(token)
-                .header("accept", "application/json, text/event-stream")
-                .header("mcp-protocol-version", "2025-11-25")
-                .json(&json!({"jsonrpc": "2.0", "id": n, "method": "tools/call",
-                              "params": {"name": name, "arguments": arguments}}))
-                .send()
-                .await
+            mcp_call(http, base, token, n, name, arguments).await
         }
     };
     let response = response.unwrap();
@@ -111,6 +117,91 @@ async fn once(http: &reqwest::Client, base: &str, token: &str, way: Way, call: C
     if matches!(way, Way::Mcp) {
         assert_eq!(answer["result"]["isError"], false, "{answer}");
     }
+}
+
+async fn mcp_call(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    n: u64,
+    name: &str,
+    arguments: Value,
+) -> reqwest::Result<reqwest::Response> {
+    http.post(format!("{base}/mcp"))
+        .bearer_auth(token)
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2025-11-25")
+        .json(&json!({"jsonrpc": "2.0", "id": n, "method": "tools/call",
+                      "params": {"name": name, "arguments": arguments}}))
+        .send()
+        .await
+}
+
+/// An upstream read tool through the gateway beside the colony's own read tool,
+/// one client, `calls` each.
+async fn upstream(calls: u64) {
+    let python = tokio::task::spawn_blocking(tools::python).await.unwrap();
+    let venv = python.parent().unwrap().parent().unwrap().to_path_buf();
+    let prefix = python
+        .canonicalize()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let scripts = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/python")
+        .canonicalize()
+        .unwrap();
+    let mcp = format!(
+        "[[servers]]\nname = \"notes\"\ncommand = [\"{}\", \"{}\"]\nread_only = [\"{}\", \"{}\", \"{}\"]\n\
+         [[servers.tools]]\nname = \"*\"\nrate_per_minute = 1000000\n",
+        python.display(),
+        scripts.join("mcp_upstream.py").display(),
+        venv.display(),
+        scripts.display(),
+        prefix.display()
+    );
+    let (node, base, token, _dirs) = start_with(&mcp).await;
+    let http = reqwest::Client::new();
+    let timed = |name: &'static str, arguments: Value| {
+        let (http, base, token) = (http.clone(), base.clone(), token.clone());
+        async move {
+            let mut latencies = Vec::new();
+            for n in 0..calls + 50 {
+                let started = Instant::now();
+                let response = mcp_call(&http, &base, &token, n, name, arguments.clone())
+                    .await
+                    .unwrap();
+                let answer: Value = response.json().await.unwrap();
+                assert_eq!(answer["result"]["isError"], false, "{answer}");
+                if n >= 50 {
+                    latencies.push(started.elapsed());
+                }
+            }
+            latencies.sort();
+            latencies
+        }
+    };
+    let own = timed("ledger_me", json!({})).await;
+    let read = timed(
+        "notes__read_note",
+        json!({"name": "groceries", "justification": "bench: an upstream read"}),
+    )
+    .await;
+    println!("== an upstream MCP server's tool through the governed gateway (1 client, {calls} calls each) ==");
+    for (label, latencies) in [
+        ("colony's ledger_me over MCP", &own),
+        ("notes__read_note (stdio, bwrap)", &read),
+    ] {
+        println!(
+            "{label:<34} p50 {:>6.2} ms, p99 {:>6.2} ms",
+            percentile(latencies, 0.50),
+            percentile(latencies, 0.99)
+        );
+    }
+    node.shutdown().await.unwrap();
 }
 
 /// Latencies of `calls` calls made by `clients` clients at once.
@@ -184,4 +275,5 @@ async fn run(calls: u64) {
         }
     }
     node.shutdown().await.unwrap();
+    upstream(calls).await;
 }
