@@ -40,6 +40,7 @@ pub mod listener;
 pub mod mcp;
 pub mod mock_llm;
 mod node;
+mod node_config;
 pub mod sandbox;
 pub mod scope;
 pub mod supervisor;
@@ -52,7 +53,8 @@ pub use colony_bus as bus;
 pub(crate) use colony_pipeline::metrics;
 /// The durable pipeline, from its own crate (re-exported where it used to live).
 pub use colony_pipeline::{fatal, sequencer};
-pub use node::{Node, NodeConfig};
+pub use node::Node;
+pub use node_config::NodeConfig;
 
 /// The LLM gateway, from its own crate, and the mock upstream that tests, benchmarks
 /// and `colony mock-llm` serve.

@@ -5,85 +5,14 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, RwLock};
 
-use colony_log::{RecoveryReport, Store, StoreOptions};
+use colony_log::{RecoveryReport, Store};
 
 use crate::app::{AppState, Shared};
 use crate::genesis;
 use crate::metrics::Metrics;
-use crate::sequencer::{self, SequencerConfig, Submitter};
+use crate::sequencer::{self, Submitter};
+use crate::NodeConfig;
 use crate::NodeError;
-
-/// How to run a node. `Default` is what `colony up` uses without flags.
-#[derive(Clone, Debug)]
-pub struct NodeConfig {
-    pub data_dir: PathBuf,
-    pub listen: SocketAddr,
-    /// `config/genesis/`, read at first start only.
-    pub config_dir: PathBuf,
-    /// When false and `config_dir` does not exist, the built-in defaults are used.
-    pub config_dir_required: bool,
-    pub sequencer: SequencerConfig,
-    pub store: StoreOptions,
-    /// Worker processes to keep alive. When `None`, `supervisor.toml` in the
-    /// configuration directory is used if it exists (read at every start).
-    pub supervisor: Option<crate::supervisor::SupervisorConfig>,
-    /// Bus bounds and grants. When `None`, `bus.toml` in the configuration
-    /// directory is used if it exists (read at every start), else the defaults.
-    pub bus: Option<crate::bus::BusConfig>,
-    /// Upstreams, models and prices of the LLM gateway. When `None`,
-    /// `providers.toml` in the configuration directory (read at every start, keys
-    /// from the environment), else the shipped defaults.
-    pub gateway: Option<crate::gateway::GatewayConfig>,
-    /// Who may read what; when `None`, `access.toml` in the configuration directory
-    /// (read at every start), else the defaults.
-    pub access: Option<crate::access::ReadPolicy>,
-    /// Serve HTTPS and `wss://` instead of plain HTTP.
-    pub tls: Option<crate::tls::TlsSource>,
-    /// Timeouts and bounds on connections and requests; when `None`, `http.toml` in
-    /// the configuration directory (read at every start), else the defaults.
-    pub listen_limits: Option<crate::listener::ListenConfig>,
-    /// The artifact runtime's settings and the artifacts deployed at first start;
-    /// when `None`, `artifacts.toml` in the configuration directory (read at every
-    /// start), else the runtime's defaults.
-    pub artifacts: Option<crate::genesis::ArtifactsSetup>,
-    /// Run as one node of a cluster whose command log is a NATS JetStream stream
-    /// (`colony up --cluster`); `None` is the embedded default.
-    pub cluster: Option<colony_cluster::ClusterConfig>,
-    /// The upstream MCP servers whose tools the node offers; when `None`,
-    /// `mcp.toml` in the configuration directory (read at every start), else none.
-    pub mcp: Option<crate::mcp::upstream::McpConfig>,
-}
-
-impl Default for NodeConfig {
-    fn default() -> Self {
-        NodeConfig {
-            data_dir: PathBuf::from("colony-data"),
-            listen: SocketAddr::from(([127, 0, 0, 1], 7700)),
-            config_dir: PathBuf::from("config/genesis"),
-            config_dir_required: false,
-            sequencer: SequencerConfig {
-                submit_queue_max: 65_536,
-                batch_commands_max: 8_192,
-                unsynced_commands_max: 65_536,
-                decided_sync_within_ms: 5,
-                snapshot_every_commands: 100_000,
-                fault_panic_on_justification: None,
-                clock: std::sync::Arc::new(crate::sequencer::SystemClock),
-                replicated: false,
-            },
-            store: StoreOptions::default(),
-            supervisor: None,
-            bus: None,
-            gateway: None,
-            access: None,
-            tls: None,
-            listen_limits: None,
-            artifacts: None,
-            cluster: None,
-            mcp: None,
-        }
-    }
-}
 
 /// In a cluster, this node's own log is synced within this many milliseconds.
 pub const CLUSTER_LOCAL_SYNC_WITHIN_MS: u64 = 100;
