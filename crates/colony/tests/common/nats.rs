@@ -64,7 +64,7 @@ pub struct Secure {
     pub ca_file: PathBuf,
     pub user: String,
     pub password: String,
-    _dir: tempfile::TempDir,
+    _ca: super::tools::TestCa,
     cert_file: PathBuf,
     key_file: PathBuf,
 }
@@ -72,34 +72,14 @@ pub struct Secure {
 impl Secure {
     /// A test CA, a server certificate for 127.0.0.1 it signed, and a user.
     pub fn new() -> Secure {
-        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
-        let dir = tempfile::tempdir().unwrap();
-        let ca_key = KeyPair::generate().unwrap();
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(DnType::CommonName, "Colony NATS test CA");
-        let ca = ca_params.self_signed(&ca_key).unwrap();
-        let key = KeyPair::generate().unwrap();
-        let params =
-            CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
-        let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
-        let (ca_file, cert_file, key_file) = (
-            dir.path().join("ca.pem"),
-            dir.path().join("server.pem"),
-            dir.path().join("server-key.pem"),
-        );
-        std::fs::write(&ca_file, ca.pem()).unwrap();
-        std::fs::write(&cert_file, cert.pem()).unwrap();
-        std::fs::write(&key_file, key.serialize_pem()).unwrap();
+        let ca = super::tools::test_ca();
         Secure {
-            ca_file,
+            ca_file: ca.ca_file.clone(),
+            cert_file: ca.cert_file.clone(),
+            key_file: ca.key_file.clone(),
             user: "colony".into(),
             password: "a-secret-for-the-test".into(),
-            _dir: dir,
-            cert_file,
-            key_file,
+            _ca: ca,
         }
     }
 

@@ -55,10 +55,19 @@ impl State {
                     "grant {id} approved a call of {}, not of {actor_address}",
                     grant.requester_address
                 ))),
-                Some(grant) if grant.state != GrantState::Active => Err(invalid(format!(
-                    "grant {id} is {}, not active",
-                    grant.state.as_str()
-                ))),
+                // Approved (active, or ended by its time while the call it approved
+                // ran: the call happened and is charged), never denied, undecided or
+                // used.
+                Some(grant)
+                    if !(grant.state == GrantState::Active
+                        || (grant.state == GrantState::Expired
+                            && grant.decided_at_ms.is_some())) =>
+                {
+                    Err(invalid(format!(
+                        "grant {id} is {}, not approved",
+                        grant.state.as_str()
+                    )))
+                }
                 Some(grant) => match &grant.what {
                     GrantWhat::ToolCall {
                         tool,
@@ -91,10 +100,12 @@ impl State {
         }
         if let Some(id) = record.grant {
             let grant = self.grants.get_mut(&id).expect("checked above");
-            grant.state = GrantState::Used;
-            if let Some(at) = grant.expires_at_ms {
-                self.grant_expiries.remove(&(at, id));
+            if grant.state == GrantState::Active {
+                if let Some(at) = grant.expires_at_ms {
+                    self.grant_expiries.remove(&(at, id));
+                }
             }
+            grant.state = GrantState::Used;
         }
         Event::allowed(
             ACTION,

@@ -226,3 +226,33 @@ fn a_call_not_decided_in_time_ends_and_a_denied_one_is_never_usable() {
     assert!(!ticked.events.iter().any(|e| e.action == "grant.expire"));
     sim.state.check_invariants().unwrap();
 }
+
+#[test]
+fn an_approval_that_ends_while_its_call_runs_still_records_the_call() {
+    let mut sim = Sim::new();
+    let agent = member(&mut sim, PrincipalKind::Ai, None);
+    let reviewer = member(&mut sim, PrincipalKind::Human, None);
+    let grant = ask(&mut sim, agent, 10_000);
+    assert!(decide(&mut sim, reviewer, grant, true)
+        .decision
+        .is_allowed());
+    let io = sim.reserve(agent, Resource::IoOps, 1).unwrap();
+    // The call outlives the approval's time.
+    sim.advance(20_000);
+    sim.run(PrincipalId::SYSTEM, CommandBody::Tick);
+    assert_eq!(
+        sim.state.grant_request(grant).unwrap().state,
+        GrantState::Expired
+    );
+    let recorded = sim.run(agent, record(vec![(io, 1)], Some(grant)));
+    assert!(recorded.primary().decision.is_allowed(), "{recorded:?}");
+    assert_eq!(
+        sim.state.grant_request(grant).unwrap().state,
+        GrantState::Used
+    );
+    sim.state.check_invariants().unwrap();
+    // Once used, never again.
+    let io = sim.reserve(agent, Resource::IoOps, 1).unwrap();
+    let again = sim.run(agent, record(vec![(io, 1)], Some(grant)));
+    assert_eq!(again.primary().decision, Decision::Denied);
+}

@@ -180,3 +180,40 @@ pub fn chromium() -> (std::path::PathBuf, std::path::PathBuf) {
     let browser = debian_tool(&["chromium"], &["chromium"]);
     (browser, driver)
 }
+
+/// A certificate authority made for a test, and a server certificate it signed for
+/// `localhost` and `127.0.0.1`: `ca.pem`, `cert.pem` and `key.pem` in `dir`.
+pub struct TestCa {
+    pub dir: tempfile::TempDir,
+    pub ca_file: std::path::PathBuf,
+    pub cert_file: std::path::PathBuf,
+    pub key_file: std::path::PathBuf,
+}
+
+pub fn test_ca() -> TestCa {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    let dir = tempfile::tempdir().unwrap();
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "Colony test CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf_params =
+        CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+    let leaf = leaf_params.signed_by(&leaf_key, &ca, &ca_key).unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    let cert_file = dir.path().join("cert.pem");
+    let key_file = dir.path().join("key.pem");
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    std::fs::write(&cert_file, leaf.pem()).unwrap();
+    std::fs::write(&key_file, leaf_key.serialize_pem()).unwrap();
+    TestCa {
+        dir,
+        ca_file,
+        cert_file,
+        key_file,
+    }
+}

@@ -79,6 +79,21 @@ async fn audit(base: &str, admin: &str, actor: &str) -> Vec<Value> {
     audit["records"].as_array().unwrap().clone()
 }
 
+/// A tool call made on its own task (it waits for a person's decision).
+fn call_in_background(
+    base: &str,
+    token: &str,
+    tool: &'static str,
+    arguments: Value,
+) -> tokio::task::JoinHandle<Value> {
+    let mcp = Mcp {
+        base: base.to_string(),
+        http: reqwest::Client::new(),
+    };
+    let token = token.to_string();
+    tokio::spawn(async move { mcp.call(&token, tool, arguments).await })
+}
+
 /// The pending approval request of `tool`, once it is there.
 async fn pending_request(base: &str, admin: &str, tool: &str) -> Value {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
@@ -167,21 +182,12 @@ async fn an_upstream_servers_tools_are_governed_priced_approved_and_recorded() {
     );
 
     // A destructive call waits for a human of another lineage, and runs once.
-    let waiting = {
-        let mcp = Mcp {
-            base: base.clone(),
-            http: reqwest::Client::new(),
-        };
-        let agent = agent.clone();
-        tokio::spawn(async move {
-            mcp.call(
-                &agent,
-                "notes__delete_note",
-                json!({"name": "old-list", "justification": "it is done"}),
-            )
-            .await
-        })
-    };
+    let waiting = call_in_background(
+        &base,
+        &agent,
+        "notes__delete_note",
+        json!({"name": "old-list", "justification": "it is done"}),
+    );
     let request = pending_request(&base, &admin, "notes__delete_note").await;
     let id = request["id"].as_u64().unwrap();
     assert!(
@@ -220,21 +226,12 @@ async fn an_upstream_servers_tools_are_governed_priced_approved_and_recorded() {
     assert_eq!(grant["state"], "used", "{grant}");
 
     // A denied one never reaches the upstream.
-    let waiting = {
-        let mcp = Mcp {
-            base: base.clone(),
-            http: reqwest::Client::new(),
-        };
-        let agent = agent.clone();
-        tokio::spawn(async move {
-            mcp.call(
-                &agent,
-                "notes__delete_note",
-                json!({"name": "taxes", "justification": "tidy up"}),
-            )
-            .await
-        })
-    };
+    let waiting = call_in_background(
+        &base,
+        &agent,
+        "notes__delete_note",
+        json!({"name": "taxes", "justification": "tidy up"}),
+    );
     let request = pending_request(&base, &admin, "notes__delete_note").await;
     let id = request["id"].as_u64().unwrap();
     let (status, denied) = common::send(

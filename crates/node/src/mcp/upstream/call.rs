@@ -140,13 +140,8 @@ impl Upstreams {
         encoded: &str,
         why: &str,
     ) -> Result<u64, String> {
-        let mut shown = encoded.to_string();
-        if shown.len() > ARGUMENTS_SHOWN_BYTES_MAX {
-            let mut end = ARGUMENTS_SHOWN_BYTES_MAX;
-            while !shown.is_char_boundary(end) {
-                end -= 1;
-            }
-            shown.truncate(end);
+        let mut shown = cut(encoded.to_string(), ARGUMENTS_SHOWN_BYTES_MAX);
+        if shown.len() < encoded.len() {
             shown.push_str("...");
         }
         let justification = bounded(format!("[mcp] call {name} with {shown}: {why}"));
@@ -297,30 +292,17 @@ impl Governed {
             outcome.as_str(),
             self.why
         ));
-        let submit = |record: ToolCallRecord, justification: String| {
-            self.app.shared.submitter.submit_until_decided(
+        let recorded = self
+            .app
+            .shared
+            .submitter
+            .submit_until_decided(
                 self.caller,
                 justification,
                 CommandBody::RecordToolCall(Box::new(record)),
                 Answered::WhenDurable,
             )
-        };
-        let mut recorded = submit(record.clone(), justification.clone()).await;
-        if let (Ok(outcome), Some(grant)) = (&recorded, self.grant) {
-            if !outcome.primary.decision.is_allowed() {
-                // The approval ended while the call ran (a call's deadline longer
-                // than the approval's time): the call happened all the same, so its
-                // price is charged and the record says which approval it ran under.
-                let justification = bounded(format!(
-                    "{justification} (under approval {grant}, which ended while the call ran)"
-                ));
-                let record = ToolCallRecord {
-                    grant: None,
-                    ..record
-                };
-                recorded = submit(record, justification).await;
-            }
-        }
+            .await;
         match recorded {
             Ok(outcome) if outcome.primary.decision.is_allowed() => {}
             Ok(outcome) => tracing::error!(
@@ -401,8 +383,12 @@ impl Governed {
 }
 
 /// `text` cut to what a justification holds.
-fn bounded(mut text: String) -> String {
-    let max = colony_kernel::JUSTIFICATION_BYTES_MAX;
+fn bounded(text: String) -> String {
+    cut(text, colony_kernel::JUSTIFICATION_BYTES_MAX)
+}
+
+/// `text` cut to at most `max` bytes, at a character's boundary.
+fn cut(mut text: String, max: usize) -> String {
     if text.len() > max {
         let mut end = max;
         while !text.is_char_boundary(end) {
