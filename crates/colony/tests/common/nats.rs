@@ -56,7 +56,12 @@ impl NatsServer {
 pub struct NatsCluster {
     pub servers: Vec<NatsServer>,
     _dir: tempfile::TempDir,
+    /// One cluster at a time in a test process: two starting at once race for the
+    /// free ports they pick, and starve each other's leader elections on two cores.
+    _one_at_a_time: std::sync::MutexGuard<'static, ()>,
 }
+
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// What a secured cluster's servers require of clients: TLS with a certificate a
 /// test CA signed, and a user and password.
@@ -113,6 +118,9 @@ impl NatsCluster {
     }
 
     fn start_with(n: usize, secure: Option<&Secure>) -> NatsCluster {
+        let one_at_a_time = ONE_AT_A_TIME
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let dir = tempfile::tempdir().unwrap();
         let routes: Vec<u16> = (0..n).map(|_| free_port()).collect();
         let mut servers = Vec::new();
@@ -150,7 +158,11 @@ impl NatsCluster {
             server.start();
             servers.push(server);
         }
-        let cluster = NatsCluster { servers, _dir: dir };
+        let cluster = NatsCluster {
+            servers,
+            _dir: dir,
+            _one_at_a_time: one_at_a_time,
+        };
         cluster.wait_healthy();
         cluster
     }
