@@ -30,6 +30,10 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         config.config_dir_required = true;
     }
     config.sequencer.snapshot_every_commands = args.snapshot_every.max(1);
+    // OpenTelemetry: the standard variables say where the gateway's spans go.
+    config.telemetry =
+        colony_node::telemetry::TelemetryConfig::from_env(|name| std::env::var(name).ok())
+            .map_err(|message| anyhow::anyhow!("OpenTelemetry: {message}"))?;
     let cluster_file = colony_cluster::load_file(&config.config_dir)?;
     config.cluster = colony_cluster::ClusterConfig::resolve(
         cluster_file,
@@ -74,6 +78,9 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         .await
         .context("the node did not start")?;
     let secure = node.tls().is_some();
+    if let Some(telemetry) = node.telemetry_endpoint() {
+        println!("colony: the gateway's spans go to {telemetry} (OTLP)");
+    }
     println!(
         "colony: listening on {} (data in {}); agent bus on {}://{}/v1/bus",
         node.base_url(),

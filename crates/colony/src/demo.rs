@@ -82,6 +82,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         config_dir: config_dir.clone(),
         config_dir_required: true,
         supervisor: Some(supervisor),
+        telemetry: colony_node::telemetry::TelemetryConfig::from_env(|name| {
+            std::env::var(name).ok()
+        })
+        .map_err(|message| anyhow::anyhow!("OpenTelemetry: {message}"))?,
         ..NodeConfig::default()
     })
     .await

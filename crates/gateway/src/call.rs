@@ -96,6 +96,14 @@ impl Prepared {
         event_stream: bool,
     ) -> Answer {
         let cost = cost_with_cache(model, tokens.0, cached, tokens.1);
+        if cached > 0 {
+            self.settlement.trace.set(|| {
+                vec![opentelemetry::KeyValue::new(
+                    "gen_ai.usage.cache_read.input_tokens",
+                    cached as i64,
+                )]
+            });
+        }
         let how = if cached > 0 {
             format!("{how}; {cached} of the input tokens from the prompt cache")
         } else {
@@ -212,6 +220,7 @@ impl Gateway {
                         ),
                     };
                     let cached = cached_of(&answer["usage"]);
+                    prepared.settlement.trace.answer(&answer);
                     let body = if passthrough {
                         bytes
                     } else {

@@ -100,6 +100,7 @@ impl Gateway {
                         Err(error) => return prepared.broke_off(&model, &error.to_string()).await,
                     };
                     let answer: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+                    prepared.settlement.trace.answer(&answer);
                     let (tokens, how) = match answer["usage"]["prompt_tokens"].as_u64() {
                         Some(input) => ((input, 0), "embeddings, usage from the upstream"),
                         None => (

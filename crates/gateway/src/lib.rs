@@ -13,6 +13,7 @@
 //! - `upstream.rs`: the upstream clients, key rotation and cool-down, one attempt.
 //! - `relay.rs`: event streams relayed (or turned into Anthropic's) and watched.
 //! - `settle.rs`: the settlement, once, or the release.
+//! - `trace.rs`: the call's OpenTelemetry spans ([`Gateway::trace_call`]).
 //! - `admission.rs`, `refusal.rs`, [`scripted`] (the offline provider), [`sse`]
 //!   (following event streams), [`tls`] (the roots outgoing connections trust).
 //!
@@ -44,6 +45,7 @@ pub mod scripted;
 mod settle;
 pub mod sse;
 pub mod tls;
+mod trace;
 mod upstream;
 
 pub use admission::Admission;
@@ -54,6 +56,7 @@ pub use prepare::{Caller, Prepared};
 pub use refusal::{denial, invalid, Refusal};
 pub use relay::Relay;
 pub use responses::{response_events, response_object, responses_input_bound};
+pub use trace::{traced_answer, CallTrace, TRACED_PROMPT_BYTES_MAX};
 pub use upstream::{Attempt, Gateway};
 
 use serde_json::Value;

@@ -90,6 +90,7 @@ impl Gateway {
         prompt: &Value,
     ) -> Result<Prepared, Refusal> {
         let config = &self.config;
+        let trace = crate::CallTrace::current(self);
         let task = task
             .map(|address| self.task_of(caller, address))
             .transpose()?;
@@ -137,6 +138,20 @@ impl Gateway {
                 .with("available", *remaining));
             }
         }
+        trace.set(|| {
+            use opentelemetry::KeyValue;
+            let kind = config.upstreams[&model.upstream].kind;
+            vec![
+                KeyValue::new("gen_ai.provider.name", crate::trace::provider_name(kind)),
+                KeyValue::new("gen_ai.request.max_tokens", max_tokens as i64),
+                KeyValue::new("colony.model", model.name.clone()),
+                KeyValue::new("colony.input_tokens_bound", input_bound as i64),
+                KeyValue::new("colony.reserved_micro_usd", reserved as i64),
+            ]
+        });
+        if config.log_prompts {
+            trace.prompt(prompt);
+        }
         let now_ms = colony_pipeline::sequencer::now_ms();
         let admission = self.admit(caller.id, input_bound + max_tokens, now_ms)?;
         let mut justification = format!(
@@ -156,6 +171,7 @@ impl Gateway {
             }
             justification.push_str(&format!("; prompt: {}", &prompt[..end]));
         }
+        let span = trace.kernel("reserve");
         let outcome = self
             .submitter
             .submit_decided(
@@ -167,14 +183,24 @@ impl Gateway {
                     ttl_ms: Some(config.timeout_ms * 2 + 60_000),
                 },
             )
-            .await
-            .map_err(|error| Refusal::new(503, "api_error", error.code, error.message))?;
+            .await;
+        if let Some(mut span) = span {
+            crate::trace::decided(&mut span, &outcome);
+        }
+        let outcome =
+            outcome.map_err(|error| Refusal::new(503, "api_error", error.code, error.message))?;
         let reservation = match (&outcome.primary.decision, &outcome.primary.effect) {
             (decision, Effect::Reserved { reservation, .. }) if decision.is_allowed() => {
                 *reservation
             }
             _ => return Err(denial(&outcome.primary.reason, outcome.at_ms)),
         };
+        trace.set(|| {
+            vec![opentelemetry::KeyValue::new(
+                "colony.reservation",
+                reservation as i64,
+            )]
+        });
         Ok(Prepared {
             chain,
             input_bound,
@@ -192,6 +218,7 @@ impl Gateway {
                 admission: Some(admission),
                 done: false,
                 note: format!("{} for {}", model.name, caller.address),
+                trace,
             },
         })
     }

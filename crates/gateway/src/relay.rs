@@ -60,7 +60,30 @@ impl Relay {
         } else {
             format!("{how}; no usage reported: input bound and output bytes charged")
         };
+        let trace = settlement.trace.clone();
         let settled = settlement.settle(&self.model.name, tokens, actual, &how);
+        trace.set(|| {
+            let mut attributes = vec![opentelemetry::KeyValue::new(
+                "colony.stream_end",
+                how.clone(),
+            )];
+            if let Some(reason) = self.watch.finish_reason() {
+                attributes.push(opentelemetry::KeyValue::new(
+                    "gen_ai.response.finish_reasons",
+                    opentelemetry::Value::Array(
+                        vec![opentelemetry::StringValue::from(reason.to_string())].into(),
+                    ),
+                ));
+            }
+            if cached > 0 {
+                attributes.push(opentelemetry::KeyValue::new(
+                    "gen_ai.usage.cache_read.input_tokens",
+                    cached as i64,
+                ));
+            }
+            attributes
+        });
+        trace.end();
         settled.filter(|_| for_task)
     }
 

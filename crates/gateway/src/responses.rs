@@ -194,6 +194,7 @@ impl Gateway {
                         ),
                     };
                     let cached = crate::cached_of(&answer["usage"]);
+                    prepared.settlement.trace.answer(&answer);
                     return prepared
                         .whole_cached(&model, tokens, cached, how, bytes, false)
                         .await;

@@ -23,6 +23,8 @@ pub struct Settlement {
     pub(crate) done: bool,
     /// What the call was, for the warning when it ends unsettled.
     pub(crate) note: String,
+    /// The call's span: the settlement's figures go on it, its decision under it.
+    pub(crate) trace: crate::CallTrace,
 }
 
 impl Settlement {
@@ -52,9 +54,10 @@ impl Settlement {
                 .map(|(a, _)| format!(", for task {a}"))
                 .unwrap_or_default()
         );
+        self.trace.settled(model, tokens, actual, how);
         // One decision: the commit and the task's charge land together. Sent until
         // decided: a full queue or a lost cluster link never loses what a call cost.
-        Some(self.submitter.submit_in_background(
+        let settled = self.submitter.submit_in_background(
             caller,
             justification,
             CommandBody::Settle {
@@ -63,7 +66,8 @@ impl Settlement {
                 task,
             },
             Answered::WhenDecided,
-        ))
+        );
+        Some(traced(self.trace.kernel_pending("settle"), settled))
     }
 
     /// Settles before the answer goes out when the call is charged to a task (so
@@ -93,20 +97,39 @@ impl Settlement {
         self.admission.take();
         let justification = format!("llm call not made: {why}");
         // Sent until decided; nobody waits for it.
-        drop(self.submitter.submit_in_background(
+        let released = self.submitter.submit_in_background(
             self.caller,
             justification,
             CommandBody::Release {
                 reservation: self.reservation,
             },
             Answered::WhenDecided,
-        ));
+        );
+        drop(traced(self.trace.kernel_pending("release"), released));
     }
 
     /// Whether the call is charged to a task (and so settles before it answers).
     pub(crate) fn for_task(&self) -> bool {
         self.task.is_some()
     }
+}
+
+/// A command sent in the background, its span (when traced) ended once it is
+/// decided.
+fn traced(pending: Option<crate::trace::Pending>, sent: Background) -> Background {
+    let Some(mut pending) = pending else {
+        return sent;
+    };
+    tokio::spawn(async move {
+        match sent.await {
+            Ok(outcome) => {
+                crate::trace::decided(&mut pending.span, &outcome);
+                outcome
+            }
+            Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+            Err(_) => Err(colony_pipeline::SubmitError::shutting_down()),
+        }
+    })
 }
 
 impl Drop for Settlement {

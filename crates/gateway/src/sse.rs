@@ -26,6 +26,9 @@ pub struct Watch {
     /// Input tokens served from the upstream's prompt cache, as reported.
     cached_tokens: u64,
     out_bytes: u64,
+    /// How generation ended, as the stream last said (chat's `finish_reason`,
+    /// Anthropic's `stop_reason`, the Responses API's final status).
+    finish_reason: Option<String>,
 }
 
 impl Watch {
@@ -87,6 +90,21 @@ impl Watch {
                 }
             }
         }
+        let reason = event["choices"][0]["finish_reason"]
+            .as_str()
+            .or(event["delta"]["stop_reason"].as_str())
+            .or(event["response"]["incomplete_details"]["reason"].as_str())
+            .or_else(|| {
+                event["type"]
+                    .as_str()
+                    .is_some_and(|t| t.starts_with("response."))
+                    .then(|| event["response"]["status"].as_str())
+                    .flatten()
+                    .filter(|s| *s != "in_progress")
+            });
+        if let Some(reason) = reason {
+            self.finish_reason = Some(reason.to_string());
+        }
         let text = event["choices"][0]["delta"]["content"]
             .as_str()
             .or(event["delta"]["text"].as_str())
@@ -98,6 +116,11 @@ impl Watch {
         if let Some(text) = text {
             self.out_bytes += text.len() as u64;
         }
+    }
+
+    /// How generation ended, as the stream said.
+    pub fn finish_reason(&self) -> Option<&str> {
+        self.finish_reason.as_deref()
     }
 
     /// The input tokens the stream reported as served from the prompt cache.

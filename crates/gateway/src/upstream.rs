@@ -42,6 +42,8 @@ pub struct Gateway {
     /// `DELETE /v1/responses/{id}` go to the upstream that served each, for the
     /// principal it served (`crate::responses`).
     pub(crate) served: Mutex<std::collections::VecDeque<crate::responses::Served>>,
+    /// Where spans go (`crate::trace`); `None` when the node traces nothing.
+    pub(crate) tracer: Option<Arc<crate::trace::Tracing>>,
 }
 
 impl Gateway {
@@ -50,6 +52,7 @@ impl Gateway {
         config: GatewayConfig,
         state: Arc<RwLock<State>>,
         submitter: Submitter,
+        tracer: Option<opentelemetry::global::BoxedTracer>,
     ) -> Result<Arc<Gateway>, String> {
         let timeout = Duration::from_millis(config.timeout_ms);
         let shared = crate::tls::upstream_client(timeout, None)?;
@@ -77,6 +80,7 @@ impl Gateway {
             cooling: Mutex::new(HashMap::new()),
             calls: AtomicU64::new(0),
             served: Mutex::new(std::collections::VecDeque::new()),
+            tracer: tracer.map(crate::trace::Tracing::new),
         }))
     }
 
@@ -116,7 +120,9 @@ impl Gateway {
         .await
     }
 
-    /// Like [`Gateway::attempt`], with any method and an optional body.
+    /// Like [`Gateway::attempt`], with any method and an optional body. Traced as
+    /// one span of the call (`crate::trace`) whose context the upstream gets in
+    /// `traceparent`.
     pub async fn send_to(
         &self,
         model: &Model,
@@ -124,6 +130,50 @@ impl Gateway {
         path: &str,
         body: Option<&Value>,
         anthropic_version: Option<&str>,
+    ) -> Attempt {
+        let upstream = &self.config.upstreams[&model.upstream];
+        let span = crate::CallTrace::current(self).child(
+            format!("attempt {}", model.name),
+            opentelemetry::trace::SpanKind::Client,
+            vec![
+                opentelemetry::KeyValue::new(
+                    "gen_ai.provider.name",
+                    crate::trace::provider_name(upstream.kind),
+                ),
+                opentelemetry::KeyValue::new("gen_ai.request.model", model.upstream_model.clone()),
+                opentelemetry::KeyValue::new("colony.model", model.name.clone()),
+                opentelemetry::KeyValue::new("colony.upstream", upstream.name.clone()),
+                opentelemetry::KeyValue::new("url.path", path.to_string()),
+            ],
+        );
+        let Some(mut span) = span else {
+            return self
+                .send_once(model, method, path, body, anthropic_version, None)
+                .await;
+        };
+        let traceparent = crate::CallTrace::traceparent(&span);
+        let attempt = self
+            .send_once(
+                model,
+                method,
+                path,
+                body,
+                anthropic_version,
+                Some(&traceparent),
+            )
+            .await;
+        crate::trace::attempted(&mut span, &attempt);
+        attempt
+    }
+
+    async fn send_once(
+        &self,
+        model: &Model,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+        anthropic_version: Option<&str>,
+        traceparent: Option<&str>,
     ) -> Attempt {
         let upstream = &self.config.upstreams[&model.upstream];
         // Without keys (a local server, say) requests go without credentials.
@@ -150,6 +200,9 @@ impl Gateway {
             let mut request = self.clients[&upstream.name].request(method.clone(), &url);
             if let Some(body) = body {
                 request = request.json(body);
+            }
+            if let Some(traceparent) = traceparent {
+                request = request.header("traceparent", traceparent);
             }
             if let Some(key) = keys[index] {
                 request = match upstream.kind {

@@ -53,6 +53,8 @@ pub use colony_bus as bus;
 pub(crate) use colony_pipeline::metrics;
 /// The durable pipeline, from its own crate (re-exported where it used to live).
 pub use colony_pipeline::{fatal, sequencer};
+/// Where the gateway's spans go (OpenTelemetry over OTLP).
+pub use colony_telemetry as telemetry;
 pub use node::Node;
 pub use node_config::NodeConfig;
 

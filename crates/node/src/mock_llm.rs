@@ -12,7 +12,8 @@
 //! With `stream: true` the answer comes as server-sent events, with a usage chunk
 //! when `stream_options.include_usage` is set. Anthropic's shape counts the system
 //! prompt as one more message and streams Anthropic's events, usage included.
-//! `GET /mock/calls` counts calls per key.
+//! `GET /mock/calls` counts calls per key; the `traceparent` of calls that carry
+//! one is kept ([`MockState::traceparents`]).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -28,6 +29,8 @@ use serde_json::{json, Value};
 #[derive(Clone, Default)]
 pub struct MockState {
     pub calls: Arc<Mutex<BTreeMap<String, u64>>>,
+    /// The W3C `traceparent` of each call that carried one, in order.
+    pub traceparents: Arc<Mutex<Vec<String>>>,
 }
 
 pub fn router(state: MockState) -> Router {
@@ -76,6 +79,13 @@ fn check_key(state: &MockState, headers: &HeaderMap) -> Option<Response> {
         .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
         .unwrap_or("")
         .to_string();
+    if let Some(parent) = headers.get("traceparent").and_then(|v| v.to_str().ok()) {
+        state
+            .traceparents
+            .lock()
+            .expect("mock lock")
+            .push(parent.to_string());
+    }
     *state
         .calls
         .lock()

@@ -45,6 +45,8 @@ pub struct Node {
     upstreams: Arc<crate::mcp::upstream::Upstreams>,
     /// Signs the decision log's heads.
     signer: tokio::task::JoinHandle<()>,
+    /// Exports the gateway's spans, when `OTEL_EXPORTER_OTLP_ENDPOINT` says where.
+    telemetry: Option<colony_telemetry::Telemetry>,
 }
 
 impl Node {
@@ -184,12 +186,29 @@ impl Node {
             source = %gateway_config.source,
             "LLM gateway ready"
         );
-        let gateway =
-            crate::gateway::Gateway::new(gateway_config, Arc::clone(&state), submitter.clone())
-                .map_err(|message| NodeError::Io {
-                    context: "LLM gateway".into(),
-                    source: std::io::Error::other(message),
+        let telemetry = match &config.telemetry {
+            Some(telemetry) => {
+                let started = colony_telemetry::Telemetry::start(telemetry).map_err(|message| {
+                    NodeError::Io {
+                        context: "OpenTelemetry export".into(),
+                        source: std::io::Error::other(message),
+                    }
                 })?;
+                tracing::info!(endpoint = %started.endpoint(), protocol = ?telemetry.protocol, "exporting the gateway's spans over OTLP");
+                Some(started)
+            }
+            None => None,
+        };
+        let gateway = crate::gateway::Gateway::new(
+            gateway_config,
+            Arc::clone(&state),
+            submitter.clone(),
+            telemetry.as_ref().map(colony_telemetry::Telemetry::tracer),
+        )
+        .map_err(|message| NodeError::Io {
+            context: "LLM gateway".into(),
+            source: std::io::Error::other(message),
+        })?;
         let listen_limits = match config.listen_limits.clone() {
             Some(limits) => limits,
             None => genesis::load_http(&config.config_dir)?,
@@ -368,11 +387,19 @@ impl Node {
             watcher,
             upstreams,
             signer,
+            telemetry,
         })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Where the gateway's spans are exported, when they are.
+    pub fn telemetry_endpoint(&self) -> Option<&str> {
+        self.telemetry
+            .as_ref()
+            .map(colony_telemetry::Telemetry::endpoint)
     }
 
     /// The serving certificate, when the node serves HTTPS.
@@ -477,6 +504,12 @@ impl Node {
         // The last records are covered by a signed head too.
         let shared = Arc::clone(&self.shared);
         let _ = tokio::task::spawn_blocking(move || shared.heads.sign_if_due(&shared, true)).await;
+        // The spans of the last calls (their settlements included) are exported.
+        if let Some(telemetry) = self.telemetry {
+            let ended = std::time::Duration::from_secs(5);
+            self.shared.gateway.spans_ended(ended).await;
+            telemetry.shutdown().await;
+        }
         Ok(())
     }
 }

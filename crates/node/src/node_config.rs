@@ -48,6 +48,9 @@ pub struct NodeConfig {
     /// The upstream MCP servers whose tools the node offers; when `None`,
     /// `mcp.toml` in the configuration directory (read at every start), else none.
     pub mcp: Option<crate::mcp::upstream::McpConfig>,
+    /// Where the gateway's spans are exported (OTLP over HTTP); `colony up` reads
+    /// the standard `OTEL_EXPORTER_OTLP_*` variables. `None` exports nothing.
+    pub telemetry: Option<colony_telemetry::TelemetryConfig>,
 }
 
 impl Default for NodeConfig {
@@ -77,6 +80,7 @@ impl Default for NodeConfig {
             artifacts: None,
             cluster: None,
             mcp: None,
+            telemetry: None,
         }
     }
 }

@@ -16,5 +16,6 @@ mod dependencies;
 mod fatal;
 mod mcp;
 mod supervisor;
+mod telemetry;
 mod tls;
 mod workers;

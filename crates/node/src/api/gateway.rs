@@ -115,6 +115,44 @@ fn task_header(headers: &HeaderMap) -> Option<&str> {
     headers.get("x-colony-task").and_then(|v| v.to_str().ok())
 }
 
+/// Serves `call` within its span (a child of the request's `traceparent`) when the
+/// node exports traces, and ends the span with the answer (a stream's ends with the
+/// stream); just serves it otherwise.
+async fn traced(
+    app: &AppState,
+    headers: &HeaderMap,
+    operation: &'static str,
+    requested: Option<String>,
+    principal: &str,
+    call: impl std::future::Future<Output = Answer>,
+) -> Answer {
+    use opentelemetry::trace::FutureExt as _;
+    let gateway = &app.shared.gateway;
+    if !gateway.tracing() {
+        return call.await;
+    }
+    let parent = crate::telemetry::parent_from(headers);
+    let context = gateway.trace_call(
+        &parent,
+        operation,
+        requested.as_deref(),
+        principal,
+        task_header(headers),
+    );
+    let answer = call.with_context(context.clone()).await;
+    colony_gateway::traced_answer(&context, &answer);
+    answer
+}
+
+/// The model a request asks for, when its call is traced.
+fn requested(app: &AppState, body: &Value) -> Option<String> {
+    app.shared
+        .gateway
+        .tracing()
+        .then(|| body["model"].as_str().map(str::to_string))
+        .flatten()
+}
+
 /// An OpenAI chat completion through the gateway: the caller's `llm_budget_usd` is
 /// reserved for the worst case before the call and charged the actual cost after.
 #[utoipa::path(post, path = "/v1/chat/completions", tag = "gateway", request_body = ChatRequest,
@@ -137,18 +175,23 @@ pub async fn chat_completions(
         id: caller.id,
         address: &caller.address,
     };
-    let prepared = match gateway.prepare(who, task_header(&headers), &body).await {
-        Ok(prepared) => prepared,
-        Err(refusal) => return refusal_response(&refusal, Dialect::OpenAi),
+    let (model, task) = (requested(&app, &body), task_header(&headers));
+    let call = async move {
+        let prepared = match gateway.prepare(who, task, &body).await {
+            Ok(prepared) => prepared,
+            Err(refusal) => return Answer::Refused(refusal),
+        };
+        let request = CallRequest {
+            dialect: Dialect::OpenAi,
+            stream,
+            chat: body,
+            anthropic: None,
+            anthropic_version: None,
+        };
+        gateway.call(prepared, request).await
     };
-    let request = CallRequest {
-        dialect: Dialect::OpenAi,
-        stream,
-        chat: body,
-        anthropic: None,
-        anthropic_version: None,
-    };
-    respond(gateway.call(prepared, request).await, Dialect::OpenAi)
+    let answer = traced(&app, &headers, "chat", model, &caller.address, call).await;
+    respond(answer, Dialect::OpenAi)
 }
 
 /// OpenAI embeddings through the gateway: reserved for the worst case of the input
@@ -172,14 +215,15 @@ pub async fn embeddings(
         id: caller.id,
         address: &caller.address,
     };
-    let prepared = match gateway
-        .prepare_embeddings(who, task_header(&headers), &body)
-        .await
-    {
-        Ok(prepared) => prepared,
-        Err(refusal) => return refusal_response(&refusal, Dialect::OpenAi),
+    let (model, task) = (requested(&app, &body), task_header(&headers));
+    let call = async move {
+        match gateway.prepare_embeddings(who, task, &body).await {
+            Ok(prepared) => gateway.embed(prepared, body).await,
+            Err(refusal) => Answer::Refused(refusal),
+        }
     };
-    respond(gateway.embed(prepared, body).await, Dialect::OpenAi)
+    let answer = traced(&app, &headers, "embeddings", model, &caller.address, call).await;
+    respond(answer, Dialect::OpenAi)
 }
 
 /// OpenAI's Responses API through the gateway (plain, or its event stream): the
@@ -205,17 +249,15 @@ pub async fn responses(
         id: caller.id,
         address: &caller.address,
     };
-    let prepared = match gateway
-        .prepare_responses(who, task_header(&headers), &body)
-        .await
-    {
-        Ok(prepared) => prepared,
-        Err(refusal) => return refusal_response(&refusal, Dialect::OpenAi),
+    let (model, task) = (requested(&app, &body), task_header(&headers));
+    let call = async move {
+        match gateway.prepare_responses(who, task, &body).await {
+            Ok(prepared) => gateway.respond(prepared, body, stream).await,
+            Err(refusal) => Answer::Refused(refusal),
+        }
     };
-    respond(
-        gateway.respond(prepared, body, stream).await,
-        Dialect::OpenAi,
-    )
+    let answer = traced(&app, &headers, "chat", model, &caller.address, call).await;
+    respond(answer, Dialect::OpenAi)
 }
 
 /// A response this node served to the caller, as its upstream keeps it.
@@ -363,20 +405,25 @@ pub async fn messages(
         id: caller.id,
         address: &caller.address,
     };
-    let prepared = match gateway.prepare(who, task_header(&headers), &chat).await {
-        Ok(prepared) => prepared,
-        Err(refusal) => return refusal_response(&refusal, Dialect::Anthropic),
-    };
     let anthropic_version = headers
         .get("anthropic-version")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let call = CallRequest {
-        dialect: Dialect::Anthropic,
-        stream,
-        chat,
-        anthropic: Some(request),
-        anthropic_version,
+    let (model, task) = (requested(&app, &request), task_header(&headers));
+    let call = async move {
+        let prepared = match gateway.prepare(who, task, &chat).await {
+            Ok(prepared) => prepared,
+            Err(refusal) => return Answer::Refused(refusal),
+        };
+        let call = CallRequest {
+            dialect: Dialect::Anthropic,
+            stream,
+            chat,
+            anthropic: Some(request),
+            anthropic_version,
+        };
+        gateway.call(prepared, call).await
     };
-    respond(gateway.call(prepared, call).await, Dialect::Anthropic)
+    let answer = traced(&app, &headers, "chat", model, &caller.address, call).await;
+    respond(answer, Dialect::Anthropic)
 }

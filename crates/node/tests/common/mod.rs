@@ -63,6 +63,15 @@ pub async fn start_with_gateway(
     providers: &str,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> GatewayNode {
+    start_with_gateway_traced(providers, env, None).await
+}
+
+/// [`start_with_gateway`], exporting the gateway's spans as `telemetry` says.
+pub async fn start_with_gateway_traced(
+    providers: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    telemetry: Option<colony_node::telemetry::TelemetryConfig>,
+) -> GatewayNode {
     let gateway =
         colony_node::gateway::GatewayConfig::parse(Path::new("providers.toml"), providers, env)
             .unwrap();
@@ -70,6 +79,7 @@ pub async fn start_with_gateway(
     let data = tempfile::tempdir().unwrap();
     let node = Node::start(NodeConfig {
         gateway: Some(gateway),
+        telemetry,
         ..node_config(data.path(), config.path())
     })
     .await

