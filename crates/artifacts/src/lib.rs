@@ -27,6 +27,7 @@
 //! `Submitter`. No guest code runs without compute reserved for it.
 
 pub mod config;
+mod epoch;
 pub mod host;
 mod instance;
 pub mod module;

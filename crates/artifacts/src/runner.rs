@@ -414,10 +414,7 @@ fn set(status: &Mutex<Status>, state: RunState, error: Option<String>) {
 
 /// Cuts what runs next in `store` at `turn_ms` of wall-clock time.
 fn bound_in_time(store: &mut Store<HostState>, config: &crate::config::RuntimeConfig) {
-    let ticks = config
-        .turn_ms
-        .div_ceil(crate::runtime::EPOCH_TICK_MS)
-        .max(1);
+    let ticks = config.turn_ms.div_ceil(crate::epoch::EPOCH_TICK_MS).max(1);
     store.set_epoch_deadline(ticks);
     store.epoch_deadline_trap();
 }
@@ -451,6 +448,8 @@ fn turn(
     fuel: u64,
 ) -> (TurnEnd, Used) {
     let mut used = Used::default();
+    // The wall-clock bound's clock runs while guest code does.
+    let _ticking = inner.clock.ticking();
     // A new instance's start-up is paid from its first turn.
     let fresh = live.is_none();
     if fresh {

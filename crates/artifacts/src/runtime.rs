@@ -21,6 +21,8 @@ use crate::status::{RunState, Status};
 pub(crate) struct Inner {
     pub(crate) config: Arc<RuntimeConfig>,
     pub(crate) engine: Engine,
+    /// Ticks the engine's epoch while turns run.
+    pub(crate) clock: Arc<crate::epoch::EpochClock>,
     pub(crate) linker: Linker<HostState>,
     pub(crate) kernel: Arc<Kernel>,
     pub(crate) services: Arc<dyn Services>,
@@ -106,7 +108,7 @@ impl Runtime {
             std::fs::create_dir_all(dir.join(sub))
                 .map_err(|e| format!("{}: {e}", dir.join(sub).display()))?;
         }
-        let engine = engine()?;
+        let (engine, clock) = engine()?;
         let linker = crate::host::linker(&engine);
         let permits = (config.scheduler == Scheduler::RoundRobin)
             .then(|| Arc::new(Semaphore::new(config.turns_concurrent_max)));
@@ -114,6 +116,7 @@ impl Runtime {
             inner: Arc::new(Inner {
                 config: Arc::new(config),
                 engine,
+                clock,
                 linker,
                 kernel: Arc::new(kernel),
                 services,
@@ -352,27 +355,13 @@ impl Runtime {
     }
 }
 
-/// How often the engine's epoch advances: a turn's wall-clock bound is counted in
-/// these ticks.
-pub(crate) const EPOCH_TICK_MS: u64 = 1;
-
 /// The engine: fuel metering and epoch interruption on, nothing else beyond the
-/// defaults. A thread advances the epoch every millisecond while the engine lives.
-fn engine() -> Result<Engine, String> {
+/// defaults; its epoch advanced while turns run (`crate::epoch`).
+fn engine() -> Result<(Engine, Arc<crate::epoch::EpochClock>), String> {
     let mut config = wasmtime::Config::new();
     config.consume_fuel(true);
     config.epoch_interruption(true);
     let engine = Engine::new(&config).map_err(|e| format!("the WebAssembly engine: {e:#}"))?;
-    let weak = engine.weak();
-    std::thread::Builder::new()
-        .name("artifact-epoch".into())
-        .spawn(move || {
-            while let Some(engine) = weak.upgrade() {
-                engine.increment_epoch();
-                drop(engine);
-                std::thread::sleep(std::time::Duration::from_millis(EPOCH_TICK_MS));
-            }
-        })
-        .map_err(|e| format!("the epoch thread: {e}"))?;
-    Ok(engine)
+    let clock = crate::epoch::EpochClock::start(&engine)?;
+    Ok((engine, clock))
 }

@@ -5,7 +5,11 @@
 //! alternate second by second (same machine conditions for both). Prints p50/p99 of
 //! each, the latency each proxy adds, and the ratio.
 //!
-//! Run: `cargo bench -p colony --bench gateway [-- quick] [rate=N] [no-litellm]`.
+//! With `traced`, a second Colony node exports every call's spans over OTLP/HTTP to a
+//! sink in this process (which reads and acknowledges each export), and joins the
+//! alternation: what tracing costs, side by side.
+//!
+//! Run: `cargo bench -p colony --bench gateway [-- quick] [rate=N] [no-litellm] [traced]`.
 //! LiteLLM cannot keep up with 1 000 requests a second on two cores (its queue, and
 //! so the run, grows long): compare it at `rate=100` too.
 
@@ -172,6 +176,91 @@ impl Target {
     }
 }
 
+/// An OTLP/HTTP sink: reads each export whole and answers 200, as a collector does;
+/// counts the exports and their bytes.
+async fn otlp_sink() -> (
+    SocketAddr,
+    std::sync::Arc<[std::sync::atomic::AtomicU64; 2]>,
+) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let counts = std::sync::Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
+    let seen = counts.clone();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut buffer = Vec::new();
+                let mut chunk = [0u8; 16 * 1024];
+                loop {
+                    // One request: its head, then content-length bytes of body.
+                    let head_end = loop {
+                        if let Some(at) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break at + 4;
+                        }
+                        match socket.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&buffer[..head_end]).to_ascii_lowercase();
+                    let length: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse().ok())
+                        .unwrap_or(0);
+                    while buffer.len() < head_end + length {
+                        match socket.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    buffer.drain(..head_end + length);
+                    seen[0].fetch_add(1, Ordering::Relaxed);
+                    seen[1].fetch_add(length as u64, Ordering::Relaxed);
+                    let answer = b"HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n";
+                    if socket.write_all(answer).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, counts)
+}
+
+/// Starts `colony up` over `dir` (its data in `dir/data`) with `env`; its base URL
+/// and admin token once it answers.
+async fn start_colony(dir: &Path, config: &Path, env: &[(&str, String)]) -> (Proc, String, String) {
+    let node_addr = free_addr();
+    let node = Proc(
+        colony()
+            .args(["up", "--listen", &node_addr.to_string()])
+            .arg("--data")
+            .arg(dir.join("data"))
+            .arg("--config")
+            .arg(config)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .spawn()
+            .unwrap(),
+    );
+    let token_file = dir.join("data/admin.token");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !token_file.exists() {
+        assert!(Instant::now() < deadline, "colony did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let token = std::fs::read_to_string(&token_file)
+        .unwrap()
+        .trim()
+        .to_string();
+    let base = format!("http://{node_addr}");
+    wait_until_ok(&format!("{base}/v1/models"), Some(&token)).await;
+    (node, base, token)
+}
+
 fn args_skip_litellm() -> bool {
     std::env::args().any(|a| a == "no-litellm")
 }
@@ -249,40 +338,47 @@ fn main() {
         let upstream = format!("http://{mock_addr}/v1");
         wait_until_ok(&format!("{upstream}/models"), None).await;
 
-        let node_addr = free_addr();
         let config = write_colony_config(dir.path(), &upstream);
-        let _node = Proc(
-            colony()
-                .args(["up", "--listen", &node_addr.to_string()])
-                .arg("--data")
-                .arg(dir.path().join("data"))
-                .arg("--config")
-                .arg(&config)
-                .spawn()
-                .unwrap(),
-        );
-        let token_file = dir.path().join("data/admin.token");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !token_file.exists() {
-            assert!(Instant::now() < deadline, "colony did not start");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let token = std::fs::read_to_string(&token_file).unwrap().trim().to_string();
-        wait_until_ok(&format!("http://{node_addr}/v1/models"), Some(&token)).await;
+        let (_node, base, token) = start_colony(dir.path(), &config, &[]).await;
 
         // Direct and through Colony alternate second by second, so that both see the
         // same machine (a shared 2-core box drifts from minute to minute).
         let mut direct = Target::new("mock, direct", format!("{upstream}/chat/completions"), "good".into()).await;
-        let mut through = Target::new("colony gateway", format!("http://{node_addr}/v1/chat/completions"), token).await;
+        let mut through = Target::new("colony gateway", format!("{base}/v1/chat/completions"), token).await;
+        let mut traced = None;
+        if args.iter().any(|a| a == "traced") {
+            let (sink, counts) = otlp_sink().await;
+            let traced_dir = dir.path().join("traced");
+            std::fs::create_dir_all(&traced_dir).unwrap();
+            let env = [("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{sink}"))];
+            let (node, base, token) = start_colony(&traced_dir, &config, &env).await;
+            let target = Target::new("colony, traced", format!("{base}/v1/chat/completions"), token).await;
+            traced = Some((node, target, counts));
+        }
         for _ in 0..seconds {
             direct.load(rate, 1).await;
             through.load(rate, 1).await;
+            if let Some((_, target, _)) = traced.as_mut() {
+                target.load(rate, 1).await;
+            }
         }
         let direct = direct.figures(rate);
         let colony = through.figures(rate);
         let added = |f: &Figures| (f.p50_us - direct.p50_us, f.p99_us - direct.p99_us);
         let (c50, c99) = added(&colony);
         println!("colony gateway adds: p50 {c50:.0} us, p99 {c99:.0} us ({} of {} requests failed)", colony.errors, colony.sent);
+        if let Some((node, mut target, counts)) = traced {
+            let figures = target.figures(rate);
+            let (t50, t99) = added(&figures);
+            println!("colony, traced adds: p50 {t50:.0} us, p99 {t99:.0} us ({} of {} requests failed)", figures.errors, figures.sent);
+            drop(node);
+            let [exports, bytes] = &*counts;
+            println!(
+                "spans exported so far: {} OTLP requests, {} KiB",
+                exports.load(std::sync::atomic::Ordering::Relaxed),
+                bytes.load(std::sync::atomic::Ordering::Relaxed) / 1024
+            );
+        }
 
         if args_skip_litellm() {
             println!("litellm skipped (no-litellm)");

@@ -13,6 +13,15 @@ use serde_json::Value;
 
 use crate::{GatewayConfig, Model, UpstreamKind};
 
+/// The paths under an upstream's base URL that calls go to (their URLs are parsed
+/// once); any other path (`/responses/{id}`) is joined when used.
+const ROUTES: &[&str] = &[
+    "/chat/completions",
+    "/messages",
+    "/responses",
+    "/embeddings",
+];
+
 /// What an upstream attempt ended with.
 pub enum Attempt {
     /// A response to relay (any 2xx, or a 4xx that is the caller's fault).
@@ -29,6 +38,10 @@ pub struct Gateway {
     /// One HTTP client per upstream (each trusts its own `ca_file` besides the
     /// platform's roots and `SSL_CERT_FILE`).
     clients: HashMap<String, reqwest::Client>,
+    /// Each upstream's URLs for the gateway's own routes, parsed once (parsing a URL,
+    /// its host through IDNA, was a visible part of every call's time).
+    /// By upstream, in the order of `ROUTES`.
+    urls: HashMap<String, Vec<Option<reqwest::Url>>>,
     pub(crate) uses: Mutex<HashMap<PrincipalId, crate::admission::PrincipalUse>>,
     /// The kernel's state, read to check the lease of the task a call is for.
     pub(crate) state: Arc<RwLock<State>>,
@@ -57,6 +70,7 @@ impl Gateway {
         let timeout = Duration::from_millis(config.timeout_ms);
         let shared = crate::tls::upstream_client(timeout, None)?;
         let mut clients = HashMap::new();
+        let mut urls = HashMap::new();
         for upstream in config.upstreams.values() {
             let client = match &upstream.ca_file {
                 Some(file) => crate::tls::upstream_client(timeout, Some(file))
@@ -64,6 +78,11 @@ impl Gateway {
                 None => shared.clone(),
             };
             clients.insert(upstream.name.clone(), client);
+            let parsed = ROUTES
+                .iter()
+                .map(|path| reqwest::Url::parse(&format!("{}{path}", upstream.base_url)).ok())
+                .collect();
+            urls.insert(upstream.name.clone(), parsed);
         }
         let cursors = config
             .upstreams
@@ -73,6 +92,7 @@ impl Gateway {
         Ok(Arc::new(Gateway {
             config,
             clients,
+            urls,
             uses: Mutex::new(HashMap::new()),
             state,
             submitter,
@@ -196,8 +216,15 @@ impl Gateway {
                     }
                 }
             }
-            let url = format!("{}{path}", upstream.base_url);
-            let mut request = self.clients[&upstream.name].request(method.clone(), &url);
+            let client = &self.clients[&upstream.name];
+            let parsed = ROUTES
+                .iter()
+                .position(|route| *route == path)
+                .and_then(|at| self.urls.get(&upstream.name)?[at].clone());
+            let mut request = match parsed {
+                Some(url) => client.request(method.clone(), url),
+                None => client.request(method.clone(), format!("{}{path}", upstream.base_url)),
+            };
             if let Some(body) = body {
                 request = request.json(body);
             }
