@@ -27,6 +27,7 @@ mod governance_api;
 mod grants;
 mod mcp;
 mod mcp_gateway;
+mod mcp_gateway_http;
 mod openapi;
 mod outbox;
 mod properties;

@@ -375,8 +375,8 @@ async fn a_server_that_cannot_be_sandboxed_or_is_misconfigured_stops_the_start_l
             "lowercase",
         ),
         (
-            "[[servers]]\nname = \"web\"\nurl = \"https://example.com/mcp\"\n",
-            "stdio",
+            "[[servers]]\nname = \"web\"\ncommand = [\"true\"]\nurl = \"https://example.com/mcp\"\n",
+            "either",
         ),
         (
             "[[servers]]\nname = \"x\"\ncommand = [\"true\"]\n[[servers.tools]]\nname = \"*\"\napproval = \"maybe\"\n",

@@ -43,6 +43,22 @@ pub enum Launch {
         /// The only environment it gets, besides `PATH`, `HOME` and `LANG`.
         env: BTreeMap<String, String>,
     },
+    /// A server the node reaches over MCP's Streamable HTTP at `url` (`http://` or
+    /// `https://`, verified against the system's roots and `SSL_CERT_FILE`).
+    Http {
+        url: String,
+        /// Where the bearer token it presents comes from, if the server wants one.
+        bearer: Option<Bearer>,
+    },
+}
+
+/// Where a server's bearer token is read, when the node starts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Bearer {
+    /// A variable of the node's environment (`bearer_token_env`).
+    Env(String),
+    /// A file, its content trimmed (`bearer_token_file`: a mounted secret).
+    File(PathBuf),
 }
 
 /// One upstream server.
@@ -112,6 +128,8 @@ struct ServerEntry {
     name: String,
     command: Option<Vec<String>>,
     url: Option<String>,
+    bearer_token_env: Option<String>,
+    bearer_token_file: Option<String>,
     sandbox: Option<String>,
     #[serde(default)]
     allow_net: bool,
@@ -180,6 +198,12 @@ pub fn parse(file: &Path, text: &str) -> Result<McpConfig, ConfigError> {
     })
 }
 
+/// An URL's host and port are well-formed (`http::Uri` parses it).
+fn check_url(url: &str) -> Result<(), String> {
+    let uri: http::Uri = url.parse().map_err(|e| format!("{e}"))?;
+    uri.host().map(|_| ()).ok_or_else(|| "no host".to_string())
+}
+
 fn server(entry: ServerEntry) -> Result<ServerConfig, String> {
     let name = entry.name;
     let valid = !name.is_empty()
@@ -195,6 +219,11 @@ fn server(entry: ServerEntry) -> Result<ServerConfig, String> {
     }
     let launch = match (entry.command, entry.url) {
         (Some(command), None) => {
+            if entry.bearer_token_env.is_some() || entry.bearer_token_file.is_some() {
+                return Err(format!(
+                    "servers.{name}: bearer_token_env and bearer_token_file are for a server at a `url`; a program gets its environment from `env`"
+                ));
+            }
             if command.is_empty() || command[0].is_empty() {
                 return Err(format!("servers.{name}.command names a program to run"));
             }
@@ -233,9 +262,54 @@ fn server(entry: ServerEntry) -> Result<ServerConfig, String> {
             }
         }
         (None, Some(url)) => {
-            return Err(format!(
-                "servers.{name}.url `{url}`: this node reaches upstream MCP servers over stdio (`command`) only; Streamable HTTP upstreams are not supported yet"
-            ))
+            if !(url.starts_with("http://") || url.starts_with("https://"))
+                || check_url(&url).is_err()
+            {
+                return Err(format!(
+                    "servers.{name}.url `{url}` is not an http:// or https:// URL"
+                ));
+            }
+            let local = entry.sandbox.is_some()
+                || entry.allow_net
+                || !entry.read_only.is_empty()
+                || !entry.read_write.is_empty()
+                || !entry.env.is_empty();
+            if local {
+                return Err(format!(
+                    "servers.{name}: sandbox, allow_net, read_only, read_write and env are for a server the node runs (`command`); one at a `url` runs elsewhere"
+                ));
+            }
+            let bearer = match (entry.bearer_token_env, entry.bearer_token_file) {
+                (Some(_), Some(_)) => {
+                    return Err(format!(
+                        "servers.{name}: bearer_token_env or bearer_token_file, not both"
+                    ))
+                }
+                (Some(variable), None) => {
+                    let valid = !variable.is_empty()
+                        && variable
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'_');
+                    if !valid {
+                        return Err(format!(
+                            "servers.{name}.bearer_token_env `{variable}` is the name of an environment variable"
+                        ));
+                    }
+                    Some(Bearer::Env(variable))
+                }
+                (None, Some(file)) => {
+                    let file = PathBuf::from(file);
+                    if !file.is_absolute() {
+                        return Err(format!(
+                            "servers.{name}.bearer_token_file: `{}` is not an absolute path",
+                            file.display()
+                        ));
+                    }
+                    Some(Bearer::File(file))
+                }
+                (None, None) => None,
+            };
+            Launch::Http { url, bearer }
         }
         _ => {
             return Err(format!(
@@ -386,6 +460,14 @@ mod tests {
         assert_eq!(write.approval, Approval::Human);
         assert_eq!(write.approval_timeout_ms, 15 * 60_000);
         assert_eq!(files.rule("read_file").unwrap().approval, Approval::None);
+        let tracker = &config.servers[1];
+        assert_eq!(
+            tracker.launch,
+            Launch::Http {
+                url: "https://mcp.example.com/mcp".into(),
+                bearer: Some(Bearer::Env("TRACKER_TOKEN".into())),
+            }
+        );
     }
 
     #[test]

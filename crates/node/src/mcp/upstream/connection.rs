@@ -1,7 +1,8 @@
-//! One upstream MCP server run over stdio: started (under bubblewrap unless the
-//! file says otherwise) when the node starts, its tools listed, started again when
-//! it died (no more often than every [`RESTART_PAUSE_MS`]), every call bounded by the
-//! server's deadline and its slots.
+//! One upstream MCP server, run over stdio (started under bubblewrap unless the
+//! file says otherwise) or reached over Streamable HTTP (`http_client.rs`): its
+//! session opened when the node starts, its tools listed, opened again when it died
+//! or closed (no more often than every [`RESTART_PAUSE_MS`]), every call bounded by
+//! the server's deadline and its slots.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -9,12 +10,13 @@ use std::time::{Duration, Instant};
 
 use rmcp::model::{CallToolRequestParams, CallToolResult, Tool};
 use rmcp::service::{Peer, RunningService};
-use rmcp::transport::TokioChildProcess;
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
 use rmcp::{RoleClient, ServiceExt};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt};
 use tokio::sync::{Mutex, Semaphore};
 
-use super::config::{Launch, ServerConfig};
+use super::config::{Bearer, Launch, ServerConfig};
 
 /// Shortest pause between two starts of a server that keeps failing.
 pub const RESTART_PAUSE_MS: u64 = 5_000;
@@ -23,6 +25,11 @@ pub const UPSTREAM_TOOLS_MAX: usize = 512;
 /// Largest tool description (its name, description and schemas, as JSON) offered;
 /// a larger one is not offered, so that one upstream cannot swell every tool list.
 pub const UPSTREAM_TOOL_BYTES_MAX: usize = 64 << 10;
+/// Largest answer (a JSON body, or one event of a stream) taken from a server at a
+/// URL; a tool's own `result_bytes_max` bounds what is passed on (`call.rs`).
+pub const HTTP_ANSWER_BYTES_MAX: usize = 16 << 20;
+/// Longest bearer token read from a file.
+const BEARER_BYTES_MAX: usize = 8 << 10;
 /// Longest line of an upstream's stderr logged (the rest is cut).
 const STDERR_LINE_BYTES_MAX: usize = 4_096;
 // A message longer than rmcp's line bound (16 MiB) from an upstream's stdout is
@@ -46,6 +53,8 @@ pub(crate) struct Connection {
     pub(crate) config: ServerConfig,
     workdir: PathBuf,
     bwrap: Option<PathBuf>,
+    /// The bearer token presented to a server at a URL (from `bearer_token_env`).
+    bearer: Option<String>,
     link: Mutex<Link>,
     /// The tools of the live session (none while it is down), for listing without
     /// waiting on a start.
@@ -69,8 +78,49 @@ impl Connection {
     /// Checks that the server can be run as configured (bubblewrap installed when
     /// it is to be sandboxed: the node does not start otherwise).
     pub(crate) fn new(config: ServerConfig, data_dir: &Path) -> Result<Connection, String> {
-        let Launch::Stdio { sandboxed, .. } = &config.launch;
-        let bwrap = if *sandboxed {
+        let (sandboxed, bearer) = match &config.launch {
+            Launch::Stdio { sandboxed, .. } => (*sandboxed, None),
+            Launch::Http {
+                bearer: Some(Bearer::Env(variable)),
+                ..
+            } => {
+                let token = std::env::var(variable)
+                    .ok()
+                    .filter(|t| !t.trim().is_empty());
+                let token = token.ok_or_else(|| {
+                    format!(
+                        "mcp.toml: server `{}` presents the bearer token in {variable}, which is not set in the node's environment",
+                        config.name
+                    )
+                })?;
+                (false, Some(token.trim().to_string()))
+            }
+            Launch::Http {
+                bearer: Some(Bearer::File(file)),
+                ..
+            } => {
+                let token = std::fs::read_to_string(file)
+                    .map_err(|e| {
+                        format!(
+                            "mcp.toml: server `{}`: bearer_token_file {}: {e}",
+                            config.name,
+                            file.display()
+                        )
+                    })?
+                    .trim()
+                    .to_string();
+                if token.is_empty() || token.len() > BEARER_BYTES_MAX {
+                    return Err(format!(
+                        "mcp.toml: server `{}`: bearer_token_file {} holds no token (or one past {BEARER_BYTES_MAX} bytes)",
+                        config.name,
+                        file.display()
+                    ));
+                }
+                (false, Some(token))
+            }
+            Launch::Http { bearer: None, .. } => (false, None),
+        };
+        let bwrap = if sandboxed {
             Some(crate::sandbox::find_program("bwrap").ok_or_else(|| {
                 format!(
                     "mcp.toml: server `{}` is to run under bubblewrap, which is not installed: install it (Debian: apt-get install bubblewrap), or set sandbox = \"none\" for it",
@@ -78,10 +128,12 @@ impl Connection {
                 )
             })?)
         } else {
-            tracing::warn!(
-                server = %config.name,
-                "mcp.toml: WARNING: sandbox = \"none\": this upstream MCP server runs unsandboxed, with the node's access to files and network"
-            );
+            if matches!(config.launch, Launch::Stdio { .. }) {
+                tracing::warn!(
+                    server = %config.name,
+                    "mcp.toml: WARNING: sandbox = \"none\": this upstream MCP server runs unsandboxed, with the node's access to files and network"
+                );
+            }
             None
         };
         let workdir = data_dir.join("mcp").join(&config.name);
@@ -90,6 +142,7 @@ impl Connection {
             config,
             workdir,
             bwrap,
+            bearer,
             link: Mutex::new(Link::Down {
                 since: None,
                 why: "not started yet".into(),
@@ -189,8 +242,38 @@ impl Connection {
         Ok(handle)
     }
 
-    /// Runs the program, initializes the session and lists its tools.
+    /// Opens a session (running the program, or over HTTP) and lists its tools.
     async fn start(&self) -> Result<Session, String> {
+        let service = match &self.config.launch {
+            Launch::Stdio { .. } => self.run_program().await?,
+            Launch::Http { url, .. } => self.open_http(url).await?,
+        };
+        list_tools(&self.config.name, service).await
+    }
+
+    /// A session with the server at `url`, over Streamable HTTP.
+    async fn open_http(&self, url: &str) -> Result<RunningService<RoleClient, ()>, String> {
+        let tls = colony_gateway::tls::client_config(None)?;
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_millis(self.config.start_timeout_ms))
+            .use_preconfigured_tls((*tls).clone())
+            .build()
+            .map_err(|e| format!("the HTTP client: {e}"))?;
+        let mut config = StreamableHttpClientTransportConfig::with_uri(url.to_string());
+        config.auth_header = self.bearer.clone();
+        config.max_json_response_size = HTTP_ANSWER_BYTES_MAX;
+        config.max_sse_event_size = HTTP_ANSWER_BYTES_MAX;
+        let transport = StreamableHttpClientTransport::with_client(
+            super::http_client::HttpUpstream::new(client),
+            config,
+        );
+        ().serve(transport)
+            .await
+            .map_err(|e| format!("initializing: {e}"))
+    }
+
+    /// Runs the program and initializes a session over its stdin and stdout.
+    async fn run_program(&self) -> Result<RunningService<RoleClient, ()>, String> {
         let Launch::Stdio {
             command,
             allow_net,
@@ -198,7 +281,10 @@ impl Connection {
             read_write,
             env,
             ..
-        } = &self.config.launch;
+        } = &self.config.launch
+        else {
+            return Err("not a program".into());
+        };
         std::fs::create_dir_all(&self.workdir)
             .map_err(|e| format!("cannot make {}: {e}", self.workdir.display()))?;
         let mut process = match &self.bwrap {
@@ -256,7 +342,18 @@ impl Connection {
                 }
             });
         }
-        let service = ().serve(transport).await.map_err(|e| format!("initializing: {e}"))?;
+        ().serve(transport)
+            .await
+            .map_err(|e| format!("initializing: {e}"))
+    }
+}
+
+/// Lists the tools of a new session, keeping those within the bounds.
+async fn list_tools(
+    name: &str,
+    service: RunningService<RoleClient, ()>,
+) -> Result<Session, String> {
+    {
         let mut tools = service
             .peer()
             .list_all_tools()
@@ -268,13 +365,13 @@ impl Connection {
         });
         if tools.len() < listed {
             tracing::warn!(
-                server = %self.config.name,
+                server = %name,
                 dropped = listed - tools.len(),
                 "tools described in more than {UPSTREAM_TOOL_BYTES_MAX} bytes are not offered"
             );
         }
         if tools.len() > UPSTREAM_TOOLS_MAX {
-            tracing::warn!(server = %self.config.name, listed = tools.len(), "an upstream lists more than {UPSTREAM_TOOLS_MAX} tools; the rest are not offered");
+            tracing::warn!(server = %name, listed = tools.len(), "an upstream lists more than {UPSTREAM_TOOLS_MAX} tools; the rest are not offered");
             tools.truncate(UPSTREAM_TOOLS_MAX);
         }
         Ok(Session {
@@ -282,7 +379,9 @@ impl Connection {
             tools: Arc::new(tools),
         })
     }
+}
 
+impl Connection {
     /// Calls `tool` with `arguments` within the server's deadline (the wait for a
     /// slot counts).
     pub(crate) async fn call(

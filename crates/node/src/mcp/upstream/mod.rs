@@ -8,6 +8,7 @@ pub mod approval;
 mod call;
 pub mod config;
 mod connection;
+mod http_client;
 mod rate;
 
 use std::sync::Arc;

@@ -1,0 +1,186 @@
+//! Issue 28: an upstream MCP server reached over Streamable HTTP (the official
+//! Python SDK's server, tests/python/mcp_upstream.py `--http`, behind a bearer
+//! token): its tools offered as `remote__*` under the same rules as a program's, the
+//! token read from `bearer_token_file`; a server that refuses the node's token is
+//! not offered and does not hold the node; a misconfigured entry stops the start.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::io::AsyncBufReadExt;
+
+use super::mcp::Mcp;
+use crate::common;
+
+/// The upstream, running until dropped, and its URL.
+async fn http_upstream(token: &str, dir: &std::path::Path) -> (tokio::process::Child, String) {
+    let python = tokio::task::spawn_blocking(common::python).await.unwrap();
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/python/mcp_upstream.py");
+    let mut child = tokio::process::Command::new(python)
+        .arg(script)
+        .args(["--http", token])
+        .current_dir(dir)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the upstream MCP server starts");
+    let stdout = child.stdout.take().unwrap();
+    let line = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::io::BufReader::new(stdout).lines().next_line(),
+    )
+    .await
+    .expect("the upstream says where it listens within 60 s")
+    .unwrap()
+    .expect("a `listening PORT` line");
+    let port = line.strip_prefix("listening ").expect("listening PORT");
+    (child, format!("http://127.0.0.1:{port}/mcp"))
+}
+
+fn text(result: &Value) -> String {
+    result["content"][0]["text"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_at_a_url_is_governed_like_a_program() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_upstream, url) = http_upstream("s3cret-token", dir.path()).await;
+    let good = dir.path().join("good.token");
+    std::fs::write(&good, "s3cret-token\n").unwrap();
+    let bad = dir.path().join("bad.token");
+    std::fs::write(&bad, "wrong").unwrap();
+    let toml = format!(
+        r#"
+[[servers]]
+name = "remote"
+url = "{url}"
+bearer_token_file = "{good}"
+timeout = "3s"
+
+[[servers.tools]]
+name = "*"
+io_ops = 2
+
+[[servers.tools]]
+name = "delete_note"
+approval = "human"
+
+[[servers]]
+name = "refusing"
+url = "{url}"
+bearer_token_file = "{bad}"
+start_timeout = "3s"
+
+[[servers.tools]]
+name = "*"
+"#,
+        good = good.display(),
+        bad = bad.display(),
+    );
+    let config = common::genesis_dir(&[("mcp.toml", &toml)]);
+    let data = tempfile::tempdir().unwrap();
+    let (node, base, admin) = common::start(data.path(), config.path()).await;
+    let mcp = Mcp {
+        base: base.clone(),
+        http: reqwest::Client::new(),
+    };
+    let (agent_address, agent) =
+        common::create_principal(&base, &admin, "remote-agent", "ai", &["member"]).await;
+
+    let tools = mcp.tool_names(&agent).await;
+    for tool in ["remote__read_note", "remote__delete_note", "remote__hang"] {
+        assert!(tools.iter().any(|t| t == tool), "{tool} in {tools:?}");
+    }
+    assert!(
+        !tools.iter().any(|t| t.starts_with("refusing__")),
+        "a server that refused the node's token is not offered: {tools:?}"
+    );
+
+    // A read through the gateway: justified, charged, recorded.
+    let before = common::get_json(&base, &agent, "/v1/ledger/me").await;
+    let read = mcp
+        .call(
+            &agent,
+            "remote__read_note",
+            json!({"name": "groceries", "justification": "what to buy"}),
+        )
+        .await;
+    assert_ne!(read["isError"], json!(true), "{read}");
+    assert_eq!(text(&read), "note groceries: remember the milk");
+    let after = common::get_json(&base, &agent, "/v1/ledger/me").await;
+    let used = |ledger: &Value| ledger["balances"]["io_ops"]["used"].as_u64().unwrap();
+    assert!(used(&after) >= used(&before) + 2, "{before} {after}");
+    let audit = common::get_json(
+        &base,
+        &admin,
+        &format!("/v1/audit?actor={agent_address}&limit=100"),
+    )
+    .await;
+    let recorded = audit["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r["action"] == "mcp.tool_call" && r.to_string().contains("remote__read_note"));
+    assert!(recorded, "{audit}");
+
+    // Its deadline holds over HTTP too.
+    let hung = mcp
+        .call(
+            &agent,
+            "remote__hang",
+            json!({"seconds": 30, "justification": "wait"}),
+        )
+        .await;
+    assert_eq!(hung["isError"], json!(true), "{hung}");
+    assert!(text(&hung).contains("within 3000 ms"), "{hung}");
+    // A destructive call waits for a human: denied here by its absence (nothing
+    // reaches the server); the read still works after the cut one.
+    let again = mcp
+        .call(
+            &agent,
+            "remote__read_note",
+            json!({"name": "again", "justification": "still there"}),
+        )
+        .await;
+    assert_eq!(text(&again), "note again: remember the milk", "{again}");
+    assert!(!dir.path().join("deleted.txt").exists());
+    node.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_misconfigured_server_at_a_url_stops_the_start_naming_it() {
+    for (toml, expected) in [
+        (
+            "[[servers]]\nname = \"r\"\nurl = \"ftp://example.com/mcp\"\n",
+            "http:// or https://",
+        ),
+        (
+            "[[servers]]\nname = \"r\"\nurl = \"http://127.0.0.1:9/mcp\"\nread_only = [\"/tmp\"]\n",
+            "runs elsewhere",
+        ),
+        (
+            "[[servers]]\nname = \"r\"\nurl = \"http://127.0.0.1:9/mcp\"\nbearer_token_env = \"COLONY_TEST_SURELY_UNSET_TOKEN\"\n",
+            "COLONY_TEST_SURELY_UNSET_TOKEN",
+        ),
+        (
+            "[[servers]]\nname = \"r\"\nurl = \"http://127.0.0.1:9/mcp\"\nbearer_token_file = \"relative.token\"\n",
+            "absolute path",
+        ),
+        (
+            "[[servers]]\nname = \"r\"\ncommand = [\"true\"]\nbearer_token_env = \"X\"\n",
+            "for a server at a `url`",
+        ),
+    ] {
+        let config = common::genesis_dir(&[("mcp.toml", toml)]);
+        let data = tempfile::tempdir().unwrap();
+        let error = match colony_node::Node::start(common::node_config(data.path(), config.path())).await {
+            Ok(_) => panic!("started with {toml}"),
+            Err(error) => error.to_string(),
+        };
+        assert!(error.contains(expected), "{toml}: {error}");
+    }
+}
