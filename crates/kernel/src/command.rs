@@ -232,6 +232,20 @@ pub enum CommandBody {
     RemoveNode {
         key: crate::cluster::NodeKey,
     },
+    /// The node heard these worker sessions (soft liveness: heartbeats are answered
+    /// in memory, not logged): each is kept until its `at_ms` plus
+    /// [`crate::workers::SOFT_SESSION_LEASE_MS`]. One command renews many sessions,
+    /// each about every five minutes. System only.
+    RenewWorkers {
+        heard: Vec<crate::workers::WorkerHeard>,
+    },
+    /// The node declares a session lost: it heard nothing from it since
+    /// `last_heard_ms`, longer ago than the workers' timeout. Refused when the log
+    /// holds a later heartbeat. System only.
+    DeclareWorkerLost {
+        worker: u64,
+        last_heard_ms: u64,
+    },
 }
 
 /// Who may make a command, besides standing and a role that may act.
@@ -266,6 +280,9 @@ impl CommandBody {
             CommandBody::WorkerDisconnected { .. } => {
                 Required::System("only the node reports dropped connections")
             }
+            CommandBody::RenewWorkers { .. } | CommandBody::DeclareWorkerLost { .. } => {
+                Required::System("only the node reports what it heard from workers")
+            }
             CommandBody::ChargeEdge { .. } | CommandBody::LeaseEdge(_) => {
                 Required::System("only the node reports edge usage")
             }
@@ -288,6 +305,8 @@ impl CommandBody {
                 | CommandBody::Settle { .. }
                 | CommandBody::Release { .. }
                 | CommandBody::WorkerDisconnected { .. }
+                | CommandBody::RenewWorkers { .. }
+                | CommandBody::DeclareWorkerLost { .. }
                 | CommandBody::SetArtifactRun { .. }
         ) || matches!(self, CommandBody::RecordToolCall(record)
             // A second record settles nothing twice: its reservations are settled
@@ -371,6 +390,8 @@ impl CommandBody {
             CommandBody::SetArtifactRun { run: true, .. } => "artifact.start",
             CommandBody::SetArtifactRun { run: false, .. } => "artifact.stop",
             CommandBody::WorkerDisconnected { .. } => "worker.disconnected",
+            CommandBody::RenewWorkers { .. } => "worker.renew",
+            CommandBody::DeclareWorkerLost { .. } => "worker.lost",
             CommandBody::Alert(report) if report.raised => "alert.raise",
             CommandBody::Alert(_) => "alert.clear",
         }

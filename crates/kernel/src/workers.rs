@@ -5,6 +5,23 @@ use serde::{Deserialize, Serialize};
 
 use crate::principal::PrincipalId;
 
+/// How long a renewal by the node keeps a session (`CommandBody::RenewWorkers`):
+/// the node hears heartbeats in memory and declares a silent session lost itself
+/// (`CommandBody::DeclareWorkerLost`) within the configured timeout; this deadline is
+/// only the backstop for a node that stopped hearing anything (it renews a session
+/// it heard from once half of this is left).
+pub const SOFT_SESSION_LEASE_MS: u64 = 10 * 60_000;
+
+/// Sessions one `RenewWorkers` command renews at most.
+pub const RENEW_WORKERS_MAX: usize = 4_096;
+
+/// A session the node heard from, and when it last did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerHeard {
+    pub worker: u64,
+    pub at_ms: u64,
+}
+
 /// A worker's registration request.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NewWorker {

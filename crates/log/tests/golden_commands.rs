@@ -63,6 +63,8 @@ fn variant(body: &CommandBody) -> &'static str {
         CommandBody::RecordToolCall(_) => "RecordToolCall",
         CommandBody::AdmitNode { .. } => "AdmitNode",
         CommandBody::RemoveNode { .. } => "RemoveNode",
+        CommandBody::RenewWorkers { .. } => "RenewWorkers",
+        CommandBody::DeclareWorkerLost { .. } => "DeclareWorkerLost",
     }
 }
 
@@ -268,6 +270,16 @@ fn bodies() -> Vec<CommandBody> {
             key: [2; 32],
         },
         CommandBody::RemoveNode { key: [3; 32] },
+        CommandBody::RenewWorkers {
+            heard: vec![colony_kernel::workers::WorkerHeard {
+                worker: 8,
+                at_ms: 9_000,
+            }],
+        },
+        CommandBody::DeclareWorkerLost {
+            worker: 8,
+            last_heard_ms: 9_000,
+        },
     ]
 }
 

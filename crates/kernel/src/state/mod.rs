@@ -478,6 +478,11 @@ impl State {
                 disconnected_at_ms,
                 grace_ms,
             } => self.worker_disconnected(fx, *worker, *disconnected_at_ms, *grace_ms),
+            CommandBody::RenewWorkers { heard } => self.renew_workers(heard),
+            CommandBody::DeclareWorkerLost {
+                worker,
+                last_heard_ms,
+            } => self.declare_worker_lost(fx, *worker, *last_heard_ms),
             CommandBody::ChargeEdge { usage } => self.charge_edge(fx, usage),
             CommandBody::LeaseEdge(request) => self.lease_edge(fx, request),
             CommandBody::CreatePrincipal(request) => self.create_principal(command, request, None),

@@ -8,7 +8,9 @@ use crate::event::{Decision, Effect, Event, Reason};
 use crate::limits::LimitName;
 use crate::limits::{AdmissionRequest, Gate, QueuedAdmission};
 use crate::tasks::TaskStatus;
-use crate::workers::{NewWorker, WorkerSession, WorkerState};
+use crate::workers::{
+    NewWorker, WorkerHeard, WorkerSession, WorkerState, RENEW_WORKERS_MAX, SOFT_SESSION_LEASE_MS,
+};
 
 impl State {
     pub fn worker(&self, id: u64) -> Option<&WorkerSession> {
@@ -43,36 +45,124 @@ impl State {
             if worker.state != WorkerState::Active || worker.deadline_ms != deadline {
                 continue;
             }
-            let timeout_ms = self
-                .task_config
-                .as_ref()
-                .expect("genesis applied")
-                .worker_timeout_ms;
             let last = worker.last_heartbeat_ms;
-            let evidence = format!(
-                "no heartbeat since {last}; timeout {timeout_ms} ms; declared lost at {}",
-                self.now_ms
-            );
-            let revoked = self.end_session(fx, id, WorkerState::Lost, "worker_lost", &evidence);
-            let address = self.workers[&id].address.clone();
-            self.workers.get_mut(&id).expect("exists").evidence = Some(evidence);
-            let mut event = Event::allowed(
-                "worker.lost",
-                address,
-                Effect::WorkerEnded {
-                    worker: id,
-                    state: WorkerState::Lost,
-                    released: revoked.clone(),
-                },
-            );
-            event.reason = Reason::WorkerSilent {
-                worker: id,
-                last_heartbeat_ms: last,
-                timeout_ms,
-                revoked,
-            };
+            let event = self.silent_worker_lost(fx, id, last, "no heartbeat since");
             events.push(event);
         }
+    }
+
+    /// Declares an active session lost for its silence since `last`: its tasks go
+    /// back on the board, the evidence is kept on it and in the record.
+    fn silent_worker_lost(&mut self, fx: &mut Effects, id: u64, last: u64, what: &str) -> Event {
+        let timeout_ms = self
+            .task_config
+            .as_ref()
+            .expect("genesis applied")
+            .worker_timeout_ms;
+        let evidence = format!(
+            "{what} {last}; timeout {timeout_ms} ms; declared lost at {}",
+            self.now_ms
+        );
+        let revoked = self.end_session(fx, id, WorkerState::Lost, "worker_lost", &evidence);
+        let address = self.workers[&id].address.clone();
+        self.workers.get_mut(&id).expect("exists").evidence = Some(evidence);
+        let mut event = Event::allowed(
+            "worker.lost",
+            address,
+            Effect::WorkerEnded {
+                worker: id,
+                state: WorkerState::Lost,
+                released: revoked.clone(),
+            },
+        );
+        event.reason = Reason::WorkerSilent {
+            worker: id,
+            last_heartbeat_ms: last,
+            timeout_ms,
+            revoked,
+        };
+        event
+    }
+
+    /// Sessions the node heard from (soft liveness), each kept until its last
+    /// heartbeat plus [`SOFT_SESSION_LEASE_MS`]; ended or unknown sessions are
+    /// skipped (they ended since the node heard them).
+    pub(super) fn renew_workers(&mut self, heard: &[WorkerHeard]) -> Event {
+        const ACTION: &str = "worker.renew";
+        if heard.len() > RENEW_WORKERS_MAX {
+            return Event::denied(
+                ACTION,
+                "workers",
+                Reason::Invalid {
+                    message: format!("at most {RENEW_WORKERS_MAX} sessions a renewal"),
+                },
+            );
+        }
+        for one in heard {
+            let Some(worker) = self.workers.get_mut(&one.worker) else {
+                continue;
+            };
+            if worker.state != WorkerState::Active || one.at_ms > self.now_ms {
+                continue;
+            }
+            worker.last_heartbeat_ms = worker.last_heartbeat_ms.max(one.at_ms);
+            let deadline = one
+                .at_ms
+                .saturating_add(SOFT_SESSION_LEASE_MS)
+                .max(worker.deadline_ms);
+            if deadline != worker.deadline_ms {
+                self.worker_deadlines
+                    .remove(&(worker.deadline_ms, one.worker));
+                worker.deadline_ms = deadline;
+                self.worker_deadlines.insert((deadline, one.worker));
+            }
+        }
+        Event::allowed(ACTION, "workers", Effect::None)
+    }
+
+    /// The node heard nothing from `id` since `last_heard_ms`, longer ago than the
+    /// workers' timeout: the session is lost. Refused while the timeout has not
+    /// passed, or when the log holds a later heartbeat (the node's view is behind).
+    pub(super) fn declare_worker_lost(
+        &mut self,
+        fx: &mut Effects,
+        id: u64,
+        last_heard_ms: u64,
+    ) -> Event {
+        const ACTION: &str = "worker.lost";
+        let subject = format!("worker:{id}");
+        let Some(worker) = self.workers.get(&id) else {
+            return Event::denied(ACTION, subject, not_found("worker", id));
+        };
+        if worker.state != WorkerState::Active {
+            // Ended already: nothing to decide.
+            return Event::allowed(ACTION, worker.address.clone(), Effect::None);
+        }
+        let timeout_ms = self
+            .task_config
+            .as_ref()
+            .expect("genesis applied")
+            .worker_timeout_ms;
+        if worker.last_heartbeat_ms > last_heard_ms
+            || last_heard_ms.saturating_add(timeout_ms) > self.now_ms
+        {
+            return Event::denied(
+                ACTION,
+                subject,
+                Reason::Invalid {
+                    message: format!(
+                        "worker {id} was heard at {} ms, within its timeout of {timeout_ms} ms",
+                        worker.last_heartbeat_ms.max(last_heard_ms)
+                    ),
+                },
+            );
+        }
+        self.silent_worker_lost(
+            fx,
+            id,
+            last_heard_ms,
+            "no heartbeat heard by the node since",
+        )
     }
 
     /// Ends a session: releases its `active_workers` unit and puts its tasks back

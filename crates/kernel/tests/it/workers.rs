@@ -367,3 +367,124 @@ fn a_queued_registration_whose_connection_is_gone_is_withdrawn_or_lost() {
     assert_eq!(kept.primary().action, "worker.disconnected");
     assert_eq!(sim.state.worker(back).unwrap().state, WorkerState::Active);
 }
+
+/// Soft liveness: the node renews the sessions it heard from in one command, and
+/// declares a silent one lost itself; a node whose view is behind the log, or that
+/// declares too early, is refused; only the node may say either.
+#[test]
+fn the_node_renews_heard_sessions_and_declares_silent_ones_lost() {
+    let mut sim = Sim::new();
+    let first_ai = sim.create_ok(PrincipalKind::Ai, None);
+    let second_ai = sim.create_ok(PrincipalKind::Ai, None);
+    let quiet = register(&mut sim, first_ai, &["code"]).unwrap();
+    let chatty = register(&mut sim, second_ai, &["code"]).unwrap();
+    let task = post(&mut sim, "index the docs");
+    let (claimed, _) = claim(&mut sim, first_ai, quiet).unwrap();
+    assert_eq!(claimed, task);
+    let timeout = TaskConfig::defaults().worker_timeout_ms;
+
+    // Nobody else may renew or declare.
+    for body in [
+        CommandBody::RenewWorkers {
+            heard: vec![WorkerHeard {
+                worker: quiet,
+                at_ms: sim.now_ms,
+            }],
+        },
+        CommandBody::DeclareWorkerLost {
+            worker: quiet,
+            last_heard_ms: 0,
+        },
+    ] {
+        let refused = sim.run(first_ai, body);
+        assert_eq!(refused.primary().reason.code(), "forbidden");
+    }
+
+    // Both heard now: one command keeps both for the soft lease.
+    let heard_at = sim.now_ms;
+    let renewed = sim.run(
+        PrincipalId::SYSTEM,
+        CommandBody::RenewWorkers {
+            heard: vec![
+                WorkerHeard {
+                    worker: quiet,
+                    at_ms: heard_at,
+                },
+                WorkerHeard {
+                    worker: chatty,
+                    at_ms: heard_at,
+                },
+                // An unknown session is skipped, not an error.
+                WorkerHeard {
+                    worker: 999_999,
+                    at_ms: heard_at,
+                },
+            ],
+        },
+    );
+    assert!(renewed.primary().decision.is_allowed());
+    for id in [quiet, chatty] {
+        assert_eq!(
+            sim.state.worker(id).unwrap().deadline_ms,
+            heard_at + SOFT_SESSION_LEASE_MS
+        );
+    }
+    // Past the timeout nothing is declared by the kernel's clock any more...
+    sim.advance(timeout * 3);
+    tick(&mut sim);
+    assert_eq!(sim.state.worker(quiet).unwrap().state, WorkerState::Active);
+    // ...but by the node, with its evidence. Too early is refused.
+    let early = sim.run(
+        PrincipalId::SYSTEM,
+        CommandBody::DeclareWorkerLost {
+            worker: quiet,
+            last_heard_ms: sim.now_ms - timeout / 2,
+        },
+    );
+    assert_eq!(early.primary().reason.code(), "invalid");
+    let declared = sim.run(
+        PrincipalId::SYSTEM,
+        CommandBody::DeclareWorkerLost {
+            worker: quiet,
+            last_heard_ms: heard_at,
+        },
+    );
+    let event = declared.primary();
+    assert_eq!(event.action, "worker.lost");
+    assert!(
+        matches!(&event.reason, Reason::WorkerSilent { revoked, last_heartbeat_ms, .. } if revoked == &vec![task.clone()] && *last_heartbeat_ms == heard_at)
+    );
+    assert!(sim
+        .state
+        .worker(quiet)
+        .unwrap()
+        .evidence
+        .as_deref()
+        .unwrap()
+        .contains("no heartbeat heard by the node since"));
+    assert_eq!(sim.state.task(&task).unwrap().status, TaskStatus::Pending);
+    // Declared twice: the second finds it ended and changes nothing.
+    let again = sim.run(
+        PrincipalId::SYSTEM,
+        CommandBody::DeclareWorkerLost {
+            worker: quiet,
+            last_heard_ms: heard_at,
+        },
+    );
+    assert!(again.primary().decision.is_allowed());
+    assert_eq!(sim.state.limit("active_workers").unwrap().usage, 1);
+
+    // A node whose view is behind the log (a heartbeat logged since) is refused.
+    let logged = sim.run(second_ai, CommandBody::WorkerHeartbeat { worker: chatty });
+    assert!(logged.primary().decision.is_allowed());
+    sim.advance(timeout / 2);
+    let stale = sim.run(
+        PrincipalId::SYSTEM,
+        CommandBody::DeclareWorkerLost {
+            worker: chatty,
+            last_heard_ms: heard_at,
+        },
+    );
+    assert_eq!(stale.primary().reason.code(), "invalid");
+    assert_eq!(sim.state.worker(chatty).unwrap().state, WorkerState::Active);
+}
