@@ -28,6 +28,7 @@ mod conn;
 mod events;
 pub mod inside;
 pub mod lease;
+pub mod liveness;
 pub mod meter;
 mod msg;
 pub mod policy;
@@ -105,6 +106,9 @@ pub struct Bus {
     relay: std::sync::OnceLock<Arc<dyn relay::Relay>>,
     /// Queue subscriptions on this node by (group, pattern), for the relay.
     queue_groups: Mutex<std::collections::HashMap<(String, String), usize>>,
+    /// Worker heartbeats heard in memory (see [`liveness`]); `None` in a cluster,
+    /// where they are logged commands.
+    pub liveness: Option<Arc<liveness::Liveness>>,
 }
 
 impl Bus {
@@ -118,6 +122,7 @@ impl Bus {
         leased: bool,
     ) -> Arc<Bus> {
         Arc::new(Bus {
+            liveness: (!leased).then(|| Arc::new(liveness::Liveness::new(Arc::clone(&state)))),
             submitter,
             conns: registry::Registry::default(),
             worker_conns: Mutex::new(std::collections::HashMap::new()),

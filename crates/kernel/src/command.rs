@@ -235,7 +235,7 @@ pub enum CommandBody {
     /// The node heard these worker sessions (soft liveness: heartbeats are answered
     /// in memory, not logged): each is kept until its `at_ms` plus
     /// [`crate::workers::SOFT_SESSION_LEASE_MS`]. One command renews many sessions,
-    /// each about every five minutes. System only.
+    /// each about every half hour. System only.
     RenewWorkers {
         heard: Vec<crate::workers::WorkerHeard>,
     },

@@ -10,7 +10,7 @@ use crate::principal::PrincipalId;
 /// (`CommandBody::DeclareWorkerLost`) within the configured timeout; this deadline is
 /// only the backstop for a node that stopped hearing anything (it renews a session
 /// it heard from once half of this is left).
-pub const SOFT_SESSION_LEASE_MS: u64 = 10 * 60_000;
+pub const SOFT_SESSION_LEASE_MS: u64 = 60 * 60_000;
 
 /// Sessions one `RenewWorkers` command renews at most.
 pub const RENEW_WORKERS_MAX: usize = 4_096;

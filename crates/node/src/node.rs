@@ -47,6 +47,8 @@ pub struct Node {
     signer: tokio::task::JoinHandle<()>,
     /// Exports the gateway's spans, when `OTEL_EXPORTER_OTLP_ENDPOINT` says where.
     telemetry: Option<colony_telemetry::Telemetry>,
+    /// Renews heard worker sessions and declares silent ones lost.
+    liveness: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Node {
@@ -155,6 +157,11 @@ impl Node {
             submitter.clone(),
             cluster.is_some(),
         );
+        // Heartbeats heard in memory; renewals and losses logged (not in a cluster).
+        let liveness = bus
+            .liveness
+            .clone()
+            .map(|liveness| tokio::spawn(liveness.run(submitter.clone())));
         // Before any connection: the bus's publishes reach the other nodes, and its
         // durable streams are the cluster's.
         let relay = match &cluster {
@@ -388,6 +395,7 @@ impl Node {
             upstreams,
             signer,
             telemetry,
+            liveness,
         })
     }
 
@@ -472,6 +480,9 @@ impl Node {
         // Artifacts finish their turns and give their memory back while the
         // pipeline still takes commands.
         self.reconciler.abort();
+        if let Some(liveness) = &self.liveness {
+            liveness.abort();
+        }
         self.sampler.abort();
         self.watcher.abort();
         self.upstreams.stop().await;

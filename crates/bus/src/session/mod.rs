@@ -387,6 +387,26 @@ impl Session {
             tracing::info!(worker, address = %self.conn.address, grace_ms, "a worker's bus connection dropped without bye");
             tokio::spawn(async move {
                 tokio::time::sleep(Duration::from_millis(grace_ms)).await;
+                let heard_since = bus
+                    .liveness
+                    .as_ref()
+                    .and_then(|l| l.last_heard(worker))
+                    .filter(|at| *at > disconnected_at_ms);
+                if let Some(at_ms) = heard_since {
+                    // It heartbeat since (over HTTP, or on another connection), in
+                    // memory: the log hears it first, so the kernel finds it back.
+                    let _ = bus
+                        .submitter
+                        .submit_until_decided(
+                            colony_kernel::PrincipalId::SYSTEM,
+                            format!("worker {worker} heard since its connection dropped"),
+                            CommandBody::RenewWorkers {
+                                heard: vec![colony_kernel::workers::WorkerHeard { worker, at_ms }],
+                            },
+                            colony_pipeline::Answered::WhenDecided,
+                        )
+                        .await;
+                }
                 // Sent until decided: a full queue must not leave the session (and
                 // its leases) held by a worker that is gone.
                 let disconnected = bus

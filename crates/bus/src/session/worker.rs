@@ -74,6 +74,12 @@ impl Session {
                     "no worker session on this connection: say hello first",
                 )
             })?;
+        if frame.op != "bye" {
+            if let Some(liveness) = &self.bus.liveness {
+                self.heard(liveness, frame, worker);
+                return Ok(());
+            }
+        }
         let body = if frame.op == "bye" {
             CommandBody::LeaveWorker { worker }
         } else {
@@ -87,6 +93,42 @@ impl Session {
             }
         });
         self.decide(frame, justification, body, frame.op == "bye")
+    }
+
+    /// A heartbeat heard in memory (soft liveness): answered at once, nothing logged.
+    fn heard(&self, liveness: &crate::liveness::Liveness, frame: &Frame, worker: u64) {
+        let id: Value = frame
+            .id
+            .and_then(|id| serde_json::from_str(id.get()).ok())
+            .unwrap_or(Value::Null);
+        match liveness.heard(self.conn.principal, worker) {
+            Ok(_) if id.is_null() => {}
+            Ok(_) => {
+                let (heartbeat_ms, lease_ms) = {
+                    let state = self.bus.state.read().expect("state lock");
+                    state
+                        .task_config()
+                        .map_or((0, 0), |c| (c.worker_heartbeat_ms, c.lease_ms))
+                };
+                self.conn.push_json(&json!({
+                    "op": "ok", "id": id, "worker": worker, "status": "active",
+                    "heartbeat_ms": heartbeat_ms, "lease_ms": lease_ms, "resumed": false,
+                    "seq": null,
+                }));
+            }
+            Err(reason) => {
+                if matches!(reason, colony_kernel::Reason::WorkerGone { .. }) {
+                    self.conn.worker.lock().expect("worker lock").take();
+                }
+                let mut error = FrameError::from_reason(&reason);
+                error.code = reason.code();
+                let mut body = error.details;
+                body.insert("code".into(), error.code.into());
+                body.insert("message".into(), error.message.into());
+                self.conn
+                    .push_json(&json!({"op": "err", "id": id, "error": body}));
+            }
+        }
     }
 
     /// Submits a worker command for this connection's principal and answers when it

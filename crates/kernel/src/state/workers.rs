@@ -46,21 +46,21 @@ impl State {
                 continue;
             }
             let last = worker.last_heartbeat_ms;
-            let event = self.silent_worker_lost(fx, id, last, "no heartbeat since");
+            let event = self.silent_worker_lost(fx, id, last, "");
             events.push(event);
         }
     }
 
     /// Declares an active session lost for its silence since `last`: its tasks go
     /// back on the board, the evidence is kept on it and in the record.
-    fn silent_worker_lost(&mut self, fx: &mut Effects, id: u64, last: u64, what: &str) -> Event {
+    fn silent_worker_lost(&mut self, fx: &mut Effects, id: u64, last: u64, note: &str) -> Event {
         let timeout_ms = self
             .task_config
             .as_ref()
             .expect("genesis applied")
             .worker_timeout_ms;
         let evidence = format!(
-            "{what} {last}; timeout {timeout_ms} ms; declared lost at {}",
+            "no heartbeat since {last}{note}; timeout {timeout_ms} ms; declared lost at {}",
             self.now_ms
         );
         let revoked = self.end_session(fx, id, WorkerState::Lost, "worker_lost", &evidence);
@@ -157,12 +157,7 @@ impl State {
                 },
             );
         }
-        self.silent_worker_lost(
-            fx,
-            id,
-            last_heard_ms,
-            "no heartbeat heard by the node since",
-        )
+        self.silent_worker_lost(fx, id, last_heard_ms, " (heard by the node)")
     }
 
     /// Ends a session: releases its `active_workers` unit and puts its tasks back

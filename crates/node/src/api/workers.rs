@@ -83,15 +83,24 @@ pub async fn heartbeat(
     caller: Caller,
     Segment(id): Segment<u64>,
 ) -> Result<Json<WorkerHeartbeat>, ApiError> {
-    let outcome = app
-        .decide(
-            caller.id,
-            format!("worker {id} is alive"),
-            CommandBody::WorkerHeartbeat { worker: id },
-        )
-        .await?;
-    let Effect::WorkerRegistered { deadline_ms, .. } = outcome.primary.effect else {
-        return Err(ApiError::internal("a heartbeat without its deadline"));
+    // Heard in memory (nothing logged) unless the node is one of a cluster.
+    let deadline_ms = match &app.shared.bus.liveness {
+        Some(liveness) => liveness
+            .heard(caller.id, id)
+            .map_err(|reason| ApiError::from_denial(&reason, now_ms()))?,
+        None => {
+            let outcome = app
+                .decide(
+                    caller.id,
+                    format!("worker {id} is alive"),
+                    CommandBody::WorkerHeartbeat { worker: id },
+                )
+                .await?;
+            let Effect::WorkerRegistered { deadline_ms, .. } = outcome.primary.effect else {
+                return Err(ApiError::internal("a heartbeat without its deadline"));
+            };
+            deadline_ms
+        }
     };
     Ok(Json(WorkerHeartbeat {
         worker: id,
@@ -130,7 +139,11 @@ pub async fn list(
 ) -> Result<Json<WorkerList>, ApiError> {
     app.check_read(&caller, "workers", app.shared.read.workers)?;
     let state = app.shared.state.read().expect("state lock");
-    let workers = state.workers().map(|w| worker_view(&state, w)).collect();
+    let liveness = app.shared.bus.liveness.as_deref();
+    let workers = state
+        .workers()
+        .map(|w| worker_view(&state, w, liveness))
+        .collect();
     Ok(Json(WorkerList { workers }))
 }
 
@@ -151,19 +164,34 @@ pub async fn one(
             format!("no worker session {id} (a queued registration appears once admitted)"),
         )
     })?;
-    Ok(Json(worker_view(&state, worker)))
+    Ok(Json(worker_view(
+        &state,
+        worker,
+        app.shared.bus.liveness.as_deref(),
+    )))
 }
 
+/// A session as the API shows it; with soft liveness its last heartbeat is what the
+/// node heard, and its deadline that plus the timeout (the log keeps only renewals).
 fn worker_view(
     state: &colony_kernel::State,
     w: &colony_kernel::workers::WorkerSession,
+    liveness: Option<&colony_bus::liveness::Liveness>,
 ) -> WorkerView {
     let heartbeat_ms = state.task_config().map_or(0, |c| c.worker_heartbeat_ms);
+    let timeout_ms = state.task_config().map_or(0, |c| c.worker_timeout_ms);
+    let (last_heartbeat_ms, deadline_ms) = match liveness {
+        Some(liveness) => {
+            let last = liveness
+                .last_heard(w.id)
+                .map_or(w.last_heartbeat_ms, |heard| heard.max(w.last_heartbeat_ms));
+            (last, last.saturating_add(timeout_ms))
+        }
+        None => (w.last_heartbeat_ms, w.deadline_ms),
+    };
     let time = colony_api::format_time;
     let health = match w.state {
-        WorkerState::Active if now_ms().saturating_sub(w.last_heartbeat_ms) > heartbeat_ms => {
-            "late"
-        }
+        WorkerState::Active if now_ms().saturating_sub(last_heartbeat_ms) > heartbeat_ms => "late",
         WorkerState::Active => "healthy",
         other => other.as_str(),
     };
@@ -176,8 +204,8 @@ fn worker_view(
         state: w.state.as_str().to_string(),
         health: health.to_string(),
         registered_at: time(w.registered_at_ms),
-        last_heartbeat: time(w.last_heartbeat_ms),
-        deadline: (w.state == WorkerState::Active).then(|| time(w.deadline_ms)),
+        last_heartbeat: time(last_heartbeat_ms),
+        deadline: (w.state == WorkerState::Active).then(|| time(deadline_ms)),
         tasks: state.worker_tasks(w.id),
         evidence: w.evidence.clone(),
     }

@@ -104,12 +104,19 @@ async fn a_worker_cannot_flood_the_command_queue_from_one_connection() {
         .request(json!({"op": "hello", "capabilities": ["rust"]}), "h")
         .await;
     assert_eq!(hello["op"], "ok", "{hello}");
+    let worker = hello["worker"].as_u64().unwrap();
 
     let held = node.hold_decisions_for_tests();
+    // A heartbeat is heard in memory (issue 30): answered while nothing is decided.
+    assert_eq!(
+        client.request(json!({"op": "heartbeat"}), "beat").await["op"],
+        "ok"
+    );
+    // Worker commands (here `hello` resuming the session) wait for decisions.
     const SENT: usize = 20;
     for n in 0..SENT {
         client
-            .send(json!({"op": "heartbeat", "id": format!("hb{n}")}))
+            .send(json!({"op": "hello", "worker": worker, "id": format!("hb{n}")}))
             .await;
     }
     let mut refused = Vec::new();

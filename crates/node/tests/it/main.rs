@@ -25,6 +25,7 @@ mod gateway_tls;
 mod gateway_tracing;
 mod governance_api;
 mod grants;
+mod liveness;
 mod mcp;
 mod mcp_gateway;
 mod mcp_gateway_http;

@@ -1,0 +1,210 @@
+//! Worker liveness as soft state: a heartbeat (over the bus or `POST
+//! /v1/workers/{id}/heartbeat`) is checked against the kernel's state and remembered
+//! here, in memory, instead of being a command and a hash-chained record each (at a
+//! 2 s heartbeat that was 24 MB of log a day per idle worker). The log records only
+//! what changes the state's meaning:
+//!
+//! - a session silent past the workers' timeout is declared lost by the node
+//!   (`DeclareWorkerLost`, with the last heartbeat heard as evidence), within one
+//!   tick ([`tick_ms`]: a quarter of the timeout, at most a second) of its timeout;
+//! - sessions heard from are renewed in batches (`RenewWorkers`, one command for all
+//!   of them): a new or resumed session at once (its deadline in the kernel is its
+//!   timeout), the others every [`RENEW_EVERY_MS`] once half of their soft lease
+//!   ([`SOFT_SESSION_LEASE_MS`]) is gone, so an idle session costs one entry of a
+//!   shared command every half hour.
+//!
+//! Replay stays exact: the kernel decides only from these logged commands. A restart
+//! forgets what was heard and counts every active session as heard when it starts, so
+//! a live worker that heartbeats within its timeout keeps its session. In a cluster
+//! every node applies every command and a worker may heartbeat to any of them, so
+//! there heartbeats stay logged commands (this is off).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use colony_kernel::workers::{WorkerHeard, WorkerState, RENEW_WORKERS_MAX, SOFT_SESSION_LEASE_MS};
+use colony_kernel::{CommandBody, PrincipalId, Reason, State};
+use colony_pipeline::sequencer::{now_ms, Submitter};
+use colony_pipeline::Answered;
+
+/// How often sessions heard from are renewed in one batch (new and resumed ones are
+/// renewed at the next tick).
+pub const RENEW_EVERY_MS: u64 = 60_000;
+
+/// How often silence is looked for: a quarter of the workers' timeout, between 20 ms
+/// and a second.
+pub fn tick_ms(timeout_ms: u64) -> u64 {
+    (timeout_ms / 4).clamp(20, 1_000)
+}
+
+/// What the node heard from worker sessions, since it started.
+pub struct Liveness {
+    /// Session → when it was last heard (Unix ms).
+    heard: Mutex<HashMap<u64, u64>>,
+    state: Arc<RwLock<State>>,
+}
+
+/// What one round found to log.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Round {
+    renew: Vec<WorkerHeard>,
+    /// (session, last heard)
+    lost: Vec<(u64, u64)>,
+}
+
+impl Liveness {
+    pub fn new(state: Arc<RwLock<State>>) -> Liveness {
+        Liveness {
+            heard: Mutex::new(HashMap::new()),
+            state,
+        }
+    }
+
+    /// A heartbeat from `actor` for `worker`: its new deadline (Unix ms), or why it
+    /// is refused (no such session, another principal's, ended).
+    pub fn heard(&self, actor: PrincipalId, worker: u64) -> Result<u64, Reason> {
+        let timeout_ms = {
+            let state = self.state.read().expect("state lock");
+            // Refused as the command was: an observer does not act, and a
+            // quarantined principal's heartbeats do not keep its session.
+            if !state.principal(actor).is_some_and(|p| p.may_act()) {
+                return Err(Reason::Forbidden {
+                    message: "observers may read but not act".into(),
+                });
+            }
+            if let Some(quarantine) = state.quarantine_over(actor) {
+                return Err(Reason::Quarantined {
+                    since_ms: quarantine.since_ms,
+                    evidence: Box::new(quarantine.evidence.clone()),
+                });
+            }
+            let Some(session) = state.worker(worker) else {
+                return Err(Reason::NotFound {
+                    what: "worker".into(),
+                    id: worker.to_string(),
+                });
+            };
+            if session.principal != actor {
+                return Err(Reason::Forbidden {
+                    message: "this worker session belongs to another principal".into(),
+                });
+            }
+            if session.state != WorkerState::Active {
+                return Err(Reason::WorkerGone {
+                    worker,
+                    state: session.state.as_str().to_string(),
+                });
+            }
+            state.task_config().map_or(0, |c| c.worker_timeout_ms)
+        };
+        let now = now_ms();
+        self.heard
+            .lock()
+            .expect("liveness lock")
+            .insert(worker, now);
+        Ok(now + timeout_ms)
+    }
+
+    /// When the node last heard `worker`, if it did since it started.
+    pub fn last_heard(&self, worker: u64) -> Option<u64> {
+        self.heard
+            .lock()
+            .expect("liveness lock")
+            .get(&worker)
+            .copied()
+    }
+
+    /// What to log now: sessions silent past the timeout, and sessions to renew
+    /// (all that are due when `batch`, else only those whose deadline comes before
+    /// the next batch). Sessions the node has not heard since it started count as
+    /// heard now; ended ones are forgotten.
+    fn round(&self, now: u64, batch: bool) -> Round {
+        let state = self.state.read().expect("state lock");
+        let timeout_ms = state.task_config().map_or(0, |c| c.worker_timeout_ms);
+        let mut heard = self.heard.lock().expect("liveness lock");
+        let mut round = Round::default();
+        let mut active = std::collections::HashSet::new();
+        for session in state.workers() {
+            if session.state != WorkerState::Active {
+                continue;
+            }
+            active.insert(session.id);
+            let at = heard.entry(session.id).or_insert(now);
+            // A heartbeat the log holds (a resumed `hello`) counts too.
+            *at = (*at).max(session.last_heartbeat_ms);
+            let at = *at;
+            if at.saturating_add(timeout_ms) <= now {
+                round.lost.push((session.id, at));
+                continue;
+            }
+            let soon = session.deadline_ms < now.saturating_add(RENEW_EVERY_MS + timeout_ms);
+            let due = session.deadline_ms < at.saturating_add(SOFT_SESSION_LEASE_MS / 2);
+            if soon || (batch && due) {
+                round.renew.push(WorkerHeard {
+                    worker: session.id,
+                    at_ms: at,
+                });
+            }
+        }
+        heard.retain(|id, _| active.contains(id));
+        for (id, _) in &round.lost {
+            heard.remove(id);
+        }
+        round
+    }
+
+    /// Renews and declares what each tick finds (until the task is aborted).
+    pub async fn run(self: Arc<Self>, submitter: Submitter) {
+        let mut last_batch = 0u64;
+        loop {
+            let timeout_ms = {
+                let state = self.state.read().expect("state lock");
+                state.task_config().map_or(6_000, |c| c.worker_timeout_ms)
+            };
+            tokio::time::sleep(Duration::from_millis(tick_ms(timeout_ms))).await;
+            let now = now_ms();
+            let batch = now.saturating_sub(last_batch) >= RENEW_EVERY_MS;
+            if batch {
+                last_batch = now;
+            }
+            let round = self.round(now, batch);
+            for chunk in round.renew.chunks(RENEW_WORKERS_MAX) {
+                let justification = format!(
+                    "{} worker session(s) heard from: kept for {} min from their last heartbeat",
+                    chunk.len(),
+                    SOFT_SESSION_LEASE_MS / 60_000
+                );
+                let body = CommandBody::RenewWorkers {
+                    heard: chunk.to_vec(),
+                };
+                if let Err(error) = submitter
+                    .submit_until_decided(
+                        PrincipalId::SYSTEM,
+                        justification,
+                        body,
+                        Answered::WhenDecided,
+                    )
+                    .await
+                {
+                    tracing::warn!("worker renewals not recorded: {error}");
+                }
+            }
+            for (worker, last_heard_ms) in round.lost {
+                let justification = format!(
+                    "worker {worker} not heard since {last_heard_ms}, past its timeout of {timeout_ms} ms"
+                );
+                // Sent until decided; the next round does not wait for it.
+                drop(submitter.submit_in_background(
+                    PrincipalId::SYSTEM,
+                    justification,
+                    CommandBody::DeclareWorkerLost {
+                        worker,
+                        last_heard_ms,
+                    },
+                    Answered::WhenDecided,
+                ));
+            }
+        }
+    }
+}

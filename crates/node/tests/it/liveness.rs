@@ -1,0 +1,176 @@
+//! Issue 30: worker liveness as soft state. Heartbeats (HTTP and bus) are answered
+//! from memory and leave nothing in the log; a session is renewed by one batched
+//! `worker.renew` decision; a silent one is declared lost by the node within its
+//! timeout, with its evidence; a restart keeps a live session that heartbeats within
+//! its timeout.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::common;
+
+const TASKS: &str = "[workers]\nheartbeat = \"100ms\"\ntimeout = \"400ms\"\n";
+
+/// The decision records of `action` (the test's logs hold fewer than 1 000).
+async fn audit_actions(base: &str, admin: &str, action: &str) -> Vec<Value> {
+    let page = common::get_json(base, admin, "/v1/audit?limit=1000").await;
+    let records = page["records"].as_array().cloned().unwrap_or_default();
+    assert!(records.len() < 1_000);
+    records
+        .into_iter()
+        .filter(|r| r["action"] == action)
+        .collect()
+}
+
+async fn session(base: &str, admin: &str, id: u64) -> Value {
+    common::get_json(base, admin, &format!("/v1/workers/{id}")).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_leave_nothing_in_the_log_and_silence_is_still_caught() {
+    let config = common::genesis_dir(&[("tasks.toml", TASKS)]);
+    let data = tempfile::tempdir().unwrap();
+    let (node, base, admin) = common::start(data.path(), config.path()).await;
+    let (_, token) = common::create_principal(&base, &admin, "beater", "ai", &["member"]).await;
+    let registered = common::post_json(
+        &base,
+        &token,
+        "/v1/workers",
+        &json!({"capabilities": ["code"]}),
+    )
+    .await;
+    let id = registered["worker"].as_u64().unwrap();
+
+    // A second of heartbeats every 50 ms (within the 400 ms timeout).
+    let started = Instant::now();
+    let mut beats = 0;
+    while started.elapsed() < Duration::from_secs(1) {
+        let (status, answer) = common::send(
+            reqwest::Method::POST,
+            &base,
+            &token,
+            &format!("/v1/workers/{id}/heartbeat"),
+            Some(json!({})),
+        )
+        .await;
+        assert_eq!(
+            (status, answer["state"].as_str()),
+            (200, Some("active")),
+            "{answer}"
+        );
+        beats += 1;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(beats >= 10);
+    assert!(
+        audit_actions(&base, &admin, "worker.heartbeat")
+            .await
+            .is_empty(),
+        "a heartbeat is not a decision any more"
+    );
+    // The session was renewed (registration's short deadline) by the node, once.
+    let renewals = audit_actions(&base, &admin, "worker.renew").await;
+    assert!(!renewals.is_empty() && renewals.len() <= 2, "{renewals:?}");
+    let shown = session(&base, &admin, id).await;
+    assert_eq!(shown["state"], "active", "{shown}");
+    assert_eq!(
+        shown["health"], "healthy",
+        "the view shows what the node heard: {shown}"
+    );
+    // Another principal's heartbeat for it is refused, as before.
+    let (_, other) = common::create_principal(&base, &admin, "other", "ai", &["member"]).await;
+    let (status, refused) = common::send(
+        reqwest::Method::POST,
+        &base,
+        &other,
+        &format!("/v1/workers/{id}/heartbeat"),
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(
+        (status, refused["error"]["code"].as_str()),
+        (403, Some("forbidden"))
+    );
+
+    // Silence: declared lost by the node within its timeout and a tick.
+    let silent_since = Instant::now();
+    let lost = loop {
+        let shown = session(&base, &admin, id).await;
+        if shown["state"] == "lost" {
+            break shown;
+        }
+        assert!(
+            silent_since.elapsed() < Duration::from_secs(10),
+            "never declared lost: {shown}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(
+        lost["evidence"]
+            .as_str()
+            .unwrap()
+            .contains("no heartbeat since")
+            && lost["evidence"]
+                .as_str()
+                .unwrap()
+                .contains("(heard by the node)"),
+        "{lost}"
+    );
+    let declared = audit_actions(&base, &admin, "worker.lost").await;
+    assert_eq!(declared.len(), 1, "{declared:?}");
+    let (status, gone) = common::send(
+        reqwest::Method::POST,
+        &base,
+        &token,
+        &format!("/v1/workers/{id}/heartbeat"),
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(
+        (status, gone["error"]["code"].as_str()),
+        (410, Some("worker_gone"))
+    );
+    node.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_keeps_a_live_session_that_heartbeats_within_its_timeout() {
+    let config = common::genesis_dir(&[(
+        "tasks.toml",
+        "[workers]\nheartbeat = \"200ms\"\ntimeout = \"1500ms\"\n",
+    )]);
+    let data = tempfile::tempdir().unwrap();
+    let (node, base, admin) = common::start(data.path(), config.path()).await;
+    let (_, token) = common::create_principal(&base, &admin, "survivor", "ai", &["member"]).await;
+    let registered = common::post_json(&base, &token, "/v1/workers", &json!({})).await;
+    let id = registered["worker"].as_u64().unwrap();
+    // Renewed once (the batch at the node's first tick), then the node stops.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while audit_actions(&base, &admin, "worker.renew")
+        .await
+        .is_empty()
+    {
+        assert!(Instant::now() < deadline, "never renewed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    node.shutdown().await.unwrap();
+
+    let (node, base, _) = common::start(data.path(), config.path()).await;
+    // Heartbeats after the restart, for three timeouts: the session lives on.
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_millis(4_500) {
+        let (status, answer) = common::send(
+            reqwest::Method::POST,
+            &base,
+            &token,
+            &format!("/v1/workers/{id}/heartbeat"),
+            Some(json!({})),
+        )
+        .await;
+        assert_eq!(status, 200, "{answer}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(session(&base, &admin, id).await["state"], "active");
+    node.shutdown().await.unwrap();
+}
