@@ -10,7 +10,8 @@
 //! asserts nothing.
 //!
 //! `cargo bench -p colony --bench swarm` (N = 100, 300, 1000, 3000; 60 s each), or
-//! `-- quick` (N = 100, 1000; 20 s each), or `-- N SECONDS` for one size.
+//! `-- quick` (N = 100, 1000; 20 s each), or `-- N SECONDS` for one size; `-- idle
+//! ...` before any of these: the agents only heartbeat (what an idle session costs).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -38,6 +39,8 @@ const HTTP: &str = "[http]\nrequests_in_flight_per_principal_max = 100000\n";
 const CLAIM_P99_BOUND_MS: f64 = 100.0;
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
 const TASK_EVERY_PER_AGENT: Duration = Duration::from_secs(60);
+/// How long idle agents are given to register before their cost is measured.
+const IDLE_SETTLE: Duration = Duration::from_secs(10);
 
 #[derive(Default)]
 struct Figures {
@@ -96,7 +99,7 @@ fn dir_bytes(dir: &std::path::Path) -> u64 {
 
 /// One agent: a session, heartbeats, and tasks claimed, called for, announced and
 /// completed until `until`.
-async fn agent(client: Client, figures: Arc<Figures>, until: Instant) {
+async fn agent(client: Client, figures: Arc<Figures>, until: Instant, idle: bool) {
     let session = match client
         .register_worker(&RegisterRequest {
             capabilities: vec!["swarm".into()],
@@ -131,6 +134,12 @@ async fn agent(client: Client, figures: Arc<Figures>, until: Instant) {
             }
         })
     };
+    if idle {
+        // Only alive: what a session costs when it does nothing.
+        let _ = beats.await;
+        let _ = client.leave(session).await;
+        return;
+    }
     while Instant::now() < until {
         let started = Instant::now();
         let claimed = client
@@ -192,7 +201,7 @@ async fn agent(client: Client, figures: Arc<Figures>, until: Instant) {
 }
 
 /// One size: the node's figures while `agents` work for `seconds`.
-async fn run(agents: usize, seconds: u64) -> bool {
+async fn run(agents: usize, seconds: u64, idle: bool) -> bool {
     let config = tempfile::tempdir().unwrap();
     let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/genesis");
     for file in ["governance.toml", "tasks.toml", "providers.toml"] {
@@ -242,8 +251,15 @@ async fn run(agents: usize, seconds: u64) -> bool {
     let until = started + Duration::from_secs(seconds);
     let (commands_at_start, log_at_start) = (node.last_seq(), log_bytes(&data));
     let mut tasks = Vec::new();
+    // Idle agents leave after the window closes, so that leaving is not measured.
+    let leave_at = if idle { until + IDLE_SETTLE } else { until };
     for client in clients {
-        tasks.push(tokio::spawn(agent(client, Arc::clone(&figures), until)));
+        tasks.push(tokio::spawn(agent(
+            client,
+            Arc::clone(&figures),
+            leave_at,
+            idle,
+        )));
     }
     // The poster: one task per agent per minute, spread evenly.
     let poster = {
@@ -252,7 +268,7 @@ async fn run(agents: usize, seconds: u64) -> bool {
             let every = TASK_EVERY_PER_AGENT.as_micros() as u64 / agents.max(1) as u64;
             let mut tick = tokio::time::interval(Duration::from_micros(every.max(1)));
             let mut n = 0u64;
-            while Instant::now() < until {
+            while !idle && Instant::now() < until {
                 tick.tick().await;
                 n += 1;
                 let task = TaskRequest {
@@ -267,21 +283,50 @@ async fn run(agents: usize, seconds: u64) -> bool {
             }
         })
     };
+    // Idle sessions are measured once all have registered and until they leave: what
+    // being alive costs, without what joining and leaving do.
+    let mut measured_from = (started, commands_at_start, log_at_start);
+    let mut window_ms = (unix_ms(), 0);
     let rss_peak = {
         let mut peak = 0;
         while Instant::now() < until {
             tokio::time::sleep(Duration::from_millis(500)).await;
             peak = peak.max(rss_kib());
+            if idle && measured_from.0 == started && started.elapsed() >= IDLE_SETTLE {
+                measured_from = (Instant::now(), node.last_seq(), log_bytes(&data));
+                window_ms.0 = unix_ms();
+            }
         }
         peak
     };
+    let (measured_until, commands_at_until, log_at_until) =
+        (Instant::now(), node.last_seq(), log_bytes(&data));
+    window_ms.1 = unix_ms();
+    if idle {
+        println!(
+            "       what the log holds from the idle window: {}",
+            actions_between(&http, &url, &admin_token(&data), window_ms).await
+        );
+    }
     let _ = poster.await;
     for task in tasks {
         let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
     }
-    let elapsed = started.elapsed().as_secs_f64();
-    let commands = node.last_seq() - commands_at_start;
-    let (commands_log, decision_log) = log_bytes(&data);
+    let (elapsed, commands, (commands_log, decision_log), log_at_start) = if idle {
+        (
+            (measured_until - measured_from.0).as_secs_f64(),
+            commands_at_until - measured_from.1,
+            log_at_until,
+            measured_from.2,
+        )
+    } else {
+        (
+            started.elapsed().as_secs_f64(),
+            node.last_seq() - commands_at_start,
+            log_bytes(&data),
+            log_at_start,
+        )
+    };
     let agent_hours = agents as f64 * elapsed / 3_600.0;
     let mut beats = figures.heartbeats.lock().unwrap().clone();
     let mut claims = figures.claims.lock().unwrap().clone();
@@ -311,6 +356,54 @@ async fn run(agents: usize, seconds: u64) -> bool {
     claim_p99 <= CLAIM_P99_BOUND_MS && errors == 0
 }
 
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The decision records' actions between two times, counted (`GET /v1/audit`).
+async fn actions_between(
+    http: &reqwest::Client,
+    url: &str,
+    admin: &str,
+    (from, until): (u64, u64),
+) -> String {
+    let mut counts = std::collections::BTreeMap::<String, u64>::new();
+    let mut after = 0u64;
+    loop {
+        let page: serde_json::Value = http
+            .get(format!("{url}/v1/audit?after={after}&limit=1000"))
+            .bearer_auth(admin)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let records = page["records"].as_array().cloned().unwrap_or_default();
+        if records.is_empty() {
+            break;
+        }
+        for record in &records {
+            let at = record["at_ms"].as_u64().unwrap_or(0);
+            if (from..until).contains(&at) {
+                let action = record["action"].as_str().unwrap_or("?").to_string();
+                *counts.entry(action).or_default() += 1;
+            }
+        }
+        after += records.len() as u64;
+    }
+    if counts.is_empty() {
+        return "nothing".into();
+    }
+    counts
+        .iter()
+        .map(|(action, n)| format!("{action} x{n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn admin_token(data: &tempfile::TempDir) -> String {
     std::fs::read_to_string(data.path().join("admin.token"))
         .unwrap()
@@ -331,7 +424,9 @@ fn main() {
         .skip(1)
         .filter(|a| a != "--bench")
         .collect();
-    let plan: Vec<(usize, u64)> = match args.as_slice() {
+    let idle = args.first().is_some_and(|a| a == "idle");
+    let args = &args[usize::from(idle)..];
+    let plan: Vec<(usize, u64)> = match args {
         [quick] if quick == "quick" => vec![(100, 20), (1_000, 20)],
         [n, seconds] => vec![(n.parse().unwrap(), seconds.parse().unwrap())],
         _ => vec![(100, 60), (300, 60), (1_000, 60), (3_000, 60)],
@@ -340,9 +435,13 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    println!("== a swarm on one embedded node: heartbeat every 2 s, a task a minute per agent, one LLM call and one publish per task ==");
+    if idle {
+        println!("== idle sessions on one embedded node: each agent only heartbeats, every 2 s ==");
+    } else {
+        println!("== a swarm on one embedded node: heartbeat every 2 s, a task a minute per agent, one LLM call and one publish per task ==");
+    }
     for (agents, seconds) in plan {
-        let held = runtime.block_on(run(agents, seconds));
+        let held = runtime.block_on(run(agents, seconds, idle));
         if !held {
             println!(
                 "the first size that breaks a bound (p99 claim over {CLAIM_P99_BOUND_MS} ms, or an error): {agents} agents"
