@@ -343,3 +343,38 @@ impl StreamableHttpClient for HttpUpstream {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn response(body: &'static str) -> reqwest::Response {
+        reqwest::Response::from(
+            http::Response::builder()
+                .header("content-type", EVENT_STREAM)
+                .body(body)
+                .unwrap(),
+        )
+    }
+
+    #[tokio::test]
+    async fn an_event_past_its_bound_ends_the_stream_and_smaller_ones_pass() {
+        let events: Vec<_> =
+            bounded_events(response("data: {\"a\":1}\n\ndata: {\"b\":2}\r\n\r\n"), 20)
+                .collect()
+                .await;
+        let data: Vec<_> = events
+            .iter()
+            .map(|e| e.as_ref().unwrap().data.clone().unwrap())
+            .collect();
+        assert_eq!(data, ["{\"a\":1}", "{\"b\":2}"]);
+
+        // One event of 60 bytes over lines, each line short: the event is what counts.
+        let big = "data: 0123456789\ndata: 0123456789\ndata: 0123456789\n\n";
+        let events: Vec<_> = bounded_events(response(big), 40).collect().await;
+        assert!(
+            events.iter().any(|e| e.is_err()),
+            "an event past 40 bytes must fail: {events:?}"
+        );
+    }
+}
