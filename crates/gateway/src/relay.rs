@@ -27,6 +27,9 @@ pub struct Relay {
     /// A task's charge being decided, and the bytes held back until it is.
     settling: Option<(crate::settle::Background, Bytes)>,
     ended: bool,
+    /// Told the id of the response the stream carries (the Responses API's
+    /// `response.created`), once.
+    on_id: Option<Box<dyn FnOnce(&str) + Send>>,
 }
 
 impl Relay {
@@ -45,7 +48,14 @@ impl Relay {
             settlement: Some(prepared.settlement),
             settling: None,
             ended: false,
+            on_id: None,
         }
+    }
+
+    /// Calls `on_id` with the id of the response the stream carries, when it comes.
+    pub(crate) fn on_response_id(mut self, on_id: Box<dyn FnOnce(&str) + Send>) -> Relay {
+        self.on_id = Some(on_id);
+        self
     }
 
     /// Settles once; for a call made for a task, the settlement to wait for.
@@ -91,6 +101,17 @@ impl Relay {
     /// holds the stream's last event.
     fn relay(&mut self, bytes: Bytes) -> (Bytes, bool) {
         let data = self.watch.feed(&bytes);
+        if self.on_id.is_some() {
+            let id = data.iter().find_map(|d| match d {
+                Data::Json(event) if event["type"] == "response.created" => {
+                    event["response"]["id"].as_str()
+                }
+                _ => None,
+            });
+            if let (Some(id), Some(on_id)) = (id, self.on_id.take()) {
+                on_id(id);
+            }
+        }
         let last = data.iter().any(|d| match d {
             Data::Done => true,
             Data::Json(event) => matches!(

@@ -172,8 +172,15 @@ impl Gateway {
                     if stream {
                         let reserved = prepared.reserved;
                         let name = model.name.clone();
+                        // Its id is remembered as it streams by, for GET and DELETE.
+                        let (gateway, principal) = (Arc::clone(self), prepared.settlement.caller);
+                        let served_by = name.clone();
+                        let remember: Box<dyn FnOnce(&str) + Send> =
+                            Box::new(move |id| gateway.remember(id, principal, &served_by));
+                        let relay =
+                            Relay::new(response, None, model, prepared).on_response_id(remember);
                         return Answer::Stream {
-                            relay: Box::new(Relay::new(response, None, model, prepared)),
+                            relay: Box::new(relay),
                             model: name,
                             reserved,
                         };

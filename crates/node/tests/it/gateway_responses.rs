@@ -69,6 +69,23 @@ async fn responses_are_reserved_then_charged_their_usage_plain_and_streamed() {
         "{events}"
     );
     wait_for_budget(&s.base, &token, 68).await;
+    // A streamed response is kept at its upstream too: GET finds it for its owner.
+    let created: Value = events
+        .lines()
+        .filter_map(|line| line.strip_prefix("data: "))
+        .filter_map(|data| serde_json::from_str::<Value>(data).ok())
+        .find(|event| event["type"] == "response.created")
+        .expect("response.created");
+    let streamed_id = created["response"]["id"].as_str().unwrap().to_string();
+    let (status, kept) = crate::common::send(
+        reqwest::Method::GET,
+        &s.base,
+        &token,
+        &format!("/v1/responses/{streamed_id}"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{kept}");
 
     // Offline: the scripted provider answers in the Responses shape.
     let (status, _, text) = call(
