@@ -18,10 +18,7 @@ use serde_json::{json, Value};
 
 use crate::relay::Relay;
 use crate::sse::{Data, ToAnthropic, Watch};
-use crate::{
-    cost_micro_usd, cost_with_cache, scripted, Attempt, Gateway, Model, Prepared, Refusal,
-    UpstreamKind,
-};
+use crate::{cost_micro_usd, scripted, Attempt, Gateway, Model, Prepared, Refusal, UpstreamKind};
 
 /// The API shape a caller speaks (and its errors take).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -80,35 +77,31 @@ impl Prepared {
         body: Bytes,
         event_stream: bool,
     ) -> Answer {
-        self.whole_cached(model, tokens, 0, how, body, event_stream)
-            .await
+        self.whole_cached(
+            model,
+            tokens,
+            crate::Cache::default(),
+            how,
+            body,
+            event_stream,
+        )
+        .await
     }
 
-    /// [`Prepared::whole`] with `cached` of the input tokens served from the
-    /// upstream's prompt cache (priced at the model's cached-input price).
+    /// [`Prepared::whole`] with the input tokens the upstream served from its prompt
+    /// cache or wrote to it (each at the model's price for it).
     pub(crate) async fn whole_cached(
         mut self,
         model: &Model,
         tokens: (u64, u64),
-        cached: u64,
+        cache: crate::Cache,
         how: &str,
         body: Bytes,
         event_stream: bool,
     ) -> Answer {
-        let cost = cost_with_cache(model, tokens.0, cached, tokens.1);
-        if cached > 0 {
-            self.settlement.trace.set(|| {
-                vec![opentelemetry::KeyValue::new(
-                    "gen_ai.usage.cache_read.input_tokens",
-                    cached as i64,
-                )]
-            });
-        }
-        let how = if cached > 0 {
-            format!("{how}; {cached} of the input tokens from the prompt cache")
-        } else {
-            how.to_string()
-        };
+        let cost = crate::cost_with(model, tokens.0, cache, tokens.1);
+        self.settlement.trace.cache(cache);
+        let how = format!("{how}{}", cache_note(cache));
         let how = how.as_str();
         self.settlement
             .settle_answered(&model.name, tokens, cost, how)
@@ -219,7 +212,7 @@ impl Gateway {
                             "no usage reported: charged the bound",
                         ),
                     };
-                    let cached = cached_of(&answer["usage"]);
+                    let cache = crate::Cache::of(&answer["usage"]);
                     prepared.settlement.trace.answer(&answer);
                     let body = if passthrough {
                         bytes
@@ -227,7 +220,7 @@ impl Gateway {
                         Bytes::from(to_anthropic(&answer, &model.name, tokens).to_string())
                     };
                     return prepared
-                        .whole_cached(&model, tokens, cached, how, body, false)
+                        .whole_cached(&model, tokens, cache, how, body, false)
                         .await;
                 }
                 // Another dialect's refusal is that model's failure, not the caller's.
@@ -404,6 +397,18 @@ fn to_anthropic(answer: &Value, model: &str, tokens: (u64, u64)) -> Value {
         "stop_reason": stop, "stop_sequence": null,
         "usage": {"input_tokens": tokens.0, "output_tokens": tokens.1},
     })
+}
+
+/// What a settlement's justification says of the prompt cache.
+pub(crate) fn cache_note(cache: crate::Cache) -> String {
+    match (cache.read, cache.written) {
+        (0, 0) => String::new(),
+        (read, 0) => format!("; {read} of the input tokens from the prompt cache"),
+        (0, written) => format!("; {written} of the input tokens written to the prompt cache"),
+        (read, written) => {
+            format!("; {read} of the input tokens from the prompt cache, {written} written to it")
+        }
+    }
 }
 
 /// Follows a whole SSE text (scripted streams): the tokens to charge.

@@ -50,6 +50,9 @@ pub struct Model {
     /// The price of input tokens the upstream served from its prompt cache
     /// (`cached_input_usd_per_million`; the input price when not set).
     pub cached_input_micro_usd_per_million: u64,
+    /// The price of input tokens the upstream wrote to its prompt cache
+    /// (`cache_write_usd_per_million`, Anthropic's 1.25x; the input price when not set).
+    pub cache_write_micro_usd_per_million: u64,
     /// Reserved for the answer when a request names no `max_tokens`.
     pub max_output_tokens: u64,
     /// Models tried in order when this one's upstream fails (5xx, timeout,
@@ -137,6 +140,7 @@ struct ModelEntry {
     input_usd_per_million: String,
     output_usd_per_million: String,
     cached_input_usd_per_million: Option<String>,
+    cache_write_usd_per_million: Option<String>,
     max_output_tokens: Option<u64>,
     #[serde(default)]
     fallback: Vec<String>,
@@ -277,6 +281,10 @@ impl GatewayConfig {
                     output_micro_usd_per_million: price(&entry.output_usd_per_million)?,
                     cached_input_micro_usd_per_million: match &entry.cached_input_usd_per_million {
                         Some(cached) => price(cached)?,
+                        None => price(&entry.input_usd_per_million)?,
+                    },
+                    cache_write_micro_usd_per_million: match &entry.cache_write_usd_per_million {
+                        Some(written) => price(written)?,
                         None => price(&entry.input_usd_per_million)?,
                     },
                     max_output_tokens: entry.max_output_tokens.unwrap_or(4_096),

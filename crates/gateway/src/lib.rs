@@ -61,19 +61,62 @@ pub use upstream::{Attempt, Gateway};
 
 use serde_json::Value;
 
-/// Cost in micro-dollars of `input` and `output` tokens at a model's prices,
-/// rounded up.
+/// The most `input` and `output` tokens can cost on a model, rounded up: every input
+/// token at the dearest of its input prices (plain, cache read, cache write). What
+/// is reserved, and what is charged when the usage is not known.
 pub fn cost_micro_usd(model: &Model, input: u64, output: u64) -> u64 {
-    cost_with_cache(model, input, 0, output)
+    let input_price = model
+        .input_micro_usd_per_million
+        .max(model.cached_input_micro_usd_per_million)
+        .max(model.cache_write_micro_usd_per_million);
+    let total = input as u128 * input_price as u128
+        + output as u128 * model.output_micro_usd_per_million as u128;
+    total.div_ceil(1_000_000) as u64
+}
+
+/// Input tokens an upstream reports served from (`read`) or written to (`written`)
+/// its prompt cache, each priced apart.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Cache {
+    pub read: u64,
+    pub written: u64,
+}
+
+impl Cache {
+    /// What a `usage` object says ([`cached_of`], Anthropic's
+    /// `cache_creation_input_tokens`).
+    pub fn of(usage: &Value) -> Cache {
+        Cache {
+            read: cached_of(usage),
+            written: usage["cache_creation_input_tokens"].as_u64().unwrap_or(0),
+        }
+    }
 }
 
 /// Cost in micro-dollars of `input` tokens of which `cached` came from the
 /// upstream's prompt cache (at the model's cached-input price), and `output` tokens
 /// (reasoning tokens are output tokens), rounded up.
 pub fn cost_with_cache(model: &Model, input: u64, cached: u64, output: u64) -> u64 {
-    let cached = cached.min(input);
-    let total = (input - cached) as u128 * model.input_micro_usd_per_million as u128
-        + cached as u128 * model.cached_input_micro_usd_per_million as u128
+    cost_with(
+        model,
+        input,
+        Cache {
+            read: cached,
+            written: 0,
+        },
+        output,
+    )
+}
+
+/// Cost in micro-dollars of `input` tokens, of which `cache.read` were served from
+/// the prompt cache and `cache.written` written to it (each at its own price), and
+/// `output` tokens, rounded up. The cache's counts never exceed the input.
+pub fn cost_with(model: &Model, input: u64, cache: Cache, output: u64) -> u64 {
+    let read = cache.read.min(input);
+    let written = cache.written.min(input - read);
+    let total = (input - read - written) as u128 * model.input_micro_usd_per_million as u128
+        + read as u128 * model.cached_input_micro_usd_per_million as u128
+        + written as u128 * model.cache_write_micro_usd_per_million as u128
         + output as u128 * model.output_micro_usd_per_million as u128;
     total.div_ceil(1_000_000) as u64
 }
@@ -104,6 +147,7 @@ mod pricing_tests {
             input_micro_usd_per_million: input,
             output_micro_usd_per_million: output,
             cached_input_micro_usd_per_million: cached,
+            cache_write_micro_usd_per_million: input,
             max_output_tokens: 100,
             fallback: Vec::new(),
         }
@@ -122,6 +166,44 @@ mod pricing_tests {
                                                         // More cached than input (a confused upstream) is never a credit.
         assert_eq!(cost_with_cache(&m, 10, 99, 0), 13);
         assert_eq!(cost_micro_usd(&m, 10, 0), 25);
+    }
+
+    #[test]
+    fn cache_writes_are_priced_apart_and_bound_the_reservation() {
+        // claude-sonnet-4-5: $3 in, $0.30 cache read, $3.75 cache write, $15 out.
+        let mut m = model(3_000_000, 300_000, 15_000_000);
+        m.cache_write_micro_usd_per_million = 3_750_000;
+        let usage = json!({"input_tokens": 100, "output_tokens": 10,
+            "cache_read_input_tokens": 1_000, "cache_creation_input_tokens": 400});
+        let cache = Cache::of(&usage);
+        assert_eq!(
+            cache,
+            Cache {
+                read: 1_000,
+                written: 400
+            }
+        );
+        let (input, output) = usage_of(&json!({"usage": usage})).unwrap();
+        assert_eq!((input, output), (1_500, 10));
+        // 100 x 3 + 1 000 x 0.30 + 400 x 3.75 + 10 x 15 = 300 + 300 + 1 500 + 150.
+        assert_eq!(cost_with(&m, input, cache, output), 2_250);
+        // The reservation prices every input token at the dearest input price.
+        assert_eq!(cost_micro_usd(&m, 1_500, 10), 5_625 + 150);
+        assert!(cost_micro_usd(&m, input, output) >= cost_with(&m, input, cache, output));
+        // Counts past the input are never a credit.
+        // 8 read (2.4) + the 2 left written (7.5) = 9.9, rounded up.
+        assert_eq!(
+            cost_with(
+                &m,
+                10,
+                Cache {
+                    read: 8,
+                    written: 50
+                },
+                0
+            ),
+            10
+        );
     }
 
     #[test]

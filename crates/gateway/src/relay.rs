@@ -11,7 +11,7 @@ use futures_util::Stream;
 
 use crate::settle::Settlement;
 use crate::sse::{Data, ToAnthropic, Watch};
-use crate::{cost_with_cache, Model, Prepared};
+use crate::{Model, Prepared};
 
 /// An upstream's SSE stream on its way to the caller. A call made for a task holds
 /// back the stream's last event (`[DONE]`, `message_stop`) until the task's charge is
@@ -63,10 +63,10 @@ impl Relay {
         let mut settlement = self.settlement.take()?;
         let for_task = settlement.for_task();
         let tokens = self.watch.tokens(self.input_bound);
-        let cached = self.watch.cached_tokens();
-        let actual = cost_with_cache(&self.model, tokens.0, cached, tokens.1);
+        let cache = self.watch.cache();
+        let actual = crate::cost_with(&self.model, tokens.0, cache, tokens.1);
         let how = if self.watch.usage_reported() {
-            how.to_string()
+            format!("{how}{}", crate::call::cache_note(cache))
         } else {
             format!("{how}; no usage reported: input bound and output bytes charged")
         };
@@ -85,14 +85,9 @@ impl Relay {
                     ),
                 ));
             }
-            if cached > 0 {
-                attributes.push(opentelemetry::KeyValue::new(
-                    "gen_ai.usage.cache_read.input_tokens",
-                    cached as i64,
-                ));
-            }
             attributes
         });
+        trace.cache(cache);
         trace.end();
         settled.filter(|_| for_task)
     }

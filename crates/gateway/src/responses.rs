@@ -200,10 +200,10 @@ impl Gateway {
                             "responses, no usage reported: charged the bound",
                         ),
                     };
-                    let cached = crate::cached_of(&answer["usage"]);
+                    let cache = crate::Cache::of(&answer["usage"]);
                     prepared.settlement.trace.answer(&answer);
                     return prepared
-                        .whole_cached(&model, tokens, cached, how, bytes, false)
+                        .whole_cached(&model, tokens, cache, how, bytes, false)
                         .await;
                 }
                 other => {

@@ -25,6 +25,8 @@ pub struct Watch {
     output_tokens: Option<u64>,
     /// Input tokens served from the upstream's prompt cache, as reported.
     cached_tokens: u64,
+    /// Input tokens written to the upstream's prompt cache, as reported.
+    written_tokens: u64,
     out_bytes: u64,
     /// How generation ended, as the stream last said (chat's `finish_reason`,
     /// Anthropic's `stop_reason`, the Responses API's final status).
@@ -80,6 +82,7 @@ impl Watch {
                     + usage["cache_creation_input_tokens"].as_u64().unwrap_or(0);
                 self.input_tokens = Some(input + cache);
                 self.cached_tokens = crate::cached_of(usage);
+                self.written_tokens = usage["cache_creation_input_tokens"].as_u64().unwrap_or(0);
             }
             if output_counts {
                 if let Some(output) = usage["completion_tokens"]
@@ -121,6 +124,15 @@ impl Watch {
     /// How generation ended, as the stream said.
     pub fn finish_reason(&self) -> Option<&str> {
         self.finish_reason.as_deref()
+    }
+
+    /// The input tokens the stream reported as served from, or written to, the prompt
+    /// cache.
+    pub fn cache(&self) -> crate::Cache {
+        crate::Cache {
+            read: self.cached_tokens,
+            written: self.written_tokens,
+        }
     }
 
     /// The input tokens the stream reported as served from the prompt cache.
@@ -298,6 +310,13 @@ event: content_block_delta\r\ndata: {\"type\":\"content_block_delta\",\"index\":
         watch.feed(b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":5,\"cache_read_input_tokens\":400,\"cache_creation_input_tokens\":20,\"output_tokens\":1}}}\n\n");
         watch.feed(b"event: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":9}}\n\n");
         assert_eq!((watch.tokens(1), watch.cached_tokens()), ((425, 9), 400));
+        assert_eq!(
+            watch.cache(),
+            crate::Cache {
+                read: 400,
+                written: 20
+            }
+        );
         let mut chat = Watch::default();
         chat.feed(b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":70,\"completion_tokens\":2,\"prompt_tokens_details\":{\"cached_tokens\":64}}}\n\n");
         assert_eq!((chat.tokens(1), chat.cached_tokens()), ((70, 2), 64));

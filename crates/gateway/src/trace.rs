@@ -175,6 +175,22 @@ impl CallTrace {
         });
     }
 
+    /// The input tokens the upstream served from its prompt cache, or wrote to it.
+    pub(crate) fn cache(&self, cache: crate::Cache) {
+        if cache == crate::Cache::default() {
+            return;
+        }
+        self.set(|| {
+            vec![
+                KeyValue::new("gen_ai.usage.cache_read.input_tokens", cache.read as i64),
+                KeyValue::new(
+                    "gen_ai.usage.cache_creation.input_tokens",
+                    cache.written as i64,
+                ),
+            ]
+        });
+    }
+
     /// The tokens and cost a call settled at.
     pub(crate) fn settled(&self, model: &str, tokens: (u64, u64), actual: u64, how: &str) {
         self.set(|| {
