@@ -13,6 +13,9 @@ use crate::settle::Settlement;
 use crate::sse::{Data, ToAnthropic, Watch};
 use crate::{Model, Prepared};
 
+/// What is told the id of a streamed response.
+pub(crate) type OnResponseId = Box<dyn FnOnce(&str) + Send>;
+
 /// An upstream's SSE stream on its way to the caller. A call made for a task holds
 /// back the stream's last event (`[DONE]`, `message_stop`) until the task's charge is
 /// decided, so that the charge lands while the caller still holds the lease.
@@ -29,7 +32,7 @@ pub struct Relay {
     ended: bool,
     /// Told the id of the response the stream carries (the Responses API's
     /// `response.created`), once.
-    on_id: Option<Box<dyn FnOnce(&str) + Send>>,
+    on_id: Option<OnResponseId>,
 }
 
 impl Relay {
@@ -53,7 +56,7 @@ impl Relay {
     }
 
     /// Calls `on_id` with the id of the response the stream carries, when it comes.
-    pub(crate) fn on_response_id(mut self, on_id: Box<dyn FnOnce(&str) + Send>) -> Relay {
+    pub(crate) fn on_response_id(mut self, on_id: OnResponseId) -> Relay {
         self.on_id = Some(on_id);
         self
     }

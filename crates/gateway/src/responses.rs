@@ -175,7 +175,7 @@ impl Gateway {
                         // Its id is remembered as it streams by, for GET and DELETE.
                         let (gateway, principal) = (Arc::clone(self), prepared.settlement.caller);
                         let served_by = name.clone();
-                        let remember: Box<dyn FnOnce(&str) + Send> =
+                        let remember: crate::relay::OnResponseId =
                             Box::new(move |id| gateway.remember(id, principal, &served_by));
                         let relay =
                             Relay::new(response, None, model, prepared).on_response_id(remember);
