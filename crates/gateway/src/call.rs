@@ -101,7 +101,7 @@ impl Prepared {
     ) -> Answer {
         let cost = crate::cost_with(model, tokens.0, cache, tokens.1);
         self.settlement.trace.cache(cache);
-        let how = format!("{how}{}", cache_note(cache));
+        let how = format!("{how}{}", cache.note());
         let how = how.as_str();
         self.settlement
             .settle_answered(&model.name, tokens, cost, how)
@@ -397,18 +397,6 @@ fn to_anthropic(answer: &Value, model: &str, tokens: (u64, u64)) -> Value {
         "stop_reason": stop, "stop_sequence": null,
         "usage": {"input_tokens": tokens.0, "output_tokens": tokens.1},
     })
-}
-
-/// What a settlement's justification says of the prompt cache.
-pub(crate) fn cache_note(cache: crate::Cache) -> String {
-    match (cache.read, cache.written) {
-        (0, 0) => String::new(),
-        (read, 0) => format!("; {read} of the input tokens from the prompt cache"),
-        (0, written) => format!("; {written} of the input tokens written to the prompt cache"),
-        (read, written) => {
-            format!("; {read} of the input tokens from the prompt cache, {written} written to it")
-        }
-    }
 }
 
 /// Follows a whole SSE text (scripted streams): the tokens to charge.

@@ -91,6 +91,20 @@ impl Cache {
             written: usage["cache_creation_input_tokens"].as_u64().unwrap_or(0),
         }
     }
+
+    /// What a settlement's justification says of it.
+    pub(crate) fn note(self) -> String {
+        match (self.read, self.written) {
+            (0, 0) => String::new(),
+            (read, 0) => format!("; {read} of the input tokens from the prompt cache"),
+            (0, written) => {
+                format!("; {written} of the input tokens written to the prompt cache")
+            }
+            (read, written) => format!(
+                "; {read} of the input tokens from the prompt cache, {written} written to it"
+            ),
+        }
+    }
 }
 
 /// Cost in micro-dollars of `input` tokens of which `cached` came from the

@@ -69,7 +69,7 @@ impl Relay {
         let cache = self.watch.cache();
         let actual = crate::cost_with(&self.model, tokens.0, cache, tokens.1);
         let how = if self.watch.usage_reported() {
-            format!("{how}{}", crate::call::cache_note(cache))
+            format!("{how}{}", cache.note())
         } else {
             format!("{how}; no usage reported: input bound and output bytes charged")
         };
