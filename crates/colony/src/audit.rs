@@ -20,8 +20,9 @@ pub async fn run(command: AuditCommand) -> anyhow::Result<ExitCode> {
             json,
             head,
             key,
+            keys_from,
         } => {
-            let heads = match signed_heads(&data, &head, &key).await {
+            let heads = match signed_heads(&data, &head, &key, &keys_from).await {
                 Ok(heads) => heads,
                 Err(error) => {
                     if json {
@@ -144,20 +145,78 @@ fn print_records(records: &[Value], json_lines: bool, streaming: bool) {
 /// Most bytes of signed heads read from one file or URL.
 const HEADS_BYTES_MAX: usize = 64 << 20;
 
+/// A file's text, or a URL's (with `COLONY_TOKEN`), at most [`HEADS_BYTES_MAX`].
+async fn read_source(source: &str) -> anyhow::Result<String> {
+    use anyhow::Context;
+    if source.starts_with("http://") || source.starts_with("https://") {
+        let mut request = reqwest::Client::new().get(source);
+        if let Ok(token) = std::env::var("COLONY_TOKEN") {
+            request = request.bearer_auth(token);
+        }
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("GET {source}"))?;
+        anyhow::ensure!(
+            response.status().is_success(),
+            "GET {source}: {}",
+            response.status()
+        );
+        let text = response
+            .text()
+            .await
+            .with_context(|| format!("GET {source}"))?;
+        anyhow::ensure!(
+            text.len() <= HEADS_BYTES_MAX,
+            "{source}: more than {HEADS_BYTES_MAX} bytes"
+        );
+        return Ok(text);
+    }
+    let size = std::fs::metadata(source)
+        .with_context(|| format!("reading {source}"))?
+        .len();
+    anyhow::ensure!(
+        size <= HEADS_BYTES_MAX as u64,
+        "{source}: more than {HEADS_BYTES_MAX} bytes"
+    );
+    std::fs::read_to_string(source).with_context(|| format!("reading {source}"))
+}
+
+/// The keys a cluster trusts, as one of its nodes answers `GET /v1/cluster` (a URL,
+/// or a file holding that answer): every admitted node's, and the answering node's
+/// own (an embedded node admits none).
+async fn cluster_keys(source: &str) -> anyhow::Result<Vec<String>> {
+    let text = read_source(source).await?;
+    let view: colony_api::cluster::ClusterView = serde_json::from_str(&text)
+        .map_err(|error| anyhow::anyhow!("{source}: not a GET /v1/cluster answer: {error}"))?;
+    let mut keys: Vec<String> = view.admitted.into_iter().map(|n| n.public_key).collect();
+    if !view.public_key.is_empty() {
+        keys.push(view.public_key);
+    }
+    anyhow::ensure!(!keys.is_empty(), "{source}: names no node key");
+    Ok(keys)
+}
+
 /// The signed heads of `sources` (files or URLs), each signature checked against
-/// `keys` (or, without any, the data directory's `node.pub`, said so).
+/// `keys` and the keys of the clusters `keys_from` describe (or, without any, the
+/// data directory's `node.pub`, said so).
 async fn signed_heads(
     data: &std::path::Path,
     sources: &[String],
     keys: &[String],
+    keys_from: &[String],
 ) -> anyhow::Result<Vec<colony_log::heads::SignedHead>> {
     use anyhow::Context;
     if sources.is_empty() {
         anyhow::ensure!(
-            keys.is_empty(),
-            "--key pins whose heads count: give them with --head"
+            keys.is_empty() && keys_from.is_empty(),
+            "--key and --keys-from pin whose heads count: give them with --head"
         );
         return Ok(Vec::new());
+    }
+    let mut keys = keys.to_vec();
+    for source in keys_from {
+        keys.extend(cluster_keys(source).await?);
     }
     let trusted = if keys.is_empty() {
         let file = data.join(colony_node::identity::PUBLIC_KEY_FILE);
@@ -175,34 +234,7 @@ async fn signed_heads(
     };
     let mut heads = Vec::new();
     for source in sources {
-        let text = if source.starts_with("http://") || source.starts_with("https://") {
-            let mut request = reqwest::Client::new().get(source);
-            if let Ok(token) = std::env::var("COLONY_TOKEN") {
-                request = request.bearer_auth(token);
-            }
-            let response = request
-                .send()
-                .await
-                .with_context(|| format!("GET {source}"))?;
-            anyhow::ensure!(
-                response.status().is_success(),
-                "GET {source}: {}",
-                response.status()
-            );
-            response
-                .text()
-                .await
-                .with_context(|| format!("GET {source}"))?
-        } else {
-            let size = std::fs::metadata(source)
-                .with_context(|| format!("reading {source}"))?
-                .len();
-            anyhow::ensure!(
-                size <= HEADS_BYTES_MAX as u64,
-                "{source}: more than {HEADS_BYTES_MAX} bytes of heads"
-            );
-            std::fs::read_to_string(source).with_context(|| format!("reading {source}"))?
-        };
+        let text = read_source(source).await?;
         let parsed = colony_log::heads::parse_heads(&text)
             .map_err(|error| anyhow::anyhow!("{source}: {error}"))?;
         for head in parsed {
@@ -321,9 +353,16 @@ pub enum AuditCommand {
         #[arg(long)]
         head: Vec<String>,
         /// Whose signatures count (standard base64 of an Ed25519 public key;
-        /// repeatable). Without it, the data directory's node.pub is trusted.
+        /// repeatable). Without it or --keys-from, the data directory's node.pub is
+        /// trusted.
         #[arg(long)]
         key: Vec<String>,
+        /// Trust the keys of a cluster: a node's GET /v1/cluster (its URL, with
+        /// COLONY_TOKEN, or a file holding the answer): every admitted node's key
+        /// and the answering node's own (repeatable; ask a node other than the one
+        /// whose data is verified).
+        #[arg(long)]
+        keys_from: Vec<String>,
         /// Print JSON.
         #[arg(long)]
         json: bool,

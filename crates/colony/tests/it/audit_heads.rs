@@ -152,10 +152,8 @@ fn a_rewritten_history_fails_against_a_head_signed_before_it() {
     };
     let public = std::fs::read_to_string(data.path().join("node.pub")).unwrap();
     assert_eq!(head["public_key"], public.trim());
-    assert_eq!(
-        get(&url, &admin, "/v1/cluster").1["public_key"],
-        public.trim()
-    );
+    let cluster = get(&url, &admin, "/v1/cluster").1;
+    assert_eq!(cluster["public_key"], public.trim());
     let _ = node.kill();
     let _ = node.wait();
     let saved = data.path().join("..").join(format!(
@@ -164,6 +162,22 @@ fn a_rewritten_history_fails_against_a_head_signed_before_it() {
     ));
     std::fs::write(&saved, head.to_string()).unwrap();
     let saved_arg = saved.to_string_lossy().to_string();
+    // What a node of the cluster said of its keys, kept apart from the data.
+    let keys_file = data.path().join("..").join(format!(
+        "cluster-{}.json",
+        data.path().file_name().unwrap().to_string_lossy()
+    ));
+    std::fs::write(&keys_file, cluster.to_string()).unwrap();
+    let keys_arg = keys_file.to_string_lossy().to_string();
+    let (ok, said) = verify(
+        data.path(),
+        &["--head", &saved_arg, "--keys-from", &keys_arg],
+    );
+    assert!(ok, "{said}");
+    assert!(
+        !said.contains("trusting the data directory's own key"),
+        "{said}"
+    );
 
     let (ok, said) = verify(data.path(), &["--head", &saved_arg]);
     assert!(ok, "{said}");
@@ -185,6 +199,11 @@ fn a_rewritten_history_fails_against_a_head_signed_before_it() {
         said.contains("was rewritten") && said.contains("from 1 to"),
         "{said}"
     );
+    let (ok, said) = verify(
+        data.path(),
+        &["--head", &saved_arg, "--keys-from", &keys_arg],
+    );
+    assert!(!ok && said.contains("was rewritten"), "{said}");
 
     // A head signed by another key does not count, whatever it says.
     let elsewhere = tempfile::tempdir().unwrap();
@@ -193,4 +212,5 @@ fn a_rewritten_history_fails_against_a_head_signed_before_it() {
     let (ok, said) = verify(data.path(), &["--head", &saved_arg, "--key", &other]);
     assert!(!ok && said.contains("not a trusted key"), "{said}");
     let _ = std::fs::remove_file(&saved);
+    let _ = std::fs::remove_file(&keys_file);
 }
