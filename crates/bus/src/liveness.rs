@@ -125,10 +125,7 @@ impl Liveness {
         let mut heard = self.heard.lock().expect("liveness lock");
         let mut round = Round::default();
         let mut active = std::collections::HashSet::new();
-        for session in state.workers() {
-            if session.state != WorkerState::Active {
-                continue;
-            }
+        for session in state.active_workers() {
             active.insert(session.id);
             let at = heard.entry(session.id).or_insert(now);
             // A heartbeat the log holds (a resumed `hello`) counts too.

@@ -263,6 +263,21 @@ impl State {
                 "active_workers usage {usage}, but {active} sessions (explicit and implicit) are active"
             ));
         }
+        // The deadlines' index holds every active session at its deadline (what
+        // loss detection and `active_workers` walk).
+        for worker in self.workers.values() {
+            let indexed = self
+                .worker_deadlines
+                .contains(&(worker.deadline_ms, worker.id));
+            if (worker.state == WorkerState::Active) != indexed {
+                return Err(format!(
+                    "worker {} ({}) is {}in its deadlines' index",
+                    worker.id,
+                    worker.state.as_str(),
+                    if indexed { "" } else { "not " }
+                ));
+            }
+        }
         for principal in self.quarantined.keys() {
             let holds_anything = self.open_reservations.contains_key(principal)
                 || self.leases_held.contains_key(principal)

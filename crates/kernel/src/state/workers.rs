@@ -21,6 +21,15 @@ impl State {
         self.workers.values()
     }
 
+    /// The active sessions only (through their deadlines' index: the sessions that
+    /// ended, which stay for the record, are not walked).
+    pub fn active_workers(&self) -> impl Iterator<Item = &WorkerSession> {
+        self.worker_deadlines
+            .iter()
+            .filter_map(|(_, id)| self.workers.get(id))
+            .filter(|w| w.state == WorkerState::Active)
+    }
+
     /// Tasks leased to a worker session now.
     pub fn worker_tasks(&self, id: u64) -> Vec<String> {
         self.worker_leases
