@@ -11,7 +11,9 @@
 //!   of them): a new or resumed session at once (its deadline in the kernel is its
 //!   timeout), the others every [`RENEW_EVERY_MS`] once half of their soft lease
 //!   ([`SOFT_SESSION_LEASE_MS`]) is gone, so an idle session costs one entry of a
-//!   shared command every half hour.
+//!   shared command every half hour; a session whose task's lease would lapse within
+//!   half its length is renewed at the next tick, and the renewal extends the leases
+//!   of its tasks as a task heartbeat would (one entry instead of a command per task).
 //!
 //! Replay stays exact: the kernel decides only from these logged commands. A restart
 //! forgets what was heard and counts every active session as heard when it starts, so
@@ -135,7 +137,19 @@ impl Liveness {
                 round.lost.push((session.id, at));
                 continue;
             }
-            let soon = session.deadline_ms < now.saturating_add(RENEW_EVERY_MS + timeout_ms);
+            // A lease of its tasks would lapse before long: the renewal keeps it.
+            let lease_soon = state.worker_tasks(session.id).iter().any(|address| {
+                state
+                    .task(address)
+                    .and_then(|task| task.lease.as_ref())
+                    .is_some_and(|lease| {
+                        lease.expires_at_ms < now.saturating_add(lease.lease_ms / 2)
+                            && lease.expires_at_ms < at.saturating_add(lease.lease_ms)
+                            && lease.expires_at_ms < lease.attempt_deadline_ms
+                    })
+            });
+            let soon =
+                lease_soon || session.deadline_ms < now.saturating_add(RENEW_EVERY_MS + timeout_ms);
             let due = session.deadline_ms < at.saturating_add(SOFT_SESSION_LEASE_MS / 2);
             if soon || (batch && due) {
                 round.renew.push(WorkerHeard {

@@ -335,6 +335,28 @@ impl State {
         }
     }
 
+    /// Extends a lease to `heard_at_ms` plus its length (never past its attempt's
+    /// deadline, never shorter than it is): its holder's session was heard then.
+    pub(super) fn extend_lease(&mut self, address: &str, heard_at_ms: u64) {
+        let Some(task) = self.tasks.get_mut(address) else {
+            return;
+        };
+        let Some(lease) = task.lease.as_mut() else {
+            return;
+        };
+        let expires = heard_at_ms
+            .saturating_add(lease.lease_ms)
+            .min(lease.attempt_deadline_ms);
+        if expires <= lease.expires_at_ms {
+            return;
+        }
+        self.lease_expiries
+            .remove(&(lease.expires_at_ms, address.to_string()));
+        lease.expires_at_ms = expires;
+        lease.renewed_at_ms = lease.renewed_at_ms.max(heard_at_ms);
+        self.lease_expiries.insert((expires, address.to_string()));
+    }
+
     pub(super) fn renew_lease(&mut self, address: &str) {
         let now = self.now_ms;
         let task = self.tasks.get_mut(address).expect("exists");

@@ -125,6 +125,10 @@ impl State {
                 worker.deadline_ms = deadline;
                 self.worker_deadlines.insert((deadline, one.worker));
             }
+            // Its leases are kept as long as a heartbeat would keep them.
+            for address in self.worker_tasks(one.worker) {
+                self.extend_lease(&address, one.at_ms);
+            }
         }
         Event::allowed(ACTION, "workers", Effect::None)
     }

@@ -400,7 +400,10 @@ fn the_node_renews_heard_sessions_and_declares_silent_ones_lost() {
         assert_eq!(refused.primary().reason.code(), "forbidden");
     }
 
-    // Both heard now: one command keeps both for the soft lease.
+    // Both heard a second later: one command keeps both for the soft lease, and the
+    // lease of the task the quiet one holds as a heartbeat would.
+    sim.advance(1_000);
+    let lease_before = sim.state.task(&task).unwrap().lease.clone().unwrap();
     let heard_at = sim.now_ms;
     let renewed = sim.run(
         PrincipalId::SYSTEM,
@@ -429,6 +432,13 @@ fn the_node_renews_heard_sessions_and_declares_silent_ones_lost() {
             heard_at + SOFT_SESSION_LEASE_MS
         );
     }
+    let lease = sim.state.task(&task).unwrap().lease.clone().unwrap();
+    assert_eq!(
+        lease.expires_at_ms,
+        (heard_at + lease.lease_ms).min(lease.attempt_deadline_ms)
+    );
+    assert!(lease.expires_at_ms > lease_before.expires_at_ms);
+    assert_eq!(lease.token, lease_before.token, "the same lease, extended");
     // Past the timeout nothing is declared by the kernel's clock any more...
     sim.advance(timeout * 3);
     tick(&mut sim);

@@ -174,3 +174,73 @@ async fn a_restart_keeps_a_live_session_that_heartbeats_within_its_timeout() {
     assert_eq!(session(&base, &admin, id).await["state"], "active");
     node.shutdown().await.unwrap();
 }
+
+/// A session heard from keeps the leases of its tasks (one batched renewal instead
+/// of a task heartbeat each); when it falls silent it loses them with the session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_heard_session_keeps_its_leases_without_task_heartbeats() {
+    let config = common::genesis_dir(&[("tasks.toml", TASKS)]);
+    let data = tempfile::tempdir().unwrap();
+    let (node, base, admin) = common::start(data.path(), config.path()).await;
+    let (_, token) = common::create_principal(&base, &admin, "holder", "ai", &["member"]).await;
+    let registered = common::post_json(
+        &base,
+        &token,
+        "/v1/workers",
+        &json!({"capabilities": ["code"]}),
+    )
+    .await;
+    let id = registered["worker"].as_u64().unwrap();
+    let posted = common::post_json(
+        &base,
+        &admin,
+        "/v1/tasks",
+        &json!({"title": "long work", "capabilities": ["code"], "justification": "work to do"}),
+    )
+    .await;
+    let address = posted["address"].as_str().unwrap().to_string();
+    let claimed = common::post_json(
+        &base,
+        &token,
+        "/v1/tasks/claim",
+        &json!({"worker": id, "lease_ms": 500}),
+    )
+    .await;
+    let lease_token = claimed["lease"]["token"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{claimed}"));
+
+    // Four leases long, only the session heartbeats.
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(2) {
+        let (status, _) = common::send(
+            reqwest::Method::POST,
+            &base,
+            &token,
+            &format!("/v1/workers/{id}/heartbeat"),
+            Some(json!({})),
+        )
+        .await;
+        assert_eq!(status, 200);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let task = common::get_json(&base, &token, &format!("/v1/tasks/{address}")).await;
+    assert_eq!(task["status"], "claimed", "{task}");
+    assert!(audit_actions(&base, &admin, "task.heartbeat")
+        .await
+        .is_empty());
+    let (status, done) = common::send(
+        reqwest::Method::POST,
+        &base,
+        &token,
+        &format!("/v1/tasks/{address}/complete"),
+        Some(json!({"lease_token": lease_token, "result": "done", "justification": "finished"})),
+    )
+    .await;
+    assert_eq!(
+        (status, done["status"].as_str()),
+        (200, Some("completed")),
+        "{done}"
+    );
+    node.shutdown().await.unwrap();
+}
