@@ -23,6 +23,17 @@ use crate::{Answer, Gateway, Refusal, UpstreamKind};
 
 /// Longest prompt put in a span (`gen_ai.input.messages`, with `log_prompts`).
 pub const TRACED_PROMPT_BYTES_MAX: usize = 16 * 1024;
+/// Longest value from a request (the model asked for, the task header) put in a span.
+pub const TRACED_VALUE_BYTES_MAX: usize = 256;
+
+/// `text` cut to at most `max` bytes, on a character boundary.
+fn bounded(text: &str, max: usize) -> &str {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
 
 /// One call's span and the tracer to make its children with, or nothing when the
 /// node traces nothing.
@@ -83,6 +94,9 @@ impl Gateway {
         let Some(tracer) = &self.tracer else {
             return parent.clone();
         };
+        // What the caller wrote goes into the span bounded.
+        let requested = requested.map(|model| bounded(model, TRACED_VALUE_BYTES_MAX));
+        let task = task.map(|task| bounded(task, TRACED_VALUE_BYTES_MAX));
         let name = match requested {
             Some(model) => format!("{operation} {model}"),
             None => operation.to_string(),
@@ -146,12 +160,8 @@ impl CallTrace {
     /// The prompt, when `log_prompts` lets it be recorded.
     pub(crate) fn prompt(&self, prompt: &Value) {
         self.set(|| {
-            let mut text = prompt.to_string();
-            let mut end = text.len().min(TRACED_PROMPT_BYTES_MAX);
-            while !text.is_char_boundary(end) {
-                end -= 1;
-            }
-            text.truncate(end);
+            let text = prompt.to_string();
+            let text = bounded(&text, TRACED_PROMPT_BYTES_MAX).to_string();
             vec![KeyValue::new("gen_ai.input.messages", text)]
         });
     }
@@ -169,7 +179,8 @@ impl CallTrace {
                 ));
             }
             if let Some(id) = answer["id"].as_str() {
-                attributes.push(KeyValue::new("gen_ai.response.id", id.to_string()));
+                let id = bounded(id, TRACED_VALUE_BYTES_MAX).to_string();
+                attributes.push(KeyValue::new("gen_ai.response.id", id));
             }
             attributes
         });
@@ -386,6 +397,18 @@ pub(crate) fn finish_reasons(answer: &Value) -> Vec<opentelemetry::StringValue> 
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn what_a_caller_writes_is_bounded_on_a_character_boundary() {
+        assert_eq!(bounded("abc", 10), "abc");
+        assert_eq!(bounded("abcdef", 3), "abc");
+        // "é" is two bytes: a cut through it falls back before it.
+        assert_eq!(bounded("aé", 2), "a");
+        assert_eq!(
+            bounded(&"m".repeat(10_000), TRACED_VALUE_BYTES_MAX).len(),
+            256
+        );
+    }
 
     #[test]
     fn finish_reasons_are_read_in_every_dialect() {
