@@ -11,6 +11,7 @@ use crate::event::{Effect, Event, Reason};
 use crate::limits::{Gate, LimitName};
 use crate::principal::PrincipalId;
 use crate::tasks::*;
+use crate::workers::WorkerState;
 
 impl State {
     pub(super) fn claim_task(
@@ -66,6 +67,53 @@ impl State {
         }
         self.grant_lease(fx, command, actor_address, &address, lease_ms, worker)
             .with_warnings(warnings)
+    }
+
+    /// Whether a `ClaimTask` by `actor` would find nothing to claim now, decided
+    /// without changing anything: `Some(true)` only when the command would be
+    /// allowed and answer `NothingToClaim` (the actor may act and is not quarantined,
+    /// the session is its own and active, the request is within bounds and its
+    /// tasks-per-worker limit, and no claimable task matches). A node answers such a
+    /// poll without logging it; anything else (`None`, or `Some(false)`: there is
+    /// work) goes through the kernel as a command.
+    pub fn finds_nothing_to_claim(
+        &self,
+        actor: PrincipalId,
+        capabilities: &[String],
+        lease_ms: Option<u64>,
+        worker: Option<u64>,
+    ) -> Option<bool> {
+        let principal = self.principals.get(&actor)?;
+        if !principal.may_act() || self.quarantine_over(actor).is_some() {
+            return None;
+        }
+        let config = self.task_config.as_ref()?;
+        if capabilities.len() > CAPABILITIES_MAX || lease_ms_within(config, lease_ms).is_err() {
+            return None;
+        }
+        let registered = match worker {
+            Some(id) => {
+                let session = self.workers.get(&id)?;
+                if session.principal != actor || session.state != WorkerState::Active {
+                    return None;
+                }
+                if capabilities.is_empty() {
+                    session.capabilities.clone()
+                } else {
+                    capabilities.to_vec()
+                }
+            }
+            None => capabilities.to_vec(),
+        };
+        if let Some(limit) = self.limits.get(&LimitName::TasksPerWorker) {
+            let mut view = limit.clone();
+            view.usage = self.leases_held.get(&actor).copied().unwrap_or(0) as u64;
+            if matches!(view.gate(1), Gate::Deny(_)) {
+                return None;
+            }
+        }
+        let offered: BTreeSet<&str> = registered.iter().map(String::as_str).collect();
+        Some(self.best_claimable(&offered, config).is_none())
     }
 
     /// Claims a task by its address, if it is claimable now.

@@ -96,6 +96,29 @@ pub async fn claim(
     caller: Caller,
     Body(request): Body<ClaimRequest>,
 ) -> Result<Response, ApiError> {
+    // A poll that finds nothing is answered from the board as it stands, without a
+    // command and a record (an idle worker polling every second wrote ~50 MB of log
+    // a day): it still spends the io_op the command would have, through the edge
+    // meter (charged to the kernel with the bus's publishes); a refusal, or any
+    // doubt, goes through the kernel and says why.
+    let nothing = app
+        .shared
+        .state
+        .read()
+        .expect("state lock")
+        .finds_nothing_to_claim(
+            caller.id,
+            &request.capabilities,
+            request.lease_ms,
+            request.worker,
+        );
+    if nothing == Some(true) {
+        let meters = &app.shared.bus.meters;
+        let meter = meters.meter(caller.id);
+        if meters.take(&meter, &caller.address, 0).is_ok() {
+            return Ok(StatusCode::NO_CONTENT.into_response());
+        }
+    }
     let justification = request
         .justification
         .unwrap_or_else(|| format!("{} asks for work", caller.address));

@@ -244,3 +244,80 @@ async fn a_heard_session_keeps_its_leases_without_task_heartbeats() {
     );
     node.shutdown().await.unwrap();
 }
+
+/// An idle worker's polls for work leave nothing in the log, yet each still spends
+/// the io_op a command would (through the edge meter); the first poll that finds
+/// work claims it through the kernel as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn polling_for_work_that_is_not_there_costs_the_log_nothing() {
+    // A long timeout: this worker does not heartbeat.
+    let config = common::genesis_dir(&[(
+        "tasks.toml",
+        "[workers]\nheartbeat = \"2s\"\ntimeout = \"60s\"\n",
+    )]);
+    let data = tempfile::tempdir().unwrap();
+    let (node, base, admin) = common::start(data.path(), config.path()).await;
+    let (_, token) = common::create_principal(&base, &admin, "poller", "ai", &["member"]).await;
+    let registered = common::post_json(
+        &base,
+        &token,
+        "/v1/workers",
+        &json!({"capabilities": ["code"]}),
+    )
+    .await;
+    let id = registered["worker"].as_u64().unwrap();
+    let used = |me: &Value| me["balances"]["io_ops"]["used"].as_u64().unwrap();
+    let before = used(&common::get_json(&base, &token, "/v1/ledger/me").await);
+    for _ in 0..20 {
+        let (status, _) = common::send(
+            reqwest::Method::POST,
+            &base,
+            &token,
+            "/v1/tasks/claim",
+            Some(json!({"worker": id})),
+        )
+        .await;
+        assert_eq!(status, 204);
+    }
+    assert!(audit_actions(&base, &admin, "task.claim").await.is_empty());
+    // The io_ops reach the ledger with the edge's next charge.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = used(&common::get_json(&base, &token, "/v1/ledger/me").await);
+        if now >= before + 20 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "io_ops not charged: {before} -> {now}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Work appears: the next poll claims it, decided and recorded.
+    common::post_json(
+        &base,
+        &admin,
+        "/v1/tasks",
+        &json!({"title": "now there is work", "capabilities": ["code"], "justification": "work"}),
+    )
+    .await;
+    let claimed = common::post_json(&base, &token, "/v1/tasks/claim", &json!({"worker": id})).await;
+    assert!(claimed["lease"]["token"].is_u64(), "{claimed}");
+    assert_eq!(audit_actions(&base, &admin, "task.claim").await.len(), 1);
+    // A refusal still goes through the kernel and says why.
+    let (_, other) = common::create_principal(&base, &admin, "intruder", "ai", &["member"]).await;
+    let (status, refused) = common::send(
+        reqwest::Method::POST,
+        &base,
+        &other,
+        "/v1/tasks/claim",
+        Some(json!({"worker": id})),
+    )
+    .await;
+    assert_eq!(
+        (status, refused["error"]["code"].as_str()),
+        (403, Some("forbidden")),
+        "{refused}"
+    );
+    node.shutdown().await.unwrap();
+}
