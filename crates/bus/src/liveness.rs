@@ -25,7 +25,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use colony_kernel::workers::{WorkerHeard, WorkerState, RENEW_WORKERS_MAX, SOFT_SESSION_LEASE_MS};
+use colony_kernel::workers::{WorkerHeard, RENEW_WORKERS_MAX, SOFT_SESSION_LEASE_MS};
 use colony_kernel::{CommandBody, PrincipalId, Reason, State};
 use colony_pipeline::sequencer::{now_ms, Submitter};
 use colony_pipeline::Answered;
@@ -68,35 +68,12 @@ impl Liveness {
     pub fn heard(&self, actor: PrincipalId, worker: u64) -> Result<u64, Reason> {
         let timeout_ms = {
             let state = self.state.read().expect("state lock");
-            // Refused as the command was: an observer does not act, and a
-            // quarantined principal's heartbeats do not keep its session.
-            if !state.principal(actor).is_some_and(|p| p.may_act()) {
-                return Err(Reason::Forbidden {
-                    message: "observers may read but not act".into(),
-                });
-            }
-            if let Some(quarantine) = state.quarantine_over(actor) {
-                return Err(Reason::Quarantined {
-                    since_ms: quarantine.since_ms,
-                    evidence: Box::new(quarantine.evidence.clone()),
-                });
-            }
-            let Some(session) = state.worker(worker) else {
-                return Err(Reason::NotFound {
-                    what: "worker".into(),
-                    id: worker.to_string(),
-                });
-            };
-            if session.principal != actor {
-                return Err(Reason::Forbidden {
-                    message: "this worker session belongs to another principal".into(),
-                });
-            }
-            if session.state != WorkerState::Active {
-                return Err(Reason::WorkerGone {
-                    worker,
-                    state: session.state.as_str().to_string(),
-                });
+            // Refused as the command was (the kernel's own checks).
+            if let Some(reason) = state
+                .actor_refusal(actor)
+                .or_else(|| state.worker_refusal(actor, worker))
+            {
+                return Err(reason);
             }
             state.task_config().map_or(0, |c| c.worker_timeout_ms)
         };

@@ -165,11 +165,8 @@ impl Gateway {
             let prompt = prompt.to_string();
             let room =
                 colony_kernel::JUSTIFICATION_BYTES_MAX.saturating_sub(justification.len() + 16);
-            let mut end = prompt.len().min(room);
-            while !prompt.is_char_boundary(end) {
-                end -= 1;
-            }
-            justification.push_str(&format!("; prompt: {}", &prompt[..end]));
+            let prompt = crate::trace::bounded(&prompt, room);
+            justification.push_str(&format!("; prompt: {prompt}"));
         }
         let span = trace.kernel("reserve");
         let outcome = self

@@ -27,7 +27,7 @@ pub const TRACED_PROMPT_BYTES_MAX: usize = 16 * 1024;
 pub const TRACED_VALUE_BYTES_MAX: usize = 256;
 
 /// `text` cut to at most `max` bytes, on a character boundary.
-fn bounded(text: &str, max: usize) -> &str {
+pub(crate) fn bounded(text: &str, max: usize) -> &str {
     let mut end = text.len().min(max);
     while !text.is_char_boundary(end) {
         end -= 1;

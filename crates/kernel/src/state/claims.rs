@@ -11,7 +11,6 @@ use crate::event::{Effect, Event, Reason};
 use crate::limits::{Gate, LimitName};
 use crate::principal::PrincipalId;
 use crate::tasks::*;
-use crate::workers::WorkerState;
 
 impl State {
     pub(super) fn claim_task(
@@ -83,8 +82,7 @@ impl State {
         lease_ms: Option<u64>,
         worker: Option<u64>,
     ) -> Option<bool> {
-        let principal = self.principals.get(&actor)?;
-        if !principal.may_act() || self.quarantine_over(actor).is_some() {
+        if self.actor_refusal(actor).is_some() {
             return None;
         }
         let config = self.task_config.as_ref()?;
@@ -93,12 +91,11 @@ impl State {
         }
         let registered = match worker {
             Some(id) => {
-                let session = self.workers.get(&id)?;
-                if session.principal != actor || session.state != WorkerState::Active {
+                if self.worker_refusal(actor, id).is_some() {
                     return None;
                 }
                 if capabilities.is_empty() {
-                    session.capabilities.clone()
+                    self.workers[&id].capabilities.clone()
                 } else {
                     capabilities.to_vec()
                 }

@@ -201,6 +201,23 @@ impl State {
 
     /// The quarantine of `principal` or of one of its ancestors: a child never acts
     /// while its parent is quarantined.
+    /// Why `actor` may not act now, as every command is checked first: it has no
+    /// standing, it is an observer, or it is quarantined. What a node answers from
+    /// the state without a command refuses as the command would.
+    pub fn actor_refusal(&self, actor: PrincipalId) -> Option<Reason> {
+        let Some(principal) = self.principals.get(&actor).filter(|p| p.standing) else {
+            return Some(Reason::NoStanding { actor });
+        };
+        if !principal.may_act() {
+            return Some(forbidden("observers may read but not act"));
+        }
+        self.quarantine_over(actor)
+            .map(|quarantine| Reason::Quarantined {
+                since_ms: quarantine.since_ms,
+                evidence: Box::new(quarantine.evidence.clone()),
+            })
+    }
+
     pub fn quarantine_over(&self, principal: PrincipalId) -> Option<&crate::anomaly::Quarantine> {
         let mut current = Some(principal);
         for _ in 0..crate::PRINCIPAL_DEPTH_MAX {
@@ -355,11 +372,8 @@ impl State {
             }
         };
         let actor_address = actor.address.clone();
-        let (actor_is_admin, actor_may_act, actor_is_system) = (
-            actor.is_admin(),
-            actor.may_act(),
-            actor.kind == PrincipalKind::System,
-        );
+        let (actor_is_admin, actor_is_system) =
+            (actor.is_admin(), actor.kind == PrincipalKind::System);
         if command.justification.len() > JUSTIFICATION_BYTES_MAX {
             return Event::denied(
                 action,
@@ -369,22 +383,8 @@ impl State {
                 )),
             );
         }
-        if !actor_may_act {
-            return Event::denied(
-                action,
-                actor_address,
-                forbidden("observers may read but not act"),
-            );
-        }
-        if let Some(quarantine) = self.quarantine_over(command.actor) {
-            return Event::denied(
-                action,
-                actor_address,
-                Reason::Quarantined {
-                    since_ms: quarantine.since_ms,
-                    evidence: Box::new(quarantine.evidence.clone()),
-                },
-            );
+        if let Some(reason) = self.actor_refusal(command.actor) {
+            return Event::denied(action, actor_address, reason);
         }
         if !actor_is_system {
             // The governance lane: proposals, votes, and an admin's administration

@@ -7,6 +7,7 @@ use crate::command::Command;
 use crate::event::{Decision, Effect, Event, Reason};
 use crate::limits::LimitName;
 use crate::limits::{AdmissionRequest, Gate, QueuedAdmission};
+use crate::principal::PrincipalId;
 use crate::tasks::TaskStatus;
 use crate::workers::{
     NewWorker, WorkerHeard, WorkerSession, WorkerState, RENEW_WORKERS_MAX, SOFT_SESSION_LEASE_MS,
@@ -299,21 +300,27 @@ impl State {
 
     /// The actor's own active session, or why not.
     pub(super) fn own_active_worker(&self, command: &Command, id: u64) -> Result<(), Reason> {
+        self.worker_refusal(command.actor, id).map_or(Ok(()), Err)
+    }
+
+    /// Why `actor` may not act for session `id`: there is none, it is another
+    /// principal's, or it ended.
+    pub fn worker_refusal(&self, actor: PrincipalId, id: u64) -> Option<Reason> {
         let Some(worker) = self.workers.get(&id) else {
-            return Err(not_found("worker", id));
+            return Some(not_found("worker", id));
         };
-        if worker.principal != command.actor {
-            return Err(forbidden(
+        if worker.principal != actor {
+            return Some(forbidden(
                 "this worker session belongs to another principal",
             ));
         }
         if worker.state != WorkerState::Active {
-            return Err(Reason::WorkerGone {
+            return Some(Reason::WorkerGone {
                 worker: id,
                 state: worker.state.as_str().to_string(),
             });
         }
-        Ok(())
+        None
     }
 
     pub(super) fn worker_heartbeat(&mut self, command: &Command, id: u64) -> Event {

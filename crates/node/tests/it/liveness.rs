@@ -23,6 +23,18 @@ async fn audit_actions(base: &str, admin: &str, action: &str) -> Vec<Value> {
         .collect()
 }
 
+/// `POST /v1/workers/{id}/heartbeat` as `token`: the status and the answer.
+async fn heartbeat(base: &str, token: &str, id: u64) -> (u16, Value) {
+    common::send(
+        reqwest::Method::POST,
+        base,
+        token,
+        &format!("/v1/workers/{id}/heartbeat"),
+        Some(json!({})),
+    )
+    .await
+}
+
 async fn session(base: &str, admin: &str, id: u64) -> Value {
     common::get_json(base, admin, &format!("/v1/workers/{id}")).await
 }
@@ -46,14 +58,7 @@ async fn heartbeats_leave_nothing_in_the_log_and_silence_is_still_caught() {
     let started = Instant::now();
     let mut beats = 0;
     while started.elapsed() < Duration::from_secs(1) {
-        let (status, answer) = common::send(
-            reqwest::Method::POST,
-            &base,
-            &token,
-            &format!("/v1/workers/{id}/heartbeat"),
-            Some(json!({})),
-        )
-        .await;
+        let (status, answer) = heartbeat(&base, &token, id).await;
         assert_eq!(
             (status, answer["state"].as_str()),
             (200, Some("active")),
@@ -80,14 +85,7 @@ async fn heartbeats_leave_nothing_in_the_log_and_silence_is_still_caught() {
     );
     // Another principal's heartbeat for it is refused, as before.
     let (_, other) = common::create_principal(&base, &admin, "other", "ai", &["member"]).await;
-    let (status, refused) = common::send(
-        reqwest::Method::POST,
-        &base,
-        &other,
-        &format!("/v1/workers/{id}/heartbeat"),
-        Some(json!({})),
-    )
-    .await;
+    let (status, refused) = heartbeat(&base, &other, id).await;
     assert_eq!(
         (status, refused["error"]["code"].as_str()),
         (403, Some("forbidden"))
@@ -119,14 +117,7 @@ async fn heartbeats_leave_nothing_in_the_log_and_silence_is_still_caught() {
     );
     let declared = audit_actions(&base, &admin, "worker.lost").await;
     assert_eq!(declared.len(), 1, "{declared:?}");
-    let (status, gone) = common::send(
-        reqwest::Method::POST,
-        &base,
-        &token,
-        &format!("/v1/workers/{id}/heartbeat"),
-        Some(json!({})),
-    )
-    .await;
+    let (status, gone) = heartbeat(&base, &token, id).await;
     assert_eq!(
         (status, gone["error"]["code"].as_str()),
         (410, Some("worker_gone"))
@@ -160,14 +151,7 @@ async fn a_restart_keeps_a_live_session_that_heartbeats_within_its_timeout() {
     // Heartbeats after the restart, for three timeouts: the session lives on.
     let started = Instant::now();
     while started.elapsed() < Duration::from_millis(4_500) {
-        let (status, answer) = common::send(
-            reqwest::Method::POST,
-            &base,
-            &token,
-            &format!("/v1/workers/{id}/heartbeat"),
-            Some(json!({})),
-        )
-        .await;
+        let (status, answer) = heartbeat(&base, &token, id).await;
         assert_eq!(status, 200, "{answer}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -213,14 +197,7 @@ async fn a_heard_session_keeps_its_leases_without_task_heartbeats() {
     // Four leases long, only the session heartbeats.
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(2) {
-        let (status, _) = common::send(
-            reqwest::Method::POST,
-            &base,
-            &token,
-            &format!("/v1/workers/{id}/heartbeat"),
-            Some(json!({})),
-        )
-        .await;
+        let (status, _) = heartbeat(&base, &token, id).await;
         assert_eq!(status, 200);
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
