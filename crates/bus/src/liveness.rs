@@ -115,7 +115,7 @@ impl Liveness {
                 continue;
             }
             // A lease of its tasks would lapse before long: the renewal keeps it.
-            let lease_soon = state.worker_tasks(session.id).iter().any(|address| {
+            let lease_soon = state.worker_task_addresses(session.id).any(|address| {
                 state
                     .task(address)
                     .and_then(|task| task.lease.as_ref())

@@ -31,6 +31,15 @@ impl State {
             .filter(|w| w.state == WorkerState::Active)
     }
 
+    /// Tasks leased to a worker session now, borrowed (nothing is copied).
+    pub fn worker_task_addresses(&self, id: u64) -> impl Iterator<Item = &str> {
+        self.worker_leases
+            .get(&id)
+            .into_iter()
+            .flatten()
+            .map(String::as_str)
+    }
+
     /// Tasks leased to a worker session now.
     pub fn worker_tasks(&self, id: u64) -> Vec<String> {
         self.worker_leases
