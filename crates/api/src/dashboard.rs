@@ -57,6 +57,10 @@ pub struct TaskCounts {
     pub failed: u64,
     pub dead: u64,
     pub cancelled: u64,
+    /// Finished tasks that left the live state for the task archive (the counts
+    /// above are of live tasks).
+    #[serde(default)]
+    pub archived: u64,
 }
 
 /// Worker sessions by state.

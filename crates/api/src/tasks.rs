@@ -186,6 +186,10 @@ pub struct TaskView {
     pub attempts: Option<Vec<AttemptView>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub history: Option<Vec<TransitionView>>,
+    /// The task's tree left the live state by the retention rule: read from the
+    /// task archive, as it last stood.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub archived: bool,
     /// Soft-limit warnings (posting).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warnings: Option<Vec<Explained>>,

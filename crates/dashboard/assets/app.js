@@ -320,7 +320,7 @@ async function renderOverview() {
   if (drawCards) $('#cards').replaceChildren(
     card('Queue', amount(o.queue_depth), 'tasks claimable now', 'queue'),
     card('In progress', amount(t.claimed + t.in_progress), `${amount(t.blocked)} blocked`, 'running'),
-    card('Completed', amount(t.completed), `${amount(t.failed)} failed · ${amount(t.dead)} dead · ${amount(t.cancelled || 0)} cancelled`, 'completed'),
+    card('Completed', amount(t.completed), `${amount(t.failed)} failed · ${amount(t.dead)} dead · ${amount(t.cancelled || 0)} cancelled · ${amount(t.archived || 0)} archived`, 'completed'),
     card('Workers', amount(o.workers.active), `${o.workers.lost} lost · ${o.workers.left} left`, 'workers'),
     card('Principals', amount(p.human + p.ai + p.artifact),
       `${p.human} humans · ${p.ai} AIs · ${p.artifact} artifacts${p.quarantined ? ` · ${p.quarantined} quarantined` : ''}`, 'principals'),

@@ -370,6 +370,14 @@ pub enum Effect {
         address: String,
         status: crate::tasks::TaskStatus,
     },
+    /// A finished task tree left the live state for the archive.
+    TasksRetired {
+        root: String,
+        /// The tree's tasks (the root and every subtask).
+        tasks: u64,
+        finished_at_ms: u64,
+        cause: crate::retention::RetireCause,
+    },
     TaskClaimed {
         address: String,
         token: u64,
@@ -548,6 +556,9 @@ pub struct Applied {
     /// Tasks that became claimable (`pending`) through this command, in order: what
     /// the node offers to workers on the bus.
     pub offered: Vec<String>,
+    /// Tasks that left the live state through this command (finished trees, whole,
+    /// as they last stood): what the node writes to its task archive.
+    pub retired: Vec<crate::tasks::Task>,
 }
 
 impl Applied {

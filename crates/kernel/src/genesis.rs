@@ -20,6 +20,8 @@ pub struct Genesis {
     pub tasks: crate::tasks::TaskConfig,
     /// `anomaly.toml`; `None` watches nothing.
     pub anomaly: Option<crate::anomaly::AnomalyConfig>,
+    /// `retention.toml`'s `[tasks]`: when finished tasks leave the live state.
+    pub retention: crate::retention::RetentionConfig,
     /// Where the values came from, recorded as `set_via` on every limit.
     pub source: String,
     pub admin_name: String,
@@ -147,6 +149,7 @@ impl Genesis {
                 };
                 anomaly
             }),
+            retention: crate::retention::RetentionConfig::defaults(),
             source: "tests".to_string(),
             admin_name: "admin".to_string(),
             admin_token_hash,

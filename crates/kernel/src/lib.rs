@@ -35,6 +35,7 @@ pub mod grants;
 mod ledger;
 mod limits;
 mod principal;
+pub mod retention;
 mod state;
 pub mod streams;
 pub mod subject;

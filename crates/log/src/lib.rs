@@ -7,6 +7,8 @@
 //!   postcard. It is the single source of truth.
 //! - The **decision log** (`audit/`): every [`colony_kernel::Event`] as a JSON
 //!   [`AuditRecord`], each holding the SHA-256 of the one before ([`audit`]).
+//! - The **task archive** (`archive/tasks/`): finished task trees that left the
+//!   live state by the retention rule, readable by address ([`archive`]).
 //! - **Snapshots** (`snapshots/`): the kernel state at a sequence number, so a restart
 //!   replays only the tail ([`snapshot`]).
 //!
@@ -20,6 +22,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod archive;
 pub mod audit;
 mod error;
 pub mod heads;
@@ -27,6 +30,7 @@ mod segment;
 pub mod snapshot;
 mod store;
 
+pub use archive::TaskArchive;
 pub use audit::{verify_audit, verify_audit_against, AuditRecord, VerifyReport};
 pub use error::Error;
 pub use segment::{LogReader, OpenReport, SegmentLog, SegmentOptions, RECORD_BYTES_MAX};

@@ -13,7 +13,7 @@ use crate::{snapshot, Error};
 /// decisions with. Bumped by any change that makes older data unreadable or replay
 /// differently; [`Store::open`] refuses a directory of another version rather than
 /// misread it.
-pub const DATA_FORMAT: u32 = 8;
+pub const DATA_FORMAT: u32 = 9;
 
 /// The file in a data directory that names its format: `colony-data-format <N>`.
 pub const FORMAT_FILE: &str = "FORMAT";
@@ -131,6 +131,7 @@ pub struct LogWriter {
     dir: PathBuf,
     commands: SegmentLog,
     audit: SegmentLog,
+    archive: crate::TaskArchive,
 }
 
 impl RecordEncoder {
@@ -190,6 +191,12 @@ impl LogWriter {
 
     pub fn snapshots_dir(&self) -> PathBuf {
         self.dir.join("snapshots")
+    }
+
+    /// Writes retired tasks to the task archive, durably. Called once the commands
+    /// that retired them are durable, and before a snapshot without them is written.
+    pub fn archive(&mut self, tasks: &[colony_kernel::tasks::Task]) -> Result<(), Error> {
+        self.archive.write(tasks)
     }
 }
 
@@ -259,6 +266,7 @@ impl Store {
         }
 
         let mut audit = audit;
+        let archive = crate::TaskArchive::new(dir);
         let mut scratch = Vec::new();
         let mut regenerated = 0;
         let commands_dir = dir.join("commands");
@@ -286,6 +294,9 @@ impl Store {
                     });
                 }
                 let applied = state.apply(&command);
+                // What this command retired is written again: the archive may have
+                // missed it when the node stopped before writing it.
+                archive.write(&applied.retired)?;
                 let skip = match partial {
                     _ if command.seq <= complete_through => return Ok(()),
                     Some((seq, skip)) if seq == command.seq => skip,
@@ -327,6 +338,7 @@ impl Store {
                 dir: dir.to_path_buf(),
                 commands,
                 audit,
+                archive,
             },
         };
         Ok((store, state, report))
@@ -347,6 +359,12 @@ impl Store {
     /// Makes everything appended durable: the command log first, then the decision log.
     pub fn sync(&mut self) -> Result<(), Error> {
         self.writer.sync()
+    }
+
+    /// Writes tasks a command retired (`Applied::retired`) to the task archive,
+    /// durably; call it once that command is synced.
+    pub fn archive(&mut self, tasks: &[colony_kernel::tasks::Task]) -> Result<(), Error> {
+        self.writer.archive(tasks)
     }
 
     pub fn audit_reader(&self) -> LogReader {

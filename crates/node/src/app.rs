@@ -39,6 +39,8 @@ pub struct Shared {
     pub fatal: Arc<crate::fatal::Fatal>,
     /// The artifact runtime.
     pub artifacts: colony_artifacts::Runtime,
+    /// Finished task trees that left the live state (`<data>/archive/tasks`).
+    pub archive: colony_log::TaskArchive,
     /// Proximity alerts: `alerts.toml` and the webhooks.
     pub alerts: crate::alerts::AlertsRuntime,
     /// The node's key and the decision log's signed heads.

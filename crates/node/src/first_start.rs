@@ -122,6 +122,7 @@ pub(crate) async fn apply_genesis(
         governance: config.governance,
         tasks: config.tasks,
         anomaly: config.anomaly,
+        retention: config.retention,
         source: config.source,
         admin_name: "admin".to_string(),
         admin_token_hash: hash_token(&token),

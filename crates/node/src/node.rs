@@ -281,6 +281,7 @@ impl Node {
         tracing::info!(public_key = %heads.public_key(), "node key");
         let shared = Arc::new(Shared {
             artifacts: artifacts.clone(),
+            archive: colony_log::TaskArchive::new(&config.data_dir),
             gateway,
             read,
             bus: Arc::clone(&bus),

@@ -334,15 +334,13 @@ async fn supervise(
             .map(String::as_str)
             .collect();
         let claimable = state
-            .tasks()
-            .filter(|t| {
-                t.status == TaskStatus::Pending
-                    && t.capabilities.iter().all(|c| offered.contains(c.as_str()))
-            })
+            .tasks_with_status_after(TaskStatus::Pending, None)
+            .filter(|t| t.capabilities.iter().all(|c| offered.contains(c.as_str())))
             .take(run.profile.max as usize)
             .count() as u32;
         let held = state
-            .tasks()
+            .tasks_with_status_after(TaskStatus::Claimed, None)
+            .chain(state.tasks_with_status_after(TaskStatus::InProgress, None))
             .filter(|t| t.lease.as_ref().is_some_and(|l| l.holder == run.principal))
             .count() as u32;
         let room = state

@@ -16,6 +16,9 @@ impl State {
                 forbidden("only the system applies genesis"),
             );
         }
+        if let Err(why) = genesis.retention.check() {
+            return Event::denied(ACTION, "kernel", invalid(format!("retention: {why}")));
+        }
         let set_via = format!("genesis ({})", genesis.source);
         let mut specs: BTreeMap<String, LimitSpec> = genesis
             .limits
@@ -53,6 +56,7 @@ impl State {
         self.governance = Some(genesis.governance.clone());
         self.anomaly = genesis.anomaly.clone();
         self.task_config = Some(genesis.tasks.clone());
+        self.retention = Some(genesis.retention.clone());
         if let Some(relaxation) = &genesis.governance.relaxation {
             self.stability.window_start_ms =
                 command.at_ms - command.at_ms % relaxation.window_ms.max(1);

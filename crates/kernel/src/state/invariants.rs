@@ -26,6 +26,9 @@ impl State {
     ///   with one expiry; claimable tasks are indexed once.
     /// - No reservation without its holds: each reserved one has its expiry entry.
     /// - Every artifact is a standing principal of kind artifact, under its deployer.
+    /// - Tasks indexed by their status, once each; finished trees filed once, whole
+    ///   and finished, and past the retention rule only by what one command may
+    ///   retire.
     /// - Queues within their bounds; principal ancestry within its bound; due times
     ///   (reviews, brake expiries) only for proposals that wait for them.
     pub fn check_invariants(&self) -> Result<(), String> {
@@ -35,6 +38,7 @@ impl State {
         self.check_ledger()?;
         self.check_counts()?;
         self.check_board()?;
+        self.check_retention()?;
         self.check_governance()?;
         self.check_artifacts()?;
         self.check_alerts()?;

@@ -34,6 +34,7 @@ mod lineage;
 mod outcomes;
 mod principals;
 mod relaxation;
+mod retention;
 mod streams;
 mod task_control;
 mod tasks;
@@ -95,6 +96,19 @@ pub struct State {
     ready_score: BTreeMap<String, u32>,
     /// Open tasks that wait on each task.
     dependents: BTreeMap<String, BTreeSet<String>>,
+    /// Task addresses by status: lists and counts walk only the status they ask for.
+    by_status: BTreeMap<crate::tasks::TaskStatus, BTreeSet<String>>,
+    /// `retention.toml`'s `[tasks]` (genesis).
+    retention: Option<crate::retention::RetentionConfig>,
+    /// Finished trees still in the live state, by root: when the tree finished and
+    /// how many tasks it holds.
+    finished_trees: BTreeMap<String, (u64, u64)>,
+    /// The same trees, oldest first: `(finished_at_ms, root)`.
+    finished_order: BTreeSet<(u64, String)>,
+    /// Tasks in `finished_trees`.
+    finished_tasks: u64,
+    /// Tasks retired from the live state so far (to the node's archive).
+    retired_tasks: u64,
     lease_expiries: BTreeSet<(u64, String)>,
     backoffs: BTreeSet<(u64, String)>,
     leases_held: BTreeMap<PrincipalId, u32>,
@@ -138,6 +152,11 @@ pub(crate) struct Effects {
     pub(crate) consequences: Vec<Event>,
     /// Tasks that became claimable (`pending`), in order: offered to workers.
     pub(crate) offered: Vec<String>,
+    /// Roots of trees one of whose tasks finished: checked once, at the end of the
+    /// command, for whether the whole tree is finished.
+    pub(crate) finishing: BTreeSet<String>,
+    /// Tasks that left the live state, whole, for the node's archive.
+    pub(crate) retired: Vec<crate::tasks::Task>,
 }
 
 impl State {
@@ -188,6 +207,8 @@ impl State {
             self.observe(&mut fx, command.actor, primary_index, &mut events);
         }
         self.admit_waiting(&mut events);
+        self.note_finished_trees(&mut fx);
+        self.retire_finished(&mut fx, &mut events);
         debug_assert!(
             fx.consequences.is_empty(),
             "consequences are decided with the primary event, never after it"
@@ -196,6 +217,7 @@ impl State {
             events,
             primary_index,
             offered: fx.offered,
+            retired: fx.retired,
         }
     }
 
@@ -332,6 +354,7 @@ impl State {
             self.tasks_next_due_ms(),
             self.workers_next_due_ms(),
             self.edge_leases_next_due_ms(),
+            self.retention_next_due_ms(),
         ]
         .into_iter()
         .flatten()

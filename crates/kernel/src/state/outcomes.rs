@@ -58,11 +58,7 @@ impl State {
             let ready = self.tasks.get(&dependent).is_some_and(|task| {
                 task.status == TaskStatus::Blocked
                     && task.children.is_empty()
-                    && task.depends_on.iter().all(|d| {
-                        self.tasks
-                            .get(d)
-                            .is_some_and(|t| t.status == TaskStatus::Completed)
-                    })
+                    && task.depends_on.iter().all(|d| self.dependency_met(d))
             });
             if ready {
                 self.set_status(

@@ -22,9 +22,41 @@ impl State {
         self.tasks.get(address)
     }
 
-    /// Every task, by address.
+    /// Every live task, by address.
     pub fn tasks(&self) -> impl Iterator<Item = &Task> {
         self.tasks.values()
+    }
+
+    /// The live tasks with this status whose address sorts after `after`, in
+    /// address order: walks only them.
+    pub fn tasks_with_status_after<'a>(
+        &'a self,
+        status: TaskStatus,
+        after: Option<&'a str>,
+    ) -> impl Iterator<Item = &'a Task> {
+        use std::ops::Bound;
+        let start = after.map_or(Bound::Unbounded, Bound::Excluded);
+        self.by_status
+            .get(&status)
+            .into_iter()
+            .flat_map(move |same| same.range::<str, _>((start, Bound::Unbounded)))
+            .filter_map(|address| self.tasks.get(address))
+    }
+
+    /// Whether `address` names a task the board numbered (live or since retired):
+    /// its root's number was given. Answers a lookup of anything else at once.
+    pub fn may_have_posted(&self, address: &str) -> bool {
+        address
+            .strip_prefix(TASK_QUEUE_ADDRESS)
+            .and_then(|rest| rest.strip_prefix('.'))
+            .and_then(|rest| rest.split('.').next())
+            .and_then(|number| number.parse::<u64>().ok())
+            .is_some_and(|number| number >= 1 && number <= self.next_task_number)
+    }
+
+    /// How many live tasks have this status.
+    pub fn task_count(&self, status: TaskStatus) -> usize {
+        self.by_status.get(&status).map_or(0, BTreeSet::len)
     }
 
     /// The tasks whose address sorts after `after` (every task when `None`), in
@@ -217,6 +249,8 @@ impl State {
         self.check_attempt_timeout(new)?;
         for dependency in &new.depends_on {
             if !siblings.contains(dependency) && !self.tasks.contains_key(dependency) {
+                // Finished trees leave the live state by the retention rule: a task
+                // depends on live tasks only.
                 return Err(not_found("task", dependency));
             }
         }
@@ -318,12 +352,12 @@ impl State {
                 self.reindex(dependency);
             }
         }
-        let ready = task.depends_on.iter().all(|d| {
-            self.tasks
-                .get(d)
-                .is_some_and(|t| t.status == TaskStatus::Completed)
-        });
+        let ready = task.depends_on.iter().all(|d| self.dependency_met(d));
         self.tasks.insert(address.to_string(), task);
+        self.by_status
+            .entry(TaskStatus::Blocked)
+            .or_default()
+            .insert(address.to_string());
         if let Some(limit) = self.limits.get_mut(&LimitName::TaskQueueDepth) {
             limit.usage += 1;
         }
@@ -376,12 +410,21 @@ impl State {
             if let Some(limit) = self.limits.get_mut(&LimitName::TaskQueueDepth) {
                 limit.usage += 1;
             }
+            self.note_reopened(address);
         }
         if from.is_open() && !to.is_open() {
             if let Some(limit) = self.limits.get_mut(&LimitName::TaskQueueDepth) {
                 limit.usage = limit.usage.saturating_sub(1);
             }
+            self.note_finishing(fx, address);
         }
+        if let Some(same) = self.by_status.get_mut(&from) {
+            same.remove(address);
+        }
+        self.by_status
+            .entry(to)
+            .or_default()
+            .insert(address.to_string());
         let task = self.tasks.get_mut(address).expect("exists");
         task.status = to;
         task.history.push(Transition {
@@ -594,11 +637,7 @@ impl State {
                 )),
             );
         }
-        let ready = task.depends_on.iter().all(|d| {
-            self.tasks
-                .get(d)
-                .is_some_and(|t| t.status == TaskStatus::Completed)
-        });
+        let ready = task.depends_on.iter().all(|d| self.dependency_met(d));
         let task = self.tasks.get_mut(address).expect("checked");
         task.failures = 0;
         task.children.clear();

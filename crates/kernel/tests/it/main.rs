@@ -12,6 +12,7 @@ mod edge_leases;
 mod governance;
 mod kernel;
 mod lineage;
+mod retention;
 mod safety;
 mod settle;
 mod simulation;

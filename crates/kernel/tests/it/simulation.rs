@@ -83,6 +83,11 @@ fn genesis() -> Genesis {
     genesis.governance.review_period_ms = 20_000;
     genesis.governance.brakes_per_hour_max = 4;
     genesis.governance.open_proposals_per_principal_max = 3;
+    // Finished trees leave often: by count within a stream, by age within minutes.
+    genesis.retention = colony_kernel::retention::RetentionConfig {
+        keep_finished: 6,
+        keep_finished_for_ms: 120_000,
+    };
     genesis
 }
 
@@ -786,6 +791,7 @@ fn the_streams_reach_every_kind_of_decision_that_matters() {
         ("task.cancel", Decision::Allowed),
         ("task.cancel", Decision::Denied),
         ("task.priority", Decision::Allowed),
+        ("task.retire", Decision::Allowed),
         ("task.lease_expired", Decision::Allowed),
         ("task.spend", Decision::Allowed),
         ("llm.settle", Decision::Allowed),

@@ -92,19 +92,19 @@ pub async fn overview(
             .collect()
     };
     let state = app.shared.state.read().expect("state lock");
-    let mut tasks = TaskCounts::default();
-    for task in state.tasks() {
-        *match task.status {
-            TaskStatus::Pending => &mut tasks.pending,
-            TaskStatus::Blocked => &mut tasks.blocked,
-            TaskStatus::Claimed => &mut tasks.claimed,
-            TaskStatus::InProgress => &mut tasks.in_progress,
-            TaskStatus::Completed => &mut tasks.completed,
-            TaskStatus::Failed => &mut tasks.failed,
-            TaskStatus::Dead => &mut tasks.dead,
-            TaskStatus::Cancelled => &mut tasks.cancelled,
-        } += 1;
-    }
+    // Counted from the board's status index, without walking the tasks.
+    let count = |status| state.task_count(status) as u64;
+    let tasks = TaskCounts {
+        pending: count(TaskStatus::Pending),
+        blocked: count(TaskStatus::Blocked),
+        claimed: count(TaskStatus::Claimed),
+        in_progress: count(TaskStatus::InProgress),
+        completed: count(TaskStatus::Completed),
+        failed: count(TaskStatus::Failed),
+        dead: count(TaskStatus::Dead),
+        cancelled: count(TaskStatus::Cancelled),
+        archived: state.retired_tasks(),
+    };
     let mut workers = WorkerCounts::default();
     for worker in state.workers() {
         *match worker.state {

@@ -114,8 +114,10 @@ pub async fn post(
     let colony_kernel::Effect::TaskChanged { address, .. } = &outcome.primary.effect else {
         return Err(ApiError::internal("a posted task without its address"));
     };
-    let state = app.shared.state.read().expect("state lock");
-    Ok(Json(old_shape(state.task(address).expect("just posted"))))
+    let (task, _) = super::task_view::task_now(&app, address)
+        .await
+        .map_err(with_detail)?;
+    Ok(Json(old_shape(&task)))
 }
 
 /// Tasks in the old shape.
@@ -162,8 +164,10 @@ pub async fn mine(
 ) -> Result<Json<OldTaskList>, ApiError> {
     app.check_read(&caller, "tasks", app.shared.read.tasks)?;
     let state = app.shared.state.read().expect("state lock");
+    // Only claimed and in-progress tasks hold leases.
     let tasks: Vec<OldTask> = state
-        .tasks()
+        .tasks_with_status_after(TaskStatus::Claimed, None)
+        .chain(state.tasks_with_status_after(TaskStatus::InProgress, None))
         .filter(|t| {
             t.lease
                 .as_ref()
@@ -264,6 +268,8 @@ pub async fn act(
             .await
             .map_err(with_detail)?;
     }
-    let state = app.shared.state.read().expect("state lock");
-    Ok(Json(old_shape(state.task(&address).expect("exists"))))
+    let (task, _) = super::task_view::task_now(&app, &address)
+        .await
+        .map_err(with_detail)?;
+    Ok(Json(old_shape(&task)))
 }

@@ -23,6 +23,7 @@ pub mod openapi;
 mod principals;
 mod reports;
 pub mod routes;
+mod task_view;
 mod tasks;
 mod tokens;
 mod workers;

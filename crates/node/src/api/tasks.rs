@@ -5,15 +5,15 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use colony_api::tasks::{
-    AttemptView, BudgetView, ChildView, ClaimRequest, Claimed, DecomposeRequest, LeaseGranted,
-    LeaseRequest, LeaseView, ListQuery, PriorityRequest, TaskList, TaskRequest, TaskView,
-    TransitionView, Usd,
+    ClaimRequest, Claimed, DecomposeRequest, LeaseGranted, LeaseRequest, ListQuery,
+    PriorityRequest, TaskList, TaskRequest, TaskView, Usd,
 };
 use colony_api::{ErrorBody, Explained, Justified};
 use colony_kernel::tasks::{NewTask, Task, TaskStatus};
 use colony_kernel::{CommandBody, Effect, TaskUpdate};
 use serde_json::Value;
 
+use super::task_view::{task_view, view_now};
 use super::{effect_json, require_justification, AppState, Body, Params, Segment};
 use crate::auth::Caller;
 use crate::ApiError;
@@ -82,8 +82,7 @@ pub async fn post(
     let Effect::TaskChanged { address, .. } = &outcome.primary.effect else {
         return Err(ApiError::internal("a posted task without its address"));
     };
-    let state = app.shared.state.read().expect("state lock");
-    let mut body = task_view(&state, state.task(address).expect("just posted"), true);
+    let mut body = view_now(&app, address, true).await?;
     body.warnings = Some(Explained::all(&outcome.primary.warnings));
     Ok((StatusCode::CREATED, Json(body)))
 }
@@ -135,15 +134,17 @@ pub async fn claim(
             token,
             expires_at_ms,
         } => {
-            let state = app.shared.state.read().expect("state lock");
-            let claimed = state.task(address).expect("claimed");
-            // A later command may have ended the lease already: its deadline is
-            // then the claim's end.
-            let attempt_deadline_ms = claimed
-                .lease
-                .as_ref()
+            // A later command may have ended the lease already (or even sent the
+            // task's tree to the archive): its deadline is then the claim's end.
+            let attempt_deadline_ms = app
+                .shared
+                .state
+                .read()
+                .expect("state lock")
+                .task(address)
+                .and_then(|claimed| claimed.lease.as_ref())
                 .map_or(*expires_at_ms, |lease| lease.attempt_deadline_ms);
-            let task = task_view(&state, claimed, false);
+            let task = view_now(&app, address, false).await?;
             Ok(Json(Claimed {
                 task,
                 lease: LeaseGranted {
@@ -199,8 +200,7 @@ pub async fn act(
         update,
     };
     let outcome = app.decide(caller.id, justification, command).await?;
-    let state = app.shared.state.read().expect("state lock");
-    let mut body = task_view(&state, state.task(&address).expect("exists"), false);
+    let mut body = view_now(&app, &address, false).await?;
     body.effect = Some(effect_json(&outcome.primary.effect));
     Ok(Json(body))
 }
@@ -230,12 +230,7 @@ pub async fn decompose(
         update,
     };
     app.decide(caller.id, justification, command).await?;
-    let state = app.shared.state.read().expect("state lock");
-    Ok(Json(task_view(
-        &state,
-        state.task(&address).expect("exists"),
-        true,
-    )))
+    Ok(Json(view_now(&app, &address, true).await?))
 }
 
 /// Cancels a task and its open subtasks (its poster, the poster of a task above it,
@@ -254,8 +249,7 @@ pub async fn cancel(
         address: address.clone(),
     };
     let outcome = app.decide(caller.id, justification, command).await?;
-    let state = app.shared.state.read().expect("state lock");
-    let mut body = task_view(&state, state.task(&address).expect("exists"), true);
+    let mut body = view_now(&app, &address, true).await?;
     body.effect = Some(effect_json(&outcome.primary.effect));
     Ok(Json(body))
 }
@@ -275,8 +269,7 @@ pub async fn priority(
         priority: request.priority,
     };
     let outcome = app.decide(caller.id, justification, command).await?;
-    let state = app.shared.state.read().expect("state lock");
-    let mut body = task_view(&state, state.task(&address).expect("exists"), false);
+    let mut body = view_now(&app, &address, false).await?;
     body.effect = Some(effect_json(&outcome.primary.effect));
     Ok(Json(body))
 }
@@ -299,12 +292,7 @@ pub async fn requeue(
         },
     )
     .await?;
-    let state = app.shared.state.read().expect("state lock");
-    Ok(Json(task_view(
-        &state,
-        state.task(&address).expect("exists"),
-        false,
-    )))
+    Ok(Json(view_now(&app, &address, false).await?))
 }
 
 /// Most tasks one list returns.
@@ -350,9 +338,12 @@ fn list_tasks(
     limit: usize,
 ) -> TaskList {
     let state = app.shared.state.read().expect("state lock");
-    let tasks = state
-        .tasks_after(after)
-        .filter(|task| status.is_none_or(|s| task.status == s))
+    // A status walks only the tasks that have it.
+    let tasks: Box<dyn Iterator<Item = &Task>> = match status {
+        Some(status) => Box::new(state.tasks_with_status_after(status, after)),
+        None => Box::new(state.tasks_after(after)),
+    };
+    let tasks = tasks
         .filter(|task| capability.is_none_or(|c| task.capabilities.iter().any(|own| own == c)))
         .take(limit)
         .map(|task| task_view(&state, task, false))
@@ -382,97 +373,5 @@ pub async fn one(
     Segment(address): Segment<String>,
 ) -> Result<Json<TaskView>, ApiError> {
     app.check_read(&caller, "tasks", app.shared.read.tasks)?;
-    let state = app.shared.state.read().expect("state lock");
-    let task = state.task(&address).ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no task {address}"),
-        )
-        .with("task", address.clone())
-    })?;
-    Ok(Json(task_view(&state, task, true)))
-}
-
-/// JSON text stored by the kernel, back to JSON.
-fn stored(text: &Option<String>) -> Value {
-    text.as_deref().map_or(Value::Null, |t| {
-        serde_json::from_str(t).unwrap_or_else(|_| Value::String(t.to_string()))
-    })
-}
-
-/// A task as clients see it; `full` adds its children, attempts and history.
-pub(crate) fn task_view(state: &colony_kernel::State, task: &Task, full: bool) -> TaskView {
-    let time = colony_api::format_time;
-    TaskView {
-        address: task.address.clone(),
-        parent: task.parent.clone(),
-        title: task.title.clone(),
-        description: task.description.clone(),
-        priority: task.priority,
-        effective_priority: state.effective_priority(task),
-        capabilities: task.capabilities.clone(),
-        depends_on: task.depends_on.clone(),
-        status: task.status.as_str().to_string(),
-        budget: task.budget.as_ref().map(|b| BudgetView {
-            total_micro_usd: b.total_micro_usd,
-            spent_micro_usd: b.spent_micro_usd,
-            remaining_micro_usd: b.remaining_micro_usd,
-        }),
-        max_attempts: task.max_attempts,
-        attempt_timeout_ms: task.attempt_timeout_ms,
-        failures: task.failures,
-        attempt_count: task.attempts.len(),
-        lease: task.lease.as_ref().map(|l| LeaseView {
-            holder: l.holder_address.clone(),
-            token: l.token,
-            expires_at: time(l.expires_at_ms),
-            attempt_deadline: time(l.attempt_deadline_ms),
-        }),
-        not_before: (task.status == TaskStatus::Failed).then(|| time(task.not_before_ms)),
-        checkpoint: stored(&task.checkpoint),
-        result: stored(&task.result),
-        created_at: time(task.created_at_ms),
-        created_by: task.created_by.clone(),
-        dead_reasons: task.dead_reasons.clone(),
-        children: full.then(|| {
-            task.children
-                .iter()
-                .filter_map(|c| state.task(c))
-                .map(|c| ChildView {
-                    address: c.address.clone(),
-                    title: c.title.clone(),
-                    status: c.status.as_str().to_string(),
-                })
-                .collect()
-        }),
-        attempts: full.then(|| {
-            task.attempts
-                .iter()
-                .map(|a| AttemptView {
-                    number: a.number,
-                    worker: a.worker.clone(),
-                    token: a.token,
-                    started_at: time(a.started_at_ms),
-                    ended_at: a.ended_at_ms.map(time),
-                    outcome: a.outcome.clone(),
-                    reason: a.reason.clone(),
-                })
-                .collect()
-        }),
-        history: full.then(|| {
-            task.history
-                .iter()
-                .map(|t| TransitionView {
-                    at: time(t.at_ms),
-                    from: t.from.map(|s| s.as_str().to_string()),
-                    to: t.to.as_str().to_string(),
-                    by: t.by.clone(),
-                    justification: t.justification.clone(),
-                })
-                .collect()
-        }),
-        warnings: None,
-        effect: None,
-    }
+    Ok(Json(view_now(&app, &address, true).await?))
 }

@@ -14,6 +14,7 @@ mod governance;
 mod http;
 mod limits;
 mod quotas;
+mod retention;
 mod supervisor;
 mod tasks;
 #[cfg(test)]
@@ -27,6 +28,7 @@ pub use governance::parse_governance;
 pub use http::{load_http, parse_http};
 pub use limits::parse_limits;
 pub use quotas::parse_quotas;
+pub use retention::parse_retention;
 pub use supervisor::{load_supervisor, parse_supervisor};
 pub use tasks::parse_tasks;
 
@@ -45,6 +47,7 @@ pub const DEFAULT_QUOTAS_TOML: &str = include_str!("../../../../config/genesis/q
 pub const DEFAULT_GOVERNANCE_TOML: &str =
     include_str!("../../../../config/genesis/governance.toml");
 pub const DEFAULT_TASKS_TOML: &str = include_str!("../../../../config/genesis/tasks.toml");
+pub const DEFAULT_RETENTION_TOML: &str = include_str!("../../../../config/genesis/retention.toml");
 
 /// Limits and quotas as configured; the admin is added at first start.
 #[derive(Clone, Debug)]
@@ -53,6 +56,8 @@ pub struct GenesisConfig {
     pub quotas: QuotaConfig,
     pub governance: GovernanceConfig,
     pub tasks: TaskConfig,
+    /// `retention.toml`.
+    pub retention: colony_kernel::retention::RetentionConfig,
     /// `anomaly.toml` (`None`: disabled).
     pub anomaly: Option<colony_kernel::anomaly::AnomalyConfig>,
     /// Where it came from, recorded as the limits' `set_via`.
@@ -100,6 +105,10 @@ pub fn load_dir(dir: &Path) -> Result<GenesisConfig, ConfigError> {
             Some((file, text)) => parse_tasks(&file, &text)?,
             None => TaskConfig::defaults(),
         },
+        retention: match read_optional(dir, "retention.toml")? {
+            Some((file, text)) => parse_retention(&file, &text)?,
+            None => colony_kernel::retention::RetentionConfig::defaults(),
+        },
         anomaly: anomaly::load(dir)?,
         source: dir.display().to_string(),
     })
@@ -127,6 +136,11 @@ pub fn builtin_defaults() -> GenesisConfig {
         .expect("shipped governance.toml is valid"),
         tasks: parse_tasks(Path::new("(built-in)/tasks.toml"), DEFAULT_TASKS_TOML)
             .expect("shipped tasks.toml is valid"),
+        retention: parse_retention(
+            Path::new("(built-in)/retention.toml"),
+            DEFAULT_RETENTION_TOML,
+        )
+        .expect("shipped retention.toml is valid"),
         anomaly: anomaly::builtin().expect("shipped anomaly.toml is valid"),
         source: "built-in defaults".to_string(),
     }

@@ -268,3 +268,41 @@ fn the_shipped_http_toml_is_the_defaults_and_bad_values_name_their_key() {
     );
     assert!(error("[http]\nbody_bytes_in_flight_max = 10000000\n").contains("below"));
 }
+
+#[test]
+fn retention_parses_is_checked_and_ships_its_defaults() {
+    use colony_kernel::retention::RetentionConfig;
+    let file = Path::new("retention.toml");
+    let config = parse_retention(
+        file,
+        "[tasks]\nkeep_finished = 50\nkeep_finished_for = \"1h\"\n",
+    )
+    .unwrap();
+    assert_eq!(
+        (config.keep_finished, config.keep_finished_for_ms),
+        (50, 3_600_000)
+    );
+    let error = parse_retention(file, "[tasks]\nkeep_finished = 0\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("retention.toml:2: tasks.keep_finished is at least 1"),
+        "{error}"
+    );
+    let error = parse_retention(file, "[tasks]\nkeep_finished_for = \"10ms\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("retention.toml:2") && error.contains("1s"),
+        "{error}"
+    );
+    let error = parse_retention(file, "[logs]\nkeep = \"1d\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("unknown field"), "{error}");
+    assert_eq!(
+        builtin_defaults().retention,
+        RetentionConfig::defaults(),
+        "the shipped file says the defaults"
+    );
+}

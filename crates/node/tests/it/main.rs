@@ -36,6 +36,7 @@ mod properties_http;
 mod reports;
 mod safety;
 mod task_control;
+mod task_retention;
 mod tasks_api;
 mod tls_serving;
 mod tokens;

@@ -174,6 +174,7 @@ impl Decider {
         if wanted.offers {
             group.offered.append(&mut applied.offered);
         }
+        group.retired.append(&mut applied.retired);
         for event in &applied.events {
             group.decisions[decision_index(event)] += 1;
         }

@@ -77,6 +77,13 @@ impl Flusher {
                 tracing::error!("cannot make the log durable, stopping: {error}");
                 std::process::abort();
             }
+            if let Err(error) = self.writer.archive(&group.retired) {
+                // Retired tasks would be readable from neither the state nor the
+                // archive once a snapshot without them is written: stop before that
+                // (a restart replays the log and writes them).
+                tracing::error!("cannot write the task archive, stopping: {error}");
+                std::process::abort();
+            }
             self.metrics.record_batch(
                 group.records.len() as u64,
                 started.elapsed(),

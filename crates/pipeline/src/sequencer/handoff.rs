@@ -18,6 +18,8 @@ pub(crate) struct Group {
     pub(crate) offered: Vec<String>,
     /// Worker sessions a queue admitted, told once durable.
     pub(crate) admitted: Vec<u64>,
+    /// Tasks that left the live state, archived once their commands are durable.
+    pub(crate) retired: Vec<colony_kernel::tasks::Task>,
     /// A snapshot of the state after the last command of this group: `(seq, bytes)`.
     pub(crate) snapshot: Option<(u64, Vec<u8>)>,
     /// The last group: write the snapshot before answering, then stop.
@@ -57,6 +59,7 @@ impl Group {
         self.published.extend(other.published);
         self.offered.extend(other.offered);
         self.admitted.extend(other.admitted);
+        self.retired.extend(other.retired);
         if other.snapshot.is_some() {
             self.snapshot = other.snapshot;
         }

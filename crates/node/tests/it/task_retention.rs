@@ -1,0 +1,231 @@
+//! Finished task trees leave the live state by `retention.toml` and are read back from
+//! the task archive, over HTTP against a real node, across a restart that rebuilds
+//! the archive from the log.
+
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use crate::common;
+
+const KEEP_TWO: &str = "[tasks]\nkeep_finished = 2\nkeep_finished_for = \"7d\"\n";
+
+async fn call(base: &str, token: &str, method: Method, path: &str, body: Value) -> (u16, Value) {
+    let body = (method != Method::GET).then_some(body);
+    common::send(method, base, token, path, body).await
+}
+
+/// Claims whatever is claimable and completes it; its address.
+async fn claim_and_complete(base: &str, worker: &str, result: Value) -> String {
+    let (status, claimed) = call(
+        base,
+        worker,
+        Method::POST,
+        "/v1/tasks/claim",
+        json!({"capabilities": []}),
+    )
+    .await;
+    assert_eq!(status, 200, "{claimed}");
+    let address = claimed["task"]["address"].as_str().unwrap().to_string();
+    let token = claimed["lease"]["token"].as_u64().unwrap();
+    let (status, done) = call(
+        base,
+        worker,
+        Method::POST,
+        &format!("/v1/tasks/{address}/complete"),
+        json!({"lease_token": token, "result": result}),
+    )
+    .await;
+    assert_eq!(status, 200, "{done}");
+    assert_eq!(done["status"], "completed", "{done}");
+    address
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finished_trees_leave_the_board_and_read_back_from_the_archive_after_a_rebuild() {
+    let config = common::genesis_dir(&[("retention.toml", KEEP_TWO)]);
+    let data = tempfile::tempdir().unwrap();
+    let (node, base, admin) = common::start(data.path(), config.path()).await;
+    let (status, created) = call(
+        &base,
+        &admin,
+        Method::POST,
+        "/v1/principals",
+        json!({"name": "loom", "kind": "ai", "justification": "a worker"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    let worker = created["token"].as_str().unwrap().to_string();
+
+    // A tree: a root decomposed in two subtasks, all three completed.
+    let post =
+        |title: &str| json!({"title": title, "description": "d", "justification": "work to do"});
+    let (status, root) = call(&base, &admin, Method::POST, "/v1/tasks", post("plan")).await;
+    assert_eq!(status, 201, "{root}");
+    let root = root["address"].as_str().unwrap().to_string();
+    let (_, claimed) = call(
+        &base,
+        &worker,
+        Method::POST,
+        "/v1/tasks/claim",
+        json!({"capabilities": []}),
+    )
+    .await;
+    let token = claimed["lease"]["token"].as_u64().unwrap();
+    let (status, split) = call(
+        &base,
+        &worker,
+        Method::POST,
+        &format!("/v1/tasks/{root}/decompose"),
+        json!({"lease_token": token, "justification": "two parts",
+               "subtasks": [{"title": "part one"}, {"title": "part two"}]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{split}");
+    claim_and_complete(&base, &worker, json!({"part": 1})).await;
+    claim_and_complete(&base, &worker, json!({"part": 2})).await;
+    // Two more single tasks: five finished tasks, two kept. The tree (three, the
+    // oldest) leaves, whole, as the first single one finishes.
+    for title in ["single one", "single two"] {
+        let (status, _) = call(&base, &admin, Method::POST, "/v1/tasks", post(title)).await;
+        assert_eq!(status, 201);
+    }
+    let first_single = claim_and_complete(&base, &worker, json!("one")).await;
+    let second_single = claim_and_complete(&base, &worker, json!("two")).await;
+    assert_eq!(second_single, "0.7.1.00003");
+
+    let (_, live) = call(
+        &base,
+        &admin,
+        Method::GET,
+        "/v1/tasks?status=completed",
+        json!(null),
+    )
+    .await;
+    let live: Vec<&str> = live["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["address"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        live,
+        vec![first_single.as_str(), second_single.as_str()],
+        "the list walks live tasks only"
+    );
+    let (_, dashboard) = call(&base, &admin, Method::GET, "/v1/dashboard", json!(null)).await;
+    assert_eq!(dashboard["tasks"]["completed"], 2, "{}", dashboard["tasks"]);
+    assert_eq!(dashboard["tasks"]["archived"], 3);
+
+    let check_archived = |base: String, admin: String, root: String| async move {
+        let (status, task) = call(
+            &base,
+            &admin,
+            Method::GET,
+            &format!("/v1/tasks/{root}"),
+            json!(null),
+        )
+        .await;
+        assert_eq!(status, 200, "{task}");
+        assert_eq!(task["archived"], true);
+        assert_eq!(task["status"], "completed");
+        assert_eq!(task["title"], "plan");
+        let children: Vec<&str> = task["children"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["status"].as_str().unwrap())
+            .collect();
+        assert_eq!(children, vec!["completed", "completed"], "{task}");
+        assert!(task["history"].as_array().unwrap().len() >= 3);
+        let (status, part) = call(
+            &base,
+            &admin,
+            Method::GET,
+            &format!("/v1/tasks/{root}.2"),
+            json!(null),
+        )
+        .await;
+        assert_eq!(status, 200, "{part}");
+        assert_eq!(part["result"], json!({"part": 2}));
+        assert_eq!(part["archived"], true);
+    };
+    check_archived(base.clone(), admin.clone(), root.clone()).await;
+    let (status, live_one) = call(
+        &base,
+        &admin,
+        Method::GET,
+        &format!("/v1/tasks/{second_single}"),
+        json!(null),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(
+        live_one.get("archived").is_none(),
+        "a live task is not marked: {live_one}"
+    );
+    let (status, missing) = call(
+        &base,
+        &admin,
+        Method::GET,
+        "/v1/tasks/0.7.1.99999",
+        json!(null),
+    )
+    .await;
+    assert_eq!(
+        (status, missing["error"]["code"].as_str()),
+        (404, Some("not_found"))
+    );
+
+    // The retirement is a decision in the log, with its cause.
+    let (_, records) = call(
+        &base,
+        &admin,
+        Method::GET,
+        &format!("/v1/audit?address={root}"),
+        json!(null),
+    )
+    .await;
+    let retire = records["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["action"] == "task.retire")
+        .unwrap_or_else(|| panic!("no task.retire for {root}: {records}"));
+    let detail = retire["detail"].to_string();
+    assert!(
+        detail.contains("\"tasks\":3") && detail.contains("\"cause\":\"count\""),
+        "{detail}"
+    );
+
+    // A new task may not depend on a retired one.
+    let (status, refused) = call(
+        &base,
+        &admin,
+        Method::POST,
+        "/v1/tasks",
+        json!({"title": "late", "depends_on": [root], "justification": "after the plan"}),
+    )
+    .await;
+    assert_eq!(status, 404, "{refused}");
+
+    // The archive is written from the log: without it and without snapshots, a
+    // restart replays every command and writes it again.
+    node.shutdown().await.unwrap();
+    std::fs::remove_dir_all(data.path().join("archive")).unwrap();
+    std::fs::remove_dir_all(data.path().join("snapshots")).unwrap();
+    let node = colony_node::Node::start(common::node_config(data.path(), config.path()))
+        .await
+        .unwrap();
+    let base = format!("http://{}", node.local_addr());
+    check_archived(base.clone(), admin.clone(), root).await;
+    let (_, live) = call(
+        &base,
+        &admin,
+        Method::GET,
+        "/v1/tasks?status=completed",
+        json!(null),
+    )
+    .await;
+    assert_eq!(live["tasks"].as_array().unwrap().len(), 2);
+    node.shutdown().await.unwrap();
+}
