@@ -207,7 +207,9 @@ async fn signed_heads(
     keys_from: &[String],
 ) -> anyhow::Result<Vec<colony_log::heads::SignedHead>> {
     use anyhow::Context;
-    if sources.is_empty() {
+    // A pruned decision log starts from its signed cut: held to the same keys.
+    let cut = colony_log::prune::audit_cut(data).map_err(anyhow::Error::msg)?;
+    if sources.is_empty() && cut.is_none() {
         anyhow::ensure!(
             keys.is_empty() && keys_from.is_empty(),
             "--key and --keys-from pin whose heads count: give them with --head"
@@ -232,6 +234,15 @@ async fn signed_heads(
             .map(|key| colony_log::heads::decode_key(key).map_err(anyhow::Error::msg))
             .collect::<anyhow::Result<Vec<_>>>()?
     };
+    if let Some(cut) = &cut {
+        cut.verify(&trusted).map_err(|error| {
+            anyhow::anyhow!(
+                "the decision log was pruned before record {}, and its cut ({}) does not verify: {error}",
+                cut.seq + 1,
+                data.join("audit").join(colony_log::prune::CUT_FILE).display()
+            )
+        })?;
+    }
     let mut heads = Vec::new();
     for source in sources {
         let text = read_source(source).await?;
@@ -266,13 +277,31 @@ fn verify(
             }
             if json_output {
                 crate::output::json(
-                    &json!({ "ok": true, "records": report.records, "head_hash": report.head_hash, "replayed": replay, "signed_heads": report.heads }),
+                    &json!({ "ok": true, "records": report.records, "from": report.from, "head_hash": report.head_hash, "replayed": replay, "signed_heads": report.heads, "signed_heads_pruned": report.heads_before_cut }),
                 );
             } else {
-                println!(
-                    "verified {} decision records; head hash {}",
-                    report.records, report.head_hash
-                );
+                if report.from > 1 {
+                    println!(
+                        "verified decision records {} to {}; head hash {} (the log was pruned before record {}: the chain starts at its signed cut)",
+                        report.from, report.records, report.head_hash, report.from
+                    );
+                } else {
+                    println!(
+                        "verified {} decision records; head hash {}",
+                        report.records, report.head_hash
+                    );
+                }
+                if report.heads_before_cut > 0 {
+                    println!(
+                        "{} signed head{} fall in the pruned records and could not be checked",
+                        report.heads_before_cut,
+                        if report.heads_before_cut == 1 {
+                            ""
+                        } else {
+                            "s"
+                        }
+                    );
+                }
                 if report.heads > 0 {
                     println!(
                         "the chain matches {} signed head{}",

@@ -130,6 +130,35 @@ pub fn parse_duration_ms(text: &str) -> Result<u64, String> {
     Ok(ms)
 }
 
+/// A size in bytes: `"20GiB"`, `"500MB"`, `"64KiB"`, `"1024"` (binary units are
+/// powers of 1 024, decimal ones of 1 000).
+pub fn parse_bytes(text: &str) -> Result<u64, String> {
+    let bad = || format!("`{text}` is not a size like \"20GiB\" or \"500MB\"");
+    let text_trimmed = text.trim();
+    let digits = text_trimmed
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text_trimmed.len());
+    let (number, unit) = text_trimmed.split_at(digits);
+    let number: u64 = number.parse().map_err(|_| bad())?;
+    let factor: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        "TB" => 1_000_000_000_000,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "TiB" => 1 << 40,
+        _ => return Err(bad()),
+    };
+    let bytes = number.checked_mul(factor).ok_or_else(bad)?;
+    if bytes == 0 {
+        return Err("a size must be larger than zero".into());
+    }
+    Ok(bytes)
+}
+
 pub fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())]
         .bytes()

@@ -196,6 +196,10 @@ pub struct VerifyReport {
     pub head_hash: String,
     /// Signed heads the chain was checked against.
     pub heads: u64,
+    /// The first record verified: 1, or the first kept after a pruning's cut.
+    pub from: u64,
+    /// Signed heads of records pruned away, which could not be checked.
+    pub heads_before_cut: u64,
 }
 
 /// A record that does not verify.
@@ -223,17 +227,35 @@ pub fn verify_audit_against(
     data_dir: &Path,
     heads: &[crate::heads::SignedHead],
 ) -> Result<VerifyReport, VerifyFailure> {
-    let mut expected: Vec<(u64, &str)> = heads.iter().map(|h| (h.seq, h.head.as_str())).collect();
+    // A pruned log's cut is a signed head like the others: the chain's hash at the
+    // last pruned record, which the first kept record's `prev_hash` must equal.
+    let cut = crate::prune::audit_cut(data_dir).map_err(|error| VerifyFailure {
+        seq: 0,
+        file: data_dir.join("audit").join(crate::prune::CUT_FILE),
+        offset: 0,
+        reason: error.to_string(),
+    })?;
+    let mut expected: Vec<(u64, &str)> = heads
+        .iter()
+        .chain(cut.as_ref())
+        .map(|h| (h.seq, h.head.as_str()))
+        .collect();
     expected.sort();
     let mut next = 0;
     let mut agreed = 0;
+    let mut from = None;
     let report = verify_chain(data_dir, |seq, hash, path, offset| {
+        let first = *from.get_or_insert(seq);
         while let Some(&(at, head)) = expected.get(next) {
             if at > seq {
                 break;
             }
             next += 1;
             if at == 0 {
+                continue;
+            }
+            if at < first {
+                // Signed for a record pruned away: nothing left to hold it to.
                 continue;
             }
             if hex::encode(hash) != head {
@@ -268,8 +290,11 @@ pub fn verify_audit_against(
             ),
         });
     }
+    let anchor = report.from - 1;
+    let heads_before_cut = heads.iter().filter(|h| h.seq > 0 && h.seq < anchor).count() as u64;
     Ok(VerifyReport {
-        heads: heads.len() as u64,
+        heads: heads.len() as u64 - heads_before_cut,
+        heads_before_cut,
         ..report
     })
 }
@@ -296,6 +321,48 @@ fn verify_chain(
         ));
     }
     let mut head = ChainHead::default();
+    let first_index = files[0].0;
+    if first_index > 1 {
+        // Pruned: the chain starts from the first kept record's `prev_hash`, which
+        // the caller holds to the signed cut (`audit/CUT`), reported as the head of
+        // the record before it.
+        let cut = crate::prune::audit_cut(data_dir)
+            .map_err(|error| fail(first_index, &dir, 0, error.to_string()))?;
+        let Some(cut) = cut else {
+            return Err(fail(
+                1,
+                &files[0].1,
+                0,
+                format!("the decision log starts at record {first_index} and has no signed cut (audit/CUT): records before it were removed"),
+            ));
+        };
+        if first_index > cut.seq + 1 {
+            return Err(fail(
+                cut.seq + 1,
+                &files[0].1,
+                0,
+                format!(
+                    "the log was cut after record {} but starts at record {first_index}: records between are missing",
+                    cut.seq
+                ),
+            ));
+        }
+        let data = std::fs::read(&files[0].1)
+            .map_err(|error| fail(first_index, &files[0].1, 0, error.to_string()))?;
+        let payload =
+            parse_frame(&data).map_err(|reason| fail(first_index, &files[0].1, 0, reason))?;
+        #[derive(Deserialize)]
+        struct Prev {
+            prev_hash: String,
+        }
+        let prev: Prev = serde_json::from_slice(payload)
+            .map_err(|error| fail(first_index, &files[0].1, 0, error.to_string()))?;
+        hex::decode_to_slice(&prev.prev_hash, &mut head.hash)
+            .map_err(|_| fail(first_index, &files[0].1, 0, "a bad prev_hash".into()))?;
+        head.seq = first_index - 1;
+        at(head.seq, &head.hash, &files[0].1, 0)?;
+    }
+    let from = head.seq + 1;
     for (first_index, path) in files {
         if first_index != head.seq + 1 {
             return Err(fail(
@@ -323,6 +390,8 @@ fn verify_chain(
         records: head.seq,
         head_hash: hex::encode(head.hash),
         heads: 0,
+        from,
+        heads_before_cut: 0,
     })
 }
 

@@ -26,6 +26,7 @@ pub mod archive;
 pub mod audit;
 mod error;
 pub mod heads;
+pub mod prune;
 mod segment;
 pub mod snapshot;
 mod store;

@@ -38,6 +38,15 @@ impl Default for SegmentOptions {
     }
 }
 
+/// One segment of a log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SegmentInfo {
+    pub first_index: u64,
+    pub records: u64,
+    /// Bytes written and synced.
+    pub bytes: u64,
+}
+
 /// What opening a log found.
 #[derive(Clone, Debug, Default)]
 pub struct OpenReport {
@@ -188,8 +197,6 @@ impl SegmentLog {
         Ok((log, report))
     }
 
-    /// Deletes whole closed segments all of whose records come before `index`
-    /// (retention). Returns the number of segment files removed.
     /// Makes `dir` a new, empty log whose first record will be `first_index` (what
     /// was in `dir` is deleted): a copy of a log whose start was dropped elsewhere.
     /// Opens it with `trimmed_start`.
@@ -213,7 +220,20 @@ impl SegmentLog {
         Ok(log)
     }
 
+    /// Deletes whole closed segments all of whose records come before `index`
+    /// (retention). Returns the number of segment files removed.
     pub fn remove_segments_before(&mut self, index: u64) -> Result<usize, Error> {
+        self.take_segments_before(index, None)
+    }
+
+    /// Takes whole closed segments all of whose records come before `index` out of
+    /// the log: deleted, or moved into the directory `into` (created if needed, on
+    /// the same file system). Returns the number of segment files taken.
+    pub fn take_segments_before(
+        &mut self,
+        index: u64,
+        into: Option<&Path>,
+    ) -> Result<usize, Error> {
         let doomed: Vec<PathBuf> = {
             let mut metas = self.metas.write().expect("segment metadata lock");
             let mut doomed = Vec::new();
@@ -222,13 +242,39 @@ impl SegmentLog {
             }
             doomed
         };
+        if let Some(into) = into.filter(|_| !doomed.is_empty()) {
+            std::fs::create_dir_all(into).map_err(Error::io(into))?;
+        }
         for path in &doomed {
-            std::fs::remove_file(path).map_err(Error::io(path))?;
+            match into {
+                None => std::fs::remove_file(path).map_err(Error::io(path))?,
+                Some(into) => {
+                    let to = into.join(path.file_name().expect("segment files have names"));
+                    std::fs::rename(path, &to).map_err(Error::io(&to))?;
+                }
+            }
         }
         if !doomed.is_empty() {
             sync_dir(&self.dir)?;
+            if let Some(into) = into {
+                sync_dir(into)?;
+            }
         }
         Ok(doomed.len())
+    }
+
+    /// The segments, oldest first (the last is the one being written).
+    pub fn segments(&self) -> Vec<SegmentInfo> {
+        self.metas
+            .read()
+            .expect("segment metadata lock")
+            .iter()
+            .map(|meta| SegmentInfo {
+                first_index: meta.first_index,
+                records: meta.count,
+                bytes: meta.len,
+            })
+            .collect()
     }
 
     /// Index the next appended record will get.

@@ -86,6 +86,15 @@ fn read(path: &Path, seq: u64) -> Result<State, String> {
     Ok(state)
 }
 
+/// The sequence number of the oldest snapshot kept, if any: the log before it is not
+/// needed for a restart.
+pub fn oldest_kept(dir: &Path) -> Result<Option<u64>, Error> {
+    if !dir.exists() {
+        return Ok(None);
+    }
+    Ok(list(dir)?.first().map(|(seq, _)| *seq))
+}
+
 fn list(dir: &Path) -> Result<Vec<(u64, PathBuf)>, Error> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(Error::io(dir))? {

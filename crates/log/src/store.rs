@@ -193,6 +193,27 @@ impl LogWriter {
         self.dir.join("snapshots")
     }
 
+    /// Prunes both logs by `rule` (module [`crate::prune`]): commands before
+    /// `keep_from_command` (past the oldest snapshot kept) may leave; `key` signs the
+    /// decision log's cut.
+    pub fn prune(
+        &mut self,
+        rule: &crate::prune::LogRetention,
+        keep_from_command: u64,
+        now_ms: u64,
+        key: &ed25519_dalek::SigningKey,
+    ) -> Result<crate::prune::PruneReport, Error> {
+        crate::prune::prune(
+            &self.dir,
+            &mut self.commands,
+            &mut self.audit,
+            rule,
+            keep_from_command,
+            now_ms,
+            key,
+        )
+    }
+
     /// Writes retired tasks to the task archive, durably. Called once the commands
     /// that retired them are durable, and before a snapshot without them is written.
     pub fn archive(&mut self, tasks: &[colony_kernel::tasks::Task]) -> Result<(), Error> {
@@ -211,11 +232,19 @@ impl Store {
         check_format(dir, true)?;
         let mut report = RecoveryReport::default();
 
+        // A pruned log starts past its first record, where its cut says.
+        let audit_cut = crate::prune::audit_cut(dir)?;
+        let commands_cut = crate::prune::commands_cut(dir)?;
+        let trimmed = |cut: bool| SegmentOptions {
+            trimmed_start: cut || options.segment.trimmed_start,
+            ..options.segment.clone()
+        };
+
         // The decision log first: where it ends says which events already exist.
         let mut last_audit: Vec<u8> = Vec::new();
         let (audit, audit_report) = SegmentLog::open(
             &dir.join("audit"),
-            options.segment.clone(),
+            trimmed(audit_cut.is_some()),
             u64::MAX,
             |_, _| Ok(()),
         )?;
@@ -265,6 +294,20 @@ impl Store {
             }
         }
 
+        if let Some(cut) = &audit_cut {
+            check_starts_by(&audit, cut.seq + 1, &dir.join("audit"))?;
+        }
+        if let Some(cut) = &commands_cut {
+            // Replay needs every command after the snapshot.
+            if cut.first_kept > state.last_seq + 1 {
+                return Err(Error::Mismatch(format!(
+                    "the command log was pruned before command {} (retention.toml [logs]) but no usable snapshot at or after command {} is in {}: the state cannot be rebuilt. Restore the snapshots directory from a backup, or move the archived segments (archive/logs/commands/) back into commands/ and remove commands/CUT",
+                    cut.first_kept,
+                    cut.first_kept - 1,
+                    dir.join("snapshots").display()
+                )));
+            }
+        }
         let mut audit = audit;
         let archive = crate::TaskArchive::new(dir);
         let mut scratch = Vec::new();
@@ -272,7 +315,7 @@ impl Store {
         let commands_dir = dir.join("commands");
         let (commands, commands_report) = SegmentLog::open(
             &commands_dir,
-            options.segment.clone(),
+            trimmed(commands_cut.is_some()),
             state.last_seq + 1,
             |index, bytes| {
                 let command: Command =
@@ -319,6 +362,9 @@ impl Store {
             },
         )?;
         report.truncated.extend(commands_report.truncated);
+        if let Some(cut) = &commands_cut {
+            check_starts_by(&commands, cut.first_kept, &commands_dir)?;
+        }
         report.replayed = state.last_seq - report.snapshot_seq;
         report.regenerated = regenerated;
         if complete_through > state.last_seq || partial.is_some_and(|(seq, _)| seq > state.last_seq)
@@ -361,6 +407,17 @@ impl Store {
         self.writer.sync()
     }
 
+    /// See [`LogWriter::prune`].
+    pub fn prune(
+        &mut self,
+        rule: &crate::prune::LogRetention,
+        keep_from_command: u64,
+        now_ms: u64,
+        key: &ed25519_dalek::SigningKey,
+    ) -> Result<crate::prune::PruneReport, Error> {
+        self.writer.prune(rule, keep_from_command, now_ms, key)
+    }
+
     /// Writes tasks a command retired (`Applied::retired`) to the task archive,
     /// durably; call it once that command is synced.
     pub fn archive(&mut self, tasks: &[colony_kernel::tasks::Task]) -> Result<(), Error> {
@@ -386,10 +443,37 @@ impl Store {
     }
 }
 
+/// A pruned log must start at or before its cut's first kept record: later is a gap.
+fn check_starts_by(log: &SegmentLog, first_kept: u64, dir: &Path) -> Result<(), Error> {
+    let first = log.segments().first().map_or(1, |s| s.first_index);
+    if first > first_kept {
+        return Err(Error::Corrupt {
+            path: dir.to_path_buf(),
+            offset: 0,
+            reason: format!(
+                "the log was cut to start at record {first_kept} but its first segment starts at {first}: records between are missing"
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// Replays the command log from the first command and checks that it reproduces
 /// every stored decision record, byte for byte. Returns the number of records.
 pub fn verify_replay(dir: &Path) -> Result<u64, Error> {
     check_format(dir, false)?;
+    if let Some(cut) = crate::prune::audit_cut(dir)? {
+        return Err(Error::Mismatch(format!(
+            "the decision log was pruned before record {} (retention.toml [logs]): a replay compares every record from the first. Verify the chain without --replay (it starts at the signed cut), or run this on a copy with the archived segments (archive/logs/) back in place",
+            cut.seq + 1
+        )));
+    }
+    if let Some(cut) = crate::prune::commands_cut(dir)? {
+        return Err(Error::Mismatch(format!(
+            "the command log was pruned before command {} (retention.toml [logs]): a replay needs every command from the first. Verify the chain without --replay (it starts at the signed cut), or run this on a copy with the archived segments (archive/logs/) back in place",
+            cut.first_kept
+        )));
+    }
     let reader = LogReader::open(&dir.join("audit"))?;
     let commands_dir = dir.join("commands");
     let commands = LogReader::open(&commands_dir)?;

@@ -6,9 +6,10 @@
 //! the kernel's state, its snapshot's size (what a restart loads and what the state
 //! holds in memory), the time to load that snapshot alone and a whole restart from it
 //! (which also opens and checks the command and decision logs, whose length follows
-//! history until the logs are pruned), and the archive's size on disk.
+//! history until the logs are pruned), the same restart once the logs were pruned up
+//! to the snapshot (`retention.toml` `[logs]`), and the archive's size on disk.
 //!
-//! Run: `cargo bench -p colony-node --bench retention` (1 000 and 1 000 000 tasks;
+//! Run: `cargo bench -p colony-node --bench retention` (1 000, 10 000 and 1 000 000 tasks;
 //! add `-- quick` for 1 000 and 100 000).
 
 use std::path::Path;
@@ -20,6 +21,7 @@ use colony_kernel::{
     Command, CommandBody, CreatePrincipal, Effect, Genesis, PrincipalId, PrincipalKind, Priority,
     State, TaskUpdate,
 };
+use colony_log::prune::LogRetention;
 use colony_log::{snapshot, Store, StoreOptions};
 
 fn main() {
@@ -27,17 +29,18 @@ fn main() {
     let sizes: &[u64] = if quick {
         &[1_000, 100_000]
     } else {
-        &[1_000, 1_000_000]
+        &[1_000, 10_000, 1_000_000]
     };
     println!("== completed tasks: live state, snapshot, restart, archive ==");
     println!(
-        "{:>10} {:>18} {:>10} {:>14} {:>8} {:>9} {:>13} {:>8}",
+        "{:>10} {:>18} {:>10} {:>14} {:>8} {:>9} {:>13} {:>13} {:>8}",
         "tasks",
         "retention",
         "live tasks",
         "snapshot bytes",
         "load s",
         "restart s",
+        "pruned logs s",
         "archive bytes",
         "write s"
     );
@@ -77,11 +80,32 @@ fn run(tasks: u64, name: &str, rule: RetentionConfig) {
     let restart = started.elapsed();
     assert_eq!(report.replayed, 0, "restarted from the snapshot");
     assert_eq!(restarted.tasks().count(), live);
+    // The logs pruned up to the snapshot (retention.toml [logs]), then a restart again.
+    let (mut store, state, _) = Store::open(dir.path(), StoreOptions::default()).unwrap();
+    let everything_old = LogRetention {
+        keep_for_ms: Some(1),
+        keep_bytes: None,
+        archive: false,
+    };
+    store
+        .prune(
+            &everything_old,
+            state.last_seq + 1,
+            u64::MAX / 2,
+            &ed25519_dalek::SigningKey::from_bytes(&[3; 32]),
+        )
+        .unwrap();
+    drop((store, state));
+    let started = Instant::now();
+    let (_, pruned, _) = Store::open(dir.path(), StoreOptions::default()).unwrap();
+    let restart_pruned = started.elapsed();
+    assert_eq!(pruned.tasks().count(), live);
     println!(
-        "{tasks:>10} {name:>18} {live:>10} {:>14} {:>8.3} {:>9.3} {:>13} {:>8.1}",
+        "{tasks:>10} {name:>18} {live:>10} {:>14} {:>8.3} {:>9.3} {:>13.3} {:>13} {:>8.1}",
         payload.len(),
         load.as_secs_f64(),
         restart.as_secs_f64(),
+        restart_pruned.as_secs_f64(),
         dir_bytes(&dir.path().join("archive").join("tasks")),
         written.as_secs_f64()
     );
@@ -103,7 +127,7 @@ fn write(dir: &Path, tasks: u64, rule: RetentionConfig) -> State {
         let mut applied = state.apply(&command);
         store.append(&command, &applied, state).unwrap();
         retired.append(&mut applied.retired);
-        if state.last_seq % 1_024 == 0 {
+        if state.last_seq.is_multiple_of(1_024) {
             store.sync().unwrap();
             store.archive(&retired).unwrap();
             retired.clear();

@@ -88,6 +88,25 @@ impl Node {
                 .decided_sync_within_ms
                 .max(CLUSTER_LOCAL_SYNC_WITHIN_MS);
         }
+        // The node's key signs its chain heads, the logs' cuts and, in a cluster,
+        // every command it proposes.
+        let node_key =
+            crate::identity::load_or_create(&config.data_dir).map_err(|error| NodeError::Io {
+                context: "the node's key".into(),
+                source: std::io::Error::other(error),
+            })?;
+        if sequencer_config.pruning.is_none() {
+            let rule = match config.log_retention.clone() {
+                Some(rule) => rule,
+                None => crate::genesis::load_log_retention(&config.config_dir)?,
+            };
+            if !rule.keeps_everything() {
+                sequencer_config.pruning = Some(colony_log::prune::Pruning {
+                    rule,
+                    key: node_key.clone(),
+                });
+            }
+        }
         let (submitter, sequencer) = sequencer::spawn(
             sequencer_config,
             store,
@@ -97,13 +116,6 @@ impl Node {
             Arc::clone(&fatal),
         );
 
-        // The node's key signs its chain heads and, in a cluster, every command it
-        // proposes.
-        let node_key =
-            crate::identity::load_or_create(&config.data_dir).map_err(|error| NodeError::Io {
-                context: "the node's key".into(),
-                source: std::io::Error::other(error),
-            })?;
         let cluster = match config.cluster.clone() {
             Some(cluster) => {
                 Some(crate::cluster::join(cluster, &node_key, &submitter, &state, &metrics).await?)

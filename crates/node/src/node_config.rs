@@ -51,6 +51,9 @@ pub struct NodeConfig {
     /// Where the gateway's spans are exported (OTLP over HTTP); `colony up` reads
     /// the standard `OTEL_EXPORTER_OTLP_*` variables. `None` exports nothing.
     pub telemetry: Option<colony_telemetry::TelemetryConfig>,
+    /// How long the command and decision logs keep their records; `None` reads
+    /// `retention.toml`'s `[logs]` from `config_dir` (the shipped defaults without it).
+    pub log_retention: Option<colony_log::prune::LogRetention>,
 }
 
 impl Default for NodeConfig {
@@ -69,6 +72,7 @@ impl Default for NodeConfig {
                 fault_panic_on_justification: None,
                 clock: std::sync::Arc::new(crate::sequencer::SystemClock),
                 replicated: false,
+                pruning: None,
             },
             store: StoreOptions::default(),
             supervisor: None,
@@ -81,6 +85,7 @@ impl Default for NodeConfig {
             cluster: None,
             mcp: None,
             telemetry: None,
+            log_retention: None,
         }
     }
 }

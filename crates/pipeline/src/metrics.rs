@@ -12,6 +12,8 @@ pub struct Metrics {
     /// Events by decision: allowed, warned, queued, admitted, denied, expired.
     pub decisions: [AtomicU64; 6],
     pub snapshots: AtomicU64,
+    /// Log segments pruned (`retention.toml` `[logs]`), both logs.
+    pub pruned_segments: AtomicU64,
     pub http_requests: AtomicU64,
     /// Requests turned away by the `concurrent_api_requests` hard limit.
     pub http_rejected: AtomicU64,

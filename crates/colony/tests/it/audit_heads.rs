@@ -214,3 +214,55 @@ fn a_rewritten_history_fails_against_a_head_signed_before_it() {
     let _ = std::fs::remove_file(&saved);
     let _ = std::fs::remove_file(&keys_file);
 }
+
+/// A node that pruned its logs (`retention.toml` `[logs]`): `colony audit verify`
+/// checks the chain from the node's signed cut and says so; the cut held to another
+/// key fails, and `--replay` says why it cannot run.
+#[test]
+fn a_pruned_log_verifies_from_its_signed_cut() {
+    let genesis = common::config_with(&[(
+        "retention.toml",
+        "[logs]\nkeep_bytes = \"16KiB\"\npruned = \"delete\"\n",
+    )]);
+    let data = tempfile::tempdir().unwrap();
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let mut config = colony_node::NodeConfig {
+            data_dir: data.path().to_path_buf(),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            config_dir: genesis.path().to_path_buf(),
+            config_dir_required: true,
+            ..colony_node::NodeConfig::default()
+        };
+        config.store.segment.segment_bytes_max = 4 << 10;
+        config.sequencer.snapshot_every_commands = 40;
+        let node = colony_node::Node::start(config).await.unwrap();
+        let url = format!("http://{}", node.local_addr());
+        let admin = std::fs::read_to_string(data.path().join("admin.token")).unwrap();
+        let client = reqwest::Client::new();
+        for n in 0..200 {
+            let response = client
+                .post(format!("{url}/v1/tasks"))
+                .bearer_auth(admin.trim())
+                .json(&json!({"title": format!("task {n}"), "justification": "fill the logs"}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status().as_u16(), 201);
+        }
+        node.shutdown().await.unwrap();
+    });
+    assert!(data.path().join("audit/CUT").exists(), "the log was pruned");
+    let (ok, output) = verify(data.path(), &[]);
+    assert!(ok, "{output}");
+    assert!(
+        output.contains("verified decision records") && output.contains("pruned before record"),
+        "{output}"
+    );
+    let other = colony_log::heads::encode_key(
+        &ed25519_dalek::SigningKey::from_bytes(&[9; 32]).verifying_key(),
+    );
+    let (ok, output) = verify(data.path(), &["--key", &other]);
+    assert!(!ok && output.contains("its cut"), "{output}");
+    let (ok, output) = verify(data.path(), &["--replay"]);
+    assert!(!ok && output.contains("was pruned before"), "{output}");
+}

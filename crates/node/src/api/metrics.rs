@@ -235,6 +235,13 @@ pub async fn render(
     );
     family(
         &mut text,
+        "colony_log_pruned_segments_total",
+        "counter",
+        "Segments of the command and decision logs pruned since start (retention.toml [logs]).",
+        &single(&metrics.pruned_segments),
+    );
+    family(
+        &mut text,
         "colony_http_requests_total",
         "counter",
         "Authenticated-route HTTP requests.",

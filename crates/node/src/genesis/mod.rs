@@ -28,7 +28,7 @@ pub use governance::parse_governance;
 pub use http::{load_http, parse_http};
 pub use limits::parse_limits;
 pub use quotas::parse_quotas;
-pub use retention::parse_retention;
+pub use retention::{load_log_retention, parse_log_retention, parse_retention};
 pub use supervisor::{load_supervisor, parse_supervisor};
 pub use tasks::parse_tasks;
 

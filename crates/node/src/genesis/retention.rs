@@ -1,8 +1,11 @@
-//! `retention.toml`: when finished tasks leave the live state for the archive.
+//! `retention.toml`: when finished tasks leave the live state for the archive
+//! (`[tasks]`, genesis: read at first start) and how long the command and decision
+//! logs keep their records (`[logs]`, read at every start).
 
 use std::path::Path;
 
 use colony_kernel::retention::RetentionConfig;
+use colony_log::prune::LogRetention;
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -13,6 +16,16 @@ use super::*;
 struct RetentionFile {
     #[serde(default)]
     tasks: TasksSection,
+    #[serde(default)]
+    logs: LogsSection,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct LogsSection {
+    keep_for: Option<Spanned<String>>,
+    keep_bytes: Option<Spanned<String>>,
+    pruned: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -49,4 +62,58 @@ pub fn parse_retention(file: &Path, text: &str) -> Result<RetentionConfig, Confi
         source.error(span, format!("tasks.{message}"))
     })?;
     Ok(config)
+}
+
+/// Parses `retention.toml`'s `[logs]`; anything left out keeps every record.
+pub fn parse_log_retention(file: &Path, text: &str) -> Result<LogRetention, ConfigError> {
+    let source = Source { file, text };
+    let parsed: RetentionFile = source.parse()?;
+    let logs = &parsed.logs;
+    let mut rule = LogRetention::everything();
+    if let Some(keep_for) = &logs.keep_for {
+        rule.keep_for_ms = match keep_for.get_ref().as_str() {
+            "forever" => None,
+            text => Some(parse_duration_ms(text).map_err(|m| {
+                source.error(
+                    Some(keep_for.span()),
+                    format!("logs.keep_for: {m} (or \"forever\")"),
+                )
+            })?),
+        };
+    }
+    if let Some(keep_bytes) = &logs.keep_bytes {
+        rule.keep_bytes = match keep_bytes.get_ref().as_str() {
+            "unlimited" => None,
+            text => Some(colony_config::parse_bytes(text).map_err(|m| {
+                source.error(
+                    Some(keep_bytes.span()),
+                    format!("logs.keep_bytes: {m} (or \"unlimited\")"),
+                )
+            })?),
+        };
+    }
+    if let Some(pruned) = &logs.pruned {
+        rule.archive = match pruned.get_ref().as_str() {
+            "archive" => true,
+            "delete" => false,
+            other => {
+                return Err(source.error(
+                    Some(pruned.span()),
+                    format!("logs.pruned: `{other}` is \"archive\" (moved to <data>/archive/logs/) or \"delete\""),
+                ))
+            }
+        };
+    }
+    Ok(rule)
+}
+
+/// `retention.toml`'s `[logs]` from `dir`, or the shipped file's when it has none.
+pub fn load_log_retention(dir: &Path) -> Result<LogRetention, ConfigError> {
+    match read_optional(dir, "retention.toml")? {
+        Some((file, text)) => parse_log_retention(&file, &text),
+        None => parse_log_retention(
+            Path::new("(built-in)/retention.toml"),
+            DEFAULT_RETENTION_TOML,
+        ),
+    }
 }

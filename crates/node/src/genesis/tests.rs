@@ -306,3 +306,44 @@ fn retention_parses_is_checked_and_ships_its_defaults() {
         "the shipped file says the defaults"
     );
 }
+
+#[test]
+fn log_retention_parses_sizes_and_ages_and_names_bad_values() {
+    let file = Path::new("retention.toml");
+    let rule = parse_log_retention(
+        file,
+        "[logs]\nkeep_for = \"30d\"\nkeep_bytes = \"20GiB\"\npruned = \"delete\"\n",
+    )
+    .unwrap();
+    assert_eq!(rule.keep_for_ms, Some(30 * 86_400_000));
+    assert_eq!(rule.keep_bytes, Some(20 << 30));
+    assert!(!rule.archive);
+    let rule = parse_log_retention(file, "[logs]\nkeep_for = \"forever\"\n").unwrap();
+    assert!(
+        rule.keeps_everything(),
+        "forever and no size bound keep everything"
+    );
+    let error = parse_log_retention(file, "[logs]\nkeep_bytes = \"lots\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("retention.toml:2: logs.keep_bytes"),
+        "{error}"
+    );
+    let error = parse_log_retention(file, "[logs]\npruned = \"shred\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("logs.pruned"), "{error}");
+    let shipped = parse_log_retention(Path::new("retention.toml"), DEFAULT_RETENTION_TOML).unwrap();
+    assert_eq!(
+        (shipped.keep_for_ms, shipped.keep_bytes, shipped.archive),
+        (Some(90 * 86_400_000), None, true)
+    );
+    assert_eq!(colony_config::parse_bytes("64KiB"), Ok(64 << 10));
+    assert_eq!(colony_config::parse_bytes("500MB"), Ok(500_000_000));
+    assert!(colony_config::parse_bytes("0").is_err());
+    assert!(
+        colony_config::parse_bytes("99999999999TiB").is_err(),
+        "no overflow"
+    );
+}

@@ -26,6 +26,7 @@ mod gateway_tracing;
 mod governance_api;
 mod grants;
 mod liveness;
+mod log_retention;
 mod mcp;
 mod mcp_gateway;
 mod mcp_gateway_http;

@@ -17,6 +17,10 @@ pub(crate) struct Flusher {
     pub(crate) snapshot_writer: Option<std::thread::JoinHandle<()>>,
     /// Tells readers the last command synced.
     pub(crate) durable: tokio::sync::watch::Sender<u64>,
+    /// How the logs are pruned after a snapshot, if they are.
+    pub(crate) pruning: Option<colony_log::prune::Pruning>,
+    /// The time pruning measures ages against.
+    pub(crate) clock: Arc<dyn Clock>,
 }
 
 impl Flusher {
@@ -120,6 +124,9 @@ impl Flusher {
         if let Some(writer) = self.snapshot_writer.take() {
             let _ = writer.join();
         }
+        // Every snapshot on disk is whole now: the logs before the oldest are not
+        // needed for a restart.
+        self.prune();
         let dir = self.snapshots_dir.clone();
         let metrics = Arc::clone(&self.metrics);
         let busy = Arc::clone(&self.snapshot_busy);
@@ -139,6 +146,46 @@ impl Flusher {
             write();
         } else {
             self.snapshot_writer = Some(std::thread::spawn(write));
+        }
+    }
+
+    /// Prunes the logs by the rule, never past the oldest snapshot kept. A failure
+    /// is logged and changes nothing the node needs: the logs stay as they were, or
+    /// hold a few segments more than the rule wants.
+    fn prune(&mut self) {
+        let Some(pruning) = &self.pruning else {
+            return;
+        };
+        let oldest = match colony_log::snapshot::oldest_kept(&self.snapshots_dir) {
+            Ok(Some(oldest)) => oldest,
+            Ok(None) => return,
+            Err(error) => {
+                tracing::warn!("cannot list the snapshots, so the logs are not pruned: {error}");
+                return;
+            }
+        };
+        let started = Instant::now();
+        match self
+            .writer
+            .prune(&pruning.rule, oldest + 1, self.clock.now_ms(), &pruning.key)
+        {
+            Ok(report) if report.command_segments + report.audit_segments > 0 => {
+                tracing::info!(
+                    command_segments = report.command_segments,
+                    first_command = report.first_command,
+                    audit_segments = report.audit_segments,
+                    first_record = report.first_record,
+                    bytes = report.bytes,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "pruned the logs (retention.toml [logs])"
+                );
+                self.metrics.pruned_segments.fetch_add(
+                    (report.command_segments + report.audit_segments) as u64,
+                    Ordering::Relaxed,
+                );
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!("pruning the logs failed (they are intact): {error}"),
         }
     }
 }

@@ -177,6 +177,9 @@ pub struct SequencerConfig {
     /// leases, reservations) before it has caught up with the log: a tick logged
     /// here then would take the place of the log's next command.
     pub replicated: bool,
+    /// Prunes the command and decision logs after each snapshot (`retention.toml`'s
+    /// `[logs]`); `None` keeps every record.
+    pub pruning: Option<colony_log::prune::Pruning>,
 }
 
 /// The time commands are stamped with, in Unix milliseconds. Injected, so that the
@@ -245,6 +248,8 @@ pub fn spawn(
             snapshot_busy,
             snapshot_writer: None,
             durable,
+            pruning: config.pruning.clone(),
+            clock: Arc::clone(&config.clock),
         };
         let fatal = Arc::clone(&fatal);
         std::thread::Builder::new()

@@ -32,6 +32,7 @@ fn start(decided_sync_within_ms: u64, unsynced_commands_max: usize) -> Running {
         fault_panic_on_justification: None,
         clock: Arc::new(SystemClock),
         replicated: false,
+        pruning: None,
     })
 }
 
@@ -153,6 +154,7 @@ async fn a_full_queue_answers_overloaded_at_once() {
         fault_panic_on_justification: None,
         clock: Arc::new(SystemClock),
         replicated: false,
+        pruning: None,
     });
     // Hold the decider: the sequencer thread takes at most one request and a
     // batch, then waits; the queue fills behind it.
@@ -202,6 +204,7 @@ async fn a_panic_while_deciding_fails_the_node_and_records_nothing() {
         fault_panic_on_justification: Some("boom".into()),
         clock: Arc::new(SystemClock),
         replicated: false,
+        pruning: None,
     });
     let before = tick(&running.submitter, false, "before".into()).await;
     let failed = running
@@ -251,6 +254,7 @@ async fn commands_are_stamped_by_the_injected_clock_and_never_go_back() {
         fault_panic_on_justification: None,
         clock: Arc::clone(&clock) as Arc<dyn Clock>,
         replicated: false,
+        pruning: None,
     });
     let first = tick(&running.submitter, false, "at 5 s".into()).await;
     assert_eq!(first.at_ms, 5_000);
@@ -367,6 +371,7 @@ async fn a_replicated_node_decides_nothing_of_its_own_before_it_follows_the_log(
         fault_panic_on_justification: None,
         clock: Arc::new(SystemClock),
         replicated: true,
+        pruning: None,
     });
     for decided in [false, true] {
         let refused = if decided {
