@@ -43,15 +43,22 @@ impl State {
             .filter_map(|address| self.tasks.get(address))
     }
 
-    /// Whether `address` names a task the board numbered (live or since retired):
-    /// its root's number was given. Answers a lookup of anything else at once.
-    pub fn may_have_posted(&self, address: &str) -> bool {
-        address
+    /// Whether a task not in the live state at `address` may be in the archive: its
+    /// root's number was given and its root is not live (trees retire whole). A
+    /// lookup of anything else is answered at once, without reading the archive.
+    pub fn may_be_archived(&self, address: &str) -> bool {
+        let Some(rest) = address
             .strip_prefix(TASK_QUEUE_ADDRESS)
             .and_then(|rest| rest.strip_prefix('.'))
-            .and_then(|rest| rest.split('.').next())
-            .and_then(|number| number.parse::<u64>().ok())
-            .is_some_and(|number| number >= 1 && number <= self.next_task_number)
+        else {
+            return false;
+        };
+        let number = rest.split('.').next().unwrap_or_default();
+        let root = &address[..TASK_QUEUE_ADDRESS.len() + 1 + number.len()];
+        number
+            .parse::<u64>()
+            .is_ok_and(|number| number >= 1 && number <= self.next_task_number)
+            && !self.tasks.contains_key(root)
     }
 
     /// How many live tasks have this status.

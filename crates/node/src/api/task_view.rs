@@ -31,7 +31,7 @@ pub(crate) async fn view_now(
         if let Some(task) = state.task(address) {
             return Ok(task_view(&state, task, full));
         }
-        if !state.may_have_posted(address) {
+        if !state.may_be_archived(address) {
             return Err(no_task(address));
         }
         state.last_seq
@@ -56,7 +56,7 @@ pub(crate) async fn task_now(app: &AppState, address: &str) -> Result<(Task, boo
         if let Some(task) = state.task(address) {
             return Ok((task.clone(), false));
         }
-        if !state.may_have_posted(address) {
+        if !state.may_be_archived(address) {
             return Err(no_task(address));
         }
         state.last_seq
