@@ -15,6 +15,12 @@
 //!   half its length is renewed at the next tick, and the renewal extends the leases
 //!   of its tasks as a task heartbeat would (one entry instead of a command per task).
 //!
+//! - heartbeats on task leases (`POST /v1/tasks/{address}/heartbeat`, a task in
+//!   progress whose lease has more than two ticks left) are answered here too and
+//!   renewed in batches (`RenewLeases`) once half of a lease is gone, whether or not
+//!   the holder has a session: one entry of a shared command per half lease instead
+//!   of a command and a record per heartbeat.
+//!
 //! Replay stays exact: the kernel decides only from these logged commands. A restart
 //! forgets what was heard and counts every active session as heard when it starts, so
 //! a live worker that heartbeats within its timeout keeps its session. In a cluster
@@ -25,6 +31,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use colony_kernel::tasks::{LeaseHeard, TaskStatus, RENEW_LEASES_MAX};
 use colony_kernel::workers::{WorkerHeard, RENEW_WORKERS_MAX, SOFT_SESSION_LEASE_MS};
 use colony_kernel::{CommandBody, PrincipalId, Reason, State};
 use colony_pipeline::sequencer::{now_ms, Submitter};
@@ -44,6 +51,8 @@ pub fn tick_ms(timeout_ms: u64) -> u64 {
 pub struct Liveness {
     /// Session → when it was last heard (Unix ms).
     heard: Mutex<HashMap<u64, u64>>,
+    /// Task leases heartbeated in memory: (address, token) → when last heard.
+    leases: Mutex<HashMap<(String, u64), u64>>,
     state: Arc<RwLock<State>>,
 }
 
@@ -53,12 +62,15 @@ struct Round {
     renew: Vec<WorkerHeard>,
     /// (session, last heard)
     lost: Vec<(u64, u64)>,
+    /// Task leases to extend.
+    leases: Vec<LeaseHeard>,
 }
 
 impl Liveness {
     pub fn new(state: Arc<RwLock<State>>) -> Liveness {
         Liveness {
             heard: Mutex::new(HashMap::new()),
+            leases: Mutex::new(HashMap::new()),
             state,
         }
     }
@@ -83,6 +95,39 @@ impl Liveness {
             .expect("liveness lock")
             .insert(worker, now);
         Ok(now + timeout_ms)
+    }
+
+    /// A heartbeat on a task lease (`POST /v1/tasks/{address}/heartbeat`): when the
+    /// task is in progress and the lease held by `actor` with `token` has more than two
+    /// ticks left, it is remembered here and renewed with the next batch; the lease's
+    /// new expiry is answered. `None`: the heartbeat is a command (a claimed task's
+    /// first heartbeat starts it; a lease about to lapse is renewed at once; anything
+    /// refused is refused by the kernel, with its reason).
+    pub fn lease_heard(&self, actor: PrincipalId, address: &str, token: u64) -> Option<u64> {
+        let now = now_ms();
+        let state = self.state.read().expect("state lock");
+        let timeout_ms = state.task_config().map_or(0, |c| c.worker_timeout_ms);
+        let tick = tick_ms(timeout_ms);
+        let lease = state.soft_renewable(actor, address, token)?;
+        if lease.lease_ms < 4 * tick || lease.expires_at_ms <= now.saturating_add(2 * tick) {
+            return None;
+        }
+        let expires = now
+            .saturating_add(lease.lease_ms)
+            .min(lease.attempt_deadline_ms);
+        self.leases
+            .lock()
+            .expect("liveness lock")
+            .insert((address.to_string(), token), now);
+        Some(expires.max(lease.expires_at_ms))
+    }
+
+    /// Forgets what was heard of a lease (its heartbeat was refused after all).
+    pub fn forget_lease(&self, address: &str, token: u64) {
+        self.leases
+            .lock()
+            .expect("liveness lock")
+            .remove(&(address.to_string(), token));
     }
 
     /// When the node last heard `worker`, if it did since it started.
@@ -139,6 +184,32 @@ impl Liveness {
         for (id, _) in &round.lost {
             heard.remove(id);
         }
+        drop(heard);
+        // Leases heard in memory: renewed once half of them is gone, forgotten once
+        // they ended or lapsed.
+        self.leases
+            .lock()
+            .expect("liveness lock")
+            .retain(|(address, token), at| {
+                let Some(lease) = state
+                    .task(address)
+                    .filter(|task| task.status == TaskStatus::InProgress)
+                    .and_then(|task| task.lease.as_ref())
+                    .filter(|lease| lease.token == *token)
+                else {
+                    return false;
+                };
+                let extends = lease.expires_at_ms < at.saturating_add(lease.lease_ms)
+                    && lease.expires_at_ms < lease.attempt_deadline_ms;
+                if extends && lease.expires_at_ms < now.saturating_add(lease.lease_ms / 2) {
+                    round.leases.push(LeaseHeard {
+                        address: address.clone(),
+                        token: *token,
+                        at_ms: *at,
+                    });
+                }
+                lease.expires_at_ms > now
+            });
         round
     }
 
@@ -176,6 +247,26 @@ impl Liveness {
                     .await
                 {
                     tracing::warn!("worker renewals not recorded: {error}");
+                }
+            }
+            for chunk in round.leases.chunks(RENEW_LEASES_MAX) {
+                let justification = format!(
+                    "{} task lease(s) heartbeated by their holders: kept for a lease's length from the last heartbeat",
+                    chunk.len()
+                );
+                let body = CommandBody::RenewLeases {
+                    heard: chunk.to_vec(),
+                };
+                if let Err(error) = submitter
+                    .submit_until_decided(
+                        PrincipalId::SYSTEM,
+                        justification,
+                        body,
+                        Answered::WhenDecided,
+                    )
+                    .await
+                {
+                    tracing::warn!("lease renewals not recorded: {error}");
                 }
             }
             for (worker, last_heard_ms) in round.lost {

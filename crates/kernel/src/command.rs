@@ -246,6 +246,13 @@ pub enum CommandBody {
         worker: u64,
         last_heard_ms: u64,
     },
+    /// The node heard the holders of these task leases heartbeat (soft lease
+    /// renewals): each in-progress lease whose token still holds is extended as a
+    /// heartbeat at its `at_ms` would have extended it. One command renews many.
+    /// System only.
+    RenewLeases {
+        heard: Vec<crate::tasks::LeaseHeard>,
+    },
 }
 
 /// Who may make a command, besides standing and a role that may act.
@@ -280,7 +287,9 @@ impl CommandBody {
             CommandBody::WorkerDisconnected { .. } => {
                 Required::System("only the node reports dropped connections")
             }
-            CommandBody::RenewWorkers { .. } | CommandBody::DeclareWorkerLost { .. } => {
+            CommandBody::RenewWorkers { .. }
+            | CommandBody::DeclareWorkerLost { .. }
+            | CommandBody::RenewLeases { .. } => {
                 Required::System("only the node reports what it heard from workers")
             }
             CommandBody::ChargeEdge { .. } | CommandBody::LeaseEdge(_) => {
@@ -306,6 +315,7 @@ impl CommandBody {
                 | CommandBody::Release { .. }
                 | CommandBody::WorkerDisconnected { .. }
                 | CommandBody::RenewWorkers { .. }
+                | CommandBody::RenewLeases { .. }
                 | CommandBody::DeclareWorkerLost { .. }
                 | CommandBody::SetArtifactRun { .. }
         ) || matches!(self, CommandBody::RecordToolCall(record)
@@ -392,6 +402,7 @@ impl CommandBody {
             CommandBody::WorkerDisconnected { .. } => "worker.disconnected",
             CommandBody::RenewWorkers { .. } => "worker.renew",
             CommandBody::DeclareWorkerLost { .. } => "worker.lost",
+            CommandBody::RenewLeases { .. } => "task.renew_leases",
             CommandBody::Alert(report) if report.raised => "alert.raise",
             CommandBody::Alert(_) => "alert.clear",
         }

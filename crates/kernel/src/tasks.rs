@@ -247,6 +247,20 @@ pub struct Task {
     pub on_child_death: ChildDeathPolicy,
 }
 
+/// Most leases one `RenewLeases` command renews.
+pub const RENEW_LEASES_MAX: usize = 4_096;
+
+/// A task lease whose holder the node heard heartbeat (soft lease renewals: a
+/// heartbeat on a task in progress is answered in memory, not logged): kept until
+/// `at_ms` plus the lease's length, as a heartbeat then would have kept it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseHeard {
+    pub address: String,
+    /// The lease's fencing token: a renewal of a lease that ended since is ignored.
+    pub token: u64,
+    pub at_ms: u64,
+}
+
 /// A task to post.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NewTask {

@@ -64,6 +64,7 @@ fn variant(body: &CommandBody) -> &'static str {
         CommandBody::AdmitNode { .. } => "AdmitNode",
         CommandBody::RemoveNode { .. } => "RemoveNode",
         CommandBody::RenewWorkers { .. } => "RenewWorkers",
+        CommandBody::RenewLeases { .. } => "RenewLeases",
         CommandBody::DeclareWorkerLost { .. } => "DeclareWorkerLost",
     }
 }
@@ -279,6 +280,13 @@ fn bodies() -> Vec<CommandBody> {
         CommandBody::DeclareWorkerLost {
             worker: 8,
             last_heard_ms: 9_000,
+        },
+        CommandBody::RenewLeases {
+            heard: vec![colony_kernel::tasks::LeaseHeard {
+                address: "0.7.1.00001".into(),
+                token: 12,
+                at_ms: 9_000,
+            }],
         },
     ]
 }

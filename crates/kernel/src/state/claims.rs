@@ -380,6 +380,48 @@ impl State {
         }
     }
 
+    /// The lease `actor` holds on the task at `address` with `token`, when a
+    /// heartbeat on it would be allowed and change nothing but the lease's expiry
+    /// (the task is in progress, the actor may act): what a node may answer in memory
+    /// and renew later with [`CommandBody::RenewLeases`]. `None`: the heartbeat goes
+    /// through the kernel, which decides and says why.
+    ///
+    /// [`CommandBody::RenewLeases`]: crate::CommandBody::RenewLeases
+    pub fn soft_renewable(&self, actor: PrincipalId, address: &str, token: u64) -> Option<&Lease> {
+        if self.actor_refusal(actor).is_some() || self.check_lease(address, actor, token).is_err() {
+            return None;
+        }
+        let task = self.tasks.get(address)?;
+        (task.status == TaskStatus::InProgress)
+            .then_some(task.lease.as_ref())
+            .flatten()
+    }
+
+    /// Soft lease renewals: each lease still held with its token, its task in
+    /// progress, is extended to when its holder was heard plus its length.
+    pub(super) fn renew_leases(&mut self, heard: &[LeaseHeard]) -> Event {
+        const ACTION: &str = "task.renew_leases";
+        if heard.len() > RENEW_LEASES_MAX {
+            return Event::denied(
+                ACTION,
+                TASK_QUEUE_ADDRESS,
+                Reason::Invalid {
+                    message: format!("at most {RENEW_LEASES_MAX} leases a renewal"),
+                },
+            );
+        }
+        for one in heard {
+            let holds = self.tasks.get(&one.address).is_some_and(|task| {
+                task.status == TaskStatus::InProgress
+                    && task.lease.as_ref().is_some_and(|l| l.token == one.token)
+            });
+            if holds && one.at_ms <= self.now_ms {
+                self.extend_lease(&one.address, one.at_ms);
+            }
+        }
+        Event::allowed(ACTION, TASK_QUEUE_ADDRESS, Effect::None)
+    }
+
     /// Extends a lease to `heard_at_ms` plus its length (never past its attempt's
     /// deadline, never shorter than it is): its holder's session was heard then.
     pub(super) fn extend_lease(&mut self, address: &str, heard_at_ms: u64) {

@@ -502,6 +502,7 @@ impl State {
                 grace_ms,
             } => self.worker_disconnected(fx, *worker, *disconnected_at_ms, *grace_ms),
             CommandBody::RenewWorkers { heard } => self.renew_workers(heard),
+            CommandBody::RenewLeases { heard } => self.renew_leases(heard),
             CommandBody::DeclareWorkerLost {
                 worker,
                 last_heard_ms,

@@ -76,7 +76,10 @@ fn the_oldest_finished_tree_leaves_once_more_are_kept_than_the_rule_allows() {
     assert!(sim.state.task(&addresses[1]).is_some());
     assert!(sim.state.may_be_archived(&addresses[0]));
     assert!(sim.state.may_be_archived(&format!("{}.3", addresses[0])));
-    assert!(!sim.state.may_be_archived(&addresses[1]), "live: its tree is not archived");
+    assert!(
+        !sim.state.may_be_archived(&addresses[1]),
+        "live: its tree is not archived"
+    );
     assert!(!sim.state.may_be_archived(&format!("{}.1", addresses[1])));
     assert!(!sim.state.may_be_archived("0.7.1.00099"), "never posted");
     assert!(!sim.state.may_be_archived("0.7.2.00001"));

@@ -315,7 +315,19 @@ impl World {
                 } else {
                     rng.pick(&self.claims)
                 };
-                if let Some((holder, address, token)) = claim {
+                if let Some((_, address, token)) = claim.clone().filter(|_| rng.chance(15)) {
+                    // The node renews leases it heard heartbeat (some stale, some
+                    // heard a while ago).
+                    let heard = LeaseHeard {
+                        address,
+                        token,
+                        at_ms: self.now_ms.saturating_sub(rng.below(60_000)),
+                    };
+                    self.run(
+                        PrincipalId::SYSTEM,
+                        CommandBody::RenewLeases { heard: vec![heard] },
+                    );
+                } else if let Some((holder, address, token)) = claim {
                     let who = if rng.chance(90) { holder } else { actor };
                     let token = if rng.chance(90) { token } else { token + 1 };
                     let update = match rng.below(9) {
@@ -792,6 +804,7 @@ fn the_streams_reach_every_kind_of_decision_that_matters() {
         ("task.cancel", Decision::Denied),
         ("task.priority", Decision::Allowed),
         ("task.retire", Decision::Allowed),
+        ("task.renew_leases", Decision::Allowed),
         ("task.lease_expired", Decision::Allowed),
         ("task.spend", Decision::Allowed),
         ("llm.settle", Decision::Allowed),

@@ -498,3 +498,138 @@ fn the_node_renews_heard_sessions_and_declares_silent_ones_lost() {
     assert_eq!(stale.primary().reason.code(), "invalid");
     assert_eq!(sim.state.worker(chatty).unwrap().state, WorkerState::Active);
 }
+
+/// Soft lease renewals: the node extends the in-progress leases it heard heartbeat,
+/// in one command, as heartbeats then would have; a lease that ended, a claimed task
+/// (whose first heartbeat starts it) and a time ahead of the log are skipped; only
+/// the node may renew, and at most `RENEW_LEASES_MAX` at once.
+#[test]
+fn the_node_renews_heard_task_leases_in_one_command() {
+    let mut sim = Sim::new();
+    let ai = sim.create_ok(PrincipalKind::Ai, None);
+    let started = post(&mut sim, "in progress");
+    let waiting = post(&mut sim, "claimed only");
+    let (first, first_token) = claim_without_session(&mut sim, ai);
+    assert_eq!(first, started);
+    let beat = sim.run(
+        ai,
+        CommandBody::UpdateTask {
+            address: started.clone(),
+            token: first_token,
+            update: TaskUpdate::Heartbeat,
+        },
+    );
+    assert!(beat.primary().decision.is_allowed());
+    let (second, second_token) = claim_without_session(&mut sim, ai);
+    assert_eq!(second, waiting);
+    assert!(
+        sim.state
+            .soft_renewable(ai, &started, first_token)
+            .is_some(),
+        "in progress, held: may be heartbeated in memory"
+    );
+    assert!(
+        sim.state
+            .soft_renewable(ai, &waiting, second_token)
+            .is_none(),
+        "only claimed"
+    );
+    assert!(
+        sim.state
+            .soft_renewable(ai, &started, first_token + 1)
+            .is_none(),
+        "stale"
+    );
+
+    sim.advance(10_000);
+    let heard_at = sim.now_ms - 1_000;
+    let before = sim.state.task(&started).unwrap().lease.clone().unwrap();
+    let waiting_before = sim.state.task(&waiting).unwrap().lease.clone().unwrap();
+    let heard = vec![
+        LeaseHeard {
+            address: started.clone(),
+            token: first_token,
+            at_ms: heard_at,
+        },
+        LeaseHeard {
+            address: waiting.clone(),
+            token: second_token,
+            at_ms: heard_at,
+        },
+        LeaseHeard {
+            address: started.clone(),
+            token: first_token + 7,
+            at_ms: heard_at,
+        },
+        LeaseHeard {
+            address: "0.7.1.99999".into(),
+            token: 1,
+            at_ms: heard_at,
+        },
+    ];
+    let refused = sim.run(
+        ai,
+        CommandBody::RenewLeases {
+            heard: heard.clone(),
+        },
+    );
+    assert_eq!(refused.primary().reason.code(), "forbidden");
+    let renewed = sim.run(PrincipalId::SYSTEM, CommandBody::RenewLeases { heard });
+    assert!(renewed.primary().decision.is_allowed());
+    let after = sim.state.task(&started).unwrap().lease.clone().unwrap();
+    assert_eq!(
+        after.expires_at_ms,
+        (heard_at + before.lease_ms).min(before.attempt_deadline_ms)
+    );
+    assert_eq!(after.token, before.token);
+    assert_eq!(
+        sim.state.task(&waiting).unwrap().lease.clone().unwrap(),
+        waiting_before,
+        "a claimed task's lease is left to its first heartbeat"
+    );
+    // Heard in the future of the log: skipped.
+    let ahead = sim.run(
+        PrincipalId::SYSTEM,
+        CommandBody::RenewLeases {
+            heard: vec![LeaseHeard {
+                address: started.clone(),
+                token: first_token,
+                at_ms: sim.now_ms + 60_000,
+            }],
+        },
+    );
+    assert!(ahead.primary().decision.is_allowed());
+    assert_eq!(
+        sim.state.task(&started).unwrap().lease.clone().unwrap(),
+        after
+    );
+    let too_many = vec![
+        LeaseHeard {
+            address: started.clone(),
+            token: first_token,
+            at_ms: heard_at,
+        };
+        RENEW_LEASES_MAX + 1
+    ];
+    let refused = sim.run(
+        PrincipalId::SYSTEM,
+        CommandBody::RenewLeases { heard: too_many },
+    );
+    assert_eq!(refused.primary().reason.code(), "invalid");
+    sim.state.check_invariants().unwrap();
+}
+
+fn claim_without_session(sim: &mut Sim, actor: PrincipalId) -> (String, u64) {
+    let applied = sim.run(
+        actor,
+        CommandBody::ClaimTask {
+            capabilities: vec!["code".into()],
+            lease_ms: None,
+            worker: None,
+        },
+    );
+    match &applied.primary().effect {
+        Effect::TaskClaimed { address, token, .. } => (address.clone(), *token),
+        other => panic!("claim: {other:?}"),
+    }
+}

@@ -298,3 +298,103 @@ async fn polling_for_work_that_is_not_there_costs_the_log_nothing() {
     );
     node.shutdown().await.unwrap();
 }
+
+/// Heartbeats on a task lease (`POST /v1/tasks/{address}/heartbeat`), by a worker
+/// without a session: the first (which starts the task) is a decision; the rest are
+/// answered from memory and the lease is renewed in batches (`task.renew_leases`),
+/// so it outlives its length many times over; silence lets it lapse as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn task_heartbeats_are_renewed_in_batches_and_silence_still_ends_the_lease() {
+    let config = common::genesis_dir(&[("tasks.toml", TASKS)]);
+    let data = tempfile::tempdir().unwrap();
+    let (node, base, admin) = common::start(data.path(), config.path()).await;
+    let (_, token) = common::create_principal(&base, &admin, "holder", "ai", &["member"]).await;
+    let posted = common::post_json(
+        &base,
+        &admin,
+        "/v1/tasks",
+        &json!({"title": "long work", "justification": "to hold"}),
+    )
+    .await;
+    let address = posted["address"].as_str().unwrap().to_string();
+    let claimed = common::post_json(
+        &base,
+        &token,
+        "/v1/tasks/claim",
+        &json!({"capabilities": [], "lease_ms": 1000}),
+    )
+    .await;
+    let lease_token = claimed["lease"]["token"].as_u64().unwrap();
+    let beat = |base: String, token: String, address: String| async move {
+        common::send(
+            reqwest::Method::POST,
+            &base,
+            &token,
+            &format!("/v1/tasks/{address}/heartbeat"),
+            Some(json!({"lease_token": lease_token})),
+        )
+        .await
+    };
+    // Three lease lengths of heartbeats every 100 ms.
+    let started = Instant::now();
+    let mut beats = 0;
+    while started.elapsed() < Duration::from_secs(3) {
+        let (status, answer) = beat(base.clone(), token.clone(), address.clone()).await;
+        assert_eq!(
+            (status, answer["status"].as_str()),
+            (200, Some("in_progress")),
+            "{answer}"
+        );
+        beats += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(beats >= 20);
+    let recorded = audit_actions(&base, &admin, "task.heartbeat").await;
+    assert_eq!(
+        recorded.len(),
+        1,
+        "only the first (it started the task): {recorded:?}"
+    );
+    let renewals = audit_actions(&base, &admin, "task.renew_leases").await;
+    assert!(
+        !renewals.is_empty() && renewals.len() < beats / 2,
+        "{} renewals for {beats} heartbeats",
+        renewals.len()
+    );
+    let task = common::get_json(&base, &admin, &format!("/v1/tasks/{address}")).await;
+    assert_eq!(task["status"], "in_progress", "{task}");
+
+    // A stale token is refused by the kernel, as before.
+    let (status, refused) = common::send(
+        reqwest::Method::POST,
+        &base,
+        &token,
+        &format!("/v1/tasks/{address}/heartbeat"),
+        Some(json!({"lease_token": lease_token + 100})),
+    )
+    .await;
+    assert_eq!(
+        (status, refused["error"]["code"].as_str()),
+        (409, Some("stale_lease")),
+        "{refused}"
+    );
+
+    // Silence: the lease lapses within its length and a tick.
+    let silent_since = Instant::now();
+    loop {
+        let task = common::get_json(&base, &admin, &format!("/v1/tasks/{address}")).await;
+        if task["status"] != "in_progress" {
+            assert!(task["lease"].is_null(), "{task}");
+            break;
+        }
+        assert!(
+            silent_since.elapsed() < Duration::from_secs(10),
+            "the lease never lapsed: {task}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!audit_actions(&base, &admin, "task.lease_expired")
+        .await
+        .is_empty());
+    node.shutdown().await.unwrap();
+}
