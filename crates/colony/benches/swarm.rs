@@ -11,7 +11,11 @@
 //!
 //! `cargo bench -p colony --bench swarm` (N = 100, 300, 1000, 3000; 60 s each), or
 //! `-- quick` (N = 100, 1000; 20 s each), or `-- N SECONDS` for one size; `-- idle
-//! ...` before any of these: the agents only heartbeat (what an idle session costs).
+//! ...` before any of these: the agents only heartbeat (what an idle session costs);
+//! `-- clients K ...` before all: the agents run in K client processes (this binary,
+//! started again), so that the node's process holds only the node (its memory per
+//! agent is then the node's alone) and the agents' sockets count against the
+//! clients' file limits, not the node's.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -200,8 +204,9 @@ async fn agent(client: Client, figures: Arc<Figures>, until: Instant, idle: bool
     let _ = client.leave(session).await;
 }
 
-/// One size: the node's figures while `agents` work for `seconds`.
-async fn run(agents: usize, seconds: u64, idle: bool) -> bool {
+/// One size: the node's figures while `agents` work for `seconds`, driven from this
+/// process (`processes` 0) or from that many client processes.
+async fn run(agents: usize, seconds: u64, idle: bool, processes: usize) -> bool {
     let config = tempfile::tempdir().unwrap();
     let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/genesis");
     for file in ["governance.toml", "tasks.toml", "providers.toml"] {
@@ -229,7 +234,7 @@ async fn run(agents: usize, seconds: u64, idle: bool) -> bool {
     let admin = Client::with_http(&url, admin.trim(), http.clone()).unwrap();
     let rss_before = rss_kib();
     // The agents' principals.
-    let mut clients = Vec::with_capacity(agents);
+    let mut tokens = Vec::with_capacity(agents);
     for n in 0..agents {
         let created: serde_json::Value = http
             .post(format!("{url}/v1/principals"))
@@ -244,22 +249,31 @@ async fn run(agents: usize, seconds: u64, idle: bool) -> bool {
         let token = created["token"]
             .as_str()
             .unwrap_or_else(|| panic!("{created}"));
-        clients.push(Client::with_http(&url, token, http.clone()).unwrap());
+        tokens.push(token.to_string());
     }
     let figures = Arc::new(Figures::default());
     let started = Instant::now();
     let until = started + Duration::from_secs(seconds);
     let (commands_at_start, log_at_start) = (node.last_seq(), log_bytes(&data));
     let mut tasks = Vec::new();
+    let mut children = Vec::new();
     // Idle agents leave after the window closes, so that leaving is not measured.
     let leave_at = if idle { until + IDLE_SETTLE } else { until };
-    for client in clients {
-        tasks.push(tokio::spawn(agent(
-            client,
-            Arc::clone(&figures),
-            leave_at,
-            idle,
-        )));
+    if processes == 0 {
+        for token in &tokens {
+            let client = Client::with_http(&url, token, http.clone()).unwrap();
+            tasks.push(tokio::spawn(agent(
+                client,
+                Arc::clone(&figures),
+                leave_at,
+                idle,
+            )));
+        }
+    } else {
+        let leave_ms = unix_ms() + leave_at.duration_since(Instant::now()).as_millis() as u64;
+        for share in tokens.chunks(agents.div_ceil(processes)) {
+            children.push(spawn_clients(&url, share, leave_ms, idle));
+        }
     }
     // The poster: one task per agent per minute, spread evenly.
     let poster = {
@@ -312,6 +326,25 @@ async fn run(agents: usize, seconds: u64, idle: bool) -> bool {
     for task in tasks {
         let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
     }
+    for child in children {
+        let output = tokio::task::spawn_blocking(move || child.wait_with_output())
+            .await
+            .unwrap()
+            .unwrap();
+        match serde_json::from_slice::<ClientFigures>(&output.stdout) {
+            Ok(theirs) => theirs.merge_into(&figures),
+            Err(error) => figures.error(
+                "client process",
+                format!(
+                    "{error}: {}",
+                    String::from_utf8_lossy(&output.stderr)
+                        .lines()
+                        .last()
+                        .unwrap_or("")
+                ),
+            ),
+        }
+    }
     let (elapsed, commands, (commands_log, decision_log), log_at_start) = if idle {
         (
             (measured_until - measured_from.0).as_secs_f64(),
@@ -333,8 +366,13 @@ async fn run(agents: usize, seconds: u64, idle: bool) -> bool {
     let mut calls = figures.calls.lock().unwrap().clone();
     let claim_p99 = percentile(&mut claims, 0.99);
     let errors = figures.errors.load(Ordering::Relaxed);
+    let whose = if processes == 0 {
+        String::new()
+    } else {
+        format!(" (the node's alone: agents in {processes} client processes)")
+    };
     println!(
-        "{agents:>6} agents {elapsed:>5.0} s: {:>7.0} commands/s; logs per agent-hour: commands {:>9.0} B, decisions {:>9.0} B; RSS {:>6.1} KiB/agent; heartbeat p50/p99 {:.2}/{:.2} ms ({} beats); claim p50/p99 {:.2}/{claim_p99:.2} ms ({}); gateway p50/p99 {:.2}/{:.2} ms ({}); {} completed; {errors} errors",
+        "{agents:>6} agents {elapsed:>5.0} s: {:>7.0} commands/s; logs per agent-hour: commands {:>9.0} B, decisions {:>9.0} B; RSS {:>6.1} KiB/agent{whose}; heartbeat p50/p99 {:.2}/{:.2} ms ({} beats); claim p50/p99 {:.2}/{claim_p99:.2} ms ({}); gateway p50/p99 {:.2}/{:.2} ms ({}); {} completed; {errors} errors",
         commands as f64 / elapsed,
         (commands_log - log_at_start.0) as f64 / agent_hours,
         (decision_log - log_at_start.1) as f64 / agent_hours,
@@ -354,6 +392,93 @@ async fn run(agents: usize, seconds: u64, idle: bool) -> bool {
     }
     node.shutdown().await.unwrap();
     claim_p99 <= CLAIM_P99_BOUND_MS && errors == 0
+}
+
+/// What a client process measured, for the parent to add up.
+#[derive(serde::Serialize, serde::Deserialize, Default)]
+struct ClientFigures {
+    heartbeats: Vec<u64>,
+    claims: Vec<u64>,
+    calls: Vec<u64>,
+    errors: u64,
+    first_error: Option<String>,
+    completed: u64,
+}
+
+impl ClientFigures {
+    fn of(figures: &Figures) -> ClientFigures {
+        ClientFigures {
+            heartbeats: figures.heartbeats.lock().unwrap().clone(),
+            claims: figures.claims.lock().unwrap().clone(),
+            calls: figures.calls.lock().unwrap().clone(),
+            errors: figures.errors.load(Ordering::Relaxed),
+            first_error: figures.first_error.lock().unwrap().clone(),
+            completed: figures.completed.load(Ordering::Relaxed),
+        }
+    }
+
+    fn merge_into(self, figures: &Figures) {
+        figures.heartbeats.lock().unwrap().extend(self.heartbeats);
+        figures.claims.lock().unwrap().extend(self.claims);
+        figures.calls.lock().unwrap().extend(self.calls);
+        figures.errors.fetch_add(self.errors, Ordering::Relaxed);
+        if let Some(error) = self.first_error {
+            figures.first_error.lock().unwrap().get_or_insert(error);
+        }
+        figures
+            .completed
+            .fetch_add(self.completed, Ordering::Relaxed);
+    }
+}
+
+/// Starts a client process (this benchmark's binary, `swarm-client`) driving the
+/// agents whose tokens are `share` until `leave_ms` (Unix ms).
+fn spawn_clients(url: &str, share: &[String], leave_ms: u64, idle: bool) -> std::process::Child {
+    use std::io::Write;
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "swarm-client",
+            url,
+            &leave_ms.to_string(),
+            if idle { "idle" } else { "work" },
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(share.join("\n").as_bytes()).unwrap();
+    drop(stdin);
+    child
+}
+
+/// A client process: the agents of the tokens on stdin, until `leave_ms`; prints
+/// what they measured as JSON.
+fn client_process(url: &str, leave_ms: u64, idle: bool) {
+    let mut tokens = String::new();
+    std::io::Read::read_to_string(&mut std::io::stdin(), &mut tokens).unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let figures = Arc::new(Figures::default());
+    runtime.block_on(async {
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(4096)
+            .build()
+            .unwrap();
+        let until = Instant::now() + Duration::from_millis(leave_ms.saturating_sub(unix_ms()));
+        let mut tasks = Vec::new();
+        for token in tokens.lines().filter(|t| !t.is_empty()) {
+            let client = Client::with_http(url, token, http.clone()).unwrap();
+            tasks.push(tokio::spawn(agent(client, Arc::clone(&figures), until, idle)));
+        }
+        for task in tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
+        }
+    });
+    println!("{}", serde_json::to_string(&ClientFigures::of(&figures)).unwrap());
 }
 
 fn unix_ms() -> u64 {
@@ -424,6 +549,16 @@ fn main() {
         .skip(1)
         .filter(|a| a != "--bench")
         .collect();
+    if let [mode, url, leave_ms, kind] = &args[..] {
+        if mode == "swarm-client" {
+            client_process(url, leave_ms.parse().unwrap(), kind == "idle");
+            return;
+        }
+    }
+    let (processes, args) = match &args[..] {
+        [flag, count, rest @ ..] if flag == "clients" => (count.parse().unwrap(), rest),
+        rest => (0, rest),
+    };
     let idle = args.first().is_some_and(|a| a == "idle");
     let args = &args[usize::from(idle)..];
     let plan: Vec<(usize, u64)> = match args {
@@ -441,7 +576,7 @@ fn main() {
         println!("== a swarm on one embedded node: heartbeat every 2 s, a task a minute per agent, one LLM call and one publish per task ==");
     }
     for (agents, seconds) in plan {
-        let held = runtime.block_on(run(agents, seconds, idle));
+        let held = runtime.block_on(run(agents, seconds, idle, processes));
         if !held {
             println!(
                 "the first size that breaks a bound (p99 claim over {CLAIM_P99_BOUND_MS} ms, or an error): {agents} agents"
