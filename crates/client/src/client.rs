@@ -16,6 +16,10 @@ use crate::Error;
 
 /// Longest a call waits for its answer by default (an LLM call may take long).
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long an idle connection is kept for reuse: below the node's 30 s
+/// `header_timeout` (after which it closes an idle keep-alive connection), so that
+/// a call never goes out on a connection the node is closing.
+pub const IDLE_CONNECTION_KEPT: Duration = Duration::from_secs(20);
 
 /// A node, spoken to as one principal (the token's).
 #[derive(Clone)]
@@ -46,6 +50,7 @@ impl Client {
     pub fn new(url: &str, token: &str) -> Result<Client, Error> {
         let http = reqwest::Client::builder()
             .timeout(CALL_TIMEOUT)
+            .pool_idle_timeout(IDLE_CONNECTION_KEPT)
             .build()
             .map_err(|e| Error::Setup(format!("cannot build the HTTP client: {e}")))?;
         Client::with_http(url, token, http)

@@ -21,7 +21,7 @@ mod client;
 mod error;
 mod worker;
 
-pub use client::{Client, Held, CALL_TIMEOUT};
+pub use client::{Client, Held, CALL_TIMEOUT, IDLE_CONNECTION_KEPT};
 pub use colony_api as api;
 pub use error::Error;
 pub use worker::{run_worker, Outcome, Stop, Work, WorkerOptions, WorkerReport};

@@ -6,8 +6,8 @@
 //! each N it prints commands/s, the command and decision logs' bytes per agent-hour,
 //! resident memory per agent (the process holds the node and the agents' clients),
 //! and p50/p99 of heartbeats, claims and gateway calls; it stops growing N at the
-//! first that breaks a bound (p99 claim over 100 ms, or any error). Prints figures;
-//! asserts nothing.
+//! first that breaks a bound (p99 claim over 100 ms, or any error). Agents join
+//! evenly over one heartbeat interval (2 s). Prints figures; asserts nothing.
 //!
 //! `cargo bench -p colony --bench swarm` (N = 100, 300, 1000, 3000; 60 s each), or
 //! `-- quick` (N = 100, 1000; 20 s each), or `-- N SECONDS` for one size; `-- idle
@@ -103,7 +103,16 @@ fn dir_bytes(dir: &std::path::Path) -> u64 {
 
 /// One agent: a session, heartbeats, and tasks claimed, called for, announced and
 /// completed until `until`.
-async fn agent(client: Client, figures: Arc<Figures>, until: Instant, idle: bool) {
+async fn agent(
+    client: Client,
+    figures: Arc<Figures>,
+    until: Instant,
+    idle: bool,
+    start_after: Duration,
+) {
+    // Agents join over one heartbeat interval, as a swarm that starts does, rather
+    // than in the same millisecond.
+    tokio::time::sleep(start_after).await;
     let session = match client
         .register_worker(&RegisterRequest {
             capabilities: vec!["swarm".into()],
@@ -229,6 +238,7 @@ async fn run(agents: usize, seconds: u64, idle: bool, processes: usize) -> bool 
     let admin = std::fs::read_to_string(data.path().join("admin.token")).unwrap();
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(4096)
+        .pool_idle_timeout(colony_client::IDLE_CONNECTION_KEPT)
         .build()
         .unwrap();
     let admin = Client::with_http(&url, admin.trim(), http.clone()).unwrap();
@@ -260,13 +270,14 @@ async fn run(agents: usize, seconds: u64, idle: bool, processes: usize) -> bool 
     // Idle agents leave after the window closes, so that leaving is not measured.
     let leave_at = if idle { until + IDLE_SETTLE } else { until };
     if processes == 0 {
-        for token in &tokens {
+        for (index, token) in tokens.iter().enumerate() {
             let client = Client::with_http(&url, token, http.clone()).unwrap();
             tasks.push(tokio::spawn(agent(
                 client,
                 Arc::clone(&figures),
                 leave_at,
                 idle,
+                stagger(index, agents),
             )));
         }
     } else {
@@ -387,11 +398,31 @@ async fn run(agents: usize, seconds: u64, idle: bool, processes: usize) -> bool 
         calls.len(),
         figures.completed.load(Ordering::Relaxed),
     );
-    if let Some(first) = figures.first_error.lock().unwrap().as_ref() {
+    let first_error = figures.first_error.lock().unwrap().clone();
+    if let Some(first) = first_error {
         println!("       first error: {first}");
+        let metrics = http
+            .get(format!("{url}/metrics"))
+            .bearer_auth(admin_token(&data))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap_or_default();
+        let evicted = metrics
+            .lines()
+            .find_map(|line| line.strip_prefix("colony_http_connections_evicted_total "))
+            .unwrap_or("?");
+        println!("       connections the node closed to make room (unauthenticated or past its descriptors): {evicted}");
     }
     node.shutdown().await.unwrap();
     claim_p99 <= CLAIM_P99_BOUND_MS && errors == 0
+}
+
+/// When the `index`-th of `count` agents starts: evenly over one heartbeat interval.
+fn stagger(index: usize, count: usize) -> Duration {
+    HEARTBEAT_EVERY.mul_f64(index as f64 / count.max(1) as f64)
 }
 
 /// What a client process measured, for the parent to add up.
@@ -466,19 +497,31 @@ fn client_process(url: &str, leave_ms: u64, idle: bool) {
     runtime.block_on(async {
         let http = reqwest::Client::builder()
             .pool_max_idle_per_host(4096)
+            .pool_idle_timeout(colony_client::IDLE_CONNECTION_KEPT)
             .build()
             .unwrap();
         let until = Instant::now() + Duration::from_millis(leave_ms.saturating_sub(unix_ms()));
         let mut tasks = Vec::new();
-        for token in tokens.lines().filter(|t| !t.is_empty()) {
+        let tokens: Vec<&str> = tokens.lines().filter(|t| !t.is_empty()).collect();
+        for (index, token) in tokens.iter().enumerate() {
             let client = Client::with_http(url, token, http.clone()).unwrap();
-            tasks.push(tokio::spawn(agent(client, Arc::clone(&figures), until, idle)));
+            let start_after = stagger(index, tokens.len());
+            tasks.push(tokio::spawn(agent(
+                client,
+                Arc::clone(&figures),
+                until,
+                idle,
+                start_after,
+            )));
         }
         for task in tasks {
             let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
         }
     });
-    println!("{}", serde_json::to_string(&ClientFigures::of(&figures)).unwrap());
+    println!(
+        "{}",
+        serde_json::to_string(&ClientFigures::of(&figures)).unwrap()
+    );
 }
 
 fn unix_ms() -> u64 {
