@@ -125,8 +125,41 @@ impl TaskArchive {
         Ok(found)
     }
 
+    /// The archived task at `address` and its direct subtasks (each, like the task,
+    /// the last copy written), reading one line at a time: what a task's view needs,
+    /// in memory bounded by one task and its children, whatever the tree's size.
+    pub fn get_with_children(&self, address: &str) -> Result<Option<(Task, Vec<Task>)>, Error> {
+        let below = format!("{address}.");
+        let direct = |candidate: &str| {
+            candidate
+                .strip_prefix(&below)
+                .is_some_and(|rest| !rest.is_empty() && !rest.contains('.'))
+        };
+        let mut found = None;
+        let mut children = std::collections::BTreeMap::new();
+        self.scan(
+            address,
+            |candidate| candidate == address || direct(candidate),
+            |mut task| {
+                if task.address == address {
+                    found = Some(task);
+                } else {
+                    // A child is shown by its address, title and status only.
+                    task.description.clear();
+                    task.checkpoint = None;
+                    task.result = None;
+                    task.history.clear();
+                    task.attempts.clear();
+                    children.insert(task.address.clone(), task);
+                }
+            },
+        )?;
+        Ok(found.map(|task| (task, children.into_values().collect())))
+    }
+
     /// Every archived task of the tree under `root` (itself included), in address
-    /// order.
+    /// order: all in memory at once (up to 10 000 tasks of up to ~200 KB each), so for
+    /// tools, not for serving requests ([`TaskArchive::get_with_children`] is).
     pub fn tree(&self, root: &str) -> Result<Vec<Task>, Error> {
         let below = format!("{root}.");
         let mut tasks = std::collections::BTreeMap::new();

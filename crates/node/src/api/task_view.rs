@@ -26,24 +26,18 @@ pub(crate) async fn view_now(
     address: &str,
     full: bool,
 ) -> Result<TaskView, ApiError> {
-    let seq = {
-        let state = app.shared.state.read().expect("state lock");
-        if let Some(task) = state.task(address) {
-            return Ok(task_view(&state, task, full));
-        }
-        if !state.may_be_archived(address) {
-            return Err(no_task(address));
-        }
-        state.last_seq
+    let seq = match archived_since(app, address, |state, task| task_view(state, task, full))? {
+        Lookup::Live(view) => return Ok(view),
+        Lookup::Archived(seq) => seq,
     };
-    let tree = archived_tree(app, address, seq).await?;
-    let task = tree
-        .iter()
-        .find(|task| task.address == address)
-        .ok_or_else(|| no_task(address))?;
+    let (task, children) = read_archive(app, address, seq, |archive, address| {
+        archive.get_with_children(address)
+    })
+    .await?
+    .ok_or_else(|| no_task(address))?;
     let state = app.shared.state.read().expect("state lock");
-    let mut view = view_with(&state, task, full, |child| {
-        tree.iter().find(|task| task.address == child)
+    let mut view = view_with(&state, &task, full, |child| {
+        children.iter().find(|task| task.address == child)
     });
     view.archived = true;
     Ok(view)
@@ -51,32 +45,51 @@ pub(crate) async fn view_now(
 
 /// The task at `address`, owned, live or archived (`true`); `404` when there is none.
 pub(crate) async fn task_now(app: &AppState, address: &str) -> Result<(Task, bool), ApiError> {
-    let seq = {
-        let state = app.shared.state.read().expect("state lock");
-        if let Some(task) = state.task(address) {
-            return Ok((task.clone(), false));
-        }
-        if !state.may_be_archived(address) {
-            return Err(no_task(address));
-        }
-        state.last_seq
+    let seq = match archived_since(app, address, |_, task| task.clone())? {
+        Lookup::Live(task) => return Ok((task, false)),
+        Lookup::Archived(seq) => seq,
     };
-    archived_tree(app, address, seq)
+    read_archive(app, address, seq, |archive, address| archive.get(address))
         .await?
-        .into_iter()
-        .find(|task| task.address == address)
         .map(|task| (task, true))
         .ok_or_else(|| no_task(address))
 }
 
-/// The archived task at `address` and its subtasks. A tree leaves the state when
-/// its retirement is decided and reaches the archive before that command is
-/// durable: the read waits for the commands decided before it looked.
-async fn archived_tree(app: &AppState, address: &str, seq: u64) -> Result<Vec<Task>, ApiError> {
+/// A lookup in the state: what `live` made of the task, or the last command decided
+/// when the task may be in the archive.
+enum Lookup<T> {
+    Live(T),
+    Archived(u64),
+}
+
+fn archived_since<T>(
+    app: &AppState,
+    address: &str,
+    live: impl FnOnce(&colony_kernel::State, &Task) -> T,
+) -> Result<Lookup<T>, ApiError> {
+    let state = app.shared.state.read().expect("state lock");
+    if let Some(task) = state.task(address) {
+        return Ok(Lookup::Live(live(&state, task)));
+    }
+    if !state.may_be_archived(address) {
+        return Err(no_task(address));
+    }
+    Ok(Lookup::Archived(state.last_seq))
+}
+
+/// Reads the archive off the runtime's threads. A tree leaves the state when its
+/// retirement is decided and reaches the archive before that command is durable:
+/// the read waits for the commands decided before it looked.
+async fn read_archive<T: Send + 'static>(
+    app: &AppState,
+    address: &str,
+    seq: u64,
+    read: impl FnOnce(&colony_log::TaskArchive, &str) -> Result<T, colony_log::Error> + Send + 'static,
+) -> Result<T, ApiError> {
     app.shared.submitter.synced_through(seq).await;
     let archive = app.shared.archive.clone();
     let address = address.to_string();
-    tokio::task::spawn_blocking(move || archive.tree(&address))
+    tokio::task::spawn_blocking(move || read(&archive, &address))
         .await
         .map_err(|_| ApiError::internal("the task archive's reader stopped"))?
         .map_err(|error| {
