@@ -44,6 +44,9 @@ const HEADERS: [&str; 8] = [
 
 fn show(task: &TaskView) {
     println!("{}  {}  [{}]", task.address, task.title, task.status);
+    if task.archived {
+        println!("  archived: its tree left the board by the retention rule (retention.toml)");
+    }
     println!(
         "  priority {} (effective {}), needs [{}], attempts failed {}/{}",
         task.priority.as_str(),

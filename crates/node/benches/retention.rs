@@ -48,6 +48,13 @@ fn main() {
         for (name, rule) in [
             ("keep 10000, 7d", RetentionConfig::defaults()),
             (
+                "keep 1000, 7d",
+                RetentionConfig {
+                    keep_finished: 1_000,
+                    ..RetentionConfig::defaults()
+                },
+            ),
+            (
                 "none (keeps all)",
                 RetentionConfig {
                     keep_finished: u64::MAX,
