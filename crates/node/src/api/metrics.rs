@@ -181,6 +181,43 @@ pub async fn render(
         "Principals with standing, by kind.",
         &principals,
     );
+    let (tasks, archived): (Vec<(String, u64)>, u64) = {
+        use colony_kernel::tasks::TaskStatus;
+        let state = app.shared.state.read().expect("state lock");
+        let tasks = [
+            TaskStatus::Pending,
+            TaskStatus::Blocked,
+            TaskStatus::Claimed,
+            TaskStatus::InProgress,
+            TaskStatus::Completed,
+            TaskStatus::Failed,
+            TaskStatus::Dead,
+            TaskStatus::Cancelled,
+        ]
+        .into_iter()
+        .map(|status| {
+            (
+                format!("{{status=\"{}\"}}", status.as_str()),
+                state.task_count(status) as u64,
+            )
+        })
+        .collect();
+        (tasks, state.retired_tasks())
+    };
+    family(
+        &mut text,
+        "colony_tasks",
+        "gauge",
+        "Tasks in the live state, by status (finished ones until retention.toml retires them).",
+        &tasks,
+    );
+    family(
+        &mut text,
+        "colony_tasks_archived_total",
+        "counter",
+        "Finished tasks retired from the live state to the task archive.",
+        &[(String::new(), archived)],
+    );
     let decisions: Vec<(String, u64)> = DECISION_NAMES
         .iter()
         .zip(&metrics.decisions)

@@ -115,6 +115,12 @@ async fn finished_trees_leave_the_board_and_read_back_from_the_archive_after_a_r
     let (_, dashboard) = call(&base, &admin, Method::GET, "/v1/dashboard", json!(null)).await;
     assert_eq!(dashboard["tasks"]["completed"], 2, "{}", dashboard["tasks"]);
     assert_eq!(dashboard["tasks"]["archived"], 3);
+    let metrics = common::metrics(&base, &admin).await;
+    assert_eq!(common::figure(&metrics, "colony_tasks_archived_total"), 3);
+    assert!(
+        metrics.contains("colony_tasks{status=\"completed\"} 2"),
+        "{metrics}"
+    );
 
     let check_archived = |base: String, admin: String, root: String| async move {
         let (status, task) = call(
