@@ -21,7 +21,9 @@ use crate::Error;
 pub struct WorkerOptions {
     /// The capabilities tasks are matched against.
     pub capabilities: Vec<String>,
-    /// How long to wait before claiming again when nothing was claimable.
+    /// How long to wait before claiming again when nothing was claimable, on
+    /// average: each session waits between half and one and a half of it (a share
+    /// fixed by its id), so that a swarm started together does not poll together.
     pub idle_pause: Duration,
     /// Stop after this many tasks (`None`: until stopped).
     pub max_tasks: Option<u64>,
@@ -190,7 +192,7 @@ where
             justification: Some("a colony-client worker takes work".into()),
         };
         let Some(claimed) = client.claim(&claim).await? else {
-            tokio::time::sleep(options.idle_pause).await;
+            tokio::time::sleep(spread(options.idle_pause, worker)).await;
             continue;
         };
         let held = Held {
@@ -240,4 +242,36 @@ where
         }
     }
     Ok(())
+}
+
+/// `pause` scaled by a factor between 0.5 and 1.5 that depends only on the session
+/// `worker`: sessions' polls drift apart instead of arriving at once.
+fn spread(pause: Duration, worker: u64) -> Duration {
+    // Fibonacci hashing spreads consecutive ids over the whole range.
+    let share = worker.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 54; // 0..1024
+    pause.mul_f64(0.5 + share as f64 / 1024.0)
+}
+
+#[cfg(test)]
+mod spread_tests {
+    use super::*;
+
+    #[test]
+    fn pauses_stay_within_half_and_one_and_a_half_and_differ_between_sessions() {
+        let pause = Duration::from_secs(2);
+        let pauses: Vec<Duration> = (1..=100).map(|worker| spread(pause, worker)).collect();
+        assert!(pauses
+            .iter()
+            .all(|p| *p >= pause / 2 && *p < pause.mul_f64(1.5)));
+        let distinct: std::collections::BTreeSet<_> = pauses.iter().collect();
+        assert!(
+            distinct.len() > 90,
+            "consecutive sessions pause differently"
+        );
+        assert_eq!(
+            spread(pause, 7),
+            spread(pause, 7),
+            "the same session, the same pause"
+        );
+    }
 }
