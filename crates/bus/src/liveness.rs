@@ -237,17 +237,7 @@ impl Liveness {
                 let body = CommandBody::RenewWorkers {
                     heard: chunk.to_vec(),
                 };
-                if let Err(error) = submitter
-                    .submit_until_decided(
-                        PrincipalId::SYSTEM,
-                        justification,
-                        body,
-                        Answered::WhenDecided,
-                    )
-                    .await
-                {
-                    tracing::warn!("worker renewals not recorded: {error}");
-                }
+                renew(&submitter, justification, body, "worker renewals").await;
             }
             for chunk in round.leases.chunks(RENEW_LEASES_MAX) {
                 let justification = format!(
@@ -257,17 +247,7 @@ impl Liveness {
                 let body = CommandBody::RenewLeases {
                     heard: chunk.to_vec(),
                 };
-                if let Err(error) = submitter
-                    .submit_until_decided(
-                        PrincipalId::SYSTEM,
-                        justification,
-                        body,
-                        Answered::WhenDecided,
-                    )
-                    .await
-                {
-                    tracing::warn!("lease renewals not recorded: {error}");
-                }
+                renew(&submitter, justification, body, "lease renewals").await;
             }
             for (worker, last_heard_ms) in round.lost {
                 let justification = format!(
@@ -285,5 +265,21 @@ impl Liveness {
                 ));
             }
         }
+    }
+}
+
+/// Logs one batched renewal, waiting until it is decided; a failure is logged (the
+/// next round renews again).
+async fn renew(submitter: &Submitter, justification: String, body: CommandBody, what: &str) {
+    if let Err(error) = submitter
+        .submit_until_decided(
+            PrincipalId::SYSTEM,
+            justification,
+            body,
+            Answered::WhenDecided,
+        )
+        .await
+    {
+        tracing::warn!("{what} not recorded: {error}");
     }
 }

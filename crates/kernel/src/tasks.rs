@@ -121,19 +121,22 @@ impl TaskStatus {
         }
     }
 
+    /// Every status, in the board's order.
+    pub const ALL: [TaskStatus; 8] = [
+        TaskStatus::Pending,
+        TaskStatus::Blocked,
+        TaskStatus::Claimed,
+        TaskStatus::InProgress,
+        TaskStatus::Completed,
+        TaskStatus::Failed,
+        TaskStatus::Dead,
+        TaskStatus::Cancelled,
+    ];
+
     pub fn parse(text: &str) -> Option<TaskStatus> {
-        [
-            TaskStatus::Pending,
-            TaskStatus::Blocked,
-            TaskStatus::Claimed,
-            TaskStatus::InProgress,
-            TaskStatus::Completed,
-            TaskStatus::Failed,
-            TaskStatus::Dead,
-            TaskStatus::Cancelled,
-        ]
-        .into_iter()
-        .find(|status| status.as_str() == text)
+        TaskStatus::ALL
+            .into_iter()
+            .find(|status| status.as_str() == text)
     }
 
     /// Still counts toward `task_queue_depth`.

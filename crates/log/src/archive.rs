@@ -157,22 +157,6 @@ impl TaskArchive {
         Ok(found.map(|task| (task, children.into_values().collect())))
     }
 
-    /// Every archived task of the tree under `root` (itself included), in address
-    /// order: all in memory at once (up to 10 000 tasks of up to ~200 KB each), so for
-    /// tools, not for serving requests ([`TaskArchive::get_with_children`] is).
-    pub fn tree(&self, root: &str) -> Result<Vec<Task>, Error> {
-        let below = format!("{root}.");
-        let mut tasks = std::collections::BTreeMap::new();
-        self.scan(
-            root,
-            |address| address == root || address.starts_with(&below),
-            |task| {
-                tasks.insert(task.address.clone(), task);
-            },
-        )?;
-        Ok(tasks.into_values().collect())
-    }
-
     /// Reads the shard of `address`, handing every task whose address `wanted` to
     /// `found`, oldest first (a later copy replaces an earlier one). A line that does
     /// not parse (a torn tail after a crash) is skipped.
@@ -263,17 +247,18 @@ mod tests {
             archive.get("0.7.1.01001").unwrap().unwrap().title,
             "next shard"
         );
-        let tree: Vec<String> = archive
-            .tree("0.7.1.00001")
-            .unwrap()
-            .into_iter()
-            .map(|t| t.address)
-            .collect();
+        archive
+            .write(&[task("0.7.1.00001.1.4", "grandchild")])
+            .unwrap();
+        let (root, children) = archive.get_with_children("0.7.1.00001").unwrap().unwrap();
+        assert_eq!(root.title, "root");
+        let children: Vec<&str> = children.iter().map(|t| t.address.as_str()).collect();
         assert_eq!(
-            tree,
-            vec!["0.7.1.00001", "0.7.1.00001.1"],
-            "not 0.7.1.00010"
+            children,
+            vec!["0.7.1.00001.1"],
+            "direct subtasks only: not 0.7.1.00010, not the grandchild"
         );
+        assert_eq!(archive.get_with_children("0.7.1.00002").unwrap(), None);
         // A replay writes a tree again: the last copy is read.
         archive.write(&[task("0.7.1.00001", "root again")]).unwrap();
         assert_eq!(

@@ -462,15 +462,20 @@ fn check_starts_by(log: &SegmentLog, first_kept: u64, dir: &Path) -> Result<(), 
 /// every stored decision record, byte for byte. Returns the number of records.
 pub fn verify_replay(dir: &Path) -> Result<u64, Error> {
     check_format(dir, false)?;
+    let pruned = |what: String| {
+        Error::Mismatch(format!(
+            "the {what} (retention.toml [logs]): a replay needs every command and record from the first. Verify the chain without --replay (it starts at the signed cut), or run this on a copy with the archived segments (archive/logs/) back in place"
+        ))
+    };
     if let Some(cut) = crate::prune::audit_cut(dir)? {
-        return Err(Error::Mismatch(format!(
-            "the decision log was pruned before record {} (retention.toml [logs]): a replay compares every record from the first. Verify the chain without --replay (it starts at the signed cut), or run this on a copy with the archived segments (archive/logs/) back in place",
+        return Err(pruned(format!(
+            "decision log was pruned before record {}",
             cut.seq + 1
         )));
     }
     if let Some(cut) = crate::prune::commands_cut(dir)? {
-        return Err(Error::Mismatch(format!(
-            "the command log was pruned before command {} (retention.toml [logs]): a replay needs every command from the first. Verify the chain without --replay (it starts at the signed cut), or run this on a copy with the archived segments (archive/logs/) back in place",
+        return Err(pruned(format!(
+            "command log was pruned before command {}",
             cut.first_kept
         )));
     }

@@ -184,24 +184,15 @@ pub async fn render(
     let (tasks, archived): (Vec<(String, u64)>, u64) = {
         use colony_kernel::tasks::TaskStatus;
         let state = app.shared.state.read().expect("state lock");
-        let tasks = [
-            TaskStatus::Pending,
-            TaskStatus::Blocked,
-            TaskStatus::Claimed,
-            TaskStatus::InProgress,
-            TaskStatus::Completed,
-            TaskStatus::Failed,
-            TaskStatus::Dead,
-            TaskStatus::Cancelled,
-        ]
-        .into_iter()
-        .map(|status| {
-            (
-                format!("{{status=\"{}\"}}", status.as_str()),
-                state.task_count(status) as u64,
-            )
-        })
-        .collect();
+        let tasks = TaskStatus::ALL
+            .into_iter()
+            .map(|status| {
+                (
+                    format!("{{status=\"{}\"}}", status.as_str()),
+                    state.task_count(status) as u64,
+                )
+            })
+            .collect();
         (tasks, state.retired_tasks())
     };
     family(
