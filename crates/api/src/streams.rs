@@ -122,3 +122,29 @@ pub struct StreamMessages {
     /// Where the next read starts.
     pub next_seq: u64,
 }
+
+/// `GET /v1/inbox`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InboxQuery {
+    /// The first sequence number to read (1 by default): the `next_seq` of the
+    /// previous read, to read only what is new.
+    pub from_seq: Option<u64>,
+    /// 1 to 1000 (100 by default).
+    pub limit: Option<usize>,
+}
+
+/// Messages sent to the caller's inbox (`agents.<address>.inbox` and below), oldest
+/// first, each as stored (`seq`, `subject`, `data`, `from`, `at_ms`, `reply_to`...).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct InboxPage {
+    /// Where others send to the caller: `agents.<address>.inbox`.
+    pub subject: String,
+    #[schema(value_type = Vec<Object>)]
+    pub messages: Vec<serde_json::Value>,
+    /// Where the next read starts.
+    pub next_seq: u64,
+    /// The inbox stream's newest sequence number (`next_seq` past it: read
+    /// everything).
+    pub last_seq: u64,
+}

@@ -152,12 +152,14 @@ impl Client {
 
     /// A POST of `body` as it is, with extra headers: the status, the content type
     /// and the text answered, whatever the status (the MCP bridge reads them all).
-    pub async fn post_raw(
+    /// POSTs `body` to `path` with extra headers; the response as it comes (its
+    /// status, headers and body stream are the caller's to read).
+    pub async fn post_streaming(
         &self,
         path: &str,
         body: String,
         headers: &[(&str, String)],
-    ) -> anyhow::Result<(u16, String, String)> {
+    ) -> anyhow::Result<reqwest::Response> {
         let mut request = self
             .http
             .post(format!("{}{path}", self.base))
@@ -169,22 +171,10 @@ impl Client {
         for (name, value) in headers {
             request = request.header(*name, value);
         }
-        let response = request
+        request
             .send()
             .await
-            .with_context(|| format!("cannot reach the node at {}", self.base))?;
-        let status = response.status().as_u16();
-        let content_type = response
-            .headers()
-            .get(reqwest::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_string();
-        let text = response
-            .text()
-            .await
-            .context("the node's answer broke off")?;
-        Ok((status, content_type, text))
+            .with_context(|| format!("cannot reach the node at {}", self.base))
     }
 
     pub async fn delete(&self, path: &str) -> anyhow::Result<Value> {

@@ -169,11 +169,13 @@ pub(crate) struct DecisionFanout {
     pub(crate) artifacts: colony_artifacts::Runtime,
     /// Tool calls waiting for a person's approval.
     pub(crate) approvals: Arc<crate::mcp::upstream::Approvals>,
+    /// MCP clients listening for tasks' changes.
+    pub(crate) task_watches: Arc<crate::mcp::listen::TaskWatches>,
 }
 
 impl colony_pipeline::sequencer::DecisionSink for DecisionFanout {
     fn wants_decisions(&self) -> bool {
-        self.bus.wants_decisions() || self.approvals.any_waiting()
+        self.bus.wants_decisions() || self.approvals.any_waiting() || self.task_watches.any()
     }
 
     fn wants_offers(&self) -> bool {
@@ -195,6 +197,9 @@ impl colony_pipeline::sequencer::DecisionSink for DecisionFanout {
         self.bus.decided(command, events);
         if self.approvals.any_waiting() {
             self.approvals.decided(events);
+        }
+        if self.task_watches.any() {
+            self.task_watches.decided(events);
         }
     }
 }

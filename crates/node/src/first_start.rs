@@ -1,6 +1,6 @@
 //! A node's first start: genesis (read from the configuration directory, logged
 //! with the admin's token written first), then what the admin does once: the durable
-//! stream that keeps proximity alerts, and the kick artifacts of `artifacts.toml`.
+//! streams that keep proximity alerts and agents' inboxes, and the kick artifacts of `artifacts.toml`.
 
 use std::path::{Path, PathBuf};
 
@@ -18,38 +18,77 @@ use crate::{NodeConfig, NodeError};
 /// consumer that was away reads what it missed.
 pub const ALERTS_STREAM: &str = "alerts";
 
-pub(crate) async fn define_alerts_stream(shared: &Shared) -> Result<(), NodeError> {
-    let config = &shared.bus.config;
-    let spec = colony_kernel::streams::StreamSpec {
-        name: ALERTS_STREAM.into(),
-        subjects: vec!["colony.alerts.>".into()],
-        max_age_ms: Some(30 * 86_400_000),
-        max_bytes: None,
-        max_msgs: Some(100_000),
-        ack_wait_ms: config.stream_ack_wait_ms,
-        max_deliver: config.stream_max_deliver,
+/// The durable bus stream that keeps every agent's inbox (`agents.<address>.inbox`,
+/// at every depth of address), defined by the admin at first start: an
+/// agent that holds no subscription (an MCP client) reads what was sent to it with
+/// `GET /v1/inbox` or the `inbox_read` tool.
+pub const INBOX_STREAM: &str = "inbox";
+
+/// The stream definitions a first start makes: the alerts and the inboxes.
+fn first_streams(
+    config: &colony_bus::BusConfig,
+) -> Vec<(colony_kernel::streams::StreamSpec, &'static str)> {
+    let spec = |name: &str, subjects: Vec<String>, max_msgs: u64, max_age_days: u64| {
+        colony_kernel::streams::StreamSpec {
+            name: name.into(),
+            subjects,
+            max_age_ms: Some(max_age_days * 86_400_000),
+            max_bytes: Some(INBOX_STREAM_BYTES_MAX),
+            max_msgs: Some(max_msgs),
+            ack_wait_ms: config.stream_ack_wait_ms,
+            max_deliver: config.stream_max_deliver,
+        }
     };
-    let failed = |message: String| NodeError::Io {
-        context: "defining the alerts stream".into(),
-        source: std::io::Error::other(message),
-    };
-    let outcome = shared
-        .submitter
-        .submit(
-            PrincipalId::ADMIN,
-            "first start: keep proximity alerts durably on the bus".into(),
-            CommandBody::DefineStream(Box::new(spec.clone())),
-        )
-        .await
-        .map_err(|error| failed(error.message))?;
-    if !outcome.primary.decision.is_allowed() {
-        return Err(failed(format!("{:?}", outcome.primary.reason)));
+    vec![
+        (
+            spec(ALERTS_STREAM, vec!["colony.alerts.>".into()], 100_000, 30),
+            "first start: keep proximity alerts durably on the bus",
+        ),
+        (
+            spec(INBOX_STREAM, inbox_subjects(), 100_000, 7),
+            "first start: keep every agent's inbox, so that an agent without a subscription (an MCP client) reads what was sent to it",
+        ),
+    ]
+}
+
+/// Most bytes of messages each first-start stream keeps (they are held in memory).
+pub const INBOX_STREAM_BYTES_MAX: u64 = 64 << 20;
+
+/// `agents.<address>.inbox` for every depth of address (2 parts and more) whose
+/// inbox subject fits in a subject's [`colony_kernel::subject::SUBJECT_TOKENS_MAX`]
+/// tokens. Not the subjects below an inbox (`agents.<address>.inbox.<id>`), where
+/// answers to a live request go: those stay as fast as any live message.
+pub fn inbox_subjects() -> Vec<String> {
+    (2..=colony_kernel::subject::SUBJECT_TOKENS_MAX - 2)
+        .map(|depth| format!("agents.{}.inbox", vec!["*"; depth].join(".")))
+        .collect()
+}
+
+pub(crate) async fn define_first_streams(shared: &Shared) -> Result<(), NodeError> {
+    for (spec, justification) in first_streams(&shared.bus.config) {
+        let name = spec.name.clone();
+        let failed = |message: String| NodeError::Io {
+            context: format!("defining the {name} stream"),
+            source: std::io::Error::other(message),
+        };
+        let outcome = shared
+            .submitter
+            .submit(
+                PrincipalId::ADMIN,
+                justification.into(),
+                CommandBody::DefineStream(Box::new(spec.clone())),
+            )
+            .await
+            .map_err(|error| failed(error.message))?;
+        if !outcome.primary.decision.is_allowed() {
+            return Err(failed(format!("{:?}", outcome.primary.reason)));
+        }
+        shared
+            .bus
+            .streams
+            .define(spec)
+            .map_err(|error| failed(error.to_string()))?;
     }
-    shared
-        .bus
-        .streams
-        .define(spec)
-        .map_err(|error| failed(error.to_string()))?;
     Ok(())
 }
 

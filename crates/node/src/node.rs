@@ -41,6 +41,8 @@ pub struct Node {
     sampler: tokio::task::JoinHandle<()>,
     /// Watches the figures for alerts.
     watcher: tokio::task::JoinHandle<()>,
+    /// Who listens over MCP for which task's changes (ended at shutdown).
+    task_watches: Arc<crate::mcp::listen::TaskWatches>,
     /// The upstream MCP servers it runs.
     upstreams: Arc<crate::mcp::upstream::Upstreams>,
     /// Signs the decision log's heads.
@@ -260,10 +262,12 @@ impl Node {
         // Before any connection (nobody can subscribe before), so no decision that
         // someone could hear of goes unpublished.
         let approvals: Arc<crate::mcp::upstream::Approvals> = Default::default();
+        let task_watches: Arc<crate::mcp::listen::TaskWatches> = Default::default();
         event_tap.connect(Arc::new(crate::artifacts::DecisionFanout {
             bus: Arc::clone(&bus),
             artifacts: artifacts.clone(),
             approvals: Arc::clone(&approvals),
+            task_watches: Arc::clone(&task_watches),
         }));
         let supervisor_status: crate::supervisor::SupervisorStatus = Default::default();
         let alerts_config =
@@ -338,11 +342,18 @@ impl Node {
                     source: std::io::Error::other(error),
                 })?;
         let router = crate::api::router(app.clone());
-        let router = crate::mcp::mount(app, router, tls.is_some(), Arc::clone(&upstreams))
-            .map_err(|error| crate::NodeError::Io {
-                context: "the MCP server's tools".into(),
-                source: std::io::Error::other(error),
-            })?;
+        let mcp_watches = Arc::clone(&task_watches);
+        let router = crate::mcp::mount(
+            app,
+            router,
+            tls.is_some(),
+            Arc::clone(&upstreams),
+            mcp_watches,
+        )
+        .map_err(|error| crate::NodeError::Io {
+            context: "the MCP server's tools".into(),
+            source: std::io::Error::other(error),
+        })?;
         let (stop_server, stopped) = tokio::sync::watch::channel(false);
         let server = tokio::spawn(crate::listener::serve(
             listener,
@@ -352,7 +363,7 @@ impl Node {
             stopped,
         ));
         if first_start {
-            crate::first_start::define_alerts_stream(&shared).await?;
+            crate::first_start::define_first_streams(&shared).await?;
             crate::first_start::deploy_kick_artifacts(&artifacts, &artifacts_setup.kick).await?;
         }
         let reconciler = artifacts.spawn_reconciler();
@@ -406,6 +417,7 @@ impl Node {
             sampler,
             watcher,
             upstreams,
+            task_watches,
             signer,
             telemetry,
             liveness,
@@ -499,6 +511,7 @@ impl Node {
         self.sampler.abort();
         self.watcher.abort();
         self.upstreams.stop().await;
+        self.task_watches.close();
         self.signer.abort();
         self.shared.artifacts.shutdown().await;
         self.shared.bus.close_all();

@@ -1,8 +1,10 @@
 //! Issue 28: the official MCP Python SDK (`mcp` from PyPI) as a client of a running
 //! node, over Streamable HTTP on each protocol revision and over stdio through
-//! `colony mcp` (tests/python/mcp_client.py): it lists the tools, claims a posted
-//! task, checkpoints and completes it; a token without the `tasks` scope sees no
-//! write tool and is refused naming it; every call is in the decision log.
+//! `colony mcp` (tests/python/mcp_client.py): it lists the tools and resources,
+//! claims a posted task, checkpoints and completes it while another session listens
+//! to the task's resource and hears each change, reads its inbox; a token without
+//! the `tasks` scope sees no write tool and is refused naming it; every call is in
+//! the decision log.
 
 use serde_json::{json, Value};
 
@@ -82,6 +84,7 @@ fn the_official_mcp_sdk_works_the_board_over_http_and_stdio() {
                 reader,
                 COLONY.to_string(),
                 task.clone(),
+                address.clone(),
             ],
         ));
     // The decision log has the calls, marked as made over MCP.

@@ -19,7 +19,7 @@ use crate::ApiError;
 pub const STREAM_READ_MAX: usize = 1_000;
 
 /// Whether the token's bus scope reaches `pattern` (a subject is a pattern too).
-fn token_reaches(caller: &Caller, pattern: &str) -> Result<(), ApiError> {
+pub(crate) fn token_reaches(caller: &Caller, pattern: &str) -> Result<(), ApiError> {
     match crate::scope::bus_subjects(&caller.scopes) {
         None => Ok(()),
         Some(allowed)

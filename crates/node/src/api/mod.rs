@@ -16,6 +16,7 @@ mod gateway;
 mod governance;
 mod grants;
 mod hypernet_tasks;
+mod inbox;
 mod ledger;
 mod limits;
 mod metrics;

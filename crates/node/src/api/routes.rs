@@ -15,8 +15,8 @@ use utoipa_axum::routes;
 
 use super::{
     alerts, artifacts, audit, bus, bus_http, cluster, dashboard, gateway, governance, grants,
-    hypernet_tasks, ledger, limits, metrics, openapi, principals, reports, tasks, tokens, workers,
-    AppState,
+    hypernet_tasks, inbox, ledger, limits, metrics, openapi, principals, reports, tasks, tokens,
+    workers, AppState,
 };
 
 /// Which middleware a route is served under.
@@ -207,6 +207,7 @@ pub(crate) fn entries() -> Vec<Entry> {
         documented(routes!(bus::upgrade), Some("bus"), Gated, Small),
         documented(routes!(bus_http::publish), Some("bus"), Gated, Small),
         documented(routes!(bus_http::read), Some("bus"), Gated, Small),
+        documented(routes!(inbox::read), Some("bus"), Gated, Small),
         documented(routes!(artifacts::deploy), Some("spawn"), Gated, Artifact),
         documented(routes!(artifacts::list), Some("read"), Gated, Small),
         documented(routes!(artifacts::one), Some("read"), Gated, Small),

@@ -9,6 +9,9 @@
 //! another origin is refused (`403`), so that no page can make a visitor's MCP client
 //! act. Each tool then needs the scope its route needs.
 
+pub mod listen;
+mod progress;
+mod resources;
 mod schema;
 mod server;
 mod tools;
@@ -39,6 +42,7 @@ pub fn mount(
     router: axum::Router,
     tls: bool,
     upstreams: Arc<upstream::Upstreams>,
+    watches: Arc<listen::TaskWatches>,
 ) -> Result<axum::Router, String> {
     let tools = Arc::new(server::build()?);
     let handler = server::ColonyMcp {
@@ -46,6 +50,7 @@ pub fn mount(
         router: router.clone(),
         tools,
         upstreams,
+        watches,
     };
     // Hosts and origins are checked by `gate` (any host may name a node; a page of
     // another origin may not call it).

@@ -7,11 +7,12 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::http::{header, HeaderValue, Method, Request};
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
-    ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
-    ToolAnnotations,
+    CacheScope, CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock,
+    Implementation, ListResourceTemplatesResult, ListResourcesResult, ListToolsResult,
+    PaginatedRequestParams, ReadResourceRequestParams, ReadResourceResponse, ServerCapabilities,
+    ServerConfig, SubscribeRequestParams, SubscriptionFilter, Tool, ToolAnnotations,
 };
-use rmcp::service::RequestContext;
+use rmcp::service::{RequestContext, SubscriptionContext};
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
 use serde_json::{Map, Value};
 use tower::ServiceExt;
@@ -81,11 +82,16 @@ pub(crate) struct ColonyMcp {
     pub(crate) tools: Arc<Vec<Built>>,
     /// Other MCP servers' tools, governed (`mcp.toml`).
     pub(crate) upstreams: Arc<super::upstream::Upstreams>,
+    /// Who listens for which task's changes.
+    pub(crate) watches: Arc<super::listen::TaskWatches>,
 }
 
 impl ColonyMcp {
     /// The caller, by the token its HTTP request to `/mcp` presented.
-    fn caller(&self, context: &RequestContext<RoleServer>) -> Result<(Caller, String), McpError> {
+    pub(crate) fn caller(
+        &self,
+        context: &RequestContext<RoleServer>,
+    ) -> Result<(Caller, String), McpError> {
         let token = context
             .extensions
             .get::<axum::http::request::Parts>()
@@ -173,6 +179,58 @@ impl ColonyMcp {
     }
 }
 
+impl ColonyMcp {
+    /// Sends `http` through the node's router; its status and JSON answer.
+    pub(crate) async fn answer(
+        &self,
+        http: Request<Body>,
+    ) -> Result<(axum::http::StatusCode, Value), String> {
+        let response = match self.router.clone().oneshot(http).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        };
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), TOOL_ANSWER_BYTES_MAX)
+            .await
+            .map_err(|error| format!("reading the answer: {error}"))?;
+        let answer: Value = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
+        };
+        Ok((status, answer))
+    }
+
+    /// A `GET` of `uri` (path and query) with the caller's token.
+    pub(crate) fn get(token: &str, uri: &str) -> Result<Request<Body>, String> {
+        let mut request = Request::builder()
+            .method(Method::GET)
+            .uri(uri)
+            .body(Body::empty())
+            .map_err(|error| error.to_string())?;
+        let bearer = HeaderValue::from_str(&format!("Bearer {token}"))
+            .map_err(|_| "the token is not a header value".to_string())?;
+        request.headers_mut().insert(header::AUTHORIZATION, bearer);
+        Ok(request)
+    }
+
+    /// Whether `caller`'s token may `GET` `path` (the route's scope).
+    pub(crate) fn may_read(caller: &Caller, path: &str) -> bool {
+        let path = path.split('?').next().unwrap_or(path);
+        let route = crate::api::routes::find(&Method::GET, path).or_else(|| {
+            crate::api::routes::table()
+                .iter()
+                .find(|r| r.method == Method::GET && crate::api::routes::serves(&r.path, path))
+        });
+        route.is_some_and(|route| {
+            route
+                .scope
+                .is_none_or(|need| crate::scope::allows(&caller.scopes, need, &route.path, None))
+        })
+    }
+}
+
 /// Percent-encodes one path segment or query value.
 fn encode(text: &str) -> String {
     colony_api::percent_encode(text)
@@ -180,12 +238,19 @@ fn encode(text: &str) -> String {
 
 impl ServerHandler for ColonyMcp {
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+        let capabilities = ServerCapabilities::builder()
+            .enable_tools()
+            .enable_resources()
+            .enable_resources_subscribe()
+            .build();
+        ServerConfig::new(capabilities)
             .with_server_info(Implementation::new("colony", env!("CARGO_PKG_VERSION")))
             .with_instructions(
                 "Colony: a runtime for swarms of AI agents. Take work with task_claim and \
                  finish it with task_complete (heartbeat or checkpoint while you work); post \
-                 work with task_post; see your budget with ledger_me. Every call is checked \
+                 work with task_post; see your budget with ledger_me; read messages sent to you with \
+                 inbox_read. Resources: colony://limits, colony://ledger/me, colony://audit and \
+                 colony://tasks/{address} (subscribe with subscriptions/listen). Every call is checked \
                  against your token's scopes, the colony's limits and your quotas, and \
                  recorded with the justification you give.",
             )
@@ -204,7 +269,59 @@ impl ServerHandler for ColonyMcp {
             .map(|built| built.tool.clone())
             .collect();
         tools.extend(self.upstreams.list(&caller));
-        Ok(ListToolsResult::with_all_items(tools))
+        // Filtered by the caller: no one else's cache may serve it.
+        Ok(ListToolsResult::with_all_items(tools).with_cache_scope(CacheScope::Private))
+    }
+
+    async fn list_resources(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, McpError> {
+        self.list_resources_for(&context)
+    }
+
+    async fn list_resource_templates(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ListResourceTemplatesResult, McpError> {
+        self.list_templates_for(&context)
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, McpError> {
+        self.read_for(request.uri, &context).await.map(Into::into)
+    }
+
+    fn accepted_subscription_filter(
+        &self,
+        requested: &SubscriptionFilter,
+    ) -> Option<SubscriptionFilter> {
+        Some(super::listen::accepted(requested))
+    }
+
+    async fn listen(&self, context: SubscriptionContext) -> Result<(), McpError> {
+        self.serve_listen(context).await
+    }
+
+    #[allow(deprecated)]
+    async fn subscribe(
+        &self,
+        request: SubscribeRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        Err(McpError::invalid_request(
+            format!(
+                "{}: this server keeps no sessions, so it cannot hold a subscription between \
+                 requests: negotiate protocol 2026-07-28 and use subscriptions/listen",
+                request.uri
+            ),
+            None,
+        ))
     }
 
     async fn call_tool(
@@ -216,9 +333,10 @@ impl ServerHandler for ColonyMcp {
         let Some(built) = self.tools.iter().find(|b| b.spec.name == request.name) else {
             if self.upstreams.serves(&request.name) {
                 let arguments = request.arguments.unwrap_or_default();
+                let progress = crate::mcp::progress::Progress::of(&context);
                 return Ok(self
                     .upstreams
-                    .call(&self.app, &caller, &request.name, arguments)
+                    .call(&self.app, &caller, &request.name, arguments, progress)
                     .await);
             }
             return Err(McpError::invalid_params(
@@ -231,20 +349,9 @@ impl ServerHandler for ColonyMcp {
             Ok(http) => http,
             Err(message) => return Ok(tool_error(&format!("{}: {message}", built.spec.name))),
         };
-        let response = match self.router.clone().oneshot(http).await {
-            Ok(response) => response,
-            Err(never) => match never {},
-        };
-        let status = response.status();
-        let bytes = match axum::body::to_bytes(response.into_body(), TOOL_ANSWER_BYTES_MAX).await {
-            Ok(bytes) => bytes,
-            Err(error) => return Ok(tool_error(&format!("reading the answer: {error}"))),
-        };
-        let answer: Value = if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes)
-                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
+        let (status, answer) = match self.answer(http).await {
+            Ok(answered) => answered,
+            Err(error) => return Ok(tool_error(&error)),
         };
         if !status.is_success() {
             // A refusal says which scope, limit or quota, and how to get more.

@@ -84,6 +84,8 @@ pub(crate) const TOOLS: &[ToolSpec] = &[
     },
     write("bus_publish", "Publish on the bus", "/v1/bus/publish",
         "Publish one message (`data`: any JSON) on a bus subject such as `work.review` for the agents subscribed to it; a durable stream capturing the subject stores it. Metered in io_ops and data_creation_bytes."),
+    read("inbox_read", "Read my inbox", "/v1/inbox",
+        "Messages other agents sent you (published on agents.<your address>.inbox), oldest first, from `from_seq` on (1 by default): pass the answer's `next_seq` next time to read only new ones. Answer a message with bus_publish on the sender's inbox, agents.<from>.inbox (or its `reply_to` when it names an inbox)."),
     read("stream_read", "Read a durable stream", "/v1/streams/{name}/messages",
         "Read a durable bus stream's messages from a sequence number (`from_seq`, 1 by default), oldest first, optionally only those whose subject matches `subject`; `next_seq` says where to read on."),
     read("ledger_me", "My balances", "/v1/ledger/me",

@@ -606,8 +606,8 @@ async fn metrics_show_limits_and_decisions() {
         "colony_limit_usage{limit=\"ai_accounts\",unit=\"accounts\"} 1",
         "colony_limit_hard{limit=\"ai_accounts\",unit=\"accounts\"} 50",
         "colony_principals{kind=\"ai\"} 1",
-        "colony_decisions_total{decision=\"allowed\"} 3",
-        "colony_commands_total 3",
+        "colony_decisions_total{decision=\"allowed\"} 4",
+        "colony_commands_total 4",
     ] {
         assert!(text.contains(expected), "missing `{expected}` in\n{text}");
     }

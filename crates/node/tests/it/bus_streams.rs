@@ -221,3 +221,71 @@ async fn claimable_tasks_are_offered_on_the_bus() {
     assert_eq!(answer["error"]["code"], "forbidden");
     node.shutdown().await.unwrap();
 }
+
+/// Every agent's inbox is kept: what others send to `agents.<address>.inbox` is read
+/// back with `GET /v1/inbox` by its owner alone, from a sequence number on; answers
+/// to a live request (`...inbox.<id>`) are not kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inbox_keeps_what_others_sent_for_its_owner_alone() {
+    let config = common::genesis_dir(&[]);
+    let data = tempfile::tempdir().unwrap();
+    let (_node, base, admin) = common::start(data.path(), config.path()).await;
+    let (alice, alice_token) =
+        common::create_principal(&base, &admin, "alice", "ai", &["member"]).await;
+    let (bob, bob_token) = common::create_principal(&base, &admin, "bob", "ai", &["member"]).await;
+    for (subject, n) in [
+        (format!("agents.{bob}.inbox"), 1),
+        (format!("agents.{bob}.inbox.req7"), 2),
+        (format!("agents.{alice}.inbox"), 3),
+        (format!("agents.{bob}.inbox"), 4),
+    ] {
+        let (status, sent) = common::send(
+            reqwest::Method::POST,
+            &base,
+            &alice_token,
+            "/v1/bus/publish",
+            Some(json!({"subject": subject, "data": {"n": n}})),
+        )
+        .await;
+        assert_eq!(status, 200, "{sent}");
+    }
+    let inbox = common::get_json(&base, &bob_token, "/v1/inbox").await;
+    assert_eq!(inbox["subject"], format!("agents.{bob}.inbox"));
+    let got: Vec<(Value, Value)> = inbox["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["data"]["n"].clone(), m["from"].clone()))
+        .collect();
+    assert_eq!(got, [(json!(1), json!(alice)), (json!(4), json!(alice))]);
+    let next = inbox["next_seq"].as_u64().unwrap();
+    let later = common::get_json(&base, &bob_token, &format!("/v1/inbox?from_seq={next}")).await;
+    assert_eq!(later["messages"], json!([]), "{later}");
+    let mine = common::get_json(&base, &alice_token, "/v1/inbox").await;
+    let mine: Vec<&Value> = mine["messages"].as_array().unwrap().iter().collect();
+    assert_eq!(mine.len(), 1);
+    assert_eq!(mine[0]["data"]["n"], 3);
+    // A token whose bus scope does not reach the inbox cannot read it.
+    let narrow = common::post_json(
+        &base,
+        &bob_token,
+        &format!("/v1/principals/{bob}/tokens"),
+        &json!({"name": "work-only", "scopes": ["bus:work.>"], "justification": "work subjects only"}),
+    )
+    .await["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (status, refused) =
+        common::send(reqwest::Method::GET, &base, &narrow, "/v1/inbox", None).await;
+    assert_eq!(status, 403, "{refused}");
+    let (status, refused) = common::send(
+        reqwest::Method::GET,
+        &base,
+        &bob_token,
+        "/v1/inbox?limit=0",
+        None,
+    )
+    .await;
+    assert_eq!(status, 400, "{refused}");
+}

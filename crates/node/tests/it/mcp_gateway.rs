@@ -94,6 +94,57 @@ fn call_in_background(
     tokio::spawn(async move { mcp.call(&token, tool, arguments).await })
 }
 
+/// An MCP answer read as server-sent events, one JSON-RPC message at a time.
+struct SseReader {
+    response: reqwest::Response,
+    pending: String,
+}
+
+impl SseReader {
+    async fn post(base: &str, token: &str, body: Value) -> SseReader {
+        let response = reqwest::Client::new()
+            .post(format!("{base}/mcp"))
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2025-06-18")
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let kind = response.headers()["content-type"].to_str().unwrap();
+        assert!(kind.starts_with("text/event-stream"), "{kind}");
+        SseReader {
+            response,
+            pending: String::new(),
+        }
+    }
+
+    /// The next message (keep-alives and empty events skipped).
+    async fn next(&mut self) -> Value {
+        loop {
+            if let Some(end) = self.pending.find("\n\n") {
+                let event: String = self.pending.drain(..end + 2).collect();
+                let data: Vec<&str> = event
+                    .lines()
+                    .filter_map(|line| line.strip_prefix("data:"))
+                    .map(str::trim)
+                    .collect();
+                if let Ok(message) = serde_json::from_str::<Value>(&data.join("\n")) {
+                    return message;
+                }
+                continue;
+            }
+            let chunk = tokio::time::timeout(Duration::from_secs(30), self.response.chunk())
+                .await
+                .expect("the stream goes on within 30 s")
+                .unwrap()
+                .expect("the stream is still open");
+            self.pending
+                .push_str(&String::from_utf8_lossy(&chunk).replace("\r\n", "\n"));
+        }
+    }
+}
+
 /// The pending approval request of `tool`, once it is there.
 async fn pending_request(base: &str, admin: &str, tool: &str) -> Value {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
@@ -250,6 +301,49 @@ async fn an_upstream_servers_tools_are_governed_priced_approved_and_recorded() {
     );
     assert_eq!(std::fs::read_to_string(&deleted).unwrap(), "old-list\n");
 
+    // A client that asks for progress hears of the wait while its call is open (the
+    // answer becomes an event stream), then gets the result on the same stream.
+    let mut events = SseReader::post(
+        &base,
+        &agent,
+        json!({"jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": {
+            "name": "notes__delete_note",
+            "arguments": {"name": "drafts", "justification": "old drafts"},
+            "_meta": {"progressToken": "wait-1"}}}),
+    )
+    .await;
+    let progress = events.next().await;
+    assert_eq!(progress["method"], "notifications/progress", "{progress}");
+    assert_eq!(progress["params"]["progressToken"], "wait-1", "{progress}");
+    let said = progress["params"]["message"].as_str().unwrap();
+    assert!(said.contains("waiting for a human"), "{said}");
+    assert_eq!(progress["params"]["total"], 60.0, "{progress}");
+    let id = pending_request(&base, &admin, "notes__delete_note").await["id"]
+        .as_u64()
+        .unwrap();
+    assert!(said.contains(&format!("approval request {id}")), "{said}");
+    let (status, _) = common::send(
+        reqwest::Method::POST,
+        &base,
+        &reviewer,
+        &format!("/v1/grants/{id}/approve"),
+        Some(json!({"justification": "drafts can go"})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let result = loop {
+        let event = events.next().await;
+        if event["id"] == 9 {
+            break event["result"].clone();
+        }
+        assert_eq!(event["method"], "notifications/progress", "{event}");
+    };
+    assert_eq!(text(&result), "deleted drafts", "{result}");
+    assert_eq!(
+        std::fs::read_to_string(&deleted).unwrap(),
+        "old-list\ndrafts\n"
+    );
+
     // A hanging upstream is cut at its deadline; a result past its bound is not
     // passed on; the node and the upstream go on.
     let hung = mcp
@@ -337,8 +431,8 @@ async fn an_upstream_servers_tools_are_governed_priced_approved_and_recorded() {
             .iter()
             .filter(|r| r["subject"] == "tool:notes__delete_note")
             .count(),
-        1,
-        "the denied call was never made"
+        2,
+        "two approved calls were made, the denied one never"
     );
     // The report counts them by tool and principal.
     let report = common::get_json(&base, &admin, "/v1/reports/summary").await;

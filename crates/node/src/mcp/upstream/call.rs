@@ -19,6 +19,7 @@ use super::connection::{CallFailure, Connection};
 use super::Upstreams;
 use crate::api::AppState;
 use crate::auth::Caller;
+use crate::mcp::progress::Progress;
 
 /// Most of the arguments a request for approval shows the approver.
 const ARGUMENTS_SHOWN_BYTES_MAX: usize = 1_024;
@@ -36,6 +37,7 @@ impl Upstreams {
         caller: &Caller,
         name: &str,
         mut arguments: Map<String, Value>,
+        progress: Option<Progress>,
     ) -> CallToolResponse {
         let Some((connection, tool, rule)) = self.find(name) else {
             return refused(format!("no tool named `{name}`"));
@@ -100,7 +102,7 @@ impl Upstreams {
         let grant = match rule.approval {
             Approval::None => None,
             Approval::Human => match self
-                .approve(app, caller, name, rule, &digest, &encoded, &why)
+                .approve(app, caller, name, rule, &digest, &encoded, &why, progress)
                 .await
             {
                 Ok(grant) => Some(grant),
@@ -139,6 +141,7 @@ impl Upstreams {
         digest: &str,
         encoded: &str,
         why: &str,
+        mut progress: Option<Progress>,
     ) -> Result<u64, String> {
         let mut shown = cut(encoded.to_string(), ARGUMENTS_SHOWN_BYTES_MAX);
         if shown.len() < encoded.len() {
@@ -181,21 +184,62 @@ impl Upstreams {
         };
         if pending(app) == Some(GrantState::Pending) {
             // The kernel ends the request at its ttl; a little more for the decision
-            // to arrive.
+            // to arrive. Meanwhile a client that asked hears how the wait goes.
+            let timeout_s = rule.approval_timeout_ms as f64 / 1_000.0;
             let wait = std::time::Duration::from_millis(rule.approval_timeout_ms + 5_000);
-            let _ = tokio::time::timeout(wait, &mut waiter.told).await;
+            let deadline = tokio::time::Instant::now() + wait;
+            let started = tokio::time::Instant::now();
+            loop {
+                if let Some(progress) = progress.as_mut() {
+                    let waited = started.elapsed().as_secs_f64();
+                    let message = format!(
+                        "{name}: waiting for a human member other than {} to approve (approval request {grant}: \
+                         `colony grants approve {grant}`); {:.0} s of {:.0} s",
+                        caller.address, waited, timeout_s
+                    );
+                    progress.tell(waited, Some(timeout_s), message).await;
+                }
+                let tick = if progress.is_some() {
+                    crate::mcp::progress::PROGRESS_EVERY
+                } else {
+                    wait
+                };
+                let until = deadline.min(tokio::time::Instant::now() + tick);
+                match tokio::time::timeout_at(until, &mut waiter.told).await {
+                    Ok(_) => break,
+                    Err(_) if tokio::time::Instant::now() >= deadline => break,
+                    Err(_) => {}
+                }
+            }
         } else {
             drop(waiter);
         }
-        let state = app.shared.state.read().expect("state lock");
-        let Some(decided) = state.grant_request(grant) else {
+        let decided = app
+            .shared
+            .state
+            .read()
+            .expect("state lock")
+            .grant_request(grant)
+            .map(|g| {
+                (
+                    g.state,
+                    g.decided_by.clone().unwrap_or_else(|| "a human".into()),
+                )
+            });
+        let Some((state, by)) = decided else {
             return Err(format!("{name}: approval request {grant} is gone"));
         };
-        match decided.state {
-            GrantState::Active => Ok(grant),
+        match state {
+            GrantState::Active => {
+                if let Some(progress) = progress.as_mut() {
+                    let message = format!("{name}: {by} approved (approval request {grant}); calling");
+                    let total = rule.approval_timeout_ms as f64 / 1_000.0;
+                    progress.tell(total, Some(total), message).await;
+                }
+                Ok(grant)
+            }
             GrantState::Denied => Err(format!(
-                "{name}: {} denied this call (approval request {grant}); it was not made",
-                decided.decided_by.as_deref().unwrap_or("a human")
+                "{name}: {by} denied this call (approval request {grant}); it was not made"
             )),
             _ => Err(format!(
                 "{name}: nobody approved this call within {} s (approval request {grant}); it was not made",
