@@ -1,8 +1,8 @@
 """Drives Debian's Chromium (headless, through Selenium and chromedriver) through the
 dashboard of a running node: opens the link `colony up` printed, sees a limit's bar
 move within two seconds of a principal being created, casts a vote by clicking and
-sees the tally change, applies a brake, reads the live decision log, and saves a
-screenshot.
+sees the tally change, applies a brake, reads the live decision log, sees an MCP
+client's subscription and its decisions in the MCP view, and saves a screenshot.
 
 Usage: dashboard_browser.py BASE_URL LINK ADMIN_TOKEN CHROMIUM CHROMEDRIVER SCREENSHOT
 Prints "all checks passed" when every check holds.
@@ -10,9 +10,16 @@ Prints "all checks passed" when every check holds.
 
 import json
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
+
+import anyio
+from mcp import ClientSession
+from mcp.client.streamable_http import streamable_http_client
+from mcp.client.subscriptions import listen
+from mcp.shared._httpx_utils import create_mcp_http_client
 
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
@@ -62,6 +69,46 @@ def attribute(selector, name):
     return driver.execute_script(
         "const e = document.querySelector(arguments[0]); return e ? e.getAttribute(arguments[1]) : null",
         selector, name)
+
+
+class McpClient:
+    """An MCP client on its own thread: makes a decision over MCP (a reservation),
+    then holds a subscription to a task open until stopped."""
+
+    def __init__(self, task):
+        self.task = task
+        self.listening = threading.Event()
+        self.stop = threading.Event()
+        self.failed = None
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self):
+        try:
+            anyio.run(self.hold)
+        except Exception as error:  # reported by the main thread's check
+            self.failed = error
+            self.listening.set()
+
+    async def hold(self):
+        client = create_mcp_http_client(headers={"Authorization": f"Bearer {ADMIN}"})
+        async with client:
+            async with streamable_http_client(f"{BASE}/mcp", http_client=client) as streams:
+                async with ClientSession(streams[0], streams[1]) as session:
+                    await session.discover()
+                    reserved = await session.call_tool(
+                        "ledger_reserve", {"resource": "io_ops", "amount": 1, "justification": "an MCP client's decision"})
+                    if reserved.is_error:
+                        raise AssertionError(f"ledger_reserve over MCP: {reserved.content}")
+                    uri = f"colony://tasks/{self.task}"
+                    async with listen(session, resource_subscriptions=[uri]):
+                        self.listening.set()
+                        while not self.stop.is_set():
+                            await anyio.sleep(0.05)
+
+    def close(self):
+        self.stop.set()
+        self.thread.join(10)
 
 
 def usage(limit):
@@ -159,6 +206,25 @@ try:
 
     wait(3, lambda: len(actions()) >= 5, "the log lists the principals created")
     check(set(actions()) == {"principal.create"}, "the filter keeps only that action")
+
+    # The MCP view: an MCP client's open subscription and its decisions.
+    mcp_client = McpClient(parent["address"])
+    check(mcp_client.listening.wait(20) and mcp_client.failed is None,
+          f"an MCP client holds a subscription open ({mcp_client.failed})")
+    driver.find_element(By.CSS_SELECTOR, 'nav a[data-view="mcp"]').click()
+
+    def card_value(key):
+        return driver.execute_script(
+            "const e = document.querySelector(`[data-card=\"${arguments[0]}\"] .value`); return e && e.textContent",
+            key)
+
+    wait(5, lambda: card_value("mcp-subscriptions") == "1", "the MCP view counts the open subscription")
+    check(int(card_value("mcp-decisions")) >= 1, "the MCP view counts the decisions made over MCP")
+    subscribers = driver.execute_script(
+        "return [...document.querySelectorAll('#mcp-subscribers tbody tr')].map(r => r.textContent)")
+    check(subscribers == ["1.11"], f"the subscriber is listed with its count: {subscribers}")
+    mcp_client.close()
+    wait(12, lambda: card_value("mcp-subscriptions") == "0", "the subscription is gone once the client leaves")
 
     # The other views render without an error.
     for view in ("tasks", "workers", "reports", "overview"):

@@ -36,6 +36,44 @@ pub struct Overview {
     /// Proposals waiting for the end of their review.
     pub proposals_in_review: u64,
     pub artifacts: u64,
+    /// What MCP clients are doing on this node now.
+    pub mcp: McpActivity,
+}
+
+/// MCP on this node now (`/mcp` keeps no sessions: what it holds open are calls and
+/// subscriptions).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct McpActivity {
+    /// `tools/call` requests being answered.
+    pub tool_calls_in_flight: u64,
+    /// Upstream tool calls waiting for a person's approval.
+    pub waiting_for_approval: u64,
+    /// Open `subscriptions/listen` streams.
+    pub subscriptions: u64,
+    /// Who holds them, most first.
+    pub subscribers: Vec<McpSubscriber>,
+    /// The upstream servers of `mcp.toml`.
+    pub servers: Vec<McpServerView>,
+}
+
+/// One principal's open subscriptions.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct McpSubscriber {
+    pub principal: String,
+    pub subscriptions: u64,
+}
+
+/// One upstream MCP server.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct McpServerView {
+    pub name: String,
+    pub up: bool,
+    /// Tools it lists (none while it is down).
+    pub tools: u64,
+    pub calls_in_flight: u64,
+    /// Why it is down, when it is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub down_because: Option<String>,
 }
 
 /// One limit's sampled usage.

@@ -13,7 +13,7 @@ const POLL_MS = 5000; // re-read even when the bus is quiet
 const TASKS_SHOWN_MAX = 200; // rows of the task table
 const RECORD_LINKS_MAX = 12; // record links shown per report figure
 const ALERTS_SHOWN_MAX = 8; // on the overview
-const VIEWS = ['overview', 'governance', 'tasks', 'workers', 'log', 'reports', 'artifacts'];
+const VIEWS = ['overview', 'governance', 'tasks', 'workers', 'log', 'reports', 'mcp', 'artifacts'];
 
 const app = {
   token: null,
@@ -193,6 +193,7 @@ const renderers = {
   workers: renderWorkers,
   log: renderLog,
   reports: renderReports,
+  mcp: renderMcp,
   artifacts: renderArtifacts,
 };
 
@@ -587,6 +588,57 @@ async function renderReports() {
     el('table', {}, el('tbody', {}, (r.denials_by_reason || []).map((d) => el('tr', {},
       el('td', { text: d.code }), el('td', { text: d.limit || '' }), el('td', { class: 'num', text: d.count }),
       el('td', {}, links(d.records)))))));
+}
+
+// MCP: what MCP clients hold open now, tool calls waiting for a person (approve
+// or deny here), the upstream servers, and the day's tool calls.
+
+async function decideToolCall(id, verdict) {
+  const why = $('#mcp-why').value.trim();
+  if (!why) { notice('Say why first: the justification is recorded with your decision.', true); return; }
+  try {
+    await api(`/v1/grants/${id}/${verdict}`, { method: 'POST', body: { justification: why } });
+    notice(`Tool call request ${id}: ${verdict === 'approve' ? 'approved' : 'denied'}.`);
+  } catch (error) {
+    notice(error.message, true);
+  }
+  refresh(true);
+}
+
+async function renderMcp() {
+  const [o, pending, report] = await Promise.all([
+    api('/v1/dashboard?since_ms=' + Date.now()),
+    api('/v1/grants?state=pending'),
+    api('/v1/reports/summary?since=24h'),
+  ]);
+  const m = o.mcp;
+  $('#mcp-cards').replaceChildren(
+    card('Tool calls in flight', m.tool_calls_in_flight, 'being answered now', 'mcp-in-flight'),
+    card('Waiting for a person', m.waiting_for_approval, 'upstream calls held open', 'mcp-waiting'),
+    card('Subscriptions', m.subscriptions, 'open subscriptions/listen streams', 'mcp-subscriptions'),
+    card('Decisions over MCP', report.mcp_calls.count, 'in the last 24 hours', 'mcp-decisions'));
+  const calls = pending.grants.filter((g) => g.kind === 'tool_call');
+  table($('#mcp-approvals'), ['request', 'tool', 'caller', 'justification', 'expires', ''],
+    calls.map((g) => el('tr', { dataset: { grant: g.id } },
+      el('td', { class: 'num', text: g.id }), el('td', { text: g.tool || '' }),
+      el('td', { text: g.requester }), el('td', { text: g.justification }),
+      el('td', { text: g.expires_at ? since(g.expires_at) : '' }),
+      el('td', {},
+        el('button', { type: 'button', class: 'approve', text: 'Approve', onclick: () => decideToolCall(g.id, 'approve') }),
+        el('button', { type: 'button', class: 'danger deny', text: 'Deny', onclick: () => decideToolCall(g.id, 'deny') })))));
+  table($('#mcp-servers'), ['server', 'state', 'tools', 'calls in flight', 'why down'],
+    m.servers.map((s) => el('tr', {},
+      el('td', { text: s.name }), el('td', {}, pill(s.up ? 'up' : 'down', s.up ? 'allowed' : 'denied')),
+      el('td', { class: 'num', text: s.tools }), el('td', { class: 'num', text: s.calls_in_flight }),
+      el('td', { text: s.down_because || '' }))));
+  table($('#mcp-subscribers'), ['principal', 'subscriptions'],
+    m.subscribers.map((s) => el('tr', {},
+      el('td', { text: s.principal }), el('td', { class: 'num', text: s.subscriptions }))));
+  $('#mcp-calls-note').textContent = `${report.tool_calls.length} tools by principal`;
+  table($('#mcp-calls'), ['tool', 'principal', 'calls', 'failed', 'records'],
+    report.tool_calls.map((t) => el('tr', {},
+      el('td', { text: t.tool }), el('td', { text: t.who }), el('td', { class: 'num', text: t.calls }),
+      el('td', { class: 'num', text: t.failed }), el('td', {}, links(t.records)))));
 }
 
 // Artifacts.

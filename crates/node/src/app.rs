@@ -45,6 +45,8 @@ pub struct Shared {
     pub alerts: crate::alerts::AlertsRuntime,
     /// The node's key and the decision log's signed heads.
     pub heads: crate::audit_heads::Heads,
+    /// The MCP side: calls in flight, approvals, subscriptions, upstreams.
+    pub mcp: Arc<crate::mcp::McpStatus>,
     /// Each limit's recent usage, for the dashboard's charts.
     pub history: std::sync::Mutex<colony_dashboard::History>,
     /// The cluster this node is one of (`None`: embedded).

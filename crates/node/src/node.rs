@@ -41,8 +41,6 @@ pub struct Node {
     sampler: tokio::task::JoinHandle<()>,
     /// Watches the figures for alerts.
     watcher: tokio::task::JoinHandle<()>,
-    /// Who listens over MCP for which task's changes (ended at shutdown).
-    task_watches: Arc<crate::mcp::listen::TaskWatches>,
     /// The upstream MCP servers it runs.
     upstreams: Arc<crate::mcp::upstream::Upstreams>,
     /// Signs the decision log's heads.
@@ -261,13 +259,12 @@ impl Node {
         })?;
         // Before any connection (nobody can subscribe before), so no decision that
         // someone could hear of goes unpublished.
-        let approvals: Arc<crate::mcp::upstream::Approvals> = Default::default();
-        let task_watches: Arc<crate::mcp::listen::TaskWatches> = Default::default();
+        let mcp: Arc<crate::mcp::McpStatus> = Default::default();
         event_tap.connect(Arc::new(crate::artifacts::DecisionFanout {
             bus: Arc::clone(&bus),
             artifacts: artifacts.clone(),
-            approvals: Arc::clone(&approvals),
-            task_watches: Arc::clone(&task_watches),
+            approvals: Arc::clone(&mcp.approvals),
+            task_watches: Arc::clone(&mcp.watches),
         }));
         let supervisor_status: crate::supervisor::SupervisorStatus = Default::default();
         let alerts_config =
@@ -319,6 +316,7 @@ impl Node {
                 webhooks,
             },
             heads,
+            mcp,
         });
         let sampler = tokio::spawn(crate::api::sample_history(Arc::clone(&shared)));
         let signer = tokio::spawn(crate::audit_heads::sign_loop(Arc::clone(&shared)));
@@ -334,26 +332,22 @@ impl Node {
             source = %mcp_config.source,
             "MCP gateway: starting upstream servers"
         );
-        let upstreams =
-            crate::mcp::upstream::Upstreams::start(mcp_config, &config.data_dir, approvals)
-                .await
-                .map_err(|error| NodeError::Io {
-                    context: "the MCP gateway's upstream servers".into(),
-                    source: std::io::Error::other(error),
-                })?;
-        let router = crate::api::router(app.clone());
-        let mcp_watches = Arc::clone(&task_watches);
-        let router = crate::mcp::mount(
-            app,
-            router,
-            tls.is_some(),
-            Arc::clone(&upstreams),
-            mcp_watches,
+        let upstreams = crate::mcp::upstream::Upstreams::start(
+            mcp_config,
+            &config.data_dir,
+            Arc::clone(&shared.mcp.approvals),
         )
-        .map_err(|error| crate::NodeError::Io {
-            context: "the MCP server's tools".into(),
+        .await
+        .map_err(|error| NodeError::Io {
+            context: "the MCP gateway's upstream servers".into(),
             source: std::io::Error::other(error),
         })?;
+        let router = crate::api::router(app.clone());
+        let router = crate::mcp::mount(app, router, tls.is_some(), Arc::clone(&upstreams))
+            .map_err(|error| crate::NodeError::Io {
+                context: "the MCP server's tools".into(),
+                source: std::io::Error::other(error),
+            })?;
         let (stop_server, stopped) = tokio::sync::watch::channel(false);
         let server = tokio::spawn(crate::listener::serve(
             listener,
@@ -417,7 +411,6 @@ impl Node {
             sampler,
             watcher,
             upstreams,
-            task_watches,
             signer,
             telemetry,
             liveness,
@@ -511,7 +504,7 @@ impl Node {
         self.sampler.abort();
         self.watcher.abort();
         self.upstreams.stop().await;
-        self.task_watches.close();
+        self.shared.mcp.watches.close();
         self.signer.abort();
         self.shared.artifacts.shutdown().await;
         self.shared.bus.close_all();

@@ -141,6 +141,7 @@ pub async fn overview(
             .filter(|p| p.state == ProposalState::Review)
             .count() as u64,
         artifacts: state.artifacts().count() as u64,
+        mcp: app.shared.mcp.activity(&state),
     };
     Json(overview)
 }

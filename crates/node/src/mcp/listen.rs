@@ -68,6 +68,21 @@ impl TaskWatches {
         self.open.load(Ordering::Relaxed) > 0
     }
 
+    /// How many streams are open.
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    /// Open streams by principal.
+    pub(crate) fn by_principal(&self) -> Vec<(PrincipalId, usize)> {
+        let inner = self.inner.lock().expect("watches lock");
+        inner
+            .per_principal
+            .iter()
+            .map(|(principal, count)| (*principal, *count))
+            .collect()
+    }
+
     /// Whether the node is stopping (every stream ends).
     pub(crate) fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Relaxed)

@@ -14,6 +14,7 @@ mod progress;
 mod resources;
 mod schema;
 mod server;
+pub mod status;
 mod tools;
 pub mod upstream;
 
@@ -31,6 +32,7 @@ use crate::api::AppState;
 use crate::ApiError;
 
 pub use server::TOOL_ANSWER_BYTES_MAX;
+pub use status::McpStatus;
 
 /// Largest JSON-RPC message `/mcp` reads.
 pub const MCP_MESSAGE_BYTES_MAX: usize = 1 << 20;
@@ -42,8 +44,9 @@ pub fn mount(
     router: axum::Router,
     tls: bool,
     upstreams: Arc<upstream::Upstreams>,
-    watches: Arc<listen::TaskWatches>,
 ) -> Result<axum::Router, String> {
+    let watches = Arc::clone(&app.shared.mcp.watches);
+    let _ = app.shared.mcp.upstreams.set(Arc::clone(&upstreams));
     let tools = Arc::new(server::build()?);
     let handler = server::ColonyMcp {
         app: app.clone(),

@@ -330,6 +330,7 @@ impl ServerHandler for ColonyMcp {
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
         let (caller, token) = self.caller(&context)?;
+        let _counted = self.app.shared.mcp.call_started();
         let Some(built) = self.tools.iter().find(|b| b.spec.name == request.name) else {
             if self.upstreams.serves(&request.name) {
                 let arguments = request.arguments.unwrap_or_default();

@@ -21,6 +21,11 @@ pub struct Approvals {
 }
 
 impl Approvals {
+    /// How many calls wait.
+    pub fn waiting(&self) -> usize {
+        self.count.load(Ordering::Relaxed)
+    }
+
     /// Whether any call waits (the fan-out then passes decisions on).
     pub fn any_waiting(&self) -> bool {
         self.count.load(Ordering::Relaxed) > 0

@@ -156,6 +156,19 @@ impl Connection {
         &self.config.name
     }
 
+    /// Whether it is up, its calls in flight, and why it is down when it is (a link
+    /// being started or used right now counts as up when its tools are listed).
+    pub(crate) fn status(&self) -> (bool, u64, Option<String>) {
+        let in_flight = (self.config.concurrency - self.slots.available_permits()) as u64;
+        match self.link.try_lock() {
+            Ok(link) => match &*link {
+                Link::Up(_) => (true, in_flight, None),
+                Link::Down { why, .. } => (false, in_flight, Some(why.clone())),
+            },
+            Err(_) => (!self.cached_tools().is_empty(), in_flight, None),
+        }
+    }
+
     /// Its tools as listed when it started (none while it is down).
     pub(crate) fn cached_tools(&self) -> Arc<Vec<Tool>> {
         Arc::clone(&self.listed.read().expect("listed lock"))

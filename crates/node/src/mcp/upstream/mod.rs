@@ -78,6 +78,23 @@ impl Upstreams {
         }
     }
 
+    /// Each server as the dashboard shows it.
+    pub(crate) fn servers(&self) -> Vec<colony_api::dashboard::McpServerView> {
+        self.connections
+            .iter()
+            .map(|connection| {
+                let (up, calls_in_flight, down_because) = connection.status();
+                colony_api::dashboard::McpServerView {
+                    name: connection.name().to_string(),
+                    up,
+                    tools: connection.cached_tools().len() as u64,
+                    calls_in_flight,
+                    down_because,
+                }
+            })
+            .collect()
+    }
+
     /// The upstream tools `caller` may call, as MCP lists them.
     pub(crate) fn list(&self, caller: &Caller) -> Vec<Tool> {
         let mut listed = Vec::new();
