@@ -2,7 +2,8 @@
 dashboard of a running node: opens the link `colony up` printed, sees a limit's bar
 move within two seconds of a principal being created, casts a vote by clicking and
 sees the tally change, applies a brake, reads the live decision log, sees an MCP
-client's subscription and its decisions in the MCP view, and saves a screenshot.
+client's subscription and its decisions in the MCP view, approves an agent's call of
+an upstream tool there, and saves a screenshot.
 
 Usage: dashboard_browser.py BASE_URL LINK ADMIN_TOKEN CHROMIUM CHROMEDRIVER SCREENSHOT
 Prints "all checks passed" when every check holds.
@@ -109,6 +110,27 @@ class McpClient:
     def close(self):
         self.stop.set()
         self.thread.join(10)
+
+
+class ToolCaller:
+    """An AI agent calling the upstream `notes__delete_note` over MCP on its own
+    thread: the call waits for a person's approval."""
+
+    def __init__(self, token):
+        self.token = token
+        self.result = None
+        self.thread = threading.Thread(target=lambda: anyio.run(self.call), daemon=True)
+        self.thread.start()
+
+    async def call(self):
+        client = create_mcp_http_client(headers={"Authorization": f"Bearer {self.token}"})
+        async with client:
+            async with streamable_http_client(f"{BASE}/mcp", http_client=client) as streams:
+                async with ClientSession(streams[0], streams[1]) as session:
+                    await session.initialize()
+                    result = await session.call_tool(
+                        "notes__delete_note", {"name": "stale-draft", "justification": "the draft is obsolete"})
+                    self.result = " ".join(getattr(block, "text", "") for block in result.content)
 
 
 def usage(limit):
@@ -225,6 +247,26 @@ try:
     check(subscribers == ["1.11"], f"the subscriber is listed with its count: {subscribers}")
     mcp_client.close()
     wait(12, lambda: card_value("mcp-subscriptions") == "0", "the subscription is gone once the client leaves")
+    servers = driver.execute_script(
+        "return [...document.querySelectorAll('#mcp-servers tbody tr')].map(r => [r.cells[0].textContent, r.cells[1].textContent])")
+    check(servers == [["notes", "up"]], f"the upstream server is listed up: {servers}")
+
+    # An agent's call of a tool a person approves: it waits in the MCP view until
+    # the admin approves it there, then runs.
+    agent = call("POST", "/v1/principals", {"name": "tidy-agent", "kind": "ai",
+                                            "justification": "calls an upstream tool"})
+    caller = ToolCaller(agent["token"])
+    row = '#mcp-approvals tbody tr'
+    wait(15, lambda: driver.execute_script(
+        "return [...document.querySelectorAll(arguments[0])].some(r => r.textContent.includes('notes__delete_note'))", row),
+        "the waiting call is listed")
+    driver.find_element(By.ID, "mcp-why").send_keys("obsolete drafts may go")
+    driver.find_element(By.CSS_SELECTOR, f"{row} button.approve").click()
+    caller.thread.join(20)
+    check(caller.result == "deleted stale-draft", f"the approved call ran: {caller.result}")
+    grants = call("GET", "/v1/grants")["grants"]
+    check(any(g["kind"] == "tool_call" and g["state"] == "used" and g["decided_by"] == "1.1" for g in grants),
+          "the approval is recorded as the admin's")
 
     # The other views render without an error.
     for view in ("tasks", "workers", "reports", "overview"):

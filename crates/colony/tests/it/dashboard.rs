@@ -8,9 +8,25 @@ use std::path::Path;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_shows_limits_live_and_takes_votes_in_a_real_browser() {
     let (browser, driver) = tokio::task::spawn_blocking(common::chromium).await.unwrap();
+    let python = tokio::task::spawn_blocking(common::tools::python)
+        .await
+        .unwrap();
     let data = tempfile::tempdir().unwrap();
-    let config = common::quiet_config();
-    let (child, base, link) = common::start_with_link(data.path(), &config, &[], &[]);
+    // The quiet genesis, and an upstream MCP server whose `delete_note` a person
+    // approves (in the dashboard's MCP view).
+    let config = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(common::quiet_config()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            std::fs::copy(&path, config.path().join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    std::fs::write(
+        config.path().join("mcp.toml"),
+        common::tools::notes_upstream_toml(&python),
+    )
+    .unwrap();
+    let (child, base, link) = common::start_with_link(data.path(), config.path(), &[], &[]);
     // The node goes with the test, whatever happens in it.
     struct Kill(std::process::Child);
     impl Drop for Kill {

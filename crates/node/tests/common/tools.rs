@@ -219,3 +219,53 @@ pub fn test_ca() -> TestCa {
         key_file,
     }
 }
+
+/// mcp.toml running tests/python/mcp_upstream.py (the official SDK's server) as
+/// the upstream `notes` under bubblewrap, its `delete_note` approved by a human.
+pub fn notes_upstream_toml(python: &Path) -> String {
+    let venv = python.parent().unwrap().parent().unwrap();
+    // The interpreter the environment was made from (pyenv's, or the system's).
+    let prefix = python
+        .canonicalize()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let scripts = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/python")
+        .canonicalize()
+        .unwrap();
+    format!(
+        r#"
+[[servers]]
+name = "notes"
+command = ["{python}", "{script}"]
+read_only = ["{venv}", "{scripts}", "{prefix}"]
+timeout = "3s"
+concurrency = 4
+
+[[servers.tools]]
+name = "*"
+io_ops = 2
+rate_per_minute = 1000
+
+[[servers.tools]]
+name = "delete_note"
+io_ops = 3
+compute_ms = 100
+approval = "human"
+approval_timeout = "60s"
+
+[[servers.tools]]
+name = "big_note"
+result_bytes_max = 1000
+"#,
+        python = python.display(),
+        script = scripts.join("mcp_upstream.py").display(),
+        venv = venv.display(),
+        prefix = prefix.display(),
+        scripts = scripts.display(),
+    )
+}

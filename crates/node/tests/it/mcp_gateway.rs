@@ -27,51 +27,7 @@ fn is_error(result: &Value) -> bool {
 
 /// mcp.toml for the test's upstream.
 fn mcp_toml(python: &Path) -> String {
-    let venv = python.parent().unwrap().parent().unwrap();
-    // The interpreter the environment was made from (pyenv's, or the system's).
-    let prefix = python
-        .canonicalize()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .to_path_buf();
-    let scripts = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/python")
-        .canonicalize()
-        .unwrap();
-    format!(
-        r#"
-[[servers]]
-name = "notes"
-command = ["{python}", "{script}"]
-read_only = ["{venv}", "{scripts}", "{prefix}"]
-timeout = "3s"
-concurrency = 4
-
-[[servers.tools]]
-name = "*"
-io_ops = 2
-rate_per_minute = 1000
-
-[[servers.tools]]
-name = "delete_note"
-io_ops = 3
-compute_ms = 100
-approval = "human"
-approval_timeout = "60s"
-
-[[servers.tools]]
-name = "big_note"
-result_bytes_max = 1000
-"#,
-        python = python.display(),
-        script = scripts.join("mcp_upstream.py").display(),
-        venv = venv.display(),
-        prefix = prefix.display(),
-        scripts = scripts.display(),
-    )
+    common::tools::notes_upstream_toml(python)
 }
 
 async fn audit(base: &str, admin: &str, actor: &str) -> Vec<Value> {
