@@ -1,5 +1,6 @@
 """An upstream MCP server for the gateway's tests, written with the official SDK
-(`mcp` from PyPI), run by the node over stdio, or (`--http TOKEN`) serving MCP's
+(`mcp` from PyPI), run by the node over stdio, or (`--http TOKEN [--tls CERT KEY]
+[--require-header NAME=VALUE]`) serving MCP's
 Streamable HTTP on a free loopback port (it prints `listening PORT`) to callers that
 present `Authorization: Bearer TOKEN`: one read tool, one destructive
 tool (each deletion is appended to deleted.txt in its working directory, so that
@@ -51,37 +52,57 @@ def where_am_i(path: str) -> str:
     return f"home={home} env={names} visible={os.path.exists(path)}"
 
 
-def serve_http(token):
+def serve_http(token, tls=None, required=None):
     import socket
 
     import uvicorn
 
     app = server.streamable_http_app()
     expected = f"Bearer {token}".encode()
+    wanted = None if required is None else tuple(part.encode() for part in required.split("=", 1))
+
+    async def refuse(send, status, text):
+        await send({
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"www-authenticate", b'Bearer realm="notes"'),
+                        (b"content-type", b"text/plain")],
+        })
+        await send({"type": "http.response.body", "body": text})
 
     async def guarded(scope, receive, send):
-        if scope["type"] == "http" and dict(scope["headers"]).get(b"authorization") != expected:
-            await send({
-                "type": "http.response.start",
-                "status": 401,
-                "headers": [(b"www-authenticate", b'Bearer realm="notes"'),
-                            (b"content-type", b"text/plain")],
-            })
-            await send({"type": "http.response.body", "body": b"a bearer token is required"})
-            return
+        if scope["type"] == "http":
+            headers = dict(scope["headers"])
+            if headers.get(b"authorization") != expected:
+                await refuse(send, 401, b"a bearer token is required")
+                return
+            if wanted is not None and headers.get(wanted[0].lower()) != wanted[1]:
+                await refuse(send, 403, b"the tenant header is required")
+                return
         await app(scope, receive, send)
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     print(f"listening {sock.getsockname()[1]}", flush=True)
-    uvicorn.Server(uvicorn.Config(guarded, log_level="warning")).run(sockets=[sock])
+    options = {} if tls is None else {"ssl_certfile": tls[0], "ssl_keyfile": tls[1]}
+    uvicorn.Server(uvicorn.Config(guarded, log_level="warning", **options)).run(sockets=[sock])
 
 
 if __name__ == "__main__":
     import sys
 
-    if len(sys.argv) == 3 and sys.argv[1] == "--http":
-        serve_http(sys.argv[2])
+    arguments = sys.argv[1:]
+    if arguments[:1] == ["--http"]:
+        token, rest = arguments[1], arguments[2:]
+        tls = required = None
+        while rest:
+            if rest[0] == "--tls":
+                tls, rest = (rest[1], rest[2]), rest[3:]
+            elif rest[0] == "--require-header":
+                required, rest = rest[1], rest[2:]
+            else:
+                raise SystemExit(f"unknown argument {rest[0]}")
+        serve_http(token, tls, required)
     else:
         server.run()

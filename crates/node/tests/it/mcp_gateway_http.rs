@@ -14,12 +14,23 @@ use crate::common;
 
 /// The upstream, running until dropped, and its URL.
 async fn http_upstream(token: &str, dir: &std::path::Path) -> (tokio::process::Child, String) {
+    upstream_with(token, dir, &[], "http").await
+}
+
+/// The upstream with more arguments (`--tls CERT KEY`, `--require-header N=V`).
+async fn upstream_with(
+    token: &str,
+    dir: &std::path::Path,
+    more: &[&str],
+    scheme: &str,
+) -> (tokio::process::Child, String) {
     let python = tokio::task::spawn_blocking(common::python).await.unwrap();
     let script =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/python/mcp_upstream.py");
     let mut child = tokio::process::Command::new(python)
         .arg(script)
         .args(["--http", token])
+        .args(more)
         .current_dir(dir)
         .stdout(std::process::Stdio::piped())
         .kill_on_drop(true)
@@ -35,7 +46,7 @@ async fn http_upstream(token: &str, dir: &std::path::Path) -> (tokio::process::C
     .unwrap()
     .expect("a `listening PORT` line");
     let port = line.strip_prefix("listening ").expect("listening PORT");
-    (child, format!("http://127.0.0.1:{port}/mcp"))
+    (child, format!("{scheme}://127.0.0.1:{port}/mcp"))
 }
 
 fn text(result: &Value) -> String {
@@ -151,6 +162,90 @@ name = "*"
     node.shutdown().await.unwrap();
 }
 
+/// A server over TLS with a private CA and a header it requires: reached with
+/// `ca_file` and `headers`; without the CA, or without the header, it is not offered
+/// (and does not hold the node).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_over_tls_is_checked_against_its_ca_and_sent_its_headers() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = common::tools::test_ca();
+    let (cert, key) = (
+        ca.cert_file.display().to_string(),
+        ca.key_file.display().to_string(),
+    );
+    let (_upstream, url) = upstream_with(
+        "tls-token",
+        dir.path(),
+        &["--tls", &cert, &key, "--require-header", "X-Tenant=colony"],
+        "https",
+    )
+    .await;
+    let token = dir.path().join("upstream.token");
+    std::fs::write(&token, "tls-token").unwrap();
+    let entry = |name: &str, extra: &str| {
+        format!(
+            "[[servers]]\nname = \"{name}\"\nurl = \"{url}\"\nbearer_token_file = \"{}\"\nstart_timeout = \"5s\"\n{extra}\n[[servers.tools]]\nname = \"*\"\n\n",
+            token.display()
+        )
+    };
+    let ca_file = format!("ca_file = \"{}\"", ca.ca_file.display());
+    let toml = [
+        entry(
+            "secure",
+            &format!("{ca_file}\nheaders = {{ \"X-Tenant\" = \"colony\" }}"),
+        ),
+        entry("untrusted", "headers = { \"X-Tenant\" = \"colony\" }"),
+        entry("headless", &ca_file),
+    ]
+    .concat();
+    let config = common::genesis_dir(&[("mcp.toml", &toml)]);
+    let data = tempfile::tempdir().unwrap();
+    let (node, base, admin) = common::start(data.path(), config.path()).await;
+    let mcp = Mcp {
+        base: base.clone(),
+        http: reqwest::Client::new(),
+    };
+    let (_, agent) = common::create_principal(&base, &admin, "tls-agent", "ai", &["member"]).await;
+    let tools = mcp.tool_names(&agent).await;
+    assert!(tools.iter().any(|t| t == "secure__read_note"), "{tools:?}");
+    for refused in ["untrusted__", "headless__"] {
+        assert!(
+            !tools.iter().any(|t| t.starts_with(refused)),
+            "{refused} is not offered: {tools:?}"
+        );
+    }
+    let read = mcp
+        .call(
+            &agent,
+            "secure__read_note",
+            json!({"name": "vault", "justification": "over TLS"}),
+        )
+        .await;
+    assert_eq!(text(&read), "note vault: remember the milk", "{read}");
+    let servers = common::get_json(&base, &admin, "/v1/dashboard").await["mcp"]["servers"].clone();
+    let up: Vec<(String, bool)> = servers
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap().to_string(),
+                s["up"] == json!(true),
+            )
+        })
+        .collect();
+    assert_eq!(
+        up,
+        [
+            ("secure".to_string(), true),
+            ("untrusted".to_string(), false),
+            ("headless".to_string(), false)
+        ],
+        "{servers}"
+    );
+    node.shutdown().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_misconfigured_server_at_a_url_stops_the_start_naming_it() {
     for (toml, expected) in [
@@ -173,6 +268,22 @@ async fn a_misconfigured_server_at_a_url_stops_the_start_naming_it() {
         (
             "[[servers]]\nname = \"r\"\ncommand = [\"true\"]\nbearer_token_env = \"X\"\n",
             "for a server at a `url`",
+        ),
+        (
+            "[[servers]]\nname = \"r\"\ncommand = [\"true\"]\nheaders = { \"X-A\" = \"1\" }\n",
+            "for a server at a `url`",
+        ),
+        (
+            "[[servers]]\nname = \"r\"\nurl = \"https://127.0.0.1:9/mcp\"\nca_file = \"/surely/not/here/ca.pem\"\n",
+            "ca_file",
+        ),
+        (
+            "[[servers]]\nname = \"r\"\nurl = \"https://127.0.0.1:9/mcp\"\nheaders_env = { \"X-Api-Key\" = \"COLONY_TEST_SURELY_UNSET_KEY\" }\n",
+            "COLONY_TEST_SURELY_UNSET_KEY",
+        ),
+        (
+            "[[servers]]\nname = \"r\"\nurl = \"https://127.0.0.1:9/mcp\"\nheaders = { \"Authorization\" = \"Bearer x\" }\n",
+            "set by the node",
         ),
     ] {
         let config = common::genesis_dir(&[("mcp.toml", toml)]);

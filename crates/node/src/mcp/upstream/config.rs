@@ -49,6 +49,10 @@ pub enum Launch {
         url: String,
         /// Where the bearer token it presents comes from, if the server wants one.
         bearer: Option<Bearer>,
+        /// A CA its certificate is also checked against (`ca_file`).
+        ca_file: Option<PathBuf>,
+        /// Other headers it is sent (`headers`, `headers_env`).
+        headers: Vec<(String, super::remote::HeaderSource)>,
     },
 }
 
@@ -130,6 +134,11 @@ struct ServerEntry {
     url: Option<String>,
     bearer_token_env: Option<String>,
     bearer_token_file: Option<String>,
+    ca_file: Option<String>,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+    #[serde(default)]
+    headers_env: BTreeMap<String, String>,
     sandbox: Option<String>,
     #[serde(default)]
     allow_net: bool,
@@ -219,9 +228,14 @@ fn server(entry: ServerEntry) -> Result<ServerConfig, String> {
     }
     let launch = match (entry.command, entry.url) {
         (Some(command), None) => {
-            if entry.bearer_token_env.is_some() || entry.bearer_token_file.is_some() {
+            if entry.bearer_token_env.is_some()
+                || entry.bearer_token_file.is_some()
+                || entry.ca_file.is_some()
+                || !entry.headers.is_empty()
+                || !entry.headers_env.is_empty()
+            {
                 return Err(format!(
-                    "servers.{name}: bearer_token_env and bearer_token_file are for a server at a `url`; a program gets its environment from `env`"
+                    "servers.{name}: bearer_token_env, bearer_token_file, ca_file, headers and headers_env are for a server at a `url`; a program gets its environment from `env`"
                 ));
             }
             if command.is_empty() || command[0].is_empty() {
@@ -309,7 +323,22 @@ fn server(entry: ServerEntry) -> Result<ServerConfig, String> {
                 }
                 (None, None) => None,
             };
-            Launch::Http { url, bearer }
+            let ca_file = match entry.ca_file.map(PathBuf::from) {
+                Some(file) if !file.is_absolute() => {
+                    return Err(format!(
+                        "servers.{name}.ca_file: `{}` is not an absolute path",
+                        file.display()
+                    ))
+                }
+                other => other,
+            };
+            let headers = super::remote::check(&name, entry.headers, entry.headers_env)?;
+            Launch::Http {
+                url,
+                bearer,
+                ca_file,
+                headers,
+            }
         }
         _ => {
             return Err(format!(
@@ -466,6 +495,8 @@ mod tests {
             Launch::Http {
                 url: "https://mcp.example.com/mcp".into(),
                 bearer: Some(Bearer::Env("TRACKER_TOKEN".into())),
+                ca_file: None,
+                headers: Vec::new(),
             }
         );
     }

@@ -55,6 +55,10 @@ pub(crate) struct Connection {
     bwrap: Option<PathBuf>,
     /// The bearer token presented to a server at a URL (from `bearer_token_env`).
     bearer: Option<String>,
+    /// The other headers it is sent, and the TLS roots its certificate is checked
+    /// against (`ca_file` with the system's), read at start.
+    headers: std::collections::HashMap<http::HeaderName, http::HeaderValue>,
+    tls: Option<Arc<rustls::ClientConfig>>,
     link: Mutex<Link>,
     /// The tools of the live session (none while it is down), for listing without
     /// waiting on a start.
@@ -120,6 +124,19 @@ impl Connection {
             }
             Launch::Http { bearer: None, .. } => (false, None),
         };
+        let (headers, tls) = match &config.launch {
+            Launch::Http {
+                headers, ca_file, ..
+            } => {
+                let headers = super::remote::resolve(&config.name, headers, |variable| {
+                    std::env::var(variable).ok()
+                })?;
+                let tls = colony_gateway::tls::client_config(ca_file.as_deref())
+                    .map_err(|e| format!("mcp.toml: server `{}`: ca_file: {e}", config.name))?;
+                (headers, Some(tls))
+            }
+            Launch::Stdio { .. } => (Default::default(), None),
+        };
         let bwrap = if sandboxed {
             Some(crate::sandbox::find_program("bwrap").ok_or_else(|| {
                 format!(
@@ -143,6 +160,8 @@ impl Connection {
             workdir,
             bwrap,
             bearer,
+            headers,
+            tls,
             link: Mutex::new(Link::Down {
                 since: None,
                 why: "not started yet".into(),
@@ -266,7 +285,10 @@ impl Connection {
 
     /// A session with the server at `url`, over Streamable HTTP.
     async fn open_http(&self, url: &str) -> Result<RunningService<RoleClient, ()>, String> {
-        let tls = colony_gateway::tls::client_config(None)?;
+        let tls = match &self.tls {
+            Some(tls) => Arc::clone(tls),
+            None => colony_gateway::tls::client_config(None)?,
+        };
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_millis(self.config.start_timeout_ms))
             .use_preconfigured_tls((*tls).clone())
@@ -274,6 +296,7 @@ impl Connection {
             .map_err(|e| format!("the HTTP client: {e}"))?;
         let mut config = StreamableHttpClientTransportConfig::with_uri(url.to_string());
         config.auth_header = self.bearer.clone();
+        config.custom_headers = self.headers.clone();
         config.max_json_response_size = HTTP_ANSWER_BYTES_MAX;
         config.max_sse_event_size = HTTP_ANSWER_BYTES_MAX;
         let transport = StreamableHttpClientTransport::with_client(

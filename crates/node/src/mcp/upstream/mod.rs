@@ -10,6 +10,7 @@ pub mod config;
 mod connection;
 mod http_client;
 mod rate;
+pub mod remote;
 
 use std::sync::Arc;
 
