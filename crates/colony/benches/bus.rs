@@ -10,6 +10,10 @@
 //! their text protocols written directly over tokio TCP (no library), all in this
 //! one process. Prints a table and the ratios. Needs `nats-server` and
 //! `redis-server` (Debian packages of those names) on the PATH.
+//!
+//! `-- callgrind [colony|nats]`: instructions per delivery instead, each server run
+//! under valgrind's callgrind on a fixed workload (`bus/callgrind.rs`), stable where
+//! wall-clock figures on a shared machine are not.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -84,8 +88,8 @@ fn shipped_config() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/genesis")
 }
 
-async fn wait_for_port(addr: SocketAddr) {
-    let deadline = Instant::now() + Duration::from_secs(30);
+async fn wait_for_port(addr: SocketAddr, patience: Duration) {
+    let deadline = Instant::now() + patience;
     while TcpStream::connect(addr).await.is_err() {
         assert!(Instant::now() < deadline, "nothing listens on {addr}");
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -93,6 +97,24 @@ async fn wait_for_port(addr: SocketAddr) {
 }
 
 async fn start(kind: Kind) -> Server {
+    start_wrapped(kind, &[], Duration::from_secs(30)).await
+}
+
+/// A server whose command line starts with `wrapper` (`valgrind ...`), given
+/// `patience` to start listening.
+async fn start_wrapped(kind: Kind, wrapper: &[String], patience: Duration) -> Server {
+    let command = |program: &str| {
+        let mut command = match wrapper.split_first() {
+            Some((first, rest)) => {
+                let mut command = Command::new(first);
+                command.args(rest).arg(program);
+                command
+            }
+            None => Command::new(program),
+        };
+        command.stdout(Stdio::null()).stderr(Stdio::null());
+        command
+    };
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
@@ -122,24 +144,22 @@ async fn start(kind: Kind) -> Server {
                 "[bus]\noutbound_msgs_max = 1000000\noutbound_bytes_max = 268435456\nconnections_max = 19000\nconnections_per_principal_max = 19000\n",
             )
             .unwrap();
-            let child = Command::new(env!("CARGO_BIN_EXE_colony"))
+            let child = command(env!("CARGO_BIN_EXE_colony"))
                 .args(["up", "--listen", &addr.to_string()])
                 .arg("--data")
                 .arg(dir.path().join("data"))
                 .arg("--config")
                 .arg(&config)
                 .env("RUST_LOG", "warn")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
                 .spawn()
                 .expect("run the colony binary");
             let token_file = dir.path().join("data/admin.token");
-            let deadline = Instant::now() + Duration::from_secs(30);
+            let deadline = Instant::now() + patience;
             while !token_file.exists() {
                 assert!(Instant::now() < deadline, "colony did not start");
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            wait_for_port(addr).await;
+            wait_for_port(addr, patience).await;
             token = std::fs::read_to_string(token_file)
                 .unwrap()
                 .trim()
@@ -153,18 +173,16 @@ async fn start(kind: Kind) -> Server {
                 format!("listen: 127.0.0.1:{port}\nmax_pending: 268435456\nwrite_deadline: \"60s\"\nmax_connections: 64000\n"),
             )
             .unwrap();
-            let child = Command::new("nats-server")
+            let child = command("nats-server")
                 .arg("-c")
                 .arg(&config)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
                 .spawn()
                 .expect("nats-server is installed (apt-get install nats-server)");
-            wait_for_port(addr).await;
+            wait_for_port(addr, patience).await;
             child
         }
         Kind::Redis => {
-            let child = Command::new("redis-server")
+            let child = command("redis-server")
                 .args([
                     "--port",
                     &port.to_string(),
@@ -181,11 +199,9 @@ async fn start(kind: Kind) -> Server {
                     "--maxclients",
                     "19000",
                 ])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
                 .spawn()
                 .expect("redis-server is installed (apt-get install redis-server)");
-            wait_for_port(addr).await;
+            wait_for_port(addr, patience).await;
             child
         }
     };
@@ -437,6 +453,9 @@ async fn measure(kind: Kind, quick: bool) -> Figures {
     }
 }
 
+#[path = "bus/callgrind.rs"]
+mod callgrind;
+
 fn main() {
     let quick = std::env::args().any(|a| a == "quick");
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -444,6 +463,14 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    if std::env::args().any(|a| a == "callgrind") {
+        let only: Vec<String> = std::env::args()
+            .skip(1)
+            .filter(|a| ["colony", "nats"].contains(&a.as_str()))
+            .collect();
+        runtime.block_on(callgrind::run(&only));
+        return;
+    }
     let figures: Vec<Figures> = runtime.block_on(async {
         let mut figures = Vec::new();
         let only: Vec<String> = std::env::args()

@@ -169,12 +169,12 @@ fn one_changed_byte_makes_verify_fail_and_name_the_record() {
     node.wait().unwrap();
     let (ok, text) = verify(data.path(), &[]);
     assert!(
-        ok && text.contains("verified 12 decision records"),
+        ok && text.contains("verified 13 decision records"),
         "{text}"
     );
 
-    // Change one byte inside record 7 (the fifth agent's justification, after genesis
-    // and the alerts stream).
+    // Change one byte inside record 8 (the fifth agent's justification, after genesis
+    // and the alerts and inbox streams).
     let segment = std::fs::read_dir(data.path().join("audit"))
         .unwrap()
         .next()
@@ -191,7 +191,7 @@ fn one_changed_byte_makes_verify_fail_and_name_the_record() {
     std::fs::write(&segment, &bytes).unwrap();
     let (ok, text) = verify(data.path(), &[]);
     assert!(!ok, "a changed byte must fail verification");
-    assert!(text.contains("decision record 7"), "{text}");
+    assert!(text.contains("decision record 8"), "{text}");
     let output = Command::new(COLONY)
         .args(["audit", "verify", "--json", "--data"])
         .arg(data.path())
@@ -201,7 +201,7 @@ fn one_changed_byte_makes_verify_fail_and_name_the_record() {
     let report: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(
         (report["ok"].as_bool(), report["seq"].as_u64()),
-        (Some(false), Some(7))
+        (Some(false), Some(8))
     );
 }
 
@@ -236,5 +236,5 @@ fn sigterm_finishes_the_log_and_writes_a_snapshot() {
         .collect();
     assert_eq!(snapshots.len(), 1, "a snapshot at shutdown");
     let (ok, text) = verify(data.path(), &["--replay"]);
-    assert!(ok && text.contains("verified 3 decision records"), "{text}");
+    assert!(ok && text.contains("verified 4 decision records"), "{text}");
 }
