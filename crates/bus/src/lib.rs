@@ -286,7 +286,7 @@ impl Bus {
                 msg: Arc::clone(msg),
                 delivery: 0,
             };
-            match sub.conn.push(delivery, sub.policy) {
+            match conn::push_deferring(&sub.conn, delivery, sub.policy) {
                 Pushed::Queued => routed.delivered += 1,
                 Pushed::Dropped(n) => {
                     routed.delivered += 1;

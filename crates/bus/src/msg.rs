@@ -99,7 +99,9 @@ impl Delivery {
             String::new()
         };
         let head_len = "{\"op\":\"msg\",\"sid\":\"".len() + self.sid.len() + 2 + delivery.len();
-        ws::encode_header(ws::OP_TEXT, head_len + self.msg.tail.len(), out);
+        let length = head_len + self.msg.tail.len();
+        out.reserve(ws::HEADER_BYTES_MAX + length);
+        ws::encode_header(ws::OP_TEXT, length, out);
         out.extend_from_slice(b"{\"op\":\"msg\",\"sid\":\"");
         out.extend_from_slice(self.sid.as_bytes());
         out.push(b'"');

@@ -417,9 +417,15 @@ impl Streams {
         if capture.is_empty() {
             return None;
         }
-        let mut found = Vec::new();
-        capture.matches(subject, &mut found);
-        found.into_iter().next()
+        // Walked without collecting: every publish asks (overlaps are refused, so
+        // at most one stream matches).
+        let mut found = None;
+        capture.visit(subject, &mut |stream: &Arc<Stream>| {
+            if found.is_none() {
+                found = Some(Arc::clone(stream));
+            }
+        });
+        found
     }
 
     /// Queues a message for storage. The publisher (when `reply` names it) gets

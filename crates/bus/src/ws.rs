@@ -288,6 +288,9 @@ fn unmask(payload: &mut [u8], mask: [u8; 4]) {
     }
 }
 
+/// The longest header of an unmasked server frame.
+pub const HEADER_BYTES_MAX: usize = 10;
+
 /// Appends the header of an unmasked server frame carrying `length` bytes.
 pub fn encode_header(opcode: u8, length: usize, out: &mut Vec<u8>) {
     out.push(0x80 | opcode);

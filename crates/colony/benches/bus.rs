@@ -11,9 +11,9 @@
 //! one process. Prints a table and the ratios. Needs `nats-server` and
 //! `redis-server` (Debian packages of those names) on the PATH.
 //!
-//! `-- callgrind [colony|nats]`: instructions per delivery instead, each server run
-//! under valgrind's callgrind on a fixed workload (`bus/callgrind.rs`), stable where
-//! wall-clock figures on a shared machine are not.
+//! `-- callgrind`: the node's instructions per delivery instead, run under valgrind's
+//! callgrind on a fixed workload (`bus/callgrind.rs`), stable where wall-clock
+//! figures on a shared machine are not.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -464,11 +464,7 @@ fn main() {
         .build()
         .unwrap();
     if std::env::args().any(|a| a == "callgrind") {
-        let only: Vec<String> = std::env::args()
-            .skip(1)
-            .filter(|a| ["colony", "nats"].contains(&a.as_str()))
-            .collect();
-        runtime.block_on(callgrind::run(&only));
+        runtime.block_on(callgrind::run());
         return;
     }
     let figures: Vec<Figures> = runtime.block_on(async {

@@ -198,6 +198,8 @@ where
         tokio::select! {
             read = read_events(&mut reader, &mut decoder), if !closing => match read {
                 Ok(events) => {
+                    // Subscribers wake once for what this read brought.
+                    let _batch = crate::conn::DeferWakeups::begin();
                     for event in events {
                         if let Some((code, reason)) = session.on_event(event) {
                             conn.close(code, reason);
