@@ -44,7 +44,54 @@ impl std::fmt::Display for SubjectError {
 
 impl std::error::Error for SubjectError {}
 
+/// The bytes a token may hold, by byte value.
+const TOKEN_BYTES: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric()
+            || matches!(
+                c,
+                b'-' | b'_' | b':' | b'@' | b'+' | b'=' | b'~' | b'%' | b'$'
+            );
+        b += 1;
+    }
+    table
+};
+
+/// Whether `text` is a plain subject (no wildcard): one pass over its bytes, the
+/// check every publish makes. `false` sends it to [`check`], which says what is wrong
+/// (or finds a pattern's wildcards in order).
+fn plain_subject(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    if bytes.is_empty() || bytes.len() > SUBJECT_BYTES_MAX {
+        return false;
+    }
+    let (mut tokens, mut token_len) = (1, 0);
+    for &b in bytes {
+        if b == b'.' {
+            if token_len == 0 {
+                return false;
+            }
+            tokens += 1;
+            token_len = 0;
+        } else if TOKEN_BYTES[b as usize] {
+            token_len += 1;
+            if token_len > 64 {
+                return false;
+            }
+        } else {
+            return false;
+        }
+    }
+    token_len > 0 && tokens <= SUBJECT_TOKENS_MAX
+}
+
 fn check(text: &str, wildcards: bool) -> Result<(), SubjectError> {
+    if plain_subject(text) {
+        return Ok(());
+    }
     if text.is_empty() {
         return Err(SubjectError::Empty);
     }
@@ -63,11 +110,7 @@ fn check(text: &str, wildcards: bool) -> Result<(), SubjectError> {
             ">" if index + 1 == count => {}
             ">" => return Err(SubjectError::MisplacedTail),
             _ => {
-                if token.len() > 64
-                    || !token
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b"-_:@+=~%$".contains(&b))
-                {
+                if token.len() > 64 || !token.bytes().all(|b| TOKEN_BYTES[b as usize]) {
                     return Err(SubjectError::BadToken(token.chars().take(70).collect()));
                 }
             }
@@ -129,6 +172,53 @@ pub fn covers(outer: &str, inner: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The one-pass check accepts only what the token-by-token check accepts.
+    #[test]
+    fn the_fast_path_agrees_with_the_full_check() {
+        let long_token = "a".repeat(65);
+        let many = vec!["a"; 17].join(".");
+        let longest = vec!["a"; 16].join(".");
+        let cases = [
+            "a",
+            "a.b",
+            "agents.2.7.inbox",
+            "a..b",
+            ".a",
+            "a.",
+            "",
+            "a.*",
+            "a.>",
+            "*",
+            "a b",
+            "a\"b",
+            "é.a",
+            "x-y_z:@+=~%$",
+            long_token.as_str(),
+            many.as_str(),
+            longest.as_str(),
+        ];
+        for case in cases {
+            let full = |wildcards| {
+                // The token-by-token check alone (what `check` does past the fast path).
+                let count = case.split('.').count();
+                !case.is_empty()
+                    && case.len() <= SUBJECT_BYTES_MAX
+                    && count <= SUBJECT_TOKENS_MAX
+                    && case.split('.').enumerate().all(|(i, t)| match t {
+                        "" => false,
+                        "*" => wildcards,
+                        ">" => wildcards && i + 1 == count,
+                        _ => t.len() <= 64 && t.bytes().all(|b| TOKEN_BYTES[b as usize]),
+                    })
+            };
+            if plain_subject(case) {
+                assert!(full(false) && full(true), "{case:?}");
+            }
+            assert_eq!(check(case, false).is_ok(), full(false), "{case:?}");
+            assert_eq!(check(case, true).is_ok(), full(true), "{case:?}");
+        }
+    }
 
     #[test]
     fn validation_table() {

@@ -323,8 +323,8 @@ impl Session {
                 FrameError::new("bad_frame", format!("not a valid frame: {error}")),
             )
         })?;
-        let id = frame.id.map(|id| id.get().to_string());
-        self.dispatch(&frame).map_err(|error| (id, error))
+        self.dispatch(&frame)
+            .map_err(|error| (frame.id.map(|id| id.get().to_string()), error))
     }
 
     fn dispatch(&mut self, frame: &Frame) -> Result<(), FrameError> {

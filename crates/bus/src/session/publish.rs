@@ -87,7 +87,7 @@ impl Session {
             .with("rejected", routed.rejected)
             .with("delivered", routed.delivered));
         }
-        if !stored {
+        if !stored && frame.id.is_some() {
             let mut fields = Map::new();
             fields.insert("delivered".into(), routed.delivered.into());
             self.send_ok(frame.id, fields);
