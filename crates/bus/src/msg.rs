@@ -110,3 +110,61 @@ impl Delivery {
         out.extend_from_slice(&self.msg.tail);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The frame's payload, its header read as RFC 6455 says.
+    fn payload(frame: &[u8]) -> serde_json::Value {
+        assert_eq!(frame[0], 0x81, "a final text frame");
+        let (length, at) = match frame[1] {
+            126 => (u16::from_be_bytes([frame[2], frame[3]]) as usize, 4),
+            127 => (
+                u64::from_be_bytes(frame[2..10].try_into().unwrap()) as usize,
+                10,
+            ),
+            short => (short as usize, 2),
+        };
+        assert_eq!(
+            frame.len(),
+            at + length,
+            "the header says the frame's length"
+        );
+        serde_json::from_slice(&frame[at..]).unwrap()
+    }
+
+    #[test]
+    fn a_delivery_is_one_whole_frame() {
+        for (data_bytes, count) in [(3, 0), (200, 0), (200, 7), (70_000, 4_000_000_000)] {
+            let data = format!("\"{}\"", "x".repeat(data_bytes));
+            let parts = MsgParts {
+                subject: "work.a",
+                data: &data,
+                priority: Priority::High,
+                from: "2.7",
+                headers: None,
+                reply_to: Some("agents.2.7.inbox.1"),
+            };
+            for sid in ["s", &"q".repeat(64), &"l".repeat(200)] {
+                let delivery = Delivery {
+                    sid: sid.into(),
+                    msg: Arc::new(parts.to_msg(None)),
+                    delivery: count,
+                };
+                let mut out = b"before".to_vec();
+                delivery.encode(&mut out);
+                let frame = payload(&out[6..]);
+                assert_eq!(frame["op"], "msg");
+                assert_eq!(frame["sid"], sid);
+                assert_eq!(frame["subject"], "work.a");
+                assert_eq!(frame["data"].as_str().unwrap().len(), data_bytes);
+                assert_eq!(frame["reply_to"], "agents.2.7.inbox.1");
+                match count {
+                    0 => assert!(frame.get("delivery").is_none()),
+                    n => assert_eq!(frame["delivery"], n),
+                }
+            }
+        }
+    }
+}
