@@ -64,8 +64,9 @@ pub enum Pushed {
 struct Outbound {
     /// Encoded frames that go before any message: answers, pongs, notices.
     control: VecDeque<Vec<u8>>,
-    /// Messages by priority, low to critical.
-    lanes: [VecDeque<Delivery>; 4],
+    /// Messages by priority, low to critical; made at the first message (an idle
+    /// connection that was never sent one holds none).
+    lanes: Option<Box<[VecDeque<Delivery>; 4]>>,
     msgs: usize,
     bytes: usize,
     /// Messages dropped since the last notice to the client.
@@ -77,7 +78,12 @@ struct Outbound {
 impl Outbound {
     /// The most urgent queued message, taken off its lane and the counts.
     fn take_next(&mut self) -> Option<Delivery> {
-        let delivery = self.lanes.iter_mut().rev().find_map(VecDeque::pop_front)?;
+        let delivery = self
+            .lanes
+            .as_mut()?
+            .iter_mut()
+            .rev()
+            .find_map(VecDeque::pop_front)?;
         self.msgs -= 1;
         self.bytes -= delivery.size();
         Some(delivery)
@@ -168,7 +174,7 @@ impl Conn {
                         out.msgs, out.bytes, delivery.sid
                     );
                     out.closing = Some((ws::CLOSE_POLICY, reason));
-                    out.lanes.iter_mut().for_each(VecDeque::clear);
+                    out.lanes = None;
                     out.msgs = 0;
                     out.bytes = 0;
                     return (Pushed::Disconnected, true);
@@ -176,15 +182,14 @@ impl Conn {
                 Backpressure::DropOldest => {
                     let incoming = lane(delivery.msg.priority);
                     while out.msgs + 1 > self.msgs_max || out.bytes + size > self.bytes_max {
-                        let Some(victim_lane) = (0..=incoming).find(|&l| !out.lanes[l].is_empty())
+                        let lanes = out.lanes.get_or_insert_with(Box::default);
+                        let Some(victim_lane) = (0..=incoming).find(|&l| !lanes[l].is_empty())
                         else {
                             // Everything queued is more urgent: this one goes.
                             out.dropped_unreported += 1;
                             return (Pushed::Dropped(1), true);
                         };
-                        let victim = out.lanes[victim_lane]
-                            .pop_front()
-                            .expect("lane is not empty");
+                        let victim = lanes[victim_lane].pop_front().expect("lane is not empty");
                         out.msgs -= 1;
                         out.bytes -= victim.size();
                         dropped += 1;
@@ -198,7 +203,7 @@ impl Conn {
         let was_empty = out.msgs == 0 && out.control.is_empty();
         out.msgs += 1;
         out.bytes += size;
-        out.lanes[lane(delivery.msg.priority)].push_back(delivery);
+        out.lanes.get_or_insert_with(Box::default)[lane(delivery.msg.priority)].push_back(delivery);
         drop(out);
         let pushed = if dropped > 0 {
             Pushed::Dropped(dropped)
@@ -288,7 +293,7 @@ impl Conn {
             if out.control.capacity() > QUEUE_KEPT {
                 out.control = VecDeque::new();
             }
-            for lane in out.lanes.iter_mut() {
+            for lane in out.lanes.iter_mut().flat_map(|lanes| lanes.iter_mut()) {
                 if lane.capacity() > QUEUE_KEPT {
                     *lane = VecDeque::new();
                 }

@@ -147,11 +147,9 @@ where
     // next lease: the connection waits for it (one round through the cluster's log)
     // rather than have its first publishes refused.
     let meter = if bus.meters.is_leasing() {
-        Some(
-            bus.meters
-                .meter_with_lease(conn.principal, LEASE_WAIT_MAX)
-                .await,
-        )
+        // Boxed: the wait (a timer and a watch) would otherwise take room in every
+        // session's state for as long as it lives, cluster or not.
+        Some(Box::pin(bus.meters.meter_with_lease(conn.principal, LEASE_WAIT_MAX)).await)
     } else {
         None
     };
