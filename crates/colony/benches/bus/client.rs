@@ -1,20 +1,24 @@
-//! The benchmark's clients: Colony's WebSocket protocol, and NATS's and Redis's text
-//! protocols written directly over tokio TCP (no library).
+//! The benchmark's clients, alike for every server: Colony's WebSocket frames, and
+//! NATS's and Redis's text protocols, each written directly over tokio TCP (for
+//! Colony, tokio-tungstenite makes the handshake; the frames are then read and
+//! written here, masked as a client's must be, as lean as the text clients).
 
-use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::MaybeTlsStream;
 
 use super::{Kind, Server};
 
 /// One client connection speaking the server's protocol.
 pub(super) enum Client {
-    Ws(Box<WebSocketStream<MaybeTlsStream<TcpStream>>>),
+    /// Colony: WebSocket frames after the handshake.
+    Ws {
+        reader: BufReader<OwnedReadHalf>,
+        writer: BufWriter<OwnedWriteHalf>,
+    },
     Text {
         kind: Kind,
         reader: BufReader<OwnedReadHalf>,
@@ -45,7 +49,16 @@ impl Client {
                     tokio_tungstenite::connect_async_with_config(request, Some(config), true)
                         .await
                         .expect("websocket connect");
-                Client::Ws(Box::new(ws))
+                let MaybeTlsStream::Plain(stream) = ws.into_inner() else {
+                    unreachable!("the benchmark speaks plain ws://")
+                };
+                stream.set_nodelay(true).unwrap();
+                let (read, write) = stream.into_split();
+                let capacity = if small { 512 } else { 64 << 10 };
+                Client::Ws {
+                    reader: BufReader::with_capacity(capacity, read),
+                    writer: BufWriter::with_capacity(capacity, write),
+                }
             }
             kind => {
                 let stream = TcpStream::connect(server.addr).await.unwrap();
@@ -77,15 +90,13 @@ impl Client {
     /// A request the server answers, so that what was sent before is processed.
     pub(super) async fn round_trip(&mut self) {
         match self {
-            Client::Ws(ws) => {
-                ws.send(Message::Text(r#"{"op":"ping","id":0}"#.into()))
-                    .await
-                    .unwrap();
+            Client::Ws { reader, writer } => {
+                write_text(writer, br#"{"op":"ping","id":0}"#).await;
+                writer.flush().await.unwrap();
                 loop {
-                    if let Some(Ok(Message::Text(text))) = ws.next().await {
-                        if text.contains("\"pong\"") {
-                            return;
-                        }
+                    let text = read_text(reader, writer).await;
+                    if contains(&text, b"\"pong\"") {
+                        return;
                     }
                 }
             }
@@ -111,10 +122,10 @@ impl Client {
 
     pub(super) async fn subscribe(&mut self, subjects: &[String]) {
         match self {
-            Client::Ws(ws) => {
+            Client::Ws { writer, .. } => {
                 for (n, subject) in subjects.iter().enumerate() {
                     let frame = format!(r#"{{"op":"sub","sid":"s{n}","subject":"{subject}"}}"#);
-                    ws.send(Message::Text(frame.into())).await.unwrap();
+                    write_text(writer, frame.as_bytes()).await;
                 }
             }
             Client::Text {
@@ -156,22 +167,19 @@ impl Client {
     /// The payload of the next message.
     pub(super) async fn next_payload(&mut self) -> String {
         match self {
-            Client::Ws(ws) => loop {
-                match ws.next().await.expect("open").expect("frame") {
-                    Message::Text(text) => {
-                        #[derive(serde::Deserialize)]
-                        struct Frame<'a> {
-                            op: &'a str,
-                            data: Option<&'a str>,
-                        }
-                        let frame: Frame = serde_json::from_str(&text).unwrap();
-                        if frame.op == "msg" {
-                            return frame.data.unwrap().to_string();
-                        }
-                        assert_ne!(frame.op, "err", "{text}");
-                    }
-                    _ => continue,
+            Client::Ws { reader, writer } => loop {
+                // What a NATS client does with `MSG`: find the payload, copy it out.
+                let text = read_text(reader, writer).await;
+                if text.starts_with(br#"{"op":"msg""#) {
+                    let start = find(&text, br#""data":""#).expect("a msg has data") + 8;
+                    let end = start + text[start..].iter().position(|&b| b == b'"').unwrap();
+                    return String::from_utf8(text[start..end].to_vec()).unwrap();
                 }
+                assert!(
+                    !text.starts_with(br#"{"op":"err""#),
+                    "{}",
+                    String::from_utf8_lossy(&text)
+                );
             },
             Client::Text {
                 kind: Kind::Nats,
@@ -202,19 +210,65 @@ impl Client {
             }
         }
     }
+}
 
-    /// Splits a WebSocket publisher into its writer and a background drain.
-    pub(super) fn into_publisher(self) -> Publisher {
-        let Client::Ws(ws) = self else {
-            unreachable!("text publishers are built in Publisher::connect")
-        };
-        let (sink, stream) = (*ws).split();
-        let drain = tokio::spawn(async move {
-            let mut stream = stream;
-            while let Some(Ok(_)) = stream.next().await {}
-        });
-        Publisher::Ws(sink, AbortOnDrop(drain))
+/// Writes one text frame, masked (RFC 6455 asks it of clients).
+async fn write_text(writer: &mut BufWriter<OwnedWriteHalf>, payload: &[u8]) {
+    const MASK: [u8; 4] = [0x5a, 0x17, 0xc3, 0x88];
+    let mut frame = Vec::with_capacity(payload.len() + 14);
+    frame.push(0x81);
+    match payload.len() {
+        short @ 0..=125 => frame.push(0x80 | short as u8),
+        medium @ 126..=65535 => {
+            frame.push(0x80 | 126);
+            frame.extend_from_slice(&(medium as u16).to_be_bytes());
+        }
+        long => {
+            frame.push(0x80 | 127);
+            frame.extend_from_slice(&(long as u64).to_be_bytes());
+        }
     }
+    frame.extend_from_slice(&MASK);
+    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ MASK[i & 3]));
+    writer.write_all(&frame).await.unwrap();
+}
+
+/// Reads frames until a text frame, answering pings; its payload.
+async fn read_text(
+    reader: &mut BufReader<OwnedReadHalf>,
+    writer: &mut BufWriter<OwnedWriteHalf>,
+) -> Vec<u8> {
+    loop {
+        let mut head = [0u8; 2];
+        reader.read_exact(&mut head).await.unwrap();
+        let length = match head[1] & 0x7f {
+            126 => reader.read_u16().await.unwrap() as usize,
+            127 => reader.read_u64().await.unwrap() as usize,
+            short => short as usize,
+        };
+        let mut payload = vec![0; length];
+        reader.read_exact(&mut payload).await.unwrap();
+        match head[0] & 0x0f {
+            0x1 => return payload,
+            0x9 => {
+                // A ping: the pong is masked, as everything a client sends.
+                let mut pong = vec![0x8a, 0x80 | payload.len() as u8, 0, 0, 0, 0];
+                pong.extend_from_slice(&payload);
+                writer.write_all(&pong).await.unwrap();
+                writer.flush().await.unwrap();
+            }
+            0x8 => panic!("the server closed: {}", String::from_utf8_lossy(&payload)),
+            _ => {}
+        }
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    find(haystack, needle).is_some()
 }
 
 pub(super) async fn read_resp_array(reader: &mut BufReader<OwnedReadHalf>) -> Vec<String> {
@@ -242,12 +296,9 @@ pub(super) async fn read_resp_array(reader: &mut BufReader<OwnedReadHalf>) -> Ve
     parts
 }
 
-type WsSink = futures_util::stream::SplitSink<WebSocketStream<MaybeTlsStream<TcpStream>>, Message>;
-
 /// A client that only publishes; whatever the server answers is drained by a
 /// background task (ended when the publisher is dropped).
 pub(super) enum Publisher {
-    Ws(WsSink, #[allow(dead_code)] AbortOnDrop),
     Text(
         Kind,
         BufWriter<OwnedWriteHalf>,
@@ -265,33 +316,28 @@ impl Drop for AbortOnDrop {
 
 impl Publisher {
     pub(super) async fn connect(server: &Server) -> Publisher {
-        match server.kind {
-            Kind::Colony => Client::connect(server, false).await.into_publisher(),
-            kind => {
-                let Client::Text { reader, writer, .. } = Client::connect(server, false).await
-                else {
-                    unreachable!()
-                };
-                // Redis answers every PUBLISH: read and discard.
-                let drain = tokio::spawn(async move {
-                    let mut reader = reader;
-                    let mut sink = vec![0; 64 << 10];
-                    while let Ok(n) = reader.read(&mut sink).await {
-                        if n == 0 {
-                            break;
-                        }
-                    }
-                });
-                Publisher::Text(kind, writer, AbortOnDrop(drain))
+        let kind = server.kind;
+        let (reader, writer) = match Client::connect(server, false).await {
+            Client::Text { reader, writer, .. } | Client::Ws { reader, writer } => (reader, writer),
+        };
+        // Redis answers every PUBLISH, Colony answers pings: read and discard.
+        let drain = tokio::spawn(async move {
+            let mut reader = reader;
+            let mut sink = vec![0; 64 << 10];
+            while let Ok(n) = reader.read(&mut sink).await {
+                if n == 0 {
+                    break;
+                }
             }
-        }
+        });
+        Publisher::Text(kind, writer, AbortOnDrop(drain))
     }
 
     pub(super) async fn publish(&mut self, subject: &str, payload: &str) {
         match self {
-            Publisher::Ws(sink, _) => {
+            Publisher::Text(Kind::Colony, writer, _) => {
                 let frame = format!(r#"{{"op":"pub","subject":"{subject}","data":"{payload}"}}"#);
-                sink.feed(Message::Text(frame.into())).await.unwrap();
+                write_text(writer, frame.as_bytes()).await;
             }
             Publisher::Text(Kind::Nats, writer, _) => writer
                 .write_all(format!("PUB {subject} {}\r\n{payload}\r\n", payload.len()).as_bytes())
@@ -313,7 +359,6 @@ impl Publisher {
 
     pub(super) async fn flush(&mut self) {
         match self {
-            Publisher::Ws(sink, _) => sink.flush().await.unwrap(),
             Publisher::Text(_, writer, _) => writer.flush().await.unwrap(),
         }
     }
