@@ -36,7 +36,22 @@ pub struct MsgParts<'a> {
 impl MsgParts<'_> {
     /// The frame tail; `stream` adds the stream's name, sequence number and time.
     pub fn tail(&self, stream: Option<(&str, u64, u64)>) -> Vec<u8> {
-        let mut tail = String::with_capacity(80 + self.subject.len() + self.data.len());
+        let stored = stream.map(|(name, seq, at_ms)| {
+            format!(",\"stream\":\"{name}\",\"seq\":{seq},\"time_ms\":{at_ms}")
+        });
+        // The exact length, so that the tail is made once and never copied to shrink
+        // it (`to_msg` boxes it).
+        let exact = "\"subject\":\"\",\"data\":,\"priority\":\"\",\"from\":\"\"}".len()
+            + self.subject.len()
+            + self.data.len()
+            + self.priority.as_str().len()
+            + self.from.len()
+            + self.headers.map_or(0, |h| ",\"headers\":".len() + h.len())
+            + self
+                .reply_to
+                .map_or(0, |r| ",\"reply_to\":\"\"".len() + r.len())
+            + stored.as_ref().map_or(0, String::len);
+        let mut tail = String::with_capacity(exact);
         tail.push_str("\"subject\":\"");
         tail.push_str(self.subject);
         tail.push_str("\",\"data\":");
@@ -55,12 +70,11 @@ impl MsgParts<'_> {
             tail.push_str(reply_to);
             tail.push('"');
         }
-        if let Some((name, seq, at_ms)) = stream {
-            tail.push_str(&format!(
-                ",\"stream\":\"{name}\",\"seq\":{seq},\"time_ms\":{at_ms}"
-            ));
+        if let Some(stored) = &stored {
+            tail.push_str(stored);
         }
         tail.push('}');
+        debug_assert_eq!(tail.len(), exact, "the tail's length was foreseen");
         tail.into_bytes()
     }
 
@@ -132,6 +146,29 @@ mod tests {
             "the header says the frame's length"
         );
         serde_json::from_slice(&frame[at..]).unwrap()
+    }
+
+    #[test]
+    fn a_tail_is_made_to_its_exact_length() {
+        let parts = MsgParts {
+            subject: "orders.new",
+            data: r#"{"n":1}"#,
+            priority: Priority::Critical,
+            from: "0.1",
+            headers: Some(r#"{"trace":"abc"}"#),
+            reply_to: Some("agents.0.1.inbox.9"),
+        };
+        for stream in [None, Some(("orders", 5, 1_700_000_000_000))] {
+            let tail = parts.tail(stream);
+            assert_eq!(tail.capacity(), tail.len());
+            let frame: serde_json::Value =
+                serde_json::from_slice(&[b"{".as_slice(), &tail].concat()).unwrap();
+            assert_eq!(frame["headers"]["trace"], "abc");
+            assert_eq!(
+                frame["seq"],
+                stream.map_or(serde_json::Value::Null, |s| s.1.into())
+            );
+        }
     }
 
     #[test]

@@ -282,8 +282,20 @@ fn complete(opcode: u8, payload: Vec<u8>) -> Result<WsEvent, WsError> {
     }
 }
 
+/// XORs `payload` (from its first byte) with the client's mask, eight bytes at a
+/// time (byte by byte it was half of what a publish cost to decode).
 fn unmask(payload: &mut [u8], mask: [u8; 4]) {
-    for (i, byte) in payload.iter_mut().enumerate() {
+    let word = u64::from_ne_bytes([
+        mask[0], mask[1], mask[2], mask[3], mask[0], mask[1], mask[2], mask[3],
+    ]);
+    let whole = payload.len() / 8 * 8;
+    let (words, rest) = payload.split_at_mut(whole);
+    for chunk in words.chunks_exact_mut(8) {
+        let value = u64::from_ne_bytes(chunk.try_into().expect("eight bytes")) ^ word;
+        chunk.copy_from_slice(&value.to_ne_bytes());
+    }
+    // `whole` is a multiple of 4: the mask's phase starts again at 0.
+    for (i, byte) in rest.iter_mut().enumerate() {
         *byte ^= mask[i & 3];
     }
 }
@@ -326,6 +338,21 @@ pub fn encode_close(code: u16, reason: &str, out: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unmasking_by_words_is_unmasking_by_bytes() {
+        let mask = [0x5a, 0x17, 0xc3, 0x88];
+        for length in [0, 1, 3, 4, 7, 8, 9, 15, 16, 17, 200, 1001] {
+            let plain: Vec<u8> = (0..length).map(|i| (i * 7 + 3) as u8).collect();
+            let mut masked: Vec<u8> = plain
+                .iter()
+                .enumerate()
+                .map(|(i, b)| b ^ mask[i % 4])
+                .collect();
+            unmask(&mut masked, mask);
+            assert_eq!(masked, plain, "{length} bytes");
+        }
+    }
 
     /// A client frame, masked with `mask`.
     fn client_frame(fin: bool, opcode: u8, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
