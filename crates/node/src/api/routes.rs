@@ -401,8 +401,10 @@ mod tests {
                 route.method,
                 route.path
             );
-            // Every GET but the bus and the open lane is a read.
-            let bus = route.path == "/v1/bus" || route.path == "/v1/streams/{name}/messages";
+            // Every GET but the bus's (the socket, a stream's messages, one's inbox)
+            // and the open lane is a read.
+            let bus = ["/v1/bus", "/v1/streams/{name}/messages", "/v1/inbox"]
+                .contains(&route.path.as_str());
             if route.method == Method::GET && route.lane != Lane::Open && !bus {
                 assert_eq!(route.scope, Some("read"), "{} {}", route.method, route.path);
             }
