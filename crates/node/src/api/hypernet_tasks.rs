@@ -132,24 +132,38 @@ pub async fn list(
     app.check_read(&caller, "tasks", app.shared.read.tasks)?;
     let limit = query.limit.unwrap_or(100).min(super::tasks::TASK_PAGE_MAX);
     let state = app.shared.state.read().expect("state lock");
-    let tasks: Vec<OldTask> = state
-        .tasks()
-        .filter(|t| {
-            query
-                .tag
-                .as_ref()
-                .is_none_or(|tag| t.capabilities.contains(tag))
-        })
-        .filter(|t| query.priority.is_none_or(|p| t.priority == p))
-        .map(old_shape)
-        .filter(|t| {
-            query
-                .status
-                .as_ref()
-                .is_none_or(|s| t.status == *s || t.colony_status == *s)
-        })
-        .take(limit)
-        .collect();
+    let wanted = |t: &&colony_kernel::tasks::Task| {
+        query
+            .tag
+            .as_ref()
+            .is_none_or(|tag| t.capabilities.contains(tag))
+            && query.priority.is_none_or(|p| t.priority == p)
+    };
+    let tasks: Vec<OldTask> = match &query.status {
+        None => state
+            .tasks()
+            .filter(wanted)
+            .take(limit)
+            .map(old_shape)
+            .collect(),
+        // A status is read from the board's index, not by walking every live task:
+        // the old `failed` is Colony's failed and dead; any other name is Colony's.
+        Some(status) => {
+            let mut found: Vec<&colony_kernel::tasks::Task> = TaskStatus::ALL
+                .into_iter()
+                .filter(|s| s.as_str() == status || (status == "failed" && *s == TaskStatus::Dead))
+                .flat_map(|s| {
+                    state
+                        .tasks_with_status_after(s, None)
+                        .filter(wanted)
+                        .take(limit)
+                })
+                .collect();
+            // Each status's list is in address order: their first `limit` merged.
+            found.sort_by(|a, b| a.address.cmp(&b.address));
+            found.into_iter().take(limit).map(old_shape).collect()
+        }
+    };
     let count = tasks.len();
     Ok(Json(OldTaskList { tasks, count }))
 }

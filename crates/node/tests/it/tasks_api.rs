@@ -330,6 +330,29 @@ async fn decompose_fail_dead_letter_and_requeue_over_http() {
         .as_str()
         .unwrap()
         .contains("impossible"));
+    // The Hypernet list calls a dead task `failed`, and finds it by either name
+    // (from the board's status index): `failed` holds the failed subtask waiting for
+    // its retry and the dead one, in address order.
+    for (status, expected) in [
+        ("failed", vec!["0.7.1.00001.1", doomed.as_str()]),
+        ("dead", vec![doomed.as_str()]),
+    ] {
+        let old = board.get(&format!("/tasks?status={status}")).await;
+        let listed: Vec<&str> = old["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["address"].as_str().unwrap())
+            .collect();
+        assert_eq!(listed, expected, "{status}: {old}");
+        let dead = old["tasks"].as_array().unwrap().last().unwrap();
+        assert_eq!(
+            (&dead["status"], &dead["colony_status"]),
+            (&json!("failed"), &json!("dead"))
+        );
+    }
+    let none = board.get("/tasks?status=no-such-status").await;
+    assert_eq!(none["count"], 0, "{none}");
     let (status, body) = board
         .post(
             &format!("/v1/tasks/{doomed}/requeue"),
