@@ -232,6 +232,48 @@ fn latency_ns(epoch: Instant, payload: &str) -> u64 {
     (epoch.elapsed().as_nanos() as u64).saturating_sub(sent)
 }
 
+/// Publishes `messages` payloads of `size` bytes on `subject`, flushing every 256.
+async fn publish_many(
+    publisher: &mut Publisher,
+    subject: &str,
+    messages: u64,
+    epoch: Instant,
+    size: usize,
+) {
+    for n in 0..messages {
+        publisher.publish(subject, &payload(epoch, size)).await;
+        if n % 256 == 255 {
+            publisher.flush().await;
+        }
+    }
+    publisher.flush().await;
+}
+
+/// Every publisher at once sends `each` messages on its own `bench.m.<index>`; the
+/// publishers (kept open) once all have sent.
+async fn publish_from_all(
+    publishers: Vec<Publisher>,
+    each: u64,
+    epoch: Instant,
+    size: usize,
+) -> Vec<Publisher> {
+    let senders: Vec<_> = publishers
+        .into_iter()
+        .enumerate()
+        .map(|(p, mut publisher)| {
+            tokio::spawn(async move {
+                publish_many(&mut publisher, &format!("bench.m.{p}"), each, epoch, size).await;
+                publisher
+            })
+        })
+        .collect();
+    let mut sent = Vec::new();
+    for sender in senders {
+        sent.push(sender.await.unwrap());
+    }
+    sent
+}
+
 /// Subscribers that each expect `expected` messages; returns when all have them,
 /// with the time the last one finished and every latency sample (when `sample`).
 async fn run_subscribers(
@@ -326,13 +368,7 @@ async fn measure(kind: Kind, quick: bool) -> Figures {
     let handles = run_subscribers(subscribers, messages, epoch, false).await;
     let cpu_before = cpu_ns(pid);
     let started = Instant::now();
-    for n in 0..messages {
-        publisher.publish("bench.fan", &payload(epoch, size)).await;
-        if n % 256 == 255 {
-            publisher.flush().await;
-        }
-    }
-    publisher.flush().await;
+    publish_many(&mut publisher, "bench.fan", messages, epoch, size).await;
     let mut last = started;
     for handle in handles {
         last = last.max(handle.await.unwrap().0);
@@ -365,27 +401,7 @@ async fn measure(kind: Kind, quick: bool) -> Figures {
     let handles = run_subscribers(subscribers, per_publisher * publishers_n, epoch, false).await;
     let cpu_before = cpu_ns(pid);
     let started = Instant::now();
-    let senders: Vec<_> = publishers
-        .into_iter()
-        .enumerate()
-        .map(|(p, mut publisher)| {
-            let subject = format!("bench.m.{p}");
-            tokio::spawn(async move {
-                for n in 0..per_publisher {
-                    publisher.publish(&subject, &payload(epoch, size)).await;
-                    if n % 256 == 255 {
-                        publisher.flush().await;
-                    }
-                }
-                publisher.flush().await;
-                publisher
-            })
-        })
-        .collect();
-    let mut keep = Vec::new();
-    for sender in senders {
-        keep.push(sender.await.unwrap());
-    }
+    let keep = publish_from_all(publishers, per_publisher, epoch, size).await;
     let mut last = started;
     for handle in handles {
         last = last.max(handle.await.unwrap().0);

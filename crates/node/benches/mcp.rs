@@ -141,27 +141,9 @@ async fn mcp_call(
 /// one client, `calls` each.
 async fn upstream(calls: u64) {
     let python = tokio::task::spawn_blocking(tools::python).await.unwrap();
-    let venv = python.parent().unwrap().parent().unwrap().to_path_buf();
-    let prefix = python
-        .canonicalize()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .to_path_buf();
-    let scripts = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/python")
-        .canonicalize()
-        .unwrap();
     let mcp = format!(
-        "[[servers]]\nname = \"notes\"\ncommand = [\"{}\", \"{}\"]\nread_only = [\"{}\", \"{}\", \"{}\"]\n\
-         [[servers.tools]]\nname = \"*\"\nrate_per_minute = 1000000\n",
-        python.display(),
-        scripts.join("mcp_upstream.py").display(),
-        venv.display(),
-        scripts.display(),
-        prefix.display()
+        "{}[[servers.tools]]\nname = \"*\"\nrate_per_minute = 1000000\n",
+        tools::notes_server(&python)
     );
     let (node, base, token, _dirs) = start_with(&mcp).await;
     let http = reqwest::Client::new();

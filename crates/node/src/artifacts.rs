@@ -167,15 +167,14 @@ impl Services for NodeServices {
 pub(crate) struct DecisionFanout {
     pub(crate) bus: Arc<Bus>,
     pub(crate) artifacts: colony_artifacts::Runtime,
-    /// Tool calls waiting for a person's approval.
-    pub(crate) approvals: Arc<crate::mcp::upstream::Approvals>,
-    /// MCP clients listening for tasks' changes.
-    pub(crate) task_watches: Arc<crate::mcp::listen::TaskWatches>,
+    /// The MCP side: tool calls waiting for a person's approval, clients listening
+    /// for tasks' changes.
+    pub(crate) mcp: Arc<crate::mcp::McpStatus>,
 }
 
 impl colony_pipeline::sequencer::DecisionSink for DecisionFanout {
     fn wants_decisions(&self) -> bool {
-        self.bus.wants_decisions() || self.approvals.any_waiting() || self.task_watches.any()
+        self.bus.wants_decisions() || self.mcp.approvals.any_waiting() || self.mcp.watches.any()
     }
 
     fn wants_offers(&self) -> bool {
@@ -195,11 +194,11 @@ impl colony_pipeline::sequencer::DecisionSink for DecisionFanout {
 
     fn decided(&self, command: &colony_kernel::Command, events: &[colony_kernel::Event]) {
         self.bus.decided(command, events);
-        if self.approvals.any_waiting() {
-            self.approvals.decided(events);
+        if self.mcp.approvals.any_waiting() {
+            self.mcp.approvals.decided(events);
         }
-        if self.task_watches.any() {
-            self.task_watches.decided(events);
+        if self.mcp.watches.any() {
+            self.mcp.watches.decided(events);
         }
     }
 }

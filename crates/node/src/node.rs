@@ -263,8 +263,7 @@ impl Node {
         event_tap.connect(Arc::new(crate::artifacts::DecisionFanout {
             bus: Arc::clone(&bus),
             artifacts: artifacts.clone(),
-            approvals: Arc::clone(&mcp.approvals),
-            task_watches: Arc::clone(&mcp.watches),
+            mcp: Arc::clone(&mcp),
         }));
         let supervisor_status: crate::supervisor::SupervisorStatus = Default::default();
         let alerts_config =

@@ -10,7 +10,9 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::{payload, run_subscribers, start_wrapped, Client, Kind, Publisher};
+use super::{
+    publish_from_all, publish_many, run_subscribers, start_wrapped, Client, Kind, Publisher,
+};
 
 /// The fan-out workload: one publisher, this many subscribers, messages of 128 B.
 const FAN_OUT_SUBSCRIBERS: usize = 50;
@@ -59,13 +61,7 @@ async fn measure(kind: Kind, dir: &Path) -> (f64, f64) {
     let handles = run_subscribers(subscribers, FAN_OUT_MESSAGES, epoch, false).await;
     control(pid, &["-z"]);
     control(pid, &["-i", "on"]);
-    for n in 0..FAN_OUT_MESSAGES {
-        publisher.publish("bench.fan", &payload(epoch, size)).await;
-        if n % 256 == 255 {
-            publisher.flush().await;
-        }
-    }
-    publisher.flush().await;
+    publish_many(&mut publisher, "bench.fan", FAN_OUT_MESSAGES, epoch, size).await;
     for handle in handles {
         handle.await.unwrap();
     }
@@ -78,10 +74,7 @@ async fn measure(kind: Kind, dir: &Path) -> (f64, f64) {
     );
     drop(publisher);
 
-    // Many to many.
-    let subjects: Vec<String> = (0..MANY_PUBLISHERS)
-        .map(|p| format!("bench.m.{p}"))
-        .collect();
+    // Many to many (each publisher on its own `bench.m.<index>`).
     let mut subscribers = Vec::new();
     for _ in 0..MANY_SUBSCRIBERS {
         let mut client = Client::connect(&server, false).await;
@@ -96,26 +89,7 @@ async fn measure(kind: Kind, dir: &Path) -> (f64, f64) {
     let handles = run_subscribers(subscribers, total, epoch, false).await;
     control(pid, &["-z"]);
     control(pid, &["-i", "on"]);
-    let senders: Vec<_> = publishers
-        .into_iter()
-        .zip(subjects)
-        .map(|(mut publisher, subject)| {
-            tokio::spawn(async move {
-                for n in 0..MANY_MESSAGES_EACH {
-                    publisher.publish(&subject, &payload(epoch, size)).await;
-                    if n % 256 == 255 {
-                        publisher.flush().await;
-                    }
-                }
-                publisher.flush().await;
-                publisher
-            })
-        })
-        .collect();
-    let mut keep = Vec::new();
-    for sender in senders {
-        keep.push(sender.await.unwrap());
-    }
+    let keep = publish_from_all(publishers, MANY_MESSAGES_EACH, epoch, size).await;
     for handle in handles {
         handle.await.unwrap();
     }

@@ -132,11 +132,27 @@ pub async fn read(
         colony_bus::policy::may_subscribe(&bus.config, &caller.address, &caller.roles, pattern)
             .map_err(|message| ApiError::new(StatusCode::FORBIDDEN, "forbidden", message))?;
     }
+    let (messages, seq) = read_from(&stream, query.from_seq, query.subject.as_deref(), limit);
+    Ok(Json(StreamMessages {
+        stream: name,
+        messages,
+        next_seq: seq,
+    }))
+}
+
+/// Up to `limit` stored messages of `stream` from `from_seq` (1 when absent) whose
+/// subject matches `filter`, oldest first, each as stored; and where to read on.
+pub(crate) fn read_from(
+    stream: &colony_bus::streams::Stream,
+    from_seq: Option<u64>,
+    filter: Option<&str>,
+    limit: usize,
+) -> (Vec<Value>, u64) {
     let now_ms = crate::sequencer::now_ms();
-    let mut seq = query.from_seq.unwrap_or(1).max(1);
+    let mut seq = from_seq.unwrap_or(1).max(1);
     let mut messages = Vec::new();
     while messages.len() < limit {
-        match stream.next(seq, query.subject.as_deref(), now_ms) {
+        match stream.next(seq, filter, now_ms) {
             colony_bus::streams::Next::Msg(stored) => {
                 seq = stored.msg.seq + 1;
                 messages.push(serde_json::from_str::<Value>(&stored.record).unwrap_or(Value::Null));
@@ -149,9 +165,5 @@ pub async fn read(
             }
         }
     }
-    Ok(Json(StreamMessages {
-        stream: name,
-        messages,
-        next_seq: seq,
-    }))
+    (messages, seq)
 }

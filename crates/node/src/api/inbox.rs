@@ -10,9 +10,8 @@ use axum::http::StatusCode;
 use axum::Json;
 use colony_api::streams::{InboxPage, InboxQuery};
 use colony_api::ErrorBody;
-use serde_json::Value;
 
-use super::bus_http::{token_reaches, STREAM_READ_MAX};
+use super::bus_http::{read_from, token_reaches, STREAM_READ_MAX};
 use super::{AppState, Params};
 use crate::auth::Caller;
 use crate::first_start::INBOX_STREAM;
@@ -49,27 +48,11 @@ pub async fn read(
         )
         .with("stream", INBOX_STREAM)
     })?;
-    let now_ms = crate::sequencer::now_ms();
-    let mut seq = query.from_seq.unwrap_or(1).max(1);
-    let mut messages = Vec::new();
-    while messages.len() < limit {
-        match stream.next(seq, Some(&subject), now_ms) {
-            colony_bus::streams::Next::Msg(stored) => {
-                seq = stored.msg.seq + 1;
-                messages.push(serde_json::from_str::<Value>(&stored.record).unwrap_or(Value::Null));
-            }
-            colony_bus::streams::Next::Caught(next) => {
-                if next <= seq {
-                    break;
-                }
-                seq = next;
-            }
-        }
-    }
+    let (messages, next_seq) = read_from(&stream, query.from_seq, Some(&subject), limit);
     Ok(Json(InboxPage {
         subject,
         messages,
-        next_seq: seq,
+        next_seq,
         last_seq: stream.info().last_seq,
     }))
 }

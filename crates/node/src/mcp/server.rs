@@ -168,9 +168,7 @@ impl ColonyMcp {
             .body(body)
             .map_err(|error| error.to_string())?;
         let headers = request.headers_mut();
-        let bearer = HeaderValue::from_str(&format!("Bearer {token}"))
-            .map_err(|_| "the token is not a header value".to_string())?;
-        headers.insert(header::AUTHORIZATION, bearer);
+        headers.insert(header::AUTHORIZATION, bearer(token)?);
         headers.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
@@ -209,9 +207,9 @@ impl ColonyMcp {
             .uri(uri)
             .body(Body::empty())
             .map_err(|error| error.to_string())?;
-        let bearer = HeaderValue::from_str(&format!("Bearer {token}"))
-            .map_err(|_| "the token is not a header value".to_string())?;
-        request.headers_mut().insert(header::AUTHORIZATION, bearer);
+        request
+            .headers_mut()
+            .insert(header::AUTHORIZATION, bearer(token)?);
         Ok(request)
     }
 
@@ -229,6 +227,12 @@ impl ColonyMcp {
                 .is_none_or(|need| crate::scope::allows(&caller.scopes, need, &route.path, None))
         })
     }
+}
+
+/// The `Authorization` header that presents `token` to the node's own routes.
+fn bearer(token: &str) -> Result<HeaderValue, String> {
+    HeaderValue::from_str(&format!("Bearer {token}"))
+        .map_err(|_| "the token is not a header value".to_string())
 }
 
 /// Percent-encodes one path segment or query value.

@@ -220,9 +220,10 @@ pub fn test_ca() -> TestCa {
     }
 }
 
-/// mcp.toml running tests/python/mcp_upstream.py (the official SDK's server) as
-/// the upstream `notes` under bubblewrap, its `delete_note` approved by a human.
-pub fn notes_upstream_toml(python: &Path) -> String {
+/// The `[[servers]]` lines that run tests/python/mcp_upstream.py (the official
+/// SDK's server) as the upstream `notes` under bubblewrap, reading only the Python
+/// environment, the interpreter it was made from and the test scripts.
+pub fn notes_server(python: &Path) -> String {
     let venv = python.parent().unwrap().parent().unwrap();
     // The interpreter the environment was made from (pyenv's, or the system's).
     let prefix = python
@@ -238,12 +239,19 @@ pub fn notes_upstream_toml(python: &Path) -> String {
         .canonicalize()
         .unwrap();
     format!(
-        r#"
-[[servers]]
-name = "notes"
-command = ["{python}", "{script}"]
-read_only = ["{venv}", "{scripts}", "{prefix}"]
-timeout = "3s"
+        "[[servers]]\nname = \"notes\"\ncommand = [\"{python}\", \"{script}\"]\nread_only = [\"{venv}\", \"{scripts}\", \"{prefix}\"]\n",
+        python = python.display(),
+        script = scripts.join("mcp_upstream.py").display(),
+        venv = venv.display(),
+        prefix = prefix.display(),
+        scripts = scripts.display(),
+    )
+}
+
+/// mcp.toml with [`notes_server`], its `delete_note` approved by a human.
+pub fn notes_upstream_toml(python: &Path) -> String {
+    format!(
+        r#"{server}timeout = "3s"
 concurrency = 4
 
 [[servers.tools]]
@@ -262,10 +270,6 @@ approval_timeout = "60s"
 name = "big_note"
 result_bytes_max = 1000
 "#,
-        python = python.display(),
-        script = scripts.join("mcp_upstream.py").display(),
-        venv = venv.display(),
-        prefix = prefix.display(),
-        scripts = scripts.display(),
+        server = notes_server(python),
     )
 }
