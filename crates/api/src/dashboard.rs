@@ -38,6 +38,28 @@ pub struct Overview {
     pub artifacts: u64,
     /// What MCP clients are doing on this node now.
     pub mcp: McpActivity,
+    /// The node's cluster, when it is in one (absent on an embedded node).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterHealth>,
+}
+
+/// A cluster as one of its nodes sees it now (`GET /v1/cluster` has the details).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ClusterHealth {
+    /// This node's name.
+    pub node: String,
+    /// False while this node has no connection to NATS (its reads are stale).
+    pub connected: bool,
+    /// Commands of the cluster's log this node has yet to apply.
+    pub lag: u64,
+    /// Nodes heard from in the last 3 s, this one included.
+    pub live_nodes: u64,
+    /// Checkpoints of other nodes that disagreed with this node's at the same
+    /// record since it started: must stay 0.
+    pub divergences: u64,
+    /// The newest divergence's evidence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub divergence: Option<String>,
 }
 
 /// MCP on this node now (`/mcp` keeps no sessions: what it holds open are calls and

@@ -14,7 +14,7 @@ use crate::follow::STALLED_AFTER;
 
 /// Most commands of the stream decided as one group.
 const APPLY_BATCH_MAX: usize = 1_024;
-use crate::wire::Unverified;
+use crate::wire::{Unverified, Verified};
 
 /// Applies the stream from `next` on, for as long as the node runs; after a lost
 /// connection it starts again after the last command applied.
@@ -32,6 +32,7 @@ pub(crate) async fn follow(inner: Arc<Inner>, submitter: Submitter, next: u64) {
 /// One ordered consumer from `next`: `Ok` when the node stops, `Err` when the
 /// consumer is lost.
 async fn follow_once(inner: &Inner, submitter: &Submitter, next: &mut u64) -> Result<(), String> {
+    let mut verified = Verified::default();
     let stream = inner
         .jetstream
         .get_stream(&inner.config.stream)
@@ -82,7 +83,7 @@ async fn follow_once(inner: &Inner, submitter: &Submitter, next: &mut u64) -> Re
             message = messages.next().now_or_never().flatten();
         }
         if !batch.is_empty() {
-            let batch = stamp_all(inner, batch);
+            let batch = stamp_all(inner, &mut verified, batch);
             let last = apply(inner, submitter, batch).await?;
             *next = last + 1;
             inner.applied.send_replace(last);
@@ -100,9 +101,13 @@ async fn follow_once(inner: &Inner, submitter: &Submitter, next: &mut u64) -> Re
 /// not a signed command, or whose signature does not verify by the key it names, is
 /// decided as a tick by the system, the same on every node, so that the sequence
 /// numbers stay aligned with the stream's. The signatures of the others' commands
-/// are checked as one batch; this node's own come back byte for byte as it signed
-/// them.
-fn stamp_all(inner: &Inner, messages: Vec<(u64, Vec<u8>)>) -> Vec<(Stamped, Option<u64>)> {
+/// are checked as one batch, each group's once (`wire::Verified`); this node's own
+/// come back byte for byte as it signed them.
+fn stamp_all(
+    inner: &Inner,
+    verified: &mut Verified,
+    messages: Vec<(u64, Vec<u8>)>,
+) -> Vec<(Stamped, Option<u64>)> {
     let decoded: Vec<(u64, Result<Unverified, String>, bool)> = {
         let pending = inner.pending.lock().expect("pending lock");
         messages
@@ -126,7 +131,16 @@ fn stamp_all(inner: &Inner, messages: Vec<(u64, Vec<u8>)>) -> Vec<(Stamped, Opti
         .filter(|(_, _, own)| !own)
         .filter_map(|(_, message, _)| message.as_ref().ok())
         .collect();
-    let mut verdicts = crate::wire::verify_refs(&others).into_iter();
+    let (verdicts, checks) = verified.check(&others);
+    inner
+        .signing
+        .checks
+        .fetch_add(checks as u64, Ordering::Relaxed);
+    inner
+        .signing
+        .checked
+        .fetch_add(others.len() as u64, Ordering::Relaxed);
+    let mut verdicts = verdicts.into_iter();
     decoded
         .into_iter()
         .map(|(seq, message, own)| {

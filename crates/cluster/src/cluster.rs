@@ -75,8 +75,12 @@ pub(crate) struct Inner {
     /// Set when the node is stopping.
     pub(crate) stopping: AtomicBool,
     pub(crate) peers: Mutex<crate::peers::Peers>,
-    /// The node's key: every command it proposes is signed with it.
+    /// The node's key: its reports to the others are signed with it, and every
+    /// command it proposes by `signer`, which holds a copy.
     pub(crate) key: ed25519_dalek::SigningKey,
+    pub(crate) public_key: [u8; 32],
+    signer: crate::signer::Signer,
+    pub(crate) signing: Arc<crate::signer::SigningCounters>,
     /// The next of this node's own command numbers (see `colony_kernel::cluster`).
     next_node_seq: AtomicU64,
 }
@@ -94,15 +98,16 @@ impl Inner {
         self.client.connection_state() == async_nats::connection::State::Connected
     }
 
-    /// A command as this node proposes it: enveloped and signed.
-    pub(crate) fn envelope(
+    /// A command as this node proposes it: enveloped and signed; refused when it is
+    /// larger than the cluster's log takes.
+    pub(crate) async fn envelope(
         &self,
         request: u64,
         actor: colony_kernel::PrincipalId,
         justification: String,
         body: colony_kernel::CommandBody,
-    ) -> Vec<u8> {
-        Envelope {
+    ) -> Result<Vec<u8>, SubmitError> {
+        let envelope = Envelope {
             origin: self.config.node_name.clone(),
             incarnation: self.incarnation,
             request,
@@ -110,10 +115,23 @@ impl Inner {
             actor,
             justification,
             body,
-            key: self.key.verifying_key().to_bytes(),
+            key: self.public_key,
             node_seq: self.next_node_seq.fetch_add(1, Ordering::Relaxed),
         }
-        .encode(&self.key)
+        .to_bytes();
+        let size = envelope.len() + crate::wire::OVERHEAD_MAX;
+        if size > ENVELOPE_BYTES_MAX {
+            return Err(SubmitError::refused(
+                "command_too_large",
+                format!(
+                    "the command is {size} bytes signed; a cluster's log takes at most {ENVELOPE_BYTES_MAX}"
+                ),
+            ));
+        }
+        self.signer
+            .sign(envelope)
+            .await
+            .ok_or_else(SubmitError::shutting_down)
     }
 }
 
@@ -244,6 +262,7 @@ impl Cluster {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64)
             ^ u64::from(std::process::id()) << 40;
+        let signing = Arc::new(crate::signer::SigningCounters::default());
         let inner = Arc::new(Inner {
             config,
             client,
@@ -256,7 +275,10 @@ impl Cluster {
             stream_first: AtomicU64::new(stream_state.first_sequence),
             stopping: AtomicBool::new(false),
             peers: Mutex::new(crate::peers::Peers::default()),
+            public_key: key.verifying_key().to_bytes(),
+            signer: crate::signer::Signer::start(key.clone(), Arc::clone(&signing)),
             key,
+            signing,
             next_node_seq: AtomicU64::new(0),
         });
         tracing::info!(
@@ -277,7 +299,7 @@ impl Cluster {
         cluster.caught_up_to(stream_last).await;
         // Past every number this node used before, and past those of its earlier
         // runs that may still be on their way: never one the kernel took.
-        let own = cluster.inner.key.verifying_key().to_bytes();
+        let own = cluster.inner.public_key;
         let admitted = state
             .read()
             .expect("state lock")
@@ -309,10 +331,10 @@ impl Cluster {
         submitter.replicate_through(Arc::new(cluster.clone()));
         tokio::spawn(crate::ticker::run(
             Arc::clone(&cluster.inner),
-            state,
+            Arc::clone(&state),
             metrics,
         ));
-        tokio::spawn(crate::peers::run(Arc::clone(&cluster.inner)));
+        tokio::spawn(crate::peers::run(Arc::clone(&cluster.inner), state));
         Ok(cluster)
     }
 
@@ -433,7 +455,23 @@ impl Cluster {
     /// Divergences seen since the start (checkpoints of other nodes that disagreed
     /// with this node's): must stay 0.
     pub fn divergences(&self) -> u64 {
-        self.inner.peers.lock().expect("peers lock").divergence().0
+        self.divergence().0
+    }
+
+    /// Divergences seen since the start, and the newest one's evidence.
+    pub fn divergence(&self) -> (u64, Option<String>) {
+        self.inner.peers.lock().expect("peers lock").divergence()
+    }
+
+    /// Reports of other nodes not taken since the start (unsigned, badly signed, or
+    /// from a key not admitted under the name they give).
+    pub fn reports_refused(&self) -> u64 {
+        self.inner.peers.lock().expect("peers lock").refused()
+    }
+
+    /// What this node signed and checked since it started.
+    pub fn signing(&self) -> crate::SigningFigures {
+        self.inner.signing.figures()
     }
 
     /// This node's name in the cluster.
@@ -494,21 +532,14 @@ impl Inner {
             ));
         }
         let request = self.next_request.fetch_add(1, Ordering::Relaxed);
-        let payload = self.envelope(
-            request,
-            proposal.actor,
-            proposal.justification,
-            proposal.body,
-        );
-        if payload.len() > ENVELOPE_BYTES_MAX {
-            return Err(SubmitError::refused(
-                "command_too_large",
-                format!(
-                    "the command is {} bytes; a cluster's log takes at most {ENVELOPE_BYTES_MAX}",
-                    payload.len()
-                ),
-            ));
-        }
+        let payload = self
+            .envelope(
+                request,
+                proposal.actor,
+                proposal.justification,
+                proposal.body,
+            )
+            .await?;
         let (reply, answer) = oneshot::channel();
         self.pending.lock().expect("pending lock").insert(
             request,

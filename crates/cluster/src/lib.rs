@@ -11,7 +11,8 @@
 //! it) and this node has applied it.
 //!
 //! - `config.rs`: [`ClusterConfig`], `cluster.toml`, and their bounds.
-//! - `wire.rs`: what a command looks like in the stream.
+//! - `wire.rs`: what a command looks like in the stream; `merkle.rs`: several
+//!   commands under one signature; `signer.rs`: the node's signing task.
 //! - `cluster.rs`: connecting, the stream, proposing, genesis once.
 //! - `applier.rs`: following the stream from the node's own last command.
 //! - `ticker.rs`: time-driven work proposed once, whichever node notices first.
@@ -29,7 +30,9 @@ mod cluster;
 mod compact;
 mod config;
 mod follow;
+mod merkle;
 mod peers;
+mod signer;
 pub mod stream_mirror;
 mod ticker;
 mod wire;
@@ -39,3 +42,4 @@ pub use config::{
     load_file, ClusterConfig, ClusterFile, ENVELOPE_BYTES_MAX, KEEP_COMMANDS_DEFAULT,
     NODE_NAME_MAX, SERVERS_MAX,
 };
+pub use signer::SigningFigures;

@@ -4,13 +4,21 @@
 //! /v1/cluster` shows them with their lag behind the stream. A checkpoint of another
 //! node that disagrees with this node's own at the same record is a divergence,
 //! which must never happen: it is logged as an error, counted, and shown.
+//!
+//! Reports are signed with the node's key (`[1][signature: 64][key: 32][report as
+//! JSON]`, the signature over `colony-node-report/v1\n`, the key and the JSON) and
+//! taken only from a key the cluster admitted under the name the report gives:
+//! something else with access to NATS can neither invent nodes (which would split
+//! the edge allowances among more nodes) nor raise a false divergence.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use colony_api::cluster::{ClusterView, NodeView, StreamPeer, StreamView};
+use colony_kernel::State;
+use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
@@ -22,6 +30,11 @@ pub(crate) const PEERS_MAX: usize = 256;
 const TELL_EVERY: Duration = Duration::from_secs(1);
 /// A node's report is at most this many bytes; larger ones are ignored.
 const REPORT_BYTES_MAX: usize = 1024;
+
+/// The report's encoding, its first byte.
+const REPORT_VERSION: u8 = 1;
+/// What a report's signature covers before the key and the JSON.
+const REPORT_DOMAIN: &[u8] = b"colony-node-report/v1\n";
 
 /// Checkpoints of its own a node remembers, to compare the others' with.
 pub(crate) const CHECKPOINTS_KEPT: usize = 64;
@@ -46,6 +59,9 @@ pub(crate) struct Peers {
     /// Divergences seen, and the newest one's evidence.
     divergences: u64,
     divergence: Option<String>,
+    /// Reports not taken: unsigned, badly signed, or from a key not admitted under
+    /// the name they give.
+    refused: u64,
 }
 
 impl Peers {
@@ -83,6 +99,23 @@ impl Peers {
         (self.divergences, self.divergence.clone())
     }
 
+    /// Reports refused since the start.
+    pub(crate) fn refused(&self) -> u64 {
+        self.refused
+    }
+
+    /// Counts a report not taken; says so in the log the first time and then at
+    /// every power of two (a flood of forged reports cannot flood the log).
+    fn refuse(&mut self, why: &str) {
+        self.refused += 1;
+        if self.refused.is_power_of_two() {
+            tracing::warn!(
+                refused = self.refused,
+                "a node report on NATS was not taken: {why}"
+            );
+        }
+    }
+
     fn heard(&mut self, report: Report) {
         if !self.nodes.contains_key(&report.name) && self.nodes.len() >= PEERS_MAX {
             // Forget the one heard from longest ago.
@@ -99,7 +132,65 @@ impl Peers {
     }
 }
 
-pub(crate) async fn run(inner: Arc<Inner>) {
+/// A report as this node sends it: signed with its key.
+fn encode(key: &SigningKey, report: &Report) -> Vec<u8> {
+    let json = serde_json::to_vec(report).expect("a report encodes");
+    let public = key.verifying_key().to_bytes();
+    let signature = key.sign(&signed(&public, &json)).to_bytes();
+    let mut bytes = vec![REPORT_VERSION];
+    bytes.extend(signature);
+    bytes.extend(public);
+    bytes.extend(json);
+    bytes
+}
+
+fn signed(key: &[u8; 32], json: &[u8]) -> Vec<u8> {
+    let mut signed = REPORT_DOMAIN.to_vec();
+    signed.extend(key);
+    signed.extend(json);
+    signed
+}
+
+/// A report whose signature verifies, with the key that signed it; or why not.
+fn decode(bytes: &[u8]) -> Result<([u8; 32], Report), String> {
+    if bytes.len() > REPORT_BYTES_MAX {
+        return Err(format!("larger than {REPORT_BYTES_MAX} bytes"));
+    }
+    let Some((&REPORT_VERSION, rest)) = bytes.split_first() else {
+        return Err("not a signed report".into());
+    };
+    if rest.len() < 64 + 32 {
+        return Err("too short to be signed".into());
+    }
+    let (signature, rest) = rest.split_at(64);
+    let (key, json) = rest.split_at(32);
+    let key: [u8; 32] = key.try_into().expect("split at 32");
+    let signature = Signature::from_bytes(signature.try_into().expect("split at 64"));
+    VerifyingKey::from_bytes(&key)
+        .map_err(|_| "its key is not an Ed25519 key".to_string())?
+        .verify(&signed(&key, json), &signature)
+        .map_err(|_| "its signature does not verify".to_string())?;
+    let report = serde_json::from_slice(json).map_err(|error| format!("undecodable: {error}"))?;
+    Ok((key, report))
+}
+
+/// Whether `key` is admitted as the node the report names.
+fn admitted(state: &RwLock<State>, key: &[u8; 32], report: &Report) -> Result<(), String> {
+    match state.read().expect("state lock").cluster_node(key) {
+        Some(node) if node.name == report.name => Ok(()),
+        Some(node) => Err(format!(
+            "signed by node `{}`'s key but says it is `{}`",
+            node.name, report.name
+        )),
+        None => Err(format!(
+            "says it is `{}`, signed by a key the cluster has not admitted ({})",
+            report.name,
+            colony_kernel::cluster::key_hex(key)
+        )),
+    }
+}
+
+pub(crate) async fn run(inner: Arc<Inner>, state: Arc<RwLock<State>>) {
     let subject = inner.config.nodes_subject();
     let mut heard = match inner.client.subscribe(format!("{subject}.*")).await {
         Ok(subscriber) => subscriber,
@@ -114,7 +205,7 @@ pub(crate) async fn run(inner: Arc<Inner>) {
             _ = tell.tick() => {
                 let report = own(&inner);
                 inner.peers.lock().expect("peers lock").heard(report.clone());
-                let body = serde_json::to_vec(&report).expect("a report encodes");
+                let body = encode(&inner.key, &report);
                 let _ = inner
                     .client
                     .publish(format!("{subject}.{}", inner.config.node_name), body.into())
@@ -123,13 +214,15 @@ pub(crate) async fn run(inner: Arc<Inner>) {
             }
             message = heard.next() => {
                 let Some(message) = message else { return };
-                if message.payload.len() > REPORT_BYTES_MAX {
-                    continue;
-                }
-                if let Ok(report) = serde_json::from_slice::<Report>(&message.payload) {
-                    let mut peers = inner.peers.lock().expect("peers lock");
-                    peers.compare(&inner.config.node_name, &report);
-                    peers.heard(report);
+                let taken = decode(&message.payload)
+                    .and_then(|(key, report)| admitted(&state, &key, &report).map(|()| report));
+                let mut peers = inner.peers.lock().expect("peers lock");
+                match taken {
+                    Ok(report) => {
+                        peers.compare(&inner.config.node_name, &report);
+                        peers.heard(report);
+                    }
+                    Err(why) => peers.refuse(&why),
                 }
             }
         }
@@ -275,6 +368,31 @@ mod tests {
             connected: true,
             checkpoint: checkpoint.map(|(seq, head)| (seq, head.to_string())),
         }
+    }
+
+    #[test]
+    fn a_report_is_taken_only_as_its_key_signed_it() {
+        let key = SigningKey::from_bytes(&[3; 32]);
+        let bytes = encode(&key, &report("node-2", Some((1_000, "aa"))));
+        let (signer, decoded) = decode(&bytes).unwrap();
+        assert_eq!(signer, key.verifying_key().to_bytes());
+        assert_eq!(decoded.checkpoint, Some((1_000, "aa".to_string())));
+        // The JSON changed after signing, the unsigned JSON of before, junk.
+        let mut changed = bytes.clone();
+        let at = changed.len() - 3;
+        changed[at] ^= 1;
+        assert!(decode(&changed).is_err());
+        let json = serde_json::to_vec(&report("node-2", None)).unwrap();
+        assert_eq!(decode(&json).unwrap_err(), "not a signed report");
+        assert!(decode(&bytes[..90]).unwrap_err().contains("too short"));
+        assert!(decode(&vec![1; REPORT_BYTES_MAX + 1])
+            .unwrap_err()
+            .contains("larger"));
+        let mut peers = Peers::default();
+        for _ in 0..5 {
+            peers.refuse("a test");
+        }
+        assert_eq!(peers.refused(), 5);
     }
 
     #[test]

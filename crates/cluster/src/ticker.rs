@@ -60,7 +60,16 @@ pub(crate) async fn run(inner: Arc<Inner>, state: Arc<RwLock<State>>, metrics: A
 
 /// Publishes a system command without waiting for it to be applied.
 async fn publish(inner: &Inner, id: Option<String>, justification: &str, body: CommandBody) {
-    let payload = inner.envelope(0, PrincipalId::SYSTEM, justification.into(), body);
+    let payload = match inner
+        .envelope(0, PrincipalId::SYSTEM, justification.into(), body)
+        .await
+    {
+        Ok(payload) => payload,
+        Err(error) => {
+            tracing::debug!("a tick was not proposed: {}", error.message);
+            return;
+        }
+    };
     let mut message = PublishMessage::build().payload(payload.into());
     if let Some(id) = id {
         message = message.message_id(id);

@@ -1,18 +1,35 @@
-//! What a command looks like in the stream: an [`Envelope`], postcard-encoded after
-//! a version byte, followed by the proposing node's Ed25519 signature over
-//! `colony-command/v2\n` and the envelope's bytes. The envelope names the key and
-//! the node's own sequence number, so that the kernel can refuse a key the cluster
-//! did not admit and a command published again (`colony_kernel::cluster`).
+//! What a command looks like in the stream: a version byte, then the proposing
+//! node's Ed25519 signature, then the command's place among the commands the node
+//! signed together and the hashes that lead from it to their Merkle root
+//! (`merkle.rs`), then the [`Envelope`], postcard-encoded. The signature covers
+//! `colony-commands/v3\n`, the group's size (one byte) and the root: one signature
+//! for up to 64 commands proposed at once, and each message still checkable alone.
+//! The envelope names the key and the node's own sequence number, so that the kernel
+//! can refuse a key the cluster did not admit and a command published again
+//! (`colony_kernel::cluster`).
+//!
+//! Messages of version 2 (one signature per command, over `colony-command/v2\n`
+//! and the envelope's bytes) are still read, so that a stream written before keeps
+//! its meaning; they are no longer written.
+
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use colony_kernel::{CommandBody, PrincipalId};
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use serde::{Deserialize, Serialize};
 
+use crate::merkle::{self, Hash, GROUP_MAX, PROOF_MAX};
+
 /// The encoding's version, the message's first byte.
-const WIRE_VERSION: u8 = 2;
-/// What a signature covers before the envelope's bytes.
-const SIGNED_DOMAIN: &[u8] = b"colony-command/v2\n";
+const WIRE_VERSION: u8 = 3;
+/// What a signature covers before the group's size and root.
+const SIGNED_DOMAIN: &[u8] = b"colony-commands/v3\n";
+/// The earlier version: one signature per command.
+const WIRE_V2: u8 = 2;
+const SIGNED_DOMAIN_V2: &[u8] = b"colony-command/v2\n";
 const SIGNATURE_BYTES: usize = 64;
+/// What a message adds to its envelope's bytes, at most.
+pub(crate) const OVERHEAD_MAX: usize = 1 + SIGNATURE_BYTES + 2 + 32 * PROOF_MAX;
 
 /// A proposed command, as the stream keeps it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,15 +52,19 @@ pub(crate) struct Envelope {
 }
 
 impl Envelope {
-    /// The message: version, envelope, signature by `signer` (whose public key the
-    /// envelope names).
-    pub(crate) fn encode(&self, signer: &SigningKey) -> Vec<u8> {
-        let mut bytes = vec![WIRE_VERSION];
+    /// The envelope's bytes, as a signature covers them.
+    pub(crate) fn to_bytes(&self) -> Vec<u8> {
         // Encoding into memory fails only when serde does, which no kernel type does.
-        bytes.extend(postcard::to_allocvec(self).expect("a command encodes"));
-        let signature = signer.sign(&signed(&bytes[1..]));
-        bytes.extend(signature.to_bytes());
-        bytes
+        postcard::to_allocvec(self).expect("a command encodes")
+    }
+
+    /// The message for this envelope alone, signed by `signer` (whose public key the
+    /// envelope names).
+    #[cfg(test)]
+    pub(crate) fn encode(&self, signer: &SigningKey) -> Vec<u8> {
+        sign_group(signer, &[self.to_bytes()])
+            .pop()
+            .expect("one message for one envelope")
     }
 
     /// The envelope, and whether its signature verifies by the key it names; or why
@@ -57,53 +78,154 @@ impl Envelope {
     }
 }
 
+/// The messages for envelopes proposed together (one to [`GROUP_MAX`]), in their
+/// order: one signature over the Merkle root of their bytes.
+pub(crate) fn sign_group(signer: &SigningKey, envelopes: &[Vec<u8>]) -> Vec<Vec<u8>> {
+    assert!(
+        (1..=GROUP_MAX).contains(&envelopes.len()),
+        "a group of 1 to {GROUP_MAX} envelopes"
+    );
+    let leaves: Vec<Hash> = envelopes.iter().map(|bytes| merkle::leaf(bytes)).collect();
+    let (root, proofs) = merkle::tree(&leaves);
+    let count = envelopes.len() as u8;
+    let signature = signer.sign(&signed_root(count, &root)).to_bytes();
+    envelopes
+        .iter()
+        .zip(proofs)
+        .enumerate()
+        .map(|(index, (envelope, proof))| {
+            let mut bytes = Vec::with_capacity(OVERHEAD_MAX + envelope.len());
+            bytes.push(WIRE_VERSION);
+            bytes.extend(signature);
+            bytes.extend([index as u8, count]);
+            for hash in proof {
+                bytes.extend(hash);
+            }
+            bytes.extend(envelope);
+            bytes
+        })
+        .collect()
+}
+
+/// What a group's signature covers.
+fn signed_root(count: u8, root: &Hash) -> Vec<u8> {
+    let mut message = SIGNED_DOMAIN.to_vec();
+    message.push(count);
+    message.extend(root);
+    message
+}
+
 /// A signed command read from the stream, its signature not checked yet.
 pub(crate) struct Unverified {
     pub(crate) envelope: Envelope,
-    /// The envelope's bytes (what the signature covers after the domain).
-    body: Vec<u8>,
+    /// What the signature covers: the group's root (or, in version 2, the envelope).
+    signed: Vec<u8>,
     signature: Signature,
 }
 
 impl Unverified {
     /// The message's parts, or why it is not a signed command.
     pub(crate) fn decode(bytes: &[u8]) -> Result<Unverified, String> {
-        match bytes.split_first() {
-            Some((&WIRE_VERSION, rest)) => {
-                if rest.len() < SIGNATURE_BYTES {
-                    return Err("a message too short to be signed".into());
+        let too_short = || "a message too short to be signed".to_string();
+        let (version, rest) = bytes.split_first().ok_or("an empty message")?;
+        match *version {
+            WIRE_VERSION => {
+                if rest.len() < SIGNATURE_BYTES + 2 {
+                    return Err(too_short());
                 }
-                let (body, signature) = rest.split_at(rest.len() - SIGNATURE_BYTES);
-                let envelope: Envelope = postcard::from_bytes(body)
-                    .map_err(|error| format!("undecodable command: {error}"))?;
-                let signature = Signature::from_bytes(
-                    signature
-                        .try_into()
-                        .expect("split at the signature's length"),
-                );
+                let (signature, rest) = rest.split_at(SIGNATURE_BYTES);
+                let (index, count) = (usize::from(rest[0]), usize::from(rest[1]));
+                let proof_len = merkle::proof_len(index, count).ok_or_else(|| {
+                    format!("no place {index} among {count} commands signed together")
+                })?;
+                let rest = &rest[2..];
+                if rest.len() < 32 * proof_len {
+                    return Err(too_short());
+                }
+                let (proof, body) = rest.split_at(32 * proof_len);
+                let proof: Vec<Hash> = proof
+                    .chunks_exact(32)
+                    .map(|hash| hash.try_into().expect("chunks of 32"))
+                    .collect();
+                let envelope = decode_envelope(body)?;
+                let root = merkle::root_from(merkle::leaf(body), index, count, &proof)
+                    .expect("the proof's length was checked");
                 Ok(Unverified {
                     envelope,
-                    body: body.to_vec(),
-                    signature,
+                    signed: signed_root(group_size(count), &root),
+                    signature: signature_from(signature),
                 })
             }
-            Some((version, _)) => Err(format!(
+            WIRE_V2 => {
+                if rest.len() < SIGNATURE_BYTES {
+                    return Err(too_short());
+                }
+                let (body, signature) = rest.split_at(rest.len() - SIGNATURE_BYTES);
+                let mut signed = SIGNED_DOMAIN_V2.to_vec();
+                signed.extend_from_slice(body);
+                Ok(Unverified {
+                    envelope: decode_envelope(body)?,
+                    signed,
+                    signature: signature_from(signature),
+                })
+            }
+            version => Err(format!(
                 "encoding version {version}, not {WIRE_VERSION} (unsigned, or not Colony's)"
             )),
-            None => Err("an empty message".into()),
         }
+    }
+
+    /// What identifies the signature check: the key, the signature and what it covers.
+    fn fingerprint(&self) -> Vec<u8> {
+        let mut fingerprint = self.envelope.key.to_vec();
+        fingerprint.extend(self.signature.to_bytes());
+        fingerprint.extend(&self.signed);
+        fingerprint
     }
 }
 
-/// Whether each message's signature verifies by the key it names: checked as one
-/// batch (about twice as fast per signature), one by one only when the batch fails,
-/// to tell which.
+/// A group's size as signed: `proof_len` has held it to at most [`GROUP_MAX`].
+fn group_size(count: usize) -> u8 {
+    u8::try_from(count).expect("a group's size fits a byte")
+}
+
+fn decode_envelope(body: &[u8]) -> Result<Envelope, String> {
+    postcard::from_bytes(body).map_err(|error| format!("undecodable command: {error}"))
+}
+
+fn signature_from(bytes: &[u8]) -> Signature {
+    Signature::from_bytes(bytes.try_into().expect("split at the signature's length"))
+}
+
+/// Whether each message's signature verifies by the key it names. Messages signed
+/// together share one signature, checked once; distinct signatures are checked as
+/// one batch (about twice as fast per signature), one by one only when the batch
+/// fails, to tell which.
 pub(crate) fn verify_all(messages: &[Unverified]) -> Vec<Result<(), String>> {
     verify_refs(&messages.iter().collect::<Vec<_>>())
 }
 
 /// [`verify_all`] over references.
 pub(crate) fn verify_refs(messages: &[&Unverified]) -> Vec<Result<(), String>> {
+    let mut distinct: Vec<&Unverified> = Vec::new();
+    let mut places: HashMap<Vec<u8>, usize> = HashMap::new();
+    let place_of: Vec<usize> = messages
+        .iter()
+        .map(|message| {
+            *places.entry(message.fingerprint()).or_insert_with(|| {
+                distinct.push(message);
+                distinct.len() - 1
+            })
+        })
+        .collect();
+    let verdicts = verify_distinct(&distinct);
+    place_of
+        .into_iter()
+        .map(|place| verdicts[place].clone())
+        .collect()
+}
+
+fn verify_distinct(messages: &[&Unverified]) -> Vec<Result<(), String>> {
     let keys: Vec<Result<VerifyingKey, String>> = messages
         .iter()
         .map(|message| {
@@ -111,10 +233,9 @@ pub(crate) fn verify_refs(messages: &[&Unverified]) -> Vec<Result<(), String>> {
                 .map_err(|_| "the key it names is not an Ed25519 key".to_string())
         })
         .collect();
-    let signed: Vec<Vec<u8>> = messages.iter().map(|m| signed(&m.body)).collect();
     if keys.iter().all(Result::is_ok) && !messages.is_empty() {
         let keys: Vec<VerifyingKey> = keys.iter().flatten().copied().collect();
-        let texts: Vec<&[u8]> = signed.iter().map(Vec::as_slice).collect();
+        let texts: Vec<&[u8]> = messages.iter().map(|m| m.signed.as_slice()).collect();
         let signatures: Vec<Signature> = messages.iter().map(|m| m.signature).collect();
         if ed25519_dalek::verify_batch(&texts, &signatures, &keys).is_ok() {
             return vec![Ok(()); messages.len()];
@@ -123,20 +244,74 @@ pub(crate) fn verify_refs(messages: &[&Unverified]) -> Vec<Result<(), String>> {
     messages
         .iter()
         .zip(keys)
-        .zip(&signed)
-        .map(|((message, key), signed)| {
+        .map(|(message, key)| {
             key.and_then(|key| {
-                key.verify(signed, &message.signature)
+                key.verify(&message.signed, &message.signature)
                     .map_err(|_| "its signature does not verify by the key it names".to_string())
             })
         })
         .collect()
 }
 
-fn signed(envelope: &[u8]) -> Vec<u8> {
-    let mut message = SIGNED_DOMAIN.to_vec();
-    message.extend_from_slice(envelope);
-    message
+/// Signatures this node checked lately: the rest of a group that arrives in a later
+/// batch is not checked again.
+#[derive(Default)]
+pub(crate) struct Verified {
+    order: VecDeque<Vec<u8>>,
+    known: HashSet<Vec<u8>>,
+}
+
+/// Signatures remembered.
+const VERIFIED_KEPT: usize = 256;
+
+impl Verified {
+    /// Like [`verify_refs`], remembering the signatures that verify. Also answers
+    /// how many distinct signatures were checked.
+    pub(crate) fn check(&mut self, messages: &[&Unverified]) -> (Vec<Result<(), String>>, usize) {
+        let fingerprints: Vec<Vec<u8>> = messages.iter().map(|m| m.fingerprint()).collect();
+        let known: Vec<bool> = fingerprints
+            .iter()
+            .map(|fingerprint| self.known.contains(fingerprint))
+            .collect();
+        let unknown: Vec<&Unverified> = messages
+            .iter()
+            .zip(&known)
+            .filter(|(_, known)| !**known)
+            .map(|(message, _)| *message)
+            .collect();
+        let checked = unknown
+            .iter()
+            .map(|m| m.fingerprint())
+            .collect::<HashSet<_>>()
+            .len();
+        let mut verdicts = verify_refs(&unknown).into_iter();
+        let results = fingerprints
+            .into_iter()
+            .zip(known)
+            .map(|(fingerprint, known)| {
+                if known {
+                    return Ok(());
+                }
+                let verdict = verdicts.next().expect("one verdict per message checked");
+                if verdict.is_ok() {
+                    self.remember(fingerprint);
+                }
+                verdict
+            })
+            .collect();
+        (results, checked)
+    }
+
+    fn remember(&mut self, fingerprint: Vec<u8>) {
+        if self.known.insert(fingerprint.clone()) {
+            self.order.push_back(fingerprint);
+            if self.order.len() > VERIFIED_KEPT {
+                if let Some(oldest) = self.order.pop_front() {
+                    self.known.remove(&oldest);
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -168,8 +343,7 @@ mod tests {
         let forged = envelope.encode(&SigningKey::from_bytes(&[8; 32]));
         assert!(Envelope::decode(&forged).unwrap().1.is_err());
         let mut changed = bytes.clone();
-        let at = changed.len() - 70;
-        changed[at] ^= 1;
+        *changed.last_mut().unwrap() ^= 1;
         assert!(Envelope::decode(&changed).map_or(true, |(_, verified)| verified.is_err()));
         assert!(Envelope::decode(b"").is_err());
         assert!(Envelope::decode(b"\x01abc")
@@ -180,9 +354,8 @@ mod tests {
             .contains("too short"));
     }
 
-    #[test]
-    fn a_batch_tells_which_signature_fails() {
-        let envelope = |n: u64| Envelope {
+    fn envelope(n: u64) -> Envelope {
+        Envelope {
             origin: "node-1".into(),
             incarnation: 1,
             request: n,
@@ -192,7 +365,82 @@ mod tests {
             body: CommandBody::Tick,
             key: key().verifying_key().to_bytes(),
             node_seq: n,
-        };
+        }
+    }
+
+    #[test]
+    fn commands_signed_together_each_verify_alone_and_keep_their_place() {
+        let envelopes: Vec<Vec<u8>> = (1..=5).map(|n| envelope(n).to_bytes()).collect();
+        let messages = sign_group(&key(), &envelopes);
+        assert_eq!(messages.len(), 5);
+        for (n, message) in (1..=5).zip(&messages) {
+            let (decoded, verified) = Envelope::decode(message).unwrap();
+            assert_eq!(decoded, envelope(n));
+            verified.unwrap();
+        }
+        // Another envelope under a genuine signature and proof.
+        let mut swapped = messages[1].clone();
+        let tail = swapped.len() - envelopes[1].len();
+        swapped.truncate(tail);
+        swapped.extend(envelope(9).to_bytes());
+        assert!(Envelope::decode(&swapped).unwrap().1.is_err());
+        // A message moved to another place of its group.
+        let mut moved = messages[1].clone();
+        moved[1 + SIGNATURE_BYTES] = 2;
+        assert!(Envelope::decode(&moved).map_or(true, |(_, verified)| verified.is_err()));
+        // A place past the group's end, or a group larger than any signed.
+        let mut outside = messages[1].clone();
+        outside[1 + SIGNATURE_BYTES] = 5;
+        assert!(Envelope::decode(&outside)
+            .unwrap_err()
+            .contains("no place 5"));
+        outside[1 + SIGNATURE_BYTES + 1] = 200;
+        assert!(Envelope::decode(&outside)
+            .unwrap_err()
+            .contains("among 200"));
+    }
+
+    #[test]
+    fn a_message_of_version_2_is_still_read() {
+        let body = envelope(3).to_bytes();
+        let mut signed = SIGNED_DOMAIN_V2.to_vec();
+        signed.extend(&body);
+        let mut message = vec![WIRE_V2];
+        message.extend(&body);
+        message.extend(key().sign(&signed).to_bytes());
+        let (decoded, verified) = Envelope::decode(&message).unwrap();
+        assert_eq!(decoded, envelope(3));
+        verified.unwrap();
+        let last = message.len() - 1;
+        message[last] ^= 1;
+        assert!(Envelope::decode(&message).unwrap().1.is_err());
+    }
+
+    #[test]
+    fn a_signature_checked_once_is_not_checked_again_for_its_group() {
+        let envelopes: Vec<Vec<u8>> = (1..=6).map(|n| envelope(n).to_bytes()).collect();
+        let messages: Vec<Unverified> = sign_group(&key(), &envelopes)
+            .iter()
+            .map(|bytes| Unverified::decode(bytes).unwrap())
+            .collect();
+        let refs: Vec<&Unverified> = messages.iter().collect();
+        let mut verified = Verified::default();
+        let (first, checked) = verified.check(&refs[..2]);
+        assert!(first.iter().all(Result::is_ok));
+        assert_eq!(checked, 1, "two messages of one group: one signature");
+        let (rest, checked) = verified.check(&refs[2..]);
+        assert!(rest.iter().all(Result::is_ok));
+        assert_eq!(checked, 0, "the group's signature is known");
+        // A forged message in a batch with its genuine group: told apart.
+        let forged =
+            Unverified::decode(&envelope(7).encode(&SigningKey::from_bytes(&[9; 32]))).unwrap();
+        let (verdicts, checked) = verified.check(&[&forged, refs[0], &forged]);
+        assert_eq!(checked, 1);
+        assert!(verdicts[0].is_err() && verdicts[1].is_ok() && verdicts[2].is_err());
+    }
+
+    #[test]
+    fn a_batch_tells_which_signature_fails() {
         let mut messages: Vec<Unverified> = (1..=5)
             .map(|n| Unverified::decode(&envelope(n).encode(&key())).unwrap())
             .collect();

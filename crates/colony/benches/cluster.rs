@@ -94,6 +94,37 @@ async fn start(nodes: usize, nats: Option<&NatsCluster>) -> Setup {
 }
 
 impl Setup {
+    /// Over all nodes: commands signed per signature, and other nodes' commands
+    /// checked per signature checked (from `/metrics`); `None` on an embedded node.
+    async fn signing(&self) -> Option<(f64, f64)> {
+        let mut sums = [0u64; 4];
+        for base in &self.bases {
+            let text = client()
+                .get(format!("{base}/metrics"))
+                .bearer_auth(&self.token)
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            for (sum, name) in sums.iter_mut().zip([
+                "colony_cluster_signatures_total ",
+                "colony_cluster_signed_commands_total ",
+                "colony_cluster_signature_checks_total ",
+                "colony_cluster_checked_commands_total ",
+            ]) {
+                *sum += text
+                    .lines()
+                    .find_map(|line| line.strip_prefix(name))?
+                    .parse::<u64>()
+                    .unwrap();
+            }
+        }
+        let per = |commands: u64, signatures: u64| commands as f64 / signatures.max(1) as f64;
+        Some((per(sums[1], sums[0]), per(sums[3], sums[2])))
+    }
+
     async fn stop(self) {
         for node in self.nodes {
             node.shutdown().await.unwrap();
@@ -272,6 +303,12 @@ fn main() {
             println!(
                 "{label:<34} {rate:>7.0} durable commands/s (p50 {p50:.2} ms, p99 {p99:.2} ms), {claimed:>6.0} claims/s"
             );
+            if let Some((signed, checked)) = setup.signing().await {
+                println!(
+                    "{:<34} {signed:.1} commands per signature made, {checked:.1} per signature checked",
+                    ""
+                );
+            }
             if nodes == 3 {
                 let messages = if quick { 2_000 } else { 20_000 };
                 println!("== fan-out across nodes: 1 publisher, {FANOUT_SUBSCRIBERS} subscribers on the other nodes, {messages} messages of 128 bytes ==");

@@ -316,8 +316,10 @@ async function renderOverview() {
   const spend = o.limits.find((l) => l.name === 'llm_spend_usd');
   const t = o.tasks;
   const p = o.principals;
+  const c = o.cluster;
+  renderDivergence(c);
   const drawCards = changed('cards', [o.tasks, o.queue_depth, o.workers, o.principals, o.proposals_in_review,
-    spend && spend.usage]);
+    spend && spend.usage, c && [c.connected, c.lag, c.live_nodes, c.divergences]]);
   if (drawCards) $('#cards').replaceChildren(
     card('Queue', amount(o.queue_depth), 'tasks claimable now', 'queue'),
     card('In progress', amount(t.claimed + t.in_progress), `${amount(t.blocked)} blocked`, 'running'),
@@ -328,6 +330,8 @@ async function renderOverview() {
     card('Proposals', amount(o.proposals_in_review), 'in review', 'proposals'),
     spend ? card('LLM spend today', amount(spend.usage, spend.unit),
       `of ${amount(spend.hard, spend.unit)}${spend.soft !== null ? ` (soft ${amount(spend.soft, spend.unit)})` : ''}`, 'spend') : null,
+    c ? card('Cluster', `${c.live_nodes} nodes`,
+      `this is ${c.node}${c.connected ? '' : ' · NATS lost'} · lag ${amount(c.lag)}${c.divergences ? ` · ${c.divergences} divergence${c.divergences === 1 ? '' : 's'}` : ' · logs agree'}`, 'cluster') : null,
   );
   const spanMs = o.sample_interval_ms * HISTORY_POINTS_MAX;
   $('#limits-note').textContent = `history of the last ${duration(spanMs)}, sampled every ${duration(o.sample_interval_ms)}`;
@@ -339,6 +343,16 @@ async function renderOverview() {
   $('#seq').textContent = `decision ${o.seq}`;
   $('#nav-artifacts').hidden = o.artifacts === 0;
   markFirst('colony-overview-rendered');
+}
+
+/** A cluster whose nodes' logs disagree says so above every view, with the evidence. */
+function renderDivergence(cluster) {
+  const banner = $('#banner');
+  const diverged = Boolean(cluster && cluster.divergences);
+  banner.hidden = !diverged;
+  banner.textContent = diverged
+    ? `DIVERGENCE: ${cluster.divergences} checkpoint${cluster.divergences === 1 ? '' : 's'} of another node disagreed with this node's log. ${cluster.divergence ? `${cluster.divergence}. ` : ''}This must never happen: stop writing, compare the nodes' logs (colony audit verify --head) and see docs/cluster.md.`
+    : '';
 }
 
 /** Whether `value` differs from what was drawn last under `key` (and remembers it). */

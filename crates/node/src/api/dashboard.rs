@@ -13,7 +13,7 @@ use axum::http::{header, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use colony_api::dashboard::{
-    LimitHistory, Overview, OverviewQuery, PrincipalCounts, TaskCounts, WorkerCounts,
+    ClusterHealth, LimitHistory, Overview, OverviewQuery, PrincipalCounts, TaskCounts, WorkerCounts,
 };
 use colony_api::ErrorBody;
 use colony_dashboard::SAMPLE_INTERVAL_MS;
@@ -142,6 +142,18 @@ pub async fn overview(
             .count() as u64,
         artifacts: state.artifacts().count() as u64,
         mcp: app.shared.mcp.activity(&state),
+        cluster: app.shared.cluster.as_ref().map(|cluster| {
+            let (divergences, divergence) = cluster.divergence();
+            let applied = cluster.applied_seq();
+            ClusterHealth {
+                node: cluster.node_name().to_string(),
+                connected: cluster.connected(),
+                lag: cluster.stream_last_seq().saturating_sub(applied),
+                live_nodes: cluster.live_nodes(),
+                divergences,
+                divergence,
+            }
+        }),
     };
     Json(overview)
 }

@@ -30,6 +30,7 @@ fn cluster_families(
     cluster: &colony_cluster::Cluster,
     relay: Option<&colony_cluster::bus_relay::BusRelay>,
 ) {
+    let signing = cluster.signing();
     let applied = cluster.applied_seq();
     let last = cluster.stream_last_seq().max(applied);
     for (name, kind, help, value) in [
@@ -74,6 +75,36 @@ fn cluster_families(
             "counter",
             "Checkpoints of other nodes whose decision-log hash disagreed with this node's at the same record (must stay 0).",
             cluster.divergences(),
+        ),
+        (
+            "colony_cluster_reports_refused_total",
+            "counter",
+            "Reports on NATS said to be from a node that were not taken: unsigned, badly signed, or from a key not admitted under that name.",
+            cluster.reports_refused(),
+        ),
+        (
+            "colony_cluster_signatures_total",
+            "counter",
+            "Signatures this node made over its own commands (one covers the commands proposed together).",
+            signing.signatures,
+        ),
+        (
+            "colony_cluster_signed_commands_total",
+            "counter",
+            "Commands this node signed.",
+            signing.signed_commands,
+        ),
+        (
+            "colony_cluster_signature_checks_total",
+            "counter",
+            "Signatures of other nodes' commands this node checked (each group's once).",
+            signing.checks,
+        ),
+        (
+            "colony_cluster_checked_commands_total",
+            "counter",
+            "Other nodes' commands whose signature this node holds checked.",
+            signing.checked_commands,
         ),
     ] {
         family(text, name, kind, help, &[(String::new(), value)]);

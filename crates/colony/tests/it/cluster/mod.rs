@@ -6,6 +6,7 @@
 
 mod bus;
 mod compaction;
+mod divergence;
 mod nodes;
 mod secure;
 mod settlement;
@@ -297,7 +298,7 @@ async fn three_nodes_on_jetstream_keep_one_log_exact_limits_and_lose_nothing() {
         get(&http, &format!("{}/v1/limits/ai_accounts", urls[0]), &token).await["usage"].clone();
     publish_raw(nats.servers[0].port, subject, &captured);
     let mut tampered = captured.clone();
-    // A byte of the envelope (past the version byte, before the signature).
+    // A byte past the version byte: of the signature, the group proof or the envelope.
     let middle = tampered.len() / 2;
     tampered[middle] ^= 0x20;
     publish_raw(nats.servers[0].port, subject, &tampered);
