@@ -1,32 +1,23 @@
-use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
+//! `GET /metrics`: the node's figures, read at each scrape (`exposition.rs` writes
+//! them).
+
+use std::sync::atomic::Ordering;
 
 use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
 use colony_kernel::PrincipalKind;
 
+use super::exposition::{self, Kind, Labels, Scrape};
 use super::AppState;
 use crate::auth::Caller;
 use crate::metrics::DECISION_NAMES;
 use crate::ApiError;
 use colony_api::ErrorBody;
 
-/// Writes one metric family: its help, its type, and its samples.
-fn family(text: &mut String, name: &str, kind: &str, help: &str, samples: &[(String, u64)]) {
-    let _ = writeln!(text, "# HELP {name} {help}\n# TYPE {name} {kind}");
-    for (labels, value) in samples {
-        let _ = writeln!(text, "{name}{labels} {value}");
-    }
-}
-
-fn single(counter: &AtomicU64) -> [(String, u64); 1] {
-    [(String::new(), counter.load(Ordering::Relaxed))]
-}
-
 /// A node of a cluster: where it is in the stream, and what its bus relayed.
 fn cluster_families(
-    text: &mut String,
+    scrape: &mut Scrape,
     cluster: &colony_cluster::Cluster,
     relay: Option<&colony_cluster::bus_relay::BusRelay>,
 ) {
@@ -36,78 +27,78 @@ fn cluster_families(
     for (name, kind, help, value) in [
         (
             "colony_cluster_connected",
-            "gauge",
+            Kind::Gauge,
             "1 while this node holds a connection to the cluster's NATS servers.",
             u64::from(cluster.connected()),
         ),
         (
             "colony_cluster_applied_seq",
-            "gauge",
+            Kind::Gauge,
             "The last command of the cluster's log this node applied.",
             applied,
         ),
         (
             "colony_cluster_stream_last_seq",
-            "gauge",
+            Kind::Gauge,
             "The cluster's log's last command, as this node last saw it.",
             last,
         ),
         (
             "colony_cluster_stream_first_seq",
-            "gauge",
+            Kind::Gauge,
             "The cluster's log's first command, as this node last saw it (the ones before it were compacted away).",
             cluster.stream_first_seq(),
         ),
         (
             "colony_cluster_lag",
-            "gauge",
+            Kind::Gauge,
             "Commands of the cluster's log this node has yet to apply.",
             last - applied,
         ),
         (
             "colony_cluster_live_nodes",
-            "gauge",
+            Kind::Gauge,
             "Nodes heard from in the last 3 s, this one included.",
             cluster.live_nodes(),
         ),
         (
             "colony_cluster_divergences_total",
-            "counter",
+            Kind::Counter,
             "Checkpoints of other nodes whose decision-log hash disagreed with this node's at the same record (must stay 0).",
             cluster.divergences(),
         ),
         (
             "colony_cluster_reports_refused_total",
-            "counter",
+            Kind::Counter,
             "Reports on NATS said to be from a node that were not taken: unsigned, badly signed, or from a key not admitted under that name.",
             cluster.reports_refused(),
         ),
         (
             "colony_cluster_signatures_total",
-            "counter",
+            Kind::Counter,
             "Signatures this node made over its own commands (one covers the commands proposed together).",
             signing.signatures,
         ),
         (
             "colony_cluster_signed_commands_total",
-            "counter",
+            Kind::Counter,
             "Commands this node signed.",
             signing.signed_commands,
         ),
         (
             "colony_cluster_signature_checks_total",
-            "counter",
+            Kind::Counter,
             "Signatures of other nodes' commands this node checked (each group's once).",
             signing.checks,
         ),
         (
             "colony_cluster_checked_commands_total",
-            "counter",
+            Kind::Counter,
             "Other nodes' commands whose signature this node holds checked.",
             signing.checked_commands,
         ),
     ] {
-        family(text, name, kind, help, &[(String::new(), value)]);
+        scrape.one(name, kind, help, value);
     }
     if let Some(relay) = relay {
         for (name, help, counter) in [
@@ -127,14 +118,14 @@ fn cluster_families(
                 &relay.dropped,
             ),
         ] {
-            family(text, name, "counter", help, &single(counter));
+            scrape.counter(name, help, counter);
         }
     }
 }
 
-/// Prometheus text format, version 0.0.4.
+/// The node's figures in the OpenMetrics text format (which Prometheus scrapes).
 #[utoipa::path(get, path = "/metrics", tag = "node",
-    responses((status = 403, body = ErrorBody), (status = 200, description = "Prometheus text format 0.0.4", content_type = "text/plain", body = String)))]
+    responses((status = 403, body = ErrorBody), (status = 200, description = "OpenMetrics text format 1.0.0", content_type = "application/openmetrics-text", body = String)))]
 pub async fn render(
     State(app): State<AppState>,
     caller: Caller,
@@ -142,52 +133,48 @@ pub async fn render(
     app.check_read(&caller, "metrics", app.shared.read.metrics)?;
     let limits = super::limits::current(&app);
     let metrics = &app.shared.metrics;
-    let mut text = String::new();
-    let per_limit = |value: &dyn Fn(&colony_kernel::Limit) -> Option<u64>| -> Vec<(String, u64)> {
+    let mut scrape = Scrape::default();
+    let per_limit = |value: &dyn Fn(&colony_kernel::Limit) -> Option<u64>| -> Vec<(Labels, u64)> {
         limits
             .iter()
             .filter_map(|limit| {
                 value(limit).map(|v| {
                     (
-                        format!(
-                            "{{limit=\"{}\",unit=\"{}\"}}",
-                            limit.spec.name, limit.spec.unit
-                        ),
+                        vec![
+                            ("limit", limit.spec.name.to_string()),
+                            ("unit", limit.spec.unit.to_string()),
+                        ],
                         v,
                     )
                 })
             })
             .collect()
     };
-    family(
-        &mut text,
+    scrape.family(
         "colony_limit_usage",
-        "gauge",
+        Kind::Gauge,
         "Current usage of each system-wide limit (with reservations).",
-        &per_limit(&|l| Some(l.committed_and_reserved())),
+        per_limit(&|l| Some(l.committed_and_reserved())),
     );
-    family(
-        &mut text,
+    scrape.family(
         "colony_limit_soft",
-        "gauge",
+        Kind::Gauge,
         "Soft value of each limit (absent when unlimited).",
-        &per_limit(&|l| l.spec.soft),
+        per_limit(&|l| l.spec.soft),
     );
-    family(
-        &mut text,
+    scrape.family(
         "colony_limit_hard",
-        "gauge",
+        Kind::Gauge,
         "Hard value of each limit (absent when unlimited).",
-        &per_limit(&|l| l.spec.hard),
+        per_limit(&|l| l.spec.hard),
     );
-    family(
-        &mut text,
+    scrape.family(
         "colony_limit_queued",
-        "gauge",
+        Kind::Gauge,
         "Requests waiting in each limit's admission queue.",
-        &per_limit(&|l| Some(l.queue.len() as u64)),
+        per_limit(&|l| Some(l.queue.len() as u64)),
     );
-    let principals: Vec<(String, u64)> = {
+    let principals: Vec<(Labels, u64)> = {
         let state = app.shared.state.read().expect("state lock");
         [
             PrincipalKind::Human,
@@ -201,280 +188,250 @@ pub async fn render(
                 .principals()
                 .filter(|p| p.kind == kind && p.standing)
                 .count() as u64;
-            (format!("{{kind=\"{}\"}}", kind.as_str()), count)
+            (vec![("kind", kind.as_str().to_string())], count)
         })
         .collect()
     };
-    family(
-        &mut text,
+    scrape.family(
         "colony_principals",
-        "gauge",
+        Kind::Gauge,
         "Principals with standing, by kind.",
-        &principals,
+        principals,
     );
-    let (tasks, archived): (Vec<(String, u64)>, u64) = {
+    let (tasks, archived): (Vec<(Labels, u64)>, u64) = {
         use colony_kernel::tasks::TaskStatus;
         let state = app.shared.state.read().expect("state lock");
         let tasks = TaskStatus::ALL
             .into_iter()
             .map(|status| {
                 (
-                    format!("{{status=\"{}\"}}", status.as_str()),
+                    vec![("status", status.as_str().to_string())],
                     state.task_count(status) as u64,
                 )
             })
             .collect();
         (tasks, state.retired_tasks())
     };
-    family(
-        &mut text,
+    scrape.family(
         "colony_tasks",
-        "gauge",
+        Kind::Gauge,
         "Tasks in the live state, by status (finished ones until retention.toml retires them).",
-        &tasks,
+        tasks,
     );
-    family(
-        &mut text,
+    scrape.one(
         "colony_tasks_archived_total",
-        "counter",
+        Kind::Counter,
         "Finished tasks retired from the live state to the task archive.",
-        &[(String::new(), archived)],
+        archived,
     );
-    let decisions: Vec<(String, u64)> = DECISION_NAMES
+    let decisions: Vec<(Labels, u64)> = DECISION_NAMES
         .iter()
         .zip(&metrics.decisions)
         .map(|(name, count)| {
             (
-                format!("{{decision=\"{name}\"}}"),
+                vec![("decision", name.to_string())],
                 count.load(Ordering::Relaxed),
             )
         })
         .collect();
-    family(
-        &mut text,
+    scrape.family(
         "colony_decisions_total",
-        "counter",
+        Kind::Counter,
         "Kernel decisions, by outcome.",
-        &decisions,
+        decisions,
     );
-    family(
-        &mut text,
+    scrape.counter(
         "colony_commands_total",
-        "counter",
         "Commands made durable.",
-        &single(&metrics.commands),
+        &metrics.commands,
     );
-    family(
-        &mut text,
+    scrape.counter(
         "colony_log_batches_total",
-        "counter",
         "Group commits (one sync each).",
-        &single(&metrics.batches),
+        &metrics.batches,
     );
-    family(
-        &mut text,
+    scrape.counter(
         "colony_log_sync_microseconds_total",
-        "counter",
         "Time spent syncing the log.",
-        &single(&metrics.sync_micros_total),
+        &metrics.sync_micros_total,
     );
-    family(
-        &mut text,
+    scrape.one(
         "colony_log_sync_microseconds_max",
-        "gauge",
+        Kind::Gauge,
         "Longest single sync since start.",
-        &single(&metrics.sync_micros_max),
+        metrics.sync_micros_max.load(Ordering::Relaxed),
     );
-    family(
-        &mut text,
+    scrape.counter(
         "colony_snapshots_total",
-        "counter",
         "Snapshots written since start.",
-        &single(&metrics.snapshots),
+        &metrics.snapshots,
     );
-    family(
-        &mut text,
+    scrape.counter(
         "colony_log_pruned_segments_total",
-        "counter",
         "Segments of the command and decision logs pruned since start (retention.toml [logs]).",
-        &single(&metrics.pruned_segments),
+        &metrics.pruned_segments,
     );
-    family(
-        &mut text,
+    scrape.counter(
         "colony_http_requests_total",
-        "counter",
         "Authenticated-route HTTP requests.",
-        &single(&metrics.http_requests),
+        &metrics.http_requests,
     );
-    family(
-        &mut text,
+    scrape.counter(
         "colony_http_rejected_total",
-        "counter",
         "Requests refused by the concurrent_api_requests hard limit.",
-        &single(&metrics.http_rejected),
+        &metrics.http_rejected,
     );
-    family(
-        &mut text,
+    scrape.one(
         "colony_http_body_bytes_held",
-        "gauge",
+        Kind::Gauge,
         "Bytes of request bodies being read or served (bounded by body_bytes_in_flight_max).",
-        &[(String::new(), app.shared.body_bytes.total())],
+        app.shared.body_bytes.total(),
     );
     let outbox = app.shared.submitter.outbox();
     for (name, kind, help, counter) in [
         (
             "colony_outbox_pending",
-            "gauge",
+            Kind::Gauge,
             "Background commands (settlements, charges, releases) being sent until decided.",
             &outbox.pending,
         ),
         (
             "colony_outbox_retries_total",
-            "counter",
+            Kind::Counter,
             "Background commands refused (a full queue, a lost cluster link) and sent again.",
             &outbox.retries,
         ),
         (
             "colony_outbox_abandoned_total",
-            "counter",
+            Kind::Counter,
             "Background commands given up on (the node stopping), each logged as an error.",
             &outbox.abandoned,
         ),
     ] {
-        family(&mut text, name, kind, help, &single(counter));
+        scrape.one(name, kind, help, counter.load(Ordering::Relaxed));
     }
-    family(
-        &mut text,
-        "colony_http_refused_per_principal_total",
-        "counter",
-        "Requests refused because their principal had requests_in_flight_per_principal_max being served.",
-        &single(&metrics.http_refused_per_principal),
-    );
-    family(
-        &mut text,
+    scrape.counter("colony_http_refused_per_principal_total", "Requests refused because their principal had requests_in_flight_per_principal_max being served.", &metrics.http_refused_per_principal);
+    scrape.counter(
         "colony_http_priority_capped_total",
-        "counter",
         "Requests that declared a priority above their caller's (capped to it).",
-        &single(&metrics.http_priority_capped),
+        &metrics.http_priority_capped,
     );
-    family(
-        &mut text,
+    scrape.one(
         "colony_http_in_flight",
-        "gauge",
+        Kind::Gauge,
         "Requests being served now.",
-        &single(&app.shared.in_flight),
+        app.shared.in_flight.load(Ordering::Relaxed),
     );
     let connections = &app.shared.connections;
     for (name, kind, help, value) in [
         (
             "colony_http_connections",
-            "gauge",
+            Kind::Gauge,
             "Open HTTP connections (upgraded bus connections are counted by the bus).",
             connections.open(),
         ),
         (
             "colony_http_connections_unauthenticated",
-            "gauge",
+            Kind::Gauge,
             "Open HTTP connections that have not yet made an authenticated request.",
             connections.unauthenticated() as u64,
         ),
         (
             "colony_http_connections_evicted_total",
-            "counter",
+            Kind::Counter,
             "Unauthenticated connections closed to make room for new ones.",
             connections
                 .evicted
                 .load(std::sync::atomic::Ordering::Relaxed),
         ),
     ] {
-        family(&mut text, name, kind, help, &[(String::new(), value)]);
+        scrape.one(name, kind, help, value);
     }
     if let Some(cluster) = &app.shared.cluster {
-        cluster_families(&mut text, cluster, app.shared.relay.as_deref());
+        cluster_families(&mut scrape, cluster, app.shared.relay.as_deref());
     }
-    family(
-        &mut text,
+    scrape.one(
         "colony_decision_log_records",
-        "gauge",
+        Kind::Gauge,
         "Records in the decision log.",
-        &[(String::new(), app.shared.audit.last_index())],
+        app.shared.audit.last_index(),
     );
     let bus = &app.shared.bus.metrics;
     for (name, kind, help, counter) in [
         (
             "colony_bus_connections",
-            "gauge",
+            Kind::Gauge,
             "Open bus (WebSocket) connections.",
             &bus.connections,
         ),
         (
             "colony_bus_connections_total",
-            "counter",
+            Kind::Counter,
             "Bus connections ever opened.",
             &bus.connections_total,
         ),
         (
             "colony_bus_connections_refused_per_principal_total",
-            "counter",
+            Kind::Counter,
             "Bus connections refused because their principal held connections_per_principal_max.",
             &bus.refused_per_principal,
         ),
         (
             "colony_bus_worker_ops_refused_total",
-            "counter",
+            Kind::Counter,
             "Worker commands (hello, heartbeat, bye) refused because the connection had its maximum waiting for decisions.",
             &bus.worker_ops_refused,
         ),
         (
             "colony_bus_published_total",
-            "counter",
+            Kind::Counter,
             "Messages published on the bus.",
             &bus.published,
         ),
         (
             "colony_bus_published_bytes_total",
-            "counter",
+            Kind::Counter,
             "Bytes of message data published.",
             &bus.published_bytes,
         ),
         (
             "colony_bus_delivered_total",
-            "counter",
+            Kind::Counter,
             "Messages queued for subscribers.",
             &bus.delivered,
         ),
         (
             "colony_bus_dropped_total",
-            "counter",
+            Kind::Counter,
             "Messages dropped by drop_oldest subscriptions.",
             &bus.dropped,
         ),
         (
             "colony_bus_rejected_total",
-            "counter",
+            Kind::Counter,
             "Deliveries refused by reject_publisher subscriptions.",
             &bus.rejected,
         ),
         (
             "colony_bus_slow_disconnects_total",
-            "counter",
+            Kind::Counter,
             "Connections closed as slow consumers or for not reading.",
             &bus.slow_disconnects,
         ),
         (
             "colony_bus_denied_total",
-            "counter",
+            Kind::Counter,
             "Publishes and subscriptions denied (authorization, quotas, limits).",
             &bus.denied,
         ),
         (
             "colony_bus_bad_frames_total",
-            "counter",
+            Kind::Counter,
             "Malformed frames received.",
             &bus.bad_frames,
         ),
     ] {
-        family(&mut text, name, kind, help, &single(counter));
+        scrape.one(name, kind, help, counter.load(Ordering::Relaxed));
     }
-    Ok(([(CONTENT_TYPE, "text/plain; version=0.0.4")], text))
+    Ok(([(CONTENT_TYPE, exposition::CONTENT_TYPE)], scrape.encode()))
 }

@@ -12,6 +12,7 @@ mod bus;
 mod bus_http;
 mod cluster;
 mod dashboard;
+mod exposition;
 mod gateway;
 mod governance;
 mod grants;
