@@ -43,6 +43,7 @@ mod node;
 mod node_config;
 pub mod sandbox;
 pub mod scope;
+mod start;
 pub mod supervisor;
 pub mod tls;
 

@@ -11,6 +11,7 @@ use crate::app::{AppState, Shared};
 use crate::genesis;
 use crate::metrics::Metrics;
 use crate::sequencer::{self, Submitter};
+use crate::start;
 use crate::NodeConfig;
 use crate::NodeError;
 
@@ -79,36 +80,12 @@ impl Node {
         let audit = store.audit_reader();
         let event_tap = Arc::new(sequencer::EventTap::default());
         let fatal = crate::fatal::Fatal::new();
-        let mut sequencer_config = config.sequencer.clone();
-        if config.cluster.is_some() {
-            sequencer_config.replicated = true;
-            // The stream holds every command durably before anyone is answered; this
-            // node's own log only shortens its restarts, so it syncs less often.
-            sequencer_config.decided_sync_within_ms = sequencer_config
-                .decided_sync_within_ms
-                .max(CLUSTER_LOCAL_SYNC_WITHIN_MS);
-        }
         // The node's key signs its chain heads, the logs' cuts and, in a cluster,
         // every command it proposes.
-        let node_key =
-            crate::identity::load_or_create(&config.data_dir).map_err(|error| NodeError::Io {
-                context: "the node's key".into(),
-                source: std::io::Error::other(error),
-            })?;
-        if sequencer_config.pruning.is_none() {
-            let rule = match config.log_retention.clone() {
-                Some(rule) => rule,
-                None => crate::genesis::load_log_retention(&config.config_dir)?,
-            };
-            if !rule.keeps_everything() {
-                sequencer_config.pruning = Some(colony_log::prune::Pruning {
-                    rule,
-                    key: node_key.clone(),
-                });
-            }
-        }
+        let node_key = crate::identity::load_or_create(&config.data_dir)
+            .map_err(start::failed("the node's key"))?;
         let (submitter, sequencer) = sequencer::spawn(
-            sequencer_config,
+            start::sequencer_config(&config, &node_key)?,
             store,
             Arc::clone(&state),
             Arc::clone(&metrics),
@@ -152,41 +129,11 @@ impl Node {
             context: "listener address".into(),
             source,
         })?;
-        let bus_config = match config.bus.clone() {
-            Some(bus) => bus,
-            None => crate::bus::BusConfig::load(&config.config_dir)?,
-        };
-        let specs = state.read().expect("state lock").stream_specs();
-        let streams = crate::bus::streams::Streams::open(&config.data_dir, &bus_config, specs)
-            .map_err(|error| NodeError::Io {
-                context: "opening bus streams".into(),
-                source: std::io::Error::other(error.to_string()),
-            })?;
-        let bus = crate::bus::Bus::new(
-            bus_config,
-            Arc::clone(&state),
-            streams,
-            submitter.clone(),
-            cluster.is_some(),
-        );
-        // Heartbeats heard in memory; renewals and losses logged (not in a cluster).
-        let liveness = bus
-            .liveness
-            .clone()
-            .map(|liveness| tokio::spawn(liveness.run(submitter.clone())));
-        // Before any connection: the bus's publishes reach the other nodes, and its
-        // durable streams are the cluster's.
-        let relay = match &cluster {
-            Some(cluster) => {
-                colony_cluster::stream_mirror::StreamMirror::start(cluster, &bus);
-                tokio::spawn(crate::cluster::reconcile_streams(
-                    Arc::clone(&bus),
-                    Arc::clone(&state),
-                ));
-                Some(colony_cluster::bus_relay::BusRelay::start(cluster, &bus).await)
-            }
-            None => None,
-        };
+        let start::BusParts {
+            bus,
+            liveness,
+            relay,
+        } = start::bus(&config, &state, &submitter, cluster.as_ref()).await?;
         let (stop_edge, edge_stopped) = tokio::sync::watch::channel(false);
         let edge_flusher = tokio::spawn(crate::edge_flush::edge_flush_loop(
             Arc::clone(&bus),
@@ -194,40 +141,7 @@ impl Node {
             cluster.clone(),
             edge_stopped,
         ));
-        let gateway_config = match config.gateway.clone() {
-            Some(gateway) => gateway,
-            None => crate::gateway::GatewayConfig::load(&config.config_dir, &|name| {
-                std::env::var(name).ok()
-            })?,
-        };
-        tracing::info!(
-            models = gateway_config.models.len(),
-            source = %gateway_config.source,
-            "LLM gateway ready"
-        );
-        let telemetry = match &config.telemetry {
-            Some(telemetry) => {
-                let started = colony_telemetry::Telemetry::start(telemetry).map_err(|message| {
-                    NodeError::Io {
-                        context: "OpenTelemetry export".into(),
-                        source: std::io::Error::other(message),
-                    }
-                })?;
-                tracing::info!(endpoint = %started.endpoint(), protocol = ?telemetry.protocol, "exporting the gateway's spans over OTLP");
-                Some(started)
-            }
-            None => None,
-        };
-        let gateway = crate::gateway::Gateway::new(
-            gateway_config,
-            Arc::clone(&state),
-            submitter.clone(),
-            telemetry.as_ref().map(colony_telemetry::Telemetry::tracer),
-        )
-        .map_err(|message| NodeError::Io {
-            context: "LLM gateway".into(),
-            source: std::io::Error::other(message),
-        })?;
+        let (gateway, telemetry) = start::gateway(&config, &state, &submitter)?;
         let listen_limits = match config.listen_limits.clone() {
             Some(limits) => limits,
             None => genesis::load_http(&config.config_dir)?,
@@ -236,27 +150,8 @@ impl Node {
             Some(policy) => policy,
             None => crate::access::ReadPolicy::load(&config.config_dir)?,
         };
-        let artifacts_setup = match config.artifacts.clone() {
-            Some(setup) => setup,
-            None => genesis::load_artifacts(&config.config_dir)?,
-        };
-        let artifacts = colony_artifacts::Runtime::new(
-            artifacts_setup.runtime.clone(),
-            colony_artifacts::Kernel {
-                submitter: submitter.clone(),
-                state: Arc::clone(&state),
-                handle: tokio::runtime::Handle::current(),
-            },
-            Arc::new(crate::artifacts::NodeServices::new(
-                Arc::clone(&bus),
-                Arc::clone(&gateway),
-            )),
-            config.data_dir.join("artifacts"),
-        )
-        .map_err(|message| NodeError::Io {
-            context: "artifact runtime".into(),
-            source: std::io::Error::other(message),
-        })?;
+        let (artifacts, artifacts_setup) =
+            start::artifacts(&config, &state, &submitter, &bus, &gateway)?;
         // Before any connection (nobody can subscribe before), so no decision that
         // someone could hear of goes unpublished.
         let mcp: Arc<crate::mcp::McpStatus> = Default::default();
@@ -266,30 +161,10 @@ impl Node {
             mcp: Arc::clone(&mcp),
         }));
         let supervisor_status: crate::supervisor::SupervisorStatus = Default::default();
-        let alerts_config =
-            colony_alerts::load(&config.config_dir, &|name| std::env::var(name).ok())
-                .map_err(NodeError::Config)?;
-        let webhooks = colony_alerts::Webhooks::start(
-            &alerts_config.webhooks,
-            Some(config.data_dir.join("alerts").join("dead-letters.jsonl")),
-            crate::sequencer::now_ms,
-        );
-        tracing::info!(
-            webhooks = alerts_config.webhooks.len(),
-            check_every_ms = alerts_config.check_every_ms,
-            "alerts ready"
-        );
-        let node_key =
-            crate::identity::load_or_create(&config.data_dir).map_err(|error| NodeError::Io {
-                context: "the node's key".into(),
-                source: std::io::Error::other(error),
-            })?;
+        let alerts = start::alerts(&config)?;
         let heads_config = crate::audit_heads::HeadsConfig::load(&config.config_dir)?;
         let heads = crate::audit_heads::Heads::open(node_key, &config.data_dir, heads_config)
-            .map_err(|error| NodeError::Io {
-                context: "the signed heads".into(),
-                source: std::io::Error::other(error),
-            })?;
+            .map_err(start::failed("the signed heads"))?;
         tracing::info!(public_key = %heads.public_key(), "node key");
         let shared = Arc::new(Shared {
             artifacts: artifacts.clone(),
@@ -310,10 +185,7 @@ impl Node {
             history: Default::default(),
             cluster: cluster.clone(),
             relay,
-            alerts: crate::alerts::AlertsRuntime {
-                config: alerts_config,
-                webhooks,
-            },
+            alerts,
             heads,
             mcp,
         });
@@ -322,31 +194,10 @@ impl Node {
         let app = AppState {
             shared: Arc::clone(&shared),
         };
-        let mcp_config = match config.mcp.clone() {
-            Some(mcp) => mcp,
-            None => crate::mcp::upstream::config::load(&config.config_dir)?,
-        };
-        tracing::info!(
-            servers = mcp_config.servers.len(),
-            source = %mcp_config.source,
-            "MCP gateway: starting upstream servers"
-        );
-        let upstreams = crate::mcp::upstream::Upstreams::start(
-            mcp_config,
-            &config.data_dir,
-            Arc::clone(&shared.mcp.approvals),
-        )
-        .await
-        .map_err(|error| NodeError::Io {
-            context: "the MCP gateway's upstream servers".into(),
-            source: std::io::Error::other(error),
-        })?;
+        let upstreams = start::upstreams(&config, &shared.mcp.approvals).await?;
         let router = crate::api::router(app.clone());
         let router = crate::mcp::mount(app, router, tls.is_some(), Arc::clone(&upstreams))
-            .map_err(|error| crate::NodeError::Io {
-                context: "the MCP server's tools".into(),
-                source: std::io::Error::other(error),
-            })?;
+            .map_err(start::failed("the MCP server's tools"))?;
         let (stop_server, stopped) = tokio::sync::watch::channel(false);
         let server = tokio::spawn(crate::listener::serve(
             listener,
@@ -362,38 +213,17 @@ impl Node {
         let reconciler = artifacts.spawn_reconciler();
         let watcher = tokio::spawn(crate::alerts::watch(
             Arc::clone(&shared),
-            format!(
-                "{}://{local_addr}",
-                if tls.is_some() { "https" } else { "http" }
-            ),
+            start::base_url(local_addr, tls.as_ref()),
         ));
-        let supervisor_config = match config.supervisor.clone() {
-            Some(supervisor) => Some(supervisor),
-            None => crate::genesis::load_supervisor(&config.config_dir)?,
-        };
-        let supervisor = match supervisor_config {
-            Some(supervisor) if !supervisor.profiles.is_empty() => {
-                let (stop, stopped) = tokio::sync::watch::channel(false);
-                let handle = crate::supervisor::spawn(
-                    supervisor,
-                    config.data_dir.clone(),
-                    crate::supervisor::NodeAddress {
-                        url: format!(
-                            "{}://{local_addr}",
-                            if tls.is_some() { "https" } else { "http" }
-                        ),
-                        ca_file: tls.as_ref().map(|tls| tls.cert_file.clone()),
-                    },
-                    Arc::clone(&state),
-                    submitter.clone(),
-                    stopped,
-                    supervisor_status,
-                )
-                .await?;
-                Some((handle, stop))
-            }
-            _ => None,
-        };
+        let supervisor = start::supervisor(
+            &config,
+            local_addr,
+            tls.as_ref(),
+            &state,
+            &submitter,
+            supervisor_status,
+        )
+        .await?;
         Ok(Node {
             local_addr,
             tls,

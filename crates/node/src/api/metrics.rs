@@ -131,9 +131,26 @@ pub async fn render(
     caller: Caller,
 ) -> Result<impl IntoResponse, ApiError> {
     app.check_read(&caller, "metrics", app.shared.read.metrics)?;
-    let limits = super::limits::current(&app);
-    let metrics = &app.shared.metrics;
     let mut scrape = Scrape::default();
+    limit_families(&mut scrape, &super::limits::current(&app));
+    state_families(&mut scrape, &app.shared.state.read().expect("state lock"));
+    pipeline_families(&mut scrape, &app.shared.metrics);
+    http_families(&mut scrape, &app.shared);
+    if let Some(cluster) = &app.shared.cluster {
+        cluster_families(&mut scrape, cluster, app.shared.relay.as_deref());
+    }
+    scrape.one(
+        "colony_decision_log_records",
+        Kind::Gauge,
+        "Records in the decision log.",
+        app.shared.audit.last_index(),
+    );
+    bus_families(&mut scrape, &app.shared.bus.metrics);
+    Ok(([(CONTENT_TYPE, exposition::CONTENT_TYPE)], scrape.encode()))
+}
+
+/// Every limit's usage, soft and hard values, and queue.
+fn limit_families(scrape: &mut Scrape, limits: &[colony_kernel::Limit]) {
     let per_limit = |value: &dyn Fn(&colony_kernel::Limit) -> Option<u64>| -> Vec<(Labels, u64)> {
         limits
             .iter()
@@ -174,8 +191,11 @@ pub async fn render(
         "Requests waiting in each limit's admission queue.",
         per_limit(&|l| Some(l.queue.len() as u64)),
     );
+}
+
+/// Principals by kind and tasks by status, from the kernel's state.
+fn state_families(scrape: &mut Scrape, state: &colony_kernel::State) {
     let principals: Vec<(Labels, u64)> = {
-        let state = app.shared.state.read().expect("state lock");
         [
             PrincipalKind::Human,
             PrincipalKind::Ai,
@@ -200,7 +220,6 @@ pub async fn render(
     );
     let (tasks, archived): (Vec<(Labels, u64)>, u64) = {
         use colony_kernel::tasks::TaskStatus;
-        let state = app.shared.state.read().expect("state lock");
         let tasks = TaskStatus::ALL
             .into_iter()
             .map(|status| {
@@ -224,6 +243,10 @@ pub async fn render(
         "Finished tasks retired from the live state to the task archive.",
         archived,
     );
+}
+
+/// What the pipeline decided and made durable.
+fn pipeline_families(scrape: &mut Scrape, metrics: &crate::metrics::Metrics) {
     let decisions: Vec<(Labels, u64)> = DECISION_NAMES
         .iter()
         .zip(&metrics.decisions)
@@ -271,23 +294,27 @@ pub async fn render(
         "Segments of the command and decision logs pruned since start (retention.toml [logs]).",
         &metrics.pruned_segments,
     );
+}
+
+/// The HTTP edge: requests, bodies, connections, and the background commands.
+fn http_families(scrape: &mut Scrape, shared: &crate::app::Shared) {
     scrape.counter(
         "colony_http_requests_total",
         "Authenticated-route HTTP requests.",
-        &metrics.http_requests,
+        &shared.metrics.http_requests,
     );
     scrape.counter(
         "colony_http_rejected_total",
         "Requests refused by the concurrent_api_requests hard limit.",
-        &metrics.http_rejected,
+        &shared.metrics.http_rejected,
     );
     scrape.one(
         "colony_http_body_bytes_held",
         Kind::Gauge,
         "Bytes of request bodies being read or served (bounded by body_bytes_in_flight_max).",
-        app.shared.body_bytes.total(),
+        shared.body_bytes.total(),
     );
-    let outbox = app.shared.submitter.outbox();
+    let outbox = shared.submitter.outbox();
     for (name, kind, help, counter) in [
         (
             "colony_outbox_pending",
@@ -310,19 +337,19 @@ pub async fn render(
     ] {
         scrape.one(name, kind, help, counter.load(Ordering::Relaxed));
     }
-    scrape.counter("colony_http_refused_per_principal_total", "Requests refused because their principal had requests_in_flight_per_principal_max being served.", &metrics.http_refused_per_principal);
+    scrape.counter("colony_http_refused_per_principal_total", "Requests refused because their principal had requests_in_flight_per_principal_max being served.", &shared.metrics.http_refused_per_principal);
     scrape.counter(
         "colony_http_priority_capped_total",
         "Requests that declared a priority above their caller's (capped to it).",
-        &metrics.http_priority_capped,
+        &shared.metrics.http_priority_capped,
     );
     scrape.one(
         "colony_http_in_flight",
         Kind::Gauge,
         "Requests being served now.",
-        app.shared.in_flight.load(Ordering::Relaxed),
+        shared.in_flight.load(Ordering::Relaxed),
     );
-    let connections = &app.shared.connections;
+    let connections = &shared.connections;
     for (name, kind, help, value) in [
         (
             "colony_http_connections",
@@ -347,16 +374,10 @@ pub async fn render(
     ] {
         scrape.one(name, kind, help, value);
     }
-    if let Some(cluster) = &app.shared.cluster {
-        cluster_families(&mut scrape, cluster, app.shared.relay.as_deref());
-    }
-    scrape.one(
-        "colony_decision_log_records",
-        Kind::Gauge,
-        "Records in the decision log.",
-        app.shared.audit.last_index(),
-    );
-    let bus = &app.shared.bus.metrics;
+}
+
+/// The bus's connections and messages.
+fn bus_families(scrape: &mut Scrape, bus: &crate::bus::BusMetrics) {
     for (name, kind, help, counter) in [
         (
             "colony_bus_connections",
@@ -433,5 +454,4 @@ pub async fn render(
     ] {
         scrape.one(name, kind, help, counter.load(Ordering::Relaxed));
     }
-    Ok(([(CONTENT_TYPE, exposition::CONTENT_TYPE)], scrape.encode()))
 }
