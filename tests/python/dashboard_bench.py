@@ -12,8 +12,8 @@ import threading
 import time
 import urllib.request
 
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
+from headless import chromium
+
 
 BASE, LINK, ADMIN, CHROMIUM, CHROMEDRIVER = sys.argv[1:6]
 DASHBOARDS = 10
@@ -30,13 +30,8 @@ def request(method, path, body=None):
 
 
 def browser():
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                     "--window-size=1400,1000", "--disable-background-timer-throttling",
-                     "--disable-renderer-backgrounding"):
-        options.add_argument(argument)
-    return webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    return chromium(CHROMIUM, CHROMEDRIVER, window="1400,1000",
+                    extra=("--disable-background-timer-throttling", "--disable-renderer-backgrounding"))
 
 
 def mark(driver, name, seconds=30):

@@ -22,10 +22,10 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.client.subscriptions import listen
 from mcp.shared._httpx_utils import create_mcp_http_client
 
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
+
+from headless import chromium
 
 BASE, LINK, ADMIN, CHROMIUM, CHROMEDRIVER, SCREENSHOT = sys.argv[1:7]
 
@@ -50,13 +50,7 @@ def check(condition, what):
     print(f"ok: {what}")
 
 
-options = webdriver.ChromeOptions()
-options.binary_location = CHROMIUM
-for argument in ("--headless=new", "--no-sandbox", "--disable-gpu",
-                 "--disable-dev-shm-usage", "--window-size=1400,1100"):
-    options.add_argument(argument)
-driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
-driver.set_page_load_timeout(20)
+driver = chromium(CHROMIUM, CHROMEDRIVER)
 
 
 def wait(seconds, condition, what):

@@ -8,20 +8,14 @@ Prints "all checks passed" when every check holds.
 
 import sys
 
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
+from headless import chromium
+
 LINK, CHROMIUM, CHROMEDRIVER, EVIDENCE = sys.argv[1:5]
 
-options = webdriver.ChromeOptions()
-options.binary_location = CHROMIUM
-for argument in ("--headless=new", "--no-sandbox", "--disable-gpu",
-                 "--disable-dev-shm-usage", "--window-size=1400,1100"):
-    options.add_argument(argument)
-driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
-driver.set_page_load_timeout(20)
+driver = chromium(CHROMIUM, CHROMEDRIVER)
 
 
 def check(condition, what):

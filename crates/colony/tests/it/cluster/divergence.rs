@@ -10,7 +10,7 @@ use ed25519_dalek::{Signer, SigningKey};
 use serde_json::{json, Value};
 
 use super::bus::publish_raw;
-use super::nodes::{figure, get, metrics, start_node, Nodes};
+use super::nodes::{figure, get, metrics, start_node, until_metrics, Nodes};
 use crate::common::config_with;
 use crate::common::nats::NatsCluster;
 
@@ -126,18 +126,14 @@ async fn a_divergence_is_told_loudly_and_a_forged_report_is_not_heard() {
         &format!("{REPORTS}.node-1"),
         &signed_report(&stranger, &report("node-1")),
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let figures = loop {
-        let figures = metrics(&http, &url, &token).await;
-        if figure(&figures, "colony_cluster_reports_refused_total") >= refused_before + 3 {
-            break figures;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "forged reports never refused: {figures}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let figures = until_metrics(
+        &http,
+        &url,
+        &token,
+        "forged reports never refused",
+        |text| figure(text, "colony_cluster_reports_refused_total") >= refused_before + 3,
+    )
+    .await;
     assert_eq!(figure(&figures, "colony_cluster_divergences_total"), 0);
     assert_eq!(figure(&figures, "colony_cluster_live_nodes"), 1);
     let view = get(&http, &format!("{url}/v1/cluster"), &token).await;

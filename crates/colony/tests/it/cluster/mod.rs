@@ -470,18 +470,10 @@ async fn three_nodes_on_jetstream_keep_one_log_exact_limits_and_lose_nothing() {
     .await;
 
     // /metrics says where each node is in the log and what its bus relayed.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let metrics = loop {
-        let metrics = metrics(&http, &urls[2], &token).await;
-        if figure(&metrics, "colony_cluster_live_nodes") == 3 {
-            break metrics;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "never three live nodes: {metrics}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let metrics = until_metrics(&http, &urls[2], &token, "never three live nodes", |text| {
+        figure(text, "colony_cluster_live_nodes") == 3
+    })
+    .await;
     assert_eq!(figure(&metrics, "colony_cluster_connected"), 1);
     assert!(figure(&metrics, "colony_cluster_applied_seq") >= last);
     assert!(

@@ -212,6 +212,26 @@ pub(super) async fn metrics(http: &reqwest::Client, url: &str, token: &str) -> S
         .unwrap()
 }
 
+/// Waits (at most 30 s) until `holds` is true of what `url` answers at `/metrics`,
+/// and answers that; fails saying `what` never came.
+pub(super) async fn until_metrics(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    what: &str,
+    holds: impl Fn(&str) -> bool,
+) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = metrics(http, url, token).await;
+        if holds(&text) {
+            return text;
+        }
+        assert!(Instant::now() < deadline, "{what}: {text}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// The figure `name` of a `/metrics` text.
 pub(super) fn figure(metrics: &str, name: &str) -> u64 {
     metrics
