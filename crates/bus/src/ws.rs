@@ -74,7 +74,9 @@ pub struct Decoder {
     /// between frames.
     partial: Vec<u8>,
     /// A fragmented message being assembled: its opcode and payload so far.
-    fragments: Option<(u8, Vec<u8>)>,
+    /// Boxed: most connections never see a fragmented message, and the decoder
+    /// lives in every connection's state.
+    fragments: Option<Box<(u8, Vec<u8>)>>,
 }
 
 enum Parsed {
@@ -101,7 +103,11 @@ impl Decoder {
 
     /// Bytes held for an incomplete frame or message.
     pub fn buffered(&self) -> usize {
-        self.partial.capacity() + self.fragments.as_ref().map_or(0, |(_, f)| f.capacity())
+        self.partial.capacity()
+            + self
+                .fragments
+                .as_ref()
+                .map_or(0, |fragments| fragments.1.capacity())
     }
 
     /// Consumes `input`, appending every event completed by it to `events`.
@@ -187,7 +193,10 @@ impl Decoder {
                 "control frames must be whole and at most 125 bytes",
             ));
         }
-        let assembled = self.fragments.as_ref().map_or(0, |(_, f)| f.len()) as u64;
+        let assembled = self
+            .fragments
+            .as_ref()
+            .map_or(0, |fragments| fragments.1.len()) as u64;
         if length
             + if opcode == OP_CONTINUATION {
                 assembled
@@ -252,18 +261,18 @@ impl Decoder {
                 if fin {
                     events.push(complete(opcode, payload)?);
                 } else {
-                    self.fragments = Some((opcode, payload));
+                    self.fragments = Some(Box::new((opcode, payload)));
                 }
             }
             OP_CONTINUATION => {
-                let Some((first, mut assembled)) = self.fragments.take() else {
+                let Some((first, mut assembled)) = self.fragments.take().map(|boxed| *boxed) else {
                     return Err(WsError::Protocol("continuation frame without a message"));
                 };
                 assembled.extend_from_slice(&payload);
                 if fin {
                     events.push(complete(first, assembled)?);
                 } else {
-                    self.fragments = Some((first, assembled));
+                    self.fragments = Some(Box::new((first, assembled)));
                 }
             }
             _ => unreachable!("opcodes are checked when parsed"),

@@ -95,7 +95,7 @@ impl Peer {
 struct Session {
     bus: Arc<Bus>,
     conn: Arc<Conn>,
-    peer: Peer,
+    peer: Box<Peer>,
     meter: Option<Arc<super::meter::Meter>>,
     subs: HashMap<Arc<str>, Subscription>,
 }
@@ -137,93 +137,106 @@ async fn read_events<R: AsyncRead + Unpin>(
 const LEASE_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// Serves one upgraded connection until it closes.
-pub async fn run<S>(bus: Arc<Bus>, conn: Arc<Conn>, peer: Peer, io: S)
+///
+/// What the connection needs is built before the future, which then owns it in
+/// place: an `async fn` keeps its arguments beside the values made of them for as
+/// long as it lives, and this future lives as long as the connection (every idle
+/// connection pays for each byte of it).
+pub fn run<S>(
+    bus: Arc<Bus>,
+    conn: Arc<Conn>,
+    peer: Peer,
+    io: S,
+) -> impl std::future::Future<Output = ()> + Send
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let (mut reader, mut writer) = tokio::io::split(io);
     let mut decoder = Decoder::new(bus.config.frame_bytes_max);
-    // In a cluster a principal new to this node has no allowance until the node's
-    // next lease: the connection waits for it (one round through the cluster's log)
-    // rather than have its first publishes refused.
-    let meter = if bus.meters.is_leasing() {
-        // Boxed: the wait (a timer and a watch) would otherwise take room in every
-        // session's state for as long as it lives, cluster or not.
-        Some(Box::pin(bus.meters.meter_with_lease(conn.principal, LEASE_WAIT_MAX)).await)
-    } else {
-        None
-    };
     let mut session = Session {
-        bus: Arc::clone(&bus),
-        conn: Arc::clone(&conn),
-        peer,
-        meter,
+        bus,
+        conn,
+        peer: Box::new(peer),
+        meter: None,
         subs: HashMap::new(),
     };
-    let mut out: Vec<u8> = Vec::new();
-    let mut written = 0usize;
-    let mut closing = false;
-    // The ack timer exists only while a stream consumer has something unacknowledged.
-    let mut timer: Option<Pin<Box<tokio::time::Sleep>>> = None;
-    loop {
-        if written == out.len() {
-            if closing {
-                break;
-            }
-            out = Vec::new();
-            written = 0;
-            if let Some((code, reason)) = session.fill(&mut out) {
-                if code == ws::CLOSE_POLICY {
-                    bus.metrics.slow_disconnects.fetch_add(1, Ordering::Relaxed);
-                    tracing::info!(conn = conn.id, address = %conn.address, "closing: {reason}");
-                }
-                ws::encode_close(code, &reason, &mut out);
-                closing = true;
-            }
-            if out.is_empty() {
-                out = Vec::new();
-            }
+    async move {
+        let bus = Arc::clone(&session.bus);
+        let conn = Arc::clone(&session.conn);
+        // In a cluster a principal new to this node has no allowance until the node's
+        // next lease: the connection waits for it (one round through the cluster's log)
+        // rather than have its first publishes refused.
+        if bus.meters.is_leasing() {
+            // Boxed: the wait (a timer and a watch) would otherwise take room in every
+            // session's state for as long as it lives, cluster or not.
+            session.meter =
+                Some(Box::pin(bus.meters.meter_with_lease(conn.principal, LEASE_WAIT_MAX)).await);
         }
-        match (session.next_deadline(), &mut timer) {
-            (Some(at), Some(sleep)) => {
-                if sleep.deadline() != at {
-                    sleep.as_mut().reset(at);
-                }
-            }
-            (Some(at), None) => timer = Some(Box::pin(tokio::time::sleep_until(at))),
-            (None, _) => timer = None,
-        }
-        tokio::select! {
-            read = read_events(&mut reader, &mut decoder), if !closing => match read {
-                Ok(events) => {
-                    // Subscribers wake once for what this read brought.
-                    let _batch = crate::conn::DeferWakeups::begin();
-                    for event in events {
-                        if let Some((code, reason)) = session.on_event(event) {
-                            conn.close(code, reason);
-                        }
-                    }
-                }
-                Err(ReadEnd::Ws(error)) => {
-                    bus.metrics.bad_frames.fetch_add(1, Ordering::Relaxed);
-                    conn.close(error.close_code(), error.to_string());
-                }
-                Err(ReadEnd::Eof) => break,
-                Err(ReadEnd::Io(error)) => {
-                    tracing::debug!(conn = conn.id, "bus connection read failed: {error}");
+        let mut out: Vec<u8> = Vec::new();
+        let mut written = 0usize;
+        let mut closing = false;
+        // The ack timer exists only while a stream consumer has something unacknowledged.
+        let mut timer: Option<Pin<Box<tokio::time::Sleep>>> = None;
+        loop {
+            if written == out.len() {
+                if closing {
                     break;
                 }
-            },
-            result = writer.write(&out[written..]), if written < out.len() => match result {
-                Ok(0) | Err(_) => break,
-                Ok(n) => written += n,
-            },
-            _ = conn.notify.notified(), if written == out.len() && !closing => {}
-            _ = wait(&mut timer), if timer.is_some() => session.expire(Instant::now()),
+                out = Vec::new();
+                written = 0;
+                if let Some((code, reason)) = session.fill(&mut out) {
+                    if code == ws::CLOSE_POLICY {
+                        bus.metrics.slow_disconnects.fetch_add(1, Ordering::Relaxed);
+                        tracing::info!(conn = conn.id, address = %conn.address, "closing: {reason}");
+                    }
+                    ws::encode_close(code, &reason, &mut out);
+                    closing = true;
+                }
+                if out.is_empty() {
+                    out = Vec::new();
+                }
+            }
+            match (session.next_deadline(), &mut timer) {
+                (Some(at), Some(sleep)) => {
+                    if sleep.deadline() != at {
+                        sleep.as_mut().reset(at);
+                    }
+                }
+                (Some(at), None) => timer = Some(Box::pin(tokio::time::sleep_until(at))),
+                (None, _) => timer = None,
+            }
+            tokio::select! {
+                read = read_events(&mut reader, &mut decoder), if !closing => match read {
+                    Ok(events) => {
+                        // Subscribers wake once for what this read brought.
+                        let _batch = crate::conn::DeferWakeups::begin();
+                        for event in events {
+                            if let Some((code, reason)) = session.on_event(event) {
+                                conn.close(code, reason);
+                            }
+                        }
+                    }
+                    Err(ReadEnd::Ws(error)) => {
+                        bus.metrics.bad_frames.fetch_add(1, Ordering::Relaxed);
+                        conn.close(error.close_code(), error.to_string());
+                    }
+                    Err(ReadEnd::Eof) => break,
+                    Err(ReadEnd::Io(error)) => {
+                        tracing::debug!(conn = conn.id, "bus connection read failed: {error}");
+                        break;
+                    }
+                },
+                result = writer.write(&out[written..]), if written < out.len() => match result {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => written += n,
+                },
+                _ = conn.notify.notified(), if written == out.len() && !closing => {}
+                _ = wait(&mut timer), if timer.is_some() => session.expire(Instant::now()),
+            }
         }
+        let _ = writer.shutdown().await;
+        session.end();
     }
-    let _ = writer.shutdown().await;
-    session.end();
 }
 
 async fn wait(timer: &mut Option<Pin<Box<tokio::time::Sleep>>>) {

@@ -14,6 +14,7 @@ use colony_api::streams::{
 use colony_api::ErrorBody;
 use colony_kernel::streams::StreamSpec;
 use colony_kernel::CommandBody;
+use futures_util::FutureExt;
 
 use super::{AppState, Body, Segment};
 use crate::auth::{authenticate, Caller};
@@ -125,17 +126,22 @@ pub async fn upgrade(State(app): State<AppState>, mut request: Request) -> Respo
         roles: caller.roles.clone(),
         subjects: crate::scope::bus_subjects(&caller.scopes),
     };
-    tokio::spawn(async move {
-        match on_upgrade.await {
-            Ok(upgraded) => {
-                session::run(bus, conn, peer, hyper_util::rt::TokioIo::new(upgraded)).await
-            }
-            Err(error) => {
-                bus.disconnected(&conn);
-                tracing::debug!("websocket upgrade failed: {error}");
-            }
+    // The session's future takes the upgrade's place in the task (an async block
+    // would keep `bus`, `conn` and `peer` beside the session that holds them, for
+    // the connection's whole life).
+    tokio::spawn(on_upgrade.then(move |upgraded| match upgraded {
+        Ok(upgraded) => futures_util::future::Either::Left(session::run(
+            bus,
+            conn,
+            peer,
+            hyper_util::rt::TokioIo::new(upgraded),
+        )),
+        Err(error) => {
+            bus.disconnected(&conn);
+            tracing::debug!("websocket upgrade failed: {error}");
+            futures_util::future::Either::Right(std::future::ready(()))
         }
-    });
+    }));
     let mut response = StatusCode::SWITCHING_PROTOCOLS.into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
