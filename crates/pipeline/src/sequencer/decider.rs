@@ -67,15 +67,16 @@ impl Decider {
         }
         for request in requests {
             match request {
-                Request::Command {
-                    actor,
-                    justification,
-                    body,
-                    reply,
-                    early,
-                    stamp: ordered,
-                    origin,
-                } => {
+                Request::Command(command) => {
+                    let CommandRequest {
+                        actor,
+                        justification,
+                        body,
+                        reply,
+                        early,
+                        stamp: ordered,
+                        origin,
+                    } = *command;
                     if self.fatal.is_failed() {
                         // Dropping the reply answers the caller `shutting_down`.
                         continue;

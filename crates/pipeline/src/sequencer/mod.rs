@@ -135,21 +135,26 @@ pub struct Outcome {
 // shrink the rare shutdown.
 #[allow(clippy::large_enum_variant)]
 pub(crate) enum Request {
-    Command {
-        actor: PrincipalId,
-        justification: String,
-        body: CommandBody,
-        reply: oneshot::Sender<Outcome>,
-        /// Answer once decided, before the sync.
-        early: bool,
-        /// Ordered by a cluster's log: its sequence number and proposed time.
-        stamp: Option<Stamp>,
-        /// Proposed by this node of a cluster (its signature verified).
-        origin: Option<colony_kernel::cluster::Origin>,
-    },
+    /// Boxed: the queue is an array of `submit_queue_max` requests made at start, so
+    /// a request's size is paid `submit_queue_max` times (65 536 by default: 19 MB
+    /// when a command was held inline, 1.5 MB boxed).
+    Command(Box<CommandRequest>),
     Shutdown {
         reply: oneshot::Sender<()>,
     },
+}
+
+pub(crate) struct CommandRequest {
+    pub(crate) actor: PrincipalId,
+    pub(crate) justification: String,
+    pub(crate) body: CommandBody,
+    pub(crate) reply: oneshot::Sender<Outcome>,
+    /// Answer once decided, before the sync.
+    pub(crate) early: bool,
+    /// Ordered by a cluster's log: its sequence number and proposed time.
+    pub(crate) stamp: Option<Stamp>,
+    /// Proposed by this node of a cluster (its signature verified).
+    pub(crate) origin: Option<colony_kernel::cluster::Origin>,
 }
 
 #[derive(Clone, Debug)]

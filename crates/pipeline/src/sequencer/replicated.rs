@@ -100,7 +100,7 @@ impl Submitter {
         for command in commands {
             let (reply, answer) = oneshot::channel();
             answers.push(answer);
-            requests.push(Request::Command {
+            requests.push(Request::Command(Box::new(CommandRequest {
                 actor: command.actor,
                 justification: command.justification,
                 body: command.body,
@@ -108,7 +108,7 @@ impl Submitter {
                 early: true,
                 stamp: Some(command.stamp),
                 origin: command.origin,
-            });
+            })));
         }
         if !self.core.decide_all_now(&mut requests) {
             // The decider is busy: queue them, waiting for room rather than refusing,

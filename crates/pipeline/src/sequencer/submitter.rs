@@ -79,7 +79,7 @@ impl Submitter {
             ));
         }
         let (reply, answer) = oneshot::channel();
-        let mut request = Some(Request::Command {
+        let mut request = Some(Request::Command(Box::new(CommandRequest {
             actor,
             justification,
             body,
@@ -87,7 +87,7 @@ impl Submitter {
             early,
             stamp: None,
             origin: None,
-        });
+        })));
         if early {
             self.core.decide_now(&mut request);
         }
