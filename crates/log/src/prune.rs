@@ -34,6 +34,9 @@ pub struct LogRetention {
     /// Segments that leave are moved to `<data>/archive/logs/{commands,audit}/`
     /// (`true`) or deleted.
     pub archive: bool,
+    /// Files of `<data>/archive/` (pruned log segments, the task archive's shards)
+    /// not changed for this long are deleted (`None`: kept forever).
+    pub archive_keep_for_ms: Option<u64>,
 }
 
 impl LogRetention {
@@ -43,11 +46,14 @@ impl LogRetention {
             keep_for_ms: None,
             keep_bytes: None,
             archive: true,
+            archive_keep_for_ms: None,
         }
     }
 
     pub fn keeps_everything(&self) -> bool {
-        self.keep_for_ms.is_none() && self.keep_bytes.is_none()
+        self.keep_for_ms.is_none()
+            && self.keep_bytes.is_none()
+            && self.archive_keep_for_ms.is_none()
     }
 }
 
@@ -77,6 +83,9 @@ pub struct PruneReport {
     pub first_record: u64,
     /// Bytes taken from both.
     pub bytes: u64,
+    /// Files deleted from `<data>/archive/` by `archive_keep_for_ms`, and their bytes.
+    pub archive_files: usize,
+    pub archive_bytes: u64,
 }
 
 /// Reads a log's `CUT` file, if there is one.
@@ -233,7 +242,52 @@ pub(crate) fn prune(
         report.audit_segments =
             audit.take_segments_before(keep_records, archive("audit").as_deref())?;
     }
+    if let Some(keep_for) = rule.archive_keep_for_ms {
+        let cutoff = now_ms.saturating_sub(keep_for);
+        for dir in [
+            data.join("archive").join("logs").join("commands"),
+            data.join("archive").join("logs").join("audit"),
+            data.join("archive").join("tasks"),
+        ] {
+            sweep(&dir, cutoff, &mut report)?;
+        }
+    }
     Ok(report)
+}
+
+/// Deletes the files of `dir` last changed before `cutoff_ms` (Unix milliseconds).
+/// A task-archive shard is appended to while trees of its thousand roots retire, so
+/// one not changed for that long holds only trees that long retired.
+fn sweep(dir: &Path, cutoff_ms: u64, report: &mut PruneReport) -> Result<(), Error> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(error) => return Err(Error::io(dir)(error)),
+    };
+    let mut deleted = false;
+    for entry in entries {
+        let entry = entry.map_err(Error::io(dir))?;
+        let path = entry.path();
+        let metadata = entry.metadata().map_err(Error::io(&path))?;
+        if !metadata.is_file() {
+            continue;
+        }
+        let changed_ms = metadata
+            .modified()
+            .ok()
+            .and_then(|at| at.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(u64::MAX, |since| since.as_millis() as u64);
+        if changed_ms < cutoff_ms {
+            std::fs::remove_file(&path).map_err(Error::io(&path))?;
+            report.archive_files += 1;
+            report.archive_bytes += metadata.len();
+            deleted = true;
+        }
+    }
+    if deleted {
+        sync_dir(dir)?;
+    }
+    Ok(())
 }
 
 fn bytes_before(segments: &[SegmentInfo], index: u64) -> u64 {

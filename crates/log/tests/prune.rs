@@ -84,6 +84,7 @@ fn old_segments_leave_by_age_never_past_the_snapshot_and_the_chain_verifies_from
         keep_for_ms: Some(60 * MINUTE),
         keep_bytes: None,
         archive: true,
+        archive_keep_for_ms: None,
     };
     let now = START_MS + 401 * MINUTE;
     let report = store.prune(&rule, 301, now, &key()).unwrap();
@@ -128,6 +129,7 @@ fn a_size_bound_keeps_the_newest_bytes_and_a_lost_snapshot_is_said_plainly() {
         keep_for_ms: None,
         keep_bytes: Some(6 << 10),
         archive: false,
+        archive_keep_for_ms: None,
     };
     let report = store
         .prune(&rule, 291, START_MS + 301 * MINUTE, &key())
@@ -156,6 +158,7 @@ fn a_pruned_chain_whose_start_was_rewritten_or_whose_cut_is_gone_does_not_verify
         keep_for_ms: Some(30 * MINUTE),
         keep_bytes: None,
         archive: false,
+        archive_keep_for_ms: None,
     };
     store
         .prune(&rule, 291, START_MS + 301 * MINUTE, &key())
@@ -175,4 +178,71 @@ fn a_pruned_chain_whose_start_was_rewritten_or_whose_cut_is_gone_does_not_verify
     assert!(failure.reason.contains("no signed cut"), "{failure}");
     std::fs::write(&cut_file, genuine).unwrap();
     verify_audit(data).unwrap();
+}
+
+#[test]
+fn the_archive_keeps_what_changed_within_keep_for_and_nothing_else_is_touched() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let (mut store, _) = write(data, 100, 90);
+    const DAY: u64 = 86_400_000;
+    let now = START_MS + 1_000 * DAY;
+    let at = |ms: u64| std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+    // Pruned segments and task shards, some a year and more old, one a day old.
+    let old = [
+        data.join("archive/logs/commands/00000000000000000001.seg"),
+        data.join("archive/logs/audit/00000000000000000001.seg"),
+        data.join("archive/tasks/0.7.1.000000.jsonl"),
+    ];
+    let recent = data.join("archive/tasks/0.7.1.000001.jsonl");
+    for (path, changed) in old
+        .iter()
+        .map(|path| (path, now - 400 * DAY))
+        .chain([(&recent, now - DAY)])
+    {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, b"{}\n").unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_modified(at(changed))
+            .unwrap();
+    }
+    let whole = verify_audit(data).unwrap();
+    // The logs keep everything; the archive keeps a year.
+    let rule = LogRetention {
+        keep_for_ms: None,
+        keep_bytes: None,
+        archive: true,
+        archive_keep_for_ms: Some(365 * DAY),
+    };
+    let report = store.prune(&rule, 91, now, &key()).unwrap();
+    assert_eq!(report.archive_files, 3, "{report:?}");
+    assert_eq!(report.archive_bytes, 9);
+    assert_eq!((report.command_segments, report.audit_segments), (0, 0));
+    assert!(old.iter().all(|path| !path.exists()));
+    assert!(recent.exists(), "changed a day ago: kept");
+    // The logs are whole; a task of a deleted shard reads as not found.
+    assert_eq!(verify_audit(data).unwrap().records, whole.records);
+    assert_eq!(
+        colony_log::TaskArchive::new(data)
+            .get("0.7.1.00042")
+            .unwrap(),
+        None
+    );
+    // Forever deletes nothing.
+    let forever = LogRetention {
+        archive_keep_for_ms: None,
+        ..rule
+    };
+    assert!(forever.keeps_everything());
+    assert_eq!(
+        store
+            .prune(&forever, 91, now + 10_000 * DAY, &key())
+            .unwrap()
+            .archive_files,
+        0
+    );
+    assert!(recent.exists());
 }

@@ -93,6 +93,7 @@ fn run(tasks: u64, name: &str, rule: RetentionConfig) {
         keep_for_ms: Some(1),
         keep_bytes: None,
         archive: false,
+        archive_keep_for_ms: None,
     };
     store
         .prune(

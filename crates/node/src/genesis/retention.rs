@@ -1,6 +1,7 @@
 //! `retention.toml`: when finished tasks leave the live state for the archive
 //! (`[tasks]`, genesis: read at first start) and how long the command and decision
-//! logs keep their records (`[logs]`, read at every start).
+//! logs keep their records (`[logs]`, read at every start), and how long the archive
+//! keeps what left them (`[archive]`, read at every start).
 
 use std::path::Path;
 
@@ -18,7 +19,19 @@ struct RetentionFile {
     tasks: TasksSection,
     #[serde(default)]
     logs: LogsSection,
+    #[serde(default)]
+    archive: ArchiveSection,
 }
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ArchiveSection {
+    keep_for: Option<Spanned<String>>,
+}
+
+/// The shortest `[archive] keep_for`: what reaches the archive is history someone
+/// may still be asked about.
+const ARCHIVE_KEEP_FOR_MIN_MS: u64 = 24 * 3_600_000;
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -64,7 +77,8 @@ pub fn parse_retention(file: &Path, text: &str) -> Result<RetentionConfig, Confi
     Ok(config)
 }
 
-/// Parses `retention.toml`'s `[logs]`; anything left out keeps every record.
+/// Parses `retention.toml`'s `[logs]` and `[archive]`; anything left out keeps every
+/// record.
 pub fn parse_log_retention(file: &Path, text: &str) -> Result<LogRetention, ConfigError> {
     let source = Source { file, text };
     let parsed: RetentionFile = source.parse()?;
@@ -101,6 +115,26 @@ pub fn parse_log_retention(file: &Path, text: &str) -> Result<LogRetention, Conf
                     Some(pruned.span()),
                     format!("logs.pruned: `{other}` is \"archive\" (moved to <data>/archive/logs/) or \"delete\""),
                 ))
+            }
+        };
+    }
+    if let Some(keep_for) = &parsed.archive.keep_for {
+        rule.archive_keep_for_ms = match keep_for.get_ref().as_str() {
+            "forever" => None,
+            text => {
+                let ms = parse_duration_ms(text).map_err(|m| {
+                    source.error(
+                        Some(keep_for.span()),
+                        format!("archive.keep_for: {m} (or \"forever\")"),
+                    )
+                })?;
+                if ms < ARCHIVE_KEEP_FOR_MIN_MS {
+                    return Err(source.error(
+                        Some(keep_for.span()),
+                        "archive.keep_for: at least \"1d\" (or \"forever\")".to_string(),
+                    ));
+                }
+                Some(ms)
             }
         };
     }

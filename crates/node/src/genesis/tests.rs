@@ -336,8 +336,37 @@ fn log_retention_parses_sizes_and_ages_and_names_bad_values() {
     assert!(error.contains("logs.pruned"), "{error}");
     let shipped = parse_log_retention(Path::new("retention.toml"), DEFAULT_RETENTION_TOML).unwrap();
     assert_eq!(
-        (shipped.keep_for_ms, shipped.keep_bytes, shipped.archive),
-        (Some(90 * 86_400_000), None, true)
+        (
+            shipped.keep_for_ms,
+            shipped.keep_bytes,
+            shipped.archive,
+            shipped.archive_keep_for_ms
+        ),
+        (Some(90 * 86_400_000), None, true, None)
+    );
+    // The archive: kept forever unless told, and never for less than a day.
+    let rule = parse_log_retention(
+        file,
+        "[logs]
+keep_for = \"forever\"
+[archive]
+keep_for = \"365d\"
+",
+    )
+    .unwrap();
+    assert_eq!(rule.archive_keep_for_ms, Some(365 * 86_400_000));
+    assert!(!rule.keeps_everything(), "the archive has a bound");
+    let error = parse_log_retention(
+        file,
+        "[archive]
+keep_for = \"1h\"
+",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        error.contains("retention.toml:2: archive.keep_for: at least \"1d\""),
+        "{error}"
     );
     assert_eq!(colony_config::parse_bytes("64KiB"), Ok(64 << 10));
     assert_eq!(colony_config::parse_bytes("500MB"), Ok(500_000_000));

@@ -165,10 +165,19 @@ impl Flusher {
             }
         };
         let started = Instant::now();
-        match self
-            .writer
-            .prune(&pruning.rule, oldest + 1, self.clock.now_ms(), &pruning.key)
-        {
+        let pruned =
+            self.writer
+                .prune(&pruning.rule, oldest + 1, self.clock.now_ms(), &pruning.key);
+        if let Ok(report) = &pruned {
+            if report.archive_files > 0 {
+                tracing::info!(
+                    files = report.archive_files,
+                    bytes = report.archive_bytes,
+                    "deleted archive files not changed within retention.toml [archive] keep_for"
+                );
+            }
+        }
+        match pruned {
             Ok(report) if report.command_segments + report.audit_segments > 0 => {
                 tracing::info!(
                     command_segments = report.command_segments,
