@@ -433,13 +433,12 @@ fn main() -> ExitCode {
                     if tls.is_some() { "https" } else { "http" },
                     listener.local_addr()?
                 );
-                match tls {
-                    Some(tls) => {
-                        colony_node::gateway::mock::serve_tls(listener, Default::default(), tls)
-                            .await?
-                    }
-                    None => colony_node::gateway::mock::serve(listener, Default::default()).await?,
-                }
+                colony_node::listener::serve_router(
+                    listener,
+                    colony_mock_llm::router(Default::default()),
+                    tls.map(|tls| tls.config),
+                )
+                .await?;
                 Ok(ExitCode::SUCCESS)
             }
             Command::Bus(command) => match command {

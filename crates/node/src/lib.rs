@@ -38,7 +38,6 @@ pub mod genesis;
 pub mod identity;
 pub mod listener;
 pub mod mcp;
-pub mod mock_llm;
 mod node;
 mod node_config;
 pub mod sandbox;
@@ -59,9 +58,7 @@ pub use colony_telemetry as telemetry;
 pub use node::Node;
 pub use node_config::NodeConfig;
 
-/// The LLM gateway, from its own crate, and the mock upstream that tests, benchmarks
-/// and `colony mock-llm` serve.
+/// The LLM gateway, from its own crate.
 pub mod gateway {
-    pub use crate::mock_llm as mock;
     pub use colony_gateway::*;
 }

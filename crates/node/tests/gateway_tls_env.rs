@@ -3,7 +3,7 @@
 
 mod common;
 
-use colony_node::gateway::mock::MockState;
+use colony_mock_llm::MockState;
 use serde_json::{json, Value};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -191,9 +191,16 @@ pub async fn create_principal(
     (address, response["token"].as_str().unwrap().to_string())
 }
 
+/// Serves the mock upstream on `listener` (plain HTTP) until the test ends.
+pub async fn serve_mock(listener: tokio::net::TcpListener, mock: colony_mock_llm::MockState) {
+    colony_node::listener::serve_router(listener, colony_mock_llm::router(mock), None)
+        .await
+        .unwrap();
+}
+
 /// Serves the mock upstream over HTTPS with the test CA's server certificate;
 /// returns its base URL (`https://localhost:PORT/v1`).
-pub async fn serve_mock_tls(ca: &TestCa, mock: colony_node::gateway::mock::MockState) -> String {
+pub async fn serve_mock_tls(ca: &TestCa, mock: colony_mock_llm::MockState) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let tls = colony_node::tls::ServerTls::load(
@@ -204,6 +211,10 @@ pub async fn serve_mock_tls(ca: &TestCa, mock: colony_node::gateway::mock::MockS
         ca.dir.path(),
     )
     .unwrap();
-    tokio::spawn(colony_node::gateway::mock::serve_tls(listener, mock, tls));
+    tokio::spawn(colony_node::listener::serve_router(
+        listener,
+        colony_mock_llm::router(mock),
+        Some(tls.config),
+    ));
     format!("https://localhost:{port}/v1")
 }

@@ -7,7 +7,7 @@ use crate::common;
 
 use std::time::Duration;
 
-use colony_node::gateway::mock::{self, MockState};
+use colony_mock_llm::MockState;
 use colony_node::Node;
 use serde_json::{json, Value};
 
@@ -38,7 +38,7 @@ pub(crate) async fn setup_traced(
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let upstream = format!("http://{}/v1", listener.local_addr().unwrap());
     let mock = MockState::default();
-    tokio::spawn(mock::serve(listener, mock.clone()));
+    tokio::spawn(common::serve_mock(listener, mock.clone()));
     let providers = format!(
         r#"
 [gateway]

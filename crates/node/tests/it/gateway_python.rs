@@ -8,14 +8,14 @@
 
 use crate::common;
 
-use colony_node::gateway::mock::{self, MockState};
+use colony_mock_llm::MockState;
 
 /// A node whose gateway serves the mock upstream in both shapes, and a principal's
 /// token on it.
 async fn start() -> (common::GatewayNode, String) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let upstream = format!("http://{}/v1", listener.local_addr().unwrap());
-    tokio::spawn(mock::serve(listener, MockState::default()));
+    tokio::spawn(common::serve_mock(listener, MockState::default()));
     let providers = format!(
         "[gateway]\ndefault_model = \"mock-mini\"\n\n\
          [[upstreams]]\nname = \"mock\"\nkind = \"openai\"\nbase_url = \"{upstream}\"\n\n\

@@ -5,7 +5,7 @@
 
 use crate::common;
 
-use colony_node::gateway::mock::MockState;
+use colony_mock_llm::MockState;
 use serde_json::{json, Value};
 
 struct Setup {

@@ -10,7 +10,7 @@ use ed25519_dalek::{Signer, SigningKey};
 use serde_json::{json, Value};
 
 use super::bus::publish_raw;
-use super::nodes::{figure, get, metrics, start_node, until_metrics, Nodes};
+use super::nodes::{figure, get, metrics, start_node, Nodes};
 use crate::common::config_with;
 use crate::common::nats::NatsCluster;
 
@@ -47,6 +47,34 @@ async fn until(
         }
         assert!(Instant::now() < deadline, "never held at {url}: {answer}");
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Publishes `messages` on every server until `holds` is true of the node's
+/// `/metrics` (at most 30 s). Reports travel on core NATS, delivered at most once,
+/// and a node tells the others again every second: the test does the same.
+async fn tell_until(
+    nats: &NatsCluster,
+    messages: &[(String, Vec<u8>)],
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    what: &str,
+    holds: impl Fn(&str) -> bool,
+) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        for server in &nats.servers {
+            for (subject, payload) in messages {
+                publish_raw(server.port, subject, payload);
+            }
+        }
+        let text = metrics(http, url, token).await;
+        if holds(&text) {
+            return text;
+        }
+        assert!(Instant::now() < deadline, "{what}: {text}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
 
@@ -89,7 +117,6 @@ async fn a_divergence_is_told_loudly_and_a_forged_report_is_not_heard() {
         .as_str()
         .unwrap()
         .to_string();
-    let port = nats.servers[0].port;
     let now_ms = || {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -111,22 +138,23 @@ async fn a_divergence_is_told_loudly_and_a_forged_report_is_not_heard() {
         "colony_cluster_reports_refused_total",
     );
     let stranger = SigningKey::from_bytes(&[42; 32]);
-    publish_raw(
-        port,
-        &format!("{REPORTS}.node-2"),
-        &serde_json::to_vec(&report("node-2")).unwrap(),
-    );
-    publish_raw(
-        port,
-        &format!("{REPORTS}.node-2"),
-        &signed_report(&stranger, &report("node-2")),
-    );
-    publish_raw(
-        port,
-        &format!("{REPORTS}.node-1"),
-        &signed_report(&stranger, &report("node-1")),
-    );
-    let figures = until_metrics(
+    let forged = [
+        (
+            format!("{REPORTS}.node-2"),
+            serde_json::to_vec(&report("node-2")).unwrap(),
+        ),
+        (
+            format!("{REPORTS}.node-2"),
+            signed_report(&stranger, &report("node-2")),
+        ),
+        (
+            format!("{REPORTS}.node-1"),
+            signed_report(&stranger, &report("node-1")),
+        ),
+    ];
+    let figures = tell_until(
+        &nats,
+        &forged,
         &http,
         &url,
         &token,
@@ -160,11 +188,20 @@ async fn a_divergence_is_told_loudly_and_a_forged_report_is_not_heard() {
         "{}",
         admitted.text().await.unwrap()
     );
-    publish_raw(
-        port,
-        &format!("{REPORTS}.node-2"),
-        &signed_report(&astray_node, &report("node-2")),
-    );
+    let astray_report = [(
+        format!("{REPORTS}.node-2"),
+        signed_report(&astray_node, &report("node-2")),
+    )];
+    tell_until(
+        &nats,
+        &astray_report,
+        &http,
+        &url,
+        &token,
+        "the divergence never seen",
+        |text| figure(text, "colony_cluster_divergences_total") >= 1,
+    )
+    .await;
     let evidence = format!("node `node-2` has chain hash {astray} at decision record {checkpoint}");
     let overview = until(&http, &format!("{url}/v1/dashboard"), &token, |overview| {
         overview["cluster"]["divergences"] == 1

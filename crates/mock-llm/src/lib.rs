@@ -14,6 +14,10 @@
 //! prompt as one more message and streams Anthropic's events, usage included.
 //! `GET /mock/calls` counts calls per key; the `traceparent` of calls that carry
 //! one is kept ([`MockState::traceparents`]).
+//!
+//! Its own crate, so that the node's library holds no test double: tests,
+//! benchmarks and `colony mock-llm` serve [`router`] with the node's own listener
+//! (`colony_node::listener::serve_router`, plain or TLS).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -54,20 +58,6 @@ pub fn router(state: MockState) -> Router {
             get(|State(state): State<MockState>| async move { Json(json!(*state.calls.lock().expect("mock lock"))) }),
         )
         .with_state(state)
-}
-
-/// Serves the mock on `listener` until the task is dropped.
-pub async fn serve(listener: tokio::net::TcpListener, state: MockState) -> std::io::Result<()> {
-    crate::listener::serve_router(listener, router(state), None).await
-}
-
-/// Serves the mock over HTTPS with `tls` until the task is dropped.
-pub async fn serve_tls(
-    listener: tokio::net::TcpListener,
-    state: MockState,
-    tls: crate::tls::ServerTls,
-) -> std::io::Result<()> {
-    crate::listener::serve_router(listener, router(state), Some(tls.config)).await
 }
 
 /// Counts the call; the refusal its key earns, if any.
