@@ -214,7 +214,13 @@ pub(crate) async fn run(inner: Arc<Inner>, state: Arc<RwLock<State>>) {
             }
             message = heard.next() => {
                 let Some(message) = message else { return };
-                let taken = decode(&message.payload)
+                let taken = decode(&message.payload);
+                // Its own report coming back: the node holds it already (and, before
+                // genesis or its admission, would refuse itself).
+                if taken.as_ref().is_ok_and(|(key, _)| *key == inner.public_key) {
+                    continue;
+                }
+                let taken = taken
                     .and_then(|(key, report)| admitted(&state, &key, &report).map(|()| report));
                 let mut peers = inner.peers.lock().expect("peers lock");
                 match taken {
