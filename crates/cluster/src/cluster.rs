@@ -147,61 +147,7 @@ impl Cluster {
         state: Arc<RwLock<State>>,
         metrics: Arc<Metrics>,
     ) -> Result<Cluster, ClusterError> {
-        let servers = config.servers.join(",");
-        let addresses: Vec<async_nats::ServerAddr> = config
-            .servers
-            .iter()
-            .filter_map(|url| url.parse().ok())
-            .collect();
-        let mut options = async_nats::ConnectOptions::new();
-        match &config.auth.credentials {
-            Some(crate::config::NatsCredentials::CredsFile(path)) => {
-                options = options.credentials_file(path).await.map_err(|error| {
-                    ClusterError::Config(format!(
-                        "cluster.toml: credentials_file {}: {error}",
-                        path.display()
-                    ))
-                })?;
-            }
-            Some(crate::config::NatsCredentials::NkeySeed(seed)) => {
-                options = options.nkey(seed.clone());
-            }
-            Some(crate::config::NatsCredentials::UserPassword(user, password)) => {
-                options = options.user_and_password(user.clone(), password.clone());
-            }
-            None => {}
-        }
-        if let Some(ca) = &config.auth.tls_ca_file {
-            options = options.add_root_certificates(ca.clone());
-        }
-        if let Some((cert, key)) = &config.auth.tls_client {
-            options = options.add_client_certificate(cert.clone(), key.clone());
-        }
-        if config.auth.require_tls {
-            options = options.require_tls(true);
-        }
-        let client = options
-            .name(format!("colony {}", config.node_name))
-            .connection_timeout(config.ack_timeout)
-            .retry_on_initial_connect()
-            .max_reconnects(None)
-            .connect(addresses)
-            .await
-            .map_err(|error| ClusterError::Connect {
-                servers: servers.clone(),
-                message: error.to_string(),
-            })?;
-        // retry_on_initial_connect returns at once: wait (bounded) for the first one.
-        let deadline = tokio::time::Instant::now() + config.ack_timeout * 2;
-        while client.connection_state() != async_nats::connection::State::Connected {
-            if tokio::time::Instant::now() >= deadline {
-                return Err(ClusterError::Connect {
-                    servers,
-                    message: "no server answered".into(),
-                });
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
+        let client = crate::connect::connect(&config).await?;
         let jetstream = jetstream::context::ContextBuilder::new()
             .timeout(config.ack_timeout)
             .build(client.clone());
@@ -209,32 +155,7 @@ impl Cluster {
             stream: config.stream.clone(),
             message,
         };
-        // A JetStream cluster that has just started elects its leaders first.
-        let deadline = tokio::time::Instant::now() + config.ack_timeout * 6;
-        let mut stream = loop {
-            let created = jetstream
-                .get_or_create_stream(jetstream::stream::Config {
-                    name: config.stream.clone(),
-                    subjects: vec![config.commands_subject()],
-                    storage: jetstream::stream::StorageType::File,
-                    num_replicas: config.replicas,
-                    max_message_size: ENVELOPE_BYTES_MAX as i32,
-                    duplicate_window: std::time::Duration::from_secs(120),
-                    description: Some(
-                        "Colony's command log: every node applies it in order".into(),
-                    ),
-                    ..Default::default()
-                })
-                .await;
-            match created {
-                Ok(stream) => break stream,
-                Err(error) if tokio::time::Instant::now() < deadline => {
-                    tracing::info!("waiting for JetStream to take the stream: {error}");
-                    tokio::time::sleep(std::time::Duration::from_millis(250)).await;
-                }
-                Err(error) => return Err(stream_error(error.to_string())),
-            }
-        };
+        let mut stream = crate::connect::command_stream(&jetstream, &config).await?;
         let stream_state = stream
             .info()
             .await

@@ -13,7 +13,8 @@
 //! - `config.rs`: [`ClusterConfig`], `cluster.toml`, and their bounds.
 //! - `wire.rs`: what a command looks like in the stream; `merkle.rs`: several
 //!   commands under one signature; `signer.rs`: the node's signing task.
-//! - `cluster.rs`: connecting, the stream, proposing, genesis once.
+//! - `connect.rs`: reaching NATS and the command log's stream; `cluster.rs`: joining,
+//!   proposing, genesis once.
 //! - `applier.rs`: following the stream from the node's own last command.
 //! - `ticker.rs`: time-driven work proposed once, whichever node notices first.
 //! - `peers.rs`: each node's applied sequence, told to the others every second.
@@ -29,6 +30,7 @@ pub mod bus_relay;
 mod cluster;
 mod compact;
 mod config;
+mod connect;
 mod follow;
 mod merkle;
 mod peers;
