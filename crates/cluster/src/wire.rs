@@ -207,22 +207,34 @@ pub(crate) fn verify_all(messages: &[Unverified]) -> Vec<Result<(), String>> {
 
 /// [`verify_all`] over references.
 pub(crate) fn verify_refs(messages: &[&Unverified]) -> Vec<Result<(), String>> {
+    let fingerprints = messages.iter().map(|m| m.fingerprint()).collect();
+    verify_fingerprinted(messages, fingerprints).0
+}
+
+/// [`verify_refs`] with each message's [`Unverified::fingerprint`] made already;
+/// also answers how many distinct signatures were checked.
+fn verify_fingerprinted(
+    messages: &[&Unverified],
+    fingerprints: Vec<Vec<u8>>,
+) -> (Vec<Result<(), String>>, usize) {
     let mut distinct: Vec<&Unverified> = Vec::new();
     let mut places: HashMap<Vec<u8>, usize> = HashMap::new();
     let place_of: Vec<usize> = messages
         .iter()
-        .map(|message| {
-            *places.entry(message.fingerprint()).or_insert_with(|| {
+        .zip(fingerprints)
+        .map(|(message, fingerprint)| {
+            *places.entry(fingerprint).or_insert_with(|| {
                 distinct.push(message);
                 distinct.len() - 1
             })
         })
         .collect();
     let verdicts = verify_distinct(&distinct);
-    place_of
+    let verdicts = place_of
         .into_iter()
         .map(|place| verdicts[place].clone())
-        .collect()
+        .collect();
+    (verdicts, distinct.len())
 }
 
 fn verify_distinct(messages: &[&Unverified]) -> Vec<Result<(), String>> {
@@ -273,18 +285,15 @@ impl Verified {
             .iter()
             .map(|fingerprint| self.known.contains(fingerprint))
             .collect();
-        let unknown: Vec<&Unverified> = messages
+        let (unknown, unknown_fingerprints): (Vec<&Unverified>, Vec<Vec<u8>>) = messages
             .iter()
+            .zip(&fingerprints)
             .zip(&known)
             .filter(|(_, known)| !**known)
-            .map(|(message, _)| *message)
-            .collect();
-        let checked = unknown
-            .iter()
-            .map(|m| m.fingerprint())
-            .collect::<HashSet<_>>()
-            .len();
-        let mut verdicts = verify_refs(&unknown).into_iter();
+            .map(|((message, fingerprint), _)| (*message, fingerprint.clone()))
+            .unzip();
+        let (verdicts, checked) = verify_fingerprinted(&unknown, unknown_fingerprints);
+        let mut verdicts = verdicts.into_iter();
         let results = fingerprints
             .into_iter()
             .zip(known)

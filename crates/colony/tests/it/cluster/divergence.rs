@@ -10,7 +10,7 @@ use ed25519_dalek::{Signer, SigningKey};
 use serde_json::{json, Value};
 
 use super::bus::publish_raw;
-use super::nodes::{figure, get, metrics, start_node, Nodes};
+use super::nodes::{figure, get, metrics, start_node, until_all, Nodes};
 use crate::common::config_with;
 use crate::common::nats::NatsCluster;
 
@@ -30,24 +30,6 @@ fn signed_report(key: &SigningKey, report: &Value) -> Vec<u8> {
     bytes.extend(public);
     bytes.extend(json);
     bytes
-}
-
-/// Waits (at most 30 s) until `check` holds for what `url` answers.
-async fn until(
-    http: &reqwest::Client,
-    url: &str,
-    token: &str,
-    check: impl Fn(&Value) -> bool,
-) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let answer = get(http, url, token).await;
-        if check(&answer) {
-            return answer;
-        }
-        assert!(Instant::now() < deadline, "never held at {url}: {answer}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// Publishes `messages` on every server until `holds` is true of the node's
@@ -108,10 +90,12 @@ async fn a_divergence_is_told_loudly_and_a_forged_report_is_not_heard() {
             posted.text().await.unwrap()
         );
     }
-    let view = until(&http, &format!("{url}/v1/cluster"), &token, |view| {
+    let node = [url.clone()];
+    until_all(&http, &node, &token, "/v1/cluster", |view| {
         view["nodes"][0]["checkpoint_seq"].as_u64() >= Some(10)
     })
     .await;
+    let view = get(&http, &format!("{url}/v1/cluster"), &token).await;
     let checkpoint = view["nodes"][0]["checkpoint_seq"].as_u64().unwrap();
     let head = view["nodes"][0]["checkpoint_head"]
         .as_str()
@@ -203,10 +187,11 @@ async fn a_divergence_is_told_loudly_and_a_forged_report_is_not_heard() {
     )
     .await;
     let evidence = format!("node `node-2` has chain hash {astray} at decision record {checkpoint}");
-    let overview = until(&http, &format!("{url}/v1/dashboard"), &token, |overview| {
+    until_all(&http, &node, &token, "/v1/dashboard", |overview| {
         overview["cluster"]["divergences"] == 1
     })
     .await;
+    let overview = get(&http, &format!("{url}/v1/dashboard"), &token).await;
     let told = overview["cluster"]["divergence"].as_str().unwrap();
     assert!(
         told.contains(&evidence) && told.contains(&head),
