@@ -2,10 +2,12 @@
 //! priority lanes), the backpressure policy of each subscription, and closing.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 
 use colony_kernel::{PrincipalId, Priority};
-use tokio::sync::Notify;
+use futures_util::task::AtomicWaker;
 
 use crate::{ws, BusConfig, Delivery};
 
@@ -59,28 +61,47 @@ pub enum Pushed {
     Disconnected,
 }
 
+/// A connection's queued frames.
+#[derive(Debug, Default)]
+struct Queues {
+    /// Encoded frames that go before any message: answers, pongs, notices.
+    control: VecDeque<Vec<u8>>,
+    /// Messages by priority, low to critical.
+    lanes: [VecDeque<Delivery>; 4],
+}
+
 /// A connection's outbound queue.
 #[derive(Debug, Default)]
 struct Outbound {
-    /// Encoded frames that go before any message: answers, pongs, notices.
-    control: VecDeque<Vec<u8>>,
-    /// Messages by priority, low to critical; made at the first message (an idle
-    /// connection that was never sent one holds none).
-    lanes: Option<Box<[VecDeque<Delivery>; 4]>>,
+    /// Made at the first frame queued; given back when the connection parks with
+    /// nothing queued (see [`Conn::shed`]), so that an idle connection holds none.
+    queues: Option<Box<Queues>>,
     msgs: usize,
     bytes: usize,
     /// Messages dropped since the last notice to the client.
     dropped_unreported: u64,
-    /// Set when the connection must close: code and reason.
-    closing: Option<(u16, String)>,
+    /// Set when the connection must close: code and reason (boxed: every open
+    /// connection holds the field, few ever fill it).
+    closing: Option<Box<(u16, String)>>,
 }
 
 impl Outbound {
+    fn queues(&mut self) -> &mut Queues {
+        self.queues.get_or_insert_with(Box::default)
+    }
+
+    fn control_len(&self) -> usize {
+        self.queues
+            .as_ref()
+            .map_or(0, |queues| queues.control.len())
+    }
+
     /// The most urgent queued message, taken off its lane and the counts.
     fn take_next(&mut self) -> Option<Delivery> {
         let delivery = self
-            .lanes
+            .queues
             .as_mut()?
+            .lanes
             .iter_mut()
             .rev()
             .find_map(VecDeque::pop_front)?;
@@ -107,21 +128,43 @@ pub struct Conn {
     pub address: Arc<str>,
     /// The token the connection was opened with (revoking it closes the connection).
     pub token: u64,
-    /// When that token stops working.
-    pub token_expires_at_ms: Option<u64>,
+    /// When that token stops working (`u64::MAX`: never).
+    token_expires_at_ms: u64,
     out: Mutex<Outbound>,
-    pub(crate) notify: Notify,
+    pub(crate) notify: Signal,
     /// The worker session this connection speaks for (`hello`), if any.
-    pub worker: Mutex<Option<u64>>,
+    pub worker: WorkerSlot,
     /// Worker commands (`hello`, `heartbeat`, `bye`) sent and not yet answered.
     pub(crate) worker_ops: std::sync::atomic::AtomicUsize,
-    /// Bounds, copied from the configuration.
-    msgs_max: usize,
-    bytes_max: usize,
-    control_max: usize,
+    /// Bounds, copied from the configuration (as `u32`: every open connection
+    /// holds them; a bound past 4 Gi is held to it).
+    msgs_max: u32,
+    bytes_max: u32,
+    control_max: u32,
+}
+
+fn bound(value: usize) -> u32 {
+    u32::try_from(value).unwrap_or(u32::MAX)
 }
 
 impl Conn {
+    fn msgs_max(&self) -> usize {
+        self.msgs_max as usize
+    }
+
+    fn bytes_max(&self) -> usize {
+        self.bytes_max as usize
+    }
+
+    fn control_max(&self) -> usize {
+        self.control_max as usize
+    }
+
+    /// When the connection's token stops working, if it does.
+    pub fn token_expires_at_ms(&self) -> Option<u64> {
+        (self.token_expires_at_ms != u64::MAX).then_some(self.token_expires_at_ms)
+    }
+
     /// A connection with empty queues, bounded by `config`; `token` is the token it
     /// was opened with and when that token stops working.
     pub(crate) fn new(
@@ -136,14 +179,14 @@ impl Conn {
             principal,
             address,
             token: token.0,
-            token_expires_at_ms: token.1,
+            token_expires_at_ms: token.1.unwrap_or(u64::MAX),
             out: Mutex::new(Outbound::default()),
-            notify: Notify::new(),
-            worker: Mutex::new(None),
+            notify: Signal::default(),
+            worker: WorkerSlot::default(),
             worker_ops: Default::default(),
-            msgs_max: config.outbound_msgs_max,
-            bytes_max: config.outbound_bytes_max,
-            control_max: config.control_frames_max,
+            msgs_max: bound(config.outbound_msgs_max),
+            bytes_max: bound(config.outbound_bytes_max),
+            control_max: bound(config.control_frames_max),
         }
     }
 
@@ -164,7 +207,7 @@ impl Conn {
             return (Pushed::Disconnected, false);
         }
         let mut dropped = 0;
-        if out.msgs + 1 > self.msgs_max || out.bytes + size > self.bytes_max {
+        if out.msgs + 1 > self.msgs_max() || out.bytes + size > self.bytes_max() {
             match policy {
                 Backpressure::RejectPublisher => return (Pushed::Rejected, false),
                 Backpressure::Disconnect => {
@@ -173,16 +216,16 @@ impl Conn {
                          subscription {} asked to be disconnected rather than lose messages",
                         out.msgs, out.bytes, delivery.sid
                     );
-                    out.closing = Some((ws::CLOSE_POLICY, reason));
-                    out.lanes = None;
+                    out.closing = Some(Box::new((ws::CLOSE_POLICY, reason)));
+                    out.queues = None;
                     out.msgs = 0;
                     out.bytes = 0;
                     return (Pushed::Disconnected, true);
                 }
                 Backpressure::DropOldest => {
                     let incoming = lane(delivery.msg.priority);
-                    while out.msgs + 1 > self.msgs_max || out.bytes + size > self.bytes_max {
-                        let lanes = out.lanes.get_or_insert_with(Box::default);
+                    while out.msgs + 1 > self.msgs_max() || out.bytes + size > self.bytes_max() {
+                        let lanes = &mut out.queues().lanes;
                         let Some(victim_lane) = (0..=incoming).find(|&l| !lanes[l].is_empty())
                         else {
                             // Everything queued is more urgent: this one goes.
@@ -200,10 +243,10 @@ impl Conn {
         }
         // The session drains everything once woken, so only the first message into
         // an empty queue (or one that dropped others) needs to wake it.
-        let was_empty = out.msgs == 0 && out.control.is_empty();
+        let was_empty = out.msgs == 0 && out.control_len() == 0;
         out.msgs += 1;
         out.bytes += size;
-        out.lanes.get_or_insert_with(Box::default)[lane(delivery.msg.priority)].push_back(delivery);
+        out.queues().lanes[lane(delivery.msg.priority)].push_back(delivery);
         drop(out);
         let pushed = if dropped > 0 {
             Pushed::Dropped(dropped)
@@ -216,7 +259,7 @@ impl Conn {
     /// Room for this many more messages before the queue is full.
     pub fn room(&self) -> usize {
         let out = self.out.lock().expect("outbound lock");
-        self.msgs_max.saturating_sub(out.msgs)
+        self.msgs_max().saturating_sub(out.msgs)
     }
 
     /// Queues an encoded frame ahead of messages. A client that lets answers pile
@@ -226,16 +269,16 @@ impl Conn {
         if out.closing.is_some() {
             return;
         }
-        if out.control.len() >= self.control_max {
-            out.closing = Some((
+        if out.control_len() >= self.control_max() {
+            out.closing = Some(Box::new((
                 ws::CLOSE_POLICY,
                 format!(
                     "{} answers are waiting for a client that does not read them",
-                    self.control_max
+                    self.control_max()
                 ),
-            ));
+            )));
         } else {
-            out.control.push_back(frame);
+            out.queues().control.push_back(frame);
         }
         drop(out);
         self.notify.notify_one();
@@ -252,7 +295,7 @@ impl Conn {
     pub fn close(&self, code: u16, reason: impl Into<String>) {
         let mut out = self.out.lock().expect("outbound lock");
         if out.closing.is_none() {
-            out.closing = Some((code, reason.into()));
+            out.closing = Some(Box::new((code, reason.into())));
         }
         drop(out);
         self.notify.notify_one();
@@ -264,7 +307,12 @@ impl Conn {
         let mut out = self.out.lock().expect("outbound lock");
         // Room for the whole batch at once: growing the buffer frame by frame copied
         // it over and over (a fifth of a delivery's instructions, by callgrind).
-        let control: usize = out.control.iter().map(Vec::len).sum();
+        let control: usize = out
+            .queues
+            .iter()
+            .flat_map(|queues| queues.control.iter())
+            .map(Vec::len)
+            .sum();
         buf.reserve((control + out.bytes).min(budget) + BATCH_SLACK_BYTES);
         if out.dropped_unreported > 0 {
             let dropped = std::mem::take(&mut out.dropped_unreported);
@@ -276,7 +324,7 @@ impl Conn {
             ws::encode_frame(ws::OP_TEXT, notice.to_string().as_bytes(), buf);
         }
         while buf.len() < budget {
-            let Some(frame) = out.control.pop_front() else {
+            let Some(frame) = out.queues.as_mut().and_then(|q| q.control.pop_front()) else {
                 break;
             };
             buf.extend_from_slice(&frame);
@@ -287,20 +335,22 @@ impl Conn {
             };
             delivery.encode(buf);
         }
-        if out.control.is_empty() && out.msgs == 0 {
+        if out.control_len() == 0 && out.msgs == 0 {
             // What a burst grew goes back; a small queue keeps its room, so that a
             // steady flow does not allocate it again at every batch.
-            if out.control.capacity() > QUEUE_KEPT {
-                out.control = VecDeque::new();
-            }
-            for lane in out.lanes.iter_mut().flat_map(|lanes| lanes.iter_mut()) {
-                if lane.capacity() > QUEUE_KEPT {
-                    *lane = VecDeque::new();
+            if let Some(queues) = &mut out.queues {
+                if queues.control.capacity() > QUEUE_KEPT {
+                    queues.control = VecDeque::new();
+                }
+                for lane in &mut queues.lanes {
+                    if lane.capacity() > QUEUE_KEPT {
+                        *lane = VecDeque::new();
+                    }
                 }
             }
         }
-        if out.closing.is_some() && out.control.is_empty() {
-            return out.closing.clone();
+        if out.closing.is_some() && out.control_len() == 0 {
+            return out.closing.as_deref().cloned();
         }
         None
     }
@@ -320,13 +370,90 @@ impl Conn {
         Some(text)
     }
 
-    /// Waits until something is pushed to the connection.
+    /// Waits until something is pushed to the connection. One waiter at a time: the
+    /// connection's session, or the one consumer inside the node that reads it.
     pub async fn notified(&self) {
-        self.notify.notified().await
+        std::future::poll_fn(|cx| self.notify.poll(cx)).await
+    }
+
+    /// Gives back the queues' memory if nothing is queued: the connection is idle
+    /// (its session parks), and a queue that once held frames keeps room for more.
+    pub(crate) fn shed(&self) {
+        let mut out = self.out.lock().expect("outbound lock");
+        if out.msgs == 0 && out.control_len() == 0 {
+            out.queues = None;
+        }
     }
 
     pub(crate) fn is_closing(&self) -> bool {
         self.out.lock().expect("outbound lock").closing.is_some()
+    }
+}
+
+/// The worker session a connection speaks for: an atomic rather than a locked
+/// `Option` (every open connection holds one).
+#[derive(Debug)]
+pub struct WorkerSlot(AtomicU64);
+
+impl Default for WorkerSlot {
+    fn default() -> WorkerSlot {
+        WorkerSlot(AtomicU64::new(WorkerSlot::NONE))
+    }
+}
+
+impl WorkerSlot {
+    /// No worker (no worker session or ticket id is ever this large).
+    const NONE: u64 = u64::MAX;
+
+    pub fn get(&self) -> Option<u64> {
+        Some(self.0.load(Ordering::Acquire)).filter(|id| *id != WorkerSlot::NONE)
+    }
+
+    pub fn set(&self, worker: u64) {
+        self.0.store(worker, Ordering::Release);
+    }
+
+    pub fn take(&self) -> Option<u64> {
+        Some(self.0.swap(WorkerSlot::NONE, Ordering::AcqRel)).filter(|id| *id != WorkerSlot::NONE)
+    }
+}
+
+/// What wakes a connection's session when something is pushed to it: a permit kept
+/// until taken, and the one waker waiting for it. Smaller than tokio's `Notify` and,
+/// unlike it, needs no future of its own in the waiting session's state (an idle
+/// connection's whole life is spent waiting on it).
+#[derive(Debug, Default)]
+pub(crate) struct Signal {
+    pending: AtomicBool,
+    waker: AtomicWaker,
+}
+
+impl Signal {
+    /// Leaves a permit and wakes the waiter, if there is one.
+    pub(crate) fn notify_one(&self) {
+        self.pending.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+
+    /// Registers `cx`'s waker to be woken at the next permit; whether one is left
+    /// already (it stays, for whoever polls next).
+    pub(crate) fn register(&self, cx: &mut Context<'_>) -> bool {
+        self.waker.register(cx.waker());
+        self.pending.load(Ordering::Acquire)
+    }
+
+    /// Takes the permit, or registers the task to be woken when one is left.
+    pub(crate) fn poll(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.pending.swap(false, Ordering::Acquire) {
+            return Poll::Ready(());
+        }
+        self.waker.register(cx.waker());
+        // A permit left between the first look and the registration.
+        if self.pending.swap(false, Ordering::Acquire) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
     }
 }
 

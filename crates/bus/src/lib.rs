@@ -2,8 +2,8 @@
 //!
 //! - [`ws`]: the WebSocket codec (handshake key, incremental frame decoder).
 //! - [`subject`]: the routing trie over dot-separated subjects with `*` and `>`.
-//! - [`session`]: one task per connection: reads frames, routes publishes, and writes
-//!   the connection's outbound queue.
+//! - [`session`]: one task per busy connection: reads frames, routes publishes, and
+//!   writes the connection's outbound queue; an idle one parks without a task.
 //! - [`streams`]: durable streams: append-only logs, replay, acks, redelivery, dead
 //!   letters.
 //! - [`meter`]: edge gating of publishes (io_ops per message, `data_creation_bytes`).
@@ -80,6 +80,8 @@ pub struct BusMetrics {
     pub slow_disconnects: AtomicU64,
     pub denied: AtomicU64,
     pub bad_frames: AtomicU64,
+    /// Idle connections parked without a task (see `session::park`).
+    pub parked: AtomicU64,
 }
 
 /// The bus of one node.
@@ -109,6 +111,8 @@ pub struct Bus {
     /// Worker heartbeats heard in memory (see [`liveness`]); `None` in a cluster,
     /// where they are logged commands.
     pub liveness: Option<Arc<liveness::Liveness>>,
+    /// The runtime parked sessions are resumed on (set at the first park).
+    runtime: std::sync::OnceLock<tokio::runtime::Handle>,
 }
 
 impl Bus {
@@ -128,6 +132,7 @@ impl Bus {
             worker_conns: Mutex::new(std::collections::HashMap::new()),
             shutting_down: std::sync::atomic::AtomicBool::new(false),
             relay: std::sync::OnceLock::new(),
+            runtime: std::sync::OnceLock::new(),
             queue_groups: Mutex::new(std::collections::HashMap::new()),
             meters: if leased {
                 meter::Meters::leased(Arc::clone(&state))

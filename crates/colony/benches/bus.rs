@@ -144,7 +144,11 @@ async fn start_wrapped(kind: Kind, wrapper: &[String], patience: Duration) -> Se
                 "[bus]\noutbound_msgs_max = 1000000\noutbound_bytes_max = 268435456\nconnections_max = 19000\nconnections_per_principal_max = 19000\n",
             )
             .unwrap();
-            let child = command(env!("CARGO_BIN_EXE_colony"))
+            // COLONY_BENCH_BINARY: another build of colony, to compare two builds in
+            // alternating runs of the same benchmark.
+            let binary = std::env::var("COLONY_BENCH_BINARY")
+                .unwrap_or_else(|_| env!("CARGO_BIN_EXE_colony").to_string());
+            let child = command(&binary)
                 .args(["up", "--listen", &addr.to_string()])
                 .arg("--data")
                 .arg(dir.path().join("data"))
@@ -337,16 +341,25 @@ async fn measure(kind: Kind, quick: bool) -> Figures {
     warm.round_trip().await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let before = rss_kib(pid);
-    let mut idle = open_idle(&server, idle_count).await;
+    let first = idle_count / 3;
+    let mut idle = open_idle(&server, first).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let middle = rss_kib(pid);
+    idle.extend(open_idle(&server, idle_count - first).await);
     for client in idle.iter_mut().rev().take(10) {
         client.round_trip().await;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let after = rss_kib(pid);
     let rss_per_idle_bytes = (after.saturating_sub(before) * 1024) as f64 / idle_count as f64;
+    // What one more idle connection costs once the server's allocator has settled
+    // (the first ones also pay for free lists and arenas set up under the load of
+    // opening them, and land partly in memory freed before).
+    let marginal = (after.saturating_sub(middle) * 1024) as f64 / (idle_count - first) as f64;
     println!(
-        "{:>12}: {idle_count} idle connections: RSS {before} KiB -> {after} KiB, {rss_per_idle_bytes:.0} bytes each",
-        kind.name()
+        "{:>12}: {idle_count} idle connections: RSS {before} KiB -> {after} KiB, {rss_per_idle_bytes:.0} bytes each ({marginal:.0} bytes each for the last {})",
+        kind.name(),
+        idle_count - first
     );
     // Keep 5 000 open during the workloads.
     idle.truncate(5_000);

@@ -3,7 +3,7 @@
 //! `ack_wait`, and dead letters after `max_deliver`. Core subscriptions too, since
 //! `sub` decides which of the two a frame asks for.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,6 +37,46 @@ pub(super) struct Consumer {
 pub(super) enum Subscription {
     Core { pattern: Box<str>, sub: Arc<Sub> },
     Stream(Box<Consumer>),
+}
+
+/// A connection's subscriptions by `sid`. The map is made at the first
+/// subscription: most connections publish only, and an empty map would still take
+/// 48 bytes of every idle session's state.
+#[derive(Default)]
+#[allow(clippy::box_collection)] // the point: 8 bytes in every session, not 48
+pub(super) struct Subs(Option<Box<HashMap<Arc<str>, Subscription>>>);
+
+impl Subs {
+    pub(super) fn get_mut(&mut self, sid: &str) -> Option<&mut Subscription> {
+        self.0.as_mut()?.get_mut(sid)
+    }
+
+    pub(super) fn contains_key(&self, sid: &str) -> bool {
+        self.0.as_ref().is_some_and(|map| map.contains_key(sid))
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, |map| map.len())
+    }
+
+    pub(super) fn insert(&mut self, sid: Arc<str>, subscription: Subscription) {
+        self.0
+            .get_or_insert_with(Box::default)
+            .insert(sid, subscription);
+    }
+
+    pub(super) fn remove(&mut self, sid: &str) -> Option<Subscription> {
+        self.0.as_mut()?.remove(sid)
+    }
+
+    pub(super) fn values_mut(&mut self) -> impl Iterator<Item = &mut Subscription> {
+        self.0.iter_mut().flat_map(|map| map.values_mut())
+    }
+
+    /// Every subscription, leaving none.
+    pub(super) fn take(&mut self) -> impl Iterator<Item = Subscription> {
+        self.0.take().into_iter().flat_map(|map| map.into_values())
+    }
 }
 
 impl Session {
@@ -87,7 +127,7 @@ impl Session {
         policy::may_subscribe(
             &self.bus.config,
             &self.conn.address,
-            &self.peer.roles,
+            self.peer.roles(),
             pattern,
         )
         .and_then(|()| self.peer.may_subscribe(pattern))

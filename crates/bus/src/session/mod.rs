@@ -1,37 +1,39 @@
 //! One WebSocket connection: a single task that reads frames, routes what they ask,
 //! serves stream consumers, and writes the connection's outbound queue.
 //!
-//! Memory while idle: the task, the connection's (empty) queue and the decoder's
-//! (empty) partial buffer. Reads go through one scratch buffer per runtime thread;
-//! the write buffer exists only while there is something to write.
+//! Memory while idle: the task (the session's state and its socket), the
+//! connection's (empty) queue and the decoder's (empty) partial buffer. Reads go
+//! through one scratch buffer per runtime thread; the write buffer exists only while
+//! there is something to write; the subscriptions' map, at the first subscription.
 //!
-//! This file holds the frame loop and the dispatch; each group of operations reads
-//! and writes the same per-connection [`Session`] from a file of its own:
-//! [`frame`] (what a client frame may hold, the `err` frame's error), [`publish`]
-//! (`pub`), [`consumer`] (`sub`, `unsub`, `ack`, stream consumers and their
-//! redelivery), [`worker`] (`hello`, `heartbeat`, `bye`).
+//! This file holds the frame loop and the dispatch; [`wire`] is the socket side
+//! (reading, writing, waiting). Each group of operations reads and writes the same
+//! per-connection [`Session`] from a file of its own: [`frame`] (what a client frame
+//! may hold, the `err` frame's error), [`publish`] (`pub`), [`consumer`] (`sub`,
+//! `unsub`, `ack`, stream consumers and their redelivery), [`worker`] (`hello`,
+//! `heartbeat`, `bye`).
 
 mod consumer;
 mod frame;
+mod park;
 mod publish;
+mod wire;
 mod worker;
 
-use std::cell::RefCell;
-use std::collections::HashMap;
-use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::Duration;
 
 use colony_kernel::{CommandBody, Role};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 
-use self::consumer::Subscription;
+use self::consumer::Subs;
 use self::frame::{required, Frame, FrameError};
+use self::wire::{Rang, ReadEnd, Step, Wire};
+pub use self::wire::{Socket, Transport};
 use crate::ws::{self, Decoder, WsError, WsEvent};
 use crate::{Bus, Conn};
 
@@ -41,22 +43,39 @@ pub use self::worker::WORKER_OPS_IN_FLIGHT_MAX;
 pub const SID_BYTES_MAX: usize = 64;
 /// Largest `headers` object, in bytes of JSON.
 pub const HEADERS_BYTES_MAX: usize = 4_096;
-const SCRATCH_BYTES: usize = 64 << 10;
 
-thread_local! {
-    static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0; SCRATCH_BYTES]);
-}
-
-/// Who is connected.
+/// Who is connected. Held inline in every session, so kept small: the roles (at
+/// most one of each) without a heap allocation, the scope's patterns boxed.
 #[derive(Clone, Debug)]
 pub struct Peer {
-    pub roles: Vec<Role>,
+    roles: [Role; 3],
+    role_count: u8,
     /// The subject patterns the connection's token is scoped to (`bus:PATTERN`);
     /// `None` when the token has the whole `bus` scope.
-    pub subjects: Option<Vec<String>>,
+    subjects: Option<Box<[String]>>,
 }
 
 impl Peer {
+    pub fn new(roles: &[Role], subjects: Option<Vec<String>>) -> Peer {
+        let mut peer = Peer {
+            roles: [Role::Observer; 3],
+            role_count: 0,
+            subjects: subjects.map(Vec::into_boxed_slice),
+        };
+        for role in roles {
+            if !peer.roles().contains(role) && usize::from(peer.role_count) < peer.roles.len() {
+                peer.roles[usize::from(peer.role_count)] = *role;
+                peer.role_count += 1;
+            }
+        }
+        peer
+    }
+
+    /// The principal's roles, each once.
+    pub fn roles(&self) -> &[Role] {
+        &self.roles[..usize::from(self.role_count)]
+    }
+
     /// Whether the token's scope lets it publish on `subject`.
     fn may_publish(&self, subject: &str) -> Result<(), String> {
         match &self.subjects {
@@ -95,162 +114,120 @@ impl Peer {
 struct Session {
     bus: Arc<Bus>,
     conn: Arc<Conn>,
-    peer: Box<Peer>,
+    peer: Peer,
     meter: Option<Arc<super::meter::Meter>>,
-    subs: HashMap<Arc<str>, Subscription>,
-}
-
-enum ReadEnd {
-    Eof,
-    Io(std::io::Error),
-    Ws(WsError),
-}
-
-/// Reads what the socket has into the thread's scratch buffer and decodes it.
-async fn read_events<R: AsyncRead + Unpin>(
-    reader: &mut R,
-    decoder: &mut Decoder,
-) -> Result<Vec<WsEvent>, ReadEnd> {
-    std::future::poll_fn(|cx| {
-        SCRATCH.with_borrow_mut(|scratch| {
-            let mut buf = ReadBuf::new(scratch);
-            match Pin::new(&mut *reader).poll_read(cx, &mut buf) {
-                Poll::Pending => Poll::Pending,
-                Poll::Ready(Err(error)) => Poll::Ready(Err(ReadEnd::Io(error))),
-                Poll::Ready(Ok(())) if buf.filled().is_empty() => Poll::Ready(Err(ReadEnd::Eof)),
-                Poll::Ready(Ok(())) => {
-                    let mut events = Vec::new();
-                    Poll::Ready(
-                        decoder
-                            .feed(buf.filled(), &mut events)
-                            .map(|()| events)
-                            .map_err(ReadEnd::Ws),
-                    )
-                }
-            }
-        })
-    })
-    .await
+    subs: Subs,
 }
 
 /// Longest a new connection waits for its principal's first lease in a cluster.
 const LEASE_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(15);
 
-/// Serves one upgraded connection until it closes.
+/// Serves one upgraded connection until it closes. `read_ahead` is what the HTTP
+/// server read past the upgrade request (a client that did not wait for the answer).
 ///
 /// What the connection needs is built before the future, which then owns it in
 /// place: an `async fn` keeps its arguments beside the values made of them for as
 /// long as it lives, and this future lives as long as the connection (every idle
 /// connection pays for each byte of it).
-pub fn run<S>(
+pub fn run(
     bus: Arc<Bus>,
     conn: Arc<Conn>,
     peer: Peer,
-    io: S,
-) -> impl std::future::Future<Output = ()> + Send
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send,
-{
-    let (mut reader, mut writer) = tokio::io::split(io);
-    let mut decoder = Decoder::new(bus.config.frame_bytes_max);
+    io: Socket,
+    read_ahead: &[u8],
+) -> impl std::future::Future<Output = ()> + Send {
+    let mut wire = Wire::new(io, Decoder::new(bus.config.frame_bytes_max));
     let mut session = Session {
         bus,
         conn,
-        peer: Box::new(peer),
+        peer,
         meter: None,
-        subs: HashMap::new(),
+        subs: Subs::default(),
     };
+    if !read_ahead.is_empty() {
+        let mut events = Vec::new();
+        match wire.decoder.feed(read_ahead, &mut events) {
+            Ok(()) => session.on_events(events),
+            Err(error) => session.on_bad_frame(error),
+        }
+    }
     async move {
-        let bus = Arc::clone(&session.bus);
-        let conn = Arc::clone(&session.conn);
         // In a cluster a principal new to this node has no allowance until the node's
         // next lease: the connection waits for it (one round through the cluster's log)
         // rather than have its first publishes refused.
-        if bus.meters.is_leasing() {
+        if session.bus.meters.is_leasing() {
             // Boxed: the wait (a timer and a watch) would otherwise take room in every
             // session's state for as long as it lives, cluster or not.
-            session.meter =
-                Some(Box::pin(bus.meters.meter_with_lease(conn.principal, LEASE_WAIT_MAX)).await);
+            let lease = session
+                .bus
+                .meters
+                .meter_with_lease(session.conn.principal, LEASE_WAIT_MAX);
+            session.meter = Some(Box::pin(lease).await);
         }
-        let mut out: Vec<u8> = Vec::new();
-        let mut written = 0usize;
-        let mut closing = false;
-        // The ack timer exists only while a stream consumer has something unacknowledged.
-        let mut timer: Option<Pin<Box<tokio::time::Sleep>>> = None;
-        loop {
-            if written == out.len() {
-                if closing {
-                    break;
-                }
-                out = Vec::new();
-                written = 0;
-                if let Some((code, reason)) = session.fill(&mut out) {
-                    if code == ws::CLOSE_POLICY {
-                        bus.metrics.slow_disconnects.fetch_add(1, Ordering::Relaxed);
-                        tracing::info!(conn = conn.id, address = %conn.address, "closing: {reason}");
-                    }
-                    ws::encode_close(code, &reason, &mut out);
-                    closing = true;
-                }
-                if out.is_empty() {
-                    out = Vec::new();
-                }
-            }
-            match (session.next_deadline(), &mut timer) {
-                (Some(at), Some(sleep)) => {
-                    if sleep.deadline() != at {
-                        sleep.as_mut().reset(at);
-                    }
-                }
-                (Some(at), None) => timer = Some(Box::pin(tokio::time::sleep_until(at))),
-                (None, _) => timer = None,
-            }
-            tokio::select! {
-                read = read_events(&mut reader, &mut decoder), if !closing => match read {
-                    Ok(events) => {
-                        // Subscribers wake once for what this read brought.
-                        let _batch = crate::conn::DeferWakeups::begin();
-                        for event in events {
-                            if let Some((code, reason)) = session.on_event(event) {
-                                conn.close(code, reason);
-                            }
-                        }
-                    }
-                    Err(ReadEnd::Ws(error)) => {
-                        bus.metrics.bad_frames.fetch_add(1, Ordering::Relaxed);
-                        conn.close(error.close_code(), error.to_string());
-                    }
-                    Err(ReadEnd::Eof) => break,
-                    Err(ReadEnd::Io(error)) => {
-                        tracing::debug!(conn = conn.id, "bus connection read failed: {error}");
-                        break;
-                    }
-                },
-                result = writer.write(&out[written..]), if written < out.len() => match result {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => written += n,
-                },
-                _ = conn.notify.notified(), if written == out.len() && !closing => {}
-                _ = wait(&mut timer), if timer.is_some() => session.expire(Instant::now()),
-            }
-        }
-        let _ = writer.shutdown().await;
-        session.end();
+        serve(session, wire).await
     }
 }
 
-async fn wait(timer: &mut Option<Pin<Box<tokio::time::Sleep>>>) {
-    match timer {
-        Some(sleep) => sleep.as_mut().await,
-        None => std::future::pending().await,
+/// The frame loop: until the connection closes, or it parks (a resumed session
+/// comes back here in a new task).
+async fn serve(mut session: Session, mut wire: Wire) {
+    loop {
+        if wire.flushed() {
+            if wire.closing {
+                break;
+            }
+            wire.out = Vec::new();
+            wire.written = 0;
+            if let Some((code, reason)) = session.fill(&mut wire.out) {
+                if code == ws::CLOSE_POLICY {
+                    let bus = &session.bus;
+                    bus.metrics.slow_disconnects.fetch_add(1, Ordering::Relaxed);
+                    let conn = &session.conn;
+                    tracing::info!(conn = conn.id, address = %conn.address, "closing: {reason}");
+                }
+                ws::encode_close(code, &reason, &mut wire.out);
+                wire.closing = true;
+            }
+            if wire.out.is_empty() {
+                wire.out = Vec::new();
+            }
+        }
+        wire.set_timer(session.next_deadline());
+        let conn = &*session.conn;
+        match std::future::poll_fn(|cx| wire.poll_step(cx, &conn.notify)).await {
+            Step::Read(Ok(events)) => session.on_events(events),
+            Step::Read(Err(ReadEnd::Ws(error))) => session.on_bad_frame(error),
+            Step::Read(Err(ReadEnd::Eof)) => break,
+            Step::Read(Err(ReadEnd::Io(error))) => {
+                tracing::debug!(conn = conn.id, "bus connection read failed: {error}");
+                break;
+            }
+            Step::Wrote(Ok(0) | Err(_)) => break,
+            Step::Wrote(Ok(n)) => wire.written += n,
+            Step::Signalled => {}
+            Step::Timer => match wire.rang() {
+                Rang::Ack => session.expire(Instant::now()),
+                Rang::Busy => {}
+                Rang::Quiet => match park::park(session, wire) {
+                    Some(woken) => (session, wire) = woken,
+                    None => return,
+                },
+            },
+            Step::Idle => match park::park(session, wire) {
+                Some(woken) => (session, wire) = woken,
+                None => return,
+            },
+        }
     }
+    let _ = wire.io.shutdown().await;
+    session.end();
 }
 
 impl Session {
     /// The connection's token still holds: past its expiry the connection closes.
     fn check_token(&self) -> Result<(), FrameError> {
         let now = colony_pipeline::sequencer::now_ms();
-        match self.conn.token_expires_at_ms {
+        match self.conn.token_expires_at_ms() {
             Some(at) if now >= at => {
                 self.conn
                     .close(ws::CLOSE_POLICY, "the connection's token expired");
@@ -267,6 +244,23 @@ impl Session {
     fn fill(&mut self, out: &mut Vec<u8>) -> Option<(u16, String)> {
         self.pull_streams();
         self.conn.drain_into(out, self.bus.config.write_batch_bytes)
+    }
+
+    /// Handles what one read brought.
+    fn on_events(&mut self, events: Vec<WsEvent>) {
+        // Subscribers wake once for what this read brought.
+        let _batch = crate::conn::DeferWakeups::begin();
+        for event in events {
+            if let Some((code, reason)) = self.on_event(event) {
+                self.conn.close(code, reason);
+            }
+        }
+    }
+
+    /// A frame broke the protocol: the connection closes with the code that says how.
+    fn on_bad_frame(&self, error: WsError) {
+        self.bus.metrics.bad_frames.fetch_add(1, Ordering::Relaxed);
+        self.conn.close(error.close_code(), error.to_string());
     }
 
     fn on_event(&mut self, event: WsEvent) -> Option<(u16, String)> {
@@ -376,13 +370,13 @@ impl Session {
     }
 
     fn end(mut self) {
-        for (_, subscription) in std::mem::take(&mut self.subs) {
+        for subscription in self.subs.take() {
             self.drop_subscription(subscription);
         }
         self.bus.disconnected(&self.conn);
         // A worker whose connection dropped without `bye` has a grace period to
         // come back (hello with its id, or an HTTP heartbeat) before it is lost.
-        let worker = self.conn.worker.lock().expect("worker lock").take();
+        let worker = self.conn.worker.take();
         // Unless the worker already came back on another connection.
         let worker = worker.filter(|worker| {
             let mut attached = self.bus.worker_conns.lock().expect("worker lock");

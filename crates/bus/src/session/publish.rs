@@ -38,7 +38,7 @@ impl Session {
         }
         let bus = &self.bus;
         self.check_token()?;
-        policy::may_publish(&bus.config, &self.conn.address, &self.peer.roles, subject)
+        policy::may_publish(&bus.config, &self.conn.address, self.peer.roles(), subject)
             .and_then(|()| self.peer.may_publish(subject))
             .map_err(|message| {
                 bus.metrics.denied.fetch_add(1, Ordering::Relaxed);

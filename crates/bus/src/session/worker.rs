@@ -65,15 +65,12 @@ impl Session {
 
     /// `heartbeat` and `bye`: for the connection's worker, or the one named.
     pub(super) fn worker_op(&mut self, frame: &Frame) -> Result<(), FrameError> {
-        let worker = frame
-            .worker
-            .or(*self.conn.worker.lock().expect("worker lock"))
-            .ok_or_else(|| {
-                FrameError::new(
-                    "invalid",
-                    "no worker session on this connection: say hello first",
-                )
-            })?;
+        let worker = frame.worker.or(self.conn.worker.get()).ok_or_else(|| {
+            FrameError::new(
+                "invalid",
+                "no worker session on this connection: say hello first",
+            )
+        })?;
         if frame.op != "bye" {
             if let Some(liveness) = &self.bus.liveness {
                 self.heard(liveness, frame, worker);
@@ -118,7 +115,7 @@ impl Session {
             }
             Err(reason) => {
                 if matches!(reason, colony_kernel::Reason::WorkerGone { .. }) {
-                    self.conn.worker.lock().expect("worker lock").take();
+                    self.conn.worker.take();
                 }
                 let mut error = FrameError::from_reason(&reason);
                 error.code = reason.code();
@@ -181,7 +178,7 @@ impl Session {
                 let mut error = FrameError::from_reason(&primary.reason);
                 error.code = primary.reason.code();
                 if matches!(primary.reason, colony_kernel::Reason::WorkerGone { .. }) {
-                    conn.worker.lock().expect("worker lock").take();
+                    conn.worker.take();
                 }
                 let mut body = error.details;
                 body.insert("code".into(), error.code.into());
@@ -196,14 +193,14 @@ impl Session {
                 _ => (None, "active"),
             };
             if leaving {
-                if let Some(worker) = conn.worker.lock().expect("worker lock").take() {
+                if let Some(worker) = conn.worker.take() {
                     bus.worker_conns
                         .lock()
                         .expect("worker lock")
                         .remove(&worker);
                 }
             } else if let Some(worker) = worker {
-                *conn.worker.lock().expect("worker lock") = Some(worker);
+                conn.worker.set(worker);
                 bus.worker_conns
                     .lock()
                     .expect("worker lock")

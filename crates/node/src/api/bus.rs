@@ -15,10 +15,12 @@ use colony_api::ErrorBody;
 use colony_kernel::streams::StreamSpec;
 use colony_kernel::CommandBody;
 use futures_util::FutureExt;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
 
 use super::{AppState, Body, Segment};
 use crate::auth::{authenticate, Caller};
-use crate::bus::session::{self, Peer};
+use crate::bus::session::{self, Peer, Socket};
 use crate::bus::ws;
 use crate::ApiError;
 
@@ -122,20 +124,24 @@ pub async fn upgrade(State(app): State<AppState>, mut request: Request) -> Respo
         Ok(conn) => conn,
         Err(full) => return too_many_connections(full, &caller.address).into_response(),
     };
-    let peer = Peer {
-        roles: caller.roles.clone(),
-        subjects: crate::scope::bus_subjects(&caller.scopes),
-    };
+    let peer = Peer::new(&caller.roles, crate::scope::bus_subjects(&caller.scopes));
     // The session's future takes the upgrade's place in the task (an async block
     // would keep `bus`, `conn` and `peer` beside the session that holds them, for
     // the connection's whole life).
     tokio::spawn(on_upgrade.then(move |upgraded| match upgraded {
-        Ok(upgraded) => futures_util::future::Either::Left(session::run(
-            bus,
-            conn,
-            peer,
-            hyper_util::rt::TokioIo::new(upgraded),
-        )),
+        Ok(upgraded) => {
+            let (socket, read_ahead) = match upgraded.downcast::<TokioIo<TcpStream>>() {
+                // A plain connection: the session owns the socket itself (and can
+                // wait for it without a task while the connection is idle).
+                Ok(parts) => (Socket::Tcp(parts.io.into_inner()), parts.read_buf),
+                // TLS: through the HTTP server's transport.
+                Err(upgraded) => (
+                    Socket::Other(Box::new(TokioIo::new(upgraded))),
+                    Default::default(),
+                ),
+            };
+            futures_util::future::Either::Left(session::run(bus, conn, peer, socket, &read_ahead))
+        }
         Err(error) => {
             bus.disconnected(&conn);
             tracing::debug!("websocket upgrade failed: {error}");

@@ -386,6 +386,12 @@ fn bus_families(scrape: &mut Scrape, bus: &crate::bus::BusMetrics) {
             &bus.connections,
         ),
         (
+            "colony_bus_connections_parked",
+            Kind::Gauge,
+            "Idle bus connections waiting without a task of their own (nothing happened on them for 250 ms).",
+            &bus.parked,
+        ),
+        (
             "colony_bus_connections_total",
             Kind::Counter,
             "Bus connections ever opened.",

@@ -169,16 +169,21 @@ pub async fn fill_then_mark(publisher: &mut Client, subject: &str, filler: usize
 
 /// Waits until the node has seen connections close down to `open`.
 pub async fn wait_for_connections(base: &str, token: &str, open: u64) {
+    wait_for_figure(base, token, "colony_bus_connections", open).await
+}
+
+/// Waits until `/metrics` shows `name` at `value`.
+pub async fn wait_for_figure(base: &str, token: &str, name: &str, value: u64) {
     let deadline = tokio::time::Instant::now() + PATIENCE;
     loop {
         let text = super::metrics(base, token).await;
-        let now = super::figure(&text, "colony_bus_connections");
-        if now == open {
+        let now = super::figure(&text, name);
+        if now == value {
             return;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "{now} connections stay open"
+            "{name} stays at {now}, not {value}"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -9,6 +9,7 @@ mod api;
 mod artifacts;
 mod audit_heads;
 mod authorization;
+mod bus_parking;
 mod bus_pubsub;
 mod bus_python;
 mod bus_safety;
