@@ -69,7 +69,18 @@ pub struct ClaimRequest {
     pub worker: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub justification: Option<String>,
+    /// When nothing is claimable now, wait up to this long (at most
+    /// [`CLAIM_WAIT_MS_MAX`]) for a matching task to become claimable instead of
+    /// answering `204` at once: a long poll. A waiting claim is not counted among the
+    /// requests being served (`concurrent_api_requests`, the principal's requests in
+    /// flight); past as many waiting claims as the principal may have requests in
+    /// flight, a claim answers at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_ms: Option<u64>,
 }
+
+/// The longest a claim waits for work (`wait_ms`).
+pub const CLAIM_WAIT_MS_MAX: u64 = 30_000;
 
 /// `200` of a claim (`204` when nothing is claimable).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]

@@ -148,6 +148,22 @@ impl Bus {
     }
 }
 
+/// What else hears of tasks that became claimable, once durable: the node's waiting
+/// claims (long polls of `POST /v1/tasks/claim`).
+pub trait OfferListener: Send + Sync {
+    /// Whether anyone listens now (offers cost nothing otherwise).
+    fn wants_offers(&self) -> bool;
+    /// Tasks (addresses) that became claimable.
+    fn offered(&self, tasks: &[String]);
+}
+
+impl Bus {
+    /// Sets what else hears of offers (once; later calls change nothing).
+    pub fn listen_to_offers(&self, listener: Arc<dyn OfferListener>) {
+        let _ = self.offer_listener.set(listener);
+    }
+}
+
 /// Where tasks that became claimable are offered to workers.
 pub const TASK_OFFERS_SUBJECT: &str = "colony.tasks.offers";
 
@@ -181,10 +197,16 @@ impl colony_pipeline::sequencer::DecisionSink for Bus {
 
     fn wants_offers(&self) -> bool {
         self.has_subscribers(TASK_OFFERS_SUBJECT)
+            || self.offer_listener.get().is_some_and(|l| l.wants_offers())
     }
 
     fn offer(&self, tasks: &[String]) {
-        self.publish_offers(tasks);
+        if self.has_subscribers(TASK_OFFERS_SUBJECT) {
+            self.publish_offers(tasks);
+        }
+        if let Some(listener) = self.offer_listener.get() {
+            listener.offered(tasks);
+        }
     }
 
     fn admitted(&self, workers: &[u64]) {

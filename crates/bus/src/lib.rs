@@ -49,7 +49,7 @@ use serde_json::value::RawValue;
 pub use config::BusConfig;
 pub use conn::{Backpressure, Conn, Pushed, Sub};
 use events::may_match_events;
-pub use events::{GRANTS_SUBJECT, TASK_OFFERS_SUBJECT};
+pub use events::{OfferListener, GRANTS_SUBJECT, TASK_OFFERS_SUBJECT};
 pub use msg::{Delivery, Msg, MsgParts};
 pub use registry::Full;
 use subject::Trie;
@@ -113,6 +113,8 @@ pub struct Bus {
     pub liveness: Option<Arc<liveness::Liveness>>,
     /// The runtime parked sessions are resumed on (set at the first park).
     runtime: std::sync::OnceLock<tokio::runtime::Handle>,
+    /// What else hears of claimable tasks (see [`events::OfferListener`]).
+    offer_listener: std::sync::OnceLock<Arc<dyn events::OfferListener>>,
 }
 
 impl Bus {
@@ -133,6 +135,7 @@ impl Bus {
             shutting_down: std::sync::atomic::AtomicBool::new(false),
             relay: std::sync::OnceLock::new(),
             runtime: std::sync::OnceLock::new(),
+            offer_listener: std::sync::OnceLock::new(),
             queue_groups: Mutex::new(std::collections::HashMap::new()),
             meters: if leased {
                 meter::Meters::leased(Arc::clone(&state))

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use colony_api::tasks::{ClaimRequest, TaskView};
+use colony_api::tasks::{ClaimRequest, TaskView, CLAIM_WAIT_MS_MAX};
 use colony_api::workers::{RegisterAnswer, RegisterRequest};
 use serde_json::Value;
 
@@ -21,6 +21,10 @@ use crate::Error;
 pub struct WorkerOptions {
     /// The capabilities tasks are matched against.
     pub capabilities: Vec<String>,
+    /// How long one claim waits on the node for work to become claimable (a long
+    /// poll, at most 30 s; zero: the node answers at once). The worker has its task
+    /// as soon as one it can take is posted, without polling.
+    pub claim_wait: Duration,
     /// How long to wait before claiming again when nothing was claimable, on
     /// average: each session waits between half and one and a half of it (a share
     /// fixed by its id), so that a swarm started together does not poll together.
@@ -35,6 +39,7 @@ impl Default for WorkerOptions {
     fn default() -> Self {
         WorkerOptions {
             capabilities: Vec::new(),
+            claim_wait: Duration::from_secs(20),
             idle_pause: Duration::from_secs(1),
             max_tasks: None,
             model: None,
@@ -73,17 +78,39 @@ pub struct WorkerReport {
     pub lost: u64,
 }
 
-/// Stops a running worker after the task at hand.
+/// Stops a running worker after the task at hand (a claim waiting for work is
+/// given up at once).
 #[derive(Clone, Default)]
-pub struct Stop(Arc<AtomicBool>);
+pub struct Stop(Arc<StopInner>);
+
+#[derive(Default)]
+struct StopInner {
+    stopped: AtomicBool,
+    wake: tokio::sync::Notify,
+}
 
 impl Stop {
     pub fn stop(&self) {
-        self.0.store(true, Ordering::SeqCst);
+        self.0.stopped.store(true, Ordering::SeqCst);
+        self.0.wake.notify_waiters();
     }
 
     fn stopped(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
+        self.0.stopped.load(Ordering::SeqCst)
+    }
+
+    /// Until stopped.
+    async fn wait(&self) {
+        loop {
+            let woken = self.0.wake.notified();
+            tokio::pin!(woken);
+            // Registered before the look, so that a stop in between is not missed.
+            woken.as_mut().enable();
+            if self.stopped() {
+                return;
+            }
+            woken.await;
+        }
     }
 }
 
@@ -190,8 +217,20 @@ where
             lease_ms: None,
             worker: Some(worker),
             justification: Some("a colony-client worker takes work".into()),
+            wait_ms: Some(
+                options
+                    .claim_wait
+                    .as_millis()
+                    .min(u128::from(CLAIM_WAIT_MS_MAX)) as u64,
+            )
+            .filter(|ms| *ms > 0),
         };
-        let Some(claimed) = client.claim(&claim).await? else {
+        let claimed = tokio::select! {
+            claimed = client.claim(&claim) => claimed?,
+            () = stop.wait() => break,
+            () = lost_session.wait() => break,
+        };
+        let Some(claimed) = claimed else {
             tokio::time::sleep(spread(options.idle_pause, worker)).await;
             continue;
         };

@@ -153,3 +153,87 @@ async fn the_example_agent_summarizes_tasks_through_the_gateway() {
         assert!(budget.spent_micro_usd > 0, "{budget:?}");
     }
 }
+
+/// `colony_claims_waiting` on the node, polled until it is `value`.
+async fn until_waiting(url: &str, admin: &str, value: u64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = reqwest::Client::new()
+            .get(format!("{url}/metrics"))
+            .bearer_auth(admin)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let now: u64 = text
+            .lines()
+            .find_map(|line| line.strip_prefix("colony_claims_waiting "))
+            .expect("the gauge")
+            .parse()
+            .unwrap();
+        if now == value {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{now} claims waiting, not {value}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_worker_waits_on_the_node_for_work_and_stops_at_once() {
+    let (_node, url, admin, _config, _data) = node().await;
+    let client = Client::new(&url, &admin).unwrap();
+    // An hour between polls: only a claim that waits on the node sees the task soon.
+    let options = WorkerOptions {
+        capabilities: vec!["later".into()],
+        idle_pause: Duration::from_secs(3600),
+        ..WorkerOptions::default()
+    };
+    let stop = Stop::default();
+    let worker = {
+        let (client, options, stop) = (client.clone(), options.clone(), stop.clone());
+        tokio::spawn(async move {
+            run_worker(&client, &options, &stop.clone(), |work| {
+                let stop = stop.clone();
+                async move {
+                    stop.stop();
+                    Outcome::Complete(json!({"took": work.task.title}))
+                }
+            })
+            .await
+        })
+    };
+    until_waiting(&url, &admin, 1).await;
+    let posted = client
+        .post_task(&task("when it comes", &["later"]))
+        .await
+        .unwrap();
+    let report = worker.await.unwrap().unwrap();
+    assert_eq!(report.completed, 1, "{report:?}");
+    assert_eq!(
+        client.task(&posted.address).await.unwrap().status,
+        "completed"
+    );
+
+    // Stopped while its claim waits: it stops now, and the node lets the claim go.
+    let stop = Stop::default();
+    let worker = {
+        let (client, options, stop) = (client.clone(), options.clone(), stop.clone());
+        tokio::spawn(async move {
+            run_worker(&client, &options, &stop, |_| async {
+                Outcome::Fail("nothing was posted".into())
+            })
+            .await
+        })
+    };
+    until_waiting(&url, &admin, 1).await;
+    stop.stop();
+    let report = worker.await.unwrap().unwrap();
+    assert_eq!((report.completed, report.failed), (0, 0), "{report:?}");
+    until_waiting(&url, &admin, 0).await;
+}

@@ -53,6 +53,8 @@ pub struct Shared {
     pub cluster: Option<colony_cluster::Cluster>,
     /// In a cluster, the bus's relay to the other nodes (for `/metrics`).
     pub relay: Option<Arc<colony_cluster::bus_relay::BusRelay>>,
+    /// Claims waiting for work (`wait_ms`).
+    pub(crate) claim_waiters: Arc<crate::claim_wait::ClaimWaiters>,
 }
 
 #[derive(Clone)]

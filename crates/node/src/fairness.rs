@@ -66,6 +66,48 @@ impl Drop for Slot {
     }
 }
 
+/// A request that waits without being served (a long-polling claim) steps aside
+/// while it waits: it leaves the requests in flight (`concurrent_api_requests`) and
+/// its principal's count, and takes its places back when this is dropped.
+pub(crate) struct Aside {
+    app: AppState,
+    principal: Option<PrincipalId>,
+}
+
+pub(crate) fn step_aside(app: &AppState, caller: &crate::auth::Caller) -> Aside {
+    app.shared
+        .in_flight
+        .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    // Admins hold no slot (see `gated`).
+    let principal = (!caller.is_admin()).then_some(caller.id);
+    if let Some(principal) = principal {
+        let mut held = app.shared.slots.held.lock().expect("slots lock");
+        if let Some(count) = held.get_mut(&principal) {
+            *count -= 1;
+            if *count == 0 {
+                held.remove(&principal);
+            }
+        }
+    }
+    Aside {
+        app: app.clone(),
+        principal,
+    }
+}
+
+impl Drop for Aside {
+    fn drop(&mut self) {
+        self.app
+            .shared
+            .in_flight
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        if let Some(principal) = self.principal {
+            let mut held = self.app.shared.slots.held.lock().expect("slots lock");
+            *held.entry(principal).or_insert(0) += 1;
+        }
+    }
+}
+
 /// The gated lane: counts the request among its principal's, refuses it past the
 /// bound, then reads its body within the deadline.
 pub async fn gated(State(app): State<AppState>, mut request: Request, next: Next) -> Response {

@@ -28,6 +28,7 @@ mod artifacts;
 pub mod audit_heads;
 pub mod auth;
 mod body;
+mod claim_wait;
 mod cluster;
 mod edge;
 mod edge_flush;

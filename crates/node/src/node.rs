@@ -166,7 +166,10 @@ impl Node {
         let heads = crate::audit_heads::Heads::open(node_key, &config.data_dir, heads_config)
             .map_err(start::failed("the signed heads"))?;
         tracing::info!(public_key = %heads.public_key(), "node key");
+        let claim_waiters = Arc::new(crate::claim_wait::ClaimWaiters::new(Arc::clone(&state)));
+        bus.listen_to_offers(Arc::clone(&claim_waiters) as Arc<dyn crate::bus::OfferListener>);
         let shared = Arc::new(Shared {
+            claim_waiters,
             artifacts: artifacts.clone(),
             archive: colony_log::TaskArchive::new(&config.data_dir),
             gateway,
@@ -337,6 +340,7 @@ impl Node {
         self.signer.abort();
         self.shared.artifacts.shutdown().await;
         self.shared.bus.close_all();
+        self.shared.claim_waiters.close();
         let _ = self.stop_server.send(true);
         match self.server.await {
             Ok(Ok(())) => {}

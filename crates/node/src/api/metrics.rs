@@ -349,6 +349,12 @@ fn http_families(scrape: &mut Scrape, shared: &crate::app::Shared) {
         "Requests being served now.",
         shared.in_flight.load(Ordering::Relaxed),
     );
+    scrape.one(
+        "colony_claims_waiting",
+        Kind::Gauge,
+        "Claims waiting for work (wait_ms), not counted among the requests being served.",
+        shared.claim_waiters.len() as u64,
+    );
     let connections = &shared.connections;
     for (name, kind, help, value) in [
         (

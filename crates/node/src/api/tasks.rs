@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use colony_api::tasks::{
     ClaimRequest, Claimed, DecomposeRequest, LeaseGranted, LeaseRequest, ListQuery,
-    PriorityRequest, TaskList, TaskRequest, TaskView, Usd,
+    PriorityRequest, TaskList, TaskRequest, TaskView, Usd, CLAIM_WAIT_MS_MAX,
 };
 use colony_api::{ErrorBody, Explained, Justified};
 use colony_kernel::tasks::{NewTask, Task, TaskStatus};
@@ -87,78 +87,165 @@ pub async fn post(
     Ok((StatusCode::CREATED, Json(body)))
 }
 
-/// Claims the best claimable task matching the capabilities (`204`: none).
+/// Claims the best claimable task matching the capabilities (`204`: none). With
+/// `wait_ms`, a claim that finds nothing waits up to that long for a matching task
+/// to become claimable (a long poll, see `claim_wait.rs`).
 #[utoipa::path(post, path = "/v1/tasks/claim", tag = "tasks", request_body = ClaimRequest,
-    responses((status = 200, body = Claimed), (status = 204, description = "nothing to claim"), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 410, body = ErrorBody), (status = 429, body = ErrorBody)))]
+    responses((status = 200, body = Claimed), (status = 204, description = "nothing to claim (within wait_ms)"), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 410, body = ErrorBody), (status = 429, body = ErrorBody)))]
 pub async fn claim(
     State(app): State<AppState>,
     caller: Caller,
     Body(request): Body<ClaimRequest>,
 ) -> Result<Response, ApiError> {
-    // A poll that finds nothing is answered from the board as it stands, without a
-    // command and a record (an idle worker polling every second wrote ~50 MB of log
-    // a day): it still spends the io_op the command would have, through the edge
-    // meter (charged to the kernel with the bus's publishes); a refusal, or any
-    // doubt, goes through the kernel and says why.
-    let nothing = app
+    let wait_ms = request.wait_ms.unwrap_or(0);
+    if wait_ms > CLAIM_WAIT_MS_MAX {
+        return Err(ApiError::bad_request(
+            "invalid",
+            format!("wait_ms is at most {CLAIM_WAIT_MS_MAX} (30 s); claim again after it"),
+        )
+        .with("field", "wait_ms"));
+    }
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(wait_ms);
+    let mut charged = false;
+    loop {
+        let waiting = waiting_claim(&app, &caller, &request, deadline);
+        // A poll that finds nothing is answered from the board as it stands, without
+        // a command and a record (an idle worker polling every second wrote ~50 MB of
+        // log a day): it still spends the io_op the command would have, through the
+        // edge meter (once, however long it waits); a refusal, or any doubt, goes
+        // through the kernel and says why.
+        let nothing = app
+            .shared
+            .state
+            .read()
+            .expect("state lock")
+            .finds_nothing_to_claim(
+                caller.id,
+                &request.capabilities,
+                request.lease_ms,
+                request.worker,
+            );
+        if nothing == Some(true) {
+            let meters = &app.shared.bus.meters;
+            if charged
+                || meters
+                    .take(&meters.meter(caller.id), &caller.address, 0)
+                    .is_ok()
+            {
+                charged = true;
+                match waiting {
+                    Some(waiting) => {
+                        wait_for_work(&app, &caller, &waiting, deadline).await;
+                        continue;
+                    }
+                    None => return Ok(StatusCode::NO_CONTENT.into_response()),
+                }
+            }
+        }
+        let body = CommandBody::ClaimTask {
+            capabilities: request.capabilities.clone(),
+            lease_ms: request.lease_ms,
+            worker: request.worker,
+        };
+        let justification = request
+            .justification
+            .clone()
+            .unwrap_or_else(|| format!("{} asks for work", caller.address));
+        let outcome = app.decide(caller.id, justification, body).await?;
+        match &outcome.primary.effect {
+            Effect::NothingToClaim => match waiting {
+                // Taken by another claim between the look and the command: wait for
+                // the next offer (not straight back to the kernel).
+                Some(waiting) => wait_for_work(&app, &caller, &waiting, deadline).await,
+                None => return Ok(StatusCode::NO_CONTENT.into_response()),
+            },
+            Effect::TaskClaimed {
+                address,
+                token,
+                expires_at_ms,
+            } => return claimed(&app, address, *token, *expires_at_ms, &outcome).await,
+            other => return Err(ApiError::internal(format!("unexpected effect {other:?}"))),
+        }
+    }
+}
+
+/// The claim registered to wait, if it may still wait (time left, and room among
+/// its principal's waiting claims and the node's). Registered before the board is
+/// looked at, so that a task made claimable in between wakes it.
+fn waiting_claim(
+    app: &AppState,
+    caller: &Caller,
+    request: &ClaimRequest,
+    deadline: tokio::time::Instant,
+) -> Option<crate::claim_wait::Waiting> {
+    if tokio::time::Instant::now() >= deadline {
+        return None;
+    }
+    let capabilities = {
+        let state = app.shared.state.read().expect("state lock");
+        match (request.capabilities.is_empty(), request.worker) {
+            (true, Some(worker)) => state
+                .worker(worker)
+                .map(|w| w.capabilities.iter().cloned().collect())
+                .unwrap_or_default(),
+            _ => request.capabilities.iter().cloned().collect(),
+        }
+    };
+    let per_principal_max = app
+        .shared
+        .connections
+        .config()
+        .requests_in_flight_per_principal_max;
+    app.shared
+        .claim_waiters
+        .register(caller.id, capabilities, per_principal_max)
+}
+
+/// Waits, not counted among the requests being served, until a matching task became
+/// claimable, the deadline, or the node stopping.
+async fn wait_for_work(
+    app: &AppState,
+    caller: &Caller,
+    waiting: &crate::claim_wait::Waiting,
+    deadline: tokio::time::Instant,
+) {
+    let _aside = crate::fairness::step_aside(app, caller);
+    tokio::select! {
+        () = waiting.woken() => {}
+        () = tokio::time::sleep_until(deadline) => {}
+    }
+}
+
+/// The `200` of a claim that took a task.
+async fn claimed(
+    app: &AppState,
+    address: &str,
+    token: u64,
+    expires_at_ms: u64,
+    outcome: &colony_pipeline::Outcome,
+) -> Result<Response, ApiError> {
+    // A later command may have ended the lease already (or even sent the task's tree
+    // to the archive): its deadline is then the claim's end.
+    let attempt_deadline_ms = app
         .shared
         .state
         .read()
         .expect("state lock")
-        .finds_nothing_to_claim(
-            caller.id,
-            &request.capabilities,
-            request.lease_ms,
-            request.worker,
-        );
-    if nothing == Some(true) {
-        let meters = &app.shared.bus.meters;
-        let meter = meters.meter(caller.id);
-        if meters.take(&meter, &caller.address, 0).is_ok() {
-            return Ok(StatusCode::NO_CONTENT.into_response());
-        }
-    }
-    let justification = request
-        .justification
-        .unwrap_or_else(|| format!("{} asks for work", caller.address));
-    let body = CommandBody::ClaimTask {
-        capabilities: request.capabilities,
-        lease_ms: request.lease_ms,
-        worker: request.worker,
-    };
-    let outcome = app.decide(caller.id, justification, body).await?;
-    match &outcome.primary.effect {
-        Effect::NothingToClaim => Ok(StatusCode::NO_CONTENT.into_response()),
-        Effect::TaskClaimed {
-            address,
+        .task(address)
+        .and_then(|claimed| claimed.lease.as_ref())
+        .map_or(expires_at_ms, |lease| lease.attempt_deadline_ms);
+    let task = view_now(app, address, false).await?;
+    Ok(Json(Claimed {
+        task,
+        lease: LeaseGranted {
             token,
+            expires_at: colony_api::format_time(expires_at_ms),
             expires_at_ms,
-        } => {
-            // A later command may have ended the lease already (or even sent the
-            // task's tree to the archive): its deadline is then the claim's end.
-            let attempt_deadline_ms = app
-                .shared
-                .state
-                .read()
-                .expect("state lock")
-                .task(address)
-                .and_then(|claimed| claimed.lease.as_ref())
-                .map_or(*expires_at_ms, |lease| lease.attempt_deadline_ms);
-            let task = view_now(&app, address, false).await?;
-            Ok(Json(Claimed {
-                task,
-                lease: LeaseGranted {
-                    token: *token,
-                    expires_at: colony_api::format_time(*expires_at_ms),
-                    expires_at_ms: *expires_at_ms,
-                    attempt_deadline_ms,
-                },
-                warnings: Explained::all(&outcome.primary.warnings),
-            })
-            .into_response())
-        }
-        other => Err(ApiError::internal(format!("unexpected effect {other:?}"))),
-    }
+            attempt_deadline_ms,
+        },
+        warnings: Explained::all(&outcome.primary.warnings),
+    })
+    .into_response())
 }
 
 /// `heartbeat`, `checkpoint`, `complete`, `fail`, `release`, `spend`: the holder of a

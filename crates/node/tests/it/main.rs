@@ -15,6 +15,7 @@ mod bus_python;
 mod bus_safety;
 mod bus_streams;
 mod bus_workers;
+mod claim_wait;
 mod dashboard;
 mod fairness;
 mod gateway;
