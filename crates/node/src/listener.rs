@@ -309,6 +309,12 @@ impl Connection {
         let Some(acceptor) = acceptor else {
             return self.http(tcp).await;
         };
+        // Boxed: a plain connection's task would otherwise have room for a TLS
+        // handshake and a TLS connection's state (6.4 KB a connection, idle or not).
+        Box::pin(self.tls(tcp, acceptor)).await
+    }
+
+    async fn tls(self, tcp: TcpStream, acceptor: tokio_rustls::TlsAcceptor) {
         let handshake_timeout = Duration::from_millis(self.config.tls_handshake_timeout_ms);
         let mut first = [0u8; 1];
         match tokio::time::timeout(handshake_timeout, tcp.peek(&mut first)).await {
