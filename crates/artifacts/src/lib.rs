@@ -34,11 +34,12 @@ pub mod module;
 mod runner;
 mod runtime;
 pub mod status;
+mod turn;
 
 pub use config::{RuntimeConfig, Scheduler};
 pub use host::HostError;
 pub use instance::{denied as host_denied, BoxFuture, Identity, Kernel, Services};
 pub use module::ModuleError;
-pub use runner::answer;
 pub use runtime::{Deploy, DeployError, Runtime};
 pub use status::{LogLine, RunState, Status, Usage};
+pub use turn::answer;

@@ -404,3 +404,33 @@ pub async fn alerts(limit: usize, dead_letters: bool, remote: &Remote) -> anyhow
     )
     .await
 }
+
+/// `colony mock-llm`: the OpenAI-compatible mock upstream, plain or over TLS.
+pub async fn mock_llm(
+    listen: std::net::SocketAddr,
+    tls_cert: Option<std::path::PathBuf>,
+    tls_key: Option<std::path::PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+    let tls = match (tls_cert, tls_key) {
+        (Some(cert), Some(key)) => Some(colony_node::tls::ServerTls::load(
+            &colony_node::tls::TlsSource::Files { cert, key },
+            std::path::Path::new("."),
+        )?),
+        _ => None,
+    };
+    println!(
+        "colony mock-llm: an OpenAI-compatible mock on {}://{}/v1",
+        if tls.is_some() { "https" } else { "http" },
+        listener.local_addr()?
+    );
+    colony_node::listener::serve_router(
+        listener,
+        colony_mock_llm::router(Default::default()),
+        tls.map(|tls| tls.config),
+    )
+    .await?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -379,168 +379,173 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .expect("a tokio runtime");
-    let result = runtime.block_on(async {
-        match cli.command {
-            Command::Up(args) => commands::up(args).await,
-            Command::Limits {
-                action: None,
-                remote,
-            } => commands::limits(remote).await,
-            Command::Limits {
-                action: Some(action),
-                ..
-            } => governance::limits(action).await,
-            Command::Tasks(command) => tasks::run(command).await,
-            Command::Mcp { remote } => mcp::run(remote).await,
-            Command::Worker {
-                capabilities,
-                exec,
-                poll_ms,
-                max_tasks,
-                model,
-                profile,
-                sandbox,
-                remote,
-            } => {
-                let options = worker::WorkerOptions {
-                    capabilities,
-                    exec,
-                    sandbox,
-                    poll_ms,
-                    max_tasks,
-                    model,
-                    profile,
-                };
-                worker::run(options, remote).await
-            }
-            Command::MockLlm {
-                listen,
-                tls_cert,
-                tls_key,
-            } => {
-                let listener = tokio::net::TcpListener::bind(listen)
-                    .await
-                    .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
-                let tls = match (tls_cert, tls_key) {
-                    (Some(cert), Some(key)) => Some(colony_node::tls::ServerTls::load(
-                        &colony_node::tls::TlsSource::Files { cert, key },
-                        std::path::Path::new("."),
-                    )?),
-                    _ => None,
-                };
-                println!(
-                    "colony mock-llm: an OpenAI-compatible mock on {}://{}/v1",
-                    if tls.is_some() { "https" } else { "http" },
-                    listener.local_addr()?
-                );
-                colony_node::listener::serve_router(
-                    listener,
-                    colony_mock_llm::router(Default::default()),
-                    tls.map(|tls| tls.config),
-                )
-                .await?;
-                Ok(ExitCode::SUCCESS)
-            }
-            Command::Bus(command) => match command {
-                BusCommand::Pub {
-                    subject,
-                    data,
-                    priority,
-                    headers,
-                    remote,
-                } => bus::publish(&remote, &subject, &data, priority, &headers).await,
-                BusCommand::Sub {
-                    pattern,
-                    queue,
-                    stream,
-                    from_seq,
-                    count,
-                    ack,
-                    remote,
-                } => bus::subscribe(&remote, &pattern, queue, stream, from_seq, count, ack).await,
-                BusCommand::Streams { remote } => commands::streams(&remote).await,
-                BusCommand::StreamAdd {
-                    name,
-                    subjects,
-                    max_age,
-                    max_msgs,
-                    max_bytes,
-                    ack_wait,
-                    max_deliver,
-                    justification,
-                    remote,
-                } => {
-                    let duration = colony_api::streams::Duration::Text;
-                    let body = colony_api::streams::CreateStream {
-                        name,
-                        subjects,
-                        max_age: max_age.map(duration),
-                        max_msgs,
-                        max_bytes,
-                        ack_wait: ack_wait.map(duration),
-                        max_deliver,
-                        justification,
-                    };
-                    commands::stream_add(&remote, body).await
-                }
-            },
-            Command::Import(ImportCommand::Hypernet {
-                swarm_config,
-                tasks: board,
-                limits,
-                messages,
-                dry_run,
-                remote,
-            }) => {
-                if swarm_config.is_none()
-                    && limits.is_none()
-                    && board.is_none()
-                    && messages.is_none()
-                {
-                    anyhow::bail!("give --swarm-config, --limits, --tasks or --messages");
-                }
-                if let Some(dir) = &messages {
-                    let code = bus::import_messages(dir, dry_run, &remote).await?;
-                    if swarm_config.is_none() && limits.is_none() && board.is_none() {
-                        return Ok(code);
-                    }
-                }
-                let mut code = ExitCode::SUCCESS;
-                if swarm_config.is_some() || limits.is_some() {
-                    code = governance::import_hypernet(
-                        swarm_config.as_deref(),
-                        limits.as_deref(),
-                        dry_run,
-                        remote.clone(),
-                    )
-                    .await?;
-                }
-                match board {
-                    Some(board) => tasks::import_board(&board, dry_run, remote).await,
-                    None => Ok(code),
-                }
-            }
-            Command::Principals(command) => principals::run(command).await,
-            Command::Tokens(command) => tokens::run(command).await,
-            Command::Grants(command) => grants::run(command).await,
-            Command::Artifacts(command) => artifacts::run(command).await,
-            Command::SandboxExec(args) => Ok(sandbox::exec(args)),
-            Command::Report { since, remote } => audit::report(&since, remote).await,
-            Command::Alerts {
-                limit,
-                dead_letters,
-                remote,
-            } => commands::alerts(limit, dead_letters, &remote).await,
-            Command::Ledger(command) => ledger::run(command).await,
-            Command::Audit(command) => audit::run(command).await,
-            Command::Cluster(command) => cluster::run(command).await,
-        }
-    });
-    match result {
+    match runtime.block_on(run(cli.command)) {
         Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// What each command runs: one arm per command (a table, kept whole).
+async fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Up(args) => commands::up(args).await,
+        Command::Limits {
+            action: None,
+            remote,
+        } => commands::limits(remote).await,
+        Command::Limits {
+            action: Some(action),
+            ..
+        } => governance::limits(action).await,
+        Command::Tasks(command) => tasks::run(command).await,
+        Command::Mcp { remote } => mcp::run(remote).await,
+        Command::Worker {
+            capabilities,
+            exec,
+            poll_ms,
+            max_tasks,
+            model,
+            profile,
+            sandbox,
+            remote,
+        } => {
+            let options = worker::WorkerOptions {
+                capabilities,
+                exec,
+                sandbox,
+                poll_ms,
+                max_tasks,
+                model,
+                profile,
+            };
+            worker::run(options, remote).await
+        }
+        Command::MockLlm {
+            listen,
+            tls_cert,
+            tls_key,
+        } => commands::mock_llm(listen, tls_cert, tls_key).await,
+        Command::Bus(command) => match command {
+            BusCommand::Pub {
+                subject,
+                data,
+                priority,
+                headers,
+                remote,
+            } => bus::publish(&remote, &subject, &data, priority, &headers).await,
+            BusCommand::Sub {
+                pattern,
+                queue,
+                stream,
+                from_seq,
+                count,
+                ack,
+                remote,
+            } => bus::subscribe(&remote, &pattern, queue, stream, from_seq, count, ack).await,
+            BusCommand::Streams { remote } => commands::streams(&remote).await,
+            BusCommand::StreamAdd {
+                name,
+                subjects,
+                max_age,
+                max_msgs,
+                max_bytes,
+                ack_wait,
+                max_deliver,
+                justification,
+                remote,
+            } => {
+                let duration = colony_api::streams::Duration::Text;
+                let body = colony_api::streams::CreateStream {
+                    name,
+                    subjects,
+                    max_age: max_age.map(duration),
+                    max_msgs,
+                    max_bytes,
+                    ack_wait: ack_wait.map(duration),
+                    max_deliver,
+                    justification,
+                };
+                commands::stream_add(&remote, body).await
+            }
+        },
+        Command::Import(ImportCommand::Hypernet {
+            swarm_config,
+            tasks: board,
+            limits,
+            messages,
+            dry_run,
+            remote,
+        }) => {
+            let sources = HypernetSources {
+                swarm_config,
+                board,
+                limits,
+                messages,
+            };
+            import_hypernet(sources, dry_run, remote).await
+        }
+        Command::Principals(command) => principals::run(command).await,
+        Command::Tokens(command) => tokens::run(command).await,
+        Command::Grants(command) => grants::run(command).await,
+        Command::Artifacts(command) => artifacts::run(command).await,
+        Command::SandboxExec(args) => Ok(sandbox::exec(args)),
+        Command::Report { since, remote } => audit::report(&since, remote).await,
+        Command::Alerts {
+            limit,
+            dead_letters,
+            remote,
+        } => commands::alerts(limit, dead_letters, &remote).await,
+        Command::Ledger(command) => ledger::run(command).await,
+        Command::Audit(command) => audit::run(command).await,
+        Command::Cluster(command) => cluster::run(command).await,
+    }
+}
+
+/// What `colony import hypernet` was given.
+struct HypernetSources {
+    swarm_config: Option<std::path::PathBuf>,
+    board: Option<std::path::PathBuf>,
+    limits: Option<std::path::PathBuf>,
+    messages: Option<std::path::PathBuf>,
+}
+
+/// `colony import hypernet`: the messages, then the configuration and limits, then
+/// the task board, each as given.
+async fn import_hypernet(
+    sources: HypernetSources,
+    dry_run: bool,
+    remote: Remote,
+) -> anyhow::Result<ExitCode> {
+    let HypernetSources {
+        swarm_config,
+        board,
+        limits,
+        messages,
+    } = sources;
+    if swarm_config.is_none() && limits.is_none() && board.is_none() && messages.is_none() {
+        anyhow::bail!("give --swarm-config, --limits, --tasks or --messages");
+    }
+    if let Some(dir) = &messages {
+        let code = bus::import_messages(dir, dry_run, &remote).await?;
+        if swarm_config.is_none() && limits.is_none() && board.is_none() {
+            return Ok(code);
+        }
+    }
+    let mut code = ExitCode::SUCCESS;
+    if swarm_config.is_some() || limits.is_some() {
+        code = governance::import_hypernet(
+            swarm_config.as_deref(),
+            limits.as_deref(),
+            dry_run,
+            remote.clone(),
+        )
+        .await?;
+    }
+    match board {
+        Some(board) => tasks::import_board(&board, dry_run, remote).await,
+        None => Ok(code),
     }
 }

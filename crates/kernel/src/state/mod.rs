@@ -363,6 +363,10 @@ impl State {
         .min()
     }
 
+    /// One command's decision: the checks every command passes (origin, genesis
+    /// first, the actor), then one arm per kind of command handing it to the part
+    /// that decides it. Over 120 lines because it is that table, one line or three
+    /// per kind; each kind's logic is in its own file.
     fn decide(&mut self, command: &Command, fx: &mut Effects) -> Event {
         let action = command.body.name();
         if let Some(origin) = &command.origin {
