@@ -186,159 +186,14 @@ impl GatewayConfig {
     ) -> Result<GatewayConfig, ConfigError> {
         let source = Source { file, text };
         let parsed: File = source.parse()?;
-        let mut upstreams = BTreeMap::new();
-        for entry in parsed.upstreams {
-            let span = entry.span();
-            let entry = entry.into_inner();
-            let kind = match entry.kind.as_str() {
-                "openai" => UpstreamKind::OpenAi,
-                "anthropic" => UpstreamKind::Anthropic,
-                "scripted" => UpstreamKind::Scripted,
-                other => {
-                    return Err(source.error(
-                        Some(span),
-                        format!(
-                            "upstream {}: kind {other:?} is not openai, anthropic or scripted",
-                            entry.name
-                        ),
-                    ))
-                }
-            };
-            let base_url = entry
-                .base_url_env
-                .as_deref()
-                .and_then(|name| env(name).filter(|v| !v.is_empty()))
-                .or(entry.base_url.clone())
-                .unwrap_or_default()
-                .trim_end_matches('/')
-                .to_string();
-            if kind != UpstreamKind::Scripted && base_url.is_empty() {
-                return Err(source.error(
-                    Some(span),
-                    format!(
-                        "upstream {}: needs base_url (or base_url_env set)",
-                        entry.name
-                    ),
-                ));
-            }
-            let mut keys = Vec::new();
-            let mut key_sources = Vec::new();
-            for name in &entry.api_key_envs {
-                // A variable may hold several keys separated by commas.
-                if let Some(value) = env(name) {
-                    for key in value.split(',').map(str::trim).filter(|k| !k.is_empty()) {
-                        keys.push(key.to_string());
-                        key_sources.push(name.clone());
-                    }
-                }
-            }
-            upstreams.insert(
-                entry.name.clone(),
-                Upstream {
-                    name: entry.name,
-                    kind,
-                    base_url,
-                    keys,
-                    key_sources,
-                    ca_file: entry.ca_file.as_deref().map(|name| {
-                        let path = std::path::Path::new(name);
-                        match file.parent() {
-                            Some(dir) if path.is_relative() => dir.join(path),
-                            _ => path.to_path_buf(),
-                        }
-                    }),
-                },
-            );
-        }
-        let mut models = BTreeMap::new();
-        for entry in &parsed.models {
-            let span = entry.span();
-            let entry = entry.get_ref();
-            if !upstreams.contains_key(&entry.upstream) {
-                return Err(source.error(
-                    Some(span),
-                    format!(
-                        "model {}: no upstream named {:?}",
-                        entry.name, entry.upstream
-                    ),
-                ));
-            }
-            let price = |text: &str| {
-                parse_usd(text).map_err(|m| {
-                    source.error(Some(span.clone()), format!("model {}: {m}", entry.name))
-                })
-            };
-            models.insert(
-                entry.name.clone(),
-                Model {
-                    name: entry.name.clone(),
-                    upstream: entry.upstream.clone(),
-                    upstream_model: entry
-                        .upstream_model
-                        .clone()
-                        .unwrap_or_else(|| entry.name.clone()),
-                    input_micro_usd_per_million: price(&entry.input_usd_per_million)?,
-                    output_micro_usd_per_million: price(&entry.output_usd_per_million)?,
-                    cached_input_micro_usd_per_million: match &entry.cached_input_usd_per_million {
-                        Some(cached) => price(cached)?,
-                        None => price(&entry.input_usd_per_million)?,
-                    },
-                    cache_write_micro_usd_per_million: match &entry.cache_write_usd_per_million {
-                        Some(written) => price(written)?,
-                        None => price(&entry.input_usd_per_million)?,
-                    },
-                    max_output_tokens: entry.max_output_tokens.unwrap_or(4_096),
-                    fallback: entry.fallback.clone(),
-                },
-            );
-        }
-        for entry in &parsed.models {
-            for next in &entry.get_ref().fallback {
-                if !models.contains_key(next) {
-                    return Err(source.error(
-                        Some(entry.span()),
-                        format!(
-                            "model {}: fallback {next:?} is not a model",
-                            entry.get_ref().name
-                        ),
-                    ));
-                }
-            }
-        }
+        let upstreams = parse_upstreams(&source, parsed.upstreams, env)?;
+        let models = parse_models(&source, &parsed.models, &upstreams)?;
         for (alias, target) in &parsed.aliases {
             if !models.contains_key(target) {
                 return Err(source.error(None, format!("alias {alias}: {target:?} is not a model")));
             }
         }
-        let mut routing = Vec::new();
-        for entry in parsed.routing {
-            let span = entry.span();
-            let entry = entry.into_inner();
-            if !models.contains_key(&entry.model) {
-                return Err(source.error(
-                    Some(span),
-                    format!("routing rule: {:?} is not a model", entry.model),
-                ));
-            }
-            let min_priority = match entry.min_priority.as_deref() {
-                None => None,
-                Some("low") => Some(Priority::Low),
-                Some("normal") => Some(Priority::Normal),
-                Some("high") => Some(Priority::High),
-                Some("critical") => Some(Priority::Critical),
-                Some(other) => {
-                    return Err(
-                        source.error(Some(span), format!("routing rule: priority {other:?}"))
-                    )
-                }
-            };
-            routing.push(RoutingRule {
-                if_tags_any: entry.if_tags_any,
-                if_tags_all: entry.if_tags_all,
-                min_priority,
-                model: entry.model,
-            });
-        }
+        let routing = parse_routing(&source, parsed.routing, &models)?;
         let section = parsed.gateway;
         let default_model = section
             .default_model
@@ -402,6 +257,180 @@ impl GatewayConfig {
         }
         &self.default_model
     }
+}
+
+/// `[[upstreams]]`: each kind known, a base URL unless scripted, its keys from the
+/// environment (a variable may hold several, separated by commas).
+fn parse_upstreams(
+    source: &Source,
+    entries: Vec<toml::Spanned<UpstreamEntry>>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<BTreeMap<String, Upstream>, ConfigError> {
+    let file = source.file;
+    let mut upstreams = BTreeMap::new();
+    for entry in entries {
+        let span = entry.span();
+        let entry = entry.into_inner();
+        let kind = match entry.kind.as_str() {
+            "openai" => UpstreamKind::OpenAi,
+            "anthropic" => UpstreamKind::Anthropic,
+            "scripted" => UpstreamKind::Scripted,
+            other => {
+                return Err(source.error(
+                    Some(span),
+                    format!(
+                        "upstream {}: kind {other:?} is not openai, anthropic or scripted",
+                        entry.name
+                    ),
+                ))
+            }
+        };
+        let base_url = entry
+            .base_url_env
+            .as_deref()
+            .and_then(|name| env(name).filter(|v| !v.is_empty()))
+            .or(entry.base_url.clone())
+            .unwrap_or_default()
+            .trim_end_matches('/')
+            .to_string();
+        if kind != UpstreamKind::Scripted && base_url.is_empty() {
+            return Err(source.error(
+                Some(span),
+                format!(
+                    "upstream {}: needs base_url (or base_url_env set)",
+                    entry.name
+                ),
+            ));
+        }
+        let mut keys = Vec::new();
+        let mut key_sources = Vec::new();
+        for name in &entry.api_key_envs {
+            // A variable may hold several keys separated by commas.
+            if let Some(value) = env(name) {
+                for key in value.split(',').map(str::trim).filter(|k| !k.is_empty()) {
+                    keys.push(key.to_string());
+                    key_sources.push(name.clone());
+                }
+            }
+        }
+        upstreams.insert(
+            entry.name.clone(),
+            Upstream {
+                name: entry.name,
+                kind,
+                base_url,
+                keys,
+                key_sources,
+                ca_file: entry.ca_file.as_deref().map(|name| {
+                    let path = std::path::Path::new(name);
+                    match file.parent() {
+                        Some(dir) if path.is_relative() => dir.join(path),
+                        _ => path.to_path_buf(),
+                    }
+                }),
+            },
+        );
+    }
+    Ok(upstreams)
+}
+
+/// `[[models]]`: each on a known upstream, its prices, and fallbacks that are models.
+fn parse_models(
+    source: &Source,
+    entries: &[toml::Spanned<ModelEntry>],
+    upstreams: &BTreeMap<String, Upstream>,
+) -> Result<BTreeMap<String, Model>, ConfigError> {
+    let mut models = BTreeMap::new();
+    for entry in entries {
+        let span = entry.span();
+        let entry = entry.get_ref();
+        if !upstreams.contains_key(&entry.upstream) {
+            return Err(source.error(
+                Some(span),
+                format!(
+                    "model {}: no upstream named {:?}",
+                    entry.name, entry.upstream
+                ),
+            ));
+        }
+        let price = |text: &str| {
+            parse_usd(text)
+                .map_err(|m| source.error(Some(span.clone()), format!("model {}: {m}", entry.name)))
+        };
+        models.insert(
+            entry.name.clone(),
+            Model {
+                name: entry.name.clone(),
+                upstream: entry.upstream.clone(),
+                upstream_model: entry
+                    .upstream_model
+                    .clone()
+                    .unwrap_or_else(|| entry.name.clone()),
+                input_micro_usd_per_million: price(&entry.input_usd_per_million)?,
+                output_micro_usd_per_million: price(&entry.output_usd_per_million)?,
+                cached_input_micro_usd_per_million: match &entry.cached_input_usd_per_million {
+                    Some(cached) => price(cached)?,
+                    None => price(&entry.input_usd_per_million)?,
+                },
+                cache_write_micro_usd_per_million: match &entry.cache_write_usd_per_million {
+                    Some(written) => price(written)?,
+                    None => price(&entry.input_usd_per_million)?,
+                },
+                max_output_tokens: entry.max_output_tokens.unwrap_or(4_096),
+                fallback: entry.fallback.clone(),
+            },
+        );
+    }
+    for entry in entries {
+        for next in &entry.get_ref().fallback {
+            if !models.contains_key(next) {
+                return Err(source.error(
+                    Some(entry.span()),
+                    format!(
+                        "model {}: fallback {next:?} is not a model",
+                        entry.get_ref().name
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(models)
+}
+
+/// `[[routing]]`: rules that name models, with a known priority.
+fn parse_routing(
+    source: &Source,
+    entries: Vec<toml::Spanned<RoutingEntry>>,
+    models: &BTreeMap<String, Model>,
+) -> Result<Vec<RoutingRule>, ConfigError> {
+    let mut routing = Vec::new();
+    for entry in entries {
+        let span = entry.span();
+        let entry = entry.into_inner();
+        if !models.contains_key(&entry.model) {
+            return Err(source.error(
+                Some(span),
+                format!("routing rule: {:?} is not a model", entry.model),
+            ));
+        }
+        let min_priority = match entry.min_priority.as_deref() {
+            None => None,
+            Some("low") => Some(Priority::Low),
+            Some("normal") => Some(Priority::Normal),
+            Some("high") => Some(Priority::High),
+            Some("critical") => Some(Priority::Critical),
+            Some(other) => {
+                return Err(source.error(Some(span), format!("routing rule: priority {other:?}")))
+            }
+        };
+        routing.push(RoutingRule {
+            if_tags_any: entry.if_tags_any,
+            if_tags_all: entry.if_tags_all,
+            min_priority,
+            model: entry.model,
+        });
+    }
+    Ok(routing)
 }
 
 #[cfg(test)]
