@@ -54,26 +54,13 @@ pub struct Node {
 
 impl Node {
     /// Recovers the data directory, applies genesis on first start, and serves.
+    ///
+    /// Over 120 lines because it is the node's composition root: each part is made
+    /// by a function of its own (`start.rs`), here only in the order the parts need
+    /// each other and handed to the ones that use them.
     pub async fn start(config: NodeConfig) -> Result<Node, NodeError> {
-        let data_dir = config.data_dir.clone();
-        let store_options = config.store.clone();
-        let (store, state, recovery) =
-            tokio::task::spawn_blocking(move || Store::open(&data_dir, store_options))
-                .await
-                .expect("store recovery does not panic")?;
-        log_recovery(&config.data_dir, &recovery, state.last_seq);
-        let first_start = !state.is_initialized();
-        let genesis_config = if first_start {
-            Some(crate::first_start::load_genesis(&config)?)
-        } else {
-            None
-        };
-        if !first_start && config.config_dir.exists() {
-            tracing::info!(
-                "genesis was applied at first start; {} is not read again (limits change through governance)",
-                config.config_dir.display()
-            );
-        }
+        let (store, state, recovery) = recover(&config).await?;
+        let genesis_config = genesis_to_apply(&config, &state)?;
 
         let state = Arc::new(RwLock::new(state));
         let metrics = Arc::new(Metrics::default());
@@ -115,20 +102,7 @@ impl Node {
         // This start installed genesis (in a cluster, the one node that did).
         let first_start = admin_token_file.is_some();
 
-        let tls = match &config.tls {
-            Some(source) => Some(crate::tls::ServerTls::load(source, &config.data_dir)?),
-            None => None,
-        };
-        let listener = tokio::net::TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| NodeError::Io {
-                context: format!("cannot listen on {}", config.listen),
-                source,
-            })?;
-        let local_addr = listener.local_addr().map_err(|source| NodeError::Io {
-            context: "listener address".into(),
-            source,
-        })?;
+        let (tls, listener, local_addr) = start::listen(&config).await?;
         let start::BusParts {
             bus,
             liveness,
@@ -394,6 +368,39 @@ pub(crate) fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()>
     }
     file.write_all(contents)?;
     file.sync_all()
+}
+
+/// The store opened and its logs replayed into the state (on a blocking thread),
+/// what recovery did logged.
+async fn recover(
+    config: &NodeConfig,
+) -> Result<(Store, colony_kernel::State, RecoveryReport), NodeError> {
+    let data_dir = config.data_dir.clone();
+    let store_options = config.store.clone();
+    let (store, state, recovery) =
+        tokio::task::spawn_blocking(move || Store::open(&data_dir, store_options))
+            .await
+            .expect("store recovery does not panic")?;
+    log_recovery(&config.data_dir, &recovery, state.last_seq);
+    Ok((store, state, recovery))
+}
+
+/// At a first start, the genesis files read (to be applied once the sequencer
+/// runs); later, `None`, and the configuration directory is not read again.
+fn genesis_to_apply(
+    config: &NodeConfig,
+    state: &colony_kernel::State,
+) -> Result<Option<genesis::GenesisConfig>, NodeError> {
+    if !state.is_initialized() {
+        return Ok(Some(crate::first_start::load_genesis(config)?));
+    }
+    if config.config_dir.exists() {
+        tracing::info!(
+            "genesis was applied at first start; {} is not read again (limits change through governance)",
+            config.config_dir.display()
+        );
+    }
+    Ok(None)
 }
 
 fn log_recovery(data_dir: &Path, report: &RecoveryReport, last_seq: u64) {

@@ -259,3 +259,31 @@ pub(crate) async fn supervisor(
     .await?;
     Ok(Some((handle, stop)))
 }
+
+/// The server's TLS (if configured), its listening socket, and the address it got.
+pub(crate) async fn listen(
+    config: &NodeConfig,
+) -> Result<
+    (
+        Option<ServerTls>,
+        tokio::net::TcpListener,
+        std::net::SocketAddr,
+    ),
+    NodeError,
+> {
+    let tls = match &config.tls {
+        Some(source) => Some(ServerTls::load(source, &config.data_dir)?),
+        None => None,
+    };
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| NodeError::Io {
+            context: format!("cannot listen on {}", config.listen),
+            source,
+        })?;
+    let local_addr = listener.local_addr().map_err(|source| NodeError::Io {
+        context: "listener address".into(),
+        source,
+    })?;
+    Ok((tls, listener, local_addr))
+}
