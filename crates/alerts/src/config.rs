@@ -267,8 +267,42 @@ pub fn parse(
         },
         soft: section.soft.unwrap_or(true),
     };
+    let per_limit = parse_per_limit(&source, &section.limits, &limits)?;
+    let quotas = parse_quotas(&source, section.quotas.as_ref())?;
+    let webhooks = parse_webhooks(&source, &parsed.webhooks, env)?;
+    let report_every_ms = match parsed.reports.and_then(|r| r.every) {
+        Some(value) => {
+            let ms = duration(&value, "reports.every")?;
+            if !(100..=30 * 86_400_000).contains(&ms) {
+                return Err(
+                    source.error(Some(value.span()), "reports.every: from 100ms to 30 days")
+                );
+            }
+            Some(ms)
+        }
+        None => None,
+    };
+    Ok(AlertsConfig {
+        report_every_ms,
+        check_every_ms,
+        hysteresis_pct,
+        cooldown_ms,
+        limits,
+        per_limit,
+        quotas,
+        webhooks,
+    })
+}
+
+/// `[alerts.limits.NAME]`: rules for one limit, each a limit the kernel knows, its
+/// thresholds and `soft` those of `[alerts]` unless given.
+fn parse_per_limit(
+    source: &Source,
+    entries: &BTreeMap<String, Spanned<RulesEntry>>,
+    limits: &Rules,
+) -> Result<BTreeMap<String, Rules>, ConfigError> {
     let mut per_limit = BTreeMap::new();
-    for (name, entry) in &section.limits {
+    for (name, entry) in entries {
         if colony_kernel::builtin_limit(name).is_none() {
             return Err(source.error(
                 Some(entry.span()),
@@ -289,7 +323,15 @@ pub fn parse(
         };
         per_limit.insert(name.clone(), rules);
     }
-    let quotas = match &section.quotas {
+    Ok(per_limit)
+}
+
+/// `[alerts.quotas]`: alerts on principals' quotas, if asked.
+fn parse_quotas(
+    source: &Source,
+    entry: Option<&Spanned<QuotasEntry>>,
+) -> Result<Option<QuotaRules>, ConfigError> {
+    let quotas = match entry {
         Some(entry) => {
             let at = |m: String| source.error(Some(entry.span()), format!("alerts.quotas.{m}"));
             let q = entry.get_ref();
@@ -311,11 +353,21 @@ pub fn parse(
         }
         None => None,
     };
-    if parsed.webhooks.len() > WEBHOOKS_MAX {
+    Ok(quotas)
+}
+
+/// `[[webhooks]]`: at most [`WEBHOOKS_MAX`], each an http(s) URL, its secret given
+/// or from the environment, its timeouts and retries within bounds.
+fn parse_webhooks(
+    source: &Source,
+    entries: &[Spanned<WebhookEntry>],
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Vec<WebhookConfig>, ConfigError> {
+    if entries.len() > WEBHOOKS_MAX {
         return Err(source.error(None, format!("at most {WEBHOOKS_MAX} webhooks")));
     }
     let mut webhooks = Vec::new();
-    for entry in &parsed.webhooks {
+    for entry in entries {
         let at = |m: String| source.error(Some(entry.span()), format!("webhooks: {m}"));
         let w = entry.get_ref();
         if !(w.url.starts_with("http://") || w.url.starts_with("https://")) {
@@ -351,28 +403,7 @@ pub fn parse(
             backoff_max_ms: ms(&w.backoff_max, "backoff_max", 300_000)?.clamp(10, 86_400_000),
         });
     }
-    let report_every_ms = match parsed.reports.and_then(|r| r.every) {
-        Some(value) => {
-            let ms = duration(&value, "reports.every")?;
-            if !(100..=30 * 86_400_000).contains(&ms) {
-                return Err(
-                    source.error(Some(value.span()), "reports.every: from 100ms to 30 days")
-                );
-            }
-            Some(ms)
-        }
-        None => None,
-    };
-    Ok(AlertsConfig {
-        report_every_ms,
-        check_every_ms,
-        hysteresis_pct,
-        cooldown_ms,
-        limits,
-        per_limit,
-        quotas,
-        webhooks,
-    })
+    Ok(webhooks)
 }
 
 #[cfg(test)]
