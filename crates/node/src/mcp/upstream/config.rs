@@ -213,8 +213,8 @@ fn check_url(url: &str) -> Result<(), String> {
     uri.host().map(|_| ()).ok_or_else(|| "no host".to_string())
 }
 
-fn server(entry: ServerEntry) -> Result<ServerConfig, String> {
-    let name = entry.name;
+fn server(mut entry: ServerEntry) -> Result<ServerConfig, String> {
+    let name = std::mem::take(&mut entry.name);
     let valid = !name.is_empty()
         && name.len() <= SERVER_NAME_CHARS_MAX
         && !name.contains("__")
@@ -226,120 +226,9 @@ fn server(entry: ServerEntry) -> Result<ServerConfig, String> {
             "servers: name `{name}` is 1 to {SERVER_NAME_CHARS_MAX} lowercase letters, digits, `_` or `-`, without `__` (tools are named {{server}}__{{tool}})"
         ));
     }
-    let launch = match (entry.command, entry.url) {
-        (Some(command), None) => {
-            if entry.bearer_token_env.is_some()
-                || entry.bearer_token_file.is_some()
-                || entry.ca_file.is_some()
-                || !entry.headers.is_empty()
-                || !entry.headers_env.is_empty()
-            {
-                return Err(format!(
-                    "servers.{name}: bearer_token_env, bearer_token_file, ca_file, headers and headers_env are for a server at a `url`; a program gets its environment from `env`"
-                ));
-            }
-            if command.is_empty() || command[0].is_empty() {
-                return Err(format!("servers.{name}.command names a program to run"));
-            }
-            let sandboxed = match entry.sandbox.as_deref() {
-                None | Some("bwrap") => true,
-                Some("none") => false,
-                Some(other) => {
-                    return Err(format!(
-                        "servers.{name}.sandbox is \"bwrap\" or \"none\", not `{other}`"
-                    ))
-                }
-            };
-            let absolute = |key: &str, paths: Vec<String>| {
-                paths
-                    .into_iter()
-                    .map(|path| {
-                        let path = PathBuf::from(path);
-                        if path.is_absolute() {
-                            Ok(path)
-                        } else {
-                            Err(format!(
-                                "servers.{name}.{key}: `{}` is not an absolute path",
-                                path.display()
-                            ))
-                        }
-                    })
-                    .collect::<Result<Vec<_>, String>>()
-            };
-            Launch::Stdio {
-                command,
-                sandboxed,
-                allow_net: entry.allow_net,
-                read_only: absolute("read_only", entry.read_only)?,
-                read_write: absolute("read_write", entry.read_write)?,
-                env: entry.env,
-            }
-        }
-        (None, Some(url)) => {
-            if !(url.starts_with("http://") || url.starts_with("https://"))
-                || check_url(&url).is_err()
-            {
-                return Err(format!(
-                    "servers.{name}.url `{url}` is not an http:// or https:// URL"
-                ));
-            }
-            let local = entry.sandbox.is_some()
-                || entry.allow_net
-                || !entry.read_only.is_empty()
-                || !entry.read_write.is_empty()
-                || !entry.env.is_empty();
-            if local {
-                return Err(format!(
-                    "servers.{name}: sandbox, allow_net, read_only, read_write and env are for a server the node runs (`command`); one at a `url` runs elsewhere"
-                ));
-            }
-            let bearer = match (entry.bearer_token_env, entry.bearer_token_file) {
-                (Some(_), Some(_)) => {
-                    return Err(format!(
-                        "servers.{name}: bearer_token_env or bearer_token_file, not both"
-                    ))
-                }
-                (Some(variable), None) => {
-                    let valid = !variable.is_empty()
-                        && variable
-                            .bytes()
-                            .all(|b| b.is_ascii_alphanumeric() || b == b'_');
-                    if !valid {
-                        return Err(format!(
-                            "servers.{name}.bearer_token_env `{variable}` is the name of an environment variable"
-                        ));
-                    }
-                    Some(Bearer::Env(variable))
-                }
-                (None, Some(file)) => {
-                    let file = PathBuf::from(file);
-                    if !file.is_absolute() {
-                        return Err(format!(
-                            "servers.{name}.bearer_token_file: `{}` is not an absolute path",
-                            file.display()
-                        ));
-                    }
-                    Some(Bearer::File(file))
-                }
-                (None, None) => None,
-            };
-            let ca_file = match entry.ca_file.map(PathBuf::from) {
-                Some(file) if !file.is_absolute() => {
-                    return Err(format!(
-                        "servers.{name}.ca_file: `{}` is not an absolute path",
-                        file.display()
-                    ))
-                }
-                other => other,
-            };
-            let headers = super::remote::check(&name, entry.headers, entry.headers_env)?;
-            Launch::Http {
-                url,
-                bearer,
-                ca_file,
-                headers,
-            }
-        }
+    let launch = match (entry.command.take(), entry.url.take()) {
+        (Some(command), None) => stdio_launch(&name, command, &mut entry)?,
+        (None, Some(url)) => http_launch(&name, url, &mut entry)?,
         _ => {
             return Err(format!(
                 "servers.{name} has either `command` (a program speaking MCP over stdio) or `url`"
@@ -385,6 +274,132 @@ fn server(entry: ServerEntry) -> Result<ServerConfig, String> {
         tools,
         launch,
         name,
+    })
+}
+
+/// A server the node runs: a program speaking MCP over stdio, sandboxed unless said.
+fn stdio_launch(
+    name: &str,
+    command: Vec<String>,
+    entry: &mut ServerEntry,
+) -> Result<Launch, String> {
+    if entry.bearer_token_env.is_some()
+        || entry.bearer_token_file.is_some()
+        || entry.ca_file.is_some()
+        || !entry.headers.is_empty()
+        || !entry.headers_env.is_empty()
+    {
+        return Err(format!(
+            "servers.{name}: bearer_token_env, bearer_token_file, ca_file, headers and headers_env are for a server at a `url`; a program gets its environment from `env`"
+        ));
+    }
+    if command.is_empty() || command[0].is_empty() {
+        return Err(format!("servers.{name}.command names a program to run"));
+    }
+    let sandboxed = match entry.sandbox.as_deref() {
+        None | Some("bwrap") => true,
+        Some("none") => false,
+        Some(other) => {
+            return Err(format!(
+                "servers.{name}.sandbox is \"bwrap\" or \"none\", not `{other}`"
+            ))
+        }
+    };
+    let absolute = |key: &str, paths: Vec<String>| {
+        paths
+            .into_iter()
+            .map(|path| {
+                let path = PathBuf::from(path);
+                if path.is_absolute() {
+                    Ok(path)
+                } else {
+                    Err(format!(
+                        "servers.{name}.{key}: `{}` is not an absolute path",
+                        path.display()
+                    ))
+                }
+            })
+            .collect::<Result<Vec<_>, String>>()
+    };
+    Ok(Launch::Stdio {
+        command,
+        sandboxed,
+        allow_net: entry.allow_net,
+        read_only: absolute("read_only", std::mem::take(&mut entry.read_only))?,
+        read_write: absolute("read_write", std::mem::take(&mut entry.read_write))?,
+        env: std::mem::take(&mut entry.env),
+    })
+}
+
+/// A server at a URL: its bearer token, CA and headers.
+fn http_launch(name: &str, url: String, entry: &mut ServerEntry) -> Result<Launch, String> {
+    if !(url.starts_with("http://") || url.starts_with("https://")) || check_url(&url).is_err() {
+        return Err(format!(
+            "servers.{name}.url `{url}` is not an http:// or https:// URL"
+        ));
+    }
+    let local = entry.sandbox.is_some()
+        || entry.allow_net
+        || !entry.read_only.is_empty()
+        || !entry.read_write.is_empty()
+        || !entry.env.is_empty();
+    if local {
+        return Err(format!(
+            "servers.{name}: sandbox, allow_net, read_only, read_write and env are for a server the node runs (`command`); one at a `url` runs elsewhere"
+        ));
+    }
+    let bearer = match (
+        entry.bearer_token_env.take(),
+        entry.bearer_token_file.take(),
+    ) {
+        (Some(_), Some(_)) => {
+            return Err(format!(
+                "servers.{name}: bearer_token_env or bearer_token_file, not both"
+            ))
+        }
+        (Some(variable), None) => {
+            let valid = !variable.is_empty()
+                && variable
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_');
+            if !valid {
+                return Err(format!(
+                    "servers.{name}.bearer_token_env `{variable}` is the name of an environment variable"
+                ));
+            }
+            Some(Bearer::Env(variable))
+        }
+        (None, Some(file)) => {
+            let file = PathBuf::from(file);
+            if !file.is_absolute() {
+                return Err(format!(
+                    "servers.{name}.bearer_token_file: `{}` is not an absolute path",
+                    file.display()
+                ));
+            }
+            Some(Bearer::File(file))
+        }
+        (None, None) => None,
+    };
+    let ca_file = match entry.ca_file.take().map(PathBuf::from) {
+        Some(file) if !file.is_absolute() => {
+            return Err(format!(
+                "servers.{name}.ca_file: `{}` is not an absolute path",
+                file.display()
+            ))
+        }
+        other => other,
+    };
+    let headers = super::remote::check(
+        name,
+        std::mem::take(&mut entry.headers),
+        std::mem::take(&mut entry.headers_env),
+    )?;
+    Ok(Launch::Http {
+        url,
+        bearer,
+        ca_file,
+        headers,
     })
 }
 
