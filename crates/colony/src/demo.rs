@@ -32,12 +32,81 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     } else {
         "colony-scripted"
     };
+    let (data, config_dir, supervisor) = demo_files(model)?;
+    let node = Node::start(NodeConfig {
+        data_dir: data.clone(),
+        listen: args.listen,
+        config_dir: config_dir.clone(),
+        config_dir_required: true,
+        supervisor: Some(supervisor),
+        telemetry: colony_node::telemetry::TelemetryConfig::from_env(|name| {
+            std::env::var(name).ok()
+        })
+        .map_err(|message| anyhow::anyhow!("OpenTelemetry: {message}"))?,
+        ..NodeConfig::default()
+    })
+    .await
+    .context("the demo node did not start")?;
+    let url = format!("http://{}", node.local_addr());
+    println!(
+        "colony demo: a node on {url} (data in {}), three supervised workers using {model}",
+        data.display()
+    );
+    if !real_model {
+        println!("colony demo: no OPENAI_API_KEY: answers come from the offline scripted provider, marked [scripted]");
+    }
+    let token = std::fs::read_to_string(data.join("admin.token"))?
+        .trim()
+        .to_string();
+    let client = Client::new(&Remote {
+        url: url.clone(),
+        token: Some(token),
+        json: false,
+        ca_file: None,
+    })?;
+    // Let the three workers register first (the third crosses active_workers' soft).
+    wait_for_workers(&client, 3).await?;
+    let goal_request = TaskRequest {
+        title: GOAL.into(),
+        capabilities: vec!["writing".into()],
+        budget_usd: Some(Usd::Text("0.50".into())),
+        priority: Priority::High,
+        justification: Some("the demo's sample goal".into()),
+        ..TaskRequest::default()
+    };
+    let posted: TaskView = client.post_as("/v1/tasks", &goal_request).await?;
+    let goal = posted.address;
+    println!("colony demo: posted the goal {goal}: {GOAL} (budget $0.50)\n");
+
+    let started = Instant::now();
+    let mut after = 0u64;
+    let (outcome, killed) = follow_goal(&client, &goal, started, &mut after).await?;
+    // The replacement of the killed worker, then what is left of the log.
+    show_replacement(&client, after, killed).await?;
+    let code = report(&client, &goal, outcome, started).await?;
+    println!(
+        "colony demo: the whole decision log is in {}; `colony audit verify --data {}` checks it",
+        data.display(),
+        data.display()
+    );
+    node.shutdown().await?;
+    Ok(code)
+}
+
+/// The demo's data and configuration directories (the shipped genesis, with
+/// `active_workers` small enough that the three workers cross its soft limit, a
+/// warning, without reaching hard) and its supervised workers.
+fn demo_files(
+    model: &str,
+) -> anyhow::Result<(
+    std::path::PathBuf,
+    std::path::PathBuf,
+    colony_node::supervisor::SupervisorConfig,
+)> {
     let root = std::env::temp_dir().join(format!("colony-demo-{}", std::process::id()));
     let data = root.join("data");
     let config_dir = root.join("config");
     std::fs::create_dir_all(&config_dir)?;
-    // The shipped genesis, with active_workers small enough that the demo's three
-    // workers cross its soft limit (a warning) without reaching hard.
     let limits = colony_node::genesis::DEFAULT_LIMITS_TOML.replace(
         "soft = 15\nhard = 30\nbrake_floor = 2\non_soft = \"queue\"",
         "soft = 2\nhard = 4\non_soft = \"warn\"",
@@ -76,38 +145,11 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     let mut supervisor = colony_node::supervisor::SupervisorConfig::with_profiles(vec![profile]);
     supervisor.spawn_cooldown_ms = 200;
     supervisor.restart_backoff_base_ms = 500;
-    let node = Node::start(NodeConfig {
-        data_dir: data.clone(),
-        listen: args.listen,
-        config_dir: config_dir.clone(),
-        config_dir_required: true,
-        supervisor: Some(supervisor),
-        telemetry: colony_node::telemetry::TelemetryConfig::from_env(|name| {
-            std::env::var(name).ok()
-        })
-        .map_err(|message| anyhow::anyhow!("OpenTelemetry: {message}"))?,
-        ..NodeConfig::default()
-    })
-    .await
-    .context("the demo node did not start")?;
-    let url = format!("http://{}", node.local_addr());
-    println!(
-        "colony demo: a node on {url} (data in {}), three supervised workers using {model}",
-        data.display()
-    );
-    if !real_model {
-        println!("colony demo: no OPENAI_API_KEY: answers come from the offline scripted provider, marked [scripted]");
-    }
-    let token = std::fs::read_to_string(data.join("admin.token"))?
-        .trim()
-        .to_string();
-    let client = Client::new(&Remote {
-        url: url.clone(),
-        token: Some(token),
-        json: false,
-        ca_file: None,
-    })?;
-    // Let the three workers register first (the third crosses active_workers' soft).
+    Ok((data, config_dir, supervisor))
+}
+
+/// Until `count` workers are active (at most 30 s).
+async fn wait_for_workers(client: &Client, count: usize) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let workers: WorkerList = client.get_as("/v1/workers").await?;
@@ -116,33 +158,31 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
             .iter()
             .filter(|w| w.state == "active")
             .count();
-        if active >= 3 || Instant::now() > deadline {
+        if active >= count || Instant::now() > deadline {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let goal_request = TaskRequest {
-        title: GOAL.into(),
-        capabilities: vec!["writing".into()],
-        budget_usd: Some(Usd::Text("0.50".into())),
-        priority: Priority::High,
-        justification: Some("the demo's sample goal".into()),
-        ..TaskRequest::default()
-    };
-    let posted: TaskView = client.post_as("/v1/tasks", &goal_request).await?;
-    let goal = posted.address;
-    println!("colony demo: posted the goal {goal}: {GOAL} (budget $0.50)\n");
+    Ok(())
+}
 
-    let started = Instant::now();
-    let mut after = 0u64;
+/// Prints the decision log as it grows until the goal is completed or dead (or the
+/// demo's time runs out), killing one worker once the goal is split: the goal's
+/// end, and whether a worker was killed.
+async fn follow_goal(
+    client: &Client,
+    goal: &str,
+    started: Instant,
+    after: &mut u64,
+) -> anyhow::Result<(anyhow::Result<TaskView>, bool)> {
     let mut killed = false;
     let outcome = loop {
         // The decision log, as it grows.
         let page: AuditPage = client
-            .get_as(&format!("/v1/audit?after={after}&limit=200"))
+            .get_as(&format!("/v1/audit?after={}&limit=200", *after))
             .await?;
         for record in &page.records {
-            after = after.max(record["seq"].as_u64().unwrap_or(after));
+            *after = (*after).max(record["seq"].as_u64().unwrap_or(*after));
             print_decision(record);
         }
         let task: TaskView = client.get_as(&format!("/v1/tasks/{goal}")).await?;
@@ -175,7 +215,12 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     };
-    // The replacement of the killed worker, then what is left of the log.
+    Ok((outcome, killed))
+}
+
+/// Waits (at most 10 s) for the killed worker's replacement, then prints what is
+/// left of the log.
+async fn show_replacement(client: &Client, after: u64, killed: bool) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(10);
     while killed && Instant::now() < deadline {
         let status: SupervisorView = client.get_as("/v1/supervisor").await?;
@@ -198,7 +243,17 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     for record in &page.records {
         print_decision(record);
     }
-    let code = match outcome {
+    Ok(())
+}
+
+/// How the goal's budget was spent and shared (or why it failed): the exit code.
+async fn report(
+    client: &Client,
+    goal: &str,
+    outcome: anyhow::Result<TaskView>,
+    started: Instant,
+) -> anyhow::Result<ExitCode> {
+    Ok(match outcome {
         Ok(task) => {
             let mut shares = Vec::new();
             for child in task.children.iter().flatten() {
@@ -234,14 +289,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
             eprintln!("\ncolony demo: {error:#}");
             ExitCode::FAILURE
         }
-    };
-    println!(
-        "colony demo: the whole decision log is in {}; `colony audit verify --data {}` checks it",
-        data.display(),
-        data.display()
-    );
-    node.shutdown().await?;
-    Ok(code)
+    })
 }
 
 fn print_decision(record: &Value) {
