@@ -18,6 +18,7 @@ mod error;
 pub mod alerts;
 pub mod artifacts;
 pub mod audit;
+pub mod bus;
 pub mod cluster;
 pub mod dashboard;
 pub mod gateway;

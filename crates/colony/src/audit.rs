@@ -9,7 +9,7 @@ use colony_api::audit::AuditPage;
 
 use crate::client::Client;
 use crate::commands::call;
-use crate::output::{table, text};
+use crate::output::table;
 use crate::Remote;
 
 pub async fn run(command: AuditCommand) -> anyhow::Result<ExitCode> {
@@ -108,7 +108,7 @@ fn print_records(records: &[Value], json_lines: bool, streaming: bool) {
     let rows: Vec<Vec<String>> = records
         .iter()
         .map(|record| {
-            match serde_json::from_value::<colony_log::audit::AuditRecord>(record.clone()) {
+            match serde_json::from_value::<colony_api::audit::DecisionRecord>(record.clone()) {
                 Ok(record) => vec![
                     record.seq.to_string(),
                     record.at,
@@ -116,7 +116,7 @@ fn print_records(records: &[Value], json_lines: bool, streaming: bool) {
                     record.action,
                     record.subject,
                     record.decision,
-                    text(&record.reason["code"]),
+                    record.reason.code,
                     record.justification,
                 ],
                 Err(error) => vec![format!("(a record this CLI cannot read: {error})")],

@@ -12,6 +12,8 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+use colony_api::bus::{Answer, ClientFrame, ServerFrame};
+
 use crate::client::Client;
 use crate::Remote;
 
@@ -20,7 +22,13 @@ pub struct Bus {
     ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
     next_id: u64,
     /// Frames read while waiting for an answer.
-    held: std::collections::VecDeque<Value>,
+    held: std::collections::VecDeque<Incoming>,
+}
+
+/// A frame the node sent: as it came (to print it) and read.
+pub struct Incoming {
+    pub raw: Value,
+    pub frame: ServerFrame,
 }
 
 impl Bus {
@@ -58,10 +66,15 @@ impl Bus {
         })
     }
 
-    async fn read(&mut self) -> anyhow::Result<Value> {
+    async fn read(&mut self) -> anyhow::Result<Incoming> {
         loop {
             match self.ws.next().await {
-                Some(Ok(Message::Text(text))) => return Ok(serde_json::from_str(&text)?),
+                Some(Ok(Message::Text(text))) => {
+                    let raw: Value = serde_json::from_str(&text)?;
+                    let frame = serde_json::from_value(raw.clone())
+                        .with_context(|| format!("a frame this CLI cannot read: {text}"))?;
+                    return Ok(Incoming { raw, frame });
+                }
                 Some(Ok(Message::Close(frame))) => {
                     bail!(
                         "the node closed the connection{}",
@@ -76,7 +89,7 @@ impl Bus {
     }
 
     /// The next frame that is not an answer being waited for.
-    pub async fn next(&mut self) -> anyhow::Result<Value> {
+    pub async fn next(&mut self) -> anyhow::Result<Incoming> {
         match self.held.pop_front() {
             Some(frame) => Ok(frame),
             None => self.read().await,
@@ -84,16 +97,16 @@ impl Bus {
     }
 
     /// Sends a frame with a fresh `id` and returns the answer (`ok` or `err`).
-    pub async fn request(&mut self, mut frame: Value) -> anyhow::Result<Value> {
+    pub async fn request(&mut self, mut frame: ClientFrame) -> anyhow::Result<Incoming> {
         let id = self.next_id;
         self.next_id += 1;
-        frame["id"] = json!(id);
+        frame.id = Some(id);
         self.ws
-            .send(Message::Text(frame.to_string().into()))
+            .send(Message::Text(serde_json::to_string(&frame)?.into()))
             .await?;
         loop {
             let answer = self.read().await?;
-            if answer["id"] == json!(id) && answer["op"] != "msg" {
+            if answer.frame.answers() == Some(&Value::from(id)) {
                 return Ok(answer);
             }
             self.held.push_back(answer);
@@ -101,16 +114,13 @@ impl Bus {
     }
 }
 
-fn check(answer: Value) -> anyhow::Result<Value> {
-    if answer["op"] == "err" {
-        let error = &answer["error"];
-        bail!(
-            "{}: {}",
-            error["code"].as_str().unwrap_or("error"),
-            error["message"].as_str().unwrap_or("")
-        );
+/// The answer's `ok`, or its refusal as an error.
+fn check(answer: Incoming) -> anyhow::Result<(Value, Answer)> {
+    match answer.frame {
+        ServerFrame::Ok(ok) => Ok((answer.raw, ok)),
+        ServerFrame::Err(refused) => bail!("{}: {}", refused.error.code, refused.error.message),
+        _ => bail!("an answer that is neither ok nor err: {}", answer.raw),
     }
-    Ok(answer)
 }
 
 /// `colony bus pub`.
@@ -123,31 +133,34 @@ pub async fn publish(
 ) -> anyhow::Result<ExitCode> {
     // Data that is not JSON is sent as a string.
     let data: Value = serde_json::from_str(data).unwrap_or_else(|_| Value::String(data.into()));
-    let mut frame = json!({"op": "pub", "subject": subject, "data": data});
-    if let Some(priority) = priority {
-        frame["priority"] = json!(priority);
+    let mut map = std::collections::BTreeMap::new();
+    for header in headers {
+        let (key, value) = header
+            .split_once('=')
+            .ok_or_else(|| anyhow!("a header is key=value, not {header:?}"))?;
+        map.insert(key.to_string(), value.to_string());
     }
-    if !headers.is_empty() {
-        let mut map = serde_json::Map::new();
-        for header in headers {
-            let (key, value) = header
-                .split_once('=')
-                .ok_or_else(|| anyhow!("a header is key=value, not {header:?}"))?;
-            map.insert(key.into(), value.into());
-        }
-        frame["headers"] = Value::Object(map);
-    }
+    let frame = ClientFrame {
+        subject: Some(subject.to_string()),
+        data: Some(data),
+        priority,
+        headers: (!map.is_empty()).then_some(map),
+        ..ClientFrame::new("pub")
+    };
     let mut bus = Bus::connect(remote).await?;
-    let answer = check(bus.request(frame).await?)?;
+    let (raw, answer) = check(bus.request(frame).await?)?;
     if remote.json {
-        println!("{answer}");
-    } else if let Some(seq) = answer["seq"].as_u64() {
+        println!("{raw}");
+    } else if let Some(seq) = answer.seq {
         println!(
             "stored in stream {} as {seq}",
-            answer["stream"].as_str().unwrap_or("")
+            answer.stream.as_deref().unwrap_or("")
         );
     } else {
-        println!("delivered to {} subscription(s)", answer["delivered"]);
+        println!(
+            "delivered to {} subscription(s)",
+            answer.delivered.unwrap_or(0)
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -163,34 +176,35 @@ pub async fn subscribe(
     ack: bool,
 ) -> anyhow::Result<ExitCode> {
     let mut bus = Bus::connect(remote).await?;
-    let mut frame = json!({"op": "sub", "sid": "cli", "subject": pattern});
-    if let Some(queue) = &queue {
-        frame["queue"] = json!(queue);
-    }
-    if let Some(stream) = &stream {
-        frame["stream"] = json!(stream);
-    }
-    if let Some(from_seq) = from_seq {
-        frame["from_seq"] = json!(from_seq);
-    }
+    let frame = ClientFrame {
+        sid: Some("cli".into()),
+        subject: Some(pattern.to_string()),
+        queue,
+        stream: stream.clone(),
+        from_seq,
+        ..ClientFrame::new("sub")
+    };
     check(bus.request(frame).await?)?;
     eprintln!("subscribed to {pattern}; Ctrl-C to stop");
     let mut seen = 0;
     while count.is_none_or(|c| seen < c) {
-        let frame = bus.next().await?;
-        if frame["op"] == "err" {
-            eprintln!("{}", frame["error"]);
-            continue;
-        }
-        if frame["op"] != "msg" {
-            continue;
-        }
-        println!("{frame}");
-        if let (true, Some(seq)) = (ack && stream.is_some(), frame["seq"].as_u64()) {
-            check(
-                bus.request(json!({"op": "ack", "sid": "cli", "seq": seq}))
-                    .await?,
-            )?;
+        let incoming = bus.next().await?;
+        let msg = match incoming.frame {
+            ServerFrame::Msg(msg) => msg,
+            ServerFrame::Err(refused) => {
+                eprintln!("{}: {}", refused.error.code, refused.error.message);
+                continue;
+            }
+            _ => continue,
+        };
+        println!("{}", incoming.raw);
+        if let (true, Some(seq)) = (ack && stream.is_some(), msg.seq) {
+            let ack = ClientFrame {
+                sid: Some("cli".into()),
+                seq: Some(seq),
+                ..ClientFrame::new("ack")
+            };
+            check(bus.request(ack).await?)?;
         }
         seen += 1;
     }
@@ -335,17 +349,17 @@ fn priority_of(text: Option<&String>) -> &'static str {
 }
 
 /// The bus frame for one old message (docs/protocol.md, "Hypernet messages").
-pub fn message_frame(message: &HypernetMessage) -> Value {
-    let mut headers = serde_json::Map::new();
+pub fn message_frame(message: &HypernetMessage) -> ClientFrame {
+    let mut headers = std::collections::BTreeMap::new();
     for key in HEADER_FIELDS {
         if let Some(value) = message.fields.get(*key) {
-            headers.insert((*key).into(), value.clone().into());
+            headers.insert((*key).to_string(), value.clone());
         }
     }
     if let Some(reply_to) = message.fields.get("reply_to") {
-        headers.insert("reply_to_message".into(), reply_to.clone().into());
+        headers.insert("reply_to_message".into(), reply_to.clone());
     }
-    headers.insert("source_file".into(), message.file.clone().into());
+    headers.insert("source_file".into(), message.file.clone());
     let tags: Vec<String> = message
         .fields
         .get("tags")
@@ -357,18 +371,22 @@ pub fn message_frame(message: &HypernetMessage) -> Value {
                 .collect()
         })
         .unwrap_or_default();
-    json!({
-        "op": "pub",
-        "subject": format!("hypernet.messages.{}", channel_token(&message.channel)),
-        "priority": priority_of(message.fields.get("priority")),
-        "headers": headers,
-        "data": {
+    ClientFrame {
+        subject: Some(format!(
+            "hypernet.messages.{}",
+            channel_token(&message.channel)
+        )),
+        priority: Some(priority_of(message.fields.get("priority")).to_string()),
+        headers: Some(headers),
+        // The message as the old swarm wrote it: its content and fields.
+        data: Some(json!({
             "content": message.content,
             "subject": message.fields.get("subject"),
             "tags": tags,
             "metadata": message.fields.get("metadata"),
-        },
-    })
+        })),
+        ..ClientFrame::new("pub")
+    }
 }
 
 /// Every message under `dir`: `<channel>/*.md` (one or more messages per file) and
@@ -419,7 +437,7 @@ pub async fn import_messages(
     let messages = read_messages(dir)?;
     if dry_run {
         for message in &messages {
-            println!("{}", message_frame(message));
+            println!("{}", serde_json::to_string(&message_frame(message))?);
         }
         println!("{} messages (dry run: nothing sent)", messages.len());
         return Ok(ExitCode::SUCCESS);
@@ -477,22 +495,29 @@ mod tests {
         assert_eq!(messages[0].content, "How do we split the parser?");
         assert_eq!(messages[0].fields["message_type"], "question");
         let frame = message_frame(&messages[0]);
-        assert_eq!(frame["subject"], "hypernet.messages.design");
-        assert_eq!(frame["priority"], "high");
-        assert_eq!(frame["headers"]["sender"], "2.1");
-        assert_eq!(frame["headers"]["thread_id"], "t-9");
-        assert_eq!(frame["data"]["tags"], json!(["a", "b"]));
+        assert_eq!(frame.subject.as_deref(), Some("hypernet.messages.design"));
+        assert_eq!(frame.priority.as_deref(), Some("high"));
+        let headers = frame.headers.unwrap();
+        assert_eq!(
+            (headers["sender"].as_str(), headers["thread_id"].as_str()),
+            ("2.1", "t-9")
+        );
+        let data = frame.data.unwrap();
+        assert_eq!(data.get("tags"), Some(&json!(["a", "b"])));
         let frame = message_frame(&messages[1]);
-        assert_eq!(frame["headers"]["reply_to_message"], "m-1");
-        assert_eq!(frame["data"]["content"], "By token first.");
+        assert_eq!(frame.headers.unwrap()["reply_to_message"], "m-1");
+        assert_eq!(
+            frame.data.unwrap().get("content"),
+            Some(&json!("By token first."))
+        );
 
         let bold = "**Sender:** 2.3\n**Message Type:** signal-of-life\n**Channel:** Ops Room\n\nStill here.\n";
         let messages = parse_messages("x", "g.md", bold);
         assert_eq!(messages.len(), 1);
         assert_eq!(messages[0].fields["message_type"], "signal-of-life");
         assert_eq!(
-            message_frame(&messages[0])["subject"],
-            "hypernet.messages.ops-room"
+            message_frame(&messages[0]).subject.as_deref(),
+            Some("hypernet.messages.ops-room")
         );
         assert_eq!(messages[0].content, "Still here.");
     }

@@ -6,7 +6,7 @@
 //! `colony-scripted` model, and every answer says `[scripted]`; with one, they use
 //! `gpt-4o-mini` through the gateway.
 
-use colony_api::audit::AuditPage;
+use colony_api::audit::{DecisionPage, DecisionRecord};
 use colony_api::tasks::{BudgetView, TaskRequest, TaskView, Usd};
 use colony_api::workers::{SupervisorView, WorkerList};
 use colony_kernel::Priority;
@@ -15,10 +15,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use colony_node::{Node, NodeConfig};
-use serde_json::Value;
 
 use crate::client::Client;
-use crate::output::text;
 use crate::{Remote, UpArgs};
 
 const GOAL: &str = "Write a short guide to Colony for newcomers";
@@ -178,11 +176,11 @@ async fn follow_goal(
     let mut killed = false;
     let outcome = loop {
         // The decision log, as it grows.
-        let page: AuditPage = client
+        let page: DecisionPage = client
             .get_as(&format!("/v1/audit?after={}&limit=200", *after))
             .await?;
         for record in &page.records {
-            *after = (*after).max(record["seq"].as_u64().unwrap_or(*after));
+            *after = (*after).max(record.seq);
             print_decision(record);
         }
         let task: TaskView = client.get_as(&format!("/v1/tasks/{goal}")).await?;
@@ -224,20 +222,20 @@ async fn show_replacement(client: &Client, after: u64, killed: bool) -> anyhow::
     let deadline = Instant::now() + Duration::from_secs(10);
     while killed && Instant::now() < deadline {
         let status: SupervisorView = client.get_as("/v1/supervisor").await?;
-        let page: AuditPage = client
+        let page: DecisionPage = client
             .get_as(&format!("/v1/audit?after={after}&limit=500"))
             .await?;
         let replaced = page
             .records
             .iter()
-            .any(|r| r["action"] == "supervisor.replace" || r["action"] == "supervisor.spawn");
+            .any(|r| r.action == "supervisor.replace" || r.action == "supervisor.spawn");
         if replaced && status.profiles.first().is_some_and(|p| p.pids.len() >= 3) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let page: AuditPage = client
+    let page: DecisionPage = client
         .get_as(&format!("/v1/audit?after={after}&limit=500"))
         .await?;
     for record in &page.records {
@@ -292,17 +290,16 @@ async fn report(
     })
 }
 
-fn print_decision(record: &Value) {
-    let action = text(&record["action"]);
+fn print_decision(record: &DecisionRecord) {
+    let action = record.action.as_str();
     if action == "time.tick" || action == "node.health" || action == "edge.charge" {
         return;
     }
     // Claims that found nothing to do.
-    if action == "task.claim" && !text(&record["subject"]).starts_with("0.7") {
+    if action == "task.claim" && !record.subject.starts_with("0.7") {
         return;
     }
-    let decision = text(&record["decision"]);
-    let mut why = text(&record["justification"]);
+    let mut why = record.justification.clone();
     if why.len() > 90 {
         let mut end = 90;
         while !why.is_char_boundary(end) {
@@ -311,34 +308,30 @@ fn print_decision(record: &Value) {
         why.truncate(end);
         why.push('…');
     }
-    let reason = record["reason"]["code"]
-        .as_str()
+    let reason = Some(record.reason.code.as_str())
         .filter(|c| *c != "ok")
         .map(|c| format!(" [{c}]"))
         .unwrap_or_default();
-    let warnings = record["detail"]["warnings"]
-        .as_array()
-        .filter(|w| !w.is_empty())
-        .map(|w| {
-            format!(
-                " WARNING {}",
-                w.iter()
-                    .map(|w| format!(
-                        "{} past soft ({} of {})",
-                        text(&w["limit"]),
-                        w["usage"],
-                        w["soft"]
-                    ))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
-        })
-        .unwrap_or_default();
+    let warnings = &record.detail.warnings;
+    let warnings = if warnings.is_empty() {
+        String::new()
+    } else {
+        let each: Vec<String> = warnings
+            .iter()
+            .map(|w| {
+                let figure = |v: Option<u64>| v.map_or("?".to_string(), |v| v.to_string());
+                format!(
+                    "{} past soft ({} of {})",
+                    w.limit.as_deref().unwrap_or("?"),
+                    figure(w.usage),
+                    figure(w.soft)
+                )
+            })
+            .collect();
+        format!(" WARNING {}", each.join(", "))
+    };
     println!(
-        "{:>5} {:<6} {:<22} {:<16} {decision}{reason}{warnings}  {why}",
-        record["seq"],
-        text(&record["actor"]),
-        action,
-        text(&record["subject"]),
+        "{:>5} {:<6} {:<22} {:<16} {}{reason}{warnings}  {why}",
+        record.seq, record.actor, action, record.subject, record.decision,
     );
 }

@@ -1,0 +1,184 @@
+//! The agent bus's frames as a client writes and reads them (`GET /v1/bus`, a
+//! WebSocket of JSON text frames; docs/protocol.md). The node reads client frames
+//! with its own zero-copy parser and writes its frames itself; these are the shapes
+//! a client in Rust uses.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// A frame a client sends. Only the fields its `op` uses are written.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct ClientFrame {
+    /// `ping`, `pub`, `sub`, `unsub`, `ack`, `hello`, `heartbeat`, `bye`.
+    pub op: String,
+    /// Echoed in the answer (`ok`, `err`, `pong`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    /// A publish's data: any JSON.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub priority: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub headers: Option<BTreeMap<String, String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stream: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from_seq: Option<u64>,
+    /// An `ack`'s stream sequence number.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+}
+
+impl ClientFrame {
+    /// A frame of `op` with no fields yet.
+    pub fn new(op: &str) -> ClientFrame {
+        ClientFrame {
+            op: op.to_string(),
+            ..ClientFrame::default()
+        }
+    }
+}
+
+/// A frame the bus sends, as a client reads it.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum ServerFrame {
+    /// The answer to a frame that had an `id`.
+    Ok(Answer),
+    /// A frame refused (with the refused frame's `id`, if it had one), or a notice
+    /// (`slow_consumer`: messages were dropped).
+    Err(Refusal),
+    /// A message for one of the connection's subscriptions.
+    Msg(Delivered),
+    Pong {
+        #[serde(default)]
+        id: Option<Value>,
+    },
+    /// Anything else (`admitted`, ...): the client may ignore it.
+    #[serde(other)]
+    Other,
+}
+
+impl ServerFrame {
+    /// The `id` of the frame this answers, if it answers one.
+    pub fn answers(&self) -> Option<&Value> {
+        match self {
+            ServerFrame::Ok(answer) => answer.id.as_ref(),
+            ServerFrame::Err(refusal) => refusal.id.as_ref(),
+            ServerFrame::Pong { id } => id.as_ref(),
+            ServerFrame::Msg(_) | ServerFrame::Other => None,
+        }
+    }
+}
+
+/// `ok`: what the answered frame did.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+pub struct Answer {
+    #[serde(default)]
+    pub id: Option<Value>,
+    /// A core publish: the subscriptions it reached.
+    #[serde(default)]
+    pub delivered: Option<u64>,
+    /// A publish to a stream (or a `sub` on one): the stream and the sequence number.
+    #[serde(default)]
+    pub stream: Option<String>,
+    #[serde(default)]
+    pub seq: Option<u64>,
+}
+
+/// `err`: why a frame was refused.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+pub struct Refusal {
+    #[serde(default)]
+    pub id: Option<Value>,
+    pub error: RefusalError,
+}
+
+/// The refusal's code and message (and the code's own fields, for the curious).
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+pub struct RefusalError {
+    pub code: String,
+    pub message: String,
+}
+
+/// `msg`: one message for one subscription.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+pub struct Delivered {
+    pub sid: String,
+    pub subject: String,
+    /// The publisher's data: any JSON.
+    pub data: Value,
+    /// The publisher's address.
+    pub from: String,
+    pub priority: String,
+    #[serde(default)]
+    pub headers: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    pub reply_to: Option<String>,
+    /// A stream message: its stream, sequence number and time, and how many times
+    /// it was delivered to this consumer.
+    #[serde(default)]
+    pub stream: Option<String>,
+    #[serde(default)]
+    pub seq: Option<u64>,
+    #[serde(default)]
+    pub time_ms: Option<u64>,
+    #[serde(default)]
+    pub delivery: Option<u32>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bus_frames_read_as_the_protocol_document_shows_them() {
+        let read = |text: &str| serde_json::from_str::<ServerFrame>(text).unwrap();
+        assert_eq!(
+            read(r#"{"op":"ok","id":3,"delivered":2}"#),
+            ServerFrame::Ok(Answer {
+                id: Some(3.into()),
+                delivered: Some(2),
+                ..Answer::default()
+            })
+        );
+        let refused = read(
+            r#"{"op":"err","id":4,"error":{"code":"denied","message":"no","limit":"io_ops"}}"#,
+        );
+        assert_eq!(refused.answers(), Some(&Value::from(4)));
+        assert!(
+            matches!(refused, ServerFrame::Err(Refusal { error, .. }) if error.code == "denied")
+        );
+        let ServerFrame::Msg(msg) = read(
+            r#"{"op":"msg","sid":"s","subject":"a.b","data":{"n":1},"priority":"high","from":"1.1","stream":"work","seq":7,"time_ms":9,"delivery":2}"#,
+        ) else {
+            panic!("a msg");
+        };
+        assert_eq!(
+            (msg.seq, msg.delivery, msg.from.as_str()),
+            (Some(7), Some(2), "1.1")
+        );
+        assert_eq!(read(r#"{"op":"admitted","worker":5}"#), ServerFrame::Other);
+        let frame = ClientFrame {
+            id: Some(1),
+            subject: Some("a.b".into()),
+            data: Some(serde_json::json!({"n": 1})),
+            ..ClientFrame::new("pub")
+        };
+        assert_eq!(
+            serde_json::to_string(&frame).unwrap(),
+            r#"{"op":"pub","id":1,"subject":"a.b","data":{"n":1}}"#
+        );
+    }
+}
