@@ -45,6 +45,30 @@ pub fn parse_http(file: &Path, text: &str) -> Result<ListenConfig, ConfigError> 
     let source = Source { file, text };
     let section = source.parse::<HttpFile>()?.http;
     let mut config = ListenConfig::default();
+    deadlines(&source, &section, &mut config)?;
+    counts(&source, &section, &mut config)?;
+    body_budgets(&source, &section, &mut config)?;
+    if let Some(value) = &section.descriptors_reserved {
+        if !(16..=1_000_000).contains(value.get_ref()) {
+            return Err(source.error(
+                Some(value.span()),
+                format!(
+                    "http.descriptors_reserved is between 16 and 1000000 (not {})",
+                    value.get_ref()
+                ),
+            ));
+        }
+        config.descriptors_reserved = *value.get_ref();
+    }
+    Ok(config)
+}
+
+/// The request deadlines: each from 100 ms to 1 h.
+fn deadlines(
+    source: &Source,
+    section: &HttpSection,
+    config: &mut ListenConfig,
+) -> Result<(), ConfigError> {
     for (key, value, target) in [
         (
             "header_timeout",
@@ -74,6 +98,15 @@ pub fn parse_http(file: &Path, text: &str) -> Result<ListenConfig, ConfigError> 
             *target = ms;
         }
     }
+    Ok(())
+}
+
+/// The connection and request counts, each within its range.
+fn counts(
+    source: &Source,
+    section: &HttpSection,
+    config: &mut ListenConfig,
+) -> Result<(), ConfigError> {
     let count =
         |key: &str, value: &Option<Spanned<usize>>, range: std::ops::RangeInclusive<usize>| {
             match value {
@@ -112,6 +145,16 @@ pub fn parse_http(file: &Path, text: &str) -> Result<ListenConfig, ConfigError> 
     )? {
         config.requests_in_flight_per_principal_max = n;
     }
+    Ok(())
+}
+
+/// The bodies' memory budgets: each holds at least an artifact's module, the node's
+/// at least a principal's.
+fn body_budgets(
+    source: &Source,
+    section: &HttpSection,
+    config: &mut ListenConfig,
+) -> Result<(), ConfigError> {
     // A principal's budget holds at least one artifact's module (the largest body a
     // route takes by default), and the node's at least one principal's.
     let artifact = crate::api::ARTIFACT_BODY_BYTES_MAX as u64;
@@ -148,17 +191,5 @@ pub fn parse_http(file: &Path, text: &str) -> Result<ListenConfig, ConfigError> 
             "http.body_bytes_in_flight_max is below body_bytes_in_flight_per_principal_max",
         ));
     }
-    if let Some(value) = &section.descriptors_reserved {
-        if !(16..=1_000_000).contains(value.get_ref()) {
-            return Err(source.error(
-                Some(value.span()),
-                format!(
-                    "http.descriptors_reserved is between 16 and 1000000 (not {})",
-                    value.get_ref()
-                ),
-            ));
-        }
-        config.descriptors_reserved = *value.get_ref();
-    }
-    Ok(config)
+    Ok(())
 }
