@@ -53,34 +53,23 @@ pub(crate) async fn drive(
         }
         // Compute, reserved before the turn.
         let slice = inner.config.turn_ms;
-        let reserved = kernel
-            .decide(
-                me.principal,
-                format!("artifact {} takes a turn", me.address),
-                CommandBody::Reserve {
-                    resource: Resource::ComputeMs,
-                    amount: slice,
-                    ttl_ms: None,
-                },
-            )
-            .await;
-        let reservation = match reserved {
-            Ok(event) => match (event.decision, event.effect) {
-                (Decision::Allowed, Effect::Reserved { reservation, .. }) => reservation,
-                _ => {
-                    // Waiting out a refusal holds no turn slot.
-                    permit = None;
-                    match wait_out(&inner, &me, &status, &control, &event.reason).await {
-                        Some(end) => break Some(end),
-                        None => continue,
+        let reservation = match reserve_turn(&inner, &me, slice).await {
+            Ok(reservation) => reservation,
+            Err(refused) => {
+                // Waiting holds no turn slot.
+                permit = None;
+                match refused {
+                    Refused::Denied(reason) => {
+                        if let Some(end) = wait_out(&inner, &me, &status, &control, &reason).await {
+                            break Some(end);
+                        }
+                    }
+                    Refused::Unanswered(message) => {
+                        // The node is overloaded or stopping: wait a little.
+                        set(&status, RunState::Running, Some(message));
+                        sleep_or_stop(&control, inner.config.exhausted_retry_ms).await;
                     }
                 }
-            },
-            Err(error) => {
-                // The node is overloaded or stopping: wait a little.
-                set(&status, RunState::Running, Some(error.message));
-                permit = None;
-                sleep_or_stop(&control, inner.config.exhausted_retry_ms).await;
                 continue;
             }
         };
@@ -91,14 +80,7 @@ pub(crate) async fn drive(
         };
         let compute_ms = charge_turn(&inner, &me, reservation, &used).await;
         permit = next_turn_slot(&inner, permit, &end).await;
-        {
-            let mut status = status.lock().expect("status lock");
-            status.usage.turns += 1;
-            status.usage.runs += used.runs;
-            status.usage.fuel += used.fuel;
-            status.usage.compute_ms += compute_ms;
-            status.usage.host_calls += used.host_calls;
-        }
+        count_turn(&status, &used, compute_ms);
         if !matches!(end, TurnEnd::Idle) {
             (quiet_wakes, woke_by_clock) = (0, false);
         }
@@ -152,6 +134,47 @@ pub(crate) async fn drive(
         }
     }
     status.lock().expect("status lock").usage.memory_bytes = 0;
+}
+
+/// One more turn in the artifact's usage.
+fn count_turn(status: &Mutex<Status>, used: &Used, compute_ms: u64) {
+    let mut status = status.lock().expect("status lock");
+    status.usage.turns += 1;
+    status.usage.runs += used.runs;
+    status.usage.fuel += used.fuel;
+    status.usage.compute_ms += compute_ms;
+    status.usage.host_calls += used.host_calls;
+}
+
+/// Why a turn's compute was not reserved.
+enum Refused {
+    /// The kernel said no (a quota, a limit): waited out by the caller.
+    Denied(Reason),
+    /// The node could not answer (overloaded, stopping).
+    Unanswered(String),
+}
+
+/// Reserves a turn's compute through the kernel.
+async fn reserve_turn(inner: &Inner, me: &Identity, slice: u64) -> Result<u64, Refused> {
+    let reserved = inner
+        .kernel
+        .decide(
+            me.principal,
+            format!("artifact {} takes a turn", me.address),
+            CommandBody::Reserve {
+                resource: Resource::ComputeMs,
+                amount: slice,
+                ttl_ms: None,
+            },
+        )
+        .await;
+    match reserved {
+        Ok(event) => match (event.decision, event.effect) {
+            (Decision::Allowed, Effect::Reserved { reservation, .. }) => Ok(reservation),
+            _ => Err(Refused::Denied(event.reason)),
+        },
+        Err(error) => Err(Refused::Unanswered(error.message)),
+    }
 }
 
 /// Holds and reservations left by an earlier run (a node that stopped mid-turn) are

@@ -154,12 +154,14 @@ fn vote_rule(
         "raise" => ChangeKind::Raise,
         "remove" => ChangeKind::Remove,
         "quota_default" => ChangeKind::QuotaDefault,
-        _ => return Err(source.error(
-            Some(entry.span()),
-            format!(
+        _ => {
+            return Err(source.error(
+                Some(entry.span()),
+                format!(
                 "governance.rules.{name}: unknown change kind; use raise, remove or quota_default"
             ),
-        )),
+            ))
+        }
     };
     let entry = entry.get_ref();
     let key = |field: &str| format!("rules.{name}.{field}");
