@@ -20,12 +20,39 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     if args.demo {
         return crate::demo::run(args).await;
     }
+    let config = node_config(&args)?;
+    let node = Node::start(config)
+        .await
+        .context("the node did not start")?;
+    print_banner(&node, &args);
+    tokio::select! {
+        _ = wait_for_signal() => {}
+        reason = node.failed() => {
+            // Nothing more is decided or written: the state may be half changed.
+            // A supervisor (systemd, Kubernetes) restarts the node from its log.
+            eprintln!("colony: the node cannot go on: {reason}");
+            eprintln!("colony: exiting with status 70 without a snapshot; the log holds every command answered as durable");
+            // The requests in flight are answered (503) before the process goes.
+            node.abandon(std::time::Duration::from_secs(2)).await;
+            return Ok(ExitCode::from(70));
+        }
+    }
+    eprintln!(
+        "colony: stopping: finishing requests in flight, syncing the log, writing a snapshot"
+    );
+    node.shutdown().await?;
+    eprintln!("colony: stopped cleanly");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The node `colony up` starts, from its flags and the environment.
+fn node_config(args: &UpArgs) -> anyhow::Result<NodeConfig> {
     let mut config = NodeConfig {
         data_dir: args.data.clone(),
         listen: args.listen,
         ..NodeConfig::default()
     };
-    if let Some(dir) = args.config {
+    if let Some(dir) = args.config.clone() {
         config.config_dir = dir;
         config.config_dir_required = true;
     }
@@ -74,9 +101,12 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
             vec![profile],
         ));
     }
-    let node = Node::start(config)
-        .await
-        .context("the node did not start")?;
+    Ok(config)
+}
+
+/// What a person starting a node needs to know: where it listens, its key, its
+/// cluster, its certificate, the admin token and the dashboard.
+fn print_banner(node: &Node, args: &UpArgs) {
     let secure = node.tls().is_some();
     if let Some(telemetry) = node.telemetry_endpoint() {
         println!("colony: the gateway's spans go to {telemetry} (OTLP)");
@@ -136,24 +166,6 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         },
         node.base_url()
     );
-    tokio::select! {
-        _ = wait_for_signal() => {}
-        reason = node.failed() => {
-            // Nothing more is decided or written: the state may be half changed.
-            // A supervisor (systemd, Kubernetes) restarts the node from its log.
-            eprintln!("colony: the node cannot go on: {reason}");
-            eprintln!("colony: exiting with status 70 without a snapshot; the log holds every command answered as durable");
-            // The requests in flight are answered (503) before the process goes.
-            node.abandon(std::time::Duration::from_secs(2)).await;
-            return Ok(ExitCode::from(70));
-        }
-    }
-    eprintln!(
-        "colony: stopping: finishing requests in flight, syncing the log, writing a snapshot"
-    );
-    node.shutdown().await?;
-    eprintln!("colony: stopped cleanly");
-    Ok(ExitCode::SUCCESS)
 }
 
 /// The names a self-signed certificate is made for: localhost, the loopback
