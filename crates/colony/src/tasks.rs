@@ -141,42 +141,7 @@ pub async fn run(command: TasksCommand) -> anyhow::Result<ExitCode> {
         TasksCommand::Show { address, remote } => {
             get(&remote, &format!("/v1/tasks/{address}"), show).await
         }
-        TasksCommand::Tree { address, remote } => {
-            let client = Client::new(&remote)?;
-            if remote.json {
-                let path = format!("/v1/tasks/{address}");
-                return call(&remote, client.get(&path), |_: &TaskView| {}).await;
-            }
-            // Walk down the children, one request per task (bounded by the depth
-            // and breadth of the decomposition).
-            let mut stack = vec![(address, 0usize)];
-            let mut printed = 0;
-            while let Some((address, depth)) = stack.pop() {
-                let task: TaskView = client.get_as(&format!("/v1/tasks/{address}")).await?;
-                println!(
-                    "{}{}  [{}]  {}",
-                    "  ".repeat(depth),
-                    task.address,
-                    task.status,
-                    task.title
-                );
-                printed += 1;
-                if printed >= 10_000 {
-                    println!("(stopped after 10 000 tasks)");
-                    break;
-                }
-                let children: Vec<String> = task
-                    .children
-                    .iter()
-                    .flatten()
-                    .map(|c| c.address.clone())
-                    .collect();
-                for child in children.into_iter().rev() {
-                    stack.push((child, depth + 1));
-                }
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        TasksCommand::Tree { address, remote } => tree(&remote, address).await,
         TasksCommand::Dead { remote } => {
             get(&remote, "/v1/tasks/dead", |list: &TaskList| {
                 rows(&["ADDRESS", "TITLE", "WHY"], &list.tasks, |task| {
@@ -237,6 +202,44 @@ pub async fn run(command: TasksCommand) -> anyhow::Result<ExitCode> {
             .await
         }
     }
+}
+
+/// `colony tasks tree`: the task and its subtasks, depth first, indented.
+async fn tree(remote: &Remote, address: String) -> anyhow::Result<ExitCode> {
+    let client = Client::new(remote)?;
+    if remote.json {
+        let path = format!("/v1/tasks/{address}");
+        return call(remote, client.get(&path), |_: &TaskView| {}).await;
+    }
+    // Walk down the children, one request per task (bounded by the depth
+    // and breadth of the decomposition).
+    let mut stack = vec![(address, 0usize)];
+    let mut printed = 0;
+    while let Some((address, depth)) = stack.pop() {
+        let task: TaskView = client.get_as(&format!("/v1/tasks/{address}")).await?;
+        println!(
+            "{}{}  [{}]  {}",
+            "  ".repeat(depth),
+            task.address,
+            task.status,
+            task.title
+        );
+        printed += 1;
+        if printed >= 10_000 {
+            println!("(stopped after 10 000 tasks)");
+            break;
+        }
+        let children: Vec<String> = task
+            .children
+            .iter()
+            .flatten()
+            .map(|c| c.address.clone())
+            .collect();
+        for child in children.into_iter().rev() {
+            stack.push((child, depth + 1));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The old board's priorities: p0 is the most urgent.
