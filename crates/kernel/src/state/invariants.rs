@@ -198,6 +198,13 @@ impl State {
                 ));
             }
         }
+        self.check_tokens_and_grants()?;
+        self.check_sessions()
+    }
+
+    /// Tokens found by their hashes and owned; grants due to end exactly when they
+    /// wait for an end; principals within depth, the removed holding no live token.
+    fn check_tokens_and_grants(&self) -> Result<(), String> {
         for (hash, id) in &self.by_token {
             match self.tokens.get(id) {
                 Some(token) if token.hash == *hash => {}
@@ -252,6 +259,12 @@ impl State {
                 ));
             }
         }
+        Ok(())
+    }
+
+    /// Worker sessions: `active_workers` counts them, the deadlines' index holds the
+    /// active ones; the quarantined hold nothing; implicit sessions hold leases.
+    fn check_sessions(&self) -> Result<(), String> {
         let active = self
             .workers
             .values()
