@@ -1,4 +1,4 @@
-//! Brakes: the floor a brake may not pass, the bound on one principal's brakes, the
+//! Brakes: applied at once, the floor a brake may not pass, the bound on one principal's brakes, the
 //! other side's confirmation, and the expiry that restores what an unconfirmed brake
 //! changed.
 
@@ -7,10 +7,79 @@ use super::Effects;
 use super::{forbidden, invalid, State, SYSTEM_ADDRESS};
 use crate::command::Command;
 use crate::event::{Effect, Event, Reason};
-use crate::governance::{ProposalState, ProposalTarget, Side, Vote, VoteChoice};
-use crate::principal::PrincipalId;
+use crate::governance::{ChangeKind, ProposalState, ProposalTarget, Side, Vote, VoteChoice};
+use crate::principal::{PrincipalId, PrincipalKind};
 
 impl State {
+    /// A brake: applied at once when its proposer may brake (a brake role, or the
+    /// system), within the bound on brakes and above the floor; it expires unless the
+    /// other side confirms it.
+    pub(super) fn brake(
+        &mut self,
+        command: &Command,
+        target: &ProposalTarget,
+        subject: String,
+        proposer: &crate::principal::Principal,
+        side_ok: bool,
+    ) -> Event {
+        let governance = self.governance.as_ref().expect("genesis applied");
+        let may_brake = proposer.kind == PrincipalKind::System
+            || (side_ok
+                && proposer
+                    .roles
+                    .iter()
+                    .any(|role| governance.brake_roles.contains(role)));
+        if !may_brake {
+            return Event::denied(
+                PROPOSE,
+                subject,
+                forbidden("braking needs a human or AI with a brake role"),
+            );
+        }
+        let brake_ttl_ms = governance.brake_ttl_ms;
+        if let Err(reason) = self.check_brake(command.actor, target) {
+            return Event::denied(PROPOSE, subject, reason);
+        }
+        let id = self.take_proposal_id();
+        let mut proposal = self.new_proposal(
+            id,
+            &proposer.address,
+            command.actor,
+            target.clone(),
+            ChangeKind::Brake,
+            command.justification.clone(),
+            false,
+        );
+        proposal.review_ends_at_ms = self.now_ms;
+        self.proposals.insert(id, proposal);
+        let effect = self.apply_proposal(id);
+        let applied = match &effect {
+            Effect::LimitChanged { soft, hard, .. } => Some((*soft, *hard)),
+            Effect::QuotaDefaultChanged { amount, .. } => Some((*amount, None)),
+            _ => None,
+        };
+        let expires_at_ms = brake_ttl_ms.map(|ttl| self.now_ms.saturating_add(ttl));
+        if command.actor != PrincipalId::SYSTEM {
+            self.recent_brakes
+                .entry(self.lineage_root(command.actor))
+                .or_default()
+                .push(self.now_ms);
+        }
+        if let Some(at_ms) = expires_at_ms {
+            self.brake_expiries.insert((at_ms, id));
+        }
+        let proposal = self.proposals.get_mut(&id).expect("inserted above");
+        proposal.state = ProposalState::Applied;
+        proposal.decided_at_ms = Some(self.now_ms);
+        proposal.applied = applied;
+        proposal.brake_expires_at_ms = expires_at_ms;
+        proposal.outcome = Some(match expires_at_ms {
+            Some(_) => "a brake applies at once; it holds until its expiry unless the other side confirms it".into(),
+            None => "a brake applies at once".into(),
+        });
+        Event::allowed(PROPOSE, subject, effect)
+    }
+
     /// Whether `actor` may brake now (at most `brakes_per_hour_max` an hour) and the
     /// brake keeps every value at or above the limit's floor.
     pub(super) fn check_brake(

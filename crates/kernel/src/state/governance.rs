@@ -1,9 +1,6 @@
 //! The kernel's side of governance: proposals, votes, decisions at the end of the
-//! review period, stability windows, automatic relaxation and rollback.
-//!
-//! Why ~655 lines: proposals, votes, decisions at the end of a review and the
-//! application of values are one life cycle; brakes and relaxation already live in
-//! `brakes.rs` and `relaxation.rs`.
+//! review period, stability windows and rollback.
+//! Brakes (applied at once) live in `brakes.rs`, relaxation in `relaxation.rs`.
 
 use super::Effects;
 use super::{forbidden, invalid, not_found, State};
@@ -180,61 +177,7 @@ impl State {
             PrincipalKind::Human | PrincipalKind::Ai | PrincipalKind::System
         );
         if kind == ChangeKind::Brake {
-            let may_brake = proposer.kind == PrincipalKind::System
-                || (side_ok
-                    && proposer
-                        .roles
-                        .iter()
-                        .any(|role| governance.brake_roles.contains(role)));
-            if !may_brake {
-                return Event::denied(
-                    PROPOSE,
-                    subject,
-                    forbidden("braking needs a human or AI with a brake role"),
-                );
-            }
-            let brake_ttl_ms = governance.brake_ttl_ms;
-            if let Err(reason) = self.check_brake(command.actor, target) {
-                return Event::denied(PROPOSE, subject, reason);
-            }
-            let id = self.take_proposal_id();
-            let mut proposal = self.new_proposal(
-                id,
-                &proposer.address,
-                command.actor,
-                target.clone(),
-                kind,
-                command.justification.clone(),
-                false,
-            );
-            proposal.review_ends_at_ms = self.now_ms;
-            self.proposals.insert(id, proposal);
-            let effect = self.apply_proposal(id);
-            let applied = match &effect {
-                Effect::LimitChanged { soft, hard, .. } => Some((*soft, *hard)),
-                Effect::QuotaDefaultChanged { amount, .. } => Some((*amount, None)),
-                _ => None,
-            };
-            let expires_at_ms = brake_ttl_ms.map(|ttl| self.now_ms.saturating_add(ttl));
-            if command.actor != PrincipalId::SYSTEM {
-                self.recent_brakes
-                    .entry(self.lineage_root(command.actor))
-                    .or_default()
-                    .push(self.now_ms);
-            }
-            if let Some(at_ms) = expires_at_ms {
-                self.brake_expiries.insert((at_ms, id));
-            }
-            let proposal = self.proposals.get_mut(&id).expect("inserted above");
-            proposal.state = ProposalState::Applied;
-            proposal.decided_at_ms = Some(self.now_ms);
-            proposal.applied = applied;
-            proposal.brake_expires_at_ms = expires_at_ms;
-            proposal.outcome = Some(match expires_at_ms {
-                Some(_) => "a brake applies at once; it holds until its expiry unless the other side confirms it".into(),
-                None => "a brake applies at once".into(),
-            });
-            return Event::allowed(PROPOSE, subject, effect);
+            return self.brake(command, target, subject, &proposer, side_ok);
         }
         if !side_ok {
             return Event::denied(
