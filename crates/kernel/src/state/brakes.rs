@@ -1,6 +1,6 @@
-//! Brakes: applied at once, the floor a brake may not pass, the bound on one principal's brakes, the
-//! other side's confirmation, and the expiry that restores what an unconfirmed brake
-//! changed.
+//! Brakes: applied at once, the floor a brake may not pass, the bound on one
+//! principal's brakes, the other side's confirmation, and the expiry that restores
+//! what an unconfirmed brake changed.
 
 use super::governance::*;
 use super::Effects;
