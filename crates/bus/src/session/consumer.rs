@@ -146,42 +146,64 @@ impl Session {
             })?,
         };
         let sid: Arc<str> = sid.into();
-        let Some(stream_name) = frame.stream.as_deref() else {
-            if frame.from_seq.is_some() || frame.from_time.is_some() {
-                return Err(FrameError::new(
+        match frame.stream.as_deref() {
+            None => self.subscribe_core(frame, sid, pattern, policy),
+            Some(stream_name) => self.subscribe_stream(frame, sid, pattern, stream_name),
+        }
+    }
+
+    /// A core subscription: into the routing trie, alone or in a queue group.
+    fn subscribe_core(
+        &mut self,
+        frame: &Frame,
+        sid: Arc<str>,
+        pattern: &str,
+        policy: Backpressure,
+    ) -> Result<(), FrameError> {
+        if frame.from_seq.is_some() || frame.from_time.is_some() {
+            return Err(FrameError::new(
+                "invalid",
+                "from_seq and from_time replay a stream: name it with `stream`",
+            ));
+        }
+        let sub = Arc::new(Sub {
+            conn: Arc::clone(&self.conn),
+            sid: Arc::clone(&sid),
+            queue: frame.queue.as_deref().map(Into::into),
+            policy,
+        });
+        if let Some(queue) = &sub.queue {
+            check_sid(queue).map_err(|_| {
+                FrameError::new(
                     "invalid",
-                    "from_seq and from_time replay a stream: name it with `stream`",
-                ));
-            }
-            let sub = Arc::new(Sub {
-                conn: Arc::clone(&self.conn),
-                sid: Arc::clone(&sid),
-                queue: frame.queue.as_deref().map(Into::into),
-                policy,
-            });
-            if let Some(queue) = &sub.queue {
-                check_sid(queue).map_err(|_| {
-                    FrameError::new(
-                        "invalid",
-                        "a queue group name is 1 to 64 letters, digits or -_.:",
-                    )
-                    .with("field", "queue")
-                })?;
-            }
-            self.count_subscription()?;
-            self.bus.subscribe(pattern, Arc::clone(&sub));
-            self.subs.insert(
-                sid.clone(),
-                Subscription::Core {
-                    pattern: pattern.into(),
-                    sub,
-                },
-            );
-            let mut fields = Map::new();
-            fields.insert("sid".into(), sid.to_string().into());
-            self.send_ok(frame.id, fields);
-            return Ok(());
-        };
+                    "a queue group name is 1 to 64 letters, digits or -_.:",
+                )
+                .with("field", "queue")
+            })?;
+        }
+        self.count_subscription()?;
+        self.bus.subscribe(pattern, Arc::clone(&sub));
+        self.subs.insert(
+            sid.clone(),
+            Subscription::Core {
+                pattern: pattern.into(),
+                sub,
+            },
+        );
+        let mut fields = Map::new();
+        fields.insert("sid".into(), sid.to_string().into());
+        self.send_ok(frame.id, fields);
+        Ok(())
+    }
+
+    /// A stream consumer: replays from a sequence number or a time, then follows.
+    fn subscribe_stream(
+        &mut self,
+        frame: &Frame,
+        sid: Arc<str>,
+        pattern: &str,
+        stream_name: &str,
+    ) -> Result<(), FrameError> {
         let stream = self.bus.streams.get(stream_name).ok_or_else(|| {
             FrameError::new(
                 "not_found",
