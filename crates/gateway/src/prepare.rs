@@ -115,28 +115,8 @@ impl Gateway {
             .max()
             .unwrap_or(0)
             .max(1);
-        if let Some(ForTask {
-            address,
-            remaining: Some(remaining),
-            ..
-        }) = &task
-        {
-            if *remaining < reserved {
-                return Err(Refusal::new(
-                    429,
-                    "insufficient_quota",
-                    "insufficient_resource",
-                    format!(
-                        "task {address} has {remaining} micro-USD of budget left; this call may cost up to {reserved} \
-                         ({input_bound} input tokens at most + {max_tokens} output tokens on {})",
-                        model.name
-                    ),
-                )
-                .with("resource", "task_budget")
-                .with("task", address.as_str())
-                .with("requested", reserved)
-                .with("available", *remaining));
-            }
+        if let Some(task) = &task {
+            task_can_pay(task, reserved, input_bound, max_tokens, &model.name)?;
         }
         trace.set(|| {
             use opentelemetry::KeyValue;
@@ -154,44 +134,16 @@ impl Gateway {
         }
         let now_ms = colony_pipeline::sequencer::now_ms();
         let admission = self.admit(caller.id, input_bound + max_tokens, now_ms)?;
-        let mut justification = format!(
-            "llm call to {}: at most {input_bound} input + {max_tokens} output tokens{}",
-            model.name,
-            task.as_ref()
-                .map(|t| format!(", for task {}", t.address))
-                .unwrap_or_default()
+        let justification = justification(
+            &model.name,
+            input_bound,
+            max_tokens,
+            task.as_ref(),
+            config.log_prompts.then_some(prompt),
         );
-        if config.log_prompts {
-            let prompt = prompt.to_string();
-            let room =
-                colony_kernel::JUSTIFICATION_BYTES_MAX.saturating_sub(justification.len() + 16);
-            let prompt = crate::trace::bounded(&prompt, room);
-            justification.push_str(&format!("; prompt: {prompt}"));
-        }
-        let span = trace.kernel("reserve");
-        let outcome = self
-            .submitter
-            .submit_decided(
-                caller.id,
-                justification,
-                CommandBody::Reserve {
-                    resource: Resource::LlmBudgetUsd,
-                    amount: reserved,
-                    ttl_ms: Some(config.timeout_ms * 2 + 60_000),
-                },
-            )
-            .await;
-        if let Some(mut span) = span {
-            crate::trace::decided(&mut span, &outcome);
-        }
-        let outcome =
-            outcome.map_err(|error| Refusal::new(503, "api_error", error.code, error.message))?;
-        let reservation = match (&outcome.primary.decision, &outcome.primary.effect) {
-            (decision, Effect::Reserved { reservation, .. }) if decision.is_allowed() => {
-                *reservation
-            }
-            _ => return Err(denial(&outcome.primary.reason, outcome.at_ms)),
-        };
+        let reservation = self
+            .reserve_budget(caller, justification, reserved, &trace)
+            .await?;
         trace.set(|| {
             vec![opentelemetry::KeyValue::new(
                 "colony.reservation",
@@ -218,6 +170,41 @@ impl Gateway {
                 trace,
             },
         })
+    }
+
+    /// The worst case reserved on the caller's LLM budget through the kernel: the
+    /// reservation, or the kernel's refusal as the API tells it.
+    async fn reserve_budget(
+        &self,
+        caller: Caller<'_>,
+        justification: String,
+        reserved: u64,
+        trace: &crate::CallTrace,
+    ) -> Result<u64, Refusal> {
+        let span = trace.kernel("reserve");
+        let outcome = self
+            .submitter
+            .submit_decided(
+                caller.id,
+                justification,
+                CommandBody::Reserve {
+                    resource: Resource::LlmBudgetUsd,
+                    amount: reserved,
+                    ttl_ms: Some(self.config.timeout_ms * 2 + 60_000),
+                },
+            )
+            .await;
+        if let Some(mut span) = span {
+            crate::trace::decided(&mut span, &outcome);
+        }
+        let outcome =
+            outcome.map_err(|error| Refusal::new(503, "api_error", error.code, error.message))?;
+        match (&outcome.primary.decision, &outcome.primary.effect) {
+            (decision, Effect::Reserved { reservation, .. }) if decision.is_allowed() => {
+                Ok(*reservation)
+            }
+            _ => Err(denial(&outcome.primary.reason, outcome.at_ms)),
+        }
     }
 
     /// The task at `address`, whose lease `caller` must hold.
@@ -254,4 +241,58 @@ impl Gateway {
             remaining: task.budget.as_ref().map(|b| b.remaining_micro_usd),
         })
     }
+}
+
+/// A task with a budget pays for the call's worst case, or the call is refused
+/// (`429 insufficient_quota`, `resource: task_budget`).
+fn task_can_pay(
+    task: &ForTask,
+    reserved: u64,
+    input_bound: u64,
+    max_tokens: u64,
+    model: &str,
+) -> Result<(), Refusal> {
+    let Some(remaining) = task.remaining else {
+        return Ok(());
+    };
+    if remaining >= reserved {
+        return Ok(());
+    }
+    let address = &task.address;
+    Err(Refusal::new(
+        429,
+        "insufficient_quota",
+        "insufficient_resource",
+        format!(
+            "task {address} has {remaining} micro-USD of budget left; this call may cost up to {reserved} \
+             ({input_bound} input tokens at most + {max_tokens} output tokens on {model})"
+        ),
+    )
+    .with("resource", "task_budget")
+    .with("task", address.as_str())
+    .with("requested", reserved)
+    .with("available", remaining))
+}
+
+/// Why the call's reservation is made: the model and the token bounds, the task,
+/// and (with `log_prompts`) the prompt, bounded to what a justification may hold.
+fn justification(
+    model: &str,
+    input_bound: u64,
+    max_tokens: u64,
+    task: Option<&ForTask>,
+    prompt: Option<&Value>,
+) -> String {
+    let mut justification = format!(
+        "llm call to {model}: at most {input_bound} input + {max_tokens} output tokens{}",
+        task.map(|t| format!(", for task {}", t.address))
+            .unwrap_or_default()
+    );
+    if let Some(prompt) = prompt {
+        let prompt = prompt.to_string();
+        let room = colony_kernel::JUSTIFICATION_BYTES_MAX.saturating_sub(justification.len() + 16);
+        let prompt = crate::trace::bounded(&prompt, room);
+        justification.push_str(&format!("; prompt: {prompt}"));
+    }
+    justification
 }
