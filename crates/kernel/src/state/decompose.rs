@@ -21,52 +21,10 @@ impl State {
         policy: ChildDeathPolicy,
     ) -> Event {
         const ACTION: &str = "task.decompose";
-        if subtasks.is_empty() || subtasks.len() > SUBTASKS_MAX {
-            return Event::denied(
-                ACTION,
-                address,
-                invalid(format!("a decomposition has 1 to {SUBTASKS_MAX} subtasks")),
-            );
-        }
-        let level = task_level(address);
-        if level >= TASK_DEPTH_MAX {
-            return Event::denied(
-                ACTION,
-                address,
-                invalid(format!(
-                    "{address} is at decomposition level {level}, the deepest allowed ({TASK_DEPTH_MAX}): complete it instead"
-                )),
-            );
-        }
-        let siblings: BTreeSet<String> = (1..=subtasks.len()).map(|i| i.to_string()).collect();
-        for subtask in subtasks {
-            if let Err(reason) = self.validate_new_task(subtask, &siblings) {
-                return Event::denied(ACTION, address, reason);
-            }
-        }
-        if let Some(cycle) = sibling_cycle(subtasks) {
-            return Event::denied(
-                ACTION,
-                address,
-                invalid(format!(
-                    "the subtasks' dependencies form a cycle through subtask {cycle}"
-                )),
-            );
-        }
-        let shares: u64 = subtasks.iter().filter_map(|s| s.budget_micro_usd).sum();
-        let remaining = self.tasks[address]
-            .budget
-            .as_ref()
-            .map_or(0, |b| b.remaining_micro_usd);
-        if shares > remaining {
-            return Event::denied(
-                ACTION,
-                address,
-                invalid(format!(
-                    "the subtasks ask for {shares} micro-dollars; the task has {remaining} left"
-                )),
-            );
-        }
+        let siblings = match self.check_decomposition(address, subtasks) {
+            Ok(siblings) => siblings,
+            Err(reason) => return Event::denied(ACTION, address, reason),
+        };
         // The decomposition is admitted whole or not at all: every subtask counts
         // toward the limits before any is created.
         let bytes: u64 = subtasks
@@ -95,8 +53,83 @@ impl State {
             actor_address,
             &command.justification,
         );
+        self.create_subtasks(
+            fx,
+            command,
+            actor_address,
+            address,
+            subtasks,
+            &addresses,
+            &siblings,
+        );
+        Event::allowed(
+            ACTION,
+            address,
+            Effect::TaskDecomposed {
+                address: address.to_string(),
+                children: addresses,
+            },
+        )
+        .with_warnings(warnings)
+    }
+
+    /// Whether the subtasks may be made: 1 to `SUBTASKS_MAX` of them, above the
+    /// deepest level, each valid, no cycle among their dependencies, their budget
+    /// shares within what the task has left. The siblings' names (`1`, `2`...),
+    /// by which they may depend on each other.
+    fn check_decomposition(
+        &self,
+        address: &str,
+        subtasks: &[NewTask],
+    ) -> Result<BTreeSet<String>, crate::event::Reason> {
+        if subtasks.is_empty() || subtasks.len() > SUBTASKS_MAX {
+            return Err(invalid(format!(
+                "a decomposition has 1 to {SUBTASKS_MAX} subtasks"
+            )));
+        }
+        let level = task_level(address);
+        if level >= TASK_DEPTH_MAX {
+            return Err(invalid(format!(
+                "{address} is at decomposition level {level}, the deepest allowed ({TASK_DEPTH_MAX}): complete it instead"
+            )));
+        }
+        let siblings: BTreeSet<String> = (1..=subtasks.len()).map(|i| i.to_string()).collect();
+        for subtask in subtasks {
+            self.validate_new_task(subtask, &siblings)?;
+        }
+        if let Some(cycle) = sibling_cycle(subtasks) {
+            return Err(invalid(format!(
+                "the subtasks' dependencies form a cycle through subtask {cycle}"
+            )));
+        }
+        let shares: u64 = subtasks.iter().filter_map(|s| s.budget_micro_usd).sum();
+        let remaining = self.tasks[address]
+            .budget
+            .as_ref()
+            .map_or(0, |b| b.remaining_micro_usd);
+        if shares > remaining {
+            return Err(invalid(format!(
+                "the subtasks ask for {shares} micro-dollars; the task has {remaining} left"
+            )));
+        }
+        Ok(siblings)
+    }
+
+    /// The subtasks made: sibling dependencies turned into addresses, each budget
+    /// share taken from the task's, the task's priority when a subtask gives none.
+    #[allow(clippy::too_many_arguments)]
+    fn create_subtasks(
+        &mut self,
+        fx: &mut Effects,
+        command: &Command,
+        actor_address: &str,
+        address: &str,
+        subtasks: &[NewTask],
+        addresses: &[String],
+        siblings: &BTreeSet<String>,
+    ) {
         let payer = self.tasks[address].budget.as_ref().map(|b| b.payer);
-        for (subtask, child) in subtasks.iter().zip(&addresses) {
+        for (subtask, child) in subtasks.iter().zip(addresses) {
             let mut new = subtask.clone();
             new.depends_on = new
                 .depends_on
@@ -140,14 +173,5 @@ impl State {
                 ChildDeathPolicy::Fail,
             );
         }
-        Event::allowed(
-            ACTION,
-            address,
-            Effect::TaskDecomposed {
-                address: address.to_string(),
-                children: addresses,
-            },
-        )
-        .with_warnings(warnings)
     }
 }
