@@ -24,41 +24,21 @@ impl State {
         }
         let justification = command.justification.as_str();
         match update {
-            TaskUpdate::Heartbeat | TaskUpdate::Checkpoint(_) => {
-                if let TaskUpdate::Checkpoint(checkpoint) = update {
-                    if checkpoint.len() > CHECKPOINT_BYTES_MAX {
-                        return Event::denied(
-                            action,
-                            address,
-                            invalid(format!(
-                                "a checkpoint is at most {CHECKPOINT_BYTES_MAX} bytes"
-                            )),
-                        );
-                    }
-                    self.tasks.get_mut(address).expect("checked").checkpoint =
-                        Some(checkpoint.clone());
+            TaskUpdate::Heartbeat => {
+                self.renew(fx, action, address, token, actor_address, justification)
+            }
+            TaskUpdate::Checkpoint(checkpoint) => {
+                if checkpoint.len() > CHECKPOINT_BYTES_MAX {
+                    return Event::denied(
+                        action,
+                        address,
+                        invalid(format!(
+                            "a checkpoint is at most {CHECKPOINT_BYTES_MAX} bytes"
+                        )),
+                    );
                 }
-                self.renew_lease(address);
-                self.set_status(
-                    fx,
-                    address,
-                    TaskStatus::InProgress,
-                    actor_address,
-                    justification,
-                );
-                let expires_at_ms = self.tasks[address]
-                    .lease
-                    .as_ref()
-                    .map_or(0, |l| l.expires_at_ms);
-                Event::allowed(
-                    action,
-                    address,
-                    Effect::TaskClaimed {
-                        address: address.to_string(),
-                        token,
-                        expires_at_ms,
-                    },
-                )
+                self.tasks.get_mut(address).expect("checked").checkpoint = Some(checkpoint.clone());
+                self.renew(fx, action, address, token, actor_address, justification)
             }
             TaskUpdate::Complete(result) => {
                 if result.len() > RESULT_BYTES_MAX {
@@ -68,25 +48,7 @@ impl State {
                         invalid(format!("a result is at most {RESULT_BYTES_MAX} bytes")),
                     );
                 }
-                let mut consequences = Vec::new();
-                self.end_attempt(address, "completed", None);
-                self.complete(
-                    fx,
-                    address,
-                    Some(result.clone()),
-                    actor_address,
-                    justification,
-                    &mut consequences,
-                );
-                fx.consequences.extend(consequences);
-                Event::allowed(
-                    action,
-                    address,
-                    Effect::TaskChanged {
-                        address: address.to_string(),
-                        status: TaskStatus::Completed,
-                    },
-                )
+                self.complete_by_holder(fx, address, result, actor_address, justification)
             }
             TaskUpdate::Fail(reason) => {
                 self.end_attempt(address, "failed", Some(reason.clone()));
@@ -141,6 +103,69 @@ impl State {
                 *on_child_death,
             ),
         }
+    }
+
+    /// A heartbeat or a checkpoint: the lease renewed, the task in progress.
+    fn renew(
+        &mut self,
+        fx: &mut Effects,
+        action: &'static str,
+        address: &str,
+        token: u64,
+        actor_address: &str,
+        justification: &str,
+    ) -> Event {
+        self.renew_lease(address);
+        self.set_status(
+            fx,
+            address,
+            TaskStatus::InProgress,
+            actor_address,
+            justification,
+        );
+        let expires_at_ms = self.tasks[address]
+            .lease
+            .as_ref()
+            .map_or(0, |l| l.expires_at_ms);
+        Event::allowed(
+            action,
+            address,
+            Effect::TaskClaimed {
+                address: address.to_string(),
+                token,
+                expires_at_ms,
+            },
+        )
+    }
+
+    /// The holder completes the task with its result.
+    fn complete_by_holder(
+        &mut self,
+        fx: &mut Effects,
+        address: &str,
+        result: &str,
+        actor_address: &str,
+        justification: &str,
+    ) -> Event {
+        let mut consequences = Vec::new();
+        self.end_attempt(address, "completed", None);
+        self.complete(
+            fx,
+            address,
+            Some(result.to_string()),
+            actor_address,
+            justification,
+            &mut consequences,
+        );
+        fx.consequences.extend(consequences);
+        Event::allowed(
+            "task.complete",
+            address,
+            Effect::TaskChanged {
+                address: address.to_string(),
+                status: TaskStatus::Completed,
+            },
+        )
     }
 
     pub(super) fn requeue_task(
