@@ -221,6 +221,70 @@ impl LogWriter {
     }
 }
 
+/// Replay needs every command after the snapshot: a command log pruned past it
+/// cannot rebuild the state.
+fn check_replayable(dir: &Path, first_kept: u64, last_seq: u64) -> Result<(), Error> {
+    if first_kept > last_seq + 1 {
+        return Err(Error::Mismatch(format!(
+            "the command log was pruned before command {} (retention.toml [logs]) but no usable snapshot at or after command {} is in {}: the state cannot be rebuilt. Restore the snapshots directory from a backup, or move the archived segments (archive/logs/commands/) back into commands/ and remove commands/CUT",
+            first_kept,
+            first_kept - 1,
+            dir.join("snapshots").display()
+        )));
+    }
+    Ok(())
+}
+
+/// Where the decision log's chain ends: the head to chain the next record to, and
+/// the position (command, event) of its last record, if it has one.
+fn chain_tail(
+    audit: &SegmentLog,
+    records: u64,
+) -> Result<(ChainHead, Option<RecordPosition>), Error> {
+    let mut head = ChainHead::default();
+    if records == 0 {
+        return Ok((head, None));
+    }
+    let mut last_audit: Vec<u8> = Vec::new();
+    audit.reader().scan(records, |_, bytes| {
+        last_audit = bytes.to_vec();
+        std::ops::ControlFlow::Break(())
+    })?;
+    #[derive(serde::Deserialize)]
+    struct Tail {
+        hash: String,
+    }
+    let tail: Tail = serde_json::from_slice(&last_audit)
+        .map_err(|error| Error::Mismatch(format!("last decision record is unreadable: {error}")))?;
+    hex::decode_to_slice(&tail.hash, &mut head.hash)
+        .map_err(|_| Error::Mismatch("last decision record has a bad hash".into()))?;
+    head.seq = records;
+    let position: RecordPosition = serde_json::from_slice(&last_audit)
+        .map_err(|error| Error::Mismatch(format!("last decision record is unreadable: {error}")))?;
+    Ok((head, Some(position)))
+}
+
+/// The newest snapshot whose commands' events are all in the decision log (one
+/// past the log's end cannot be used: the events of the commands between would be
+/// lost), or an empty state.
+fn newest_usable_snapshot(
+    dir: &Path,
+    options: &StoreOptions,
+    complete_through: u64,
+    report: &mut RecoveryReport,
+) -> Result<State, Error> {
+    if !options.ignore_snapshots {
+        if let Some((snapshot_state, path)) = snapshot::load_latest(&dir.join("snapshots"))? {
+            if snapshot_state.last_seq <= complete_through {
+                report.snapshot_seq = snapshot_state.last_seq;
+                report.snapshot = Some(path);
+                return Ok(snapshot_state);
+            }
+        }
+    }
+    Ok(State::new())
+}
+
 impl Store {
     /// Opens `dir` (creating it), loads the newest snapshot, replays the command log
     /// after it, and rebuilds any decision records a crash cut off.
@@ -241,39 +305,14 @@ impl Store {
         };
 
         // The decision log first: where it ends says which events already exist.
-        let mut last_audit: Vec<u8> = Vec::new();
         let (audit, audit_report) = SegmentLog::open(
             &dir.join("audit"),
             trimmed(audit_cut.is_some()),
             u64::MAX,
             |_, _| Ok(()),
         )?;
-        let audit_reader = audit.reader();
-        let audit_records = audit_report.records;
         report.truncated.extend(audit_report.truncated);
-        let mut head = ChainHead::default();
-        let mut audit_position = None;
-        if audit_records > 0 {
-            audit_reader.scan(audit_records, |_, bytes| {
-                last_audit = bytes.to_vec();
-                std::ops::ControlFlow::Break(())
-            })?;
-            #[derive(serde::Deserialize)]
-            struct Tail {
-                hash: String,
-            }
-            let tail: Tail = serde_json::from_slice(&last_audit).map_err(|error| {
-                Error::Mismatch(format!("last decision record is unreadable: {error}"))
-            })?;
-            hex::decode_to_slice(&tail.hash, &mut head.hash)
-                .map_err(|_| Error::Mismatch("last decision record has a bad hash".into()))?;
-            head.seq = audit_records;
-            let position: RecordPosition =
-                serde_json::from_slice(&last_audit).map_err(|error| {
-                    Error::Mismatch(format!("last decision record is unreadable: {error}"))
-                })?;
-            audit_position = Some(position);
-        }
+        let (mut head, audit_position) = chain_tail(&audit, audit_report.records)?;
         // Events of commands up to `complete_through` are all in the decision log.
         let (complete_through, partial) = match &audit_position {
             None => (0, None),
@@ -281,32 +320,12 @@ impl Store {
             Some(p) => (p.command - 1, Some((p.command, p.event as usize + 1))),
         };
 
-        let mut state = State::new();
-        if !options.ignore_snapshots {
-            if let Some((snapshot_state, path)) = snapshot::load_latest(&dir.join("snapshots"))? {
-                // A snapshot past the decision log's end cannot be used: the events of
-                // the commands between would be lost.
-                if snapshot_state.last_seq <= complete_through {
-                    report.snapshot_seq = snapshot_state.last_seq;
-                    report.snapshot = Some(path);
-                    state = snapshot_state;
-                }
-            }
-        }
-
+        let mut state = newest_usable_snapshot(dir, &options, complete_through, &mut report)?;
         if let Some(cut) = &audit_cut {
             check_starts_by(&audit, cut.seq + 1, &dir.join("audit"))?;
         }
         if let Some(cut) = &commands_cut {
-            // Replay needs every command after the snapshot.
-            if cut.first_kept > state.last_seq + 1 {
-                return Err(Error::Mismatch(format!(
-                    "the command log was pruned before command {} (retention.toml [logs]) but no usable snapshot at or after command {} is in {}: the state cannot be rebuilt. Restore the snapshots directory from a backup, or move the archived segments (archive/logs/commands/) back into commands/ and remove commands/CUT",
-                    cut.first_kept,
-                    cut.first_kept - 1,
-                    dir.join("snapshots").display()
-                )));
-            }
+            check_replayable(dir, cut.first_kept, state.last_seq)?;
         }
         let mut audit = audit;
         let archive = crate::TaskArchive::new(dir);
