@@ -54,14 +54,9 @@ pub struct WorkerOptions {
     pub profile: Option<String>,
 }
 
-pub async fn run(options: WorkerOptions, remote: Remote) -> anyhow::Result<ExitCode> {
-    let exec = options.exec.clone();
-    let sandbox = match &exec {
-        Some(_) => Some(crate::sandbox::Sandbox::resolve(options.sandbox.clone())?),
-        None => None,
-    };
-    let model = options.model.clone().unwrap_or_else(|| "auto".to_string());
-    let client = Client::new(&remote)?;
+/// A worker session registered (waiting for a place when queued): its id and how
+/// often it heartbeats.
+async fn register(client: &Client, options: &WorkerOptions) -> anyhow::Result<(u64, u64)> {
     let request = RegisterRequest {
         capabilities: options.capabilities.clone(),
         model: options.model.clone(),
@@ -92,42 +87,62 @@ pub async fn run(options: WorkerOptions, remote: Remote) -> anyhow::Result<ExitC
         "colony worker: session {worker} registered (capabilities: {})",
         options.capabilities.join(",")
     );
+    Ok((worker, heartbeat_ms))
+}
 
-    // SIGTERM or Ctrl-C: finish the task at hand, leave the session, exit.
+/// A flag set at SIGTERM or Ctrl-C.
+fn stop_on_signal() -> anyhow::Result<Arc<AtomicBool>> {
     let stopping = Arc::new(AtomicBool::new(false));
-    {
-        let stopping = Arc::clone(&stopping);
-        let mut terminate =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = terminate.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-            stopping.store(true, Ordering::SeqCst);
-        });
-    }
-    let lost = Arc::new(AtomicBool::new(false));
-    let beating = {
-        let (client, lost) = (client.clone(), Arc::clone(&lost));
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(Duration::from_millis(heartbeat_ms)).await;
-                if let Err(error) = client
-                    .post(&format!("/v1/workers/{worker}/heartbeat"), &json!({}))
-                    .await
-                    .and_then(crate::client::typed::<WorkerHeartbeat>)
-                {
-                    if is_gone(&error).is_some() {
-                        lost.store(true, Ordering::SeqCst);
-                        return;
-                    }
-                    eprintln!("colony worker: heartbeat failed: {error:#}");
-                }
-            }
-        })
-    };
+    let flag = Arc::clone(&stopping);
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        flag.store(true, Ordering::SeqCst);
+    });
+    Ok(stopping)
+}
 
+/// The session's heartbeats, until the node says it is gone (`lost` is then set).
+fn heartbeat(
+    client: Client,
+    worker: u64,
+    heartbeat_ms: u64,
+    lost: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(heartbeat_ms)).await;
+            if let Err(error) = client
+                .post(&format!("/v1/workers/{worker}/heartbeat"), &json!({}))
+                .await
+                .and_then(crate::client::typed::<WorkerHeartbeat>)
+            {
+                if is_gone(&error).is_some() {
+                    lost.store(true, Ordering::SeqCst);
+                    return;
+                }
+                eprintln!("colony worker: heartbeat failed: {error:#}");
+            }
+        }
+    })
+}
+
+pub async fn run(options: WorkerOptions, remote: Remote) -> anyhow::Result<ExitCode> {
+    let exec = options.exec.clone();
+    let sandbox = match &exec {
+        Some(_) => Some(crate::sandbox::Sandbox::resolve(options.sandbox.clone())?),
+        None => None,
+    };
+    let model = options.model.clone().unwrap_or_else(|| "auto".to_string());
+    let client = Client::new(&remote)?;
+    let (worker, heartbeat_ms) = register(&client, &options).await?;
+    // SIGTERM or Ctrl-C: finish the task at hand, leave the session, exit.
+    let stopping = stop_on_signal()?;
+    let lost = Arc::new(AtomicBool::new(false));
+    let beating = heartbeat(client.clone(), worker, heartbeat_ms, Arc::clone(&lost));
     // Who this worker is, asked once: the tokens its commands get are made for it.
     let me: anyhow::Result<String> = client
         .get_as::<LedgerView>("/v1/ledger/me")
