@@ -373,14 +373,7 @@ async fn work(
     // Reaped: its number may be reused from now on, so it is never signalled again.
     group.0 = None;
     if let Some((principal, id, _)) = &scoped {
-        let path = format!(
-            "/v1/principals/{principal}/tokens/{id}?justification=the%20task%27s%20command%20ended"
-        );
-        if let Err(error) = client.delete(&path).await {
-            eprintln!(
-                "colony worker: could not revoke the token of {address}'s command: {error:#}"
-            );
-        }
+        revoke(client, principal, *id, &address).await;
     }
     let measured = crate::sandbox::measured(report).await;
     held.settle(client, &address, measured).await;
@@ -390,6 +383,28 @@ async fn work(
         // is nothing to complete or fail.
         return Ok(());
     }
+    finish(&lease, status, output, stderr).await
+}
+
+/// The command's scoped token revoked once it ended.
+async fn revoke(client: &Client, principal: &str, id: u64, address: &str) {
+    let path = format!(
+        "/v1/principals/{principal}/tokens/{id}?justification=the%20task%27s%20command%20ended"
+    );
+    if let Err(error) = client.delete(&path).await {
+        eprintln!("colony worker: could not revoke the token of {address}'s command: {error:#}");
+    }
+}
+
+/// The task completed with what the command printed (JSON, or its text), or failed
+/// with the end of what it said on stderr.
+async fn finish(
+    lease: &Lease<'_>,
+    status: std::process::ExitStatus,
+    output: Vec<String>,
+    stderr: String,
+) -> anyhow::Result<()> {
+    let address = lease.address;
     if status.success() {
         let text = output.join("\n");
         let result: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
