@@ -323,13 +323,7 @@ async fn work(
         let _ = stdin.write_all(task_json.as_bytes()).await;
     }
     let mut stdout = BufReader::new(child.stdout.take().expect("piped")).lines();
-    let mut stderr = child.stderr.take().expect("piped");
-    let stderr_tail = tokio::spawn(async move {
-        let mut all = Vec::new();
-        let _ = stderr.read_to_end(&mut all).await;
-        let start = all.len().saturating_sub(FAILURE_REASON_BYTES_MAX);
-        String::from_utf8_lossy(&all[start..]).trim().to_string()
-    });
+    let stderr_tail = tail_of(child.stderr.take().expect("piped"));
     let mut output = Vec::new();
     let mut renew = tokio::time::interval(Duration::from_millis((lease_ms / 3).max(50)));
     renew.tick().await;
@@ -340,10 +334,7 @@ async fn work(
         let renewed = tokio::select! {
             line = stdout.next_line() => match line? {
                 Some(line) => match line.strip_prefix("checkpoint:") {
-                    Some(checkpoint) => {
-                        let checkpoint: Value = serde_json::from_str(checkpoint.trim()).unwrap_or_else(|_| json!(checkpoint.trim()));
-                        lease.act("checkpoint", LeaseRequest { checkpoint: Some(checkpoint), ..LeaseRequest::default() }).await
-                    }
+                    Some(checkpoint) => lease.act("checkpoint", checkpointed(checkpoint)).await,
                     None => {
                         output.push(line);
                         continue;
@@ -384,6 +375,27 @@ async fn work(
         return Ok(());
     }
     finish(&lease, status, output, stderr).await
+}
+
+/// A `checkpoint:` line's checkpoint: its JSON, or its text.
+fn checkpointed(line: &str) -> LeaseRequest {
+    let line = line.trim();
+    let checkpoint = serde_json::from_str(line).unwrap_or_else(|_| json!(line));
+    LeaseRequest {
+        checkpoint: Some(checkpoint),
+        ..LeaseRequest::default()
+    }
+}
+
+/// The last `FAILURE_REASON_BYTES_MAX` bytes the command writes on stderr (all of
+/// it is read, so that the command never blocks on a full pipe).
+fn tail_of(mut stderr: tokio::process::ChildStderr) -> tokio::task::JoinHandle<String> {
+    tokio::spawn(async move {
+        let mut all = Vec::new();
+        let _ = stderr.read_to_end(&mut all).await;
+        let start = all.len().saturating_sub(FAILURE_REASON_BYTES_MAX);
+        String::from_utf8_lossy(&all[start..]).trim().to_string()
+    })
 }
 
 /// The command's scoped token revoked once it ended.
