@@ -124,24 +124,7 @@ pub(crate) async fn work_llm(
         .find(|(l, _)| l == "signal")
         .and_then(|(_, b)| serde_json::from_str::<Value>(b).ok());
     if let Some(signal) = signal {
-        let reason = format!(
-            "the model signalled {}: {}",
-            text(&signal["signal"]),
-            text(&signal["reason"])
-        );
-        let action = if signal["signal"] == "task_rejection" {
-            "fail"
-        } else {
-            "release"
-        };
-        let request = LeaseRequest {
-            reason: Some(reason.clone()),
-            justification: Some(reason.clone()),
-            ..LeaseRequest::default()
-        };
-        lease.act(action, request).await?;
-        eprintln!("colony worker: {address}: {reason}");
-        return Ok(());
+        return give_back_as_signalled(&lease, &address, &signal).await;
     }
     let decision = blocks
         .iter()
@@ -168,48 +151,7 @@ pub(crate) async fn work_llm(
         .unwrap_or_else(|| format!("{model} decided without saying why"));
     match decision["action"].as_str() {
         Some("decompose") => {
-            // What the model proposed (its own JSON), as the board's requests.
-            let mut subtasks: Vec<TaskRequest> = decision["subtasks"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default()
-                .iter()
-                .take(10)
-                .map(|s| TaskRequest {
-                    title: text(&s["title"]),
-                    description: s["description"].as_str().unwrap_or("").to_string(),
-                    capabilities: s["capabilities"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .filter_map(|c| c.as_str().map(str::to_string))
-                        .collect(),
-                    ..TaskRequest::default()
-                })
-                .collect();
-            // The subtasks share what is left of the task's budget (the call above is
-            // already charged), so that their own calls are charged to them.
-            let current: TaskView = client.get_as(&format!("/v1/tasks/{address}")).await?;
-            let remaining = current.budget.map_or(0, |b| b.remaining_micro_usd);
-            let shares = budget_shares(remaining, subtasks.len());
-            for (subtask, share) in subtasks.iter_mut().zip(shares) {
-                if share > 0 {
-                    subtask.budget_usd = Some(Usd::Text(micro_usd_text(share)));
-                }
-            }
-            let count = subtasks.len();
-            let request = DecomposeRequest {
-                lease_token: token,
-                subtasks,
-                on_child_death: Default::default(),
-                justification: Some(justification.clone()),
-            };
-            client
-                .post_as::<TaskView>(&format!("/v1/tasks/{address}/decompose"), &request)
-                .await?;
-            eprintln!(
-                "colony worker: {address}: decomposed into {count} subtasks ({justification})"
-            );
+            decompose_as_told(client, &address, token, &decision, &justification).await?
         }
         _ => {
             let result = if decision["result"].is_null() {
@@ -226,6 +168,84 @@ pub(crate) async fn work_llm(
             eprintln!("colony worker: {address}: completed ({justification})");
         }
     }
+    Ok(())
+}
+
+/// The model signalled it will not do the task: rejected (failed) or given back.
+async fn give_back_as_signalled(
+    lease: &Lease<'_>,
+    address: &str,
+    signal: &Value,
+) -> anyhow::Result<()> {
+    let reason = format!(
+        "the model signalled {}: {}",
+        text(&signal["signal"]),
+        text(&signal["reason"])
+    );
+    let action = if signal["signal"] == "task_rejection" {
+        "fail"
+    } else {
+        "release"
+    };
+    let request = LeaseRequest {
+        reason: Some(reason.clone()),
+        justification: Some(reason.clone()),
+        ..LeaseRequest::default()
+    };
+    lease.act(action, request).await?;
+    eprintln!("colony worker: {address}: {reason}");
+    Ok(())
+}
+
+/// The task decomposed into the subtasks the model proposed (at most 10), which
+/// share what is left of its budget.
+async fn decompose_as_told(
+    client: &Client,
+    address: &str,
+    token: u64,
+    decision: &Value,
+    justification: &str,
+) -> anyhow::Result<()> {
+    // What the model proposed (its own JSON), as the board's requests.
+    let mut subtasks: Vec<TaskRequest> = decision["subtasks"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .take(10)
+        .map(|s| TaskRequest {
+            title: text(&s["title"]),
+            description: s["description"].as_str().unwrap_or("").to_string(),
+            capabilities: s["capabilities"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|c| c.as_str().map(str::to_string))
+                .collect(),
+            ..TaskRequest::default()
+        })
+        .collect();
+    // The subtasks share what is left of the task's budget (the call above is
+    // already charged), so that their own calls are charged to them.
+    let current: TaskView = client.get_as(&format!("/v1/tasks/{address}")).await?;
+    let remaining = current.budget.map_or(0, |b| b.remaining_micro_usd);
+    let shares = budget_shares(remaining, subtasks.len());
+    for (subtask, share) in subtasks.iter_mut().zip(shares) {
+        if share > 0 {
+            subtask.budget_usd = Some(Usd::Text(micro_usd_text(share)));
+        }
+    }
+    let count = subtasks.len();
+    let request = DecomposeRequest {
+        lease_token: token,
+        subtasks,
+        on_child_death: Default::default(),
+        justification: Some(justification.to_string()),
+    };
+    client
+        .post_as::<TaskView>(&format!("/v1/tasks/{address}/decompose"), &request)
+        .await?;
+    eprintln!("colony worker: {address}: decomposed into {count} subtasks ({justification})");
     Ok(())
 }
 
