@@ -38,11 +38,16 @@ pub struct MockState {
 }
 
 pub fn router(state: MockState) -> Router {
-    Router::new()
+    // The model APIs answer a key as `check_key` says (and count the call) before
+    // their handlers run.
+    let apis = Router::new()
         .route("/v1/chat/completions", post(chat))
         .route("/v1/messages", post(messages))
         .route("/v1/embeddings", post(embeddings))
         .route("/v1/responses", post(responses))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), keyed));
+    Router::new()
+        .merge(apis)
         .route(
             "/v1/responses/{id}",
             get(|axum::extract::Path(id): axum::extract::Path<String>| async move {
@@ -58,6 +63,18 @@ pub fn router(state: MockState) -> Router {
             get(|State(state): State<MockState>| async move { Json(json!(*state.calls.lock().expect("mock lock"))) }),
         )
         .with_state(state)
+}
+
+/// The model APIs' gate: the refusal the call's key earns, or the handler's answer.
+async fn keyed(
+    State(state): State<MockState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match check_key(&state, request.headers()) {
+        Some(refusal) => refusal,
+        None => next.run(request).await,
+    }
 }
 
 /// Counts the call; the refusal its key earns, if any.
@@ -132,14 +149,7 @@ fn answer(body: &Value, extra_messages: u64, max_tokens: u64) -> Answer {
 
 /// The Responses API: the chat answer to the input, 10 input tokens per input item
 /// (a string is one) and at most 12 output tokens, plain or as the event stream.
-async fn responses(
-    State(state): State<MockState>,
-    headers: HeaderMap,
-    Json(body): Json<Value>,
-) -> Response {
-    if let Some(refusal) = check_key(&state, &headers) {
-        return refusal;
-    }
+async fn responses(Json(body): Json<Value>) -> Response {
     let items = body["input"].as_array().map_or(1, Vec::len) as u64;
     let last = match &body["input"] {
         Value::String(text) => text.clone(),
@@ -198,14 +208,7 @@ async fn responses(
 
 /// Embeddings: the scripted provider's vectors under the upstream's model name, and
 /// 5 input tokens per input.
-async fn embeddings(
-    State(state): State<MockState>,
-    headers: HeaderMap,
-    Json(body): Json<Value>,
-) -> Response {
-    if let Some(refusal) = check_key(&state, &headers) {
-        return refusal;
-    }
+async fn embeddings(Json(body): Json<Value>) -> Response {
     let model = body["model"].as_str().unwrap_or("mock").to_string();
     let mut answer = colony_gateway::scripted::embeddings(&body, &model);
     let inputs = answer["data"].as_array().map_or(0, Vec::len) as u64;
@@ -213,14 +216,7 @@ async fn embeddings(
     Json(answer).into_response()
 }
 
-async fn messages(
-    State(state): State<MockState>,
-    headers: HeaderMap,
-    Json(body): Json<Value>,
-) -> Response {
-    if let Some(refusal) = check_key(&state, &headers) {
-        return refusal;
-    }
+async fn messages(Json(body): Json<Value>) -> Response {
     let system = u64::from(body.get("system").is_some());
     let max_tokens = body["max_tokens"].as_u64().unwrap_or(1_000);
     let Answer {
@@ -264,14 +260,7 @@ async fn messages(
     ([("content-type", "text/event-stream")], out).into_response()
 }
 
-async fn chat(
-    State(state): State<MockState>,
-    headers: HeaderMap,
-    Json(body): Json<Value>,
-) -> Response {
-    if let Some(refusal) = check_key(&state, &headers) {
-        return refusal;
-    }
+async fn chat(Json(body): Json<Value>) -> Response {
     let max_tokens = body["max_tokens"]
         .as_u64()
         .or(body["max_completion_tokens"].as_u64())
