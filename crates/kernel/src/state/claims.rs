@@ -51,11 +51,7 @@ impl State {
                 Gate::Deny(reason) => return Event::denied(ACTION, actor_address, reason),
             }
         }
-        // A session's registered capabilities stand in when the claim names none.
-        let registered = match (capabilities.is_empty(), worker) {
-            (true, Some(worker)) => self.workers[&worker].capabilities.clone(),
-            _ => capabilities.to_vec(),
-        };
+        let registered = self.capabilities_offered(capabilities, worker);
         let offered: BTreeSet<&str> = registered.iter().map(String::as_str).collect();
         let Some(address) = self.best_claimable(&offered, &config) else {
             return Event::allowed(ACTION, actor_address, Effect::NothingToClaim);
@@ -89,19 +85,12 @@ impl State {
         if capabilities.len() > CAPABILITIES_MAX || lease_ms_within(config, lease_ms).is_err() {
             return None;
         }
-        let registered = match worker {
-            Some(id) => {
-                if self.worker_refusal(actor, id).is_some() {
-                    return None;
-                }
-                if capabilities.is_empty() {
-                    self.workers[&id].capabilities.clone()
-                } else {
-                    capabilities.to_vec()
-                }
+        if let Some(id) = worker {
+            if self.worker_refusal(actor, id).is_some() {
+                return None;
             }
-            None => capabilities.to_vec(),
-        };
+        }
+        let registered = self.capabilities_offered(capabilities, worker);
         if let Some(limit) = self.limits.get(&LimitName::TasksPerWorker) {
             let mut view = limit.clone();
             view.usage = self.leases_held.get(&actor).copied().unwrap_or(0) as u64;
@@ -111,6 +100,19 @@ impl State {
         }
         let offered: BTreeSet<&str> = registered.iter().map(String::as_str).collect();
         Some(self.best_claimable(&offered, config).is_none())
+    }
+
+    /// What a claim offers: its own capabilities, or, when it names none, those its
+    /// worker session registered.
+    pub fn capabilities_offered(
+        &self,
+        capabilities: &[String],
+        worker: Option<u64>,
+    ) -> Vec<String> {
+        match worker.and_then(|id| self.workers.get(&id)) {
+            Some(session) if capabilities.is_empty() => session.capabilities.clone(),
+            _ => capabilities.to_vec(),
+        }
     }
 
     /// Claims a task by its address, if it is claimable now.

@@ -181,16 +181,14 @@ fn waiting_claim(
     if tokio::time::Instant::now() >= deadline {
         return None;
     }
-    let capabilities = {
-        let state = app.shared.state.read().expect("state lock");
-        match (request.capabilities.is_empty(), request.worker) {
-            (true, Some(worker)) => state
-                .worker(worker)
-                .map(|w| w.capabilities.iter().cloned().collect())
-                .unwrap_or_default(),
-            _ => request.capabilities.iter().cloned().collect(),
-        }
-    };
+    let capabilities = app
+        .shared
+        .state
+        .read()
+        .expect("state lock")
+        .capabilities_offered(&request.capabilities, request.worker)
+        .into_iter()
+        .collect();
     let per_principal_max = app
         .shared
         .connections
