@@ -54,15 +54,33 @@ impl PrincipalSlots {
     }
 }
 
-impl Drop for Slot {
-    fn drop(&mut self) {
-        let mut held = self.app.shared.slots.held.lock().expect("slots lock");
-        if let Some(count) = held.get_mut(&self.principal) {
+impl PrincipalSlots {
+    /// Gives back one of `principal`'s places.
+    fn give_back(&self, principal: PrincipalId) {
+        let mut held = self.held.lock().expect("slots lock");
+        if let Some(count) = held.get_mut(&principal) {
             *count -= 1;
             if *count == 0 {
-                held.remove(&self.principal);
+                held.remove(&principal);
             }
         }
+    }
+
+    /// Takes one place back for `principal`, whatever the bound (a request that was
+    /// admitted and stepped aside).
+    fn take_back(&self, principal: PrincipalId) {
+        *self
+            .held
+            .lock()
+            .expect("slots lock")
+            .entry(principal)
+            .or_insert(0) += 1;
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.app.shared.slots.give_back(self.principal);
     }
 }
 
@@ -81,13 +99,7 @@ pub(crate) fn step_aside(app: &AppState, caller: &crate::auth::Caller) -> Aside 
     // Admins hold no slot (see `gated`).
     let principal = (!caller.is_admin()).then_some(caller.id);
     if let Some(principal) = principal {
-        let mut held = app.shared.slots.held.lock().expect("slots lock");
-        if let Some(count) = held.get_mut(&principal) {
-            *count -= 1;
-            if *count == 0 {
-                held.remove(&principal);
-            }
-        }
+        app.shared.slots.give_back(principal);
     }
     Aside {
         app: app.clone(),
@@ -102,8 +114,7 @@ impl Drop for Aside {
             .in_flight
             .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         if let Some(principal) = self.principal {
-            let mut held = self.app.shared.slots.held.lock().expect("slots lock");
-            *held.entry(principal).or_insert(0) += 1;
+            self.app.shared.slots.take_back(principal);
         }
     }
 }

@@ -171,7 +171,7 @@ impl Wire {
                 self.parking = false;
                 at
             }
-            None if matches!(self.io, Socket::Tcp(_)) && !self.closing => {
+            None if self.parkable() => {
                 // A fresh session parks as soon as nothing is ready (`Step::Idle`).
                 if self.parking || self.fresh {
                     return;
@@ -193,10 +193,14 @@ impl Wire {
         }
     }
 
-    /// Whether the connection could park now: plain TCP, not closing, everything
-    /// written.
+    /// Plain TCP and not closing: a connection that parks when it is quiet.
+    fn parkable(&self) -> bool {
+        matches!(self.io, Socket::Tcp(_)) && !self.closing
+    }
+
+    /// Whether the connection could park now: parkable, everything written.
     fn may_park(&self) -> bool {
-        matches!(self.io, Socket::Tcp(_)) && !self.closing && self.flushed()
+        self.parkable() && self.flushed()
     }
 
     /// The timer is set for an ack deadline.
@@ -210,7 +214,7 @@ impl Wire {
         if !self.parking {
             return Rang::Ack;
         }
-        if self.quiet && self.flushed() && !self.closing {
+        if self.quiet && self.may_park() {
             self.timer = None;
             self.parking = false;
             return Rang::Quiet;
