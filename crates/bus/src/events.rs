@@ -6,6 +6,8 @@ use std::sync::Arc;
 
 use colony_kernel::Priority;
 
+use crate::relay::Reach;
+use crate::subject::Tokens;
 use crate::{Bus, MsgParts};
 
 impl Bus {
@@ -19,8 +21,11 @@ impl Bus {
             headers: None,
             reply_to: None,
         };
-        self.route(&Arc::new(parts.to_msg(None)));
-        if let Some(stream) = self.streams.capturing(subject) {
+        let Some(tokens) = Tokens::of(subject) else {
+            return; // the system's subjects are valid ones
+        };
+        self.route_reaching(&Arc::new(parts.to_msg(None)), &tokens, Reach::All);
+        if let Some(stream) = self.streams.capturing(&tokens) {
             let _ = self.streams.append(&stream, &parts, None);
         }
     }

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use colony_kernel::{PrincipalId, Priority, Reason, Role};
 
 use crate::meter::{Meter, Spent};
-use crate::subject::{check_pattern, check_subject};
+use crate::subject::{check_pattern, check_subject, Tokens, SUBJECT_TOKENS_MAX};
 use crate::{policy, Backpressure, Bus, Conn, MsgParts, Routed, Sub};
 
 /// Why a publish or a subscription was refused.
@@ -51,6 +51,9 @@ impl Bus {
         parts: &MsgParts,
         reply: Option<(Arc<Conn>, String)>,
     ) -> Result<(Routed, bool), Refused> {
+        let tokens = Tokens::of(parts.subject).ok_or_else(|| {
+            Refused::Invalid(format!("a subject has at most {SUBJECT_TOKENS_MAX} tokens"))
+        })?;
         let bytes = parts.data.len() as u64;
         self.meters
             .take(meter, parts.from, bytes)
@@ -67,12 +70,12 @@ impl Bus {
                     },
                 }
             })?;
-        let routed = self.route_published(Arc::new(parts.to_msg(None)));
+        let routed = self.route_published(Arc::new(parts.to_msg(None)), &tokens);
         self.metrics.published.fetch_add(1, Ordering::Relaxed);
         self.metrics
             .published_bytes
             .fetch_add(bytes, Ordering::Relaxed);
-        let stream = self.streams.capturing(parts.subject);
+        let stream = self.streams.capturing(&tokens);
         if let Some(stream) = &stream {
             self.streams
                 .append(stream, parts, reply)

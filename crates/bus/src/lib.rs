@@ -52,7 +52,7 @@ use events::may_match_events;
 pub use events::{OfferListener, GRANTS_SUBJECT, TASK_OFFERS_SUBJECT};
 pub use msg::{Delivery, Msg, MsgParts};
 pub use registry::Full;
-use subject::Trie;
+use subject::{Tokens, Trie};
 
 /// What routing one message did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -282,11 +282,21 @@ impl Bus {
     /// Delivers a message to every matching core subscription (one member per queue
     /// group) of this node only. Never waits.
     pub fn route(&self, msg: &Arc<Msg>) -> Routed {
-        self.route_reaching(msg, relay::Reach::All)
+        match Tokens::of(msg.subject()) {
+            Some(tokens) => self.route_reaching(msg, &tokens, relay::Reach::All),
+            // No subscription is for more tokens than a subject may have.
+            None => Routed::default(),
+        }
     }
 
-    /// [`Bus::route`] to the plain subscriptions, the queue groups, or one group.
-    pub(crate) fn route_reaching(&self, msg: &Arc<Msg>, reach: relay::Reach) -> Routed {
+    /// [`Bus::route`] to the plain subscriptions, the queue groups, or one group;
+    /// `tokens` are the message's subject's.
+    pub(crate) fn route_reaching(
+        &self,
+        msg: &Arc<Msg>,
+        tokens: &Tokens,
+        reach: relay::Reach,
+    ) -> Routed {
         let mut routed = Routed::default();
         let offer = |sub: &Arc<Sub>, routed: &mut Routed| {
             let delivery = Delivery {
@@ -307,20 +317,17 @@ impl Bus {
         // Plain subscriptions are offered the message while the trie is walked;
         // queue group members are gathered to pick one per group.
         let mut queued: Vec<Arc<Sub>> = Vec::new();
-        self.router
-            .read()
-            .expect("router lock")
-            .visit(
-                &msg.subject,
-                &mut |sub: &Arc<Sub>| match (sub.queue.as_deref(), reach) {
-                    (None, relay::Reach::All | relay::Reach::Plain) => offer(sub, &mut routed),
-                    (Some(_), relay::Reach::All) => queued.push(Arc::clone(sub)),
-                    (Some(group), relay::Reach::Queue(wanted)) if group == wanted => {
-                        queued.push(Arc::clone(sub))
-                    }
-                    _ => {}
-                },
-            );
+        self.router.read().expect("router lock").visit_tokens(
+            tokens,
+            &mut |sub: &Arc<Sub>| match (sub.queue.as_deref(), reach) {
+                (None, relay::Reach::All | relay::Reach::Plain) => offer(sub, &mut routed),
+                (Some(_), relay::Reach::All) => queued.push(Arc::clone(sub)),
+                (Some(group), relay::Reach::Queue(wanted)) if group == wanted => {
+                    queued.push(Arc::clone(sub))
+                }
+                _ => {}
+            },
+        );
         if !queued.is_empty() {
             let mut groups: Vec<(&str, Vec<&Arc<Sub>>)> = Vec::new();
             for sub in &queued {

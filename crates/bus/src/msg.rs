@@ -11,13 +11,43 @@ use crate::ws;
 /// `sid` (and `delivery`) fields, built once however many subscribers get it.
 #[derive(Debug)]
 pub struct Msg {
-    pub subject: Box<str>,
     pub priority: Priority,
-    /// `"subject":...,"data":...,...}`: the rest of the frame.
+    /// `"subject":"...","data":...,...}`: the rest of the frame. It begins with the
+    /// subject, which is read from it ([`Msg::subject`]) rather than kept twice (an
+    /// allocation per message less).
     pub tail: Box<[u8]>,
+    subject_len: usize,
     /// Stream sequence number (0 for a message that is not stored).
     pub seq: u64,
     pub at_ms: u64,
+}
+
+/// What every tail begins with, before the subject.
+const SUBJECT_AT: &[u8] = b"\"subject\":\"";
+
+impl Msg {
+    pub fn subject(&self) -> &str {
+        std::str::from_utf8(&self.tail[SUBJECT_AT.len()..SUBJECT_AT.len() + self.subject_len])
+            .expect("a tail's subject is checked when the message is made")
+    }
+
+    /// A message another node relayed: its tail as that node made it. `None` when
+    /// the tail does not begin with `subject`, as every tail does.
+    pub fn relayed(subject: &str, priority: Priority, tail: Box<[u8]>) -> Option<Msg> {
+        let rest = tail
+            .strip_prefix(SUBJECT_AT)?
+            .strip_prefix(subject.as_bytes())?;
+        if rest.first() != Some(&b'"') {
+            return None;
+        }
+        Some(Msg {
+            priority,
+            tail,
+            subject_len: subject.len(),
+            seq: 0,
+            at_ms: 0,
+        })
+    }
 }
 
 /// The parts of a published message.
@@ -52,7 +82,7 @@ impl MsgParts<'_> {
                 .map_or(0, |r| ",\"reply_to\":\"\"".len() + r.len())
             + stored.as_ref().map_or(0, String::len);
         let mut tail = String::with_capacity(exact);
-        tail.push_str("\"subject\":\"");
+        tail.push_str("\"subject\":\""); // SUBJECT_AT
         tail.push_str(self.subject);
         tail.push_str("\",\"data\":");
         tail.push_str(self.data);
@@ -80,9 +110,9 @@ impl MsgParts<'_> {
 
     pub fn to_msg(&self, stream: Option<(&str, u64, u64)>) -> Msg {
         Msg {
-            subject: self.subject.into(),
             priority: self.priority,
             tail: self.tail(stream).into_boxed_slice(),
+            subject_len: self.subject.len(),
             seq: stream.map_or(0, |s| s.1),
             at_ms: stream.map_or(0, |s| s.2),
         }
@@ -169,6 +199,28 @@ mod tests {
                 stream.map_or(serde_json::Value::Null, |s| s.1.into())
             );
         }
+    }
+
+    #[test]
+    fn a_message_reads_its_subject_from_its_tail_and_a_relayed_one_is_checked() {
+        let parts = MsgParts {
+            subject: "orders.new",
+            data: "1",
+            priority: Priority::Low,
+            from: "0.1",
+            headers: None,
+            reply_to: None,
+        };
+        let msg = parts.to_msg(Some(("orders", 3, 9)));
+        assert_eq!(msg.subject(), "orders.new");
+        let relayed = Msg::relayed("orders.new", Priority::Low, msg.tail.clone()).unwrap();
+        assert_eq!(relayed.subject(), "orders.new");
+        assert_eq!(relayed.tail, msg.tail);
+        // A subject the tail does not begin with, or only begins with, is refused.
+        for other in ["orders", "orders.ne", "orders.new.x", "x"] {
+            assert!(Msg::relayed(other, Priority::Low, msg.tail.clone()).is_none());
+        }
+        assert!(Msg::relayed("a", Priority::Low, b"{}".to_vec().into()).is_none());
     }
 
     #[test]

@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use colony_kernel::Priority;
 
+use crate::subject::Tokens;
 use crate::{Bus, Msg, Routed};
 
 /// Carries this node's publishes to the other nodes of a cluster. Never waits: a
@@ -71,27 +72,27 @@ impl Bus {
         tail: Box<[u8]>,
         remote: Remote,
     ) -> Routed {
-        let msg = Arc::new(Msg {
-            subject: subject.into(),
-            priority,
-            tail,
-            seq: 0,
-            at_ms: 0,
-        });
+        // Another node made the tail from the same subject; one that does not
+        // begin with it, or a subject no publish could have, is not routed.
+        let (Some(msg), Some(tokens)) =
+            (Msg::relayed(subject, priority, tail), Tokens::of(subject))
+        else {
+            return Routed::default();
+        };
         let reach = match remote {
             Remote::Plain => Reach::Plain,
             Remote::Queue(group) => Reach::Queue(group),
         };
-        self.route_reaching(&msg, reach)
+        self.route_reaching(&Arc::new(msg), &tokens, reach)
     }
 
     /// Routes a message published here, and relays it when in a cluster.
-    pub(crate) fn route_published(&self, msg: Arc<Msg>) -> Routed {
+    pub(crate) fn route_published(&self, msg: Arc<Msg>, tokens: &Tokens) -> Routed {
         match self.relay.get() {
-            None => self.route_reaching(&msg, Reach::All),
+            None => self.route_reaching(&msg, tokens, Reach::All),
             Some(relay) => {
-                let routed = self.route_reaching(&msg, Reach::Plain);
-                relay.publish(&msg.subject, msg.priority, &msg.tail);
+                let routed = self.route_reaching(&msg, tokens, Reach::Plain);
+                relay.publish(msg.subject(), msg.priority, &msg.tail);
                 routed
             }
         }

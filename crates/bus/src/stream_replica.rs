@@ -174,8 +174,8 @@ mod tests {
         let stream = streams.get("orders").unwrap();
         let info = stream.info();
         assert_eq!((info.first_seq, info.last_seq, info.messages), (5, 6, 2));
-        assert_eq!(&*stream.get(5).unwrap().msg.subject, "orders.new");
-        assert_eq!(&*stream.get(6).unwrap().msg.subject, SKIPPED_SUBJECT);
+        assert_eq!(stream.get(5).unwrap().msg.subject(), "orders.new");
+        assert_eq!(stream.get(6).unwrap().msg.subject(), SKIPPED_SUBJECT);
         streams.shutdown();
         drop(streams);
         let streams = Streams::open(dir.path(), &config, [spec]).unwrap();

@@ -22,7 +22,7 @@ use colony_log::{SegmentLog, SegmentOptions};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use super::subject::Trie;
+use super::subject::{Tokens, Trie};
 use super::{Conn, Msg, MsgParts};
 
 /// Appends the writer takes in one group before syncing.
@@ -178,7 +178,7 @@ impl Stream {
             if inner.expired(stored, now_ms) {
                 continue;
             }
-            if filter.is_none_or(|f| super::subject::matches(f, &stored.msg.subject)) {
+            if filter.is_none_or(|f| super::subject::matches(f, stored.msg.subject())) {
                 return Next::Msg(Arc::clone(stored));
             }
         }
@@ -411,8 +411,8 @@ impl Streams {
             .collect()
     }
 
-    /// The stream that stores messages on `subject`, if any.
-    pub fn capturing(&self, subject: &str) -> Option<Arc<Stream>> {
+    /// The stream that stores messages on the subject of `tokens`, if any.
+    pub fn capturing(&self, tokens: &Tokens) -> Option<Arc<Stream>> {
         let capture = self.capture.read().expect("capture lock");
         if capture.is_empty() {
             return None;
@@ -420,7 +420,7 @@ impl Streams {
         // Walked without collecting: every publish asks (overlaps are refused, so
         // at most one stream matches).
         let mut found = None;
-        capture.visit(subject, &mut |stream: &Arc<Stream>| {
+        capture.visit_tokens(tokens, &mut |stream: &Arc<Stream>| {
             if found.is_none() {
                 found = Some(Arc::clone(stream));
             }

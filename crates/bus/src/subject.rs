@@ -5,7 +5,33 @@ use std::collections::HashMap;
 
 pub use colony_kernel::subject::{
     check_pattern, check_subject, covers, matches, SubjectError, SUBJECT_BYTES_MAX,
+    SUBJECT_TOKENS_MAX,
 };
+
+/// A subject cut into its tokens once, on the stack.
+#[derive(Clone, Copy, Debug)]
+pub struct Tokens<'a> {
+    tokens: [&'a str; SUBJECT_TOKENS_MAX],
+    count: usize,
+}
+
+impl<'a> Tokens<'a> {
+    /// `subject`'s tokens; `None` when it has more than a valid subject may
+    /// ([`SUBJECT_TOKENS_MAX`]).
+    pub fn of(subject: &'a str) -> Option<Tokens<'a>> {
+        let mut tokens = [""; SUBJECT_TOKENS_MAX];
+        let mut count = 0;
+        for token in subject.split('.') {
+            *tokens.get_mut(count)? = token;
+            count += 1;
+        }
+        Some(Tokens { tokens, count })
+    }
+
+    pub fn as_slice(&self) -> &[&'a str] {
+        &self.tokens[..self.count]
+    }
+}
 
 /// Subscriptions by pattern, matched against subjects by walking one trie level per
 /// token. Values are compared with `same` on removal.
@@ -106,20 +132,21 @@ impl<T: Clone> Trie<T> {
     /// Calls `visit` with every value whose pattern matches `subject`, without
     /// collecting them.
     pub fn visit(&self, subject: &str, visit: &mut impl FnMut(&T)) {
-        let mut tokens = [""; 16];
-        let mut count = 0;
-        for token in subject.split('.') {
-            if count == tokens.len() {
-                // Longer than any valid subject: fall back to collecting.
+        match Tokens::of(subject) {
+            Some(tokens) => self.visit_tokens(&tokens, visit),
+            None => {
+                // Longer than any valid subject: collected the slow way.
                 let mut out = Vec::new();
                 self.matches(subject, &mut out);
                 out.iter().for_each(visit);
-                return;
             }
-            tokens[count] = token;
-            count += 1;
         }
-        visit_level(&self.root, &tokens[..count], visit);
+    }
+
+    /// [`Trie::visit`] with a subject cut into tokens already (a publish walks two
+    /// tries with one cut: the router's and the streams' capture).
+    pub fn visit_tokens(&self, tokens: &Tokens, visit: &mut impl FnMut(&T)) {
+        visit_level(&self.root, tokens.as_slice(), visit);
     }
 
     /// Whether any pattern matches `subject` (cheaper than collecting).

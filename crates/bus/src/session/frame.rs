@@ -17,31 +17,71 @@ pub(super) struct Frame<'a> {
     #[serde(borrow)]
     pub(super) id: Option<&'a RawValue>,
     #[serde(borrow)]
-    pub(super) sid: Option<Cow<'a, str>>,
+    pub(super) sid: Option<Text<'a>>,
     #[serde(borrow)]
-    pub(super) subject: Option<Cow<'a, str>>,
+    pub(super) subject: Option<Text<'a>>,
     #[serde(borrow)]
-    pub(super) queue: Option<Cow<'a, str>>,
+    pub(super) queue: Option<Text<'a>>,
     #[serde(borrow)]
-    pub(super) stream: Option<Cow<'a, str>>,
+    pub(super) stream: Option<Text<'a>>,
     pub(super) from_seq: Option<u64>,
     pub(super) from_time: Option<Value>,
     #[serde(borrow)]
-    pub(super) backpressure: Option<Cow<'a, str>>,
+    pub(super) backpressure: Option<Text<'a>>,
     #[serde(borrow)]
     pub(super) data: Option<&'a RawValue>,
     #[serde(borrow)]
-    pub(super) priority: Option<Cow<'a, str>>,
+    pub(super) priority: Option<Text<'a>>,
     #[serde(borrow)]
     pub(super) headers: Option<&'a RawValue>,
     #[serde(borrow)]
-    pub(super) reply_to: Option<Cow<'a, str>>,
+    pub(super) reply_to: Option<Text<'a>>,
     pub(super) seq: Option<u64>,
     pub(super) capabilities: Option<Vec<String>>,
     pub(super) model: Option<String>,
     pub(super) profile: Option<String>,
     pub(super) worker: Option<u64>,
     pub(super) justification: Option<String>,
+}
+
+/// A frame's string field, borrowed from the frame when it holds no escape. (serde
+/// borrows only a bare `Cow<str>`; an `Option<Cow<str>>` is always copied, which
+/// was an allocation per publish for its subject.)
+#[derive(Debug)]
+pub(super) struct Text<'a>(Cow<'a, str>);
+
+impl std::ops::Deref for Text<'_> {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Text<'a>, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Text<'de>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+
+            fn visit_borrowed_str<E>(self, text: &'de str) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Borrowed(text)))
+            }
+
+            fn visit_str<E>(self, text: &str) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Owned(text.to_string())))
+            }
+
+            fn visit_string<E>(self, text: String) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Owned(text)))
+            }
+        }
+        deserializer.deserialize_str(Visit)
+    }
 }
 
 /// An `err` frame's error.
@@ -132,5 +172,25 @@ pub(super) fn parse_time(value: &Value) -> Result<u64, FrameError> {
             .map(|d| d.as_millis() as u64)
             .ok_or_else(invalid),
         _ => Err(invalid()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_frames_strings_are_borrowed_unless_they_hold_an_escape() {
+        let text = r#"{"op":"pub","subject":"orders.new","reply_to":"a\u002eb","data":1}"#;
+        let frame: Frame = serde_json::from_str(text).unwrap();
+        let subject = frame.subject.as_ref().unwrap();
+        assert!(matches!(subject.0, Cow::Borrowed(_)));
+        assert_eq!(&**subject, "orders.new");
+        let reply_to = frame.reply_to.as_ref().unwrap();
+        assert!(matches!(reply_to.0, Cow::Owned(_)));
+        assert_eq!(&**reply_to, "a.b");
+        assert!(frame.sid.is_none());
+        let wrong = serde_json::from_str::<Frame>(r#"{"op":"pub","subject":7}"#);
+        assert!(wrong.is_err_and(|e| e.to_string().contains("a string")));
     }
 }
