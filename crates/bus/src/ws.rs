@@ -34,15 +34,90 @@ pub const CLOSE_BAD_DATA: u16 = 1007;
 pub const CLOSE_POLICY: u16 = 1008;
 pub const CLOSE_TOO_BIG: u16 = 1009;
 
-/// One complete thing the peer sent.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum WsEvent {
+/// One complete thing the peer sent, as [`Decoded::events`] lends it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WsEvent<'a> {
     /// A whole text message, checked to be UTF-8.
-    Text(String),
-    Binary(Vec<u8>),
-    Ping(Vec<u8>),
+    Text(&'a str),
+    Binary(&'a [u8]),
+    Ping(&'a [u8]),
     Pong,
     Close(Option<u16>),
+}
+
+/// What the decoder completed, in order: every text message's payload one after
+/// another in one string, the other payloads in one buffer. One allocation for
+/// everything a read brings, instead of one per message (a publish's largest cost
+/// after its JSON); the session reuses it read after read.
+#[derive(Debug, Default)]
+pub struct Decoded {
+    text: String,
+    bytes: Vec<u8>,
+    pieces: Vec<Piece>,
+    /// Where each payload is unmasked before it is copied to its place.
+    unmasked: Vec<u8>,
+}
+
+#[derive(Debug)]
+enum Piece {
+    Text(std::ops::Range<usize>),
+    Binary(std::ops::Range<usize>),
+    Ping(std::ops::Range<usize>),
+    Pong,
+    Close(Option<u16>),
+}
+
+impl Decoded {
+    /// The events, in the order their messages arrived.
+    pub fn events(&self) -> impl Iterator<Item = WsEvent<'_>> {
+        self.pieces.iter().map(|piece| match piece {
+            Piece::Text(range) => WsEvent::Text(&self.text[range.clone()]),
+            Piece::Binary(range) => WsEvent::Binary(&self.bytes[range.clone()]),
+            Piece::Ping(range) => WsEvent::Ping(&self.bytes[range.clone()]),
+            Piece::Pong => WsEvent::Pong,
+            Piece::Close(code) => WsEvent::Close(*code),
+        })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pieces.is_empty()
+    }
+
+    /// Forgets the events, keeping the room they took.
+    pub fn clear(&mut self) {
+        self.text.clear();
+        self.bytes.clear();
+        self.pieces.clear();
+    }
+
+    /// Bytes of room held.
+    pub fn capacity(&self) -> usize {
+        self.text.capacity()
+            + self.bytes.capacity()
+            + self.unmasked.capacity()
+            + self.pieces.capacity() * std::mem::size_of::<Piece>()
+    }
+
+    /// Appends a text message (unmasked), checked to be UTF-8.
+    fn push_text(&mut self, payload: &[u8]) -> Result<(), WsError> {
+        let text = std::str::from_utf8(payload).map_err(|_| WsError::BadUtf8)?;
+        let start = self.text.len();
+        self.text.push_str(text);
+        self.pieces.push(Piece::Text(start..self.text.len()));
+        Ok(())
+    }
+
+    /// Appends a binary message or a ping's payload (unmasked).
+    fn push_bytes(&mut self, payload: &[u8], ping: bool) {
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(payload);
+        let range = start..self.bytes.len();
+        self.pieces.push(if ping {
+            Piece::Ping(range)
+        } else {
+            Piece::Binary(range)
+        });
+    }
 }
 
 /// Why the connection must close; [`WsError::close_code`] is what to tell the peer.
@@ -82,12 +157,14 @@ pub struct Decoder {
 enum Parsed {
     /// Needs more bytes.
     Incomplete,
-    /// A frame of `consumed` bytes.
+    /// A frame of `consumed` bytes; its payload, still masked, is
+    /// `input[payload]`.
     Frame {
         consumed: usize,
         fin: bool,
         opcode: u8,
-        payload: Vec<u8>,
+        mask: [u8; 4],
+        payload: std::ops::Range<usize>,
     },
 }
 
@@ -111,7 +188,7 @@ impl Decoder {
     }
 
     /// Consumes `input`, appending every event completed by it to `events`.
-    pub fn feed(&mut self, input: &[u8], events: &mut Vec<WsEvent>) -> Result<(), WsError> {
+    pub fn feed(&mut self, input: &[u8], events: &mut Decoded) -> Result<(), WsError> {
         if self.partial.is_empty() {
             let consumed = self.parse_all(input, events)?;
             if consumed < input.len() {
@@ -131,20 +208,29 @@ impl Decoder {
         Ok(())
     }
 
-    fn parse_all(&mut self, mut input: &[u8], events: &mut Vec<WsEvent>) -> Result<usize, WsError> {
+    fn parse_all(&mut self, mut input: &[u8], events: &mut Decoded) -> Result<usize, WsError> {
         let mut consumed_total = 0;
+        // Each payload is unmasked here, then copied to where its event keeps it.
+        let mut unmasked = std::mem::take(&mut events.unmasked);
         loop {
             match self.parse_frame(input)? {
-                Parsed::Incomplete => return Ok(consumed_total),
+                Parsed::Incomplete => {
+                    events.unmasked = unmasked;
+                    return Ok(consumed_total);
+                }
                 Parsed::Frame {
                     consumed,
                     fin,
                     opcode,
+                    mask,
                     payload,
                 } => {
+                    unmasked.clear();
+                    unmasked.extend_from_slice(&input[payload]);
+                    unmask(&mut unmasked, mask);
                     consumed_total += consumed;
                     input = &input[consumed..];
-                    self.on_frame(fin, opcode, payload, events)?;
+                    self.on_frame(fin, opcode, &unmasked, events)?;
                 }
             }
         }
@@ -219,13 +305,12 @@ impl Decoder {
         if input.len() < end {
             return Ok(Parsed::Incomplete);
         }
-        let mut payload = input[at..end].to_vec();
-        unmask(&mut payload, mask);
         Ok(Parsed::Frame {
             consumed: end,
             fin,
             opcode,
-            payload,
+            mask,
+            payload: at..end,
         })
     }
 
@@ -233,12 +318,12 @@ impl Decoder {
         &mut self,
         fin: bool,
         opcode: u8,
-        payload: Vec<u8>,
-        events: &mut Vec<WsEvent>,
+        payload: &[u8],
+        events: &mut Decoded,
     ) -> Result<(), WsError> {
         match opcode {
-            OP_PING => events.push(WsEvent::Ping(payload)),
-            OP_PONG => events.push(WsEvent::Pong),
+            OP_PING => events.push_bytes(payload, true),
+            OP_PONG => events.pieces.push(Piece::Pong),
             OP_CLOSE => {
                 let code = match payload.len() {
                     0 => None,
@@ -250,7 +335,7 @@ impl Decoder {
                         Some(u16::from_be_bytes([payload[0], payload[1]]))
                     }
                 };
-                events.push(WsEvent::Close(code));
+                events.pieces.push(Piece::Close(code));
             }
             OP_TEXT | OP_BINARY => {
                 if self.fragments.is_some() {
@@ -259,18 +344,18 @@ impl Decoder {
                     ));
                 }
                 if fin {
-                    events.push(complete(opcode, payload)?);
+                    complete(opcode, payload, events)?;
                 } else {
-                    self.fragments = Some(Box::new((opcode, payload)));
+                    self.fragments = Some(Box::new((opcode, payload.to_vec())));
                 }
             }
             OP_CONTINUATION => {
                 let Some((first, mut assembled)) = self.fragments.take().map(|boxed| *boxed) else {
                     return Err(WsError::Protocol("continuation frame without a message"));
                 };
-                assembled.extend_from_slice(&payload);
+                assembled.extend_from_slice(payload);
                 if fin {
-                    events.push(complete(first, assembled)?);
+                    complete(first, &assembled, events)?;
                 } else {
                     self.fragments = Some(Box::new((first, assembled)));
                 }
@@ -281,13 +366,12 @@ impl Decoder {
     }
 }
 
-fn complete(opcode: u8, payload: Vec<u8>) -> Result<WsEvent, WsError> {
+fn complete(opcode: u8, payload: &[u8], events: &mut Decoded) -> Result<(), WsError> {
     if opcode == OP_TEXT {
-        String::from_utf8(payload)
-            .map(WsEvent::Text)
-            .map_err(|_| WsError::BadUtf8)
+        events.push_text(payload)
     } else {
-        Ok(WsEvent::Binary(payload))
+        events.push_bytes(payload, false);
+        Ok(())
     }
 }
 
@@ -415,19 +499,23 @@ mod tests {
         stream.extend(client_frame(true, OP_TEXT, "é€".as_bytes(), [2, 7, 1, 8]));
         stream.extend(client_frame(true, OP_CLOSE, &[0x03, 0xE8], [1, 1, 1, 1]));
         let expected = vec![
-            WsEvent::Text(r#"{"op":"ping"}"#.into()),
-            WsEvent::Ping(b"hi".to_vec()),
-            WsEvent::Text(r#"{"op":"pong"}"#.into()),
-            WsEvent::Text(long.clone()),
-            WsEvent::Text("é€".into()),
+            WsEvent::Text(r#"{"op":"ping"}"#),
+            WsEvent::Ping(b"hi"),
+            WsEvent::Text(r#"{"op":"pong"}"#),
+            WsEvent::Text(&long),
+            WsEvent::Text("é€"),
             WsEvent::Close(Some(1000)),
         ];
         for split in 0..=stream.len() {
             let mut decoder = Decoder::new(1 << 20);
-            let mut events = Vec::new();
+            let mut events = Decoded::default();
             decoder.feed(&stream[..split], &mut events).unwrap();
             decoder.feed(&stream[split..], &mut events).unwrap();
-            assert_eq!(events, expected, "split at byte {split}");
+            assert_eq!(
+                events.events().collect::<Vec<_>>(),
+                expected,
+                "split at byte {split}"
+            );
             assert_eq!(
                 decoder.buffered(),
                 0,
@@ -441,24 +529,27 @@ mod tests {
             .chain([big.len() / 2]);
         for split in splits {
             let mut decoder = Decoder::new(1 << 20);
-            let mut events = Vec::new();
+            let mut events = Decoded::default();
             decoder.feed(&big[..split], &mut events).unwrap();
             decoder.feed(&big[split..], &mut events).unwrap();
             assert_eq!(
-                events,
-                vec![WsEvent::Text(huge.clone())],
+                events.events().collect::<Vec<_>>(),
+                vec![WsEvent::Text(&huge)],
                 "split at byte {split}"
             );
         }
         // And one byte at a time.
         let mut decoder = Decoder::new(1 << 20);
-        let mut events = Vec::new();
+        let mut events = Decoded::default();
         for byte in &stream {
             decoder
                 .feed(std::slice::from_ref(byte), &mut events)
                 .unwrap();
         }
-        assert_eq!(events, expected);
+        assert_eq!(events.events().collect::<Vec<_>>(), expected);
+        events.clear();
+        assert!(events.is_empty());
+        assert!(events.capacity() > 0, "the room stays for the next read");
     }
 
     #[test]
@@ -530,7 +621,9 @@ mod tests {
         ];
         for (name, bytes, code) in table {
             let mut decoder = Decoder::new(1024);
-            let error = decoder.feed(&bytes, &mut Vec::new()).expect_err(name);
+            let error = decoder
+                .feed(&bytes, &mut Decoded::default())
+                .expect_err(name);
             assert_eq!(error.close_code(), code, "{name}: {error}");
         }
     }
@@ -539,7 +632,9 @@ mod tests {
     fn a_too_big_frame_is_refused_from_its_header_alone() {
         let mut decoder = Decoder::new(1024);
         let frame = client_frame(true, OP_TEXT, &[b'a'; 5000], [1; 4]);
-        let error = decoder.feed(&frame[..8], &mut Vec::new()).unwrap_err();
+        let error = decoder
+            .feed(&frame[..8], &mut Decoded::default())
+            .unwrap_err();
         assert!(matches!(
             error,
             WsError::TooBig {

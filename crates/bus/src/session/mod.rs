@@ -34,7 +34,7 @@ use self::consumer::Subs;
 use self::frame::{required, Frame, FrameError};
 use self::wire::{Rang, ReadEnd, Step, Wire};
 pub use self::wire::{Socket, Transport};
-use crate::ws::{self, Decoder, WsError, WsEvent};
+use crate::ws::{self, Decoded, Decoder, WsError, WsEvent};
 use crate::{Bus, Conn};
 
 pub use self::worker::WORKER_OPS_IN_FLIGHT_MAX;
@@ -145,11 +145,12 @@ pub fn run(
         subs: Subs::default(),
     };
     if !read_ahead.is_empty() {
-        let mut events = Vec::new();
+        let mut events = wire::lend();
         match wire.decoder.feed(read_ahead, &mut events) {
-            Ok(()) => session.on_events(events),
+            Ok(()) => session.on_events(&events),
             Err(error) => session.on_bad_frame(error),
         }
+        wire::give_back(events);
     }
     async move {
         // In a cluster a principal new to this node has no allowance until the node's
@@ -195,7 +196,10 @@ async fn serve(mut session: Session, mut wire: Wire) {
         wire.set_timer(session.next_deadline());
         let conn = &*session.conn;
         match std::future::poll_fn(|cx| wire.poll_step(cx, &conn.notify)).await {
-            Step::Read(Ok(events)) => session.on_events(events),
+            Step::Read(Ok(events)) => {
+                session.on_events(&events);
+                wire::give_back(events);
+            }
             Step::Read(Err(ReadEnd::Ws(error))) => session.on_bad_frame(error),
             Step::Read(Err(ReadEnd::Eof)) => break,
             Step::Read(Err(ReadEnd::Io(error))) => {
@@ -247,10 +251,10 @@ impl Session {
     }
 
     /// Handles what one read brought.
-    fn on_events(&mut self, events: Vec<WsEvent>) {
+    fn on_events(&mut self, events: &Decoded) {
         // Subscribers wake once for what this read brought.
         let _batch = crate::conn::DeferWakeups::begin();
-        for event in events {
+        for event in events.events() {
             if let Some((code, reason)) = self.on_event(event) {
                 self.conn.close(code, reason);
             }
@@ -266,7 +270,7 @@ impl Session {
     fn on_event(&mut self, event: WsEvent) -> Option<(u16, String)> {
         match event {
             WsEvent::Text(text) => {
-                if let Err((id, error)) = self.on_frame(&text) {
+                if let Err((id, error)) = self.on_frame(text) {
                     self.bus.metrics.bad_frames.fetch_add(1, Ordering::Relaxed);
                     self.send_err(id.as_deref(), error);
                 }
@@ -284,7 +288,7 @@ impl Session {
             }
             WsEvent::Ping(payload) => {
                 let mut frame = Vec::new();
-                ws::encode_frame(ws::OP_PONG, &payload, &mut frame);
+                ws::encode_frame(ws::OP_PONG, payload, &mut frame);
                 self.conn.push_control(frame);
                 None
             }

@@ -16,14 +16,33 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::conn::Signal;
-use crate::ws::{Decoder, WsError, WsEvent};
+use crate::ws::{Decoded, Decoder, WsError};
 
 const SCRATCH_BYTES: usize = 64 << 10;
+/// Most room a thread keeps for decoding between reads (a read brings at most
+/// `SCRATCH_BYTES`; a larger message, assembled over many reads, gives its room back).
+const DECODED_KEPT_BYTES: usize = 4 * SCRATCH_BYTES;
 
 thread_local! {
     /// What a read brings lands here first (one buffer per runtime thread, not one
     /// per connection), then the decoder keeps only a frame that has not arrived whole.
     static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0; SCRATCH_BYTES]);
+    /// What the thread's last read decoded into, lent to the session that handles it
+    /// and given back ([`give_back`]): no allocation per read or per message.
+    static DECODED: RefCell<Option<Decoded>> = const { RefCell::new(None) };
+}
+
+/// An empty [`Decoded`] to decode a read into: the thread's, or a new one.
+pub(super) fn lend() -> Decoded {
+    DECODED.with_borrow_mut(Option::take).unwrap_or_default()
+}
+
+/// Gives a [`Decoded`] back to the thread once its events are handled.
+pub(super) fn give_back(mut decoded: Decoded) {
+    if decoded.capacity() <= DECODED_KEPT_BYTES {
+        decoded.clear();
+        DECODED.set(Some(decoded));
+    }
 }
 
 /// What a session speaks over.
@@ -89,7 +108,7 @@ pub(super) enum ReadEnd {
 
 /// What woke the session.
 pub(super) enum Step {
-    Read(Result<Vec<WsEvent>, ReadEnd>),
+    Read(Result<Decoded, ReadEnd>),
     Wrote(std::io::Result<usize>),
     Signalled,
     Timer,
@@ -273,7 +292,7 @@ impl Wire {
     }
 
     /// Reads what the socket has into the thread's scratch buffer and decodes it.
-    fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<Result<Vec<WsEvent>, ReadEnd>> {
+    fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<Result<Decoded, ReadEnd>> {
         if self.closing {
             return Poll::Pending;
         }
@@ -284,13 +303,14 @@ impl Wire {
                 Poll::Ready(Err(error)) => Poll::Ready(Err(ReadEnd::Io(error))),
                 Poll::Ready(Ok(())) if buf.filled().is_empty() => Poll::Ready(Err(ReadEnd::Eof)),
                 Poll::Ready(Ok(())) => {
-                    let mut events = Vec::new();
-                    Poll::Ready(
-                        self.decoder
-                            .feed(buf.filled(), &mut events)
-                            .map(|()| events)
-                            .map_err(ReadEnd::Ws),
-                    )
+                    let mut events = lend();
+                    Poll::Ready(match self.decoder.feed(buf.filled(), &mut events) {
+                        Ok(()) => Ok(events),
+                        Err(error) => {
+                            give_back(events);
+                            Err(ReadEnd::Ws(error))
+                        }
+                    })
                 }
             }
         })

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use colony_node::bus::subject::Trie;
-use colony_node::bus::ws::{encode_frame, Decoder, WsEvent};
+use colony_node::bus::ws::{encode_frame, Decoded, Decoder, WsEvent};
 use colony_node::gateway::sse::{ToAnthropic, Watch};
 use proptest::prelude::*;
 
@@ -58,7 +58,7 @@ proptest! {
     #[test]
     fn the_websocket_decoder_never_panics_on_any_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..512), split in 0usize..512) {
         let mut decoder = Decoder::new(1 << 16);
-        let mut events = Vec::new();
+        let mut events = Decoded::default();
         let split = split.min(bytes.len());
         if decoder.feed(&bytes[..split], &mut events).is_ok() {
             let _ = decoder.feed(&bytes[split..], &mut events);
@@ -70,12 +70,13 @@ proptest! {
         let frame = client_frame(0x1, payload.as_bytes(), mask);
         let split = split.min(frame.len());
         let mut decoder = Decoder::new(1 << 16);
-        let mut events = Vec::new();
+        let mut events = Decoded::default();
         decoder.feed(&frame[..split], &mut events).unwrap();
         decoder.feed(&frame[split..], &mut events).unwrap();
+        let events: Vec<WsEvent> = events.events().collect();
         prop_assert_eq!(events.len(), 1);
-        match &events[0] {
-            WsEvent::Text(text) => prop_assert_eq!(text, &payload),
+        match events[0] {
+            WsEvent::Text(text) => prop_assert_eq!(text, payload.as_str()),
             other => prop_assert!(false, "{:?}", other),
         }
     }
@@ -83,7 +84,7 @@ proptest! {
     #[test]
     fn the_websocket_decoder_survives_mutated_frames(frame in mutated(client_frame(0x1, br#"{"op":"pub","subject":"a.b","data":{}}"#, [1, 2, 3, 4]))) {
         let mut decoder = Decoder::new(64);
-        let mut events = Vec::new();
+        let mut events = Decoded::default();
         let _ = decoder.feed(&frame, &mut events);
     }
 
