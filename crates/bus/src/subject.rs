@@ -21,11 +21,20 @@ impl<'a> Tokens<'a> {
     pub fn of(subject: &'a str) -> Option<Tokens<'a>> {
         let mut tokens = [""; SUBJECT_TOKENS_MAX];
         let mut count = 0;
-        for token in subject.split('.') {
-            *tokens.get_mut(count)? = token;
-            count += 1;
+        let mut start = 0;
+        // A byte loop: `split` cost twice as much on every publish.
+        for (at, byte) in subject.bytes().enumerate() {
+            if byte == b'.' {
+                *tokens.get_mut(count)? = subject.get(start..at)?;
+                count += 1;
+                start = at + 1;
+            }
         }
-        Some(Tokens { tokens, count })
+        *tokens.get_mut(count)? = subject.get(start..)?;
+        Some(Tokens {
+            tokens,
+            count: count + 1,
+        })
     }
 
     pub fn as_slice(&self) -> &[&'a str] {
@@ -225,6 +234,29 @@ fn any<T>(level: &Level<T>, tokens: &[&str]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_subject_is_cut_into_the_tokens_split_gives() {
+        for subject in [
+            "a",
+            "a.b",
+            "agents.2.7.inbox",
+            "a..b",
+            ".a",
+            "a.",
+            "",
+            "é.x",
+        ] {
+            let tokens = Tokens::of(subject).unwrap();
+            assert_eq!(tokens.as_slice(), subject.split('.').collect::<Vec<_>>());
+        }
+        let most = vec!["t"; SUBJECT_TOKENS_MAX].join(".");
+        assert_eq!(
+            Tokens::of(&most).unwrap().as_slice().len(),
+            SUBJECT_TOKENS_MAX
+        );
+        assert!(Tokens::of(&format!("{most}.t")).is_none());
+    }
 
     /// (pattern, subject, matches)
     const MATCH_TABLE: &[(&str, &str, bool)] = &[
