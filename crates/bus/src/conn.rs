@@ -11,8 +11,12 @@ use futures_util::task::AtomicWaker;
 
 use crate::{ws, BusConfig, Delivery};
 
-/// Entries an emptied queue lane keeps room for (more is given back).
-const QUEUE_KEPT: usize = 8;
+/// Entries an emptied queue lane keeps room for (more is given back): enough for
+/// what a busy subscriber gets between two drains, so that a steady flow does not
+/// grow its lanes again from nothing at every batch (eleven reallocations for 2 000
+/// messages). An idle plain connection gives it all back when it parks; one over TLS,
+/// which never parks, keeps at most this much (8 KiB a lane).
+const QUEUE_KEPT: usize = 256;
 
 /// Bytes a batch may take past its estimate (a frame's header and fields beyond what
 /// [`Delivery::size`] counts).
@@ -336,16 +340,11 @@ impl Conn {
             delivery.encode(buf);
         }
         if out.control_len() == 0 && out.msgs == 0 {
-            // What a burst grew goes back; a small queue keeps its room, so that a
-            // steady flow does not allocate it again at every batch.
+            // What a burst grew past `QUEUE_KEPT` goes back.
             if let Some(queues) = &mut out.queues {
-                if queues.control.capacity() > QUEUE_KEPT {
-                    queues.control = VecDeque::new();
-                }
+                queues.control.shrink_to(QUEUE_KEPT);
                 for lane in &mut queues.lanes {
-                    if lane.capacity() > QUEUE_KEPT {
-                        *lane = VecDeque::new();
-                    }
+                    lane.shrink_to(QUEUE_KEPT);
                 }
             }
         }
