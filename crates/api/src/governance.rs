@@ -28,8 +28,21 @@ pub struct QuotaDefaultRequest {
     pub amount: Option<Option<u64>>,
 }
 
-/// `POST /v1/proposals`: name either a `limit` (with a new `soft`, `hard` or both) or
-/// a `quota_default`.
+/// A new retention rule for finished tasks (`retention.toml`'s `[tasks]`); what is
+/// absent keeps its value.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionRequest {
+    /// Most tasks of finished trees kept in the live state (at least 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_finished: Option<u64>,
+    /// How long a finished tree stays, as `90s`, `12h`, `7d` (at least `1s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_finished_for: Option<String>,
+}
+
+/// `POST /v1/proposals`: name either a `limit` (with a new `soft`, `hard` or both), a
+/// `quota_default`, or a `retention` rule.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProposeRequest {
@@ -54,6 +67,8 @@ pub struct ProposeRequest {
     pub hard: Option<Option<u64>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quota_default: Option<QuotaDefaultRequest>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<RetentionRequest>,
     /// Why (required; recorded with the decision).
     #[schema(value_type = String, required = true, min_length = 1, pattern = "\\S")]
     pub justification: Option<String>,

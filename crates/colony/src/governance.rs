@@ -8,13 +8,13 @@ use anyhow::{bail, Context};
 use serde_json::{json, Value};
 
 use colony_api::governance::{
-    ProposalList, ProposalView, ProposeRequest, QuotaDefaultRequest, VoteRequest,
+    ProposalList, ProposalView, ProposeRequest, QuotaDefaultRequest, RetentionRequest, VoteRequest,
 };
 use colony_kernel::governance::ProposalTarget;
 
 use crate::client::{ApiFailure, Client};
 use crate::commands::{get, post};
-use crate::output::{opt, rows};
+use crate::output::rows;
 use crate::Change;
 use crate::Remote;
 
@@ -66,7 +66,7 @@ fn print_proposal(proposal: &ProposalView) {
         proposal.id,
         proposal.change,
         proposal.state,
-        opt(&proposal.limit),
+        proposal.target.subject(),
         proposal.proposer
     );
     println!("  target: {}", target_text(&proposal.target));
@@ -135,6 +135,24 @@ pub async fn limits(command: LimitsCommand) -> anyhow::Result<ExitCode> {
                 },
             )
             .await
+        }
+        LimitsCommand::Retention {
+            keep_finished,
+            keep_finished_for,
+            change,
+        } => {
+            if keep_finished.is_none() && keep_finished_for.is_none() {
+                bail!("give --keep-finished, --keep-finished-for, or both");
+            }
+            let body = ProposeRequest {
+                retention: Some(RetentionRequest {
+                    keep_finished,
+                    keep_finished_for,
+                }),
+                justification: Some(change.justification),
+                ..ProposeRequest::default()
+            };
+            post(&change.remote, "/v1/proposals", &body, print_proposal).await
         }
         LimitsCommand::Vote {
             proposal,
@@ -439,6 +457,19 @@ pub enum LimitsCommand {
     Brake(LimitChange),
     /// Propose new values; a raise or removal waits for the human and AI vote.
     Propose(LimitChange),
+    /// Propose a new retention rule for finished tasks (`retention.toml`'s
+    /// `[tasks]`); it waits for the human and AI vote. What is not given keeps its
+    /// value.
+    Retention {
+        /// Most tasks of finished trees kept in the live state.
+        #[arg(long)]
+        keep_finished: Option<u64>,
+        /// How long a finished tree stays, as 12h or 7d.
+        #[arg(long)]
+        keep_finished_for: Option<String>,
+        #[command(flatten)]
+        change: Change,
+    },
     /// Vote on a proposal: approve, reject, abstain or veto.
     Vote {
         proposal: u64,

@@ -358,6 +358,12 @@ pub enum Effect {
         amount: Option<u64>,
         previous: Option<u64>,
     },
+    /// The retention rule for finished tasks changed (a passed proposal).
+    RetentionChanged {
+        proposal: u64,
+        rule: crate::retention::RetentionConfig,
+        previous: crate::retention::RetentionConfig,
+    },
     VoteRecorded {
         proposal: u64,
         choice: VoteChoice,

@@ -70,6 +70,9 @@ pub enum ChangeKind {
     Remove,
     /// Raises a per-kind quota default.
     QuotaDefault,
+    /// Changes how long finished tasks stay in the live state (either way: keeping
+    /// more costs memory, keeping fewer sends reads to the archive sooner).
+    Retention,
 }
 
 impl ChangeKind {
@@ -79,6 +82,7 @@ impl ChangeKind {
             ChangeKind::Raise => "raise",
             ChangeKind::Remove => "remove",
             ChangeKind::QuotaDefault => "quota_default",
+            ChangeKind::Retention => "retention",
         }
     }
 }
@@ -155,6 +159,7 @@ impl GovernanceConfig {
         };
         rules.insert(ChangeKind::Raise, raise.clone());
         rules.insert(ChangeKind::QuotaDefault, raise.clone());
+        rules.insert(ChangeKind::Retention, raise.clone());
         rules.insert(
             ChangeKind::Remove,
             VoteRule {
@@ -217,6 +222,21 @@ pub enum ProposalTarget {
         resource: Resource,
         amount: Change,
     },
+    /// A new retention rule for finished tasks (`retention.toml`'s `[tasks]`).
+    Retention(crate::retention::RetentionConfig),
+}
+
+impl ProposalTarget {
+    /// What the proposal's decisions name as their subject.
+    pub fn subject(&self) -> String {
+        match self {
+            ProposalTarget::Limit { limit, .. } => limit.clone(),
+            ProposalTarget::QuotaDefault { kind, resource, .. } => {
+                format!("quota:{}.{}", kind.as_str(), resource)
+            }
+            ProposalTarget::Retention(_) => "retention:tasks".to_string(),
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -173,6 +173,14 @@ impl State {
                     format!("expiry of brake {id}"),
                 )
             }
+            // Never a brake: classified as a change for a vote either way.
+            ProposalTarget::Retention(_) => {
+                return Event::denied(
+                    BRAKE_EXPIRED,
+                    subject,
+                    invalid("a retention change is never a brake"),
+                )
+            }
             ProposalTarget::QuotaDefault { kind, resource, .. } => {
                 let quotas = self.quotas.as_mut().expect("genesis applied");
                 let now = quotas.default_quota(*kind, *resource);

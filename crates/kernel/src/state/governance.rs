@@ -154,12 +154,7 @@ impl State {
         brake_only: bool,
     ) -> Event {
         let proposer = self.principals[&command.actor].clone();
-        let subject = match target {
-            ProposalTarget::Limit { limit, .. } => limit.clone(),
-            ProposalTarget::QuotaDefault { kind, resource, .. } => {
-                format!("quota:{}.{}", kind.as_str(), resource)
-            }
-        };
+        let subject = target.subject();
         let kind = match self.classify(target) {
             Ok(kind) => kind,
             Err(reason) => return Event::denied(PROPOSE, subject, reason),
@@ -268,6 +263,13 @@ impl State {
                     ChangeKind::Brake
                 })
             }
+            ProposalTarget::Retention(rule) => {
+                rule.check().map_err(invalid)?;
+                if self.retention.as_ref() == Some(rule) {
+                    return Err(invalid("the retention rule already has these values"));
+                }
+                Ok(ChangeKind::Retention)
+            }
         }
     }
 
@@ -336,12 +338,7 @@ impl State {
             automatic,
         );
         proposal.review_ends_at_ms = self.now_ms.saturating_add(review_ms);
-        let subject = match &proposal.target {
-            ProposalTarget::Limit { limit, .. } => limit.clone(),
-            ProposalTarget::QuotaDefault { kind, resource, .. } => {
-                format!("quota:{}.{}", kind.as_str(), resource)
-            }
-        };
+        let subject = proposal.target.subject();
         let effect = Effect::ProposalOpened {
             proposal: id,
             change: kind,
@@ -393,6 +390,21 @@ impl State {
                     resource: *resource,
                     amount: new,
                     previous: current,
+                }
+            }
+            ProposalTarget::Retention(rule) => {
+                let previous = self
+                    .retention
+                    .replace(rule.clone())
+                    .expect("genesis applied");
+                self.proposals.get_mut(&id).expect("exists").previous = Some((
+                    Some(previous.keep_finished),
+                    Some(previous.keep_finished_for_ms),
+                ));
+                Effect::RetentionChanged {
+                    proposal: id,
+                    rule: rule.clone(),
+                    previous,
                 }
             }
         }

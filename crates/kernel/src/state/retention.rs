@@ -193,6 +193,10 @@ impl State {
 
     /// See [`State::check_invariants`].
     pub(super) fn check_retention(&self) -> Result<(), String> {
+        if let Some(rule) = &self.retention {
+            rule.check()
+                .map_err(|e| format!("the retention rule in force: {e}"))?;
+        }
         let indexed: usize = self.by_status.values().map(BTreeSet::len).sum();
         if indexed != self.tasks.len() {
             return Err(format!(

@@ -248,3 +248,91 @@ fn genesis_refuses_a_rule_that_keeps_nothing() {
     assert!(!applied.primary().decision.is_allowed());
     assert!(format!("{:?}", applied.primary().reason).contains("keep_finished"));
 }
+
+#[test]
+fn the_retention_rule_changes_by_a_passed_proposal_and_then_applies() {
+    use colony_kernel::governance::{ChangeKind, ProposalTarget, VoteChoice};
+    let week = 7 * 86_400_000;
+    let mut sim = sim_keeping(3, week);
+    let human = sim.create_ok(PrincipalKind::Human, None);
+    let ai = sim.create_ok(PrincipalKind::Ai, None);
+    let worker = sim.create_ok(PrincipalKind::Ai, None);
+    for n in 0..3 {
+        let address = post_plain(&mut sim, &format!("task {n}"));
+        sim.advance(1_000);
+        assert!(retirements(&finish(&mut sim, worker, &address)).is_empty());
+    }
+    let propose = |sim: &mut Sim, rule: RetentionConfig, brake_only: bool| {
+        sim.run(
+            human,
+            CommandBody::Propose {
+                target: ProposalTarget::Retention(rule),
+                brake_only,
+            },
+        )
+        .primary()
+        .clone()
+    };
+    let keeping = |keep_finished, keep_finished_for_ms| RetentionConfig {
+        keep_finished,
+        keep_finished_for_ms,
+    };
+    // Out of range, unchanged, or as a brake: refused, and nothing opens.
+    for (rule, brake) in [
+        (keeping(0, week), false),
+        (keeping(1, 10), false),
+        (keeping(3, week), false),
+        (keeping(1, week), true),
+    ] {
+        let refused = propose(&mut sim, rule.clone(), brake);
+        assert!(!refused.decision.is_allowed(), "{rule:?} brake {brake}");
+    }
+    assert!(sim.state.proposals().next().is_none());
+
+    let opened = propose(&mut sim, keeping(1, week), false);
+    let Effect::ProposalOpened {
+        proposal, change, ..
+    } = opened.effect
+    else {
+        panic!("{opened:?}");
+    };
+    assert_eq!(change, ChangeKind::Retention);
+    assert_eq!(opened.subject, "retention:tasks");
+    for voter in [human, ai] {
+        let voted = sim.run(
+            voter,
+            CommandBody::Vote {
+                proposal,
+                choice: VoteChoice::Approve,
+            },
+        );
+        assert!(voted.primary().decision.is_allowed());
+    }
+    // Nothing changes during the review.
+    sim.advance(9_999);
+    sim.run(PrincipalId::SYSTEM, CommandBody::Tick);
+    assert_eq!(sim.state.retention().unwrap().keep_finished, 3);
+    sim.advance(1);
+    let decided = sim.run(PrincipalId::SYSTEM, CommandBody::Tick);
+    let changed = decided
+        .events
+        .iter()
+        .find_map(|event| match &event.effect {
+            Effect::RetentionChanged { rule, previous, .. } => {
+                Some((rule.clone(), previous.clone()))
+            }
+            _ => None,
+        })
+        .expect("the rule changed when the review ended");
+    assert_eq!(changed, (keeping(1, week), keeping(3, week)));
+    assert_eq!(sim.state.retention(), Some(&keeping(1, week)));
+    // The new rule applies: the two oldest finished trees leave.
+    let mut retired = retirements(&decided);
+    if retired.is_empty() {
+        retired = retirements(&sim.run(PrincipalId::SYSTEM, CommandBody::Tick));
+    }
+    assert_eq!(retired.len(), 2, "{retired:?}");
+    assert!(retired
+        .iter()
+        .all(|(_, _, cause)| *cause == RetireCause::Count));
+}

@@ -401,10 +401,18 @@ impl World {
                     1 => Change::Unlimited,
                     _ => Change::Set(rng.below(60)),
                 };
-                let target = ProposalTarget::Limit {
-                    limit: limit.into(),
-                    soft: value(rng),
-                    hard: value(rng),
+                // One in four asks for a new retention rule (in range or not).
+                let target = if rng.below(4) == 0 {
+                    ProposalTarget::Retention(colony_kernel::retention::RetentionConfig {
+                        keep_finished: rng.below(20),
+                        keep_finished_for_ms: [0, 500, 5_000, 60_000][rng.below(4) as usize],
+                    })
+                } else {
+                    ProposalTarget::Limit {
+                        limit: limit.into(),
+                        soft: value(rng),
+                        hard: value(rng),
+                    }
                 };
                 let applied = self.run(
                     actor,

@@ -28,8 +28,39 @@ fn change(field: &str, value: Option<Option<u64>>) -> Result<Change, ApiError> {
     })
 }
 
-/// Proposes a change of a limit or a quota default; a `brake` (lowering only) is in
-/// force at once.
+/// The retention rule a proposal asks for: the one in force with what it names
+/// changed.
+fn retention_rule(
+    app: &AppState,
+    request: colony_api::governance::RetentionRequest,
+) -> Result<colony_kernel::retention::RetentionConfig, ApiError> {
+    if request.keep_finished.is_none() && request.keep_finished_for.is_none() {
+        return Err(ApiError::bad_request(
+            "invalid_body",
+            "give a new `keep_finished`, a new `keep_finished_for`, or both",
+        ));
+    }
+    let mut rule = {
+        let state = app.shared.state.read().expect("state lock");
+        state
+            .retention()
+            .cloned()
+            .ok_or_else(|| ApiError::internal("genesis is not applied"))?
+    };
+    if let Some(keep) = request.keep_finished {
+        rule.keep_finished = keep;
+    }
+    if let Some(text) = &request.keep_finished_for {
+        rule.keep_finished_for_ms = crate::genesis::parse_duration_ms(text).map_err(|message| {
+            ApiError::bad_request("invalid_body", format!("keep_finished_for: {message}"))
+                .with("field", "keep_finished_for")
+        })?;
+    }
+    Ok(rule)
+}
+
+/// Proposes a change of a limit, a quota default or the retention rule; a `brake`
+/// (lowering only) is in force at once.
 #[utoipa::path(post, path = "/v1/proposals", tag = "governance", request_body = ProposeRequest,
     responses((status = 201, body = ProposalView), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody)))]
 pub async fn propose(
@@ -38,8 +69,8 @@ pub async fn propose(
     Body(request): Body<ProposeRequest>,
 ) -> Result<(StatusCode, Json<ProposalView>), ApiError> {
     let justification = require_justification(request.justification)?;
-    let target = match (request.limit, request.quota_default) {
-        (Some(limit), None) => {
+    let target = match (request.limit, request.quota_default, request.retention) {
+        (Some(limit), None, None) => {
             let canonical =
                 colony_kernel::builtin_limit(&limit).map_or(limit.clone(), |b| b.name.to_string());
             if request.soft.is_none() && request.hard.is_none() {
@@ -54,7 +85,7 @@ pub async fn propose(
                 hard: change("hard", request.hard)?,
             }
         }
-        (None, Some(quota)) => {
+        (None, Some(quota), None) => {
             let kind = PrincipalKind::parse(&quota.kind).ok_or_else(|| {
                 ApiError::bad_request(
                     "invalid_kind",
@@ -77,10 +108,13 @@ pub async fn propose(
                 amount: change("amount", quota.amount)?,
             }
         }
+        (None, None, Some(retention)) => {
+            ProposalTarget::Retention(retention_rule(&app, retention)?)
+        }
         _ => {
             return Err(ApiError::bad_request(
                 "invalid_body",
-                "name either a `limit` or a `quota_default`",
+                "name one of a `limit`, a `quota_default` or a `retention` rule",
             ))
         }
     };
@@ -97,7 +131,8 @@ pub async fn propose(
     let id = match &outcome.primary.effect {
         Effect::ProposalOpened { proposal, .. }
         | Effect::LimitChanged { proposal, .. }
-        | Effect::QuotaDefaultChanged { proposal, .. } => *proposal,
+        | Effect::QuotaDefaultChanged { proposal, .. }
+        | Effect::RetentionChanged { proposal, .. } => *proposal,
         other => return Err(ApiError::internal(format!("unexpected effect {other:?}"))),
     };
     let state = app.shared.state.read().expect("state lock");

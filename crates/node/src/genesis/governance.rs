@@ -154,11 +154,12 @@ fn vote_rule(
         "raise" => ChangeKind::Raise,
         "remove" => ChangeKind::Remove,
         "quota_default" => ChangeKind::QuotaDefault,
+        "retention" => ChangeKind::Retention,
         _ => {
             return Err(source.error(
                 Some(entry.span()),
                 format!(
-                "governance.rules.{name}: unknown change kind; use raise, remove or quota_default"
+                "governance.rules.{name}: unknown change kind; use raise, remove, quota_default or retention"
             ),
             ))
         }

@@ -235,3 +235,153 @@ async fn finished_trees_leave_the_board_and_read_back_from_the_archive_after_a_r
     assert_eq!(live["tasks"].as_array().unwrap().len(), 2);
     node.shutdown().await.unwrap();
 }
+
+/// Polls `path` until `done` holds of its answer (the node's own clock decides when).
+async fn until(base: &str, token: &str, path: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let (_, answer) = call(base, token, Method::GET, path, json!(null)).await;
+        if done(&answer) {
+            return answer;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{path} never came to it: {answer}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_retention_rule_changes_by_a_vote_and_the_node_retires_by_the_new_one() {
+    let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/genesis");
+    let governance = std::fs::read_to_string(shipped.join("governance.toml"))
+        .unwrap()
+        .replace("review_period = \"24h\"", "review_period = \"2s\"");
+    let config = common::genesis_dir(&[("governance.toml", &governance)]);
+    let data = tempfile::tempdir().unwrap();
+    let (_node, base, admin) = common::start(data.path(), config.path()).await;
+    let mut tokens = Vec::new();
+    for (name, kind) in [("matt", "human"), ("loom", "ai")] {
+        let (status, created) = call(
+            &base,
+            &admin,
+            Method::POST,
+            "/v1/principals",
+            json!({"name": name, "kind": kind, "justification": "retention vote"}),
+        )
+        .await;
+        assert_eq!(status, 201, "{created}");
+        tokens.push(created["token"].as_str().unwrap().to_string());
+    }
+    let (human, ai) = (&tokens[0], &tokens[1]);
+    let mut finished = Vec::new();
+    for title in ["first", "second"] {
+        let body = json!({"title": title, "description": "d", "justification": "work"});
+        let (status, _) = call(&base, &admin, Method::POST, "/v1/tasks", body).await;
+        assert_eq!(status, 201);
+        finished.push(claim_and_complete(&base, ai, json!(title)).await);
+    }
+
+    // What a proposal may not ask for.
+    for (body, code) in [
+        (json!({}), "invalid_body"),
+        (json!({"keep_finished_for": "soon"}), "invalid_body"),
+        (json!({"keep_finished": 0}), "invalid"),
+        (
+            json!({"keep_finished": 10000, "keep_finished_for": "7d"}),
+            "invalid",
+        ),
+    ] {
+        let (status, refused) = call(
+            &base,
+            human,
+            Method::POST,
+            "/v1/proposals",
+            json!({"retention": body, "justification": "x"}),
+        )
+        .await;
+        assert_eq!(
+            (status, refused["error"]["code"].as_str()),
+            (400, Some(code)),
+            "{body}: {refused}"
+        );
+    }
+
+    // Keep one finished task instead of ten thousand: a human and an AI approve.
+    let (status, opened) = call(
+        &base,
+        human,
+        Method::POST,
+        "/v1/proposals",
+        json!({"retention": {"keep_finished": 1}, "justification": "memory is short here"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{opened}");
+    assert_eq!(
+        (opened["state"].as_str(), opened["change"].as_str()),
+        (Some("review"), Some("retention"))
+    );
+    let id = opened["id"].as_u64().unwrap();
+    for token in [human, ai] {
+        let (status, voted) = call(
+            &base,
+            token,
+            Method::POST,
+            &format!("/v1/proposals/{id}/votes"),
+            json!({"vote": "approve", "justification": "agreed"}),
+        )
+        .await;
+        assert_eq!(status, 201, "{voted}");
+    }
+    let decided = until(&base, &admin, &format!("/v1/proposals/{id}"), |p| {
+        p["state"] != "review"
+    })
+    .await;
+    assert_eq!(decided["state"], "applied", "{decided}");
+
+    // The node retires by the new rule: the older of the two leaves for the archive.
+    until(&base, &admin, "/v1/dashboard", |d| {
+        d["tasks"]["archived"] == 1
+    })
+    .await;
+    let (_, oldest) = call(
+        &base,
+        &admin,
+        Method::GET,
+        &format!("/v1/tasks/{}", finished[0]),
+        json!(null),
+    )
+    .await;
+    assert_eq!(oldest["archived"], true, "{oldest}");
+    let (_, newest) = call(
+        &base,
+        &admin,
+        Method::GET,
+        &format!("/v1/tasks/{}", finished[1]),
+        json!(null),
+    )
+    .await;
+    assert!(newest.get("archived").is_none(), "{newest}");
+
+    // The change is a decision in the log, with the rule it replaced.
+    let (_, audit) = call(
+        &base,
+        &admin,
+        Method::GET,
+        "/v1/audit?limit=1000",
+        json!(null),
+    )
+    .await;
+    let changed = audit["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["action"] == "governance.decide")
+        .expect("the decision is in the audit log");
+    let effect = changed.to_string();
+    assert!(
+        effect.contains("retention_changed") && effect.contains("\"keep_finished\":1"),
+        "{effect}"
+    );
+}
