@@ -9,6 +9,7 @@
 //! and the message goes to one node's members of each group, whichever node it was
 //! published on ([`Relay::queue_interest`] tells it when a group appears or goes).
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use colony_kernel::Priority;
@@ -73,11 +74,20 @@ impl Bus {
         remote: Remote,
     ) -> Routed {
         // Another node made the tail from the same subject; one that does not
-        // begin with it, or a subject no publish could have, is not routed.
+        // begin with it, or a subject no publish could have, is not routed (and
+        // counted as dropped: a node of another version, or a bug, says so here).
         let (Some(msg), Some(tokens)) =
             (Msg::relayed(subject, priority, tail), Tokens::of(subject))
         else {
-            return Routed::default();
+            self.metrics.dropped.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                subject,
+                "a relayed message does not match its subject: not routed"
+            );
+            return Routed {
+                dropped: 1,
+                ..Routed::default()
+            };
         };
         let reach = match remote {
             Remote::Plain => Reach::Plain,
