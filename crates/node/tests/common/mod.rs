@@ -28,6 +28,18 @@ pub fn genesis_dir(replaced: &[(&str, &str)]) -> tempfile::TempDir {
     dir
 }
 
+/// The shipped `governance.toml` with a review period of `period` (such as "2s"), so
+/// that a proposal is decided on the node's own clock within a test.
+pub fn governance_reviewed_in(period: &str) -> String {
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/genesis");
+    std::fs::read_to_string(shipped.join("governance.toml"))
+        .unwrap()
+        .replace(
+            "review_period = \"24h\"",
+            &format!("review_period = \"{period}\""),
+        )
+}
+
 /// A node on a free loopback port over `data`, with genesis from `config`.
 pub fn node_config(data: &Path, config: &Path) -> NodeConfig {
     NodeConfig {

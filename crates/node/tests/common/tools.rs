@@ -224,6 +224,9 @@ pub fn test_ca() -> TestCa {
 /// SDK's server) as the upstream `notes` under bubblewrap, reading only the Python
 /// environment, the interpreter it was made from and the test scripts.
 pub fn notes_server(python: &Path) -> String {
+    // The node refuses to start a server whose sandbox is missing: on a fresh machine
+    // this test may run before any other has installed bubblewrap.
+    bwrap();
     let venv = python.parent().unwrap().parent().unwrap();
     // The interpreter the environment was made from (pyenv's, or the system's).
     let prefix = python

@@ -1,7 +1,6 @@
 //! Governance over HTTP against a real node: a two-second review period passes on
 //! the node's own clock (the sequencer ticks when the review is due).
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use colony_node::Node;
@@ -20,10 +19,7 @@ struct Governed {
 
 impl Governed {
     async fn start() -> Governed {
-        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/genesis");
-        let governance = std::fs::read_to_string(shipped.join("governance.toml"))
-            .unwrap()
-            .replace("review_period = \"24h\"", "review_period = \"2s\"");
+        let governance = common::governance_reviewed_in("2s");
         let config = common::genesis_dir(&[("governance.toml", &governance)]);
         let data = tempfile::tempdir().unwrap();
         let (node, base, admin) = common::start(data.path(), config.path()).await;

@@ -254,10 +254,7 @@ async fn until(base: &str, token: &str, path: &str, done: impl Fn(&Value) -> boo
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_retention_rule_changes_by_a_vote_and_the_node_retires_by_the_new_one() {
-    let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/genesis");
-    let governance = std::fs::read_to_string(shipped.join("governance.toml"))
-        .unwrap()
-        .replace("review_period = \"24h\"", "review_period = \"2s\"");
+    let governance = common::governance_reviewed_in("2s");
     let config = common::genesis_dir(&[("governance.toml", &governance)]);
     let data = tempfile::tempdir().unwrap();
     let (_node, base, admin) = common::start(data.path(), config.path()).await;
