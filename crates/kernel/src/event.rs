@@ -358,12 +358,6 @@ pub enum Effect {
         amount: Option<u64>,
         previous: Option<u64>,
     },
-    /// The retention rule for finished tasks changed (a passed proposal).
-    RetentionChanged {
-        proposal: u64,
-        rule: crate::retention::RetentionConfig,
-        previous: crate::retention::RetentionConfig,
-    },
     VoteRecorded {
         proposal: u64,
         choice: VoteChoice,
@@ -504,6 +498,13 @@ pub enum Effect {
         duration_ms: u64,
         charged: Vec<(Resource, u64)>,
         grant: Option<u64>,
+    },
+    /// The retention rule for finished tasks changed (a passed proposal). (Last,
+    /// as new variants go.)
+    RetentionChanged {
+        proposal: u64,
+        rule: crate::retention::RetentionConfig,
+        previous: crate::retention::RetentionConfig,
     },
 }
 
