@@ -23,6 +23,7 @@ mod artifacts;
 mod board_reads;
 mod brakes;
 mod claims;
+mod classify;
 mod cluster;
 mod decompose;
 mod edge;
