@@ -231,9 +231,13 @@ fn payload(epoch: Instant, size: usize) -> String {
     text
 }
 
-fn latency_ns(epoch: Instant, payload: &str) -> u64 {
+/// When `payload` was sent and how long it took to arrive, in nanoseconds.
+fn latency_ns(epoch: Instant, payload: &str) -> (u64, u64) {
     let sent: u64 = payload[..20].parse().unwrap();
-    (epoch.elapsed().as_nanos() as u64).saturating_sub(sent)
+    (
+        sent,
+        (epoch.elapsed().as_nanos() as u64).saturating_sub(sent),
+    )
 }
 
 /// Publishes `messages` payloads of `size` bytes on `subject`, flushing every 256.
@@ -285,7 +289,7 @@ async fn run_subscribers(
     expected: u64,
     epoch: Instant,
     sample: bool,
-) -> Vec<tokio::task::JoinHandle<(Instant, Vec<u64>)>> {
+) -> Vec<tokio::task::JoinHandle<(Instant, Vec<(u64, u64)>)>> {
     subscribers
         .into_iter()
         .map(|mut client| {
@@ -304,6 +308,38 @@ async fn run_subscribers(
             })
         })
         .collect()
+}
+
+/// Prints the three bursts whose slowest delivery came latest, with when each was
+/// sent (from the first burst): where a high p99 comes from (one late burst holds
+/// 2% of the samples of a quick run).
+fn slowest_bursts(kind: Kind, bursts: &[u64], samples: &[(u64, u64)]) {
+    let mut worst = vec![0u64; bursts.len()];
+    for &(sent, latency) in samples {
+        let burst = bursts
+            .partition_point(|&start| start <= sent)
+            .saturating_sub(1);
+        worst[burst] = worst[burst].max(latency);
+    }
+    let mut order: Vec<usize> = (0..bursts.len()).collect();
+    order.sort_unstable_by_key(|&burst| std::cmp::Reverse(worst[burst]));
+    let line: Vec<String> = order
+        .iter()
+        .take(3)
+        .map(|&burst| {
+            format!(
+                "#{burst} at +{} ms: {} us",
+                (bursts[burst] - bursts[0]) / 1_000_000,
+                worst[burst] / 1_000
+            )
+        })
+        .collect();
+    println!(
+        "{:>12}: slowest bursts (of {}): {}",
+        kind.name(),
+        bursts.len(),
+        line.join(", ")
+    );
 }
 
 struct Figures {
@@ -445,8 +481,10 @@ async fn measure(kind: Kind, quick: bool) -> Figures {
     let tick = Duration::from_secs(1) / (rate / 100) as u32;
     let mut interval = tokio::time::interval(tick);
     let mut sent = 0;
+    let mut bursts = Vec::new();
     while sent < total {
         interval.tick().await;
+        bursts.push(epoch.elapsed().as_nanos() as u64);
         for _ in 0..100 {
             publisher.publish("bench.lat", &payload(epoch, size)).await;
             sent += 1;
@@ -457,6 +495,8 @@ async fn measure(kind: Kind, quick: bool) -> Figures {
     for handle in handles {
         latencies.extend(handle.await.unwrap().1);
     }
+    slowest_bursts(kind, &bursts, &latencies);
+    let mut latencies: Vec<u64> = latencies.into_iter().map(|(_, latency)| latency).collect();
     latencies.sort_unstable();
     let at = |q: f64| {
         latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)] as f64 / 1_000.0
