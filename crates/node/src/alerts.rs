@@ -7,8 +7,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use colony_alerts::{crossings, AlertsConfig, Cooldown, Delivery, Figure, Rules, Webhooks};
-use colony_api::alerts::{AlertDelivery, AlertView};
+use colony_alerts::{crossings, AlertsConfig, Cooldown, Delivery, Figure, Rules};
+use colony_api::alerts::AlertDelivery;
 use colony_kernel::alerts::{Alert, AlertReport, AlertScope};
 use colony_kernel::{CommandBody, Effect, PrincipalId, PrincipalKind};
 
@@ -17,37 +17,6 @@ use crate::sequencer::now_ms;
 
 /// Crossings submitted per check at most (the rest wait for the next check).
 pub const CROSSINGS_PER_CHECK_MAX: usize = 256;
-
-/// What the node runs for alerts: its configuration and its webhooks.
-pub struct AlertsRuntime {
-    pub config: AlertsConfig,
-    pub webhooks: Webhooks,
-}
-
-/// An alert as the API, the bus and the webhooks show it.
-pub fn view(alert: &Alert) -> AlertView {
-    let r = &alert.report;
-    let (limit, resource) = match &r.scope {
-        AlertScope::Limit { limit } => (Some(limit.clone()), None),
-        AlertScope::Quota { resource, .. } => (None, Some(resource.as_str().to_string())),
-    };
-    AlertView {
-        id: alert.id,
-        seq: alert.seq,
-        at: colony_api::format_time(alert.at_ms),
-        at_ms: alert.at_ms,
-        kind: if r.raised { "raise" } else { "clear" }.into(),
-        figure: alert.figure(),
-        limit,
-        principal: alert.principal.clone(),
-        resource,
-        threshold: r.threshold.to_string(),
-        usage: r.usage,
-        threshold_value: r.at,
-        of: r.of,
-        summary: alert.summary(),
-    }
-}
 
 /// The figures to watch now: every limit, and the watched quotas of every principal
 /// with standing.
@@ -257,7 +226,7 @@ async fn check_loop(shared: Arc<Shared>, node_url: String) {
 
 /// Publishes what the kernel recorded and hands it to the webhooks.
 fn announce(app: &AppState, alert: &Alert, node_url: &str) {
-    let view = view(alert);
+    let view = crate::api::alert_view(alert);
     let data = serde_json::to_string(&view).expect("an alert serializes");
     app.shared
         .bus

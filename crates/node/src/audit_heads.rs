@@ -17,15 +17,13 @@
 use std::io::Write;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Mutex;
 
 use colony_log::heads::{sign_head, SignedHead};
 use ed25519_dalek::SigningKey;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::app::Shared;
 use crate::genesis::{parse_duration_ms, read_optional, ConfigError, Source};
 
 /// The subject every signed head is published on.
@@ -33,7 +31,7 @@ pub const HEADS_SUBJECT: &str = "colony.audit.heads";
 /// The file the newest heads are kept in.
 pub const HEADS_FILE: &str = "audit-heads.jsonl";
 /// How often the signer looks at the log.
-const LOOK_EVERY_MS: u64 = 100;
+pub(crate) const LOOK_EVERY_MS: u64 = 100;
 
 /// `audit.toml`'s `[heads]`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -171,8 +169,16 @@ impl Heads {
 
     /// Signs the log's newest durable head when it is due (or, `force`, whenever it
     /// is not signed yet); the head signed.
-    pub fn sign_if_due(&self, shared: &Shared, force: bool) -> Option<SignedHead> {
-        let last = shared.audit.last_index();
+    /// The head goes into `heads.jsonl`, on the bus (`colony.audit.heads`) and, when
+    /// `audit.toml` says so, to `webhooks`.
+    pub fn sign_if_due(
+        &self,
+        audit: &colony_log::LogReader,
+        bus: &crate::bus::Bus,
+        webhooks: &colony_alerts::Webhooks,
+        force: bool,
+    ) -> Option<SignedHead> {
+        let last = audit.last_index();
         let now_ms = crate::sequencer::now_ms();
         {
             let state = self.state.lock().expect("heads lock");
@@ -185,7 +191,7 @@ impl Heads {
                 return None;
             }
         }
-        let hash = record_hash(&shared.audit, last)?;
+        let hash = record_hash(audit, last)?;
         let head = sign_head(&self.key, last, &hash, now_ms);
         let line = serde_json::to_string(&head).expect("a head serializes");
         {
@@ -199,9 +205,9 @@ impl Heads {
             state.newest = Some(head.clone());
             state.at_ms = now_ms;
         }
-        shared.bus.publish_system(HEADS_SUBJECT, &line);
+        bus.publish_system(HEADS_SUBJECT, &line);
         if self.config.webhooks {
-            shared.alerts.webhooks.send(&colony_alerts::Delivery {
+            webhooks.send(&colony_alerts::Delivery {
                 id: format!("audit-head-{}", head.seq),
                 json: line.clone(),
                 text: format!(
@@ -239,17 +245,21 @@ impl Heads {
     /// In a cluster, tells it this node's chain hash at the newest multiple of
     /// `every` it has: the same record on every node, so that the nodes compare them
     /// (a divergence must never happen).
-    pub fn checkpoint(&self, shared: &Shared) {
-        let Some(cluster) = &shared.cluster else {
+    pub fn checkpoint(
+        &self,
+        audit: &colony_log::LogReader,
+        cluster: Option<&colony_cluster::Cluster>,
+    ) {
+        let Some(cluster) = cluster else {
             return;
         };
-        let last = shared.audit.last_index();
+        let last = audit.last_index();
         let at = last / self.config.every * self.config.every;
         let done = self.checkpointed.load(std::sync::atomic::Ordering::Relaxed);
         if at == 0 || at <= done {
             return;
         }
-        if let Some(hash) = record_hash(&shared.audit, at) {
+        if let Some(hash) = record_hash(audit, at) {
             cluster.checkpoint(at, hex::encode(hash));
             self.checkpointed
                 .store(at, std::sync::atomic::Ordering::Relaxed);
@@ -275,20 +285,6 @@ fn record_hash(reader: &colony_log::LogReader, seq: u64) -> Option<[u8; 32]> {
         ControlFlow::Break(())
     });
     found
-}
-
-/// Signs heads as they come due, for as long as the node runs.
-pub async fn sign_loop(shared: Arc<Shared>) {
-    loop {
-        tokio::time::sleep(Duration::from_millis(LOOK_EVERY_MS)).await;
-        let shared = Arc::clone(&shared);
-        // Reading the record is a file read: off the async threads.
-        let _ = tokio::task::spawn_blocking(move || {
-            shared.heads.sign_if_due(&shared, false);
-            shared.heads.checkpoint(&shared);
-        })
-        .await;
-    }
 }
 
 #[cfg(test)]

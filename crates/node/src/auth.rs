@@ -1,11 +1,11 @@
 //! Bearer tokens: how they are made, stored (hashed) and checked.
 
-use axum::extract::FromRequestParts;
-use axum::http::request::Parts;
-use colony_kernel::{PrincipalId, PrincipalKind, Role, TokenHash};
+use std::sync::RwLock;
+
+use colony_kernel::{PrincipalId, PrincipalKind, Role, State, TokenHash};
 use sha2::{Digest, Sha256};
 
-use crate::app::AppState;
+use crate::route::Routes;
 use crate::ApiError;
 
 /// A new random token: `colony_` and 64 hex digits (256 bits from the OS).
@@ -39,47 +39,12 @@ impl Caller {
     }
 }
 
-impl FromRequestParts<AppState> for Caller {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Caller, ApiError> {
-        // Found already when the request was counted among its principal's.
-        let caller = match parts.extensions.remove::<Caller>() {
-            Some(caller) => caller,
-            None => {
-                if !parts
-                    .headers
-                    .contains_key(axum::http::header::AUTHORIZATION)
-                {
-                    return Err(ApiError::unauthenticated(
-                        "send your token as `Authorization: Bearer <token>`",
-                    ));
-                }
-                let token = bearer_token(&parts.headers).ok_or_else(|| {
-                    ApiError::unauthenticated("the Authorization header must be `Bearer <token>`")
-                })?;
-                authenticate(app, token)?
-            }
-        };
-        crate::listener::mark_authenticated(&parts.extensions);
-        let route = parts
-            .extensions
-            .get::<axum::extract::MatchedPath>()
-            .map_or_else(|| parts.uri.path().to_string(), |m| m.as_str().to_string());
-        let task = parts
-            .headers
-            .get("x-colony-task")
-            .and_then(|v| v.to_str().ok());
-        caller.check_scope(&parts.method, &route, parts.uri.path(), task)?;
-        Ok(caller)
-    }
-}
-
 impl Caller {
     /// Whether the token's scopes give what `route` needs: `403 scope` naming it
     /// otherwise.
     pub fn check_scope(
         &self,
+        routes: &Routes,
         method: &axum::http::Method,
         route: &str,
         path: &str,
@@ -87,7 +52,7 @@ impl Caller {
     ) -> Result<(), ApiError> {
         // A route the table does not have is never served (the router is built from
         // the table), so nothing is needed for one.
-        let Some(need) = crate::api::routes::find(method, route).and_then(|r| r.scope) else {
+        let Some(need) = routes.find(method, route).and_then(|r| r.scope) else {
             return Ok(());
         };
         if crate::scope::allows(&self.scopes, need, path, task) {
@@ -121,10 +86,10 @@ pub(crate) fn bearer_token(headers: &axum::http::HeaderMap) -> Option<&str> {
 
 /// The principal a token belongs to, if the token is live and the principal has
 /// standing; a revoked or expired token is `401` saying which.
-pub fn authenticate(app: &AppState, token: &str) -> Result<Caller, ApiError> {
+pub fn authenticate(state: &RwLock<State>, token: &str) -> Result<Caller, ApiError> {
     let hash = hash_token(token);
     let now = crate::sequencer::now_ms();
-    let state = app.shared.state.read().expect("state lock");
+    let state = state.read().expect("state lock");
     let (token, principal) = state
         .token_by_hash(&hash)
         .ok_or_else(|| ApiError::unauthenticated("this token is not valid (no such token)"))?;

@@ -16,8 +16,6 @@
 //!
 //! Only requests of a known principal get here ([`crate::fairness`]).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
@@ -29,26 +27,8 @@ use colony_kernel::PrincipalId;
 use futures_util::StreamExt;
 
 use crate::app::AppState;
+use crate::gate_counts::Over;
 use crate::ApiError;
-
-/// The bytes of request bodies held now, in all and by principal.
-#[derive(Default)]
-pub(crate) struct BodyBytes {
-    held: Mutex<Held>,
-}
-
-#[derive(Default)]
-struct Held {
-    total: u64,
-    by_principal: HashMap<PrincipalId, u64>,
-}
-
-impl BodyBytes {
-    /// Bytes of request bodies held now.
-    pub(crate) fn total(&self) -> u64 {
-        self.held.lock().expect("body bytes lock").total
-    }
-}
 
 /// One body's bytes, counted until dropped.
 struct Hold {
@@ -65,28 +45,27 @@ impl Hold {
             config.body_bytes_in_flight_max,
             config.body_bytes_in_flight_per_principal_max,
         );
-        let shared = Arc::clone(&self.app.shared);
-        let mut held = shared.body_bytes.held.lock().expect("body bytes lock");
-        let mine = held.by_principal.get(&self.principal).copied().unwrap_or(0);
-        let refusal = if held.total.saturating_add(more) > node_max {
-            Some((
+        let refusal = self
+            .app
+            .shared
+            .body_bytes
+            .add(self.principal, more, node_max, principal_max);
+        let refusal = match refusal {
+            Ok(()) => None,
+            Err(Over::Node) => Some((
                 StatusCode::SERVICE_UNAVAILABLE,
                 "node",
                 node_max,
                 "the node holds",
-            ))
-        } else if mine.saturating_add(more) > principal_max {
-            Some((
+            )),
+            Err(Over::Principal) => Some((
                 StatusCode::TOO_MANY_REQUESTS,
                 "principal",
                 principal_max,
                 "your requests hold",
-            ))
-        } else {
-            None
+            )),
         };
         if let Some((status, scope, max, who)) = refusal {
-            drop(held);
             let mut error = ApiError::new(
                 status,
                 "body_budget",
@@ -99,8 +78,6 @@ impl Hold {
             error.retry_after_secs = Some(1);
             return Err(error);
         }
-        held.total += more;
-        *held.by_principal.entry(self.principal).or_insert(0) += more;
         self.bytes += more;
         Ok(())
     }
@@ -111,15 +88,10 @@ impl Drop for Hold {
         if self.bytes == 0 {
             return;
         }
-        let shared = Arc::clone(&self.app.shared);
-        let mut held = shared.body_bytes.held.lock().expect("body bytes lock");
-        held.total -= self.bytes;
-        if let Some(mine) = held.by_principal.get_mut(&self.principal) {
-            *mine -= self.bytes;
-            if *mine == 0 {
-                held.by_principal.remove(&self.principal);
-            }
-        }
+        self.app
+            .shared
+            .body_bytes
+            .release(self.principal, self.bytes);
     }
 }
 

@@ -17,8 +17,7 @@ use colony_kernel::{Gate, Limit, Priority, Reason};
 use crate::app::AppState;
 use crate::ApiError;
 
-/// Bound on request bodies, in bytes; larger bodies get 413.
-pub const REQUEST_BODY_BYTES_MAX: usize = 64 << 10;
+pub use crate::route::REQUEST_BODY_BYTES_MAX;
 
 pub const CONCURRENT_API_REQUESTS: &str = "concurrent_api_requests";
 
@@ -173,9 +172,11 @@ pub(crate) fn body_limit(app: &AppState, request: &Request) -> usize {
     let bound = request
         .extensions()
         .get::<axum::extract::MatchedPath>()
-        .and_then(|matched| crate::api::routes::find(request.method(), matched.as_str()))
+        .and_then(|matched| app.shared.routes.find(request.method(), matched.as_str()))
         .map(|route| route.body);
-    crate::api::routes::body_limit(app, bound)
+    bound
+        .unwrap_or(crate::route::BodyBound::Small)
+        .bytes(app.shared.gateway.config.request_bytes_max)
 }
 
 struct InFlight<'a>(&'a std::sync::atomic::AtomicU64);
@@ -218,7 +219,9 @@ fn priority_ceiling(app: &AppState, request: &Request) -> Priority {
     let headers = request.headers();
     let token = crate::auth::bearer_token(headers)
         .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()));
-    let Some(caller) = token.and_then(|token| crate::auth::authenticate(app, token).ok()) else {
+    let Some(caller) =
+        token.and_then(|token| crate::auth::authenticate(&app.shared.state, token).ok())
+    else {
         return Priority::Normal;
     };
     let by_role = if caller.is_admin() {

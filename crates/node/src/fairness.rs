@@ -14,9 +14,6 @@
 //! to the `Caller` extractor in the request's extensions; a request without a valid
 //! token is passed on as it came, to be answered `401` before its body is read.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::middleware::Next;
@@ -27,54 +24,19 @@ use crate::app::AppState;
 use crate::auth::{authenticate, bearer_token};
 use crate::ApiError;
 
-/// Requests of each principal being served now.
-#[derive(Default)]
-pub(crate) struct PrincipalSlots {
-    held: Mutex<HashMap<PrincipalId, usize>>,
-}
-
 /// One request's place among its principal's, until dropped.
 struct Slot {
     app: AppState,
     principal: PrincipalId,
 }
 
-impl PrincipalSlots {
-    fn take(&self, app: &AppState, principal: PrincipalId, max: usize) -> Option<Slot> {
-        let mut held = self.held.lock().expect("slots lock");
-        let count = held.entry(principal).or_insert(0);
-        if *count >= max {
-            return None;
-        }
-        *count += 1;
-        Some(Slot {
+impl Slot {
+    /// One of `principal`'s places, if fewer than `max` are held.
+    fn take(app: &AppState, principal: PrincipalId, max: usize) -> Option<Slot> {
+        app.shared.slots.try_take(principal, max).then(|| Slot {
             app: app.clone(),
             principal,
         })
-    }
-}
-
-impl PrincipalSlots {
-    /// Gives back one of `principal`'s places.
-    fn give_back(&self, principal: PrincipalId) {
-        let mut held = self.held.lock().expect("slots lock");
-        if let Some(count) = held.get_mut(&principal) {
-            *count -= 1;
-            if *count == 0 {
-                held.remove(&principal);
-            }
-        }
-    }
-
-    /// Takes one place back for `principal`, whatever the bound (a request that was
-    /// admitted and stepped aside).
-    fn take_back(&self, principal: PrincipalId) {
-        *self
-            .held
-            .lock()
-            .expect("slots lock")
-            .entry(principal)
-            .or_insert(0) += 1;
     }
 }
 
@@ -132,7 +94,7 @@ pub async fn gated(State(app): State<AppState>, mut request: Request, next: Next
             .connections
             .config()
             .requests_in_flight_per_principal_max;
-        match app.shared.slots.take(&app, caller.id, max) {
+        match Slot::take(&app, caller.id, max) {
             Some(slot) => _slot = Some(slot),
             None => return too_many_requests(&app, &caller.address, max),
         }
@@ -160,7 +122,7 @@ pub async fn body_deadline(
 /// request without one goes on untouched: the `Caller` extractor answers it `401`
 /// before its body is read, so that nobody unknown has the node hold a body.
 fn identify(app: &AppState, request: &Request) -> Option<crate::auth::Caller> {
-    bearer_token(request.headers()).and_then(|token| authenticate(app, token).ok())
+    bearer_token(request.headers()).and_then(|token| authenticate(&app.shared.state, token).ok())
 }
 
 fn too_many_requests(app: &AppState, address: &str, max: usize) -> Response {

@@ -9,7 +9,7 @@ use colony_kernel::{CommandBody, Genesis, PrincipalId};
 use crate::app::Shared;
 use crate::auth::{hash_token, new_token};
 use crate::genesis::{self, GenesisConfig};
-use crate::node::write_private;
+use crate::private_file::write_private;
 use crate::sequencer::Submitter;
 use crate::{NodeConfig, NodeError};
 

@@ -29,7 +29,8 @@ pub fn load_or_create(data_dir: &Path) -> Result<SigningKey, String> {
             let mut secret = [0u8; 32];
             getrandom::fill(&mut secret).map_err(|e| format!("no randomness: {e}"))?;
             let key = SigningKey::from_bytes(&secret);
-            write_private(&file, &STANDARD.encode(secret))?;
+            crate::private_file::create_private(&file, STANDARD.encode(secret).as_bytes())
+                .map_err(|e| format!("{}: {e}", file.display()))?;
             key
         }
         Err(error) => return Err(format!("{}: {error}", file.display())),
@@ -42,21 +43,6 @@ pub fn load_or_create(data_dir: &Path) -> Result<SigningKey, String> {
             .map_err(|e| format!("{}: {e}", public_file.display()))?;
     }
     Ok(key)
-}
-
-/// Writes `text` to a new file only its owner may read.
-fn write_private(file: &Path, text: &str) -> Result<(), String> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut out = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(file)
-        .map_err(|e| format!("{}: {e}", file.display()))?;
-    out.write_all(text.as_bytes())
-        .and_then(|()| out.sync_all())
-        .map_err(|e| format!("{}: {e}", file.display()))
 }
 
 #[cfg(test)]

@@ -15,9 +15,6 @@ use crate::start;
 use crate::NodeConfig;
 use crate::NodeError;
 
-/// In a cluster, this node's own log is synced within this many milliseconds.
-pub const CLUSTER_LOCAL_SYNC_WITHIN_MS: u64 = 100;
-
 /// A running node: the sequencer thread and the HTTP server.
 pub struct Node {
     local_addr: SocketAddr,
@@ -44,6 +41,8 @@ pub struct Node {
     watcher: tokio::task::JoinHandle<()>,
     /// The upstream MCP servers it runs.
     upstreams: Arc<crate::mcp::upstream::Upstreams>,
+    /// The MCP side's parts (its subscriptions are closed at shutdown).
+    mcp: Arc<crate::mcp::McpStatus>,
     /// Signs the decision log's heads.
     signer: tokio::task::JoinHandle<()>,
     /// Exports the gateway's spans, when `OTEL_EXPORTER_OTLP_ENDPOINT` says where.
@@ -144,6 +143,7 @@ impl Node {
         bus.listen_to_offers(Arc::clone(&claim_waiters) as Arc<dyn crate::bus::OfferListener>);
         let shared = Arc::new(Shared {
             claim_waiters,
+            routes: crate::api::routes::routes(),
             artifacts: artifacts.clone(),
             archive: colony_log::TaskArchive::new(&config.data_dir),
             gateway,
@@ -164,17 +164,23 @@ impl Node {
             relay,
             alerts,
             heads,
-            mcp,
+            mcp: Arc::clone(&mcp) as Arc<dyn crate::app::McpActivitySource>,
         });
         let sampler = tokio::spawn(crate::api::sample_history(Arc::clone(&shared)));
-        let signer = tokio::spawn(crate::audit_heads::sign_loop(Arc::clone(&shared)));
+        let signer = tokio::spawn(sign_loop(Arc::clone(&shared)));
         let app = AppState {
             shared: Arc::clone(&shared),
         };
-        let upstreams = start::upstreams(&config, &shared.mcp.approvals).await?;
+        let upstreams = start::upstreams(&config, &mcp.approvals).await?;
         let router = crate::api::router(app.clone());
-        let router = crate::mcp::mount(app, router, tls.is_some(), Arc::clone(&upstreams))
-            .map_err(start::failed("the MCP server's tools"))?;
+        let router = crate::mcp::mount(
+            app,
+            router,
+            tls.is_some(),
+            Arc::clone(&mcp),
+            Arc::clone(&upstreams),
+        )
+        .map_err(start::failed("the MCP server's tools"))?;
         let (stop_server, stopped) = tokio::sync::watch::channel(false);
         let server = tokio::spawn(crate::listener::serve(
             listener,
@@ -217,6 +223,7 @@ impl Node {
             sampler,
             watcher,
             upstreams,
+            mcp,
             signer,
             telemetry,
             liveness,
@@ -310,7 +317,7 @@ impl Node {
         self.sampler.abort();
         self.watcher.abort();
         self.upstreams.stop().await;
-        self.shared.mcp.watches.close();
+        self.mcp.watches.close();
         self.signer.abort();
         self.shared.artifacts.shutdown().await;
         self.shared.bus.close_all();
@@ -340,7 +347,7 @@ impl Node {
         let _ = tokio::task::spawn_blocking(move || sequencer.join()).await;
         // The last records are covered by a signed head too.
         let shared = Arc::clone(&self.shared);
-        let _ = tokio::task::spawn_blocking(move || shared.heads.sign_if_due(&shared, true)).await;
+        let _ = tokio::task::spawn_blocking(move || shared.sign_heads(true)).await;
         // The spans of the last calls (their settlements included) are exported.
         if let Some(telemetry) = self.telemetry {
             let ended = std::time::Duration::from_secs(5);
@@ -351,23 +358,21 @@ impl Node {
     }
 }
 
-pub(crate) fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
+/// Signs the decision log's heads as they come due, for as long as the node runs.
+async fn sign_loop(shared: Arc<Shared>) {
+    let every = std::time::Duration::from_millis(crate::audit_heads::LOOK_EVERY_MS);
+    loop {
+        tokio::time::sleep(every).await;
+        let shared = Arc::clone(&shared);
+        // Reading the record is a file read: off the async threads.
+        let _ = tokio::task::spawn_blocking(move || {
+            shared.sign_heads(false);
+            shared
+                .heads
+                .checkpoint(&shared.audit, shared.cluster.as_ref());
+        })
+        .await;
     }
-    let mut file = options.open(path)?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-    }
-    file.write_all(contents)?;
-    file.sync_all()
 }
 
 /// The store opened and its logs replayed into the state (on a blocking thread),

@@ -12,6 +12,9 @@ use crate::tls::ServerTls;
 use crate::NodeConfig;
 use crate::NodeError;
 
+/// In a cluster, this node's own log is synced within this many milliseconds.
+const CLUSTER_LOCAL_SYNC_WITHIN_MS: u64 = 100;
+
 /// A part that could not start, and why.
 pub(crate) fn failed(context: &str) -> impl FnOnce(String) -> NodeError + '_ {
     move |message| NodeError::Io {
@@ -32,7 +35,7 @@ pub(crate) fn sequencer_config(
         sequencer.replicated = true;
         sequencer.decided_sync_within_ms = sequencer
             .decided_sync_within_ms
-            .max(crate::node::CLUSTER_LOCAL_SYNC_WITHIN_MS);
+            .max(CLUSTER_LOCAL_SYNC_WITHIN_MS);
     }
     if sequencer.pruning.is_none() {
         let rule = match config.log_retention.clone() {
@@ -174,7 +177,7 @@ pub(crate) fn artifacts(
 }
 
 /// The alert rules and the webhooks they are sent to.
-pub(crate) fn alerts(config: &NodeConfig) -> Result<crate::alerts::AlertsRuntime, NodeError> {
+pub(crate) fn alerts(config: &NodeConfig) -> Result<crate::app::AlertsRuntime, NodeError> {
     let alerts_config = colony_alerts::load(&config.config_dir, &|name| std::env::var(name).ok())
         .map_err(NodeError::Config)?;
     let webhooks = colony_alerts::Webhooks::start(
@@ -187,7 +190,7 @@ pub(crate) fn alerts(config: &NodeConfig) -> Result<crate::alerts::AlertsRuntime
         check_every_ms = alerts_config.check_every_ms,
         "alerts ready"
     );
-    Ok(crate::alerts::AlertsRuntime {
+    Ok(crate::app::AlertsRuntime {
         config: alerts_config,
         webhooks,
     })

@@ -24,46 +24,7 @@ use tokio::sync::watch;
 use crate::auth::{hash_token, new_token};
 use crate::sequencer::Submitter;
 
-/// How the supervisor behaves, and what it runs.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SupervisorConfig {
-    pub spawn_cooldown_ms: u64,
-    pub idle_shutdown_ms: u64,
-    pub restart_backoff_base_ms: u64,
-    pub restart_backoff_max_ms: u64,
-    pub crash_loop_crashes: u32,
-    pub crash_loop_window_ms: u64,
-    pub profiles: Vec<Profile>,
-}
-
-/// One kind of worker process.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Profile {
-    pub name: String,
-    /// Program and arguments; `COLONY_URL`, `COLONY_TOKEN`, `COLONY_CAPABILITIES`,
-    /// `COLONY_PROFILE` and (if set) `COLONY_MODEL` are set for it.
-    pub command: Vec<String>,
-    pub capabilities: Vec<String>,
-    /// The model its workers use, passed as `COLONY_MODEL`.
-    pub model: Option<String>,
-    pub min: u32,
-    pub max: u32,
-}
-
-impl SupervisorConfig {
-    pub fn with_profiles(profiles: Vec<Profile>) -> SupervisorConfig {
-        SupervisorConfig {
-            spawn_cooldown_ms: 2_000,
-            idle_shutdown_ms: 300_000,
-            restart_backoff_base_ms: 1_000,
-            restart_backoff_max_ms: 60_000,
-            crash_loop_crashes: 5,
-            crash_loop_window_ms: 60_000,
-            profiles,
-        }
-    }
-}
-
+pub use crate::genesis::{Profile, SupervisorConfig};
 pub use colony_api::workers::ProfileStatus;
 
 pub type SupervisorStatus = Arc<Mutex<Vec<ProfileStatus>>>;
@@ -198,7 +159,7 @@ async fn profile_principal(
         }
     }
     let token = new_token();
-    crate::node::write_private(&file, format!("{token}\n").as_bytes())
+    crate::private_file::write_private(&file, format!("{token}\n").as_bytes())
         .map_err(io(format!("cannot write {}", file.display())))?;
     let mut request = CreatePrincipal::new(
         format!("supervisor/{}", profile.name),

@@ -114,12 +114,12 @@ fn self_signed(data_dir: &Path, names: &[String]) -> Result<(PathBuf, PathBuf), 
     let certificate = params
         .self_signed(&key)
         .map_err(|error| tls_error(&cert_file, format!("cannot sign: {error}")))?;
-    crate::node::write_private(&key_file, key.serialize_pem().as_bytes()).map_err(|source| {
-        NodeError::Io {
+    crate::private_file::write_private(&key_file, key.serialize_pem().as_bytes()).map_err(
+        |source| NodeError::Io {
             context: format!("cannot write {}", key_file.display()),
             source,
-        }
-    })?;
+        },
+    )?;
     std::fs::write(&cert_file, certificate.pem()).map_err(|source| NodeError::Io {
         context: format!("cannot write {}", cert_file.display()),
         source,

@@ -2,7 +2,9 @@
 
 use axum::extract::State;
 use axum::Json;
-use colony_api::alerts::{AlertList, AlertQuery, DeadLetterList, DeadLetterView, RaisedView};
+use colony_api::alerts::{
+    AlertList, AlertQuery, AlertView, DeadLetterList, DeadLetterView, RaisedView,
+};
 use colony_api::ErrorBody;
 use colony_kernel::alerts::AlertScope;
 
@@ -40,7 +42,7 @@ pub async fn list(
         .rev()
         .take_while(|a| a.id > after)
         .take(limit)
-        .map(crate::alerts::view)
+        .map(view)
         .collect();
     alerts.reverse();
     let raised_total = state.raised_alerts().count();
@@ -96,4 +98,29 @@ pub async fn dead_letters(State(app): State<AppState>, _caller: Caller) -> Json<
         })
         .collect();
     Json(DeadLetterList { dead_letters })
+}
+
+/// An alert as the API, the bus and the webhooks show it.
+pub(crate) fn view(alert: &colony_kernel::alerts::Alert) -> AlertView {
+    let r = &alert.report;
+    let (limit, resource) = match &r.scope {
+        AlertScope::Limit { limit } => (Some(limit.clone()), None),
+        AlertScope::Quota { resource, .. } => (None, Some(resource.as_str().to_string())),
+    };
+    AlertView {
+        id: alert.id,
+        seq: alert.seq,
+        at: colony_api::format_time(alert.at_ms),
+        at_ms: alert.at_ms,
+        kind: if r.raised { "raise" } else { "clear" }.into(),
+        figure: alert.figure(),
+        limit,
+        principal: alert.principal.clone(),
+        resource,
+        threshold: r.threshold.to_string(),
+        usage: r.usage,
+        threshold_value: r.at,
+        of: r.of,
+        summary: alert.summary(),
+    }
 }

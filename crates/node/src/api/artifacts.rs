@@ -18,8 +18,7 @@ use super::{check_amount, parse_resource, require_justification, AppState, Body,
 use crate::auth::Caller;
 use crate::ApiError;
 
-/// Largest deploy body, in bytes: a module of up to about 6 MiB in base64.
-pub const ARTIFACT_BODY_BYTES_MAX: usize = 8 << 20;
+pub use crate::route::ARTIFACT_BODY_BYTES_MAX;
 
 fn view(app: &AppState, principal: PrincipalId, seq: Option<u64>) -> Option<ArtifactView> {
     let status = app.shared.artifacts.status(principal);

@@ -81,14 +81,20 @@ pub async fn upgrade(State(app): State<AppState>, mut request: Request) -> Respo
             "send your token as `Authorization: Bearer <token>` or as ?token=<token>",
         )
     });
-    let caller = match token.and_then(|token| authenticate(&app, &token)) {
+    let caller = match token.and_then(|token| authenticate(&app.shared.state, &token)) {
         Ok(caller) => {
             crate::listener::mark_authenticated(request.extensions());
             caller
         }
         Err(error) => return error.into_response(),
     };
-    if let Err(error) = caller.check_scope(request.method(), "/v1/bus", "/v1/bus", None) {
+    if let Err(error) = caller.check_scope(
+        app.shared.routes,
+        request.method(),
+        "/v1/bus",
+        "/v1/bus",
+        None,
+    ) {
         return error.into_response();
     }
     let by_protocol = protocol_token(&request).is_some();

@@ -359,13 +359,14 @@ pub async fn messages(
                 .and_then(|v| v.strip_prefix("Bearer "))
                 .map(str::to_string)
         });
-    let caller = match token.as_deref().map(|t| authenticate(&app, t)) {
+    let caller = match token.as_deref().map(|t| authenticate(&app.shared.state, t)) {
         Some(Ok(caller)) => {
             if let Some(axum::Extension(connection)) = connection {
                 connection.mark_authenticated();
             }
             let task = task_header(&headers);
             if let Err(error) = caller.check_scope(
+                app.shared.routes,
                 &axum::http::Method::POST,
                 "/v1/messages",
                 "/v1/messages",

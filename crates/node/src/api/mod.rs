@@ -41,7 +41,8 @@ use serde_json::Value;
 use crate::ApiError;
 
 pub use crate::app::{AppState, Shared};
-pub use crate::edge::REQUEST_BODY_BYTES_MAX;
+pub use crate::route::REQUEST_BODY_BYTES_MAX;
+pub(crate) use alerts::view as alert_view;
 pub use artifacts::ARTIFACT_BODY_BYTES_MAX;
 pub(crate) use dashboard::sample as sample_history;
 pub(crate) use limits::current as current_limits;

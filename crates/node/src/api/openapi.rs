@@ -1,9 +1,9 @@
-//! The OpenAPI 3.1 document of the HTTP API, generated from the handlers'
-//! annotations (every route of the table in `routes.rs`) and `colony-api`'s types, served at `GET /v1/openapi.json` (no token
-//! needed) and checked into `docs/openapi.json` by a test that fails when they differ.
+//! The head of the HTTP API's OpenAPI 3.1 document: its info and its security
+//! schemes. The paths come from the handlers' annotations (every route of the table
+//! in `routes.rs`, which puts the two together and serves the document at
+//! `GET /v1/openapi.json`, no token needed); `docs/openapi.json` is checked against it
+//! by a test that fails when they differ.
 
-use axum::http::header::CONTENT_TYPE;
-use axum::response::IntoResponse;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::OpenApi as Document;
 use utoipa::{Modify, OpenApi};
@@ -35,27 +35,4 @@ impl Modify for Security {
             SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("x-api-key"))),
         );
     }
-}
-
-/// The document as pretty JSON with a trailing newline (as `docs/openapi.json`): the
-/// info and security here, every path from the route table (`routes.rs`).
-pub fn document() -> String {
-    let mut document = ApiDoc::openapi();
-    document.merge(super::routes::openapi_paths());
-    let mut text = document
-        .to_pretty_json()
-        .expect("the OpenAPI document serializes");
-    text.push('\n');
-    text
-}
-
-/// This API's OpenAPI document.
-#[utoipa::path(get, path = "/v1/openapi.json", tag = "node", security(()),
-    responses((status = 200, description = "this document", content_type = "application/json", body = Object)))]
-pub(crate) async fn serve() -> impl IntoResponse {
-    static DOCUMENT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    (
-        [(CONTENT_TYPE, "application/json")],
-        DOCUMENT.get_or_init(document).clone(),
-    )
 }

@@ -13,50 +13,13 @@ use axum::Router;
 use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
 use utoipa_axum::routes;
 
+pub use crate::route::{serves, BodyBound, Lane, Route, Routes};
+
 use super::{
     alerts, artifacts, audit, bus, bus_http, cluster, dashboard, gateway, governance, grants,
     hypernet_tasks, inbox, ledger, limits, metrics, openapi, principals, reports, tasks, tokens,
     workers, AppState,
 };
-
-/// Which middleware a route is served under.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Lane {
-    /// Health, the OpenAPI document and the dashboard's page: no token, no gate.
-    Open,
-    /// Governance, health of the colony and administration: counted but never shed
-    /// by `concurrent_api_requests`, so that no load and no brake can keep the
-    /// colony from being governed (as Kubernetes exempts its system priority level).
-    Governance,
-    /// Everything else: gated by `concurrent_api_requests` and the principal's
-    /// requests in flight.
-    Gated,
-}
-
-/// How large a body a route takes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum BodyBound {
-    /// `REQUEST_BODY_BYTES_MAX` (64 KiB).
-    Small,
-    /// `ARTIFACT_BODY_BYTES_MAX` (a WebAssembly module).
-    Artifact,
-    /// The gateway's `request_bytes_max` (providers.toml).
-    Gateway,
-}
-
-/// What the table says of one route.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Route {
-    pub method: Method,
-    /// The template, as axum matches it (`/v1/tasks/{address}/cancel`).
-    pub path: String,
-    /// The scope a token needs; `None` for the routes anyone may call.
-    pub scope: Option<&'static str>,
-    pub lane: Lane,
-    pub body: BodyBound,
-    /// Whether the OpenAPI document has it (the dashboard's page does not).
-    pub documented: bool,
-}
 
 /// One declaration: the route's handler, as documented (`routes!`) or not.
 pub(crate) struct Entry {
@@ -94,7 +57,7 @@ pub(crate) fn entries() -> Vec<Entry> {
     let page = || axum::routing::get(dashboard::page);
     vec![
         documented(routes!(super::healthz), None, Open, Small),
-        documented(routes!(openapi::serve), None, Open, Small),
+        documented(routes!(serve), None, Open, Small),
         Entry {
             scope: None,
             lane: Open,
@@ -289,55 +252,22 @@ pub fn table() -> &'static [Route] {
     TABLE.get_or_init(|| entries().iter().flat_map(Entry::routes).collect())
 }
 
-/// Whether the route template serves `path`: the same segments, a `{parameter}`
-/// matching any one that is not empty.
-pub fn serves(template: &str, path: &str) -> bool {
-    let (mut template, mut path) = (template.split('/'), path.split('/'));
-    loop {
-        match (template.next(), path.next()) {
-            (None, None) => return true,
-            (Some(wanted), Some(given)) => {
-                let parameter = wanted.starts_with('{') && !given.is_empty();
-                if wanted != given && !parameter {
-                    return false;
-                }
-            }
-            _ => return false,
-        }
-    }
+/// The table, indexed (what [`crate::app::Shared`] holds).
+pub fn routes() -> &'static Routes {
+    static ROUTES: std::sync::OnceLock<Routes> = std::sync::OnceLock::new();
+    ROUTES.get_or_init(|| Routes::new(table()))
 }
 
 /// The table's entry for a request on `path` (the template the router matched).
-/// On every request's path: an index by template, no allocation.
 pub fn find(method: &Method, path: &str) -> Option<&'static Route> {
-    type Index = std::collections::HashMap<&'static str, Vec<&'static Route>>;
-    static INDEX: std::sync::OnceLock<Index> = std::sync::OnceLock::new();
-    let index = INDEX.get_or_init(|| {
-        let mut index = Index::new();
-        for route in table() {
-            index.entry(route.path.as_str()).or_default().push(route);
-        }
-        index
-    });
-    let method = if method == Method::HEAD {
-        &Method::GET
-    } else {
-        method
-    };
-    index
-        .get(path)?
-        .iter()
-        .find(|route| route.method == *method)
-        .copied()
+    routes().find(method, path)
 }
 
 /// The largest body a route takes, in bytes (the small bound for no route).
 pub(crate) fn body_limit(app: &AppState, bound: Option<BodyBound>) -> usize {
-    match bound.unwrap_or(BodyBound::Small) {
-        BodyBound::Small => crate::edge::REQUEST_BODY_BYTES_MAX,
-        BodyBound::Artifact => artifacts::ARTIFACT_BODY_BYTES_MAX,
-        BodyBound::Gateway => app.shared.gateway.config.request_bytes_max,
-    }
+    bound
+        .unwrap_or(BodyBound::Small)
+        .bytes(app.shared.gateway.config.request_bytes_max)
 }
 
 /// The routes of one lane, with their body bounds.
@@ -367,6 +297,29 @@ pub(crate) fn openapi_paths() -> utoipa::openapi::OpenApi {
         }
     }
     router.into_openapi()
+}
+
+/// The document as pretty JSON with a trailing newline (as `docs/openapi.json`): the
+/// info and security here, every path from the route table (`routes.rs`).
+pub fn openapi_document() -> String {
+    let mut document = <openapi::ApiDoc as utoipa::OpenApi>::openapi();
+    document.merge(openapi_paths());
+    let mut text = document
+        .to_pretty_json()
+        .expect("the OpenAPI document serializes");
+    text.push('\n');
+    text
+}
+
+/// This API's OpenAPI document.
+#[utoipa::path(get, path = "/v1/openapi.json", tag = "node", security(()),
+    responses((status = 200, description = "this document", content_type = "application/json", body = Object)))]
+pub(crate) async fn serve() -> impl axum::response::IntoResponse {
+    static DOCUMENT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        DOCUMENT.get_or_init(openapi_document).clone(),
+    )
 }
 
 #[cfg(test)]

@@ -157,7 +157,7 @@ fn body_budgets(
 ) -> Result<(), ConfigError> {
     // A principal's budget holds at least one artifact's module (the largest body a
     // route takes by default), and the node's at least one principal's.
-    let artifact = crate::api::ARTIFACT_BODY_BYTES_MAX as u64;
+    let artifact = crate::route::ARTIFACT_BODY_BYTES_MAX as u64;
     for (key, value, target, min) in [
         (
             "body_bytes_in_flight_per_principal_max",

@@ -29,7 +29,7 @@ pub use http::{load_http, parse_http};
 pub use limits::parse_limits;
 pub use quotas::parse_quotas;
 pub use retention::{load_log_retention, parse_log_retention, parse_retention};
-pub use supervisor::{load_supervisor, parse_supervisor};
+pub use supervisor::{load_supervisor, parse_supervisor, Profile, SupervisorConfig};
 pub use tasks::parse_tasks;
 
 pub use colony_config::{

@@ -7,6 +7,46 @@ use toml::Spanned;
 
 use super::*;
 
+/// How the supervisor behaves, and what it runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SupervisorConfig {
+    pub spawn_cooldown_ms: u64,
+    pub idle_shutdown_ms: u64,
+    pub restart_backoff_base_ms: u64,
+    pub restart_backoff_max_ms: u64,
+    pub crash_loop_crashes: u32,
+    pub crash_loop_window_ms: u64,
+    pub profiles: Vec<Profile>,
+}
+
+/// One kind of worker process.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Profile {
+    pub name: String,
+    /// Program and arguments; `COLONY_URL`, `COLONY_TOKEN`, `COLONY_CAPABILITIES`,
+    /// `COLONY_PROFILE` and (if set) `COLONY_MODEL` are set for it.
+    pub command: Vec<String>,
+    pub capabilities: Vec<String>,
+    /// The model its workers use, passed as `COLONY_MODEL`.
+    pub model: Option<String>,
+    pub min: u32,
+    pub max: u32,
+}
+
+impl SupervisorConfig {
+    pub fn with_profiles(profiles: Vec<Profile>) -> SupervisorConfig {
+        SupervisorConfig {
+            spawn_cooldown_ms: 2_000,
+            idle_shutdown_ms: 300_000,
+            restart_backoff_base_ms: 1_000,
+            restart_backoff_max_ms: 60_000,
+            crash_loop_crashes: 5,
+            crash_loop_window_ms: 60_000,
+            profiles,
+        }
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SupervisorFile {
@@ -41,23 +81,18 @@ struct ProfileEntry {
 
 /// Reads `supervisor.toml` from the configuration directory, if it exists. Unlike
 /// genesis, it is read at every start: it describes this node's own processes.
-pub fn load_supervisor(
-    dir: &Path,
-) -> Result<Option<crate::supervisor::SupervisorConfig>, ConfigError> {
+pub fn load_supervisor(dir: &Path) -> Result<Option<SupervisorConfig>, ConfigError> {
     match read_optional(dir, "supervisor.toml")? {
         Some((file, text)) => parse_supervisor(&file, &text).map(Some),
         None => Ok(None),
     }
 }
 
-pub fn parse_supervisor(
-    file: &Path,
-    text: &str,
-) -> Result<crate::supervisor::SupervisorConfig, ConfigError> {
+pub fn parse_supervisor(file: &Path, text: &str) -> Result<SupervisorConfig, ConfigError> {
     let source = Source { file, text };
     let parsed: SupervisorFile = source.parse()?;
     let section = parsed.supervisor;
-    let mut config = crate::supervisor::SupervisorConfig::with_profiles(Vec::new());
+    let mut config = SupervisorConfig::with_profiles(Vec::new());
     let duration =
         |key: &str, value: &Option<Spanned<String>>, target: &mut u64| -> Result<(), ConfigError> {
             if let Some(value) = value {
@@ -121,7 +156,7 @@ pub fn parse_supervisor(
         {
             return Err(source.error(Some(span), "a profile name is letters, digits, - and _"));
         }
-        config.profiles.push(crate::supervisor::Profile {
+        config.profiles.push(Profile {
             name: entry.name,
             command: entry.command,
             capabilities: entry.capabilities,

@@ -9,6 +9,7 @@
 //! another origin is refused (`403`), so that no page can make a visitor's MCP client
 //! act. Each tool then needs the scope its route needs.
 
+mod handler;
 pub mod listen;
 mod progress;
 mod resources;
@@ -17,6 +18,7 @@ mod server;
 pub mod status;
 mod tools;
 pub mod upstream;
+pub mod watches;
 
 use std::sync::Arc;
 
@@ -43,10 +45,11 @@ pub fn mount(
     app: AppState,
     router: axum::Router,
     tls: bool,
+    status: Arc<McpStatus>,
     upstreams: Arc<upstream::Upstreams>,
 ) -> Result<axum::Router, String> {
-    let watches = Arc::clone(&app.shared.mcp.watches);
-    let _ = app.shared.mcp.upstreams.set(Arc::clone(&upstreams));
+    let watches = Arc::clone(&status.watches);
+    let _ = status.upstreams.set(Arc::clone(&upstreams));
     let tools = Arc::new(server::build()?);
     let handler = server::ColonyMcp {
         app: app.clone(),
@@ -54,6 +57,7 @@ pub fn mount(
         tools,
         upstreams,
         watches,
+        status,
     };
     // Hosts and origins are checked by `gate` (any host may name a node; a page of
     // another origin may not call it).
@@ -127,7 +131,7 @@ async fn gate(State(mcp): State<Mcp>, request: Request, next: Next) -> Response 
         }
     }
     let authenticated = crate::auth::bearer_token(request.headers())
-        .map(|token| crate::auth::authenticate(app, token));
+        .map(|token| crate::auth::authenticate(&app.shared.state, token));
     let refusal = match authenticated {
         Some(Ok(_)) => {
             crate::listener::mark_authenticated(request.extensions());

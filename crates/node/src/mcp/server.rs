@@ -1,19 +1,15 @@
-//! The MCP server's handler: `tools/list` shows the tools the caller's token and
-//! roles may call; `tools/call` makes the tool's HTTP call through the node's own
-//! router, with the caller's token, and answers what it answered.
+//! The MCP server's parts: its tools, built from the route table and the OpenAPI
+//! document, and [`ColonyMcp`], what every request to `/mcp` is answered with (the
+//! caller found by its token, a tool's HTTP request made and answered through the
+//! node's own router). `handler.rs` answers the protocol's requests with it.
 
 use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{header, HeaderValue, Method, Request};
-use rmcp::model::{
-    CacheScope, CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock,
-    Implementation, ListResourceTemplatesResult, ListResourcesResult, ListToolsResult,
-    PaginatedRequestParams, ReadResourceRequestParams, ReadResourceResponse, ServerCapabilities,
-    ServerConfig, SubscribeRequestParams, SubscriptionFilter, Tool, ToolAnnotations,
-};
-use rmcp::service::{RequestContext, SubscriptionContext};
-use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
+use rmcp::model::{Tool, ToolAnnotations};
+use rmcp::service::RequestContext;
+use rmcp::{ErrorData as McpError, RoleServer};
 use serde_json::{Map, Value};
 use tower::ServiceExt;
 
@@ -28,15 +24,15 @@ pub const TOOL_ANSWER_BYTES_MAX: usize = 4 << 20;
 
 /// A tool, ready to list: its spec, the MCP description, and its route.
 pub(crate) struct Built {
-    spec: &'static ToolSpec,
-    tool: Tool,
-    route: &'static Route,
+    pub(crate) spec: &'static ToolSpec,
+    pub(crate) tool: Tool,
+    pub(crate) route: &'static Route,
 }
 
 /// Every tool, built once from the OpenAPI document and the route table. A tool
 /// whose route or schema is missing is a bug: the node does not start.
 pub(crate) fn build() -> Result<Vec<Built>, String> {
-    let openapi: Value = serde_json::from_str(&crate::api::openapi::document())
+    let openapi: Value = serde_json::from_str(&crate::api::routes::openapi_document())
         .map_err(|error| format!("the OpenAPI document: {error}"))?;
     TOOLS
         .iter()
@@ -83,7 +79,9 @@ pub(crate) struct ColonyMcp {
     /// Other MCP servers' tools, governed (`mcp.toml`).
     pub(crate) upstreams: Arc<super::upstream::Upstreams>,
     /// Who listens for which task's changes.
-    pub(crate) watches: Arc<super::listen::TaskWatches>,
+    pub(crate) watches: Arc<super::watches::TaskWatches>,
+    /// What the dashboard shows of the MCP side (the calls in flight counted here).
+    pub(crate) status: Arc<super::McpStatus>,
 }
 
 impl ColonyMcp {
@@ -98,14 +96,14 @@ impl ColonyMcp {
             .and_then(|parts| crate::auth::bearer_token(&parts.headers))
             .map(str::to_string)
             .ok_or_else(|| McpError::invalid_request("no bearer token", None))?;
-        let caller = crate::auth::authenticate(&self.app, &token)
+        let caller = crate::auth::authenticate(&self.app.shared.state, &token)
             .map_err(|error| McpError::invalid_request(error.message.clone(), None))?;
         Ok((caller, token))
     }
 
     /// Whether `caller` may call the tool: its token has the route's scope, and its
     /// roles may act when the tool changes anything.
-    fn visible(&self, caller: &Caller, built: &Built) -> bool {
+    pub(crate) fn visible(&self, caller: &Caller, built: &Built) -> bool {
         let scope_ok = built
             .route
             .scope
@@ -118,7 +116,7 @@ impl ColonyMcp {
 
     /// The tool's HTTP request: path segments and query from the arguments, the
     /// rest as the JSON body (its justification marked as made over MCP).
-    fn request(
+    pub(crate) fn request(
         spec: &ToolSpec,
         token: &str,
         mut arguments: Map<String, Value>,
@@ -238,159 +236,4 @@ fn bearer(token: &str) -> Result<HeaderValue, String> {
 /// Percent-encodes one path segment or query value.
 fn encode(text: &str) -> String {
     colony_api::percent_encode(text)
-}
-
-impl ServerHandler for ColonyMcp {
-    fn get_info(&self) -> ServerConfig {
-        let capabilities = ServerCapabilities::builder()
-            .enable_tools()
-            .enable_resources()
-            .enable_resources_subscribe()
-            .build();
-        ServerConfig::new(capabilities)
-            .with_server_info(Implementation::new("colony", env!("CARGO_PKG_VERSION")))
-            .with_instructions(
-                "Colony: a runtime for swarms of AI agents. Take work with task_claim and \
-                 finish it with task_complete (heartbeat or checkpoint while you work); post \
-                 work with task_post; see your budget with ledger_me; read messages sent to you with \
-                 inbox_read. Resources: colony://limits, colony://ledger/me, colony://audit and \
-                 colony://tasks/{address} (subscribe with subscriptions/listen). Every call is checked \
-                 against your token's scopes, the colony's limits and your quotas, and \
-                 recorded with the justification you give.",
-            )
-    }
-
-    async fn list_tools(
-        &self,
-        _request: Option<PaginatedRequestParams>,
-        context: RequestContext<RoleServer>,
-    ) -> Result<ListToolsResult, McpError> {
-        let (caller, _) = self.caller(&context)?;
-        let mut tools: Vec<Tool> = self
-            .tools
-            .iter()
-            .filter(|built| self.visible(&caller, built))
-            .map(|built| built.tool.clone())
-            .collect();
-        tools.extend(self.upstreams.list(&caller));
-        // Filtered by the caller: no one else's cache may serve it.
-        Ok(ListToolsResult::with_all_items(tools).with_cache_scope(CacheScope::Private))
-    }
-
-    async fn list_resources(
-        &self,
-        _request: Option<PaginatedRequestParams>,
-        context: RequestContext<RoleServer>,
-    ) -> Result<ListResourcesResult, McpError> {
-        self.list_resources_for(&context)
-    }
-
-    async fn list_resource_templates(
-        &self,
-        _request: Option<PaginatedRequestParams>,
-        context: RequestContext<RoleServer>,
-    ) -> Result<ListResourceTemplatesResult, McpError> {
-        self.list_templates_for(&context)
-    }
-
-    async fn read_resource(
-        &self,
-        request: ReadResourceRequestParams,
-        context: RequestContext<RoleServer>,
-    ) -> Result<ReadResourceResponse, McpError> {
-        self.read_for(request.uri, &context).await.map(Into::into)
-    }
-
-    fn accepted_subscription_filter(
-        &self,
-        requested: &SubscriptionFilter,
-    ) -> Option<SubscriptionFilter> {
-        Some(super::listen::accepted(requested))
-    }
-
-    async fn listen(&self, context: SubscriptionContext) -> Result<(), McpError> {
-        self.serve_listen(context).await
-    }
-
-    #[allow(deprecated)]
-    async fn subscribe(
-        &self,
-        request: SubscribeRequestParams,
-        _context: RequestContext<RoleServer>,
-    ) -> Result<(), McpError> {
-        Err(McpError::invalid_request(
-            format!(
-                "{}: this server keeps no sessions, so it cannot hold a subscription between \
-                 requests: negotiate protocol 2026-07-28 and use subscriptions/listen",
-                request.uri
-            ),
-            None,
-        ))
-    }
-
-    async fn call_tool(
-        &self,
-        request: CallToolRequestParams,
-        context: RequestContext<RoleServer>,
-    ) -> Result<CallToolResponse, McpError> {
-        let (caller, token) = self.caller(&context)?;
-        let _counted = self.app.shared.mcp.call_started();
-        let Some(built) = self.tools.iter().find(|b| b.spec.name == request.name) else {
-            if self.upstreams.serves(&request.name) {
-                let arguments = request.arguments.unwrap_or_default();
-                let progress = crate::mcp::progress::Progress::of(&context);
-                return Ok(self
-                    .upstreams
-                    .call(&self.app, &caller, &request.name, arguments, progress)
-                    .await);
-            }
-            return Err(McpError::invalid_params(
-                format!("no tool named `{}`", request.name),
-                None,
-            ));
-        };
-        let arguments = request.arguments.unwrap_or_default();
-        let http = match ColonyMcp::request(built.spec, &token, arguments) {
-            Ok(http) => http,
-            Err(message) => return Ok(tool_error(&format!("{}: {message}", built.spec.name))),
-        };
-        let (status, answer) = match self.answer(http).await {
-            Ok(answered) => answered,
-            Err(error) => return Ok(tool_error(&error)),
-        };
-        if !status.is_success() {
-            // A refusal says which scope, limit or quota, and how to get more.
-            let message = answer["error"]["message"]
-                .as_str()
-                .map(str::to_string)
-                .unwrap_or_else(|| answer.to_string());
-            let code = answer["error"]["code"].as_str().unwrap_or("error");
-            let hint = match code {
-                "scope" | "insufficient_resource" | "hard_limit" => {
-                    " (ask for more with the grant_request tool)"
-                }
-                _ => "",
-            };
-            let text = format!(
-                "{} refused ({} {code}): {message}{hint}\n{answer}",
-                built.spec.name,
-                status.as_u16()
-            );
-            return Ok(tool_error(&text));
-        }
-        Ok(match answer {
-            Value::Null => CallToolResult::success(vec![ContentBlock::text(format!(
-                "{}: nothing to answer ({})",
-                built.spec.name,
-                status.as_u16()
-            ))]),
-            Value::Object(_) => CallToolResult::structured(answer),
-            other => CallToolResult::success(vec![ContentBlock::text(other.to_string())]),
-        }
-        .into())
-    }
-}
-
-fn tool_error(text: &str) -> CallToolResponse {
-    CallToolResult::error(vec![ContentBlock::text(text)]).into()
 }

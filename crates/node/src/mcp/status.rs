@@ -8,8 +8,8 @@ use std::sync::{Arc, OnceLock};
 use colony_api::dashboard::{McpActivity, McpSubscriber};
 use colony_kernel::State;
 
-use super::listen::TaskWatches;
 use super::upstream::{Approvals, Upstreams};
+use super::watches::TaskWatches;
 
 /// The node's MCP parts, made before the node serves (the upstreams once they
 /// started).
@@ -29,9 +29,10 @@ impl McpStatus {
         self.calls_in_flight.fetch_add(1, Ordering::Relaxed);
         InFlight(self)
     }
+}
 
-    /// The activity now, principals named by their addresses in `state`.
-    pub fn activity(&self, state: &State) -> McpActivity {
+impl crate::app::McpActivitySource for McpStatus {
+    fn activity(&self, state: &State) -> McpActivity {
         let mut subscribers: Vec<McpSubscriber> = self
             .watches
             .by_principal()

@@ -14,7 +14,7 @@ fn checked_in() -> std::path::PathBuf {
 /// anew with `COLONY_BLESS=1 cargo test -p colony-node --test it openapi`.
 #[test]
 fn the_checked_in_document_is_the_generated_one() {
-    let generated = colony_node::api::openapi::document();
+    let generated = colony_node::api::routes::openapi_document();
     if std::env::var_os("COLONY_BLESS").is_some() {
         std::fs::write(checked_in(), &generated).unwrap();
     }
@@ -40,7 +40,7 @@ async fn the_node_serves_its_document_without_a_token() {
         "application/json"
     );
     let served = response.text().await.unwrap();
-    assert_eq!(served, colony_node::api::openapi::document());
+    assert_eq!(served, colony_node::api::routes::openapi_document());
     let document: serde_json::Value = serde_json::from_str(&served).unwrap();
     assert!(document["openapi"].as_str().unwrap().starts_with("3.1"));
     // Every route the router serves is in the document.
