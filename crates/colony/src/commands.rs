@@ -67,11 +67,8 @@ fn node_config(args: &UpArgs) -> anyhow::Result<NodeConfig> {
         &args.cluster,
         args.node_name.as_deref(),
     )?;
-    // Fault injection for the tests of a failing node (debug builds only).
-    if cfg!(debug_assertions) {
-        config.sequencer.fault_panic_on_justification =
-            std::env::var("COLONY_FAULT_PANIC_ON_JUSTIFICATION").ok();
-    }
+    // Fault injection for the tests of a failing node (test builds only).
+    config.sequencer.fault_from_env();
     config.tls = match (&args.tls_cert, &args.tls_key, args.tls_self_signed) {
         (Some(cert), Some(key), _) => Some(colony_node::tls::TlsSource::Files {
             cert: cert.clone(),

@@ -30,7 +30,8 @@ pub(crate) struct Decider {
     pub(crate) fatal: Arc<crate::fatal::Fatal>,
     /// What stamps commands with their time.
     pub(crate) clock: Arc<dyn Clock>,
-    /// See [`SequencerConfig::fault_panic_on_justification`].
+    /// See `SequencerConfig::fault_panic_on_justification` (test support).
+    #[cfg(any(test, feature = "test-support"))]
     pub(crate) fault_panic_on: Option<String>,
 }
 
@@ -148,8 +149,10 @@ impl Decider {
         command: Command,
         wanted: Wanted,
     ) -> Option<Event> {
+        #[cfg(any(test, feature = "test-support"))]
         let fault = self.fault_panic_on.as_deref() == Some(command.justification.as_str());
         let decided = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            #[cfg(any(test, feature = "test-support"))]
             if fault {
                 panic!("fault injected for a test");
             }

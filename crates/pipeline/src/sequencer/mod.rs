@@ -171,8 +171,9 @@ pub struct SequencerConfig {
     /// Write a snapshot after this many commands since the last one.
     pub snapshot_every_commands: u64,
     /// Fault injection for tests: the decider panics on a command with exactly this
-    /// justification (honoured in debug builds only).
-    #[doc(hidden)]
+    /// justification. Test support only: not in a build without the
+    /// `test-support` feature (see [`SequencerConfig::fault_from_env`]).
+    #[cfg(any(test, feature = "test-support"))]
     pub fault_panic_on_justification: Option<String>,
     /// What stamps commands with their time ([`SystemClock`] in a node).
     pub clock: Arc<dyn Clock>,
@@ -185,6 +186,40 @@ pub struct SequencerConfig {
     /// Prunes the command and decision logs after each snapshot (`retention.toml`'s
     /// `[logs]`); `None` keeps every record.
     pub pruning: Option<colony_log::prune::Pruning>,
+}
+
+impl Default for SequencerConfig {
+    /// A node's defaults: group commit of up to 8 192 commands, decided-early
+    /// commands synced within 5 ms, a snapshot every 100 000 commands, the system
+    /// clock, no cluster, no pruning.
+    fn default() -> Self {
+        SequencerConfig {
+            submit_queue_max: 65_536,
+            batch_commands_max: 8_192,
+            unsynced_commands_max: 65_536,
+            decided_sync_within_ms: 5,
+            snapshot_every_commands: 100_000,
+            #[cfg(any(test, feature = "test-support"))]
+            fault_panic_on_justification: None,
+            clock: Arc::new(SystemClock),
+            replicated: false,
+            pruning: None,
+        }
+    }
+}
+
+impl SequencerConfig {
+    /// Fault injection for the tests of a failing node: with the `test-support`
+    /// feature (which the test builds turn on), the decider panics on a command
+    /// whose justification is `COLONY_FAULT_PANIC_ON_JUSTIFICATION`; without it (a
+    /// release build), nothing.
+    pub fn fault_from_env(&mut self) {
+        #[cfg(feature = "test-support")]
+        {
+            self.fault_panic_on_justification =
+                std::env::var("COLONY_FAULT_PANIC_ON_JUSTIFICATION").ok();
+        }
+    }
 }
 
 /// The time commands are stamped with, in Unix milliseconds. Injected, so that the
@@ -230,10 +265,8 @@ pub fn spawn(
             own_ticks: !config.replicated,
             fatal: Arc::clone(&fatal),
             clock: Arc::clone(&config.clock),
-            fault_panic_on: config
-                .fault_panic_on_justification
-                .clone()
-                .filter(|_| cfg!(debug_assertions)),
+            #[cfg(any(test, feature = "test-support"))]
+            fault_panic_on: config.fault_panic_on_justification.clone(),
         }),
         handoff: Handoff::default(),
         replicator: std::sync::OnceLock::new(),
