@@ -415,7 +415,7 @@ async fn measure(kind: Kind, quick: bool) -> Figures {
     }
     let mut publisher = Publisher::connect(&server).await;
     let handles = run_subscribers(subscribers, messages, epoch, false).await;
-    let cpu_before = cpu_ns(pid);
+    let (cpu_before, clients_before) = (cpu_ns(pid), cpu_ns(std::process::id()));
     let started = Instant::now();
     publish_many(&mut publisher, "bench.fan", messages, epoch, size).await;
     let mut last = started;
@@ -424,8 +424,10 @@ async fn measure(kind: Kind, quick: bool) -> Figures {
     }
     let fanout_msgs_per_s = (messages * subscribers_n) as f64 / (last - started).as_secs_f64();
     let fanout_cpu_ns = (cpu_ns(pid) - cpu_before) as f64 / (messages * subscribers_n) as f64;
+    let clients_ns =
+        (cpu_ns(std::process::id()) - clients_before) as f64 / (messages * subscribers_n) as f64;
     println!(
-        "{:>12}: fan-out 1 -> {subscribers_n}, {messages} messages of {size} B: {fanout_msgs_per_s:.0} deliveries/s, server CPU {fanout_cpu_ns:.0} ns per delivery",
+        "{:>12}: fan-out 1 -> {subscribers_n}, {messages} messages of {size} B: {fanout_msgs_per_s:.0} deliveries/s, server CPU {fanout_cpu_ns:.0} ns per delivery (the clients' {clients_ns:.0} ns)",
         kind.name()
     );
 
@@ -448,7 +450,7 @@ async fn measure(kind: Kind, quick: bool) -> Figures {
         publishers.push(Publisher::connect(&server).await);
     }
     let handles = run_subscribers(subscribers, per_publisher * publishers_n, epoch, false).await;
-    let cpu_before = cpu_ns(pid);
+    let (cpu_before, clients_before) = (cpu_ns(pid), cpu_ns(std::process::id()));
     let started = Instant::now();
     let keep = publish_from_all(publishers, per_publisher, epoch, size).await;
     let mut last = started;
@@ -459,8 +461,10 @@ async fn measure(kind: Kind, quick: bool) -> Figures {
         (per_publisher * publishers_n * 10) as f64 / (last - started).as_secs_f64();
     let many_cpu_ns =
         (cpu_ns(pid) - cpu_before) as f64 / (per_publisher * publishers_n * 10) as f64;
+    let clients_ns = (cpu_ns(std::process::id()) - clients_before) as f64
+        / (per_publisher * publishers_n * 10) as f64;
     println!(
-        "{:>12}: many-to-many 10 x 10, {} messages: {many_msgs_per_s:.0} deliveries/s, server CPU {many_cpu_ns:.0} ns per delivery",
+        "{:>12}: many-to-many 10 x 10, {} messages: {many_msgs_per_s:.0} deliveries/s, server CPU {many_cpu_ns:.0} ns per delivery (the clients' {clients_ns:.0} ns)",
         kind.name(),
         per_publisher * publishers_n
     );
