@@ -44,11 +44,44 @@ pub(super) struct Frame<'a> {
     pub(super) justification: Option<String>,
 }
 
+impl<'a> Frame<'a> {
+    /// A publish frame of `subject` and `data` and nothing else.
+    pub(super) fn publish(subject: Text<'a>, data: &'a RawValue) -> Frame<'a> {
+        Frame {
+            op: Cow::Borrowed("pub"),
+            id: None,
+            sid: None,
+            subject: Some(subject),
+            queue: None,
+            stream: None,
+            from_seq: None,
+            from_time: None,
+            backpressure: None,
+            data: Some(data),
+            priority: None,
+            headers: None,
+            reply_to: None,
+            seq: None,
+            capabilities: None,
+            model: None,
+            profile: None,
+            worker: None,
+            justification: None,
+        }
+    }
+}
+
 /// A frame's string field, borrowed from the frame when it holds no escape. (serde
 /// borrows only a bare `Cow<str>`; an `Option<Cow<str>>` is always copied, which
 /// was an allocation per publish for its subject.)
 #[derive(Debug)]
-pub(super) struct Text<'a>(Cow<'a, str>);
+pub(super) struct Text<'a>(pub(super) Cow<'a, str>);
+
+impl<'a> Text<'a> {
+    pub(super) fn borrowed(text: &'a str) -> Text<'a> {
+        Text(Cow::Borrowed(text))
+    }
+}
 
 impl std::ops::Deref for Text<'_> {
     type Target = str;

@@ -14,6 +14,7 @@
 //! `heartbeat`, `bye`).
 
 mod consumer;
+mod fast_frame;
 mod frame;
 mod park;
 mod publish;
@@ -323,6 +324,9 @@ impl Session {
 
     /// Handles one text frame; `Err` carries the frame's `id` (if it could be read).
     fn on_frame(&mut self, text: &str) -> Result<(), (Option<String>, FrameError)> {
+        if let Some(frame) = fast_frame::publish(text) {
+            return self.dispatch(&frame).map_err(|error| (None, error));
+        }
         let frame: Frame = serde_json::from_str(text).map_err(|error| {
             let id = serde_json::from_str::<Value>(text)
                 .ok()
