@@ -50,9 +50,14 @@ pub struct Trie<T> {
     len: usize,
 }
 
+/// A level's literal tokens: hashed with foldhash (seeded at random per process, as
+/// hashbrown's own default), which costs a third of SipHash on a subject's short
+/// tokens, walked for every publish.
+type Literals<T> = HashMap<Box<str>, Level<T>, foldhash::fast::RandomState>;
+
 #[derive(Debug)]
 struct Level<T> {
-    literal: HashMap<Box<str>, Level<T>>,
+    literal: Literals<T>,
     star: Option<Box<Level<T>>>,
     /// Patterns ending in `>` here.
     tail: Vec<T>,
@@ -63,7 +68,7 @@ struct Level<T> {
 impl<T> Default for Level<T> {
     fn default() -> Self {
         Level {
-            literal: HashMap::new(),
+            literal: Literals::default(),
             star: None,
             tail: Vec::new(),
             here: Vec::new(),
