@@ -2,7 +2,6 @@
 
 use colony_kernel::governance::{ProposalTarget, Side, Tally, VoteChoice};
 use serde::{Deserialize, Deserializer, Serialize};
-use serde_json::Value;
 use utoipa::ToSchema;
 
 /// Absent stays `None`; `null` becomes `Some(None)`; a number `Some(Some(n))`.
@@ -135,7 +134,7 @@ pub struct ProposalView {
     /// What proposing did (`POST /v1/proposals`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
-    pub effect: Option<Value>,
+    pub effect: Option<colony_kernel::Effect>,
     /// The vote just cast (`POST .../votes`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vote: Option<String>,

@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use utoipa::ToSchema;
 
 use crate::Explained;
@@ -79,7 +78,7 @@ pub struct ReleaseRequest {
 pub struct Released {
     pub released: u64,
     #[schema(value_type = Object)]
-    pub effect: Value,
+    pub effect: colony_kernel::Effect,
     pub seq: u64,
 }
 
@@ -102,7 +101,7 @@ pub struct QuotaGrantRequest {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Granted {
     #[schema(value_type = Object)]
-    pub granted: Value,
+    pub granted: colony_kernel::Effect,
     pub seq: u64,
 }
 
@@ -123,7 +122,7 @@ pub struct FreeRequest {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Freed {
     #[schema(value_type = Object)]
-    pub freed: Value,
+    pub freed: colony_kernel::Effect,
     pub seq: u64,
 }
 

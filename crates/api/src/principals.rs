@@ -3,7 +3,6 @@
 
 use colony_kernel::Priority;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use utoipa::ToSchema;
 
 use crate::Explained;
@@ -112,7 +111,7 @@ pub struct PrincipalAction {
     pub released: Option<String>,
     /// What the kernel did.
     #[schema(value_type = Object)]
-    pub effect: Value,
+    pub effect: colony_kernel::Effect,
     pub seq: u64,
 }
 

@@ -207,7 +207,7 @@ pub struct TaskView {
     /// What the action did (`/{action}`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
-    pub effect: Option<Value>,
+    pub effect: Option<colony_kernel::Effect>,
 }
 
 /// Money that travels with a task, in micro-dollars.

@@ -1,7 +1,6 @@
 //! `/v1/workers...` (worker sessions) and `/v1/supervisor`.
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use utoipa::ToSchema;
 
 use crate::Explained;
@@ -67,7 +66,7 @@ pub struct WorkerLeft {
     /// `left`.
     pub state: String,
     #[schema(value_type = Object)]
-    pub effect: Value,
+    pub effect: colony_kernel::Effect,
 }
 
 /// `GET /v1/workers`.

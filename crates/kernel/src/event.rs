@@ -1,6 +1,6 @@
 //! Events: the decisions the kernel takes, with machine-readable reasons.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::governance::{ChangeKind, ProposalState, StabilityFigures, Tally, VoteChoice};
 use crate::ledger::{ReservationId, Resource};
@@ -246,7 +246,7 @@ impl Reason {
 }
 
 /// What an allowed action did, for the response and the decision log's `detail`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "effect", rename_all = "snake_case")]
 pub enum Effect {
     None,

@@ -139,7 +139,15 @@ impl World {
             body,
         );
         self.commands.push(command.clone());
-        self.state.apply(&command)
+        let applied = self.state.apply(&command);
+        // Every effect reads back from its JSON as it was (clients of the API read
+        // them as `Effect`).
+        for event in &applied.events {
+            let json = serde_json::to_string(&event.effect).expect("an effect serializes");
+            let back: Effect = serde_json::from_str(&json).expect("an effect reads back");
+            assert_eq!(back, event.effect, "{json}");
+        }
+        applied
     }
 
     fn actor(&mut self, rng: &mut Rng) -> PrincipalId {

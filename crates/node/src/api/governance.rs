@@ -13,10 +13,7 @@ use colony_kernel::governance::{
 };
 use colony_kernel::{CommandBody, Effect, PrincipalKind};
 
-use super::{
-    check_amount, effect_json, parse_resource, require_justification, AppState, Body, Params,
-    Segment,
-};
+use super::{check_amount, parse_resource, require_justification, AppState, Body, Params, Segment};
 use crate::auth::Caller;
 use crate::ApiError;
 
@@ -140,7 +137,7 @@ pub async fn propose(
         .proposal(id)
         .ok_or_else(|| ApiError::internal("the proposal vanished"))?;
     let mut body = proposal_view(&state, proposal);
-    body.effect = Some(effect_json(&outcome.primary.effect));
+    body.effect = Some(outcome.primary.effect.clone());
     body.seq = Some(outcome.seq);
     Ok((StatusCode::CREATED, Json(body)))
 }

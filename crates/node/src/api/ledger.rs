@@ -8,7 +8,7 @@ use colony_api::ledger::{
 use colony_api::{ErrorBody, Explained};
 use colony_kernel::{CommandBody, Effect, ReservationState, Resource, ResourceKind};
 
-use super::{check_amount, effect_json, parse_resource, require_justification, AppState, Body};
+use super::{check_amount, parse_resource, require_justification, AppState, Body};
 use crate::auth::Caller;
 use crate::sequencer::now_ms;
 use crate::ApiError;
@@ -122,7 +122,7 @@ pub async fn release(
         .await?;
     Ok(Json(Released {
         released: request.reservation,
-        effect: effect_json(&outcome.primary.effect),
+        effect: outcome.primary.effect.clone(),
         seq: outcome.seq,
     }))
 }
@@ -151,7 +151,7 @@ pub async fn grant(
         )
         .await?;
     Ok(Json(Granted {
-        granted: effect_json(&outcome.primary.effect),
+        granted: outcome.primary.effect.clone(),
         seq: outcome.seq,
     }))
 }
@@ -175,7 +175,7 @@ pub async fn free(
         )
         .await?;
     Ok(Json(Freed {
-        freed: effect_json(&outcome.primary.effect),
+        freed: outcome.primary.effect.clone(),
         seq: outcome.seq,
     }))
 }

@@ -36,7 +36,6 @@ use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::Router;
 use serde::de::DeserializeOwned;
-use serde_json::Value;
 
 use crate::ApiError;
 
@@ -258,9 +257,4 @@ pub(crate) fn parse_resource(name: &str) -> Result<colony_kernel::Resource, ApiE
         .with("resource", name)
         .with("known", known)
     })
-}
-
-/// A kernel effect in a response body: its own serde shape (`{"effect": NAME, ...}`).
-pub(crate) fn effect_json(effect: &colony_kernel::Effect) -> Value {
-    serde_json::to_value(effect).unwrap_or(Value::Null)
 }

@@ -259,7 +259,7 @@ async fn act_on(
     Ok(Json(PrincipalAction {
         removed,
         released,
-        effect: super::effect_json(&outcome.primary.effect),
+        effect: outcome.primary.effect.clone(),
         seq: outcome.seq,
     }))
 }

@@ -14,7 +14,7 @@ use colony_kernel::{CommandBody, Effect, TaskUpdate};
 use serde_json::Value;
 
 use super::task_view::{task_view, view_now};
-use super::{effect_json, require_justification, AppState, Body, Params, Segment};
+use super::{require_justification, AppState, Body, Params, Segment};
 use crate::auth::Caller;
 use crate::ApiError;
 
@@ -291,7 +291,7 @@ pub async fn act(
     };
     let outcome = app.decide(caller.id, justification, command).await?;
     let mut body = view_now(&app, &address, false).await?;
-    body.effect = Some(effect_json(&outcome.primary.effect));
+    body.effect = Some(outcome.primary.effect.clone());
     Ok(Json(body))
 }
 
@@ -321,11 +321,11 @@ async fn soft_heartbeat(
     if let Some(lease) = body.lease.as_mut() {
         lease.expires_at = colony_api::format_time(expires_at_ms);
     }
-    body.effect = Some(effect_json(&Effect::TaskClaimed {
+    body.effect = Some(Effect::TaskClaimed {
         address: address.to_string(),
         token,
         expires_at_ms,
-    }));
+    });
     Some(Ok(Json(body)))
 }
 
@@ -374,7 +374,7 @@ pub async fn cancel(
     };
     let outcome = app.decide(caller.id, justification, command).await?;
     let mut body = view_now(&app, &address, true).await?;
-    body.effect = Some(effect_json(&outcome.primary.effect));
+    body.effect = Some(outcome.primary.effect.clone());
     Ok(Json(body))
 }
 
@@ -394,7 +394,7 @@ pub async fn priority(
     };
     let outcome = app.decide(caller.id, justification, command).await?;
     let mut body = view_now(&app, &address, false).await?;
-    body.effect = Some(effect_json(&outcome.primary.effect));
+    body.effect = Some(outcome.primary.effect.clone());
     Ok(Json(body))
 }
 

@@ -13,7 +13,7 @@ use colony_api::{ErrorBody, Explained};
 use colony_kernel::workers::{NewWorker, WorkerState};
 use colony_kernel::{CommandBody, Effect};
 
-use super::{effect_json, AppState, Body, Segment};
+use super::{AppState, Body, Segment};
 use crate::auth::Caller;
 use crate::sequencer::now_ms;
 use crate::ApiError;
@@ -127,7 +127,7 @@ pub async fn leave(
     Ok(Json(WorkerLeft {
         worker: id,
         state: "left".into(),
-        effect: effect_json(&outcome.primary.effect),
+        effect: outcome.primary.effect.clone(),
     }))
 }
 

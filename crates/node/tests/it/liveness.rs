@@ -35,6 +35,20 @@ async fn heartbeat(base: &str, token: &str, id: u64) -> (u16, Value) {
     .await
 }
 
+/// Milliseconds from `from` to `to`, two of the API's times
+/// (`2026-12-07T01:21:33.123Z`) less than a day apart.
+fn ms_between(from: &str, to: &str) -> i64 {
+    let of_day = |time: &str| -> i64 {
+        let clock = time.split('T').nth(1).unwrap().trim_end_matches('Z');
+        let mut parts = clock.split(':');
+        let hours: i64 = parts.next().unwrap().parse().unwrap();
+        let minutes: i64 = parts.next().unwrap().parse().unwrap();
+        let seconds: f64 = parts.next().unwrap().parse().unwrap();
+        (hours * 3_600 + minutes * 60) * 1_000 + (seconds * 1_000.0).round() as i64
+    };
+    (of_day(to) - of_day(from)).rem_euclid(86_400_000)
+}
+
 async fn session(base: &str, admin: &str, id: u64) -> Value {
     common::get_json(base, admin, &format!("/v1/workers/{id}")).await
 }
@@ -79,10 +93,15 @@ async fn heartbeats_leave_nothing_in_the_log_and_silence_is_still_caught() {
     assert!(!renewals.is_empty() && renewals.len() <= 2, "{renewals:?}");
     let shown = session(&base, &admin, id).await;
     assert_eq!(shown["state"], "active", "{shown}");
-    assert_eq!(
-        shown["health"], "healthy",
-        "the view shows what the node heard: {shown}"
+    // The view shows what the node heard (the last of a second of heartbeats), not
+    // what the log holds (the registration and the one renewal, in its first
+    // 200 ms). Its `health` would say `late` if this read came over 100 ms after the
+    // last heartbeat, which a loaded machine makes happen: the time says it.
+    let heard = ms_between(
+        shown["registered_at"].as_str().unwrap(),
+        shown["last_heartbeat"].as_str().unwrap(),
     );
+    assert!(heard >= 900, "the view shows what the node heard: {shown}");
     // Another principal's heartbeat for it is refused, as before.
     let (_, other) = common::create_principal(&base, &admin, "other", "ai", &["member"]).await;
     let (status, refused) = heartbeat(&base, &other, id).await;
