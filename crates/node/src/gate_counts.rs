@@ -1,4 +1,4 @@
-//! What the edge's gates count, held in [`crate::app::Shared`]: each principal's
+//! What the edge's gates count, held in `Shared` (`app.rs`): each principal's
 //! requests being served ([`PrincipalSlots`], the fairness gate's) and the bytes of
 //! the large request bodies held ([`BodyBytes`], the body gate's). The gates
 //! themselves (`fairness.rs`, `body.rs`) take and give back through these.

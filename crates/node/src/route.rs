@@ -1,7 +1,7 @@
 //! What the route table says of a route (its method, path, scope, lane and body
 //! bound), and the lookup the edge and the authentication use on every request.
 //! The table itself is declared with the handlers (`api/routes.rs`); it lives here
-//! as data, handed to the node's [`crate::app::Shared`] at start, so that the edge
+//! as data, handed to the node's `Shared` (`app.rs`) at start, so that the edge
 //! and the scope checks never import the handlers.
 
 use std::collections::HashMap;

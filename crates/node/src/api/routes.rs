@@ -252,7 +252,7 @@ pub fn table() -> &'static [Route] {
     TABLE.get_or_init(|| entries().iter().flat_map(Entry::routes).collect())
 }
 
-/// The table, indexed (what [`crate::app::Shared`] holds).
+/// The table, indexed (what `Shared` (`app.rs`) holds).
 pub fn routes() -> &'static Routes {
     static ROUTES: std::sync::OnceLock<Routes> = std::sync::OnceLock::new();
     ROUTES.get_or_init(|| Routes::new(table()))
