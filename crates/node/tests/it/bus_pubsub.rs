@@ -419,7 +419,10 @@ async fn publishes_are_gated_by_io_ops_at_the_edge() {
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/genesis/quotas.toml"),
     )
     .unwrap()
-    .replace("io_ops = 10000", "io_ops = 20");
+    .replace("io_ops = 10000", "io_ops = 20")
+    // A day's window: a run that straddled a turn of the one-minute one would get
+    // a new allowance halfway.
+    .replace("io_ops = \"1m\"", "io_ops = \"1d\"");
     let config = common::genesis_dir(&[("quotas.toml", &quotas)]);
     let data = tempfile::tempdir().unwrap();
     let (node, base, admin) = start_with(data.path(), config.path(), test_bus()).await;
