@@ -258,24 +258,14 @@ pub fn routes() -> &'static Routes {
     ROUTES.get_or_init(|| Routes::new(table()))
 }
 
-/// The table's entry for a request on `path` (the template the router matched).
-pub fn find(method: &Method, path: &str) -> Option<&'static Route> {
-    routes().find(method, path)
-}
-
-/// The largest body a route takes, in bytes (the small bound for no route).
-pub(crate) fn body_limit(app: &AppState, bound: Option<BodyBound>) -> usize {
-    bound
-        .unwrap_or(BodyBound::Small)
-        .bytes(app.shared.gateway.config.request_bytes_max)
-}
-
 /// The routes of one lane, with their body bounds.
 pub(crate) fn lane(app: &AppState, lane: Lane) -> Router<AppState> {
     let mut router = OpenApiRouter::<AppState>::new();
     let mut plain = Router::<AppState>::new();
     for entry in entries().into_iter().filter(|entry| entry.lane == lane) {
-        let limit = body_limit(app, Some(entry.body));
+        let limit = entry
+            .body
+            .bytes(app.shared.gateway.config.request_bytes_max);
         let bounded = entry.body != BodyBound::Small;
         match entry.handler {
             Handler::Documented(handler) if bounded => {
@@ -327,7 +317,7 @@ mod tests {
     use super::*;
 
     fn scope(method: Method, path: &str) -> Option<&'static str> {
-        find(&method, path).and_then(|route| route.scope)
+        routes().find(&method, path).and_then(|route| route.scope)
     }
 
     #[test]
@@ -342,7 +332,7 @@ mod tests {
         assert_eq!(scope(Method::DELETE, "/v1/streams/{name}"), Some("admin"));
         assert_eq!(scope(Method::GET, "/v1/bus"), Some("bus"));
         assert_eq!(scope(Method::GET, "/healthz"), None);
-        assert!(find(&Method::GET, "/healthz").is_some());
+        assert!(routes().find(&Method::GET, "/healthz").is_some());
     }
 
     #[test]

@@ -40,14 +40,8 @@ pub(crate) fn build() -> Result<Vec<Built>, String> {
             let (input, output) = super::schema::schemas(spec, &openapi)?;
             let (path, _) = super::schema::split_query(spec.path);
             let method = Method::from_bytes(spec.method.as_bytes()).map_err(|e| e.to_string())?;
-            let route = crate::api::routes::table()
-                .iter()
-                .find(|route| route.method == method && route.path == path)
-                .or_else(|| {
-                    crate::api::routes::table().iter().find(|route| {
-                        route.method == method && crate::api::routes::serves(&route.path, path)
-                    })
-                })
+            let route = crate::api::routes::routes()
+                .serving(&method, path)
                 .ok_or_else(|| format!("{}: no route serves {} {path}", spec.name, spec.method))?;
             let Value::Object(input) = input else {
                 return Err(format!("{}: the input schema is not an object", spec.name));
@@ -214,11 +208,7 @@ impl ColonyMcp {
     /// Whether `caller`'s token may `GET` `path` (the route's scope).
     pub(crate) fn may_read(caller: &Caller, path: &str) -> bool {
         let path = path.split('?').next().unwrap_or(path);
-        let route = crate::api::routes::find(&Method::GET, path).or_else(|| {
-            crate::api::routes::table()
-                .iter()
-                .find(|r| r.method == Method::GET && crate::api::routes::serves(&r.path, path))
-        });
+        let route = crate::api::routes::routes().serving(&Method::GET, path);
         route.is_some_and(|route| {
             route
                 .scope
