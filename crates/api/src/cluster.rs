@@ -15,7 +15,9 @@ pub struct ClusterView {
     /// Whether this node holds a connection to the NATS servers. Without one it
     /// refuses writes (`503 cluster_unavailable`) and marks reads stale.
     pub connected: bool,
-    /// The last command this node has applied.
+    /// The last command this node has applied; in a cluster, the last message of the
+    /// cluster's log it has applied whole (a message carries the commands a node
+    /// proposed together), to compare with the stream's `last_seq`.
     pub applied_seq: u64,
     /// The cluster's command log, as its stream reports it (absent when it cannot be
     /// asked).
@@ -103,7 +105,7 @@ pub struct StreamPeer {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct NodeView {
     pub name: String,
-    /// The last command it had applied.
+    /// The last message of the cluster's log it had applied whole.
     pub applied_seq: u64,
     /// Commands it was behind the stream's last sequence when this node last looked.
     pub lag: u64,

@@ -24,13 +24,13 @@ pub enum ClusterError {
     Connect { servers: String, message: String },
     #[error("the cluster's command log (stream {stream}): {message}")]
     Stream { stream: String, message: String },
-    #[error("this node's data has command {local} but the cluster's stream {stream} ends at {stream_last}: it belongs to another cluster or the stream was deleted; start it on an empty data directory")]
+    #[error("this node's data has applied the cluster's log up to message {local} but the cluster's stream {stream} ends at {stream_last}: it belongs to another cluster or the stream was deleted; start it on an empty data directory")]
     DataAhead {
         local: u64,
         stream: String,
         stream_last: u64,
     },
-    #[error("this node's data ends at command {local} but the cluster's stream {stream} was compacted and starts at {stream_first}: the commands in between are gone (the node was away longer than keep_absent, or is new); stop another node and copy its data directory here, then start both (docs/cluster.md, \"Compaction\")")]
+    #[error("this node's data has applied the cluster's log up to message {local} but the cluster's stream {stream} was compacted and starts at {stream_first}: the commands in between are gone (the node was away longer than keep_absent, or is new); stop another node and copy its data directory here, then start both (docs/cluster.md, \"Compaction\")")]
     Compacted {
         local: u64,
         stream: String,
@@ -64,7 +64,8 @@ pub(crate) struct Inner {
     next_request: AtomicU64,
     /// Callers waiting for their command to come back from the stream, applied.
     pub(crate) pending: Mutex<HashMap<u64, Pending>>,
-    /// The last command this node applied from the stream.
+    /// The last message of the stream this node applied whole (a message carries one
+    /// or more commands).
     pub(crate) applied: watch::Sender<u64>,
     /// The stream's last sequence when last asked (by the applier's start, the
     /// peers' loop, or `GET /v1/cluster`).
@@ -88,9 +89,9 @@ pub(crate) struct Inner {
 /// A command this run of the node proposed, waiting to come back from the stream.
 pub(crate) struct Pending {
     pub(crate) reply: oneshot::Sender<Outcome>,
-    /// The message as this node signed and published it: the same bytes coming back
-    /// need no second check of the signature.
-    pub(crate) payload: Vec<u8>,
+    /// The message that carries it, as this node signed and published it: the same
+    /// bytes coming back need no second check of the signature.
+    pub(crate) payload: crate::signer::Payload,
 }
 
 impl Inner {
@@ -98,9 +99,9 @@ impl Inner {
         self.client.connection_state() == async_nats::connection::State::Connected
     }
 
-    /// A command as this node proposes it: enveloped and signed; refused when it is
-    /// larger than the cluster's log takes.
-    pub(crate) async fn envelope(
+    /// A command as this node proposes it, enveloped; refused when it is larger than
+    /// the cluster's log takes.
+    pub(crate) fn envelope(
         &self,
         request: u64,
         actor: colony_kernel::PrincipalId,
@@ -119,7 +120,7 @@ impl Inner {
             node_seq: self.next_node_seq.fetch_add(1, Ordering::Relaxed),
         }
         .to_bytes();
-        let size = envelope.len() + crate::wire::OVERHEAD_MAX;
+        let size = envelope.len() + crate::wire::HEAD_BYTES + crate::wire::PER_ENVELOPE;
         if size > ENVELOPE_BYTES_MAX {
             return Err(SubmitError::refused(
                 "command_too_large",
@@ -128,10 +129,15 @@ impl Inner {
                 ),
             ));
         }
-        self.signer
-            .sign(envelope)
-            .await
-            .ok_or_else(SubmitError::shutting_down)
+        Ok(envelope)
+    }
+
+    /// A message of one command, signed alone (for what the stream must take apart
+    /// from any group: genesis, a tick with its own message id).
+    pub(crate) fn sign_alone(&self, envelope: Vec<u8>) -> bytes::Bytes {
+        self.signing.signatures.fetch_add(1, Ordering::Relaxed);
+        self.signing.signed.fetch_add(1, Ordering::Relaxed);
+        crate::wire::sign_group(&self.key, &[envelope]).into()
     }
 }
 
@@ -163,27 +169,38 @@ impl Cluster {
             .state
             .clone();
         let stream_last = stream_state.last_sequence;
-        let local = state.read().expect("state lock").last_seq;
-        if stream_last > 0 && local.saturating_add(1) < stream_state.first_sequence {
+        // Where this node's data left the stream: the last message it applied (whole,
+        // or up to a command of it), and the next command's number.
+        let (place, local) = {
+            let state = state.read().expect("state lock");
+            (state.log_place(), state.last_seq)
+        };
+        let (next_message, skip) = place.map_or((1, 0), |place| place.next());
+        let applied_message = place.map_or(0, |place| place.message);
+        if stream_last > 0 && next_message < stream_state.first_sequence {
             return Err(ClusterError::Compacted {
-                local,
+                local: applied_message,
                 stream: config.stream.clone(),
                 stream_first: stream_state.first_sequence,
             });
         }
-        if local > stream_last {
+        if applied_message > stream_last {
             return Err(ClusterError::DataAhead {
-                local,
+                local: applied_message,
                 stream: config.stream.clone(),
                 stream_last,
             });
         }
-        let (applied, _) = watch::channel(local);
+        let (applied, _) = watch::channel(next_message - 1);
         let incarnation = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64)
             ^ u64::from(std::process::id()) << 40;
         let signing = Arc::new(crate::signer::SigningCounters::default());
+        let target = crate::signer::Target {
+            jetstream: jetstream.clone(),
+            subject: config.commands_subject(),
+        };
         let inner = Arc::new(Inner {
             config,
             client,
@@ -197,7 +214,7 @@ impl Cluster {
             stopping: AtomicBool::new(false),
             peers: Mutex::new(crate::peers::Peers::default()),
             public_key: key.verifying_key().to_bytes(),
-            signer: crate::signer::Signer::start(key.clone(), Arc::clone(&signing)),
+            signer: crate::signer::Signer::start(key.clone(), Arc::clone(&signing), target),
             key,
             signing,
             next_node_seq: AtomicU64::new(0),
@@ -206,13 +223,18 @@ impl Cluster {
             node = %inner.config.node_name,
             stream = %inner.config.stream,
             local,
+            next_message,
             stream_last,
             "joined the cluster; catching up from the stream"
         );
         tokio::spawn(crate::applier::follow(
             Arc::clone(&inner),
             submitter.clone(),
-            local + 1,
+            crate::applier::Cursor {
+                message: next_message,
+                skip,
+                command: local + 1,
+            },
         ));
         // From the start, so that the log keeps what this node is catching up on.
         tokio::spawn(crate::compact::run(Arc::clone(&inner)));
@@ -317,10 +339,12 @@ impl Cluster {
             .await
             .map_err(|error| unavailable(error.to_string()))?;
         Ok(
-            Envelope::decode(&first.payload).is_ok_and(|(envelope, verified)| {
+            Envelope::decode(&first.payload).is_ok_and(|(envelopes, verified)| {
                 verified.is_ok()
-                    && envelope.origin == self.inner.config.node_name
-                    && envelope.incarnation == self.inner.incarnation
+                    && envelopes.first().is_some_and(|envelope| {
+                        envelope.origin == self.inner.config.node_name
+                            && envelope.incarnation == self.inner.incarnation
+                    })
             }),
         )
     }
@@ -341,7 +365,8 @@ impl Cluster {
         crate::peers::live(&self.inner)
     }
 
-    /// The last command this node applied from the stream.
+    /// The last message of the stream this node applied whole (a message carries
+    /// the commands a node proposed together).
     pub fn applied_seq(&self) -> u64 {
         *self.inner.applied.borrow()
     }
@@ -437,7 +462,8 @@ impl Drop for Waiting<'_> {
 }
 
 impl Inner {
-    /// Publishes one command and waits until this node has applied it.
+    /// Publishes one command (with the others proposed at the same moment, or alone
+    /// when `expected_last` is given) and waits until this node has applied it.
     /// `expected_last` makes the stream take it only after exactly that sequence.
     pub(crate) async fn propose(
         &self,
@@ -453,51 +479,72 @@ impl Inner {
             ));
         }
         let request = self.next_request.fetch_add(1, Ordering::Relaxed);
-        let payload = self
-            .envelope(
-                request,
-                proposal.actor,
-                proposal.justification,
-                proposal.body,
-            )
-            .await?;
+        let envelope = self.envelope(
+            request,
+            proposal.actor,
+            proposal.justification,
+            proposal.body,
+        )?;
+        let payload = crate::signer::Payload::default();
         let (reply, answer) = oneshot::channel();
+        // Waiting before the message is published: it may come back before its
+        // acknowledgement does.
         self.pending.lock().expect("pending lock").insert(
             request,
             Pending {
                 reply,
-                payload: payload.clone(),
+                payload: Arc::clone(&payload),
             },
         );
         let _waiting = Waiting {
             inner: self,
             request,
         };
-        let mut message = jetstream::message::PublishMessage::build().payload(payload.into());
-        if let Some(last) = expected_last {
-            message = message.expected_last_sequence(last);
-        }
-        let acked = async {
-            self.jetstream
-                .send_publish(self.config.commands_subject(), message)
-                .await?
-                .await
-        }
-        .await;
-        if let Ok(ack) = &acked {
-            // What the applier waits for: if its consumer stalls, it knows there is more.
-            self.stream_last.fetch_max(ack.sequence, Ordering::Relaxed);
-        }
-        if let Err(error) = acked {
-            if error.kind() == jetstream::context::PublishErrorKind::WrongLastSequence {
-                return Err(SubmitError::refused(
-                    "wrong_last_sequence",
-                    error.to_string(),
-                ));
+        let published = match expected_last {
+            // Alone, taken by the stream only after exactly that sequence.
+            Some(last) => {
+                let message = self.sign_alone(envelope);
+                let _ = payload.set(message.clone());
+                let message = jetstream::message::PublishMessage::build()
+                    .payload(message)
+                    .expected_last_sequence(last);
+                let acked = async {
+                    self.jetstream
+                        .send_publish(self.config.commands_subject(), message)
+                        .await?
+                        .await
+                }
+                .await;
+                match acked {
+                    Ok(ack) => Ok(ack.sequence),
+                    Err(error)
+                        if error.kind()
+                            == jetstream::context::PublishErrorKind::WrongLastSequence =>
+                    {
+                        return Err(SubmitError::refused(
+                            "wrong_last_sequence",
+                            error.to_string(),
+                        ));
+                    }
+                    Err(error) => Err(error.to_string()),
+                }
             }
-            return Err(SubmitError::cluster_uncertain(format!(
-                "the cluster's log did not take the command ({error}); if it timed out, the command may still be applied"
-            )));
+            None => self
+                .signer
+                .publish(envelope, payload)
+                .await
+                .ok_or_else(SubmitError::shutting_down)?,
+        };
+        match published {
+            // What the applier waits for: if its consumer stalls, it knows there is more.
+            Ok(sequence) => {
+                self.stream_last.fetch_max(sequence, Ordering::Relaxed);
+            }
+            Err(error) => {
+                return Err(SubmitError::cluster_uncertain(format!(
+                    "the cluster's log did not take the command ({error}); if it timed out, the command may still be applied"
+                )));
+            }
         }
         match tokio::time::timeout(self.config.ack_timeout * 6, answer).await {
             Ok(Ok(outcome)) => Ok(outcome),

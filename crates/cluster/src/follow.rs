@@ -51,10 +51,11 @@ pub(crate) async fn ordered_messages(
 /// Runs `once(next)` until it ends well or the node stops. `once` answers the
 /// number it got to and how it ended; after a failure it runs again from there,
 /// after a wait that doubles up to `RETRY_MAX` (and starts over after progress).
-pub(crate) async fn keep_following<F, Fut>(inner: &Inner, what: &str, mut next: u64, mut once: F)
+pub(crate) async fn keep_following<N, F, Fut>(inner: &Inner, what: &str, mut next: N, mut once: F)
 where
-    F: FnMut(u64) -> Fut,
-    Fut: Future<Output = (u64, Result<(), String>)>,
+    N: Copy + PartialOrd + std::fmt::Debug,
+    F: FnMut(N) -> Fut,
+    Fut: Future<Output = (N, Result<(), String>)>,
 {
     let mut retry = RETRY_FIRST;
     while !inner.stopping.load(Ordering::Acquire) {
@@ -65,7 +66,7 @@ where
         if next > before {
             retry = RETRY_FIRST;
         }
-        tracing::warn!(node = %inner.config.node_name, next, "{what}: {message}; again in {retry:?}");
+        tracing::warn!(node = %inner.config.node_name, ?next, "{what}: {message}; again in {retry:?}");
         tokio::time::sleep(retry).await;
         retry = (retry * 2).min(RETRY_MAX);
     }

@@ -1,9 +1,9 @@
 //! Several commands under one signature: a node signs the root of a small Merkle
-//! tree (SHA-256) over the envelopes it proposes together, and each message carries
-//! its envelope, its place among them and the sibling hashes that lead from its
-//! envelope to that root. Anyone can check a message alone (hash up to the root,
-//! then the Ed25519 signature over the root); a node that has checked the signature
-//! once for one message of a group takes the root as known for the others.
+//! tree (SHA-256) over the envelopes it proposes together. A message of version 4
+//! carries them all, and its reader hashes them up to the root. A message of version
+//! 3 carried one envelope, its place among the group and the sibling hashes that
+//! lead from it to the root, so that each could be checked alone; such messages are
+//! still read (`proof_len`, `root_from`).
 //!
 //! Leaves and inner nodes hash under different prefixes (`0x00`, `0x01`), so that an
 //! inner node can never pass for an envelope. A level with an odd number of hashes
@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 /// Most commands signed together: a proof then holds at most six hashes.
 pub(crate) const GROUP_MAX: usize = 64;
 /// The longest proof a group of `GROUP_MAX` needs.
+#[cfg(test)]
 pub(crate) const PROOF_MAX: usize = 6;
 
 pub(crate) type Hash = [u8; 32];
@@ -35,7 +36,9 @@ fn node(left: &Hash, right: &Hash) -> Hash {
 }
 
 /// The root over `leaves` (one at least) and each leaf's proof: its siblings from
-/// the bottom level up.
+/// the bottom level up (version 3 of the wire carried them; tests make such
+/// messages).
+#[cfg(test)]
 pub(crate) fn tree(leaves: &[Hash]) -> (Hash, Vec<Vec<Hash>>) {
     assert!(!leaves.is_empty(), "a tree of no envelope");
     let mut proofs = vec![Vec::new(); leaves.len()];
@@ -58,6 +61,23 @@ pub(crate) fn tree(leaves: &[Hash]) -> (Hash, Vec<Vec<Hash>>) {
             .collect();
     }
     (level[0], proofs)
+}
+
+/// The root over `leaves` (one at least).
+pub(crate) fn root(leaves: &[Hash]) -> Hash {
+    assert!(!leaves.is_empty(), "a tree of no envelope");
+    let mut level = leaves.to_vec();
+    while level.len() > 1 {
+        level = level
+            .chunks(2)
+            .map(|pair| match pair {
+                [left, right] => node(left, right),
+                [last] => *last,
+                _ => unreachable!("chunks of two"),
+            })
+            .collect();
+    }
+    level[0]
 }
 
 /// How many sibling hashes the proof of leaf `index` of `count` holds; `None` when
@@ -109,6 +129,7 @@ mod tests {
         for count in 1..=GROUP_MAX {
             let leaves: Vec<Hash> = (0..count).map(|n| leaf(&n.to_le_bytes())).collect();
             let (root, proofs) = tree(&leaves);
+            assert_eq!(self::root(&leaves), root);
             for (index, proof) in proofs.iter().enumerate() {
                 assert!(proof.len() <= PROOF_MAX);
                 assert_eq!(proof_len(index, count), Some(proof.len()));

@@ -58,19 +58,17 @@ pub(crate) async fn run(inner: Arc<Inner>, state: Arc<RwLock<State>>, metrics: A
     }
 }
 
-/// Publishes a system command without waiting for it to be applied.
+/// Publishes a system command without waiting for it to be applied: alone in its
+/// message, so that the stream can drop the other nodes' copies of a tick by its id.
 async fn publish(inner: &Inner, id: Option<String>, justification: &str, body: CommandBody) {
-    let payload = match inner
-        .envelope(0, PrincipalId::SYSTEM, justification.into(), body)
-        .await
-    {
-        Ok(payload) => payload,
+    let envelope = match inner.envelope(0, PrincipalId::SYSTEM, justification.into(), body) {
+        Ok(envelope) => envelope,
         Err(error) => {
             tracing::debug!("a tick was not proposed: {}", error.message);
             return;
         }
     };
-    let mut message = PublishMessage::build().payload(payload.into());
+    let mut message = PublishMessage::build().payload(inner.sign_alone(envelope));
     if let Some(id) = id {
         message = message.message_id(id);
     }

@@ -307,6 +307,11 @@ fn main() {
     let quick = std::env::args().any(|a| a == "quick");
     let seconds = if quick { 3 } else { 10 };
     let tasks = if quick { 2_000 } else { 10_000 };
+    // `-- only N`: only the setups of N nodes (for a profiler).
+    let only: Option<usize> = std::env::args()
+        .skip_while(|a| a != "only")
+        .nth(1)
+        .and_then(|n| n.parse().ok());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -320,11 +325,23 @@ fn main() {
             ("1 node on NATS (3 servers, R3)", 1, true),
             ("3 nodes on NATS (3 servers, R3)", 3, true),
         ] {
+            if only.is_some_and(|only| only != nodes) {
+                continue;
+            }
             let setup = start(nodes, on_nats.then_some(&nats)).await;
+            let cpu_before = Cpu::read(&nats);
             let (rate, p50, p99) = durable(&setup, 64, seconds).await;
+            let cpu = Cpu::read(&nats).since(&cpu_before);
             let claimed = claims(&setup, tasks).await;
             println!(
                 "{label:<34} {rate:>7.0} durable commands/s (p50 {p50:.2} ms, p99 {p99:.2} ms), {claimed:>6.0} claims/s"
+            );
+            let commands = rate * seconds as f64;
+            println!(
+                "{:<34} CPU per durable command: {:.0} us in the benchmark's process (nodes and clients), {:.0} us in the nats-servers",
+                "",
+                cpu.own_ns as f64 / commands / 1e3,
+                if on_nats { cpu.nats_ns as f64 / commands / 1e3 } else { 0.0 },
             );
             if let Some((signed, checked)) = setup.signing().await {
                 // What that costs: one signature made per `signed` commands, and each
@@ -358,6 +375,45 @@ fn main() {
             }
         }
     });
+}
+
+/// CPU time used so far: by this process (the nodes and their clients) and by the
+/// nats-servers.
+struct Cpu {
+    own_ns: u64,
+    nats_ns: u64,
+}
+
+impl Cpu {
+    fn read(nats: &NatsCluster) -> Cpu {
+        Cpu {
+            own_ns: cpu_ns(std::process::id()),
+            nats_ns: nats
+                .servers
+                .iter()
+                .filter_map(|server| server.pid())
+                .map(cpu_ns)
+                .sum(),
+        }
+    }
+
+    fn since(&self, before: &Cpu) -> Cpu {
+        Cpu {
+            own_ns: self.own_ns - before.own_ns,
+            nats_ns: self.nats_ns - before.nats_ns,
+        }
+    }
+}
+
+/// CPU time (user + system) a process has used, in nanoseconds.
+fn cpu_ns(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // After the command name (in parentheses): utime is the 12th field, stime the
+    // 13th, in clock ticks (100 a second on Linux).
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    ticks * 10_000_000
 }
 
 /// Messages published in the fan-out, and their subscribers.

@@ -34,6 +34,33 @@ pub struct Origin {
     pub node_seq: u64,
 }
 
+/// Where a command stood in a cluster's log: the stream's message that carried it
+/// (its sequence number in the stream) and its place among that message's commands.
+/// A message carries the commands a node proposed together (one or more), so the
+/// kernel's sequence numbers run ahead of the stream's; a node that restarts follows
+/// the stream again from the place of the last command it applied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct LogPlace {
+    /// The message's sequence number in the stream.
+    pub message: u64,
+    /// The command's place among the message's commands, from 0.
+    pub index: u16,
+    /// How many commands the message carries.
+    pub count: u16,
+}
+
+impl LogPlace {
+    /// Where following the stream goes on after this command: the message to read
+    /// and how many of its first commands are applied already.
+    pub fn next(&self) -> (u64, u16) {
+        if self.index.saturating_add(1) >= self.count {
+            (self.message.saturating_add(1), 0)
+        } else {
+            (self.message, self.index + 1)
+        }
+    }
+}
+
 /// An admitted node.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterNode {

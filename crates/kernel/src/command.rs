@@ -26,6 +26,9 @@ pub struct Command {
     /// In a cluster, the node that proposed it, as its signature was verified
     /// (see [`crate::cluster`]); `None` on an embedded node.
     pub origin: Option<crate::cluster::Origin>,
+    /// In a cluster, where the command stood in the cluster's log; `None` on an
+    /// embedded node.
+    pub place: Option<crate::cluster::LogPlace>,
 }
 
 impl Command {
@@ -43,6 +46,7 @@ impl Command {
             justification: justification.into(),
             body,
             origin: None,
+            place: None,
         }
     }
 }

@@ -10,6 +10,12 @@ impl State {
         self.cluster_nodes.values()
     }
 
+    /// In a cluster, where the last command applied stood in the cluster's log (the
+    /// node follows the stream on from there when it restarts).
+    pub fn log_place(&self) -> Option<crate::cluster::LogPlace> {
+        self.log_place
+    }
+
     /// The admitted node with `key`.
     pub fn cluster_node(&self, key: &NodeKey) -> Option<&ClusterNode> {
         self.cluster_nodes.get(key)

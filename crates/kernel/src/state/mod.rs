@@ -143,6 +143,8 @@ pub struct State {
     edge_lease_expiries: BTreeSet<(u64, String)>,
     /// A cluster's admitted node keys (none on an embedded node).
     cluster_nodes: BTreeMap<crate::cluster::NodeKey, crate::cluster::ClusterNode>,
+    /// In a cluster, where the last command applied stood in the cluster's log.
+    log_place: Option<crate::cluster::LogPlace>,
 }
 
 /// What applying one command produces besides the events returned in order: passed
@@ -184,6 +186,7 @@ impl State {
         );
         self.last_seq = command.seq;
         self.now_ms = command.at_ms;
+        self.log_place = command.place.or(self.log_place);
         let mut events = Vec::new();
         let mut fx = Effects::default();
         if let (CommandBody::ReportHealth(health), PrincipalId::SYSTEM) =

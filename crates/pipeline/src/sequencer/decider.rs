@@ -82,6 +82,7 @@ impl Decider {
                         // Dropping the reply answers the caller `shutting_down`.
                         continue;
                     }
+                    let place = ordered.and_then(|ordered| ordered.place);
                     let (seq, at_ms) = match ordered {
                         None => stamp(&state),
                         Some(ordered) => {
@@ -104,6 +105,7 @@ impl Decider {
                         justification,
                         body,
                         origin,
+                        place,
                     };
                     let Some(primary) = self.apply(&mut state, &mut group, command, wanted) else {
                         continue;

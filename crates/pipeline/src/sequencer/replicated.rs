@@ -23,12 +23,15 @@ pub struct Proposal {
     pub body: CommandBody,
 }
 
-/// Where a replicated log put a command: its sequence number (the log's own, which
-/// is the kernel's) and the time its proposer stamped.
+/// Where a replicated log put a command: its sequence number (the kernel's: the
+/// commands of the log's messages counted in the log's order), the time its proposer
+/// stamped, and the message of the log that carried it (kept in the kernel's state,
+/// so that a node that restarts knows where to follow the log on from).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Stamp {
     pub seq: u64,
     pub proposed_ms: u64,
+    pub place: Option<colony_kernel::cluster::LogPlace>,
 }
 
 /// A command as the log ordered it.

@@ -295,6 +295,7 @@ impl Replicator for LoopbackLog {
                     Stamp {
                         seq,
                         proposed_ms: 9_000_000_000_000,
+                        place: None,
                     },
                     proposal.actor,
                     proposal.justification,
@@ -308,7 +309,11 @@ impl Replicator for LoopbackLog {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stamped_commands_take_their_place_and_a_gap_stops_the_node() {
     let mut running = start(5, 1_024);
-    let stamp = |seq, proposed_ms| Stamp { seq, proposed_ms };
+    let stamp = |seq, proposed_ms| Stamp {
+        seq,
+        proposed_ms,
+        place: None,
+    };
     let apply = |stamp: Stamp| {
         running.submitter.apply_stamped(
             stamp,
@@ -393,6 +398,7 @@ async fn a_replicated_node_decides_nothing_of_its_own_before_it_follows_the_log(
             Stamp {
                 seq: 1,
                 proposed_ms: 5_000,
+                place: None,
             },
             PrincipalId::SYSTEM,
             "from the log".into(),
@@ -404,15 +410,25 @@ async fn a_replicated_node_decides_nothing_of_its_own_before_it_follows_the_log(
     running.stop().await;
 }
 
-/// Commands the log ordered, decided as one batch: one outcome each, in order.
+/// Commands the log ordered, decided as one batch: one outcome each, in order; the
+/// place of the last one in the log (message 8's second of two, after message 7's
+/// three) is in the state, and again after a restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_of_stamped_commands_is_decided_in_its_order() {
+    use colony_kernel::cluster::LogPlace;
     let mut running = start(5, 1_024);
+    let places = [(7, 0, 3), (7, 1, 3), (7, 2, 3), (8, 0, 2), (8, 1, 2)];
     let batch = (1..=5)
-        .map(|seq| Stamped {
+        .zip(places)
+        .map(|(seq, (message, index, count))| Stamped {
             stamp: Stamp {
                 seq,
                 proposed_ms: 5_000 + seq,
+                place: Some(LogPlace {
+                    message,
+                    index,
+                    count,
+                }),
             },
             actor: PrincipalId::SYSTEM,
             justification: format!("command {seq}"),
@@ -427,4 +443,16 @@ async fn a_batch_of_stamped_commands_is_decided_in_its_order() {
         [(1, 5_001), (2, 5_002), (3, 5_003), (4, 5_004), (5, 5_005)]
     );
     running.stop().await;
+    let (_, state, _) = Store::open(&running.path, StoreOptions::default()).unwrap();
+    let place = state.log_place().unwrap();
+    assert_eq!(
+        place,
+        LogPlace {
+            message: 8,
+            index: 1,
+            count: 2
+        }
+    );
+    // Message 8 is applied whole: the stream is followed on from message 9.
+    assert_eq!(place.next(), (9, 0));
 }

@@ -284,8 +284,8 @@ pub(super) fn publish_raw(port: u16, subject: &str, payload: &[u8]) {
     }
 }
 
-/// The bytes of the newest signed command of the cluster's command stream (the
-/// wire format's version 3, past the junk a test published), as a client with
+/// The bytes of the newest signed message of the cluster's command stream (the
+/// wire format's version 4, past the junk a test published), as a client with
 /// access to NATS reads them.
 pub(super) async fn last_command(port: u16) -> Vec<u8> {
     let client = async_nats::connect(format!("nats://127.0.0.1:{port}"))
@@ -296,7 +296,7 @@ pub(super) async fn last_command(port: u16) -> Vec<u8> {
     let mut seq = stream.info().await.unwrap().state.last_sequence;
     loop {
         let payload = stream.get_raw_message(seq).await.unwrap().payload.to_vec();
-        if payload.first() == Some(&3) && payload.len() > 100 {
+        if payload.first() == Some(&4) && payload.len() > 100 {
             return payload;
         }
         seq -= 1;

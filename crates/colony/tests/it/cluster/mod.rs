@@ -298,7 +298,7 @@ async fn three_nodes_on_jetstream_keep_one_log_exact_limits_and_lose_nothing() {
         get(&http, &format!("{}/v1/limits/ai_accounts", urls[0]), &token).await["usage"].clone();
     publish_raw(nats.servers[0].port, subject, &captured);
     let mut tampered = captured.clone();
-    // A byte past the version byte: of the signature, the group proof or the envelope.
+    // A byte past the version byte: of the signature, a length or a command.
     let middle = tampered.len() / 2;
     tampered[middle] ^= 0x20;
     publish_raw(nats.servers[0].port, subject, &tampered);
@@ -311,7 +311,7 @@ async fn three_nodes_on_jetstream_keep_one_log_exact_limits_and_lose_nothing() {
                     .contains("applied before")
         });
         replay_refused
-            && (skipped(page, "a command said to be from")
+            && (skipped(page, "a message said to be from")
                 || skipped(page, "a message that is not"))
     })
     .await;
