@@ -103,6 +103,12 @@ impl Client {
                 source,
             })?;
         let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
         let bytes = response
             .bytes()
             .await
@@ -126,6 +132,7 @@ impl Client {
                 code,
                 message,
                 body,
+                retry_after,
             });
         }
         serde_json::from_slice(&bytes)
@@ -242,6 +249,26 @@ impl Client {
             ..LeaseRequest::default()
         };
         self.lease_call(held, "fail", request).await
+    }
+
+    /// Gives a held task back to the board without failing its attempt (the worker
+    /// cannot take it now: its reservations were refused, it is stopping).
+    pub async fn release(&self, held: &Held, reason: &str) -> Result<TaskView, Error> {
+        let request = LeaseRequest {
+            justification: Some(reason.to_string()),
+            ..LeaseRequest::default()
+        };
+        self.lease_call(held, "release", request).await
+    }
+
+    /// Cancels a task and its open subtasks (as its poster, an ancestor's, or an
+    /// admin): their leases end, what is left of their budgets goes back.
+    pub async fn cancel(&self, address: &str, justification: &str) -> Result<TaskView, Error> {
+        let path = format!("/v1/tasks/{}/cancel", segment(address));
+        let request = colony_api::Justified {
+            justification: Some(justification.to_string()),
+        };
+        self.post_some(&path, &request).await
     }
 
     // Worker sessions.

@@ -1,5 +1,7 @@
 //! What a call answers when it does not succeed.
 
+use std::time::Duration;
+
 use serde_json::Value;
 
 /// A refusal of the node (its status and the error it explained), or a failure to
@@ -15,6 +17,9 @@ pub enum Error {
         message: String,
         /// The whole error body, as the node answered it.
         body: Value,
+        /// When the node said to try again (`Retry-After`: a limit's window, an
+        /// overloaded or unreachable cluster).
+        retry_after: Option<Duration>,
     },
     /// The node could not be reached, or the connection broke.
     #[error("cannot reach the node at {url}: {source}")]
@@ -46,6 +51,25 @@ impl Error {
         match self {
             Error::Refused { code, .. } => Some(code),
             _ => None,
+        }
+    }
+
+    /// When the node said to try again, for a refusal that carries `Retry-After`.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Error::Refused { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    /// Whether the same call may succeed later without anything changed: the node
+    /// could not be reached, was overloaded or had lost its cluster (`429`, `502`,
+    /// `503`, `504`), as opposed to a refusal that stands.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Unreachable { .. } => true,
+            Error::Refused { status, .. } => matches!(status, 429 | 502 | 503 | 504),
+            Error::Unexpected { .. } | Error::Setup(_) => false,
         }
     }
 

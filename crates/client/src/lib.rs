@@ -2,8 +2,8 @@
 //! typed calls of its HTTP API ([`Client`]: the board, worker sessions, the ledger,
 //! the bus over HTTP, the LLM gateway), with the request and answer types of
 //! `colony-api`, errors that keep what the node explained ([`Error`]), and a worker
-//! loop ([`run_worker`]) that claims tasks, renews their leases while a handler
-//! works, and completes or fails them.
+//! loop ([`run_worker`]) that claims tasks (trying again while the node is away),
+//! renews their leases while a handler works, and completes, fails or gives them back.
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), colony_client::Error> {
@@ -24,4 +24,6 @@ mod worker;
 pub use client::{Client, Held, CALL_TIMEOUT, IDLE_CONNECTION_KEPT};
 pub use colony_api as api;
 pub use error::Error;
-pub use worker::{run_worker, Outcome, Stop, Work, WorkerOptions, WorkerReport};
+pub use worker::{
+    run_worker, LeaseLost, Outcome, Stop, Work, WorkerOptions, WorkerReport, CLAIM_RETRIES_MAX,
+};

@@ -1,8 +1,11 @@
 //! A worker loop: a session registered (waiting its turn when queued), kept alive,
 //! tasks claimed for it one at a time, each given to the caller's handler while its
-//! lease is renewed, then completed or failed as the handler says. A task whose
-//! lease is lost (it went to someone else, or was cancelled) is dropped at once;
-//! a lost session ends the loop. The session is left gracefully at the end.
+//! lease is renewed, then completed, failed or given back as the handler says. A
+//! claim that fails for a while (the node unreachable or overloaded) is tried again
+//! after the node's `Retry-After` or a growing pause, up to a bound. When a task's
+//! lease is lost (it went to someone else, or was cancelled) the handler is told
+//! ([`Work::lease_lost`]) and given a grace to stop; its outcome is then not
+//! reported. A lost session ends the loop. The session is left gracefully at the end.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -33,7 +36,23 @@ pub struct WorkerOptions {
     pub max_tasks: Option<u64>,
     /// The model the session says it uses (shown on the dashboard).
     pub model: Option<String>,
+    /// The lease a claim asks for (`None`: the board's default, `tasks.toml`); it
+    /// is renewed three times per lease while the handler works.
+    pub lease: Option<Duration>,
+    /// Claims in a row that fail for a reason that may pass (the node unreachable,
+    /// overloaded, its cluster away) before the worker gives up with the error.
+    pub claim_retries_max: u32,
+    /// How long a handler whose lease was lost may take to stop before its future
+    /// is dropped.
+    pub lost_grace: Duration,
 }
+
+/// Claims in a row that may fail for a passing reason, by default.
+pub const CLAIM_RETRIES_MAX: u32 = 50;
+/// The first pause after a claim failed for a passing reason (without the node's
+/// `Retry-After`), doubled at each failure in a row up to [`CLAIM_RETRY_PAUSE_MAX`].
+const CLAIM_RETRY_PAUSE_FIRST: Duration = Duration::from_millis(100);
+const CLAIM_RETRY_PAUSE_MAX: Duration = Duration::from_secs(5);
 
 impl Default for WorkerOptions {
     fn default() -> Self {
@@ -43,6 +62,9 @@ impl Default for WorkerOptions {
             idle_pause: Duration::from_secs(1),
             max_tasks: None,
             model: None,
+            lease: None,
+            claim_retries_max: CLAIM_RETRIES_MAX,
+            lost_grace: Duration::from_secs(5),
         }
     }
 }
@@ -57,6 +79,32 @@ pub struct Work {
     pub attempt_deadline_ms: u64,
     /// A client the handler may use (checkpoints, LLM calls for the task, the bus).
     pub client: Client,
+    /// Tells the handler when the task's lease is lost (the task went to another
+    /// worker, or was cancelled): it should stop and clean up, its outcome is not
+    /// reported.
+    pub lease_lost: LeaseLost,
+}
+
+/// A task's lease lost while its handler works ([`Work::lease_lost`]).
+#[derive(Clone, Default)]
+pub struct LeaseLost(Stop);
+
+impl LeaseLost {
+    /// Whether the lease is lost.
+    pub fn is_lost(&self) -> bool {
+        self.0.stopped()
+    }
+
+    /// Until the lease is lost (forever while it holds).
+    pub async fn lost(&self) {
+        self.0.wait().await
+    }
+}
+
+impl std::fmt::Debug for LeaseLost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("LeaseLost").field(&self.is_lost()).finish()
+    }
 }
 
 /// What the handler made of a task.
@@ -66,6 +114,9 @@ pub enum Outcome {
     Complete(Value),
     /// This attempt failed, and why: retried with backoff, or dead after its last.
     Fail(String),
+    /// Given back to the board without failing the attempt, and why (the worker
+    /// cannot take it now: its reservations were refused, it is stopping).
+    Release(String),
 }
 
 /// What a worker did.
@@ -74,8 +125,12 @@ pub struct WorkerReport {
     pub worker: u64,
     pub completed: u64,
     pub failed: u64,
+    /// Tasks given back to the board.
+    pub released: u64,
     /// Tasks whose lease was lost while they were worked on.
     pub lost: u64,
+    /// Claims that failed for a passing reason and were tried again.
+    pub claim_retries: u64,
 }
 
 /// Stops a running worker after the task at hand (a claim waiting for work is
@@ -207,14 +262,16 @@ where
     F: FnMut(Work) -> Fut,
     Fut: Future<Output = Outcome>,
 {
-    let done = |report: &WorkerReport| report.completed + report.failed + report.lost;
+    let done =
+        |report: &WorkerReport| report.completed + report.failed + report.released + report.lost;
+    let mut failures = 0u32;
     while !stop.stopped()
         && !lost_session.stopped()
         && options.max_tasks.is_none_or(|max| done(report) < max)
     {
         let claim = ClaimRequest {
             capabilities: Vec::new(),
-            lease_ms: None,
+            lease_ms: options.lease.map(|lease| lease.as_millis() as u64),
             worker: Some(worker),
             justification: Some("a colony-client worker takes work".into()),
             wait_ms: Some(
@@ -226,9 +283,27 @@ where
             .filter(|ms| *ms > 0),
         };
         let claimed = tokio::select! {
-            claimed = client.claim(&claim) => claimed?,
+            claimed = client.claim(&claim) => claimed,
             () = stop.wait() => break,
             () = lost_session.wait() => break,
+        };
+        let claimed = match claimed {
+            Ok(claimed) => {
+                failures = 0;
+                claimed
+            }
+            Err(error) => {
+                failures += 1;
+                let Some(pause) = claim_backoff(&error, failures, options.claim_retries_max) else {
+                    return Err(error);
+                };
+                report.claim_retries += 1;
+                tokio::select! {
+                    () = tokio::time::sleep(pause) => continue,
+                    () = stop.wait() => break,
+                    () = lost_session.wait() => break,
+                }
+            }
         };
         let Some(claimed) = claimed else {
             tokio::time::sleep(spread(options.idle_pause, worker)).await;
@@ -238,33 +313,46 @@ where
             address: claimed.task.address.clone(),
             lease_token: claimed.lease.token,
         };
+        let lease_lost = LeaseLost::default();
         let work = Work {
             task: claimed.task,
             held: held.clone(),
             attempt_deadline_ms: claimed.lease.attempt_deadline_ms,
             client: client.clone(),
+            lease_lost: lease_lost.clone(),
         };
         // The handler works while the lease is renewed a few times per lease.
+        let lease_ms = options
+            .lease
+            .map_or(lease_ms, |lease| lease.as_millis() as u64);
         let renew_every = Duration::from_millis((lease_ms / 3).max(100));
         let handling = handler(work);
         tokio::pin!(handling);
+        // Once the lease is lost: until when the handler may take to stop.
+        let mut stop_by: Option<tokio::time::Instant> = None;
         let outcome = loop {
+            let grace_over = tokio::time::sleep_until(
+                stop_by.unwrap_or_else(|| tokio::time::Instant::now() + renew_every),
+            );
             tokio::select! {
                 outcome = &mut handling => break Some(outcome),
-                _ = tokio::time::sleep(renew_every) => {
+                _ = tokio::time::sleep(renew_every), if stop_by.is_none() => {
                     if let Err(error) = client.heartbeat(&held).await {
                         if error.is_gone() {
-                            break None;
+                            lease_lost.0.stop();
+                            stop_by = Some(tokio::time::Instant::now() + options.lost_grace);
                         }
                     }
                 }
+                () = grace_over, if stop_by.is_some() => break None,
             }
         };
         let settled = match outcome {
-            None => {
+            _ if lease_lost.is_lost() => {
                 report.lost += 1;
                 continue;
             }
+            None => unreachable!("only a lost lease stops waiting for the handler"),
             Some(Outcome::Complete(result)) => client
                 .complete(&held, result, "the handler completed it")
                 .await
@@ -273,6 +361,10 @@ where
                 .fail(&held, &reason)
                 .await
                 .map(|_| report.failed += 1),
+            Some(Outcome::Release(reason)) => client
+                .release(&held, &reason)
+                .await
+                .map(|_| report.released += 1),
         };
         match settled {
             Ok(()) => {}
@@ -281,6 +373,22 @@ where
         }
     }
     Ok(())
+}
+
+/// How long to wait before claiming again after `error`, the `failures`-th failure
+/// in a row: the node's `Retry-After`, or a pause that doubles from 100 ms up to 5 s;
+/// `None` when the worker should stop with the error (a refusal that stands, or more
+/// than `max` failures in a row).
+fn claim_backoff(error: &Error, failures: u32, max: u32) -> Option<Duration> {
+    if !error.is_transient() || failures > max {
+        return None;
+    }
+    Some(error.retry_after().unwrap_or_else(|| {
+        let doublings = failures.saturating_sub(1).min(16);
+        CLAIM_RETRY_PAUSE_FIRST
+            .saturating_mul(1 << doublings)
+            .min(CLAIM_RETRY_PAUSE_MAX)
+    }))
 }
 
 /// `pause` scaled by a factor between 0.5 and 1.5 that depends only on the session
@@ -294,6 +402,44 @@ fn spread(pause: Duration, worker: u64) -> Duration {
 #[cfg(test)]
 mod spread_tests {
     use super::*;
+
+    fn refused(status: u16, retry_after: Option<u64>) -> Error {
+        Error::Refused {
+            status,
+            code: "overloaded".into(),
+            message: "busy".into(),
+            body: Value::Null,
+            retry_after: retry_after.map(Duration::from_secs),
+        }
+    }
+
+    #[test]
+    fn a_passing_claim_failure_is_tried_again_after_the_nodes_word_or_a_growing_pause() {
+        let ms = |ms| Some(Duration::from_millis(ms));
+        // The node said when.
+        assert_eq!(claim_backoff(&refused(503, Some(3)), 1, 50), ms(3_000));
+        assert_eq!(claim_backoff(&refused(429, Some(1)), 7, 50), ms(1_000));
+        // Otherwise doubling from 100 ms, never past 5 s.
+        let pauses: Vec<_> = (1..=8)
+            .map(|n| {
+                claim_backoff(&refused(502, None), n, 50)
+                    .unwrap()
+                    .as_millis()
+            })
+            .collect();
+        assert_eq!(pauses, [100, 200, 400, 800, 1_600, 3_200, 5_000, 5_000]);
+        assert_eq!(claim_backoff(&refused(504, None), 40, 50), ms(5_000));
+        // Past the bound, or a refusal that stands: stop with the error.
+        assert_eq!(claim_backoff(&refused(503, Some(1)), 51, 50), None);
+        for status in [400, 401, 403, 404, 409, 410, 500] {
+            assert_eq!(
+                claim_backoff(&refused(status, Some(1)), 1, 50),
+                None,
+                "{status}"
+            );
+        }
+        assert_eq!(claim_backoff(&Error::Setup("no token".into()), 1, 50), None);
+    }
 
     #[test]
     fn pauses_stay_within_half_and_one_and_a_half_and_differ_between_sessions() {

@@ -237,3 +237,92 @@ async fn an_idle_worker_waits_on_the_node_for_work_and_stops_at_once() {
     assert_eq!((report.completed, report.failed), (0, 0), "{report:?}");
     until_waiting(&url, &admin, 0).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_gives_tasks_back_and_its_handler_hears_of_a_lost_lease() {
+    let (_node, url, admin, _config, _data) = node().await;
+    let client = Client::new(&url, &admin).unwrap();
+    // Given back: the task is on the board again, its attempt not spent.
+    let back = client.post_task(&task("not now", &["back"])).await.unwrap();
+    let options = WorkerOptions {
+        capabilities: vec!["back".into()],
+        max_tasks: Some(1),
+        ..WorkerOptions::default()
+    };
+    let report = run_worker(&client, &options, &Stop::default(), |_| async {
+        Outcome::Release("this worker cannot take it now".into())
+    })
+    .await
+    .unwrap();
+    assert_eq!((report.released, report.failed), (1, 0), "{report:?}");
+    let view = client.task(&back.address).await.unwrap();
+    assert_eq!(view.status, "pending", "{view:?}");
+
+    // Cancelled while worked on: the next renewal is refused, the handler is told
+    // and stops, and what it made of the task is not reported.
+    let doomed = client
+        .post_task(&task("cancelled", &["lost"]))
+        .await
+        .unwrap();
+    let options = WorkerOptions {
+        capabilities: vec!["lost".into()],
+        max_tasks: Some(1),
+        lease: Some(Duration::from_millis(600)),
+        ..WorkerOptions::default()
+    };
+    let (started, mut working) = tokio::sync::mpsc::unbounded_channel();
+    let worker = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            run_worker(&client, &options, &Stop::default(), move |work| {
+                let started = started.clone();
+                async move {
+                    started.send(work.task.address.clone()).unwrap();
+                    work.lease_lost.lost().await;
+                    assert!(work.lease_lost.is_lost());
+                    Outcome::Complete(json!({"too": "late"}))
+                }
+            })
+            .await
+        })
+    };
+    let address = working.recv().await.unwrap();
+    assert_eq!(address, doomed.address);
+    client
+        .cancel(&address, "the test cancels it while it is worked on")
+        .await
+        .unwrap();
+    let report = worker.await.unwrap().unwrap();
+    assert_eq!((report.lost, report.completed), (1, 0), "{report:?}");
+    let view = client.task(&doomed.address).await.unwrap();
+    assert_eq!(view.status, "cancelled", "{view:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_tries_an_unreachable_node_again_then_gives_up_with_the_error() {
+    let (node, url, admin, _config, _data) = node().await;
+    let client = Client::new(&url, &admin).unwrap();
+    let options = WorkerOptions {
+        capabilities: vec!["never".into()],
+        claim_retries_max: 3,
+        ..WorkerOptions::default()
+    };
+    let worker = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            run_worker(&client, &options, &Stop::default(), |_| async {
+                Outcome::Fail("nothing is ever posted".into())
+            })
+            .await
+        })
+    };
+    // Its claim waits on the node; then the node goes away.
+    until_waiting(&url, &admin, 1).await;
+    node.shutdown().await.unwrap();
+    let error = worker.await.unwrap().unwrap_err();
+    assert!(error.is_transient(), "{error}");
+    assert!(
+        matches!(error, colony_client::Error::Unreachable { .. }),
+        "{error}"
+    );
+}
