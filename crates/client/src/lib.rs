@@ -19,11 +19,13 @@
 
 mod client;
 mod error;
+mod session;
 mod worker;
 
 pub use client::{Client, Held, CALL_TIMEOUT, IDLE_CONNECTION_KEPT};
 pub use colony_api as api;
 pub use error::Error;
+pub use session::Session;
 pub use worker::{
     run_worker, LeaseLost, Outcome, Stop, Work, WorkerOptions, WorkerReport, CLAIM_RETRIES_MAX,
 };

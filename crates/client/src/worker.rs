@@ -13,11 +13,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use colony_api::tasks::{ClaimRequest, TaskView, CLAIM_WAIT_MS_MAX};
-use colony_api::workers::{RegisterAnswer, RegisterRequest};
 use serde_json::Value;
 
 use crate::client::{Client, Held};
-use crate::Error;
+use crate::{Error, Session};
 
 /// What a worker takes and how long it goes on.
 #[derive(Clone, Debug)]
@@ -150,12 +149,12 @@ impl Stop {
         self.0.wake.notify_waiters();
     }
 
-    fn stopped(&self) -> bool {
+    pub(crate) fn stopped(&self) -> bool {
         self.0.stopped.load(Ordering::SeqCst)
     }
 
     /// Until stopped.
-    async fn wait(&self) {
+    pub(crate) async fn wait(&self) {
         loop {
             let woken = self.0.wake.notified();
             tokio::pin!(woken);
@@ -169,86 +168,28 @@ impl Stop {
     }
 }
 
-/// Runs a worker until `max_tasks`, `stop`, or a lost session.
+/// Runs a worker until `max_tasks`, `stop`, or a lost session: a [`Session`]
+/// registered (and admitted, when queued), then [`Session::run`].
 pub async fn run_worker<F, Fut>(
     client: &Client,
     options: &WorkerOptions,
     stop: &Stop,
-    mut handler: F,
+    handler: F,
 ) -> Result<WorkerReport, Error>
 where
     F: FnMut(Work) -> Fut,
     Fut: Future<Output = Outcome>,
 {
-    let registration = client
-        .register_worker(&RegisterRequest {
-            capabilities: options.capabilities.clone(),
-            model: options.model.clone(),
-            profile: None,
-            justification: Some("a colony-client worker starts".into()),
-        })
-        .await?;
-    let (worker, heartbeat_ms, lease_ms) = match registration {
-        RegisterAnswer::Registered(session) => {
-            (session.worker, session.heartbeat_ms, session.lease_ms)
-        }
-        RegisterAnswer::Queued(queued) => {
-            // Admitted when a place frees up: the session then answers heartbeats.
-            loop {
-                tokio::time::sleep(Duration::from_secs(2)).await;
-                if stop.stopped() {
-                    return Ok(WorkerReport {
-                        worker: queued.worker,
-                        ..WorkerReport::default()
-                    });
-                }
-                match client.worker_heartbeat(queued.worker).await {
-                    Ok(_) => break (queued.worker, 2_000, 30_000),
-                    Err(error) if error.status() == Some(409) => continue,
-                    Err(error) => return Err(error),
-                }
-            }
-        }
-    };
-    let lost_session = Stop::default();
-    let beating = {
-        let (client, lost_session) = (client.clone(), lost_session.clone());
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(Duration::from_millis(heartbeat_ms.max(100))).await;
-                if let Err(error) = client.worker_heartbeat(worker).await {
-                    if error.is_gone() {
-                        lost_session.stop();
-                        return;
-                    }
-                }
-            }
-        })
-    };
-    let mut report = WorkerReport {
-        worker,
-        ..WorkerReport::default()
-    };
-    let result = work(
-        client,
-        options,
-        stop,
-        &lost_session,
-        worker,
-        lease_ms,
-        &mut report,
-        &mut handler,
-    )
-    .await;
-    beating.abort();
-    if !lost_session.stopped() {
-        let _ = client.leave(worker).await;
-    }
-    result.map(|()| report)
+    Session::register(client, options)
+        .await?
+        .run(options, stop, handler)
+        .await
 }
 
+/// The loop of [`Session::run`]: claims, handles and settles tasks until told to
+/// stop.
 #[allow(clippy::too_many_arguments)]
-async fn work<F, Fut>(
+pub(crate) async fn work<F, Fut>(
     client: &Client,
     options: &WorkerOptions,
     stop: &Stop,

@@ -5,12 +5,19 @@ use std::path::Path;
 use std::time::Duration;
 
 use colony_client::api::tasks::TaskRequest;
-use colony_client::{run_worker, Client, Outcome, Stop, WorkerOptions};
+use colony_client::{run_worker, Client, Outcome, Session, Stop, WorkerOptions};
 use colony_node::{Node, NodeConfig};
 use serde_json::json;
 
 /// A node on the shipped genesis files and gateway (its offline scripted model).
 async fn node() -> (Node, String, String, tempfile::TempDir, tempfile::TempDir) {
+    node_with(|_| {}).await
+}
+
+/// [`node`] with its config directory changed by `change` before it starts.
+async fn node_with(
+    change: impl FnOnce(&Path),
+) -> (Node, String, String, tempfile::TempDir, tempfile::TempDir) {
     let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/genesis");
     let config = tempfile::tempdir().unwrap();
     for file in [
@@ -22,6 +29,7 @@ async fn node() -> (Node, String, String, tempfile::TempDir, tempfile::TempDir) 
     ] {
         std::fs::copy(shipped.join(file), config.path().join(file)).unwrap();
     }
+    change(config.path());
     let data = tempfile::tempdir().unwrap();
     let node = Node::start(NodeConfig {
         data_dir: data.path().to_path_buf(),
@@ -325,4 +333,61 @@ async fn a_worker_tries_an_unreachable_node_again_then_gives_up_with_the_error()
         matches!(error, colony_client::Error::Unreachable { .. }),
         "{error}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_session_says_its_place_and_works_once_admitted() {
+    // Two active sessions at most before the next one queues.
+    let (_node, url, admin, _config, _data) = node_with(|config| {
+        let limits = config.join("limits.toml");
+        let shipped = std::fs::read_to_string(&limits).unwrap();
+        let text = shipped.replace(
+            "[limits.active_workers]\n# Hypernet max_concurrent_workers; the swarm's soft_max_sessions/hard_max_sessions\n# (2/4 per machine) map here too. Enforced once worker sessions exist.\nsoft = 15\n",
+            "[limits.active_workers]\nsoft = 2\n",
+        );
+        assert_ne!(text, shipped, "the shipped active_workers limit moved");
+        std::fs::write(limits, text).unwrap();
+    })
+    .await;
+    let client = Client::new(&url, &admin).unwrap();
+    let options = WorkerOptions {
+        capabilities: vec!["queued".into()],
+        max_tasks: Some(1),
+        ..WorkerOptions::default()
+    };
+    let first = Session::register(&client, &options).await.unwrap();
+    let second = Session::register(&client, &options).await.unwrap();
+    assert_eq!((first.queued(), second.queued()), (None, None));
+    let third = Session::register(&client, &options).await.unwrap();
+    assert!(third.queued().is_some(), "{third:?}");
+    let posted = client
+        .post_task(&task("for the third", &["queued"]))
+        .await
+        .unwrap();
+    let working = {
+        let options = options.clone();
+        tokio::spawn(async move {
+            third
+                .run(&options, &Stop::default(), |work| async move {
+                    Outcome::Complete(json!({"by": "the third", "task": work.task.address}))
+                })
+                .await
+        })
+    };
+    // A place frees up: the third is admitted, works the task, and leaves.
+    client.leave(first.worker()).await.unwrap();
+    let report = working.await.unwrap().unwrap();
+    assert_eq!(report.completed, 1, "{report:?}");
+    let done = client.task(&posted.address).await.unwrap();
+    assert_eq!(done.status, "completed");
+    // A queued session stopped before its turn does nothing (the second and the
+    // fourth hold the two places).
+    let fourth = Session::register(&client, &options).await.unwrap();
+    let mut fifth = Session::register(&client, &options).await.unwrap();
+    assert_eq!(fourth.queued(), None);
+    assert!(fifth.queued().is_some(), "{fifth:?}");
+    let stop = Stop::default();
+    stop.stop();
+    assert!(!fifth.admitted(&stop).await.unwrap());
+    drop((second, fourth));
 }
