@@ -11,8 +11,8 @@
 //! it) and this node has applied it.
 //!
 //! - `config.rs`: [`ClusterConfig`], `cluster.toml`, and their bounds.
-//! - `wire.rs`: what commands look like in the stream (`wire_legacy.rs`: the
-//!   versions still read); `merkle.rs`: several commands under one signature; `signer.rs`: the node's signing task.
+//! - `wire.rs`: what commands look like in the stream (`wire_legacy.rs` takes apart the
+//!   older versions still read); `merkle.rs`: several commands under one signature; `signer.rs`: the node's signing task.
 //! - `connect.rs`: reaching NATS and the command log's stream; `cluster.rs`: joining,
 //!   proposing, genesis once.
 //! - `applier.rs`: following the stream from the node's own last command.

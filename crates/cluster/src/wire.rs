@@ -22,12 +22,13 @@ use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use serde::{Deserialize, Serialize};
 
 use crate::merkle::{self, Hash, GROUP_MAX};
+use crate::wire_legacy::{self, Legacy};
 
 /// The encoding's version, the message's first byte.
 const WIRE_VERSION: u8 = 4;
 /// What a signature covers before the group's size and root.
 const SIGNED_DOMAIN: &[u8] = b"colony-commands/v4\n";
-pub(crate) const SIGNATURE_BYTES: usize = 64;
+const SIGNATURE_BYTES: usize = 64;
 /// What a message adds to each envelope's bytes: its length.
 pub(crate) const PER_ENVELOPE: usize = 4;
 /// What a message adds to its envelopes' bytes besides their lengths.
@@ -103,7 +104,7 @@ pub(crate) fn sign_group(signer: &SigningKey, envelopes: &[Vec<u8>]) -> Vec<u8> 
 }
 
 /// What a group's signature covers.
-pub(crate) fn signed_root(domain: &[u8], count: u8, root: &Hash) -> Vec<u8> {
+fn signed_root(domain: &[u8], count: u8, root: &Hash) -> Vec<u8> {
     let mut message = domain.to_vec();
     message.push(count);
     message.extend(root);
@@ -115,8 +116,8 @@ pub(crate) struct Unverified {
     /// One at least; all name the same key.
     pub(crate) envelopes: Vec<Envelope>,
     /// What the signature covers: the group's root (or, in version 2, the envelope).
-    pub(crate) signed: Vec<u8>,
-    pub(crate) signature: Signature,
+    signed: Vec<u8>,
+    signature: Signature,
 }
 
 impl Unverified {
@@ -125,8 +126,8 @@ impl Unverified {
         let (version, rest) = bytes.split_first().ok_or("an empty message")?;
         let unverified = match *version {
             WIRE_VERSION => decode_v4(rest)?,
-            crate::wire_legacy::WIRE_V3 => crate::wire_legacy::decode_v3(rest)?,
-            crate::wire_legacy::WIRE_V2 => crate::wire_legacy::decode_v2(rest)?,
+            wire_legacy::WIRE_V3 => legacy(wire_legacy::decode_v3(rest)?)?,
+            wire_legacy::WIRE_V2 => legacy(wire_legacy::decode_v2(rest)?)?,
             version => {
                 return Err(format!(
                     "encoding version {version}, not {WIRE_VERSION} (unsigned, or not Colony's)"
@@ -154,8 +155,17 @@ impl Unverified {
     }
 }
 
-pub(crate) fn too_short() -> String {
+fn too_short() -> String {
     "a message too short to be signed".to_string()
+}
+
+/// A message of an older version as an [`Unverified`] of its one envelope.
+fn legacy(parts: Legacy<'_>) -> Result<Unverified, String> {
+    Ok(Unverified {
+        envelopes: vec![decode_envelope(parts.envelope)?],
+        signed: parts.signed,
+        signature: signature_from(parts.signature),
+    })
 }
 
 /// Version 4: the signature, the number of commands, each envelope after its length,
@@ -201,15 +211,15 @@ fn decode_v4(rest: &[u8]) -> Result<Unverified, String> {
 }
 
 /// A group's size as signed: held to at most [`GROUP_MAX`] before.
-pub(crate) fn group_size(count: usize) -> u8 {
+fn group_size(count: usize) -> u8 {
     u8::try_from(count).expect("a group's size fits a byte")
 }
 
-pub(crate) fn decode_envelope(body: &[u8]) -> Result<Envelope, String> {
+fn decode_envelope(body: &[u8]) -> Result<Envelope, String> {
     postcard::from_bytes(body).map_err(|error| format!("undecodable command: {error}"))
 }
 
-pub(crate) fn signature_from(bytes: &[u8]) -> Signature {
+fn signature_from(bytes: &[u8]) -> Signature {
     Signature::from_bytes(bytes.try_into().expect("split at the signature's length"))
 }
 
@@ -530,5 +540,55 @@ mod tests {
             Envelope::decode(&envelope.encode(&key())).unwrap().0,
             [envelope]
         );
+    }
+
+    #[test]
+    fn a_message_of_version_3_is_still_read() {
+        let envelopes: Vec<Vec<u8>> = (1..=3).map(|n| envelope(n).to_bytes()).collect();
+        let leaves: Vec<Hash> = envelopes.iter().map(|bytes| merkle::leaf(bytes)).collect();
+        let (root, proofs) = merkle::tree(&leaves);
+        let signature = key().sign(&signed_root(wire_legacy::SIGNED_DOMAIN_V3, 3, &root));
+        let mut message = vec![wire_legacy::WIRE_V3];
+        message.extend(signature.to_bytes());
+        message.extend([1, 3]);
+        for hash in &proofs[1] {
+            message.extend(hash);
+        }
+        message.extend(&envelopes[1]);
+        let (decoded, verified) = Envelope::decode(&message).unwrap();
+        assert_eq!(decoded, [envelope(2)]);
+        verified.unwrap();
+        // Moved to another place of its group, or past its end.
+        let mut moved = message.clone();
+        moved[1 + SIGNATURE_BYTES] = 2;
+        assert!(Envelope::decode(&moved).map_or(true, |(_, verified)| verified.is_err()));
+        moved[1 + SIGNATURE_BYTES] = 5;
+        assert!(Envelope::decode(&moved).unwrap_err().contains("no place 5"));
+    }
+
+    #[test]
+    fn a_message_of_version_2_is_still_read() {
+        let body = envelope(3).to_bytes();
+        let mut signed = wire_legacy::SIGNED_DOMAIN_V2.to_vec();
+        signed.extend(&body);
+        let mut message = vec![wire_legacy::WIRE_V2];
+        message.extend(&body);
+        message.extend(key().sign(&signed).to_bytes());
+        let (decoded, verified) = Envelope::decode(&message).unwrap();
+        assert_eq!(decoded, [envelope(3)]);
+        verified.unwrap();
+        let last = message.len() - 1;
+        message[last] ^= 1;
+        assert!(Envelope::decode(&message).unwrap().1.is_err());
+    }
+
+    #[test]
+    fn a_short_message_of_an_older_version_is_named() {
+        assert!(Envelope::decode(&[wire_legacy::WIRE_V2; 10])
+            .unwrap_err()
+            .contains("too short"));
+        assert!(Envelope::decode(&[wire_legacy::WIRE_V3; 40])
+            .unwrap_err()
+            .contains("too short"));
     }
 }
