@@ -4,15 +4,19 @@
 //! never decides a caller's command by itself: it proposes it to the stream
 //! ([`Cluster`] is the pipeline's [`colony_pipeline::Replicator`]), and every node,
 //! this one included, applies every command of the stream in the stream's order with
-//! the same kernel (`applier.rs`). The stream's sequence number is the kernel's, and a
-//! command's time is the time its proposer read, never behind the previous command's,
-//! so every node reaches the same decisions and the same hash-chain head. The caller is
-//! answered once the stream has acknowledged the command (a quorum of its servers has
-//! it) and this node has applied it.
+//! the same kernel (`applier.rs`). A message of the stream carries the commands a node
+//! proposed together; the kernel numbers them one after the other in the stream's
+//! order, each keeping its place in the stream (`colony_kernel::cluster::LogPlace`),
+//! and a command's time is the time its proposer read, never behind the previous
+//! command's, so every node reaches the same decisions and the same hash-chain head.
+//! The caller is answered once the stream has acknowledged the message (a quorum of
+//! its servers has it) and this node has applied the command.
 //!
 //! - `config.rs`: [`ClusterConfig`], `cluster.toml`, and their bounds.
-//! - `wire.rs`: what commands look like in the stream (`wire_legacy.rs` takes apart the
-//!   older versions still read); `merkle.rs`: several commands under one signature; `signer.rs`: the node's signing task.
+//! - `wire.rs`: what commands look like in the stream (`wire_legacy.rs` takes
+//!   apart the older versions still read); `merkle.rs`: several commands under one
+//!   signature; `signer.rs`: the node's task that signs and publishes its commands
+//!   in groups, one message each.
 //! - `connect.rs`: reaching NATS and the command log's stream; `cluster.rs`: joining,
 //!   proposing, genesis once.
 //! - `applier.rs`: following the stream from the node's own last command.
