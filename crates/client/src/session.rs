@@ -137,7 +137,8 @@ impl Session {
         )
         .await;
         beating.abort();
-        if !lost_session.stopped() {
+        report.session_lost = lost_session.stopped();
+        if !report.session_lost {
             let _ = self.client.leave(self.worker).await;
         }
         result.map(|()| report)

@@ -130,6 +130,9 @@ pub struct WorkerReport {
     pub lost: u64,
     /// Claims that failed for a passing reason and were tried again.
     pub claim_retries: u64,
+    /// Whether the worker ended because the node declared its session lost (it
+    /// missed its heartbeats, or was made to leave): register again to go on.
+    pub session_lost: bool,
 }
 
 /// Stops a running worker after the task at hand (a claim waiting for work is
@@ -232,6 +235,11 @@ where
             Ok(claimed) => {
                 failures = 0;
                 claimed
+            }
+            // The node says the session is gone (it missed its heartbeats, or left).
+            Err(error) if error.code() == Some("worker_gone") => {
+                lost_session.stop();
+                break;
             }
             Err(error) => {
                 failures += 1;

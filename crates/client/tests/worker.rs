@@ -391,3 +391,31 @@ async fn a_queued_session_says_its_place_and_works_once_admitted() {
     assert!(!fifth.admitted(&stop).await.unwrap());
     drop((second, fourth));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_whose_session_is_gone_ends_and_says_so() {
+    let (_node, url, admin, _config, _data) = node().await;
+    let client = Client::new(&url, &admin).unwrap();
+    let options = WorkerOptions {
+        capabilities: vec!["never".into()],
+        ..WorkerOptions::default()
+    };
+    let session = Session::register(&client, &options).await.unwrap();
+    let worker = session.worker();
+    let working = {
+        let options = options.clone();
+        tokio::spawn(async move {
+            session
+                .run(&options, &Stop::default(), |_| async {
+                    Outcome::Fail("nothing is ever posted".into())
+                })
+                .await
+        })
+    };
+    // Its claim waits on the node; then the session is made to leave.
+    until_waiting(&url, &admin, 1).await;
+    client.leave(worker).await.unwrap();
+    let report = working.await.unwrap().unwrap();
+    assert!(report.session_lost, "{report:?}");
+    assert_eq!(report.worker, worker);
+}
