@@ -30,6 +30,8 @@ pub enum ClusterError {
         stream: String,
         stream_last: u64,
     },
+    #[error("this node's data holds {commands} commands of a node of its own (an embedded node's, with no place in a cluster's log): following the cluster's log from them would diverge from the other nodes; start a cluster's node on an empty data directory, or on a copy of another node's (docs/cluster.md)")]
+    NotClusterData { commands: u64 },
     #[error("this node's data has applied the cluster's log up to message {local} but the cluster's stream {stream} was compacted and starts at {stream_first}: the commands in between are gone (the node was away longer than keep_absent, or is new); stop another node and copy its data directory here, then start both (docs/cluster.md, \"Compaction\")")]
     Compacted {
         local: u64,
@@ -175,6 +177,9 @@ impl Cluster {
             let state = state.read().expect("state lock");
             (state.log_place(), state.last_seq)
         };
+        if place.is_none() && local > 0 {
+            return Err(ClusterError::NotClusterData { commands: local });
+        }
         let (next_message, skip) = place.map_or((1, 0), |place| place.next());
         let applied_message = place.map_or(0, |place| place.message);
         if stream_last > 0 && next_message < stream_state.first_sequence {

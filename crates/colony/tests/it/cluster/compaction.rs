@@ -1,6 +1,7 @@
 //! The command log's compaction, seen from outside: the stream drops what every node
 //! has applied; a new node on an empty data directory is turned away with what to
-//! do, and starts once seeded from a copy of a member's data directory.
+//! do (as is one on an embedded node's data), and starts once seeded from a copy of
+//! a member's data directory.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -16,6 +17,36 @@ pub(super) const CLUSTER_TOML: &str = "[cluster]\nkeep_commands = 10\ncompact_ev
 async fn stream_first(http: &reqwest::Client, url: &str, token: &str) -> u64 {
     let view = get(http, &format!("{url}/v1/cluster"), token).await;
     view["stream"]["first_seq"].as_u64().unwrap_or(0)
+}
+
+/// `colony up` of a cluster's node on `data`, which must refuse to start: what it
+/// said on stderr.
+async fn refused_start(data: &Path, config: &Path, servers: &str, name: &str) -> String {
+    let mut child = Command::new(COLONY)
+        .args(["up", "--listen", "127.0.0.1:0", "--data"])
+        .arg(data)
+        .arg("--config")
+        .arg(config)
+        .args(["--cluster", servers, "--node-name", name])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{name} on {} did not stop", data.display());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success(), "{stderr}");
+    stderr
 }
 
 /// Compaction under the test's load, then node-4: refused on an empty data
@@ -46,32 +77,27 @@ pub(super) async fn compaction_and_seeding(
     // A new node on an empty data directory cannot follow a log whose start is
     // gone: it stops at once, saying what to do.
     let fresh = tempfile::tempdir().unwrap();
-    let mut child = Command::new(COLONY)
-        .args(["up", "--listen", "127.0.0.1:0", "--data"])
-        .arg(fresh.path())
-        .arg("--config")
-        .arg(config)
-        .args(["--cluster", servers, "--node-name", "node-4"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("a node on an empty data directory did not stop");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
-    assert!(!status.success(), "{stderr}");
+    let stderr = refused_start(fresh.path(), config, servers, "node-4").await;
     assert!(
         stderr.contains("was compacted") && stderr.contains("copy its data directory"),
+        "{stderr}"
+    );
+    // Nor can a node on an embedded node's data (its own genesis, no place in the
+    // cluster's log): following the log from its own numbers would diverge.
+    let embedded = tempfile::tempdir().unwrap();
+    let node = colony_node::Node::start(colony_node::NodeConfig {
+        data_dir: embedded.path().to_path_buf(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        config_dir: config.to_path_buf(),
+        config_dir_required: true,
+        ..colony_node::NodeConfig::default()
+    })
+    .await
+    .unwrap();
+    node.shutdown().await.unwrap();
+    let stderr = refused_start(embedded.path(), config, servers, "node-5").await;
+    assert!(
+        stderr.contains("of a node of its own") && stderr.contains("empty data directory"),
         "{stderr}"
     );
 
