@@ -91,12 +91,23 @@ async fn follow_once(
         let mut bytes = 0;
         while let Some(delivered) = message.take() {
             match crate::follow::numbered(delivered) {
-                Ok((message, seq)) if seq >= expected => {
+                Ok((message, seq)) if seq == expected => {
                     expected = seq + 1;
                     bytes += message.payload.len();
                     batch.push((seq, message.payload.clone()));
                 }
-                Ok(_) => {} // delivered again after a reconnect: applied already
+                Ok((_, seq)) if seq < expected => {} // delivered again: applied already
+                Ok((_, seq)) => {
+                    // A message missing (compacted, or deleted, while this node was
+                    // away): its commands cannot be skipped, so the node stops loudly.
+                    let reason = format!(
+                        "the cluster's log gave message {seq} after message {}: a gap, so this node's state cannot follow it",
+                        expected - 1
+                    );
+                    inner.stopping.store(true, Ordering::Release);
+                    submitter.cannot_follow(reason.clone());
+                    return Err(reason);
+                }
                 Err(error) => {
                     ended = Some(error);
                     break;

@@ -67,6 +67,13 @@ impl Submitter {
         true
     }
 
+    /// The cluster's log cannot be followed (a gap in it: this node's state could
+    /// not stay the others'): the node fails loudly, saying why, and decides
+    /// nothing more.
+    pub fn cannot_follow(&self, reason: String) {
+        self.fatal.fail(reason);
+    }
+
     /// Decides a command the cluster's log ordered (see
     /// [`Submitter::apply_stamped_batch`]).
     pub async fn apply_stamped(

@@ -456,3 +456,44 @@ async fn a_batch_of_stamped_commands_is_decided_in_its_order() {
     // Message 8 is applied whole: the stream is followed on from message 9.
     assert_eq!(place.next(), (9, 0));
 }
+
+/// A cluster's log that cannot be followed (a gap the applier saw): the node fails
+/// with the reason, and nothing more is decided, the log's commands included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_that_cannot_be_followed_fails_the_node_with_the_reason() {
+    let mut running = start(5, 1_024);
+    let stamp = |seq| Stamp {
+        seq,
+        proposed_ms: 5_000,
+        place: None,
+    };
+    running
+        .submitter
+        .apply_stamped(
+            stamp(1),
+            PrincipalId::SYSTEM,
+            "first".into(),
+            CommandBody::Tick,
+        )
+        .await
+        .unwrap();
+    running
+        .submitter
+        .cannot_follow("the cluster's log gave message 9 after message 7: a gap".into());
+    let reason = running.submitter.fatal.reason().expect("the node failed");
+    assert!(reason.contains("a gap"), "{reason}");
+    let refused = running
+        .submitter
+        .apply_stamped(
+            stamp(2),
+            PrincipalId::SYSTEM,
+            "after".into(),
+            CommandBody::Tick,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code, "node_failed");
+    running.stop().await;
+    let (_, state, _) = Store::open(&running.path, StoreOptions::default()).unwrap();
+    assert_eq!(state.last_seq, 1);
+}
