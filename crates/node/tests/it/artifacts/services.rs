@@ -42,8 +42,12 @@ async fn an_artifacts_llm_call_is_reserved_before_and_settled_after_on_its_own_b
         json!({"llm_budget_usd": 100_000}),
     )
     .await;
-    let view = wait_until(&colony, &funded, "done", |v| {
-        v["state"] == "stopped" && v["usage"]["runs"] == 1
+    // The call's settlement is decided in the background (the gateway's outbox), so
+    // it may land just after the run ends: wait for both.
+    let view = wait_until(&colony, &funded, "done and settled", |v| {
+        v["state"] == "stopped"
+            && v["usage"]["runs"] == 1
+            && v["balances"]["llm_budget_usd"]["used"].as_u64() > Some(0)
     })
     .await;
     let logs = common::get_json(
