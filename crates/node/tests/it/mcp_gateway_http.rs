@@ -102,7 +102,18 @@ name = "*"
     let (agent_address, agent) =
         common::create_principal(&base, &admin, "remote-agent", "ai", &["member"]).await;
 
-    let tools = mcp.tool_names(&agent).await;
+    // The node reaches the upstream in the background after it starts (a CI run
+    // under load listed the tools before it had): wait until its tools are offered,
+    // at most 30 s.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let tools = loop {
+        let tools = mcp.tool_names(&agent).await;
+        if tools.iter().any(|t| t == "remote__read_note") || tokio::time::Instant::now() > deadline
+        {
+            break tools;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     for tool in ["remote__read_note", "remote__delete_note", "remote__hang"] {
         assert!(tools.iter().any(|t| t == tool), "{tool} in {tools:?}");
     }
