@@ -51,16 +51,22 @@ pub(crate) fn tree(leaves: &[Hash]) -> (Hash, Vec<Vec<Hash>>) {
             }
             *place /= 2;
         }
-        level = level
-            .chunks(2)
-            .map(|pair| match pair {
-                [left, right] => node(left, right),
-                [last] => *last,
-                _ => unreachable!("chunks of two"),
-            })
-            .collect();
+        level = up(&level);
     }
     (level[0], proofs)
+}
+
+/// The level above `level`: each pair hashed into one, an odd last hash passed up
+/// unchanged.
+fn up(level: &[Hash]) -> Vec<Hash> {
+    level
+        .chunks(2)
+        .map(|pair| match pair {
+            [left, right] => node(left, right),
+            [last] => *last,
+            _ => unreachable!("chunks of two"),
+        })
+        .collect()
 }
 
 /// The root over `leaves` (one at least).
@@ -68,14 +74,7 @@ pub(crate) fn root(leaves: &[Hash]) -> Hash {
     assert!(!leaves.is_empty(), "a tree of no envelope");
     let mut level = leaves.to_vec();
     while level.len() > 1 {
-        level = level
-            .chunks(2)
-            .map(|pair| match pair {
-                [left, right] => node(left, right),
-                [last] => *last,
-                _ => unreachable!("chunks of two"),
-            })
-            .collect();
+        level = up(&level);
     }
     level[0]
 }

@@ -21,6 +21,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
+
+#[path = "common/cpu.rs"]
+mod cpu;
+use cpu::cpu_ns;
 use tokio::net::TcpStream;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -70,18 +74,6 @@ fn rss_kib(pid: u32) -> u64 {
         .find_map(|line| line.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap()
-}
-
-/// CPU time (user + system) the process has used, in nanoseconds.
-fn cpu_ns(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    // Fields after the command name (which is in parentheses): utime is the 12th,
-    // stime the 13th; in clock ticks.
-    let after = &stat[stat.rfind(')').unwrap() + 2..];
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    let per_second = 100; // sysconf(_SC_CLK_TCK) on Linux
-    ticks * 1_000_000_000 / per_second
 }
 
 fn shipped_config() -> PathBuf {

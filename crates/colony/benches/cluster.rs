@@ -17,12 +17,15 @@ use std::time::{Duration, Instant};
 use colony_node::{Node, NodeConfig};
 use serde_json::json;
 
+#[path = "common/cpu.rs"]
+mod cpu;
 #[allow(dead_code)]
 #[path = "../tests/common/nats.rs"]
 mod nats;
 #[path = "../../node/tests/common/tools.rs"]
 mod tools;
 
+use cpu::cpu_ns;
 use nats::NatsCluster;
 
 const LIMITS: &str = "[limits.concurrent_api_requests]\nsoft = 4096\nhard = 8192\n\
@@ -403,17 +406,6 @@ impl Cpu {
             nats_ns: self.nats_ns - before.nats_ns,
         }
     }
-}
-
-/// CPU time (user + system) a process has used, in nanoseconds.
-fn cpu_ns(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    // After the command name (in parentheses): utime is the 12th field, stime the
-    // 13th, in clock ticks (100 a second on Linux).
-    let after = &stat[stat.rfind(')').unwrap() + 2..];
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    ticks * 10_000_000
 }
 
 /// Messages published in the fan-out, and their subscribers.
