@@ -49,6 +49,39 @@ async fn upstream_with(
     (child, format!("{scheme}://127.0.0.1:{port}/mcp"))
 }
 
+/// Waits (30 s at most) until the dashboard shows each upstream as `want`s it: up
+/// with its tools listed, or down with the reason. A CI run under load once listed
+/// the tools before the node had reached an upstream, and once failed later in the
+/// TLS test with its message cut from the log: this names the state it saw.
+async fn settled(base: &str, admin: &str, want: &[(&str, bool)]) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let servers =
+            common::get_json(base, admin, "/v1/dashboard").await["mcp"]["servers"].clone();
+        let ready = want.iter().all(|(name, up)| {
+            servers.as_array().is_some_and(|all| {
+                all.iter().any(|s| {
+                    s["name"] == json!(name)
+                        && s["up"] == json!(up)
+                        && if *up {
+                            s["tools"].as_u64().unwrap_or(0) > 0
+                        } else {
+                            s["down_because"].is_string()
+                        }
+                })
+            })
+        });
+        if ready {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the upstreams did not settle as {want:?} within 30 s: {servers}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 fn text(result: &Value) -> String {
     result["content"][0]["text"]
         .as_str()
@@ -102,18 +135,8 @@ name = "*"
     let (agent_address, agent) =
         common::create_principal(&base, &admin, "remote-agent", "ai", &["member"]).await;
 
-    // The node reaches the upstream in the background after it starts (a CI run
-    // under load listed the tools before it had): wait until its tools are offered,
-    // at most 30 s.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let tools = loop {
-        let tools = mcp.tool_names(&agent).await;
-        if tools.iter().any(|t| t == "remote__read_note") || tokio::time::Instant::now() > deadline
-        {
-            break tools;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    settled(&base, &admin, &[("remote", true), ("refusing", false)]).await;
+    let tools = mcp.tool_names(&agent).await;
     for tool in ["remote__read_note", "remote__delete_note", "remote__hang"] {
         assert!(tools.iter().any(|t| t == tool), "{tool} in {tools:?}");
     }
@@ -217,6 +240,12 @@ async fn a_server_over_tls_is_checked_against_its_ca_and_sent_its_headers() {
         http: reqwest::Client::new(),
     };
     let (_, agent) = common::create_principal(&base, &admin, "tls-agent", "ai", &["member"]).await;
+    settled(
+        &base,
+        &admin,
+        &[("secure", true), ("untrusted", false), ("headless", false)],
+    )
+    .await;
     let tools = mcp.tool_names(&agent).await;
     assert!(tools.iter().any(|t| t == "secure__read_note"), "{tools:?}");
     for refused in ["untrusted__", "headless__"] {
