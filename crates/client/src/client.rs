@@ -5,7 +5,9 @@ use std::time::Duration;
 use colony_api::gateway::ChatRequest;
 use colony_api::ledger::{CommitRequest, Committed, LedgerView, ReserveRequest, Reserved};
 use colony_api::streams::{PublishRequest, Published, StreamMessages};
-use colony_api::tasks::{ClaimRequest, Claimed, LeaseRequest, TaskRequest, TaskView};
+use colony_api::tasks::{
+    ClaimRequest, Claimed, DecomposeRequest, LeaseRequest, TaskRequest, TaskView,
+};
 use colony_api::workers::{RegisterAnswer, RegisterRequest, WorkerHeartbeat, WorkerLeft};
 use colony_kernel::Resource;
 use serde::de::DeserializeOwned;
@@ -259,6 +261,24 @@ impl Client {
             ..LeaseRequest::default()
         };
         self.lease_call(held, "release", request).await
+    }
+
+    /// Splits a held task into `subtasks` (each may carry a share of its budget):
+    /// it waits for them, and completes when they have.
+    pub async fn decompose(
+        &self,
+        held: &Held,
+        subtasks: Vec<TaskRequest>,
+        justification: &str,
+    ) -> Result<TaskView, Error> {
+        let path = format!("/v1/tasks/{}/decompose", segment(&held.address));
+        let request = DecomposeRequest {
+            lease_token: held.lease_token,
+            subtasks,
+            on_child_death: Default::default(),
+            justification: Some(justification.to_string()),
+        };
+        self.post_some(&path, &request).await
     }
 
     /// Cancels a task and its open subtasks (as its poster, an ancestor's, or an

@@ -36,8 +36,11 @@ impl Session {
             .register_worker(&RegisterRequest {
                 capabilities: options.capabilities.clone(),
                 model: options.model.clone(),
-                profile: None,
-                justification: Some("a colony-client worker starts".into()),
+                profile: options.profile.clone(),
+                justification: Some(format!(
+                    "a colony-client worker (process {}) starts",
+                    std::process::id()
+                )),
             })
             .await?;
         Ok(match registration {

@@ -35,6 +35,8 @@ pub struct WorkerOptions {
     pub max_tasks: Option<u64>,
     /// The model the session says it uses (shown on the dashboard).
     pub model: Option<String>,
+    /// The supervisor's profile the worker was started for, when it was.
+    pub profile: Option<String>,
     /// The lease a claim asks for (`None`: the board's default, `tasks.toml`); it
     /// is renewed three times per lease while the handler works.
     pub lease: Option<Duration>,
@@ -61,6 +63,7 @@ impl Default for WorkerOptions {
             idle_pause: Duration::from_secs(1),
             max_tasks: None,
             model: None,
+            profile: None,
             lease: None,
             claim_retries_max: CLAIM_RETRIES_MAX,
             lost_grace: Duration::from_secs(5),
@@ -116,6 +119,14 @@ pub enum Outcome {
     /// Given back to the board without failing the attempt, and why (the worker
     /// cannot take it now: its reservations were refused, it is stopping).
     Release(String),
+    /// Given back like [`Outcome::Release`], and the worker claims nothing more
+    /// for `pause` (or until stopped): it was refused for a while (a budget or a
+    /// rate spent, a gateway's `retry_after`), and a claim now would be refused too.
+    Backoff { reason: String, pause: Duration },
+    /// The handler settled the task itself (completed it with a justification of
+    /// its own, decomposed it into subtasks), and says what it did: nothing more
+    /// is reported.
+    Settled(String),
 }
 
 /// What a worker did.
@@ -124,8 +135,10 @@ pub struct WorkerReport {
     pub worker: u64,
     pub completed: u64,
     pub failed: u64,
-    /// Tasks given back to the board.
+    /// Tasks given back to the board (with or without a pause after).
     pub released: u64,
+    /// Tasks the handler settled itself ([`Outcome::Settled`]).
+    pub settled: u64,
     /// Tasks whose lease was lost while they were worked on.
     pub lost: u64,
     /// Claims that failed for a passing reason and were tried again.
@@ -206,9 +219,12 @@ where
     F: FnMut(Work) -> Fut,
     Fut: Future<Output = Outcome>,
 {
-    let done =
-        |report: &WorkerReport| report.completed + report.failed + report.released + report.lost;
+    let done = |report: &WorkerReport| {
+        report.completed + report.failed + report.released + report.settled + report.lost
+    };
     let mut failures = 0u32;
+    // A pause the handler asked for (`Outcome::Backoff`) before the next claim.
+    let mut pause_after: Option<Duration> = None;
     while !stop.stopped()
         && !lost_session.stopped()
         && options.max_tasks.is_none_or(|max| done(report) < max)
@@ -314,11 +330,30 @@ where
                 .release(&held, &reason)
                 .await
                 .map(|_| report.released += 1),
+            Some(Outcome::Backoff { reason, pause }) => {
+                let released = client
+                    .release(&held, &reason)
+                    .await
+                    .map(|_| report.released += 1);
+                pause_after = Some(pause);
+                released
+            }
+            Some(Outcome::Settled(_)) => {
+                report.settled += 1;
+                Ok(())
+            }
         };
         match settled {
             Ok(()) => {}
             Err(error) if error.is_gone() => report.lost += 1,
             Err(error) => return Err(error),
+        }
+        if let Some(pause) = pause_after.take() {
+            tokio::select! {
+                () = tokio::time::sleep(pause) => {}
+                () = stop.wait() => break,
+                () = lost_session.wait() => break,
+            }
         }
     }
     Ok(())

@@ -419,3 +419,63 @@ async fn a_worker_whose_session_is_gone_ends_and_says_so() {
     assert!(report.session_lost, "{report:?}");
     assert_eq!(report.worker, worker);
 }
+
+/// A handler refused for a while gives its task back and the worker claims nothing
+/// for the pause it asked; a handler may settle a task itself (completing it with
+/// a justification of its own), and the worker reports nothing more of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_pauses_after_a_backoff_and_leaves_a_settled_task_alone() {
+    let (_node, url, admin, _config, _data) = node().await;
+    let client = Client::new(&url, &admin).unwrap();
+    let posted = client.post_task(&task("later", &["pause"])).await.unwrap();
+    let options = WorkerOptions {
+        capabilities: vec!["pause".into()],
+        max_tasks: Some(2),
+        ..WorkerOptions::default()
+    };
+    let pause = Duration::from_millis(300);
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let report = {
+        let seen = std::sync::Arc::clone(&seen);
+        run_worker(&client, &options, &Stop::default(), move |work| {
+            let seen = std::sync::Arc::clone(&seen);
+            async move {
+                let calls = {
+                    let mut seen = seen.lock().unwrap();
+                    seen.push(tokio::time::Instant::now());
+                    seen.len()
+                };
+                if calls == 1 {
+                    return Outcome::Backoff {
+                        reason: "the model's budget is spent for now".into(),
+                        pause,
+                    };
+                }
+                work.client
+                    .complete(&work.held, json!("done"), "the handler's own reason")
+                    .await
+                    .unwrap();
+                Outcome::Settled("completed by the handler".into())
+            }
+        })
+        .await
+        .unwrap()
+    };
+    assert_eq!(
+        (report.released, report.settled, report.completed),
+        (1, 1, 0),
+        "{report:?}"
+    );
+    let seen = seen.lock().unwrap().clone();
+    assert!(
+        seen[1] - seen[0] >= pause,
+        "the worker claimed again only after the pause"
+    );
+    let view = client.task(&posted.address).await.unwrap();
+    assert_eq!(view.status, "completed", "{view:?}");
+    assert_eq!(view.result, json!("done"));
+    assert_eq!(
+        view.failures, 0,
+        "giving it back failed no attempt: {view:?}"
+    );
+}

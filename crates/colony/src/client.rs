@@ -14,6 +14,35 @@ pub struct Client {
     token: Option<String>,
 }
 
+/// The token of `--token` (or `COLONY_TOKEN`), or else the local node's admin
+/// token when run beside its data.
+fn token_of(remote: &Remote) -> Option<String> {
+    match &remote.token {
+        Some(token) => Some(token.clone()),
+        None => std::fs::read_to_string("colony-data/admin.token")
+            .ok()
+            .map(|t| t.trim().to_string()),
+    }
+}
+
+/// An HTTP client trusting `--ca-file` (or the system's roots), which gives up on a
+/// call after `timeout` when one is given, and never reuses a connection idle for
+/// longer than the node keeps one.
+fn http_client(
+    remote: &Remote,
+    timeout: Option<std::time::Duration>,
+) -> anyhow::Result<reqwest::Client> {
+    let tls = colony_node::tls::client_config(remote.ca_file.as_deref())
+        .map_err(|message| anyhow!("TLS: {message}"))?;
+    let mut builder = reqwest::Client::builder()
+        .use_preconfigured_tls((*tls).clone())
+        .pool_idle_timeout(colony_client::IDLE_CONNECTION_KEPT);
+    if let Some(timeout) = timeout {
+        builder = builder.timeout(timeout);
+    }
+    builder.build().context("cannot build the HTTP client")
+}
+
 /// An error the node answered, kept whole for `--json`.
 #[derive(Debug)]
 pub struct ApiFailure {
@@ -54,23 +83,22 @@ impl std::error::Error for ApiFailure {}
 
 impl Client {
     pub fn new(remote: &Remote) -> anyhow::Result<Client> {
-        let token = match &remote.token {
-            Some(token) => Some(token.clone()),
-            None => std::fs::read_to_string("colony-data/admin.token")
-                .ok()
-                .map(|t| t.trim().to_string()),
-        };
-        let tls = colony_node::tls::client_config(remote.ca_file.as_deref())
-            .map_err(|message| anyhow!("TLS: {message}"))?;
-        let http = reqwest::Client::builder()
-            .use_preconfigured_tls((*tls).clone())
-            .build()
-            .context("cannot build the HTTP client")?;
         Ok(Client {
-            http,
+            http: http_client(remote, None)?,
             base: remote.url.trim_end_matches('/').to_string(),
-            token,
+            token: token_of(remote),
         })
+    }
+
+    /// The same node, URL, token and trusted CA, as the client library speaks to
+    /// it (what `colony worker` runs on): each call bounded by
+    /// [`colony_client::CALL_TIMEOUT`].
+    pub fn library(remote: &Remote) -> anyhow::Result<colony_client::Client> {
+        let token = token_of(remote).ok_or_else(|| {
+            anyhow!("no token: pass --token, set COLONY_TOKEN, or run from the directory holding colony-data/admin.token")
+        })?;
+        let http = http_client(remote, Some(colony_client::CALL_TIMEOUT))?;
+        colony_client::Client::with_http(&remote.url, &token, http).map_err(|e| anyhow!("{e}"))
     }
 
     /// The node's base URL.
@@ -134,20 +162,6 @@ impl Client {
     pub async fn post(&self, path: &str, body: &impl Serialize) -> anyhow::Result<Value> {
         self.send(self.http.post(format!("{}{path}", self.base)).json(body))
             .await
-    }
-
-    /// A POST with extra headers (`X-Colony-Task` for gateway calls).
-    pub async fn post_with(
-        &self,
-        path: &str,
-        body: &impl Serialize,
-        headers: &[(&str, &str)],
-    ) -> anyhow::Result<Value> {
-        let mut request = self.http.post(format!("{}{path}", self.base)).json(body);
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        self.send(request).await
     }
 
     /// A POST of `body` as it is, with extra headers: the status, the content type

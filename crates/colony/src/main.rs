@@ -16,7 +16,6 @@ mod commands;
 mod demo;
 mod governance;
 mod grants;
-mod lease;
 mod ledger;
 mod mcp;
 mod output;
@@ -25,6 +24,7 @@ mod sandbox;
 mod tasks;
 mod tokens;
 mod worker;
+mod worker_exec;
 mod worker_llm;
 
 use audit::AuditCommand;
@@ -125,7 +125,8 @@ enum Command {
         /// The command each task runs (`sh -c`), with the task on stdin.
         #[arg(long)]
         exec: Option<String>,
-        /// How long to wait between claims when nothing fits.
+        /// How long to pause after a claim that found nothing to take (each claim
+        /// first waits up to 20 s on the node for work to be posted).
         #[arg(long, default_value_t = 200)]
         poll_ms: u64,
         /// Leave after this many tasks.

@@ -2,11 +2,13 @@
 //! one gateway call charged to the task, whose fenced JSON decision completes the
 //! task or decomposes it (the subtasks sharing what is left of its budget).
 
-use colony_api::tasks::{Claimed, DecomposeRequest, LeaseRequest, TaskRequest, TaskView, Usd};
-use serde_json::{json, Value};
+use std::time::Duration;
 
-use crate::client::Client;
-use crate::lease::Lease;
+use colony_api::gateway::ChatRequest;
+use colony_api::tasks::{TaskRequest, Usd};
+use colony_client::{Outcome, Work};
+use serde_json::{json, Map, Value};
+
 use crate::output::text;
 
 /// What the worker asks the model. The answer must hold one fenced JSON block with an
@@ -54,27 +56,23 @@ pub fn fenced_blocks(text: &str) -> Vec<(String, String)> {
     blocks
 }
 
+/// After an attempt's deadline, how long the handler waits for the node to end
+/// the claim (it fails a timed-out attempt by itself) before failing it itself.
+const TIMED_OUT_CLAIM_WAIT: Duration = Duration::from_secs(30);
+
 /// Asks the model through the gateway (charged to the task) to complete or split
-/// one claimed task, and reports what it decided, with its justification.
-pub(crate) async fn work_llm(
-    client: &Client,
-    model: &str,
-    claimed: &Claimed,
-) -> anyhow::Result<()> {
-    let task = &claimed.task;
-    let address = task.address.clone();
-    let token = claimed.lease.token;
-    let lease = Lease {
-        client,
-        address: &address,
-        token,
-    };
-    let checkpoint = LeaseRequest {
-        checkpoint: Some(json!({"stage": "asking the model", "model": model,
-                    "resumed_from": task.checkpoint})),
-        ..LeaseRequest::default()
-    };
-    lease.act("checkpoint", checkpoint).await?;
+/// one claimed task, and says what it decided, with its justification.
+pub(crate) async fn work_llm(model: &str, work: Work) -> Outcome {
+    let task = &work.task;
+    let address = work.held.address.as_str();
+    let checkpoint = json!({"stage": "asking the model", "model": model,
+                            "resumed_from": task.checkpoint});
+    if let Err(error) = work.client.checkpoint(&work.held, checkpoint).await {
+        if error.is_gone() {
+            return Outcome::Release("its claim was lost".into());
+        }
+        eprintln!("colony worker: {address}: checkpoint not saved: {error}");
+    }
     let prompt = format!(
         "Title: {}\nDescription: {}\nCapabilities: {:?}\nPriority: {}\nCheckpoint: {}\n\nAnswer with the \"action\" JSON block.",
         task.title,
@@ -83,36 +81,75 @@ pub(crate) async fn work_llm(
         task.priority.as_str(),
         task.checkpoint,
     );
-    let request = json!({
-        "model": model,
-        "messages": [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": prompt}],
-        "max_tokens": 800,
-    });
-    let headers = [("x-colony-task", address.as_str())];
-    let call = client.post_with("/v1/chat/completions", &request, &headers);
+    let request = ChatRequest {
+        model: model.to_string(),
+        messages: vec![
+            json!({"role": "system", "content": SYSTEM_PROMPT}),
+            json!({"role": "user", "content": prompt}),
+        ],
+        max_tokens: Some(800),
+        stream: None,
+        rest: Map::new(),
+    };
     // The call is abandoned when the attempt times out or the claim is lost (the
     // gateway settles what was generated when the caller leaves).
-    let answer = match crate::lease::while_held(&lease, claimed, call).await {
-        Err(why) => {
-            eprintln!("colony worker: abandoned the model call for {address}: {why}");
-            return Ok(());
+    let deadline =
+        tokio::time::Instant::now() + crate::worker_exec::until(work.attempt_deadline_ms);
+    let answer = tokio::select! {
+        answer = work.client.chat(&request, Some(address)) => answer,
+        () = work.lease_lost.lost() => {
+            eprintln!("colony worker: abandoned the model call for {address}: its claim was lost");
+            return Outcome::Release("its claim was lost".into());
         }
-        Ok(Ok(answer)) => answer,
-        Ok(Err(error)) => {
-            // Give the task back at once rather than sit on it while waiting.
-            let release = LeaseRequest {
-                justification: Some(format!("the model call was refused: {error}")),
-                ..LeaseRequest::default()
-            };
-            let _ = lease.act("release", release).await;
-            return Err(error);
+        _ = tokio::time::sleep_until(deadline) => {
+            let why = format!("its attempt timed out (attempt_timeout {} ms)", task.attempt_timeout_ms);
+            eprintln!("colony worker: abandoned the model call for {address}: {why}");
+            // The node fails a timed-out attempt by itself; nothing is reported then.
+            let _ = tokio::time::timeout(TIMED_OUT_CLAIM_WAIT, work.lease_lost.lost()).await;
+            return Outcome::Fail(why);
         }
     };
-    let content = answer["choices"][0]["message"]["content"]
-        .as_str()
+    let answer = match answer {
+        Ok(answer) => answer,
+        // Refused for a while (a budget, a rate): the task goes back at once rather
+        // than sit here, and the worker waits before claiming again.
+        Err(colony_client::Error::Refused {
+            status,
+            body,
+            retry_after,
+            message,
+            ..
+        }) if status == 429 => {
+            let pause =
+                crate::worker::refusal_pause(status, &body, retry_after, Duration::from_secs(5))
+                    .unwrap_or(Duration::from_secs(5));
+            eprintln!(
+                "colony worker: backing off {} s: the model call was refused: {message}",
+                pause.as_secs()
+            );
+            return Outcome::Backoff {
+                reason: format!("the model call was refused: {message}"),
+                pause,
+            };
+        }
+        Err(error) => {
+            eprintln!("colony worker: {address}: the model call failed: {error}");
+            return Outcome::Release(format!("the model call failed: {error}"));
+        }
+    };
+    let content = answer
+        .get("choices")
+        .and_then(|choices| choices[0]["message"]["content"].as_str())
         .unwrap_or("")
         .to_string();
-    let blocks = fenced_blocks(&content);
+    decide(&work, model, &content).await
+}
+
+/// What the model's answer decides: a signal gives the task back, a decision
+/// completes or splits it, no decision fails the attempt.
+async fn decide(work: &Work, model: &str, content: &str) -> Outcome {
+    let address = work.held.address.as_str();
+    let blocks = fenced_blocks(content);
     for (language, body) in &blocks {
         if language == "swarm" {
             // Scaling is the supervisor's, from the board: recorded, not obeyed.
@@ -124,7 +161,17 @@ pub(crate) async fn work_llm(
         .find(|(l, _)| l == "signal")
         .and_then(|(_, b)| serde_json::from_str::<Value>(b).ok());
     if let Some(signal) = signal {
-        return give_back_as_signalled(&lease, &address, &signal).await;
+        let reason = format!(
+            "the model signalled {}: {}",
+            text(&signal["signal"]),
+            text(&signal["reason"])
+        );
+        eprintln!("colony worker: {address}: {reason}");
+        return if signal["signal"] == "task_rejection" {
+            Outcome::Fail(reason)
+        } else {
+            Outcome::Release(reason)
+        };
     }
     let decision = blocks
         .iter()
@@ -137,75 +184,52 @@ pub(crate) async fn work_llm(
                 .filter(|v| v["action"].is_string())
         });
     let Some(decision) = decision else {
-        let reason = format!(
+        eprintln!("colony worker: {address}: failed (no decision in the answer)");
+        return Outcome::Fail(format!(
             "the model's answer held no decision block: {}",
             content.chars().take(300).collect::<String>()
-        );
-        lease.fail(reason).await?;
-        eprintln!("colony worker: {address}: failed (no decision in the answer)");
-        return Ok(());
+        ));
     };
     let justification = decision["justification"]
         .as_str()
         .map(str::to_string)
         .unwrap_or_else(|| format!("{model} decided without saying why"));
-    match decision["action"].as_str() {
-        Some("decompose") => {
-            decompose_as_told(client, &address, token, &decision, &justification).await?
-        }
+    let settled = match decision["action"].as_str() {
+        Some("decompose") => decompose_as_told(work, &decision, &justification).await,
         _ => {
             let result = if decision["result"].is_null() {
-                Value::String(content.clone())
+                Value::String(content.to_string())
             } else {
                 decision["result"].clone()
             };
-            let request = LeaseRequest {
-                result: Some(result),
-                justification: Some(justification.clone()),
-                ..LeaseRequest::default()
-            };
-            lease.act("complete", request).await?;
-            eprintln!("colony worker: {address}: completed ({justification})");
+            work.client
+                .complete(&work.held, result, &justification)
+                .await
+                .map(|_| format!("completed ({justification})"))
+        }
+    };
+    match settled {
+        Ok(what) => {
+            eprintln!("colony worker: {address}: {what}");
+            Outcome::Settled(what)
+        }
+        // Reported as given back: a claim lost meanwhile is then counted as lost.
+        Err(error) => {
+            eprintln!("colony worker: {address}: {error}");
+            Outcome::Release(format!(
+                "the model's decision could not be recorded: {error}"
+            ))
         }
     }
-    Ok(())
-}
-
-/// The model signalled it will not do the task: rejected (failed) or given back.
-async fn give_back_as_signalled(
-    lease: &Lease<'_>,
-    address: &str,
-    signal: &Value,
-) -> anyhow::Result<()> {
-    let reason = format!(
-        "the model signalled {}: {}",
-        text(&signal["signal"]),
-        text(&signal["reason"])
-    );
-    let action = if signal["signal"] == "task_rejection" {
-        "fail"
-    } else {
-        "release"
-    };
-    let request = LeaseRequest {
-        reason: Some(reason.clone()),
-        justification: Some(reason.clone()),
-        ..LeaseRequest::default()
-    };
-    lease.act(action, request).await?;
-    eprintln!("colony worker: {address}: {reason}");
-    Ok(())
 }
 
 /// The task decomposed into the subtasks the model proposed (at most 10), which
 /// share what is left of its budget.
 async fn decompose_as_told(
-    client: &Client,
-    address: &str,
-    token: u64,
+    work: &Work,
     decision: &Value,
     justification: &str,
-) -> anyhow::Result<()> {
+) -> Result<String, colony_client::Error> {
     // What the model proposed (its own JSON), as the board's requests.
     let mut subtasks: Vec<TaskRequest> = decision["subtasks"]
         .as_array()
@@ -227,7 +251,7 @@ async fn decompose_as_told(
         .collect();
     // The subtasks share what is left of the task's budget (the call above is
     // already charged), so that their own calls are charged to them.
-    let current: TaskView = client.get_as(&format!("/v1/tasks/{address}")).await?;
+    let current = work.client.task(&work.held.address).await?;
     let remaining = current.budget.map_or(0, |b| b.remaining_micro_usd);
     let shares = budget_shares(remaining, subtasks.len());
     for (subtask, share) in subtasks.iter_mut().zip(shares) {
@@ -236,17 +260,12 @@ async fn decompose_as_told(
         }
     }
     let count = subtasks.len();
-    let request = DecomposeRequest {
-        lease_token: token,
-        subtasks,
-        on_child_death: Default::default(),
-        justification: Some(justification.to_string()),
-    };
-    client
-        .post_as::<TaskView>(&format!("/v1/tasks/{address}/decompose"), &request)
+    work.client
+        .decompose(&work.held, subtasks, justification)
         .await?;
-    eprintln!("colony worker: {address}: decomposed into {count} subtasks ({justification})");
-    Ok(())
+    Ok(format!(
+        "decomposed into {count} subtasks ({justification})"
+    ))
 }
 
 #[cfg(test)]
