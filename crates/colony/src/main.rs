@@ -26,6 +26,7 @@ mod tokens;
 mod worker;
 mod worker_exec;
 mod worker_llm;
+mod worker_time;
 
 use audit::AuditCommand;
 use governance::LimitsCommand;

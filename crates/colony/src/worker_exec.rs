@@ -78,7 +78,12 @@ async fn run(
             let pause = error
                 .downcast_ref::<ApiFailure>()
                 .and_then(|f| {
-                    crate::worker::refusal_pause(f.status, &f.body, None, Duration::from_secs(1))
+                    crate::worker_time::refusal_pause(
+                        f.status,
+                        &f.body,
+                        None,
+                        Duration::from_secs(1),
+                    )
                 })
                 .unwrap_or(Duration::from_secs(1));
             return Ok(Outcome::Backoff {
@@ -167,7 +172,8 @@ async fn follow(
     mut stdout: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
 ) -> (Vec<String>, Option<Stopped>) {
     let address = work.held.address.as_str();
-    let deadline = tokio::time::Instant::now() + until(work.attempt_deadline_ms);
+    let deadline =
+        tokio::time::Instant::now() + crate::worker_time::until(work.attempt_deadline_ms);
     let mut output = Vec::new();
     let stopped = loop {
         let line = tokio::select! {
@@ -397,12 +403,4 @@ impl Drop for ProcessGroup {
     fn drop(&mut self) {
         self.kill();
     }
-}
-
-/// How long from now until `at_ms` (Unix milliseconds); zero when it has passed.
-pub(crate) fn until(at_ms: u64) -> Duration {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
-    Duration::from_millis(at_ms.saturating_sub(now))
 }

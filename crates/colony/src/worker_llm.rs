@@ -94,7 +94,7 @@ pub(crate) async fn work_llm(model: &str, work: Work) -> Outcome {
     // The call is abandoned when the attempt times out or the claim is lost (the
     // gateway settles what was generated when the caller leaves).
     let deadline =
-        tokio::time::Instant::now() + crate::worker_exec::until(work.attempt_deadline_ms);
+        tokio::time::Instant::now() + crate::worker_time::until(work.attempt_deadline_ms);
     let answer = tokio::select! {
         answer = work.client.chat(&request, Some(address)) => answer,
         () = work.lease_lost.lost() => {
@@ -120,9 +120,13 @@ pub(crate) async fn work_llm(model: &str, work: Work) -> Outcome {
             message,
             ..
         }) if status == 429 => {
-            let pause =
-                crate::worker::refusal_pause(status, &body, retry_after, Duration::from_secs(5))
-                    .unwrap_or(Duration::from_secs(5));
+            let pause = crate::worker_time::refusal_pause(
+                status,
+                &body,
+                retry_after,
+                Duration::from_secs(5),
+            )
+            .unwrap_or(Duration::from_secs(5));
             eprintln!(
                 "colony worker: backing off {} s: the model call was refused: {message}",
                 pause.as_secs()
