@@ -54,12 +54,24 @@ impl Error {
         }
     }
 
-    /// When the node said to try again, for a refusal that carries `Retry-After`.
+    /// When the node said to try again: its `Retry-After`, or else the
+    /// `retry_after` (seconds) of its error body (the API's, or the gateway's under
+    /// `colony`).
     pub fn retry_after(&self) -> Option<Duration> {
-        match self {
-            Error::Refused { retry_after, .. } => *retry_after,
-            _ => None,
-        }
+        let Error::Refused {
+            retry_after, body, ..
+        } = self
+        else {
+            return None;
+        };
+        retry_after.or_else(|| {
+            let error = body.get("error")?;
+            error
+                .get("retry_after")
+                .or_else(|| error.get("colony")?.get("retry_after"))
+                .and_then(Value::as_u64)
+                .map(Duration::from_secs)
+        })
     }
 
     /// Whether the same call may succeed later without anything changed: the node
@@ -78,5 +90,37 @@ impl Error {
     /// (`404`, `410`). A worker stops that task, never retries the call.
     pub fn is_gone(&self) -> bool {
         matches!(self.status(), Some(404 | 409 | 410))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn refused(body: Value, header: Option<u64>) -> Error {
+        Error::Refused {
+            status: 429,
+            code: "rate_limited".into(),
+            message: "later".into(),
+            body,
+            retry_after: header.map(Duration::from_secs),
+        }
+    }
+
+    #[test]
+    fn when_to_try_again_is_read_from_the_header_then_the_body() {
+        let secs = |s| Some(Duration::from_secs(s));
+        assert_eq!(refused(json!({}), Some(4)).retry_after(), secs(4));
+        let api = json!({"error": {"code": "rate_limited", "message": "m", "retry_after": 3}});
+        assert_eq!(refused(api.clone(), None).retry_after(), secs(3));
+        assert_eq!(refused(api, Some(9)).retry_after(), secs(9), "the header first");
+        let gateway = json!({"error": {"message": "m", "type": "t", "code": "c",
+                                       "colony": {"retry_after": 12}}});
+        assert_eq!(refused(gateway, None).retry_after(), secs(12));
+        for silent in [json!({}), json!("busy"), json!({"error": {"retry_after": "soon"}})] {
+            assert_eq!(refused(silent, None).retry_after(), None);
+        }
+        assert_eq!(Error::Setup("x".into()).retry_after(), None);
     }
 }

@@ -19,6 +19,7 @@
 
 mod client;
 mod error;
+pub mod llm_worker;
 mod session;
 mod worker;
 

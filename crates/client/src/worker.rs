@@ -87,6 +87,17 @@ pub struct Work {
     pub lease_lost: LeaseLost,
 }
 
+impl Work {
+    /// How long until the attempt's deadline (zero when it has passed): the node
+    /// fails the attempt then, however often the lease was renewed.
+    pub fn time_left(&self) -> Duration {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        Duration::from_millis(self.attempt_deadline_ms.saturating_sub(now))
+    }
+}
+
 /// A task's lease lost while its handler works ([`Work::lease_lost`]).
 #[derive(Clone, Default)]
 pub struct LeaseLost(Stop);
@@ -219,60 +230,44 @@ where
     F: FnMut(Work) -> Fut,
     Fut: Future<Output = Outcome>,
 {
+    let turn = Turn {
+        client,
+        options,
+        stop,
+        lost_session,
+        worker,
+        lease_ms,
+    };
     let done = |report: &WorkerReport| {
         report.completed + report.failed + report.released + report.settled + report.lost
     };
     let mut failures = 0u32;
-    // A pause the handler asked for (`Outcome::Backoff`) before the next claim.
-    let mut pause_after: Option<Duration> = None;
     while !stop.stopped()
         && !lost_session.stopped()
         && options.max_tasks.is_none_or(|max| done(report) < max)
     {
-        let claim = ClaimRequest {
-            capabilities: Vec::new(),
-            lease_ms: options.lease.map(|lease| lease.as_millis() as u64),
-            worker: Some(worker),
-            justification: Some("a colony-client worker takes work".into()),
-            wait_ms: Some(
-                options
-                    .claim_wait
-                    .as_millis()
-                    .min(u128::from(CLAIM_WAIT_MS_MAX)) as u64,
-            )
-            .filter(|ms| *ms > 0),
-        };
-        let claimed = tokio::select! {
-            claimed = client.claim(&claim) => claimed,
-            () = stop.wait() => break,
-            () = lost_session.wait() => break,
-        };
-        let claimed = match claimed {
-            Ok(claimed) => {
+        let claimed = match turn.claim().await {
+            Claim::Task(claimed) => {
                 failures = 0;
                 claimed
             }
-            // The node says the session is gone (it missed its heartbeats, or left).
-            Err(error) if error.code() == Some("worker_gone") => {
-                lost_session.stop();
-                break;
+            Claim::Nothing => {
+                failures = 0;
+                tokio::time::sleep(spread(options.idle_pause, worker)).await;
+                continue;
             }
-            Err(error) => {
+            Claim::Over => break,
+            Claim::Failed(error) => {
                 failures += 1;
                 let Some(pause) = claim_backoff(&error, failures, options.claim_retries_max) else {
                     return Err(error);
                 };
                 report.claim_retries += 1;
-                tokio::select! {
-                    () = tokio::time::sleep(pause) => continue,
-                    () = stop.wait() => break,
-                    () = lost_session.wait() => break,
+                if turn.pause(pause).await {
+                    continue;
                 }
+                break;
             }
-        };
-        let Some(claimed) = claimed else {
-            tokio::time::sleep(spread(options.idle_pause, worker)).await;
-            continue;
         };
         let held = Held {
             address: claimed.task.address.clone(),
@@ -286,77 +281,159 @@ where
             client: client.clone(),
             lease_lost: lease_lost.clone(),
         };
-        // The handler works while the lease is renewed a few times per lease.
-        let lease_ms = options
-            .lease
-            .map_or(lease_ms, |lease| lease.as_millis() as u64);
-        let renew_every = Duration::from_millis((lease_ms / 3).max(100));
-        let handling = handler(work);
-        tokio::pin!(handling);
-        // Once the lease is lost: until when the handler may take to stop.
-        let mut stop_by: Option<tokio::time::Instant> = None;
-        let outcome = loop {
-            let grace_over = tokio::time::sleep_until(
-                stop_by.unwrap_or_else(|| tokio::time::Instant::now() + renew_every),
-            );
-            tokio::select! {
-                outcome = &mut handling => break Some(outcome),
-                _ = tokio::time::sleep(renew_every), if stop_by.is_none() => {
-                    if let Err(error) = client.heartbeat(&held).await {
-                        if error.is_gone() {
-                            lease_lost.0.stop();
-                            stop_by = Some(tokio::time::Instant::now() + options.lost_grace);
-                        }
-                    }
-                }
-                () = grace_over, if stop_by.is_some() => break None,
-            }
+        let outcome = turn.handle(handler(work), &held, &lease_lost).await;
+        let pause_after = match &outcome {
+            Some(Outcome::Backoff { pause, .. }) => Some(*pause),
+            _ => None,
         };
-        let settled = match outcome {
-            _ if lease_lost.is_lost() => {
-                report.lost += 1;
-                continue;
-            }
-            None => unreachable!("only a lost lease stops waiting for the handler"),
-            Some(Outcome::Complete(result)) => client
-                .complete(&held, result, "the handler completed it")
-                .await
-                .map(|_| report.completed += 1),
-            Some(Outcome::Fail(reason)) => client
-                .fail(&held, &reason)
-                .await
-                .map(|_| report.failed += 1),
-            Some(Outcome::Release(reason)) => client
-                .release(&held, &reason)
-                .await
-                .map(|_| report.released += 1),
-            Some(Outcome::Backoff { reason, pause }) => {
-                let released = client
-                    .release(&held, &reason)
-                    .await
-                    .map(|_| report.released += 1);
-                pause_after = Some(pause);
-                released
-            }
-            Some(Outcome::Settled(_)) => {
-                report.settled += 1;
-                Ok(())
-            }
-        };
-        match settled {
+        match turn.settle(&held, outcome, &lease_lost, report).await {
             Ok(()) => {}
             Err(error) if error.is_gone() => report.lost += 1,
             Err(error) => return Err(error),
         }
-        if let Some(pause) = pause_after.take() {
-            tokio::select! {
-                () = tokio::time::sleep(pause) => {}
-                () = stop.wait() => break,
-                () = lost_session.wait() => break,
+        if let Some(pause) = pause_after {
+            if !turn.pause(pause).await {
+                break;
             }
         }
     }
     Ok(())
+}
+
+/// What a claim came to.
+enum Claim {
+    Task(Box<colony_api::tasks::Claimed>),
+    /// Nothing claimable (after the claim's wait on the node).
+    Nothing,
+    /// Stopped, or the session is gone: the loop ends.
+    Over,
+    Failed(Error),
+}
+
+/// One session's loop: what each of its phases needs.
+struct Turn<'a> {
+    client: &'a Client,
+    options: &'a WorkerOptions,
+    stop: &'a Stop,
+    lost_session: &'a Stop,
+    worker: u64,
+    lease_ms: u64,
+}
+
+impl Turn<'_> {
+    /// Claims the next task, waiting on the node up to `claim_wait`; a stop or the
+    /// session's loss gives the claim up at once.
+    async fn claim(&self) -> Claim {
+        let claim = ClaimRequest {
+            capabilities: Vec::new(),
+            lease_ms: self.options.lease.map(|lease| lease.as_millis() as u64),
+            worker: Some(self.worker),
+            justification: Some("a colony-client worker takes work".into()),
+            wait_ms: Some(
+                self.options
+                    .claim_wait
+                    .as_millis()
+                    .min(u128::from(CLAIM_WAIT_MS_MAX)) as u64,
+            )
+            .filter(|ms| *ms > 0),
+        };
+        let claimed = tokio::select! {
+            claimed = self.client.claim(&claim) => claimed,
+            () = self.stop.wait() => return Claim::Over,
+            () = self.lost_session.wait() => return Claim::Over,
+        };
+        match claimed {
+            Ok(Some(claimed)) => Claim::Task(Box::new(claimed)),
+            Ok(None) => Claim::Nothing,
+            // The node says the session is gone (it missed its heartbeats, or left).
+            Err(error) if error.code() == Some("worker_gone") => {
+                self.lost_session.stop();
+                Claim::Over
+            }
+            Err(error) => Claim::Failed(error),
+        }
+    }
+
+    /// Waits `pause`: true when it passed, false when stopped or the session was
+    /// lost first.
+    async fn pause(&self, pause: Duration) -> bool {
+        tokio::select! {
+            () = tokio::time::sleep(pause) => true,
+            () = self.stop.wait() => false,
+            () = self.lost_session.wait() => false,
+        }
+    }
+
+    /// Runs the handler while renewing the lease a few times per lease: its
+    /// outcome, or `None` when the lease was lost and the handler did not stop
+    /// within `lost_grace` (its future is then dropped).
+    async fn handle(
+        &self,
+        handling: impl Future<Output = Outcome>,
+        held: &Held,
+        lease_lost: &LeaseLost,
+    ) -> Option<Outcome> {
+        let lease_ms = self
+            .options
+            .lease
+            .map_or(self.lease_ms, |lease| lease.as_millis() as u64);
+        let renew_every = Duration::from_millis((lease_ms / 3).max(100));
+        tokio::pin!(handling);
+        // Once the lease is lost: until when the handler may take to stop.
+        let mut stop_by: Option<tokio::time::Instant> = None;
+        loop {
+            let grace_over = tokio::time::sleep_until(
+                stop_by.unwrap_or_else(|| tokio::time::Instant::now() + renew_every),
+            );
+            tokio::select! {
+                outcome = &mut handling => return Some(outcome),
+                _ = tokio::time::sleep(renew_every), if stop_by.is_none() => {
+                    if let Err(error) = self.client.heartbeat(held).await {
+                        if error.is_gone() {
+                            lease_lost.0.stop();
+                            stop_by = Some(tokio::time::Instant::now() + self.options.lost_grace);
+                        }
+                    }
+                }
+                () = grace_over, if stop_by.is_some() => return None,
+            }
+        }
+    }
+
+    /// Reports what the handler made of the task (nothing when its lease was
+    /// lost, or when it settled the task itself), and counts it.
+    async fn settle(
+        &self,
+        held: &Held,
+        outcome: Option<Outcome>,
+        lease_lost: &LeaseLost,
+        report: &mut WorkerReport,
+    ) -> Result<(), Error> {
+        let client = self.client;
+        let outcome = match outcome {
+            Some(outcome) if !lease_lost.is_lost() => outcome,
+            // Lost (the handler stopped, or its grace ran out): nothing to report.
+            _ => {
+                report.lost += 1;
+                return Ok(());
+            }
+        };
+        match outcome {
+            Outcome::Complete(result) => client
+                .complete(held, result, "the handler completed it")
+                .await
+                .map(|_| report.completed += 1),
+            Outcome::Fail(reason) => client.fail(held, &reason).await.map(|_| report.failed += 1),
+            Outcome::Release(reason) | Outcome::Backoff { reason, .. } => client
+                .release(held, &reason)
+                .await
+                .map(|_| report.released += 1),
+            Outcome::Settled(_) => {
+                report.settled += 1;
+                Ok(())
+            }
+        }
+    }
 }
 
 /// How long to wait before claiming again after `error`, the `failures`-th failure

@@ -143,6 +143,41 @@ impl Inner {
     }
 }
 
+/// Where this node's data left the stream: the next message to read, the
+/// commands of it already applied (a node stopped in the middle of a message), and
+/// the node's last command. Refuses data that is not a cluster's, that the stream
+/// no longer holds the continuation of (compacted), or that is ahead of the stream.
+fn where_to_start(
+    state: &RwLock<State>,
+    stream: &jetstream::stream::State,
+    config: &ClusterConfig,
+) -> Result<(u64, u16, u64), ClusterError> {
+    let (place, local) = {
+        let state = state.read().expect("state lock");
+        (state.log_place(), state.last_seq)
+    };
+    if place.is_none() && local > 0 {
+        return Err(ClusterError::NotClusterData { commands: local });
+    }
+    let (next_message, skip) = place.map_or((1, 0), |place| place.next());
+    let applied_message = place.map_or(0, |place| place.message);
+    if stream.last_sequence > 0 && next_message < stream.first_sequence {
+        return Err(ClusterError::Compacted {
+            local: applied_message,
+            stream: config.stream.clone(),
+            stream_first: stream.first_sequence,
+        });
+    }
+    if applied_message > stream.last_sequence {
+        return Err(ClusterError::DataAhead {
+            local: applied_message,
+            stream: config.stream.clone(),
+            stream_last: stream.last_sequence,
+        });
+    }
+    Ok((next_message, skip, local))
+}
+
 impl Cluster {
     /// Connects, finds or creates the stream, follows it from the node's own last
     /// command until caught up, and from then on proposes every command `submitter`
@@ -171,31 +206,7 @@ impl Cluster {
             .state
             .clone();
         let stream_last = stream_state.last_sequence;
-        // Where this node's data left the stream: the last message it applied (whole,
-        // or up to a command of it), and the next command's number.
-        let (place, local) = {
-            let state = state.read().expect("state lock");
-            (state.log_place(), state.last_seq)
-        };
-        if place.is_none() && local > 0 {
-            return Err(ClusterError::NotClusterData { commands: local });
-        }
-        let (next_message, skip) = place.map_or((1, 0), |place| place.next());
-        let applied_message = place.map_or(0, |place| place.message);
-        if stream_last > 0 && next_message < stream_state.first_sequence {
-            return Err(ClusterError::Compacted {
-                local: applied_message,
-                stream: config.stream.clone(),
-                stream_first: stream_state.first_sequence,
-            });
-        }
-        if applied_message > stream_last {
-            return Err(ClusterError::DataAhead {
-                local: applied_message,
-                stream: config.stream.clone(),
-                stream_last,
-            });
-        }
+        let (next_message, skip, local) = where_to_start(&state, &stream_state, &config)?;
         let (applied, _) = watch::channel(next_message - 1);
         let incarnation = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -245,36 +256,9 @@ impl Cluster {
         tokio::spawn(crate::compact::run(Arc::clone(&inner)));
         let cluster = Cluster { inner };
         cluster.caught_up_to(stream_last).await;
-        // Past every number this node used before, and past those of its earlier
-        // runs that may still be on their way: never one the kernel took.
-        let own = cluster.inner.public_key;
-        let admitted = state
-            .read()
-            .expect("state lock")
-            .cluster_node(&own)
-            .map(|node| (node.name.clone(), node.highest_seq));
-        if let Some((name, _)) = admitted
-            .as_ref()
-            .filter(|(name, _)| *name != cluster.inner.config.node_name)
-        {
+        if let Err(error) = cluster.take_own_numbers(&state, stream_last) {
             cluster.stop();
-            return Err(ClusterError::Config(format!(
-                "this node's key (node.key in its data directory) is admitted as node `{name}`, but this node is `{}`: two nodes must never share a key (was the data directory copied from another node? delete node.key and node.pub in the copy, start it, and admit its new key)",
-                cluster.inner.config.node_name
-            )));
-        }
-        let highest = admitted.map_or(0, |(_, highest)| highest);
-        cluster.inner.next_node_seq.store(
-            highest + colony_kernel::cluster::REPLAY_WINDOW + 1,
-            Ordering::Relaxed,
-        );
-        if highest == 0 && stream_last > 0 {
-            tracing::warn!(
-                node = %cluster.inner.config.node_name,
-                "this node's key is not admitted to the cluster yet: its commands are refused until an admin admits it (colony cluster admit {} --key {})",
-                cluster.inner.config.node_name,
-                base64_key(&own)
-            );
+            return Err(error);
         }
         submitter.replicate_through(Arc::new(cluster.clone()));
         tokio::spawn(crate::ticker::run(
@@ -284,6 +268,46 @@ impl Cluster {
         ));
         tokio::spawn(crate::peers::run(Arc::clone(&cluster.inner), state));
         Ok(cluster)
+    }
+
+    /// Once caught up: checks that this node's key is admitted under this node's
+    /// name (or not yet at all), and numbers its commands past every number it used
+    /// before, and past those of its earlier runs that may still be on their way:
+    /// never one the kernel took.
+    fn take_own_numbers(
+        &self,
+        state: &RwLock<State>,
+        stream_last: u64,
+    ) -> Result<(), ClusterError> {
+        let own = self.inner.public_key;
+        let admitted = state
+            .read()
+            .expect("state lock")
+            .cluster_node(&own)
+            .map(|node| (node.name.clone(), node.highest_seq));
+        if let Some((name, _)) = admitted
+            .as_ref()
+            .filter(|(name, _)| *name != self.inner.config.node_name)
+        {
+            return Err(ClusterError::Config(format!(
+                "this node's key (node.key in its data directory) is admitted as node `{name}`, but this node is `{}`: two nodes must never share a key (was the data directory copied from another node? delete node.key and node.pub in the copy, start it, and admit its new key)",
+                self.inner.config.node_name
+            )));
+        }
+        let highest = admitted.map_or(0, |(_, highest)| highest);
+        self.inner.next_node_seq.store(
+            highest + colony_kernel::cluster::REPLAY_WINDOW + 1,
+            Ordering::Relaxed,
+        );
+        if highest == 0 && stream_last > 0 {
+            tracing::warn!(
+                node = %self.inner.config.node_name,
+                "this node's key is not admitted to the cluster yet: its commands are refused until an admin admits it (colony cluster admit {} --key {})",
+                self.inner.config.node_name,
+                base64_key(&own)
+            );
+        }
+        Ok(())
     }
 
     /// Waits until this node has applied the stream up to `seq`.

@@ -25,7 +25,6 @@ mod tasks;
 mod tokens;
 mod worker;
 mod worker_exec;
-mod worker_llm;
 mod worker_time;
 
 use audit::AuditCommand;

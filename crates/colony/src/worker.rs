@@ -1,6 +1,6 @@
 //! `colony worker`: a worker process that takes tasks from the board and runs a
 //! command for each (`--exec`, `worker_exec.rs`), or asks a model through the node's
-//! LLM gateway (without `--exec`, `worker_llm.rs`).
+//! LLM gateway (without `--exec`: colony-client's `llm_worker`).
 //!
 //! The session, its heartbeats, the claims (long polls, tried again while the node
 //! is away), the renewal of each task's lease and the report of what the handler
@@ -110,7 +110,7 @@ pub async fn run(options: WorkerOptions, remote: Remote) -> anyhow::Result<ExitC
         _ => {
             session
                 .run(&for_the_loop, &stop, move |work| {
-                    crate::worker_llm::work_llm(model, work)
+                    colony_client::llm_worker::work(model, work)
                 })
                 .await
         }

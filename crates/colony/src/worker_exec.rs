@@ -172,8 +172,7 @@ async fn follow(
     mut stdout: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
 ) -> (Vec<String>, Option<Stopped>) {
     let address = work.held.address.as_str();
-    let deadline =
-        tokio::time::Instant::now() + crate::worker_time::until(work.attempt_deadline_ms);
+    let deadline = tokio::time::Instant::now() + work.time_left();
     let mut output = Vec::new();
     let stopped = loop {
         let line = tokio::select! {

@@ -1,15 +1,6 @@
-//! Times a worker's task handlers keep: an attempt's deadline, and the pause a
-//! refusal asks for before the worker claims again.
+//! The pause a refusal asks for before the worker claims again.
 
 use std::time::Duration;
-
-/// How long from now until `at_ms` (Unix milliseconds); zero when it has passed.
-pub(crate) fn until(at_ms: u64) -> Duration {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
-    Duration::from_millis(at_ms.saturating_sub(now))
-}
 
 /// How long to pause before claiming again after a refusal of the node: 429 (a
 /// budget, a rate or a limit) for its `retry_after` (the header, the gateway's

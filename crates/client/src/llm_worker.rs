@@ -1,15 +1,41 @@
-//! The reference LLM worker (`colony worker` without `--exec`): for each claimed task,
-//! one gateway call charged to the task, whose fenced JSON decision completes the
-//! task or decomposes it (the subtasks sharing what is left of its budget).
+//! The reference LLM worker, a handler for [`crate::run_worker`] (what `colony
+//! worker` runs without `--exec`): for each claimed task, one gateway call charged to
+//! the task, whose fenced JSON decision completes the task or decomposes it (the
+//! subtasks sharing what is left of its budget). A gateway refusal that passes (a
+//! budget or rate spent: 429) gives the task back and pauses the worker for as long
+//! as the gateway said.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), colony_client::Error> {
+//! use colony_client::{llm_worker, run_worker, Client, Stop, WorkerOptions};
+//! let client = Client::from_env()?;
+//! let options = WorkerOptions { capabilities: vec!["writing".into()], ..Default::default() };
+//! run_worker(&client, &options, &Stop::default(), |work| llm_worker::work("gpt-4o-mini", work))
+//!     .await?;
+//! # Ok(()) }
+//! ```
 
 use std::time::Duration;
 
 use colony_api::gateway::ChatRequest;
 use colony_api::tasks::{TaskRequest, Usd};
-use colony_client::{Outcome, Work};
 use serde_json::{json, Map, Value};
 
-use crate::output::text;
+use crate::{Error, Outcome, Work};
+
+/// How long to pause after a gateway refusal that passes, when it did not say.
+const REFUSED_PAUSE: Duration = Duration::from_secs(5);
+/// The longest pause a refusal may ask for.
+const REFUSED_PAUSE_MAX: Duration = Duration::from_secs(60);
+
+/// A JSON value as text: a string as it is, null as nothing, anything else as JSON.
+fn text(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
 
 /// What the worker asks the model. The answer must hold one fenced JSON block with an
 /// `action`: `complete` (with `result`) or `decompose` (with `subtasks`), and a
@@ -62,7 +88,7 @@ const TIMED_OUT_CLAIM_WAIT: Duration = Duration::from_secs(30);
 
 /// Asks the model through the gateway (charged to the task) to complete or split
 /// one claimed task, and says what it decided, with its justification.
-pub(crate) async fn work_llm(model: &str, work: Work) -> Outcome {
+pub async fn work(model: &str, work: Work) -> Outcome {
     let task = &work.task;
     let address = work.held.address.as_str();
     let checkpoint = json!({"stage": "asking the model", "model": model,
@@ -71,7 +97,7 @@ pub(crate) async fn work_llm(model: &str, work: Work) -> Outcome {
         if error.is_gone() {
             return Outcome::Release("its claim was lost".into());
         }
-        eprintln!("colony worker: {address}: checkpoint not saved: {error}");
+        tracing::warn!(task = %address, "checkpoint not saved: {error}");
     }
     let prompt = format!(
         "Title: {}\nDescription: {}\nCapabilities: {:?}\nPriority: {}\nCheckpoint: {}\n\nAnswer with the \"action\" JSON block.",
@@ -93,17 +119,16 @@ pub(crate) async fn work_llm(model: &str, work: Work) -> Outcome {
     };
     // The call is abandoned when the attempt times out or the claim is lost (the
     // gateway settles what was generated when the caller leaves).
-    let deadline =
-        tokio::time::Instant::now() + crate::worker_time::until(work.attempt_deadline_ms);
+    let deadline = tokio::time::Instant::now() + work.time_left();
     let answer = tokio::select! {
         answer = work.client.chat(&request, Some(address)) => answer,
         () = work.lease_lost.lost() => {
-            eprintln!("colony worker: abandoned the model call for {address}: its claim was lost");
+            tracing::warn!(task = %address, "abandoned the model call: its claim was lost");
             return Outcome::Release("its claim was lost".into());
         }
         _ = tokio::time::sleep_until(deadline) => {
             let why = format!("its attempt timed out (attempt_timeout {} ms)", task.attempt_timeout_ms);
-            eprintln!("colony worker: abandoned the model call for {address}: {why}");
+            tracing::warn!(task = %address, "abandoned the model call: {why}");
             // The node fails a timed-out attempt by itself; nothing is reported then.
             let _ = tokio::time::timeout(TIMED_OUT_CLAIM_WAIT, work.lease_lost.lost()).await;
             return Outcome::Fail(why);
@@ -113,31 +138,19 @@ pub(crate) async fn work_llm(model: &str, work: Work) -> Outcome {
         Ok(answer) => answer,
         // Refused for a while (a budget, a rate): the task goes back at once rather
         // than sit here, and the worker waits before claiming again.
-        Err(colony_client::Error::Refused {
-            status,
-            body,
-            retry_after,
-            message,
-            ..
-        }) if status == 429 => {
-            let pause = crate::worker_time::refusal_pause(
-                status,
-                &body,
-                retry_after,
-                Duration::from_secs(5),
-            )
-            .unwrap_or(Duration::from_secs(5));
-            eprintln!(
-                "colony worker: backing off {} s: the model call was refused: {message}",
-                pause.as_secs()
-            );
+        Err(error) if error.status() == Some(429) => {
+            let pause = error
+                .retry_after()
+                .unwrap_or(REFUSED_PAUSE)
+                .clamp(Duration::from_secs(1), REFUSED_PAUSE_MAX);
+            tracing::warn!(task = %address, "backing off {} s: the model call was refused: {error}", pause.as_secs());
             return Outcome::Backoff {
-                reason: format!("the model call was refused: {message}"),
+                reason: format!("the model call was refused: {error}"),
                 pause,
             };
         }
         Err(error) => {
-            eprintln!("colony worker: {address}: the model call failed: {error}");
+            tracing::warn!(task = %address, "the model call failed: {error}");
             return Outcome::Release(format!("the model call failed: {error}"));
         }
     };
@@ -157,7 +170,7 @@ async fn decide(work: &Work, model: &str, content: &str) -> Outcome {
     for (language, body) in &blocks {
         if language == "swarm" {
             // Scaling is the supervisor's, from the board: recorded, not obeyed.
-            eprintln!("colony worker: {address}: the model asked the swarm for {body} (the supervisor scales from the board)");
+            tracing::info!(task = %address, "the model asked the swarm for {body} (the supervisor scales from the board)");
         }
     }
     let signal = blocks
@@ -170,7 +183,7 @@ async fn decide(work: &Work, model: &str, content: &str) -> Outcome {
             text(&signal["signal"]),
             text(&signal["reason"])
         );
-        eprintln!("colony worker: {address}: {reason}");
+        tracing::info!(task = %address, "{reason}");
         return if signal["signal"] == "task_rejection" {
             Outcome::Fail(reason)
         } else {
@@ -188,7 +201,7 @@ async fn decide(work: &Work, model: &str, content: &str) -> Outcome {
                 .filter(|v| v["action"].is_string())
         });
     let Some(decision) = decision else {
-        eprintln!("colony worker: {address}: failed (no decision in the answer)");
+        tracing::info!(task = %address, "failed: no decision in the answer");
         return Outcome::Fail(format!(
             "the model's answer held no decision block: {}",
             content.chars().take(300).collect::<String>()
@@ -214,12 +227,12 @@ async fn decide(work: &Work, model: &str, content: &str) -> Outcome {
     };
     match settled {
         Ok(what) => {
-            eprintln!("colony worker: {address}: {what}");
+            tracing::info!(task = %address, "{what}");
             Outcome::Settled(what)
         }
         // Reported as given back: a claim lost meanwhile is then counted as lost.
         Err(error) => {
-            eprintln!("colony worker: {address}: {error}");
+            tracing::warn!(task = %address, "{error}");
             Outcome::Release(format!(
                 "the model's decision could not be recorded: {error}"
             ))
@@ -233,7 +246,7 @@ async fn decompose_as_told(
     work: &Work,
     decision: &Value,
     justification: &str,
-) -> Result<String, colony_client::Error> {
+) -> Result<String, Error> {
     // What the model proposed (its own JSON), as the board's requests.
     let mut subtasks: Vec<TaskRequest> = decision["subtasks"]
         .as_array()
