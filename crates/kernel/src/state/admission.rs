@@ -27,7 +27,7 @@ impl State {
                     .principals
                     .get(&queued.actor)
                     .is_some_and(|p| p.standing)
-                    && !self.quarantined.contains_key(&queued.actor);
+                    && !self.anomaly.is_quarantined(queued.actor);
                 let body = match &queued.request {
                     crate::limits::AdmissionRequest::CreatePrincipal(request) => {
                         CommandBody::CreatePrincipal(request.clone())

@@ -1,9 +1,13 @@
 //! The kernel's side of anomaly detection: watching each principal's signals against
 //! its baseline, quarantining one far outside it, and a human's release.
 
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
 use super::Effects;
 use super::{forbidden, not_found, State};
-use crate::anomaly::{Activity, Evidence, Quarantine, Signal};
+use crate::anomaly::{Activity, AnomalyConfig, Evidence, Quarantine, Signal};
 use crate::command::Command;
 use crate::event::{Decision, Effect, Event, Reason};
 use crate::ledger::{ReservationId, Resource};
@@ -13,15 +17,94 @@ use crate::workers::WorkerState;
 const QUARANTINE: &str = "principal.quarantine";
 const RELEASE: &str = "principal.release";
 
+/// The part of the state that watches: `anomaly.toml` (`None` watches nothing),
+/// what each principal did in the current window with its baselines, and the
+/// quarantined principals with the evidence. Its fields are in the order the state
+/// held them before it had parts: a snapshot's encoding is the same.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Watch {
+    config: Option<AnomalyConfig>,
+    activity: BTreeMap<PrincipalId, Activity>,
+    quarantined: BTreeMap<PrincipalId, Quarantine>,
+}
+
+impl Watch {
+    /// Watching as `anomaly.toml` says (genesis).
+    pub(super) fn configure(&mut self, config: Option<AnomalyConfig>) {
+        self.config = config;
+    }
+
+    /// Whether anything is watched.
+    pub(super) fn is_on(&self) -> bool {
+        self.config.is_some()
+    }
+
+    pub(super) fn quarantine_of(&self, principal: PrincipalId) -> Option<&Quarantine> {
+        self.quarantined.get(&principal)
+    }
+
+    pub(super) fn is_quarantined(&self, principal: PrincipalId) -> bool {
+        !self.quarantined.is_empty() && self.quarantined.contains_key(&principal)
+    }
+
+    /// The quarantined principals.
+    pub(super) fn quarantined(&self) -> impl Iterator<Item = &PrincipalId> {
+        self.quarantined.keys()
+    }
+
+    /// Adds `signals` to what `principal` did in the window (at `now_ms`): the
+    /// evidence when that made it anomalous. `exempt` says, the first time the
+    /// principal is seen, whether it is watched by people instead (admins, the
+    /// system); one already quarantined is not watched.
+    fn add(
+        &mut self,
+        principal: PrincipalId,
+        now_ms: u64,
+        signals: &[(Signal, u64)],
+        exempt: impl FnOnce() -> bool,
+    ) -> Option<Evidence> {
+        let config = self.config.as_ref()?;
+        if !self.quarantined.is_empty() && self.quarantined.contains_key(&principal) {
+            return None;
+        }
+        let activity = self.activity.entry(principal).or_insert_with(|| Activity {
+            // Roles never change after creation: decided once.
+            exempt: exempt(),
+            ..Activity::default()
+        });
+        if activity.exempt {
+            return None;
+        }
+        activity.roll(now_ms, config.window_ms);
+        signals
+            .iter()
+            .find_map(|(signal, amount)| activity.add(*signal, *amount, config))
+    }
+
+    fn quarantine(&mut self, quarantine: Quarantine) {
+        self.quarantined.insert(quarantine.principal, quarantine);
+    }
+
+    /// Lifts `principal`'s quarantine: the window that tripped it starts over, the
+    /// baselines stay.
+    fn release(&mut self, principal: PrincipalId) -> Option<Quarantine> {
+        let quarantine = self.quarantined.remove(&principal)?;
+        if let Some(activity) = self.activity.get_mut(&principal) {
+            activity.counts = [0; 5];
+        }
+        Some(quarantine)
+    }
+}
+
 impl State {
     /// The quarantine of a principal, if it is quarantined.
     pub fn quarantine_of(&self, principal: PrincipalId) -> Option<&Quarantine> {
-        self.quarantined.get(&principal)
+        self.anomaly.quarantine_of(principal)
     }
 
     /// A principal's activity in the current window and its baselines.
     pub fn activity_of(&self, principal: PrincipalId) -> Option<&Activity> {
-        self.activity.get(&principal)
+        self.anomaly.activity.get(&principal)
     }
 
     /// Watches what a principal's command did (its primary event is
@@ -70,31 +153,13 @@ impl State {
         principal: PrincipalId,
         signals: &[(Signal, u64)],
     ) -> Option<Event> {
-        let config = self.anomaly.as_ref()?;
-        if !self.quarantined.is_empty() && self.quarantined.contains_key(&principal) {
-            return None;
-        }
-        let activity = match self.activity.entry(principal) {
-            std::collections::btree_map::Entry::Occupied(entry) => entry.into_mut(),
-            std::collections::btree_map::Entry::Vacant(entry) => {
-                // Roles never change after creation: decided once.
-                let exempt = self
-                    .principals
-                    .get(&principal)
-                    .is_none_or(|p| p.is_admin() || !p.standing || p.kind == PrincipalKind::System);
-                entry.insert(Activity {
-                    exempt,
-                    ..Activity::default()
-                })
-            }
+        let principals = &self.principals;
+        let exempt = || {
+            principals
+                .get(&principal)
+                .is_none_or(|p| p.is_admin() || !p.standing || p.kind == PrincipalKind::System)
         };
-        if activity.exempt {
-            return None;
-        }
-        activity.roll(self.now_ms, config.window_ms);
-        let evidence = signals
-            .iter()
-            .find_map(|(signal, amount)| activity.add(*signal, *amount, config))?;
+        let evidence = self.anomaly.add(principal, self.now_ms, signals, exempt)?;
         Some(self.quarantine(fx, principal, evidence))
     }
 
@@ -152,7 +217,7 @@ impl State {
             revoked_leases: revoked.clone(),
             ended_workers: sessions.clone(),
         };
-        self.quarantined.insert(principal, quarantine);
+        self.anomaly.quarantine(quarantine);
         let mut event = Event::allowed(
             QUARANTINE,
             address.clone(),
@@ -193,17 +258,13 @@ impl State {
             );
             return Event::denied(RELEASE, target.to_string(), forbidden(message));
         }
-        let Some(quarantine) = self.quarantined.remove(&target) else {
+        let Some(quarantine) = self.anomaly.release(target) else {
             return Event::denied(
                 RELEASE,
                 target.to_string(),
                 not_found("quarantine of principal", target),
             );
         };
-        // The window that tripped it starts over; the baselines stay.
-        if let Some(activity) = self.activity.get_mut(&target) {
-            activity.counts = [0; 5];
-        }
         let address = self.principals[&target].address.clone();
         Event::allowed(
             RELEASE,

@@ -54,7 +54,7 @@ impl State {
         }
         self.quotas = Some(genesis.quotas.clone());
         self.governance = Some(genesis.governance.clone());
-        self.anomaly = genesis.anomaly.clone();
+        self.anomaly.configure(genesis.anomaly.clone());
         self.task_config = Some(genesis.tasks.clone());
         self.retention = Some(genesis.retention.clone());
         if let Some(relaxation) = &genesis.governance.relaxation {

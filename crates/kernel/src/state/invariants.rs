@@ -58,25 +58,8 @@ impl State {
     /// Alerts within their bound, numbered in order; a quota alert stands raised
     /// only for a principal with standing.
     fn check_alerts(&self) -> Result<(), String> {
-        if self.alerts.len() > crate::alerts::ALERTS_KEPT_MAX {
-            return Err(format!("{} alerts kept", self.alerts.len()));
-        }
-        if !self
-            .alerts
-            .iter()
-            .zip(self.alerts.iter().skip(1))
-            .all(|(a, b)| a.id < b.id)
-        {
-            return Err("alerts out of order".into());
-        }
-        for (scope, threshold) in &self.raised_alerts {
-            if let crate::alerts::AlertScope::Quota { principal, .. } = scope {
-                if !self.principals.get(principal).is_some_and(|p| p.standing) {
-                    return Err(format!("{threshold} alert raised for {principal}, gone"));
-                }
-            }
-        }
-        Ok(())
+        self.alerts
+            .check(|principal| self.principals.get(&principal).is_some_and(|p| p.standing))
     }
 
     fn check_ledger(&self) -> Result<(), String> {
@@ -295,7 +278,7 @@ impl State {
                 ));
             }
         }
-        for principal in self.quarantined.keys() {
+        for principal in self.anomaly.quarantined() {
             let holds_anything = self.open_reservations.contains_key(principal)
                 || self.leases_held.contains_key(principal)
                 || self

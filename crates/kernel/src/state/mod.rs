@@ -124,19 +124,12 @@ pub struct State {
     worker_leases: BTreeMap<u64, BTreeSet<String>>,
     /// Durable bus streams, by name.
     streams: BTreeMap<String, crate::streams::StreamSpec>,
-    /// `anomaly.toml`: `None` watches nothing.
-    anomaly: Option<crate::anomaly::AnomalyConfig>,
-    /// What each principal did in the current window, and its baselines.
-    activity: BTreeMap<PrincipalId, crate::anomaly::Activity>,
-    /// Quarantined principals, with the evidence.
-    quarantined: BTreeMap<PrincipalId, crate::anomaly::Quarantine>,
+    /// What each principal did, against `anomaly.toml`, and who is quarantined.
+    anomaly: anomaly::Watch,
     /// Deployed artifacts, by their principal.
     artifacts: BTreeMap<PrincipalId, crate::artifacts::Artifact>,
-    /// Alert thresholds standing raised.
-    raised_alerts: BTreeSet<(crate::alerts::AlertScope, crate::alerts::Threshold)>,
-    /// The latest alerts, oldest first (at most `ALERTS_KEPT_MAX`).
-    alerts: std::collections::VecDeque<crate::alerts::Alert>,
-    next_alert_id: u64,
+    /// Alert thresholds standing raised, and the latest alerts.
+    alerts: alerts::Alerts,
     /// What each node of a cluster holds of the edge allowances, by node name.
     edge_leases: BTreeMap<String, crate::edge::NodeLease>,
     /// When each node's lease ends unless renewed: `(at_ms, node)`.
@@ -209,7 +202,7 @@ impl State {
         let primary_index = events.len();
         events.push(primary);
         events.append(&mut fx.consequences);
-        if command.actor != PrincipalId::SYSTEM && self.anomaly.is_some() {
+        if command.actor != PrincipalId::SYSTEM && self.anomaly.is_on() {
             self.observe(&mut fx, command.actor, primary_index, &mut events);
         }
         self.admit_waiting(&mut events);
@@ -250,7 +243,7 @@ impl State {
         let mut current = Some(principal);
         for _ in 0..crate::PRINCIPAL_DEPTH_MAX {
             let id = current?;
-            if let Some(quarantine) = self.quarantined.get(&id) {
+            if let Some(quarantine) = self.anomaly.quarantine_of(id) {
                 return Some(quarantine);
             }
             current = self.principals.get(&id).and_then(|p| p.parent);
