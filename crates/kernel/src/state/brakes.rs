@@ -22,7 +22,7 @@ impl State {
         proposer: &crate::principal::Principal,
         side_ok: bool,
     ) -> Event {
-        let governance = self.governance.as_ref().expect("genesis applied");
+        let governance = self.governance.configured();
         let may_brake = proposer.kind == PrincipalKind::System
             || (side_ok
                 && proposer
@@ -40,7 +40,7 @@ impl State {
         if let Err(reason) = self.check_brake(command.actor, target) {
             return Event::denied(PROPOSE, subject, reason);
         }
-        let id = self.take_proposal_id();
+        let id = self.governance.take_id();
         let mut proposal = self.new_proposal(
             id,
             &proposer.address,
@@ -51,7 +51,7 @@ impl State {
             false,
         );
         proposal.review_ends_at_ms = self.now_ms;
-        self.proposals.insert(id, proposal);
+        self.governance.file(proposal);
         let effect = self.apply_proposal(id);
         let applied = match &effect {
             Effect::LimitChanged { soft, hard, .. } => Some((*soft, *hard)),
@@ -60,19 +60,17 @@ impl State {
         };
         let expires_at_ms = brake_ttl_ms.map(|ttl| self.now_ms.saturating_add(ttl));
         if command.actor != PrincipalId::SYSTEM {
-            self.recent_brakes
-                .entry(self.lineage_root(command.actor))
-                .or_default()
-                .push(self.now_ms);
+            let lineage = self.lineage_root(command.actor);
+            self.governance.note_brake(lineage, self.now_ms);
         }
         if let Some(at_ms) = expires_at_ms {
-            self.brake_expiries.insert((at_ms, id));
+            self.governance.brake_until(id, at_ms);
         }
-        let proposal = self.proposals.get_mut(&id).expect("inserted above");
+        let now_ms = self.now_ms;
+        let proposal = self.governance.edit(id);
         proposal.state = ProposalState::Applied;
-        proposal.decided_at_ms = Some(self.now_ms);
+        proposal.decided_at_ms = Some(now_ms);
         proposal.applied = applied;
-        proposal.brake_expires_at_ms = expires_at_ms;
         proposal.outcome = Some(match expires_at_ms {
             Some(_) => "a brake applies at once; it holds until its expiry unless the other side confirms it".into(),
             None => "a brake applies at once".into(),
@@ -111,16 +109,13 @@ impl State {
         }
         let max = self
             .governance
-            .as_ref()
+            .config()
             .expect("genesis applied")
             .brakes_per_hour_max;
         let since = self.now_ms.saturating_sub(BRAKE_RATE_WINDOW_MS);
         // Brakes are counted per lineage: spawning children multiplies no one's brakes.
-        let recent = self
-            .recent_brakes
-            .entry(self.lineage_root(actor))
-            .or_default();
-        recent.retain(|at_ms| *at_ms > since);
+        let lineage = self.lineage_root(actor);
+        let recent = self.governance.brakes_since(lineage, since);
         if recent.len() >= max as usize {
             let oldest = recent.first().copied().unwrap_or(self.now_ms);
             return Err(Reason::BrakeRate {
@@ -135,14 +130,14 @@ impl State {
     /// Puts back what an unconfirmed brake changed, where its values are still in
     /// force (a change made since stands).
     pub(super) fn expire_brake(&mut self, id: u64) -> Event {
-        let proposal = self.proposals[&id].clone();
+        let proposal = self.governance.known(id).clone();
         let subject = format!("proposal:{id}");
-        let ttl_ms = proposal
-            .brake_expires_at_ms
+        let ttl_ms = self
+            .governance
+            .unbrake(id)
             .map_or(0, |at| at.saturating_sub(proposal.created_at_ms));
-        let entry = self.proposals.get_mut(&id).expect("exists");
+        let entry = self.governance.edit(id);
         entry.state = ProposalState::Expired;
-        entry.brake_expires_at_ms = None;
         entry.outcome =
             Some("the other side did not confirm it in time: the earlier values are back".into());
         let (previous, applied) = (
@@ -220,7 +215,7 @@ impl State {
     ) -> Event {
         let subject = format!("proposal:{id}");
         let voter = self.principals[&command.actor].clone();
-        let proposal = self.proposals[&id].clone();
+        let proposal = self.governance.known(id).clone();
         if proposal.proposer != PrincipalId::SYSTEM
             && self.same_lineage(command.actor, proposal.proposer)
         {
@@ -243,22 +238,18 @@ impl State {
         }
         let proposer_side = self.lineage_side(&self.principals[&proposal.proposer]);
         let lineage = self.lineage_address(&voter);
-        let entry = self.proposals.get_mut(&id).expect("exists");
+        let entry = self.governance.edit(id);
         entry.votes.insert(
             command.actor,
             Vote::cast(command, &voter, &lineage, choice, side),
         );
         if choice == VoteChoice::Approve && proposer_side != Some(side) {
-            let expires_at_ms = entry
-                .brake_expires_at_ms
-                .take()
-                .expect("checked by the caller");
             entry.confirmed_by = Some(voter.address.clone());
             entry.outcome = Some(format!(
                 "confirmed by {}: it holds until changed",
                 voter.address
             ));
-            self.brake_expiries.remove(&(expires_at_ms, id));
+            self.governance.unbrake(id);
             let mut confirmed = Event::allowed(BRAKE_CONFIRMED, subject.clone(), Effect::None);
             confirmed.reason = Reason::BrakeConfirmed {
                 proposal: id,

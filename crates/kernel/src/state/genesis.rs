@@ -53,14 +53,11 @@ impl State {
             self.limits.insert(name, limit);
         }
         self.quotas = Some(genesis.quotas.clone());
-        self.governance = Some(genesis.governance.clone());
+        self.governance
+            .configure(genesis.governance.clone(), command.at_ms);
         self.anomaly.configure(genesis.anomaly.clone());
         self.task_config = Some(genesis.tasks.clone());
         self.retention = Some(genesis.retention.clone());
-        if let Some(relaxation) = &genesis.governance.relaxation {
-            self.stability.window_start_ms =
-                command.at_ms - command.at_ms % relaxation.window_ms.max(1);
-        }
         let system = Principal {
             id: PrincipalId::SYSTEM,
             address: SYSTEM_ADDRESS.to_string(),

@@ -42,88 +42,70 @@ pub(super) fn tighter(a: Option<u64>, b: Option<u64>) -> Option<u64> {
 impl State {
     /// Every proposal, oldest first.
     pub fn proposals(&self) -> impl Iterator<Item = &Proposal> {
-        self.proposals.values()
+        self.governance.all()
     }
 
     pub fn proposal(&self, id: u64) -> Option<&Proposal> {
-        self.proposals.get(&id)
+        self.governance.get(id)
     }
 
     pub fn governance_config(&self) -> Option<&crate::governance::GovernanceConfig> {
-        self.governance.as_ref()
+        self.governance.config()
     }
 
     /// Figures of the stability window in progress.
     pub fn stability(&self) -> &StabilityFigures {
-        &self.stability
+        self.governance.stability()
     }
 
     pub(super) fn add_health(&mut self, health: &NodeHealth) {
-        self.stability.requests += health.requests;
-        self.stability.errors += health.errors;
-        self.stability.anomalies += health.anomalies;
+        self.governance.add_health(health);
     }
 
     pub(super) fn count_decision(&mut self, primary: &Event) {
-        self.stability.decisions += 1;
-        if primary.decision == Decision::Denied {
-            self.stability.denials += 1;
-        }
+        self.governance
+            .count_decision(primary.decision == Decision::Denied);
     }
 
     pub(super) fn governance_next_due_ms(&self) -> Option<u64> {
-        let review = self.reviews.first().map(|(at_ms, _)| *at_ms);
-        let brake = self.brake_expiries.first().map(|(at_ms, _)| *at_ms);
-        let window = self
-            .governance
-            .as_ref()
-            .and_then(|g| g.relaxation.as_ref())
-            .map(|relaxation| self.stability.window_start_ms + relaxation.window_ms);
-        [review, brake, window].into_iter().flatten().min()
+        self.governance.next_due_ms()
     }
 
     /// Decides proposals whose review ended and closes a finished stability window.
     pub(super) fn process_governance_due(&mut self, events: &mut Vec<Event>) {
-        while let Some(&(ends_at_ms, id)) = self.reviews.first() {
-            if ends_at_ms > self.now_ms {
-                break;
-            }
-            self.reviews.remove(&(ends_at_ms, id));
+        while let Some(id) = self.governance.review_due(self.now_ms) {
             events.push(self.decide_proposal(id));
         }
-        while let Some(&(expires_at_ms, id)) = self.brake_expiries.first() {
-            if expires_at_ms > self.now_ms {
-                break;
-            }
-            self.brake_expiries.remove(&(expires_at_ms, id));
+        while let Some(id) = self.governance.brake_due(self.now_ms) {
             events.push(self.expire_brake(id));
         }
-        let Some(relaxation) = self.governance.as_ref().and_then(|g| g.relaxation.clone()) else {
+        let Some(relaxation) = self.governance.config().and_then(|g| g.relaxation.clone()) else {
             return;
         };
-        let window_end_ms = self.stability.window_start_ms + relaxation.window_ms;
-        if self.now_ms < window_end_ms {
+        let Some(figures) = self
+            .governance
+            .end_window(self.now_ms, relaxation.window_ms)
+        else {
             return;
-        }
-        let mut figures = std::mem::take(&mut self.stability);
-        figures.window_end_ms = window_end_ms;
-        self.stability.window_start_ms = self.now_ms - self.now_ms % relaxation.window_ms.max(1);
+        };
         let breaches = figures.breaches(&relaxation);
 
         let monitored: Vec<u64> = self
-            .proposals
-            .values()
+            .governance
+            .all()
             .filter(|p| p.state == ProposalState::Applied && p.monitor_until_ms.is_some())
             .map(|p| p.id)
             .collect();
         for id in &monitored {
             if !breaches.is_empty() {
                 events.push(self.roll_back(*id, &figures, &breaches));
-            } else if self.proposals[id]
+            } else if self
+                .governance
+                .known(*id)
                 .monitor_until_ms
                 .is_some_and(|until| self.now_ms >= until)
             {
-                let proposal = self.proposals.get_mut(id).expect("listed above");
+                let proposal = self.governance.edit(*id);
                 proposal.monitor_until_ms = None;
                 let subject = format!("proposal:{id}");
                 let mut event = Event::allowed(MONITORED, subject, Effect::None);
@@ -133,7 +115,7 @@ impl State {
                 events.push(event);
             }
         }
-        let busy = self.proposals.values().any(|p| {
+        let busy = self.governance.all().any(|p| {
             (p.automatic && p.state == ProposalState::Review) || p.monitor_until_ms.is_some()
         });
         if relaxation.propose
@@ -166,7 +148,7 @@ impl State {
                 invalid("a brake only lowers values; anything that raises or removes is a proposal for a vote"),
             );
         }
-        let governance = self.governance.as_ref().expect("genesis applied");
+        let governance = self.governance.configured();
         let side_ok = matches!(
             proposer.kind,
             PrincipalKind::Human | PrincipalKind::Ai | PrincipalKind::System
@@ -185,9 +167,9 @@ impl State {
         // Counted per lineage, like every count of people.
         let root = self.lineage_root(command.actor);
         let open = self
-            .reviews
-            .iter()
-            .filter(|(_, id)| self.lineage_root(self.proposals[id].proposer) == root)
+            .governance
+            .in_review()
+            .filter(|proposal| self.lineage_root(proposal.proposer) == root)
             .count();
         if open >= open_max as usize {
             return Event::denied(PROPOSE, subject, Reason::TooManyProposals { max: open_max });
@@ -245,12 +227,6 @@ impl State {
         }
     }
 
-    /// Proposals are numbered 1, 2, 3... in the order they are made.
-    pub(super) fn take_proposal_id(&mut self) -> u64 {
-        self.next_proposal_id += 1;
-        self.next_proposal_id
-    }
-
     pub(super) fn open_proposal(
         &mut self,
         proposer: PrincipalId,
@@ -259,8 +235,8 @@ impl State {
         justification: String,
         automatic: bool,
     ) -> Event {
-        let id = self.take_proposal_id();
-        let governance = self.governance.as_ref().expect("genesis applied");
+        let id = self.governance.take_id();
+        let governance = self.governance.configured();
         let review_ms = governance
             .rule(kind)
             .and_then(|r| r.review_period_ms)
@@ -282,14 +258,14 @@ impl State {
             change: kind,
             review_ends_at_ms: proposal.review_ends_at_ms,
         };
-        self.reviews.insert((proposal.review_ends_at_ms, id));
-        self.proposals.insert(id, proposal);
+        self.governance.file(proposal);
+        self.governance.review(id);
         Event::allowed(PROPOSE, subject, effect)
     }
 
     /// Puts a proposal's values in force and remembers the previous ones.
     pub(super) fn apply_proposal(&mut self, id: u64) -> Effect {
-        let proposal = self.proposals[&id].clone();
+        let proposal = self.governance.known(id).clone();
         let via = format!("proposal {id}");
         match &proposal.target {
             ProposalTarget::Limit { limit, soft, hard } => {
@@ -297,7 +273,7 @@ impl State {
                     let entry = self.limit(limit).expect("validated at proposal");
                     (entry.spec.soft, entry.spec.hard)
                 };
-                self.proposals.get_mut(&id).expect("exists").previous = Some(previous);
+                self.governance.edit(id).previous = Some(previous);
                 // A brake applied since may have left soft above the new hard: the
                 // values are clamped where they are set.
                 self.set_limit_values(
@@ -321,7 +297,7 @@ impl State {
                     .entry(*kind)
                     .or_default()
                     .insert(*resource, new);
-                self.proposals.get_mut(&id).expect("exists").previous = Some((current, None));
+                self.governance.edit(id).previous = Some((current, None));
                 Effect::QuotaDefaultChanged {
                     proposal: id,
                     kind: *kind,
@@ -335,7 +311,7 @@ impl State {
                     .retention
                     .replace(rule.clone())
                     .expect("genesis applied");
-                self.proposals.get_mut(&id).expect("exists").previous = Some((
+                self.governance.edit(id).previous = Some((
                     Some(previous.keep_finished),
                     Some(previous.keep_finished_for_ms),
                 ));
@@ -350,8 +326,8 @@ impl State {
 
     /// Ends the review: applies the proposal if both sides agreed.
     pub(super) fn decide_proposal(&mut self, id: u64) -> Event {
-        let proposal = self.proposals[&id].clone();
-        let governance = self.governance.clone().expect("genesis applied");
+        let proposal = self.governance.known(id).clone();
+        let governance = self.governance.configured().clone();
         let rule = governance
             .rule(proposal.kind)
             .expect("a rule existed at proposal")
@@ -366,7 +342,7 @@ impl State {
                 }
                 _ => None,
             };
-            let entry = self.proposals.get_mut(&id).expect("exists");
+            let entry = self.governance.edit(id);
             entry.state = ProposalState::Applied;
             entry.monitor_until_ms = monitor_until_ms;
             entry.tally = Some(tally.clone());
@@ -378,7 +354,7 @@ impl State {
             };
             event
         } else {
-            let entry = self.proposals.get_mut(&id).expect("exists");
+            let entry = self.governance.edit(id);
             entry.state = ProposalState::Rejected;
             entry.tally = Some(tally.clone());
             entry.decided_at_ms = Some(self.now_ms);
@@ -407,7 +383,7 @@ impl State {
     ) -> Event {
         let subject = format!("proposal:{id}");
         let voter = self.principals[&command.actor].clone();
-        let Some(proposal) = self.proposals.get(&id) else {
+        let Some(proposal) = self.governance.get(id) else {
             return Event::denied(VOTE, subject, not_found("proposal", id));
         };
         // Only humans and AIs vote, on the side of their lineage's root: an AI
@@ -439,8 +415,9 @@ impl State {
                 invalid(format!("the review of proposal {id} has ended")),
             );
         }
-        let governance = self.governance.as_ref().expect("genesis applied");
-        let rule = governance
+        let rule = self
+            .governance
+            .configured()
             .rule(proposal.kind)
             .expect("a rule existed at proposal");
         if choice == VoteChoice::Veto
@@ -456,16 +433,17 @@ impl State {
             );
         }
         let lineage = self.lineage_address(&voter);
-        let proposal = self.proposals.get_mut(&id).expect("checked above");
+        let now_ms = self.now_ms;
+        let proposal = self.governance.edit(id);
         proposal.votes.insert(
             command.actor,
             Vote::cast(command, &voter, &lineage, choice, side),
         );
         if choice == VoteChoice::Veto {
             proposal.state = ProposalState::Vetoed;
-            proposal.decided_at_ms = Some(self.now_ms);
+            proposal.decided_at_ms = Some(now_ms);
             proposal.outcome = Some(format!("vetoed by {}", voter.address));
-            self.reviews.remove(&(proposal.review_ends_at_ms, id));
+            self.governance.close_review(id);
             let mut closed = Event::denied(
                 DECIDE,
                 subject.clone(),

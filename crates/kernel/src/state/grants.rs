@@ -177,7 +177,7 @@ impl State {
             GrantWhat::Quota { resource, amount } => {
                 let bound = self
                     .governance
-                    .as_ref()
+                    .config()
                     .and_then(|g| g.grants.quota_bound.get(resource).copied())
                     .unwrap_or(0);
                 if *amount <= bound {

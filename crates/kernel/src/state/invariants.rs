@@ -434,7 +434,7 @@ impl State {
         if passed_vote {
             let rule = self
                 .governance
-                .as_ref()
+                .config()
                 .and_then(|g| g.rule(proposal.kind))
                 .ok_or(format!("proposal {id} passed without a rule"))?;
             if human_roots < rule.human_quorum as u64 || ai_roots < rule.ai_quorum as u64 {
@@ -459,35 +459,8 @@ impl State {
     }
 
     fn check_governance(&self) -> Result<(), String> {
-        for (at_ms, id) in &self.reviews {
-            let proposal = self
-                .proposals
-                .get(id)
-                .ok_or(format!("review of unknown proposal {id}"))?;
-            if proposal.state != crate::governance::ProposalState::Review
-                || proposal.review_ends_at_ms != *at_ms
-            {
-                return Err(format!("proposal {id} is not in review until {at_ms}"));
-            }
-        }
-        for (at_ms, id) in &self.brake_expiries {
-            let proposal = self
-                .proposals
-                .get(id)
-                .ok_or(format!("expiry of unknown brake {id}"))?;
-            if proposal.brake_expires_at_ms != Some(*at_ms) {
-                return Err(format!("brake {id} does not expire at {at_ms}"));
-            }
-        }
-        let waiting = self
-            .proposals
-            .values()
-            .filter(|p| p.brake_expires_at_ms.is_some())
-            .count();
-        if waiting != self.brake_expiries.len() {
-            return Err("a brake waits for an expiry that is not due".into());
-        }
-        for proposal in self.proposals.values() {
+        self.governance.check()?;
+        for proposal in self.governance.all() {
             self.check_lineage_votes(proposal)?;
         }
         for limit in self.limits.values() {

@@ -7,7 +7,6 @@ use serde::{Deserialize, Serialize};
 use crate::command::{Command, CommandBody, CreatePrincipal, Required};
 use crate::event::{Applied, Decision, Effect, Event, Reason};
 use crate::genesis::{Genesis, QuotaConfig};
-use crate::governance::{GovernanceConfig, Proposal, StabilityFigures};
 use crate::ledger::{
     Balance, Reservation, ReservationId, ReservationState, Resource, ResourceKind,
 };
@@ -35,6 +34,7 @@ mod ledger;
 mod lineage;
 mod outcomes;
 mod principals;
+mod proposals;
 mod relaxation;
 mod retention;
 mod streams;
@@ -80,17 +80,8 @@ pub struct State {
     /// Reservations in the order their time runs out.
     expiries: BTreeSet<(u64, ReservationId)>,
     open_reservations: BTreeMap<PrincipalId, u32>,
-    governance: Option<GovernanceConfig>,
-    proposals: BTreeMap<u64, Proposal>,
-    next_proposal_id: u64,
-    /// Proposals in review, by the time their review ends.
-    reviews: BTreeSet<(u64, u64)>,
-    /// Unconfirmed brakes, by the time their values go back.
-    brake_expiries: BTreeSet<(u64, u64)>,
-    /// When each principal applied its brakes of the last hour.
-    recent_brakes: BTreeMap<PrincipalId, Vec<u64>>,
-    /// Figures of the current stability window.
-    stability: StabilityFigures,
+    /// Governance: its configuration, the proposals and what they wait for.
+    governance: proposals::Proposals,
     task_config: Option<crate::tasks::TaskConfig>,
     tasks: BTreeMap<String, crate::tasks::Task>,
     next_task_number: u64,

@@ -67,9 +67,9 @@ impl State {
         figures: &StabilityFigures,
         breaches: &[String],
     ) -> Event {
-        let proposal = self.proposals[&id].clone();
+        let proposal = self.governance.known(id).clone();
         let subject = format!("proposal:{id}");
-        let entry = self.proposals.get_mut(&id).expect("exists");
+        let entry = self.governance.edit(id);
         entry.state = ProposalState::RolledBack;
         entry.monitor_until_ms = None;
         entry.outcome = Some(format!("rolled back: {}", breaches.join("; ")));
