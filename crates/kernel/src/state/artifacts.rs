@@ -54,10 +54,7 @@ impl State {
                 );
             }
             seen.push(*resource);
-            let own = self
-                .balances
-                .get(&(deployer, *resource))
-                .and_then(|b| b.quota);
+            let own = self.book.balance(deployer, *resource).and_then(|b| b.quota);
             if let Some(own) = own.filter(|own| amount > own) {
                 return Event::denied(
                     ACTION,
@@ -98,12 +95,12 @@ impl State {
         };
         let _ = self.count_kept_bytes(new.bytes, true);
         for member in &chain {
-            if let Some(balance) = self.balances.get_mut(&(*member, Resource::DiskBytes)) {
+            if let Some(balance) = self.book.balance_mut(*member, Resource::DiskBytes) {
                 balance.used = balance.used.saturating_add(new.bytes);
             }
         }
         for (resource, amount) in &new.quotas {
-            self.balances.entry((id, *resource)).or_default().quota = Some(*amount);
+            self.book.balance_or_new(id, *resource).quota = Some(*amount);
         }
         self.artifacts.insert(
             id,
@@ -170,7 +167,7 @@ impl State {
             return;
         };
         for member in self.chain(artifact.deployer) {
-            if let Some(balance) = self.balances.get_mut(&(member, Resource::DiskBytes)) {
+            if let Some(balance) = self.book.balance_mut(member, Resource::DiskBytes) {
                 balance.used = balance.used.saturating_sub(artifact.bytes);
             }
         }

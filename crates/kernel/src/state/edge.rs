@@ -76,7 +76,7 @@ impl State {
             charged.io_ops = charged.io_ops.saturating_add(entry.io_ops);
             charged.data_bytes = charged.data_bytes.saturating_add(entry.data_bytes);
             for member in self.chain(entry.principal) {
-                if let Some(balance) = self.balances.get_mut(&(member, Resource::IoOps)) {
+                if let Some(balance) = self.book.balance_mut(member, Resource::IoOps) {
                     balance.roll_window(now_ms, window_ms);
                     let room = balance.available();
                     if entry.io_ops > room && member == entry.principal {
@@ -140,7 +140,7 @@ impl State {
             let mut amount = want;
             let mut limited = false;
             for member in &chain {
-                if let Some(balance) = self.balances.get_mut(&(*member, Resource::IoOps)) {
+                if let Some(balance) = self.book.balance_mut(*member, Resource::IoOps) {
                     balance.roll_window(now_ms, window_ms);
                     limited |= balance.quota.is_some();
                     amount = amount.min(balance.available());
@@ -151,7 +151,7 @@ impl State {
                 continue;
             }
             for member in &chain {
-                if let Some(balance) = self.balances.get_mut(&(*member, Resource::IoOps)) {
+                if let Some(balance) = self.book.balance_mut(*member, Resource::IoOps) {
                     balance.reserved = balance.reserved.saturating_add(amount);
                 }
             }
@@ -203,7 +203,7 @@ impl State {
         for leased in lease.io_ops.values() {
             io_ops = io_ops.saturating_add(leased.amount);
             for member in &leased.chain {
-                if let Some(balance) = self.balances.get_mut(&(*member, Resource::IoOps)) {
+                if let Some(balance) = self.book.balance_mut(*member, Resource::IoOps) {
                     balance.reserved = balance.reserved.saturating_sub(leased.amount);
                 }
             }

@@ -70,7 +70,7 @@ impl State {
             }
             GrantWhat::Role { .. } => Ok(()),
             GrantWhat::Quota { resource, amount } => {
-                match self.balances.get(&(command.actor, *resource)) {
+                match self.book.balance(command.actor, *resource) {
                     _ if *amount == 0 => Err("ask for more than nothing".to_string()),
                     Some(balance) if balance.quota.is_none() => Err(format!(
                         "{address}'s {} is unlimited already",
@@ -308,8 +308,8 @@ impl State {
             }
             GrantWhat::Quota { resource, amount } => {
                 let Some(quota) = self
-                    .balances
-                    .get_mut(&(principal, *resource))
+                    .book
+                    .balance_mut(principal, *resource)
                     .and_then(|b| b.quota.as_mut())
                 else {
                     return false;

@@ -65,20 +65,10 @@ impl State {
     fn check_ledger(&self) -> Result<(), String> {
         let mut expected: BTreeMap<(PrincipalId, Resource), u64> = BTreeMap::new();
         let mut llm_reserved = 0u64;
-        let mut per_principal: BTreeMap<PrincipalId, u32> = BTreeMap::new();
-        for reservation in self.reservations.values() {
-            *per_principal.entry(reservation.principal).or_insert(0) += 1;
+        self.book.check()?;
+        for reservation in self.book.reservations() {
             if reservation.state != ReservationState::Reserved {
                 continue;
-            }
-            if !self
-                .expiries
-                .contains(&(reservation.expires_at_ms, reservation.id))
-            {
-                return Err(format!(
-                    "reservation {} has no expiry entry",
-                    reservation.id
-                ));
             }
             if reservation.chain != self.chain(reservation.principal) {
                 return Err(format!(
@@ -92,15 +82,6 @@ impl State {
             if reservation.resource == Resource::LlmBudgetUsd {
                 llm_reserved += reservation.amount;
             }
-        }
-        if self.expiries.len()
-            != self
-                .reservations
-                .values()
-                .filter(|r| r.state == ReservationState::Reserved)
-                .count()
-        {
-            return Err("an expiry entry without its reservation".into());
         }
         for task in self.tasks.values() {
             if let Some(budget) = &task.budget {
@@ -118,7 +99,7 @@ impl State {
                 }
             }
         }
-        for ((principal, resource), balance) in &self.balances {
+        for ((principal, resource), balance) in self.book.balances() {
             let want = expected.get(&(*principal, *resource)).copied().unwrap_or(0);
             if balance.reserved != want {
                 return Err(format!(
@@ -152,12 +133,6 @@ impl State {
                     limit.reserved
                 ));
             }
-        }
-        if per_principal != self.open_reservations {
-            return Err(format!(
-                "open reservations per principal {:?}, counted {:?}",
-                per_principal, self.open_reservations
-            ));
         }
         Ok(())
     }
@@ -279,7 +254,7 @@ impl State {
             }
         }
         for principal in self.anomaly.quarantined() {
-            let holds_anything = self.open_reservations.contains_key(principal)
+            let holds_anything = self.book.open_of(*principal) > 0
                 || self.leases_held.contains_key(principal)
                 || self
                     .workers

@@ -37,7 +37,7 @@ impl State {
             .window_ms(resource);
         let now_ms = self.now_ms;
         for principal in chain {
-            let Some(balance) = self.balances.get_mut(&(*principal, resource)) else {
+            let Some(balance) = self.book.balance_mut(*principal, resource) else {
                 continue;
             };
             if resource.kind() == ResourceKind::Flow {
@@ -73,7 +73,7 @@ impl State {
         // Checking nothing still rolls the windows along the chain.
         self.check_chain(&chain, resource, if lane { 0 } else { amount })?;
         for member in chain {
-            if let Some(balance) = self.balances.get_mut(&(member, resource)) {
+            if let Some(balance) = self.book.balance_mut(member, resource) {
                 balance.used = balance.used.saturating_add(amount);
             }
         }
@@ -121,7 +121,7 @@ impl State {
             );
         }
         let open_max = quotas.reservations_per_principal_max;
-        if self.open_reservations.get(&actor).copied().unwrap_or(0) >= open_max {
+        if self.book.open_of(actor) >= open_max {
             return Event::denied(
                 ACTION,
                 actor_address,
@@ -150,27 +150,22 @@ impl State {
             }
         }
         for member in &chain {
-            if let Some(balance) = self.balances.get_mut(&(*member, resource)) {
+            if let Some(balance) = self.book.balance_mut(*member, resource) {
                 balance.reserved = balance.reserved.saturating_add(amount);
             }
         }
         let id = self.last_seq;
         let expires_at_ms = self.now_ms.saturating_add(ttl_ms);
-        self.reservations.insert(
+        self.book.file(Reservation {
             id,
-            Reservation {
-                id,
-                principal: actor,
-                resource,
-                amount,
-                created_at_ms: self.now_ms,
-                expires_at_ms,
-                chain,
-                state: ReservationState::Reserved,
-            },
-        );
-        self.expiries.insert((expires_at_ms, id));
-        *self.open_reservations.entry(actor).or_insert(0) += 1;
+            principal: actor,
+            resource,
+            amount,
+            created_at_ms: self.now_ms,
+            expires_at_ms,
+            chain,
+            state: ReservationState::Reserved,
+        });
         Event::allowed(
             ACTION,
             actor_address,
@@ -190,7 +185,7 @@ impl State {
         id: ReservationId,
         action: &'static str,
     ) -> Result<(), Box<Event>> {
-        match self.reservations.get(&id) {
+        match self.book.reservation(id) {
             None => Err(Box::new(Event::denied(
                 action,
                 format!("reservation:{id}"),
@@ -216,7 +211,7 @@ impl State {
         if let Err(event) = self.own_reservation(actor, id, ACTION) {
             return *event;
         }
-        let reservation = self.reservations.get(&id).expect("checked above").clone();
+        let reservation = self.book.reservation(id).expect("checked above").clone();
         if reservation.state != ReservationState::Reserved {
             return Event::denied(
                 ACTION,
@@ -234,7 +229,7 @@ impl State {
         // an overrun is charged up to what remains and the rest recorded as shortfall.
         let mut room = u64::MAX;
         for member in &reservation.chain {
-            if let Some(balance) = self.balances.get_mut(&(*member, resource)) {
+            if let Some(balance) = self.book.balance_mut(*member, resource) {
                 if resource.kind() == ResourceKind::Flow {
                     balance.roll_window(self.now_ms, window_ms);
                 }
@@ -245,14 +240,13 @@ impl State {
         let charged = actual.min(room);
         let shortfall = actual - charged;
         for member in &reservation.chain {
-            if let Some(balance) = self.balances.get_mut(&(*member, resource)) {
+            if let Some(balance) = self.book.balance_mut(*member, resource) {
                 balance.used = balance.used.saturating_add(charged);
             }
         }
-        if let Some(balance) = self.balances.get_mut(&(actor, resource)) {
+        if let Some(balance) = self.book.balance_mut(actor, resource) {
             balance.shortfall = balance.shortfall.saturating_add(shortfall);
         }
-        self.expiries.remove(&(reservation.expires_at_ms, id));
         match resource {
             Resource::LlmBudgetUsd => {
                 if let Some(limit) = self.limits.get_mut(&LimitName::LlmSpendUsd) {
@@ -270,10 +264,9 @@ impl State {
             _ => {}
         }
         if resource.kind() == ResourceKind::Gauge {
-            let held = self.reservations.get_mut(&id).expect("exists");
-            held.state = ReservationState::Held { actual: charged };
+            self.book.hold(id, charged);
         } else {
-            self.forget_reservation(id, actor);
+            self.book.forget(id);
         }
         let effect = Effect::Committed {
             reservation: id,
@@ -289,14 +282,14 @@ impl State {
 
     /// Gives a reservation or hold back in full. The caller has checked ownership.
     pub(super) fn release(&mut self, id: ReservationId, action: &'static str) -> Event {
-        let reservation = self.reservations.get(&id).expect("caller checked").clone();
+        let reservation = self.book.reservation(id).expect("caller checked").clone();
         let resource = reservation.resource;
         let amount = match reservation.state {
             ReservationState::Reserved => reservation.amount,
             ReservationState::Held { actual } => actual,
         };
         for member in &reservation.chain {
-            if let Some(balance) = self.balances.get_mut(&(*member, resource)) {
+            if let Some(balance) = self.book.balance_mut(*member, resource) {
                 match reservation.state {
                     ReservationState::Reserved => {
                         balance.reserved = balance.reserved.saturating_sub(amount)
@@ -312,8 +305,7 @@ impl State {
                 limit.reserved = limit.reserved.saturating_sub(amount);
             }
         }
-        self.expiries.remove(&(reservation.expires_at_ms, id));
-        self.forget_reservation(id, reservation.principal);
+        self.book.forget(id);
         let subject = self.principals[&reservation.principal].address.clone();
         Event::allowed(
             action,
@@ -326,21 +318,8 @@ impl State {
         )
     }
 
-    pub(super) fn forget_reservation(&mut self, id: ReservationId, principal: PrincipalId) {
-        self.reservations.remove(&id);
-        if let Some(count) = self.open_reservations.get_mut(&principal) {
-            *count -= 1;
-            if *count == 0 {
-                self.open_reservations.remove(&principal);
-            }
-        }
-    }
-
     pub(super) fn expire_due(&mut self, events: &mut Vec<Event>) {
-        while let Some(&(at_ms, id)) = self.expiries.first() {
-            if at_ms > self.now_ms {
-                break;
-            }
+        while let Some((at_ms, id)) = self.book.expired(self.now_ms) {
             let mut event = self.release(id, "ledger.expire");
             event.decision = Decision::Expired;
             event.reason = Reason::ReservationExpired {
@@ -373,7 +352,7 @@ impl State {
                 )),
             );
         }
-        let own_quota = self.balances.get(&(actor, resource)).and_then(|b| b.quota);
+        let own_quota = self.book.balance(actor, resource).and_then(|b| b.quota);
         if own_quota.is_some_and(|quota| amount > quota) {
             return Event::denied(
                 ACTION,
@@ -384,7 +363,7 @@ impl State {
                 )),
             );
         }
-        let balance = self.balances.entry((to, resource)).or_default();
+        let balance = self.book.balance_or_new(to, resource);
         balance.quota = Some(amount);
         Event::allowed(
             ACTION,
@@ -412,7 +391,7 @@ impl State {
                 invalid("only disk_bytes can be freed; other stock is spent"),
             );
         }
-        let used = self.balances.get(&(actor, resource)).map_or(0, |b| b.used);
+        let used = self.book.balance(actor, resource).map_or(0, |b| b.used);
         if amount == 0 || amount > used {
             return Event::denied(
                 ACTION,
@@ -423,7 +402,7 @@ impl State {
             );
         }
         for member in self.chain(actor) {
-            if let Some(balance) = self.balances.get_mut(&(member, resource)) {
+            if let Some(balance) = self.book.balance_mut(member, resource) {
                 balance.used = balance.used.saturating_sub(amount);
             }
         }

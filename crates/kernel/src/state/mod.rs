@@ -20,6 +20,7 @@ mod alerts;
 mod anomaly;
 mod artifacts;
 mod board_reads;
+mod book;
 mod brakes;
 mod claims;
 mod classify;
@@ -75,11 +76,8 @@ pub struct State {
     /// Live principals under each top-level category.
     category_counts: BTreeMap<String, u64>,
     limits: BTreeMap<LimitName, Limit>,
-    balances: BTreeMap<(PrincipalId, Resource), Balance>,
-    reservations: BTreeMap<ReservationId, Reservation>,
-    /// Reservations in the order their time runs out.
-    expiries: BTreeSet<(u64, ReservationId)>,
-    open_reservations: BTreeMap<PrincipalId, u32>,
+    /// Balances, reservations and holds, and when reservations expire.
+    book: book::Book,
     /// Governance: its configuration, the proposals and what they wait for.
     governance: proposals::Proposals,
     task_config: Option<crate::tasks::TaskConfig>,
@@ -313,7 +311,7 @@ impl State {
         Resource::ALL
             .into_iter()
             .filter_map(|resource| {
-                let mut balance = self.balances.get(&(principal, resource))?.clone();
+                let mut balance = self.book.balance(principal, resource)?.clone();
                 if resource.kind() == ResourceKind::Flow {
                     balance.roll_window(now_ms.max(self.now_ms), quotas.window_ms(resource));
                 }
@@ -323,20 +321,20 @@ impl State {
     }
 
     pub fn reservation(&self, id: ReservationId) -> Option<&Reservation> {
-        self.reservations.get(&id)
+        self.book.reservation(id)
     }
 
     /// Open reservations and holds of a principal.
     pub fn reservations_of(&self, principal: PrincipalId) -> impl Iterator<Item = &Reservation> {
-        self.reservations
-            .values()
+        self.book
+            .reservations()
             .filter(move |reservation| reservation.principal == principal)
     }
 
     /// When the next time-driven change (a reservation expiry) is due. The node logs
     /// a [`CommandBody::Tick`] once that time has come.
     pub fn next_due_ms(&self) -> Option<u64> {
-        let expiry = self.expiries.first().map(|(at_ms, _)| *at_ms);
+        let expiry = self.book.next_expiry_ms();
         [
             expiry,
             self.governance_next_due_ms(),

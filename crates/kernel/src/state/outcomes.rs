@@ -244,7 +244,7 @@ impl State {
             return;
         }
         for member in self.chain(payer) {
-            if let Some(balance) = self.balances.get_mut(&(member, Resource::LlmBudgetUsd)) {
+            if let Some(balance) = self.book.balance_mut(member, Resource::LlmBudgetUsd) {
                 balance.reserved = balance.reserved.saturating_sub(remaining);
             }
         }
@@ -272,12 +272,12 @@ impl State {
         budget.spent_micro_usd = budget.spent_micro_usd.saturating_add(charged);
         let (payer, remaining) = (budget.payer, budget.remaining_micro_usd);
         for member in self.chain(payer) {
-            if let Some(balance) = self.balances.get_mut(&(member, Resource::LlmBudgetUsd)) {
+            if let Some(balance) = self.book.balance_mut(member, Resource::LlmBudgetUsd) {
                 balance.reserved = balance.reserved.saturating_sub(charged);
                 balance.used = balance.used.saturating_add(charged);
             }
         }
-        if let Some(balance) = self.balances.get_mut(&(payer, Resource::LlmBudgetUsd)) {
+        if let Some(balance) = self.book.balance_mut(payer, Resource::LlmBudgetUsd) {
             balance.shortfall = balance.shortfall.saturating_add(shortfall);
         }
         if count_system_spend {

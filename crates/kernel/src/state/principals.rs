@@ -260,7 +260,7 @@ impl State {
         let quotas = self.quotas.as_ref().expect("genesis applied");
         for resource in Resource::ALL {
             let balance = Balance::with_quota(quotas.default_quota(request.kind, resource));
-            self.balances.insert((id, resource), balance);
+            *self.book.balance_or_new(id, resource) = balance;
         }
         let token = self.next_token_id();
         let creator = self

@@ -39,7 +39,7 @@ impl State {
         let quotas = self.quotas.as_ref()?;
         let mut tightest: Option<u64> = None;
         for member in self.chain(principal) {
-            let Some(balance) = self.balances.get(&(member, resource)) else {
+            let Some(balance) = self.book.balance(member, resource) else {
                 continue;
             };
             let mut balance = balance.clone();

@@ -97,8 +97,7 @@ impl State {
                     return Event::denied(ACTION, TASK_QUEUE_ADDRESS, reason);
                 }
                 for member in chain {
-                    if let Some(balance) = self.balances.get_mut(&(member, Resource::LlmBudgetUsd))
-                    {
+                    if let Some(balance) = self.book.balance_mut(member, Resource::LlmBudgetUsd) {
                         balance.reserved = balance.reserved.saturating_add(amount);
                     }
                 }

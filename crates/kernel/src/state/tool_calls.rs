@@ -35,7 +35,7 @@ impl State {
             if let Err(event) = self.own_reservation(actor, *id, ACTION) {
                 return *event;
             }
-            let reservation = &self.reservations[id];
+            let reservation = self.book.reservation(*id).expect("checked above");
             if reservation.state != ReservationState::Reserved {
                 let message = format!("reservation {id} is already settled");
                 return Event::denied(ACTION, subject, invalid(message));
