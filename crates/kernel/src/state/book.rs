@@ -25,11 +25,13 @@ pub(crate) struct Book {
 }
 
 impl Book {
+    #[inline]
     pub(super) fn balance(&self, principal: PrincipalId, resource: Resource) -> Option<&Balance> {
         self.balances.get(&(principal, resource))
     }
 
     /// A balance to change (a balance is indexed by nothing).
+    #[inline]
     pub(super) fn balance_mut(
         &mut self,
         principal: PrincipalId,
@@ -39,6 +41,7 @@ impl Book {
     }
 
     /// A balance to change, made empty when there was none.
+    #[inline]
     pub(super) fn balance_or_new(
         &mut self,
         principal: PrincipalId,
@@ -52,6 +55,7 @@ impl Book {
         self.balances.iter()
     }
 
+    #[inline]
     pub(super) fn reservation(&self, id: ReservationId) -> Option<&Reservation> {
         self.reservations.get(&id)
     }
@@ -61,11 +65,13 @@ impl Book {
     }
 
     /// How many reservations and holds `principal` has open.
+    #[inline]
     pub(super) fn open_of(&self, principal: PrincipalId) -> u32 {
         self.open.get(&principal).copied().unwrap_or(0)
     }
 
     /// Files a new reservation, to expire at its `expires_at_ms`.
+    #[inline]
     pub(super) fn file(&mut self, reservation: Reservation) {
         self.expiries
             .insert((reservation.expires_at_ms, reservation.id));
@@ -75,6 +81,7 @@ impl Book {
 
     /// A committed gauge reservation stays as a hold of `actual`, which does not
     /// expire.
+    #[inline]
     pub(super) fn hold(&mut self, id: ReservationId, actual: u64) {
         if let Some(reservation) = self.reservations.get_mut(&id) {
             self.expiries.remove(&(reservation.expires_at_ms, id));
@@ -83,6 +90,7 @@ impl Book {
     }
 
     /// Reservation or hold `id` is over (committed, released, expired).
+    #[inline]
     pub(super) fn forget(&mut self, id: ReservationId) {
         let Some(reservation) = self.reservations.remove(&id) else {
             return;
@@ -97,6 +105,7 @@ impl Book {
     }
 
     /// The first reservation whose time ran out by `now_ms`, with that time.
+    #[inline]
     pub(super) fn expired(&self, now_ms: u64) -> Option<(u64, ReservationId)> {
         self.expiries
             .first()
@@ -105,6 +114,7 @@ impl Book {
     }
 
     /// When the next reservation expires.
+    #[inline]
     pub(super) fn next_expiry_ms(&self) -> Option<u64> {
         self.expiries.first().map(|(at_ms, _)| *at_ms)
     }
