@@ -50,7 +50,7 @@ impl State {
             return Event::denied(ACTION, address, invalid(message));
         }
         let check = match what {
-            GrantWhat::Scope { token, scope } => match self.tokens.get(token) {
+            GrantWhat::Scope { token, scope } => match self.tokens.get(*token) {
                 Some(t) if t.principal == command.actor && t.revoked.is_none() => {
                     match crate::tokens::Scope::parse(scope) {
                         Err(message) => Err(message),
@@ -276,7 +276,7 @@ impl State {
     fn change(&mut self, principal: crate::PrincipalId, what: &GrantWhat, give: bool) -> bool {
         match what {
             GrantWhat::Scope { token, scope } => {
-                let Some(token) = self.tokens.get_mut(token) else {
+                let Some(token) = self.tokens.edit(*token) else {
                     return false;
                 };
                 let held = token.scopes.iter().position(|s| s == scope);

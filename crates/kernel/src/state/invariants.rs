@@ -163,12 +163,7 @@ impl State {
     /// Tokens found by their hashes and owned; grants due to end exactly when they
     /// wait for an end; principals within depth, the removed holding no live token.
     fn check_tokens_and_grants(&self) -> Result<(), String> {
-        for (hash, id) in &self.by_token {
-            match self.tokens.get(id) {
-                Some(token) if token.hash == *hash => {}
-                _ => return Err(format!("token hash of id {id} resolves to no such token")),
-            }
-        }
+        self.tokens.check()?;
         // An active grant is due to end; so is a tool call's request waiting for its
         // decision.
         let waits_for_end = |g: &crate::grants::Grant| match g.state {
@@ -194,10 +189,7 @@ impl State {
         if self.grant_expiries.len() != self.grants.values().filter(|g| waits_for_end(g)).count() {
             return Err("a grant end is due for a grant that is not active".into());
         }
-        for token in self.tokens.values() {
-            if self.by_token.get(&token.hash) != Some(&token.id) {
-                return Err(format!("token {} is not found by its hash", token.id));
-            }
+        for token in self.tokens.all() {
             if !self.principals.contains_key(&token.principal) {
                 return Err(format!("token {} belongs to no principal", token.id));
             }

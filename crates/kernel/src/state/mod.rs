@@ -59,13 +59,8 @@ pub struct State {
     quotas: Option<QuotaConfig>,
     next_principal_id: u64,
     principals: BTreeMap<PrincipalId, Principal>,
-    /// Every token's hash, to its id (revoked and expired ones too, so that the
-    /// node can say which a presented token is).
-    by_token: BTreeMap<TokenHash, u64>,
-    /// Tokens by id.
-    tokens: BTreeMap<u64, crate::tokens::Token>,
-    /// The last token id given.
-    next_token_id: u64,
+    /// Every token, found by id and by hash.
+    tokens: tokens::Keyring,
     /// Requests for more (scopes, roles, quotas), by id.
     grants: BTreeMap<u64, crate::grants::Grant>,
     /// When each active grant ends: `(at_ms, id)`.

@@ -178,7 +178,7 @@ impl State {
         if request.kind == PrincipalKind::System {
             return Err("there is only one system principal".to_string());
         }
-        if self.by_token.contains_key(&request.token_hash) {
+        if self.tokens.knows(&request.token_hash) {
             return Err("this token is already in use".to_string());
         }
         if let Some(parent) = request.parent {
