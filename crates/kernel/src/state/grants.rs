@@ -1,6 +1,10 @@
 //! Requests for more (a scope, a role, a quota) and their approval, application and
 //! end. See `grants.rs` for the rules.
 
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
 use super::{forbidden, invalid, not_found, State};
 use crate::command::Command;
 use crate::event::{Effect, Event};
@@ -8,18 +12,110 @@ use crate::governance::Side;
 use crate::grants::*;
 use crate::principal::{PrincipalKind, Role};
 
+/// The part of the state that holds grant requests, by id, and the times they end
+/// (an active grant's end, a tool call's request's deadline for its answer). Its
+/// index is its own. Its fields are in the order the state held them before it
+/// had parts: a snapshot's encoding is the same.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Requests {
+    all: BTreeMap<u64, Grant>,
+    /// `(at_ms, id)` of each grant waiting for its end.
+    ends: BTreeSet<(u64, u64)>,
+}
+
+impl Requests {
+    pub(super) fn get(&self, id: u64) -> Option<&Grant> {
+        self.all.get(&id)
+    }
+
+    /// Grant `id` to change: never its `expires_at_ms` (see
+    /// [`Requests::until`] and [`Requests::unschedule`]).
+    pub(super) fn edit(&mut self, id: u64) -> Option<&mut Grant> {
+        self.all.get_mut(&id)
+    }
+
+    pub(super) fn all(&self) -> impl Iterator<Item = &Grant> {
+        self.all.values()
+    }
+
+    /// Files a new request, waiting for its end when it has one.
+    fn file(&mut self, grant: Grant) {
+        if let Some(at_ms) = grant.expires_at_ms {
+            self.ends.insert((at_ms, grant.id));
+        }
+        self.all.insert(grant.id, grant);
+    }
+
+    /// Grant `id` ends at `at_ms`.
+    fn until(&mut self, id: u64, at_ms: u64) {
+        if let Some(grant) = self.all.get_mut(&id) {
+            grant.expires_at_ms = Some(at_ms);
+            self.ends.insert((at_ms, id));
+        }
+    }
+
+    /// Grant `id` waits for its end no more (decided, or used); its
+    /// `expires_at_ms` stays as a record.
+    pub(super) fn unschedule(&mut self, id: u64) {
+        if let Some(at_ms) = self.all.get(&id).and_then(|g| g.expires_at_ms) {
+            self.ends.remove(&(at_ms, id));
+        }
+    }
+
+    /// The first grant whose end came by `now_ms`, no longer waiting for it.
+    fn due(&mut self, now_ms: u64) -> Option<u64> {
+        let &(at_ms, id) = self.ends.first()?;
+        if at_ms > now_ms {
+            return None;
+        }
+        self.ends.pop_first();
+        Some(id)
+    }
+
+    fn next_due_ms(&self) -> Option<u64> {
+        self.ends.first().map(|(at_ms, _)| *at_ms)
+    }
+
+    fn forget(&mut self, id: u64) {
+        self.unschedule(id);
+        self.all.remove(&id);
+    }
+
+    /// Its invariants: a grant waits for its end exactly when `waits_for_end`
+    /// says it should.
+    pub(super) fn check(&self, waits_for_end: impl Fn(&Grant) -> bool) -> Result<(), String> {
+        for grant in self.all.values() {
+            let due = grant
+                .expires_at_ms
+                .is_some_and(|at| self.ends.contains(&(at, grant.id)));
+            if waits_for_end(grant) != due {
+                return Err(format!(
+                    "grant {} is {} but {} due to end",
+                    grant.id,
+                    grant.state.as_str(),
+                    if due { "is" } else { "is not" }
+                ));
+            }
+        }
+        if self.ends.len() != self.all.values().filter(|g| waits_for_end(g)).count() {
+            return Err("a grant end is due for a grant that is not active".into());
+        }
+        Ok(())
+    }
+}
+
 impl State {
     pub fn grant_request(&self, id: u64) -> Option<&Grant> {
-        self.grants.get(&id)
+        self.grants.get(id)
     }
 
     /// Every grant kept, oldest first.
     pub fn grants(&self) -> impl Iterator<Item = &Grant> {
-        self.grants.values()
+        self.grants.all()
     }
 
     pub(super) fn grants_next_due_ms(&self) -> Option<u64> {
-        self.grant_expiries.first().map(|(at_ms, _)| *at_ms)
+        self.grants.next_due_ms()
     }
 
     pub(super) fn request_grant(
@@ -40,7 +136,7 @@ impl State {
         }
         let pending = self
             .grants
-            .values()
+            .all()
             .filter(|g| g.requester == command.actor && g.state == GrantState::Pending)
             .count();
         if pending >= PENDING_GRANTS_PER_PRINCIPAL_MAX {
@@ -92,31 +188,24 @@ impl State {
         // A tool call's request waits for its decision only `ttl` (the call is held
         // open meanwhile); any other waits until someone decides it.
         let answer_by = match what {
-            GrantWhat::ToolCall { .. } => {
-                let at = command.at_ms.saturating_add(ttl_ms);
-                self.grant_expiries.insert((at, command.seq));
-                Some(at)
-            }
+            GrantWhat::ToolCall { .. } => Some(command.at_ms.saturating_add(ttl_ms)),
             _ => None,
         };
-        self.grants.insert(
-            command.seq,
-            Grant {
-                id: command.seq,
-                requester: command.actor,
-                requester_address: address.clone(),
-                what: what.clone(),
-                ttl_ms,
-                justification: command.justification.clone(),
-                state: GrantState::Pending,
-                created_at_ms: command.at_ms,
-                approvals: Vec::new(),
-                decided_by: None,
-                decided_at_ms: None,
-                expires_at_ms: answer_by,
-                applied: false,
-            },
-        );
+        self.grants.file(Grant {
+            id: command.seq,
+            requester: command.actor,
+            requester_address: address.clone(),
+            what: what.clone(),
+            ttl_ms,
+            justification: command.justification.clone(),
+            state: GrantState::Pending,
+            created_at_ms: command.at_ms,
+            approvals: Vec::new(),
+            decided_by: None,
+            decided_at_ms: None,
+            expires_at_ms: answer_by,
+            applied: false,
+        });
         self.forget_old_grants();
         Event::allowed(
             ACTION,
@@ -134,7 +223,7 @@ impl State {
         } else {
             "grant.deny"
         };
-        let Some(grant) = self.grants.get(&id) else {
+        let Some(grant) = self.grants.get(id) else {
             return Event::denied(action, id.to_string(), not_found("grant", id));
         };
         let subject = grant.requester_address.clone();
@@ -200,11 +289,10 @@ impl State {
         }
         let by = approver.address.clone();
         let now = command.at_ms;
-        let grant = self.grants.get_mut(&id).expect("found above");
-        if let Some(at) = grant.expires_at_ms.take() {
-            // A tool call's request stops waiting: it is decided.
-            self.grant_expiries.remove(&(at, id));
-        }
+        // A tool call's request stops waiting: it is decided.
+        self.grants.unschedule(id);
+        let grant = self.grants.edit(id).expect("found above");
+        grant.expires_at_ms = None;
         if !approve {
             grant.state = GrantState::Denied;
             grant.decided_by = Some(by);
@@ -231,11 +319,10 @@ impl State {
         grant.state = GrantState::Active;
         grant.decided_by = Some(by);
         grant.decided_at_ms = Some(now);
-        grant.expires_at_ms = Some(expires_at_ms);
         let (requester, what) = (grant.requester, grant.what.clone());
         let applied = self.change(requester, &what, true);
-        self.grants.get_mut(&id).expect("exists").applied = applied;
-        self.grant_expiries.insert((expires_at_ms, id));
+        self.grants.edit(id).expect("exists").applied = applied;
+        self.grants.until(id, expires_at_ms);
         Event::allowed(
             action,
             subject,
@@ -249,12 +336,8 @@ impl State {
 
     /// Ends the grants whose time is up, reverting what they changed.
     pub(super) fn process_grants_due(&mut self, events: &mut Vec<Event>) {
-        while let Some(&(at_ms, id)) = self.grant_expiries.first() {
-            if at_ms > self.now_ms {
-                break;
-            }
-            self.grant_expiries.pop_first();
-            let Some(grant) = self.grants.get_mut(&id) else {
+        while let Some(id) = self.grants.due(self.now_ms) {
+            let Some(grant) = self.grants.edit(id) else {
                 continue;
             };
             // An active grant ends; a tool call's request not decided in time too.
@@ -330,7 +413,7 @@ impl State {
     fn forget_old_grants(&mut self) {
         let ended: Vec<u64> = self
             .grants
-            .values()
+            .all()
             .filter(|g| {
                 matches!(
                     g.state,
@@ -343,7 +426,7 @@ impl State {
             .iter()
             .take(ended.len().saturating_sub(ENDED_GRANTS_KEPT_MAX))
         {
-            self.grants.remove(id);
+            self.grants.forget(*id);
         }
     }
 }

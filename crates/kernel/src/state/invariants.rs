@@ -173,22 +173,7 @@ impl State {
             }
             _ => false,
         };
-        for grant in self.grants.values() {
-            let due = grant
-                .expires_at_ms
-                .is_some_and(|at| self.grant_expiries.contains(&(at, grant.id)));
-            if waits_for_end(grant) != due {
-                return Err(format!(
-                    "grant {} is {} but {} due to end",
-                    grant.id,
-                    grant.state.as_str(),
-                    if due { "is" } else { "is not" }
-                ));
-            }
-        }
-        if self.grant_expiries.len() != self.grants.values().filter(|g| waits_for_end(g)).count() {
-            return Err("a grant end is due for a grant that is not active".into());
-        }
+        self.grants.check(waits_for_end)?;
         for token in self.tokens.all() {
             if !self.principals.contains_key(&token.principal) {
                 return Err(format!("token {} belongs to no principal", token.id));

@@ -61,10 +61,8 @@ pub struct State {
     principals: BTreeMap<PrincipalId, Principal>,
     /// Every token, found by id and by hash.
     tokens: tokens::Keyring,
-    /// Requests for more (scopes, roles, quotas), by id.
-    grants: BTreeMap<u64, crate::grants::Grant>,
-    /// When each active grant ends: `(at_ms, id)`.
-    grant_expiries: BTreeSet<(u64, u64)>,
+    /// Requests for more (scopes, roles, quotas, tool calls), and when they end.
+    grants: grants::Requests,
     by_address: BTreeMap<String, PrincipalId>,
     /// Next instance number under each address prefix.
     next_number: BTreeMap<String, u64>,

@@ -49,7 +49,7 @@ impl State {
             }
         }
         if let Some(id) = record.grant {
-            let usable = match self.grants.get(&id) {
+            let usable = match self.grants.get(id) {
                 None => Err(not_found("grant", id)),
                 Some(grant) if grant.requester != actor => Err(forbidden(format!(
                     "grant {id} approved a call of {}, not of {actor_address}",
@@ -99,13 +99,14 @@ impl State {
             fx.consequences.push(event);
         }
         if let Some(id) = record.grant {
-            let grant = self.grants.get_mut(&id).expect("checked above");
-            if grant.state == GrantState::Active {
-                if let Some(at) = grant.expires_at_ms {
-                    self.grant_expiries.remove(&(at, id));
-                }
+            if self
+                .grants
+                .get(id)
+                .is_some_and(|g| g.state == GrantState::Active)
+            {
+                self.grants.unschedule(id);
             }
-            grant.state = GrantState::Used;
+            self.grants.edit(id).expect("checked above").state = GrantState::Used;
         }
         Event::allowed(
             ACTION,
