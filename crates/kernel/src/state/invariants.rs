@@ -92,7 +92,7 @@ impl State {
                 }
             }
         }
-        for lease in self.edge_leases.values() {
+        for lease in self.edge_leases.all() {
             for leased in lease.io_ops.values() {
                 for member in &leased.chain {
                     *expected.entry((*member, Resource::IoOps)).or_insert(0) += leased.amount;
@@ -117,15 +117,7 @@ impl State {
                 ));
             }
         }
-        if self.edge_lease_expiries.len() != self.edge_leases.len()
-            || self.edge_leases.iter().any(|(node, lease)| {
-                !self
-                    .edge_lease_expiries
-                    .contains(&(lease.expires_at_ms, node.clone()))
-            })
-        {
-            return Err("an edge lease without its expiry entry, or the reverse".into());
-        }
+        self.edge_leases.check()?;
         if let Some(limit) = self.limits.get(&LimitName::LlmSpendUsd) {
             if limit.reserved != llm_reserved {
                 return Err(format!(

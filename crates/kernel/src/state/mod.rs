@@ -112,10 +112,8 @@ pub struct State {
     artifacts: BTreeMap<PrincipalId, crate::artifacts::Artifact>,
     /// Alert thresholds standing raised, and the latest alerts.
     alerts: alerts::Alerts,
-    /// What each node of a cluster holds of the edge allowances, by node name.
-    edge_leases: BTreeMap<String, crate::edge::NodeLease>,
-    /// When each node's lease ends unless renewed: `(at_ms, node)`.
-    edge_lease_expiries: BTreeSet<(u64, String)>,
+    /// What each node of a cluster holds of the edge allowances, and when.
+    edge_leases: edge::Leases,
     /// A cluster's admitted node keys (none on an embedded node).
     cluster_nodes: BTreeMap<crate::cluster::NodeKey, crate::cluster::ClusterNode>,
     /// In a cluster, where the last command applied stood in the cluster's log.
