@@ -114,11 +114,19 @@ mod tests {
         assert_eq!(refused(json!({}), Some(4)).retry_after(), secs(4));
         let api = json!({"error": {"code": "rate_limited", "message": "m", "retry_after": 3}});
         assert_eq!(refused(api.clone(), None).retry_after(), secs(3));
-        assert_eq!(refused(api, Some(9)).retry_after(), secs(9), "the header first");
+        assert_eq!(
+            refused(api, Some(9)).retry_after(),
+            secs(9),
+            "the header first"
+        );
         let gateway = json!({"error": {"message": "m", "type": "t", "code": "c",
                                        "colony": {"retry_after": 12}}});
         assert_eq!(refused(gateway, None).retry_after(), secs(12));
-        for silent in [json!({}), json!("busy"), json!({"error": {"retry_after": "soon"}})] {
+        for silent in [
+            json!({}),
+            json!("busy"),
+            json!({"error": {"retry_after": "soon"}}),
+        ] {
             assert_eq!(refused(silent, None).retry_after(), None);
         }
         assert_eq!(Error::Setup("x".into()).retry_after(), None);

@@ -380,3 +380,71 @@ fn every_command_variant_encodes_to_its_pinned_bytes() {
         "{GOLDEN} was blessed at another DATA_FORMAT: bless it again with COLONY_BLESS=1"
     );
 }
+
+const GOLDEN_STATE: &str = "tests/golden/state.hex";
+
+/// The state a node snapshots (`snapshots/`, postcard), pinned the same way: the
+/// state reached by applying the commands above in order (genesis, then one of
+/// every kind, many refused) is encoded to `tests/golden/state.hex` when blessed;
+/// the test reads those bytes back as a [`State`] and writes it again, byte for
+/// byte. A field added to, removed from or moved in the state or one of its parts
+/// fails it (a snapshot of the old format would not read): bump `DATA_FORMAT` and
+/// bless. A change of what the kernel decides does not (the pinned bytes still
+/// read).
+#[test]
+fn a_snapshot_in_the_pinned_format_reads_back_byte_for_byte() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(GOLDEN_STATE);
+    let format = colony_log::DATA_FORMAT;
+    if std::env::var_os("COLONY_BLESS").is_some() {
+        let mut state = State::new();
+        for (index, body) in bodies().into_iter().enumerate() {
+            // Genesis is the system's; the rest the first admin's.
+            let actor = if index == 0 {
+                PrincipalId::SYSTEM
+            } else {
+                PrincipalId(1)
+            };
+            let command = Command::new(
+                index as u64 + 1,
+                1_700_000_000_000 + index as u64 * 1_000,
+                actor,
+                "pinned",
+                body,
+            );
+            state.apply(&command);
+        }
+        let bytes = postcard::to_stdvec(&state).unwrap();
+        let text = format!("colony-data-format {format}\n{}\n", hex::encode(bytes));
+        std::fs::write(&path, text).unwrap();
+        return;
+    }
+    let text = std::fs::read_to_string(&path).unwrap_or_default();
+    let mut lines = text.lines();
+    let blessed_format: Option<u32> = lines
+        .next()
+        .and_then(|line| line.strip_prefix("colony-data-format "))
+        .and_then(|n| n.parse().ok());
+    let pinned = hex::decode(lines.next().unwrap_or_default()).expect("hex in {GOLDEN_STATE}");
+    let read: State = postcard::from_bytes(&pinned).unwrap_or_else(|error| {
+        panic!(
+            "a snapshot of the pinned format no longer reads ({error}): the state's fields \
+             changed; bump colony_log::DATA_FORMAT, note the migration in \
+             docs/configuration.md, and bless with COLONY_BLESS=1 cargo test -p colony-log \
+             --test golden_commands"
+        )
+    });
+    assert!(
+        read.last_seq > 1 && read.is_initialized(),
+        "the pinned state holds more than genesis"
+    );
+    assert!(
+        postcard::to_stdvec(&read).unwrap() == pinned,
+        "a snapshot of the pinned format reads back differently: the state's fields changed; \
+         bump colony_log::DATA_FORMAT and bless with COLONY_BLESS=1"
+    );
+    assert_eq!(
+        blessed_format,
+        Some(format),
+        "{GOLDEN_STATE} was blessed at another DATA_FORMAT: bless it again with COLONY_BLESS=1"
+    );
+}
