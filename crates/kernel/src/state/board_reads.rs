@@ -26,8 +26,8 @@ impl State {
     ) -> impl Iterator<Item = &'a Task> {
         use std::ops::Bound;
         let start = after.map_or(Bound::Unbounded, Bound::Excluded);
-        self.by_status
-            .get(&status)
+        self.index
+            .with_status(status)
             .into_iter()
             .flat_map(move |same| same.range::<str, _>((start, Bound::Unbounded)))
             .filter_map(|address| self.tasks.get(address))
@@ -53,7 +53,7 @@ impl State {
 
     /// How many live tasks have this status.
     pub fn task_count(&self, status: TaskStatus) -> usize {
-        self.by_status.get(&status).map_or(0, BTreeSet::len)
+        self.index.with_status(status).map_or(0, BTreeSet::len)
     }
 
     /// The tasks whose address sorts after `after` (every task when `None`), in
@@ -88,8 +88,8 @@ impl State {
     pub(super) fn static_score(&self, task: &Task) -> u32 {
         let config = self.task_config.as_ref().expect("genesis applied");
         let waiting = self
-            .dependents
-            .get(&task.address)
+            .index
+            .waiting_on(&task.address)
             .map_or(0, |d| d.len() as u32);
         task.priority.numeric()
             + waiting

@@ -264,7 +264,7 @@ impl State {
         config: &TaskConfig,
     ) -> Option<String> {
         let mut best: Option<(u32, u64, &str)> = None;
-        for (score, level) in self.ready.iter().rev() {
+        for (score, level) in self.index.levels() {
             if best.is_some_and(|(effective, _, _)| score + config.aging_points_max < effective) {
                 break;
             }

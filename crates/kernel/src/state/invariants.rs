@@ -301,7 +301,7 @@ impl State {
                     ))
                 }
             }
-            let indexed = self.ready_score.contains_key(&task.address);
+            let indexed = self.index.is_offered(&task.address);
             if indexed != (task.status == TaskStatus::Pending) {
                 return Err(format!(
                     "{} is {} but {}indexed as claimable",
@@ -331,11 +331,7 @@ impl State {
                 leases, self.leases_held
             ));
         }
-        let indexed: usize = self.ready.values().map(|set| set.len()).sum();
-        if indexed != self.ready_score.len() {
-            return Err("the claimable index and its scores disagree".into());
-        }
-        Ok(())
+        self.index.check()
     }
 
     /// One vote per lineage, each on its root's side; no proposal passed unless

@@ -40,6 +40,7 @@ mod relaxation;
 mod retention;
 mod streams;
 mod task_control;
+mod task_index;
 mod task_updates;
 mod tasks;
 mod tokens;
@@ -76,13 +77,8 @@ pub struct State {
     task_config: Option<crate::tasks::TaskConfig>,
     tasks: BTreeMap<String, crate::tasks::Task>,
     next_task_number: u64,
-    /// Claimable tasks by static score, then by the time they became claimable.
-    ready: BTreeMap<u32, BTreeSet<(u64, String)>>,
-    ready_score: BTreeMap<String, u32>,
-    /// Open tasks that wait on each task.
-    dependents: BTreeMap<String, BTreeSet<String>>,
-    /// Task addresses by status: lists and counts walk only the status they ask for.
-    by_status: BTreeMap<crate::tasks::TaskStatus, BTreeSet<String>>,
+    /// The board's indexes: claimable tasks, what waits on what, tasks by status.
+    index: task_index::TaskIndex,
     /// `retention.toml`'s `[tasks]` (genesis).
     retention: Option<crate::retention::RetentionConfig>,
     /// Finished trees still in the live state, by root: when the tree finished and

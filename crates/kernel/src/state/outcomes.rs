@@ -49,8 +49,8 @@ impl State {
         self.set_status(fx, address, TaskStatus::Completed, by, justification);
         self.return_budget(address);
         let dependents: Vec<String> = self
-            .dependents
-            .remove(address)
+            .index
+            .take_waiting(address)
             .into_iter()
             .flatten()
             .collect();

@@ -47,7 +47,7 @@ impl State {
             if task.status.is_open() {
                 return None;
             }
-            let waited_on = self.dependents.get(&task.address).is_some_and(|waiting| {
+            let waited_on = self.index.waiting_on(&task.address).is_some_and(|waiting| {
                 waiting
                     .iter()
                     .any(|w| self.tasks.get(w).is_some_and(|t| t.status.is_open()))
@@ -160,22 +160,9 @@ impl State {
         let leaving: BTreeSet<&str> = addresses.iter().map(String::as_str).collect();
         for address in &addresses {
             let task = self.tasks.remove(address).expect("walked just now");
-            if let Some(same) = self.by_status.get_mut(&task.status) {
-                same.remove(address);
-            }
+            self.index.unfile(address, task.status);
             // What waited on it has finished (or left with it).
-            self.dependents.remove(address);
-            for dependency in &task.depends_on {
-                if leaving.contains(dependency.as_str()) {
-                    continue;
-                }
-                if let Some(waiting) = self.dependents.get_mut(dependency) {
-                    waiting.remove(address);
-                    if waiting.is_empty() {
-                        self.dependents.remove(dependency);
-                    }
-                }
-            }
+            self.index.forget_waits(address, &task.depends_on, &leaving);
             fx.retired.push(task);
         }
         self.retired_tasks += addresses.len() as u64;
@@ -197,14 +184,14 @@ impl State {
             rule.check()
                 .map_err(|e| format!("the retention rule in force: {e}"))?;
         }
-        let indexed: usize = self.by_status.values().map(BTreeSet::len).sum();
+        let indexed = self.index.filed();
         if indexed != self.tasks.len() {
             return Err(format!(
                 "{indexed} tasks indexed by status, {} live",
                 self.tasks.len()
             ));
         }
-        for (status, same) in &self.by_status {
+        for (status, same) in self.index.statuses() {
             if let Some(wrong) = same
                 .iter()
                 .find(|a| self.tasks.get(*a).is_none_or(|t| t.status != *status))

@@ -259,19 +259,13 @@ impl State {
                 .get(dependency)
                 .is_some_and(|d| d.status != TaskStatus::Completed)
             {
-                self.dependents
-                    .entry(dependency.clone())
-                    .or_default()
-                    .insert(address.to_string());
+                self.index.wait_on(dependency, address);
                 self.reindex(dependency);
             }
         }
         let ready = task.depends_on.iter().all(|d| self.dependency_met(d));
         self.tasks.insert(address.to_string(), task);
-        self.by_status
-            .entry(TaskStatus::Blocked)
-            .or_default()
-            .insert(address.to_string());
+        self.index.file_status(address, None, TaskStatus::Blocked);
         if let Some(limit) = self.limits.get_mut(&LimitName::TaskQueueDepth) {
             limit.usage += 1;
         }
@@ -332,13 +326,7 @@ impl State {
             }
             self.note_finishing(fx, address);
         }
-        if let Some(same) = self.by_status.get_mut(&from) {
-            same.remove(address);
-        }
-        self.by_status
-            .entry(to)
-            .or_default()
-            .insert(address.to_string());
+        self.index.file_status(address, Some(from), to);
         let task = self.tasks.get_mut(address).expect("exists");
         task.status = to;
         task.history.push(Transition {
@@ -365,23 +353,12 @@ impl State {
     pub(super) fn index(&mut self, address: &str) {
         let score = self.static_score(&self.tasks[address]);
         let ready_since = self.tasks[address].ready_since_ms;
-        self.ready
-            .entry(score)
-            .or_default()
-            .insert((ready_since, address.to_string()));
-        self.ready_score.insert(address.to_string(), score);
+        self.index.offer(address, score, ready_since);
     }
 
     pub(super) fn unindex(&mut self, address: &str) {
-        if let Some(score) = self.ready_score.remove(address) {
-            let ready_since = self.tasks[address].ready_since_ms;
-            if let Some(level) = self.ready.get_mut(&score) {
-                level.remove(&(ready_since, address.to_string()));
-                if level.is_empty() {
-                    self.ready.remove(&score);
-                }
-            }
-        }
+        let ready_since = self.tasks[address].ready_since_ms;
+        self.index.withdraw(address, ready_since);
     }
 
     /// Re-files a pending task whose score changed (its dependents changed).
