@@ -185,7 +185,7 @@ impl State {
         }
         let sessions: Vec<u64> = self
             .workers
-            .values()
+            .all()
             .filter(|w| w.principal == principal && w.state == WorkerState::Active)
             .map(|w| w.id)
             .collect();

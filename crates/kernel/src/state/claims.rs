@@ -109,7 +109,7 @@ impl State {
         capabilities: &[String],
         worker: Option<u64>,
     ) -> Vec<String> {
-        match worker.and_then(|id| self.workers.get(&id)) {
+        match worker.and_then(|id| self.workers.get(id)) {
             Some(session) if capabilities.is_empty() => session.capabilities.clone(),
             _ => capabilities.to_vec(),
         }
@@ -169,7 +169,7 @@ impl State {
             || self.implicit_sessions.contains(&actor)
             || self
                 .workers
-                .values()
+                .all()
                 .any(|w| w.principal == actor && w.state == crate::workers::WorkerState::Active)
         {
             return Ok(Vec::new());
@@ -240,10 +240,7 @@ impl State {
             .insert((expires_at_ms, address.to_string()));
         *self.leases_held.entry(command.actor).or_insert(0) += 1;
         if let Some(worker) = worker {
-            self.worker_leases
-                .entry(worker)
-                .or_default()
-                .insert(address.to_string());
+            self.workers.lease(worker, address);
         }
         Event::allowed(
             "task.claim",
@@ -354,12 +351,7 @@ impl State {
                 }
             }
             if let Some(worker) = lease.worker {
-                if let Some(held) = self.worker_leases.get_mut(&worker) {
-                    held.remove(address);
-                    if held.is_empty() {
-                        self.worker_leases.remove(&worker);
-                    }
-                }
+                self.workers.unlease(worker, address);
             }
         }
     }

@@ -194,7 +194,7 @@ impl State {
     fn check_sessions(&self) -> Result<(), String> {
         let active = self
             .workers
-            .values()
+            .all()
             .filter(|w| w.state == WorkerState::Active)
             .count() as u64
             + self.implicit_sessions.len() as u64;
@@ -209,25 +209,13 @@ impl State {
         }
         // The deadlines' index holds every active session at its deadline (what
         // loss detection and `active_workers` walk).
-        for worker in self.workers.values() {
-            let indexed = self
-                .worker_deadlines
-                .contains(&(worker.deadline_ms, worker.id));
-            if (worker.state == WorkerState::Active) != indexed {
-                return Err(format!(
-                    "worker {} ({}) is {}in its deadlines' index",
-                    worker.id,
-                    worker.state.as_str(),
-                    if indexed { "" } else { "not " }
-                ));
-            }
-        }
+        self.workers.check()?;
         for principal in self.anomaly.quarantined() {
             let holds_anything = self.book.open_of(*principal) > 0
                 || self.leases_held.contains_key(principal)
                 || self
                     .workers
-                    .values()
+                    .all()
                     .any(|w| w.principal == *principal && w.state == WorkerState::Active)
                 || self
                     .limits

@@ -38,6 +38,7 @@ mod principals;
 mod proposals;
 mod relaxation;
 mod retention;
+mod sessions;
 mod streams;
 mod task_control;
 mod task_index;
@@ -96,10 +97,8 @@ pub struct State {
     /// Principals holding leases without a worker session: each holds one unit of
     /// `active_workers` until its last lease ends.
     implicit_sessions: BTreeSet<PrincipalId>,
-    workers: BTreeMap<u64, crate::workers::WorkerSession>,
-    worker_deadlines: BTreeSet<(u64, u64)>,
-    /// Tasks leased to each worker session.
-    worker_leases: BTreeMap<u64, BTreeSet<String>>,
+    /// Worker sessions, their deadlines and the tasks leased to each.
+    workers: sessions::Sessions,
     /// Durable bus streams, by name.
     streams: BTreeMap<String, crate::streams::StreamSpec>,
     /// What each principal did, against `anomaly.toml`, and who is quarantined.

@@ -15,52 +15,37 @@ use crate::workers::{
 
 impl State {
     pub fn worker(&self, id: u64) -> Option<&WorkerSession> {
-        self.workers.get(&id)
+        self.workers.get(id)
     }
 
     pub fn workers(&self) -> impl Iterator<Item = &WorkerSession> {
-        self.workers.values()
+        self.workers.all()
     }
 
     /// The active sessions only (through their deadlines' index: the sessions that
     /// ended, which stay for the record, are not walked).
     pub fn active_workers(&self) -> impl Iterator<Item = &WorkerSession> {
-        self.worker_deadlines
-            .iter()
-            .filter_map(|(_, id)| self.workers.get(id))
-            .filter(|w| w.state == WorkerState::Active)
+        self.workers.active()
     }
 
     /// Tasks leased to a worker session now, borrowed (nothing is copied).
     pub fn worker_task_addresses(&self, id: u64) -> impl Iterator<Item = &str> {
-        self.worker_leases
-            .get(&id)
-            .into_iter()
-            .flatten()
-            .map(String::as_str)
+        self.workers.tasks_of(id).map(String::as_str)
     }
 
     /// Tasks leased to a worker session now.
     pub fn worker_tasks(&self, id: u64) -> Vec<String> {
-        self.worker_leases
-            .get(&id)
-            .map(|set| set.iter().cloned().collect())
-            .unwrap_or_default()
+        self.workers.tasks_of(id).cloned().collect()
     }
 
     pub(super) fn workers_next_due_ms(&self) -> Option<u64> {
-        self.worker_deadlines.first().map(|(at, _)| *at)
+        self.workers.next_due_ms()
     }
 
     /// Declares silent workers lost and puts their tasks back on the board.
     pub(super) fn process_workers_due(&mut self, fx: &mut Effects, events: &mut Vec<Event>) {
-        while self
-            .worker_deadlines
-            .first()
-            .is_some_and(|(at, _)| *at <= self.now_ms)
-        {
-            let (deadline, id) = self.worker_deadlines.pop_first().expect("checked");
-            let worker = &self.workers[&id];
+        while let Some((deadline, id)) = self.workers.due(self.now_ms) {
+            let worker = self.workers.get(id).expect("indexed sessions exist");
             if worker.state != WorkerState::Active || worker.deadline_ms != deadline {
                 continue;
             }
@@ -83,8 +68,9 @@ impl State {
             self.now_ms
         );
         let revoked = self.end_session(fx, id, WorkerState::Lost, "worker_lost", &evidence);
-        let address = self.workers[&id].address.clone();
-        self.workers.get_mut(&id).expect("exists").evidence = Some(evidence);
+        let worker = self.workers.edit(id).expect("exists");
+        let address = worker.address.clone();
+        worker.evidence = Some(evidence);
         let mut event = Event::allowed(
             "worker.lost",
             address,
@@ -118,22 +104,21 @@ impl State {
             );
         }
         for one in heard {
-            let Some(worker) = self.workers.get_mut(&one.worker) else {
+            let Some(worker) = self.workers.get(one.worker) else {
                 continue;
             };
             if worker.state != WorkerState::Active || one.at_ms > self.now_ms {
                 continue;
             }
-            worker.last_heartbeat_ms = worker.last_heartbeat_ms.max(one.at_ms);
             let deadline = one
                 .at_ms
                 .saturating_add(SOFT_SESSION_LEASE_MS)
                 .max(worker.deadline_ms);
-            if deadline != worker.deadline_ms {
-                self.worker_deadlines
-                    .remove(&(worker.deadline_ms, one.worker));
-                worker.deadline_ms = deadline;
-                self.worker_deadlines.insert((deadline, one.worker));
+            let moved = deadline != worker.deadline_ms;
+            let worker = self.workers.edit(one.worker).expect("found above");
+            worker.last_heartbeat_ms = worker.last_heartbeat_ms.max(one.at_ms);
+            if moved {
+                self.workers.move_deadline(one.worker, deadline);
             }
             // Its leases are kept as long as a heartbeat would keep them.
             for address in self.worker_tasks(one.worker) {
@@ -154,7 +139,7 @@ impl State {
     ) -> Event {
         const ACTION: &str = "worker.lost";
         let subject = format!("worker:{id}");
-        let Some(worker) = self.workers.get(&id) else {
+        let Some(worker) = self.workers.get(id) else {
             return Event::denied(ACTION, subject, not_found("worker", id));
         };
         if worker.state != WorkerState::Active {
@@ -193,10 +178,7 @@ impl State {
         outcome: &str,
         why: &str,
     ) -> Vec<String> {
-        let worker = self.workers.get_mut(&id).expect("exists");
-        worker.state = state;
-        worker.ended_at_ms = Some(self.now_ms);
-        self.worker_deadlines.remove(&(worker.deadline_ms, id));
+        self.workers.end(id, state, self.now_ms);
         if let Some(limit) = self.limits.get_mut(&LimitName::ActiveWorkers) {
             limit.usage = limit.usage.saturating_sub(1);
         }
@@ -273,24 +255,20 @@ impl State {
         capabilities.dedup();
         let id = command.seq;
         let deadline_ms = self.now_ms + timeout_ms;
-        self.workers.insert(
+        self.workers.register(WorkerSession {
             id,
-            WorkerSession {
-                id,
-                principal: command.actor,
-                address: actor_address.to_string(),
-                capabilities,
-                model: new.model.clone(),
-                profile: new.profile.clone(),
-                state: WorkerState::Active,
-                registered_at_ms: self.now_ms,
-                last_heartbeat_ms: self.now_ms,
-                deadline_ms,
-                ended_at_ms: None,
-                evidence: None,
-            },
-        );
-        self.worker_deadlines.insert((deadline_ms, id));
+            principal: command.actor,
+            address: actor_address.to_string(),
+            capabilities,
+            model: new.model.clone(),
+            profile: new.profile.clone(),
+            state: WorkerState::Active,
+            registered_at_ms: self.now_ms,
+            last_heartbeat_ms: self.now_ms,
+            deadline_ms,
+            ended_at_ms: None,
+            evidence: None,
+        });
         let effect = Effect::WorkerRegistered {
             worker: id,
             deadline_ms,
@@ -315,7 +293,7 @@ impl State {
     /// Why `actor` may not act for session `id`: there is none, it is another
     /// principal's, or it ended.
     pub fn worker_refusal(&self, actor: PrincipalId, id: u64) -> Option<Reason> {
-        let Some(worker) = self.workers.get(&id) else {
+        let Some(worker) = self.workers.get(id) else {
             return Some(not_found("worker", id));
         };
         if worker.principal != actor {
@@ -343,12 +321,9 @@ impl State {
             .as_ref()
             .expect("genesis applied")
             .worker_timeout_ms;
-        let worker = self.workers.get_mut(&id).expect("checked");
-        self.worker_deadlines.remove(&(worker.deadline_ms, id));
-        worker.last_heartbeat_ms = self.now_ms;
-        worker.deadline_ms = self.now_ms + timeout_ms;
-        let deadline_ms = worker.deadline_ms;
-        self.worker_deadlines.insert((deadline_ms, id));
+        let deadline_ms = self.now_ms + timeout_ms;
+        self.workers.edit(id).expect("checked").last_heartbeat_ms = self.now_ms;
+        self.workers.move_deadline(id, deadline_ms);
         Event::allowed(
             ACTION,
             subject,
@@ -369,7 +344,7 @@ impl State {
         grace_ms: u64,
     ) -> Event {
         const ACTION: &str = "worker.lost";
-        let Some(worker) = self.workers.get(&id) else {
+        let Some(worker) = self.workers.get(id) else {
             return self.withdraw_queued_worker(id, disconnected_at_ms, grace_ms);
         };
         let address = worker.address.clone();
@@ -387,7 +362,7 @@ impl State {
             self.now_ms
         );
         let revoked = self.end_session(fx, id, WorkerState::Lost, "worker_lost", &evidence);
-        self.workers.get_mut(&id).expect("exists").evidence = Some(evidence);
+        self.workers.edit(id).expect("exists").evidence = Some(evidence);
         let mut event = Event::allowed(
             ACTION,
             address,
