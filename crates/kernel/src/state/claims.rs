@@ -40,7 +40,7 @@ impl State {
                 invalid(format!("at most {CAPABILITIES_MAX} capabilities")),
             );
         }
-        let held = self.leases_held.get(&command.actor).copied().unwrap_or(0) as u64;
+        let held = self.leases.held_by(command.actor) as u64;
         let mut warnings = Vec::new();
         if let Some(limit) = self.limits.get(&LimitName::TasksPerWorker) {
             let mut view = limit.clone();
@@ -93,7 +93,7 @@ impl State {
         let registered = self.capabilities_offered(capabilities, worker);
         if let Some(limit) = self.limits.get(&LimitName::TasksPerWorker) {
             let mut view = limit.clone();
-            view.usage = self.leases_held.get(&actor).copied().unwrap_or(0) as u64;
+            view.usage = self.leases.held_by(actor) as u64;
             if matches!(view.gate(1), Gate::Deny(_)) {
                 return None;
             }
@@ -141,7 +141,7 @@ impl State {
             };
             return Event::denied(ACTION, address, reason);
         }
-        let held = self.leases_held.get(&command.actor).copied().unwrap_or(0) as u64;
+        let held = self.leases.held_by(command.actor) as u64;
         if let Some(limit) = self.limits.get(&LimitName::TasksPerWorker) {
             let mut view = limit.clone();
             view.usage = held;
@@ -166,7 +166,7 @@ impl State {
         worker: Option<u64>,
     ) -> Result<Vec<Reason>, Reason> {
         if worker.is_some()
-            || self.implicit_sessions.contains(&actor)
+            || self.leases.has_implicit(actor)
             || self
                 .workers
                 .all()
@@ -184,7 +184,7 @@ impl State {
             }
             limit.usage += 1;
         }
-        self.implicit_sessions.insert(actor);
+        self.leases.hold_implicit(actor);
         Ok(warnings)
     }
 
@@ -236,9 +236,7 @@ impl State {
             attempt_deadline_ms,
             renewed_at_ms: self.now_ms,
         });
-        self.lease_expiries
-            .insert((expires_at_ms, address.to_string()));
-        *self.leases_held.entry(command.actor).or_insert(0) += 1;
+        self.leases.take(address, command.actor, expires_at_ms);
         if let Some(worker) = worker {
             self.workers.lease(worker, address);
         }
@@ -337,17 +335,12 @@ impl State {
 
     pub(super) fn clear_lease(&mut self, address: &str) {
         if let Some(lease) = self.tasks.get_mut(address).and_then(|t| t.lease.take()) {
-            self.lease_expiries
-                .remove(&(lease.expires_at_ms, address.to_string()));
-            if let Some(count) = self.leases_held.get_mut(&lease.holder) {
-                *count -= 1;
-                if *count == 0 {
-                    self.leases_held.remove(&lease.holder);
-                    if self.implicit_sessions.remove(&lease.holder) {
-                        if let Some(limit) = self.limits.get_mut(&LimitName::ActiveWorkers) {
-                            limit.usage = limit.usage.saturating_sub(1);
-                        }
-                    }
+            if self
+                .leases
+                .give_back(address, lease.holder, lease.expires_at_ms)
+            {
+                if let Some(limit) = self.limits.get_mut(&LimitName::ActiveWorkers) {
+                    limit.usage = limit.usage.saturating_sub(1);
                 }
             }
             if let Some(worker) = lease.worker {
@@ -431,25 +424,21 @@ impl State {
         if expires <= lease.expires_at_ms {
             return;
         }
-        self.lease_expiries
-            .remove(&(lease.expires_at_ms, address.to_string()));
+        self.leases.move_end(address, lease.expires_at_ms, expires);
         lease.expires_at_ms = expires;
         lease.renewed_at_ms = lease.renewed_at_ms.max(heard_at_ms);
-        self.lease_expiries.insert((expires, address.to_string()));
     }
 
     pub(super) fn renew_lease(&mut self, address: &str) {
         let now = self.now_ms;
         let task = self.tasks.get_mut(address).expect("exists");
         if let Some(lease) = task.lease.as_mut() {
-            self.lease_expiries
-                .remove(&(lease.expires_at_ms, address.to_string()));
+            let from = lease.expires_at_ms;
             lease.expires_at_ms = now
                 .saturating_add(lease.lease_ms)
                 .min(lease.attempt_deadline_ms);
             lease.renewed_at_ms = now;
-            self.lease_expiries
-                .insert((lease.expires_at_ms, address.to_string()));
+            self.leases.move_end(address, from, lease.expires_at_ms);
         }
     }
 }

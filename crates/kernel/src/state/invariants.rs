@@ -197,7 +197,7 @@ impl State {
             .all()
             .filter(|w| w.state == WorkerState::Active)
             .count() as u64
-            + self.implicit_sessions.len() as u64;
+            + self.leases.implicit_count() as u64;
         let usage = self
             .limits
             .get(&LimitName::ActiveWorkers)
@@ -212,7 +212,7 @@ impl State {
         self.workers.check()?;
         for principal in self.anomaly.quarantined() {
             let holds_anything = self.book.open_of(*principal) > 0
-                || self.leases_held.contains_key(principal)
+                || self.leases.held_by(*principal) > 0
                 || self
                     .workers
                     .all()
@@ -224,13 +224,6 @@ impl State {
             if holds_anything {
                 return Err(format!(
                     "quarantined {principal} still holds reservations, leases, sessions or queue places"
-                ));
-            }
-        }
-        for principal in &self.implicit_sessions {
-            if !self.leases_held.contains_key(principal) {
-                return Err(format!(
-                    "{principal} holds an implicit session without a lease"
                 ));
             }
         }
@@ -272,10 +265,7 @@ impl State {
                     }
                     leased += 1;
                     *leases.entry(lease.holder).or_insert(0) += 1;
-                    if !self
-                        .lease_expiries
-                        .contains(&(lease.expires_at_ms, task.address.clone()))
-                    {
+                    if !self.leases.ends_at(&task.address, lease.expires_at_ms) {
                         return Err(format!("{}'s lease has no expiry entry", task.address));
                     }
                 }
@@ -307,18 +297,7 @@ impl State {
                 }
             }
         }
-        if self.lease_expiries.len() != leased {
-            return Err(format!(
-                "{} lease expiries for {leased} leases",
-                self.lease_expiries.len()
-            ));
-        }
-        if leases != self.leases_held {
-            return Err(format!(
-                "leases held {:?}, counted {:?}",
-                leases, self.leases_held
-            ));
-        }
+        self.leases.check(leased, &leases)?;
         self.index.check()
     }
 

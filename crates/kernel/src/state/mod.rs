@@ -42,6 +42,7 @@ mod sessions;
 mod streams;
 mod task_control;
 mod task_index;
+mod task_leases;
 mod task_updates;
 mod tasks;
 mod tokens;
@@ -91,12 +92,8 @@ pub struct State {
     finished_tasks: u64,
     /// Tasks retired from the live state so far (to the node's archive).
     retired_tasks: u64,
-    lease_expiries: BTreeSet<(u64, String)>,
-    backoffs: BTreeSet<(u64, String)>,
-    leases_held: BTreeMap<PrincipalId, u32>,
-    /// Principals holding leases without a worker session: each holds one unit of
-    /// `active_workers` until its last lease ends.
-    implicit_sessions: BTreeSet<PrincipalId>,
+    /// When leases end and backoffs are over; leases held; implicit sessions.
+    leases: task_leases::TaskLeases,
     /// Worker sessions, their deadlines and the tasks leased to each.
     workers: sessions::Sessions,
     /// Durable bus streams, by name.

@@ -125,9 +125,9 @@ impl State {
         let previous = (task.status == TaskStatus::Failed).then_some(task.not_before_ms);
         task.not_before_ms = self.now_ms + config.backoff_ms(task.failures);
         if let Some(previous) = previous {
-            self.backoffs.remove(&(previous, address.to_string()));
-            self.backoffs
-                .insert((self.tasks[address].not_before_ms, address.to_string()));
+            self.leases.unback_off(address, previous);
+            let not_before = self.tasks[address].not_before_ms;
+            self.leases.back_off(address, not_before);
         }
         self.set_status(fx, address, TaskStatus::Failed, by, justification);
         None

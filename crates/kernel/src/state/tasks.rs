@@ -16,20 +16,13 @@ use crate::tasks::*;
 
 impl State {
     pub(super) fn tasks_next_due_ms(&self) -> Option<u64> {
-        let lease = self.lease_expiries.first().map(|(at, _)| *at);
-        let backoff = self.backoffs.first().map(|(at, _)| *at);
-        [lease, backoff].into_iter().flatten().min()
+        self.leases.next_due_ms()
     }
 
     /// Expired leases become failed attempts; finished backoffs become claimable.
     pub(super) fn process_tasks_due(&mut self, fx: &mut Effects, events: &mut Vec<Event>) {
         // Entries are taken off the index first, so a stale one can never repeat.
-        while self
-            .lease_expiries
-            .first()
-            .is_some_and(|(at_ms, _)| *at_ms <= self.now_ms)
-        {
-            let (at_ms, address) = self.lease_expiries.pop_first().expect("checked");
+        while let Some((at_ms, address)) = self.leases.end_due(self.now_ms) {
             let Some(lease) = self.tasks.get(&address).and_then(|t| t.lease.clone()) else {
                 continue;
             };
@@ -52,12 +45,7 @@ impl State {
             events.push(event);
             self.fail_attempt(fx, &address, &reason, "0.1", "the lease expired", events);
         }
-        while self
-            .backoffs
-            .first()
-            .is_some_and(|(at_ms, _)| *at_ms <= self.now_ms)
-        {
-            let (at_ms, address) = self.backoffs.pop_first().expect("checked");
+        while let Some((at_ms, address)) = self.leases.backoff_due(self.now_ms) {
             if self
                 .tasks
                 .get(&address)
@@ -310,7 +298,7 @@ impl State {
             TaskStatus::Pending => self.unindex(address),
             TaskStatus::Failed => {
                 let not_before = self.tasks[address].not_before_ms;
-                self.backoffs.remove(&(not_before, address.to_string()));
+                self.leases.unback_off(address, not_before);
             }
             _ => {}
         }
@@ -344,7 +332,7 @@ impl State {
             }
             TaskStatus::Failed => {
                 let not_before = task.not_before_ms;
-                self.backoffs.insert((not_before, address.to_string()));
+                self.leases.back_off(address, not_before);
             }
             _ => {}
         }
