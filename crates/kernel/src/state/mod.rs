@@ -27,6 +27,7 @@ mod classify;
 mod cluster;
 mod decompose;
 mod edge;
+mod finished;
 mod genesis;
 mod governance;
 mod grants;
@@ -83,15 +84,8 @@ pub struct State {
     index: task_index::TaskIndex,
     /// `retention.toml`'s `[tasks]` (genesis).
     retention: Option<crate::retention::RetentionConfig>,
-    /// Finished trees still in the live state, by root: when the tree finished and
-    /// how many tasks it holds.
-    finished_trees: BTreeMap<String, (u64, u64)>,
-    /// The same trees, oldest first: `(finished_at_ms, root)`.
-    finished_order: BTreeSet<(u64, String)>,
-    /// Tasks in `finished_trees`.
-    finished_tasks: u64,
-    /// Tasks retired from the live state so far (to the node's archive).
-    retired_tasks: u64,
+    /// Finished trees still in the live state, and the tasks retired so far.
+    finished: finished::Finished,
     /// When leases end and backoffs are over; leases held; implicit sessions.
     leases: task_leases::TaskLeases,
     /// Worker sessions, their deadlines and the tasks leased to each.

@@ -75,10 +75,7 @@ impl State {
     /// finished any more.
     pub(super) fn note_reopened(&mut self, address: &str) {
         let root = self.root_of(address);
-        if let Some((at_ms, size)) = self.finished_trees.remove(&root) {
-            self.finished_order.remove(&(at_ms, root));
-            self.finished_tasks -= size;
-        }
+        self.finished.unfile(&root);
     }
 
     /// Files the trees that finished with this command.
@@ -87,16 +84,13 @@ impl State {
             return;
         }
         for root in std::mem::take(&mut fx.finishing) {
-            if self.finished_trees.contains_key(&root) {
+            if self.finished.contains(&root) {
                 // Finished already (a dead task of it was buried again, say): its
                 // time stays that of its first finish.
                 continue;
             }
             if let Some(size) = self.finished_tree_size(&root) {
-                self.finished_trees
-                    .insert(root.clone(), (self.now_ms, size));
-                self.finished_order.insert((self.now_ms, root));
-                self.finished_tasks += size;
+                self.finished.file(root, self.now_ms, size);
             }
         }
     }
@@ -105,8 +99,8 @@ impl State {
     /// the rule allows.
     pub(super) fn retention_next_due_ms(&self) -> Option<u64> {
         let rule = self.retention.as_ref()?;
-        let (at_ms, _) = self.finished_order.first()?;
-        if self.finished_tasks > rule.keep_finished {
+        let (at_ms, _) = self.finished.oldest()?;
+        if self.finished.tasks() > rule.keep_finished {
             return Some(self.now_ms);
         }
         Some(at_ms.saturating_add(rule.keep_finished_for_ms))
@@ -120,19 +114,17 @@ impl State {
         };
         let mut retired = 0;
         while retired < RETIRE_TREES_PER_COMMAND_MAX {
-            let Some((at_ms, root)) = self.finished_order.first().cloned() else {
+            let Some((at_ms, root)) = self.finished.oldest().cloned() else {
                 break;
             };
-            let cause = if self.finished_tasks > rule.keep_finished {
+            let cause = if self.finished.tasks() > rule.keep_finished {
                 RetireCause::Count
             } else if at_ms.saturating_add(rule.keep_finished_for_ms) <= self.now_ms {
                 RetireCause::Age
             } else {
                 break;
             };
-            self.finished_order.pop_first();
-            let (_, size) = self.finished_trees.remove(&root).expect("indexed together");
-            self.finished_tasks -= size;
+            self.finished.unfile(&root);
             // Something may have come to wait on the tree since it was filed (a task
             // posted depending on one of its tasks): it stays, and is filed again
             // when that one finishes.
@@ -165,7 +157,7 @@ impl State {
             self.index.forget_waits(address, &task.depends_on, &leaving);
             fx.retired.push(task);
         }
-        self.retired_tasks += addresses.len() as u64;
+        self.finished.count_retired(addresses.len() as u64);
         addresses.len() as u64
     }
 
@@ -199,32 +191,19 @@ impl State {
                 return Err(format!("{wrong} indexed as {}", status.as_str()));
             }
         }
-        if self.finished_order.len() != self.finished_trees.len() {
-            return Err("finished trees indexed twice or not at all".into());
-        }
-        let mut total = 0;
-        for (root, (at_ms, size)) in &self.finished_trees {
-            if !self.finished_order.contains(&(*at_ms, root.clone())) {
-                return Err(format!("finished tree {root} out of the order"));
-            }
+        self.finished.check()?;
+        for (root, (_, size)) in self.finished.trees() {
             let tree: Vec<_> = self.tree(root).collect();
             if tree.len() as u64 != *size || tree.iter().any(|t| t.status.is_open()) {
                 return Err(format!("finished tree {root} is not whole and finished"));
             }
-            total += size;
-        }
-        if total != self.finished_tasks {
-            return Err(format!(
-                "{} finished tasks counted, {total} filed",
-                self.finished_tasks
-            ));
         }
         Ok(())
     }
 
     /// Tasks retired from the live state so far.
     pub fn retired_tasks(&self) -> u64 {
-        self.retired_tasks
+        self.finished.retired()
     }
 
     /// The retention rule, once genesis is applied.
@@ -234,6 +213,6 @@ impl State {
 
     /// Finished trees still live, and their tasks.
     pub fn finished_kept(&self) -> (usize, u64) {
-        (self.finished_trees.len(), self.finished_tasks)
+        self.finished.kept()
     }
 }
