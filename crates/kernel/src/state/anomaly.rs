@@ -35,14 +35,17 @@ impl Watch {
     }
 
     /// Whether anything is watched.
+    #[inline]
     pub(super) fn is_on(&self) -> bool {
         self.config.is_some()
     }
 
+    #[inline]
     pub(super) fn quarantine_of(&self, principal: PrincipalId) -> Option<&Quarantine> {
         self.quarantined.get(&principal)
     }
 
+    #[inline]
     pub(super) fn is_quarantined(&self, principal: PrincipalId) -> bool {
         !self.quarantined.is_empty() && self.quarantined.contains_key(&principal)
     }
@@ -56,6 +59,7 @@ impl Watch {
     /// evidence when that made it anomalous. `exempt` says, the first time the
     /// principal is seen, whether it is watched by people instead (admins, the
     /// system); one already quarantined is not watched.
+    #[inline]
     fn add(
         &mut self,
         principal: PrincipalId,

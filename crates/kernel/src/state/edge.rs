@@ -50,6 +50,7 @@ impl Leases {
     }
 
     /// The first lease whose time ran out by `now_ms`: its end and node.
+    #[inline]
     fn due(&self, now_ms: u64) -> Option<(u64, String)> {
         self.ends
             .first()
@@ -57,6 +58,7 @@ impl Leases {
             .cloned()
     }
 
+    #[inline]
     fn next_due_ms(&self) -> Option<u64> {
         self.ends.first().map(|(at_ms, _)| *at_ms)
     }

@@ -63,6 +63,7 @@ impl Requests {
     }
 
     /// The first grant whose end came by `now_ms`, no longer waiting for it.
+    #[inline]
     fn due(&mut self, now_ms: u64) -> Option<u64> {
         let &(at_ms, id) = self.ends.first()?;
         if at_ms > now_ms {
@@ -72,6 +73,7 @@ impl Requests {
         Some(id)
     }
 
+    #[inline]
     fn next_due_ms(&self) -> Option<u64> {
         self.ends.first().map(|(at_ms, _)| *at_ms)
     }

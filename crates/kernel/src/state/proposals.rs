@@ -40,11 +40,13 @@ impl Proposals {
         self.config = Some(config);
     }
 
+    #[inline]
     pub(super) fn config(&self) -> Option<&GovernanceConfig> {
         self.config.as_ref()
     }
 
     /// The configuration, which every decision after genesis has.
+    #[inline]
     pub(super) fn configured(&self) -> &GovernanceConfig {
         self.config.as_ref().expect("genesis applied")
     }
@@ -131,6 +133,7 @@ impl Proposals {
 
     /// The next time something is due: a review's end, a brake's expiry, the
     /// stability window's end.
+    #[inline]
     pub(super) fn next_due_ms(&self) -> Option<u64> {
         let review = self.reviews.first().map(|(at_ms, _)| *at_ms);
         let brake = self.brake_expiries.first().map(|(at_ms, _)| *at_ms);
@@ -159,12 +162,14 @@ impl Proposals {
         &self.stability
     }
 
+    #[inline]
     pub(super) fn add_health(&mut self, health: &NodeHealth) {
         self.stability.requests += health.requests;
         self.stability.errors += health.errors;
         self.stability.anomalies += health.anomalies;
     }
 
+    #[inline]
     pub(super) fn count_decision(&mut self, denied: bool) {
         self.stability.decisions += 1;
         if denied {

@@ -71,6 +71,7 @@ impl Sessions {
     }
 
     /// The first deadline passed by `now_ms`, taken out: the deadline and session.
+    #[inline]
     pub(super) fn due(&mut self, now_ms: u64) -> Option<(u64, u64)> {
         let &(deadline_ms, id) = self.deadlines.first()?;
         if deadline_ms > now_ms {
@@ -80,6 +81,7 @@ impl Sessions {
         Some((deadline_ms, id))
     }
 
+    #[inline]
     pub(super) fn next_due_ms(&self) -> Option<u64> {
         self.deadlines.first().map(|(at, _)| *at)
     }

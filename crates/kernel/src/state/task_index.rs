@@ -26,6 +26,7 @@ pub(crate) struct TaskIndex {
 
 impl TaskIndex {
     /// `address` is claimable from `ready_since_ms` at `score`.
+    #[inline]
     pub(super) fn offer(&mut self, address: &str, score: u32, ready_since_ms: u64) {
         self.ready
             .entry(score)
@@ -35,6 +36,7 @@ impl TaskIndex {
     }
 
     /// `address` (claimable since `ready_since_ms`) is claimable no more.
+    #[inline]
     pub(super) fn withdraw(&mut self, address: &str, ready_since_ms: u64) {
         if let Some(score) = self.ready_score.remove(address) {
             if let Some(level) = self.ready.get_mut(&score) {
@@ -46,11 +48,13 @@ impl TaskIndex {
         }
     }
 
+    #[inline]
     pub(super) fn is_offered(&self, address: &str) -> bool {
         self.ready_score.contains_key(address)
     }
 
     /// The claimable tasks, highest score first, each level oldest first.
+    #[inline]
     pub(super) fn levels(&self) -> impl Iterator<Item = (&u32, &BTreeSet<(u64, String)>)> {
         self.ready.iter().rev()
     }
@@ -96,6 +100,7 @@ impl TaskIndex {
     }
 
     /// `address` moves from status `from` (none: it is new) to `to`.
+    #[inline]
     pub(super) fn file_status(&mut self, address: &str, from: Option<TaskStatus>, to: TaskStatus) {
         if let Some(same) = from.and_then(|from| self.by_status.get_mut(&from)) {
             same.remove(address);

@@ -70,6 +70,7 @@ impl TaskLeases {
     }
 
     /// The first lease end passed by `now_ms`, taken out.
+    #[inline]
     pub(super) fn end_due(&mut self, now_ms: u64) -> Option<(u64, String)> {
         if self.ends.first().is_some_and(|(at_ms, _)| *at_ms <= now_ms) {
             return self.ends.pop_first();
@@ -88,6 +89,7 @@ impl TaskLeases {
     }
 
     /// The first backoff over by `now_ms`, taken out.
+    #[inline]
     pub(super) fn backoff_due(&mut self, now_ms: u64) -> Option<(u64, String)> {
         if self
             .backoffs
@@ -100,6 +102,7 @@ impl TaskLeases {
     }
 
     /// When the next lease end or backoff is due.
+    #[inline]
     pub(super) fn next_due_ms(&self) -> Option<u64> {
         let lease = self.ends.first().map(|(at, _)| *at);
         let backoff = self.backoffs.first().map(|(at, _)| *at);

@@ -32,6 +32,7 @@ impl Keyring {
         self.by_hash.contains_key(hash)
     }
 
+    #[inline]
     pub(super) fn get(&self, id: u64) -> Option<&Token> {
         self.by_id.get(&id)
     }
