@@ -25,6 +25,9 @@ use crate::{Error, Outcome, Work};
 
 /// How long to pause after a gateway refusal that passes, when it did not say.
 const REFUSED_PAUSE: Duration = Duration::from_secs(5);
+/// How long to pause after the gateway could not be reached or was overloaded,
+/// when it did not say.
+const UNAVAILABLE_PAUSE: Duration = Duration::from_secs(2);
 /// The longest pause a refusal may ask for.
 const REFUSED_PAUSE_MAX: Duration = Duration::from_secs(60);
 
@@ -149,9 +152,30 @@ pub async fn work(model: &str, work: Work) -> Outcome {
                 pause,
             };
         }
+        // The gateway or its provider unreachable or overloaded (502, 503, 504): the
+        // task goes back and the worker waits a little, rather than claim it again
+        // at once and fail the same way.
+        Err(error) if error.is_transient() => {
+            let pause = error
+                .retry_after()
+                .unwrap_or(UNAVAILABLE_PAUSE)
+                .clamp(Duration::from_secs(1), REFUSED_PAUSE_MAX);
+            tracing::warn!(task = %address, "the model call failed, backing off {} s: {error}", pause.as_secs());
+            return Outcome::Backoff {
+                reason: format!("the model call failed: {error}"),
+                pause,
+            };
+        }
+        // The task is no longer this worker's to charge (its lease went).
+        Err(error) if error.is_gone() => {
+            tracing::warn!(task = %address, "the model call was refused: {error}");
+            return Outcome::Release(format!("the model call was refused: {error}"));
+        }
+        // A refusal that stands (a scope, a model the gateway does not serve): the
+        // attempt fails, saying why, rather than the task coming back here forever.
         Err(error) => {
             tracing::warn!(task = %address, "the model call failed: {error}");
-            return Outcome::Release(format!("the model call failed: {error}"));
+            return Outcome::Fail(format!("the model call failed: {error}"));
         }
     };
     let content = answer

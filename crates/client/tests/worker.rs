@@ -479,3 +479,55 @@ async fn a_worker_pauses_after_a_backoff_and_leaves_a_settled_task_alone() {
         "giving it back failed no attempt: {view:?}"
     );
 }
+
+/// The reference LLM worker on the offline scripted model: a task is split in two
+/// (the parts sharing its budget), the parts are completed, and the task completes
+/// with them; each decision is the handler's own, with the model's justification.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reference_llm_worker_splits_a_task_and_completes_its_parts() {
+    let (_node, url, admin, _config, _data) = node().await;
+    let client = Client::new(&url, &admin).unwrap();
+    let mut request = task("port the parser", &[]);
+    request.budget_usd = Some(colony_client::api::tasks::Usd::Text("0.50".into()));
+    let posted = client.post_task(&request).await.unwrap();
+    let options = WorkerOptions {
+        max_tasks: Some(3),
+        idle_pause: Duration::from_millis(50),
+        ..WorkerOptions::default()
+    };
+    let report = run_worker(&client, &options, &Stop::default(), |work| {
+        colony_client::llm_worker::work("colony-scripted", work)
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        (report.settled, report.failed, report.released),
+        (3, 0, 0),
+        "{report:?}"
+    );
+    let root = client.task(&posted.address).await.unwrap();
+    assert_eq!(root.status, "completed", "{root:?}");
+    let children = root.children.clone().unwrap_or_default();
+    assert_eq!(children.len(), 2, "{root:?}");
+    for child in children {
+        let part = client.task(&child.address).await.unwrap();
+        assert_eq!(part.status, "completed", "{part:?}");
+        assert!(
+            part.result
+                .as_str()
+                .unwrap_or_default()
+                .contains("[scripted] done"),
+            "{part:?}"
+        );
+        // Each part had a share of what was left, and its own call was charged to it.
+        let budget = part.budget.as_ref().expect("a share of the budget");
+        assert!(budget.spent_micro_usd > 0, "{budget:?}");
+    }
+    let history = root.history.clone().unwrap_or_default();
+    assert!(
+        history
+            .iter()
+            .any(|t| t.justification.contains("two halves are easier to review")),
+        "the model's justification is recorded: {history:?}"
+    );
+}
