@@ -25,7 +25,7 @@ impl State {
                 self.limits.get_mut(&name).expect("exists").queue.remove(0);
                 let actor_ok = self
                     .principals
-                    .get(&queued.actor)
+                    .get(queued.actor)
                     .is_some_and(|p| p.standing)
                     && !self.anomaly.is_quarantined(queued.actor);
                 let body = match &queued.request {
@@ -55,7 +55,7 @@ impl State {
                         self.create_principal(&command, request, Some(&queued))
                     }
                     (crate::limits::AdmissionRequest::RegisterWorker(new), true) => {
-                        let address = self.principals[&queued.actor].address.clone();
+                        let address = self.principals.known(queued.actor).address.clone();
                         self.register_worker(&command, &address, new, Some(&queued))
                     }
                 };

@@ -112,7 +112,7 @@ impl State {
                 }
                 (limit.clone(), None)
             }
-            AlertScope::Quota { principal, .. } => match self.principals.get(principal) {
+            AlertScope::Quota { principal, .. } => match self.principals.get(*principal) {
                 Some(p) if p.standing => (p.address.clone(), Some(p.address.clone())),
                 Some(p) => {
                     return Event::denied(

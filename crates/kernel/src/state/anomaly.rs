@@ -160,7 +160,7 @@ impl State {
         let principals = &self.principals;
         let exempt = || {
             principals
-                .get(&principal)
+                .get(principal)
                 .is_none_or(|p| p.is_admin() || !p.standing || p.kind == PrincipalKind::System)
         };
         let evidence = self.anomaly.add(principal, self.now_ms, signals, exempt)?;
@@ -176,7 +176,7 @@ impl State {
         principal: PrincipalId,
         evidence: Evidence,
     ) -> Event {
-        let address = self.principals[&principal].address.clone();
+        let address = self.principals.known(principal).address.clone();
         let why = format!(
             "{address} is quarantined: {} {} in the window, past {}",
             evidence.count,
@@ -241,7 +241,7 @@ impl State {
 
     /// A human with standing (member or admin) lifts a quarantine.
     pub(super) fn release_quarantine(&mut self, command: &Command, target: PrincipalId) -> Event {
-        let actor = &self.principals[&command.actor];
+        let actor = &self.principals.known(command.actor);
         if actor.kind != PrincipalKind::Human
             || !actor
                 .roles
@@ -269,7 +269,7 @@ impl State {
                 not_found("quarantine of principal", target),
             );
         };
-        let address = self.principals[&target].address.clone();
+        let address = self.principals.known(target).address.clone();
         Event::allowed(
             RELEASE,
             address.clone(),

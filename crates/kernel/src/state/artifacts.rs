@@ -143,7 +143,7 @@ impl State {
             );
         };
         let address = record.address.clone();
-        let actor_is_admin = self.principals[&command.actor].is_admin();
+        let actor_is_admin = self.principals.known(command.actor).is_admin();
         if !actor_is_admin && !self.chain(artifact).contains(&command.actor) {
             return Event::denied(
                 action,

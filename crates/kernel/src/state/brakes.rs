@@ -214,7 +214,7 @@ impl State {
         side: Side,
     ) -> Event {
         let subject = format!("proposal:{id}");
-        let voter = self.principals[&command.actor].clone();
+        let voter = self.principals.known(command.actor).clone();
         let proposal = self.governance.known(id).clone();
         if proposal.proposer != PrincipalId::SYSTEM
             && self.same_lineage(command.actor, proposal.proposer)
@@ -236,7 +236,7 @@ impl State {
                 invalid("a brake is not vetoed: let it expire, or propose new values"),
             );
         }
-        let proposer_side = self.lineage_side(&self.principals[&proposal.proposer]);
+        let proposer_side = self.lineage_side(&self.principals.known(proposal.proposer));
         let lineage = self.lineage_address(&voter);
         let entry = self.governance.edit(id);
         entry.votes.insert(

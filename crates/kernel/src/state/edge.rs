@@ -126,7 +126,7 @@ impl State {
             shortfall: 0,
         };
         for entry in usage {
-            if !self.principals.contains_key(&entry.principal) {
+            if !self.principals.contains(entry.principal) {
                 continue;
             }
             if let Some(quarantined) = self.observe_signals(
@@ -192,7 +192,7 @@ impl State {
         };
         let mut granted = Vec::new();
         for &(principal, want) in &request.io_ops {
-            let standing = self.principals.get(&principal).is_some_and(|p| p.standing);
+            let standing = self.principals.get(principal).is_some_and(|p| p.standing);
             if !standing
                 || want == 0
                 || lease.io_ops.contains_key(&principal)

@@ -72,8 +72,8 @@ impl State {
             token_hash: [0; 32],
         };
         self.by_address.insert(system.address.clone(), system.id);
-        self.principals.insert(system.id, system);
-        self.next_principal_id = 1;
+        self.principals.add(system);
+        self.principals.start_ids_at(1);
         let mut admin_request = CreatePrincipal::new(
             genesis.admin_name.clone(),
             PrincipalKind::Human,

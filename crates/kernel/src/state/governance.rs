@@ -135,7 +135,7 @@ impl State {
         target: &ProposalTarget,
         brake_only: bool,
     ) -> Event {
-        let proposer = self.principals[&command.actor].clone();
+        let proposer = self.principals.known(command.actor).clone();
         let subject = target.subject();
         let kind = match self.classify(target) {
             Ok(kind) => kind,
@@ -241,7 +241,7 @@ impl State {
             .rule(kind)
             .and_then(|r| r.review_period_ms)
             .unwrap_or(governance.review_period_ms);
-        let address = self.principals[&proposer].address.clone();
+        let address = self.principals.known(proposer).address.clone();
         let mut proposal = self.new_proposal(
             id,
             &address,
@@ -382,7 +382,7 @@ impl State {
         choice: VoteChoice,
     ) -> Event {
         let subject = format!("proposal:{id}");
-        let voter = self.principals[&command.actor].clone();
+        let voter = self.principals.known(command.actor).clone();
         let Some(proposal) = self.governance.get(id) else {
             return Event::denied(VOTE, subject, not_found("proposal", id));
         };

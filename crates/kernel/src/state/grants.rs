@@ -127,7 +127,7 @@ impl State {
         ttl_ms: u64,
     ) -> Event {
         const ACTION: &str = "grant.request";
-        let requester = &self.principals[&command.actor];
+        let requester = &self.principals.known(command.actor);
         let address = requester.address.clone();
         if ttl_ms == 0 || ttl_ms > GRANT_TTL_MAX_MS {
             let message = format!(
@@ -240,7 +240,7 @@ impl State {
                 forbidden("nobody approves or denies their own request"),
             );
         }
-        let approver = &self.principals[&command.actor];
+        let approver = &self.principals.known(command.actor);
         if self.same_lineage(command.actor, grant.requester) {
             let message = format!(
                 "{} is of the lineage of {}, as the requester {} is: nobody approves or denies a request of its own lineage",
@@ -375,7 +375,7 @@ impl State {
                 true
             }
             GrantWhat::Role { role } => {
-                let Some(p) = self.principals.get_mut(&principal) else {
+                let Some(p) = self.principals.edit(principal) else {
                     return false;
                 };
                 let held = p.roles.iter().position(|r| r == role);

@@ -59,7 +59,7 @@ impl State {
     /// only for a principal with standing.
     fn check_alerts(&self) -> Result<(), String> {
         self.alerts
-            .check(|principal| self.principals.get(&principal).is_some_and(|p| p.standing))
+            .check(|principal| self.principals.get(principal).is_some_and(|p| p.standing))
     }
 
     fn check_ledger(&self) -> Result<(), String> {
@@ -132,7 +132,7 @@ impl State {
     fn check_counts(&self) -> Result<(), String> {
         let standing = |kind: PrincipalKind| {
             self.principals
-                .values()
+                .all()
                 .filter(|p| p.standing && p.kind == kind)
                 .count() as u64
         };
@@ -167,11 +167,11 @@ impl State {
         };
         self.grants.check(waits_for_end)?;
         for token in self.tokens.all() {
-            if !self.principals.contains_key(&token.principal) {
+            if !self.principals.contains(token.principal) {
                 return Err(format!("token {} belongs to no principal", token.id));
             }
         }
-        for principal in self.principals.values() {
+        for principal in self.principals.all() {
             if self.chain(principal.id).len() > PRINCIPAL_DEPTH_MAX {
                 return Err(format!("{} is deeper than allowed", principal.address));
             }
@@ -318,7 +318,7 @@ impl State {
             }
             let root_side = self
                 .principals
-                .get(&vote.root)
+                .get(vote.root)
                 .and_then(|root| match root.kind {
                     PrincipalKind::Human => Some(Side::Human),
                     PrincipalKind::Ai => Some(Side::Ai),
@@ -387,7 +387,7 @@ impl State {
         for artifact in self.artifacts.values() {
             let principal = self
                 .principals
-                .get(&artifact.principal)
+                .get(artifact.principal)
                 .ok_or_else(|| format!("artifact {} has no principal", artifact.address))?;
             if !principal.standing || principal.kind != PrincipalKind::Artifact {
                 return Err(format!(

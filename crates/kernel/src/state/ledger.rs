@@ -12,7 +12,7 @@ impl State {
     pub(super) fn chain(&self, principal: PrincipalId) -> Vec<PrincipalId> {
         let mut chain = vec![principal];
         let mut current = principal;
-        while let Some(parent) = self.principals.get(&current).and_then(|p| p.parent) {
+        while let Some(parent) = self.principals.get(current).and_then(|p| p.parent) {
             if chain.len() >= PRINCIPAL_DEPTH_MAX {
                 // Unreachable through `apply`; never a panic on the decide thread.
                 break;
@@ -51,7 +51,7 @@ impl State {
                     resource,
                     requested: amount,
                     available,
-                    principal: self.principals[principal].address.clone(),
+                    principal: self.principals.known(*principal).address.clone(),
                     refill_at_ms,
                 });
             }
@@ -306,7 +306,7 @@ impl State {
             }
         }
         self.book.forget(id);
-        let subject = self.principals[&reservation.principal].address.clone();
+        let subject = self.principals.known(reservation.principal).address.clone();
         Event::allowed(
             action,
             subject,
@@ -338,7 +338,7 @@ impl State {
         amount: u64,
     ) -> Event {
         const ACTION: &str = "ledger.grant";
-        let Some(child) = self.principals.get(&to).filter(|p| p.standing) else {
+        let Some(child) = self.principals.get(to).filter(|p| p.standing) else {
             return Event::denied(ACTION, to.to_string(), not_found("principal", to));
         };
         let child_address = child.address.clone();

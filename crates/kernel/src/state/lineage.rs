@@ -15,7 +15,7 @@ impl State {
     /// The root of `id`'s lineage (`id` itself when unknown).
     pub fn lineage_root(&self, id: PrincipalId) -> PrincipalId {
         self.principals
-            .get(&id)
+            .get(id)
             .map_or(id, |principal| principal.root)
     }
 
@@ -24,7 +24,7 @@ impl State {
     pub fn lineage_side(&self, principal: &Principal) -> Option<Side> {
         let root_kind = self
             .principals
-            .get(&principal.root)
+            .get(principal.root)
             .map_or(principal.kind, |root| root.kind);
         match root_kind {
             PrincipalKind::Human => Some(Side::Human),
@@ -36,7 +36,7 @@ impl State {
     /// The address of `principal`'s lineage root.
     pub(super) fn lineage_address(&self, principal: &Principal) -> String {
         self.principals
-            .get(&principal.root)
+            .get(principal.root)
             .map_or_else(|| principal.address.clone(), |root| root.address.clone())
     }
 

@@ -39,6 +39,7 @@ mod principals;
 mod proposals;
 mod relaxation;
 mod retention;
+mod roster;
 mod sessions;
 mod streams;
 mod task_control;
@@ -61,8 +62,8 @@ pub struct State {
     /// Time of the last command applied, in Unix milliseconds.
     pub now_ms: u64,
     quotas: Option<QuotaConfig>,
-    next_principal_id: u64,
-    principals: BTreeMap<PrincipalId, Principal>,
+    /// The principals, by id.
+    principals: roster::Roster,
     /// Every token, found by id and by hash.
     tokens: tokens::Keyring,
     /// Requests for more (scopes, roles, quotas, tool calls), and when they end.
@@ -192,7 +193,7 @@ impl State {
     /// standing, it is an observer, or it is quarantined. What a node answers from
     /// the state without a command refuses as the command would.
     pub fn actor_refusal(&self, actor: PrincipalId) -> Option<Reason> {
-        let Some(principal) = self.principals.get(&actor).filter(|p| p.standing) else {
+        let Some(principal) = self.principals.get(actor).filter(|p| p.standing) else {
             return Some(Reason::NoStanding { actor });
         };
         if !principal.may_act() {
@@ -212,7 +213,7 @@ impl State {
             if let Some(quarantine) = self.anomaly.quarantine_of(id) {
                 return Some(quarantine);
             }
-            current = self.principals.get(&id).and_then(|p| p.parent);
+            current = self.principals.get(id).and_then(|p| p.parent);
         }
         None
     }
@@ -227,7 +228,7 @@ impl State {
     }
 
     pub fn principal(&self, id: PrincipalId) -> Option<&Principal> {
-        self.principals.get(&id)
+        self.principals.get(id)
     }
 
     /// The principal with standing that holds a live token (neither revoked nor
@@ -241,12 +242,12 @@ impl State {
     pub fn principal_by_address(&self, address: &str) -> Option<&Principal> {
         self.by_address
             .get(address)
-            .and_then(|id| self.principals.get(id))
+            .and_then(|id| self.principals.get(*id))
     }
 
     /// All principals ever created, by id, including removed ones.
     pub fn principals(&self) -> impl Iterator<Item = &Principal> {
-        self.principals.values()
+        self.principals.all()
     }
 
     /// A limit by its Colony or Hypernet name.
@@ -351,7 +352,7 @@ impl State {
                 invalid("genesis has not been applied yet"),
             );
         }
-        let actor = match self.principals.get(&command.actor) {
+        let actor = match self.principals.get(command.actor) {
             Some(principal) if principal.standing => principal,
             _ => {
                 return Event::denied(

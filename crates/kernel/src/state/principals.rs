@@ -82,7 +82,7 @@ impl State {
             }
         }
         if let Some((limit_name, reason)) = queue_reason {
-            let actor_is_admin = self.principals[&command.actor].is_admin();
+            let actor_is_admin = self.principals.known(command.actor).is_admin();
             let limit = self.limits.get_mut(&limit_name).expect("gated above");
             if let Err(reason) = limit.queue_room(command.actor, actor_is_admin) {
                 return Event::denied(ACTION, subject, reason);
@@ -112,14 +112,14 @@ impl State {
             limit.usage = limit.usage.saturating_add(data_bytes);
         }
         let address = self.insert_principal(command, request);
-        let principal = &self.principals[&self.by_address[&address]];
+        let principal = self.principals.known(self.by_address[&address]);
         let effect = Effect::PrincipalCreated {
             id: principal.id,
             address: address.clone(),
             kind: principal.kind,
             parent: principal
                 .parent
-                .map(|parent| self.principals[&parent].address.clone()),
+                .map(|parent| self.principals.known(parent).address.clone()),
         };
         let mut event = Event::allowed(ACTION, address, effect).with_warnings(warnings);
         if let Some(queued) = admitted {
@@ -137,7 +137,7 @@ impl State {
     /// of its own: AIs or artifacts, under itself, with no role it lacks and never
     /// admin, at the next address.
     fn may_spawn(&self, actor: PrincipalId, request: &CreatePrincipal) -> Result<(), String> {
-        let Some(creator) = self.principals.get(&actor) else {
+        let Some(creator) = self.principals.get(actor) else {
             return Err("no such creator".into());
         };
         if creator.is_admin() {
@@ -182,7 +182,7 @@ impl State {
             return Err("this token is already in use".to_string());
         }
         if let Some(parent) = request.parent {
-            if !self.principals.get(&parent).is_some_and(|p| p.standing) {
+            if !self.principals.get(parent).is_some_and(|p| p.standing) {
                 return Err(format!("parent {parent} does not exist or has no standing"));
             }
             let depth = self.chain(parent).len();
@@ -214,8 +214,7 @@ impl State {
         command: &Command,
         request: &CreatePrincipal,
     ) -> String {
-        let id = PrincipalId(self.next_principal_id);
-        self.next_principal_id += 1;
+        let id = self.principals.take_id();
         let prefix = request.kind.address_prefix();
         let address = match &request.address {
             Some(address) => address.clone(),
@@ -237,10 +236,10 @@ impl State {
         roles.dedup();
         // An admin's (or genesis's) creation is independent: the root of a new
         // lineage. Anyone else spawns only under itself, into its own lineage.
-        let root = match self.principals.get(&command.actor) {
+        let root = match self.principals.get(command.actor) {
             Some(creator) if !creator.is_admin() => request
                 .parent
-                .and_then(|parent| self.principals.get(&parent))
+                .and_then(|parent| self.principals.get(parent))
                 .map_or(creator.root, |parent| parent.root),
             _ => id,
         };
@@ -265,7 +264,7 @@ impl State {
         let token = self.next_token_id();
         let creator = self
             .principals
-            .get(&command.actor)
+            .get(command.actor)
             .map_or_else(|| address.clone(), |p| p.address.clone());
         self.insert_token(crate::tokens::Token {
             id: token,
@@ -283,7 +282,7 @@ impl State {
             hash: principal.token_hash,
         });
         self.by_address.insert(address.clone(), id);
-        self.principals.insert(id, principal);
+        self.principals.add(principal);
         self.count_principal(request.kind, &address, 1);
         address
     }
@@ -313,7 +312,7 @@ impl State {
 
     pub(super) fn remove_principal(&mut self, command: &Command, target: PrincipalId) -> Event {
         const ACTION: &str = "principal.remove";
-        let Some(principal) = self.principals.get(&target).filter(|p| p.standing) else {
+        let Some(principal) = self.principals.get(target).filter(|p| p.standing) else {
             return Event::denied(ACTION, target.to_string(), not_found("principal", target));
         };
         let address = principal.address.clone();
@@ -324,7 +323,7 @@ impl State {
                 forbidden("neither the system nor oneself can be removed"),
             );
         }
-        let actor_is_admin = self.principals[&command.actor].is_admin();
+        let actor_is_admin = self.principals.known(command.actor).is_admin();
         if !actor_is_admin && !self.chain(target).contains(&command.actor) {
             return Event::denied(
                 ACTION,
@@ -336,7 +335,7 @@ impl State {
         // first; found by walking each principal's bounded ancestry, never recursing.
         let mut descendants: Vec<(usize, PrincipalId)> = self
             .principals
-            .values()
+            .all()
             .filter(|p| p.standing && p.id != target)
             .filter_map(|p| {
                 let chain = self.chain(p.id);
@@ -344,7 +343,7 @@ impl State {
             })
             .collect();
         descendants.sort_by(|a, b| b.cmp(a));
-        let by = self.principals[&command.actor].address.clone();
+        let by = self.principals.known(command.actor).address.clone();
         let mut released = 0;
         for (_, descendant) in descendants {
             released += self.take_standing(descendant, command.at_ms, &by, ACTION);
@@ -374,7 +373,7 @@ impl State {
         for reservation in &held {
             self.release(*reservation, action);
         }
-        let principal = self.principals.get_mut(&target).expect("exists");
+        let principal = self.principals.edit(target).expect("exists");
         principal.standing = false;
         let (kind, address) = (principal.kind, principal.address.clone());
         self.revoke_all_tokens(target, at_ms, by);

@@ -221,7 +221,7 @@ impl State {
         if !self.tasks.contains_key(address) {
             return Err(not_found("task", address));
         }
-        if self.principals[&command.actor].is_admin() {
+        if self.principals.known(command.actor).is_admin() {
             return Ok(());
         }
         let mut next = Some(address.to_string());

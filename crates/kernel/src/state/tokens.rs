@@ -96,7 +96,7 @@ impl State {
     /// The token with this hash (live, expired or revoked) and its principal.
     pub fn token_by_hash(&self, hash: &TokenHash) -> Option<(&Token, &crate::Principal)> {
         let token = self.tokens.by_hash(hash)?;
-        Some((token, self.principals.get(&token.principal)?))
+        Some((token, self.principals.get(token.principal)?))
     }
 
     pub fn token(&self, id: u64) -> Option<&Token> {
@@ -122,13 +122,13 @@ impl State {
         actor == principal
             || self
                 .principals
-                .get(&actor)
+                .get(actor)
                 .is_some_and(|p| p.roles.contains(&Role::Admin))
     }
 
     pub(super) fn create_token(&mut self, command: &Command, new: &NewToken) -> Event {
         const ACTION: &str = "token.create";
-        let Some(principal) = self.principals.get(&new.principal).filter(|p| p.standing) else {
+        let Some(principal) = self.principals.get(new.principal).filter(|p| p.standing) else {
             return Event::denied(
                 ACTION,
                 new.principal.to_string(),
@@ -165,7 +165,7 @@ impl State {
         let expires_at_ms = new.ttl_ms.map(|ttl| now.saturating_add(ttl));
         let actor_address = self
             .principals
-            .get(&command.actor)
+            .get(command.actor)
             .map_or_else(String::new, |p| p.address.clone());
         self.insert_token(Token {
             id,
@@ -196,7 +196,7 @@ impl State {
         id: u64,
     ) -> Event {
         const ACTION: &str = "token.revoke";
-        let Some(owner) = self.principals.get(&principal) else {
+        let Some(owner) = self.principals.get(principal) else {
             return Event::denied(
                 ACTION,
                 principal.to_string(),
@@ -213,7 +213,7 @@ impl State {
         }
         let by = self
             .principals
-            .get(&command.actor)
+            .get(command.actor)
             .map_or_else(String::new, |p| p.address.clone());
         match self.tokens.edit(id).filter(|t| t.principal == principal) {
             None => Event::denied(ACTION, address, not_found("token", id)),

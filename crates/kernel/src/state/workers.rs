@@ -211,7 +211,7 @@ impl State {
             );
         }
         let mut warnings = Vec::new();
-        let actor_is_admin = self.principals[&command.actor].is_admin();
+        let actor_is_admin = self.principals.known(command.actor).is_admin();
         if let Some(limit) = self.limits.get_mut(&LimitName::ActiveWorkers) {
             match limit.gate(1) {
                 Gate::Allow => {}
@@ -408,7 +408,7 @@ impl State {
         };
         let address = self
             .principals
-            .get(&queued.actor)
+            .get(queued.actor)
             .map_or_else(|| format!("worker:{ticket}"), |p| p.address.clone());
         let mut event = Event::allowed(
             "worker.withdraw",
