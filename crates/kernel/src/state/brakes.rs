@@ -236,7 +236,7 @@ impl State {
                 invalid("a brake is not vetoed: let it expire, or propose new values"),
             );
         }
-        let proposer_side = self.lineage_side(&self.principals.known(proposal.proposer));
+        let proposer_side = self.lineage_side(self.principals.known(proposal.proposer));
         let lineage = self.lineage_address(&voter);
         let entry = self.governance.edit(id);
         entry.votes.insert(
