@@ -71,7 +71,7 @@ impl State {
             root: PrincipalId::SYSTEM,
             token_hash: [0; 32],
         };
-        self.by_address.insert(system.address.clone(), system.id);
+        self.directory.enter(system.address.clone(), system.id);
         self.principals.add(system);
         self.principals.start_ids_at(1);
         let mut admin_request = CreatePrincipal::new(

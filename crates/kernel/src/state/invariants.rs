@@ -353,11 +353,11 @@ impl State {
         }
         if let Some(by) = &proposal.confirmed_by {
             let confirmer = self
-                .by_address
-                .get(by)
+                .directory
+                .id_of(by)
                 .ok_or(format!("brake {id} confirmed by unknown {by}"))?;
             if proposal.proposer != PrincipalId::SYSTEM
-                && self.same_lineage(*confirmer, proposal.proposer)
+                && self.same_lineage(confirmer, proposal.proposer)
             {
                 return Err(format!("brake {id} confirmed by its own lineage ({by})"));
             }

@@ -26,6 +26,7 @@ mod claims;
 mod classify;
 mod cluster;
 mod decompose;
+mod directory;
 mod edge;
 mod finished;
 mod genesis;
@@ -68,11 +69,8 @@ pub struct State {
     tokens: tokens::Keyring,
     /// Requests for more (scopes, roles, quotas, tool calls), and when they end.
     grants: grants::Requests,
-    by_address: BTreeMap<String, PrincipalId>,
-    /// Next instance number under each address prefix.
-    next_number: BTreeMap<String, u64>,
-    /// Live principals under each top-level category.
-    category_counts: BTreeMap<String, u64>,
+    /// Principals' addresses, numbering and category counts.
+    directory: directory::Directory,
     limits: BTreeMap<LimitName, Limit>,
     /// Balances, reservations and holds, and when reservations expire.
     book: book::Book,
@@ -240,9 +238,9 @@ impl State {
     }
 
     pub fn principal_by_address(&self, address: &str) -> Option<&Principal> {
-        self.by_address
-            .get(address)
-            .and_then(|id| self.principals.get(*id))
+        self.directory
+            .id_of(address)
+            .and_then(|id| self.principals.get(id))
     }
 
     /// All principals ever created, by id, including removed ones.

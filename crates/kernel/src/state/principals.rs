@@ -48,7 +48,7 @@ impl State {
             .next()
             .unwrap_or("0")
             .to_string();
-        let category_usage = self.category_counts.get(&category).copied().unwrap_or(0);
+        let category_usage = self.directory.in_category(&category);
         let mut warnings = Vec::new();
         let mut queue_reason = None;
         let gates = [
@@ -112,7 +112,8 @@ impl State {
             limit.usage = limit.usage.saturating_add(data_bytes);
         }
         let address = self.insert_principal(command, request);
-        let principal = self.principals.known(self.by_address[&address]);
+        let id = self.directory.id_of(&address).expect("just entered");
+        let principal = self.principals.known(id);
         let effect = Effect::PrincipalCreated {
             id: principal.id,
             address: address.clone(),
@@ -201,7 +202,7 @@ impl State {
                     request.kind.as_str()
                 ));
             }
-            if self.by_address.contains_key(address) {
+            if self.directory.is_taken(address) {
                 return Err(format!("address `{address}` is taken"));
             }
         }
@@ -218,14 +219,7 @@ impl State {
         let prefix = request.kind.address_prefix();
         let address = match &request.address {
             Some(address) => address.clone(),
-            None => loop {
-                let number = self.next_number.entry(prefix.to_string()).or_insert(1);
-                let candidate = format!("{prefix}.{number}");
-                *number += 1;
-                if !self.by_address.contains_key(&candidate) {
-                    break candidate;
-                }
-            },
+            None => self.directory.next_free(prefix),
         };
         let mut roles = if request.roles.is_empty() {
             vec![Role::Member]
@@ -281,7 +275,7 @@ impl State {
             revoked: None,
             hash: principal.token_hash,
         });
-        self.by_address.insert(address.clone(), id);
+        self.directory.enter(address.clone(), id);
         self.principals.add(principal);
         self.count_principal(request.kind, &address, 1);
         address
@@ -289,9 +283,7 @@ impl State {
 
     pub(super) fn count_principal(&mut self, kind: PrincipalKind, address: &str, delta: i64) {
         let category = address.split('.').next().unwrap_or("0").to_string();
-        let count = self.category_counts.entry(category).or_insert(0);
-        *count = count.saturating_add_signed(delta);
-        let fullest = self.category_counts.values().copied().max().unwrap_or(0);
+        let fullest = self.directory.count(category, delta);
         let account_limit = match kind {
             PrincipalKind::Human => Some(LimitName::HumanAccounts),
             PrincipalKind::Ai => Some(LimitName::AiAccounts),

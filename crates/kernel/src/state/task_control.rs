@@ -228,8 +228,8 @@ impl State {
         // Task depth is bounded (TASK_DEPTH_MAX), and so is this walk.
         while let Some(current) = next {
             let task = &self.tasks[&current];
-            if let Some(poster) = self.by_address.get(&task.created_by) {
-                if self.chain(*poster).contains(&command.actor) {
+            if let Some(poster) = self.directory.id_of(&task.created_by) {
+                if self.chain(poster).contains(&command.actor) {
                     return Ok(());
                 }
             }
