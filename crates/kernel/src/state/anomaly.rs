@@ -199,13 +199,13 @@ impl State {
         }
         let leased: Vec<String> = self
             .tasks
-            .values()
+            .all()
             .filter(|t| t.lease.as_ref().is_some_and(|l| l.holder == principal))
             .map(|t| t.address.clone())
             .collect();
         for address in leased {
             self.end_attempt(&address, "quarantined", Some(why.clone()));
-            if self.tasks[&address].status.is_open() {
+            if self.tasks.known(&address).status.is_open() {
                 self.set_status(fx, &address, crate::tasks::TaskStatus::Pending, "0.1", &why);
             }
             revoked.push(address);

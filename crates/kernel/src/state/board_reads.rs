@@ -14,7 +14,7 @@ impl State {
 
     /// Every live task, by address.
     pub fn tasks(&self) -> impl Iterator<Item = &Task> {
-        self.tasks.values()
+        self.tasks.all()
     }
 
     /// The live tasks with this status whose address sorts after `after`, in
@@ -47,8 +47,8 @@ impl State {
         let root = &address[..TASK_QUEUE_ADDRESS.len() + 1 + number.len()];
         number
             .parse::<u64>()
-            .is_ok_and(|number| number >= 1 && number <= self.next_task_number)
-            && !self.tasks.contains_key(root)
+            .is_ok_and(|number| number >= 1 && number <= self.tasks.last_number())
+            && !self.tasks.contains(root)
     }
 
     /// How many live tasks have this status.
@@ -62,18 +62,16 @@ impl State {
     pub fn tasks_after<'a>(&'a self, after: Option<&'a str>) -> impl Iterator<Item = &'a Task> {
         use std::ops::Bound;
         let start = after.map_or(Bound::Unbounded, Bound::Excluded);
-        self.tasks
-            .range::<str, _>((start, Bound::Unbounded))
-            .map(|(_, task)| task)
+        self.tasks.between(start, Bound::Unbounded)
     }
 
     pub fn task_config(&self) -> Option<&TaskConfig> {
-        self.task_config.as_ref()
+        self.tasks.config()
     }
 
     /// The priority a claim would see for this task now.
     pub fn effective_priority(&self, task: &Task) -> u32 {
-        let config = self.task_config.as_ref().expect("genesis applied");
+        let config = self.tasks.configured();
         let aging = if task.status == TaskStatus::Pending {
             let minutes = (self.now_ms.saturating_sub(task.ready_since_ms) / 60_000) as u32;
             minutes
@@ -86,7 +84,7 @@ impl State {
     }
 
     pub(super) fn static_score(&self, task: &Task) -> u32 {
-        let config = self.task_config.as_ref().expect("genesis applied");
+        let config = self.tasks.configured();
         let waiting = self
             .index
             .waiting_on(&task.address)

@@ -28,7 +28,7 @@ impl State {
                 return Event::denied(ACTION, format!("worker:{worker}"), reason);
             }
         }
-        let config = self.task_config.clone().expect("genesis applied");
+        let config = self.tasks.configured().clone();
         let lease_ms = match lease_ms_within(&config, lease_ms) {
             Ok(lease_ms) => lease_ms,
             Err(reason) => return Event::denied(ACTION, actor_address, reason),
@@ -81,7 +81,7 @@ impl State {
         if self.actor_refusal(actor).is_some() {
             return None;
         }
-        let config = self.task_config.as_ref()?;
+        let config = self.tasks.config()?;
         if capabilities.len() > CAPABILITIES_MAX || lease_ms_within(config, lease_ms).is_err() {
             return None;
         }
@@ -125,7 +125,7 @@ impl State {
         lease_ms: Option<u64>,
     ) -> Event {
         const ACTION: &str = "task.claim";
-        let config = self.task_config.clone().expect("genesis applied");
+        let config = self.tasks.configured().clone();
         let lease_ms = match lease_ms_within(&config, lease_ms) {
             Ok(lease_ms) => lease_ms,
             Err(reason) => return Event::denied(ACTION, address, reason),
@@ -200,7 +200,7 @@ impl State {
         let token = command.seq;
         let attempt_deadline_ms = self
             .now_ms
-            .saturating_add(self.tasks[address].attempt_timeout_ms);
+            .saturating_add(self.tasks.known(address).attempt_timeout_ms);
         // A lease never runs past the attempt's deadline: at the deadline it ends,
         // and the attempt fails as timed out.
         let expires_at_ms = self
@@ -214,7 +214,7 @@ impl State {
             actor_address,
             &command.justification,
         );
-        let task = self.tasks.get_mut(address).expect("claimable");
+        let task = self.tasks.edit(address).expect("claimable");
         let number = task.attempts.len() as u32 + 1;
         task.attempts.push(Attempt {
             number,
@@ -268,7 +268,8 @@ impl State {
                 .iter()
                 .take(CLAIM_SCAN_PER_LEVEL_MAX)
                 .find(|(_, address)| {
-                    self.tasks[address]
+                    self.tasks
+                        .known(address)
                         .capabilities
                         .iter()
                         .all(|c| offered.contains(c.as_str()))
@@ -334,7 +335,7 @@ impl State {
     }
 
     pub(super) fn clear_lease(&mut self, address: &str) {
-        if let Some(lease) = self.tasks.get_mut(address).and_then(|t| t.lease.take()) {
+        if let Some(lease) = self.tasks.edit(address).and_then(|t| t.lease.take()) {
             if self
                 .leases
                 .give_back(address, lease.holder, lease.expires_at_ms)
@@ -350,14 +351,15 @@ impl State {
     }
 
     pub(super) fn end_attempt(&mut self, address: &str, outcome: &str, reason: Option<String>) {
-        let renewed_at_ms = self.tasks[address].lease.as_ref().map(|l| l.renewed_at_ms);
+        let renewed_at_ms = self
+            .tasks
+            .known(address)
+            .lease
+            .as_ref()
+            .map(|l| l.renewed_at_ms);
         self.clear_lease(address);
         let now = self.now_ms;
-        if let Some(attempt) = self
-            .tasks
-            .get_mut(address)
-            .and_then(|t| t.attempts.last_mut())
-        {
+        if let Some(attempt) = self.tasks.edit(address).and_then(|t| t.attempts.last_mut()) {
             if attempt.ended_at_ms.is_none() {
                 attempt.ended_at_ms = Some(now);
                 attempt.outcome = Some(outcome.to_string());
@@ -412,7 +414,7 @@ impl State {
     /// Extends a lease to `heard_at_ms` plus its length (never past its attempt's
     /// deadline, never shorter than it is): its holder's session was heard then.
     pub(super) fn extend_lease(&mut self, address: &str, heard_at_ms: u64) {
-        let Some(task) = self.tasks.get_mut(address) else {
+        let Some(task) = self.tasks.edit(address) else {
             return;
         };
         let Some(lease) = task.lease.as_mut() else {
@@ -431,7 +433,7 @@ impl State {
 
     pub(super) fn renew_lease(&mut self, address: &str) {
         let now = self.now_ms;
-        let task = self.tasks.get_mut(address).expect("exists");
+        let task = self.tasks.edit(address).expect("exists");
         if let Some(lease) = task.lease.as_mut() {
             let from = lease.expires_at_ms;
             lease.expires_at_ms = now

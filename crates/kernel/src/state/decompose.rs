@@ -36,12 +36,12 @@ impl State {
             Err(reason) => return Event::denied(ACTION, address, reason),
         };
         self.end_attempt(address, "decomposed", None);
-        let first = self.tasks[address].next_child + 1;
+        let first = self.tasks.known(address).next_child + 1;
         let addresses: Vec<String> = (0..subtasks.len())
             .map(|i| format!("{address}.{}", first + i as u32))
             .collect();
         {
-            let parent = self.tasks.get_mut(address).expect("checked");
+            let parent = self.tasks.edit(address).expect("checked");
             parent.next_child += subtasks.len() as u32;
             parent.children = addresses.clone();
             parent.on_child_death = policy;
@@ -103,7 +103,9 @@ impl State {
             )));
         }
         let shares: u64 = subtasks.iter().filter_map(|s| s.budget_micro_usd).sum();
-        let remaining = self.tasks[address]
+        let remaining = self
+            .tasks
+            .known(address)
             .budget
             .as_ref()
             .map_or(0, |b| b.remaining_micro_usd);
@@ -128,7 +130,7 @@ impl State {
         addresses: &[String],
         siblings: &BTreeSet<String>,
     ) {
-        let payer = self.tasks[address].budget.as_ref().map(|b| b.payer);
+        let payer = self.tasks.known(address).budget.as_ref().map(|b| b.payer);
         for (subtask, child) in subtasks.iter().zip(addresses) {
             let mut new = subtask.clone();
             new.depends_on = new
@@ -146,7 +148,7 @@ impl State {
                 (Some(share), Some(payer)) if share > 0 => {
                     let parent_budget = self
                         .tasks
-                        .get_mut(address)
+                        .edit(address)
                         .and_then(|p| p.budget.as_mut())
                         .expect("checked");
                     parent_budget.remaining_micro_usd -= share;
@@ -160,7 +162,7 @@ impl State {
                 _ => None,
             };
             if new.priority == Priority::default() && subtask.priority == Priority::default() {
-                new.priority = self.tasks[address].priority;
+                new.priority = self.tasks.known(address).priority;
             }
             self.insert_task(
                 fx,

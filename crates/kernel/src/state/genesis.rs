@@ -56,7 +56,7 @@ impl State {
         self.governance
             .configure(genesis.governance.clone(), command.at_ms);
         self.anomaly.configure(genesis.anomaly.clone());
-        self.task_config = Some(genesis.tasks.clone());
+        self.tasks.configure(genesis.tasks.clone());
         self.retention = Some(genesis.retention.clone());
         let system = Principal {
             id: PrincipalId::SYSTEM,

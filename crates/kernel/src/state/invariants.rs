@@ -83,7 +83,7 @@ impl State {
                 llm_reserved += reservation.amount;
             }
         }
-        for task in self.tasks.values() {
+        for task in self.tasks.all() {
             if let Some(budget) = &task.budget {
                 for member in self.chain(budget.payer) {
                     *expected
@@ -231,7 +231,7 @@ impl State {
     }
 
     fn check_board(&self) -> Result<(), String> {
-        let open = self.tasks.values().filter(|t| t.status.is_open()).count() as u64;
+        let open = self.tasks.all().filter(|t| t.status.is_open()).count() as u64;
         let usage = self
             .limits
             .get(&LimitName::TaskQueueDepth)
@@ -241,7 +241,7 @@ impl State {
                 "task_queue_depth usage {usage}, but {open} tasks are open"
             ));
         }
-        for task in self.tasks.values() {
+        for task in self.tasks.all() {
             let kept = task.budget.as_ref().map_or(0, |b| b.remaining_micro_usd);
             if !task.status.is_open() && kept > 0 {
                 return Err(format!(
@@ -253,7 +253,7 @@ impl State {
         }
         let mut leases: BTreeMap<PrincipalId, u32> = BTreeMap::new();
         let mut leased = 0;
-        for task in self.tasks.values() {
+        for task in self.tasks.all() {
             let should_hold = matches!(task.status, TaskStatus::Claimed | TaskStatus::InProgress);
             match (&task.lease, should_hold) {
                 (Some(lease), true) => {

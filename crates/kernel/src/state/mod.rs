@@ -19,6 +19,7 @@ mod admission;
 mod alerts;
 mod anomaly;
 mod artifacts;
+mod board;
 mod board_reads;
 mod book;
 mod brakes;
@@ -76,9 +77,8 @@ pub struct State {
     book: book::Book,
     /// Governance: its configuration, the proposals and what they wait for.
     governance: proposals::Proposals,
-    task_config: Option<crate::tasks::TaskConfig>,
-    tasks: BTreeMap<String, crate::tasks::Task>,
-    next_task_number: u64,
+    /// The live tasks, the board's configuration and the last root number.
+    tasks: board::Board,
     /// The board's indexes: claimable tasks, what waits on what, tasks by status.
     index: task_index::TaskIndex,
     /// `retention.toml`'s `[tasks]` (genesis).

@@ -45,7 +45,7 @@ impl State {
         by: &str,
         justification: &str,
     ) -> Option<String> {
-        self.tasks.get_mut(address).expect("exists").result = result;
+        self.tasks.edit(address).expect("exists").result = result;
         self.set_status(fx, address, TaskStatus::Completed, by, justification);
         self.return_budget(address);
         let dependents: Vec<String> = self
@@ -70,7 +70,7 @@ impl State {
                 );
             }
         }
-        let parent = self.tasks[address].parent.clone()?;
+        let parent = self.tasks.known(address).parent.clone()?;
         // A subtask cancelled by its poster is no longer waited for.
         let done = self.tasks.get(&parent).is_some_and(|p| {
             p.status == TaskStatus::Blocked
@@ -113,8 +113,8 @@ impl State {
         by: &str,
         justification: &str,
     ) -> Option<String> {
-        let config = self.task_config.clone().expect("genesis applied");
-        let task = self.tasks.get_mut(address).expect("exists");
+        let config = self.tasks.configured().clone();
+        let task = self.tasks.edit(address).expect("exists");
         task.failures += 1;
         if task.failures >= task.max_attempts {
             return Some(format!(
@@ -126,7 +126,7 @@ impl State {
         task.not_before_ms = self.now_ms + config.backoff_ms(task.failures);
         if let Some(previous) = previous {
             self.leases.unback_off(address, previous);
-            let not_before = self.tasks[address].not_before_ms;
+            let not_before = self.tasks.known(address).not_before_ms;
             self.leases.back_off(address, not_before);
         }
         self.set_status(fx, address, TaskStatus::Failed, by, justification);
@@ -145,15 +145,17 @@ impl State {
         events: &mut Vec<Event>,
     ) -> Option<(String, String, &'static str)> {
         self.bury(fx, address, why, by, justification, events);
-        let parent = self.tasks[address].parent.clone()?;
-        if self.tasks[&parent].status != TaskStatus::Blocked {
+        let parent = self.tasks.known(address).parent.clone()?;
+        if self.tasks.known(&parent).status != TaskStatus::Blocked {
             return None;
         }
         // The siblings still open are abandoned with the parent's plan.
-        let siblings: Vec<String> = self.tasks[&parent]
+        let siblings: Vec<String> = self
+            .tasks
+            .known(&parent)
             .children
             .iter()
-            .filter(|c| self.tasks[*c].status.is_open())
+            .filter(|c| self.tasks.known(c).status.is_open())
             .cloned()
             .collect();
         for sibling in siblings {
@@ -166,18 +168,14 @@ impl State {
                 events,
             );
         }
-        match self.tasks[&parent].on_child_death {
+        match self.tasks.known(&parent).on_child_death {
             ChildDeathPolicy::Fail => Some((
                 parent,
                 format!("its subtask {address} died"),
                 "a subtask died and the policy is fail",
             )),
             ChildDeathPolicy::Redecompose => {
-                self.tasks
-                    .get_mut(&parent)
-                    .expect("exists")
-                    .children
-                    .clear();
+                self.tasks.edit(&parent).expect("exists").children.clear();
                 const WHY: &str = "a subtask died; the parent will be decomposed anew";
                 self.fail_attempt_one(
                     fx,
@@ -203,7 +201,7 @@ impl State {
     ) {
         self.clear_lease(address);
         self.tasks
-            .get_mut(address)
+            .edit(address)
             .expect("exists")
             .dead_reasons
             .push(why.to_string());
@@ -226,7 +224,7 @@ impl State {
     /// Gives what is left of a finished task's budget back: to its parent if the
     /// parent is still open, otherwise to the payer's ledger.
     pub(super) fn return_budget(&mut self, address: &str) {
-        let Some(budget) = self.tasks.get_mut(address).and_then(|t| t.budget.as_mut()) else {
+        let Some(budget) = self.tasks.edit(address).and_then(|t| t.budget.as_mut()) else {
             return;
         };
         let remaining = std::mem::take(&mut budget.remaining_micro_usd);
@@ -234,10 +232,10 @@ impl State {
         if remaining == 0 {
             return;
         }
-        let parent = self.tasks[address].parent.clone();
+        let parent = self.tasks.known(address).parent.clone();
         if let Some(parent_budget) = parent
-            .filter(|p| self.tasks[p].status.is_open())
-            .and_then(|p| self.tasks.get_mut(&p))
+            .filter(|p| self.tasks.known(p).status.is_open())
+            .and_then(|p| self.tasks.edit(&p))
             .and_then(|p| p.budget.as_mut())
         {
             parent_budget.remaining_micro_usd += remaining;
@@ -263,7 +261,7 @@ impl State {
         count_system_spend: bool,
     ) -> Event {
         const ACTION: &str = "task.spend";
-        let Some(budget) = self.tasks.get_mut(address).and_then(|t| t.budget.as_mut()) else {
+        let Some(budget) = self.tasks.edit(address).and_then(|t| t.budget.as_mut()) else {
             return Event::denied(ACTION, address, invalid("this task has no budget"));
         };
         let charged = amount.min(budget.remaining_micro_usd);

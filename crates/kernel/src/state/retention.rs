@@ -36,7 +36,7 @@ impl State {
         self.tasks
             .get(root)
             .into_iter()
-            .chain(self.tasks.range(from..to).map(|(_, task)| task))
+            .chain(self.tasks.span(from, to))
     }
 
     /// Every task of the tree is finished and no open task waits on one of them;
@@ -64,8 +64,8 @@ impl State {
     /// decided. The trees of what it waited on too: they may have stayed only for it.
     pub(super) fn note_finishing(&self, fx: &mut Effects, address: &str) {
         fx.finishing.insert(self.root_of(address));
-        for dependency in &self.tasks[address].depends_on {
-            if self.tasks.contains_key(dependency) {
+        for dependency in &self.tasks.known(address).depends_on {
+            if self.tasks.contains(dependency) {
                 fx.finishing.insert(self.root_of(dependency));
             }
         }
@@ -186,7 +186,7 @@ impl State {
         for (status, same) in self.index.statuses() {
             if let Some(wrong) = same
                 .iter()
-                .find(|a| self.tasks.get(*a).is_none_or(|t| t.status != *status))
+                .find(|a| self.tasks.get(a).is_none_or(|t| t.status != *status))
             {
                 return Err(format!("{wrong} indexed as {}", status.as_str()));
             }

@@ -25,7 +25,7 @@ impl State {
         lease: &Lease,
         events: &mut Vec<Event>,
     ) {
-        let timeout_ms = self.tasks[address].attempt_timeout_ms;
+        let timeout_ms = self.tasks.known(address).attempt_timeout_ms;
         let text = format!(
             "the attempt of {} ran past its attempt_timeout of {timeout_ms} ms",
             lease.holder_address
@@ -43,11 +43,7 @@ impl State {
         let Some(timeout_ms) = new.attempt_timeout_ms else {
             return Ok(());
         };
-        let max_ms = self
-            .task_config
-            .as_ref()
-            .expect("genesis applied")
-            .attempt_timeout_max_ms;
+        let max_ms = self.tasks.configured().attempt_timeout_max_ms;
         if !(ATTEMPT_TIMEOUT_MIN_MS..=max_ms).contains(&timeout_ms) {
             return Err(invalid(format!(
                 "attempt_timeout is {ATTEMPT_TIMEOUT_MIN_MS} ms to {max_ms} ms (tasks.attempt_timeout_max); {timeout_ms} ms was asked"
@@ -58,7 +54,7 @@ impl State {
 
     /// Why the attempt under `token` ended as timed out.
     pub(super) fn time_out_reason(&self, address: &str, token: u64) -> Reason {
-        let task = &self.tasks[address];
+        let task = &self.tasks.known(address);
         let attempt = task.attempts.iter().find(|a| a.token == token);
         let started_at_ms = attempt.map_or(0, |a| a.started_at_ms);
         Reason::AttemptTimedOut {
@@ -77,7 +73,7 @@ impl State {
     /// Why a cancelled task refuses its former holder: who cancelled it, when, and
     /// the task whose cancellation took it (the highest one cancelled at that time).
     pub(super) fn cancellation(&self, address: &str) -> Reason {
-        let task = &self.tasks[address];
+        let task = &self.tasks.known(address);
         let (by, at_ms) = task
             .history
             .iter()
@@ -130,7 +126,7 @@ impl State {
         let payer_before = self.refundable_by_payers(&subtree);
         let mut leases_ended = Vec::new();
         for task in subtree.iter().rev() {
-            if let Some(lease) = &self.tasks[task].lease {
+            if let Some(lease) = &self.tasks.known(task).lease {
                 leases_ended.push((task.clone(), lease.holder_address.clone()));
             }
             let text = format!("cancelled by {actor_address}");
@@ -183,7 +179,7 @@ impl State {
         if let Err(reason) = self.may_direct(command, address) {
             return Event::denied(ACTION, address, reason);
         }
-        let task = &self.tasks[address];
+        let task = &self.tasks.known(address);
         if !task.status.is_open() {
             let message = format!(
                 "{address} is {}: its priority no longer matters",
@@ -200,7 +196,7 @@ impl State {
         if pending {
             self.unindex(address);
         }
-        self.tasks.get_mut(address).expect("checked").priority = priority;
+        self.tasks.edit(address).expect("checked").priority = priority;
         if pending {
             self.index(address);
         }
@@ -218,7 +214,7 @@ impl State {
     /// Whether the actor directs the task: an admin, the poster of the task or of a
     /// task above it, or a principal ancestor of such a poster.
     fn may_direct(&self, command: &Command, address: &str) -> Result<(), Reason> {
-        if !self.tasks.contains_key(address) {
+        if !self.tasks.contains(address) {
             return Err(not_found("task", address));
         }
         if self.principals.known(command.actor).is_admin() {
@@ -227,7 +223,7 @@ impl State {
         let mut next = Some(address.to_string());
         // Task depth is bounded (TASK_DEPTH_MAX), and so is this walk.
         while let Some(current) = next {
-            let task = &self.tasks[&current];
+            let task = &self.tasks.known(&current);
             if let Some(poster) = self.directory.id_of(&task.created_by) {
                 if self.chain(poster).contains(&command.actor) {
                     return Ok(());
@@ -243,7 +239,7 @@ impl State {
     /// The task and its open subtasks, the task first and each parent before its
     /// children; refused past `CANCEL_TASKS_MAX` or when the task is not open.
     fn open_subtree(&self, address: &str) -> Result<Vec<String>, Reason> {
-        let status = self.tasks[address].status;
+        let status = self.tasks.known(address).status;
         if !status.is_open() {
             return Err(invalid(format!(
                 "{address} is {}; only open tasks are cancelled",
@@ -258,10 +254,12 @@ impl State {
                     "{address} has more than {CANCEL_TASKS_MAX} open tasks under it: cancel its subtasks first"
                 )));
             }
-            let children = self.tasks[&current]
+            let children = self
+                .tasks
+                .known(&current)
                 .children
                 .iter()
-                .filter(|child| self.tasks.get(*child).is_some_and(|t| t.status.is_open()))
+                .filter(|child| self.tasks.get(child).is_some_and(|t| t.status.is_open()))
                 .cloned();
             stack.extend(children);
             subtree.push(current);
@@ -274,7 +272,7 @@ impl State {
     fn refundable_by_payers(&self, tasks: &[String]) -> u64 {
         tasks
             .iter()
-            .filter_map(|t| self.tasks[t].budget.as_ref())
+            .filter_map(|t| self.tasks.known(t).budget.as_ref())
             .map(|b| b.remaining_micro_usd)
             .sum()
     }
@@ -282,7 +280,7 @@ impl State {
     /// Completes the parent of `address` when all its subtasks are now completed or
     /// cancelled (and climbs, as a completion does).
     fn complete_parent_if_done(&mut self, fx: &mut Effects, address: &str) {
-        let Some(parent) = self.tasks[address].parent.clone() else {
+        let Some(parent) = self.tasks.known(address).parent.clone() else {
             return;
         };
         let done = self.tasks.get(&parent).is_some_and(|p| {

@@ -37,7 +37,7 @@ impl State {
                         )),
                     );
                 }
-                self.tasks.get_mut(address).expect("checked").checkpoint = Some(checkpoint.clone());
+                self.tasks.edit(address).expect("checked").checkpoint = Some(checkpoint.clone());
                 self.renew(fx, action, address, token, actor_address, justification)
             }
             TaskUpdate::Complete(result) => {
@@ -62,7 +62,7 @@ impl State {
                     &mut consequences,
                 );
                 fx.consequences.extend(consequences);
-                let status = self.tasks[address].status;
+                let status = self.tasks.known(address).status;
                 Event::allowed(
                     action,
                     address,
@@ -123,7 +123,9 @@ impl State {
             actor_address,
             justification,
         );
-        let expires_at_ms = self.tasks[address]
+        let expires_at_ms = self
+            .tasks
+            .known(address)
             .lease
             .as_ref()
             .map_or(0, |l| l.expires_at_ms);
@@ -190,7 +192,7 @@ impl State {
             );
         }
         let ready = task.depends_on.iter().all(|d| self.dependency_met(d));
-        let task = self.tasks.get_mut(address).expect("checked");
+        let task = self.tasks.edit(address).expect("checked");
         task.failures = 0;
         task.children.clear();
         let to = if ready {

@@ -97,8 +97,8 @@ impl State {
                 })
             }
         };
-        self.next_task_number += 1;
-        let address = format!("{TASK_QUEUE_ADDRESS}.{:05}", self.next_task_number);
+        let number = self.tasks.take_number();
+        let address = format!("{TASK_QUEUE_ADDRESS}.{number:05}");
         self.insert_task(
             fx,
             command,
@@ -110,7 +110,7 @@ impl State {
             ChildDeathPolicy::Fail,
         );
         warnings.retain(|w| !matches!(w, Reason::Ok));
-        let status = self.tasks[&address].status;
+        let status = self.tasks.known(&address).status;
         Event::allowed(
             ACTION,
             address.clone(),
@@ -150,7 +150,7 @@ impl State {
         }
         self.check_attempt_timeout(new)?;
         for dependency in &new.depends_on {
-            if !siblings.contains(dependency) && !self.tasks.contains_key(dependency) {
+            if !siblings.contains(dependency) && !self.tasks.contains(dependency) {
                 // Finished trees leave the live state by the retention rule: a task
                 // depends on live tasks only.
                 return Err(not_found("task", dependency));
@@ -210,7 +210,7 @@ impl State {
         budget: Option<TaskBudget>,
         on_child_death: ChildDeathPolicy,
     ) {
-        let config = self.task_config.as_ref().expect("genesis applied");
+        let config = self.tasks.configured();
         let mut capabilities = new.capabilities.clone();
         capabilities.sort();
         capabilities.dedup();
@@ -252,7 +252,7 @@ impl State {
             }
         }
         let ready = task.depends_on.iter().all(|d| self.dependency_met(d));
-        self.tasks.insert(address.to_string(), task);
+        self.tasks.add(task);
         self.index.file_status(address, None, TaskStatus::Blocked);
         if let Some(limit) = self.limits.get_mut(&LimitName::TaskQueueDepth) {
             limit.usage += 1;
@@ -267,7 +267,7 @@ impl State {
         } else {
             command.justification.clone()
         };
-        let entry = self.tasks.get_mut(address).expect("inserted");
+        let entry = self.tasks.edit(address).expect("inserted");
         entry.history.push(Transition {
             at_ms: command.at_ms,
             from: None,
@@ -290,14 +290,14 @@ impl State {
         justification: &str,
     ) {
         let now = self.now_ms;
-        let from = self.tasks[address].status;
+        let from = self.tasks.known(address).status;
         if from == to {
             return;
         }
         match from {
             TaskStatus::Pending => self.unindex(address),
             TaskStatus::Failed => {
-                let not_before = self.tasks[address].not_before_ms;
+                let not_before = self.tasks.known(address).not_before_ms;
                 self.leases.unback_off(address, not_before);
             }
             _ => {}
@@ -315,7 +315,7 @@ impl State {
             self.note_finishing(fx, address);
         }
         self.index.file_status(address, Some(from), to);
-        let task = self.tasks.get_mut(address).expect("exists");
+        let task = self.tasks.edit(address).expect("exists");
         task.status = to;
         task.history.push(Transition {
             at_ms: now,
@@ -339,13 +339,13 @@ impl State {
     }
 
     pub(super) fn index(&mut self, address: &str) {
-        let score = self.static_score(&self.tasks[address]);
-        let ready_since = self.tasks[address].ready_since_ms;
+        let score = self.static_score(self.tasks.known(address));
+        let ready_since = self.tasks.known(address).ready_since_ms;
         self.index.offer(address, score, ready_since);
     }
 
     pub(super) fn unindex(&mut self, address: &str) {
-        let ready_since = self.tasks[address].ready_since_ms;
+        let ready_since = self.tasks.known(address).ready_since_ms;
         self.index.withdraw(address, ready_since);
     }
 

@@ -58,11 +58,7 @@ impl State {
     /// Declares an active session lost for its silence since `last`: its tasks go
     /// back on the board, the evidence is kept on it and in the record.
     fn silent_worker_lost(&mut self, fx: &mut Effects, id: u64, last: u64, note: &str) -> Event {
-        let timeout_ms = self
-            .task_config
-            .as_ref()
-            .expect("genesis applied")
-            .worker_timeout_ms;
+        let timeout_ms = self.tasks.configured().worker_timeout_ms;
         let evidence = format!(
             "no heartbeat since {last}{note}; timeout {timeout_ms} ms; declared lost at {}",
             self.now_ms
@@ -146,11 +142,7 @@ impl State {
             // Ended already: nothing to decide.
             return Event::allowed(ACTION, worker.address.clone(), Effect::None);
         }
-        let timeout_ms = self
-            .task_config
-            .as_ref()
-            .expect("genesis applied")
-            .worker_timeout_ms;
+        let timeout_ms = self.tasks.configured().worker_timeout_ms;
         if worker.last_heartbeat_ms > last_heard_ms
             || last_heard_ms.saturating_add(timeout_ms) > self.now_ms
         {
@@ -185,7 +177,7 @@ impl State {
         let tasks = self.worker_tasks(id);
         for address in &tasks {
             self.end_attempt(address, outcome, Some(why.to_string()));
-            if self.tasks[address].status.is_open() {
+            if self.tasks.known(address).status.is_open() {
                 self.set_status(fx, address, TaskStatus::Pending, "0.1", why);
             }
         }
@@ -245,11 +237,7 @@ impl State {
             }
             limit.usage += 1;
         }
-        let timeout_ms = self
-            .task_config
-            .as_ref()
-            .expect("genesis applied")
-            .worker_timeout_ms;
+        let timeout_ms = self.tasks.configured().worker_timeout_ms;
         let mut capabilities = new.capabilities.clone();
         capabilities.sort();
         capabilities.dedup();
@@ -316,11 +304,7 @@ impl State {
         if let Err(reason) = self.own_active_worker(command, id) {
             return Event::denied(ACTION, subject, reason);
         }
-        let timeout_ms = self
-            .task_config
-            .as_ref()
-            .expect("genesis applied")
-            .worker_timeout_ms;
+        let timeout_ms = self.tasks.configured().worker_timeout_ms;
         let deadline_ms = self.now_ms + timeout_ms;
         self.workers.edit(id).expect("checked").last_heartbeat_ms = self.now_ms;
         self.workers.move_deadline(id, deadline_ms);
