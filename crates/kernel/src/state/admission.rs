@@ -6,15 +6,10 @@ use super::*;
 impl State {
     /// Admits queued requests, best first, while their limit is below soft.
     pub(super) fn admit_waiting(&mut self, events: &mut Vec<Event>) {
-        let waiting: Vec<LimitName> = self
-            .limits
-            .iter()
-            .filter(|(_, limit)| !limit.queue.is_empty())
-            .map(|(name, _)| *name)
-            .collect();
+        let waiting = self.limits.with_queue();
         for name in waiting {
             loop {
-                let limit = &self.limits[&name];
+                let limit = self.limits.get(&name).expect("a limit with a queue");
                 let Some(front) = limit.queue.first() else {
                     break;
                 };
@@ -22,7 +17,7 @@ impl State {
                     break;
                 }
                 let queued = front.clone();
-                self.limits.get_mut(&name).expect("exists").queue.remove(0);
+                self.limits.edit(&name).expect("exists").queue.remove(0);
                 let actor_ok = self
                     .principals
                     .get(queued.actor)

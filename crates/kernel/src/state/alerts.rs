@@ -107,7 +107,7 @@ impl State {
         };
         let (subject, principal) = match &report.scope {
             AlertScope::Limit { limit } => {
-                if !self.limits.keys().any(|name| name.as_str() == limit) {
+                if !self.limits.names().any(|name| name.as_str() == limit) {
                     return Event::denied(action, limit.clone(), not_found("limit", limit));
                 }
                 (limit.clone(), None)

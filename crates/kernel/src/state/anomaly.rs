@@ -210,7 +210,7 @@ impl State {
             }
             revoked.push(address);
         }
-        for limit in self.limits.values_mut() {
+        for limit in self.limits.all_mut() {
             limit.queue.retain(|queued| queued.actor != principal);
         }
         let quarantine = Quarantine {

@@ -70,7 +70,7 @@ impl State {
         if let Err(reason) = self.check_chain(&chain, Resource::DiskBytes, new.bytes) {
             return Event::denied(ACTION, actor_address, reason);
         }
-        if let Some(limit) = self.limits.get_mut(&LimitName::DataCreationBytes) {
+        if let Some(limit) = self.limits.edit(&LimitName::DataCreationBytes) {
             limit.roll_window(self.now_ms);
             if let Gate::Deny(reason) = limit.gate(new.bytes) {
                 return Event::denied(ACTION, actor_address, reason);

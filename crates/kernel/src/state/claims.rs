@@ -175,7 +175,7 @@ impl State {
             return Ok(Vec::new());
         }
         let mut warnings = Vec::new();
-        if let Some(limit) = self.limits.get_mut(&LimitName::ActiveWorkers) {
+        if let Some(limit) = self.limits.edit(&LimitName::ActiveWorkers) {
             match limit.gate(1) {
                 Gate::Allow => {}
                 // A claim is not queued: past soft it is a warning.
@@ -340,7 +340,7 @@ impl State {
                 .leases
                 .give_back(address, lease.holder, lease.expires_at_ms)
             {
-                if let Some(limit) = self.limits.get_mut(&LimitName::ActiveWorkers) {
+                if let Some(limit) = self.limits.edit(&LimitName::ActiveWorkers) {
                     limit.usage = limit.usage.saturating_sub(1);
                 }
             }

@@ -152,7 +152,7 @@ impl State {
                 }
             }
         }
-        if let Some(limit) = self.limits.get_mut(&LimitName::DataCreationBytes) {
+        if let Some(limit) = self.limits.edit(&LimitName::DataCreationBytes) {
             limit.roll_window(now_ms);
             limit.usage = limit.usage.saturating_add(charged.data_bytes);
         }
@@ -227,7 +227,7 @@ impl State {
                 .io_ops
                 .insert(principal, LeasedIoOps { amount, chain });
         }
-        if let Some(limit) = self.limits.get_mut(&LimitName::DataCreationBytes) {
+        if let Some(limit) = self.limits.edit(&LimitName::DataCreationBytes) {
             limit.roll_window(now_ms);
             // Without a hard value there is nothing to lease: nodes spend freely.
             let room = match limit.spec.hard {
@@ -268,7 +268,7 @@ impl State {
                 }
             }
         }
-        if let Some(limit) = self.limits.get_mut(&LimitName::DataCreationBytes) {
+        if let Some(limit) = self.limits.edit(&LimitName::DataCreationBytes) {
             limit.reserved = limit.reserved.saturating_sub(lease.data_bytes);
         }
         Some((io_ops, lease.data_bytes))

@@ -50,7 +50,7 @@ impl State {
                 set_via.clone(),
             );
             let name = LimitName::parse(&name).expect("genesis names built-in limits only");
-            self.limits.insert(name, limit);
+            self.limits.add(name, limit);
         }
         self.quotas = Some(genesis.quotas.clone());
         self.governance

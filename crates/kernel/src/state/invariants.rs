@@ -42,17 +42,7 @@ impl State {
         self.check_governance()?;
         self.check_artifacts()?;
         self.check_alerts()?;
-        for limit in self.limits.values() {
-            if limit.queue.len() > limit.spec.queue_max as usize {
-                return Err(format!(
-                    "{}: {} waiting, queue_max {}",
-                    limit.spec.name,
-                    limit.queue.len(),
-                    limit.spec.queue_max
-                ));
-            }
-        }
-        Ok(())
+        self.limits.check()
     }
 
     /// Alerts within their bound, numbered in order; a quota alert stands raised
@@ -219,7 +209,7 @@ impl State {
                     .any(|w| w.principal == *principal && w.state == WorkerState::Active)
                 || self
                     .limits
-                    .values()
+                    .all()
                     .any(|l| l.queue.iter().any(|q| q.actor == *principal));
             if holds_anything {
                 return Err(format!(
@@ -369,16 +359,6 @@ impl State {
         self.governance.check()?;
         for proposal in self.governance.all() {
             self.check_lineage_votes(proposal)?;
-        }
-        for limit in self.limits.values() {
-            if let (Some(soft), Some(hard)) = (limit.spec.soft, limit.spec.hard) {
-                if soft > hard {
-                    return Err(format!(
-                        "{}: soft {soft} above hard {hard}",
-                        limit.spec.name
-                    ));
-                }
-            }
         }
         Ok(())
     }

@@ -83,7 +83,7 @@ impl State {
     /// Counts `bytes` toward `data_creation_bytes`; refused past its hard value,
     /// except in the governance lane.
     pub(super) fn count_kept_bytes(&mut self, bytes: u64, lane: bool) -> Result<(), Reason> {
-        let Some(limit) = self.limits.get_mut(&LimitName::DataCreationBytes) else {
+        let Some(limit) = self.limits.edit(&LimitName::DataCreationBytes) else {
             return Ok(());
         };
         limit.roll_window(self.now_ms);
@@ -138,7 +138,7 @@ impl State {
             Resource::DiskBytes => Some(LimitName::DataCreationBytes),
             _ => None,
         };
-        if let Some(limit) = system_limit.and_then(|name| self.limits.get_mut(&name)) {
+        if let Some(limit) = system_limit.and_then(|name| self.limits.edit(&name)) {
             limit.roll_window(self.now_ms);
             match limit.gate(amount) {
                 Gate::Allow => {}
@@ -249,14 +249,14 @@ impl State {
         }
         match resource {
             Resource::LlmBudgetUsd => {
-                if let Some(limit) = self.limits.get_mut(&LimitName::LlmSpendUsd) {
+                if let Some(limit) = self.limits.edit(&LimitName::LlmSpendUsd) {
                     limit.roll_window(self.now_ms);
                     limit.reserved = limit.reserved.saturating_sub(reservation.amount);
                     limit.usage = limit.usage.saturating_add(actual);
                 }
             }
             Resource::DiskBytes => {
-                if let Some(limit) = self.limits.get_mut(&LimitName::DataCreationBytes) {
+                if let Some(limit) = self.limits.edit(&LimitName::DataCreationBytes) {
                     limit.roll_window(self.now_ms);
                     limit.usage = limit.usage.saturating_add(charged);
                 }
@@ -301,7 +301,7 @@ impl State {
             }
         }
         if reservation.state == ReservationState::Reserved && resource == Resource::LlmBudgetUsd {
-            if let Some(limit) = self.limits.get_mut(&LimitName::LlmSpendUsd) {
+            if let Some(limit) = self.limits.edit(&LimitName::LlmSpendUsd) {
                 limit.reserved = limit.reserved.saturating_sub(amount);
             }
         }

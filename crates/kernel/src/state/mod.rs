@@ -35,6 +35,7 @@ mod governance;
 mod grants;
 mod invariants;
 mod ledger;
+mod limit_table;
 mod lineage;
 mod outcomes;
 mod principals;
@@ -72,7 +73,8 @@ pub struct State {
     grants: grants::Requests,
     /// Principals' addresses, numbering and category counts.
     directory: directory::Directory,
-    limits: BTreeMap<LimitName, Limit>,
+    /// The system-wide limits in force.
+    limits: limit_table::LimitTable,
     /// Balances, reservations and holds, and when reservations expire.
     book: book::Book,
     /// Governance: its configuration, the proposals and what they wait for.
@@ -259,11 +261,11 @@ impl State {
     }
 
     fn limit_mut(&mut self, name: &str) -> Option<&mut Limit> {
-        self.limits.get_mut(&LimitName::parse(name)?)
+        self.limits.edit(&LimitName::parse(name)?)
     }
 
     pub fn limits(&self) -> impl Iterator<Item = &Limit> {
-        self.limits.values()
+        self.limits.all()
     }
 
     /// A copy of a limit as it stands at `now_ms` (a rate window may have turned

@@ -279,7 +279,7 @@ impl State {
             balance.shortfall = balance.shortfall.saturating_add(shortfall);
         }
         if count_system_spend {
-            if let Some(limit) = self.limits.get_mut(&LimitName::LlmSpendUsd) {
+            if let Some(limit) = self.limits.edit(&LimitName::LlmSpendUsd) {
                 limit.roll_window(self.now_ms);
                 limit.usage = limit.usage.saturating_add(amount);
             }

@@ -59,7 +59,7 @@ impl State {
         ];
         for (name, amount, usage_override) in gates {
             let Some(name) = name else { continue };
-            let Some(limit) = self.limits.get_mut(&name) else {
+            let Some(limit) = self.limits.edit(&name) else {
                 continue;
             };
             limit.roll_window(command.at_ms);
@@ -83,7 +83,7 @@ impl State {
         }
         if let Some((limit_name, reason)) = queue_reason {
             let actor_is_admin = self.principals.known(command.actor).is_admin();
-            let limit = self.limits.get_mut(&limit_name).expect("gated above");
+            let limit = self.limits.edit(&limit_name).expect("gated above");
             if let Err(reason) = limit.queue_room(command.actor, actor_is_admin) {
                 return Event::denied(ACTION, subject, reason);
             }
@@ -108,7 +108,7 @@ impl State {
                 },
             };
         }
-        if let Some(limit) = self.limits.get_mut(&LimitName::DataCreationBytes) {
+        if let Some(limit) = self.limits.edit(&LimitName::DataCreationBytes) {
             limit.usage = limit.usage.saturating_add(data_bytes);
         }
         let address = self.insert_principal(command, request);
@@ -293,11 +293,11 @@ impl State {
             .into_iter()
             .flatten()
         {
-            if let Some(limit) = self.limits.get_mut(&name) {
+            if let Some(limit) = self.limits.edit(&name) {
                 limit.usage = limit.usage.saturating_add_signed(delta);
             }
         }
-        if let Some(limit) = self.limits.get_mut(&LimitName::NodesPerCategory) {
+        if let Some(limit) = self.limits.edit(&LimitName::NodesPerCategory) {
             limit.usage = fullest;
         }
     }

@@ -182,7 +182,7 @@ impl State {
             (LimitName::TaskQueueDepth, count),
             (LimitName::DataCreationBytes, bytes),
         ] {
-            let Some(limit) = self.limits.get_mut(&name) else {
+            let Some(limit) = self.limits.edit(&name) else {
                 continue;
             };
             limit.roll_window(command.at_ms);
@@ -192,7 +192,7 @@ impl State {
                 Gate::Deny(reason) => return Err(reason),
             }
         }
-        if let Some(limit) = self.limits.get_mut(&LimitName::DataCreationBytes) {
+        if let Some(limit) = self.limits.edit(&LimitName::DataCreationBytes) {
             limit.usage = limit.usage.saturating_add(bytes);
         }
         Ok(warnings)
@@ -254,7 +254,7 @@ impl State {
         let ready = task.depends_on.iter().all(|d| self.dependency_met(d));
         self.tasks.add(task);
         self.index.file_status(address, None, TaskStatus::Blocked);
-        if let Some(limit) = self.limits.get_mut(&LimitName::TaskQueueDepth) {
+        if let Some(limit) = self.limits.edit(&LimitName::TaskQueueDepth) {
             limit.usage += 1;
         }
         let (to, why) = if ready {
@@ -303,13 +303,13 @@ impl State {
             _ => {}
         }
         if !from.is_open() && to.is_open() {
-            if let Some(limit) = self.limits.get_mut(&LimitName::TaskQueueDepth) {
+            if let Some(limit) = self.limits.edit(&LimitName::TaskQueueDepth) {
                 limit.usage += 1;
             }
             self.note_reopened(address);
         }
         if from.is_open() && !to.is_open() {
-            if let Some(limit) = self.limits.get_mut(&LimitName::TaskQueueDepth) {
+            if let Some(limit) = self.limits.edit(&LimitName::TaskQueueDepth) {
                 limit.usage = limit.usage.saturating_sub(1);
             }
             self.note_finishing(fx, address);

@@ -171,7 +171,7 @@ impl State {
         why: &str,
     ) -> Vec<String> {
         self.workers.end(id, state, self.now_ms);
-        if let Some(limit) = self.limits.get_mut(&LimitName::ActiveWorkers) {
+        if let Some(limit) = self.limits.edit(&LimitName::ActiveWorkers) {
             limit.usage = limit.usage.saturating_sub(1);
         }
         let tasks = self.worker_tasks(id);
@@ -204,7 +204,7 @@ impl State {
         }
         let mut warnings = Vec::new();
         let actor_is_admin = self.principals.known(command.actor).is_admin();
-        if let Some(limit) = self.limits.get_mut(&LimitName::ActiveWorkers) {
+        if let Some(limit) = self.limits.edit(&LimitName::ActiveWorkers) {
             match limit.gate(1) {
                 Gate::Allow => {}
                 Gate::Warn(reason) => warnings.push(reason),
@@ -376,7 +376,7 @@ impl State {
     ) -> Event {
         let queued = self
             .limits
-            .get_mut(&LimitName::ActiveWorkers)
+            .edit(&LimitName::ActiveWorkers)
             .and_then(|limit| {
                 let position = limit.queue.iter().position(|q| {
                     q.ticket == ticket && matches!(q.request, AdmissionRequest::RegisterWorker(_))
