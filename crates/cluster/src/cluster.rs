@@ -32,6 +32,8 @@ pub enum ClusterError {
     },
     #[error("this node's data holds {commands} commands of a node of its own (an embedded node's, with no place in a cluster's log): following the cluster's log from them would diverge from the other nodes; start a cluster's node on an empty data directory, or on a copy of another node's (docs/cluster.md)")]
     NotClusterData { commands: u64 },
+    #[error("this node cannot follow the cluster's log: {0}")]
+    CannotFollow(String),
     #[error("this node's data has applied the cluster's log up to message {local} but the cluster's stream {stream} was compacted and starts at {stream_first}: the commands in between are gone (the node was away longer than keep_absent, or is new); stop another node and copy its data directory here, then start both (docs/cluster.md, \"Compaction\")")]
     Compacted {
         local: u64,
@@ -255,7 +257,15 @@ impl Cluster {
         // From the start, so that the log keeps what this node is catching up on.
         tokio::spawn(crate::compact::run(Arc::clone(&inner)));
         let cluster = Cluster { inner };
-        cluster.caught_up_to(stream_last).await;
+        // A node that cannot follow the log while catching up (a gap: a message
+        // deleted or lost while it was away) stops starting, saying why.
+        tokio::select! {
+            () = cluster.caught_up_to(stream_last) => {}
+            reason = submitter.failed() => {
+                cluster.stop();
+                return Err(ClusterError::CannotFollow(reason));
+            }
+        }
         if let Err(error) = cluster.take_own_numbers(&state, stream_last) {
             cluster.stop();
             return Err(error);

@@ -74,6 +74,13 @@ impl Submitter {
         self.fatal.fail(reason);
     }
 
+    /// Resolves with the reason once the node cannot go on (a gap in the cluster's
+    /// log, a panic while deciding): what a node still starting waits for beside
+    /// its catch-up, so that it stops instead of waiting forever.
+    pub async fn failed(&self) -> String {
+        self.fatal.failed().await
+    }
+
     /// Decides a command the cluster's log ordered (see
     /// [`Submitter::apply_stamped_batch`]).
     pub async fn apply_stamped(

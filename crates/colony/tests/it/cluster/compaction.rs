@@ -129,3 +129,51 @@ pub(super) async fn compaction_and_seeding(
     .await;
     fresh
 }
+
+/// A message of the log gone while node-4 was away (deleted by hand on the NATS
+/// servers, say): node-4 comes back, finds the message after its place followed by
+/// a later one, and stops loudly naming the gap instead of applying what follows.
+/// Node-4 was stopped by the caller, and stays stopped.
+pub(super) async fn a_gap_stops_a_returning_node(
+    http: &reqwest::Client,
+    urls: &[String],
+    node4_data: &Path,
+    config: &Path,
+    servers: &str,
+    nats_port: u16,
+    token: &str,
+) {
+    // Commands while it is away: each a message of the log (a refusal is decided
+    // and logged too).
+    for n in 0..3 {
+        let response = http
+            .post(format!("{}/v1/ledger/reserve", urls[0]))
+            .bearer_auth(token)
+            .json(&serde_json::json!({"resource": "compute_ms", "amount": 1,
+                                      "justification": format!("while node-4 is away ({n})")}))
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().as_u16() < 500, "{}", response.status());
+    }
+    let client = async_nats::connect(format!("nats://127.0.0.1:{nats_port}"))
+        .await
+        .unwrap();
+    let jetstream = async_nats::jetstream::new(client);
+    let stream = jetstream.get_stream("COLONY_COMMANDS").await.unwrap();
+    // The one before the last: made after node-4 stopped (three were), so node-4
+    // never applied it, and followed by another.
+    let last = stream.get_info().await.unwrap().state.last_sequence;
+    let missing = last - 1;
+    assert!(stream.delete_message(missing).await.unwrap());
+
+    let stderr = refused_start(node4_data, config, servers, "node-4").await;
+    assert!(
+        stderr.contains(&format!(
+            "gave message {} after message {}",
+            missing + 1,
+            missing - 1
+        )) && stderr.contains("a gap"),
+        "{stderr}"
+    );
+}

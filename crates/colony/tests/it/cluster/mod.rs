@@ -503,6 +503,17 @@ async fn three_nodes_on_jetstream_keep_one_log_exact_limits_and_lose_nothing() {
         record_hash(&http, &urls[0], &token, seq).await,
         "node-4 is on the same chain"
     );
+    stop_gracefully(nodes[3].take().unwrap());
+    compaction::a_gap_stops_a_returning_node(
+        &http,
+        &urls,
+        node4.path(),
+        config.path(),
+        &servers,
+        nats.servers[0].port,
+        &token,
+    )
+    .await;
 
     // Without NATS a node refuses writes with a clear 503 and serves reads marked
     // stale.
@@ -537,8 +548,8 @@ async fn three_nodes_on_jetstream_keep_one_log_exact_limits_and_lose_nothing() {
     assert_eq!(body["error"]["code"], "cluster_unavailable", "{body}");
 
     // Stopped, every node's log verifies offline.
-    for node in nodes.iter_mut() {
-        stop_gracefully(node.take().unwrap());
+    for node in nodes.iter_mut().filter_map(Option::take) {
+        stop_gracefully(node);
     }
     for dir in data.iter().chain([&node4]) {
         let output = Command::new(COLONY)
