@@ -5,6 +5,40 @@ use crate::artifacts::{
     check_digest, check_name, Artifact, NewArtifact, ARTIFACTS_PER_DEPLOYER_MAX, ARTIFACT_BYTES_MAX,
 };
 
+/// The part of the state that holds the deployed artifacts' records, by their
+/// principal. It encodes as the map the state held before it had parts: a
+/// snapshot's encoding is the same.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub(crate) struct Deployed {
+    by_principal: BTreeMap<PrincipalId, Artifact>,
+}
+
+impl Deployed {
+    pub(super) fn get(&self, principal: PrincipalId) -> Option<&Artifact> {
+        self.by_principal.get(&principal)
+    }
+
+    pub(super) fn all(&self) -> impl Iterator<Item = &Artifact> {
+        self.by_principal.values()
+    }
+
+    /// Artifact `principal` is to run, or not.
+    fn set_run(&mut self, principal: PrincipalId, run: bool) {
+        if let Some(artifact) = self.by_principal.get_mut(&principal) {
+            artifact.run = run;
+        }
+    }
+
+    fn add(&mut self, artifact: Artifact) {
+        self.by_principal.insert(artifact.principal, artifact);
+    }
+
+    fn remove(&mut self, principal: PrincipalId) -> Option<Artifact> {
+        self.by_principal.remove(&principal)
+    }
+}
+
 impl State {
     /// A deploy, decided whole: the artifact principal is created under the actor,
     /// the module's bytes charged to the actor's `disk_bytes` (and counted toward
@@ -32,7 +66,7 @@ impl State {
         }
         let live = self
             .artifacts
-            .values()
+            .all()
             .filter(|artifact| artifact.deployer == deployer)
             .count();
         if live >= ARTIFACTS_PER_DEPLOYER_MAX {
@@ -102,19 +136,16 @@ impl State {
         for (resource, amount) in &new.quotas {
             self.book.balance_or_new(id, *resource).quota = Some(*amount);
         }
-        self.artifacts.insert(
-            id,
-            Artifact {
-                principal: id,
-                address: address.clone(),
-                name: new.name.clone(),
-                digest: new.digest.clone(),
-                bytes: new.bytes,
-                deployer,
-                run: new.run,
-                deployed_at_ms: command.at_ms,
-            },
-        );
+        self.artifacts.add(Artifact {
+            principal: id,
+            address: address.clone(),
+            name: new.name.clone(),
+            digest: new.digest.clone(),
+            bytes: new.bytes,
+            deployer,
+            run: new.run,
+            deployed_at_ms: command.at_ms,
+        });
         Event::allowed(
             ACTION,
             address.clone(),
@@ -135,7 +166,7 @@ impl State {
         run: bool,
     ) -> Event {
         let action = command.body.name();
-        let Some(record) = self.artifacts.get(&artifact) else {
+        let Some(record) = self.artifacts.get(artifact) else {
             return Event::denied(
                 action,
                 artifact.to_string(),
@@ -153,7 +184,7 @@ impl State {
                 ),
             );
         }
-        self.artifacts.get_mut(&artifact).expect("found above").run = run;
+        self.artifacts.set_run(artifact, run);
         Event::allowed(
             action,
             address.clone(),
@@ -163,7 +194,7 @@ impl State {
 
     /// A removed artifact's module no longer takes its deployer's disk.
     pub(super) fn forget_artifact(&mut self, principal: PrincipalId) {
-        let Some(artifact) = self.artifacts.remove(&principal) else {
+        let Some(artifact) = self.artifacts.remove(principal) else {
             return;
         };
         for member in self.chain(artifact.deployer) {
@@ -175,11 +206,11 @@ impl State {
 
     /// Every artifact, by principal.
     pub fn artifacts(&self) -> impl Iterator<Item = &Artifact> {
-        self.artifacts.values()
+        self.artifacts.all()
     }
 
     /// One artifact, by its principal.
     pub fn artifact(&self, principal: PrincipalId) -> Option<&Artifact> {
-        self.artifacts.get(&principal)
+        self.artifacts.get(principal)
     }
 }

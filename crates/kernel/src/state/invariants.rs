@@ -364,7 +364,7 @@ impl State {
     }
 
     fn check_artifacts(&self) -> Result<(), String> {
-        for artifact in self.artifacts.values() {
+        for artifact in self.artifacts.all() {
             let principal = self
                 .principals
                 .get(artifact.principal)

@@ -96,7 +96,7 @@ pub struct State {
     /// What each principal did, against `anomaly.toml`, and who is quarantined.
     anomaly: anomaly::Watch,
     /// Deployed artifacts, by their principal.
-    artifacts: BTreeMap<PrincipalId, crate::artifacts::Artifact>,
+    artifacts: artifacts::Deployed,
     /// Alert thresholds standing raised, and the latest alerts.
     alerts: alerts::Alerts,
     /// What each node of a cluster holds of the edge allowances, and when.
