@@ -145,41 +145,6 @@ impl Inner {
     }
 }
 
-/// Where this node's data left the stream: the next message to read, the
-/// commands of it already applied (a node stopped in the middle of a message), and
-/// the node's last command. Refuses data that is not a cluster's, that the stream
-/// no longer holds the continuation of (compacted), or that is ahead of the stream.
-fn where_to_start(
-    state: &RwLock<State>,
-    stream: &jetstream::stream::State,
-    config: &ClusterConfig,
-) -> Result<(u64, u16, u64), ClusterError> {
-    let (place, local) = {
-        let state = state.read().expect("state lock");
-        (state.log_place(), state.last_seq)
-    };
-    if place.is_none() && local > 0 {
-        return Err(ClusterError::NotClusterData { commands: local });
-    }
-    let (next_message, skip) = place.map_or((1, 0), |place| place.next());
-    let applied_message = place.map_or(0, |place| place.message);
-    if stream.last_sequence > 0 && next_message < stream.first_sequence {
-        return Err(ClusterError::Compacted {
-            local: applied_message,
-            stream: config.stream.clone(),
-            stream_first: stream.first_sequence,
-        });
-    }
-    if applied_message > stream.last_sequence {
-        return Err(ClusterError::DataAhead {
-            local: applied_message,
-            stream: config.stream.clone(),
-            stream_last: stream.last_sequence,
-        });
-    }
-    Ok((next_message, skip, local))
-}
-
 impl Cluster {
     /// Connects, finds or creates the stream, follows it from the node's own last
     /// command until caught up, and from then on proposes every command `submitter`
@@ -208,7 +173,8 @@ impl Cluster {
             .state
             .clone();
         let stream_last = stream_state.last_sequence;
-        let (next_message, skip, local) = where_to_start(&state, &stream_state, &config)?;
+        let (next_message, skip, local) =
+            crate::connect::where_to_start(&state, &stream_state, &config)?;
         let (applied, _) = watch::channel(next_message - 1);
         let incarnation = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

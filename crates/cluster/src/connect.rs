@@ -1,5 +1,6 @@
 //! Reaching the cluster's NATS servers (with the TLS and credentials of
-//! `cluster.toml`) and finding or creating the stream that holds the command log.
+//! `cluster.toml`), finding or creating the stream that holds the command log, and
+//! where a node's data starts in it.
 
 use async_nats::jetstream;
 
@@ -103,4 +104,39 @@ pub(crate) async fn command_stream(
         }
     };
     Ok(stream)
+}
+
+/// Where this node's data left the stream: the next message to read, the
+/// commands of it already applied (a node stopped in the middle of a message), and
+/// the node's last command. Refuses data that is not a cluster's, that the stream
+/// no longer holds the continuation of (compacted), or that is ahead of the stream.
+pub(crate) fn where_to_start(
+    state: &std::sync::RwLock<colony_kernel::State>,
+    stream: &jetstream::stream::State,
+    config: &ClusterConfig,
+) -> Result<(u64, u16, u64), ClusterError> {
+    let (place, local) = {
+        let state = state.read().expect("state lock");
+        (state.log_place(), state.last_seq)
+    };
+    if place.is_none() && local > 0 {
+        return Err(ClusterError::NotClusterData { commands: local });
+    }
+    let (next_message, skip) = place.map_or((1, 0), |place| place.next());
+    let applied_message = place.map_or(0, |place| place.message);
+    if stream.last_sequence > 0 && next_message < stream.first_sequence {
+        return Err(ClusterError::Compacted {
+            local: applied_message,
+            stream: config.stream.clone(),
+            stream_first: stream.first_sequence,
+        });
+    }
+    if applied_message > stream.last_sequence {
+        return Err(ClusterError::DataAhead {
+            local: applied_message,
+            stream: config.stream.clone(),
+            stream_last: stream.last_sequence,
+        });
+    }
+    Ok((next_message, skip, local))
 }
