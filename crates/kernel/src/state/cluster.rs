@@ -4,10 +4,50 @@
 use super::*;
 use crate::cluster::{check_node_name, key_hex, ClusterNode, NodeKey, Origin, CLUSTER_NODES_MAX};
 
+/// The part of the state that holds a cluster's admitted nodes, by key (none on an
+/// embedded node). It encodes as the map the state held before it had parts: a
+/// snapshot's encoding is the same.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub(crate) struct Admitted {
+    by_key: BTreeMap<NodeKey, ClusterNode>,
+}
+
+impl Admitted {
+    fn get(&self, key: &NodeKey) -> Option<&ClusterNode> {
+        self.by_key.get(key)
+    }
+
+    /// Node `key` to change (its highest node sequence): never its key.
+    fn edit(&mut self, key: &NodeKey) -> Option<&mut ClusterNode> {
+        self.by_key.get_mut(key)
+    }
+
+    fn all(&self) -> impl Iterator<Item = &ClusterNode> {
+        self.by_key.values()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.by_key.is_empty()
+    }
+
+    fn len(&self) -> usize {
+        self.by_key.len()
+    }
+
+    fn admit(&mut self, key: NodeKey, node: ClusterNode) {
+        self.by_key.insert(key, node);
+    }
+
+    fn remove(&mut self, key: &NodeKey) -> Option<ClusterNode> {
+        self.by_key.remove(key)
+    }
+}
+
 impl State {
     /// Every admitted node, by key.
     pub fn cluster_nodes(&self) -> impl Iterator<Item = &ClusterNode> {
-        self.cluster_nodes.values()
+        self.cluster_nodes.all()
     }
 
     /// In a cluster, where the last command applied stood in the cluster's log (the
@@ -53,7 +93,7 @@ impl State {
                 )),
             };
         }
-        let Some(node) = self.cluster_nodes.get_mut(&origin.key) else {
+        let Some(node) = self.cluster_nodes.edit(&origin.key) else {
             return Err(evidence(
                 "the key is not one of the cluster's admitted nodes (an admin admits a node's key: colony cluster admit)".into(),
             ));
@@ -71,7 +111,7 @@ impl State {
             command.justification.clone(),
         );
         let _ = node.take(origin.node_seq);
-        self.cluster_nodes.insert(origin.key, node);
+        self.cluster_nodes.admit(origin.key, node);
     }
 
     pub(super) fn admit_node(
@@ -94,7 +134,7 @@ impl State {
             let message = format!("a cluster admits at most {CLUSTER_NODES_MAX} nodes");
             return Event::denied(ACTION, subject, invalid(message));
         }
-        self.cluster_nodes.insert(
+        self.cluster_nodes.admit(
             *key,
             ClusterNode::new(
                 name.to_string(),

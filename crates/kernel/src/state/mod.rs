@@ -92,7 +92,7 @@ pub struct State {
     /// Worker sessions, their deadlines and the tasks leased to each.
     workers: sessions::Sessions,
     /// Durable bus streams, by name.
-    streams: BTreeMap<String, crate::streams::StreamSpec>,
+    streams: streams::Streams,
     /// What each principal did, against `anomaly.toml`, and who is quarantined.
     anomaly: anomaly::Watch,
     /// Deployed artifacts, by their principal.
@@ -102,7 +102,7 @@ pub struct State {
     /// What each node of a cluster holds of the edge allowances, and when.
     edge_leases: edge::Leases,
     /// A cluster's admitted node keys (none on an embedded node).
-    cluster_nodes: BTreeMap<crate::cluster::NodeKey, crate::cluster::ClusterNode>,
+    cluster_nodes: cluster::Admitted,
     /// In a cluster, where the last command applied stood in the cluster's log.
     log_place: Option<crate::cluster::LogPlace>,
 }

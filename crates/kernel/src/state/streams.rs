@@ -1,10 +1,50 @@
 //! The kernel's side of the bus: stream definitions.
 
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
 use super::{invalid, State};
 use crate::event::{Effect, Event};
 use crate::ledger::{Resource, ResourceKind};
 use crate::principal::PrincipalId;
 use crate::streams::{StreamSpec, STREAMS_MAX};
+
+/// The part of the state that holds the durable streams' definitions, by name. It
+/// encodes as the map the state held before it had parts: a snapshot's encoding is
+/// the same.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub(crate) struct Streams {
+    by_name: BTreeMap<String, StreamSpec>,
+}
+
+impl Streams {
+    fn get(&self, name: &str) -> Option<&StreamSpec> {
+        self.by_name.get(name)
+    }
+
+    fn all(&self) -> impl Iterator<Item = &StreamSpec> {
+        self.by_name.values()
+    }
+
+    fn contains(&self, name: &str) -> bool {
+        self.by_name.contains_key(name)
+    }
+
+    fn len(&self) -> usize {
+        self.by_name.len()
+    }
+
+    /// `spec` in force, in place of any stream of its name.
+    fn define(&mut self, spec: StreamSpec) {
+        self.by_name.insert(spec.name.clone(), spec);
+    }
+
+    fn remove(&mut self, name: &str) -> Option<StreamSpec> {
+        self.by_name.remove(name)
+    }
+}
 
 impl State {
     pub fn stream(&self, name: &str) -> Option<&StreamSpec> {
@@ -13,11 +53,11 @@ impl State {
 
     /// Every stream's definition, owned (for a node to open them).
     pub fn stream_specs(&self) -> Vec<StreamSpec> {
-        self.streams.values().cloned().collect()
+        self.streams.all().cloned().collect()
     }
 
     pub fn streams(&self) -> impl Iterator<Item = &StreamSpec> {
-        self.streams.values()
+        self.streams.all()
     }
 
     /// The window of a flow resource (60 s before genesis).
@@ -60,7 +100,7 @@ impl State {
         if let Err(message) = spec.validate() {
             return Event::denied(ACTION, subject, invalid(message));
         }
-        let replaced = self.streams.contains_key(&spec.name);
+        let replaced = self.streams.contains(&spec.name);
         if !replaced && self.streams.len() >= STREAMS_MAX {
             return Event::denied(
                 ACTION,
@@ -68,11 +108,7 @@ impl State {
                 invalid(format!("a node keeps at most {STREAMS_MAX} streams")),
             );
         }
-        for other in self
-            .streams
-            .values()
-            .filter(|other| other.name != spec.name)
-        {
+        for other in self.streams.all().filter(|other| other.name != spec.name) {
             for mine in &spec.subjects {
                 if let Some(theirs) = other.subjects.iter().find(|theirs| {
                     crate::subject::covers(theirs, mine) || crate::subject::covers(mine, theirs)
@@ -88,7 +124,7 @@ impl State {
                 }
             }
         }
-        self.streams.insert(spec.name.clone(), spec.clone());
+        self.streams.define(spec.clone());
         Event::allowed(
             ACTION,
             subject,
