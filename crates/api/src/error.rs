@@ -45,3 +45,15 @@ impl Explained {
 pub struct ErrorBody {
     pub error: Explained,
 }
+
+/// How many seconds an error body says to wait before trying again: the API's
+/// `error.retry_after`, or the LLM gateway's `error.colony.retry_after` (its
+/// refusals keep OpenAI's shape). What a client reads when the answer carried no
+/// `Retry-After` header.
+pub fn retry_after_secs(body: &Value) -> Option<u64> {
+    let error = body.get("error")?;
+    error
+        .get("retry_after")
+        .or_else(|| error.get("colony")?.get("retry_after"))
+        .and_then(Value::as_u64)
+}

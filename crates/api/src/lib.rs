@@ -36,7 +36,7 @@ pub mod tokens;
 pub mod workers;
 
 pub use denial::{explain, format_time, Denial, DenialClass};
-pub use error::{ErrorBody, Explained};
+pub use error::{retry_after_secs, ErrorBody, Explained};
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;

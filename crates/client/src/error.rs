@@ -64,14 +64,7 @@ impl Error {
         else {
             return None;
         };
-        retry_after.or_else(|| {
-            let error = body.get("error")?;
-            error
-                .get("retry_after")
-                .or_else(|| error.get("colony")?.get("retry_after"))
-                .and_then(Value::as_u64)
-                .map(Duration::from_secs)
-        })
+        retry_after.or_else(|| colony_api::retry_after_secs(body).map(Duration::from_secs))
     }
 
     /// Whether the same call may succeed later without anything changed: the node

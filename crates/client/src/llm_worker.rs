@@ -139,30 +139,23 @@ pub async fn work(model: &str, work: Work) -> Outcome {
     };
     let answer = match answer {
         Ok(answer) => answer,
-        // Refused for a while (a budget, a rate): the task goes back at once rather
-        // than sit here, and the worker waits before claiming again.
-        Err(error) if error.status() == Some(429) => {
-            let pause = error
-                .retry_after()
-                .unwrap_or(REFUSED_PAUSE)
-                .clamp(Duration::from_secs(1), REFUSED_PAUSE_MAX);
-            tracing::warn!(task = %address, "backing off {} s: the model call was refused: {error}", pause.as_secs());
-            return Outcome::Backoff {
-                reason: format!("the model call was refused: {error}"),
-                pause,
-            };
-        }
-        // The gateway or its provider unreachable or overloaded (502, 503, 504): the
-        // task goes back and the worker waits a little, rather than claim it again
-        // at once and fail the same way.
+        // Refused for a while (a budget, a rate: 429), or the gateway or its provider
+        // unreachable or overloaded (502, 503, 504): the task goes back at once
+        // rather than sit here, and the worker waits before claiming again (as long
+        // as the gateway said, or a default) rather than fail the same way at once.
         Err(error) if error.is_transient() => {
+            let (otherwise, what) = if error.status() == Some(429) {
+                (REFUSED_PAUSE, "was refused")
+            } else {
+                (UNAVAILABLE_PAUSE, "failed")
+            };
             let pause = error
                 .retry_after()
-                .unwrap_or(UNAVAILABLE_PAUSE)
+                .unwrap_or(otherwise)
                 .clamp(Duration::from_secs(1), REFUSED_PAUSE_MAX);
-            tracing::warn!(task = %address, "the model call failed, backing off {} s: {error}", pause.as_secs());
+            tracing::warn!(task = %address, "the model call {what}, backing off {} s: {error}", pause.as_secs());
             return Outcome::Backoff {
-                reason: format!("the model call failed: {error}"),
+                reason: format!("the model call {what}: {error}"),
                 pause,
             };
         }

@@ -128,17 +128,15 @@ impl Session {
                 }
             })
         };
-        let result = crate::worker::work(
-            &self.client,
+        let turn = crate::worker::Turn {
+            client: &self.client,
             options,
             stop,
-            &lost_session,
-            self.worker,
-            self.lease_ms,
-            &mut report,
-            &mut handler,
-        )
-        .await;
+            lost_session: &lost_session,
+            worker: self.worker,
+            lease_ms: self.lease_ms,
+        };
+        let result = crate::worker::work(&turn, &mut report, &mut handler).await;
         beating.abort();
         report.session_lost = lost_session.stopped();
         if !report.session_lost {

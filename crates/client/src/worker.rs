@@ -215,14 +215,8 @@ where
 
 /// The loop of [`Session::run`]: claims, handles and settles tasks until told to
 /// stop.
-#[allow(clippy::too_many_arguments)]
 pub(crate) async fn work<F, Fut>(
-    client: &Client,
-    options: &WorkerOptions,
-    stop: &Stop,
-    lost_session: &Stop,
-    worker: u64,
-    lease_ms: u64,
+    turn: &Turn<'_>,
     report: &mut WorkerReport,
     handler: &mut F,
 ) -> Result<(), Error>
@@ -230,14 +224,14 @@ where
     F: FnMut(Work) -> Fut,
     Fut: Future<Output = Outcome>,
 {
-    let turn = Turn {
+    let Turn {
         client,
         options,
         stop,
         lost_session,
         worker,
-        lease_ms,
-    };
+        ..
+    } = *turn;
     let done = |report: &WorkerReport| {
         report.completed + report.failed + report.released + report.settled + report.lost
     };
@@ -311,13 +305,14 @@ enum Claim {
 }
 
 /// One session's loop: what each of its phases needs.
-struct Turn<'a> {
-    client: &'a Client,
-    options: &'a WorkerOptions,
-    stop: &'a Stop,
-    lost_session: &'a Stop,
-    worker: u64,
-    lease_ms: u64,
+pub(crate) struct Turn<'a> {
+    pub(crate) client: &'a Client,
+    pub(crate) options: &'a WorkerOptions,
+    pub(crate) stop: &'a Stop,
+    pub(crate) lost_session: &'a Stop,
+    pub(crate) worker: u64,
+    /// The session's lease, when the options ask for none.
+    pub(crate) lease_ms: u64,
 }
 
 impl Turn<'_> {

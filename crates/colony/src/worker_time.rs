@@ -15,18 +15,8 @@ pub(crate) fn refusal_pause(
     if status != 429 {
         return None;
     }
-    let said = |value: &serde_json::Value| value.as_u64().map(Duration::from_secs);
     let pause = header
-        .or_else(|| {
-            serde_json::from_value::<colony_api::gateway::OpenAiError>(body.clone())
-                .ok()
-                .and_then(|e| e.error.colony.get("retry_after").and_then(said))
-        })
-        .or_else(|| {
-            serde_json::from_value::<colony_api::ErrorBody>(body.clone())
-                .ok()
-                .and_then(|e| e.error.details.get("retry_after").and_then(said))
-        })
+        .or_else(|| colony_api::retry_after_secs(body).map(Duration::from_secs))
         .unwrap_or(otherwise);
     Some(pause.clamp(Duration::from_secs(1), Duration::from_secs(60)))
 }

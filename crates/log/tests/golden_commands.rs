@@ -326,17 +326,25 @@ fn encoded() -> Vec<(&'static str, String)> {
         .collect()
 }
 
+/// A golden file: the `DATA_FORMAT` it was blessed at (its first line,
+/// `colony-data-format N`), and the rest of it (empty when there is none yet).
+fn golden(path: &std::path::Path) -> (Option<u32>, String) {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let (first, rest) = text.split_once('\n').unwrap_or((&text, ""));
+    let format = first
+        .strip_prefix("colony-data-format ")
+        .and_then(|n| n.parse().ok());
+    (format, rest.to_string())
+}
+
 #[test]
 fn every_command_variant_encodes_to_its_pinned_bytes() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(GOLDEN);
-    let text = std::fs::read_to_string(&path).unwrap_or_default();
-    let mut lines = text.lines();
-    let blessed_format: Option<u32> = lines
-        .next()
-        .and_then(|line| line.strip_prefix("colony-data-format "))
-        .and_then(|n| n.parse().ok());
-    let pinned: std::collections::BTreeMap<&str, &str> =
-        lines.filter_map(|line| line.split_once(' ')).collect();
+    let (blessed_format, text) = golden(&path);
+    let pinned: std::collections::BTreeMap<&str, &str> = text
+        .lines()
+        .filter_map(|line| line.split_once(' '))
+        .collect();
     let now = encoded();
     let names: std::collections::BTreeSet<&str> = now.iter().map(|(name, _)| *name).collect();
     assert_eq!(names.len(), now.len(), "one command per variant");
@@ -418,13 +426,9 @@ fn a_snapshot_in_the_pinned_format_reads_back_byte_for_byte() {
         std::fs::write(&path, text).unwrap();
         return;
     }
-    let text = std::fs::read_to_string(&path).unwrap_or_default();
-    let mut lines = text.lines();
-    let blessed_format: Option<u32> = lines
-        .next()
-        .and_then(|line| line.strip_prefix("colony-data-format "))
-        .and_then(|n| n.parse().ok());
-    let pinned = hex::decode(lines.next().unwrap_or_default()).expect("hex in {GOLDEN_STATE}");
+    let (blessed_format, text) = golden(&path);
+    let pinned = hex::decode(text.trim())
+        .unwrap_or_else(|error| panic!("{GOLDEN_STATE} holds no hex: {error}"));
     let read: State = postcard::from_bytes(&pinned).unwrap_or_else(|error| {
         panic!(
             "a snapshot of the pinned format no longer reads ({error}): the state's fields \
