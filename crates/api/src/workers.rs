@@ -63,7 +63,7 @@ pub struct WorkerHeartbeat {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct WorkerLeft {
     pub worker: u64,
-    /// `left`.
+    /// `left`, or `withdrawn` for a session that was still waiting for a place.
     pub state: String,
     #[schema(value_type = Object)]
     pub effect: colony_kernel::Effect,

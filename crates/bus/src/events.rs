@@ -37,9 +37,10 @@ impl Bus {
     pub fn workers_admitted(&self, workers: &[u64]) {
         let (heartbeat_ms, lease_ms) = {
             let state = self.state.read().expect("state lock");
-            state
-                .task_config()
-                .map_or((0, 0), |c| (c.worker_heartbeat_ms, c.lease_ms))
+            {
+                let config = state.task_config();
+                (config.worker_heartbeat_ms, config.lease_ms)
+            }
         };
         for worker in workers {
             let conn_id = self

@@ -87,7 +87,7 @@ impl Liveness {
             {
                 return Err(reason);
             }
-            state.task_config().map_or(0, |c| c.worker_timeout_ms)
+            state.task_config().worker_timeout_ms
         };
         let now = now_ms();
         self.heard
@@ -106,7 +106,7 @@ impl Liveness {
     pub fn lease_heard(&self, actor: PrincipalId, address: &str, token: u64) -> Option<u64> {
         let now = now_ms();
         let state = self.state.read().expect("state lock");
-        let timeout_ms = state.task_config().map_or(0, |c| c.worker_timeout_ms);
+        let timeout_ms = state.task_config().worker_timeout_ms;
         let tick = tick_ms(timeout_ms);
         let lease = state.soft_renewable(actor, address, token)?;
         if lease.lease_ms < 4 * tick || lease.expires_at_ms <= now.saturating_add(2 * tick) {
@@ -145,7 +145,7 @@ impl Liveness {
     /// heard now; ended ones are forgotten.
     fn round(&self, now: u64, batch: bool) -> Round {
         let state = self.state.read().expect("state lock");
-        let timeout_ms = state.task_config().map_or(0, |c| c.worker_timeout_ms);
+        let timeout_ms = state.task_config().worker_timeout_ms;
         let mut heard = self.heard.lock().expect("liveness lock");
         let mut round = Round::default();
         let mut active = std::collections::HashSet::new();
@@ -219,7 +219,7 @@ impl Liveness {
         loop {
             let timeout_ms = {
                 let state = self.state.read().expect("state lock");
-                state.task_config().map_or(6_000, |c| c.worker_timeout_ms)
+                state.task_config().worker_timeout_ms
             };
             tokio::time::sleep(Duration::from_millis(tick_ms(timeout_ms))).await;
             let now = now_ms();

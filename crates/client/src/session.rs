@@ -107,6 +107,9 @@ impl Session {
             ..WorkerReport::default()
         };
         if !self.admitted(stop).await? {
+            // Stopped while waiting for a place: out of the queue, so that the node
+            // never admits a session nobody runs.
+            self.client.leave(self.worker).await?;
             return Ok(report);
         }
         let lost_session = Stop::default();

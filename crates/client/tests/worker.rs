@@ -381,7 +381,7 @@ async fn a_queued_session_says_its_place_and_works_once_admitted() {
     let done = client.task(&posted.address).await.unwrap();
     assert_eq!(done.status, "completed");
     // A queued session stopped before its turn does nothing (the second and the
-    // fourth hold the two places).
+    // fourth hold the two places) and leaves the queue.
     let fourth = Session::register(&client, &options).await.unwrap();
     let mut fifth = Session::register(&client, &options).await.unwrap();
     assert_eq!(fourth.queued(), None);
@@ -389,7 +389,13 @@ async fn a_queued_session_says_its_place_and_works_once_admitted() {
     let stop = Stop::default();
     stop.stop();
     assert!(!fifth.admitted(&stop).await.unwrap());
-    drop((second, fourth));
+    let report = fifth.run(&options, &stop, |_| async { Outcome::Fail("never".into()) });
+    assert_eq!(report.await.unwrap().completed, 0);
+    // The place the second frees is nobody's: the next session is active at once.
+    client.leave(second.worker()).await.unwrap();
+    let sixth = Session::register(&client, &options).await.unwrap();
+    assert_eq!(sixth.queued(), None, "{sixth:?}");
+    drop((fourth, sixth));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

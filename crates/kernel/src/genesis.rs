@@ -29,7 +29,11 @@ pub struct Genesis {
 }
 
 /// Per-kind quota defaults and the ledger's timing rules (`quotas.toml`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Its `Default` is the empty state's, before genesis: no quota defaults and no
+/// reservation allowed. Nobody acts in that state (there are no principals); genesis
+/// replaces it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QuotaConfig {
     /// Quota of each resource for a new principal of each kind; `None` is unlimited.
     /// A resource missing for a kind is unlimited.

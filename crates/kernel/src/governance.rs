@@ -143,6 +143,14 @@ pub struct GovernanceConfig {
     pub grants: crate::grants::GrantRules,
 }
 
+/// The shipped defaults: what the empty state holds until genesis installs
+/// `[governance]`.
+impl Default for GovernanceConfig {
+    fn default() -> GovernanceConfig {
+        GovernanceConfig::defaults()
+    }
+}
+
 impl GovernanceConfig {
     /// The shipped defaults: a raise needs at least one human and one AI voting and
     /// two thirds approval on each side; a removal needs two of each, three quarters,

@@ -30,6 +30,14 @@ pub struct RetentionConfig {
     pub keep_finished_for_ms: u64,
 }
 
+/// The shipped defaults: what the empty state holds until genesis installs
+/// `retention.toml`.
+impl Default for RetentionConfig {
+    fn default() -> RetentionConfig {
+        RetentionConfig::defaults()
+    }
+}
+
 impl RetentionConfig {
     /// 10 000 finished tasks, for at most seven days.
     pub fn defaults() -> RetentionConfig {

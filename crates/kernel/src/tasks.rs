@@ -62,6 +62,14 @@ pub struct TaskConfig {
     pub unblock_points_max: u32,
 }
 
+/// The shipped defaults: what the empty state holds until genesis installs
+/// `tasks.toml`.
+impl Default for TaskConfig {
+    fn default() -> TaskConfig {
+        TaskConfig::defaults()
+    }
+}
+
 impl TaskConfig {
     pub fn defaults() -> TaskConfig {
         TaskConfig {

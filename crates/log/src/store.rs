@@ -13,7 +13,7 @@ use crate::{snapshot, Error};
 /// decisions with. Bumped by any change that makes older data unreadable or replay
 /// differently; [`Store::open`] refuses a directory of another version rather than
 /// misread it.
-pub const DATA_FORMAT: u32 = 10;
+pub const DATA_FORMAT: u32 = 11;
 
 /// The file in a data directory that names its format: `colony-data-format <N>`.
 pub const FORMAT_FILE: &str = "FORMAT";

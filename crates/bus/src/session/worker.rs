@@ -103,9 +103,10 @@ impl Session {
             Ok(_) => {
                 let (heartbeat_ms, lease_ms) = {
                     let state = self.bus.state.read().expect("state lock");
-                    state
-                        .task_config()
-                        .map_or((0, 0), |c| (c.worker_heartbeat_ms, c.lease_ms))
+                    {
+                        let config = state.task_config();
+                        (config.worker_heartbeat_ms, config.lease_ms)
+                    }
                 };
                 self.conn.push_json(&json!({
                     "op": "ok", "id": id, "worker": worker, "status": "active",
@@ -211,9 +212,10 @@ impl Session {
             }
             let (heartbeat_ms, lease_ms) = {
                 let state = bus.state.read().expect("state lock");
-                state
-                    .task_config()
-                    .map_or((0, 0), |c| (c.worker_heartbeat_ms, c.lease_ms))
+                {
+                    let config = state.task_config();
+                    (config.worker_heartbeat_ms, config.lease_ms)
+                }
             };
             conn.push_json(&json!({
                 "op": "ok", "id": id, "worker": worker, "status": status,

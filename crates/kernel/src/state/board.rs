@@ -15,7 +15,8 @@ use crate::tasks::{Task, TaskConfig};
 /// snapshot's encoding is the same.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Board {
-    config: Option<TaskConfig>,
+    /// `tasks.toml`: the shipped defaults in the empty state, genesis's after.
+    config: TaskConfig,
     all: BTreeMap<String, Task>,
     last_number: u64,
 }
@@ -23,17 +24,12 @@ pub(crate) struct Board {
 impl Board {
     /// The board as genesis configured it.
     pub(super) fn configure(&mut self, config: TaskConfig) {
-        self.config = Some(config);
+        self.config = config;
     }
 
-    pub(super) fn config(&self) -> Option<&TaskConfig> {
-        self.config.as_ref()
-    }
-
-    /// The configuration, which every decision after genesis has.
     #[inline]
-    pub(super) fn configured(&self) -> &TaskConfig {
-        self.config.as_ref().expect("genesis applied")
+    pub(super) fn config(&self) -> &TaskConfig {
+        &self.config
     }
 
     #[inline]

@@ -65,13 +65,13 @@ impl State {
         self.tasks.between(start, Bound::Unbounded)
     }
 
-    pub fn task_config(&self) -> Option<&TaskConfig> {
+    pub fn task_config(&self) -> &TaskConfig {
         self.tasks.config()
     }
 
     /// The priority a claim would see for this task now.
     pub fn effective_priority(&self, task: &Task) -> u32 {
-        let config = self.tasks.configured();
+        let config = self.tasks.config();
         let aging = if task.status == TaskStatus::Pending {
             let minutes = (self.now_ms.saturating_sub(task.ready_since_ms) / 60_000) as u32;
             minutes
@@ -84,7 +84,7 @@ impl State {
     }
 
     pub(super) fn static_score(&self, task: &Task) -> u32 {
-        let config = self.tasks.configured();
+        let config = self.tasks.config();
         let waiting = self
             .index
             .waiting_on(&task.address)

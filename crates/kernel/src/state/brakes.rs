@@ -22,7 +22,7 @@ impl State {
         proposer: &crate::principal::Principal,
         side_ok: bool,
     ) -> Event {
-        let governance = self.governance.configured();
+        let governance = self.governance.config();
         let may_brake = proposer.kind == PrincipalKind::System
             || (side_ok
                 && proposer
@@ -107,11 +107,7 @@ impl State {
         if actor == PrincipalId::SYSTEM {
             return Ok(());
         }
-        let max = self
-            .governance
-            .config()
-            .expect("genesis applied")
-            .brakes_per_hour_max;
+        let max = self.governance.config().brakes_per_hour_max;
         let since = self.now_ms.saturating_sub(BRAKE_RATE_WINDOW_MS);
         // Brakes are counted per lineage: spawning children multiplies no one's brakes.
         let lineage = self.lineage_root(actor);
@@ -177,7 +173,7 @@ impl State {
                 )
             }
             ProposalTarget::QuotaDefault { kind, resource, .. } => {
-                let quotas = self.quotas.as_mut().expect("genesis applied");
+                let quotas = &mut self.quotas;
                 let now = quotas.default_quota(*kind, *resource);
                 let restored = if now == applied.0 { previous.0 } else { now };
                 quotas

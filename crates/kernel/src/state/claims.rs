@@ -28,7 +28,7 @@ impl State {
                 return Event::denied(ACTION, format!("worker:{worker}"), reason);
             }
         }
-        let config = self.tasks.configured().clone();
+        let config = self.tasks.config().clone();
         let lease_ms = match lease_ms_within(&config, lease_ms) {
             Ok(lease_ms) => lease_ms,
             Err(reason) => return Event::denied(ACTION, actor_address, reason),
@@ -81,7 +81,7 @@ impl State {
         if self.actor_refusal(actor).is_some() {
             return None;
         }
-        let config = self.tasks.config()?;
+        let config = self.tasks.config();
         if capabilities.len() > CAPABILITIES_MAX || lease_ms_within(config, lease_ms).is_err() {
             return None;
         }
@@ -125,7 +125,7 @@ impl State {
         lease_ms: Option<u64>,
     ) -> Event {
         const ACTION: &str = "task.claim";
-        let config = self.tasks.configured().clone();
+        let config = self.tasks.config().clone();
         let lease_ms = match lease_ms_within(&config, lease_ms) {
             Ok(lease_ms) => lease_ms,
             Err(reason) => return Event::denied(ACTION, address, reason),

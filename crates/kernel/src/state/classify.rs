@@ -46,11 +46,7 @@ impl State {
                 if *kind == PrincipalKind::System {
                     return Err(invalid("the system has no quotas"));
                 }
-                let current = self
-                    .quotas
-                    .as_ref()
-                    .expect("genesis applied")
-                    .default_quota(*kind, *resource);
+                let current = self.quotas.default_quota(*kind, *resource);
                 let new = amount.applied_to(current);
                 if new == current {
                     return Err(invalid("the default already has this value"));
@@ -63,7 +59,7 @@ impl State {
             }
             ProposalTarget::Retention(rule) => {
                 rule.check().map_err(invalid)?;
-                if self.retention.as_ref() == Some(rule) {
+                if self.retention == *rule {
                     return Err(invalid("the retention rule already has these values"));
                 }
                 Ok(ChangeKind::Retention)

@@ -6,7 +6,7 @@ use super::*;
 impl State {
     pub(super) fn genesis(&mut self, command: &Command, genesis: &Genesis) -> Event {
         const ACTION: &str = "genesis";
-        if self.quotas.is_some() {
+        if self.is_initialized() {
             return Event::denied(ACTION, "kernel", invalid("genesis was already applied"));
         }
         if command.actor != PrincipalId::SYSTEM {
@@ -52,12 +52,12 @@ impl State {
             let name = LimitName::parse(&name).expect("genesis names built-in limits only");
             self.limits.add(name, limit);
         }
-        self.quotas = Some(genesis.quotas.clone());
+        self.quotas = genesis.quotas.clone();
         self.governance
             .configure(genesis.governance.clone(), command.at_ms);
         self.anomaly.configure(genesis.anomaly.clone());
         self.tasks.configure(genesis.tasks.clone());
-        self.retention = Some(genesis.retention.clone());
+        self.retention = genesis.retention.clone();
         let system = Principal {
             id: PrincipalId::SYSTEM,
             address: SYSTEM_ADDRESS.to_string(),

@@ -49,7 +49,7 @@ impl State {
         self.governance.get(id)
     }
 
-    pub fn governance_config(&self) -> Option<&crate::governance::GovernanceConfig> {
+    pub fn governance_config(&self) -> &crate::governance::GovernanceConfig {
         self.governance.config()
     }
 
@@ -79,7 +79,7 @@ impl State {
         while let Some(id) = self.governance.brake_due(self.now_ms) {
             events.push(self.expire_brake(id));
         }
-        let Some(relaxation) = self.governance.config().and_then(|g| g.relaxation.clone()) else {
+        let Some(relaxation) = self.governance.config().relaxation.clone() else {
             return;
         };
         let Some(figures) = self
@@ -148,7 +148,7 @@ impl State {
                 invalid("a brake only lowers values; anything that raises or removes is a proposal for a vote"),
             );
         }
-        let governance = self.governance.configured();
+        let governance = self.governance.config();
         let side_ok = matches!(
             proposer.kind,
             PrincipalKind::Human | PrincipalKind::Ai | PrincipalKind::System
@@ -236,7 +236,7 @@ impl State {
         automatic: bool,
     ) -> Event {
         let id = self.governance.take_id();
-        let governance = self.governance.configured();
+        let governance = self.governance.config();
         let review_ms = governance
             .rule(kind)
             .and_then(|r| r.review_period_ms)
@@ -289,7 +289,7 @@ impl State {
                 resource,
                 amount,
             } => {
-                let quotas = self.quotas.as_mut().expect("genesis applied");
+                let quotas = &mut self.quotas;
                 let current = quotas.default_quota(*kind, *resource);
                 let new = amount.applied_to(current);
                 quotas
@@ -307,10 +307,7 @@ impl State {
                 }
             }
             ProposalTarget::Retention(rule) => {
-                let previous = self
-                    .retention
-                    .replace(rule.clone())
-                    .expect("genesis applied");
+                let previous = std::mem::replace(&mut self.retention, rule.clone());
                 self.governance.edit(id).previous = Some((
                     Some(previous.keep_finished),
                     Some(previous.keep_finished_for_ms),
@@ -327,7 +324,7 @@ impl State {
     /// Ends the review: applies the proposal if both sides agreed.
     pub(super) fn decide_proposal(&mut self, id: u64) -> Event {
         let proposal = self.governance.known(id).clone();
-        let governance = self.governance.configured().clone();
+        let governance = self.governance.config().clone();
         let rule = governance
             .rule(proposal.kind)
             .expect("a rule existed at proposal")
@@ -417,7 +414,7 @@ impl State {
         }
         let rule = self
             .governance
-            .configured()
+            .config()
             .rule(proposal.kind)
             .expect("a rule existed at proposal");
         if choice == VoteChoice::Veto

@@ -269,7 +269,10 @@ impl State {
                 let bound = self
                     .governance
                     .config()
-                    .and_then(|g| g.grants.quota_bound.get(resource).copied())
+                    .grants
+                    .quota_bound
+                    .get(resource)
+                    .copied()
                     .unwrap_or(0);
                 if *amount <= bound {
                     (

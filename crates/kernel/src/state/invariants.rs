@@ -32,7 +32,7 @@ impl State {
     /// - Queues within their bounds; principal ancestry within its bound; due times
     ///   (reviews, brake expiries) only for proposals that wait for them.
     pub fn check_invariants(&self) -> Result<(), String> {
-        if self.quotas.is_none() {
+        if !self.is_initialized() {
             return Ok(());
         }
         self.check_ledger()?;
@@ -332,7 +332,7 @@ impl State {
             let rule = self
                 .governance
                 .config()
-                .and_then(|g| g.rule(proposal.kind))
+                .rule(proposal.kind)
                 .ok_or(format!("proposal {id} passed without a rule"))?;
             if human_roots < rule.human_quorum as u64 || ai_roots < rule.ai_quorum as u64 {
                 return Err(format!(

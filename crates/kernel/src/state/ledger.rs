@@ -30,11 +30,7 @@ impl State {
         resource: Resource,
         amount: u64,
     ) -> Result<(), Reason> {
-        let window_ms = self
-            .quotas
-            .as_ref()
-            .expect("genesis applied")
-            .window_ms(resource);
+        let window_ms = self.quotas.window_ms(resource);
         let now_ms = self.now_ms;
         for principal in chain {
             let Some(balance) = self.book.balance_mut(*principal, resource) else {
@@ -105,7 +101,7 @@ impl State {
         ttl_ms: Option<u64>,
     ) -> Event {
         const ACTION: &str = "ledger.reserve";
-        let quotas = self.quotas.as_ref().expect("genesis applied");
+        let quotas = &self.quotas;
         if amount == 0 {
             return Event::denied(ACTION, actor_address, invalid("amount must be at least 1"));
         }
@@ -220,11 +216,7 @@ impl State {
             );
         }
         let resource = reservation.resource;
-        let window_ms = self
-            .quotas
-            .as_ref()
-            .expect("genesis applied")
-            .window_ms(resource);
+        let window_ms = self.quotas.window_ms(resource);
         // Take the reservation off every balance, then charge what fits everywhere:
         // an overrun is charged up to what remains and the rest recorded as shortfall.
         let mut room = u64::MAX;

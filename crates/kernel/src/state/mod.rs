@@ -64,7 +64,8 @@ pub struct State {
     pub last_seq: u64,
     /// Time of the last command applied, in Unix milliseconds.
     pub now_ms: u64,
-    quotas: Option<QuotaConfig>,
+    /// `quotas.toml`: empty in the empty state, genesis's after.
+    quotas: QuotaConfig,
     /// The principals, by id.
     principals: roster::Roster,
     /// Every token, found by id and by hash.
@@ -83,8 +84,9 @@ pub struct State {
     tasks: board::Board,
     /// The board's indexes: claimable tasks, what waits on what, tasks by status.
     index: task_index::TaskIndex,
-    /// `retention.toml`'s `[tasks]` (genesis).
-    retention: Option<crate::retention::RetentionConfig>,
+    /// `retention.toml`'s `[tasks]`: the shipped defaults in the empty state,
+    /// genesis's after.
+    retention: crate::retention::RetentionConfig,
     /// Finished trees still in the live state, and the tasks retired so far.
     finished: finished::Finished,
     /// When leases end and backoffs are over; leases held; implicit sessions.
@@ -218,13 +220,15 @@ impl State {
         None
     }
 
-    /// Whether genesis has been applied.
+    /// Whether genesis has been applied: it is what creates the system principal.
+    /// Until then every command but genesis is refused, and the configurations the
+    /// state holds are the empty state's, which nothing reads.
     pub fn is_initialized(&self) -> bool {
-        self.quotas.is_some()
+        self.principals.get(PrincipalId::SYSTEM).is_some()
     }
 
-    pub fn quota_config(&self) -> Option<&QuotaConfig> {
-        self.quotas.as_ref()
+    pub fn quota_config(&self) -> &QuotaConfig {
+        &self.quotas
     }
 
     pub fn principal(&self, id: PrincipalId) -> Option<&Principal> {
@@ -283,9 +287,7 @@ impl State {
 
     /// A principal's balances as they stand at `now_ms` (flow windows rolled).
     pub fn balances_at(&self, principal: PrincipalId, now_ms: u64) -> Vec<(Resource, Balance)> {
-        let Some(quotas) = &self.quotas else {
-            return Vec::new();
-        };
+        let quotas = &self.quotas;
         Resource::ALL
             .into_iter()
             .filter_map(|resource| {
@@ -345,7 +347,7 @@ impl State {
             }
             return event;
         }
-        if self.quotas.is_none() {
+        if !self.is_initialized() {
             return Event::denied(
                 action,
                 "kernel",

@@ -113,7 +113,7 @@ impl State {
         by: &str,
         justification: &str,
     ) -> Option<String> {
-        let config = self.tasks.configured().clone();
+        let config = self.tasks.config().clone();
         let task = self.tasks.edit(address).expect("exists");
         task.failures += 1;
         if task.failures >= task.max_attempts {

@@ -250,7 +250,7 @@ impl State {
             root,
             token_hash: request.token_hash,
         };
-        let quotas = self.quotas.as_ref().expect("genesis applied");
+        let quotas = &self.quotas;
         for resource in Resource::ALL {
             let balance = Balance::with_quota(quotas.default_quota(request.kind, resource));
             *self.book.balance_or_new(id, resource) = balance;

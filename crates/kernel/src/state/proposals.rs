@@ -17,7 +17,8 @@ use crate::principal::PrincipalId;
 /// snapshot's encoding is the same.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Proposals {
-    config: Option<GovernanceConfig>,
+    /// `[governance]`: the shipped defaults in the empty state, genesis's after.
+    config: GovernanceConfig,
     all: BTreeMap<u64, Proposal>,
     last_id: u64,
     /// Proposals in review, by the time their review ends.
@@ -37,18 +38,12 @@ impl Proposals {
         if let Some(relaxation) = &config.relaxation {
             self.stability.window_start_ms = at_ms - at_ms % relaxation.window_ms.max(1);
         }
-        self.config = Some(config);
+        self.config = config;
     }
 
     #[inline]
-    pub(super) fn config(&self) -> Option<&GovernanceConfig> {
-        self.config.as_ref()
-    }
-
-    /// The configuration, which every decision after genesis has.
-    #[inline]
-    pub(super) fn configured(&self) -> &GovernanceConfig {
-        self.config.as_ref().expect("genesis applied")
+    pub(super) fn config(&self) -> &GovernanceConfig {
+        &self.config
     }
 
     pub(super) fn all(&self) -> impl Iterator<Item = &Proposal> {
@@ -139,8 +134,8 @@ impl Proposals {
         let brake = self.brake_expiries.first().map(|(at_ms, _)| *at_ms);
         let window = self
             .config
+            .relaxation
             .as_ref()
-            .and_then(|g| g.relaxation.as_ref())
             .map(|relaxation| self.stability.window_start_ms + relaxation.window_ms);
         [review, brake, window].into_iter().flatten().min()
     }

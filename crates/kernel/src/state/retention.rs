@@ -80,9 +80,6 @@ impl State {
 
     /// Files the trees that finished with this command.
     pub(super) fn note_finished_trees(&mut self, fx: &mut Effects) {
-        if self.retention.is_none() {
-            return;
-        }
         for root in std::mem::take(&mut fx.finishing) {
             if self.finished.contains(&root) {
                 // Finished already (a dead task of it was buried again, say): its
@@ -98,7 +95,7 @@ impl State {
     /// When the oldest finished tree is due to leave: now when more are kept than
     /// the rule allows.
     pub(super) fn retention_next_due_ms(&self) -> Option<u64> {
-        let rule = self.retention.as_ref()?;
+        let rule = &self.retention;
         let (at_ms, _) = self.finished.oldest()?;
         if self.finished.tasks() > rule.keep_finished {
             return Some(self.now_ms);
@@ -109,9 +106,7 @@ impl State {
     /// Retires the finished trees the rule sends away, oldest first, at most
     /// [`RETIRE_TREES_PER_COMMAND_MAX`] per command.
     pub(super) fn retire_finished(&mut self, fx: &mut Effects, events: &mut Vec<Event>) {
-        let Some(rule) = self.retention.clone() else {
-            return;
-        };
+        let rule = self.retention.clone();
         let mut retired = 0;
         while retired < RETIRE_TREES_PER_COMMAND_MAX {
             let Some((at_ms, root)) = self.finished.oldest().cloned() else {
@@ -172,10 +167,9 @@ impl State {
 
     /// See [`State::check_invariants`].
     pub(super) fn check_retention(&self) -> Result<(), String> {
-        if let Some(rule) = &self.retention {
-            rule.check()
-                .map_err(|e| format!("the retention rule in force: {e}"))?;
-        }
+        self.retention
+            .check()
+            .map_err(|e| format!("the retention rule in force: {e}"))?;
         let indexed = self.index.filed();
         if indexed != self.tasks.len() {
             return Err(format!(
@@ -206,9 +200,9 @@ impl State {
         self.finished.retired()
     }
 
-    /// The retention rule, once genesis is applied.
-    pub fn retention(&self) -> Option<&crate::retention::RetentionConfig> {
-        self.retention.as_ref()
+    /// The retention rule in force.
+    pub fn retention(&self) -> &crate::retention::RetentionConfig {
+        &self.retention
     }
 
     /// Finished trees still live, and their tasks.

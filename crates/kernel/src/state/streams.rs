@@ -62,9 +62,7 @@ impl State {
 
     /// The window of a flow resource (60 s before genesis).
     pub fn quota_window_ms(&self, resource: Resource) -> u64 {
-        self.quotas
-            .as_ref()
-            .map_or(60_000, |quotas| quotas.window_ms(resource))
+        self.quotas.window_ms(resource)
     }
 
     /// What `principal` may still consume of a flow or stock at `now_ms`, the
@@ -76,7 +74,7 @@ impl State {
         resource: Resource,
         now_ms: u64,
     ) -> Option<u64> {
-        let quotas = self.quotas.as_ref()?;
+        let quotas = &self.quotas;
         let mut tightest: Option<u64> = None;
         for member in self.chain(principal) {
             let Some(balance) = self.book.balance(member, resource) else {

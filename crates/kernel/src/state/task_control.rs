@@ -43,7 +43,7 @@ impl State {
         let Some(timeout_ms) = new.attempt_timeout_ms else {
             return Ok(());
         };
-        let max_ms = self.tasks.configured().attempt_timeout_max_ms;
+        let max_ms = self.tasks.config().attempt_timeout_max_ms;
         if !(ATTEMPT_TIMEOUT_MIN_MS..=max_ms).contains(&timeout_ms) {
             return Err(invalid(format!(
                 "attempt_timeout is {ATTEMPT_TIMEOUT_MIN_MS} ms to {max_ms} ms (tasks.attempt_timeout_max); {timeout_ms} ms was asked"

@@ -210,7 +210,7 @@ impl State {
         budget: Option<TaskBudget>,
         on_child_death: ChildDeathPolicy,
     ) {
-        let config = self.tasks.configured();
+        let config = self.tasks.config();
         let mut capabilities = new.capabilities.clone();
         capabilities.sort();
         capabilities.dedup();

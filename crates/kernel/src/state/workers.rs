@@ -58,7 +58,7 @@ impl State {
     /// Declares an active session lost for its silence since `last`: its tasks go
     /// back on the board, the evidence is kept on it and in the record.
     fn silent_worker_lost(&mut self, fx: &mut Effects, id: u64, last: u64, note: &str) -> Event {
-        let timeout_ms = self.tasks.configured().worker_timeout_ms;
+        let timeout_ms = self.tasks.config().worker_timeout_ms;
         let evidence = format!(
             "no heartbeat since {last}{note}; timeout {timeout_ms} ms; declared lost at {}",
             self.now_ms
@@ -142,7 +142,7 @@ impl State {
             // Ended already: nothing to decide.
             return Event::allowed(ACTION, worker.address.clone(), Effect::None);
         }
-        let timeout_ms = self.tasks.configured().worker_timeout_ms;
+        let timeout_ms = self.tasks.config().worker_timeout_ms;
         if worker.last_heartbeat_ms > last_heard_ms
             || last_heard_ms.saturating_add(timeout_ms) > self.now_ms
         {
@@ -237,7 +237,7 @@ impl State {
             }
             limit.usage += 1;
         }
-        let timeout_ms = self.tasks.configured().worker_timeout_ms;
+        let timeout_ms = self.tasks.config().worker_timeout_ms;
         let mut capabilities = new.capabilities.clone();
         capabilities.sort();
         capabilities.dedup();
@@ -304,7 +304,7 @@ impl State {
         if let Err(reason) = self.own_active_worker(command, id) {
             return Event::denied(ACTION, subject, reason);
         }
-        let timeout_ms = self.tasks.configured().worker_timeout_ms;
+        let timeout_ms = self.tasks.config().worker_timeout_ms;
         let deadline_ms = self.now_ms + timeout_ms;
         self.workers.edit(id).expect("checked").last_heartbeat_ms = self.now_ms;
         self.workers.move_deadline(id, deadline_ms);
@@ -374,16 +374,7 @@ impl State {
         disconnected_at_ms: u64,
         grace_ms: u64,
     ) -> Event {
-        let queued = self
-            .limits
-            .edit(&LimitName::ActiveWorkers)
-            .and_then(|limit| {
-                let position = limit.queue.iter().position(|q| {
-                    q.ticket == ticket && matches!(q.request, AdmissionRequest::RegisterWorker(_))
-                })?;
-                Some(limit.queue.remove(position))
-            });
-        let Some(queued) = queued else {
+        let Some(queued) = self.take_queued_registration(ticket, None) else {
             return Event::denied(
                 "worker.lost",
                 format!("worker:{ticket}"),
@@ -408,9 +399,39 @@ impl State {
         event
     }
 
+    /// The registration waiting in the `active_workers` queue with this ticket (and
+    /// of `actor`, when named), taken out of the queue.
+    fn take_queued_registration(
+        &mut self,
+        ticket: u64,
+        actor: Option<PrincipalId>,
+    ) -> Option<QueuedAdmission> {
+        let limit = self.limits.edit(&LimitName::ActiveWorkers)?;
+        let position = limit.queue.iter().position(|q| {
+            q.ticket == ticket
+                && matches!(q.request, AdmissionRequest::RegisterWorker(_))
+                && actor.is_none_or(|actor| q.actor == actor)
+        })?;
+        Some(limit.queue.remove(position))
+    }
+
     pub(super) fn leave_worker(&mut self, fx: &mut Effects, command: &Command, id: u64) -> Event {
         const ACTION: &str = "worker.leave";
         let subject = format!("worker:{id}");
+        if self.workers.get(id).is_none() {
+            // A session still waiting for a place leaves the queue: it is never
+            // admitted for nobody.
+            if self
+                .take_queued_registration(id, Some(command.actor))
+                .is_some()
+            {
+                return Event::allowed(
+                    "worker.withdraw",
+                    subject,
+                    Effect::WorkerWithdrawn { ticket: id },
+                );
+            }
+        }
         if let Err(reason) = self.own_active_worker(command, id) {
             return Event::denied(ACTION, subject, reason);
         }

@@ -253,7 +253,7 @@ fn issue_26_nobody_releases_a_quarantine_of_its_own_lineage() {
 fn brakes_and_open_proposals_are_counted_per_lineage() {
     let mut sim = Sim::new();
     let (human, first, second) = human_with_two_ais(&mut sim);
-    let max = sim.state.governance_config().unwrap().brakes_per_hour_max as u64;
+    let max = sim.state.governance_config().brakes_per_hour_max as u64;
     let brakers = [human, first, second];
     let mut applied = 0;
     for step in 0..(max + 3) {

@@ -311,7 +311,7 @@ fn the_retention_rule_changes_by_a_passed_proposal_and_then_applies() {
     // Nothing changes during the review.
     sim.advance(9_999);
     sim.run(PrincipalId::SYSTEM, CommandBody::Tick);
-    assert_eq!(sim.state.retention().unwrap().keep_finished, 3);
+    assert_eq!(sim.state.retention().keep_finished, 3);
     sim.advance(1);
     let decided = sim.run(PrincipalId::SYSTEM, CommandBody::Tick);
     let changed = decided
@@ -325,7 +325,7 @@ fn the_retention_rule_changes_by_a_passed_proposal_and_then_applies() {
         })
         .expect("the rule changed when the review ended");
     assert_eq!(changed, (keeping(1, week), keeping(3, week)));
-    assert_eq!(sim.state.retention(), Some(&keeping(1, week)));
+    assert_eq!(sim.state.retention(), &keeping(1, week));
     // The new rule applies: the two oldest finished trees leave.
     let mut retired = retirements(&decided);
     if retired.is_empty() {

@@ -94,7 +94,7 @@ fn issue_26_a_hung_attempt_times_out_however_often_its_lease_is_renewed() {
 #[test]
 fn an_attempt_timeout_is_bounded_where_it_enters() {
     let mut sim = Sim::new();
-    let max = sim.state.task_config().unwrap().attempt_timeout_max_ms;
+    let max = sim.state.task_config().attempt_timeout_max_ms;
     for (timeout_ms, accepted) in [
         (999, false),
         (1_000, true),

@@ -307,6 +307,43 @@ fn registrations_past_soft_wait_in_the_queue_when_the_limit_queues() {
 }
 
 #[test]
+fn a_queued_registration_leaves_the_queue_when_its_worker_leaves() {
+    let mut sim = queueing_sim();
+    let ai = sim.create_ok(PrincipalKind::Ai, None);
+    let other = sim.create_ok(PrincipalKind::Ai, None);
+    let first = register(&mut sim, ai, &["code"]).unwrap();
+    let queued = sim.run(
+        ai,
+        CommandBody::RegisterWorker(Box::new(NewWorker {
+            capabilities: vec!["docs".into()],
+            model: None,
+            profile: None,
+        })),
+    );
+    let Effect::WorkerQueued { ticket, .. } = queued.primary().effect else {
+        panic!("{:?}", queued.primary())
+    };
+    // Another principal cannot take someone's place out of the queue.
+    let refused = sim.run(other, CommandBody::LeaveWorker { worker: ticket });
+    assert!(!refused.primary().decision.is_allowed());
+    assert_eq!(sim.state.limit("active_workers").unwrap().queue.len(), 1);
+
+    let withdrawn = sim.run(ai, CommandBody::LeaveWorker { worker: ticket });
+    let event = withdrawn.primary();
+    assert_eq!(
+        (event.action, &event.effect),
+        ("worker.withdraw", &Effect::WorkerWithdrawn { ticket })
+    );
+    assert!(sim.state.limit("active_workers").unwrap().queue.is_empty());
+    // The place that frees up next admits nobody, and the ticket is gone.
+    let left = sim.run(ai, CommandBody::LeaveWorker { worker: first });
+    assert!(left.events.iter().all(|e| e.decision != Decision::Admitted));
+    assert!(sim.state.worker(ticket).is_none());
+    let again = sim.run(ai, CommandBody::LeaveWorker { worker: ticket });
+    assert!(!again.primary().decision.is_allowed());
+}
+
+#[test]
 fn a_queued_registration_whose_connection_is_gone_is_withdrawn_or_lost() {
     let mut sim = queueing_sim();
     let ai = sim.create_ok(PrincipalKind::Ai, None);

@@ -37,13 +37,13 @@ fn retention_rule(
             "give a new `keep_finished`, a new `keep_finished_for`, or both",
         ));
     }
-    let mut rule = {
-        let state = app.shared.state.read().expect("state lock");
-        state
-            .retention()
-            .cloned()
-            .ok_or_else(|| ApiError::internal("genesis is not applied"))?
-    };
+    let mut rule = app
+        .shared
+        .state
+        .read()
+        .expect("state lock")
+        .retention()
+        .clone();
     if let Some(keep) = request.keep_finished {
         rule.keep_finished = keep;
     }
@@ -243,7 +243,7 @@ fn time(at_ms: u64) -> String {
 /// A proposal as clients see it, with a live tally while in review.
 pub(crate) fn proposal_view(state: &colony_kernel::State, proposal: &Proposal) -> ProposalView {
     let tally = proposal.tally.clone().or_else(|| {
-        let rule = state.governance_config()?.rule(proposal.kind)?;
+        let rule = state.governance_config().rule(proposal.kind)?;
         Some(Tally::count(&proposal.votes, rule))
     });
     let votes = proposal

@@ -6,7 +6,7 @@ use colony_api::ledger::{
     QuotaGrantRequest, ReleaseRequest, Released, ReservationView, ReserveRequest, Reserved,
 };
 use colony_api::{ErrorBody, Explained};
-use colony_kernel::{CommandBody, Effect, ReservationState, Resource, ResourceKind};
+use colony_kernel::{CommandBody, Effect, ReservationState, ResourceKind};
 
 use super::{check_amount, parse_resource, require_justification, AppState, Body};
 use crate::auth::Caller;
@@ -186,13 +186,12 @@ pub(crate) fn balances_of(
     principal: colony_kernel::PrincipalId,
     now: u64,
 ) -> std::collections::BTreeMap<String, BalanceView> {
-    let window_of = |resource: Resource| state.quota_config().map(|q| q.window_ms(resource));
     state
         .balances_at(principal, now)
         .into_iter()
         .map(|(resource, balance)| {
             let flow = resource.kind() == ResourceKind::Flow;
-            let window_ms = if flow { window_of(resource) } else { None };
+            let window_ms = flow.then(|| state.quota_config().window_ms(resource));
             let view = BalanceView {
                 kind: if flow { "flow" } else { "stock" }.to_string(),
                 unit: resource.unit().to_string(),

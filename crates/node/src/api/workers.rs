@@ -61,7 +61,7 @@ pub async fn register(
         _ => return Err(ApiError::internal("a registration without its session")),
     };
     let state = app.shared.state.read().expect("state lock");
-    let config = state.task_config().expect("genesis applied");
+    let config = state.task_config();
     Ok((
         StatusCode::CREATED,
         Json(WorkerRegistered {
@@ -109,7 +109,8 @@ pub async fn heartbeat(
     }))
 }
 
-/// Ends a session gracefully (its leases go back on the board).
+/// Ends a session gracefully (its leases go back on the board), or takes a session
+/// still waiting for a place out of the `active_workers` queue (`withdrawn`).
 #[utoipa::path(delete, path = "/v1/workers/{id}", tag = "workers", params(("id" = u64, Path)),
     responses((status = 200, body = WorkerLeft), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 410, body = ErrorBody)))]
 pub async fn leave(
@@ -124,9 +125,13 @@ pub async fn leave(
             CommandBody::LeaveWorker { worker: id },
         )
         .await?;
+    let state = match outcome.primary.effect {
+        Effect::WorkerWithdrawn { .. } => "withdrawn",
+        _ => "left",
+    };
     Ok(Json(WorkerLeft {
         worker: id,
-        state: "left".into(),
+        state: state.into(),
         effect: outcome.primary.effect.clone(),
     }))
 }
@@ -178,8 +183,8 @@ fn worker_view(
     w: &colony_kernel::workers::WorkerSession,
     liveness: Option<&colony_bus::liveness::Liveness>,
 ) -> WorkerView {
-    let heartbeat_ms = state.task_config().map_or(0, |c| c.worker_heartbeat_ms);
-    let timeout_ms = state.task_config().map_or(0, |c| c.worker_timeout_ms);
+    let heartbeat_ms = state.task_config().worker_heartbeat_ms;
+    let timeout_ms = state.task_config().worker_timeout_ms;
     let (last_heartbeat_ms, deadline_ms) = match liveness {
         Some(liveness) => {
             let last = liveness
