@@ -70,10 +70,15 @@ async def reads_the_resources(session, how):
     task = await session.read_resource(f"colony://tasks/{TASK}")
     check(json.loads(task.contents[0].text)["address"] == TASK, f"{how}: colony://tasks/{TASK} reads the task")
     try:
-        await session.read_resource("colony://tasks/no.such.task")
+        await session.read_resource("colony://tasks/0.7.1.99999")
         check(False, f"{how}: a missing task is an error")
     except MCPError as error:
         check("404" in str(error), f"{how}: a missing task is an error: {error}")
+    try:
+        await session.read_resource("colony://tasks/no.such.task")
+        check(False, f"{how}: what is not a task address is an error")
+    except MCPError as error:
+        check("400" in str(error) and "task address" in str(error), f"{how}: what is not a task address says so: {error}")
 
 
 async def works_the_task(session):

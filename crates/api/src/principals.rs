@@ -96,7 +96,8 @@ pub struct QuarantineView {
     #[schema(value_type = Object)]
     pub evidence: colony_kernel::anomaly::Evidence,
     pub released_reservations: u32,
-    pub revoked_leases: Vec<String>,
+    #[schema(value_type = Vec<String>)]
+    pub revoked_leases: Vec<colony_kernel::TaskAddress>,
     pub ended_workers: Vec<u64>,
 }
 

@@ -1,7 +1,7 @@
 //! `/v1/tasks...`: the task board.
 
 use colony_kernel::tasks::ChildDeathPolicy;
-use colony_kernel::Priority;
+use colony_kernel::{Priority, TaskAddress};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -160,8 +160,10 @@ pub struct TaskList {
 /// about one task (`GET /v1/tasks/{address}`, posting, decomposing), not in lists.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct TaskView {
-    pub address: String,
-    pub parent: Option<String>,
+    #[schema(value_type = String)]
+    pub address: TaskAddress,
+    #[schema(value_type = Option<String>)]
+    pub parent: Option<TaskAddress>,
     pub title: String,
     pub description: String,
     #[schema(schema_with = crate::schema::priority)]
@@ -169,7 +171,8 @@ pub struct TaskView {
     /// The priority with aging, as the board orders claims.
     pub effective_priority: u32,
     pub capabilities: Vec<String>,
-    pub depends_on: Vec<String>,
+    #[schema(value_type = Vec<String>)]
+    pub depends_on: Vec<TaskAddress>,
     /// `pending`, `blocked`, `claimed`, `in_progress`, `completed`, `failed`, `dead`,
     /// `cancelled`.
     pub status: String,
@@ -231,7 +234,8 @@ pub struct LeaseView {
 /// A subtask of the current decomposition.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ChildView {
-    pub address: String,
+    #[schema(value_type = String)]
+    pub address: TaskAddress,
     pub title: String,
     pub status: String,
 }

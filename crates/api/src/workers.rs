@@ -91,7 +91,8 @@ pub struct WorkerView {
     pub last_heartbeat: String,
     pub deadline: Option<String>,
     /// The tasks it holds.
-    pub tasks: Vec<String>,
+    #[schema(value_type = Vec<String>)]
+    pub tasks: Vec<colony_kernel::TaskAddress>,
     /// Why it ended, when it did.
     pub evidence: Option<String>,
 }

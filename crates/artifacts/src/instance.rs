@@ -513,7 +513,7 @@ struct ClaimRequest {
 /// What `task_claim` answered, with a `result` added; other fields are ignored.
 #[derive(Deserialize)]
 struct CompleteRequest {
-    address: String,
+    address: colony_kernel::TaskAddress,
     token: u64,
     #[serde(default)]
     result: String,

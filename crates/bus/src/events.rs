@@ -59,7 +59,7 @@ impl Bus {
         }
     }
 
-    pub fn publish_offers(&self, addresses: &[String]) {
+    pub fn publish_offers(&self, addresses: &[colony_kernel::TaskAddress]) {
         let offers: Vec<String> = {
             let state = self.state.read().expect("state lock");
             addresses
@@ -160,7 +160,7 @@ pub trait OfferListener: Send + Sync {
     /// Whether anyone listens now (offers cost nothing otherwise).
     fn wants_offers(&self) -> bool;
     /// Tasks (addresses) that became claimable.
-    fn offered(&self, tasks: &[String]);
+    fn offered(&self, tasks: &[colony_kernel::TaskAddress]);
 }
 
 impl Bus {
@@ -206,7 +206,7 @@ impl colony_pipeline::sequencer::DecisionSink for Bus {
             || self.offer_listener.get().is_some_and(|l| l.wants_offers())
     }
 
-    fn offer(&self, tasks: &[String]) {
+    fn offer(&self, tasks: &[colony_kernel::TaskAddress]) {
         if self.has_subscribers(TASK_OFFERS_SUBJECT) {
             self.publish_offers(tasks);
         }

@@ -33,7 +33,7 @@ use std::time::Duration;
 
 use colony_kernel::tasks::{LeaseHeard, TaskStatus, RENEW_LEASES_MAX};
 use colony_kernel::workers::{WorkerHeard, RENEW_WORKERS_MAX, SOFT_SESSION_LEASE_MS};
-use colony_kernel::{CommandBody, PrincipalId, Reason, State};
+use colony_kernel::{CommandBody, PrincipalId, Reason, State, TaskAddress};
 use colony_pipeline::sequencer::{now_ms, Submitter};
 use colony_pipeline::Answered;
 
@@ -52,7 +52,7 @@ pub struct Liveness {
     /// Session → when it was last heard (Unix ms).
     heard: Mutex<HashMap<u64, u64>>,
     /// Task leases heartbeated in memory: (address, token) → when last heard.
-    leases: Mutex<HashMap<(String, u64), u64>>,
+    leases: Mutex<HashMap<(TaskAddress, u64), u64>>,
     state: Arc<RwLock<State>>,
 }
 
@@ -103,7 +103,12 @@ impl Liveness {
     /// new expiry is answered. `None`: the heartbeat is a command (a claimed task's
     /// first heartbeat starts it; a lease about to lapse is renewed at once; anything
     /// refused is refused by the kernel, with its reason).
-    pub fn lease_heard(&self, actor: PrincipalId, address: &str, token: u64) -> Option<u64> {
+    pub fn lease_heard(
+        &self,
+        actor: PrincipalId,
+        address: &TaskAddress,
+        token: u64,
+    ) -> Option<u64> {
         let now = now_ms();
         let state = self.state.read().expect("state lock");
         let timeout_ms = state.task_config().worker_timeout_ms;
@@ -118,16 +123,16 @@ impl Liveness {
         self.leases
             .lock()
             .expect("liveness lock")
-            .insert((address.to_string(), token), now);
+            .insert((address.clone(), token), now);
         Some(expires.max(lease.expires_at_ms))
     }
 
     /// Forgets what was heard of a lease (its heartbeat was refused after all).
-    pub fn forget_lease(&self, address: &str, token: u64) {
+    pub fn forget_lease(&self, address: &TaskAddress, token: u64) {
         self.leases
             .lock()
             .expect("liveness lock")
-            .remove(&(address.to_string(), token));
+            .remove(&(address.clone(), token));
     }
 
     /// When the node last heard `worker`, if it did since it started.

@@ -35,7 +35,7 @@ pub struct Client {
 /// it presents.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Held {
-    pub address: String,
+    pub address: colony_kernel::TaskAddress,
     pub lease_token: u64,
 }
 

@@ -17,7 +17,7 @@ use crate::Remote;
 
 fn row(task: &TaskView) -> Vec<String> {
     vec![
-        task.address.clone(),
+        task.address.to_string(),
         task.status.clone(),
         task.priority.as_str().to_string(),
         task.effective_priority.to_string(),
@@ -146,7 +146,7 @@ pub async fn run(command: TasksCommand) -> anyhow::Result<ExitCode> {
             get(&remote, "/v1/tasks/dead", |list: &TaskList| {
                 rows(&["ADDRESS", "TITLE", "WHY"], &list.tasks, |task| {
                     vec![
-                        task.address.clone(),
+                        task.address.to_string(),
                         task.title.clone(),
                         task.dead_reasons.last().cloned().unwrap_or_default(),
                     ]
@@ -233,7 +233,7 @@ async fn tree(remote: &Remote, address: String) -> anyhow::Result<ExitCode> {
             .children
             .iter()
             .flatten()
-            .map(|c| c.address.clone())
+            .map(|c| c.address.to_string())
             .collect();
         for child in children.into_iter().rev() {
             stack.push((child, depth + 1));
@@ -379,7 +379,7 @@ pub async fn import_board(
         } else {
             match client.post_as::<TaskView>("/v1/tasks", &body).await {
                 Ok(task) => {
-                    addresses.insert(id.clone(), task.address.clone());
+                    addresses.insert(id.clone(), task.address.to_string());
                     format!("posted as {} ({})", task.address, task.status)
                 }
                 Err(error) => format!("not posted: {error}"),

@@ -39,7 +39,7 @@ pub(crate) fn requested_model(body: &Value) -> Result<&str, Refusal> {
 
 /// The task a call is made for, as its lease holder sees it.
 struct ForTask {
-    address: String,
+    address: colony_kernel::TaskAddress,
     token: u64,
     capabilities: Vec<String>,
     priority: colony_kernel::Priority,
@@ -234,7 +234,7 @@ impl Gateway {
                 )
             })?;
         Ok(ForTask {
-            address: address.to_string(),
+            address: task.address.clone(),
             token: lease.token,
             capabilities: task.capabilities.clone(),
             priority: task.priority,

@@ -18,7 +18,7 @@ pub struct Settlement {
     pub(crate) caller: PrincipalId,
     pub(crate) reservation: u64,
     /// `(address, lease token)` when the call is charged to a task.
-    pub(crate) task: Option<(String, u64)>,
+    pub(crate) task: Option<(colony_kernel::TaskAddress, u64)>,
     pub(crate) admission: Option<Admission>,
     pub(crate) done: bool,
     /// What the call was, for the warning when it ends unsettled.

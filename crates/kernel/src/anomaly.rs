@@ -258,7 +258,7 @@ pub struct Quarantine {
     pub evidence: Evidence,
     /// Reservations released, leases revoked and worker sessions ended by it.
     pub released_reservations: u32,
-    pub revoked_leases: Vec<String>,
+    pub revoked_leases: Vec<crate::TaskAddress>,
     pub ended_workers: Vec<u64>,
 }
 

@@ -6,6 +6,7 @@ use crate::genesis::Genesis;
 use crate::governance::{ProposalTarget, VoteChoice};
 use crate::ledger::{ReservationId, Resource};
 use crate::principal::{PrincipalId, PrincipalKind, Role, TokenHash};
+use crate::task_address::TaskAddress;
 use crate::tasks::{ChildDeathPolicy, NewTask};
 
 /// One action, as it stands in the command log.
@@ -98,7 +99,7 @@ pub enum CommandBody {
     Settle {
         reservation: ReservationId,
         actual: u64,
-        task: Option<(String, u64)>,
+        task: Option<(TaskAddress, u64)>,
     },
     /// Gives a reservation (or a gauge hold) back in full.
     Release {
@@ -148,12 +149,12 @@ pub enum CommandBody {
     /// Claims one named task (the Hypernet swarm's `POST /tasks/{address}/claim`):
     /// granted only if it is claimable now; no capability check.
     ClaimSpecificTask {
-        address: String,
+        address: TaskAddress,
         lease_ms: Option<u64>,
     },
     /// Something the lease holder does with its task, fenced by the lease's token.
     UpdateTask {
-        address: String,
+        address: TaskAddress,
         token: u64,
         update: TaskUpdate,
     },
@@ -163,7 +164,7 @@ pub enum CommandBody {
     },
     /// Takes a task out of the dead-letter queue (admins).
     RequeueTask {
-        address: String,
+        address: TaskAddress,
     },
     /// The node's own figures since its last report, for stability windows.
     ReportHealth(NodeHealth),
@@ -214,11 +215,11 @@ pub enum CommandBody {
     /// ancestor task, a principal ancestor of such a poster, or an admin): leases
     /// end, budgets go back to whoever funded them.
     CancelTask {
-        address: String,
+        address: TaskAddress,
     },
     /// Changes an open task's base priority (who may cancel it may).
     SetTaskPriority {
-        address: String,
+        address: TaskAddress,
         priority: Priority,
     },
     /// Records a call of an upstream MCP server's tool once it ended, settling the

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use crate::governance::{ChangeKind, ProposalState, StabilityFigures, Tally, VoteChoice};
 use crate::ledger::{ReservationId, Resource};
 use crate::principal::{PrincipalId, PrincipalKind};
+use crate::task_address::TaskAddress;
 
 /// What the kernel decided.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -153,14 +154,14 @@ pub enum Reason {
     /// A lease call with a token that is not the task's current one: the caller's
     /// claim was lost (expired and reassigned, or never held).
     StaleLease {
-        task: String,
+        task: TaskAddress,
         presented: u64,
         current: Option<u64>,
         status: String,
     },
     /// Someone else holds the task (or it is not claimable now).
     NotClaimable {
-        task: String,
+        task: TaskAddress,
         status: String,
         holder: Option<String>,
     },
@@ -171,7 +172,7 @@ pub enum Reason {
         worker: u64,
         last_heartbeat_ms: u64,
         timeout_ms: u64,
-        revoked: Vec<String>,
+        revoked: Vec<TaskAddress>,
     },
     /// The principal already holds as many open reservations as allowed.
     TooManyReservations { max: u32 },
@@ -181,12 +182,12 @@ pub enum Reason {
         worker: u64,
         disconnected_at_ms: u64,
         grace_ms: u64,
-        revoked: Vec<String>,
+        revoked: Vec<TaskAddress>,
     },
     /// An attempt ran past its task's `attempt_timeout`: it failed as timed out at
     /// its deadline, however often its lease was renewed.
     AttemptTimedOut {
-        task: String,
+        task: TaskAddress,
         attempt: u32,
         holder: String,
         started_at_ms: u64,
@@ -197,11 +198,11 @@ pub enum Reason {
     },
     /// The task was cancelled (with its open subtasks); its lease ended with it.
     Cancelled {
-        task: String,
+        task: TaskAddress,
         by: String,
         at_ms: u64,
         /// The task whose cancellation ended this one (itself, or an ancestor).
-        cancelled: String,
+        cancelled: TaskAddress,
     },
 }
 
@@ -367,19 +368,19 @@ pub enum Effect {
         state: ProposalState,
     },
     TaskChanged {
-        address: String,
+        address: TaskAddress,
         status: crate::tasks::TaskStatus,
     },
     /// A finished task tree left the live state for the archive.
     TasksRetired {
-        root: String,
+        root: TaskAddress,
         /// The tree's tasks (the root and every subtask).
         tasks: u64,
         finished_at_ms: u64,
         cause: crate::retention::RetireCause,
     },
     TaskClaimed {
-        address: String,
+        address: TaskAddress,
         token: u64,
         expires_at_ms: u64,
     },
@@ -395,7 +396,7 @@ pub enum Effect {
     WorkerEnded {
         worker: u64,
         state: crate::workers::WorkerState,
-        released: Vec<String>,
+        released: Vec<TaskAddress>,
     },
     /// A queued registration taken out of the queue: its connection is gone.
     WorkerWithdrawn {
@@ -408,14 +409,14 @@ pub enum Effect {
     /// A claim found nothing the worker can do now.
     NothingToClaim,
     TaskDecomposed {
-        address: String,
-        children: Vec<String>,
+        address: TaskAddress,
+        children: Vec<TaskAddress>,
     },
     Quarantined {
         principal: PrincipalId,
         address: String,
         released_reservations: usize,
-        revoked_leases: Vec<String>,
+        revoked_leases: Vec<TaskAddress>,
         ended_workers: Vec<u64>,
     },
     QuarantineReleased {
@@ -424,7 +425,7 @@ pub enum Effect {
         quarantined_at_ms: u64,
     },
     TaskBudgetSpent {
-        address: String,
+        address: TaskAddress,
         charged: u64,
         shortfall: u64,
         remaining: u64,
@@ -466,15 +467,15 @@ pub enum Effect {
     /// A task was cancelled with its open subtasks (`cancelled`, the task first);
     /// what was left of their budgets went back to whoever funded them.
     TaskCancelled {
-        address: String,
-        cancelled: Vec<String>,
+        address: TaskAddress,
+        cancelled: Vec<TaskAddress>,
         /// Leases that ended with it: `(task, holder)`.
-        leases_ended: Vec<(String, String)>,
+        leases_ended: Vec<(TaskAddress, String)>,
         refunded_micro_usd: u64,
     },
     /// A task's base priority changed.
     TaskPriorityChanged {
-        address: String,
+        address: TaskAddress,
         priority: crate::command::Priority,
         previous: crate::command::Priority,
     },
@@ -562,7 +563,7 @@ pub struct Applied {
     pub primary_index: usize,
     /// Tasks that became claimable (`pending`) through this command, in order: what
     /// the node offers to workers on the bus.
-    pub offered: Vec<String>,
+    pub offered: Vec<TaskAddress>,
     /// Tasks that left the live state through this command (finished trees, whole,
     /// as they last stood): what the node writes to its task archive.
     pub retired: Vec<crate::tasks::Task>,

@@ -39,6 +39,7 @@ pub mod retention;
 mod state;
 pub mod streams;
 pub mod subject;
+mod task_address;
 pub mod tasks;
 pub mod tokens;
 pub mod tool_calls;
@@ -59,6 +60,7 @@ pub use limits::{
 };
 pub use principal::{Principal, PrincipalId, PrincipalKind, Role, TokenHash};
 pub use state::State;
+pub use task_address::{TaskAddress, TaskAddressError, TASK_ADDRESS_BYTES_MAX};
 pub use tokens::{NewToken, Token};
 
 /// Money is counted in integer micro-dollars: one US dollar is this many units.

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::command::Priority;
 use crate::principal::PrincipalId;
+use crate::task_address::TaskAddress;
 
 /// Where root tasks are numbered (HYPERNET.md: `0.7.1` is the task queue).
 pub const TASK_QUEUE_ADDRESS: &str = "0.7.1";
@@ -223,10 +224,10 @@ pub struct TaskBudget {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Task {
-    pub address: String,
-    pub parent: Option<String>,
+    pub address: TaskAddress,
+    pub parent: Option<TaskAddress>,
     /// The subtasks of the current decomposition.
-    pub children: Vec<String>,
+    pub children: Vec<TaskAddress>,
     /// Subtasks ever created, so that a new decomposition numbers on.
     pub next_child: u32,
     pub title: String,
@@ -234,7 +235,7 @@ pub struct Task {
     pub priority: Priority,
     /// Sorted, without duplicates.
     pub capabilities: Vec<String>,
-    pub depends_on: Vec<String>,
+    pub depends_on: Vec<TaskAddress>,
     pub budget: Option<TaskBudget>,
     pub max_attempts: u32,
     /// How long one attempt may take.
@@ -266,7 +267,7 @@ pub const RENEW_LEASES_MAX: usize = 4_096;
 /// `at_ms` plus the lease's length, as a heartbeat then would have kept it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeaseHeard {
-    pub address: String,
+    pub address: TaskAddress,
     /// The lease's fencing token: a renewal of a lease that ended since is ignored.
     pub token: u64,
     pub at_ms: u64,

@@ -64,14 +64,8 @@ impl<'a> Scope<'a> {
             return Ok(Scope::Subjects(pattern));
         }
         if let Some(address) = text.strip_prefix("task:") {
-            let valid = !address.is_empty()
-                && address.len() <= 64
-                && address
-                    .split('.')
-                    .all(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()));
-            if !valid {
-                return Err(format!("scope {text:?}: a task address is dotted numbers"));
-            }
+            crate::TaskAddress::parse(address)
+                .map_err(|error| format!("scope {text:?}: {error}"))?;
             return Ok(Scope::Task(address));
         }
         if let Some(name) = text.strip_prefix("mcp:") {

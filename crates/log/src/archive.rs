@@ -221,7 +221,7 @@ mod tests {
         );
         let mut task: Task = serde_json::from_str(&json).expect("a task");
         if let Some((parent, _)) = address.rsplit_once('.').filter(|_| address.len() > 11) {
-            task.parent = Some(parent.to_string());
+            task.parent = Some(colony_kernel::TaskAddress::parse(parent).expect("an address"));
         }
         task
     }

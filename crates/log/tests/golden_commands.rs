@@ -141,7 +141,7 @@ fn bodies() -> Vec<CommandBody> {
         CommandBody::Settle {
             reservation: 18,
             actual: 34,
-            task: Some(("0.7.1.00001".into(), 12)),
+            task: Some((TaskAddress::parse("0.7.1.00001").unwrap(), 12)),
         },
         CommandBody::Release { reservation: 19 },
         CommandBody::Grant {
@@ -179,11 +179,11 @@ fn bodies() -> Vec<CommandBody> {
         CommandBody::WorkerHeartbeat { worker: 8 },
         CommandBody::LeaveWorker { worker: 8 },
         CommandBody::ClaimSpecificTask {
-            address: "0.7.1.00002".into(),
+            address: TaskAddress::parse("0.7.1.00002").unwrap(),
             lease_ms: Some(10_000),
         },
         CommandBody::UpdateTask {
-            address: "0.7.1.00001".into(),
+            address: TaskAddress::parse("0.7.1.00001").unwrap(),
             token: 12,
             update: TaskUpdate::Decompose {
                 subtasks: vec![task("child")],
@@ -194,7 +194,7 @@ fn bodies() -> Vec<CommandBody> {
             principal: PrincipalId(6),
         },
         CommandBody::RequeueTask {
-            address: "0.7.1.00003".into(),
+            address: TaskAddress::parse("0.7.1.00003").unwrap(),
         },
         CommandBody::ReportHealth(NodeHealth {
             requests: 1_000,
@@ -258,10 +258,10 @@ fn bodies() -> Vec<CommandBody> {
             ttl_ms: 30_000,
         })),
         CommandBody::CancelTask {
-            address: "0.7.1.00004".into(),
+            address: TaskAddress::parse("0.7.1.00004").unwrap(),
         },
         CommandBody::SetTaskPriority {
-            address: "0.7.1.00005".into(),
+            address: TaskAddress::parse("0.7.1.00005").unwrap(),
             priority: Priority::Critical,
         },
         CommandBody::RecordToolCall(Box::new(colony_kernel::tool_calls::ToolCallRecord {
@@ -291,7 +291,7 @@ fn bodies() -> Vec<CommandBody> {
         },
         CommandBody::RenewLeases {
             heard: vec![colony_kernel::tasks::LeaseHeard {
-                address: "0.7.1.00001".into(),
+                address: TaskAddress::parse("0.7.1.00001").unwrap(),
                 token: 12,
                 at_ms: 9_000,
             }],

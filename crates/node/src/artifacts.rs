@@ -181,7 +181,7 @@ impl colony_pipeline::sequencer::DecisionSink for DecisionFanout {
         self.bus.wants_offers() || self.artifacts.any_driven()
     }
 
-    fn offer(&self, tasks: &[String]) {
+    fn offer(&self, tasks: &[colony_kernel::TaskAddress]) {
         if self.bus.wants_offers() {
             self.bus.offer(tasks);
         }

@@ -139,7 +139,7 @@ impl ClaimWaiters {
     /// Wakes, for each task that is claimable, the longest-waiting claim whose
     /// capabilities cover the task's. A woken claim leaves the queue (it registers
     /// again if it finds nothing).
-    fn wake_for(&self, tasks: &[String]) {
+    fn wake_for(&self, tasks: &[colony_kernel::TaskAddress]) {
         let needs: Vec<Vec<String>> = {
             let state = self.state.read().expect("state lock");
             tasks
@@ -172,7 +172,7 @@ impl colony_bus::OfferListener for ClaimWaiters {
         true
     }
 
-    fn offered(&self, tasks: &[String]) {
+    fn offered(&self, tasks: &[colony_kernel::TaskAddress]) {
         if self
             .inner
             .lock()

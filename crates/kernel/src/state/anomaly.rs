@@ -197,7 +197,7 @@ impl State {
         for session in &sessions {
             revoked.extend(self.end_session(fx, *session, WorkerState::Left, "quarantined", &why));
         }
-        let leased: Vec<String> = self
+        let leased: Vec<crate::TaskAddress> = self
             .tasks
             .all()
             .filter(|t| t.lease.as_ref().is_some_and(|l| l.holder == principal))

@@ -10,6 +10,7 @@ use std::ops::Bound;
 use serde::{Deserialize, Serialize};
 
 use crate::tasks::{Task, TaskConfig};
+use crate::TaskAddress;
 
 /// Its fields are in the order the state held them before it had parts: a
 /// snapshot's encoding is the same.
@@ -17,7 +18,7 @@ use crate::tasks::{Task, TaskConfig};
 pub(crate) struct Board {
     /// `tasks.toml`: the shipped defaults in the empty state, genesis's after.
     config: TaskConfig,
-    all: BTreeMap<String, Task>,
+    all: BTreeMap<TaskAddress, Task>,
     last_number: u64,
 }
 
@@ -75,7 +76,9 @@ impl Board {
     /// The live tasks whose address is from `from` (included) to `to` (excluded),
     /// in address order.
     pub(super) fn span(&self, from: String, to: String) -> impl Iterator<Item = &Task> {
-        self.all.range(from..to).map(|(_, task)| task)
+        self.all
+            .range::<str, _>((Bound::Included(from.as_str()), Bound::Excluded(to.as_str())))
+            .map(|(_, task)| task)
     }
 
     /// The next root number (taken).

@@ -2,6 +2,7 @@
 //! (all, or one status through the status index), counts, whether a task may be in the
 //! archive, and the priority a claim would see.
 
+use crate::TaskAddress;
 use std::collections::BTreeSet;
 
 use super::State;
@@ -37,18 +38,13 @@ impl State {
     /// root's number was given and its root is not live (trees retire whole). A
     /// lookup of anything else is answered at once, without reading the archive.
     pub fn may_be_archived(&self, address: &str) -> bool {
-        let Some(rest) = address
-            .strip_prefix(TASK_QUEUE_ADDRESS)
-            .and_then(|rest| rest.strip_prefix('.'))
-        else {
+        let Ok(address) = TaskAddress::parse(address) else {
             return false;
         };
-        let number = rest.split('.').next().unwrap_or_default();
-        let root = &address[..TASK_QUEUE_ADDRESS.len() + 1 + number.len()];
-        number
-            .parse::<u64>()
-            .is_ok_and(|number| number >= 1 && number <= self.tasks.last_number())
-            && !self.tasks.contains(root)
+        let number = address.root_number();
+        number >= 1
+            && number <= self.tasks.last_number()
+            && !self.tasks.contains(address.root_address())
     }
 
     /// How many live tasks have this status.

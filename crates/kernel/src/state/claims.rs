@@ -2,6 +2,7 @@
 //! tokens, their renewal and end, and the implicit session of a claimant without one.
 
 use super::Effects;
+use crate::TaskAddress;
 use std::collections::BTreeSet;
 
 use super::task_control::TIMED_OUT;
@@ -121,7 +122,7 @@ impl State {
         fx: &mut Effects,
         command: &Command,
         actor_address: &str,
-        address: &str,
+        address: &TaskAddress,
         lease_ms: Option<u64>,
     ) -> Event {
         const ACTION: &str = "task.claim";
@@ -135,7 +136,7 @@ impl State {
         };
         if task.status != TaskStatus::Pending {
             let reason = Reason::NotClaimable {
-                task: address.to_string(),
+                task: address.clone(),
                 status: task.status.as_str().to_string(),
                 holder: task.lease.as_ref().map(|l| l.holder_address.clone()),
             };
@@ -193,7 +194,7 @@ impl State {
         fx: &mut Effects,
         command: &Command,
         actor_address: &str,
-        address: &str,
+        address: &TaskAddress,
         lease_ms: u64,
         worker: Option<u64>,
     ) -> Event {
@@ -244,7 +245,7 @@ impl State {
             "task.claim",
             address,
             Effect::TaskClaimed {
-                address: address.to_string(),
+                address: address.clone(),
                 token,
                 expires_at_ms,
             },
@@ -257,8 +258,8 @@ impl State {
         &self,
         offered: &BTreeSet<&str>,
         config: &TaskConfig,
-    ) -> Option<String> {
-        let mut best: Option<(u32, u64, &str)> = None;
+    ) -> Option<TaskAddress> {
+        let mut best: Option<(u32, u64, &TaskAddress)> = None;
         for (score, level) in self.index.levels() {
             if best.is_some_and(|(effective, _, _)| score + config.aging_points_max < effective) {
                 break;
@@ -290,7 +291,7 @@ impl State {
                         ) > (
                             best_effective,
                             std::cmp::Reverse(best_since),
-                            std::cmp::Reverse(best_address),
+                            std::cmp::Reverse(best_address.as_str()),
                         )
                     }
                 };
@@ -299,7 +300,7 @@ impl State {
                 }
             }
         }
-        best.map(|(_, _, address)| address.to_string())
+        best.map(|(_, _, address)| address.clone())
     }
 
     /// Checks the fencing token; a stale one is a recorded conflict.
@@ -317,16 +318,16 @@ impl State {
             Some(lease) if lease.token == token => {
                 Err(forbidden("this lease belongs to another principal"))
             }
-            _ if task.status == TaskStatus::Cancelled => Err(self.cancellation(address)),
+            _ if task.status == TaskStatus::Cancelled => Err(self.cancellation(&task.address)),
             _ if task
                 .attempts
                 .iter()
                 .any(|a| a.token == token && a.outcome.as_deref() == Some(TIMED_OUT)) =>
             {
-                Err(self.time_out_reason(address, token))
+                Err(self.time_out_reason(&task.address, token))
             }
             lease => Err(Reason::StaleLease {
-                task: address.to_string(),
+                task: task.address.clone(),
                 presented: token,
                 current: lease.as_ref().map(|l| l.token),
                 status: task.status.as_str().to_string(),
@@ -334,7 +335,7 @@ impl State {
         }
     }
 
-    pub(super) fn clear_lease(&mut self, address: &str) {
+    pub(super) fn clear_lease(&mut self, address: &TaskAddress) {
         if let Some(lease) = self.tasks.edit(address).and_then(|t| t.lease.take()) {
             if self
                 .leases
@@ -350,7 +351,12 @@ impl State {
         }
     }
 
-    pub(super) fn end_attempt(&mut self, address: &str, outcome: &str, reason: Option<String>) {
+    pub(super) fn end_attempt(
+        &mut self,
+        address: &TaskAddress,
+        outcome: &str,
+        reason: Option<String>,
+    ) {
         let renewed_at_ms = self
             .tasks
             .known(address)
@@ -413,7 +419,7 @@ impl State {
 
     /// Extends a lease to `heard_at_ms` plus its length (never past its attempt's
     /// deadline, never shorter than it is): its holder's session was heard then.
-    pub(super) fn extend_lease(&mut self, address: &str, heard_at_ms: u64) {
+    pub(super) fn extend_lease(&mut self, address: &TaskAddress, heard_at_ms: u64) {
         let Some(task) = self.tasks.edit(address) else {
             return;
         };
@@ -431,7 +437,7 @@ impl State {
         lease.renewed_at_ms = lease.renewed_at_ms.max(heard_at_ms);
     }
 
-    pub(super) fn renew_lease(&mut self, address: &str) {
+    pub(super) fn renew_lease(&mut self, address: &TaskAddress) {
         let now = self.now_ms;
         let task = self.tasks.edit(address).expect("exists");
         if let Some(lease) = task.lease.as_mut() {

@@ -2,9 +2,10 @@
 //! with their shares of its budget.
 
 use super::Effects;
+use crate::TaskAddress;
 use std::collections::BTreeSet;
 
-use super::tasks::{sibling_cycle, task_bytes, task_level};
+use super::tasks::{sibling_cycle, task_bytes};
 use super::{invalid, State};
 use crate::command::{Command, Priority};
 use crate::event::{Effect, Event};
@@ -16,7 +17,7 @@ impl State {
         fx: &mut Effects,
         command: &Command,
         actor_address: &str,
-        address: &str,
+        address: &TaskAddress,
         subtasks: &[NewTask],
         policy: ChildDeathPolicy,
     ) -> Event {
@@ -37,8 +38,9 @@ impl State {
         };
         self.end_attempt(address, "decomposed", None);
         let first = self.tasks.known(address).next_child + 1;
-        let addresses: Vec<String> = (0..subtasks.len())
-            .map(|i| format!("{address}.{}", first + i as u32))
+        let parent_address = self.tasks.known(address).address.clone();
+        let addresses: Vec<crate::TaskAddress> = (0..subtasks.len())
+            .map(|i| parent_address.child(first + i as u32))
             .collect();
         {
             let parent = self.tasks.edit(address).expect("checked");
@@ -66,7 +68,7 @@ impl State {
             ACTION,
             address,
             Effect::TaskDecomposed {
-                address: address.to_string(),
+                address: address.clone(),
                 children: addresses,
             },
         )
@@ -79,7 +81,7 @@ impl State {
     /// by which they may depend on each other.
     fn check_decomposition(
         &self,
-        address: &str,
+        address: &TaskAddress,
         subtasks: &[NewTask],
     ) -> Result<BTreeSet<String>, crate::event::Reason> {
         if subtasks.is_empty() || subtasks.len() > SUBTASKS_MAX {
@@ -87,7 +89,7 @@ impl State {
                 "a decomposition has 1 to {SUBTASKS_MAX} subtasks"
             )));
         }
-        let level = task_level(address);
+        let level = address.level();
         if level >= TASK_DEPTH_MAX {
             return Err(invalid(format!(
                 "{address} is at decomposition level {level}, the deepest allowed ({TASK_DEPTH_MAX}): complete it instead"
@@ -125,23 +127,21 @@ impl State {
         fx: &mut Effects,
         command: &Command,
         actor_address: &str,
-        address: &str,
+        address: &TaskAddress,
         subtasks: &[NewTask],
-        addresses: &[String],
+        addresses: &[TaskAddress],
         siblings: &BTreeSet<String>,
     ) {
         let payer = self.tasks.known(address).budget.as_ref().map(|b| b.payer);
         for (subtask, child) in subtasks.iter().zip(addresses) {
             let mut new = subtask.clone();
-            new.depends_on = new
+            // A sibling by its number, or a live task (both checked).
+            let depends_on: Vec<TaskAddress> = subtask
                 .depends_on
                 .iter()
-                .map(|d| {
-                    if siblings.contains(d) {
-                        addresses[d.parse::<usize>().expect("sibling index") - 1].clone()
-                    } else {
-                        d.clone()
-                    }
+                .filter_map(|d| match siblings.contains(d) {
+                    true => Some(addresses[d.parse::<usize>().expect("sibling index") - 1].clone()),
+                    false => self.tasks.get(d).map(|task| task.address.clone()),
                 })
                 .collect();
             let budget = match (subtask.budget_micro_usd, payer) {
@@ -171,6 +171,7 @@ impl State {
                 child,
                 Some(address),
                 &new,
+                depends_on,
                 budget,
                 ChildDeathPolicy::Fail,
             );

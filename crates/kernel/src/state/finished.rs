@@ -4,6 +4,7 @@
 //! retired so far. Whether a tree is finished, and its retirement, are the
 //! state's (`retention.rs`).
 
+use crate::TaskAddress;
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
@@ -13,9 +14,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Finished {
     /// By root: when the tree finished, and how many tasks it holds.
-    trees: BTreeMap<String, (u64, u64)>,
+    trees: BTreeMap<TaskAddress, (u64, u64)>,
     /// `(finished_at_ms, root)`, oldest first.
-    order: BTreeSet<(u64, String)>,
+    order: BTreeSet<(u64, TaskAddress)>,
     /// Tasks in `trees`.
     tasks: u64,
     /// Tasks retired from the live state so far.
@@ -23,27 +24,27 @@ pub(crate) struct Finished {
 }
 
 impl Finished {
-    pub(super) fn contains(&self, root: &str) -> bool {
+    pub(super) fn contains(&self, root: &TaskAddress) -> bool {
         self.trees.contains_key(root)
     }
 
     /// The tree at `root`, of `size` tasks, finished at `at_ms`.
-    pub(super) fn file(&mut self, root: String, at_ms: u64, size: u64) {
+    pub(super) fn file(&mut self, root: TaskAddress, at_ms: u64, size: u64) {
         self.order.insert((at_ms, root.clone()));
         self.trees.insert(root, (at_ms, size));
         self.tasks += size;
     }
 
     /// The tree at `root` is filed no more (open again, or leaving).
-    pub(super) fn unfile(&mut self, root: &str) {
+    pub(super) fn unfile(&mut self, root: &TaskAddress) {
         if let Some((at_ms, size)) = self.trees.remove(root) {
-            self.order.remove(&(at_ms, root.to_string()));
+            self.order.remove(&(at_ms, root.clone()));
             self.tasks -= size;
         }
     }
 
     /// The oldest filed tree: when it finished, and its root.
-    pub(super) fn oldest(&self) -> Option<&(u64, String)> {
+    pub(super) fn oldest(&self) -> Option<&(u64, TaskAddress)> {
         self.order.first()
     }
 
@@ -67,7 +68,7 @@ impl Finished {
     }
 
     /// The filed trees: root, when it finished, its size.
-    pub(super) fn trees(&self) -> impl Iterator<Item = (&String, &(u64, u64))> {
+    pub(super) fn trees(&self) -> impl Iterator<Item = (&TaskAddress, &(u64, u64))> {
         self.trees.iter()
     }
 

@@ -411,7 +411,7 @@ impl State {
         actor_address: &str,
         reservation: ReservationId,
         actual: u64,
-        task: Option<&(String, u64)>,
+        task: Option<&(crate::TaskAddress, u64)>,
     ) -> Event {
         let mut event = self.commit(actor, actor_address, reservation, actual);
         event.action = "llm.settle";
@@ -421,7 +421,7 @@ impl State {
         if let Some((address, token)) = task {
             let charge = match self.check_lease(address, actor, *token) {
                 Ok(()) => self.spend_task_budget_counted(address, actual, false),
-                Err(reason) => Event::denied("task.spend", address.clone(), reason),
+                Err(reason) => Event::denied("task.spend", address.to_string(), reason),
             };
             fx.consequences.push(charge);
         }

@@ -118,10 +118,10 @@ pub(crate) struct Effects {
     /// brake confirmed by a vote, a proposal closed, a task charged, a quarantine).
     pub(crate) consequences: Vec<Event>,
     /// Tasks that became claimable (`pending`), in order: offered to workers.
-    pub(crate) offered: Vec<String>,
+    pub(crate) offered: Vec<crate::TaskAddress>,
     /// Roots of trees one of whose tasks finished: checked once, at the end of the
     /// command, for whether the whole tree is finished.
-    pub(crate) finishing: BTreeSet<String>,
+    pub(crate) finishing: BTreeSet<crate::TaskAddress>,
     /// Tasks that left the live state, whole, for the node's archive.
     pub(crate) retired: Vec<crate::tasks::Task>,
 }

@@ -7,6 +7,7 @@ use crate::event::{Effect, Event, Reason};
 use crate::ledger::Resource;
 use crate::limits::LimitName;
 use crate::tasks::*;
+use crate::TaskAddress;
 
 impl State {
     /// Marks a task completed, returns its budget, unblocks its dependents and
@@ -14,7 +15,7 @@ impl State {
     pub(super) fn complete(
         &mut self,
         fx: &mut Effects,
-        address: &str,
+        address: &TaskAddress,
         result: Option<String>,
         by: &str,
         justification: &str,
@@ -40,15 +41,15 @@ impl State {
     pub(super) fn complete_one(
         &mut self,
         fx: &mut Effects,
-        address: &str,
+        address: &TaskAddress,
         result: Option<String>,
         by: &str,
         justification: &str,
-    ) -> Option<String> {
+    ) -> Option<TaskAddress> {
         self.tasks.edit(address).expect("exists").result = result;
         self.set_status(fx, address, TaskStatus::Completed, by, justification);
         self.return_budget(address);
-        let dependents: Vec<String> = self
+        let dependents: Vec<TaskAddress> = self
             .index
             .take_waiting(address)
             .into_iter()
@@ -87,7 +88,7 @@ impl State {
     pub(super) fn fail_attempt(
         &mut self,
         fx: &mut Effects,
-        address: &str,
+        address: &TaskAddress,
         reason: &str,
         by: &str,
         justification: &str,
@@ -108,7 +109,7 @@ impl State {
     pub(super) fn fail_attempt_one(
         &mut self,
         fx: &mut Effects,
-        address: &str,
+        address: &TaskAddress,
         reason: &str,
         by: &str,
         justification: &str,
@@ -138,19 +139,19 @@ impl State {
     pub(super) fn kill(
         &mut self,
         fx: &mut Effects,
-        address: &str,
+        address: &TaskAddress,
         why: &str,
         by: &str,
         justification: &str,
         events: &mut Vec<Event>,
-    ) -> Option<(String, String, &'static str)> {
+    ) -> Option<(crate::TaskAddress, String, &'static str)> {
         self.bury(fx, address, why, by, justification, events);
         let parent = self.tasks.known(address).parent.clone()?;
         if self.tasks.known(&parent).status != TaskStatus::Blocked {
             return None;
         }
         // The siblings still open are abandoned with the parent's plan.
-        let siblings: Vec<String> = self
+        let siblings: Vec<crate::TaskAddress> = self
             .tasks
             .known(&parent)
             .children
@@ -193,7 +194,7 @@ impl State {
     pub(super) fn bury(
         &mut self,
         fx: &mut Effects,
-        address: &str,
+        address: &TaskAddress,
         why: &str,
         by: &str,
         justification: &str,
@@ -211,7 +212,7 @@ impl State {
             "task.dead",
             address,
             Effect::TaskChanged {
-                address: address.to_string(),
+                address: address.clone(),
                 status: TaskStatus::Dead,
             },
         );
@@ -223,7 +224,7 @@ impl State {
 
     /// Gives what is left of a finished task's budget back: to its parent if the
     /// parent is still open, otherwise to the payer's ledger.
-    pub(super) fn return_budget(&mut self, address: &str) {
+    pub(super) fn return_budget(&mut self, address: &TaskAddress) {
         let Some(budget) = self.tasks.edit(address).and_then(|t| t.budget.as_mut()) else {
             return;
         };
@@ -248,7 +249,7 @@ impl State {
         }
     }
 
-    pub(super) fn spend_task_budget(&mut self, address: &str, amount: u64) -> Event {
+    pub(super) fn spend_task_budget(&mut self, address: &TaskAddress, amount: u64) -> Event {
         self.spend_task_budget_counted(address, amount, true)
     }
 
@@ -256,7 +257,7 @@ impl State {
     /// `llm_spend_usd` (a settlement has counted it already).
     pub(super) fn spend_task_budget_counted(
         &mut self,
-        address: &str,
+        address: &TaskAddress,
         amount: u64,
         count_system_spend: bool,
     ) -> Event {
@@ -288,7 +289,7 @@ impl State {
             ACTION,
             address,
             Effect::TaskBudgetSpent {
-                address: address.to_string(),
+                address: address.clone(),
                 charged,
                 shortfall,
                 remaining,

@@ -9,30 +9,24 @@ use super::State;
 use crate::event::{Effect, Event};
 use crate::retention::{RetireCause, RETIRE_TREES_PER_COMMAND_MAX};
 use crate::tasks::TaskStatus;
-
-/// The bounds of the addresses under `root` (its subtasks at every level).
-fn below(root: &str) -> (String, String) {
-    // Addresses are digits and dots: every descendant sorts between "root." and
-    // "root/" ('/' follows '.').
-    (format!("{root}."), format!("{root}/"))
-}
+use crate::TaskAddress;
 
 impl State {
     /// The root of the tree a live task belongs to.
-    pub(super) fn root_of(&self, address: &str) -> String {
+    pub(super) fn root_of(&self, address: &TaskAddress) -> TaskAddress {
         let mut current = address;
         for _ in 0..=crate::tasks::TASK_DEPTH_MAX {
-            match self.tasks.get(current).and_then(|t| t.parent.as_deref()) {
+            match self.tasks.get(current).and_then(|t| t.parent.as_ref()) {
                 Some(parent) => current = parent,
                 None => break,
             }
         }
-        current.to_string()
+        current.clone()
     }
 
     /// The live tasks of the tree under `root` (the root first).
     fn tree<'a>(&'a self, root: &'a str) -> impl Iterator<Item = &'a crate::tasks::Task> {
-        let (from, to) = below(root);
+        let (from, to) = TaskAddress::descendants(root);
         self.tasks
             .get(root)
             .into_iter()
@@ -41,7 +35,7 @@ impl State {
 
     /// Every task of the tree is finished and no open task waits on one of them;
     /// the number of its tasks.
-    fn finished_tree_size(&self, root: &str) -> Option<u64> {
+    fn finished_tree_size(&self, root: &TaskAddress) -> Option<u64> {
         let mut size = 0;
         for task in self.tree(root) {
             if task.status.is_open() {
@@ -62,7 +56,7 @@ impl State {
 
     /// A task of this tree finished: the tree is looked at once the command is
     /// decided. The trees of what it waited on too: they may have stayed only for it.
-    pub(super) fn note_finishing(&self, fx: &mut Effects, address: &str) {
+    pub(super) fn note_finishing(&self, fx: &mut Effects, address: &TaskAddress) {
         fx.finishing.insert(self.root_of(address));
         for dependency in &self.tasks.known(address).depends_on {
             if self.tasks.contains(dependency) {
@@ -73,7 +67,7 @@ impl State {
 
     /// A task of this tree is open again (a requeued dead task): the tree is not
     /// finished any more.
-    pub(super) fn note_reopened(&mut self, address: &str) {
+    pub(super) fn note_reopened(&mut self, address: &TaskAddress) {
         let root = self.root_of(address);
         self.finished.unfile(&root);
     }
@@ -142,9 +136,10 @@ impl State {
     }
 
     /// Takes a finished tree out of the live state, into `fx.retired`.
-    fn retire_tree(&mut self, fx: &mut Effects, root: &str) -> u64 {
-        let addresses: Vec<String> = self.tree(root).map(|t| t.address.clone()).collect();
-        let leaving: BTreeSet<&str> = addresses.iter().map(String::as_str).collect();
+    fn retire_tree(&mut self, fx: &mut Effects, root: &TaskAddress) -> u64 {
+        let addresses: Vec<crate::TaskAddress> =
+            self.tree(root).map(|t| t.address.clone()).collect();
+        let leaving: BTreeSet<&str> = addresses.iter().map(TaskAddress::as_str).collect();
         for address in &addresses {
             let task = self.tasks.remove(address).expect("walked just now");
             self.index.unfile(address, task.status);
@@ -159,7 +154,7 @@ impl State {
     /// Whether a dependency is met: completed, or retired (a tree retires only once
     /// nothing open waits on it, so a task still naming a retired dependency was
     /// unblocked by its completion).
-    pub(super) fn dependency_met(&self, address: &str) -> bool {
+    pub(super) fn dependency_met(&self, address: &TaskAddress) -> bool {
         self.tasks
             .get(address)
             .is_none_or(|task| task.status == TaskStatus::Completed)

@@ -4,6 +4,7 @@
 //! heartbeats and loss are decided by the state (`workers.rs`), leases by the
 //! board (`claims.rs`).
 
+use crate::TaskAddress;
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
@@ -18,7 +19,7 @@ pub(crate) struct Sessions {
     /// `(deadline_ms, id)` of each active session.
     deadlines: BTreeSet<(u64, u64)>,
     /// Tasks leased to each session.
-    leases: BTreeMap<u64, BTreeSet<String>>,
+    leases: BTreeMap<u64, BTreeSet<TaskAddress>>,
 }
 
 impl Sessions {
@@ -87,20 +88,17 @@ impl Sessions {
     }
 
     /// The tasks leased to session `id`.
-    pub(super) fn tasks_of(&self, id: u64) -> impl Iterator<Item = &String> {
+    pub(super) fn tasks_of(&self, id: u64) -> impl Iterator<Item = &TaskAddress> {
         self.leases.get(&id).into_iter().flatten()
     }
 
     /// `address` is leased to session `id`.
-    pub(super) fn lease(&mut self, id: u64, address: &str) {
-        self.leases
-            .entry(id)
-            .or_default()
-            .insert(address.to_string());
+    pub(super) fn lease(&mut self, id: u64, address: &TaskAddress) {
+        self.leases.entry(id).or_default().insert(address.clone());
     }
 
     /// `address`'s lease to session `id` ended.
-    pub(super) fn unlease(&mut self, id: u64, address: &str) {
+    pub(super) fn unlease(&mut self, id: u64, address: &TaskAddress) {
         if let Some(held) = self.leases.get_mut(&id) {
             held.remove(address);
             if held.is_empty() {

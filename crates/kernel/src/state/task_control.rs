@@ -10,6 +10,7 @@ use super::{forbidden, invalid, not_found, Effects, State};
 use crate::command::{Command, Priority};
 use crate::event::{Effect, Event, Reason};
 use crate::tasks::*;
+use crate::TaskAddress;
 
 /// An attempt's outcome when it ran past its deadline.
 pub(super) const TIMED_OUT: &str = "timed_out";
@@ -21,7 +22,7 @@ impl State {
     pub(super) fn time_out_attempt(
         &mut self,
         fx: &mut Effects,
-        address: &str,
+        address: &TaskAddress,
         lease: &Lease,
         events: &mut Vec<Event>,
     ) {
@@ -53,12 +54,12 @@ impl State {
     }
 
     /// Why the attempt under `token` ended as timed out.
-    pub(super) fn time_out_reason(&self, address: &str, token: u64) -> Reason {
+    pub(super) fn time_out_reason(&self, address: &TaskAddress, token: u64) -> Reason {
         let task = &self.tasks.known(address);
         let attempt = task.attempts.iter().find(|a| a.token == token);
         let started_at_ms = attempt.map_or(0, |a| a.started_at_ms);
         Reason::AttemptTimedOut {
-            task: address.to_string(),
+            task: address.clone(),
             attempt: attempt.map_or(0, |a| a.number),
             holder: attempt.map_or_else(String::new, |a| a.worker.clone()),
             started_at_ms,
@@ -72,7 +73,7 @@ impl State {
 
     /// Why a cancelled task refuses its former holder: who cancelled it, when, and
     /// the task whose cancellation took it (the highest one cancelled at that time).
-    pub(super) fn cancellation(&self, address: &str) -> Reason {
+    pub(super) fn cancellation(&self, address: &TaskAddress) -> Reason {
         let task = &self.tasks.known(address);
         let (by, at_ms) = task
             .history
@@ -80,7 +81,7 @@ impl State {
             .rev()
             .find(|t| t.to == TaskStatus::Cancelled)
             .map_or((String::new(), 0), |t| (t.by.clone(), t.at_ms));
-        let mut cancelled = address.to_string();
+        let mut cancelled = address.clone();
         let mut above = task.parent.clone();
         while let Some(parent) = above {
             let Some(parent_task) = self.tasks.get(&parent) else {
@@ -98,7 +99,7 @@ impl State {
             above = parent_task.parent.clone();
         }
         Reason::Cancelled {
-            task: address.to_string(),
+            task: address.clone(),
             by,
             at_ms,
             cancelled,
@@ -113,7 +114,7 @@ impl State {
         fx: &mut Effects,
         command: &Command,
         actor_address: &str,
-        address: &str,
+        address: &TaskAddress,
     ) -> Event {
         const ACTION: &str = "task.cancel";
         if let Err(reason) = self.may_direct(command, address) {
@@ -160,7 +161,7 @@ impl State {
             ACTION,
             address,
             Effect::TaskCancelled {
-                address: address.to_string(),
+                address: address.clone(),
                 cancelled: subtree,
                 leases_ended,
                 refunded_micro_usd,
@@ -172,7 +173,7 @@ impl State {
     pub(super) fn set_task_priority(
         &mut self,
         command: &Command,
-        address: &str,
+        address: &TaskAddress,
         priority: Priority,
     ) -> Event {
         const ACTION: &str = "task.priority";
@@ -204,7 +205,7 @@ impl State {
             ACTION,
             address,
             Effect::TaskPriorityChanged {
-                address: address.to_string(),
+                address: address.clone(),
                 priority,
                 previous,
             },
@@ -213,14 +214,14 @@ impl State {
 
     /// Whether the actor directs the task: an admin, the poster of the task or of a
     /// task above it, or a principal ancestor of such a poster.
-    fn may_direct(&self, command: &Command, address: &str) -> Result<(), Reason> {
+    fn may_direct(&self, command: &Command, address: &TaskAddress) -> Result<(), Reason> {
         if !self.tasks.contains(address) {
             return Err(not_found("task", address));
         }
         if self.principals.known(command.actor).is_admin() {
             return Ok(());
         }
-        let mut next = Some(address.to_string());
+        let mut next = Some(address.clone());
         // Task depth is bounded (TASK_DEPTH_MAX), and so is this walk.
         while let Some(current) = next {
             let task = &self.tasks.known(&current);
@@ -238,7 +239,7 @@ impl State {
 
     /// The task and its open subtasks, the task first and each parent before its
     /// children; refused past `CANCEL_TASKS_MAX` or when the task is not open.
-    fn open_subtree(&self, address: &str) -> Result<Vec<String>, Reason> {
+    fn open_subtree(&self, address: &TaskAddress) -> Result<Vec<TaskAddress>, Reason> {
         let status = self.tasks.known(address).status;
         if !status.is_open() {
             return Err(invalid(format!(
@@ -247,7 +248,7 @@ impl State {
             )));
         }
         let mut subtree = Vec::new();
-        let mut stack = vec![address.to_string()];
+        let mut stack = vec![address.clone()];
         while let Some(current) = stack.pop() {
             if subtree.len() >= CANCEL_TASKS_MAX {
                 return Err(invalid(format!(
@@ -269,7 +270,7 @@ impl State {
 
     /// What the tasks' budgets still hold for their payers (before and after a
     /// cancellation, to say how much was refunded).
-    fn refundable_by_payers(&self, tasks: &[String]) -> u64 {
+    fn refundable_by_payers(&self, tasks: &[TaskAddress]) -> u64 {
         tasks
             .iter()
             .filter_map(|t| self.tasks.known(t).budget.as_ref())
@@ -279,7 +280,7 @@ impl State {
 
     /// Completes the parent of `address` when all its subtasks are now completed or
     /// cancelled (and climbs, as a completion does).
-    fn complete_parent_if_done(&mut self, fx: &mut Effects, address: &str) {
+    fn complete_parent_if_done(&mut self, fx: &mut Effects, address: &TaskAddress) {
         let Some(parent) = self.tasks.known(address).parent.clone() else {
             return;
         };

@@ -4,6 +4,7 @@
 //! themselves and what moves them are the state's (`tasks.rs`, `claims.rs`,
 //! `retention.rs`); it tells the index each move.
 
+use crate::TaskAddress;
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
@@ -15,32 +16,32 @@ use crate::tasks::TaskStatus;
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct TaskIndex {
     /// Claimable tasks by static score, then by the time they became claimable.
-    ready: BTreeMap<u32, BTreeSet<(u64, String)>>,
+    ready: BTreeMap<u32, BTreeSet<(u64, TaskAddress)>>,
     /// Each claimable task's score in `ready`.
-    ready_score: BTreeMap<String, u32>,
+    ready_score: BTreeMap<TaskAddress, u32>,
     /// Open tasks that wait on each task.
-    dependents: BTreeMap<String, BTreeSet<String>>,
+    dependents: BTreeMap<TaskAddress, BTreeSet<TaskAddress>>,
     /// Task addresses by status: lists and counts walk only the status they ask for.
-    by_status: BTreeMap<TaskStatus, BTreeSet<String>>,
+    by_status: BTreeMap<TaskStatus, BTreeSet<TaskAddress>>,
 }
 
 impl TaskIndex {
     /// `address` is claimable from `ready_since_ms` at `score`.
     #[inline]
-    pub(super) fn offer(&mut self, address: &str, score: u32, ready_since_ms: u64) {
+    pub(super) fn offer(&mut self, address: &TaskAddress, score: u32, ready_since_ms: u64) {
         self.ready
             .entry(score)
             .or_default()
-            .insert((ready_since_ms, address.to_string()));
-        self.ready_score.insert(address.to_string(), score);
+            .insert((ready_since_ms, address.clone()));
+        self.ready_score.insert(address.clone(), score);
     }
 
     /// `address` (claimable since `ready_since_ms`) is claimable no more.
     #[inline]
-    pub(super) fn withdraw(&mut self, address: &str, ready_since_ms: u64) {
+    pub(super) fn withdraw(&mut self, address: &TaskAddress, ready_since_ms: u64) {
         if let Some(score) = self.ready_score.remove(address) {
             if let Some(level) = self.ready.get_mut(&score) {
-                level.remove(&(ready_since_ms, address.to_string()));
+                level.remove(&(ready_since_ms, address.clone()));
                 if level.is_empty() {
                     self.ready.remove(&score);
                 }
@@ -49,31 +50,31 @@ impl TaskIndex {
     }
 
     #[inline]
-    pub(super) fn is_offered(&self, address: &str) -> bool {
+    pub(super) fn is_offered(&self, address: &TaskAddress) -> bool {
         self.ready_score.contains_key(address)
     }
 
     /// The claimable tasks, highest score first, each level oldest first.
     #[inline]
-    pub(super) fn levels(&self) -> impl Iterator<Item = (&u32, &BTreeSet<(u64, String)>)> {
+    pub(super) fn levels(&self) -> impl Iterator<Item = (&u32, &BTreeSet<(u64, TaskAddress)>)> {
         self.ready.iter().rev()
     }
 
     /// `waiter` waits on `dependency`.
-    pub(super) fn wait_on(&mut self, dependency: &str, waiter: &str) {
+    pub(super) fn wait_on(&mut self, dependency: &TaskAddress, waiter: &TaskAddress) {
         self.dependents
-            .entry(dependency.to_string())
+            .entry(dependency.clone())
             .or_default()
-            .insert(waiter.to_string());
+            .insert(waiter.clone());
     }
 
     /// The tasks waiting on `address`.
-    pub(super) fn waiting_on(&self, address: &str) -> Option<&BTreeSet<String>> {
+    pub(super) fn waiting_on(&self, address: &TaskAddress) -> Option<&BTreeSet<TaskAddress>> {
         self.dependents.get(address)
     }
 
     /// The tasks that waited on `address` (completed): they wait on it no more.
-    pub(super) fn take_waiting(&mut self, address: &str) -> Option<BTreeSet<String>> {
+    pub(super) fn take_waiting(&mut self, address: &TaskAddress) -> Option<BTreeSet<TaskAddress>> {
         self.dependents.remove(address)
     }
 
@@ -81,8 +82,8 @@ impl TaskIndex {
     /// waits on `depends_on` no more (except on those in `leaving` with it).
     pub(super) fn forget_waits(
         &mut self,
-        address: &str,
-        depends_on: &[String],
+        address: &TaskAddress,
+        depends_on: &[crate::TaskAddress],
         leaving: &BTreeSet<&str>,
     ) {
         self.dependents.remove(address);
@@ -90,10 +91,10 @@ impl TaskIndex {
             if leaving.contains(dependency.as_str()) {
                 continue;
             }
-            if let Some(waiting) = self.dependents.get_mut(dependency) {
+            if let Some(waiting) = self.dependents.get_mut(dependency.as_str()) {
                 waiting.remove(address);
                 if waiting.is_empty() {
-                    self.dependents.remove(dependency);
+                    self.dependents.remove(dependency.as_str());
                 }
             }
         }
@@ -101,30 +102,35 @@ impl TaskIndex {
 
     /// `address` moves from status `from` (none: it is new) to `to`.
     #[inline]
-    pub(super) fn file_status(&mut self, address: &str, from: Option<TaskStatus>, to: TaskStatus) {
+    pub(super) fn file_status(
+        &mut self,
+        address: &TaskAddress,
+        from: Option<TaskStatus>,
+        to: TaskStatus,
+    ) {
         if let Some(same) = from.and_then(|from| self.by_status.get_mut(&from)) {
             same.remove(address);
         }
         self.by_status
             .entry(to)
             .or_default()
-            .insert(address.to_string());
+            .insert(address.clone());
     }
 
     /// `address` (of `status`) left the live state.
-    pub(super) fn unfile(&mut self, address: &str, status: TaskStatus) {
+    pub(super) fn unfile(&mut self, address: &TaskAddress, status: TaskStatus) {
         if let Some(same) = self.by_status.get_mut(&status) {
             same.remove(address);
         }
     }
 
     /// The live tasks with `status`, in address order.
-    pub(super) fn with_status(&self, status: TaskStatus) -> Option<&BTreeSet<String>> {
+    pub(super) fn with_status(&self, status: TaskStatus) -> Option<&BTreeSet<TaskAddress>> {
         self.by_status.get(&status)
     }
 
     /// Every status and its tasks.
-    pub(super) fn statuses(&self) -> impl Iterator<Item = (&TaskStatus, &BTreeSet<String>)> {
+    pub(super) fn statuses(&self) -> impl Iterator<Item = (&TaskStatus, &BTreeSet<TaskAddress>)> {
         self.by_status.iter()
     }
 

@@ -5,6 +5,7 @@
 //! `active_workers`). The leases themselves are on their tasks; the board
 //! (`claims.rs`, `tasks.rs`, `outcomes.rs`) tells this part each change.
 
+use crate::TaskAddress;
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
@@ -16,9 +17,9 @@ use crate::principal::PrincipalId;
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct TaskLeases {
     /// `(expires_at_ms, task)` of each lease.
-    ends: BTreeSet<(u64, String)>,
+    ends: BTreeSet<(u64, TaskAddress)>,
     /// `(not_before_ms, task)` of each failed task waiting out its backoff.
-    backoffs: BTreeSet<(u64, String)>,
+    backoffs: BTreeSet<(u64, TaskAddress)>,
     /// Leases held per principal (none: no entry).
     held: BTreeMap<PrincipalId, u32>,
     /// Principals holding leases without a worker session.
@@ -33,8 +34,8 @@ impl TaskLeases {
     }
 
     /// `holder` took the lease of `task`, ending at `expires_at_ms`.
-    pub(super) fn take(&mut self, task: &str, holder: PrincipalId, expires_at_ms: u64) {
-        self.ends.insert((expires_at_ms, task.to_string()));
+    pub(super) fn take(&mut self, task: &TaskAddress, holder: PrincipalId, expires_at_ms: u64) {
+        self.ends.insert((expires_at_ms, task.clone()));
         *self.held.entry(holder).or_insert(0) += 1;
     }
 
@@ -42,11 +43,11 @@ impl TaskLeases {
     /// was its last lease on an implicit session, which ends with it.
     pub(super) fn give_back(
         &mut self,
-        task: &str,
+        task: &TaskAddress,
         holder: PrincipalId,
         expires_at_ms: u64,
     ) -> bool {
-        self.ends.remove(&(expires_at_ms, task.to_string()));
+        self.ends.remove(&(expires_at_ms, task.clone()));
         let Some(count) = self.held.get_mut(&holder) else {
             return false;
         };
@@ -59,19 +60,19 @@ impl TaskLeases {
     }
 
     /// The lease of `task` ends at `to` instead of `from`.
-    pub(super) fn move_end(&mut self, task: &str, from: u64, to: u64) {
-        self.ends.remove(&(from, task.to_string()));
-        self.ends.insert((to, task.to_string()));
+    pub(super) fn move_end(&mut self, task: &TaskAddress, from: u64, to: u64) {
+        self.ends.remove(&(from, task.clone()));
+        self.ends.insert((to, task.clone()));
     }
 
     /// Whether the lease of `task` is filed to end at `at_ms`.
-    pub(super) fn ends_at(&self, task: &str, at_ms: u64) -> bool {
-        self.ends.contains(&(at_ms, task.to_string()))
+    pub(super) fn ends_at(&self, task: &TaskAddress, at_ms: u64) -> bool {
+        self.ends.contains(&(at_ms, task.clone()))
     }
 
     /// The first lease end passed by `now_ms`, taken out.
     #[inline]
-    pub(super) fn end_due(&mut self, now_ms: u64) -> Option<(u64, String)> {
+    pub(super) fn end_due(&mut self, now_ms: u64) -> Option<(u64, TaskAddress)> {
         if self.ends.first().is_some_and(|(at_ms, _)| *at_ms <= now_ms) {
             return self.ends.pop_first();
         }
@@ -79,18 +80,18 @@ impl TaskLeases {
     }
 
     /// Failed `task` may be claimed again from `not_before_ms`.
-    pub(super) fn back_off(&mut self, task: &str, not_before_ms: u64) {
-        self.backoffs.insert((not_before_ms, task.to_string()));
+    pub(super) fn back_off(&mut self, task: &TaskAddress, not_before_ms: u64) {
+        self.backoffs.insert((not_before_ms, task.clone()));
     }
 
     /// `task`'s backoff (until `not_before_ms`) is over or moved.
-    pub(super) fn unback_off(&mut self, task: &str, not_before_ms: u64) {
-        self.backoffs.remove(&(not_before_ms, task.to_string()));
+    pub(super) fn unback_off(&mut self, task: &TaskAddress, not_before_ms: u64) {
+        self.backoffs.remove(&(not_before_ms, task.clone()));
     }
 
     /// The first backoff over by `now_ms`, taken out.
     #[inline]
-    pub(super) fn backoff_due(&mut self, now_ms: u64) -> Option<(u64, String)> {
+    pub(super) fn backoff_due(&mut self, now_ms: u64) -> Option<(u64, TaskAddress)> {
         if self
             .backoffs
             .first()

@@ -7,6 +7,7 @@ use super::{invalid, not_found, State};
 use crate::command::{Command, TaskUpdate};
 use crate::event::{Effect, Event};
 use crate::tasks::*;
+use crate::TaskAddress;
 
 impl State {
     pub(super) fn update_task(
@@ -14,7 +15,7 @@ impl State {
         fx: &mut Effects,
         command: &Command,
         actor_address: &str,
-        address: &str,
+        address: &TaskAddress,
         token: u64,
         update: &TaskUpdate,
     ) -> Event {
@@ -67,7 +68,7 @@ impl State {
                     action,
                     address,
                     Effect::TaskChanged {
-                        address: address.to_string(),
+                        address: address.clone(),
                         status,
                     },
                 )
@@ -85,7 +86,7 @@ impl State {
                     action,
                     address,
                     Effect::TaskChanged {
-                        address: address.to_string(),
+                        address: address.clone(),
                         status: TaskStatus::Pending,
                     },
                 )
@@ -110,7 +111,7 @@ impl State {
         &mut self,
         fx: &mut Effects,
         action: &'static str,
-        address: &str,
+        address: &TaskAddress,
         token: u64,
         actor_address: &str,
         justification: &str,
@@ -133,7 +134,7 @@ impl State {
             action,
             address,
             Effect::TaskClaimed {
-                address: address.to_string(),
+                address: address.clone(),
                 token,
                 expires_at_ms,
             },
@@ -144,7 +145,7 @@ impl State {
     fn complete_by_holder(
         &mut self,
         fx: &mut Effects,
-        address: &str,
+        address: &TaskAddress,
         result: &str,
         actor_address: &str,
         justification: &str,
@@ -164,7 +165,7 @@ impl State {
             "task.complete",
             address,
             Effect::TaskChanged {
-                address: address.to_string(),
+                address: address.clone(),
                 status: TaskStatus::Completed,
             },
         )
@@ -174,7 +175,7 @@ impl State {
         &mut self,
         fx: &mut Effects,
         actor_address: &str,
-        address: &str,
+        address: &TaskAddress,
         justification: &str,
     ) -> Event {
         const ACTION: &str = "task.requeue";
@@ -205,7 +206,7 @@ impl State {
             ACTION,
             address,
             Effect::TaskChanged {
-                address: address.to_string(),
+                address: address.clone(),
                 status: to,
             },
         )

@@ -4,6 +4,7 @@
 //! claims, outcomes and decomposition in `claims.rs`, `outcomes.rs` and `decompose.rs`.
 
 use super::Effects;
+use crate::TaskAddress;
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::{invalid, not_found, State};
@@ -98,7 +99,8 @@ impl State {
             }
         };
         let number = self.tasks.take_number();
-        let address = format!("{TASK_QUEUE_ADDRESS}.{number:05}");
+        let address = TaskAddress::root(number);
+        let depends_on = self.live_dependencies(&new.depends_on);
         self.insert_task(
             fx,
             command,
@@ -106,6 +108,7 @@ impl State {
             &address,
             None,
             new,
+            depends_on,
             budget,
             ChildDeathPolicy::Fail,
         );
@@ -150,7 +153,13 @@ impl State {
         }
         self.check_attempt_timeout(new)?;
         for dependency in &new.depends_on {
-            if !siblings.contains(dependency) && !self.tasks.contains(dependency) {
+            if siblings.contains(dependency) {
+                continue;
+            }
+            if let Err(why) = TaskAddress::parse(dependency) {
+                return Err(invalid(format!("depends_on {dependency:?}: {why}")));
+            }
+            if !self.tasks.contains(dependency) {
                 // Finished trees leave the live state by the retention rule: a task
                 // depends on live tasks only.
                 return Err(not_found("task", dependency));
@@ -198,15 +207,25 @@ impl State {
         Ok(warnings)
     }
 
+    /// The addresses of the live tasks a new task names as its dependencies (checked
+    /// by `validate_new_task`: each is live).
+    pub(super) fn live_dependencies(&self, named: &[String]) -> Vec<TaskAddress> {
+        named
+            .iter()
+            .filter_map(|d| self.tasks.get(d).map(|task| task.address.clone()))
+            .collect()
+    }
+
     #[allow(clippy::too_many_arguments)]
     pub(super) fn insert_task(
         &mut self,
         fx: &mut Effects,
         command: &Command,
         actor_address: &str,
-        address: &str,
-        parent: Option<&str>,
+        address: &TaskAddress,
+        parent: Option<&TaskAddress>,
         new: &NewTask,
+        depends_on: Vec<TaskAddress>,
         budget: Option<TaskBudget>,
         on_child_death: ChildDeathPolicy,
     ) {
@@ -215,15 +234,15 @@ impl State {
         capabilities.sort();
         capabilities.dedup();
         let task = Task {
-            address: address.to_string(),
-            parent: parent.map(str::to_string),
+            address: address.clone(),
+            parent: parent.cloned(),
             children: Vec::new(),
             next_child: 0,
             title: new.title.clone(),
             description: new.description.clone(),
             priority: new.priority,
             capabilities,
-            depends_on: new.depends_on.clone(),
+            depends_on,
             budget,
             max_attempts: new.max_attempts.unwrap_or(config.max_attempts),
             attempt_timeout_ms: new.attempt_timeout_ms.unwrap_or(config.attempt_timeout_ms),
@@ -284,7 +303,7 @@ impl State {
     pub(super) fn set_status(
         &mut self,
         fx: &mut Effects,
-        address: &str,
+        address: &TaskAddress,
         to: TaskStatus,
         by: &str,
         justification: &str,
@@ -328,7 +347,7 @@ impl State {
             TaskStatus::Pending => {
                 task.ready_since_ms = now;
                 self.index(address);
-                fx.offered.push(address.to_string());
+                fx.offered.push(address.clone());
             }
             TaskStatus::Failed => {
                 let not_before = task.not_before_ms;
@@ -338,19 +357,19 @@ impl State {
         }
     }
 
-    pub(super) fn index(&mut self, address: &str) {
+    pub(super) fn index(&mut self, address: &TaskAddress) {
         let score = self.static_score(self.tasks.known(address));
         let ready_since = self.tasks.known(address).ready_since_ms;
         self.index.offer(address, score, ready_since);
     }
 
-    pub(super) fn unindex(&mut self, address: &str) {
+    pub(super) fn unindex(&mut self, address: &TaskAddress) {
         let ready_since = self.tasks.known(address).ready_since_ms;
         self.index.withdraw(address, ready_since);
     }
 
     /// Re-files a pending task whose score changed (its dependents changed).
-    pub(super) fn reindex(&mut self, address: &str) {
+    pub(super) fn reindex(&mut self, address: &TaskAddress) {
         if self
             .tasks
             .get(address)
@@ -412,10 +431,4 @@ pub(super) fn task_bytes(_command: &Command, new: &NewTask) -> u64 {
         .map(String::len)
         .sum();
     (new.title.len() + new.description.len() + lists) as u64
-}
-
-/// How deep a task is in its tree: 0 for a root task (`0.7.1.NNNNN`), 1 for its
-/// subtasks, and so on.
-pub(super) fn task_level(address: &str) -> usize {
-    address.split('.').count().saturating_sub(4)
 }

@@ -12,6 +12,7 @@ use crate::tasks::TaskStatus;
 use crate::workers::{
     NewWorker, WorkerHeard, WorkerSession, WorkerState, RENEW_WORKERS_MAX, SOFT_SESSION_LEASE_MS,
 };
+use crate::TaskAddress;
 
 impl State {
     pub fn worker(&self, id: u64) -> Option<&WorkerSession> {
@@ -30,11 +31,11 @@ impl State {
 
     /// Tasks leased to a worker session now, borrowed (nothing is copied).
     pub fn worker_task_addresses(&self, id: u64) -> impl Iterator<Item = &str> {
-        self.workers.tasks_of(id).map(String::as_str)
+        self.workers.tasks_of(id).map(TaskAddress::as_str)
     }
 
     /// Tasks leased to a worker session now.
-    pub fn worker_tasks(&self, id: u64) -> Vec<String> {
+    pub fn worker_tasks(&self, id: u64) -> Vec<TaskAddress> {
         self.workers.tasks_of(id).cloned().collect()
     }
 
@@ -169,7 +170,7 @@ impl State {
         state: WorkerState,
         outcome: &str,
         why: &str,
-    ) -> Vec<String> {
+    ) -> Vec<TaskAddress> {
         self.workers.end(id, state, self.now_ms);
         if let Some(limit) = self.limits.edit(&LimitName::ActiveWorkers) {
             limit.usage = limit.usage.saturating_sub(1);

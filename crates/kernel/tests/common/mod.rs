@@ -123,7 +123,7 @@ pub fn post(
     sim: &mut Sim,
     actor: PrincipalId,
     task: colony_kernel::tasks::NewTask,
-) -> Result<String, Reason> {
+) -> Result<TaskAddress, Reason> {
     let applied = sim.run(actor, CommandBody::PostTask(Box::new(task)));
     match &applied.primary().effect {
         Effect::TaskChanged { address, .. } => Ok(address.clone()),
@@ -132,7 +132,11 @@ pub fn post(
 }
 
 /// Claims; returns the task and its token, or `None` when nothing fits.
-pub fn claim(sim: &mut Sim, worker: PrincipalId, capabilities: &[&str]) -> Option<(String, u64)> {
+pub fn claim(
+    sim: &mut Sim,
+    worker: PrincipalId,
+    capabilities: &[&str],
+) -> Option<(TaskAddress, u64)> {
     let body = CommandBody::ClaimTask {
         capabilities: capabilities.iter().map(|c| c.to_string()).collect(),
         lease_ms: None,
@@ -146,6 +150,11 @@ pub fn claim(sim: &mut Sim, worker: PrincipalId, capabilities: &[&str]) -> Optio
     }
 }
 
+/// A task address the test knows is one.
+pub fn task(address: &str) -> TaskAddress {
+    TaskAddress::parse(address).expect("a task address")
+}
+
 pub fn update(
     sim: &mut Sim,
     worker: PrincipalId,
@@ -156,7 +165,7 @@ pub fn update(
     sim.run(
         worker,
         CommandBody::UpdateTask {
-            address: address.to_string(),
+            address: task(address),
             token,
             update,
         },
@@ -181,7 +190,7 @@ pub fn genesis_with_limit(name: &str, change: impl FnOnce(&mut LimitSpec)) -> Ge
 }
 
 /// Posts a task without requirements, as the admin; its address.
-pub fn post_plain(sim: &mut Sim, title: &str) -> String {
+pub fn post_plain(sim: &mut Sim, title: &str) -> TaskAddress {
     post(
         sim,
         PrincipalId::ADMIN,

@@ -145,7 +145,7 @@ fn a_ceiling_applies_from_the_first_window() {
         let applied = sim.run(
             agent,
             CommandBody::ClaimSpecificTask {
-                address: "0.7.1.99999".into(),
+                address: task("0.7.1.99999"),
                 lease_ms: None,
             },
         );
@@ -174,7 +174,7 @@ fn a_human_releases_a_quarantine_and_an_ai_cannot() {
         sim.run(
             agent,
             CommandBody::ClaimSpecificTask {
-                address: "0.7.1.99999".into(),
+                address: task("0.7.1.99999"),
                 lease_ms: None,
             },
         );
@@ -201,7 +201,7 @@ fn admins_are_watched_by_people_not_quarantined() {
         let applied = sim.run(
             PrincipalId::ADMIN,
             CommandBody::ClaimSpecificTask {
-                address: "0.7.1.99999".into(),
+                address: task("0.7.1.99999"),
                 lease_ms: None,
             },
         );
@@ -240,7 +240,7 @@ fn a_child_cannot_act_while_its_parent_is_quarantined() {
         let applied = sim.run(
             parent,
             CommandBody::ClaimSpecificTask {
-                address: "0.7.1.99999".into(),
+                address: task("0.7.1.99999"),
                 lease_ms: None,
             },
         );

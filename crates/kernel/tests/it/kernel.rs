@@ -740,7 +740,7 @@ fn replay_is_deterministic_and_snapshots_restore_exactly() {
                     worker: None,
                 },
                 9 => CommandBody::UpdateTask {
-                    address: format!("0.7.1.{:05}", 1 + next() % 50),
+                    address: TaskAddress::root(1 + next() % 50),
                     token: next() % (index as u64 + 2),
                     update: match next() % 3 {
                         0 => TaskUpdate::Complete("ok".into()),

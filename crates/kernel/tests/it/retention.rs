@@ -29,7 +29,7 @@ fn finish(sim: &mut Sim, worker: PrincipalId, address: &str) -> Applied {
     )
 }
 
-fn retirements(applied: &Applied) -> Vec<(String, u64, RetireCause)> {
+fn retirements(applied: &Applied) -> Vec<(TaskAddress, u64, RetireCause)> {
     applied
         .events
         .iter()
@@ -46,7 +46,7 @@ fn retirements(applied: &Applied) -> Vec<(String, u64, RetireCause)> {
 fn the_oldest_finished_tree_leaves_once_more_are_kept_than_the_rule_allows() {
     let mut sim = sim_keeping(2, 7 * 86_400_000);
     let worker = sim.create_ok(PrincipalKind::Ai, None);
-    let mut addresses: Vec<String> = Vec::new();
+    let mut addresses: Vec<TaskAddress> = Vec::new();
     for n in 0..3 {
         let address = post_plain(&mut sim, &format!("task {n}"));
         sim.advance(1_000);
@@ -144,10 +144,7 @@ fn a_tree_leaves_whole_and_only_once_every_task_in_it_is_finished() {
     );
     let mut gone: Vec<_> = last.retired.iter().map(|t| t.address.clone()).collect();
     gone.sort();
-    assert_eq!(
-        gone,
-        vec![root.clone(), format!("{root}.1"), format!("{root}.2")]
-    );
+    assert_eq!(gone, vec![root.clone(), root.child(1), root.child(2)]);
     assert_eq!(sim.state.tasks().count(), 0);
     sim.state.check_invariants().unwrap();
 }
@@ -160,7 +157,7 @@ fn a_dead_task_stays_while_an_open_task_waits_on_it_and_a_requeue_keeps_it() {
     doomed.max_attempts = Some(1);
     let dead = post(&mut sim, PrincipalId::ADMIN, doomed).unwrap();
     let mut waiting = new_task("after it", Priority::Normal, &[]);
-    waiting.depends_on = vec![dead.clone()];
+    waiting.depends_on = vec![dead.to_string()];
     let waiter = post(&mut sim, PrincipalId::ADMIN, waiting).unwrap();
     let (_, token) = claim(&mut sim, worker, &[]).unwrap();
     update(
@@ -216,7 +213,7 @@ fn a_task_depends_on_live_tasks_only_and_a_retired_dependency_counts_as_met() {
     let worker = sim.create_ok(PrincipalKind::Ai, None);
     let first = post_plain(&mut sim, "first");
     let mut later = new_task("later", Priority::Normal, &["other"]);
-    later.depends_on = vec![first.clone()];
+    later.depends_on = vec![first.to_string()];
     let later = post(&mut sim, PrincipalId::ADMIN, later).unwrap();
     finish(&mut sim, worker, &first);
     assert_eq!(status(&sim, &later), TaskStatus::Pending);
@@ -227,7 +224,7 @@ fn a_task_depends_on_live_tasks_only_and_a_retired_dependency_counts_as_met() {
         "one finished task is kept"
     );
     let mut late = new_task("too late", Priority::Normal, &[]);
-    late.depends_on = vec![first.clone()];
+    late.depends_on = vec![first.to_string()];
     let refused = post(&mut sim, PrincipalId::ADMIN, late).unwrap_err();
     assert_eq!(refused.code(), "not_found");
     sim.state.check_invariants().unwrap();

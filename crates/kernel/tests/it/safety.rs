@@ -330,7 +330,7 @@ fn decomposition_depth_is_bounded_and_completion_does_not_recurse() {
             "{:?}",
             applied.primary().reason
         );
-        address = format!("{address}.1");
+        address = address.child(1);
     }
     unreachable!("the depth bound refused a decomposition");
 }

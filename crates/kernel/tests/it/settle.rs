@@ -6,7 +6,7 @@ use colony_kernel::*;
 use crate::common;
 use common::*;
 
-fn budgeted_task(sim: &mut Sim, budget: u64) -> String {
+fn budgeted_task(sim: &mut Sim, budget: u64) -> TaskAddress {
     let mut task = new_task("call a model", Priority::Normal, &[]);
     task.budget_micro_usd = Some(budget);
     post(sim, PrincipalId::ADMIN, task).unwrap()

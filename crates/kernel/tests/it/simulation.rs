@@ -98,7 +98,7 @@ struct World {
     principals: Vec<PrincipalId>,
     reservations: Vec<ReservationId>,
     /// Claimed tasks with their tokens (some go stale: that is part of the attack).
-    claims: Vec<(PrincipalId, String, u64)>,
+    claims: Vec<(PrincipalId, TaskAddress, u64)>,
     workers: Vec<(PrincipalId, u64)>,
     proposals: Vec<u64>,
     next_token: u64,
@@ -292,7 +292,7 @@ impl World {
                 }
                 if rng.chance(20) {
                     if let Some(other) = self.state.tasks().last() {
-                        new.depends_on = vec![other.address.clone()];
+                        new.depends_on = vec![other.address.to_string()];
                     }
                 }
                 self.run(actor, CommandBody::PostTask(Box::new(new)));
@@ -668,7 +668,7 @@ impl World {
             25 | 26 => {
                 // A poster (or anyone) cancels a task, or changes its priority:
                 // open or finished, root or deep in a tree, held or waiting.
-                let addresses: Vec<String> = self
+                let addresses: Vec<TaskAddress> = self
                     .state
                     .tasks()
                     .filter(|t| t.status.is_open() || rng.chance(10))

@@ -16,7 +16,7 @@ fn cancel(sim: &mut Sim, actor: PrincipalId, address: &str) -> Event {
     sim.run(
         actor,
         CommandBody::CancelTask {
-            address: address.to_string(),
+            address: task(address),
         },
     )
     .primary()
@@ -120,9 +120,9 @@ struct Tree {
     poster: PrincipalId,
     decomposer: PrincipalId,
     holder: PrincipalId,
-    root: String,
-    children: Vec<String>,
-    held: (String, u64),
+    root: TaskAddress,
+    children: Vec<TaskAddress>,
+    held: (TaskAddress, u64),
 }
 
 fn tree(sim: &mut Sim) -> Tree {

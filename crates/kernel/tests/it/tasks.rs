@@ -65,7 +65,7 @@ fn priority_order_with_aging_and_unblocking() {
         new_task("high", Priority::High, &[]),
     )
     .unwrap();
-    let order: Vec<String> = (0..3)
+    let order: Vec<TaskAddress> = (0..3)
         .map(|_| claim(&mut sim, worker, &[]).unwrap().0)
         .collect();
     assert_eq!(order, vec![high, normal, low.clone()]);
@@ -112,7 +112,7 @@ fn priority_order_with_aging_and_unblocking() {
     .unwrap();
     for title in ["waits 1", "waits 2"] {
         let mut waiting = new_task(title, Priority::Normal, &[]);
-        waiting.depends_on = vec![keystone.clone()];
+        waiting.depends_on = vec![keystone.to_string()];
         let address = post(&mut sim, PrincipalId::ADMIN, waiting).unwrap();
         assert_eq!(status(&sim, &address), TaskStatus::Blocked);
     }
@@ -137,7 +137,7 @@ fn exactly_one_of_many_claimers_wins() {
         new_task("only one", Priority::Normal, &[]),
     )
     .unwrap();
-    let winners: Vec<(String, u64)> = workers
+    let winners: Vec<(TaskAddress, u64)> = workers
         .iter()
         .filter_map(|w| claim(&mut sim, *w, &[]))
         .collect();

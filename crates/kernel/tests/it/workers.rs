@@ -20,7 +20,7 @@ fn register(sim: &mut Sim, actor: PrincipalId, capabilities: &[&str]) -> Result<
     }
 }
 
-fn post(sim: &mut Sim, title: &str) -> String {
+fn post(sim: &mut Sim, title: &str) -> TaskAddress {
     let task = NewTask {
         title: title.into(),
         description: String::new(),
@@ -41,7 +41,7 @@ fn post(sim: &mut Sim, title: &str) -> String {
     }
 }
 
-fn claim(sim: &mut Sim, actor: PrincipalId, worker: u64) -> Option<(String, u64)> {
+fn claim(sim: &mut Sim, actor: PrincipalId, worker: u64) -> Option<(TaskAddress, u64)> {
     let applied = sim.run(
         actor,
         CommandBody::ClaimTask {
@@ -599,7 +599,7 @@ fn the_node_renews_heard_task_leases_in_one_command() {
             at_ms: heard_at,
         },
         LeaseHeard {
-            address: "0.7.1.99999".into(),
+            address: task("0.7.1.99999"),
             token: 1,
             at_ms: heard_at,
         },
@@ -656,7 +656,7 @@ fn the_node_renews_heard_task_leases_in_one_command() {
     sim.state.check_invariants().unwrap();
 }
 
-fn claim_without_session(sim: &mut Sim, actor: PrincipalId) -> (String, u64) {
+fn claim_without_session(sim: &mut Sim, actor: PrincipalId) -> (TaskAddress, u64) {
     let applied = sim.run(
         actor,
         CommandBody::ClaimTask {

@@ -10,7 +10,7 @@ use axum::Json;
 use colony_api::hypernet::{OldActionRequest, OldListQuery, OldTask, OldTaskList, OldTaskRequest};
 use colony_api::ErrorBody;
 use colony_kernel::tasks::{NewTask, Task, TaskStatus};
-use colony_kernel::{CommandBody, TaskUpdate};
+use colony_kernel::{CommandBody, TaskAddress, TaskUpdate};
 use serde_json::{json, Value};
 
 use super::{AppState, Body, Params, Segment};
@@ -40,7 +40,7 @@ pub(crate) fn old_shape(task: &Task) -> OldTask {
     };
     let failed = ended("failed");
     OldTask {
-        address: task.address.clone(),
+        address: task.address.to_string(),
         title: task.title.clone(),
         description: task.description.clone(),
         status: match task.status {
@@ -65,7 +65,7 @@ pub(crate) fn old_shape(task: &Task) -> OldTask {
         released_at: ended("released")
             .and_then(|a| a.ended_at_ms)
             .map(colony_api::format_time),
-        depends_on: task.depends_on.clone(),
+        depends_on: task.depends_on.iter().map(ToString::to_string).collect(),
         colony_status: task.status.as_str().to_string(),
     }
 }
@@ -202,7 +202,7 @@ pub async fn mine(
 pub async fn act(
     State(app): State<AppState>,
     caller: Caller,
-    Segment((address, action)): Segment<(String, String)>,
+    Segment((address, action)): Segment<(TaskAddress, String)>,
     body: axum::body::Bytes,
 ) -> Result<Json<OldTask>, ApiError> {
     // The old clients sometimes send no body at all.

@@ -10,7 +10,7 @@ use colony_api::tasks::{
 };
 use colony_api::{ErrorBody, Explained, Justified};
 use colony_kernel::tasks::{NewTask, Task, TaskStatus};
-use colony_kernel::{CommandBody, Effect, TaskUpdate};
+use colony_kernel::{CommandBody, Effect, TaskAddress, TaskUpdate};
 use serde_json::Value;
 
 use super::task_view::{task_view, view_now};
@@ -255,7 +255,7 @@ async fn claimed(
 pub async fn act(
     State(app): State<AppState>,
     caller: Caller,
-    Segment((address, action)): Segment<(String, String)>,
+    Segment((address, action)): Segment<(TaskAddress, String)>,
     Body(request): Body<LeaseRequest>,
 ) -> Result<Json<TaskView>, ApiError> {
     if action == "heartbeat" {
@@ -302,7 +302,7 @@ pub async fn act(
 async fn soft_heartbeat(
     app: &AppState,
     caller: &Caller,
-    address: &str,
+    address: &TaskAddress,
     token: u64,
 ) -> Option<Result<Json<TaskView>, ApiError>> {
     let liveness = app.shared.bus.liveness.as_ref()?;
@@ -322,7 +322,7 @@ async fn soft_heartbeat(
         lease.expires_at = colony_api::format_time(expires_at_ms);
     }
     body.effect = Some(Effect::TaskClaimed {
-        address: address.to_string(),
+        address: address.clone(),
         token,
         expires_at_ms,
     });
@@ -335,7 +335,7 @@ async fn soft_heartbeat(
 pub async fn decompose(
     State(app): State<AppState>,
     caller: Caller,
-    Segment(address): Segment<String>,
+    Segment(address): Segment<TaskAddress>,
     Body(request): Body<DecomposeRequest>,
 ) -> Result<Json<TaskView>, ApiError> {
     let justification = require_justification(request.justification)?;
@@ -365,7 +365,7 @@ pub async fn decompose(
 pub async fn cancel(
     State(app): State<AppState>,
     caller: Caller,
-    Segment(address): Segment<String>,
+    Segment(address): Segment<TaskAddress>,
     Body(request): Body<Justified>,
 ) -> Result<Json<TaskView>, ApiError> {
     let justification = require_justification(request.justification)?;
@@ -384,7 +384,7 @@ pub async fn cancel(
 pub async fn priority(
     State(app): State<AppState>,
     caller: Caller,
-    Segment(address): Segment<String>,
+    Segment(address): Segment<TaskAddress>,
     Body(request): Body<PriorityRequest>,
 ) -> Result<Json<TaskView>, ApiError> {
     let justification = require_justification(request.justification)?;
@@ -404,7 +404,7 @@ pub async fn priority(
 pub async fn requeue(
     State(app): State<AppState>,
     caller: Caller,
-    Segment(address): Segment<String>,
+    Segment(address): Segment<TaskAddress>,
     Body(request): Body<Justified>,
 ) -> Result<Json<TaskView>, ApiError> {
     let justification = require_justification(request.justification)?;
@@ -490,11 +490,11 @@ pub async fn dead(State(app): State<AppState>, caller: Caller) -> Result<Json<Ta
 
 /// One task, with its children, attempts and history.
 #[utoipa::path(get, path = "/v1/tasks/{address}", tag = "tasks", params(("address" = String, Path)),
-    responses((status = 403, body = ErrorBody), (status = 200, body = TaskView), (status = 404, body = ErrorBody)))]
+    responses((status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 200, body = TaskView), (status = 404, body = ErrorBody)))]
 pub async fn one(
     State(app): State<AppState>,
     caller: Caller,
-    Segment(address): Segment<String>,
+    Segment(address): Segment<TaskAddress>,
 ) -> Result<Json<TaskView>, ApiError> {
     app.check_read(&caller, "tasks", app.shared.read.tasks)?;
     Ok(Json(view_now(&app, &address, true).await?))

@@ -109,7 +109,7 @@ async fn every_route_and_bus_operation_answers_every_caller_as_the_table_says() 
                 } else {
                     Value::Null
                 };
-                let mut body = json!({"name": column, "scopes": if column == "noscope" { json!(["task:0.0.0.1"]) } else { json!(["*"]) }, "justification": "the matrix"});
+                let mut body = json!({"name": column, "scopes": if column == "noscope" { json!(["task:0.7.1.99999"]) } else { json!(["*"]) }, "justification": "the matrix"});
                 if column != "noscope" {
                     body["scopes"] = json!([
                         "read",

@@ -388,6 +388,11 @@ async fn bad_task_requests_get_clear_errors() {
             "not_found",
         ),
         (
+            json!({"title": "x", "depends_on": ["2.1"], "justification": "j"}),
+            StatusCode::BAD_REQUEST,
+            "invalid",
+        ),
+        (
             json!({"title": "x", "budget_usd": "1000.00", "justification": "j"}),
             StatusCode::TOO_MANY_REQUESTS,
             "insufficient_resource",
@@ -450,6 +455,17 @@ async fn bad_task_requests_get_clear_errors() {
         (status, answer["error"]["code"].as_str()),
         (StatusCode::NOT_FOUND, Some("not_found"))
     );
+    // Not a task address: refused where it enters, saying what one is.
+    for path in ["/v1/tasks/2.1/heartbeat", "/v1/tasks/0.7.1.x/cancel"] {
+        let (status, answer) = board.post(path, &worker, json!({"lease_token": 1})).await;
+        assert_eq!(
+            (status, answer["error"]["code"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("invalid_path")),
+            "{path}: {answer}"
+        );
+        let message = answer["error"]["message"].as_str().unwrap();
+        assert!(message.contains("task address"), "{message}");
+    }
     let task = board.get(&format!("/v1/tasks/{held}")).await;
     assert_eq!(
         (

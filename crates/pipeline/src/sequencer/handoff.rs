@@ -15,7 +15,7 @@ pub(crate) struct Group {
     /// Decisions to publish on the bus once durable.
     pub(crate) published: Vec<(Command, Vec<Event>)>,
     /// Tasks that became claimable, offered once durable.
-    pub(crate) offered: Vec<String>,
+    pub(crate) offered: Vec<colony_kernel::TaskAddress>,
     /// Worker sessions a queue admitted, told once durable.
     pub(crate) admitted: Vec<u64>,
     /// Tasks that left the live state, archived once their commands are durable.

@@ -11,7 +11,7 @@ pub trait DecisionSink: Send + Sync {
     /// Whether anyone wants the offers of tasks that became claimable.
     fn wants_offers(&self) -> bool;
     /// Tasks that became claimable.
-    fn offer(&self, tasks: &[String]);
+    fn offer(&self, tasks: &[colony_kernel::TaskAddress]);
     /// Worker sessions an admission queue admitted.
     fn admitted(&self, workers: &[u64]);
     /// A command and every decision it led to.
