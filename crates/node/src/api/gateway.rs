@@ -4,6 +4,8 @@
 //! ([`colony_gateway`]); here a request is read, handed to it, and its [`Answer`]
 //! written back as a response in the caller's dialect.
 
+use std::sync::Arc;
+
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
@@ -21,6 +23,7 @@ use serde_json::{json, Value};
 
 use super::{AppState, Segment};
 use crate::auth::{authenticate, Caller};
+use crate::gateway::Gateway;
 
 fn refusal_response(refusal: &Refusal, dialect: Dialect) -> Response {
     let status = StatusCode::from_u16(refusal.status).unwrap_or(StatusCode::BAD_REQUEST);
@@ -153,6 +156,35 @@ fn requested(app: &AppState, body: &Value) -> Option<String> {
         .flatten()
 }
 
+/// What the OpenAI-dialect calls share: the body read as JSON (refused in OpenAI's
+/// shape when it is not), `call` made by the caller for the task it names
+/// (`X-Colony-Task`) within the call's span, and the answer in OpenAI's dialect.
+async fn openai_call<'a, F, Fut>(
+    app: &'a AppState,
+    caller: &'a Caller,
+    headers: &'a HeaderMap,
+    body: &Bytes,
+    operation: &'static str,
+    call: F,
+) -> Response
+where
+    F: FnOnce(&'a Arc<Gateway>, GatewayCaller<'a>, Option<&'a str>, Value) -> Fut,
+    Fut: std::future::Future<Output = Answer> + 'a,
+{
+    let body = match json_body(body) {
+        Ok(body) => body,
+        Err(refusal) => return refusal_response(&refusal, Dialect::OpenAi),
+    };
+    let who = GatewayCaller {
+        id: caller.id,
+        address: &caller.address,
+    };
+    let model = requested(app, &body);
+    let call = call(&app.shared.gateway, who, task_header(headers), body);
+    let answer = traced(app, headers, operation, model, &caller.address, call).await;
+    respond(answer, Dialect::OpenAi)
+}
+
 /// An OpenAI chat completion through the gateway: the caller's `llm_budget_usd` is
 /// reserved for the worst case before the call and charged the actual cost after.
 #[utoipa::path(post, path = "/v1/chat/completions", tag = "gateway", request_body = ChatRequest,
@@ -165,33 +197,29 @@ pub async fn chat_completions(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let body = match json_body(&body) {
-        Ok(body) => body,
-        Err(refusal) => return refusal_response(&refusal, Dialect::OpenAi),
-    };
-    let stream = body["stream"] == json!(true);
-    let gateway = &app.shared.gateway;
-    let who = GatewayCaller {
-        id: caller.id,
-        address: &caller.address,
-    };
-    let (model, task) = (requested(&app, &body), task_header(&headers));
-    let call = async move {
-        let prepared = match gateway.prepare(who, task, &body).await {
-            Ok(prepared) => prepared,
-            Err(refusal) => return Answer::Refused(refusal),
-        };
-        let request = CallRequest {
-            dialect: Dialect::OpenAi,
-            stream,
-            chat: body,
-            anthropic: None,
-            anthropic_version: None,
-        };
-        gateway.call(prepared, request).await
-    };
-    let answer = traced(&app, &headers, "chat", model, &caller.address, call).await;
-    respond(answer, Dialect::OpenAi)
+    openai_call(
+        &app,
+        &caller,
+        &headers,
+        &body,
+        "chat",
+        |gateway, who, task, body| async move {
+            let stream = body["stream"] == json!(true);
+            let prepared = match gateway.prepare(who, task, &body).await {
+                Ok(prepared) => prepared,
+                Err(refusal) => return Answer::Refused(refusal),
+            };
+            let request = CallRequest {
+                dialect: Dialect::OpenAi,
+                stream,
+                chat: body,
+                anthropic: None,
+                anthropic_version: None,
+            };
+            gateway.call(prepared, request).await
+        },
+    )
+    .await
 }
 
 /// OpenAI embeddings through the gateway: reserved for the worst case of the input
@@ -206,24 +234,20 @@ pub async fn embeddings(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let body = match json_body(&body) {
-        Ok(body) => body,
-        Err(refusal) => return refusal_response(&refusal, Dialect::OpenAi),
-    };
-    let gateway = &app.shared.gateway;
-    let who = GatewayCaller {
-        id: caller.id,
-        address: &caller.address,
-    };
-    let (model, task) = (requested(&app, &body), task_header(&headers));
-    let call = async move {
-        match gateway.prepare_embeddings(who, task, &body).await {
-            Ok(prepared) => gateway.embed(prepared, body).await,
-            Err(refusal) => Answer::Refused(refusal),
-        }
-    };
-    let answer = traced(&app, &headers, "embeddings", model, &caller.address, call).await;
-    respond(answer, Dialect::OpenAi)
+    openai_call(
+        &app,
+        &caller,
+        &headers,
+        &body,
+        "embeddings",
+        |gateway, who, task, body| async move {
+            match gateway.prepare_embeddings(who, task, &body).await {
+                Ok(prepared) => gateway.embed(prepared, body).await,
+                Err(refusal) => Answer::Refused(refusal),
+            }
+        },
+    )
+    .await
 }
 
 /// OpenAI's Responses API through the gateway (plain, or its event stream): the
@@ -239,25 +263,21 @@ pub async fn responses(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let body = match json_body(&body) {
-        Ok(body) => body,
-        Err(refusal) => return refusal_response(&refusal, Dialect::OpenAi),
-    };
-    let stream = body["stream"] == json!(true);
-    let gateway = &app.shared.gateway;
-    let who = GatewayCaller {
-        id: caller.id,
-        address: &caller.address,
-    };
-    let (model, task) = (requested(&app, &body), task_header(&headers));
-    let call = async move {
-        match gateway.prepare_responses(who, task, &body).await {
-            Ok(prepared) => gateway.respond(prepared, body, stream).await,
-            Err(refusal) => Answer::Refused(refusal),
-        }
-    };
-    let answer = traced(&app, &headers, "chat", model, &caller.address, call).await;
-    respond(answer, Dialect::OpenAi)
+    openai_call(
+        &app,
+        &caller,
+        &headers,
+        &body,
+        "chat",
+        |gateway, who, task, body| async move {
+            let stream = body["stream"] == json!(true);
+            match gateway.prepare_responses(who, task, &body).await {
+                Ok(prepared) => gateway.respond(prepared, body, stream).await,
+                Err(refusal) => Answer::Refused(refusal),
+            }
+        },
+    )
+    .await
 }
 
 /// A response this node served to the caller, as its upstream keeps it.
