@@ -65,7 +65,9 @@ pub enum ServerFrame {
         #[serde(default)]
         id: Option<Value>,
     },
-    /// Anything else (`admitted`, ...): the client may ignore it.
+    /// A queued worker session got its place.
+    Admitted(Admitted),
+    /// Anything else: the client may ignore it.
     #[serde(other)]
     Other,
 }
@@ -77,39 +79,91 @@ impl ServerFrame {
             ServerFrame::Ok(answer) => answer.id.as_ref(),
             ServerFrame::Err(refusal) => refusal.id.as_ref(),
             ServerFrame::Pong { id } => id.as_ref(),
-            ServerFrame::Msg(_) | ServerFrame::Other => None,
+            ServerFrame::Msg(_) | ServerFrame::Admitted(_) | ServerFrame::Other => None,
         }
     }
 }
 
-/// `ok`: what the answered frame did.
-#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+/// `ok`: what the answered frame did (only the fields its `op` uses are written).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Answer {
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<Value>,
     /// A core publish: the subscriptions it reached.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delivered: Option<u64>,
+    /// A `sub`: the subscription's id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
     /// A publish to a stream (or a `sub` on one): the stream and the sequence number.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream: Option<String>,
-    #[serde(default)]
+    /// A `sub` on a stream: the first sequence number it delivers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_seq: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seq: Option<u64>,
 }
 
-/// `err`: why a frame was refused.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
-pub struct Refusal {
+/// `ok` to a worker's `hello`, `heartbeat` or `bye`: its session as it now stands.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WorkerAnswer {
     #[serde(default)]
+    pub id: Option<Value>,
+    pub worker: Option<u64>,
+    /// `active`, `queued` or `left`.
+    pub status: String,
+    pub heartbeat_ms: u64,
+    pub lease_ms: u64,
+    /// A `hello` that took up a session the connection had before.
+    pub resumed: bool,
+    /// The decision's sequence number; `null` for a heartbeat answered from the
+    /// node's memory.
+    pub seq: Option<u64>,
+}
+
+/// `admitted`: a queued worker session got its place.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Admitted {
+    pub worker: u64,
+    /// `active`.
+    pub status: String,
+    pub heartbeat_ms: u64,
+    pub lease_ms: u64,
+}
+
+/// `err`: why a frame was refused.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Refusal {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<Value>,
     pub error: RefusalError,
 }
 
-/// The refusal's code and message (and the code's own fields, for the curious).
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+/// The refusal's code and message, and the code's own fields (a limit's name and
+/// figures, when to try again, ...).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RefusalError {
     pub code: String,
     pub message: String,
+    #[serde(flatten)]
+    pub details: serde_json::Map<String, Value>,
+}
+
+/// A frame the node writes, `op` first: what [`ServerFrame`] reads, less the
+/// messages (`msg`), which the node's own encoder writes once for every subscriber.
+#[derive(Clone, Copy, Debug, Serialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum NodeFrame<'a> {
+    Ok(&'a Answer),
+    #[serde(rename = "ok")]
+    Worker(&'a WorkerAnswer),
+    Admitted(&'a Admitted),
+    Err(&'a Refusal),
+    Pong {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<&'a Value>,
+    },
 }
 
 /// `msg`: one message for one subscription.
@@ -169,7 +223,18 @@ mod tests {
             (msg.seq, msg.delivery, msg.from.as_str()),
             (Some(7), Some(2), "1.1")
         );
-        assert_eq!(read(r#"{"op":"admitted","worker":5}"#), ServerFrame::Other);
+        assert_eq!(
+            read(
+                r#"{"op":"admitted","worker":5,"status":"active","heartbeat_ms":2000,"lease_ms":30000}"#
+            ),
+            ServerFrame::Admitted(Admitted {
+                worker: 5,
+                status: "active".into(),
+                heartbeat_ms: 2000,
+                lease_ms: 30000
+            })
+        );
+        assert_eq!(read(r#"{"op":"news","n":1}"#), ServerFrame::Other);
         let frame = ClientFrame {
             id: Some(1),
             subject: Some("a.b".into()),
@@ -180,5 +245,53 @@ mod tests {
             serde_json::to_string(&frame).unwrap(),
             r#"{"op":"pub","id":1,"subject":"a.b","data":{"n":1}}"#
         );
+    }
+
+    #[test]
+    fn the_node_writes_its_frames_as_the_protocol_document_shows_them() {
+        let write = |frame: NodeFrame<'_>| serde_json::to_string(&frame).unwrap();
+        let stored = Answer {
+            id: Some(8.into()),
+            stream: Some("orders".into()),
+            seq: Some(42),
+            ..Answer::default()
+        };
+        assert_eq!(
+            write(NodeFrame::Ok(&stored)),
+            r#"{"op":"ok","id":8,"stream":"orders","seq":42}"#
+        );
+        // A heartbeat answered from memory says so with `"seq":null`.
+        let heard = WorkerAnswer {
+            id: Some(1.into()),
+            worker: Some(12),
+            status: "active".into(),
+            heartbeat_ms: 2000,
+            lease_ms: 30000,
+            resumed: false,
+            seq: None,
+        };
+        assert_eq!(
+            write(NodeFrame::Worker(&heard)),
+            r#"{"op":"ok","id":1,"worker":12,"status":"active","heartbeat_ms":2000,"lease_ms":30000,"resumed":false,"seq":null}"#
+        );
+        let mut details = serde_json::Map::new();
+        details.insert("limit".into(), "io_ops".into());
+        let refused = Refusal {
+            id: Some(4.into()),
+            error: RefusalError {
+                code: "denied".into(),
+                message: "no".into(),
+                details,
+            },
+        };
+        let text = write(NodeFrame::Err(&refused));
+        assert_eq!(
+            text,
+            r#"{"op":"err","id":4,"error":{"code":"denied","message":"no","limit":"io_ops"}}"#
+        );
+        // What the node writes, a client reads back as it was.
+        let read: ServerFrame = serde_json::from_str(&text).unwrap();
+        assert_eq!(read, ServerFrame::Err(refused));
+        assert_eq!(write(NodeFrame::Pong { id: None }), r#"{"op":"pong"}"#);
     }
 }

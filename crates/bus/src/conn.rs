@@ -288,10 +288,12 @@ impl Conn {
         self.notify.notify_one();
     }
 
-    /// Queues a JSON text frame ahead of messages.
-    pub fn push_json(&self, value: &serde_json::Value) {
+    /// Queues a frame of the node's (an answer, a refusal, a notice) ahead of
+    /// messages.
+    pub fn push_frame(&self, value: colony_api::bus::NodeFrame<'_>) {
+        let text = serde_json::to_vec(&value).expect("a frame always encodes");
         let mut frame = Vec::new();
-        ws::encode_frame(ws::OP_TEXT, value.to_string().as_bytes(), &mut frame);
+        ws::encode_frame(ws::OP_TEXT, &text, &mut frame);
         self.push_control(frame);
     }
 

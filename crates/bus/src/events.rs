@@ -30,8 +30,6 @@ impl Bus {
         }
     }
 
-    /// Offers tasks that became claimable on [`TASK_OFFERS_SUBJECT`]: what a worker
-    /// needs to decide whether to claim (`POST /v1/tasks/claim`).
     /// Tells each connection holding a queued `hello` that its session was admitted
     /// (`{"op":"admitted","worker":ID,...}`), once the admission is durable.
     pub fn workers_admitted(&self, workers: &[u64]) {
@@ -51,14 +49,20 @@ impl Bus {
                 .copied();
             let conn = conn_id.and_then(|id| self.conns.get(id));
             if let Some(conn) = conn {
-                conn.push_json(&serde_json::json!({
-                    "op": "admitted", "worker": worker, "status": "active",
-                    "heartbeat_ms": heartbeat_ms, "lease_ms": lease_ms,
-                }));
+                conn.push_frame(colony_api::bus::NodeFrame::Admitted(
+                    &colony_api::bus::Admitted {
+                        worker: *worker,
+                        status: "active".into(),
+                        heartbeat_ms,
+                        lease_ms,
+                    },
+                ));
             }
         }
     }
 
+    /// Offers tasks that became claimable on [`TASK_OFFERS_SUBJECT`]: what a worker
+    /// needs to decide whether to claim (`POST /v1/tasks/claim`).
     pub fn publish_offers(&self, addresses: &[colony_kernel::TaskAddress]) {
         let offers: Vec<String> = {
             let state = self.state.read().expect("state lock");

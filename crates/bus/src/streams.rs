@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 
+use colony_api::bus::{Answer, NodeFrame, Refusal, RefusalError};
 use colony_kernel::streams::StreamSpec;
 use colony_kernel::Priority;
 use colony_log::{SegmentLog, SegmentOptions};
@@ -498,12 +499,14 @@ fn write_loop(receiver: Receiver<Append>) {
         for append in batch.drain(..) {
             if append.stream.is_deleted() {
                 if let Some((conn, id)) = append.reply {
-                    conn.push_json(
-                        &serde_json::json!({"op": "err", "id": raw_value(&id), "error": {
-                            "code": "not_found",
-                            "message": format!("stream {} was deleted", append.stream.name),
-                        }}),
-                    );
+                    conn.push_frame(NodeFrame::Err(&Refusal {
+                        id: Some(raw_value(&id)),
+                        error: RefusalError {
+                            code: "not_found".into(),
+                            message: format!("stream {} was deleted", append.stream.name),
+                            details: serde_json::Map::new(),
+                        },
+                    }));
                 }
                 continue;
             }
@@ -548,8 +551,11 @@ fn write_loop(receiver: Receiver<Append>) {
                 inner.retain(now_ms);
             }
             if let Some((conn, id)) = append.reply {
-                conn.push_json(&serde_json::json!({
-                    "op": "ok", "id": raw_value(&id), "stream": append.stream.name, "seq": seq,
+                conn.push_frame(NodeFrame::Ok(&Answer {
+                    id: Some(raw_value(&id)),
+                    stream: Some(append.stream.name.clone()),
+                    seq: Some(seq),
+                    ..Answer::default()
                 }));
             }
         }

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use async_nats::jetstream;
+use colony_api::bus::{Answer, NodeFrame, Refusal, RefusalError};
 use colony_bus::stream_replica::StreamReplica;
 use colony_bus::{Bus, Conn};
 use colony_kernel::streams::StreamSpec;
@@ -134,8 +135,10 @@ async fn send_loop(inner: Arc<Inner>, bus: Weak<Bus>, mut queued: mpsc::Receiver
             .await;
             match acked {
                 Ok(ack) => {
-                    break serde_json::json!({
-                        "op": "ok", "stream": out.stream, "seq": ack.sequence,
+                    break Ok(Answer {
+                        stream: Some(out.stream.clone()),
+                        seq: Some(ack.sequence),
+                        ..Answer::default()
                     })
                 }
                 Err(error)
@@ -151,17 +154,26 @@ async fn send_loop(inner: Arc<Inner>, bus: Weak<Bus>, mut queued: mpsc::Receiver
     }
 }
 
-fn refused(stream: &str, error: &str) -> serde_json::Value {
-    serde_json::json!({"op": "err", "error": {
-        "code": "cluster_unavailable",
-        "message": format!("the cluster's copy of stream {stream} did not take the message ({error}); it may still be stored"),
-    }})
+fn refused(stream: &str, error: &str) -> Result<Answer, Refusal> {
+    Err(Refusal {
+        id: None,
+        error: RefusalError {
+            code: "cluster_unavailable".into(),
+            message: format!("the cluster's copy of stream {stream} did not take the message ({error}); it may still be stored"),
+            details: serde_json::Map::new(),
+        },
+    })
 }
 
-fn answer_publisher(reply: Option<(Arc<Conn>, String)>, mut answer: serde_json::Value) {
-    if let Some((conn, id)) = reply {
-        answer["id"] = serde_json::from_str(&id).unwrap_or(serde_json::Value::Null);
-        conn.push_json(&answer);
+/// Tells the publisher (when it asked, with an `id`) what became of its message.
+fn answer_publisher(reply: Option<(Arc<Conn>, String)>, answer: Result<Answer, Refusal>) {
+    let Some((conn, id)) = reply else {
+        return;
+    };
+    let id = Some(serde_json::from_str(&id).unwrap_or(serde_json::Value::Null));
+    match answer {
+        Ok(answer) => conn.push_frame(NodeFrame::Ok(&Answer { id, ..answer })),
+        Err(refusal) => conn.push_frame(NodeFrame::Err(&Refusal { id, ..refusal })),
     }
 }
 

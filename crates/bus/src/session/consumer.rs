@@ -8,7 +8,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{json, Map, Value};
+use colony_api::bus::Answer;
+use serde_json::{json, Value};
 use tokio::time::Instant;
 
 use super::frame::{check_sid, parse_time, required, Frame, FrameError};
@@ -88,7 +89,7 @@ impl Session {
         match self.subs.get_mut(sid) {
             Some(Subscription::Stream(consumer)) => {
                 consumer.pending.remove(&seq);
-                self.send_ok(frame.id, Map::new());
+                self.send_ok(frame.id, Answer::default());
                 Ok(())
             }
             Some(Subscription::Core { .. }) => Err(FrameError::new(
@@ -190,9 +191,11 @@ impl Session {
                 sub,
             },
         );
-        let mut fields = Map::new();
-        fields.insert("sid".into(), sid.to_string().into());
-        self.send_ok(frame.id, fields);
+        let answer = Answer {
+            sid: Some(sid.to_string()),
+            ..Answer::default()
+        };
+        self.send_ok(frame.id, answer);
         Ok(())
     }
 
@@ -245,11 +248,13 @@ impl Session {
         };
         self.subs
             .insert(Arc::clone(&sid), Subscription::Stream(Box::new(consumer)));
-        let mut fields = Map::new();
-        fields.insert("sid".into(), sid.to_string().into());
-        fields.insert("stream".into(), stream.name.clone().into());
-        fields.insert("from_seq".into(), start.into());
-        self.send_ok(frame.id, fields);
+        let answer = Answer {
+            sid: Some(sid.to_string()),
+            stream: Some(stream.name.clone()),
+            from_seq: Some(start),
+            ..Answer::default()
+        };
+        self.send_ok(frame.id, answer);
         self.conn.notify.notify_one();
         Ok(())
     }

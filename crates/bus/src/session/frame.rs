@@ -150,6 +150,21 @@ impl FrameError {
         }
         error
     }
+
+    /// The `err` frame that says so (answering the frame whose `id` it names).
+    pub(super) fn refusal(mut self, id: Option<Value>) -> colony_api::bus::Refusal {
+        // The code and message are the refusal's own fields, never a detail's.
+        self.details.remove("code");
+        self.details.remove("message");
+        colony_api::bus::Refusal {
+            id,
+            error: colony_api::bus::RefusalError {
+                code: self.code.to_string(),
+                message: self.message,
+                details: self.details,
+            },
+        }
+    }
 }
 
 pub(super) fn required<T>(value: Option<T>, op: &str, field: &str) -> Result<T, FrameError> {

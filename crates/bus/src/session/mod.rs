@@ -25,9 +25,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use colony_api::bus::{Answer, NodeFrame};
 use colony_kernel::{CommandBody, Role};
 use serde_json::value::RawValue;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 
@@ -299,26 +300,18 @@ impl Session {
     }
 
     fn send_err(&self, id: Option<&str>, error: FrameError) {
-        let mut body = error.details;
-        body.insert("code".into(), error.code.into());
-        body.insert("message".into(), error.message.into());
-        let mut frame = Map::new();
-        frame.insert("op".into(), "err".into());
-        if let Some(id) = id {
-            frame.insert("id".into(), serde_json::from_str(id).unwrap_or(Value::Null));
-        }
-        frame.insert("error".into(), Value::Object(body));
-        self.conn.push_json(&Value::Object(frame));
+        let id = id.map(|id| serde_json::from_str(id).unwrap_or(Value::Null));
+        self.conn.push_frame(NodeFrame::Err(&error.refusal(id)));
     }
 
-    fn send_ok(&self, id: Option<&RawValue>, mut fields: Map<String, Value>) {
+    /// Answers a frame that had an `id` (a frame without one is not answered).
+    fn send_ok(&self, id: Option<&RawValue>, answer: Answer) {
         if let Some(id) = id {
-            fields.insert("op".into(), "ok".into());
-            fields.insert(
-                "id".into(),
-                serde_json::from_str(id.get()).unwrap_or(Value::Null),
-            );
-            self.conn.push_json(&Value::Object(fields));
+            let answer = Answer {
+                id: Some(serde_json::from_str(id.get()).unwrap_or(Value::Null)),
+                ..answer
+            };
+            self.conn.push_frame(NodeFrame::Ok(&answer));
         }
     }
 
@@ -343,12 +336,10 @@ impl Session {
     fn dispatch(&mut self, frame: &Frame) -> Result<(), FrameError> {
         match &*frame.op {
             "ping" => {
-                let mut pong = Map::new();
-                pong.insert("op".into(), "pong".into());
-                if let Some(id) = frame.id {
-                    pong.insert("id".into(), serde_json::from_str(id.get()).unwrap_or(Value::Null));
-                }
-                self.conn.push_json(&Value::Object(pong));
+                let id = frame
+                    .id
+                    .map(|id| serde_json::from_str(id.get()).unwrap_or(Value::Null));
+                self.conn.push_frame(NodeFrame::Pong { id: id.as_ref() });
                 Ok(())
             }
             "pub" => self.publish(frame),
@@ -358,7 +349,7 @@ impl Session {
                 match self.subs.remove(sid) {
                     Some(subscription) => {
                         self.drop_subscription(subscription);
-                        self.send_ok(frame.id, Map::new());
+                        self.send_ok(frame.id, Answer::default());
                         Ok(())
                     }
                     None => Err(FrameError::new("not_found", format!("no subscription {sid:?}"))

@@ -5,7 +5,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use serde_json::value::RawValue;
-use serde_json::Map;
 
 use super::frame::{parse_priority, required, Frame, FrameError};
 use super::{Session, HEADERS_BYTES_MAX};
@@ -88,9 +87,11 @@ impl Session {
             .with("delivered", routed.delivered));
         }
         if !stored && frame.id.is_some() {
-            let mut fields = Map::new();
-            fields.insert("delivered".into(), routed.delivered.into());
-            self.send_ok(frame.id, fields);
+            let answer = colony_api::bus::Answer {
+                delivered: Some(routed.delivered as u64),
+                ..colony_api::bus::Answer::default()
+            };
+            self.send_ok(frame.id, answer);
         }
         Ok(())
     }

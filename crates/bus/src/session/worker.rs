@@ -5,8 +5,9 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use colony_api::bus::{NodeFrame, WorkerAnswer};
 use colony_kernel::CommandBody;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::frame::{Frame, FrameError};
 use super::Session;
@@ -108,23 +109,23 @@ impl Session {
                         (config.worker_heartbeat_ms, config.lease_ms)
                     }
                 };
-                self.conn.push_json(&json!({
-                    "op": "ok", "id": id, "worker": worker, "status": "active",
-                    "heartbeat_ms": heartbeat_ms, "lease_ms": lease_ms, "resumed": false,
-                    "seq": null,
+                self.conn.push_frame(NodeFrame::Worker(&WorkerAnswer {
+                    id: Some(id),
+                    worker: Some(worker),
+                    status: "active".into(),
+                    heartbeat_ms,
+                    lease_ms,
+                    resumed: false,
+                    seq: None,
                 }));
             }
             Err(reason) => {
                 if matches!(reason, colony_kernel::Reason::WorkerGone { .. }) {
                     self.conn.worker.take();
                 }
-                let mut error = FrameError::from_reason(&reason);
-                error.code = reason.code();
-                let mut body = error.details;
-                body.insert("code".into(), error.code.into());
-                body.insert("message".into(), error.message.into());
+                let error = FrameError::from_reason(&reason);
                 self.conn
-                    .push_json(&json!({"op": "err", "id": id, "error": body}));
+                    .push_frame(NodeFrame::Err(&error.refusal(Some(id))));
             }
         }
     }
@@ -168,29 +169,25 @@ impl Session {
             {
                 Ok(outcome) => outcome,
                 Err(error) => {
-                    conn.push_json(&json!({"op": "err", "id": id, "error": {
-                        "code": error.code, "message": error.message,
-                    }}));
+                    let refusal = FrameError::new(error.code, error.message).refusal(Some(id));
+                    conn.push_frame(NodeFrame::Err(&refusal));
                     return;
                 }
             };
             let primary = &outcome.primary;
             if primary.decision == colony_kernel::Decision::Denied {
-                let mut error = FrameError::from_reason(&primary.reason);
-                error.code = primary.reason.code();
                 if matches!(primary.reason, colony_kernel::Reason::WorkerGone { .. }) {
                     conn.worker.take();
                 }
-                let mut body = error.details;
-                body.insert("code".into(), error.code.into());
-                body.insert("message".into(), error.message.into());
-                conn.push_json(&json!({"op": "err", "id": id, "error": body}));
+                let refusal = FrameError::from_reason(&primary.reason).refusal(Some(id));
+                conn.push_frame(NodeFrame::Err(&refusal));
                 return;
             }
             let (worker, status) = match primary.effect {
                 colony_kernel::Effect::WorkerRegistered { worker, .. } => (Some(worker), "active"),
                 colony_kernel::Effect::WorkerQueued { ticket, .. } => (Some(ticket), "queued"),
                 colony_kernel::Effect::WorkerEnded { worker, .. } => (Some(worker), "left"),
+                colony_kernel::Effect::WorkerWithdrawn { ticket } => (Some(ticket), "withdrawn"),
                 _ => (None, "active"),
             };
             if leaving {
@@ -217,10 +214,14 @@ impl Session {
                     (config.worker_heartbeat_ms, config.lease_ms)
                 }
             };
-            conn.push_json(&json!({
-                "op": "ok", "id": id, "worker": worker, "status": status,
-                "heartbeat_ms": heartbeat_ms, "lease_ms": lease_ms, "resumed": resumed,
-                "seq": outcome.seq,
+            conn.push_frame(NodeFrame::Worker(&WorkerAnswer {
+                id: Some(id),
+                worker,
+                status: status.into(),
+                heartbeat_ms,
+                lease_ms,
+                resumed,
+                seq: Some(outcome.seq),
             }));
         });
         Ok(())
