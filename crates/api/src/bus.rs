@@ -192,6 +192,55 @@ pub struct Delivered {
     pub delivery: Option<u32>,
 }
 
+/// The data of a message on `colony.tasks.offers`: a task that became claimable,
+/// with what a worker needs to decide whether to claim it (`POST /v1/tasks/claim`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TaskOffer {
+    pub address: colony_kernel::TaskAddress,
+    pub title: String,
+    pub capabilities: Vec<String>,
+    /// `low`, `normal`, `high` or `critical`.
+    pub priority: String,
+    /// The priority with aging, as the board orders claims.
+    pub effective_priority: u32,
+    pub parent: Option<colony_kernel::TaskAddress>,
+    pub budget_remaining_micro_usd: Option<u64>,
+    /// Attempts made so far.
+    pub attempts: usize,
+    /// A checkpoint waits for whoever claims it.
+    pub resume_from_checkpoint: bool,
+}
+
+/// The data of a message on `colony.events.decision.<action>` (and
+/// `colony.events.alert.<limit>`, `colony.grants.<what>.<requester>`): one decision,
+/// as the decision log records it.
+/// The node writes it; a reader takes `event` as the decision log's records
+/// ([`crate::audit::DecisionRecord`] shows what a reader needs of one).
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct DecisionEvent<'a> {
+    pub seq: u64,
+    pub at_ms: u64,
+    /// The address of the principal whose command it decided.
+    pub actor: &'a str,
+    pub justification: &'a str,
+    pub event: &'a colony_kernel::Event,
+}
+
+/// The data of a message on a stream consumer's dead-letter subject: a message
+/// delivered `deliveries` times and never acknowledged.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    pub stream: String,
+    pub seq: u64,
+    /// The consumer's subscription id.
+    pub consumer: String,
+    /// The address of the connection's principal.
+    pub address: String,
+    pub deliveries: u32,
+    /// The stored message (its subject, data, sender, ...), as `GET` reads it.
+    pub message: Value,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

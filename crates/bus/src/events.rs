@@ -71,18 +71,21 @@ impl Bus {
                 .filter_map(|address| state.task(address))
                 .filter(|task| task.status == colony_kernel::tasks::TaskStatus::Pending)
                 .map(|task| {
-                    serde_json::json!({
-                        "address": task.address,
-                        "title": task.title,
-                        "capabilities": task.capabilities,
-                        "priority": task.priority.as_str(),
-                        "effective_priority": state.effective_priority(task),
-                        "parent": task.parent,
-                        "budget_remaining_micro_usd": task.budget.as_ref().map(|b| b.remaining_micro_usd),
-                        "attempts": task.attempts.len(),
-                        "resume_from_checkpoint": task.checkpoint.is_some(),
-                    })
-                    .to_string()
+                    let offer = colony_api::bus::TaskOffer {
+                        address: task.address.clone(),
+                        title: task.title.clone(),
+                        capabilities: task.capabilities.clone(),
+                        priority: task.priority.as_str().to_string(),
+                        effective_priority: state.effective_priority(task),
+                        parent: task.parent.clone(),
+                        budget_remaining_micro_usd: task
+                            .budget
+                            .as_ref()
+                            .map(|b| b.remaining_micro_usd),
+                        attempts: task.attempts.len(),
+                        resume_from_checkpoint: task.checkpoint.is_some(),
+                    };
+                    serde_json::to_string(&offer).expect("an offer always encodes")
                 })
                 .collect()
         };
@@ -139,14 +142,14 @@ impl Bus {
                 .principal(command.actor)
                 .map(|p| p.address.clone())
                 .unwrap_or_default();
-            let data = serde_json::json!({
-                "seq": command.seq,
-                "at_ms": command.at_ms,
-                "actor": actor,
-                "justification": command.justification,
-                "event": event,
+            let data = serde_json::to_string(&colony_api::bus::DecisionEvent {
+                seq: command.seq,
+                at_ms: command.at_ms,
+                actor: &actor,
+                justification: &command.justification,
+                event,
             })
-            .to_string();
+            .expect("an event always encodes");
             self.publish_system(&subject, &data);
             if let Some(grant_subject) = grant_subject {
                 self.publish_system(&grant_subject, &data);

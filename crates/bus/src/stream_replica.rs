@@ -65,14 +65,10 @@ impl Streams {
             Ok(message) => (message, record),
             Err(error) => {
                 tracing::warn!(stream = %name, seq, "the cluster's copy holds a message that is not a record: {error}");
-                placeholder = serde_json::json!({
-                    "at_ms": colony_pipeline::sequencer::now_ms(),
-                    "subject": SKIPPED_SUBJECT,
-                    "data": null,
-                    "priority": "normal",
-                    "from": "0.1",
-                })
-                .to_string();
+                placeholder = crate::streams::placeholder_record(
+                    colony_pipeline::sequencer::now_ms(),
+                    SKIPPED_SUBJECT,
+                );
                 (
                     decode(name, seq, placeholder.as_bytes())?,
                     placeholder.as_bytes(),

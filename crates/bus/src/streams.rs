@@ -48,6 +48,21 @@ struct Record<'a> {
     reply_to: Option<Cow<'a, str>>,
 }
 
+/// The record that stands, under its number, for a message of a cluster's copy that
+/// is not a record: from the system, on `subject`, without data.
+pub(crate) fn placeholder_record(at_ms: u64, subject: &str) -> String {
+    let record = Record {
+        at_ms,
+        subject: Cow::Borrowed(subject),
+        data: raw("null"),
+        priority: Priority::Normal,
+        from: Cow::Borrowed("0.1"),
+        headers: None,
+        reply_to: None,
+    };
+    serde_json::to_string(&record).expect("a record serializes")
+}
+
 /// A stored message: what consumers get, and its data for dead letters.
 #[derive(Debug)]
 pub struct Stored {

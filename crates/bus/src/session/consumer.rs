@@ -8,8 +8,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use colony_api::bus::Answer;
-use serde_json::{json, Value};
+use colony_api::bus::{Answer, DeadLetter};
+use serde_json::Value;
 use tokio::time::Instant;
 
 use super::frame::{check_sid, parse_time, required, Frame, FrameError};
@@ -394,23 +394,25 @@ impl Session {
                 if count >= consumer.max_deliver {
                     consumer.pending.remove(&seq);
                     if let Some(stored) = consumer.stream.get(seq) {
-                        dead.push((consumer.dead_letter_subject.clone(), json!({
-                            "stream": consumer.stream.name,
-                            "seq": seq,
-                            "consumer": &*consumer.sid,
-                            "address": &*self.conn.address,
-                            "deliveries": count,
-                            "message": serde_json::from_str::<Value>(&stored.record).unwrap_or(Value::Null),
-                        })));
+                        let letter = DeadLetter {
+                            stream: consumer.stream.name.clone(),
+                            seq,
+                            consumer: consumer.sid.to_string(),
+                            address: self.conn.address.to_string(),
+                            deliveries: count,
+                            message: serde_json::from_str(&stored.record).unwrap_or(Value::Null),
+                        };
+                        dead.push((consumer.dead_letter_subject.clone(), letter));
                     }
                 } else {
                     consumer.redeliver.push_back(seq);
                 }
             }
         }
-        for (subject, data) in dead {
+        for (subject, letter) in dead {
+            let data = serde_json::to_string(&letter).expect("a dead letter always encodes");
             tracing::info!(%subject, "dead letter: {data}");
-            self.bus.publish_system(&subject, &data.to_string());
+            self.bus.publish_system(&subject, &data);
         }
         self.conn.notify.notify_one();
     }
