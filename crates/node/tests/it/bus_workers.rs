@@ -165,5 +165,22 @@ async fn a_queued_hello_is_told_when_its_session_is_admitted_and_withdrawn_when_
         json!(1),
         "only the admitted session: {limits}"
     );
+
+    // A fourth says `bye` before its turn: out of the queue at once.
+    let mut fourth = Client::connect(&node, &token).await;
+    let queued = fourth
+        .request(json!({"op": "hello", "capabilities": ["rust"]}), "h4")
+        .await;
+    assert_eq!(queued["status"], "queued", "{queued}");
+    let bye = fourth
+        .request(json!({"op": "bye", "worker": queued["worker"]}), "b4")
+        .await;
+    assert_eq!(
+        (&bye["op"], &bye["status"], &bye["worker"]),
+        (&json!("ok"), &json!("withdrawn"), &queued["worker"]),
+        "{bye}"
+    );
+    let limits = common::get_json(&base, &admin, "/v1/limits/active_workers").await;
+    assert_eq!(limits["queued"], json!(0), "{limits}");
     node.shutdown().await.unwrap();
 }
