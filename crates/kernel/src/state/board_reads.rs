@@ -2,11 +2,11 @@
 //! (all, or one status through the status index), counts, whether a task may be in the
 //! archive, and the priority a claim would see.
 
-use crate::TaskAddress;
 use std::collections::BTreeSet;
 
 use super::State;
 use crate::tasks::*;
+use crate::TaskAddress;
 
 impl State {
     pub fn task(&self, address: &str) -> Option<&Task> {

@@ -2,7 +2,6 @@
 //! tokens, their renewal and end, and the implicit session of a claimant without one.
 
 use super::Effects;
-use crate::TaskAddress;
 use std::collections::BTreeSet;
 
 use super::task_control::TIMED_OUT;
@@ -12,6 +11,7 @@ use crate::event::{Effect, Event, Reason};
 use crate::limits::{Gate, LimitName};
 use crate::principal::PrincipalId;
 use crate::tasks::*;
+use crate::TaskAddress;
 
 impl State {
     pub(super) fn claim_task(

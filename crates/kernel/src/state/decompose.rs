@@ -2,7 +2,6 @@
 //! with their shares of its budget.
 
 use super::Effects;
-use crate::TaskAddress;
 use std::collections::BTreeSet;
 
 use super::tasks::{sibling_cycle, task_bytes};
@@ -10,6 +9,7 @@ use super::{invalid, State};
 use crate::command::{Command, Priority};
 use crate::event::{Effect, Event};
 use crate::tasks::*;
+use crate::TaskAddress;
 
 impl State {
     pub(super) fn decompose(

@@ -4,10 +4,11 @@
 //! retired so far. Whether a tree is finished, and its retirement, are the
 //! state's (`retention.rs`).
 
-use crate::TaskAddress;
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
+
+use crate::TaskAddress;
 
 /// Its fields are in the order the state held them before it had parts: a
 /// snapshot's encoding is the same.

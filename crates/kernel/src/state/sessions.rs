@@ -4,12 +4,12 @@
 //! heartbeats and loss are decided by the state (`workers.rs`), leases by the
 //! board (`claims.rs`).
 
-use crate::TaskAddress;
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
 use crate::workers::{WorkerSession, WorkerState};
+use crate::TaskAddress;
 
 /// Its fields are in the order the state held them before it had parts: a
 /// snapshot's encoding is the same.

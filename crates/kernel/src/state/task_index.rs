@@ -4,12 +4,12 @@
 //! themselves and what moves them are the state's (`tasks.rs`, `claims.rs`,
 //! `retention.rs`); it tells the index each move.
 
-use crate::TaskAddress;
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
 use crate::tasks::TaskStatus;
+use crate::TaskAddress;
 
 /// Its fields are in the order the state held them before it had parts: a
 /// snapshot's encoding is the same.

@@ -5,12 +5,12 @@
 //! `active_workers`). The leases themselves are on their tasks; the board
 //! (`claims.rs`, `tasks.rs`, `outcomes.rs`) tells this part each change.
 
-use crate::TaskAddress;
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
 use crate::principal::PrincipalId;
+use crate::TaskAddress;
 
 /// Its fields are in the order the state held them before it had parts: a
 /// snapshot's encoding is the same.

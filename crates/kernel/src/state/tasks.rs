@@ -4,7 +4,6 @@
 //! claims, outcomes and decomposition in `claims.rs`, `outcomes.rs` and `decompose.rs`.
 
 use super::Effects;
-use crate::TaskAddress;
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::{invalid, not_found, State};
@@ -14,6 +13,7 @@ use crate::ledger::Resource;
 use crate::limits::Gate;
 use crate::limits::LimitName;
 use crate::tasks::*;
+use crate::TaskAddress;
 
 impl State {
     pub(super) fn tasks_next_due_ms(&self) -> Option<u64> {
