@@ -1,7 +1,9 @@
-//! The agent bus's frames as a client writes and reads them (`GET /v1/bus`, a
-//! WebSocket of JSON text frames; docs/protocol.md). The node reads client frames
-//! with its own zero-copy parser and writes its frames itself; these are the shapes
-//! a client in Rust uses.
+//! The agent bus's frames (`GET /v1/bus`, a WebSocket of JSON text frames;
+//! docs/protocol.md): what a client writes ([`ClientFrame`]) and reads
+//! ([`ServerFrame`]), what the node writes besides messages ([`NodeFrame`]), and the
+//! data it publishes on its own subjects ([`TaskOffer`], [`DecisionEvent`],
+//! [`DeadLetter`]). The node reads client frames with its own zero-copy parser and
+//! encodes each message once for all its subscribers with its own writer.
 
 use std::collections::BTreeMap;
 
