@@ -124,6 +124,12 @@ fn lane(priority: Priority) -> usize {
     }
 }
 
+/// A frame's `id` (its raw JSON) as the answer echoes it: any JSON, `null` when it
+/// is not JSON.
+pub fn frame_id(raw: &str) -> serde_json::Value {
+    serde_json::from_str(raw).unwrap_or(serde_json::Value::Null)
+}
+
 /// One WebSocket connection, as publishers see it.
 #[derive(Debug)]
 pub struct Conn {
@@ -289,7 +295,7 @@ impl Conn {
     }
 
     /// Queues a frame of the node's (an answer, a refusal, a notice) ahead of
-    /// messages.
+    /// messages. Its `id` echoes the answered frame's ([`frame_id`]).
     pub fn push_frame(&self, value: colony_api::bus::NodeFrame<'_>) {
         let text = serde_json::to_vec(&value).expect("a frame always encodes");
         let mut frame = Vec::new();

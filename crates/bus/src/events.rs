@@ -30,16 +30,18 @@ impl Bus {
         }
     }
 
+    /// How often a worker session heartbeats, and a claim's lease: what every answer
+    /// about a session tells its worker.
+    pub(crate) fn session_timings(&self) -> (u64, u64) {
+        let state = self.state.read().expect("state lock");
+        let config = state.task_config();
+        (config.worker_heartbeat_ms, config.lease_ms)
+    }
+
     /// Tells each connection holding a queued `hello` that its session was admitted
     /// (`{"op":"admitted","worker":ID,...}`), once the admission is durable.
     pub fn workers_admitted(&self, workers: &[u64]) {
-        let (heartbeat_ms, lease_ms) = {
-            let state = self.state.read().expect("state lock");
-            {
-                let config = state.task_config();
-                (config.worker_heartbeat_ms, config.lease_ms)
-            }
-        };
+        let (heartbeat_ms, lease_ms) = self.session_timings();
         for worker in workers {
             let conn_id = self
                 .worker_conns

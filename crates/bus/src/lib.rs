@@ -47,7 +47,7 @@ use colony_kernel::{PrincipalId, State};
 use serde_json::value::RawValue;
 
 pub use config::BusConfig;
-pub use conn::{Backpressure, Conn, Pushed, Sub};
+pub use conn::{frame_id, Backpressure, Conn, Pushed, Sub};
 use events::may_match_events;
 pub use events::{OfferListener, GRANTS_SUBJECT, TASK_OFFERS_SUBJECT};
 pub use msg::{Delivery, Msg, MsgParts};

@@ -515,7 +515,7 @@ fn write_loop(receiver: Receiver<Append>) {
             if append.stream.is_deleted() {
                 if let Some((conn, id)) = append.reply {
                     conn.push_frame(NodeFrame::Err(&Refusal {
-                        id: Some(raw_value(&id)),
+                        id: Some(crate::frame_id(&id)),
                         error: RefusalError {
                             code: "not_found".into(),
                             message: format!("stream {} was deleted", append.stream.name),
@@ -567,7 +567,7 @@ fn write_loop(receiver: Receiver<Append>) {
             }
             if let Some((conn, id)) = append.reply {
                 conn.push_frame(NodeFrame::Ok(&Answer {
-                    id: Some(raw_value(&id)),
+                    id: Some(crate::frame_id(&id)),
                     stream: Some(append.stream.name.clone()),
                     seq: Some(seq),
                     ..Answer::default()
@@ -578,10 +578,6 @@ fn write_loop(receiver: Receiver<Append>) {
             stream.wake();
         }
     }
-}
-
-fn raw_value(json: &str) -> serde_json::Value {
-    serde_json::from_str(json).unwrap_or(serde_json::Value::Null)
 }
 
 #[cfg(test)]

@@ -170,7 +170,7 @@ fn answer_publisher(reply: Option<(Arc<Conn>, String)>, answer: Result<Answer, R
     let Some((conn, id)) = reply else {
         return;
     };
-    let id = Some(serde_json::from_str(&id).unwrap_or(serde_json::Value::Null));
+    let id = Some(colony_bus::frame_id(&id));
     match answer {
         Ok(answer) => conn.push_frame(NodeFrame::Ok(&Answer { id, ..answer })),
         Err(refusal) => conn.push_frame(NodeFrame::Err(&Refusal { id, ..refusal })),

@@ -300,15 +300,15 @@ impl Session {
     }
 
     fn send_err(&self, id: Option<&str>, error: FrameError) {
-        let id = id.map(|id| serde_json::from_str(id).unwrap_or(Value::Null));
-        self.conn.push_frame(NodeFrame::Err(&error.refusal(id)));
+        let refusal = error.refusal(id.map(crate::frame_id));
+        self.conn.push_frame(NodeFrame::Err(&refusal));
     }
 
     /// Answers a frame that had an `id` (a frame without one is not answered).
     fn send_ok(&self, id: Option<&RawValue>, answer: Answer) {
         if let Some(id) = id {
             let answer = Answer {
-                id: Some(serde_json::from_str(id.get()).unwrap_or(Value::Null)),
+                id: Some(crate::frame_id(id.get())),
                 ..answer
             };
             self.conn.push_frame(NodeFrame::Ok(&answer));
@@ -336,9 +336,7 @@ impl Session {
     fn dispatch(&mut self, frame: &Frame) -> Result<(), FrameError> {
         match &*frame.op {
             "ping" => {
-                let id = frame
-                    .id
-                    .map(|id| serde_json::from_str(id.get()).unwrap_or(Value::Null));
+                let id = frame.id.map(|id| crate::frame_id(id.get()));
                 self.conn.push_frame(NodeFrame::Pong { id: id.as_ref() });
                 Ok(())
             }

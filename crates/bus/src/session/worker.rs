@@ -95,20 +95,11 @@ impl Session {
 
     /// A heartbeat heard in memory (soft liveness): answered at once, nothing logged.
     fn heard(&self, liveness: &crate::liveness::Liveness, frame: &Frame, worker: u64) {
-        let id: Value = frame
-            .id
-            .and_then(|id| serde_json::from_str(id.get()).ok())
-            .unwrap_or(Value::Null);
+        let id = frame.id.map_or(Value::Null, |id| crate::frame_id(id.get()));
         match liveness.heard(self.conn.principal, worker) {
             Ok(_) if id.is_null() => {}
             Ok(_) => {
-                let (heartbeat_ms, lease_ms) = {
-                    let state = self.bus.state.read().expect("state lock");
-                    {
-                        let config = state.task_config();
-                        (config.worker_heartbeat_ms, config.lease_ms)
-                    }
-                };
+                let (heartbeat_ms, lease_ms) = self.bus.session_timings();
                 self.conn.push_frame(NodeFrame::Worker(&WorkerAnswer {
                     id: Some(id),
                     worker: Some(worker),
@@ -154,10 +145,7 @@ impl Session {
         };
         let bus = Arc::clone(&self.bus);
         let conn = Arc::clone(&self.conn);
-        let id: Value = frame
-            .id
-            .and_then(|id| serde_json::from_str(id.get()).ok())
-            .unwrap_or(Value::Null);
+        let id = frame.id.map_or(Value::Null, |id| crate::frame_id(id.get()));
         let resumed = frame.op == "hello" && frame.worker.is_some();
         let op = frame.op.to_string();
         tokio::spawn(async move {
@@ -207,13 +195,7 @@ impl Session {
             if op == "heartbeat" && id.is_null() {
                 return;
             }
-            let (heartbeat_ms, lease_ms) = {
-                let state = bus.state.read().expect("state lock");
-                {
-                    let config = state.task_config();
-                    (config.worker_heartbeat_ms, config.lease_ms)
-                }
-            };
+            let (heartbeat_ms, lease_ms) = bus.session_timings();
             conn.push_frame(NodeFrame::Worker(&WorkerAnswer {
                 id: Some(id),
                 worker,

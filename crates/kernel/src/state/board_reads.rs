@@ -41,9 +41,8 @@ impl State {
         let Ok(address) = TaskAddress::parse(address) else {
             return false;
         };
-        let number = address.root_number();
-        number >= 1
-            && number <= self.tasks.last_number()
+        // A root number is from 1 (the grammar says so).
+        address.root_number() <= self.tasks.last_number()
             && !self.tasks.contains(address.root_address())
     }
 

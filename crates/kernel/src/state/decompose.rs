@@ -38,9 +38,8 @@ impl State {
         };
         self.end_attempt(address, "decomposed", None);
         let first = self.tasks.known(address).next_child + 1;
-        let parent_address = self.tasks.known(address).address.clone();
-        let addresses: Vec<crate::TaskAddress> = (0..subtasks.len())
-            .map(|i| parent_address.child(first + i as u32))
+        let addresses: Vec<TaskAddress> = (0..subtasks.len())
+            .map(|i| address.child(first + i as u32))
             .collect();
         {
             let parent = self.tasks.edit(address).expect("checked");
@@ -141,7 +140,7 @@ impl State {
                 .iter()
                 .filter_map(|d| match siblings.contains(d) {
                     true => Some(addresses[d.parse::<usize>().expect("sibling index") - 1].clone()),
-                    false => self.tasks.get(d).map(|task| task.address.clone()),
+                    false => self.live_address(d),
                 })
                 .collect();
             let budget = match (subtask.budget_micro_usd, payer) {

@@ -144,14 +144,14 @@ impl State {
         by: &str,
         justification: &str,
         events: &mut Vec<Event>,
-    ) -> Option<(crate::TaskAddress, String, &'static str)> {
+    ) -> Option<(TaskAddress, String, &'static str)> {
         self.bury(fx, address, why, by, justification, events);
         let parent = self.tasks.known(address).parent.clone()?;
         if self.tasks.known(&parent).status != TaskStatus::Blocked {
             return None;
         }
         // The siblings still open are abandoned with the parent's plan.
-        let siblings: Vec<crate::TaskAddress> = self
+        let siblings: Vec<TaskAddress> = self
             .tasks
             .known(&parent)
             .children

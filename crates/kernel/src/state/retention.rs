@@ -137,8 +137,7 @@ impl State {
 
     /// Takes a finished tree out of the live state, into `fx.retired`.
     fn retire_tree(&mut self, fx: &mut Effects, root: &TaskAddress) -> u64 {
-        let addresses: Vec<crate::TaskAddress> =
-            self.tree(root).map(|t| t.address.clone()).collect();
+        let addresses: Vec<TaskAddress> = self.tree(root).map(|t| t.address.clone()).collect();
         let leaving: BTreeSet<&str> = addresses.iter().map(TaskAddress::as_str).collect();
         for address in &addresses {
             let task = self.tasks.remove(address).expect("walked just now");

@@ -83,7 +83,7 @@ impl TaskIndex {
     pub(super) fn forget_waits(
         &mut self,
         address: &TaskAddress,
-        depends_on: &[crate::TaskAddress],
+        depends_on: &[TaskAddress],
         leaving: &BTreeSet<&str>,
     ) {
         self.dependents.remove(address);

@@ -210,10 +210,12 @@ impl State {
     /// The addresses of the live tasks a new task names as its dependencies (checked
     /// by `validate_new_task`: each is live).
     pub(super) fn live_dependencies(&self, named: &[String]) -> Vec<TaskAddress> {
-        named
-            .iter()
-            .filter_map(|d| self.tasks.get(d).map(|task| task.address.clone()))
-            .collect()
+        named.iter().filter_map(|d| self.live_address(d)).collect()
+    }
+
+    /// The address of the live task `named` names, if there is one.
+    pub(super) fn live_address(&self, named: &str) -> Option<TaskAddress> {
+        self.tasks.get(named).map(|task| task.address.clone())
     }
 
     #[allow(clippy::too_many_arguments)]

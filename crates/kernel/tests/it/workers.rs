@@ -266,11 +266,9 @@ fn sessions_belong_to_their_principal_and_leaving_returns_tasks() {
     );
 }
 
-#[test]
-fn registrations_past_soft_wait_in_the_queue_when_the_limit_queues() {
-    let mut sim = queueing_sim();
-    let ai = sim.create_ok(PrincipalKind::Ai, None);
-    let first = register(&mut sim, ai, &["code"]).unwrap();
+/// Registers a session of `ai` past the soft limit: its ticket and its place in the
+/// queue.
+fn queue_registration(sim: &mut Sim, ai: PrincipalId) -> (u64, usize) {
     let queued = sim.run(
         ai,
         CommandBody::RegisterWorker(Box::new(NewWorker {
@@ -279,13 +277,19 @@ fn registrations_past_soft_wait_in_the_queue_when_the_limit_queues() {
             profile: None,
         })),
     );
-    let Effect::WorkerQueued {
-        ticket,
-        position: 0,
-    } = queued.primary().effect
-    else {
-        panic!("{:?}", queued.primary())
-    };
+    match queued.primary().effect {
+        Effect::WorkerQueued { ticket, position } => (ticket, position),
+        _ => panic!("{:?}", queued.primary()),
+    }
+}
+
+#[test]
+fn registrations_past_soft_wait_in_the_queue_when_the_limit_queues() {
+    let mut sim = queueing_sim();
+    let ai = sim.create_ok(PrincipalKind::Ai, None);
+    let first = register(&mut sim, ai, &["code"]).unwrap();
+    let (ticket, position) = queue_registration(&mut sim, ai);
+    assert_eq!(position, 0);
     assert!(sim.state.worker(ticket).is_none(), "not a session yet");
     sim.advance(500);
     let left = sim.run(ai, CommandBody::LeaveWorker { worker: first });
@@ -312,17 +316,7 @@ fn a_queued_registration_leaves_the_queue_when_its_worker_leaves() {
     let ai = sim.create_ok(PrincipalKind::Ai, None);
     let other = sim.create_ok(PrincipalKind::Ai, None);
     let first = register(&mut sim, ai, &["code"]).unwrap();
-    let queued = sim.run(
-        ai,
-        CommandBody::RegisterWorker(Box::new(NewWorker {
-            capabilities: vec!["docs".into()],
-            model: None,
-            profile: None,
-        })),
-    );
-    let Effect::WorkerQueued { ticket, .. } = queued.primary().effect else {
-        panic!("{:?}", queued.primary())
-    };
+    let (ticket, _) = queue_registration(&mut sim, ai);
     // Another principal cannot take someone's place out of the queue.
     let refused = sim.run(other, CommandBody::LeaveWorker { worker: ticket });
     assert!(!refused.primary().decision.is_allowed());
@@ -348,20 +342,7 @@ fn a_queued_registration_whose_connection_is_gone_is_withdrawn_or_lost() {
     let mut sim = queueing_sim();
     let ai = sim.create_ok(PrincipalKind::Ai, None);
     let first = register(&mut sim, ai, &["code"]).unwrap();
-    let queue = |sim: &mut Sim| {
-        let queued = sim.run(
-            ai,
-            CommandBody::RegisterWorker(Box::new(NewWorker {
-                capabilities: vec!["docs".into()],
-                model: None,
-                profile: None,
-            })),
-        );
-        match queued.primary().effect {
-            Effect::WorkerQueued { ticket, .. } => ticket,
-            _ => panic!("{:?}", queued.primary()),
-        }
-    };
+    let queue = |sim: &mut Sim| queue_registration(sim, ai).0;
 
     // Still queued when the grace period runs out: taken out of the queue, so that
     // freeing a place admits nobody.
