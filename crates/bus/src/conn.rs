@@ -18,6 +18,10 @@ use crate::{ws, BusConfig, Delivery};
 /// which never parks, keeps at most this much (8 KiB a lane).
 const QUEUE_KEPT: usize = 256;
 
+/// Deliveries a drain makes room for at once (a batch of more grows its list): a
+/// write batch of small frames, in a list under the allocator's mmap threshold.
+const TAKEN_CAPACITY_MAX: usize = 1024;
+
 /// Bytes a batch may take past its estimate (a frame's header and fields beyond what
 /// [`Delivery::size`] counts).
 const BATCH_SLACK_BYTES: usize = 4096;
@@ -98,6 +102,33 @@ impl Outbound {
         self.queues
             .as_ref()
             .map_or(0, |queues| queues.control.len())
+    }
+
+    /// The most urgent queued messages, taken off their lanes and the counts, until
+    /// their sizes reach `room` bytes (at least one, when any is queued).
+    fn take_batch(&mut self, room: usize) -> Vec<Delivery> {
+        let Some(queues) = self.queues.as_mut() else {
+            return Vec::new();
+        };
+        if self.msgs == 0 || room == 0 {
+            return Vec::new();
+        }
+        let mut taken = Vec::with_capacity(self.msgs.min(TAKEN_CAPACITY_MAX));
+        let (mut left, mut bytes) = (room, 0);
+        'lanes: for lane in queues.lanes.iter_mut().rev() {
+            while let Some(delivery) = lane.pop_front() {
+                let size = delivery.size();
+                bytes += size;
+                taken.push(delivery);
+                left = left.saturating_sub(size);
+                if left == 0 {
+                    break 'lanes;
+                }
+            }
+        }
+        self.msgs -= taken.len();
+        self.bytes -= bytes;
+        taken
     }
 
     /// The most urgent queued message, taken off its lane and the counts.
@@ -315,6 +346,10 @@ impl Conn {
 
     /// Moves queued frames into `buf`, most urgent first, until it holds about
     /// `budget` bytes. Returns the close request once everything before it is out.
+    ///
+    /// The messages are taken off their lanes under the lock and encoded after it
+    /// is released: publishers pushing to this connection wait for the taking, not
+    /// for the copying.
     pub(crate) fn drain_into(&self, buf: &mut Vec<u8>, budget: usize) -> Option<(u16, String)> {
         let mut out = self.out.lock().expect("outbound lock");
         // Room for the whole batch at once: growing the buffer frame by frame copied
@@ -341,12 +376,7 @@ impl Conn {
             };
             buf.extend_from_slice(&frame);
         }
-        while buf.len() < budget {
-            let Some(delivery) = out.take_next() else {
-                break;
-            };
-            delivery.encode(buf);
-        }
+        let taken = out.take_batch(budget.saturating_sub(buf.len()));
         if out.control_len() == 0 && out.msgs == 0 {
             // What a burst grew past `QUEUE_KEPT` goes back.
             if let Some(queues) = &mut out.queues {
@@ -356,10 +386,16 @@ impl Conn {
                 }
             }
         }
-        if out.closing.is_some() && out.control_len() == 0 {
-            return out.closing.as_deref().cloned();
+        let close = if out.closing.is_some() && out.control_len() == 0 {
+            out.closing.as_deref().cloned()
+        } else {
+            None
+        };
+        drop(out);
+        for delivery in &taken {
+            delivery.encode(buf);
         }
-        None
+        close
     }
 
     /// Takes the most urgent queued message, for a consumer inside the node (an
@@ -468,7 +504,7 @@ impl Signal {
 #[derive(Debug)]
 pub struct Sub {
     pub conn: Arc<Conn>,
-    pub sid: Arc<str>,
+    pub sid: crate::Sid,
     pub queue: Option<Box<str>>,
     pub policy: Backpressure,
 }

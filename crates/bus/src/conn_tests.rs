@@ -24,7 +24,7 @@ fn delivery(priority: Priority, n: u32) -> Delivery {
         reply_to: None,
     };
     Delivery {
-        sid: "s".into(),
+        sid: crate::Sid::new("s"),
         msg: Arc::new(parts.to_msg(None)),
         delivery: 0,
     }

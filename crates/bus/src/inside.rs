@@ -147,7 +147,7 @@ impl Inside {
         let (conn, subs) = inbox.as_mut().expect("made above");
         let sub = Arc::new(Sub {
             conn: Arc::clone(conn),
-            sid: format!("inside-{}", subs.len() + 1).into(),
+            sid: crate::Sid::new(&format!("inside-{}", subs.len() + 1)),
             queue: None,
             policy: Backpressure::DropOldest,
         });

@@ -50,7 +50,7 @@ pub use config::BusConfig;
 pub use conn::{frame_id, Backpressure, Conn, Pushed, Sub};
 use events::may_match_events;
 pub use events::{OfferListener, GRANTS_SUBJECT, TASK_OFFERS_SUBJECT};
-pub use msg::{Delivery, Msg, MsgParts};
+pub use msg::{Delivery, Msg, MsgParts, Sid};
 pub use registry::Full;
 use subject::{Tokens, Trie};
 
@@ -300,7 +300,7 @@ impl Bus {
         let mut routed = Routed::default();
         let offer = |sub: &Arc<Sub>, routed: &mut Routed| {
             let delivery = Delivery {
-                sid: Arc::clone(&sub.sid),
+                sid: sub.sid.clone(),
                 msg: Arc::clone(msg),
                 delivery: 0,
             };

@@ -119,10 +119,54 @@ impl MsgParts<'_> {
     }
 }
 
+/// A subscription's id as its deliveries carry it: the head of their `msg` frames,
+/// `{"op":"msg","sid":"<sid>",`, made once when the subscription is made, so that a
+/// delivery copies it whole. A client's sid is checked before (letters, digits and
+/// `-_.:`): nothing in it needs escaping.
+#[derive(Clone)]
+pub struct Sid(Arc<[u8]>);
+
+/// What every head begins with, before the sid.
+const SID_AT: &[u8] = b"{\"op\":\"msg\",\"sid\":\"";
+
+/// What every head ends with, after the sid.
+const SID_END: &[u8] = b"\",";
+
+impl Sid {
+    pub fn new(sid: &str) -> Sid {
+        let mut head = Vec::with_capacity(SID_AT.len() + sid.len() + SID_END.len());
+        head.extend_from_slice(SID_AT);
+        head.extend_from_slice(sid.as_bytes());
+        head.extend_from_slice(SID_END);
+        Sid(head.into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0[SID_AT.len()..self.0.len() - SID_END.len()])
+            .expect("a head is made from a str")
+    }
+
+    fn head(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Sid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl std::fmt::Display for Sid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One message for one subscription of a connection.
 #[derive(Clone, Debug)]
 pub struct Delivery {
-    pub sid: Arc<str>,
+    pub sid: Sid,
     pub msg: Arc<Msg>,
     /// How many times a stream message has been delivered to this consumer
     /// (0 for core messages, which carry no count).
@@ -132,26 +176,29 @@ pub struct Delivery {
 impl Delivery {
     /// Bytes the frame takes in the queue and on the wire, near enough.
     pub fn size(&self) -> usize {
-        40 + self.sid.len() + self.msg.tail.len()
+        19 + self.sid.head().len() + self.msg.tail.len()
     }
 
-    /// Appends the whole WebSocket frame.
+    /// Appends the whole WebSocket frame: the subscription's head, the delivery
+    /// count of a stream message, the message's tail.
     pub fn encode(&self, out: &mut Vec<u8>) {
-        let delivery = if self.delivery > 0 {
-            format!(",\"delivery\":{}", self.delivery)
-        } else {
-            String::new()
-        };
-        let head_len = "{\"op\":\"msg\",\"sid\":\"".len() + self.sid.len() + 2 + delivery.len();
-        let length = head_len + self.msg.tail.len();
+        let head = self.sid.head();
+        let tail = &self.msg.tail;
+        if self.delivery == 0 {
+            let length = head.len() + tail.len();
+            out.reserve(ws::HEADER_BYTES_MAX + length);
+            ws::encode_header(ws::OP_TEXT, length, out);
+            out.extend_from_slice(head);
+            out.extend_from_slice(tail);
+            return;
+        }
+        let count = format!("\"delivery\":{},", self.delivery);
+        let length = head.len() + count.len() + tail.len();
         out.reserve(ws::HEADER_BYTES_MAX + length);
         ws::encode_header(ws::OP_TEXT, length, out);
-        out.extend_from_slice(b"{\"op\":\"msg\",\"sid\":\"");
-        out.extend_from_slice(self.sid.as_bytes());
-        out.push(b'"');
-        out.extend_from_slice(delivery.as_bytes());
-        out.push(b',');
-        out.extend_from_slice(&self.msg.tail);
+        out.extend_from_slice(head);
+        out.extend_from_slice(count.as_bytes());
+        out.extend_from_slice(tail);
     }
 }
 
@@ -237,7 +284,7 @@ mod tests {
             };
             for sid in ["s", &"q".repeat(64), &"l".repeat(200)] {
                 let delivery = Delivery {
-                    sid: sid.into(),
+                    sid: Sid::new(sid),
                     msg: Arc::new(parts.to_msg(None)),
                     delivery: count,
                 };

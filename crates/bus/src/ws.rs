@@ -398,16 +398,22 @@ pub const HEADER_BYTES_MAX: usize = 10;
 
 /// Appends the header of an unmasked server frame carrying `length` bytes.
 pub fn encode_header(opcode: u8, length: usize, out: &mut Vec<u8>) {
-    out.push(0x80 | opcode);
-    if length < 126 {
-        out.push(length as u8);
+    // Made on the stack and appended at once: one capacity check, not three.
+    let mut header = [0u8; HEADER_BYTES_MAX];
+    header[0] = 0x80 | opcode;
+    let used = if length < 126 {
+        header[1] = length as u8;
+        2
     } else if length <= u16::MAX as usize {
-        out.push(126);
-        out.extend_from_slice(&(length as u16).to_be_bytes());
+        header[1] = 126;
+        header[2..4].copy_from_slice(&(length as u16).to_be_bytes());
+        4
     } else {
-        out.push(127);
-        out.extend_from_slice(&(length as u64).to_be_bytes());
-    }
+        header[1] = 127;
+        header[2..10].copy_from_slice(&(length as u64).to_be_bytes());
+        10
+    };
+    out.extend_from_slice(&header[..used]);
 }
 
 /// Appends a whole unmasked server frame.

@@ -24,7 +24,7 @@ use futures_util::StreamExt;
 
 #[path = "common/cpu.rs"]
 mod cpu;
-use cpu::cpu_ns;
+use cpu::{cpu_ns, sleeps};
 use tokio::net::TcpStream;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -334,6 +334,18 @@ fn slowest_bursts(kind: Kind, bursts: &[u64], samples: &[(u64, u64)]) {
     );
 }
 
+/// The server's and the clients' threads' sleeps since `before`, per thousand
+/// deliveries: how well each side batches (a thread that sleeps after every
+/// delivery is a thousand).
+fn sleeps_per_thousand(pid: u32, before: (u64, u64), deliveries: u64) -> String {
+    let per = |now: u64, before: u64| (now - before) as f64 * 1000.0 / deliveries as f64;
+    format!(
+        "thread sleeps per 1000 deliveries: server {:.1}, clients {:.1}",
+        per(sleeps(pid), before.0),
+        per(sleeps(std::process::id()), before.1)
+    )
+}
+
 struct Figures {
     kind: Kind,
     idle: usize,
@@ -408,6 +420,7 @@ async fn measure(kind: Kind, quick: bool) -> Figures {
     let mut publisher = Publisher::connect(&server).await;
     let handles = run_subscribers(subscribers, messages, epoch, false).await;
     let (cpu_before, clients_before) = (cpu_ns(pid), cpu_ns(std::process::id()));
+    let sleeps_before = (sleeps(pid), sleeps(std::process::id()));
     let started = Instant::now();
     publish_many(&mut publisher, "bench.fan", messages, epoch, size).await;
     let mut last = started;
@@ -419,8 +432,9 @@ async fn measure(kind: Kind, quick: bool) -> Figures {
     let clients_ns =
         (cpu_ns(std::process::id()) - clients_before) as f64 / (messages * subscribers_n) as f64;
     println!(
-        "{:>12}: fan-out 1 -> {subscribers_n}, {messages} messages of {size} B: {fanout_msgs_per_s:.0} deliveries/s, server CPU {fanout_cpu_ns:.0} ns per delivery (the clients' {clients_ns:.0} ns)",
-        kind.name()
+        "{:>12}: fan-out 1 -> {subscribers_n}, {messages} messages of {size} B: {fanout_msgs_per_s:.0} deliveries/s, server CPU {fanout_cpu_ns:.0} ns per delivery (the clients' {clients_ns:.0} ns), {}",
+        kind.name(),
+        sleeps_per_thousand(pid, sleeps_before, messages * subscribers_n)
     );
 
     // Many to many: 10 publishers on their own subjects, 10 subscribers to all.
@@ -443,6 +457,7 @@ async fn measure(kind: Kind, quick: bool) -> Figures {
     }
     let handles = run_subscribers(subscribers, per_publisher * publishers_n, epoch, false).await;
     let (cpu_before, clients_before) = (cpu_ns(pid), cpu_ns(std::process::id()));
+    let sleeps_before = (sleeps(pid), sleeps(std::process::id()));
     let started = Instant::now();
     let keep = publish_from_all(publishers, per_publisher, epoch, size).await;
     let mut last = started;
@@ -456,9 +471,10 @@ async fn measure(kind: Kind, quick: bool) -> Figures {
     let clients_ns = (cpu_ns(std::process::id()) - clients_before) as f64
         / (per_publisher * publishers_n * 10) as f64;
     println!(
-        "{:>12}: many-to-many 10 x 10, {} messages: {many_msgs_per_s:.0} deliveries/s, server CPU {many_cpu_ns:.0} ns per delivery (the clients' {clients_ns:.0} ns)",
+        "{:>12}: many-to-many 10 x 10, {} messages: {many_msgs_per_s:.0} deliveries/s, server CPU {many_cpu_ns:.0} ns per delivery (the clients' {clients_ns:.0} ns), {}",
         kind.name(),
-        per_publisher * publishers_n
+        per_publisher * publishers_n,
+        sleeps_per_thousand(pid, sleeps_before, per_publisher * publishers_n * 10)
     );
     drop(keep);
 

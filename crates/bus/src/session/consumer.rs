@@ -16,12 +16,12 @@ use super::frame::{check_sid, parse_time, required, Frame, FrameError};
 use super::Session;
 use crate::streams::{Next, Stream};
 use crate::subject::check_pattern;
-use crate::{policy, Backpressure, Delivery, Sub};
+use crate::{policy, Backpressure, Delivery, Sid, Sub};
 
 /// A stream subscription: replays from a sequence number, then follows.
 pub(super) struct Consumer {
     stream: Arc<Stream>,
-    sid: Arc<str>,
+    sid: Sid,
     filter: Box<str>,
     next_seq: u64,
     /// Unacknowledged deliveries: sequence number to delivery count.
@@ -146,7 +146,7 @@ impl Session {
                 .with("field", "backpressure")
             })?,
         };
-        let sid: Arc<str> = sid.into();
+        let sid = Sid::new(sid);
         match frame.stream.as_deref() {
             None => self.subscribe_core(frame, sid, pattern, policy),
             Some(stream_name) => self.subscribe_stream(frame, sid, pattern, stream_name),
@@ -157,7 +157,7 @@ impl Session {
     fn subscribe_core(
         &mut self,
         frame: &Frame,
-        sid: Arc<str>,
+        sid: Sid,
         pattern: &str,
         policy: Backpressure,
     ) -> Result<(), FrameError> {
@@ -169,7 +169,7 @@ impl Session {
         }
         let sub = Arc::new(Sub {
             conn: Arc::clone(&self.conn),
-            sid: Arc::clone(&sid),
+            sid: sid.clone(),
             queue: frame.queue.as_deref().map(Into::into),
             policy,
         });
@@ -185,7 +185,7 @@ impl Session {
         self.count_subscription()?;
         self.bus.subscribe(pattern, Arc::clone(&sub));
         self.subs.insert(
-            sid.clone(),
+            sid.as_str().into(),
             Subscription::Core {
                 pattern: pattern.into(),
                 sub,
@@ -203,7 +203,7 @@ impl Session {
     fn subscribe_stream(
         &mut self,
         frame: &Frame,
-        sid: Arc<str>,
+        sid: Sid,
         pattern: &str,
         stream_name: &str,
     ) -> Result<(), FrameError> {
@@ -236,7 +236,7 @@ impl Session {
         stream.watch(&self.conn);
         let consumer = Consumer {
             stream: Arc::clone(&stream),
-            sid: Arc::clone(&sid),
+            sid: sid.clone(),
             filter: pattern.into(),
             next_seq: start,
             pending: BTreeMap::new(),
@@ -246,8 +246,10 @@ impl Session {
             max_deliver: spec.max_deliver,
             dead_letter_subject: spec.dead_letter_subject(),
         };
-        self.subs
-            .insert(Arc::clone(&sid), Subscription::Stream(Box::new(consumer)));
+        self.subs.insert(
+            sid.as_str().into(),
+            Subscription::Stream(Box::new(consumer)),
+        );
         let answer = Answer {
             sid: Some(sid.to_string()),
             stream: Some(stream.name.clone()),
@@ -343,7 +345,7 @@ impl Session {
                     .deadlines
                     .push_back((Instant::now() + consumer.ack_wait, seq, count));
                 let delivery = Delivery {
-                    sid: Arc::clone(&consumer.sid),
+                    sid: consumer.sid.clone(),
                     msg: Arc::clone(&stored.msg),
                     delivery: count,
                 };
