@@ -117,8 +117,28 @@ struct Session {
     bus: Arc<Bus>,
     conn: Arc<Conn>,
     peer: Peer,
-    meter: Option<Arc<super::meter::Meter>>,
+    /// Made at the first publish (or, in a cluster, when the connection's first
+    /// lease comes): most sessions only subscribe or idle, and hold 8 bytes for it.
+    publishing: Option<Box<Publishing>>,
     subs: Subs,
+}
+
+/// What a session that publishes keeps.
+struct Publishing {
+    meter: Arc<super::meter::Meter>,
+    /// The last subject the session was allowed to publish on. The subject grants
+    /// and the token's scope depend only on the session, so a publisher that keeps
+    /// to a subject has it checked once (empty: none yet).
+    allowed: String,
+}
+
+impl Publishing {
+    fn new(meter: Arc<super::meter::Meter>) -> Box<Publishing> {
+        Box::new(Publishing {
+            meter,
+            allowed: String::new(),
+        })
+    }
 }
 
 /// Longest a new connection waits for its principal's first lease in a cluster.
@@ -143,7 +163,7 @@ pub fn run(
         bus,
         conn,
         peer,
-        meter: None,
+        publishing: None,
         subs: Subs::default(),
     };
     if !read_ahead.is_empty() {
@@ -165,7 +185,7 @@ pub fn run(
                 .bus
                 .meters
                 .meter_with_lease(session.conn.principal, LEASE_WAIT_MAX);
-            session.meter = Some(Box::pin(lease).await);
+            session.publishing = Some(Publishing::new(Box::pin(lease).await));
         }
         serve(session, wire).await
     }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use serde_json::value::RawValue;
 
 use super::frame::{parse_priority, required, Frame, FrameError};
-use super::{Session, HEADERS_BYTES_MAX};
+use super::{Publishing, Session, HEADERS_BYTES_MAX};
 use crate::inside::Refused;
 use crate::subject::check_subject;
 use crate::{check_headers, policy, MsgParts};
@@ -15,9 +15,16 @@ use crate::{check_headers, policy, MsgParts};
 impl Session {
     pub(super) fn publish(&mut self, frame: &Frame) -> Result<(), FrameError> {
         let subject = required(frame.subject.as_deref(), "pub", "subject")?;
-        check_subject(subject).map_err(|e| {
-            FrameError::new("invalid", format!("subject: {e}")).with("field", "subject")
-        })?;
+        // Checked and allowed at this session's last publish.
+        let known = self
+            .publishing
+            .as_ref()
+            .is_some_and(|publishing| publishing.allowed == subject);
+        if !known {
+            check_subject(subject).map_err(|e| {
+                FrameError::new("invalid", format!("subject: {e}")).with("field", "subject")
+            })?;
+        }
         let data = required(frame.data, "pub", "data")?;
         let priority = parse_priority(frame.priority.as_deref())?;
         if let Some(headers) = frame.headers {
@@ -37,15 +44,22 @@ impl Session {
         }
         let bus = &self.bus;
         self.check_token()?;
-        policy::may_publish(&bus.config, &self.conn.address, self.peer.roles(), subject)
-            .and_then(|()| self.peer.may_publish(subject))
-            .map_err(|message| {
-                bus.metrics.denied.fetch_add(1, Ordering::Relaxed);
-                FrameError::new("forbidden", message).with("subject", subject)
-            })?;
-        let meter = self
-            .meter
-            .get_or_insert_with(|| bus.meters.meter(self.conn.principal));
+        if !known {
+            policy::may_publish(&bus.config, &self.conn.address, self.peer.roles(), subject)
+                .and_then(|()| self.peer.may_publish(subject))
+                .map_err(|message| {
+                    bus.metrics.denied.fetch_add(1, Ordering::Relaxed);
+                    FrameError::new("forbidden", message).with("subject", subject)
+                })?;
+        }
+        let publishing = self
+            .publishing
+            .get_or_insert_with(|| Publishing::new(bus.meters.meter(self.conn.principal)));
+        if !known {
+            publishing.allowed.clear();
+            publishing.allowed.push_str(subject);
+        }
+        let meter = &publishing.meter;
         let parts = MsgParts {
             subject,
             data: data.get(),

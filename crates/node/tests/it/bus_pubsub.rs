@@ -291,6 +291,17 @@ async fn authorization_is_by_subject() {
     }
     // Members use work.>; observers only read.
     assert_eq!(a.publish("work.x", json!(1)).await["op"], "ok");
+    // A session remembers the subject it was last allowed, and only that one: the
+    // same again passes, the next other subject is checked as ever.
+    assert_eq!(a.publish("work.x", json!(2)).await["op"], "ok");
+    let answer = a
+        .request(
+            json!({"op": "pub", "subject": "secret.plans", "data": 1}),
+            "x",
+        )
+        .await;
+    assert_eq!(answer["error"]["code"], "forbidden", "{answer}");
+    assert_eq!(a.publish("work.x", json!(3)).await["op"], "ok");
     w.sub("pub", "public.>").await;
     let answer = w.publish("public.chat", json!(1)).await;
     assert_eq!(answer["error"]["code"], "forbidden");
