@@ -11,13 +11,6 @@ use futures_util::task::AtomicWaker;
 
 use crate::{ws, BusConfig, Delivery};
 
-/// Entries an emptied queue lane keeps room for (more is given back): enough for
-/// what a busy subscriber gets between two drains, so that a steady flow does not
-/// grow its lanes again from nothing at every batch (eleven reallocations for 2 000
-/// messages). An idle plain connection gives it all back when it parks; one over TLS,
-/// which never parks, keeps at most this much (8 KiB a lane).
-const QUEUE_KEPT: usize = 256;
-
 /// Deliveries a drain makes room for at once (a batch of more grows its list): a
 /// write batch of small frames, in a list under the allocator's mmap threshold.
 const TAKEN_CAPACITY_MAX: usize = 1024;
@@ -376,16 +369,10 @@ impl Conn {
             };
             buf.extend_from_slice(&frame);
         }
+        // The lanes keep their room for the next batch (a steady flow does not grow
+        // them again from nothing every time); a quiet connection gives it back
+        // (`shed`).
         let taken = out.take_batch(budget.saturating_sub(buf.len()));
-        if out.control_len() == 0 && out.msgs == 0 {
-            // What a burst grew past `QUEUE_KEPT` goes back.
-            if let Some(queues) = &mut out.queues {
-                queues.control.shrink_to(QUEUE_KEPT);
-                for lane in &mut queues.lanes {
-                    lane.shrink_to(QUEUE_KEPT);
-                }
-            }
-        }
         let close = if out.closing.is_some() && out.control_len() == 0 {
             out.closing.as_deref().cloned()
         } else {
@@ -419,8 +406,9 @@ impl Conn {
         std::future::poll_fn(|cx| self.notify.poll(cx)).await
     }
 
-    /// Gives back the queues' memory if nothing is queued: the connection is idle
-    /// (its session parks), and a queue that once held frames keeps room for more.
+    /// Gives back the queues' memory if nothing is queued: the connection went
+    /// quiet (its session parks, or over TLS waits without a timer), and queues that
+    /// once held frames keep room for as many again until then.
     pub(crate) fn shed(&self) {
         let mut out = self.out.lock().expect("outbound lock");
         if out.msgs == 0 && out.control_len() == 0 {

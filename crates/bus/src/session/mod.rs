@@ -234,6 +234,8 @@ async fn serve(mut session: Session, mut wire: Wire) {
             Step::Timer => match wire.rang() {
                 Rang::Ack => session.expire(Instant::now()),
                 Rang::Busy => {}
+                // Over TLS: the session keeps its task, the queues' memory goes back.
+                Rang::Quiet if !wire.parkable() => session.conn.shed(),
                 Rang::Quiet => match park::park(session, wire) {
                     Some(woken) => (session, wire) = woken,
                     None => return,

@@ -124,7 +124,9 @@ pub(super) enum Rang {
     Ack,
     /// Parking time, and something happened since it was set: set again.
     Busy,
-    /// Parking time, and nothing happened: the connection parks.
+    /// Parking time, and nothing happened: the connection parks (a plain one) or
+    /// gives back its queues' memory and waits with no timer (one over TLS, which
+    /// cannot park).
     Quiet,
 }
 
@@ -142,13 +144,14 @@ pub(super) struct Wire {
     /// other direction.
     reads_first: bool,
     /// The timer: a stream consumer's next ack deadline while one has something
-    /// unacknowledged; otherwise, on a connection that can park, when it will.
+    /// unacknowledged; otherwise when the connection goes quiet (see [`Rang::Quiet`]).
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
     /// The timer is the parking one.
     parking: bool,
     /// Nothing happened since the parking timer was set.
     quiet: bool,
-    /// Nothing happened since the session (re)started.
+    /// Nothing happened since the session (re)started or, on a connection that
+    /// cannot park, since it last went quiet: no parking timer is set for it.
     fresh: bool,
 }
 
@@ -183,14 +186,14 @@ impl Wire {
     }
 
     /// Sets the timer for the session's next ack deadline (`Some`), or, when it has
-    /// none, for parking (plain TCP connections) or not at all.
+    /// none, for going quiet (unless closing).
     pub(super) fn set_timer(&mut self, ack_deadline: Option<Instant>) {
         let at = match ack_deadline {
             Some(at) => {
                 self.parking = false;
                 at
             }
-            None if self.parkable() => {
+            None if !self.closing => {
                 // A fresh session parks as soon as nothing is ready (`Step::Idle`).
                 if self.parking || self.fresh {
                     return;
@@ -213,7 +216,7 @@ impl Wire {
     }
 
     /// Plain TCP and not closing: a connection that parks when it is quiet.
-    fn parkable(&self) -> bool {
+    pub(super) fn parkable(&self) -> bool {
         matches!(self.io, Socket::Tcp(_)) && !self.closing
     }
 
@@ -233,9 +236,11 @@ impl Wire {
         if !self.parking {
             return Rang::Ack;
         }
-        if self.quiet && self.may_park() {
+        if self.quiet && self.flushed() && !self.closing {
             self.timer = None;
             self.parking = false;
+            // One that cannot park stays without a timer until something happens.
+            self.fresh = true;
             return Rang::Quiet;
         }
         self.quiet = true;
