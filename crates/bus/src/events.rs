@@ -24,7 +24,8 @@ impl Bus {
         let Some(tokens) = Tokens::of(subject) else {
             return; // the system's subjects are valid ones
         };
-        self.route_reaching(&Arc::new(parts.to_msg(None)), &tokens, Reach::All);
+        let routed = self.route_reaching(&Arc::new(parts.to_msg(None)), &tokens, Reach::All);
+        self.count(&routed);
         if let Some(stream) = self.streams.capturing(&tokens) {
             let _ = self.streams.append(&stream, &parts, None);
         }

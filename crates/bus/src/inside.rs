@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use colony_kernel::{PrincipalId, Priority, Reason, Role};
 
+use crate::credit::Credit;
 use crate::meter::{Meter, Spent};
 use crate::subject::{check_pattern, check_subject, Tokens, SUBJECT_TOKENS_MAX};
 use crate::{policy, Backpressure, Bus, Conn, MsgParts, Routed, Sub};
@@ -42,12 +43,19 @@ impl Refused {
     }
 }
 
+/// Who pays for a publish: its principal's meter, for this message alone, or a
+/// session's credit, for the batch under way (`credit.rs`).
+pub(crate) enum Payer<'a> {
+    Each(&'a Meter),
+    Batch(&'a Meter, &'a mut Credit),
+}
+
 impl Bus {
     /// Gates a checked publish at the edge, routes it, and appends it to the stream
     /// that captures its subject (answering `reply` once stored, if given).
     pub(crate) fn deliver(
         &self,
-        meter: &Meter,
+        mut payer: Payer<'_>,
         parts: &MsgParts,
         reply: Option<(Arc<Conn>, String)>,
     ) -> Result<(Routed, bool), Refused> {
@@ -55,26 +63,34 @@ impl Bus {
             Refused::Invalid(format!("a subject has at most {SUBJECT_TOKENS_MAX} tokens"))
         })?;
         let bytes = parts.data.len() as u64;
-        self.meters
-            .take(meter, parts.from, bytes)
-            .map_err(|reason| {
-                self.metrics.denied.fetch_add(1, Ordering::Relaxed);
-                match reason {
-                    Spent::Denied(reason) => Refused::Denied(reason),
-                    Spent::Lease {
-                        what,
-                        retry_after_ms,
-                    } => Refused::LeaseSpent {
-                        what,
-                        retry_after_ms,
-                    },
-                }
-            })?;
+        let spent = match &mut payer {
+            Payer::Each(meter) => self.meters.take(meter, parts.from, bytes),
+            Payer::Batch(meter, credit) => self.meters.spend(meter, credit, parts.from, bytes),
+        };
+        spent.map_err(|reason| {
+            self.metrics.denied.fetch_add(1, Ordering::Relaxed);
+            match reason {
+                Spent::Denied(reason) => Refused::Denied(reason),
+                Spent::Lease {
+                    what,
+                    retry_after_ms,
+                } => Refused::LeaseSpent {
+                    what,
+                    retry_after_ms,
+                },
+            }
+        })?;
         let routed = self.route_published(Arc::new(parts.to_msg(None)), &tokens);
-        self.metrics.published.fetch_add(1, Ordering::Relaxed);
-        self.metrics
-            .published_bytes
-            .fetch_add(bytes, Ordering::Relaxed);
+        match payer {
+            Payer::Each(_) => {
+                self.metrics.published.fetch_add(1, Ordering::Relaxed);
+                self.metrics
+                    .published_bytes
+                    .fetch_add(bytes, Ordering::Relaxed);
+                self.count(&routed);
+            }
+            Payer::Batch(_, credit) => credit.count(bytes, &routed),
+        }
         let stream = self.streams.capturing(&tokens);
         if let Some(stream) = &stream {
             self.streams
@@ -126,7 +142,7 @@ impl Inside {
             headers: None,
             reply_to: None,
         };
-        let (routed, _) = bus.deliver(&self.meter, &parts, None)?;
+        let (routed, _) = bus.deliver(Payer::Each(&self.meter), &parts, None)?;
         Ok(routed.delivered)
     }
 

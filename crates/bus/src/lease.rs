@@ -281,28 +281,16 @@ impl Meters {
 mod tests {
     use std::sync::{Arc, RwLock};
 
-    use colony_kernel::{Command, CommandBody, Effect, Genesis, PrincipalId, Reason, State};
+    use colony_kernel::{CommandBody, Effect, Genesis, PrincipalId, Reason, State};
 
     use crate::meter::Spent;
+    use crate::test_kernel::{kernel, logged};
 
     use super::*;
 
-    fn logged(state: &Arc<RwLock<State>>, body: CommandBody) -> Effect {
-        let mut state = state.write().unwrap();
-        let command = Command::new(
-            state.last_seq + 1,
-            colony_pipeline::sequencer::now_ms().max(state.now_ms),
-            PrincipalId::SYSTEM,
-            "test",
-            body,
-        );
-        state.apply(&command).primary().effect.clone()
-    }
-
     /// A kernel after `genesis`, and the meters of one node leasing from it.
     fn leasing(genesis: Genesis) -> (Arc<RwLock<State>>, Meters) {
-        let state = Arc::new(RwLock::new(State::new()));
-        logged(&state, CommandBody::Genesis(Box::new(genesis)));
+        let state = kernel(genesis);
         let meters = Meters::leased(Arc::clone(&state));
         (state, meters)
     }
@@ -327,11 +315,7 @@ mod tests {
     /// spends exactly what it was granted, and together no more than the quota.
     #[test]
     fn two_nodes_spend_their_leases_and_never_more_than_the_quota() {
-        let state = Arc::new(RwLock::new(State::new()));
-        logged(
-            &state,
-            CommandBody::Genesis(Box::new(Genesis::for_tests([1; 32]))),
-        );
+        let state = kernel(Genesis::for_tests([1; 32]));
         let quota = 10_000;
         let nodes: Vec<Meters> = (0..2).map(|_| Meters::leased(Arc::clone(&state))).collect();
         let meters: Vec<_> = nodes.iter().map(|m| m.meter(PrincipalId::ADMIN)).collect();

@@ -25,6 +25,7 @@
 
 pub mod config;
 mod conn;
+mod credit;
 mod events;
 pub mod inside;
 pub mod lease;
@@ -38,6 +39,8 @@ pub mod session;
 pub mod stream_replica;
 pub mod streams;
 pub mod subject;
+#[cfg(test)]
+mod test_kernel;
 pub mod ws;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -283,9 +286,32 @@ impl Bus {
     /// group) of this node only. Never waits.
     pub fn route(&self, msg: &Arc<Msg>) -> Routed {
         match Tokens::of(msg.subject()) {
-            Some(tokens) => self.route_reaching(msg, &tokens, relay::Reach::All),
+            Some(tokens) => {
+                let routed = self.route_reaching(msg, &tokens, relay::Reach::All);
+                self.count(&routed);
+                routed
+            }
             // No subscription is for more tokens than a subject may have.
             None => Routed::default(),
+        }
+    }
+
+    /// Adds what routing one message did to `/metrics` (a session's publishes add
+    /// theirs once a batch instead: `credit.rs`).
+    pub(crate) fn count(&self, routed: &Routed) {
+        let metrics = &self.metrics;
+        metrics
+            .delivered
+            .fetch_add(routed.delivered as u64, Ordering::Relaxed);
+        if routed.dropped > 0 {
+            metrics
+                .dropped
+                .fetch_add(routed.dropped as u64, Ordering::Relaxed);
+        }
+        if routed.rejected > 0 {
+            metrics
+                .rejected
+                .fetch_add(routed.rejected as u64, Ordering::Relaxed);
         }
     }
 
@@ -347,16 +373,6 @@ impl Bus {
                 }
             }
         }
-        let metrics = &self.metrics;
-        metrics
-            .delivered
-            .fetch_add(routed.delivered as u64, Ordering::Relaxed);
-        metrics
-            .dropped
-            .fetch_add(routed.dropped as u64, Ordering::Relaxed);
-        metrics
-            .rejected
-            .fetch_add(routed.rejected as u64, Ordering::Relaxed);
         routed
     }
 }

@@ -21,6 +21,8 @@ pub(crate) struct Allowance {
     pub(crate) left: u64,
     /// Spent since the last flush.
     pub(crate) unflushed: u64,
+    /// Held by sessions' credits, neither spent nor left (`credit.rs`).
+    pub(crate) reserved: u64,
     /// When the kernel's window refills (for the error's `retry_after`).
     pub(crate) refill_at_ms: Option<u64>,
     /// Why nothing may be spent whatever the balance (a quarantine).
@@ -33,8 +35,9 @@ enum Short {
     Refused(Reason),
     /// No io_ops left (or the lease lapsed).
     IoOps { refill_at_ms: Option<u64> },
-    /// More bytes than the data allowance holds; `unflushed` as it stood.
-    Data { unflushed: u64 },
+    /// More bytes than the data allowance holds; what was spent and not charged yet,
+    /// or held by credits, as it stood.
+    Data { pending: u64 },
 }
 
 /// Why a publish may not spend.
@@ -161,7 +164,7 @@ impl Meters {
                     refill_at_ms,
                 }))
             }
-            Short::Data { unflushed } => {
+            Short::Data { pending: unflushed } => {
                 let mut limit = state
                     .limit_named_at(LimitName::DataCreationBytes, now_ms)
                     .expect("data_creation_bytes is a built-in limit");
@@ -222,7 +225,7 @@ impl Meters {
             }
             if bytes > data.left && !data_checked {
                 return Err(Short::Data {
-                    unflushed: data.unflushed,
+                    pending: data.unflushed + data.reserved,
                 });
             }
             data.left = data.left.saturating_sub(bytes);
@@ -289,7 +292,8 @@ impl Meters {
             Some(limit) => match limit.spec.hard {
                 Some(hard) => hard
                     .saturating_sub(limit.committed_and_reserved())
-                    .saturating_sub(data.unflushed),
+                    .saturating_sub(data.unflushed)
+                    .saturating_sub(data.reserved),
                 None => u64::MAX,
             },
             None => u64::MAX,
@@ -318,7 +322,11 @@ pub(crate) fn refresh_one(
         });
     match state.available_at(principal, Resource::IoOps, now_ms) {
         None => io_ops.left = u64::MAX,
-        Some(available) if allowance => io_ops.left = available.saturating_sub(io_ops.unflushed),
+        Some(available) if allowance => {
+            io_ops.left = available
+                .saturating_sub(io_ops.unflushed)
+                .saturating_sub(io_ops.reserved)
+        }
         Some(_) if io_ops.left == u64::MAX => io_ops.left = 0,
         Some(_) => {}
     }

@@ -93,7 +93,9 @@ impl Bus {
             Remote::Plain => Reach::Plain,
             Remote::Queue(group) => Reach::Queue(group),
         };
-        self.route_reaching(&Arc::new(msg), &tokens, reach)
+        let routed = self.route_reaching(&Arc::new(msg), &tokens, reach);
+        self.count(&routed);
+        routed
     }
 
     /// Routes a message published here, and relays it when in a cluster.

@@ -130,6 +130,8 @@ struct Publishing {
     /// and the token's scope depend only on the session, so a publisher that keeps
     /// to a subject has it checked once (empty: none yet).
     allowed: String,
+    /// What the batch under way spent and routed, settled at its end.
+    credit: crate::credit::Credit,
 }
 
 impl Publishing {
@@ -137,6 +139,7 @@ impl Publishing {
         Box::new(Publishing {
             meter,
             allowed: String::new(),
+            credit: crate::credit::Credit::default(),
         })
     }
 }
@@ -282,6 +285,11 @@ impl Session {
             if let Some((code, reason)) = self.on_event(event) {
                 self.conn.close(code, reason);
             }
+        }
+        if let Some(publishing) = &mut self.publishing {
+            let bus = &self.bus;
+            bus.meters
+                .settle(&publishing.meter, &mut publishing.credit, &bus.metrics);
         }
     }
 

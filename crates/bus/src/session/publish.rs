@@ -8,7 +8,7 @@ use serde_json::value::RawValue;
 
 use super::frame::{parse_priority, required, Frame, FrameError};
 use super::{Publishing, Session, HEADERS_BYTES_MAX};
-use crate::inside::Refused;
+use crate::inside::{Payer, Refused};
 use crate::subject::check_subject;
 use crate::{check_headers, policy, MsgParts};
 
@@ -59,7 +59,7 @@ impl Session {
             publishing.allowed.clear();
             publishing.allowed.push_str(subject);
         }
-        let meter = &publishing.meter;
+        let payer = Payer::Batch(&publishing.meter, &mut publishing.credit);
         let parts = MsgParts {
             subject,
             data: data.get(),
@@ -72,7 +72,7 @@ impl Session {
             .id
             .map(|id| (Arc::clone(&self.conn), id.get().to_string()));
         let (routed, stored) =
-            bus.deliver(meter, &parts, reply)
+            bus.deliver(payer, &parts, reply)
                 .map_err(|refused| match refused {
                     Refused::Denied(reason) => FrameError::from_reason(&reason),
                     Refused::Backpressure(message) => FrameError::new("backpressure", message),
