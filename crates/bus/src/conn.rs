@@ -11,9 +11,9 @@ use futures_util::task::AtomicWaker;
 
 use crate::{ws, BusConfig, Delivery};
 
-/// Deliveries a drain makes room for at once (a batch of more grows its list): a
-/// write batch of small frames, in a list under the allocator's mmap threshold.
-const TAKEN_CAPACITY_MAX: usize = 1024;
+/// The most deliveries a thread keeps room for between drains (a batch of more
+/// grows its list, which is then let go).
+const TAKEN_CAPACITY_MAX: usize = 4096;
 
 /// Bytes a batch may take past its estimate (a frame's header and fields beyond what
 /// [`Delivery::size`] counts).
@@ -97,16 +97,17 @@ impl Outbound {
             .map_or(0, |queues| queues.control.len())
     }
 
-    /// The most urgent queued messages, taken off their lanes and the counts, until
-    /// their sizes reach `room` bytes (at least one, when any is queued).
-    fn take_batch(&mut self, room: usize) -> Vec<Delivery> {
+    /// The most urgent queued messages, taken off their lanes and the counts into
+    /// `taken`, until their sizes reach `room` bytes (at least one, when any is
+    /// queued).
+    fn take_batch(&mut self, room: usize, taken: &mut Vec<Delivery>) {
         let Some(queues) = self.queues.as_mut() else {
-            return Vec::new();
+            return;
         };
         if self.msgs == 0 || room == 0 {
-            return Vec::new();
+            return;
         }
-        let mut taken = Vec::with_capacity(self.msgs.min(TAKEN_CAPACITY_MAX));
+        let before = taken.len();
         let (mut left, mut bytes) = (room, 0);
         'lanes: for lane in queues.lanes.iter_mut().rev() {
             while let Some(delivery) = lane.pop_front() {
@@ -119,9 +120,8 @@ impl Outbound {
                 }
             }
         }
-        self.msgs -= taken.len();
+        self.msgs -= taken.len() - before;
         self.bytes -= bytes;
-        taken
     }
 
     /// The most urgent queued message, taken off its lane and the counts.
@@ -372,15 +372,19 @@ impl Conn {
         // The lanes keep their room for the next batch (a steady flow does not grow
         // them again from nothing every time); a quiet connection gives it back
         // (`shed`).
-        let taken = out.take_batch(budget.saturating_sub(buf.len()));
+        let mut taken = TAKEN.take();
+        out.take_batch(budget.saturating_sub(buf.len()), &mut taken);
         let close = if out.closing.is_some() && out.control_len() == 0 {
             out.closing.as_deref().cloned()
         } else {
             None
         };
         drop(out);
-        for delivery in &taken {
+        for delivery in taken.drain(..) {
             delivery.encode(buf);
+        }
+        if taken.capacity() <= TAKEN_CAPACITY_MAX {
+            TAKEN.set(taken);
         }
         close
     }
@@ -502,6 +506,9 @@ pub struct Sub {
 mod tests;
 
 thread_local! {
+    /// The deliveries a drain takes off the lanes, to encode once the lock is let
+    /// go: one list per runtime thread, kept between drains.
+    static TAKEN: std::cell::Cell<Vec<Delivery>> = const { std::cell::Cell::new(Vec::new()) };
     /// Connections to wake once the current batch of publishes is routed, while a
     /// [`DeferWakeups`] guard is alive on this thread.
     static DEFERRED: std::cell::RefCell<Option<Vec<Arc<Conn>>>> =

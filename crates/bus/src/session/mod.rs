@@ -202,7 +202,8 @@ async fn serve(mut session: Session, mut wire: Wire) {
             if wire.closing {
                 break;
             }
-            wire.out = Vec::new();
+            wire::recycle(std::mem::take(&mut wire.out));
+            wire.out = wire::write_buffer();
             wire.written = 0;
             if let Some((code, reason)) = session.fill(&mut wire.out) {
                 if code == ws::CLOSE_POLICY {
@@ -215,7 +216,7 @@ async fn serve(mut session: Session, mut wire: Wire) {
                 wire.closing = true;
             }
             if wire.out.is_empty() {
-                wire.out = Vec::new();
+                wire::recycle(std::mem::take(&mut wire.out));
             }
         }
         wire.set_timer(session.next_deadline());
