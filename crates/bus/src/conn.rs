@@ -11,6 +11,13 @@ use futures_util::task::AtomicWaker;
 
 use crate::{ws, BusConfig, Delivery};
 
+/// Entries an emptied queue lane always keeps room for. A lane keeps more, room for
+/// twice what the drain that emptied it took, so that a steady flow does not grow
+/// its lanes again from nothing at every batch; what a burst grew past that goes
+/// back at the first drain after it. An idle connection gives it all back when it
+/// goes quiet ([`Conn::shed`]).
+const QUEUE_KEPT: usize = 256;
+
 /// The most deliveries a thread keeps room for between drains (a batch of more
 /// grows its list, which is then let go).
 const TAKEN_CAPACITY_MAX: usize = 4096;
@@ -369,11 +376,19 @@ impl Conn {
             };
             buf.extend_from_slice(&frame);
         }
-        // The lanes keep their room for the next batch (a steady flow does not grow
-        // them again from nothing every time); a quiet connection gives it back
-        // (`shed`).
         let mut taken = TAKEN.take();
         out.take_batch(budget.saturating_sub(buf.len()), &mut taken);
+        if out.control_len() == 0 && out.msgs == 0 {
+            let kept = QUEUE_KEPT.max(2 * taken.len());
+            if let Some(queues) = &mut out.queues {
+                queues.control.shrink_to(QUEUE_KEPT);
+                for lane in &mut queues.lanes {
+                    if lane.capacity() > 2 * kept {
+                        lane.shrink_to(kept);
+                    }
+                }
+            }
+        }
         let close = if out.closing.is_some() && out.control_len() == 0 {
             out.closing.as_deref().cloned()
         } else {
