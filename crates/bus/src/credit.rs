@@ -17,8 +17,6 @@
 //! principal. In a cluster every publish takes from the node's lease as before
 //! (`Meters::take`): a lapsed lease must stop publishing at once.
 
-use std::sync::atomic::Ordering;
-
 use crate::meter::{Meter, Meters, Spent};
 use crate::{BusMetrics, Routed};
 
@@ -120,25 +118,8 @@ impl Meters {
         if tallied.published == 0 {
             return;
         }
-        metrics
-            .published
-            .fetch_add(tallied.published, Ordering::Relaxed);
-        metrics
-            .published_bytes
-            .fetch_add(tallied.published_bytes, Ordering::Relaxed);
-        metrics
-            .delivered
-            .fetch_add(tallied.routed.delivered as u64, Ordering::Relaxed);
-        if tallied.routed.dropped > 0 {
-            metrics
-                .dropped
-                .fetch_add(tallied.routed.dropped as u64, Ordering::Relaxed);
-        }
-        if tallied.routed.rejected > 0 {
-            metrics
-                .rejected
-                .fetch_add(tallied.routed.rejected as u64, Ordering::Relaxed);
-        }
+        metrics.count_published(tallied.published, tallied.published_bytes);
+        metrics.count_routed(&tallied.routed);
     }
 
     /// Gives back the unspent credit and records the spending (the tallies stay).

@@ -1,3 +1,5 @@
+use std::sync::atomic::Ordering;
+
 use colony_kernel::{Genesis, PrincipalId, Reason, Resource};
 
 use super::*;

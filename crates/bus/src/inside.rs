@@ -83,10 +83,7 @@ impl Bus {
         let routed = self.route_published(Arc::new(parts.to_msg(None)), &tokens);
         match payer {
             Payer::Each(_) => {
-                self.metrics.published.fetch_add(1, Ordering::Relaxed);
-                self.metrics
-                    .published_bytes
-                    .fetch_add(bytes, Ordering::Relaxed);
+                self.metrics.count_published(1, bytes);
                 self.count(&routed);
             }
             Payer::Batch(_, credit) => credit.count(bytes, &routed),

@@ -87,6 +87,28 @@ pub struct BusMetrics {
     pub parked: AtomicU64,
 }
 
+impl BusMetrics {
+    /// Adds what routing did (for one message or a batch) to the counters.
+    pub(crate) fn count_routed(&self, routed: &Routed) {
+        self.delivered
+            .fetch_add(routed.delivered as u64, Ordering::Relaxed);
+        if routed.dropped > 0 {
+            self.dropped
+                .fetch_add(routed.dropped as u64, Ordering::Relaxed);
+        }
+        if routed.rejected > 0 {
+            self.rejected
+                .fetch_add(routed.rejected as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// Adds `messages` published, of `bytes` of data in all.
+    pub(crate) fn count_published(&self, messages: u64, bytes: u64) {
+        self.published.fetch_add(messages, Ordering::Relaxed);
+        self.published_bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+}
+
 /// The bus of one node.
 pub struct Bus {
     pub config: BusConfig,
@@ -299,20 +321,7 @@ impl Bus {
     /// Adds what routing one message did to `/metrics` (a session's publishes add
     /// theirs once a batch instead: `credit.rs`).
     pub(crate) fn count(&self, routed: &Routed) {
-        let metrics = &self.metrics;
-        metrics
-            .delivered
-            .fetch_add(routed.delivered as u64, Ordering::Relaxed);
-        if routed.dropped > 0 {
-            metrics
-                .dropped
-                .fetch_add(routed.dropped as u64, Ordering::Relaxed);
-        }
-        if routed.rejected > 0 {
-            metrics
-                .rejected
-                .fetch_add(routed.rejected as u64, Ordering::Relaxed);
-        }
+        self.metrics.count_routed(routed);
     }
 
     /// [`Bus::route`] to the plain subscriptions, the queue groups, or one group;

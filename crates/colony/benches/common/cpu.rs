@@ -7,31 +7,34 @@
 /// workload's CPU). A thread that ended takes its time with it: the servers
 /// measured keep their threads for the life of the process.
 pub fn cpu_ns(pid: u32) -> u64 {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        panic!("process {pid} is not running");
-    };
-    tasks
-        .filter_map(Result::ok)
-        .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
-        .filter_map(|line| line.split_whitespace().next()?.parse::<u64>().ok())
-        .sum()
+    sum_over_threads(pid, "schedstat", |line| {
+        line.split_whitespace().next()?.parse().ok()
+    })
 }
 
 /// Times the threads of process `pid` gave up the CPU to wait (their
 /// `voluntary_ctxt_switches`, summed): a thread's sleeps between batches of work.
 #[allow(dead_code)] // not every benchmark prints them
 pub fn sleeps(pid: u32) -> u64 {
+    sum_over_threads(pid, "status", |status| {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("voluntary_ctxt_switches:"))?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+/// The sum over the threads of process `pid` of what `read` finds in each one's
+/// `/proc/PID/task/TID/<file>` (a thread that ends meanwhile counts nothing).
+fn sum_over_threads(pid: u32, file: &str, read: impl Fn(&str) -> Option<u64>) -> u64 {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         panic!("process {pid} is not running");
     };
     tasks
         .filter_map(Result::ok)
-        .filter_map(|task| std::fs::read_to_string(task.path().join("status")).ok())
-        .filter_map(|status| {
-            status
-                .lines()
-                .find_map(|line| line.strip_prefix("voluntary_ctxt_switches:"))
-                .and_then(|value| value.trim().parse::<u64>().ok())
-        })
+        .filter_map(|task| std::fs::read_to_string(task.path().join(file)).ok())
+        .filter_map(|text| read(&text))
         .sum()
 }
