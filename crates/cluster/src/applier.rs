@@ -139,8 +139,8 @@ async fn follow_once(
 /// `next` on (which moves past them). A message that is not a signed group of
 /// commands, or whose signature does not verify by the key its commands name, is
 /// decided as one tick by the system, the same on every node. The signatures of the
-/// others' messages are checked as one batch; this node's own come back byte for
-/// byte as it signed them. The commands of `next.message` that were applied before
+/// others' messages are checked each once (`wire::Verified`); this node's own come
+/// back byte for byte as it signed them. The commands of `next.message` that were applied before
 /// (the node stopped in the middle of it) are left out.
 fn stamp_all(
     inner: &Inner,

@@ -185,6 +185,7 @@ impl Cluster {
             jetstream: jetstream.clone(),
             subject: config.commands_subject(),
         };
+        let group_wait = config.group_wait;
         let inner = Arc::new(Inner {
             config,
             client,
@@ -198,7 +199,12 @@ impl Cluster {
             stopping: AtomicBool::new(false),
             peers: Mutex::new(crate::peers::Peers::default()),
             public_key: key.verifying_key().to_bytes(),
-            signer: crate::signer::Signer::start(key.clone(), Arc::clone(&signing), target),
+            signer: crate::signer::Signer::start(
+                key.clone(),
+                Arc::clone(&signing),
+                target,
+                group_wait,
+            ),
             key,
             signing,
             next_node_seq: AtomicU64::new(0),

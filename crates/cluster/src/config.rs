@@ -16,6 +16,11 @@ pub const ENVELOPE_BYTES_MAX: usize = 8 * 1024 * 1024;
 /// Commands the stream keeps at least, unless told otherwise.
 pub const KEEP_COMMANDS_DEFAULT: u64 = 1_000_000;
 
+/// How long a group of commands may wait for more under load, unless told
+/// otherwise; and at most.
+pub const GROUP_WAIT_DEFAULT: Duration = Duration::from_millis(1);
+pub const GROUP_WAIT_MAX: Duration = Duration::from_millis(100);
+
 /// The stream's name unless told otherwise.
 pub const STREAM_DEFAULT: &str = "COLONY_COMMANDS";
 
@@ -33,6 +38,9 @@ pub struct ClusterConfig {
     /// How long a proposal waits for the stream's acknowledgement, and then for
     /// this node to apply it, before the caller gets `503`.
     pub ack_timeout: Duration,
+    /// Under load, how long a group of this node's commands may wait for more before
+    /// it is signed and published (`signer.rs`); zero never waits.
+    pub group_wait: Duration,
     /// The command log's compaction (`compact.rs`): the last `keep_commands`
     /// commands always stay in the stream.
     pub keep_commands: u64,
@@ -127,6 +135,7 @@ impl ClusterConfig {
             node_name: node_name.to_string(),
             stream: STREAM_DEFAULT.to_string(),
             ack_timeout: Duration::from_secs(5),
+            group_wait: GROUP_WAIT_DEFAULT,
             keep_commands: KEEP_COMMANDS_DEFAULT,
             keep_absent: Duration::from_secs(24 * 3600),
             compact_every: Duration::from_secs(60),
@@ -160,6 +169,20 @@ fn duration(key: &str, text: &str, min_ms: u64, max_ms: u64) -> Result<Duration,
         )));
     }
     Ok(Duration::from_millis(ms))
+}
+
+/// `group_wait`: zero (never wait) to [`GROUP_WAIT_MAX`], in milliseconds (`"1ms"`,
+/// `"0s"`).
+fn group_wait(text: &str) -> Result<Duration, ClusterError> {
+    let zero = text
+        .trim()
+        .trim_end_matches(|c: char| c.is_ascii_alphabetic())
+        .trim()
+        == "0";
+    if zero {
+        return Ok(Duration::ZERO);
+    }
+    duration("group_wait", text, 1, GROUP_WAIT_MAX.as_millis() as u64)
 }
 
 /// `ms` the way `cluster.toml` would say it.
@@ -202,6 +225,33 @@ mod tests {
         assert!(ClusterConfig::new(&many, "a").is_err());
         let three: Vec<String> = (0..5).map(|i| format!("nats://h:{}", 4000 + i)).collect();
         assert_eq!(ClusterConfig::new(&three, "a").unwrap().replicas, 3);
+    }
+
+    #[test]
+    fn the_group_wait_is_bounded() {
+        let resolve = |wait: &str| {
+            ClusterConfig::resolve(
+                Some(ClusterFile {
+                    servers: vec!["nats://127.0.0.1:4222".into()],
+                    node_name: Some("node-1".into()),
+                    group_wait: Some(wait.into()),
+                    ..ClusterFile::default()
+                }),
+                &[],
+                None,
+            )
+            .map(|config| config.unwrap().group_wait)
+        };
+        assert_eq!(resolve("2ms").unwrap(), Duration::from_millis(2));
+        assert_eq!(resolve("0s").unwrap(), Duration::ZERO);
+        assert_eq!(resolve("0").unwrap(), Duration::ZERO);
+        assert!(resolve("1s")
+            .unwrap_err()
+            .to_string()
+            .contains("group_wait is 1ms to 100ms"));
+        assert!(resolve("soon").is_err());
+        let default = ClusterConfig::new(&["nats://127.0.0.1:4222".into()], "n").unwrap();
+        assert_eq!(default.group_wait, GROUP_WAIT_DEFAULT);
     }
 
     #[test]
@@ -250,6 +300,8 @@ pub struct ClusterFile {
     pub replicas: Option<usize>,
     /// A duration (`"5s"`).
     pub ack_timeout: Option<String>,
+    /// A duration (`"1ms"`, at most 100 ms; `"0s"` never waits).
+    pub group_wait: Option<String>,
     /// Commands always kept in the stream (at least 10).
     pub keep_commands: Option<u64>,
     /// A duration (`"24h"`, 1 s to 30 days).
@@ -434,6 +486,9 @@ impl ClusterConfig {
                 ));
             }
             config.ack_timeout = Duration::from_millis(ms);
+        }
+        if let Some(text) = file.group_wait {
+            config.group_wait = group_wait(&text)?;
         }
         if let Some(keep) = file.keep_commands {
             if keep < 10 {

@@ -4,9 +4,16 @@
 //! Merkle root of their envelopes, `wire::sign_group`) and published as one message
 //! of the stream. A lone command costs what it cost before; under load one
 //! signature, one replicated message and one delivery to each node carry many.
-
+//!
+//! Under load a group also waits, at most `ClusterConfig::group_wait`, until it
+//! holds as many commands as the recent groups did ([`Recent`]): every message costs
+//! the stream's servers a replication, a store and a delivery to each node, and each
+//! node a signature check and a decode, whatever it carries, so that fewer, fuller
+//! messages leave more of the machine to the commands themselves. A node that
+//! proposes now and then never waits: its groups are of one.
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use async_nats::jetstream::{self, message::PublishMessage};
 use bytes::Bytes;
@@ -19,10 +26,14 @@ use crate::wire::{HEAD_BYTES, PER_ENVELOPE};
 /// Commands waiting for the signer, at most; a proposer waits for room beyond.
 const SIGN_QUEUE_MAX: usize = 4_096;
 /// A node's messages published and not acknowledged yet, at most. A group is formed
-/// when one of them is acknowledged (or at once while fewer are out), so under load
-/// a group holds what arrived during a round trip to the stream (group commit); a
-/// lone command waits for nothing.
-pub(crate) const IN_FLIGHT_MAX: usize = 2;
+/// when the last one is acknowledged (or at once when none is out), so under load a
+/// group holds what arrived during a round trip to the stream (group commit); a
+/// lone command waits for nothing. (Two out at a time made groups of about 9 where
+/// one makes about 11 on the cluster benchmark, for no more commands a second.)
+pub(crate) const IN_FLIGHT_MAX: usize = 1;
+/// A group waits to fill only when the recent groups held at least this many
+/// commands (the node is under load).
+const LOADED_GROUP: usize = 4;
 /// A group's message stays under this many bytes (a command larger than that goes
 /// alone): far below the 1 MiB a NATS server takes by default, so that one large
 /// command cannot make a whole group's message too large for the stream.
@@ -89,9 +100,14 @@ pub(crate) struct Target {
 impl Signer {
     /// Starts the signing task (on the current runtime); it ends when the signer is
     /// dropped.
-    pub(crate) fn start(key: SigningKey, counters: Arc<SigningCounters>, target: Target) -> Signer {
+    pub(crate) fn start(
+        key: SigningKey,
+        counters: Arc<SigningCounters>,
+        target: Target,
+        group_wait: Duration,
+    ) -> Signer {
         let (queue, jobs) = mpsc::channel(SIGN_QUEUE_MAX);
-        tokio::spawn(run(key, jobs, counters, target));
+        tokio::spawn(run(key, jobs, counters, target, group_wait));
         Signer { queue }
     }
 
@@ -117,8 +133,10 @@ async fn run(
     mut jobs: mpsc::Receiver<Job>,
     counters: Arc<SigningCounters>,
     target: Target,
+    group_wait: Duration,
 ) {
     let mut carried: Option<Job> = None;
+    let mut recent = Recent::default();
     let in_flight = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT_MAX));
     loop {
         let first = match carried.take() {
@@ -134,8 +152,16 @@ async fn run(
         };
         // Proposers woken in the same turn join this group.
         tokio::task::yield_now().await;
-        let (mut group, rest) = gather(first, &mut jobs);
-        carried = rest;
+        let mut group = Group::new(first);
+        carried = group.gather(&mut jobs);
+        if carried.is_none() && !group_wait.is_zero() {
+            if let Some(target) = recent.wait_for(group.jobs.len()) {
+                let until = tokio::time::Instant::now() + group_wait;
+                carried = group.fill(&mut jobs, target, until).await;
+            }
+        }
+        recent.saw(group.jobs.len());
+        let mut group = group.jobs;
         let envelopes: Vec<Vec<u8>> = group
             .iter_mut()
             .map(|job| std::mem::take(&mut job.envelope))
@@ -172,21 +198,89 @@ async fn run(
     }
 }
 
-/// The group `first` leads: the jobs queued behind it, up to [`GROUP_MAX`] and
-/// [`GROUP_BYTES_MAX`]; and the job taken that did not fit, which leads the next.
-fn gather(first: Job, jobs: &mut mpsc::Receiver<Job>) -> (Vec<Job>, Option<Job>) {
-    let mut bytes = HEAD_BYTES + PER_ENVELOPE + first.envelope.len();
-    let mut group = vec![first];
-    while group.len() < GROUP_MAX {
-        let Ok(job) = jobs.try_recv() else { break };
-        let size = PER_ENVELOPE + job.envelope.len();
-        if bytes + size > GROUP_BYTES_MAX {
-            return (group, Some(job));
+/// The commands of one message being formed, and their bytes in it.
+struct Group {
+    jobs: Vec<Job>,
+    bytes: usize,
+}
+
+impl Group {
+    fn new(first: Job) -> Group {
+        Group {
+            bytes: HEAD_BYTES + PER_ENVELOPE + first.envelope.len(),
+            jobs: vec![first],
         }
-        bytes += size;
-        group.push(job);
     }
-    (group, None)
+
+    /// Adds `job` when the group has room for it, up to [`GROUP_MAX`] commands and
+    /// [`GROUP_BYTES_MAX`] bytes; gives it back when not (it leads the next group).
+    fn add(&mut self, job: Job) -> Result<(), Job> {
+        let size = PER_ENVELOPE + job.envelope.len();
+        if self.jobs.len() >= GROUP_MAX || self.bytes + size > GROUP_BYTES_MAX {
+            return Err(job);
+        }
+        self.bytes += size;
+        self.jobs.push(job);
+        Ok(())
+    }
+
+    /// Takes the jobs queued already, while they fit; the job taken that did not fit
+    /// leads the next group.
+    fn gather(&mut self, jobs: &mut mpsc::Receiver<Job>) -> Option<Job> {
+        while self.jobs.len() < GROUP_MAX {
+            let Ok(job) = jobs.try_recv() else { break };
+            if let Err(job) = self.add(job) {
+                return Some(job);
+            }
+        }
+        None
+    }
+
+    /// Waits for more jobs until the group holds `target` commands (or is full), or
+    /// `until`; the job that did not fit leads the next group.
+    async fn fill(
+        &mut self,
+        jobs: &mut mpsc::Receiver<Job>,
+        target: usize,
+        until: tokio::time::Instant,
+    ) -> Option<Job> {
+        while self.jobs.len() < target.min(GROUP_MAX) {
+            match tokio::time::timeout_at(until, jobs.recv()).await {
+                Ok(Some(job)) => {
+                    if let Err(job) = self.add(job) {
+                        return Some(job);
+                    }
+                    // Whatever else is queued by now comes along.
+                    if let Some(job) = self.gather(jobs) {
+                        return Some(job);
+                    }
+                }
+                // The node is stopping (the next receive ends the task), or time is up.
+                Ok(None) | Err(_) => break,
+            }
+        }
+        None
+    }
+}
+
+/// How many commands the recent groups held: the largest, falling by an eighth at
+/// every group smaller than it, so that a node whose load has passed stops waiting
+/// after a few groups.
+#[derive(Default)]
+struct Recent {
+    size: usize,
+}
+
+impl Recent {
+    /// The size a group of `now` commands should wait for, when the node is under
+    /// load and the group is smaller than that.
+    fn wait_for(&self, now: usize) -> Option<usize> {
+        (self.size >= LOADED_GROUP && now < self.size).then_some(self.size)
+    }
+
+    fn saw(&mut self, size: usize) {
+        self.size = size.max(self.size * 7 / 8);
+    }
 }
 
 /// Tells every proposer of a group how its message fared (a proposer that stopped
@@ -200,6 +294,14 @@ fn answer(group: Vec<Job>, published: &Published) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The group `first` leads with what is queued behind it, and the job that did
+    /// not fit.
+    fn gather(first: Job, jobs: &mut mpsc::Receiver<Job>) -> (Vec<Job>, Option<Job>) {
+        let mut group = Group::new(first);
+        let carried = group.gather(jobs);
+        (group.jobs, carried)
+    }
 
     fn job(size: usize) -> (Job, oneshot::Receiver<Published>) {
         let (reply, published) = oneshot::channel();
@@ -251,5 +353,80 @@ mod tests {
         answer(group, &Ok(3));
         assert_eq!(heard.try_recv().unwrap(), Ok(3));
         drop(waiting);
+    }
+
+    #[tokio::test]
+    async fn under_load_a_group_waits_to_fill_up_to_its_bounds() {
+        let far = || tokio::time::Instant::now() + Duration::from_secs(60);
+        let (queue, mut jobs) = mpsc::channel(SIGN_QUEUE_MAX);
+        // What is queued already comes along; no wait once the target is reached.
+        for _ in 0..3 {
+            queue.try_send(job(10).0).unwrap();
+        }
+        let mut group = Group::new(job(10).0);
+        assert!(group.fill(&mut jobs, 4, far()).await.is_none());
+        assert_eq!(group.jobs.len(), 4);
+        // Commands proposed meanwhile fill it.
+        let sender = queue.clone();
+        let proposers = tokio::spawn(async move {
+            for _ in 0..5 {
+                sender.send(job(10).0).await.unwrap();
+                tokio::task::yield_now().await;
+            }
+        });
+        let mut group = Group::new(job(10).0);
+        let filled = tokio::time::timeout(Duration::from_secs(30), group.fill(&mut jobs, 6, far()));
+        assert!(filled.await.expect("the group fills").is_none());
+        assert_eq!(group.jobs.len(), 6);
+        proposers.await.unwrap();
+        // Nothing more comes: it goes when the wait is over.
+        let mut group = Group::new(job(10).0);
+        let until = tokio::time::Instant::now() + Duration::from_millis(5);
+        assert!(group.fill(&mut jobs, 6, until).await.is_none());
+        assert_eq!(group.jobs.len(), 1);
+        // A command that does not fit leads the next group.
+        queue.try_send(job(GROUP_BYTES_MAX).0).unwrap();
+        let mut group = Group::new(job(10).0);
+        let carried = group.fill(&mut jobs, 6, far()).await;
+        assert_eq!(carried.map(|job| job.envelope.len()), Some(GROUP_BYTES_MAX));
+        // Never past GROUP_MAX, whatever the target.
+        for _ in 0..GROUP_MAX + 3 {
+            queue.try_send(job(1).0).unwrap();
+        }
+        let mut group = Group::new(job(1).0);
+        assert!(group.fill(&mut jobs, GROUP_MAX * 2, far()).await.is_none());
+        assert_eq!(group.jobs.len(), GROUP_MAX);
+        // A stopping node (the queue closed) does not wait.
+        drop(queue);
+        while jobs.try_recv().is_ok() {}
+        let mut group = Group::new(job(1).0);
+        assert!(group.fill(&mut jobs, 6, far()).await.is_none());
+        assert_eq!(group.jobs.len(), 1);
+    }
+
+    #[test]
+    fn only_a_loaded_node_waits_and_it_stops_when_the_load_passes() {
+        let mut recent = Recent::default();
+        // A node proposing now and then: groups of one never wait.
+        for _ in 0..10 {
+            assert_eq!(recent.wait_for(1), None);
+            recent.saw(1);
+        }
+        recent.saw(3);
+        assert_eq!(recent.wait_for(1), None, "three is not load");
+        recent.saw(16);
+        assert_eq!(recent.wait_for(5), Some(16));
+        assert_eq!(recent.wait_for(16), None, "full already");
+        // The load passes: after a few lone commands it waits no more.
+        let mut waits = 0;
+        while recent.wait_for(1).is_some() {
+            recent.saw(1);
+            waits += 1;
+            assert!(waits < 20, "the wait falls away");
+        }
+        assert!(
+            waits >= 5,
+            "a burst's gap does not end it at once ({waits})"
+        );
     }
 }

@@ -315,6 +315,9 @@ fn main() {
         .skip_while(|a| a != "only")
         .nth(1)
         .and_then(|n| n.parse().ok());
+    // `-- durable-only`: the durable commands alone (no claims, no fan-out), so that
+    // a whole-process counter (`perf stat`) measures that workload.
+    let durable_only = std::env::args().any(|a| a == "durable-only");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -333,9 +336,17 @@ fn main() {
             }
             let setup = start(nodes, on_nats.then_some(&nats)).await;
             let cpu_before = Cpu::read(&nats);
+            let traffic_before = Traffic::read(&nats).await;
+            let threads_before = cpu::cpu_ns_by_name(std::process::id());
             let (rate, p50, p99) = durable(&setup, 64, seconds).await;
             let cpu = Cpu::read(&nats).since(&cpu_before);
-            let claimed = claims(&setup, tasks).await;
+            let traffic = Traffic::read(&nats).await.since(&traffic_before);
+            let threads = cpu::cpu_ns_by_name(std::process::id());
+            let claimed = if durable_only {
+                0.0
+            } else {
+                claims(&setup, tasks).await
+            };
             println!(
                 "{label:<34} {rate:>7.0} durable commands/s (p50 {p50:.2} ms, p99 {p99:.2} ms), {claimed:>6.0} claims/s"
             );
@@ -346,6 +357,23 @@ fn main() {
                 cpu.own_ns as f64 / commands / 1e3,
                 if on_nats { cpu.nats_ns as f64 / commands / 1e3 } else { 0.0 },
             );
+            let by_thread: Vec<String> = threads
+                .iter()
+                .map(|(name, ns)| (name, ns - threads_before.get(name).copied().unwrap_or(0)))
+                .filter(|(_, ns)| *ns > 0)
+                .map(|(name, ns)| format!("{name} {:.0}", ns as f64 / commands / 1e3))
+                .collect();
+            println!("{:<34} by thread, us per command: {}", "", by_thread.join(", "));
+            if on_nats {
+                println!(
+                    "{:<34} through the nats-servers per durable command: {:.2} messages in, {:.2} out, {:.0} bytes in, {:.0} out",
+                    "",
+                    traffic.in_msgs as f64 / commands,
+                    traffic.out_msgs as f64 / commands,
+                    traffic.in_bytes as f64 / commands,
+                    traffic.out_bytes as f64 / commands,
+                );
+            }
             if let Some((signed, checked)) = setup.signing().await {
                 // What that costs: one signature made per `signed` commands, and each
                 // of the other nodes checks one per `checked`, at this box's price of
@@ -362,7 +390,7 @@ fn main() {
                     100.0 * work / budget
                 );
             }
-            if nodes == 3 {
+            if nodes == 3 && !durable_only {
                 let messages = if quick { 2_000 } else { 20_000 };
                 println!("== fan-out across nodes: 1 publisher, {FANOUT_SUBSCRIBERS} subscribers on the other nodes, {messages} messages of 128 bytes ==");
                 let (rate, share) =
@@ -404,6 +432,47 @@ impl Cpu {
         Cpu {
             own_ns: self.own_ns - before.own_ns,
             nats_ns: self.nats_ns - before.nats_ns,
+        }
+    }
+}
+
+/// Messages and bytes the nats-servers took in and sent out so far (clients' and
+/// routes' together), from each server's `/varz`.
+#[derive(Default)]
+struct Traffic {
+    in_msgs: u64,
+    out_msgs: u64,
+    in_bytes: u64,
+    out_bytes: u64,
+}
+
+impl Traffic {
+    async fn read(nats: &NatsCluster) -> Traffic {
+        let mut sum = Traffic::default();
+        for server in &nats.servers {
+            let varz: serde_json::Value = client()
+                .get(format!("http://127.0.0.1:{}/varz", server.monitor))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let field = |name: &str| varz[name].as_u64().unwrap_or(0);
+            sum.in_msgs += field("in_msgs");
+            sum.out_msgs += field("out_msgs");
+            sum.in_bytes += field("in_bytes");
+            sum.out_bytes += field("out_bytes");
+        }
+        sum
+    }
+
+    fn since(&self, before: &Traffic) -> Traffic {
+        Traffic {
+            in_msgs: self.in_msgs - before.in_msgs,
+            out_msgs: self.out_msgs - before.out_msgs,
+            in_bytes: self.in_bytes - before.in_bytes,
+            out_bytes: self.out_bytes - before.out_bytes,
         }
     }
 }

@@ -38,3 +38,27 @@ fn sum_over_threads(pid: u32, file: &str, read: impl Fn(&str) -> Option<u64>) ->
         .filter_map(|text| read(&text))
         .sum()
 }
+
+/// CPU time of process `pid`'s threads, in nanoseconds, summed by thread name.
+#[allow(dead_code)] // not every benchmark prints them
+pub fn cpu_ns_by_name(pid: u32) -> std::collections::BTreeMap<String, u64> {
+    let mut by_name = std::collections::BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        panic!("process {pid} is not running");
+    };
+    for task in tasks.filter_map(Result::ok) {
+        let (Ok(name), Ok(stat)) = (
+            std::fs::read_to_string(task.path().join("comm")),
+            std::fs::read_to_string(task.path().join("schedstat")),
+        ) else {
+            continue;
+        };
+        let ns: u64 = stat
+            .split_whitespace()
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        *by_name.entry(name.trim().to_string()).or_insert(0) += ns;
+    }
+    by_name
+}
