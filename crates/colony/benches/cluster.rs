@@ -19,6 +19,8 @@ use serde_json::json;
 
 #[path = "common/cpu.rs"]
 mod cpu;
+#[path = "cluster/http.rs"]
+mod http;
 #[allow(dead_code)]
 #[path = "../tests/common/nats.rs"]
 mod nats;
@@ -165,40 +167,45 @@ fn client() -> reqwest::Client {
         .unwrap()
 }
 
-/// Reserve+commit pairs for `seconds` from `clients` clients spread over the nodes:
-/// (durable commands per second, p50 ms, p99 ms).
+/// Reserve+commit pairs for `seconds` from `clients` clients spread over the nodes,
+/// each on its own kept-alive connection: (durable commands per second, p50 ms, p99
+/// ms).
 async fn durable(setup: &Setup, clients: usize, seconds: u64) -> (f64, f64, f64) {
-    let http = client();
+    #[derive(serde::Deserialize)]
+    struct Reserved {
+        reservation: u64,
+    }
+    const RESERVE: &[u8] =
+        br#"{"resource":"llm_budget_usd","amount":1000,"justification":"bench"}"#;
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let latencies = Arc::new(std::sync::Mutex::new(Vec::new()));
     let mut tasks = Vec::new();
     for index in 0..clients {
         let base = setup.bases[index % setup.bases.len()].clone();
-        let (http, token, latencies) = (http.clone(), setup.token.clone(), Arc::clone(&latencies));
+        let (token, latencies) = (setup.token.clone(), Arc::clone(&latencies));
         tasks.push(tokio::spawn(async move {
+            let mut connection = http::Connection::open(&base, &token).await;
             let mut mine = Vec::new();
             while Instant::now() < deadline {
                 let started = Instant::now();
-                let reserved: serde_json::Value = http
-                    .post(format!("{base}/v1/ledger/reserve"))
-                    .bearer_auth(&token)
-                    .json(&json!({"resource": "llm_budget_usd", "amount": 1000, "justification": "bench"}))
-                    .send()
-                    .await
-                    .unwrap()
-                    .json()
-                    .await
-                    .unwrap();
+                let answer = connection.post("/v1/ledger/reserve", RESERVE).await;
+                assert!(
+                    (200..300).contains(&answer.status),
+                    "{}",
+                    String::from_utf8_lossy(&answer.body)
+                );
+                let reserved: Reserved = serde_json::from_slice(&answer.body).unwrap();
                 mine.push(started.elapsed());
                 let started = Instant::now();
-                let response = http
-                    .post(format!("{base}/v1/ledger/commit"))
-                    .bearer_auth(&token)
-                    .json(&json!({"reservation": reserved["reservation"], "actual": 700}))
-                    .send()
-                    .await
-                    .unwrap();
-                assert!(response.status().is_success(), "{}", response.text().await.unwrap());
+                let commit = format!(r#"{{"reservation":{},"actual":700}}"#, reserved.reservation);
+                let answer = connection
+                    .post("/v1/ledger/commit", commit.as_bytes())
+                    .await;
+                assert!(
+                    (200..300).contains(&answer.status),
+                    "{}",
+                    String::from_utf8_lossy(&answer.body)
+                );
                 mine.push(started.elapsed());
             }
             latencies.lock().unwrap().extend(mine);

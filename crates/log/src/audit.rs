@@ -86,7 +86,8 @@ pub fn encode_events(
         .unwrap_or_else(|| format!("unknown:{}", command.actor));
     let at = format_time(command.at_ms);
     for (position, event) in events.iter().enumerate().skip(skip) {
-        let prev_hash = hex::encode(head.hash);
+        let mut prev_hex = [0u8; 64];
+        let prev_hash = hex_of(&head.hash, &mut prev_hex);
         let body = RecordBody {
             seq: head.seq + 1,
             at: &at,
@@ -104,18 +105,31 @@ pub fn encode_events(
                 warnings: &event.warnings,
             },
             justification: &command.justification,
-            prev_hash: &prev_hash,
+            prev_hash,
         };
-        let mut bytes = serde_json::to_vec(&body).expect("records serialize");
+        // Room for the record and its hash at once: growing the buffer as it is
+        // written copied it over and over (a record is a few hundred bytes).
+        let mut bytes = Vec::with_capacity(RECORD_CAPACITY);
+        serde_json::to_writer(&mut bytes, &body).expect("records serialize");
         let hash: [u8; 32] = Sha256::digest(&bytes).into();
         bytes.pop();
         bytes.extend_from_slice(b",\"hash\":\"");
-        bytes.extend_from_slice(hex::encode(hash).as_bytes());
+        let mut hash_hex = [0u8; 64];
+        bytes.extend_from_slice(hex_of(&hash, &mut hash_hex).as_bytes());
         bytes.extend_from_slice(b"\"}");
         head.seq += 1;
         head.hash = hash;
         out.push(bytes);
     }
+}
+
+/// A record's bytes are first written into this much room.
+const RECORD_CAPACITY: usize = 1024;
+
+/// `hash` in lower-case hex, written into `room`.
+fn hex_of<'a>(hash: &[u8; 32], room: &'a mut [u8; 64]) -> &'a str {
+    hex::encode_to_slice(hash, room).expect("64 hex digits for 32 bytes");
+    std::str::from_utf8(room).expect("hex digits are ASCII")
 }
 
 /// The end of the chain: the last record's number and hash.

@@ -154,7 +154,9 @@ impl RecordEncoder {
         );
         EncodedRecords {
             seq: command.seq,
-            command: postcard::to_stdvec(command).expect("commands serialize"),
+            // Room for a usual command at once, rather than growing as it is written.
+            command: postcard::to_extend(command, Vec::with_capacity(256))
+                .expect("commands serialize"),
             records,
         }
     }
