@@ -21,13 +21,15 @@ use serde_json::json;
 mod cpu;
 #[path = "cluster/http.rs"]
 mod http;
+#[path = "cluster/measure.rs"]
+mod measure;
 #[allow(dead_code)]
 #[path = "../tests/common/nats.rs"]
 mod nats;
 #[path = "../../node/tests/common/tools.rs"]
 mod tools;
 
-use cpu::cpu_ns;
+use measure::{Cpu, Traffic};
 use nats::NatsCluster;
 
 const LIMITS: &str = "[limits.concurrent_api_requests]\nsoft = 4096\nhard = 8192\n\
@@ -413,75 +415,6 @@ fn main() {
             }
         }
     });
-}
-
-/// CPU time used so far: by this process (the nodes and their clients) and by the
-/// nats-servers.
-struct Cpu {
-    own_ns: u64,
-    nats_ns: u64,
-}
-
-impl Cpu {
-    fn read(nats: &NatsCluster) -> Cpu {
-        Cpu {
-            own_ns: cpu_ns(std::process::id()),
-            nats_ns: nats
-                .servers
-                .iter()
-                .filter_map(|server| server.pid())
-                .map(cpu_ns)
-                .sum(),
-        }
-    }
-
-    fn since(&self, before: &Cpu) -> Cpu {
-        Cpu {
-            own_ns: self.own_ns - before.own_ns,
-            nats_ns: self.nats_ns - before.nats_ns,
-        }
-    }
-}
-
-/// Messages and bytes the nats-servers took in and sent out so far (clients' and
-/// routes' together), from each server's `/varz`.
-#[derive(Default)]
-struct Traffic {
-    in_msgs: u64,
-    out_msgs: u64,
-    in_bytes: u64,
-    out_bytes: u64,
-}
-
-impl Traffic {
-    async fn read(nats: &NatsCluster) -> Traffic {
-        let mut sum = Traffic::default();
-        for server in &nats.servers {
-            let varz: serde_json::Value = client()
-                .get(format!("http://127.0.0.1:{}/varz", server.monitor))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            let field = |name: &str| varz[name].as_u64().unwrap_or(0);
-            sum.in_msgs += field("in_msgs");
-            sum.out_msgs += field("out_msgs");
-            sum.in_bytes += field("in_bytes");
-            sum.out_bytes += field("out_bytes");
-        }
-        sum
-    }
-
-    fn since(&self, before: &Traffic) -> Traffic {
-        Traffic {
-            in_msgs: self.in_msgs - before.in_msgs,
-            out_msgs: self.out_msgs - before.out_msgs,
-            in_bytes: self.in_bytes - before.in_bytes,
-            out_bytes: self.out_bytes - before.out_bytes,
-        }
-    }
 }
 
 /// Messages published in the fan-out, and their subscribers.

@@ -1,0 +1,74 @@
+//! What the cluster benchmark reads around a workload: the CPU time of its own
+//! process and of the nats-servers, and the messages and bytes through the servers.
+
+use crate::cpu::cpu_ns;
+use crate::nats::NatsCluster;
+
+/// CPU time used so far: by this process (the nodes and their clients) and by the
+/// nats-servers.
+pub struct Cpu {
+    pub own_ns: u64,
+    pub nats_ns: u64,
+}
+
+impl Cpu {
+    pub fn read(nats: &NatsCluster) -> Cpu {
+        Cpu {
+            own_ns: cpu_ns(std::process::id()),
+            nats_ns: nats
+                .servers
+                .iter()
+                .filter_map(|server| server.pid())
+                .map(cpu_ns)
+                .sum(),
+        }
+    }
+
+    pub fn since(&self, before: &Cpu) -> Cpu {
+        Cpu {
+            own_ns: self.own_ns - before.own_ns,
+            nats_ns: self.nats_ns - before.nats_ns,
+        }
+    }
+}
+
+/// Messages and bytes the nats-servers took in and sent out so far (clients' and
+/// routes' together), from each server's `/varz`.
+#[derive(Default)]
+pub struct Traffic {
+    pub in_msgs: u64,
+    pub out_msgs: u64,
+    pub in_bytes: u64,
+    pub out_bytes: u64,
+}
+
+impl Traffic {
+    pub async fn read(nats: &NatsCluster) -> Traffic {
+        let mut sum = Traffic::default();
+        for server in &nats.servers {
+            let varz: serde_json::Value = crate::client()
+                .get(format!("http://127.0.0.1:{}/varz", server.monitor))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let field = |name: &str| varz[name].as_u64().unwrap_or(0);
+            sum.in_msgs += field("in_msgs");
+            sum.out_msgs += field("out_msgs");
+            sum.in_bytes += field("in_bytes");
+            sum.out_bytes += field("out_bytes");
+        }
+        sum
+    }
+
+    pub fn since(&self, before: &Traffic) -> Traffic {
+        Traffic {
+            in_msgs: self.in_msgs - before.in_msgs,
+            out_msgs: self.out_msgs - before.out_msgs,
+            in_bytes: self.in_bytes - before.in_bytes,
+            out_bytes: self.out_bytes - before.out_bytes,
+        }
+    }
+}
