@@ -16,7 +16,8 @@ use futures_util::{FutureExt, StreamExt};
 
 use crate::cluster::Inner;
 use crate::follow::STALLED_AFTER;
-use crate::wire::{Unverified, Verified};
+use crate::verify::Verified;
+use crate::wire::Unverified;
 
 /// Most messages of the stream decided as one group, and their bytes at most (past
 /// the first message).
@@ -139,7 +140,7 @@ async fn follow_once(
 /// `next` on (which moves past them). A message that is not a signed group of
 /// commands, or whose signature does not verify by the key its commands name, is
 /// decided as one tick by the system, the same on every node. The signatures of the
-/// others' messages are checked each once (`wire::Verified`); this node's own come
+/// others' messages are checked each once (`verify::Verified`); this node's own come
 /// back byte for byte as it signed them. The commands of `next.message` that were applied before
 /// (the node stopped in the middle of it) are left out.
 fn stamp_all(

@@ -14,7 +14,8 @@
 //!
 //! - `config.rs`: [`ClusterConfig`], `cluster.toml`, and their bounds.
 //! - `wire.rs`: what commands look like in the stream (`wire_legacy.rs` takes
-//!   apart the older versions still read); `merkle.rs`: several commands under one
+//!   apart the older versions still read); `verify.rs`: their signatures checked,
+//!   each once, alone and strictly; `merkle.rs`: several commands under one
 //!   signature; `signer.rs`: the node's task that signs and publishes its commands
 //!   in groups, one message each.
 //! - `connect.rs`: reaching NATS and the command log's stream; `cluster.rs`: joining,
@@ -41,6 +42,7 @@ mod peers;
 mod signer;
 pub mod stream_mirror;
 mod ticker;
+mod verify;
 mod wire;
 mod wire_legacy;
 

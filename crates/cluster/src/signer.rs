@@ -11,6 +11,7 @@
 //! node a signature check and a decode, whatever it carries, so that fewer, fuller
 //! messages leave more of the machine to the commands themselves. A node that
 //! proposes now and then never waits: its groups are of one.
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;

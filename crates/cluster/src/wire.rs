@@ -15,13 +15,12 @@
 //! Older versions are still read (`wire_legacy.rs`), so that a stream written before
 //! keeps its meaning; they are no longer written.
 
-use std::collections::{HashMap, HashSet, VecDeque};
-
 use colony_kernel::{CommandBody, PrincipalId};
-use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use ed25519_dalek::{Signature, Signer, SigningKey};
 use serde::{Deserialize, Serialize};
 
 use crate::merkle::{self, Hash, GROUP_MAX};
+use crate::verify::verify_all;
 use crate::wire_legacy::{self, Legacy};
 
 /// The encoding's version, the message's first byte.
@@ -116,8 +115,8 @@ pub(crate) struct Unverified {
     /// One at least; all name the same key.
     pub(crate) envelopes: Vec<Envelope>,
     /// What the signature covers: the group's root (or, in version 2, the envelope).
-    signed: Vec<u8>,
-    signature: Signature,
+    pub(crate) signed: Vec<u8>,
+    pub(crate) signature: Signature,
 }
 
 impl Unverified {
@@ -142,12 +141,12 @@ impl Unverified {
     }
 
     /// The key the message's envelopes name.
-    fn key(&self) -> [u8; 32] {
+    pub(crate) fn key(&self) -> [u8; 32] {
         self.envelopes[0].key
     }
 
     /// What identifies the signature check: the key, the signature and what it covers.
-    fn fingerprint(&self) -> Vec<u8> {
+    pub(crate) fn fingerprint(&self) -> Vec<u8> {
         let mut fingerprint = self.key().to_vec();
         fingerprint.extend(self.signature.to_bytes());
         fingerprint.extend(&self.signed);
@@ -223,147 +222,10 @@ fn signature_from(bytes: &[u8]) -> Signature {
     Signature::from_bytes(bytes.try_into().expect("split at the signature's length"))
 }
 
-/// Whether each message's signature verifies by the key it names. Messages signed
-/// together share one signature, checked once.
-///
-/// Each signature is checked on its own, by the strict rule
-/// (`VerifyingKey::verify_strict`: no key or `R` of small order), never in a batch:
-/// Ed25519's batch equation may accept a signature that the single one refuses, and
-/// which other signatures share a node's batch differs from node to node, so a
-/// crafted signature could be applied by one node and decided as a tick by another.
-/// Every node must reach the same verdict on the same message.
-pub(crate) fn verify_all(messages: &[Unverified]) -> Vec<Result<(), String>> {
-    verify_refs(&messages.iter().collect::<Vec<_>>())
-}
-
-/// [`verify_all`] over references.
-pub(crate) fn verify_refs(messages: &[&Unverified]) -> Vec<Result<(), String>> {
-    let fingerprints = messages.iter().map(|m| m.fingerprint()).collect();
-    verify_fingerprinted(messages, fingerprints, &mut Keys::default()).0
-}
-
-/// [`verify_refs`] with each message's [`Unverified::fingerprint`] made already;
-/// also answers how many distinct signatures were checked.
-fn verify_fingerprinted(
-    messages: &[&Unverified],
-    fingerprints: Vec<Vec<u8>>,
-    keys: &mut Keys,
-) -> (Vec<Result<(), String>>, usize) {
-    let mut distinct: Vec<&Unverified> = Vec::new();
-    let mut places: HashMap<Vec<u8>, usize> = HashMap::new();
-    let place_of: Vec<usize> = messages
-        .iter()
-        .zip(fingerprints)
-        .map(|(message, fingerprint)| {
-            *places.entry(fingerprint).or_insert_with(|| {
-                distinct.push(message);
-                distinct.len() - 1
-            })
-        })
-        .collect();
-    let verdicts: Vec<Result<(), String>> = distinct
-        .iter()
-        .map(|message| {
-            keys.get(&message.key())?
-                .verify_strict(&message.signed, &message.signature)
-                .map_err(|_| "its signature does not verify by the key it names".to_string())
-        })
-        .collect();
-    let verdicts = place_of
-        .into_iter()
-        .map(|place| verdicts[place].clone())
-        .collect();
-    (verdicts, distinct.len())
-}
-
-/// Keys named by messages, decompressed once (a point's decompression costs about
-/// a tenth of a check): a cluster has a handful of nodes.
-#[derive(Default)]
-struct Keys {
-    known: HashMap<[u8; 32], VerifyingKey>,
-}
-
-/// Keys kept decompressed, at most; past it the set starts again.
-const KEYS_KEPT: usize = 64;
-
-impl Keys {
-    fn get(&mut self, bytes: &[u8; 32]) -> Result<VerifyingKey, String> {
-        if let Some(key) = self.known.get(bytes) {
-            return Ok(*key);
-        }
-        let key = VerifyingKey::from_bytes(bytes)
-            .map_err(|_| "the key it names is not an Ed25519 key".to_string())?;
-        if self.known.len() >= KEYS_KEPT {
-            self.known.clear();
-        }
-        self.known.insert(*bytes, key);
-        Ok(key)
-    }
-}
-
-/// Signatures this node checked lately: the rest of a group that arrives in a later
-/// batch is not checked again.
-#[derive(Default)]
-pub(crate) struct Verified {
-    order: VecDeque<Vec<u8>>,
-    known: HashSet<Vec<u8>>,
-    keys: Keys,
-}
-
-/// Signatures remembered.
-const VERIFIED_KEPT: usize = 256;
-
-impl Verified {
-    /// Like [`verify_refs`], remembering the signatures that verify. Also answers
-    /// how many distinct signatures were checked.
-    pub(crate) fn check(&mut self, messages: &[&Unverified]) -> (Vec<Result<(), String>>, usize) {
-        let fingerprints: Vec<Vec<u8>> = messages.iter().map(|m| m.fingerprint()).collect();
-        let known: Vec<bool> = fingerprints
-            .iter()
-            .map(|fingerprint| self.known.contains(fingerprint))
-            .collect();
-        let (unknown, unknown_fingerprints): (Vec<&Unverified>, Vec<Vec<u8>>) = messages
-            .iter()
-            .zip(&fingerprints)
-            .zip(&known)
-            .filter(|(_, known)| !**known)
-            .map(|((message, fingerprint), _)| (*message, fingerprint.clone()))
-            .unzip();
-        let (verdicts, checked) =
-            verify_fingerprinted(&unknown, unknown_fingerprints, &mut self.keys);
-        let mut verdicts = verdicts.into_iter();
-        let results = fingerprints
-            .into_iter()
-            .zip(known)
-            .map(|(fingerprint, known)| {
-                if known {
-                    return Ok(());
-                }
-                let verdict = verdicts.next().expect("one verdict per message checked");
-                if verdict.is_ok() {
-                    self.remember(fingerprint);
-                }
-                verdict
-            })
-            .collect();
-        (results, checked)
-    }
-
-    fn remember(&mut self, fingerprint: Vec<u8>) {
-        if self.known.insert(fingerprint.clone()) {
-            self.order.push_back(fingerprint);
-            if self.order.len() > VERIFIED_KEPT {
-                if let Some(oldest) = self.order.pop_front() {
-                    self.known.remove(&oldest);
-                }
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::verify::Verified;
 
     fn key() -> SigningKey {
         SigningKey::from_bytes(&[7; 32])
