@@ -18,16 +18,12 @@ use crate::wire::Unverified;
 /// crafted signature could be applied by one node and decided as a tick by another.
 /// Every node must reach the same verdict on the same message.
 pub(crate) fn verify_all(messages: &[Unverified]) -> Vec<Result<(), String>> {
-    verify_refs(&messages.iter().collect::<Vec<_>>())
+    let refs: Vec<&Unverified> = messages.iter().collect();
+    let fingerprints = messages.iter().map(Unverified::fingerprint).collect();
+    verify_fingerprinted(&refs, fingerprints, &mut Keys::default()).0
 }
 
-/// [`verify_all`] over references.
-pub(crate) fn verify_refs(messages: &[&Unverified]) -> Vec<Result<(), String>> {
-    let fingerprints = messages.iter().map(|m| m.fingerprint()).collect();
-    verify_fingerprinted(messages, fingerprints, &mut Keys::default()).0
-}
-
-/// [`verify_refs`] with each message's [`Unverified::fingerprint`] made already;
+/// [`verify_all`] with each message's [`Unverified::fingerprint`] made already;
 /// also answers how many distinct signatures were checked.
 fn verify_fingerprinted(
     messages: &[&Unverified],
@@ -99,7 +95,7 @@ pub(crate) struct Verified {
 const VERIFIED_KEPT: usize = 256;
 
 impl Verified {
-    /// Like [`verify_refs`], remembering the signatures that verify. Also answers
+    /// Like [`verify_all`], remembering the signatures that verify. Also answers
     /// how many distinct signatures were checked.
     pub(crate) fn check(&mut self, messages: &[&Unverified]) -> (Vec<Result<(), String>>, usize) {
         let fingerprints: Vec<Vec<u8>> = messages.iter().map(|m| m.fingerprint()).collect();

@@ -34,7 +34,7 @@ impl Cpu {
 
 /// Messages and bytes the nats-servers took in and sent out so far (clients' and
 /// routes' together), from each server's `/varz`.
-#[derive(Default)]
+#[derive(Default, serde::Deserialize)]
 pub struct Traffic {
     pub in_msgs: u64,
     pub out_msgs: u64,
@@ -44,9 +44,10 @@ pub struct Traffic {
 
 impl Traffic {
     pub async fn read(nats: &NatsCluster) -> Traffic {
+        let http = crate::client();
         let mut sum = Traffic::default();
         for server in &nats.servers {
-            let varz: serde_json::Value = crate::client()
+            let varz: Traffic = http
                 .get(format!("http://127.0.0.1:{}/varz", server.monitor))
                 .send()
                 .await
@@ -54,11 +55,10 @@ impl Traffic {
                 .json()
                 .await
                 .unwrap();
-            let field = |name: &str| varz[name].as_u64().unwrap_or(0);
-            sum.in_msgs += field("in_msgs");
-            sum.out_msgs += field("out_msgs");
-            sum.in_bytes += field("in_bytes");
-            sum.out_bytes += field("out_bytes");
+            sum.in_msgs += varz.in_msgs;
+            sum.out_msgs += varz.out_msgs;
+            sum.in_bytes += varz.in_bytes;
+            sum.out_bytes += varz.out_bytes;
         }
         sum
     }
