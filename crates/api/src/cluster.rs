@@ -15,6 +15,10 @@ pub struct ClusterView {
     /// Whether this node holds a connection to the NATS servers. Without one it
     /// refuses writes (`503 cluster_unavailable`) and marks reads stale.
     pub connected: bool,
+    /// The NATS server this node is connected to, by its name: the stream's leader
+    /// unless `cluster.toml` says `prefer_leader = false` (or a move is under way).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<String>,
     /// The last command this node has applied; in a cluster, the last message of the
     /// cluster's log it has applied whole (a message carries the commands a node
     /// proposed together), to compare with the stream's `last_seq`.

@@ -61,6 +61,9 @@ pub struct Cluster {
 pub(crate) struct Inner {
     pub(crate) config: ClusterConfig,
     pub(crate) client: async_nats::Client,
+    /// Where the client's next reconnection goes, when a move to the stream's
+    /// leader asks for one (`leader.rs`).
+    pub(crate) leader: Arc<crate::leader::Preferred>,
     pub(crate) jetstream: jetstream::Context,
     /// Which start of this node this is: a request number is matched to a waiting
     /// caller only when the command came from this very run.
@@ -157,7 +160,8 @@ impl Cluster {
         state: Arc<RwLock<State>>,
         metrics: Arc<Metrics>,
     ) -> Result<Cluster, ClusterError> {
-        let client = crate::connect::connect(&config).await?;
+        let preferred = Arc::new(crate::leader::Preferred::default());
+        let client = crate::connect::connect(&config, Arc::clone(&preferred)).await?;
         let jetstream = jetstream::context::ContextBuilder::new()
             .timeout(config.ack_timeout)
             .build(client.clone());
@@ -189,6 +193,7 @@ impl Cluster {
         let inner = Arc::new(Inner {
             config,
             client,
+            leader: preferred,
             jetstream,
             incarnation,
             next_request: AtomicU64::new(1),
@@ -209,6 +214,10 @@ impl Cluster {
             signing,
             next_node_seq: AtomicU64::new(0),
         });
+        // Before following: a move later costs the consumer a reconnection.
+        let mut leader_watch = crate::leader::Watch::default();
+        let moved = crate::leader::check(&inner, &mut leader_watch, true);
+        let _ = tokio::time::timeout(inner.config.ack_timeout * 3, moved).await;
         tracing::info!(
             node = %inner.config.node_name,
             stream = %inner.config.stream,
@@ -249,6 +258,7 @@ impl Cluster {
             metrics,
         ));
         tokio::spawn(crate::peers::run(Arc::clone(&cluster.inner), state));
+        tokio::spawn(crate::leader::run(Arc::clone(&cluster.inner), leader_watch));
         Ok(cluster)
     }
 

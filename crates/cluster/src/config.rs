@@ -41,6 +41,11 @@ pub struct ClusterConfig {
     /// Under load, how long a group of this node's commands may wait for more before
     /// it is signed and published (`signer.rs`); zero never waits.
     pub group_wait: Duration,
+    /// Whether the node moves its NATS connection to the server that leads the
+    /// command stream (among `servers`), following it when leadership moves
+    /// (`leader.rs`): its messages, their acknowledgements and its deliveries then
+    /// skip a hop between servers.
+    pub prefer_leader: bool,
     /// The command log's compaction (`compact.rs`): the last `keep_commands`
     /// commands always stay in the stream.
     pub keep_commands: u64,
@@ -136,6 +141,7 @@ impl ClusterConfig {
             stream: STREAM_DEFAULT.to_string(),
             ack_timeout: Duration::from_secs(5),
             group_wait: GROUP_WAIT_DEFAULT,
+            prefer_leader: true,
             keep_commands: KEEP_COMMANDS_DEFAULT,
             keep_absent: Duration::from_secs(24 * 3600),
             compact_every: Duration::from_secs(60),
@@ -255,6 +261,35 @@ mod tests {
     }
 
     #[test]
+    fn a_node_prefers_the_streams_leader_unless_told_not_to() {
+        let resolve = |prefer: Option<bool>| {
+            ClusterConfig::resolve(
+                Some(ClusterFile {
+                    servers: vec!["nats://127.0.0.1:4222".into()],
+                    node_name: Some("node-1".into()),
+                    prefer_leader: prefer,
+                    ..ClusterFile::default()
+                }),
+                &[],
+                None,
+            )
+            .unwrap()
+            .unwrap()
+            .prefer_leader
+        };
+        assert!(resolve(None));
+        assert!(resolve(Some(true)));
+        assert!(!resolve(Some(false)));
+        let file = std::path::Path::new("cluster.toml");
+        let source = colony_config::Source {
+            file,
+            text: "[cluster]\nprefer_leader = false\n",
+        };
+        let parsed = source.parse::<FileTop>().unwrap().cluster.unwrap();
+        assert_eq!(parsed.prefer_leader, Some(false));
+    }
+
+    #[test]
     fn compaction_settings_are_bounded() {
         let file = |keep_commands, keep_absent: &str, compact_every: &str| ClusterFile {
             servers: vec!["nats://127.0.0.1:4222".into()],
@@ -302,6 +337,8 @@ pub struct ClusterFile {
     pub ack_timeout: Option<String>,
     /// A duration (`"1ms"`, at most 100 ms; `"0s"` never waits).
     pub group_wait: Option<String>,
+    /// Talk to the server leading the command stream (`true` unless told otherwise).
+    pub prefer_leader: Option<bool>,
     /// Commands always kept in the stream (at least 10).
     pub keep_commands: Option<u64>,
     /// A duration (`"24h"`, 1 s to 30 days).
@@ -489,6 +526,9 @@ impl ClusterConfig {
         }
         if let Some(text) = file.group_wait {
             config.group_wait = group_wait(&text)?;
+        }
+        if let Some(prefer) = file.prefer_leader {
+            config.prefer_leader = prefer;
         }
         if let Some(keep) = file.keep_commands {
             if keep < 10 {

@@ -2,20 +2,58 @@
 //! `cluster.toml`), finding or creating the stream that holds the command log, and
 //! where a node's data starts in it.
 
+use std::sync::Arc;
+
 use async_nats::jetstream;
 
 use crate::config::{ClusterConfig, ENVELOPE_BYTES_MAX};
+use crate::leader::Preferred;
 use crate::ClusterError;
 
 /// A client connected to one of the servers (waiting, bounded, for the first
-/// connection).
-pub(crate) async fn connect(config: &ClusterConfig) -> Result<async_nats::Client, ClusterError> {
+/// connection); a reconnection goes where `preferred` says when it says
+/// (`leader.rs`).
+pub(crate) async fn connect(
+    config: &ClusterConfig,
+    preferred: Arc<Preferred>,
+) -> Result<async_nats::Client, ClusterError> {
     let servers = config.servers.join(",");
     let addresses: Vec<async_nats::ServerAddr> = config
         .servers
         .iter()
         .filter_map(|url| url.parse().ok())
         .collect();
+    let client = options(config)
+        .await?
+        .name(format!("colony {}", config.node_name))
+        .connection_timeout(config.ack_timeout)
+        .retry_on_initial_connect()
+        .max_reconnects(None)
+        .reconnect_to_server_callback(move |pool, _info| std::future::ready(preferred.pick(&pool)))
+        .connect(addresses)
+        .await
+        .map_err(|error| ClusterError::Connect {
+            servers: servers.clone(),
+            message: error.to_string(),
+        })?;
+    // retry_on_initial_connect returns at once: wait (bounded) for the first one.
+    let deadline = tokio::time::Instant::now() + config.ack_timeout * 2;
+    while client.connection_state() != async_nats::connection::State::Connected {
+        if tokio::time::Instant::now() >= deadline {
+            return Err(ClusterError::Connect {
+                servers,
+                message: "no server answered".into(),
+            });
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    Ok(client)
+}
+
+/// The TLS and credentials of `cluster.toml`, for any connection of the node's.
+pub(crate) async fn options(
+    config: &ClusterConfig,
+) -> Result<async_nats::ConnectOptions, ClusterError> {
     let mut options = async_nats::ConnectOptions::new();
     match &config.auth.credentials {
         Some(crate::config::NatsCredentials::CredsFile(path)) => {
@@ -43,29 +81,7 @@ pub(crate) async fn connect(config: &ClusterConfig) -> Result<async_nats::Client
     if config.auth.require_tls {
         options = options.require_tls(true);
     }
-    let client = options
-        .name(format!("colony {}", config.node_name))
-        .connection_timeout(config.ack_timeout)
-        .retry_on_initial_connect()
-        .max_reconnects(None)
-        .connect(addresses)
-        .await
-        .map_err(|error| ClusterError::Connect {
-            servers: servers.clone(),
-            message: error.to_string(),
-        })?;
-    // retry_on_initial_connect returns at once: wait (bounded) for the first one.
-    let deadline = tokio::time::Instant::now() + config.ack_timeout * 2;
-    while client.connection_state() != async_nats::connection::State::Connected {
-        if tokio::time::Instant::now() >= deadline {
-            return Err(ClusterError::Connect {
-                servers,
-                message: "no server answered".into(),
-            });
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    Ok(client)
+    Ok(options)
 }
 
 /// The command log's stream, created if it does not exist yet; a JetStream cluster

@@ -37,6 +37,7 @@ mod compact;
 mod config;
 mod connect;
 mod follow;
+mod leader;
 mod merkle;
 mod peers;
 mod signer;

@@ -335,6 +335,9 @@ pub(crate) async fn view(inner: &Inner) -> ClusterView {
         divergence,
         mode: "nats".into(),
         node: Some(inner.config.node_name.clone()),
+        server: own
+            .connected
+            .then(|| inner.client.server_info().server_name),
         connected: own.connected,
         applied_seq: own.applied_seq,
         stream: info.map(|info| {

@@ -9,7 +9,8 @@
 //!
 //! Everything (nodes, clients, the three `nats-server` processes) shares this
 //! machine's cores. Run: `cargo bench -p colony --bench cluster` (`-- quick` for a
-//! short run).
+//! short run; `-- any-server` lets each node keep the server its client picked
+//! instead of moving to the command stream's leader).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -45,7 +46,7 @@ struct Setup {
     _dirs: Vec<tempfile::TempDir>,
 }
 
-async fn start(nodes: usize, nats: Option<&NatsCluster>) -> Setup {
+async fn start(nodes: usize, nats: Option<&NatsCluster>, prefer_leader: bool) -> Setup {
     let config = tempfile::tempdir().unwrap();
     std::fs::write(config.path().join("limits.toml"), LIMITS).unwrap();
     std::fs::write(config.path().join("quotas.toml"), QUOTAS).unwrap();
@@ -63,7 +64,11 @@ async fn start(nodes: usize, nats: Option<&NatsCluster>) -> Setup {
     for index in 0..nodes {
         let data = tempfile::tempdir().unwrap();
         let cluster = nats.map(|nats| {
-            colony_cluster::ClusterConfig::new(&[nats.urls()], &format!("bench-{index}")).unwrap()
+            let mut cluster =
+                colony_cluster::ClusterConfig::new(&[nats.urls()], &format!("bench-{index}"))
+                    .unwrap();
+            cluster.prefer_leader = prefer_leader;
+            cluster
         });
         let node = Node::start(NodeConfig {
             data_dir: data.path().to_path_buf(),
@@ -130,6 +135,26 @@ impl Setup {
         }
         let per = |commands: u64, signatures: u64| commands as f64 / signatures.max(1) as f64;
         Some((per(sums[1], sums[0]), per(sums[3], sums[2])))
+    }
+
+    /// How many nodes are connected to the server leading the command stream, of
+    /// how many (from `GET /v1/cluster`); `None` on an embedded node.
+    async fn on_leader(&self) -> Option<(usize, usize)> {
+        let mut on = 0;
+        for base in &self.bases {
+            let view: colony_api::cluster::ClusterView = client()
+                .get(format!("{base}/v1/cluster"))
+                .bearer_auth(&self.token)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let leader = view.stream?.leader;
+            on += usize::from(view.server.is_some() && view.server == leader);
+        }
+        Some((on, self.bases.len()))
     }
 
     async fn stop(self) {
@@ -327,6 +352,7 @@ fn main() {
     // `-- durable-only`: the durable commands alone (no claims, no fan-out), so that
     // a whole-process counter (`perf stat`) measures that workload.
     let durable_only = std::env::args().any(|a| a == "durable-only");
+    let prefer_leader = !std::env::args().any(|a| a == "any-server");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -343,7 +369,7 @@ fn main() {
             if only.is_some_and(|only| only != nodes) {
                 continue;
             }
-            let setup = start(nodes, on_nats.then_some(&nats)).await;
+            let setup = start(nodes, on_nats.then_some(&nats), prefer_leader).await;
             let cpu_before = Cpu::read(&nats);
             let traffic_before = Traffic::read(&nats).await;
             let threads_before = cpu::cpu_ns_by_name(std::process::id());
@@ -374,6 +400,9 @@ fn main() {
                 .collect();
             println!("{:<34} by thread, us per command: {}", "", by_thread.join(", "));
             if on_nats {
+                if let Some((on, of)) = setup.on_leader().await {
+                    println!("{:<34} nodes on the server leading the command stream: {on} of {of}", "");
+                }
                 println!(
                     "{:<34} through the nats-servers per durable command: {:.2} messages in, {:.2} out, {:.0} bytes in, {:.0} out",
                     "",

@@ -21,6 +21,7 @@ pub async fn view(State(app): State<AppState>, _caller: Caller) -> Json<ClusterV
             mode: "embedded".into(),
             node: None,
             connected: true,
+            server: None,
             applied_seq: app.shared.state.read().expect("state lock").last_seq,
             stream: None,
             nodes: Vec::new(),

@@ -1,12 +1,13 @@
 //! Cluster mode on a real JetStream cluster: three `nats-server` processes on
 //! loopback and three `colony up --cluster` nodes, all started here. Limits hold
 //! exactly across the nodes, a node killed with `kill -9` under load loses nothing
-//! acknowledged and catches up to the same chain head, and writes go on when one
-//! NATS server of three is killed.
+//! acknowledged and catches up to the same chain head, writes go on when one NATS
+//! server of three is killed, and the nodes follow the stream's leader.
 
 mod bus;
 mod compaction;
 mod divergence;
+mod leader;
 mod nodes;
 mod secure;
 mod settlement;
@@ -110,6 +111,9 @@ async fn three_nodes_on_jetstream_keep_one_log_exact_limits_and_lose_nothing() {
             .is_some_and(|nodes| nodes.len() == 3)
     })
     .await;
+    // Every node talks to the server leading the command stream, and moves when
+    // leadership does; the rest of this test runs after such a move.
+    leader::nodes_follow_the_streams_leader(&http, &urls, &token, &nats, "COLONY_COMMANDS").await;
 
     // 64 clients spread over the three nodes race to create AI accounts: exactly the
     // hard value succeed, and every node counts the same.
