@@ -15,6 +15,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// The allocator the `colony` binary ships with (`crates/colony/src/main.rs`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use colony_node::{Node, NodeConfig};
 use serde_json::json;
 

@@ -43,6 +43,10 @@ use colony_client::{Client, Held};
 use colony_node::{Node, NodeConfig};
 use serde_json::{json, Map};
 
+/// The allocator the `colony` binary ships with (`crates/colony/src/main.rs`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const LIMITS: &str = "[limits.concurrent_api_requests]\nsoft = 100000\nhard = 200000\n\
     [limits.ai_accounts]\nsoft = 100000\nhard = 200000\n\
     [limits.active_workers]\nsoft = 100000\nhard = 200000\n\

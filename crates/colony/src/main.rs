@@ -7,6 +7,14 @@
 //! The top of the command line and the dispatch are here; each command group's
 //! subcommands and flags live in the file that runs them.
 
+/// mimalloc rather than the system's malloc: the node allocates on every request and
+/// every command (bodies, envelopes, records), across threads; with glibc's malloc a
+/// fifth of a three-node cluster's CPU per command went to it (docs/benchmarks.md,
+/// twenty-sixth session). The benchmarks that run nodes in their own process use it
+/// too, so that they measure what this binary does.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod artifacts;
 mod audit;
 mod bus;

@@ -15,6 +15,10 @@ use colony_node::genesis::ArtifactsSetup;
 use colony_node::{Node, NodeConfig};
 use serde_json::{json, Value};
 
+/// The allocator the `colony` binary ships with (`crates/colony/src/main.rs`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const CHATTY: &str = r#"(module
   (import "colony" "kv_get" (func $get (param i32 i32) (result i32)))
   (memory (export "memory") 1)

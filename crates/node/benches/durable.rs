@@ -18,6 +18,10 @@ use colony_log::{snapshot, Store, StoreOptions};
 use colony_node::{Node, NodeConfig};
 use serde_json::json;
 
+/// The allocator the `colony` binary ships with (`crates/colony/src/main.rs`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let quick = std::env::args().any(|a| a == "quick");
     group_commit(if quick { 20_000 } else { 200_000 });

@@ -23,6 +23,10 @@ use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
+/// The allocator the `colony` binary ships with (`crates/colony/src/main.rs`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const HEARTBEAT_MS: u64 = 200;
 const TIMEOUT_MS: u64 = 600;
 const GRACE_MS: u64 = 300;

@@ -17,6 +17,10 @@ use std::time::{Duration, Instant};
 use colony_node::{Node, NodeConfig};
 use serde_json::{json, Value};
 
+/// The allocator the `colony` binary ships with (`crates/colony/src/main.rs`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let quick = std::env::args().any(|a| a == "quick");
     let calls = if quick { 400 } else { 4_000 };
