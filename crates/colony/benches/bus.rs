@@ -76,6 +76,22 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap()
 }
 
+/// Resident memory once it stops falling (read every 100 ms, at most 3 s): an
+/// allocator that returns freed pages to the system after a delay (mimalloc's purge)
+/// would otherwise count memory already given back.
+async fn settled_rss_kib(pid: u32) -> u64 {
+    let mut last = rss_kib(pid);
+    for _ in 0..30 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = rss_kib(pid);
+        if now >= last {
+            return now;
+        }
+        last = now;
+    }
+    last
+}
+
 fn shipped_config() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/genesis")
 }
@@ -147,6 +163,11 @@ async fn start_wrapped(kind: Kind, wrapper: &[String], patience: Duration) -> Se
                 .arg("--config")
                 .arg(&config)
                 .env("RUST_LOG", "warn")
+                // mimalloc (the binary's allocator) gives freed memory back to the
+                // system after a delay, and only on its next allocations: the
+                // memory the node set up at its start would still be resident, and
+                // be reused for the connections, hiding what they cost.
+                .env("MIMALLOC_PURGE_DELAY", "0")
                 .spawn()
                 .expect("run the colony binary");
             let token_file = dir.path().join("data/admin.token");
@@ -380,17 +401,17 @@ async fn measure(kind: Kind, quick: bool) -> Figures {
     let mut warm = Client::connect(&server, false).await;
     warm.round_trip().await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let before = rss_kib(pid);
+    let before = settled_rss_kib(pid).await;
     let first = idle_count / 3;
     let mut idle = open_idle(&server, first).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let middle = rss_kib(pid);
+    let middle = settled_rss_kib(pid).await;
     idle.extend(open_idle(&server, idle_count - first).await);
     for client in idle.iter_mut().rev().take(10) {
         client.round_trip().await;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let after = rss_kib(pid);
+    let after = settled_rss_kib(pid).await;
     let rss_per_idle_bytes = (after.saturating_sub(before) * 1024) as f64 / idle_count as f64;
     // What one more idle connection costs once the server's allocator has settled
     // (the first ones also pay for free lists and arenas set up under the load of
