@@ -5,7 +5,9 @@
 //! node (unless `cluster.toml` says `prefer_leader = false`) moves its connection to
 //! the leader's server among the configured ones: at start, and whenever leadership
 //! has moved and stayed put for two checks in a row. On the cluster benchmark (three
-//! nodes, three servers on one box) this halved the servers' CPU per command.
+//! nodes, three servers on one box) it cut the messages through the servers by about
+//! a tenth: most of their traffic is the stream's own replication, which no
+//! placement changes (docs/benchmarks.md, twenty-sixth session).
 //!
 //! The move is one reconnection of the node's client (`Client::force_reconnect`)
 //! whose server [`Preferred`] picks once; if that server cannot be reached, the
