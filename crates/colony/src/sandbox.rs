@@ -207,17 +207,28 @@ pub struct ExecArgs {
     program: Vec<String>,
 }
 
-/// Applies the limits, runs the program, writes what it used, and exits as it did.
+/// Runs the program under the limits, writes what it used, and exits as it did.
+///
+/// The limits are set in the program's process between fork and exec, not in this
+/// one: this binary's allocator (mimalloc) reserves address space ahead of use, so
+/// an address-space limit on this process could refuse its own next allocation.
 pub fn exec(args: ExecArgs) -> ExitCode {
     use nix::sys::resource::{getrusage, setrlimit, Resource, UsageWho};
+    use std::os::unix::process::CommandExt;
     let limits = [
         (Resource::RLIMIT_CPU, args.cpu_seconds),
         (Resource::RLIMIT_AS, args.memory_bytes),
         (Resource::RLIMIT_NOFILE, args.open_files),
     ];
+    // Checked here, where an error can still be told (the child's would only be an
+    // exit): each limit must be one this process may set, as the child inherits
+    // what this process may do.
     for (resource, value) in limits {
-        if let Err(error) = setrlimit(resource, value, value) {
-            eprintln!("colony sandbox-exec: cannot limit {resource:?}: {error}");
+        let hard = nix::sys::resource::getrlimit(resource).map(|(_, hard)| hard);
+        if hard.is_ok_and(|hard| value > hard) {
+            eprintln!(
+                "colony sandbox-exec: cannot limit {resource:?} to {value}: above this process's hard limit"
+            );
             return ExitCode::from(125);
         }
     }
@@ -237,7 +248,19 @@ pub fn exec(args: ExecArgs) -> ExitCode {
         return ExitCode::from(125);
     }
     let (program, rest) = args.program.split_first().expect("required");
-    let status = match std::process::Command::new(program).args(rest).status() {
+    let mut command = std::process::Command::new(program);
+    command.args(rest);
+    // SAFETY: runs in the forked child before exec; `setrlimit` is a plain system
+    // call (async-signal-safe) and nothing here allocates or takes a lock.
+    unsafe {
+        command.pre_exec(move || {
+            for (resource, value) in limits {
+                setrlimit(resource, value, value).map_err(std::io::Error::from)?;
+            }
+            Ok(())
+        });
+    }
+    let status = match command.status() {
         Ok(status) => status,
         Err(error) => {
             eprintln!("colony sandbox-exec: cannot run {program}: {error}");
