@@ -15,10 +15,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// The allocator the `colony` binary ships with (`crates/colony/src/main.rs`).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use colony_node::{Node, NodeConfig};
 use serde_json::json;
 
@@ -36,6 +32,10 @@ mod tools;
 
 use measure::{Cpu, Traffic};
 use nats::NatsCluster;
+
+/// The allocator the `colony` binary ships with (`crates/colony/src/main.rs`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const LIMITS: &str = "[limits.concurrent_api_requests]\nsoft = 4096\nhard = 8192\n\
     [limits.ai_accounts]\nsoft = 1000\nhard = 2000\n[limits.task_queue_depth]\nhard = \"unlimited\"\n";
@@ -365,6 +365,8 @@ fn main() {
     runtime.block_on(async {
         println!("== durable commands (reserve+commit, 64 clients) and claims (64 workers) ==");
         let nats = NatsCluster::start(3);
+        // Each setup's durable commands/s and claims/s.
+        let mut rates: Vec<(usize, bool, f64, f64)> = Vec::new();
         for (label, nodes, on_nats) in [
             ("1 node, embedded", 1, false),
             ("1 node on NATS (3 servers, R3)", 1, true),
@@ -386,6 +388,7 @@ fn main() {
             } else {
                 claims(&setup, tasks).await
             };
+            rates.push((nodes, on_nats, rate, claimed));
             println!(
                 "{label:<34} {rate:>7.0} durable commands/s (p50 {p50:.2} ms, p99 {p99:.2} ms), {claimed:>6.0} claims/s"
             );
@@ -446,6 +449,20 @@ fn main() {
                 // The next setup starts from an empty stream.
                 purge(&nats).await;
             }
+        }
+        // Issue 30's yardstick: three nodes against one embedded node, same run.
+        let of = |nodes: usize, on_nats: bool| {
+            rates
+                .iter()
+                .find(|(n, nats, _, _)| *n == nodes && *nats == on_nats)
+                .map(|(_, _, rate, claimed)| (*rate, *claimed))
+        };
+        if let (Some(three), Some(one)) = (of(3, true), of(1, false)) {
+            println!(
+                "3 nodes / 1 node embedded: {:.2}x durable commands/s, {:.2}x claims/s",
+                three.0 / one.0,
+                if one.1 > 0.0 { three.1 / one.1 } else { 0.0 }
+            );
         }
     });
 }
