@@ -67,31 +67,6 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
-
-/// Resident memory once it stops falling (read every 100 ms, at most 3 s): an
-/// allocator that returns freed pages to the system after a delay (mimalloc's purge)
-/// would otherwise count memory already given back.
-async fn settled_rss_kib(pid: u32) -> u64 {
-    let mut last = rss_kib(pid);
-    for _ in 0..30 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let now = rss_kib(pid);
-        if now >= last {
-            return now;
-        }
-        last = now;
-    }
-    last
-}
-
 fn shipped_config() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/genesis")
 }
@@ -233,7 +208,11 @@ async fn start_wrapped(kind: Kind, wrapper: &[String], patience: Duration) -> Se
 
 #[path = "bus/client.rs"]
 mod client;
+#[path = "bus/memory.rs"]
+mod memory;
+
 use client::{Client, Publisher};
+use memory::settled_rss_kib;
 
 /// A payload of `size` bytes starting with the send time in nanoseconds since `epoch`.
 fn payload(epoch: Instant, size: usize) -> String {

@@ -1,6 +1,8 @@
 //! What the cluster benchmark reads around a workload: the CPU time of its own
 //! process and of the nats-servers, and the messages and bytes through the servers.
 
+use std::time::Instant;
+
 use crate::cpu::cpu_ns;
 use crate::nats::NatsCluster;
 
@@ -71,4 +73,27 @@ impl Traffic {
             out_bytes: self.out_bytes - before.out_bytes,
         }
     }
+}
+
+/// Microseconds an Ed25519 signature and a check take here (ed25519-dalek, the
+/// node's own library), over a message the size of a command group's root.
+pub fn ed25519_costs() -> (f64, f64) {
+    use ed25519_dalek::{Signer, SigningKey, Verifier};
+    const ROUNDS: u32 = 2_000;
+    let key = SigningKey::from_bytes(&[7; 32]);
+    let message = [3u8; 52];
+    let started = Instant::now();
+    let mut signature = key.sign(&message);
+    for round in 0..ROUNDS {
+        signature = key.sign(&[&message[..], &round.to_le_bytes()].concat());
+    }
+    let sign_us = started.elapsed().as_secs_f64() * 1e6 / f64::from(ROUNDS);
+    let signed = [&message[..], &(ROUNDS - 1).to_le_bytes()].concat();
+    let verifying = key.verifying_key();
+    let started = Instant::now();
+    for _ in 0..ROUNDS {
+        verifying.verify(&signed, &signature).unwrap();
+    }
+    let verify_us = started.elapsed().as_secs_f64() * 1e6 / f64::from(ROUNDS);
+    (sign_us, verify_us)
 }
