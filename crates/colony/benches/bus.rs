@@ -208,7 +208,7 @@ async fn start_wrapped(kind: Kind, wrapper: &[String], patience: Duration) -> Se
 
 #[path = "bus/client.rs"]
 mod client;
-#[path = "bus/memory.rs"]
+#[path = "common/memory.rs"]
 mod memory;
 
 use client::{Client, Publisher};

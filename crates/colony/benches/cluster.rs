@@ -110,20 +110,22 @@ async fn start(nodes: usize, nats: Option<&NatsCluster>, prefer_leader: bool) ->
 }
 
 impl Setup {
+    /// `GET {base}{path}` on a node, as the admin.
+    async fn get(&self, base: &str, path: &str) -> reqwest::Response {
+        client()
+            .get(format!("{base}{path}"))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// Over all nodes: commands signed per signature, and other nodes' commands
     /// checked per signature checked (from `/metrics`); `None` on an embedded node.
     async fn signing(&self) -> Option<(f64, f64)> {
         let mut sums = [0u64; 4];
         for base in &self.bases {
-            let text = client()
-                .get(format!("{base}/metrics"))
-                .bearer_auth(&self.token)
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
+            let text = self.get(base, "/metrics").await.text().await.unwrap();
             for (sum, name) in sums.iter_mut().zip([
                 "colony_cluster_signatures_total ",
                 "colony_cluster_signed_commands_total ",
@@ -146,15 +148,8 @@ impl Setup {
     async fn on_leader(&self) -> Option<(usize, usize)> {
         let mut on = 0;
         for base in &self.bases {
-            let view: colony_api::cluster::ClusterView = client()
-                .get(format!("{base}/v1/cluster"))
-                .bearer_auth(&self.token)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let view: colony_api::cluster::ClusterView =
+                self.get(base, "/v1/cluster").await.json().await.unwrap();
             let leader = view.stream?.leader;
             on += usize::from(view.server.is_some() && view.server == leader);
         }

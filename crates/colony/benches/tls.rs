@@ -16,6 +16,12 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+#[allow(dead_code)]
+#[path = "common/memory.rs"]
+mod memory;
+
+use memory::rss_kib;
+
 const COLONY: &str = env!("CARGO_BIN_EXE_colony");
 
 struct Node {
@@ -69,15 +75,6 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap()
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
 }
 
 async fn start(tls: Option<&Ca>) -> Node {

@@ -1,9 +1,9 @@
-//! A server's resident memory, as the bus benchmark reads it.
+//! A process's resident memory, as the benchmarks read it (the bus's and TLS's).
 
 use std::time::Duration;
 
 /// The process's resident set, in KiB (`VmRSS`).
-fn rss_kib(pid: u32) -> u64 {
+pub fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     status
         .lines()
