@@ -19,6 +19,11 @@ pub struct ClusterView {
     /// unless `cluster.toml` says `prefer_leader = false` (or a move is under way).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server: Option<String>,
+    /// The NATS server this node's consumer of the command log lives on (the one it
+    /// is connected to, unless `prefer_leader = false`): it delivers the log to
+    /// this node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub follows_from: Option<String>,
     /// The last command this node has applied; in a cluster, the last message of the
     /// cluster's log it has applied whole (a message carries the commands a node
     /// proposed together), to compare with the stream's `last_seq`.

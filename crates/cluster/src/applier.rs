@@ -15,7 +15,7 @@ use colony_pipeline::{Stamp, Stamped, Submitter};
 use futures_util::{FutureExt, StreamExt};
 
 use crate::cluster::Inner;
-use crate::follow::STALLED_AFTER;
+use crate::follow::{Ended, STALLED_AFTER};
 use crate::verify::Verified;
 use crate::wire::Unverified;
 
@@ -48,25 +48,31 @@ pub(crate) async fn follow(inner: Arc<Inner>, submitter: Submitter, next: Cursor
 
 /// One ordered consumer from `next`: `Ok` when the node stops, `Err` when the
 /// consumer is lost.
-async fn follow_once(
-    inner: &Inner,
-    submitter: &Submitter,
-    next: &mut Cursor,
-) -> Result<(), String> {
+async fn follow_once(inner: &Inner, submitter: &Submitter, next: &mut Cursor) -> Result<(), Ended> {
     let mut verified = Verified::default();
+    let mut rounds = inner.placement.watch();
     let stream = inner
         .jetstream
         .get_stream(&inner.config.stream)
         .await
         .map_err(|error| error.to_string())?;
-    let mut messages = crate::follow::ordered_messages(
+    let crate::follow::Following {
+        mut messages,
+        server,
+    } = crate::follow::ordered_messages(
+        inner,
         &stream,
         Some(inner.config.commands_subject()),
         next.message,
     )
     .await?;
+    server.clone_into(&mut inner.follows_from.lock().expect("follows_from lock"));
     loop {
-        let first = match tokio::time::timeout(STALLED_AFTER, messages.next()).await {
+        let waited = tokio::select! {
+            waited = tokio::time::timeout(STALLED_AFTER, messages.next()) => waited,
+            () = crate::follow::misplaced(inner, server.as_deref(), &mut rounds) => return Err(Ended::Misplaced),
+        };
+        let first = match waited {
             Ok(Some(message)) => message,
             Ok(None) => break,
             Err(_) => {
@@ -76,7 +82,8 @@ async fn follow_once(
                 if inner.stream_last.load(Ordering::Relaxed) >= next.message {
                     return Err(format!(
                         "no command for {STALLED_AFTER:?} while the stream holds more"
-                    ));
+                    )
+                    .into());
                 }
                 continue;
             }
@@ -107,7 +114,7 @@ async fn follow_once(
                     );
                     inner.stopping.store(true, Ordering::Release);
                     submitter.cannot_follow(reason.clone());
-                    return Err(reason);
+                    return Err(reason.into());
                 }
                 Err(error) => {
                     ended = Some(error);
@@ -129,10 +136,10 @@ async fn follow_once(
             inner.stream_last.fetch_max(last_message, Ordering::Relaxed);
         }
         if let Some(error) = ended {
-            return Err(error);
+            return Err(error.into());
         }
     }
-    Err("the stream's consumer ended".into())
+    Err(Ended::Lost("the stream's consumer ended".into()))
 }
 
 /// Messages of the stream as the pipeline takes them, each command with the request

@@ -64,6 +64,10 @@ pub(crate) struct Inner {
     /// Where the client's next reconnection goes, when a move to the stream's
     /// leader asks for one (`leader.rs`).
     pub(crate) leader: Arc<crate::leader::Preferred>,
+    /// Checks that the node's consumers are on its server (`placement.rs`).
+    pub(crate) placement: crate::placement::Rounds,
+    /// The server its consumer of the command log is on, when known.
+    pub(crate) follows_from: Mutex<Option<String>>,
     pub(crate) jetstream: jetstream::Context,
     /// Which start of this node this is: a request number is matched to a waiting
     /// caller only when the command came from this very run.
@@ -194,6 +198,8 @@ impl Cluster {
             config,
             client,
             leader: preferred,
+            placement: crate::placement::Rounds::default(),
+            follows_from: Mutex::new(None),
             jetstream,
             incarnation,
             next_request: AtomicU64::new(1),

@@ -9,6 +9,7 @@ use std::time::Duration;
 use async_nats::jetstream::consumer::pull::{Ordered, OrderedConfig};
 use async_nats::jetstream::consumer::DeliverPolicy;
 use async_nats::jetstream::stream::Stream;
+use tokio::sync::watch;
 
 use crate::cluster::Inner;
 
@@ -26,43 +27,91 @@ const RETRY_FIRST: Duration = Duration::from_millis(100);
 /// The longest wait before following again.
 const RETRY_MAX: Duration = Duration::from_secs(2);
 
-/// The messages of `stream` (on `filter`, when given) from number `start` on, in order.
+/// Following a stream: its messages, and the server its consumer is on.
+pub(crate) struct Following {
+    pub(crate) messages: Ordered,
+    pub(crate) server: Option<String>,
+}
+
+/// The messages of `stream` (on `filter`, when given) from number `start` on, in order,
+/// from a consumer on the node's server where it can be (`placement.rs`).
 pub(crate) async fn ordered_messages(
+    inner: &Inner,
     stream: &Stream,
     filter: Option<String>,
     start: u64,
-) -> Result<Ordered, String> {
-    stream
-        .create_consumer(OrderedConfig {
-            deliver_policy: DeliverPolicy::ByStartSequence {
-                start_sequence: start,
-            },
-            filter_subject: filter.unwrap_or_default(),
-            max_expires: PULL_EXPIRES_MAX,
-            ..Default::default()
-        })
-        .await
-        .map_err(|error| error.to_string())?
+) -> Result<Following, String> {
+    let config = OrderedConfig {
+        deliver_policy: DeliverPolicy::ByStartSequence {
+            start_sequence: start,
+        },
+        filter_subject: filter.unwrap_or_default(),
+        max_expires: PULL_EXPIRES_MAX,
+        ..Default::default()
+    };
+    let near = inner
+        .config
+        .prefer_leader
+        .then(|| inner.client.server_info().server_name)
+        .filter(|name| !name.is_empty());
+    let (consumer, server) =
+        crate::placement::ordered_consumer(stream, config, near.as_deref()).await?;
+    let messages = consumer
         .messages()
         .await
-        .map_err(|error| error.to_string())
+        .map_err(|error| error.to_string())?;
+    Ok(Following { messages, server })
+}
+
+/// Ends when a check finds the node's connection on another server than `server`,
+/// where its consumer is (`placement.rs`).
+pub(crate) async fn misplaced(
+    inner: &Inner,
+    server: Option<&str>,
+    rounds: &mut watch::Receiver<u64>,
+) {
+    crate::placement::misplaced(rounds, server, || inner.client.server_info().server_name).await;
+}
+
+/// How following a stream once ended.
+#[derive(Debug)]
+pub(crate) enum Ended {
+    /// The consumer was lost, or the stream cannot be followed from here (why).
+    Lost(String),
+    /// The consumer is on another server than the node's: a consumer is made again
+    /// on the node's, at once.
+    Misplaced,
+}
+
+impl From<String> for Ended {
+    fn from(why: String) -> Self {
+        Ended::Lost(why)
+    }
 }
 
 /// Runs `once(next)` until it ends well or the node stops. `once` answers the
 /// number it got to and how it ended; after a failure it runs again from there,
-/// after a wait that doubles up to `RETRY_MAX` (and starts over after progress).
+/// after a wait that doubles up to `RETRY_MAX` (and starts over after progress);
+/// after its consumer was found misplaced, at once.
 pub(crate) async fn keep_following<N, F, Fut>(inner: &Inner, what: &str, mut next: N, mut once: F)
 where
     N: Copy + PartialOrd + std::fmt::Debug,
     F: FnMut(N) -> Fut,
-    Fut: Future<Output = (N, Result<(), String>)>,
+    Fut: Future<Output = (N, Result<(), Ended>)>,
 {
     let mut retry = RETRY_FIRST;
     while !inner.stopping.load(Ordering::Acquire) {
         let before = next;
         let (reached, ended) = once(next).await;
         next = reached;
-        let Err(message) = ended else { return };
+        let message = match ended {
+            Ok(()) => return,
+            Err(Ended::Misplaced) => {
+                tracing::debug!(node = %inner.config.node_name, ?next, "{what}: again from a consumer on the node's server");
+                continue;
+            }
+            Err(Ended::Lost(message)) => message,
+        };
         if next > before {
             retry = RETRY_FIRST;
         }

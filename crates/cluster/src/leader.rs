@@ -13,6 +13,8 @@
 //! whose server [`Preferred`] picks once; if that server cannot be reached, the
 //! client's own choice applies, as after any lost connection. Which server has which
 //! name is learnt by connecting to each configured URL briefly ([`server_name`]).
+//! After a move, and at every check, the node's consumers found on another server
+//! are made again on its own (`placement.rs`).
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -93,6 +95,8 @@ pub(crate) async fn run(inner: Arc<Inner>, mut watch: Watch) {
     while !inner.stopping.load(Ordering::Acquire) {
         every.tick().await;
         check(&inner, &mut watch, false).await;
+        // A consumer misplaced at its making, or left behind, is made again.
+        inner.placement.check();
     }
 }
 
@@ -126,6 +130,7 @@ pub(crate) async fn check(inner: &Inner, watch: &mut Watch, at_once: bool) {
         let now = inner.client.server_info().server_name;
         if now == leader && inner.connected() {
             tracing::info!(node = %inner.config.node_name, from = %current, to = %leader, "moved to the server leading the command stream");
+            inner.placement.check();
             return;
         }
         if tokio::time::Instant::now() >= deadline {

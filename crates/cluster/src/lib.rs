@@ -20,7 +20,10 @@
 //!   in groups, one message each.
 //! - `connect.rs`: reaching NATS and the command log's stream; `cluster.rs`: joining,
 //!   proposing, genesis once.
-//! - `applier.rs`: following the stream from the node's own last command.
+//! - `applier.rs`: following the stream from the node's own last command
+//!   (`follow.rs`: the consumer it takes, shared with `stream_mirror.rs`).
+//! - `leader.rs`: the node's connection on the command stream leader's server;
+//!   `placement.rs`: its consumers on the node's server.
 //! - `ticker.rs`: time-driven work proposed once, whichever node notices first.
 //! - `peers.rs`: each node's applied sequence, told to the others every second.
 //! - `compact.rs`: the stream drops the commands no node needs any more.
@@ -40,6 +43,7 @@ mod follow;
 mod leader;
 mod merkle;
 mod peers;
+mod placement;
 mod signer;
 pub mod stream_mirror;
 mod ticker;

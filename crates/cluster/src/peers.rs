@@ -338,6 +338,11 @@ pub(crate) async fn view(inner: &Inner) -> ClusterView {
         server: own
             .connected
             .then(|| inner.client.server_info().server_name),
+        follows_from: inner
+            .follows_from
+            .lock()
+            .expect("follows_from lock")
+            .clone(),
         connected: own.connected,
         applied_seq: own.applied_seq,
         stream: info.map(|info| {

@@ -22,7 +22,7 @@ use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
 use crate::cluster::{Cluster, Inner};
-use crate::follow::STALLED_AFTER;
+use crate::follow::{Ended, STALLED_AFTER};
 
 /// Captured messages waiting to be sent to JetStream, at most; past it a publish is
 /// refused (`backpressure`), never waited for.
@@ -251,18 +251,26 @@ async fn follow_once(
     bus: &Weak<Bus>,
     spec: &StreamSpec,
     next: &mut u64,
-) -> Result<(), String> {
+) -> Result<(), Ended> {
     let config = js_config(inner, spec);
     let stream = match inner.jetstream.get_or_create_stream(config.clone()).await {
         Ok(stream) => stream,
-        Err(error) => return Err(error.to_string()),
+        Err(error) => return Err(error.to_string().into()),
     };
     // A definition changed since the stream was made: its limits follow.
     let _ = inner.jetstream.update_stream(config).await;
-    let mut messages = crate::follow::ordered_messages(&stream, None, *next).await?;
+    let mut rounds = inner.placement.watch();
+    let crate::follow::Following {
+        mut messages,
+        server,
+    } = crate::follow::ordered_messages(inner, &stream, None, *next).await?;
     let mut stream = stream;
     loop {
-        let message = match tokio::time::timeout(STALLED_AFTER, messages.next()).await {
+        let waited = tokio::select! {
+            waited = tokio::time::timeout(STALLED_AFTER, messages.next()) => waited,
+            () = crate::follow::misplaced(inner, server.as_deref(), &mut rounds) => return Err(Ended::Misplaced),
+        };
+        let message = match waited {
             Ok(Some(message)) => message,
             Ok(None) => break,
             Err(_) => {
@@ -276,7 +284,8 @@ async fn follow_once(
                 if last >= *next {
                     return Err(format!(
                         "no message for {STALLED_AFTER:?} while the stream holds more"
-                    ));
+                    )
+                    .into());
                 }
                 continue;
             }
@@ -293,5 +302,5 @@ async fn follow_once(
             .map_err(|error| format!("cannot store message {seq}: {error}"))?;
         *next = seq + 1;
     }
-    Err("the stream's consumer ended".into())
+    Err(Ended::Lost("the stream's consumer ended".into()))
 }

@@ -143,17 +143,19 @@ impl Setup {
         Some((per(sums[1], sums[0]), per(sums[3], sums[2])))
     }
 
-    /// How many nodes are connected to the server leading the command stream, of
-    /// how many (from `GET /v1/cluster`); `None` on an embedded node.
-    async fn on_leader(&self) -> Option<(usize, usize)> {
-        let mut on = 0;
+    /// How many nodes are connected to the server leading the command stream, how
+    /// many have their consumer of it there too, of how many (from `GET
+    /// /v1/cluster`); `None` on an embedded node.
+    async fn on_leader(&self) -> Option<(usize, usize, usize)> {
+        let (mut on, mut following) = (0, 0);
         for base in &self.bases {
             let view: colony_api::cluster::ClusterView =
                 self.get(base, "/v1/cluster").await.json().await.unwrap();
             let leader = view.stream?.leader;
             on += usize::from(view.server.is_some() && view.server == leader);
+            following += usize::from(view.follows_from.is_some() && view.follows_from == leader);
         }
-        Some((on, self.bases.len()))
+        Some((on, following, self.bases.len()))
     }
 
     async fn stop(self) {
@@ -379,8 +381,8 @@ fn main() {
                 .collect();
             println!("{:<34} by thread, us per command: {}", "", by_thread.join(", "));
             if on_nats {
-                if let Some((on, of)) = setup.on_leader().await {
-                    println!("{:<34} nodes on the server leading the command stream: {on} of {of}", "");
+                if let Some((on, following, of)) = setup.on_leader().await {
+                    println!("{:<34} nodes on the server leading the command stream: {on} of {of}, their consumer of it there: {following} of {of}", "");
                 }
                 println!(
                     "{:<34} through the nats-servers per durable command: {:.2} messages in, {:.2} out, {:.0} bytes in, {:.0} out",

@@ -22,6 +22,7 @@ pub async fn view(State(app): State<AppState>, _caller: Caller) -> Json<ClusterV
             node: None,
             connected: true,
             server: None,
+            follows_from: None,
             applied_seq: app.shared.state.read().expect("state lock").last_seq,
             stream: None,
             nodes: Vec::new(),

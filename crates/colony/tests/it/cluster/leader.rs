@@ -1,12 +1,15 @@
 //! Every node talks to the NATS server that leads the command stream, and follows
-//! it when leadership moves (`crates/cluster/src/leader.rs`).
+//! it when leadership moves (`crates/cluster/src/leader.rs`); its consumer of the
+//! stream lives there too (`crates/cluster/src/placement.rs`: the servers place it at
+//! random, the node makes it again until it is there).
 
 use serde_json::Value;
 
 use super::nodes::until_all;
 use crate::common::nats::NatsCluster;
 
-/// The stream's leader when every node is connected to it.
+/// The stream's leader when every node is connected to it and reads the stream
+/// from a consumer on it.
 async fn all_on_the_leader(
     http: &reqwest::Client,
     urls: &[String],
@@ -15,7 +18,10 @@ async fn all_on_the_leader(
 ) -> String {
     let on_leader = |view: &Value| {
         let leader = view["stream"]["leader"].as_str();
-        leader.is_some() && leader != not && view["server"].as_str() == leader
+        leader.is_some()
+            && leader != not
+            && view["server"].as_str() == leader
+            && view["follows_from"].as_str() == leader
     };
     until_all(http, urls, token, "/v1/cluster", on_leader).await;
     let view = super::nodes::get(http, &format!("{}/v1/cluster", urls[0]), token).await;
