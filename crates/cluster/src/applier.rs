@@ -316,7 +316,7 @@ async fn apply(
         let Some(request) = request else { continue };
         let waiting = inner.pending.lock().expect("pending lock").remove(&request);
         if let Some(waiting) = waiting {
-            let _ = waiting.reply.send(outcome);
+            let _ = waiting.reply.send(Ok(outcome));
         }
     }
     Ok(())

@@ -74,13 +74,13 @@ pub(crate) struct Inner {
     pub(crate) incarnation: u64,
     next_request: AtomicU64,
     /// Callers waiting for their command to come back from the stream, applied.
-    pub(crate) pending: Mutex<HashMap<u64, Pending>>,
+    pub(crate) pending: Arc<Mutex<HashMap<u64, Pending>>>,
     /// The last message of the stream this node applied whole (a message carries one
     /// or more commands).
     pub(crate) applied: watch::Sender<u64>,
     /// The stream's last sequence when last asked (by the applier's start, the
     /// peers' loop, or `GET /v1/cluster`).
-    pub(crate) stream_last: AtomicU64,
+    pub(crate) stream_last: Arc<AtomicU64>,
     /// The stream's first sequence when last asked: the commands before it were
     /// compacted away (`compact.rs`).
     pub(crate) stream_first: AtomicU64,
@@ -97,9 +97,10 @@ pub(crate) struct Inner {
     next_node_seq: AtomicU64,
 }
 
-/// A command this run of the node proposed, waiting to come back from the stream.
+/// A command this run of the node proposed, waiting to come back from the stream:
+/// its outcome once applied here, or why the stream did not take its message.
 pub(crate) struct Pending {
-    pub(crate) reply: oneshot::Sender<Outcome>,
+    pub(crate) reply: oneshot::Sender<Result<Outcome, String>>,
     /// The message that carries it, as this node signed and published it: the same
     /// bytes coming back need no second check of the signature.
     pub(crate) payload: crate::signer::Payload,
@@ -189,9 +190,14 @@ impl Cluster {
             .map_or(0, |d| d.as_nanos() as u64)
             ^ u64::from(std::process::id()) << 40;
         let signing = Arc::new(crate::signer::SigningCounters::default());
+        let waiters = crate::signer::Waiters {
+            pending: Arc::default(),
+            stream_last: Arc::new(AtomicU64::new(stream_last)),
+        };
         let target = crate::signer::Target {
             jetstream: jetstream.clone(),
             subject: config.commands_subject(),
+            waiters: waiters.clone(),
         };
         let group_wait = config.group_wait;
         let inner = Arc::new(Inner {
@@ -203,9 +209,9 @@ impl Cluster {
             jetstream,
             incarnation,
             next_request: AtomicU64::new(1),
-            pending: Mutex::new(HashMap::new()),
+            pending: waiters.pending,
             applied,
-            stream_last: AtomicU64::new(stream_last),
+            stream_last: waiters.stream_last,
             stream_first: AtomicU64::new(stream_state.first_sequence),
             stopping: AtomicBool::new(false),
             peers: Mutex::new(crate::peers::Peers::default()),
@@ -527,7 +533,7 @@ impl Inner {
             inner: self,
             request,
         };
-        let published = match expected_last {
+        match expected_last {
             // Alone, taken by the stream only after exactly that sequence.
             Some(last) => {
                 let message = self.sign_alone(envelope);
@@ -543,7 +549,9 @@ impl Inner {
                 }
                 .await;
                 match acked {
-                    Ok(ack) => Ok(ack.sequence),
+                    Ok(ack) => {
+                        self.stream_last.fetch_max(ack.sequence, Ordering::Relaxed);
+                    }
                     Err(error)
                         if error.kind()
                             == jetstream::context::PublishErrorKind::WrongLastSequence =>
@@ -553,34 +561,33 @@ impl Inner {
                             error.to_string(),
                         ));
                     }
-                    Err(error) => Err(error.to_string()),
+                    Err(error) => return Err(not_taken(&error.to_string())),
                 }
             }
+            // With the others proposed at the same moment: the signer says only when
+            // the stream did not take them.
             None => self
                 .signer
-                .publish(envelope, payload)
+                .publish(envelope, payload, request)
                 .await
                 .ok_or_else(SubmitError::shutting_down)?,
-        };
-        match published {
-            // What the applier waits for: if its consumer stalls, it knows there is more.
-            Ok(sequence) => {
-                self.stream_last.fetch_max(sequence, Ordering::Relaxed);
-            }
-            Err(error) => {
-                return Err(SubmitError::cluster_uncertain(format!(
-                    "the cluster's log did not take the command ({error}); if it timed out, the command may still be applied"
-                )));
-            }
         }
         match tokio::time::timeout(self.config.ack_timeout * 6, answer).await {
-            Ok(Ok(outcome)) => Ok(outcome),
+            Ok(Ok(Ok(outcome))) => Ok(outcome),
+            Ok(Ok(Err(error))) => Err(not_taken(&error)),
             Ok(Err(_)) => Err(SubmitError::shutting_down()),
             Err(_) => Err(SubmitError::cluster_uncertain(
                 "the cluster's log has the command but this node has not applied it yet (it is behind or has lost NATS); it will be applied",
             )),
         }
     }
+}
+
+/// The stream did not acknowledge a command's message.
+fn not_taken(error: &str) -> SubmitError {
+    SubmitError::cluster_uncertain(format!(
+        "the cluster's log did not take the command ({error}); if it timed out, the command may still be applied"
+    ))
 }
 
 /// A key as people pass it: standard base64 of its 32 bytes.

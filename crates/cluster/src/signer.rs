@@ -12,15 +12,17 @@
 //! messages leave more of the machine to the commands themselves. A node that
 //! proposes now and then never waits: its groups are of one.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, message::PublishMessage};
 use bytes::Bytes;
 use ed25519_dalek::SigningKey;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
+use crate::cluster::Pending;
 use crate::merkle::GROUP_MAX;
 use crate::wire::{HEAD_BYTES, PER_ENVELOPE};
 
@@ -84,7 +86,19 @@ pub(crate) type Published = Result<u64, String>;
 struct Job {
     envelope: Vec<u8>,
     payload: Payload,
-    reply: oneshot::Sender<Published>,
+    /// The proposer's request number: where it waits among [`Waiters::pending`].
+    request: u64,
+}
+
+/// Those a message's acknowledgement concerns. A proposer waits once, for its
+/// command applied: a message acknowledged moves the stream's last number on, and
+/// only a message the stream did not take answers its proposers (with why) and ends
+/// their wait; so under load a caller's task is woken once per command, not twice.
+#[derive(Clone)]
+pub(crate) struct Waiters {
+    pub(crate) pending: Arc<Mutex<HashMap<u64, Pending>>>,
+    /// The stream's last sequence as last heard (`Inner::stream_last`).
+    pub(crate) stream_last: Arc<AtomicU64>,
 }
 
 /// The way to the node's signing and publishing task.
@@ -92,10 +106,11 @@ pub(crate) struct Signer {
     queue: mpsc::Sender<Job>,
 }
 
-/// Where the signer publishes.
+/// Where the signer publishes, and whom it tells.
 pub(crate) struct Target {
     pub(crate) jetstream: jetstream::Context,
     pub(crate) subject: String,
+    pub(crate) waiters: Waiters,
 }
 
 impl Signer {
@@ -112,20 +127,24 @@ impl Signer {
         Signer { queue }
     }
 
-    /// Signs an envelope's bytes with the others proposed at the same moment and
-    /// publishes their message; `None` when the signing task has ended (the runtime
-    /// is stopping).
-    pub(crate) async fn publish(&self, envelope: Vec<u8>, payload: Payload) -> Option<Published> {
-        let (reply, published) = oneshot::channel();
+    /// Hands an envelope's bytes over, to be signed with the others proposed at the
+    /// same moment and published in their message; the proposer (waiting as
+    /// `request` among the [`Waiters`]) hears only if the stream does not take it.
+    /// `None` when the signing task has ended (the runtime is stopping).
+    pub(crate) async fn publish(
+        &self,
+        envelope: Vec<u8>,
+        payload: Payload,
+        request: u64,
+    ) -> Option<()> {
         self.queue
             .send(Job {
                 envelope,
                 payload,
-                reply,
+                request,
             })
             .await
-            .ok()?;
-        published.await.ok()
+            .ok()
     }
 }
 
@@ -185,16 +204,17 @@ async fn run(
         match sent {
             // The acknowledgement is awaited beside the next groups.
             Ok(ack) => {
+                let waiters = target.waiters.clone();
                 tokio::spawn(async move {
                     let published = ack
                         .await
                         .map(|ack| ack.sequence)
                         .map_err(|error| error.to_string());
                     drop(permit);
-                    answer(group, &published);
+                    answer(&waiters, group, published);
                 });
             }
-            Err(error) => answer(group, &Err(error.to_string())),
+            Err(error) => answer(&target.waiters, group, Err(error.to_string())),
         }
     }
 }
@@ -284,11 +304,22 @@ impl Recent {
     }
 }
 
-/// Tells every proposer of a group how its message fared (a proposer that stopped
-/// waiting is not told).
-fn answer(group: Vec<Job>, published: &Published) {
-    for job in group {
-        let _ = job.reply.send(published.clone());
+/// How a group's message fared: acknowledged, the stream's last number moves on
+/// (what the applier waits for: if its consumer stalls, it knows there is more);
+/// not, every proposer of the group still waiting is told why, and waits no more.
+fn answer(waiters: &Waiters, group: Vec<Job>, published: Published) {
+    match published {
+        Ok(sequence) => {
+            waiters.stream_last.fetch_max(sequence, Ordering::Relaxed);
+        }
+        Err(error) => {
+            let mut pending = waiters.pending.lock().expect("pending lock");
+            for job in group {
+                if let Some(waiting) = pending.remove(&job.request) {
+                    let _ = waiting.reply.send(Err(error.clone()));
+                }
+            }
+        }
     }
 }
 
@@ -304,24 +335,19 @@ mod tests {
         (group.jobs, carried)
     }
 
-    fn job(size: usize) -> (Job, oneshot::Receiver<Published>) {
-        let (reply, published) = oneshot::channel();
-        let job = Job {
+    fn job(size: usize) -> Job {
+        Job {
             envelope: vec![7; size],
             payload: Payload::default(),
-            reply,
-        };
-        (job, published)
+            request: size as u64,
+        }
     }
 
     #[test]
     fn a_group_holds_what_is_queued_up_to_its_count_and_its_bytes() {
         let (queue, mut jobs) = mpsc::channel(SIGN_QUEUE_MAX);
-        let mut waiting = Vec::new();
         for _ in 0..GROUP_MAX + 6 {
-            let (job, published) = job(100);
-            queue.try_send(job).unwrap();
-            waiting.push(published);
+            queue.try_send(job(100)).unwrap();
         }
         let first = jobs.try_recv().unwrap();
         let (group, carried) = gather(first, &mut jobs);
@@ -332,7 +358,7 @@ mod tests {
         // Large commands: as many as fit under the bound; the next leads a group.
         let big = GROUP_BYTES_MAX / 3;
         for _ in 0..4 {
-            queue.try_send(job(big).0).unwrap();
+            queue.try_send(job(big)).unwrap();
         }
         let first = jobs.try_recv().unwrap();
         let (group, carried) = gather(first, &mut jobs);
@@ -340,20 +366,54 @@ mod tests {
         let (group, carried) = gather(carried.unwrap(), &mut jobs);
         assert_eq!((group.len(), carried.is_none()), (2, true));
         // One larger than the bound goes alone.
-        queue.try_send(job(GROUP_BYTES_MAX).0).unwrap();
-        queue.try_send(job(10).0).unwrap();
+        queue.try_send(job(GROUP_BYTES_MAX)).unwrap();
+        queue.try_send(job(10)).unwrap();
         let first = jobs.try_recv().unwrap();
         let (group, carried) = gather(first, &mut jobs);
         assert_eq!(
             (group.len(), carried.map(|job| job.envelope.len())),
             (1, Some(10))
         );
-        // Everyone of a group hears how its message fared.
-        let (lone, mut heard) = job(1);
-        let (group, _) = gather(lone, &mut jobs);
-        answer(group, &Ok(3));
-        assert_eq!(heard.try_recv().unwrap(), Ok(3));
-        drop(waiting);
+    }
+
+    #[test]
+    fn a_message_not_taken_answers_its_proposers_and_one_taken_moves_the_last_number() {
+        let waiters = Waiters {
+            pending: Arc::default(),
+            stream_last: Arc::new(AtomicU64::new(5)),
+        };
+        let mut heard = Vec::new();
+        for request in [1, 2] {
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            let pending = Pending {
+                reply,
+                payload: Payload::default(),
+            };
+            waiters.pending.lock().unwrap().insert(request, pending);
+            heard.push(answer);
+        }
+        let group = |requests: &[u64]| -> Vec<Job> {
+            requests
+                .iter()
+                .map(|request| Job {
+                    envelope: Vec::new(),
+                    payload: Payload::default(),
+                    request: *request,
+                })
+                .collect()
+        };
+        // Taken: nobody is woken; the stream's last number moves on, never back.
+        answer(&waiters, group(&[1, 2]), Ok(9));
+        answer(&waiters, group(&[1, 2]), Ok(7));
+        assert_eq!(waiters.stream_last.load(Ordering::Relaxed), 9);
+        assert!(heard[0].try_recv().is_err() && heard[1].try_recv().is_err());
+        assert_eq!(waiters.pending.lock().unwrap().len(), 2);
+        // Not taken: each proposer still waiting hears why, once (3 stopped waiting).
+        answer(&waiters, group(&[1, 2, 3]), Err("timed out".into()));
+        for answer in &mut heard {
+            assert_eq!(answer.try_recv().unwrap().unwrap_err(), "timed out");
+        }
+        assert!(waiters.pending.lock().unwrap().is_empty());
     }
 
     #[tokio::test]
@@ -362,45 +422,45 @@ mod tests {
         let (queue, mut jobs) = mpsc::channel(SIGN_QUEUE_MAX);
         // What is queued already comes along; no wait once the target is reached.
         for _ in 0..3 {
-            queue.try_send(job(10).0).unwrap();
+            queue.try_send(job(10)).unwrap();
         }
-        let mut group = Group::new(job(10).0);
+        let mut group = Group::new(job(10));
         assert!(group.fill(&mut jobs, 4, far()).await.is_none());
         assert_eq!(group.jobs.len(), 4);
         // Commands proposed meanwhile fill it.
         let sender = queue.clone();
         let proposers = tokio::spawn(async move {
             for _ in 0..5 {
-                sender.send(job(10).0).await.unwrap();
+                sender.send(job(10)).await.unwrap();
                 tokio::task::yield_now().await;
             }
         });
-        let mut group = Group::new(job(10).0);
+        let mut group = Group::new(job(10));
         let filled = tokio::time::timeout(Duration::from_secs(30), group.fill(&mut jobs, 6, far()));
         assert!(filled.await.expect("the group fills").is_none());
         assert_eq!(group.jobs.len(), 6);
         proposers.await.unwrap();
         // Nothing more comes: it goes when the wait is over.
-        let mut group = Group::new(job(10).0);
+        let mut group = Group::new(job(10));
         let until = tokio::time::Instant::now() + Duration::from_millis(5);
         assert!(group.fill(&mut jobs, 6, until).await.is_none());
         assert_eq!(group.jobs.len(), 1);
         // A command that does not fit leads the next group.
-        queue.try_send(job(GROUP_BYTES_MAX).0).unwrap();
-        let mut group = Group::new(job(10).0);
+        queue.try_send(job(GROUP_BYTES_MAX)).unwrap();
+        let mut group = Group::new(job(10));
         let carried = group.fill(&mut jobs, 6, far()).await;
         assert_eq!(carried.map(|job| job.envelope.len()), Some(GROUP_BYTES_MAX));
         // Never past GROUP_MAX, whatever the target.
         for _ in 0..GROUP_MAX + 3 {
-            queue.try_send(job(1).0).unwrap();
+            queue.try_send(job(1)).unwrap();
         }
-        let mut group = Group::new(job(1).0);
+        let mut group = Group::new(job(1));
         assert!(group.fill(&mut jobs, GROUP_MAX * 2, far()).await.is_none());
         assert_eq!(group.jobs.len(), GROUP_MAX);
         // A stopping node (the queue closed) does not wait.
         drop(queue);
         while jobs.try_recv().is_ok() {}
-        let mut group = Group::new(job(1).0);
+        let mut group = Group::new(job(1));
         assert!(group.fill(&mut jobs, 6, far()).await.is_none());
         assert_eq!(group.jobs.len(), 1);
     }
