@@ -10,7 +10,9 @@
 //! Everything (nodes, clients, the three `nats-server` processes) shares this
 //! machine's cores. Run: `cargo bench -p colony --bench cluster` (`-- quick` for a
 //! short run; `-- any-server` lets each node keep the server its client picked
-//! instead of moving to the command stream's leader).
+//! instead of moving to the command stream's leader). The three servers share the
+//! machine's cores, so each runs its Go runtime on its share of them (`GOMAXPROCS`,
+//! at least 1; `-- servers-on-all-cores` for the Go default, every core each).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -331,6 +333,9 @@ fn main() {
     // a whole-process counter (`perf stat`) measures that workload.
     let durable_only = std::env::args().any(|a| a == "durable-only");
     let prefer_leader = !std::env::args().any(|a| a == "any-server");
+    // `-- servers-on-all-cores`: every nats-server's Go runtime schedules over all
+    // of the machine's cores (its default), as if each had the machine to itself.
+    let all_cores = std::env::args().any(|a| a == "servers-on-all-cores");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -338,7 +343,16 @@ fn main() {
         .unwrap();
     runtime.block_on(async {
         println!("== durable commands (reserve+commit, 64 clients) and claims (64 workers) ==");
-        let nats = NatsCluster::start(3);
+        let nats = if all_cores {
+            println!("(each nats-server's Go runtime on all of the machine's cores)");
+            NatsCluster::start(3)
+        } else {
+            println!(
+                "(each nats-server's Go runtime on its share of the machine's cores: GOMAXPROCS={})",
+                NatsCluster::share_of_cores(3)
+            );
+            NatsCluster::start_sharing_cores(3)
+        };
         // Each setup's durable commands/s and claims/s.
         let mut rates: Vec<(usize, bool, f64, f64)> = Vec::new();
         for (label, nodes, on_nats) in [

@@ -23,6 +23,9 @@ pub struct NatsServer {
     config: PathBuf,
     /// Whether it requires TLS of clients.
     tls: bool,
+    /// The cores its Go runtime may run on at once (`GOMAXPROCS`), when not all of
+    /// the machine's.
+    cores: Option<usize>,
 }
 
 impl NatsServer {
@@ -46,7 +49,11 @@ impl NatsServer {
 
     /// Starts the server (again, after [`NatsServer::kill`]) on its own port and store.
     pub fn start(&mut self) {
-        let child = Command::new(super::tools::nats_server())
+        let mut command = Command::new(super::tools::nats_server());
+        if let Some(cores) = self.cores {
+            command.env("GOMAXPROCS", cores.to_string());
+        }
+        let child = command
             .arg("-c")
             .arg(&self.config)
             .stdout(Stdio::null())
@@ -114,15 +121,28 @@ impl Default for Secure {
 
 impl NatsCluster {
     pub fn start(n: usize) -> NatsCluster {
-        NatsCluster::start_with(n, None)
+        NatsCluster::start_with(n, None, None)
+    }
+
+    /// Servers that share the machine's cores, as servers on machines of their own
+    /// would not: each runs its Go runtime on its share of them (`GOMAXPROCS`, at
+    /// least 1), so that the `n` runtimes do not each schedule over every core.
+    pub fn start_sharing_cores(n: usize) -> NatsCluster {
+        NatsCluster::start_with(n, None, Some(NatsCluster::share_of_cores(n)))
+    }
+
+    /// Each of `n` servers' share of this machine's cores.
+    pub fn share_of_cores(n: usize) -> usize {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        (cores / n.max(1)).max(1)
     }
 
     /// Servers that require TLS and a user and password of every client.
     pub fn start_secure(n: usize, secure: &Secure) -> NatsCluster {
-        NatsCluster::start_with(n, Some(secure))
+        NatsCluster::start_with(n, Some(secure), None)
     }
 
-    fn start_with(n: usize, secure: Option<&Secure>) -> NatsCluster {
+    fn start_with(n: usize, secure: Option<&Secure>, cores: Option<usize>) -> NatsCluster {
         let one_at_a_time = ONE_AT_A_TIME
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -159,6 +179,7 @@ impl NatsCluster {
                 child: None,
                 config,
                 tls: secure.is_some(),
+                cores,
             };
             server.start();
             servers.push(server);
