@@ -256,12 +256,14 @@ async fn refresh_stream_last(inner: &Inner) -> Option<async_nats::jetstream::str
     if !inner.connected() {
         return None;
     }
-    let stream = inner
+    // Getting the stream asks the servers for its info (once: not again after).
+    let info = inner
         .jetstream
         .get_stream(&inner.config.stream)
         .await
-        .ok()?;
-    let info = stream.get_info().await.ok()?;
+        .ok()?
+        .cached_info()
+        .clone();
     inner
         .stream_last
         .fetch_max(info.state.last_sequence, Ordering::Relaxed);
