@@ -59,6 +59,7 @@ async fn follow_once(inner: &Inner, submitter: &Submitter, next: &mut Cursor) ->
     let crate::follow::Following {
         mut messages,
         server,
+        holders,
     } = crate::follow::ordered_messages(
         inner,
         &stream,
@@ -70,7 +71,7 @@ async fn follow_once(inner: &Inner, submitter: &Submitter, next: &mut Cursor) ->
     loop {
         let waited = tokio::select! {
             waited = tokio::time::timeout(STALLED_AFTER, messages.next()) => waited,
-            () = crate::follow::misplaced(inner, server.as_deref(), &mut rounds) => return Err(Ended::Misplaced),
+            () = crate::follow::misplaced(inner, server.as_deref(), &holders, &mut rounds) => return Err(Ended::Misplaced),
         };
         let first = match waited {
             Ok(Some(message)) => message,

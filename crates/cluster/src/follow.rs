@@ -27,10 +27,12 @@ const RETRY_FIRST: Duration = Duration::from_millis(100);
 /// The longest wait before following again.
 const RETRY_MAX: Duration = Duration::from_secs(2);
 
-/// Following a stream: its messages, and the server its consumer is on.
+/// Following a stream: its messages, the server its consumer is on, and the servers
+/// that hold the stream.
 pub(crate) struct Following {
     pub(crate) messages: Ordered,
     pub(crate) server: Option<String>,
+    pub(crate) holders: Vec<String>,
 }
 
 /// The messages of `stream` (on `filter`, when given) from number `start` on, in order,
@@ -49,28 +51,39 @@ pub(crate) async fn ordered_messages(
         max_expires: PULL_EXPIRES_MAX,
         ..Default::default()
     };
-    let near = inner
-        .config
-        .prefer_leader
-        .then(|| inner.client.server_info().server_name)
-        .filter(|name| !name.is_empty());
+    let holders = crate::placement::holders(stream.cached_info());
+    let near = wanted(inner, &holders);
     let (consumer, server) =
         crate::placement::ordered_consumer(stream, config, near.as_deref()).await?;
     let messages = consumer
         .messages()
         .await
         .map_err(|error| error.to_string())?;
-    Ok(Following { messages, server })
+    Ok(Following {
+        messages,
+        server,
+        holders,
+    })
 }
 
-/// Ends when a check finds the node's connection on another server than `server`,
-/// where its consumer is (`placement.rs`).
+/// The server a consumer of a stream held by `holders` should be on: the node's own,
+/// when it holds the stream and `prefer_leader` is on.
+fn wanted(inner: &Inner, holders: &[String]) -> Option<String> {
+    if !inner.config.prefer_leader {
+        return None;
+    }
+    crate::placement::wanted(holders, inner.client.server_info().server_name)
+}
+
+/// Ends when a check finds the node's consumer on another server than the one it
+/// should be on (`placement.rs`).
 pub(crate) async fn misplaced(
     inner: &Inner,
     server: Option<&str>,
+    holders: &[String],
     rounds: &mut watch::Receiver<u64>,
 ) {
-    crate::placement::misplaced(rounds, server, || inner.client.server_info().server_name).await;
+    crate::placement::misplaced(rounds, server, || wanted(inner, holders)).await;
 }
 
 /// How following a stream once ended.

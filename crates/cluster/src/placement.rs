@@ -5,7 +5,8 @@
 //! the other way), and leaves only once that server has learnt the message committed.
 //! So a node (unless `cluster.toml` says `prefer_leader = false`) makes a consumer
 //! again, deleting the misplaced one, until it lands on the server the node is
-//! connected to, [`PLACEMENT_TRIES`] times at most (then it keeps the last); and it
+//! connected to (when that server holds the stream: [`wanted`]),
+//! [`PLACEMENT_TRIES`] times at most (then it keeps the last); and it
 //! makes a consumer again when it finds it on another server than its own, after a
 //! move of its connection and every few seconds ([`Rounds`], `leader.rs`).
 //!
@@ -16,7 +17,7 @@
 
 use async_nats::jetstream::consumer::pull::OrderedConfig;
 use async_nats::jetstream::consumer::Consumer;
-use async_nats::jetstream::stream::Stream;
+use async_nats::jetstream::stream::{self, Stream};
 use tokio::sync::watch;
 
 /// Consumers made at most to have one on the node's server: with three servers
@@ -92,12 +93,34 @@ impl Rounds {
     }
 }
 
-/// Waits for a round in which the node's server (`current`) is not `placed_on`, the
-/// consumer's (forever when the consumer's server is not known).
+/// The servers that hold a stream (its leader and its replicas), by name: a consumer
+/// of it can only be on one of them.
+pub(crate) fn holders(info: &stream::Info) -> Vec<String> {
+    let Some(cluster) = &info.cluster else {
+        return Vec::new();
+    };
+    cluster
+        .leader
+        .iter()
+        .cloned()
+        .chain(cluster.replicas.iter().map(|peer| peer.name.clone()))
+        .filter(|name| !name.is_empty())
+        .collect()
+}
+
+/// Where a consumer of a stream held by `holders` should be: on `current`, the node's
+/// server, when it holds the stream (a consumer cannot be anywhere else).
+pub(crate) fn wanted(holders: &[String], current: String) -> Option<String> {
+    holders.contains(&current).then_some(current)
+}
+
+/// Waits for a round in which the server the consumer should be on (`wanted`, now)
+/// is not `placed_on`, the consumer's (forever when the consumer's server is not
+/// known).
 pub(crate) async fn misplaced(
     rounds: &mut watch::Receiver<u64>,
     placed_on: Option<&str>,
-    current: impl Fn() -> String,
+    wanted: impl Fn() -> Option<String>,
 ) {
     let Some(placed_on) = placed_on else {
         return std::future::pending().await;
@@ -106,8 +129,7 @@ pub(crate) async fn misplaced(
         if rounds.changed().await.is_err() {
             return std::future::pending().await;
         }
-        let current = current();
-        if !current.is_empty() && current != placed_on {
+        if wanted().is_some_and(|wanted| wanted != placed_on) {
             return;
         }
     }
@@ -123,13 +145,18 @@ mod tests {
         let moves = Rounds::default();
         let current = std::sync::Arc::new(std::sync::Mutex::new("nats-1".to_string()));
         let mut watch = moves.watch();
+        let holders = ["nats-1".to_string(), "nats-2".to_string()];
         let now = {
             let current = std::sync::Arc::clone(&current);
-            move || current.lock().unwrap().clone()
+            move || wanted(&holders, current.lock().unwrap().clone())
         };
         let waiting = misplaced(&mut watch, Some("nats-1"), now);
         tokio::pin!(waiting);
         // A round on the consumer's server finds nothing to do.
+        moves.check();
+        assert!((&mut waiting).now_or_never().is_none());
+        // Nor one on a server that does not hold the stream.
+        *current.lock().unwrap() = "nats-9".into();
         moves.check();
         assert!((&mut waiting).now_or_never().is_none());
         *current.lock().unwrap() = "nats-2".into();
@@ -137,7 +164,7 @@ mod tests {
         assert!((&mut waiting).now_or_never().is_some());
         // A consumer whose server is not known never hears of one.
         let mut watch = moves.watch();
-        let unknown = misplaced(&mut watch, None, || "nats-3".to_string());
+        let unknown = misplaced(&mut watch, None, || Some("nats-3".to_string()));
         tokio::pin!(unknown);
         moves.check();
         assert!((&mut unknown).now_or_never().is_none());

@@ -263,12 +263,13 @@ async fn follow_once(
     let crate::follow::Following {
         mut messages,
         server,
+        holders,
     } = crate::follow::ordered_messages(inner, &stream, None, *next).await?;
     let mut stream = stream;
     loop {
         let waited = tokio::select! {
             waited = tokio::time::timeout(STALLED_AFTER, messages.next()) => waited,
-            () = crate::follow::misplaced(inner, server.as_deref(), &mut rounds) => return Err(Ended::Misplaced),
+            () = crate::follow::misplaced(inner, server.as_deref(), &holders, &mut rounds) => return Err(Ended::Misplaced),
         };
         let message = match waited {
             Ok(Some(message)) => message,
