@@ -19,7 +19,7 @@
 //!   signature; `signer.rs`: the node's task that signs and publishes its commands
 //!   in groups, one message each.
 //! - `connect.rs`: reaching NATS and the command log's stream; `cluster.rs`: joining,
-//!   proposing, genesis once.
+//!   genesis once; `propose.rs`: a command proposed and waited for.
 //! - `applier.rs`: following the stream from the node's own last command
 //!   (`follow.rs`: the consumer it takes, shared with `stream_mirror.rs`).
 //! - `leader.rs`: the node's connection on the command stream leader's server;
@@ -44,6 +44,7 @@ mod leader;
 mod merkle;
 mod peers;
 mod placement;
+mod propose;
 mod signer;
 pub mod stream_mirror;
 mod ticker;

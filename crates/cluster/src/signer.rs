@@ -22,8 +22,8 @@ use bytes::Bytes;
 use ed25519_dalek::SigningKey;
 use tokio::sync::mpsc;
 
-use crate::cluster::Pending;
 use crate::merkle::GROUP_MAX;
+use crate::propose::Pending;
 use crate::wire::{HEAD_BYTES, PER_ENVELOPE};
 
 /// Commands waiting for the signer, at most; a proposer waits for room beyond.
