@@ -50,33 +50,26 @@ pub(crate) async fn follow(inner: Arc<Inner>, submitter: Submitter, next: Cursor
 /// consumer is lost.
 async fn follow_once(inner: &Inner, submitter: &Submitter, next: &mut Cursor) -> Result<(), Ended> {
     let mut verified = Verified::default();
-    let mut rounds = inner.placement.watch();
     let stream = inner
         .jetstream
         .get_stream(&inner.config.stream)
         .await
         .map_err(|error| error.to_string())?;
-    let crate::follow::Following {
-        mut messages,
-        server,
-        holders,
-    } = crate::follow::ordered_messages(
+    let mut following = crate::follow::ordered_messages(
         inner,
         &stream,
         Some(inner.config.commands_subject()),
         next.message,
     )
     .await?;
-    server.clone_into(&mut inner.follows_from.lock().expect("follows_from lock"));
+    following
+        .server
+        .clone_into(&mut inner.follows_from.lock().expect("follows_from lock"));
     loop {
-        let waited = tokio::select! {
-            waited = tokio::time::timeout(STALLED_AFTER, messages.next()) => waited,
-            () = crate::follow::misplaced(inner, server.as_deref(), &holders, &mut rounds) => return Err(Ended::Misplaced),
-        };
-        let first = match waited {
-            Ok(Some(message)) => message,
-            Ok(None) => break,
-            Err(_) => {
+        let first = match following.next(inner).await? {
+            Some(Some(message)) => message,
+            Some(None) => break,
+            None => {
                 if inner.stopping.load(Ordering::Acquire) {
                     return Ok(());
                 }
@@ -125,7 +118,7 @@ async fn follow_once(inner: &Inner, submitter: &Submitter, next: &mut Cursor) ->
             if batch.len() >= APPLY_BATCH_MAX || bytes >= APPLY_BATCH_BYTES_MAX {
                 break;
             }
-            message = messages.next().now_or_never().flatten();
+            message = following.messages.next().now_or_never().flatten();
         }
         if !batch.is_empty() {
             let last_message = batch.last().map_or(0, |(seq, _)| *seq);

@@ -6,9 +6,10 @@ use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use async_nats::jetstream::consumer::pull::{Ordered, OrderedConfig};
+use async_nats::jetstream::consumer::pull::{Ordered, OrderedConfig, OrderedError};
 use async_nats::jetstream::consumer::DeliverPolicy;
 use async_nats::jetstream::stream::Stream;
+use futures_util::StreamExt;
 use tokio::sync::watch;
 
 use crate::cluster::Inner;
@@ -27,12 +28,32 @@ const RETRY_FIRST: Duration = Duration::from_millis(100);
 /// The longest wait before following again.
 const RETRY_MAX: Duration = Duration::from_secs(2);
 
-/// Following a stream: its messages, the server its consumer is on, and the servers
-/// that hold the stream.
+/// Following a stream: its messages, the server its consumer is on, the servers
+/// that hold the stream, and the placement checks it hears of (`placement.rs`).
 pub(crate) struct Following {
     pub(crate) messages: Ordered,
     pub(crate) server: Option<String>,
-    pub(crate) holders: Vec<String>,
+    holders: Vec<String>,
+    rounds: watch::Receiver<u64>,
+}
+
+/// What a consumer delivered: a message, an error, or its end (`None`).
+pub(crate) type Delivered = Option<Result<async_nats::jetstream::Message, OrderedError>>;
+
+impl Following {
+    /// What the consumer delivers next; `Ok(None)` when it delivered nothing for
+    /// [`STALLED_AFTER`]; `Err(Ended::Misplaced)` when a check finds the consumer on
+    /// another server than the one it should be on.
+    pub(crate) async fn next(&mut self, inner: &Inner) -> Result<Option<Delivered>, Ended> {
+        let misplaced =
+            crate::placement::misplaced(&mut self.rounds, self.server.as_deref(), || {
+                wanted(inner, &self.holders)
+            });
+        tokio::select! {
+            waited = tokio::time::timeout(STALLED_AFTER, self.messages.next()) => Ok(waited.ok()),
+            () = misplaced => Err(Ended::Misplaced),
+        }
+    }
 }
 
 /// The messages of `stream` (on `filter`, when given) from number `start` on, in order,
@@ -51,6 +72,8 @@ pub(crate) async fn ordered_messages(
         max_expires: PULL_EXPIRES_MAX,
         ..Default::default()
     };
+    // Checks from now on: one during the making of the consumer is heard of too.
+    let rounds = inner.placement.watch();
     let holders = crate::placement::holders(stream.cached_info());
     let near = wanted(inner, &holders);
     let (consumer, server) =
@@ -63,6 +86,7 @@ pub(crate) async fn ordered_messages(
         messages,
         server,
         holders,
+        rounds,
     })
 }
 
@@ -73,17 +97,6 @@ fn wanted(inner: &Inner, holders: &[String]) -> Option<String> {
         return None;
     }
     crate::placement::wanted(holders, inner.client.server_info().server_name)
-}
-
-/// Ends when a check finds the node's consumer on another server than the one it
-/// should be on (`placement.rs`).
-pub(crate) async fn misplaced(
-    inner: &Inner,
-    server: Option<&str>,
-    holders: &[String],
-    rounds: &mut watch::Receiver<u64>,
-) {
-    crate::placement::misplaced(rounds, server, || wanted(inner, holders)).await;
 }
 
 /// How following a stream once ended.

@@ -95,7 +95,8 @@ pub(crate) async fn run(inner: Arc<Inner>, mut watch: Watch) {
     while !inner.stopping.load(Ordering::Acquire) {
         every.tick().await;
         check(&inner, &mut watch, false).await;
-        // A consumer misplaced at its making, or left behind, is made again.
+        // After every check (and so after every move): a consumer misplaced at its
+        // making, or left behind by a move, is made again.
         inner.placement.check();
     }
 }
@@ -130,7 +131,6 @@ pub(crate) async fn check(inner: &Inner, watch: &mut Watch, at_once: bool) {
         let now = inner.client.server_info().server_name;
         if now == leader && inner.connected() {
             tracing::info!(node = %inner.config.node_name, from = %current, to = %leader, "moved to the server leading the command stream");
-            inner.placement.check();
             return;
         }
         if tokio::time::Instant::now() >= deadline {

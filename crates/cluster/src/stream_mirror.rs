@@ -18,7 +18,6 @@ use colony_api::bus::{Answer, NodeFrame, Refusal, RefusalError};
 use colony_bus::stream_replica::StreamReplica;
 use colony_bus::{Bus, Conn};
 use colony_kernel::streams::StreamSpec;
-use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
 use crate::cluster::{Cluster, Inner};
@@ -259,22 +258,13 @@ async fn follow_once(
     };
     // A definition changed since the stream was made: its limits follow.
     let _ = inner.jetstream.update_stream(config).await;
-    let mut rounds = inner.placement.watch();
-    let crate::follow::Following {
-        mut messages,
-        server,
-        holders,
-    } = crate::follow::ordered_messages(inner, &stream, None, *next).await?;
+    let mut following = crate::follow::ordered_messages(inner, &stream, None, *next).await?;
     let mut stream = stream;
     loop {
-        let waited = tokio::select! {
-            waited = tokio::time::timeout(STALLED_AFTER, messages.next()) => waited,
-            () = crate::follow::misplaced(inner, server.as_deref(), &holders, &mut rounds) => return Err(Ended::Misplaced),
-        };
-        let message = match waited {
-            Ok(Some(message)) => message,
-            Ok(None) => break,
-            Err(_) => {
+        let message = match following.next(inner).await? {
+            Some(Some(message)) => message,
+            Some(None) => break,
+            None => {
                 // Idle, or stalled (see STALLED_AFTER): the stream says which.
                 let last = stream
                     .info()
