@@ -95,18 +95,19 @@ impl Drop for Hold {
     }
 }
 
-/// Reads `principal`'s request body under its bounds, then passes the request on
-/// with the body in memory (counted until the request is answered).
+/// Reads `principal`'s request body under its bounds (at most `limit` bytes, its
+/// route's), then passes the request on with the body in memory (counted until the
+/// request is answered).
 pub(crate) async fn with_body(
     app: &AppState,
     principal: PrincipalId,
     request: Request,
+    limit: usize,
     next: Next,
 ) -> Response {
     if axum::body::HttpBody::is_end_stream(request.body()) {
         return next.run(request).await;
     }
-    let limit = crate::edge::body_limit(app, &request);
     let deadline = Duration::from_millis(app.shared.connections.config().body_timeout_ms);
     let mut hold = (limit > crate::edge::REQUEST_BODY_BYTES_MAX).then(|| Hold {
         app: app.clone(),

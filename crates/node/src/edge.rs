@@ -1,4 +1,12 @@
-//! Edge gating: limits enforced by the node in memory on hot paths.
+//! The edge: what every request of the API passes before its route, in one layer
+//! per lane (`api::router`), so that a request pays for one middleware, not six.
+//!
+//! In this order: a failed node answers nothing but its failure; a body declared
+//! larger than its route takes is answered `413`; the governance and gated lanes
+//! count the request in `concurrent_api_requests` (the gated lane sheds it past the
+//! limit, [`admit_gated`]); the principal's share and the body's bounds
+//! (`fairness.rs`, `body.rs`); the route; then the answer is counted for the
+//! kernel's stability windows and, in a cluster that has lost NATS, marked stale.
 //!
 //! `concurrent_api_requests` counts requests being served. On one node the node's
 //! share is the whole limit, so the count is exact; in a cluster each node takes its
@@ -15,18 +23,123 @@ use axum::response::{IntoResponse, Response};
 use colony_kernel::{Gate, Limit, Priority, Reason};
 
 use crate::app::AppState;
+use crate::route::Lane;
 use crate::ApiError;
 
 pub use crate::route::REQUEST_BODY_BYTES_MAX;
 
 pub const CONCURRENT_API_REQUESTS: &str = "concurrent_api_requests";
 
-/// Admits the request if the concurrency limit allows it; warns past soft.
-pub async fn concurrency_gate(
+/// The layer of the open lane's routes.
+pub(crate) async fn open_lane(
     State(app): State<AppState>,
     request: Request,
     next: Next,
 ) -> Response {
+    edge(&app, Lane::Open, request, next).await
+}
+
+/// The layer of the governance lane's routes: counted in `concurrent_api_requests`
+/// usage like any request, never refused or shed by it.
+pub(crate) async fn governance_lane(
+    State(app): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    edge(&app, Lane::Governance, request, next).await
+}
+
+/// The layer of the gated lane's routes.
+pub(crate) async fn gated_lane(
+    State(app): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    edge(&app, Lane::Gated, request, next).await
+}
+
+/// One request through the edge, as the module says.
+async fn edge(app: &AppState, lane: Lane, request: Request, next: Next) -> Response {
+    if let Some(failed) = failed(app, &request) {
+        return mark_stale(app, failed);
+    }
+    let limit = body_limit(app, &request);
+    let response = match declared_over(&request, limit) {
+        Some(declared) => refuse_oversized(request, limit, declared).await,
+        None => match lane {
+            Lane::Open => next.run(bounded(request, limit)).await,
+            Lane::Governance => {
+                let _guard = InFlight::enter(&app.shared);
+                crate::fairness::governance(app, request, limit, next).await
+            }
+            Lane::Gated => admit_gated(app, request, limit, next).await,
+        },
+    };
+    count(app, &response);
+    mark_stale(app, response)
+}
+
+/// `request` with its body bounded to `limit` bytes, for a route that reads it
+/// itself (a request not read by the edge: no known principal, or the open lane).
+/// Past the bound the route answers `413`.
+pub(crate) fn bounded(request: Request, limit: usize) -> Request {
+    request.map(|body| axum::body::Body::new(http_body_util::Limited::new(body, limit)))
+}
+
+/// An answer given without a route (no such route, no such method), as the edge
+/// gives every answer: a failed node's failure instead, counted, marked stale.
+pub(crate) fn unrouted(app: &AppState, request: &Request, response: Response) -> Response {
+    if let Some(failed) = failed(app, request) {
+        return mark_stale(app, failed);
+    }
+    count(app, &response);
+    mark_stale(app, response)
+}
+
+/// A failed node answers nothing but its failure (`/healthz` says it too). An
+/// atomic load on every request; the reason is read only once failed.
+fn failed(app: &AppState, request: &Request) -> Option<Response> {
+    let reason = app
+        .shared
+        .fatal
+        .is_failed()
+        .then(|| app.shared.fatal.reason())
+        .flatten()?;
+    (request.uri().path() != "/healthz").then(|| ApiError::node_failed(&reason).into_response())
+}
+
+/// Counts every answer for the kernel's stability windows: 5xx answers are errors,
+/// authentication failures are anomalies.
+fn count(app: &AppState, response: &Response) {
+    let metrics = &app.shared.metrics;
+    metrics.health_requests.fetch_add(1, Ordering::Relaxed);
+    let status = response.status();
+    if status.is_server_error() {
+        metrics.health_errors.fetch_add(1, Ordering::Relaxed);
+    } else if status == axum::http::StatusCode::UNAUTHORIZED {
+        metrics.health_anomalies.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// In a cluster, while this node has lost NATS, every answer says that what it read
+/// may be behind the others (`X-Colony-Stale: true`); writes are refused meanwhile.
+fn mark_stale(app: &AppState, mut response: Response) -> Response {
+    if app
+        .shared
+        .cluster
+        .as_ref()
+        .is_some_and(|cluster| !cluster.connected())
+    {
+        response
+            .headers_mut()
+            .insert("x-colony-stale", HeaderValue::from_static("true"));
+    }
+    response
+}
+
+/// Admits a request of the gated lane if the concurrency limit allows it (warns
+/// past soft), then hands it to the principal's share (`fairness.rs`).
+async fn admit_gated(app: &AppState, request: Request, limit_bytes: usize, next: Next) -> Response {
     let shared = &app.shared;
     let (in_flight, _guard) = InFlight::enter(shared);
     let limit: Option<Limit> = shared
@@ -57,7 +170,7 @@ pub async fn concurrency_gate(
                 // Past soft, the room left below hard goes to the more urgent first;
                 // what a request may claim is bounded by who makes it.
                 let declared = request_priority(&request);
-                let allowed = priority_ceiling(&app, &request);
+                let allowed = priority_ceiling(app, &request);
                 let priority = declared.min(allowed);
                 if priority < declared {
                     shared
@@ -93,7 +206,7 @@ pub async fn concurrency_gate(
             }
         }
     }
-    let mut response = next.run(request).await;
+    let mut response = crate::fairness::gated(app, request, limit_bytes, next).await;
     if let Some(Reason::SoftLimit {
         limit, usage, soft, ..
     }) = warning
@@ -107,37 +220,27 @@ pub async fn concurrency_gate(
     response
 }
 
-/// The governance lane: counted in `concurrent_api_requests` usage like any request,
-/// never refused or shed by it.
-pub async fn governance_lane(
-    State(app): State<AppState>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let _guard = InFlight::enter(&app.shared);
-    next.run(request).await
-}
-
 /// Most bytes of an oversized body read (and dropped) before answering 413.
 pub const OVERSIZED_DRAIN_BYTES_MAX: u64 = 16 << 20;
 /// Longest time spent reading an oversized body before answering 413.
 const OVERSIZED_DRAIN_MS: u64 = 2_000;
+
+/// The length a request declares, when it is more than `limit` bytes.
+fn declared_over(request: &Request, limit: usize) -> Option<u64> {
+    request
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|declared| *declared > limit as u64)
+}
 
 /// Answers a body declared larger than its route accepts with 413, after reading
 /// what the client sends (up to `OVERSIZED_DRAIN_BYTES_MAX`): a client that sends its
 /// whole body before reading (Python's urllib, most SDKs) would otherwise see the
 /// connection reset instead of the answer. A client that waits for `100-continue`
 /// (curl) is answered at once, before it sends anything.
-pub async fn oversized_body(State(app): State<AppState>, request: Request, next: Next) -> Response {
-    let limit = body_limit(&app, &request) as u64;
-    let declared = request
-        .headers()
-        .get(axum::http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    let Some(declared) = declared.filter(|declared| *declared > limit) else {
-        return next.run(request).await;
-    };
+async fn refuse_oversized(request: Request, limit: usize, declared: u64) -> Response {
     let expects_continue = request
         .headers()
         .get(axum::http::header::EXPECT)
@@ -255,34 +358,6 @@ pub fn admission_ceiling(priority: Priority, soft: u64, hard: u64) -> u64 {
         Priority::High => hard.saturating_sub((room / 10).max(1)).max(soft),
         Priority::Critical => hard,
     }
-}
-
-/// Counts every answer for the kernel's stability windows: 5xx answers are errors,
-/// authentication failures are anomalies.
-pub async fn health_counter(State(app): State<AppState>, request: Request, next: Next) -> Response {
-    // A failed node answers nothing but its failure (`/healthz` says it too).
-    // An atomic load on every request; the reason is read only once failed.
-    if let Some(reason) = app
-        .shared
-        .fatal
-        .is_failed()
-        .then(|| app.shared.fatal.reason())
-        .flatten()
-    {
-        if request.uri().path() != "/healthz" {
-            return ApiError::node_failed(&reason).into_response();
-        }
-    }
-    let response = next.run(request).await;
-    let metrics = &app.shared.metrics;
-    metrics.health_requests.fetch_add(1, Ordering::Relaxed);
-    let status = response.status();
-    if status.is_server_error() {
-        metrics.health_errors.fetch_add(1, Ordering::Relaxed);
-    } else if status == axum::http::StatusCode::UNAUTHORIZED {
-        metrics.health_anomalies.fetch_add(1, Ordering::Relaxed);
-    }
-    response
 }
 
 #[cfg(test)]

@@ -10,11 +10,11 @@
 //!   ([`crate::body`]).
 //!
 //! Both run inside the concurrency gate, on the gated lane; the body deadline on
-//! the governance lane too. The request's principal is found once here and handed
+//! the governance lane too (both called by the edge, `edge.rs`). The request's principal is found once here and handed
 //! to the `Caller` extractor in the request's extensions; a request without a valid
 //! token is passed on as it came, to be answered `401` before its body is read.
 
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -82,10 +82,15 @@ impl Drop for Aside {
 }
 
 /// The gated lane: counts the request among its principal's, refuses it past the
-/// bound, then reads its body within the deadline.
-pub async fn gated(State(app): State<AppState>, mut request: Request, next: Next) -> Response {
-    let Some(caller) = identify(&app, &request) else {
-        return next.run(request).await;
+/// bound, then reads its body (at most `limit` bytes) within the deadline.
+pub(crate) async fn gated(
+    app: &AppState,
+    mut request: Request,
+    limit: usize,
+    next: Next,
+) -> Response {
+    let Some(caller) = identify(app, &request) else {
+        return next.run(crate::edge::bounded(request, limit)).await;
     };
     let mut _slot = None;
     if !caller.is_admin() {
@@ -94,28 +99,30 @@ pub async fn gated(State(app): State<AppState>, mut request: Request, next: Next
             .connections
             .config()
             .requests_in_flight_per_principal_max;
-        match Slot::take(&app, caller.id, max) {
+        match Slot::take(app, caller.id, max) {
             Some(slot) => _slot = Some(slot),
-            None => return too_many_requests(&app, &caller.address, max),
+            None => return too_many_requests(app, &caller.address, max),
         }
     }
     let principal = caller.id;
     request.extensions_mut().insert(caller);
-    crate::body::with_body(&app, principal, request, next).await
+    crate::body::with_body(app, principal, request, limit, next).await
 }
 
-/// The governance lane: reads the request's body within the deadline.
-pub async fn body_deadline(
-    State(app): State<AppState>,
+/// The governance lane: reads the request's body (at most `limit` bytes) within the
+/// deadline.
+pub(crate) async fn governance(
+    app: &AppState,
     mut request: Request,
+    limit: usize,
     next: Next,
 ) -> Response {
-    let Some(caller) = identify(&app, &request) else {
-        return next.run(request).await;
+    let Some(caller) = identify(app, &request) else {
+        return next.run(crate::edge::bounded(request, limit)).await;
     };
     let principal = caller.id;
     request.extensions_mut().insert(caller);
-    crate::body::with_body(&app, principal, request, next).await
+    crate::body::with_body(app, principal, request, limit, next).await
 }
 
 /// The principal whose bearer token the request carries, if the token is valid. A

@@ -31,7 +31,7 @@ mod tokens;
 mod workers;
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Request};
+use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::Router;
@@ -51,80 +51,53 @@ pub(crate) use reports::{build as build_report, markdown as report_markdown};
 pub const AMOUNT_MAX: u64 = (1 << 53) - 1;
 
 pub fn router(app: AppState) -> Router {
-    // Every route comes from the one table (`routes.rs`), by lane: the governance lane
-    // is counted but never shed by `concurrent_api_requests`; the gated lane is shed
-    // and each principal's requests in flight are bounded.
-    let open = routes::lane(&app, routes::Lane::Open);
-    let lane = routes::lane(&app, routes::Lane::Governance)
-        .layer(axum::middleware::from_fn_with_state(
-            app.clone(),
-            crate::fairness::body_deadline,
-        ))
-        .layer(axum::middleware::from_fn_with_state(
-            app.clone(),
-            crate::edge::governance_lane,
-        ));
-    let gated = routes::lane(&app, routes::Lane::Gated)
-        .layer(axum::middleware::from_fn_with_state(
-            app.clone(),
-            crate::fairness::gated,
-        ))
-        .layer(axum::middleware::from_fn_with_state(
-            app.clone(),
-            crate::edge::concurrency_gate,
-        ));
+    // Every route comes from the one table (`routes.rs`), by lane, and each lane's
+    // routes have one layer, the edge (`edge.rs`): the governance lane is counted but
+    // never shed by `concurrent_api_requests`; the gated lane is shed and each
+    // principal's requests in flight are bounded.
+    let open = routes::lane(&app, routes::Lane::Open).layer(axum::middleware::from_fn_with_state(
+        app.clone(),
+        crate::edge::open_lane,
+    ));
+    let lane = routes::lane(&app, routes::Lane::Governance).layer(
+        axum::middleware::from_fn_with_state(app.clone(), crate::edge::governance_lane),
+    );
+    let gated = routes::lane(&app, routes::Lane::Gated).layer(
+        axum::middleware::from_fn_with_state(app.clone(), crate::edge::gated_lane),
+    );
     Router::new()
         .merge(open)
         .merge(lane)
         .merge(gated)
-        .fallback(|| async {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                "no such route; see docs/api.md",
-            )
-        })
-        .method_not_allowed_fallback(|| async {
-            ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                "this route does not take that method",
-            )
-        })
-        .layer(DefaultBodyLimit::max(REQUEST_BODY_BYTES_MAX))
-        .layer(axum::middleware::from_fn_with_state(
-            app.clone(),
-            crate::edge::oversized_body,
-        ))
-        .layer(axum::middleware::from_fn_with_state(
-            app.clone(),
-            crate::edge::health_counter,
-        ))
-        .layer(axum::middleware::map_response_with_state(
-            app.clone(),
-            mark_stale,
-        ))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(app)
 }
 
-/// In a cluster, while this node has lost NATS, every answer says that what it read
-/// may be behind the others (`X-Colony-Stale: true`); writes are refused meanwhile.
-async fn mark_stale(
+async fn not_found(
     axum::extract::State(app): axum::extract::State<AppState>,
-    mut response: axum::response::Response,
+    request: Request,
 ) -> axum::response::Response {
-    if app
-        .shared
-        .cluster
-        .as_ref()
-        .is_some_and(|cluster| !cluster.connected())
-    {
-        response.headers_mut().insert(
-            "x-colony-stale",
-            axum::http::HeaderValue::from_static("true"),
-        );
-    }
-    response
+    use axum::response::IntoResponse;
+    let answer = ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such route; see docs/api.md",
+    );
+    crate::edge::unrouted(&app, &request, answer.into_response())
+}
+
+async fn method_not_allowed(
+    axum::extract::State(app): axum::extract::State<AppState>,
+    request: Request,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let answer = ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not take that method",
+    );
+    crate::edge::unrouted(&app, &request, answer.into_response())
 }
 
 /// `200 {"status":"ok"}` while serving; `503 {"status":"failed","reason"}` once the

@@ -222,6 +222,36 @@ async fn a_client_that_sends_a_whole_oversized_body_gets_the_413() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunked_body_the_edge_did_not_read_is_bounded_by_its_route() {
+    // `/v1/messages` takes its key in `x-api-key`, so the edge does not know the
+    // caller and leaves the body to the route; no length is declared, so only the
+    // bound on the body itself (the gateway's 4 MiB) can refuse it.
+    let node = start(&[], |_| {}).await;
+    let address = node.node.local_addr();
+    let mut tcp = tokio::net::TcpStream::connect(address).await.unwrap();
+    let head = format!(
+        "POST /v1/messages HTTP/1.1\r\nhost: {address}\r\nx-api-key: {}\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n",
+        node.admin,
+    );
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    let chunk = format!("10000\r\n{}\r\n", "x".repeat(0x10000));
+    // 5 MiB, or until the node stops reading.
+    for _ in 0..80 {
+        if tcp.write_all(chunk.as_bytes()).await.is_err() {
+            break;
+        }
+    }
+    let _ = tcp.write_all(b"0\r\n\r\n").await;
+    let mut answer = vec![0u8; 4096];
+    let read = tokio::time::timeout(PATIENCE, tcp.read(&mut answer))
+        .await
+        .expect("answered")
+        .expect("an answer before the connection closes");
+    let answer = String::from_utf8_lossy(&answer[..read]);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn half_open_connections_cannot_keep_the_admin_out() {
     let node = start(&[], |config| {
         config.listen_limits = Some(colony_node::listener::ListenConfig {
