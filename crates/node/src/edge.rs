@@ -142,21 +142,27 @@ fn mark_stale(app: &AppState, mut response: Response) -> Response {
 async fn admit_gated(app: &AppState, request: Request, limit_bytes: usize, next: Next) -> Response {
     let shared = &app.shared;
     let (in_flight, _guard) = InFlight::enter(shared);
-    let limit: Option<Limit> = shared
-        .state
-        .read()
-        .expect("state lock")
-        .limit_named(colony_kernel::LimitName::ConcurrentApiRequests)
-        .cloned();
+    let nodes = shared.cluster.as_ref().map(|cluster| cluster.live_nodes());
+    // This node's share of soft and hard (the whole of them on one node).
+    let share = |value: u64| nodes.map_or(value, |nodes| (value / nodes).max(1));
+    let limit: Option<Limit> = {
+        let state = shared.state.read().expect("state lock");
+        state
+            .limit_named(colony_kernel::LimitName::ConcurrentApiRequests)
+            // Under soft and hard, as nearly every request is, nothing more is
+            // needed; the limit is copied (its names, for the reason) only past one.
+            .filter(|limit| {
+                let after = limit.reserved.saturating_add(in_flight);
+                let within = |bound: Option<u64>| bound.is_none_or(|bound| after <= share(bound));
+                !(within(limit.spec.soft) && within(limit.spec.hard))
+            })
+            .cloned()
+    };
     let mut warning = None;
     if let Some(mut limit) = limit {
         limit.usage = in_flight - 1;
-        if let Some(cluster) = &shared.cluster {
-            let nodes = cluster.live_nodes();
-            let share = |value: u64| (value / nodes).max(1);
-            limit.spec.soft = limit.spec.soft.map(share);
-            limit.spec.hard = limit.spec.hard.map(share);
-        }
+        limit.spec.soft = limit.spec.soft.map(share);
+        limit.spec.hard = limit.spec.hard.map(share);
         match limit.gate(1) {
             Gate::Allow => {}
             Gate::Deny(reason) => {
