@@ -381,11 +381,17 @@ fn main() {
                 "{label:<34} {rate:>7.0} durable commands/s (p50 {p50:.2} ms, p99 {p99:.2} ms), {claimed:>6.0} claims/s"
             );
             let commands = rate * seconds as f64;
+            let nats_ns = if on_nats { cpu.nats_ns } else { 0 };
+            // How much of the machine the run used: near all of it, the setup is
+            // bound by its CPU; well below, by waiting (an fsync, a round trip).
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+            let busy = (cpu.own_ns + nats_ns) as f64 / (seconds as f64 * 1e9 * cores);
             println!(
-                "{:<34} CPU per durable command: {:.0} us in the benchmark's process (nodes and clients), {:.0} us in the nats-servers",
+                "{:<34} CPU per durable command: {:.0} us in the benchmark's process (nodes and clients), {:.0} us in the nats-servers; the cores {:.0}% busy",
                 "",
                 cpu.own_ns as f64 / commands / 1e3,
-                if on_nats { cpu.nats_ns as f64 / commands / 1e3 } else { 0.0 },
+                nats_ns as f64 / commands / 1e3,
+                busy * 100.0,
             );
             let by_thread: Vec<String> = threads
                 .iter()
