@@ -10,9 +10,10 @@
 //!   ([`crate::body`]).
 //!
 //! Both run inside the concurrency gate, on the gated lane; the body deadline on
-//! the governance lane too (both called by the edge, `edge.rs`). The request's principal is found once here and handed
-//! to the `Caller` extractor in the request's extensions; a request without a valid
-//! token is passed on as it came, to be answered `401` before its body is read.
+//! the governance lane too (both called by the edge, `edge.rs`). The request's
+//! principal is found once here and handed to the `Caller` extractor in the
+//! request's extensions; a request without a valid token is passed on with its body
+//! bounded at its route's size, to be answered `401` before its body is read.
 
 use axum::extract::Request;
 use axum::http::StatusCode;
