@@ -5,7 +5,8 @@
 //! migration note in docs/configuration.md) and the file is blessed again with
 //! `COLONY_BLESS=1 cargo test -p colony-log --test golden_commands`. A new variant
 //! (appended last, which leaves every older encoding as it was) is blessed without a
-//! bump.
+//! bump. The state those commands reach (`state.hex`) and the decision records they
+//! leave (`records.jsonl`) are pinned below the same way.
 
 use colony_kernel::alerts::{AlertReport, AlertScope, Threshold};
 use colony_kernel::artifacts::NewArtifact;
@@ -451,4 +452,76 @@ fn a_snapshot_in_the_pinned_format_reads_back_byte_for_byte() {
         Some(format),
         "{GOLDEN_STATE} was blessed at another DATA_FORMAT: bless it again with COLONY_BLESS=1"
     );
+}
+
+const GOLDEN_RECORDS: &str = "tests/golden/records.jsonl";
+
+/// The decision log's bytes, pinned: the chained records (`audit/`, one JSON object
+/// each) of the commands above applied in order, one per line in
+/// `tests/golden/records.jsonl`. Old records verify whatever the encoder does now
+/// (the chain is over the stored bytes), but every node of a cluster must chain the
+/// same bytes for the same command, and `colony audit verify` and the signed heads
+/// compare them: a change of a record's bytes (a renamed field, another order,
+/// another number format) fails here first, with the first record that differs. A
+/// change of what the kernel decides shows here too; when it is meant, bless with
+/// `COLONY_BLESS=1 cargo test -p colony-log --test golden_commands`.
+#[test]
+fn the_decision_records_of_the_pinned_commands_keep_their_bytes() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(GOLDEN_RECORDS);
+    let mut state = State::new();
+    let mut head = colony_log::audit::ChainHead::default();
+    let mut records = Vec::new();
+    for (index, body) in bodies().into_iter().enumerate() {
+        let actor = if index == 0 {
+            PrincipalId::SYSTEM
+        } else {
+            PrincipalId(1)
+        };
+        let command = Command::new(
+            index as u64 + 1,
+            1_700_000_000_000 + index as u64 * 1_000,
+            actor,
+            "pinned",
+            body,
+        );
+        let applied = state.apply(&command);
+        colony_log::audit::encode_events(
+            &command,
+            &applied.events,
+            0,
+            &state,
+            &mut head,
+            &mut records,
+        );
+    }
+    let now: Vec<String> = records
+        .iter()
+        .map(|record| String::from_utf8(record.clone()).expect("records are UTF-8 JSON"))
+        .collect();
+    assert!(now.len() > bodies().len(), "every command left a record");
+    let format = colony_log::DATA_FORMAT;
+    if std::env::var_os("COLONY_BLESS").is_some() {
+        let mut out = format!("colony-data-format {format}\n");
+        for line in &now {
+            out.push_str(line);
+            out.push('\n');
+        }
+        std::fs::write(&path, out).unwrap();
+        return;
+    }
+    let (_, text) = golden(&path);
+    let pinned: Vec<&str> = text.lines().collect();
+    if let Some(at) = (0..now.len().max(pinned.len()))
+        .find(|&at| pinned.get(at).copied() != now.get(at).map(String::as_str))
+    {
+        panic!(
+            "decision record {} differs from its pinned bytes ({GOLDEN_RECORDS}):\n pinned: {}\n now:    {}\n\
+             if the change is meant (the kernel decides otherwise, or the record's format \
+             changed, and every node of a cluster moves together), bless with COLONY_BLESS=1 \
+             cargo test -p colony-log --test golden_commands",
+            at + 1,
+            pinned.get(at).unwrap_or(&"(none)"),
+            now.get(at).map_or("(none)", String::as_str),
+        );
+    }
 }
