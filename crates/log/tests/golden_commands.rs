@@ -390,6 +390,29 @@ fn every_command_variant_encodes_to_its_pinned_bytes() {
     );
 }
 
+/// The commands above as a node applies them, in order, a second apart: genesis the
+/// system's, the rest the first admin's.
+fn applied_in_order() -> Vec<Command> {
+    bodies()
+        .into_iter()
+        .enumerate()
+        .map(|(index, body)| {
+            let actor = if index == 0 {
+                PrincipalId::SYSTEM
+            } else {
+                PrincipalId(1)
+            };
+            Command::new(
+                index as u64 + 1,
+                1_700_000_000_000 + index as u64 * 1_000,
+                actor,
+                "pinned",
+                body,
+            )
+        })
+        .collect()
+}
+
 const GOLDEN_STATE: &str = "tests/golden/state.hex";
 
 /// The state a node snapshots (`snapshots/`, postcard), pinned the same way: the
@@ -406,20 +429,7 @@ fn a_snapshot_in_the_pinned_format_reads_back_byte_for_byte() {
     let format = colony_log::DATA_FORMAT;
     if std::env::var_os("COLONY_BLESS").is_some() {
         let mut state = State::new();
-        for (index, body) in bodies().into_iter().enumerate() {
-            // Genesis is the system's; the rest the first admin's.
-            let actor = if index == 0 {
-                PrincipalId::SYSTEM
-            } else {
-                PrincipalId(1)
-            };
-            let command = Command::new(
-                index as u64 + 1,
-                1_700_000_000_000 + index as u64 * 1_000,
-                actor,
-                "pinned",
-                body,
-            );
+        for command in applied_in_order() {
             state.apply(&command);
         }
         let bytes = postcard::to_stdvec(&state).unwrap();
@@ -471,19 +481,7 @@ fn the_decision_records_of_the_pinned_commands_keep_their_bytes() {
     let mut state = State::new();
     let mut head = colony_log::audit::ChainHead::default();
     let mut records = Vec::new();
-    for (index, body) in bodies().into_iter().enumerate() {
-        let actor = if index == 0 {
-            PrincipalId::SYSTEM
-        } else {
-            PrincipalId(1)
-        };
-        let command = Command::new(
-            index as u64 + 1,
-            1_700_000_000_000 + index as u64 * 1_000,
-            actor,
-            "pinned",
-            body,
-        );
+    for command in applied_in_order() {
         let applied = state.apply(&command);
         colony_log::audit::encode_events(
             &command,
