@@ -70,7 +70,7 @@ async fn edge(app: &AppState, lane: Lane, request: Request, next: Next) -> Respo
             Lane::Open => next.run(bounded(request, limit)).await,
             Lane::Governance => {
                 let _guard = InFlight::enter(&app.shared);
-                crate::fairness::governance(app, request, limit, next).await
+                crate::fairness::admit(app, Lane::Governance, request, limit, next).await
             }
             Lane::Gated => admit_gated(app, request, limit, next).await,
         },
@@ -88,10 +88,11 @@ pub(crate) fn bounded(request: Request, limit: usize) -> Request {
 
 /// An answer given without a route (no such route, no such method), as the edge
 /// gives every answer: a failed node's failure instead, counted, marked stale.
-pub(crate) fn unrouted(app: &AppState, request: &Request, response: Response) -> Response {
+pub(crate) fn unrouted(app: &AppState, request: &Request, answer: ApiError) -> Response {
     if let Some(failed) = failed(app, request) {
         return mark_stale(app, failed);
     }
+    let response = answer.into_response();
     count(app, &response);
     mark_stale(app, response)
 }
@@ -212,7 +213,7 @@ async fn admit_gated(app: &AppState, request: Request, limit_bytes: usize, next:
             }
         }
     }
-    let mut response = crate::fairness::gated(app, request, limit_bytes, next).await;
+    let mut response = crate::fairness::admit(app, Lane::Gated, request, limit_bytes, next).await;
     if let Some(Reason::SoftLimit {
         limit, usage, soft, ..
     }) = warning

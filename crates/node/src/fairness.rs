@@ -9,8 +9,8 @@
 //! - its body is read before its route within a deadline and a memory budget
 //!   ([`crate::body`]).
 //!
-//! Both run inside the concurrency gate, on the gated lane; the body deadline on
-//! the governance lane too (both called by the edge, `edge.rs`). The request's
+//! [`admit`] does both, called by the edge (`edge.rs`): on the gated lane inside the
+//! concurrency gate; on the governance lane it only reads the body. The request's
 //! principal is found once here and handed to the `Caller` extractor in the
 //! request's extensions; a request without a valid token is passed on with its body
 //! bounded at its route's size, to be answered `401` before its body is read.
@@ -23,6 +23,7 @@ use colony_kernel::PrincipalId;
 
 use crate::app::AppState;
 use crate::auth::{authenticate, bearer_token};
+use crate::route::Lane;
 use crate::ApiError;
 
 /// One request's place among its principal's, until dropped.
@@ -82,10 +83,12 @@ impl Drop for Aside {
     }
 }
 
-/// The gated lane: counts the request among its principal's, refuses it past the
-/// bound, then reads its body (at most `limit` bytes) within the deadline.
-pub(crate) async fn gated(
+/// Reads the request's body (at most `limit` bytes) within the deadline; on the
+/// gated lane first counts the request among its principal's and refuses it past the
+/// bound (the governance lane is not counted).
+pub(crate) async fn admit(
     app: &AppState,
+    lane: Lane,
     mut request: Request,
     limit: usize,
     next: Next,
@@ -94,7 +97,7 @@ pub(crate) async fn gated(
         return next.run(crate::edge::bounded(request, limit)).await;
     };
     let mut _slot = None;
-    if !caller.is_admin() {
+    if lane == Lane::Gated && !caller.is_admin() {
         let max = app
             .shared
             .connections
@@ -105,22 +108,6 @@ pub(crate) async fn gated(
             None => return too_many_requests(app, &caller.address, max),
         }
     }
-    let principal = caller.id;
-    request.extensions_mut().insert(caller);
-    crate::body::with_body(app, principal, request, limit, next).await
-}
-
-/// The governance lane: reads the request's body (at most `limit` bytes) within the
-/// deadline.
-pub(crate) async fn governance(
-    app: &AppState,
-    mut request: Request,
-    limit: usize,
-    next: Next,
-) -> Response {
-    let Some(caller) = identify(app, &request) else {
-        return next.run(crate::edge::bounded(request, limit)).await;
-    };
     let principal = caller.id;
     request.extensions_mut().insert(caller);
     crate::body::with_body(app, principal, request, limit, next).await

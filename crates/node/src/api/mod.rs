@@ -78,26 +78,24 @@ async fn not_found(
     axum::extract::State(app): axum::extract::State<AppState>,
     request: Request,
 ) -> axum::response::Response {
-    use axum::response::IntoResponse;
     let answer = ApiError::new(
         StatusCode::NOT_FOUND,
         "not_found",
         "no such route; see docs/api.md",
     );
-    crate::edge::unrouted(&app, &request, answer.into_response())
+    crate::edge::unrouted(&app, &request, answer)
 }
 
 async fn method_not_allowed(
     axum::extract::State(app): axum::extract::State<AppState>,
     request: Request,
 ) -> axum::response::Response {
-    use axum::response::IntoResponse;
     let answer = ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",
         "this route does not take that method",
     );
-    crate::edge::unrouted(&app, &request, answer.into_response())
+    crate::edge::unrouted(&app, &request, answer)
 }
 
 /// `200 {"status":"ok"}` while serving; `503 {"status":"failed","reason"}` once the
