@@ -1,4 +1,5 @@
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use colony_kernel::{Genesis, PrincipalId, Reason, Resource};
 
@@ -136,4 +137,39 @@ fn the_counters_are_added_once_a_batch() {
     assert_eq!(metrics.delivered.load(Ordering::Relaxed), 12);
     assert_eq!(metrics.dropped.load(Ordering::Relaxed), 3);
     assert_eq!(metrics.rejected.load(Ordering::Relaxed), 0);
+}
+
+/// A refresh reads the kernel's state a chunk of meters at a time: every meter is
+/// refreshed, whichever chunk it falls in, and the allowances follow the balances.
+#[test]
+fn a_refresh_in_chunks_reaches_every_meter() {
+    let state = kernel(Genesis::for_tests([1; 32]));
+    let meters = Meters::new(Arc::clone(&state));
+    let admin = meters.meter(PrincipalId::ADMIN);
+    let others: Vec<Arc<Meter>> = (0..3 * crate::meter::REFRESH_CHUNK as u64)
+        .map(|n| meters.meter(PrincipalId(100_000 + n)))
+        .collect();
+    assert_eq!(admin.io_ops.lock().unwrap().left, QUOTA);
+    // Allowances a refresh must put right, in every chunk.
+    for meter in &others {
+        meter.io_ops.lock().unwrap().left = 0;
+    }
+    // The whole quota charged by the kernel: the next refresh leaves nothing.
+    crate::test_kernel::logged(
+        &state,
+        colony_kernel::CommandBody::ChargeEdge {
+            usage: vec![colony_kernel::streams::EdgeUsage {
+                principal: PrincipalId::ADMIN,
+                io_ops: QUOTA,
+                data_bytes: 0,
+            }],
+        },
+    );
+    meters.refresh(colony_pipeline::sequencer::now_ms());
+    assert_eq!(admin.io_ops.lock().unwrap().left, 0);
+    // Principals the kernel does not know have no quota to hold them: each was
+    // refreshed.
+    assert!(others
+        .iter()
+        .all(|meter| meter.io_ops.lock().unwrap().left == u64::MAX));
 }

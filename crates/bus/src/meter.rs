@@ -15,6 +15,9 @@ use std::sync::{Arc, Mutex, RwLock};
 use colony_kernel::streams::EdgeUsage;
 use colony_kernel::{Gate, LimitName, PrincipalId, Reason, Resource, State};
 
+/// Meters refreshed under one read of the kernel's state, at most.
+pub(crate) const REFRESH_CHUNK: usize = 256;
+
 #[derive(Debug, Default)]
 pub(crate) struct Allowance {
     /// What may still be spent before the next refresh (`u64::MAX`: unlimited).
@@ -278,15 +281,30 @@ impl Meters {
     /// Recomputes every allowance from the kernel's balances (after a charge, and
     /// when windows turn). In a cluster only the quarantines: the allowances are the
     /// lease's.
+    ///
+    /// The meters are refreshed [`REFRESH_CHUNK`] at a time, each chunk under one
+    /// read of the kernel's state: a node with tens of thousands of publishers never
+    /// holds the state (and so the sequencer's next write, and every reader queued
+    /// behind it) for the whole sweep.
     pub fn refresh(&self, now_ms: u64) {
-        let state = self.state.read().expect("state lock");
         let alone = self.leasing.is_none();
-        for (principal, meter) in self.by_principal.lock().expect("meters lock").iter() {
-            refresh_one(&state, *principal, meter, now_ms, alone);
+        let meters: Vec<(PrincipalId, Arc<Meter>)> = self
+            .by_principal
+            .lock()
+            .expect("meters lock")
+            .iter()
+            .map(|(principal, meter)| (*principal, Arc::clone(meter)))
+            .collect();
+        for chunk in meters.chunks(REFRESH_CHUNK) {
+            let state = self.state.read().expect("state lock");
+            for (principal, meter) in chunk {
+                refresh_one(&state, *principal, meter, now_ms, alone);
+            }
         }
         if !alone {
             return;
         }
+        let state = self.state.read().expect("state lock");
         let mut data = self.data.lock().expect("data meter lock");
         data.left = match state.limit_named_at(LimitName::DataCreationBytes, now_ms) {
             Some(limit) => match limit.spec.hard {
@@ -331,10 +349,8 @@ pub(crate) fn refresh_one(
         Some(_) => {}
     }
     io_ops.refill_at_ms = state
-        .balances_at(principal, now_ms)
-        .iter()
-        .find(|(resource, _)| *resource == Resource::IoOps)
-        .map(|(_, balance)| {
+        .balance_at(principal, Resource::IoOps, now_ms)
+        .map(|balance| {
             let window = state.quota_window_ms(Resource::IoOps);
             balance.window_start_ms + window
         });

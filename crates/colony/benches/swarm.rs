@@ -450,18 +450,47 @@ async fn run(agents: usize, seconds: u64, mode: Mode, processes: usize) -> bool 
         calls.len(),
         figures.completed.load(Ordering::Relaxed),
     );
+    let metrics = http
+        .get(format!("{url}/metrics"))
+        .bearer_auth(admin_token(&data))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap_or_default();
+    let metric = |name: &str| -> Option<f64> {
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+    };
+    // Where a command's time may go besides its own work: the log's group commits.
+    if let (Some(batches), Some(synced), Some(sync_total), Some(sync_max)) = (
+        metric("colony_log_batches_total"),
+        metric("colony_commands_total"),
+        metric("colony_log_sync_microseconds_total"),
+        metric("colony_log_sync_microseconds_max"),
+    ) {
+        // The syncs over 8 ms, from the histogram's cumulative buckets.
+        let slow = |bound: &str| {
+            let at = |le: &str| metric(&format!("colony_log_sync_seconds_bucket{{le=\"{le}\"}}"));
+            Some(at("+Inf")? - at(bound)?)
+        };
+        let over = [("0.008", "8"), ("0.032", "32"), ("0.128", "128")]
+            .iter()
+            .filter_map(|(bound, ms)| Some(format!("{:.0} over {ms} ms", slow(bound)?)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        println!(
+            "       the node's log since its start: {batches:.0} group commits of {:.1} commands, each sync {:.2} ms on average, the longest {:.2} ms ({over})",
+            synced / batches.max(1.0),
+            sync_total / batches.max(1.0) / 1e3,
+            sync_max / 1e3
+        );
+    }
     let first_error = figures.first_error.lock().unwrap().clone();
     if let Some(first) = first_error {
         println!("       first error: {first}");
-        let metrics = http
-            .get(format!("{url}/metrics"))
-            .bearer_auth(admin_token(&data))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap_or_default();
         let evicted = metrics
             .lines()
             .find_map(|line| line.strip_prefix("colony_http_connections_evicted_total "))

@@ -10,7 +10,7 @@ use std::time::Duration;
 use colony_alerts::{crossings, AlertsConfig, Cooldown, Delivery, Figure, Rules};
 use colony_api::alerts::AlertDelivery;
 use colony_kernel::alerts::{Alert, AlertReport, AlertScope};
-use colony_kernel::{CommandBody, Effect, PrincipalId, PrincipalKind};
+use colony_kernel::{CommandBody, Effect, PrincipalId, PrincipalKind, Resource};
 
 use crate::app::{AppState, Shared};
 use crate::sequencer::now_ms;
@@ -18,11 +18,20 @@ use crate::sequencer::now_ms;
 /// Crossings submitted per check at most (the rest wait for the next check).
 pub const CROSSINGS_PER_CHECK_MAX: usize = 256;
 
+/// Principals (or figures) looked at under one read of the kernel's state, at most:
+/// a node with tens of thousands of principals never holds the state (and so the
+/// sequencer's next write, and every reader queued behind it) for a whole check.
+const PER_READ: usize = 256;
+
 /// The figures to watch now: every limit, and the watched quotas of every principal
-/// with standing.
-fn figures(app: &AppState, config: &AlertsConfig) -> Vec<(Figure, Rules)> {
+/// with standing (under `quota_rules`).
+fn figures<'a>(
+    app: &AppState,
+    config: &'a AlertsConfig,
+    quota_rules: Option<&'a Rules>,
+) -> Vec<(Figure, &'a Rules)> {
     let limits = crate::api::current_limits(app);
-    let mut out: Vec<(Figure, Rules)> = limits
+    let mut out: Vec<(Figure, &Rules)> = limits
         .iter()
         .map(|limit| {
             let name = limit.spec.name.as_str();
@@ -34,33 +43,43 @@ fn figures(app: &AppState, config: &AlertsConfig) -> Vec<(Figure, Rules)> {
                 soft: limit.spec.soft,
                 hard: limit.spec.hard,
             };
-            (figure, config.rules_of(name).clone())
+            (figure, config.rules_of(name))
         })
         .collect();
-    if let Some(quotas) = &config.quotas {
-        let rules = Rules {
-            percents: quotas.percents.clone(),
-            soft: false,
-        };
-        let now = now_ms();
+    let (Some(quotas), Some(rules)) = (&config.quotas, quota_rules) else {
+        return out;
+    };
+    let now = now_ms();
+    let watched: Vec<PrincipalId> = app
+        .shared
+        .state
+        .read()
+        .expect("state lock")
+        .principals()
+        .filter(|p| p.standing && !matches!(p.kind, PrincipalKind::System | PrincipalKind::Node))
+        .map(|p| p.id)
+        .collect();
+    let resources: Vec<Resource> = Resource::ALL
+        .into_iter()
+        .filter(|resource| quotas.resources.contains(resource))
+        .collect();
+    for chunk in watched.chunks(PER_READ) {
         let state = app.shared.state.read().expect("state lock");
-        for principal in state.principals().filter(|p| {
-            p.standing && !matches!(p.kind, PrincipalKind::System | PrincipalKind::Node)
-        }) {
-            for (resource, balance) in state.balances_at(principal.id, now) {
-                if !quotas.resources.contains(&resource) {
+        for principal in chunk {
+            for resource in &resources {
+                let Some(balance) = state.balance_at(*principal, *resource, now) else {
                     continue;
-                }
+                };
                 let figure = Figure {
                     scope: AlertScope::Quota {
-                        principal: principal.id,
-                        resource,
+                        principal: *principal,
+                        resource: *resource,
                     },
                     usage: balance.used.saturating_add(balance.reserved),
                     soft: None,
                     hard: balance.quota,
                 };
-                out.push((figure, rules.clone()));
+                out.push((figure, rules));
             }
         }
     }
@@ -70,21 +89,27 @@ fn figures(app: &AppState, config: &AlertsConfig) -> Vec<(Figure, Rules)> {
 /// The crossings of every watched figure now, less the raises the cooldown holds
 /// back (before the per-check bound, so held-back raises never crowd others out).
 fn check(app: &AppState, config: &AlertsConfig, cooldown: &mut Cooldown) -> Vec<AlertReport> {
-    let figures = figures(app, config);
+    let quota_rules = config.quotas.as_ref().map(|quotas| Rules {
+        percents: quotas.percents.clone(),
+        soft: false,
+    });
+    let figures = figures(app, config, quota_rules.as_ref());
     let now = now_ms();
-    let state = app.shared.state.read().expect("state lock");
     let mut reports = Vec::new();
-    for (figure, rules) in &figures {
-        reports.extend(
-            crossings(figure, rules, config.hysteresis_pct, |t| {
-                state.alert_raised(&figure.scope, t)
-            })
-            .into_iter()
-            .filter(|report| cooldown.admit(report, now, config.cooldown_ms)),
-        );
-        if reports.len() >= CROSSINGS_PER_CHECK_MAX {
-            reports.truncate(CROSSINGS_PER_CHECK_MAX);
-            break;
+    for chunk in figures.chunks(PER_READ) {
+        let state = app.shared.state.read().expect("state lock");
+        for (figure, rules) in chunk {
+            reports.extend(
+                crossings(figure, rules, config.hysteresis_pct, |t| {
+                    state.alert_raised(&figure.scope, t)
+                })
+                .into_iter()
+                .filter(|report| cooldown.admit(report, now, config.cooldown_ms)),
+            );
+            if reports.len() >= CROSSINGS_PER_CHECK_MAX {
+                reports.truncate(CROSSINGS_PER_CHECK_MAX);
+                return reports;
+            }
         }
     }
     reports

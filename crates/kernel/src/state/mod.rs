@@ -287,17 +287,25 @@ impl State {
 
     /// A principal's balances as they stand at `now_ms` (flow windows rolled).
     pub fn balances_at(&self, principal: PrincipalId, now_ms: u64) -> Vec<(Resource, Balance)> {
-        let quotas = &self.quotas;
         Resource::ALL
             .into_iter()
-            .filter_map(|resource| {
-                let mut balance = self.book.balance(principal, resource)?.clone();
-                if resource.kind() == ResourceKind::Flow {
-                    balance.roll_window(now_ms.max(self.now_ms), quotas.window_ms(resource));
-                }
-                Some((resource, balance))
-            })
+            .filter_map(|resource| Some((resource, self.balance_at(principal, resource, now_ms)?)))
             .collect()
+    }
+
+    /// A principal's balance of one resource as it stands at `now_ms` (its flow
+    /// window rolled), when it has one.
+    pub fn balance_at(
+        &self,
+        principal: PrincipalId,
+        resource: Resource,
+        now_ms: u64,
+    ) -> Option<Balance> {
+        let mut balance = self.book.balance(principal, resource)?.clone();
+        if resource.kind() == ResourceKind::Flow {
+            balance.roll_window(now_ms.max(self.now_ms), self.quotas.window_ms(resource));
+        }
+        Some(balance)
     }
 
     pub fn reservation(&self, id: ReservationId) -> Option<&Reservation> {

@@ -36,10 +36,22 @@ struct Family {
     samples: Vec<(Labels, u64)>,
 }
 
-/// The families of one scrape, in the order they are written.
+/// A histogram without labels: the sum of what it observed, and how many
+/// observations fell at or under each upper bound (above the one before); the last
+/// bound is `f64::MAX` (`+Inf`).
+#[derive(Debug)]
+struct HistogramFamily {
+    name: &'static str,
+    help: &'static str,
+    sum: f64,
+    buckets: Vec<(f64, u64)>,
+}
+
+/// The families of one scrape, in the order they are written (histograms last).
 #[derive(Debug, Default)]
 pub(crate) struct Scrape {
     families: Vec<Family>,
+    histograms: Vec<HistogramFamily>,
 }
 
 impl Scrape {
@@ -84,6 +96,36 @@ impl Scrape {
         self.one(name, Kind::Counter, help, counter.load(Ordering::Relaxed));
     }
 
+    /// A histogram of `counts` (one per bound of `bounds`, each of the observations
+    /// above the bound before, and one more for those above the last) and the sum
+    /// of the observations.
+    pub(crate) fn histogram(
+        &mut self,
+        name: &'static str,
+        help: &'static str,
+        bounds: &[f64],
+        counts: &[u64],
+        sum: f64,
+    ) {
+        debug_assert_eq!(
+            counts.len(),
+            bounds.len() + 1,
+            "one count per bound, and +Inf"
+        );
+        let buckets = bounds
+            .iter()
+            .copied()
+            .chain(std::iter::once(f64::MAX))
+            .zip(counts.iter().copied())
+            .collect();
+        self.histograms.push(HistogramFamily {
+            name,
+            help,
+            sum,
+            buckets,
+        });
+    }
+
     /// The OpenMetrics text of the scrape.
     pub(crate) fn encode(self) -> String {
         let mut registry = Registry::default();
@@ -116,6 +158,21 @@ impl Collector for Scrape {
                 }
                 write(family.kind, *value, metric.encode_family(labels)?)?;
             }
+        }
+        for histogram in &self.histograms {
+            let mut metric = encoder.encode_descriptor(
+                histogram.name,
+                histogram.help,
+                None,
+                MetricType::Histogram,
+            )?;
+            let count = histogram.buckets.iter().map(|(_, count)| count).sum();
+            metric.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+                histogram.sum,
+                count,
+                &histogram.buckets,
+                None,
+            )?;
         }
         Ok(())
     }
@@ -185,5 +242,28 @@ mod tests {
             "{text}"
         );
         assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[test]
+    fn a_histogram_is_written_with_cumulative_buckets() {
+        let mut scrape = Scrape::default();
+        scrape.histogram(
+            "colony_log_sync_seconds",
+            "Syncs.",
+            &[0.001, 0.01],
+            &[3, 0, 2],
+            1.5,
+        );
+        let text = scrape.encode();
+        for line in [
+            "# TYPE colony_log_sync_seconds histogram\n",
+            "\ncolony_log_sync_seconds_sum 1.5\n",
+            "\ncolony_log_sync_seconds_count 5\n",
+            "\ncolony_log_sync_seconds_bucket{le=\"0.001\"} 3\n",
+            "\ncolony_log_sync_seconds_bucket{le=\"0.01\"} 3\n",
+            "\ncolony_log_sync_seconds_bucket{le=\"+Inf\"} 5\n",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
     }
 }

@@ -284,6 +284,18 @@ fn pipeline_families(scrape: &mut Scrape, metrics: &crate::metrics::Metrics) {
         "Longest single sync since start.",
         metrics.sync_micros_max.load(Ordering::Relaxed),
     );
+    let sync_counts: Vec<u64> = metrics
+        .sync_buckets
+        .iter()
+        .map(|bucket| bucket.load(Ordering::Relaxed))
+        .collect();
+    scrape.histogram(
+        "colony_log_sync_seconds",
+        "How long each group commit's sync of the logs took: every command of the group waits for it.",
+        &colony_pipeline::metrics::SYNC_BOUNDS_SECONDS,
+        &sync_counts,
+        metrics.sync_micros_total.load(Ordering::Relaxed) as f64 / 1e6,
+    );
     scrape.counter(
         "colony_snapshots_total",
         "Snapshots written since start.",

@@ -66,6 +66,24 @@ async fn until<T>(what: &str, mut probe: impl AsyncFnMut() -> Option<T>) -> T {
     }
 }
 
+/// The shipped `limits.toml` with `ai_accounts` at these soft and hard values.
+fn limits_with_ai_accounts(soft: u64, hard: u64) -> String {
+    let shipped = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/genesis/limits.toml"),
+    )
+    .unwrap();
+    let limits = shipped.replacen(
+        "soft = 10               # Hypernet max_ai_accounts soft\nhard = 50",
+        &format!("soft = {soft}\nhard = {hard}"),
+        1,
+    );
+    assert_ne!(
+        limits, shipped,
+        "the shipped ai_accounts limit is where the test looks"
+    );
+    limits
+}
+
 async fn alerts(base: &str, admin: &str) -> Vec<Value> {
     common::get_json(base, admin, "/v1/alerts").await["alerts"]
         .as_array()
@@ -78,16 +96,7 @@ async fn crossings_become_decisions_on_the_bus_and_at_the_webhooks() {
     let (signed_url, signed) = receiver(2, None).await;
     let (slack_url, slack) = receiver(0, None).await;
     let (dead_url, _) = receiver(0, Some(StatusCode::SERVICE_UNAVAILABLE)).await;
-    let shipped = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/genesis/limits.toml"),
-    )
-    .unwrap();
-    let limits = shipped.replacen(
-        "soft = 10               # Hypernet max_ai_accounts soft\nhard = 50",
-        "soft = 2\nhard = 5",
-        1,
-    );
-    assert_ne!(limits, shipped);
+    let limits = limits_with_ai_accounts(2, 5);
     let alerts_toml = format!(
         r#"
 [alerts]
@@ -302,5 +311,44 @@ async fn a_periodic_report_goes_to_the_webhooks() {
         .unwrap()
         .starts_with("# Colony: what happened"));
     assert_eq!(body["node"], base);
+    node.shutdown().await.unwrap();
+}
+
+/// Quotas are watched for every principal with standing, a few hundred at a time
+/// under one read of the kernel's state: a principal past the first few hundred is
+/// watched as the first is, and only its own quota alerts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quota_crossing_is_seen_among_hundreds_of_principals() {
+    let limits = limits_with_ai_accounts(1000, 1000);
+    let alerts_toml = "[alerts]\ncheck_every = \"50ms\"\nthresholds = [\"100%\"]\nsoft = false\n\n[alerts.quotas]\nthresholds = [\"50%\"]\nresources = [\"llm_budget_usd\"]\n";
+    let config = common::genesis_dir(&[("limits.toml", &limits), ("alerts.toml", alerts_toml)]);
+    let data = tempfile::tempdir().unwrap();
+    let (node, base, admin) = common::start(data.path(), config.path()).await;
+    let mut last = (String::new(), String::new());
+    for n in 0..600 {
+        last = common::create_principal(&base, &admin, &format!("q{n}"), "ai", &[]).await;
+    }
+    let (address, token) = last;
+    // 60% of the principal's 2 000 000 reserved.
+    let reserved = common::post_json(
+        &base,
+        &token,
+        "/v1/ledger/reserve",
+        &json!({"resource": "llm_budget_usd", "amount": 1_200_000, "justification": "most of it"}),
+    )
+    .await;
+    assert!(reserved["reservation"].is_u64(), "{reserved}");
+    let raised = until("the quota's alert", async || {
+        alerts(&base, &admin)
+            .await
+            .into_iter()
+            .find(|alert| alert["kind"] == "raise")
+    })
+    .await;
+    assert_eq!(raised["threshold"], "50%", "{raised}");
+    assert_eq!(raised["figure"], "quota.llm_budget_usd", "{raised}");
+    let listed = common::get_json(&base, &admin, "/v1/alerts").await;
+    assert_eq!(listed["raised_total"], 1, "{listed}");
+    assert_eq!(listed["raised"][0]["principal"], address, "{listed}");
     node.shutdown().await.unwrap();
 }
