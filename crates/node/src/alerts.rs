@@ -50,13 +50,16 @@ fn figures<'a>(
         return out;
     };
     let now = now_ms();
+    let watched_now = |p: &colony_kernel::Principal| {
+        p.standing && !matches!(p.kind, PrincipalKind::System | PrincipalKind::Node)
+    };
     let watched: Vec<PrincipalId> = app
         .shared
         .state
         .read()
         .expect("state lock")
         .principals()
-        .filter(|p| p.standing && !matches!(p.kind, PrincipalKind::System | PrincipalKind::Node))
+        .filter(|p| watched_now(p))
         .map(|p| p.id)
         .collect();
     let resources: Vec<Resource> = Resource::ALL
@@ -65,7 +68,11 @@ fn figures<'a>(
         .collect();
     for chunk in watched.chunks(PER_READ) {
         let state = app.shared.state.read().expect("state lock");
-        for principal in chunk {
+        // One that lost its standing since the list was made is no longer watched.
+        for principal in chunk
+            .iter()
+            .filter(|id| state.principal(**id).is_some_and(watched_now))
+        {
             for resource in &resources {
                 let Some(balance) = state.balance_at(*principal, *resource, now) else {
                     continue;
