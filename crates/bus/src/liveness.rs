@@ -37,6 +37,9 @@ use colony_kernel::{CommandBody, PrincipalId, Reason, State, TaskAddress};
 use colony_pipeline::sequencer::{now_ms, Submitter};
 use colony_pipeline::Answered;
 
+/// Sessions a round looks at under one read of the kernel's state, at most.
+const SESSIONS_PER_READ: usize = 256;
+
 /// How often sessions heard from are renewed in one batch (new and resumed ones are
 /// renewed at the next tick).
 pub const RENEW_EVERY_MS: u64 = 60_000;
@@ -54,6 +57,15 @@ pub struct Liveness {
     /// Task leases heartbeated in memory: (address, token) → when last heard.
     leases: Mutex<HashMap<(TaskAddress, u64), u64>>,
     state: Arc<RwLock<State>>,
+}
+
+/// When a round runs, and what it goes by.
+#[derive(Clone, Copy)]
+struct RoundAt {
+    now: u64,
+    /// Renew every session due, not only those whose deadline comes first.
+    batch: bool,
+    timeout_ms: u64,
 }
 
 /// What one round found to log.
@@ -148,14 +160,81 @@ impl Liveness {
     /// (all that are due when `batch`, else only those whose deadline comes before
     /// the next batch). Sessions the node has not heard since it started count as
     /// heard now; ended ones are forgotten.
+    ///
+    /// The sessions are looked at [`SESSIONS_PER_READ`] at a time, each batch under
+    /// one read of the kernel's state and one hold of what was heard: tens of
+    /// thousands of sessions never hold the sequencer's next write (and every reader
+    /// queued behind it), nor their own heartbeats, for a whole round.
     fn round(&self, now: u64, batch: bool) -> Round {
-        let state = self.state.read().expect("state lock");
-        let timeout_ms = state.task_config().worker_timeout_ms;
-        let mut heard = self.heard.lock().expect("liveness lock");
+        let (listed, timeout_ms) = {
+            let state = self.state.read().expect("state lock");
+            let listed: Vec<u64> = state.active_workers().map(|session| session.id).collect();
+            (listed, state.task_config().worker_timeout_ms)
+        };
         let mut round = Round::default();
-        let mut active = std::collections::HashSet::new();
-        for session in state.active_workers() {
-            active.insert(session.id);
+        for chunk in listed.chunks(SESSIONS_PER_READ) {
+            let state = self.state.read().expect("state lock");
+            let mut heard = self.heard.lock().expect("liveness lock");
+            let at = RoundAt {
+                now,
+                batch,
+                timeout_ms,
+            };
+            Self::round_of(&state, &mut heard, chunk, at, &mut round);
+        }
+        let active: std::collections::HashSet<u64> = listed.into_iter().collect();
+        let mut heard = self.heard.lock().expect("liveness lock");
+        heard.retain(|id, _| active.contains(id));
+        for (id, _) in &round.lost {
+            heard.remove(id);
+        }
+        drop(heard);
+        let state = self.state.read().expect("state lock");
+        // Leases heard in memory: renewed once half of them is gone, forgotten once
+        // they ended or lapsed.
+        self.leases
+            .lock()
+            .expect("liveness lock")
+            .retain(|(address, token), at| {
+                let Some(lease) = state
+                    .task(address)
+                    .filter(|task| task.status == TaskStatus::InProgress)
+                    .and_then(|task| task.lease.as_ref())
+                    .filter(|lease| lease.token == *token)
+                else {
+                    return false;
+                };
+                let extends = lease.expires_at_ms < at.saturating_add(lease.lease_ms)
+                    && lease.expires_at_ms < lease.attempt_deadline_ms;
+                if extends && lease.expires_at_ms < now.saturating_add(lease.lease_ms / 2) {
+                    round.leases.push(LeaseHeard {
+                        address: address.clone(),
+                        token: *token,
+                        at_ms: *at,
+                    });
+                }
+                lease.expires_at_ms > now
+            });
+        round
+    }
+
+    /// One batch of a round: the sessions of `chunk` still active, as `round` says.
+    fn round_of(
+        state: &State,
+        heard: &mut HashMap<u64, u64>,
+        chunk: &[u64],
+        RoundAt {
+            now,
+            batch,
+            timeout_ms,
+        }: RoundAt,
+        round: &mut Round,
+    ) {
+        for session in chunk.iter().filter_map(|id| state.worker(*id)) {
+            // Ended since the round listed it.
+            if session.state != colony_kernel::workers::WorkerState::Active {
+                continue;
+            }
             let at = heard.entry(session.id).or_insert(now);
             // A heartbeat the log holds (a resumed `hello`) counts too.
             *at = (*at).max(session.last_heartbeat_ms);
@@ -185,37 +264,6 @@ impl Liveness {
                 });
             }
         }
-        heard.retain(|id, _| active.contains(id));
-        for (id, _) in &round.lost {
-            heard.remove(id);
-        }
-        drop(heard);
-        // Leases heard in memory: renewed once half of them is gone, forgotten once
-        // they ended or lapsed.
-        self.leases
-            .lock()
-            .expect("liveness lock")
-            .retain(|(address, token), at| {
-                let Some(lease) = state
-                    .task(address)
-                    .filter(|task| task.status == TaskStatus::InProgress)
-                    .and_then(|task| task.lease.as_ref())
-                    .filter(|lease| lease.token == *token)
-                else {
-                    return false;
-                };
-                let extends = lease.expires_at_ms < at.saturating_add(lease.lease_ms)
-                    && lease.expires_at_ms < lease.attempt_deadline_ms;
-                if extends && lease.expires_at_ms < now.saturating_add(lease.lease_ms / 2) {
-                    round.leases.push(LeaseHeard {
-                        address: address.clone(),
-                        token: *token,
-                        at_ms: *at,
-                    });
-                }
-                lease.expires_at_ms > now
-            });
-        round
     }
 
     /// Renews and declares what each tick finds (until the task is aborted).
@@ -286,5 +334,69 @@ async fn renew(submitter: &Submitter, justification: String, body: CommandBody, 
         .await
     {
         tracing::warn!("{what} not recorded: {error}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use colony_kernel::workers::NewWorker;
+    use colony_kernel::{Command, Genesis};
+
+    #[test]
+    fn a_round_in_batches_finds_the_one_silent_session_among_many() {
+        let mut genesis = Genesis::for_tests([1; 32]);
+        for limit in &mut genesis.limits {
+            if limit.name == "active_workers" {
+                (limit.soft, limit.hard) = (None, None);
+            }
+        }
+        let state = crate::test_kernel::kernel(genesis);
+        let sessions = 3 * SESSIONS_PER_READ + 7;
+        for _ in 0..sessions {
+            let mut state = state.write().unwrap();
+            let command = Command::new(
+                state.last_seq + 1,
+                now_ms().max(state.now_ms),
+                PrincipalId::ADMIN,
+                "a worker of the test",
+                CommandBody::RegisterWorker(Box::new(NewWorker {
+                    capabilities: Vec::new(),
+                    model: None,
+                    profile: None,
+                })),
+            );
+            state.apply(&command);
+        }
+        let (ids, timeout_ms, registered) = {
+            let state = state.read().unwrap();
+            let ids: Vec<u64> = state.active_workers().map(|s| s.id).collect();
+            let registered = state.active_workers().map(|s| s.last_heartbeat_ms).max();
+            (
+                ids,
+                state.task_config().worker_timeout_ms,
+                registered.unwrap(),
+            )
+        };
+        assert_eq!(ids.len(), sessions);
+        let liveness = Liveness::new(Arc::clone(&state));
+        let start = now_ms().max(registered);
+        // The first round counts every session as heard now; nothing is lost.
+        assert!(liveness.round(start, false).lost.is_empty());
+        assert_eq!(liveness.heard.lock().unwrap().len(), sessions);
+        // All heard again but one, in the middle of the last batch.
+        let silent = ids[3 * SESSIONS_PER_READ + 3];
+        for id in ids.iter().filter(|id| **id != silent) {
+            liveness
+                .heard
+                .lock()
+                .unwrap()
+                .insert(*id, start + timeout_ms / 2);
+        }
+        let round = liveness.round(start + timeout_ms, false);
+        assert_eq!(round.lost, [(silent, start)]);
+        // Forgotten once declared: the others are still remembered.
+        assert_eq!(liveness.last_heard(silent), None);
+        assert_eq!(liveness.heard.lock().unwrap().len(), sessions - 1);
     }
 }
