@@ -195,23 +195,24 @@ fn limit_families(scrape: &mut Scrape, limits: &[colony_kernel::Limit]) {
 
 /// Principals by kind and tasks by status, from the kernel's state.
 fn state_families(scrape: &mut Scrape, state: &colony_kernel::State) {
-    let principals: Vec<(Labels, u64)> = {
-        [
-            PrincipalKind::Human,
-            PrincipalKind::Ai,
-            PrincipalKind::Artifact,
-            PrincipalKind::Node,
-        ]
-        .into_iter()
-        .map(|kind| {
-            let count = state
-                .principals()
-                .filter(|p| p.kind == kind && p.standing)
-                .count() as u64;
-            (vec![("kind", kind.as_str().to_string())], count)
-        })
-        .collect()
-    };
+    let kinds = [
+        PrincipalKind::Human,
+        PrincipalKind::Ai,
+        PrincipalKind::Artifact,
+        PrincipalKind::Node,
+    ];
+    // One walk of the principals for all kinds.
+    let mut counts = [0u64; 4];
+    for principal in state.principals().filter(|p| p.standing) {
+        if let Some(at) = kinds.iter().position(|kind| *kind == principal.kind) {
+            counts[at] += 1;
+        }
+    }
+    let principals: Vec<(Labels, u64)> = kinds
+        .iter()
+        .zip(counts)
+        .map(|(kind, count)| (vec![("kind", kind.as_str().to_string())], count))
+        .collect();
     scrape.family(
         "colony_principals",
         Kind::Gauge,

@@ -606,6 +606,10 @@ async fn metrics_show_limits_and_decisions() {
         "colony_limit_usage{limit=\"ai_accounts\",unit=\"accounts\"} 1",
         "colony_limit_hard{limit=\"ai_accounts\",unit=\"accounts\"} 50",
         "colony_principals{kind=\"ai\"} 1",
+        "colony_principals{kind=\"human\"} 1",
+        "colony_principals{kind=\"artifact\"} 0",
+        "# TYPE colony_log_sync_seconds histogram",
+        "colony_log_sync_seconds_bucket{le=\"+Inf\"} ",
         "colony_decisions_total{decision=\"allowed\"} 4",
         "colony_commands_total 4",
     ] {
