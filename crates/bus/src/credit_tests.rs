@@ -146,7 +146,8 @@ fn a_refresh_in_chunks_reaches_every_meter() {
     let state = kernel(Genesis::for_tests([1; 32]));
     let meters = Meters::new(Arc::clone(&state));
     let admin = meters.meter(PrincipalId::ADMIN);
-    let others: Vec<Arc<Meter>> = (0..3 * crate::meter::REFRESH_CHUNK as u64)
+    let others: Vec<Arc<Meter>> = (0..3 * colony_pipeline::sequencer::ENTRIES_PER_STATE_READ
+        as u64)
         .map(|n| meters.meter(PrincipalId(100_000 + n)))
         .collect();
     assert_eq!(admin.io_ops.lock().unwrap().left, QUOTA);

@@ -34,11 +34,8 @@ use std::time::Duration;
 use colony_kernel::tasks::{LeaseHeard, TaskStatus, RENEW_LEASES_MAX};
 use colony_kernel::workers::{WorkerHeard, RENEW_WORKERS_MAX, SOFT_SESSION_LEASE_MS};
 use colony_kernel::{CommandBody, PrincipalId, Reason, State, TaskAddress};
-use colony_pipeline::sequencer::{now_ms, Submitter};
+use colony_pipeline::sequencer::{now_ms, Submitter, ENTRIES_PER_STATE_READ};
 use colony_pipeline::Answered;
-
-/// Sessions a round looks at under one read of the kernel's state, at most.
-const SESSIONS_PER_READ: usize = 256;
 
 /// How often sessions heard from are renewed in one batch (new and resumed ones are
 /// renewed at the next tick).
@@ -161,10 +158,9 @@ impl Liveness {
     /// the next batch). Sessions the node has not heard since it started count as
     /// heard now; ended ones are forgotten.
     ///
-    /// The sessions are looked at [`SESSIONS_PER_READ`] at a time, each batch under
-    /// one read of the kernel's state and one hold of what was heard: tens of
-    /// thousands of sessions never hold the sequencer's next write (and every reader
-    /// queued behind it), nor their own heartbeats, for a whole round.
+    /// The sessions are looked at [`ENTRIES_PER_STATE_READ`] at a time, each batch
+    /// under one read of the kernel's state and one hold of what was heard, so that
+    /// neither the sequencer's next write nor the heartbeats wait for a whole round.
     fn round(&self, now: u64, batch: bool) -> Round {
         let (listed, timeout_ms) = {
             let state = self.state.read().expect("state lock");
@@ -172,14 +168,14 @@ impl Liveness {
             (listed, state.task_config().worker_timeout_ms)
         };
         let mut round = Round::default();
-        for chunk in listed.chunks(SESSIONS_PER_READ) {
+        let at = RoundAt {
+            now,
+            batch,
+            timeout_ms,
+        };
+        for chunk in listed.chunks(ENTRIES_PER_STATE_READ) {
             let state = self.state.read().expect("state lock");
             let mut heard = self.heard.lock().expect("liveness lock");
-            let at = RoundAt {
-                now,
-                batch,
-                timeout_ms,
-            };
             Self::round_of(&state, &mut heard, chunk, at, &mut round);
         }
         let active: std::collections::HashSet<u64> = listed.into_iter().collect();
@@ -352,7 +348,7 @@ mod tests {
             }
         }
         let state = crate::test_kernel::kernel(genesis);
-        let sessions = 3 * SESSIONS_PER_READ + 7;
+        let sessions = 3 * ENTRIES_PER_STATE_READ + 7;
         for _ in 0..sessions {
             let mut state = state.write().unwrap();
             let command = Command::new(
@@ -385,7 +381,7 @@ mod tests {
         assert!(liveness.round(start, false).lost.is_empty());
         assert_eq!(liveness.heard.lock().unwrap().len(), sessions);
         // All heard again but one, in the middle of the last batch.
-        let silent = ids[3 * SESSIONS_PER_READ + 3];
+        let silent = ids[3 * ENTRIES_PER_STATE_READ + 3];
         for id in ids.iter().filter(|id| **id != silent) {
             liveness
                 .heard

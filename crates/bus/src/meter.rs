@@ -15,9 +15,6 @@ use std::sync::{Arc, Mutex, RwLock};
 use colony_kernel::streams::EdgeUsage;
 use colony_kernel::{Gate, LimitName, PrincipalId, Reason, Resource, State};
 
-/// Meters refreshed under one read of the kernel's state, at most.
-pub(crate) const REFRESH_CHUNK: usize = 256;
-
 #[derive(Debug, Default)]
 pub(crate) struct Allowance {
     /// What may still be spent before the next refresh (`u64::MAX`: unlimited).
@@ -282,10 +279,8 @@ impl Meters {
     /// when windows turn). In a cluster only the quarantines: the allowances are the
     /// lease's.
     ///
-    /// The meters are refreshed [`REFRESH_CHUNK`] at a time, each chunk under one
-    /// read of the kernel's state: a node with tens of thousands of publishers never
-    /// holds the state (and so the sequencer's next write, and every reader queued
-    /// behind it) for the whole sweep.
+    /// The meters are refreshed `ENTRIES_PER_STATE_READ` at a time, each chunk under
+    /// one read of the kernel's state.
     pub fn refresh(&self, now_ms: u64) {
         let alone = self.leasing.is_none();
         let meters: Vec<(PrincipalId, Arc<Meter>)> = self
@@ -295,7 +290,7 @@ impl Meters {
             .iter()
             .map(|(principal, meter)| (*principal, Arc::clone(meter)))
             .collect();
-        for chunk in meters.chunks(REFRESH_CHUNK) {
+        for chunk in meters.chunks(colony_pipeline::sequencer::ENTRIES_PER_STATE_READ) {
             let state = self.state.read().expect("state lock");
             for (principal, meter) in chunk {
                 refresh_one(&state, *principal, meter, now_ms, alone);

@@ -13,15 +13,10 @@ use colony_kernel::alerts::{Alert, AlertReport, AlertScope};
 use colony_kernel::{CommandBody, Effect, PrincipalId, PrincipalKind, Resource};
 
 use crate::app::{AppState, Shared};
-use crate::sequencer::now_ms;
+use crate::sequencer::{now_ms, ENTRIES_PER_STATE_READ};
 
 /// Crossings submitted per check at most (the rest wait for the next check).
 pub const CROSSINGS_PER_CHECK_MAX: usize = 256;
-
-/// Principals (or figures) looked at under one read of the kernel's state, at most:
-/// a node with tens of thousands of principals never holds the state (and so the
-/// sequencer's next write, and every reader queued behind it) for a whole check.
-const PER_READ: usize = 256;
 
 /// The figures to watch now: every limit, and the watched quotas of every principal
 /// with standing (under `quota_rules`).
@@ -66,7 +61,7 @@ fn figures<'a>(
         .into_iter()
         .filter(|resource| quotas.resources.contains(resource))
         .collect();
-    for chunk in watched.chunks(PER_READ) {
+    for chunk in watched.chunks(ENTRIES_PER_STATE_READ) {
         let state = app.shared.state.read().expect("state lock");
         // One that lost its standing since the list was made is no longer watched.
         for principal in chunk
@@ -103,7 +98,7 @@ fn check(app: &AppState, config: &AlertsConfig, cooldown: &mut Cooldown) -> Vec<
     let figures = figures(app, config, quota_rules.as_ref());
     let now = now_ms();
     let mut reports = Vec::new();
-    for chunk in figures.chunks(PER_READ) {
+    for chunk in figures.chunks(ENTRIES_PER_STATE_READ) {
         let state = app.shared.state.read().expect("state lock");
         for (figure, rules) in chunk {
             reports.extend(

@@ -370,6 +370,13 @@ impl Core {
     }
 }
 
+/// A sweep over principals or sessions outside the sequencer (the bus meters'
+/// refresh, the liveness round, the alert watcher) reads the kernel's state this
+/// many at a time, releasing it between: a node with tens of thousands never holds
+/// the state, and so the sequencer's next write and every reader queued behind it
+/// (std's `RwLock` lets no reader in while a writer waits), for a whole sweep.
+pub const ENTRIES_PER_STATE_READ: usize = 256;
+
 /// The node's clock, in Unix milliseconds. Only the sequencer reads it for commands.
 pub fn now_ms() -> u64 {
     SystemTime::now()
